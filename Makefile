@@ -1,0 +1,34 @@
+# Two entry points on a fresh machine: `make run` (generate with the default model) and `make test`.
+PY        := .venv/bin/python
+BUILD     ?= build
+BUILD_TYPE ?= Release
+PROMPT    ?= Write a haiku about the sea.
+
+.PHONY: setup build run test test-cpp test-parity bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+$(BUILD)/build.ninja: CMakeLists.txt | setup
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	  -DMLX_DIR=$$($(PY) -m mlx --cmake-dir)/share/cmake/MLX
+
+build: setup $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j 2
+
+run: build
+	$(BUILD)/mlxgp generate --model default --prompt "$(PROMPT)" --max-new-tokens 64
+
+test-cpp: build
+	cd $(BUILD) && ctest --output-on-failure -j 2
+
+test-parity: build
+	MLXGP_BIN=$(abspath $(BUILD))/mlxgp $(PY) -m pytest -q tests/parity
+
+test: test-cpp test-parity
+
+bench: build
+	MLXGP_BIN=$(abspath $(BUILD))/mlxgp $(PY) bench/bench.py
+
+clean:
+	rm -rf $(BUILD)

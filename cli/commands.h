@@ -1,0 +1,13 @@
+// Subcommands of the mlxgp CLI. Each takes the arguments after its name and returns an exit code;
+// errors are thrown as mlxgp::Error and turned into one stderr line by main().
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace mlxgp::cli {
+
+int run_generate(const std::vector<std::string>& args);  // cmd_generate.cpp
+int run_logits(const std::vector<std::string>& args);    // cmd_logits.cpp
+
+}  // namespace mlxgp::cli

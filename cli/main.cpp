@@ -1,0 +1,68 @@
+// mlxgp: command-line entry point. Dispatches to subcommands and maps errors to exit codes:
+// 2 for invalid input ([component] message on one stderr line), 1 for runtime failures.
+#include <cstring>
+#include <exception>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "mlxgp/error.h"
+#include "mlxgp/paths.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(const std::vector<std::string>&);
+  const char* help;
+};
+
+const Command kCommands[] = {
+    {"generate", mlxgp::cli::run_generate, "generate text from a prompt or token ids"},
+    {"logits", mlxgp::cli::run_logits, "dump prefill + cached decode logits for token ids (parity checks)"},
+};
+
+void print_usage() {
+  std::cout << "usage: mlxgp <command> [options]   (mlxgp " << mlxgp::version() << ")\n\ncommands:\n";
+  for (auto& c : kCommands) std::cout << "  " << c.name << "\t" << c.help << "\n";
+  std::cout << "\n'mlxgp <command> --help' lists a command's options.\n";
+}
+
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    print_usage();
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::cout << mlxgp::version() << "\n";
+    return 0;
+  }
+  std::vector<std::string> args(argv + 2, argv + argc);
+  for (auto& c : kCommands) {
+    if (std::string(argv[1]) != c.name) continue;
+    try {
+      return c.run(args);
+    } catch (const mlxgp::Error& e) {
+      std::cerr << one_line(e.what()) << "\n";
+      return e.kind() == mlxgp::ErrorKind::InvalidInput ? 2 : 1;
+    } catch (const std::invalid_argument& e) {
+      // MLX reports bad shapes/arguments this way, already prefixed "[op]".
+      std::cerr << one_line(e.what()) << "\n";
+      return 2;
+    } catch (const std::exception& e) {
+      std::cerr << "[mlxgp] " << one_line(e.what()) << "\n";
+      return 1;
+    }
+  }
+  std::cerr << "[cli] unknown command '" << argv[1] << "' (see mlxgp --help)\n";
+  return 2;
+}

@@ -1,0 +1,30 @@
+// The project's one error type. Messages read "[component] what went wrong" (MLX's convention),
+// so the CLI can print what() as a single line.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace mlxgp {
+
+enum class ErrorKind {
+  InvalidInput,  // the user's input or settings are wrong: CLI exit code 2
+  Runtime,       // the input was fine but something failed while running: CLI exit code 1
+};
+
+class Error : public std::runtime_error {
+ public:
+  Error(std::string_view component, std::string_view message, ErrorKind kind = ErrorKind::InvalidInput);
+  const std::string& component() const { return component_; }
+  ErrorKind kind() const { return kind_; }
+
+ private:
+  std::string component_;
+  ErrorKind kind_;
+};
+
+// Throws Error(component, message, InvalidInput).
+[[noreturn]] void fail(std::string_view component, std::string_view message);
+
+}  // namespace mlxgp

