@@ -21,6 +21,8 @@ struct Command {
 const Command kCommands[] = {
     {"generate", mlxgp::cli::run_generate, "generate text from a prompt or token ids"},
     {"logits", mlxgp::cli::run_logits, "dump prefill + cached decode logits for token ids (parity checks)"},
+    {"tokenize", mlxgp::cli::run_tokenize, "print the token ids of a text"},
+    {"detokenize", mlxgp::cli::run_detokenize, "print the text of token ids"},
 };
 
 void print_usage() {

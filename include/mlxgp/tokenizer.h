@@ -28,6 +28,9 @@ class Tokenizer {
   std::vector<int> encode(std::string_view text, bool add_special_tokens = true) const;
   // Throws [tokenizer] on ids outside [0, vocab_size()).
   std::string decode(std::span<const int> ids, bool skip_special_tokens = false) const;
+  // The bytes decode() would turn into text, before invalid UTF-8 is replaced by U+FFFD (for
+  // streaming). Throws like decode().
+  std::string decode_bytes(std::span<const int> ids, bool skip_special_tokens = false) const;
 
   int vocab_size() const;  // including added tokens
   std::optional<int> token_to_id(std::string_view token) const;
@@ -48,7 +51,8 @@ class Tokenizer {
 };
 
 // Emits text as soon as it is final: never a broken UTF-8 sequence; the concatenation of all
-// push() results and flush() equals tokenizer.decode(all ids).
+// push() results and flush() equals tokenizer.decode(all ids). push() throws like decode() on a
+// bad id (and then leaves its state unchanged).
 class StreamingDetokenizer {
  public:
   explicit StreamingDetokenizer(std::shared_ptr<const Tokenizer> tokenizer, bool skip_special_tokens = false);
@@ -58,8 +62,7 @@ class StreamingDetokenizer {
  private:
   std::shared_ptr<const Tokenizer> tokenizer_;
   bool skip_special_;
-  std::vector<int> ids_;
-  size_t emitted_ = 0;  // bytes of decode(ids_) already returned
+  std::string pending_;  // decoded bytes not yet returned (an unfinished UTF-8 sequence)
 };
 
 }  // namespace mlxgp

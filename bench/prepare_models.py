@@ -1,0 +1,76 @@
+"""Builds the model folders the benchmark compares on, in the git-ignored model cache.
+
+Run as a script (`python bench/prepare_models.py`) so that the heavy imports (torch, transformers,
+mlx_lm) stay out of the benchmark's driver process. Each folder is built in a temporary sibling and
+renamed into place, so a killed run never leaves a half-written folder under the real name, and an
+existing folder is reused as is (idempotent).
+"""
+import os
+import shutil
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_GGUF, HF_F32_DIR, MLX_Q4_DIR  # noqa: E402
+
+# mlx-lm's usual 4-bit recipe (mlx_lm.convert -q defaults): affine, group 64.
+Q_BITS = 4
+Q_GROUP_SIZE = 64
+
+
+def _build_atomically(final: Path, build) -> None:
+    """Calls build(tmp_dir) and renames tmp_dir to final; skips when final already exists."""
+    if final.exists():
+        print(f"[prepare] reusing {final}")
+        return
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by an interrupted run
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        build(tmp)
+        os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"[prepare] wrote {final}")
+
+
+def build_hf_f32(out: Path) -> None:
+    """transformers dequantizes the default GGUF to fp32; save it as a plain HF safetensors folder."""
+    import torch
+    import transformers
+
+    if not DEFAULT_GGUF.exists():
+        raise SystemExit(f"[prepare] default model missing at {DEFAULT_GGUF}: run `make setup`")
+    src, name = str(DEFAULT_GGUF.parent), DEFAULT_GGUF.name
+    tok = transformers.AutoTokenizer.from_pretrained(src, gguf_file=name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)
+    # Without GGUF matmul kernels transformers dequantizes every weight into plain fp32 modules, but it
+    # still tags the model as "gguf-quantized" and refuses to save it; drop that stale tag.
+    if any(type(m).__module__.startswith("transformers.integrations.gguf") for m in model.modules()):
+        raise SystemExit("[prepare] transformers kept GGUF-packed modules; cannot save an fp32 folder")
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def build_mlx_q4(out: Path) -> None:
+    """mlx-lm's own converter quantizes the fp32 HF folder (it requires that `out` does not exist)."""
+    from mlx_lm import convert
+
+    convert(str(HF_F32_DIR), mlx_path=str(out), quantize=True, q_bits=Q_BITS, q_group_size=Q_GROUP_SIZE)
+
+
+def main() -> None:
+    HF_F32_DIR.parent.mkdir(parents=True, exist_ok=True)
+    _build_atomically(HF_F32_DIR, build_hf_f32)
+    _build_atomically(MLX_Q4_DIR, build_mlx_q4)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""One greedy generation with transformers (PyTorch CPU, fp32 HF folder); prints one JSON line.
+
+Usage: transformers_worker.py MODEL_DIR IDS(comma-separated) MAX_NEW_TOKENS
+Peak memory is not measured here: PyTorch has no allocator peak on CPU, so the driver reports the
+process's max RSS for every engine. Torch keeps its default thread count (printed to stderr)."""
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers.generation.streamers import BaseStreamer  # noqa: E402
+from timing import TokenClock, emit  # noqa: E402
+
+
+class ClockStreamer(BaseStreamer):
+    """generate() calls put() once with the prompt, then once per generated token (batch 1)."""
+
+    def __init__(self, clock: TokenClock) -> None:
+        self.clock = clock
+        self.seen_prompt = False
+
+    def put(self, value) -> None:
+        if not self.seen_prompt:
+            self.seen_prompt = True
+            return
+        self.clock.tick(value.numel())
+
+    def end(self) -> None:
+        pass
+
+
+def main() -> None:
+    model_dir, ids_arg, max_new = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    ids = [int(t) for t in ids_arg.split(",")]
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.eval()
+    print(f"[transformers] torch threads: {torch.get_num_threads()}", file=sys.stderr)
+
+    input_ids = torch.tensor([ids], dtype=torch.long)
+    clock = TokenClock()
+    # eos_token_id=None: never stop early, like `mlxgp --ignore-eos` and mlx-lm's generate_step
+    # (min_new_tokens would instead mask EOS out of the logits and change the greedy path).
+    with torch.inference_mode():
+        clock.begin()
+        out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
+                             max_new_tokens=max_new, eos_token_id=None, pad_token_id=0,
+                             streamer=ClockStreamer(clock))
+    emit(clock.stats(len(ids), None), out[0, len(ids):].tolist())
+
+
+if __name__ == "__main__":
+    main()

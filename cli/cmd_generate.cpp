@@ -1,0 +1,146 @@
+// `mlxgp generate`: load a model, build the generation config from its layers (the model's
+// generation_config.json < --config file < flags), generate, and stream text or print one JSON object.
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "args.h"
+#include "commands.h"
+#include "mlxgp/error.h"
+#include "mlxgp/generate.h"
+#include "mlxgp/generation_config.h"
+#include "mlxgp/loader.h"
+
+namespace mlxgp::cli {
+
+namespace {
+
+std::string flag_name(std::string field) {
+  for (char& c : field)
+    if (c == '_') c = '-';
+  return field;
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("config", "cannot read --config file '" + path + "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The user's layers (--config file, then flags) applied onto `config`.
+void apply_user_layers(GenerationConfig& config, const Args& args) {
+  if (auto path = args.get("config"))
+    apply_generation_config_json(config, read_text_file(*path), ConfigSource::User);
+  for (auto& f : generation_config_fields())
+    if (auto v = args.get(flag_name(f.name))) set_generation_config_field(config, f.name, *v);
+  // --temperature T > 0 means sampling, T == 0 greedy (mlx-lm / llama.cpp convention).
+  if (auto t = args.get_double("temperature")) {
+    if (*t == 0.0) {
+      if (args.has("do-sample")) fail("config", "--temperature 0 means greedy and cannot be combined with --do-sample");
+      config.do_sample = false;
+      config.temperature = 1.0;
+    } else if (*t > 0.0) {
+      config.do_sample = true;
+    }
+  }
+  if (args.has("ignore-eos")) config.eos_token_id = std::vector<int>{};
+}
+
+void print_stats(const GenerationResult& r) {
+  const auto& s = r.stats;
+  std::fprintf(stderr,
+               "[stats] prompt %d tokens (%.1f tok/s prefill), generated %d tokens (%.1f tok/s decode), "
+               "peak memory %.1f MiB, finish_reason %s\n",
+               s.prompt_tokens, s.prefill_tokens_per_s, s.generated_tokens, s.decode_tokens_per_s,
+               s.peak_memory_bytes / (1024.0 * 1024.0), to_string(r.sequences.at(0).finish_reason).c_str());
+}
+
+nlohmann::ordered_json result_json(const GenerationResult& r) {
+  nlohmann::ordered_json seqs = nlohmann::ordered_json::array();
+  for (auto& s : r.sequences)
+    seqs.push_back({{"token_ids", s.token_ids}, {"text", s.text}, {"finish_reason", to_string(s.finish_reason)}});
+  const auto& st = r.stats;
+  return {{"prompt_token_ids", r.prompt_token_ids},
+          {"sequences", seqs},
+          {"stats",
+           {{"prompt_tokens", st.prompt_tokens},
+            {"generated_tokens", st.generated_tokens},
+            {"prefill_tokens_per_s", st.prefill_tokens_per_s},
+            {"decode_tokens_per_s", st.decode_tokens_per_s},
+            {"peak_memory_bytes", st.peak_memory_bytes}}}};
+}
+
+}  // namespace
+
+int run_generate(const std::vector<std::string>& argv) {
+  Args args("generate",
+            "Generate text from a prompt or token ids. Settings come from the model's generation_config.json,\n"
+            "then --config, then the flags below (HF GenerationConfig names, '_' written '-').");
+  args.option("model", "default | model folder | file.gguf (default: default)")
+      .option("prompt", "prompt text (encoded with the model's tokenizer, special tokens added as HF does)")
+      .option("input-ids", "comma-separated prompt token ids, e.g. 1,2,3 (instead of --prompt)")
+      .option("config", "generation config JSON file (HF generation_config.json field names)");
+  for (auto& f : generation_config_fields()) {
+    std::string help = f.help + (f.default_text.empty() ? "" : " [default " + f.default_text + "]");
+    if (f.name == "temperature") help += "; on the command line T > 0 also turns on do_sample and T == 0 means greedy";
+    args.option(flag_name(f.name), help, !f.is_flag);
+  }
+  args.option("ignore-eos", "never stop at EOS (generate exactly max_new_tokens)", false)
+      .option("dtype", "float32 | bfloat16 | float16: compute dtype, dequantizing quantized weights "
+                       "(default: the checkpoint's own)")
+      .option("json", "print one JSON object (prompt_token_ids, sequences, stats) instead of streaming text", false);
+  if (!args.parse(argv)) return 0;
+
+  if (args.has("prompt") == args.has("input-ids")) fail("cli", "pass exactly one of --prompt and --input-ids");
+  auto input_ids = args.get_int_list("input-ids");
+  LoadOptions load_options;
+  if (auto d = args.get("dtype")) load_options.dtype = parse_dtype(*d);
+  {
+    // Check the user's settings before spending time on loading the model.
+    GenerationConfig probe;
+    apply_user_layers(probe, args);
+    validate(probe);
+  }
+
+  LoadedModel loaded = load(args.get("model").value_or("default"), load_options);
+  GenerationConfig config;
+  if (!loaded.generation_config_json.empty())
+    for (auto& w : apply_generation_config_json(config, loaded.generation_config_json, ConfigSource::Model))
+      std::cerr << w << "\n";
+  apply_user_layers(config, args);
+  validate(config);
+
+  std::vector<int> prompt_ids;
+  if (input_ids) {
+    prompt_ids = *input_ids;
+  } else {
+    if (!loaded.tokenizer) fail("generate", "the model has no tokenizer; pass --input-ids instead of --prompt");
+    prompt_ids = loaded.tokenizer->encode(*args.get("prompt"));
+  }
+
+  const bool as_json = args.has("json");
+  TokenCallback stream;
+  if (!as_json)
+    stream = [](int, const std::string& text) {
+      if (text.empty()) return;
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+    };
+  GenerationResult result = generate(*loaded.model, loaded.tokenizer, prompt_ids, config, stream);
+  if (as_json) {
+    // Replace (not throw on) invalid UTF-8: a generation cut at max length may end mid-character.
+    std::cout << result_json(result).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+  } else {
+    std::cout << "\n";
+    std::cout.flush();
+    print_stats(result);
+  }
+  return 0;
+}
+
+}  // namespace mlxgp::cli

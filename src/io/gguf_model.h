@@ -1,0 +1,19 @@
+// GGUF -> (ModelConfig, HF-named weights): llama.cpp's metadata keys and tensor names mapped back
+// to transformers' conventions, as transformers' own GGUF loading does.
+#pragma once
+
+#include <mlx/io.h>
+
+#include "mlxgp/model.h"
+#include "mlxgp/model_config.h"
+
+namespace mlxgp::io {
+
+// Config from `<arch>.*` metadata; throws [gguf] on missing keys, [model] on an unknown architecture.
+ModelConfig gguf_config(const std::unordered_map<std::string, mx::GGUFMetaData>& meta,
+                        const std::unordered_map<std::string, mx::array>& tensors);
+
+// Renames tensors to HF names and undoes the converter's Q/K row permutation (llama, mistral).
+WeightMap gguf_weights(const ModelConfig& config, std::unordered_map<std::string, mx::array> tensors);
+
+}  // namespace mlxgp::io

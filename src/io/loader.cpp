@@ -1,0 +1,161 @@
+// load(): HF folder (config.json + safetensors, sharded or not), MLX quantized folder, or GGUF file
+// -> Model + Tokenizer. Dtype handling happens here so models only ever see one weight layout.
+#include "mlxgp/loader.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include <mlx/mlx.h>
+#include <nlohmann/json.hpp>
+
+#include "io/checkpoint_files.h"
+#include "io/gguf_model.h"
+#include "mlxgp/error.h"
+#include "mlxgp/paths.h"
+
+namespace mlxgp {
+
+namespace fs = std::filesystem;
+
+mx::Dtype parse_dtype(const std::string& name) {
+  if (name == "float32") return mx::float32;
+  if (name == "bfloat16") return mx::bfloat16;
+  if (name == "float16") return mx::float16;
+  fail("load", "unknown dtype '" + name + "' (supported: float32, bfloat16, float16)");
+}
+
+namespace {
+
+bool is_float(mx::Dtype t) { return mx::issubdtype(t, mx::floating); }
+
+// Applies LoadOptions::dtype. With a dtype, quantized triples are dequantized to dense weights and
+// every float tensor is cast. Without one, quantized weights stay packed and float tensors (scales
+// included) take the dtype of the final norm, so the graph runs in a single dtype (GGUF stores
+// fp16 scales next to fp32 norms).
+void apply_dtype(WeightMap& w, std::optional<mx::Dtype> dtype, int group_size) {
+  std::optional<mx::Dtype> target = dtype;
+  if (!target) {
+    auto it = w.find("model.norm.weight");
+    if (it != w.end() && is_float(it->second.dtype())) target = it->second.dtype();
+  }
+  if (!target) return;
+  std::vector<std::string> quantized;
+  for (auto& [k, v] : w)
+    if (k.size() > 7 && k.ends_with(".scales")) quantized.push_back(k.substr(0, k.size() - 7));
+  if (dtype) {
+    for (auto& base : quantized) {
+      auto wi = w.find(base + ".weight");
+      auto bi = w.find(base + ".biases");
+      const auto& sc = w.at(base + ".scales");
+      if (wi == w.end() || bi == w.end() || wi->second.ndim() != 2 || sc.ndim() != 2 || sc.shape(1) == 0)
+        fail("model", "quantized tensor '" + base + ".weight' is incomplete (needs weight, scales, biases)");
+      const int in = sc.shape(1) * group_size;
+      if ((wi->second.shape(1) * 32) % in != 0)
+        fail("model", "quantized tensor '" + base + ".weight' has inconsistent packed shape");
+      const int bits = wi->second.shape(1) * 32 / in;
+      auto dense = mx::dequantize(wi->second, mx::astype(sc, mx::float32), mx::astype(bi->second, mx::float32),
+                                  group_size, bits);
+      wi->second = mx::astype(dense, *dtype);
+      w.erase(base + ".scales");
+      w.erase(base + ".biases");
+    }
+  }
+  for (auto& [k, v] : w)
+    if (is_float(v.dtype()) && v.dtype() != *target) v = mx::astype(v, *target);
+}
+
+WeightMap load_folder_weights(const fs::path& dir) {
+  std::vector<fs::path> files;
+  const auto index = dir / "model.safetensors.index.json";
+  if (fs::exists(index)) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(io::read_text_file(index.string()));
+    } catch (const nlohmann::json::exception& e) {
+      fail("safetensors", index.string() + ": malformed index JSON");
+    }
+    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+      fail("safetensors", index.string() + ": missing 'weight_map'");
+    std::set<std::string> shards;
+    for (auto& [k, v] : j["weight_map"].items()) {
+      if (!v.is_string()) fail("safetensors", index.string() + ": weight_map entries must be file names");
+      shards.insert(v.get<std::string>());
+    }
+    for (auto& s : shards) {
+      auto p = dir / s;
+      if (!fs::exists(p)) fail("safetensors", "shard " + p.string() + " listed in the index is missing");
+      files.push_back(p);
+    }
+  } else if (fs::exists(dir / "model.safetensors")) {
+    files.push_back(dir / "model.safetensors");
+  } else {
+    for (auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".safetensors") files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+  }
+  if (files.empty()) fail("load", "folder " + dir.string() + " has no model.safetensors");
+  WeightMap w;
+  for (auto& f : files)
+    for (auto& [k, v] : io::load_safetensors_checked(f.string())) w.insert_or_assign(k, v);
+  return w;
+}
+
+LoadedModel load_folder(const fs::path& dir, const LoadOptions& options) {
+  const auto cfg_path = dir / "config.json";
+  if (!fs::exists(cfg_path)) fail("load", "folder " + dir.string() + " has no config.json");
+  LoadedModel out;
+  ModelConfig config = parse_model_config(io::read_text_file(cfg_path.string()));
+  // Fail on an unknown architecture before reading gigabytes of weights.
+  auto types = supported_model_types();
+  if (std::find(types.begin(), types.end(), config.model_type) == types.end())
+    create_model(config, {});
+  WeightMap weights = load_folder_weights(dir);
+  apply_dtype(weights, options.dtype, config.quantization ? config.quantization->group_size : 64);
+  if (options.dtype) config.quantization.reset();
+  out.model = create_model(config, std::move(weights));
+  if (fs::exists(dir / "tokenizer.json")) {
+    auto tc = dir / "tokenizer_config.json";
+    out.tokenizer = Tokenizer::from_files((dir / "tokenizer.json").string(), fs::exists(tc) ? tc.string() : "");
+  }
+  if (fs::exists(dir / "generation_config.json"))
+    out.generation_config_json = io::read_text_file((dir / "generation_config.json").string());
+  return out;
+}
+
+LoadedModel load_gguf(const fs::path& file, const LoadOptions& options) {
+  auto [tensors, meta] = io::load_gguf_checked(file.string());
+  ModelConfig config = io::gguf_config(meta, tensors);
+  WeightMap weights = io::gguf_weights(config, std::move(tensors));
+  apply_dtype(weights, options.dtype, 32);  // ggml blocks are 32 wide for Q4_0/Q4_1/Q8_0
+  LoadedModel out;
+  out.model = create_model(config, std::move(weights));
+  out.tokenizer = Tokenizer::from_gguf(meta);
+  return out;
+}
+
+}  // namespace
+
+LoadedModel load(const std::string& path, const LoadOptions& options) {
+  const std::string resolved = resolve_model_path(path);
+  std::error_code ec;
+  auto status = fs::status(resolved, ec);
+  if (ec || !fs::exists(status)) fail("load", "no such file or folder: " + resolved);
+  LoadedModel out;
+  if (fs::is_directory(status)) {
+    out = load_folder(resolved, options);
+  } else if (fs::path(resolved).extension() == ".gguf") {
+    out = load_gguf(resolved, options);
+  } else {
+    fail("load", resolved + " is neither a model folder nor a .gguf file");
+  }
+  // Materialise the weights now (MLX loads lazily): read errors surface here rather than in the
+  // first forward, and time-to-first-token measures compute, not disk reads.
+  std::vector<mx::array> params;
+  for (auto& [k, v] : out.model->parameters()) params.push_back(v);
+  mx::eval(params);
+  out.source = resolved;
+  return out;
+}
+
+}  // namespace mlxgp

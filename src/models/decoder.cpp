@@ -1,0 +1,59 @@
+#include "models/decoder.h"
+
+#include "mlxgp/error.h"
+
+namespace mlxgp {
+
+DecoderModel::DecoderModel(const ModelConfig& c, WeightMap weights, const DecoderOptions& options)
+    : config_(c), options_(options) {
+  layers::UsedNames used;
+  if (c.hidden_act != "silu")
+    fail("model", "unsupported hidden_act '" + c.hidden_act + "' (supported: silu)");
+  embed_tokens_ = layers::Embedding::load(weights, "model.embed_tokens", c.vocab_size, c.hidden_size);
+  blocks_.reserve(c.num_hidden_layers);
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i);
+    blocks_.push_back(Block{
+        layers::RMSNorm::load(weights, p + ".input_layernorm.weight", c.hidden_size, c.rms_norm_eps),
+        layers::RMSNorm::load(weights, p + ".post_attention_layernorm.weight", c.hidden_size, c.rms_norm_eps),
+        layers::Attention::load(weights, p + ".self_attn", c, options.attention),
+        layers::SwiGLU::load(weights, p + ".mlp", c),
+    });
+  }
+  norm_ = layers::RMSNorm::load(weights, "model.norm.weight", c.hidden_size, c.rms_norm_eps);
+  // transformers ties the head whenever tie_word_embeddings is set, even if lm_head.weight is saved.
+  if (!c.tie_word_embeddings)
+    lm_head_ = layers::Linear::load(weights, "lm_head", c.hidden_size, c.vocab_size, false);
+  // Keep only what the model reads (a tied checkpoint may still carry lm_head.weight, GGUF files
+  // carry extra tensors), so parameters() lists real parameters and unused data is never loaded.
+  for (auto& n : used.names()) weights_.insert_or_assign(n, weights.at(n));
+}
+
+mx::array DecoderModel::embed(const mx::array& tokens) const {
+  if (tokens.ndim() != 2) fail("model", "token ids must be a [batch, length] array");
+  return embed_tokens_(mx::astype(tokens, mx::int32));
+}
+
+mx::array DecoderModel::forward_embeddings(const mx::array& embeddings, KVCacheList& caches) {
+  if (embeddings.ndim() != 3 || embeddings.shape(2) != config_.hidden_size)
+    fail("model", "embeddings must be [batch, length, hidden_size]");
+  if (caches.size() != blocks_.size())
+    fail("model", "expected " + std::to_string(blocks_.size()) + " caches, got " + std::to_string(caches.size()));
+  const int T = embeddings.shape(1);
+  if (T == 0) fail("model", "cannot run the model on an empty sequence");
+  const int span = caches[0]->offset() + T;
+  if (options_.enforce_sliding_window && config_.sliding_window && span > *config_.sliding_window)
+    fail("model", "sequence length " + std::to_string(span) + " exceeds sliding_window " +
+                      std::to_string(*config_.sliding_window) + " (sliding-window attention is not supported)");
+  auto h = embeddings;
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const auto& b = blocks_[i];
+    h = mx::add(h, b.attention(b.input_norm(h), *caches[i]));
+    h = mx::add(h, b.mlp(b.post_attention_norm(h)));
+  }
+  h = norm_(h);
+  auto logits = lm_head_ ? (*lm_head_)(h) : embed_tokens_.as_linear(h);
+  return mx::astype(logits, mx::float32);
+}
+
+}  // namespace mlxgp

@@ -1,0 +1,197 @@
+#include "models/layers.h"
+
+#include <cmath>
+#include <numbers>
+#include <sstream>
+#include <vector>
+
+#include "mlxgp/error.h"
+
+namespace mlxgp::layers {
+
+namespace {
+
+std::string shape_str(const mx::Shape& s) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+  o << "]";
+  return o.str();
+}
+
+bool is_float(mx::Dtype t) { return mx::issubdtype(t, mx::floating); }
+
+thread_local UsedNames* current_recorder = nullptr;
+
+}  // namespace
+
+UsedNames::UsedNames() : previous_(current_recorder) { current_recorder = this; }
+UsedNames::~UsedNames() { current_recorder = previous_; }
+void UsedNames::record(const std::string& name) {
+  if (current_recorder) current_recorder->names_.push_back(name);
+}
+
+std::optional<mx::array> take_optional(const WeightMap& w, const std::string& name, const mx::Shape& shape) {
+  auto it = w.find(name);
+  if (it == w.end()) return std::nullopt;
+  UsedNames::record(name);
+  if (it->second.shape() != shape)
+    fail("model", "tensor '" + name + "' has shape " + shape_str(it->second.shape()) + ", expected " +
+                      shape_str(shape));
+  return it->second;
+}
+
+mx::array take(const WeightMap& w, const std::string& name, const mx::Shape& shape) {
+  auto a = take_optional(w, name, shape);
+  if (!a) fail("model", "missing tensor '" + name + "'");
+  return *a;
+}
+
+Linear Linear::load(const WeightMap& w, const std::string& prefix, int in, int out, bool has_bias) {
+  Linear l;
+  const std::string wname = prefix + ".weight";
+  auto sit = w.find(prefix + ".scales");
+  if (sit == w.end()) {
+    l.weight = take(w, wname, {out, in});
+    if (!is_float(l.weight->dtype())) fail("model", "tensor '" + wname + "' is not a float tensor");
+  } else {
+    // Quantized: weight [out, in*bits/32] uint32, scales/biases [out, in/group_size].
+    auto wit = w.find(wname);
+    if (wit == w.end()) fail("model", "missing tensor '" + wname + "'");
+    const auto& qw = wit->second;
+    const auto& sc = sit->second;
+    if (qw.ndim() != 2 || sc.ndim() != 2 || qw.shape(0) != out || sc.shape(0) != out || sc.shape(1) == 0 ||
+        qw.dtype() != mx::uint32 || in % sc.shape(1) != 0 || (qw.shape(1) * 32) % in != 0)
+      fail("model", "quantized tensor '" + wname + "' has shape " + shape_str(qw.shape()) + " with scales " +
+                        shape_str(sc.shape()) + ", which does not fit [" + std::to_string(out) + ", " +
+                        std::to_string(in) + "]");
+    l.group_size = in / sc.shape(1);
+    l.bits = qw.shape(1) * 32 / in;
+    if ((l.bits != 2 && l.bits != 3 && l.bits != 4 && l.bits != 5 && l.bits != 6 && l.bits != 8) ||
+        (l.group_size != 32 && l.group_size != 64 && l.group_size != 128))
+      fail("model", "quantized tensor '" + wname + "' has unsupported bits " + std::to_string(l.bits) +
+                        " / group size " + std::to_string(l.group_size));
+    l.weight = qw;
+    l.scales = sc;
+    UsedNames::record(wname);
+    UsedNames::record(prefix + ".scales");
+    l.biases = take(w, prefix + ".biases", sc.shape());
+  }
+  if (has_bias) l.bias = take(w, prefix + ".bias", {out});
+  return l;
+}
+
+mx::array Linear::operator()(const mx::array& x) const {
+  mx::array y = quantized()
+                    ? mx::quantized_matmul(x, *weight, *scales, *biases, true, group_size, bits)
+                    : mx::matmul(x, mx::transpose(*weight));
+  if (bias) y = mx::add(y, *bias);
+  return y;
+}
+
+Embedding Embedding::load(const WeightMap& w, const std::string& prefix, int vocab, int hidden) {
+  return Embedding{Linear::load(w, prefix, hidden, vocab, false)};
+}
+
+mx::array Embedding::operator()(const mx::array& tokens) const {
+  if (!table.quantized()) return mx::take(*table.weight, tokens, 0);
+  // Gather the packed rows first, then dequantize only those (mlx-lm QuantizedEmbedding).
+  return mx::dequantize(mx::take(*table.weight, tokens, 0), mx::take(*table.scales, tokens, 0),
+                        mx::take(*table.biases, tokens, 0), table.group_size, table.bits);
+}
+
+RMSNorm RMSNorm::load(const WeightMap& w, const std::string& name, int dim, float eps) {
+  return RMSNorm{take(w, name, {dim}), eps};
+}
+
+mx::array RMSNorm::operator()(const mx::array& x) const { return mx::fast::rms_norm(x, *weight, eps); }
+
+Rope Rope::make(const ModelConfig& c) {
+  Rope r;
+  r.dims = c.head_dim;
+  r.base = c.rope_theta;
+  if (!c.rope_scaling) return r;
+  const auto& s = *c.rope_scaling;
+  if (s.rope_type == "linear") {
+    // transformers divides inv_freq by factor == positions scaled by 1/factor.
+    r.scale = 1.0f / s.factor;
+  } else if (s.rope_type == "llama3") {
+    // transformers _compute_llama3_parameters, expressed as periods (1/inv_freq) for mx::fast::rope.
+    const double low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+    const double high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+    std::vector<float> periods;
+    for (int i = 0; i < r.dims; i += 2) {
+      float inv = 1.0f / std::pow(c.rope_theta, static_cast<float>(i) / r.dims);
+      double wavelen = 2 * std::numbers::pi / inv;
+      double scaled = wavelen > low_wavelen ? inv / s.factor : inv;
+      if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
+        double smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) /
+                        (s.high_freq_factor - s.low_freq_factor);
+        scaled = (1 - smooth) * scaled / s.factor + smooth * scaled;
+      }
+      periods.push_back(static_cast<float>(1.0 / scaled));
+    }
+    r.periods = mx::array(periods.data(), {static_cast<int>(periods.size())}, mx::float32);
+  }
+  return r;
+}
+
+mx::array Rope::operator()(const mx::array& x, int offset) const {
+  if (periods) return mx::fast::rope(x, dims, false, std::nullopt, scale, offset, *periods);
+  return mx::fast::rope(x, dims, false, base, scale, offset);
+}
+
+Attention Attention::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c,
+                          const AttentionOptions& o) {
+  Attention a;
+  a.n_heads = c.num_attention_heads;
+  a.n_kv_heads = c.num_key_value_heads;
+  a.head_dim = c.head_dim;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const bool bias = o.qkv_bias || c.attention_bias;
+  const int q_out = a.n_heads * a.head_dim, kv_out = a.n_kv_heads * a.head_dim;
+  a.q_proj = Linear::load(w, prefix + ".q_proj", c.hidden_size, q_out, bias);
+  a.k_proj = Linear::load(w, prefix + ".k_proj", c.hidden_size, kv_out, bias);
+  a.v_proj = Linear::load(w, prefix + ".v_proj", c.hidden_size, kv_out, bias);
+  a.o_proj = Linear::load(w, prefix + ".o_proj", q_out, c.hidden_size, c.attention_bias);
+  if (o.qk_norm) {
+    a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", a.head_dim, c.rms_norm_eps);
+    a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", a.head_dim, c.rms_norm_eps);
+  }
+  a.rope = Rope::make(c);
+  return a;
+}
+
+mx::array Attention::operator()(const mx::array& x, KVCache& cache) const {
+  const int B = x.shape(0), T = x.shape(1);
+  auto heads = [&](const mx::array& y, int n, const std::optional<RMSNorm>& norm) {
+    auto h = mx::reshape(y, {B, T, n, head_dim});
+    if (norm) h = (*norm)(h);
+    return mx::transpose(h, {0, 2, 1, 3});
+  };
+  const int offset = cache.offset();
+  auto q = rope(heads(q_proj(x), n_heads, q_norm), offset);
+  auto k = rope(heads(k_proj(x), n_kv_heads, k_norm), offset);
+  auto v = heads(v_proj(x), n_kv_heads, std::nullopt);
+  auto [keys, values] = cache.update(k, v);
+  // sdpa handles GQA itself; its "causal" mask is aligned to the last key, so it also covers a
+  // chunked prefill on top of a non-empty cache. A single query needs no mask.
+  auto o = mx::fast::scaled_dot_product_attention(q, keys, values, scale, T > 1 ? "causal" : "");
+  o = mx::reshape(mx::transpose(o, {0, 2, 1, 3}), {B, T, n_heads * head_dim});
+  return o_proj(o);
+}
+
+SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c) {
+  SwiGLU m;
+  m.gate_proj = Linear::load(w, prefix + ".gate_proj", c.hidden_size, c.intermediate_size, c.mlp_bias);
+  m.up_proj = Linear::load(w, prefix + ".up_proj", c.hidden_size, c.intermediate_size, c.mlp_bias);
+  m.down_proj = Linear::load(w, prefix + ".down_proj", c.intermediate_size, c.hidden_size, c.mlp_bias);
+  return m;
+}
+
+mx::array SwiGLU::operator()(const mx::array& x) const {
+  auto g = gate_proj(x);
+  return down_proj(mx::multiply(mx::multiply(g, mx::sigmoid(g)), up_proj(x)));
+}
+
+}  // namespace mlxgp::layers

@@ -1,0 +1,95 @@
+// Architecture-neutral building blocks shared by every decoder model: linear (dense or MLX affine
+// quantized), embedding, RMSNorm, rotary embedding, attention and the SwiGLU MLP. Each reads its
+// parameters from a WeightMap by HF name and checks their shapes, naming the tensor on mismatch.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <mlx/mlx.h>
+
+#include "mlxgp/kv_cache.h"
+#include "mlxgp/model.h"
+#include "mlxgp/model_config.h"
+
+namespace mlxgp::layers {
+
+// While alive, records the names every take()/take_optional() on this thread found, so a model
+// can keep only the tensors it uses.
+class UsedNames {
+ public:
+  UsedNames();
+  ~UsedNames();
+  const std::vector<std::string>& names() const { return names_; }
+  static void record(const std::string& name);
+
+ private:
+  std::vector<std::string> names_;
+  UsedNames* previous_;
+};
+
+// Fetches `name` from `w`, failing with [model] "missing tensor 'name'" or a shape mismatch.
+mx::array take(const WeightMap& w, const std::string& name, const mx::Shape& shape);
+std::optional<mx::array> take_optional(const WeightMap& w, const std::string& name, const mx::Shape& shape);
+
+// y = x W^T (+ b). Quantized when `prefix.scales` exists (mlx-lm / GGUF layout: rows are outputs,
+// groups run along the input dimension); group size and bits follow from the shapes.
+struct Linear {
+  std::optional<mx::array> weight, scales, biases, bias;
+  int group_size = 0, bits = 0;
+  static Linear load(const WeightMap& w, const std::string& prefix, int in, int out, bool has_bias);
+  bool quantized() const { return scales.has_value(); }
+  mx::array operator()(const mx::array& x) const;
+};
+
+// Token embedding table [vocab, hidden], optionally quantized; doubles as the tied output head.
+struct Embedding {
+  Linear table;  // same storage as a Linear with in = hidden, out = vocab
+  static Embedding load(const WeightMap& w, const std::string& prefix, int vocab, int hidden);
+  mx::array operator()(const mx::array& tokens) const;
+  mx::array as_linear(const mx::array& x) const { return table(x); }
+};
+
+struct RMSNorm {
+  std::optional<mx::array> weight;
+  float eps = 1e-6f;
+  static RMSNorm load(const WeightMap& w, const std::string& name, int dim, float eps);
+  mx::array operator()(const mx::array& x) const;
+};
+
+// HF non-interleaved ("rotate_half") RoPE; llama3 and linear scaling as in transformers'
+// rope init functions. x is [B, heads, T, head_dim].
+struct Rope {
+  int dims = 0;
+  float base = 10000.0f;
+  float scale = 1.0f;                // position multiplier (linear scaling: 1/factor)
+  std::optional<mx::array> periods;  // llama3: per-pair 1/inv_freq, as mx::fast::rope expects
+  static Rope make(const ModelConfig& c);
+  mx::array operator()(const mx::array& x, int offset) const;
+};
+
+struct AttentionOptions {
+  bool qkv_bias = false;  // qwen2
+  bool qk_norm = false;   // qwen3: RMSNorm over head_dim on q and k before RoPE
+};
+
+struct Attention {
+  Linear q_proj, k_proj, v_proj, o_proj;
+  std::optional<RMSNorm> q_norm, k_norm;
+  int n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  float scale = 1.0f;
+  Rope rope;
+  static Attention load(const WeightMap& w, const std::string& prefix, const ModelConfig& c,
+                        const AttentionOptions& o);
+  mx::array operator()(const mx::array& x, KVCache& cache) const;
+};
+
+// down(silu(gate(x)) * up(x)).
+struct SwiGLU {
+  Linear gate_proj, up_proj, down_proj;
+  static SwiGLU load(const WeightMap& w, const std::string& prefix, const ModelConfig& c);
+  mx::array operator()(const mx::array& x) const;
+};
+
+}  // namespace mlxgp::layers

@@ -1,0 +1,59 @@
+// The model_type registry. Architectures register through explicit functions called on first use:
+// self-registering statics in a static library would be dropped by the linker.
+#include <map>
+#include <mutex>
+
+#include "mlxgp/error.h"
+#include "mlxgp/model.h"
+#include "models/decoder.h"
+
+namespace mlxgp {
+
+namespace {
+
+std::map<std::string, ModelFactory>& table() {
+  static std::map<std::string, ModelFactory> t;
+  return t;
+}
+
+void ensure_builtins() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    register_llama();
+    register_mistral();
+    register_qwen2();
+    register_qwen3();
+  });
+}
+
+}  // namespace
+
+void register_model_type(const std::string& model_type, ModelFactory factory) {
+  table()[model_type] = std::move(factory);
+}
+
+std::vector<std::string> supported_model_types() {
+  ensure_builtins();
+  std::vector<std::string> names;
+  for (auto& [k, v] : table()) names.push_back(k);
+  return names;
+}
+
+std::unique_ptr<Model> create_model(const ModelConfig& config, WeightMap weights) {
+  ensure_builtins();
+  auto it = table().find(config.model_type);
+  if (it == table().end()) {
+    std::string list;
+    for (auto& n : supported_model_types()) list += (list.empty() ? "" : ", ") + n;
+    fail("model", "unknown model_type '" + config.model_type + "' (supported: " + list + ")");
+  }
+  return it->second(config, std::move(weights));
+}
+
+KVCacheList Model::make_caches() const {
+  KVCacheList caches;
+  for (int i = 0; i < config().num_hidden_layers; ++i) caches.push_back(std::make_unique<StandardKVCache>());
+  return caches;
+}
+
+}  // namespace mlxgp

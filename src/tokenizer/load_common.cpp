@@ -1,0 +1,42 @@
+#include "tokenizer/load_common.h"
+
+#include <nlohmann/json.hpp>
+
+#include "mlxgp/error.h"
+#include "tokenizer/utf8.h"
+
+namespace mlxgp::tok {
+
+std::pair<std::string, std::string> split_merge(const std::string& merge) {
+  size_t sp = merge.find(' ');
+  if (sp == std::string::npos || merge.find(' ', sp + 1) != std::string::npos)
+    fail("tokenizer", "BPE merge '" + merge + "' must be two tokens separated by one space");
+  return {merge.substr(0, sp), merge.substr(sp + 1)};
+}
+
+void check_token_utf8(const std::string& token, const char* where) {
+  if (auto bad = first_invalid_utf8(token))
+    fail("tokenizer", std::string(where) + " has a token that is not valid UTF-8 (byte offset " +
+                          std::to_string(*bad) + ")");
+}
+
+Tokenizer::Impl::Template bos_eos_template(bool add_bos, std::optional<int> bos, bool add_eos, std::optional<int> eos) {
+  Tokenizer::Impl::Template t;
+  // transformers turns a flag off when its token is unset.
+  if (add_bos && bos) t.prefix.push_back(*bos);
+  if (add_eos && eos) t.suffix.push_back(*eos);
+  return t;
+}
+
+std::string pick_chat_template(const nlohmann::json& j) {
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_array()) {
+    for (const auto& t : j)
+      if (t.is_object() && t.value("name", std::string()) == "default" && t.contains("template") &&
+          t["template"].is_string())
+        return t["template"].get<std::string>();
+  }
+  return "";
+}
+
+}  // namespace mlxgp::tok

@@ -1,0 +1,23 @@
+// Small helpers shared by the tokenizer.json and GGUF loaders.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "tokenizer/impl.h"
+
+namespace mlxgp::tok {
+
+// "a b" -> {"a", "b"}; throws [tokenizer] unless there is exactly one space.
+std::pair<std::string, std::string> split_merge(const std::string& merge);
+// Throws [tokenizer] if a vocabulary entry is not valid UTF-8.
+void check_token_utf8(const std::string& token, const char* where);
+// transformers' update_post_processor: "<bos> $A <eos>" with the flags that are on.
+Tokenizer::Impl::Template bos_eos_template(bool add_bos, std::optional<int> bos, bool add_eos, std::optional<int> eos);
+// A chat_template value: a string, or a list of {name, template} (the "default" one is used).
+std::string pick_chat_template(const nlohmann::json& j);
+
+}  // namespace mlxgp::tok

@@ -1,0 +1,171 @@
+// KV cache behaviour, the model registry, config parsing, and self-consistency of the forward pass:
+// cached decoding == one full forward, quantized linears == their dequantized dense form.
+#include <gtest/gtest.h>
+
+#include "mlxgp/loader.h"
+#include "test_models_util.h"
+
+using namespace mlxgp;
+using namespace mlxgp::testing;
+
+namespace {
+
+float max_abs_diff(const mx::array& a, const mx::array& b) {
+  return mx::max(mx::abs(mx::subtract(a, b))).item<float>();
+}
+
+mx::array kv(int t, float start) {
+  // [1, 2, t, 4] with distinct values per position.
+  auto pos = mx::add(mx::arange(start, start + t, 1.0f), mx::zeros({1, 2, 4, t}));
+  return mx::transpose(pos, {0, 1, 3, 2});
+}
+
+mx::array ids_array(const std::vector<int>& ids, int from, int to) {
+  return mx::array(ids.data() + from, {1, to - from}, mx::int32);
+}
+
+}  // namespace
+
+TEST(KVCache, UpdateGrowsInStepsAndKeepsContents) {
+  StandardKVCache c(4);
+  EXPECT_EQ(c.offset(), 0);
+  auto [k1, v1] = c.update(kv(3, 0), kv(3, 100));
+  EXPECT_EQ(c.offset(), 3);
+  EXPECT_EQ(k1.shape(), (mx::Shape{1, 2, 3, 4}));
+  auto [k2, v2] = c.update(kv(1, 3), kv(1, 103));  // exactly fills the first step
+  auto [k3, v3] = c.update(kv(6, 4), kv(6, 104));  // grows past it
+  EXPECT_EQ(c.offset(), 10);
+  EXPECT_EQ(k3.shape(), (mx::Shape{1, 2, 10, 4}));
+  EXPECT_EQ(max_abs_diff(k3, kv(10, 0)), 0.0f);
+  EXPECT_EQ(max_abs_diff(v3, kv(10, 100)), 0.0f);
+}
+
+TEST(KVCache, TrimDropsPositionsAndNextUpdateOverwrites) {
+  StandardKVCache c(4);
+  c.update(kv(6, 0), kv(6, 0));
+  EXPECT_EQ(c.trim(2), 2);
+  EXPECT_EQ(c.offset(), 4);
+  EXPECT_EQ(c.trim(100), 4);  // cannot drop more than stored
+  EXPECT_EQ(c.offset(), 0);
+  c.update(kv(2, 50), kv(2, 50));
+  auto [k, v] = c.update(kv(5, 52), kv(5, 52));  // growth after a trim keeps only valid positions
+  EXPECT_EQ(max_abs_diff(k, kv(7, 50)), 0.0f);
+  EXPECT_TRUE(c.is_trimmable());
+  EXPECT_NE(error_of([&] { c.trim(-1); }).find("[cache]"), std::string::npos);
+}
+
+TEST(KVCache, CloneIsIndependent) {
+  StandardKVCache c(4);
+  c.update(kv(3, 0), kv(3, 0));
+  auto d = c.clone();
+  c.update(kv(1, 99), kv(1, 99));
+  auto [k, v] = d->update(kv(1, 3), kv(1, 3));
+  EXPECT_EQ(d->offset(), 4);
+  EXPECT_EQ(max_abs_diff(k, kv(4, 0)), 0.0f);
+  auto [k2, v2] = c.update(kv(1, 5), kv(1, 5));
+  EXPECT_EQ(k2.shape(2), 5);
+}
+
+TEST(KVCache, RejectsMismatchedShapes) {
+  StandardKVCache c;
+  c.update(kv(2, 0), kv(2, 0));
+  EXPECT_NE(error_of([&] { c.update(mx::zeros({1, 3, 1, 4}), mx::zeros({1, 3, 1, 4})); }).find("[cache]"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { c.update(mx::zeros({2, 4}), mx::zeros({2, 4})); }).find("[cache]"), std::string::npos);
+}
+
+TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
+  auto types = supported_model_types();
+  EXPECT_EQ(types, (std::vector<std::string>{"llama", "mistral", "qwen2", "qwen3"}));
+  ModelConfig c = parse_model_config(tiny_config_json("phi3"));
+  EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
+            "[model] unknown model_type 'phi3' (supported: llama, mistral, qwen2, qwen3)");
+}
+
+TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
+  auto c = parse_model_config(tiny_config_json("llama", R"(, "eos_token_id": [2, 7],
+      "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+        "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})"));
+  EXPECT_FLOAT_EQ(c.rope_theta, 500000.0f);
+  ASSERT_TRUE(c.rope_scaling);
+  EXPECT_EQ(c.rope_scaling->rope_type, "llama3");
+  EXPECT_FLOAT_EQ(c.rope_scaling->factor, 32.0f);
+  EXPECT_EQ(c.eos_token_id, (std::vector<int>{2, 7}));
+  EXPECT_EQ(c.head_dim, 8);  // hidden / heads when absent
+  auto legacy = parse_model_config(tiny_config_json("llama", R"(, "rope_theta": 1e6, "eos_token_id": 3,
+      "rope_scaling": {"type": "linear", "factor": 2.0}, "head_dim": 16)"));
+  EXPECT_FLOAT_EQ(legacy.rope_theta, 1e6f);
+  EXPECT_EQ(legacy.rope_scaling->rope_type, "linear");
+  EXPECT_EQ(legacy.eos_token_id, (std::vector<int>{3}));
+  EXPECT_EQ(legacy.head_dim, 16);
+  auto qwen = parse_model_config(tiny_config_json("qwen2", R"(, "sliding_window": 16, "use_sliding_window": false)"));
+  EXPECT_FALSE(qwen.sliding_window);
+  EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("llama", R"(, "rope_scaling": {"rope_type": "yarn"})")); }),
+            "[config] unsupported rope_type 'yarn' (supported: default, linear, llama3)");
+  EXPECT_EQ(error_of([] { parse_model_config("[1, 2]"); }), "[config] config.json must be a JSON object");
+  EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("llama", R"(, "hidden_size": -4)")); }),
+            "[config] field 'hidden_size' is out of range");
+}
+
+TEST(Forward, CachedDecodeMatchesFullForward) {
+  auto model = create_model(parse_model_config(tiny_config_json()), tiny_weights(1));
+  std::vector<int> ids = {3, 17, 42, 8, 8, 63, 0, 21, 5, 9, 30, 31};
+  const int T = static_cast<int>(ids.size());
+  auto full_caches = model->make_caches();
+  auto full = model->forward(ids_array(ids, 0, T), full_caches);
+  // Prefill 5 then one token at a time; and chunks of 3 (a causal mask on a non-empty cache).
+  for (int chunk : {1, 3}) {
+    auto caches = model->make_caches();
+    std::vector<mx::array> parts = {model->forward(ids_array(ids, 0, 5), caches)};
+    for (int i = 5; i < T; i += chunk) parts.push_back(model->forward(ids_array(ids, i, std::min(T, i + chunk)), caches));
+    EXPECT_EQ(caches[0]->offset(), T);
+    EXPECT_LT(max_abs_diff(mx::concatenate(parts, 1), full), 1e-5f) << "chunk " << chunk;
+  }
+  // forward_embeddings is the same path as forward (soft prompts / inputs_embeds).
+  auto caches = model->make_caches();
+  EXPECT_EQ(max_abs_diff(model->forward_embeddings(model->embed(ids_array(ids, 0, T)), caches), full), 0.0f);
+  // Different tokens give different logits (the model is not degenerate).
+  auto c2 = model->make_caches();
+  EXPECT_GT(max_abs_diff(model->forward(ids_array(ids, 1, T), c2), mx::slice(full, {0, 0, 0}, {1, T - 1, 64})), 1e-2f);
+}
+
+TEST(Forward, QuantizedLinearsMatchTheirDequantizedWeights) {
+  // mlx-lm layout: weight/scales/biases per linear, bits inferred per tensor (4-bit attention and
+  // embeddings, 8-bit MLP here), tied-off head quantized too.
+  auto config = parse_model_config(tiny_config_json());
+  WeightMap quant, dense;
+  for (auto& [k, v] : tiny_weights(2)) {
+    if (v.ndim() != 2) {
+      quant.emplace(k, v);
+      dense.emplace(k, v);
+      continue;
+    }
+    const int bits = k.find(".mlp.") != std::string::npos ? 8 : 4;
+    auto q = mx::quantize(v, 32, bits);
+    const std::string base = k.substr(0, k.size() - 7);  // strip ".weight"
+    quant.emplace(k, q[0]);
+    quant.emplace(base + ".scales", q[1]);
+    quant.emplace(base + ".biases", q[2]);
+    dense.emplace(k, mx::dequantize(q[0], q[1], q[2], 32, bits));
+  }
+  auto qm = create_model(config, quant);
+  auto dm = create_model(config, dense);
+  std::vector<int> ids = {1, 2, 3, 60, 61, 62, 7};
+  auto qc = qm->make_caches(), dc = dm->make_caches();
+  auto ql = qm->forward(ids_array(ids, 0, 7), qc), dl = dm->forward(ids_array(ids, 0, 7), dc);
+  EXPECT_LT(max_abs_diff(ql, dl), 1e-4f);
+  EXPECT_EQ(qm->parameters().at("model.layers.0.mlp.up_proj.weight").shape(), (mx::Shape{64, 8}));  // 8-bit
+  // A packed weight whose shape fits no bit width is rejected by name.
+  quant.insert_or_assign("model.layers.1.mlp.up_proj.weight", mx::zeros({64, 7}, mx::uint32));
+  EXPECT_NE(error_of([&] { create_model(config, quant); }).find("'model.layers.1.mlp.up_proj.weight'"),
+            std::string::npos);
+}
+
+TEST(Forward, MistralRefusesSpansBeyondSlidingWindow) {
+  auto model = create_model(parse_model_config(tiny_config_json("mistral", R"(, "sliding_window": 8)")), tiny_weights());
+  auto caches = model->make_caches();
+  std::vector<int> ids(9, 4);
+  model->forward(ids_array(ids, 0, 8), caches);
+  EXPECT_EQ(error_of([&] { model->forward(ids_array(ids, 8, 9), caches); }),
+            "[model] sequence length 9 exceeds sliding_window 8 (sliding-window attention is not supported)");
+}

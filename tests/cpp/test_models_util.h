@@ -1,0 +1,102 @@
+// Helpers for the models tests: a scratch directory and a tiny random llama checkpoint written with
+// MLX's own savers, so the loader is exercised on real files.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include <mlx/mlx.h>
+
+#include "mlxgp/error.h"
+#include "mlxgp/model.h"
+
+namespace mlxgp::testing {
+
+namespace fs = std::filesystem;
+namespace mx = mlx::core;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::random_device rd;
+    path = fs::temp_directory_path() / ("mlxgp_test_models_" + std::to_string(rd()));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  fs::path operator/(const std::string& s) const { return path / s; }
+};
+
+inline void write_file(const fs::path& p, const std::string& data) {
+  std::ofstream f(p, std::ios::binary);
+  f << data;
+}
+
+inline std::string read_file(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// config.json text for a tiny llama: hidden 32, intermediate 64, 2 layers, 4 heads, 2 kv heads, vocab 64.
+inline std::string tiny_config_json(const std::string& model_type = "llama", const std::string& extra = "") {
+  return R"({"model_type": ")" + model_type + R"(", "vocab_size": 64, "hidden_size": 32,
+    "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false)" + extra + "}";
+}
+
+inline WeightMap tiny_weights(uint64_t seed = 0) {
+  WeightMap w;
+  uint64_t n = 0;
+  auto rnd = [&](const mx::Shape& s) {
+    return mx::random::normal(s, 0.0f, 0.2f, mx::random::key(seed * 1000 + ++n));
+  };
+  auto ones = [&](int d) { return mx::add(mx::ones({d}), rnd({d})); };
+  w.emplace("model.embed_tokens.weight", rnd({64, 32}));
+  w.emplace("lm_head.weight", rnd({64, 32}));
+  w.emplace("model.norm.weight", ones(32));
+  for (int i = 0; i < 2; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    w.emplace(p + "input_layernorm.weight", ones(32));
+    w.emplace(p + "post_attention_layernorm.weight", ones(32));
+    w.emplace(p + "self_attn.q_proj.weight", rnd({32, 32}));
+    w.emplace(p + "self_attn.k_proj.weight", rnd({16, 32}));
+    w.emplace(p + "self_attn.v_proj.weight", rnd({16, 32}));
+    w.emplace(p + "self_attn.o_proj.weight", rnd({32, 32}));
+    w.emplace(p + "mlp.gate_proj.weight", rnd({64, 32}));
+    w.emplace(p + "mlp.up_proj.weight", rnd({64, 32}));
+    w.emplace(p + "mlp.down_proj.weight", rnd({32, 64}));
+  }
+  return w;
+}
+
+// Writes a loadable tiny llama folder (config.json + model.safetensors).
+inline fs::path write_tiny_folder(const TempDir& t, const std::string& name = "tiny") {
+  auto dir = t / name;
+  fs::create_directories(dir);
+  write_file(dir / "config.json", tiny_config_json());
+  mx::save_safetensors((dir / "model.safetensors").string(), tiny_weights());
+  return dir;
+}
+
+// Runs `f` and returns the Error's message; fails the test if nothing (or something else) is thrown.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected mlxgp::Error, got std::exception: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "expected an mlxgp::Error";
+  return "";
+}
+
+}  // namespace mlxgp::testing

@@ -1,0 +1,263 @@
+"""Tokenizer parity: mlxgp's tokenizer against the HF tokenizer transformers builds from the same
+GGUF (and against HF `tokenizers` on real tokenizer.json files), run live on the same inputs."""
+import json
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import CACHE, ROOT
+
+CORPUS = ROOT / "tests" / "data" / "tokenizer" / "corpus.jsonl"
+NPM_TOKENIZERS = {
+    "qwen3": CACHE / "tokenizers" / "qwen3" / "tokenizer.json",
+    "llama3": CACHE / "tokenizers" / "llama3" / "tokenizer.json",
+}
+
+# Character pools for the generated part of the corpus.
+POOLS = [
+    [chr(c) for c in range(0x20, 0x7F)],
+    list(" \t\n\r\u00a0\u3000\u2028\u200b\u0085\x0b\x0c"),
+    [chr(c) for c in range(0xA0, 0x250)],
+    [chr(c) for c in range(0x300, 0x370)],  # combining marks
+    [chr(c) for c in range(0x600, 0x6FF)],
+    [chr(c) for c in range(0x900, 0x97F)],
+    [chr(c) for c in range(0x3040, 0x30FF)],
+    [chr(c) for c in range(0x4E00, 0x4FFF)],
+    [chr(c) for c in range(0xAC00, 0xACFF)],
+    [chr(c) for c in range(0x1F300, 0x1F6FF)],
+    ["\u200d", "\ufe0f", "\U0001F3FB", "\U0001F3FD"],
+    ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<filename>", "<|im_", "|>"],
+    [chr(c) for c in range(0x1100, 0x11FF)],  # Hangul jamo
+]
+
+
+def base_corpus():
+    return [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").split("\n") if line]
+
+
+def generated_corpus(n, seed=0):
+    rng = random.Random(seed)
+    base = base_corpus()
+    words = [w for line in base for w in line.split(" ") if w]
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(1, 12)):
+            r = rng.random()
+            if r < 0.45:
+                parts.append(rng.choice(words))
+            elif r < 0.85:
+                pool = rng.choice(POOLS)
+                parts.append("".join(rng.choice(pool) for _ in range(rng.randint(1, 6))))
+            else:
+                parts.append(rng.choice([" ", "  ", "\n", "\n\n", "\t", " \n", "   \t "]))
+        out.append(("" if rng.random() < 0.5 else " ").join(parts))
+    return out
+
+
+def full_corpus():
+    return base_corpus() + generated_corpus(2000)
+
+
+def write_jsonl(path, items):
+    path.write_text("".join(json.dumps(x, ensure_ascii=True) + "\n" for x in items), encoding="utf-8")
+    return path
+
+
+def mlxgp_lines(run_mlxgp, *args):
+    # split("\n"), not splitlines(): JSON output may hold raw U+2028 / U+0085, which are not breaks.
+    out = run_mlxgp(*args).stdout.split("\n")
+    assert out[-1] == ""
+    return [json.loads(line) for line in out[:-1]]
+
+
+@pytest.fixture(scope="session")
+def hf_tok(default_gguf):
+    import transformers
+
+    return transformers.AutoTokenizer.from_pretrained(default_gguf.parent, gguf_file=default_gguf.name)
+
+
+def assert_same_ids(texts, ours, theirs):
+    assert len(ours) == len(theirs) == len(texts)
+    bad = [(t, o, h) for t, o, h in zip(texts, ours, theirs) if o != h]
+    assert not bad, f"{len(bad)}/{len(texts)} lines differ; first: {bad[:3]!r}"
+
+
+@pytest.mark.parametrize("add_special", [True, False])
+def test_encode_matches_hf_on_corpus(run_mlxgp, hf_tok, tmp_path, add_special):
+    texts = full_corpus()
+    f = write_jsonl(tmp_path / "corpus.jsonl", texts)
+    args = ["tokenize", "--model", "default", "--file", f, "--jsonl"]
+    if not add_special:
+        args.append("--no-special-tokens")
+    ours = mlxgp_lines(run_mlxgp, *args)
+    theirs = [hf_tok(t, add_special_tokens=add_special)["input_ids"] for t in texts]
+    assert_same_ids(texts, ours, theirs)
+    print(f"{len(texts)}/{len(texts)} lines identical ({sum(len(t.encode()) for t in texts)} bytes)")
+
+
+def test_saved_tokenizer_json_matches_gguf_path(run_mlxgp, hf_tok, tmp_path):
+    # The tokenizer.json transformers writes for the GGUF tokenizer must load to the same thing.
+    hf_tok.save_pretrained(tmp_path / "tok")
+    texts = full_corpus()[:600]
+    f = write_jsonl(tmp_path / "c.jsonl", texts)
+    ours = mlxgp_lines(run_mlxgp, "tokenize", "--model", tmp_path / "tok", "--file", f, "--jsonl")
+    theirs = [hf_tok(t)["input_ids"] for t in texts]
+    assert_same_ids(texts, ours, theirs)
+
+
+def random_id_sequences(vocab_size, n, seed=1):
+    rng = random.Random(seed)
+    seqs = []
+    for _ in range(n):
+        k = rng.randint(0, 40)
+        # Mix specials, single-byte tokens (ids < ~300 hold the byte alphabet) and anything else,
+        # so byte sequences are often cut mid-character.
+        seqs.append([rng.choice([rng.randrange(0, 17), rng.randrange(17, 300), rng.randrange(vocab_size)])
+                     for _ in range(k)])
+    return seqs
+
+
+@pytest.mark.parametrize("skip_special", [False, True])
+def test_decode_matches_hf_on_random_ids(run_mlxgp, hf_tok, tmp_path, skip_special):
+    seqs = random_id_sequences(len(hf_tok), 1500)
+    f = write_jsonl(tmp_path / "ids.jsonl", seqs)
+    args = ["detokenize", "--model", "default", "--file", f]
+    if skip_special:
+        args.append("--skip-special-tokens")
+    ours = mlxgp_lines(run_mlxgp, *args)
+    theirs = [hf_tok.decode(s, skip_special_tokens=skip_special) for s in seqs]
+    bad = [(s, o, h) for s, o, h in zip(seqs, ours, theirs) if o != h]
+    assert not bad, f"{len(bad)}/{len(seqs)} decodes differ; first: {bad[:3]!r}"
+
+
+def test_streaming_detokenizer_matches_decode(run_mlxgp, hf_tok, tmp_path):
+    texts = [t for t in full_corpus() if t][:300]
+    seqs = [hf_tok(t, add_special_tokens=False)["input_ids"] for t in texts] + random_id_sequences(len(hf_tok), 300, 7)
+    f = write_jsonl(tmp_path / "ids.jsonl", seqs)
+    chunks = mlxgp_lines(run_mlxgp, "detokenize", "--model", "default", "--file", f, "--stream")
+    for ids, parts in zip(seqs, chunks):
+        assert "".join(parts) == hf_tok.decode(ids)
+        assert len(parts) == len(ids) + 1
+
+
+def test_encode_rejects_invalid_utf8(mlxgp_bin, tmp_path):
+    f = tmp_path / "bad.txt"
+    f.write_bytes(b"abc\xff def")
+    proc = subprocess.run([str(mlxgp_bin), "tokenize", "--model", "default", "--file", str(f)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "[tokenizer] input is not valid UTF-8 (byte offset 3)"
+
+
+def test_decode_rejects_bad_id(run_mlxgp, hf_tok):
+    proc = run_mlxgp("detokenize", "--model", "default", "--ids", f"1,2,{len(hf_tok)}", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"[tokenizer] token id {len(hf_tok)} is outside the vocabulary (size {len(hf_tok)})")
+
+
+@pytest.mark.parametrize("name", sorted(NPM_TOKENIZERS))
+def test_npm_tokenizer_json_matches_hf_tokenizers(run_mlxgp, tmp_path, name):
+    from tokenizers import Tokenizer
+
+    path = NPM_TOKENIZERS[name]
+    assert path.exists(), f"{path} missing: run scripts/fetch_tokenizers.sh"
+    import transformers
+
+    ref = Tokenizer.from_file(str(path))
+    hf = transformers.AutoTokenizer.from_pretrained(path.parent)  # adds tokenizer_config.json semantics
+    texts = full_corpus()
+    f = write_jsonl(tmp_path / "c.jsonl", texts)
+    for add_special in (True, False):
+        args = ["tokenize", "--tokenizer", path, "--file", f, "--jsonl"]
+        if not add_special:
+            args.append("--no-special-tokens")
+        ours = mlxgp_lines(run_mlxgp, *args)
+        assert_same_ids(texts, ours, [e.ids for e in ref.encode_batch(texts, add_special_tokens=add_special)])
+        assert_same_ids(texts, ours, hf(texts, add_special_tokens=add_special)["input_ids"])
+    seqs = random_id_sequences(ref.get_vocab_size(), 500, 3)
+    g = write_jsonl(tmp_path / "ids.jsonl", seqs)
+    for skip in (False, True):
+        ours = mlxgp_lines(run_mlxgp, "detokenize", "--tokenizer", path, "--file", g,
+                           *(["--skip-special-tokens"] if skip else []))
+        assert ours == [ref.decode(s, skip_special_tokens=skip) for s in seqs]
+        assert ours == [hf.decode(s, skip_special_tokens=skip) for s in seqs]
+
+
+def split(pattern, behavior, invert=False, regex=True):
+    return {"type": "Split", "pattern": {"Regex" if regex else "String": pattern}, "behavior": behavior,
+            "invert": invert}
+
+
+BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+# tokenizer.json variants of the default vocabulary that exercise components the real files above
+# do not: each (name, {path: value}) is applied to the GGUF tokenizer's JSON and run through both.
+VARIANTS = [
+    ("prefix_space", {"pre_tokenizer": dict(BYTE_LEVEL, add_prefix_space=True, use_regex=True)}),
+    ("digits_individual", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True}, dict(BYTE_LEVEL, use_regex=True)]}}),
+    ("digits_grouped", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": False}, BYTE_LEVEL]}}),
+] + [
+    (f"split_{b}_{inv}", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        split(r"\s+|[,.!?]", b, inv), BYTE_LEVEL]}})
+    for b in ["Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"] for inv in [False, True]
+] + [
+    ("split_string", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        split(" ", "MergedWithNext", regex=False), BYTE_LEVEL]}}),
+    ("nfc_ignore_merges", {"normalizer": {"type": "NFC"}, "model.ignore_merges": True}),
+    ("template_bos_eos", {"post_processor": {"type": "Sequence", "processors": [
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
+        {"type": "TemplateProcessing",
+         "single": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                    {"SpecialToken": {"id": "<|im_end|>", "type_id": 0}}],
+         "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+         "special_tokens": {"<|im_start|>": {"id": "<|im_start|>", "ids": [1], "tokens": ["<|im_start|>"]},
+                            "<|im_end|>": {"id": "<|im_end|>", "ids": [2], "tokens": ["<|im_end|>"]}}}]}}),
+    ("added_token_flags", {"added_tokens+": [
+        {"id": 49152, "content": "<tool>", "single_word": False, "lstrip": True, "rstrip": True,
+         "normalized": False, "special": True},
+        {"id": 49153, "content": "word", "single_word": True, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": False},
+        {"id": 49154, "content": "caf\u00e9", "single_word": False, "lstrip": False, "rstrip": True,
+         "normalized": True, "special": False},
+        {"id": 49155, "content": " 12", "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": False},
+        {"id": 49156, "content": "ne\u0301e", "single_word": False, "lstrip": True, "rstrip": False,
+         "normalized": True, "special": False}], "normalizer": {"type": "NFC"}}),
+]
+VARIANT_TEXTS = [
+    "Hello, world! 123 4567 89.5", "a  b   c,,d..e!?", " lead and trail ", "x<tool>y  <tool>  z", "\t<tool>\n",
+    "word words sword word_ word. (word)", "caf\u00e9 cafe\u0301 CAF\u00c9  caf\u00e9   x", "  12 123 12a", "12",
+    "\u00bd \u0661\u0662\u0663 \u00b2", "e\u0301\u0328 \u1100\u1161\u11a8 \uac00\u11a8 \u0958", "",
+]
+
+
+@pytest.mark.parametrize("name,edits", VARIANTS, ids=[v[0] for v in VARIANTS])
+def test_tokenizer_json_components_match_hf_tokenizers(run_mlxgp, hf_tok, tmp_path, name, edits):
+    from tokenizers import Tokenizer
+
+    spec = json.loads(hf_tok.backend_tokenizer.to_str())
+    for key, value in edits.items():
+        if key == "added_tokens+":
+            spec["added_tokens"] += value
+        elif key.startswith("model."):
+            spec["model"][key[6:]] = value
+        else:
+            spec[key] = value
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    ref = Tokenizer.from_file(str(path))
+    texts = VARIANT_TEXTS + full_corpus()[:300]
+    f = write_jsonl(tmp_path / "c.jsonl", texts)
+    for add_special in (True, False):
+        args = ["tokenize", "--tokenizer", path, "--file", f, "--jsonl"]
+        if not add_special:
+            args.append("--no-special-tokens")
+        ours = mlxgp_lines(run_mlxgp, *args)
+        theirs = [e.ids for e in ref.encode_batch(texts, add_special_tokens=add_special)]
+        assert_same_ids(texts, ours, theirs)
