@@ -17,7 +17,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import HF_F32_DIR, MLX_Q4_DIR, PYTHON, ROOT  # noqa: E402
-from report import console_table, describe_machine, markdown_report  # noqa: E402
+from report import (console_table, describe_machine, load_average, machine_busy,  # noqa: E402
+                    markdown_report)
 from sections import Context, load_all  # noqa: E402
 
 
@@ -47,10 +48,10 @@ def main() -> int:
     args = parse_args()
     start = time.perf_counter()
     mlxgp_bin = Path(os.environ["MLXGP_BIN"]) if os.environ.get("MLXGP_BIN") else ROOT / "build" / "mlxgp"
-    machine = describe_machine(mlxgp_bin)  # load average before our own load
-    if os.getloadavg()[0] > 0.5:
-        print(f"[bench] warning: load average {os.getloadavg()[0]:.2f}; other work will skew the figures",
-              flush=True)
+    machine = describe_machine(mlxgp_bin)
+    busy, load_start = machine_busy(), load_average()  # before our own load
+    if busy:
+        print(f"[bench] warning: load average {load_start}; other work will skew the figures", flush=True)
     prepare_models()
 
     ctx = Context(mlxgp_bin=mlxgp_bin, python=PYTHON, repeats=args.repeats,
@@ -66,6 +67,7 @@ def main() -> int:
             failures += t.failures
 
     wall = time.perf_counter() - start
+    machine += [("load average at start", load_start), ("load average at end", load_average())]
     print(f"[bench] done in {wall / 60:.1f} min")
     if failures:
         print("[bench] failed runs (docs/performance.md not written):\n  " + "\n  ".join(failures),
@@ -74,7 +76,7 @@ def main() -> int:
     if not args.no_write:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_suffix(".md.tmp")
-        tmp.write_text(markdown_report(machine, results, wall))
+        tmp.write_text(markdown_report(machine, results, wall, busy))
         os.replace(tmp, args.out)
         print(f"[bench] wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
     return 0

@@ -10,6 +10,8 @@ from common import ROOT
 from sections import Table
 
 PACKAGES = ["mlx", "mlx-lm", "torch", "transformers", "tokenizers"]
+# A 1-minute load average above this at the start means other work shares the CPU with the benchmark.
+BUSY_LOAD = 0.5
 
 
 def _cpu_model() -> str:
@@ -70,7 +72,6 @@ def describe_machine(mlxgp_bin: Path | None) -> list[tuple[str, str]]:
             versions.append(f"{pkg} {importlib.metadata.version(pkg)}")
         except importlib.metadata.PackageNotFoundError:
             versions.append(f"{pkg} (not installed)")
-    load = os.getloadavg()
     return [
         ("date (UTC)", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")),
         ("CPU", f"{_cpu_model()}, {os.cpu_count()} cores, no GPU used (MLX CPU backend)"),
@@ -78,8 +79,24 @@ def describe_machine(mlxgp_bin: Path | None) -> list[tuple[str, str]]:
         ("OS", _os_name()),
         ("Python packages", ", ".join(versions)),
         ("mlxgp", f"{_mlxgp_version(mlxgp_bin)}, commit {_git_commit()}, Release build"),
-        ("load average at start", f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min)"),
     ]
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min)"
+
+
+def machine_busy() -> bool:
+    return os.getloadavg()[0] > BUSY_LOAD
+
+
+def _numeric(cell: str) -> bool:
+    try:
+        float(cell.replace(",", "").rstrip("x"))
+        return True
+    except ValueError:
+        return cell in ("-", "n/a") or "/" in cell and cell.replace("/", "").isdigit()
 
 
 def console_table(table: Table) -> str:
@@ -94,16 +111,18 @@ def console_table(table: Table) -> str:
         if failed(row):
             lines.append("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2]]))
         else:
-            lines.append("  ".join(c.ljust(w) if j < 2 else c.rjust(w)
-                                   for j, (c, w) in enumerate(zip(row, widths))))
+            lines.append("  ".join(c.rjust(w) if i and _numeric(c) else c.ljust(w)
+                                   for c, w in zip(row, widths)).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def markdown_table(table: Table) -> str:
+    numeric = [bool(table.rows) and all(_numeric(str(r[i])) for r in table.rows if i < len(r))
+               for i in range(len(table.columns))]
     out = [f"### {table.title}", "", "| " + " | ".join(table.columns) + " |",
-           "|" + "|".join(" --- " if i < 2 else " ---: " for i in range(len(table.columns))) + "|"]
+           "|" + "|".join(" ---: " if n else " --- " for n in numeric) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in table.rows]
     if table.notes:
         out += [""] + [f"- {n}" for n in table.notes]
@@ -111,16 +130,23 @@ def markdown_table(table: Table) -> str:
 
 
 def markdown_report(machine: list[tuple[str, str]], sections: list[tuple[str, list[Table]]],
-                    wall_s: float) -> str:
+                    wall_s: float, busy: bool) -> str:
     parts = [
         "# Performance",
         "",
         "Written by `make bench` (bench/bench.py); do not edit by hand. Figures are from one machine and one "
         "run; compare engines within a table, not across machines.",
         "",
-        "## Machine",
-        "",
     ]
+    if busy:
+        parts += [
+            f"> **The machine was busy** (load average above {BUSY_LOAD} when the run started, see below): "
+            "other processes shared the CPU, so every figure is lower and noisier than on an idle machine, "
+            "and multi-threaded engines (PyTorch's OpenMP threads above all) suffer most. Re-run "
+            "`make bench` on an idle machine for figures to quote.",
+            "",
+        ]
+    parts += ["## Machine", ""]
     parts += [f"- **{k}**: {v}" for k, v in machine]
     for title, tables in sections:
         parts += ["", f"## {title}", ""]

@@ -1,10 +1,10 @@
 """Runs one engine invocation in its own process and collects what it reports.
 
-Every measured generation is a fresh process, so a process's max RSS (from wait4's rusage, the same
-figure for a C++ binary and a Python interpreter) belongs to that run alone. The command must print
-one JSON object on stdout in the `mlxgp generate --json` layout: {"sequences": [{"token_ids"}],
-"stats": {prompt_tokens, generated_tokens, prefill_tokens_per_s, decode_tokens_per_s,
-peak_memory_bytes}}.
+Every measured run is a fresh process, so a process's max RSS (from wait4's rusage, the same figure
+for a C++ binary and a Python interpreter) belongs to that run alone. The command prints one JSON
+object as the last line of its stdout; for generation it has the `mlxgp generate --json` layout:
+{"sequences": [{"token_ids"}], "stats": {prompt_tokens, generated_tokens, prefill_tokens_per_s,
+decode_tokens_per_s, peak_memory_bytes}}.
 """
 import json
 import os
@@ -15,8 +15,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-STAT_KEYS = ("prefill_tokens_per_s", "decode_tokens_per_s", "peak_memory_bytes")
-
 
 class RunError(RuntimeError):
     pass
@@ -24,10 +22,17 @@ class RunError(RuntimeError):
 
 @dataclass
 class Run:
-    stats: dict
-    token_ids: list[int]
+    doc: dict  # the JSON object the process printed
     max_rss_bytes: int
     wall_s: float
+
+    @property
+    def stats(self) -> dict:
+        return self.doc.get("stats") or {}
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.doc["sequences"][0]["token_ids"]
 
 
 @dataclass
@@ -50,7 +55,7 @@ class Measurement:
 
 
 def run_json(cmd: list[str], timeout_s: float, env: dict | None = None) -> Run:
-    """Runs cmd, waits with wait4 for its rusage, and parses the JSON object it printed."""
+    """Runs cmd, waits with wait4 for its rusage, and parses the JSON object it printed last."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
@@ -67,10 +72,11 @@ def run_json(cmd: list[str], timeout_s: float, env: dict | None = None) -> Run:
         raise RunError(f"exit {proc.returncode}: {last[0][:300]}")
     try:
         doc = json.loads(stdout.strip().splitlines()[-1])
-        stats, ids = doc["stats"], doc["sequences"][0]["token_ids"]
-    except (IndexError, KeyError, TypeError, ValueError) as e:
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+    except (IndexError, ValueError) as e:
         raise RunError(f"unexpected output ({e}): {stdout[:200]!r}") from None
-    return Run(stats=stats, token_ids=ids, max_rss_bytes=rusage.ru_maxrss * 1024, wall_s=wall)
+    return Run(doc=doc, max_rss_bytes=rusage.ru_maxrss * 1024, wall_s=wall)  # ru_maxrss is in KiB
 
 
 def _wait4(proc: subprocess.Popen, timeout_s: float):

@@ -93,6 +93,7 @@ int run_generate(const std::vector<std::string>& argv) {
   args.option("ignore-eos", "never stop at EOS (generate exactly max_new_tokens)", false)
       .option("dtype", "float32 | bfloat16 | float16: compute dtype, dequantizing quantized weights "
                        "(default: the checkpoint's own)")
+      .option("prefill-chunk-size", "prefill long prompts in chunks of this many tokens (default 512)")
       .option("json", "print one JSON object (prompt_token_ids, sequences, stats) instead of streaming text", false);
   if (!args.parse(argv)) return 0;
 
@@ -114,6 +115,9 @@ int run_generate(const std::vector<std::string>& argv) {
       std::cerr << w << "\n";
   apply_user_layers(config, args);
   validate(config);
+  if (!config.do_sample && (args.has("top-k") || args.has("top-p")))
+    std::cerr << "[config] warning: top_k/top_p only apply when sampling (--do-sample or --temperature > 0); "
+                 "generating greedily\n";
 
   std::vector<int> prompt_ids;
   if (input_ids) {
@@ -131,7 +135,12 @@ int run_generate(const std::vector<std::string>& argv) {
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
     };
-  GenerationResult result = generate(*loaded.model, loaded.tokenizer, prompt_ids, config, stream);
+  GeneratorOptions gen_options;
+  if (auto n = args.get_int("prefill-chunk-size")) {
+    if (*n < 1 || *n > INT32_MAX) fail("cli", "--prefill-chunk-size must be >= 1");
+    gen_options.prefill_chunk_size = static_cast<int>(*n);
+  }
+  GenerationResult result = generate(*loaded.model, loaded.tokenizer, prompt_ids, config, stream, gen_options);
   if (as_json) {
     // Replace (not throw on) invalid UTF-8: a generation cut at max length may end mid-character.
     std::cout << result_json(result).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";

@@ -74,11 +74,11 @@ int run_logits(const std::vector<std::string>& argv) {
     mx::save_safetensors(std::make_shared<mx::io::FileWriter>(tmp), {{"logits", logits}});
   } catch (const std::exception& e) {
     std::filesystem::remove(tmp);
-    throw Error("logits", "cannot write " + out + ": " + e.what(), ErrorKind::Runtime);
+    fail("logits", "cannot write " + out + ": " + e.what());
   }
   std::error_code ec;
   std::filesystem::rename(tmp, out, ec);
-  if (ec) throw Error("logits", "cannot write " + out + ": " + ec.message(), ErrorKind::Runtime);
+  if (ec) fail("logits", "cannot write " + out + ": " + ec.message());
   return 0;
 }
 

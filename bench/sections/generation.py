@@ -6,12 +6,14 @@ from typing import Callable
 
 from common import DEFAULT_GGUF, HF_F32_DIR, MLX_Q4_DIR, ROOT
 from prompt import prompt_ids
-from runner import Measurement, RunError, run_json
+from runner import Measurement, Run, RunError, run_json
 
 from . import Context, Table, section
 
 WORKERS = ROOT / "bench" / "workers"
-WARMUP_TOKENS = 8  # the warm-up only has to pull weights into the page cache
+# The warm-up only has to pull the model files into the page cache: a short prompt and two tokens.
+WARMUP_PROMPT_TOKENS = 16
+WARMUP_NEW_TOKENS = 2
 RUN_TIMEOUT_S = 600
 
 
@@ -69,36 +71,47 @@ COLUMNS = ["engine", "config", "prefill tok/s", "decode tok/s", "MLX peak MB", "
            "mlxgp/engine prefill", "mlxgp/engine decode", "tokens = mlxgp"]
 
 
+def _warm_up(ctx: Context, cfg: Config, name: str, ids: list[int]) -> str | None:
+    """None when the engine ran, else why it cannot be measured. Not counted: it only pulls the model
+    files into the page cache."""
+    engine = ENGINES[name]
+    if reason := engine.unavailable(ctx):
+        return reason
+    try:
+        run_json(engine.argv(ctx, cfg.model, ids[:WARMUP_PROMPT_TOKENS], WARMUP_NEW_TOKENS), RUN_TIMEOUT_S)
+    except RunError as e:
+        return f"warm-up failed: {e}"
+    return None
+
+
+def _measure_once(ctx: Context, cfg: Config, name: str, ids: list[int]) -> Run:
+    run = run_json(ENGINES[name].argv(ctx, cfg.model, ids, ctx.max_new_tokens), RUN_TIMEOUT_S)
+    try:
+        got, prompt, _ = run.stats["generated_tokens"], run.stats["prompt_tokens"], run.token_ids
+    except (IndexError, KeyError, TypeError) as e:
+        raise RunError(f"output lacks stats or token_ids ({e!r})") from None
+    if got != ctx.max_new_tokens or prompt != len(ids):
+        raise RunError(f"generated {got} tokens for a {prompt}-token prompt, "
+                       f"expected {ctx.max_new_tokens} for {len(ids)}")
+    return run
+
+
 def _measure(ctx: Context, cfg: Config, ids: list[int]) -> dict[str, Measurement]:
-    results = {name: Measurement() for name in cfg.engines}
-    for name in cfg.engines:
-        engine = ENGINES[name]
-        results[name].error = engine.unavailable(ctx)
-        if results[name].error is None:
-            try:  # warm-up, not counted: page cache, first-touch of the model files
-                run_json(engine.argv(ctx, cfg.model, ids, WARMUP_TOKENS), RUN_TIMEOUT_S)
-            except RunError as e:
-                results[name].error = f"warm-up failed: {e}"
+    results = {name: Measurement(error=_warm_up(ctx, cfg, name, ids)) for name in cfg.engines}
     # Repeats interleave the engines, so a slow drift of the machine hits every engine alike.
     for rep in range(ctx.repeats):
-        for name in cfg.engines:
-            m = results[name]
+        for name, m in results.items():
             if m.error:
                 continue
             try:
-                run = run_json(ENGINES[name].argv(ctx, cfg.model, ids, ctx.max_new_tokens), RUN_TIMEOUT_S)
+                run = _measure_once(ctx, cfg, name, ids)
             except RunError as e:
                 m.error = str(e)
                 continue
-            s = run.stats
-            if s.get("generated_tokens") != ctx.max_new_tokens or s.get("prompt_tokens") != len(ids):
-                m.error = (f"generated {s.get('generated_tokens')} tokens for a {s.get('prompt_tokens')}-token "
-                           f"prompt, expected {ctx.max_new_tokens} for {len(ids)}")
-                continue
             m.runs.append(run)
             ctx.log(f"  {cfg.name:10} {name:12} run {rep + 1}/{ctx.repeats}: prefill "
-                    f"{_fmt(s['prefill_tokens_per_s'])} tok/s, decode {_fmt(s['decode_tokens_per_s'])} tok/s, "
-                    f"{run.wall_s:.1f} s")
+                    f"{_fmt(run.stats['prefill_tokens_per_s'])} tok/s, "
+                    f"decode {_fmt(run.stats['decode_tokens_per_s'])} tok/s, {run.wall_s:.1f} s")
     return results
 
 
@@ -150,20 +163,25 @@ def run(ctx: Context) -> list[Table]:
         title=f"Greedy generation, batch 1: {len(ids)}-token prompt, {ctx.max_new_tokens} new tokens "
               f"(EOS ignored), median of {ctx.repeats} runs",
         columns=COLUMNS)
+    threads: set[int] = set()
     for cfg in CONFIGS:
         ctx.log(f"[generation] {cfg.name}: {', '.join(cfg.engines)}")
         results = _measure(ctx, cfg, ids)
         table.rows += _rows(cfg, results)
+        threads |= {r.doc["torch_threads"] for m in results.values() for r in m.runs
+                    if "torch_threads" in r.doc}
         table.failures += [f"{name} on {cfg.name}: {m.error}" for name, m in results.items() if m.error]
     table.notes = [
         "Configs: " + "; ".join(f"`{c.name}` = {c.description}" for c in CONFIGS) + ".",
-        "Every run is a fresh process given the same prompt token ids; one shorter warm-up run per engine "
-        "and config is not counted. Runs of the engines are interleaved.",
+        "Every run is a fresh process given the same prompt token ids; one short warm-up run per engine and "
+        f"config ({WARMUP_PROMPT_TOKENS}-token prompt, {WARMUP_NEW_TOKENS} new tokens) is not counted. "
+        "Runs of the engines are interleaved.",
         "prefill tok/s = prompt tokens / time to the first new token; decode tok/s = the other new tokens / "
         "time from the first to the last new token. mlxgp reports both itself (`--json` stats); the Python "
         "engines are timed the same way in bench/workers/.",
         "mlx-lm runs `mlx_lm.generate.generate_step` (greedy sampler, default prefill step); transformers "
-        "runs `generate(do_sample=False, eos_token_id=None)` in fp32 with PyTorch's default thread count.",
+        "runs `generate(do_sample=False, eos_token_id=None)` in fp32 with PyTorch's default thread count "
+        f"({', '.join(map(str, sorted(threads))) or 'n/a'} threads).",
         "MLX peak MB = `get_peak_memory()` / 10^6 after generation, reset once the model is loaded (the MLX "
         "allocator's peak while generating, resident weights included; mlxgp and mlx-lm alike; not defined "
         "for PyTorch). max RSS MB = the process's maximum resident set "

@@ -34,8 +34,8 @@ class TokenClock:
         }
 
 
-def emit(stats: dict, token_ids: list[int]) -> None:
-    """The worker's only stdout line, in the mlxgp --json layout the driver parses."""
-    json.dump({"sequences": [{"token_ids": token_ids}], "stats": stats}, sys.stdout)
+def emit(stats: dict, token_ids: list[int], **extra) -> None:
+    """The worker's only stdout line, in the mlxgp --json layout the driver parses (plus extra keys)."""
+    json.dump({"sequences": [{"token_ids": token_ids}], "stats": stats, **extra}, sys.stdout)
     sys.stdout.write("\n")
     sys.stdout.flush()

@@ -2,7 +2,7 @@
 
 Usage: transformers_worker.py MODEL_DIR IDS(comma-separated) MAX_NEW_TOKENS
 Peak memory is not measured here: PyTorch has no allocator peak on CPU, so the driver reports the
-process's max RSS for every engine. Torch keeps its default thread count (printed to stderr)."""
+process's max RSS for every engine. Torch keeps its default thread count (reported as torch_threads)."""
 import os
 import sys
 
@@ -39,7 +39,6 @@ def main() -> None:
     ids = [int(t) for t in ids_arg.split(",")]
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
-    print(f"[transformers] torch threads: {torch.get_num_threads()}", file=sys.stderr)
 
     input_ids = torch.tensor([ids], dtype=torch.long)
     clock = TokenClock()
@@ -50,7 +49,7 @@ def main() -> None:
         out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
                              max_new_tokens=max_new, eos_token_id=None, pad_token_id=0,
                              streamer=ClockStreamer(clock))
-    emit(clock.stats(len(ids), None), out[0, len(ids):].tolist())
+    emit(clock.stats(len(ids), None), out[0, len(ids):].tolist(), torch_threads=torch.get_num_threads())
 
 
 if __name__ == "__main__":

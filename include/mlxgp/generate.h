@@ -78,7 +78,7 @@ class Generator {
 
 struct GeneratedSequence {
   std::vector<int> token_ids;  // generated tokens only (a final EOS token included, as in HF)
-  std::string text;            // decode of token_ids without a final EOS token (as mlx-lm prints it)
+  std::string text;            // decode of token_ids, less a final special EOS token (as mlx-lm prints it)
   FinishReason finish_reason = FinishReason::None;
 };
 

@@ -50,7 +50,7 @@ struct GenerationConfig {
   static void for_each_field(Self& c, Visitor&& v) {
     v(c.max_new_tokens, "max_new_tokens", std::optional<int>{},
       "maximum number of new tokens (wins over max_length when both are set)", FieldBounds::at_least(1));
-    v(c.max_length, "max_length", 20, "maximum total length, prompt included (HF default 20)",
+    v(c.max_length, "max_length", 20, "maximum total length, prompt included (used when max_new_tokens is unset)",
       FieldBounds::at_least(1));
     v(c.do_sample, "do_sample", false, "sample from the distribution instead of greedy argmax", FieldBounds::none());
     v(c.temperature, "temperature", 1.0, "divide logits by this when sampling (> 0)", FieldBounds::at_least(0));

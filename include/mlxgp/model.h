@@ -23,13 +23,21 @@ class Model {
   virtual ~Model() = default;
   virtual const ModelConfig& config() const = 0;
 
-  // Token ids [B, T] (int32) -> embeddings [B, T, hidden].
+  // Token ids [B, T] (int32) -> embeddings [B, T, hidden]. Ids must lie in [0, vocab_size): they
+  // are not checked here (that would cost a host sync per step); callers validate them.
   virtual mx::array embed(const mx::array& tokens) const = 0;
   // Embeddings [B, T, hidden] -> logits [B, T, vocab] (float32), reading and extending `caches`.
   // Positions start at caches[0]->offset(). Soft prompts and inputs_embeds use this path.
   virtual mx::array forward_embeddings(const mx::array& embeddings, KVCacheList& caches) = 0;
   mx::array forward(const mx::array& tokens, KVCacheList& caches) {
     return forward_embeddings(embed(tokens), caches);
+  }
+  // Same, but logits only for the last `n` positions ([B, n, vocab]): a prefill that only needs
+  // the next-token distribution runs the output head once instead of T times (the head is the
+  // largest matmul of small models). The base version slices forward_embeddings().
+  virtual mx::array forward_embeddings_last(const mx::array& embeddings, KVCacheList& caches, int n = 1);
+  mx::array forward_last(const mx::array& tokens, KVCacheList& caches, int n = 1) {
+    return forward_embeddings_last(embed(tokens), caches, n);
   }
 
   // One cache per layer.

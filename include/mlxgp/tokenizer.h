@@ -17,6 +17,9 @@ namespace mlxgp {
 class Tokenizer {
  public:
   // Throws [tokenizer] on unreadable/malformed files or unsupported components (named).
+  // Supported: byte-level BPE (GPT-2 / Llama-3 / Qwen2-3 / SmolLM style) with normalizer null/NFC,
+  // pre-tokenizers ByteLevel/Split/Digits/Sequence, post-processors ByteLevel/TemplateProcessing,
+  // decoder ByteLevel. An empty config path means the tokenizer_config.json next to the file, if any.
   static std::shared_ptr<Tokenizer> from_files(const std::string& tokenizer_json_path,
                                                const std::string& tokenizer_config_path = "");
   static std::shared_ptr<Tokenizer> from_gguf(
@@ -24,9 +27,11 @@ class Tokenizer {
 
   ~Tokenizer();
 
-  // Throws [tokenizer] if `text` is not valid UTF-8 (names the byte offset).
+  // Throws [tokenizer] if `text` is not valid UTF-8 (names the byte offset). Safe to call from
+  // several threads (the word cache is locked).
   std::vector<int> encode(std::string_view text, bool add_special_tokens = true) const;
-  // Throws [tokenizer] on ids outside [0, vocab_size()).
+  // Throws [tokenizer] on ids outside [0, vocab_size()) or naming no token. Bytes that do not form
+  // valid UTF-8 become U+FFFD, as in HF tokenizers.
   std::string decode(std::span<const int> ids, bool skip_special_tokens = false) const;
   // The bytes decode() would turn into text, before invalid UTF-8 is replaced by U+FFFD (for
   // streaming). Throws like decode().

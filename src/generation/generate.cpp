@@ -18,9 +18,10 @@ GenerationResult generate(Model& model, std::shared_ptr<const Tokenizer> tokeniz
   while (!gen.done()) {
     int token = gen.step();
     std::string piece;
-    // The terminating EOS token is kept in token_ids but not shown as text (mlx-lm does the same).
-    bool final_eos = gen.finish_reason() == FinishReason::Eos;
-    if (detok && !final_eos) piece = detok->push(token);
+    // A terminating special EOS token (e.g. <|im_end|>) is kept in token_ids but not shown as text,
+    // as mlx-lm prints it; an ordinary token chosen as EOS keeps its text.
+    bool hidden = tokenizer && gen.finish_reason() == FinishReason::Eos && tokenizer->is_special(token);
+    if (detok && !hidden) piece = detok->push(token);
     if (detok && gen.done()) piece += detok->flush();
     text += piece;
     if (callback) callback(token, piece);

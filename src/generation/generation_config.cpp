@@ -222,7 +222,8 @@ void validate(const GenerationConfig& config) {
   GenerationConfig::for_each_field(config, [](const auto& field, const char* name, auto, const char*,
                                               const FieldBounds& b) {
     for (double x : numbers(field)) {
-      bool ok = std::isfinite(x) && (b.lo_open ? x > b.lo : x >= b.lo) && (b.hi_open ? x < b.hi : x <= b.hi);
+      if (!std::isfinite(x)) fail("config", std::string("field '") + name + "' must be a finite number, got " + format_number(x));
+      bool ok = (b.lo_open ? x > b.lo : x >= b.lo) && (b.hi_open ? x < b.hi : x <= b.hi);
       if (ok) continue;
       if (std::string(name) == "num_return_sequences" && x > 1)
         fail("config", "field 'num_return_sequences' > 1 is not implemented yet");

@@ -55,6 +55,8 @@ std::string hf_name(const std::string& name) {
   if (base == "token_embd") return "model.embed_tokens" + suffix;
   if (base == "output_norm") return "model.norm" + suffix;
   if (base == "output") return "lm_head" + suffix;
+  // Llama-3.1-style GGUFs carry rope scaling as per-frequency divisors instead of metadata.
+  if (base == "rope_freqs") return std::string(kRopeFreqFactors);
   if (base.rfind("blk.", 0) != 0) return "";
   auto dot2 = base.find('.', 4);
   if (dot2 == std::string::npos) return "";
@@ -124,7 +126,7 @@ WeightMap gguf_weights(const ModelConfig& c, std::unordered_map<std::string, mx:
   WeightMap out;
   for (auto& [name, a] : tensors) {
     auto hf = hf_name(name);
-    if (hf.empty()) continue;  // e.g. rope_freqs: recomputed from metadata
+    if (hf.empty()) continue;  // tensors the models do not use
     auto arr = a;
     if (permuted && arr.ndim() >= 1) {
       if (hf.find(".self_attn.q_proj.") != std::string::npos) arr = unpermute_rows(arr, c.num_attention_heads);

@@ -9,6 +9,9 @@
 
 namespace mlxgp::io {
 
+// Name under which a GGUF `rope_freqs.weight` (llama.cpp's per-frequency rope divisors) is kept.
+inline constexpr const char* kRopeFreqFactors = "model.rope_freq_factors";
+
 // Config from `<arch>.*` metadata; throws [gguf] on missing keys, [model] on an unknown architecture.
 ModelConfig gguf_config(const std::unordered_map<std::string, mx::GGUFMetaData>& meta,
                         const std::unordered_map<std::string, mx::array>& tensors);

@@ -130,7 +130,8 @@ LoadedModel load_gguf(const fs::path& file, const LoadOptions& options) {
   apply_dtype(weights, options.dtype, 32);  // ggml blocks are 32 wide for Q4_0/Q4_1/Q8_0
   LoadedModel out;
   out.model = create_model(config, std::move(weights));
-  out.tokenizer = Tokenizer::from_gguf(meta);
+  // A GGUF without vocabulary metadata loads like a folder without tokenizer files.
+  if (meta.count("tokenizer.ggml.model")) out.tokenizer = Tokenizer::from_gguf(meta);
   return out;
 }
 

@@ -35,6 +35,23 @@ mx::array DecoderModel::embed(const mx::array& tokens) const {
 }
 
 mx::array DecoderModel::forward_embeddings(const mx::array& embeddings, KVCacheList& caches) {
+  return head(hidden_states(embeddings, caches));
+}
+
+mx::array DecoderModel::forward_embeddings_last(const mx::array& embeddings, KVCacheList& caches, int n) {
+  if (embeddings.ndim() == 3 && (n <= 0 || n > embeddings.shape(1)))
+    fail("model", "forward_last: n must be in [1, " + std::to_string(embeddings.shape(1)) + "]");
+  auto h = hidden_states(embeddings, caches);
+  const int T = h.shape(1);
+  return head(mx::slice(h, {0, T - n, 0}, h.shape()));
+}
+
+mx::array DecoderModel::head(const mx::array& h) const {
+  auto logits = lm_head_ ? (*lm_head_)(h) : embed_tokens_.as_linear(h);
+  return mx::astype(logits, mx::float32);
+}
+
+mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& caches) {
   if (embeddings.ndim() != 3 || embeddings.shape(2) != config_.hidden_size)
     fail("model", "embeddings must be [batch, length, hidden_size]");
   if (caches.size() != blocks_.size())
@@ -51,9 +68,7 @@ mx::array DecoderModel::forward_embeddings(const mx::array& embeddings, KVCacheL
     h = mx::add(h, b.attention(b.input_norm(h), *caches[i]));
     h = mx::add(h, b.mlp(b.post_attention_norm(h)));
   }
-  h = norm_(h);
-  auto logits = lm_head_ ? (*lm_head_)(h) : embed_tokens_.as_linear(h);
-  return mx::astype(logits, mx::float32);
+  return norm_(h);
 }
 
 }  // namespace mlxgp

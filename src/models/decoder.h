@@ -21,9 +21,12 @@ class DecoderModel : public Model {
   const ModelConfig& config() const override { return config_; }
   mx::array embed(const mx::array& tokens) const override;
   mx::array forward_embeddings(const mx::array& embeddings, KVCacheList& caches) override;
+  mx::array forward_embeddings_last(const mx::array& embeddings, KVCacheList& caches, int n = 1) override;
   WeightMap& parameters() override { return weights_; }
 
  private:
+  mx::array hidden_states(const mx::array& embeddings, KVCacheList& caches);  // final-normed
+  mx::array head(const mx::array& h) const;
   struct Block {
     layers::RMSNorm input_norm, post_attention_norm;
     layers::Attention attention;

@@ -106,10 +106,18 @@ RMSNorm RMSNorm::load(const WeightMap& w, const std::string& name, int dim, floa
 
 mx::array RMSNorm::operator()(const mx::array& x) const { return mx::fast::rms_norm(x, *weight, eps); }
 
-Rope Rope::make(const ModelConfig& c) {
+Rope Rope::make(const ModelConfig& c, const std::optional<mx::array>& freq_factors) {
   Rope r;
   r.dims = c.head_dim;
   r.base = c.rope_theta;
+  if (freq_factors) {
+    // llama.cpp: theta_i = pos * inv_freq_i / factor_i, i.e. period_i = factor_i / inv_freq_i.
+    if (c.rope_scaling) fail("model", "rope_freqs factors and rope_scaling cannot be combined");
+    auto exps = mx::divide(mx::arange(0, r.dims, 2, mx::float32), mx::array(static_cast<float>(r.dims)));
+    auto periods = mx::power(mx::array(c.rope_theta), exps);
+    r.periods = mx::multiply(periods, mx::astype(*freq_factors, mx::float32));
+    return r;
+  }
   if (!c.rope_scaling) return r;
   const auto& s = *c.rope_scaling;
   if (s.rope_type == "linear") {
@@ -158,7 +166,7 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
     a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", a.head_dim, c.rms_norm_eps);
     a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", a.head_dim, c.rms_norm_eps);
   }
-  a.rope = Rope::make(c);
+  a.rope = Rope::make(c, take_optional(w, "model.rope_freq_factors", {c.head_dim / 2}));
   return a;
 }
 

@@ -65,7 +65,8 @@ struct Rope {
   float base = 10000.0f;
   float scale = 1.0f;                // position multiplier (linear scaling: 1/factor)
   std::optional<mx::array> periods;  // llama3: per-pair 1/inv_freq, as mx::fast::rope expects
-  static Rope make(const ModelConfig& c);
+  // `freq_factors` [head_dim/2]: llama.cpp's rope_freqs divisors (GGUF), multiplied into periods.
+  static Rope make(const ModelConfig& c, const std::optional<mx::array>& freq_factors = std::nullopt);
   mx::array operator()(const mx::array& x, int offset) const;
 };
 

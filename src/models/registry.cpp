@@ -3,6 +3,8 @@
 #include <map>
 #include <mutex>
 
+#include <mlx/mlx.h>
+
 #include "mlxgp/error.h"
 #include "mlxgp/model.h"
 #include "models/decoder.h"
@@ -48,6 +50,13 @@ std::unique_ptr<Model> create_model(const ModelConfig& config, WeightMap weights
     fail("model", "unknown model_type '" + config.model_type + "' (supported: " + list + ")");
   }
   return it->second(config, std::move(weights));
+}
+
+mx::array Model::forward_embeddings_last(const mx::array& embeddings, KVCacheList& caches, int n) {
+  auto logits = forward_embeddings(embeddings, caches);
+  const int T = logits.shape(1);
+  if (n <= 0 || n > T) fail("model", "forward_last: n must be in [1, " + std::to_string(T) + "]");
+  return mx::slice(logits, {0, T - n, 0}, logits.shape());
 }
 
 KVCacheList Model::make_caches() const {

@@ -36,18 +36,37 @@ char32_t last_char(std::string_view s) {
 
 }  // namespace
 
-void AddedTokenMatcher::add(const AddedToken& t, std::string pattern) {
+int AddedTokenMatcher::child(int node, unsigned char b) const {
+  const auto& next = nodes_[node].next;
+  auto it = std::lower_bound(next.begin(), next.end(), std::make_pair(b, 0));
+  return it != next.end() && it->first == b ? it->second : -1;
+}
+
+void AddedTokenMatcher::add(const AddedToken& t, const std::string& pattern) {
   if (pattern.empty()) return;
-  unsigned char first = static_cast<unsigned char>(pattern[0]);
-  starts_[first] = true;
-  auto& v = by_first_byte_[first];
-  std::erase_if(v, [&](const Entry& o) { return o.pattern == pattern; });
-  v.push_back({std::move(pattern), t.id, t.single_word, t.lstrip, t.rstrip});
-  std::stable_sort(v.begin(), v.end(), [](const Entry& a, const Entry& b) { return a.pattern.size() > b.pattern.size(); });
+  starts_[static_cast<unsigned char>(pattern[0])] = true;
+  int node = 0;
+  for (unsigned char b : pattern) {
+    int c = child(node, b);
+    if (c < 0) {
+      c = static_cast<int>(nodes_.size());
+      nodes_.emplace_back();
+      auto& next = nodes_[node].next;
+      next.insert(std::lower_bound(next.begin(), next.end(), std::make_pair(b, 0)), {b, c});
+    }
+    node = c;
+  }
+  Entry e{pattern.size(), t.id, t.single_word, t.lstrip, t.rstrip};
+  if (nodes_[node].entry >= 0) {
+    entries_[nodes_[node].entry] = e;
+  } else {
+    nodes_[node].entry = static_cast<int>(entries_.size());
+    entries_.push_back(e);
+  }
 }
 
 void AddedTokenMatcher::split(std::string_view text, std::vector<Segment>& out) const {
-  if (by_first_byte_.empty()) {
+  if (entries_.empty()) {
     if (!text.empty()) out.push_back({text, -1});
     return;
   }
@@ -62,16 +81,17 @@ void AddedTokenMatcher::split(std::string_view text, std::vector<Segment>& out) 
       continue;
     }
     const Entry* hit = nullptr;
-    for (const Entry& t : by_first_byte_.at(static_cast<unsigned char>(text[pos])))
-      if (text.substr(pos, t.pattern.size()) == t.pattern) {
-        hit = &t;
-        break;
-      }
+    for (size_t k = pos, node = 0; k < text.size();) {
+      int c = child(static_cast<int>(node), static_cast<unsigned char>(text[k++]));
+      if (c < 0) break;
+      node = static_cast<size_t>(c);
+      if (nodes_[node].entry >= 0) hit = &entries_[nodes_[node].entry];
+    }
     if (!hit) {
       ++pos;
       continue;
     }
-    size_t start = pos, stop = pos + hit->pattern.size();
+    size_t start = pos, stop = pos + hit->length;
     pos = stop;
     if (hit->single_word) {
       bool left_ok = start == 0 || !is_word_char(last_char(text.substr(0, start)));

@@ -28,21 +28,29 @@ struct Segment {
 
 class AddedTokenMatcher {
  public:
-  // Matches `pattern` (the content, normalized for normalized tokens) as token t.
-  void add(const AddedToken& t, std::string pattern);
-  bool empty() const { return by_first_byte_.empty(); }
+  // Matches `pattern` (the content, normalized for normalized tokens) as token t; a later token
+  // with the same pattern replaces an earlier one.
+  void add(const AddedToken& t, const std::string& pattern);
+  bool empty() const { return entries_.empty(); }
   // Splits `text` into segments at the added tokens it contains.
   void split(std::string_view text, std::vector<Segment>& out) const;
 
  private:
   struct Entry {
-    std::string pattern;
+    size_t length;
     int id;
     bool single_word, lstrip, rstrip;
   };
-  // Candidates by first byte, longest first, so the first fit at a position is the longest.
-  std::unordered_map<unsigned char, std::vector<Entry>> by_first_byte_;
-  std::array<bool, 256> starts_{};  // bytes that begin some added token (fast skip)
+  // A byte trie over the patterns: the deepest entry reached from a position is the longest
+  // match there (aho-corasick LeftmostLongest, as tokenizers uses).
+  struct Node {
+    std::vector<std::pair<unsigned char, int>> next;  // sorted by byte
+    int entry = -1;
+  };
+  int child(int node, unsigned char b) const;
+  std::vector<Node> nodes_{1};
+  std::vector<Entry> entries_;
+  std::array<bool, 256> starts_{};  // bytes that begin some pattern (fast skip)
 };
 
 }  // namespace mlxgp::tok

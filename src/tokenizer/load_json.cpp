@@ -228,17 +228,17 @@ std::shared_ptr<Tokenizer> Tokenizer::from_files(const std::string& tokenizer_js
   im.bos = id_of("bos_token");
   im.eos = id_of("eos_token");
   im.pad = id_of("pad_token");
-  // transformers rebuilds the post-processor when the config states add_bos/add_eos explicitly.
-  if (cfg.contains("add_bos_token") || cfg.contains("add_eos_token"))
-    im.post = tok::bos_eos_template(flag(cfg, "add_bos_token", false, "tokenizer_config"), im.bos,
-                                    flag(cfg, "add_eos_token", false, "tokenizer_config"), im.eos);
-  if (cfg.contains("chat_template")) im.chat_template = tok::pick_chat_template(cfg["chat_template"]);
+  // add_bos_token / add_eos_token in the config are ignored: with a tokenizer.json present,
+  // transformers drops them and keeps the file's post-processor.
+  // A chat_template.jinja file takes priority over the config's chat_template (transformers).
   auto jinja = fs::path(cfg_path.empty() ? tokenizer_json_path : cfg_path).parent_path() / "chat_template.jinja";
-  if (im.chat_template.empty() && fs::exists(jinja)) {
+  if (fs::exists(jinja)) {
     std::ifstream f(jinja, std::ios::binary);
     std::stringstream ss;
     ss << f.rdbuf();
     im.chat_template = ss.str();
+  } else if (cfg.contains("chat_template")) {
+    im.chat_template = tok::pick_chat_template(cfg["chat_template"]);
   }
   return std::make_shared<Tokenizer>(std::move(tmp.impl_));
 }

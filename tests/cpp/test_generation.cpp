@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <set>
 
 #include <mlx/mlx.h>
 
@@ -59,7 +60,12 @@ class CountingCache : public KVCache {
 // Next token is (token + 1) % vocab (logit 10, others 0), or all-zero logits when `uniform`.
 class FakeModel : public Model {
  public:
-  FakeModel(int vocab, int context, bool uniform = false) : uniform_(uniform) {
+  FakeModel(int vocab, int context, bool uniform = false) : uniform_(uniform) { init(vocab, context); }
+  // Every step returns these logits.
+  FakeModel(std::vector<float> fixed, int context) : fixed_(std::move(fixed)) {
+    init(static_cast<int>(fixed_.size()), context);
+  }
+  void init(int vocab, int context) {
     config_.model_type = "fake";
     config_.vocab_size = vocab;
     config_.max_position_embeddings = context;
@@ -74,6 +80,7 @@ class FakeModel : public Model {
     caches[0]->update(mx::zeros({b, 1, t, 1}), mx::zeros({b, 1, t, 1}));
     forwarded_ += t;
     if (uniform_) return mx::zeros({b, t, v});
+    if (!fixed_.empty()) return mx::broadcast_to(mx::array(fixed_.data(), {1, 1, v}), {b, t, v});
     auto next = mx::remainder(mx::add(e, mx::array(1.0f)), mx::array(static_cast<float>(v)));  // [B, T, 1]
     auto hit = mx::equal(mx::astype(mx::arange(0, v), mx::float32), next);
     return mx::multiply(mx::astype(hit, mx::float32), mx::array(10.0f));
@@ -89,7 +96,8 @@ class FakeModel : public Model {
  private:
   ModelConfig config_;
   WeightMap weights_;
-  bool uniform_;
+  bool uniform_ = false;
+  std::vector<float> fixed_;
 };
 
 GenerationConfig greedy(int max_new) {
@@ -310,4 +318,33 @@ TEST(Generator, MaxTimeStops) {
   auto out = run(m, {1}, c, &why);
   EXPECT_EQ(why, FinishReason::MaxTime);
   EXPECT_EQ(out.size(), 1u);
+}
+
+TEST(Generator, SampledFrequenciesFollowTheWarpedDistribution) {
+  // p = 0.1, 0.2, 0.3, 0.4. With top_p = 0.5 (HF: drop ascending cum <= 0.5) only tokens 2 and 3
+  // remain, renormalised to 3/7 and 4/7; with temperature 0.5 probabilities become p^2 / sum p^2.
+  FakeModel m({std::log(0.1f), std::log(0.2f), std::log(0.3f), std::log(0.4f)}, 1 << 20);
+  auto frequencies = [&](GenerationConfig c) {
+    c.do_sample = true;
+    c.top_k = 0;
+    c.max_new_tokens = 3000;
+    c.eos_token_id = std::vector<int>{};
+    c.seed = 11;
+    std::vector<double> f(4, 0);
+    for (int t : run(m, {0}, c)) f[t] += 1.0 / 3000;
+    return f;
+  };
+  GenerationConfig plain;
+  auto f = frequencies(plain);
+  const double p[] = {0.1, 0.2, 0.3, 0.4};
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(f[i], p[i], 0.03) << i;  // ~3.5 sigma at n=3000
+  GenerationConfig nucleus;
+  nucleus.top_p = 0.5;
+  f = frequencies(nucleus);
+  EXPECT_EQ(f[0] + f[1], 0.0);
+  EXPECT_NEAR(f[2], 3.0 / 7, 0.03);
+  GenerationConfig cold;
+  cold.temperature = 0.5;
+  f = frequencies(cold);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(f[i], p[i] * p[i] / 0.3, 0.03) << i;
 }

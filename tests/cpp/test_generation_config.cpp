@@ -148,7 +148,8 @@ TEST(GenerationConfig, ValidationNamesEachBadSetting) {
       {"max_time", "0", "[config] field 'max_time' must be > 0, got 0"},
       {"num_return_sequences", "2", "[config] field 'num_return_sequences' > 1 is not implemented yet"},
       {"num_return_sequences", "0", "[config] field 'num_return_sequences' must be 1, got 0"},
-      {"temperature", "nan", "[config] field 'temperature' must be >= 0, got nan"},
+      {"temperature", "nan", "[config] field 'temperature' must be a finite number, got nan"},
+      {"top_p", "inf", "[config] field 'top_p' must be a finite number, got inf"},
   };
   for (auto& c : cases) {
     auto cfg = with(c.field, c.value);

@@ -169,3 +169,16 @@ TEST(Forward, MistralRefusesSpansBeyondSlidingWindow) {
   EXPECT_EQ(error_of([&] { model->forward(ids_array(ids, 8, 9), caches); }),
             "[model] sequence length 9 exceeds sliding_window 8 (sliding-window attention is not supported)");
 }
+
+TEST(Forward, ForwardLastEqualsTheTailOfForward) {
+  auto model = create_model(parse_model_config(tiny_config_json()), tiny_weights(3));
+  std::vector<int> ids = {9, 8, 7, 6, 5, 4};
+  auto c1 = model->make_caches(), c2 = model->make_caches();
+  auto full = model->forward(ids_array(ids, 0, 6), c1);
+  auto last2 = model->forward_last(ids_array(ids, 0, 6), c2, 2);
+  EXPECT_EQ(last2.shape(), (mx::Shape{1, 2, 64}));
+  EXPECT_LT(max_abs_diff(last2, mx::slice(full, {0, 4, 0}, {1, 6, 64})), 1e-6f);
+  EXPECT_EQ(c2[0]->offset(), 6);  // the cache still holds every position
+  auto c3 = model->make_caches();
+  EXPECT_NE(error_of([&] { model->forward_last(ids_array(ids, 0, 6), c3, 7); }).find("[model]"), std::string::npos);
+}

@@ -4,7 +4,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <atomic>
 #include <random>
+#include <thread>
 #include <string>
 
 #include <mlx/mlx.h>
@@ -316,4 +318,56 @@ TEST(TokenizerFiles, AbsurdIdsAreRejectedNotAllocated) {
   auto p2 = write_temp("badpost.json", k.dump());
   EXPECT_NE(error_of([&] { Tokenizer::from_files(p2); }).find("post-processor special token id 12345"),
             std::string::npos);
+}
+
+TEST(TokenizerFuzz, MutatedTokenizerJsonLoadsOrFailsCleanly) {
+  // Every field of a valid file replaced by values of every JSON type: loading either works or
+  // throws mlxgp::Error, never anything else.
+  json base = tiny_json();
+  json flat = base.flatten();
+  const json replacements[] = {nullptr, 1, -7, 2.5, "x", "", true, json::array(), json::object(), json::array({1, "a"})};
+  auto path = std::filesystem::path(testing::TempDir()) / "mutated.json";
+  int loaded = 0, rejected = 0;
+  for (auto& [ptr, value] : flat.items()) {
+    for (const json& r : replacements) {
+      json f = flat;
+      f[ptr] = r;
+      json j;
+      try {
+        j = f.unflatten();
+      } catch (const json::exception&) {
+        continue;  // not representable as a document
+      }
+      std::ofstream(path, std::ios::binary) << j.dump();
+      try {
+        auto tok = Tokenizer::from_files(path.string());
+        tok->decode(tok->encode("ab <s> ba"));
+        ++loaded;
+      } catch (const Error&) {
+        ++rejected;
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << ptr << " = " << r.dump() << " leaked " << e.what();
+      }
+    }
+  }
+  EXPECT_GT(loaded, 10);
+  EXPECT_GT(rejected, 10);
+}
+
+TEST(Tokenizer, EncodeIsSafeAcrossThreads) {
+  auto tok = default_tokenizer();
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i) texts.push_back("text " + std::to_string(i * 7919) + " 日本 😀 word" + std::to_string(i));
+  std::vector<std::vector<int>> expected;
+  for (auto& t : texts) expected.push_back(tok->encode(t));
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int k = 0; k < 4; ++k)
+    threads.emplace_back([&] {
+      for (int rep = 0; rep < 20; ++rep)
+        for (size_t i = 0; i < texts.size(); ++i)
+          if (tok->encode(texts[i]) != expected[i]) ++mismatches;
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }

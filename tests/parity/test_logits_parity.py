@@ -83,6 +83,40 @@ def test_legacy_rope_config_parity(tiny_dir, run_mlxgp, tmp_path):
     assert float(np.abs(got - _hf_logits(model, ids)).max()) <= 1e-4
 
 
+@pytest.mark.parametrize("arch,qtype", [("llama-plain", q) for q in tiny_models.GGUF_TYPES] +
+                         [("qwen2", "Q8_0")])  # transformers 5.24 cannot load tiny qwen3 GGUFs
+def test_tiny_gguf_vs_transformers(arch, qtype, tiny_dir, run_mlxgp, tmp_path):
+    """Each supported GGUF tensor type, loaded by transformers (dequantized to fp32) and by mlxgp."""
+    import torch
+    import transformers
+
+    model, _ = tiny_dir(arch)
+    path = tiny_models.write_tiny_gguf(model, tmp_path / f"tiny-{qtype}.gguf", qtype)
+    ref_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name,
+                                                                  dtype=torch.float32)
+    ids = _ids(30, model.config.vocab_size, seed=6)
+    ref = _hf_logits(ref_model.eval(), ids)
+    got = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "l.safetensors", "--dtype", "float32")
+    diff = float(np.abs(got - ref).max())
+    print(f"tiny {arch} GGUF {qtype} fp32: max |diff| = {diff:.3e}")
+    assert diff <= 1e-4
+    if qtype.startswith("Q"):  # the default dtype keeps the blocks quantized: same weights
+        got_q = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "q.safetensors")
+        assert float(np.abs(got_q - ref).max()) <= 1e-3
+
+
+def test_tiny_llama3_gguf_rope_freqs(tiny_dir, run_mlxgp, tmp_path):
+    """Llama-3 rope scaling stored llama.cpp-style as rope_freqs divisors (tied embeddings, so no
+    output.weight) must reproduce the transformers model it was converted from."""
+    model, _ = tiny_dir("llama")
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "llama3.gguf", "F32")
+    ids = _ids(40, model.config.vocab_size, seed=7)
+    got = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "l.safetensors", "--dtype", "float32")
+    diff = float(np.abs(got - _hf_logits(model, ids)).max())
+    print(f"tiny llama3-scaled GGUF (rope_freqs) fp32: max |diff| = {diff:.3e}")
+    assert diff <= 1e-4
+
+
 def test_default_gguf_fp32_parity(hf_default, default_gguf, run_mlxgp, tmp_path):
     model, tok = hf_default
     ids = tok.encode("The quick brown fox jumps over the lazy dog. In the beginning there was")
@@ -107,7 +141,8 @@ def test_default_gguf_quantized_close(hf_default, default_gguf, run_mlxgp, tmp_p
     assert (got.argmax(-1) == ref.argmax(-1)).all()
 
 
-def test_mlx_quantized_folder_vs_mlx_lm(tiny_dir, run_mlxgp, tmp_path):
+@pytest.mark.parametrize("dtype,group,bits,tol", [("float32", 32, 4, 1e-3), ("bfloat16", 64, 8, 1e-2)])
+def test_mlx_quantized_folder_vs_mlx_lm(dtype, group, bits, tol, tiny_dir, run_mlxgp, tmp_path):
     import mlx.core as mx
     from mlx_lm.utils import load_model, quantize_model, save_config, save_model
 
@@ -118,7 +153,8 @@ def test_mlx_quantized_folder_vs_mlx_lm(tiny_dir, run_mlxgp, tmp_path):
     tiny_models.legacy_rope_config(folder)
     qdir = tmp_path / "q4"
     model, config = load_model(folder)
-    model, config = quantize_model(model, config, group_size=32, bits=4)
+    model.set_dtype(getattr(mx, dtype))  # mlx-community checkpoints are usually bf16
+    model, config = quantize_model(model, config, group_size=group, bits=bits)
     save_model(qdir, model)
     save_config(config, qdir / "config.json")
     assert "quantization" in json.loads((qdir / "config.json").read_text())
@@ -128,8 +164,9 @@ def test_mlx_quantized_folder_vs_mlx_lm(tiny_dir, run_mlxgp, tmp_path):
     ref = np.array(ref_model(mx.array([ids]))[0].astype(mx.float32))
     got = _mlxgp_logits(run_mlxgp, qdir, ids, tmp_path / "l.safetensors")
     diff = float(np.abs(got - ref).max())
-    print(f"MLX 4-bit quantized tiny llama vs mlx-lm: max |diff| = {diff:.3e}")
-    assert diff <= 1e-3
+    print(f"MLX {bits}-bit g{group} {dtype} quantized tiny llama vs mlx-lm: max |diff| = {diff:.3e} "
+          f"(logit range {np.abs(ref).max():.1f})")
+    assert diff <= tol
 
 
 # ---------------------------------------------------------------- bad input

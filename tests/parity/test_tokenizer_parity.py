@@ -234,6 +234,8 @@ VARIANT_TEXTS = [
     "Hello, world! 123 4567 89.5", "a  b   c,,d..e!?", " lead and trail ", "x<tool>y  <tool>  z", "\t<tool>\n",
     "word words sword word_ word. (word)", "caf\u00e9 cafe\u0301 CAF\u00c9  caf\u00e9   x", "  12 123 12a", "12",
     "\u00bd \u0661\u0662\u0663 \u00b2", "e\u0301\u0328 \u1100\u1161\u11a8 \uac00\u11a8 \u0958", "",
+    "x<tool> 12 <tool>\t 12", "word\U0001F600 \u4e16word \u0301word word\u200d word- -word \u00e9word",
+    "n\u00e9e  ne\u0301e \u3000n\u00e9e", "<tool><tool>word<tool>",
 ]
 
 
@@ -261,3 +263,79 @@ def test_tokenizer_json_components_match_hf_tokenizers(run_mlxgp, hf_tok, tmp_pa
         ours = mlxgp_lines(run_mlxgp, *args)
         theirs = [e.ids for e in ref.encode_batch(texts, add_special_tokens=add_special)]
         assert_same_ids(texts, ours, theirs)
+
+
+def test_config_flags_follow_transformers(run_mlxgp, tmp_path):
+    """With a tokenizer.json present transformers ignores add_bos/add_eos_token in the config and
+    keeps the file's post-processor; the tokenizer here must do the same."""
+    import shutil
+
+    import transformers
+
+    src = NPM_TOKENIZERS["llama3"].parent
+    assert src.exists(), f"{src} missing: run scripts/fetch_tokenizers.sh"
+    dst = tmp_path / "llama3"
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "tokenizer_config.json").read_text())
+    cfg.update(add_bos_token=True, add_eos_token=True)
+    (dst / "tokenizer_config.json").write_text(json.dumps(cfg))
+    hf = transformers.AutoTokenizer.from_pretrained(dst)
+    texts = ["Hello world", "", "<|begin_of_text|>x"]
+    f = write_jsonl(tmp_path / "c.jsonl", texts)
+    ours = mlxgp_lines(run_mlxgp, "tokenize", "--model", dst, "--file", f, "--jsonl")
+    assert_same_ids(texts, ours, hf(texts)["input_ids"])
+
+
+def write_gguf_vocabulary(path, pre):
+    """A weightless GGUF holding the Qwen3 vocabulary the way llama.cpp writes one, plus entries
+    that exercise transformers' GGUF rules: a user-defined token, a token not spelled in the byte
+    alphabet, a CONTROL token with a space (skipped as a mislabel) and a duplicate."""
+    import gguf
+    import numpy as np
+
+    src = json.loads(NPM_TOKENIZERS["qwen3"].read_text(encoding="utf-8"))
+    vocab = src["model"]["vocab"]
+    size = max([*vocab.values(), *(a["id"] for a in src["added_tokens"])]) + 1
+    tokens, types = [f"<unused{i}>" for i in range(size)], [1] * size
+    for t, i in vocab.items():
+        tokens[i] = t
+    for a in src["added_tokens"]:
+        tokens[a["id"]], types[a["id"]] = a["content"], 3 if a["special"] else 4
+    for t, ty in [("<think_more>", 4), ("h\u00e9llo w\u00f6rld", 1), ("<|bad ctl|>", 3), ("<|im_start|>", 1)]:
+        tokens.append(t)
+        types.append(ty)
+    w = gguf.GGUFWriter(str(path), "qwen2")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in src["model"]["merges"]])
+    w.add_bos_token_id(151643)
+    w.add_eos_token_id(151645)
+    w.add_add_bos_token(True)
+    w.add_tensor("dummy", np.zeros(4, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.mark.parametrize("pre", ["qwen2", "llama-bpe"])
+def test_gguf_pre_tokenizer_variants_match_transformers(run_mlxgp, tmp_path, pre):
+    import transformers
+
+    assert NPM_TOKENIZERS["qwen3"].exists(), "run scripts/fetch_tokenizers.sh"
+    write_gguf_vocabulary(tmp_path / "v.gguf", pre)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="v.gguf")
+    texts = ["Hello <think_more>x h\u00e9llo w\u00f6rld <|bad ctl|> <|im_start|>  123456"] + full_corpus()[:800]
+    f = write_jsonl(tmp_path / "c.jsonl", texts)
+    for add_special in (True, False):
+        args = ["tokenize", "--model", tmp_path / "v.gguf", "--file", f, "--jsonl"]
+        if not add_special:
+            args.append("--no-special-tokens")
+        ours = mlxgp_lines(run_mlxgp, *args)
+        assert_same_ids(texts, ours, hf(texts, add_special_tokens=add_special)["input_ids"])
+    seqs = random_id_sequences(len(hf), 300, 5)
+    g = write_jsonl(tmp_path / "ids.jsonl", seqs)
+    ours = mlxgp_lines(run_mlxgp, "detokenize", "--model", tmp_path / "v.gguf", "--file", g, "--skip-special-tokens")
+    assert ours == [hf.decode(s, skip_special_tokens=True) for s in seqs]

@@ -24,6 +24,9 @@ def tiny_config(arch: str):
             rope_parameters={"rope_type": "llama3", "rope_theta": 50000.0, "factor": 8.0,
                              "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                              "original_max_position_embeddings": 64})
+    if arch == "llama-plain":  # default rope, separate head: what a plain GGUF conversion holds
+        return transformers.LlamaConfig(**_COMMON, rope_parameters={"rope_type": "default",
+                                                                    "rope_theta": 10000.0})
     if arch == "llama-linear":
         return transformers.LlamaConfig(
             **_COMMON, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0})
@@ -73,3 +76,77 @@ def legacy_rope_config(folder) -> None:
     cfg["rope_theta"] = rope.pop("rope_theta", 10000.0)
     cfg["rope_scaling"] = rope if rope.get("rope_type", "default") != "default" else None
     path.write_text(json.dumps(cfg, indent=2))
+
+
+GGUF_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
+
+
+def write_tiny_gguf(model, path, qtype: str = "Q8_0") -> Path:
+    """Writes a transformers llama/qwen2/qwen3 `model` as a llama.cpp-style GGUF (metadata keys,
+    tensor names, and for llama the converter's Q/K row permutation), with 2-D weights stored as
+    `qtype` and 1-D ones (norms, biases) as F32. No tokenizer metadata: the file holds a model only."""
+    import gguf
+    import numpy as np
+
+    cfg = model.config
+    arch = cfg.model_type
+    assert arch in ("llama", "qwen2", "qwen3")
+    path = Path(path)
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    w.add_rope_dimension_count(head_dim)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_vocab_size(cfg.vocab_size)
+
+    def permute(t, n_head):  # what llama.cpp's convert_hf_to_gguf does to q/k rows
+        return t.reshape(n_head, 2, t.shape[0] // n_head // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
+
+    names = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+             "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down", "self_attn.q_norm": "attn_q_norm",
+             "self_attn.k_norm": "attn_k_norm"}
+    qt = getattr(gguf.GGMLQuantizationType, qtype)
+    rope = cfg.rope_parameters or {}
+    if rope.get("rope_type") == "llama3":
+        # llama.cpp's converter stores Llama-3 scaling as per-frequency divisors (rope_freqs).
+        base = rope["rope_theta"]
+        default_inv = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
+        scaled_inv = model.model.rotary_emb.inv_freq.detach().float().numpy()
+        w.add_tensor("rope_freqs.weight", (default_inv / scaled_inv).astype(np.float32))
+    for name, t in model.state_dict().items():
+        t = t.detach().float().numpy().astype(np.float32)
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        if name == "model.embed_tokens.weight":
+            gname = "token_embd.weight"
+        elif name == "model.norm.weight":
+            gname = "output_norm.weight"
+        elif name == "lm_head.weight":
+            gname = "output.weight"
+        else:
+            _, _, layer, rest = name.split(".", 3)
+            module, kind = rest.rsplit(".", 1)
+            gname = f"blk.{layer}.{names[module]}.{kind}"
+            if arch == "llama" and module == "self_attn.q_proj":
+                t = permute(t, cfg.num_attention_heads)
+            if arch == "llama" and module == "self_attn.k_proj":
+                t = permute(t, cfg.num_key_value_heads)
+        if t.ndim == 2 and qtype != "F32":
+            w.add_tensor(gname, gguf.quants.quantize(t, qt), raw_dtype=qt)
+        else:
+            w.add_tensor(gname, t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
