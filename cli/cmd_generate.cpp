@@ -94,11 +94,17 @@ int run_generate(const std::vector<std::string>& argv) {
       .option("dtype", "float32 | bfloat16 | float16: compute dtype, dequantizing quantized weights "
                        "(default: the checkpoint's own)")
       .option("prefill-chunk-size", "prefill long prompts in chunks of this many tokens (default 512)")
+      .option("show-config", "print the effective generation config (all layers merged) to stderr", false)
       .option("json", "print one JSON object (prompt_token_ids, sequences, stats) instead of streaming text", false);
   if (!args.parse(argv)) return 0;
 
   if (args.has("prompt") == args.has("input-ids")) fail("cli", "pass exactly one of --prompt and --input-ids");
   auto input_ids = args.get_int_list("input-ids");
+  GeneratorOptions gen_options;
+  if (auto n = args.get_int("prefill-chunk-size")) {
+    if (*n < 1 || *n > INT32_MAX) fail("cli", "--prefill-chunk-size must be between 1 and 2^31-1");
+    gen_options.prefill_chunk_size = static_cast<int>(*n);
+  }
   LoadOptions load_options;
   if (auto d = args.get("dtype")) load_options.dtype = parse_dtype(*d);
   {
@@ -115,6 +121,8 @@ int run_generate(const std::vector<std::string>& argv) {
       std::cerr << w << "\n";
   apply_user_layers(config, args);
   validate(config);
+  if (args.has("show-config"))
+    std::cerr << describe(with_model_defaults(config, loaded.model->config(), loaded.tokenizer.get()));
   if (!config.do_sample && (args.has("top-k") || args.has("top-p")))
     std::cerr << "[config] warning: top_k/top_p only apply when sampling (--do-sample or --temperature > 0); "
                  "generating greedily\n";
@@ -135,11 +143,6 @@ int run_generate(const std::vector<std::string>& argv) {
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
     };
-  GeneratorOptions gen_options;
-  if (auto n = args.get_int("prefill-chunk-size")) {
-    if (*n < 1 || *n > INT32_MAX) fail("cli", "--prefill-chunk-size must be >= 1");
-    gen_options.prefill_chunk_size = static_cast<int>(*n);
-  }
   GenerationResult result = generate(*loaded.model, loaded.tokenizer, prompt_ids, config, stream, gen_options);
   if (as_json) {
     // Replace (not throw on) invalid UTF-8: a generation cut at max length may end mid-character.

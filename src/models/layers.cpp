@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "mlxgp/error.h"
+#include "mlxgp/kernels.h"
 
 namespace mlxgp::layers {
 
@@ -83,7 +84,7 @@ Linear Linear::load(const WeightMap& w, const std::string& prefix, int in, int o
 
 mx::array Linear::operator()(const mx::array& x) const {
   mx::array y = quantized()
-                    ? mx::quantized_matmul(x, *weight, *scales, *biases, true, group_size, bits)
+                    ? kernels::quantized_matmul(x, *weight, *scales, *biases, group_size, bits)
                     : mx::matmul(x, mx::transpose(*weight));
   if (bias) y = mx::add(y, *bias);
   return y;

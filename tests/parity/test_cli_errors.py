@@ -53,6 +53,8 @@ def config_file(tmp_path):
     (["--do-sample", "--temperature", "0"], "config", "--temperature 0 means greedy"),
     (["--dtype", "int8"], "load", "int8"),
     (["--bogus"], "cli", "unknown option --bogus"),
+    (["--prefill-chunk-size", "0"], "cli", "--prefill-chunk-size must be between 1"),
+    (["--temperature", "nan"], "config", "field 'temperature' must be a finite number"),
 ])
 def test_bad_settings(gen, args, component, fragment):
     check_error(gen("--prompt", "Hi", *args), component, fragment)

@@ -1,0 +1,34 @@
+// Custom CPU kernels that replace slow generic MLX CPU paths on the decode hot path.
+#pragma once
+
+#include <string>
+
+#include <mlx/mlx.h>
+
+namespace mlxgp::kernels {
+
+namespace mx = mlx::core;
+
+// Same contract as mx::quantized_matmul(x, w, scales, biases, /*transpose=*/true, group_size, bits)
+// in "affine" mode: y = x @ dequantize(w)^T. Runs a multithreaded SIMD kernel when the default
+// device is the CPU and the case is supported (float32 x; 2-D w; 4 or 8 bits; group size 32 or
+// 64; float32/float16/bfloat16 scales and biases); anything else goes to mx::quantized_matmul.
+mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales,
+                           const mx::array& biases, int group_size, int bits);
+
+// True when quantized_matmul would use the custom kernel for these arguments.
+bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
+                                const mx::array& biases, int group_size, int bits);
+
+// Threads used by the custom kernels (default: hardware concurrency, at least 1; env
+// MLXGP_NUM_THREADS overrides). Set before the first kernel runs.
+void set_num_threads(int n);
+int num_threads();
+
+// Which SIMD path the CPU kernels use on this machine: "avx512", "avx2" or "portable".
+const char* cpu_isa();
+// Caps the SIMD path ("portable", "avx2", "avx512"), e.g. to test the AVX2 path on an AVX-512
+// machine. Returns false (and changes nothing) for an unknown name.
+bool set_cpu_isa_cap(const std::string& name);
+
+}  // namespace mlxgp::kernels

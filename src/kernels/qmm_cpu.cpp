@@ -1,0 +1,234 @@
+#include "kernels/qmm_cpu.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <type_traits>
+
+#include <mlx/types/half_types.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+// GCC 12 flags the intentionally undefined lanes inside its own AVX-512 intrinsics headers.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace mlxgp::kernels {
+
+namespace {
+
+inline float load_scale(const void* p, int i, ScaleType t) {
+  switch (t) {
+    case ScaleType::f32:
+      return static_cast<const float*>(p)[i];
+    case ScaleType::f16:
+      return static_cast<float>(static_cast<const mlx::core::float16_t*>(p)[i]);
+    case ScaleType::bf16:
+      return static_cast<float>(static_cast<const mlx::core::bfloat16_t*>(p)[i]);
+  }
+  return 0.0f;
+}
+
+// Elements per SIMD block whose 4-bit codes are unpacked together (see prepare_x).
+int q4_block(Isa isa) { return isa == Isa::avx512 ? 32 : isa == Isa::avx2 ? 16 : 0; }
+
+void rows_portable(const QmmArgs& a, const float* x, int n0, int n1) {
+  const int groups = a.K / a.group_size, wpr = a.K * a.bits / 32, per_word = 32 / a.bits;
+  const uint32_t mask = (1u << a.bits) - 1;
+  for (int n = n0; n < n1; ++n) {
+    const uint32_t* w = a.w + static_cast<size_t>(n) * wpr;
+    for (int m = 0; m < a.M; ++m) {
+      const float* xm = x + static_cast<size_t>(m) * a.K;
+      float acc = 0.0f;
+      for (int g = 0; g < groups; ++g) {
+        const float s = load_scale(a.scales, n * groups + g, a.scale_type);
+        const float b = load_scale(a.biases, n * groups + g, a.scale_type);
+        float qx = 0.0f, xs = 0.0f;
+        for (int k = g * a.group_size; k < (g + 1) * a.group_size; ++k) {
+          const float q = static_cast<float>((w[k / per_word] >> ((k % per_word) * a.bits)) & mask);
+          qx += q * xm[k];
+          xs += xm[k];
+        }
+        acc += s * qx + b * xs;
+      }
+      a.out[static_cast<size_t>(m) * a.N + n] = acc;
+    }
+  }
+}
+
+#if defined(__x86_64__)
+
+#define MLXGP_AVX2 __attribute__((target("avx2,fma")))
+#define MLXGP_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+
+MLXGP_AVX2 inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// MB activation rows at once, so each dequantized weight vector is reused MB times.
+template <int MB, int BITS>
+MLXGP_AVX2 void rows_avx2(const QmmArgs& a, const float* xp, int m0, int n0, int n1) {
+  const int groups = a.K / a.group_size;
+  const size_t bytes_per_row = static_cast<size_t>(a.K) * BITS / 8;
+  const float* xr = xp + static_cast<size_t>(m0) * a.K;
+  const __m256i low4 = _mm256_set1_epi32(0xF);
+  for (int n = n0; n < n1; ++n) {
+    const uint8_t* wb = reinterpret_cast<const uint8_t*>(a.w) + n * bytes_per_row;
+    __m256 acc[MB][2];
+    for (int m = 0; m < MB; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+    for (int g = 0; g < groups; ++g) {
+      const __m256 vs = _mm256_set1_ps(load_scale(a.scales, n * groups + g, a.scale_type));
+      const __m256 vb = _mm256_set1_ps(load_scale(a.biases, n * groups + g, a.scale_type));
+      for (int k = g * a.group_size; k < (g + 1) * a.group_size; k += 16) {
+        __m256 w0, w1;
+        if constexpr (BITS == 4) {
+          // 8 bytes hold 16 codes: low nibbles are the even elements, high nibbles the odd ones.
+          __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb + k / 2)));
+          w0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, low4)), vs, vb);
+          w1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), vs, vb);
+        } else {
+          __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb + k)));
+          __m256i v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb + k + 8)));
+          w0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v0), vs, vb);
+          w1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v1), vs, vb);
+        }
+        for (int m = 0; m < MB; ++m) {
+          const float* xm = xr + static_cast<size_t>(m) * a.K + k;
+          acc[m][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xm), acc[m][0]);
+          acc[m][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xm + 8), acc[m][1]);
+        }
+      }
+    }
+    for (int m = 0; m < MB; ++m)
+      a.out[static_cast<size_t>(m0 + m) * a.N + n] = hsum256(_mm256_add_ps(acc[m][0], acc[m][1]));
+  }
+}
+
+template <int MB, int BITS>
+MLXGP_AVX512 void rows_avx512(const QmmArgs& a, const float* xp, int m0, int n0, int n1) {
+  const int groups = a.K / a.group_size;
+  const size_t bytes_per_row = static_cast<size_t>(a.K) * BITS / 8;
+  const float* xr = xp + static_cast<size_t>(m0) * a.K;
+  const __m512i low4 = _mm512_set1_epi32(0xF);
+  for (int n = n0; n < n1; ++n) {
+    const uint8_t* wb = reinterpret_cast<const uint8_t*>(a.w) + n * bytes_per_row;
+    __m512 acc[MB][2];
+    for (int m = 0; m < MB; ++m) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; ++g) {
+      const __m512 vs = _mm512_set1_ps(load_scale(a.scales, n * groups + g, a.scale_type));
+      const __m512 vb = _mm512_set1_ps(load_scale(a.biases, n * groups + g, a.scale_type));
+      for (int k = g * a.group_size; k < (g + 1) * a.group_size; k += 32) {
+        __m512 w0, w1;
+        if constexpr (BITS == 4) {
+          __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k / 2)));
+          w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v, low4)), vs, vb);
+          w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4)), vs, vb);
+        } else {
+          __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k)));
+          __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k + 16)));
+          w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v0), vs, vb);
+          w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v1), vs, vb);
+        }
+        for (int m = 0; m < MB; ++m) {
+          const float* xm = xr + static_cast<size_t>(m) * a.K + k;
+          acc[m][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xm), acc[m][0]);
+          acc[m][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xm + 16), acc[m][1]);
+        }
+      }
+    }
+    for (int m = 0; m < MB; ++m)
+      a.out[static_cast<size_t>(m0 + m) * a.N + n] = _mm512_reduce_add_ps(_mm512_add_ps(acc[m][0], acc[m][1]));
+  }
+}
+
+template <int BITS>
+void rows_x86(const QmmArgs& a, const float* xp, int n0, int n1, Isa isa) {
+  // Row blocks of up to 4 activation rows; the remainder takes a narrower instantiation.
+  for (int m0 = 0; m0 < a.M;) {
+    const int mb = a.M - m0 >= 4 ? 4 : a.M - m0;
+    auto run = [&](auto mbc) {
+      constexpr int MB = decltype(mbc)::value;
+      if (isa == Isa::avx512)
+        rows_avx512<MB, BITS>(a, xp, m0, n0, n1);
+      else
+        rows_avx2<MB, BITS>(a, xp, m0, n0, n1);
+    };
+    switch (mb) {
+      case 4: run(std::integral_constant<int, 4>{}); break;
+      case 3: run(std::integral_constant<int, 3>{}); break;
+      case 2: run(std::integral_constant<int, 2>{}); break;
+      default: run(std::integral_constant<int, 1>{}); break;
+    }
+    m0 += mb;
+  }
+}
+
+#endif  // __x86_64__
+
+}  // namespace
+
+namespace {
+std::atomic<int> g_isa_cap{2};  // highest Isa the kernels may use (tests lower it)
+}
+
+void cap_isa(Isa isa) { g_isa_cap.store(static_cast<int>(isa)); }
+
+Isa detect_isa() {
+  return static_cast<Isa>(std::min(static_cast<int>(machine_isa()), g_isa_cap.load()));
+}
+
+Isa machine_isa() {
+#if defined(__x86_64__)
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+      return Isa::avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+    return Isa::portable;
+  }();
+  return isa;
+#else
+  return Isa::portable;
+#endif
+}
+
+int prepared_x_floats(const QmmArgs& a) { return a.M * a.K; }
+
+void prepare_x(const QmmArgs& a, Isa isa, float* xp) {
+  const int blk = a.bits == 4 ? q4_block(isa) : 0;
+  if (blk == 0) {
+    std::memcpy(xp, a.x, sizeof(float) * static_cast<size_t>(a.M) * a.K);
+    return;
+  }
+  for (int m = 0; m < a.M; ++m) {
+    const float* src = a.x + static_cast<size_t>(m) * a.K;
+    float* dst = xp + static_cast<size_t>(m) * a.K;
+    for (int k0 = 0; k0 < a.K; k0 += blk)
+      for (int j = 0; j < blk / 2; ++j) {
+        dst[k0 + j] = src[k0 + 2 * j];
+        dst[k0 + blk / 2 + j] = src[k0 + 2 * j + 1];
+      }
+  }
+}
+
+void qmm_rows(const QmmArgs& a, const float* xp, int n0, int n1, Isa isa) {
+#if defined(__x86_64__)
+  if (isa != Isa::portable) {
+    if (a.bits == 4)
+      rows_x86<4>(a, xp, n0, n1, isa);
+    else
+      rows_x86<8>(a, xp, n0, n1, isa);
+    return;
+  }
+#endif
+  rows_portable(a, xp, n0, n1);
+}
+
+}  // namespace mlxgp::kernels

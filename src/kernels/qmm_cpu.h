@@ -1,0 +1,35 @@
+// Row kernels for MLX's affine quantized layout (w [N, K*bits/32] uint32, little-endian packing,
+// element k of a row at bit (k*bits) % 32 of word (k*bits)/32; scales/biases [N, K/group]):
+// out[m, n] = sum_k x[m, k] * (scale[n, k/g] * q[n, k] + bias[n, k/g]).
+#pragma once
+
+#include <cstdint>
+
+namespace mlxgp::kernels {
+
+enum class ScaleType { f32, f16, bf16 };
+
+struct QmmArgs {
+  const float* x = nullptr;  // [M, K], row-major
+  const uint32_t* w = nullptr;
+  const void* scales = nullptr;
+  const void* biases = nullptr;
+  ScaleType scale_type = ScaleType::f32;
+  float* out = nullptr;  // [M, N]
+  int M = 0, N = 0, K = 0, group_size = 0, bits = 0;
+};
+
+enum class Isa { portable = 0, avx2 = 1, avx512 = 2 };
+Isa machine_isa();       // best the CPU supports
+Isa detect_isa();        // what the kernels use: machine_isa(), capped by cap_isa()
+void cap_isa(Isa isa);
+
+// Computes out[:, n0:n1] with the given ISA. `xp` is x re-laid out by prepare_x for that ISA.
+void qmm_rows(const QmmArgs& a, const float* xp, int n0, int n1, Isa isa);
+
+// Size (floats) and fill of the per-ISA activation layout qmm_rows reads: 4-bit kernels take the
+// even and odd elements of each SIMD block apart, because that is how two nibbles of a byte unpack.
+int prepared_x_floats(const QmmArgs& a);
+void prepare_x(const QmmArgs& a, Isa isa, float* xp);
+
+}  // namespace mlxgp::kernels

@@ -1,0 +1,196 @@
+// mlxgp::kernels::quantized_matmul: an MLX custom primitive whose eval_cpu runs the SIMD row
+// kernels of qmm_cpu.cpp over a thread pool. MLX's own CPU QuantizedMatmul is a generic
+// single-threaded loop, which dominates decode time on CPU.
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include <mlx/allocator.h>
+#include <mlx/backend/cpu/encoder.h>
+#include <mlx/mlx.h>
+#include <mlx/primitives.h>
+
+#include "kernels/qmm_cpu.h"
+#include "kernels/thread_pool.h"
+#include "mlxgp/kernels.h"
+
+namespace mlxgp::kernels {
+
+namespace {
+
+// Copies a possibly strided / broadcast array into a row-major buffer (rare: our callers pass
+// contiguous arrays, but MLX may hand us views).
+template <typename T>
+void gather_row_major(const mx::array& a, T* dst) {
+  const T* src = a.data<T>();
+  const int nd = static_cast<int>(a.ndim());
+  std::vector<int> idx(nd, 0);
+  for (size_t i = 0, n = a.size(); i < n; ++i) {
+    int64_t off = 0;
+    for (int d = 0; d < nd; ++d) off += static_cast<int64_t>(idx[d]) * a.strides()[d];
+    dst[i] = src[off];
+    for (int d = nd - 1; d >= 0; --d) {
+      if (++idx[d] < a.shape(d)) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+// Holds either the array's own data (row-contiguous) or a row-major copy of it.
+template <typename T>
+struct RowMajor {
+  std::vector<T> copy;
+  const T* ptr = nullptr;
+  explicit RowMajor(const mx::array& a) {
+    if (a.flags().row_contiguous) {
+      ptr = a.data<T>();
+    } else {
+      copy.resize(a.size());
+      gather_row_major(a, copy.data());
+      ptr = copy.data();
+    }
+  }
+};
+
+ScaleType scale_type(mx::Dtype t) {
+  if (t == mx::float16) return ScaleType::f16;
+  if (t == mx::bfloat16) return ScaleType::bf16;
+  return ScaleType::f32;
+}
+
+// Scales/biases are 2- or 4-byte floats; copy them as raw 16-bit or 32-bit words.
+const void* scale_data(const mx::array& a, std::vector<uint32_t>& c32, std::vector<uint16_t>& c16) {
+  if (a.flags().row_contiguous) return a.data<void>();
+  if (a.itemsize() == 4) {
+    c32.resize(a.size());
+    gather_row_major(a, c32.data());
+    return c32.data();
+  }
+  c16.resize(a.size());
+  gather_row_major(a, c16.data());
+  return c16.data();
+}
+
+void run_qmm(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
+             mx::array& out, int group_size, int bits) {
+  RowMajor<float> xr(x);
+  RowMajor<uint32_t> wr(w);
+  std::vector<uint32_t> s32, b32;
+  std::vector<uint16_t> s16, b16;
+  QmmArgs a;
+  a.K = x.shape(-1);
+  a.M = static_cast<int>(x.size() / a.K);
+  a.N = w.shape(0);
+  a.x = xr.ptr;
+  a.w = wr.ptr;
+  a.scales = scale_data(scales, s32, s16);
+  a.biases = scale_data(biases, b32, b16);
+  a.scale_type = scale_type(scales.dtype());
+  a.out = out.data<float>();
+  a.group_size = group_size;
+  a.bits = bits;
+  if (a.M == 0 || a.N == 0) return;
+
+  const Isa isa = detect_isa();
+  std::vector<float> xp(prepared_x_floats(a));
+  prepare_x(a, isa, xp.data());
+  // Split output rows into chunks of >= ~64K weights each so small layers stay on one thread
+  // (waking workers costs more than the work), and large ones spread over every thread.
+  const int64_t work = static_cast<int64_t>(a.N) * a.K;
+  const int threads = pool_threads();
+  int chunks = static_cast<int>(std::min<int64_t>(work / (1 << 16), threads * 8));
+  chunks = std::clamp(chunks, 1, a.N);
+  const int rows = (a.N + chunks - 1) / chunks;
+  chunks = (a.N + rows - 1) / rows;
+  parallel_for(chunks, [&](int c) { qmm_rows(a, xp.data(), c * rows, std::min(a.N, (c + 1) * rows), isa); });
+}
+
+class CpuQuantizedMatmul : public mx::UnaryPrimitive {
+ public:
+  CpuQuantizedMatmul(mx::Stream s, int group_size, int bits)
+      : mx::UnaryPrimitive(s), group_size_(group_size), bits_(bits) {}
+
+  void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    // CPU primitives must not compute inline: the work goes through the stream's command encoder,
+    // which runs it in order after the tasks that produce our inputs.
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    for (auto& a : in) enc.set_input_array(a);
+    enc.set_output_array(out);
+    enc.dispatch([x = mx::array::unsafe_weak_copy(in[0]), w = mx::array::unsafe_weak_copy(in[1]),
+                  s = mx::array::unsafe_weak_copy(in[2]), b = mx::array::unsafe_weak_copy(in[3]),
+                  o = mx::array::unsafe_weak_copy(out), gs = group_size_, bits = bits_]() mutable {
+      run_qmm(x, w, s, b, o, gs, bits);
+    });
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("[kernels] the custom quantized matmul runs on the CPU only");
+  }
+
+  const char* name() const override { return "MlxgpCpuQuantizedMatmul"; }
+
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const CpuQuantizedMatmul*>(&other);
+    return o && o->group_size_ == group_size_ && o->bits_ == bits_;
+  }
+
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
+    auto s = in[0].shape();
+    s.back() = in[1].shape(0);
+    return {s};
+  }
+
+ private:
+  int group_size_, bits_;
+};
+
+bool float_scale(mx::Dtype t) { return t == mx::float32 || t == mx::float16 || t == mx::bfloat16; }
+
+}  // namespace
+
+bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
+                                const mx::array& biases, int group_size, int bits) {
+  if (mx::default_device() != mx::Device::cpu) return false;
+  if ((bits != 4 && bits != 8) || (group_size != 32 && group_size != 64)) return false;
+  if (x.dtype() != mx::float32 || x.ndim() < 1 || w.dtype() != mx::uint32 || w.ndim() != 2) return false;
+  if (!float_scale(scales.dtype()) || scales.dtype() != biases.dtype()) return false;
+  const int K = x.shape(-1), N = w.shape(0);
+  if (K == 0 || K % group_size != 0 || w.shape(1) * 32 != K * bits) return false;
+  if (scales.shape() != mx::Shape{N, K / group_size} || biases.shape() != scales.shape()) return false;
+  return true;
+}
+
+mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales,
+                           const mx::array& biases, int group_size, int bits) {
+  if (!quantized_matmul_supported(x, w, scales, biases, group_size, bits))
+    return mx::quantized_matmul(x, w, scales, biases, true, group_size, bits);
+  auto shape = x.shape();
+  shape.back() = w.shape(0);
+  return mx::array(shape, mx::float32,
+                   std::make_shared<CpuQuantizedMatmul>(mx::to_stream(mx::Device::cpu), group_size, bits),
+                   {x, w, scales, biases});
+}
+
+void set_num_threads(int n) { set_pool_threads(n); }
+int num_threads() { return pool_threads(); }
+
+const char* cpu_isa() {
+  switch (detect_isa()) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "portable";
+  }
+}
+
+bool set_cpu_isa_cap(const std::string& name) {
+  if (name == "portable") cap_isa(Isa::portable);
+  else if (name == "avx2") cap_isa(Isa::avx2);
+  else if (name == "avx512") cap_isa(Isa::avx512);
+  else return false;
+  return true;
+}
+
+}  // namespace mlxgp::kernels

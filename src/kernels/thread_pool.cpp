@@ -1,0 +1,123 @@
+#include "kernels/thread_pool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace mlxgp::kernels {
+
+namespace {
+
+int default_threads() {
+  if (const char* e = std::getenv("MLXGP_NUM_THREADS")) {
+    int n = std::atoi(e);
+    if (n > 0) return std::min(n, 256);
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::atomic<int> g_requested{0};  // 0: default
+
+class Pool {
+ public:
+  explicit Pool(int threads) {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { work(); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> l(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  void run(int n_tasks, const std::function<void(int)>& fn) {
+    std::lock_guard<std::mutex> serial(call_m_);
+    {
+      std::lock_guard<std::mutex> l(m_);
+      fn_ = &fn;
+      n_tasks_ = n_tasks;
+      next_.store(0);
+      pending_.store(static_cast<int>(workers_.size()));
+      error_ = nullptr;
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    drain();
+    // Wait for the workers to leave this generation, so fn may go out of scope afterwards.
+    while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    fn_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void drain() {
+    for (int t; (t = next_.fetch_add(1)) < n_tasks_;) {
+      try {
+        (*fn_)(t);
+      } catch (...) {
+        std::lock_guard<std::mutex> l(err_m_);
+        if (!error_) error_ = std::current_exception();
+      }
+    }
+  }
+
+  void work() {
+    unsigned seen = generation_.load();
+    for (;;) {
+      // Spin a little: the next kernel call usually follows within microseconds.
+      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+      while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until)
+        std::this_thread::yield();
+      if (generation_.load(std::memory_order_acquire) == seen) {
+        std::unique_lock<std::mutex> l(m_);
+        cv_.wait(l, [&] { return stop_ || generation_.load() != seen; });
+        if (stop_) return;
+      }
+      seen = generation_.load(std::memory_order_acquire);
+      drain();
+      pending_.fetch_sub(1, std::memory_order_release);
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex m_, call_m_, err_m_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::atomic<unsigned> generation_{0};
+  std::atomic<int> next_{0}, pending_{0};
+  int n_tasks_ = 0;
+  const std::function<void(int)>* fn_ = nullptr;
+  std::exception_ptr error_;
+};
+
+Pool& pool() {
+  // Leaked on purpose: MLX's stream threads may still run kernels during static destruction.
+  static Pool* p = new Pool(g_requested.load() > 0 ? g_requested.load() : default_threads());
+  return *p;
+}
+
+}  // namespace
+
+void parallel_for(int n_tasks, const std::function<void(int)>& fn) {
+  if (n_tasks <= 0) return;
+  if (n_tasks == 1 || pool_threads() == 1) {
+    for (int t = 0; t < n_tasks; ++t) fn(t);
+    return;
+  }
+  pool().run(n_tasks, fn);
+}
+
+int pool_threads() { return pool().threads(); }
+
+void set_pool_threads(int n) { g_requested.store(std::max(1, n)); }
+
+}  // namespace mlxgp::kernels

@@ -1,0 +1,18 @@
+// A tiny persistent thread pool for the CPU kernels. Kernel calls are short (tens of microseconds
+// to a few milliseconds), so workers spin briefly before sleeping to keep the wake-up cost low.
+#pragma once
+
+#include <functional>
+
+namespace mlxgp::kernels {
+
+// Runs fn(task) for task in [0, n_tasks) on the pool plus the calling thread, and returns when all
+// tasks are done. Tasks are handed out dynamically. Calls from several threads at once are
+// serialised. An exception thrown by fn is rethrown on the caller (the first one wins).
+void parallel_for(int n_tasks, const std::function<void(int)>& fn);
+
+// Total threads used by parallel_for (pool workers + caller).
+int pool_threads();
+void set_pool_threads(int n);
+
+}  // namespace mlxgp::kernels

@@ -1,0 +1,111 @@
+// The custom CPU quantized matmul against mx::quantized_matmul (the reference), run in the same test.
+#include <gtest/gtest.h>
+
+#include <sstream>
+#include <string>
+#include <tuple>
+
+#include <mlx/mlx.h>
+
+#include "mlxgp/kernels.h"
+
+namespace mx = mlx::core;
+
+namespace {
+
+// Max |a - b| / (max |b| + tiny), both evaluated.
+float rel_err(const mx::array& a, const mx::array& b) {
+  auto d = mx::max(mx::abs(mx::subtract(a, b))).item<float>();
+  auto s = mx::max(mx::abs(b)).item<float>();
+  return d / (s + 1e-30f);
+}
+
+struct Case {
+  int bits, group, M, N, K;
+  mx::Dtype scale_dtype;
+};
+
+std::string describe(const Case& c) {
+  std::ostringstream o;
+  o << "bits=" << c.bits << " group=" << c.group << " M=" << c.M << " N=" << c.N << " K=" << c.K
+    << " scales=" << c.scale_dtype;
+  return o.str();
+}
+
+void check(const Case& c, uint64_t seed) {
+  SCOPED_TRACE(describe(c));
+  auto key = mx::random::key(seed);
+  auto keys = mx::random::split(key, 2);
+  auto w = mx::random::normal({c.N, c.K}, mx::float32, 0.0f, 1.0f, mx::take(keys, 0, 0));
+  auto x = mx::random::normal({c.M, c.K}, mx::float32, 0.0f, 1.0f, mx::take(keys, 1, 0));
+  auto q = mx::quantize(w, c.group, c.bits);
+  auto scales = mx::astype(q[1], c.scale_dtype), biases = mx::astype(q[2], c.scale_dtype);
+  ASSERT_TRUE(mlxgp::kernels::quantized_matmul_supported(x, q[0], scales, biases, c.group, c.bits));
+  auto ref = mx::quantized_matmul(x, q[0], scales, biases, true, c.group, c.bits);
+  auto got = mlxgp::kernels::quantized_matmul(x, q[0], scales, biases, c.group, c.bits);
+  mx::eval(ref, got);
+  ASSERT_EQ(got.shape(), ref.shape());
+  ASSERT_EQ(got.dtype(), mx::float32);
+  EXPECT_LE(rel_err(got, mx::astype(ref, mx::float32)), 1e-4f);
+}
+
+}  // namespace
+
+TEST(Kernels, QuantizedMatmulMatchesMlxForEachFormat) {
+  uint64_t seed = 1;
+  // Every SIMD path this CPU can run (a cap above the machine's ISA just keeps the best one).
+  for (const char* isa : {"portable", "avx2", "avx512"}) {
+  SCOPED_TRACE(isa);
+  ASSERT_TRUE(mlxgp::kernels::set_cpu_isa_cap(isa));
+  for (int bits : {4, 8})
+    for (int group : {32, 64})
+      for (auto dt : {mx::float32, mx::float16, mx::bfloat16})
+        for (int M : {1, 2, 3, 5, 8, 13})
+          check({bits, group, M, 67, 192, dt}, seed++);
+  }
+  EXPECT_FALSE(mlxgp::kernels::set_cpu_isa_cap("sse9"));
+}
+
+TEST(Kernels, QuantizedMatmulLargeShapesUseEveryThread) {
+  // Big enough to be split across the pool; odd N so the last chunk is partial.
+  check({4, 32, 1, 4099, 576, mx::float32}, 7);
+  check({8, 64, 3, 2051, 1536, mx::float16}, 8);
+}
+
+TEST(Kernels, QuantizedMatmulBatchedAndStridedInputs) {
+  auto w = mx::random::normal({96, 128}, mx::float32, 0.0f, 1.0f, mx::random::key(3));
+  auto q = mx::quantize(w, 64, 4);
+  // [B, T, K] activations that are a transposed (non-contiguous) view.
+  auto xt = mx::random::normal({2, 128, 3}, mx::float32, 0.0f, 1.0f, mx::random::key(4));
+  auto x = mx::transpose(xt, {0, 2, 1});
+  auto sc_t = mx::transpose(mx::transpose(q[1]));  // same values, exercised through a view
+  auto ref = mx::quantized_matmul(x, q[0], sc_t, q[2], true, 64, 4);
+  auto got = mlxgp::kernels::quantized_matmul(x, q[0], sc_t, q[2], 64, 4);
+  mx::eval(ref, got);
+  ASSERT_EQ(got.shape(), (mx::Shape{2, 3, 96}));
+  EXPECT_LE(rel_err(got, ref), 1e-4f);
+}
+
+TEST(Kernels, UnsupportedFormatsFallBackToMlx) {
+  auto w = mx::random::normal({32, 128}, mx::float32, 0.0f, 1.0f, mx::random::key(5));
+  auto x = mx::random::normal({1, 128}, mx::float32, 0.0f, 1.0f, mx::random::key(6));
+  for (auto [bits, group] : {std::pair{2, 64}, std::pair{4, 128}, std::pair{6, 32}}) {
+    auto q = mx::quantize(w, group, bits);
+    EXPECT_FALSE(mlxgp::kernels::quantized_matmul_supported(x, q[0], q[1], q[2], group, bits));
+    auto ref = mx::quantized_matmul(x, q[0], q[1], q[2], true, group, bits);
+    auto got = mlxgp::kernels::quantized_matmul(x, q[0], q[1], q[2], group, bits);
+    EXPECT_LE(rel_err(got, ref), 0.0f) << "bits " << bits << " group " << group;
+  }
+  // float16 activations are not handled by the custom kernel either.
+  auto q = mx::quantize(w, 32, 4);
+  auto xh = mx::astype(x, mx::float16);
+  EXPECT_FALSE(mlxgp::kernels::quantized_matmul_supported(xh, q[0], q[1], q[2], 32, 4));
+  auto got = mlxgp::kernels::quantized_matmul(xh, q[0], q[1], q[2], 32, 4);
+  EXPECT_EQ(got.dtype(), mx::quantized_matmul(xh, q[0], q[1], q[2], true, 32, 4).dtype());
+}
+
+TEST(Kernels, ReportsIsaAndThreads) {
+  const std::string isa = mlxgp::kernels::cpu_isa();
+  EXPECT_TRUE(isa == "avx512" || isa == "avx2" || isa == "portable") << isa;
+  EXPECT_GE(mlxgp::kernels::num_threads(), 1);
+}
