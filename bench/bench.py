@@ -16,14 +16,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HF_F32_DIR, MLX_Q4_DIR, PYTHON, ROOT  # noqa: E402
+from common import PYTHON, ROOT  # noqa: E402
 from report import (console_table, describe_machine, load_average, machine_busy,  # noqa: E402
                     markdown_report)
 from sections import Context, load_all  # noqa: E402
 
 
-def parse_args() -> argparse.Namespace:
-    sections = list(load_all())
+def parse_args(sections: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", nargs="+", choices=sections, default=sections,
                    help="sections to run (default: all, in registry order)")
@@ -38,14 +37,13 @@ def parse_args() -> argparse.Namespace:
 
 
 def prepare_models() -> None:
-    if HF_F32_DIR.exists() and MLX_Q4_DIR.exists():
-        return
-    print("[bench] preparing model folders (once) ...", flush=True)
+    """Builds the model folders when missing or made by an older recipe (fast no-op otherwise)."""
     subprocess.run([str(PYTHON), str(ROOT / "bench" / "prepare_models.py")], check=True)
 
 
 def main() -> int:
-    args = parse_args()
+    registry = load_all()
+    args = parse_args(list(registry))
     start = time.perf_counter()
     mlxgp_bin = Path(os.environ["MLXGP_BIN"]) if os.environ.get("MLXGP_BIN") else ROOT / "build" / "mlxgp"
     machine = describe_machine(mlxgp_bin)
@@ -56,7 +54,6 @@ def main() -> int:
 
     ctx = Context(mlxgp_bin=mlxgp_bin, python=PYTHON, repeats=args.repeats,
                   max_new_tokens=args.max_new_tokens, log=lambda s: print(s, flush=True))
-    registry = load_all()
     results, failures = [], []
     for name in args.sections:
         sec = registry[name]

@@ -2,9 +2,10 @@
 
 Run as a script (`python bench/prepare_models.py`) so that the heavy imports (torch, transformers,
 mlx_lm) stay out of the benchmark's driver process. Each folder is built in a temporary sibling and
-renamed into place, so a killed run never leaves a half-written folder under the real name, and an
-existing folder is reused as is (idempotent).
+renamed into place, so a killed run never leaves a half-written folder under the real name. A folder
+whose recipe stamp matches RECIPE is reused as is (idempotent); an older one is rebuilt.
 """
+import json
 import os
 import shutil
 import sys
@@ -20,22 +21,43 @@ from common import DEFAULT_GGUF, HF_F32_DIR, MLX_Q4_DIR  # noqa: E402
 # mlx-lm's usual 4-bit recipe (mlx_lm.convert -q defaults): affine, group 64.
 Q_BITS = 4
 Q_GROUP_SIZE = 64
+# Bump when a build function changes, so that folders made by an older recipe are rebuilt.
+RECIPE = "2"  # 2: top-level rope_theta in config.json
+STAMP = ".bench-recipe"
 
 
-def _build_atomically(final: Path, build) -> None:
-    """Calls build(tmp_dir) and renames tmp_dir to final; skips when final already exists."""
-    if final.exists():
+def _build_atomically(final: Path, build) -> bool:
+    """Calls build(tmp_dir) and renames tmp_dir to final, unless final carries the current recipe.
+    Returns True when it (re)built the folder."""
+    if (final / STAMP).is_file() and (final / STAMP).read_text().strip() == RECIPE:
         print(f"[prepare] reusing {final}")
-        return
+        return False
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by an interrupted run
         shutil.rmtree(stale, ignore_errors=True)
     try:
         build(tmp)
+        (tmp / STAMP).write_text(RECIPE + "\n")
+        if final.exists():  # an older recipe: move it aside first (rename cannot replace a folder)
+            old = final.with_name(f".{final.name}.tmp-old-{os.getpid()}")
+            os.rename(final, old)
+            shutil.rmtree(old)
         os.rename(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"[prepare] wrote {final}")
+    return True
+
+
+def _add_legacy_rope_theta(config_json: Path) -> None:
+    """transformers 5 writes rope_theta only inside `rope_parameters`; mlx-lm 0.32 (models/llama.py)
+    reads the top-level `rope_theta` and otherwise silently uses 10000 instead of this model's 1e5.
+    Writing both keys (transformers 4.x wrote the top-level one) keeps every reader on the same RoPE."""
+    config = json.loads(config_json.read_text())
+    theta = (config.get("rope_parameters") or {}).get("rope_theta")
+    if theta is not None and "rope_theta" not in config:
+        config["rope_theta"] = theta
+        config_json.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def build_hf_f32(out: Path) -> None:
@@ -57,6 +79,7 @@ def build_hf_f32(out: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(out)
     tok.save_pretrained(out)
+    _add_legacy_rope_theta(out / "config.json")
 
 
 def build_mlx_q4(out: Path) -> None:
@@ -68,7 +91,9 @@ def build_mlx_q4(out: Path) -> None:
 
 def main() -> None:
     HF_F32_DIR.parent.mkdir(parents=True, exist_ok=True)
-    _build_atomically(HF_F32_DIR, build_hf_f32)
+    rebuilt = _build_atomically(HF_F32_DIR, build_hf_f32)
+    if rebuilt and MLX_Q4_DIR.exists():
+        (MLX_Q4_DIR / STAMP).unlink(missing_ok=True)  # derived from the folder just rebuilt
     _build_atomically(MLX_Q4_DIR, build_mlx_q4)
 
 

@@ -147,9 +147,9 @@ def markdown_report(machine: list[tuple[str, str]], sections: list[tuple[str, li
             "",
         ]
     parts += ["## Machine", ""]
-    parts += [f"- **{k}**: {v}" for k, v in machine]
+    parts += [f"- **{k}**: {v}" for k, v in machine] + [""]
     for title, tables in sections:
-        parts += ["", f"## {title}", ""]
+        parts += [f"## {title}", ""]
         for t in tables:
             parts += [markdown_table(t), ""]
     parts += [

@@ -11,5 +11,6 @@ int run_generate(const std::vector<std::string>& args);  // cmd_generate.cpp
 int run_logits(const std::vector<std::string>& args);    // cmd_logits.cpp
 int run_tokenize(const std::vector<std::string>& args);    // cmd_tokenize.cpp
 int run_detokenize(const std::vector<std::string>& args);  // cmd_tokenize.cpp
+int run_chat_template(const std::vector<std::string>& args);  // cmd_chat_template.cpp
 
 }  // namespace mlxgp::cli

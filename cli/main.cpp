@@ -23,6 +23,7 @@ const Command kCommands[] = {
     {"logits", mlxgp::cli::run_logits, "dump prefill + cached decode logits for token ids (parity checks)"},
     {"tokenize", mlxgp::cli::run_tokenize, "print the token ids of a text"},
     {"detokenize", mlxgp::cli::run_detokenize, "print the text of token ids"},
+    {"chat-template", mlxgp::cli::run_chat_template, "render a chat template for conversations (parity checks)"},
 };
 
 void print_usage() {

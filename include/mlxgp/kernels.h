@@ -20,6 +20,15 @@ mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::arr
 bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
                                 const mx::array& biases, int group_size, int bits);
 
+// x @ w^T for a dense [N, K] weight (nn.Linear layout). A streaming multithreaded SIMD kernel for
+// float32 with at most kLinearMaxRows rows of x (the decode case) on the CPU; otherwise mx::matmul.
+inline constexpr int kLinearMaxRows = 8;
+mx::array linear(const mx::array& x, const mx::array& w);
+bool linear_supported(const mx::array& x, const mx::array& w);
+
+// Env MLXGP_DISABLE_KERNELS=1 turns every custom kernel off (MLX's ops run instead), for
+// before/after measurements.
+
 // Threads used by the custom kernels (default: hardware concurrency, at least 1; env
 // MLXGP_NUM_THREADS overrides). Set before the first kernel runs.
 void set_num_threads(int n);

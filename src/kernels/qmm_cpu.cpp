@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <type_traits>
 
 #include <mlx/types/half_types.h>
@@ -178,6 +180,15 @@ std::atomic<int> g_isa_cap{2};  // highest Isa the kernels may use (tests lower 
 }
 
 void cap_isa(Isa isa) { g_isa_cap.store(static_cast<int>(isa)); }
+
+bool kernels_disabled() {
+  // MLXGP_DISABLE_KERNELS=1 routes everything to MLX's own ops (before/after measurements).
+  static const bool off = [] {
+    const char* e = std::getenv("MLXGP_DISABLE_KERNELS");
+    return e && *e && std::string(e) != "0";
+  }();
+  return off;
+}
 
 Isa detect_isa() {
   return static_cast<Isa>(std::min(static_cast<int>(machine_isa()), g_isa_cap.load()));

@@ -23,6 +23,7 @@ enum class Isa { portable = 0, avx2 = 1, avx512 = 2 };
 Isa machine_isa();       // best the CPU supports
 Isa detect_isa();        // what the kernels use: machine_isa(), capped by cap_isa()
 void cap_isa(Isa isa);
+bool kernels_disabled();  // env MLXGP_DISABLE_KERNELS set: callers use MLX ops instead
 
 // Computes out[:, n0:n1] with the given ISA. `xp` is x re-laid out by prepare_x for that ISA.
 void qmm_rows(const QmmArgs& a, const float* xp, int n0, int n1, Isa isa);

@@ -13,46 +13,13 @@
 #include <mlx/primitives.h>
 
 #include "kernels/qmm_cpu.h"
+#include "kernels/row_major.h"
 #include "kernels/thread_pool.h"
 #include "mlxgp/kernels.h"
 
 namespace mlxgp::kernels {
 
 namespace {
-
-// Copies a possibly strided / broadcast array into a row-major buffer (rare: our callers pass
-// contiguous arrays, but MLX may hand us views).
-template <typename T>
-void gather_row_major(const mx::array& a, T* dst) {
-  const T* src = a.data<T>();
-  const int nd = static_cast<int>(a.ndim());
-  std::vector<int> idx(nd, 0);
-  for (size_t i = 0, n = a.size(); i < n; ++i) {
-    int64_t off = 0;
-    for (int d = 0; d < nd; ++d) off += static_cast<int64_t>(idx[d]) * a.strides()[d];
-    dst[i] = src[off];
-    for (int d = nd - 1; d >= 0; --d) {
-      if (++idx[d] < a.shape(d)) break;
-      idx[d] = 0;
-    }
-  }
-}
-
-// Holds either the array's own data (row-contiguous) or a row-major copy of it.
-template <typename T>
-struct RowMajor {
-  std::vector<T> copy;
-  const T* ptr = nullptr;
-  explicit RowMajor(const mx::array& a) {
-    if (a.flags().row_contiguous) {
-      ptr = a.data<T>();
-    } else {
-      copy.resize(a.size());
-      gather_row_major(a, copy.data());
-      ptr = copy.data();
-    }
-  }
-};
 
 ScaleType scale_type(mx::Dtype t) {
   if (t == mx::float16) return ScaleType::f16;
@@ -96,15 +63,7 @@ void run_qmm(const mx::array& x, const mx::array& w, const mx::array& scales, co
   const Isa isa = detect_isa();
   std::vector<float> xp(prepared_x_floats(a));
   prepare_x(a, isa, xp.data());
-  // Split output rows into chunks of >= ~64K weights each so small layers stay on one thread
-  // (waking workers costs more than the work), and large ones spread over every thread.
-  const int64_t work = static_cast<int64_t>(a.N) * a.K;
-  const int threads = pool_threads();
-  int chunks = static_cast<int>(std::min<int64_t>(work / (1 << 16), threads * 8));
-  chunks = std::clamp(chunks, 1, a.N);
-  const int rows = (a.N + chunks - 1) / chunks;
-  chunks = (a.N + rows - 1) / rows;
-  parallel_for(chunks, [&](int c) { qmm_rows(a, xp.data(), c * rows, std::min(a.N, (c + 1) * rows), isa); });
+  parallel_rows(a.N, a.K, [&](int n0, int n1) { qmm_rows(a, xp.data(), n0, n1, isa); });
 }
 
 class CpuQuantizedMatmul : public mx::UnaryPrimitive {
@@ -153,7 +112,7 @@ bool float_scale(mx::Dtype t) { return t == mx::float32 || t == mx::float16 || t
 
 bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
                                 const mx::array& biases, int group_size, int bits) {
-  if (mx::default_device() != mx::Device::cpu) return false;
+  if (kernels_disabled() || mx::default_device() != mx::Device::cpu) return false;
   if ((bits != 4 && bits != 8) || (group_size != 32 && group_size != 64)) return false;
   if (x.dtype() != mx::float32 || x.ndim() < 1 || w.dtype() != mx::uint32 || w.ndim() != 2) return false;
   if (!float_scale(scales.dtype()) || scales.dtype() != biases.dtype()) return false;
@@ -170,7 +129,7 @@ mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::arr
   auto shape = x.shape();
   shape.back() = w.shape(0);
   return mx::array(shape, mx::float32,
-                   std::make_shared<CpuQuantizedMatmul>(mx::to_stream(mx::Device::cpu), group_size, bits),
+                   std::make_shared<CpuQuantizedMatmul>(mx::default_stream(mx::Device::cpu), group_size, bits),
                    {x, w, scales, biases});
 }
 

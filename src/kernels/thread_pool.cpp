@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
@@ -71,7 +72,9 @@ class Pool {
   }
 
   void work() {
-    unsigned seen = generation_.load();
+    // Workers start before any run(), at generation 0; reading the counter here instead could
+    // skip a run that began before this thread was scheduled, and the caller would wait forever.
+    unsigned seen = 0;
     for (;;) {
       // Spin a little: the next kernel call usually follows within microseconds.
       auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
@@ -114,6 +117,16 @@ void parallel_for(int n_tasks, const std::function<void(int)>& fn) {
     return;
   }
   pool().run(n_tasks, fn);
+}
+
+void parallel_rows(int rows, int inner, const std::function<void(int, int)>& fn) {
+  if (rows <= 0) return;
+  const int64_t work = static_cast<int64_t>(rows) * std::max(inner, 1);
+  int chunks = static_cast<int>(std::min<int64_t>(work / (1 << 16), pool_threads() * 8));
+  chunks = std::clamp(chunks, 1, rows);
+  const int per = (rows + chunks - 1) / chunks;
+  chunks = (rows + per - 1) / per;
+  parallel_for(chunks, [&](int c) { fn(c * per, std::min(rows, (c + 1) * per)); });
 }
 
 int pool_threads() { return pool().threads(); }

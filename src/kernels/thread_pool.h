@@ -11,6 +11,11 @@ namespace mlxgp::kernels {
 // serialised. An exception thrown by fn is rethrown on the caller (the first one wins).
 void parallel_for(int n_tasks, const std::function<void(int)>& fn);
 
+// Splits output rows [0, rows) of a matrix-vector style kernel with `inner` multiply-adds per row
+// into chunks of at least ~64K multiply-adds (so small layers stay on one thread, where waking
+// workers would cost more than the work) and calls fn(row_begin, row_end) for each.
+void parallel_rows(int rows, int inner, const std::function<void(int, int)>& fn);
+
 // Total threads used by parallel_for (pool workers + caller).
 int pool_threads();
 void set_pool_threads(int n);

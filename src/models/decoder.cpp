@@ -21,6 +21,7 @@ DecoderModel::DecoderModel(const ModelConfig& c, WeightMap weights, const Decode
     });
   }
   norm_ = layers::RMSNorm::load(weights, "model.norm.weight", c.hidden_size, c.rms_norm_eps);
+  embed_tokens_.dequant_dtype = norm_.weight->dtype();  // the activation dtype (see io/loader.cpp)
   // transformers ties the head whenever tie_word_embeddings is set, even if lm_head.weight is saved.
   if (!c.tie_word_embeddings)
     lm_head_ = layers::Linear::load(weights, "lm_head", c.hidden_size, c.vocab_size, false);

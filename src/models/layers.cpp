@@ -83,9 +83,15 @@ Linear Linear::load(const WeightMap& w, const std::string& prefix, int in, int o
 }
 
 mx::array Linear::operator()(const mx::array& x) const {
-  mx::array y = quantized()
-                    ? kernels::quantized_matmul(x, *weight, *scales, *biases, group_size, bits)
-                    : mx::matmul(x, mx::transpose(*weight));
+  mx::array y = [&] {
+    if (!quantized()) return kernels::linear(x, *weight);
+    if (kernels::quantized_matmul_supported(x, *weight, *scales, *biases, group_size, bits))
+      return kernels::quantized_matmul(x, *weight, *scales, *biases, group_size, bits);
+    // MLX's own kernel wants scales in the activation dtype (the loader may keep them 16-bit).
+    auto s = scales->dtype() == x.dtype() ? *scales : mx::astype(*scales, x.dtype());
+    auto b = biases->dtype() == x.dtype() ? *biases : mx::astype(*biases, x.dtype());
+    return mx::quantized_matmul(x, *weight, s, b, true, group_size, bits);
+  }();
   if (bias) y = mx::add(y, *bias);
   return y;
 }
@@ -97,8 +103,12 @@ Embedding Embedding::load(const WeightMap& w, const std::string& prefix, int voc
 mx::array Embedding::operator()(const mx::array& tokens) const {
   if (!table.quantized()) return mx::take(*table.weight, tokens, 0);
   // Gather the packed rows first, then dequantize only those (mlx-lm QuantizedEmbedding).
-  return mx::dequantize(mx::take(*table.weight, tokens, 0), mx::take(*table.scales, tokens, 0),
-                        mx::take(*table.biases, tokens, 0), table.group_size, table.bits);
+  auto s = mx::take(*table.scales, tokens, 0), b = mx::take(*table.biases, tokens, 0);
+  if (dequant_dtype && s.dtype() != *dequant_dtype) {
+    s = mx::astype(s, *dequant_dtype);
+    b = mx::astype(b, *dequant_dtype);
+  }
+  return mx::dequantize(mx::take(*table.weight, tokens, 0), s, b, table.group_size, table.bits);
 }
 
 RMSNorm RMSNorm::load(const WeightMap& w, const std::string& name, int dim, float eps) {

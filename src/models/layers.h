@@ -46,6 +46,9 @@ struct Linear {
 // Token embedding table [vocab, hidden], optionally quantized; doubles as the tied output head.
 struct Embedding {
   Linear table;  // same storage as a Linear with in = hidden, out = vocab
+  // Quantized tables: widen gathered scales/biases to this dtype before dequantizing, so looked-up
+  // rows come out in the model's activation dtype (scales may be stored 16-bit).
+  std::optional<mx::Dtype> dequant_dtype;
   static Embedding load(const WeightMap& w, const std::string& prefix, int vocab, int hidden);
   mx::array operator()(const mx::array& tokens) const;
   mx::array as_linear(const mx::array& x) const { return table(x); }

@@ -64,6 +64,7 @@ TEST(Kernels, QuantizedMatmulMatchesMlxForEachFormat) {
           check({bits, group, M, 67, 192, dt}, seed++);
   }
   EXPECT_FALSE(mlxgp::kernels::set_cpu_isa_cap("sse9"));
+  mlxgp::kernels::set_cpu_isa_cap("avx512");
 }
 
 TEST(Kernels, QuantizedMatmulLargeShapesUseEveryThread) {
@@ -108,4 +109,42 @@ TEST(Kernels, ReportsIsaAndThreads) {
   const std::string isa = mlxgp::kernels::cpu_isa();
   EXPECT_TRUE(isa == "avx512" || isa == "avx2" || isa == "portable") << isa;
   EXPECT_GE(mlxgp::kernels::num_threads(), 1);
+}
+
+TEST(Kernels, DenseLinearMatchesMatmulForEachIsa) {
+  uint64_t seed = 100;
+  for (const char* isa : {"portable", "avx2", "avx512"}) {
+    SCOPED_TRACE(isa);
+    ASSERT_TRUE(mlxgp::kernels::set_cpu_isa_cap(isa));
+    // K values with and without a SIMD tail; odd row counts; N large enough to be split.
+    for (auto [M, N, K] : {std::tuple{1, 67, 192}, std::tuple{3, 130, 77}, std::tuple{8, 4099, 576},
+                           std::tuple{5, 33, 1536}}) {
+      SCOPED_TRACE("M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
+      auto x = mx::random::normal({M, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));
+      auto w = mx::random::normal({N, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));
+      ASSERT_TRUE(mlxgp::kernels::linear_supported(x, w));
+      auto ref = mx::matmul(x, mx::transpose(w));
+      auto got = mlxgp::kernels::linear(x, w);
+      mx::eval(ref, got);
+      ASSERT_EQ(got.shape(), ref.shape());
+      EXPECT_LE(rel_err(got, ref), 1e-5f);
+    }
+  }
+  mlxgp::kernels::set_cpu_isa_cap("avx512");
+}
+
+TEST(Kernels, DenseLinearBatchedViewsAndFallback) {
+  auto w = mx::random::normal({40, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(11));
+  auto xt = mx::random::normal({2, 64, 3}, mx::float32, 0.0f, 1.0f, mx::random::key(12));
+  auto x = mx::transpose(xt, {0, 2, 1});  // [2, 3, 64] strided view
+  auto got = mlxgp::kernels::linear(x, w);
+  auto ref = mx::matmul(x, mx::transpose(w));
+  EXPECT_EQ(got.shape(), (mx::Shape{2, 3, 40}));
+  EXPECT_LE(rel_err(got, ref), 1e-5f);
+  // Prefill-sized inputs and other dtypes go to mx::matmul.
+  auto big = mx::random::normal({mlxgp::kernels::kLinearMaxRows + 1, 64}, mx::float32, 0.0f, 1.0f,
+                                mx::random::key(13));
+  EXPECT_FALSE(mlxgp::kernels::linear_supported(big, w));
+  EXPECT_LE(rel_err(mlxgp::kernels::linear(big, w), mx::matmul(big, mx::transpose(w))), 0.0f);
+  EXPECT_FALSE(mlxgp::kernels::linear_supported(mx::astype(x, mx::bfloat16), mx::astype(w, mx::bfloat16)));
 }

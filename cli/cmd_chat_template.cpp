@@ -1,0 +1,91 @@
+// `mlxgp chat-template`: renders a chat template for given conversations, for scripts and the
+// parity tests (which compare it with transformers' apply_chat_template). --messages-jsonl renders
+// many conversations in one process.
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "args.h"
+#include "commands.h"
+#include "mlxgp/chat_template.h"
+#include "mlxgp/error.h"
+
+namespace mlxgp::cli {
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail("cli", "cannot open '" + path + "'");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+ojson parse_json(const std::string& text, const std::string& where) {
+  try {
+    return ojson::parse(text);
+  } catch (const std::exception& e) {
+    fail("cli", where + " is not valid JSON: " + e.what());
+  }
+}
+
+// A conversation is a JSON array of messages, or an object {"messages": [...], <extra variables>}
+// whose other keys become template variables (e.g. enable_thinking).
+std::string render_one(const std::string& source, const ojson& conv, bool gen_prompt, const SpecialTokens& st) {
+  if (conv.is_array()) return apply_chat_template(source, conv, gen_prompt, st);
+  if (!conv.is_object() || !conv.contains("messages"))
+    fail("cli", "a conversation must be a JSON array of messages or an object with \"messages\"");
+  ojson extra = conv;
+  extra.erase("messages");
+  return apply_chat_template(source, conv["messages"], gen_prompt, st, extra);
+}
+
+}  // namespace
+
+int run_chat_template(const std::vector<std::string>& argv) {
+  Args a("chat-template", "render a chat template like transformers' apply_chat_template(tokenize=False)");
+  a.option("template-file", "the Jinja chat template")
+      .option("messages-json", "a JSON file: one conversation; prints the rendered text")
+      .option("messages-jsonl", "a file with one conversation per line; prints one JSON string per line "
+                                "(or {\"error\": message} where the template raised)")
+      .option("no-generation-prompt", "render with add_generation_prompt=False", false)
+      .option("bos", "the bos_token string (default: unset)")
+      .option("eos", "the eos_token string (default: unset)");
+  if (!a.parse(argv)) return 0;
+  std::string source = slurp(a.require("template-file"));
+  SpecialTokens st;
+  st.bos_token = a.get("bos").value_or("");
+  st.eos_token = a.get("eos").value_or("");
+  bool gen_prompt = !a.has("no-generation-prompt");
+  if (a.has("messages-json") == a.has("messages-jsonl"))
+    fail("cli", "give exactly one of --messages-json and --messages-jsonl");
+  ChatTemplate::parse(source);  // report template syntax errors before any conversation
+  if (auto f = a.get("messages-json")) {
+    std::cout << render_one(source, parse_json(slurp(*f), *f), gen_prompt, st);
+    return 0;
+  }
+  std::istringstream lines(slurp(*a.get("messages-jsonl")));
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    ++n;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    ojson conv = parse_json(line, "line " + std::to_string(n));
+    ojson out;
+    try {
+      out = render_one(source, conv, gen_prompt, st);
+    } catch (const Error& e) {
+      if (e.component() != "chat_template") throw;
+      out = ojson{{"error", e.what()}};
+    }
+    std::cout << out.dump(-1, ' ', false, ojson::error_handler_t::replace) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace mlxgp::cli

@@ -1,0 +1,121 @@
+#include "kernels/dense_cpu.h"
+
+#include <type_traits>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 AVX-512 header false positive
+#endif
+
+namespace mlxgp::kernels {
+
+namespace {
+
+void rows_portable(const DenseArgs& a, int n0, int n1) {
+  for (int n = n0; n < n1; ++n) {
+    const float* w = a.w + static_cast<size_t>(n) * a.K;
+    for (int m = 0; m < a.M; ++m) {
+      const float* x = a.x + static_cast<size_t>(m) * a.K;
+      float acc = 0.0f;
+      for (int k = 0; k < a.K; ++k) acc += x[k] * w[k];
+      a.out[static_cast<size_t>(m) * a.N + n] = acc;
+    }
+  }
+}
+
+#if defined(__x86_64__)
+
+#define MLXGP_AVX2 __attribute__((target("avx2,fma")))
+#define MLXGP_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+
+MLXGP_AVX2 inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <int MB>
+MLXGP_AVX2 void rows_avx2(const DenseArgs& a, int m0, int n0, int n1) {
+  const int kv = a.K / 16 * 16;
+  const float* xr = a.x + static_cast<size_t>(m0) * a.K;
+  for (int n = n0; n < n1; ++n) {
+    const float* w = a.w + static_cast<size_t>(n) * a.K;
+    __m256 acc[MB][2];
+    for (int m = 0; m < MB; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+    for (int k = 0; k < kv; k += 16) {
+      const __m256 w0 = _mm256_loadu_ps(w + k), w1 = _mm256_loadu_ps(w + k + 8);
+      for (int m = 0; m < MB; ++m) {
+        const float* xm = xr + static_cast<size_t>(m) * a.K + k;
+        acc[m][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xm), acc[m][0]);
+        acc[m][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xm + 8), acc[m][1]);
+      }
+    }
+    for (int m = 0; m < MB; ++m) {
+      const float* xm = xr + static_cast<size_t>(m) * a.K;
+      float s = hsum256(_mm256_add_ps(acc[m][0], acc[m][1]));
+      for (int k = kv; k < a.K; ++k) s += xm[k] * w[k];
+      a.out[static_cast<size_t>(m0 + m) * a.N + n] = s;
+    }
+  }
+}
+
+template <int MB>
+MLXGP_AVX512 void rows_avx512(const DenseArgs& a, int m0, int n0, int n1) {
+  const int kv = a.K / 32 * 32;
+  const float* xr = a.x + static_cast<size_t>(m0) * a.K;
+  for (int n = n0; n < n1; ++n) {
+    const float* w = a.w + static_cast<size_t>(n) * a.K;
+    __m512 acc[MB][2];
+    for (int m = 0; m < MB; ++m) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
+    for (int k = 0; k < kv; k += 32) {
+      const __m512 w0 = _mm512_loadu_ps(w + k), w1 = _mm512_loadu_ps(w + k + 16);
+      for (int m = 0; m < MB; ++m) {
+        const float* xm = xr + static_cast<size_t>(m) * a.K + k;
+        acc[m][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xm), acc[m][0]);
+        acc[m][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xm + 16), acc[m][1]);
+      }
+    }
+    for (int m = 0; m < MB; ++m) {
+      const float* xm = xr + static_cast<size_t>(m) * a.K;
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[m][0], acc[m][1]));
+      for (int k = kv; k < a.K; ++k) s += xm[k] * w[k];
+      a.out[static_cast<size_t>(m0 + m) * a.N + n] = s;
+    }
+  }
+}
+
+#endif  // __x86_64__
+
+}  // namespace
+
+void dense_rows(const DenseArgs& a, int n0, int n1, Isa isa) {
+#if defined(__x86_64__)
+  if (isa != Isa::portable) {
+    for (int m0 = 0; m0 < a.M;) {
+      const int mb = a.M - m0 >= 4 ? 4 : a.M - m0;
+      auto run = [&](auto mbc) {
+        constexpr int MB = decltype(mbc)::value;
+        if (isa == Isa::avx512)
+          rows_avx512<MB>(a, m0, n0, n1);
+        else
+          rows_avx2<MB>(a, m0, n0, n1);
+      };
+      switch (mb) {
+        case 4: run(std::integral_constant<int, 4>{}); break;
+        case 3: run(std::integral_constant<int, 3>{}); break;
+        case 2: run(std::integral_constant<int, 2>{}); break;
+        default: run(std::integral_constant<int, 1>{}); break;
+      }
+      m0 += mb;
+    }
+    return;
+  }
+#endif
+  rows_portable(a, n0, n1);
+}
+
+}  // namespace mlxgp::kernels

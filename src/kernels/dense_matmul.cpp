@@ -1,0 +1,85 @@
+// mlxgp::kernels::linear: x @ W^T for float32 decode-sized x as an MLX custom primitive. With M of
+// 1..8 rows, BLAS sgemm packs the whole weight matrix for a product that only needs one streaming
+// pass over it; a per-row dot product kernel runs at memory bandwidth instead.
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include <mlx/allocator.h>
+#include <mlx/backend/cpu/encoder.h>
+#include <mlx/mlx.h>
+#include <mlx/primitives.h>
+
+#include "kernels/dense_cpu.h"
+#include "kernels/row_major.h"
+#include "kernels/thread_pool.h"
+#include "mlxgp/kernels.h"
+
+namespace mlxgp::kernels {
+
+namespace {
+
+void run_dense(const mx::array& x, const mx::array& w, mx::array& out) {
+  RowMajor<float> xr(x), wr(w);
+  DenseArgs a;
+  a.K = x.shape(-1);
+  a.M = static_cast<int>(x.size() / a.K);
+  a.N = w.shape(0);
+  a.x = xr.ptr;
+  a.w = wr.ptr;
+  a.out = out.data<float>();
+  if (a.M == 0 || a.N == 0) return;
+  const Isa isa = detect_isa();
+  parallel_rows(a.N, a.K * a.M, [&](int n0, int n1) { dense_rows(a, n0, n1, isa); });
+}
+
+class CpuDenseLinear : public mx::UnaryPrimitive {
+ public:
+  explicit CpuDenseLinear(mx::Stream s) : mx::UnaryPrimitive(s) {}
+
+  void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    // As every MLX CPU primitive: enqueue the work on the stream's encoder, never run it inline.
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    for (auto& a : in) enc.set_input_array(a);
+    enc.set_output_array(out);
+    enc.dispatch([x = mx::array::unsafe_weak_copy(in[0]), w = mx::array::unsafe_weak_copy(in[1]),
+                  o = mx::array::unsafe_weak_copy(out)]() mutable { run_dense(x, w, o); });
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("[kernels] the custom dense linear runs on the CPU only");
+  }
+
+  const char* name() const override { return "MlxgpCpuDenseLinear"; }
+
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return dynamic_cast<const CpuDenseLinear*>(&other) != nullptr;
+  }
+
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
+    auto s = in[0].shape();
+    s.back() = in[1].shape(0);
+    return {s};
+  }
+};
+
+}  // namespace
+
+bool linear_supported(const mx::array& x, const mx::array& w) {
+  if (kernels_disabled() || mx::default_device() != mx::Device::cpu) return false;
+  if (x.dtype() != mx::float32 || w.dtype() != mx::float32 || x.ndim() < 1 || w.ndim() != 2) return false;
+  const int K = x.shape(-1);
+  if (K == 0 || w.shape(1) != K) return false;
+  return static_cast<int64_t>(x.size() / K) <= kLinearMaxRows;
+}
+
+mx::array linear(const mx::array& x, const mx::array& w) {
+  if (!linear_supported(x, w)) return mx::matmul(x, mx::transpose(w));
+  auto shape = x.shape();
+  shape.back() = w.shape(0);
+  return mx::array(shape, mx::float32, std::make_shared<CpuDenseLinear>(mx::default_stream(mx::Device::cpu)),
+                   {x, w});
+}
+
+}  // namespace mlxgp::kernels

@@ -1,0 +1,198 @@
+"""Chat-template parity: `mlxgp chat-template` against transformers' apply_chat_template (tokenize=False),
+rendered live in the same test on the same conversations, byte for byte. Where the reference raises
+(e.g. strict role alternation), mlxgp must report an error for that conversation too."""
+import json
+
+import pytest
+
+from conftest import CACHE, DEFAULT_GGUF
+
+# Conversations: single/multi-turn, with/without system, unicode, newlines, quotes, template-like text,
+# empty content, broken alternation, think blocks, tool turns and extra variables.
+SYS = {"role": "system", "content": "You are a terse assistant."}
+U1 = {"role": "user", "content": "What is 2+2?"}
+A1 = {"role": "assistant", "content": "4"}
+U2 = {"role": "user", "content": "And 3+3?"}
+A2 = {"role": "assistant", "content": "6."}
+CONVERSATIONS = [
+    [U1],
+    [SYS, U1],
+    [U1, A1, U2],
+    [SYS, U1, A1, U2, A2],
+    [SYS, U1, A1, U2, A2, {"role": "user", "content": "Thanks!"}],
+    [{"role": "user", "content": "héllo wörld — 世界 🌍 ñ ü \u00a0nbsp"}],
+    [{"role": "user", "content": "  leading and trailing  \n\n"}, {"role": "assistant", "content": "\n ok \t"}],
+    [{"role": "user", "content": "line1\nline2\r\n\ttabbed\n\n\nend"}],
+    [{"role": "user", "content": "quotes ' \" \\ backslash {{ not a tag }} {% if %} {# c #} <|im_start|>"}],
+    [{"role": "user", "content": ""}],
+    [SYS],
+    [U1, U2],  # broken alternation
+    [A1, U1],  # starts with the assistant
+    [SYS, SYS, U1],
+    [U1, {"role": "assistant", "content": "<think>\nLet me add.\n</think>\n\n4"}, U2],
+    [U1, {"role": "assistant", "content": "4", "reasoning_content": "two plus two"}, U2],
+    [U1, A1, {"role": "tool", "content": "{\"result\": 42}"}, U2],
+    [{"role": "user", "content": "{\"json\": [1, 2.5, null, true], \"k\": \"v\"}"}],
+    {"messages": [U1], "enable_thinking": False},
+    {"messages": [SYS, U1, A1, U2], "enable_thinking": True},
+]
+
+# Templates without a tokenizer_config.json here; widely published formats rendered through
+# transformers' own machinery (render_jinja_template), exercising alternation errors and | trim.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}")
+LLAMA2_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+    "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}"
+    "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}")
+# Engine coverage beyond the shipped templates: macros, loop helpers, slicing, filters, tests,
+# tojson options, namespaces, dict methods, whitespace control with +/- and lstrip/trim_blocks.
+FEATURES_TEMPLATE = """{#- a comment -#}
+{%- macro turn(role, text, suffix='!') -%}
+<{{ role|upper }}>{{ text }}{{ suffix }}
+{%- endmacro %}
+{% set ns = namespace(count=0, roles=[]) %}
+{% for m in messages if m.role != 'tool' %}
+    {%- set ns.count = ns.count + 1 %}
+    {%- set ns.roles = ns.roles + [m.role] %}
+  {{ loop.index }}/{{ loop.length }} {{ loop.revindex0 }}{% if loop.previtem is defined %} prev={{ loop.previtem.role }}{% endif %}
+ {{ turn(m.role, m.content[:12] ~ '|' ~ m.content[::-1][:5], suffix=loop.cycle('.', '?')) }}
+    {%+ if m.content is string and m.content.startswith('What') %}Q{% elif m.content|length > 20 %}L{% else %}S{% endif %}
+{% else %}
+no messages
+{% endfor %}
+{{- ns.count }} {{ ns.roles|join(',') }} {{ ns.roles|unique|list|length }}
+{{ messages|selectattr('role', 'equalto', 'user')|map(attribute='content')|map('trim')|list|tojson }}
+{{ messages|rejectattr('role', 'in', ['system', 'tool'])|list|length }} {{ (messages|first).role }} {{ (messages|last)['role'] }}
+{{ {'b': 1, 'a': [1, 2.5, none, true, 'x\\ny']}|tojson(indent=2) }}
+{{ {'b': 1, 'a': "q\\"uote"}|tojson(sort_keys=true, separators=(',', ':')) if false else {'b': 1}|tojson }}
+{% set d = {'k': 'v', 'n': 3} %}{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %} {{ d.get('missing', 'dflt') }} {{ d.keys()|list }}
+{{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ 2 ** 10 }} {{ 7 / 2 }} {{ 1.5 * 2 }} {{ '%d'|length }} {{ 'ab' * 3 }} {{ [1, 2] + [3] }}
+{{ 'Hello World'.split(' ') }} {{ '  x y  '.split() }} {{ 'a,b,,c'.split(',') }} {{ 'hello world'.title() }} {{ 'hello-world x'|title }}
+{{ 'xxhixx'.strip('x') }} {{ '--a--'.lstrip('-') }} {{ '--a--'.rstrip('-') }} {{ 'aXbXc'.replace('X', '_', 1) }} {{ 'abc'|replace('b', 'B') }}
+{{ none }} {{ true }} {{ 3.0 }} {{ 1e20 }} {{ 0.0001 }} {{ [none, 'it\\'s', "q"] }} {{ {'a': none} }} {{ undefined_name }}|
+{{ missing is defined }} {{ none is none }} {{ 3 is odd }} {{ 4 is divisibleby 2 }} {{ 'x' in 'xyz' }} {{ 2 not in [1, 3] }} {{ [] is iterable }}
+{{ messages[-1].role if messages else 'none' }} {{ (messages|length) - 1 }} {{ messages[0]['content'][0] }} {{ 'ü世' ~ 'x'|length }}
+{% for i in range(3) %}{% if i == 1 %}{% continue %}{% endif %}{{ i }}{% endfor %}{% for i in range(10) %}{% if i > 2 %}{% break %}{% endif %}{{ i }}{% endfor %}
+{% set block %}captured {{ messages|length }}{% endset %}{{ block|trim }} {{ strftime_now('%Y')|length }}
+{%- if add_generation_prompt %}
+    <gen>
+{%- endif %}
+"""
+
+
+def _reference_tokenizer(name):
+    import transformers
+
+    if name == "smollm2":
+        return transformers.AutoTokenizer.from_pretrained(DEFAULT_GGUF.parent, gguf_file=DEFAULT_GGUF.name)
+    folder = CACHE / "tokenizers" / name
+    assert (folder / "tokenizer_config.json").exists(), f"{folder} missing: run scripts/fetch_tokenizers.sh"
+    return transformers.AutoTokenizer.from_pretrained(folder)
+
+
+def _reference(name):
+    """(template source, render(conversation, add_generation_prompt) -> str, bos, eos)."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    if name in ("gemma", "llama2", "features"):
+        source = {"gemma": GEMMA_TEMPLATE, "llama2": LLAMA2_TEMPLATE, "features": FEATURES_TEMPLATE}[name]
+        bos, eos = {"gemma": ("<bos>", "<eos>"), "llama2": ("<s>", "</s>"), "features": ("<B>", "<E>")}[name]
+
+        def render(conv, agp):
+            messages, extra = _split(conv)
+            rendered, _ = render_jinja_template(conversations=[messages], chat_template=source,
+                                                add_generation_prompt=agp, bos_token=bos, eos_token=eos, **extra)
+            return rendered[0]
+
+        return source, render, bos, eos
+    tok = _reference_tokenizer(name)
+
+    def render(conv, agp):
+        messages, extra = _split(conv)
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=agp, **extra)
+
+    return tok.chat_template, render, tok.bos_token, tok.eos_token
+
+
+def _split(conv):
+    if isinstance(conv, dict):
+        extra = dict(conv)
+        return extra.pop("messages"), extra
+    return conv, {}
+
+
+TEMPLATES = ["smollm2", "qwen3", "llama3", "qwen2_5", "mistral_nemo", "gemma", "llama2", "features"]
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_chat_template_matches_transformers(name, run_mlxgp, tmp_path):
+    source, render, bos, eos = _reference(name)
+    assert source, f"{name} has no chat template"
+    tpl = tmp_path / "template.jinja"
+    tpl.write_text(source, encoding="utf-8")
+    convs = tmp_path / "conversations.jsonl"
+    convs.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in CONVERSATIONS), encoding="utf-8")
+    specials = [a for flag, tok in (("--bos", bos), ("--eos", eos)) if tok for a in (flag, tok)]
+    identical, total = 0, 0
+    for agp in (True, False):
+        flags = [] if agp else ["--no-generation-prompt"]
+        out = run_mlxgp("chat-template", "--template-file", tpl, "--messages-jsonl", convs, *specials, *flags)
+        got = [json.loads(line) for line in out.stdout.splitlines()]
+        assert len(got) == len(CONVERSATIONS)
+        for conv, ours in zip(CONVERSATIONS, got):
+            total += 1
+            try:
+                want = render(conv, agp)
+            except Exception as e:  # the reference raised: so must we
+                assert isinstance(ours, dict) and "error" in ours, (
+                    f"{name} agp={agp}: transformers raised {e!r} but mlxgp rendered {ours!r} for {conv}")
+                identical += 1
+                continue
+            assert ours == want, f"{name} agp={agp} conversation {conv}:\nmlxgp: {ours!r}\nhf:    {want!r}"
+            identical += 1
+    print(f"{name}: {identical}/{total} conversations identical")
+    assert identical == total
+
+
+def test_raise_exception_message_and_exit_code(run_mlxgp, tmp_path):
+    """A conversation-level error from --messages-json is one stderr line, exit code 2."""
+    tpl = tmp_path / "t.jinja"
+    tpl.write_text(LLAMA2_TEMPLATE, encoding="utf-8")
+    msgs = tmp_path / "m.json"
+    msgs.write_text(json.dumps([U1, U2]), encoding="utf-8")
+    proc = run_mlxgp("chat-template", "--template-file", tpl, "--messages-json", msgs, "--bos", "<s>", "--eos", "</s>",
+                     check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("[chat_template] Conversation roles must alternate "
+                                   "user/assistant/user/assistant/...")
+
+
+@pytest.mark.parametrize("source,needle", [
+    ("{% for x in y %}", "at line 1"),
+    ("ok\n{{ a + }}", "at line 2"),
+    ("{% include 'x' %}", "unsupported statement 'include' at line 1"),
+    ("{{ 'unterminated }}", "unterminated string at line 1"),
+    ("a\n\n{{ x | nosuchfilter }}", "unsupported filter 'nosuchfilter' at line 3"),
+])
+def test_template_errors_are_one_line(run_mlxgp, tmp_path, source, needle):
+    tpl = tmp_path / "t.jinja"
+    tpl.write_text(source, encoding="utf-8")
+    msgs = tmp_path / "m.json"
+    msgs.write_text(json.dumps([U1]), encoding="utf-8")
+    proc = run_mlxgp("chat-template", "--template-file", tpl, "--messages-json", msgs, check=False)
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stderr.startswith("[chat_template] ") and needle in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1
