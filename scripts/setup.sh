@@ -13,7 +13,7 @@ if [ ! -f "$cache/stamps/apt" ]; then
     sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq \
-      g++ cmake ninja-build libgtest-dev nlohmann-json3-dev libpcre2-dev >/dev/null
+      g++ cmake ninja-build libgtest-dev nlohmann-json3-dev libpcre2-dev libopenblas-dev >/dev/null
   fi
   touch "$cache/stamps/apt"
 fi

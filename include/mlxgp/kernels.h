@@ -26,6 +26,10 @@ inline constexpr int kLinearMaxRows = 8;
 mx::array linear(const mx::array& x, const mx::array& w);
 bool linear_supported(const mx::array& x, const mx::array& w);
 
+// True when the custom kernels run at all: an x86-64 CPU with AVX2+FMA (or AVX-512) and
+// MLXGP_DISABLE_KERNELS unset. Elsewhere every entry point forwards to MLX's own op.
+bool available();
+
 // Env MLXGP_DISABLE_KERNELS=1 turns every custom kernel off (MLX's ops run instead), for
 // before/after measurements.
 

@@ -4,6 +4,7 @@
 #include "chat/lexer.h"
 
 #include <cctype>
+#include <cstdio>
 #include <cstring>
 
 #include "chat/value.h"
@@ -93,6 +94,17 @@ std::vector<Token> lex(const std::string& input) {
     } else src += input[k];
   }
   if (!src.empty() && src.back() == '\n') src.pop_back();
+  // Templates are Python str in transformers, so they are always valid text.
+  for (size_t k = 0, ln = 1; k < src.size(); ++k) {
+    ln += src[k] == '\n';
+    unsigned char c = src[k];
+    if (c < 0x80) continue;
+    size_t n = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    bool ok = n && k + n <= src.size();
+    for (size_t m = 1; ok && m < n; ++m) ok = (static_cast<unsigned char>(src[k + m]) & 0xc0) == 0x80;
+    if (!ok) lex_error("template is not valid UTF-8", static_cast<int>(ln));
+    k += n - 1;
+  }
 
   std::vector<Token> out;
   size_t pos = 0;
@@ -218,7 +230,22 @@ std::vector<Token> lex(const std::string& input) {
         const char* op = nullptr;
         for (const char* o : kOps)
           if (at(pos, o)) { op = o; break; }
-        if (!op) lex_error(std::string("unexpected character '") + c + "'", line);
+        if (!op) {
+          // Name the whole UTF-8 character (or the stray byte), so the message stays valid UTF-8.
+          unsigned char u = static_cast<unsigned char>(c);
+          size_t n = u < 0x80 ? 1 : (u >> 5) == 6 ? 2 : (u >> 4) == 14 ? 3 : (u >> 3) == 30 ? 4 : 0;
+          std::string shown;
+          try {
+            if (n && pos + n <= src.size() && decode_utf8(src.substr(pos, n)).size() == 1) shown = src.substr(pos, n);
+          } catch (const Error&) {
+          }
+          if (shown.empty() || (n == 1 && u < 0x20)) {
+            char b[8];
+            std::snprintf(b, sizeof b, "\\x%02x", u);
+            shown = b;
+          }
+          lex_error("unexpected character '" + shown + "'", line);
+        }
         if (*op == '(' || *op == '[' || *op == '{') ++depth;
         if ((*op == ')' || *op == ']' || *op == '}') && depth > 0) --depth;
         out.push_back({Token::Kind::Op, op, line});

@@ -1,5 +1,7 @@
 // Python's binary operators on template values (Jinja evaluates operators with Python semantics).
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 
 #include "chat/builtins.h"
 
@@ -112,7 +114,15 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   if (op == "**") {
     if (ints && as_int(b) >= 0) {
       int64_t base = as_int(a), e = as_int(b), r = 1;
-      for (int64_t k = 0; k < e && k < 64; ++k) r *= base;
+      for (int64_t k = 0; k < e; ++k) {
+        if (base > 1 || base < -1) {
+          if (std::abs(r) > INT64_MAX / std::abs(base)) eval_fail("integer power result is too large");
+        } else if (k > 1) {  // 0, 1 and -1 cycle: finish in closed form
+          r = (base == -1 && e % 2) ? -1 : (base == 0 ? 0 : 1);
+          break;
+        }
+        r *= base;
+      }
       return Value::integer(r);
     }
     if (nums) return Value::number(std::pow(as_float(a), as_float(b)));

@@ -1,5 +1,6 @@
 #include "kernels/dense_cpu.h"
 
+#include <cstddef>
 #include <type_traits>
 
 #if defined(__x86_64__)

@@ -67,7 +67,7 @@ class CpuDenseLinear : public mx::UnaryPrimitive {
 }  // namespace
 
 bool linear_supported(const mx::array& x, const mx::array& w) {
-  if (kernels_disabled() || mx::default_device() != mx::Device::cpu) return false;
+  if (!available() || mx::default_device() != mx::Device::cpu) return false;
   if (x.dtype() != mx::float32 || w.dtype() != mx::float32 || x.ndim() < 1 || w.ndim() != 2) return false;
   const int K = x.shape(-1);
   if (K == 0 || w.shape(1) != K) return false;

@@ -1,6 +1,7 @@
 #include "kernels/qmm_cpu.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -63,8 +64,24 @@ void rows_portable(const QmmArgs& a, const float* x, int n0, int n1) {
 
 #if defined(__x86_64__)
 
-#define MLXGP_AVX2 __attribute__((target("avx2,fma")))
-#define MLXGP_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#define MLXGP_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define MLXGP_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
+
+// One scale/bias per group; 16-bit ones are widened with F16C / a shift (the generic
+// mx::float16_t conversion is a software routine and would dominate the kernel).
+template <ScaleType ST>
+MLXGP_AVX2 inline float scale_at(const void* p, size_t i) {
+  if constexpr (ST == ScaleType::f32) {
+    return static_cast<const float*>(p)[i];
+  } else if constexpr (ST == ScaleType::f16) {
+    return _cvtsh_ss(static_cast<const uint16_t*>(p)[i]);
+  } else {
+    const uint32_t u = static_cast<uint32_t>(static_cast<const uint16_t*>(p)[i]) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+  }
+}
 
 MLXGP_AVX2 inline float hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -74,7 +91,7 @@ MLXGP_AVX2 inline float hsum256(__m256 v) {
 }
 
 // MB activation rows at once, so each dequantized weight vector is reused MB times.
-template <int MB, int BITS>
+template <int MB, int BITS, ScaleType ST>
 MLXGP_AVX2 void rows_avx2(const QmmArgs& a, const float* xp, int m0, int n0, int n1) {
   const int groups = a.K / a.group_size;
   const size_t bytes_per_row = static_cast<size_t>(a.K) * BITS / 8;
@@ -85,8 +102,9 @@ MLXGP_AVX2 void rows_avx2(const QmmArgs& a, const float* xp, int m0, int n0, int
     __m256 acc[MB][2];
     for (int m = 0; m < MB; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
     for (int g = 0; g < groups; ++g) {
-      const __m256 vs = _mm256_set1_ps(load_scale(a.scales, n * groups + g, a.scale_type));
-      const __m256 vb = _mm256_set1_ps(load_scale(a.biases, n * groups + g, a.scale_type));
+      const size_t gi = static_cast<size_t>(n) * groups + g;
+      const __m256 vs = _mm256_set1_ps(scale_at<ST>(a.scales, gi));
+      const __m256 vb = _mm256_set1_ps(scale_at<ST>(a.biases, gi));
       for (int k = g * a.group_size; k < (g + 1) * a.group_size; k += 16) {
         __m256 w0, w1;
         if constexpr (BITS == 4) {
@@ -112,7 +130,7 @@ MLXGP_AVX2 void rows_avx2(const QmmArgs& a, const float* xp, int m0, int n0, int
   }
 }
 
-template <int MB, int BITS>
+template <int MB, int BITS, ScaleType ST>
 MLXGP_AVX512 void rows_avx512(const QmmArgs& a, const float* xp, int m0, int n0, int n1) {
   const int groups = a.K / a.group_size;
   const size_t bytes_per_row = static_cast<size_t>(a.K) * BITS / 8;
@@ -123,8 +141,9 @@ MLXGP_AVX512 void rows_avx512(const QmmArgs& a, const float* xp, int m0, int n0,
     __m512 acc[MB][2];
     for (int m = 0; m < MB; ++m) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
     for (int g = 0; g < groups; ++g) {
-      const __m512 vs = _mm512_set1_ps(load_scale(a.scales, n * groups + g, a.scale_type));
-      const __m512 vb = _mm512_set1_ps(load_scale(a.biases, n * groups + g, a.scale_type));
+      const size_t gi = static_cast<size_t>(n) * groups + g;
+      const __m512 vs = _mm512_set1_ps(scale_at<ST>(a.scales, gi));
+      const __m512 vb = _mm512_set1_ps(scale_at<ST>(a.biases, gi));
       for (int k = g * a.group_size; k < (g + 1) * a.group_size; k += 32) {
         __m512 w0, w1;
         if constexpr (BITS == 4) {
@@ -149,7 +168,7 @@ MLXGP_AVX512 void rows_avx512(const QmmArgs& a, const float* xp, int m0, int n0,
   }
 }
 
-template <int BITS>
+template <int BITS, ScaleType ST>
 void rows_x86(const QmmArgs& a, const float* xp, int n0, int n1, Isa isa) {
   // Row blocks of up to 4 activation rows; the remainder takes a narrower instantiation.
   for (int m0 = 0; m0 < a.M;) {
@@ -157,9 +176,9 @@ void rows_x86(const QmmArgs& a, const float* xp, int n0, int n1, Isa isa) {
     auto run = [&](auto mbc) {
       constexpr int MB = decltype(mbc)::value;
       if (isa == Isa::avx512)
-        rows_avx512<MB, BITS>(a, xp, m0, n0, n1);
+        rows_avx512<MB, BITS, ST>(a, xp, m0, n0, n1);
       else
-        rows_avx2<MB, BITS>(a, xp, m0, n0, n1);
+        rows_avx2<MB, BITS, ST>(a, xp, m0, n0, n1);
     };
     switch (mb) {
       case 4: run(std::integral_constant<int, 4>{}); break;
@@ -232,10 +251,18 @@ void prepare_x(const QmmArgs& a, Isa isa, float* xp) {
 void qmm_rows(const QmmArgs& a, const float* xp, int n0, int n1, Isa isa) {
 #if defined(__x86_64__)
   if (isa != Isa::portable) {
-    if (a.bits == 4)
-      rows_x86<4>(a, xp, n0, n1, isa);
-    else
-      rows_x86<8>(a, xp, n0, n1, isa);
+    auto by_bits = [&](auto st) {
+      constexpr ScaleType ST = decltype(st)::value;
+      if (a.bits == 4)
+        rows_x86<4, ST>(a, xp, n0, n1, isa);
+      else
+        rows_x86<8, ST>(a, xp, n0, n1, isa);
+    };
+    switch (a.scale_type) {
+      case ScaleType::f32: by_bits(std::integral_constant<ScaleType, ScaleType::f32>{}); break;
+      case ScaleType::f16: by_bits(std::integral_constant<ScaleType, ScaleType::f16>{}); break;
+      case ScaleType::bf16: by_bits(std::integral_constant<ScaleType, ScaleType::bf16>{}); break;
+    }
     return;
   }
 #endif

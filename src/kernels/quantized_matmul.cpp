@@ -112,7 +112,7 @@ bool float_scale(mx::Dtype t) { return t == mx::float32 || t == mx::float16 || t
 
 bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
                                 const mx::array& biases, int group_size, int bits) {
-  if (kernels_disabled() || mx::default_device() != mx::Device::cpu) return false;
+  if (!available() || mx::default_device() != mx::Device::cpu) return false;
   if ((bits != 4 && bits != 8) || (group_size != 32 && group_size != 64)) return false;
   if (x.dtype() != mx::float32 || x.ndim() < 1 || w.dtype() != mx::uint32 || w.ndim() != 2) return false;
   if (!float_scale(scales.dtype()) || scales.dtype() != biases.dtype()) return false;
@@ -131,6 +131,12 @@ mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::arr
   return mx::array(shape, mx::float32,
                    std::make_shared<CpuQuantizedMatmul>(mx::default_stream(mx::Device::cpu), group_size, bits),
                    {x, w, scales, biases});
+}
+
+bool available() {
+  // The portable path only exists to test the SIMD ones against; on CPUs without AVX2 (e.g. ARM,
+  // where MLX has its own SIMD / Accelerate paths) MLX's ops are used.
+  return !kernels_disabled() && machine_isa() != Isa::portable;
 }
 
 void set_num_threads(int n) { set_pool_threads(n); }

@@ -44,26 +44,28 @@ class Pool {
     std::lock_guard<std::mutex> serial(call_m_);
     {
       std::lock_guard<std::mutex> l(m_);
-      fn_ = &fn;
-      n_tasks_ = n_tasks;
+      fn_.store(&fn);
+      n_tasks_.store(n_tasks);
       next_.store(0);
-      pending_.store(static_cast<int>(workers_.size()));
       error_ = nullptr;
-      generation_.fetch_add(1, std::memory_order_release);
+      closed_.store(false);
+      generation_.fetch_add(1);
     }
     cv_.notify_all();
-    drain();
-    // Wait for the workers to leave this generation, so fn may go out of scope afterwards.
-    while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
-    fn_ = nullptr;
+    drain(fn, n_tasks);
+    // Workers are helpers, not required: once every task is taken the job is closed, and we only
+    // wait for workers already inside it. A worker descheduled by a busy machine therefore never
+    // stalls the caller unless it holds a task.
+    closed_.store(true);
+    while (active_.load() != 0) std::this_thread::yield();
     if (error_) std::rethrow_exception(error_);
   }
 
  private:
-  void drain() {
-    for (int t; (t = next_.fetch_add(1)) < n_tasks_;) {
+  void drain(const std::function<void(int)>& fn, int n_tasks) {
+    for (int t; (t = next_.fetch_add(1)) < n_tasks;) {
       try {
-        (*fn_)(t);
+        fn(t);
       } catch (...) {
         std::lock_guard<std::mutex> l(err_m_);
         if (!error_) error_ = std::current_exception();
@@ -72,22 +74,22 @@ class Pool {
   }
 
   void work() {
-    // Workers start before any run(), at generation 0; reading the counter here instead could
-    // skip a run that began before this thread was scheduled, and the caller would wait forever.
     unsigned seen = 0;
     for (;;) {
       // Spin a little: the next kernel call usually follows within microseconds.
       auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
-      while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until)
-        std::this_thread::yield();
-      if (generation_.load(std::memory_order_acquire) == seen) {
+      while (generation_.load() == seen && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+      if (generation_.load() == seen) {
         std::unique_lock<std::mutex> l(m_);
         cv_.wait(l, [&] { return stop_ || generation_.load() != seen; });
         if (stop_) return;
       }
-      seen = generation_.load(std::memory_order_acquire);
-      drain();
-      pending_.fetch_sub(1, std::memory_order_release);
+      seen = generation_.load();
+      // Register first, then check the job is still open (all seq_cst): either the caller sees
+      // us in active_ and waits, or we see closed_ and leave without touching its function.
+      active_.fetch_add(1);
+      if (!closed_.load()) drain(*fn_.load(), n_tasks_.load());
+      active_.fetch_sub(1);
     }
   }
 
@@ -96,9 +98,9 @@ class Pool {
   std::condition_variable cv_;
   bool stop_ = false;
   std::atomic<unsigned> generation_{0};
-  std::atomic<int> next_{0}, pending_{0};
-  int n_tasks_ = 0;
-  const std::function<void(int)>* fn_ = nullptr;
+  std::atomic<int> next_{0}, active_{0}, n_tasks_{0};
+  std::atomic<bool> closed_{true};
+  std::atomic<const std::function<void(int)>*> fn_{nullptr};
   std::exception_ptr error_;
 };
 

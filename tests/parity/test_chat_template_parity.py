@@ -196,3 +196,59 @@ def test_template_errors_are_one_line(run_mlxgp, tmp_path, source, needle):
     assert proc.returncode == 2, proc.stdout
     assert proc.stderr.startswith("[chat_template] ") and needle in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_mutated_templates_match_jinja(run_mlxgp, tmp_path):
+    """Differential fuzz: random edits of the templates above (bounded, fixed seed). Whatever
+    transformers does with the edited template (render, or raise at parse or render time), mlxgp
+    must do the same: identical text, or an error; never a crash."""
+    import random
+
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    sources = [GEMMA_TEMPLATE, LLAMA2_TEMPLATE, FEATURES_TEMPLATE]
+    for name in ("qwen3", "mistral_nemo"):
+        sources.append(json.loads((CACHE / "tokenizers" / name / "tokenizer_config.json").read_text())["chat_template"])
+    snippets = ["{{", "}}", "{%", "%}", "{%-", "-%}", "{#", "#}", "|trim", "|length", "|tojson", "|first", " if ",
+                " else ", "[::-1]", "[1:]", ".strip()", " ~ ", " + ", " in ", " is defined", " is none", "loop.",
+                "not ", " and ", " or ", "'", '"', "(", ")", "\n", "  ", "-", "none", "1", "messages[0]", ".content"]
+    rng = random.Random(20260)
+    convs = [c for c in CONVERSATIONS if isinstance(c, list)]
+    jsonl = tmp_path / "c.jsonl"
+    tpl = tmp_path / "t.jinja"
+    rendered = raised = 0
+    stricter = []
+    for it in range(150):
+        src = rng.choice(sources)
+        for _ in range(rng.randint(1, 3)):
+            at, op = rng.randrange(len(src) + 1), rng.randrange(3)
+            if op == 0:
+                src = src[:at] + src[at + rng.randint(1, 4):]
+            elif op == 1:
+                src = src[:at] + rng.choice(snippets) + src[at:]
+            else:
+                b = rng.randrange(len(src) + 1)
+                src = src[:at] + src[b:b + rng.randint(1, 20)] + src[at:]
+        chosen = rng.sample(convs, 3)
+        tpl.write_text(src, encoding="utf-8")
+        jsonl.write_text("".join(json.dumps(c) + "\n" for c in chosen), encoding="utf-8")
+        proc = run_mlxgp("chat-template", "--template-file", tpl, "--messages-jsonl", jsonl, "--bos", "<s>",
+                         "--eos", "</s>", check=False)
+        assert proc.returncode in (0, 2), f"mutation {it}: exit {proc.returncode} {proc.stderr}\n{src}"
+        ours = [json.loads(line) for line in proc.stdout.splitlines()] if proc.returncode == 0 else [None] * 3
+        for conv, got in zip(chosen, ours):
+            try:
+                want = render_jinja_template(conversations=[conv], chat_template=src, add_generation_prompt=True,
+                                             bos_token="<s>", eos_token="</s>")[0][0]
+            except Exception:
+                assert got is None or isinstance(got, dict), f"mutation {it}: jinja raised, mlxgp gave {got!r}\n{src}"
+                raised += 1
+                continue
+            if isinstance(got, dict) or got is None:
+                # Stricter than Jinja: e.g. an argument-less |selectattr that Jinja's lazy generator never runs.
+                stricter.append((it, got))
+                continue
+            assert got == want, f"mutation {it}: mlxgp {got!r} != jinja {want!r}\n{src}"
+            rendered += 1
+    print(f"mutated templates: {rendered} rendered identically, {raised} raised in both, stricter: {stricter}")
+    assert rendered > 50 and raised > 50 and len(stricter) <= 3
