@@ -12,5 +12,6 @@ int run_logits(const std::vector<std::string>& args);    // cmd_logits.cpp
 int run_tokenize(const std::vector<std::string>& args);    // cmd_tokenize.cpp
 int run_detokenize(const std::vector<std::string>& args);  // cmd_tokenize.cpp
 int run_chat_template(const std::vector<std::string>& args);  // cmd_chat_template.cpp
+int run_process_logits(const std::vector<std::string>& args);  // cmd_process_logits.cpp
 
 }  // namespace mlxgp::cli

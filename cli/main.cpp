@@ -24,6 +24,7 @@ const Command kCommands[] = {
     {"tokenize", mlxgp::cli::run_tokenize, "print the token ids of a text"},
     {"detokenize", mlxgp::cli::run_detokenize, "print the text of token ids"},
     {"chat-template", mlxgp::cli::run_chat_template, "render a chat template for conversations (parity checks)"},
+    {"process-logits", mlxgp::cli::run_process_logits, "run logits processors on given scores (parity checks)"},
 };
 
 void print_usage() {

@@ -172,7 +172,9 @@ def run(ctx: Context) -> list[Table]:
                     if "torch_threads" in r.doc}
         table.failures += [f"{name} on {cfg.name}: {m.error}" for name, m in results.items() if m.error]
     table.notes = [
-        "Configs: " + "; ".join(f"`{c.name}` = {c.description}" for c in CONFIGS) + ".",
+        "Configs: " + "; ".join(f"`{c.name}` = {c.description}" for c in CONFIGS) + ". Both folders' "
+        "config.json also carry a top-level `rope_theta`, which mlx-lm 0.32 needs (it ignores "
+        "transformers 5's `rope_parameters` and would silently fall back to 10000).",
         "Every run is a fresh process given the same prompt token ids; one short warm-up run per engine and "
         f"config ({WARMUP_PROMPT_TOKENS}-token prompt, {WARMUP_NEW_TOKENS} new tokens) is not counted. "
         "Runs of the engines are interleaved.",

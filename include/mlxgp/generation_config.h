@@ -41,6 +41,22 @@ struct GenerationConfig {
   int num_return_sequences;
   std::optional<double> max_time;
   std::optional<uint64_t> seed;  // not an HF field: makes sampling reproducible run to run
+  // Logits processors (transformers GenerationMixin._get_logits_processor), neutral by default.
+  double repetition_penalty;
+  int no_repeat_ngram_size;
+  int min_length;
+  std::optional<int> min_new_tokens;
+  std::optional<std::vector<int>> suppress_tokens;
+  std::optional<std::vector<int>> begin_suppress_tokens;
+  std::optional<int> forced_bos_token_id;
+  std::optional<std::vector<int>> forced_eos_token_id;
+  bool remove_invalid_values;
+  bool renormalize_logits;
+  // Sampling warpers after top_p (only used when do_sample).
+  std::optional<double> min_p;
+  double typical_p;
+  double epsilon_cutoff;
+  double eta_cutoff;
 
   GenerationConfig();  // every field at its default from the list below
 
@@ -66,6 +82,36 @@ struct GenerationConfig {
     v(c.max_time, "max_time", std::optional<double>{}, "stop after this many seconds (finish_reason max_time)",
       FieldBounds::above(0));
     v(c.seed, "seed", std::optional<uint64_t>{}, "random seed for sampling (not an HF field)", FieldBounds::at_least(0));
+    v(c.repetition_penalty, "repetition_penalty", 1.0,
+      "divide positive (multiply negative) logits of tokens already in the sequence by this (1 = off)",
+      FieldBounds::above(0));
+    v(c.no_repeat_ngram_size, "no_repeat_ngram_size", 0, "forbid repeating any n-gram of this size (0 = off)",
+      FieldBounds::at_least(0));
+    v(c.min_length, "min_length", 0, "forbid EOS while the total length (prompt included) is below this",
+      FieldBounds::at_least(0));
+    v(c.min_new_tokens, "min_new_tokens", std::optional<int>{}, "forbid EOS before this many new tokens (wins over min_length)",
+      FieldBounds::at_least(0));
+    v(c.suppress_tokens, "suppress_tokens", std::optional<std::vector<int>>{}, "token ids never generated, e.g. 5,7",
+      FieldBounds::at_least(0));
+    v(c.begin_suppress_tokens, "begin_suppress_tokens", std::optional<std::vector<int>>{},
+      "token ids not generated as the first new token", FieldBounds::at_least(0));
+    v(c.forced_bos_token_id, "forced_bos_token_id", std::optional<int>{},
+      "force this token when the sequence has exactly one token", FieldBounds::at_least(0));
+    v(c.forced_eos_token_id, "forced_eos_token_id", std::optional<std::vector<int>>{},
+      "force one of these tokens as the last one when max_length is reached", FieldBounds::at_least(0));
+    v(c.remove_invalid_values, "remove_invalid_values", false, "replace nan/inf logits by 0 / the largest finite values",
+      FieldBounds::none());
+    v(c.renormalize_logits, "renormalize_logits", false, "log-softmax the logits after all processors",
+      FieldBounds::none());
+    v(c.min_p, "min_p", std::optional<double>{},
+      "when sampling, drop tokens less likely than min_p times the top token's probability, in [0, 1]",
+      FieldBounds::range(0, 1));
+    v(c.typical_p, "typical_p", 1.0, "when sampling, locally typical sampling mass in (0, 1] (1 = off)",
+      FieldBounds::range(0, 1, true, false));
+    v(c.epsilon_cutoff, "epsilon_cutoff", 0.0, "when sampling, drop tokens with probability below this, in [0, 1) (0 = off)",
+      FieldBounds::range(0, 1, false, true));
+    v(c.eta_cutoff, "eta_cutoff", 0.0, "when sampling, eta sampling cutoff in [0, 1) (0 = off)",
+      FieldBounds::range(0, 1, false, true));
   }
 };
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include <mlx/array.h>
@@ -36,6 +37,33 @@ std::unique_ptr<LogitsProcessor> make_top_k_warper(int top_k, int min_tokens_to_
 // transformers TopPLogitsWarper: tokens outside the nucleus -> -inf.
 std::unique_ptr<LogitsProcessor> make_top_p_warper(double top_p, int min_tokens_to_keep = 1);
 
+// transformers RepetitionPenaltyLogitsProcessor (no padding: every id of the sequence counts).
+std::unique_ptr<LogitsProcessor> make_repetition_penalty(double penalty);
+// transformers NoRepeatNGramLogitsProcessor.
+std::unique_ptr<LogitsProcessor> make_no_repeat_ngram(int ngram_size);
+// transformers MinLengthLogitsProcessor as generate() sets it up: when min_new_tokens is set the limit
+// is prompt length + min_new_tokens (it overrides min_length).
+std::unique_ptr<LogitsProcessor> make_min_length(int min_length, std::optional<int> min_new_tokens,
+                                                 std::vector<int> eos);
+// transformers MinNewTokensLengthLogitsProcessor (the prompt length comes from on_prompt()).
+std::unique_ptr<LogitsProcessor> make_min_new_tokens(int min_new_tokens, std::vector<int> eos);
+// transformers SuppressTokensLogitsProcessor / SuppressTokensAtBeginLogitsProcessor.
+std::unique_ptr<LogitsProcessor> make_suppress_tokens(std::vector<int> tokens);
+std::unique_ptr<LogitsProcessor> make_begin_suppress_tokens(std::vector<int> tokens, bool forced_bos);
+// transformers ForcedBOSTokenLogitsProcessor / ForcedEOSTokenLogitsProcessor (max_length is the
+// effective one: prompt length + max_new_tokens when that is set).
+std::unique_ptr<LogitsProcessor> make_forced_bos(int bos_token_id);
+std::unique_ptr<LogitsProcessor> make_forced_eos(int max_length, std::optional<int> max_new_tokens,
+                                                 std::vector<int> eos);
+// transformers InfNanRemoveLogitsProcessor and LogitNormalization.
+std::unique_ptr<LogitsProcessor> make_remove_invalid_values();
+std::unique_ptr<LogitsProcessor> make_renormalize();
+// transformers MinPLogitsWarper, TypicalLogitsWarper, EpsilonLogitsWarper, EtaLogitsWarper.
+std::unique_ptr<LogitsProcessor> make_min_p_warper(double min_p, int min_tokens_to_keep = 1);
+std::unique_ptr<LogitsProcessor> make_typical_warper(double mass, int min_tokens_to_keep = 1);
+std::unique_ptr<LogitsProcessor> make_epsilon_warper(double epsilon, int min_tokens_to_keep = 1);
+std::unique_ptr<LogitsProcessor> make_eta_warper(double epsilon, int min_tokens_to_keep = 1);
+
 class LogitsProcessorList {
  public:
   LogitsProcessorList() = default;
@@ -56,9 +84,9 @@ class LogitsProcessorList {
   std::vector<std::unique_ptr<LogitsProcessor>> items_;
 };
 
-// The pipeline for a validated config, in transformers' order. Warpers are only added when
-// do_sample is true, and only when they change something (temperature != 1, top_k != 0, top_p < 1),
-// as transformers does.
+// The pipeline for a validated config (eos_token_id resolved, see with_model_defaults), in
+// transformers' order (_get_logits_processor). Processors are only added when they change
+// something, warpers only when do_sample, renormalize_logits last, as transformers does.
 LogitsProcessorList build_logits_processors(const GenerationConfig& config);
 
 }  // namespace mlxgp

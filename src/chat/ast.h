@@ -18,7 +18,7 @@ struct Expr {
   enum class Kind {
     Literal,   // value
     Name,      // name
-    ListLit,   // args
+    ListLit,   // args (name "tuple" for a parenthesized tuple)
     DictLit,   // args as key, value, key, value...
     Attr,      // a.name
     Item,      // a[b]

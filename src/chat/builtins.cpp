@@ -136,7 +136,7 @@ Value dict_method(const Value& self, const std::string& name) {
       arity(name, a, 0, 0);
       List out;
       for (auto& [k, v] : *self.map)
-        out.push_back(name == "items" ? Value::make_list({k, v}) : name == "keys" ? k : v);
+        out.push_back(name == "items" ? Value::make_tuple({k, v}) : name == "keys" ? k : v);
       return Value::make_list(std::move(out));
     });
   return Value::undefined();

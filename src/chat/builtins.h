@@ -28,6 +28,10 @@ Value call(const Value& fn, std::vector<Value>& args, Kwargs& kwargs);
 // Throws EvalError "unsupported filter 'x'" / "unsupported test 'x'" for names it does not know.
 Value apply_filter(const std::string& name, const Value& v, std::vector<Value>& args, Kwargs& kwargs);
 bool apply_test(const std::string& name, const Value& v, std::vector<Value>& args);
+// Whether apply_filter/apply_test know a name: the parser checks names up front, as Jinja does
+// when it compiles a template (an unknown filter fails even in a branch that never runs).
+bool known_filter(const std::string& name);
+bool known_test(const std::string& name);
 // Python iteration: lists, dict keys, string characters; undefined is empty; else EvalError.
 std::vector<Value> iterate(const Value& v);
 // The globals transformers adds: raise_exception, strftime_now, namespace, dict; plus Jinja's range.

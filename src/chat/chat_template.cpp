@@ -28,8 +28,12 @@ namespace {
 
 // transformers copies a message's reasoning (under any of its names) into `thinking` (first) and
 // `reasoning_content` (last), so templates can read either (_alias_reasoning_fields).
-nlohmann::ordered_json alias_reasoning(const nlohmann::ordered_json& msg) {
-  if (!msg.is_object()) fail("chat_template", "chat messages must be JSON objects, got " + std::string(msg.type_name()));
+// Also drops keys whose value is null, as apply_chat_template does (_normalize_chat_messages).
+nlohmann::ordered_json normalize_message(const nlohmann::ordered_json& raw) {
+  if (!raw.is_object()) fail("chat_template", "chat messages must be JSON objects, got " + std::string(raw.type_name()));
+  nlohmann::ordered_json msg = nlohmann::ordered_json::object();
+  for (auto it = raw.begin(); it != raw.end(); ++it)
+    if (!it.value().is_null()) msg[it.key()] = it.value();
   for (const char* key : {"reasoning_content", "thinking", "reasoning"}) {
     auto it = msg.find(key);
     if (it == msg.end() || it->is_null()) continue;
@@ -62,7 +66,7 @@ std::string apply_chat_template(const std::string& source, const nlohmann::order
   tok("pad_token", special_tokens.pad_token);
   for (auto it = extra_context.begin(); it != extra_context.end(); ++it) ctx[it.key()] = it.value();
   nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
-  for (auto& m : messages) msgs.push_back(alias_reasoning(m));
+  for (auto& m : messages) msgs.push_back(normalize_message(m));
   ctx["messages"] = msgs;
   if (!ctx.contains("tools")) ctx["tools"] = nullptr;
   if (!ctx.contains("documents")) ctx["documents"] = nullptr;

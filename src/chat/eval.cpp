@@ -214,7 +214,7 @@ class Renderer {
       case Expr::Kind::ListLit: {
         List xs;
         for (auto& a : e.args) xs.push_back(eval(*a));
-        return Value::make_list(std::move(xs));
+        return e.name == "tuple" ? Value::make_tuple(std::move(xs)) : Value::make_list(std::move(xs));
       }
       case Expr::Kind::DictLit: {
         Value m = Value::make_map();

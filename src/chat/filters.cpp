@@ -2,6 +2,7 @@
 // with transformers' tojson (json.dumps, ensure_ascii=False, no HTML escaping).
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "chat/builtins.h"
 #include "chat/strings.h"
@@ -41,6 +42,22 @@ Value attribute_of(const Value& item, const std::string& path) {
 }
 
 }  // namespace
+
+bool known_filter(const std::string& name) {
+  static const std::set<std::string> names = {
+      "tojson", "trim", "length", "count", "upper", "lower", "title", "capitalize", "default", "d", "join",
+      "replace", "list", "first", "last", "reverse", "items", "string", "safe", "e", "escape", "int", "float",
+      "abs", "selectattr", "rejectattr", "select", "reject", "map", "unique"};
+  return names.count(name) > 0;
+}
+
+bool known_test(const std::string& name) {
+  static const std::set<std::string> names = {
+      "defined", "undefined", "none", "string", "number", "integer", "float", "boolean", "true", "false",
+      "mapping", "sequence", "iterable", "callable", "lower", "upper", "odd", "even", "divisibleby", "equalto",
+      "eq", "==", "sameas", "ne", "!=", "lt", "<", "le", "<=", "gt", ">", "ge", ">=", "in"};
+  return names.count(name) > 0;
+}
 
 bool apply_test(const std::string& name, const Value& v, std::vector<Value>& args) {
   auto need = [&](size_t n) {
@@ -94,11 +111,11 @@ bool apply_test(const std::string& name, const Value& v, std::vector<Value>& arg
 Value apply_filter(const std::string& name, const Value& v, std::vector<Value>& args, Kwargs& kw) {
   if (name == "tojson") {
     Value indent = arg_or(args, kw, 1, "indent", Value::none());
-    Value seps = arg_or(args, kw, 3, "separators", Value::none());
-    Value sort_keys = arg_or(args, kw, 4, "sort_keys", Value::boolean(false));
+    // transformers' signature: tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)
+    Value seps = arg_or(args, kw, 2, "separators", Value::none());
+    Value sort_keys = arg_or(args, kw, 3, "sort_keys", Value::boolean(false));
     Value ensure_ascii = arg_or(args, kw, 0, "ensure_ascii", Value::boolean(false));
-    check("tojson", args, 5, kw);
-    if (truthy(ensure_ascii)) eval_fail("tojson(ensure_ascii=True) is not supported");
+    check("tojson", args, 4, kw);
     int ind = indent.is_none() ? -1 : indent.kind == Value::Kind::Int ? static_cast<int>(std::clamp<int64_t>(indent.i, 0, 64)) : -2;
     if (ind == -2) eval_fail("tojson indent must be an integer");
     std::string isep = ind >= 0 ? "," : ", ", ksep = ": ";
@@ -110,7 +127,7 @@ Value apply_filter(const std::string& name, const Value& v, std::vector<Value>& 
       ksep = (*seps.list)[1].s;
     }
     if (v.is_undefined()) eval_fail("Object of type Undefined is not JSON serializable");
-    return Value::string(to_json(v, ind, isep, ksep, truthy(sort_keys)));
+    return Value::string(to_json(v, ind, isep, ksep, truthy(sort_keys), truthy(ensure_ascii)));
   }
   if (name == "trim") {
     Value chars = arg_or(args, kw, 0, "chars", Value::none());
@@ -180,7 +197,7 @@ Value apply_filter(const std::string& name, const Value& v, std::vector<Value>& 
     if (v.is_undefined()) return Value::make_list();
     if (!v.is_mapping()) eval_fail("items filter needs a mapping");
     List out;
-    for (auto& [k, x] : *v.map) out.push_back(Value::make_list({k, x}));
+    for (auto& [k, x] : *v.map) out.push_back(Value::make_tuple({k, x}));
     return Value::make_list(std::move(out));
   }
   if (name == "string") return check(name, args, 0, kw), Value::string(to_str(v));

@@ -1,5 +1,6 @@
 // Expression parser: precedence climbing from conditional expressions down to primaries,
 // with Jinja's postfix operators, filters and tests.
+#include "chat/builtins.h"
 #include "chat/parser.h"
 
 namespace mlxgp::chat {
@@ -16,6 +17,20 @@ ExprPtr ExprParser::parse_expr() {
     e = std::move(c);
   }
   return e;
+}
+
+ExprPtr ExprParser::parse_tuple() {
+  int line = peek().line;
+  ExprPtr e = parse_expr();
+  if (!is_op(",")) return e;
+  auto t = expr(Expr::Kind::ListLit, line);
+  t->name = "tuple";
+  t->args.push_back(std::move(e));
+  while (skip_op(",")) {
+    if (peek().kind == K::VarEnd || peek().kind == K::BlockEnd) break;
+    t->args.push_back(parse_expr());
+  }
+  return t;
 }
 
 ExprPtr ExprParser::parse_or() {
@@ -160,11 +175,16 @@ ExprPtr ExprParser::parse_primary() {
     return e;
   }
   if (skip_op("(")) {
-    // Tuples evaluate as lists: templates only pass them as arguments (e.g. tojson separators).
-    if (skip_op(")")) return expr(Expr::Kind::ListLit, line);
+    // A tuple is a list that prints with parentheses (e.g. tojson separators=(',', ':')).
+    if (skip_op(")")) {
+      auto t = expr(Expr::Kind::ListLit, line);
+      t->name = "tuple";
+      return t;
+    }
     ExprPtr e = parse_expr();
     if (is_op(",")) {
       auto t = expr(Expr::Kind::ListLit, line);
+      t->name = "tuple";
       t->args.push_back(std::move(e));
       while (skip_op(",") && !is_op(")")) t->args.push_back(parse_expr());
       e = std::move(t);
@@ -250,6 +270,7 @@ ExprPtr ExprParser::parse_filters(ExprPtr e) {
       auto f = expr(Expr::Kind::Filter, line);
       f->name = expect_name();
       while (skip_op(".")) f->name += "." + expect_name();
+      if (!known_filter(f->name)) error("unsupported filter '" + f->name + "'", line);
       f->a = std::move(e);
       if (skip_op("(")) parse_call_args(*f);
       e = std::move(f);
@@ -257,6 +278,7 @@ ExprPtr ExprParser::parse_filters(ExprPtr e) {
       auto t = expr(Expr::Kind::Test, line);
       t->negated = skip_name("not");
       t->name = expect_name();
+      if (!known_test(t->name)) error("unsupported test '" + t->name + "'", line);
       t->a = std::move(e);
       if (skip_op("(")) {
         parse_call_args(*t);

@@ -32,7 +32,7 @@ class Parser : public ExprParser {
       } else if (tok.kind == K::VarBegin) {
         next();
         auto n = node(Node::Kind::Output, tok.line);
-        n->expr = parse_expr();
+        n->expr = parse_tuple();
         expect(K::VarEnd, "'}}'");
         body.push_back(std::move(n));
       } else {  // BlockBegin
@@ -114,7 +114,7 @@ class Parser : public ExprParser {
         auto n = node(Node::Kind::Set, line);
         n->targets = targets;
         n->attr = attr;
-        n->expr = parse_expr();
+        n->expr = parse_tuple();
         expect(K::BlockEnd, "'%}'");
         return n;
       }

@@ -88,6 +88,8 @@ class ExprParser {
   // expression := or ['if' or ['else' expression]]
   ExprPtr parse_expr();
   ExprPtr parse_or();
+  // expression [',' expression ...]: a bare tuple, as in `{{ a, b }}` or `{% set t = a, b %}`
+  ExprPtr parse_tuple();
 
  private:
   ExprPtr parse_and();

@@ -131,9 +131,10 @@ std::string to_str(const Value& v) {
     case Value::Kind::Float: return float_repr(v.f);
     case Value::Kind::String: return v.s;
     case Value::Kind::List: {
-      std::string out = "[";
+      std::string out = v.tuple ? "(" : "[";
       for (size_t k = 0; k < v.list->size(); ++k) out += (k ? ", " : "") + repr((*v.list)[k]);
-      return out + "]";
+      if (v.tuple && v.list->size() == 1) out += ",";
+      return out + (v.tuple ? ")" : "]");
     }
     case Value::Kind::Map: {
       std::string out = "{";
@@ -239,10 +240,28 @@ void dump(std::string& out, const Value& v, int indent, int depth, const std::st
 }  // namespace
 
 std::string to_json(const Value& v, int indent, const std::string& item_sep, const std::string& key_sep,
-                    bool sort_keys) {
+                    bool sort_keys, bool ensure_ascii) {
   std::string out;
   dump(out, v, indent, 0, item_sep, key_sep, sort_keys);
-  return out;
+  if (!ensure_ascii) return out;
+  // Non-ASCII text only occurs inside JSON strings, so escaping it afterwards equals
+  // json.dumps(ensure_ascii=True): \uXXXX, with surrogate pairs above the BMP.
+  std::string ascii;
+  for (uint32_t cp : decode_utf8(out)) {
+    char b[16];
+    if (cp < 0x80) {
+      ascii += static_cast<char>(cp);
+      continue;
+    }
+    if (cp >= 0x10000) {
+      uint32_t x = cp - 0x10000;
+      std::snprintf(b, sizeof b, "\\u%04x\\u%04x", 0xd800 + (x >> 10), 0xdc00 + (x & 0x3ff));
+    } else {
+      std::snprintf(b, sizeof b, "\\u%04x", cp);
+    }
+    ascii += b;
+  }
+  return ascii;
 }
 
 bool equals(const Value& a, const Value& b) {
@@ -261,7 +280,7 @@ bool equals(const Value& a, const Value& b) {
     case Value::Kind::None: return true;
     case Value::Kind::String: return a.s == b.s;
     case Value::Kind::List:
-      if (a.list->size() != b.list->size()) return false;
+      if (a.tuple != b.tuple || a.list->size() != b.list->size()) return false;
       for (size_t k = 0; k < a.list->size(); ++k)
         if (!equals((*a.list)[k], (*b.list)[k])) return false;
       return true;

@@ -30,6 +30,7 @@ struct Value {
   std::shared_ptr<List> list;        // List
   std::shared_ptr<Map> map;          // Map and Namespace (shared: namespace attributes are mutable)
   std::shared_ptr<Builtin> fn;       // Callable
+  bool tuple = false;                // a List that Python would hold as a tuple (prints with parentheses)
 
   static Value undefined(std::string name = "") { Value v; v.s = std::move(name); return v; }
   static Value none() { Value v; v.kind = Kind::None; return v; }
@@ -40,6 +41,7 @@ struct Value {
   static Value make_list(List xs = {}) {
     Value v; v.kind = Kind::List; v.list = std::make_shared<List>(std::move(xs)); return v;
   }
+  static Value make_tuple(List xs) { Value v = make_list(std::move(xs)); v.tuple = true; return v; }
   static Value make_map(Map m = {}, bool ns = false) {
     Value v; v.kind = ns ? Kind::Namespace : Kind::Map; v.map = std::make_shared<Map>(std::move(m)); return v;
   }
@@ -70,10 +72,10 @@ bool truthy(const Value& v);
 std::string to_str(const Value& v);
 // repr(v) in Python (used inside str() of lists and dicts).
 std::string repr(const Value& v);
-// json.dumps(v, ensure_ascii=False, indent=indent, separators=..., sort_keys=...): transformers'
+// json.dumps(v, ensure_ascii=..., indent=indent, separators=..., sort_keys=...): transformers'
 // tojson filter. indent < 0 means None.
 std::string to_json(const Value& v, int indent, const std::string& item_sep, const std::string& key_sep,
-                    bool sort_keys);
+                    bool sort_keys, bool ensure_ascii = false);
 // Python ==, and the ordering used by <, >, sort (throws [chat_template] on unorderable types).
 bool equals(const Value& a, const Value& b);
 int compare(const Value& a, const Value& b);

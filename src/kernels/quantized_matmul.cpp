@@ -63,7 +63,7 @@ void run_qmm(const mx::array& x, const mx::array& w, const mx::array& scales, co
   const Isa isa = detect_isa();
   std::vector<float> xp(prepared_x_floats(a));
   prepare_x(a, isa, xp.data());
-  parallel_rows(a.N, a.K, [&](int n0, int n1) { qmm_rows(a, xp.data(), n0, n1, isa); });
+  parallel_rows(a.N, a.K * a.M, [&](int n0, int n1) { qmm_rows(a, xp.data(), n0, n1, isa); });
 }
 
 class CpuQuantizedMatmul : public mx::UnaryPrimitive {

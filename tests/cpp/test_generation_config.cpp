@@ -107,8 +107,8 @@ TEST(GenerationConfig, UnknownFieldRejectedByName) {
 
 TEST(GenerationConfig, UnimplementedFieldRejectedByNameUnlessNeutral) {
   EXPECT_EQ(error_of([] { from_user(R"({"num_beams": 4})"); }), "[config] field 'num_beams' is not implemented yet");
-  EXPECT_EQ(error_of([] { from_user(R"({"repetition_penalty": 1.2})"); }),
-            "[config] field 'repetition_penalty' is not implemented yet");
+  EXPECT_EQ(error_of([] { from_user(R"({"guidance_scale": 1.2})"); }),
+            "[config] field 'guidance_scale' is not implemented yet");
   EXPECT_EQ(error_of([] { from_user(R"({"stop_strings": ["\n"]})"); }),
             "[config] field 'stop_strings' is not implemented yet");
   // Neutral values change nothing, so they are accepted (HF configs often spell them out).
@@ -120,10 +120,10 @@ TEST(GenerationConfig, ModelConfigWarnsInsteadOfFailing) {
   GenerationConfig c;
   std::vector<std::string> warnings;
   ASSERT_NO_THROW(warnings = apply_generation_config_json(
-                      c, R"({"repetition_penalty": 1.1, "zzz": 3, "top_k": 7})", ConfigSource::Model));
+                      c, R"({"encoder_repetition_penalty": 1.1, "zzz": 3, "top_k": 7})", ConfigSource::Model));
   ASSERT_EQ(warnings.size(), 2u);
   std::string all = warnings[0] + warnings[1];
-  EXPECT_NE(all.find("'repetition_penalty'"), std::string::npos);
+  EXPECT_NE(all.find("'encoder_repetition_penalty'"), std::string::npos);
   EXPECT_NE(all.find("'zzz'"), std::string::npos);
   for (auto& w : warnings) EXPECT_EQ(w.find('\n'), std::string::npos);
   EXPECT_EQ(c.top_k, 7);

@@ -14,6 +14,14 @@ U1 = {"role": "user", "content": "What is 2+2?"}
 A1 = {"role": "assistant", "content": "4"}
 U2 = {"role": "user", "content": "And 3+3?"}
 A2 = {"role": "assistant", "content": "6."}
+TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather for a city — °C",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                   "required": ["city"]}}}
+CALL = {"role": "assistant", "content": "", "tool_calls": [
+    {"id": "abc123XYZ", "type": "function",
+     "function": {"name": "get_weather", "arguments": {"city": "Paris", "days": 2, "x": [1.5, None, True]}}}]}
+RESULT = {"role": "tool", "tool_call_id": "abc123XYZ", "content": "{\"temp\": 21}"}
 CONVERSATIONS = [
     [U1],
     [SYS, U1],
@@ -33,6 +41,12 @@ CONVERSATIONS = [
     [U1, {"role": "assistant", "content": "4", "reasoning_content": "two plus two"}, U2],
     [U1, A1, {"role": "tool", "content": "{\"result\": 42}"}, U2],
     [{"role": "user", "content": "{\"json\": [1, 2.5, null, true], \"k\": \"v\"}"}],
+    [{"role": "user"}],  # no content: undefined in the template
+    [{"role": "user", "content": None}],
+    [{"role": "user", "content": "hi", "name": "bob", "extra": [1, {"k": 2.5}]}],
+    {"messages": [U1], "tools": [TOOL]},
+    {"messages": [SYS, U1, CALL, RESULT, RESULT], "tools": [TOOL]},
+    {"messages": [U1, CALL, RESULT]},
     {"messages": [U1], "enable_thinking": False},
     {"messages": [SYS, U1, A1, U2], "enable_thinking": True},
 ]
@@ -76,7 +90,7 @@ no messages
 {{- ns.count }} {{ ns.roles|join(',') }} {{ ns.roles|unique|list|length }}
 {{ messages|selectattr('role', 'equalto', 'user')|map(attribute='content')|map('trim')|list|tojson }}
 {{ messages|rejectattr('role', 'in', ['system', 'tool'])|list|length }} {{ (messages|first).role }} {{ (messages|last)['role'] }}
-{{ {'b': 1, 'a': [1, 2.5, none, true, 'x\\ny']}|tojson(indent=2) }}
+{{ {'b': 1, 'a': [1, 2.5, none, true, 'x\\ny']}|tojson(indent=2) }} {{ 'é世🌍"'|tojson(ensure_ascii=true) }} {{ [1, 'é']|tojson(false, 1) }} {{ (1, 'a') }} {{ (2,) }} {{ {'k': 1}.items()|list }} {{ (1, 2) == [1, 2] }}
 {{ {'b': 1, 'a': "q\\"uote"}|tojson(sort_keys=true, separators=(',', ':')) if false else {'b': 1}|tojson }}
 {% set d = {'k': 'v', 'n': 3} %}{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %} {{ d.get('missing', 'dflt') }} {{ d.keys()|list }}
 {{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ 2 ** 10 }} {{ 7 / 2 }} {{ 1.5 * 2 }} {{ '%d'|length }} {{ 'ab' * 3 }} {{ [1, 2] + [3] }}
@@ -105,7 +119,7 @@ def _reference_tokenizer(name):
 
 def _reference(name):
     """(template source, render(conversation, add_generation_prompt) -> str, bos, eos)."""
-    from transformers.utils.chat_template_utils import render_jinja_template
+    from transformers.utils.chat_template_utils import _normalize_chat_messages, render_jinja_template
 
     if name in ("gemma", "llama2", "features"):
         source = {"gemma": GEMMA_TEMPLATE, "llama2": LLAMA2_TEMPLATE, "features": FEATURES_TEMPLATE}[name]
@@ -113,6 +127,8 @@ def _reference(name):
 
         def render(conv, agp):
             messages, extra = _split(conv)
+            # What tokenizer.apply_chat_template does before rendering (drops None-valued keys).
+            messages = _normalize_chat_messages(messages)
             rendered, _ = render_jinja_template(conversations=[messages], chat_template=source,
                                                 add_generation_prompt=agp, bos_token=bos, eos_token=eos, **extra)
             return rendered[0]
@@ -146,7 +162,7 @@ def test_chat_template_matches_transformers(name, run_mlxgp, tmp_path):
     convs = tmp_path / "conversations.jsonl"
     convs.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in CONVERSATIONS), encoding="utf-8")
     specials = [a for flag, tok in (("--bos", bos), ("--eos", eos)) if tok for a in (flag, tok)]
-    identical, total = 0, 0
+    identical = total = raised = 0
     for agp in (True, False):
         flags = [] if agp else ["--no-generation-prompt"]
         out = run_mlxgp("chat-template", "--template-file", tpl, "--messages-jsonl", convs, *specials, *flags)
@@ -160,10 +176,11 @@ def test_chat_template_matches_transformers(name, run_mlxgp, tmp_path):
                 assert isinstance(ours, dict) and "error" in ours, (
                     f"{name} agp={agp}: transformers raised {e!r} but mlxgp rendered {ours!r} for {conv}")
                 identical += 1
+                raised += 1
                 continue
             assert ours == want, f"{name} agp={agp} conversation {conv}:\nmlxgp: {ours!r}\nhf:    {want!r}"
             identical += 1
-    print(f"{name}: {identical}/{total} conversations identical")
+    print(f"{name}: {identical}/{total} conversations identical ({raised} of them raise in both)")
     assert identical == total
 
 
@@ -204,7 +221,7 @@ def test_mutated_templates_match_jinja(run_mlxgp, tmp_path):
     must do the same: identical text, or an error; never a crash."""
     import random
 
-    from transformers.utils.chat_template_utils import render_jinja_template
+    from transformers.utils.chat_template_utils import _normalize_chat_messages, render_jinja_template
 
     sources = [GEMMA_TEMPLATE, LLAMA2_TEMPLATE, FEATURES_TEMPLATE]
     for name in ("qwen3", "mistral_nemo"):
@@ -238,7 +255,7 @@ def test_mutated_templates_match_jinja(run_mlxgp, tmp_path):
         ours = [json.loads(line) for line in proc.stdout.splitlines()] if proc.returncode == 0 else [None] * 3
         for conv, got in zip(chosen, ours):
             try:
-                want = render_jinja_template(conversations=[conv], chat_template=src, add_generation_prompt=True,
+                want = render_jinja_template(conversations=[_normalize_chat_messages(conv)], chat_template=src, add_generation_prompt=True,
                                              bos_token="<s>", eos_token="</s>")[0][0]
             except Exception:
                 assert got is None or isinstance(got, dict), f"mutation {it}: jinja raised, mlxgp gave {got!r}\n{src}"

@@ -39,13 +39,32 @@ void LogitsProcessorList::on_token(const mx::array& tokens) {
 
 LogitsProcessorList build_logits_processors(const GenerationConfig& config) {
   LogitsProcessorList list;
-  // (Non-warper processors such as repetition_penalty go here, before the warpers, in HF's order.)
+  const std::vector<int> eos = config.eos_token_id.value_or(std::vector<int>{});
+  if (config.repetition_penalty != 1.0) list.add(make_repetition_penalty(config.repetition_penalty));
+  if (config.no_repeat_ngram_size > 0) list.add(make_no_repeat_ngram(config.no_repeat_ngram_size));
+  // HF needs an EOS for the min-length processors; min_new_tokens makes min_length = prompt + it.
+  if (!eos.empty() && (config.min_new_tokens || config.min_length > 0))
+    list.add(make_min_length(config.min_length, config.min_new_tokens, eos));
+  if (!eos.empty() && config.min_new_tokens && *config.min_new_tokens > 0)
+    list.add(make_min_new_tokens(*config.min_new_tokens, eos));
+  if (config.forced_bos_token_id) list.add(make_forced_bos(*config.forced_bos_token_id));
+  if (config.forced_eos_token_id)
+    list.add(make_forced_eos(config.max_length, config.max_new_tokens, *config.forced_eos_token_id));
+  if (config.remove_invalid_values) list.add(make_remove_invalid_values());
+  if (config.suppress_tokens) list.add(make_suppress_tokens(*config.suppress_tokens));
+  if (config.begin_suppress_tokens)
+    list.add(make_begin_suppress_tokens(*config.begin_suppress_tokens, config.forced_bos_token_id.has_value()));
   if (config.do_sample) {
     // min_tokens_to_keep is 1 outside beam search (HF).
     if (config.temperature != 1.0) list.add(make_temperature_warper(config.temperature));
     if (config.top_k != 0) list.add(make_top_k_warper(config.top_k, 1));
     if (config.top_p < 1.0) list.add(make_top_p_warper(config.top_p, 1));
+    if (config.min_p) list.add(make_min_p_warper(*config.min_p, 1));
+    if (config.typical_p < 1.0) list.add(make_typical_warper(config.typical_p, 1));
+    if (config.epsilon_cutoff > 0.0 && config.epsilon_cutoff < 1.0) list.add(make_epsilon_warper(config.epsilon_cutoff, 1));
+    if (config.eta_cutoff > 0.0 && config.eta_cutoff < 1.0) list.add(make_eta_warper(config.eta_cutoff, 1));
   }
+  if (config.renormalize_logits) list.add(make_renormalize());
   return list;
 }
 

@@ -1,0 +1,127 @@
+// `mlxgp process-logits` (hidden, for parity tests): runs the logits-processor pipeline of a
+// generation config on given scores [B, V] and ids [B, T], as transformers' LogitsProcessorList
+// would be called by generate() at that step, and writes the processed scores.
+// Batch mode: when --config holds a JSON array, case i uses config i, ids entry i and the
+// safetensors key "scores_<i>" (in and out), so one process serves many cases.
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <mlx/mlx.h>
+#include <nlohmann/json.hpp>
+
+#include "args.h"
+#include "commands.h"
+#include "mlxgp/error.h"
+#include "mlxgp/generation_config.h"
+#include "mlxgp/logits_processor.h"
+
+namespace mlxgp::cli {
+
+namespace mx = mlx::core;
+using nlohmann::json;
+
+namespace {
+
+std::string read_file(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("cli", std::string("cannot read ") + what + " '" + path + "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+json parse_json(const std::string& text, const char* what) {
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error&) {
+    fail("cli", std::string("malformed JSON in ") + what);
+  }
+}
+
+// [[...], ...] -> int32 [B, T]; rows must have one length, ids must be >= 0.
+mx::array ids_array(const json& j) {
+  if (!j.is_array() || j.empty() || !j[0].is_array() || j[0].empty())
+    fail("cli", "input ids must be a non-empty list of non-empty lists of token ids");
+  const size_t t = j[0].size();
+  std::vector<int> flat;
+  for (auto& row : j) {
+    if (!row.is_array() || row.size() != t) fail("cli", "input id rows must all have the same length");
+    for (auto& v : row) {
+      if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() > INT32_MAX)
+        fail("cli", "input ids must be non-negative integers");
+      flat.push_back(v.get<int>());
+    }
+  }
+  return mx::array(flat.data(), {static_cast<int>(j.size()), static_cast<int>(t)}, mx::int32);
+}
+
+mx::array run_case(const json& config_json, const mx::array& scores_in, const json& ids_json,
+                   std::optional<long long> prompt_len) {
+  GenerationConfig config;
+  apply_generation_config_json(config, config_json.dump(), ConfigSource::User);
+  validate(config);
+  mx::array ids = ids_array(ids_json);
+  if (scores_in.ndim() != 2) fail("cli", "scores must be a 2-D [batch, vocab] array");
+  if (scores_in.shape(0) != ids.shape(0)) fail("cli", "scores and input ids have different batch sizes");
+  const int t = ids.shape(1);
+  const long long p = prompt_len.value_or(t);
+  if (p < 1 || p > t) fail("cli", "--prompt-len must be between 1 and the number of ids per row");
+  auto list = build_logits_processors(config);
+  list.on_prompt(mx::slice(ids, {0, 0}, {ids.shape(0), static_cast<int>(p)}));
+  return list.apply(mx::astype(scores_in, mx::float32), ids);
+}
+
+}  // namespace
+
+int run_process_logits(const std::vector<std::string>& argv) {
+  Args args("process-logits", "run a generation config's logits processors on scores [B, V] (parity checks)");
+  args.option("config", "generation config JSON file (an object, or an array of objects for batch mode)")
+      .option("scores", "input .safetensors with key 'scores' [B, V] float32 (batch mode: 'scores_<i>')")
+      .option("input-ids-file", "JSON file: [[ids...], ...] one row per batch entry (batch mode: a list of those)")
+      .option("prompt-len", "how many leading ids are the prompt (default: all; batch mode: a comma list)")
+      .option("out", "output .safetensors file (same keys as --scores)");
+  if (!args.parse(argv)) return 0;
+  json config = parse_json(read_file(args.require("config"), "--config"), "--config");
+  json ids = parse_json(read_file(args.require("input-ids-file"), "--input-ids-file"), "--input-ids-file");
+  const std::string out = args.require("out");
+  std::unordered_map<std::string, mx::array> inputs;
+  try {
+    inputs = mx::load_safetensors(args.require("scores")).first;
+  } catch (const std::exception& e) {
+    fail("cli", "cannot read --scores: " + std::string(e.what()));
+  }
+  auto get = [&](const std::string& key) {
+    auto it = inputs.find(key);
+    if (it == inputs.end()) fail("cli", "--scores has no key '" + key + "'");
+    return it->second;
+  };
+
+  std::unordered_map<std::string, mx::array> results;
+  if (config.is_array()) {
+    auto lens = args.get_int_list("prompt-len");
+    if (!ids.is_array() || ids.size() != config.size()) fail("cli", "batch mode needs one ids entry per config");
+    if (lens && lens->size() != config.size()) fail("cli", "batch mode needs one --prompt-len per config");
+    for (size_t i = 0; i < config.size(); ++i) {
+      std::string key = "scores_" + std::to_string(i);
+      results.insert_or_assign(key, run_case(config[i], get(key), ids[i],
+                                             lens ? std::optional<long long>((*lens)[i]) : std::nullopt));
+    }
+  } else {
+    results.insert_or_assign("scores", run_case(config, get("scores"), ids, args.get_int("prompt-len")));
+  }
+  for (auto& [k, v] : results) mx::eval(v);
+  const std::string tmp = out + ".tmp.safetensors";  // mlx appends .safetensors otherwise
+  try {
+    mx::save_safetensors(tmp, results);
+  } catch (const std::exception& e) {
+    std::filesystem::remove(tmp);
+    fail("cli", "cannot write " + out + ": " + e.what());
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, out, ec);
+  if (ec) fail("cli", "cannot write " + out + ": " + ec.message());
+  return 0;
+}
+
+}  // namespace mlxgp::cli

@@ -1,0 +1,177 @@
+"""Logits-processor parity: transformers' own processor classes and `mlxgp process-logits` get the
+same scores [B, V] and input ids [B, T] and must give the same output (same +-inf pattern, finite
+values within 1e-5). All cases run in one mlxgp process (batch mode) to keep the test fast."""
+import json
+
+import numpy as np
+import pytest
+
+ATOL = 1e-5
+EOS = [2, 5]
+
+
+def _rng_scores(rng, b, v, scale=3.0):
+    return (rng.standard_normal((b, v)) * scale).astype(np.float32)
+
+
+def _cases():
+    """(name, mlxgp config, transformers processors factory, scores, ids, prompt_len)."""
+    import transformers.generation.logits_process as lp
+
+    rng = np.random.default_rng(1234)
+    cases = []
+
+    def add(name, config, hf, scores, ids, prompt_len=None):
+        ids = np.asarray(ids, dtype=np.int64)
+        cases.append((name, config, hf, scores.astype(np.float32), ids, prompt_len or ids.shape[1]))
+
+    rep_ids = [[3, 7, 7, 1, 9, 3, 0, 49], [10, 11, 12, 13, 14, 15, 16, 17], [4, 4, 4, 4, 4, 4, 4, 4]]
+    for pen in (1.3, 0.7, 2.0):
+        add(f"repetition_penalty={pen}", {"repetition_penalty": pen},
+            lambda pen=pen: [lp.RepetitionPenaltyLogitsProcessor(pen)], _rng_scores(rng, 3, 50), rep_ids)
+    s = _rng_scores(rng, 3, 50)
+    s[0, 3] = -np.inf
+    s[1, 10] = -np.inf
+    add("repetition_penalty -inf present", {"repetition_penalty": 1.5},
+        lambda: [lp.RepetitionPenaltyLogitsProcessor(1.5)], s, rep_ids)
+    add("repetition_penalty ties", {"repetition_penalty": 1.2},
+        lambda: [lp.RepetitionPenaltyLogitsProcessor(1.2)], np.round(_rng_scores(rng, 3, 50)), rep_ids)
+    add("repetition_penalty large vocab", {"repetition_penalty": 1.1},
+        lambda: [lp.RepetitionPenaltyLogitsProcessor(1.1)], _rng_scores(rng, 2, 4000),
+        rng.integers(0, 4000, (2, 300)))
+
+    ngram_ids = [[1, 2, 3, 1, 2, 4, 1, 2], [5, 5, 5, 5, 5, 5, 5, 5], [1, 2, 3, 4, 5, 6, 7, 8]]
+    for n in (1, 2, 3, 4, 8, 9):
+        add(f"no_repeat_ngram_size={n}", {"no_repeat_ngram_size": n},
+            lambda n=n: [lp.NoRepeatNGramLogitsProcessor(n)], _rng_scores(rng, 3, 20), ngram_ids)
+    add("no_repeat_ngram_size=2 random", {"no_repeat_ngram_size": 2},
+        lambda: [lp.NoRepeatNGramLogitsProcessor(2)], _rng_scores(rng, 4, 12), rng.integers(0, 12, (4, 60)))
+
+    for t in (4, 9, 10, 12):
+        add(f"min_length=10 T={t}", {"min_length": 10, "eos_token_id": EOS},
+            lambda: [lp.MinLengthLogitsProcessor(10, EOS)], _rng_scores(rng, 2, 30), rng.integers(0, 30, (2, t)))
+    for t in (4, 6, 7, 9):
+        # generate() with min_new_tokens=3 and a 4-token prompt: min_length becomes 7, both processors run.
+        add(f"min_new_tokens=3 prompt=4 T={t}", {"min_new_tokens": 3, "eos_token_id": EOS},
+            lambda: [lp.MinLengthLogitsProcessor(7, EOS), lp.MinNewTokensLengthLogitsProcessor(4, 3, EOS)],
+            _rng_scores(rng, 2, 30), rng.integers(0, 30, (2, t)), prompt_len=4)
+
+    add("suppress_tokens", {"suppress_tokens": [1, 3, 29, 999]},
+        lambda: [lp.SuppressTokensLogitsProcessor([1, 3, 29, 999])], _rng_scores(rng, 3, 30), rng.integers(0, 30, (3, 5)))
+    for t in (5, 6):
+        add(f"begin_suppress_tokens T={t}", {"begin_suppress_tokens": [0, 4]},
+            lambda: [lp.SuppressTokensAtBeginLogitsProcessor([0, 4], 5)], _rng_scores(rng, 2, 30),
+            rng.integers(0, 30, (2, t)), prompt_len=5)
+    for t in (1, 2):
+        add(f"forced_bos_token_id T={t}", {"forced_bos_token_id": 7},
+            lambda: [lp.ForcedBOSTokenLogitsProcessor(7)], _rng_scores(rng, 2, 30), rng.integers(0, 30, (2, t)))
+    for t in (8, 9):
+        add(f"forced_eos_token_id max_length=10 T={t}", {"forced_eos_token_id": [2, 6], "max_length": 10},
+            lambda: [lp.ForcedEOSTokenLogitsProcessor(10, [2, 6])], _rng_scores(rng, 2, 30), rng.integers(0, 30, (2, t)))
+    add("forced_eos_token_id max_new_tokens", {"forced_eos_token_id": 2, "max_new_tokens": 4},
+        lambda: [lp.ForcedEOSTokenLogitsProcessor(9, [2])], _rng_scores(rng, 2, 30), rng.integers(0, 30, (2, 8)),
+        prompt_len=5)
+
+    s = _rng_scores(rng, 2, 20)
+    s[0, 1], s[0, 2], s[1, 3], s[1, 4] = np.inf, -np.inf, np.nan, -np.inf
+    add("remove_invalid_values", {"remove_invalid_values": True}, lambda: [lp.InfNanRemoveLogitsProcessor()], s,
+        [[1], [2]])
+    s = _rng_scores(rng, 3, 40)
+    s[1, :5] = -np.inf
+    add("renormalize_logits", {"renormalize_logits": True}, lambda: [lp.LogitNormalization()], s,
+        [[1], [2], [3]])
+
+    def warper_cases(name, cfg, hf):
+        base = {"do_sample": True, "top_k": 0, **cfg}
+        add(name, base, hf, _rng_scores(rng, 3, 100), [[0], [1], [2]])
+        add(name + " ties", base, hf, np.round(_rng_scores(rng, 3, 100, 1.5)), [[0], [1], [2]])
+        add(name + " all-equal", base, hf, np.full((2, 50), 0.25, np.float32), [[0], [1]])
+        s = _rng_scores(rng, 2, 100)
+        s[:, ::3] = -np.inf
+        add(name + " -inf present", base, hf, s, [[0], [1]])
+        add(name + " peaked", base, hf, _rng_scores(rng, 2, 1000, 8.0), [[0], [1]])
+
+    for p in (0.05, 0.3):
+        warper_cases(f"min_p={p}", {"min_p": p}, lambda p=p: [lp.MinPLogitsWarper(p)])
+    for p in (0.5, 0.9):
+        warper_cases(f"typical_p={p}", {"typical_p": p}, lambda p=p: [lp.TypicalLogitsWarper(p)])
+    for e in (0.002, 0.05):
+        warper_cases(f"epsilon_cutoff={e}", {"epsilon_cutoff": e}, lambda e=e: [lp.EpsilonLogitsWarper(e)])
+    for e in (0.002, 0.05):
+        warper_cases(f"eta_cutoff={e}", {"eta_cutoff": e}, lambda e=e: [lp.EtaLogitsWarper(e)])
+
+    combo = {"repetition_penalty": 1.2, "no_repeat_ngram_size": 2, "min_new_tokens": 4, "eos_token_id": EOS,
+             "suppress_tokens": [9], "do_sample": True, "temperature": 0.8, "top_k": 30, "top_p": 0.9,
+             "min_p": 0.05, "renormalize_logits": True}
+    add("combined pipeline", combo, lambda: [
+        lp.RepetitionPenaltyLogitsProcessor(1.2), lp.NoRepeatNGramLogitsProcessor(2),
+        lp.MinLengthLogitsProcessor(9, EOS), lp.MinNewTokensLengthLogitsProcessor(5, 4, EOS),
+        lp.SuppressTokensLogitsProcessor([9]), lp.TemperatureLogitsWarper(0.8), lp.TopKLogitsWarper(30),
+        lp.TopPLogitsWarper(0.9), lp.MinPLogitsWarper(0.05), lp.LogitNormalization()],
+        _rng_scores(rng, 3, 60), rng.integers(0, 12, (3, 7)), prompt_len=5)
+    combo2 = {"do_sample": True, "top_k": 10, "typical_p": 0.8, "epsilon_cutoff": 0.01, "eta_cutoff": 0.01,
+              "remove_invalid_values": True, "begin_suppress_tokens": [0]}
+    add("combined warpers", combo2, lambda: [
+        lp.InfNanRemoveLogitsProcessor(), lp.SuppressTokensAtBeginLogitsProcessor([0], 3), lp.TopKLogitsWarper(10),
+        lp.TypicalLogitsWarper(0.8), lp.EpsilonLogitsWarper(0.01), lp.EtaLogitsWarper(0.01)],
+        _rng_scores(rng, 2, 80), rng.integers(0, 80, (2, 3)))
+    return cases
+
+
+def _same(ours, ref):
+    """None when equal, else a description of the first difference."""
+    if ours.shape != ref.shape:
+        return f"shape {ours.shape} vs {ref.shape}"
+    if not np.array_equal(np.isnan(ours), np.isnan(ref)):
+        return "nan pattern differs"
+    for sign in (np.inf, -np.inf):
+        if not np.array_equal(ours == sign, ref == sign):
+            return f"{sign} pattern differs at {np.argwhere((ours == sign) != (ref == sign))[:5].tolist()}"
+    fin = np.isfinite(ref)
+    diff = float(np.max(np.abs(ours[fin] - ref[fin]), initial=0.0))
+    return None if diff <= ATOL else f"max |diff| {diff}"
+
+
+def test_processors_parity(run_mlxgp, tmp_path):
+    import torch
+    from safetensors.numpy import load_file, save_file
+
+    cases = _cases()
+    save_file({f"scores_{i}": c[3] for i, c in enumerate(cases)}, str(tmp_path / "in.safetensors"))
+    (tmp_path / "gen.json").write_text(json.dumps([c[1] for c in cases]))
+    (tmp_path / "ids.json").write_text(json.dumps([c[4].tolist() for c in cases]))
+    run_mlxgp("process-logits", "--config", tmp_path / "gen.json", "--scores", tmp_path / "in.safetensors",
+              "--input-ids-file", tmp_path / "ids.json", "--prompt-len", ",".join(str(c[5]) for c in cases),
+              "--out", tmp_path / "out.safetensors")
+    ours = load_file(str(tmp_path / "out.safetensors"))
+    failures = []
+    for i, (name, _, hf, scores, ids, _) in enumerate(cases):
+        ref = torch.from_numpy(scores.copy())
+        for proc in hf():
+            ref = proc(torch.from_numpy(ids), ref)
+        why = _same(ours[f"scores_{i}"], ref.numpy())
+        if why:
+            failures.append(f"{name}: {why}")
+    print(f"processor parity: {len(cases) - len(failures)}/{len(cases)} cases identical")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("config,message", [
+    ('{"repetition_penalty": 0}', "field 'repetition_penalty' must be > 0"),
+    ('{"min_p": 1.5}', "field 'min_p' must be in [0, 1]"),
+    ('{"typical_p": 0}', "field 'typical_p' must be in (0, 1]"),
+    ('{"no_repeat_ngram_size": -1}', "field 'no_repeat_ngram_size' must be >= 0"),
+    ('{"suppress_tokens": [-3]}', "field 'suppress_tokens' must be >= 0"),
+    ('{"forced_bos_token_id": 99}', "forced_bos_token_id 99 is outside the vocabulary"),
+])
+def test_process_logits_rejects_bad_config(run_mlxgp, tmp_path, config, message):
+    from safetensors.numpy import save_file
+
+    save_file({"scores": np.zeros((1, 10), np.float32)}, str(tmp_path / "in.safetensors"))
+    (tmp_path / "gen.json").write_text(config)
+    (tmp_path / "ids.json").write_text("[[1]]")
+    proc = run_mlxgp("process-logits", "--config", tmp_path / "gen.json", "--scores", tmp_path / "in.safetensors",
+                     "--input-ids-file", tmp_path / "ids.json", "--out", tmp_path / "out.safetensors", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1
