@@ -1,16 +1,20 @@
 // `mlxgp chat-template`: renders a chat template for given conversations, for scripts and the
 // parity tests (which compare it with transformers' apply_chat_template). --messages-jsonl renders
 // many conversations in one process.
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 
+#include <mlx/mlx.h>
 #include <nlohmann/json.hpp>
 
 #include "args.h"
 #include "commands.h"
 #include "mlxgp/chat_template.h"
 #include "mlxgp/error.h"
+#include "mlxgp/paths.h"
+#include "mlxgp/tokenizer.h"
 
 namespace mlxgp::cli {
 
@@ -45,11 +49,37 @@ std::string render_one(const std::string& source, const ojson& conv, bool gen_pr
   return apply_chat_template(source, conv["messages"], gen_prompt, st, extra);
 }
 
+// The tokenizer of --model ("default", a GGUF file, or a folder with tokenizer.json), which carries
+// the model's chat template and special tokens; loaded without touching the weights.
+std::shared_ptr<Tokenizer> model_tokenizer(const std::string& model) {
+  namespace fs = std::filesystem;
+  std::string path = resolve_model_path(model);
+  if (fs::is_directory(path)) {
+    auto tj = fs::path(path) / "tokenizer.json";
+    if (!fs::exists(tj)) fail("chat_template", "no tokenizer.json in '" + path + "'");
+    return Tokenizer::from_files(tj.string());
+  }
+  if (!fs::exists(path)) fail("chat_template", "model path '" + path + "' does not exist");
+  std::unordered_map<std::string, mlx::core::GGUFMetaData> meta;
+  try {
+    meta = mlx::core::load_gguf(path).second;
+  } catch (const std::exception& e) {
+    fail("chat_template", "cannot read GGUF '" + path + "': " + e.what());
+  }
+  return Tokenizer::from_gguf(meta);
+}
+
+std::string token_text(const Tokenizer& tok, std::optional<int> id) {
+  return id ? tok.id_to_token(*id) : std::string();
+}
+
 }  // namespace
 
 int run_chat_template(const std::vector<std::string>& argv) {
   Args a("chat-template", "render a chat template like transformers' apply_chat_template(tokenize=False)");
-  a.option("template-file", "the Jinja chat template")
+  a.option("template-file", "the Jinja chat template (default: the chat template of --model)")
+      .option("model", "take the template and bos/eos tokens from this model's tokenizer: \"default\", a GGUF "
+                       "file, or a folder with tokenizer.json")
       .option("messages-json", "a JSON file: one conversation; prints the rendered text")
       .option("messages-jsonl", "a file with one conversation per line; prints one JSON string per line "
                                 "(or {\"error\": message} where the template raised)")
@@ -57,10 +87,19 @@ int run_chat_template(const std::vector<std::string>& argv) {
       .option("bos", "the bos_token string (default: unset)")
       .option("eos", "the eos_token string (default: unset)");
   if (!a.parse(argv)) return 0;
-  std::string source = slurp(a.require("template-file"));
+  std::string source;
   SpecialTokens st;
-  st.bos_token = a.get("bos").value_or("");
-  st.eos_token = a.get("eos").value_or("");
+  if (auto m = a.get("model")) {
+    auto tok = model_tokenizer(*m);
+    source = tok->chat_template();
+    st.bos_token = token_text(*tok, tok->bos_token_id());
+    st.eos_token = token_text(*tok, tok->eos_token_id());
+    if (source.empty() && !a.has("template-file")) fail("chat_template", "model '" + *m + "' has no chat template");
+  }
+  if (auto f = a.get("template-file")) source = slurp(*f);
+  else if (!a.has("model")) fail("cli", "give --template-file or --model");
+  if (auto b = a.get("bos")) st.bos_token = *b;
+  if (auto e = a.get("eos")) st.eos_token = *e;
   bool gen_prompt = !a.has("no-generation-prompt");
   if (a.has("messages-json") == a.has("messages-jsonl"))
     fail("cli", "give exactly one of --messages-json and --messages-jsonl");

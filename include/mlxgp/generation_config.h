@@ -8,6 +8,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -27,6 +28,9 @@ struct FieldBounds {
   }
 };
 
+// HF sequence_bias: (token id sequence, bias) pairs.
+using SequenceBias = std::vector<std::pair<std::vector<int>, double>>;
+
 struct GenerationConfig {
   std::optional<int> max_new_tokens;
   int max_length;
@@ -42,8 +46,10 @@ struct GenerationConfig {
   std::optional<double> max_time;
   std::optional<uint64_t> seed;  // not an HF field: makes sampling reproducible run to run
   // Logits processors (transformers GenerationMixin._get_logits_processor), neutral by default.
+  std::optional<SequenceBias> sequence_bias;
   double repetition_penalty;
   int no_repeat_ngram_size;
+  std::optional<std::vector<std::vector<int>>> bad_words_ids;
   int min_length;
   std::optional<int> min_new_tokens;
   std::optional<std::vector<int>> suppress_tokens;
@@ -51,6 +57,7 @@ struct GenerationConfig {
   std::optional<int> forced_bos_token_id;
   std::optional<std::vector<int>> forced_eos_token_id;
   bool remove_invalid_values;
+  std::optional<std::vector<double>> exponential_decay_length_penalty;  // [start_index, decay_factor]
   bool renormalize_logits;
   // Sampling warpers after top_p (only used when do_sample).
   std::optional<double> min_p;
@@ -82,11 +89,16 @@ struct GenerationConfig {
     v(c.max_time, "max_time", std::optional<double>{}, "stop after this many seconds (finish_reason max_time)",
       FieldBounds::above(0));
     v(c.seed, "seed", std::optional<uint64_t>{}, "random seed for sampling (not an HF field)", FieldBounds::at_least(0));
+    v(c.sequence_bias, "sequence_bias", std::optional<SequenceBias>{},
+      "add a bias to a sequence's last token when the rest of it ends the ids; JSON [[[1,2],-1.5]], flag 1,2:-1.5;3:2",
+      FieldBounds::at_least(0));
     v(c.repetition_penalty, "repetition_penalty", 1.0,
       "divide positive (multiply negative) logits of tokens already in the sequence by this (1 = off)",
       FieldBounds::above(0));
     v(c.no_repeat_ngram_size, "no_repeat_ngram_size", 0, "forbid repeating any n-gram of this size (0 = off)",
       FieldBounds::at_least(0));
+    v(c.bad_words_ids, "bad_words_ids", std::optional<std::vector<std::vector<int>>>{},
+      "token id sequences never generated; JSON [[1,2],[3]], flag 1,2;3", FieldBounds::at_least(0));
     v(c.min_length, "min_length", 0, "forbid EOS while the total length (prompt included) is below this",
       FieldBounds::at_least(0));
     v(c.min_new_tokens, "min_new_tokens", std::optional<int>{}, "forbid EOS before this many new tokens (wins over min_length)",
@@ -101,6 +113,8 @@ struct GenerationConfig {
       "force one of these tokens as the last one when max_length is reached", FieldBounds::at_least(0));
     v(c.remove_invalid_values, "remove_invalid_values", false, "replace nan/inf logits by 0 / the largest finite values",
       FieldBounds::none());
+    v(c.exponential_decay_length_penalty, "exponential_decay_length_penalty", std::optional<std::vector<double>>{},
+      "[start_index, decay_factor]: after start_index new tokens, raise EOS logits by factor^n", FieldBounds::none());
     v(c.renormalize_logits, "renormalize_logits", false, "log-softmax the logits after all processors",
       FieldBounds::none());
     v(c.min_p, "min_p", std::optional<double>{},

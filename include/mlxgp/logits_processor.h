@@ -41,6 +41,15 @@ std::unique_ptr<LogitsProcessor> make_top_p_warper(double top_p, int min_tokens_
 std::unique_ptr<LogitsProcessor> make_repetition_penalty(double penalty);
 // transformers NoRepeatNGramLogitsProcessor.
 std::unique_ptr<LogitsProcessor> make_no_repeat_ngram(int ngram_size);
+// transformers SequenceBiasLogitsProcessor: (sequence, bias) pairs; a repeated sequence keeps its last bias.
+std::unique_ptr<LogitsProcessor> make_sequence_bias(const std::vector<std::pair<std::vector<int>, double>>& biases);
+// transformers NoBadWordsLogitsProcessor: each sequence's last token gets -inf when the rest of it
+// ends the ids (one-token sequences always); a bad word that is exactly one EOS id is dropped.
+std::unique_ptr<LogitsProcessor> make_bad_words(const std::vector<std::vector<int>>& bad_words_ids,
+                                                const std::vector<int>& eos);
+// transformers ExponentialDecayLengthPenalty: from prompt length + start_index on, EOS logits grow
+// by |logit| * (factor^n - 1).
+std::unique_ptr<LogitsProcessor> make_exponential_decay(int start_index, double factor, std::vector<int> eos);
 // transformers MinLengthLogitsProcessor as generate() sets it up: when min_new_tokens is set the limit
 // is prompt length + min_new_tokens (it overrides min_length).
 std::unique_ptr<LogitsProcessor> make_min_length(int min_length, std::optional<int> min_new_tokens,

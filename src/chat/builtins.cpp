@@ -219,9 +219,11 @@ Value slice(const Value& obj, const Value& start, const Value& stop, const Value
   int64_t b = clamp(opt(start, "start"), st > 0 ? 0 : n - 1), e = clamp(opt(stop, "stop"), st > 0 ? n : -1);
   std::string s;
   List xs;
-  for (int64_t k = b; st > 0 ? k < e : k > e; k += st) {
+  // Stepping stops before k could overflow (steps may be as large as int64 allows).
+  for (int64_t k = b; st > 0 ? k < e : k > e;) {
     if (obj.is_string()) append_utf8(s, cps[k]);
     else xs.push_back((*obj.list)[k]);
+    if (__builtin_add_overflow(k, st, &k)) break;
   }
   return obj.is_string() ? Value::string(s) : Value::make_list(std::move(xs));
 }
@@ -294,9 +296,10 @@ Value global_function(const std::string& name) {
       int64_t st = a.size() > 2 ? int_arg("range", a[2]) : 1;
       if (st == 0) eval_fail("range() arg 3 must not be zero");
       List xs;
-      for (int64_t k = lo; st > 0 ? k < hi : k > hi; k += st) {
+      for (int64_t k = lo; st > 0 ? k < hi : k > hi;) {
         if (static_cast<int64_t>(xs.size()) >= kMaxItems) eval_fail("range() is too large");
         xs.push_back(Value::integer(k));
+        if (__builtin_add_overflow(k, st, &k)) break;
       }
       return Value::make_list(std::move(xs));
     });

@@ -43,6 +43,8 @@ class Renderer {
       const std::string prefix = "[chat_template] ";
       if (msg.rfind(prefix, 0) == 0) msg = msg.substr(prefix.size());
       throw EvalError{msg, n.line};
+    } catch (const std::exception& e) {  // a library failure (e.g. a number out of range) stays one line
+      throw EvalError{std::string("error while rendering: ") + e.what(), n.line};
     }
     if (out.size() > kMaxOutput) throw EvalError{"rendered output exceeds 256 MiB", n.line};
   }
@@ -255,6 +257,7 @@ class Renderer {
         if (e.name == "not") return Value::boolean(!truthy(v));
         if (v.kind == Value::Kind::Int || v.kind == Value::Kind::Bool) {
           int64_t x = v.kind == Value::Kind::Int ? v.i : v.b;
+          if (e.name == "-" && x == INT64_MIN) eval_fail("integer overflow");
           return Value::integer(e.name == "-" ? -x : x);
         }
         if (v.kind == Value::Kind::Float) return Value::number(e.name == "-" ? -v.f : v.f);

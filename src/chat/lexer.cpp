@@ -181,7 +181,8 @@ std::vector<Token> lex(const std::string& input) {
       const char* end = block ? "%}" : "}}";
       auto at = [&](size_t p, const char* s) { return src.compare(p, std::strlen(s), s) == 0; };
       if (depth == 0) {
-        bool minus = at(pos, "-") && at(pos + 1, end), plus = at(pos, "+") && at(pos + 1, end);
+        // `+%}` keeps the newline trim_blocks would drop; Jinja has no `+}}`.
+        bool minus = at(pos, "-") && at(pos + 1, end), plus = block && at(pos, "+") && at(pos + 1, end);
         if (minus || plus || at(pos, end)) {
           out.push_back({block ? Token::Kind::BlockEnd : Token::Kind::VarEnd, "", line});
           after_tag(pos + 2 + (minus || plus), minus, plus, block);

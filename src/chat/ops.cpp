@@ -21,6 +21,12 @@ double as_float(const Value& v) { return v.kind == Value::Kind::Float ? v.f : st
   eval_fail("unsupported operand type(s) for " + op + ": '" + type_name(a) + "' and '" + type_name(b) + "'");
 }
 
+// Python integers are unbounded; ours are int64, so overflow is an error instead of a wrong value.
+Value checked(bool overflowed, int64_t r) {
+  if (overflowed) eval_fail("integer overflow");
+  return Value::integer(r);
+}
+
 Value repeat(const Value& seq, int64_t n) {
   if (n < 0) n = 0;
   size_t unit = seq.is_string() ? seq.s.size() : seq.list->size();
@@ -68,8 +74,12 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   if (op == "in") return Value::boolean(contains(b, a));
   if (op == "not in") return Value::boolean(!contains(b, a));
   bool nums = a.is_number() && b.is_number(), ints = is_int(a) && is_int(b);
+  int64_t r = 0;
   if (op == "+") {
-    if (ints) return Value::integer(as_int(a) + as_int(b));
+    if (ints) {
+      bool overflowed = __builtin_add_overflow(as_int(a), as_int(b), &r);  // sets r first: argument order is unspecified
+      return checked(overflowed, r);
+    }
     if (nums) return Value::number(as_float(a) + as_float(b));
     if (a.is_string() && b.is_string()) return Value::string(a.s + b.s);
     if (a.kind == Value::Kind::List && b.kind == Value::Kind::List) {
@@ -80,12 +90,18 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
     type_error(op, a, b);
   }
   if (op == "-") {
-    if (ints) return Value::integer(as_int(a) - as_int(b));
+    if (ints) {
+      bool overflowed = __builtin_sub_overflow(as_int(a), as_int(b), &r);  // sets r first: argument order is unspecified
+      return checked(overflowed, r);
+    }
     if (nums) return Value::number(as_float(a) - as_float(b));
     type_error(op, a, b);
   }
   if (op == "*") {
-    if (ints) return Value::integer(as_int(a) * as_int(b));
+    if (ints) {
+      bool overflowed = __builtin_mul_overflow(as_int(a), as_int(b), &r);  // sets r first: argument order is unspecified
+      return checked(overflowed, r);
+    }
     if (nums) return Value::number(as_float(a) * as_float(b));
     if ((a.is_string() || a.kind == Value::Kind::List) && is_int(b)) return repeat(a, as_int(b));
     if ((b.is_string() || b.kind == Value::Kind::List) && is_int(a)) return repeat(b, as_int(a));
@@ -100,7 +116,9 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
     if (op == "/") return Value::number(as_float(a) / as_float(b));
     if (ints) {  // Python floors toward negative infinity
       int64_t x = as_int(a), y = as_int(b);
-      int64_t q = x / y, r = x % y;
+      if (x == INT64_MIN && y == -1) eval_fail("integer overflow");
+      int64_t q = x / y;
+      r = x % y;
       if (r != 0 && ((r < 0) != (y < 0))) {
         --q;
         r += y;
@@ -113,17 +131,17 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   }
   if (op == "**") {
     if (ints && as_int(b) >= 0) {
-      int64_t base = as_int(a), e = as_int(b), r = 1;
+      int64_t base = as_int(a), e = as_int(b), p = 1;
       for (int64_t k = 0; k < e; ++k) {
         if (base > 1 || base < -1) {
-          if (std::abs(r) > INT64_MAX / std::abs(base)) eval_fail("integer power result is too large");
+          if (std::abs(p) > INT64_MAX / std::abs(base)) eval_fail("integer overflow in **");
         } else if (k > 1) {  // 0, 1 and -1 cycle: finish in closed form
-          r = (base == -1 && e % 2) ? -1 : (base == 0 ? 0 : 1);
+          p = (base == -1 && e % 2) ? -1 : (base == 0 ? 0 : 1);
           break;
         }
-        r *= base;
+        p *= base;
       }
-      return Value::integer(r);
+      return Value::integer(p);
     }
     if (nums) return Value::number(std::pow(as_float(a), as_float(b)));
     type_error(op, a, b);

@@ -1,6 +1,7 @@
 // Statement parser: text, {{ }} output and the {% %} statements of the Jinja subset.
 #include <set>
 
+#include "chat/builtins.h"
 #include "chat/parser.h"
 
 namespace mlxgp::chat {
@@ -161,13 +162,49 @@ class Parser : public ExprParser {
   // expression := or ['if' or ['else' expression]]
 };
 
+// Jinja resolves filter and test names when it compiles a template, so an unknown name fails the
+// whole template, except inside an `if` or an inline `x if c else y`, where the check waits until
+// the filter runs (jinja2.compiler "soft" frames; loop, macro and block-set bodies are not soft).
+void check_names(const Expr* e, bool soft) {
+  if (!e) return;
+  soft = soft || e->kind == Expr::Kind::Cond;
+  if (!soft && e->kind == Expr::Kind::Filter && !known_filter(e->name))
+    fail("chat_template", "unsupported filter '" + e->name + "' at line " + std::to_string(e->line));
+  if (!soft && e->kind == Expr::Kind::Test && !known_test(e->name))
+    fail("chat_template", "unsupported test '" + e->name + "' at line " + std::to_string(e->line));
+  for (const Expr* c : {e->a.get(), e->b.get(), e->c.get(), e->d.get()}) check_names(c, soft);
+  for (auto& a : e->args) check_names(a.get(), soft);
+  for (auto& [k, a] : e->kwargs) check_names(a.get(), soft);
+}
+
+void check_names(const Body& body, bool soft) {
+  for (auto& n : body) {
+    check_names(n->expr.get(), soft);
+    for (auto& [cond, b] : n->branches) {
+      check_names(cond.get(), true);
+      check_names(b, true);
+    }
+    check_names(n->filter.get(), false);
+    check_names(n->body, n->kind == Node::Kind::Block && soft);
+    check_names(n->else_body, false);
+    for (auto& [p, dflt] : n->params) check_names(dflt.get(), false);
+  }
+}
+
 }  // namespace
 
 std::shared_ptr<const Program> parse_program(const std::string& source) {
-  Parser p(lex(source));
   auto prog = std::make_shared<Program>();
-  std::string end;
-  prog->body = p.parse_body({}, &end);
+  try {
+    Parser p(lex(source));
+    std::string end;
+    prog->body = p.parse_body({}, &end);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {  // e.g. std::stoll on an over-long number
+    fail("chat_template", std::string("malformed template: ") + e.what());
+  }
+  check_names(prog->body, false);
   return prog;
 }
 

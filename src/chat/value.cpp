@@ -101,6 +101,7 @@ std::string float_repr(double x) {
 }
 
 std::string repr(const Value& v) {
+  if (v.kind == Value::Kind::Undefined) return "Undefined";  // jinja2.Undefined.__repr__
   if (v.kind != Value::Kind::String) return to_str(v);
   // Python picks single quotes unless the string holds ' and no ".
   bool has_sq = v.s.find('\'') != std::string::npos, has_dq = v.s.find('"') != std::string::npos;

@@ -63,6 +63,36 @@ void from_json_value(const json& j, std::vector<int>& out, const char* name) {
     out.push_back(json_int(j, name));
   }
 }
+void from_json_value(const json& j, std::vector<std::vector<int>>& out, const char* name) {
+  // HF bad_words_ids: a list of lists of token ids.
+  if (!j.is_array()) bad_value(name, "a list of lists of token ids", show(j));
+  out.clear();
+  for (auto& seq : j) {
+    if (!seq.is_array()) bad_value(name, "a list of lists of token ids", show(j));
+    out.emplace_back();
+    for (auto& e : seq) out.back().push_back(json_int(e, name));
+  }
+}
+void from_json_value(const json& j, std::vector<double>& out, const char* name) {
+  if (!j.is_array()) bad_value(name, "a list of numbers", show(j));
+  out.clear();
+  for (auto& e : j) {
+    if (!e.is_number()) bad_value(name, "a list of numbers", show(j));
+    out.push_back(e.get<double>());
+  }
+}
+void from_json_value(const json& j, SequenceBias& out, const char* name) {
+  // HF sequence_bias as JSON: [[[token ids], bias], ...]
+  const char* expected = "a list of [[token ids], bias] pairs";
+  if (!j.is_array()) bad_value(name, expected, show(j));
+  out.clear();
+  for (auto& e : j) {
+    if (!e.is_array() || e.size() != 2 || !e[0].is_array() || !e[1].is_number()) bad_value(name, expected, show(j));
+    std::vector<int> ids;
+    for (auto& id : e[0]) ids.push_back(json_int(id, name));
+    out.push_back({ids, e[1].get<double>()});
+  }
+}
 template <class T>
 void from_json_value(const json& j, std::optional<T>& out, const char* name) {
   T v{};
@@ -100,6 +130,41 @@ void from_text(const std::string& s, std::vector<int>& out, const char* name) {
   std::string item;
   while (std::getline(ss, item, ',')) out.push_back(parse_integer<int>(item, name));
 }
+void from_text(const std::string& s, std::vector<std::vector<int>>& out, const char* name) {
+  // "1,2;3" -> {{1,2},{3}}
+  out.clear();
+  std::stringstream ss(s);
+  std::string group;
+  while (std::getline(ss, group, ';')) {
+    out.emplace_back();
+    from_text(group, out.back(), name);
+  }
+}
+void from_text(const std::string& s, std::vector<double>& out, const char* name) {
+  out.clear();
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    double v = 0;
+    from_text(item, v, name);
+    out.push_back(v);
+  }
+}
+void from_text(const std::string& s, SequenceBias& out, const char* name) {
+  // "1,2:-1.5;3:2" -> {{{1,2},-1.5},{{3},2}}
+  out.clear();
+  std::stringstream ss(s);
+  std::string group;
+  while (std::getline(ss, group, ';')) {
+    auto colon = group.rfind(':');
+    if (colon == std::string::npos) bad_value(name, "ids:bias pairs like 1,2:-1.5;3:2", "'" + s + "'");
+    std::vector<int> ids;
+    double bias = 0;
+    from_text(group.substr(0, colon), ids, name);
+    from_text(group.substr(colon + 1), bias, name);
+    out.push_back({ids, bias});
+  }
+}
 template <class T>
 void from_text(const std::string& s, std::optional<T>& out, const char* name) {
   T v{};
@@ -122,6 +187,17 @@ std::vector<double> numbers(const T& v) {
   else return {static_cast<double>(v)};
 }
 std::vector<double> numbers(const std::vector<int>& v) { return {v.begin(), v.end()}; }
+std::vector<double> numbers(const std::vector<double>& v) { return v; }
+std::vector<double> numbers(const SequenceBias& v) {  // the token ids (biases are checked in validate)
+  std::vector<double> out;
+  for (auto& [ids, bias] : v) out.insert(out.end(), ids.begin(), ids.end());
+  return out;
+}
+std::vector<double> numbers(const std::vector<std::vector<int>>& v) {
+  std::vector<double> out;
+  for (auto& seq : v) out.insert(out.end(), seq.begin(), seq.end());
+  return out;
+}
 template <class T>
 std::vector<double> numbers(const std::optional<T>& v) {
   return v ? numbers(*v) : std::vector<double>{};
@@ -230,6 +306,24 @@ void validate(const GenerationConfig& config) {
       fail("config", std::string("field '") + name + "' must " + bounds_text(b) + ", got " + format_number(x));
     }
   });
+  // Shapes the field list cannot express (transformers raises on these in the processors).
+  if (config.bad_words_ids) {
+    if (config.bad_words_ids->empty()) fail("config", "field 'bad_words_ids' must be a non-empty list of token id lists");
+    for (auto& seq : *config.bad_words_ids)
+      if (seq.empty()) fail("config", "field 'bad_words_ids' must not contain an empty list");
+  }
+  if (config.sequence_bias) {
+    if (config.sequence_bias->empty()) fail("config", "field 'sequence_bias' must be a non-empty list");
+    for (auto& [ids, bias] : *config.sequence_bias) {
+      if (ids.empty()) fail("config", "field 'sequence_bias' must not contain an empty token list");
+      if (!std::isfinite(bias)) fail("config", "field 'sequence_bias' biases must be finite numbers");
+    }
+  }
+  if (auto& e = config.exponential_decay_length_penalty) {
+    if (e->size() != 2 || (*e)[0] != std::floor((*e)[0]) || (*e)[0] < 0 || (*e)[0] > 1e9)
+      fail("config", "field 'exponential_decay_length_penalty' must be [start_index, decay_factor] with an integer "
+                     "start_index >= 0");
+  }
   // Cross-field rules. transformers' TemperatureLogitsWarper rejects 0 when sampling.
   if (config.do_sample && config.temperature == 0.0)
     fail("config", "field 'temperature' must be > 0 when do_sample is true (use do_sample=false for greedy)");

@@ -91,6 +91,14 @@ TEST(ChatTemplate, ExpressionsAndFilters) {
             "1 0 ['a'] 1 |");
 }
 
+TEST(ChatTemplate, FloatsPrintLikePythonRepr) {
+  ojson xs = {1e16, 123456789012345680.0, 0.1, 1e-5, 100.0, 1.5e-7, -0.0, 2.5, 1.0 / 3, 9999999999999998.0, 0.0001,
+              0.00012, 1e22, 5e-324};
+  EXPECT_EQ(render("{{ xs|join(' | ') }}", {{"xs", xs}}),
+            "1e+16 | 1.2345678901234568e+17 | 0.1 | 1e-05 | 100.0 | 1.5e-07 | -0.0 | 2.5 | 0.3333333333333333 | "
+            "9999999999999998.0 | 0.0001 | 0.00012 | 1e+22 | 5e-324");
+}
+
 TEST(ChatTemplate, SetBlockAndMacros) {
   EXPECT_EQ(render("{% set x %}a{{ 1 }}b{% endset %}[{{ x }}]"), "[a1b]");
   EXPECT_EQ(render("{% macro m(a, b='d') %}<{{ a }}{{ b }}>{% endmacro %}{{ m(1) }}{{ m(2, b='e') }}"), "<1d><2e>");
@@ -117,6 +125,13 @@ TEST(ChatTemplate, ErrorsNameTheLine) {
   EXPECT_EQ(error_of("\n{% include 'x' %}"), "[chat_template] unsupported statement 'include' at line 2");
   EXPECT_EQ(error_of("{{ 'abc }}"), "[chat_template] unterminated string at line 1");
   EXPECT_EQ(error_of("x\n{{ y|frobnicate }}"), "[chat_template] unsupported filter 'frobnicate' at line 2");
+  // Like Jinja's compiler: unknown names fail the whole template, even in a loop that never runs,
+  // but inside `if` branches and inline ifs only when they are reached.
+  EXPECT_EQ(error_of("{% for x in [] %}{{ x|nosuch }}{% endfor %}"), "[chat_template] unsupported filter 'nosuch' at line 1");
+  EXPECT_EQ(error_of("{% if true %}{% for x in [] %}{{ x is nosuch }}{% endfor %}{% endif %}"),
+            "[chat_template] unsupported test 'nosuch' at line 1");
+  EXPECT_EQ(render("{% if false %}{{ x|nosuch }}{% endif %}ok{{ 1 if true else x|nosuch }}"), "ok1");
+  EXPECT_EQ(error_of("{% if true %}{{ x|nosuch }}{% endif %}"), "[chat_template] unsupported filter 'nosuch' at line 1");
   EXPECT_EQ(error_of("{{ 1 + 'a' }}"), "[chat_template] unsupported operand type(s) for +: 'int' and 'str' at line 1");
   EXPECT_EQ(error_of("\n\n{{ nope.attr }}"), "[chat_template] 'nope' is undefined at line 3");
   EXPECT_EQ(error_of("{{ x }"), "[chat_template] unterminated {{ tag at line 1");
@@ -131,6 +146,12 @@ TEST(ChatTemplate, RunawayTemplatesFailCleanly) {
   EXPECT_NE(error_of("{{ 'x' * 1000000000000 }}").find("too large"), std::string::npos);
   EXPECT_NE(error_of("{{ range(100000000000)|length }}").find("too large"), std::string::npos);
   EXPECT_NE(error_of("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}").find("too deep"), std::string::npos);
+  // Python integers do not overflow; ours report it rather than wrapping.
+  for (const char* e : {"9223372036854775807 + 1", "(-9223372036854775807 - 1) // -1", "-(-9223372036854775807 - 1)",
+                        "2 ** 64", "3037000500 * 3037000500"})
+    EXPECT_NE(error_of(std::string("{{ ") + e + " }}").find("overflow"), std::string::npos) << e;
+  EXPECT_EQ(render("{{ [1, 2, 3][::9223372036854775807] }}{{ 'abc'[2::-9223372036854775807] }}"), "[1]c");
+  EXPECT_EQ(render("{{ range(0, 9223372036854775807, 4611686018427387904)|length }}"), "2");
 }
 
 // Bounded fuzz: truncations and random byte edits of a realistic template must either render or

@@ -269,3 +269,23 @@ def test_mutated_templates_match_jinja(run_mlxgp, tmp_path):
             rendered += 1
     print(f"mutated templates: {rendered} rendered identically, {raised} raised in both, stricter: {stricter}")
     assert rendered > 50 and raised > 50 and len(stricter) <= 3
+
+
+@pytest.mark.parametrize("name", ["smollm2", "llama3", "mistral_nemo"])
+def test_model_chat_template_matches_transformers(name, run_mlxgp, tmp_path):
+    """`--model`: the template and bos/eos strings come from our tokenizer loader (GGUF metadata or
+    tokenizer_config.json), compared with transformers' tokenizer loaded from the same files."""
+    _, render, _, _ = _reference(name)
+    model = DEFAULT_GGUF if name == "smollm2" else CACHE / "tokenizers" / name
+    convs = tmp_path / "conversations.jsonl"
+    convs.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in CONVERSATIONS), encoding="utf-8")
+    out = run_mlxgp("chat-template", "--model", model, "--messages-jsonl", convs)
+    got = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(got) == len(CONVERSATIONS)
+    for conv, ours in zip(CONVERSATIONS, got):
+        try:
+            want = render(conv, True)
+        except Exception:
+            assert isinstance(ours, dict) and "error" in ours, f"{name}: transformers raised, mlxgp gave {ours!r}"
+            continue
+        assert ours == want, f"{name} conversation {conv}:\nmlxgp: {ours!r}\nhf:    {want!r}"

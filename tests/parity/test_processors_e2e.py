@@ -15,7 +15,7 @@ def _configs(tok):
     plain = [tok(p).input_ids for p in PLAIN]
     chat = tok.apply_chat_template([{"role": "user", "content": CHAT}], add_generation_prompt=True, tokenize=True)
     chat = list(chat["input_ids"] if hasattr(chat, "keys") else chat)
-    n = 20
+    n = 16
     cases = [
         ("repetition_penalty 1.3", plain[0], {"repetition_penalty": 1.3}),
         ("repetition_penalty 1.1 code", plain[1], {"repetition_penalty": 1.1}),

@@ -47,6 +47,23 @@ def _cases():
     add("no_repeat_ngram_size=2 random", {"no_repeat_ngram_size": 2},
         lambda: [lp.NoRepeatNGramLogitsProcessor(2)], _rng_scores(rng, 4, 12), rng.integers(0, 12, (4, 60)))
 
+    sb = [[[3], 2.5], [[1, 2], -1.5], [[7, 1, 2], 4.0], [[4, 4], 1.0], [[9, 2], 0.5], [[3], -1.0], [[0, 7], 3.0]]
+    add("sequence_bias", {"sequence_bias": sb}, lambda: [lp.SequenceBiasLogitsProcessor(sb)],
+        _rng_scores(rng, 4, 20), [[0, 7, 1], [4, 4, 9], [1, 4, 4], [3, 3, 0]])
+    bad = [[3], [1, 2], [7, 1, 2], [4, 4, 4], [5], [9, 6], [8, 6]]  # [5] is an EOS: HF drops it
+    bad_ids = [[0, 7, 1], [4, 4, 9], [1, 4, 4], [3, 3, 8]]
+    add("bad_words_ids", {"bad_words_ids": bad, "eos_token_id": EOS},
+        lambda: [lp.NoBadWordsLogitsProcessor(bad, EOS)], _rng_scores(rng, 4, 20), bad_ids)
+    add("bad_words_ids prefix longer than context", {"bad_words_ids": [[1, 2, 3, 4, 5, 6], [2]]},
+        lambda: [lp.NoBadWordsLogitsProcessor([[1, 2, 3, 4, 5, 6], [2]])], _rng_scores(rng, 2, 20), [[1, 2], [2, 3]])
+    for t in (6, 7, 9):
+        add(f"exponential_decay_length_penalty T={t}", {"exponential_decay_length_penalty": [2, 1.5], "eos_token_id": EOS},
+            lambda: [lp.ExponentialDecayLengthPenalty((2, 1.5), EOS, 4)], _rng_scores(rng, 3, 20),
+            rng.integers(0, 20, (3, t)), prompt_len=4)
+    s = _rng_scores(rng, 2, 20)
+    s[0, 2] = -np.inf
+    add("exponential_decay_length_penalty -inf eos", {"exponential_decay_length_penalty": [0, 0.8], "eos_token_id": EOS},
+        lambda: [lp.ExponentialDecayLengthPenalty((0, 0.8), EOS, 3)], s, rng.integers(0, 20, (2, 6)), prompt_len=3)
     for t in (4, 9, 10, 12):
         add(f"min_length=10 T={t}", {"min_length": 10, "eos_token_id": EOS},
             lambda: [lp.MinLengthLogitsProcessor(10, EOS)], _rng_scores(rng, 2, 30), rng.integers(0, 30, (2, t)))
@@ -109,6 +126,14 @@ def _cases():
         lp.SuppressTokensLogitsProcessor([9]), lp.TemperatureLogitsWarper(0.8), lp.TopKLogitsWarper(30),
         lp.TopPLogitsWarper(0.9), lp.MinPLogitsWarper(0.05), lp.LogitNormalization()],
         _rng_scores(rng, 3, 60), rng.integers(0, 12, (3, 7)), prompt_len=5)
+    combo3 = {"sequence_bias": [[[4], -2.0], [[1, 2], 1.0]], "repetition_penalty": 1.3, "bad_words_ids": [[2, 3]],
+              "exponential_decay_length_penalty": [1, 1.2], "eos_token_id": EOS, "forced_eos_token_id": [5],
+              "max_length": 9}
+    add("combined biases", combo3, lambda: [
+        lp.SequenceBiasLogitsProcessor([[[4], -2.0], [[1, 2], 1.0]]), lp.RepetitionPenaltyLogitsProcessor(1.3),
+        lp.NoBadWordsLogitsProcessor([[2, 3]], EOS), lp.ForcedEOSTokenLogitsProcessor(9, [5]),
+        lp.ExponentialDecayLengthPenalty((1, 1.2), EOS, 4)],
+        _rng_scores(rng, 3, 30), [[1, 2, 1, 2, 0, 2, 2], [0, 0, 4, 1, 2, 3, 3], [6, 6, 6, 6, 6, 6, 1]], prompt_len=4)
     combo2 = {"do_sample": True, "top_k": 10, "typical_p": 0.8, "epsilon_cutoff": 0.01, "eta_cutoff": 0.01,
               "remove_invalid_values": True, "begin_suppress_tokens": [0]}
     add("combined warpers", combo2, lambda: [
@@ -163,6 +188,14 @@ def test_processors_parity(run_mlxgp, tmp_path):
     ('{"no_repeat_ngram_size": -1}', "field 'no_repeat_ngram_size' must be >= 0"),
     ('{"suppress_tokens": [-3]}', "field 'suppress_tokens' must be >= 0"),
     ('{"forced_bos_token_id": 99}', "forced_bos_token_id 99 is outside the vocabulary"),
+    ('{"bad_words_ids": [[1], []]}', "field 'bad_words_ids' must not contain an empty list"),
+    ('{"bad_words_ids": [[1, 12]]}', "biased token id 12 is outside the vocabulary"),
+    ('{"bad_words_ids": [3]}', "field 'bad_words_ids' expects a list of lists of token ids"),
+    ('{"exponential_decay_length_penalty": [1.5, 2]}', "field 'exponential_decay_length_penalty' must be"),
+    ('{"sequence_bias": [[[1], 2.0], [[]]]}', "field 'sequence_bias' expects a list of [[token ids], bias] pairs"),
+    ('{"sequence_bias": [[[], 2.0]]}', "field 'sequence_bias' must not contain an empty token list"),
+    ('{"epsilon_bias": 1}', "unknown field 'epsilon_bias'"),
+    ('{"num_beams": 2}', "field 'num_beams' is not implemented yet"),
 ])
 def test_process_logits_rejects_bad_config(run_mlxgp, tmp_path, config, message):
     from safetensors.numpy import save_file

@@ -2,6 +2,7 @@
 // MinLengthLogitsProcessor, MinNewTokensLengthLogitsProcessor, SuppressTokensLogitsProcessor,
 // SuppressTokensAtBeginLogitsProcessor, ForcedBOSTokenLogitsProcessor, ForcedEOSTokenLogitsProcessor.
 // The length is ids.shape(1) (all tokens so far), the prompt length comes from on_prompt().
+#include <cmath>
 #include <string>
 
 #include "generation/processors/common.h"
@@ -123,8 +124,35 @@ class ForcedEos : public LengthProcessor {
   std::vector<int> eos_;
 };
 
+class ExponentialDecay : public LengthProcessor {
+ public:
+  ExponentialDecay(int start, double factor, std::vector<int> eos) : start_(start), factor_(factor), eos_(std::move(eos)) {}
+  mx::array apply(const mx::array& logits, const mx::array& ids) override {
+    const int regulation_start = prompt_len_ + start_;
+    const int cur = ids.shape(1);
+    if (cur <= regulation_start || eos_.empty()) return logits;
+    for (int e : eos_)
+      if (e < 0 || e >= logits.shape(-1)) fail("generate", "eos_token_id " + std::to_string(e) + " is outside the vocabulary");
+    // HF computes factor**n - 1 in Python (double); torch then multiplies in float32. Non-finite
+    // EOS logits get no penalty.
+    const float scale = static_cast<float>(std::pow(factor_, cur - regulation_start) - 1.0);
+    auto penalty = mx::multiply(mx::abs(logits), mx::array(scale, logits.dtype()));
+    penalty = mx::where(mx::isfinite(logits), penalty, mx::array(0.0f, logits.dtype()));
+    return mx::where(processors::vocab_mask(logits.shape(-1), eos_), mx::add(logits, penalty), logits);
+  }
+  std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<ExponentialDecay>(*this); }
+
+ private:
+  int start_;
+  double factor_;
+  std::vector<int> eos_;
+};
+
 }  // namespace
 
+std::unique_ptr<LogitsProcessor> make_exponential_decay(int start_index, double factor, std::vector<int> eos) {
+  return std::make_unique<ExponentialDecay>(start_index, factor, std::move(eos));
+}
 std::unique_ptr<LogitsProcessor> make_min_length(int min_length, std::optional<int> min_new_tokens,
                                                  std::vector<int> eos) {
   return std::make_unique<MinLength>(min_length, min_new_tokens, std::move(eos));

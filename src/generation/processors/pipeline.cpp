@@ -40,8 +40,10 @@ void LogitsProcessorList::on_token(const mx::array& tokens) {
 LogitsProcessorList build_logits_processors(const GenerationConfig& config) {
   LogitsProcessorList list;
   const std::vector<int> eos = config.eos_token_id.value_or(std::vector<int>{});
+  if (config.sequence_bias) list.add(make_sequence_bias(*config.sequence_bias));
   if (config.repetition_penalty != 1.0) list.add(make_repetition_penalty(config.repetition_penalty));
   if (config.no_repeat_ngram_size > 0) list.add(make_no_repeat_ngram(config.no_repeat_ngram_size));
+  if (config.bad_words_ids) list.add(make_bad_words(*config.bad_words_ids, eos));
   // HF needs an EOS for the min-length processors; min_new_tokens makes min_length = prompt + it.
   if (!eos.empty() && (config.min_new_tokens || config.min_length > 0))
     list.add(make_min_length(config.min_length, config.min_new_tokens, eos));
@@ -51,6 +53,9 @@ LogitsProcessorList build_logits_processors(const GenerationConfig& config) {
   if (config.forced_eos_token_id)
     list.add(make_forced_eos(config.max_length, config.max_new_tokens, *config.forced_eos_token_id));
   if (config.remove_invalid_values) list.add(make_remove_invalid_values());
+  if (config.exponential_decay_length_penalty)
+    list.add(make_exponential_decay(static_cast<int>((*config.exponential_decay_length_penalty)[0]),
+                                    (*config.exponential_decay_length_penalty)[1], eos));
   if (config.suppress_tokens) list.add(make_suppress_tokens(*config.suppress_tokens));
   if (config.begin_suppress_tokens)
     list.add(make_begin_suppress_tokens(*config.begin_suppress_tokens, config.forced_bos_token_id.has_value()));
