@@ -7,15 +7,22 @@ cd "$root"
 cache="${MLXGP_CACHE:-$root/.cache}"
 mkdir -p "$cache/stamps" "$cache/models"
 
-# System packages (Debian). On macOS use Homebrew: cmake ninja googletest nlohmann-json pcre2.
-if [ ! -f "$cache/stamps/apt" ]; then
+# System packages (Debian). On macOS use Homebrew: cmake ninja pkg-config googletest nlohmann-json pcre2.
+# The stamp names the package list, so adding a package re-runs this step on machines set up before.
+apt_pkgs="g++ cmake ninja-build pkg-config libgtest-dev nlohmann-json3-dev libpcre2-dev libopenblas-dev npm"
+apt_stamp="$cache/stamps/apt-$(echo "$apt_pkgs" | sha256sum | cut -c1-16)"
+if [ ! -f "$apt_stamp" ]; then
   if command -v apt-get >/dev/null 2>&1; then
     sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq \
-      g++ cmake ninja-build libgtest-dev nlohmann-json3-dev libpcre2-dev libopenblas-dev >/dev/null
+    missing=$(for p in $apt_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+    # npm ships with the machine's Node.js on some images; only ask apt for it when no npm exists.
+    if command -v npm >/dev/null 2>&1; then missing=$(echo "$missing" | grep -vx npm || true); fi
+    if [ -n "$missing" ]; then
+      $sudo_cmd apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq $missing >/dev/null
+    fi
   fi
-  touch "$cache/stamps/apt"
+  touch "$apt_stamp"
 fi
 
 # Python environment with every package pinned (MLX's C++ library comes from the mlx[cpu] wheel).
