@@ -123,9 +123,10 @@ int run_generate(const std::vector<std::string>& argv) {
   validate(config);
   if (args.has("show-config"))
     std::cerr << describe(with_model_defaults(config, loaded.model->config(), loaded.tokenizer.get()));
-  if (!config.do_sample && (args.has("top-k") || args.has("top-p")))
-    std::cerr << "[config] warning: top_k/top_p only apply when sampling (--do-sample or --temperature > 0); "
-                 "generating greedily\n";
+  if (!config.do_sample && (args.has("top-k") || args.has("top-p") || args.has("min-p") || args.has("typical-p") ||
+                            args.has("epsilon-cutoff") || args.has("eta-cutoff")))
+    std::cerr << "[config] warning: top_k/top_p/min_p/typical_p/epsilon_cutoff/eta_cutoff only apply when sampling "
+                 "(--do-sample or --temperature > 0); generating greedily\n";
 
   std::vector<int> prompt_ids;
   if (input_ids) {

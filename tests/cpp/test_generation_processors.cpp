@@ -121,3 +121,34 @@ TEST(Processors, PipelineOrderAndNeutralDefaults) {
   EXPECT_NEAR(out[1], std::log(0.5f), 1e-6);
   EXPECT_NEAR(out[2], std::log(0.5f), 1e-6);
 }
+
+TEST(Processors, SequenceBiasSingleAndMultiToken) {
+  // [2] always gets +1; [0, 3] adds 5 to token 3 only when the ids end with 0; [1, 3] does not match.
+  auto p = make_sequence_bias({{{2}, 1.0}, {{0, 3}, 5.0}, {{1, 3}, -7.0}});
+  EXPECT_EQ(vec(p->apply(scores({0, 0, 0, 0}), ids({1, 0}))), (std::vector<float>{0, 0, 1, 5}));
+  // Single-token biases need no ids: the Generator then passes a placeholder.
+  auto single = make_sequence_bias({{{1}, -2.0}});
+  EXPECT_FALSE(single->needs_ids());
+  EXPECT_EQ(vec(single->apply(scores({0, 0}), mx::array(0))), (std::vector<float>{0, -2}));
+}
+
+TEST(Processors, BadWordsKeepsASingleEosReachable) {
+  auto p = make_bad_words({{3}, {1}, {2, 0}}, /*eos=*/{3});
+  EXPECT_EQ(vec(p->apply(scores({1, 1, 1, 1}), ids({0, 2}))), (std::vector<float>{-kInf, -kInf, 1, 1}));
+}
+
+TEST(Processors, ListFieldsFromJsonAndText) {
+  GenerationConfig c;
+  apply_generation_config_json(c, R"({"bad_words_ids": [[1, 2], [3]], "sequence_bias": [[[4], -1.5]]})",
+                               ConfigSource::User);
+  EXPECT_EQ(*c.bad_words_ids, (std::vector<std::vector<int>>{{1, 2}, {3}}));
+  ASSERT_EQ(c.sequence_bias->size(), 1u);
+  EXPECT_EQ((*c.sequence_bias)[0].second, -1.5);
+  set_generation_config_field(c, "bad_words_ids", "5;6,7");
+  EXPECT_EQ(*c.bad_words_ids, (std::vector<std::vector<int>>{{5}, {6, 7}}));
+  set_generation_config_field(c, "sequence_bias", "1,2:0.5;3:-2");
+  EXPECT_EQ((*c.sequence_bias)[1].first, std::vector<int>{3});
+  EXPECT_THROW(set_generation_config_field(c, "sequence_bias", "1,2"), Error);
+  c.exponential_decay_length_penalty = std::vector<double>{2.5, 1.1};
+  EXPECT_THROW(validate(c), Error);
+}

@@ -34,6 +34,12 @@ def _configs(tok):
         ("chat all length processors", chat, {"min_new_tokens": 8, "min_length": 5, "repetition_penalty": 1.15,
                                               "suppress_tokens": [30], "begin_suppress_tokens": [504]}),
         ("chat eos stop with repetition", chat, {"repetition_penalty": 1.05}),
+        ("sequence_bias", plain[0], {"sequence_bias": [[[351], -5.0], [[351, 253], -3.0], [[2365], 2.5]]}),
+        ("sequence_bias single tokens only", plain[2], {"sequence_bias": [[[28], -4.0], [[1082], 3.0]]}),
+        ("bad_words_ids multi-token", plain[0], {"bad_words_ids": [[253, 2365], [33391], [28, 284]]}),
+        ("exponential_decay_length_penalty", plain[3], {"exponential_decay_length_penalty": [4, 1.6]}),
+        ("biases + min_new_tokens chat", chat, {"sequence_bias": [[[30], 1.5]], "bad_words_ids": [[16024]],
+                                               "min_new_tokens": 6, "exponential_decay_length_penalty": [8, 1.3]}),
         ("code combo", plain[1], {"no_repeat_ngram_size": 4, "repetition_penalty": 1.05, "forced_eos_token_id": [2],
                                   "renormalize_logits": True}),
     ]

@@ -208,3 +208,32 @@ def test_process_logits_rejects_bad_config(run_mlxgp, tmp_path, config, message)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--repetition-penalty", "0"], "field 'repetition_penalty' must be > 0, got 0"),
+    (["--no-repeat-ngram-size", "two"], "field 'no_repeat_ngram_size' expects an integer, got 'two'"),
+    (["--min-new-tokens", "-1"], "field 'min_new_tokens' must be >= 0, got -1"),
+    (["--min-p", "2"], "field 'min_p' must be in [0, 1], got 2"),
+    (["--eta-cutoff", "1"], "field 'eta_cutoff' must be in [0, 1), got 1"),
+    (["--bad-words-ids", "1,x;3"], "field 'bad_words_ids' expects an integer, got 'x'"),
+    (["--sequence-bias", "1,2"], "field 'sequence_bias' expects ids:bias pairs"),
+    (["--exponential-decay-length-penalty", "3"], "field 'exponential_decay_length_penalty' must be [start_index"),
+])
+def test_generate_rejects_bad_processor_flags(run_mlxgp, flags, message):
+    proc = run_mlxgp("generate", "--prompt", "Hi", *flags, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
+def test_generate_accepts_processor_flags(run_mlxgp, default_gguf):
+    """The flag spellings of the list fields parse and run (values checked by the e2e parity test)."""
+    proc = run_mlxgp("generate", "--model", default_gguf, "--input-ids", "504,2365,6354,16438", "--max-new-tokens", 4,
+                     "--bad-words-ids", "351;253,2365", "--sequence-bias", "28:-1.5;351,253:2", "--min-new-tokens", 2,
+                     "--repetition-penalty", "1.1", "--no-repeat-ngram-size", 3, "--show-config", "--json")
+    out = json.loads(proc.stdout)
+    assert len(out["sequences"][0]["token_ids"]) == 4
+    assert 351 not in out["sequences"][0]["token_ids"]
+    assert 'bad_words_ids = [[351],[253,2365]]' in proc.stderr
+    assert 'sequence_bias = [[[28],-1.5],[[351,253],2.0]]' in proc.stderr

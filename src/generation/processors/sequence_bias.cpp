@@ -33,7 +33,8 @@ class SequenceBiasProcessor : public LogitsProcessor {
   }
 
   mx::array apply(const mx::array& logits, const mx::array& ids_in) override {
-    const int b = logits.shape(0), v = logits.shape(-1), t = ids_in.shape(1);
+    const int b = logits.shape(0), v = logits.shape(-1);
+    const int t = multi_.empty() ? 0 : ids_in.shape(1);  // ids are a placeholder when !needs_ids()
     check_vocab(v);
     auto bias = mx::zeros({v}, mx::float32);
     if (!single_ids_.empty()) {
