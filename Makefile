@@ -17,7 +17,7 @@ build: setup $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j 2
 
 run: build
-	$(BUILD)/mlxgp generate --model default --prompt "$(PROMPT)" --max-new-tokens 64
+	$(BUILD)/mlxgp generate --model default --chat --prompt "$(PROMPT)" --max-new-tokens 64
 
 test-cpp: build
 	cd $(BUILD) && ctest --output-on-failure -j 2

@@ -9,6 +9,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "mlxgp/chat_template.h"
 #include "mlxgp/error.h"
 #include "mlxgp/generate.h"
 #include "mlxgp/generation_config.h"
@@ -77,6 +78,21 @@ nlohmann::ordered_json result_json(const GenerationResult& r) {
 
 }  // namespace
 
+// transformers' apply_chat_template(messages, add_generation_prompt=True, tokenize=True): the rendered
+// text already holds the special tokens, so it is encoded without adding more.
+static std::vector<int> chat_prompt_ids(const Tokenizer& tokenizer, const std::string& prompt,
+                                 const std::optional<std::string>& system) {
+  if (tokenizer.chat_template().empty()) fail("generate", "the model's tokenizer has no chat template; drop --chat");
+  std::vector<ChatMessage> messages;
+  if (system) messages.push_back({"system", *system});
+  messages.push_back({"user", prompt});
+  SpecialTokens special;
+  if (auto id = tokenizer.bos_token_id()) special.bos_token = tokenizer.id_to_token(*id);
+  if (auto id = tokenizer.eos_token_id()) special.eos_token = tokenizer.id_to_token(*id);
+  std::string text = apply_chat_template(tokenizer.chat_template(), messages, true, special);
+  return tokenizer.encode(text, /*add_special_tokens=*/false);
+}
+
 int run_generate(const std::vector<std::string>& argv) {
   Args args("generate",
             "Generate text from a prompt or token ids. Settings come from the model's generation_config.json,\n"
@@ -84,6 +100,8 @@ int run_generate(const std::vector<std::string>& argv) {
   args.option("model", "default | model folder | file.gguf (default: default)")
       .option("prompt", "prompt text (encoded with the model's tokenizer, special tokens added as HF does)")
       .option("input-ids", "comma-separated prompt token ids, e.g. 1,2,3 (instead of --prompt)")
+      .option("chat", "wrap --prompt in the model's chat template as one user turn (add_generation_prompt)", false)
+      .option("system", "with --chat: a system message before the user turn")
       .option("config", "generation config JSON file (HF generation_config.json field names)");
   for (auto& f : generation_config_fields()) {
     std::string help = f.help + (f.default_text.empty() ? "" : " [default " + f.default_text + "]");
@@ -99,6 +117,8 @@ int run_generate(const std::vector<std::string>& argv) {
   if (!args.parse(argv)) return 0;
 
   if (args.has("prompt") == args.has("input-ids")) fail("cli", "pass exactly one of --prompt and --input-ids");
+  if (args.has("system") && !args.has("chat")) fail("cli", "--system needs --chat");
+  if (args.has("chat") && !args.has("prompt")) fail("cli", "--chat needs --prompt");
   auto input_ids = args.get_int_list("input-ids");
   GeneratorOptions gen_options;
   if (auto n = args.get_int("prefill-chunk-size")) {
@@ -133,7 +153,8 @@ int run_generate(const std::vector<std::string>& argv) {
     prompt_ids = *input_ids;
   } else {
     if (!loaded.tokenizer) fail("generate", "the model has no tokenizer; pass --input-ids instead of --prompt");
-    prompt_ids = loaded.tokenizer->encode(*args.get("prompt"));
+    prompt_ids = args.has("chat") ? chat_prompt_ids(*loaded.tokenizer, *args.get("prompt"), args.get("system"))
+                                  : loaded.tokenizer->encode(*args.get("prompt"));
   }
 
   const bool as_json = args.has("json");

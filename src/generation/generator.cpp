@@ -128,7 +128,8 @@ void Generator::prefill(const std::vector<int>& prompt_ids) {
   while (pos < n) {
     int len = std::min(chunk, n - pos);
     auto part = mx::slice(ids, {0, pos}, {1, pos + len});
-    logits = model_.forward(part, caches_);
+    // Only the last position's logits are needed: skip the lm_head over the rest of the prompt.
+    logits = model_.forward_last(part, caches_, 1);
     pos += len;
   }
   auto last = mx::slice(*logits, {0, logits->shape(1) - 1, 0}, {1, logits->shape(1), logits->shape(2)});
