@@ -11,8 +11,10 @@
 
 #include "args.h"
 #include "commands.h"
+#include "files.h"
 #include "mlxgp/chat_template.h"
 #include "mlxgp/error.h"
+#include "mlxgp/loader.h"
 #include "mlxgp/paths.h"
 #include "mlxgp/tokenizer.h"
 
@@ -21,14 +23,6 @@ namespace mlxgp::cli {
 namespace {
 
 using ojson = nlohmann::ordered_json;
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("cli", "cannot open '" + path + "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 ojson parse_json(const std::string& text, const std::string& where) {
   try {
@@ -49,25 +43,6 @@ std::string render_one(const std::string& source, const ojson& conv, bool gen_pr
   return apply_chat_template(source, conv["messages"], gen_prompt, st, extra);
 }
 
-// The tokenizer of --model ("default", a GGUF file, or a folder with tokenizer.json), which carries
-// the model's chat template and special tokens; loaded without touching the weights.
-std::shared_ptr<Tokenizer> model_tokenizer(const std::string& model) {
-  namespace fs = std::filesystem;
-  std::string path = resolve_model_path(model);
-  if (fs::is_directory(path)) {
-    auto tj = fs::path(path) / "tokenizer.json";
-    if (!fs::exists(tj)) fail("chat_template", "no tokenizer.json in '" + path + "'");
-    return Tokenizer::from_files(tj.string());
-  }
-  if (!fs::exists(path)) fail("chat_template", "model path '" + path + "' does not exist");
-  std::unordered_map<std::string, mlx::core::GGUFMetaData> meta;
-  try {
-    meta = mlx::core::load_gguf(path).second;
-  } catch (const std::exception& e) {
-    fail("chat_template", "cannot read GGUF '" + path + "': " + e.what());
-  }
-  return Tokenizer::from_gguf(meta);
-}
 
 std::string token_text(const Tokenizer& tok, std::optional<int> id) {
   return id ? tok.id_to_token(*id) : std::string();
@@ -90,13 +65,13 @@ int run_chat_template(const std::vector<std::string>& argv) {
   std::string source;
   SpecialTokens st;
   if (auto m = a.get("model")) {
-    auto tok = model_tokenizer(*m);
+    auto tok = load_tokenizer(*m);
     source = tok->chat_template();
     st.bos_token = token_text(*tok, tok->bos_token_id());
     st.eos_token = token_text(*tok, tok->eos_token_id());
     if (source.empty() && !a.has("template-file")) fail("chat_template", "model '" + *m + "' has no chat template");
   }
-  if (auto f = a.get("template-file")) source = slurp(*f);
+  if (auto f = a.get("template-file")) source = read_file(*f);
   else if (!a.has("model")) fail("cli", "give --template-file or --model");
   if (auto b = a.get("bos")) st.bos_token = *b;
   if (auto e = a.get("eos")) st.eos_token = *e;
@@ -105,10 +80,10 @@ int run_chat_template(const std::vector<std::string>& argv) {
     fail("cli", "give exactly one of --messages-json and --messages-jsonl");
   ChatTemplate::parse(source);  // report template syntax errors before any conversation
   if (auto f = a.get("messages-json")) {
-    std::cout << render_one(source, parse_json(slurp(*f), *f), gen_prompt, st);
+    std::cout << render_one(source, parse_json(read_file(*f), *f), gen_prompt, st);
     return 0;
   }
-  std::istringstream lines(slurp(*a.get("messages-jsonl")));
+  std::istringstream lines(read_file(*a.get("messages-jsonl")));
   std::string line;
   int n = 0;
   while (std::getline(lines, line)) {

@@ -9,6 +9,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "files.h"
 #include "mlxgp/chat_template.h"
 #include "mlxgp/error.h"
 #include "mlxgp/generate.h"
@@ -25,18 +26,10 @@ std::string flag_name(std::string field) {
   return field;
 }
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("config", "cannot read --config file '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // The user's layers (--config file, then flags) applied onto `config`.
 void apply_user_layers(GenerationConfig& config, const Args& args) {
   if (auto path = args.get("config"))
-    apply_generation_config_json(config, read_text_file(*path), ConfigSource::User);
+    apply_generation_config_json(config, read_file(*path, "config"), ConfigSource::User);
   for (auto& f : generation_config_fields())
     if (auto v = args.get(flag_name(f.name))) set_generation_config_field(config, f.name, *v);
   // --temperature T > 0 means sampling, T == 0 greedy (mlx-lm / llama.cpp convention).

@@ -12,6 +12,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "files.h"
 #include "mlxgp/error.h"
 #include "mlxgp/loader.h"
 
@@ -68,17 +69,7 @@ int run_logits(const std::vector<std::string>& argv) {
     std::printf("prefill_tokens %d prefill_ms %.3f decode_tokens %d decode_ms_per_token %.3f\n", prefill,
                 ms(t1 - t0), T - prefill, T > prefill ? ms(t2 - t1) / (T - prefill) : 0.0);
   }
-  // Write beside the target and rename, so a reader never sees a half-written file.
-  const std::string tmp = out + ".tmp";
-  try {
-    mx::save_safetensors(std::make_shared<mx::io::FileWriter>(tmp), {{"logits", logits}});
-  } catch (const std::exception& e) {
-    std::filesystem::remove(tmp);
-    fail("logits", "cannot write " + out + ": " + e.what());
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, out, ec);
-  if (ec) fail("logits", "cannot write " + out + ": " + ec.message());
+  save_safetensors_atomic(out, {{"logits", logits}}, "logits");
   return 0;
 }
 

@@ -12,6 +12,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "files.h"
 #include "mlxgp/error.h"
 #include "mlxgp/generation_config.h"
 #include "mlxgp/logits_processor.h"
@@ -22,14 +23,6 @@ namespace mx = mlx::core;
 using nlohmann::json;
 
 namespace {
-
-std::string read_file(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cli", std::string("cannot read ") + what + " '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 json parse_json(const std::string& text, const char* what) {
   try {
@@ -82,8 +75,8 @@ int run_process_logits(const std::vector<std::string>& argv) {
       .option("prompt-len", "how many leading ids are the prompt (default: all; batch mode: a comma list)")
       .option("out", "output .safetensors file (same keys as --scores)");
   if (!args.parse(argv)) return 0;
-  json config = parse_json(read_file(args.require("config"), "--config"), "--config");
-  json ids = parse_json(read_file(args.require("input-ids-file"), "--input-ids-file"), "--input-ids-file");
+  json config = parse_json(read_file(args.require("config")), "--config");
+  json ids = parse_json(read_file(args.require("input-ids-file")), "--input-ids-file");
   const std::string out = args.require("out");
   std::unordered_map<std::string, mx::array> inputs;
   try {
@@ -111,16 +104,7 @@ int run_process_logits(const std::vector<std::string>& argv) {
     results.insert_or_assign("scores", run_case(config, get("scores"), ids, args.get_int("prompt-len")));
   }
   for (auto& [k, v] : results) mx::eval(v);
-  const std::string tmp = out + ".tmp.safetensors";  // mlx appends .safetensors otherwise
-  try {
-    mx::save_safetensors(tmp, results);
-  } catch (const std::exception& e) {
-    std::filesystem::remove(tmp);
-    fail("cli", "cannot write " + out + ": " + e.what());
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, out, ec);
-  if (ec) fail("cli", "cannot write " + out + ": " + ec.message());
+  save_safetensors_atomic(out, results);
   return 0;
 }
 

@@ -11,7 +11,9 @@
 
 #include "args.h"
 #include "commands.h"
+#include "files.h"
 #include "mlxgp/error.h"
+#include "mlxgp/loader.h"
 #include "mlxgp/paths.h"
 #include "mlxgp/tokenizer.h"
 
@@ -22,33 +24,12 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-// --tokenizer FILE (a tokenizer.json), else --model: a GGUF file, or a folder with tokenizer.json.
-// Resolved here rather than through the model loader, so tokenizing never touches weights.
-std::shared_ptr<Tokenizer> load_tokenizer(const Args& args) {
+// --tokenizer FILE (a tokenizer.json), else the tokenizer of --model (weights are not read).
+std::shared_ptr<Tokenizer> tokenizer_for(const Args& args) {
   if (auto t = args.get("tokenizer")) return Tokenizer::from_files(*t);
-  std::string path = resolve_model_path(args.get("model").value_or("default"));
-  if (fs::is_directory(path)) {
-    auto tj = fs::path(path) / "tokenizer.json";
-    if (!fs::exists(tj)) fail("tokenizer", "no tokenizer.json in '" + path + "'");
-    return Tokenizer::from_files(tj.string());
-  }
-  if (!fs::exists(path)) fail("tokenizer", "model path '" + path + "' does not exist");
-  std::unordered_map<std::string, mlx::core::GGUFMetaData> meta;
-  try {
-    meta = mlx::core::load_gguf(path).second;
-  } catch (const std::exception& e) {
-    fail("tokenizer", "cannot read GGUF '" + path + "': " + e.what());
-  }
-  return Tokenizer::from_gguf(meta);
+  return load_tokenizer(args.get("model").value_or("default"));
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("cli", "cannot open '" + path + "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 std::vector<std::string> split_lines(const std::string& s) {
   std::vector<std::string> lines;
@@ -83,7 +64,7 @@ int run_tokenize(const std::vector<std::string>& argv) {
   if (!a.parse(argv)) return 0;
   if (a.has("text") == a.has("file")) fail("cli", "give exactly one of --text or --file");
   if ((a.has("lines") || a.has("jsonl")) && !a.has("file")) fail("cli", "--lines and --jsonl need --file");
-  auto tok = load_tokenizer(a);
+  auto tok = tokenizer_for(a);
   bool special = !a.has("no-special-tokens");
   bool as_json = a.has("json") && !a.has("ids-only");
   double seconds = 0;
@@ -134,7 +115,7 @@ int run_detokenize(const std::vector<std::string>& argv) {
       .option("stream", "decode through the streaming detokenizer; prints the JSON array of chunks", false);
   if (!a.parse(argv)) return 0;
   if (a.has("ids") == a.has("file")) fail("cli", "give exactly one of --ids or --file");
-  auto tok = load_tokenizer(a);
+  auto tok = tokenizer_for(a);
   bool skip = a.has("skip-special-tokens");
   bool stream = a.has("stream");
   auto decode = [&](const std::vector<int>& ids) -> json {

@@ -31,4 +31,8 @@ struct LoadedModel {
 // `path` may be "default". Throws [load]/[config]/[safetensors]/[gguf]/[model] errors.
 LoadedModel load(const std::string& path, const LoadOptions& options = {});
 
+// Only the tokenizer of a model (folder with tokenizer.json, or GGUF metadata), without building the
+// model. `path` may be "default". Throws [load]/[gguf]/[tokenizer].
+std::shared_ptr<Tokenizer> load_tokenizer(const std::string& path);
+
 }  // namespace mlxgp

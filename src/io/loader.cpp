@@ -103,6 +103,24 @@ WeightMap load_folder_weights(const fs::path& dir) {
   return w;
 }
 
+// tokenizer.json (+ tokenizer_config.json for the chat template and special tokens) when present.
+std::shared_ptr<Tokenizer> folder_tokenizer(const fs::path& dir) {
+  if (!fs::exists(dir / "tokenizer.json")) return nullptr;
+  auto tc = dir / "tokenizer_config.json";
+  return Tokenizer::from_files((dir / "tokenizer.json").string(), fs::exists(tc) ? tc.string() : "");
+}
+
+// Resolves "default" and checks the path exists; returns the path and whether it is a folder.
+std::pair<std::string, bool> resolve_existing(const std::string& path) {
+  const std::string resolved = resolve_model_path(path);
+  std::error_code ec;
+  auto status = fs::status(resolved, ec);
+  if (ec || !fs::exists(status)) fail("load", "no such file or folder: " + resolved);
+  if (!fs::is_directory(status) && fs::path(resolved).extension() != ".gguf")
+    fail("load", resolved + " is neither a model folder nor a .gguf file");
+  return {resolved, fs::is_directory(status)};
+}
+
 LoadedModel load_folder(const fs::path& dir, const LoadOptions& options) {
   const auto cfg_path = dir / "config.json";
   if (!fs::exists(cfg_path)) fail("load", "folder " + dir.string() + " has no config.json");
@@ -116,10 +134,7 @@ LoadedModel load_folder(const fs::path& dir, const LoadOptions& options) {
   apply_dtype(weights, options.dtype, config.quantization ? config.quantization->group_size : 64);
   if (options.dtype) config.quantization.reset();
   out.model = create_model(config, std::move(weights));
-  if (fs::exists(dir / "tokenizer.json")) {
-    auto tc = dir / "tokenizer_config.json";
-    out.tokenizer = Tokenizer::from_files((dir / "tokenizer.json").string(), fs::exists(tc) ? tc.string() : "");
-  }
+  out.tokenizer = folder_tokenizer(dir);
   if (fs::exists(dir / "generation_config.json"))
     out.generation_config_json = io::read_text_file((dir / "generation_config.json").string());
   return out;
@@ -140,18 +155,8 @@ LoadedModel load_gguf(const fs::path& file, const LoadOptions& options) {
 }  // namespace
 
 LoadedModel load(const std::string& path, const LoadOptions& options) {
-  const std::string resolved = resolve_model_path(path);
-  std::error_code ec;
-  auto status = fs::status(resolved, ec);
-  if (ec || !fs::exists(status)) fail("load", "no such file or folder: " + resolved);
-  LoadedModel out;
-  if (fs::is_directory(status)) {
-    out = load_folder(resolved, options);
-  } else if (fs::path(resolved).extension() == ".gguf") {
-    out = load_gguf(resolved, options);
-  } else {
-    fail("load", resolved + " is neither a model folder nor a .gguf file");
-  }
+  auto [resolved, is_folder] = resolve_existing(path);
+  LoadedModel out = is_folder ? load_folder(resolved, options) : load_gguf(resolved, options);
   // Materialise the weights now (MLX loads lazily): read errors surface here rather than in the
   // first forward, and time-to-first-token measures compute, not disk reads.
   std::vector<mx::array> params;
@@ -159,6 +164,18 @@ LoadedModel load(const std::string& path, const LoadOptions& options) {
   mx::eval(params);
   out.source = resolved;
   return out;
+}
+
+std::shared_ptr<Tokenizer> load_tokenizer(const std::string& path) {
+  auto [resolved, is_folder] = resolve_existing(path);
+  if (is_folder) {
+    auto tok = folder_tokenizer(resolved);
+    if (!tok) fail("tokenizer", "no tokenizer.json in " + resolved);
+    return tok;
+  }
+  auto meta = io::load_gguf_checked(resolved).second;
+  if (!meta.count("tokenizer.ggml.model")) fail("tokenizer", resolved + " has no tokenizer metadata");
+  return Tokenizer::from_gguf(meta);
 }
 
 }  // namespace mlxgp

@@ -1,0 +1,19 @@
+// File helpers shared by the subcommands.
+#pragma once
+
+#include <string>
+#include <unordered_map>
+
+#include <mlx/array.h>
+
+namespace mlxgp::cli {
+
+// Whole-file read; throws [component] "cannot read 'path'".
+std::string read_file(const std::string& path, const std::string& component = "cli");
+
+// Writes beside `path` and renames, so a reader never sees a half-written file; throws [component].
+void save_safetensors_atomic(const std::string& path,
+                             const std::unordered_map<std::string, mlx::core::array>& tensors,
+                             const std::string& component = "cli");
+
+}  // namespace mlxgp::cli
