@@ -29,7 +29,7 @@ std::string flag_name(std::string field) {
 // The user's layers (--config file, then flags) applied onto `config`.
 void apply_user_layers(GenerationConfig& config, const Args& args) {
   if (auto path = args.get("config"))
-    apply_generation_config_json(config, read_file(*path, "config"), ConfigSource::User);
+    apply_generation_config_json(config, read_file(*path, "config", "--config file"), ConfigSource::User);
   for (auto& f : generation_config_fields())
     if (auto v = args.get(flag_name(f.name))) set_generation_config_field(config, f.name, *v);
   // --temperature T > 0 means sampling, T == 0 greedy (mlx-lm / llama.cpp convention).

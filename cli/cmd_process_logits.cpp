@@ -75,8 +75,8 @@ int run_process_logits(const std::vector<std::string>& argv) {
       .option("prompt-len", "how many leading ids are the prompt (default: all; batch mode: a comma list)")
       .option("out", "output .safetensors file (same keys as --scores)");
   if (!args.parse(argv)) return 0;
-  json config = parse_json(read_file(args.require("config")), "--config");
-  json ids = parse_json(read_file(args.require("input-ids-file")), "--input-ids-file");
+  json config = parse_json(read_file(args.require("config"), "cli", "--config"), "--config");
+  json ids = parse_json(read_file(args.require("input-ids-file"), "cli", "--input-ids-file"), "--input-ids-file");
   const std::string out = args.require("out");
   std::unordered_map<std::string, mx::array> inputs;
   try {

@@ -10,9 +10,9 @@
 
 namespace mlxgp::cli {
 
-std::string read_file(const std::string& path, const std::string& component) {
+std::string read_file(const std::string& path, const std::string& component, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(component, "cannot read '" + path + "'");
+  if (!in) fail(component, "cannot read " + (what.empty() ? "" : what + " ") + "'" + path + "'");
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();

@@ -8,8 +8,8 @@
 
 namespace mlxgp::cli {
 
-// Whole-file read; throws [component] "cannot read 'path'".
-std::string read_file(const std::string& path, const std::string& component = "cli");
+// Whole-file read; throws [component] "cannot read <what> 'path'" (what: e.g. "--config file").
+std::string read_file(const std::string& path, const std::string& component = "cli", const std::string& what = "");
 
 // Writes beside `path` and renames, so a reader never sees a half-written file; throws [component].
 void save_safetensors_atomic(const std::string& path,
