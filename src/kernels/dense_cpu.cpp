@@ -1,4 +1,5 @@
 #include "kernels/dense_cpu.h"
+#include "kernels/row_blocks.h"
 
 #include <cstddef>
 #include <type_traits>
@@ -96,23 +97,13 @@ MLXGP_AVX512 void rows_avx512(const DenseArgs& a, int m0, int n0, int n1) {
 void dense_rows(const DenseArgs& a, int n0, int n1, Isa isa) {
 #if defined(__x86_64__)
   if (isa != Isa::portable) {
-    for (int m0 = 0; m0 < a.M;) {
-      const int mb = a.M - m0 >= 4 ? 4 : a.M - m0;
-      auto run = [&](auto mbc) {
-        constexpr int MB = decltype(mbc)::value;
-        if (isa == Isa::avx512)
-          rows_avx512<MB>(a, m0, n0, n1);
-        else
-          rows_avx2<MB>(a, m0, n0, n1);
-      };
-      switch (mb) {
-        case 4: run(std::integral_constant<int, 4>{}); break;
-        case 3: run(std::integral_constant<int, 3>{}); break;
-        case 2: run(std::integral_constant<int, 2>{}); break;
-        default: run(std::integral_constant<int, 1>{}); break;
-      }
-      m0 += mb;
-    }
+    for_row_blocks(a.M, [&](int m0, auto mbc) {
+      constexpr int MB = decltype(mbc)::value;
+      if (isa == Isa::avx512)
+        rows_avx512<MB>(a, m0, n0, n1);
+      else
+        rows_avx2<MB>(a, m0, n0, n1);
+    });
     return;
   }
 #endif

@@ -10,6 +10,7 @@
 #include <mlx/mlx.h>
 #include <mlx/primitives.h>
 
+#include "kernels/cpu_task.h"
 #include "kernels/dense_cpu.h"
 #include "kernels/row_major.h"
 #include "kernels/thread_pool.h"
@@ -38,13 +39,10 @@ class CpuDenseLinear : public mx::UnaryPrimitive {
   explicit CpuDenseLinear(mx::Stream s) : mx::UnaryPrimitive(s) {}
 
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    // As every MLX CPU primitive: enqueue the work on the stream's encoder, never run it inline.
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (auto& a : in) enc.set_input_array(a);
-    enc.set_output_array(out);
-    enc.dispatch([x = mx::array::unsafe_weak_copy(in[0]), w = mx::array::unsafe_weak_copy(in[1]),
-                  o = mx::array::unsafe_weak_copy(out)]() mutable { run_dense(x, w, o); });
+    enqueue_cpu(stream(), in, out, [&] {
+      return [x = mx::array::unsafe_weak_copy(in[0]), w = mx::array::unsafe_weak_copy(in[1]),
+              o = mx::array::unsafe_weak_copy(out)]() mutable { run_dense(x, w, o); };
+    });
   }
 
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {

@@ -1,4 +1,5 @@
 #include "kernels/qmm_cpu.h"
+#include "kernels/row_blocks.h"
 
 #include <algorithm>
 #include <cstddef>
@@ -170,24 +171,13 @@ MLXGP_AVX512 void rows_avx512(const QmmArgs& a, const float* xp, int m0, int n0,
 
 template <int BITS, ScaleType ST>
 void rows_x86(const QmmArgs& a, const float* xp, int n0, int n1, Isa isa) {
-  // Row blocks of up to 4 activation rows; the remainder takes a narrower instantiation.
-  for (int m0 = 0; m0 < a.M;) {
-    const int mb = a.M - m0 >= 4 ? 4 : a.M - m0;
-    auto run = [&](auto mbc) {
-      constexpr int MB = decltype(mbc)::value;
-      if (isa == Isa::avx512)
-        rows_avx512<MB, BITS, ST>(a, xp, m0, n0, n1);
-      else
-        rows_avx2<MB, BITS, ST>(a, xp, m0, n0, n1);
-    };
-    switch (mb) {
-      case 4: run(std::integral_constant<int, 4>{}); break;
-      case 3: run(std::integral_constant<int, 3>{}); break;
-      case 2: run(std::integral_constant<int, 2>{}); break;
-      default: run(std::integral_constant<int, 1>{}); break;
-    }
-    m0 += mb;
-  }
+  for_row_blocks(a.M, [&](int m0, auto mbc) {
+    constexpr int MB = decltype(mbc)::value;
+    if (isa == Isa::avx512)
+      rows_avx512<MB, BITS, ST>(a, xp, m0, n0, n1);
+    else
+      rows_avx2<MB, BITS, ST>(a, xp, m0, n0, n1);
+  });
 }
 
 #endif  // __x86_64__

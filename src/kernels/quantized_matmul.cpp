@@ -12,6 +12,7 @@
 #include <mlx/mlx.h>
 #include <mlx/primitives.h>
 
+#include "kernels/cpu_task.h"
 #include "kernels/qmm_cpu.h"
 #include "kernels/row_major.h"
 #include "kernels/thread_pool.h"
@@ -72,16 +73,12 @@ class CpuQuantizedMatmul : public mx::UnaryPrimitive {
       : mx::UnaryPrimitive(s), group_size_(group_size), bits_(bits) {}
 
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    // CPU primitives must not compute inline: the work goes through the stream's command encoder,
-    // which runs it in order after the tasks that produce our inputs.
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (auto& a : in) enc.set_input_array(a);
-    enc.set_output_array(out);
-    enc.dispatch([x = mx::array::unsafe_weak_copy(in[0]), w = mx::array::unsafe_weak_copy(in[1]),
-                  s = mx::array::unsafe_weak_copy(in[2]), b = mx::array::unsafe_weak_copy(in[3]),
-                  o = mx::array::unsafe_weak_copy(out), gs = group_size_, bits = bits_]() mutable {
-      run_qmm(x, w, s, b, o, gs, bits);
+    enqueue_cpu(stream(), in, out, [&] {
+      return [x = mx::array::unsafe_weak_copy(in[0]), w = mx::array::unsafe_weak_copy(in[1]),
+              s = mx::array::unsafe_weak_copy(in[2]), b = mx::array::unsafe_weak_copy(in[3]),
+              o = mx::array::unsafe_weak_copy(out), gs = group_size_, bits = bits_]() mutable {
+        run_qmm(x, w, s, b, o, gs, bits);
+      };
     });
   }
 

@@ -11,32 +11,20 @@
 #include "mlxgp/error.h"
 #include "mlxgp/generate.h"
 #include "mlxgp/logits_processor.h"
+#include "test_util.h"
 
 using namespace mlxgp;
+using mlxgp::testing::error_of;
+using mlxgp::testing::to_vec;
 
 namespace {
 
 const float kInf = std::numeric_limits<float>::infinity();
 
-std::vector<float> to_vec(const mx::array& a) {
-  auto c = mx::astype(a, mx::float32);
-  mx::eval(c);
-  return {c.data<float>(), c.data<float>() + c.size()};
-}
-
 mx::array row(std::vector<float> v) { return mx::array(v.data(), {1, static_cast<int>(v.size())}); }
 
 mx::array none() { return mx::array(0); }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // Counts positions; the fake model only needs offset().
 class CountingCache : public KVCache {

@@ -5,21 +5,13 @@
 
 #include "mlxgp/error.h"
 #include "mlxgp/generation_config.h"
+#include "test_util.h"
 
 using namespace mlxgp;
+using mlxgp::testing::error_of;
 
 namespace {
 
-// The message of the mlxgp::Error thrown by f, or "" if none was thrown.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 GenerationConfig from_user(const std::string& json) {
   GenerationConfig c;

@@ -6,18 +6,14 @@
 
 #include "mlxgp/error.h"
 #include "mlxgp/loader.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
 std::string error_of(const std::string& path) {
-  try {
-    mlxgp::load_tokenizer(path);
-  } catch (const mlxgp::Error& e) {
-    return e.what();
-  }
-  return "";
+  return mlxgp::testing::error_of([&] { mlxgp::load_tokenizer(path); });
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <mlx/mlx.h>
 
 #include "mlxgp/error.h"
+#include "test_util.h"
 #include "mlxgp/model.h"
 
 namespace mlxgp::testing {
@@ -84,19 +85,5 @@ inline fs::path write_tiny_folder(const TempDir& t, const std::string& name = "t
   return dir;
 }
 
-// Runs `f` and returns the Error's message; fails the test if nothing (or something else) is thrown.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected mlxgp::Error, got std::exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected an mlxgp::Error";
-  return "";
-}
 
 }  // namespace mlxgp::testing

@@ -1,0 +1,25 @@
+// How our custom primitives run on the CPU stream, as MLX's own CPU primitives do.
+#pragma once
+
+#include <vector>
+
+#include <mlx/allocator.h>
+#include <mlx/array.h>
+#include <mlx/backend/cpu/encoder.h>
+
+namespace mlxgp::kernels {
+
+// Allocates `out`, then enqueues the task that make_work() returns on the stream's CPU command encoder:
+// it runs in order after the tasks that produce `inputs`, never inline in eval_cpu. make_work is called
+// after the allocation, so weak copies of `out` taken inside it see the output buffer.
+template <class MakeWork>
+void enqueue_cpu(mlx::core::Stream stream, const std::vector<mlx::core::array>& inputs, mlx::core::array& out,
+                 MakeWork&& make_work) {
+  out.set_data(mlx::core::allocator::malloc(out.nbytes()));
+  auto& enc = mlx::core::cpu::get_command_encoder(stream);
+  for (auto& a : inputs) enc.set_input_array(a);
+  enc.set_output_array(out);
+  enc.dispatch(make_work());
+}
+
+}  // namespace mlxgp::kernels
