@@ -40,6 +40,11 @@ class Generator {
   // Checks the prompt (ids inside the vocabulary, shorter than the context), prefills the KV cache
   // in chunks and schedules the first token. Throws [generate] on bad input.
   void prefill(const std::vector<int>& prompt_ids);
+  // Continues from caches that already hold the first caches[0]->offset() tokens of `prompt_ids`
+  // (multi-turn chat, saved prompt caches): only the rest is prefilled, while processors still see the
+  // whole prompt. When the caches hold all of it, the last position is trimmed and recomputed.
+  // Throws [generate] when the caches hold more than the prompt or cannot be trimmed.
+  void prefill(const std::vector<int>& prompt_ids, KVCacheList caches);
   // Returns the next token, waiting only for it (the step after it is already queued, as in
   // mlx-lm's generate_step). Call only while !done().
   int step();
@@ -51,6 +56,10 @@ class Generator {
   // Tokens this generation may produce at most (max_new_tokens / max_length / context limit).
   int token_budget() const { return budget_; }
   const GenerationConfig& config() const { return config_; }
+  // The KV caches. They hold the first cached_tokens() of prompt() + generated(): the final token is
+  // in them only when the step after it was already queued (take them to continue a conversation).
+  KVCacheList& caches() { return caches_; }
+  int cached_tokens() const { return caches_.empty() ? 0 : caches_[0]->offset(); }
 
   double prefill_seconds() const { return prefill_seconds_; }  // prefill start -> first token known
   double decode_seconds() const { return decode_seconds_; }    // first token -> last token known

@@ -30,6 +30,11 @@ struct FieldBounds {
 
 // HF sequence_bias: (token id sequence, bias) pairs.
 using SequenceBias = std::vector<std::pair<std::vector<int>, double>>;
+// OpenAI-style logit_bias: (token id, bias) pairs added to the logits every step.
+using LogitBias = std::vector<std::pair<int, double>>;
+// HF force_words_ids: one entry per constraint, each a list of alternative token sequences
+// (a phrasal constraint [[1,2]] has one alternative; a disjunctive one has several).
+using ForceWords = std::vector<std::vector<std::vector<int>>>;
 
 struct GenerationConfig {
   std::optional<int> max_new_tokens;
@@ -64,6 +69,18 @@ struct GenerationConfig {
   double typical_p;
   double epsilon_cutoff;
   double eta_cutoff;
+  // OpenAI/vLLM penalties (not HF fields): logits -= presence * [count > 0] + frequency * count over
+  // the generated tokens.
+  double presence_penalty;
+  double frequency_penalty;
+  std::optional<LogitBias> logit_bias;  // not an HF field (OpenAI logit_bias)
+  std::optional<ForceWords> force_words_ids;
+  std::optional<std::vector<std::string>> stop_strings;
+  std::optional<double> guidance_scale;  // classifier-free guidance (HF UnbatchedClassifierFreeGuidance)
+  // Outputs: per-step processed scores, raw logits, and log-probabilities of the chosen tokens.
+  bool output_scores;
+  bool output_logits;
+  bool output_logprobs;  // not an HF field (compute_transition_scores of the chosen tokens)
 
   GenerationConfig();  // every field at its default from the list below
 
@@ -84,8 +101,8 @@ struct GenerationConfig {
       "end-of-sequence token id(s), e.g. 2 or 2,3 (default: the model's)", FieldBounds::at_least(0));
     v(c.pad_token_id, "pad_token_id", std::optional<int>{}, "padding token id", FieldBounds::at_least(0));
     v(c.bos_token_id, "bos_token_id", std::optional<int>{}, "beginning-of-sequence token id", FieldBounds::at_least(0));
-    v(c.num_return_sequences, "num_return_sequences", 1, "sequences per prompt (only 1 is supported now)",
-      FieldBounds::range(1, 1));
+    v(c.num_return_sequences, "num_return_sequences", 1, "sequences returned per prompt (> 1 needs sampling)",
+      FieldBounds::at_least(1));
     v(c.max_time, "max_time", std::optional<double>{}, "stop after this many seconds (finish_reason max_time)",
       FieldBounds::above(0));
     v(c.seed, "seed", std::optional<uint64_t>{}, "random seed for sampling (not an HF field)", FieldBounds::at_least(0));
@@ -126,6 +143,28 @@ struct GenerationConfig {
       FieldBounds::range(0, 1, false, true));
     v(c.eta_cutoff, "eta_cutoff", 0.0, "when sampling, eta sampling cutoff in [0, 1) (0 = off)",
       FieldBounds::range(0, 1, false, true));
+    v(c.presence_penalty, "presence_penalty", 0.0,
+      "subtract this from the logits of tokens already generated (OpenAI semantics), in [-2, 2]",
+      FieldBounds::range(-2, 2));
+    v(c.frequency_penalty, "frequency_penalty", 0.0,
+      "subtract this times the count of each generated token from its logit (OpenAI semantics), in [-2, 2]",
+      FieldBounds::range(-2, 2));
+    v(c.logit_bias, "logit_bias", std::optional<LogitBias>{},
+      "add a bias to token logits every step; JSON {\"123\": -100} or [[123, -100]], flag 123:-100,7:2.5",
+      FieldBounds::at_least(0));
+    v(c.force_words_ids, "force_words_ids", std::optional<ForceWords>{},
+      "words that must appear; JSON [[1,2],[3]] or disjunctive [[[1,2],[4]]], flag 1,2;3 with | between alternatives",
+      FieldBounds::at_least(0));
+    v(c.stop_strings, "stop_strings", std::optional<std::vector<std::string>>{},
+      "stop when the text ends with one of these; JSON \"x\" or [\"x\", \"y\"], flag a string or a JSON list",
+      FieldBounds::none());
+    v(c.guidance_scale, "guidance_scale", std::optional<double>{},
+      "classifier-free guidance scale (1 = off); the unconditional branch uses the negative prompt",
+      FieldBounds::at_least(0));
+    v(c.output_scores, "output_scores", false, "return the processed scores of each step", FieldBounds::none());
+    v(c.output_logits, "output_logits", false, "return the raw logits of each step", FieldBounds::none());
+    v(c.output_logprobs, "output_logprobs", false,
+      "return the log-probability of each chosen token (not an HF field)", FieldBounds::none());
   }
 };
 

@@ -93,6 +93,61 @@ void from_json_value(const json& j, SequenceBias& out, const char* name) {
     out.push_back({ids, e[1].get<double>()});
   }
 }
+void from_json_value(const json& j, LogitBias& out, const char* name) {
+  // OpenAI's {"token id": bias} object, or a list of [id, bias] pairs.
+  const char* expected = "an object {\"token id\": bias} or a list of [id, bias] pairs";
+  out.clear();
+  if (j.is_object()) {
+    for (auto& [key, bias] : j.items()) {
+      if (!bias.is_number()) bad_value(name, expected, show(j));
+      int id = 0;
+      auto [p, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
+      if (key.empty() || ec != std::errc() || p != key.data() + key.size()) bad_value(name, expected, show(j));
+      out.push_back({id, bias.get<double>()});
+    }
+  } else if (j.is_array()) {
+    for (auto& e : j) {
+      if (!e.is_array() || e.size() != 2 || !e[1].is_number()) bad_value(name, expected, show(j));
+      out.push_back({json_int(e[0], name), e[1].get<double>()});
+    }
+  } else {
+    bad_value(name, expected, show(j));
+  }
+}
+void from_json_value(const json& j, ForceWords& out, const char* name) {
+  // HF force_words_ids: [[ids], ...] (each list a phrase) or [[[ids], [ids]], ...] (alternatives).
+  const char* expected = "a list of token id lists, or of lists of alternative token id lists";
+  if (!j.is_array()) bad_value(name, expected, show(j));
+  out.clear();
+  for (auto& c : j) {
+    if (!c.is_array()) bad_value(name, expected, show(j));
+    out.emplace_back();
+    bool disjunctive = !c.empty() && c[0].is_array();
+    if (!disjunctive) {
+      out.back().emplace_back();
+      for (auto& e : c) out.back().back().push_back(json_int(e, name));
+      continue;
+    }
+    for (auto& alt : c) {
+      if (!alt.is_array()) bad_value(name, expected, show(j));
+      out.back().emplace_back();
+      for (auto& e : alt) out.back().back().push_back(json_int(e, name));
+    }
+  }
+}
+void from_json_value(const json& j, std::vector<std::string>& out, const char* name) {
+  // HF stop_strings: a string or a list of strings.
+  out.clear();
+  if (j.is_string()) {
+    out.push_back(j.get<std::string>());
+    return;
+  }
+  if (!j.is_array()) bad_value(name, "a string or a list of strings", show(j));
+  for (auto& e : j) {
+    if (!e.is_string()) bad_value(name, "a string or a list of strings", show(j));
+    out.push_back(e.get<std::string>());
+  }
+}
 template <class T>
 void from_json_value(const json& j, std::optional<T>& out, const char* name) {
   T v{};
@@ -165,6 +220,49 @@ void from_text(const std::string& s, SequenceBias& out, const char* name) {
     out.push_back({ids, bias});
   }
 }
+void from_text(const std::string& s, LogitBias& out, const char* name) {
+  // "123:-100,7:2.5"
+  out.clear();
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    auto colon = item.rfind(':');
+    if (colon == std::string::npos) bad_value(name, "id:bias pairs like 123:-100,7:2.5", "'" + s + "'");
+    int id = parse_integer<int>(item.substr(0, colon), name);
+    double bias = 0;
+    from_text(item.substr(colon + 1), bias, name);
+    out.push_back({id, bias});
+  }
+}
+void from_text(const std::string& s, ForceWords& out, const char* name) {
+  // "1,2;3" -> two phrasal constraints; "1,2|4;3" -> the first has alternatives [1,2] and [4].
+  out.clear();
+  std::stringstream ss(s);
+  std::string group;
+  while (std::getline(ss, group, ';')) {
+    out.emplace_back();
+    std::stringstream alts(group);
+    std::string alt;
+    while (std::getline(alts, alt, '|')) {
+      out.back().emplace_back();
+      from_text(alt, out.back().back(), name);
+    }
+  }
+}
+void from_text(const std::string& s, std::vector<std::string>& out, const char* name) {
+  // A JSON list when it starts with '[', otherwise the one stop string itself.
+  if (!s.empty() && s[0] == '[') {
+    json j;
+    try {
+      j = json::parse(s);
+    } catch (const json::parse_error&) {
+      bad_value(name, "a string or a JSON list of strings", "'" + s + "'");
+    }
+    from_json_value(j, out, name);
+    return;
+  }
+  out = {s};
+}
 template <class T>
 void from_text(const std::string& s, std::optional<T>& out, const char* name) {
   T v{};
@@ -177,9 +275,15 @@ template <class T>
 json to_json_value(const T& v) {
   return json(v);
 }
+json to_json_value(const LogitBias& v) {
+  json out = json::object();
+  for (auto& [id, bias] : v) out[std::to_string(id)] = bias;
+  return out;
+}
 template <class T>
 json to_json_value(const std::optional<T>& v) {
-  return v ? json(*v) : json(nullptr);
+  if constexpr (std::is_same_v<T, LogitBias>) return v ? to_json_value(*v) : json(nullptr);
+  else return v ? json(*v) : json(nullptr);
 }
 template <class T>
 std::vector<double> numbers(const T& v) {
@@ -193,6 +297,18 @@ std::vector<double> numbers(const SequenceBias& v) {  // the token ids (biases a
   for (auto& [ids, bias] : v) out.insert(out.end(), ids.begin(), ids.end());
   return out;
 }
+std::vector<double> numbers(const LogitBias& v) {  // the token ids (biases are checked in validate)
+  std::vector<double> out;
+  for (auto& [id, bias] : v) out.push_back(id);
+  return out;
+}
+std::vector<double> numbers(const ForceWords& v) {
+  std::vector<double> out;
+  for (auto& c : v)
+    for (auto& alt : c) out.insert(out.end(), alt.begin(), alt.end());
+  return out;
+}
+std::vector<double> numbers(const std::vector<std::string>&) { return {}; }
 std::vector<double> numbers(const std::vector<std::vector<int>>& v) {
   std::vector<double> out;
   for (auto& seq : v) out.insert(out.end(), seq.begin(), seq.end());
@@ -301,8 +417,6 @@ void validate(const GenerationConfig& config) {
       if (!std::isfinite(x)) fail("config", std::string("field '") + name + "' must be a finite number, got " + format_number(x));
       bool ok = (b.lo_open ? x > b.lo : x >= b.lo) && (b.hi_open ? x < b.hi : x <= b.hi);
       if (ok) continue;
-      if (std::string(name) == "num_return_sequences" && x > 1)
-        fail("config", "field 'num_return_sequences' > 1 is not implemented yet");
       fail("config", std::string("field '") + name + "' must " + bounds_text(b) + ", got " + format_number(x));
     }
   });
@@ -319,6 +433,27 @@ void validate(const GenerationConfig& config) {
       if (!std::isfinite(bias)) fail("config", "field 'sequence_bias' biases must be finite numbers");
     }
   }
+  if (config.logit_bias)
+    for (auto& [id, bias] : *config.logit_bias)
+      if (!std::isfinite(bias) && bias != -INFINITY)
+        fail("config", "field 'logit_bias' biases must be finite numbers or -inf");
+  if (config.force_words_ids) {
+    if (config.force_words_ids->empty()) fail("config", "field 'force_words_ids' must be a non-empty list");
+    for (auto& c : *config.force_words_ids) {
+      if (c.empty()) fail("config", "field 'force_words_ids' must not contain an empty constraint");
+      for (auto& alt : c)
+        if (alt.empty()) fail("config", "field 'force_words_ids' must not contain an empty token list");
+    }
+  }
+  if (config.stop_strings) {
+    if (config.stop_strings->empty()) fail("config", "field 'stop_strings' must be a non-empty list");
+    for (auto& s : *config.stop_strings)
+      if (s.empty()) fail("config", "field 'stop_strings' must not contain an empty string");
+  }
+  // transformers GenerationConfig.validate: several sequences need sampling (beams come later).
+  if (config.num_return_sequences > 1 && !config.do_sample)
+    fail("config", "field 'num_return_sequences' > 1 needs do_sample=true (greedy search would return identical "
+                   "sequences)");
   if (auto& e = config.exponential_decay_length_penalty) {
     if (e->size() != 2 || (*e)[0] != std::floor((*e)[0]) || (*e)[0] < 0 || (*e)[0] > 1e9)
       fail("config", "field 'exponential_decay_length_penalty' must be [start_index, decay_factor] with an integer "

@@ -89,7 +89,9 @@ mx::array Generator::forward_token(const mx::array& token) {
   return next_token(mx::reshape(logits, {1, logits.shape(-1)}));
 }
 
-void Generator::prefill(const std::vector<int>& prompt_ids) {
+void Generator::prefill(const std::vector<int>& prompt_ids) { prefill(prompt_ids, {}); }
+
+void Generator::prefill(const std::vector<int>& prompt_ids, KVCacheList caches) {
   if (!prompt_.empty() || pending_) fail("generate", "prefill() was already called on this generator");
   if (prompt_ids.empty()) fail("generate", "the prompt is empty");
   const auto& mc = model_.config();
@@ -115,7 +117,24 @@ void Generator::prefill(const std::vector<int>& prompt_ids) {
 
   start_ = std::chrono::steady_clock::now();
   prompt_ = prompt_ids;
-  caches_ = model_.make_caches();
+  int pos = 0;  // prompt tokens already in the caches
+  if (caches.empty()) {
+    caches_ = model_.make_caches();
+  } else {
+    if (caches.size() != model_.make_caches().size())
+      fail("generate", "the KV caches have " + std::to_string(caches.size()) + " layers, the model has " +
+                           std::to_string(model_.make_caches().size()));
+    pos = caches[0]->offset();
+    if (pos > n)
+      fail("generate", "the KV caches hold " + std::to_string(pos) + " tokens, more than the prompt (" +
+                           std::to_string(n) + ")");
+    if (pos == n) {  // the last prompt position's logits are needed: recompute it
+      for (auto& c : caches)
+        if (!c->is_trimmable() || c->trim(1) != 1) fail("generate", "the KV caches cannot be trimmed");
+      pos = n - 1;
+    }
+    caches_ = std::move(caches);
+  }
   mx::array ids(prompt_ids.data(), {1, n}, mx::int32);
   processors_.on_prompt(ids);
   if (processors_.needs_ids()) history_.push_back(ids);
@@ -123,7 +142,6 @@ void Generator::prefill(const std::vector<int>& prompt_ids) {
   // Chunked prefill: earlier chunks only fill the caches (their logits are never evaluated, so the
   // lazy graph skips their lm_head); the last chunk's final position gives the first token.
   const int chunk = options_.prefill_chunk_size;
-  int pos = 0;
   std::optional<mx::array> logits;
   while (pos < n) {
     int len = std::min(chunk, n - pos);

@@ -15,7 +15,6 @@ using nlohmann::json;
 const std::unordered_map<std::string, json>& unimplemented_fields() {
   static const std::unordered_map<std::string, json> kFields = {
       {"early_stopping", false},
-      {"stop_strings", nullptr},
       {"num_beams", 1},
       {"use_mtp", false},
       {"cache_implementation", nullptr},
@@ -25,13 +24,9 @@ const std::unordered_map<std::string, json>& unimplemented_fields() {
       {"encoder_repetition_penalty", 1.0},
       {"length_penalty", 1.0},
       {"token_healing", false},
-      {"guidance_scale", nullptr},
       {"watermarking_config", nullptr},
       {"output_attentions", false},
       {"output_hidden_states", false},
-      {"output_scores", false},
-      {"output_logits", nullptr},
-      {"return_dict_in_generate", false},
       {"encoder_no_repeat_ngram_size", 0},
       {"decoder_start_token_id", nullptr},
       {"is_assistant", false},
@@ -52,7 +47,6 @@ const std::unordered_map<std::string, json>& unimplemented_fields() {
       {"diversity_penalty", 0.0},
       {"num_beam_groups", 1},
       {"constraints", nullptr},
-      {"force_words_ids", nullptr},
       {"prefill_chunk_size", nullptr},
   };
   return kFields;
@@ -63,6 +57,7 @@ const std::unordered_set<std::string>& ignored_fields() {
   static const std::unordered_set<std::string> kIgnored = {
       "transformers_version", "_from_model_config", "_commit_hash", "use_cache", "compile_config",
       "disable_compile", "trust_remote_code", "generation_kwargs",
+      "return_dict_in_generate",  // mlxgp results always carry everything that was asked for
   };
   return kIgnored;
 }

@@ -99,10 +99,10 @@ TEST(GenerationConfig, UnknownFieldRejectedByName) {
 
 TEST(GenerationConfig, UnimplementedFieldRejectedByNameUnlessNeutral) {
   EXPECT_EQ(error_of([] { from_user(R"({"num_beams": 4})"); }), "[config] field 'num_beams' is not implemented yet");
-  EXPECT_EQ(error_of([] { from_user(R"({"guidance_scale": 1.2})"); }),
-            "[config] field 'guidance_scale' is not implemented yet");
-  EXPECT_EQ(error_of([] { from_user(R"({"stop_strings": ["\n"]})"); }),
-            "[config] field 'stop_strings' is not implemented yet");
+  EXPECT_EQ(error_of([] { from_user(R"({"num_beam_groups": 2})"); }),
+            "[config] field 'num_beam_groups' is not implemented yet");
+  EXPECT_EQ(error_of([] { from_user(R"({"prompt_lookup_num_tokens": 3})"); }),
+            "[config] field 'prompt_lookup_num_tokens' is not implemented yet");
   // Neutral values change nothing, so they are accepted (HF configs often spell them out).
   EXPECT_NO_THROW(from_user(R"({"num_beams": 1, "repetition_penalty": 1.0, "min_p": null,
                                 "suppress_tokens": [], "output_scores": false, "typical_p": 1})"));
@@ -138,8 +138,10 @@ TEST(GenerationConfig, ValidationNamesEachBadSetting) {
       {"eos_token_id", "2,-1", "[config] field 'eos_token_id' must be >= 0, got -1"},
       {"pad_token_id", "-2", "[config] field 'pad_token_id' must be >= 0, got -2"},
       {"max_time", "0", "[config] field 'max_time' must be > 0, got 0"},
-      {"num_return_sequences", "2", "[config] field 'num_return_sequences' > 1 is not implemented yet"},
-      {"num_return_sequences", "0", "[config] field 'num_return_sequences' must be 1, got 0"},
+      {"num_return_sequences", "2",
+       "[config] field 'num_return_sequences' > 1 needs do_sample=true (greedy search would return identical "
+       "sequences)"},
+      {"num_return_sequences", "0", "[config] field 'num_return_sequences' must be >= 1, got 0"},
       {"temperature", "nan", "[config] field 'temperature' must be a finite number, got nan"},
       {"top_p", "inf", "[config] field 'top_p' must be a finite number, got inf"},
   };

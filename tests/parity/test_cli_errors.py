@@ -49,7 +49,7 @@ def config_file(tmp_path):
     (["--top-k", "many"], "config", "field 'top_k' expects an integer, got 'many'"),
     (["--max-new-tokens", "0"], "config", "field 'max_new_tokens' must be >= 1, got 0"),
     (["--max-new-tokens", "-5"], "config", "field 'max_new_tokens' must be >= 1, got -5"),
-    (["--num-return-sequences", "3"], "config", "'num_return_sequences' > 1 is not implemented yet"),
+    (["--num-return-sequences", "3"], "config", "'num_return_sequences' > 1 needs do_sample=true"),
     (["--do-sample", "--temperature", "0"], "config", "--temperature 0 means greedy"),
     (["--dtype", "int8"], "load", "int8"),
     (["--bogus"], "cli", "unknown option --bogus"),
