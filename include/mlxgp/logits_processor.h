@@ -93,9 +93,20 @@ class LogitsProcessorList {
   std::vector<std::unique_ptr<LogitsProcessor>> items_;
 };
 
+class Model;
+
+// What some processors need beyond the config.
+struct ProcessorContext {
+  // Classifier-free guidance runs its own unconditional forward; force_words_ids reads the context size.
+  Model* model = nullptr;
+  // CFG's unconditional prompt (HF negative_prompt_ids); unset: the last prompt token, as HF does.
+  std::optional<std::vector<int>> negative_prompt_ids;
+};
+
 // The pipeline for a validated config (eos_token_id resolved, see with_model_defaults), in
 // transformers' order (_get_logits_processor). Processors are only added when they change
 // something, warpers only when do_sample, renormalize_logits last, as transformers does.
 LogitsProcessorList build_logits_processors(const GenerationConfig& config);
+LogitsProcessorList build_logits_processors(const GenerationConfig& config, const ProcessorContext& context);
 
 }  // namespace mlxgp

@@ -38,6 +38,10 @@ void LogitsProcessorList::on_token(const mx::array& tokens) {
 }
 
 LogitsProcessorList build_logits_processors(const GenerationConfig& config) {
+  return build_logits_processors(config, ProcessorContext{});
+}
+
+LogitsProcessorList build_logits_processors(const GenerationConfig& config, const ProcessorContext& context) {
   LogitsProcessorList list;
   const std::vector<int> eos = config.eos_token_id.value_or(std::vector<int>{});
   if (config.sequence_bias) list.add(make_sequence_bias(*config.sequence_bias));
