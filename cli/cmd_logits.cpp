@@ -13,6 +13,7 @@
 #include "args.h"
 #include "commands.h"
 #include "files.h"
+#include "hook_flags.h"
 #include "mlxgp/error.h"
 #include "mlxgp/loader.h"
 
@@ -28,6 +29,7 @@ int run_logits(const std::vector<std::string>& argv) {
       .option("dtype", "float32 | bfloat16 | float16 (default: the checkpoint's own, quantized stays quantized)")
       .option("out", "output .safetensors file")
       .option("timing", "print prefill and per-token decode times to stdout", false);
+  declare_hook_flags(args);
   if (!args.parse(argv)) return 0;
   auto ids_arg = args.get_int_list("input-ids");
   if (!ids_arg) args.require("input-ids");
@@ -43,6 +45,7 @@ int run_logits(const std::vector<std::string>& argv) {
   if (auto d = args.get("dtype")) opts.dtype = parse_dtype(*d);
   auto loaded = load(args.get("model").value_or("default"), opts);
   auto& model = *loaded.model;
+  attach_hooks_from_flags(args, model);
   const int vocab = model.config().vocab_size;
   for (int id : ids)
     if (id < 0 || id >= vocab)
@@ -62,7 +65,8 @@ int run_logits(const std::vector<std::string>& argv) {
     mx::eval(chunks.back());  // each step depends on the cache the previous step wrote
   }
   auto t2 = clock::now();
-  auto logits = mx::reshape(mx::concatenate(chunks, 1), {T, vocab});
+  // A soft prompt adds its virtual positions in front, hence -1 rows.
+  auto logits = mx::reshape(mx::concatenate(chunks, 1), {-1, vocab});
   mx::eval(logits);
   if (args.has("timing")) {
     auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };

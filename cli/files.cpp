@@ -1,12 +1,10 @@
 #include "files.h"
 
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 
-#include <mlx/io.h>
-
 #include "mlxgp/error.h"
+#include "mlxgp/safetensors_io.h"
 
 namespace mlxgp::cli {
 
@@ -21,19 +19,7 @@ std::string read_file(const std::string& path, const std::string& component, con
 void save_safetensors_atomic(const std::string& path,
                              const std::unordered_map<std::string, mlx::core::array>& tensors,
                              const std::string& component) {
-  const std::string tmp = path + ".tmp.safetensors";  // MLX appends .safetensors to other names
-  try {
-    mlx::core::save_safetensors(tmp, tensors);
-  } catch (const std::exception& e) {
-    std::filesystem::remove(tmp);
-    fail(component, "cannot write " + path + ": " + e.what());
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp);
-    fail(component, "cannot write " + path + ": " + ec.message());
-  }
+  mlxgp::save_safetensors_atomic(path, tensors, {}, component);
 }
 
 }  // namespace mlxgp::cli

@@ -9,6 +9,8 @@
 
 #include <mlx/array.h>
 
+#include "mlxgp/extra_params.h"
+#include "mlxgp/hooks.h"
 #include "mlxgp/kv_cache.h"
 #include "mlxgp/model_config.h"
 
@@ -40,10 +42,25 @@ class Model {
     return forward_embeddings_last(embed(tokens), caches, n);
   }
 
+  // The output head alone, without the final norm: [..., hidden] -> [..., vocab] float32 (a persona
+  // vector's direct effect on the vocabulary is lm_head(v)).
+  virtual mx::array lm_head(const mx::array& hidden) const = 0;
+
   // One cache per layer.
   virtual KVCacheList make_caches() const;
   // The model's parameters by HF name (quantized linears add ".scales"/".biases").
   virtual WeightMap& parameters() = 0;
+
+  // Hooks run inside every forward (hooks.h).
+  HookList& hooks() { return hooks_; }
+  const HookList& hooks() const { return hooks_; }
+  // Named extra parameters: model["_persona_v"] = v.
+  ExtraParams& extra_params() { return extra_params_; }
+  ExtraParams::Ref operator[](const std::string& key) { return extra_params_[key]; }
+
+ private:
+  HookList hooks_;
+  ExtraParams extra_params_;
 };
 
 // Registry keyed by HF model_type.

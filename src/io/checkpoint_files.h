@@ -14,6 +14,8 @@ namespace mlxgp::io {
 // Validates the 8-byte header length, the JSON header, dtypes, shapes and data offsets against the
 // file size, then loads the tensors. Throws [safetensors] naming the file and the problem.
 WeightMap load_safetensors_checked(const std::string& path);
+// The same checks without loading.
+void validate_safetensors(const std::string& path);
 
 // Walks the GGUF header (magic, version, metadata, tensor infos) and checks every tensor's type and
 // that its data lies inside the file, then loads with MLX. Throws [gguf].

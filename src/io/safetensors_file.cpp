@@ -9,6 +9,7 @@
 
 #include "io/checkpoint_files.h"
 #include "mlxgp/error.h"
+#include "mlxgp/safetensors_io.h"
 
 namespace mlxgp::io {
 
@@ -84,6 +85,8 @@ void validate(const std::string& path) {
 
 }  // namespace
 
+void validate_safetensors(const std::string& path) { validate(path); }
+
 WeightMap load_safetensors_checked(const std::string& path) {
   validate(path);
   try {
@@ -99,3 +102,41 @@ WeightMap load_safetensors_checked(const std::string& path) {
 }
 
 }  // namespace mlxgp::io
+
+namespace mlxgp {
+
+SafetensorsContents load_safetensors_file(const std::string& path) {
+  io::validate_safetensors(path);
+  try {
+    auto [arrays, meta] = mx::load_safetensors(path);
+    SafetensorsContents out;
+    for (auto& [k, v] : arrays) out.tensors.emplace(k, v);
+    for (auto& [k, v] : meta) out.metadata.emplace(k, v);
+    return out;
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail("safetensors", path + ": " + e.what());
+  }
+}
+
+void save_safetensors_atomic(const std::string& path, const std::unordered_map<std::string, mx::array>& tensors,
+                             const std::unordered_map<std::string, std::string>& metadata,
+                             const std::string& component) {
+  // MLX appends ".safetensors" to names without it, so the temporary name keeps that suffix.
+  const std::string tmp = path + ".tmp.safetensors";
+  try {
+    mx::save_safetensors(tmp, tensors, metadata);
+  } catch (const std::exception& e) {
+    std::filesystem::remove(tmp);
+    fail(component, "cannot write " + path + ": " + e.what());
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp);
+    fail(component, "cannot write " + path + ": " + ec.message());
+  }
+}
+
+}  // namespace mlxgp

@@ -36,7 +36,8 @@ mx::array DecoderModel::embed(const mx::array& tokens) const {
 }
 
 mx::array DecoderModel::forward_embeddings(const mx::array& embeddings, KVCacheList& caches) {
-  return head(hidden_states(embeddings, caches));
+  auto h = hidden_states(embeddings, caches);
+  return head(h, last_offset_);
 }
 
 mx::array DecoderModel::forward_embeddings_last(const mx::array& embeddings, KVCacheList& caches, int n) {
@@ -44,12 +45,19 @@ mx::array DecoderModel::forward_embeddings_last(const mx::array& embeddings, KVC
     fail("model", "forward_last: n must be in [1, " + std::to_string(embeddings.shape(1)) + "]");
   auto h = hidden_states(embeddings, caches);
   const int T = h.shape(1);
-  return head(mx::slice(h, {0, T - n, 0}, h.shape()));
+  return head(mx::slice(h, {0, T - n, 0}, h.shape()), last_offset_ + T - n);
 }
 
-mx::array DecoderModel::head(const mx::array& h) const {
-  auto logits = lm_head_ ? (*lm_head_)(h) : embed_tokens_.as_linear(h);
+mx::array DecoderModel::lm_head(const mx::array& hidden) const {
+  auto logits = lm_head_ ? (*lm_head_)(hidden) : embed_tokens_.as_linear(hidden);
   return mx::astype(logits, mx::float32);
+}
+
+mx::array DecoderModel::head(const mx::array& h, int offset) {
+  auto logits = lm_head(h);
+  if (hooks().wants(HookPoint::Logits))
+    logits = hooks().run({HookPoint::Logits, -1, offset, hooks().prompt_length()}, logits, *this);
+  return logits;
 }
 
 mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& caches) {
@@ -57,19 +65,35 @@ mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& 
     fail("model", "embeddings must be [batch, length, hidden_size]");
   if (caches.size() != blocks_.size())
     fail("model", "expected " + std::to_string(blocks_.size()) + " caches, got " + std::to_string(caches.size()));
-  const int T = embeddings.shape(1);
-  if (T == 0) fail("model", "cannot run the model on an empty sequence");
-  const int span = caches[0]->offset() + T;
+  if (embeddings.shape(1) == 0) fail("model", "cannot run the model on an empty sequence");
+  const int offset = caches[0]->offset();
+  last_offset_ = offset;
+  const HookList& hooks = this->hooks();
+  const bool hooked = !hooks.empty();
+  const int prompt_length = hooks.prompt_length();
+  auto h = embeddings;
+  // Embedding hooks may change the length (soft prompts prepend virtual tokens).
+  if (hooked && hooks.wants(HookPoint::Embeddings))
+    h = hooks.run({HookPoint::Embeddings, -1, offset, prompt_length}, h, *this);
+  const int T = h.shape(1);
+  if (T == 0 || h.ndim() != 3 || h.shape(2) != config_.hidden_size)
+    fail("hooks", "an embeddings hook must return [batch, length >= 1, hidden_size]");
+  const int span = offset + T;
   if (options_.enforce_sliding_window && config_.sliding_window && span > *config_.sliding_window)
     fail("model", "sequence length " + std::to_string(span) + " exceeds sliding_window " +
                       std::to_string(*config_.sliding_window) + " (sliding-window attention is not supported)");
-  auto h = embeddings;
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const auto& b = blocks_[i];
     h = mx::add(h, b.attention(b.input_norm(h), *caches[i]));
     h = mx::add(h, b.mlp(b.post_attention_norm(h)));
+    const int layer = static_cast<int>(i);
+    if (hooked && hooks.wants(HookPoint::Residual, layer))
+      h = hooks.run({HookPoint::Residual, layer, offset, prompt_length}, h, *this);
   }
-  return norm_(h);
+  h = norm_(h);
+  if (hooked && hooks.wants(HookPoint::FinalHidden))
+    h = hooks.run({HookPoint::FinalHidden, -1, offset, prompt_length}, h, *this);
+  return h;
 }
 
 }  // namespace mlxgp

@@ -22,11 +22,14 @@ class DecoderModel : public Model {
   mx::array embed(const mx::array& tokens) const override;
   mx::array forward_embeddings(const mx::array& embeddings, KVCacheList& caches) override;
   mx::array forward_embeddings_last(const mx::array& embeddings, KVCacheList& caches, int n = 1) override;
+  mx::array lm_head(const mx::array& hidden) const override;
   WeightMap& parameters() override { return weights_; }
 
  private:
   mx::array hidden_states(const mx::array& embeddings, KVCacheList& caches);  // final-normed
-  mx::array head(const mx::array& h) const;
+  // The head plus the Logits hooks; `offset` is the absolute position of h's first row.
+  mx::array head(const mx::array& h, int offset);
+  int last_offset_ = 0;  // cache offset at the start of the current forward (for the Logits hooks)
   struct Block {
     layers::RMSNorm input_norm, post_attention_norm;
     layers::Attention attention;

@@ -1,0 +1,71 @@
+// Hooks: user code that sees, and may replace, arrays inside every forward of a model. They are
+// attached to the Model (Model::hooks()), so every decoding strategy (greedy, sampling, beams,
+// speculative) and both prefill and decode run them without knowing about them.
+//
+// Hook points, in the order a forward reaches them:
+//   Embeddings   the input embeddings [B, T, hidden] (a hook may change T: soft prompts prepend)
+//   Residual     the residual stream after block `layer` [B, T, hidden] (HF hidden_states[layer + 1])
+//   FinalHidden  the final-normed hidden state before the LM head [B, T, hidden]
+//   Logits       the logits [B, rows, vocab] float32 (rows: the positions whose logits are computed)
+// Several hooks at one point run in the order they were added, each seeing the previous one's output.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include <mlx/array.h>
+
+namespace mlxgp {
+
+namespace mx = mlx::core;
+
+class Model;
+
+enum class HookPoint { Embeddings, Residual, FinalHidden, Logits };
+
+struct HookSite {
+  HookPoint point = HookPoint::Embeddings;
+  int layer = -1;   // Residual: the block (0-based) whose output this is; -1 at the other points
+  int offset = 0;   // absolute position of the first row of the array (the KV cache offset)
+  // Tokens of the prompt being generated from (set by the Generator through HookList); -1 outside a
+  // generation, where every position counts as prompt.
+  int prompt_length = -1;
+};
+
+class Hook {
+ public:
+  virtual ~Hook() = default;
+  // Whether apply() should run at this point (checked before any work, so idle points cost nothing).
+  virtual bool wants(HookPoint point, int layer) const = 0;
+  // Returns the replacement for `x` (or `x` itself). Runs lazily inside MLX's graph: no host syncs.
+  virtual mx::array apply(const HookSite& site, const mx::array& x, Model& model) = 0;
+};
+
+class HookList {
+ public:
+  // Adds a hook after the existing ones; returns a handle for remove().
+  int add(std::shared_ptr<Hook> hook);
+  void remove(int handle);
+  void clear() { items_.clear(); }
+  bool empty() const { return items_.empty(); }
+  size_t size() const { return items_.size(); }
+
+  bool wants(HookPoint point, int layer = -1) const;
+  // Runs the hooks that want this point, in order.
+  mx::array run(HookSite site, const mx::array& x, Model& model) const;
+
+  // The Generator sets the prompt length for the duration of a generation (-1 clears it).
+  void set_prompt_length(int n) { prompt_length_ = n; }
+  int prompt_length() const { return prompt_length_; }
+
+ private:
+  struct Item {
+    int handle;
+    std::shared_ptr<Hook> hook;
+  };
+  std::vector<Item> items_;
+  int next_handle_ = 1;
+  int prompt_length_ = -1;
+};
+
+}  // namespace mlxgp

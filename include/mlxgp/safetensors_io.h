@@ -1,0 +1,28 @@
+// Safetensors files users save and load (steering vectors, soft prompts, extra parameters, caches,
+// adapters). Reads are validated before MLX sees the file; writes are atomic.
+#pragma once
+
+#include <string>
+#include <unordered_map>
+
+#include <mlx/array.h>
+
+namespace mlxgp {
+
+namespace mx = mlx::core;
+
+struct SafetensorsContents {
+  std::unordered_map<std::string, mx::array> tensors;
+  std::unordered_map<std::string, std::string> metadata;
+};
+
+// Throws [safetensors] naming the file and the problem (missing, truncated, corrupt header, ...).
+SafetensorsContents load_safetensors_file(const std::string& path);
+
+// Writes to a temporary file beside `path`, then renames it over `path`, so a reader (or a crash
+// mid-write) never leaves a half-written file. Throws [component] on failure.
+void save_safetensors_atomic(const std::string& path, const std::unordered_map<std::string, mx::array>& tensors,
+                             const std::unordered_map<std::string, std::string>& metadata = {},
+                             const std::string& component = "save");
+
+}  // namespace mlxgp

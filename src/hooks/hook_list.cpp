@@ -1,0 +1,32 @@
+#include <algorithm>
+
+#include "mlxgp/error.h"
+#include "mlxgp/hooks.h"
+
+namespace mlxgp {
+
+int HookList::add(std::shared_ptr<Hook> hook) {
+  if (!hook) fail("hooks", "cannot add a null hook");
+  items_.push_back({next_handle_, std::move(hook)});
+  return next_handle_++;
+}
+
+void HookList::remove(int handle) {
+  items_.erase(std::remove_if(items_.begin(), items_.end(), [&](const Item& i) { return i.handle == handle; }),
+               items_.end());
+}
+
+bool HookList::wants(HookPoint point, int layer) const {
+  for (auto& i : items_)
+    if (i.hook->wants(point, layer)) return true;
+  return false;
+}
+
+mx::array HookList::run(HookSite site, const mx::array& x, Model& model) const {
+  mx::array out = x;
+  for (auto& i : items_)
+    if (i.hook->wants(site.point, site.layer)) out = i.hook->apply(site, out, model);
+  return out;
+}
+
+}  // namespace mlxgp
