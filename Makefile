@@ -4,7 +4,7 @@ BUILD     ?= build
 BUILD_TYPE ?= Release
 PROMPT    ?= Write a haiku about the sea.
 
-.PHONY: setup build run test test-cpp test-parity bench clean
+.PHONY: setup build run test test-cpp test-parity bench steering-demo clean
 
 setup:
 	@bash scripts/setup.sh
@@ -29,6 +29,10 @@ test: test-cpp test-parity
 
 bench: build
 	MLXGP_BIN=$(abspath $(BUILD))/mlxgp $(PY) bench/bench.py
+
+# Persona steering demonstration: writes docs/steering.md (several minutes).
+steering-demo: build
+	MLXGP_BIN=$(abspath $(BUILD))/mlxgp $(PY) scripts/steering_demo.py
 
 clean:
 	rm -rf $(BUILD)
