@@ -50,6 +50,10 @@ class Model {
   virtual KVCacheList make_caches() const;
   // The model's parameters by HF name (quantized linears add ".scales"/".biases").
   virtual WeightMap& parameters() = 0;
+  // Replaces parameters by name and rebuilds the layers from them (training swaps in traced or
+  // updated arrays this way). New names (LoRA adapters) need allow_new. Shapes must match.
+  // Throws [model]; on error the model is unchanged.
+  virtual void set_parameters(const WeightMap& updates, bool allow_new = false) = 0;
 
   // Hooks run inside every forward (hooks.h).
   HookList& hooks() { return hooks_; }

@@ -51,6 +51,22 @@ class CpuDenseLinear : public mx::UnaryPrimitive {
 
   const char* name() const override { return "MlxgpCpuDenseLinear"; }
 
+  // y = x W^T: dx = g W, dW = g^T x over the flattened leading dimensions.
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    const auto &x = primals[0], &w = primals[1], &g = cotangents[0];
+    std::vector<mx::array> out;
+    for (int arg : argnums) {
+      if (arg == 0) {
+        out.push_back(mx::matmul(g, w));
+      } else {
+        auto g2 = mx::reshape(g, {-1, g.shape(-1)}), x2 = mx::reshape(x, {-1, x.shape(-1)});
+        out.push_back(mx::matmul(mx::transpose(g2), x2));
+      }
+    }
+    return out;
+  }
+
   bool is_equivalent(const mx::Primitive& other) const override {
     return dynamic_cast<const CpuDenseLinear*>(&other) != nullptr;
   }

@@ -88,6 +88,20 @@ class CpuQuantizedMatmul : public mx::UnaryPrimitive {
 
   const char* name() const override { return "MlxgpCpuQuantizedMatmul"; }
 
+  // Training (LoRA on a quantized base, soft prompts) differentiates through the frozen quantized
+  // weights with respect to x only: dx = g W, W dequantized on the fly by MLX's own kernel.
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    std::vector<mx::array> out;
+    for (int arg : argnums) {
+      if (arg != 0) throw std::invalid_argument("[kernels] quantized weights have no gradient (they are frozen)");
+      const auto& g = cotangents[0];
+      auto sc = mx::astype(primals[2], g.dtype()), bi = mx::astype(primals[3], g.dtype());
+      out.push_back(mx::quantized_matmul(g, primals[1], sc, bi, false, group_size_, bits_));
+    }
+    return out;
+  }
+
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const CpuQuantizedMatmul*>(&other);
     return o && o->group_size_ == group_size_ && o->bits_ == bits_;

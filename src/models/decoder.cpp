@@ -6,28 +6,57 @@ namespace mlxgp {
 
 DecoderModel::DecoderModel(const ModelConfig& c, WeightMap weights, const DecoderOptions& options)
     : config_(c), options_(options) {
-  layers::UsedNames used;
   if (c.hidden_act != "silu")
     fail("model", "unsupported hidden_act '" + c.hidden_act + "' (supported: silu)");
-  embed_tokens_ = layers::Embedding::load(weights, "model.embed_tokens", c.vocab_size, c.hidden_size);
-  blocks_.reserve(c.num_hidden_layers);
+  build(weights);
+}
+
+void DecoderModel::build(const WeightMap& weights) {
+  // Everything is loaded into locals first, so a bad tensor leaves the model untouched.
+  const auto& c = config_;
+  layers::UsedNames used;
+  auto embed = layers::Embedding::load(weights, "model.embed_tokens", c.vocab_size, c.hidden_size);
+  std::vector<Block> blocks;
+  blocks.reserve(c.num_hidden_layers);
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i);
-    blocks_.push_back(Block{
+    blocks.push_back(Block{
         layers::RMSNorm::load(weights, p + ".input_layernorm.weight", c.hidden_size, c.rms_norm_eps),
         layers::RMSNorm::load(weights, p + ".post_attention_layernorm.weight", c.hidden_size, c.rms_norm_eps),
-        layers::Attention::load(weights, p + ".self_attn", c, options.attention),
+        layers::Attention::load(weights, p + ".self_attn", c, options_.attention),
         layers::SwiGLU::load(weights, p + ".mlp", c),
     });
   }
-  norm_ = layers::RMSNorm::load(weights, "model.norm.weight", c.hidden_size, c.rms_norm_eps);
-  embed_tokens_.dequant_dtype = norm_.weight->dtype();  // the activation dtype (see io/loader.cpp)
+  auto norm = layers::RMSNorm::load(weights, "model.norm.weight", c.hidden_size, c.rms_norm_eps);
+  embed.dequant_dtype = norm.weight->dtype();  // the activation dtype (see io/loader.cpp)
   // transformers ties the head whenever tie_word_embeddings is set, even if lm_head.weight is saved.
-  if (!c.tie_word_embeddings)
-    lm_head_ = layers::Linear::load(weights, "lm_head", c.hidden_size, c.vocab_size, false);
+  std::optional<layers::Linear> head;
+  if (!c.tie_word_embeddings) head = layers::Linear::load(weights, "lm_head", c.hidden_size, c.vocab_size, false);
   // Keep only what the model reads (a tied checkpoint may still carry lm_head.weight, GGUF files
   // carry extra tensors), so parameters() lists real parameters and unused data is never loaded.
-  for (auto& n : used.names()) weights_.insert_or_assign(n, weights.at(n));
+  WeightMap kept;
+  for (auto& n : used.names()) kept.insert_or_assign(n, weights.at(n));
+  embed_tokens_ = std::move(embed);
+  blocks_ = std::move(blocks);
+  norm_ = std::move(norm);
+  lm_head_ = std::move(head);
+  weights_ = std::move(kept);
+}
+
+void DecoderModel::set_parameters(const WeightMap& updates, bool allow_new) {
+  WeightMap next = weights_;
+  for (auto& [name, value] : updates) {
+    auto it = next.find(name);
+    if (it == next.end()) {
+      if (!allow_new) fail("model", "unknown parameter '" + name + "'");
+      next.insert_or_assign(name, value);
+      continue;
+    }
+    if (it->second.shape() != value.shape())
+      fail("model", "parameter '" + name + "' must keep its shape");
+    it->second = value;
+  }
+  build(next);
 }
 
 mx::array DecoderModel::embed(const mx::array& tokens) const {

@@ -24,8 +24,10 @@ class DecoderModel : public Model {
   mx::array forward_embeddings_last(const mx::array& embeddings, KVCacheList& caches, int n = 1) override;
   mx::array lm_head(const mx::array& hidden) const override;
   WeightMap& parameters() override { return weights_; }
+  void set_parameters(const WeightMap& updates, bool allow_new = false) override;
 
  private:
+  void build(const WeightMap& weights);  // (re)creates the layers from `weights`
   mx::array hidden_states(const mx::array& embeddings, KVCacheList& caches);  // final-normed
   // The head plus the Logits hooks; `offset` is the absolute position of h's first row.
   mx::array head(const mx::array& h, int offset);

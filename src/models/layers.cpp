@@ -24,6 +24,20 @@ bool is_float(mx::Dtype t) { return mx::issubdtype(t, mx::floating); }
 
 thread_local UsedNames* current_recorder = nullptr;
 
+struct DropoutState {
+  float p = 0;
+  uint64_t seed = 0, calls = 0;
+};
+thread_local DropoutState lora_dropout;
+
+// Inverted dropout (torch.nn.Dropout): keep with probability 1 - p and scale by 1 / (1 - p).
+mx::array maybe_dropout(const mx::array& x) {
+  if (lora_dropout.p <= 0) return x;
+  auto key = mx::random::key(lora_dropout.seed * 1000003ULL + lora_dropout.calls++);
+  auto keep = mx::random::bernoulli(mx::array(1.0f - lora_dropout.p), x.shape(), key);
+  return mx::multiply(x, mx::astype(mx::divide(keep, mx::array(1.0f - lora_dropout.p)), x.dtype()));
+}
+
 }  // namespace
 
 UsedNames::UsedNames() : previous_(current_recorder) { current_recorder = this; }
@@ -79,8 +93,19 @@ Linear Linear::load(const WeightMap& w, const std::string& prefix, int in, int o
     l.biases = take(w, prefix + ".biases", sc.shape());
   }
   if (has_bias) l.bias = take(w, prefix + ".bias", {out});
+  auto ait = w.find(prefix + ".lora_A.weight");
+  if (ait != w.end()) {
+    const int r = ait->second.ndim() == 2 ? ait->second.shape(0) : 0;
+    if (r < 1) fail("model", "tensor '" + prefix + ".lora_A.weight' must be [rank, " + std::to_string(in) + "]");
+    l.lora_a = take(w, prefix + ".lora_A.weight", {r, in});
+    l.lora_b = take(w, prefix + ".lora_B.weight", {out, r});
+    l.lora_scale = take(w, prefix + ".lora_scale", {});
+  }
   return l;
 }
+
+LoraDropoutScope::LoraDropoutScope(float p, uint64_t seed) { lora_dropout = {p, seed, 0}; }
+LoraDropoutScope::~LoraDropoutScope() { lora_dropout = {}; }
 
 mx::array Linear::operator()(const mx::array& x) const {
   mx::array y = [&] {
@@ -93,6 +118,11 @@ mx::array Linear::operator()(const mx::array& x) const {
     return mx::quantized_matmul(x, *weight, s, b, true, group_size, bits);
   }();
   if (bias) y = mx::add(y, *bias);
+  if (lora_a) {
+    auto xa = mx::matmul(maybe_dropout(x), mx::transpose(mx::astype(*lora_a, x.dtype())));
+    auto delta = mx::matmul(xa, mx::transpose(mx::astype(*lora_b, x.dtype())));
+    y = mx::add(y, mx::multiply(delta, mx::astype(*lora_scale, y.dtype())));
+  }
   return y;
 }
 

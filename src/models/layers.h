@@ -38,9 +38,20 @@ std::optional<mx::array> take_optional(const WeightMap& w, const std::string& na
 struct Linear {
   std::optional<mx::array> weight, scales, biases, bias;
   int group_size = 0, bits = 0;
+  // LoRA adapter (peft layout): y += scale * B(A(dropout(x))), A [r, in], B [out, r]; read from
+  // `prefix.lora_A.weight`, `prefix.lora_B.weight` and the scalar `prefix.lora_scale` (alpha / r).
+  std::optional<mx::array> lora_a, lora_b, lora_scale;
   static Linear load(const WeightMap& w, const std::string& prefix, int in, int out, bool has_bias);
   bool quantized() const { return scales.has_value(); }
   mx::array operator()(const mx::array& x) const;
+};
+
+// LoRA dropout while training: set for the duration of a training forward (thread-local; off by default).
+struct LoraDropoutScope {
+  LoraDropoutScope(float p, uint64_t seed);
+  ~LoraDropoutScope();
+  LoraDropoutScope(const LoraDropoutScope&) = delete;
+  LoraDropoutScope& operator=(const LoraDropoutScope&) = delete;
 };
 
 // Token embedding table [vocab, hidden], optionally quantized; doubles as the tied output head.

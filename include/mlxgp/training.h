@@ -1,0 +1,81 @@
+// Training: a Trainer keeps float32 master copies of the trainable tensors, computes the loss in the
+// chosen dtype with MLX's value_and_grad, unscales and checks the gradients (dynamic loss scaling
+// skips overflowing steps and backs off), clips, and lets the optimizer update the masters.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <mlx/dtype.h>
+
+#include "mlxgp/loss.h"
+#include "mlxgp/model.h"
+#include "mlxgp/optimizer.h"
+
+namespace mlxgp {
+
+struct LossScaleConfig {
+  enum class Kind { None, Static, Dynamic };
+  Kind kind = Kind::None;
+  double scale = 65536.0;  // static value, or the dynamic starting value (torch GradScaler init_scale)
+  double growth_factor = 2.0, backoff_factor = 0.5;
+  int growth_interval = 2000;  // finite steps before the dynamic scale grows
+};
+
+struct TrainingConfig {
+  mx::Dtype dtype = mx::float32;  // compute dtype; masters stay float32
+  double label_smoothing = 0.0;
+  double max_grad_norm = 0.0;  // 0: no clipping
+  LossScaleConfig loss_scale;
+  // Testing aid: the step (1-based) whose gradients are made infinite, to exercise overflow handling.
+  int inject_overflow_step = 0;
+};
+
+struct TrainStepResult {
+  double loss = 0;        // mean next-token loss over the step's counted tokens
+  int n_tokens = 0;
+  double grad_norm = 0;   // before clipping (0 when skipped)
+  bool skipped = false;   // overflow: no update, loss scale backed off
+  double loss_scale = 1;  // the scale used for this step
+  double lr = 0;
+};
+
+class Trainer {
+ public:
+  // `trainable`: names of model parameters (Model::parameters()) or extra parameters (soft prompts).
+  Trainer(Model& model, std::vector<std::string> trainable, std::unique_ptr<Optimizer> optimizer,
+          TrainingConfig config, LrSchedule schedule);
+
+  // One optimizer step over micro-batches (gradient accumulation): gradients are summed token-weighted,
+  // so the result equals one big batch. Throws [train] on a non-finite loss without dynamic scaling.
+  TrainStepResult step(const std::vector<Batch>& micro_batches, std::optional<int> pad_id = std::nullopt);
+  // Mean loss without updating anything.
+  double evaluate(const std::vector<Batch>& batches, std::optional<int> pad_id = std::nullopt);
+
+  int step_count() const { return optimizer_->steps(); }
+  double loss_scale() const { return scale_; }
+  const std::vector<std::string>& trainable() const { return names_; }
+  const WeightMap& masters() const { return masters_; }
+  // The unscaled gradients of the last step, before clipping.
+  const WeightMap& last_gradients() const { return last_grads_; }
+  Optimizer& optimizer() { return *optimizer_; }
+  // Everything a checkpoint needs to resume exactly (masters, optimizer state, scaler); and back.
+  WeightMap state() const;
+  void load_state(const WeightMap& state, int steps);
+
+ private:
+  void bind(const WeightMap& values);  // casts to the compute dtype and puts them into the model
+  Model& model_;
+  std::vector<std::string> names_;
+  std::unique_ptr<Optimizer> optimizer_;
+  TrainingConfig config_;
+  LrSchedule schedule_;
+  WeightMap masters_, last_grads_;
+  double scale_ = 1.0;
+  int good_steps_ = 0;
+  bool injected_ = false;
+};
+
+}  // namespace mlxgp

@@ -1,0 +1,110 @@
+// Atomic training checkpoints (see include/mlxgp/checkpoint.h).
+#include "mlxgp/checkpoint.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "mlxgp/error.h"
+#include "mlxgp/safetensors_io.h"
+
+namespace mlxgp {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void write_text_atomic(const fs::path& path, const std::string& text) {
+  auto tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) fail("checkpoint", "cannot write " + tmp.string());
+    f << text;
+    f.flush();
+    if (!f) fail("checkpoint", "cannot write " + tmp.string());
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) fail("checkpoint", "cannot write " + path.string() + ": " + ec.message());
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  if (!f) fail("checkpoint", "cannot read " + p.string());
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& out_dir, int step, const std::unordered_map<std::string, WeightMap>& files,
+                            const nlohmann::json& meta, int keep) {
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) fail("checkpoint", "cannot create " + out_dir + ": " + ec.message());
+  const std::string name = "checkpoint-" + std::to_string(step);
+  const fs::path final_dir = fs::path(out_dir) / name;
+  const fs::path tmp_dir = fs::path(out_dir) / (".tmp-" + name + "-" + std::to_string(std::random_device{}()));
+  fs::create_directories(tmp_dir, ec);
+  if (ec) fail("checkpoint", "cannot create " + tmp_dir.string() + ": " + ec.message());
+  try {
+    for (auto& [file, tensors] : files) {
+      std::unordered_map<std::string, mx::array> t(tensors.begin(), tensors.end());
+      save_safetensors_atomic((tmp_dir / (file + ".safetensors")).string(), t, {}, "checkpoint");
+    }
+    auto m = meta;
+    m["step"] = step;
+    write_text_atomic(tmp_dir / "meta.json", m.dump(2));
+    fs::remove_all(final_dir, ec);  // a stale directory of the same step (an interrupted earlier run)
+    fs::rename(tmp_dir, final_dir, ec);
+    if (ec) fail("checkpoint", "cannot move the checkpoint into place: " + ec.message());
+  } catch (...) {
+    fs::remove_all(tmp_dir, ec);
+    throw;
+  }
+  write_text_atomic(fs::path(out_dir) / "latest", name + "\n");
+  // Drop the oldest complete checkpoints beyond `keep` (never the one just written).
+  std::vector<std::pair<int, fs::path>> found;
+  for (auto& e : fs::directory_iterator(out_dir, ec)) {
+    auto n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("checkpoint-", 0) == 0) {
+      try {
+        found.push_back({std::stoi(n.substr(11)), e.path()});
+      } catch (const std::exception&) {
+      }
+    }
+  }
+  std::sort(found.begin(), found.end());
+  for (size_t i = 0; keep > 0 && i + keep < found.size(); ++i)
+    if (found[i].second != final_dir) fs::remove_all(found[i].second, ec);
+  return final_dir.string();
+}
+
+Checkpoint load_checkpoint(const std::string& dir) {
+  fs::path p(dir);
+  if (!fs::exists(p / "meta.json")) {
+    if (!fs::exists(p / "latest")) fail("checkpoint", "no checkpoint in '" + dir + "' (no latest or meta.json)");
+    auto name = read_text(p / "latest");
+    name.erase(name.find_last_not_of(" \r\n") + 1);
+    p /= name;
+  }
+  Checkpoint c;
+  c.path = p.string();
+  try {
+    c.meta = nlohmann::json::parse(read_text(p / "meta.json"));
+    c.step = c.meta.at("step").get<int>();
+  } catch (const nlohmann::json::exception&) {
+    fail("checkpoint", (p / "meta.json").string() + " is malformed");
+  }
+  for (auto& e : fs::directory_iterator(p)) {
+    if (e.path().extension() != ".safetensors") continue;
+    auto contents = load_safetensors_file(e.path().string());
+    WeightMap w;
+    for (auto& [k, v] : contents.tensors) w.insert_or_assign(k, v);
+    c.files.emplace(e.path().stem().string(), std::move(w));
+  }
+  return c;
+}
+
+}  // namespace mlxgp

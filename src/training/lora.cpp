@@ -1,0 +1,146 @@
+// LoRA adapters as extra tensors of the model (`<linear>.lora_A.weight`, `.lora_B.weight`,
+// `.lora_scale`), read by layers::Linear.
+#include "mlxgp/lora.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include <mlx/mlx.h>
+#include <nlohmann/json.hpp>
+
+#include "mlxgp/error.h"
+#include "mlxgp/safetensors_io.h"
+
+namespace mlxgp {
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+const std::string kA = ".lora_A.weight", kB = ".lora_B.weight", kScale = ".lora_scale";
+
+}  // namespace
+
+std::vector<std::string> lora_parameter_names(Model& model) {
+  std::vector<std::string> out;
+  for (auto& [name, a] : model.parameters())
+    if (ends_with(name, kA) || ends_with(name, kB)) out.push_back(name);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> add_lora(Model& model, const LoraConfig& c) {
+  if (c.rank < 1) fail("lora", "rank must be >= 1");
+  if (!(c.alpha > 0) || !std::isfinite(c.alpha)) fail("lora", "alpha must be a positive number");
+  if (!(c.dropout >= 0 && c.dropout < 1)) fail("lora", "dropout must be in [0, 1)");
+  if (c.target_modules.empty()) fail("lora", "no target modules");
+  if (!lora_parameter_names(model).empty()) fail("lora", "the model already has LoRA adapters");
+  auto& params = model.parameters();
+  std::vector<std::string> prefixes;
+  for (auto& [name, w] : params) {
+    if (!ends_with(name, ".weight") || w.ndim() != 2) continue;
+    auto prefix = name.substr(0, name.size() - 7);
+    auto leaf = prefix.substr(prefix.rfind('.') + 1);
+    for (auto& t : c.target_modules)
+      if (leaf == t) prefixes.push_back(prefix);
+  }
+  if (prefixes.empty()) fail("lora", "no linear layer matches the target modules");
+  std::sort(prefixes.begin(), prefixes.end());
+  WeightMap added;
+  std::vector<std::string> names;
+  uint64_t n = 0;
+  for (auto& prefix : prefixes) {
+    const auto& w = params.at(prefix + ".weight");
+    // Quantized weights are packed: the input size comes from the scales' groups.
+    int out = w.shape(0), in = w.shape(1);
+    if (auto s = params.find(prefix + ".scales"); s != params.end()) {
+      // weight [out, in * bits / 32] uint32 and scales [out, in / group]: in = 32 * cols / bits, with
+      // bits inferred as in layers::Linear::load (the group size is 32, 64 or 128).
+      const int cols = w.shape(1), groups = s->second.shape(1);
+      in = 0;
+      for (int bits : {2, 3, 4, 5, 6, 8})
+        for (int group : {32, 64, 128})
+          if ((cols * 32) % bits == 0 && (cols * 32) / bits == groups * group && in == 0) in = groups * group;
+      if (in == 0) fail("lora", "cannot infer the input size of quantized '" + prefix + "'");
+    }
+    // peft: A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0.
+    const float bound = 1.0f / std::sqrt(static_cast<float>(in));
+    added.insert_or_assign(prefix + kA, mx::random::uniform(-bound, bound, {c.rank, in}, mx::float32,
+                                                            mx::random::key(c.seed * 7919 + ++n)));
+    added.insert_or_assign(prefix + kB, mx::zeros({out, c.rank}, mx::float32));
+    added.insert_or_assign(prefix + kScale, mx::array(static_cast<float>(c.alpha / c.rank)));
+    names.push_back(prefix + kA);
+    names.push_back(prefix + kB);
+  }
+  model.set_parameters(added, /*allow_new=*/true);
+  return names;
+}
+
+void merge_lora(Model& model) {
+  auto names = lora_parameter_names(model);
+  if (names.empty()) fail("lora", "the model has no LoRA adapters to merge");
+  auto& params = model.parameters();
+  WeightMap merged;
+  for (auto& name : names) {
+    if (!ends_with(name, kA)) continue;
+    auto prefix = name.substr(0, name.size() - kA.size());
+    if (params.count(prefix + ".scales")) fail("lora", "cannot merge into quantized '" + prefix + "': load the base model with a float dtype");
+    const auto& w = params.at(prefix + ".weight");
+    auto delta = mx::multiply(mx::matmul(params.at(prefix + kB), params.at(name)), params.at(prefix + kScale));
+    merged.insert_or_assign(prefix + ".weight", mx::astype(mx::add(mx::astype(w, mx::float32), delta), w.dtype()));
+  }
+  // Rebuild without the adapter tensors: start from the parameters minus adapters, then apply merges.
+  WeightMap base;
+  for (auto& [k, v] : params)
+    if (!ends_with(k, kA) && !ends_with(k, kB) && !ends_with(k, kScale)) base.insert_or_assign(k, v);
+  for (auto& [k, v] : merged) base.insert_or_assign(k, v);
+  // set_parameters keeps existing names; replacing the whole map drops the adapters.
+  model.parameters() = base;
+  model.set_parameters({});
+}
+
+void save_lora(Model& model, const std::string& path, const LoraConfig& c) {
+  std::unordered_map<std::string, mx::array> tensors;
+  for (auto& [k, v] : model.parameters())
+    if (ends_with(k, kA) || ends_with(k, kB) || ends_with(k, kScale)) tensors.emplace(k, v);
+  if (tensors.empty()) fail("lora", "the model has no LoRA adapters to save");
+  nlohmann::json meta = {{"rank", c.rank}, {"alpha", c.alpha}, {"dropout", c.dropout},
+                         {"target_modules", c.target_modules}};
+  save_safetensors_atomic(path, tensors, {{"format", "mlxgp-lora"}, {"lora_config", meta.dump()}}, "lora");
+}
+
+LoraConfig load_lora(Model& model, const std::string& path) {
+  auto contents = load_safetensors_file(path);
+  auto it = contents.metadata.find("lora_config");
+  if (contents.metadata["format"] != "mlxgp-lora" || it == contents.metadata.end())
+    fail("lora", path + " is not an mlxgp LoRA adapter file");
+  if (!lora_parameter_names(model).empty()) fail("lora", "the model already has LoRA adapters");
+  LoraConfig c;
+  try {
+    auto j = nlohmann::json::parse(it->second);
+    c.rank = j.at("rank");
+    c.alpha = j.at("alpha");
+    c.dropout = j.at("dropout");
+    c.target_modules = j.at("target_modules").get<std::vector<std::string>>();
+  } catch (const std::exception& e) {
+    fail("lora", path + ": malformed adapter metadata");
+  }
+  WeightMap adapters;
+  auto& params = model.parameters();
+  for (auto& [k, v] : contents.tensors) {
+    std::string prefix = ends_with(k, kA) ? k.substr(0, k.size() - kA.size())
+                         : ends_with(k, kB) ? k.substr(0, k.size() - kB.size())
+                         : ends_with(k, kScale) ? k.substr(0, k.size() - kScale.size())
+                                                : "";
+    if (prefix.empty() || !params.count(prefix + ".weight"))
+      fail("lora", path + ": adapter '" + k + "' does not fit this model");
+    adapters.insert_or_assign(k, v);
+  }
+  model.set_parameters(adapters, /*allow_new=*/true);  // shapes are checked by the layers
+  return c;
+}
+
+}  // namespace mlxgp

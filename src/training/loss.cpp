@@ -1,0 +1,71 @@
+// xent_loss and loss_forward (torch / transformers semantics; see include/mlxgp/loss.h).
+#include "mlxgp/loss.h"
+
+#include <mlx/mlx.h>
+
+#include "mlxgp/error.h"
+
+namespace mlxgp {
+
+namespace {
+
+// Positions are fed once, with no KV cache kept: update() returns the new keys/values as they are.
+class PassThroughCache : public KVCache {
+ public:
+  int offset() const override { return 0; }
+  std::pair<mx::array, mx::array> update(const mx::array& k, const mx::array& v) override { return {k, v}; }
+  int trim(int) override { return 0; }
+  bool is_trimmable() const override { return false; }
+  std::unique_ptr<KVCache> clone() const override { return std::make_unique<PassThroughCache>(); }
+};
+
+}  // namespace
+
+LossResult xent_loss(const mx::array& logits, const mx::array& targets, double label_smoothing, int ignore_index) {
+  if (logits.ndim() < 1 || logits.ndim() != targets.ndim() + 1)
+    fail("loss", "logits must be [..., vocab] and targets [...] with the same leading shape");
+  for (int i = 0; i < targets.ndim(); ++i)
+    if (logits.shape(i) != targets.shape(i)) fail("loss", "logits and targets have different leading shapes");
+  if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0)) fail("loss", "label_smoothing must be in [0, 1]");
+  if (!mx::issubdtype(targets.dtype(), mx::integer)) fail("loss", "targets must be integer token ids");
+  const int V = logits.shape(-1);
+  auto x = mx::reshape(mx::astype(logits, mx::float32), {-1, V});
+  auto t = mx::reshape(mx::astype(targets, mx::int32), {-1});
+  auto counted = mx::not_equal(t, mx::array(ignore_index));
+  auto safe_t = mx::where(counted, t, mx::array(0));
+  auto logz = mx::logsumexp(x, -1);
+  auto picked = mx::squeeze(mx::take_along_axis(x, mx::expand_dims(safe_t, -1), -1), -1);
+  auto per = mx::subtract(logz, picked);  // -log p_target
+  if (label_smoothing > 0.0) {
+    auto smooth = mx::subtract(logz, mx::mean(x, -1));  // mean_v(-log p_v)
+    auto e = static_cast<float>(label_smoothing);
+    per = mx::add(mx::multiply(per, mx::array(1.0f - e)), mx::multiply(smooth, mx::array(e)));
+  }
+  auto mask = mx::astype(counted, mx::float32);
+  auto n = mx::sum(mask);
+  auto loss = mx::divide(mx::sum(mx::multiply(per, mask)), n);
+  return {loss, mx::astype(n, mx::int32)};
+}
+
+LossResult loss_forward(Model& model, const Batch& batch, double label_smoothing, std::optional<int> pad_id) {
+  const auto& ids = batch.input_ids;
+  if (ids.ndim() != 2 || ids.shape(1) < 2) fail("loss", "input_ids must be [batch, length >= 2]");
+  const int B = ids.shape(0), T = ids.shape(1);
+  auto labels = batch.labels ? mx::astype(*batch.labels, mx::int32) : mx::astype(ids, mx::int32);
+  if (labels.shape() != ids.shape()) fail("loss", "labels must have the shape of input_ids");
+  if (batch.loss_mask) {
+    if (batch.loss_mask->shape() != ids.shape()) fail("loss", "loss_mask must have the shape of input_ids");
+    labels = mx::where(mx::astype(*batch.loss_mask, mx::bool_), labels, mx::array(-100));
+  }
+  if (pad_id) labels = mx::where(mx::equal(labels, mx::array(*pad_id)), mx::array(-100), labels);
+  KVCacheList caches;
+  for (int i = 0; i < model.config().num_hidden_layers; ++i) caches.push_back(std::make_unique<PassThroughCache>());
+  auto logits = model.forward(ids, caches);
+  // A soft prompt prepends virtual positions: only the last T rows belong to the tokens.
+  const int rows = logits.shape(1);
+  auto pred = mx::slice(logits, {0, rows - T, 0}, {B, rows - 1, logits.shape(2)});
+  auto targets = mx::slice(labels, {0, 1}, {B, T});
+  return xent_loss(pred, targets, label_smoothing, -100);
+}
+
+}  // namespace mlxgp

@@ -1,0 +1,197 @@
+// Trainer: float32 masters, compute in the configured dtype, loss scaling, accumulation, clipping.
+#include "mlxgp/training.h"
+
+#include <cmath>
+
+#include <mlx/mlx.h>
+
+#include "mlxgp/error.h"
+
+namespace mlxgp {
+
+namespace {
+
+bool is_extra(Model& model, const std::string& name) {
+  return model.parameters().count(name) == 0 && model.extra_params().has(name);
+}
+
+}  // namespace
+
+Trainer::Trainer(Model& model, std::vector<std::string> trainable, std::unique_ptr<Optimizer> optimizer,
+                 TrainingConfig config, LrSchedule schedule)
+    : model_(model), names_(std::move(trainable)), optimizer_(std::move(optimizer)), config_(config),
+      schedule_(schedule) {
+  if (names_.empty()) fail("train", "nothing to train");
+  if (!optimizer_) fail("train", "no optimizer");
+  if (config_.dtype != mx::float32 && config_.dtype != mx::bfloat16 && config_.dtype != mx::float16)
+    fail("train", "the compute dtype must be float32, bfloat16 or float16");
+  if (!(config_.label_smoothing >= 0 && config_.label_smoothing <= 1)) fail("train", "label_smoothing must be in [0, 1]");
+  if (config_.max_grad_norm < 0) fail("train", "max_grad_norm must be >= 0");
+  const auto& ls = config_.loss_scale;
+  if (ls.kind != LossScaleConfig::Kind::None && !(ls.scale > 0 && std::isfinite(ls.scale)))
+    fail("train", "the loss scale must be a positive number");
+  if (ls.kind == LossScaleConfig::Kind::Dynamic &&
+      (!(ls.growth_factor > 1) || !(ls.backoff_factor > 0 && ls.backoff_factor < 1) || ls.growth_interval < 1))
+    fail("train", "dynamic loss scaling needs growth_factor > 1, backoff_factor in (0, 1), growth_interval >= 1");
+  scale_ = ls.kind == LossScaleConfig::Kind::None ? 1.0 : ls.scale;
+  for (auto& n : names_) {
+    std::optional<mx::array> p;
+    if (auto it = model_.parameters().find(n); it != model_.parameters().end()) p = it->second;
+    else if (model_.extra_params().has(n)) p = model_.extra_params().get(n);
+    else fail("train", "no parameter '" + n + "' to train");
+    if (!mx::issubdtype(p->dtype(), mx::floating))
+      fail("train", "parameter '" + n + "' is quantized or not floating point and cannot be trained (use LoRA)");
+    masters_.insert_or_assign(n, mx::astype(*p, mx::float32));
+  }
+  mx::eval(std::vector<mx::array>([&] {
+    std::vector<mx::array> v;
+    for (auto& [k, a] : masters_) v.push_back(a);
+    return v;
+  }()));
+  bind(masters_);
+}
+
+void Trainer::bind(const WeightMap& values) {
+  WeightMap model_updates;
+  for (auto& [name, v] : values) {
+    auto cast = v.dtype() == config_.dtype ? v : mx::astype(v, config_.dtype);
+    if (is_extra(model_, name)) model_.extra_params().set(name, cast);
+    else model_updates.insert_or_assign(name, cast);
+  }
+  if (!model_updates.empty()) model_.set_parameters(model_updates);
+}
+
+TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::optional<int> pad_id) {
+  if (micro_batches.empty()) fail("train", "a step needs at least one batch");
+  TrainStepResult r;
+  r.lr = schedule_.at(optimizer_->steps());
+  r.loss_scale = scale_;
+  std::vector<mx::array> params;
+  for (auto& n : names_) params.push_back(masters_.at(n));
+  std::vector<int> argnums(params.size());
+  for (size_t i = 0; i < argnums.size(); ++i) argnums[i] = static_cast<int>(i);
+
+  // Token-weighted accumulation: each micro-batch contributes loss_i * n_i; the sum is divided by
+  // the total count at the end, so the step equals one batch holding all the micro-batches.
+  std::vector<mx::array> grad_sum;
+  mx::array loss_sum = mx::array(0.0f), count = mx::array(0.0f);
+  for (auto& batch : micro_batches) {
+    const float scale = static_cast<float>(scale_);
+    auto fn = [&](const std::vector<mx::array>& ps) {
+      WeightMap traced;
+      for (size_t i = 0; i < ps.size(); ++i) traced.insert_or_assign(names_[i], ps[i]);
+      bind(traced);
+      auto lr = loss_forward(model_, batch, config_.label_smoothing, pad_id);
+      auto n = mx::astype(lr.n_tokens, mx::float32);
+      auto total = mx::multiply(lr.loss, n);
+      return std::vector<mx::array>{mx::multiply(total, mx::array(scale)), total, n};
+    };
+    auto [values, grads] = mx::value_and_grad(fn, argnums)(params);
+    loss_sum = mx::add(loss_sum, values[1]);
+    count = mx::add(count, values[2]);
+    if (grad_sum.empty()) grad_sum = grads;
+    else
+      for (size_t i = 0; i < grads.size(); ++i) grad_sum[i] = mx::add(grad_sum[i], grads[i]);
+    mx::eval(loss_sum, count);
+    mx::eval(grad_sum);
+  }
+  const double n = count.item<float>();
+  r.n_tokens = static_cast<int>(n);
+  if (n == 0) fail("train", "the batch has no target tokens (everything is padding or ignored)");
+  r.loss = loss_sum.item<float>() / n;
+
+  // Unscale: gradients of (scale * sum) -> gradients of the mean.
+  WeightMap grads;
+  const bool inject = !injected_ && config_.inject_overflow_step == optimizer_->steps() + 1;
+  injected_ = injected_ || inject;
+  const float unscale = inject ? INFINITY : static_cast<float>(1.0 / (scale_ * n));
+  std::vector<mx::array> finite;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    auto g = mx::multiply(mx::astype(grad_sum[i], mx::float32), mx::array(unscale));
+    finite.push_back(mx::all(mx::isfinite(g)));
+    grads.insert_or_assign(names_[i], g);
+  }
+  last_grads_ = grads;
+  const bool grads_ok = mx::all(mx::stack(finite)).item<bool>();
+  const bool loss_ok = std::isfinite(r.loss);
+  const bool dynamic = config_.loss_scale.kind == LossScaleConfig::Kind::Dynamic;
+  if (!grads_ok || !loss_ok) {
+    bind(masters_);  // the model must not keep the traced arrays
+    if (!dynamic)
+      fail("train", std::string("the ") + (loss_ok ? "gradients are" : "loss is") + " not finite at step " +
+                        std::to_string(optimizer_->steps() + 1) +
+                        " (lower the learning rate, or use dynamic loss scaling with fp16)");
+    // torch GradScaler: skip the update and back off the scale.
+    r.skipped = true;
+    scale_ *= config_.loss_scale.backoff_factor;
+    good_steps_ = 0;
+    return r;
+  }
+  if (config_.max_grad_norm > 0) r.grad_norm = clip_grad_norm(grads, config_.max_grad_norm).item<float>();
+  optimizer_->step(masters_, grads, r.lr);
+  std::vector<mx::array> to_eval;
+  for (auto& [k, a] : masters_) to_eval.push_back(a);
+  for (auto& [k, a] : optimizer_->state()) to_eval.push_back(a);
+  mx::eval(to_eval);
+  bind(masters_);
+  if (dynamic && ++good_steps_ >= config_.loss_scale.growth_interval) {
+    scale_ *= config_.loss_scale.growth_factor;
+    good_steps_ = 0;
+  }
+  return r;
+}
+
+double Trainer::evaluate(const std::vector<Batch>& batches, std::optional<int> pad_id) {
+  double total = 0, count = 0;
+  for (auto& b : batches) {
+    auto lr = loss_forward(model_, b, 0.0, pad_id);
+    auto n = mx::astype(lr.n_tokens, mx::float32);
+    auto s = mx::multiply(lr.loss, n);
+    mx::eval(s, n);
+    if (n.item<float>() > 0) {
+      total += s.item<float>();
+      count += n.item<float>();
+    }
+  }
+  if (count == 0) fail("train", "the evaluation data has no target tokens");
+  return total / count;
+}
+
+WeightMap Trainer::state() const {
+  WeightMap s;
+  for (auto& [k, a] : masters_) s.insert_or_assign("master." + k, a);
+  for (auto& [k, a] : optimizer_->state()) s.insert_or_assign("optimizer." + k, a);
+  s.insert_or_assign("scaler.scale", mx::array(static_cast<float>(scale_)));
+  s.insert_or_assign("scaler.good_steps", mx::array(good_steps_));
+  return s;
+}
+
+void Trainer::load_state(const WeightMap& state, int steps) {
+  WeightMap masters, opt;
+  for (auto& [k, a] : state) {
+    if (k.rfind("master.", 0) == 0) masters.insert_or_assign(k.substr(7), a);
+    else if (k.rfind("optimizer.", 0) == 0) opt.insert_or_assign(k.substr(10), a);
+  }
+  for (auto& n : names_) {
+    auto it = masters.find(n);
+    if (it == masters.end()) fail("train", "the checkpoint has no master copy of '" + n + "'");
+    if (it->second.shape() != masters_.at(n).shape())
+      fail("train", "the checkpoint's '" + n + "' has another shape: it belongs to another model");
+  }
+  if (masters.size() != names_.size()) fail("train", "the checkpoint trains other parameters than this run");
+  masters_ = masters;
+  optimizer_->load_state(opt, steps);
+  if (auto it = state.find("scaler.scale"); it != state.end()) {
+    auto a = it->second;
+    mx::eval(a);
+    scale_ = a.item<float>();
+  }
+  if (auto it = state.find("scaler.good_steps"); it != state.end()) {
+    auto a = mx::astype(it->second, mx::int32);
+    mx::eval(a);
+    good_steps_ = a.item<int>();
+  }
+  bind(masters_);
+}
+
+}  // namespace mlxgp

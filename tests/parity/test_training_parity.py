@@ -1,0 +1,175 @@
+"""Training against PyTorch run live in the same test: xent_loss vs F.cross_entropy, gradients of the
+next-token loss vs torch autograd on the same transformers model, AdamW steps vs torch.optim.AdamW,
+the loss trajectory, exact resume, and dynamic loss scaling on an injected overflow."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.numpy import load_file, save_file
+
+import tiny_models
+
+B, T = 2, 16
+# Adam's first updates are about lr * sign(g): for the few weights whose gradient is near eps (1e-8),
+# fp32 summation-order noise between two autograd engines moves them by a fraction of lr. At 1e-4 that
+# stays under the 1e-5 parameter tolerance; at 1e-3 one such weight differs by 7e-5 after one step.
+LR_ADAMW = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return {arch: tiny_models.make_tiny_model(arch, tmp_path_factory.mktemp(f"train_{arch}"))
+            for arch in ("llama", "qwen3")}
+
+
+def _data(path, vocab, n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = [rng.integers(3, vocab, T).tolist() for _ in range(n)]
+    path.write_text("".join(json.dumps({"input_ids": r}) + "\n" for r in rows))
+    return rows
+
+
+def _train(run_mlxgp, folder, data, out, *extra):
+    return run_mlxgp("train", "--model", folder, "--data", data, "--mode", "full", "--batch-size", B, "--seq-len", T,
+                     "--no-shuffle", "--dtype", "float32", "--out", out, *map(str, extra))
+
+
+def _batches(rows, steps):
+    """The batches mlxgp takes with --no-shuffle: consecutive rows, wrapping around."""
+    for s in range(steps):
+        yield torch.tensor([rows[(s * B + i) % len(rows)] for i in range(B)])
+
+
+def _fresh(model_folder):
+    import transformers
+
+    m = transformers.AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32)
+    m.train()  # no dropout in these configs; train() only matters for parity of mode-dependent code
+    return m
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.35])
+def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
+    rng = np.random.default_rng(1)
+    logits = (rng.standard_normal((64, 300)) * 3).astype(np.float32)
+    logits[5, 7] = -1e9  # an effectively impossible class
+    targets = rng.integers(0, 300, 64).astype(np.int32)
+    targets[::7] = -100
+    save_file({"logits": logits, "targets": targets}, str(tmp_path / "in.safetensors"))
+    run_mlxgp("loss", "--in", tmp_path / "in.safetensors", "--label-smoothing", smoothing, "--out",
+              tmp_path / "out.safetensors")
+    got = load_file(str(tmp_path / "out.safetensors"))
+    ref = F.cross_entropy(torch.tensor(logits), torch.tensor(targets, dtype=torch.long), ignore_index=-100,
+                          label_smoothing=smoothing).item()
+    rel = abs(float(got["loss"]) - ref) / abs(ref)
+    print(f"xent label_smoothing={smoothing}: mlxgp {float(got['loss']):.8f} torch {ref:.8f} rel {rel:.2e}")
+    assert int(got["n_tokens"]) == int((targets != -100).sum())
+    assert rel <= 1e-6
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
+    model, folder = tiny[arch]
+    rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)
+    _train(run_mlxgp, folder, tmp_path / "d.jsonl", tmp_path / "out", "--steps", 1, "--lr", 1e-3, "--dump-grads",
+           tmp_path / "g.safetensors")
+    got = load_file(str(tmp_path / "g.safetensors"))
+    m = _fresh(folder)
+    ids = next(_batches(rows, 1))
+    m(ids, labels=ids).loss.backward()
+    worst = 0.0
+    for name, p in m.named_parameters():
+        ref = p.grad.numpy()
+        rel = float(np.abs(got[name] - ref).max() / max(np.abs(ref).max(), 1e-12))
+        worst = max(worst, rel)
+    assert set(got) == {n for n, _ in m.named_parameters()}
+    print(f"{arch}: {len(got)} gradient tensors, max relative |diff| = {worst:.2e}")
+    assert worst <= 1e-4
+
+
+def _torch_adamw_run(folder, rows, steps, lr, wd, clip=None):
+    m = _fresh(folder)
+    opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=wd)
+    losses = []
+    for ids in _batches(rows, steps):
+        opt.zero_grad()
+        loss = m(ids, labels=ids).loss
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(m.parameters(), clip)
+        opt.step()
+        losses.append(loss.item())
+    return m, losses
+
+
+def test_adamw_steps_and_loss_trajectory_match_torch(tiny, run_mlxgp, tmp_path):
+    model, folder = tiny["llama"]
+    rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)
+    _train(run_mlxgp, folder, tmp_path / "d.jsonl", tmp_path / "out", "--steps", 20, "--lr", LR_ADAMW,
+           "--weight-decay", 0.01, "--max-grad-norm", 1.0, "--log-json", tmp_path / "log.jsonl")
+    ref_model, ref_losses = _torch_adamw_run(folder, rows, 20, LR_ADAMW, 0.01, clip=1.0)
+    losses = [json.loads(l)["loss"] for l in (tmp_path / "log.jsonl").read_text().splitlines()]
+    got = load_file(str(tmp_path / "out" / "model.safetensors"))
+    pdiff = max(float(np.abs(got[n] - p.detach().numpy()).max()) for n, p in ref_model.named_parameters())
+    ldiff = max(abs(a - b) for a, b in zip(losses[:10], ref_losses[:10]))
+    print(f"20 AdamW steps: max |param diff| = {pdiff:.2e}; first 10 losses max |diff| = {ldiff:.2e} "
+          f"({ref_losses[0]:.4f} -> {ref_losses[9]:.4f})")
+    assert len(losses) == 20
+    assert ldiff <= 1e-4
+    assert pdiff <= 1e-5
+
+
+def test_resume_equals_uninterrupted_run(tiny, run_mlxgp, tmp_path):
+    model, folder = tiny["llama"]
+    _data(tmp_path / "d.jsonl", model.config.vocab_size, n=6)
+    common = ["--lr", 1e-3, "--schedule", "cosine", "--warmup", 2]
+    _train(run_mlxgp, folder, tmp_path / "d.jsonl", tmp_path / "full", "--steps", 8, *common)
+    _train(run_mlxgp, folder, tmp_path / "d.jsonl", tmp_path / "half", "--steps", 8, "--save-every", 4,
+           "--inject-overflow-at", 0, *common)  # writes checkpoint-4 then checkpoint-8
+    # Simulate a run killed after step 4: keep only checkpoint-4, then resume.
+    import shutil
+    shutil.copytree(tmp_path / "half" / "checkpoint-4", tmp_path / "resumed" / "checkpoint-4")
+    (tmp_path / "resumed" / "latest").write_text("checkpoint-4\n")
+    _train(run_mlxgp, folder, tmp_path / "d.jsonl", tmp_path / "resumed", "--steps", 8, "--resume",
+           tmp_path / "resumed", *common)
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(np.array_equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+
+
+def test_dynamic_loss_scale_skips_injected_overflow(tiny, run_mlxgp, tmp_path):
+    model, folder = tiny["llama"]
+    _data(tmp_path / "d.jsonl", model.config.vocab_size)
+    _train(run_mlxgp, folder, tmp_path / "d.jsonl", tmp_path / "out", "--steps", 6, "--lr", 1e-3, "--loss-scale",
+           "dynamic", "--inject-overflow-at", 3, "--log-json", tmp_path / "log.jsonl")
+    log = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()]
+    skipped = [e["step"] for e in log if e["skipped"]]
+    scales = [e["loss_scale"] for e in log]
+    print(f"steps logged {len(log)}, skipped {skipped}, loss scales {scales}")
+    assert skipped == [3]
+    assert scales[3] == scales[2] * 0.5  # backed off after the overflow
+    assert not any(e["skipped"] for e in log[3:]) and all(np.isfinite(e["loss"]) for e in log)
+
+
+def test_training_errors(tiny, run_mlxgp, tmp_path):
+    model, folder = tiny["llama"]
+    (tmp_path / "bad.jsonl").write_text('{"input_ids": [1, 2, 3]}\n{"input_ids": [1, 2\n')
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "long.jsonl").write_text(json.dumps({"input_ids": list(range(3, 40))}) + "\n")
+    (tmp_path / "oov.jsonl").write_text(json.dumps({"input_ids": [1, 99999]}) + "\n")
+    cases = [
+        (tmp_path / "bad.jsonl", [], "[data]", "bad.jsonl:2: malformed JSON"),
+        (tmp_path / "empty.jsonl", [], "[data]", "holds no training examples"),
+        (tmp_path / "long.jsonl", [], "[data]", "more than --seq-len"),
+        (tmp_path / "oov.jsonl", [], "[data]", "outside the vocabulary"),
+        (tmp_path / "missing.jsonl", [], "[data]", "cannot read"),
+        (tmp_path / "bad.jsonl", ["--mode", "everything"], "[cli]", "--mode must be"),
+    ]
+    for data, extra, component, text in cases:
+        p = run_mlxgp("train", "--model", folder, "--data", data, "--seq-len", T, "--out", tmp_path / "o", *extra,
+                      check=False)
+        assert p.returncode != 0 and component in p.stderr and text in p.stderr, (data, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
