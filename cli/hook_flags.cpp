@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "mlxgp/error.h"
+#include "mlxgp/lora.h"
 #include "mlxgp/safetensors_io.h"
 #include "mlxgp/steering.h"
 
@@ -28,11 +29,16 @@ void declare_hook_flags(Args& args) {
       .option("steer-positions", "all | prompt | generated (default: all)")
       .option("persona-bias", "safetensors file with a persona vector [hidden]: adds alpha * lm_head(v) to the logits")
       .option("persona-alpha", "scale of the persona logit bias (default: 1)")
-      .option("soft-prompt", "safetensors file with virtual-token embeddings [n, hidden] (key soft_prompt) to prepend");
+      .option("soft-prompt", "safetensors file with virtual-token embeddings [n, hidden] (key soft_prompt) to prepend")
+      .option("lora", "LoRA adapters (adapters.safetensors from mlxgp train --mode lora) applied to the model");
 }
 
 int attach_hooks_from_flags(const Args& args, Model& model) {
   int attached = 0;
+  if (auto path = args.get("lora")) {
+    load_lora(model, *path);
+    ++attached;
+  }
   if (auto path = args.get("steer")) {
     auto layers = args.get_int_list("steer-layer");
     if (!layers) fail("cli", "--steer needs --steer-layer");

@@ -1,5 +1,5 @@
-// Steering flags shared by `generate` and `logits`: --steer/--persona-bias/--soft-prompt files become
-// named extra parameters on the model plus the hooks that read them.
+// Steering and adapter flags shared by `generate` and `logits`: --steer/--persona-bias/--soft-prompt files
+// become named extra parameters on the model plus the hooks that read them; --lora loads adapters.
 #pragma once
 
 #include "args.h"

@@ -1,0 +1,139 @@
+// Training pieces on a tiny random llama, checked against the same computation done another way.
+#include <gtest/gtest.h>
+
+#include <mlx/mlx.h>
+
+#include "test_models_util.h"
+#include "mlxgp/loader.h"
+#include "mlxgp/lora.h"
+#include "mlxgp/steering.h"
+#include "mlxgp/training.h"
+
+namespace mlxgp::testing {
+namespace {
+
+struct Tiny {
+  TempDir dir;
+  std::shared_ptr<Model> model = load(write_tiny_folder(dir).string()).model;
+};
+
+mx::array logits(Model& m, const std::vector<int>& ids) {
+  auto caches = m.make_caches();
+  auto out = m.forward(mx::array(ids.data(), {1, static_cast<int>(ids.size())}, mx::int32), caches);
+  mx::eval(out);
+  return out;
+}
+
+float max_diff(const mx::array& a, const mx::array& b) { return mx::max(mx::abs(mx::subtract(a, b))).item<float>(); }
+
+Batch batch() {
+  std::vector<int> ids = {1, 5, 9, 13, 17, 21, 25, 29, 2, 6, 10, 14, 18, 22, 26, 30};
+  return Batch{mx::array(ids.data(), {2, 8}, mx::int32), std::nullopt, std::nullopt};
+}
+
+TEST(Training, FreshLoraLeavesLogitsUnchangedAndMergeKeepsThem) {
+  Tiny t;
+  auto& m = *t.model;
+  const std::vector<int> ids = {3, 7, 11, 19};
+  auto base = logits(m, ids);
+  LoraConfig c;
+  c.rank = 4;
+  auto names = add_lora(m, c);
+  EXPECT_EQ(names.size(), 8u);  // q_proj and v_proj of 2 layers, A and B each
+  EXPECT_EQ(max_diff(logits(m, ids), base), 0.0f);  // B starts at zero
+  // Give B values, then merging must reproduce the adapted model without adapters.
+  WeightMap upd;
+  for (auto& n : names)
+    if (n.find("lora_B") != std::string::npos)
+      upd.insert_or_assign(n, mx::random::normal(m.parameters().at(n).shape(), mx::float32, mx::random::key(1)));
+  m.set_parameters(upd);
+  auto adapted = logits(m, ids);
+  EXPECT_GT(max_diff(adapted, base), 1e-3);
+  auto path = (t.dir / "a.safetensors").string();
+  save_lora(m, path, c);
+  merge_lora(m);
+  EXPECT_TRUE(lora_parameter_names(m).empty());
+  EXPECT_LT(max_diff(logits(m, ids), adapted), 1e-5);
+  // A fresh model with the saved adapters gives the adapted logits again.
+  Tiny t2;
+  auto cfg = load_lora(*t2.model, path);
+  EXPECT_EQ(cfg.rank, 4);
+  EXPECT_LT(max_diff(logits(*t2.model, ids), adapted), 1e-6);
+}
+
+TEST(Training, GradientMatchesFiniteDifference) {
+  Tiny t;
+  auto& m = *t.model;
+  const std::string name = "model.layers.1.mlp.down_proj.weight";
+  auto w0 = m.parameters().at(name);
+  Trainer tr(m, {name}, make_sgd(), TrainingConfig{}, LrSchedule{LrSchedule::Kind::Constant, 1e-9});
+  tr.step({batch()});
+  auto g = tr.last_gradients().at(name);
+  mx::eval(g);
+  // Central difference on one element (float32: a modest step).
+  auto loss_at = [&](float delta) {
+    auto onehot = mx::reshape(mx::astype(mx::equal(mx::arange(static_cast<int>(w0.size())), mx::array(5)), mx::float32),
+                              w0.shape());
+    auto w = mx::add(w0, mx::multiply(mx::array(delta), onehot));
+    m.set_parameters({{name, w}});
+    return loss_forward(m, batch()).loss.item<float>();
+  };
+  const float h = 1e-2f;
+  float fd = (loss_at(h) - loss_at(-h)) / (2 * h);
+  auto flat = mx::reshape(g, {-1});
+  mx::eval(flat);
+  float an = flat.data<float>()[5];
+  EXPECT_NEAR(fd, an, 2e-3f * std::max(1.0f, std::fabs(an)));
+}
+
+TEST(Training, SoftPromptTrainingTouchesOnlyTheVirtualTokens) {
+  Tiny t;
+  auto& m = *t.model;
+  WeightMap before = m.parameters();
+  m["_soft"] = mx::random::normal({3, 32}, mx::float32, mx::random::key(2));
+  add_hook(m, std::make_shared<SoftPromptHook>(3, "_soft"));
+  Trainer tr(m, {"_soft"}, make_adamw(), TrainingConfig{}, LrSchedule{LrSchedule::Kind::Constant, 1e-2});
+  auto start = m.extra_params().get("_soft");
+  double first = tr.step({batch()}).loss, last = first;
+  for (int i = 0; i < 10; ++i) last = tr.step({batch()}).loss;
+  EXPECT_LT(last, first);
+  EXPECT_GT(max_diff(m.extra_params().get("_soft"), start), 1e-3);
+  for (auto& [k, v] : before) EXPECT_TRUE(mx::array_equal(v, m.parameters().at(k)).item<bool>()) << k;
+}
+
+TEST(Training, Bf16ComputeKeepsFloat32Masters) {
+  Tiny t;
+  auto& m = *t.model;
+  TrainingConfig cfg;
+  cfg.dtype = mx::bfloat16;
+  const std::string name = "model.layers.0.mlp.up_proj.weight";
+  Trainer tr(m, {name}, make_adamw(), cfg, LrSchedule{LrSchedule::Kind::Constant, 1e-3});
+  EXPECT_EQ(m.parameters().at(name).dtype(), mx::bfloat16);
+  auto r = tr.step({batch()});
+  EXPECT_TRUE(std::isfinite(r.loss));
+  EXPECT_EQ(tr.masters().at(name).dtype(), mx::float32);
+  EXPECT_EQ(m.parameters().at(name).dtype(), mx::bfloat16);
+}
+
+TEST(Training, NonFiniteLossWithoutScalingIsAClearError) {
+  Tiny t;
+  auto& m = *t.model;
+  TrainingConfig cfg;
+  cfg.inject_overflow_step = 1;
+  Trainer tr(m, {"model.norm.weight"}, make_sgd(), cfg, LrSchedule{});
+  EXPECT_NE(error_of([&] { tr.step({batch()}); }).find("[train] the gradients are not finite at step 1"), std::string::npos);
+  EXPECT_EQ(error_of([&] { Trainer(m, {"nope"}, make_sgd(), TrainingConfig{}, LrSchedule{}); }),
+            "[train] no parameter 'nope' to train");
+}
+
+TEST(Training, ScheduleFollowsWarmupThenCosine) {
+  LrSchedule s{LrSchedule::Kind::Cosine, 1.0, 10, 110};
+  EXPECT_DOUBLE_EQ(s.at(0), 0.0);
+  EXPECT_DOUBLE_EQ(s.at(5), 0.5);
+  EXPECT_DOUBLE_EQ(s.at(10), 1.0);
+  EXPECT_NEAR(s.at(60), 0.5, 1e-12);
+  EXPECT_NEAR(s.at(110), 0.0, 1e-12);
+}
+
+}  // namespace
+}  // namespace mlxgp::testing
