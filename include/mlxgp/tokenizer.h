@@ -17,9 +17,13 @@ namespace mlxgp {
 class Tokenizer {
  public:
   // Throws [tokenizer] on unreadable/malformed files or unsupported components (named).
-  // Supported: byte-level BPE (GPT-2 / Llama-3 / Qwen2-3 / SmolLM style) with normalizer null/NFC,
-  // pre-tokenizers ByteLevel/Split/Digits/Sequence, post-processors ByteLevel/TemplateProcessing,
-  // decoder ByteLevel. An empty config path means the tokenizer_config.json next to the file, if any.
+  // Supported: models BPE (byte-level or SentencePiece-style with byte_fallback) and Unigram;
+  // normalizers NFC/NFD/NFKC/NFKD/Lowercase/Strip/Prepend/Replace/Sequence; pre-tokenizers
+  // ByteLevel/Split/Digits/Metaspace/Whitespace/WhitespaceSplit/Punctuation/BertPreTokenizer/
+  // Sequence; post-processors ByteLevel/TemplateProcessing/Sequence; decoders ByteLevel/Metaspace/
+  // ByteFallback/Fuse/Strip/Replace/Sequence. An empty config path means the tokenizer_config.json
+  // next to the file, if any; with a config, the pipeline transformers builds for its
+  // tokenizer_class is used (LlamaTokenizer and GemmaTokenizer rebuild theirs, as transformers 5).
   static std::shared_ptr<Tokenizer> from_files(const std::string& tokenizer_json_path,
                                                const std::string& tokenizer_config_path = "");
   static std::shared_ptr<Tokenizer> from_gguf(
@@ -52,12 +56,15 @@ class Tokenizer {
   explicit Tokenizer(std::unique_ptr<Impl> impl);
 
  private:
+  friend class StreamingDetokenizer;
   std::unique_ptr<Impl> impl_;
 };
 
-// Emits text as soon as it is final: never a broken UTF-8 sequence; the concatenation of all
-// push() results and flush() equals tokenizer.decode(all ids). push() throws like decode() on a
-// bad id (and then leaves its state unchanged).
+// Emits text as soon as it is final: never a broken UTF-8 sequence, nor a run of byte-fallback
+// tokens that later ones could still change; with Metaspace decoders the leading space of the
+// first token is dropped exactly as decode() drops it. The concatenation of all push() results
+// and flush() equals tokenizer.decode(all ids). push() throws like decode() on a bad id (and
+// then leaves its state unchanged).
 class StreamingDetokenizer {
  public:
   explicit StreamingDetokenizer(std::shared_ptr<const Tokenizer> tokenizer, bool skip_special_tokens = false);
@@ -67,7 +74,8 @@ class StreamingDetokenizer {
  private:
   std::shared_ptr<const Tokenizer> tokenizer_;
   bool skip_special_;
-  std::string pending_;  // decoded bytes not yet returned (an unfinished UTF-8 sequence)
+  std::vector<int> window_;  // ids not yet turned into returned text
+  bool started_ = false;     // some non-empty text was returned (later ids continue it)
 };
 
 }  // namespace mlxgp

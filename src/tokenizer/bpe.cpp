@@ -27,6 +27,11 @@ struct Candidate {
 
 }  // namespace
 
+std::string byte_token(unsigned char b) {
+  static const char* hex = "0123456789ABCDEF";
+  return std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">";
+}
+
 Bpe::Bpe(Vocab vocab, const std::vector<std::pair<std::string, std::string>>& merges, BpeOptions opts)
     : vocab_(std::move(vocab)), opts_(opts) {
   merges_.reserve(merges.size() * 2);
@@ -39,6 +44,10 @@ Bpe::Bpe(Vocab vocab, const std::vector<std::pair<std::string, std::string>>& me
     // A repeated pair keeps its last rank: tokenizers collects the merges into a map in order.
     merges_.insert_or_assign(pair_key(ia->second, ib->second), std::make_pair(static_cast<int>(rank), im->second));
   }
+  byte_ids_.fill(-1);
+  if (opts_.byte_fallback)
+    for (int b = 0; b < 256; ++b)
+      if (auto it = vocab_.find(byte_token(static_cast<unsigned char>(b))); it != vocab_.end()) byte_ids_[b] = it->second;
 }
 
 void Bpe::tokenize(std::string_view word, std::vector<int>& out) const {
@@ -71,24 +80,40 @@ void Bpe::tokenize(std::string_view word, std::vector<int>& out) const {
 void Bpe::merge_word(std::string_view word, std::vector<int>& out) const {
   std::vector<Symbol> syms;
   syms.reserve(word.size());
+  auto push = [&](int id) {
+    syms.push_back({id, static_cast<int>(syms.size()) - 1, static_cast<int>(syms.size()) + 1});
+  };
+  // The initial symbols, as tokenizers' BPE::merge_word builds them: a character in the
+  // vocabulary, else its byte tokens (byte_fallback, only if all exist), else unk. A pending unk
+  // is only flushed by the next known character, so with fuse_unk it also absorbs unknowns that
+  // come after byte-fallback bytes (the reference's order, kept as is).
+  int pending_unk = -1;
   size_t i = 0;
-  bool last_unk = false;
   while (i < word.size()) {
     size_t start = i;
-    size_t n = utf8_len(static_cast<unsigned char>(word[i]));
-    i = std::min(word.size(), i + n);
+    i = std::min(word.size(), i + utf8_len(static_cast<unsigned char>(word[i])));
     auto it = vocab_.find(word.substr(start, i - start));
     if (it != vocab_.end()) {
-      syms.push_back({it->second, static_cast<int>(syms.size()) - 1, static_cast<int>(syms.size()) + 1});
-      last_unk = false;
-    } else if (opts_.unk_id) {
-      // Characters missing from the vocabulary become unk (fused if asked); with no unk token
-      // tokenizers drops them, and so do we.
-      if (!(opts_.fuse_unk && last_unk))
-        syms.push_back({*opts_.unk_id, static_cast<int>(syms.size()) - 1, static_cast<int>(syms.size()) + 1});
-      last_unk = true;
+      if (pending_unk >= 0) push(pending_unk);
+      pending_unk = -1;
+      push(it->second);
+      continue;
+    }
+    if (opts_.byte_fallback) {
+      bool all = true;
+      for (size_t k = start; k < i; ++k) all = all && byte_ids_[static_cast<unsigned char>(word[k])] >= 0;
+      if (all) {
+        for (size_t k = start; k < i; ++k) push(byte_ids_[static_cast<unsigned char>(word[k])]);
+        continue;
+      }
+    }
+    if (opts_.unk_id) {
+      // With no unk token tokenizers drops the character, and so do we.
+      if (pending_unk >= 0 && !opts_.fuse_unk) push(pending_unk);
+      pending_unk = *opts_.unk_id;
     }
   }
+  if (pending_unk >= 0) push(pending_unk);
   if (syms.empty()) return;
   syms.back().next = -1;
 

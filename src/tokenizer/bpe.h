@@ -1,6 +1,8 @@
-// The BPE model of tokenizers: a vocabulary, ranked merges, and a bounded per-word cache.
+// The BPE model of tokenizers: a vocabulary, ranked merges, optional byte fallback, and a bounded
+// per-word cache.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -10,30 +12,26 @@
 #include <utility>
 #include <vector>
 
-namespace mlxgp::tok {
+#include "tokenizer/model.h"
 
-// Transparent hashing so vocabulary lookups take string_views without allocating.
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-using Vocab = std::unordered_map<std::string, int, StringHash, std::equal_to<>>;
+namespace mlxgp::tok {
 
 struct BpeOptions {
   bool ignore_merges = false;        // a word that is itself in the vocabulary is one token (Llama-3)
   std::optional<int> unk_id;         // id for characters missing from the vocabulary
   bool fuse_unk = false;             // consecutive unknowns become one unk token
+  bool byte_fallback = false;        // unknown characters become their <0xNN> byte tokens
 };
 
-class Bpe {
+class Bpe : public Model {
  public:
   // Throws [tokenizer] if a merge names a token (or a merged result) missing from the vocabulary.
   Bpe(Vocab vocab, const std::vector<std::pair<std::string, std::string>>& merges, BpeOptions opts);
 
   // Appends the ids of one pre-tokenized word.
-  void tokenize(std::string_view word, std::vector<int>& out) const;
+  void tokenize(std::string_view word, std::vector<int>& out) const override;
 
-  const Vocab& vocab() const { return vocab_; }
+  const Vocab& vocab() const override { return vocab_; }
 
  private:
   void merge_word(std::string_view word, std::vector<int>& out) const;
@@ -42,6 +40,7 @@ class Bpe {
   // (left id << 32 | right id) -> (rank, merged id)
   std::unordered_map<uint64_t, std::pair<int, int>> merges_;
   BpeOptions opts_;
+  std::array<int, 256> byte_ids_;  // <0xNN> token ids for byte fallback, -1 if absent
 
   // Cache of word -> ids, cleared when full so memory stays bounded (a few MB) while adapting to
   // the text at hand. tokenizers keeps 10k words and then stops caching.

@@ -7,6 +7,12 @@
 
 namespace mlxgp::tok {
 
+bool flag(const nlohmann::json& j, const char* key, bool def, const char* where) {
+  if (!j.contains(key) || j[key].is_null()) return def;
+  if (!j[key].is_boolean()) fail("tokenizer", std::string(where) + " field '" + key + "' must be a boolean");
+  return j[key].get<bool>();
+}
+
 std::pair<std::string, std::string> split_merge(const std::string& merge) {
   size_t sp = merge.find(' ');
   if (sp == std::string::npos || merge.find(' ', sp + 1) != std::string::npos)

@@ -1,6 +1,7 @@
 // Small helpers shared by the tokenizer.json and GGUF loaders.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -10,6 +11,18 @@
 #include "tokenizer/impl.h"
 
 namespace mlxgp::tok {
+
+// A boolean field of a JSON object (absent or null: def); throws [tokenizer] naming `where`.
+bool flag(const nlohmann::json& j, const char* key, bool def, const char* where);
+
+// What a transformers tokenizer class with its own __init__ imposes on the file's BPE model.
+struct BpeOverride {
+  bool active = false;
+  bool byte_fallback = true, fuse_unk = true;
+  bool keep_unk = true;  // LlamaTokenizer builds its BPE without unk_token
+};
+// The tokenizer.json "model" (BPE or Unigram). Throws [tokenizer] naming unsupported options.
+std::unique_ptr<Model> load_model_json(const nlohmann::json& m, const BpeOverride& ov);
 
 // "a b" -> {"a", "b"}; throws [tokenizer] unless there is exactly one space.
 std::pair<std::string, std::string> split_merge(const std::string& merge);

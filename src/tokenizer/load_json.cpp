@@ -1,5 +1,6 @@
 // Tokenizer::from_files: tokenizer.json (+ tokenizer_config.json) as written by HF tokenizers.
-// Only byte-level BPE pipelines are supported; anything else is an error naming the component.
+// Unsupported components are errors naming the component, never a silent fallback.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -18,8 +19,6 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-constexpr long long kMaxVocabId = 1 << 22;
-
 json read_json(const std::string& path, const char* what) {
   std::ifstream f(path, std::ios::binary);
   if (!f) fail("tokenizer", std::string("cannot open ") + what + " '" + path + "'");
@@ -30,81 +29,12 @@ json read_json(const std::string& path, const char* what) {
   }
 }
 
-bool flag(const json& j, const char* key, bool def, const char* where) {
-  if (!j.contains(key) || j[key].is_null()) return def;
-  if (!j[key].is_boolean()) fail("tokenizer", std::string(where) + " field '" + key + "' must be a boolean");
-  return j[key].get<bool>();
-}
+using tok::flag;
 
 std::string type_of(const json& j, const char* where) {
   if (!j.is_object() || !j.contains("type") || !j["type"].is_string())
     fail("tokenizer", std::string(where) + " must be an object with a string 'type'");
   return j["type"].get<std::string>();
-}
-
-std::unique_ptr<tok::Bpe> load_model(const json& m) {
-  if (!m.is_object()) fail("tokenizer", "tokenizer.json has no 'model' object");
-  std::string type = m.value("type", std::string("BPE"));
-  if (type != "BPE") fail("tokenizer", "unsupported model type '" + type + "' (only BPE)");
-  if (m.contains("dropout") && !m["dropout"].is_null() && !(m["dropout"].is_number() && m["dropout"].get<double>() == 0.0))
-    fail("tokenizer", "unsupported BPE option: dropout");
-  if (flag(m, "byte_fallback", false, "model")) fail("tokenizer", "unsupported BPE option: byte_fallback");
-  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
-    if (m.contains(key) && !m[key].is_null() && !(m[key].is_string() && m[key].get<std::string>().empty()))
-      fail("tokenizer", std::string("unsupported BPE option: ") + key);
-  if (!m.contains("vocab") || !m["vocab"].is_object()) fail("tokenizer", "BPE model has no 'vocab' object");
-  tok::Vocab vocab;
-  vocab.reserve(m["vocab"].size());
-  for (auto& [k, v] : m["vocab"].items()) {
-    if (!v.is_number_integer() || v.get<long long>() < 0)
-      fail("tokenizer", "BPE vocab entry '" + k + "' must have a non-negative integer id");
-    // Ids index a dense table, so an absurd id must not turn into an absurd allocation.
-    if (v.get<long long>() >= kMaxVocabId)
-      fail("tokenizer", "BPE vocab entry '" + k + "' has id " + std::to_string(v.get<long long>()) +
-                            ", beyond the supported " + std::to_string(kMaxVocabId));
-    tok::check_token_utf8(k, "BPE vocab");
-    vocab.insert_or_assign(k, v.get<int>());
-  }
-  std::vector<std::pair<std::string, std::string>> merges;
-  if (m.contains("merges") && !m["merges"].is_null()) {
-    if (!m["merges"].is_array()) fail("tokenizer", "BPE 'merges' must be an array");
-    merges.reserve(m["merges"].size());
-    for (const auto& e : m["merges"]) {
-      if (e.is_string()) {
-        merges.push_back(tok::split_merge(e.get<std::string>()));
-      } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
-        merges.emplace_back(e[0].get<std::string>(), e[1].get<std::string>());
-      } else {
-        fail("tokenizer", "BPE merge entries must be \"a b\" strings or [a, b] pairs");
-      }
-    }
-  }
-  tok::BpeOptions opts;
-  opts.ignore_merges = flag(m, "ignore_merges", false, "model");
-  opts.fuse_unk = flag(m, "fuse_unk", false, "model");
-  if (m.contains("unk_token") && m["unk_token"].is_string()) {
-    auto it = vocab.find(m["unk_token"].get<std::string>());
-    if (it != vocab.end()) opts.unk_id = it->second;
-  }
-  return std::make_unique<tok::Bpe>(std::move(vocab), merges, opts);
-}
-
-Tokenizer::Impl::Normalizer load_normalizer(const json& j) {
-  if (j.is_null()) return Tokenizer::Impl::Normalizer::None;
-  std::string type = type_of(j, "normalizer");
-  if (type == "NFC") return Tokenizer::Impl::Normalizer::NFC;
-  if (type == "Sequence" && j.contains("normalizers") && j["normalizers"].is_array()) {
-    auto n = Tokenizer::Impl::Normalizer::None;
-    for (const auto& item : j["normalizers"]) {
-      auto k = load_normalizer(item);
-      if (k != Tokenizer::Impl::Normalizer::None) {
-        if (n != Tokenizer::Impl::Normalizer::None) fail("tokenizer", "unsupported normalizer: Sequence of several");
-        n = k;
-      }
-    }
-    return n;
-  }
-  fail("tokenizer", "unsupported normalizer '" + type + "'");
 }
 
 // TemplateProcessing's "single" template, or nothing for ByteLevel / null.
@@ -145,13 +75,6 @@ void load_post_processor(const json& j, Tokenizer::Impl::Template& t) {
   t = out;
 }
 
-bool load_decoder(const json& j) {
-  if (j.is_null()) fail("tokenizer", "unsupported decoder: null (only ByteLevel)");
-  std::string type = type_of(j, "decoder");
-  if (type == "ByteLevel") return true;
-  fail("tokenizer", "unsupported decoder '" + type + "' (only ByteLevel)");
-}
-
 std::optional<std::string> token_string(const json& cfg, const char* key) {
   if (!cfg.contains(key)) return std::nullopt;
   const json& v = cfg[key];
@@ -175,19 +98,105 @@ int added_token_id(const Tokenizer::Impl& impl, const std::string& content) {
   return (max_added >= n || n == 0) ? max_added + 1 : n;
 }
 
+
+// transformers 5 tokenizer classes that rebuild the pipeline in __init__ from the file's vocabulary
+// and merges (models/llama/tokenization_llama.py, models/gemma/tokenization_gemma.py). The file's
+// post-processor is kept (from_pretrained drops add_bos/eos_token when a tokenizer.json exists).
+struct ClassPipeline {
+  tok::BpeOverride bpe;
+  json normalizer, pre_tokenizer, decoder;
+  json default_specials = json::object();  // the class's default named special tokens
+};
+
+std::optional<ClassPipeline> class_pipeline(const json& cfg) {
+  std::string cls = cfg.contains("tokenizer_class") && cfg["tokenizer_class"].is_string()
+                        ? cfg["tokenizer_class"].get<std::string>() : "";
+  ClassPipeline p;
+  p.bpe.active = true;
+  const json replace_dec = json::parse(R"({"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "})");
+  p.decoder = {{"type", "Sequence"}, {"decoders", {replace_dec, {{"type", "ByteFallback"}}, {{"type", "Fuse"}}}}};
+  if (cls == "LlamaTokenizer" || cls == "LlamaTokenizerFast") {
+    bool prefix = !cfg.contains("add_prefix_space") || cfg["add_prefix_space"].is_null() || flag(cfg, "add_prefix_space", true, "tokenizer_config.json");
+    bool legacy = flag(cfg, "legacy", false, "tokenizer_config.json");  // the class default is False
+    p.bpe.keep_unk = false;
+    p.normalizer = nullptr;
+    p.pre_tokenizer = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"split", false},
+                       {"prepend_scheme", prefix ? (legacy ? "always" : "first") : "never"}};
+    if (prefix) p.decoder["decoders"].push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
+    p.default_specials = {{"unk_token", "<unk>"}, {"bos_token", "<s>"}, {"eos_token", "</s>"}};
+  } else if (cls == "GemmaTokenizer" || cls == "GemmaTokenizerFast") {
+    p.normalizer = json::parse(R"({"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"})");
+    p.pre_tokenizer = json::parse(R"({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false})");
+    p.default_specials = {{"unk_token", "<unk>"}, {"bos_token", "<bos>"}, {"eos_token", "<eos>"},
+                          {"pad_token", "<pad>"}, {"mask_token", "<mask>"}};
+  } else {
+    return std::nullopt;
+  }
+  return p;
+}
+
+// transformers registers the named special tokens (bos/eos/unk/sep/pad/cls/mask, the class's
+// defaults for absent keys, and additional/extra special tokens) as special added tokens: an
+// existing added token becomes special, any other one is added (matched whole in the text).
+void add_named_specials(const json& cfg, const json& defaults, Tokenizer::Impl& impl) {
+  std::vector<std::string> names;
+  for (const char* key : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
+    if (auto s = token_string(cfg, key)) names.push_back(*s);
+    else if (!cfg.contains(key) && defaults.contains(key)) names.push_back(defaults[key].get<std::string>());
+  }
+  for (const char* key : {"additional_special_tokens", "extra_special_tokens"})
+    if (cfg.contains(key) && cfg[key].is_array())
+      for (const auto& t : cfg[key]) {
+        if (t.is_string()) names.push_back(t.get<std::string>());
+        else if (t.is_object() && t.contains("content") && t["content"].is_string()) names.push_back(t["content"].get<std::string>());
+      }
+  for (const auto& n : names) {
+    if (n.empty()) continue;
+    auto it = std::find_if(impl.added.begin(), impl.added.end(), [&](const tok::AddedToken& a) { return a.content == n; });
+    if (it != impl.added.end()) {
+      it->special = true;
+      continue;
+    }
+    tok::check_token_utf8(n, "special token");
+    tok::AddedToken t;
+    t.content = n;
+    t.id = added_token_id(impl, n);
+    t.special = true;
+    impl.added.push_back(std::move(t));
+  }
+}
+
 }  // namespace
 
 std::shared_ptr<Tokenizer> Tokenizer::from_files(const std::string& tokenizer_json_path,
                                                  const std::string& tokenizer_config_path) {
   json j = read_json(tokenizer_json_path, "tokenizer.json");
   if (!j.is_object()) fail("tokenizer", "tokenizer.json must hold a JSON object");
+  json cfg = json::object();
+  std::string cfg_path = tokenizer_config_path;
+  if (cfg_path.empty()) {
+    auto sibling = fs::path(tokenizer_json_path).parent_path() / "tokenizer_config.json";
+    if (fs::exists(sibling)) cfg_path = sibling.string();
+  }
+  if (!cfg_path.empty()) cfg = read_json(cfg_path, "tokenizer_config.json");
+  if (!cfg.is_object()) fail("tokenizer", "tokenizer_config.json must hold a JSON object");
+  std::optional<ClassPipeline> cls;
+  try {
+    cls = class_pipeline(cfg);
+    // The class pipelines are for BPE files; anything else keeps the file's own pipeline.
+    if (cls && !(j.contains("model") && j["model"].is_object() && j["model"].value("type", std::string("BPE")) == "BPE"))
+      cls.reset();
+  } catch (const json::exception& e) {
+    fail("tokenizer", std::string("malformed tokenizer_config.json: ") + e.what());
+  }
+
   auto impl = std::make_unique<Impl>();
   try {
-    impl->model = load_model(j.value("model", json()));
-    impl->normalizer = load_normalizer(j.value("normalizer", json()));
-    impl->pre_tokenizer = tok::make_pre_tokenizer(j.value("pre_tokenizer", json()));
+    impl->model = tok::load_model_json(j.value("model", json()), cls ? cls->bpe : tok::BpeOverride{});
+    impl->normalizer = tok::make_normalizer(cls ? cls->normalizer : j.value("normalizer", json()));
+    impl->pre_tokenizer = tok::make_pre_tokenizer(cls ? cls->pre_tokenizer : j.value("pre_tokenizer", json()));
     load_post_processor(j.value("post_processor", json()), impl->post);
-    impl->byte_level_decoder = load_decoder(j.value("decoder", json()));
+    impl->decoder = tok::make_decoder(cls ? cls->decoder : j.value("decoder", json()));
     if (j.contains("added_tokens") && !j["added_tokens"].is_null()) {
       if (!j["added_tokens"].is_array()) fail("tokenizer", "'added_tokens' must be an array");
       for (const auto& a : j["added_tokens"]) {
@@ -206,19 +215,12 @@ std::shared_ptr<Tokenizer> Tokenizer::from_files(const std::string& tokenizer_js
         impl->added.push_back(std::move(t));
       }
     }
+    if (!cfg_path.empty()) add_named_specials(cfg, cls ? cls->default_specials : json::object(), *impl);
   } catch (const nlohmann::json::exception& e) {
     fail("tokenizer", std::string("malformed tokenizer.json: ") + e.what());
   }
   impl->finish();
 
-  json cfg = json::object();
-  std::string cfg_path = tokenizer_config_path;
-  if (cfg_path.empty()) {
-    auto sibling = fs::path(tokenizer_json_path).parent_path() / "tokenizer_config.json";
-    if (fs::exists(sibling)) cfg_path = sibling.string();
-  }
-  if (!cfg_path.empty()) cfg = read_json(cfg_path, "tokenizer_config.json");
-  if (!cfg.is_object()) fail("tokenizer", "tokenizer_config.json must hold a JSON object");
   Tokenizer tmp(std::move(impl));  // token_to_id needs a Tokenizer
   auto id_of = [&](const char* key) -> std::optional<int> {
     auto s = token_string(cfg, key);
@@ -228,8 +230,6 @@ std::shared_ptr<Tokenizer> Tokenizer::from_files(const std::string& tokenizer_js
   im.bos = id_of("bos_token");
   im.eos = id_of("eos_token");
   im.pad = id_of("pad_token");
-  // add_bos_token / add_eos_token in the config are ignored: with a tokenizer.json present,
-  // transformers drops them and keeps the file's post-processor.
   // A chat_template.jinja file takes priority over the config's chat_template (transformers).
   auto jinja = fs::path(cfg_path.empty() ? tokenizer_json_path : cfg_path).parent_path() / "chat_template.jinja";
   if (fs::exists(jinja)) {

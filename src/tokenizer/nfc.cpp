@@ -1,5 +1,6 @@
-// Unicode NFC (canonical decomposition, canonical ordering, canonical composition; UAX #15), as
-// tokenizers' NFC normalizer applies it. Tables come from scripts/gen_nfc_tables.py.
+// Unicode normalization forms NFC/NFD/NFKC/NFKD (decomposition, canonical ordering, canonical
+// composition; UAX #15), as tokenizers' normalizers apply them, and full lowercase mapping.
+// Tables come from scripts/gen_nfc_tables.py and scripts/gen_unicode_tables.py.
 #include <algorithm>
 #include <cstdint>
 #include <unordered_map>
@@ -13,6 +14,14 @@ namespace mlxgp::tok {
 namespace {
 
 #include "tokenizer/nfc_tables.inc"
+#include "tokenizer/unicode_tables.inc"
+
+template <size_t N>
+const uint32_t* find_row(const uint32_t (&rows)[N][3], char32_t c) {
+  auto it = std::lower_bound(std::begin(rows), std::end(rows), c,
+                             [](const uint32_t (&r)[3], char32_t v) { return r[0] < v; });
+  return it != std::end(rows) && (*it)[0] == c ? *it : nullptr;
+}
 
 // Hangul syllables compose and decompose algorithmically (Unicode 3.12).
 constexpr char32_t kSBase = 0xAC00, kLBase = 0x1100, kVBase = 0x1161, kTBase = 0x11A7;
@@ -27,7 +36,7 @@ uint32_t ccc(char32_t c) {
   return c <= (*it)[1] ? (*it)[2] : 0;
 }
 
-void decompose(char32_t c, std::vector<char32_t>& out) {
+void decompose(char32_t c, std::vector<char32_t>& out, bool compat) {
   if (c >= kSBase && c < kSBase + kSCount) {
     char32_t s = c - kSBase;
     out.push_back(kLBase + s / kNCount);
@@ -38,11 +47,16 @@ void decompose(char32_t c, std::vector<char32_t>& out) {
   auto it = std::lower_bound(std::begin(kDecompositions), std::end(kDecompositions), c,
                              [](const uint32_t (&r)[3], char32_t v) { return r[0] < v; });
   if (it == std::end(kDecompositions) || (*it)[0] != c) {
-    out.push_back(c);
+    const uint32_t* row = compat ? find_row(kCompatDecompositions, c) : nullptr;
+    if (!row) {
+      out.push_back(c);
+      return;
+    }
+    for (uint32_t k = 0; k < row[2]; ++k) decompose(kCompatChars[row[1] + k], out, true);
     return;
   }
-  decompose((*it)[1], out);
-  if ((*it)[2]) decompose((*it)[2], out);
+  decompose((*it)[1], out, compat);
+  if ((*it)[2]) decompose((*it)[2], out, compat);
 }
 
 char32_t compose(char32_t a, char32_t b) {
@@ -61,11 +75,12 @@ char32_t compose(char32_t a, char32_t b) {
 
 }  // namespace
 
-void nfc(std::string_view in, std::string& out) {
-  // Text below U+0300 is always in NFC: copy it unchanged.
+void normalize_unicode(std::string_view in, std::string& out, bool compat, bool compose_after) {
+  // Quick check: text below U+0300 is already NFC; ASCII is fixed under every form.
+  unsigned char limit = compose_after && !compat ? 0xCC : 0x80;  // lead bytes of U+0300 / U+0080
   bool simple = true;
   for (unsigned char c : in)
-    if (c >= 0xCC) {  // lead bytes of U+0300 and above
+    if (c >= limit) {
       simple = false;
       break;
     }
@@ -76,7 +91,7 @@ void nfc(std::string_view in, std::string& out) {
   std::vector<char32_t> d;
   d.reserve(in.size());
   size_t i = 0;
-  while (i < in.size()) decompose(next_code_point(in, i), d);
+  while (i < in.size()) decompose(next_code_point(in, i), d, compat);
   // Canonical ordering: stable sort of each run of non-starters by combining class.
   for (size_t k = 0; k < d.size();) {
     if (ccc(d[k]) == 0) {
@@ -89,7 +104,7 @@ void nfc(std::string_view in, std::string& out) {
     k = e;
   }
   // Canonical composition (UAX #15 reference algorithm).
-  if (!d.empty()) {
+  if (compose_after && !d.empty()) {
     size_t starter = 0, len = 1;
     uint32_t last = ccc(d[0]);
     if (last != 0) last = 256;  // no starter yet: nothing may compose
@@ -108,6 +123,26 @@ void nfc(std::string_view in, std::string& out) {
     d.resize(len);
   }
   for (char32_t c : d) append_utf8(out, c);
+}
+
+void nfc(std::string_view in, std::string& out) { normalize_unicode(in, out, false, true); }
+
+void lowercase(std::string_view in, std::string& out) {
+  size_t i = 0;
+  while (i < in.size()) {
+    unsigned char b = static_cast<unsigned char>(in[i]);
+    if (b < 0x80) {
+      out += static_cast<char>(b >= 'A' && b <= 'Z' ? b + 32 : b);
+      ++i;
+      continue;
+    }
+    char32_t c = next_code_point(in, i);
+    if (const uint32_t* row = find_row(kLowercase, c)) {
+      for (uint32_t k = 0; k < row[2]; ++k) append_utf8(out, kLowercaseChars[row[1] + k]);
+    } else {
+      append_utf8(out, c);
+    }
+  }
 }
 
 }  // namespace mlxgp::tok

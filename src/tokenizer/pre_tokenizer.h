@@ -1,5 +1,6 @@
-// Pre-tokenizers of tokenizer.json (ByteLevel, Split, Digits, Sequence): each turns a list of
-// text pieces into a finer list, as tokenizers' PreTokenizedString::split does.
+// Pre-tokenizers of tokenizer.json (ByteLevel, Split, Digits, Metaspace, Whitespace,
+// WhitespaceSplit, Punctuation, BertPreTokenizer, Sequence): each turns a list of text pieces into
+// a finer list, as tokenizers' PreTokenizedString::split does.
 #pragma once
 
 #include <memory>
@@ -13,8 +14,10 @@ namespace mlxgp::tok {
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
-  // Rewrites `pieces` in place. Empty pieces are dropped, as in tokenizers.
-  virtual void apply(std::vector<std::string>& pieces) const = 0;
+  // Rewrites `pieces` in place. Empty pieces are dropped, as in tokenizers. `first_at_start`
+  // says whether pieces[0] begins at offset 0 of the original input (Metaspace's "first"
+  // prepend scheme looks at that); a pre-tokenizer updates it for its output.
+  virtual void apply(std::vector<std::string>& pieces, bool& first_at_start) const = 0;
 };
 
 // Builds from a tokenizer.json "pre_tokenizer" object; null gives nullptr (no splitting).
