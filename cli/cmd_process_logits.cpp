@@ -3,6 +3,11 @@
 // would be called by generate() at that step, and writes the processed scores.
 // Batch mode: when --config holds a JSON array, case i uses config i, ids entry i and the
 // safetensors key "scores_<i>" (in and out), so one process serves many cases.
+// The ids after --prompt-len are replayed as generated tokens (on_token), so processors that count
+// generated tokens (presence/frequency penalty, force_words_ids) see the state generate() would have.
+// --model gives processors that need one (guidance_scale) a model; --negative-prompt-ids is CFG's
+// unconditional prompt. --prefix-allowed gives a table-driven prefix_allowed_tokens_fn (the tests
+// write the same function in Python for transformers' PrefixConstrainedLogitsProcessor).
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -15,6 +20,7 @@
 #include "files.h"
 #include "mlxgp/error.h"
 #include "mlxgp/generation_config.h"
+#include "mlxgp/loader.h"
 #include "mlxgp/logits_processor.h"
 
 namespace mlxgp::cli {
@@ -50,7 +56,7 @@ mx::array ids_array(const json& j) {
 }
 
 mx::array run_case(const json& config_json, const mx::array& scores_in, const json& ids_json,
-                   std::optional<long long> prompt_len) {
+                   std::optional<long long> prompt_len, const ProcessorContext& context) {
   GenerationConfig config;
   apply_generation_config_json(config, config_json.dump(), ConfigSource::User);
   validate(config);
@@ -60,9 +66,35 @@ mx::array run_case(const json& config_json, const mx::array& scores_in, const js
   const int t = ids.shape(1);
   const long long p = prompt_len.value_or(t);
   if (p < 1 || p > t) fail("cli", "--prompt-len must be between 1 and the number of ids per row");
-  auto list = build_logits_processors(config);
-  list.on_prompt(mx::slice(ids, {0, 0}, {ids.shape(0), static_cast<int>(p)}));
+  auto list = build_logits_processors(config, context);
+  const int b = ids.shape(0);
+  list.on_prompt(mx::slice(ids, {0, 0}, {b, static_cast<int>(p)}));
+  for (int j = static_cast<int>(p); j < t; ++j) list.on_token(mx::reshape(mx::slice(ids, {0, j}, {b, j + 1}), {b}));
   return list.apply(mx::astype(scores_in, mx::float32), ids);
+}
+
+// {"default": [ids], "rules": [[batch_id, last_token, [ids]], ...]}: the first rule matching the
+// row's batch id and last token gives the allowed tokens, else "default".
+PrefixAllowedTokensFn prefix_table(const json& j) {
+  const char* shape = "--prefix-allowed must be {\"default\": [ids], \"rules\": [[batch_id, last_token, [ids]], ...]}";
+  if (!j.is_object() || !j.contains("default") || !j["default"].is_array()) fail("cli", shape);
+  struct Rule {
+    int batch, last;
+    std::vector<int> allowed;
+  };
+  std::vector<Rule> rules;
+  try {
+    for (auto& r : j.value("rules", json::array()))
+      rules.push_back({r.at(0).get<int>(), r.at(1).get<int>(), r.at(2).get<std::vector<int>>()});
+    auto fallback = j["default"].get<std::vector<int>>();
+    return [rules, fallback](int batch_id, const std::vector<int>& ids) {
+      for (auto& r : rules)
+        if (r.batch == batch_id && !ids.empty() && ids.back() == r.last) return r.allowed;
+      return fallback;
+    };
+  } catch (const json::exception&) {
+    fail("cli", shape);
+  }
 }
 
 }  // namespace
@@ -73,8 +105,26 @@ int run_process_logits(const std::vector<std::string>& argv) {
       .option("scores", "input .safetensors with key 'scores' [B, V] float32 (batch mode: 'scores_<i>')")
       .option("input-ids-file", "JSON file: [[ids...], ...] one row per batch entry (batch mode: a list of those)")
       .option("prompt-len", "how many leading ids are the prompt (default: all; batch mode: a comma list)")
-      .option("out", "output .safetensors file (same keys as --scores)");
+      .option("out", "output .safetensors file (same keys as --scores)")
+      .option("model", "model for processors that run one (guidance_scale), e.g. a folder or .gguf")
+      .option("dtype", "the model's dtype: float32 | bfloat16 | float16 (default: the checkpoint's own)")
+      .option("negative-prompt-ids", "comma-separated unconditional prompt ids for guidance_scale")
+      .option("prefix-allowed", "JSON file: a prefix_allowed_tokens_fn as a table (see the source)");
   if (!args.parse(argv)) return 0;
+  ProcessorContext context;
+  LoadedModel loaded;
+  if (auto m = args.get("model")) {
+    LoadOptions opts;
+    if (auto d = args.get("dtype")) opts.dtype = parse_dtype(*d);
+    loaded = load(*m, opts);
+    context.model = loaded.model.get();
+  }
+  if (auto neg = args.get_int_list("negative-prompt-ids")) {
+    if (neg->empty()) fail("cli", "--negative-prompt-ids is empty");
+    context.negative_prompt_ids = std::vector<int>(neg->begin(), neg->end());
+  }
+  if (auto f = args.get("prefix-allowed"))
+    context.prefix_allowed_tokens_fn = prefix_table(parse_json(read_file(*f, "cli", "--prefix-allowed"), "--prefix-allowed"));
   json config = parse_json(read_file(args.require("config"), "cli", "--config"), "--config");
   json ids = parse_json(read_file(args.require("input-ids-file"), "cli", "--input-ids-file"), "--input-ids-file");
   const std::string out = args.require("out");
@@ -98,10 +148,10 @@ int run_process_logits(const std::vector<std::string>& argv) {
     for (size_t i = 0; i < config.size(); ++i) {
       std::string key = "scores_" + std::to_string(i);
       results.insert_or_assign(key, run_case(config[i], get(key), ids[i],
-                                             lens ? std::optional<long long>((*lens)[i]) : std::nullopt));
+                                             lens ? std::optional<long long>((*lens)[i]) : std::nullopt, context));
     }
   } else {
-    results.insert_or_assign("scores", run_case(config, get("scores"), ids, args.get_int("prompt-len")));
+    results.insert_or_assign("scores", run_case(config, get("scores"), ids, args.get_int("prompt-len"), context));
   }
   for (auto& [k, v] : results) mx::eval(v);
   save_safetensors_atomic(out, results);

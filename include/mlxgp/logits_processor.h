@@ -4,6 +4,7 @@
 // temperature -> top_k -> top_p when do_sample).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -73,6 +74,41 @@ std::unique_ptr<LogitsProcessor> make_typical_warper(double mass, int min_tokens
 std::unique_ptr<LogitsProcessor> make_epsilon_warper(double epsilon, int min_tokens_to_keep = 1);
 std::unique_ptr<LogitsProcessor> make_eta_warper(double epsilon, int min_tokens_to_keep = 1);
 
+// OpenAI/vLLM presence_penalty and frequency_penalty (no transformers class): over the GENERATED
+// tokens only (counts come from on_token(), the prompt does not count),
+// logits -= frequency * count + presence * (count > 0). Counts are a [B, V] device array.
+std::unique_ptr<LogitsProcessor> make_presence_frequency_penalty(double presence, double frequency);
+// OpenAI logit_bias: bias added to listed tokens every step; a token listed twice keeps its last bias.
+std::unique_ptr<LogitsProcessor> make_logit_bias(const LogitBias& bias);
+
+class Model;
+
+// transformers UnbatchedClassifierFreeGuidanceLogitsProcessor: an unconditional forward of `model`
+// with its own KV cache over `negative_prompt_ids` (default: the last prompt token), then each
+// generated token; out = scale * (log_softmax(cond) - log_softmax(uncond)) + log_softmax(uncond).
+// Every row of a batch shares the negative prompt. The model must outlive the processor.
+std::unique_ptr<LogitsProcessor> make_classifier_free_guidance(double scale, Model& model,
+                                                                std::optional<std::vector<int>> negative_prompt_ids);
+
+// force_words_ids outside beam search (greedy and sampling): a produced first token of a forced word
+// forces its continuation; when the tokens left only just fit the missing words, one is started;
+// EOS is banned until every constraint has appeared (a disjunctive constraint is met by any of its
+// alternatives). Budget: max_new_tokens, else max_length - prompt length, capped by `context`
+// - prompt length when context > 0 (the Generator's budget).
+std::unique_ptr<LogitsProcessor> make_force_words(const ForceWords& words, std::vector<int> eos,
+                                                  std::optional<int> max_new_tokens, int max_length, int context = 0);
+
+// A user logits processor (the C++ form of a custom transformers LogitsProcessor): called with the
+// scores [B, V] and all ids [B, T], returns new scores of the same shape (device arrays).
+using LogitsCallback = std::function<mx::array(const mx::array& logits, const mx::array& ids)>;
+std::unique_ptr<LogitsProcessor> make_callback_processor(LogitsCallback fn);
+// transformers PrefixConstrainedLogitsProcessor: fn(batch_id, ids of the row) -> allowed next token
+// ids (non-empty). Row r belongs to batch entry r / rows_per_batch (HF: num_beams, or
+// num_return_sequences outside beams). When every allowed token of an entry is already -inf, the
+// entry's allowed tokens get 0, as in HF.
+using PrefixAllowedTokensFn = std::function<std::vector<int>(int batch_id, const std::vector<int>& ids)>;
+std::unique_ptr<LogitsProcessor> make_prefix_allowed_tokens(PrefixAllowedTokensFn fn, int rows_per_batch = 1);
+
 class LogitsProcessorList {
  public:
   LogitsProcessorList() = default;
@@ -93,19 +129,28 @@ class LogitsProcessorList {
   std::vector<std::unique_ptr<LogitsProcessor>> items_;
 };
 
-class Model;
-
 // What some processors need beyond the config.
 struct ProcessorContext {
   // Classifier-free guidance runs its own unconditional forward; force_words_ids reads the context size.
   Model* model = nullptr;
   // CFG's unconditional prompt (HF negative_prompt_ids); unset: the last prompt token, as HF does.
   std::optional<std::vector<int>> negative_prompt_ids;
+  // HF generate(prefix_allowed_tokens_fn=...): placed where transformers puts it (after min_new_tokens).
+  PrefixAllowedTokensFn prefix_allowed_tokens_fn;
+  // HF generate(logits_processor=[...]): user processors, cloned into the pipeline after the built-in
+  // processors and before the warpers, as transformers merges a custom list.
+  std::vector<std::shared_ptr<const LogitsProcessor>> logits_processors;
 };
 
 // The pipeline for a validated config (eos_token_id resolved, see with_model_defaults), in
 // transformers' order (_get_logits_processor). Processors are only added when they change
 // something, warpers only when do_sample, renormalize_logits last, as transformers does.
+// Full order: guidance_scale (CFG, first as in HF; needs context.model), sequence_bias,
+// repetition_penalty, no_repeat_ngram, bad_words, min_length, min_new_tokens, prefix_allowed_tokens_fn,
+// forced_bos, forced_eos, remove_invalid_values, exponential_decay, suppress_tokens,
+// begin_suppress_tokens, user processors; then the non-HF ones, like vLLM before its sampling
+// parameters: presence/frequency penalty, logit_bias, force_words_ids; then the warpers
+// (temperature, top_k, top_p, min_p, typical_p, epsilon, eta) and renormalize_logits.
 LogitsProcessorList build_logits_processors(const GenerationConfig& config);
 LogitsProcessorList build_logits_processors(const GenerationConfig& config, const ProcessorContext& context);
 

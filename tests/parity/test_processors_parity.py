@@ -14,6 +14,26 @@ def _rng_scores(rng, b, v, scale=3.0):
     return (rng.standard_normal((b, v)) * scale).astype(np.float32)
 
 
+class _OpenAIRef:
+    """OpenAI/vLLM semantics in numpy: logits -= frequency * count + presence * (count > 0), counts over
+    the generated ids (after the prompt) only; then logit_bias (last duplicate wins) is added."""
+
+    def __init__(self, prompt_len, presence=0.0, frequency=0.0, bias=()):
+        self.prompt_len, self.presence, self.frequency, self.bias = prompt_len, presence, frequency, dict(bias)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        s = scores.numpy().copy()
+        ids = input_ids.numpy()
+        for b in range(s.shape[0]):
+            counts = np.bincount(ids[b, self.prompt_len:], minlength=s.shape[1]).astype(np.float32)
+            s[b] -= np.float32(self.frequency) * counts + np.float32(self.presence) * (counts > 0).astype(np.float32)
+        for token, bias in self.bias.items():
+            s[:, token] += np.float32(bias)
+        return torch.from_numpy(s)
+
+
 def _cases():
     """(name, mlxgp config, transformers processors factory, scores, ids, prompt_len)."""
     import transformers.generation.logits_process as lp
@@ -140,6 +160,34 @@ def _cases():
         lp.InfNanRemoveLogitsProcessor(), lp.SuppressTokensAtBeginLogitsProcessor([0], 3), lp.TopKLogitsWarper(10),
         lp.TypicalLogitsWarper(0.8), lp.EpsilonLogitsWarper(0.01), lp.EtaLogitsWarper(0.01)],
         _rng_scores(rng, 2, 80), rng.integers(0, 80, (2, 3)))
+    # OpenAI-style penalties vs the numpy reference: generated ids repeat, the prompt repeats tokens
+    # that must not count, batch > 1, -inf present, ties and all-equal scores.
+    gen_ids = [[3, 3, 3, 3, 1, 1, 2, 5], [9, 9, 8, 7, 7, 7, 7, 0], [4, 5, 6, 4, 4, 4, 4, 4]]
+    for pres, freq in ((0.5, 0.0), (0.0, 0.7), (1.2, 0.4), (-0.6, 0.3), (2.0, -2.0)):
+        add(f"presence={pres} frequency={freq}", {"presence_penalty": pres, "frequency_penalty": freq},
+            lambda pres=pres, freq=freq: [_OpenAIRef(4, pres, freq)], _rng_scores(rng, 3, 12), gen_ids, prompt_len=4)
+    s = _rng_scores(rng, 3, 12)
+    s[0, 3], s[1, 7], s[2, :6] = -np.inf, -np.inf, -np.inf
+    add("presence/frequency -inf present", {"presence_penalty": 0.8, "frequency_penalty": 0.5},
+        lambda: [_OpenAIRef(4, 0.8, 0.5)], s, gen_ids, prompt_len=4)
+    add("presence/frequency all-equal", {"presence_penalty": 0.25, "frequency_penalty": 0.25},
+        lambda: [_OpenAIRef(2, 0.25, 0.25)], np.zeros((3, 12), np.float32), gen_ids, prompt_len=2)
+    add("presence/frequency prompt only", {"presence_penalty": 1.0, "frequency_penalty": 1.0},
+        lambda: [_OpenAIRef(8, 1.0, 1.0)], _rng_scores(rng, 3, 12), gen_ids)
+    add("frequency large vocab", {"frequency_penalty": 0.1}, lambda: [_OpenAIRef(50, 0.0, 0.1)],
+        _rng_scores(rng, 2, 3000), rng.integers(0, 3000, (2, 400)), prompt_len=50)
+    lb = [[3, -100.0], [7, 2.5], [0, 1.0], [3, -1.5], [11, 0.25]]
+    add("logit_bias", {"logit_bias": lb}, lambda: [_OpenAIRef(1, bias=[(t, b) for t, b in lb])],
+        _rng_scores(rng, 3, 12), [[0], [1], [2]])
+    add("logit_bias ties at the top-k boundary", {"logit_bias": [[2, 1.0], [5, 1.0]], "do_sample": True, "top_k": 3},
+        lambda: [_OpenAIRef(1, bias=[(2, 1.0), (5, 1.0)]), lp.TopKLogitsWarper(3)],
+        np.tile(np.array([[2, 1, 1, 0, 0, 1, -1, 2]], np.float32), (2, 1)), [[0], [1]])
+    combo = {"repetition_penalty": 1.3, "presence_penalty": 0.4, "frequency_penalty": 0.2, "logit_bias": {"5": -2.0},
+             "do_sample": True, "temperature": 0.7, "top_k": 6, "top_p": 0.8, "renormalize_logits": True}
+    add("penalties + warpers pipeline order", combo, lambda: [
+        lp.RepetitionPenaltyLogitsProcessor(1.3), _OpenAIRef(3, 0.4, 0.2, [(5, -2.0)]), lp.TemperatureLogitsWarper(0.7),
+        lp.TopKLogitsWarper(6), lp.TopPLogitsWarper(0.8), lp.LogitNormalization()],
+        _rng_scores(rng, 3, 12), gen_ids, prompt_len=3)
     return cases
 
 
@@ -181,6 +229,53 @@ def test_processors_parity(run_mlxgp, tmp_path):
     assert not failures, "\n".join(failures)
 
 
+# prefix_allowed_tokens_fn as a table: (batch_id, last token) -> allowed ids, else DEFAULT.
+PREFIX_TABLE = {"default": [0, 2, 4, 6, 8], "rules": [[0, 3, [1]], [0, 5, [5, 7, 9]], [1, 3, [10, 11]], [1, 6, [2]]]}
+
+
+def _prefix_fn(batch_id, ids):
+    for b, last, allowed in PREFIX_TABLE["rules"]:
+        if b == batch_id and int(ids[-1]) == last:
+            return allowed
+    return PREFIX_TABLE["default"]
+
+
+def test_prefix_allowed_tokens_parity(run_mlxgp, tmp_path):
+    """mlxgp's prefix_allowed_tokens_fn processor vs transformers PrefixConstrainedLogitsProcessor,
+    including several rows per batch entry (num_return_sequences) and an unsatisfiable entry."""
+    import torch
+    import transformers.generation.logits_process as lp
+    from safetensors.numpy import load_file, save_file
+
+    rng = np.random.default_rng(99)
+    cases = []  # (name, config, rows per batch entry, scores, ids)
+    cases.append(("one row per entry", {}, 1, _rng_scores(rng, 2, 12), [[4, 3], [7, 3]]))
+    cases.append(("default rule, ties", {}, 1, np.round(_rng_scores(rng, 3, 12)), [[1, 1], [2, 2], [6, 0]]))
+    s = _rng_scores(rng, 4, 12)
+    s[1, 10], s[2, :] = -np.inf, -np.inf  # entry 1 has its rows' allowed tokens all -inf: mask only
+    s[3, 10], s[3, 11] = -np.inf, -np.inf
+    sampling = {"do_sample": True, "num_return_sequences": 2, "top_k": 0}
+    cases.append(("two rows per entry, unsatisfiable entry", sampling, 2, s, [[9, 3], [0, 5], [4, 3], [1, 3]]))
+    cases.append(("two rows per entry, -inf present", sampling, 2,
+                  np.where(rng.random((4, 12)) < 0.3, -np.inf, _rng_scores(rng, 4, 12)).astype(np.float32),
+                  [[9, 5], [0, 0], [4, 6], [1, 1]]))
+    save_file({f"scores_{i}": c[3] for i, c in enumerate(cases)}, str(tmp_path / "in.safetensors"))
+    (tmp_path / "gen.json").write_text(json.dumps([c[1] for c in cases]))
+    (tmp_path / "ids.json").write_text(json.dumps([c[4] for c in cases]))
+    (tmp_path / "prefix.json").write_text(json.dumps(PREFIX_TABLE))
+    run_mlxgp("process-logits", "--config", tmp_path / "gen.json", "--scores", tmp_path / "in.safetensors",
+              "--input-ids-file", tmp_path / "ids.json", "--prefix-allowed", tmp_path / "prefix.json",
+              "--out", tmp_path / "out.safetensors")
+    ours = load_file(str(tmp_path / "out.safetensors"))
+    failures = []
+    for i, (name, _, group, scores, ids) in enumerate(cases):
+        ref = lp.PrefixConstrainedLogitsProcessor(_prefix_fn, group)(torch.tensor(ids), torch.from_numpy(scores.copy()))
+        why = _same(ours[f"scores_{i}"], ref.numpy())
+        if why:
+            failures.append(f"{name}: {why}")
+    assert not failures, "\n".join(failures)
+
+
 @pytest.mark.parametrize("config,message", [
     ('{"repetition_penalty": 0}', "field 'repetition_penalty' must be > 0"),
     ('{"min_p": 1.5}', "field 'min_p' must be in [0, 1]"),
@@ -196,6 +291,12 @@ def test_processors_parity(run_mlxgp, tmp_path):
     ('{"sequence_bias": [[[], 2.0]]}', "field 'sequence_bias' must not contain an empty token list"),
     ('{"epsilon_bias": 1}', "unknown field 'epsilon_bias'"),
     ('{"num_beams": 2}', "field 'num_beams' is not implemented yet"),
+    ('{"presence_penalty": 2.5}', "field 'presence_penalty' must be in [-2, 2]"),
+    ('{"frequency_penalty": "x"}', "field 'frequency_penalty'"),
+    ('{"logit_bias": {"12": 1.0}}', "logit_bias token id 12 is outside the vocabulary (size 10)"),
+    ('{"logit_bias": [[1, 2, 3]]}', "field 'logit_bias'"),
+    ('{"force_words_ids": [[1, 10]]}', "force_words_ids token id 10 is outside the vocabulary (size 10)"),
+    ('{"force_words_ids": [[]]}', "field 'force_words_ids' must not contain an empty"),
 ])
 def test_process_logits_rejects_bad_config(run_mlxgp, tmp_path, config, message):
     from safetensors.numpy import save_file

@@ -1,7 +1,9 @@
 // LogitsProcessorList and the pipeline builder (transformers GenerationMixin._get_logits_processor order).
 #include <mlx/mlx.h>
 
+#include "mlxgp/error.h"
 #include "mlxgp/logits_processor.h"
+#include "mlxgp/model.h"
 
 namespace mlxgp {
 
@@ -44,6 +46,11 @@ LogitsProcessorList build_logits_processors(const GenerationConfig& config) {
 LogitsProcessorList build_logits_processors(const GenerationConfig& config, const ProcessorContext& context) {
   LogitsProcessorList list;
   const std::vector<int> eos = config.eos_token_id.value_or(std::vector<int>{});
+  // HF adds classifier-free guidance first, and only when the scale is not 1.
+  if (config.guidance_scale && *config.guidance_scale != 1.0) {
+    if (!context.model) fail("config", "guidance_scale needs the model for its unconditional forward");
+    list.add(make_classifier_free_guidance(*config.guidance_scale, *context.model, context.negative_prompt_ids));
+  }
   if (config.sequence_bias) list.add(make_sequence_bias(*config.sequence_bias));
   if (config.repetition_penalty != 1.0) list.add(make_repetition_penalty(config.repetition_penalty));
   if (config.no_repeat_ngram_size > 0) list.add(make_no_repeat_ngram(config.no_repeat_ngram_size));
@@ -53,6 +60,9 @@ LogitsProcessorList build_logits_processors(const GenerationConfig& config, cons
     list.add(make_min_length(config.min_length, config.min_new_tokens, eos));
   if (!eos.empty() && config.min_new_tokens && *config.min_new_tokens > 0)
     list.add(make_min_new_tokens(*config.min_new_tokens, eos));
+  // HF: PrefixConstrainedLogitsProcessor(fn, max(num_beams, num_return_sequences)).
+  if (context.prefix_allowed_tokens_fn)
+    list.add(make_prefix_allowed_tokens(context.prefix_allowed_tokens_fn, config.num_return_sequences));
   if (config.forced_bos_token_id) list.add(make_forced_bos(*config.forced_bos_token_id));
   if (config.forced_eos_token_id)
     list.add(make_forced_eos(config.max_length, config.max_new_tokens, *config.forced_eos_token_id));
@@ -63,6 +73,18 @@ LogitsProcessorList build_logits_processors(const GenerationConfig& config, cons
   if (config.suppress_tokens) list.add(make_suppress_tokens(*config.suppress_tokens));
   if (config.begin_suppress_tokens)
     list.add(make_begin_suppress_tokens(*config.begin_suppress_tokens, config.forced_bos_token_id.has_value()));
+  // HF _merge_criteria_processor_list appends a user's processors after the built-in ones.
+  for (auto& p : context.logits_processors)
+    if (p) list.add(p->clone());
+  // Not HF: vLLM applies penalties and logit_bias to the logits before its sampling parameters, so
+  // they go after transformers' processors and before the warpers. force_words_ids comes last so its
+  // masks hold whatever the biases did; the warpers always keep the best token, so they cannot empty a row.
+  if (config.presence_penalty != 0.0 || config.frequency_penalty != 0.0)
+    list.add(make_presence_frequency_penalty(config.presence_penalty, config.frequency_penalty));
+  if (config.logit_bias && !config.logit_bias->empty()) list.add(make_logit_bias(*config.logit_bias));
+  if (config.force_words_ids)
+    list.add(make_force_words(*config.force_words_ids, eos, config.max_new_tokens, config.max_length,
+                              context.model ? context.model->config().max_position_embeddings : 0));
   if (config.do_sample) {
     // min_tokens_to_keep is 1 outside beam search (HF).
     if (config.temperature != 1.0) list.add(make_temperature_warper(config.temperature));
