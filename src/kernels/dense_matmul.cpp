@@ -89,7 +89,15 @@ bool linear_supported(const mx::array& x, const mx::array& w) {
 }
 
 mx::array linear(const mx::array& x, const mx::array& w) {
-  if (!linear_supported(x, w)) return mx::matmul(x, mx::transpose(w));
+  if (!linear_supported(x, w)) {
+    // MLX's CPU backend multiplies 16-bit floats in a plain loop, far slower than the BLAS sgemm it
+    // uses for float32; 16-bit products on the CPU therefore run as float32 (the fp32 accumulation a
+    // bf16 GEMM does anyway) and round the result back.
+    const bool half = x.dtype() == mx::bfloat16 || x.dtype() == mx::float16;
+    if (half && w.dtype() == x.dtype() && available() && mx::default_device() == mx::Device::cpu)
+      return mx::astype(mx::matmul(mx::astype(x, mx::float32), mx::transpose(mx::astype(w, mx::float32))), x.dtype());
+    return mx::matmul(x, mx::transpose(w));
+  }
   auto shape = x.shape();
   shape.back() = w.shape(0);
   return mx::array(shape, mx::float32, std::make_shared<CpuDenseLinear>(mx::default_stream(mx::Device::cpu)),

@@ -119,8 +119,8 @@ mx::array Linear::operator()(const mx::array& x) const {
   }();
   if (bias) y = mx::add(y, *bias);
   if (lora_a) {
-    auto xa = mx::matmul(maybe_dropout(x), mx::transpose(mx::astype(*lora_a, x.dtype())));
-    auto delta = mx::matmul(xa, mx::transpose(mx::astype(*lora_b, x.dtype())));
+    auto xa = kernels::linear(maybe_dropout(x), mx::astype(*lora_a, x.dtype()));
+    auto delta = kernels::linear(xa, mx::astype(*lora_b, x.dtype()));
     y = mx::add(y, mx::multiply(delta, mx::astype(*lora_scale, y.dtype())));
   }
   return y;
