@@ -1,6 +1,7 @@
 // `mlxgp generate`: load a model, build the generation config from its layers (the model's
 // generation_config.json < --config file < flags), generate, and stream text or print one JSON object.
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -10,6 +11,7 @@
 #include "args.h"
 #include "commands.h"
 #include "files.h"
+#include "gen_flags.h"
 #include "mlxgp/chat_template.h"
 #include "mlxgp/error.h"
 #include "mlxgp/generate.h"
@@ -20,44 +22,27 @@ namespace mlxgp::cli {
 
 namespace {
 
-std::string flag_name(std::string field) {
-  for (char& c : field)
-    if (c == '_') c = '-';
-  return field;
-}
-
-// The user's layers (--config file, then flags) applied onto `config`.
-void apply_user_layers(GenerationConfig& config, const Args& args) {
-  if (auto path = args.get("config"))
-    apply_generation_config_json(config, read_file(*path, "config", "--config file"), ConfigSource::User);
-  for (auto& f : generation_config_fields())
-    if (auto v = args.get(flag_name(f.name))) set_generation_config_field(config, f.name, *v);
-  // --temperature T > 0 means sampling, T == 0 greedy (mlx-lm / llama.cpp convention).
-  if (auto t = args.get_double("temperature")) {
-    if (*t == 0.0) {
-      if (args.has("do-sample")) fail("config", "--temperature 0 means greedy and cannot be combined with --do-sample");
-      config.do_sample = false;
-      config.temperature = 1.0;
-    } else if (*t > 0.0) {
-      config.do_sample = true;
-    }
-  }
-  if (args.has("ignore-eos")) config.eos_token_id = std::vector<int>{};
-}
-
 void print_stats(const GenerationResult& r) {
   const auto& s = r.stats;
+  std::string reasons;
+  for (auto& seq : r.sequences) reasons += (reasons.empty() ? "" : ",") + to_string(seq.finish_reason);
   std::fprintf(stderr,
                "[stats] prompt %d tokens (%.1f tok/s prefill), generated %d tokens (%.1f tok/s decode), "
                "peak memory %.1f MiB, finish_reason %s\n",
                s.prompt_tokens, s.prefill_tokens_per_s, s.generated_tokens, s.decode_tokens_per_s,
-               s.peak_memory_bytes / (1024.0 * 1024.0), to_string(r.sequences.at(0).finish_reason).c_str());
+               s.peak_memory_bytes / (1024.0 * 1024.0), reasons.c_str());
 }
 
-nlohmann::ordered_json result_json(const GenerationResult& r) {
+nlohmann::ordered_json result_json(const GenerationResult& r, const GenerationConfig& config) {
   nlohmann::ordered_json seqs = nlohmann::ordered_json::array();
-  for (auto& s : r.sequences)
-    seqs.push_back({{"token_ids", s.token_ids}, {"text", s.text}, {"finish_reason", to_string(s.finish_reason)}});
+  for (auto& s : r.sequences) {
+    nlohmann::ordered_json j = {{"token_ids", s.token_ids}, {"text", s.text}, {"finish_reason", to_string(s.finish_reason)}};
+    // Per generated token, only on request; a non-finite value prints as null.
+    if (config.output_scores) j["scores"] = s.token_scores;
+    if (config.output_logits) j["logits"] = s.token_logits;
+    if (config.output_logprobs) j["logprobs"] = s.logprobs;
+    seqs.push_back(std::move(j));
+  }
   const auto& st = r.stats;
   return {{"prompt_token_ids", r.prompt_token_ids},
           {"sequences", seqs},
@@ -67,6 +52,36 @@ nlohmann::ordered_json result_json(const GenerationResult& r) {
             {"prefill_tokens_per_s", st.prefill_tokens_per_s},
             {"decode_tokens_per_s", st.decode_tokens_per_s},
             {"peak_memory_bytes", st.peak_memory_bytes}}}};
+}
+
+// --scores-out: every sequence's full per-step arrays (HF output_scores / output_logits, [n, V] each).
+void save_scores(const std::string& path, const GenerationResult& r) {
+  std::unordered_map<std::string, mx::array> tensors;
+  for (size_t i = 0; i < r.sequences.size(); ++i) {
+    auto& s = r.sequences[i];
+    const std::string n = std::to_string(i);
+    tensors.emplace("token_ids." + n, mx::array(s.token_ids.data(), {static_cast<int>(s.token_ids.size())}, mx::int32));
+    if (s.scores) tensors.emplace("scores." + n, *s.scores);
+    if (s.logits) tensors.emplace("logits." + n, *s.logits);
+  }
+  save_safetensors_atomic(path, tensors, "cli");
+}
+
+// --negative-prompt / --negative-input-ids: CFG's unconditional prompt (HF negative_prompt_ids).
+std::optional<std::vector<int>> negative_prompt(const Args& args, const GenerationConfig& config, const Tokenizer* tok) {
+  if (!args.has("negative-prompt") && !args.has("negative-input-ids")) return std::nullopt;
+  if (args.has("negative-prompt") && args.has("negative-input-ids"))
+    fail("cli", "pass at most one of --negative-prompt and --negative-input-ids");
+  if (!config.guidance_scale || *config.guidance_scale == 1.0)
+    fail("cli", "--negative-prompt / --negative-input-ids need --guidance-scale other than 1 (classifier-free guidance)");
+  if (auto ids = args.get_int_list("negative-input-ids")) {
+    if (ids->empty()) fail("cli", "--negative-input-ids must not be empty");
+    return ids;
+  }
+  if (!tok) fail("generate", "the model has no tokenizer; pass --negative-input-ids instead of --negative-prompt");
+  auto ids = tok->encode(*args.get("negative-prompt"));
+  if (ids.empty()) fail("cli", "--negative-prompt encodes to no tokens");
+  return ids;
 }
 
 }  // namespace
@@ -95,17 +110,16 @@ int run_generate(const std::vector<std::string>& argv) {
       .option("input-ids", "comma-separated prompt token ids, e.g. 1,2,3 (instead of --prompt)")
       .option("chat", "wrap --prompt in the model's chat template as one user turn (add_generation_prompt)", false)
       .option("system", "with --chat: a system message before the user turn")
-      .option("config", "generation config JSON file (HF generation_config.json field names)");
-  for (auto& f : generation_config_fields()) {
-    std::string help = f.help + (f.default_text.empty() ? "" : " [default " + f.default_text + "]");
-    if (f.name == "temperature") help += "; on the command line T > 0 also turns on do_sample and T == 0 means greedy";
-    args.option(flag_name(f.name), help, !f.is_flag);
-  }
-  args.option("ignore-eos", "never stop at EOS (generate exactly max_new_tokens)", false)
-      .option("dtype", "float32 | bfloat16 | float16: compute dtype, dequantizing quantized weights "
+      .option("negative-prompt", "classifier-free guidance: the unconditional prompt text (needs --guidance-scale)")
+      .option("negative-input-ids", "classifier-free guidance: the unconditional prompt as token ids");
+  add_generation_flags(args);
+  args.option("dtype", "float32 | bfloat16 | float16: compute dtype, dequantizing quantized weights "
                        "(default: the checkpoint's own)")
       .option("prefill-chunk-size", "prefill long prompts in chunks of this many tokens (default 512)")
       .option("show-config", "print the effective generation config (all layers merged) to stderr", false)
+      .option("scores-out", "write each sequence's per-step processed scores / raw logits [n, vocab] to this "
+                            ".safetensors file (scores.I, logits.I, token_ids.I); turns on --output-scores "
+                            "unless --output-logits is given")
       .option("json", "print one JSON object (prompt_token_ids, sequences, stats) instead of streaming text", false);
   if (!args.parse(argv)) return 0;
 
@@ -120,10 +134,21 @@ int run_generate(const std::vector<std::string>& argv) {
   }
   LoadOptions load_options;
   if (auto d = args.get("dtype")) load_options.dtype = parse_dtype(*d);
+  auto scores_out = args.get("scores-out");
+  if (scores_out && scores_out->empty()) fail("cli", "--scores-out needs a file name");
+  if (scores_out) {  // fail before generating, not after
+    auto dir = std::filesystem::path(*scores_out).parent_path();
+    if (!dir.empty() && !std::filesystem::is_directory(dir))
+      fail("cli", "--scores-out: directory '" + dir.string() + "' does not exist");
+  }
+  auto user_layers = [&](GenerationConfig& c) {
+    apply_generation_flags(c, args);
+    if (scores_out && !c.output_scores && !c.output_logits) c.output_scores = true;
+  };
   {
     // Check the user's settings before spending time on loading the model.
     GenerationConfig probe;
-    apply_user_layers(probe, args);
+    user_layers(probe);
     validate(probe);
   }
 
@@ -132,14 +157,12 @@ int run_generate(const std::vector<std::string>& argv) {
   if (!loaded.generation_config_json.empty())
     for (auto& w : apply_generation_config_json(config, loaded.generation_config_json, ConfigSource::Model))
       std::cerr << w << "\n";
-  apply_user_layers(config, args);
+  user_layers(config);
   validate(config);
   if (args.has("show-config"))
     std::cerr << describe(with_model_defaults(config, loaded.model->config(), loaded.tokenizer.get()));
-  if (!config.do_sample && (args.has("top-k") || args.has("top-p") || args.has("min-p") || args.has("typical-p") ||
-                            args.has("epsilon-cutoff") || args.has("eta-cutoff")))
-    std::cerr << "[config] warning: top_k/top_p/min_p/typical_p/epsilon_cutoff/eta_cutoff only apply when sampling "
-                 "(--do-sample or --temperature > 0); generating greedily\n";
+  warn_sampling_flags_unused(config, args, std::cerr);
+  gen_options.negative_prompt_ids = negative_prompt(args, config, loaded.tokenizer.get());
 
   std::vector<int> prompt_ids;
   if (input_ids) {
@@ -151,18 +174,26 @@ int run_generate(const std::vector<std::string>& argv) {
   }
 
   const bool as_json = args.has("json");
+  const bool several = config.num_return_sequences > 1;
   TokenCallback stream;
-  if (!as_json)
+  if (!as_json && !several)
     stream = [](int, const std::string& text) {
       if (text.empty()) return;
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
     };
   GenerationResult result = generate(*loaded.model, loaded.tokenizer, prompt_ids, config, stream, gen_options);
+  if (scores_out) save_scores(*scores_out, result);
   if (as_json) {
     // Replace (not throw on) invalid UTF-8: a generation cut at max length may end mid-character.
-    std::cout << result_json(result).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+    std::cout << result_json(result, config).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)
+              << "\n";
   } else {
+    if (several)  // not streamed: the sequences are decoded side by side
+      for (size_t i = 0; i < result.sequences.size(); ++i)
+        std::cout << "=== sequence " << i + 1 << "/" << result.sequences.size() << " ("
+                  << to_string(result.sequences[i].finish_reason) << ") ===\n"
+                  << result.sequences[i].text << (i + 1 < result.sequences.size() ? "\n" : "");
     std::cout << "\n";
     std::cout.flush();
     print_stats(result);

@@ -15,16 +15,26 @@
 #include "mlxgp/generation_config.h"
 #include "mlxgp/logits_processor.h"
 #include "mlxgp/model.h"
+#include "mlxgp/stopping.h"
 #include "mlxgp/tokenizer.h"
 
 namespace mlxgp {
 
-enum class FinishReason { None, Eos, Length, StopString, MaxTime };
-// "eos" | "length" | "stop_string" | "max_time" ("" for None).
-std::string to_string(FinishReason reason);
-
 struct GeneratorOptions {
   int prefill_chunk_size = 512;  // long prompts are prefilled in chunks of this many tokens
+  // Needed for stop_strings (as transformers generate() needs tokenizer=); generate() fills it in.
+  std::shared_ptr<const Tokenizer> tokenizer;
+  // User logits processors (any LogitsProcessor subclass, e.g. make_callback_processor()), cloned into
+  // each generation's pipeline after transformers' built-in processors and before the sampling warpers
+  // and renormalize_logits: where transformers 5.x merges a custom LogitsProcessorList
+  // (_get_logits_processor). Unlike HF, one of the same class as a built-in is added, not substituted.
+  std::vector<std::shared_ptr<const LogitsProcessor>> logits_processors;
+  // HF generate(prefix_allowed_tokens_fn=...): the allowed next tokens of each row.
+  PrefixAllowedTokensFn prefix_allowed_tokens_fn;
+  // A custom stopping criterion (stopping.h); finish_reason "stop_callback".
+  StopCallback stop_callback;
+  // Classifier-free guidance's unconditional prompt (HF negative_prompt_ids; guidance_scale).
+  std::optional<std::vector<int>> negative_prompt_ids;
 };
 
 // Fills the settings HF takes from the model when the generation config leaves them unset
@@ -32,70 +42,104 @@ struct GeneratorOptions {
 GenerationConfig with_model_defaults(GenerationConfig config, const ModelConfig& model_config,
                                      const Tokenizer* tokenizer);
 
+// Decodes num_return_sequences rows at once (HF expands the prompt to B = N rows when sampling): the
+// prompt is prefilled once with one row and the KV caches are then tiled to N rows. A finished row keeps
+// being computed until every row is done (HF pads it); its tokens are simply no longer recorded.
 class Generator {
  public:
-  // `config` is validated here (throws [config]). The model must outlive the generator.
+  // `config` is validated here (throws [config]). The model must outlive the generator. Throws
+  // [generate] when stop_strings are set without options.tokenizer.
   Generator(Model& model, GenerationConfig config, GeneratorOptions options = {});
 
   // Checks the prompt (ids inside the vocabulary, shorter than the context), prefills the KV cache
   // in chunks and schedules the first token. Throws [generate] on bad input.
   void prefill(const std::vector<int>& prompt_ids);
   // Continues from caches that already hold the first caches[0]->offset() tokens of `prompt_ids`
-  // (multi-turn chat, saved prompt caches): only the rest is prefilled, while processors still see the
-  // whole prompt. When the caches hold all of it, the last position is trimmed and recomputed.
-  // Throws [generate] when the caches hold more than the prompt or cannot be trimmed.
+  // (multi-turn chat, saved prompt caches; one batch row): only the rest is prefilled, while processors
+  // still see the whole prompt. When the caches hold all of it, the last position is trimmed and
+  // recomputed. Throws [generate] when the caches hold more than the prompt or cannot be trimmed.
   void prefill(const std::vector<int>& prompt_ids, KVCacheList caches);
-  // Returns the next token, waiting only for it (the step after it is already queued, as in
-  // mlx-lm's generate_step). Call only while !done().
+  // One sequence (num_return_sequences == 1): returns the next token, waiting only for it (the step
+  // after it is already queued, as in mlx-lm's generate_step). Call only while !done().
   int step();
+  // Any number of sequences: the next token of every row, -1 for rows finished earlier. One host sync
+  // for all rows. Call only while !done().
+  const std::vector<int>& step_batch();
 
-  bool done() const { return finish_ != FinishReason::None; }
-  FinishReason finish_reason() const { return finish_; }
+  int num_sequences() const { return static_cast<int>(generated_.size()); }
+  bool done() const { return started_ && active_ == 0; }
+  FinishReason finish_reason(int row = 0) const { return finish_.at(row); }
   const std::vector<int>& prompt() const { return prompt_; }
-  const std::vector<int>& generated() const { return generated_; }
+  const std::vector<int>& generated(int row = 0) const { return generated_.at(row); }
   // Tokens this generation may produce at most (max_new_tokens / max_length / context limit).
-  int token_budget() const { return budget_; }
+  int token_budget() const { return stop_.budget; }
   const GenerationConfig& config() const { return config_; }
-  // The KV caches. They hold the first cached_tokens() of prompt() + generated(): the final token is
-  // in them only when the step after it was already queued (take them to continue a conversation).
+  // The KV caches (num_sequences() rows). They hold the first cached_tokens() of prompt() + generated():
+  // the final token is in them only when the step after it was already queued (take them to continue a
+  // conversation).
   KVCacheList& caches() { return caches_; }
   int cached_tokens() const { return caches_.empty() ? 0 : caches_[0]->offset(); }
+
+  // Per generated token of `row`, only when the config asked for them (otherwise nullopt / empty):
+  // processed scores [n, V] (output_scores: what the sampler saw, HF's `scores`), raw logits [n, V]
+  // (output_logits), and log_softmax(processed scores) at the chosen token (output_logprobs: HF
+  // compute_transition_scores(normalize_logits=True)).
+  std::optional<mx::array> scores(int row = 0) const;
+  std::optional<mx::array> logits(int row = 0) const;
+  std::vector<float> logprobs(int row = 0) const;
 
   double prefill_seconds() const { return prefill_seconds_; }  // prefill start -> first token known
   double decode_seconds() const { return decode_seconds_; }    // first token -> last token known
 
  private:
-  mx::array next_token(const mx::array& logits);  // logits [1, V] -> token [1] (lazy)
-  mx::array forward_token(const mx::array& token);  // token [1] -> next token [1] (lazy)
+  mx::array next_token(const mx::array& logits);    // logits [B, V] -> tokens [B] (lazy)
+  mx::array forward_token(const mx::array& tokens);  // tokens [B] -> next tokens [B] (lazy)
+  void queue(const mx::array& tokens);                // async_eval of the tokens and requested outputs
   mx::array all_ids() const;
+  std::optional<mx::array> row_outputs(const std::vector<mx::array>& steps, int row) const;
 
   Model& model_;
   GenerationConfig config_;
   GeneratorOptions options_;
   LogitsProcessorList processors_;
+  StoppingCriteria stop_;
   KVCacheList caches_;
   mx::array key_;
-  std::optional<mx::array> pending_;  // the next token, computing
-  std::vector<mx::array> history_;    // prompt then one [1, 1] array per generated token (only if needed)
-  std::vector<int> prompt_, generated_;
-  std::vector<int> eos_;
-  int budget_ = 0;
-  FinishReason finish_ = FinishReason::None;
+  int batch_ = 1;
+  std::optional<mx::array> pending_;  // the next tokens [B], computing
+  std::vector<mx::array> history_;    // prompt then one [B, 1] array per generated token (only if needed)
+  std::vector<int> prompt_;
+  std::vector<std::vector<int>> generated_;  // per row
+  std::vector<std::vector<int>> ids_;        // per row prompt + generated (only for stop strings / callback)
+  std::vector<FinishReason> finish_;
+  std::vector<int> last_;  // step_batch()'s result
+  bool started_ = false;   // prefill() ran
+  int active_ = 0;         // rows not finished
+  int steps_ = 0;          // tokens read so far (per row, until it finished)
+  std::vector<mx::array> step_logits_, step_scores_, step_logprobs_;  // per step, only when requested
   std::chrono::steady_clock::time_point start_, first_token_;
   double prefill_seconds_ = 0, decode_seconds_ = 0;
 };
 
 struct GeneratedSequence {
   std::vector<int> token_ids;  // generated tokens only (a final EOS token included, as in HF)
-  std::string text;            // decode of token_ids, less a final special EOS token (as mlx-lm prints it)
+  // Decode of token_ids, less a final special EOS token (as mlx-lm prints it). A stop string stays in,
+  // with whatever the last token holds after it (HF returns that token too).
+  std::string text;
   FinishReason finish_reason = FinishReason::None;
+  // Only when the config asks (output_scores / output_logits / output_logprobs); see Generator::scores().
+  std::optional<mx::array> scores;  // [n, V] processed scores
+  std::optional<mx::array> logits;  // [n, V] raw logits
+  std::vector<float> token_scores;  // output_scores: each chosen token's processed score
+  std::vector<float> token_logits;  // output_logits: each chosen token's raw logit
+  std::vector<float> logprobs;      // output_logprobs: each chosen token's log-probability
 };
 
 struct GenerationStats {
   int prompt_tokens = 0;
-  int generated_tokens = 0;
+  int generated_tokens = 0;         // over all sequences
   double prefill_tokens_per_s = 0;  // prompt tokens / time to the first token
-  double decode_tokens_per_s = 0;   // tokens after the first / time after the first
+  double decode_tokens_per_s = 0;   // tokens after each sequence's first / time after the first step
   size_t peak_memory_bytes = 0;     // mx::get_peak_memory() over the run
 };
 
@@ -105,11 +149,13 @@ struct GenerationResult {
   GenerationStats stats;
 };
 
-// Called with each token and the text it completes (complete UTF-8 only; may be empty).
+// Called with each token and the text it completes (complete UTF-8 only; may be empty). With several
+// sequences it streams the first one only (use Generator::step_batch() to follow every row).
 using TokenCallback = std::function<void(int token, const std::string& text)>;
 
-// Runs a full generation. `tokenizer` may be null (text stays empty). Config defaults missing from
-// `config` are taken from the model (with_model_defaults).
+// Runs a full generation: num_return_sequences sequences. `tokenizer` may be null (text stays empty;
+// stop_strings then throw [generate]); it also becomes options.tokenizer when that is unset. Config
+// defaults missing from `config` are taken from the model (with_model_defaults).
 GenerationResult generate(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
                           const std::vector<int>& prompt_ids, const GenerationConfig& config,
                           const TokenCallback& callback = {}, GeneratorOptions options = {});

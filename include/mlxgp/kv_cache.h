@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -11,6 +12,13 @@
 namespace mlxgp {
 
 namespace mx = mlx::core;
+
+// The attention mask a cache asks for (mlx-lm's make_mask): none (one query), "causal" aligned to
+// the last key (sdpa's own mode), or an explicit boolean array [queries, keys] (true = attend).
+struct AttentionMask {
+  enum class Kind { None, Causal, Array } kind = Kind::None;
+  std::optional<mx::array> array;
+};
 
 class KVCache {
  public:
@@ -23,6 +31,13 @@ class KVCache {
   virtual int trim(int n) = 0;
   virtual bool is_trimmable() const = 0;
   virtual std::unique_ptr<KVCache> clone() const = 0;
+  // Keeps the batch rows named by `batch_indices` (int32 [B']), in that order, along axis 0: tiling a
+  // one-row prompt cache to N rows is select([0, 0, ..., 0]); beam search reorders with it. Lazy (no
+  // host sync). Throws [cache] for caches that cannot (the default) or on indices of the wrong shape.
+  virtual void select(const mx::array& batch_indices);
+  // The mask for `n` new queries, decided BEFORE update() stores them (mlx-lm calls make_mask
+  // first). The default is mlx-lm's create_attention_mask: causal for n > 1, none for one query.
+  virtual AttentionMask make_mask(int n) const;
 };
 
 // The standard cache: one buffer that grows by `step` positions when full.
@@ -34,6 +49,9 @@ class StandardKVCache : public KVCache {
   int trim(int n) override;
   bool is_trimmable() const override { return true; }
   std::unique_ptr<KVCache> clone() const override;
+  void select(const mx::array& batch_indices) override;
+  // The stored keys/values [B, H, offset, D]; nullopt before the first update (to_quantized reads it).
+  std::optional<std::pair<mx::array, mx::array>> fetch() const;
 
  private:
   int step_;

@@ -57,6 +57,31 @@ int StandardKVCache::trim(int n) {
   return dropped;
 }
 
+void KVCache::select(const mx::array&) { fail("cache", "this KV cache cannot select batch rows"); }
+
+AttentionMask KVCache::make_mask(int n) const {
+  return {n > 1 ? AttentionMask::Kind::Causal : AttentionMask::Kind::None, std::nullopt};
+}
+
+std::optional<std::pair<mx::array, mx::array>> StandardKVCache::fetch() const {
+  if (!keys_) return std::nullopt;
+  auto ks = keys_->shape(), vs = values_->shape();
+  ks[2] = vs[2] = offset_;
+  return std::make_pair(mx::slice(*keys_, {0, 0, 0, 0}, ks), mx::slice(*values_, {0, 0, 0, 0}, vs));
+}
+
+void StandardKVCache::select(const mx::array& batch_indices) {
+  if (batch_indices.ndim() != 1 || batch_indices.size() == 0)
+    fail("cache", "batch indices must be a non-empty 1-D array");
+  if (!mx::issubdtype(batch_indices.dtype(), mx::integer)) fail("cache", "batch indices must be integers");
+  if (!keys_) return;  // nothing stored yet: the first update() sets the batch size
+  // Gathering the whole buffer (capacity included) keeps its growth step; MLX's take is lazy, and
+  // out-of-range indices are the caller's bug (they are not checked here: that would need a host sync).
+  auto idx = mx::astype(batch_indices, mx::int32);
+  *keys_ = mx::take(*keys_, idx, 0);
+  *values_ = mx::take(*values_, idx, 0);
+}
+
 std::unique_ptr<KVCache> StandardKVCache::clone() const {
   // MLX arrays are immutable values; sharing the buffers is safe because update() rebinds them.
   auto c = std::make_unique<StandardKVCache>(step_);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <random>
+#include <span>
 
 #include <mlx/mlx.h>
 
@@ -24,17 +25,6 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 }  // namespace
 
-std::string to_string(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::Eos: return "eos";
-    case FinishReason::Length: return "length";
-    case FinishReason::StopString: return "stop_string";
-    case FinishReason::MaxTime: return "max_time";
-    case FinishReason::None: break;
-  }
-  return "";
-}
-
 GenerationConfig with_model_defaults(GenerationConfig config, const ModelConfig& model_config,
                                      const Tokenizer* tokenizer) {
   if (!config.eos_token_id) {
@@ -53,12 +43,36 @@ GenerationConfig with_model_defaults(GenerationConfig config, const ModelConfig&
 Generator::Generator(Model& model, GenerationConfig config, GeneratorOptions options)
     : model_(model),
       config_(std::move(config)),
-      options_(options),
+      options_(std::move(options)),
       key_(mx::random::key(config_.seed ? *config_.seed : fresh_seed())) {
   validate(config_);
   if (options_.prefill_chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
-  processors_ = build_logits_processors(config_);
-  if (config_.eos_token_id) eos_ = *config_.eos_token_id;
+  if (auto& neg = options_.negative_prompt_ids) {
+    if (neg->empty()) fail("generate", "the negative prompt is empty");
+    for (int id : *neg)
+      if (id < 0 || id >= model_.config().vocab_size)
+        fail("generate", "negative prompt token id " + std::to_string(id) + " is outside the vocabulary (size " +
+                             std::to_string(model_.config().vocab_size) + ")");
+  }
+  ProcessorContext context;
+  context.model = &model_;
+  context.negative_prompt_ids = options_.negative_prompt_ids;
+  context.logits_processors = options_.logits_processors;
+  context.prefix_allowed_tokens_fn = options_.prefix_allowed_tokens_fn;
+  processors_ = build_logits_processors(config_, context);
+  if (config_.eos_token_id) stop_.eos = *config_.eos_token_id;
+  stop_.max_time = config_.max_time;
+  if (config_.stop_strings) {
+    // transformers raises the same way when generate() gets stop_strings but no tokenizer.
+    if (!options_.tokenizer) fail("generate", "stop_strings need the model's tokenizer");
+    stop_.stop_strings.emplace(*config_.stop_strings, options_.tokenizer);
+  }
+  stop_.callback = options_.stop_callback;
+  // HF expands the prompt to num_return_sequences rows (validate() allows > 1 only when sampling).
+  batch_ = config_.num_return_sequences;
+  generated_.resize(batch_);
+  finish_.assign(batch_, FinishReason::None);
+  last_.assign(batch_, -1);
 }
 
 mx::array Generator::all_ids() const {
@@ -67,32 +81,50 @@ mx::array Generator::all_ids() const {
 }
 
 mx::array Generator::next_token(const mx::array& logits) {
-  mx::array scores = logits.dtype() == mx::float32 ? logits : mx::astype(logits, mx::float32);
+  mx::array raw = logits.dtype() == mx::float32 ? logits : mx::astype(logits, mx::float32);
+  if (config_.output_logits) step_logits_.push_back(raw);
+  mx::array scores = raw;
   if (!processors_.empty())
     scores = processors_.apply(scores, processors_.needs_ids() ? all_ids() : mx::array(0));
+  if (config_.output_scores) step_scores_.push_back(scores);
   mx::array token = mx::array(0);
   if (config_.do_sample) {
     auto [next_key, sub] = mx::random::split(key_);
     key_ = next_key;
-    token = mx::random::categorical(scores, -1, sub);
+    token = mx::random::categorical(scores, -1, sub);  // one draw per row
   } else {
     token = mx::argmax(scores, -1);  // first maximal index on ties, like torch.argmax
   }
   token = mx::astype(token, mx::int32);
+  if (config_.output_logprobs) {
+    // log_softmax(scores)[token] = scores[token] - logsumexp(scores): compute_transition_scores with
+    // normalize_logits=True, on the processed scores HF returns as `scores`.
+    auto chosen = mx::take_along_axis(scores, mx::expand_dims(token, -1), -1);
+    step_logprobs_.push_back(mx::squeeze(mx::subtract(chosen, mx::logsumexp(scores, -1, true)), -1));
+  }
   processors_.on_token(token);
-  if (processors_.needs_ids()) history_.push_back(mx::reshape(token, {1, 1}));
+  if (processors_.needs_ids()) history_.push_back(mx::reshape(token, {batch_, 1}));
   return token;
 }
 
-mx::array Generator::forward_token(const mx::array& token) {
-  auto logits = model_.forward(mx::reshape(token, {1, 1}), caches_);
-  return next_token(mx::reshape(logits, {1, logits.shape(-1)}));
+mx::array Generator::forward_token(const mx::array& tokens) {
+  auto logits = model_.forward(mx::reshape(tokens, {batch_, 1}), caches_);
+  return next_token(mx::reshape(logits, {batch_, logits.shape(-1)}));
+}
+
+void Generator::queue(const mx::array& tokens) {
+  // The requested outputs belong to the same graph: evaluating them together costs no extra sync.
+  std::vector<mx::array> outs = {tokens};
+  if (config_.output_logits) outs.push_back(step_logits_.back());
+  if (config_.output_scores) outs.push_back(step_scores_.back());
+  if (config_.output_logprobs) outs.push_back(step_logprobs_.back());
+  mx::async_eval(std::move(outs));
 }
 
 void Generator::prefill(const std::vector<int>& prompt_ids) { prefill(prompt_ids, {}); }
 
 void Generator::prefill(const std::vector<int>& prompt_ids, KVCacheList caches) {
-  if (!prompt_.empty() || pending_) fail("generate", "prefill() was already called on this generator");
+  if (started_) fail("generate", "prefill() was already called on this generator");
   if (prompt_ids.empty()) fail("generate", "the prompt is empty");
   const auto& mc = model_.config();
   for (int id : prompt_ids)
@@ -105,15 +137,17 @@ void Generator::prefill(const std::vector<int>& prompt_ids, KVCacheList caches) 
     fail("generate", "prompt has " + std::to_string(n) + " tokens, longer than the model's context (" +
                          std::to_string(context) + ")");
   // HF: max_new_tokens wins; otherwise max_length counts the prompt and must exceed it.
+  int budget = 0;
   if (config_.max_new_tokens) {
-    budget_ = *config_.max_new_tokens;
+    budget = *config_.max_new_tokens;
   } else {
     if (n >= config_.max_length)
       fail("generate", "prompt has " + std::to_string(n) + " tokens but max_length is " +
                            std::to_string(config_.max_length) + "; raise max_length or set max_new_tokens");
-    budget_ = config_.max_length - n;
+    budget = config_.max_length - n;
   }
-  if (context > 0) budget_ = std::min(budget_, context - n);
+  if (context > 0) budget = std::min(budget, context - n);
+  stop_.budget = budget;
 
   start_ = std::chrono::steady_clock::now();
   prompt_ = prompt_ids;
@@ -135,12 +169,17 @@ void Generator::prefill(const std::vector<int>& prompt_ids, KVCacheList caches) 
     }
     caches_ = std::move(caches);
   }
+  started_ = true;
+  active_ = batch_;
   mx::array ids(prompt_ids.data(), {1, n}, mx::int32);
-  processors_.on_prompt(ids);
-  if (processors_.needs_ids()) history_.push_back(ids);
+  mx::array rows = batch_ == 1 ? ids : mx::repeat(ids, batch_, 0);  // [B, n]
+  processors_.on_prompt(rows);
+  if (processors_.needs_ids()) history_.push_back(rows);
+  if (stop_.needs_ids()) ids_.assign(batch_, prompt_ids);
 
-  // Chunked prefill: earlier chunks only fill the caches (their logits are never evaluated, so the
-  // lazy graph skips their lm_head); the last chunk's final position gives the first token.
+  // Chunked prefill of the one prompt row: earlier chunks only fill the caches (their logits are never
+  // evaluated, so the lazy graph skips their lm_head); the last chunk's final position gives the first
+  // token.
   const int chunk = options_.prefill_chunk_size;
   std::optional<mx::array> logits;
   while (pos < n) {
@@ -150,36 +189,89 @@ void Generator::prefill(const std::vector<int>& prompt_ids, KVCacheList caches) 
     logits = model_.forward_last(part, caches_, 1);
     pos += len;
   }
-  auto last = mx::slice(*logits, {0, logits->shape(1) - 1, 0}, {1, logits->shape(1), logits->shape(2)});
-  pending_ = next_token(mx::reshape(last, {1, logits->shape(2)}));
-  mx::async_eval(*pending_);
+  const int vocab = logits->shape(2);
+  auto last = mx::reshape(mx::slice(*logits, {0, logits->shape(1) - 1, 0}, {1, logits->shape(1), vocab}), {1, vocab});
+  if (batch_ > 1) {
+    // Several sequences share the prompt: tile its caches and logits instead of prefilling N rows.
+    auto zeros = mx::zeros({batch_}, mx::int32);
+    for (auto& c : caches_) c->select(zeros);
+    last = mx::repeat(last, batch_, 0);
+  }
+  pending_ = next_token(last);
+  queue(*pending_);
 }
 
 int Generator::step() {
+  if (batch_ != 1) fail("generate", "step() returns one token: use step_batch() with num_return_sequences > 1");
+  return step_batch()[0];
+}
+
+const std::vector<int>& Generator::step_batch() {
   if (!pending_) fail("generate", done() ? "generation is finished" : "step() called before prefill()");
   mx::array current = *pending_;
   pending_.reset();
-  const int produced = static_cast<int>(generated_.size()) + 1;
+  const int produced = steps_ + 1;
   // Queue the following step before reading this token, unless this token is certainly the last.
-  if (produced < budget_) {
+  if (produced < stop_.budget) {
     pending_ = forward_token(current);
-    mx::async_eval(*pending_);
+    queue(*pending_);
   }
-  const int token = current.item<int>();  // the one host sync per token
+  mx::eval(current);  // the one host sync per step
+  const int32_t* tokens = current.data<int32_t>();
   auto now = std::chrono::steady_clock::now();
-  if (generated_.empty()) {
+  if (steps_ == 0) {
     first_token_ = now;
     prefill_seconds_ = std::chrono::duration<double>(now - start_).count();
   } else {
     decode_seconds_ = std::chrono::duration<double>(now - first_token_).count();
   }
-  generated_.push_back(token);
+  steps_ = produced;
+  const double elapsed = stop_.max_time ? seconds_since(start_) : 0.0;
+  for (int r = 0; r < batch_; ++r) {
+    if (finish_[r] != FinishReason::None) {
+      last_[r] = -1;
+      continue;
+    }
+    const int token = tokens[r];
+    last_[r] = token;
+    generated_[r].push_back(token);
+    std::span<const int> ids = generated_[r];
+    if (!ids_.empty()) {
+      ids_[r].push_back(token);
+      ids = ids_[r];
+    }
+    finish_[r] = stop_.check(ids, produced, elapsed);
+    if (finish_[r] != FinishReason::None) --active_;
+  }
+  if (done()) {
+    pending_.reset();  // drop the speculative extra step and its outputs
+    for (auto* v : {&step_logits_, &step_scores_, &step_logprobs_})
+      if (static_cast<int>(v->size()) > steps_) v->resize(steps_, mx::array(0));
+  }
+  return last_;
+}
 
-  if (std::find(eos_.begin(), eos_.end(), token) != eos_.end()) finish_ = FinishReason::Eos;
-  else if (produced >= budget_) finish_ = FinishReason::Length;
-  else if (config_.max_time && seconds_since(start_) > *config_.max_time) finish_ = FinishReason::MaxTime;
-  if (done()) pending_.reset();  // drop the speculative extra step
-  return token;
+std::optional<mx::array> Generator::row_outputs(const std::vector<mx::array>& steps, int row) const {
+  const int n = static_cast<int>(generated_.at(row).size());
+  if (steps.empty() || n == 0) return std::nullopt;
+  std::vector<mx::array> parts(steps.begin(), steps.begin() + n);
+  auto all = mx::stack(parts, 0);  // [n, B, ...]
+  mx::Shape start(all.ndim(), 0), stop = all.shape();
+  start[1] = row;
+  stop[1] = row + 1;
+  // A row is a strided view of the stack: copy it so its data is one row-major block.
+  return mx::contiguous(mx::squeeze(mx::slice(all, start, stop), 1));
+}
+
+std::optional<mx::array> Generator::scores(int row) const { return row_outputs(step_scores_, row); }
+std::optional<mx::array> Generator::logits(int row) const { return row_outputs(step_logits_, row); }
+
+std::vector<float> Generator::logprobs(int row) const {
+  auto a = row_outputs(step_logprobs_, row);
+  if (!a) return {};
+  auto f = mx::contiguous(mx::astype(*a, mx::float32));
+  mx::eval(f);
+  return {f.data<float>(), f.data<float>() + f.size()};
 }
 
 }  // namespace mlxgp
