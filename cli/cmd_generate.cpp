@@ -12,6 +12,7 @@
 #include "commands.h"
 #include "files.h"
 #include "gen_flags.h"
+#include "hook_flags.h"
 #include "mlxgp/chat_template.h"
 #include "mlxgp/error.h"
 #include "mlxgp/generate.h"
@@ -113,6 +114,7 @@ int run_generate(const std::vector<std::string>& argv) {
       .option("negative-prompt", "classifier-free guidance: the unconditional prompt text (needs --guidance-scale)")
       .option("negative-input-ids", "classifier-free guidance: the unconditional prompt as token ids");
   add_generation_flags(args);
+  declare_hook_flags(args);
   args.option("dtype", "float32 | bfloat16 | float16: compute dtype, dequantizing quantized weights "
                        "(default: the checkpoint's own)")
       .option("prefill-chunk-size", "prefill long prompts in chunks of this many tokens (default 512)")
@@ -153,6 +155,7 @@ int run_generate(const std::vector<std::string>& argv) {
   }
 
   LoadedModel loaded = load(args.get("model").value_or("default"), load_options);
+  attach_hooks_from_flags(args, *loaded.model);
   GenerationConfig config;
   if (!loaded.generation_config_json.empty())
     for (auto& w : apply_generation_config_json(config, loaded.generation_config_json, ConfigSource::Model))

@@ -150,6 +150,8 @@ void Generator::prefill(const std::vector<int>& prompt_ids, KVCacheList caches) 
   stop_.budget = budget;
 
   start_ = std::chrono::steady_clock::now();
+  // Hooks that act on prompt or generated positions only (ResidualInjectionHook) split here.
+  model_.hooks().set_prompt_length(n);
   prompt_ = prompt_ids;
   int pos = 0;  // prompt tokens already in the caches
   if (caches.empty()) {
