@@ -20,11 +20,15 @@ struct Command {
 
 const Command kCommands[] = {
     {"generate", mlxgp::cli::run_generate, "generate text from a prompt or token ids"},
+    {"chat", mlxgp::cli::run_chat, "interactive multi-turn chat (stdin lines -> streamed replies, KV cache kept)"},
     {"logits", mlxgp::cli::run_logits, "dump prefill + cached decode logits for token ids (parity checks)"},
+    {"train", mlxgp::cli::run_train, "train a model: full fine-tuning, LoRA or a soft prompt"},
+    {"steer", mlxgp::cli::run_steer, "steering vectors: `steer extract` (contrastive activation addition)"},
     {"tokenize", mlxgp::cli::run_tokenize, "print the token ids of a text"},
     {"detokenize", mlxgp::cli::run_detokenize, "print the text of token ids"},
     {"chat-template", mlxgp::cli::run_chat_template, "render a chat template for conversations (parity checks)"},
     {"process-logits", mlxgp::cli::run_process_logits, "run logits processors on given scores (parity checks)"},
+    {"loss", mlxgp::cli::run_loss, "cross-entropy of saved logits and targets (parity checks)"},
 };
 
 void print_usage() {

@@ -37,7 +37,7 @@ class Section:
 SECTIONS: dict[str, Section] = {}
 
 # Section modules, imported in this order (which is also the report's order).
-MODULES = ["generation", "matmul"]
+MODULES = ["generation", "matmul", "tokenizer", "processors"]
 
 
 def section(name: str, title: str):
