@@ -27,18 +27,21 @@ class PresenceFrequencyPenalty : public LogitsProcessor {
     if (!counts_) counts_ = mx::zeros({b, v}, mx::float32);
     if (counts_->shape(0) != b) fail("generate", "presence/frequency penalty: batch size changed during generation");
     for (auto& t : pending_) {
-      // Ids outside [0, V) go to an extra column that is dropped, as ids_mask does.
-      auto idx = mx::reshape(mx::minimum(mx::astype(t, mx::int32), mx::array(v, mx::int32)), {b, 1});
-      auto wide = mx::concatenate({*counts_, mx::zeros({b, 1}, mx::float32)}, 1);
-      wide = mx::scatter_add_axis(wide, idx, mx::ones({b, 1}, mx::float32), 1);
-      counts_ = mx::slice(wide, {0, 0}, {b, v});
+      // Sampled ids always lie in [0, V); user-fed ids (process-logits) are clamped into range by
+      // dropping the out-of-range ones' weight, as ids_mask does.
+      auto ids = mx::reshape(mx::astype(t, mx::int32), {b, 1});
+      auto inside = mx::logical_and(mx::greater_equal(ids, mx::array(0)), mx::less(ids, mx::array(v)));
+      auto idx = mx::where(inside, ids, mx::array(0));
+      counts_ = mx::scatter_add_axis(*counts_, idx, mx::astype(inside, mx::float32), 1);
     }
     pending_.clear();
+    // One penalty array per step: frequency * count + presence * [count > 0].
     auto c = *counts_;
-    auto penalty = mx::add(mx::multiply(c, mx::array(static_cast<float>(frequency_))),
-                           mx::multiply(mx::astype(mx::greater(c, mx::array(0.0f)), mx::float32),
-                                        mx::array(static_cast<float>(presence_))));
-    return mx::subtract(logits, mx::astype(penalty, logits.dtype()));
+    auto penalty = mx::where(mx::greater(c, mx::array(0.0f)),
+                             mx::add(mx::multiply(c, mx::array(static_cast<float>(frequency_))),
+                                     mx::array(static_cast<float>(presence_))),
+                             mx::array(0.0f));
+    return mx::subtract(logits, penalty);
   }
   void on_token(const mx::array& tokens) override {
     if (rows_ && tokens.size() != static_cast<size_t>(rows_))
