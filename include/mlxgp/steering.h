@@ -53,6 +53,7 @@ class ResidualInjectionHook : public Hook {
   VectorSource vector_;
   double alpha_;
   HookPositions positions_;
+  std::optional<mx::array> source_, delta_;  // the resolved vector and alpha * v for it
 };
 
 // Adds alpha * lm_head(v) to the logits: the persona vector's direct effect on the vocabulary.

@@ -28,7 +28,13 @@ mx::array ResidualInjectionHook::apply(const HookSite& site, const mx::array& x,
   if (positions_ == HookPositions::Prompt) end = split;
   if (positions_ == HookPositions::Generated) begin = split;
   if (begin >= end) return x;
-  auto delta = mx::astype(mx::multiply(vector_.resolve(model), mx::array(static_cast<float>(alpha_))), x.dtype());
+  // alpha * v in the activation dtype, computed once per vector (decode then adds one array per layer).
+  auto v = vector_.resolve(model);
+  if (!source_ || source_->id() != v.id() || delta_->dtype() != x.dtype()) {
+    delta_ = mx::astype(mx::multiply(v, mx::array(static_cast<float>(alpha_))), x.dtype());
+    source_ = v;
+  }
+  const auto& delta = *delta_;
   if (begin == 0 && end == T) return mx::add(x, delta);
   // A [1, T, 1] mask selects the rows (only prefill chunks that straddle the split get here).
   auto pos = mx::arange(T, mx::int32);

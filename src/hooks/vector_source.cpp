@@ -13,7 +13,8 @@ mx::array VectorSource::resolve(Model& model) const {
     fail("hooks", describe() + " must have shape [" + std::to_string(hidden) + "] (the hidden size), got " +
                       std::to_string(v.size()) + " values in " + std::to_string(v.ndim()) + " dimensions");
   if (!mx::issubdtype(v.dtype(), mx::floating)) fail("hooks", describe() + " must be a floating-point array");
-  return mx::reshape(v, {hidden});
+  // The stored array itself when already [hidden], so callers can cache on its id().
+  return v.ndim() == 1 ? v : mx::reshape(v, {hidden});
 }
 
 std::string VectorSource::describe() const {
