@@ -31,6 +31,9 @@ struct TrainingConfig {
   LossScaleConfig loss_scale;
   // Testing aid: the step (1-based) whose gradients are made infinite, to exercise overflow handling.
   int inject_overflow_step = 0;
+  // For train_step(): what to train. Empty: the LoRA adapters when the model has some, otherwise every
+  // floating-point parameter. Names may also be extra parameters (a soft prompt).
+  std::vector<std::string> trainable;
 };
 
 struct TrainStepResult {
@@ -77,5 +80,28 @@ class Trainer {
   int good_steps_ = 0;
   bool injected_ = false;
 };
+
+class Hook;
+
+// The seed's one-call API. A TrainState carries what must survive between calls (float32 masters,
+// optimizer moments, loss-scaler state); it binds to the model, config and trainable set of its first
+// call. `hooks` are attached for the duration of the call (e.g. a SoftPromptHook).
+class TrainState {
+ public:
+  explicit TrainState(std::unique_ptr<Optimizer> optimizer, LrSchedule schedule = {});
+  Trainer* trainer() { return trainer_.get(); }
+
+ private:
+  friend TrainStepResult train_step(Model&, const Batch&, TrainState&, const TrainingConfig&,
+                                    const std::vector<std::shared_ptr<Hook>>&, std::optional<int>);
+  std::unique_ptr<Optimizer> optimizer_;
+  LrSchedule schedule_;
+  std::unique_ptr<Trainer> trainer_;
+  const Model* model_ = nullptr;
+};
+
+TrainStepResult train_step(Model& model, const Batch& batch, TrainState& state, const TrainingConfig& config,
+                           const std::vector<std::shared_ptr<Hook>>& hooks = {},
+                           std::optional<int> pad_id = std::nullopt);
 
 }  // namespace mlxgp

@@ -137,3 +137,32 @@ TEST(Training, ScheduleFollowsWarmupThenCosine) {
 
 }  // namespace
 }  // namespace mlxgp::testing
+
+namespace mlxgp::testing {
+namespace {
+
+TEST(Training, TrainStepMatchesTrainerAndDetachesHooks) {
+  // Two identical models: the one-call API and an explicit Trainer must produce the same parameters.
+  Tiny a, b;
+  LoraConfig c;
+  add_lora(*a.model, c);
+  add_lora(*b.model, c);
+  TrainState state(make_adamw(), LrSchedule{LrSchedule::Kind::Constant, 1e-2});
+  TrainingConfig cfg;
+  Trainer trainer(*b.model, lora_parameter_names(*b.model), make_adamw(), cfg, LrSchedule{LrSchedule::Kind::Constant, 1e-2});
+  for (int i = 0; i < 3; ++i) {
+    auto r1 = train_step(*a.model, batch(), state, cfg);
+    auto r2 = trainer.step({batch()});
+    EXPECT_FLOAT_EQ(r1.loss, r2.loss);
+  }
+  for (auto& n : lora_parameter_names(*a.model))
+    EXPECT_TRUE(mx::array_equal(a.model->parameters().at(n), b.model->parameters().at(n)).item<bool>()) << n;
+  // A hook passed to one call is gone afterwards.
+  a.model->extra_params().set("_soft", mx::zeros({2, 32}));
+  train_step(*a.model, batch(), state, cfg, {std::make_shared<SoftPromptHook>(2, "_soft")});
+  EXPECT_TRUE(a.model->hooks().empty());
+  EXPECT_EQ(error_of([&] { train_step(*b.model, batch(), state, cfg); }), "[train] this TrainState belongs to another model");
+}
+
+}  // namespace
+}  // namespace mlxgp::testing

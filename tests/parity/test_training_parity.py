@@ -173,3 +173,34 @@ def test_training_errors(tiny, run_mlxgp, tmp_path):
                       check=False)
         assert p.returncode != 0 and component in p.stderr and text in p.stderr, (data, p.stderr)
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_grad_accumulation_equals_one_big_batch(tiny, run_mlxgp, tmp_path):
+    model, folder = tiny["llama"]
+    _data(tmp_path / "d.jsonl", model.config.vocab_size)
+    # SGD: the update is linear in the gradient, so summation-order noise is not amplified as by Adam.
+    base = ["--model", folder, "--data", tmp_path / "d.jsonl", "--mode", "full", "--seq-len", T, "--no-shuffle",
+            "--steps", 3, "--lr", 0.1, "--optimizer", "sgd"]
+    run_mlxgp("train", *base, "--batch-size", 2, "--out", tmp_path / "big")
+    run_mlxgp("train", *base, "--batch-size", 1, "--grad-accum", 2, "--out", tmp_path / "accum")
+    a = load_file(str(tmp_path / "big" / "model.safetensors"))
+    b = load_file(str(tmp_path / "accum" / "model.safetensors"))
+    diff = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+    print(f"3 SGD steps, batch 2 vs 2 x 1 accumulated: max |param diff| = {diff:.2e}")
+    assert diff <= 1e-6
+
+
+def test_resume_refuses_another_models_checkpoint(tiny, run_mlxgp, tmp_path):
+    llama, llama_dir = tiny["llama"]
+    _, qwen_dir = tiny["qwen3"]
+    _data(tmp_path / "d.jsonl", llama.config.vocab_size)
+    _train(run_mlxgp, llama_dir, tmp_path / "d.jsonl", tmp_path / "run", "--steps", 1, "--lr", 1e-3)
+    p = run_mlxgp("train", "--model", qwen_dir, "--data", tmp_path / "d.jsonl", "--mode", "full", "--seq-len", T,
+                  "--steps", 2, "--out", tmp_path / "run2", "--resume", tmp_path / "run", check=False)
+    assert p.returncode != 0 and "[train]" in p.stderr and "belongs to another model" in p.stderr, p.stderr
+    # A half-written checkpoint (killed mid-save) is ignored: `latest` still names the complete one.
+    (tmp_path / "run" / ".tmp-checkpoint-2-123").mkdir()
+    (tmp_path / "run" / ".tmp-checkpoint-2-123" / "trainer_state.safetensors").write_bytes(b"partial")
+    _train(run_mlxgp, llama_dir, tmp_path / "d.jsonl", tmp_path / "run", "--steps", 2, "--lr", 1e-3, "--resume",
+           tmp_path / "run")
+    assert (tmp_path / "run" / "latest").read_text().strip() == "checkpoint-2"

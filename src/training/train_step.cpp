@@ -1,0 +1,53 @@
+// train_step(): the seed's one-call training API over a Trainer kept in a TrainState.
+#include <algorithm>
+
+#include <mlx/mlx.h>
+
+#include "mlxgp/error.h"
+#include "mlxgp/hooks.h"
+#include "mlxgp/lora.h"
+#include "mlxgp/training.h"
+
+namespace mlxgp {
+
+TrainState::TrainState(std::unique_ptr<Optimizer> optimizer, LrSchedule schedule)
+    : optimizer_(std::move(optimizer)), schedule_(schedule) {
+  if (!optimizer_) fail("train", "train_step needs an optimizer");
+}
+
+namespace {
+
+std::vector<std::string> default_trainable(Model& model) {
+  auto lora = lora_parameter_names(model);
+  if (!lora.empty()) return lora;
+  std::vector<std::string> names;
+  for (auto& [name, w] : model.parameters())
+    if (mx::issubdtype(w.dtype(), mx::floating)) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace
+
+TrainStepResult train_step(Model& model, const Batch& batch, TrainState& state, const TrainingConfig& config,
+                           const std::vector<std::shared_ptr<Hook>>& hooks, std::optional<int> pad_id) {
+  // Hooks stay attached only for this call, even when the step throws.
+  struct Attached {
+    Model& m;
+    std::vector<int> handles;
+    ~Attached() {
+      for (int h : handles) m.hooks().remove(h);
+    }
+  } attached{model, {}};
+  for (auto& h : hooks) attached.handles.push_back(model.hooks().add(h));
+  if (!state.trainer_) {
+    auto names = config.trainable.empty() ? default_trainable(model) : config.trainable;
+    state.trainer_ = std::make_unique<Trainer>(model, names, std::move(state.optimizer_), config, state.schedule_);
+    state.model_ = &model;
+  } else if (state.model_ != &model) {
+    fail("train", "this TrainState belongs to another model");
+  }
+  return state.trainer_->step({batch}, pad_id);
+}
+
+}  // namespace mlxgp
