@@ -1,5 +1,6 @@
 // mlxgp logits: prefill the first N ids, then feed the rest one at a time through the KV cache and
-// dump float32 logits [T, vocab] as safetensors key "logits". Parity tests compare this with
+// dump float32 logits [T, vocab] as safetensors key "logits" (optionally with a rotating or quantized
+// KV cache and a chunked prefill, as mlx-lm generate runs them). Parity tests compare this with
 // transformers' full forward over the same ids, which checks the cache path as well.
 #include <chrono>
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include "commands.h"
 #include "files.h"
 #include "hook_flags.h"
+#include "mlxgp/cache_options.h"
 #include "mlxgp/error.h"
 #include "mlxgp/loader.h"
 
@@ -26,6 +28,13 @@ int run_logits(const std::vector<std::string>& argv) {
   args.option("model", "model folder, .gguf file or 'default' (default: default)")
       .option("input-ids", "comma-separated token ids, e.g. 1,2,3")
       .option("prefill", "ids run as one prefill (default: all but the last 16, at least 1)")
+      .option("prefill-chunk", "run the prefill in chunks of at most N ids (mlx-lm prefill_step_size)")
+      .option("max-kv-size", "rotating KV cache holding at most N positions (mlx-lm max_kv_size)")
+      .option("kv-keep", "positions a rotating cache always keeps (default: 4)")
+      .option("kv-bits", "quantize the KV cache to 2, 3, 4, 5, 6 or 8 bits")
+      .option("kv-group-size", "KV quantization group size: 32, 64 or 128 (default: 64)")
+      .option("quantized-kv-start",
+              "with --kv-bits: quantize once the cache holds N positions (default: from the start)")
       .option("dtype", "float32 | bfloat16 | float16 (default: the checkpoint's own, quantized stays quantized)")
       .option("out", "output .safetensors file")
       .option("timing", "print prefill and per-token decode times to stdout", false);
@@ -41,6 +50,30 @@ int run_logits(const std::vector<std::string>& argv) {
   if (prefill < 1 || prefill > T)
     fail("cli", "--prefill must be between 1 and the number of ids (" + std::to_string(T) + ")");
 
+  int chunk = prefill;
+  if (auto c = args.get_int("prefill-chunk")) {
+    if (*c < 1) fail("cli", "--prefill-chunk must be at least 1");
+    chunk = static_cast<int>(std::min<long long>(*c, prefill));
+  }
+  CacheOptions cache_opts;
+  auto int_flag = [&](const char* name) -> std::optional<int> {
+    auto v = args.get_int(name);
+    if (v && (*v < -1000000000LL || *v > 1000000000LL)) fail("cli", std::string("--") + name + " is out of range");
+    return v ? std::optional<int>(static_cast<int>(*v)) : std::nullopt;
+  };
+  cache_opts.max_kv_size = int_flag("max-kv-size");
+  if (auto k = int_flag("kv-keep")) {
+    if (!cache_opts.max_kv_size) fail("cli", "--kv-keep needs --max-kv-size");
+    cache_opts.kv_keep = *k;
+  }
+  cache_opts.kv_bits = int_flag("kv-bits");
+  if (auto g = int_flag("kv-group-size")) {
+    if (!cache_opts.kv_bits) fail("cli", "--kv-group-size needs --kv-bits");
+    cache_opts.kv_group_size = *g;
+  }
+  cache_opts.quantized_kv_start = int_flag("quantized-kv-start");
+  validate(cache_opts);  // bad cache flags fail before the model is loaded
+
   LoadOptions opts;
   if (auto d = args.get("dtype")) opts.dtype = parse_dtype(*d);
   auto loaded = load(args.get("model").value_or("default"), opts);
@@ -52,18 +85,19 @@ int run_logits(const std::vector<std::string>& argv) {
       fail("logits", "token id " + std::to_string(id) + " is outside the vocabulary (size " + std::to_string(vocab) + ")");
 
   using clock = std::chrono::steady_clock;
-  auto caches = model.make_caches();
+  auto caches = make_caches(model, cache_opts);
   std::vector<mx::array> chunks;
-  auto t0 = clock::now();
-  mx::array prompt(ids.data(), {1, prefill}, mx::int32);
-  chunks.push_back(model.forward(prompt, caches));
-  mx::eval(chunks.back());
-  auto t1 = clock::now();
-  for (int i = prefill; i < T; ++i) {
-    mx::array tok(&ids[i], {1, 1}, mx::int32);
-    chunks.push_back(model.forward(tok, caches));
+  // Like mlx-lm's generate_step, a cache may be quantized after every model call.
+  auto step = [&](int from, int n) {
+    mx::array x(ids.data() + from, {1, n}, mx::int32);
+    chunks.push_back(model.forward(x, caches));
+    maybe_quantize_kv_caches(caches, cache_opts);
     mx::eval(chunks.back());  // each step depends on the cache the previous step wrote
-  }
+  };
+  auto t0 = clock::now();
+  for (int i = 0; i < prefill; i += chunk) step(i, std::min(chunk, prefill - i));
+  auto t1 = clock::now();
+  for (int i = prefill; i < T; ++i) step(i, 1);
   auto t2 = clock::now();
   // A soft prompt adds its virtual positions in front, hence -1 rows.
   auto logits = mx::reshape(mx::concatenate(chunks, 1), {-1, vocab});

@@ -111,9 +111,12 @@ mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& 
   if (options_.enforce_sliding_window && config_.sliding_window && span > *config_.sliding_window)
     fail("model", "sequence length " + std::to_string(span) + " exceeds sliding_window " +
                       std::to_string(*config_.sliding_window) + " (sliding-window attention is not supported)");
+  // One mask for every layer, from the first layer's cache before it is updated (mlx-lm's models
+  // ask cache[0].make_mask once per forward); the standard cache's mask costs no array op.
+  const AttentionMask mask = caches[0]->make_mask(T);
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const auto& b = blocks_[i];
-    h = mx::add(h, b.attention(b.input_norm(h), *caches[i]));
+    h = mx::add(h, b.attention(b.input_norm(h), *caches[i], &mask));
     h = mx::add(h, b.mlp(b.post_attention_norm(h)));
     const int layer = static_cast<int>(i);
     if (hooked && hooks.wants(HookPoint::Residual, layer))

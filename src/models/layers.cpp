@@ -7,6 +7,7 @@
 
 #include "mlxgp/error.h"
 #include "mlxgp/kernels.h"
+#include "mlxgp/quantized_kv_cache.h"
 
 namespace mlxgp::layers {
 
@@ -211,23 +212,44 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   return a;
 }
 
-mx::array Attention::operator()(const mx::array& x, KVCache& cache) const {
+mx::array Attention::operator()(const mx::array& x, KVCache& cache, const AttentionMask* mask) const {
   const int B = x.shape(0), T = x.shape(1);
   auto heads = [&](const mx::array& y, int n, const std::optional<RMSNorm>& norm) {
     auto h = mx::reshape(y, {B, T, n, head_dim});
     if (norm) h = (*norm)(h);
     return mx::transpose(h, {0, 2, 1, 3});
   };
+  AttentionMask own;
+  if (!mask) {
+    own = cache.make_mask(T);  // before update(), as mlx-lm asks make_mask before update_and_fetch
+    mask = &own;
+  }
   const int offset = cache.offset();
   auto q = rope(heads(q_proj(x), n_heads, q_norm), offset);
   auto k = rope(heads(k_proj(x), n_kv_heads, k_norm), offset);
   auto v = heads(v_proj(x), n_kv_heads, std::nullopt);
-  auto [keys, values] = cache.update(k, v);
-  // sdpa handles GQA itself; its "causal" mask is aligned to the last key, so it also covers a
-  // chunked prefill on top of a non-empty cache. A single query needs no mask.
-  auto o = mx::fast::scaled_dot_product_attention(q, keys, values, scale, T > 1 ? "causal" : "");
-  o = mx::reshape(mx::transpose(o, {0, 2, 1, 3}), {B, T, n_heads * head_dim});
-  return o_proj(o);
+  std::optional<mx::array> o;
+  if (auto* qc = dynamic_cast<QuantizedKVCache*>(&cache)) {
+    auto [qk, qv] = qc->update_quantized(k, v);
+    o = quantized_attention(q, qk, qv, scale, *mask, qc->group_size(), qc->bits());
+  } else {
+    auto [keys, values] = cache.update(k, v);
+    // sdpa handles GQA itself; its "causal" mask is aligned to the last key, so it also covers a
+    // chunked prefill on top of a non-empty cache. A single query needs no mask.
+    switch (mask->kind) {
+      case AttentionMask::Kind::None:
+        o = mx::fast::scaled_dot_product_attention(q, keys, values, scale, "");
+        break;
+      case AttentionMask::Kind::Causal:
+        o = mx::fast::scaled_dot_product_attention(q, keys, values, scale, "causal");
+        break;
+      case AttentionMask::Kind::Array:
+        o = mx::fast::scaled_dot_product_attention(q, keys, values, scale, "array", *mask->array);
+        break;
+    }
+  }
+  auto out = mx::reshape(mx::transpose(*o, {0, 2, 1, 3}), {B, T, n_heads * head_dim});
+  return o_proj(out);
 }
 
 SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c) {

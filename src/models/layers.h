@@ -97,7 +97,10 @@ struct Attention {
   Rope rope;
   static Attention load(const WeightMap& w, const std::string& prefix, const ModelConfig& c,
                         const AttentionOptions& o);
-  mx::array operator()(const mx::array& x, KVCache& cache) const;
+  // `mask`: the mask for this forward, decided once per forward by the first layer's cache (as
+  // mlx-lm's model does); null asks `cache` itself. A QuantizedKVCache is attended to with quantized
+  // matmuls (quantized_attention), every other cache with fast sdpa over update()'s keys/values.
+  mx::array operator()(const mx::array& x, KVCache& cache, const AttentionMask* mask = nullptr) const;
 };
 
 // down(silu(gate(x)) * up(x)).

@@ -1,0 +1,58 @@
+// QuantizedKVCache: keys/values stored MLX-affine quantized (mx::quantize, `bits` per element,
+// scales/biases per `group_size` elements of head_dim), growing in steps like mlx-lm's
+// QuantizedKVCache. Attention reads it with quantized matmuls (quantized_attention), as mlx-lm's
+// quantized_scaled_dot_product_attention does, so nothing is dequantized per step.
+#pragma once
+
+#include <array>
+
+#include "mlxgp/kv_cache.h"
+
+namespace mlxgp {
+
+class StandardKVCache;
+
+// One quantized tensor: packed uint32 data, scales and biases (mx::quantize's outputs).
+struct QuantizedTensor {
+  mx::array data, scales, biases;
+};
+
+class QuantizedKVCache : public KVCache {
+ public:
+  // Throws [cache] for unsupported bits (2, 3, 4, 5, 6, 8) or group sizes (32, 64, 128).
+  explicit QuantizedKVCache(int group_size = 64, int bits = 8, int step = 256);
+  // mlx-lm KVCache.to_quantized: the same positions, quantized.
+  static std::unique_ptr<QuantizedKVCache> from_standard(const StandardKVCache& cache, int group_size, int bits);
+
+  int offset() const override { return offset_; }
+  // Stores keys/values quantized and returns them DEQUANTIZED (for callers that want plain arrays;
+  // the attention layer uses update_quantized instead).
+  std::pair<mx::array, mx::array> update(const mx::array& keys, const mx::array& values) override;
+  std::pair<QuantizedTensor, QuantizedTensor> update_quantized(const mx::array& keys, const mx::array& values);
+  int trim(int n) override;
+  bool is_trimmable() const override { return true; }
+  std::unique_ptr<KVCache> clone() const override;
+  void select(const mx::array& batch_indices) override;
+
+  int group_size() const { return group_size_; }
+  int bits() const { return bits_; }
+  // The stored quantized keys/values [B, H, offset, ...]; nullopt before the first update.
+  std::optional<std::pair<QuantizedTensor, QuantizedTensor>> fetch() const;
+
+ private:
+  int group_size_, bits_, step_;
+  int offset_ = 0;
+  std::optional<QuantizedTensor> keys_, values_;
+};
+
+// Attention of queries [B, n_heads, L, D] over a quantized cache, computed as mlx-lm 0.32's
+// quantized_scaled_dot_product_attention (scale the queries, quantized_matmul with the keys, mask,
+// precise softmax, quantized_matmul with the values; GQA by broadcasting the kv heads).
+mx::array quantized_attention(const mx::array& queries, const QuantizedTensor& keys, const QuantizedTensor& values,
+                              float scale, const AttentionMask& mask, int group_size, int bits);
+
+// mlx-lm generate.py maybe_quantize_kv_cache: every StandardKVCache whose offset has reached
+// `quantized_kv_start` is replaced by its quantized form (other caches are left alone).
+void maybe_quantize_kv_caches(KVCacheList& caches, int quantized_kv_start, int group_size, int bits);
+
+}  // namespace mlxgp

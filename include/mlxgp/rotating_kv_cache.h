@@ -1,0 +1,48 @@
+// RotatingKVCache: bounded memory for long generations (mlx-lm's RotatingKVCache). It holds at most
+// `max_size` positions for single-token steps: the first `keep` positions stay forever and the rest
+// form a ring that overwrites the oldest entry. A multi-token chunk is appended to the cache put
+// back in temporal order and trimmed to max_size - 1 old positions, so every new query still sees
+// max_size keys (the chunk's own mask limits each query to a window of max_size).
+#pragma once
+
+#include <algorithm>
+#include <optional>
+
+#include "mlxgp/kv_cache.h"
+
+namespace mlxgp {
+
+class RotatingKVCache : public KVCache {
+ public:
+  // Throws [cache] unless 0 <= keep < max_size.
+  explicit RotatingKVCache(int max_size, int keep = 4, int step = 256);
+  int offset() const override { return offset_; }
+  std::pair<mx::array, mx::array> update(const mx::array& keys, const mx::array& values) override;
+  // mlx-lm: trimmable only while nothing has been evicted yet (offset < max_size).
+  int trim(int n) override;
+  bool is_trimmable() const override { return offset_ < max_size_; }
+  std::unique_ptr<KVCache> clone() const override;
+  AttentionMask make_mask(int n) const override;
+  void select(const mx::array& batch_indices) override;
+
+  int max_size() const { return max_size_; }
+  int keep() const { return keep_; }
+  // Positions currently held (mlx-lm size()): min(offset, max_size).
+  int size() const { return std::min(offset_, max_size_); }
+  // The raw buffer length (ring order; > max_size right after a chunk). 0 before the first update.
+  int buffer_length() const { return keys_ ? keys_->shape(2) : 0; }
+
+ private:
+  std::pair<mx::array, mx::array> update_in_place(const mx::array& keys, const mx::array& values);
+  std::pair<mx::array, mx::array> update_concat(const mx::array& keys, const mx::array& values);
+  mx::array temporal_order(const mx::array& v) const;
+  mx::array trim_front(int trim_size, const mx::array& v, const std::optional<mx::array>& append) const;
+  std::pair<mx::array, mx::array> keys_and_values() const;
+
+  int max_size_, keep_, step_;
+  int offset_ = 0;
+  int idx_ = 0;  // next write position in the buffer
+  std::shared_ptr<mx::array> keys_, values_;
+};
+
+}  // namespace mlxgp

@@ -1,0 +1,205 @@
+// QuantizedKVCache and quantized attention, following mlx-lm 0.32's QuantizedKVCache and
+// quantized_scaled_dot_product_attention operation for operation so the numbers match.
+#include "mlxgp/quantized_kv_cache.h"
+
+#include <mlx/mlx.h>
+#include <mlx/utils.h>
+
+#include "mlxgp/error.h"
+
+namespace mlxgp {
+
+namespace {
+
+mx::array prefix(const mx::array& a, int n) {
+  auto stop = a.shape();
+  stop[2] = n;
+  return mx::slice(a, {0, 0, 0, 0}, stop);
+}
+
+QuantizedTensor prefix(const QuantizedTensor& q, int n) {
+  return {prefix(q.data, n), prefix(q.scales, n), prefix(q.biases, n)};
+}
+
+QuantizedTensor quantize(const mx::array& x, int group_size, int bits) {
+  auto q = mx::quantize(x, group_size, bits);
+  return {q[0], q[1], q[2]};
+}
+
+// Zero-padded to capacity `cap` along axis 2 (mlx-lm expand_quant).
+mx::array pad_to(const mx::array& a, int cap, std::optional<mx::Dtype> dtype = std::nullopt) {
+  auto shape = a.shape();
+  shape[2] = cap - a.shape(2);
+  if (shape[2] <= 0) return a;
+  return mx::concatenate({a, mx::zeros(shape, dtype.value_or(a.dtype()))}, 2);
+}
+
+mx::array write(const mx::array& buf, const mx::array& x, int from) {
+  auto stop = buf.shape();
+  stop[2] = from + x.shape(2);
+  return mx::slice_update(buf, x, mx::Shape{0, 0, from, 0}, stop);
+}
+
+mx::array dequant(const QuantizedTensor& q, int group_size, int bits) {
+  return mx::dequantize(q.data, q.scales, q.biases, group_size, bits);
+}
+
+}  // namespace
+
+QuantizedKVCache::QuantizedKVCache(int group_size, int bits, int step)
+    : group_size_(group_size), bits_(bits), step_(step) {
+  if (bits != 2 && bits != 3 && bits != 4 && bits != 5 && bits != 6 && bits != 8)
+    fail("cache", "kv bits must be 2, 3, 4, 5, 6 or 8 (got " + std::to_string(bits) + ")");
+  if (group_size != 32 && group_size != 64 && group_size != 128)
+    fail("cache", "kv group size must be 32, 64 or 128 (got " + std::to_string(group_size) + ")");
+  if (step < 1) fail("cache", "cache step must be positive");
+}
+
+std::unique_ptr<QuantizedKVCache> QuantizedKVCache::from_standard(const StandardKVCache& cache, int group_size,
+                                                                  int bits) {
+  auto q = std::make_unique<QuantizedKVCache>(group_size, bits);
+  q->offset_ = cache.offset();
+  // mlx-lm quantizes the whole buffer, zero capacity included; quantization works per row of
+  // head_dim, so quantizing only the stored rows gives the same values.
+  if (auto kv = cache.fetch()) {
+    if (kv->first.shape(3) % group_size != 0 || kv->second.shape(3) % group_size != 0)
+      fail("cache", "head_dim " + std::to_string(kv->first.shape(3)) + " is not a multiple of kv group size " +
+                        std::to_string(group_size));
+    q->keys_ = quantize(kv->first, group_size, bits);
+    q->values_ = quantize(kv->second, group_size, bits);
+  }
+  return q;
+}
+
+std::pair<QuantizedTensor, QuantizedTensor> QuantizedKVCache::update_quantized(const mx::array& keys,
+                                                                               const mx::array& values) {
+  if (keys.ndim() != 4 || values.ndim() != 4 || keys.shape(2) != values.shape(2) || keys.shape(2) == 0 ||
+      keys.shape(0) != values.shape(0) || keys.shape(1) != values.shape(1))
+    fail("cache", "keys/values must be [B, heads, T >= 1, head_dim] with the same B, heads and T");
+  if (keys.shape(3) % group_size_ != 0 || values.shape(3) % group_size_ != 0)
+    fail("cache", "head_dim " + std::to_string(keys.shape(3)) + " is not a multiple of kv group size " +
+                      std::to_string(group_size_));
+  const int n = keys.shape(2), prev = offset_;
+  // Packed width: D * bits / 32 uint32 per row (D is a multiple of the group size, so exact).
+  auto packed = [&](int d) { return d * bits_ / 32; };
+  if (keys_ && (keys_->data.shape(0) != keys.shape(0) || keys_->data.shape(1) != keys.shape(1) ||
+                keys_->data.shape(3) != packed(keys.shape(3)) || values_->data.shape(3) != packed(values.shape(3))))
+    fail("cache", "keys/values shape does not match the cached entries");
+  if (!keys_ || prev + n > keys_->data.shape(2)) {
+    const int new_steps = (step_ + n - 1) / step_ * step_;
+    auto grow = [&](QuantizedTensor& t) {
+      // mlx-lm: drop stale rows past the offset (after a trim), then append new_steps zero rows.
+      if (prev % step_ != 0) t = prefix(t, prev);
+      const int cap = t.data.shape(2) + new_steps;
+      t = {pad_to(t.data, cap), pad_to(t.scales, cap), pad_to(t.biases, cap)};
+    };
+    if (keys_) {
+      grow(*keys_);
+      grow(*values_);
+    } else {
+      auto init = [&](const mx::array& like) {
+        const int B = like.shape(0), H = like.shape(1), D = like.shape(3);
+        return QuantizedTensor{mx::zeros({B, H, new_steps, packed(D)}, mx::uint32),
+                               mx::zeros({B, H, new_steps, D / group_size_}, keys.dtype()),
+                               mx::zeros({B, H, new_steps, D / group_size_}, keys.dtype())};
+      };
+      keys_ = init(keys);
+      values_ = init(values);
+    }
+  }
+  offset_ += n;
+  auto qk = quantize(keys, group_size_, bits_), qv = quantize(values, group_size_, bits_);
+  keys_ = QuantizedTensor{write(keys_->data, qk.data, prev), write(keys_->scales, qk.scales, prev),
+                          write(keys_->biases, qk.biases, prev)};
+  values_ = QuantizedTensor{write(values_->data, qv.data, prev), write(values_->scales, qv.scales, prev),
+                            write(values_->biases, qv.biases, prev)};
+  return *fetch();
+}
+
+std::optional<std::pair<QuantizedTensor, QuantizedTensor>> QuantizedKVCache::fetch() const {
+  if (!keys_) return std::nullopt;
+  if (offset_ == keys_->data.shape(2)) return std::make_pair(*keys_, *values_);
+  return std::make_pair(prefix(*keys_, offset_), prefix(*values_, offset_));
+}
+
+std::pair<mx::array, mx::array> QuantizedKVCache::update(const mx::array& keys, const mx::array& values) {
+  auto [k, v] = update_quantized(keys, values);
+  return {dequant(k, group_size_, bits_), dequant(v, group_size_, bits_)};
+}
+
+int QuantizedKVCache::trim(int n) {
+  if (n < 0) fail("cache", "cannot trim a negative number of positions");
+  const int dropped = std::min(n, offset_);
+  offset_ -= dropped;
+  return dropped;
+}
+
+std::unique_ptr<KVCache> QuantizedKVCache::clone() const {
+  auto c = std::make_unique<QuantizedKVCache>(group_size_, bits_, step_);
+  c->offset_ = offset_;
+  c->keys_ = keys_;  // immutable MLX arrays: updates rebind, so sharing is safe
+  c->values_ = values_;
+  return c;
+}
+
+void QuantizedKVCache::select(const mx::array& batch_indices) {
+  if (batch_indices.ndim() != 1 || batch_indices.size() == 0)
+    fail("cache", "batch indices must be a non-empty 1-D array");
+  if (!mx::issubdtype(batch_indices.dtype(), mx::integer)) fail("cache", "batch indices must be integers");
+  if (!keys_) return;
+  auto idx = mx::astype(batch_indices, mx::int32);
+  auto take = [&](const QuantizedTensor& t) {
+    return QuantizedTensor{mx::take(t.data, idx, 0), mx::take(t.scales, idx, 0), mx::take(t.biases, idx, 0)};
+  };
+  keys_ = take(*keys_);
+  values_ = take(*values_);
+}
+
+mx::array quantized_attention(const mx::array& queries, const QuantizedTensor& keys, const QuantizedTensor& values,
+                              float scale, const AttentionMask& mask, int group_size, int bits) {
+  const int B = queries.shape(0), n_q = queries.shape(1), L = queries.shape(2), D = queries.shape(3);
+  const int n_kv = keys.data.shape(1);
+  const int n_rep = n_q / n_kv;
+  auto q = mx::multiply(queries, mx::array(scale, queries.dtype()));
+  QuantizedTensor k = keys, v = values;
+  if (n_rep > 1) {
+    q = mx::reshape(q, {B, n_kv, n_rep, L, D});
+    auto expand = [](const QuantizedTensor& t) {
+      return QuantizedTensor{mx::expand_dims(t.data, -3), mx::expand_dims(t.scales, -3),
+                             mx::expand_dims(t.biases, -3)};
+    };
+    k = expand(keys);
+    v = expand(values);
+  }
+  auto scores = mx::quantized_matmul(q, k.data, k.scales, k.biases, true, group_size, bits);
+  std::optional<mx::array> m;
+  if (mask.kind == AttentionMask::Kind::Causal) {
+    // mlx-lm's string mask: query i sits at key position kL - qL + i.
+    const int kL = scores.shape(-1), qL = scores.shape(-2);
+    m = mx::greater_equal(mx::reshape(mx::arange(kL - qL, kL, mx::int32), {qL, 1}),
+                          mx::reshape(mx::arange(kL, mx::int32), {1, kL}));
+  } else if (mask.kind == AttentionMask::Kind::Array) {
+    m = *mask.array;
+    if (n_rep > 1 && m->ndim() > 3) m = mx::expand_dims(*m, -3);
+  }
+  if (m) {
+    if (m->dtype() == mx::bool_)
+      scores = mx::where(*m, scores, mx::array(mx::finfo(scores.dtype()).min, scores.dtype()));
+    else
+      scores = mx::add(scores, *m);
+  }
+  scores = mx::softmax(scores, std::vector<int>{-1}, true);
+  auto out = mx::quantized_matmul(scores, v.data, v.scales, v.biases, false, group_size, bits);
+  if (n_rep > 1) out = mx::reshape(out, {B, n_q, L, D});
+  return out;
+}
+
+void maybe_quantize_kv_caches(KVCacheList& caches, int quantized_kv_start, int group_size, int bits) {
+  for (auto& c : caches) {
+    auto* std_cache = dynamic_cast<StandardKVCache*>(c.get());
+    if (std_cache && std_cache->offset() >= quantized_kv_start)
+      c = QuantizedKVCache::from_standard(*std_cache, group_size, bits);
+  }
+}
+
+}  // namespace mlxgp
