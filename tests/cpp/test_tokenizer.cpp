@@ -13,11 +13,13 @@
 #include <nlohmann/json.hpp>
 
 #include "mlxgp/error.h"
+#include "test_util.h"
 #include "mlxgp/tokenizer.h"
 
 using mlxgp::Error;
 using mlxgp::StreamingDetokenizer;
 using mlxgp::Tokenizer;
+using mlxgp::testing::process_temp_dir;
 using nlohmann::json;
 
 namespace {
@@ -87,7 +89,7 @@ json tiny_json() {
 }
 
 std::string write_temp(const std::string& name, const std::string& content) {
-  auto path = std::filesystem::path(testing::TempDir()) / name;
+  auto path = std::filesystem::path(process_temp_dir()) / name;
   std::ofstream(path, std::ios::binary) << content;
   return path.string();
 }
@@ -327,7 +329,7 @@ TEST(TokenizerFuzz, MutatedTokenizerJsonLoadsOrFailsCleanly) {
   json base = tiny_json();
   json flat = base.flatten();
   const json replacements[] = {nullptr, 1, -7, 2.5, "x", "", true, json::array(), json::object(), json::array({1, "a"})};
-  auto path = std::filesystem::path(testing::TempDir()) / "mutated.json";
+  auto path = std::filesystem::path(process_temp_dir()) / "mutated.json";
   int loaded = 0, rejected = 0;
   for (auto& [ptr, value] : flat.items()) {
     for (const json& r : replacements) {

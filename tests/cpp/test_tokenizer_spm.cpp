@@ -12,11 +12,13 @@
 #include <nlohmann/json.hpp>
 
 #include "mlxgp/error.h"
+#include "test_util.h"
 #include "mlxgp/tokenizer.h"
 
 using mlxgp::Error;
 using mlxgp::StreamingDetokenizer;
 using mlxgp::Tokenizer;
+using mlxgp::testing::process_temp_dir;
 using nlohmann::json;
 
 namespace {
@@ -32,7 +34,7 @@ std::string cache(const std::string& rel) {
 // fallback, Replace/ByteFallback/Fuse/Strip decoder).
 std::shared_ptr<Tokenizer> llama2() {
   static auto tok = [] {
-    auto dir = std::filesystem::path(testing::TempDir()) / "llama2_solo";
+    auto dir = std::filesystem::path(process_temp_dir()) / "llama2_solo";
     std::filesystem::create_directories(dir);
     std::filesystem::copy_file(cache("tokenizers/llama2/tokenizer.json"), dir / "tokenizer.json",
                                std::filesystem::copy_options::overwrite_existing);
@@ -42,7 +44,7 @@ std::shared_ptr<Tokenizer> llama2() {
 }
 
 std::string write_temp(const std::string& name, const std::string& content) {
-  auto path = std::filesystem::path(testing::TempDir()) / name;
+  auto path = std::filesystem::path(process_temp_dir()) / name;
   std::ofstream(path, std::ios::binary) << content;
   return path.string();
 }

@@ -3,7 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <exception>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -26,6 +29,14 @@ std::string error_of(F&& f) {
   }
   ADD_FAILURE() << "expected an mlxgp::Error";
   return "";
+}
+
+// A scratch directory private to this test process: ctest runs tests in parallel processes, and a
+// shared fixed name in /tmp lets one process read a file another is rewriting.
+inline std::string process_temp_dir() {
+  auto dir = std::filesystem::path(::testing::TempDir()) / ("mlxgp_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return dir.string();
 }
 
 // The array's values as float32 on the host.
