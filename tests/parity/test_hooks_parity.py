@@ -145,7 +145,7 @@ def test_soft_prompt_generation(which, tiny, hf_default, default_gguf, run_mlxgp
     ids = [5, 17, 42, 99, 7] if which == "tiny" else hf_default[1]("Tell me a story").input_ids
     n_virtual, hidden = 4, model.config.hidden_size
     emb = model.get_input_embeddings().weight
-    soft = (np.random.default_rng(6).standard_normal((n_virtual, hidden)) * float(emb.std())).astype(np.float32)
+    soft = (np.random.default_rng(6).standard_normal((n_virtual, hidden)) * float(emb.detach().std())).astype(np.float32)
     save_file({"soft_prompt": soft}, str(tmp_path / "soft.safetensors"))
     with torch.no_grad():
         embeds = torch.cat([torch.tensor(soft)[None], emb[torch.tensor([ids])]], 1)
