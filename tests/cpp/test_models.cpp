@@ -13,17 +13,6 @@ using namespace mlxgp::testing;
 
 namespace {
 
-mx::array logits_of(Model& m, const std::vector<int>& ids) {
-  auto caches = m.make_caches();
-  auto l = m.forward(mx::array(ids.data(), {1, static_cast<int>(ids.size())}, mx::int32), caches);
-  mx::eval(l);
-  return l;
-}
-
-float max_abs_diff(const mx::array& a, const mx::array& b) {
-  return mx::max(mx::abs(mx::subtract(a, b))).item<float>();
-}
-
 void write_u32(std::string& s, uint32_t v) { s.append(reinterpret_cast<const char*>(&v), 4); }
 void write_u64(std::string& s, uint64_t v) { s.append(reinterpret_cast<const char*>(&v), 8); }
 void write_str(std::string& s, const std::string& v) {

@@ -10,10 +10,6 @@ using namespace mlxgp::testing;
 
 namespace {
 
-float max_abs_diff(const mx::array& a, const mx::array& b) {
-  return mx::max(mx::abs(mx::subtract(a, b))).item<float>();
-}
-
 mx::array kv(int t, float start) {
   // [1, 2, t, 4] with distinct values per position.
   auto pos = mx::add(mx::arange(start, start + t, 1.0f), mx::zeros({1, 2, 4, t}));

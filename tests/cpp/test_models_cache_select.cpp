@@ -9,10 +9,6 @@ using namespace mlxgp::testing;
 
 namespace {
 
-float max_abs_diff(const mx::array& a, const mx::array& b) {
-  return mx::max(mx::abs(mx::subtract(a, b))).item<float>();
-}
-
 // [B, 2, t, 4] where row b, position p holds 1000 * b + start + p.
 mx::array rows_kv(int batch, int t, float start) {
   auto pos = mx::add(mx::arange(start, start + t, 1.0f), mx::zeros({batch, 2, 4, t}));

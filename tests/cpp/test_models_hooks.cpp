@@ -13,19 +13,6 @@
 namespace mlxgp::testing {
 namespace {
 
-struct TinyModel {
-  TempDir dir;
-  std::shared_ptr<Model> model = load(write_tiny_folder(dir).string()).model;
-};
-
-mx::array logits(Model& m, const std::vector<int>& ids) {
-  auto caches = m.make_caches();
-  auto out = m.forward(mx::array(ids.data(), {1, static_cast<int>(ids.size())}, mx::int32), caches);
-  mx::eval(out);
-  return out;
-}
-
-float max_diff(const mx::array& a, const mx::array& b) { return mx::max(mx::abs(mx::subtract(a, b))).item<float>(); }
 
 mx::array random_vector(int n, uint64_t seed) { return mx::random::normal({n}, 0.0f, 1.0f, mx::random::key(seed)); }
 
@@ -42,50 +29,50 @@ TEST(Hooks, InjectionAtLastLayerEqualsHeadOfShiftedResidual) {
   const std::vector<int> ids = {3, 9, 27, 5, 11};
   auto capture = std::make_shared<ActivationCaptureHook>(std::vector<int>{1}, ActivationCaptureHook::Reduce::All);
   add_hook(m, capture);
-  auto base = logits(m, ids);
+  auto base = logits_of(m, ids);
   auto h = capture->captured(1).at(0);
   m.hooks().clear();
   auto v = random_vector(32, 1);
   add_hook(m, std::make_shared<ResidualInjectionHook>(std::vector<int>{1}, v, 2.5));
-  auto steered = logits(m, ids);
+  auto steered = logits_of(m, ids);
   auto expected = m.lm_head(final_norm(m, mx::add(h, mx::multiply(v, mx::array(2.5f)))));
-  EXPECT_LT(max_diff(steered, expected), 1e-4);
-  EXPECT_GT(max_diff(steered, base), 1e-2);  // the vector did change something
+  EXPECT_LT(max_abs_diff(steered, expected), 1e-4);
+  EXPECT_GT(max_abs_diff(steered, base), 1e-2);  // the vector did change something
 }
 
 TEST(Hooks, PromptAndGeneratedPositionsSplitAtPromptLength) {
   TinyModel t;
   auto& m = *t.model;
   const std::vector<int> ids = {3, 9, 27, 5, 11};
-  auto base = logits(m, ids);
+  auto base = logits_of(m, ids);
   m.hooks().set_prompt_length(3);
   auto v = random_vector(32, 2);
   int handle = add_hook(m, std::make_shared<ResidualInjectionHook>(std::vector<int>{1}, v, 3.0, HookPositions::Prompt));
-  auto prompt_only = logits(m, ids);
+  auto prompt_only = logits_of(m, ids);
   m.hooks().remove(handle);
   add_hook(m, std::make_shared<ResidualInjectionHook>(std::vector<int>{1}, v, 3.0, HookPositions::Generated));
-  auto generated_only = logits(m, ids);
+  auto generated_only = logits_of(m, ids);
   auto rows = [](const mx::array& a, int b, int e) { return mx::slice(a, {0, b, 0}, {1, e, a.shape(2)}); };
   // At the last layer a row's change cannot spread to other rows.
-  EXPECT_GT(max_diff(rows(prompt_only, 0, 3), rows(base, 0, 3)), 1e-2);
-  EXPECT_EQ(max_diff(rows(prompt_only, 3, 5), rows(base, 3, 5)), 0.0f);
-  EXPECT_EQ(max_diff(rows(generated_only, 0, 3), rows(base, 0, 3)), 0.0f);
-  EXPECT_GT(max_diff(rows(generated_only, 3, 5), rows(base, 3, 5)), 1e-2);
+  EXPECT_GT(max_abs_diff(rows(prompt_only, 0, 3), rows(base, 0, 3)), 1e-2);
+  EXPECT_EQ(max_abs_diff(rows(prompt_only, 3, 5), rows(base, 3, 5)), 0.0f);
+  EXPECT_EQ(max_abs_diff(rows(generated_only, 0, 3), rows(base, 0, 3)), 0.0f);
+  EXPECT_GT(max_abs_diff(rows(generated_only, 3, 5), rows(base, 3, 5)), 1e-2);
 }
 
 TEST(Hooks, LogitBiasAddsAlphaTimesHeadOfVector) {
   TinyModel t;
   auto& m = *t.model;
   const std::vector<int> ids = {1, 2, 3};
-  auto base = logits(m, ids);
+  auto base = logits_of(m, ids);
   m["_persona_v"] = random_vector(32, 3);
   add_hook(m, std::make_shared<LogitBiasHook>(VectorSource("_persona_v"), -1.5));
-  auto biased = logits(m, ids);
+  auto biased = logits_of(m, ids);
   auto head_v = m.lm_head(mx::reshape(m.extra_params().get("_persona_v"), {1, 1, 32}));
-  EXPECT_LT(max_diff(biased, mx::add(base, mx::multiply(head_v, mx::array(-1.5f)))), 1e-5);
+  EXPECT_LT(max_abs_diff(biased, mx::add(base, mx::multiply(head_v, mx::array(-1.5f)))), 1e-5);
   // Reassigning the parameter takes effect without rebuilding the hook.
   m["_persona_v"] = mx::zeros({32});
-  EXPECT_LT(max_diff(logits(m, ids), base), 1e-6);
+  EXPECT_LT(max_abs_diff(logits_of(m, ids), base), 1e-6);
 }
 
 TEST(Hooks, SoftPromptEqualsForwardOnPrependedEmbeddings) {
@@ -98,9 +85,9 @@ TEST(Hooks, SoftPromptEqualsForwardOnPrependedEmbeddings) {
   auto expected = m.forward_embeddings(mx::concatenate({mx::reshape(p, {1, 2, 32}), m.embed(tokens)}, 1), caches);
   m["_soft"] = p;
   add_hook(m, std::make_shared<SoftPromptHook>(2, "_soft"));
-  auto got = logits(m, ids);
+  auto got = logits_of(m, ids);
   ASSERT_EQ(got.shape(1), 5);
-  EXPECT_LT(max_diff(got, expected), 1e-5);
+  EXPECT_LT(max_abs_diff(got, expected), 1e-5);
 }
 
 TEST(Hooks, HooksComposeInInsertionOrder) {
@@ -116,10 +103,10 @@ TEST(Hooks, HooksComposeInInsertionOrder) {
     bool wants(HookPoint p, int) const override { return p == HookPoint::Logits; }
     mx::array apply(const HookSite&, const mx::array& x, Model&) override { return mx::add(x, mx::array(1.0f)); }
   };
-  auto base = logits(m, {1, 2});
+  auto base = logits_of(m, {1, 2});
   add_hook(m, std::make_shared<Scale>(2.0f));
   add_hook(m, std::make_shared<Shift>());
-  EXPECT_LT(max_diff(logits(m, {1, 2}), mx::add(mx::multiply(base, mx::array(2.0f)), mx::array(1.0f))), 1e-5);
+  EXPECT_LT(max_abs_diff(logits_of(m, {1, 2}), mx::add(mx::multiply(base, mx::array(2.0f)), mx::array(1.0f))), 1e-5);
 }
 
 TEST(Hooks, ExtractedVectorIsMeanActivationDifference) {
@@ -131,14 +118,14 @@ TEST(Hooks, ExtractedVectorIsMeanActivationDifference) {
   auto last_row = [&](const std::vector<int>& ids) {
     auto cap = std::make_shared<ActivationCaptureHook>(std::vector<int>{0}, ActivationCaptureHook::Reduce::All);
     int handle = add_hook(m, cap);
-    logits(m, ids);
+    logits_of(m, ids);
     m.hooks().remove(handle);
     auto a = cap->captured(0).at(0);
     return mx::reshape(mx::slice(a, {0, a.shape(1) - 1, 0}, a.shape()), {32});
   };
   auto expected = mx::subtract(mx::divide(mx::add(last_row(pos[0]), last_row(pos[1])), mx::array(2.0f)),
                                mx::divide(mx::add(last_row(neg[0]), last_row(neg[1])), mx::array(2.0f)));
-  EXPECT_LT(max_diff(v, expected), 1e-5);
+  EXPECT_LT(max_abs_diff(v, expected), 1e-5);
   EXPECT_GT(mx::max(mx::abs(v)).item<float>(), 1e-3);
 }
 
@@ -152,7 +139,7 @@ TEST(Hooks, ExtraParamsRoundTripThroughSafetensors) {
   ExtraParams loaded;
   loaded.load(path);
   EXPECT_EQ(loaded.keys(), (std::vector<std::string>{"_persona_v", "_soft"}));
-  EXPECT_EQ(max_diff(loaded.get("_persona_v"), m.extra_params().get("_persona_v")), 0.0f);
+  EXPECT_EQ(max_abs_diff(loaded.get("_persona_v"), m.extra_params().get("_persona_v")), 0.0f);
   write_file(t.dir / "bad.safetensors", "not a safetensors file");
   EXPECT_NE(error_of([&] { loaded.load((t.dir / "bad.safetensors").string()); }).find("[safetensors]"),
             std::string::npos);
@@ -164,10 +151,10 @@ TEST(Hooks, BadSettingsAreClearErrors) {
   EXPECT_EQ(error_of([&] { add_hook(m, std::make_shared<ResidualInjectionHook>(std::vector<int>{2}, mx::zeros({32}), 1.0)); }),
             "[hooks] layer 2 is out of range (the model has layers 0-1)");
   add_hook(m, std::make_shared<ResidualInjectionHook>(std::vector<int>{0}, VectorSource("_missing"), 1.0));
-  EXPECT_EQ(error_of([&] { logits(m, {1}); }), "[params] no extra parameter '_missing'");
+  EXPECT_EQ(error_of([&] { logits_of(m, {1}); }), "[params] no extra parameter '_missing'");
   m.hooks().clear();
   add_hook(m, std::make_shared<ResidualInjectionHook>(std::vector<int>{0}, mx::zeros({31}), 1.0));
-  EXPECT_NE(error_of([&] { logits(m, {1}); }).find("must have shape [32]"), std::string::npos);
+  EXPECT_NE(error_of([&] { logits_of(m, {1}); }).find("must have shape [32]"), std::string::npos);
   EXPECT_EQ(error_of([] { parse_hook_positions("some"); }), "[hooks] positions must be all, prompt or generated, got 'some'");
 }
 

@@ -13,6 +13,7 @@
 #include "test_models_util.h"
 
 using namespace mlxgp;
+using mlxgp::testing::max_abs_diff;
 
 namespace {
 
@@ -33,7 +34,6 @@ std::vector<int> positions(const mx::array& keys) {
 
 std::vector<int> step(RotatingKVCache& c, int from, int t) { return positions(c.update(rows(from, t), rows(from, t)).first); }
 
-float max_abs_diff(const mx::array& a, const mx::array& b) { return mx::max(mx::abs(mx::subtract(a, b))).item<float>(); }
 
 }  // namespace
 

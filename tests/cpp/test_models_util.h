@@ -13,6 +13,7 @@
 
 #include "mlxgp/error.h"
 #include "test_util.h"
+#include "mlxgp/loader.h"
 #include "mlxgp/model.h"
 
 namespace mlxgp::testing {
@@ -85,5 +86,23 @@ inline fs::path write_tiny_folder(const TempDir& t, const std::string& name = "t
   return dir;
 }
 
+
+// A tiny random llama loaded from its own scratch folder.
+struct TinyModel {
+  TempDir dir;
+  std::shared_ptr<Model> model = load(write_tiny_folder(dir).string()).model;
+};
+
+// Full-sequence logits [1, T, vocab] of `ids` with fresh caches, evaluated.
+inline mx::array logits_of(Model& m, const std::vector<int>& ids) {
+  auto caches = m.make_caches();
+  auto l = m.forward(mx::array(ids.data(), {1, static_cast<int>(ids.size())}, mx::int32), caches);
+  mx::eval(l);
+  return l;
+}
+
+inline float max_abs_diff(const mx::array& a, const mx::array& b) {
+  return mx::max(mx::abs(mx::subtract(a, b))).item<float>();
+}
 
 }  // namespace mlxgp::testing

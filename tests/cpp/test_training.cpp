@@ -12,19 +12,6 @@
 namespace mlxgp::testing {
 namespace {
 
-struct Tiny {
-  TempDir dir;
-  std::shared_ptr<Model> model = load(write_tiny_folder(dir).string()).model;
-};
-
-mx::array logits(Model& m, const std::vector<int>& ids) {
-  auto caches = m.make_caches();
-  auto out = m.forward(mx::array(ids.data(), {1, static_cast<int>(ids.size())}, mx::int32), caches);
-  mx::eval(out);
-  return out;
-}
-
-float max_diff(const mx::array& a, const mx::array& b) { return mx::max(mx::abs(mx::subtract(a, b))).item<float>(); }
 
 Batch batch() {
   std::vector<int> ids = {1, 5, 9, 13, 17, 21, 25, 29, 2, 6, 10, 14, 18, 22, 26, 30};
@@ -32,37 +19,37 @@ Batch batch() {
 }
 
 TEST(Training, FreshLoraLeavesLogitsUnchangedAndMergeKeepsThem) {
-  Tiny t;
+  TinyModel t;
   auto& m = *t.model;
   const std::vector<int> ids = {3, 7, 11, 19};
-  auto base = logits(m, ids);
+  auto base = logits_of(m, ids);
   LoraConfig c;
   c.rank = 4;
   auto names = add_lora(m, c);
   EXPECT_EQ(names.size(), 8u);  // q_proj and v_proj of 2 layers, A and B each
-  EXPECT_EQ(max_diff(logits(m, ids), base), 0.0f);  // B starts at zero
+  EXPECT_EQ(max_abs_diff(logits_of(m, ids), base), 0.0f);  // B starts at zero
   // Give B values, then merging must reproduce the adapted model without adapters.
   WeightMap upd;
   for (auto& n : names)
     if (n.find("lora_B") != std::string::npos)
       upd.insert_or_assign(n, mx::random::normal(m.parameters().at(n).shape(), mx::float32, mx::random::key(1)));
   m.set_parameters(upd);
-  auto adapted = logits(m, ids);
-  EXPECT_GT(max_diff(adapted, base), 1e-3);
+  auto adapted = logits_of(m, ids);
+  EXPECT_GT(max_abs_diff(adapted, base), 1e-3);
   auto path = (t.dir / "a.safetensors").string();
   save_lora(m, path, c);
   merge_lora(m);
   EXPECT_TRUE(lora_parameter_names(m).empty());
-  EXPECT_LT(max_diff(logits(m, ids), adapted), 1e-5);
+  EXPECT_LT(max_abs_diff(logits_of(m, ids), adapted), 1e-5);
   // A fresh model with the saved adapters gives the adapted logits again.
-  Tiny t2;
+  TinyModel t2;
   auto cfg = load_lora(*t2.model, path);
   EXPECT_EQ(cfg.rank, 4);
-  EXPECT_LT(max_diff(logits(*t2.model, ids), adapted), 1e-6);
+  EXPECT_LT(max_abs_diff(logits_of(*t2.model, ids), adapted), 1e-6);
 }
 
 TEST(Training, GradientMatchesFiniteDifference) {
-  Tiny t;
+  TinyModel t;
   auto& m = *t.model;
   const std::string name = "model.layers.1.mlp.down_proj.weight";
   auto w0 = m.parameters().at(name);
@@ -87,7 +74,7 @@ TEST(Training, GradientMatchesFiniteDifference) {
 }
 
 TEST(Training, SoftPromptTrainingTouchesOnlyTheVirtualTokens) {
-  Tiny t;
+  TinyModel t;
   auto& m = *t.model;
   WeightMap before = m.parameters();
   m["_soft"] = mx::random::normal({3, 32}, mx::float32, mx::random::key(2));
@@ -97,12 +84,12 @@ TEST(Training, SoftPromptTrainingTouchesOnlyTheVirtualTokens) {
   double first = tr.step({batch()}).loss, last = first;
   for (int i = 0; i < 10; ++i) last = tr.step({batch()}).loss;
   EXPECT_LT(last, first);
-  EXPECT_GT(max_diff(m.extra_params().get("_soft"), start), 1e-3);
+  EXPECT_GT(max_abs_diff(m.extra_params().get("_soft"), start), 1e-3);
   for (auto& [k, v] : before) EXPECT_TRUE(mx::array_equal(v, m.parameters().at(k)).item<bool>()) << k;
 }
 
 TEST(Training, Bf16ComputeKeepsFloat32Masters) {
-  Tiny t;
+  TinyModel t;
   auto& m = *t.model;
   TrainingConfig cfg;
   cfg.dtype = mx::bfloat16;
@@ -116,7 +103,7 @@ TEST(Training, Bf16ComputeKeepsFloat32Masters) {
 }
 
 TEST(Training, NonFiniteLossWithoutScalingIsAClearError) {
-  Tiny t;
+  TinyModel t;
   auto& m = *t.model;
   TrainingConfig cfg;
   cfg.inject_overflow_step = 1;
@@ -143,7 +130,7 @@ namespace {
 
 TEST(Training, TrainStepMatchesTrainerAndDetachesHooks) {
   // Two identical models: the one-call API and an explicit Trainer must produce the same parameters.
-  Tiny a, b;
+  TinyModel a, b;
   LoraConfig c;
   add_lora(*a.model, c);
   add_lora(*b.model, c);
