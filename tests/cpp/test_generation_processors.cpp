@@ -11,19 +11,13 @@
 #include "test_util.h"
 
 using namespace mlxgp;
+using mlxgp::testing::ids;
+using mlxgp::testing::scores;
 using mlxgp::testing::to_vec;
 
 namespace {
 
 const float kInf = std::numeric_limits<float>::infinity();
-
-mx::array scores(std::vector<float> v, int rows = 1) {
-  return mx::array(v.data(), {rows, static_cast<int>(v.size()) / rows});
-}
-
-mx::array ids(std::vector<int> v, int rows = 1) {
-  return mx::array(v.data(), {rows, static_cast<int>(v.size()) / rows}, mx::int32);
-}
 
 }  // namespace
 

@@ -13,18 +13,14 @@
 
 using namespace mlxgp;
 using mlxgp::testing::error_of;
+using mlxgp::testing::ids;
+using mlxgp::testing::scores;
 using mlxgp::testing::to_vec;
 
 namespace {
 
 const float kInf = std::numeric_limits<float>::infinity();
 
-mx::array scores(std::vector<float> v, int rows = 1) {
-  return mx::array(v.data(), {rows, static_cast<int>(v.size()) / rows});
-}
-mx::array ids(std::vector<int> v, int rows = 1) {
-  return mx::array(v.data(), {rows, static_cast<int>(v.size()) / rows}, mx::int32);
-}
 mx::array tok(std::vector<int> v) { return mx::array(v.data(), {static_cast<int>(v.size())}, mx::int32); }
 
 // The finite entries' indices of a one-row result.

@@ -39,6 +39,14 @@ inline std::string process_temp_dir() {
   return dir.string();
 }
 
+// Row-major [rows, n / rows] scores (float32) and token ids (int32) for processor tests.
+inline mlx::core::array scores(std::vector<float> v, int rows = 1) {
+  return mlx::core::array(v.data(), {rows, static_cast<int>(v.size()) / rows});
+}
+inline mlx::core::array ids(std::vector<int> v, int rows = 1) {
+  return mlx::core::array(v.data(), {rows, static_cast<int>(v.size()) / rows}, mlx::core::int32);
+}
+
 // The array's values as float32 on the host.
 inline std::vector<float> to_vec(const mlx::core::array& a) {
   auto c = mlx::core::astype(a, mlx::core::float32);
