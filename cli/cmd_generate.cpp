@@ -32,6 +32,9 @@ void print_stats(const GenerationResult& r) {
                "peak memory %.1f MiB, finish_reason %s\n",
                s.prompt_tokens, s.prefill_tokens_per_s, s.generated_tokens, s.decode_tokens_per_s,
                s.peak_memory_bytes / (1024.0 * 1024.0), reasons.c_str());
+  if (auto& sp = s.speculative)
+    std::fprintf(stderr, "[stats] speculative: %d/%d drafted tokens accepted (%.1f%%), %.2f tokens per target forward\n",
+                 sp->accepted_tokens, sp->drafted_tokens, 100.0 * sp->acceptance_rate(), sp->tokens_per_target_forward());
 }
 
 nlohmann::ordered_json result_json(const GenerationResult& r, const GenerationConfig& config) {
@@ -42,17 +45,25 @@ nlohmann::ordered_json result_json(const GenerationResult& r, const GenerationCo
     if (config.output_scores) j["scores"] = s.token_scores;
     if (config.output_logits) j["logits"] = s.token_logits;
     if (config.output_logprobs) j["logprobs"] = s.logprobs;
+    if (s.sequence_score) {  // beam search (HF sequences_scores, beam_indices)
+      j["score"] = *s.sequence_score;
+      j["beam_indices"] = s.beam_indices;
+    }
     seqs.push_back(std::move(j));
   }
   const auto& st = r.stats;
-  return {{"prompt_token_ids", r.prompt_token_ids},
-          {"sequences", seqs},
-          {"stats",
-           {{"prompt_tokens", st.prompt_tokens},
-            {"generated_tokens", st.generated_tokens},
-            {"prefill_tokens_per_s", st.prefill_tokens_per_s},
-            {"decode_tokens_per_s", st.decode_tokens_per_s},
-            {"peak_memory_bytes", st.peak_memory_bytes}}}};
+  nlohmann::ordered_json stats = {{"prompt_tokens", st.prompt_tokens},
+                                  {"generated_tokens", st.generated_tokens},
+                                  {"prefill_tokens_per_s", st.prefill_tokens_per_s},
+                                  {"decode_tokens_per_s", st.decode_tokens_per_s},
+                                  {"peak_memory_bytes", st.peak_memory_bytes}};
+  if (auto& sp = st.speculative)
+    stats["speculative"] = {{"drafted_tokens", sp->drafted_tokens},
+                            {"accepted_tokens", sp->accepted_tokens},
+                            {"acceptance_rate", sp->acceptance_rate()},
+                            {"target_forwards", sp->target_forwards},
+                            {"tokens_per_target_forward", sp->tokens_per_target_forward()}};
+  return {{"prompt_token_ids", r.prompt_token_ids}, {"sequences", seqs}, {"stats", stats}};
 }
 
 // --scores-out: every sequence's full per-step arrays (HF output_scores / output_logits, [n, V] each).

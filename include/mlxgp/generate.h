@@ -133,6 +133,20 @@ struct GeneratedSequence {
   std::vector<float> token_scores;  // output_scores: each chosen token's processed score
   std::vector<float> token_logits;  // output_logits: each chosen token's raw logit
   std::vector<float> logprobs;      // output_logprobs: each chosen token's log-probability
+  // Beam search only (HF sequences_scores / beam_indices): the hypothesis score
+  // (sum of log-probs / length^length_penalty) and, per generated token, the beam it came from.
+  std::optional<float> sequence_score;
+  std::vector<int> beam_indices;
+};
+
+// Speculative and prompt-lookup decoding statistics.
+struct SpeculativeStats {
+  int drafted_tokens = 0;   // candidate tokens proposed (draft model or prompt lookup)
+  int accepted_tokens = 0;  // candidates the target accepted
+  int target_forwards = 0;  // verification forwards of the target model (prefill excluded)
+  int emitted_tokens = 0;   // tokens produced by those forwards (accepted + one per forward, budget permitting)
+  double acceptance_rate() const { return drafted_tokens ? double(accepted_tokens) / drafted_tokens : 0.0; }
+  double tokens_per_target_forward() const { return target_forwards ? double(emitted_tokens) / target_forwards : 0.0; }
 };
 
 struct GenerationStats {
@@ -141,6 +155,7 @@ struct GenerationStats {
   double prefill_tokens_per_s = 0;  // prompt tokens / time to the first token
   double decode_tokens_per_s = 0;   // tokens after each sequence's first / time after the first step
   size_t peak_memory_bytes = 0;     // mx::get_peak_memory() over the run
+  std::optional<SpeculativeStats> speculative;  // use_speculative / prompt_lookup_num_tokens only
 };
 
 struct GenerationResult {
@@ -153,7 +168,9 @@ struct GenerationResult {
 // sequences it streams the first one only (use Generator::step_batch() to follow every row).
 using TokenCallback = std::function<void(int token, const std::string& text)>;
 
-// Runs a full generation: num_return_sequences sequences. `tokenizer` may be null (text stays empty;
+// Runs a full generation: num_return_sequences sequences. Dispatches on the config: num_beams > 1 runs
+// beam_search() (beam_search.h); use_speculative or prompt_lookup_num_tokens run speculative_generate()
+// (speculative.h); otherwise the Generator below. `tokenizer` may be null (text stays empty;
 // stop_strings then throw [generate]); it also becomes options.tokenizer when that is unset. Config
 // defaults missing from `config` are taken from the model (with_model_defaults).
 GenerationResult generate(Model& model, std::shared_ptr<const Tokenizer> tokenizer,

@@ -35,6 +35,8 @@ using LogitBias = std::vector<std::pair<int, double>>;
 // HF force_words_ids: one entry per constraint, each a list of alternative token sequences
 // (a phrasal constraint [[1,2]] has one alternative; a disjunctive one has several).
 using ForceWords = std::vector<std::vector<std::vector<int>>>;
+// HF early_stopping for beam search: True, False, or "never" (JSON true / false / "never").
+enum class EarlyStopping { False, True, Never };
 
 struct GenerationConfig {
   std::optional<int> max_new_tokens;
@@ -77,6 +79,28 @@ struct GenerationConfig {
   std::optional<ForceWords> force_words_ids;
   std::optional<std::vector<std::string>> stop_strings;
   std::optional<double> guidance_scale;  // classifier-free guidance (HF UnbatchedClassifierFreeGuidance)
+  // Beam search (beam_search.h): beams, diverse groups, and the finished-hypothesis score's length penalty.
+  int num_beams;
+  int num_beam_groups;
+  double diversity_penalty;
+  double length_penalty;
+  EarlyStopping early_stopping;
+  // Speculative decoding (speculative.h): a draft checkpoint, or the target's first draft_layers layers.
+  bool use_speculative;
+  std::optional<std::string> draft_model;
+  std::optional<int> draft_layers;
+  int num_draft_tokens;
+  bool speculative_exact_match;  // mlx-lm's acceptance rule instead of rejection sampling
+  // Prompt-lookup decoding (HF prompt_lookup_num_tokens / max_matching_ngram_size).
+  std::optional<int> prompt_lookup_num_tokens;
+  std::optional<int> max_matching_ngram_size;
+  // KV caches (cache_options.h; mlx-lm generate's max_kv_size / kv_bits / kv_group_size /
+  // quantized_kv_start).
+  std::optional<int> max_kv_size;
+  int kv_keep;
+  std::optional<int> kv_bits;
+  int kv_group_size;
+  std::optional<int> quantized_kv_start;
   // Outputs: per-step processed scores, raw logits, and log-probabilities of the chosen tokens.
   bool output_scores;
   bool output_logits;
@@ -161,6 +185,38 @@ struct GenerationConfig {
     v(c.guidance_scale, "guidance_scale", std::optional<double>{},
       "classifier-free guidance scale (1 = off); the unconditional branch uses the negative prompt",
       FieldBounds::at_least(0));
+    v(c.num_beams, "num_beams", 1, "beam search with this many beams (1 = off)", FieldBounds::at_least(1));
+    v(c.num_beam_groups, "num_beam_groups", 1, "diverse beam search: split the beams into this many groups",
+      FieldBounds::at_least(1));
+    v(c.diversity_penalty, "diversity_penalty", 0.0,
+      "diverse beam search: subtract this per use of a token by earlier groups at the same step", FieldBounds::at_least(0));
+    v(c.length_penalty, "length_penalty", 1.0,
+      "beam search: a finished hypothesis scores sum(logprobs) / length^length_penalty", FieldBounds::none());
+    v(c.early_stopping, "early_stopping", EarlyStopping::False,
+      "beam search: true (stop at num_beams finished), false (heuristic) or never (exact)", FieldBounds::none());
+    v(c.use_speculative, "use_speculative", false,
+      "speculative decoding with draft_model or draft_layers (exact for greedy and sampling)", FieldBounds::none());
+    v(c.draft_model, "draft_model", std::optional<std::string>{},
+      "speculative decoding: draft checkpoint (folder or .gguf) sharing the target's tokenizer", FieldBounds::none());
+    v(c.draft_layers, "draft_layers", std::optional<int>{},
+      "speculative decoding: use the target's first N layers as the draft (self-speculation)", FieldBounds::at_least(1));
+    v(c.num_draft_tokens, "num_draft_tokens", 3, "speculative decoding: tokens drafted per target forward",
+      FieldBounds::at_least(1));
+    v(c.speculative_exact_match, "speculative_exact_match", false,
+      "speculative sampling: accept a draft token only when the target samples the same token (mlx-lm's rule)",
+      FieldBounds::none());
+    v(c.prompt_lookup_num_tokens, "prompt_lookup_num_tokens", std::optional<int>{},
+      "prompt-lookup decoding: candidate tokens copied from the prompt per step", FieldBounds::at_least(1));
+    v(c.max_matching_ngram_size, "max_matching_ngram_size", std::optional<int>{},
+      "prompt-lookup decoding: longest n-gram matched against the prompt (default 2)", FieldBounds::at_least(1));
+    v(c.max_kv_size, "max_kv_size", std::optional<int>{},
+      "rotating KV cache of this many positions (keeps the first kv_keep)", FieldBounds::at_least(1));
+    v(c.kv_keep, "kv_keep", 4, "rotating KV cache: leading positions always kept", FieldBounds::at_least(0));
+    v(c.kv_bits, "kv_bits", std::optional<int>{}, "quantize the KV cache to this many bits (4 or 8)",
+      FieldBounds::range(2, 8));
+    v(c.kv_group_size, "kv_group_size", 64, "quantized KV cache group size", FieldBounds::at_least(1));
+    v(c.quantized_kv_start, "quantized_kv_start", std::optional<int>{},
+      "quantize the KV cache once it holds this many positions (default: from the start)", FieldBounds::at_least(0));
     v(c.output_scores, "output_scores", false, "return the processed scores of each step", FieldBounds::none());
     v(c.output_logits, "output_logits", false, "return the raw logits of each step", FieldBounds::none());
     v(c.output_logprobs, "output_logprobs", false,

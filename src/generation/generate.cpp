@@ -5,6 +5,9 @@
 #include <mlx/memory.h>
 #include <mlx/mlx.h>
 
+#include "mlxgp/beam_search.h"
+#include "mlxgp/speculative.h"
+
 namespace mlxgp {
 
 namespace {
@@ -26,6 +29,9 @@ std::vector<float> chosen(const mx::array& steps, const std::vector<int>& tokens
 GenerationResult generate(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
                           const std::vector<int>& prompt_ids, const GenerationConfig& config,
                           const TokenCallback& callback, GeneratorOptions options) {
+  if (config.num_beams > 1) return beam_search(model, tokenizer, prompt_ids, config, std::move(options));
+  if (config.use_speculative || config.prompt_lookup_num_tokens)
+    return speculative_generate(model, tokenizer, prompt_ids, config, callback, std::move(options));
   if (!options.tokenizer) options.tokenizer = tokenizer;
   Generator gen(model, with_model_defaults(config, model.config(), tokenizer.get()), std::move(options));
   mx::reset_peak_memory();

@@ -148,6 +148,16 @@ void from_json_value(const json& j, std::vector<std::string>& out, const char* n
     out.push_back(e.get<std::string>());
   }
 }
+void from_json_value(const json& j, std::string& out, const char* name) {
+  if (!j.is_string()) bad_value(name, "a string", show(j));
+  out = j.get<std::string>();
+}
+void from_json_value(const json& j, EarlyStopping& out, const char* name) {
+  // HF: True, False or "never".
+  if (j.is_boolean()) out = j.get<bool>() ? EarlyStopping::True : EarlyStopping::False;
+  else if (j == "never") out = EarlyStopping::Never;
+  else bad_value(name, "true, false or \"never\"", show(j));
+}
 template <class T>
 void from_json_value(const json& j, std::optional<T>& out, const char* name) {
   T v{};
@@ -263,6 +273,13 @@ void from_text(const std::string& s, std::vector<std::string>& out, const char* 
   }
   out = {s};
 }
+void from_text(const std::string& s, std::string& out, const char*) { out = s; }
+void from_text(const std::string& s, EarlyStopping& out, const char* name) {
+  if (s == "1" || s == "true") out = EarlyStopping::True;
+  else if (s == "0" || s == "false") out = EarlyStopping::False;
+  else if (s == "never") out = EarlyStopping::Never;
+  else bad_value(name, "true, false or never", "'" + s + "'");
+}
 template <class T>
 void from_text(const std::string& s, std::optional<T>& out, const char* name) {
   T v{};
@@ -274,6 +291,9 @@ void from_text(const std::string& s, std::optional<T>& out, const char* name) {
 template <class T>
 json to_json_value(const T& v) {
   return json(v);
+}
+json to_json_value(const EarlyStopping& v) {
+  return v == EarlyStopping::Never ? json("never") : json(v == EarlyStopping::True);
 }
 json to_json_value(const LogitBias& v) {
   json out = json::object();
@@ -287,7 +307,7 @@ json to_json_value(const std::optional<T>& v) {
 }
 template <class T>
 std::vector<double> numbers(const T& v) {
-  if constexpr (std::is_same_v<T, bool>) return {};
+  if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, EarlyStopping>) return {};
   else return {static_cast<double>(v)};
 }
 std::vector<double> numbers(const std::vector<int>& v) { return {v.begin(), v.end()}; }
@@ -309,6 +329,8 @@ std::vector<double> numbers(const ForceWords& v) {
   return out;
 }
 std::vector<double> numbers(const std::vector<std::string>&) { return {}; }
+std::vector<double> numbers(const std::string&) { return {}; }
+std::vector<double> numbers(const EarlyStopping&) { return {}; }
 std::vector<double> numbers(const std::vector<std::vector<int>>& v) {
   std::vector<double> out;
   for (auto& seq : v) out.insert(out.end(), seq.begin(), seq.end());
@@ -450,10 +472,42 @@ void validate(const GenerationConfig& config) {
     for (auto& s : *config.stop_strings)
       if (s.empty()) fail("config", "field 'stop_strings' must not contain an empty string");
   }
-  // transformers GenerationConfig.validate: several sequences need sampling (beams come later).
-  if (config.num_return_sequences > 1 && !config.do_sample)
-    fail("config", "field 'num_return_sequences' > 1 needs do_sample=true (greedy search would return identical "
-                   "sequences)");
+  // transformers GenerationConfig.validate: several sequences need sampling or beams.
+  if (config.num_return_sequences > 1 && !config.do_sample && config.num_beams == 1)
+    fail("config", "field 'num_return_sequences' > 1 needs do_sample=true or num_beams > 1 (greedy search would "
+                   "return identical sequences)");
+  if (config.num_beams > 1 && config.num_return_sequences > config.num_beams)
+    fail("config", "field 'num_return_sequences' (" + std::to_string(config.num_return_sequences) +
+                       ") must be <= num_beams (" + std::to_string(config.num_beams) + ")");
+  if (config.num_beam_groups > 1) {
+    if (config.num_beam_groups > config.num_beams || config.num_beams % config.num_beam_groups != 0)
+      fail("config", "field 'num_beam_groups' must divide num_beams (" + std::to_string(config.num_beams) + ")");
+    if (config.do_sample) fail("config", "field 'num_beam_groups' > 1 (diverse beam search) cannot be combined with do_sample");
+  }
+  if (config.diversity_penalty > 0 && config.num_beam_groups == 1)
+    fail("config", "field 'diversity_penalty' needs num_beam_groups > 1");
+  if (config.force_words_ids && config.num_beams > 1 && (config.do_sample || config.num_beam_groups > 1))
+    fail("config", "field 'force_words_ids' with num_beams > 1 needs plain beam search (no do_sample, no beam groups)");
+  if (config.use_speculative) {
+    if (config.draft_model.has_value() == config.draft_layers.has_value())
+      fail("config", "use_speculative needs exactly one of draft_model and draft_layers");
+    if (config.prompt_lookup_num_tokens)
+      fail("config", "use_speculative and prompt_lookup_num_tokens cannot be combined");
+  } else if (config.draft_model || config.draft_layers) {
+    fail("config", "draft_model / draft_layers need use_speculative=true");
+  }
+  if (config.max_matching_ngram_size && !config.prompt_lookup_num_tokens)
+    fail("config", "field 'max_matching_ngram_size' needs prompt_lookup_num_tokens");
+  if ((config.use_speculative || config.prompt_lookup_num_tokens) && config.num_beams > 1)
+    fail("config", "speculative and prompt-lookup decoding cannot be combined with num_beams > 1");
+  if ((config.use_speculative || config.prompt_lookup_num_tokens) && config.num_return_sequences > 1)
+    fail("config", "speculative and prompt-lookup decoding return one sequence (num_return_sequences must be 1)");
+  if (config.max_kv_size && config.kv_bits)
+    fail("config", "max_kv_size (rotating cache) cannot be combined with kv_bits (quantized cache)");
+  if (config.kv_bits && *config.kv_bits != 2 && *config.kv_bits != 3 && *config.kv_bits != 4 && *config.kv_bits != 5 &&
+      *config.kv_bits != 6 && *config.kv_bits != 8)
+    fail("config", "field 'kv_bits' must be 2, 3, 4, 5, 6 or 8, got " + std::to_string(*config.kv_bits));
+  if (config.quantized_kv_start && !config.kv_bits) fail("config", "field 'quantized_kv_start' needs kv_bits");
   if (auto& e = config.exponential_decay_length_penalty) {
     if (e->size() != 2 || (*e)[0] != std::floor((*e)[0]) || (*e)[0] < 0 || (*e)[0] > 1e9)
       fail("config", "field 'exponential_decay_length_penalty' must be [start_index, decay_factor] with an integer "

@@ -14,15 +14,12 @@ using nlohmann::json;
 // neutral value, and empty lists/objects count as "off".
 const std::unordered_map<std::string, json>& unimplemented_fields() {
   static const std::unordered_map<std::string, json> kFields = {
-      {"early_stopping", false},
-      {"num_beams", 1},
       {"use_mtp", false},
       {"cache_implementation", nullptr},
       {"cache_config", nullptr},
       {"max_cache_len", nullptr},
       {"top_h", nullptr},
       {"encoder_repetition_penalty", 1.0},
-      {"length_penalty", 1.0},
       {"token_healing", false},
       {"watermarking_config", nullptr},
       {"output_attentions", false},
@@ -33,8 +30,6 @@ const std::unordered_map<std::string, json>& unimplemented_fields() {
       {"num_assistant_tokens", 20},
       {"num_assistant_tokens_schedule", "constant"},
       {"assistant_confidence_threshold", 0.4},
-      {"prompt_lookup_num_tokens", nullptr},
-      {"max_matching_ngram_size", nullptr},
       {"assistant_early_exit", nullptr},
       {"assistant_lookbehind", 10},
       {"target_lookbehind", 10},
@@ -44,8 +39,6 @@ const std::unordered_map<std::string, json>& unimplemented_fields() {
       {"low_memory", nullptr},
       {"penalty_alpha", nullptr},
       {"dola_layers", nullptr},
-      {"diversity_penalty", 0.0},
-      {"num_beam_groups", 1},
       {"constraints", nullptr},
       {"prefill_chunk_size", nullptr},
   };

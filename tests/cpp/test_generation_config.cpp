@@ -98,11 +98,11 @@ TEST(GenerationConfig, UnknownFieldRejectedByName) {
 }
 
 TEST(GenerationConfig, UnimplementedFieldRejectedByNameUnlessNeutral) {
-  EXPECT_EQ(error_of([] { from_user(R"({"num_beams": 4})"); }), "[config] field 'num_beams' is not implemented yet");
-  EXPECT_EQ(error_of([] { from_user(R"({"num_beam_groups": 2})"); }),
-            "[config] field 'num_beam_groups' is not implemented yet");
-  EXPECT_EQ(error_of([] { from_user(R"({"prompt_lookup_num_tokens": 3})"); }),
-            "[config] field 'prompt_lookup_num_tokens' is not implemented yet");
+  EXPECT_EQ(error_of([] { from_user(R"({"penalty_alpha": 0.6})"); }), "[config] field 'penalty_alpha' is not implemented yet");
+  EXPECT_EQ(error_of([] { from_user(R"({"dola_layers": "low"})"); }),
+            "[config] field 'dola_layers' is not implemented yet");
+  EXPECT_EQ(error_of([] { from_user(R"({"encoder_repetition_penalty": 1.5})"); }),
+            "[config] field 'encoder_repetition_penalty' is not implemented yet");
   // Neutral values change nothing, so they are accepted (HF configs often spell them out).
   EXPECT_NO_THROW(from_user(R"({"num_beams": 1, "repetition_penalty": 1.0, "min_p": null,
                                 "suppress_tokens": [], "output_scores": false, "typical_p": 1})"));

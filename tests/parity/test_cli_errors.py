@@ -77,8 +77,8 @@ def test_unknown_config_field(gen, config_file):
 
 
 def test_unimplemented_config_field(gen, config_file):
-    check_error(gen("--prompt", "Hi", "--config", config_file('{"num_beams": 4}')), "config",
-                "field 'num_beams' is not implemented yet")
+    check_error(gen("--prompt", "Hi", "--config", config_file('{"penalty_alpha": 0.6}')), "config",
+                "field 'penalty_alpha' is not implemented yet")
 
 
 def test_bad_value_in_config_file(gen, config_file):

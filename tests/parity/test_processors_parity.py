@@ -290,7 +290,7 @@ def test_prefix_allowed_tokens_parity(run_mlxgp, tmp_path):
     ('{"sequence_bias": [[[1], 2.0], [[]]]}', "field 'sequence_bias' expects a list of [[token ids], bias] pairs"),
     ('{"sequence_bias": [[[], 2.0]]}', "field 'sequence_bias' must not contain an empty token list"),
     ('{"epsilon_bias": 1}', "unknown field 'epsilon_bias'"),
-    ('{"num_beams": 2}', "field 'num_beams' is not implemented yet"),
+    ('{"penalty_alpha": 0.6}', "field 'penalty_alpha' is not implemented yet"),
     ('{"presence_penalty": 2.5}', "field 'presence_penalty' must be in [-2, 2]"),
     ('{"frequency_penalty": "x"}', "field 'frequency_penalty'"),
     ('{"logit_bias": {"12": 1.0}}', "logit_bias token id 12 is outside the vocabulary (size 10)"),
