@@ -139,7 +139,7 @@ TEST(GenerationConfig, ValidationNamesEachBadSetting) {
       {"pad_token_id", "-2", "[config] field 'pad_token_id' must be >= 0, got -2"},
       {"max_time", "0", "[config] field 'max_time' must be > 0, got 0"},
       {"num_return_sequences", "2",
-       "[config] field 'num_return_sequences' > 1 needs do_sample=true (greedy search would return identical "
+       "[config] field 'num_return_sequences' > 1 needs do_sample=true or num_beams > 1 (greedy search would return identical "
        "sequences)"},
       {"num_return_sequences", "0", "[config] field 'num_return_sequences' must be >= 1, got 0"},
       {"temperature", "nan", "[config] field 'temperature' must be a finite number, got nan"},
