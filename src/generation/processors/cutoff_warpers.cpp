@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "generation/processors/common.h"
+#include "generation/processors/mass_cutoff.h"
 #include "mlxgp/error.h"
 
 namespace mlxgp {
@@ -16,6 +17,7 @@ using processors::neg_inf;
 // HF keeps the min_tokens_to_keep largest scores: remove only below the k-th largest.
 mx::array below_kth(const mx::array& scores, int k) {
   k = std::max(1, std::min(k, scores.shape(-1)));
+  if (k == 1) return mx::less(scores, mx::max(scores, -1, true));  // the usual case: no top-k partition
   auto kth = mx::min(mx::topk(scores, k, -1), -1, true);
   return mx::less(scores, kth);
 }
@@ -53,6 +55,10 @@ class Typical : public LogitsProcessor {
     plogp = mx::where(mx::isnan(plogp), mx::array(0.0f), plogp);  // HF nansum: -inf * 0 terms drop out
     auto ent = mx::negative(mx::sum(plogp, -1, true));
     auto shifted = mx::abs(mx::subtract(mx::negative(logp), ent));
+    if (processors::mass_cutoff_on_cpu(logits)) {
+      auto remove = processors::typical_remove_mask(shifted, mx::softmax(logits, -1, true), static_cast<float>(mass_), keep_);
+      return mx::where(remove, neg_inf(), logits);
+    }
     auto order = mx::argsort(shifted, -1);
     auto sorted_shift = mx::take_along_axis(shifted, order, -1);
     auto sorted_logits = mx::take_along_axis(logits, order, -1);

@@ -5,6 +5,7 @@
 
 #include <mlx/mlx.h>
 
+#include "generation/processors/mass_cutoff.h"
 #include "mlxgp/error.h"
 #include "mlxgp/logits_processor.h"
 
@@ -55,12 +56,17 @@ class TopPWarper : public LogitsProcessor {
   }
   mx::array apply(const mx::array& logits, const mx::array&) override {
     int v = logits.shape(-1);
+    const float limit = static_cast<float>(1.0 - p_);
+    if (processors::mass_cutoff_on_cpu(logits)) {
+      auto remove = processors::top_p_remove_mask(logits, mx::softmax(logits, -1, /*precise=*/true), limit, min_keep_);
+      return mx::where(remove, neg_inf(), logits);
+    }
     // HF: sort ascending, softmax, cumsum; drop sorted positions whose cumulative probability is
     // <= 1 - top_p, except the last min_tokens_to_keep (the most likely ones).
     auto order = mx::argsort(logits, -1);
     auto sorted = mx::take_along_axis(logits, order, -1);
     auto cum = mx::cumsum(mx::softmax(sorted, -1, /*precise=*/true), -1);
-    auto threshold = mx::array(static_cast<float>(1.0 - p_), cum.dtype());
+    auto threshold = mx::array(limit, cum.dtype());
     auto remove = mx::less_equal(cum, threshold);
     auto position = mx::arange(0, v);
     remove = mx::logical_and(remove, mx::less(position, mx::array(v - std::min(min_keep_, v))));

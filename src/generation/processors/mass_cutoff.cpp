@@ -1,0 +1,130 @@
+// CPU primitive behind top_p_remove_mask / typical_remove_mask (see mass_cutoff.h).
+#include "generation/processors/mass_cutoff.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+#include <vector>
+
+#include <mlx/primitives.h>
+
+#include "kernels/cpu_task.h"
+#include "kernels/row_major.h"
+
+namespace mlxgp::processors {
+
+namespace {
+
+enum class Mode { TopP, Typical };
+
+// Sorts `idx` ascending by key, ties by index: the order mx::argsort (stable) gives.
+void sort_by_key(std::vector<int>& idx, const float* key) {
+  std::sort(idx.begin(), idx.end(), [key](int a, int b) { return key[a] < key[b] || (key[a] == key[b] && a < b); });
+}
+
+// One row of TopPLogitsWarper. Tokens with probability 0 have strictly smaller logits than every
+// other token (exp is monotone), so they are the bottom of the ascending order and their running sum
+// is exactly 0 <= 1 - p: removed, unless fewer than min_keep tokens have mass (then sort them all).
+void top_p_row(const float* logits, const float* probs, bool* remove, int v, float limit, int keep,
+               std::vector<int>& idx) {
+  idx.clear();
+  for (int i = 0; i < v; ++i)
+    if (probs[i] > 0.0f) idx.push_back(i);
+  const bool all = static_cast<int>(idx.size()) < keep;
+  if (all) {
+    idx.resize(v);
+    std::iota(idx.begin(), idx.end(), 0);
+  }
+  std::fill(remove, remove + v, !all);  // the zero-mass bottom goes (re-set below for the candidates)
+  sort_by_key(idx, logits);
+  const int offset = v - static_cast<int>(idx.size());  // sorted position of idx[0]
+  float sum = 0.0f;                                     // sequential float32, as mx::cumsum on the CPU
+  for (size_t j = 0; j < idx.size(); ++j) {
+    sum += probs[idx[j]];
+    const int pos = offset + static_cast<int>(j);
+    remove[idx[j]] = sum <= limit && pos < v - keep;
+  }
+}
+
+// One row of TypicalLogitsWarper. Tokens at -inf have an infinite shift, so they sort last with
+// probability 0; only the finite ones are sorted.
+void typical_row(const float* shifted, const float* probs, bool* remove, int v, float mass, int keep,
+                 std::vector<int>& idx) {
+  idx.clear();
+  for (int i = 0; i < v; ++i)
+    if (std::isfinite(shifted[i])) idx.push_back(i);
+  sort_by_key(idx, shifted);
+  const int n = static_cast<int>(idx.size());
+  float sum = 0.0f;
+  int below = 0;  // count(cumsum < mass) over the whole sorted row
+  for (int j = 0; j < n; ++j) {
+    sum += probs[idx[j]];
+    below += sum < mass;
+  }
+  if (sum < mass) below += v - n;  // the zero-mass tail keeps the final sum
+  const int last = std::min(below, v - 1);
+  const float limit = last < n ? shifted[idx[last]] : INFINITY;
+  for (int i = 0; i < v; ++i) remove[i] = shifted[i] > limit;
+  for (int j = 0; j < std::min(keep, n); ++j) remove[idx[j]] = false;  // the first min_keep sorted positions
+}
+
+class MassCutoff : public mx::UnaryPrimitive {
+ public:
+  MassCutoff(mx::Stream s, Mode mode, float param, int keep) : mx::UnaryPrimitive(s), mode_(mode), param_(param), keep_(keep) {}
+
+  void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
+    kernels::enqueue_cpu(stream(), in, out, [&] {
+      return [key = mx::array::unsafe_weak_copy(in[0]), probs = mx::array::unsafe_weak_copy(in[1]),
+              o = mx::array::unsafe_weak_copy(out), mode = mode_, param = param_, keep = keep_]() mutable {
+        kernels::RowMajor<float> k(key), p(probs);
+        const int v = key.shape(-1);
+        const int rows = static_cast<int>(key.size() / v);
+        bool* dst = o.data<bool>();
+        std::vector<int> idx;
+        idx.reserve(v);
+        for (int r = 0; r < rows; ++r) {
+          const float* kr = k.ptr + static_cast<size_t>(r) * v;
+          const float* pr = p.ptr + static_cast<size_t>(r) * v;
+          if (mode == Mode::TopP) top_p_row(kr, pr, dst + static_cast<size_t>(r) * v, v, param, keep, idx);
+          else typical_row(kr, pr, dst + static_cast<size_t>(r) * v, v, param, keep, idx);
+        }
+      };
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("[processors] the mass cutoff primitive runs on the CPU only");
+  }
+  const char* name() const override { return "MlxgpMassCutoff"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const MassCutoff*>(&other);
+    return o && o->mode_ == mode_ && o->param_ == param_ && o->keep_ == keep_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override { return {in[0].shape()}; }
+
+ private:
+  Mode mode_;
+  float param_;
+  int keep_;
+};
+
+mx::array mass_cutoff(const mx::array& key, const mx::array& probs, Mode mode, float param, int keep) {
+  auto s = mx::default_stream(mx::Device::cpu);
+  return mx::array(key.shape(), mx::bool_, std::make_shared<MassCutoff>(s, mode, param, keep), {key, probs});
+}
+
+}  // namespace
+
+bool mass_cutoff_on_cpu(const mx::array& logits) {
+  return mx::default_device() == mx::Device::cpu && logits.dtype() == mx::float32 && logits.ndim() == 2;
+}
+
+mx::array top_p_remove_mask(const mx::array& logits, const mx::array& probs, float one_minus_p, int min_keep) {
+  return mass_cutoff(logits, probs, Mode::TopP, one_minus_p, min_keep);
+}
+
+mx::array typical_remove_mask(const mx::array& shifted, const mx::array& probs, float mass, int min_keep) {
+  return mass_cutoff(shifted, probs, Mode::Typical, mass, min_keep);
+}
+
+}  // namespace mlxgp::processors
