@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include <mlx/array.h>
@@ -16,6 +17,10 @@
 namespace mlxgp {
 
 namespace mx = mlx::core;
+
+// A processor's CPU form for one step: transforms one row of float32 logits in place, given that row's
+// token ids so far (prompt + generated; empty unless the processor needs_ids()).
+using RowKernel = std::function<void(std::span<float> logits, std::span<const int32_t> ids)>;
 
 class LogitsProcessor {
  public:
@@ -29,6 +34,12 @@ class LogitsProcessor {
   virtual void on_token(const mx::array& tokens) {}
   virtual bool needs_ids() const { return false; }
   virtual std::unique_ptr<LogitsProcessor> clone() const = 0;
+  // The CPU fast path. On the CPU device, a run of consecutive processors that all return a kernel here
+  // executes as ONE primitive looping over the rows (instead of a dozen [B, V] device ops each), so the
+  // whole pipeline costs a few passes over the vocabulary per step. Called instead of apply() for this
+  // step, at the same point (same checks and errors); the kernel runs later, so it captures by value.
+  // nullopt: this processor always uses apply().
+  virtual std::optional<RowKernel> row_kernel(int vocab, int num_ids) { return std::nullopt; }
 };
 
 // transformers TemperatureLogitsWarper: logits / temperature.
@@ -75,8 +86,8 @@ std::unique_ptr<LogitsProcessor> make_epsilon_warper(double epsilon, int min_tok
 std::unique_ptr<LogitsProcessor> make_eta_warper(double epsilon, int min_tokens_to_keep = 1);
 
 // OpenAI/vLLM presence_penalty and frequency_penalty (no transformers class): over the GENERATED
-// tokens only (counts come from on_token(), the prompt does not count),
-// logits -= frequency * count + presence * (count > 0). Counts are a [B, V] device array.
+// tokens only (the ids after the prompt; the prompt does not count),
+// logits -= frequency * count + presence * (count > 0).
 std::unique_ptr<LogitsProcessor> make_presence_frequency_penalty(double presence, double frequency);
 // OpenAI logit_bias: bias added to listed tokens every step; a token listed twice keeps its last bias.
 std::unique_ptr<LogitsProcessor> make_logit_bias(const LogitBias& bias);

@@ -36,22 +36,19 @@ std::vector<int> finite_ids(const mx::array& a) {
 
 TEST(PresenceFrequency, CountsOnlyGeneratedTokens) {
   auto p = make_presence_frequency_penalty(/*presence=*/0.5, /*frequency=*/0.25);
+  EXPECT_TRUE(p->needs_ids());
   p->on_prompt(ids({1, 1, 1}));  // the prompt never counts
-  EXPECT_EQ(to_vec(p->apply(scores({1, 1, 1, 1}), mx::array(0))), (std::vector<float>{1, 1, 1, 1}));
-  p->on_token(tok({2}));
-  p->on_token(tok({2}));
-  p->on_token(tok({3}));
+  EXPECT_EQ(to_vec(p->apply(scores({1, 1, 1, 1}), ids({1, 1, 1}))), (std::vector<float>{1, 1, 1, 1}));
   // token 2: 1 - 0.5 - 2 * 0.25 = 0; token 3: 1 - 0.5 - 0.25 = 0.25.
-  EXPECT_EQ(to_vec(p->apply(scores({1, 1, 1, 1}), mx::array(0))), (std::vector<float>{1, 1, 0, 0.25f}));
+  EXPECT_EQ(to_vec(p->apply(scores({1, 1, 1, 1}), ids({1, 1, 1, 2, 2, 3}))), (std::vector<float>{1, 1, 0, 0.25f}));
 }
 
 TEST(PresenceFrequency, PerRowAndNegativeValuesReward) {
   auto p = make_presence_frequency_penalty(-1.0, 0.0);
   p->on_prompt(ids({0, 0}, 2));
-  p->on_token(tok({1, 2}));
-  EXPECT_EQ(to_vec(p->apply(scores({0, 0, 0, 0, 0, 0}, 2), mx::array(0))), (std::vector<float>{0, 1, 0, 0, 0, 1}));
+  EXPECT_EQ(to_vec(p->apply(scores({0, 0, 0, 0, 0, 0}, 2), ids({0, 1, 0, 2}, 2))), (std::vector<float>{0, 1, 0, 0, 0, 1}));
   // -inf stays -inf.
-  EXPECT_EQ(to_vec(p->apply(scores({0, -kInf, 0, 0, 0, 0}, 2), mx::array(0)))[1], -kInf);
+  EXPECT_EQ(to_vec(p->apply(scores({0, -kInf, 0, 0, 0, 0}, 2), ids({0, 1, 0, 2}, 2)))[1], -kInf);
 }
 
 TEST(LogitBias, AddsAndKeepsTheLastDuplicate) {

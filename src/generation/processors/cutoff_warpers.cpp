@@ -1,11 +1,16 @@
 // Sampling warpers after top_p (transformers MinPLogitsWarper, TypicalLogitsWarper,
 // EpsilonLogitsWarper, EtaLogitsWarper) and the numeric processors InfNanRemoveLogitsProcessor
 // and LogitNormalization. All device ops on [B, V].
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <span>
+#include <vector>
 
 #include "generation/processors/common.h"
 #include "generation/processors/mass_cutoff.h"
+#include "generation/processors/row_kernels.h"
 #include "mlxgp/error.h"
 
 namespace mlxgp {
@@ -13,6 +18,28 @@ namespace mlxgp {
 namespace {
 
 using processors::neg_inf;
+
+// Thread-local scratch for the row kernels (they run on MLX's CPU worker thread).
+struct RowScratch {
+  std::vector<float> probs, values;
+  std::vector<int> idx;
+  std::unique_ptr<bool[]> remove;
+  size_t cap = 0;
+  bool* mask(size_t n) {
+    if (cap < n) remove.reset(new bool[cap = n]);
+    return remove.get();
+  }
+};
+RowScratch& scratch() {
+  thread_local RowScratch s;
+  return s;
+}
+
+// Row form of below_kth: x < the k-th largest of `values` (k clamped to [1, V]).
+float kth_limit(std::span<const float> values, int k, std::vector<float>& tmp) {
+  k = std::max(1, std::min(k, static_cast<int>(values.size())));
+  return processors::kth_largest(values, k, tmp);
+}
 
 // HF keeps the min_tokens_to_keep largest scores: remove only below the k-th largest.
 mx::array below_kth(const mx::array& scores, int k) {
@@ -34,6 +61,17 @@ class MinP : public LogitsProcessor {
     // HF un-removes the top-k probabilities (k = min_tokens_to_keep).
     remove = mx::logical_and(remove, below_kth(probs, keep_));
     return mx::where(remove, neg_inf(), logits);
+  }
+  std::optional<RowKernel> row_kernel(int, int) override {
+    return [p = static_cast<float>(p_), keep = keep_](std::span<float> x, std::span<const int32_t>) {
+      auto& s = scratch();
+      processors::softmax_row(x, s.probs);
+      const float top = *std::max_element(s.probs.begin(), s.probs.end());
+      const float cut = p * top;
+      const float kth = keep <= 1 ? top : kth_limit(s.probs, keep, s.values);
+      for (size_t i = 0; i < x.size(); ++i)
+        if (s.probs[i] < cut && s.probs[i] < kth) x[i] = -INFINITY;
+    };
   }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<MinP>(*this); }
 
@@ -71,6 +109,27 @@ class Typical : public LogitsProcessor {
     auto remove_vocab = mx::put_along_axis(mx::zeros(logits.shape(), mx::bool_), order, remove, -1);
     return mx::where(remove_vocab, neg_inf(), logits);
   }
+  std::optional<RowKernel> row_kernel(int, int) override {
+    return [mass = static_cast<float>(mass_), keep = keep_](std::span<float> x, std::span<const int32_t>) {
+      auto& s = scratch();
+      const int v = static_cast<int>(x.size());
+      const float lse = processors::logsumexp_row(x);
+      s.values.resize(v);
+      float plogp = 0.0f;  // HF nansum: -inf * 0 terms drop out
+      for (int i = 0; i < v; ++i) {
+        const float logp = x[i] - lse;
+        s.values[i] = logp;
+        if (x[i] != -INFINITY) plogp += logp * std::exp(logp);
+      }
+      const float ent = -plogp;
+      for (auto& f : s.values) f = std::fabs(-f - ent);  // the shift; inf for -inf logits
+      processors::softmax_row(x, s.probs);
+      bool* remove = s.mask(v);
+      processors::typical_remove_row(s.values.data(), s.probs.data(), remove, v, mass, keep, s.idx);
+      for (int i = 0; i < v; ++i)
+        if (remove[i]) x[i] = -INFINITY;
+    };
+  }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<Typical>(*this); }
 
  private:
@@ -98,6 +157,23 @@ class Cutoff : public LogitsProcessor {
     auto remove = mx::logical_and(mx::less(probs, cut), below_kth(logits, keep_));
     return mx::where(remove, neg_inf(), logits);
   }
+  std::optional<RowKernel> row_kernel(int, int) override {
+    return [eps = static_cast<float>(eps_), keep = keep_, eta = eta_](std::span<float> x, std::span<const int32_t>) {
+      auto& s = scratch();
+      processors::softmax_row(x, s.probs);
+      float cut = eps;
+      if (eta) {
+        const float lse = processors::logsumexp_row(x);
+        float sum = 0.0f;
+        for (size_t i = 0; i < x.size(); ++i)
+          sum += std::max(x[i] - lse, std::numeric_limits<float>::lowest()) * s.probs[i];
+        cut = std::min(eps, std::sqrt(eps) * std::exp(sum));  // exp(-entropy), entropy = -sum
+      }
+      const float kth = keep <= 1 ? *std::max_element(x.begin(), x.end()) : kth_limit(x, keep, s.values);
+      for (size_t i = 0; i < x.size(); ++i)
+        if (s.probs[i] < cut && x[i] < kth) x[i] = -INFINITY;
+    };
+  }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<Cutoff>(*this); }
 
  private:
@@ -113,6 +189,15 @@ class RemoveInvalid : public LogitsProcessor {
     out = mx::where(mx::isposinf(x), mx::array(std::numeric_limits<float>::max(), x.dtype()), out);
     return mx::where(mx::isneginf(x), mx::array(std::numeric_limits<float>::lowest(), x.dtype()), out);
   }
+  std::optional<RowKernel> row_kernel(int, int) override {
+    return [](std::span<float> x, std::span<const int32_t>) {
+      for (auto& f : x) {
+        if (std::isnan(f)) f = 0.0f;
+        else if (f == INFINITY) f = std::numeric_limits<float>::max();
+        else if (f == -INFINITY) f = std::numeric_limits<float>::lowest();
+      }
+    };
+  }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<RemoveInvalid>(*this); }
 };
 
@@ -120,6 +205,12 @@ class Renormalize : public LogitsProcessor {
  public:
   mx::array apply(const mx::array& x, const mx::array&) override {
     return mx::subtract(x, mx::logsumexp(x, -1, true));  // log_softmax
+  }
+  std::optional<RowKernel> row_kernel(int, int) override {
+    return [](std::span<float> x, std::span<const int32_t>) {
+      const float lse = processors::logsumexp_row(x);
+      for (auto& f : x) f -= lse;
+    };
   }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<Renormalize>(*this); }
 };

@@ -2,6 +2,7 @@
 // MinLengthLogitsProcessor, MinNewTokensLengthLogitsProcessor, SuppressTokensLogitsProcessor,
 // SuppressTokensAtBeginLogitsProcessor, ForcedBOSTokenLogitsProcessor, ForcedEOSTokenLogitsProcessor.
 // The length is ids.shape(1) (all tokens so far), the prompt length comes from on_prompt().
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -17,6 +18,26 @@ using processors::vocab_mask;
 
 mx::array ban(const mx::array& logits, const std::vector<int>& tokens) {
   return mx::where(vocab_mask(logits.shape(-1), tokens), neg_inf(), logits);
+}
+
+// Row forms: ids outside [0, V) are ignored, as vocab_mask ignores them.
+RowKernel ban_row(std::vector<int> tokens) {
+  return [tokens = std::move(tokens)](std::span<float> x, std::span<const int32_t>) {
+    for (int t : tokens)
+      if (t >= 0 && t < static_cast<int>(x.size())) x[t] = -INFINITY;
+  };
+}
+void check_forced(const std::vector<int>& tokens, int vocab, const char* field) {
+  for (int t : tokens)
+    if (t < 0 || t >= vocab)
+      fail("generate", std::string(field) + " " + std::to_string(t) + " is outside the vocabulary (size " +
+                           std::to_string(vocab) + ")");
+}
+RowKernel force_row(std::vector<int> tokens) {
+  return [tokens = std::move(tokens)](std::span<float> x, std::span<const int32_t>) {
+    std::fill(x.begin(), x.end(), -INFINITY);
+    for (int t : tokens) x[t] = 0.0f;
+  };
 }
 
 // All -inf except `tokens`, which get 0 (HF full_like(-inf) then scores[:, ids] = 0).
@@ -48,6 +69,10 @@ class MinLength : public LengthProcessor {
     int limit = min_new_ ? prompt_len_ + *min_new_ : min_length_;
     return ids.shape(1) < limit ? ban(logits, eos_) : logits;
   }
+  std::optional<RowKernel> row_kernel(int, int num_ids) override {
+    int limit = min_new_ ? prompt_len_ + *min_new_ : min_length_;
+    return num_ids < limit ? ban_row(eos_) : RowKernel{};
+  }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<MinLength>(*this); }
 
  private:
@@ -62,6 +87,9 @@ class MinNewTokens : public LengthProcessor {
   mx::array apply(const mx::array& logits, const mx::array& ids) override {
     return ids.shape(1) - prompt_len_ < min_new_ ? ban(logits, eos_) : logits;
   }
+  std::optional<RowKernel> row_kernel(int, int num_ids) override {
+    return num_ids - prompt_len_ < min_new_ ? ban_row(eos_) : RowKernel{};
+  }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<MinNewTokens>(*this); }
 
  private:
@@ -73,6 +101,7 @@ class SuppressTokens : public LogitsProcessor {
  public:
   explicit SuppressTokens(std::vector<int> tokens) : tokens_(std::move(tokens)) {}
   mx::array apply(const mx::array& logits, const mx::array&) override { return ban(logits, tokens_); }
+  std::optional<RowKernel> row_kernel(int, int) override { return ban_row(tokens_); }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<SuppressTokens>(*this); }
 
  private:
@@ -87,6 +116,10 @@ class SuppressAtBegin : public LengthProcessor {
     int begin = (prompt_len_ > 1 || !forced_bos_) ? prompt_len_ : prompt_len_ + 1;
     return ids.shape(1) == begin ? ban(logits, tokens_) : logits;
   }
+  std::optional<RowKernel> row_kernel(int, int num_ids) override {
+    int begin = (prompt_len_ > 1 || !forced_bos_) ? prompt_len_ : prompt_len_ + 1;
+    return num_ids == begin ? ban_row(tokens_) : RowKernel{};
+  }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<SuppressAtBegin>(*this); }
 
  private:
@@ -99,6 +132,11 @@ class ForcedBos : public LogitsProcessor {
   explicit ForcedBos(int bos) : bos_(bos) {}
   mx::array apply(const mx::array& logits, const mx::array& ids) override {
     return ids.shape(1) == 1 ? force(logits, {bos_}, "forced_bos_token_id") : logits;
+  }
+  std::optional<RowKernel> row_kernel(int vocab, int num_ids) override {
+    if (num_ids != 1) return RowKernel{};
+    check_forced({bos_}, vocab, "forced_bos_token_id");
+    return force_row({bos_});
   }
   bool needs_ids() const override { return true; }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<ForcedBos>(*this); }
@@ -115,6 +153,12 @@ class ForcedEos : public LengthProcessor {
   mx::array apply(const mx::array& logits, const mx::array& ids) override {
     int max_length = max_new_ ? prompt_len_ + *max_new_ : max_length_;
     return ids.shape(1) == max_length - 1 ? force(logits, eos_, "forced_eos_token_id") : logits;
+  }
+  std::optional<RowKernel> row_kernel(int vocab, int num_ids) override {
+    int max_length = max_new_ ? prompt_len_ + *max_new_ : max_length_;
+    if (num_ids != max_length - 1) return RowKernel{};
+    check_forced(eos_, vocab, "forced_eos_token_id");
+    return force_row(eos_);
   }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<ForcedEos>(*this); }
 
@@ -139,6 +183,21 @@ class ExponentialDecay : public LengthProcessor {
     auto penalty = mx::multiply(mx::abs(logits), mx::array(scale, logits.dtype()));
     penalty = mx::where(mx::isfinite(logits), penalty, mx::array(0.0f, logits.dtype()));
     return mx::where(processors::vocab_mask(logits.shape(-1), eos_), mx::add(logits, penalty), logits);
+  }
+  std::optional<RowKernel> row_kernel(int vocab, int num_ids) override {
+    const int regulation_start = prompt_len_ + start_;
+    if (num_ids <= regulation_start || eos_.empty()) return RowKernel{};
+    for (int e : eos_)
+      if (e < 0 || e >= vocab) fail("generate", "eos_token_id " + std::to_string(e) + " is outside the vocabulary");
+    const float scale = static_cast<float>(std::pow(factor_, num_ids - regulation_start) - 1.0);
+    // A token listed twice is raised once (the device path's mask).
+    std::vector<int> eos = eos_;
+    std::sort(eos.begin(), eos.end());
+    eos.erase(std::unique(eos.begin(), eos.end()), eos.end());
+    return [eos, scale](std::span<float> x, std::span<const int32_t>) {
+      for (int e : eos)
+        if (std::isfinite(x[e])) x[e] = x[e] + std::fabs(x[e]) * scale;
+    };
   }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<ExponentialDecay>(*this); }
 

@@ -11,63 +11,13 @@
 
 #include "kernels/cpu_task.h"
 #include "kernels/row_major.h"
+#include "generation/processors/row_kernels.h"
 
 namespace mlxgp::processors {
 
 namespace {
 
 enum class Mode { TopP, Typical };
-
-// Sorts `idx` ascending by key, ties by index: the order mx::argsort (stable) gives.
-void sort_by_key(std::vector<int>& idx, const float* key) {
-  std::sort(idx.begin(), idx.end(), [key](int a, int b) { return key[a] < key[b] || (key[a] == key[b] && a < b); });
-}
-
-// One row of TopPLogitsWarper. Tokens with probability 0 have strictly smaller logits than every
-// other token (exp is monotone), so they are the bottom of the ascending order and their running sum
-// is exactly 0 <= 1 - p: removed, unless fewer than min_keep tokens have mass (then sort them all).
-void top_p_row(const float* logits, const float* probs, bool* remove, int v, float limit, int keep,
-               std::vector<int>& idx) {
-  idx.clear();
-  for (int i = 0; i < v; ++i)
-    if (probs[i] > 0.0f) idx.push_back(i);
-  const bool all = static_cast<int>(idx.size()) < keep;
-  if (all) {
-    idx.resize(v);
-    std::iota(idx.begin(), idx.end(), 0);
-  }
-  std::fill(remove, remove + v, !all);  // the zero-mass bottom goes (re-set below for the candidates)
-  sort_by_key(idx, logits);
-  const int offset = v - static_cast<int>(idx.size());  // sorted position of idx[0]
-  float sum = 0.0f;                                     // sequential float32, as mx::cumsum on the CPU
-  for (size_t j = 0; j < idx.size(); ++j) {
-    sum += probs[idx[j]];
-    const int pos = offset + static_cast<int>(j);
-    remove[idx[j]] = sum <= limit && pos < v - keep;
-  }
-}
-
-// One row of TypicalLogitsWarper. Tokens at -inf have an infinite shift, so they sort last with
-// probability 0; only the finite ones are sorted.
-void typical_row(const float* shifted, const float* probs, bool* remove, int v, float mass, int keep,
-                 std::vector<int>& idx) {
-  idx.clear();
-  for (int i = 0; i < v; ++i)
-    if (std::isfinite(shifted[i])) idx.push_back(i);
-  sort_by_key(idx, shifted);
-  const int n = static_cast<int>(idx.size());
-  float sum = 0.0f;
-  int below = 0;  // count(cumsum < mass) over the whole sorted row
-  for (int j = 0; j < n; ++j) {
-    sum += probs[idx[j]];
-    below += sum < mass;
-  }
-  if (sum < mass) below += v - n;  // the zero-mass tail keeps the final sum
-  const int last = std::min(below, v - 1);
-  const float limit = last < n ? shifted[idx[last]] : INFINITY;
-  for (int i = 0; i < v; ++i) remove[i] = shifted[i] > limit;
-  for (int j = 0; j < std::min(keep, n); ++j) remove[idx[j]] = false;  // the first min_keep sorted positions
-}
 
 class MassCutoff : public mx::UnaryPrimitive {
  public:
@@ -86,8 +36,8 @@ class MassCutoff : public mx::UnaryPrimitive {
         for (int r = 0; r < rows; ++r) {
           const float* kr = k.ptr + static_cast<size_t>(r) * v;
           const float* pr = p.ptr + static_cast<size_t>(r) * v;
-          if (mode == Mode::TopP) top_p_row(kr, pr, dst + static_cast<size_t>(r) * v, v, param, keep, idx);
-          else typical_row(kr, pr, dst + static_cast<size_t>(r) * v, v, param, keep, idx);
+          if (mode == Mode::TopP) top_p_remove_row(kr, pr, dst + static_cast<size_t>(r) * v, v, param, keep, idx);
+          else typical_remove_row(kr, pr, dst + static_cast<size_t>(r) * v, v, param, keep, idx);
         }
       };
     });

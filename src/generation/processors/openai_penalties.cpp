@@ -1,6 +1,7 @@
 // OpenAI / vLLM sampling penalties (no transformers class exists): presence_penalty and
 // frequency_penalty over the GENERATED tokens only (vLLM's output_token_ids; the prompt does not
-// count), and a per-token logit_bias map. Counts live on the device as [B, V] and grow in on_token().
+// count), and a per-token logit_bias map.
+#include <algorithm>
 #include <map>
 #include <string>
 
@@ -11,52 +12,53 @@ namespace mlxgp {
 
 namespace {
 
-// logits -= frequency * count + presence * (count > 0)   (vLLM apply_penalties / OpenAI docs).
+// logits -= frequency * count + presence * (count > 0)   (vLLM apply_penalties / OpenAI docs). Counts
+// come from the ids after the prompt, so the processor has no state of its own and follows rows that
+// beam search reorders or speculative decoding rolls back.
 class PresenceFrequencyPenalty : public LogitsProcessor {
  public:
   PresenceFrequencyPenalty(double presence, double frequency) : presence_(presence), frequency_(frequency) {}
 
-  void on_prompt(const mx::array& ids) override {
-    rows_ = ids.shape(0);
-    counts_.reset();
-    pending_.clear();
-  }
-  mx::array apply(const mx::array& logits, const mx::array&) override {
-    const int b = logits.shape(0), v = logits.shape(-1);
-    // The vocabulary is first known here; tokens seen before (on_token) are folded in now.
-    if (!counts_) counts_ = mx::zeros({b, v}, mx::float32);
-    if (counts_->shape(0) != b) fail("generate", "presence/frequency penalty: batch size changed during generation");
-    for (auto& t : pending_) {
-      // Sampled ids always lie in [0, V); user-fed ids (process-logits) are clamped into range by
-      // dropping the out-of-range ones' weight, as ids_mask does.
-      auto ids = mx::reshape(mx::astype(t, mx::int32), {b, 1});
-      auto inside = mx::logical_and(mx::greater_equal(ids, mx::array(0)), mx::less(ids, mx::array(v)));
-      auto idx = mx::where(inside, ids, mx::array(0));
-      counts_ = mx::scatter_add_axis(*counts_, idx, mx::astype(inside, mx::float32), 1);
-    }
-    pending_.clear();
+  void on_prompt(const mx::array& ids) override { prompt_len_ = ids.shape(1); }
+  mx::array apply(const mx::array& logits, const mx::array& ids) override {
+    const int b = logits.shape(0), v = logits.shape(-1), t = ids.ndim() == 2 ? ids.shape(1) : 0;
+    if (t <= prompt_len_) return logits;
+    // Generated ids outside [0, V) carry no weight (user-fed ids in process-logits), as ids_mask drops them.
+    auto gen = mx::astype(mx::slice(ids, {0, prompt_len_}, {b, t}), mx::int32);
+    auto inside = mx::logical_and(mx::greater_equal(gen, mx::array(0)), mx::less(gen, mx::array(v)));
+    auto idx = mx::where(inside, gen, mx::array(0));
+    auto counts = mx::scatter_add_axis(mx::zeros({b, v}, mx::float32), idx, mx::astype(inside, mx::float32), 1);
     // One penalty array per step: frequency * count + presence * [count > 0].
-    auto c = *counts_;
-    auto penalty = mx::where(mx::greater(c, mx::array(0.0f)),
-                             mx::add(mx::multiply(c, mx::array(static_cast<float>(frequency_))),
+    auto penalty = mx::where(mx::greater(counts, mx::array(0.0f)),
+                             mx::add(mx::multiply(counts, mx::array(static_cast<float>(frequency_))),
                                      mx::array(static_cast<float>(presence_))),
                              mx::array(0.0f));
     return mx::subtract(logits, penalty);
   }
-  void on_token(const mx::array& tokens) override {
-    if (rows_ && tokens.size() != static_cast<size_t>(rows_))
-      fail("generate", "presence/frequency penalty: expected one token per row");
-    pending_.push_back(tokens);
+  std::optional<RowKernel> row_kernel(int, int num_ids) override {
+    if (num_ids <= prompt_len_) return RowKernel{};
+    return [start = prompt_len_, f = static_cast<float>(frequency_), p = static_cast<float>(presence_)](
+               std::span<float> x, std::span<const int32_t> ids) {
+      thread_local std::vector<int32_t> gen;
+      gen.assign(ids.begin() + start, ids.end());
+      std::sort(gen.begin(), gen.end());
+      const int v = static_cast<int>(x.size());
+      for (size_t i = 0; i < gen.size();) {
+        size_t j = i;
+        while (j < gen.size() && gen[j] == gen[i]) ++j;
+        if (gen[i] >= 0 && gen[i] < v) x[gen[i]] -= static_cast<float>(j - i) * f + p;
+        i = j;
+      }
+    };
   }
+  bool needs_ids() const override { return true; }
   std::unique_ptr<LogitsProcessor> clone() const override {
     return std::make_unique<PresenceFrequencyPenalty>(*this);
   }
 
  private:
   double presence_, frequency_;
-  int rows_ = 0;
-  std::optional<mx::array> counts_;  // [B, V] float32 occurrences of each token among the generated ones
-  std::vector<mx::array> pending_;   // tokens [B] not folded into counts_ yet
+  int prompt_len_ = 0;
 };
 
 // OpenAI logit_bias: a fixed bias added to each listed token's logit every step. A token listed twice
@@ -85,6 +87,14 @@ class LogitBiasProcessor : public LogitsProcessor {
       dense_ = mx::reshape(mx::put_along_axis(mx::zeros({v}, mx::float32), idx, val, 0), {1, v});
     }
     return mx::add(logits, mx::astype(*dense_, logits.dtype()));
+  }
+  std::optional<RowKernel> row_kernel(int vocab, int) override {
+    if (!ids_.empty() && ids_.back() >= vocab)
+      fail("generate", "logit_bias token id " + std::to_string(ids_.back()) + " is outside the vocabulary (size " +
+                           std::to_string(vocab) + ")");
+    return [ids = ids_, values = values_](std::span<float> x, std::span<const int32_t>) {
+      for (size_t i = 0; i < ids.size(); ++i) x[ids[i]] += values[i];
+    };
   }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<LogitBiasProcessor>(*this); }
 

@@ -25,6 +25,20 @@ class RepetitionPenalty : public LogitsProcessor {
                                mx::divide(logits, p));
     return mx::where(mask, penalised, logits);
   }
+  std::optional<RowKernel> row_kernel(int, int) override {
+    return [p = static_cast<float>(penalty_)](std::span<float> x, std::span<const int32_t> ids) {
+      thread_local std::vector<uint8_t> seen;
+      if (seen.size() < x.size()) seen.assign(x.size(), 0);
+      const int v = static_cast<int>(x.size());
+      for (int32_t id : ids) {
+        if (id < 0 || id >= v || seen[id]) continue;  // once per token, however often it occurs
+        seen[id] = 1;
+        x[id] = x[id] < 0.0f ? x[id] * p : x[id] / p;
+      }
+      for (int32_t id : ids)
+        if (id >= 0 && id < v) seen[id] = 0;
+    };
+  }
   bool needs_ids() const override { return true; }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<RepetitionPenalty>(*this); }
 
@@ -53,6 +67,18 @@ class NoRepeatNGram : public LogitsProcessor {
     auto next = mx::slice(ids, {0, n_ - 1}, {b, t});
     auto banned = mx::where(matches, next, mx::array(v, mx::int32));  // v = "nothing" column
     return mx::where(ids_mask(banned, v), neg_inf(), logits);
+  }
+  std::optional<RowKernel> row_kernel(int, int num_ids) override {
+    if (num_ids < n_) return RowKernel{};  // HF: no complete n-gram yet
+    return [n = n_](std::span<float> x, std::span<const int32_t> ids) {
+      const int t = static_cast<int>(ids.size()), v = static_cast<int>(x.size());
+      for (int i = 0; i + n <= t; ++i) {
+        bool match = true;
+        for (int j = 0; j < n - 1 && match; ++j) match = ids[i + j] == ids[t - n + 1 + j];
+        const int32_t banned = ids[i + n - 1];
+        if (match && banned >= 0 && banned < v) x[banned] = -INFINITY;
+      }
+    };
   }
   bool needs_ids() const override { return true; }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<NoRepeatNGram>(*this); }

@@ -1,6 +1,7 @@
 // LogitsProcessorList and the pipeline builder (transformers GenerationMixin._get_logits_processor order).
 #include <mlx/mlx.h>
 
+#include "generation/processors/row_kernels.h"
 #include "mlxgp/error.h"
 #include "mlxgp/logits_processor.h"
 #include "mlxgp/model.h"
@@ -31,7 +32,29 @@ void LogitsProcessorList::on_prompt(const mx::array& ids) {
 
 mx::array LogitsProcessorList::apply(const mx::array& logits, const mx::array& ids) {
   mx::array out = logits;
-  for (auto& p : items_) out = p->apply(out, ids);
+  if (!processors::row_kernels_enabled(logits)) {
+    for (auto& p : items_) out = p->apply(out, ids);
+    return out;
+  }
+  // Consecutive processors with a CPU row kernel run as one primitive; the others in between apply()
+  // as device ops, in the same order.
+  const int vocab = logits.shape(-1);
+  const int num_ids = ids.ndim() == 2 ? ids.shape(1) : 0;
+  std::vector<RowKernel> run;
+  auto flush = [&] {
+    if (run.empty()) return;
+    out = processors::apply_row_kernels(out, ids, std::move(run));
+    run.clear();
+  };
+  for (auto& p : items_) {
+    if (auto k = p->row_kernel(vocab, num_ids)) {
+      if (*k) run.push_back(std::move(*k));  // an empty kernel: nothing to do this step
+    } else {
+      flush();
+      out = p->apply(out, ids);
+    }
+  }
+  flush();
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include <mlx/mlx.h>
 
 #include "generation/processors/mass_cutoff.h"
+#include "generation/processors/row_kernels.h"
 #include "mlxgp/error.h"
 #include "mlxgp/logits_processor.h"
 
@@ -23,6 +24,11 @@ class TemperatureWarper : public LogitsProcessor {
   mx::array apply(const mx::array& logits, const mx::array&) override {
     // HF divides by the Python float; torch casts the scalar to the logits' dtype first.
     return mx::divide(logits, mx::array(static_cast<float>(t_), logits.dtype()));
+  }
+  std::optional<RowKernel> row_kernel(int, int) override {
+    return [t = static_cast<float>(t_)](std::span<float> x, std::span<const int32_t>) {
+      for (auto& f : x) f /= t;
+    };
   }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<TemperatureWarper>(*this); }
 
@@ -42,6 +48,16 @@ class TopKWarper : public LogitsProcessor {
     // Keep every logit >= the k-th largest (torch.topk(...)[0][..., -1]): ties with it survive, as in HF.
     auto kth = mx::min(mx::topk(logits, k, -1), -1, /*keepdims=*/true);
     return mx::where(mx::less(logits, kth), neg_inf(), logits);
+  }
+  std::optional<RowKernel> row_kernel(int vocab, int) override {
+    const int k = std::min(k_, vocab);
+    if (k >= vocab) return RowKernel{};
+    return [k](std::span<float> x, std::span<const int32_t>) {
+      thread_local std::vector<float> scratch;
+      const float kth = processors::kth_largest(x, k, scratch);
+      for (auto& f : x)
+        if (f < kth) f = -INFINITY;
+    };
   }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<TopKWarper>(*this); }
 
@@ -73,6 +89,20 @@ class TopPWarper : public LogitsProcessor {
     // Scatter the mask back to vocabulary order.
     auto remove_vocab = mx::put_along_axis(mx::zeros(logits.shape(), mx::bool_), order, remove, -1);
     return mx::where(remove_vocab, neg_inf(), logits);
+  }
+  std::optional<RowKernel> row_kernel(int, int) override {
+    return [limit = static_cast<float>(1.0 - p_), keep = min_keep_](std::span<float> x, std::span<const int32_t>) {
+      thread_local std::vector<float> probs;
+      thread_local std::vector<int> idx;
+      thread_local std::unique_ptr<bool[]> remove;
+      thread_local size_t cap = 0;
+      const int v = static_cast<int>(x.size());
+      if (cap < x.size()) remove.reset(new bool[cap = x.size()]);
+      processors::softmax_row(x, probs);
+      processors::top_p_remove_row(x.data(), probs.data(), remove.get(), v, limit, keep, idx);
+      for (int i = 0; i < v; ++i)
+        if (remove[i]) x[i] = -INFINITY;
+    };
   }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<TopPWarper>(*this); }
 

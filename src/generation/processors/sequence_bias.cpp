@@ -63,6 +63,30 @@ class SequenceBiasProcessor : public LogitsProcessor {
     }
     return mx::add(logits, mx::astype(full, logits.dtype()));
   }
+  std::optional<RowKernel> row_kernel(int vocab, int) override {
+    check_vocab(vocab);
+    return [this_copy = *this](std::span<float> x, std::span<const int32_t> ids) {
+      // Sum each token's biases first, then add once: the device path adds one bias vector.
+      thread_local std::vector<std::pair<int, float>> adds;
+      adds.clear();
+      auto add = [&](int id, float b) {
+        for (auto& [i, total] : adds)
+          if (i == id) {
+            total += b;
+            return;
+          }
+        adds.push_back({id, b});
+      };
+      for (size_t i = 0; i < this_copy.single_ids_.size(); ++i) add(this_copy.single_ids_[i], this_copy.single_bias_[i]);
+      const int t = static_cast<int>(ids.size());
+      for (auto& m : this_copy.multi_) {
+        const int len = static_cast<int>(m.prefix.size());
+        if (len > t) continue;
+        if (std::equal(m.prefix.begin(), m.prefix.end(), ids.end() - len)) add(m.last, m.bias);
+      }
+      for (auto& [id, b] : adds) x[id] += b;
+    };
+  }
   bool needs_ids() const override { return !multi_.empty(); }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<SequenceBiasProcessor>(*this); }
 
