@@ -26,6 +26,11 @@ inline constexpr int kLinearMaxRows = 8;
 mx::array linear(const mx::array& x, const mx::array& w);
 bool linear_supported(const mx::array& x, const mx::array& w);
 
+// silu(gate) * up (the llama-family MLP activation): one multithreaded AVX2 pass for float32 on the
+// CPU, otherwise MLX's ops. Differentiable (training uses it too).
+mx::array swiglu(const mx::array& gate, const mx::array& up);
+bool swiglu_supported(const mx::array& gate, const mx::array& up);
+
 // True when the custom kernels run at all: an x86-64 CPU with AVX2+FMA (or AVX-512) and
 // MLXGP_DISABLE_KERNELS unset. Elsewhere every entry point forwards to MLX's own op.
 bool available();

@@ -261,8 +261,7 @@ SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelCo
 }
 
 mx::array SwiGLU::operator()(const mx::array& x) const {
-  auto g = gate_proj(x);
-  return down_proj(mx::multiply(mx::multiply(g, mx::sigmoid(g)), up_proj(x)));
+  return down_proj(kernels::swiglu(gate_proj(x), up_proj(x)));
 }
 
 }  // namespace mlxgp::layers
