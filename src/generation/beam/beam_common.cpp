@@ -1,0 +1,195 @@
+// BeamRunner: the model side of beam search (prefill once, tile, one [num_beams, 1] forward per step,
+// one cache select per step) and the per-candidate stopping checks.
+#include "generation/beam/beam_common.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include <mlx/memory.h>
+#include <mlx/mlx.h>
+#include <mlx/random.h>
+
+#include "mlxgp/error.h"
+
+namespace mlxgp::beam {
+
+BeamRunner::BeamRunner(Model& model, std::shared_ptr<const Tokenizer> tokenizer, const GenerationConfig& config,
+                       const GeneratorOptions& options)
+    : model_(model), tokenizer_(std::move(tokenizer)), options_(options) {
+  if (options_.prefill_chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
+  if (config.eos_token_id) stop_.eos = *config.eos_token_id;
+  stop_.max_time = config.max_time;
+  if (config.stop_strings) {
+    if (!options_.tokenizer) fail("generate", "stop_strings need the model's tokenizer");
+    stop_.stop_strings.emplace(*config.stop_strings, options_.tokenizer);
+  }
+  stop_.callback = options_.stop_callback;
+  // Budget as the Generator computes it (HF: max_new_tokens wins, else max_length counts the prompt).
+  max_new_tokens_ = config.max_new_tokens;
+  max_length_ = config.max_length;
+}
+
+mx::array BeamRunner::prefill(const std::vector<int>& prompt_ids, int rows) {
+  if (prompt_ids.empty()) fail("generate", "the prompt is empty");
+  const auto& mc = model_.config();
+  for (int id : prompt_ids)
+    if (id < 0 || id >= mc.vocab_size)
+      fail("generate", "token id " + std::to_string(id) + " is outside the vocabulary (size " +
+                           std::to_string(mc.vocab_size) + ")");
+  const int n = static_cast<int>(prompt_ids.size());
+  const int context = mc.max_position_embeddings;
+  if (context > 0 && n >= context)
+    fail("generate", "prompt has " + std::to_string(n) + " tokens, longer than the model's context (" +
+                         std::to_string(context) + ")");
+  if (max_new_tokens_) {
+    stop_.budget = *max_new_tokens_;
+  } else {
+    if (n >= max_length_)
+      fail("generate", "prompt has " + std::to_string(n) + " tokens but max_length is " + std::to_string(max_length_) +
+                           "; raise max_length or set max_new_tokens");
+    stop_.budget = max_length_ - n;
+  }
+  if (context > 0) stop_.budget = std::min(stop_.budget, context - n);
+  start_ = std::chrono::steady_clock::now();
+  mx::reset_peak_memory();
+  model_.hooks().set_prompt_length(n);
+  prompt_ = prompt_ids;
+  rows_ = rows;
+  caches_ = model_.make_caches();
+  mx::array ids(prompt_ids.data(), {1, n}, mx::int32);
+  std::optional<mx::array> logits;
+  for (int pos = 0; pos < n;) {
+    const int len = std::min(options_.prefill_chunk_size, n - pos);
+    logits = model_.forward_last(mx::slice(ids, {0, pos}, {1, pos + len}), caches_, 1);
+    pos += len;
+  }
+  const int vocab = logits->shape(2);
+  auto last = mx::reshape(mx::slice(*logits, {0, logits->shape(1) - 1, 0}, {1, logits->shape(1), vocab}), {1, vocab});
+  // HF expands the prompt to num_beams rows and prefills them all; the rows are identical, so one
+  // prefill tiled to the beams gives the same caches.
+  if (rows > 1) {
+    auto zeros = mx::zeros({rows}, mx::int32);
+    for (auto& c : caches_) c->select(zeros);
+    last = mx::repeat(last, rows, 0);
+  }
+  return mx::astype(last, mx::float32);
+}
+
+mx::array BeamRunner::forward(const std::vector<int>& tokens) {
+  if (prefill_seconds_ == 0)
+    prefill_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  mx::array t(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32);
+  auto logits = model_.forward(t, caches_);
+  return mx::astype(mx::reshape(logits, {logits.shape(0), logits.shape(-1)}), mx::float32);
+}
+
+void BeamRunner::reorder(const std::vector<int>& rows) {
+  // Identity reorders are common once beams settle: skip the gather then.
+  bool identity = static_cast<int>(rows.size()) == rows_;
+  for (int i = 0; identity && i < rows_; ++i) identity = rows[i] == i;
+  if (identity) return;
+  mx::array idx(rows.data(), {static_cast<int>(rows.size())}, mx::int32);
+  for (auto& c : caches_) c->select(idx);
+  rows_ = static_cast<int>(rows.size());
+}
+
+FinishReason BeamRunner::check(const std::vector<int>& tokens, int extra_token) {
+  const double elapsed =
+      stop_.max_time ? std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count() : 0.0;
+  const int produced = static_cast<int>(tokens.size()) + 1;
+  scratch_.clear();
+  // EOS and the budget only read the last token; stop strings and the callback read the whole row.
+  if (stop_.needs_ids()) scratch_.insert(scratch_.end(), prompt_.begin(), prompt_.end());
+  scratch_.insert(scratch_.end(), tokens.begin(), tokens.end());
+  scratch_.push_back(extra_token);
+  return stop_.check(scratch_, produced, elapsed);
+}
+
+FinishReason BeamRunner::check(const std::vector<int>& tokens) {
+  if (tokens.empty()) return FinishReason::None;
+  std::vector<int> head(tokens.begin(), tokens.end() - 1);
+  return check(head, tokens.back());
+}
+
+mx::array BeamRunner::ids(const std::vector<const std::vector<int>*>& rows) const {
+  const int n = static_cast<int>(prompt_.size());
+  const int t = rows.empty() ? 0 : static_cast<int>(rows[0]->size());
+  std::vector<int> flat;
+  flat.reserve(rows.size() * (n + t));
+  for (auto* r : rows) {
+    if (static_cast<int>(r->size()) != t) fail("generate", "beam rows of different lengths");
+    flat.insert(flat.end(), prompt_.begin(), prompt_.end());
+    flat.insert(flat.end(), r->begin(), r->end());
+  }
+  return mx::array(flat.data(), {static_cast<int>(rows.size()), n + t}, mx::int32);
+}
+
+GenerationResult BeamRunner::result(const std::vector<Hypothesis>& hyps) const {
+  GenerationResult out;
+  out.prompt_token_ids = prompt_;
+  int total = 0, longest = 0;
+  for (auto& h : hyps) {
+    GeneratedSequence seq;
+    seq.token_ids = h.tokens;
+    seq.finish_reason = h.reason;
+    seq.sequence_score = h.score;
+    seq.beam_indices = h.beam_indices;
+    if (tokenizer_ && !h.tokens.empty()) {
+      // As generate(): a final special EOS token stays in token_ids but not in the text.
+      size_t n = h.tokens.size();
+      if (h.reason == FinishReason::Eos && tokenizer_->is_special(h.tokens.back())) --n;
+      seq.text = tokenizer_->decode(std::span<const int>(h.tokens.data(), n));
+    }
+    total += static_cast<int>(h.tokens.size());
+    longest = std::max(longest, static_cast<int>(h.tokens.size()));
+    out.sequences.push_back(std::move(seq));
+  }
+  auto& s = out.stats;
+  s.prompt_tokens = static_cast<int>(prompt_.size());
+  s.generated_tokens = total;
+  const double all = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  if (prefill_seconds_ > 0) s.prefill_tokens_per_s = s.prompt_tokens / prefill_seconds_;
+  // Decode speed counts beam steps (each extends every beam by one token) after the first.
+  if (longest > 1 && all > prefill_seconds_) s.decode_tokens_per_s = (longest - 1) / (all - prefill_seconds_);
+  s.peak_memory_bytes = mx::get_peak_memory();
+  return out;
+}
+
+Candidates top_candidates(const mx::array& scores, int k, const std::optional<mx::array>& key) {
+  const int r = scores.shape(0), v = scores.shape(1);
+  auto flat = mx::reshape(scores, {1, r * v});
+  k = std::min(k, r * v);
+  auto rank = key ? mx::add(flat, mx::random::gumbel(flat.shape(), mx::float32, *key)) : flat;
+  // argpartition of the negated ranks puts the k largest first (in no particular order).
+  auto idx = mx::slice(mx::argpartition(mx::negative(rank), k - 1, 1), {0, 0}, {1, k});
+  auto vals = mx::take_along_axis(flat, idx, 1);
+  idx = mx::astype(idx, mx::int32);
+  mx::eval(vals, idx);
+  const float* pv = vals.data<float>();
+  const int32_t* pi = idx.data<int32_t>();
+  std::vector<float> raw(pv, pv + k);
+  std::vector<int> flat_idx(pi, pi + k);
+  // Sort by score, then by flat index on ties (torch.topk's order on exact ties is unspecified).
+  std::vector<int> order(k);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int a, int b) {
+    if (raw[a] != raw[b]) return raw[a] > raw[b];
+    return flat_idx[a] < flat_idx[b];
+  });
+  Candidates c;
+  for (int i : order) {
+    c.values.push_back(raw[i]);
+    c.rows.push_back(flat_idx[i] / v);
+    c.tokens.push_back(flat_idx[i] % v);
+  }
+  return c;
+}
+
+std::vector<int> order_desc(const std::vector<float>& values) {
+  std::vector<int> order(values.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return values[a] > values[b]; });
+  return order;
+}
+
+}  // namespace mlxgp::beam

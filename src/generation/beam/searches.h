@@ -1,0 +1,27 @@
+// The beam search variants behind beam_search() (beam_search.h).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "mlxgp/generate.h"
+
+namespace mlxgp::beam {
+
+// transformers 5.x GenerationMixin._beam_search (vectorized): beam search, and beam sampling when
+// do_sample. `config` resolved and validated.
+GenerationResult standard_beam_search(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
+                                      const std::vector<int>& prompt_ids, const GenerationConfig& config,
+                                      const GeneratorOptions& options);
+
+// transformers 4.56 _group_beam_search with BeamSearchScorer (num_beam_groups > 1, diversity_penalty).
+GenerationResult group_beam_search(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
+                                   const std::vector<int>& prompt_ids, const GenerationConfig& config,
+                                   const GeneratorOptions& options);
+
+// transformers 4.56 _constrained_beam_search with ConstrainedBeamSearchScorer (force_words_ids).
+GenerationResult constrained_beam_search(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
+                                         const std::vector<int>& prompt_ids, const GenerationConfig& config,
+                                         const GeneratorOptions& options);
+
+}  // namespace mlxgp::beam
