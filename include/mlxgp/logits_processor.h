@@ -151,6 +151,9 @@ struct ProcessorContext {
   // HF generate(logits_processor=[...]): user processors, cloned into the pipeline after the built-in
   // processors and before the warpers, as transformers merges a custom list.
   std::vector<std::shared_ptr<const LogitsProcessor>> logits_processors;
+  // The warpers' min_tokens_to_keep: 1, except inside beam search, where transformers keeps
+  // len(eos) + 1 (2 without EOS) so that a non-EOS continuation always survives.
+  int min_tokens_to_keep = 1;
 };
 
 // The pipeline for a validated config (eos_token_id resolved, see with_model_defaults), in

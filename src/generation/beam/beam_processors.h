@@ -1,12 +1,11 @@
 // The logits processors as beam search runs them: transformers applies them to log_softmax(logits)
-// of every beam with the beams' input_ids; stateful ones must follow the beams when they are
-// reordered. The pipeline is built from the config in the usual order (pipeline.cpp), minus what the
-// beam search does itself (force_words_ids: constrained beam search), with the OpenAI penalties kept
-// as beam-reordered counts, and the warpers keeping len(eos) + 1 tokens as HF does inside beams.
+// of every beam with the beams' input_ids. The pipeline is the usual one (pipeline.cpp) minus what the
+// beam search does itself (force_words_ids: constrained beam search), with the warpers keeping
+// len(eos) + 1 tokens as HF does inside beams. Every processor reads its state from the ids, so
+// reordering the beams' ids is all it takes to follow them.
 #pragma once
 
 #include <optional>
-#include <vector>
 
 #include <mlx/array.h>
 
@@ -24,20 +23,14 @@ class BeamProcessors {
   BeamProcessors(Model& model, const GenerationConfig& config, const GeneratorOptions& options);
   // Called once with the prompt tiled to the beams [R, n].
   void on_prompt(const mx::array& rows);
-  bool needs_ids() const { return pre_.needs_ids() || head_.needs_ids() || tail_.needs_ids(); }
-  // Processed scores of rows [first, first + R) of the beams (R = scores.shape(0)). `diversity` [V]
-  // is subtracted where transformers 4.x placed HammingDiversityLogitsProcessor (right after
-  // sequence_bias).
-  mx::array apply(const mx::array& scores, const mx::array& ids, int first = 0,
+  bool needs_ids() const { return pre_.needs_ids() || rest_.needs_ids(); }
+  // Processed scores of some beams (a group's, or all) given their ids. `diversity` [V] is subtracted
+  // where transformers 4.x placed HammingDiversityLogitsProcessor (right after sequence_bias).
+  mx::array apply(const mx::array& scores, const mx::array& ids,
                   const std::optional<mx::array>& diversity = std::nullopt);
-  // After a step, beam i continues beam src[i] with tokens[i].
-  void advance(const std::vector<int>& src, const std::vector<int>& tokens);
 
  private:
-  LogitsProcessorList pre_, head_, tail_;  // sequence_bias | the other HF processors | warpers
-  float presence_ = 0, frequency_ = 0;
-  int rows_ = 0, vocab_ = 0;
-  std::optional<mx::array> counts_;  // [R, V] generated-token counts per beam (OpenAI penalties)
+  LogitsProcessorList pre_, rest_;  // sequence_bias | everything after it
 };
 
 }  // namespace mlxgp::beam

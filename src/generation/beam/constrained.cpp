@@ -201,7 +201,6 @@ GenerationResult constrained_beam_search(Model& model, std::shared_ptr<const Tok
     for (auto& b : beams) all_hit = all_hit && runner.check(b.tokens) != FinishReason::None;
     if (done || all_hit) break;
     runner.reorder(row);
-    procs.advance(row, tok);
     logits = runner.forward(tok);
   }
 

@@ -74,7 +74,7 @@ GenerationResult group_beam_search(Model& model, std::shared_ptr<const Tokenizer
           for (auto& f : freq) f *= static_cast<float>(config.diversity_penalty);
           diversity = mx::array(freq.data(), {1, static_cast<int>(freq.size())}, mx::float32);
         }
-        auto processed = procs.apply(group_lp, ids, first, diversity);
+        auto processed = procs.apply(group_lp, ids, diversity);
         std::vector<float> bs(gs);
         for (int i = 0; i < gs; ++i) bs[i] = beams[first + i].score;
         auto acc = mx::add(processed, mx::reshape(mx::array(bs.data(), {gs}, mx::float32), {gs, 1}));
@@ -127,7 +127,6 @@ GenerationResult group_beam_search(Model& model, std::shared_ptr<const Tokenizer
     for (auto& b : beams) all_hit = all_hit && runner.check(b.tokens) != FinishReason::None;
     if (all_done || all_hit) break;
     runner.reorder(src);
-    procs.advance(src, current);
     logits = runner.forward(current);
   }
 

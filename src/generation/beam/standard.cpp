@@ -165,7 +165,6 @@ GenerationResult standard_beam_search(Model& model, std::shared_ptr<const Tokeni
     if (!go_on) break;
 
     runner.reorder(src_rows);
-    procs.advance(src_rows, new_tokens);
     logits = runner.forward(new_tokens);
   }
 

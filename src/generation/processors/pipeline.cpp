@@ -109,14 +109,14 @@ LogitsProcessorList build_logits_processors(const GenerationConfig& config, cons
     list.add(make_force_words(*config.force_words_ids, eos, config.max_new_tokens, config.max_length,
                               context.model ? context.model->config().max_position_embeddings : 0));
   if (config.do_sample) {
-    // min_tokens_to_keep is 1 outside beam search (HF).
+    const int keep = context.min_tokens_to_keep;
     if (config.temperature != 1.0) list.add(make_temperature_warper(config.temperature));
-    if (config.top_k != 0) list.add(make_top_k_warper(config.top_k, 1));
-    if (config.top_p < 1.0) list.add(make_top_p_warper(config.top_p, 1));
-    if (config.min_p) list.add(make_min_p_warper(*config.min_p, 1));
-    if (config.typical_p < 1.0) list.add(make_typical_warper(config.typical_p, 1));
-    if (config.epsilon_cutoff > 0.0 && config.epsilon_cutoff < 1.0) list.add(make_epsilon_warper(config.epsilon_cutoff, 1));
-    if (config.eta_cutoff > 0.0 && config.eta_cutoff < 1.0) list.add(make_eta_warper(config.eta_cutoff, 1));
+    if (config.top_k != 0) list.add(make_top_k_warper(config.top_k, keep));
+    if (config.top_p < 1.0) list.add(make_top_p_warper(config.top_p, keep));
+    if (config.min_p) list.add(make_min_p_warper(*config.min_p, keep));
+    if (config.typical_p < 1.0) list.add(make_typical_warper(config.typical_p, keep));
+    if (config.epsilon_cutoff > 0.0 && config.epsilon_cutoff < 1.0) list.add(make_epsilon_warper(config.epsilon_cutoff, keep));
+    if (config.eta_cutoff > 0.0 && config.eta_cutoff < 1.0) list.add(make_eta_warper(config.eta_cutoff, keep));
   }
   if (config.renormalize_logits) list.add(make_renormalize());
   return list;
