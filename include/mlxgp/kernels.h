@@ -31,6 +31,13 @@ bool linear_supported(const mx::array& x, const mx::array& w);
 mx::array swiglu(const mx::array& gate, const mx::array& up);
 bool swiglu_supported(const mx::array& gate, const mx::array& up);
 
+// Scaled dot-product attention (q [B, Hq, Tq, D], k/v [B, Hk, Tk, D], Hq a multiple of Hk) with no
+// mask or a causal one aligned to the last key, as mx::fast::scaled_dot_product_attention's "causal".
+// For float32 prefill shapes (Tq > 1) on the CPU: BLAS products around a vectorised masked softmax;
+// otherwise the MLX op. Differentiable.
+mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal);
+bool attention_supported(const mx::array& q, const mx::array& k, const mx::array& v);
+
 // True when the custom kernels run at all: an x86-64 CPU with AVX2+FMA (or AVX-512) and
 // MLXGP_DISABLE_KERNELS unset. Elsewhere every entry point forwards to MLX's own op.
 bool available();

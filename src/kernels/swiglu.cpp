@@ -14,6 +14,7 @@
 #include "kernels/cpu_task.h"
 #include "kernels/qmm_cpu.h"
 #include "kernels/row_major.h"
+#include "kernels/simd_exp.h"
 #include "kernels/thread_pool.h"
 #include "mlxgp/kernels.h"
 
@@ -21,34 +22,12 @@ namespace mlxgp::kernels {
 
 namespace {
 
-#define MLXGP_SWIGLU_AVX2 __attribute__((target("avx2,fma")))
-
-// e^x for 8 floats: x = n ln2 + r with |r| <= ln2 / 2, e^r by its degree-6 Taylor polynomial
-// (relative error below 2e-7 there), 2^n through the exponent bits. Inputs are clamped to the range
-// where the result is a normal float.
-MLXGP_SWIGLU_AVX2 inline __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);  // ln2 split in two for accuracy
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 720.0f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
-}
-
-MLXGP_SWIGLU_AVX2 void swiglu_avx2(const float* g, const float* u, float* out, size_t i0, size_t i1) {
+MLXGP_SIMD_EXP_AVX2 void swiglu_avx2(const float* g, const float* u, float* out, size_t i0, size_t i1) {
   size_t i = i0;
   const __m256 one = _mm256_set1_ps(1.0f);
   for (; i + 8 <= i1; i += 8) {
     const __m256 gv = _mm256_loadu_ps(g + i);
-    const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));  // e^-g
+    const __m256 e = simd::exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));  // e^-g
     const __m256 silu = _mm256_div_ps(gv, _mm256_add_ps(one, e));   // g * sigmoid(g)
     _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
   }

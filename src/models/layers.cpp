@@ -238,10 +238,10 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     // chunked prefill on top of a non-empty cache. A single query needs no mask.
     switch (mask->kind) {
       case AttentionMask::Kind::None:
-        o = mx::fast::scaled_dot_product_attention(q, keys, values, scale, "");
+        o = kernels::attention(q, keys, values, scale, false);
         break;
       case AttentionMask::Kind::Causal:
-        o = mx::fast::scaled_dot_product_attention(q, keys, values, scale, "causal");
+        o = kernels::attention(q, keys, values, scale, true);
         break;
       case AttentionMask::Kind::Array:
         o = mx::fast::scaled_dot_product_attention(q, keys, values, scale, "array", *mask->array);

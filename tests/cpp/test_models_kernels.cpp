@@ -180,3 +180,33 @@ TEST(Kernels, SwiGluMatchesMlxValuesAndGradients) {
   // Other dtypes use MLX's ops.
   EXPECT_FALSE(mlxgp::kernels::swiglu_supported(mx::astype(g, mx::bfloat16), mx::astype(u, mx::bfloat16)));
 }
+
+TEST(Kernels, AttentionMatchesSdpaValuesAndGradients) {
+  REQUIRE_KERNELS();
+  // GQA (6 query heads on 2 key heads), a prefill chunk on top of cached keys (Tk > Tq), odd sizes.
+  for (auto [tq, tk] : {std::pair{13, 13}, std::pair{7, 20}, std::pair{2, 9}}) {
+    SCOPED_TRACE("Tq=" + std::to_string(tq) + " Tk=" + std::to_string(tk));
+    auto q = mx::random::normal({2, 6, tq, 16}, mx::float32, 0.0f, 1.0f, mx::random::key(31 + tq));
+    auto k = mx::random::normal({2, 2, tk, 16}, mx::float32, 0.0f, 1.0f, mx::random::key(32 + tk));
+    auto v = mx::random::normal({2, 2, tk, 16}, mx::float32, 0.0f, 1.0f, mx::random::key(33));
+    ASSERT_TRUE(mlxgp::kernels::attention_supported(q, k, v));
+    for (bool causal : {true, false}) {
+      auto ref = mx::fast::scaled_dot_product_attention(q, k, v, 0.25f, causal ? "causal" : "");
+      EXPECT_LE(rel_err(mlxgp::kernels::attention(q, k, v, 0.25f, causal), ref), 1e-5f) << "causal " << causal;
+      auto grads = [&](auto f) {
+        return mx::grad([f](const std::vector<mx::array>& p) { return mx::sum(mx::square(f(p[0], p[1], p[2]))); },
+                        std::vector<int>{0, 1, 2})(std::vector<mx::array>{q, k, v});
+      };
+      auto got = grads([causal](const mx::array& a, const mx::array& b, const mx::array& c) {
+        return mlxgp::kernels::attention(a, b, c, 0.25f, causal);
+      });
+      auto want = grads([causal](const mx::array& a, const mx::array& b, const mx::array& c) {
+        return mx::fast::scaled_dot_product_attention(a, b, c, 0.25f, causal ? "causal" : "");
+      });
+      for (int i = 0; i < 3; ++i) EXPECT_LE(rel_err(got[i], want[i]), 1e-4f) << "gradient " << i;
+    }
+  }
+  // A single query (decode) and other dtypes use MLX's op.
+  auto q1 = mx::random::normal({1, 6, 1, 16}), k1 = mx::random::normal({1, 2, 5, 16});
+  EXPECT_FALSE(mlxgp::kernels::attention_supported(q1, k1, k1));
+}

@@ -1,0 +1,115 @@
+// mlxgp::kernels::attention for prefill-shaped float32 attention on the CPU: the two products go to
+// BLAS through mx::matmul, the (causal) softmax between them to one vectorised primitive. MLX's CPU
+// scaled_dot_product_attention spends most of its time in a scalar exp over the [H, Tq, Tk] scores.
+#include <algorithm>
+#include <cmath>
+#include <immintrin.h>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include <mlx/mlx.h>
+#include <mlx/primitives.h>
+
+#include "kernels/cpu_task.h"
+#include "kernels/qmm_cpu.h"
+#include "kernels/row_major.h"
+#include "kernels/simd_exp.h"
+#include "kernels/thread_pool.h"
+#include "mlxgp/kernels.h"
+
+namespace mlxgp::kernels {
+
+namespace {
+
+// One row of softmax over columns [0, n) (the rest of the row is masked and gets 0).
+MLXGP_SIMD_EXP_AVX2 void softmax_row(const float* s, float* out, int n, int cols) {
+  float m = -INFINITY;
+  for (int j = 0; j < n; ++j) m = std::max(m, s[j]);
+  const __m256 mv = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = simd::exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
+    _mm256_storeu_ps(out + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, acc);
+  float sum = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+  for (; j < n; ++j) sum += out[j] = std::exp(s[j] - m);
+  const float inv = 1.0f / sum;
+  for (j = 0; j < n; ++j) out[j] *= inv;
+  std::fill(out + n, out + cols, 0.0f);
+}
+
+// Softmax over the last axis of [..., R, C] scores. With `queries` > 0 the mask is causal for rows
+// that cycle through `queries` query positions (GQA packs the heads sharing a key head as
+// [rep * Tq] rows) aligned to the last key: row r sees keys j <= (r % queries) + C - queries.
+class CpuMaskedSoftmax : public mx::UnaryPrimitive {
+ public:
+  CpuMaskedSoftmax(mx::Stream s, int queries) : mx::UnaryPrimitive(s), queries_(queries) {}
+
+  void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
+    enqueue_cpu(stream(), in, out, [&] {
+      return [x = mx::array::unsafe_weak_copy(in[0]), o = mx::array::unsafe_weak_copy(out), q = queries_]() mutable {
+        RowMajor<float> xr(x);
+        const int cols = x.shape(-1);
+        const int rows = static_cast<int>(x.size() / cols);
+        float* dst = o.data<float>();
+        parallel_rows(rows, cols * 8, [&](int r0, int r1) {
+          for (int r = r0; r < r1; ++r) {
+            const int n = q > 0 ? std::min(cols, r % q + cols - q + 1) : cols;
+            softmax_row(xr.ptr + static_cast<size_t>(r) * cols, dst + static_cast<size_t>(r) * cols, n, cols);
+          }
+        });
+      };
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("[kernels] the custom masked softmax runs on the CPU only");
+  }
+  const char* name() const override { return "MlxgpCpuMaskedSoftmax"; }
+
+  // y = softmax(x) on the visible columns (0 elsewhere): dx = y * (g - sum(g * y)).
+  std::vector<mx::array> vjp(const std::vector<mx::array>&, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>&, const std::vector<mx::array>& outputs) override {
+    const auto &y = outputs[0], &g = cotangents[0];
+    return {mx::multiply(y, mx::subtract(g, mx::sum(mx::multiply(g, y), -1, true)))};
+  }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const CpuMaskedSoftmax*>(&other);
+    return o && o->queries_ == queries_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override { return {in[0].shape()}; }
+
+ private:
+  int queries_;
+};
+
+}  // namespace
+
+bool attention_supported(const mx::array& q, const mx::array& k, const mx::array& v) {
+  if (!available() || machine_isa() == Isa::portable || mx::default_device() != mx::Device::cpu) return false;
+  if (q.dtype() != mx::float32 || k.dtype() != mx::float32 || v.dtype() != mx::float32) return false;
+  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4) return false;
+  const int hq = q.shape(1), hk = k.shape(1);
+  return q.shape(2) > 1 && hk > 0 && hq % hk == 0 && k.shape(2) >= q.shape(2) && q.shape(3) == k.shape(3) &&
+         v.shape(1) == hk && v.shape(2) == k.shape(2) && q.shape(0) == k.shape(0);
+}
+
+mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal) {
+  if (!attention_supported(q, k, v))
+    return mx::fast::scaled_dot_product_attention(q, k, v, scale, causal ? "causal" : "");
+  const int B = q.shape(0), hq = q.shape(1), tq = q.shape(2), d = q.shape(3);
+  const int hk = k.shape(1), tk = k.shape(2), rep = hq / hk;
+  // Heads sharing a key head become extra rows: [B, Hk, rep * Tq, D].
+  auto qs = mx::reshape(mx::multiply(q, mx::array(scale)), {B, hk, rep * tq, d});
+  auto scores = mx::matmul(qs, mx::swapaxes(k, -1, -2));  // [B, Hk, rep * Tq, Tk]
+  auto probs = mx::array(scores.shape(), mx::float32,
+                         std::make_shared<CpuMaskedSoftmax>(mx::default_stream(mx::Device::cpu), causal ? tq : 0),
+                         {scores});
+  return mx::reshape(mx::matmul(probs, v), {B, hq, tq, d});
+}
+
+}  // namespace mlxgp::kernels
