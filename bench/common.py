@@ -8,4 +8,5 @@ MODELS = CACHE / "models"
 DEFAULT_GGUF = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
 HF_F32_DIR = MODELS / "smollm2-135m-hf-f32"
 MLX_Q4_DIR = MODELS / "smollm2-135m-mlx-q4"
+MLX_Q8_DIR = MODELS / "smollm2-135m-mlx-q8"  # the speculative section's draft
 PYTHON = ROOT / ".venv" / "bin" / "python"

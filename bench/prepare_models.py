@@ -16,7 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_GGUF, HF_F32_DIR, MLX_Q4_DIR  # noqa: E402
+from common import DEFAULT_GGUF, HF_F32_DIR, MLX_Q4_DIR, MLX_Q8_DIR  # noqa: E402
 
 # mlx-lm's usual 4-bit recipe (mlx_lm.convert -q defaults): affine, group 64.
 Q_BITS = 4
@@ -89,12 +89,21 @@ def build_mlx_q4(out: Path) -> None:
     convert(str(HF_F32_DIR), mlx_path=str(out), quantize=True, q_bits=Q_BITS, q_group_size=Q_GROUP_SIZE)
 
 
+def build_mlx_q8(out: Path) -> None:
+    """The same at 8 bits: the speculative section's draft (it predicts like the fp32 target)."""
+    from mlx_lm import convert
+
+    convert(str(HF_F32_DIR), mlx_path=str(out), quantize=True, q_bits=8, q_group_size=Q_GROUP_SIZE)
+
+
 def main() -> None:
     HF_F32_DIR.parent.mkdir(parents=True, exist_ok=True)
     rebuilt = _build_atomically(HF_F32_DIR, build_hf_f32)
-    if rebuilt and MLX_Q4_DIR.exists():
-        (MLX_Q4_DIR / STAMP).unlink(missing_ok=True)  # derived from the folder just rebuilt
+    for derived in (MLX_Q4_DIR, MLX_Q8_DIR):
+        if rebuilt and derived.exists():
+            (derived / STAMP).unlink(missing_ok=True)  # derived from the folder just rebuilt
     _build_atomically(MLX_Q4_DIR, build_mlx_q4)
+    _build_atomically(MLX_Q8_DIR, build_mlx_q8)
 
 
 if __name__ == "__main__":

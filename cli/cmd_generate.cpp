@@ -18,6 +18,7 @@
 #include "mlxgp/generate.h"
 #include "mlxgp/generation_config.h"
 #include "mlxgp/loader.h"
+#include "mlxgp/prompt_cache.h"
 
 namespace mlxgp::cli {
 
@@ -57,6 +58,12 @@ nlohmann::ordered_json result_json(const GenerationResult& r, const GenerationCo
                                   {"prefill_tokens_per_s", st.prefill_tokens_per_s},
                                   {"decode_tokens_per_s", st.decode_tokens_per_s},
                                   {"peak_memory_bytes", st.peak_memory_bytes}};
+  if (!st.memory_trace.empty()) {
+    nlohmann::ordered_json trace = nlohmann::ordered_json::array();
+    for (auto& m : st.memory_trace)
+      trace.push_back({{"tokens", m.tokens}, {"peak_bytes", m.peak_bytes}, {"active_bytes", m.active_bytes}});
+    stats["memory_trace"] = std::move(trace);
+  }
   if (auto& sp = st.speculative)
     stats["speculative"] = {{"drafted_tokens", sp->drafted_tokens},
                             {"accepted_tokens", sp->accepted_tokens},
@@ -129,6 +136,10 @@ int run_generate(const std::vector<std::string>& argv) {
   args.option("dtype", "float32 | bfloat16 | float16: compute dtype, dequantizing quantized weights "
                        "(default: the checkpoint's own)")
       .option("prefill-chunk-size", "prefill long prompts in chunks of this many tokens (default 512)")
+      .option("prompt-cache", "start from a prompt cache saved by `mlxgp cache-prompt` (the prompt must begin "
+                              "with its tokens; it must come from the same model and dtype)")
+      .option("memory-trace", "comma-separated generated-token counts at which stats.memory_trace records MLX's "
+                              "peak and active memory (--json)")
       .option("show-config", "print the effective generation config (all layers merged) to stderr", false)
       .option("scores-out", "write each sequence's per-step processed scores / raw logits [n, vocab] to this "
                             ".safetensors file (scores.I, logits.I, token_ids.I); turns on --output-scores "
@@ -144,7 +155,15 @@ int run_generate(const std::vector<std::string>& argv) {
   if (auto n = args.get_int("prefill-chunk-size")) {
     if (*n < 1 || *n > INT32_MAX) fail("cli", "--prefill-chunk-size must be between 1 and 2^31-1");
     gen_options.prefill_chunk_size = static_cast<int>(*n);
+    gen_options.kv_prefill_step_size = static_cast<int>(*n);  // mlx-lm's prefill_step_size with kv caches
   }
+  if (auto at = args.get_int_list("memory-trace")) {
+    for (int t : *at)
+      if (t < 1) fail("cli", "--memory-trace token counts must be at least 1");
+    gen_options.memory_trace_at = *at;
+  }
+  auto prompt_cache_path = args.get("prompt-cache");
+  if (prompt_cache_path && prompt_cache_path->empty()) fail("cli", "--prompt-cache needs a file name");
   LoadOptions load_options;
   if (auto d = args.get("dtype")) load_options.dtype = parse_dtype(*d);
   auto scores_out = args.get("scores-out");
@@ -177,6 +196,12 @@ int run_generate(const std::vector<std::string>& argv) {
     std::cerr << describe(with_model_defaults(config, loaded.model->config(), loaded.tokenizer.get()));
   warn_sampling_flags_unused(config, args, std::cerr);
   gen_options.negative_prompt_ids = negative_prompt(args, config, loaded.tokenizer.get());
+  if (prompt_cache_path) {
+    if (config.num_beams > 1 || config.use_speculative || config.prompt_lookup_num_tokens)
+      fail("cli", "--prompt-cache works with greedy and sampled generation only (not beams or speculative decoding)");
+    gen_options.prompt_cache =
+        std::make_shared<const PromptCache>(load_prompt_cache(*prompt_cache_path, *loaded.model));
+  }
 
   std::vector<int> prompt_ids;
   if (input_ids) {

@@ -12,6 +12,7 @@
 
 #include <mlx/array.h>
 
+#include "mlxgp/cache_options.h"
 #include "mlxgp/generation_config.h"
 #include "mlxgp/logits_processor.h"
 #include "mlxgp/model.h"
@@ -20,8 +21,20 @@
 
 namespace mlxgp {
 
+struct PromptCache;  // prompt_cache.h
+
 struct GeneratorOptions {
   int prefill_chunk_size = 512;  // long prompts are prefilled in chunks of this many tokens
+  // With a rotating or quantized KV cache (max_kv_size / kv_bits) the prompt is prefilled as mlx-lm's
+  // generate_step does, whose results depend on the chunking: prompt[:-1] in chunks of this many
+  // tokens, then the last prompt token alone. 2048 is generate_step's prefill_step_size default.
+  int kv_prefill_step_size = 2048;
+  // A saved prefix (prompt_cache.h): prefill(ids) starts from a copy of its caches. The prompt must
+  // begin with its tokens (throws [prompt-cache] otherwise).
+  std::shared_ptr<const PromptCache> prompt_cache;
+  // Token counts (generated tokens of row 0) at which the Generator records MLX's peak and active
+  // memory (memory_trace(); the memory benchmark).
+  std::vector<int> memory_trace_at;
   // Needed for stop_strings (as transformers generate() needs tokenizer=); generate() fills it in.
   std::shared_ptr<const Tokenizer> tokenizer;
   // User logits processors (any LogitsProcessor subclass, e.g. make_callback_processor()), cloned into
@@ -42,6 +55,17 @@ struct GeneratorOptions {
 GenerationConfig with_model_defaults(GenerationConfig config, const ModelConfig& model_config,
                                      const Tokenizer* tokenizer);
 
+// The KV cache settings of a generation config (max_kv_size, kv_keep, kv_bits, kv_group_size,
+// quantized_kv_start), for make_caches() / maybe_quantize_kv_caches().
+CacheOptions cache_options_from(const GenerationConfig& config);
+
+// MLX memory at a given number of generated tokens (mx::get_peak_memory / get_active_memory).
+struct MemorySample {
+  int tokens = 0;
+  size_t peak_bytes = 0;
+  size_t active_bytes = 0;
+};
+
 // Decodes num_return_sequences rows at once (HF expands the prompt to B = N rows when sampling): the
 // prompt is prefilled once with one row and the KV caches are then tiled to N rows. A finished row keeps
 // being computed until every row is done (HF pads it); its tokens are simply no longer recorded.
@@ -52,7 +76,10 @@ class Generator {
   Generator(Model& model, GenerationConfig config, GeneratorOptions options = {});
 
   // Checks the prompt (ids inside the vocabulary, shorter than the context), prefills the KV cache
-  // in chunks and schedules the first token. Throws [generate] on bad input.
+  // in chunks and schedules the first token. Throws [generate] on bad input. The caches are the
+  // config's (cache_options_from: standard, rotating for max_kv_size, quantized for kv_bits, converted
+  // after each forward once quantized_kv_start is reached, as mlx-lm's generate_step does); with
+  // options.prompt_cache they start from a copy of the saved prefix.
   void prefill(const std::vector<int>& prompt_ids);
   // Continues from caches that already hold the first caches[0]->offset() tokens of `prompt_ids`
   // (multi-turn chat, saved prompt caches; one batch row): only the rest is prefilled, while processors
@@ -90,10 +117,14 @@ class Generator {
 
   double prefill_seconds() const { return prefill_seconds_; }  // prefill start -> first token known
   double decode_seconds() const { return decode_seconds_; }    // first token -> last token known
+  // options.memory_trace_at's samples, in order, for the counts reached so far.
+  const std::vector<MemorySample>& memory_trace() const { return memory_trace_; }
 
  private:
   mx::array next_token(const mx::array& logits);    // logits [B, V] -> tokens [B] (lazy)
   mx::array forward_token(const mx::array& tokens);  // tokens [B] -> next tokens [B] (lazy)
+  // A forward through the caches, then mlx-lm's maybe_quantize_kv_cache (kv_bits with quantized_kv_start).
+  mx::array forward(const mx::array& tokens, int last_n);
   void queue(const mx::array& tokens);                // async_eval of the tokens and requested outputs
   mx::array all_ids() const;
   std::optional<mx::array> row_outputs(const std::vector<mx::array>& steps, int row) const;
@@ -104,6 +135,8 @@ class Generator {
   LogitsProcessorList processors_;
   StoppingCriteria stop_;
   KVCacheList caches_;
+  CacheOptions cache_options_;
+  std::vector<MemorySample> memory_trace_;
   mx::array key_;
   int batch_ = 1;
   std::optional<mx::array> pending_;  // the next tokens [B], computing
@@ -155,6 +188,7 @@ struct GenerationStats {
   double prefill_tokens_per_s = 0;  // prompt tokens / time to the first token
   double decode_tokens_per_s = 0;   // tokens after each sequence's first / time after the first step
   size_t peak_memory_bytes = 0;     // mx::get_peak_memory() over the run
+  std::vector<MemorySample> memory_trace;  // GeneratorOptions::memory_trace_at's samples
   std::optional<SpeculativeStats> speculative;  // use_speculative / prompt_lookup_num_tokens only
 };
 

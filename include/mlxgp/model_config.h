@@ -39,6 +39,9 @@ struct ModelConfig {
   bool attention_bias = false;  // qwen2 forces q/k/v bias on
   bool mlp_bias = false;
   std::optional<int> sliding_window;
+  // Per layer: whether it attends within sliding_window (transformers' "sliding_attention" layers:
+  // every mistral layer, qwen2/qwen3 layers from layer_types or >= max_window_layers). Empty: none.
+  std::vector<bool> sliding_layers;
   std::string hidden_act = "silu";
   std::optional<int> bos_token_id;
   std::vector<int> eos_token_id;  // config.json allows an int or a list

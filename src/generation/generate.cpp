@@ -82,6 +82,7 @@ GenerationResult generate(Model& model, std::shared_ptr<const Tokenizer> tokeniz
   // Every sequence's first token comes with the prefill; the rest are decode.
   if (total > n && gen.decode_seconds() > 0) s.decode_tokens_per_s = (total - n) / gen.decode_seconds();
   s.peak_memory_bytes = mx::get_peak_memory();
+  s.memory_trace = gen.memory_trace();
   return result;
 }
 

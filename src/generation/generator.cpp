@@ -9,6 +9,8 @@
 #include <mlx/mlx.h>
 
 #include "mlxgp/error.h"
+#include "mlxgp/prompt_cache.h"
+#include "mlxgp/quantized_kv_cache.h"
 
 namespace mlxgp {
 
@@ -40,13 +42,28 @@ GenerationConfig with_model_defaults(GenerationConfig config, const ModelConfig&
   return config;
 }
 
+CacheOptions cache_options_from(const GenerationConfig& config) {
+  CacheOptions o;
+  o.max_kv_size = config.max_kv_size;
+  o.kv_keep = config.kv_keep;
+  o.kv_bits = config.kv_bits;
+  o.kv_group_size = config.kv_group_size;
+  o.quantized_kv_start = config.quantized_kv_start;
+  return o;
+}
+
 Generator::Generator(Model& model, GenerationConfig config, GeneratorOptions options)
     : model_(model),
       config_(std::move(config)),
       options_(std::move(options)),
       key_(mx::random::key(config_.seed ? *config_.seed : fresh_seed())) {
   validate(config_);
+  cache_options_ = cache_options_from(config_);
+  validate(cache_options_);  // throws [cache]
   if (options_.prefill_chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
+  if (options_.kv_prefill_step_size < 1) fail("generate", "kv_prefill_step_size must be >= 1");
+  if (options_.prompt_cache && cache_options_.max_kv_size)
+    fail("generate", "a prompt cache cannot be combined with max_kv_size (it holds a standard cache)");
   if (auto& neg = options_.negative_prompt_ids) {
     if (neg->empty()) fail("generate", "the negative prompt is empty");
     for (int id : *neg)
@@ -107,8 +124,15 @@ mx::array Generator::next_token(const mx::array& logits) {
   return token;
 }
 
+mx::array Generator::forward(const mx::array& tokens, int last_n) {
+  auto logits = model_.forward_last(tokens, caches_, last_n);
+  // mlx-lm generate_step quantizes after each model call; the logits above already read the caches.
+  maybe_quantize_kv_caches(caches_, cache_options_);
+  return logits;
+}
+
 mx::array Generator::forward_token(const mx::array& tokens) {
-  auto logits = model_.forward(mx::reshape(tokens, {batch_, 1}), caches_);
+  auto logits = forward(mx::reshape(tokens, {batch_, 1}), 1);
   return next_token(mx::reshape(logits, {batch_, logits.shape(-1)}));
 }
 
@@ -121,7 +145,11 @@ void Generator::queue(const mx::array& tokens) {
   mx::async_eval(std::move(outs));
 }
 
-void Generator::prefill(const std::vector<int>& prompt_ids) { prefill(prompt_ids, {}); }
+void Generator::prefill(const std::vector<int>& prompt_ids) {
+  if (!options_.prompt_cache) return prefill(prompt_ids, {});
+  check_prompt_prefix(*options_.prompt_cache, prompt_ids);  // throws [prompt-cache]
+  prefill(prompt_ids, clone_caches(*options_.prompt_cache));
+}
 
 void Generator::prefill(const std::vector<int>& prompt_ids, KVCacheList caches) {
   if (started_) fail("generate", "prefill() was already called on this generator");
@@ -155,7 +183,7 @@ void Generator::prefill(const std::vector<int>& prompt_ids, KVCacheList caches) 
   prompt_ = prompt_ids;
   int pos = 0;  // prompt tokens already in the caches
   if (caches.empty()) {
-    caches_ = model_.make_caches();
+    caches_ = make_caches(model_, cache_options_);
   } else {
     if (caches.size() != model_.make_caches().size())
       fail("generate", "the KV caches have " + std::to_string(caches.size()) + " layers, the model has " +
@@ -170,6 +198,10 @@ void Generator::prefill(const std::vector<int>& prompt_ids, KVCacheList caches) 
       pos = n - 1;
     }
     caches_ = std::move(caches);
+    // kv_bits without quantized_kv_start quantizes from the first position: convert given standard
+    // caches (a saved prompt cache) now, as make_caches() would have made them quantized.
+    if (cache_options_.kv_bits && !cache_options_.quantized_kv_start)
+      maybe_quantize_kv_caches(caches_, 0, cache_options_.kv_group_size, *cache_options_.kv_bits);
   }
   started_ = true;
   active_ = batch_;
@@ -179,16 +211,31 @@ void Generator::prefill(const std::vector<int>& prompt_ids, KVCacheList caches) 
   if (processors_.needs_ids()) history_.push_back(rows);
   if (stop_.needs_ids()) ids_.assign(batch_, prompt_ids);
 
+  std::optional<mx::array> logits;
+  if (cache_options_.max_kv_size || cache_options_.kv_bits) {
+    // mlx-lm generate_step's prefill: prompt[:-1] in chunks of prefill_step_size (each evaluated, with
+    // maybe_quantize_kv_cache after it), then the last prompt token alone. A rotating cache's contents
+    // (and a quantized cache's rounding) depend on these call boundaries, so they are reproduced.
+    const int step = options_.kv_prefill_step_size;
+    while (n - pos > 1) {
+      const int len = std::min(step, n - pos - 1);
+      // Evaluating the chunk's (one-row) logits writes its keys/values into the caches, as mlx-lm's
+      // mx.eval of the cache state does, so a long prompt never builds one huge graph.
+      mx::eval(forward(mx::slice(ids, {0, pos}, {1, pos + len}), 1));
+      pos += len;
+    }
+    logits = forward(mx::slice(ids, {0, pos}, {1, n}), 1);
+    pos = n;
+  }
   // Chunked prefill of the one prompt row: earlier chunks only fill the caches (their logits are never
   // evaluated, so the lazy graph skips their lm_head); the last chunk's final position gives the first
   // token.
   const int chunk = options_.prefill_chunk_size;
-  std::optional<mx::array> logits;
   while (pos < n) {
     int len = std::min(chunk, n - pos);
     auto part = mx::slice(ids, {0, pos}, {1, pos + len});
     // Only the last position's logits are needed: skip the lm_head over the rest of the prompt.
-    logits = model_.forward_last(part, caches_, 1);
+    logits = forward(part, 1);
     pos += len;
   }
   const int vocab = logits->shape(2);
@@ -228,6 +275,8 @@ const std::vector<int>& Generator::step_batch() {
     decode_seconds_ = std::chrono::duration<double>(now - first_token_).count();
   }
   steps_ = produced;
+  for (int at : options_.memory_trace_at)
+    if (at == produced) memory_trace_.push_back({produced, mx::get_peak_memory(), mx::get_active_memory()});
   const double elapsed = stop_.max_time ? seconds_since(start_) : 0.0;
   for (int r = 0; r < batch_; ++r) {
     if (finish_[r] != FinishReason::None) {

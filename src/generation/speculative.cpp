@@ -1,14 +1,426 @@
-// Placeholder until the speculative decoding helper lands (owned by the speculative work).
+// Speculative decoding (draft model or self-speculation) and prompt-lookup decoding. Each round drafts
+// k candidates, verifies them with ONE target forward over [last token, candidates] (k + 1 positions),
+// keeps the accepted prefix plus one target token, and trims both models' KV caches back to it. Every
+// device computation of a round (draft chain, verification, acceptance) is one lazy graph evaluated with
+// one host sync.
 #include "mlxgp/speculative.h"
 
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+#include <mlx/memory.h>
+#include <mlx/mlx.h>
+
+#include "generation/speculative/acceptance.h"
+#include "generation/speculative/draft_model.h"
+#include "generation/speculative/processor_track.h"
+#include "generation/speculative/prompt_lookup.h"
+#include "mlxgp/cache_options.h"
 #include "mlxgp/error.h"
 
 namespace mlxgp {
 
-GenerationResult speculative_generate(Model&, std::shared_ptr<const Tokenizer>, const std::vector<int>&,
-                                      const GenerationConfig&, const TokenCallback&, GeneratorOptions,
-                                      std::shared_ptr<Model>) {
-  fail("generate", "speculative and prompt-lookup decoding are not implemented yet");
+namespace {
+
+using speculative::ProcessorTrack;
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+mx::array ids_array(const std::vector<int>& ids) {
+  return mx::array(ids.data(), {1, static_cast<int>(ids.size())}, mx::int32);
+}
+
+// Rows [from, to) of a [n, V] array.
+mx::array rows(const mx::array& a, int from, int to) { return mx::slice(a, {from, 0}, {to, a.shape(-1)}); }
+
+// Feeds `tokens` [1, T] in chunks and returns the last position's logits [1, V] (lazy).
+mx::array prefill(Model& model, KVCacheList& caches, const mx::array& tokens, int chunk, const CacheOptions& co) {
+  const int n = tokens.shape(1);
+  std::optional<mx::array> logits;
+  for (int pos = 0; pos < n; pos += chunk) {
+    const int len = std::min(chunk, n - pos);
+    logits = model.forward_last(mx::slice(tokens, {0, pos}, {1, pos + len}), caches, 1);
+    maybe_quantize_kv_caches(caches, co);
+    if (pos + len < n) mx::eval(*logits);  // keep the graph of a long prompt bounded
+  }
+  return mx::reshape(*logits, {1, logits->shape(-1)});
+}
+
+void rollback(KVCacheList& caches, int n, const char* which) {
+  if (n <= 0) return;
+  for (auto& c : caches)
+    if (!c->is_trimmable() || c->trim(n) != n)
+      fail("generate", std::string("speculative decoding: the ") + which +
+                           " KV cache cannot roll back rejected candidates (a rotating cache that has wrapped)");
+}
+
+// One speculative / prompt-lookup generation.
+class SpeculativeRun {
+ public:
+  SpeculativeRun(Model& target, std::shared_ptr<Model> draft, const GenerationConfig& config,
+                 const GeneratorOptions& options)
+      : target_(target),
+        draft_(std::move(draft)),
+        config_(config),
+        cache_opts_(cache_options_from(config)),
+        target_track_(build_logits_processors(config, context(options))),
+        draft_track_(draft_ ? build_logits_processors(config, context(options)) : LogitsProcessorList()),
+        key_(mx::random::key(config.seed ? *config.seed : std::random_device{}())),
+        chunk_(options.prefill_chunk_size) {
+    if (config_.eos_token_id) stop_.eos = *config_.eos_token_id;
+    stop_.max_time = config_.max_time;
+    if (config_.stop_strings) {
+      if (!options.tokenizer) fail("generate", "stop_strings need the model's tokenizer");
+      stop_.stop_strings.emplace(*config_.stop_strings, options.tokenizer);
+    }
+    stop_.callback = options.stop_callback;
+    lookup_ = config_.prompt_lookup_num_tokens.has_value();
+    k_ = lookup_ ? *config_.prompt_lookup_num_tokens : config_.num_draft_tokens;
+    // transformers: rejection sampling needs the draft's probabilities; exact-match (mlx-lm) and prompt
+    // lookup (no draft distribution) compare tokens.
+    rejection_ = config_.do_sample && draft_ && !config_.speculative_exact_match;
+  }
+
+  void run(const std::vector<int>& prompt, const std::function<void(int)>& emit) {
+    const auto& mc = target_.config();
+    if (prompt.empty()) fail("generate", "the prompt is empty");
+    for (int id : prompt)
+      if (id < 0 || id >= mc.vocab_size)
+        fail("generate", "token id " + std::to_string(id) + " is outside the vocabulary (size " +
+                             std::to_string(mc.vocab_size) + ")");
+    const int n = static_cast<int>(prompt.size());
+    const int context = mc.max_position_embeddings;
+    if (context > 0 && n >= context)
+      fail("generate", "prompt has " + std::to_string(n) + " tokens, longer than the model's context (" +
+                           std::to_string(context) + ")");
+    int budget = 0;
+    if (config_.max_new_tokens) {
+      budget = *config_.max_new_tokens;
+    } else {
+      if (n >= config_.max_length)
+        fail("generate", "prompt has " + std::to_string(n) + " tokens but max_length is " +
+                             std::to_string(config_.max_length) + "; raise max_length or set max_new_tokens");
+      budget = config_.max_length - n;
+    }
+    if (context > 0) budget = std::min(budget, context - n);
+    stop_.budget = budget;
+    // A rotating cache can only roll back until it wraps (mlx-lm's is_trimmable); refuse up front
+    // rather than fail halfway.
+    if (cache_opts_.max_kv_size && n + budget + k_ > *cache_opts_.max_kv_size)
+      fail("generate", "speculative decoding needs KV caches that can roll back: a rotating cache (max_kv_size " +
+                           std::to_string(*cache_opts_.max_kv_size) + ") cannot once it wraps, and this run may need " +
+                           std::to_string(n + budget + k_) + " positions (prompt + budget + candidates)");
+
+    start_ = std::chrono::steady_clock::now();
+    target_.hooks().set_prompt_length(n);
+    ids_ = prompt;
+    auto prompt_ids = ids_array(prompt);
+    target_track_.on_prompt(prompt_ids);
+    caches_ = make_caches(target_, cache_opts_);
+    // As mlx-lm's speculative_generate_step and transformers' assisted decoding: the prompt less its last
+    // token fills the caches, and the first round already drafts from the full prompt (the last prompt
+    // token leads the first verification forward).
+    if (n > 1) {
+      auto head = mx::slice(prompt_ids, {0, 0}, {1, n - 1});
+      prefill(target_, caches_, head, chunk_, cache_opts_);
+      if (draft_) {
+        draft_caches_ = make_caches(*draft_, cache_opts_);
+        prefill(*draft_, draft_caches_, head, chunk_, cache_opts_);
+      }
+    } else if (draft_) {
+      draft_caches_ = make_caches(*draft_, cache_opts_);
+    }
+    if (draft_) draft_track_.on_prompt(prompt_ids);
+    draft_tail_ = {prompt.back()};
+
+    // mlx-lm drafts min(num_draft_tokens, tokens left): near the budget the last candidates can all be
+    // accepted without the bonus token (the output does not change; the acceptance figures then match).
+    while (true) {
+      const int remaining = budget - static_cast<int>(generated_.size());
+      if (round(remaining, emit)) break;
+    }
+  }
+
+  const std::vector<int>& generated() const { return generated_; }
+  FinishReason finish_reason() const { return finish_; }
+  const SpeculativeStats& stats() const { return stats_; }
+  double prefill_seconds() const { return prefill_seconds_; }
+  double decode_seconds() const { return decode_seconds_; }
+  int first_round_tokens() const { return first_round_tokens_; }
+  std::optional<mx::array> scores() const { return stacked(step_scores_); }
+  std::optional<mx::array> logits() const { return stacked(step_logits_); }
+  std::vector<float> logprobs() const {
+    auto a = stacked(step_logprobs_);
+    if (!a) return {};
+    auto f = mx::contiguous(mx::astype(*a, mx::float32));
+    mx::eval(f);
+    return {f.data<float>(), f.data<float>() + f.size()};
+  }
+
+ private:
+  static ProcessorContext context(const GeneratorOptions& o) {
+    ProcessorContext c;
+    c.prefix_allowed_tokens_fn = o.prefix_allowed_tokens_fn;
+    c.logits_processors = o.logits_processors;
+    return c;
+  }
+
+  mx::array next_key() {
+    auto [next, sub] = mx::random::split(key_);
+    key_ = next;
+    return sub;
+  }
+
+  // One token [1] from processed scores [1, V]: argmax (first maximum, like torch.argmax) or a draw.
+  mx::array choose(const mx::array& scores) {
+    auto t = config_.do_sample ? mx::random::categorical(scores, -1, next_key()) : mx::argmax(scores, -1);
+    return mx::astype(mx::reshape(t, {1}), mx::int32);
+  }
+
+  // Keeps what output_scores / output_logits / output_logprobs ask for, for one produced token.
+  void record(const mx::array& raw, const mx::array& scores, const mx::array& token) {
+    if (config_.output_logits) step_logits_.push_back(raw);
+    if (config_.output_scores) step_scores_.push_back(scores);
+    if (config_.output_logprobs) {
+      auto chosen = mx::take_along_axis(scores, mx::reshape(token, {1, 1}), -1);
+      step_logprobs_.push_back(mx::reshape(mx::subtract(chosen, mx::logsumexp(scores, -1, true)), {1}));
+    }
+  }
+
+  std::optional<mx::array> stacked(const std::vector<mx::array>& steps) const {
+    if (steps.empty() || generated_.empty()) return std::nullopt;
+    std::vector<mx::array> parts(steps.begin(), steps.begin() + std::min(steps.size(), generated_.size()));
+    return mx::contiguous(mx::concatenate(parts, 0));
+  }
+
+  // Appends a produced token and checks the stopping criteria; true when generation ends here.
+  bool produce(int token, const std::function<void(int)>& emit) {
+    ids_.push_back(token);
+    generated_.push_back(token);
+    const int produced = static_cast<int>(generated_.size());
+    if (stats_.target_forwards <= 1) {  // the first round: its tokens count as the prefill's
+      first_token_ = std::chrono::steady_clock::now();
+      prefill_seconds_ = seconds_since(start_);
+      first_round_tokens_ = produced;
+    } else {
+      decode_seconds_ = seconds_since(first_token_);
+    }
+    finish_ = stop_.check(ids_, produced, stop_.max_time ? seconds_since(start_) : 0.0);
+    emit(token);
+    return finish_ != FinishReason::None;
+  }
+
+  // The ids [1, T + i]: everything produced so far, then the first i candidates.
+  mx::array ids_with(const std::vector<mx::array>& candidates, int i) const {
+    auto base = ids_array(ids_);
+    if (i == 0) return base;
+    std::vector<mx::array> parts = {base};
+    for (int j = 0; j < i; ++j) parts.push_back(mx::reshape(candidates[j], {1, 1}));
+    return mx::concatenate(parts, 1);
+  }
+
+  // Draft candidates: k_eff single-token draft forwards chained lazily; returns them and their
+  // processed draft scores.
+  std::pair<std::vector<mx::array>, std::vector<mx::array>> draft_candidates(int k_eff) {
+    std::vector<mx::array> cands, scores;
+    draft_track_.begin();
+    if (k_eff == 0) return {cands, scores};
+    mx::array input = ids_array(draft_tail_);
+    for (int i = 0; i < k_eff; ++i) {
+      auto logits = draft_->forward_last(input, draft_caches_, 1);
+      maybe_quantize_kv_caches(draft_caches_, cache_opts_);
+      logits = mx::reshape(logits, {1, logits.shape(-1)});
+      auto s = draft_track_.apply(logits, draft_track_.needs_ids() ? ids_with(cands, i) : mx::array(0));
+      auto c = choose(s);
+      draft_track_.push(c);
+      cands.push_back(c);
+      scores.push_back(s);
+      input = mx::reshape(c, {1, 1});
+    }
+    return {cands, scores};
+  }
+
+  // One round: draft up to k_max candidates, verify, emit. True when generation ends.
+  bool round(int k_max, const std::function<void(int)>& emit) {
+    std::vector<mx::array> cands, draft_scores;
+    std::vector<int> lookup;
+    if (lookup_) {
+      lookup = speculative::prompt_lookup_candidates(ids_, config_.max_matching_ngram_size.value_or(2), k_,
+                                                     stop_.eos);
+      if (static_cast<int>(lookup.size()) > k_max) lookup.resize(k_max);
+      for (int t : lookup) cands.push_back(mx::array(&t, {1}, mx::int32));
+    } else {
+      std::tie(cands, draft_scores) = draft_candidates(std::min(k_, k_max));
+    }
+    const int k = static_cast<int>(cands.size());
+
+    // Verification: [last produced token, candidates] through the target, logits at all k + 1 positions.
+    std::vector<mx::array> inputs = {mx::array(&ids_.back(), {1}, mx::int32)};
+    inputs.insert(inputs.end(), cands.begin(), cands.end());
+    auto seq = mx::reshape(mx::concatenate(inputs, 0), {1, k + 1});
+    auto raw = target_.forward_last(seq, caches_, k + 1);
+    maybe_quantize_kv_caches(caches_, cache_opts_);
+    raw = mx::reshape(raw, {k + 1, raw.shape(-1)});
+    if (raw.dtype() != mx::float32) raw = mx::astype(raw, mx::float32);
+    target_track_.begin();
+    mx::array scores = raw;
+    if (!target_track_.empty()) {
+      std::vector<mx::array> rows_out;
+      for (int i = 0; i <= k; ++i) {
+        rows_out.push_back(target_track_.apply(rows(raw, i, i + 1), target_track_.needs_ids() ? ids_with(cands, i)
+                                                                                              : mx::array(0)));
+        if (i < k) target_track_.push(cands[i]);
+      }
+      scores = mx::concatenate(rows_out, 0);
+    }
+    mx::array cand_arr = k ? mx::concatenate(cands, 0) : mx::zeros({0}, mx::int32);
+    speculative::Verdict verdict = rejection_
+                                       ? speculative::rejection_sample(cand_arr, scores,
+                                                                       k ? mx::concatenate(draft_scores, 0) : scores,
+                                                                       next_key())
+                                       : speculative::match_candidates(cand_arr, target_choices(scores));
+    mx::eval({cand_arr, verdict.accepted, verdict.tokens});  // the round's one host sync
+    const int accepted = verdict.accepted.item<int32_t>();
+    const int32_t* toks = verdict.tokens.data<int32_t>();
+    const int32_t* cs = k ? cand_arr.data<int32_t>() : nullptr;
+    const int final_token = toks[accepted];
+
+    ++stats_.target_forwards;
+    stats_.drafted_tokens += k;
+    stats_.accepted_tokens += accepted;
+
+    // Emit the accepted candidates and the target's token, stopping exactly where plain decoding would.
+    for (int i = 0; i <= accepted; ++i) {
+      const int token = i < accepted ? cs[i] : final_token;
+      if (config_.output_scores || config_.output_logits || config_.output_logprobs)
+        record(rows(raw, i, i + 1), rows(scores, i, i + 1), mx::array(&token, {1}, mx::int32));
+      ++stats_.emitted_tokens;
+      if (produce(token, emit)) return true;
+    }
+
+    // Roll back: the target cache holds [.., last, c_0 .. c_{k-1}] and keeps c_0 .. c_{accepted-1}.
+    rollback(caches_, k - accepted, "target");
+    auto final_arr = mx::array(&final_token, {1}, mx::int32);
+    target_track_.commit(accepted, final_arr);
+    if (draft_) {
+      // The draft fed its tail and c_0 .. c_{k-2}. Keep the accepted ones; an accepted c_{k-1} was never
+      // fed, so it leads the next tail (mlx-lm's _rewind_cache / draft_y).
+      const int fed = k > 0 ? k - 1 : 0;
+      if (k > 0) {
+        rollback(draft_caches_, std::max(fed - accepted, 0), "draft");
+        if (accepted == k)
+          draft_tail_ = {cs[k - 1], final_token};
+        else
+          draft_tail_ = {final_token};
+      } else {
+        draft_tail_.push_back(final_token);  // nothing drafted this round: the draft catches up later
+      }
+      draft_track_.commit(accepted, final_arr);
+    }
+    return false;
+  }
+
+  // The target's token at each position [k + 1]: argmax, or one draw per position when sampling.
+  mx::array target_choices(const mx::array& scores) {
+    if (!config_.do_sample) return mx::astype(mx::argmax(scores, -1), mx::int32);
+    return mx::astype(mx::random::categorical(scores, -1, next_key()), mx::int32);
+  }
+
+  Model& target_;
+  std::shared_ptr<Model> draft_;
+  GenerationConfig config_;
+  CacheOptions cache_opts_;
+  ProcessorTrack target_track_, draft_track_;
+  StoppingCriteria stop_;
+  mx::array key_;
+  int chunk_;
+  bool lookup_ = false, rejection_ = false;
+  int k_ = 0;
+  KVCacheList caches_, draft_caches_;
+  std::vector<int> draft_tail_;  // produced tokens the draft has not fed yet
+  std::vector<int> ids_;         // prompt + produced
+  std::vector<int> generated_;
+  FinishReason finish_ = FinishReason::None;
+  SpeculativeStats stats_;
+  std::vector<mx::array> step_logits_, step_scores_, step_logprobs_;
+  std::chrono::steady_clock::time_point start_, first_token_;
+  double prefill_seconds_ = 0, decode_seconds_ = 0;
+  int first_round_tokens_ = 0;
+};
+
+std::vector<float> chosen(const mx::array& steps, const std::vector<int>& tokens) {
+  mx::array idx(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32);
+  auto f = mx::contiguous(mx::astype(mx::take_along_axis(steps, idx, 1), mx::float32));
+  mx::eval(f);
+  return {f.data<float>(), f.data<float>() + f.size()};
+}
+
+}  // namespace
+
+GenerationResult speculative_generate(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
+                                      const std::vector<int>& prompt_ids, const GenerationConfig& config_in,
+                                      const TokenCallback& callback, GeneratorOptions options,
+                                      std::shared_ptr<Model> draft) {
+  GenerationConfig config = with_model_defaults(config_in, model.config(), tokenizer.get());
+  validate(config);
+  if (!config.use_speculative && !config.prompt_lookup_num_tokens)
+    fail("config", "speculative_generate needs use_speculative or prompt_lookup_num_tokens");
+  if (options.prefill_chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
+  // Classifier-free guidance runs its own unconditional forward of the target inside the processor; it
+  // would have to be rolled back and run for the draft too. Refused rather than approximated.
+  if ((config.guidance_scale && *config.guidance_scale != 1.0) || options.negative_prompt_ids)
+    fail("config", "guidance_scale / negative prompts cannot be combined with speculative or prompt-lookup decoding");
+  if (!options.tokenizer) options.tokenizer = tokenizer;
+  if (config.use_speculative && !draft) {
+    draft = config.draft_layers ? speculative::make_self_draft(model, *config.draft_layers)
+                                : speculative::load_draft(*config.draft_model, model);
+  }
+  if (draft) speculative::check_draft_vocab(*draft, model);
+  if (!config.use_speculative) draft.reset();  // prompt lookup has no draft model
+
+  mx::reset_peak_memory();
+  SpeculativeRun run(model, draft, config, options);
+  std::optional<StreamingDetokenizer> detok;
+  if (tokenizer) detok.emplace(tokenizer);
+  std::string text;
+  run.run(prompt_ids, [&](int token) {
+    const bool finished = run.finish_reason() != FinishReason::None;
+    std::string piece;
+    // As generate(): a terminating special EOS token stays in token_ids but is not shown as text.
+    const bool hidden = tokenizer && run.finish_reason() == FinishReason::Eos && tokenizer->is_special(token);
+    if (detok && !hidden) piece = detok->push(token);
+    if (detok && finished) piece += detok->flush();
+    text += piece;
+    if (callback) callback(token, piece);
+  });
+
+  GenerationResult result;
+  result.prompt_token_ids = prompt_ids;
+  GeneratedSequence seq;
+  seq.token_ids = run.generated();
+  seq.text = std::move(text);
+  seq.finish_reason = run.finish_reason();
+  seq.scores = run.scores();
+  seq.logits = run.logits();
+  if (seq.scores) seq.token_scores = chosen(*seq.scores, seq.token_ids);
+  if (seq.logits) seq.token_logits = chosen(*seq.logits, seq.token_ids);
+  seq.logprobs = run.logprobs();
+  const int total = static_cast<int>(seq.token_ids.size());
+  result.sequences.push_back(std::move(seq));
+  auto& s = result.stats;
+  s.prompt_tokens = static_cast<int>(prompt_ids.size());
+  s.generated_tokens = total;
+  if (run.prefill_seconds() > 0) s.prefill_tokens_per_s = s.prompt_tokens / run.prefill_seconds();
+  // The first round's tokens arrive with the prompt's last position (time to first token); decode speed
+  // counts the tokens of the later rounds over their time.
+  const int decoded = total - run.first_round_tokens();
+  if (decoded > 0 && run.decode_seconds() > 0) s.decode_tokens_per_s = decoded / run.decode_seconds();
+  s.peak_memory_bytes = mx::get_peak_memory();
+  s.speculative = run.stats();
+  return result;
 }
 
 }  // namespace mlxgp

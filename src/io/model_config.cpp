@@ -104,8 +104,28 @@ ModelConfig parse_model_config(const std::string& json_text) {
   c.attention_bias = get_bool(j, "attention_bias", c.attention_bias);
   c.mlp_bias = get_bool(j, "mlp_bias", c.mlp_bias);
   c.sliding_window = get_opt_int(j, "sliding_window");
-  // qwen2/qwen3 carry a sliding_window that only applies when use_sliding_window is true.
-  if (!get_bool(j, "use_sliding_window", true)) c.sliding_window.reset();
+  // qwen2/qwen3 carry a sliding_window that only applies when use_sliding_window is true (transformers
+  // Qwen2Config defaults it to false); mistral has no such switch.
+  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
+  if (!get_bool(j, "use_sliding_window", !qwen)) c.sliding_window.reset();
+  if (c.sliding_window && *c.sliding_window < 1) fail("config", "sliding_window must be at least 1");
+  // Which layers slide, as transformers 5 decides: MistralConfig ignores layer_types (all layers use
+  // config.sliding_window); Qwen2Config/Qwen3Config take layer_types, else layers >= max_window_layers.
+  if (c.sliding_window && c.model_type == "mistral") {
+    c.sliding_layers.assign(c.num_hidden_layers, true);
+  } else if (c.sliding_window && qwen) {
+    if (auto it = j.find("layer_types"); it != j.end() && !it->is_null()) {
+      if (!it->is_array() || static_cast<int>(it->size()) != c.num_hidden_layers)
+        fail("config", "layer_types must list one entry per layer");
+      for (auto& e : *it) {
+        if (!e.is_string()) fail("config", "layer_types entries must be strings");
+        c.sliding_layers.push_back(e.get<std::string>() == "sliding_attention");
+      }
+    } else {
+      const int first = get_int(j, "max_window_layers", 28);
+      for (int i = 0; i < c.num_hidden_layers; ++i) c.sliding_layers.push_back(i >= first);
+    }
+  }
   if (auto it = j.find("hidden_act"); it != j.end() && it->is_string()) c.hidden_act = *it;
   c.bos_token_id = get_opt_int(j, "bos_token_id");
   c.pad_token_id = get_opt_int(j, "pad_token_id");

@@ -1,8 +1,26 @@
 #include "models/decoder.h"
 
+#include <algorithm>
+
 #include "mlxgp/error.h"
+#include "mlxgp/rotating_kv_cache.h"
 
 namespace mlxgp {
+
+namespace {
+
+// transformers' sliding_window_causal_mask_function: the query at absolute position p sees the keys
+// at positions (p - window, p]. Keys are the `offset` cached positions then the `n` new ones, in
+// temporal order (standard and quantized caches). Returns `causal` itself while no key falls out.
+AttentionMask sliding_window_mask(int offset, int n, int window, const AttentionMask& causal) {
+  if (offset + n <= window) return causal;
+  auto q = mx::reshape(mx::arange(offset, offset + n, mx::int32), {n, 1});
+  auto k = mx::reshape(mx::arange(offset + n, mx::int32), {1, offset + n});
+  auto mask = mx::logical_and(mx::less_equal(k, q), mx::greater(k, mx::subtract(q, mx::array(window, mx::int32))));
+  return {AttentionMask::Kind::Array, mask};
+}
+
+}  // namespace
 
 DecoderModel::DecoderModel(const ModelConfig& c, WeightMap weights, const DecoderOptions& options)
     : config_(c), options_(options) {
@@ -107,16 +125,23 @@ mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& 
   const int T = h.shape(1);
   if (T == 0 || h.ndim() != 3 || h.shape(2) != config_.hidden_size)
     fail("hooks", "an embeddings hook must return [batch, length >= 1, hidden_size]");
-  const int span = offset + T;
-  if (options_.enforce_sliding_window && config_.sliding_window && span > *config_.sliding_window)
-    fail("model", "sequence length " + std::to_string(span) + " exceeds sliding_window " +
-                      std::to_string(*config_.sliding_window) + " (sliding-window attention is not supported)");
   // One mask for every layer, from the first layer's cache before it is updated (mlx-lm's models
   // ask cache[0].make_mask once per forward); the standard cache's mask costs no array op.
   const AttentionMask mask = caches[0]->make_mask(T);
+  // Sliding-window layers (config.sliding_layers) get one shared windowed mask.
+  std::optional<AttentionMask> sliding;
+  const auto& slides = config_.sliding_layers;
+  if (config_.sliding_window && std::find(slides.begin(), slides.end(), true) != slides.end()) {
+    const int window = *config_.sliding_window;
+    if (offset + T > window && dynamic_cast<const RotatingKVCache*>(caches[0].get()))
+      fail("model", "sliding-window attention (sliding_window " + std::to_string(window) +
+                        ") with a rotating KV cache (max_kv_size) is not supported past the window");
+    sliding = sliding_window_mask(offset, T, window, mask);
+  }
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const auto& b = blocks_[i];
-    h = mx::add(h, b.attention(b.input_norm(h), *caches[i], &mask));
+    const AttentionMask* m = sliding && i < slides.size() && slides[i] ? &*sliding : &mask;
+    h = mx::add(h, b.attention(b.input_norm(h), *caches[i], m));
     h = mx::add(h, b.mlp(b.post_attention_norm(h)));
     const int layer = static_cast<int>(i);
     if (hooked && hooks.wants(HookPoint::Residual, layer))

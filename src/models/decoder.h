@@ -11,8 +11,6 @@ namespace mlxgp {
 
 struct DecoderOptions {
   layers::AttentionOptions attention;
-  // Mistral: attention spans beyond config.sliding_window are not implemented, so refuse them.
-  bool enforce_sliding_window = false;
 };
 
 class DecoderModel : public Model {

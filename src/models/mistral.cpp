@@ -1,13 +1,12 @@
-// Mistral: the llama stack; sliding-window spans beyond the window are refused.
+// Mistral: the llama stack; every layer attends within config.sliding_window when it is set
+// (config.sliding_layers, applied by DecoderModel).
 #include "models/decoder.h"
 
 namespace mlxgp {
 
 void register_mistral() {
   register_model_type("mistral", [](const ModelConfig& c, WeightMap w) -> std::unique_ptr<Model> {
-    DecoderOptions o;
-    o.enforce_sliding_window = true;
-    return std::make_unique<DecoderModel>(c, std::move(w), o);
+    return std::make_unique<DecoderModel>(c, std::move(w), DecoderOptions{});
   });
 }
 

@@ -157,13 +157,34 @@ TEST(Forward, QuantizedLinearsMatchTheirDequantizedWeights) {
             std::string::npos);
 }
 
-TEST(Forward, MistralRefusesSpansBeyondSlidingWindow) {
-  auto model = create_model(parse_model_config(tiny_config_json("mistral", R"(, "sliding_window": 8)")), tiny_weights());
-  auto caches = model->make_caches();
-  std::vector<int> ids(9, 4);
-  model->forward(ids_array(ids, 0, 8), caches);
-  EXPECT_EQ(error_of([&] { model->forward(ids_array(ids, 8, 9), caches); }),
-            "[model] sequence length 9 exceeds sliding_window 8 (sliding-window attention is not supported)");
+TEST(Forward, SlidingWindowPrefillEqualsCachedDecode) {
+  // transformers' sliding-window mask: the 12-token prefill and a decode through the cache (whose
+  // single queries see more than the window of keys) must agree, and differ from full attention.
+  auto slide = create_model(parse_model_config(tiny_config_json("mistral", R"(, "sliding_window": 4)")), tiny_weights(5));
+  auto full = create_model(parse_model_config(tiny_config_json("mistral")), tiny_weights(5));
+  std::vector<int> ids = {9, 8, 7, 6, 5, 4, 3, 2, 11, 12, 13, 14};
+  auto c1 = slide->make_caches(), c2 = slide->make_caches(), c3 = full->make_caches();
+  auto all = slide->forward(ids_array(ids, 0, 12), c1);
+  std::vector<mx::array> steps = {slide->forward(ids_array(ids, 0, 6), c2)};
+  for (int i = 6; i < 12; ++i) steps.push_back(slide->forward(ids_array(ids, i, i + 1), c2));
+  EXPECT_LT(max_abs_diff(all, mx::concatenate(steps, 1)), 1e-4f);
+  auto ref = full->forward(ids_array(ids, 0, 12), c3);
+  auto head = [](const mx::array& a, int n) { return mx::slice(a, {0, 0, 0}, {1, n, a.shape(2)}); };
+  EXPECT_LT(max_abs_diff(head(all, 4), head(ref, 4)), 1e-5f);  // inside the window: plain causal
+  EXPECT_GT(max_abs_diff(all, ref), 1e-3f);
+}
+
+TEST(Config, SlidingLayers) {
+  auto m = parse_model_config(tiny_config_json("mistral", R"(, "sliding_window": 8)"));
+  EXPECT_EQ(m.sliding_layers, std::vector<bool>(m.num_hidden_layers, true));
+  // Qwen2Config: use_sliding_window defaults to false; layers >= max_window_layers slide.
+  EXPECT_TRUE(parse_model_config(tiny_config_json("qwen2", R"(, "sliding_window": 8)")).sliding_layers.empty());
+  auto q = parse_model_config(
+      tiny_config_json("qwen2", R"(, "sliding_window": 8, "use_sliding_window": true, "max_window_layers": 1)"));
+  ASSERT_EQ(q.sliding_layers.size(), static_cast<size_t>(q.num_hidden_layers));
+  EXPECT_FALSE(q.sliding_layers[0]);
+  EXPECT_TRUE(q.sliding_layers.back());
+  EXPECT_TRUE(parse_model_config(tiny_config_json("llama", R"(, "sliding_window": 8)")).sliding_layers.empty());
 }
 
 TEST(Forward, ForwardLastEqualsTheTailOfForward) {

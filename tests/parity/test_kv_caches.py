@@ -248,3 +248,88 @@ def test_quantized_head_dim_error(run_mlxgp, tmp_path):
                      "--kv-bits", "4", "--kv-group-size", "32", check=False, timeout=120)
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert proc.stderr.strip() == "[cache] head_dim 16 is not a multiple of kv group size 32", proc.stderr
+
+
+def _mlx_lm_greedy(ref, prompt, max_new, kind=None, chunk=None, **kw):
+    """mlx-lm 0.32's own generate_step, greedy: the tokens. kind "rotating" / "quantized" pass the cache
+    explicitly (generate_step's max_kv_size is ignored for llama, see above); "start" passes kv_bits and
+    quantized_kv_start to generate_step, which quantizes its standard cache after each model call."""
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+
+    args = dict(max_tokens=max_new)
+    if chunk is not None:
+        args["prefill_step_size"] = chunk
+    if kind in ("rotating", "quantized"):
+        args["prompt_cache"] = _mlx_lm_cache(ref, kind, **kw)
+    elif kind == "start":
+        args.update(kv_bits=kw["bits"], kv_group_size=kw["group_size"], quantized_kv_start=kw["start"])
+    return [int(t) for t, _ in generate_step(mx.array(prompt), ref, **args)]
+
+
+def _mlxgp_greedy(run_mlxgp_json, folder, prompt, max_new, kind=None, chunk=None, **kw):
+    flags = [] if chunk is None else ["--prefill-chunk-size", chunk]
+    if kind == "rotating":
+        flags += ["--max-kv-size", kw["max_kv_size"], "--kv-keep", kw.get("keep", 4)]
+    elif kind in ("quantized", "start"):
+        flags += ["--kv-bits", kw["bits"], "--kv-group-size", kw["group_size"]]
+        if kind == "start":
+            flags += ["--quantized-kv-start", kw["start"]]
+    got = run_mlxgp_json("generate", "--model", folder, "--input-ids", ",".join(map(str, prompt)), "--max-new-tokens",
+                         max_new, "--ignore-eos", *flags)
+    return got["sequences"][0]["token_ids"]
+
+
+def _same_prefix(a, b):
+    return next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
+
+
+# (prompt, new tokens, prefill chunk or None for both defaults (mlx-lm 2048), cache kind, cache settings)
+TINY_GENERATE = [
+    (60, 30, 8, "rotating", dict(max_kv_size=16, keep=4)),
+    (50, 30, None, "rotating", dict(max_kv_size=20, keep=0)),
+    (10, 50, 4, "rotating", dict(max_kv_size=32, keep=4)),
+    (40, 20, 12, "quantized", dict(bits=4, group_size=64)),
+    (40, 20, 12, "start", dict(bits=8, group_size=32, start=20)),
+]
+
+
+@pytest.mark.parametrize("prompt,new,chunk,kind,kw", TINY_GENERATE)
+def test_tiny_generate_vs_mlx_lm(prompt, new, chunk, kind, kw, tiny_llama, run_mlxgp_json):
+    """`mlxgp generate` with a rotating / quantized KV cache: mlx-lm's generate_step's greedy tokens."""
+    folder, ref = tiny_llama
+    ids = _ids(prompt, 512, seed=prompt + new)
+    want = _mlx_lm_greedy(ref, ids, new, kind, chunk, **kw)
+    got = _mlxgp_greedy(run_mlxgp_json, folder, ids, new, kind, chunk, **kw)
+    print(f"tiny generate {kind} {kw} chunk={chunk}: {_same_prefix(got, want)}/{new} tokens identical to mlx-lm")
+    assert got == want
+
+
+def test_default_rotating_generate_vs_mlx_lm(default_hf_folder, run_mlxgp_json):
+    """The default model (fp32 HF folder), a prompt 3x longer than max_kv_size, default prefill steps
+    (one chunk of prompt[:-1], then the last token), 48 greedy tokens that keep wrapping the ring."""
+    from transformers import AutoTokenizer
+
+    folder, ref = default_hf_folder
+    prompt = AutoTokenizer.from_pretrained(folder).encode(
+        "The history of the printing press begins in the fifteenth century, when " * 6)
+    kw = dict(max_kv_size=24, keep=4)
+    assert len(prompt) > 3 * kw["max_kv_size"]
+    want = _mlx_lm_greedy(ref, prompt, 48, "rotating", **kw)
+    got = _mlxgp_greedy(run_mlxgp_json, folder, prompt, 48, "rotating", **kw)
+    print(f"SmolLM2 fp32 generate rotating max_kv_size=24: {_same_prefix(got, want)}/48 tokens identical to mlx-lm")
+    assert got == want
+
+
+def test_default_quantized_generate_vs_mlx_lm(default_hf_folder, run_mlxgp_json):
+    """The default model with 8-bit KV quantization from position 16 (generate_step's kv_bits /
+    quantized_kv_start), prefill in chunks of 16."""
+    from transformers import AutoTokenizer
+
+    folder, ref = default_hf_folder
+    prompt = AutoTokenizer.from_pretrained(folder).encode("Once upon a time, in a small village by the sea, there lived")
+    kw = dict(bits=8, group_size=64, start=16)
+    want = _mlx_lm_greedy(ref, prompt, 32, "start", 16, **kw)
+    got = _mlxgp_greedy(run_mlxgp_json, folder, prompt, 32, "start", 16, **kw)
+    print(f"SmolLM2 fp32 generate kv_bits=8 start=16: {_same_prefix(got, want)}/32 tokens identical to mlx-lm")
+    assert got == want

@@ -1,0 +1,195 @@
+// Prompt caches on disk: standard KV caches of a prefix as safetensors, with the token ids and the
+// model identity checked on load.
+#include "mlxgp/prompt_cache.h"
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+
+#include <mlx/mlx.h>
+
+#include "mlxgp/error.h"
+#include "mlxgp/safetensors_io.h"
+
+namespace mlxgp {
+
+namespace {
+
+constexpr const char* kFormat = "mlxgp-prompt-cache";
+constexpr const char* kVersion = "1";
+
+std::string dtype_name(mx::Dtype d) {
+  std::ostringstream s;
+  s << d;
+  return s.str();
+}
+
+// FNV-1a over the float32 values of a tensor: cheap, and any weight change shows.
+uint64_t digest(const mx::array& a, uint64_t h) {
+  auto f = mx::contiguous(mx::astype(a, mx::float32));
+  mx::eval(f);
+  const auto* p = reinterpret_cast<const unsigned char*>(f.data<float>());
+  for (size_t i = 0; i < f.nbytes(); ++i) h = (h ^ p[i]) * 1099511628211ULL;
+  return h;
+}
+
+std::string layer_key(int i, const char* what) { return "layers." + std::to_string(i) + "." + what; }
+
+}  // namespace
+
+std::string model_identity(Model& model) {
+  const auto& c = model.config();
+  auto& params = model.parameters();
+  std::ostringstream s;
+  s << c.model_type << " layers=" << c.num_hidden_layers << " hidden=" << c.hidden_size
+    << " kv_heads=" << c.num_key_value_heads << " head_dim=" << c.head_dim << " vocab=" << c.vocab_size;
+  // The norms are small and never quantized; their dtype is the activation dtype the caches hold.
+  uint64_t h = 1469598103934665603ULL;
+  std::string dtype;
+  for (const std::string name : {"model.norm.weight", "model.layers.0.input_layernorm.weight",
+                                 "model.layers.0.post_attention_layernorm.weight"}) {
+    auto it = params.find(name);
+    if (it == params.end()) continue;
+    if (dtype.empty()) dtype = dtype_name(it->second.dtype());
+    h = digest(it->second, h);
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  s << " dtype=" << dtype << " norms=" << hex;
+  return s.str();
+}
+
+PromptCache make_prompt_cache(Model& model, const std::vector<int>& ids, int chunk_size) {
+  if (ids.empty()) fail("prompt-cache", "the prompt is empty");
+  if (chunk_size < 1) fail("prompt-cache", "chunk size must be >= 1");
+  const auto& c = model.config();
+  for (int id : ids)
+    if (id < 0 || id >= c.vocab_size)
+      fail("prompt-cache", "token id " + std::to_string(id) + " is outside the vocabulary (size " +
+                               std::to_string(c.vocab_size) + ")");
+  if (c.max_position_embeddings > 0 && static_cast<int>(ids.size()) >= c.max_position_embeddings)
+    fail("prompt-cache", "the prompt has " + std::to_string(ids.size()) + " tokens, the model's context is " +
+                             std::to_string(c.max_position_embeddings));
+  PromptCache out;
+  out.token_ids = ids;
+  out.caches = model.make_caches();
+  out.model_identity = model_identity(model);
+  const int n = static_cast<int>(ids.size());
+  mx::array all(ids.data(), {1, n}, mx::int32);
+  // The same chunks and calls as Generator::prefill, so the cached keys/values are the ones a
+  // generation without the cache computes.
+  for (int pos = 0; pos < n; pos += chunk_size) {
+    const int len = std::min(chunk_size, n - pos);
+    model.forward_last(mx::slice(all, {0, pos}, {1, pos + len}), out.caches, 1);
+    std::vector<mx::array> state;
+    for (auto& cache : out.caches)
+      if (auto* s = dynamic_cast<StandardKVCache*>(cache.get()))
+        if (auto kv = s->fetch()) state.insert(state.end(), {kv->first, kv->second});
+    mx::eval(state);
+  }
+  return out;
+}
+
+void save_prompt_cache(const std::string& path, const PromptCache& cache) {
+  if (cache.token_ids.empty()) fail("prompt-cache", "nothing to save: the cache holds no tokens");
+  std::unordered_map<std::string, mx::array> tensors;
+  const int n = static_cast<int>(cache.token_ids.size());
+  tensors.emplace("token_ids", mx::array(cache.token_ids.data(), {n}, mx::int32));
+  for (size_t i = 0; i < cache.caches.size(); ++i) {
+    auto* s = dynamic_cast<const StandardKVCache*>(cache.caches[i].get());
+    if (!s) fail("prompt-cache", "only standard KV caches can be saved");
+    auto kv = s->fetch();
+    if (!kv || s->offset() != n)
+      fail("prompt-cache", "layer " + std::to_string(i) + " does not hold the " + std::to_string(n) + " tokens");
+    if (kv->first.shape(0) != 1) fail("prompt-cache", "only one batch row can be saved");
+    tensors.emplace(layer_key(static_cast<int>(i), "keys"), mx::contiguous(kv->first));
+    tensors.emplace(layer_key(static_cast<int>(i), "values"), mx::contiguous(kv->second));
+  }
+  save_safetensors_atomic(path, tensors,
+                          {{"format", kFormat},
+                           {"version", kVersion},
+                           {"cache_type", "standard"},
+                           {"num_layers", std::to_string(cache.caches.size())},
+                           {"num_tokens", std::to_string(n)},
+                           {"model_identity", cache.model_identity}},
+                          "prompt-cache");
+}
+
+PromptCache load_prompt_cache(const std::string& path, Model& model) {
+  auto file = load_safetensors_file(path);  // throws [safetensors] for missing / truncated / corrupt files
+  auto meta = [&](const std::string& key) -> std::string {
+    auto it = file.metadata.find(key);
+    return it == file.metadata.end() ? std::string() : it->second;
+  };
+  const std::string where = "'" + path + "'";
+  if (meta("format") != kFormat) fail("prompt-cache", where + " is not an mlxgp prompt cache (no format metadata)");
+  if (meta("version") != kVersion)
+    fail("prompt-cache", where + " has version '" + meta("version") + "', this build reads version " + kVersion);
+  if (meta("cache_type") != "standard")
+    fail("prompt-cache", where + " holds a '" + meta("cache_type") + "' cache; only 'standard' is supported");
+  const std::string identity = model_identity(model);
+  if (meta("model_identity") != identity)
+    fail("prompt-cache", where + " was made by another model (" + meta("model_identity") + "; this model is " +
+                             identity + ")");
+  const auto& c = model.config();
+  auto tensor = [&](const std::string& key) -> mx::array& {
+    auto it = file.tensors.find(key);
+    if (it == file.tensors.end()) fail("prompt-cache", where + " lacks tensor '" + key + "'");
+    return it->second;
+  };
+  auto& ids_t = tensor("token_ids");
+  if (ids_t.ndim() != 1 || ids_t.size() == 0 || ids_t.dtype() != mx::int32)
+    fail("prompt-cache", where + ": token_ids must be a non-empty int32 vector");
+  const int n = static_cast<int>(ids_t.size());
+  if (meta("num_tokens") != std::to_string(n) || meta("num_layers") != std::to_string(c.num_hidden_layers))
+    fail("prompt-cache", where + ": the metadata does not match the tensors");
+  if (file.tensors.size() != 1 + 2 * static_cast<size_t>(c.num_hidden_layers))
+    fail("prompt-cache", where + " holds " + std::to_string(file.tensors.size()) + " tensors, expected " +
+                             std::to_string(1 + 2 * c.num_hidden_layers));
+  PromptCache out;
+  out.model_identity = identity;
+  mx::eval(ids_t);
+  out.token_ids.assign(ids_t.data<int32_t>(), ids_t.data<int32_t>() + n);
+  for (int id : out.token_ids)
+    if (id < 0 || id >= c.vocab_size)
+      fail("prompt-cache", where + ": token id " + std::to_string(id) + " is outside the vocabulary");
+  const mx::Shape want = {1, c.num_key_value_heads, n, c.head_dim};
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    auto& k = tensor(layer_key(i, "keys"));
+    auto& v = tensor(layer_key(i, "values"));
+    if (k.shape() != want || v.shape() != want || k.dtype() != v.dtype() ||
+        !mx::issubdtype(k.dtype(), mx::floating))
+      fail("prompt-cache", where + ": layer " + std::to_string(i) + " keys/values must be floating [1, " +
+                               std::to_string(c.num_key_value_heads) + ", " + std::to_string(n) + ", " +
+                               std::to_string(c.head_dim) + "]");
+    auto cache = std::make_unique<StandardKVCache>();
+    cache->update(k, v);
+    out.caches.push_back(std::move(cache));
+  }
+  std::vector<mx::array> state;
+  for (auto& cache : out.caches) {
+    auto kv = static_cast<StandardKVCache*>(cache.get())->fetch();
+    state.insert(state.end(), {kv->first, kv->second});
+  }
+  mx::eval(state);  // read the file now, not lazily in the middle of a generation
+  return out;
+}
+
+KVCacheList clone_caches(const PromptCache& cache) {
+  KVCacheList out;
+  for (auto& c : cache.caches) out.push_back(c->clone());
+  return out;
+}
+
+void check_prompt_prefix(const PromptCache& cache, const std::vector<int>& prompt_ids) {
+  const size_t n = cache.token_ids.size();
+  if (prompt_ids.size() < n)
+    fail("prompt-cache", "the prompt has " + std::to_string(prompt_ids.size()) + " tokens, fewer than the " +
+                             std::to_string(n) + " cached tokens");
+  auto diff = std::mismatch(cache.token_ids.begin(), cache.token_ids.end(), prompt_ids.begin());
+  if (diff.first != cache.token_ids.end())
+    fail("prompt-cache", "the prompt does not start with the cached tokens (first difference at token " +
+                             std::to_string(diff.first - cache.token_ids.begin()) + ")");
+}
+
+}  // namespace mlxgp
