@@ -126,7 +126,6 @@ class Generator {
   // A forward through the caches, then mlx-lm's maybe_quantize_kv_cache (kv_bits with quantized_kv_start).
   mx::array forward(const mx::array& tokens, int last_n);
   void queue(const mx::array& tokens);                // async_eval of the tokens and requested outputs
-  mx::array all_ids() const;
   std::optional<mx::array> row_outputs(const std::vector<mx::array>& steps, int row) const;
 
   Model& model_;
@@ -140,7 +139,7 @@ class Generator {
   mx::array key_;
   int batch_ = 1;
   std::optional<mx::array> pending_;  // the next tokens [B], computing
-  std::vector<mx::array> history_;    // prompt then one [B, 1] array per generated token (only if needed)
+  std::optional<mx::array> ids_so_far_;  // [B, T] prompt + generated ids (only when processors need them)
   std::vector<int> prompt_;
   std::vector<std::vector<int>> generated_;  // per row
   std::vector<std::vector<int>> ids_;        // per row prompt + generated (only for stop strings / callback)

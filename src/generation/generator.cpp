@@ -92,17 +92,13 @@ Generator::Generator(Model& model, GenerationConfig config, GeneratorOptions opt
   last_.assign(batch_, -1);
 }
 
-mx::array Generator::all_ids() const {
-  if (history_.size() == 1) return history_[0];
-  return mx::concatenate(history_, 1);
-}
 
 mx::array Generator::next_token(const mx::array& logits) {
   mx::array raw = logits.dtype() == mx::float32 ? logits : mx::astype(logits, mx::float32);
   if (config_.output_logits) step_logits_.push_back(raw);
   mx::array scores = raw;
   if (!processors_.empty())
-    scores = processors_.apply(scores, processors_.needs_ids() ? all_ids() : mx::array(0));
+    scores = processors_.apply(scores, processors_.needs_ids() ? *ids_so_far_ : mx::array(0));
   if (config_.output_scores) step_scores_.push_back(scores);
   mx::array token = mx::array(0);
   if (config_.do_sample) {
@@ -120,7 +116,8 @@ mx::array Generator::next_token(const mx::array& logits) {
     step_logprobs_.push_back(mx::squeeze(mx::subtract(chosen, mx::logsumexp(scores, -1, true)), -1));
   }
   processors_.on_token(token);
-  if (processors_.needs_ids()) history_.push_back(mx::reshape(token, {batch_, 1}));
+  // One two-input concat per step (not a concat of every step's token): the graph stays small.
+  if (processors_.needs_ids()) ids_so_far_ = mx::concatenate({*ids_so_far_, mx::reshape(token, {batch_, 1})}, 1);
   return token;
 }
 
@@ -208,7 +205,7 @@ void Generator::prefill(const std::vector<int>& prompt_ids, KVCacheList caches) 
   mx::array ids(prompt_ids.data(), {1, n}, mx::int32);
   mx::array rows = batch_ == 1 ? ids : mx::repeat(ids, batch_, 0);  // [B, n]
   processors_.on_prompt(rows);
-  if (processors_.needs_ids()) history_.push_back(rows);
+  if (processors_.needs_ids()) ids_so_far_ = rows;
   if (stop_.needs_ids()) ids_.assign(batch_, prompt_ids);
 
   std::optional<mx::array> logits;
