@@ -4,7 +4,7 @@ BUILD     ?= build
 BUILD_TYPE ?= Release
 PROMPT    ?= Write a haiku about the sea.
 
-.PHONY: setup build run test test-cpp test-parity bench steering-demo clean
+.PHONY: setup build run test test-cpp test-parity test-python python-install bump-version git-release bench steering-demo clean
 
 setup:
 	@bash scripts/setup.sh
@@ -25,9 +25,26 @@ test-cpp: build
 test-parity: build
 	MLXGP_BIN=$(abspath $(BUILD))/mlxgp $(PY) -m pytest -q tests/parity
 
-test: test-cpp test-parity
+# The Python package, installed editable into .venv; the extension builds in $(BUILD)/python-ext
+# (ccache keeps the C++ recompile cheap).
+python-install: setup
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e . -Cbuild-dir=$(BUILD)/python-ext
 
-bench: build
+test-python: build python-install
+	MLXGP_BIN=$(abspath $(BUILD))/mlxgp MLXGP_PYTHON_BUILD_DIR=$(abspath $(BUILD))/python-ext $(PY) -m pytest -q tests/python
+
+test: test-cpp test-parity test-python
+
+# VERSION is the one source of the version (CMake, C++ MLXGP_VERSION, Python __version__ read it).
+PART ?= patch
+bump-version:
+	@python3 scripts/bump_version.py $(PART)
+
+# Tags vX.Y.Z; pushes the tag only to remotes that exist.
+git-release:
+	@bash scripts/git_release.sh
+
+bench: build python-install
 	MLXGP_BIN=$(abspath $(BUILD))/mlxgp $(PY) bench/bench.py
 
 # Persona steering demonstration: writes docs/steering.md (several minutes).

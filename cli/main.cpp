@@ -21,9 +21,11 @@ struct Command {
 const Command kCommands[] = {
     {"generate", mlxgp::cli::run_generate, "generate text from a prompt or token ids"},
     {"chat", mlxgp::cli::run_chat, "interactive multi-turn chat (stdin lines -> streamed replies, KV cache kept)"},
+    {"cache-prompt", mlxgp::cli::run_cache_prompt, "save the KV cache of a prompt prefix (generate --prompt-cache)"},
     {"logits", mlxgp::cli::run_logits, "dump prefill + cached decode logits for token ids (parity checks)"},
     {"train", mlxgp::cli::run_train, "train a model: full fine-tuning, LoRA or a soft prompt"},
     {"steer", mlxgp::cli::run_steer, "steering vectors: `steer extract` (contrastive activation addition)"},
+    {"convert", mlxgp::cli::run_convert, "convert an HF checkpoint folder to an MLX folder (optionally quantized)"},
     {"tokenize", mlxgp::cli::run_tokenize, "print the token ids of a text"},
     {"detokenize", mlxgp::cli::run_detokenize, "print the text of token ids"},
     {"chat-template", mlxgp::cli::run_chat_template, "render a chat template for conversations (parity checks)"},

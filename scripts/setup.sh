@@ -9,7 +9,7 @@ mkdir -p "$cache/stamps" "$cache/models"
 
 # System packages (Debian). On macOS use Homebrew: cmake ninja pkg-config googletest nlohmann-json pcre2.
 # The stamp names the package list, so adding a package re-runs this step on machines set up before.
-apt_pkgs="g++ cmake ninja-build pkg-config libgtest-dev nlohmann-json3-dev libpcre2-dev libopenblas-dev npm"
+apt_pkgs="g++ cmake ninja-build ccache pkg-config libgtest-dev nlohmann-json3-dev libpcre2-dev libopenblas-dev npm"
 apt_stamp="$cache/stamps/apt-$(echo "$apt_pkgs" | sha256sum | cut -c1-16)"
 if [ ! -f "$apt_stamp" ]; then
   if command -v apt-get >/dev/null 2>&1; then

@@ -1,0 +1,40 @@
+// `mlxgp convert`: HF checkpoint folder -> MLX folder (mlx-lm convert's layout), optionally quantized.
+#include <iostream>
+
+#include "args.h"
+#include "commands.h"
+#include "mlxgp/convert.h"
+#include "mlxgp/error.h"
+#include "mlxgp/loader.h"
+
+namespace mlxgp::cli {
+
+int run_convert(const std::vector<std::string>& argv) {
+  Args args("convert",
+            "Convert an HF checkpoint folder (config.json + safetensors) into an MLX folder: config.json\n"
+            "(with \"quantization\" when quantized), model.safetensors and the tokenizer files, as mlx-lm's\n"
+            "convert writes it. The result loads with mlxgp and with mlx_lm.load.");
+  args.option("hf-path", "the HF checkpoint folder to read")
+      .option("mlx-path", "the output folder (must not exist yet)")
+      .option("quantize", "quantize the linear and embedding weights (affine, mlx-lm's default 4 bits / group 64)", false)
+      .option("q-bits", "bits per quantized weight: 2, 3, 4, 6 or 8 (default 4)")
+      .option("q-group-size", "quantization group size: 32, 64 or 128 (default 64)")
+      .option("dtype", "float32 | bfloat16 | float16: cast the float weights first (default: the checkpoint's)");
+  if (!args.parse(argv)) return 0;
+  auto hf = args.get("hf-path"), out = args.get("mlx-path");
+  if (!hf) fail("cli", "--hf-path is required");
+  if (!out) fail("cli", "--mlx-path is required");
+  ConvertOptions options;
+  options.quantize = args.has("quantize");
+  if ((args.has("q-bits") || args.has("q-group-size")) && !options.quantize)
+    fail("cli", "--q-bits / --q-group-size need --quantize");
+  if (auto b = args.get_int("q-bits")) options.bits = static_cast<int>(*b);
+  if (auto g = args.get_int("q-group-size")) options.group_size = static_cast<int>(*g);
+  if (auto d = args.get("dtype")) options.dtype = parse_dtype(*d);
+  auto r = convert_to_mlx(*hf, *out, options);
+  std::cerr << "[convert] wrote " << r.out_dir << ": " << r.tensors << " tensors (" << r.quantized_tensors
+            << " weights quantized), copied " << r.copied_files.size() << " tokenizer/config files\n";
+  return 0;
+}
+
+}  // namespace mlxgp::cli

@@ -1,0 +1,31 @@
+// The nanobind module mlx_gen_parity._core, split by concern. Each bind_* adds one area's classes
+// and functions; module.cpp calls them and maps mlxgp::Error to Python exceptions.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nanobind/nanobind.h>
+
+#include "mlxgp/loader.h"
+#include "mlxgp/model.h"
+#include "mlxgp/tokenizer.h"
+
+namespace mlxgp::py {
+
+namespace nb = nanobind;
+
+// What Python holds for a loaded model: the model plus what load() read beside it.
+struct PyModel {
+  std::shared_ptr<Model> model;
+  std::string generation_config_json;
+  std::string source;
+};
+
+void bind_model(nb::module_& m);       // model.cpp: load, Model, Tokenizer, ModelConfig
+void bind_generation(nb::module_& m);  // generation.cpp: config fields, generate
+void bind_hooks(nb::module_& m);       // hooks.cpp: hook classes, steering-vector extraction
+void bind_training(nb::module_& m);    // training.cpp: losses, AdamW, train_step, LoRA
+void bind_convert(nb::module_& m);     // convert.cpp: HF folder -> MLX folder
+
+}  // namespace mlxgp::py

@@ -1,0 +1,29 @@
+"""mlx-gen-parity from Python: the C++ library (HF generate() parity on MLX) behind the seed's API.
+
+    from mlx_gen_parity import load, GenerationConfig, generate
+    model, tokenizer = load("default")
+    out = generate(model, tokenizer, "The capital of France is", GenerationConfig(max_tokens=16))
+    print(out["text"])
+
+mlx arrays cross the boundary as mlx.core.array (the extension shares mlx's nanobind domain).
+"""
+import mlx.core as _mx  # noqa: F401  (registers mlx.core.array with nanobind before _core loads)
+
+from . import _core
+from ._config import GenerationConfig
+from ._generate import GenerationStream, generate, stream_generate
+from ._load import load
+from ._training import SGD, AdamW, TrainingConfig, add_lora, loss_forward, train_step, xent_loss
+from ._core import (ActivationCaptureHook, Hook, LogitBiasHook, Model, ModelArgs, ResidualInjectionHook,
+                    SoftPromptHook, Tokenizer)
+from ._hooks import add_hook, extract_steering_vector, remove_hook
+
+__version__ = _core.__version__
+
+__all__ = [
+    "load", "GenerationConfig", "generate", "stream_generate", "GenerationStream",
+    "Hook", "LogitBiasHook", "ResidualInjectionHook", "SoftPromptHook", "ActivationCaptureHook",
+    "add_hook", "remove_hook", "extract_steering_vector",
+    "TrainingConfig", "AdamW", "SGD", "train_step", "loss_forward", "xent_loss", "add_lora",
+    "Model", "ModelArgs", "Tokenizer", "__version__",
+]

@@ -1,0 +1,126 @@
+"""GenerationConfig driven by the C++ field list: every C++ field (HF names) is an attribute, with the
+C++ defaults, parsing and validation, so a field added in C++ appears here without a Python change."""
+import json
+
+from . import _core
+
+# Seed names that are aliases of HF names.
+ALIASES = {"max_tokens": "max_new_tokens", "draft_model_id": "draft_model"}
+
+
+def _fields():
+    return [f[0] for f in _core.generation_config_fields()]
+
+
+FIELDS = tuple(_fields())
+_FIELD_SET = frozenset(FIELDS)
+
+
+def _json_default(v):
+    # numpy / mlx scalars and other ints or floats the json module does not know
+    if hasattr(v, "item"):
+        return v.item()
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    raise TypeError(f"cannot turn {type(v).__name__} into a generation setting")
+
+
+def _dumps(settings):
+    try:
+        return json.dumps(settings, default=_json_default)
+    except TypeError as e:
+        raise ValueError(f"[config] {e}") from None
+
+
+class GenerationConfig:
+    """HF GenerationConfig fields (see GenerationConfig.help()). Only the fields set here override the
+    model's generation_config.json at generate() time, as in the CLI. Bad values raise ValueError."""
+
+    def __init__(self, **settings):
+        object.__setattr__(self, "_settings", {})
+        self.update(**settings)
+
+    # --- fields -------------------------------------------------------------------------------
+    @staticmethod
+    def field_names():
+        return FIELDS
+
+    @staticmethod
+    def help():
+        """{name: (help, default_text)} for every field."""
+        return {n: (h, d) for n, h, d, _ in _core.generation_config_fields()}
+
+    def update(self, **settings):
+        """Sets several fields at once, then checks the whole config (ranges and consistency)."""
+        self._apply(settings, True)
+        return self
+
+    def _apply(self, settings, check):
+        trial = dict(self._settings)
+        for k, v in settings.items():
+            trial[ALIASES.get(k, k)] = v
+        _core.check_generation_config(_dumps(trial), check)  # ValueError naming the field
+        object.__setattr__(self, "_settings", trial)
+
+    def validate(self):
+        """Raises ValueError on out-of-range or inconsistent settings (generate() checks this too)."""
+        _core.check_generation_config(_dumps(self._settings), True)
+
+    def set_from_text(self, name, text):
+        """Sets one field from CLI-style text ("0.7", "2,3", "1,2;3"), as the mlxgp flags do."""
+        name = ALIASES.get(name, name)
+        full = json.loads(_core.set_generation_config_field(_dumps(self._settings), name, str(text)))
+        self.update(**{name: full[name]})
+        return self
+
+    def __setattr__(self, name, value):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        # One field at a time: its value is parsed here, but consistency between fields (draft_model
+        # needs use_speculative) is checked by validate() / generate(), so the order of assignments is free.
+        self._apply({name: value}, False)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        key = ALIASES.get(name, name)
+        if key not in _FIELD_SET:
+            raise AttributeError(f"GenerationConfig has no field {name!r}")
+        return self.to_dict()[key]
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | _FIELD_SET | set(ALIASES))
+
+    # --- conversions --------------------------------------------------------------------------
+    def to_dict(self):
+        """Every field (unset optionals None), the explicit settings applied over the C++ defaults."""
+        return json.loads(_core.check_generation_config(_dumps(self._settings), False))
+
+    def to_json(self):
+        return _dumps(self.to_dict())
+
+    def overrides(self):
+        """Only the fields set on this object."""
+        return dict(self._settings)
+
+    def overrides_json(self):
+        return _dumps(self._settings)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{k: v for k, v in d.items() if not k.startswith("_") and k != "transformers_version"})
+
+    @classmethod
+    def from_json_file(cls, path):
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def copy(self, **changes):
+        return GenerationConfig(**{**self._settings, **changes})
+
+    def __eq__(self, other):
+        return isinstance(other, GenerationConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        inner = ", ".join(f"{k}={v!r}" for k, v in self._settings.items())
+        return f"GenerationConfig({inner})"

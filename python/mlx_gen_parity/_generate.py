@@ -1,0 +1,120 @@
+"""generate() and stream_generate(): prompts as text, token ids or mlx arrays; the C++ generator runs
+with the GIL released, so a stream is fed from a worker thread through a queue."""
+import queue
+import threading
+
+from . import _core
+from ._config import GenerationConfig
+
+_STAT_KEYS = ("prompt_tokens", "generated_tokens", "prefill_tokens_per_s", "decode_tokens_per_s",
+              "peak_memory_bytes")
+
+
+def _prompt_ids(tokenizer, prompt, chat, system):
+    if isinstance(prompt, str):
+        if tokenizer is None:
+            raise ValueError("[generate] the model has no tokenizer; pass token ids instead of text")
+        if chat:
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": prompt}]
+            return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return tokenizer.encode(prompt)
+    if chat:
+        raise ValueError("[generate] chat=True needs the prompt as text")
+    if hasattr(prompt, "tolist"):  # mlx / numpy arrays: [T] or [1, T]
+        prompt = prompt.tolist()
+        if prompt and isinstance(prompt[0], list):
+            if len(prompt) != 1:
+                raise ValueError("[generate] pass one prompt (an array of shape [T] or [1, T])")
+            prompt = prompt[0]
+    return [int(t) for t in prompt]
+
+
+def _config(config, settings):
+    if config is None:
+        config = GenerationConfig()
+    elif isinstance(config, dict):
+        config = GenerationConfig(**config)
+    elif not isinstance(config, GenerationConfig):
+        raise TypeError("config must be a GenerationConfig, a dict of its fields, or None")
+    return config.copy(**settings) if settings else config
+
+
+def _output(raw):
+    """The C++ result dict, plus the first sequence's text / tokens / finish_reason and the stats at top level."""
+    out = dict(raw)
+    first = raw["sequences"][0] if raw["sequences"] else {"text": "", "token_ids": [], "finish_reason": "none"}
+    out["text"] = first["text"]
+    out["tokens"] = first["token_ids"]
+    out["finish_reason"] = first["finish_reason"]
+    for k in _STAT_KEYS:
+        out[k] = raw["stats"][k]
+    if "speculative" in raw["stats"]:
+        out["speculative"] = raw["stats"]["speculative"]
+    return out
+
+
+def generate(model, tokenizer, prompt, config=None, hooks=None, *, callback=None, stop_callback=None, chat=False,
+             system=None, negative_prompt=None, prefill_chunk_size=512, **settings):
+    """Generates from `prompt` (text, token ids, or an mlx array). `config` is a GenerationConfig (or dict);
+    keyword settings override it. `hooks` are attached for this call only. `callback(token, text)` sees each
+    token of the first sequence as it is produced; `stop_callback(ids) -> bool` stops a sequence
+    (finish_reason "stop_callback"). Returns a dict: text, tokens, finish_reason, sequences (one per
+    returned sequence / beam, with score for beams), prompt_token_ids, stats and its keys at top level."""
+    cfg = _config(config, settings)
+    ids = _prompt_ids(tokenizer, prompt, chat, system)
+    neg = None
+    if negative_prompt is not None:
+        neg = _prompt_ids(tokenizer, negative_prompt, False, None)
+    raw = _core.generate(model, tokenizer, ids, cfg.overrides_json(), callback, stop_callback, list(hooks or []), neg,
+                         prefill_chunk_size)
+    return _output(raw)
+
+
+class GenerationStream:
+    """Iterator over (token, text) pieces of the first sequence while generation runs in a worker thread.
+    After the iteration ends, `.result` holds what generate() returns. Errors are raised by the iteration."""
+
+    _DONE = object()
+
+    def __init__(self, model, tokenizer, prompt, config=None, hooks=None, **kwargs):
+        self._queue = queue.Queue()
+        self.result = None
+        self._error = None
+
+        def push(token, text):
+            self._queue.put((token, text))
+
+        def work():
+            try:
+                self.result = generate(model, tokenizer, prompt, config, hooks, callback=push, **kwargs)
+            except BaseException as e:  # handed to the consumer thread
+                self._error = e
+            finally:
+                self._queue.put(self._DONE)
+
+        self._thread = threading.Thread(target=work, daemon=True)
+        self._thread.start()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self._queue.get()
+        if item is self._DONE:
+            self._thread.join()
+            self._queue.put(self._DONE)  # further next() calls stop again
+            if self._error is not None:
+                err, self._error = self._error, None
+                raise err
+            raise StopIteration
+        return item
+
+    @property
+    def text(self):
+        return self.result["text"] if self.result else None
+
+
+def stream_generate(model, tokenizer, prompt, config=None, hooks=None, **kwargs):
+    """generate() as an iterator of (token, text) pieces; see GenerationStream."""
+    return GenerationStream(model, tokenizer, prompt, config, hooks, **kwargs)

@@ -1,0 +1,90 @@
+"""Training from Python: the project's AdamW / SGD (torch.optim semantics, float32 masters), train_step,
+and the losses. Batches are [B, T] token arrays or dicts with input_ids / labels / loss_mask."""
+import mlx.core as mx
+
+from . import _core
+from ._core import TrainingConfig
+
+
+class _Optimizer:
+    def __init__(self, state):
+        self._state = state
+
+    @property
+    def steps(self):
+        return self._state.steps
+
+    def masters(self):
+        """The float32 master copies of the trained tensors (after the first step)."""
+        return self._state.masters()
+
+
+class AdamW(_Optimizer):
+    """torch.optim.AdamW; schedule "constant" | "cosine" | "linear" (warm-up, then decay to 0 at total_steps)."""
+
+    def __init__(self, learning_rate=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, schedule="constant",
+                 warmup_steps=0, total_steps=0):
+        super().__init__(_core.make_adamw(float(learning_rate), float(betas[0]), float(betas[1]), float(eps),
+                                          float(weight_decay), schedule, int(warmup_steps), int(total_steps)))
+
+
+class SGD(_Optimizer):
+    """torch.optim.SGD."""
+
+    def __init__(self, learning_rate=1e-2, momentum=0.0, weight_decay=0.0, nesterov=False, schedule="constant",
+                 warmup_steps=0, total_steps=0):
+        super().__init__(_core.make_sgd(float(learning_rate), float(momentum), float(weight_decay), bool(nesterov),
+                                        schedule, int(warmup_steps), int(total_steps)))
+
+
+def _array(x, dtype=None):
+    if x is None:
+        return None
+    a = x if isinstance(x, mx.array) else mx.array(x)
+    return a.astype(dtype) if dtype is not None and a.dtype != dtype else a
+
+
+def _batch(batch):
+    if isinstance(batch, dict):
+        if "input_ids" not in batch:
+            raise ValueError("[train] a batch dict needs input_ids")
+        ids, labels, mask = batch["input_ids"], batch.get("labels"), batch.get("loss_mask")
+    elif isinstance(batch, (tuple, list)) and len(batch) in (2, 3) and not isinstance(batch[0], int):
+        ids, labels, mask = (list(batch) + [None])[:3]
+    else:
+        ids, labels, mask = batch, None, None
+    ids = _array(ids, mx.int32)
+    if ids.ndim == 1:
+        ids = ids[None]
+    labels = _array(labels, mx.int32)
+    mask = _array(mask)
+    if labels is not None and labels.ndim == 1:
+        labels = labels[None]
+    if mask is not None and mask.ndim == 1:
+        mask = mask[None]
+    return ids, labels, mask
+
+
+def train_step(model, batch, opt, cfg=None, hooks=None, pad_id=None):
+    """One optimizer step of `opt` (AdamW / SGD, keeping its state between calls) on `batch`. Trains
+    cfg.trainable (default: LoRA adapters when present, else every float parameter). `hooks` are attached
+    for this step (e.g. a SoftPromptHook). Returns {loss, n_tokens, grad_norm, skipped, loss_scale, lr}."""
+    ids, labels, mask = _batch(batch)
+    return _core.train_step(model, ids, labels, mask, opt._state, cfg if cfg is not None else TrainingConfig(),
+                            list(hooks or []), pad_id)
+
+
+def loss_forward(model, batch, label_smoothing=0.0, pad_id=None):
+    """The model's mean next-token loss over the counted positions: (loss, n_tokens) scalar arrays."""
+    ids, labels, mask = _batch(batch)
+    return _core.loss_forward(model, ids, labels, mask, float(label_smoothing), pad_id)
+
+
+def xent_loss(logits, targets, label_smoothing=0.0, ignore_index=-100):
+    """torch cross_entropy(reduction="mean") semantics: (loss, n_tokens) scalar arrays."""
+    return _core.xent_loss(logits, _array(targets, mx.int32), float(label_smoothing), int(ignore_index))
+
+
+def add_lora(model, rank=8, alpha=16.0, dropout=0.0, target_modules=("q_proj", "v_proj"), seed=0):
+    """peft-style LoRA adapters on the matching linears; returns the trainable tensor names."""
+    return _core.add_lora(model, int(rank), float(alpha), float(dropout), list(target_modules), int(seed))

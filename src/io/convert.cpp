@@ -1,0 +1,126 @@
+// convert_to_mlx(): load an HF folder with our loader (so the weights are validated and named as the
+// model uses them), optionally quantize, and write the folder mlx-lm's convert writes.
+#include "mlxgp/convert.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <mlx/mlx.h>
+#include <nlohmann/json.hpp>
+
+#include "mlxgp/error.h"
+#include "mlxgp/loader.h"
+
+namespace mlxgp {
+
+namespace fs = std::filesystem;
+namespace mx = mlx::core;
+
+namespace {
+
+// Files next to the weights that a loader of the converted folder reads (mlx-lm copies the tokenizer
+// files through save_pretrained and keeps generation_config.json).
+const char* const kCopied[] = {"tokenizer.json",      "tokenizer_config.json", "special_tokens_map.json",
+                               "tokenizer.model",     "vocab.json",            "merges.txt",
+                               "added_tokens.json",   "chat_template.jinja",   "chat_template.json",
+                               "generation_config.json"};
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) fail("convert", "cannot read " + p.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// mlx-lm quantizes every Linear and Embedding whose input size is a multiple of the group size (its
+// class_predicate); in these decoders those are exactly the 2-D ".weight" tensors.
+bool quantizable(const std::string& name, const mx::array& w, int group_size) {
+  return name.ends_with(".weight") && w.ndim() == 2 && w.shape(-1) % group_size == 0 &&
+         mx::issubdtype(w.dtype(), mx::floating);
+}
+
+}  // namespace
+
+ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_dir, const ConvertOptions& options) {
+  if (options.quantize && options.bits != 2 && options.bits != 3 && options.bits != 4 && options.bits != 6 &&
+      options.bits != 8)
+    fail("convert", "bits must be 2, 3, 4, 6 or 8, got " + std::to_string(options.bits));
+  if (options.quantize && options.group_size != 32 && options.group_size != 64 && options.group_size != 128)
+    fail("convert", "group_size must be 32, 64 or 128, got " + std::to_string(options.group_size));
+  fs::path src(hf_dir), dst(out_dir);
+  if (out_dir.empty()) fail("convert", "the output folder name is empty");
+  if (!fs::exists(src)) fail("load", "no such file or folder: " + hf_dir);
+  if (!fs::is_directory(src)) fail("convert", hf_dir + " is not a folder (convert reads HF checkpoint folders)");
+  if (!fs::exists(src / "config.json")) fail("convert", "folder " + hf_dir + " has no config.json");
+  if (fs::exists(dst) && !(fs::is_directory(dst) && fs::is_empty(dst)))
+    fail("convert", "output " + out_dir + " already exists (choose a new folder)");
+
+  auto config = nlohmann::ordered_json::parse(read_file(src / "config.json"), nullptr, false);
+  if (config.is_discarded() || !config.is_object()) fail("convert", "config.json in " + hf_dir + " is not a JSON object");
+  if (options.quantize && config.contains("quantization"))
+    fail("convert", hf_dir + " is already quantized");
+
+  LoadOptions lo;
+  lo.dtype = options.dtype;
+  LoadedModel loaded = load(hf_dir, lo);
+
+  ConvertResult result;
+  result.out_dir = out_dir;
+  std::unordered_map<std::string, mx::array> out;
+  for (auto& [name, w] : loaded.model->parameters()) {
+    if (options.quantize && quantizable(name, w, options.group_size)) {
+      auto q = mx::quantize(w, options.group_size, options.bits);
+      const std::string base = name.substr(0, name.size() - 7);
+      out.insert_or_assign(name, q[0]);
+      out.insert_or_assign(base + ".scales", q[1]);
+      out.insert_or_assign(base + ".biases", q[2]);
+      ++result.quantized_tensors;
+    } else {
+      out.insert_or_assign(name, w);
+    }
+  }
+  result.tensors = static_cast<int>(out.size());
+  if (options.quantize) {
+    nlohmann::ordered_json q = {{"group_size", options.group_size}, {"bits", options.bits}};
+    config["quantization"] = q;
+    config["quantization_config"] = q;  // mlx-lm writes both keys
+  }
+  if (options.dtype) {
+    const auto d = *options.dtype;
+    config["torch_dtype"] = d == mx::float32 ? "float32" : d == mx::bfloat16 ? "bfloat16" : "float16";
+  }
+
+  // Written into a temporary folder beside the output and renamed into place, so a failed conversion
+  // leaves no half-written model under the requested name.
+  fs::path tmp = dst;
+  tmp += ".part";
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp);
+  try {
+    mx::save_safetensors((tmp / "model.safetensors").string(), out, {{"format", "mlx"}});
+    {
+      std::ofstream cf(tmp / "config.json");
+      cf << config.dump(4) << "\n";
+      if (!cf) fail("convert", "cannot write " + (tmp / "config.json").string());
+    }
+    for (const char* f : kCopied)
+      if (fs::exists(src / f)) {
+        fs::copy_file(src / f, tmp / f, fs::copy_options::overwrite_existing);
+        result.copied_files.push_back(f);
+      }
+    if (fs::exists(dst)) fs::remove(dst);  // empty folder (checked above)
+    fs::rename(tmp, dst);
+  } catch (const fs::filesystem_error& e) {
+    fs::remove_all(tmp, ec);
+    fail("convert", std::string("cannot write ") + out_dir + ": " + e.what());
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  return result;
+}
+
+}  // namespace mlxgp

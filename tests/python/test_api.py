@@ -1,0 +1,159 @@
+"""The binding itself: the config mirrors the C++ field list, errors are Python exceptions, mlx arrays
+cross without copies to numpy, callbacks and streams, and the GIL is released while generating."""
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+
+PROMPT = "Once upon a time"
+
+
+def test_config_fields_follow_the_cpp_list(mgp):
+    fields = [f[0] for f in mgp._core.generation_config_fields()]
+    assert len(fields) > 40 and set(fields) == set(mgp.GenerationConfig.field_names())
+    cfg = mgp.GenerationConfig()
+    defaults = json.loads(mgp._core.generation_config_defaults())
+    for name in fields:  # every C++ field is an attribute with the C++ default
+        assert getattr(cfg, name) == defaults[name], name
+    cfg = mgp.GenerationConfig(max_tokens=7, use_speculative=True, draft_model_id="x", force_words_ids=[[1, 2], [3]],
+                               stop_strings=".")
+    assert cfg.max_new_tokens == 7 and cfg.max_tokens == 7 and cfg.draft_model == "x"
+    assert cfg.overrides() == {"max_new_tokens": 7, "use_speculative": True, "draft_model": "x",
+                               "force_words_ids": [[1, 2], [3]], "stop_strings": "."}
+    with pytest.raises(ValueError, match="use_speculative"):
+        mgp.GenerationConfig(draft_model_id="x")
+    late = mgp.GenerationConfig()
+    late.draft_model = "x"  # attribute by attribute: consistency is checked as a whole later
+    late.use_speculative = True
+    late.validate()
+    cfg.temperature = 0.5
+    assert cfg.to_dict()["temperature"] == 0.5
+    cfg.set_from_text("bad_words_ids", "1,2;3")
+    assert cfg.bad_words_ids == [[1, 2], [3]]
+
+
+@pytest.mark.parametrize("settings, needle", [
+    ({"temperature": -1}, "temperature"),
+    ({"top_p": 2.0}, "top_p"),
+    ({"no_such_field": 1}, "no_such_field"),
+    ({"max_new_tokens": "many"}, "max_new_tokens"),
+    ({"num_beams": 0}, "num_beams"),
+])
+def test_bad_settings_raise_value_error(mgp, settings, needle):
+    with pytest.raises(ValueError, match=needle):
+        mgp.GenerationConfig(**settings)
+
+
+def test_errors_are_exceptions_not_crashes(mgp, default_model, tmp_path):
+    model, tokenizer = default_model
+    with pytest.raises(FileNotFoundError, match=r"\[load\]"):
+        mgp.load(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"\[load\].*config.json"):
+        mgp.load(tmp_path / "empty")
+    with pytest.raises(ValueError, match=r"\[generate\]"):
+        mgp.generate(model, tokenizer, [1, 10 ** 6], max_tokens=2)
+    with pytest.raises(ValueError, match=r"\[hooks\]"):
+        mgp.generate(model, tokenizer, PROMPT, max_tokens=2, hooks=[mgp.ResidualInjectionHook(999, "_nope", 1.0)])
+    assert model.num_hooks() == 0
+    with pytest.raises(KeyError):
+        model["_never_set"]
+    with pytest.raises(ValueError, match=r"\[load\]"):
+        mgp.load("default", dtype="int3")
+
+
+def test_arrays_cross_as_mlx_arrays(mgp, default_model):
+    import mlx.core as mx
+
+    model, _ = default_model
+    v = mx.arange(model.args.hidden_size, dtype=mx.float32)
+    model["_persona_v"] = v
+    got = model["_persona_v"]
+    assert type(got) is mx.array and got.shape == v.shape and mx.array_equal(got, v).item()
+    assert "_persona_v" in model.extra_keys()
+    del model["_persona_v"]
+    assert "_persona_v" not in model
+    logits = model(mx.array([[1, 2, 3]]))
+    assert type(logits) is mx.array and logits.shape == (1, 3, model.args.vocab_size)
+
+
+def test_generate_matches_the_cli(mgp, default_model, mlxgp_bin):
+    """The same settings through Python and through `mlxgp generate` give the same sequences."""
+    model, tokenizer = default_model
+    out = mgp.generate(model, tokenizer, PROMPT, max_tokens=16, temperature=0.8, do_sample=True, seed=3,
+                       repetition_penalty=1.2)
+    cli = json.loads(subprocess.run(
+        [str(mlxgp_bin), "generate", "--model", "default", "--prompt", PROMPT, "--max-new-tokens", "16",
+         "--temperature", "0.8", "--do-sample", "--seed", "3", "--repetition-penalty", "1.2", "--json"],
+        capture_output=True, text=True, check=True).stdout)
+    assert out["prompt_token_ids"] == cli["prompt_token_ids"]
+    assert out["tokens"] == cli["sequences"][0]["token_ids"]
+    assert out["text"] == cli["sequences"][0]["text"]
+
+
+def test_several_sequences_and_outputs(mgp, default_model):
+    model, tokenizer = default_model
+    out = mgp.generate(model, tokenizer, PROMPT, max_tokens=6, do_sample=True, seed=1, num_return_sequences=3,
+                       output_logprobs=True, output_scores=True)
+    assert len(out["sequences"]) == 3
+    for s in out["sequences"]:
+        assert len(s["logprobs"]) == len(s["token_ids"]) == s["scores"].shape[0]
+    assert out["generated_tokens"] == sum(len(s["token_ids"]) for s in out["sequences"])
+
+
+def test_stream_iterator_and_stop_callback(mgp, default_model):
+    model, tokenizer = default_model
+    stream = mgp.stream_generate(model, tokenizer, PROMPT, max_tokens=12)
+    pieces = list(stream)
+    assert [t for t, _ in pieces] == stream.result["tokens"]
+    assert "".join(s for _, s in pieces) == stream.result["text"] == stream.text
+    stopped = mgp.generate(model, tokenizer, PROMPT, max_tokens=12, stop_callback=lambda ids: len(ids) >= 8)
+    n_prompt = len(stopped["prompt_token_ids"])
+    assert stopped["finish_reason"] == "stop_callback" and len(stopped["tokens"]) == 8 - n_prompt
+
+
+def test_callback_exception_propagates(mgp, default_model):
+    model, tokenizer = default_model
+
+    def boom(token, text):
+        raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        mgp.generate(model, tokenizer, PROMPT, max_tokens=8, callback=boom)
+    with pytest.raises(ZeroDivisionError):
+        list(mgp.stream_generate(model, tokenizer, PROMPT, max_tokens=4, stop_callback=lambda ids: 1 / 0))
+    assert mgp.generate(model, tokenizer, PROMPT, max_tokens=3)["tokens"]  # still usable
+
+
+def test_gil_is_released_while_generating(mgp, default_model):
+    """A Python thread keeps running while another thread is inside C++ generate()."""
+    model, tokenizer = default_model
+    ticks, done = [0], threading.Event()
+
+    def spin():
+        while not done.is_set():
+            ticks[0] += 1
+            time.sleep(0.001)
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        start = ticks[0]
+        mgp.generate(model, tokenizer, PROMPT, max_tokens=24)
+        during = ticks[0] - start
+    finally:
+        done.set()
+        t.join()
+    assert during > 20, during
+
+
+def test_chat_and_tokenizer(mgp, default_model, hf_default):
+    model, tokenizer = default_model
+    messages = [{"role": "user", "content": "What is 2+2?"}]
+    ref = hf_default[1].apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert tokenizer.apply_chat_template(messages) == ref
+    out = mgp.generate(model, tokenizer, "What is 2+2?", max_tokens=4, chat=True)
+    assert out["prompt_token_ids"] == tokenizer.encode(ref, add_special_tokens=False)
+    assert tokenizer.decode(tokenizer.encode("Hello world")) == hf_default[1].decode(hf_default[1]("Hello world")["input_ids"])

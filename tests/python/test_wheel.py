@@ -1,0 +1,50 @@
+"""A wheel built from the checkout (a clean clone in CI) installs into a fresh virtualenv, where
+`import mlx_gen_parity` works next to the pinned mlx and generates. Bounded in time: the build reuses the
+project venv's scikit-build-core / nanobind (--no-build-isolation) and, when the Makefile names it
+(MLXGP_PYTHON_BUILD_DIR), the build directory of the editable install, so only what changed recompiles;
+pip installs mlx from its cache."""
+import os
+import subprocess
+import sys
+import time
+
+from conftest import ROOT
+
+BUILD_TIMEOUT_S = 1500
+STEP_TIMEOUT_S = 600
+
+
+def run(cmd, timeout, **kw):
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc, time.perf_counter() - t0
+
+
+def test_wheel_installs_in_fresh_venv(tmp_path, default_gguf, record_property):
+    build_dir = os.environ.get("MLXGP_PYTHON_BUILD_DIR", str(tmp_path / "build"))
+    _, t_build = run([sys.executable, "-m", "pip", "wheel", ROOT, "--no-build-isolation", "--no-deps", "-w",
+                      tmp_path / "dist", f"-Cbuild-dir={build_dir}"], BUILD_TIMEOUT_S)
+    wheels = list((tmp_path / "dist").glob("mlx_gen_parity-*.whl"))
+    assert len(wheels) == 1
+    version = (ROOT / "VERSION").read_text().strip()
+    assert f"-{version}-" in wheels[0].name
+
+    # The fresh venv sees only what it installed (no PYTHONPATH, no editable finder of the project venv).
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    venv = tmp_path / "venv"
+    base = getattr(sys, "_base_executable", sys.executable)
+    _, t_venv = run([base, "-m", "venv", venv], STEP_TIMEOUT_S, env=clean)
+    py = venv / "bin" / "python"
+    _, t_install = run([py, "-m", "pip", "install", "-q", wheels[0]], STEP_TIMEOUT_S, env=clean)
+    code = ("import mlx.core as mx, mlx_gen_parity as m; "
+            f"model, tok = m.load({str(default_gguf)!r}); "
+            "out = m.generate(model, tok, 'Hello', max_tokens=4); "
+            "print(m.__version__, mx.__version__, len(out['tokens']), m._core.openblas_interposed)")
+    proc, t_import = run([py, "-c", code], STEP_TIMEOUT_S, cwd=tmp_path, env=clean)  # not the source tree
+    got_version, mlx_version, n, _ = proc.stdout.split()
+    assert got_version == version and mlx_version == "0.32.4" and int(n) > 0
+    for k, v in {"wheel_build_s": t_build, "venv_s": t_venv, "install_s": t_install, "import_run_s": t_import}.items():
+        record_property(k, round(v, 1))
+    print(f"\nwheel build {t_build:.1f} s, venv {t_venv:.1f} s, pip install {t_install:.1f} s, "
+          f"import + generate {t_import:.1f} s")
