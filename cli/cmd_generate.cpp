@@ -214,8 +214,10 @@ int run_generate(const std::vector<std::string>& argv) {
 
   const bool as_json = args.has("json");
   const bool several = config.num_return_sequences > 1;
+  // Beam search is not streamed (the best hypothesis is only known at the end): printed when done.
+  const bool beams = config.num_beams > 1;
   TokenCallback stream;
-  if (!as_json && !several)
+  if (!as_json && !several && !beams)
     stream = [](int, const std::string& text) {
       if (text.empty()) return;
       std::fwrite(text.data(), 1, text.size(), stdout);
@@ -228,11 +230,14 @@ int run_generate(const std::vector<std::string>& argv) {
     std::cout << result_json(result, config).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)
               << "\n";
   } else {
-    if (several)  // not streamed: the sequences are decoded side by side
+    if (beams && !several) {
+      std::cout << result.sequences.at(0).text;
+    } else if (several) {  // not streamed: the sequences are decoded side by side
       for (size_t i = 0; i < result.sequences.size(); ++i)
         std::cout << "=== sequence " << i + 1 << "/" << result.sequences.size() << " ("
                   << to_string(result.sequences[i].finish_reason) << ") ===\n"
                   << result.sequences[i].text << (i + 1 < result.sequences.size() ? "\n" : "");
+    }
     std::cout << "\n";
     std::cout.flush();
     print_stats(result);

@@ -305,3 +305,11 @@ def test_beam_search_with_steering_hook(tiny_beam_models, run_mlxgp_json, tmp_pa
     _compare("steered beams", ref, got, failures)
     assert not failures, "\n".join(failures)
     assert [r[0] for r in ref] != [p[0] for p in plain]  # the hook changes the result
+
+
+def test_beam_text_output_prints_the_best_hypothesis(default_gguf, run_mlxgp, run_mlxgp_json):
+    """Without --json, beam search (not streamed) prints the best sequence's text once it is done."""
+    args = ("generate", "--model", default_gguf, "--prompt", "The cat", "--num-beams", "3", "--max-new-tokens", "8")
+    text = run_mlxgp(*args).stdout
+    best = run_mlxgp_json(*args)["sequences"][0]["text"]
+    assert best and text == best + "\n"
