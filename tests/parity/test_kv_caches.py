@@ -134,18 +134,42 @@ def test_tiny_rotating_vs_mlx_lm(prompt, decode, chunk, max_kv, keep, tiny_llama
     _compare(f"tiny rotating max={max_kv} keep={keep} chunk={chunk}", g, r, 1e-4)
 
 
+def _perturbed(folder, scale=1e-6, seed=0):
+    """mlx-lm's model of `folder` with every weight moved by ~`scale` relative: how far mlx-lm moves from
+    itself when keys and values change by float rounding."""
+    import mlx.core as mx
+    from mlx.utils import tree_map
+    from mlx_lm.utils import load_model
+
+    model, _ = load_model(folder)
+    key = mx.random.key(seed)
+    model.update(tree_map(lambda w: w * (1 + scale * mx.random.normal(w.shape, key=key)), model.parameters()))
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_perturbed(tiny_llama):
+    return _perturbed(tiny_llama[0])
+
+
 @pytest.mark.parametrize("bits,group", [(4, 64), (8, 64), (4, 32)])
 @pytest.mark.parametrize("kind", ["quantized", "start"])
-def test_tiny_quantized_vs_mlx_lm(bits, group, kind, tiny_llama, run_mlxgp, tmp_path):
+def test_tiny_quantized_vs_mlx_lm(bits, group, kind, tiny_llama, tiny_perturbed, run_mlxgp, tmp_path):
     folder, ref = tiny_llama
     ids = _ids(48, 512, seed=bits + group)
     kw = dict(bits=bits, group_size=group, start=20)
     r = _mlx_lm_logits(ref, ids, 31, 12, kind, **kw)
     g = _mlxgp_logits(run_mlxgp, folder, ids, tmp_path / "l.safetensors", 31, 12, kind, **kw)
     # Keys/values that differ from mlx-lm's by float rounding (~1e-7) can land on the other side of a
-    # quantization step, which moves a logit by ~1e-4 (seen at 8 bits on a few late positions);
-    # most positions must still agree to fp32 noise.
-    _compare(f"tiny quantized-kv {kind} bits={bits} group={group}", g, r, 5e-3, median_tol=1e-4)
+    # quantization step; a step flipped early moves every later position (seen at 8 bits). So the
+    # bound is fp32 noise, or how far mlx-lm moves from itself under a 1e-6 weight perturbation.
+    noise = np.abs(_mlx_lm_logits(tiny_perturbed, ids, 31, 12, kind, **kw) - r).max(-1)
+    rows = np.abs(g - r).max(-1)
+    print(f"tiny quantized-kv {kind} bits={bits} group={group}: max |diff| = {rows.max():.3e}, median "
+          f"{np.median(rows):.3e}; mlx-lm vs its perturbed self: max {noise.max():.3e}, median {np.median(noise):.3e}")
+    assert np.abs(r).max() > 0.5  # not a degenerate reference
+    assert rows.max() <= max(5e-3, 3 * noise.max()), rows.max()
+    assert np.median(rows) <= max(1e-4, 3 * np.median(noise)), np.median(rows)
 
 
 def test_default_rotating_generate_step(default_hf_folder, run_mlxgp, tmp_path):
@@ -250,7 +274,7 @@ def test_quantized_head_dim_error(run_mlxgp, tmp_path):
     assert proc.stderr.strip() == "[cache] head_dim 16 is not a multiple of kv group size 32", proc.stderr
 
 
-def _mlx_lm_greedy(ref, prompt, max_new, kind=None, chunk=None, **kw):
+def _mlx_lm_greedy(ref, prompt, max_new, kind=None, chunk=None, with_logprobs=False, **kw):
     """mlx-lm 0.32's own generate_step, greedy: the tokens. kind "rotating" / "quantized" pass the cache
     explicitly (generate_step's max_kv_size is ignored for llama, see above); "start" passes kv_bits and
     quantized_kv_start to generate_step, which quantizes its standard cache after each model call."""
@@ -264,7 +288,9 @@ def _mlx_lm_greedy(ref, prompt, max_new, kind=None, chunk=None, **kw):
         args["prompt_cache"] = _mlx_lm_cache(ref, kind, **kw)
     elif kind == "start":
         args.update(kv_bits=kw["bits"], kv_group_size=kw["group_size"], quantized_kv_start=kw["start"])
-    return [int(t) for t, _ in generate_step(mx.array(prompt), ref, **args)]
+    steps = [(int(t), lp) for t, lp in generate_step(mx.array(prompt), ref, **args)]
+    tokens = [t for t, _ in steps]
+    return (tokens, [lp for _, lp in steps]) if with_logprobs else tokens
 
 
 def _mlxgp_greedy(run_mlxgp_json, folder, prompt, max_new, kind=None, chunk=None, **kw):
@@ -329,7 +355,16 @@ def test_default_quantized_generate_vs_mlx_lm(default_hf_folder, run_mlxgp_json)
     folder, ref = default_hf_folder
     prompt = AutoTokenizer.from_pretrained(folder).encode("Once upon a time, in a small village by the sea, there lived")
     kw = dict(bits=8, group_size=64, start=16)
-    want = _mlx_lm_greedy(ref, prompt, 32, "start", 16, **kw)
+    want, logprobs = _mlx_lm_greedy(ref, prompt, 32, "start", 16, with_logprobs=True, **kw)
     got = _mlxgp_greedy(run_mlxgp_json, folder, prompt, 32, "start", 16, **kw)
-    print(f"SmolLM2 fp32 generate kv_bits=8 start=16: {_same_prefix(got, want)}/32 tokens identical to mlx-lm")
-    assert got == want
+    same = _same_prefix(got, want)
+    print(f"SmolLM2 fp32 generate kv_bits=8 start=16: {same}/32 tokens identical to mlx-lm")
+    if got != want:
+        # Near-tie rule: 8-bit keys/values that differ by float rounding can flip a quantization step, which
+        # moves logits by ~1e-2 (mlx-lm moves that much from itself, test_tiny_quantized_vs_mlx_lm). A
+        # divergence is accepted only where mlx-lm's own log-probabilities of its token and ours are closer
+        # than that.
+        lp = logprobs[same]
+        margin = float(lp[want[same]] - lp[got[same]])
+        print(f"  first divergence at token {same}: mlx-lm's margin between {want[same]} and {got[same]} = {margin:.4f}")
+        assert margin <= 0.02, margin
