@@ -8,6 +8,7 @@
 
 #include <mlx/mlx.h>
 
+#include "generation/prompt_budget.h"
 #include "mlxgp/error.h"
 #include "mlxgp/prompt_cache.h"
 #include "mlxgp/quantized_kv_cache.h"
@@ -150,29 +151,8 @@ void Generator::prefill(const std::vector<int>& prompt_ids) {
 
 void Generator::prefill(const std::vector<int>& prompt_ids, KVCacheList caches) {
   if (started_) fail("generate", "prefill() was already called on this generator");
-  if (prompt_ids.empty()) fail("generate", "the prompt is empty");
-  const auto& mc = model_.config();
-  for (int id : prompt_ids)
-    if (id < 0 || id >= mc.vocab_size)
-      fail("generate", "token id " + std::to_string(id) + " is outside the vocabulary (size " +
-                           std::to_string(mc.vocab_size) + ")");
+  stop_.budget = check_prompt_and_budget(model_.config(), config_, prompt_ids);
   const int n = static_cast<int>(prompt_ids.size());
-  const int context = mc.max_position_embeddings;
-  if (context > 0 && n >= context)
-    fail("generate", "prompt has " + std::to_string(n) + " tokens, longer than the model's context (" +
-                         std::to_string(context) + ")");
-  // HF: max_new_tokens wins; otherwise max_length counts the prompt and must exceed it.
-  int budget = 0;
-  if (config_.max_new_tokens) {
-    budget = *config_.max_new_tokens;
-  } else {
-    if (n >= config_.max_length)
-      fail("generate", "prompt has " + std::to_string(n) + " tokens but max_length is " +
-                           std::to_string(config_.max_length) + "; raise max_length or set max_new_tokens");
-    budget = config_.max_length - n;
-  }
-  if (context > 0) budget = std::min(budget, context - n);
-  stop_.budget = budget;
 
   start_ = std::chrono::steady_clock::now();
   // Hooks that act on prompt or generated positions only (ResidualInjectionHook) split here.

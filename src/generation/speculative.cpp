@@ -17,6 +17,7 @@
 #include "generation/speculative/processor_track.h"
 #include "generation/speculative/prompt_lookup.h"
 #include "mlxgp/cache_options.h"
+#include "generation/prompt_budget.h"
 #include "mlxgp/error.h"
 
 namespace mlxgp {
@@ -85,27 +86,8 @@ class SpeculativeRun {
   }
 
   void run(const std::vector<int>& prompt, const std::function<void(int)>& emit) {
-    const auto& mc = target_.config();
-    if (prompt.empty()) fail("generate", "the prompt is empty");
-    for (int id : prompt)
-      if (id < 0 || id >= mc.vocab_size)
-        fail("generate", "token id " + std::to_string(id) + " is outside the vocabulary (size " +
-                             std::to_string(mc.vocab_size) + ")");
+    const int budget = check_prompt_and_budget(target_.config(), config_, prompt);
     const int n = static_cast<int>(prompt.size());
-    const int context = mc.max_position_embeddings;
-    if (context > 0 && n >= context)
-      fail("generate", "prompt has " + std::to_string(n) + " tokens, longer than the model's context (" +
-                           std::to_string(context) + ")");
-    int budget = 0;
-    if (config_.max_new_tokens) {
-      budget = *config_.max_new_tokens;
-    } else {
-      if (n >= config_.max_length)
-        fail("generate", "prompt has " + std::to_string(n) + " tokens but max_length is " +
-                             std::to_string(config_.max_length) + "; raise max_length or set max_new_tokens");
-      budget = config_.max_length - n;
-    }
-    if (context > 0) budget = std::min(budget, context - n);
     stop_.budget = budget;
     // A rotating cache can only roll back until it wraps (mlx-lm's is_trimmable); refuse up front
     // rather than fail halfway.

@@ -9,6 +9,7 @@
 #include <mlx/mlx.h>
 #include <mlx/random.h>
 
+#include "generation/prompt_budget.h"
 #include "mlxgp/error.h"
 
 namespace mlxgp::beam {
@@ -25,31 +26,12 @@ BeamRunner::BeamRunner(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
   }
   stop_.callback = options_.stop_callback;
   // Budget as the Generator computes it (HF: max_new_tokens wins, else max_length counts the prompt).
-  max_new_tokens_ = config.max_new_tokens;
-  max_length_ = config.max_length;
+  config_ = config;
 }
 
 mx::array BeamRunner::prefill(const std::vector<int>& prompt_ids, int rows) {
-  if (prompt_ids.empty()) fail("generate", "the prompt is empty");
-  const auto& mc = model_.config();
-  for (int id : prompt_ids)
-    if (id < 0 || id >= mc.vocab_size)
-      fail("generate", "token id " + std::to_string(id) + " is outside the vocabulary (size " +
-                           std::to_string(mc.vocab_size) + ")");
+  stop_.budget = check_prompt_and_budget(model_.config(), config_, prompt_ids);
   const int n = static_cast<int>(prompt_ids.size());
-  const int context = mc.max_position_embeddings;
-  if (context > 0 && n >= context)
-    fail("generate", "prompt has " + std::to_string(n) + " tokens, longer than the model's context (" +
-                         std::to_string(context) + ")");
-  if (max_new_tokens_) {
-    stop_.budget = *max_new_tokens_;
-  } else {
-    if (n >= max_length_)
-      fail("generate", "prompt has " + std::to_string(n) + " tokens but max_length is " + std::to_string(max_length_) +
-                           "; raise max_length or set max_new_tokens");
-    stop_.budget = max_length_ - n;
-  }
-  if (context > 0) stop_.budget = std::min(stop_.budget, context - n);
   start_ = std::chrono::steady_clock::now();
   mx::reset_peak_memory();
   model_.hooks().set_prompt_length(n);

@@ -64,8 +64,7 @@ class BeamRunner {
   KVCacheList caches_;
   std::vector<int> prompt_;
   std::vector<int> scratch_;
-  std::optional<int> max_new_tokens_;
-  int max_length_ = 0;
+  GenerationConfig config_;  // the budget's max_new_tokens / max_length
   int rows_ = 0;
   std::chrono::steady_clock::time_point start_;
   double prefill_seconds_ = 0;

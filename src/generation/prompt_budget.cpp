@@ -1,0 +1,34 @@
+#include "generation/prompt_budget.h"
+
+#include <algorithm>
+#include <string>
+
+#include "mlxgp/error.h"
+
+namespace mlxgp {
+
+int check_prompt_and_budget(const ModelConfig& mc, const GenerationConfig& config, const std::vector<int>& prompt) {
+  if (prompt.empty()) fail("generate", "the prompt is empty");
+  for (int id : prompt)
+    if (id < 0 || id >= mc.vocab_size)
+      fail("generate", "token id " + std::to_string(id) + " is outside the vocabulary (size " +
+                           std::to_string(mc.vocab_size) + ")");
+  const int n = static_cast<int>(prompt.size());
+  const int context = mc.max_position_embeddings;
+  if (context > 0 && n >= context)
+    fail("generate", "prompt has " + std::to_string(n) + " tokens, longer than the model's context (" +
+                         std::to_string(context) + ")");
+  // HF: max_new_tokens wins; otherwise max_length counts the prompt and must exceed it.
+  int budget = 0;
+  if (config.max_new_tokens) {
+    budget = *config.max_new_tokens;
+  } else {
+    if (n >= config.max_length)
+      fail("generate", "prompt has " + std::to_string(n) + " tokens but max_length is " +
+                           std::to_string(config.max_length) + "; raise max_length or set max_new_tokens");
+    budget = config.max_length - n;
+  }
+  return context > 0 ? std::min(budget, context - n) : budget;
+}
+
+}  // namespace mlxgp
