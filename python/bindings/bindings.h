@@ -28,4 +28,10 @@ void bind_hooks(nb::module_& m);       // hooks.cpp: hook classes, steering-vect
 void bind_training(nb::module_& m);    // training.cpp: losses, AdamW, train_step, LoRA
 void bind_convert(nb::module_& m);     // convert.cpp: HF folder -> MLX folder
 
+// blas_rebind.cpp: points libmlx.so's cblas_{s,d,c}gemm at the already loaded OpenBLAS at
+// openblas_path, as the mlxgp executable's link order does. Returns the number of slots rewritten.
+int rebind_mlx_blas(const char* openblas_path);
+// The file of the library that libmlx's cblas_sgemm slot now points to ("" if libmlx is not loaded).
+std::string mlx_sgemm_library();
+
 }  // namespace mlxgp::py

@@ -1,4 +1,4 @@
-// NB_MODULE(_core): error mapping, the OpenBLAS promotion, and the per-area bindings.
+// NB_MODULE(_core): error mapping, the OpenBLAS interposition, and the per-area bindings.
 #include <dlfcn.h>
 
 #include <nanobind/stl/string.h>
@@ -30,15 +30,12 @@ void translate_error(const std::exception_ptr& p, void*) {
   }
 }
 
-// The extension links OpenBLAS (like the mlxgp executable) but Python loads extensions RTLD_LOCAL, so
-// libmlx (loaded earlier by `import mlx.core`) would still bind cblas_sgemm to its bundled reference
-// BLAS. Re-opening OpenBLAS with RTLD_NOLOAD | RTLD_GLOBAL puts it in the global scope, which the
-// dynamic linker searches first when libmlx's lazy PLT entry is resolved at its first call.
-bool promote_openblas() {
+// OpenBLAS path the extension links (CMake); libmlx's gemm slots are pointed at it (blas_rebind.cpp).
+int interpose_openblas() {
 #ifdef MLXGP_OPENBLAS_PATH
-  return dlopen(MLXGP_OPENBLAS_PATH, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL) != nullptr;
+  return mlxgp::py::rebind_mlx_blas(MLXGP_OPENBLAS_PATH);
 #else
-  return false;
+  return 0;
 #endif
 }
 
@@ -47,7 +44,14 @@ bool promote_openblas() {
 NB_MODULE(_core, m) {
   m.doc() = "mlx-gen-parity C++ core (use the mlx_gen_parity package, not this module)";
   nb::register_exception_translator(translate_error);
-  m.attr("openblas_interposed") = promote_openblas();
+  m.attr("openblas_interposed") = interpose_openblas() > 0;
+#ifdef MLXGP_OPENBLAS_PATH
+  m.attr("openblas_library") = MLXGP_OPENBLAS_PATH;
+#else
+  m.attr("openblas_library") = "";
+#endif
+  m.def("mlx_sgemm_library", &mlxgp::py::mlx_sgemm_library,
+        "the shared library libmlx's fp32 matmuls call in this process (diagnostic)");
   m.attr("__version__") = MLXGP_VERSION;
   m.def("version", &mlxgp::version, "the C++ library's version");
   m.def("cache_dir", &mlxgp::cache_dir);

@@ -21,7 +21,7 @@ def run(cmd, timeout, **kw):
     return proc, time.perf_counter() - t0
 
 
-def test_wheel_installs_in_fresh_venv(tmp_path, default_gguf, record_property):
+def test_wheel_installs_in_fresh_venv(tmp_path, default_gguf, record_property, mgp):
     build_dir = os.environ.get("MLXGP_PYTHON_BUILD_DIR", str(tmp_path / "build"))
     _, t_build = run([sys.executable, "-m", "pip", "wheel", ROOT, "--no-build-isolation", "--no-deps", "-w",
                       tmp_path / "dist", f"-Cbuild-dir={build_dir}"], BUILD_TIMEOUT_S)
@@ -42,8 +42,10 @@ def test_wheel_installs_in_fresh_venv(tmp_path, default_gguf, record_property):
             "out = m.generate(model, tok, 'Hello', max_tokens=4); "
             "print(m.__version__, mx.__version__, len(out['tokens']), m._core.openblas_interposed)")
     proc, t_import = run([py, "-c", code], STEP_TIMEOUT_S, cwd=tmp_path, env=clean)  # not the source tree
-    got_version, mlx_version, n, _ = proc.stdout.split()
+    got_version, mlx_version, n, interposed = proc.stdout.split()
     assert got_version == version and mlx_version == "0.32.4" and int(n) > 0
+    # The wheel's extension finds OpenBLAS like the editable one (tests/python/test_blas.py).
+    assert interposed == str(bool(mgp._core.openblas_library)), interposed
     for k, v in {"wheel_build_s": t_build, "venv_s": t_venv, "install_s": t_install, "import_run_s": t_import}.items():
         record_property(k, round(v, 1))
     print(f"\nwheel build {t_build:.1f} s, venv {t_venv:.1f} s, pip install {t_install:.1f} s, "
