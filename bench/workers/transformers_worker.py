@@ -1,6 +1,8 @@
-"""One greedy generation with transformers (PyTorch CPU, fp32 HF folder); prints one JSON line.
+"""One greedy generation with transformers (PyTorch, fp32 HF folder, CPU unless told); prints one JSON line.
 
 Usage: transformers_worker.py MODEL_DIR IDS(comma-separated) MAX_NEW_TOKENS
+Env BENCH_TORCH_DEVICE (cpu | cuda, default cpu) and BENCH_TORCH_DTYPE (float32 | bfloat16 | float16,
+default float32) select where and in which precision it runs (bench/gpu/gpu_check.py uses cuda).
 Peak memory is not measured here: PyTorch has no allocator peak on CPU, so the driver reports the
 process's max RSS for every engine. Torch keeps its default thread count (reported as torch_threads)."""
 import os
@@ -37,10 +39,12 @@ class ClockStreamer(BaseStreamer):
 def main() -> None:
     model_dir, ids_arg, max_new = sys.argv[1], sys.argv[2], int(sys.argv[3])
     ids = [int(t) for t in ids_arg.split(",")]
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    device = os.environ.get("BENCH_TORCH_DEVICE", "cpu")
+    dtype = getattr(torch, os.environ.get("BENCH_TORCH_DTYPE", "float32"))
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
     model.eval()
 
-    input_ids = torch.tensor([ids], dtype=torch.long)
+    input_ids = torch.tensor([ids], dtype=torch.long, device=device)
     clock = TokenClock()
     # eos_token_id=None: never stop early, like `mlxgp --ignore-eos` and mlx-lm's generate_step
     # (min_new_tokens would instead mask EOS out of the logits and change the greedy path).

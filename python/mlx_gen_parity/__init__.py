@@ -7,9 +7,17 @@
 
 mlx arrays cross the boundary as mlx.core.array (the extension shares mlx's nanobind domain).
 """
-import mlx.core as _mx  # noqa: F401  (registers mlx.core.array with nanobind before _core loads)
+import os as _os
 
-from . import _core
+# float32 means float32, as in PyTorch (allow_tf32 is off for matmuls by default): MLX's CUDA backend
+# otherwise runs fp32 matmuls as TF32 (MLX_ENABLE_TF32 defaults to 1), which moved SmolLM2's logits
+# by 0.057 against transformers on an H200. MLX reads the variable once, at its first fp32 matmul;
+# set MLX_ENABLE_TF32=1 before importing to opt back in. No effect on the CPU.
+_os.environ.setdefault("MLX_ENABLE_TF32", "0")
+
+import mlx.core as _mx  # noqa: E402,F401  (registers mlx.core.array with nanobind before _core loads)
+
+from . import _core  # noqa: E402
 from ._config import GenerationConfig
 from ._generate import GenerationStream, generate, stream_generate
 from ._load import load

@@ -55,7 +55,21 @@ void check(const Case& c, uint64_t seed) {
 
 }  // namespace
 
-TEST(Kernels, QuantizedMatmulMatchesMlxForEachFormat) {
+// These are the CPU kernels: each test runs with the CPU as MLX's default device, also in a CUDA build
+// (whose default is the GPU, where every entry point forwards to MLX's op instead).
+class Kernels : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    previous_ = mx::default_device();
+    mx::set_default_device(mx::Device::cpu);
+  }
+  void TearDown() override { mx::set_default_device(previous_); }
+
+ private:
+  mx::Device previous_{mx::Device::cpu};
+};
+
+TEST_F(Kernels, QuantizedMatmulMatchesMlxForEachFormat) {
   REQUIRE_KERNELS();
   uint64_t seed = 1;
   // Every SIMD path this CPU can run (a cap above the machine's ISA just keeps the best one).
@@ -72,14 +86,14 @@ TEST(Kernels, QuantizedMatmulMatchesMlxForEachFormat) {
   mlxgp::kernels::set_cpu_isa_cap("avx512");
 }
 
-TEST(Kernels, QuantizedMatmulLargeShapesUseEveryThread) {
+TEST_F(Kernels, QuantizedMatmulLargeShapesUseEveryThread) {
   REQUIRE_KERNELS();
   // Big enough to be split across the pool; odd N so the last chunk is partial.
   check({4, 32, 1, 4099, 576, mx::float32}, 7);
   check({8, 64, 3, 2051, 1536, mx::float16}, 8);
 }
 
-TEST(Kernels, QuantizedMatmulBatchedAndStridedInputs) {
+TEST_F(Kernels, QuantizedMatmulBatchedAndStridedInputs) {
   REQUIRE_KERNELS();
   auto w = mx::random::normal({96, 128}, mx::float32, 0.0f, 1.0f, mx::random::key(3));
   auto q = mx::quantize(w, 64, 4);
@@ -94,7 +108,7 @@ TEST(Kernels, QuantizedMatmulBatchedAndStridedInputs) {
   EXPECT_LE(rel_err(got, ref), 1e-4f);
 }
 
-TEST(Kernels, UnsupportedFormatsFallBackToMlx) {
+TEST_F(Kernels, UnsupportedFormatsFallBackToMlx) {
   auto w = mx::random::normal({32, 128}, mx::float32, 0.0f, 1.0f, mx::random::key(5));
   auto x = mx::random::normal({1, 128}, mx::float32, 0.0f, 1.0f, mx::random::key(6));
   for (auto [bits, group] : {std::pair{2, 64}, std::pair{4, 128}, std::pair{6, 32}}) {
@@ -112,13 +126,13 @@ TEST(Kernels, UnsupportedFormatsFallBackToMlx) {
   EXPECT_EQ(got.dtype(), mx::quantized_matmul(xh, q[0], q[1], q[2], true, 32, 4).dtype());
 }
 
-TEST(Kernels, ReportsIsaAndThreads) {
+TEST_F(Kernels, ReportsIsaAndThreads) {
   const std::string isa = mlxgp::kernels::cpu_isa();
   EXPECT_TRUE(isa == "avx512" || isa == "avx2" || isa == "portable") << isa;
   EXPECT_GE(mlxgp::kernels::num_threads(), 1);
 }
 
-TEST(Kernels, DenseLinearMatchesMatmulForEachIsa) {
+TEST_F(Kernels, DenseLinearMatchesMatmulForEachIsa) {
   REQUIRE_KERNELS();
   uint64_t seed = 100;
   for (const char* isa : {"portable", "avx2", "avx512"}) {
@@ -141,7 +155,7 @@ TEST(Kernels, DenseLinearMatchesMatmulForEachIsa) {
   mlxgp::kernels::set_cpu_isa_cap("avx512");
 }
 
-TEST(Kernels, DenseLinearBatchedViewsAndFallback) {
+TEST_F(Kernels, DenseLinearBatchedViewsAndFallback) {
   REQUIRE_KERNELS();
   auto w = mx::random::normal({40, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(11));
   auto xt = mx::random::normal({2, 64, 3}, mx::float32, 0.0f, 1.0f, mx::random::key(12));
@@ -158,7 +172,7 @@ TEST(Kernels, DenseLinearBatchedViewsAndFallback) {
   EXPECT_FALSE(mlxgp::kernels::linear_supported(mx::astype(x, mx::bfloat16), mx::astype(w, mx::bfloat16)));
 }
 
-TEST(Kernels, SwiGluMatchesMlxValuesAndGradients) {
+TEST_F(Kernels, SwiGluMatchesMlxValuesAndGradients) {
   REQUIRE_KERNELS();
   // Odd sizes (a SIMD tail), extreme values (exp clamping), a strided view.
   auto g = mx::multiply(mx::random::normal({3, 37, 129}, mx::float32, 0.0f, 1.0f, mx::random::key(21)), mx::array(6.0f));
@@ -181,7 +195,7 @@ TEST(Kernels, SwiGluMatchesMlxValuesAndGradients) {
   EXPECT_FALSE(mlxgp::kernels::swiglu_supported(mx::astype(g, mx::bfloat16), mx::astype(u, mx::bfloat16)));
 }
 
-TEST(Kernels, AttentionMatchesSdpaValuesAndGradients) {
+TEST_F(Kernels, AttentionMatchesSdpaValuesAndGradients) {
   REQUIRE_KERNELS();
   // GQA (6 query heads on 2 key heads), a prefill chunk on top of cached keys (Tk > Tq), odd sizes.
   for (auto [tq, tk] : {std::pair{13, 13}, std::pair{7, 20}, std::pair{2, 9}}) {

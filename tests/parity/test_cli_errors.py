@@ -112,3 +112,13 @@ def test_missing_model_path(gen, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert ONE_LINE.match(proc.stderr.decode()), proc.stderr
     assert str(tmp_path / "no-such-model") in proc.stderr.decode() or "no-such-model" in proc.stderr.decode()
+
+
+def test_device_env_is_checked(mlxgp_bin, default_gguf, monkeypatch):
+    """MLXGP_DEVICE picks MLX's default device; a bad value is a one-line error before anything loads."""
+    monkeypatch.setenv("MLXGP_DEVICE", "tpu")
+    check_error(run_raw(mlxgp_bin, "generate", "--model", default_gguf, "--prompt", "Hi"), "device",
+                "MLXGP_DEVICE must be 'cpu' or 'gpu', got 'tpu'")
+    monkeypatch.setenv("MLXGP_DEVICE", "cpu")
+    ok = run_raw(mlxgp_bin, "generate", "--model", default_gguf, "--prompt", "Hi", "--max-new-tokens", "2")
+    assert ok.returncode == 0, ok.stderr
