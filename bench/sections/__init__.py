@@ -17,6 +17,12 @@ class Context:
     max_new_tokens: int
     log: Callable[[str], None] = print
 
+    def mlxgp_missing(self) -> str | None:
+        """Why mlxgp engines cannot run (no binary), or None."""
+        if self.mlxgp_bin is None or not self.mlxgp_bin.is_file():
+            return f"mlxgp binary not found ({self.mlxgp_bin})"
+        return None
+
 
 @dataclass
 class Table:

@@ -62,10 +62,9 @@ def run(ctx: Context) -> list[Table]:
     n = min(ctx.max_new_tokens, MAX_NEW_TOKENS)
     engines = [Engine("mlxgp", HF_F32_DIR, _mlxgp_argv), Engine("transformers", HF_F32_DIR, _hf_argv),
                Engine("mlxgp", DEFAULT_GGUF, _mlxgp_argv)]
-    if ctx.mlxgp_bin is None or not ctx.mlxgp_bin.is_file():
-        for e in engines:
-            if e.name == "mlxgp":
-                e.error = f"mlxgp binary not found ({ctx.mlxgp_bin})"
+    for e in engines:
+        if e.name == "mlxgp":
+            e.error = ctx.mlxgp_missing()
     ctx.log("[beams] " + ", ".join(f"{e.name} on {e.model.name}" for e in engines))
     for rep in range(ctx.repeats):
         for e in engines:

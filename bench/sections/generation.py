@@ -32,9 +32,8 @@ def _mlxgp_argv(ctx: Context, model: Path, ids: list[int], n: int) -> list[str]:
 
 
 def _mlxgp_unavailable(ctx: Context) -> str | None:
-    if ctx.mlxgp_bin is None or not ctx.mlxgp_bin.is_file():
-        return f"mlxgp binary not found ({ctx.mlxgp_bin}); set MLXGP_BIN or run `make bench`"
-    return None
+    missing = ctx.mlxgp_missing()
+    return f"{missing}; set MLXGP_BIN or run `make bench`" if missing else None
 
 
 def _worker(script: str):

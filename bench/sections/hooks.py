@@ -25,8 +25,8 @@ def _argv(ctx: Context, model: Path, ids: list[int], n: int, extra: list[str]) -
 def run(ctx: Context) -> list[Table]:
     table = Table(title="mlxgp greedy decode tok/s with hooks vs none", columns=[
         "model", "variant", "decode tok/s", "overhead vs no hook"])
-    if ctx.mlxgp_bin is None or not ctx.mlxgp_bin.is_file():
-        table.failures.append(f"mlxgp binary not found ({ctx.mlxgp_bin})")
+    if missing := ctx.mlxgp_missing():
+        table.failures.append(missing)
         return [table]
     from safetensors.numpy import save_file
 

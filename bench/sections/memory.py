@@ -44,8 +44,8 @@ def run(ctx: Context) -> list[Table]:
         f"< {TARGET:.0%}"])
     ids = prompt_ids(HF_F32_DIR / "tokenizer.json")
     trace = ",".join(map(str, TRACE))
-    if ctx.mlxgp_bin is None or not ctx.mlxgp_bin.is_file():
-        table.failures.append(f"mlxgp binary not found ({ctx.mlxgp_bin})")
+    if missing := ctx.mlxgp_missing():
+        table.failures.append(missing)
     else:
         for model in (DEFAULT_GGUF,):
             argv = [str(ctx.mlxgp_bin), "generate", "--model", str(model), "--input-ids", ",".join(map(str, ids)),

@@ -17,8 +17,8 @@ WORKER = ROOT / "bench" / "workers" / "mlxgp_python_worker.py"
 def run(ctx: Context) -> list[Table]:
     table = Table(title="greedy decode tok/s: mlx_gen_parity.generate vs the mlxgp CLI", columns=[
         "model", "mlxgp CLI tok/s", "Python tok/s", "Python vs CLI", "tokens identical"])
-    if ctx.mlxgp_bin is None or not ctx.mlxgp_bin.is_file():
-        table.failures.append(f"mlxgp binary not found ({ctx.mlxgp_bin})")
+    if missing := ctx.mlxgp_missing():
+        table.failures.append(missing)
         return [table]
     ids = prompt_ids(HF_F32_DIR / "tokenizer.json")
     n = ctx.max_new_tokens

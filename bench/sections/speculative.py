@@ -92,10 +92,9 @@ def run(ctx: Context) -> list[Table]:
     prompts["copy"] = Tokenizer.from_file(str(tok)).encode(LOOKUP_PROMPT, add_special_tokens=False).ids
     n = ctx.max_new_tokens
     variants = _variants()
-    if ctx.mlxgp_bin is None or not ctx.mlxgp_bin.is_file():
-        for v in variants:
-            if v.engine == "mlxgp":
-                v.error = f"mlxgp binary not found ({ctx.mlxgp_bin})"
+    for v in variants:
+        if v.engine == "mlxgp":
+            v.error = ctx.mlxgp_missing()
     ctx.log(f"[speculative] target {HF_F32_DIR.name}, draft {MLX_Q8_DIR.name}; prompts: essay "
             f"{len(prompts['essay'])} tokens, copy {len(prompts['copy'])} tokens; {n} new tokens")
     # Warm-up: page the weights in (not measured).

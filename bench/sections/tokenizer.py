@@ -102,8 +102,7 @@ def _run_hf(ctx: Context, tok: Tok, corpus: Path, mode: str) -> tuple[float, int
 def _measure(ctx: Context, tok: Tok, corpus: Path, mode: str) -> dict[str, Samples]:
     engines = {"mlxgp": _run_mlxgp, "tokenizers": _run_hf}
     res = {name: Samples() for name in engines}
-    if ctx.mlxgp_bin is None or not ctx.mlxgp_bin.is_file():
-        res["mlxgp"].error = f"mlxgp binary not found ({ctx.mlxgp_bin})"
+    res["mlxgp"].error = ctx.mlxgp_missing()
     for path in {tok.hf_json} | ({DEFAULT_GGUF} if "--model" in tok.mlxgp_args else set()):
         if not path.exists():
             for s in res.values():

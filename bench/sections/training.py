@@ -81,8 +81,8 @@ def run(ctx: Context) -> list[Table]:
     table = Table(title=f"LoRA training (rank {RANK}, q_proj+v_proj of every layer, batch {BATCH}, "
                         f"fp32 folder, iterations {REPORT + 1}-{ITERS})",
                   columns=["engine", "tokens/s", "max RSS GB", "mlxgp / engine tokens/s"])
-    if ctx.mlxgp_bin is None or not ctx.mlxgp_bin.is_file():
-        table.failures.append(f"mlxgp binary not found ({ctx.mlxgp_bin})")
+    if missing := ctx.mlxgp_missing():
+        table.failures.append(missing)
         return [table]
     results = {}
     with tempfile.TemporaryDirectory() as t:

@@ -1,5 +1,6 @@
 """Shared pieces of the parity / speed commands: running each engine on the same prompt ids and settings,
 comparing token streams and logits, and printing plain tables."""
+import argparse
 import json
 import os
 import shutil
@@ -154,3 +155,20 @@ def add_common_args(p):
     p.add_argument("--mlx-model", required=True, help="local MLX / HF folder or .gguf that mlxgp and mlx-lm load")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--mlxgp-bin", default=None, help="the mlxgp executable (default: $MLXGP_BIN, PATH, build/mlxgp)")
+
+
+def setup_one_prompt(doc, argv):
+    """The start parity_hf and perf_bench share: the common arguments plus --prompt, mlxgp's model
+    (with its tokenizer), the prompt's ids and transformers' reference model.
+    Returns (args, mlx_gen_parity module, model, tokenizer, ids, hf)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p)
+    p.add_argument("--prompt", required=True)
+    a = p.parse_args(argv)
+
+    import mlx_gen_parity as mgp
+
+    model, tokenizer = mgp.load(a.mlx_model)
+    if tokenizer is None:
+        p.error("--mlx-model has no tokenizer files")
+    return a, mgp, model, tokenizer, tokenizer.encode(a.prompt), load_hf(a.hf_model)

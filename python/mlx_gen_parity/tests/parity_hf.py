@@ -3,24 +3,11 @@
 One prompt: per mode (greedy, processors, beams) the tokens mlxgp generates from --mlx-model against
 transformers on --hf-model (tokens identical / total, max |logit diff|, finish reasons equal), then the
 decode speed of mlxgp C++, mlxgp Python, mlx-lm and transformers (greedy)."""
-import argparse
-
 from . import _common as C
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    C.add_common_args(p)
-    p.add_argument("--prompt", required=True)
-    a = p.parse_args(argv)
-
-    import mlx_gen_parity as mgp
-
-    model, tokenizer = mgp.load(a.mlx_model)
-    if tokenizer is None:
-        p.error("--mlx-model has no tokenizer files")
-    ids = tokenizer.encode(a.prompt)
-    hf = C.load_hf(a.hf_model)
+    a, mgp, model, tokenizer, ids, hf = C.setup_one_prompt(__doc__, argv)
     print(f"prompt: {a.prompt!r} ({len(ids)} tokens), max_tokens {a.max_tokens}")
     print(f"mlxgp: {a.mlx_model}   transformers: {a.hf_model}\n")
     print("parity (mlxgp vs transformers)")
