@@ -38,6 +38,13 @@ bool swiglu_supported(const mx::array& gate, const mx::array& up);
 mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal);
 bool attention_supported(const mx::array& q, const mx::array& k, const mx::array& v);
 
+// Rotary position embedding in the "rotate half" layout (transformers apply_rotary_pos_emb;
+// mx::fast::rope with traditional=false) over x [B, H, T, D]: feature pairs (i, i + dims/2), i < dims/2,
+// of position offset + t rotate by (offset + t) * scale / base^(2i/dims); features from dims on pass
+// through. float32 on the CPU; otherwise mx::fast::rope. Differentiable.
+mx::array rope(const mx::array& x, int dims, float base, float scale, int offset);
+bool rope_supported(const mx::array& x, int dims);
+
 // True when the custom kernels run at all: an x86-64 CPU with AVX2+FMA (or AVX-512) and
 // MLXGP_DISABLE_KERNELS unset. Elsewhere every entry point forwards to MLX's own op.
 bool available();

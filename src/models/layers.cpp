@@ -188,7 +188,7 @@ Rope Rope::make(const ModelConfig& c, const std::optional<mx::array>& freq_facto
 
 mx::array Rope::operator()(const mx::array& x, int offset) const {
   if (periods) return mx::fast::rope(x, dims, false, std::nullopt, scale, offset, *periods);
-  return mx::fast::rope(x, dims, false, base, scale, offset);
+  return kernels::rope(x, dims, base, scale, offset);  // mx::fast::rope off the CPU
 }
 
 Attention Attention::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c,

@@ -224,3 +224,30 @@ TEST_F(Kernels, AttentionMatchesSdpaValuesAndGradients) {
   auto q1 = mx::random::normal({1, 6, 1, 16}), k1 = mx::random::normal({1, 2, 5, 16});
   EXPECT_FALSE(mlxgp::kernels::attention_supported(q1, k1, k1));
 }
+
+TEST_F(Kernels, RopeMatchesMlxValuesAndGradients) {
+  REQUIRE_KERNELS();
+  // The head split's strided view [B, T, H, D] -> [B, H, T, D], full and partial rotary dims, offsets,
+  // position scaling (transformers' "linear" rope scaling).
+  struct C { int dims, offset; float base, scale; };
+  for (auto c : {C{16, 0, 10000.0f, 1.0f}, C{16, 123, 100000.0f, 1.0f}, C{8, 5, 10000.0f, 0.25f}}) {
+    SCOPED_TRACE("dims=" + std::to_string(c.dims) + " offset=" + std::to_string(c.offset));
+    auto raw = mx::random::normal({2, 7, 3, 16}, mx::float32, 0.0f, 1.0f, mx::random::key(41 + c.offset));
+    auto x = mx::transpose(raw, {0, 2, 1, 3});
+    ASSERT_TRUE(mlxgp::kernels::rope_supported(x, c.dims));
+    auto ours = [c](const mx::array& a) { return mlxgp::kernels::rope(a, c.dims, c.base, c.scale, c.offset); };
+    auto ref = [c](const mx::array& a) { return mx::fast::rope(a, c.dims, false, c.base, c.scale, c.offset); };
+    EXPECT_LE(rel_err(ours(x), ref(x)), 2e-6f);
+    // Features past `dims` pass through untouched.
+    if (c.dims < 16) {
+      auto tail = [](const mx::array& a) { return mx::slice(a, {0, 0, 0, 8}, {2, 3, 7, 16}); };
+      EXPECT_EQ(mx::max(mx::abs(mx::subtract(tail(ours(x)), tail(x)))).item<float>(), 0.0f);
+    }
+    auto grad = [](auto f, const mx::array& a) {
+      return mx::grad([f](const mx::array& p) { return mx::sum(mx::square(mx::sin(f(p)))); })(a);
+    };
+    EXPECT_LE(rel_err(grad(ours, x), grad(ref, x)), 1e-5f);
+  }
+  EXPECT_FALSE(mlxgp::kernels::rope_supported(mx::zeros({1, 2, 3, 8}, mx::bfloat16), 8));
+  EXPECT_FALSE(mlxgp::kernels::rope_supported(mx::zeros({1, 2, 3, 8}), 10));
+}
