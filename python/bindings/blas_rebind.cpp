@@ -66,8 +66,11 @@ void for_each_gemm_slot(Fn fn) {
   for (ElfW(Half) i = 0; i < t.phnum; ++i) {
     if (t.phdr[i].p_type == PT_DYNAMIC) dyn = reinterpret_cast<const ElfW(Dyn)*>(t.base + t.phdr[i].p_vaddr);
     if (t.phdr[i].p_type == PT_GNU_RELRO) {
-      relro_lo = t.base + t.phdr[i].p_vaddr;
-      relro_hi = relro_lo + t.phdr[i].p_memsz;
+      // The pages the dynamic linker made read-only: whole pages only (glibc _dl_protect_relro rounds
+      // both ends down), so a partial last page stays writable and must stay so.
+      const auto page = static_cast<ElfW(Addr)>(sysconf(_SC_PAGESIZE));
+      relro_lo = (t.base + t.phdr[i].p_vaddr) & ~(page - 1);
+      relro_hi = (t.base + t.phdr[i].p_vaddr + t.phdr[i].p_memsz) & ~(page - 1);
     }
   }
   if (!dyn) return;
