@@ -131,60 +131,13 @@ MLXGP_AVX2 void rows_avx2(const QmmArgs& a, const float* xp, int m0, int n0, int
   }
 }
 
-// 32 weights of one row from column k, dequantized with their group's scale and bias.
-template <int BITS>
-MLXGP_AVX512 inline void dequant32_avx512(const uint8_t* wb, int k, __m512 vs, __m512 vb, __m512& w0, __m512& w1) {
-  if constexpr (BITS == 4) {
-    const __m512i low4 = _mm512_set1_epi32(0xF);
-    __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k / 2)));
-    w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v, low4)), vs, vb);
-    w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4)), vs, vb);
-  } else {
-    __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k)));
-    __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k + 16)));
-    w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v0), vs, vb);
-    w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v1), vs, vb);
-  }
-}
-
 template <int MB, int BITS, ScaleType ST>
 MLXGP_AVX512 void rows_avx512(const QmmArgs& a, const float* xp, int m0, int n0, int n1) {
   const int groups = a.K / a.group_size;
   const size_t bytes_per_row = static_cast<size_t>(a.K) * BITS / 8;
   const float* xr = xp + static_cast<size_t>(m0) * a.K;
-  int n = n0;
-  if constexpr (MB > 1) {
-    // Two weight rows per pass, as the dense kernel: each x vector loaded feeds two rows' FMAs.
-    for (; n + 2 <= n1; n += 2) {
-      const uint8_t* wa = reinterpret_cast<const uint8_t*>(a.w) + n * bytes_per_row;
-      const uint8_t* wb2 = wa + bytes_per_row;
-      __m512 acc[MB][4];
-      for (int m = 0; m < MB; ++m) acc[m][0] = acc[m][1] = acc[m][2] = acc[m][3] = _mm512_setzero_ps();
-      for (int g = 0; g < groups; ++g) {
-        const size_t gi = static_cast<size_t>(n) * groups + g, gj = gi + groups;
-        const __m512 vs = _mm512_set1_ps(scale_at<ST>(a.scales, gi)), vb = _mm512_set1_ps(scale_at<ST>(a.biases, gi));
-        const __m512 vs2 = _mm512_set1_ps(scale_at<ST>(a.scales, gj)), vb2 = _mm512_set1_ps(scale_at<ST>(a.biases, gj));
-        for (int k = g * a.group_size; k < (g + 1) * a.group_size; k += 32) {
-          __m512 w0, w1, u0, u1;
-          dequant32_avx512<BITS>(wa, k, vs, vb, w0, w1);
-          dequant32_avx512<BITS>(wb2, k, vs2, vb2, u0, u1);
-          for (int m = 0; m < MB; ++m) {
-            const float* xm = xr + static_cast<size_t>(m) * a.K + k;
-            const __m512 x0 = _mm512_loadu_ps(xm), x1 = _mm512_loadu_ps(xm + 16);
-            acc[m][0] = _mm512_fmadd_ps(w0, x0, acc[m][0]);
-            acc[m][1] = _mm512_fmadd_ps(w1, x1, acc[m][1]);
-            acc[m][2] = _mm512_fmadd_ps(u0, x0, acc[m][2]);
-            acc[m][3] = _mm512_fmadd_ps(u1, x1, acc[m][3]);
-          }
-        }
-      }
-      for (int m = 0; m < MB; ++m) {
-        a.out[static_cast<size_t>(m0 + m) * a.N + n] = _mm512_reduce_add_ps(_mm512_add_ps(acc[m][0], acc[m][1]));
-        a.out[static_cast<size_t>(m0 + m) * a.N + n + 1] = _mm512_reduce_add_ps(_mm512_add_ps(acc[m][2], acc[m][3]));
-      }
-    }
-  }
-  for (; n < n1; ++n) {
+  const __m512i low4 = _mm512_set1_epi32(0xF);
+  for (int n = n0; n < n1; ++n) {
     const uint8_t* wb = reinterpret_cast<const uint8_t*>(a.w) + n * bytes_per_row;
     __m512 acc[MB][2];
     for (int m = 0; m < MB; ++m) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
@@ -194,7 +147,16 @@ MLXGP_AVX512 void rows_avx512(const QmmArgs& a, const float* xp, int m0, int n0,
       const __m512 vb = _mm512_set1_ps(scale_at<ST>(a.biases, gi));
       for (int k = g * a.group_size; k < (g + 1) * a.group_size; k += 32) {
         __m512 w0, w1;
-        dequant32_avx512<BITS>(wb, k, vs, vb, w0, w1);
+        if constexpr (BITS == 4) {
+          __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k / 2)));
+          w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v, low4)), vs, vb);
+          w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4)), vs, vb);
+        } else {
+          __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k)));
+          __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k + 16)));
+          w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v0), vs, vb);
+          w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v1), vs, vb);
+        }
         for (int m = 0; m < MB; ++m) {
           const float* xm = xr + static_cast<size_t>(m) * a.K + k;
           acc[m][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xm), acc[m][0]);
