@@ -1,5 +1,4 @@
 // NB_MODULE(_core): error mapping, the OpenBLAS interposition, and the per-area bindings.
-#include <dlfcn.h>
 
 #include <nanobind/stl/string.h>
 

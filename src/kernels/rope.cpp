@@ -14,7 +14,6 @@
 #include <mlx/primitives.h>
 
 #include "kernels/cpu_task.h"
-#include "kernels/qmm_cpu.h"
 #include "kernels/row_major.h"
 #include "kernels/thread_pool.h"
 #include "mlxgp/kernels.h"
