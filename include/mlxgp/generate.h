@@ -22,6 +22,7 @@
 namespace mlxgp {
 
 struct PromptCache;  // prompt_cache.h
+class DecodeGroup;  // src/generation/core/decode_group.h
 
 struct GeneratorOptions {
   int prefill_chunk_size = 512;  // long prompts are prefilled in chunks of this many tokens
@@ -93,13 +94,14 @@ class Generator {
   // for all rows. Call only while !done().
   const std::vector<int>& step_batch();
 
-  int num_sequences() const { return static_cast<int>(generated_.size()); }
-  bool done() const { return started_ && active_ == 0; }
-  FinishReason finish_reason(int row = 0) const { return finish_.at(row); }
-  const std::vector<int>& prompt() const { return prompt_; }
-  const std::vector<int>& generated(int row = 0) const { return generated_.at(row); }
+  ~Generator();
+  int num_sequences() const { return batch_; }
+  bool done() const;
+  FinishReason finish_reason(int row = 0) const;
+  const std::vector<int>& prompt() const;
+  const std::vector<int>& generated(int row = 0) const;
   // Tokens this generation may produce at most (max_new_tokens / max_length / context limit).
-  int token_budget() const { return stop_.budget; }
+  int token_budget() const;
   const GenerationConfig& config() const { return config_; }
   // The KV caches (num_sequences() rows). They hold the first cached_tokens() of prompt() + generated():
   // the final token is in them only when the step after it was already queued (take them to continue a
@@ -115,42 +117,26 @@ class Generator {
   std::optional<mx::array> logits(int row = 0) const;
   std::vector<float> logprobs(int row = 0) const;
 
-  double prefill_seconds() const { return prefill_seconds_; }  // prefill start -> first token known
-  double decode_seconds() const { return decode_seconds_; }    // first token -> last token known
+  double prefill_seconds() const;  // prefill start -> first token known
+  double decode_seconds() const;   // first token -> last token known
+  // The request side (processors, sampler, stopping, outputs) that generate() assembles results from.
+  const DecodeGroup& group() const { return *group_; }
   // options.memory_trace_at's samples, in order, for the counts reached so far.
   const std::vector<MemorySample>& memory_trace() const { return memory_trace_; }
 
  private:
-  mx::array next_token(const mx::array& logits);    // logits [B, V] -> tokens [B] (lazy)
   mx::array forward_token(const mx::array& tokens);  // tokens [B] -> next tokens [B] (lazy)
-  // A forward through the caches, then mlx-lm's maybe_quantize_kv_cache (kv_bits with quantized_kv_start).
-  mx::array forward(const mx::array& tokens, int last_n);
   void queue(const mx::array& tokens);                // async_eval of the tokens and requested outputs
-  std::optional<mx::array> row_outputs(const std::vector<mx::array>& steps, int row) const;
 
   Model& model_;
   GenerationConfig config_;
   GeneratorOptions options_;
-  LogitsProcessorList processors_;
-  StoppingCriteria stop_;
+  std::unique_ptr<DecodeGroup> group_;  // processors, sampler, stopping, recorded outputs, per-row state
   KVCacheList caches_;
   CacheOptions cache_options_;
   std::vector<MemorySample> memory_trace_;
-  mx::array key_;
   int batch_ = 1;
   std::optional<mx::array> pending_;  // the next tokens [B], computing
-  std::optional<mx::array> ids_so_far_;  // [B, T] prompt + generated ids (only when processors need them)
-  std::vector<int> prompt_;
-  std::vector<std::vector<int>> generated_;  // per row
-  std::vector<std::vector<int>> ids_;        // per row prompt + generated (only for stop strings / callback)
-  std::vector<FinishReason> finish_;
-  std::vector<int> last_;  // step_batch()'s result
-  bool started_ = false;   // prefill() ran
-  int active_ = 0;         // rows not finished
-  int steps_ = 0;          // tokens read so far (per row, until it finished)
-  std::vector<mx::array> step_logits_, step_scores_, step_logprobs_;  // per step, only when requested
-  std::chrono::steady_clock::time_point start_, first_token_;
-  double prefill_seconds_ = 0, decode_seconds_ = 0;
 };
 
 struct GeneratedSequence {

@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include <vector>
+
 #include <mlx/mlx.h>
 
 namespace mlxgp::kernels {
@@ -43,6 +45,8 @@ bool attention_supported(const mx::array& q, const mx::array& k, const mx::array
 // of position offset + t rotate by (offset + t) * scale / base^(2i/dims); features from dims on pass
 // through. float32 on the CPU; otherwise mx::fast::rope. Differentiable.
 mx::array rope(const mx::array& x, int dims, float base, float scale, int offset);
+// The same with each batch row starting at its own position (left-padded batches).
+mx::array rope(const mx::array& x, int dims, float base, float scale, const std::vector<int>& row_offsets);
 bool rope_supported(const mx::array& x, int dims);
 
 // True when the custom kernels run at all: an x86-64 CPU with AVX2+FMA (or AVX-512) and

@@ -36,8 +36,22 @@ class KVCache {
   // host sync). Throws [cache] for caches that cannot (the default) or on indices of the wrong shape.
   virtual void select(const mx::array& batch_indices);
   // The mask for `n` new queries, decided BEFORE update() stores them (mlx-lm calls make_mask
-  // first). The default is mlx-lm's create_attention_mask: causal for n > 1, none for one query.
+  // first). The default is mlx-lm's create_attention_mask: causal for n > 1, none for one query; with
+  // left padding, an explicit [B, 1, n, offset + n] mask that also hides each row's padding.
   virtual AttentionMask make_mask(int n) const;
+
+  // Rows of different lengths share one cache aligned on the right (transformers' padding_side="left",
+  // mlx-lm's BatchKVCache): row r's first left_padding()[r] positions hold no token. make_mask() hides
+  // them and the row's positions (RoPE) start after them, so a row computes what it computes alone.
+  // Empty when no row is padded. Only StandardKVCache takes padding (batch_cache.h).
+  const std::vector<int>& left_padding() const { return left_padding_; }
+  // The position of each row's next token (offset() - left_padding()[r]); empty without padding.
+  std::vector<int> row_offsets() const;
+
+ protected:
+  // Reorders left_padding_ as select(batch_indices) reorders the rows (reads the indices on the host).
+  void select_padding(const mx::array& batch_indices);
+  std::vector<int> left_padding_;
 };
 
 // The standard cache: one buffer that grows by `step` positions when full.
@@ -52,6 +66,11 @@ class StandardKVCache : public KVCache {
   void select(const mx::array& batch_indices) override;
   // The stored keys/values [B, H, offset, D]; nullopt before the first update (to_quantized reads it).
   std::optional<std::pair<mx::array, mx::array>> fetch() const;
+  // Batch rows joining and leaving (batch_cache.h): appends `other`'s rows after these, aligned on the
+  // right (the shorter side gets left padding); drops the first n positions of every row (padding
+  // that every row has).
+  void append_rows(const StandardKVCache& other);
+  void drop_leading(int n);
 
  private:
   int step_;

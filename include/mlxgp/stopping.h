@@ -15,8 +15,9 @@ namespace mlxgp {
 
 class Tokenizer;
 
-enum class FinishReason { None, Eos, Length, StopString, StopCallback, MaxTime };
-// "eos" | "length" | "stop_string" | "stop_callback" | "max_time" ("" for None).
+// Cancelled: the request was cancelled before it finished (BatchEngine::cancel).
+enum class FinishReason { None, Eos, Length, StopString, StopCallback, MaxTime, Cancelled };
+// "eos" | "length" | "stop_string" | "stop_callback" | "max_time" | "cancelled" ("" for None).
 std::string to_string(FinishReason reason);
 
 // A custom stopping criterion (the C++ side of a transformers StoppingCriteria): called after each new

@@ -1,5 +1,7 @@
 // StandardKVCache: one preallocated buffer per keys/values that grows by `step` positions, written
 // with slice_update, so a decode step never concatenates (mlx-lm KVCache semantics).
+#include <algorithm>
+
 #include <mlx/mlx.h>
 
 #include "mlxgp/error.h"
@@ -22,6 +24,11 @@ mx::array grow(const std::shared_ptr<mx::array>& buf, int used, int needed, int 
   mx::Shape extra = shape;
   extra[2] = shape[2] - used;
   return mx::concatenate({valid, mx::zeros(extra, buf->dtype())}, 2);
+}
+
+// No padding is stored as an empty list (the unpadded fast paths check emptiness).
+void clear_if_unpadded(std::vector<int>& pad) {
+  if (std::all_of(pad.begin(), pad.end(), [](int p) { return p == 0; })) pad.clear();
 }
 
 }  // namespace
@@ -60,7 +67,34 @@ int StandardKVCache::trim(int n) {
 void KVCache::select(const mx::array&) { fail("cache", "this KV cache cannot select batch rows"); }
 
 AttentionMask KVCache::make_mask(int n) const {
-  return {n > 1 ? AttentionMask::Kind::Causal : AttentionMask::Kind::None, std::nullopt};
+  if (left_padding_.empty()) return {n > 1 ? AttentionMask::Kind::Causal : AttentionMask::Kind::None, std::nullopt};
+  // Query i of row r (absolute slot offset + i) sees keys j with pad[r] <= j <= offset + i: transformers'
+  // causal mask combined with the padding mask of a left-padded batch.
+  const int off = offset(), s = off + n, b = static_cast<int>(left_padding_.size());
+  auto pad = mx::array(left_padding_.data(), {b, 1, 1, 1}, mx::int32);
+  auto k = mx::reshape(mx::arange(s, mx::int32), {1, 1, 1, s});
+  auto q = mx::reshape(mx::arange(off, s, mx::int32), {1, 1, n, 1});
+  return {AttentionMask::Kind::Array, mx::logical_and(mx::greater_equal(k, pad), mx::less_equal(k, q))};
+}
+
+std::vector<int> KVCache::row_offsets() const {
+  std::vector<int> out;
+  for (int p : left_padding_) out.push_back(offset() - p);
+  return out;
+}
+
+void KVCache::select_padding(const mx::array& batch_indices) {
+  if (left_padding_.empty()) return;
+  auto idx = mx::astype(batch_indices, mx::int32);
+  mx::eval(idx);
+  std::vector<int> next;
+  const int32_t* p = idx.data<int32_t>();
+  for (size_t i = 0; i < idx.size(); ++i) {
+    if (p[i] < 0 || p[i] >= static_cast<int>(left_padding_.size())) fail("cache", "batch index out of range");
+    next.push_back(left_padding_[p[i]]);
+  }
+  left_padding_ = std::move(next);
+  clear_if_unpadded(left_padding_);
 }
 
 std::optional<std::pair<mx::array, mx::array>> StandardKVCache::fetch() const {
@@ -75,6 +109,7 @@ void StandardKVCache::select(const mx::array& batch_indices) {
     fail("cache", "batch indices must be a non-empty 1-D array");
   if (!mx::issubdtype(batch_indices.dtype(), mx::integer)) fail("cache", "batch indices must be integers");
   if (!keys_) return;  // nothing stored yet: the first update() sets the batch size
+  select_padding(batch_indices);
   // Gathering the whole buffer (capacity included) keeps its growth step; MLX's take is lazy, and
   // out-of-range indices are the caller's bug (they are not checked here: that would need a host sync).
   auto idx = mx::astype(batch_indices, mx::int32);
@@ -86,11 +121,70 @@ std::unique_ptr<KVCache> StandardKVCache::clone() const {
   // MLX arrays are immutable values; sharing the buffers is safe because update() rebinds them.
   auto c = std::make_unique<StandardKVCache>(step_);
   c->offset_ = offset_;
+  c->left_padding_ = left_padding_;
   if (keys_) {
     c->keys_ = std::make_shared<mx::array>(*keys_);
     c->values_ = std::make_shared<mx::array>(*values_);
   }
   return c;
+}
+
+void StandardKVCache::append_rows(const StandardKVCache& other) {
+  auto mine = fetch(), theirs = other.fetch();
+  if (!theirs) fail("cache", "cannot append rows from an empty cache");
+  if (!mine) {
+    *this = StandardKVCache(other.step_);
+    offset_ = other.offset_;
+    left_padding_ = other.left_padding_;
+    keys_ = std::make_shared<mx::array>(theirs->first);
+    values_ = std::make_shared<mx::array>(theirs->second);
+    return;
+  }
+  const int rows_a = mine->first.shape(0), rows_b = theirs->first.shape(0);
+  const int len = std::max(offset_, other.offset_);
+  // Left-pads [B, H, T, D] to `len` positions with zeros (masked out by make_mask).
+  auto widen = [&](const mx::array& a) {
+    const int extra = len - a.shape(2);
+    if (extra == 0) return a;
+    mx::Shape z = a.shape();
+    z[2] = extra;
+    return mx::concatenate({mx::zeros(z, a.dtype()), a}, 2);
+  };
+  auto pads = [&](const std::vector<int>& p, int rows, int shift) {
+    std::vector<int> out(rows, shift);
+    for (int r = 0; r < rows && r < static_cast<int>(p.size()); ++r) out[r] += p[r];
+    return out;
+  };
+  std::vector<int> pad = pads(left_padding_, rows_a, len - offset_);
+  auto more = pads(other.left_padding_, rows_b, len - other.offset_);
+  pad.insert(pad.end(), more.begin(), more.end());
+  if (mine->first.shape(1) != theirs->first.shape(1) || mine->first.shape(3) != theirs->first.shape(3))
+    fail("cache", "cannot append rows of a cache with another head layout");
+  auto keys = mx::concatenate({widen(mine->first), widen(mx::astype(theirs->first, mine->first.dtype()))}, 0);
+  auto values = mx::concatenate({widen(mine->second), widen(mx::astype(theirs->second, mine->second.dtype()))}, 0);
+  keys_ = std::make_shared<mx::array>(keys);
+  values_ = std::make_shared<mx::array>(values);
+  offset_ = len;
+  left_padding_ = std::move(pad);
+  clear_if_unpadded(left_padding_);
+}
+
+void StandardKVCache::drop_leading(int n) {
+  if (n <= 0) return;
+  auto kv = fetch();
+  if (!kv || n > offset_) fail("cache", "cannot drop more positions than the cache holds");
+  for (int p : left_padding_.empty() ? std::vector<int>{0} : left_padding_)
+    if (p < n) fail("cache", "drop_leading would remove a stored token");
+  auto cut = [&](const mx::array& a) {
+    mx::Shape start(4, 0);
+    start[2] = n;
+    return mx::slice(a, start, a.shape());
+  };
+  keys_ = std::make_shared<mx::array>(cut(kv->first));
+  values_ = std::make_shared<mx::array>(cut(kv->second));
+  offset_ -= n;
+  for (int& p : left_padding_) p -= n;
+  clear_if_unpadded(left_padding_);
 }
 
 }  // namespace mlxgp

@@ -12,6 +12,7 @@
 #include <mlx/memory.h>
 #include <mlx/mlx.h>
 
+#include "generation/core/decode_group.h"
 #include "generation/speculative/acceptance.h"
 #include "generation/speculative/draft_model.h"
 #include "generation/speculative/processor_track.h"
@@ -333,13 +334,6 @@ class SpeculativeRun {
   int first_round_tokens_ = 0;
 };
 
-std::vector<float> chosen(const mx::array& steps, const std::vector<int>& tokens) {
-  mx::array idx(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32);
-  auto f = mx::contiguous(mx::astype(mx::take_along_axis(steps, idx, 1), mx::float32));
-  mx::eval(f);
-  return {f.data<float>(), f.data<float>() + f.size()};
-}
-
 }  // namespace
 
 GenerationResult speculative_generate(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
@@ -365,17 +359,9 @@ GenerationResult speculative_generate(Model& model, std::shared_ptr<const Tokeni
 
   mx::reset_peak_memory();
   SpeculativeRun run(model, draft, config, options);
-  std::optional<StreamingDetokenizer> detok;
-  if (tokenizer) detok.emplace(tokenizer);
-  std::string text;
+  TextStreams texts(tokenizer, 1);
   run.run(prompt_ids, [&](int token) {
-    const bool finished = run.finish_reason() != FinishReason::None;
-    std::string piece;
-    // As generate(): a terminating special EOS token stays in token_ids but is not shown as text.
-    const bool hidden = tokenizer && run.finish_reason() == FinishReason::Eos && tokenizer->is_special(token);
-    if (detok && !hidden) piece = detok->push(token);
-    if (detok && finished) piece += detok->flush();
-    text += piece;
+    std::string piece = texts.push(0, token, run.finish_reason());
     if (callback) callback(token, piece);
   });
 
@@ -383,12 +369,12 @@ GenerationResult speculative_generate(Model& model, std::shared_ptr<const Tokeni
   result.prompt_token_ids = prompt_ids;
   GeneratedSequence seq;
   seq.token_ids = run.generated();
-  seq.text = std::move(text);
+  seq.text = std::move(texts.text(0));
   seq.finish_reason = run.finish_reason();
   seq.scores = run.scores();
   seq.logits = run.logits();
-  if (seq.scores) seq.token_scores = chosen(*seq.scores, seq.token_ids);
-  if (seq.logits) seq.token_logits = chosen(*seq.logits, seq.token_ids);
+  if (seq.scores) seq.token_scores = chosen_entries(*seq.scores, seq.token_ids);
+  if (seq.logits) seq.token_logits = chosen_entries(*seq.logits, seq.token_ids);
   seq.logprobs = run.logprobs();
   const int total = static_cast<int>(seq.token_ids.size());
   result.sequences.push_back(std::move(seq));

@@ -18,6 +18,7 @@ std::string to_string(FinishReason reason) {
     case FinishReason::StopString: return "stop_string";
     case FinishReason::StopCallback: return "stop_callback";
     case FinishReason::MaxTime: return "max_time";
+    case FinishReason::Cancelled: return "cancelled";
     case FinishReason::None: break;
   }
   return "";

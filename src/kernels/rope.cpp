@@ -28,23 +28,32 @@ struct RopeParams {
   float scale;
   int offset;
   bool inverse;  // rotate by -angle: the vjp of the forward rotation
+  // Per batch row: the position of the row's first query (left-padded batches); empty: `offset` for all.
+  std::vector<int> row_offsets;
   bool operator==(const RopeParams&) const = default;
 };
 
 void run_rope(const mx::array& x, mx::array& out, const RopeParams& p) {
   const int B = x.shape(0), H = x.shape(1), T = x.shape(2), D = x.shape(3);
   const int half = p.dims / 2;
-  std::vector<float> cos_t(static_cast<size_t>(T) * half), sin_t(static_cast<size_t>(T) * half);
+  // One table of T positions per distinct start: a single one, or one per batch row.
+  const int tables = p.row_offsets.empty() ? 1 : B;
+  const size_t rows_t = static_cast<size_t>(tables) * T;
+  std::vector<float> cos_t(rows_t * half), sin_t(rows_t * half);
   for (int i = 0; i < half; ++i) {
     // transformers: inv_freq = 1 / base^(arange(0, dim, 2) / dim), in float32.
     const float exponent = static_cast<float>(2 * i) / static_cast<float>(p.dims);
     const float inv = static_cast<float>(1.0 / std::pow(static_cast<double>(p.base), static_cast<double>(exponent)));
-    for (int t = 0; t < T; ++t) {
-      const float pos = static_cast<float>(p.offset + t) * p.scale;
-      const float angle = pos * inv;
-      cos_t[static_cast<size_t>(t) * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
-      const float s = static_cast<float>(std::sin(static_cast<double>(angle)));
-      sin_t[static_cast<size_t>(t) * half + i] = p.inverse ? -s : s;
+    for (int b = 0; b < tables; ++b) {
+      const int start = p.row_offsets.empty() ? p.offset : p.row_offsets[b];
+      for (int t = 0; t < T; ++t) {
+        const float pos = static_cast<float>(start + t) * p.scale;
+        const float angle = pos * inv;
+        const size_t at = (static_cast<size_t>(b) * T + t) * half + i;
+        cos_t[at] = static_cast<float>(std::cos(static_cast<double>(angle)));
+        const float s = static_cast<float>(std::sin(static_cast<double>(angle)));
+        sin_t[at] = p.inverse ? -s : s;
+      }
     }
   }
   // Rows of D features, read in place when the feature axis is contiguous (the head split's transposed
@@ -66,8 +75,9 @@ void run_rope(const mx::array& x, mx::array& out, const RopeParams& p) {
       const int t = r % T, h = (r / T) % H, b = r / (T * H);
       const float* in = src + b * st[0] + h * st[1] + t * st[2];
       float* o = dst + static_cast<size_t>(r) * D;
-      const float* c = cos_t.data() + static_cast<size_t>(t) * half;
-      const float* s = sin_t.data() + static_cast<size_t>(t) * half;
+      const size_t row_t = (tables == 1 ? 0 : static_cast<size_t>(b) * T) + t;
+      const float* c = cos_t.data() + row_t * half;
+      const float* s = sin_t.data() + row_t * half;
       for (int i = 0; i < half; ++i) {
         const float x1 = in[i], x2 = in[i + half];
         o[i] = x1 * c[i] - x2 * s[i];
@@ -126,7 +136,17 @@ bool rope_supported(const mx::array& x, int dims) {
 
 mx::array rope(const mx::array& x, int dims, float base, float scale, int offset) {
   if (!rope_supported(x, dims)) return mx::fast::rope(x, dims, false, base, scale, offset);
-  return make_rope(x, RopeParams{dims, base, scale, offset, false});
+  return make_rope(x, RopeParams{dims, base, scale, offset, false, {}});
+}
+
+mx::array rope(const mx::array& x, int dims, float base, float scale, const std::vector<int>& row_offsets) {
+  if (x.ndim() != 4 || static_cast<int>(row_offsets.size()) != x.shape(0))
+    throw std::invalid_argument("[kernels] rope: one offset per batch row");
+  if (!rope_supported(x, dims)) {
+    mx::array offs(row_offsets.data(), {static_cast<int>(row_offsets.size())}, mx::int32);
+    return mx::fast::rope(x, dims, false, base, scale, offs);
+  }
+  return make_rope(x, RopeParams{dims, base, scale, 0, false, row_offsets});
 }
 
 }  // namespace mlxgp::kernels

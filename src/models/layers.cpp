@@ -191,6 +191,14 @@ mx::array Rope::operator()(const mx::array& x, int offset) const {
   return kernels::rope(x, dims, base, scale, offset);  // mx::fast::rope off the CPU
 }
 
+mx::array Rope::operator()(const mx::array& x, const std::vector<int>& row_offsets) const {
+  if (periods) {
+    mx::array offs(row_offsets.data(), {static_cast<int>(row_offsets.size())}, mx::int32);
+    return mx::fast::rope(x, dims, false, std::nullopt, scale, offs, *periods);
+  }
+  return kernels::rope(x, dims, base, scale, row_offsets);
+}
+
 Attention Attention::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c,
                           const AttentionOptions& o) {
   Attention a;
@@ -224,9 +232,12 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     own = cache.make_mask(T);  // before update(), as mlx-lm asks make_mask before update_and_fetch
     mask = &own;
   }
-  const int offset = cache.offset();
-  auto q = rope(heads(q_proj(x), n_heads, q_norm), offset);
-  auto k = rope(heads(k_proj(x), n_kv_heads, k_norm), offset);
+  // A left-padded batch rotates each row from its own position, as transformers' position_ids do.
+  auto rotate = [&](const mx::array& h) {
+    return cache.left_padding().empty() ? rope(h, cache.offset()) : rope(h, cache.row_offsets());
+  };
+  auto q = rotate(heads(q_proj(x), n_heads, q_norm));
+  auto k = rotate(heads(k_proj(x), n_kv_heads, k_norm));
   auto v = heads(v_proj(x), n_kv_heads, std::nullopt);
   std::optional<mx::array> o;
   if (auto* qc = dynamic_cast<QuantizedKVCache*>(&cache)) {

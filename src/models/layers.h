@@ -82,6 +82,8 @@ struct Rope {
   // `freq_factors` [head_dim/2]: llama.cpp's rope_freqs divisors (GGUF), multiplied into periods.
   static Rope make(const ModelConfig& c, const std::optional<mx::array>& freq_factors = std::nullopt);
   mx::array operator()(const mx::array& x, int offset) const;
+  // Each batch row from its own position (rows of a left-padded batch).
+  mx::array operator()(const mx::array& x, const std::vector<int>& row_offsets) const;
 };
 
 struct AttentionOptions {

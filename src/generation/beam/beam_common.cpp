@@ -9,6 +9,7 @@
 #include <mlx/mlx.h>
 #include <mlx/random.h>
 
+#include "generation/core/prefill.h"
 #include "generation/prompt_budget.h"
 #include "mlxgp/error.h"
 
@@ -27,6 +28,8 @@ BeamRunner::BeamRunner(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
   stop_.callback = options_.stop_callback;
   // Budget as the Generator computes it (HF: max_new_tokens wins, else max_length counts the prompt).
   config_ = config;
+  cache_options_ = cache_options_from(config);
+  validate(cache_options_);  // throws [cache]
 }
 
 mx::array BeamRunner::prefill(const std::vector<int>& prompt_ids, int rows) {
@@ -37,16 +40,12 @@ mx::array BeamRunner::prefill(const std::vector<int>& prompt_ids, int rows) {
   model_.hooks().set_prompt_length(n);
   prompt_ = prompt_ids;
   rows_ = rows;
-  caches_ = model_.make_caches();
+  // The config's caches (rotating for max_kv_size, quantized for kv_bits), prefilled as the Generator
+  // prefills them; select() reorders every kind.
+  caches_ = make_caches(model_, cache_options_);
   mx::array ids(prompt_ids.data(), {1, n}, mx::int32);
-  std::optional<mx::array> logits;
-  for (int pos = 0; pos < n;) {
-    const int len = std::min(options_.prefill_chunk_size, n - pos);
-    logits = model_.forward_last(mx::slice(ids, {0, pos}, {1, pos + len}), caches_, 1);
-    pos += len;
-  }
-  const int vocab = logits->shape(2);
-  auto last = mx::reshape(mx::slice(*logits, {0, logits->shape(1) - 1, 0}, {1, logits->shape(1), vocab}), {1, vocab});
+  auto last = prefill_tokens(model_, caches_, ids, 0, {cache_options_, options_.prefill_chunk_size,
+                                                        options_.kv_prefill_step_size});
   // HF expands the prompt to num_beams rows and prefills them all; the rows are identical, so one
   // prefill tiled to the beams gives the same caches.
   if (rows > 1) {
@@ -61,7 +60,7 @@ mx::array BeamRunner::forward(const std::vector<int>& tokens) {
   if (prefill_seconds_ == 0)
     prefill_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   mx::array t(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32);
-  auto logits = model_.forward(t, caches_);
+  auto logits = forward_and_quantize(model_, caches_, t, 1, cache_options_);
   return mx::astype(mx::reshape(logits, {logits.shape(0), logits.shape(-1)}), mx::float32);
 }
 

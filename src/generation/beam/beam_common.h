@@ -10,6 +10,7 @@
 
 #include <mlx/array.h>
 
+#include "mlxgp/cache_options.h"
 #include "mlxgp/generate.h"
 
 namespace mlxgp::beam {
@@ -65,6 +66,7 @@ class BeamRunner {
   std::vector<int> prompt_;
   std::vector<int> scratch_;
   GenerationConfig config_;  // the budget's max_new_tokens / max_length
+  CacheOptions cache_options_;
   int rows_ = 0;
   std::chrono::steady_clock::time_point start_;
   double prefill_seconds_ = 0;

@@ -1,0 +1,110 @@
+// Batched generation: many prompts decoded together, requests that join and leave a running batch
+// between decode steps (continuous batching, as mlx-lm's BatchGenerator and vLLM's scheduler do), and
+// generate_batch(), the one-call form for a list of prompts.
+//
+// Each request keeps everything that makes its result its own: its GenerationConfig, logits processors
+// (penalties and n-gram bans see only its tokens), sampler and RNG (its seed), stopping criteria and
+// outputs. A joining request is prefilled alone (exactly as generate() prefills it) and its KV caches
+// are appended to the running batch aligned on the right; the rows share one forward per step, with
+// left padding masked out and per-row positions (batch_cache.h), so every request produces what it
+// produces alone, up to the rounding of a batched matmul.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mlxgp/generate.h"
+
+namespace mlxgp {
+
+class DecodeGroup;
+class TextStreams;
+
+// Called for each new token of a request's row with the text it completes (complete UTF-8 only).
+using RowTokenCallback = std::function<void(int row, int token, const std::string& text)>;
+
+struct BatchRequest {
+  std::vector<int> prompt_ids;
+  GenerationConfig config;   // model defaults are filled in (with_model_defaults) at submit
+  GeneratorOptions options;  // tokenizer (defaults to the engine's), processors, callbacks, prompt_cache
+  RowTokenCallback on_token;
+};
+
+struct BatchEngineOptions {
+  // Rows decoded together at most (a request takes num_return_sequences rows); requests beyond wait.
+  // A request larger than this runs when it would be alone.
+  int max_batch_rows = 16;
+};
+
+class BatchEngine {
+ public:
+  // The model (and tokenizer) must outlive the engine.
+  BatchEngine(Model& model, std::shared_ptr<const Tokenizer> tokenizer, BatchEngineOptions options = {});
+  ~BatchEngine();
+  BatchEngine(const BatchEngine&) = delete;
+  BatchEngine& operator=(const BatchEngine&) = delete;
+
+  // Validates the request now (throws [config] / [generate] / [cache] / [prompt-cache], and refuses
+  // in one line what cannot share a batch: beam search, speculative and prompt-lookup decoding,
+  // rotating or quantized KV caches, memory traces) and queues it. Returns its id.
+  int submit(BatchRequest request);
+  // Ends a queued or running request: its rows leave the batch, its result keeps the tokens so far with
+  // FinishReason::Cancelled. Unknown or finished ids are ignored. Called from a token callback, it takes
+  // effect when the current step() returns (and the id is then among the finished ones only after it).
+  void cancel(int id);
+  // Admits queued requests while rows are free (each is prefilled and gets its first token), then runs
+  // one decode step for every running row. Returns the ids of the requests that finished in this call.
+  std::vector<int> step();
+  // Whether anything is queued or running.
+  bool busy() const { return !queue_.empty() || !running_.empty(); }
+  int running_rows() const;
+  int queued() const { return static_cast<int>(queue_.size()); }
+  // The result of a finished request (once; nullopt while it runs or for unknown ids).
+  std::optional<GenerationResult> take_result(int id);
+
+ private:
+  struct Request;
+  void admit();
+  void decode();
+  void finish(Request& r);           // assembles the result, moves it to done_
+  void drop_rows_of(const std::vector<int>& leaving_ids);
+
+  Model& model_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  BatchEngineOptions options_;
+  int next_id_ = 0;
+  std::deque<std::unique_ptr<Request>> queue_;
+  std::vector<std::unique_ptr<Request>> running_;  // in row order
+  KVCacheList caches_;                              // the running rows' caches
+  std::vector<int> next_input_;                     // each running row's last token (next forward's input)
+  std::map<int, GenerationResult> done_;
+  std::vector<int> finished_now_;
+  bool stepping_ = false;      // inside step(): cancel() from a callback is deferred to its end
+  std::vector<int> cancels_;
+};
+
+struct BatchGenerateOptions {
+  int batch_size = 16;       // rows decoded together (BatchEngineOptions::max_batch_rows)
+  GeneratorOptions options;  // shared by every request (tokenizer, processors, callbacks)
+  // Called for each new token of any request: its index in the input list, its row, the token and text.
+  std::function<void(int request, int row, int token, const std::string& text)> on_token;
+};
+
+// Generates for every prompt, with configs[i] for prompts[i] (one config for all when configs has one
+// entry). Results come back in input order. Requests that cannot share a batch (beam search,
+// speculative or prompt-lookup decoding, rotating or quantized KV caches) run alone through generate(),
+// one after another, so every setting is honoured.
+std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
+                                             const std::vector<std::vector<int>>& prompts,
+                                             const std::vector<GenerationConfig>& configs,
+                                             BatchGenerateOptions options = {});
+
+// Why a request cannot join a batch (empty when it can): the refusal message of BatchEngine::submit.
+std::string batch_refusal(const GenerationConfig& config, const GeneratorOptions& options);
+
+}  // namespace mlxgp

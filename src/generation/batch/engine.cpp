@@ -1,0 +1,229 @@
+// BatchEngine: continuous batching over the shared decoding core. Requests wait in a queue; between
+// decode steps the waiting ones are prefilled alone (as generate() prefills them) and their caches join
+// the running batch aligned on the right; one forward of [rows, 1] per step serves every running row;
+// a request whose rows are all finished (or that is cancelled) leaves and its rows are dropped.
+#include "mlxgp/batch_engine.h"
+
+#include <algorithm>
+
+#include <mlx/memory.h>
+#include <mlx/mlx.h>
+
+#include "generation/core/decode_group.h"
+#include "generation/core/prefill.h"
+#include "generation/prompt_budget.h"
+#include "mlxgp/batch_cache.h"
+#include "mlxgp/error.h"
+#include "mlxgp/prompt_cache.h"
+
+namespace mlxgp {
+
+struct BatchEngine::Request {
+  int id = 0;
+  std::vector<int> prompt;
+  GenerationConfig config;
+  GeneratorOptions options;
+  RowTokenCallback on_token;
+  std::unique_ptr<DecodeGroup> group;
+  std::unique_ptr<TextStreams> texts;
+};
+
+std::string batch_refusal(const GenerationConfig& c, const GeneratorOptions& o) {
+  if (c.num_beams > 1) return "beam search (num_beams > 1) cannot share a batch with other requests";
+  if (c.use_speculative || c.prompt_lookup_num_tokens)
+    return "speculative and prompt-lookup decoding cannot share a batch with other requests";
+  if (c.max_kv_size || c.kv_bits)
+    return "rotating and quantized KV caches (max_kv_size, kv_bits) cannot share a batch: they keep no per-row "
+           "padding";
+  if (!o.memory_trace_at.empty()) return "memory traces measure one generation and cannot share a batch";
+  return {};
+}
+
+BatchEngine::BatchEngine(Model& model, std::shared_ptr<const Tokenizer> tokenizer, BatchEngineOptions options)
+    : model_(model), tokenizer_(std::move(tokenizer)), options_(options) {
+  if (options_.max_batch_rows < 1) fail("generate", "the batch size must be >= 1");
+}
+
+BatchEngine::~BatchEngine() = default;
+
+int BatchEngine::running_rows() const { return static_cast<int>(next_input_.size()); }
+
+int BatchEngine::submit(BatchRequest request) {
+  auto r = std::make_unique<Request>();
+  r->options = std::move(request.options);
+  if (!r->options.tokenizer) r->options.tokenizer = tokenizer_;
+  r->config = with_model_defaults(request.config, model_.config(), r->options.tokenizer.get());
+  validate(r->config);  // throws [config]
+  if (auto why = batch_refusal(r->config, r->options); !why.empty()) fail("generate", why);
+  if (r->options.prefill_chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
+  if (r->options.prompt_cache) check_prompt_prefix(*r->options.prompt_cache, request.prompt_ids);
+  r->group = std::make_unique<DecodeGroup>(model_, r->config, r->options);
+  // The prompt checks (vocabulary, context, max_length) run now, so a bad request never enters the queue.
+  check_prompt_and_budget(model_.config(), r->config, request.prompt_ids);
+  r->prompt = std::move(request.prompt_ids);
+  r->on_token = std::move(request.on_token);
+  r->texts = std::make_unique<TextStreams>(r->options.tokenizer, r->group->rows());
+  r->id = next_id_++;
+  const int id = r->id;
+  queue_.push_back(std::move(r));
+  return id;
+}
+
+void BatchEngine::finish(Request& r) {
+  done_.emplace(r.id, assemble_result(*r.group, *r.texts));
+  finished_now_.push_back(r.id);
+}
+
+void BatchEngine::cancel(int id) {
+  if (stepping_) {  // called from a token callback: rows leave once the step is over
+    cancels_.push_back(id);
+    return;
+  }
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if ((*it)->id != id) continue;
+    (*it)->group->cancel();
+    finish(**it);
+    queue_.erase(it);
+    return;
+  }
+  for (auto& r : running_)
+    if (r->id == id) {
+      r->group->cancel();
+      drop_rows_of({id});
+      return;
+    }
+}
+
+void BatchEngine::drop_rows_of(const std::vector<int>& leaving) {
+  std::vector<int> keep;
+  std::vector<int> input;
+  std::vector<std::unique_ptr<Request>> still;
+  int row = 0;
+  for (auto& r : running_) {
+    const int n = r->group->rows();
+    const bool leaves = std::find(leaving.begin(), leaving.end(), r->id) != leaving.end();
+    if (leaves) {
+      finish(*r);
+    } else {
+      for (int i = 0; i < n; ++i) {
+        keep.push_back(row + i);
+        input.push_back(next_input_[row + i]);
+      }
+      still.push_back(std::move(r));
+    }
+    row += n;
+  }
+  running_ = std::move(still);
+  next_input_ = std::move(input);
+  if (running_.empty())
+    caches_.clear();
+  else
+    keep_rows(caches_, keep);
+}
+
+// Reads one step's tokens for a request's rows, streams them and tells whether the request is done.
+static bool read_tokens(DecodeGroup& group, TextStreams& texts, const RowTokenCallback& cb, const int32_t* tokens) {
+  const std::vector<int>& out = group.accept(tokens);
+  for (int row = 0; row < group.rows(); ++row) {
+    if (out[row] < 0) continue;
+    std::string piece = texts.push(row, out[row], group.finish_reason(row));
+    if (cb) cb(row, out[row], piece);
+  }
+  return group.done();
+}
+
+void BatchEngine::admit() {
+  while (!queue_.empty()) {
+    Request& r = *queue_.front();
+    const int rows = r.group->rows();
+    if (!running_.empty() && running_rows() + rows > options_.max_batch_rows) return;
+    std::unique_ptr<Request> req = std::move(queue_.front());
+    queue_.pop_front();
+    const int n = static_cast<int>(req->prompt.size());
+    req->group->start(req->prompt);
+    // Hooks that split prompt and generated positions see this prompt while it is prefilled.
+    model_.hooks().set_prompt_length(n);
+    KVCacheList caches;
+    KVCacheList given = req->options.prompt_cache ? clone_caches(*req->options.prompt_cache) : KVCacheList{};
+    const CacheOptions standard;  // batch_refusal() admits standard caches only
+    const int pos = start_caches(model_, caches, std::move(given), n, standard);
+    mx::array ids(req->prompt.data(), {1, n}, mx::int32);
+    auto last = prefill_tokens(model_, caches, ids, pos, {standard, req->options.prefill_chunk_size,
+                                                           req->options.kv_prefill_step_size});
+    if (rows > 1) {
+      auto zeros = mx::zeros({rows}, mx::int32);
+      for (auto& c : caches) c->select(zeros);
+      last = mx::repeat(last, rows, 0);
+    }
+    auto tokens = req->group->choose(last);
+    auto outs = req->group->outputs();
+    outs.push_back(tokens);
+    mx::eval(outs);
+    const int32_t* t = tokens.data<int32_t>();
+    if (read_tokens(*req->group, *req->texts, req->on_token, t)) {
+      finish(*req);
+      continue;
+    }
+    for (int i = 0; i < rows; ++i) next_input_.push_back(t[i]);
+    append_rows(caches_, std::move(caches));
+    running_.push_back(std::move(req));
+  }
+}
+
+void BatchEngine::decode() {
+  if (running_.empty()) return;
+  const int rows = running_rows();
+  // Every running row is past its prompt: all positions are generated ones for position-aware hooks.
+  model_.hooks().set_prompt_length(0);
+  mx::array input(next_input_.data(), {rows, 1}, mx::int32);
+  auto logits = forward_and_quantize(model_, caches_, input, 1, CacheOptions{});
+  logits = mx::reshape(logits, {rows, logits.shape(-1)});
+  std::vector<mx::array> chosen, outs;
+  int row = 0;
+  for (auto& r : running_) {
+    const int n = r->group->rows();
+    auto part = mx::slice(logits, {row, 0}, {row + n, logits.shape(-1)});
+    chosen.push_back(r->group->choose(part));
+    for (auto& o : r->group->outputs()) outs.push_back(o);
+    row += n;
+  }
+  auto tokens = chosen.size() == 1 ? chosen[0] : mx::concatenate(chosen, 0);
+  outs.push_back(tokens);
+  mx::eval(outs);  // the one host sync per step
+  const int32_t* t = tokens.data<int32_t>();
+  std::copy(t, t + rows, next_input_.begin());
+  std::vector<int> leaving;
+  row = 0;
+  for (auto& r : running_) {
+    if (read_tokens(*r->group, *r->texts, r->on_token, t + row)) leaving.push_back(r->id);
+    row += r->group->rows();
+  }
+  if (!leaving.empty()) drop_rows_of(leaving);
+}
+
+std::vector<int> BatchEngine::step() {
+  finished_now_.clear();
+  stepping_ = true;
+  try {
+    admit();
+    decode();
+  } catch (...) {
+    stepping_ = false;
+    throw;
+  }
+  stepping_ = false;
+  std::vector<int> cancels = std::move(cancels_);
+  cancels_.clear();
+  for (int id : cancels) cancel(id);
+  return finished_now_;
+}
+
+std::optional<GenerationResult> BatchEngine::take_result(int id) {
+  auto it = done_.find(id);
+  if (it == done_.end()) return std::nullopt;
+  GenerationResult r = std::move(it->second);
+  done_.erase(it);
+  return r;
+}
+
+}  // namespace mlxgp

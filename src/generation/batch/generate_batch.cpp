@@ -1,0 +1,56 @@
+// generate_batch(): a list of prompts through one BatchEngine; what cannot share a batch runs alone.
+#include <mlx/memory.h>
+
+#include "mlxgp/batch_engine.h"
+#include "mlxgp/error.h"
+
+namespace mlxgp {
+
+std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
+                                             const std::vector<std::vector<int>>& prompts,
+                                             const std::vector<GenerationConfig>& configs,
+                                             BatchGenerateOptions options) {
+  if (configs.size() != 1 && configs.size() != prompts.size())
+    fail("generate", "give one generation config, or one per prompt (" + std::to_string(prompts.size()) +
+                         " prompts, " + std::to_string(configs.size()) + " configs)");
+  auto config_of = [&](size_t i) -> const GenerationConfig& { return configs.size() == 1 ? configs[0] : configs[i]; };
+  std::vector<std::optional<GenerationResult>> results(prompts.size());
+  BatchEngine engine(model, tokenizer, {options.batch_size});
+  std::vector<std::pair<int, size_t>> ids;  // engine id -> input index
+  std::vector<size_t> alone;
+  // Every request is validated before any runs, so a bad one fails the call before work is spent.
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerationConfig resolved = with_model_defaults(config_of(i), model.config(), tokenizer.get());
+    if (!batch_refusal(resolved, options.options).empty()) {
+      validate(resolved);
+      alone.push_back(i);
+      continue;
+    }
+    BatchRequest req{prompts[i], config_of(i), options.options, {}};
+    if (options.on_token) {
+      const int index = static_cast<int>(i);
+      req.on_token = [&options, index](int row, int token, const std::string& text) {
+        options.on_token(index, row, token, text);
+      };
+    }
+    ids.emplace_back(engine.submit(std::move(req)), i);
+  }
+  mx::reset_peak_memory();
+  while (engine.busy())
+    for (int id : engine.step())
+      for (auto& [eid, index] : ids)
+        if (eid == id) results[index] = engine.take_result(id);
+  for (size_t i : alone) {
+    TokenCallback cb;
+    if (options.on_token) {
+      const int index = static_cast<int>(i);
+      cb = [&options, index](int token, const std::string& text) { options.on_token(index, 0, token, text); };
+    }
+    results[i] = generate(model, tokenizer, prompts[i], config_of(i), cb, options.options);
+  }
+  std::vector<GenerationResult> out;
+  for (auto& r : results) out.push_back(std::move(*r));
+  return out;
+}
+
+}  // namespace mlxgp

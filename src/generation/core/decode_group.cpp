@@ -1,0 +1,228 @@
+#include "generation/core/decode_group.h"
+
+#include <random>
+#include <span>
+
+#include <mlx/memory.h>
+#include <mlx/mlx.h>
+
+#include "generation/prompt_budget.h"
+#include "mlxgp/error.h"
+
+namespace mlxgp {
+
+namespace {
+
+uint64_t fresh_seed() {
+  std::random_device rd;
+  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+std::vector<float> host_floats(const mx::array& a) {
+  auto f = mx::contiguous(mx::astype(a, mx::float32));  // data() is read as one row-major block
+  mx::eval(f);
+  return {f.data<float>(), f.data<float>() + f.size()};
+}
+
+}  // namespace
+
+DecodeGroup::DecodeGroup(Model& model, const GenerationConfig& config, const GeneratorOptions& options)
+    : config_(config), key_(mx::random::key(config.seed ? *config.seed : fresh_seed())) {
+  if (auto& neg = options.negative_prompt_ids) {
+    if (neg->empty()) fail("generate", "the negative prompt is empty");
+    for (int id : *neg)
+      if (id < 0 || id >= model.config().vocab_size)
+        fail("generate", "negative prompt token id " + std::to_string(id) + " is outside the vocabulary (size " +
+                             std::to_string(model.config().vocab_size) + ")");
+  }
+  ProcessorContext context;
+  context.model = &model;
+  context.negative_prompt_ids = options.negative_prompt_ids;
+  context.logits_processors = options.logits_processors;
+  context.prefix_allowed_tokens_fn = options.prefix_allowed_tokens_fn;
+  processors_ = build_logits_processors(config_, context);
+  if (config_.eos_token_id) stop_.eos = *config_.eos_token_id;
+  stop_.max_time = config_.max_time;
+  if (config_.stop_strings) {
+    // transformers raises the same way when generate() gets stop_strings but no tokenizer.
+    if (!options.tokenizer) fail("generate", "stop_strings need the model's tokenizer");
+    stop_.stop_strings.emplace(*config_.stop_strings, options.tokenizer);
+  }
+  stop_.callback = options.stop_callback;
+  // HF expands the prompt to num_return_sequences rows (validate() allows > 1 only when sampling).
+  rows_ = config_.num_return_sequences;
+  generated_.resize(rows_);
+  finish_.assign(rows_, FinishReason::None);
+  last_.assign(rows_, -1);
+  budget_context_ = model.config();
+}
+
+void DecodeGroup::start(const std::vector<int>& prompt_ids) {
+  if (started_) fail("generate", "this request was already started");
+  stop_.budget = check_prompt_and_budget(budget_context_, config_, prompt_ids);
+  start_ = std::chrono::steady_clock::now();
+  prompt_ = prompt_ids;
+  started_ = true;
+  active_ = rows_;
+  const int n = static_cast<int>(prompt_ids.size());
+  mx::array ids(prompt_ids.data(), {1, n}, mx::int32);
+  mx::array rows = rows_ == 1 ? ids : mx::repeat(ids, rows_, 0);  // [rows, n]
+  processors_.on_prompt(rows);
+  if (processors_.needs_ids()) ids_so_far_ = rows;
+  if (stop_.needs_ids()) ids_.assign(rows_, prompt_ids);
+}
+
+mx::array DecodeGroup::choose(const mx::array& logits) {
+  mx::array raw = logits.dtype() == mx::float32 ? logits : mx::astype(logits, mx::float32);
+  if (config_.output_logits) step_logits_.push_back(raw);
+  mx::array scores = raw;
+  if (!processors_.empty()) scores = processors_.apply(scores, processors_.needs_ids() ? *ids_so_far_ : mx::array(0));
+  if (config_.output_scores) step_scores_.push_back(scores);
+  mx::array token = mx::array(0);
+  if (config_.do_sample) {
+    auto [next_key, sub] = mx::random::split(key_);
+    key_ = next_key;
+    token = mx::random::categorical(scores, -1, sub);  // one draw per row
+  } else {
+    token = mx::argmax(scores, -1);  // first maximal index on ties, like torch.argmax
+  }
+  token = mx::astype(token, mx::int32);
+  if (config_.output_logprobs) {
+    // log_softmax(scores)[token] = scores[token] - logsumexp(scores): compute_transition_scores with
+    // normalize_logits=True, on the processed scores HF returns as `scores`.
+    auto picked = mx::take_along_axis(scores, mx::expand_dims(token, -1), -1);
+    step_logprobs_.push_back(mx::squeeze(mx::subtract(picked, mx::logsumexp(scores, -1, true)), -1));
+  }
+  processors_.on_token(token);
+  // One two-input concat per step (not a concat of every step's token): the graph stays small.
+  if (processors_.needs_ids()) ids_so_far_ = mx::concatenate({*ids_so_far_, mx::reshape(token, {rows_, 1})}, 1);
+  return token;
+}
+
+std::vector<mx::array> DecodeGroup::outputs() const {
+  std::vector<mx::array> outs;
+  if (config_.output_logits) outs.push_back(step_logits_.back());
+  if (config_.output_scores) outs.push_back(step_scores_.back());
+  if (config_.output_logprobs) outs.push_back(step_logprobs_.back());
+  return outs;
+}
+
+const std::vector<int>& DecodeGroup::accept(const int32_t* tokens) {
+  const int produced = steps_ + 1;
+  auto now = std::chrono::steady_clock::now();
+  if (steps_ == 0) {
+    first_token_ = now;
+    prefill_seconds_ = std::chrono::duration<double>(now - start_).count();
+  } else {
+    decode_seconds_ = std::chrono::duration<double>(now - first_token_).count();
+  }
+  steps_ = produced;
+  const double elapsed = stop_.max_time ? seconds_since(start_) : 0.0;
+  for (int r = 0; r < rows_; ++r) {
+    if (finish_[r] != FinishReason::None) {
+      last_[r] = -1;
+      continue;
+    }
+    const int token = tokens[r];
+    last_[r] = token;
+    generated_[r].push_back(token);
+    std::span<const int> ids = generated_[r];
+    if (!ids_.empty()) {
+      ids_[r].push_back(token);
+      ids = ids_[r];
+    }
+    finish_[r] = stop_.check(ids, produced, elapsed);
+    if (finish_[r] != FinishReason::None) --active_;
+  }
+  if (done()) {
+    // A driver that queued one step ahead recorded outputs for a token nobody reads: drop them.
+    for (auto* v : {&step_logits_, &step_scores_, &step_logprobs_})
+      if (static_cast<int>(v->size()) > steps_) v->resize(steps_, mx::array(0));
+  }
+  return last_;
+}
+
+void DecodeGroup::cancel() {
+  for (auto& f : finish_)
+    if (f == FinishReason::None) f = FinishReason::Cancelled;
+  active_ = 0;
+  started_ = true;
+  for (auto* v : {&step_logits_, &step_scores_, &step_logprobs_})
+    if (static_cast<int>(v->size()) > steps_) v->resize(steps_, mx::array(0));
+}
+
+std::optional<mx::array> DecodeGroup::row_outputs(const std::vector<mx::array>& steps, int row) const {
+  const int n = static_cast<int>(generated_.at(row).size());
+  if (steps.empty() || n == 0) return std::nullopt;
+  std::vector<mx::array> parts(steps.begin(), steps.begin() + n);
+  auto all = mx::stack(parts, 0);  // [n, rows, ...]
+  mx::Shape start(all.ndim(), 0), stop = all.shape();
+  start[1] = row;
+  stop[1] = row + 1;
+  // A row is a strided view of the stack: copy it so its data is one row-major block.
+  return mx::contiguous(mx::squeeze(mx::slice(all, start, stop), 1));
+}
+
+std::vector<float> DecodeGroup::logprobs(int row) const {
+  auto a = row_outputs(step_logprobs_, row);
+  if (!a) return {};
+  return host_floats(*a);
+}
+
+TextStreams::TextStreams(std::shared_ptr<const Tokenizer> tokenizer, int rows)
+    : tokenizer_(std::move(tokenizer)), detok_(rows), texts_(rows) {
+  if (tokenizer_)
+    for (auto& d : detok_) d.emplace(tokenizer_);
+}
+
+std::string TextStreams::push(int row, int token, FinishReason reason) {
+  auto& d = detok_.at(row);
+  if (!d) return {};
+  std::string piece;
+  // A terminating special EOS token (e.g. <|im_end|>) is kept in token_ids but not shown as text, as
+  // mlx-lm prints it; an ordinary token chosen as EOS keeps its text.
+  const bool hidden = reason == FinishReason::Eos && tokenizer_->is_special(token);
+  if (!hidden) piece = d->push(token);
+  if (reason != FinishReason::None) piece += d->flush();
+  texts_[row] += piece;
+  return piece;
+}
+
+std::vector<float> chosen_entries(const mx::array& steps, const std::vector<int>& tokens) {
+  mx::array idx(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32);
+  return host_floats(mx::take_along_axis(steps, idx, 1));
+}
+
+GenerationResult assemble_result(const DecodeGroup& group, TextStreams& texts) {
+  GenerationResult result;
+  result.prompt_token_ids = group.prompt();
+  int total = 0;
+  const int n = group.rows();
+  for (int r = 0; r < n; ++r) {
+    GeneratedSequence seq;
+    seq.token_ids = group.generated(r);
+    seq.text = std::move(texts.text(r));
+    seq.finish_reason = group.finish_reason(r);
+    seq.scores = group.scores(r);
+    seq.logits = group.logits(r);
+    if (seq.scores) seq.token_scores = chosen_entries(*seq.scores, seq.token_ids);
+    if (seq.logits) seq.token_logits = chosen_entries(*seq.logits, seq.token_ids);
+    seq.logprobs = group.logprobs(r);
+    total += static_cast<int>(seq.token_ids.size());
+    result.sequences.push_back(std::move(seq));
+  }
+  auto& s = result.stats;
+  s.prompt_tokens = static_cast<int>(group.prompt().size());
+  s.generated_tokens = total;
+  if (group.prefill_seconds() > 0) s.prefill_tokens_per_s = s.prompt_tokens / group.prefill_seconds();
+  // Every sequence's first token comes with the prefill; the rest are decode.
+  if (total > n && group.decode_seconds() > 0) s.decode_tokens_per_s = (total - n) / group.decode_seconds();
+  s.peak_memory_bytes = mx::get_peak_memory();
+  return result;
+}
+
+}  // namespace mlxgp

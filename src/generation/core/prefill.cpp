@@ -1,0 +1,72 @@
+#include "generation/core/prefill.h"
+
+#include <algorithm>
+#include <optional>
+#include <string>
+
+#include <mlx/mlx.h>
+
+#include "mlxgp/error.h"
+#include "mlxgp/quantized_kv_cache.h"
+
+namespace mlxgp {
+
+mx::array forward_and_quantize(Model& model, KVCacheList& caches, const mx::array& tokens, int last_n,
+                               const CacheOptions& cache) {
+  auto logits = model.forward_last(tokens, caches, last_n);
+  // mlx-lm generate_step quantizes after each model call; the logits above already read the caches.
+  maybe_quantize_kv_caches(caches, cache);
+  return logits;
+}
+
+int start_caches(Model& model, KVCacheList& caches, KVCacheList given, int n, const CacheOptions& o) {
+  if (given.empty()) {
+    caches = make_caches(model, o);
+    return 0;
+  }
+  const size_t layers = model.make_caches().size();
+  if (given.size() != layers)
+    fail("generate", "the KV caches have " + std::to_string(given.size()) + " layers, the model has " +
+                         std::to_string(layers));
+  int pos = given[0]->offset();
+  if (pos > n)
+    fail("generate", "the KV caches hold " + std::to_string(pos) + " tokens, more than the prompt (" +
+                         std::to_string(n) + ")");
+  if (pos == n) {  // the last prompt position's logits are needed: recompute it
+    for (auto& c : given)
+      if (!c->is_trimmable() || c->trim(1) != 1) fail("generate", "the KV caches cannot be trimmed");
+    pos = n - 1;
+  }
+  caches = std::move(given);
+  // kv_bits without quantized_kv_start quantizes from the first position: convert given standard
+  // caches (a saved prompt cache) now, as make_caches() would have made them quantized.
+  if (o.kv_bits && !o.quantized_kv_start) maybe_quantize_kv_caches(caches, 0, o.kv_group_size, *o.kv_bits);
+  return pos;
+}
+
+mx::array prefill_tokens(Model& model, KVCacheList& caches, const mx::array& ids, int pos, const PrefillOptions& o) {
+  if (o.chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
+  if (o.kv_step_size < 1) fail("generate", "kv_prefill_step_size must be >= 1");
+  const int n = ids.shape(1);
+  if (pos >= n) fail("generate", "nothing left of the prompt to prefill");
+  auto part = [&](int from, int to) { return mx::slice(ids, {0, from}, {1, to}); };
+  std::optional<mx::array> logits;
+  if (o.cache.max_kv_size || o.cache.kv_bits) {
+    while (n - pos > 1) {
+      const int len = std::min(o.kv_step_size, n - pos - 1);
+      // Evaluating the chunk writes its keys/values into the caches, as mlx-lm's mx.eval of the cache
+      // state does, so a long prompt never builds one huge graph.
+      mx::eval(forward_and_quantize(model, caches, part(pos, pos + len), 1, o.cache));
+      pos += len;
+    }
+  }
+  while (pos < n) {
+    const int len = std::min(o.chunk_size, n - pos);
+    // Only the last position's logits are needed: skip the lm_head over the rest of the prompt.
+    logits = forward_and_quantize(model, caches, part(pos, pos + len), 1, o.cache);
+    pos += len;
+  }
+  return mx::reshape(*logits, {1, logits->shape(-1)});
+}
+
+}  // namespace mlxgp

@@ -1,0 +1,301 @@
+// The batched decoding core: left-padded KV caches (rows appended aligned on the right, padding masked,
+// per-row positions) compute what each row computes alone, and the BatchEngine's requests, joining
+// and leaving at arbitrary steps with their own configs, each produce their solo generate() result.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "mlxgp/batch_cache.h"
+#include "mlxgp/batch_engine.h"
+#include "mlxgp/error.h"
+#include "test_models_util.h"
+
+namespace mlxgp::testing {
+namespace {
+
+std::unique_ptr<Model> tiny(const std::string& type = "llama", const std::string& extra = "") {
+  return create_model(parse_model_config(tiny_config_json(type, extra)), tiny_weights(11));
+}
+
+std::vector<int> ids_of(int n, int salt) {
+  std::vector<int> ids;
+  for (int i = 0; i < n; ++i) ids.push_back((i * 13 + salt * 7 + 1) % 64);
+  return ids;
+}
+
+mx::array row_array(const std::vector<int>& ids) {
+  return mx::array(ids.data(), {1, static_cast<int>(ids.size())}, mx::int32);
+}
+
+// Prefills `prompt` alone, then feeds `steps` (each a chunk of tokens) and returns the logits of each chunk.
+std::vector<mx::array> solo(Model& m, const std::vector<int>& prompt, const std::vector<std::vector<int>>& steps) {
+  auto caches = m.make_caches();
+  mx::eval(m.forward(row_array(prompt), caches));
+  std::vector<mx::array> out;
+  for (auto& s : steps) out.push_back(m.forward(row_array(s), caches));
+  mx::eval(out);
+  return out;
+}
+
+void check_padded_rows_match(Model& m) {
+  const std::vector<std::vector<int>> prompts = {ids_of(5, 1), ids_of(17, 2), ids_of(1, 3)};
+  // Each row continues with its own tokens: two single-token steps, then a 3-token chunk (a
+  // multi-query step over a padded batch needs the causal-and-padding mask).
+  const std::vector<std::vector<std::vector<int>>> steps = {
+      {{3}, {9}, {1, 2, 3}}, {{40}, {41}, {7, 8, 9}}, {{63}, {0}, {10, 20, 30}}};
+  KVCacheList batch;
+  for (auto& p : prompts) {
+    auto c = m.make_caches();
+    mx::eval(m.forward(row_array(p), c));
+    append_rows(batch, std::move(c));
+  }
+  ASSERT_EQ(batch[0]->offset(), 17);
+  ASSERT_EQ(batch[0]->left_padding(), (std::vector<int>{12, 0, 16}));
+  for (size_t s = 0; s < steps[0].size(); ++s) {
+    std::vector<int> flat;
+    for (auto& row : steps) flat.insert(flat.end(), row[s].begin(), row[s].end());
+    const int t = static_cast<int>(steps[0][s].size());
+    auto logits = m.forward(mx::array(flat.data(), {3, t}, mx::int32), batch);
+    mx::eval(logits);
+    for (int r = 0; r < 3; ++r) {
+      std::vector<std::vector<int>> upto(steps[r].begin(), steps[r].begin() + s + 1);
+      auto alone = solo(m, prompts[r], upto).back();
+      auto mine = mx::slice(logits, {r, 0, 0}, {r + 1, t, logits.shape(2)});
+      EXPECT_LT(max_abs_diff(mine, alone), 1e-5f) << "row " << r << " step " << s;
+    }
+  }
+}
+
+TEST(BatchCache, PaddedRowsComputeWhatTheyComputeAlone) {
+  auto m = tiny();
+  check_padded_rows_match(*m);
+}
+
+TEST(BatchCache, PaddedRowsWithSlidingWindowAttention) {
+  auto m = tiny("mistral", R"(, "sliding_window": 4)");
+  check_padded_rows_match(*m);
+}
+
+TEST(BatchCache, LeavingRowsDropTheSharedPadding) {
+  auto m = tiny();
+  KVCacheList batch;
+  for (int n : {4, 30, 9}) {
+    auto c = m->make_caches();
+    mx::eval(m->forward(row_array(ids_of(n, n)), c));
+    append_rows(batch, std::move(c));
+  }
+  keep_rows(batch, {2, 0});  // the 30-token row leaves: 21 positions of padding are shared by the rest
+  EXPECT_EQ(batch[0]->offset(), 9);
+  EXPECT_EQ(batch[0]->left_padding(), (std::vector<int>{0, 5}));
+  auto logits = m->forward(mx::array({5, 6}, {2, 1}), batch);
+  auto a = solo(*m, ids_of(9, 9), {{5}}).back(), b = solo(*m, ids_of(4, 4), {{6}}).back();
+  EXPECT_LT(max_abs_diff(mx::slice(logits, {0, 0, 0}, {1, 1, 64}), a), 1e-5f);
+  EXPECT_LT(max_abs_diff(mx::slice(logits, {1, 0, 0}, {2, 1, 64}), b), 1e-5f);
+}
+
+TEST(BatchCache, OnlyStandardCachesTakeRows) {
+  auto m = tiny();
+  KVCacheList a, b;
+  CacheOptions rotating;
+  rotating.max_kv_size = 8;
+  a = make_caches(*m, rotating);
+  b = make_caches(*m, rotating);
+  mx::eval(m->forward(row_array(ids_of(3, 1)), a));
+  mx::eval(m->forward(row_array(ids_of(3, 2)), b));
+  try {
+    append_rows(a, std::move(b));
+    FAIL() << "expected [cache]";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("[cache]", 0), 0u) << e.what();
+  }
+}
+
+struct Case {
+  std::vector<int> prompt;
+  GenerationConfig config;
+};
+
+std::vector<Case> mixed_cases() {
+  std::vector<Case> cases;
+  auto add = [&](int len, int salt, auto&& edit) {
+    Case c{ids_of(len, salt), {}};
+    c.config.max_new_tokens = 6 + salt % 5;
+    edit(c.config);
+    cases.push_back(std::move(c));
+  };
+  add(3, 1, [](GenerationConfig&) {});
+  add(25, 2, [](GenerationConfig& c) { c.repetition_penalty = 1.5; });
+  add(8, 3, [](GenerationConfig& c) {
+    c.do_sample = true;
+    c.temperature = 0.8;
+    c.seed = 5;
+  });
+  add(1, 4, [](GenerationConfig& c) { c.no_repeat_ngram_size = 2; });
+  add(14, 5, [](GenerationConfig& c) {
+    c.do_sample = true;
+    c.top_k = 5;
+    c.seed = 9;
+    c.num_return_sequences = 2;
+  });
+  add(6, 6, [](GenerationConfig& c) {
+    c.eos_token_id = std::vector<int>{7, 8, 9, 10, 11};
+    c.min_new_tokens = 2;
+    c.output_scores = true;
+    c.output_logprobs = true;
+  });
+  add(40, 7, [](GenerationConfig& c) {
+    c.do_sample = true;
+    c.top_p = 0.9;
+    c.seed = 1;
+    c.presence_penalty = 0.5;
+  });
+  return cases;
+}
+
+TEST(BatchEngine, RequestsJoiningAndLeavingAtRandomStepsEqualTheirSoloRuns) {
+  auto m = tiny();
+  auto cases = mixed_cases();
+  std::vector<GenerationResult> alone;
+  for (auto& c : cases) alone.push_back(generate(*m, nullptr, c.prompt, c.config));
+  for (int trial = 0; trial < 3; ++trial) {
+    BatchEngine engine(*m, nullptr, {3 + trial});
+    std::mt19937 rng(trial);
+    std::vector<int> ids(cases.size(), -1);
+    std::vector<std::optional<GenerationResult>> got(cases.size());
+    std::vector<std::vector<int>> streamed(cases.size());
+    size_t next = 0;
+    while (next < cases.size() || engine.busy()) {
+      // Submit 0-2 requests before each step, so they join a batch already running.
+      for (int k = rng() % 3; k > 0 && next < cases.size(); --k, ++next) {
+        const size_t i = next;
+        ids[i] = engine.submit({cases[i].prompt, cases[i].config, {}, [&streamed, i](int row, int token, const std::string&) {
+                                  if (row == 0) streamed[i].push_back(token);
+                                }});
+      }
+      for (int id : engine.step())
+        for (size_t i = 0; i < cases.size(); ++i)
+          if (ids[i] == id) got[i] = engine.take_result(id);
+    }
+    for (size_t i = 0; i < cases.size(); ++i) {
+      ASSERT_TRUE(got[i]) << "request " << i;
+      ASSERT_EQ(got[i]->sequences.size(), alone[i].sequences.size());
+      for (size_t s = 0; s < alone[i].sequences.size(); ++s) {
+        EXPECT_EQ(got[i]->sequences[s].token_ids, alone[i].sequences[s].token_ids) << "trial " << trial << " request " << i;
+        EXPECT_EQ(got[i]->sequences[s].finish_reason, alone[i].sequences[s].finish_reason);
+        EXPECT_EQ(got[i]->sequences[s].logprobs.size(), alone[i].sequences[s].logprobs.size());
+        for (size_t k = 0; k < alone[i].sequences[s].logprobs.size(); ++k)
+          EXPECT_NEAR(got[i]->sequences[s].logprobs[k], alone[i].sequences[s].logprobs[k], 1e-4);
+      }
+      EXPECT_EQ(streamed[i], alone[i].sequences[0].token_ids);
+    }
+  }
+}
+
+TEST(BatchEngine, CancelledRequestLeavesAndTheOthersGoOn) {
+  auto m = tiny();
+  auto cases = mixed_cases();
+  BatchEngine engine(*m, nullptr, {8});
+  GenerationConfig long_one;
+  long_one.max_new_tokens = 50;
+  int victim = engine.submit({ids_of(10, 1), long_one, {}, {}});
+  int other = engine.submit({cases[1].prompt, cases[1].config, {}, {}});
+  engine.step();
+  engine.step();
+  EXPECT_EQ(engine.running_rows(), 2);
+  engine.cancel(victim);
+  EXPECT_EQ(engine.running_rows(), 1);
+  auto v = engine.take_result(victim);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->sequences[0].finish_reason, FinishReason::Cancelled);
+  EXPECT_EQ(v->sequences[0].token_ids.size(), 3u);  // the prefill's token and two decode steps
+  std::optional<GenerationResult> o;
+  while (engine.busy())
+    for (int id : engine.step())
+      if (id == other) o = engine.take_result(id);
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->sequences[0].token_ids, generate(*m, nullptr, cases[1].prompt, cases[1].config).sequences[0].token_ids);
+}
+
+TEST(BatchEngine, CancelFromATokenCallbackTakesEffectAfterTheStep) {
+  auto m = tiny();
+  BatchEngine engine(*m, nullptr);
+  GenerationConfig c;
+  c.max_new_tokens = 40;
+  int id = -1;
+  int seen = 0;
+  id = engine.submit({ids_of(4, 2), c, {}, [&](int, int, const std::string&) {
+                        if (++seen == 3) engine.cancel(id);
+                      }});
+  std::vector<int> finished;
+  while (engine.busy()) finished = engine.step();
+  ASSERT_EQ(finished, std::vector<int>{id});
+  auto r = engine.take_result(id);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->sequences[0].finish_reason, FinishReason::Cancelled);
+  EXPECT_EQ(r->sequences[0].token_ids.size(), 3u);
+}
+
+TEST(BatchEngine, RefusesWhatCannotShareABatchInOneLine) {
+  auto m = tiny();
+  BatchEngine engine(*m, nullptr);
+  auto expect_refused = [&](GenerationConfig c, const std::string& what) {
+    c.max_new_tokens = 4;
+    try {
+      engine.submit({ids_of(3, 1), c, {}, {}});
+      FAIL() << "expected a refusal for " << what;
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_EQ(msg.rfind("[generate]", 0), 0u) << msg;
+      EXPECT_NE(msg.find(what), std::string::npos) << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos);
+    }
+  };
+  GenerationConfig beams;
+  beams.num_beams = 2;
+  expect_refused(beams, "num_beams");
+  GenerationConfig rotating;
+  rotating.max_kv_size = 16;
+  expect_refused(rotating, "max_kv_size");
+  GenerationConfig lookup;
+  lookup.prompt_lookup_num_tokens = 3;
+  expect_refused(lookup, "prompt-lookup");
+  // A bad prompt is refused at submit, before it can enter the queue.
+  GenerationConfig ok;
+  ok.max_new_tokens = 2;
+  EXPECT_THROW(engine.submit({{1, 999}, ok, {}, {}}), Error);
+  EXPECT_FALSE(engine.busy());
+}
+
+TEST(GenerateBatch, ResultsInInputOrderAndUnbatchableRequestsRunAlone) {
+  auto m = tiny();
+  auto cases = mixed_cases();
+  GenerationConfig beams;
+  beams.num_beams = 3;
+  beams.max_new_tokens = 5;
+  cases.push_back({ids_of(9, 8), beams});
+  GenerationConfig rotating;
+  rotating.max_kv_size = 12;
+  rotating.max_new_tokens = 10;
+  cases.push_back({ids_of(20, 9), rotating});
+  std::vector<std::vector<int>> prompts;
+  std::vector<GenerationConfig> configs;
+  for (auto& c : cases) {
+    prompts.push_back(c.prompt);
+    configs.push_back(c.config);
+  }
+  BatchGenerateOptions o;
+  o.batch_size = 4;
+  auto results = generate_batch(*m, nullptr, prompts, configs, o);
+  ASSERT_EQ(results.size(), cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    auto alone = generate(*m, nullptr, cases[i].prompt, cases[i].config);
+    EXPECT_EQ(results[i].prompt_token_ids, cases[i].prompt);
+    ASSERT_EQ(results[i].sequences.size(), alone.sequences.size());
+    for (size_t s = 0; s < alone.sequences.size(); ++s)
+      EXPECT_EQ(results[i].sequences[s].token_ids, alone.sequences[s].token_ids) << "request " << i;
+  }
+  EXPECT_THROW(generate_batch(*m, nullptr, prompts, {configs[0], configs[1]}), Error);
+}
+
+}  // namespace
+}  // namespace mlxgp::testing
