@@ -1,12 +1,11 @@
 // `mlxgp generate`: load a model, build the generation config from its layers (the model's
 // generation_config.json < --config file < flags), generate, and stream text or print one JSON object.
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
-
-#include <nlohmann/json.hpp>
 
 #include "args.h"
 #include "commands.h"
@@ -19,6 +18,9 @@
 #include "mlxgp/generation_config.h"
 #include "mlxgp/loader.h"
 #include "mlxgp/prompt_cache.h"
+#include "mlxgp/result_json.h"
+#include "mlxgp/batch_engine.h"
+#include "prompts_file.h"
 
 namespace mlxgp::cli {
 
@@ -36,41 +38,6 @@ void print_stats(const GenerationResult& r) {
   if (auto& sp = s.speculative)
     std::fprintf(stderr, "[stats] speculative: %d/%d drafted tokens accepted (%.1f%%), %.2f tokens per target forward\n",
                  sp->accepted_tokens, sp->drafted_tokens, 100.0 * sp->acceptance_rate(), sp->tokens_per_target_forward());
-}
-
-nlohmann::ordered_json result_json(const GenerationResult& r, const GenerationConfig& config) {
-  nlohmann::ordered_json seqs = nlohmann::ordered_json::array();
-  for (auto& s : r.sequences) {
-    nlohmann::ordered_json j = {{"token_ids", s.token_ids}, {"text", s.text}, {"finish_reason", to_string(s.finish_reason)}};
-    // Per generated token, only on request; a non-finite value prints as null.
-    if (config.output_scores) j["scores"] = s.token_scores;
-    if (config.output_logits) j["logits"] = s.token_logits;
-    if (config.output_logprobs) j["logprobs"] = s.logprobs;
-    if (s.sequence_score) {  // beam search (HF sequences_scores, beam_indices)
-      j["score"] = *s.sequence_score;
-      j["beam_indices"] = s.beam_indices;
-    }
-    seqs.push_back(std::move(j));
-  }
-  const auto& st = r.stats;
-  nlohmann::ordered_json stats = {{"prompt_tokens", st.prompt_tokens},
-                                  {"generated_tokens", st.generated_tokens},
-                                  {"prefill_tokens_per_s", st.prefill_tokens_per_s},
-                                  {"decode_tokens_per_s", st.decode_tokens_per_s},
-                                  {"peak_memory_bytes", st.peak_memory_bytes}};
-  if (!st.memory_trace.empty()) {
-    nlohmann::ordered_json trace = nlohmann::ordered_json::array();
-    for (auto& m : st.memory_trace)
-      trace.push_back({{"tokens", m.tokens}, {"peak_bytes", m.peak_bytes}, {"active_bytes", m.active_bytes}});
-    stats["memory_trace"] = std::move(trace);
-  }
-  if (auto& sp = st.speculative)
-    stats["speculative"] = {{"drafted_tokens", sp->drafted_tokens},
-                            {"accepted_tokens", sp->accepted_tokens},
-                            {"acceptance_rate", sp->acceptance_rate()},
-                            {"target_forwards", sp->target_forwards},
-                            {"tokens_per_target_forward", sp->tokens_per_target_forward()}};
-  return {{"prompt_token_ids", r.prompt_token_ids}, {"sequences", seqs}, {"stats", stats}};
 }
 
 // --scores-out: every sequence's full per-step arrays (HF output_scores / output_logits, [n, V] each).
@@ -127,6 +94,10 @@ int run_generate(const std::vector<std::string>& argv) {
   args.option("model", "default | model folder | file.gguf (default: default)")
       .option("prompt", "prompt text (encoded with the model's tokenizer, special tokens added as HF does)")
       .option("input-ids", "comma-separated prompt token ids, e.g. 1,2,3 (instead of --prompt)")
+      .option("prompts-file", "many prompts at once: a JSONL file, one {\"prompt\": ...} or {\"input_ids\": [...]} "
+                              "per line, each with an optional \"config\" object (HF GenerationConfig fields) over the "
+                              "command line's settings; decoded together in batches")
+      .option("batch-size", "with --prompts-file: rows decoded together at most (default 16)")
       .option("chat", "wrap --prompt in the model's chat template as one user turn (add_generation_prompt)", false)
       .option("system", "with --chat: a system message before the user turn")
       .option("negative-prompt", "classifier-free guidance: the unconditional prompt text (needs --guidance-scale)")
@@ -147,9 +118,18 @@ int run_generate(const std::vector<std::string>& argv) {
       .option("json", "print one JSON object (prompt_token_ids, sequences, stats) instead of streaming text", false);
   if (!args.parse(argv)) return 0;
 
-  if (args.has("prompt") == args.has("input-ids")) fail("cli", "pass exactly one of --prompt and --input-ids");
+  const bool batch = args.has("prompts-file");
+  if (args.has("prompt") + args.has("input-ids") + batch != 1)
+    fail("cli", "pass exactly one of --prompt, --input-ids and --prompts-file");
   if (args.has("system") && !args.has("chat")) fail("cli", "--system needs --chat");
-  if (args.has("chat") && !args.has("prompt")) fail("cli", "--chat needs --prompt");
+  if (args.has("chat") && args.has("input-ids")) fail("cli", "--chat needs --prompt or --prompts-file");
+  if (args.has("batch-size") && !batch) fail("cli", "--batch-size needs --prompts-file");
+  if (batch && args.has("scores-out")) fail("cli", "--scores-out takes one prompt, not --prompts-file");
+  int batch_size = 16;
+  if (auto n = args.get_int("batch-size")) {
+    if (*n < 1 || *n > 4096) fail("cli", "--batch-size must be between 1 and 4096");
+    batch_size = static_cast<int>(*n);
+  }
   auto input_ids = args.get_int_list("input-ids");
   GeneratorOptions gen_options;
   if (auto n = args.get_int("prefill-chunk-size")) {
@@ -203,14 +183,43 @@ int run_generate(const std::vector<std::string>& argv) {
         std::make_shared<const PromptCache>(load_prompt_cache(*prompt_cache_path, *loaded.model));
   }
 
-  std::vector<int> prompt_ids;
-  if (input_ids) {
-    prompt_ids = *input_ids;
-  } else {
-    if (!loaded.tokenizer) fail("generate", "the model has no tokenizer; pass --input-ids instead of --prompt");
-    prompt_ids = args.has("chat") ? chat_prompt_ids(*loaded.tokenizer, *args.get("prompt"), args.get("system"))
-                                  : loaded.tokenizer->encode(*args.get("prompt"));
+  auto encode = [&](const std::string& text) {
+    if (!loaded.tokenizer) fail("generate", "the model has no tokenizer; pass token ids instead of prompt text");
+    return args.has("chat") ? chat_prompt_ids(*loaded.tokenizer, text, args.get("system")) : loaded.tokenizer->encode(text);
+  };
+  if (batch) {
+    auto requests = read_prompts_file(*args.get("prompts-file"), config, encode,
+                                      [&](const std::vector<int>& ids, const GenerationConfig& c) {
+                                        check_prompt(*loaded.model, ids, c);
+                                      });
+    std::vector<std::vector<int>> prompts;
+    std::vector<GenerationConfig> configs;
+    for (auto& r : requests) {
+      prompts.push_back(std::move(r.prompt_ids));
+      configs.push_back(std::move(r.config));
+    }
+    BatchGenerateOptions batch_options;
+    batch_options.batch_size = batch_size;
+    batch_options.options = gen_options;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto results = generate_batch(*loaded.model, loaded.tokenizer, prompts, configs, batch_options);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (size_t i = 0; i < results.size(); ++i) {
+      if (args.has("json")) {
+        std::cout << result_json(results[i], configs[i]) << "\n";
+        continue;
+      }
+      std::cout << "=== request " << i + 1 << "/" << results.size() << " ===\n";
+      for (auto& seq : results[i].sequences) std::cout << seq.text << "\n";
+    }
+    std::cout.flush();
+    int generated = 0;
+    for (auto& r : results) generated += r.stats.generated_tokens;
+    std::fprintf(stderr, "[stats] %zu requests, generated %d tokens in %.2f s (%.1f tok/s over all requests, prefill included)\n",
+                 results.size(), generated, secs, secs > 0 ? generated / secs : 0.0);
+    return 0;
   }
+  std::vector<int> prompt_ids = input_ids ? *input_ids : encode(*args.get("prompt"));
 
   const bool as_json = args.has("json");
   const bool several = config.num_return_sequences > 1;
@@ -227,8 +236,7 @@ int run_generate(const std::vector<std::string>& argv) {
   if (scores_out) save_scores(*scores_out, result);
   if (as_json) {
     // Replace (not throw on) invalid UTF-8: a generation cut at max length may end mid-character.
-    std::cout << result_json(result, config).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)
-              << "\n";
+    std::cout << result_json(result, config) << "\n";
   } else {
     if (beams && !several) {
       std::cout << result.sequences.at(0).text;

@@ -56,6 +56,11 @@ struct GeneratorOptions {
 GenerationConfig with_model_defaults(GenerationConfig config, const ModelConfig& model_config,
                                      const Tokenizer* tokenizer);
 
+// The checks every generation makes on its prompt before any work: ids inside the vocabulary, a
+// prompt shorter than the model's context, max_length above the prompt (unless max_new_tokens is set).
+// Throws [generate]. Returns how many tokens may be generated (the token budget).
+int check_prompt(const Model& model, const std::vector<int>& prompt_ids, const GenerationConfig& config);
+
 // The KV cache settings of a generation config (max_kv_size, kv_keep, kv_bits, kv_group_size,
 // quantized_kv_start), for make_caches() / maybe_quantize_kv_caches().
 CacheOptions cache_options_from(const GenerationConfig& config);
@@ -146,6 +151,10 @@ struct GeneratedSequence {
   std::string text;
   FinishReason finish_reason = FinishReason::None;
   // Only when the config asks (output_scores / output_logits / output_logprobs); see Generator::scores().
+  // Beam search: step t's row of the beam the token was chosen from (beam_indices[t]; transformers
+  // compute_transition_scores(sequences, scores, beam_indices)), where the processed scores are
+  // log_softmax(logits) then the processors, before the running beam score is added (constrained beams:
+  // after, as transformers 4.56 records them). logprobs = log_softmax of that row at the chosen token.
   std::optional<mx::array> scores;  // [n, V] processed scores
   std::optional<mx::array> logits;  // [n, V] raw logits
   std::vector<float> token_scores;  // output_scores: each chosen token's processed score

@@ -35,10 +35,12 @@ bool swiglu_supported(const mx::array& gate, const mx::array& up);
 
 // Scaled dot-product attention (q [B, Hq, Tq, D], k/v [B, Hk, Tk, D], Hq a multiple of Hk) with no
 // mask or a causal one aligned to the last key, as mx::fast::scaled_dot_product_attention's "causal".
-// For float32 prefill shapes (Tq > 1) on the CPU: BLAS products around a vectorised masked softmax;
-// otherwise the MLX op. Differentiable.
-mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal);
-bool attention_supported(const mx::array& q, const mx::array& k, const mx::array& v);
+// `key_start` (one per batch entry, or empty): keys before it are hidden too (a left-padded batch).
+// For float32 prefill shapes (Tq > 1, or any Tq with key_start) on the CPU: BLAS products around a
+// vectorised masked softmax; otherwise the MLX op. Differentiable.
+mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal,
+                    const std::vector<int>& key_start = {});
+bool attention_supported(const mx::array& q, const mx::array& k, const mx::array& v, bool single_query = false);
 
 // Rotary position embedding in the "rotate half" layout (transformers apply_rotary_pos_emb;
 // mx::fast::rope with traditional=false) over x [B, H, T, D]: feature pairs (i, i + dims/2), i < dims/2,

@@ -18,6 +18,9 @@ namespace mx = mlx::core;
 struct AttentionMask {
   enum class Kind { None, Causal, Array } kind = Kind::None;
   std::optional<mx::array> array;
+  // A left-padded batch (KVCache::left_padding): None / Causal, and keys before key_start[b] hidden in
+  // batch row b. `array` then holds the same mask in full ([B, 1, queries, keys]) for code that needs it.
+  std::vector<int> key_start;
 };
 
 class KVCache {

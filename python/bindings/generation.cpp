@@ -7,13 +7,13 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
-#include <nlohmann/json.hpp>
-
 #include <mlx/mlx.h>
 
 #include "bindings.h"
 #include "mlxgp/error.h"
+#include "mlxgp/batch_engine.h"
 #include "mlxgp/generate.h"
+#include "mlxgp/result_json.h"
 #include "mlxgp/generation_config.h"
 #include "mlxgp/steering.h"
 
@@ -39,48 +39,73 @@ GenerationConfig merged_config(const PyModel* model, const std::string& user_jso
   return config;
 }
 
-nb::dict sequence_dict(const GeneratedSequence& s) {
-  nb::dict d;
-  d["token_ids"] = nb::cast(s.token_ids);
-  d["text"] = nb::cast(s.text);
-  d["finish_reason"] = nb::cast(to_string(s.finish_reason));
-  if (s.sequence_score) {
-    d["score"] = nb::cast(*s.sequence_score);
-    d["beam_indices"] = nb::cast(s.beam_indices);
+// The library's JSON form of a result (result_json.h: the same object `mlxgp generate --json` prints),
+// plus what JSON cannot carry: each sequence's full per-step arrays [n, V] as mx.array under
+// "step_scores" / "step_logits" (output_scores / output_logits).
+nb::dict result_dict(const GenerationResult& r, const GenerationConfig& config) {
+  nb::dict out = nb::cast<nb::dict>(nb::module_::import_("json").attr("loads")(result_json(r, config)));
+  nb::list seqs = nb::cast<nb::list>(out["sequences"]);
+  for (size_t i = 0; i < r.sequences.size(); ++i) {
+    nb::dict d = nb::cast<nb::dict>(seqs[i]);
+    if (r.sequences[i].scores) d["step_scores"] = nb::cast(*r.sequences[i].scores);
+    if (r.sequences[i].logits) d["step_logits"] = nb::cast(*r.sequences[i].logits);
   }
-  if (s.scores) d["scores"] = nb::cast(*s.scores);
-  if (s.logits) d["logits"] = nb::cast(*s.logits);
-  if (!s.token_scores.empty()) d["token_scores"] = nb::cast(s.token_scores);
-  if (!s.token_logits.empty()) d["token_logits"] = nb::cast(s.token_logits);
-  if (!s.logprobs.empty()) d["logprobs"] = nb::cast(s.logprobs);
-  return d;
-}
-
-nb::dict result_dict(const GenerationResult& r) {
-  nb::list seqs;
-  for (auto& s : r.sequences) seqs.append(sequence_dict(s));
-  const auto& st = r.stats;
-  nb::dict stats;
-  stats["prompt_tokens"] = st.prompt_tokens;
-  stats["generated_tokens"] = st.generated_tokens;
-  stats["prefill_tokens_per_s"] = st.prefill_tokens_per_s;
-  stats["decode_tokens_per_s"] = st.decode_tokens_per_s;
-  stats["peak_memory_bytes"] = st.peak_memory_bytes;
-  if (auto& sp = st.speculative) {
-    nb::dict spec;
-    spec["drafted_tokens"] = sp->drafted_tokens;
-    spec["accepted_tokens"] = sp->accepted_tokens;
-    spec["acceptance_rate"] = sp->acceptance_rate();
-    spec["target_forwards"] = sp->target_forwards;
-    spec["tokens_per_target_forward"] = sp->tokens_per_target_forward();
-    stats["speculative"] = spec;
-  }
-  nb::dict out;
-  out["prompt_token_ids"] = nb::cast(r.prompt_token_ids);
-  out["sequences"] = seqs;
-  out["stats"] = stats;
   return out;
 }
+
+// What one Python generate call sets up around the C++ call: hooks attached for the call only
+// (detached, with the GIL held, even when generation throws), Python callbacks that re-acquire the
+// GIL and unwind the C++ call when they raise, and the generator options.
+struct CallScope {
+  Model& model;
+  std::vector<int> handles;
+  std::optional<nb::python_error> raised;
+  GeneratorOptions options;
+
+  CallScope(Model& m, const std::vector<std::shared_ptr<Hook>>& hooks, nb::object stop_callback,
+            std::optional<std::vector<int>> negative_prompt_ids, int prefill_chunk_size)
+      : model(m) {
+    for (auto& h : hooks) handles.push_back(add_hook(model, h));
+    options.prefill_chunk_size = prefill_chunk_size;
+    options.negative_prompt_ids = std::move(negative_prompt_ids);
+    if (!stop_callback.is_none()) {
+      // Borrowed handles: std::function copies them while the GIL is released, which touches no
+      // reference count.
+      nb::handle fn = stop_callback;
+      options.stop_callback = [fn, this](std::span<const int> ids) {
+        return guarded([&] { return nb::cast<bool>(fn(std::vector<int>(ids.begin(), ids.end()))); });
+      };
+    }
+  }
+  ~CallScope() {
+    for (int h : handles) model.hooks().remove(h);
+  }
+  // Runs Python code from a C++ callback: with the GIL, a Python exception kept and C++ unwound.
+  template <class F>
+  auto guarded(F&& f) {
+    nb::gil_scoped_acquire gil;
+    try {
+      return f();
+    } catch (nb::python_error& e) {
+      raised.emplace(std::move(e));
+      throw CallbackRaised{};
+    }
+  }
+  // Runs the C++ call with the GIL released; re-raises a callback's Python exception.
+  template <class F>
+  void run(F&& f) {
+    bool aborted = false;
+    {
+      nb::gil_scoped_release release;
+      try {
+        f();
+      } catch (const CallbackRaised&) {
+        aborted = true;
+      }
+    }
+    if (aborted && raised) throw std::move(*raised);
+  }
+};
 
 nb::dict run_generate(PyModel& pm, std::shared_ptr<Tokenizer> tokenizer, const std::vector<int>& prompt_ids,
                       const std::string& user_json, nb::object callback, nb::object stop_callback,
@@ -89,63 +114,48 @@ nb::dict run_generate(PyModel& pm, std::shared_ptr<Tokenizer> tokenizer, const s
   std::vector<std::string> warnings;
   GenerationConfig config = merged_config(&pm, user_json, &warnings);
   for (auto& w : warnings) PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 1);
-
-  // Hooks attached for this call only; detached (with the GIL held: a hook created in Python is
-  // released through its Python object) even when generation throws.
-  Model& model = *pm.model;
-  struct Detach {
-    Model& m;
-    std::vector<int> handles;
-    ~Detach() {
-      for (int h : handles) m.hooks().remove(h);
-    }
-  } guard{model, {}};
-  for (auto& h : hooks) guard.handles.push_back(add_hook(model, h));
-
-  // Callbacks hold borrowed handles: std::function copies them while the GIL is released, and copying
-  // a handle touches no reference count.
-  std::optional<nb::python_error> raised;
+  CallScope scope(*pm.model, hooks, stop_callback, std::move(negative_prompt_ids), prefill_chunk_size);
   TokenCallback on_token;
   if (!callback.is_none()) {
     nb::handle fn = callback;
-    on_token = [fn, &raised](int token, const std::string& text) {
-      nb::gil_scoped_acquire gil;
-      try {
-        fn(token, nb::str(text.data(), text.size()));
-      } catch (nb::python_error& e) {
-        raised.emplace(std::move(e));
-        throw CallbackRaised{};
-      }
+    on_token = [fn, &scope](int token, const std::string& text) {
+      scope.guarded([&] { fn(token, nb::str(text.data(), text.size())); });
     };
   }
-  GeneratorOptions options;
-  options.prefill_chunk_size = prefill_chunk_size;
-  options.negative_prompt_ids = std::move(negative_prompt_ids);
-  if (!stop_callback.is_none()) {
-    nb::handle fn = stop_callback;
-    options.stop_callback = [fn, &raised](std::span<const int> ids) {
-      nb::gil_scoped_acquire gil;
-      try {
-        return nb::cast<bool>(fn(std::vector<int>(ids.begin(), ids.end())));
-      } catch (nb::python_error& e) {
-        raised.emplace(std::move(e));
-        throw CallbackRaised{};
-      }
-    };
-  }
-
   GenerationResult result;
-  bool aborted = false;
-  {
-    nb::gil_scoped_release release;
-    try {
-      result = generate(model, tokenizer, prompt_ids, config, on_token, std::move(options));
-    } catch (const CallbackRaised&) {
-      aborted = true;
-    }
+  scope.run([&] { result = generate(*pm.model, tokenizer, prompt_ids, config, on_token, scope.options); });
+  return result_dict(result, config);
+}
+
+// Many prompts: one config (JSON) per prompt, or one for all; callback(index, row, token, text).
+nb::list run_generate_batch(PyModel& pm, std::shared_ptr<Tokenizer> tokenizer,
+                            const std::vector<std::vector<int>>& prompts, const std::vector<std::string>& user_jsons,
+                            nb::object callback, nb::object stop_callback,
+                            const std::vector<std::shared_ptr<Hook>>& hooks,
+                            std::optional<std::vector<int>> negative_prompt_ids, int prefill_chunk_size,
+                            int batch_size) {
+  std::vector<GenerationConfig> configs;
+  for (auto& j : user_jsons) {
+    std::vector<std::string> warnings;
+    configs.push_back(merged_config(&pm, j, &warnings));
+    if (configs.size() == 1)
+      for (auto& w : warnings) PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 1);
   }
-  if (aborted && raised) throw std::move(*raised);
-  return result_dict(result);
+  CallScope scope(*pm.model, hooks, stop_callback, std::move(negative_prompt_ids), prefill_chunk_size);
+  BatchGenerateOptions options;
+  options.batch_size = batch_size;
+  options.options = scope.options;
+  if (!callback.is_none()) {
+    nb::handle fn = callback;
+    options.on_token = [fn, &scope](int index, int row, int token, const std::string& text) {
+      scope.guarded([&] { fn(index, row, token, nb::str(text.data(), text.size())); });
+    };
+  }
+  std::vector<GenerationResult> results;
+  scope.run([&] { results = generate_batch(*pm.model, tokenizer, prompts, configs, options); });
+  nb::list out;
+  for (size_t i = 0; i < results.size(); ++i) out.append(result_dict(results[i], configs.size() == 1 ? configs[0] : configs[i]));
+  return out;
 }
 
 }  // namespace
@@ -176,6 +186,11 @@ void bind_generation(nb::module_& m) {
         nb::arg("user_json"), nb::arg("callback").none() = nb::none(), nb::arg("stop_callback").none() = nb::none(),
         nb::arg("hooks") = std::vector<std::shared_ptr<Hook>>{},
         nb::arg("negative_prompt_ids").none() = nb::none(), nb::arg("prefill_chunk_size") = 512);
+  m.def("generate_batch", &run_generate_batch, nb::arg("model"), nb::arg("tokenizer").none(), nb::arg("prompts"),
+        nb::arg("user_jsons"), nb::arg("callback").none() = nb::none(), nb::arg("stop_callback").none() = nb::none(),
+        nb::arg("hooks") = std::vector<std::shared_ptr<Hook>>{},
+        nb::arg("negative_prompt_ids").none() = nb::none(), nb::arg("prefill_chunk_size") = 512,
+        nb::arg("batch_size") = 16);
 }
 
 }  // namespace mlxgp::py

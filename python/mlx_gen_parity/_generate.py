@@ -30,6 +30,14 @@ def _prompt_ids(tokenizer, prompt, chat, system):
     return [int(t) for t in prompt]
 
 
+def _is_batch(prompt):
+    """A list of prompts (texts, id lists or arrays), or a [B, T] array with B > 1; a list of ints is one prompt."""
+    if isinstance(prompt, (list, tuple)):
+        return len(prompt) > 0 and not isinstance(prompt[0], int) and not (
+            hasattr(prompt[0], "ndim") and prompt[0].ndim == 0)
+    return hasattr(prompt, "ndim") and prompt.ndim == 2 and prompt.shape[0] > 1
+
+
 def _config(config, settings):
     if config is None:
         config = GenerationConfig()
@@ -55,17 +63,38 @@ def _output(raw):
 
 
 def generate(model, tokenizer, prompt, config=None, hooks=None, *, callback=None, stop_callback=None, chat=False,
-             system=None, negative_prompt=None, prefill_chunk_size=512, **settings):
+             system=None, negative_prompt=None, prefill_chunk_size=512, batch_size=16, **settings):
     """Generates from `prompt` (text, token ids, or an mlx array). `config` is a GenerationConfig (or dict);
     keyword settings override it. `hooks` are attached for this call only. `callback(token, text)` sees each
     token of the first sequence as it is produced; `stop_callback(ids) -> bool` stops a sequence
     (finish_reason "stop_callback"). Returns a dict: text, tokens, finish_reason, sequences (one per
-    returned sequence / beam, with score for beams), prompt_token_ids, stats and its keys at top level."""
-    cfg = _config(config, settings)
-    ids = _prompt_ids(tokenizer, prompt, chat, system)
+    returned sequence / beam, with score for beams), prompt_token_ids, stats and its keys at top level.
+
+    A list of prompts (or a [B, T] array) is decoded as a batch, up to `batch_size` rows at a time, and
+    gives a list of such dicts in input order; `config` may then be a list with one config per prompt, and
+    `callback(index, token, text)` streams the first sequence of every prompt."""
     neg = None
     if negative_prompt is not None:
         neg = _prompt_ids(tokenizer, negative_prompt, False, None)
+    if _is_batch(prompt):
+        prompts = prompt.tolist() if hasattr(prompt, "tolist") else list(prompt)
+        ids = [_prompt_ids(tokenizer, p, chat, system) for p in prompts]
+        if isinstance(config, (list, tuple)):
+            if len(config) != len(ids):
+                raise ValueError(f"[generate] {len(config)} configs for {len(ids)} prompts: give one, or one per prompt")
+            cfgs = [_config(c, settings) for c in config]
+        else:
+            cfgs = [_config(config, settings)]
+        cb = None
+        if callback is not None:
+            def cb(index, row, token, text):
+                if row == 0:
+                    callback(index, token, text)
+        raws = _core.generate_batch(model, tokenizer, ids, [c.overrides_json() for c in cfgs], cb, stop_callback,
+                                    list(hooks or []), neg, prefill_chunk_size, batch_size)
+        return [_output(r) for r in raws]
+    cfg = _config(config, settings)
+    ids = _prompt_ids(tokenizer, prompt, chat, system)
     raw = _core.generate(model, tokenizer, ids, cfg.overrides_json(), callback, stop_callback, list(hooks or []), neg,
                          prefill_chunk_size)
     return _output(raw)
@@ -78,6 +107,8 @@ class GenerationStream:
     _DONE = object()
 
     def __init__(self, model, tokenizer, prompt, config=None, hooks=None, **kwargs):
+        if _is_batch(prompt):
+            raise ValueError("[generate] stream_generate takes one prompt; for a list use generate(..., callback=...)")
         self._queue = queue.Queue()
         self.result = None
         self._error = None

@@ -74,7 +74,9 @@ AttentionMask KVCache::make_mask(int n) const {
   auto pad = mx::array(left_padding_.data(), {b, 1, 1, 1}, mx::int32);
   auto k = mx::reshape(mx::arange(s, mx::int32), {1, 1, 1, s});
   auto q = mx::reshape(mx::arange(off, s, mx::int32), {1, 1, n, 1});
-  return {AttentionMask::Kind::Array, mx::logical_and(mx::greater_equal(k, pad), mx::less_equal(k, q))};
+  AttentionMask mask{n > 1 ? AttentionMask::Kind::Causal : AttentionMask::Kind::None,
+                     mx::logical_and(mx::greater_equal(k, pad), mx::less_equal(k, q)), left_padding_};
+  return mask;
 }
 
 std::vector<int> KVCache::row_offsets() const {

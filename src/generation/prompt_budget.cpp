@@ -4,6 +4,7 @@
 #include <string>
 
 #include "mlxgp/error.h"
+#include "mlxgp/generate.h"
 
 namespace mlxgp {
 
@@ -29,6 +30,10 @@ int check_prompt_and_budget(const ModelConfig& mc, const GenerationConfig& confi
     budget = config.max_length - n;
   }
   return context > 0 ? std::min(budget, context - n) : budget;
+}
+
+int check_prompt(const Model& model, const std::vector<int>& prompt_ids, const GenerationConfig& config) {
+  return check_prompt_and_budget(model.config(), config, prompt_ids);
 }
 
 }  // namespace mlxgp

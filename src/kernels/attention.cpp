@@ -22,8 +22,13 @@ namespace mlxgp::kernels {
 
 namespace {
 
-// One row of softmax over columns [0, n) (the rest of the row is masked and gets 0).
-MLXGP_SIMD_EXP_AVX2 void softmax_row(const float* s, float* out, int n, int cols) {
+// One row of softmax over columns [lo, n) (the rest of the row is masked and gets 0).
+MLXGP_SIMD_EXP_AVX2 void softmax_row(const float* s, float* out, int lo, int n, int cols) {
+  std::fill(out, out + lo, 0.0f);
+  s += lo;
+  out += lo;
+  n -= lo;
+  cols -= lo;
   float m = -INFINITY;
   for (int j = 0; j < n; ++j) m = std::max(m, s[j]);
   const __m256 mv = _mm256_set1_ps(m);
@@ -43,24 +48,29 @@ MLXGP_SIMD_EXP_AVX2 void softmax_row(const float* s, float* out, int n, int cols
   std::fill(out + n, out + cols, 0.0f);
 }
 
-// Softmax over the last axis of [..., R, C] scores. With `queries` > 0 the mask is causal for rows
+// Softmax over the last axis of [B, ..., R, C] scores. With `queries` > 0 the mask is causal for rows
 // that cycle through `queries` query positions (GQA packs the heads sharing a key head as
-// [rep * Tq] rows) aligned to the last key: row r sees keys j <= (r % queries) + C - queries.
+// [rep * Tq] rows) aligned to the last key: row r sees keys j <= (r % queries) + C - queries. With
+// `key_start` (one per batch entry: a left-padded batch), keys before it are hidden too.
 class CpuMaskedSoftmax : public mx::UnaryPrimitive {
  public:
-  CpuMaskedSoftmax(mx::Stream s, int queries) : mx::UnaryPrimitive(s), queries_(queries) {}
+  CpuMaskedSoftmax(mx::Stream s, int queries, std::vector<int> key_start)
+      : mx::UnaryPrimitive(s), queries_(queries), key_start_(std::move(key_start)) {}
 
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     enqueue_cpu(stream(), in, out, [&] {
-      return [x = mx::array::unsafe_weak_copy(in[0]), o = mx::array::unsafe_weak_copy(out), q = queries_]() mutable {
+      return [x = mx::array::unsafe_weak_copy(in[0]), o = mx::array::unsafe_weak_copy(out), q = queries_,
+              starts = key_start_]() mutable {
         RowMajor<float> xr(x);
         const int cols = x.shape(-1);
         const int rows = static_cast<int>(x.size() / cols);
+        const int per_batch = rows / x.shape(0);
         float* dst = o.data<float>();
         parallel_rows(rows, cols * 8, [&](int r0, int r1) {
           for (int r = r0; r < r1; ++r) {
             const int n = q > 0 ? std::min(cols, r % q + cols - q + 1) : cols;
-            softmax_row(xr.ptr + static_cast<size_t>(r) * cols, dst + static_cast<size_t>(r) * cols, n, cols);
+            const int lo = starts.empty() ? 0 : std::min(starts[r / per_batch], n - 1);
+            softmax_row(xr.ptr + static_cast<size_t>(r) * cols, dst + static_cast<size_t>(r) * cols, lo, n, cols);
           }
         });
       };
@@ -79,35 +89,48 @@ class CpuMaskedSoftmax : public mx::UnaryPrimitive {
   }
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const CpuMaskedSoftmax*>(&other);
-    return o && o->queries_ == queries_;
+    return o && o->queries_ == queries_ && o->key_start_ == key_start_;
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override { return {in[0].shape()}; }
 
  private:
   int queries_;
+  std::vector<int> key_start_;
 };
 
 }  // namespace
 
-bool attention_supported(const mx::array& q, const mx::array& k, const mx::array& v) {
+bool attention_supported(const mx::array& q, const mx::array& k, const mx::array& v, bool single_query) {
   if (!available() || machine_isa() == Isa::portable || mx::default_device() != mx::Device::cpu) return false;
   if (q.dtype() != mx::float32 || k.dtype() != mx::float32 || v.dtype() != mx::float32) return false;
   if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4) return false;
   const int hq = q.shape(1), hk = k.shape(1);
-  return q.shape(2) > 1 && hk > 0 && hq % hk == 0 && k.shape(2) >= q.shape(2) && q.shape(3) == k.shape(3) &&
+  return (q.shape(2) > 1 || single_query) && hk > 0 && hq % hk == 0 && k.shape(2) >= q.shape(2) && q.shape(3) == k.shape(3) &&
          v.shape(1) == hk && v.shape(2) == k.shape(2) && q.shape(0) == k.shape(0);
 }
 
-mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal) {
-  if (!attention_supported(q, k, v))
-    return mx::fast::scaled_dot_product_attention(q, k, v, scale, causal ? "causal" : "");
+mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal,
+                    const std::vector<int>& key_start) {
   const int B = q.shape(0), hq = q.shape(1), tq = q.shape(2), d = q.shape(3);
-  const int hk = k.shape(1), tk = k.shape(2), rep = hq / hk;
+  if (!key_start.empty() && static_cast<int>(key_start.size()) != B)
+    throw std::invalid_argument("[kernels] attention: one key start per batch entry");
+  // A padded batch takes this path for single queries too: MLX's sdpa would need an explicit mask.
+  if (!attention_supported(q, k, v, !key_start.empty())) {
+    if (key_start.empty()) return mx::fast::scaled_dot_product_attention(q, k, v, scale, causal ? "causal" : "");
+    const int tk = k.shape(2);
+    auto start = mx::array(key_start.data(), {B, 1, 1, 1}, mx::int32);
+    auto kj = mx::reshape(mx::arange(tk, mx::int32), {1, 1, 1, tk});
+    auto mask = mx::greater_equal(kj, start);
+    if (causal)
+      mask = mx::logical_and(mask, mx::less_equal(kj, mx::reshape(mx::arange(tk - tq, tk, mx::int32), {1, 1, tq, 1})));
+    return mx::fast::scaled_dot_product_attention(q, k, v, scale, "array", mask);
+  }
+  const int hk = k.shape(1), rep = hq / hk;
   // Heads sharing a key head become extra rows: [B, Hk, rep * Tq, D].
   auto qs = mx::reshape(mx::multiply(q, mx::array(scale)), {B, hk, rep * tq, d});
   auto scores = mx::matmul(qs, mx::swapaxes(k, -1, -2));  // [B, Hk, rep * Tq, Tk]
   auto probs = mx::array(scores.shape(), mx::float32,
-                         std::make_shared<CpuMaskedSoftmax>(mx::default_stream(mx::Device::cpu), causal ? tq : 0),
+                         std::make_shared<CpuMaskedSoftmax>(mx::default_stream(mx::Device::cpu), causal ? tq : 0, key_start),
                          {scores});
   return mx::reshape(mx::matmul(probs, v), {B, hq, tq, d});
 }

@@ -19,7 +19,7 @@ AttentionMask sliding_window_mask(int offset, int n, int window, const Attention
   auto mask = mx::logical_and(mx::less_equal(k, q), mx::greater(k, mx::subtract(q, mx::array(window, mx::int32))));
   // A left-padded batch's mask also hides each row's padding (the window is relative, so slot
   // distances equal position distances).
-  if (causal.kind == AttentionMask::Kind::Array) mask = mx::logical_and(*causal.array, mask);
+  if (causal.array) mask = mx::logical_and(*causal.array, mask);
   return {AttentionMask::Kind::Array, mask};
 }
 

@@ -249,10 +249,10 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     // chunked prefill on top of a non-empty cache. A single query needs no mask.
     switch (mask->kind) {
       case AttentionMask::Kind::None:
-        o = kernels::attention(q, keys, values, scale, false);
+        o = kernels::attention(q, keys, values, scale, false, mask->key_start);
         break;
       case AttentionMask::Kind::Causal:
-        o = kernels::attention(q, keys, values, scale, true);
+        o = kernels::attention(q, keys, values, scale, true, mask->key_start);
         break;
       case AttentionMask::Kind::Array:
         o = mx::fast::scaled_dot_product_attention(q, keys, values, scale, "array", *mask->array);

@@ -99,7 +99,7 @@ def test_several_sequences_and_outputs(mgp, default_model):
                        output_logprobs=True, output_scores=True)
     assert len(out["sequences"]) == 3
     for s in out["sequences"]:
-        assert len(s["logprobs"]) == len(s["token_ids"]) == s["scores"].shape[0]
+        assert len(s["logprobs"]) == len(s["token_ids"]) == s["step_scores"].shape[0] == len(s["scores"])
     assert out["generated_tokens"] == sum(len(s["token_ids"]) for s in out["sequences"])
 
 

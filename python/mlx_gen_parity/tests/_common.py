@@ -75,7 +75,7 @@ def mgp_generate(mgp, model, tokenizer, ids, max_tokens, settings):
     if want_logits and "logits" in seq:
         import numpy as np
 
-        logits = np.array(seq["logits"])
+        logits = np.array(seq["step_logits"])
     return seq["token_ids"], logits, out["stats"], seq["finish_reason"]
 
 
