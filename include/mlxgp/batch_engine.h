@@ -69,7 +69,13 @@ class BatchEngine {
 
  private:
   struct Request;
+  // One decode step of every running row, queued on the device (mx::async_eval).
+  struct Step {
+    mx::array tokens;                // [rows] int32
+    std::vector<mx::array> outputs;  // the groups' recorded outputs of this step
+  };
   void admit();
+  Step build_step(const mx::array& input);  // input: each row's last token [rows]
   void decode();
   void finish(Request& r);           // assembles the result, moves it to done_
   void drop_rows_of(const std::vector<int>& leaving_ids);
@@ -82,6 +88,7 @@ class BatchEngine {
   std::vector<std::unique_ptr<Request>> running_;  // in row order
   KVCacheList caches_;                              // the running rows' caches
   std::vector<int> next_input_;                     // each running row's last token (next forward's input)
+  std::optional<Step> pending_;                     // the next step, queued before the current one is read
   std::map<int, GenerationResult> done_;
   std::vector<int> finished_now_;
   bool stepping_ = false;      // inside step(): cancel() from a callback is deferred to its end

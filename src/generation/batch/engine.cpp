@@ -115,10 +115,15 @@ void BatchEngine::drop_rows_of(const std::vector<int>& leaving) {
   }
   running_ = std::move(still);
   next_input_ = std::move(input);
-  if (running_.empty())
+  if (running_.empty()) {
     caches_.clear();
-  else
-    keep_rows(caches_, keep);
+    pending_.reset();
+    return;
+  }
+  keep_rows(caches_, keep);
+  // A step already queued computed every row: keep the staying rows' tokens (their recorded outputs
+  // belong to their own groups; a leaving group dropped its own).
+  if (pending_) pending_->tokens = mx::take(pending_->tokens, mx::array(keep.data(), {static_cast<int>(keep.size())}, mx::int32), 0);
 }
 
 // Reads one step's tokens for a request's rows, streams them and tells whether the request is done.
@@ -170,30 +175,47 @@ void BatchEngine::admit() {
   }
 }
 
-void BatchEngine::decode() {
-  if (running_.empty()) return;
+BatchEngine::Step BatchEngine::build_step(const mx::array& input) {
   const int rows = running_rows();
   // Every running row is past its prompt: all positions are generated ones for position-aware hooks.
   model_.hooks().set_prompt_length(0);
-  mx::array input(next_input_.data(), {rows, 1}, mx::int32);
-  auto logits = forward_and_quantize(model_, caches_, input, 1, CacheOptions{});
+  auto logits = forward_and_quantize(model_, caches_, mx::reshape(input, {rows, 1}), 1, CacheOptions{});
   logits = mx::reshape(logits, {rows, logits.shape(-1)});
-  std::vector<mx::array> chosen, outs;
+  std::vector<mx::array> chosen;
+  Step step{mx::array(0), {}};
   int row = 0;
   for (auto& r : running_) {
     const int n = r->group->rows();
-    auto part = mx::slice(logits, {row, 0}, {row + n, logits.shape(-1)});
-    chosen.push_back(r->group->choose(part));
-    for (auto& o : r->group->outputs()) outs.push_back(o);
+    chosen.push_back(r->group->choose(mx::slice(logits, {row, 0}, {row + n, logits.shape(-1)})));
+    for (auto& o : r->group->outputs()) step.outputs.push_back(o);
     row += n;
   }
-  auto tokens = chosen.size() == 1 ? chosen[0] : mx::concatenate(chosen, 0);
-  outs.push_back(tokens);
-  mx::eval(outs);  // the one host sync per step
-  const int32_t* t = tokens.data<int32_t>();
-  std::copy(t, t + rows, next_input_.begin());
+  step.tokens = chosen.size() == 1 ? chosen[0] : mx::concatenate(chosen, 0);
+  std::vector<mx::array> all = step.outputs;
+  all.push_back(step.tokens);
+  mx::async_eval(std::move(all));
+  return step;
+}
+
+void BatchEngine::decode() {
+  if (!pending_) {
+    if (running_.empty()) return;
+    pending_ = build_step(mx::array(next_input_.data(), {running_rows()}, mx::int32));
+  }
+  Step current = std::move(*pending_);
+  pending_.reset();
+  // Queue the following step before reading this one (mlx-lm's generate_step / BatchGenerator), unless
+  // a waiting request could join now (it joins between steps) or every request is at its last token.
+  bool more = false;
+  for (auto& r : running_) more = more || r->group->steps() + 1 < r->group->budget();
+  const bool joining = !queue_.empty() && running_rows() < options_.max_batch_rows;
+  if (more && !joining) pending_ = build_step(current.tokens);
+  current.outputs.push_back(current.tokens);  // (the tokens may have been narrowed to staying rows)
+  mx::eval(current.outputs);                  // the one host sync per step
+  const int32_t* t = current.tokens.data<int32_t>();
+  std::copy(t, t + running_rows(), next_input_.begin());
   std::vector<int> leaving;
-  row = 0;
+  int row = 0;
   for (auto& r : running_) {
     if (read_tokens(*r->group, *r->texts, r->on_token, t + row)) leaving.push_back(r->id);
     row += r->group->rows();
@@ -205,7 +227,7 @@ std::vector<int> BatchEngine::step() {
   finished_now_.clear();
   stepping_ = true;
   try {
-    admit();
+    if (!pending_) admit();  // a queued step holds the current rows: new ones join after it is read
     decode();
   } catch (...) {
     stepping_ = false;
