@@ -6,6 +6,7 @@
 #include <mlx/mlx.h>
 
 #include "generation/core/decode_group.h"
+#include "generation/core/setup.h"
 #include "mlxgp/beam_search.h"
 #include "mlxgp/speculative.h"
 
@@ -17,8 +18,8 @@ GenerationResult generate(Model& model, std::shared_ptr<const Tokenizer> tokeniz
   if (config.num_beams > 1) return beam_search(model, tokenizer, prompt_ids, config, std::move(options));
   if (config.use_speculative || config.prompt_lookup_num_tokens)
     return speculative_generate(model, tokenizer, prompt_ids, config, callback, std::move(options));
-  if (!options.tokenizer) options.tokenizer = tokenizer;
-  Generator gen(model, with_model_defaults(config, model.config(), tokenizer.get()), std::move(options));
+  auto prepared = prepare_generation(model, tokenizer, config, std::move(options));
+  Generator gen(model, std::move(prepared.config), std::move(prepared.options));
   mx::reset_peak_memory();
   gen.prefill(prompt_ids);
 

@@ -16,31 +16,6 @@
 
 namespace mlxgp {
 
-GenerationConfig with_model_defaults(GenerationConfig config, const ModelConfig& model_config,
-                                     const Tokenizer* tokenizer) {
-  if (!config.eos_token_id) {
-    if (!model_config.eos_token_id.empty()) config.eos_token_id = model_config.eos_token_id;
-    else if (tokenizer && tokenizer->eos_token_id()) config.eos_token_id = std::vector<int>{*tokenizer->eos_token_id()};
-  }
-  if (!config.bos_token_id) config.bos_token_id = model_config.bos_token_id ? model_config.bos_token_id
-                                                  : tokenizer                 ? tokenizer->bos_token_id()
-                                                                              : std::nullopt;
-  if (!config.pad_token_id) config.pad_token_id = model_config.pad_token_id ? model_config.pad_token_id
-                                                  : tokenizer                 ? tokenizer->pad_token_id()
-                                                                              : std::nullopt;
-  return config;
-}
-
-CacheOptions cache_options_from(const GenerationConfig& config) {
-  CacheOptions o;
-  o.max_kv_size = config.max_kv_size;
-  o.kv_keep = config.kv_keep;
-  o.kv_bits = config.kv_bits;
-  o.kv_group_size = config.kv_group_size;
-  o.quantized_kv_start = config.quantized_kv_start;
-  return o;
-}
-
 Generator::Generator(Model& model, GenerationConfig config, GeneratorOptions options)
     : model_(model), config_(std::move(config)), options_(std::move(options)) {
   validate(config_);

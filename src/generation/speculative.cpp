@@ -13,6 +13,7 @@
 #include <mlx/mlx.h>
 
 #include "generation/core/decode_group.h"
+#include "generation/core/setup.h"
 #include "generation/speculative/acceptance.h"
 #include "generation/speculative/draft_model.h"
 #include "generation/speculative/processor_track.h"
@@ -72,13 +73,7 @@ class SpeculativeRun {
         draft_track_(draft_ ? build_logits_processors(config, context(options)) : LogitsProcessorList()),
         key_(mx::random::key(config.seed ? *config.seed : std::random_device{}())),
         chunk_(options.prefill_chunk_size) {
-    if (config_.eos_token_id) stop_.eos = *config_.eos_token_id;
-    stop_.max_time = config_.max_time;
-    if (config_.stop_strings) {
-      if (!options.tokenizer) fail("generate", "stop_strings need the model's tokenizer");
-      stop_.stop_strings.emplace(*config_.stop_strings, options.tokenizer);
-    }
-    stop_.callback = options.stop_callback;
+    stop_ = stopping_criteria(config_, options);
     lookup_ = config_.prompt_lookup_num_tokens.has_value();
     k_ = lookup_ ? *config_.prompt_lookup_num_tokens : config_.num_draft_tokens;
     // transformers: rejection sampling needs the draft's probabilities; exact-match (mlx-lm) and prompt
@@ -340,8 +335,9 @@ GenerationResult speculative_generate(Model& model, std::shared_ptr<const Tokeni
                                       const std::vector<int>& prompt_ids, const GenerationConfig& config_in,
                                       const TokenCallback& callback, GeneratorOptions options,
                                       std::shared_ptr<Model> draft) {
-  GenerationConfig config = with_model_defaults(config_in, model.config(), tokenizer.get());
-  validate(config);
+  auto prepared = prepare_generation(model, tokenizer, config_in, std::move(options));
+  const GenerationConfig& config = prepared.config;
+  options = std::move(prepared.options);
   if (!config.use_speculative && !config.prompt_lookup_num_tokens)
     fail("config", "speculative_generate needs use_speculative or prompt_lookup_num_tokens");
   if (options.prefill_chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
@@ -349,7 +345,6 @@ GenerationResult speculative_generate(Model& model, std::shared_ptr<const Tokeni
   // would have to be rolled back and run for the draft too. Refused rather than approximated.
   if ((config.guidance_scale && *config.guidance_scale != 1.0) || options.negative_prompt_ids)
     fail("config", "guidance_scale / negative prompts cannot be combined with speculative or prompt-lookup decoding");
-  if (!options.tokenizer) options.tokenizer = tokenizer;
   if (config.use_speculative && !draft) {
     draft = config.draft_layers ? speculative::make_self_draft(model, *config.draft_layers)
                                 : speculative::load_draft(*config.draft_model, model);

@@ -11,6 +11,7 @@
 
 #include "generation/core/decode_group.h"
 #include "generation/core/prefill.h"
+#include "generation/core/setup.h"
 #include "generation/prompt_budget.h"
 #include "mlxgp/batch_cache.h"
 #include "mlxgp/error.h"
@@ -50,10 +51,9 @@ int BatchEngine::running_rows() const { return static_cast<int>(next_input_.size
 
 int BatchEngine::submit(BatchRequest request) {
   auto r = std::make_unique<Request>();
-  r->options = std::move(request.options);
-  if (!r->options.tokenizer) r->options.tokenizer = tokenizer_;
-  r->config = with_model_defaults(request.config, model_.config(), r->options.tokenizer.get());
-  validate(r->config);  // throws [config]
+  auto prepared = prepare_generation(model_, tokenizer_, request.config, std::move(request.options));
+  r->config = std::move(prepared.config);  // throws [config] above when invalid
+  r->options = std::move(prepared.options);
   if (auto why = batch_refusal(r->config, r->options); !why.empty()) fail("generate", why);
   if (r->options.prefill_chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
   if (r->options.prompt_cache) check_prompt_prefix(*r->options.prompt_cache, request.prompt_ids);

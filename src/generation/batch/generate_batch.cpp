@@ -1,6 +1,7 @@
 // generate_batch(): a list of prompts through one BatchEngine; what cannot share a batch runs alone.
 #include <mlx/memory.h>
 
+#include "generation/core/setup.h"
 #include "mlxgp/batch_engine.h"
 #include "mlxgp/error.h"
 
@@ -20,9 +21,9 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
   std::vector<size_t> alone;
   // Every request is validated before any runs, so a bad one fails the call before work is spent.
   for (size_t i = 0; i < prompts.size(); ++i) {
-    GenerationConfig resolved = with_model_defaults(config_of(i), model.config(), tokenizer.get());
-    if (!batch_refusal(resolved, options.options).empty()) {
-      validate(resolved);
+    auto prepared = prepare_generation(model, tokenizer, config_of(i), options.options);  // throws [config]
+    if (!batch_refusal(prepared.config, prepared.options).empty()) {
+      check_prompt(model, prompts[i], prepared.config);
       alone.push_back(i);
       continue;
     }

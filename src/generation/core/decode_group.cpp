@@ -6,6 +6,7 @@
 #include <mlx/memory.h>
 #include <mlx/mlx.h>
 
+#include "generation/core/setup.h"
 #include "generation/prompt_budget.h"
 #include "mlxgp/error.h"
 
@@ -45,14 +46,7 @@ DecodeGroup::DecodeGroup(Model& model, const GenerationConfig& config, const Gen
   context.logits_processors = options.logits_processors;
   context.prefix_allowed_tokens_fn = options.prefix_allowed_tokens_fn;
   processors_ = build_logits_processors(config_, context);
-  if (config_.eos_token_id) stop_.eos = *config_.eos_token_id;
-  stop_.max_time = config_.max_time;
-  if (config_.stop_strings) {
-    // transformers raises the same way when generate() gets stop_strings but no tokenizer.
-    if (!options.tokenizer) fail("generate", "stop_strings need the model's tokenizer");
-    stop_.stop_strings.emplace(*config_.stop_strings, options.tokenizer);
-  }
-  stop_.callback = options.stop_callback;
+  stop_ = stopping_criteria(config_, options);
   // HF expands the prompt to num_return_sequences rows (validate() allows > 1 only when sampling).
   rows_ = config_.num_return_sequences;
   generated_.resize(rows_);

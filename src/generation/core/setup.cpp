@@ -1,0 +1,52 @@
+#include "generation/core/setup.h"
+
+#include "mlxgp/error.h"
+
+namespace mlxgp {
+
+GenerationConfig with_model_defaults(GenerationConfig config, const ModelConfig& model_config,
+                                     const Tokenizer* tokenizer) {
+  if (!config.eos_token_id) {
+    if (!model_config.eos_token_id.empty()) config.eos_token_id = model_config.eos_token_id;
+    else if (tokenizer && tokenizer->eos_token_id()) config.eos_token_id = std::vector<int>{*tokenizer->eos_token_id()};
+  }
+  if (!config.bos_token_id) config.bos_token_id = model_config.bos_token_id ? model_config.bos_token_id
+                                                  : tokenizer                 ? tokenizer->bos_token_id()
+                                                                              : std::nullopt;
+  if (!config.pad_token_id) config.pad_token_id = model_config.pad_token_id ? model_config.pad_token_id
+                                                  : tokenizer                 ? tokenizer->pad_token_id()
+                                                                              : std::nullopt;
+  return config;
+}
+
+CacheOptions cache_options_from(const GenerationConfig& config) {
+  CacheOptions o;
+  o.max_kv_size = config.max_kv_size;
+  o.kv_keep = config.kv_keep;
+  o.kv_bits = config.kv_bits;
+  o.kv_group_size = config.kv_group_size;
+  o.quantized_kv_start = config.quantized_kv_start;
+  return o;
+}
+
+PreparedGeneration prepare_generation(const Model& model, std::shared_ptr<const Tokenizer> tokenizer,
+                                      const GenerationConfig& config, GeneratorOptions options) {
+  if (!options.tokenizer) options.tokenizer = tokenizer;
+  PreparedGeneration p{with_model_defaults(config, model.config(), tokenizer.get()), std::move(options)};
+  validate(p.config);
+  return p;
+}
+
+StoppingCriteria stopping_criteria(const GenerationConfig& config, const GeneratorOptions& options) {
+  StoppingCriteria stop;
+  if (config.eos_token_id) stop.eos = *config.eos_token_id;
+  stop.max_time = config.max_time;
+  if (config.stop_strings) {
+    if (!options.tokenizer) fail("generate", "stop_strings need the model's tokenizer");
+    stop.stop_strings.emplace(*config.stop_strings, options.tokenizer);
+  }
+  stop.callback = options.stop_callback;
+  return stop;
+}
+
+}  // namespace mlxgp
