@@ -1,11 +1,15 @@
 // GenerationConfig through its C++ field list (names, help, defaults, JSON), and generate(): the GIL
 // is released while C++ generates and re-acquired only for the Python token / stop callbacks.
+#include <type_traits>
+
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
+
+#include <nlohmann/json.hpp>
 
 #include <mlx/mlx.h>
 
@@ -82,7 +86,7 @@ struct CallScope {
   }
   // Runs Python code from a C++ callback: with the GIL, a Python exception kept and C++ unwound.
   template <class F>
-  auto guarded(F&& f) {
+  std::invoke_result_t<F> guarded(F&& f) {
     nb::gil_scoped_acquire gil;
     try {
       return f();
