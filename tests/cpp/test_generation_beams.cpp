@@ -136,13 +136,69 @@ TEST(Beams, SamplingIsSeededAndSorted) {
     EXPECT_GE(*a.sequences[i - 1].sequence_score, *a.sequences[i].sequence_score);
 }
 
+TEST(Beams, PerStepOutputsAreTheChosenRows) {
+  // The fake model's distribution is the same every step, so each recorded row is log_softmax(kLogits)
+  // (constrained beams: plus the beam's running score, as transformers 4.56 records it).
+  FakeModel m(kLogits, 64);
+  auto lp = log_softmax(kLogits);
+  const int v = static_cast<int>(kLogits.size());
+  auto standard = beams(3, 3, 4);
+  auto group = beams(4, 4, 3);
+  group.num_beam_groups = 2;
+  group.diversity_penalty = 0.5;
+  auto constrained = beams(3, 2, 4);
+  constrained.force_words_ids = ForceWords{{{3, 5}}};
+  for (auto* c : {&standard, &group, &constrained}) {
+    c->output_scores = c->output_logits = c->output_logprobs = true;
+    auto r = generate(m, nullptr, {1}, *c);
+    ASSERT_EQ(static_cast<int>(r.sequences.size()), c->num_return_sequences);
+    for (auto& s : r.sequences) {
+      const int n = static_cast<int>(s.token_ids.size());
+      ASSERT_TRUE(s.scores && s.logits);
+      EXPECT_EQ(s.scores->shape(), (mx::Shape{n, v}));
+      EXPECT_EQ(s.logits->shape(), (mx::Shape{n, v}));
+      ASSERT_EQ(static_cast<int>(s.token_scores.size()), n);
+      ASSERT_EQ(static_cast<int>(s.token_logits.size()), n);
+      ASSERT_EQ(static_cast<int>(s.logprobs.size()), n);
+      auto idx = mx::array(s.token_ids.data(), {n, 1}, mx::int32);
+      auto chosen = mx::take_along_axis(*s.scores, idx, 1);
+      auto lse = mx::logsumexp(*s.scores, -1);
+      mx::eval(chosen, lse);
+      double sum = 0;
+      for (int t = 0; t < n; ++t) {
+        EXPECT_FLOAT_EQ(chosen.data<float>()[t], s.token_scores[t]) << t;
+        EXPECT_FLOAT_EQ(s.token_logits[t], kLogits[s.token_ids[t]]) << t;
+        EXPECT_NEAR(s.logprobs[t], s.token_scores[t] - lse.data<float>()[t], 1e-5) << t;
+        sum += s.token_scores[t];
+      }
+      if (c == &standard) {
+        for (int t = 0; t < n; ++t) EXPECT_NEAR(s.logprobs[t], lp[s.token_ids[t]], 1e-5);
+        EXPECT_NEAR(*s.sequence_score, sum / n, 1e-5);  // length_penalty 1: the tokens' scores summed
+      }
+      if (c == &group) EXPECT_NEAR(*s.sequence_score, sum / n, 1e-5);  // diversity penalty included
+    }
+  }
+}
+
+TEST(Beams, GuidanceRunsInsideBeams) {
+  // Conditional and unconditional distributions are the same on the fake model: guidance changes nothing.
+  FakeModel m(kLogits, 64);
+  auto c = beams(3, 3, 4);
+  auto plain = generate(m, nullptr, {1, 2}, c);
+  c.guidance_scale = 2.5;
+  auto guided = generate(m, nullptr, {1, 2}, c);
+  ASSERT_EQ(guided.sequences.size(), plain.sequences.size());
+  for (size_t i = 0; i < plain.sequences.size(); ++i) {
+    EXPECT_EQ(guided.sequences[i].token_ids, plain.sequences[i].token_ids);
+    EXPECT_NEAR(*guided.sequences[i].sequence_score, *plain.sequences[i].sequence_score, 1e-5);
+  }
+}
+
 TEST(Beams, BadSettingsAreOneLineErrors) {
   FakeModel m(kLogits, 64);
-  auto c = beams(2, 1, 3);
+  auto c = beams(4, 1, 3);
   c.guidance_scale = 2.0;
-  EXPECT_NE(error_of([&] { generate(m, nullptr, {1}, c); }).find("[generate]"), std::string::npos);
-  c = beams(2, 1, 3);
-  c.output_scores = true;
+  c.num_beam_groups = 2;
   EXPECT_NE(error_of([&] { generate(m, nullptr, {1}, c); }).find("[generate]"), std::string::npos);
   c = beams(2, 1, 3);
   c.force_words_ids = ForceWords{{{1, 2}, {1}}};  // an alternative that is a prefix of another

@@ -6,7 +6,15 @@ PhrasalConstraint / DisjunctiveConstraint): transformers 5.x removed both. scrip
 the venv's torch (legacy_beam_reference.py). Same fp32 weights and prompts; returned sequences
 must be identical (the reference pads shorter ones), beam indices identical where the reference
 returns them, sequences_scores within 1e-4 (tiny models) / 1e-3 (default model, whose logits differ by
-~1e-4 per step)."""
+~1e-4 per step).
+
+Per-step outputs (output_scores / output_logits / output_logprobs): each returned sequence's per-token
+processed score (constrained: with the beam score added, as 4.56 records it), raw logit and log-probability
+equal, within the same tolerance, the reference's `scores` / `logits` at row beam_indices[t] of step t
+(compute_transition_scores). 4.56's constrained search returns no beam indices: ours (of identical
+sequences) pick the rows. Group beams: 4.56's beam indices are group-relative (rows g * group_size +
+index), and an EOS hypothesis of a later group carries group 0's history; there each step only has to
+match some row of one group. One constrained case runs classifier-free guidance inside the beams."""
 import json
 import os
 import subprocess
@@ -21,6 +29,7 @@ import tiny_models  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 LEGACY = Path(os.environ.get("MLXGP_CACHE", ROOT / ".cache")) / "hf-legacy"
 PROMPTS = [[1, 5, 9, 33, 100, 7], [1, 300, 301, 302], [1, 42, 42, 17, 250, 3, 77, 8, 91]]
+OUTPUTS = {"output_scores": True, "output_logits": True, "output_logprobs": True}
 
 
 def _legacy_reference(folder, cases):
@@ -43,8 +52,26 @@ def _run_ours(run_mlxgp_json, model, cases, tmp_path):
     return outs
 
 
+def _step_diff(cfg, seq, steps, bi):
+    """Worst |diff| of a sequence's per-token (score, logit, logprob) against the reference's rows."""
+    groups = cfg.get("num_beam_groups", 1)
+    gs = cfg["num_beams"] // groups
+    ours = list(zip(seq["scores"], seq["logits"], seq["logprobs"]))
+
+    def diff(t, r):
+        return max(abs(a - b) for a, b in zip(ours[t], steps[t][r]))
+
+    # Row g * group_size + beam_indices[t] (compute_transition_scores's rows for groups == 1 or group 0).
+    found = [max(diff(t, g * gs + b) for t, b in enumerate(bi[:len(ours)])) for g in range(groups)]
+    # A later group's EOS hypothesis: its indices are group 0's history (one step longer than its tokens).
+    if seq["finish_reason"] == "eos":
+        found += [max(min(diff(t, g * gs + r) for r in range(gs)) for t in range(len(ours))) for g in range(1, groups)]
+    return min(found)
+
+
 def _compare(cases, refs, ours, atol):
-    failures, worst = [], 0.0
+    """(failures, worst relative score diff, worst per-step output |diff|)."""
+    failures, worst, step_worst = [], 0.0, 0.0
     for (name, _, cfg), ref, got in zip(cases, refs, ours):
         eos = cfg.get("eos_token_id", [2])
         eos = [eos] if isinstance(eos, int) else eos
@@ -57,15 +84,26 @@ def _compare(cases, refs, ours, atol):
             if row[:n] != seq["token_ids"] or any(t not in fill for t in row[n:]):
                 failures.append(f"{name} #{i}: ours {seq['token_ids']} vs ref {row}")
                 continue
+            bi = seq["beam_indices"]  # 4.56's constrained beam search returns none: ours pick the rows
             if ref["beam_indices"] is not None:
                 bi = [b for b in ref["beam_indices"][i] if b >= 0]
                 if bi != seq["beam_indices"]:
                     failures.append(f"{name} #{i}: beam indices {seq['beam_indices']} vs ref {bi}")
+                    continue
+            if "steps" in ref:
+                d = _step_diff(cfg, seq, ref["steps"][i], bi)
+                step_worst = max(step_worst, d)
+                if d > atol:
+                    failures.append(f"{name} #{i}: per-step outputs max |diff| {d:.3g}")
+                # Group beams: the gathered rows are the hypothesis's own, so its scores sum to its score.
+                total = sum(seq["scores"]) / len(seq["scores"]) ** cfg.get("length_penalty", 1.0)
+                if cfg.get("num_beam_groups", 1) > 1 and abs(total - seq["score"]) > atol:
+                    failures.append(f"{name} #{i}: per-token scores sum to {total}, score {seq['score']}")
             d = abs(seq["score"] - ref["scores"][i]) / max(1.0, abs(ref["scores"][i]))
             worst = max(worst, d)
             if d > atol:
                 failures.append(f"{name} #{i}: score {seq['score']} vs {ref['scores'][i]}")
-    return failures, worst
+    return failures, worst, step_worst
 
 
 def _export_fp32(model, folder):
@@ -127,28 +165,49 @@ def _tiny_cases():
             ("constrained never lp2 + ngram", p2, {"num_beams": 6, "force_words_ids": [[300, 301]],
                                                    "max_new_tokens": 10, "early_stopping": "never",
                                                    "length_penalty": 2.0, "no_repeat_ngram_size": 2}),
+            ("group 4/2 outputs eos", p0, {"num_beams": 4, "num_beam_groups": 2, "diversity_penalty": 1.0,
+                                           "max_new_tokens": 10, "num_return_sequences": 4, "eos_token_id": [96],
+                                           **OUTPUTS}),
+            ("group 6/3 outputs 2 eos lp0.5", p1, {"num_beams": 6, "num_beam_groups": 3, "diversity_penalty": 0.5,
+                                                   "max_new_tokens": 10, "num_return_sequences": 6,
+                                                   "eos_token_id": [84, 146], "length_penalty": 0.5, **OUTPUTS}),
+            ("group 4/4 outputs + repetition", p2, {"num_beams": 4, "num_beam_groups": 4, "diversity_penalty": 0.7,
+                                                    "max_new_tokens": 8, "repetition_penalty": 1.3,
+                                                    "num_return_sequences": 4, "eos_token_id": [96], **OUTPUTS}),
+            ("constrained outputs eos", p0, {"num_beams": 4, "force_words_ids": [[33, 34]], "max_new_tokens": 10,
+                                             "eos_token_id": [96], "num_return_sequences": 2, **OUTPUTS}),
+            ("constrained + guidance 1.5 outputs", p2, {"num_beams": 4, "force_words_ids": [[300, 301]],
+                                                        "max_new_tokens": 10, "guidance_scale": 1.5,
+                                                        "eos_token_id": [96], "num_return_sequences": 2, **OUTPUTS}),
+            ("constrained disjunctive outputs", p1, {"num_beams": 5, "force_words_ids": [[[50, 51, 52], [50, 60],
+                                                                                         [70]], [9]],
+                                                     "max_new_tokens": 12, "eos_token_id": [84, 146],
+                                                     "num_return_sequences": 3, "length_penalty": 0.2, **OUTPUTS}),
         ],
         "qwen3": [
             ("qwen3 group 4/2", p1, {"num_beams": 4, "num_beam_groups": 2, "diversity_penalty": 1.0,
                                      "max_new_tokens": 10, "num_return_sequences": 4}),
             ("qwen3 constrained", p2, {"num_beams": 4, "force_words_ids": [[5, 6, 7]], "max_new_tokens": 10,
                                        "num_return_sequences": 2}),
+            ("qwen3 group 6/3 outputs", p0, {"num_beams": 6, "num_beam_groups": 3, "diversity_penalty": 0.8,
+                                             "max_new_tokens": 10, "num_return_sequences": 6, **OUTPUTS}),
         ],
     }
 
 
 def test_group_and_constrained_beams_tiny(legacy_tiny, run_mlxgp_json, tmp_path):
-    failures, worst, total = [], 0.0, 0
+    failures, worst, step_worst, total, with_steps = [], 0.0, 0.0, 0, 0
     for arch, cases in _tiny_cases().items():
         refs = _legacy_reference(legacy_tiny[arch], cases)
         ours = _run_ours(run_mlxgp_json, legacy_tiny[arch], cases, tmp_path)
-        f, w = _compare(cases, refs, ours, 1e-4)
+        f, w, sw = _compare(cases, refs, ours, 1e-4)
         failures += f
-        worst = max(worst, w)
+        worst, step_worst = max(worst, w), max(step_worst, sw)
         total += len(cases)
-        # Every returned constrained hypothesis holds its forced words when the reference's does.
+        with_steps += sum(len(got) for (_, _, cfg), got in zip(cases, ours) if cfg.get("output_logprobs"))
     print(f"\ngroup/constrained beam parity vs transformers 4.56.2 (tiny): {total} configs, "
-          f"{len(failures)} mismatches, max relative |score diff| {worst:.3g}")
+          f"{len(failures)} mismatches, max relative |score diff| {worst:.3g}; per-step outputs of {with_steps} "
+          f"sequences, max |diff| {step_worst:.3g}")
     assert not failures, "\n".join(failures)
 
 
@@ -180,7 +239,7 @@ def test_seed_example_default_model(hf_default, default_gguf, run_mlxgp_json, tm
                                    "--bad-words-ids", str(eos), "--suppress-tokens", str(eos),
                                    "--max-new-tokens", "20")["sequences"])
     ours += _run_ours(run_mlxgp_json, default_gguf, cases[len(prompts):], tmp_path)
-    failures, worst = _compare(cases, refs, ours, 1e-3)
+    failures, worst, _ = _compare(cases, refs, ours, 1e-3)
     print(f"\nseed example vs transformers 4.56.2 (default model): {len(cases)} configs, {len(failures)} mismatches, "
           f"max relative |score diff| {worst:.3g}; texts: {[s[0]['text'] for s in ours[:len(prompts)]]}")
     assert not failures, "\n".join(failures)

@@ -10,6 +10,12 @@ presence_penalty / frequency_penalty / logit_bias are not transformers fields: t
 as a custom LogitsProcessor with OpenAI semantics over each beam's generated ids, which transformers
 applies inside beams where mlxgp does.
 
+Per-step outputs (output_scores / output_logits / output_logprobs): each returned sequence's per-token
+processed score, raw logit and log-probability against transformers' compute_transition_scores(sequences,
+scores | logits, beam_indices[, normalize_logits=True]), within 1e-4 (tiny) / 1e-3 (default model).
+Classifier-free guidance inside beams (its unconditional cache fed each row's last token, never
+reordered) against the same, a negative prompt given to transformers repeated to num_beams rows.
+
 Beam sampling (do_sample with num_beams > 1) cannot be compared token for token (torch's RNG); it is
 checked for reproducibility under a seed, for score order, and for actually sampling (seeds differ)."""
 import json
@@ -73,6 +79,49 @@ def _reference(model, prompt, cfg, tokenizer=None):
     return res
 
 
+OUTPUT_FLAGS = {"output_scores": True, "output_logits": True, "output_logprobs": True}
+
+
+def _reference_outputs(model, prompt, cfg, negative=None, tokenizer=None):
+    """transformers beam search with per-step outputs: ([(tokens, score, beam_indices)], [{scores, logits,
+    logprobs}]) per returned sequence, from compute_transition_scores."""
+    import torch
+
+    hf = {k: v for k, v in cfg.items() if k not in OUTPUT_FLAGS}
+    extra = {"tokenizer": tokenizer} if tokenizer is not None else {}
+    if negative is not None:  # mlxgp shares the negative prompt across beams; transformers needs it per row
+        extra["negative_prompt_ids"] = torch.tensor([negative] * cfg["num_beams"])
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                             do_sample=False, return_dict_in_generate=True, output_scores=True, output_logits=True,
+                             **hf, **extra)
+        seqs, bi = out.sequences, out.beam_indices
+        per_step = {"scores": model.compute_transition_scores(seqs, out.scores, bi),
+                    "logits": model.compute_transition_scores(seqs, out.logits, bi),
+                    "logprobs": model.compute_transition_scores(seqs, out.scores, bi, normalize_logits=True)}
+    res, outs = [], []
+    for i in range(seqs.shape[0]):
+        b = [x for x in bi[i].tolist() if x >= 0]
+        res.append((seqs[i, len(prompt):len(prompt) + len(b)].tolist(), float(out.sequences_scores[i]), b))
+        outs.append({k: v[i, :len(b)].tolist() for k, v in per_step.items()})
+    return res, outs
+
+
+def _compare_outputs(name, ref, ours, failures, atol):
+    """Per-token scores / logits / logprobs of sequences whose tokens already match: the worst |diff| per key."""
+    worst = {"scores": 0.0, "logits": 0.0, "logprobs": 0.0}
+    for i, (want, got) in enumerate(zip(ref, ours)):
+        for key in worst:
+            if got.get(key) is None or len(got[key]) != len(want[key]):
+                failures.append(f"{name} #{i}: {key} {got.get(key)} vs {want[key]}")
+                continue
+            d = max(abs(a - b) for a, b in zip(got[key], want[key]))
+            worst[key] = max(worst[key], d)
+            if d > atol:
+                failures.append(f"{name} #{i}: {key} max |diff| {d:.3g}: {got[key]} vs {want[key]}")
+    return worst
+
+
 def _compare(name, ref, ours, failures, atol=SCORE_ATOL):
     if len(ref) != len(ours):
         failures.append(f"{name}: {len(ours)} sequences vs {len(ref)}")
@@ -90,18 +139,20 @@ def _compare(name, ref, ours, failures, atol=SCORE_ATOL):
 
 
 def _run_cases(run_mlxgp_json, model_path, cases, tmp_path, ref_fn, extra_args=()):
+    """cases: (name, ids, cfg[, extra CLI args[, extra reference args]])."""
     import torch
 
-    for i, (_, _, cfg) in enumerate(cases):
+    for i, (_, _, cfg, *_) in enumerate(cases):
         (tmp_path / f"beam{i}.json").write_text(json.dumps(cfg))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # mlxgp runs alongside on a 2-core machine
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             ours = [pool.submit(run_mlxgp_json, "generate", "--model", model_path, "--dtype", "float32", "--input-ids",
-                                ",".join(map(str, ids)), "--config", tmp_path / f"beam{i}.json", *extra_args)
-                    for i, (_, ids, _) in enumerate(cases)]
-            refs = [ref_fn(ids, cfg) for _, ids, cfg in cases]
+                                ",".join(map(str, c[1])), "--config", tmp_path / f"beam{i}.json", *extra_args,
+                                *(c[3] if len(c) > 3 else ()))
+                    for i, c in enumerate(cases)]
+            refs = [ref_fn(c[1], c[2], *c[4:]) for c in cases]
             return [f.result()["sequences"] for f in ours], refs
     finally:
         torch.set_num_threads(threads)
@@ -236,6 +287,105 @@ def test_beam_search_parity_default_model(hf_default, default_gguf, run_mlxgp_js
     assert "stop_string" in reasons and "eos" in reasons
 
 
+def _negative_args(neg):
+    return ["--negative-input-ids", ",".join(map(str, neg))] if neg else []
+
+
+def _check_outputs(cases, refs, ours, atol):
+    """(failures, worst per-token |diff| per output, worst relative score diff, sequences compared)."""
+    failures, worst, score_worst, n = [], {"scores": 0.0, "logits": 0.0, "logprobs": 0.0}, 0.0, 0
+    for (name, *_), (ref, ref_out), got in zip(cases, refs, ours):
+        before = len(failures)
+        score_worst = max(score_worst, _compare(name, ref, got, failures, atol))
+        if len(failures) == before:  # same tokens: compare the per-step outputs
+            for k, v in _compare_outputs(name, ref_out, got, failures, atol).items():
+                worst[k] = max(worst[k], v)
+            n += len(got)
+    return failures, worst, score_worst, n
+
+
+def _output_cases():
+    p0, p1, p2 = TINY_PROMPTS
+    f = OUTPUT_FLAGS
+    return [
+        ("llama", "outputs nb4 eos nrs4", p0, {"num_beams": 4, "max_new_tokens": 12, "eos_token_id": [96],
+                                               "num_return_sequences": 4, **f}),
+        ("llama", "outputs nb3 lp0.2 True 2 eos", p0, {"num_beams": 3, "max_new_tokens": 10, "length_penalty": 0.2,
+                                                       "early_stopping": True, "num_return_sequences": 3,
+                                                       "eos_token_id": [96, 352], **f}),
+        ("llama", "outputs nb5 lp-1 never 3 eos", p0, {"num_beams": 5, "max_new_tokens": 16, "length_penalty": -1.0,
+                                                       "early_stopping": "never", "num_return_sequences": 2,
+                                                       "eos_token_id": [2, 11, 40], **f}),
+        ("llama", "outputs repetition + ngram + min_new", p2, {"num_beams": 4, "max_new_tokens": 12,
+                                                               "repetition_penalty": 1.5, "no_repeat_ngram_size": 2,
+                                                               "min_new_tokens": 5, "eos_token_id": [84, 96],
+                                                               "num_return_sequences": 2, **f}),
+        ("llama", "outputs bad_words + sequence_bias + renormalize", p1, {
+            "num_beams": 4, "max_new_tokens": 10, "bad_words_ids": [[84, 84], [146]],
+            "sequence_bias": [[[96], 1.5], [[84, 48], -2.0]], "renormalize_logits": True, "num_return_sequences": 2,
+            **f}),
+        ("llama", "guidance 1.5 nb4", p0, {"num_beams": 4, "max_new_tokens": 10, "guidance_scale": 1.5,
+                                           "eos_token_id": [96], "num_return_sequences": 2, **f}),
+        ("llama", "guidance 0.5 + negative prompt nb3", p1, {"num_beams": 3, "max_new_tokens": 10,
+                                                             "guidance_scale": 0.5, "num_return_sequences": 3, **f},
+         [5, 9, 100, 7]),
+        ("llama", "guidance 3 + sequence_bias + repetition", p2, {
+            "num_beams": 5, "max_new_tokens": 12, "guidance_scale": 3.0, "sequence_bias": [[[96], 1.5]],
+            "repetition_penalty": 1.3, "eos_token_id": [96, 146], "num_return_sequences": 2, **f}),
+        ("qwen3", "qwen3 outputs nb6 lp2 never", p1, {"num_beams": 6, "max_new_tokens": 10, "length_penalty": 2.0,
+                                                      "early_stopping": "never", "num_return_sequences": 3, **f}),
+        ("qwen3", "qwen3 guidance 2 + negative prompt", p0, {"num_beams": 4, "max_new_tokens": 10,
+                                                             "guidance_scale": 2.0, "num_return_sequences": 2, **f},
+         [11, 12]),
+    ]
+
+
+def test_beam_outputs_and_guidance_tiny(tiny_beam_models, run_mlxgp_json, tmp_path):
+    """Per-token scores / logits / logprobs of every returned sequence against compute_transition_scores,
+    and classifier-free guidance inside beams (identical tokens, beam indices and scores)."""
+    failures, worst, score_worst, n, total = [], {}, 0.0, 0, 0
+    for arch, (model, folder) in tiny_beam_models.items():
+        sel = [(name, ids, cfg, _negative_args(neg[0] if neg else None), neg[0] if neg else None)
+               for a, name, ids, cfg, *neg in _output_cases() if a == arch]
+        if not sel:
+            continue
+        ours, refs = _run_cases(run_mlxgp_json, folder, sel, tmp_path,
+                                lambda ids, cfg, neg: _reference_outputs(model, ids, cfg, neg))
+        f, w, sw, k = _check_outputs(sel, refs, ours, SCORE_ATOL)
+        failures += f
+        worst = {key: max(worst.get(key, 0.0), v) for key, v in w.items()}
+        score_worst, n, total = max(score_worst, sw), n + k, total + len(sel)
+    print(f"\nbeam per-step outputs + guidance (tiny models): {total} configs, {n} sequences, max |diff| "
+          + ", ".join(f"{k} {v:.3g}" for k, v in worst.items()) + f", max relative |score diff| {score_worst:.3g}")
+    assert not failures, "\n".join(failures)
+
+
+def test_beam_outputs_and_guidance_default_model(hf_default, default_gguf, run_mlxgp_json, tmp_path):
+    model, tok = hf_default
+    f = OUTPUT_FLAGS
+    chat = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                   add_generation_prompt=True, tokenize=True)
+    chat = list(chat["input_ids"] if hasattr(chat, "keys") else chat)
+    fox, story = tok("The quick brown fox").input_ids, tok("Once upon a time, there was").input_ids
+    neg = tok("A very happy event happened,").input_ids
+    cases = [
+        ("default chat nb4 outputs", chat, {"num_beams": 4, "max_new_tokens": 10, "num_return_sequences": 2, **f}),
+        ("default story nb5 stop strings outputs", story, {"num_beams": 5, "max_new_tokens": 10,
+                                                           "stop_strings": [".", ","], "num_return_sequences": 2,
+                                                           **f}),
+        ("default fox guidance 1.5", fox, {"num_beams": 3, "max_new_tokens": 10, "guidance_scale": 1.5,
+                                           "num_return_sequences": 2, **f}),
+        ("default fox guidance 2 + negative prompt", fox, {"num_beams": 4, "max_new_tokens": 10,
+                                                           "guidance_scale": 2.0, **f}, _negative_args(neg), neg),
+    ]
+    ours, refs = _run_cases(run_mlxgp_json, default_gguf, cases, tmp_path,
+                            lambda ids, cfg, neg=None: _reference_outputs(model, ids, cfg, neg, tok))
+    failures, worst, score_worst, n = _check_outputs(cases, refs, ours, SCORE_ATOL_DEFAULT)
+    print(f"\nbeam per-step outputs + guidance (default model): {len(cases)} configs, {n} sequences, max |diff| "
+          + ", ".join(f"{k} {v:.3g}" for k, v in worst.items()) + f", max relative |score diff| {score_worst:.3g}")
+    assert not failures, "\n".join(failures)
+
+
 def test_beam_sampling_seeded(tiny_beam_models, run_mlxgp_json):
     """Beam sampling draws 2*num_beams continuations without replacement from softmax(accumulated
     scores) as transformers does with torch.multinomial; torch's RNG cannot be reproduced, so: the
@@ -264,8 +414,8 @@ def test_beam_errors(tiny_beam_models, run_mlxgp):
     base = ["generate", "--model", folder, "--input-ids", "1,5,9", "--max-new-tokens", "4"]
     for extra, needle in [(["--num-beams", "2", "--num-return-sequences", "3"], "[config]"),
                           (["--num-beams", "4", "--num-beam-groups", "3"], "[config]"),
-                          (["--num-beams", "2", "--guidance-scale", "2"], "[generate]"),
-                          (["--num-beams", "2", "--output-scores"], "[generate]")]:
+                          (["--num-beams", "4", "--num-beam-groups", "2", "--diversity-penalty", "0.5",
+                            "--guidance-scale", "2"], "[generate]")]:
         proc = run_mlxgp(*base, *extra, check=False)
         assert proc.returncode != 0
         lines = proc.stderr.strip().splitlines()

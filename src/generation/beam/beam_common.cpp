@@ -9,7 +9,9 @@
 #include <mlx/mlx.h>
 #include <mlx/random.h>
 
+#include "generation/core/decode_group.h"
 #include "generation/core/prefill.h"
+#include "generation/core/setup.h"
 #include "generation/prompt_budget.h"
 #include "mlxgp/error.h"
 
@@ -19,13 +21,7 @@ BeamRunner::BeamRunner(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
                        const GeneratorOptions& options)
     : model_(model), tokenizer_(std::move(tokenizer)), options_(options) {
   if (options_.prefill_chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
-  if (config.eos_token_id) stop_.eos = *config.eos_token_id;
-  stop_.max_time = config.max_time;
-  if (config.stop_strings) {
-    if (!options_.tokenizer) fail("generate", "stop_strings need the model's tokenizer");
-    stop_.stop_strings.emplace(*config.stop_strings, options_.tokenizer);
-  }
-  stop_.callback = options_.stop_callback;
+  stop_ = stopping_criteria(config, options_);
   // Budget as the Generator computes it (HF: max_new_tokens wins, else max_length counts the prompt).
   config_ = config;
   cache_options_ = cache_options_from(config);
@@ -105,9 +101,33 @@ mx::array BeamRunner::ids(const std::vector<const std::vector<int>*>& rows) cons
   return mx::array(flat.data(), {static_cast<int>(rows.size()), n + t}, mx::int32);
 }
 
+void BeamRunner::record(const mx::array& logits, const std::optional<mx::array>& scores) {
+  if (config_.output_logits) step_logits_.push_back(logits);
+  if (scores && records_scores()) step_scores_.push_back(*scores);
+}
+
+namespace {
+
+// All steps [T, R, V] flattened to [T * R, V] (one stack for every hypothesis), or nullopt.
+std::optional<mx::array> flat_steps(const std::vector<mx::array>& steps) {
+  if (steps.empty()) return std::nullopt;
+  auto all = mx::stack(steps, 0);
+  return mx::reshape(all, {all.shape(0) * all.shape(1), all.shape(2)});
+}
+
+// Row rows[t] of step t, t < rows.size(): [n, V].
+mx::array gather_rows(const mx::array& flat, int rows_per_step, const std::vector<int>& rows) {
+  std::vector<int> idx(rows.size());
+  for (size_t t = 0; t < rows.size(); ++t) idx[t] = static_cast<int>(t) * rows_per_step + rows[t];
+  return mx::take(flat, mx::array(idx.data(), {static_cast<int>(idx.size())}, mx::int32), 0);
+}
+
+}  // namespace
+
 GenerationResult BeamRunner::result(const std::vector<Hypothesis>& hyps) const {
   GenerationResult out;
   out.prompt_token_ids = prompt_;
+  const auto all_logits = flat_steps(step_logits_), all_scores = flat_steps(step_scores_);
   int total = 0, longest = 0;
   for (auto& h : hyps) {
     GeneratedSequence seq;
@@ -115,6 +135,25 @@ GenerationResult BeamRunner::result(const std::vector<Hypothesis>& hyps) const {
     seq.finish_reason = h.reason;
     seq.sequence_score = h.score;
     seq.beam_indices = h.beam_indices;
+    const std::vector<int>& rows = h.rows.empty() ? h.beam_indices : h.rows;
+    if (!h.tokens.empty() && rows.size() == h.tokens.size()) {
+      // One host read per requested output and sequence, after the search (no per-step syncs).
+      if (all_logits) {
+        seq.logits = gather_rows(*all_logits, step_logits_[0].shape(0), rows);
+        seq.token_logits = chosen_entries(*seq.logits, h.tokens);
+      }
+      if (all_scores) {
+        auto s = gather_rows(*all_scores, step_scores_[0].shape(0), rows);
+        if (config_.output_scores) {
+          seq.scores = s;
+          seq.token_scores = chosen_entries(s, h.tokens);
+        }
+        // log_softmax of the recorded row at the chosen token (a row's constant, such as the beam score
+        // constrained beams record, cancels out).
+        if (config_.output_logprobs)
+          seq.logprobs = chosen_entries(mx::subtract(s, mx::logsumexp(s, -1, true)), h.tokens);
+      }
+    }
     if (tokenizer_ && !h.tokens.empty()) {
       // As generate(): a final special EOS token stays in token_ids but not in the text.
       size_t n = h.tokens.size();

@@ -23,6 +23,9 @@ struct Hypothesis {
   std::vector<int> beam_indices;  // per generated token, the beam it was drawn from
   float score = 0;                // sum of log-probs / length^length_penalty
   FinishReason reason = FinishReason::None;
+  // Per generated token, the row of the step outputs it was chosen from, when that is not beam_indices
+  // (group beams record group-relative beam indices, as transformers 4.56 does).
+  std::vector<int> rows;
 };
 
 // A beam still running.
@@ -54,7 +57,12 @@ class BeamRunner {
   int budget() const { return stop_.budget; }
   const std::vector<int>& prompt() const { return prompt_; }
   const std::vector<int>& eos() const { return stop_.eos; }
-  // Builds the result from hypotheses already sorted best first.
+  // Per-step outputs (output_scores / output_logits / output_logprobs): one step's raw logits and the
+  // scores transformers records for it, [rows, V] each, kept lazy (evaluated with the step's candidates).
+  bool records_scores() const { return config_.output_scores || config_.output_logprobs; }
+  void record(const mx::array& logits, const std::optional<mx::array>& scores);
+  // Builds the result from hypotheses already sorted best first; each one's per-step outputs are the
+  // rows it was chosen from (transformers compute_transition_scores(sequences, scores, beam_indices)).
   GenerationResult result(const std::vector<Hypothesis>& hyps) const;
 
  private:
@@ -68,6 +76,7 @@ class BeamRunner {
   GenerationConfig config_;  // the budget's max_new_tokens / max_length
   CacheOptions cache_options_;
   int rows_ = 0;
+  std::vector<mx::array> step_logits_, step_scores_;
   std::chrono::steady_clock::time_point start_;
   double prefill_seconds_ = 0;
 };

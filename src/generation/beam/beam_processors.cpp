@@ -10,10 +10,17 @@
 namespace mlxgp::beam {
 
 BeamProcessors::BeamProcessors(Model& model, const GenerationConfig& config, const GeneratorOptions& options) {
-  if (config.guidance_scale && *config.guidance_scale != 1.0)
-    fail("generate", "guidance_scale cannot be combined with num_beams > 1 (its unconditional KV cache does not "
-                     "follow the beams)");
   GenerationConfig rest = config;
+  if (config.guidance_scale && *config.guidance_scale != 1.0) {
+    // transformers 4.56 group beams call the processors once per group, so its one unconditional cache
+    // takes every group's tokens in turn: nothing sound to match.
+    if (config.num_beam_groups > 1) fail("generate", "guidance_scale cannot be combined with num_beam_groups > 1");
+    // HF _get_logits_processor: guidance first, ahead of sequence_bias. A negative prompt is shared by
+    // the beams (transformers needs it repeated to num_beams rows).
+    pre_.add(make_classifier_free_guidance(*config.guidance_scale, model, options.negative_prompt_ids));
+    guided_ = true;
+  }
+  rest.guidance_scale.reset();
   rest.force_words_ids.reset();  // constrained beam search handles it (HF ConstrainedBeamSearchScorer)
   // HF PrefixConstrainedLogitsProcessor(fn, max(num_beams, num_return_sequences)): the builder reads
   // num_return_sequences for the rows per batch entry.
@@ -33,6 +40,12 @@ BeamProcessors::BeamProcessors(Model& model, const GenerationConfig& config, con
 void BeamProcessors::on_prompt(const mx::array& rows) {
   pre_.on_prompt(rows);
   rest_.on_prompt(rows);
+}
+
+void BeamProcessors::on_step(const std::vector<int>& tokens) {
+  // Only guidance follows tokens: HF feeds it input_ids[:, -1:] of the running rows, whatever beam they
+  // came from; the other processors read the ids.
+  if (guided_) pre_.on_token(mx::array(tokens.data(), {static_cast<int>(tokens.size())}, mx::int32));
 }
 
 mx::array BeamProcessors::apply(const mx::array& scores, const mx::array& ids,

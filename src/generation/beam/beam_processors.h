@@ -2,10 +2,13 @@
 // of every beam with the beams' input_ids. The pipeline is the usual one (pipeline.cpp) minus what the
 // beam search does itself (force_words_ids: constrained beam search), with the warpers keeping
 // len(eos) + 1 tokens as HF does inside beams. Every processor reads its state from the ids, so
-// reordering the beams' ids is all it takes to follow them.
+// reordering the beams' ids is all it takes to follow them; classifier-free guidance is the exception,
+// as in transformers (UnbatchedClassifierFreeGuidanceLogitsProcessor): its unconditional cache is fed
+// each row's last token and never reordered.
 #pragma once
 
 #include <optional>
+#include <vector>
 
 #include <mlx/array.h>
 
@@ -18,11 +21,12 @@ namespace mx = mlx::core;
 
 class BeamProcessors {
  public:
-  // `config` resolved (eos known). Throws [generate] for guidance_scale (its unconditional cache
-  // cannot follow the beams).
+  // `config` resolved (eos known). Throws [generate] for guidance_scale with num_beam_groups > 1.
   BeamProcessors(Model& model, const GenerationConfig& config, const GeneratorOptions& options);
   // Called once with the prompt tiled to the beams [R, n].
   void on_prompt(const mx::array& rows);
+  // Called with each running row's new last token (in the new row order) before the next forward.
+  void on_step(const std::vector<int>& tokens);
   bool needs_ids() const { return pre_.needs_ids() || rest_.needs_ids(); }
   // Processed scores of some beams (a group's, or all) given their ids. `diversity` [V] is subtracted
   // where transformers 4.x placed HammingDiversityLogitsProcessor (right after sequence_bias).
@@ -30,7 +34,8 @@ class BeamProcessors {
                   const std::optional<mx::array>& diversity = std::nullopt);
 
  private:
-  LogitsProcessorList pre_, rest_;  // sequence_bias | everything after it
+  LogitsProcessorList pre_, rest_;  // guidance, sequence_bias | everything after them
+  bool guided_ = false;
 };
 
 }  // namespace mlxgp::beam

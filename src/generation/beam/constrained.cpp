@@ -80,6 +80,8 @@ GenerationResult constrained_beam_search(Model& model, std::shared_ptr<const Tok
     std::vector<float> bs;
     for (auto& b : beams) bs.push_back(b.score);
     auto acc = mx::add(procs.apply(logprobs, ids), mx::reshape(mx::array(bs.data(), {nb}, mx::float32), {nb, 1}));
+    // transformers 4.56 _constrained_beam_search records the scores with the beam scores added.
+    runner.record(logits, acc);
     Candidates cand = top_candidates(acc, k);
 
     // ConstrainedBeamSearchScorer.process: EOS continuations among the first num_beams finish a
@@ -201,6 +203,7 @@ GenerationResult constrained_beam_search(Model& model, std::shared_ptr<const Tok
     for (auto& b : beams) all_hit = all_hit && runner.check(b.tokens) != FinishReason::None;
     if (done || all_hit) break;
     runner.reorder(row);
+    procs.on_step(tok);
     logits = runner.forward(tok);
   }
 
@@ -211,7 +214,7 @@ GenerationResult constrained_beam_search(Model& model, std::shared_ptr<const Tok
     int n_collected = 0;
     for (int i = 0; i < nb; ++i) {
       if (!completes(joined(prompt, beams[i].tokens))) continue;
-      Hypothesis h{beams[i].tokens, beams[i].beam_indices, 0, runner.check(beams[i].tokens)};
+      Hypothesis h{beams[i].tokens, beams[i].beam_indices, 0, runner.check(beams[i].tokens), {}};
       hyps.add(std::move(h), static_cast<double>(beams[i].score), static_cast<int>(beams[i].tokens.size()));
       collected[i] = true;
       ++n_collected;
@@ -219,7 +222,7 @@ GenerationResult constrained_beam_search(Model& model, std::shared_ptr<const Tok
     if (n_collected < config.num_return_sequences)
       for (int i = 0; i < nb; ++i) {
         if (collected[i]) continue;
-        Hypothesis h{beams[i].tokens, beams[i].beam_indices, 0, runner.check(beams[i].tokens)};
+        Hypothesis h{beams[i].tokens, beams[i].beam_indices, 0, runner.check(beams[i].tokens), {}};
         hyps.add(std::move(h), static_cast<double>(beams[i].score), static_cast<int>(beams[i].tokens.size()));
       }
   }

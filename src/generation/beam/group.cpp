@@ -3,7 +3,9 @@
 // split into num_beam_groups groups of group_size; each step the groups are processed in order, and a
 // group's log-probs lose diversity_penalty per use of a token by the earlier groups at this step.
 // Each group keeps its own finished hypotheses (BeamHypotheses of group_size); the returned ones are
-// the best over all groups.
+// the best over all groups. Per-step scores are 4.56's: each row's processed scores (diversity penalty
+// included). Its beam indices are group-relative, which its compute_transition_scores reads as rows of
+// group 0; a hypothesis's outputs are gathered here from the rows it was chosen from instead.
 #include <algorithm>
 #include <cmath>
 
@@ -46,6 +48,7 @@ GenerationResult group_beam_search(Model& model, std::shared_ptr<const Tokenizer
     auto logprobs = mx::subtract(logits, mx::logsumexp(logits, -1, true));
     std::vector<Beam> next(nb);
     std::vector<int> src(nb), current(nb, 0);
+    std::vector<mx::array> step_scores;  // per group, for output_scores / output_logprobs
     const int generated = t + 1;
     for (int g = 0; g < groups; ++g) {
       const int first = g * gs;
@@ -58,6 +61,9 @@ GenerationResult group_beam_search(Model& model, std::shared_ptr<const Tokenizer
           chosen_rows[i] = 0;
           chosen_scores[i] = 0.0f;
         }
+        // transformers 4.56 still runs the processors on a done group's rows; no returned hypothesis
+        // reads them (a done group adds none after it is done), so zeros stand in.
+        if (runner.records_scores()) step_scores.push_back(mx::zeros({gs, logprobs.shape(1)}, mx::float32));
       } else {
         auto group_lp = mx::slice(logprobs, {first, 0}, {first + gs, logprobs.shape(1)});
         mx::array ids = mx::array(0);
@@ -75,6 +81,7 @@ GenerationResult group_beam_search(Model& model, std::shared_ptr<const Tokenizer
           diversity = mx::array(freq.data(), {1, static_cast<int>(freq.size())}, mx::float32);
         }
         auto processed = procs.apply(group_lp, ids, diversity);
+        if (runner.records_scores()) step_scores.push_back(processed);  // 4.56: before the beam scores
         std::vector<float> bs(gs);
         for (int i = 0; i < gs; ++i) bs[i] = beams[first + i].score;
         auto acc = mx::add(processed, mx::reshape(mx::array(bs.data(), {gs}, mx::float32), {gs, 1}));
@@ -93,6 +100,10 @@ GenerationResult group_beam_search(Model& model, std::shared_ptr<const Tokenizer
             // group-relative index (group 0's history, already updated this step for later groups).
             h.beam_indices = (g == 0 ? beams : next)[row].beam_indices;
             h.beam_indices.push_back(row);
+            // The rows this hypothesis was really chosen from (its own group's history).
+            h.rows = beams[first + row].beam_indices;
+            h.rows.push_back(row);
+            for (int& r : h.rows) r += first;
             h.reason = FinishReason::Eos;
             hyps[g].add(std::move(h), static_cast<double>(cand.values[r]), generated);
           } else {
@@ -119,6 +130,7 @@ GenerationResult group_beam_search(Model& model, std::shared_ptr<const Tokenizer
       }
     }
     beams = std::move(next);
+    runner.record(logits, runner.records_scores() ? std::optional(mx::concatenate(step_scores, 0)) : std::nullopt);
     bool all_done = true;
     for (bool d : done) all_done = all_done && d;
     // transformers 4.56 stops when every group is done or every running beam hits a stopping criterion
@@ -139,6 +151,8 @@ GenerationResult group_beam_search(Model& model, std::shared_ptr<const Tokenizer
         Hypothesis h;
         h.tokens = b.tokens;
         h.beam_indices = b.beam_indices;
+        h.rows = b.beam_indices;
+        for (int& r : h.rows) r += g * gs;
         h.reason = runner.check(b.tokens);
         hyps[g].add(std::move(h), static_cast<double>(b.score), static_cast<int>(b.tokens.size()));
       }

@@ -69,6 +69,8 @@ GenerationResult standard_beam_search(Model& model, std::shared_ptr<const Tokeni
       ids = runner.ids(rows);
     }
     auto processed = procs.apply(logprobs, ids);
+    // transformers records the raw logits and the processed scores (before the beam scores are added).
+    runner.record(logits, processed);
     std::vector<float> beam_scores;
     for (auto& b : running) beam_scores.push_back(b.score);
     auto acc = mx::add(processed, mx::reshape(mx::array(beam_scores.data(), {nb}, mx::float32), {nb, 1}));
@@ -165,6 +167,7 @@ GenerationResult standard_beam_search(Model& model, std::shared_ptr<const Tokeni
     if (!go_on) break;
 
     runner.reorder(src_rows);
+    procs.on_step(new_tokens);
     logits = runner.forward(new_tokens);
   }
 

@@ -1,8 +1,8 @@
-// Speculative decoding (draft model or self-speculation) and prompt-lookup decoding. Each round drafts
-// k candidates, verifies them with ONE target forward over [last token, candidates] (k + 1 positions),
-// keeps the accepted prefix plus one target token, and trims both models' KV caches back to it. Every
-// device computation of a round (draft chain, verification, acceptance) is one lazy graph evaluated with
-// one host sync.
+// Speculative decoding (draft model or self-speculation) and prompt-lookup decoding. Each round takes
+// up to k candidates from a CandidateGenerator, verifies them with ONE target forward over [last token,
+// candidates] (k + 1 positions), keeps the accepted prefix plus one target token, and trims the KV
+// caches back to it. Every device computation of a round (draft chain, verification, acceptance) is one
+// lazy graph evaluated with one host sync.
 #include "mlxgp/speculative.h"
 
 #include <algorithm>
@@ -13,13 +13,14 @@
 #include <mlx/mlx.h>
 
 #include "generation/core/decode_group.h"
+#include "generation/core/prefill.h"
 #include "generation/core/setup.h"
+#include "generation/prompt_budget.h"
 #include "generation/speculative/acceptance.h"
+#include "generation/speculative/candidates.h"
 #include "generation/speculative/draft_model.h"
 #include "generation/speculative/processor_track.h"
-#include "generation/speculative/prompt_lookup.h"
 #include "mlxgp/cache_options.h"
-#include "generation/prompt_budget.h"
 #include "mlxgp/error.h"
 
 namespace mlxgp {
@@ -39,46 +40,28 @@ mx::array ids_array(const std::vector<int>& ids) {
 // Rows [from, to) of a [n, V] array.
 mx::array rows(const mx::array& a, int from, int to) { return mx::slice(a, {from, 0}, {to, a.shape(-1)}); }
 
-// Feeds `tokens` [1, T] in chunks and returns the last position's logits [1, V] (lazy).
-mx::array prefill(Model& model, KVCacheList& caches, const mx::array& tokens, int chunk, const CacheOptions& co) {
-  const int n = tokens.shape(1);
-  std::optional<mx::array> logits;
-  for (int pos = 0; pos < n; pos += chunk) {
-    const int len = std::min(chunk, n - pos);
-    logits = model.forward_last(mx::slice(tokens, {0, pos}, {1, pos + len}), caches, 1);
-    maybe_quantize_kv_caches(caches, co);
-    if (pos + len < n) mx::eval(*logits);  // keep the graph of a long prompt bounded
-  }
-  return mx::reshape(*logits, {1, logits->shape(-1)});
-}
-
-void rollback(KVCacheList& caches, int n, const char* which) {
-  if (n <= 0) return;
-  for (auto& c : caches)
-    if (!c->is_trimmable() || c->trim(n) != n)
-      fail("generate", std::string("speculative decoding: the ") + which +
-                           " KV cache cannot roll back rejected candidates (a rotating cache that has wrapped)");
-}
-
 // One speculative / prompt-lookup generation.
 class SpeculativeRun {
  public:
   SpeculativeRun(Model& target, std::shared_ptr<Model> draft, const GenerationConfig& config,
                  const GeneratorOptions& options)
       : target_(target),
-        draft_(std::move(draft)),
         config_(config),
         cache_opts_(cache_options_from(config)),
-        target_track_(build_logits_processors(config, context(options))),
-        draft_track_(draft_ ? build_logits_processors(config, context(options)) : LogitsProcessorList()),
+        target_track_(build_logits_processors(config, speculative::speculative_context(options))),
         key_(mx::random::key(config.seed ? *config.seed : std::random_device{}())),
         chunk_(options.prefill_chunk_size) {
     stop_ = stopping_criteria(config_, options);
-    lookup_ = config_.prompt_lookup_num_tokens.has_value();
-    k_ = lookup_ ? *config_.prompt_lookup_num_tokens : config_.num_draft_tokens;
+    const bool has_draft = draft != nullptr;
+    k_ = has_draft ? config_.num_draft_tokens : *config_.prompt_lookup_num_tokens;
     // transformers: rejection sampling needs the draft's probabilities; exact-match (mlx-lm) and prompt
     // lookup (no draft distribution) compare tokens.
-    rejection_ = config_.do_sample && draft_ && !config_.speculative_exact_match;
+    rejection_ = config_.do_sample && has_draft && !config_.speculative_exact_match;
+    if (has_draft)
+      candidates_ = speculative::make_draft_candidates(std::move(draft), config_, options,
+                                                       [this](const mx::array& s) { return choose(s); });
+    else
+      candidates_ = speculative::make_lookup_candidates(config_, stop_.eos);
   }
 
   void run(const std::vector<int>& prompt, const std::function<void(int)>& emit) {
@@ -101,18 +84,9 @@ class SpeculativeRun {
     // As mlx-lm's speculative_generate_step and transformers' assisted decoding: the prompt less its last
     // token fills the caches, and the first round already drafts from the full prompt (the last prompt
     // token leads the first verification forward).
-    if (n > 1) {
-      auto head = mx::slice(prompt_ids, {0, 0}, {1, n - 1});
-      prefill(target_, caches_, head, chunk_, cache_opts_);
-      if (draft_) {
-        draft_caches_ = make_caches(*draft_, cache_opts_);
-        prefill(*draft_, draft_caches_, head, chunk_, cache_opts_);
-      }
-    } else if (draft_) {
-      draft_caches_ = make_caches(*draft_, cache_opts_);
-    }
-    if (draft_) draft_track_.on_prompt(prompt_ids);
-    draft_tail_ = {prompt.back()};
+    if (n > 1)
+      prefill_tokens(target_, caches_, mx::slice(prompt_ids, {0, 0}, {1, n - 1}), 0, {cache_opts_, chunk_, chunk_});
+    candidates_->start(prompt);
 
     // mlx-lm drafts min(num_draft_tokens, tokens left): near the budget the last candidates can all be
     // accepted without the bonus token (the output does not change; the acceptance figures then match).
@@ -139,13 +113,6 @@ class SpeculativeRun {
   }
 
  private:
-  static ProcessorContext context(const GeneratorOptions& o) {
-    ProcessorContext c;
-    c.prefix_allowed_tokens_fn = o.prefix_allowed_tokens_fn;
-    c.logits_processors = o.logits_processors;
-    return c;
-  }
-
   mx::array next_key() {
     auto [next, sub] = mx::random::split(key_);
     key_ = next;
@@ -200,39 +167,11 @@ class SpeculativeRun {
     return mx::concatenate(parts, 1);
   }
 
-  // Draft candidates: k_eff single-token draft forwards chained lazily; returns them and their
-  // processed draft scores.
-  std::pair<std::vector<mx::array>, std::vector<mx::array>> draft_candidates(int k_eff) {
-    std::vector<mx::array> cands, scores;
-    draft_track_.begin();
-    if (k_eff == 0) return {cands, scores};
-    mx::array input = ids_array(draft_tail_);
-    for (int i = 0; i < k_eff; ++i) {
-      auto logits = draft_->forward_last(input, draft_caches_, 1);
-      maybe_quantize_kv_caches(draft_caches_, cache_opts_);
-      logits = mx::reshape(logits, {1, logits.shape(-1)});
-      auto s = draft_track_.apply(logits, draft_track_.needs_ids() ? ids_with(cands, i) : mx::array(0));
-      auto c = choose(s);
-      draft_track_.push(c);
-      cands.push_back(c);
-      scores.push_back(s);
-      input = mx::reshape(c, {1, 1});
-    }
-    return {cands, scores};
-  }
-
   // One round: draft up to k_max candidates, verify, emit. True when generation ends.
   bool round(int k_max, const std::function<void(int)>& emit) {
-    std::vector<mx::array> cands, draft_scores;
-    std::vector<int> lookup;
-    if (lookup_) {
-      lookup = speculative::prompt_lookup_candidates(ids_, config_.max_matching_ngram_size.value_or(2), k_,
-                                                     stop_.eos);
-      if (static_cast<int>(lookup.size()) > k_max) lookup.resize(k_max);
-      for (int t : lookup) cands.push_back(mx::array(&t, {1}, mx::int32));
-    } else {
-      std::tie(cands, draft_scores) = draft_candidates(std::min(k_, k_max));
-    }
+    speculative::Proposal proposal = candidates_->propose(ids_, k_max);
+    const std::vector<mx::array>& cands = proposal.tokens;
+    const std::vector<mx::array>& draft_scores = proposal.scores;
     const int k = static_cast<int>(cands.size());
 
     // Verification: [last produced token, candidates] through the target, logits at all k + 1 positions.
@@ -280,24 +219,10 @@ class SpeculativeRun {
     }
 
     // Roll back: the target cache holds [.., last, c_0 .. c_{k-1}] and keeps c_0 .. c_{accepted-1}.
-    rollback(caches_, k - accepted, "target");
+    speculative::rollback(caches_, k - accepted, "target");
     auto final_arr = mx::array(&final_token, {1}, mx::int32);
     target_track_.commit(accepted, final_arr);
-    if (draft_) {
-      // The draft fed its tail and c_0 .. c_{k-2}. Keep the accepted ones; an accepted c_{k-1} was never
-      // fed, so it leads the next tail (mlx-lm's _rewind_cache / draft_y).
-      const int fed = k > 0 ? k - 1 : 0;
-      if (k > 0) {
-        rollback(draft_caches_, std::max(fed - accepted, 0), "draft");
-        if (accepted == k)
-          draft_tail_ = {cs[k - 1], final_token};
-        else
-          draft_tail_ = {final_token};
-      } else {
-        draft_tail_.push_back(final_token);  // nothing drafted this round: the draft catches up later
-      }
-      draft_track_.commit(accepted, final_arr);
-    }
+    candidates_->update(cs, k, accepted, final_token);
     return false;
   }
 
@@ -308,17 +233,16 @@ class SpeculativeRun {
   }
 
   Model& target_;
-  std::shared_ptr<Model> draft_;
   GenerationConfig config_;
   CacheOptions cache_opts_;
-  ProcessorTrack target_track_, draft_track_;
+  ProcessorTrack target_track_;
+  std::unique_ptr<speculative::CandidateGenerator> candidates_;
   StoppingCriteria stop_;
   mx::array key_;
   int chunk_;
-  bool lookup_ = false, rejection_ = false;
+  bool rejection_ = false;
   int k_ = 0;
-  KVCacheList caches_, draft_caches_;
-  std::vector<int> draft_tail_;  // produced tokens the draft has not fed yet
+  KVCacheList caches_;
   std::vector<int> ids_;         // prompt + produced
   std::vector<int> generated_;
   FinishReason finish_ = FinishReason::None;
