@@ -2,6 +2,8 @@
 // model identity checked on load.
 #include "mlxgp/prompt_cache.h"
 
+#include "cache/prefill.h"
+
 #include <algorithm>
 #include <cstring>
 #include <sstream>
@@ -75,18 +77,9 @@ PromptCache make_prompt_cache(Model& model, const std::vector<int>& ids, int chu
   out.caches = model.make_caches();
   out.model_identity = model_identity(model);
   const int n = static_cast<int>(ids.size());
-  mx::array all(ids.data(), {1, n}, mx::int32);
-  // The same chunks and calls as Generator::prefill, so the cached keys/values are the ones a
-  // generation without the cache computes.
-  for (int pos = 0; pos < n; pos += chunk_size) {
-    const int len = std::min(chunk_size, n - pos);
-    model.forward_last(mx::slice(all, {0, pos}, {1, pos + len}), out.caches, 1);
-    std::vector<mx::array> state;
-    for (auto& cache : out.caches)
-      if (auto* s = dynamic_cast<StandardKVCache*>(cache.get()))
-        if (auto kv = s->fetch()) state.insert(state.end(), {kv->first, kv->second});
-    mx::eval(state);
-  }
+  // The prefill a generation runs (prefill_tokens), so the cached keys/values are the ones a generation
+  // without the cache computes.
+  mx::eval(prefill_tokens(model, out.caches, mx::array(ids.data(), {1, n}, mx::int32), 0, {{}, chunk_size, chunk_size}));
   return out;
 }
 

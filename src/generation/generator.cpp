@@ -9,7 +9,7 @@
 #include <mlx/mlx.h>
 
 #include "generation/core/decode_group.h"
-#include "generation/core/prefill.h"
+#include "cache/prefill.h"
 #include "mlxgp/error.h"
 #include "mlxgp/prompt_cache.h"
 #include "mlxgp/quantized_kv_cache.h"

@@ -2,6 +2,8 @@
 // that differs from what the caches hold (mlx-lm's prompt-cache reuse, by longest common prefix).
 #include "mlxgp/chat_session.h"
 
+#include "generation/core/decode_group.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <utility>
@@ -132,17 +134,15 @@ ChatReply ChatSession::send(const std::string& user_text, const TokenCallback& c
 
   Generator gen(*model_, config_, options_.generator);
   gen.prefill(ids, std::move(caches));
-  StreamingDetokenizer detok(tokenizer_);
+  TextStreams texts(tokenizer_, 1);
   while (!gen.done()) {
     int token = gen.step();
-    // A terminating special EOS token (e.g. <|im_end|>) ends the turn but is not part of the reply
-    // text (the template writes its own end-of-turn marker), as generate() shows it.
-    bool hidden = gen.finish_reason() == FinishReason::Eos && tokenizer_->is_special(token);
-    std::string piece = hidden ? "" : detok.push(token);
-    if (gen.done()) piece += detok.flush();
-    reply.text += piece;
+    // A terminating special EOS token (e.g. <|im_end|>) ends the turn but is not part of the reply text
+    // (the template writes its own end-of-turn marker), as generate() shows it.
+    std::string piece = texts.push(0, token, gen.finish_reason());
     if (callback) callback(token, piece);
   }
+  reply.text = std::move(texts.text(0));
 
   reply.token_ids = gen.generated();
   reply.finish_reason = gen.finish_reason();

@@ -10,7 +10,7 @@
 #include <mlx/random.h>
 
 #include "generation/core/decode_group.h"
-#include "generation/core/prefill.h"
+#include "cache/prefill.h"
 #include "generation/core/setup.h"
 #include "generation/prompt_budget.h"
 #include "mlxgp/error.h"

@@ -4,7 +4,7 @@
 
 #include <mlx/mlx.h>
 
-#include "generation/core/prefill.h"
+#include "cache/prefill.h"
 #include "generation/speculative/candidates.h"
 #include "generation/speculative/processor_track.h"
 #include "mlxgp/error.h"

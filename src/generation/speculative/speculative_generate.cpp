@@ -13,7 +13,7 @@
 #include <mlx/mlx.h>
 
 #include "generation/core/decode_group.h"
-#include "generation/core/prefill.h"
+#include "cache/prefill.h"
 #include "generation/core/setup.h"
 #include "generation/prompt_budget.h"
 #include "generation/speculative/acceptance.h"

@@ -1,4 +1,4 @@
-#include "generation/core/prefill.h"
+#include "cache/prefill.h"
 
 #include <algorithm>
 #include <optional>
@@ -65,6 +65,9 @@ mx::array prefill_tokens(Model& model, KVCacheList& caches, const mx::array& ids
     // Only the last position's logits are needed: skip the lm_head over the rest of the prompt.
     logits = forward_and_quantize(model, caches, part(pos, pos + len), 1, o.cache);
     pos += len;
+    // Evaluating an earlier chunk (one head row) writes its keys/values, so a long prompt never builds
+    // one huge graph.
+    if (pos < n) mx::eval(*logits);
   }
   return mx::reshape(*logits, {1, logits->shape(-1)});
 }

@@ -1,5 +1,5 @@
-// The one chunked prefill behind every decoding loop (Generator, BatchEngine, beam search) and the
-// saved prompt cache.
+// The one chunked prefill behind every decoding loop (Generator, BatchEngine, beam search, speculative
+// decoding) and the saved prompt cache.
 #pragma once
 
 #include <mlx/array.h>
@@ -19,8 +19,8 @@ struct PrefillOptions {
 // returns the last position's logits [1, V] (lazy). With a rotating or quantized KV cache the prompt
 // goes in as mlx-lm's generate_step feeds it, since the cache contents depend on the call boundaries:
 // prompt[:-1] in chunks of kv_step_size, each evaluated with maybe_quantize_kv_caches after it, then
-// the last token alone. Otherwise in chunks of chunk_size whose logits are never evaluated (the lazy
-// graph skips their output head).
+// the last token alone. Otherwise in chunks of chunk_size, each evaluated before the next (only the last
+// position's head row is computed per chunk).
 mx::array prefill_tokens(Model& model, KVCacheList& caches, const mx::array& ids, int pos, const PrefillOptions& o);
 
 // The caches a prompt of n tokens starts from: fresh ones of the options' kind when `given` is empty,
