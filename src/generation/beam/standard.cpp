@@ -12,17 +12,13 @@
 #include "generation/beam/beam_common.h"
 #include "generation/beam/beam_processors.h"
 #include "generation/beam/searches.h"
+#include "generation/core/sampler.h"
 
 namespace mlxgp::beam {
 
 namespace {
 
 constexpr float kNeg = -1.0e9f;  // HF's sentinel for "cannot be chosen"
-
-uint64_t fresh_seed() {
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
 
 // torch: a float32 tensor divided by a Python float (the scalar is cast to float32 first).
 float length_normalized(float sum, int length, double length_penalty) {
@@ -42,8 +38,7 @@ GenerationResult standard_beam_search(Model& model, std::shared_ptr<const Tokeni
 
   BeamRunner runner(model, tokenizer, config, options);
   BeamProcessors procs(model, config, options);
-  std::optional<mx::array> key;
-  if (config.do_sample) key = mx::random::key(config.seed ? *config.seed : fresh_seed());
+  Sampler sampler(config);  // beam sampling: one key per step for the Gumbel top-k
 
   mx::array logits = runner.prefill(prompt_ids, nb);
   std::vector<Beam> running(nb);
@@ -75,11 +70,7 @@ GenerationResult standard_beam_search(Model& model, std::shared_ptr<const Tokeni
     for (auto& b : running) beam_scores.push_back(b.score);
     auto acc = mx::add(processed, mx::reshape(mx::array(beam_scores.data(), {nb}, mx::float32), {nb, 1}));
     std::optional<mx::array> sub;
-    if (key) {
-      auto parts = mx::random::split(*key);
-      key = parts.first;
-      sub = parts.second;
-    }
+    if (sampler.sampling()) sub = sampler.next_key();
     Candidates cand = top_candidates(acc, k, sub);
     const int kk = static_cast<int>(cand.values.size());
 

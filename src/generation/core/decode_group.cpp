@@ -14,11 +14,6 @@ namespace mlxgp {
 
 namespace {
 
-uint64_t fresh_seed() {
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
@@ -32,7 +27,7 @@ std::vector<float> host_floats(const mx::array& a) {
 }  // namespace
 
 DecodeGroup::DecodeGroup(Model& model, const GenerationConfig& config, const GeneratorOptions& options)
-    : config_(config), key_(mx::random::key(config.seed ? *config.seed : fresh_seed())) {
+    : config_(config), sampler_(config), recorder_(config) {
   if (auto& neg = options.negative_prompt_ids) {
     if (neg->empty()) fail("generate", "the negative prompt is empty");
     for (int id : *neg)
@@ -72,38 +67,17 @@ void DecodeGroup::start(const std::vector<int>& prompt_ids) {
 
 mx::array DecodeGroup::choose(const mx::array& logits) {
   mx::array raw = logits.dtype() == mx::float32 ? logits : mx::astype(logits, mx::float32);
-  if (config_.output_logits) step_logits_.push_back(raw);
   mx::array scores = raw;
   if (!processors_.empty()) scores = processors_.apply(scores, processors_.needs_ids() ? *ids_so_far_ : mx::array(0));
-  if (config_.output_scores) step_scores_.push_back(scores);
-  mx::array token = mx::array(0);
-  if (config_.do_sample) {
-    auto [next_key, sub] = mx::random::split(key_);
-    key_ = next_key;
-    token = mx::random::categorical(scores, -1, sub);  // one draw per row
-  } else {
-    token = mx::argmax(scores, -1);  // first maximal index on ties, like torch.argmax
-  }
-  token = mx::astype(token, mx::int32);
-  if (config_.output_logprobs) {
-    // log_softmax(scores)[token] = scores[token] - logsumexp(scores): compute_transition_scores with
-    // normalize_logits=True, on the processed scores HF returns as `scores`.
-    auto picked = mx::take_along_axis(scores, mx::expand_dims(token, -1), -1);
-    step_logprobs_.push_back(mx::squeeze(mx::subtract(picked, mx::logsumexp(scores, -1, true)), -1));
-  }
+  mx::array token = sampler_.choose(scores);
+  recorder_.record(raw, scores, token);
   processors_.on_token(token);
   // One two-input concat per step (not a concat of every step's token): the graph stays small.
   if (processors_.needs_ids()) ids_so_far_ = mx::concatenate({*ids_so_far_, mx::reshape(token, {rows_, 1})}, 1);
   return token;
 }
 
-std::vector<mx::array> DecodeGroup::outputs() const {
-  std::vector<mx::array> outs;
-  if (config_.output_logits) outs.push_back(step_logits_.back());
-  if (config_.output_scores) outs.push_back(step_scores_.back());
-  if (config_.output_logprobs) outs.push_back(step_logprobs_.back());
-  return outs;
-}
+std::vector<mx::array> DecodeGroup::outputs() const { return recorder_.last(); }
 
 const std::vector<int>& DecodeGroup::accept(const int32_t* tokens) {
   const int produced = steps_ + 1;
@@ -132,11 +106,8 @@ const std::vector<int>& DecodeGroup::accept(const int32_t* tokens) {
     finish_[r] = stop_.check(ids, produced, elapsed);
     if (finish_[r] != FinishReason::None) --active_;
   }
-  if (done()) {
-    // A driver that queued one step ahead recorded outputs for a token nobody reads: drop them.
-    for (auto* v : {&step_logits_, &step_scores_, &step_logprobs_})
-      if (static_cast<int>(v->size()) > steps_) v->resize(steps_, mx::array(0));
-  }
+  // A driver that queued one step ahead recorded outputs for a token nobody reads: drop them.
+  if (done()) recorder_.truncate(steps_);
   return last_;
 }
 
@@ -145,26 +116,7 @@ void DecodeGroup::cancel() {
     if (f == FinishReason::None) f = FinishReason::Cancelled;
   active_ = 0;
   started_ = true;
-  for (auto* v : {&step_logits_, &step_scores_, &step_logprobs_})
-    if (static_cast<int>(v->size()) > steps_) v->resize(steps_, mx::array(0));
-}
-
-std::optional<mx::array> DecodeGroup::row_outputs(const std::vector<mx::array>& steps, int row) const {
-  const int n = static_cast<int>(generated_.at(row).size());
-  if (steps.empty() || n == 0) return std::nullopt;
-  std::vector<mx::array> parts(steps.begin(), steps.begin() + n);
-  auto all = mx::stack(parts, 0);  // [n, rows, ...]
-  mx::Shape start(all.ndim(), 0), stop = all.shape();
-  start[1] = row;
-  stop[1] = row + 1;
-  // A row is a strided view of the stack: copy it so its data is one row-major block.
-  return mx::contiguous(mx::squeeze(mx::slice(all, start, stop), 1));
-}
-
-std::vector<float> DecodeGroup::logprobs(int row) const {
-  auto a = row_outputs(step_logprobs_, row);
-  if (!a) return {};
-  return host_floats(*a);
+  recorder_.truncate(steps_);
 }
 
 TextStreams::TextStreams(std::shared_ptr<const Tokenizer> tokenizer, int rows)

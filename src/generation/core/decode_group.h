@@ -11,6 +11,8 @@
 
 #include <mlx/array.h>
 
+#include "generation/core/sampler.h"
+#include "generation/core/step_recorder.h"
 #include "mlxgp/generate.h"
 
 namespace mlxgp {
@@ -42,19 +44,20 @@ class DecodeGroup {
   const std::vector<int>& prompt() const { return prompt_; }
   const std::vector<int>& generated(int row) const { return generated_.at(row); }
   FinishReason finish_reason(int row) const { return finish_.at(row); }
-  std::optional<mx::array> scores(int row) const { return row_outputs(step_scores_, row); }
-  std::optional<mx::array> logits(int row) const { return row_outputs(step_logits_, row); }
-  std::vector<float> logprobs(int row) const;
+  std::optional<mx::array> scores(int row) const { return recorder_.scores(row, generated_count(row)); }
+  std::optional<mx::array> logits(int row) const { return recorder_.logits(row, generated_count(row)); }
+  std::vector<float> logprobs(int row) const { return recorder_.logprobs(row, generated_count(row)); }
   double prefill_seconds() const { return prefill_seconds_; }  // start() -> first token read
   double decode_seconds() const { return decode_seconds_; }    // first token -> last token read
 
  private:
-  std::optional<mx::array> row_outputs(const std::vector<mx::array>& steps, int row) const;
+  int generated_count(int row) const { return static_cast<int>(generated_.at(row).size()); }
 
   GenerationConfig config_;
   LogitsProcessorList processors_;
   StoppingCriteria stop_;
-  mx::array key_;
+  Sampler sampler_;
+  StepRecorder recorder_;
   int rows_ = 1;
   std::optional<mx::array> ids_so_far_;      // [rows, T] prompt + generated (only when processors need it)
   std::vector<int> prompt_;
@@ -65,7 +68,6 @@ class DecodeGroup {
   bool started_ = false;
   int active_ = 0;
   int steps_ = 0;
-  std::vector<mx::array> step_logits_, step_scores_, step_logprobs_;
   std::chrono::steady_clock::time_point start_, first_token_;
   double prefill_seconds_ = 0, decode_seconds_ = 0;
   ModelConfig budget_context_;  // vocabulary and context size for the prompt checks

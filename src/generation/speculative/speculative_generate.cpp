@@ -14,7 +14,9 @@
 
 #include "generation/core/decode_group.h"
 #include "cache/prefill.h"
+#include "generation/core/sampler.h"
 #include "generation/core/setup.h"
+#include "generation/core/step_recorder.h"
 #include "generation/prompt_budget.h"
 #include "generation/speculative/acceptance.h"
 #include "generation/speculative/candidates.h"
@@ -49,7 +51,8 @@ class SpeculativeRun {
         config_(config),
         cache_opts_(cache_options_from(config)),
         target_track_(build_logits_processors(config, speculative::speculative_context(options))),
-        key_(mx::random::key(config.seed ? *config.seed : std::random_device{}())),
+        sampler_(config),
+        recorder_(config),
         chunk_(options.prefill_chunk_size) {
     stop_ = stopping_criteria(config_, options);
     const bool has_draft = draft != nullptr;
@@ -102,44 +105,13 @@ class SpeculativeRun {
   double prefill_seconds() const { return prefill_seconds_; }
   double decode_seconds() const { return decode_seconds_; }
   int first_round_tokens() const { return first_round_tokens_; }
-  std::optional<mx::array> scores() const { return stacked(step_scores_); }
-  std::optional<mx::array> logits() const { return stacked(step_logits_); }
-  std::vector<float> logprobs() const {
-    auto a = stacked(step_logprobs_);
-    if (!a) return {};
-    auto f = mx::contiguous(mx::astype(*a, mx::float32));
-    mx::eval(f);
-    return {f.data<float>(), f.data<float>() + f.size()};
-  }
+  std::optional<mx::array> scores() const { return recorder_.scores(0, static_cast<int>(generated_.size())); }
+  std::optional<mx::array> logits() const { return recorder_.logits(0, static_cast<int>(generated_.size())); }
+  std::vector<float> logprobs() const { return recorder_.logprobs(0, static_cast<int>(generated_.size())); }
 
  private:
-  mx::array next_key() {
-    auto [next, sub] = mx::random::split(key_);
-    key_ = next;
-    return sub;
-  }
-
-  // One token [1] from processed scores [1, V]: argmax (first maximum, like torch.argmax) or a draw.
-  mx::array choose(const mx::array& scores) {
-    auto t = config_.do_sample ? mx::random::categorical(scores, -1, next_key()) : mx::argmax(scores, -1);
-    return mx::astype(mx::reshape(t, {1}), mx::int32);
-  }
-
-  // Keeps what output_scores / output_logits / output_logprobs ask for, for one produced token.
-  void record(const mx::array& raw, const mx::array& scores, const mx::array& token) {
-    if (config_.output_logits) step_logits_.push_back(raw);
-    if (config_.output_scores) step_scores_.push_back(scores);
-    if (config_.output_logprobs) {
-      auto chosen = mx::take_along_axis(scores, mx::reshape(token, {1, 1}), -1);
-      step_logprobs_.push_back(mx::reshape(mx::subtract(chosen, mx::logsumexp(scores, -1, true)), {1}));
-    }
-  }
-
-  std::optional<mx::array> stacked(const std::vector<mx::array>& steps) const {
-    if (steps.empty() || generated_.empty()) return std::nullopt;
-    std::vector<mx::array> parts(steps.begin(), steps.begin() + std::min(steps.size(), generated_.size()));
-    return mx::contiguous(mx::concatenate(parts, 0));
-  }
+  // One token [1] from processed scores [1, V].
+  mx::array choose(const mx::array& scores) { return mx::reshape(sampler_.choose(scores), {1}); }
 
   // Appends a produced token and checks the stopping criteria; true when generation ends here.
   bool produce(int token, const std::function<void(int)>& emit) {
@@ -197,8 +169,8 @@ class SpeculativeRun {
     speculative::Verdict verdict = rejection_
                                        ? speculative::rejection_sample(cand_arr, scores,
                                                                        k ? mx::concatenate(draft_scores, 0) : scores,
-                                                                       next_key())
-                                       : speculative::match_candidates(cand_arr, target_choices(scores));
+                                                                       sampler_.next_key())
+                                       : speculative::match_candidates(cand_arr, sampler_.choose(scores));
     mx::eval({cand_arr, verdict.accepted, verdict.tokens});  // the round's one host sync
     const int accepted = verdict.accepted.item<int32_t>();
     const int32_t* toks = verdict.tokens.data<int32_t>();
@@ -212,8 +184,7 @@ class SpeculativeRun {
     // Emit the accepted candidates and the target's token, stopping exactly where plain decoding would.
     for (int i = 0; i <= accepted; ++i) {
       const int token = i < accepted ? cs[i] : final_token;
-      if (config_.output_scores || config_.output_logits || config_.output_logprobs)
-        record(rows(raw, i, i + 1), rows(scores, i, i + 1), mx::array(&token, {1}, mx::int32));
+      if (recorder_.any()) recorder_.record(rows(raw, i, i + 1), rows(scores, i, i + 1), mx::array(&token, {1}, mx::int32));
       ++stats_.emitted_tokens;
       if (produce(token, emit)) return true;
     }
@@ -226,19 +197,14 @@ class SpeculativeRun {
     return false;
   }
 
-  // The target's token at each position [k + 1]: argmax, or one draw per position when sampling.
-  mx::array target_choices(const mx::array& scores) {
-    if (!config_.do_sample) return mx::astype(mx::argmax(scores, -1), mx::int32);
-    return mx::astype(mx::random::categorical(scores, -1, next_key()), mx::int32);
-  }
-
   Model& target_;
   GenerationConfig config_;
   CacheOptions cache_opts_;
   ProcessorTrack target_track_;
   std::unique_ptr<speculative::CandidateGenerator> candidates_;
   StoppingCriteria stop_;
-  mx::array key_;
+  Sampler sampler_;
+  StepRecorder recorder_;
   int chunk_;
   bool rejection_ = false;
   int k_ = 0;
@@ -247,7 +213,6 @@ class SpeculativeRun {
   std::vector<int> generated_;
   FinishReason finish_ = FinishReason::None;
   SpeculativeStats stats_;
-  std::vector<mx::array> step_logits_, step_scores_, step_logprobs_;
   std::chrono::steady_clock::time_point start_, first_token_;
   double prefill_seconds_ = 0, decode_seconds_ = 0;
   int first_round_tokens_ = 0;

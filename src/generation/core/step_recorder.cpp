@@ -1,0 +1,51 @@
+#include "generation/core/step_recorder.h"
+
+#include <algorithm>
+
+#include <mlx/mlx.h>
+
+namespace mlxgp {
+
+void StepRecorder::record(const mx::array& raw, const mx::array& scores, const mx::array& tokens) {
+  if (logits_) logit_steps_.push_back(raw);
+  if (scores_) score_steps_.push_back(scores);
+  if (logprobs_) {
+    // log_softmax(scores)[token] = scores[token] - logsumexp(scores), on the processed scores HF
+    // returns as `scores`.
+    auto picked = mx::take_along_axis(scores, mx::expand_dims(tokens, -1), -1);
+    logprob_steps_.push_back(mx::squeeze(mx::subtract(picked, mx::logsumexp(scores, -1, true)), -1));
+  }
+}
+
+std::vector<mx::array> StepRecorder::last() const {
+  std::vector<mx::array> out;
+  for (auto* v : {&logit_steps_, &score_steps_, &logprob_steps_})
+    if (!v->empty()) out.push_back(v->back());
+  return out;
+}
+
+void StepRecorder::truncate(int n) {
+  for (auto* v : {&logit_steps_, &score_steps_, &logprob_steps_})
+    if (static_cast<int>(v->size()) > n) v->resize(n, mx::array(0));
+}
+
+std::optional<mx::array> StepRecorder::cut(const std::vector<mx::array>& steps, int row, int n) {
+  n = std::min(n, static_cast<int>(steps.size()));
+  if (n <= 0) return std::nullopt;
+  auto all = mx::stack(std::vector<mx::array>(steps.begin(), steps.begin() + n), 0);  // [n, R, ...]
+  mx::Shape start(all.ndim(), 0), stop = all.shape();
+  start[1] = row;
+  stop[1] = row + 1;
+  // A row is a strided view of the stack: copy it so its data is one row-major block.
+  return mx::contiguous(mx::squeeze(mx::slice(all, start, stop), 1));
+}
+
+std::vector<float> StepRecorder::logprobs(int row, int n) const {
+  auto a = cut(logprob_steps_, row, n);
+  if (!a) return {};
+  auto f = mx::contiguous(mx::astype(*a, mx::float32));
+  mx::eval(f);
+  return {f.data<float>(), f.data<float>() + f.size()};
+}
+
+}  // namespace mlxgp
