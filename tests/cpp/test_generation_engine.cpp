@@ -8,6 +8,7 @@
 #include "mlxgp/batch_cache.h"
 #include "mlxgp/batch_engine.h"
 #include "mlxgp/error.h"
+#include "mlxgp/steering.h"
 #include "test_models_util.h"
 
 namespace mlxgp::testing {
@@ -143,6 +144,7 @@ std::vector<Case> mixed_cases() {
     c.output_scores = true;
     c.output_logprobs = true;
   });
+  add(11, 8, [](GenerationConfig& c) { c.guidance_scale = 1.8; });  // CFG: its own unconditional forward
   add(40, 7, [](GenerationConfig& c) {
     c.do_sample = true;
     c.top_p = 0.9;
@@ -189,6 +191,34 @@ TEST(BatchEngine, RequestsJoiningAndLeavingAtRandomStepsEqualTheirSoloRuns) {
       EXPECT_EQ(streamed[i], alone[i].sequences[0].token_ids);
     }
   }
+}
+
+TEST(BatchEngine, HooksActOnEveryRowAsOnItsSoloRun) {
+  auto m = tiny();
+  // Steering on generated positions only (the prompt/generated split must hold per row) and a
+  // persona logit bias, attached to the model: they act inside every forward, batched or not.
+  auto v = mx::random::normal({32}, 0.0f, 1.0f, mx::random::key(3));
+  add_hook(*m, std::make_shared<ResidualInjectionHook>(std::vector<int>{0}, v, 2.0, HookPositions::Generated));
+  add_hook(*m, std::make_shared<LogitBiasHook>(v, 0.5));
+  auto cases = mixed_cases();
+  std::vector<std::vector<int>> prompts;
+  std::vector<GenerationConfig> configs;
+  for (auto& c : cases) {
+    prompts.push_back(c.prompt);
+    configs.push_back(c.config);
+  }
+  BatchGenerateOptions o;
+  o.batch_size = 5;
+  auto batched = generate_batch(*m, nullptr, prompts, configs, o);
+  int differs_from_unhooked = 0;
+  auto bare = tiny();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    auto alone = generate(*m, nullptr, cases[i].prompt, cases[i].config);
+    EXPECT_EQ(batched[i].sequences[0].token_ids, alone.sequences[0].token_ids) << "request " << i;
+    differs_from_unhooked +=
+        generate(*bare, nullptr, cases[i].prompt, cases[i].config).sequences[0].token_ids != alone.sequences[0].token_ids;
+  }
+  EXPECT_GT(differs_from_unhooked, 0);  // the hooks bite
 }
 
 TEST(BatchEngine, CancelledRequestLeavesAndTheOthersGoOn) {
