@@ -186,6 +186,9 @@ BatchEngine::Step BatchEngine::build_step(const mx::array& input) {
   int row = 0;
   for (auto& r : running_) {
     const int n = r->group->rows();
+    // Processors that run the model themselves (guidance's unconditional forward) see the request's own
+    // prompt length, as in its solo run.
+    model_.hooks().set_prompt_length(static_cast<int>(r->prompt.size()));
     chosen.push_back(r->group->choose(mx::slice(logits, {row, 0}, {row + n, logits.shape(-1)})));
     for (auto& o : r->group->outputs()) step.outputs.push_back(o);
     row += n;
