@@ -50,8 +50,9 @@ class BatchEngine {
   BatchEngine& operator=(const BatchEngine&) = delete;
 
   // Validates the request now (throws [config] / [generate] / [cache] / [prompt-cache], and refuses
-  // in one line what cannot share a batch: beam search, speculative and prompt-lookup decoding,
-  // rotating or quantized KV caches, memory traces) and queues it. Returns its id.
+  // in one line what cannot share a batch: beam search, speculative and prompt-lookup decoding, rotating
+  // KV caches, quantized_kv_start beyond the prompt, memory traces) and queues it. Returns its id.
+  // Requests with quantized KV caches (kv_bits) share a batch with requests quantized alike only.
   int submit(BatchRequest request);
   // Ends a queued or running request: its rows leave the batch, its result keeps the tokens so far with
   // FinishReason::Cancelled. Unknown or finished ids are ignored. Called from a token callback, it takes
@@ -104,14 +105,15 @@ struct BatchGenerateOptions {
 
 // Generates for every prompt, with configs[i] for prompts[i] (one config for all when configs has one
 // entry). Results come back in input order. Requests that cannot share a batch (beam search,
-// speculative or prompt-lookup decoding, rotating or quantized KV caches) run alone through generate(),
-// one after another, so every setting is honoured.
+// speculative or prompt-lookup decoding, rotating KV caches) run alone through generate(), one after
+// another, so every setting is honoured.
 std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
                                              const std::vector<std::vector<int>>& prompts,
                                              const std::vector<GenerationConfig>& configs,
                                              BatchGenerateOptions options = {});
 
 // Why a request cannot join a batch (empty when it can): the refusal message of BatchEngine::submit.
-std::string batch_refusal(const GenerationConfig& config, const GeneratorOptions& options);
+// `prompt_tokens` (-1: unknown) decides kv_bits with quantized_kv_start.
+std::string batch_refusal(const GenerationConfig& config, const GeneratorOptions& options, int prompt_tokens = -1);
 
 }  // namespace mlxgp

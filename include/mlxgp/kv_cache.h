@@ -46,7 +46,7 @@ class KVCache {
   // Rows of different lengths share one cache aligned on the right (transformers' padding_side="left",
   // mlx-lm's BatchKVCache): row r's first left_padding()[r] positions hold no token. make_mask() hides
   // them and the row's positions (RoPE) start after them, so a row computes what it computes alone.
-  // Empty when no row is padded. Only StandardKVCache takes padding (batch_cache.h).
+  // Empty when no row is padded. Standard and quantized caches take padding (batch_cache.h).
   const std::vector<int>& left_padding() const { return left_padding_; }
   // The position of each row's next token (offset() - left_padding()[r]); empty without padding.
   std::vector<int> row_offsets() const;

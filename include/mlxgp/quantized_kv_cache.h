@@ -38,6 +38,9 @@ class QuantizedKVCache : public KVCache {
   int bits() const { return bits_; }
   // The stored quantized keys/values [B, H, offset, ...]; nullopt before the first update.
   std::optional<std::pair<QuantizedTensor, QuantizedTensor>> fetch() const;
+  // Batch rows joining and leaving, as StandardKVCache's (batch_cache.h); both caches quantize alike.
+  void append_rows(const QuantizedKVCache& other);
+  void drop_leading(int n);
 
  private:
   int group_size_, bits_, step_;

@@ -2,6 +2,8 @@
 // quantized_scaled_dot_product_attention operation for operation so the numbers match.
 #include "mlxgp/quantized_kv_cache.h"
 
+#include <algorithm>
+
 #include <mlx/mlx.h>
 #include <mlx/utils.h>
 
@@ -59,6 +61,7 @@ std::unique_ptr<QuantizedKVCache> QuantizedKVCache::from_standard(const Standard
                                                                   int bits) {
   auto q = std::make_unique<QuantizedKVCache>(group_size, bits);
   q->offset_ = cache.offset();
+  q->left_padding_ = cache.left_padding();
   // mlx-lm quantizes the whole buffer, zero capacity included; quantization works per row of
   // head_dim, so quantizing only the stored rows gives the same values.
   if (auto kv = cache.fetch()) {
@@ -137,6 +140,7 @@ int QuantizedKVCache::trim(int n) {
 std::unique_ptr<KVCache> QuantizedKVCache::clone() const {
   auto c = std::make_unique<QuantizedKVCache>(group_size_, bits_, step_);
   c->offset_ = offset_;
+  c->left_padding_ = left_padding_;
   c->keys_ = keys_;  // immutable MLX arrays: updates rebind, so sharing is safe
   c->values_ = values_;
   return c;
@@ -147,6 +151,7 @@ void QuantizedKVCache::select(const mx::array& batch_indices) {
     fail("cache", "batch indices must be a non-empty 1-D array");
   if (!mx::issubdtype(batch_indices.dtype(), mx::integer)) fail("cache", "batch indices must be integers");
   if (!keys_) return;
+  select_padding(batch_indices);
   auto idx = mx::astype(batch_indices, mx::int32);
   auto take = [&](const QuantizedTensor& t) {
     return QuantizedTensor{mx::take(t.data, idx, 0), mx::take(t.scales, idx, 0), mx::take(t.biases, idx, 0)};
@@ -173,7 +178,10 @@ mx::array quantized_attention(const mx::array& queries, const QuantizedTensor& k
   }
   auto scores = mx::quantized_matmul(q, k.data, k.scales, k.biases, true, group_size, bits);
   std::optional<mx::array> m;
-  if (mask.kind == AttentionMask::Kind::Causal) {
+  if (!mask.key_start.empty()) {
+    m = *mask.array;  // a left-padded batch: causal (or none) and each row's padding, [B, 1, L, keys]
+    if (n_rep > 1) m = mx::expand_dims(*m, -3);
+  } else if (mask.kind == AttentionMask::Kind::Causal) {
     // mlx-lm's string mask: query i sits at key position kL - qL + i.
     const int kL = scores.shape(-1), qL = scores.shape(-2);
     m = mx::greater_equal(mx::reshape(mx::arange(kL - qL, kL, mx::int32), {qL, 1}),
@@ -192,6 +200,68 @@ mx::array quantized_attention(const mx::array& queries, const QuantizedTensor& k
   auto out = mx::quantized_matmul(scores, v.data, v.scales, v.biases, false, group_size, bits);
   if (n_rep > 1) out = mx::reshape(out, {B, n_q, L, D});
   return out;
+}
+
+void QuantizedKVCache::append_rows(const QuantizedKVCache& other) {
+  if (other.group_size_ != group_size_ || other.bits_ != bits_)
+    fail("cache", "cannot append rows of a cache quantized differently");
+  auto theirs = other.fetch();
+  if (!theirs) fail("cache", "cannot append rows from an empty cache");
+  auto mine = fetch();
+  if (!mine) {
+    offset_ = other.offset_;
+    left_padding_ = other.left_padding_;
+    keys_ = theirs->first;
+    values_ = theirs->second;
+    return;
+  }
+  const int rows_a = mine->first.data.shape(0), rows_b = theirs->first.data.shape(0);
+  const int len = std::max(offset_, other.offset_);
+  // Zero rows on the left (data, scales and biases 0: they dequantize to 0 and are masked out).
+  auto widen = [&](const QuantizedTensor& t) {
+    auto left = [&](const mx::array& a) {
+      const int extra = len - a.shape(2);
+      if (extra == 0) return a;
+      mx::Shape z = a.shape();
+      z[2] = extra;
+      return mx::concatenate({mx::zeros(z, a.dtype()), a}, 2);
+    };
+    return QuantizedTensor{left(t.data), left(t.scales), left(t.biases)};
+  };
+  auto join = [&](const QuantizedTensor& a, const QuantizedTensor& b) {
+    auto wa = widen(a), wb = widen(b);
+    return QuantizedTensor{mx::concatenate({wa.data, wb.data}, 0), mx::concatenate({wa.scales, wb.scales}, 0),
+                           mx::concatenate({wa.biases, wb.biases}, 0)};
+  };
+  std::vector<int> pad(rows_a + rows_b, 0);
+  for (int r = 0; r < rows_a; ++r) pad[r] = (left_padding_.empty() ? 0 : left_padding_[r]) + len - offset_;
+  for (int r = 0; r < rows_b; ++r)
+    pad[rows_a + r] = (other.left_padding_.empty() ? 0 : other.left_padding_[r]) + len - other.offset_;
+  keys_ = join(mine->first, theirs->first);
+  values_ = join(mine->second, theirs->second);
+  offset_ = len;
+  left_padding_ = std::all_of(pad.begin(), pad.end(), [](int p) { return p == 0; }) ? std::vector<int>{} : pad;
+}
+
+void QuantizedKVCache::drop_leading(int n) {
+  if (n <= 0) return;
+  auto kv = fetch();
+  if (!kv || n > offset_) fail("cache", "cannot drop more positions than the cache holds");
+  for (int p : left_padding_.empty() ? std::vector<int>{0} : left_padding_)
+    if (p < n) fail("cache", "drop_leading would remove a stored token");
+  auto cut = [&](const QuantizedTensor& t) {
+    auto one = [&](const mx::array& a) {
+      mx::Shape start(4, 0);
+      start[2] = n;
+      return mx::slice(a, start, a.shape());
+    };
+    return QuantizedTensor{one(t.data), one(t.scales), one(t.biases)};
+  };
+  keys_ = cut(kv->first);
+  values_ = cut(kv->second);
+  offset_ -= n;
+  for (int& p : left_padding_) p -= n;
+  if (std::all_of(left_padding_.begin(), left_padding_.end(), [](int p) { return p == 0; })) left_padding_.clear();
 }
 
 void maybe_quantize_kv_caches(KVCacheList& caches, int quantized_kv_start, int group_size, int bits) {

@@ -67,6 +67,32 @@ void check_padded_rows_match(Model& m) {
   }
 }
 
+// A tiny llama whose head_dim (32) takes 4-bit KV quantization in groups of 32.
+std::unique_ptr<Model> tiny_d32() {
+  const std::string config = R"({"model_type": "llama", "vocab_size": 64, "hidden_size": 64,
+    "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false})";
+  WeightMap w;
+  uint64_t n = 0;
+  auto rnd = [&](const mx::Shape& s) { return mx::random::normal(s, 0.0f, 0.2f, mx::random::key(500 + ++n)); };
+  w.emplace("model.embed_tokens.weight", rnd({64, 64}));
+  w.emplace("lm_head.weight", rnd({64, 64}));
+  w.emplace("model.norm.weight", mx::ones({64}));
+  for (int i = 0; i < 2; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    w.emplace(p + "input_layernorm.weight", mx::ones({64}));
+    w.emplace(p + "post_attention_layernorm.weight", mx::ones({64}));
+    w.emplace(p + "self_attn.q_proj.weight", rnd({64, 64}));
+    w.emplace(p + "self_attn.k_proj.weight", rnd({32, 64}));
+    w.emplace(p + "self_attn.v_proj.weight", rnd({32, 64}));
+    w.emplace(p + "self_attn.o_proj.weight", rnd({64, 64}));
+    w.emplace(p + "mlp.gate_proj.weight", rnd({64, 64}));
+    w.emplace(p + "mlp.up_proj.weight", rnd({64, 64}));
+    w.emplace(p + "mlp.down_proj.weight", rnd({64, 64}));
+  }
+  return create_model(parse_model_config(config), w);
+}
+
 TEST(BatchCache, PaddedRowsComputeWhatTheyComputeAlone) {
   auto m = tiny();
   check_padded_rows_match(*m);
@@ -94,7 +120,44 @@ TEST(BatchCache, LeavingRowsDropTheSharedPadding) {
   EXPECT_LT(max_abs_diff(mx::slice(logits, {1, 0, 0}, {2, 1, 64}), b), 1e-5f);
 }
 
-TEST(BatchCache, OnlyStandardCachesTakeRows) {
+TEST(BatchCache, QuantizedRowsComputeWhatTheyComputeAlone) {
+  auto m = tiny_d32();
+  CacheOptions q4;
+  q4.kv_bits = 4;
+  q4.kv_group_size = 32;
+  const std::vector<std::vector<int>> prompts = {ids_of(6, 1), ids_of(19, 2), ids_of(2, 3)};
+  KVCacheList batch;
+  std::vector<KVCacheList> alone;
+  for (auto& p : prompts) {
+    for (int copy = 0; copy < 2; ++copy) {
+      auto c = make_caches(*m, q4);
+      mx::eval(m->forward(row_array(p), c));
+      if (copy == 0) append_rows(batch, std::move(c));
+      else alone.push_back(std::move(c));
+    }
+  }
+  ASSERT_EQ(batch[0]->left_padding(), (std::vector<int>{13, 0, 17}));
+  for (int step = 0; step < 3; ++step) {
+    std::vector<int> tokens = {5 + step, 30 + step, 60 - step};
+    auto logits = m->forward(mx::array(tokens.data(), {3, 1}, mx::int32), batch);
+    for (int r = 0; r < 3; ++r) {
+      auto solo_logits = m->forward(mx::array(&tokens[r], {1, 1}, mx::int32), alone[r]);
+      EXPECT_LT(max_abs_diff(mx::slice(logits, {r, 0, 0}, {r + 1, 1, 64}), solo_logits), 1e-4f) << r << " " << step;
+    }
+    if (step == 1) {  // the longest row leaves: the others keep what they compute
+      keep_rows(batch, {0, 2});
+      alone.erase(alone.begin() + 1);
+      break;
+    }
+  }
+  EXPECT_EQ(batch[0]->offset(), 8);
+  auto logits = m->forward(mx::array({7, 9}, {2, 1}), batch);
+  auto a = m->forward(mx::array({7}, {1, 1}), alone[0]), b = m->forward(mx::array({9}, {1, 1}), alone[1]);
+  EXPECT_LT(max_abs_diff(mx::slice(logits, {0, 0, 0}, {1, 1, 64}), a), 1e-4f);
+  EXPECT_LT(max_abs_diff(mx::slice(logits, {1, 0, 0}, {2, 1, 64}), b), 1e-4f);
+}
+
+TEST(BatchCache, OnlyStandardAndQuantizedCachesTakeRows) {
   auto m = tiny();
   KVCacheList a, b;
   CacheOptions rotating;
@@ -286,6 +349,10 @@ TEST(BatchEngine, RefusesWhatCannotShareABatchInOneLine) {
   GenerationConfig rotating;
   rotating.max_kv_size = 16;
   expect_refused(rotating, "max_kv_size");
+  GenerationConfig late_quant;
+  late_quant.kv_bits = 4;
+  late_quant.quantized_kv_start = 10;  // beyond the 3-token prompt
+  expect_refused(late_quant, "quantized_kv_start");
   GenerationConfig lookup;
   lookup.prompt_lookup_num_tokens = 3;
   expect_refused(lookup, "prompt-lookup");

@@ -101,15 +101,20 @@ def test_window_that_never_fills_changes_nothing(run_mlxgp, qwen3, strategy):
 
 @pytest.mark.parametrize("option", ["rotating", "quantized"])
 def test_batched_requests_with_cache_options_equal_their_solo_runs(run_mlxgp, qwen3, tmp_path, option):
-    """Rotating and quantized caches keep no per-row padding: such requests run alone, honoured."""
+    """Quantized requests share a batch with requests quantized alike (left-padded quantized rows); a
+    rotating cache's rows cannot be aligned, so such requests run alone. Either way each request gets
+    its solo result."""
     opt = ROTATING if option == "rotating" else QUANT
     config = {"max_kv_size": 16, "kv_keep": 2} if option == "rotating" else {"kv_bits": 4, "kv_group_size": 32}
-    lines = [{"input_ids": PROMPT, "config": config}, {"input_ids": PROMPT[:9]},
-             {"input_ids": PROMPT, "config": dict(config, num_beams=3)}]
+    lines = [(PROMPT, config), (PROMPT[:9], {}), (PROMPT[:5], config), (PROMPT[3:], config),
+             (PROMPT, dict(config, num_beams=3))]
     f = tmp_path / "requests.jsonl"
-    f.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    f.write_text("\n".join(json.dumps({"input_ids": ids, "config": c}) for ids, c in lines) + "\n")
     out = run_mlxgp("generate", "--model", qwen3, "--prompts-file", f, "--max-new-tokens", N, "--min-new-tokens", N,
                     "--json").stdout.splitlines()
     docs = [json.loads(x) for x in out]
-    assert docs[0]["sequences"][0]["token_ids"] == _run(run_mlxgp, qwen3, *opt)[0]
-    assert docs[2]["sequences"][0]["token_ids"] == _run(run_mlxgp, qwen3, *opt, "--num-beams", "3")[0]
+    for doc, (ids, c) in zip(docs, lines):
+        flags = ["--num-beams", "3"] if c.get("num_beams") else []
+        solo = run_mlxgp("generate", "--model", qwen3, "--input-ids", ",".join(map(str, ids)), "--max-new-tokens", N,
+                         "--min-new-tokens", N, "--json", *(opt if c else []), *flags)
+        assert doc["sequences"][0]["token_ids"] == json.loads(solo.stdout)["sequences"][0]["token_ids"], (ids, c)

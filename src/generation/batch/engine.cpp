@@ -29,16 +29,27 @@ struct BatchEngine::Request {
   std::unique_ptr<TextStreams> texts;
 };
 
-std::string batch_refusal(const GenerationConfig& c, const GeneratorOptions& o) {
+std::string batch_refusal(const GenerationConfig& c, const GeneratorOptions& o, int prompt_tokens) {
   if (c.num_beams > 1) return "beam search (num_beams > 1) cannot share a batch with other requests";
   if (c.use_speculative || c.prompt_lookup_num_tokens)
     return "speculative and prompt-lookup decoding cannot share a batch with other requests";
-  if (c.max_kv_size || c.kv_bits)
-    return "rotating and quantized KV caches (max_kv_size, kv_bits) cannot share a batch: they keep no per-row "
-           "padding";
+  if (c.max_kv_size) return "a rotating KV cache (max_kv_size) cannot share a batch: its rows cannot be aligned";
+  // A quantized cache joins quantized: with quantized_kv_start past the prompt, the row would be
+  // quantized when the batch (not the row) reaches that length.
+  if (c.kv_bits && c.quantized_kv_start && (prompt_tokens < 0 || *c.quantized_kv_start > prompt_tokens))
+    return "kv_bits with a quantized_kv_start beyond the prompt cannot share a batch";
   if (!o.memory_trace_at.empty()) return "memory traces measure one generation and cannot share a batch";
   return {};
 }
+
+namespace {
+
+// Rows share one cache list, so requests in one batch quantize their KV caches alike (or not at all).
+bool same_cache_kind(const GenerationConfig& a, const GenerationConfig& b) {
+  return a.kv_bits == b.kv_bits && (!a.kv_bits || a.kv_group_size == b.kv_group_size);
+}
+
+}  // namespace
 
 BatchEngine::BatchEngine(Model& model, std::shared_ptr<const Tokenizer> tokenizer, BatchEngineOptions options)
     : model_(model), tokenizer_(std::move(tokenizer)), options_(options) {
@@ -54,7 +65,8 @@ int BatchEngine::submit(BatchRequest request) {
   auto prepared = prepare_generation(model_, tokenizer_, request.config, std::move(request.options));
   r->config = std::move(prepared.config);  // throws [config] above when invalid
   r->options = std::move(prepared.options);
-  if (auto why = batch_refusal(r->config, r->options); !why.empty()) fail("generate", why);
+  const int n = static_cast<int>(request.prompt_ids.size());
+  if (auto why = batch_refusal(r->config, r->options, n); !why.empty()) fail("generate", why);
   if (r->options.prefill_chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
   if (r->options.prompt_cache) check_prompt_prefix(*r->options.prompt_cache, request.prompt_ids);
   r->group = std::make_unique<DecodeGroup>(model_, r->config, r->options);
@@ -139,21 +151,26 @@ static bool read_tokens(DecodeGroup& group, TextStreams& texts, const RowTokenCa
 
 void BatchEngine::admit() {
   while (!queue_.empty()) {
-    Request& r = *queue_.front();
-    const int rows = r.group->rows();
+    // The first waiting request that fits: the running batch's cache kind, and the rows left.
+    auto it = queue_.begin();
+    if (!running_.empty())
+      while (it != queue_.end() && !same_cache_kind((*it)->config, running_.front()->config)) ++it;
+    if (it == queue_.end()) return;
+    const int rows = (*it)->group->rows();
     if (!running_.empty() && running_rows() + rows > options_.max_batch_rows) return;
-    std::unique_ptr<Request> req = std::move(queue_.front());
-    queue_.pop_front();
+    std::unique_ptr<Request> req = std::move(*it);
+    queue_.erase(it);
     const int n = static_cast<int>(req->prompt.size());
     req->group->start(req->prompt);
     // Hooks that split prompt and generated positions see this prompt while it is prefilled.
     model_.hooks().set_prompt_length(n);
     KVCacheList caches;
     KVCacheList given = req->options.prompt_cache ? clone_caches(*req->options.prompt_cache) : KVCacheList{};
-    const CacheOptions standard;  // batch_refusal() admits standard caches only
-    const int pos = start_caches(model_, caches, std::move(given), n, standard);
+    // The request's own caches and prefill, exactly as its solo run makes them.
+    const CacheOptions cache = cache_options_from(req->config);
+    const int pos = start_caches(model_, caches, std::move(given), n, cache);
     mx::array ids(req->prompt.data(), {1, n}, mx::int32);
-    auto last = prefill_tokens(model_, caches, ids, pos, {standard, req->options.prefill_chunk_size,
+    auto last = prefill_tokens(model_, caches, ids, pos, {cache, req->options.prefill_chunk_size,
                                                            req->options.kv_prefill_step_size});
     if (rows > 1) {
       auto zeros = mx::zeros({rows}, mx::int32);
@@ -179,7 +196,8 @@ BatchEngine::Step BatchEngine::build_step(const mx::array& input) {
   const int rows = running_rows();
   // Every running row is past its prompt: all positions are generated ones for position-aware hooks.
   model_.hooks().set_prompt_length(0);
-  auto logits = forward_and_quantize(model_, caches_, mx::reshape(input, {rows, 1}), 1, CacheOptions{});
+  auto logits = forward_and_quantize(model_, caches_, mx::reshape(input, {rows, 1}), 1,
+                                     cache_options_from(running_.front()->config));
   logits = mx::reshape(logits, {rows, logits.shape(-1)});
   std::vector<mx::array> chosen;
   Step step{mx::array(0), {}};

@@ -22,7 +22,7 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
   // Every request is validated before any runs, so a bad one fails the call before work is spent.
   for (size_t i = 0; i < prompts.size(); ++i) {
     auto prepared = prepare_generation(model, tokenizer, config_of(i), options.options);  // throws [config]
-    if (!batch_refusal(prepared.config, prepared.options).empty()) {
+    if (!batch_refusal(prepared.config, prepared.options, static_cast<int>(prompts[i].size())).empty()) {
       check_prompt(model, prompts[i], prepared.config);
       alone.push_back(i);
       continue;
