@@ -394,5 +394,52 @@ TEST(GenerateBatch, ResultsInInputOrderAndUnbatchableRequestsRunAlone) {
   EXPECT_THROW(generate_batch(*m, nullptr, prompts, {configs[0], configs[1]}), Error);
 }
 
+TEST(GenerateBatch, BeamSearchesShareABatchAndEqualTheirSoloRuns) {
+  auto m = tiny();
+  std::vector<std::vector<int>> prompts;
+  std::vector<GenerationConfig> configs;
+  auto add = [&](int len, int salt, auto&& edit) {
+    GenerationConfig c;
+    c.num_beams = 3;
+    c.max_new_tokens = 7 + salt % 3;
+    edit(c);
+    prompts.push_back(ids_of(len, salt));
+    configs.push_back(c);
+  };
+  add(4, 1, [](GenerationConfig&) {});
+  add(23, 2, [](GenerationConfig& c) {
+    c.num_beams = 4;
+    c.num_return_sequences = 2;
+    c.repetition_penalty = 1.4;
+    c.output_scores = true;
+  });
+  add(1, 3, [](GenerationConfig& c) {
+    c.do_sample = true;  // beam sampling with its own seed
+    c.seed = 11;
+  });
+  add(9, 4, [](GenerationConfig& c) {
+    c.eos_token_id = std::vector<int>{3, 4, 5, 6};
+    c.length_penalty = 0.5;
+    c.early_stopping = EarlyStopping::True;
+  });
+  add(15, 5, [](GenerationConfig& c) { c.guidance_scale = 1.5; });
+  BatchGenerateOptions o;
+  o.batch_size = 8;  // two batches of searches (3 + 4 rows, then 3 + 3 + 3)
+  auto batched = generate_batch(*m, nullptr, prompts, configs, o);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto alone = generate(*m, nullptr, prompts[i], configs[i]);
+    ASSERT_EQ(batched[i].sequences.size(), alone.sequences.size());
+    for (size_t s = 0; s < alone.sequences.size(); ++s) {
+      const auto &a = batched[i].sequences[s], &b = alone.sequences[s];
+      EXPECT_EQ(a.token_ids, b.token_ids) << "search " << i;
+      EXPECT_EQ(a.beam_indices, b.beam_indices);
+      ASSERT_TRUE(a.sequence_score && b.sequence_score);
+      EXPECT_NEAR(*a.sequence_score, *b.sequence_score, 1e-5);
+      ASSERT_EQ(a.token_scores.size(), b.token_scores.size());
+      for (size_t k = 0; k < a.token_scores.size(); ++k) EXPECT_NEAR(a.token_scores[k], b.token_scores[k], 1e-4);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace mlxgp::testing

@@ -1,11 +1,50 @@
 // generate_batch(): a list of prompts through one BatchEngine; what cannot share a batch runs alone.
 #include <mlx/memory.h>
 
+#include "generation/beam/searches.h"
 #include "generation/core/setup.h"
 #include "mlxgp/batch_engine.h"
 #include "mlxgp/error.h"
 
 namespace mlxgp {
+
+namespace {
+
+// Standard beam searches in batches of at most batch_size rows (num_beams each), one KV cache kind per
+// batch; beams are not streamed (the best hypothesis is known at the end), as with generate().
+void run_beam_batches(Model& model, const std::shared_ptr<const Tokenizer>& tokenizer,
+                      const std::vector<std::vector<int>>& prompts, const std::vector<GenerationConfig>& configs,
+                      std::vector<size_t> todo, const BatchGenerateOptions& options,
+                      std::vector<std::optional<GenerationResult>>& results) {
+  GeneratorOptions opts = options.options;
+  if (!opts.tokenizer) opts.tokenizer = tokenizer;
+  while (!todo.empty()) {
+    const GenerationConfig& first = configs[todo.front()];
+    std::vector<size_t> chunk, rest;
+    int rows = 0;
+    for (size_t i : todo) {
+      const auto& c = configs[i];
+      const bool same_kind = c.kv_bits == first.kv_bits && (!c.kv_bits || c.kv_group_size == first.kv_group_size);
+      if (same_kind && (chunk.empty() || rows + c.num_beams <= options.batch_size)) {
+        chunk.push_back(i);
+        rows += c.num_beams;
+      } else {
+        rest.push_back(i);
+      }
+    }
+    std::vector<std::vector<int>> ps;
+    std::vector<GenerationConfig> cs;
+    for (size_t i : chunk) {
+      ps.push_back(prompts[i]);
+      cs.push_back(configs[i]);
+    }
+    auto out = beam::batched_beam_search(model, tokenizer, ps, cs, opts);
+    for (size_t j = 0; j < chunk.size(); ++j) results[chunk[j]] = std::move(out[j]);
+    todo = std::move(rest);
+  }
+}
+
+}  // namespace
 
 std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
                                              const std::vector<std::vector<int>>& prompts,
@@ -18,13 +57,22 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
   std::vector<std::optional<GenerationResult>> results(prompts.size());
   BatchEngine engine(model, tokenizer, {options.batch_size});
   std::vector<std::pair<int, size_t>> ids;  // engine id -> input index
-  std::vector<size_t> alone;
+  std::vector<size_t> beams, alone;
+  std::vector<GenerationConfig> resolved(prompts.size());
   // Every request is validated before any runs, so a bad one fails the call before work is spent.
   for (size_t i = 0; i < prompts.size(); ++i) {
     auto prepared = prepare_generation(model, tokenizer, config_of(i), options.options);  // throws [config]
-    if (!batch_refusal(prepared.config, prepared.options, static_cast<int>(prompts[i].size())).empty()) {
-      check_prompt(model, prompts[i], prepared.config);
-      alone.push_back(i);
+    resolved[i] = prepared.config;
+    const int n = static_cast<int>(prompts[i].size());
+    const auto& c = prepared.config;
+    if (!batch_refusal(c, prepared.options, n).empty()) {
+      check_prompt(model, prompts[i], c);
+      // Standard beam searches share batches of their own; the rest runs alone.
+      GenerationConfig as_sampling = c;
+      as_sampling.num_beams = 1;
+      const bool batchable_beams = c.num_beams > 1 && c.num_beam_groups <= 1 && !c.force_words_ids &&
+                                   batch_refusal(as_sampling, prepared.options, n).empty();
+      (batchable_beams ? beams : alone).push_back(i);
       continue;
     }
     BatchRequest req{prompts[i], config_of(i), options.options, {}};
@@ -41,6 +89,7 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
     for (int id : engine.step())
       for (auto& [eid, index] : ids)
         if (eid == id) results[index] = engine.take_result(id);
+  run_beam_batches(model, tokenizer, prompts, resolved, beams, options, results);
   for (size_t i : alone) {
     TokenCallback cb;
     if (options.on_token) {

@@ -53,11 +53,15 @@ mx::array BeamRunner::prefill(const std::vector<int>& prompt_ids, int rows) {
 }
 
 mx::array BeamRunner::forward(const std::vector<int>& tokens) {
-  if (prefill_seconds_ == 0)
-    prefill_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  mark_decoding();
   mx::array t(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32);
   auto logits = forward_and_quantize(model_, caches_, t, 1, cache_options_);
   return mx::astype(mx::reshape(logits, {logits.shape(0), logits.shape(-1)}), mx::float32);
+}
+
+void BeamRunner::mark_decoding() {
+  if (prefill_seconds_ == 0)
+    prefill_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
 }
 
 void BeamRunner::reorder(const std::vector<int>& rows) {

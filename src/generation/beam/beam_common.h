@@ -45,6 +45,10 @@ class BeamRunner {
   mx::array prefill(const std::vector<int>& prompt_ids, int rows);
   // Forward of one token per row ([rows, 1]) -> logits [rows, V] float32 (lazy).
   mx::array forward(const std::vector<int>& tokens);
+  // A driver that batches several searches (batched_beam_search) takes the prefilled caches, and
+  // marks when decoding starts (forward() does it otherwise) for the prefill statistics.
+  KVCacheList take_caches() { return std::move(caches_); }
+  void mark_decoding();
   // Keeps cache rows `rows` in this order (HF _reorder_cache / Cache.reorder_cache).
   void reorder(const std::vector<int>& rows);
   // Whether a sequence (prompt + generated `tokens`) hits a stopping criterion (EOS, stop string,

@@ -24,4 +24,11 @@ GenerationResult constrained_beam_search(Model& model, std::shared_ptr<const Tok
                                          const std::vector<int>& prompt_ids, const GenerationConfig& config,
                                          const GeneratorOptions& options);
 
+// Standard beam searches of several prompts (one config each, all resolved and validated, with KV
+// caches of one kind) sharing one batch: each gives what standard_beam_search gives it alone.
+std::vector<GenerationResult> batched_beam_search(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
+                                                  const std::vector<std::vector<int>>& prompts,
+                                                  const std::vector<GenerationConfig>& configs,
+                                                  const GeneratorOptions& options);
+
 }  // namespace mlxgp::beam
