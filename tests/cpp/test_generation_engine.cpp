@@ -394,7 +394,7 @@ TEST(GenerateBatch, ResultsInInputOrderAndUnbatchableRequestsRunAlone) {
   EXPECT_THROW(generate_batch(*m, nullptr, prompts, {configs[0], configs[1]}), Error);
 }
 
-TEST(GenerateBatch, BeamSearchesShareABatchAndEqualTheirSoloRuns) {
+TEST(GenerateBatch, BeamSearchesOfEveryKindShareABatchAndEqualTheirSoloRuns) {
   auto m = tiny();
   std::vector<std::vector<int>> prompts;
   std::vector<GenerationConfig> configs;
@@ -423,8 +423,18 @@ TEST(GenerateBatch, BeamSearchesShareABatchAndEqualTheirSoloRuns) {
     c.early_stopping = EarlyStopping::True;
   });
   add(15, 5, [](GenerationConfig& c) { c.guidance_scale = 1.5; });
+  add(6, 6, [](GenerationConfig& c) {  // diverse group beams
+    c.num_beams = 4;
+    c.num_beam_groups = 2;
+    c.diversity_penalty = 0.7;
+    c.output_scores = true;
+  });
+  add(12, 7, [](GenerationConfig& c) {  // constrained beams
+    c.force_words_ids = ForceWords{{{17, 18}}, {{40}, {41}}};
+    c.max_new_tokens = 9;
+  });
   BatchGenerateOptions o;
-  o.batch_size = 8;  // two batches of searches (3 + 4 rows, then 3 + 3 + 3)
+  o.batch_size = 8;  // several batches of searches
   auto batched = generate_batch(*m, nullptr, prompts, configs, o);
   for (size_t i = 0; i < prompts.size(); ++i) {
     auto alone = generate(*m, nullptr, prompts[i], configs[i]);

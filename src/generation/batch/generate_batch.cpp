@@ -10,7 +10,7 @@ namespace mlxgp {
 
 namespace {
 
-// Standard beam searches in batches of at most batch_size rows (num_beams each), one KV cache kind per
+// Beam searches in batches of at most batch_size rows (num_beams each), one KV cache kind per
 // batch; beams are not streamed (the best hypothesis is known at the end), as with generate().
 void run_beam_batches(Model& model, const std::shared_ptr<const Tokenizer>& tokenizer,
                       const std::vector<std::vector<int>>& prompts, const std::vector<GenerationConfig>& configs,
@@ -67,11 +67,10 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
     const auto& c = prepared.config;
     if (!batch_refusal(c, prepared.options, n).empty()) {
       check_prompt(model, prompts[i], c);
-      // Standard beam searches share batches of their own; the rest runs alone.
+      // Beam searches (every variant) share batches of their own; the rest runs alone.
       GenerationConfig as_sampling = c;
       as_sampling.num_beams = 1;
-      const bool batchable_beams = c.num_beams > 1 && c.num_beam_groups <= 1 && !c.force_words_ids &&
-                                   batch_refusal(as_sampling, prepared.options, n).empty();
+      const bool batchable_beams = c.num_beams > 1 && batch_refusal(as_sampling, prepared.options, n).empty();
       (batchable_beams ? beams : alone).push_back(i);
       continue;
     }

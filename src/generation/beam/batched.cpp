@@ -7,7 +7,7 @@
 
 #include "cache/prefill.h"
 #include "generation/beam/searches.h"
-#include "generation/beam/standard.h"
+#include "generation/beam/search_state.h"
 #include "mlxgp/batch_cache.h"
 #include "mlxgp/error.h"
 
@@ -19,13 +19,11 @@ std::vector<GenerationResult> batched_beam_search(Model& model, std::shared_ptr<
                                                   const GeneratorOptions& options) {
   if (prompts.size() != configs.size()) fail("generate", "one beam search config per prompt");
   const size_t n = prompts.size();
-  std::vector<std::unique_ptr<StandardBeams>> searches;
+  std::vector<std::unique_ptr<BeamSearchState>> searches;
   std::vector<mx::array> logits;
   KVCacheList caches;
   for (size_t i = 0; i < n; ++i) {
-    if (configs[i].num_beam_groups > 1 || configs[i].force_words_ids)
-      fail("generate", "only standard beam search runs batched (not group or constrained beams)");
-    searches.push_back(std::make_unique<StandardBeams>(model, tokenizer, configs[i], options));
+    searches.push_back(make_beam_search(model, tokenizer, configs[i], options));
     logits.push_back(searches.back()->prefill(prompts[i]));
     append_rows(caches, searches.back()->runner().take_caches());
   }

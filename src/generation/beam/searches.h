@@ -1,4 +1,5 @@
-// The beam search variants behind beam_search() (beam_search.h).
+// The beam search variants behind beam_search() (beam_search.h), as step-wise searches
+// (search_state.h), and the driver that batches several prompts' searches.
 #pragma once
 
 #include <memory>
@@ -8,24 +9,19 @@
 
 namespace mlxgp::beam {
 
-// transformers 5.x GenerationMixin._beam_search (vectorized): beam search, and beam sampling when
-// do_sample. `config` resolved and validated.
-GenerationResult standard_beam_search(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
-                                      const std::vector<int>& prompt_ids, const GenerationConfig& config,
-                                      const GeneratorOptions& options);
+class BeamSearchState;
 
 // transformers 4.56 _group_beam_search with BeamSearchScorer (num_beam_groups > 1, diversity_penalty).
-GenerationResult group_beam_search(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
-                                   const std::vector<int>& prompt_ids, const GenerationConfig& config,
-                                   const GeneratorOptions& options);
+std::unique_ptr<BeamSearchState> make_group_beams(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
+                                                  const GenerationConfig& config, const GeneratorOptions& options);
 
 // transformers 4.56 _constrained_beam_search with ConstrainedBeamSearchScorer (force_words_ids).
-GenerationResult constrained_beam_search(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
-                                         const std::vector<int>& prompt_ids, const GenerationConfig& config,
-                                         const GeneratorOptions& options);
+std::unique_ptr<BeamSearchState> make_constrained_beams(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
+                                                        const GenerationConfig& config,
+                                                        const GeneratorOptions& options);
 
-// Standard beam searches of several prompts (one config each, all resolved and validated, with KV
-// caches of one kind) sharing one batch: each gives what standard_beam_search gives it alone.
+// Beam searches of several prompts (one config each, resolved and validated, any variant, KV caches of
+// one kind) sharing one batch: each gives what it gives alone.
 std::vector<GenerationResult> batched_beam_search(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
                                                   const std::vector<std::vector<int>>& prompts,
                                                   const std::vector<GenerationConfig>& configs,

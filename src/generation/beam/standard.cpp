@@ -12,7 +12,7 @@
 #include "generation/beam/beam_common.h"
 #include "generation/beam/beam_processors.h"
 #include "generation/beam/searches.h"
-#include "generation/beam/standard.h"
+#include "generation/beam/search_state.h"
 #include "generation/core/sampler.h"
 
 namespace mlxgp::beam {
@@ -30,13 +30,13 @@ float length_normalized(float sum, int length, double length_penalty) {
 
 StandardBeams::StandardBeams(Model& model, std::shared_ptr<const Tokenizer> tokenizer, const GenerationConfig& config,
                              const GeneratorOptions& options)
-    : config_(config),
+    : BeamSearchState(model, std::move(tokenizer), config, options),
+      config_(config),
       nb_(config.num_beams),
       // HF beams_to_keep
       k_(std::max(2, 1 + (config.eos_token_id ? static_cast<int>(config.eos_token_id->size()) : 0)) * config.num_beams),
       lp_(config.length_penalty),
       early_(config.early_stopping),
-      runner_(model, std::move(tokenizer), config, options),
       procs_(model, config, options),
       sampler_(config) {}
 
@@ -166,16 +166,20 @@ GenerationResult StandardBeams::result() {
   return runner_.result(finished_);
 }
 
-GenerationResult standard_beam_search(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
-                                      const std::vector<int>& prompt_ids, const GenerationConfig& config,
-                                      const GeneratorOptions& options) {
-  StandardBeams beams(model, std::move(tokenizer), config, options);
-  mx::array logits = beams.prefill(prompt_ids);
-  while (beams.step(logits)) {
-    beams.runner().reorder(beams.src_rows());
-    logits = beams.runner().forward(beams.new_tokens());
+std::unique_ptr<BeamSearchState> make_beam_search(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
+                                                  const GenerationConfig& config, const GeneratorOptions& options) {
+  if (config.num_beam_groups > 1) return make_group_beams(model, std::move(tokenizer), config, options);
+  if (config.force_words_ids) return make_constrained_beams(model, std::move(tokenizer), config, options);
+  return std::make_unique<StandardBeams>(model, std::move(tokenizer), config, options);
+}
+
+GenerationResult run_beam_search(BeamSearchState& search, const std::vector<int>& prompt_ids) {
+  mx::array logits = search.prefill(prompt_ids);
+  while (search.step(logits)) {
+    search.runner().reorder(search.src_rows());
+    logits = search.runner().forward(search.new_tokens());
   }
-  return beams.result();
+  return search.result();
 }
 
 }  // namespace mlxgp::beam
