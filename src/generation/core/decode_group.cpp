@@ -18,12 +18,6 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-std::vector<float> host_floats(const mx::array& a) {
-  auto f = mx::contiguous(mx::astype(a, mx::float32));  // data() is read as one row-major block
-  mx::eval(f);
-  return {f.data<float>(), f.data<float>() + f.size()};
-}
-
 }  // namespace
 
 DecodeGroup::DecodeGroup(Model& model, const GenerationConfig& config, const GeneratorOptions& options)
@@ -138,11 +132,6 @@ std::string TextStreams::push(int row, int token, FinishReason reason) {
   return piece;
 }
 
-std::vector<float> chosen_entries(const mx::array& steps, const std::vector<int>& tokens) {
-  mx::array idx(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32);
-  return host_floats(mx::take_along_axis(steps, idx, 1));
-}
-
 GenerationResult assemble_result(const DecodeGroup& group, TextStreams& texts) {
   GenerationResult result;
   result.prompt_token_ids = group.prompt();
@@ -153,11 +142,7 @@ GenerationResult assemble_result(const DecodeGroup& group, TextStreams& texts) {
     seq.token_ids = group.generated(r);
     seq.text = std::move(texts.text(r));
     seq.finish_reason = group.finish_reason(r);
-    seq.scores = group.scores(r);
-    seq.logits = group.logits(r);
-    if (seq.scores) seq.token_scores = chosen_entries(*seq.scores, seq.token_ids);
-    if (seq.logits) seq.token_logits = chosen_entries(*seq.logits, seq.token_ids);
-    seq.logprobs = group.logprobs(r);
+    group.recorder().fill(seq, r);
     total += static_cast<int>(seq.token_ids.size());
     result.sequences.push_back(std::move(seq));
   }

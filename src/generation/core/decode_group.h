@@ -47,6 +47,7 @@ class DecodeGroup {
   std::optional<mx::array> scores(int row) const { return recorder_.scores(row, generated_count(row)); }
   std::optional<mx::array> logits(int row) const { return recorder_.logits(row, generated_count(row)); }
   std::vector<float> logprobs(int row) const { return recorder_.logprobs(row, generated_count(row)); }
+  const StepRecorder& recorder() const { return recorder_; }
   double prefill_seconds() const { return prefill_seconds_; }  // start() -> first token read
   double decode_seconds() const { return decode_seconds_; }    // first token -> last token read
 
@@ -90,7 +91,5 @@ class TextStreams {
 
 // The group's sequences (tokens, texts, finish reasons, requested outputs) and its statistics.
 GenerationResult assemble_result(const DecodeGroup& group, TextStreams& texts);
-// Each generated token's entry of a [n, V] per-step array (token_scores / token_logits).
-std::vector<float> chosen_entries(const mx::array& steps, const std::vector<int>& tokens);
 
 }  // namespace mlxgp

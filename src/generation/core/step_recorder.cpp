@@ -48,4 +48,20 @@ std::vector<float> StepRecorder::logprobs(int row, int n) const {
   return {f.data<float>(), f.data<float>() + f.size()};
 }
 
+void StepRecorder::fill(GeneratedSequence& seq, int row) const {
+  const int n = static_cast<int>(seq.token_ids.size());
+  seq.scores = scores(row, n);
+  seq.logits = logits(row, n);
+  if (seq.scores) seq.token_scores = chosen_entries(*seq.scores, seq.token_ids);
+  if (seq.logits) seq.token_logits = chosen_entries(*seq.logits, seq.token_ids);
+  seq.logprobs = logprobs(row, n);
+}
+
+std::vector<float> chosen_entries(const mx::array& steps, const std::vector<int>& tokens) {
+  mx::array idx(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32);
+  auto f = mx::contiguous(mx::astype(mx::take_along_axis(steps, idx, 1), mx::float32));
+  mx::eval(f);
+  return {f.data<float>(), f.data<float>() + f.size()};
+}
+
 }  // namespace mlxgp

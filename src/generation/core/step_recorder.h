@@ -9,6 +9,7 @@
 #include <mlx/array.h>
 
 #include "mlxgp/generation_config.h"
+#include "mlxgp/generation_result.h"
 
 namespace mlxgp {
 
@@ -29,11 +30,17 @@ class StepRecorder {
   std::optional<mx::array> logits(int row, int n) const { return cut(logit_steps_, row, n); }
   std::optional<mx::array> scores(int row, int n) const { return cut(score_steps_, row, n); }
   std::vector<float> logprobs(int row, int n) const;
+  // A sequence's requested outputs from `row`, for its token_ids: the [n, V] arrays, each chosen
+  // token's entry in them, and the log-probabilities.
+  void fill(GeneratedSequence& seq, int row) const;
 
  private:
   static std::optional<mx::array> cut(const std::vector<mx::array>& steps, int row, int n);
   bool logits_, scores_, logprobs_;
   std::vector<mx::array> logit_steps_, score_steps_, logprob_steps_;
 };
+
+// Each generated token's entry of a [n, V] per-step array (token_scores / token_logits).
+std::vector<float> chosen_entries(const mx::array& steps, const std::vector<int>& tokens);
 
 }  // namespace mlxgp

@@ -105,9 +105,7 @@ class SpeculativeRun {
   double prefill_seconds() const { return prefill_seconds_; }
   double decode_seconds() const { return decode_seconds_; }
   int first_round_tokens() const { return first_round_tokens_; }
-  std::optional<mx::array> scores() const { return recorder_.scores(0, static_cast<int>(generated_.size())); }
-  std::optional<mx::array> logits() const { return recorder_.logits(0, static_cast<int>(generated_.size())); }
-  std::vector<float> logprobs() const { return recorder_.logprobs(0, static_cast<int>(generated_.size())); }
+  const StepRecorder& recorder() const { return recorder_; }
 
  private:
   // One token [1] from processed scores [1, V].
@@ -255,11 +253,7 @@ GenerationResult speculative_generate(Model& model, std::shared_ptr<const Tokeni
   seq.token_ids = run.generated();
   seq.text = std::move(texts.text(0));
   seq.finish_reason = run.finish_reason();
-  seq.scores = run.scores();
-  seq.logits = run.logits();
-  if (seq.scores) seq.token_scores = chosen_entries(*seq.scores, seq.token_ids);
-  if (seq.logits) seq.token_logits = chosen_entries(*seq.logits, seq.token_ids);
-  seq.logprobs = run.logprobs();
+  run.recorder().fill(seq, 0);
   const int total = static_cast<int>(seq.token_ids.size());
   result.sequences.push_back(std::move(seq));
   auto& s = result.stats;
