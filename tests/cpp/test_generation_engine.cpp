@@ -217,6 +217,19 @@ std::vector<Case> mixed_cases() {
   return cases;
 }
 
+// generate_batch over the cases, `rows` rows at a time.
+std::vector<GenerationResult> batch_of(Model& m, const std::vector<Case>& cases, int rows) {
+  std::vector<std::vector<int>> prompts;
+  std::vector<GenerationConfig> configs;
+  for (auto& c : cases) {
+    prompts.push_back(c.prompt);
+    configs.push_back(c.config);
+  }
+  BatchGenerateOptions o;
+  o.batch_size = rows;
+  return generate_batch(m, nullptr, prompts, configs, o);
+}
+
 TEST(BatchEngine, RequestsJoiningAndLeavingAtRandomStepsEqualTheirSoloRuns) {
   auto m = tiny();
   auto cases = mixed_cases();
@@ -264,15 +277,7 @@ TEST(BatchEngine, HooksActOnEveryRowAsOnItsSoloRun) {
   add_hook(*m, std::make_shared<ResidualInjectionHook>(std::vector<int>{0}, v, 2.0, HookPositions::Generated));
   add_hook(*m, std::make_shared<LogitBiasHook>(v, 0.5));
   auto cases = mixed_cases();
-  std::vector<std::vector<int>> prompts;
-  std::vector<GenerationConfig> configs;
-  for (auto& c : cases) {
-    prompts.push_back(c.prompt);
-    configs.push_back(c.config);
-  }
-  BatchGenerateOptions o;
-  o.batch_size = 5;
-  auto batched = generate_batch(*m, nullptr, prompts, configs, o);
+  auto batched = batch_of(*m, cases, 5);
   int differs_from_unhooked = 0;
   auto bare = tiny();
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -374,15 +379,7 @@ TEST(GenerateBatch, ResultsInInputOrderAndUnbatchableRequestsRunAlone) {
   rotating.max_kv_size = 12;
   rotating.max_new_tokens = 10;
   cases.push_back({ids_of(20, 9), rotating});
-  std::vector<std::vector<int>> prompts;
-  std::vector<GenerationConfig> configs;
-  for (auto& c : cases) {
-    prompts.push_back(c.prompt);
-    configs.push_back(c.config);
-  }
-  BatchGenerateOptions o;
-  o.batch_size = 4;
-  auto results = generate_batch(*m, nullptr, prompts, configs, o);
+  auto results = batch_of(*m, cases, 4);
   ASSERT_EQ(results.size(), cases.size());
   for (size_t i = 0; i < cases.size(); ++i) {
     auto alone = generate(*m, nullptr, cases[i].prompt, cases[i].config);
@@ -391,7 +388,8 @@ TEST(GenerateBatch, ResultsInInputOrderAndUnbatchableRequestsRunAlone) {
     for (size_t s = 0; s < alone.sequences.size(); ++s)
       EXPECT_EQ(results[i].sequences[s].token_ids, alone.sequences[s].token_ids) << "request " << i;
   }
-  EXPECT_THROW(generate_batch(*m, nullptr, prompts, {configs[0], configs[1]}), Error);
+  std::vector<std::vector<int>> prompts = {cases[0].prompt, cases[1].prompt, cases[2].prompt};
+  EXPECT_THROW(generate_batch(*m, nullptr, prompts, {cases[0].config, cases[1].config}), Error);
 }
 
 TEST(GenerateBatch, BeamSearchesOfEveryKindShareABatchAndEqualTheirSoloRuns) {
