@@ -61,8 +61,8 @@ def test_bad_settings(gen, args, component, fragment):
 
 
 def test_prompt_and_input_ids_are_exclusive(gen):
-    check_error(gen("--prompt", "Hi", "--input-ids", "1,2"), "cli", "exactly one of --prompt and --input-ids")
-    check_error(gen(), "cli", "exactly one of --prompt and --input-ids")
+    check_error(gen("--prompt", "Hi", "--input-ids", "1,2"), "cli", "exactly one of --prompt, --input-ids and --prompts-file")
+    check_error(gen(), "cli", "exactly one of --prompt, --input-ids and --prompts-file")
     check_error(gen("--input-ids", "1,x"), "cli", "--input-ids expects comma-separated integers")
 
 
