@@ -53,7 +53,8 @@ def main() -> int:
     prepare_models()
 
     ctx = Context(mlxgp_bin=mlxgp_bin, python=PYTHON, repeats=args.repeats,
-                  max_new_tokens=args.max_new_tokens, log=lambda s: print(s, flush=True))
+                  max_new_tokens=args.max_new_tokens, log=lambda s: print(s, flush=True),
+                  write_files=not args.no_write)
     results, failures = [], []
     for name in args.sections:
         sec = registry[name]

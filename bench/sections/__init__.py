@@ -16,6 +16,7 @@ class Context:
     repeats: int
     max_new_tokens: int
     log: Callable[[str], None] = print
+    write_files: bool = True  # False under --no-write: sections leave files outside the report alone too
 
     def mlxgp_missing(self) -> str | None:
         """Why mlxgp engines cannot run (no binary), or None."""
@@ -43,7 +44,7 @@ class Section:
 SECTIONS: dict[str, Section] = {}
 
 # Section modules, imported in this order (which is also the report's order).
-MODULES = ["generation", "matmul", "tokenizer", "processors", "hooks", "training", "beams", "speculative", "python_api", "memory"]
+MODULES = ["generation", "batching", "matmul", "tokenizer", "processors", "hooks", "training", "beams", "speculative", "python_api", "memory"]
 
 
 def section(name: str, title: str):
