@@ -78,6 +78,7 @@ class BatchEngine {
   void admit();
   Step build_step(const mx::array& input);  // input: each row's last token [rows]
   void decode();
+  void settle_pending();  // waits for a queued step, then drops it
   void finish(Request& r);           // assembles the result, moves it to done_
   void drop_rows_of(const std::vector<int>& leaving_ids);
 

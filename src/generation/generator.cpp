@@ -29,7 +29,10 @@ Generator::Generator(Model& model, GenerationConfig config, GeneratorOptions opt
   batch_ = group_->rows();
 }
 
-Generator::~Generator() = default;
+Generator::~Generator() {
+  // A step queued ahead may still be running on MLX's stream: wait for it before its arrays go.
+  if (pending_) mx::synchronize();
+}
 
 bool Generator::done() const { return group_->done(); }
 FinishReason Generator::finish_reason(int row) const { return group_->finish_reason(row); }
@@ -100,7 +103,10 @@ const std::vector<int>& Generator::step_batch() {
   const std::vector<int>& out = group_->accept(current.data<int32_t>());
   for (int at : options_.memory_trace_at)
     if (at == produced) memory_trace_.push_back({produced, mx::get_peak_memory(), mx::get_active_memory()});
-  if (done()) pending_.reset();  // drop the speculative extra step (the group dropped its outputs)
+  if (done() && pending_) {  // the extra step queued ahead (and its outputs): let it finish, then drop it
+    mx::synchronize();
+    pending_.reset();
+  }
   return out;
 }
 

@@ -56,7 +56,15 @@ BatchEngine::BatchEngine(Model& model, std::shared_ptr<const Tokenizer> tokenize
   if (options_.max_batch_rows < 1) fail("generate", "the batch size must be >= 1");
 }
 
-BatchEngine::~BatchEngine() = default;
+BatchEngine::~BatchEngine() { settle_pending(); }
+
+void BatchEngine::settle_pending() {
+  // A queued step may still be running on MLX's stream: wait for it before its arrays are dropped (a
+  // process that exits with our kernels mid-flight on the stream thread corrupts its heap).
+  if (!pending_) return;
+  mx::synchronize();  // every task of the step, its recorded outputs included
+  pending_.reset();
+}
 
 int BatchEngine::running_rows() const { return static_cast<int>(next_input_.size()); }
 
@@ -128,8 +136,8 @@ void BatchEngine::drop_rows_of(const std::vector<int>& leaving) {
   running_ = std::move(still);
   next_input_ = std::move(input);
   if (running_.empty()) {
+    settle_pending();
     caches_.clear();
-    pending_.reset();
     return;
   }
   keep_rows(caches_, keep);
