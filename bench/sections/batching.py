@@ -216,8 +216,8 @@ def _plot(engines: list[Engine], ctx: Context) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return ("Plot: not drawn, matplotlib is not installed in .venv (the benchmark installs nothing for it); "
-                "install it there and re-run to get docs/batching.png.")
+        return ("Plot: not drawn, matplotlib is missing from .venv (requirements.txt pins it: run "
+                "scripts/setup.sh).")
     if not ctx.write_files:
         return "Plot: not written (--no-write)."
     try:
