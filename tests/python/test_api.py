@@ -157,3 +157,28 @@ def test_chat_and_tokenizer(mgp, default_model, hf_default):
     out = mgp.generate(model, tokenizer, "What is 2+2?", max_tokens=4, chat=True)
     assert out["prompt_token_ids"] == tokenizer.encode(ref, add_special_tokens=False)
     assert tokenizer.decode(tokenizer.encode("Hello world")) == hf_default[1].decode(hf_default[1]("Hello world")["input_ids"])
+
+
+def test_a_list_of_prompts_is_one_batched_call(mgp, default_model):
+    import mlx.core as mx
+
+    model, tokenizer = default_model
+    prompts = [PROMPT, "The capital of France is", "Hi"]
+    cfgs = [mgp.GenerationConfig(max_tokens=6), mgp.GenerationConfig(max_tokens=4, repetition_penalty=1.3),
+            mgp.GenerationConfig(max_tokens=5, do_sample=True, seed=3)]
+    streamed = {}
+    outs = mgp.generate(model, tokenizer, prompts, cfgs, batch_size=2,
+                        callback=lambda i, token, text: streamed.setdefault(i, []).append(token))
+    assert [o["prompt_token_ids"] for o in outs] == [tokenizer.encode(p) for p in prompts]
+    for p, c, o in zip(prompts, cfgs, outs):
+        assert o["tokens"] == mgp.generate(model, tokenizer, p, c)["tokens"]  # each equals its solo run
+        assert o["tokens"] == streamed[prompts.index(p)]
+    # One config for all; a [B, T] array is B prompts.
+    ids = mx.array([[504, 3575, 282], [19556, 905, 30]])
+    both = mgp.generate(model, tokenizer, ids, max_tokens=3)
+    assert [o["tokens"] for o in both] == [mgp.generate(model, tokenizer, row, max_tokens=3)["tokens"]
+                                           for row in ids.tolist()]
+    with pytest.raises(ValueError, match="2 configs for 3 prompts"):
+        mgp.generate(model, tokenizer, prompts, cfgs[:2])
+    with pytest.raises(ValueError, match="stream_generate takes one prompt"):
+        mgp.stream_generate(model, tokenizer, prompts)
