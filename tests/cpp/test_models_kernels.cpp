@@ -91,6 +91,9 @@ TEST_F(Kernels, QuantizedMatmulLargeShapesUseEveryThread) {
   // Big enough to be split across the pool; odd N so the last chunk is partial.
   check({4, 32, 1, 4099, 576, mx::float32}, 7);
   check({8, 64, 3, 2051, 1536, mx::float16}, 8);
+  // Batched rows over many weight tiles: blocks of 8 (AVX-512) and 4, remainders of 1 and 3.
+  check({4, 32, 13, 4099, 576, mx::float32}, 9);
+  check({8, 64, 19, 1027, 576, mx::bfloat16}, 10);
 }
 
 TEST_F(Kernels, QuantizedMatmulBatchedAndStridedInputs) {
@@ -139,8 +142,9 @@ TEST_F(Kernels, DenseLinearMatchesMatmulForEachIsa) {
     SCOPED_TRACE(isa);
     ASSERT_TRUE(mlxgp::kernels::set_cpu_isa_cap(isa));
     // K values with and without a SIMD tail; odd row counts; N large enough to be split.
+    // M > 4 with N spanning many weight tiles (for_weight_tiles): each tile serves every row block.
     for (auto [M, N, K] : {std::tuple{1, 67, 192}, std::tuple{3, 130, 77}, std::tuple{8, 4099, 576},
-                           std::tuple{5, 33, 1536}}) {
+                           std::tuple{5, 33, 1536}, std::tuple{7, 517, 576}}) {
       SCOPED_TRACE("M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
       auto x = mx::random::normal({M, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));
       auto w = mx::random::normal({N, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));
