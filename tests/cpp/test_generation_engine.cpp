@@ -312,6 +312,19 @@ TEST(BatchEngine, CancelledRequestLeavesAndTheOthersGoOn) {
       if (id == other) o = engine.take_result(id);
   ASSERT_TRUE(o);
   EXPECT_EQ(o->sequences[0].token_ids, generate(*m, nullptr, cases[1].prompt, cases[1].config).sequences[0].token_ids);
+  // A request cancelled while it waits leaves at once, with its prompt and no tokens.
+  BatchEngine small(*m, nullptr, {1});
+  small.submit({ids_of(5, 1), long_one, {}, {}});
+  int waiting = small.submit({ids_of(7, 2), long_one, {}, {}});
+  small.step();
+  EXPECT_EQ(small.queued(), 1);
+  small.cancel(waiting);
+  auto w = small.take_result(waiting);
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->prompt_token_ids, ids_of(7, 2));
+  EXPECT_TRUE(w->sequences[0].token_ids.empty());
+  EXPECT_EQ(w->sequences[0].finish_reason, FinishReason::Cancelled);
+  EXPECT_EQ(small.queued(), 0);
 }
 
 TEST(BatchEngine, CancelFromATokenCallbackTakesEffectAfterTheStep) {

@@ -101,6 +101,7 @@ void BatchEngine::cancel(int id) {
   }
   for (auto it = queue_.begin(); it != queue_.end(); ++it) {
     if ((*it)->id != id) continue;
+    (*it)->group->start((*it)->prompt);  // checked at submit; the result names its prompt
     (*it)->group->cancel();
     finish(**it);
     queue_.erase(it);
