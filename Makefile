@@ -22,7 +22,8 @@ run: build
 test-cpp: build
 	cd $(BUILD) && ctest --output-on-failure -j 2
 
-test-parity: build
+# The parity tests drive the Python package too (test_batch_generate.py): install it first.
+test-parity: build python-install
 	MLXGP_BIN=$(abspath $(BUILD))/mlxgp $(PY) -m pytest -q tests/parity
 
 # The Python package, installed editable into .venv; the extension builds in $(BUILD)/python-ext

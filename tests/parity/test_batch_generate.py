@@ -380,7 +380,7 @@ def test_mixed_configs_in_one_batch(default_gguf, run_mlxgp, tmp_path):
 # ---------------------------------------------------------------------------------------------- 4. Python
 
 def test_python_batch_equals_cli(default_gguf, run_mlxgp, tmp_path):
-    mgp = pytest.importorskip("mlx_gen_parity")
+    import mlx_gen_parity as mgp  # make test-parity installs the package first
     model, tok = mgp.load(str(default_gguf))
     texts = ["The quick brown fox", "Hi", "The sky is blue because"]
     cfg = {"max_new_tokens": 10, "repetition_penalty": 1.2}
