@@ -54,6 +54,11 @@ class KVCache {
  protected:
   // Reorders left_padding_ as select(batch_indices) reorders the rows (reads the indices on the host).
   void select_padding(const mx::array& batch_indices);
+  // The padding after `other`'s rows are appended to these `rows` rows and both are aligned on the right
+  // at `len` positions; call before offset() changes.
+  void join_padding(const KVCache& other, int rows, int other_rows, int len);
+  // Checks that every row has at least n positions of padding (throws [cache]) and removes them.
+  void drop_padding(int n);
   std::vector<int> left_padding_;
 };
 

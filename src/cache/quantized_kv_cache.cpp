@@ -5,6 +5,8 @@
 #include <algorithm>
 
 #include <mlx/mlx.h>
+
+#include "cache/row_padding.h"
 #include <mlx/utils.h>
 
 #include "mlxgp/error.h"
@@ -215,53 +217,31 @@ void QuantizedKVCache::append_rows(const QuantizedKVCache& other) {
     values_ = theirs->second;
     return;
   }
-  const int rows_a = mine->first.data.shape(0), rows_b = theirs->first.data.shape(0);
   const int len = std::max(offset_, other.offset_);
-  // Zero rows on the left (data, scales and biases 0: they dequantize to 0 and are masked out).
-  auto widen = [&](const QuantizedTensor& t) {
-    auto left = [&](const mx::array& a) {
-      const int extra = len - a.shape(2);
-      if (extra == 0) return a;
-      mx::Shape z = a.shape();
-      z[2] = extra;
-      return mx::concatenate({mx::zeros(z, a.dtype()), a}, 2);
-    };
-    return QuantizedTensor{left(t.data), left(t.scales), left(t.biases)};
-  };
+  join_padding(other, mine->first.data.shape(0), theirs->first.data.shape(0), len);
+  // Zero positions on the left (data, scales and biases 0: they dequantize to 0 and are masked out).
   auto join = [&](const QuantizedTensor& a, const QuantizedTensor& b) {
-    auto wa = widen(a), wb = widen(b);
-    return QuantizedTensor{mx::concatenate({wa.data, wb.data}, 0), mx::concatenate({wa.scales, wb.scales}, 0),
-                           mx::concatenate({wa.biases, wb.biases}, 0)};
+    auto cat = [&](const mx::array& x, const mx::array& y) {
+      return mx::concatenate({pad_front(x, len), pad_front(y, len)}, 0);
+    };
+    return QuantizedTensor{cat(a.data, b.data), cat(a.scales, b.scales), cat(a.biases, b.biases)};
   };
-  std::vector<int> pad(rows_a + rows_b, 0);
-  for (int r = 0; r < rows_a; ++r) pad[r] = (left_padding_.empty() ? 0 : left_padding_[r]) + len - offset_;
-  for (int r = 0; r < rows_b; ++r)
-    pad[rows_a + r] = (other.left_padding_.empty() ? 0 : other.left_padding_[r]) + len - other.offset_;
   keys_ = join(mine->first, theirs->first);
   values_ = join(mine->second, theirs->second);
   offset_ = len;
-  left_padding_ = std::all_of(pad.begin(), pad.end(), [](int p) { return p == 0; }) ? std::vector<int>{} : pad;
 }
 
 void QuantizedKVCache::drop_leading(int n) {
   if (n <= 0) return;
   auto kv = fetch();
-  if (!kv || n > offset_) fail("cache", "cannot drop more positions than the cache holds");
-  for (int p : left_padding_.empty() ? std::vector<int>{0} : left_padding_)
-    if (p < n) fail("cache", "drop_leading would remove a stored token");
+  if (!kv) fail("cache", "cannot drop positions of an empty cache");
+  drop_padding(n);
   auto cut = [&](const QuantizedTensor& t) {
-    auto one = [&](const mx::array& a) {
-      mx::Shape start(4, 0);
-      start[2] = n;
-      return mx::slice(a, start, a.shape());
-    };
-    return QuantizedTensor{one(t.data), one(t.scales), one(t.biases)};
+    return QuantizedTensor{cut_front(t.data, n), cut_front(t.scales, n), cut_front(t.biases, n)};
   };
   keys_ = cut(kv->first);
   values_ = cut(kv->second);
   offset_ -= n;
-  for (int& p : left_padding_) p -= n;
-  if (std::all_of(left_padding_.begin(), left_padding_.end(), [](int p) { return p == 0; })) left_padding_.clear();
 }
 
 void maybe_quantize_kv_caches(KVCacheList& caches, int quantized_kv_start, int group_size, int bits) {

@@ -7,6 +7,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/kv_cache.h"
 
+#include "cache/row_padding.h"
+
 namespace mlxgp {
 
 namespace {
@@ -79,6 +81,25 @@ AttentionMask KVCache::make_mask(int n) const {
   return mask;
 }
 
+void KVCache::join_padding(const KVCache& other, int rows, int other_rows, int len) {
+  std::vector<int> pad;
+  auto add = [&](const KVCache& c, int n) {
+    for (int r = 0; r < n; ++r) pad.push_back((c.left_padding_.empty() ? 0 : c.left_padding_[r]) + len - c.offset());
+  };
+  add(*this, rows);
+  add(other, other_rows);
+  left_padding_ = std::move(pad);
+  clear_if_unpadded(left_padding_);
+}
+
+void KVCache::drop_padding(int n) {
+  if (n > offset()) fail("cache", "cannot drop more positions than the cache holds");
+  for (int p : left_padding_.empty() ? std::vector<int>{0} : left_padding_)
+    if (p < n) fail("cache", "drop_leading would remove a stored token");
+  for (int& p : left_padding_) p -= n;
+  clear_if_unpadded(left_padding_);
+}
+
 std::vector<int> KVCache::row_offsets() const {
   std::vector<int> out;
   for (int p : left_padding_) out.push_back(offset() - p);
@@ -142,51 +163,26 @@ void StandardKVCache::append_rows(const StandardKVCache& other) {
     values_ = std::make_shared<mx::array>(theirs->second);
     return;
   }
-  const int rows_a = mine->first.shape(0), rows_b = theirs->first.shape(0);
-  const int len = std::max(offset_, other.offset_);
-  // Left-pads [B, H, T, D] to `len` positions with zeros (masked out by make_mask).
-  auto widen = [&](const mx::array& a) {
-    const int extra = len - a.shape(2);
-    if (extra == 0) return a;
-    mx::Shape z = a.shape();
-    z[2] = extra;
-    return mx::concatenate({mx::zeros(z, a.dtype()), a}, 2);
-  };
-  auto pads = [&](const std::vector<int>& p, int rows, int shift) {
-    std::vector<int> out(rows, shift);
-    for (int r = 0; r < rows && r < static_cast<int>(p.size()); ++r) out[r] += p[r];
-    return out;
-  };
-  std::vector<int> pad = pads(left_padding_, rows_a, len - offset_);
-  auto more = pads(other.left_padding_, rows_b, len - other.offset_);
-  pad.insert(pad.end(), more.begin(), more.end());
   if (mine->first.shape(1) != theirs->first.shape(1) || mine->first.shape(3) != theirs->first.shape(3))
     fail("cache", "cannot append rows of a cache with another head layout");
-  auto keys = mx::concatenate({widen(mine->first), widen(mx::astype(theirs->first, mine->first.dtype()))}, 0);
-  auto values = mx::concatenate({widen(mine->second), widen(mx::astype(theirs->second, mine->second.dtype()))}, 0);
-  keys_ = std::make_shared<mx::array>(keys);
-  values_ = std::make_shared<mx::array>(values);
+  const int len = std::max(offset_, other.offset_);
+  join_padding(other, mine->first.shape(0), theirs->first.shape(0), len);
+  auto join = [&](const mx::array& a, const mx::array& b) {
+    return mx::concatenate({pad_front(a, len), pad_front(mx::astype(b, a.dtype()), len)}, 0);
+  };
+  keys_ = std::make_shared<mx::array>(join(mine->first, theirs->first));
+  values_ = std::make_shared<mx::array>(join(mine->second, theirs->second));
   offset_ = len;
-  left_padding_ = std::move(pad);
-  clear_if_unpadded(left_padding_);
 }
 
 void StandardKVCache::drop_leading(int n) {
   if (n <= 0) return;
   auto kv = fetch();
-  if (!kv || n > offset_) fail("cache", "cannot drop more positions than the cache holds");
-  for (int p : left_padding_.empty() ? std::vector<int>{0} : left_padding_)
-    if (p < n) fail("cache", "drop_leading would remove a stored token");
-  auto cut = [&](const mx::array& a) {
-    mx::Shape start(4, 0);
-    start[2] = n;
-    return mx::slice(a, start, a.shape());
-  };
-  keys_ = std::make_shared<mx::array>(cut(kv->first));
-  values_ = std::make_shared<mx::array>(cut(kv->second));
+  if (!kv) fail("cache", "cannot drop positions of an empty cache");
+  drop_padding(n);
+  keys_ = std::make_shared<mx::array>(cut_front(kv->first, n));
+  values_ = std::make_shared<mx::array>(cut_front(kv->second, n));
   offset_ -= n;
-  for (int& p : left_padding_) p -= n;
-  clear_if_unpadded(left_padding_);
 }
 
 }  // namespace mlxgp
