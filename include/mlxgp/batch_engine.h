@@ -116,5 +116,7 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
 // Why a request cannot join a batch (empty when it can): the refusal message of BatchEngine::submit.
 // `prompt_tokens` (-1: unknown) decides kv_bits with quantized_kv_start.
 std::string batch_refusal(const GenerationConfig& config, const GeneratorOptions& options, int prompt_tokens = -1);
+// Rows share one cache list, so requests in one batch quantize their KV caches alike (or not at all).
+bool same_cache_kind(const GenerationConfig& a, const GenerationConfig& b);
 
 }  // namespace mlxgp

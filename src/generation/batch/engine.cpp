@@ -42,14 +42,9 @@ std::string batch_refusal(const GenerationConfig& c, const GeneratorOptions& o, 
   return {};
 }
 
-namespace {
-
-// Rows share one cache list, so requests in one batch quantize their KV caches alike (or not at all).
 bool same_cache_kind(const GenerationConfig& a, const GenerationConfig& b) {
   return a.kv_bits == b.kv_bits && (!a.kv_bits || a.kv_group_size == b.kv_group_size);
 }
-
-}  // namespace
 
 BatchEngine::BatchEngine(Model& model, std::shared_ptr<const Tokenizer> tokenizer, BatchEngineOptions options)
     : model_(model), tokenizer_(std::move(tokenizer)), options_(options) {

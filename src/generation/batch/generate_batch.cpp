@@ -24,8 +24,7 @@ void run_beam_batches(Model& model, const std::shared_ptr<const Tokenizer>& toke
     int rows = 0;
     for (size_t i : todo) {
       const auto& c = configs[i];
-      const bool same_kind = c.kv_bits == first.kv_bits && (!c.kv_bits || c.kv_group_size == first.kv_group_size);
-      if (same_kind && (chunk.empty() || rows + c.num_beams <= options.batch_size)) {
+      if (same_cache_kind(c, first) && (chunk.empty() || rows + c.num_beams <= options.batch_size)) {
         chunk.push_back(i);
         rows += c.num_beams;
       } else {
