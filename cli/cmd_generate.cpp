@@ -201,6 +201,9 @@ int run_generate(const std::vector<std::string>& argv) {
     BatchGenerateOptions batch_options;
     batch_options.batch_size = batch_size;
     batch_options.options = gen_options;
+    batch_options.on_alone = [](int request, const std::string& why) {
+      std::fprintf(stderr, "[generate] request %d runs alone: %s\n", request + 1, why.c_str());
+    };
     const auto t0 = std::chrono::steady_clock::now();
     auto results = generate_batch(*loaded.model, loaded.tokenizer, prompts, configs, batch_options);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -10,8 +10,8 @@
 namespace mlxgp {
 
 // Appends the rows of `more` (one cache per layer, as `caches`) after the rows of `caches`. An empty
-// `caches` list takes `more` as it is. Throws [cache] unless both are standard caches, or both quantized
-// alike (a rotating cache's rows cannot be aligned).
+// `caches` list takes `more` as it is. Throws [cache] unless both are standard caches, both quantized
+// alike, or both rotating alike (their rows then share a BatchRotatingKVCache, which only decodes).
 void append_rows(KVCacheList& caches, KVCacheList more);
 // Keeps the rows `rows` (in that order; not empty) and drops the leading positions that are padding in
 // every kept row.

@@ -50,9 +50,9 @@ class BatchEngine {
   BatchEngine& operator=(const BatchEngine&) = delete;
 
   // Validates the request now (throws [config] / [generate] / [cache] / [prompt-cache], and refuses
-  // in one line what cannot share a batch: beam search, speculative and prompt-lookup decoding, rotating
-  // KV caches, quantized_kv_start beyond the prompt, memory traces) and queues it. Returns its id.
-  // Requests with quantized KV caches (kv_bits) share a batch with requests quantized alike only.
+  // in one line what cannot share a batch: beam search, speculative and prompt-lookup decoding,
+  // quantized_kv_start beyond the prompt, memory traces) and queues it. Returns its id. Requests share a
+  // batch only with requests of the same cache kind (same_cache_kind).
   int submit(BatchRequest request);
   // Ends a queued or running request: its rows leave the batch, its result keeps the tokens so far with
   // FinishReason::Cancelled. Unknown or finished ids are ignored. Called from a token callback, it takes
@@ -102,12 +102,15 @@ struct BatchGenerateOptions {
   GeneratorOptions options;  // shared by every request (tokenizer, processors, callbacks)
   // Called for each new token of any request: its index in the input list, its row, the token and text.
   std::function<void(int request, int row, int token, const std::string& text)> on_token;
+  // Called before the run for each request that cannot share a batch and runs alone: its index and
+  // why (batch_refusal's line). The CLI prints it and Python warns: the setting is honoured, not batched.
+  std::function<void(int request, const std::string& why)> on_alone;
 };
 
 // Generates for every prompt, with configs[i] for prompts[i] (one config for all when configs has one
-// entry). Results come back in input order. Requests that cannot share a batch (beam search,
-// speculative or prompt-lookup decoding, rotating KV caches) run alone through generate(), one after
-// another, so every setting is honoured.
+// entry). Results come back in input order. Beam searches share batches of their own
+// (beam::batched_beam_search); requests that cannot share a batch (speculative or prompt-lookup
+// decoding, memory traces) run alone through generate(), one after another, so every setting is honoured.
 std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
                                              const std::vector<std::vector<int>>& prompts,
                                              const std::vector<GenerationConfig>& configs,
@@ -116,7 +119,8 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
 // Why a request cannot join a batch (empty when it can): the refusal message of BatchEngine::submit.
 // `prompt_tokens` (-1: unknown) decides kv_bits with quantized_kv_start.
 std::string batch_refusal(const GenerationConfig& config, const GeneratorOptions& options, int prompt_tokens = -1);
-// Rows share one cache list, so requests in one batch quantize their KV caches alike (or not at all).
+// Rows share one cache list, so requests in one batch quantize their KV caches alike (or not at all) and
+// rotate them alike (max_kv_size and kv_keep, or no rotating cache).
 bool same_cache_kind(const GenerationConfig& a, const GenerationConfig& b);
 
 }  // namespace mlxgp

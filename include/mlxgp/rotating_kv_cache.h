@@ -31,6 +31,9 @@ class RotatingKVCache : public KVCache {
   int size() const { return std::min(offset_, max_size_); }
   // The raw buffer length (ring order; > max_size right after a chunk). 0 before the first update.
   int buffer_length() const { return keys_ ? keys_->shape(2) : 0; }
+  // The positions held, in temporal order (keys, values [B, H, held, D]): the first min(keep, offset)
+  // are the row's first tokens, the last min(offset, max_size - keep) its latest. nullopt when empty.
+  std::optional<std::pair<mx::array, mx::array>> ordered() const;
 
  private:
   std::pair<mx::array, mx::array> update_in_place(const mx::array& keys, const mx::array& values);

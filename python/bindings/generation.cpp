@@ -155,8 +155,13 @@ nb::list run_generate_batch(PyModel& pm, std::shared_ptr<Tokenizer> tokenizer,
       scope.guarded([&] { fn(index, row, token, nb::str(text.data(), text.size())); });
     };
   }
+  std::vector<std::string> alone;
+  options.on_alone = [&alone](int request, const std::string& why) {
+    alone.push_back("[generate] request " + std::to_string(request) + " runs alone: " + why);
+  };
   std::vector<GenerationResult> results;
   scope.run([&] { results = generate_batch(*pm.model, tokenizer, prompts, configs, options); });
+  for (auto& w : alone) PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 1);
   nb::list out;
   for (size_t i = 0; i < results.size(); ++i) out.append(result_dict(results[i], configs.size() == 1 ? configs[0] : configs[i]));
   return out;

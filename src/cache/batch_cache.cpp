@@ -7,26 +7,34 @@
 
 #include "mlxgp/error.h"
 #include "mlxgp/quantized_kv_cache.h"
+#include "mlxgp/rotating_kv_cache.h"
+
+#include "cache/batch_rotating_kv_cache.h"
 
 namespace mlxgp {
 
 namespace {
 
-// Standard and quantized caches keep rows in temporal order with per-row padding; a rotating cache's
-// rows cannot be aligned once it wraps.
-void append_one(KVCache& to, const KVCache& from) {
-  if (auto* s = dynamic_cast<StandardKVCache*>(&to))
+// Standard and quantized caches keep rows in temporal order with per-row padding; rotating caches' rows
+// join a BatchRotatingKVCache (the first ones become one when the second arrive).
+void append_one(std::unique_ptr<KVCache>& to, const KVCache& from) {
+  if (auto* s = dynamic_cast<StandardKVCache*>(to.get()))
     if (auto* o = dynamic_cast<const StandardKVCache*>(&from)) return s->append_rows(*o);
-  if (auto* q = dynamic_cast<QuantizedKVCache*>(&to))
+  if (auto* q = dynamic_cast<QuantizedKVCache*>(to.get()))
     if (auto* o = dynamic_cast<const QuantizedKVCache*>(&from)) return q->append_rows(*o);
-  fail("cache", "rows of different lengths can only share standard or quantized KV caches of one kind (not "
-                "max_kv_size)");
+  if (auto* o = dynamic_cast<const RotatingKVCache*>(&from)) {
+    if (auto* r = dynamic_cast<const RotatingKVCache*>(to.get())) to = std::make_unique<BatchRotatingKVCache>(*r);
+    if (auto* b = dynamic_cast<BatchRotatingKVCache*>(to.get())) return b->append_rows(*o);
+  }
+  fail("cache", "rows of different lengths can only share KV caches of one kind (standard, quantized alike, or "
+                "rotating alike)");
 }
 
 void drop_one(KVCache& c, int n) {
   if (auto* s = dynamic_cast<StandardKVCache*>(&c)) return s->drop_leading(n);
   if (auto* q = dynamic_cast<QuantizedKVCache*>(&c)) return q->drop_leading(n);
-  fail("cache", "only standard or quantized KV caches drop padding");
+  if (auto* r = dynamic_cast<BatchRotatingKVCache*>(&c)) return r->drop_leading(n);
+  fail("cache", "only standard, quantized or batched rotating KV caches drop padding");
 }
 
 }  // namespace
@@ -39,7 +47,7 @@ void append_rows(KVCacheList& caches, KVCacheList more) {
   if (caches.size() != more.size())
     fail("cache", "cannot append rows: " + std::to_string(more.size()) + " layers against " +
                       std::to_string(caches.size()));
-  for (size_t i = 0; i < caches.size(); ++i) append_one(*caches[i], *more[i]);
+  for (size_t i = 0; i < caches.size(); ++i) append_one(caches[i], *more[i]);
 }
 
 void keep_rows(KVCacheList& caches, const std::vector<int>& rows) {

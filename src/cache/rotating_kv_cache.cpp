@@ -121,6 +121,11 @@ std::pair<mx::array, mx::array> RotatingKVCache::keys_and_values() const {
   return {*keys_, *values_};
 }
 
+std::optional<std::pair<mx::array, mx::array>> RotatingKVCache::ordered() const {
+  if (!keys_) return std::nullopt;
+  return std::make_pair(temporal_order(*keys_), temporal_order(*values_));
+}
+
 int RotatingKVCache::trim(int n) {
   if (n < 0) fail("cache", "cannot trim a negative number of positions");
   if (!is_trimmable()) return 0;  // entries were evicted: rolling back cannot restore them

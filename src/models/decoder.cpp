@@ -5,6 +5,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/rotating_kv_cache.h"
 
+#include "cache/batch_rotating_kv_cache.h"
+
 namespace mlxgp {
 
 namespace {
@@ -136,7 +138,8 @@ mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& 
   const auto& slides = config_.sliding_layers;
   if (config_.sliding_window && std::find(slides.begin(), slides.end(), true) != slides.end()) {
     const int window = *config_.sliding_window;
-    if (offset + T > window && dynamic_cast<const RotatingKVCache*>(caches[0].get()))
+    if (offset + T > window && (dynamic_cast<const RotatingKVCache*>(caches[0].get()) ||
+                                dynamic_cast<const BatchRotatingKVCache*>(caches[0].get())))
       fail("model", "sliding-window attention (sliding_window " + std::to_string(window) +
                         ") with a rotating KV cache (max_kv_size) is not supported past the window");
     sliding = sliding_window_mask(offset, T, window, mask);

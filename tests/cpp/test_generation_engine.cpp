@@ -157,21 +157,78 @@ TEST(BatchCache, QuantizedRowsComputeWhatTheyComputeAlone) {
   EXPECT_LT(max_abs_diff(mx::slice(logits, {1, 0, 0}, {2, 1, 64}), b), 1e-4f);
 }
 
-TEST(BatchCache, OnlyStandardAndQuantizedCachesTakeRows) {
+// Rotating caches (max_kv_size) of rows of different lengths (shorter than the window, past it, and
+// prefilled in several chunks) keep, step after step while their rings wrap, the view each has alone;
+// rows leave and join mid-way. keep = 0 and keep = 3 alike.
+void check_rotating_rows_match(int keep) {
   auto m = tiny();
-  KVCacheList a, b;
   CacheOptions rotating;
   rotating.max_kv_size = 8;
-  a = make_caches(*m, rotating);
-  b = make_caches(*m, rotating);
-  mx::eval(m->forward(row_array(ids_of(3, 1)), a));
-  mx::eval(m->forward(row_array(ids_of(3, 2)), b));
-  try {
-    append_rows(a, std::move(b));
-    FAIL() << "expected [cache]";
-  } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()).rfind("[cache]", 0), 0u) << e.what();
+  rotating.kv_keep = keep;
+  const std::vector<std::vector<int>> prompts = {ids_of(3, 1), ids_of(20, 2), ids_of(7, 3), ids_of(11, 4)};
+  KVCacheList batch;
+  std::vector<KVCacheList> alone;
+  std::vector<int> rows;  // the prompt of each batch row
+  auto join = [&](int p) {
+    for (int copy = 0; copy < 2; ++copy) {
+      auto c = make_caches(*m, rotating);
+      const auto& ids = prompts[p];
+      if (p == 1) {  // two chunks: the second trims the first as a chunked prefill does
+        std::vector<int> a(ids.begin(), ids.begin() + 12), b(ids.begin() + 12, ids.end());
+        mx::eval(m->forward(row_array(a), c));
+        mx::eval(m->forward(row_array(b), c));
+      } else {
+        mx::eval(m->forward(row_array(ids), c));
+      }
+      if (copy == 0) append_rows(batch, std::move(c));
+      else alone.push_back(std::move(c));
+    }
+    rows.push_back(p);
+  };
+  join(0);
+  join(1);
+  join(2);
+  for (int step = 0; step < 14; ++step) {
+    if (step == 5) {  // the 20-token row leaves
+      keep_rows(batch, {0, 2});
+      alone.erase(alone.begin() + 1);
+      rows.erase(rows.begin() + 1);
+    }
+    if (step == 7) join(3);
+    const int n = static_cast<int>(rows.size());
+    std::vector<int> tokens;
+    for (int r = 0; r < n; ++r) tokens.push_back((step * 5 + rows[r] * 11) % 64);
+    auto logits = m->forward(mx::array(tokens.data(), {n, 1}, mx::int32), batch);
+    for (int r = 0; r < n; ++r) {
+      auto solo_logits = m->forward(mx::array(&tokens[r], {1, 1}, mx::int32), alone[r]);
+      EXPECT_LT(max_abs_diff(mx::slice(logits, {r, 0, 0}, {r + 1, 1, 64}), solo_logits), 1e-5f)
+          << "keep " << keep << " prompt " << rows[r] << " step " << step;
+    }
   }
+}
+
+TEST(BatchCache, RotatingRowsKeepTheirSoloView) { check_rotating_rows_match(0); }
+TEST(BatchCache, RotatingRowsWithKeptPositionsKeepTheirSoloView) { check_rotating_rows_match(3); }
+
+TEST(BatchCache, RowsOfDifferentCacheKindsAreRefused) {
+  auto m = tiny();
+  auto refused = [&](const CacheOptions& x, const CacheOptions& y) {
+    auto a = make_caches(*m, x), b = make_caches(*m, y);
+    mx::eval(m->forward(row_array(ids_of(3, 1)), a));
+    mx::eval(m->forward(row_array(ids_of(5, 2)), b));
+    try {
+      append_rows(a, std::move(b));
+      FAIL() << "expected [cache]";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("[cache]", 0), 0u) << e.what();
+    }
+  };
+  CacheOptions standard, rot8, rot9;
+  rot8.max_kv_size = 8;
+  rot9.max_kv_size = 9;
+  refused(standard, rot8);
+  refused(rot8, standard);
+  refused(rot8, rot9);
 }
 
 struct Case {
@@ -218,7 +275,8 @@ std::vector<Case> mixed_cases() {
 }
 
 // generate_batch over the cases, `rows` rows at a time.
-std::vector<GenerationResult> batch_of(Model& m, const std::vector<Case>& cases, int rows) {
+std::vector<GenerationResult> batch_of(Model& m, const std::vector<Case>& cases, int rows,
+                                       std::vector<std::string>* alone = nullptr) {
   std::vector<std::vector<int>> prompts;
   std::vector<GenerationConfig> configs;
   for (auto& c : cases) {
@@ -227,6 +285,7 @@ std::vector<GenerationResult> batch_of(Model& m, const std::vector<Case>& cases,
   }
   BatchGenerateOptions o;
   o.batch_size = rows;
+  if (alone) o.on_alone = [alone](int i, const std::string& why) { alone->push_back(std::to_string(i) + ": " + why); };
   return generate_batch(m, nullptr, prompts, configs, o);
 }
 
@@ -364,9 +423,6 @@ TEST(BatchEngine, RefusesWhatCannotShareABatchInOneLine) {
   GenerationConfig beams;
   beams.num_beams = 2;
   expect_refused(beams, "num_beams");
-  GenerationConfig rotating;
-  rotating.max_kv_size = 16;
-  expect_refused(rotating, "max_kv_size");
   GenerationConfig late_quant;
   late_quant.kv_bits = 4;
   late_quant.quantized_kv_start = 10;  // beyond the 3-token prompt
@@ -381,7 +437,7 @@ TEST(BatchEngine, RefusesWhatCannotShareABatchInOneLine) {
   EXPECT_FALSE(engine.busy());
 }
 
-TEST(GenerateBatch, ResultsInInputOrderAndUnbatchableRequestsRunAlone) {
+TEST(GenerateBatch, ResultsInInputOrderAndEveryRequestEqualsItsSoloRun) {
   auto m = tiny();
   auto cases = mixed_cases();
   GenerationConfig beams;
@@ -392,7 +448,21 @@ TEST(GenerateBatch, ResultsInInputOrderAndUnbatchableRequestsRunAlone) {
   rotating.max_kv_size = 12;
   rotating.max_new_tokens = 10;
   cases.push_back({ids_of(20, 9), rotating});
-  auto results = batch_of(*m, cases, 4);
+  cases.push_back({ids_of(5, 10), rotating});  // shares the first rotating request's batch
+  GenerationConfig rotating_beams = rotating;
+  rotating_beams.num_beams = 2;
+  cases.push_back({ids_of(14, 11), rotating_beams});
+  cases.push_back({ids_of(6, 12), rotating_beams});
+  GenerationConfig lookup;
+  lookup.prompt_lookup_num_tokens = 2;
+  lookup.max_new_tokens = 6;
+  cases.push_back({ids_of(12, 13), lookup});
+  std::vector<std::string> alone_runs;
+  auto results = batch_of(*m, cases, 4, &alone_runs);
+  // Only the prompt-lookup request runs alone, and the caller is told so in one line.
+  ASSERT_EQ(alone_runs.size(), 1u);
+  EXPECT_EQ(alone_runs[0].rfind(std::to_string(cases.size() - 1) + ": ", 0), 0u) << alone_runs[0];
+  EXPECT_NE(alone_runs[0].find("prompt-lookup"), std::string::npos) << alone_runs[0];
   ASSERT_EQ(results.size(), cases.size());
   for (size_t i = 0; i < cases.size(); ++i) {
     auto alone = generate(*m, nullptr, cases[i].prompt, cases[i].config);

@@ -101,13 +101,14 @@ def test_window_that_never_fills_changes_nothing(run_mlxgp, qwen3, strategy):
 
 @pytest.mark.parametrize("option", ["rotating", "quantized"])
 def test_batched_requests_with_cache_options_equal_their_solo_runs(run_mlxgp, qwen3, tmp_path, option):
-    """Quantized requests share a batch with requests quantized alike (left-padded quantized rows); a
-    rotating cache's rows cannot be aligned, so such requests run alone. Either way each request gets
-    its solo result."""
+    """Quantized requests share a batch with requests quantized alike (left-padded quantized rows),
+    rotating ones with requests rotating alike (each row keeps its solo view while the ring wraps), beam
+    searches too; a request without the option runs in a batch of its own kind. Each request gets its
+    solo result."""
     opt = ROTATING if option == "rotating" else QUANT
     config = {"max_kv_size": 16, "kv_keep": 2} if option == "rotating" else {"kv_bits": 4, "kv_group_size": 32}
     lines = [(PROMPT, config), (PROMPT[:9], {}), (PROMPT[:5], config), (PROMPT[3:], config),
-             (PROMPT, dict(config, num_beams=3))]
+             (PROMPT, dict(config, num_beams=3)), (PROMPT[:7], dict(config, num_beams=3))]
     f = tmp_path / "requests.jsonl"
     f.write_text("\n".join(json.dumps({"input_ids": ids, "config": c}) for ids, c in lines) + "\n")
     out = run_mlxgp("generate", "--model", qwen3, "--prompts-file", f, "--max-new-tokens", N, "--min-new-tokens", N,

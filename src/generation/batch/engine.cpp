@@ -33,7 +33,6 @@ std::string batch_refusal(const GenerationConfig& c, const GeneratorOptions& o, 
   if (c.num_beams > 1) return "beam search (num_beams > 1) cannot share a batch with other requests";
   if (c.use_speculative || c.prompt_lookup_num_tokens)
     return "speculative and prompt-lookup decoding cannot share a batch with other requests";
-  if (c.max_kv_size) return "a rotating KV cache (max_kv_size) cannot share a batch: its rows cannot be aligned";
   // A quantized cache joins quantized: with quantized_kv_start past the prompt, the row would be
   // quantized when the batch (not the row) reaches that length.
   if (c.kv_bits && c.quantized_kv_start && (prompt_tokens < 0 || *c.quantized_kv_start > prompt_tokens))
@@ -43,7 +42,8 @@ std::string batch_refusal(const GenerationConfig& c, const GeneratorOptions& o, 
 }
 
 bool same_cache_kind(const GenerationConfig& a, const GenerationConfig& b) {
-  return a.kv_bits == b.kv_bits && (!a.kv_bits || a.kv_group_size == b.kv_group_size);
+  return a.kv_bits == b.kv_bits && (!a.kv_bits || a.kv_group_size == b.kv_group_size) &&
+         a.max_kv_size == b.max_kv_size && (!a.max_kv_size || a.kv_keep == b.kv_keep);
 }
 
 BatchEngine::BatchEngine(Model& model, std::shared_ptr<const Tokenizer> tokenizer, BatchEngineOptions options)

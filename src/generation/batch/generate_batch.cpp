@@ -64,12 +64,13 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
     resolved[i] = prepared.config;
     const int n = static_cast<int>(prompts[i].size());
     const auto& c = prepared.config;
-    if (!batch_refusal(c, prepared.options, n).empty()) {
+    if (auto why = batch_refusal(c, prepared.options, n); !why.empty()) {
       check_prompt(model, prompts[i], c);
       // Beam searches (every variant) share batches of their own; the rest runs alone.
       GenerationConfig as_sampling = c;
       as_sampling.num_beams = 1;
       const bool batchable_beams = c.num_beams > 1 && batch_refusal(as_sampling, prepared.options, n).empty();
+      if (!batchable_beams && options.on_alone) options.on_alone(static_cast<int>(i), c.num_beams > 1 ? batch_refusal(as_sampling, prepared.options, n) : why);
       (batchable_beams ? beams : alone).push_back(i);
       continue;
     }
