@@ -1,6 +1,7 @@
 #include "args.h"
 
 #include <charconv>
+#include <cstdint>
 #include <iostream>
 #include <sstream>
 
@@ -34,6 +35,15 @@ bool Args::parse(const std::vector<std::string>& argv) {
     if (!spec) fail("cli", "unknown option --" + name + " for 'mlxgp " + command_ + "'");
     if (spec->takes_value && !inline_value) {
       if (i + 1 >= argv.size()) fail("cli", "--" + name + " needs a value");
+      // `--model --prompt Hi`: the next word is one of this command's options, so --model has no value
+      // (a value that starts with "--" can still be given as --name=value).
+      const std::string& next = argv[i + 1];
+      if (next.rfind("--", 0) == 0) {
+        const std::string next_name = next.substr(2, next.find('=') == std::string::npos ? std::string::npos : next.find('=') - 2);
+        bool is_option = next == "--help";
+        for (auto& [n, s] : specs_) is_option = is_option || n == next_name;
+        if (is_option) fail("cli", "--" + name + " needs a value (got the option " + next + " instead)");
+      }
       value = argv[++i];
     }
     if (!spec->takes_value) value = "1";
@@ -59,9 +69,21 @@ std::optional<long long> Args::get_int(const std::string& name) const {
   if (!v) return std::nullopt;
   long long out = 0;
   auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), out);
+  if (ec == std::errc::result_out_of_range && p == v->data() + v->size())
+    fail("cli", "--" + name + " is out of range (" + (v->rfind('-', 0) == 0 ? "min " + std::to_string(INT64_MIN)
+                                                                            : "max " + std::to_string(INT64_MAX)) +
+                    "), got '" + *v + "'");
   if (ec != std::errc() || p != v->data() + v->size() || v->empty())
     fail("cli", "--" + name + " expects an integer, got '" + *v + "'");
   return out;
+}
+
+std::optional<int> Args::get_int32(const std::string& name) const {
+  auto v = get_int(name);
+  if (!v) return std::nullopt;
+  if (*v > INT32_MAX) fail("cli", "--" + name + " is out of range (max " + std::to_string(INT32_MAX) + "), got '" + *get(name) + "'");
+  if (*v < INT32_MIN) fail("cli", "--" + name + " is out of range (min " + std::to_string(INT32_MIN) + "), got '" + *get(name) + "'");
+  return static_cast<int>(*v);
 }
 
 std::optional<double> Args::get_double(const std::string& name) const {
@@ -85,6 +107,10 @@ std::optional<std::vector<int>> Args::get_int_list(const std::string& name) cons
   while (std::getline(ss, item, ',')) {
     long long x = 0;
     auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), x);
+    if (!item.empty() && p == item.data() + item.size() &&
+        (ec == std::errc::result_out_of_range || (ec == std::errc() && (x < INT32_MIN || x > INT32_MAX))))
+      fail("cli", "--" + name + " value '" + item + "' is out of range (min " + std::to_string(INT32_MIN) + ", max " +
+                      std::to_string(INT32_MAX) + ")");
     if (item.empty() || ec != std::errc() || p != item.data() + item.size() || x < INT32_MIN || x > INT32_MAX)
       fail("cli", "--" + name + " expects comma-separated integers, got '" + *v + "'");
     out.push_back(static_cast<int>(x));

@@ -23,6 +23,8 @@ class Args {
   // Typed getters: throw [cli] "--name expects an integer, got 'x'".
   std::optional<long long> get_int(const std::string& name) const;
   std::optional<double> get_double(const std::string& name) const;
+  // get_int within int32: throws [cli] "--name is out of range (max 2147483647), got 'x'".
+  std::optional<int> get_int32(const std::string& name) const;
   // "1,2,3" -> {1,2,3}; throws [cli] on anything else.
   std::optional<std::vector<int>> get_int_list(const std::string& name) const;
   std::string usage() const;

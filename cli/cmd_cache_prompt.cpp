@@ -23,10 +23,7 @@ int run_cache_prompt(const std::vector<std::string>& argv) {
   if (!args.parse(argv)) return 0;
   if (args.has("prompt") == args.has("input-ids")) fail("cli", "pass exactly one of --prompt and --input-ids");
   const std::string out = args.require("out");
-  if (out.empty()) fail("cli", "--out needs a file name");
-  auto dir = std::filesystem::path(out).parent_path();
-  if (!dir.empty() && !std::filesystem::is_directory(dir))
-    fail("cli", "--out: directory '" + dir.string() + "' does not exist");
+  check_output_file(out, "--out");
   int chunk = 512;
   if (auto n = args.get_int("prefill-chunk-size")) {
     if (*n < 1 || *n > INT32_MAX) fail("cli", "--prefill-chunk-size must be between 1 and 2^31-1");

@@ -28,8 +28,8 @@ int run_convert(const std::vector<std::string>& argv) {
   options.quantize = args.has("quantize");
   if ((args.has("q-bits") || args.has("q-group-size")) && !options.quantize)
     fail("cli", "--q-bits / --q-group-size need --quantize");
-  if (auto b = args.get_int("q-bits")) options.bits = static_cast<int>(*b);
-  if (auto g = args.get_int("q-group-size")) options.group_size = static_cast<int>(*g);
+  if (auto b = args.get_int32("q-bits")) options.bits = *b;
+  if (auto g = args.get_int32("q-group-size")) options.group_size = *g;
   if (auto d = args.get("dtype")) options.dtype = parse_dtype(*d);
   auto r = convert_to_mlx(*hf, *out, options);
   std::cerr << "[convert] wrote " << r.out_dir << ": " << r.tensors << " tensors (" << r.quantized_tensors

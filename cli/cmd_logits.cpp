@@ -44,9 +44,10 @@ int run_logits(const std::vector<std::string>& argv) {
   if (!ids_arg) args.require("input-ids");
   const std::vector<int> ids = *ids_arg;
   const std::string out = args.require("out");
+  check_output_file(out, "--out");
   if (ids.empty()) fail("cli", "--input-ids is empty");
   const int T = static_cast<int>(ids.size());
-  const int prefill = static_cast<int>(args.get_int("prefill").value_or(std::max(1, T - 16)));
+  const int prefill = args.get_int32("prefill").value_or(std::max(1, T - 16));
   if (prefill < 1 || prefill > T)
     fail("cli", "--prefill must be between 1 and the number of ids (" + std::to_string(T) + ")");
 

@@ -9,7 +9,9 @@
 #include "args.h"
 #include "commands.h"
 #include "mlxgp/chat_template.h"
+#include "files.h"
 #include "mlxgp/error.h"
+#include "mlxgp/paths.h"
 #include "mlxgp/loader.h"
 #include "mlxgp/safetensors_io.h"
 #include "mlxgp/steering.h"
@@ -19,6 +21,7 @@ namespace mlxgp::cli {
 namespace {
 
 std::vector<std::string> read_lines(const std::string& path, const std::string& flag) {
+  reject_directory(path, "steer", flag + " file");
   std::ifstream in(path);
   if (!in) fail("steer", "cannot read " + flag + " file '" + path + "'");
   std::vector<std::string> lines;
@@ -61,6 +64,7 @@ int run_extract(const std::vector<std::string>& argv) {
       .option("out", "output .safetensors file (key steering_vector)");
   if (!args.parse(argv)) return 0;
   const auto out = args.require("out");
+  check_output_file(out, "--out");
   for (const char* set : {"positive", "negative"}) {
     const bool text = args.has(set), ids = args.has(std::string(set) + "-ids");
     if (text == ids) fail("cli", std::string("give exactly one of --") + set + " and --" + set + "-ids");
@@ -105,13 +109,13 @@ int run_extract(const std::vector<std::string>& argv) {
   auto positive = prompts("positive");
   auto negative = prompts("negative");
   auto v = extract_steering_vector(model, positive, negative, static_cast<int>(*layer), reduce);
-  save_safetensors_atomic(out, {{"steering_vector", v}},
-                          {{"format", "mlxgp-steering-vector"},
-                           {"layer", std::to_string(*layer)},
-                           {"position", position},
-                           {"model", loaded.source},
-                           {"n_positive", std::to_string(positive.size())},
-                           {"n_negative", std::to_string(negative.size())}},
+  mlxgp::save_safetensors_atomic(out, {{"steering_vector", v}},
+                                 {{"format", "mlxgp-steering-vector"},
+                                  {"layer", std::to_string(*layer)},
+                                  {"position", position},
+                                  {"model", loaded.source},
+                                  {"n_positive", std::to_string(positive.size())},
+                                  {"n_negative", std::to_string(negative.size())}},
                           "steer");
   auto norm = mx::sqrt(mx::sum(mx::square(v))).item<float>();
   std::fprintf(stderr, "[steer] layer %lld, %zu positive / %zu negative prompts, |v| = %.4f -> %s\n",

@@ -131,10 +131,10 @@ int run_train(const std::vector<std::string>& argv) {
   const std::string mode = args.get("mode").value_or("lora");
   if (mode != "full" && mode != "lora" && mode != "soft-prompt")
     fail("cli", "--mode must be full, lora or soft-prompt, got '" + mode + "'");
-  const int steps = static_cast<int>(args.get_int("steps").value_or(100));
-  const int batch_size = static_cast<int>(args.get_int("batch-size").value_or(4));
-  const int accum = static_cast<int>(args.get_int("grad-accum").value_or(1));
-  const int seq_len = static_cast<int>(args.get_int("seq-len").value_or(256));
+  const int steps = args.get_int32("steps").value_or(100);
+  const int batch_size = args.get_int32("batch-size").value_or(4);
+  const int accum = args.get_int32("grad-accum").value_or(1);
+  const int seq_len = args.get_int32("seq-len").value_or(256);
   if (steps < 1 || batch_size < 1 || accum < 1) fail("cli", "--steps, --batch-size and --grad-accum must be >= 1");
   const uint64_t seed = static_cast<uint64_t>(args.get_int("seed").value_or(0));
   const bool shuffle = !args.has("no-shuffle");
@@ -144,11 +144,11 @@ int run_train(const std::vector<std::string>& argv) {
   tc.label_smoothing = args.get_double("label-smoothing").value_or(0.0);
   tc.max_grad_norm = args.get_double("max-grad-norm").value_or(0.0);
   tc.loss_scale = parse_loss_scale(args.get("loss-scale").value_or(tc.dtype == mx::float16 ? "dynamic" : "none"));
-  tc.inject_overflow_step = static_cast<int>(args.get_int("inject-overflow-at").value_or(0));
+  tc.inject_overflow_step = args.get_int32("inject-overflow-at").value_or(0);
   LrSchedule schedule;
   schedule.kind = parse_lr_schedule(args.get("schedule").value_or("constant"));
   schedule.lr = args.get_double("lr").value_or(1e-4);
-  schedule.warmup_steps = static_cast<int>(args.get_int("warmup").value_or(0));
+  schedule.warmup_steps = args.get_int32("warmup").value_or(0);
   schedule.total_steps = steps;
   if (!(schedule.lr > 0) || schedule.warmup_steps < 0) fail("cli", "--lr must be > 0 and --warmup >= 0");
 
@@ -167,14 +167,14 @@ int run_train(const std::vector<std::string>& argv) {
     for (auto& [name, w] : model.parameters()) trainable.push_back(name);
     std::sort(trainable.begin(), trainable.end());
   } else if (mode == "lora") {
-    lora.rank = static_cast<int>(args.get_int("lora-rank").value_or(8));
+    lora.rank = args.get_int32("lora-rank").value_or(8);
     lora.alpha = args.get_double("lora-alpha").value_or(16.0);
     lora.dropout = args.get_double("lora-dropout").value_or(0.0);
     if (auto t = args.get("lora-targets")) lora.target_modules = split_list(*t);
     lora.seed = seed;
     trainable = add_lora(model, lora);
   } else {
-    const int n = static_cast<int>(args.get_int("soft-prompt-tokens").value_or(8));
+    const int n = args.get_int32("soft-prompt-tokens").value_or(8);
     if (n < 1) fail("cli", "--soft-prompt-tokens must be >= 1");
     mx::array init = mx::zeros({1});
     if (auto text = args.get("soft-prompt-init")) {
@@ -238,15 +238,21 @@ int run_train(const std::vector<std::string>& argv) {
     start_step = ck.step;
     std::fprintf(stderr, "[train] resumed from %s at step %d\n", ck.path.c_str(), start_step);
   }
-  if (start_step >= steps) fail("train", "the checkpoint is already at step " + std::to_string(start_step));
+  if (start_step > steps)
+    fail("train", "the checkpoint is already at step " + std::to_string(start_step) + ", beyond --steps " +
+                      std::to_string(steps));
+  // Leftovers of a run killed mid-save (temporary checkpoint folders, half-written weights) are never
+  // read; remove them so they do not pile up.
+  if (int n = remove_stale_checkpoint_temps(out_dir))
+    std::fprintf(stderr, "[train] removed %d temporary file(s) left by an interrupted run in %s\n", n, out_dir.c_str());
 
   std::ofstream log;
   if (auto p = args.get("log-json")) {
     log.open(*p, std::ios::app);
     if (!log) fail("cli", "cannot write --log-json file '" + *p + "'");
   }
-  const int eval_every = static_cast<int>(args.get_int("eval-every").value_or(valid_set.empty() ? 0 : 50));
-  const int save_every = static_cast<int>(args.get_int("save-every").value_or(0));
+  const int eval_every = args.get_int32("eval-every").value_or(valid_set.empty() ? 0 : 50);
+  const int save_every = args.get_int32("save-every").value_or(0);
   auto save = [&](int step) {
     json meta = {{"identity", identity}, {"seed", seed}, {"shuffle", shuffle}};
     std::unordered_map<std::string, WeightMap> files = {{"trainer_state", trainer.state()}};
@@ -294,21 +300,37 @@ int run_train(const std::vector<std::string>& argv) {
     }
     if (save_every > 0 && (step + 1) % save_every == 0 && step + 1 < steps) save(step + 1);
   }
-  auto ck = save(steps);
-  // Final artefacts for inference.
-  std::string artefact;
-  if (mode == "lora") {
-    artefact = (fs::path(out_dir) / "adapters.safetensors").string();
-    save_lora(model, artefact, lora);
-  } else if (mode == "soft-prompt") {
-    artefact = (fs::path(out_dir) / "soft_prompt.safetensors").string();
-    save_safetensors_atomic(artefact, {{"soft_prompt", trainer.masters().at(kSoftPromptKey)}},
-                            {{"format", "mlxgp-soft-prompt"}}, "train");
-  } else {
-    artefact = (fs::path(out_dir) / "model.safetensors").string();
-    std::unordered_map<std::string, mx::array> w(trainer.masters().begin(), trainer.masters().end());
-    save_safetensors_atomic(artefact, w, {{"format", "pt"}}, "train");
+  // Final artefacts for inference: written before the final checkpoint, so a `latest` at the last step
+  // always comes with complete final weights (a run killed while writing them resumes from the
+  // previous checkpoint and writes both again).
+  auto write_artefact = [&] {
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    if (ec) fail("train", "cannot create " + out_dir + ": " + ec.message());
+    std::string artefact;
+    if (mode == "lora") {
+      artefact = (fs::path(out_dir) / "adapters.safetensors").string();
+      save_lora(model, artefact, lora);
+    } else if (mode == "soft-prompt") {
+      artefact = (fs::path(out_dir) / "soft_prompt.safetensors").string();
+      save_safetensors_atomic(artefact, {{"soft_prompt", trainer.masters().at(kSoftPromptKey)}},
+                              {{"format", "mlxgp-soft-prompt"}}, "train");
+    } else {
+      artefact = (fs::path(out_dir) / "model.safetensors").string();
+      std::unordered_map<std::string, mx::array> w(trainer.masters().begin(), trainer.masters().end());
+      save_safetensors_atomic(artefact, w, {{"format", "pt"}}, "train");
+    }
+    return artefact;
+  };
+  if (start_step == steps) {
+    // Resumed from the final checkpoint (an earlier run was killed while writing its final weights, or is
+    // simply re-run): the final weights are written again from it.
+    auto artefact = write_artefact();
+    std::fprintf(stderr, "[train] the checkpoint is already at step %d: %s rewritten from it\n", steps, artefact.c_str());
+    return 0;
   }
+  auto artefact = write_artefact();
+  auto ck = save(steps);
   if (!valid_set.empty()) std::fprintf(stderr, "[train] final validation loss %.4f\n", valid_loss());
   std::fprintf(stderr, "[train] checkpoint %s, %s written\n", ck.c_str(), artefact.c_str());
   return 0;
@@ -328,7 +350,7 @@ int run_loss(const std::vector<std::string>& argv) {
     return it->second;
   };
   auto r = xent_loss(get("logits"), get("targets"), args.get_double("label-smoothing").value_or(0.0),
-                     static_cast<int>(args.get_int("ignore-index").value_or(-100)));
+                     args.get_int32("ignore-index").value_or(-100));
   save_safetensors_atomic(args.require("out"), {{"loss", r.loss}, {"n_tokens", r.n_tokens}}, {}, "loss");
   return 0;
 }

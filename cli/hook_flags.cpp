@@ -15,8 +15,12 @@ namespace {
 mx::array read_vector_file(const std::string& path, const std::string& key, const std::string& flag) {
   auto contents = load_safetensors_file(path);
   auto it = contents.tensors.find(key);
-  if (it != contents.tensors.end()) return it->second;
-  if (contents.tensors.size() == 1) return contents.tensors.begin()->second;
+  if (it == contents.tensors.end() && contents.tensors.size() == 1) it = contents.tensors.begin();
+  if (it != contents.tensors.end()) {
+    // An all-NaN vector would otherwise run to exit 0 with garbage text.
+    require_finite(it->second, "cli", flag + " file '" + path + "': tensor '" + it->first + "'");
+    return it->second;
+  }
   fail("cli", flag + " file '" + path + "' has no tensor '" + key + "' and more than one tensor");
 }
 

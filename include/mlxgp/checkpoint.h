@@ -26,6 +26,11 @@ struct Checkpoint {
 std::string save_checkpoint(const std::string& out_dir, int step, const std::unordered_map<std::string, WeightMap>& files,
                             const nlohmann::json& meta, int keep = 2);
 
+// Removes what interrupted saves leave in `out_dir`: `.tmp-checkpoint-*` folders, `*.tmp.safetensors`
+// files and `latest.tmp` (never a complete checkpoint or `latest`). Returns how many
+// entries were removed. Call it before a run writes into `out_dir` (one writer per folder).
+int remove_stale_checkpoint_temps(const std::string& out_dir);
+
 // The checkpoint `latest` names in `dir` (or `dir` itself when it is a checkpoint). Throws [checkpoint]
 // when there is none or a file is corrupt.
 Checkpoint load_checkpoint(const std::string& dir);

@@ -52,4 +52,9 @@ struct ModelConfig {
 // Parses config.json text; throws [config] on malformed JSON or missing/invalid required fields.
 ModelConfig parse_model_config(const std::string& json_text);
 
+// Rejects values no model can run with (non-positive sizes or heads, heads that do not divide, a
+// non-positive or non-finite rms_norm_eps / rope_theta / rope scaling factor): throws [component].
+// parse_model_config and the GGUF loader call it; sizes are checked against the weights at build time.
+void validate_model_config(const ModelConfig& config, const std::string& component = "config");
+
 }  // namespace mlxgp

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 namespace mlxgp {
 
@@ -13,5 +14,9 @@ std::string cache_dir();
 std::string resolve_model_path(const std::string& spec);
 
 std::string version();
+
+// Throws [component] "<what> '<path>' is a directory, not a file" when `path` names a directory (reading
+// one with a stream fails obscurely); anything else (missing, unreadable) is left to the caller's read.
+void reject_directory(const std::string& path, std::string_view component, std::string_view what = "");
 
 }  // namespace mlxgp

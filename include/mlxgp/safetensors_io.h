@@ -19,6 +19,10 @@ struct SafetensorsContents {
 // Throws [safetensors] naming the file and the problem (missing, truncated, corrupt header, ...).
 SafetensorsContents load_safetensors_file(const std::string& path);
 
+// Throws [component] "<what> holds NaN or infinite values" unless every element of a floating-point
+// array is finite (integer arrays pass). Evaluates the array.
+void require_finite(const mx::array& a, const std::string& component, const std::string& what);
+
 // Writes to a temporary file beside `path`, then renames it over `path`, so a reader (or a crash
 // mid-write) never leaves a half-written file. Throws [component] on failure.
 void save_safetensors_atomic(const std::string& path, const std::unordered_map<std::string, mx::array>& tensors,

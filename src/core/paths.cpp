@@ -22,4 +22,10 @@ std::string resolve_model_path(const std::string& spec) {
 
 std::string version() { return MLXGP_VERSION; }
 
+void reject_directory(const std::string& path, std::string_view component, std::string_view what) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    fail(component, std::string(what) + (what.empty() ? "'" : " '") + path + "' is a directory, not a file");
+}
+
 }  // namespace mlxgp

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mlxgp/error.h"
+#include "mlxgp/paths.h"
 #include "mlxgp/loader.h"
 
 namespace mlxgp {
@@ -27,6 +28,7 @@ const char* const kCopied[] = {"tokenizer.json",      "tokenizer_config.json", "
                                "generation_config.json"};
 
 std::string read_file(const fs::path& p) {
+  reject_directory(p.string(), "convert");
   std::ifstream in(p, std::ios::binary);
   if (!in) fail("convert", "cannot read " + p.string());
   std::stringstream ss;

@@ -98,6 +98,8 @@ ModelConfig gguf_config(const Meta& meta, const std::unordered_map<std::string, 
   if (c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.num_key_value_heads <= 0 || c.num_hidden_layers <= 0 ||
       c.num_attention_heads % c.num_key_value_heads != 0)
     fail("gguf", "inconsistent attention metadata");
+  if (!get_num(meta, p + "attention.key_length") && c.hidden_size % c.num_attention_heads != 0)
+    fail("gguf", "metadata '" + p + "embedding_length' is not divisible by '" + p + "attention.head_count'");
   c.head_dim = get_num(meta, p + "attention.key_length") ? require_int(meta, p + "attention.key_length")
                                                          : c.hidden_size / c.num_attention_heads;
   c.max_position_embeddings = get_num(meta, p + "context_length") ? require_int(meta, p + "context_length") : 2048;
@@ -118,6 +120,7 @@ ModelConfig gguf_config(const Meta& meta, const std::unordered_map<std::string, 
   if (auto b = get_num(meta, "tokenizer.ggml.bos_token_id")) c.bos_token_id = static_cast<int>(*b);
   if (auto e = get_num(meta, "tokenizer.ggml.eos_token_id")) c.eos_token_id = {static_cast<int>(*e)};
   if (auto pd = get_num(meta, "tokenizer.ggml.padding_token_id")) c.pad_token_id = static_cast<int>(*pd);
+  validate_model_config(c, "gguf");
   return c;
 }
 

@@ -2,6 +2,9 @@
 // (transformers 5.x `rope_parameters`, older `rope_theta` + `rope_scaling`).
 #include "mlxgp/model_config.h"
 
+#include <cmath>
+#include <cstdio>
+
 #include <nlohmann/json.hpp>
 
 #include "mlxgp/error.h"
@@ -64,7 +67,46 @@ std::optional<RopeScaling> parse_rope(const json& r) {
   return s;
 }
 
+std::string number_text(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+
 }  // namespace
+
+void validate_model_config(const ModelConfig& c, const std::string& component) {
+  auto positive_int = [&](const char* name, long long v) {
+    if (v <= 0) fail(component, std::string("field '") + name + "' must be a positive integer, got " + std::to_string(v));
+  };
+  auto positive_real = [&](const char* name, double v) {
+    if (!std::isfinite(v) || v <= 0)
+      fail(component, std::string("field '") + name + "' must be a finite number > 0, got " + number_text(v));
+  };
+  positive_int("vocab_size", c.vocab_size);
+  positive_int("hidden_size", c.hidden_size);
+  positive_int("intermediate_size", c.intermediate_size);
+  positive_int("num_hidden_layers", c.num_hidden_layers);
+  positive_int("num_attention_heads", c.num_attention_heads);
+  positive_int("num_key_value_heads", c.num_key_value_heads);
+  positive_int("head_dim", c.head_dim);
+  if (c.num_attention_heads % c.num_key_value_heads != 0)
+    fail(component, "num_attention_heads must be a multiple of num_key_value_heads");
+  if (c.head_dim % 2 != 0) fail(component, "head_dim must be even for rotary embeddings");
+  if (c.max_position_embeddings < 0)
+    fail(component, "field 'max_position_embeddings' must be >= 0, got " + std::to_string(c.max_position_embeddings));
+  positive_real("rms_norm_eps", c.rms_norm_eps);
+  positive_real("rope_theta", c.rope_theta);
+  if (c.rope_scaling) {
+    positive_real("rope_scaling.factor", c.rope_scaling->factor);
+    positive_real("rope_scaling.low_freq_factor", c.rope_scaling->low_freq_factor);
+    positive_real("rope_scaling.high_freq_factor", c.rope_scaling->high_freq_factor);
+    positive_int("rope_scaling.original_max_position_embeddings", c.rope_scaling->original_max_position_embeddings);
+  }
+  if (c.sliding_window && *c.sliding_window < 1) fail(component, "sliding_window must be at least 1");
+  if (!c.sliding_layers.empty() && static_cast<long long>(c.sliding_layers.size()) != c.num_hidden_layers)
+    fail(component, "layer_types must list one entry per layer");
+}
 
 ModelConfig parse_model_config(const std::string& json_text) {
   json j;
@@ -162,6 +204,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
                          std::to_string(q.group_size) + ")");
     c.quantization = q;
   }
+  validate_model_config(c, "config");
   return c;
 }
 

@@ -1,14 +1,18 @@
 // Safetensors validation: header length, JSON header, dtype/shape/offset consistency with the file
 // size (the format's spec: 8-byte LE header size, JSON {name: {dtype, shape, data_offsets}}, data).
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <tuple>
+#include <vector>
 
 #include <mlx/mlx.h>
 #include <nlohmann/json.hpp>
 
 #include "io/checkpoint_files.h"
 #include "mlxgp/error.h"
+#include "mlxgp/paths.h"
 #include "mlxgp/safetensors_io.h"
 
 namespace mlxgp::io {
@@ -16,6 +20,7 @@ namespace mlxgp::io {
 namespace fs = std::filesystem;
 
 std::string read_text_file(const std::string& path) {
+  reject_directory(path, "load");
   std::ifstream f(path, std::ios::binary);
   if (!f) fail("load", "cannot read " + path);
   return std::string(std::istreambuf_iterator<char>(f), {});
@@ -31,6 +36,7 @@ const std::map<std::string, int> kDtypeSizes = {
 
 void validate(const std::string& path) {
   auto bad = [&](const std::string& why) { fail("safetensors", path + ": " + why); };
+  reject_directory(path, "safetensors");
   std::error_code ec;
   const auto file_size = fs::file_size(path, ec);
   if (ec) fail("load", "cannot read " + path);
@@ -55,6 +61,7 @@ void validate(const std::string& path) {
   }
   if (!j.is_object()) bad("the header is not a JSON object");
   const uint64_t data_size = file_size - 8 - header_len;
+  std::vector<std::tuple<uint64_t, uint64_t, std::string>> ranges;  // [begin, end), name
   for (auto& [name, info] : j.items()) {
     if (name == "__metadata__") continue;
     const std::string t = "tensor '" + name + "'";
@@ -80,7 +87,31 @@ void validate(const std::string& path) {
           std::to_string(data_size) + " data bytes (truncated file?)");
     if (end - begin != numel * kDtypeSizes.at(dt.get<std::string>()))
       bad(t + " data size does not match its dtype and shape");
+    ranges.emplace_back(begin, end, name);
   }
+  // As the safetensors library does (Metadata::validate): sorted by offset, the tensors tile the data
+  // area exactly, so no two tensors share bytes and no byte is unaccounted for.
+  std::sort(ranges.begin(), ranges.end());
+  uint64_t at = 0;
+  const std::string* prev = nullptr;
+  for (auto& [begin, end, name] : ranges) {
+    auto span = [](uint64_t b, uint64_t e) {
+      std::string s(1, '[');
+      s.append(std::to_string(b)).append(", ").append(std::to_string(e)).append(")");
+      return s;
+    };
+    if (begin < at)
+      bad("invalid offset: tensor '" + name + "' data " + span(begin, end) + " overlaps tensor '" + *prev +
+          "' (data up to " + std::to_string(at) + ")");
+    if (begin > at)
+      bad("invalid offset: tensor '" + name + "' data starts at " + std::to_string(begin) + " but the previous " +
+          "tensor ends at " + std::to_string(at) + " (tensors must tile the data area)");
+    at = end;
+    prev = &name;
+  }
+  if (at != data_size)
+    bad("invalid offset: the tensors end at byte " + std::to_string(at) + " of a " + std::to_string(data_size) +
+        "-byte data area (trailing bytes)");
 }
 
 }  // namespace
@@ -118,6 +149,11 @@ SafetensorsContents load_safetensors_file(const std::string& path) {
   } catch (const std::exception& e) {
     fail("safetensors", path + ": " + e.what());
   }
+}
+
+void require_finite(const mx::array& a, const std::string& component, const std::string& what) {
+  if (!mx::issubdtype(a.dtype(), mx::floating) || a.size() == 0) return;
+  if (!mx::all(mx::isfinite(a)).item<bool>()) fail(component, what + " holds NaN or infinite values");
 }
 
 void save_safetensors_atomic(const std::string& path, const std::unordered_map<std::string, mx::array>& tensors,

@@ -1,6 +1,7 @@
 #include "models/decoder.h"
 
 #include <algorithm>
+#include <set>
 
 #include "mlxgp/error.h"
 #include "mlxgp/rotating_kv_cache.h"
@@ -39,6 +40,18 @@ void DecoderModel::build(const WeightMap& weights) {
   const auto& c = config_;
   layers::UsedNames used;
   auto embed = layers::Embedding::load(weights, "model.embed_tokens", c.vocab_size, c.hidden_size);
+  // The config's layer count is checked against the layers the weights hold before anything is sized by
+  // it (a corrupt num_hidden_layers / block_count of 10^9 would otherwise exhaust memory).
+  std::set<std::string> layer_ids;  // the N of every model.layers.N.* tensor
+  for (auto& [name, array] : weights) {
+    if (name.rfind("model.layers.", 0) != 0) continue;
+    const auto dot = name.find('.', 13);
+    if (dot != std::string::npos && dot > 13) layer_ids.insert(name.substr(13, dot - 13));
+  }
+  const long long present = static_cast<long long>(layer_ids.size());
+  if (c.num_hidden_layers > present)
+    fail("model", "the config has " + std::to_string(c.num_hidden_layers) + " layers but the weights hold " +
+                      std::to_string(present) + " (model.layers.N tensors)");
   std::vector<Block> blocks;
   blocks.reserve(c.num_hidden_layers);
   for (int i = 0; i < c.num_hidden_layers; ++i) {

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mlxgp/error.h"
+#include "mlxgp/paths.h"
 #include "mlxgp/tokenizer.h"
 #include "tokenizer/impl.h"
 #include "tokenizer/load_common.h"
@@ -20,6 +21,7 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 json read_json(const std::string& path, const char* what) {
+  reject_directory(path, "tokenizer", what);
   std::ifstream f(path, std::ios::binary);
   if (!f) fail("tokenizer", std::string("cannot open ") + what + " '" + path + "'");
   try {
@@ -233,6 +235,7 @@ std::shared_ptr<Tokenizer> Tokenizer::from_files(const std::string& tokenizer_js
   // A chat_template.jinja file takes priority over the config's chat_template (transformers).
   auto jinja = fs::path(cfg_path.empty() ? tokenizer_json_path : cfg_path).parent_path() / "chat_template.jinja";
   if (fs::exists(jinja)) {
+    reject_directory(jinja.string(), "tokenizer", "chat template");
     std::ifstream f(jinja, std::ios::binary);
     std::stringstream ss;
     ss << f.rdbuf();

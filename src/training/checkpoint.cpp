@@ -7,6 +7,7 @@
 #include <random>
 
 #include "mlxgp/error.h"
+#include "mlxgp/paths.h"
 #include "mlxgp/safetensors_io.h"
 
 namespace mlxgp {
@@ -31,6 +32,7 @@ void write_text_atomic(const fs::path& path, const std::string& text) {
 }
 
 std::string read_text(const fs::path& p) {
+  reject_directory(p.string(), "checkpoint");
   std::ifstream f(p, std::ios::binary);
   if (!f) fail("checkpoint", "cannot read " + p.string());
   return std::string(std::istreambuf_iterator<char>(f), {});
@@ -79,6 +81,22 @@ std::string save_checkpoint(const std::string& out_dir, int step, const std::uno
   for (size_t i = 0; keep > 0 && i + keep < found.size(); ++i)
     if (found[i].second != final_dir) fs::remove_all(found[i].second, ec);
   return final_dir.string();
+}
+
+int remove_stale_checkpoint_temps(const std::string& out_dir) {
+  std::error_code ec;
+  if (!fs::is_directory(out_dir, ec)) return 0;
+  std::vector<fs::path> stale;
+  for (auto& e : fs::directory_iterator(out_dir, ec)) {
+    const auto n = e.path().filename().string();
+    const bool tmp_dir = n.rfind(".tmp-checkpoint-", 0) == 0 && e.is_directory(ec);
+    const bool tmp_file = e.is_regular_file(ec) && (n.ends_with(".tmp.safetensors") || n == "latest.tmp");
+    if (tmp_dir || tmp_file) stale.push_back(e.path());
+  }
+  int removed = 0;
+  for (auto& p : stale)
+    if (fs::remove_all(p, ec) > 0 && !ec) ++removed;
+  return removed;
 }
 
 Checkpoint load_checkpoint(const std::string& dir) {

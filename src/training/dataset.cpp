@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mlxgp/error.h"
+#include "mlxgp/paths.h"
 
 namespace mlxgp {
 
@@ -23,6 +24,7 @@ void check_ids(const std::vector<int>& ids, const DatasetOptions& o, const std::
 }
 
 std::string read_all(const std::string& path) {
+  reject_directory(path, "data");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("data", "cannot read '" + path + "'");
   std::ostringstream ss;

@@ -137,6 +137,7 @@ LoraConfig load_lora(Model& model, const std::string& path) {
                                                 : "";
     if (prefix.empty() || !params.count(prefix + ".weight"))
       fail("lora", path + ": adapter '" + k + "' does not fit this model");
+    require_finite(v, "lora", path + ": adapter '" + k + "'");
     adapters.insert_or_assign(k, v);
   }
   model.set_parameters(adapters, /*allow_new=*/true);  // shapes are checked by the layers

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-ONE_LINE = re.compile(r"^\[([a-z_]+)\] [^\n]+\n$")
+ONE_LINE = re.compile(r"^\[([a-z_-]+)\] [^\n]+\n$")
 
 
 def run_raw(mlxgp_bin, *args, timeout=120):
@@ -122,3 +122,95 @@ def test_device_env_is_checked(mlxgp_bin, default_gguf, monkeypatch):
     monkeypatch.setenv("MLXGP_DEVICE", "cpu")
     ok = run_raw(mlxgp_bin, "generate", "--model", default_gguf, "--prompt", "Hi", "--max-new-tokens", "2")
     assert ok.returncode == 0, ok.stderr
+
+
+# ---- issue 20: inputs that used to crash, leak an internal error or pass silently
+
+@pytest.mark.parametrize("args,component,fragment", [
+    (["--prompt", "Hi", "--max-new-tokens", "1000000000000"], "config",
+     "field 'max_new_tokens' is out of range (max 2147483647), got 1000000000000"),
+    (["--prompt", "Hi", "--top-k", "1000000000000"], "config", "field 'top_k' is out of range (max 2147483647), got 1000000000000"),
+    (["--prompt", "Hi", "--seed", "-1"], "config", "field 'seed' is out of range (min 0), got -1"),
+    (["--prompt", "Hi", "--seed", "99999999999999999999999"], "config", "field 'seed' is out of range (max 18446744073709551615)"),
+    (["--input-ids", "1,99999999999"], "cli", "--input-ids value '99999999999' is out of range"),
+    (["--prompt", "Hi", "--prefill-chunk-size", "99999999999999999999"], "cli", "--prefill-chunk-size is out of range (max 9223372036854775807)"),
+])
+def test_numbers_out_of_range(gen, args, component, fragment):
+    check_error(gen(*args), component, fragment)
+
+
+def test_other_commands_bound_their_integers(mlxgp_bin, default_gguf, tmp_path):
+    check_error(run_raw(mlxgp_bin, "train", "--model", default_gguf, "--data", tmp_path / "d.txt", "--out", tmp_path / "o",
+                        "--steps", "10000000000"), "cli", "--steps is out of range (max 2147483647), got '10000000000'")
+    check_error(run_raw(mlxgp_bin, "cache-prompt", "--prompt", "Hi", "--out", tmp_path / "c.safetensors",
+                        "--prefill-chunk-size", "-99999999999999999999"), "cli",
+                "--prefill-chunk-size is out of range (min -9223372036854775808)")
+
+
+def test_option_missing_its_value(mlxgp_bin):
+    check_error(run_raw(mlxgp_bin, "generate", "--model", "--prompt", "Hi"), "cli",
+                "--model needs a value (got the option --prompt instead)")
+
+
+def test_directory_where_a_file_is_expected(gen, mlxgp_bin, tmp_path):
+    d = tmp_path / "adir"
+    d.mkdir()
+    check_error(gen("--prompt", "Hi", "--config", d), "config", f"--config file '{d}' is a directory, not a file")
+    check_error(run_raw(mlxgp_bin, "tokenize", "--tokenizer", d, "--text", "hi"), "tokenizer",
+                f"tokenizer.json '{d}' is a directory, not a file")
+    check_error(gen("--prompts-file", d), "generate", f"--prompts-file '{d}' is a directory, not a file")
+    model = tmp_path / "model"
+    (model / "config.json").mkdir(parents=True)
+    check_error(gen("--prompt", "Hi", model=model), "load", f"'{model / 'config.json'}' is a directory, not a file")
+
+
+def test_output_paths_are_checked_before_generating(gen, tmp_path):
+    check_error(gen("--prompt", "Hi", "--scores-out", tmp_path), "cli", f"--scores-out '{tmp_path}' is a directory")
+    check_error(gen("--prompt", "Hi", "--scores-out", tmp_path / "no" / "s.safetensors"), "cli",
+                "--scores-out: directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_too_many_beams_or_sequences_are_refused_in_one_line(gen):
+    check_error(gen("--prompt", "Hi", "--num-beams", "1000000"), "generate",
+                "1000000 beams x vocabulary 49152 exceed MLX's 2^31-element array limit; use at most 43690")
+    check_error(gen("--prompt", "Hi", "--num-beams", "40000", "--max-new-tokens", "4"), "generate",
+                "40000 beams need about")
+    check_error(gen("--prompt", "Hi", "--do-sample", "--num-return-sequences", "100000"), "generate",
+                "100000 sequences x vocabulary 49152 exceed")
+
+
+def _save_safetensors(path, tensors, metadata=None):
+    import mlx.core as mx
+    mx.save_safetensors(str(path), tensors, metadata=metadata or {})
+
+
+def test_non_finite_steering_vector_and_prompt_cache(gen, mlxgp_bin, default_gguf, tmp_path):
+    import mlx.core as mx
+    v = tmp_path / "v.safetensors"
+    _save_safetensors(v, {"steering_vector": mx.full((576,), float("nan"))})
+    check_error(gen("--prompt", "Hi", "--steer", v, "--steer-layer", "3"), "cli",
+                f"--steer file '{v}': tensor 'steering_vector' holds NaN or infinite values")
+    check_error(gen("--prompt", "Hi", "--persona-bias", v), "cli", "holds NaN or infinite values")
+    cache = tmp_path / "c.safetensors"
+    ok = run_raw(mlxgp_bin, "cache-prompt", "--model", default_gguf, "--prompt", "Hello there", "--out", cache)
+    assert ok.returncode == 0, ok.stderr
+    tensors, meta = mx.load(str(cache), return_metadata=True)
+    tensors["layers.3.values"] = mx.full(tensors["layers.3.values"].shape, float("nan"))
+    bad = tmp_path / "bad.safetensors"
+    _save_safetensors(bad, tensors, meta)
+    check_error(gen("--prompt", "Hello there friend", "--prompt-cache", bad), "prompt-cache",
+                f"--prompt-cache '{bad}': layer 3 values holds NaN or infinite values")
+
+
+def test_prompt_cache_refuses_hooks_it_was_not_made_with(gen, tmp_path):
+    import mlx.core as mx
+    v = tmp_path / "v.safetensors"
+    _save_safetensors(v, {"steering_vector": mx.ones((576,))})
+    cache = tmp_path / "c.safetensors"  # refused before the file is read
+    check_error(gen("--prompt", "Hi", "--prompt-cache", cache, "--lora", tmp_path / "a.safetensors"), "cli",
+                "--prompt-cache cannot be combined with --lora")
+    check_error(gen("--prompt", "Hi", "--prompt-cache", cache, "--soft-prompt", v), "cli",
+                "--prompt-cache cannot be combined with --soft-prompt")
+    check_error(gen("--prompt", "Hi", "--prompt-cache", cache, "--steer", v, "--steer-layer", "2"), "cli",
+                "--prompt-cache cannot be combined with --steer on prompt positions")

@@ -204,3 +204,32 @@ def test_resume_refuses_another_models_checkpoint(tiny, run_mlxgp, tmp_path):
     _train(run_mlxgp, llama_dir, tmp_path / "d.jsonl", tmp_path / "run", "--steps", 2, "--lr", 1e-3, "--resume",
            tmp_path / "run")
     assert (tmp_path / "run" / "latest").read_text().strip() == "checkpoint-2"
+
+
+def test_interrupted_final_write_and_stale_temporaries(tiny, run_mlxgp, tmp_path):
+    """Issue 20: a run killed while writing its final weights left `latest` at the last step with the
+    previous step's model.safetensors, and re-running said "already at step N"; kills also left
+    `.tmp-checkpoint-*` folders and `*.tmp.safetensors` files that no later run removed."""
+    llama, llama_dir = tiny["llama"]
+    _data(tmp_path / "d.jsonl", llama.config.vocab_size)
+    run = tmp_path / "run"
+    _train(run_mlxgp, llama_dir, tmp_path / "d.jsonl", run, "--steps", 2, "--lr", 1e-3)
+    good = load_file(str(run / "model.safetensors"))
+    # What such a kill leaves: final weights of an earlier step (here: garbage) under the real name,
+    # plus temporaries of the interrupted saves.
+    save_file({k: np.zeros_like(v) for k, v in good.items()}, str(run / "model.safetensors"))
+    (run / ".tmp-checkpoint-2-123").mkdir()
+    (run / ".tmp-checkpoint-2-123" / "trainer_state.safetensors").write_bytes(b"partial")
+    (run / "model.safetensors.tmp.safetensors").write_bytes(b"partial")
+    (run / "latest.tmp").write_text("checkpoint-")
+    p = _train(run_mlxgp, llama_dir, tmp_path / "d.jsonl", run, "--steps", 2, "--lr", 1e-3, "--resume", run)
+    assert "already at step 2" in p.stderr and "rewritten" in p.stderr, p.stderr
+    assert "removed 3 temporary file(s)" in p.stderr, p.stderr
+    again = load_file(str(run / "model.safetensors"))
+    assert all(np.array_equal(good[k], again[k]) for k in good)
+    leftovers = sorted(x.name for x in run.iterdir() if ".tmp" in x.name)
+    assert leftovers == [], leftovers
+    # Beyond the checkpoint's step is still refused in one line.
+    p = run_mlxgp("train", "--model", llama_dir, "--data", tmp_path / "d.jsonl", "--mode", "full", "--batch-size", B,
+                  "--seq-len", T, "--steps", 1, "--out", run, "--resume", run, check=False)
+    assert p.returncode == 2 and "already at step 2, beyond --steps 1" in p.stderr, p.stderr
