@@ -4,7 +4,7 @@ BUILD     ?= build
 BUILD_TYPE ?= Release
 PROMPT    ?= Write a haiku about the sea.
 
-.PHONY: setup build run test test-cpp test-parity test-python python-install bump-version git-release bench steering-demo clean
+.PHONY: setup build run test test-cpp test-parity test-python test-server python-install bump-version git-release bench steering-demo clean
 
 setup:
 	@bash scripts/setup.sh
@@ -34,7 +34,11 @@ python-install: setup
 test-python: build python-install
 	MLXGP_BIN=$(abspath $(BUILD))/mlxgp MLXGP_PYTHON_BUILD_DIR=$(abspath $(BUILD))/python-ext $(PY) -m pytest -q tests/python
 
-test: test-cpp test-parity test-python
+# `mlxgp serve` through the official openai client (tests/server; about 30 s).
+test-server: build
+	MLXGP_BIN=$(abspath $(BUILD))/mlxgp $(PY) -m pytest -q tests/server
+
+test: test-cpp test-parity test-python test-server
 
 # VERSION is the one source of the version (CMake, C++ MLXGP_VERSION, Python __version__ read it).
 PART ?= patch

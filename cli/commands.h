@@ -19,5 +19,6 @@ int run_detokenize(const std::vector<std::string>& args);  // cmd_tokenize.cpp
 int run_chat_template(const std::vector<std::string>& args);  // cmd_chat_template.cpp
 int run_process_logits(const std::vector<std::string>& args);  // cmd_process_logits.cpp
 int run_cache_prompt(const std::vector<std::string>& args);  // cmd_cache_prompt.cpp
+int run_serve(const std::vector<std::string>& args);         // cmd_serve.cpp
 
 }  // namespace mlxgp::cli

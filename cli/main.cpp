@@ -24,6 +24,7 @@ struct Command {
 const Command kCommands[] = {
     {"generate", mlxgp::cli::run_generate, "generate text from a prompt or token ids"},
     {"chat", mlxgp::cli::run_chat, "interactive multi-turn chat (stdin lines -> streamed replies, KV cache kept)"},
+    {"serve", mlxgp::cli::run_serve, "OpenAI-compatible HTTP server with continuous batching (docs/server.md)"},
     {"cache-prompt", mlxgp::cli::run_cache_prompt, "save the KV cache of a prompt prefix (generate --prompt-cache)"},
     {"logits", mlxgp::cli::run_logits, "dump prefill + cached decode logits for token ids (parity checks)"},
     {"train", mlxgp::cli::run_train, "train a model: full fine-tuning, LoRA or a soft prompt"},

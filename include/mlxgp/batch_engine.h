@@ -27,12 +27,19 @@ class TextStreams;
 
 // Called for each new token of a request's row with the text it completes (complete UTF-8 only).
 using RowTokenCallback = std::function<void(int row, int token, const std::string& text)>;
+// Called for each new token of a row, just before on_token, with its log-probability and the step's
+// most likely tokens (BatchRequest::top_logprobs).
+using RowLogprobsCallback = std::function<void(int row, int token, const TokenLogprobs& logprobs)>;
 
 struct BatchRequest {
   std::vector<int> prompt_ids;
   GenerationConfig config;   // model defaults are filled in (with_model_defaults) at submit
   GeneratorOptions options;  // tokenizer (defaults to the engine's), processors, callbacks, prompt_cache
   RowTokenCallback on_token;
+  // >= 0: each token's log-probability and the top_logprobs most likely tokens of its step, computed on
+  // the device with the step and given to on_logprobs (the server's OpenAI logprobs).
+  int top_logprobs = -1;
+  RowLogprobsCallback on_logprobs;
 };
 
 struct BatchEngineOptions {

@@ -6,6 +6,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <mlx/array.h>
@@ -44,6 +45,14 @@ struct GeneratedSequence {
   // (sum of log-probs / length^length_penalty) and, per generated token, the beam it came from.
   std::optional<float> sequence_score;
   std::vector<int> beam_indices;
+};
+
+// One generated token's log-probability and the step's most likely tokens (BatchRequest::top_logprobs):
+// log_softmax of the processed scores the token was chosen from (after the logits processors and the
+// sampling warpers, temperature included; what output_logprobs records).
+struct TokenLogprobs {
+  float logprob = 0;
+  std::vector<std::pair<int, float>> top;  // (token, log-probability), most likely first
 };
 
 // Speculative and prompt-lookup decoding statistics.

@@ -25,6 +25,7 @@ struct BatchEngine::Request {
   GenerationConfig config;
   GeneratorOptions options;
   RowTokenCallback on_token;
+  RowLogprobsCallback on_logprobs;
   std::unique_ptr<DecodeGroup> group;
   std::unique_ptr<TextStreams> texts;
 };
@@ -77,6 +78,10 @@ int BatchEngine::submit(BatchRequest request) {
   check_prompt_and_budget(model_.config(), r->config, request.prompt_ids);
   r->prompt = std::move(request.prompt_ids);
   r->on_token = std::move(request.on_token);
+  if (request.top_logprobs >= 0) {
+    r->group->keep_top_logprobs(request.top_logprobs);
+    r->on_logprobs = std::move(request.on_logprobs);
+  }
   r->texts = std::make_unique<TextStreams>(r->options.tokenizer, r->group->rows());
   r->id = next_id_++;
   const int id = r->id;
@@ -143,10 +148,12 @@ void BatchEngine::drop_rows_of(const std::vector<int>& leaving) {
 }
 
 // Reads one step's tokens for a request's rows, streams them and tells whether the request is done.
-static bool read_tokens(DecodeGroup& group, TextStreams& texts, const RowTokenCallback& cb, const int32_t* tokens) {
+static bool read_tokens(DecodeGroup& group, TextStreams& texts, const RowTokenCallback& cb,
+                        const RowLogprobsCallback& lcb, const int32_t* tokens) {
   const std::vector<int>& out = group.accept(tokens);
   for (int row = 0; row < group.rows(); ++row) {
     if (out[row] < 0) continue;
+    if (lcb) lcb(row, out[row], group.last_logprobs(row));
     std::string piece = texts.push(row, out[row], group.finish_reason(row));
     if (cb) cb(row, out[row], piece);
   }
@@ -186,7 +193,7 @@ void BatchEngine::admit() {
     outs.push_back(tokens);
     mx::eval(outs);
     const int32_t* t = tokens.data<int32_t>();
-    if (read_tokens(*req->group, *req->texts, req->on_token, t)) {
+    if (read_tokens(*req->group, *req->texts, req->on_token, req->on_logprobs, t)) {
       finish(*req);
       continue;
     }
@@ -242,7 +249,7 @@ void BatchEngine::decode() {
   std::vector<int> leaving;
   int row = 0;
   for (auto& r : running_) {
-    if (read_tokens(*r->group, *r->texts, r->on_token, t + row)) leaving.push_back(r->id);
+    if (read_tokens(*r->group, *r->texts, r->on_token, r->on_logprobs, t + row)) leaving.push_back(r->id);
     row += r->group->rows();
   }
   if (!leaving.empty()) drop_rows_of(leaving);

@@ -48,6 +48,10 @@ class DecodeGroup {
   std::optional<mx::array> logits(int row) const { return recorder_.logits(row, generated_count(row)); }
   std::vector<float> logprobs(int row) const { return recorder_.logprobs(row, generated_count(row)); }
   const StepRecorder& recorder() const { return recorder_; }
+  // Records each step's chosen-token log-probability and k most likely tokens (before start()).
+  void keep_top_logprobs(int k) { recorder_.keep_top(k); }
+  // Those of the last token accept() appended to `row`.
+  TokenLogprobs last_logprobs(int row) const { return recorder_.top(generated_count(row) - 1, row); }
   double prefill_seconds() const { return prefill_seconds_; }  // start() -> first token read
   double decode_seconds() const { return decode_seconds_; }    // first token -> last token read
 

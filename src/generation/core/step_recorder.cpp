@@ -15,17 +15,47 @@ void StepRecorder::record(const mx::array& raw, const mx::array& scores, const m
     auto picked = mx::take_along_axis(scores, mx::expand_dims(tokens, -1), -1);
     logprob_steps_.push_back(mx::squeeze(mx::subtract(picked, mx::logsumexp(scores, -1, true)), -1));
   }
+  if (top_k_ >= 0) {
+    auto lp = mx::subtract(scores, mx::logsumexp(scores, -1, true));  // [R, V]
+    auto chosen = mx::squeeze(mx::take_along_axis(lp, mx::expand_dims(tokens, -1), -1), -1);
+    chosen_steps_.push_back(mx::contiguous(mx::astype(chosen, mx::float32)));
+    const int vocab = lp.shape(-1), k = std::min(top_k_, vocab);
+    if (k > 0) {
+      // The k largest (unordered; top() sorts them): argpartition of -lp puts them first. Gathered, not
+      // sliced: a slice of one row would be a view that keeps the whole [V] partition alive every step.
+      auto idx = mx::take(mx::argpartition(mx::negative(lp), k - 1, -1), mx::arange(k, mx::int32), -1);
+      top_id_steps_.push_back(mx::contiguous(mx::astype(idx, mx::int32)));
+      top_value_steps_.push_back(mx::contiguous(mx::astype(mx::take_along_axis(lp, idx, -1), mx::float32)));
+    }
+  }
+}
+
+TokenLogprobs StepRecorder::top(int step, int row) const {
+  TokenLogprobs out;
+  if (step < 0 || step >= static_cast<int>(chosen_steps_.size())) return out;
+  out.logprob = chosen_steps_[step].data<float>()[row];
+  if (step < static_cast<int>(top_id_steps_.size())) {
+    const auto& ids = top_id_steps_[step];
+    const int k = ids.shape(-1);
+    const int32_t* i = ids.data<int32_t>() + static_cast<size_t>(row) * k;
+    const float* v = top_value_steps_[step].data<float>() + static_cast<size_t>(row) * k;
+    for (int j = 0; j < k; ++j) out.top.emplace_back(i[j], v[j]);
+    std::stable_sort(out.top.begin(), out.top.end(), [](auto& a, auto& b) {
+      return a.second != b.second ? a.second > b.second : a.first < b.first;
+    });
+  }
+  return out;
 }
 
 std::vector<mx::array> StepRecorder::last() const {
   std::vector<mx::array> out;
-  for (auto* v : {&logit_steps_, &score_steps_, &logprob_steps_})
+  for (auto* v : {&logit_steps_, &score_steps_, &logprob_steps_, &chosen_steps_, &top_id_steps_, &top_value_steps_})
     if (!v->empty()) out.push_back(v->back());
   return out;
 }
 
 void StepRecorder::truncate(int n) {
-  for (auto* v : {&logit_steps_, &score_steps_, &logprob_steps_})
+  for (auto* v : {&logit_steps_, &score_steps_, &logprob_steps_, &chosen_steps_, &top_id_steps_, &top_value_steps_})
     if (static_cast<int>(v->size()) > n) v->resize(n, mx::array(0));
 }
 

@@ -19,7 +19,12 @@ class StepRecorder {
  public:
   explicit StepRecorder(const GenerationConfig& config)
       : logits_(config.output_logits), scores_(config.output_scores), logprobs_(config.output_logprobs) {}
-  bool any() const { return logits_ || scores_ || logprobs_; }
+  bool any() const { return logits_ || scores_ || logprobs_ || top_k_ >= 0; }
+  // Also keeps each step's chosen-token log-probability and its k most likely tokens (k >= 0).
+  void keep_top(int k) { top_k_ = k; }
+  // Step `step`'s chosen log-probability and top tokens for `row`, once that step's outputs (last())
+  // are evaluated. Needs keep_top().
+  TokenLogprobs top(int step, int row) const;
   // One step of R rows: raw logits and processed scores [R, V], chosen tokens [R].
   void record(const mx::array& raw, const mx::array& scores, const mx::array& tokens);
   // The last step's arrays, to evaluate with its tokens (no extra host sync).
@@ -37,7 +42,9 @@ class StepRecorder {
  private:
   static std::optional<mx::array> cut(const std::vector<mx::array>& steps, int row, int n);
   bool logits_, scores_, logprobs_;
+  int top_k_ = -1;
   std::vector<mx::array> logit_steps_, score_steps_, logprob_steps_;
+  std::vector<mx::array> chosen_steps_, top_id_steps_, top_value_steps_;  // keep_top: [R], [R, k], [R, k]
 };
 
 // Each generated token's entry of a [n, V] per-step array (token_scores / token_logits).

@@ -1,0 +1,111 @@
+// The OpenAI-compatible service behind `mlxgp serve`, free of any HTTP library: the HTTP face
+// (cli/cmd_serve.cpp) hands it request bodies and writes back what it returns. One worker thread owns
+// the BatchEngine (continuous batching); request threads parse and validate a body, enqueue it and wait
+// on their own channel for its tokens and result.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mlxgp/generation_config.h"
+#include "mlxgp/loader.h"
+
+namespace mlxgp::server {
+
+// An OpenAI error: HTTP status and the body {"error": {"message", "type", "param", "code"}}.
+class ApiError : public std::runtime_error {
+ public:
+  ApiError(int status, std::string message, std::string param = {}, std::string type = {}, std::string code = {});
+  int status() const { return status_; }
+  const std::string& param() const { return param_; }
+  nlohmann::json body() const;
+
+ private:
+  int status_;
+  std::string param_, type_, code_;
+};
+
+struct ServiceOptions {
+  int max_batch_rows = 16;  // rows decoded together (BatchEngineOptions::max_batch_rows)
+  int max_queue = 64;       // requests waiting for a row at most; beyond that: 429
+  std::string model_id;     // the id /v1/models lists and requests name (default: the model file's stem)
+  int max_tokens_cap = 0;   // > 0: every request's max_new_tokens is clamped to this (--max-tokens-cap)
+  std::string chat_template;  // non-empty: the chat template source used instead of the model's (--chat-template)
+};
+
+class Worker;
+class Job;
+class Metrics;
+
+// One accepted completion request: its streamed events or its final response.
+class Completion {
+ public:
+  ~Completion();  // cancels the request if it is still running
+  bool streaming() const { return stream_; }
+  // Streaming: the next server-sent event ("data: {...}\n\n"), waiting for it; nullopt after
+  // "data: [DONE]\n\n" has been returned.
+  std::optional<std::string> next_event();
+  // Non-streaming: waits for every choice and returns the response object as JSON text. Throws
+  // ApiError when the generation failed.
+  std::string response();
+  // Ends the request's rows in the engine now (a client that went away).
+  void cancel();
+
+ private:
+  friend class Service;
+  struct State;
+  Completion(std::unique_ptr<State> state, bool stream);
+  std::unique_ptr<State> state_;
+  bool stream_;
+};
+
+enum class Endpoint { Completions, ChatCompletions };
+
+class Service {
+ public:
+  // Starts the worker thread. The model's generation_config.json is the base of every request.
+  Service(LoadedModel model, ServiceOptions options);
+  ~Service();  // cancels what runs and joins the worker
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  const std::string& model_id() const { return options_.model_id; }
+  // Warnings about the model's generation_config.json (fields not implemented, ignored).
+  const std::vector<std::string>& config_warnings() const { return warnings_; }
+  nlohmann::json models() const;                       // GET /v1/models
+  nlohmann::json health() const;                       // GET /health
+  nlohmann::json tokenize(const std::string& body);    // POST /tokenize; throws ApiError
+  nlohmann::json detokenize(const std::string& body);  // POST /detokenize; throws ApiError
+  // POST /v1/completions and /v1/chat/completions: parses and validates the body, submits it to the
+  // engine (a bad request throws ApiError 400 / 404 before anything is sent; a full queue 429).
+  std::unique_ptr<Completion> start(Endpoint endpoint, const std::string& body);
+  // Ends every request now (finish_reason "abort") and refuses new ones with 503 (shutdown).
+  void shutdown();
+  // GET /metrics: Prometheus text (exposition format 0.0.4).
+  std::string metrics() const;
+  // Counts one answered HTTP request (its path and status) for /metrics.
+  void count_request(const std::string& path, int status);
+
+ private:
+  LoadedModel model_;
+  ServiceOptions options_;
+  std::shared_ptr<Metrics> metrics_;
+  GenerationConfig base_;  // the model's generation_config.json
+  std::vector<std::string> warnings_;
+  std::shared_ptr<Worker> worker_;
+};
+
+// GET /: the chat page, one self-contained HTML document (inline CSS and JS, no external resources) that
+// streams replies from /v1/chat/completions.
+const std::string& chat_page_html();
+
+// Whether `header` (an Authorization header value) is "Bearer <key>", compared in constant time.
+bool bearer_matches(const std::string& header, const std::string& key);
+
+}  // namespace mlxgp::server

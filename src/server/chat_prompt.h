@@ -1,0 +1,25 @@
+// Chat completions: OpenAI `messages` rendered with the model's chat template into prompt ids.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mlxgp/tokenizer.h"
+
+namespace mlxgp::server {
+
+// Checks OpenAI messages (role, content as a string or a list of text parts, name, tool_calls,
+// tool_call_id) and returns them as the template sees them (content joined into one string).
+// Throws ApiError 400 naming the bad field ("messages[1].content").
+nlohmann::ordered_json template_messages(const nlohmann::ordered_json& messages);
+
+// transformers' apply_chat_template(messages, add_generation_prompt, tokenize=True): the rendered text
+// holds its special tokens, so it is encoded without adding more. Throws ApiError 400 when the model has
+// no chat template or the template refuses the conversation (raise_exception). A non-empty
+// `chat_template` is used instead of the tokenizer's (--chat-template).
+std::vector<int> chat_prompt_ids(const Tokenizer& tokenizer, const nlohmann::ordered_json& messages,
+                                 bool add_generation_prompt = true, const std::string& chat_template = {});
+
+}  // namespace mlxgp::server

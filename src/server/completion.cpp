@@ -1,0 +1,139 @@
+// Completion: a request's events turned into OpenAI stream chunks, or its whole response.
+#include "server/completion_state.h"
+
+namespace mlxgp::server {
+
+using ojson = nlohmann::ordered_json;
+
+Completion::Completion(std::unique_ptr<State> state, bool stream) : state_(std::move(state)), stream_(stream) {}
+
+Completion::~Completion() {
+  bool running;
+  {
+    std::lock_guard<std::mutex> lk(state_->channel->m);
+    running = state_->channel->unfinished > 0 && !state_->channel->error;
+  }
+  if (running) cancel();
+}
+
+void Completion::cancel() { state_->worker->cancel(state_->ids); }
+
+std::optional<std::string> Completion::next_event() {
+  State& s = *state_;
+  while (s.outbox.empty()) {
+    if (s.all_sent) return std::nullopt;
+    const int choices = static_cast<int>(s.trimmers.size());
+    if (!s.roles_sent) {
+      s.roles_sent = true;
+      if (s.head.endpoint == Endpoint::ChatCompletions)
+        for (int c = 0; c < choices; ++c) s.outbox.push_back(sse(chunk_json(s.head, c, std::nullopt, true, std::nullopt)));
+      continue;
+    }
+    std::deque<Channel::Token> tokens;
+    std::vector<std::pair<int, GenerationResult>> finished;
+    std::optional<ApiError> error;
+    {
+      Channel& ch = *s.channel;
+      std::unique_lock<std::mutex> lk(ch.m);
+      auto ready = [&] {
+        if (!ch.tokens.empty() || ch.error) return true;
+        for (size_t i = 0; i < ch.results.size(); ++i)
+          if (ch.results[i] && !s.delivered[i]) return true;
+        return false;
+      };
+      ch.cv.wait(lk, ready);
+      tokens.swap(ch.tokens);
+      error = ch.error;
+      for (size_t i = 0; i < ch.results.size(); ++i)
+        if (ch.results[i] && !s.delivered[i]) {
+          s.delivered[i] = true;
+          finished.emplace_back(static_cast<int>(i), std::move(*ch.results[i]));
+        }
+    }
+    for (auto& t : tokens) {
+      if (t.logprobs) s.logprobs.at(t.choice).add(t.id, *t.logprobs, t.text);
+      std::string text = s.trimmers.at(t.choice).push(t.text);
+      ojson lp = nullptr;
+      if (s.top_logprobs >= 0) {
+        s.logprobs.at(t.choice).sent(text);
+        auto entries = s.logprobs.at(t.choice).take(false);
+        if (!entries.empty()) lp = logprobs_json(s.head.endpoint, s.tokenizer.get(), entries);
+      }
+      if (!text.empty() || !lp.is_null()) s.outbox.push_back(sse(chunk_json(s.head, t.choice, text, false, std::nullopt, lp)));
+    }
+    if (error) {
+      s.outbox.push_back(sse(error->body()));
+      s.outbox.push_back("data: [DONE]\n\n");
+      s.all_sent = true;
+      continue;
+    }
+    for (auto& [prompt, result] : finished) {
+      for (size_t row = 0; row < result.sequences.size(); ++row) {
+        const auto& seq = result.sequences[row];
+        const int c = prompt * s.n + static_cast<int>(row);
+        StopTrimmer& trim = s.trimmers.at(c);
+        std::string rest = trim.finish();
+        ojson lp = nullptr;
+        if (s.top_logprobs >= 0) {
+          s.logprobs.at(c).sent(rest);
+          auto entries = s.logprobs.at(c).take(!trim.stopped());
+          if (!entries.empty()) lp = logprobs_json(s.head.endpoint, s.tokenizer.get(), entries);
+        }
+        if (!rest.empty() || !lp.is_null()) s.outbox.push_back(sse(chunk_json(s.head, c, rest, false, std::nullopt, lp)));
+        s.outbox.push_back(sse(chunk_json(s.head, c, std::nullopt, false, finish_reason_name(seq.finish_reason, trim.stopped()))));
+        s.completion_tokens += static_cast<int>(seq.token_ids.size());
+      }
+    }
+    bool all = true;
+    for (bool d : s.delivered) all = all && d;
+    if (all) {
+      if (s.include_usage) {
+        int prompt_tokens = 0;
+        for (int p : s.prompt_tokens) prompt_tokens += p;
+        s.outbox.push_back(sse(usage_chunk_json(s.head, usage_json(prompt_tokens, s.completion_tokens))));
+      }
+      s.outbox.push_back("data: [DONE]\n\n");
+      s.all_sent = true;
+    }
+  }
+  std::string e = std::move(s.outbox.front());
+  s.outbox.pop_front();
+  return e;
+}
+
+std::string Completion::response() {
+  State& s = *state_;
+  std::vector<GenerationResult> results;
+  std::deque<Channel::Token> tokens;
+  {
+    Channel& ch = *s.channel;
+    std::unique_lock<std::mutex> lk(ch.m);
+    ch.cv.wait(lk, [&] { return ch.unfinished == 0 || ch.error; });
+    if (ch.error) throw *ch.error;
+    for (auto& r : ch.results) results.push_back(std::move(*r));
+    tokens.swap(ch.tokens);
+  }
+  for (auto& t : tokens)
+    if (t.logprobs) s.logprobs.at(t.choice).add(t.id, *t.logprobs, t.text);
+  ojson choices = ojson::array();
+  int prompt_tokens = 0, completion_tokens = 0;
+  for (size_t p = 0; p < results.size(); ++p) {
+    prompt_tokens += s.prompt_tokens[p];
+    for (size_t row = 0; row < results[p].sequences.size(); ++row) {
+      const auto& seq = results[p].sequences[row];
+      const std::string text = cut_at_stop(seq.text, s.stop);
+      const int index = static_cast<int>(p) * s.n + static_cast<int>(row);
+      const bool cut = text.size() < seq.text.size();
+      ojson lp = nullptr;
+      if (s.top_logprobs >= 0) {
+        s.logprobs.at(index).sent(text);
+        lp = logprobs_json(s.head.endpoint, s.tokenizer.get(), s.logprobs.at(index).take(!cut));
+      }
+      choices.push_back(choice_json(s.head, index, text, finish_reason_name(seq.finish_reason, cut), lp));
+      completion_tokens += static_cast<int>(seq.token_ids.size());
+    }
+  }
+  return dump(response_json(s.head, std::move(choices), usage_json(prompt_tokens, completion_tokens)));
+}
+
+}  // namespace mlxgp::server

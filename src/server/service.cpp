@@ -1,0 +1,164 @@
+// Service: the endpoints' logic over one loaded model and the worker that owns its BatchEngine.
+#include <filesystem>
+
+#include "mlxgp/error.h"
+#include "mlxgp/server.h"
+#include "server/chat_prompt.h"
+#include "mlxgp/chat_template.h"
+#include "server/completion_state.h"
+#include "server/metrics.h"
+#include "server/request.h"
+#include "server/worker.h"
+
+namespace mlxgp::server {
+
+using ojson = nlohmann::ordered_json;
+
+namespace {
+
+std::string default_model_id(const LoadedModel& m) {
+  std::filesystem::path p(m.source);
+  if (p.filename().empty()) p = p.parent_path();
+  return p.extension() == ".gguf" ? p.stem().string() : p.filename().string();
+}
+
+void only_fields(const ojson& body, std::initializer_list<const char*> allowed) {
+  for (auto& [key, _] : body.items()) {
+    bool ok = false;
+    for (const char* a : allowed) ok = ok || key == a;
+    if (!ok) throw ApiError(400, "unknown field '" + key + "'", key);
+  }
+}
+
+bool flag(const ojson& body, const char* key, bool fallback) {
+  if (!body.contains(key) || body[key].is_null()) return fallback;
+  if (!body[key].is_boolean()) throw ApiError(400, std::string("'") + key + "' must be a boolean", key);
+  return body[key].get<bool>();
+}
+
+}  // namespace
+
+Service::Service(LoadedModel model, ServiceOptions options) : model_(std::move(model)), options_(std::move(options)) {
+  if (!model_.model) fail("serve", "no model");
+  if (options_.max_batch_rows < 1) fail("serve", "--max-batch must be >= 1");
+  if (options_.max_queue < 1) fail("serve", "--max-queue must be >= 1");
+  if (options_.model_id.empty()) options_.model_id = default_model_id(model_);
+  if (options_.max_tokens_cap < 0) fail("serve", "--max-tokens-cap must be >= 1");
+  if (!options_.chat_template.empty()) {
+    try {
+      ChatTemplate::parse(options_.chat_template);
+    } catch (const Error& e) {
+      fail("serve", std::string("--chat-template: ") + e.what());
+    }
+  }
+  if (!model_.generation_config_json.empty())
+    warnings_ = apply_generation_config_json(base_, model_.generation_config_json, ConfigSource::Model);
+  metrics_ = std::make_shared<Metrics>(options_.max_batch_rows);
+  worker_ = std::make_shared<Worker>(*model_.model, model_.tokenizer, options_.max_batch_rows, options_.max_queue,
+                                     metrics_);
+}
+
+std::string Service::metrics() const { return metrics_->render(); }
+
+void Service::count_request(const std::string& path, int status) { metrics_->count_request(path, status); }
+
+Service::~Service() { worker_->stop(); }
+
+void Service::shutdown() { worker_->stop(); }
+
+nlohmann::json Service::models() const {
+  nlohmann::json m = {{"id", options_.model_id},
+                      {"object", "model"},
+                      {"created", 0},
+                      {"owned_by", "mlxgp"},
+                      {"max_model_len", model_.model->config().max_position_embeddings}};
+  return {{"object", "list"}, {"data", nlohmann::json::array({m})}};
+}
+
+nlohmann::json Service::health() const {
+  return {{"status", "ok"}, {"running", worker_->running()}, {"waiting", worker_->waiting()}};
+}
+
+nlohmann::json Service::tokenize(const std::string& text) {
+  ojson body = parse_body(text);
+  check_model(body, options_.model_id);
+  only_fields(body, {"model", "prompt", "messages", "add_special_tokens", "add_generation_prompt"});
+  if (!model_.tokenizer) throw ApiError(400, "the model has no tokenizer");
+  const bool has_prompt = body.contains("prompt"), has_messages = body.contains("messages");
+  if (has_prompt == has_messages) throw ApiError(400, "give exactly one of 'prompt' and 'messages'", "prompt");
+  std::vector<int> ids;
+  if (has_prompt) {
+    if (!body["prompt"].is_string()) throw ApiError(400, "'prompt' must be a string", "prompt");
+    if (body.contains("add_generation_prompt")) throw ApiError(400, "'add_generation_prompt' needs 'messages'", "add_generation_prompt");
+    try {
+      ids = model_.tokenizer->encode(body["prompt"].get<std::string>(), flag(body, "add_special_tokens", true));
+    } catch (const Error& e) {
+      throw ApiError(400, e.what(), "prompt");
+    }
+  } else {
+    if (body.contains("add_special_tokens")) throw ApiError(400, "'add_special_tokens' needs 'prompt'", "add_special_tokens");
+    ids = chat_prompt_ids(*model_.tokenizer, template_messages(body["messages"]), flag(body, "add_generation_prompt", true),
+                          options_.chat_template);
+  }
+  return {{"count", ids.size()}, {"max_model_len", model_.model->config().max_position_embeddings}, {"tokens", ids}};
+}
+
+nlohmann::json Service::detokenize(const std::string& text) {
+  ojson body = parse_body(text);
+  check_model(body, options_.model_id);
+  only_fields(body, {"model", "tokens"});
+  if (!model_.tokenizer) throw ApiError(400, "the model has no tokenizer");
+  if (!body.contains("tokens") || !body["tokens"].is_array()) throw ApiError(400, "'tokens' must be a list of token ids", "tokens");
+  std::vector<int> ids;
+  for (auto& t : body["tokens"]) {
+    if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() > INT32_MAX)
+      throw ApiError(400, "'tokens' must be a list of token ids", "tokens");
+    ids.push_back(t.get<int>());
+  }
+  try {
+    return {{"prompt", model_.tokenizer->decode(ids)}};
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), "tokens");
+  }
+}
+
+std::unique_ptr<Completion> Service::start(Endpoint endpoint, const std::string& body) {
+  ParsedRequest p = parse_request(endpoint, body, model_, base_, options_.model_id,
+                                  RequestLimits{options_.max_tokens_cap, options_.chat_template});
+  auto state = std::make_unique<Completion::State>();
+  state->worker = worker_;
+  state->channel = std::make_shared<Channel>();
+  state->head = new_head(endpoint, options_.model_id);
+  state->n = p.n;
+  state->stop = p.stop;
+  state->include_usage = p.include_usage;
+  state->top_logprobs = p.top_logprobs;
+  state->tokenizer = model_.tokenizer;
+  std::vector<BatchRequest> requests;
+  for (auto& ids : p.prompts) {
+    state->prompt_tokens.push_back(static_cast<int>(ids.size()));
+    BatchRequest r;
+    r.prompt_ids = ids;
+    r.config = p.config;
+    r.top_logprobs = p.top_logprobs;
+    requests.push_back(std::move(r));
+  }
+  const int choices = static_cast<int>(p.prompts.size()) * p.n;
+  for (int c = 0; c < choices; ++c) state->trimmers.emplace_back(p.stop);
+  state->logprobs.resize(choices);
+  state->delivered.assign(p.prompts.size(), false);
+  try {
+    state->ids = worker_->submit(std::move(requests), state->channel);
+  } catch (const ApiError& e) {
+    // The engine's refusals (beam search, the context, ...) name no field: find it in the message.
+    if (e.status() != 400 || !e.param().empty()) throw;
+    std::string param = named_field(e.what(), p.fields);
+    if (param.empty() && std::string(e.what()).find("prompt") != std::string::npos)
+      param = endpoint == Endpoint::ChatCompletions ? "messages" : "prompt";
+    throw ApiError(400, e.what(), param);
+  }
+  for (int n : state->prompt_tokens) metrics_->add_prompt_tokens(n);
+  return std::unique_ptr<Completion>(new Completion(std::move(state), p.stream));
+}
+
+}  // namespace mlxgp::server
