@@ -1,5 +1,6 @@
 // `mlxgp generate`: load a model, build the generation config from its layers (the model's
 // generation_config.json < --config file < flags), generate, and stream text or print one JSON object.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -16,9 +17,11 @@
 #include "mlxgp/error.h"
 #include "mlxgp/generate.h"
 #include "mlxgp/generation_config.h"
+#include "mlxgp/kv_cache.h"
 #include "mlxgp/loader.h"
 #include "mlxgp/prompt_cache.h"
 #include "mlxgp/result_json.h"
+#include "mlxgp/safetensors_io.h"
 #include "mlxgp/batch_engine.h"
 #include "prompts_file.h"
 
@@ -108,7 +111,8 @@ int run_generate(const std::vector<std::string>& argv) {
                        "(default: the checkpoint's own)")
       .option("prefill-chunk-size", "prefill long prompts in chunks of this many tokens (default 512)")
       .option("prompt-cache", "start from a prompt cache saved by `mlxgp cache-prompt` (the prompt must begin "
-                              "with its tokens; it must come from the same model and dtype)")
+                              "with its tokens; it must come from the same model and dtype; not with --lora, --soft-prompt or "
+                              "--steer on prompt positions, which the saved cache does not hold)")
       .option("memory-trace", "comma-separated generated-token counts at which stats.memory_trace records MLX's "
                               "peak and active memory (--json)")
       .option("show-config", "print the effective generation config (all layers merged) to stderr", false)
@@ -144,15 +148,21 @@ int run_generate(const std::vector<std::string>& argv) {
   }
   auto prompt_cache_path = args.get("prompt-cache");
   if (prompt_cache_path && prompt_cache_path->empty()) fail("cli", "--prompt-cache needs a file name");
+  if (prompt_cache_path) {
+    // `cache-prompt` runs the bare model: the saved keys and values hold no adapter, soft prompt or
+    // prompt-position steering, and its identity cannot tell, so these would silently mix.
+    for (const std::string flag : {"lora", "soft-prompt"})
+      if (args.has(flag))
+        fail("cli", "--prompt-cache cannot be combined with --" + flag +
+                        " (the saved cache was computed without it; generate without --prompt-cache)");
+    if (args.has("steer") && args.get("steer-positions").value_or("all") != "generated")
+      fail("cli", "--prompt-cache cannot be combined with --steer on prompt positions (the saved cache was computed "
+                  "without steering); use --steer-positions generated or generate without --prompt-cache");
+  }
   LoadOptions load_options;
   if (auto d = args.get("dtype")) load_options.dtype = parse_dtype(*d);
   auto scores_out = args.get("scores-out");
-  if (scores_out && scores_out->empty()) fail("cli", "--scores-out needs a file name");
-  if (scores_out) {  // fail before generating, not after
-    auto dir = std::filesystem::path(*scores_out).parent_path();
-    if (!dir.empty() && !std::filesystem::is_directory(dir))
-      fail("cli", "--scores-out: directory '" + dir.string() + "' does not exist");
-  }
+  if (scores_out) check_output_file(*scores_out, "--scores-out");  // fail before generating, not after
   auto user_layers = [&](GenerationConfig& c) {
     apply_generation_flags(c, args);
     if (scores_out && !c.output_scores && !c.output_logits) c.output_scores = true;
@@ -179,8 +189,16 @@ int run_generate(const std::vector<std::string>& argv) {
   if (prompt_cache_path) {
     if (config.num_beams > 1 || config.use_speculative || config.prompt_lookup_num_tokens)
       fail("cli", "--prompt-cache works with greedy and sampled generation only (not beams or speculative decoding)");
-    gen_options.prompt_cache =
-        std::make_shared<const PromptCache>(load_prompt_cache(*prompt_cache_path, *loaded.model));
+    auto cache = std::make_shared<const PromptCache>(load_prompt_cache(*prompt_cache_path, *loaded.model));
+    // NaN or infinite keys/values (a corrupt file) would decode garbage with exit 0.
+    for (size_t i = 0; i < cache->caches.size(); ++i)
+      if (auto* s = dynamic_cast<const StandardKVCache*>(cache->caches[i].get()))
+        if (auto kv = s->fetch()) {
+          const std::string layer = "--prompt-cache '" + *prompt_cache_path + "': layer " + std::to_string(i);
+          require_finite(kv->first, "prompt-cache", layer + " keys");
+          require_finite(kv->second, "prompt-cache", layer + " values");
+        }
+    gen_options.prompt_cache = cache;
   }
 
   auto encode = [&](const std::string& text) {
@@ -192,6 +210,13 @@ int run_generate(const std::vector<std::string>& argv) {
                                       [&](const std::vector<int>& ids, const GenerationConfig& c) {
                                         check_prompt(*loaded.model, ids, c);
                                       });
+    long long rows = 1, length = 1;
+    for (auto& r : requests) {
+      rows = std::max(rows, decode_rows(r.config));
+      length = std::max(length, static_cast<long long>(r.prompt_ids.size()) + check_prompt(*loaded.model, r.prompt_ids, r.config));
+    }
+    check_decode_rows_fit(*loaded.model, rows * std::min<long long>(batch_size, static_cast<long long>(requests.size())),
+                          length, "rows (--batch-size x beams or sequences per request)");
     std::vector<std::vector<int>> prompts;
     std::vector<GenerationConfig> configs;
     for (auto& r : requests) {
@@ -223,6 +248,10 @@ int run_generate(const std::vector<std::string>& argv) {
     return 0;
   }
   std::vector<int> prompt_ids = input_ids ? *input_ids : encode(*args.get("prompt"));
+  // Beams / sequences that cannot fit are refused here in one line, not by MLX mid-generation.
+  check_decode_rows_fit(*loaded.model, decode_rows(config),
+                        static_cast<long long>(prompt_ids.size()) + check_prompt(*loaded.model, prompt_ids, config),
+                        config.num_beams > 1 ? "beams" : "sequences");
 
   const bool as_json = args.has("json");
   const bool several = config.num_return_sequences > 1;

@@ -7,25 +7,14 @@
 #include <nlohmann/json.hpp>
 
 #include "mlxgp/error.h"
+#include "mlxgp/paths.h"
 
 namespace mlxgp::cli {
-
-namespace {
-
-// The message of a library error without its "[component] " prefix (the line prefix replaces it).
-std::string bare(const std::string& what) {
-  if (!what.empty() && what[0] == '[') {
-    auto end = what.find("] ");
-    if (end != std::string::npos) return what.substr(end + 2);
-  }
-  return what;
-}
-
-}  // namespace
 
 std::vector<FileRequest> read_prompts_file(const std::string& path, const GenerationConfig& base,
                                            const std::function<std::vector<int>(const std::string&)>& encode,
                                            const std::function<void(const std::vector<int>&, const GenerationConfig&)>& check) {
+  reject_directory(path, "generate", "--prompts-file");
   std::ifstream in(path);
   if (!in) fail("generate", "cannot read --prompts-file '" + path + "'");
   const std::string name = std::filesystem::path(path).filename().string();
@@ -34,10 +23,10 @@ std::vector<FileRequest> read_prompts_file(const std::string& path, const Genera
   for (int number = 1; std::getline(in, line); ++number) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto bad = [&](const std::string& why) { fail("generate", name + ":" + std::to_string(number) + ": " + why); };
-    nlohmann::json j;
+    nlohmann::ordered_json j;  // in the line's key order: a json_schema lists its properties in order
     try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error&) {
+      j = nlohmann::ordered_json::parse(line);
+    } catch (const nlohmann::ordered_json::parse_error&) {
       bad("not a JSON object");
     }
     if (!j.is_object()) bad("not a JSON object");
@@ -70,7 +59,7 @@ std::vector<FileRequest> read_prompts_file(const std::string& path, const Genera
     } catch (const Error& e) {
       const std::string what = e.what();
       if (what.rfind("[generate] " + name + ":", 0) == 0) throw;
-      bad(bare(what));
+      bad(without_component(what));
     }
     out.push_back(std::move(r));
   }

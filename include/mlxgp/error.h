@@ -27,4 +27,8 @@ class Error : public std::runtime_error {
 // Throws Error(component, message, InvalidInput).
 [[noreturn]] void fail(std::string_view component, std::string_view message);
 
+// An error line's message without its "[component] " prefix (for a face that adds its own context:
+// a file name and line, an HTTP error object).
+std::string without_component(std::string_view what);
+
 }  // namespace mlxgp

@@ -105,6 +105,12 @@ struct GenerationConfig {
   bool output_scores;
   bool output_logits;
   bool output_logprobs;  // not an HF field (compute_transition_scores of the chosen tokens)
+  // Structured outputs (not HF fields; vLLM's guided_json / guided_regex / guided_grammar, OpenAI's
+  // response_format): at most one; the generated text is held to it by xgrammar's token masks.
+  std::optional<std::string> json_schema;  // a JSON schema, as JSON text
+  bool json_object;                        // any JSON value (OpenAI response_format json_object)
+  std::optional<std::string> regex;
+  std::optional<std::string> grammar;  // EBNF (xgrammar's GBNF dialect), root rule "root"
 
   GenerationConfig();  // every field at its default from the list below
 
@@ -221,6 +227,15 @@ struct GenerationConfig {
     v(c.output_logits, "output_logits", false, "return the raw logits of each step", FieldBounds::none());
     v(c.output_logprobs, "output_logprobs", false,
       "return the log-probability of each chosen token (not an HF field)", FieldBounds::none());
+    v(c.json_schema, "json_schema", std::optional<std::string>{},
+      "structured output: the text must be JSON following this schema (JSON text; on the command line a file)",
+      FieldBounds::none());
+    v(c.json_object, "json_object", false, "structured output: the text must be one JSON value", FieldBounds::none());
+    v(c.regex, "regex", std::optional<std::string>{}, "structured output: the text must match this regular expression",
+      FieldBounds::none());
+    v(c.grammar, "grammar", std::optional<std::string>{},
+      "structured output: the text must follow this EBNF grammar with a rule `root` (on the command line a file)",
+      FieldBounds::none());
   }
 };
 

@@ -93,6 +93,7 @@ std::unique_ptr<LogitsProcessor> make_presence_frequency_penalty(double presence
 std::unique_ptr<LogitsProcessor> make_logit_bias(const LogitBias& bias);
 
 class Model;
+class Tokenizer;
 
 // transformers UnbatchedClassifierFreeGuidanceLogitsProcessor: an unconditional forward of `model`
 // with its own KV cache over `negative_prompt_ids` (default: the last prompt token), then each
@@ -151,6 +152,11 @@ struct ProcessorContext {
   // HF generate(logits_processor=[...]): user processors, cloned into the pipeline after the built-in
   // processors and before the warpers, as transformers merges a custom list.
   std::vector<std::shared_ptr<const LogitsProcessor>> logits_processors;
+  // Structured outputs (json_schema, regex, grammar) read the token texts from the tokenizer.
+  std::shared_ptr<const Tokenizer> tokenizer;
+  // Speculative verification: the ids may end in draft candidates that the processors' own masks will
+  // refuse (the positions after them are never used), so a constraint must not fail on them.
+  bool tentative_ids = false;
   // The warpers' min_tokens_to_keep: 1, except inside beam search, where transformers keeps
   // len(eos) + 1 (2 without EOS) so that a non-EOS continuation always survives.
   int min_tokens_to_keep = 1;

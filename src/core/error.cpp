@@ -19,4 +19,10 @@ Error::Error(std::string_view component, std::string_view message, ErrorKind kin
 
 void fail(std::string_view component, std::string_view message) { throw Error(component, message); }
 
+std::string without_component(std::string_view what) {
+  if (!what.empty() && what[0] == '[')
+    if (auto end = what.find("] "); end != std::string_view::npos) return std::string(what.substr(end + 2));
+  return std::string(what);
+}
+
 }  // namespace mlxgp

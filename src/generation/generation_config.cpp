@@ -4,7 +4,9 @@
 
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <sstream>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -36,6 +38,10 @@ int json_int(const json& j, const char* name) {
     double d = j.get<double>();
     if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 2147483647.0) return static_cast<int>(d);
   }
+  if (j.is_number_integer() || j.is_number_unsigned() ||
+      (j.is_number_float() && std::isfinite(j.get<double>()) && j.get<double>() == std::floor(j.get<double>())))
+    fail("config", std::string("field '") + name + "' is out of range (" +
+                       (show(j).rfind('-', 0) == 0 ? "min -2147483648" : "max 2147483647") + "), got " + show(j));
   bad_value(name, "an integer", show(j));
 }
 void from_json_value(const json& j, int& out, const char* name) { out = json_int(j, name); }
@@ -167,9 +173,22 @@ void from_json_value(const json& j, std::optional<T>& out, const char* name) {
 
 // ---- CLI text -> value
 template <class Int>
+[[noreturn]] void out_of_range(const char* name, const std::string& got) {
+  const std::string limit = got.rfind('-', 0) == 0 ? "min " + std::to_string(std::numeric_limits<Int>::min())
+                                                   : "max " + std::to_string(std::numeric_limits<Int>::max());
+  fail("config", std::string("field '") + name + "' is out of range (" + limit + "), got " + got);
+}
+template <class Int>
 Int parse_integer(const std::string& s, const char* name) {
   Int v{};
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (!s.empty() && p == s.data() + s.size() && ec == std::errc::result_out_of_range)
+    out_of_range<Int>(name, s);
+  // Unsigned fields: a well-formed negative integer is out of range, not "not an integer".
+  if constexpr (std::is_unsigned_v<Int>) {
+    if (s.size() > 1 && s[0] == '-' && s.find_first_not_of("0123456789", 1) == std::string::npos)
+      out_of_range<Int>(name, s);
+  }
   if (s.empty() || ec != std::errc() || p != s.data() + s.size()) bad_value(name, "an integer", "'" + s + "'");
   return v;
 }
@@ -388,6 +407,10 @@ std::vector<std::string> apply_generation_config_json(GenerationConfig& config, 
       if (known || key != name) return;
       known = true;
       if (value.is_null()) field = def;  // HF: null means "not set"
+      // A schema may be given as the JSON document itself (OpenAI response_format, vLLM guided_json), in
+      // its own key order: properties are generated in the order the schema lists them.
+      else if (key == "json_schema" && (value.is_object() || value.is_boolean()))
+        from_json_value(json(nlohmann::ordered_json::parse(json_text)["json_schema"].dump()), field, name);
       else from_json_value(value, field, name);
     });
     if (known) continue;
@@ -512,6 +535,16 @@ void validate(const GenerationConfig& config) {
     if (e->size() != 2 || (*e)[0] != std::floor((*e)[0]) || (*e)[0] < 0 || (*e)[0] > 1e9)
       fail("config", "field 'exponential_decay_length_penalty' must be [start_index, decay_factor] with an integer "
                      "start_index >= 0");
+  }
+  // Structured outputs: one constraint; the strategies that do not carry a matcher yet say so.
+  const int constraints = config.json_schema.has_value() + config.json_object + config.regex.has_value() +
+                          config.grammar.has_value();
+  if (constraints > 1) fail("config", "json_schema, json_object, regex and grammar are exclusive: set one");
+  for (auto [value, name] : {std::pair{&config.json_schema, "json_schema"}, {&config.regex, "regex"}, {&config.grammar, "grammar"}})
+    if (*value && (*value)->empty()) fail("config", std::string("field '") + name + "' must not be empty");
+  if (constraints == 1) {
+    if (config.eos_token_id && config.eos_token_id->empty())
+      fail("config", "structured output needs an EOS token to end on (it cannot be combined with ignoring EOS)");
   }
   // Cross-field rules. transformers' TemperatureLogitsWarper rejects 0 when sampling.
   if (config.do_sample && config.temperature == 0.0)

@@ -31,6 +31,7 @@ BeamProcessors::BeamProcessors(Model& model, const GenerationConfig& config, con
   context.model = &model;
   context.logits_processors = options.logits_processors;
   context.prefix_allowed_tokens_fn = options.prefix_allowed_tokens_fn;
+  context.tokenizer = options.tokenizer;
   // HF _get_logits_processor: inside beams the warpers keep len(eos) + 1 tokens (2 without EOS).
   context.min_tokens_to_keep =
       config.eos_token_id && !config.eos_token_id->empty() ? static_cast<int>(config.eos_token_id->size()) + 1 : 2;

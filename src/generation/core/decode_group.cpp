@@ -34,6 +34,7 @@ DecodeGroup::DecodeGroup(Model& model, const GenerationConfig& config, const Gen
   context.negative_prompt_ids = options.negative_prompt_ids;
   context.logits_processors = options.logits_processors;
   context.prefix_allowed_tokens_fn = options.prefix_allowed_tokens_fn;
+  context.tokenizer = options.tokenizer;
   processors_ = build_logits_processors(config_, context);
   stop_ = stopping_criteria(config_, options);
   // HF expands the prompt to num_return_sequences rows (validate() allows > 1 only when sampling).

@@ -2,6 +2,7 @@
 #include <mlx/mlx.h>
 
 #include "generation/processors/row_kernels.h"
+#include "generation/structured/grammar_constraint.h"
 #include "mlxgp/error.h"
 #include "mlxgp/logits_processor.h"
 #include "mlxgp/model.h"
@@ -108,6 +109,14 @@ LogitsProcessorList build_logits_processors(const GenerationConfig& config, cons
   if (config.force_words_ids)
     list.add(make_force_words(*config.force_words_ids, eos, config.max_new_tokens, config.max_length,
                               context.model ? context.model->config().max_position_embeddings : 0));
+  // Structured output last before the warpers, where transformers puts a user's processor (xgrammar's
+  // own transformers LogitsProcessor): the other processors' masks and biases commute with it, so only
+  // the warpers, which renormalise, see the constrained distribution.
+  if (wants_grammar(config))
+    list.add(make_grammar_constraint(config, context.tokenizer,
+                                     context.model ? context.model->config().vocab_size
+                                                   : (context.tokenizer ? context.tokenizer->vocab_size() : 0),
+                                     context.tentative_ids));
   if (config.do_sample) {
     const int keep = context.min_tokens_to_keep;
     if (config.temperature != 1.0) list.add(make_temperature_warper(config.temperature));

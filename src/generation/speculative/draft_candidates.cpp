@@ -96,6 +96,8 @@ ProcessorContext speculative_context(const GeneratorOptions& o) {
   ProcessorContext c;
   c.prefix_allowed_tokens_fn = o.prefix_allowed_tokens_fn;
   c.logits_processors = o.logits_processors;
+  c.tokenizer = o.tokenizer;  // structured output (its vocabulary width follows the logits)
+  c.tentative_ids = true;
   return c;
 }
 

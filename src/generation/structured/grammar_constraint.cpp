@@ -1,0 +1,274 @@
+#include "generation/structured/grammar_constraint.h"
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <dlpack/dlpack.h>
+#include <mlx/mlx.h>
+#include <xgrammar/xgrammar.h>
+
+#include "generation/structured/token_vocab.h"
+#include "mlxgp/error.h"
+
+namespace mlxgp {
+
+namespace {
+
+// One line of xgrammar's message (its errors can span several lines).
+[[noreturn]] void fail_grammar(const std::string& what, const std::exception& e) {
+  std::string msg = e.what();
+  for (char& c : msg)
+    if (c == '\n' || c == '\r') c = ' ';
+  fail("grammar", what + ": " + msg);
+}
+
+// Compilers are built per (tokenizer, vocabulary size, stop tokens): the vocabulary's preprocessing is
+// the costly part, and xgrammar's compiler caches the grammars compiled with it.
+std::shared_ptr<xgrammar::GrammarCompiler> compiler_for(const std::shared_ptr<const Tokenizer>& tokenizer, int vocab,
+                                                        const std::vector<int>& stops) {
+  struct Entry {
+    std::weak_ptr<const Tokenizer> tokenizer;
+    int vocab;
+    std::vector<int> stops;
+    std::shared_ptr<xgrammar::GrammarCompiler> compiler;
+  };
+  static std::mutex m;
+  static std::vector<Entry> cache;
+  std::lock_guard<std::mutex> lock(m);
+  std::erase_if(cache, [](const Entry& e) { return e.tokenizer.expired(); });
+  for (auto& e : cache)
+    if (e.tokenizer.lock() == tokenizer && e.vocab == vocab && e.stops == stops) return e.compiler;
+  auto bytes = token_vocab(*tokenizer);
+  if (static_cast<int>(bytes.size()) > vocab) bytes.resize(vocab);  // ids past the logits can never be chosen
+  try {
+    xgrammar::TokenizerInfo info(bytes, xgrammar::VocabType::RAW, vocab, stops, false);
+    auto compiler = std::make_shared<xgrammar::GrammarCompiler>(info, 2, true);
+    cache.push_back({tokenizer, vocab, stops, compiler});
+    return compiler;
+  } catch (const std::exception& e) {
+    fail_grammar("cannot prepare the vocabulary", e);
+  }
+}
+
+xgrammar::CompiledGrammar compile(xgrammar::GrammarCompiler& c, const GenerationConfig& config) {
+  try {
+    if (config.json_schema) return c.CompileJSONSchema(*config.json_schema);
+    if (config.json_object) return c.CompileBuiltinJSONGrammar();
+    if (config.regex) return c.CompileRegex(*config.regex);
+    return c.CompileGrammar(*config.grammar, "root");
+  } catch (const std::exception& e) {
+    fail_grammar(config.json_schema ? "invalid json_schema" : config.regex ? "invalid regex" : "invalid grammar", e);
+  }
+}
+
+// A matcher and the generated tokens it has taken.
+struct Line {
+  std::vector<int> tokens;
+  xgrammar::GrammarMatcher matcher;
+  bool dead = false;  // holds a token the constraint rejects (a speculative candidate that will be refused)
+};
+
+// The matchers of one request, shared by the processor (graph building, host thread) and the row
+// kernels it hands out (run later on the CPU stream), hence the lock. Its state comes from the ids, like
+// the other processors': each row's matcher is forked from a recent matcher whose tokens begin that
+// row's generated tokens (its previous step, its parent beam, the accepted prefix of a speculative
+// round) and takes the rest, so beam reordering, speculative rollback and rows that share a parent need
+// nothing from the decoding loops.
+class GrammarState {
+ public:
+  GrammarState(std::shared_ptr<const xgrammar::CompiledGrammar> grammar, std::vector<int> stops, int vocab,
+               bool tentative)
+      : grammar_(std::move(grammar)), stops_(std::move(stops)), vocab_(vocab), tentative_(tentative) {}
+
+  std::shared_ptr<GrammarState> copy() const {
+    std::lock_guard<std::mutex> lock(m_);
+    auto c = std::make_shared<GrammarState>(grammar_, stops_, vocab_, tentative_);
+    c->prompt_ = prompt_;
+    c->error_ = error_;
+    for (auto& l : recent_) c->recent_.push_back({l.tokens, l.matcher.Fork(), l.dead});
+    return c;
+  }
+  void start(int prompt_tokens) {
+    std::lock_guard<std::mutex> lock(m_);
+    prompt_ = prompt_tokens;
+    recent_.clear();
+  }
+  void retarget(std::shared_ptr<const xgrammar::CompiledGrammar> grammar, int vocab) {
+    std::lock_guard<std::mutex> lock(m_);
+    grammar_ = std::move(grammar);
+    vocab_ = vocab;
+    recent_.clear();
+  }
+  int vocab() const { return vocab_; }
+  int prompt() const { return prompt_; }
+  // A violation found by a row kernel, raised on the host at the next step.
+  void raise_pending() {
+    std::lock_guard<std::mutex> lock(m_);
+    if (error_.empty()) return;
+    std::string e = std::move(error_);
+    error_.clear();
+    fail("grammar", e);
+  }
+
+  // Masks one row of logits (-inf where the row's matcher forbids the token), given the row's ids.
+  // Returns false (and keeps the reason) when the ids break the constraint or no token is left.
+  bool mask_row(std::span<float> logits, std::span<const int32_t> ids) {
+    std::lock_guard<std::mutex> lock(m_);
+    if (static_cast<int>(ids.size()) < prompt_) return note("the constraint needs the row's ids, prompt first");
+    Line line = line_for(std::vector<int>(ids.begin() + prompt_, ids.end()));
+    if (!line.dead && !line.matcher.IsTerminated()) {
+      const int words = xgrammar::GetBitmaskSize(vocab_);
+      bits_.resize(static_cast<size_t>(words));
+      int64_t shape[1] = {words};
+      DLTensor t{bits_.data(), DLDevice{kDLCPU, 0}, 1, DLDataType{kDLInt, 32, 1}, shape, nullptr, 0};
+      if (line.matcher.FillNextTokenBitmask(&t)) {
+        bool any = false;
+        const int n = std::min<int>(vocab_, static_cast<int>(logits.size()));
+        for (int v = 0; v < n; ++v) {
+          if ((static_cast<uint32_t>(bits_[v >> 5]) >> (v & 31)) & 1u) any = any || logits[v] != -INFINITY;
+          else logits[v] = -INFINITY;
+        }
+        if (!any && !tentative_)
+          note("after " + std::to_string(line.tokens.size()) + " generated tokens no token satisfies both the "
+               "constraint and the other settings (e.g. min_new_tokens forbids the EOS the constraint needs, or "
+               "logit_bias / suppress_tokens remove every allowed token)");
+      }
+    }
+    // A row that ended on EOS, or follows a refused candidate, is left as it is: it is never used.
+    recent_.push_back(std::move(line));
+    if (recent_.size() > kRecent) recent_.erase(recent_.begin(), recent_.end() - kRecent);
+    return error_.empty();
+  }
+
+ private:
+  // Lines kept for the next steps: a batch's rows, or a speculative round's positions, several times.
+  static constexpr size_t kRecent = 256;
+
+  bool note(std::string what) {
+    if (error_.empty()) error_ = std::move(what);
+    return false;
+  }
+
+  Line line_for(const std::vector<int>& tokens) {
+    // The longest recent line that starts these tokens (the newest first: usually the row's own line).
+    const Line* best = nullptr;
+    for (auto it = recent_.rbegin(); it != recent_.rend(); ++it) {
+      if (it->tokens.size() > tokens.size() || (best && it->tokens.size() <= best->tokens.size())) continue;
+      if (std::equal(it->tokens.begin(), it->tokens.end(), tokens.begin())) {
+        best = &*it;
+        if (best->tokens.size() == tokens.size()) break;
+      }
+    }
+    Line line{best ? best->tokens : std::vector<int>{},
+              best ? best->matcher.Fork() : xgrammar::GrammarMatcher(*grammar_, stops_), best && best->dead};
+    for (size_t i = line.tokens.size(); i < tokens.size(); ++i) {
+      const int id = tokens[i];
+      line.tokens.push_back(id);
+      if (line.dead || line.matcher.IsTerminated()) continue;  // tokens after the row's EOS are never shown
+      if (line.matcher.AcceptToken(id)) continue;
+      // Speculative verification runs positions after candidates that the mask at their own position
+      // refuses; those positions are never used.
+      line.dead = true;
+      if (!tentative_)
+        note("generated token " + std::to_string(i + 1) + " (id " + std::to_string(id) +
+             ") breaks the constraint (another setting, e.g. min_new_tokens, logit_bias or suppress_tokens, left "
+             "no token the grammar allows)");
+    }
+    return line;
+  }
+
+  mutable std::mutex m_;
+  std::shared_ptr<const xgrammar::CompiledGrammar> grammar_;
+  std::vector<int> stops_;
+  int vocab_;
+  bool tentative_;
+  int prompt_ = 0;
+  std::vector<Line> recent_;
+  std::vector<int32_t> bits_;
+  std::string error_;
+};
+
+class GrammarConstraint : public LogitsProcessor {
+ public:
+  GrammarConstraint(std::shared_ptr<GrammarState> state, std::shared_ptr<const Tokenizer> tokenizer,
+                    const GenerationConfig& config, std::vector<int> stops)
+      : state_(std::move(state)), tokenizer_(std::move(tokenizer)), config_(config), stops_(std::move(stops)) {}
+
+  bool needs_ids() const override { return true; }
+
+  // The constraint holds the generated text; the prompt is context, not matched.
+  void on_prompt(const mx::array& ids) override { state_->start(ids.ndim() == 2 ? ids.shape(1) : 0); }
+
+  // The CPU path: the mask is filled when the step runs, from the ids it receives, so building the next
+  // step never waits for this one's token (the decode loops stay pipelined).
+  std::optional<RowKernel> row_kernel(int vocab, int num_ids) override {
+    state_->raise_pending();
+    if (vocab != state_->vocab() || num_ids < state_->prompt()) return std::nullopt;  // apply() checks and says
+    auto st = state_;
+    return RowKernel([st](std::span<float> logits, std::span<const int32_t> ids) { st->mask_row(logits, ids); });
+  }
+
+  // The device path: the ids are read on the host and the mask is applied as one op.
+  mx::array apply(const mx::array& logits, const mx::array& ids) override {
+    state_->raise_pending();
+    if (logits.ndim() != 2) fail("grammar", "logits must be [rows, vocabulary]");
+    const int width = logits.shape(1);
+    if (width != state_->vocab()) {
+      // Built without the model (speculative tracks know only the tokenizer): recompile for the width of
+      // the logits, which may exceed the tokenizer's vocabulary.
+      if (width < tokenizer_->vocab_size()) fail("grammar", "logits narrower than the vocabulary");
+      state_->retarget(std::make_shared<const xgrammar::CompiledGrammar>(
+                           compile(*compiler_for(tokenizer_, width, stops_), config_)),
+                       width);
+    }
+    const int rows = logits.shape(0);
+    if (ids.ndim() != 2 || ids.shape(0) != rows || ids.shape(1) < state_->prompt())
+      fail("grammar", "the constraint needs every row's ids, prompt first");
+    auto host = mx::astype(ids, mx::int32);
+    host.eval();
+    const int len = host.shape(1);
+    std::vector<float> mask(static_cast<size_t>(rows) * width, 0.0f);
+    for (int r = 0; r < rows; ++r)
+      state_->mask_row(std::span<float>(mask.data() + static_cast<size_t>(r) * width, width),
+                       std::span<const int32_t>(host.data<int32_t>() + static_cast<size_t>(r) * len, len));
+    state_->raise_pending();
+    return mx::add(logits, mx::array(mask.begin(), {rows, width}, mx::float32));
+  }
+
+  std::unique_ptr<LogitsProcessor> clone() const override {
+    return std::make_unique<GrammarConstraint>(state_->copy(), tokenizer_, config_, stops_);
+  }
+
+ private:
+  std::shared_ptr<GrammarState> state_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  GenerationConfig config_;
+  std::vector<int> stops_;
+};
+
+}  // namespace
+
+bool wants_grammar(const GenerationConfig& c) {
+  return c.json_schema.has_value() || c.json_object || c.regex.has_value() || c.grammar.has_value();
+}
+
+std::unique_ptr<LogitsProcessor> make_grammar_constraint(const GenerationConfig& config,
+                                                         std::shared_ptr<const Tokenizer> tokenizer, int vocab_size,
+                                                         bool tentative_ids) {
+  if (!tokenizer) fail("generate", "structured output needs the model's tokenizer");
+  const std::vector<int> stops = config.eos_token_id.value_or(std::vector<int>{});
+  if (stops.empty()) fail("generate", "structured output needs an EOS token to end on (the model defines none)");
+  for (int id : stops)
+    if (id < 0 || id >= vocab_size) fail("generate", "EOS token id " + std::to_string(id) + " is outside the vocabulary");
+  vocab_size = std::max(vocab_size, tokenizer->vocab_size());
+  auto compiler = compiler_for(tokenizer, vocab_size, stops);
+  auto grammar = std::make_shared<const xgrammar::CompiledGrammar>(compile(*compiler, config));
+  auto state = std::make_shared<GrammarState>(std::move(grammar), stops, vocab_size, tentative_ids);
+  return std::make_unique<GrammarConstraint>(std::move(state), std::move(tokenizer), config, stops);
+}
+
+}  // namespace mlxgp
