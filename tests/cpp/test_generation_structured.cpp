@@ -158,6 +158,19 @@ TEST(GrammarConstraint, BadConstraintsFailInOneLine) {
   GenerationConfig grammar;
   grammar.grammar = "root ::= missing_rule";
   expect_fail(grammar, "[grammar] invalid grammar");
+  // A schema xgrammar would enforce only in part is refused, naming the construct, every time.
+  GenerationConfig unique;
+  unique.json_schema = R"({"type": "array", "items": {"type": "integer"}, "uniqueItems": true})";
+  expect_fail(unique, "[grammar] json_schema: the keyword 'uniqueItems'");
+  GenerationConfig all_of;
+  all_of.json_schema = R"({"allOf": [{"type": "object", "properties": {"a": {"type": "integer"}}},
+                                     {"type": "object", "properties": {"b": {"type": "integer"}}}]})";
+  expect_fail(all_of, "[grammar] json_schema cannot be enforced exactly: Support for allOf");
+  expect_fail(all_of, "[grammar] json_schema cannot be enforced exactly: Support for allOf");
+  GenerationConfig named_not;  // a property called "not" is a name, not the keyword
+  named_not.json_schema = R"({"type": "object", "properties": {"not": {"type": "integer"}}})";
+  named_not.eos_token_id = std::vector<int>{*tok->eos_token_id()};
+  EXPECT_NO_THROW(make_grammar_constraint(named_not, tok, tok->vocab_size()));
   GenerationConfig no_eos;
   no_eos.json_object = true;
   no_eos.eos_token_id = std::vector<int>{};

@@ -266,6 +266,21 @@ def test_bad_constraints_fail_in_one_line(default_gguf, run_mlxgp, flags, needle
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize("schema,needle", [
+    ({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, "the keyword 'uniqueItems'"),
+    ({"type": "object", "properties": {"n": {"oneOf": [{"type": "integer"}, {"type": "number"}]}}}, "oneOf"),
+    ({"type": "object", "properties": {"c": {"type": "string", "pattern": "^[A-Z]+$", "maxLength": 3}}}, "maxLength"),
+])
+def test_schema_enforced_only_in_part_is_refused(default_gguf, run_mlxgp, tmp_path, schema, needle):
+    """xgrammar drops or loosens these (silently or with a warning); mlxgp refuses them instead."""
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps(schema))
+    proc = run_mlxgp("generate", "--model", default_gguf, "--prompt", "Hi", "--json-schema", f, check=False)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[grammar] json_schema") and needle in lines[0], proc.stderr
+
+
 def test_invalid_schema_fails_in_one_line(default_gguf, run_mlxgp, tmp_path):
     f = tmp_path / "bad.json"
     f.write_text('{"type": "object", "properties": {"a": {"type": "no-such-type"}}}')

@@ -2,12 +2,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iostream>
+#include <map>
 #include <mutex>
+#include <sstream>
 #include <span>
 #include <string>
 #include <vector>
 
 #include <dlpack/dlpack.h>
+#include <nlohmann/json.hpp>
 #include <mlx/mlx.h>
 #include <xgrammar/xgrammar.h>
 
@@ -54,12 +58,69 @@ std::shared_ptr<xgrammar::GrammarCompiler> compiler_for(const std::shared_ptr<co
   }
 }
 
+// JSON-schema keywords xgrammar 0.2.8 drops without a word (json_schema_converter.cc): a schema using
+// them would be enforced only in part. Map keys under properties / $defs are names, not keywords.
+void refuse_unenforced_keywords(const nlohmann::json& s) {
+  static const char* kIgnored[] = {"uniqueItems", "contains",          "minContains",     "maxContains", "not",
+                                   "if",          "then",              "else",            "dependentRequired",
+                                   "dependentSchemas"};
+  if (s.is_array()) {
+    for (auto& x : s) refuse_unenforced_keywords(x);
+    return;
+  }
+  if (!s.is_object()) return;
+  for (const char* k : kIgnored)
+    if (s.contains(k)) fail("grammar", std::string("json_schema: the keyword '") + k + "' cannot be enforced (xgrammar ignores it)");
+  for (auto& [key, value] : s.items()) {
+    if (key == "properties" || key == "patternProperties" || key == "$defs" || key == "definitions") {
+      if (value.is_object())
+        for (auto& [name, sub] : value.items()) refuse_unenforced_keywords(sub);
+    } else if (key != "enum" && key != "const" && key != "examples" && key != "default") {
+      refuse_unenforced_keywords(value);
+    }
+  }
+}
+
+// xgrammar reports what it loosens (allOf with several branches, a oneOf it turns into anyOf, length
+// limits next to a pattern, multipleOf) only as warnings on stderr: those become the error, so a schema
+// is enforced exactly or refused. stderr is taken for the compile only (serialised: it is global).
+xgrammar::CompiledGrammar compile_schema_exactly(xgrammar::GrammarCompiler& c, const std::string& schema) {
+  try {
+    refuse_unenforced_keywords(nlohmann::json::parse(schema));
+  } catch (const nlohmann::json::parse_error& e) {
+    fail("grammar", std::string("invalid json_schema: ") + e.what());
+  }
+  static std::mutex m;
+  static std::map<std::string, std::string> refused;  // xgrammar caches the grammar, not its warnings
+  std::lock_guard<std::mutex> lock(m);
+  if (auto it = refused.find(schema); it != refused.end()) fail("grammar", it->second);
+  std::ostringstream captured;
+  auto* previous = std::cerr.rdbuf(captured.rdbuf());
+  try {
+    auto g = c.CompileJSONSchema(schema);
+    std::cerr.rdbuf(previous);
+    std::string warning = captured.str();
+    if (!warning.empty()) {
+      warning = warning.substr(0, warning.find('\n'));  // "[time] file.cc:line: Warning: message"
+      if (auto p = warning.find(": Warning: "); p != std::string::npos) warning = warning.substr(p + 11);
+      refused[schema] = "json_schema cannot be enforced exactly: " + warning;
+      fail("grammar", refused[schema]);
+    }
+    return g;
+  } catch (...) {
+    std::cerr.rdbuf(previous);
+    throw;
+  }
+}
+
 xgrammar::CompiledGrammar compile(xgrammar::GrammarCompiler& c, const GenerationConfig& config) {
   try {
-    if (config.json_schema) return c.CompileJSONSchema(*config.json_schema);
+    if (config.json_schema) return compile_schema_exactly(c, *config.json_schema);
     if (config.json_object) return c.CompileBuiltinJSONGrammar();
     if (config.regex) return c.CompileRegex(*config.regex);
     return c.CompileGrammar(*config.grammar, "root");
+  } catch (const Error&) {
+    throw;
   } catch (const std::exception& e) {
     fail_grammar(config.json_schema ? "invalid json_schema" : config.regex ? "invalid regex" : "invalid grammar", e);
   }
