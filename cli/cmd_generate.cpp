@@ -210,13 +210,6 @@ int run_generate(const std::vector<std::string>& argv) {
                                       [&](const std::vector<int>& ids, const GenerationConfig& c) {
                                         check_prompt(*loaded.model, ids, c);
                                       });
-    long long rows = 1, length = 1;
-    for (auto& r : requests) {
-      rows = std::max(rows, decode_rows(r.config));
-      length = std::max(length, static_cast<long long>(r.prompt_ids.size()) + check_prompt(*loaded.model, r.prompt_ids, r.config));
-    }
-    check_decode_rows_fit(*loaded.model, rows * std::min<long long>(batch_size, static_cast<long long>(requests.size())),
-                          length, "rows (--batch-size x beams or sequences per request)");
     std::vector<std::vector<int>> prompts;
     std::vector<GenerationConfig> configs;
     for (auto& r : requests) {
@@ -248,10 +241,6 @@ int run_generate(const std::vector<std::string>& argv) {
     return 0;
   }
   std::vector<int> prompt_ids = input_ids ? *input_ids : encode(*args.get("prompt"));
-  // Beams / sequences that cannot fit are refused here in one line, not by MLX mid-generation.
-  check_decode_rows_fit(*loaded.model, decode_rows(config),
-                        static_cast<long long>(prompt_ids.size()) + check_prompt(*loaded.model, prompt_ids, config),
-                        config.num_beams > 1 ? "beams" : "sequences");
 
   const bool as_json = args.has("json");
   const bool several = config.num_return_sequences > 1;

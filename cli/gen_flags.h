@@ -27,16 +27,6 @@ void apply_generation_flags(GenerationConfig& config, const Args& args);
 GenerationConfig build_generation_config(const std::string& model_generation_config_json, const Args& args,
                                          std::ostream& warnings);
 
-// Rows one decoding step runs for a request: num_beams beams, else num_return_sequences samples, twice
-// that with classifier-free guidance.
-long long decode_rows(const GenerationConfig& config);
-
-// Throws [generate] in one line, before any work, when `rows` sequences of up to `length` tokens decoded
-// together cannot run: a [rows, vocab] logits array beyond MLX's 2^31-element limit, or an estimate of
-// the logits and KV-cache memory (MLX's working copies included) beyond 80% of this machine's memory.
-// `what` names the rows for the message ("beams", "rows (--batch-size x num_beams)").
-void check_decode_rows_fit(Model& model, long long rows, long long length, const std::string& what);
-
 // Warns on `warnings` when sampling-only flags were given but generation is greedy.
 void warn_sampling_flags_unused(const GenerationConfig& config, const Args& args, std::ostream& warnings);
 

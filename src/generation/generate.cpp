@@ -8,6 +8,7 @@
 #include "generation/core/decode_group.h"
 #include "generation/core/setup.h"
 #include "mlxgp/beam_search.h"
+#include "mlxgp/decode_rows.h"
 #include "mlxgp/speculative.h"
 
 namespace mlxgp {
@@ -15,6 +16,10 @@ namespace mlxgp {
 GenerationResult generate(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
                           const std::vector<int>& prompt_ids, const GenerationConfig& config,
                           const TokenCallback& callback, GeneratorOptions options) {
+  // Beams / sequences that cannot fit are refused here in one line, not by MLX mid-generation.
+  check_decode_rows_fit(model, decode_rows(config),
+                        static_cast<long long>(prompt_ids.size()) + check_prompt(model, prompt_ids, config),
+                        config.num_beams > 1 ? "beams" : "sequences");
   if (config.num_beams > 1) return beam_search(model, tokenizer, prompt_ids, config, std::move(options));
   if (config.use_speculative || config.prompt_lookup_num_tokens)
     return speculative_generate(model, tokenizer, prompt_ids, config, callback, std::move(options));

@@ -57,6 +57,11 @@ def test_errors_are_exceptions_not_crashes(mgp, default_model, tmp_path):
         mgp.generate(model, tokenizer, [1, 10 ** 6], max_tokens=2)
     with pytest.raises(ValueError, match=r"\[hooks\]"):
         mgp.generate(model, tokenizer, PROMPT, max_tokens=2, hooks=[mgp.ResidualInjectionHook(999, "_nope", 1.0)])
+    # Rows that cannot fit are refused by the library before any work, for a prompt and for a list.
+    with pytest.raises(ValueError, match=r"\[generate\] 1000000 beams x vocabulary"):
+        mgp.generate(model, tokenizer, PROMPT, mgp.GenerationConfig(num_beams=1000000, max_new_tokens=2))
+    with pytest.raises(ValueError, match=r"\[generate\] .* rows \(batch size x beams or sequences"):
+        mgp.generate(model, tokenizer, [PROMPT, PROMPT], mgp.GenerationConfig(num_beams=40000, max_new_tokens=2))
     assert model.num_hooks() == 0
     with pytest.raises(KeyError):
         model["_never_set"]

@@ -3,6 +3,7 @@
 
 #include "generation/beam/searches.h"
 #include "generation/core/setup.h"
+#include "mlxgp/decode_rows.h"
 #include "mlxgp/batch_engine.h"
 #include "mlxgp/error.h"
 
@@ -53,6 +54,15 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
     fail("generate", "give one generation config, or one per prompt (" + std::to_string(prompts.size()) +
                          " prompts, " + std::to_string(configs.size()) + " configs)");
   auto config_of = [&](size_t i) -> const GenerationConfig& { return configs.size() == 1 ? configs[0] : configs[i]; };
+  // The widest request times the batch size, each row as long as the longest: refused in one line if it
+  // cannot fit, before any work.
+  long long rows = 1, length = 1;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    rows = std::max(rows, decode_rows(config_of(i)));
+    length = std::max(length, static_cast<long long>(prompts[i].size()) + check_prompt(model, prompts[i], config_of(i)));
+  }
+  check_decode_rows_fit(model, rows * std::min<long long>(options.batch_size, static_cast<long long>(prompts.size())),
+                        length, "rows (batch size x beams or sequences per request)");
   std::vector<std::optional<GenerationResult>> results(prompts.size());
   BatchEngine engine(model, tokenizer, {options.batch_size});
   std::vector<std::pair<int, size_t>> ids;  // engine id -> input index
