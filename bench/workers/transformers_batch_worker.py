@@ -18,26 +18,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from batch_timing import StepClock, emit, read_requests  # noqa: E402
-from transformers.generation.streamers import BaseStreamer  # noqa: E402
+from transformers_worker import ClockStreamer  # noqa: E402
 
 PAD = 0  # any id: padded positions are masked out (tests/parity/test_batch_generate.py uses 0 too)
 
 
-class StepStreamer(BaseStreamer):
+class StepStreamer(ClockStreamer):
     """generate() calls put() once with the prompt batch, then once per step with one token per row."""
 
-    def __init__(self, clock: StepClock) -> None:
-        self.clock = clock
-        self.seen_prompt = False
-
-    def put(self, value) -> None:
-        if not self.seen_prompt:
-            self.seen_prompt = True
-            return
+    def tick(self, value) -> None:
         self.clock.tick(range(value.numel()))
-
-    def end(self) -> None:
-        pass
 
 
 def main() -> None:

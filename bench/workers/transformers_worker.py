@@ -30,6 +30,9 @@ class ClockStreamer(BaseStreamer):
         if not self.seen_prompt:
             self.seen_prompt = True
             return
+        self.tick(value)
+
+    def tick(self, value) -> None:
         self.clock.tick(value.numel())
 
     def end(self) -> None:

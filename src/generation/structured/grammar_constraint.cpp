@@ -22,12 +22,9 @@ namespace mlxgp {
 
 namespace {
 
-// One line of xgrammar's message (its errors can span several lines).
+// xgrammar's message under ours (Error keeps it on one line).
 [[noreturn]] void fail_grammar(const std::string& what, const std::exception& e) {
-  std::string msg = e.what();
-  for (char& c : msg)
-    if (c == '\n' || c == '\r') c = ' ';
-  fail("grammar", what + ": " + msg);
+  fail("grammar", what + ": " + e.what());
 }
 
 // Compilers are built per (tokenizer, vocabulary size, stop tokens): the vocabulary's preprocessing is
@@ -180,7 +177,7 @@ class GrammarState {
   bool mask_row(std::span<float> logits, std::span<const int32_t> ids) {
     std::lock_guard<std::mutex> lock(m_);
     if (static_cast<int>(ids.size()) < prompt_) return note("the constraint needs the row's ids, prompt first");
-    Line line = line_for(std::vector<int>(ids.begin() + prompt_, ids.end()));
+    Line line = line_for(ids.subspan(prompt_));
     if (!line.dead && !line.matcher.IsTerminated()) {
       const int words = xgrammar::GetBitmaskSize(vocab_);
       bits_.resize(static_cast<size_t>(words));
@@ -214,7 +211,7 @@ class GrammarState {
     return false;
   }
 
-  Line line_for(const std::vector<int>& tokens) {
+  Line line_for(std::span<const int32_t> tokens) {
     // The longest recent line that starts these tokens (the newest first: usually the row's own line).
     const Line* best = nullptr;
     for (auto it = recent_.rbegin(); it != recent_.rend(); ++it) {
@@ -224,11 +221,10 @@ class GrammarState {
         if (best->tokens.size() == tokens.size()) break;
       }
     }
-    Line line{best ? best->tokens : std::vector<int>{},
+    Line line{std::vector<int>(tokens.begin(), tokens.end()),
               best ? best->matcher.Fork() : xgrammar::GrammarMatcher(*grammar_, stops_), best && best->dead};
-    for (size_t i = line.tokens.size(); i < tokens.size(); ++i) {
+    for (size_t i = best ? best->tokens.size() : 0; i < tokens.size(); ++i) {
       const int id = tokens[i];
-      line.tokens.push_back(id);
       if (line.dead || line.matcher.IsTerminated()) continue;  // tokens after the row's EOS are never shown
       if (line.matcher.AcceptToken(id)) continue;
       // Speculative verification runs positions after candidates that the mask at their own position
