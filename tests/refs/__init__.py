@@ -1,0 +1,1 @@
+"""Live references the tests and `make bench` call in-process (llama.cpp through ctypes)."""
