@@ -5,9 +5,10 @@
 // safetensors key "scores_<i>" (in and out), so one process serves many cases.
 // The ids after --prompt-len are replayed as generated tokens (on_token), so processors that count
 // generated tokens (presence/frequency penalty, force_words_ids) see the state generate() would have.
-// --model gives processors that need one (guidance_scale) a model; --negative-prompt-ids is CFG's
-// unconditional prompt. --prefix-allowed gives a table-driven prefix_allowed_tokens_fn (the tests
-// write the same function in Python for transformers' PrefixConstrainedLogitsProcessor).
+// --model gives processors that need one (guidance_scale) a model, and its tokenizer (DRY's sequence
+// breakers); --negative-prompt-ids is CFG's unconditional prompt. --prefix-allowed gives a
+// table-driven prefix_allowed_tokens_fn (the tests write the same function in Python for
+// transformers' PrefixConstrainedLogitsProcessor).
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -33,7 +34,7 @@ namespace {
 json parse_json(const std::string& text, const char* what) {
   try {
     return json::parse(text);
-  } catch (const json::parse_error&) {
+  } catch (const json::exception&) {
     fail("cli", std::string("malformed JSON in ") + what);
   }
 }
@@ -118,6 +119,7 @@ int run_process_logits(const std::vector<std::string>& argv) {
     if (auto d = args.get("dtype")) opts.dtype = parse_dtype(*d);
     loaded = load(*m, opts);
     context.model = loaded.model.get();
+    context.tokenizer = loaded.tokenizer;  // DRY's sequence breakers are matched against its token texts
   }
   if (auto neg = args.get_int_list("negative-prompt-ids")) {
     if (neg->empty()) fail("cli", "--negative-prompt-ids is empty");

@@ -76,6 +76,18 @@ struct GenerationConfig {
   double presence_penalty;
   double frequency_penalty;
   std::optional<LogitBias> logit_bias;  // not an HF field (OpenAI logit_bias)
+  // llama.cpp's samplers under llama.cpp's names and defaults (not HF fields; docs/samplers.md).
+  double dry_multiplier;
+  double dry_base;
+  int dry_allowed_length;
+  int dry_penalty_last_n;
+  std::vector<std::string> dry_sequence_breakers;
+  double top_n_sigma;
+  double xtc_probability;
+  double xtc_threshold;
+  int mirostat;  // 0 off, 1 mirostat, 2 mirostat v2
+  double mirostat_tau;
+  double mirostat_eta;
   std::optional<ForceWords> force_words_ids;
   std::optional<std::vector<std::string>> stop_strings;
   std::optional<double> guidance_scale;  // classifier-free guidance (HF UnbatchedClassifierFreeGuidance)
@@ -182,6 +194,31 @@ struct GenerationConfig {
     v(c.logit_bias, "logit_bias", std::optional<LogitBias>{},
       "add a bias to token logits every step; JSON {\"123\": -100} or [[123, -100]], flag 123:-100,7:2.5",
       FieldBounds::at_least(0));
+    v(c.dry_multiplier, "dry_multiplier", 0.0,
+      "llama.cpp DRY: penalise a token that would extend a repeated sequence by multiplier * base^(length - "
+      "allowed_length) (0 = off)", FieldBounds::at_least(0));
+    v(c.dry_base, "dry_base", 1.75, "llama.cpp DRY: base of the exponential penalty, >= 1", FieldBounds::at_least(1));
+    v(c.dry_allowed_length, "dry_allowed_length", 2, "llama.cpp DRY: repeats up to this many tokens go unpenalised",
+      FieldBounds::at_least(0));
+    v(c.dry_penalty_last_n, "dry_penalty_last_n", -1,
+      "llama.cpp DRY: how many last tokens (prompt included) are scanned (-1 = the whole context, 0 = off)",
+      FieldBounds::at_least(-1));
+    v(c.dry_sequence_breakers, "dry_sequence_breakers", std::vector<std::string>{"\n", ":", "\"", "*"},
+      "llama.cpp DRY: strings that end a repeated sequence, matched against token texts; JSON list, flag a JSON list",
+      FieldBounds::none());
+    v(c.top_n_sigma, "top_n_sigma", -1.0,
+      "when sampling, llama.cpp top-n-sigma: drop tokens whose logit is below max - n * std of the logits (<= 0 = off)",
+      FieldBounds::none());
+    v(c.xtc_probability, "xtc_probability", 0.0,
+      "when sampling, llama.cpp XTC: with this probability per step, drop every token with probability >= "
+      "xtc_threshold but the least likely of them, in [0, 1] (0 = off)", FieldBounds::range(0, 1));
+    v(c.xtc_threshold, "xtc_threshold", 0.1, "llama.cpp XTC: probability threshold, in [0, 0.5]",
+      FieldBounds::range(0, 0.5));
+    v(c.mirostat, "mirostat", 0,
+      "llama.cpp mirostat sampling: 1 (mirostat), 2 (mirostat v2) or 0 (off); replaces top_k/top_p/min_p/...",
+      FieldBounds::range(0, 2));
+    v(c.mirostat_tau, "mirostat_tau", 5.0, "mirostat: target surprise (entropy) in bits", FieldBounds::at_least(0));
+    v(c.mirostat_eta, "mirostat_eta", 0.1, "mirostat: learning rate of mu", FieldBounds::at_least(0));
     v(c.force_words_ids, "force_words_ids", std::optional<ForceWords>{},
       "words that must appear; JSON [[1,2],[3]] or disjunctive [[[1,2],[4]]], flag 1,2;3 with | between alternatives",
       FieldBounds::at_least(0));

@@ -95,6 +95,25 @@ std::unique_ptr<LogitsProcessor> make_logit_bias(const LogitBias& bias);
 class Model;
 class Tokenizer;
 
+// llama.cpp's DRY sampler (llama-sampling.cpp, from koboldcpp): a token that would extend a sequence
+// repeated earlier in the last `last_n` ids (-1: all of them, prompt included) by more than
+// `allowed_length` tokens loses multiplier * base^(repeat length - allowed_length) from its logit.
+// A repeat stops at a sequence breaker: each breaker string is matched against the token texts as
+// llama.cpp does (a token containing it is a one-token breaker, never penalised; a token ending in a
+// prefix of it is followed by the tokenisation of the rest). `tokenizer` is needed when breakers are
+// given. Reads its state from the ids.
+std::unique_ptr<LogitsProcessor> make_dry_penalty(double multiplier, double base, int allowed_length, int last_n,
+                                                  const std::vector<std::string>& breakers,
+                                                  std::shared_ptr<const Tokenizer> tokenizer);
+// llama.cpp top-n-sigma: tokens with a logit below max - n * std (over the finite logits) -> -inf.
+std::unique_ptr<LogitsProcessor> make_top_n_sigma_warper(double n);
+// llama.cpp XTC: per row and step, with `probability` (a draw from an mt19937 seeded with `seed`),
+// every token with probability >= threshold except the least likely of them -> -inf, when at least
+// two reach it and min_keep candidates stay. The probabilities are taken at temperature 1 (the
+// logits times `temperature`), as llama.cpp runs XTC before its temperature.
+std::unique_ptr<LogitsProcessor> make_xtc_warper(double probability, double threshold, double temperature,
+                                                 uint32_t seed, int min_tokens_to_keep = 1);
+
 // transformers UnbatchedClassifierFreeGuidanceLogitsProcessor: an unconditional forward of `model`
 // with its own KV cache over `negative_prompt_ids` (default: the last prompt token), then each
 // generated token; out = scale * (log_softmax(cond) - log_softmax(uncond)) + log_softmax(uncond).
@@ -160,6 +179,8 @@ struct ProcessorContext {
   // The warpers' min_tokens_to_keep: 1, except inside beam search, where transformers keeps
   // len(eos) + 1 (2 without EOS) so that a non-EOS continuation always survives.
   int min_tokens_to_keep = 1;
+  // XTC's coin: a seed drawn from the request's RNG (DecodeGroup); unset: config.seed, else a fresh one.
+  std::optional<uint32_t> rng_seed;
 };
 
 // The pipeline for a validated config (eos_token_id resolved, see with_model_defaults), in
@@ -169,8 +190,10 @@ struct ProcessorContext {
 // repetition_penalty, no_repeat_ngram, bad_words, min_length, min_new_tokens, prefix_allowed_tokens_fn,
 // forced_bos, forced_eos, remove_invalid_values, exponential_decay, suppress_tokens,
 // begin_suppress_tokens, user processors; then the non-HF ones, like vLLM before its sampling
-// parameters: presence/frequency penalty, logit_bias, force_words_ids; then the warpers
-// (temperature, top_k, top_p, min_p, typical_p, epsilon, eta) and renormalize_logits.
+// parameters: presence/frequency penalty, logit_bias, then llama.cpp's DRY (after its penalties),
+// force_words_ids; then the warpers (temperature, top_n_sigma, top_k, top_p, min_p, typical_p,
+// epsilon, eta, then XTC, at llama.cpp's places relative to these) and renormalize_logits.
+// Mirostat is a sampler (core/sampler.h), not a processor.
 LogitsProcessorList build_logits_processors(const GenerationConfig& config);
 LogitsProcessorList build_logits_processors(const GenerationConfig& config, const ProcessorContext& context);
 

@@ -284,7 +284,7 @@ void from_text(const std::string& s, std::vector<std::string>& out, const char* 
     json j;
     try {
       j = json::parse(s);
-    } catch (const json::parse_error&) {
+    } catch (const json::exception&) {  // parse errors and number overflow (out_of_range)
       bad_value(name, "a string or a JSON list of strings", "'" + s + "'");
     }
     from_json_value(j, out, name);
@@ -381,6 +381,52 @@ std::string bounds_text(const FieldBounds& b) {
   return std::string("be ") + (b.hi_open ? "< " : "<= ") + format_number(b.hi);
 }
 
+// llama.cpp's samplers (docs/samplers.md): where each applies, and the modes it cannot follow.
+void validate_llama_samplers(const GenerationConfig& config) {
+  if (config.dry_sequence_breakers.size() > 64) fail("config", "field 'dry_sequence_breakers' takes at most 64 strings");
+  for (auto& s : config.dry_sequence_breakers) {
+    if (s.empty()) fail("config", "field 'dry_sequence_breakers' must not contain an empty string");
+    // llama.cpp truncates longer breakers (with a warning); refused here rather than changed.
+    if (s.size() > 40) fail("config", "field 'dry_sequence_breakers' strings must be at most 40 bytes (llama.cpp's limit)");
+  }
+  const bool speculative = config.use_speculative || config.prompt_lookup_num_tokens.has_value();
+  auto sampling_only = [&](const char* name) {
+    if (!config.do_sample) fail("config", std::string("field '") + name + "' needs do_sample=true (it is a sampler)");
+  };
+  if (config.top_n_sigma > 0) {
+    sampling_only("top_n_sigma");
+    // Beam sampling needs min_tokens_to_keep candidates (transformers' warpers keep them); llama.cpp's
+    // top-n-sigma has no such floor.
+    if (config.num_beams > 1) fail("config", "field 'top_n_sigma' cannot be combined with num_beams > 1");
+  }
+  if (config.xtc_probability > 0) {
+    sampling_only("xtc_probability");
+    // XTC draws a coin per row and step from the request's RNG: beams and speculative verification
+    // would have to replay those draws per hypothesis / per rejected position.
+    if (config.num_beams > 1) fail("config", "field 'xtc_probability' cannot be combined with num_beams > 1");
+    if (speculative) fail("config", "field 'xtc_probability' cannot be combined with speculative or prompt-lookup decoding");
+  }
+  if (config.mirostat == 0) return;
+  sampling_only("mirostat");
+  // mu follows the probability of each sampled token of one sequence.
+  if (config.num_beams > 1) fail("config", "field 'mirostat' cannot be combined with num_beams > 1");
+  if (speculative) fail("config", "field 'mirostat' cannot be combined with speculative or prompt-lookup decoding");
+  // llama.cpp's mirostat chain is temperature then mirostat: it ignores the truncation samplers.
+  const std::pair<bool, std::string> others[] = {
+      {config.top_k != 0, "top_k=" + std::to_string(config.top_k) + " (set top_k=0)"},
+      {config.top_p < 1.0, "top_p < 1"},
+      {config.min_p.has_value() && *config.min_p > 0, "min_p > 0"},
+      {config.typical_p < 1.0, "typical_p < 1"},
+      {config.epsilon_cutoff > 0, "epsilon_cutoff > 0"},
+      {config.eta_cutoff > 0, "eta_cutoff > 0"},
+      {config.top_n_sigma > 0, "top_n_sigma > 0"},
+      {config.xtc_probability > 0, "xtc_probability > 0"}};
+  for (auto& [on, what] : others)
+    if (on)
+      fail("config", "field 'mirostat' replaces the truncation samplers (llama.cpp's chain is temperature then "
+                     "mirostat) and cannot be combined with " + what);
+}
+
 }  // namespace
 
 GenerationConfig::GenerationConfig() {
@@ -392,7 +438,7 @@ std::vector<std::string> apply_generation_config_json(GenerationConfig& config, 
   json doc;
   try {
     doc = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors and number overflow (out_of_range 406)
     std::string what = e.what();
     if (auto p = what.find("parse error"); p != std::string::npos) what = what.substr(p);
     fail("config", "malformed generation config JSON: " + what);
@@ -546,6 +592,7 @@ void validate(const GenerationConfig& config) {
     if (config.eos_token_id && config.eos_token_id->empty())
       fail("config", "structured output needs an EOS token to end on (it cannot be combined with ignoring EOS)");
   }
+  validate_llama_samplers(config);
   // Cross-field rules. transformers' TemperatureLogitsWarper rejects 0 when sampling.
   if (config.do_sample && config.temperature == 0.0)
     fail("config", "field 'temperature' must be > 0 when do_sample is true (use do_sample=false for greedy)");

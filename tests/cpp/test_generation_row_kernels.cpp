@@ -106,6 +106,17 @@ TEST(RowKernels, Processors) {
   check("logit_bias", [] { return make_logit_bias({{3, -1.0}, {6, 2.0}, {3, 0.5}}); });
 }
 
+TEST(RowKernels, LlamaCppSamplers) {  // their rules: test_generation_samplers.cpp
+  check("dry", [] { return make_dry_penalty(0.8, 1.75, 2, -1, {}, nullptr); }, 40);
+  check("dry last_n 12", [] { return make_dry_penalty(1.0, 1.1, 1, 12, {}, nullptr); }, 40);
+  check("dry allowed_length 0", [] { return make_dry_penalty(0.5, 2.0, 0, -1, {}, nullptr); }, 40);
+  check("top_n_sigma 1", [] { return make_top_n_sigma_warper(1.0); });
+  check("top_n_sigma 0.3", [] { return make_top_n_sigma_warper(0.3); });
+  check("xtc always", [] { return make_xtc_warper(1.0, 0.05, 1.0, 7); });
+  check("xtc half, temperature", [] { return make_xtc_warper(0.5, 0.02, 0.7, 11); });
+  check("xtc threshold 0", [] { return make_xtc_warper(1.0, 0.0, 1.0, 3); });
+}
+
 TEST(RowKernels, OutOfVocabularyIdsFailAtBuildTime) {
   auto p = make_logit_bias({{kVocab, 1.0}});
   EXPECT_EQ(error_of([&] { p->row_kernel(kVocab, 1); }),

@@ -35,6 +35,7 @@ DecodeGroup::DecodeGroup(Model& model, const GenerationConfig& config, const Gen
   context.logits_processors = options.logits_processors;
   context.prefix_allowed_tokens_fn = options.prefix_allowed_tokens_fn;
   context.tokenizer = options.tokenizer;
+  if (config_.xtc_probability > 0) context.rng_seed = sampler_.draw_seed();  // XTC's coins follow the seed
   processors_ = build_logits_processors(config_, context);
   stop_ = stopping_criteria(config_, options);
   // HF expands the prompt to num_return_sequences rows (validate() allows > 1 only when sampling).
@@ -64,7 +65,7 @@ mx::array DecodeGroup::choose(const mx::array& logits) {
   mx::array raw = logits.dtype() == mx::float32 ? logits : mx::astype(logits, mx::float32);
   mx::array scores = raw;
   if (!processors_.empty()) scores = processors_.apply(scores, processors_.needs_ids() ? *ids_so_far_ : mx::array(0));
-  mx::array token = sampler_.choose(scores);
+  mx::array token = sampler_.choose(scores, &scores);  // mirostat records what it sampled from
   recorder_.record(raw, scores, token);
   processors_.on_token(token);
   // One two-input concat per step (not a concat of every step's token): the graph stays small.

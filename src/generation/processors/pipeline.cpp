@@ -1,4 +1,6 @@
 // LogitsProcessorList and the pipeline builder (transformers GenerationMixin._get_logits_processor order).
+#include <random>
+
 #include <mlx/mlx.h>
 
 #include "generation/processors/row_kernels.h"
@@ -106,6 +108,10 @@ LogitsProcessorList build_logits_processors(const GenerationConfig& config, cons
   if (config.presence_penalty != 0.0 || config.frequency_penalty != 0.0)
     list.add(make_presence_frequency_penalty(config.presence_penalty, config.frequency_penalty));
   if (config.logit_bias && !config.logit_bias->empty()) list.add(make_logit_bias(*config.logit_bias));
+  // llama.cpp's DRY follows its logit bias and penalties (common/sampling.cpp's default chain).
+  if (config.dry_multiplier > 0 && config.dry_penalty_last_n != 0)
+    list.add(make_dry_penalty(config.dry_multiplier, config.dry_base, config.dry_allowed_length,
+                              config.dry_penalty_last_n, config.dry_sequence_breakers, context.tokenizer));
   if (config.force_words_ids)
     list.add(make_force_words(*config.force_words_ids, eos, config.max_new_tokens, config.max_length,
                               context.model ? context.model->config().max_position_embeddings : 0));
@@ -120,12 +126,22 @@ LogitsProcessorList build_logits_processors(const GenerationConfig& config, cons
   if (config.do_sample) {
     const int keep = context.min_tokens_to_keep;
     if (config.temperature != 1.0) list.add(make_temperature_warper(config.temperature));
+    // llama.cpp runs top-n-sigma before top_k; its mask does not change with the temperature.
+    if (config.top_n_sigma > 0) list.add(make_top_n_sigma_warper(config.top_n_sigma));
     if (config.top_k != 0) list.add(make_top_k_warper(config.top_k, keep));
     if (config.top_p < 1.0) list.add(make_top_p_warper(config.top_p, keep));
     if (config.min_p) list.add(make_min_p_warper(*config.min_p, keep));
     if (config.typical_p < 1.0) list.add(make_typical_warper(config.typical_p, keep));
     if (config.epsilon_cutoff > 0.0 && config.epsilon_cutoff < 1.0) list.add(make_epsilon_warper(config.epsilon_cutoff, keep));
     if (config.eta_cutoff > 0.0 && config.eta_cutoff < 1.0) list.add(make_eta_warper(config.eta_cutoff, keep));
+    // llama.cpp runs XTC after its truncation samplers and before its temperature: last here, on the
+    // probabilities at temperature 1.
+    if (config.xtc_probability > 0) {
+      uint32_t seed = context.rng_seed ? *context.rng_seed
+                      : config.seed    ? static_cast<uint32_t>(*config.seed ^ (*config.seed >> 32))
+                                       : std::random_device()();
+      list.add(make_xtc_warper(config.xtc_probability, config.xtc_threshold, config.temperature, seed, keep));
+    }
   }
   if (config.renormalize_logits) list.add(make_renormalize());
   return list;
