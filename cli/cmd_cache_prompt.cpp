@@ -8,6 +8,7 @@
 #include "files.h"
 #include "mlxgp/error.h"
 #include "mlxgp/loader.h"
+#include "mlxgp/lora.h"
 #include "mlxgp/prompt_cache.h"
 
 namespace mlxgp::cli {
@@ -19,6 +20,7 @@ int run_cache_prompt(const std::vector<std::string>& argv) {
       .option("input-ids", "comma-separated prefix token ids (instead of --prompt)")
       .option("dtype", "float32 | bfloat16 | float16 (must match the later generate's --dtype)")
       .option("prefill-chunk-size", "prefill in chunks of this many tokens (default 512, as generate)")
+      .option("lora", "LoRA adapters to prefill with (the later generate passes the same --lora)")
       .option("out", "output .safetensors file (written atomically)");
   if (!args.parse(argv)) return 0;
   if (args.has("prompt") == args.has("input-ids")) fail("cli", "pass exactly one of --prompt and --input-ids");
@@ -35,6 +37,7 @@ int run_cache_prompt(const std::vector<std::string>& argv) {
   LoadOptions load_options;
   if (auto d = args.get("dtype")) load_options.dtype = parse_dtype(*d);
   LoadedModel loaded = load(args.get("model").value_or("default"), load_options);
+  if (auto path = args.get("lora")) load_lora(*loaded.model, *path);  // part of the cache's identity
   std::vector<int> ids;
   if (input_ids) {
     ids = *input_ids;

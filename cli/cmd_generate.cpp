@@ -111,8 +111,8 @@ int run_generate(const std::vector<std::string>& argv) {
                        "(default: the checkpoint's own)")
       .option("prefill-chunk-size", "prefill long prompts in chunks of this many tokens (default 512)")
       .option("prompt-cache", "start from a prompt cache saved by `mlxgp cache-prompt` (the prompt must begin "
-                              "with its tokens; it must come from the same model and dtype; not with --lora, --soft-prompt or "
-                              "--steer on prompt positions, which the saved cache does not hold)")
+                              "with its tokens; it must come from the same model, dtype and LoRA adapters; not with --soft-prompt "
+                              "or --steer on prompt positions, which the saved cache does not hold)")
       .option("memory-trace", "comma-separated generated-token counts at which stats.memory_trace records MLX's "
                               "peak and active memory (--json)")
       .option("show-config", "print the effective generation config (all layers merged) to stderr", false)
@@ -148,17 +148,6 @@ int run_generate(const std::vector<std::string>& argv) {
   }
   auto prompt_cache_path = args.get("prompt-cache");
   if (prompt_cache_path && prompt_cache_path->empty()) fail("cli", "--prompt-cache needs a file name");
-  if (prompt_cache_path) {
-    // `cache-prompt` runs the bare model: the saved keys and values hold no adapter, soft prompt or
-    // prompt-position steering, and its identity cannot tell, so these would silently mix.
-    for (const std::string flag : {"lora", "soft-prompt"})
-      if (args.has(flag))
-        fail("cli", "--prompt-cache cannot be combined with --" + flag +
-                        " (the saved cache was computed without it; generate without --prompt-cache)");
-    if (args.has("steer") && args.get("steer-positions").value_or("all") != "generated")
-      fail("cli", "--prompt-cache cannot be combined with --steer on prompt positions (the saved cache was computed "
-                  "without steering); use --steer-positions generated or generate without --prompt-cache");
-  }
   LoadOptions load_options;
   if (auto d = args.get("dtype")) load_options.dtype = parse_dtype(*d);
   auto scores_out = args.get("scores-out");
@@ -189,16 +178,7 @@ int run_generate(const std::vector<std::string>& argv) {
   if (prompt_cache_path) {
     if (config.num_beams > 1 || config.use_speculative || config.prompt_lookup_num_tokens)
       fail("cli", "--prompt-cache works with greedy and sampled generation only (not beams or speculative decoding)");
-    auto cache = std::make_shared<const PromptCache>(load_prompt_cache(*prompt_cache_path, *loaded.model));
-    // NaN or infinite keys/values (a corrupt file) would decode garbage with exit 0.
-    for (size_t i = 0; i < cache->caches.size(); ++i)
-      if (auto* s = dynamic_cast<const StandardKVCache*>(cache->caches[i].get()))
-        if (auto kv = s->fetch()) {
-          const std::string layer = "--prompt-cache '" + *prompt_cache_path + "': layer " + std::to_string(i);
-          require_finite(kv->first, "prompt-cache", layer + " keys");
-          require_finite(kv->second, "prompt-cache", layer + " values");
-        }
-    gen_options.prompt_cache = cache;
+    gen_options.prompt_cache = std::make_shared<const PromptCache>(load_prompt_cache(*prompt_cache_path, *loaded.model));
   }
 
   auto encode = [&](const std::string& text) {

@@ -39,6 +39,10 @@ class Hook {
   virtual bool wants(HookPoint point, int layer) const = 0;
   // Returns the replacement for `x` (or `x` itself). Runs lazily inside MLX's graph: no host syncs.
   virtual mx::array apply(const HookSite& site, const mx::array& x, Model& model) = 0;
+  // Whether this hook may change the keys and values of prompt positions in a model of `num_layers`
+  // blocks: a saved prompt cache holds them as computed without hooks. By default, any hook at the
+  // embeddings or on the residual stream of a block whose output another block reads.
+  virtual bool alters_prompt_states(int num_layers) const;
 };
 
 class HookList {
@@ -51,6 +55,8 @@ class HookList {
   size_t size() const { return items_.size(); }
 
   bool wants(HookPoint point, int layer = -1) const;
+  // Whether any hook alters_prompt_states().
+  bool alter_prompt_states(int num_layers) const;
   // Runs the hooks that want this point, in order.
   mx::array run(HookSite site, const mx::array& x, Model& model) const;
 

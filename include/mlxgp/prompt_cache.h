@@ -19,22 +19,28 @@ struct PromptCache {
 };
 
 // A string naming the model's architecture, shapes, activation dtype and a digest of its norm
-// weights: two checkpoints (or dtypes) that would give different caches give different identities.
+// weights and LoRA adapters: two checkpoints (dtypes, adapters) that would give different caches give
+// different identities. Hooks are not part of it: see check_prompt_cache_use().
 std::string model_identity(Model& model);
 
 // Prefills `token_ids` into fresh standard caches, in chunks of `chunk_size` tokens (the Generator's
 // prefill_chunk_size, so the cached positions match a generation without the cache). Throws
-// [prompt-cache] on an empty prompt or ids outside the vocabulary.
+// [prompt-cache] on an empty prompt, ids outside the vocabulary, or hooks that change prompt positions.
 PromptCache make_prompt_cache(Model& model, const std::vector<int>& token_ids, int chunk_size = 512);
 
 // Atomic write (safetensors_io.h): tensors "token_ids" and "layers.<i>.keys" / "layers.<i>.values",
 // metadata format/version/cache_type/model_identity. Throws [prompt-cache].
 void save_prompt_cache(const std::string& path, const PromptCache& cache);
 
-// Reads and validates a saved cache and checks that it belongs to `model`. Throws [safetensors] for
+// Reads and validates a saved cache (finite keys and values) and checks that it belongs to `model`. Throws [safetensors] for
 // an unreadable file and [prompt-cache] for one that is not a prompt cache, is inconsistent, or was
 // made by another model.
 PromptCache load_prompt_cache(const std::string& path, Model& model);
+
+// Throws [prompt-cache] unless `cache` can serve a generation by `model` as it is now: the same
+// identity (adapters included), and no hook that changes prompt positions (hooks.h
+// alter_prompt_states). The Generator and the BatchEngine call it for GeneratorOptions::prompt_cache.
+void check_prompt_cache_use(const PromptCache& cache, Model& model);
 
 // Copies of the caches, for one generation (the PromptCache stays reusable).
 KVCacheList clone_caches(const PromptCache& cache);

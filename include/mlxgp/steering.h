@@ -46,6 +46,7 @@ class ResidualInjectionHook : public Hook {
                         HookPositions positions = HookPositions::All);
   bool wants(HookPoint point, int layer) const override;
   mx::array apply(const HookSite& site, const mx::array& x, Model& model) override;
+  bool alters_prompt_states(int num_layers) const override;
   const std::vector<int>& layers() const { return layers_; }
 
  private:
@@ -78,6 +79,7 @@ class ActivationCaptureHook : public Hook {
   ActivationCaptureHook(std::vector<int> layers, Reduce reduce = Reduce::Last);
   bool wants(HookPoint point, int layer) const override;
   mx::array apply(const HookSite& site, const mx::array& x, Model& model) override;
+  bool alters_prompt_states(int) const override { return false; }  // it records, never changes
   // Throws [hooks] for a layer that is not captured.
   const std::vector<mx::array>& captured(int layer) const;
   void clear() { captured_.clear(); }

@@ -35,6 +35,12 @@ uint64_t digest(const mx::array& a, uint64_t h) {
   return h;
 }
 
+std::string hex(uint64_t h) {
+  char out[17];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
+  return out;
+}
+
 std::string layer_key(int i, const char* what) { return "layers." + std::to_string(i) + "." + what; }
 
 }  // namespace
@@ -55,10 +61,48 @@ std::string model_identity(Model& model) {
     if (dtype.empty()) dtype = dtype_name(it->second.dtype());
     h = digest(it->second, h);
   }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  s << " dtype=" << dtype << " norms=" << hex;
+  s << " dtype=" << dtype << " norms=" << hex(h);
+  // LoRA adapters change every cached key and value: their names and values are part of the identity
+  // (small tensors), so a cache made without them (or with others) is refused.
+  std::vector<std::string> adapters;
+  for (auto& [name, _] : params)
+    if (name.find(".lora_") != std::string::npos) adapters.push_back(name);
+  if (!adapters.empty()) {
+    std::sort(adapters.begin(), adapters.end());
+    uint64_t a = 1469598103934665603ULL;
+    for (auto& name : adapters) {
+      for (unsigned char ch : name) a = (a ^ ch) * 1099511628211ULL;
+      a = digest(params.at(name), a);
+    }
+    s << " lora=" << hex(a);
+  }
   return s.str();
+}
+
+namespace {
+
+// Why a cache saved by a model of identity `saved` cannot serve `model` ("" when it can), worded to
+// follow the cache's name.
+std::string identity_problem(const std::string& saved, const std::string& identity) {
+  if (saved == identity) return "";
+  auto base = [](const std::string& id) { return id.substr(0, id.find(" lora=")); };
+  if (base(saved) == base(identity))
+    return std::string("was made with other LoRA adapters than this model has (") +
+           (identity.find(" lora=") == std::string::npos ? "none" : "adapters") +
+           " now); make it again with the same adapters";
+  return "was made by another model (" + saved + "; this model is " + identity + ")";
+}
+
+}  // namespace
+
+void check_prompt_cache_use(const PromptCache& cache, Model& model) {
+  // Hooks run at prefill, so a cache made without them holds other keys and values (steering on
+  // prompt positions, soft prompts); the identity does not describe hooks, so they are refused.
+  if (model.hooks().alter_prompt_states(model.config().num_hidden_layers))
+    fail("prompt-cache", "a saved prompt cache cannot be used with hooks that change prompt positions (steering "
+                         "on prompt positions, soft prompts): steer generated positions only or prefill the prompt");
+  if (auto why = identity_problem(cache.model_identity, model_identity(model)); !why.empty())
+    fail("prompt-cache", "the saved prompt cache " + why);
 }
 
 PromptCache make_prompt_cache(Model& model, const std::vector<int>& ids, int chunk_size) {
@@ -72,6 +116,9 @@ PromptCache make_prompt_cache(Model& model, const std::vector<int>& ids, int chu
   if (c.max_position_embeddings > 0 && static_cast<int>(ids.size()) >= c.max_position_embeddings)
     fail("prompt-cache", "the prompt has " + std::to_string(ids.size()) + " tokens, the model's context is " +
                              std::to_string(c.max_position_embeddings));
+  if (model.hooks().alter_prompt_states(c.num_hidden_layers))
+    fail("prompt-cache", "cannot save a prompt cache with hooks that change prompt positions attached (steering "
+                         "on prompt positions, soft prompts): a generation could not tell");
   PromptCache out;
   out.token_ids = ids;
   out.caches = model.make_caches();
@@ -121,9 +168,7 @@ PromptCache load_prompt_cache(const std::string& path, Model& model) {
   if (meta("cache_type") != "standard")
     fail("prompt-cache", where + " holds a '" + meta("cache_type") + "' cache; only 'standard' is supported");
   const std::string identity = model_identity(model);
-  if (meta("model_identity") != identity)
-    fail("prompt-cache", where + " was made by another model (" + meta("model_identity") + "; this model is " +
-                             identity + ")");
+  if (auto why = identity_problem(meta("model_identity"), identity); !why.empty()) fail("prompt-cache", where + " " + why);
   const auto& c = model.config();
   auto tensor = [&](const std::string& key) -> mx::array& {
     auto it = file.tensors.find(key);
@@ -155,6 +200,9 @@ PromptCache load_prompt_cache(const std::string& path, Model& model) {
       fail("prompt-cache", where + ": layer " + std::to_string(i) + " keys/values must be floating [1, " +
                                std::to_string(c.num_key_value_heads) + ", " + std::to_string(n) + ", " +
                                std::to_string(c.head_dim) + "]");
+    // NaN or infinite keys/values (a corrupt file) would decode garbage with exit 0.
+    require_finite(k, "prompt-cache", where + ": layer " + std::to_string(i) + " keys");
+    require_finite(v, "prompt-cache", where + ": layer " + std::to_string(i) + " values");
     auto cache = std::make_unique<StandardKVCache>();
     cache->update(k, v);
     out.caches.push_back(std::move(cache));

@@ -22,6 +22,19 @@ bool HookList::wants(HookPoint point, int layer) const {
   return false;
 }
 
+bool Hook::alters_prompt_states(int num_layers) const {
+  if (wants(HookPoint::Embeddings, -1)) return true;
+  for (int l = 0; l + 1 < num_layers; ++l)  // the last block's output reaches no cache
+    if (wants(HookPoint::Residual, l)) return true;
+  return false;
+}
+
+bool HookList::alter_prompt_states(int num_layers) const {
+  for (auto& i : items_)
+    if (i.hook->alters_prompt_states(num_layers)) return true;
+  return false;
+}
+
 mx::array HookList::run(HookSite site, const mx::array& x, Model& model) const {
   mx::array out = x;
   for (auto& i : items_)

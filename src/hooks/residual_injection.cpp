@@ -19,6 +19,10 @@ bool ResidualInjectionHook::wants(HookPoint point, int layer) const {
   return point == HookPoint::Residual && std::find(layers_.begin(), layers_.end(), layer) != layers_.end();
 }
 
+bool ResidualInjectionHook::alters_prompt_states(int num_layers) const {
+  return positions_ != HookPositions::Generated && Hook::alters_prompt_states(num_layers);
+}
+
 mx::array ResidualInjectionHook::apply(const HookSite& site, const mx::array& x, Model& model) {
   const int T = x.shape(1);
   // Rows [0, split) are prompt positions, [split, T) generated ones.

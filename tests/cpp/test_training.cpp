@@ -6,6 +6,7 @@
 #include "test_models_util.h"
 #include "mlxgp/loader.h"
 #include "mlxgp/lora.h"
+#include "mlxgp/prompt_cache.h"
 #include "mlxgp/steering.h"
 #include "mlxgp/training.h"
 
@@ -46,6 +47,47 @@ TEST(Training, FreshLoraLeavesLogitsUnchangedAndMergeKeepsThem) {
   auto cfg = load_lora(*t2.model, path);
   EXPECT_EQ(cfg.rank, 4);
   EXPECT_LT(max_abs_diff(logits_of(*t2.model, ids), adapted), 1e-6);
+}
+
+// A saved prompt cache holds keys and values computed with the adapters and hooks of the model that
+// made it: its identity covers the adapters, and hooks that change prompt positions are refused.
+TEST(Training, PromptCacheIdentityCoversLoraAndRefusesPromptHooks) {
+  TinyModel t;
+  auto& m = *t.model;
+  const std::vector<int> ids = {3, 7, 11, 19};
+  auto bare = make_prompt_cache(m, ids);
+  LoraConfig c;
+  c.rank = 4;
+  for (auto& n : add_lora(m, c))
+    if (n.find("lora_B") != std::string::npos)
+      m.set_parameters({{n, mx::random::normal(m.parameters().at(n).shape(), mx::float32, mx::random::key(1))}});
+  EXPECT_EQ(error_of([&] { check_prompt_cache_use(bare, m); }),
+            "[prompt-cache] the saved prompt cache was made with other LoRA adapters than this model has (adapters "
+            "now); make it again with the same adapters");
+  auto adapted = make_prompt_cache(m, ids);
+  check_prompt_cache_use(adapted, m);  // the same adapters: usable
+  // Its values differ from the bare model's (so the identity must differ).
+  auto kb = dynamic_cast<const StandardKVCache&>(*bare.caches[0]).fetch()->second;  // values: v_proj carries an adapter
+  auto ka = dynamic_cast<const StandardKVCache&>(*adapted.caches[0]).fetch()->second;
+  EXPECT_GT(max_abs_diff(ka, kb), 1e-4f);
+  // Merged adapters are plain weights the identity does not digest (only norms): the cache made with
+  // adapters is refused rather than risk a silent mismatch.
+  merge_lora(m);
+  EXPECT_NE(error_of([&] { check_prompt_cache_use(adapted, m); }).find("other LoRA adapters"), std::string::npos);
+
+  TinyModel t2;
+  auto cache = make_prompt_cache(*t2.model, ids);
+  auto v = mx::ones({t2.model->config().hidden_size});
+  int h = add_hook(*t2.model, std::make_shared<ResidualInjectionHook>(std::vector<int>{0}, VectorSource(v), 1.0,
+                                                                        HookPositions::Generated));
+  check_prompt_cache_use(cache, *t2.model);  // generated positions only: the prompt's states are unchanged
+  t2.model->hooks().remove(h);
+  add_hook(*t2.model, std::make_shared<ResidualInjectionHook>(std::vector<int>{0}, VectorSource(v), 1.0));
+  EXPECT_EQ(error_of([&] { check_prompt_cache_use(cache, *t2.model); }),
+            "[prompt-cache] a saved prompt cache cannot be used with hooks that change prompt positions (steering on "
+            "prompt positions, soft prompts): steer generated positions only or prefill the prompt");
+  EXPECT_NE(error_of([&] { make_prompt_cache(*t2.model, ids); }).find("cannot save a prompt cache with hooks"),
+            std::string::npos);
 }
 
 TEST(Training, GradientMatchesFiniteDifference) {

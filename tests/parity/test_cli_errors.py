@@ -200,17 +200,41 @@ def test_non_finite_steering_vector_and_prompt_cache(gen, mlxgp_bin, default_ggu
     bad = tmp_path / "bad.safetensors"
     _save_safetensors(bad, tensors, meta)
     check_error(gen("--prompt", "Hello there friend", "--prompt-cache", bad), "prompt-cache",
-                f"--prompt-cache '{bad}': layer 3 values holds NaN or infinite values")
+                f"'{bad}': layer 3 values holds NaN or infinite values")
 
 
-def test_prompt_cache_refuses_hooks_it_was_not_made_with(gen, tmp_path):
+def test_prompt_cache_refuses_hooks_and_adapters_it_was_not_made_with(gen, mlxgp_bin, default_gguf, tmp_path):
+    import json
     import mlx.core as mx
     v = tmp_path / "v.safetensors"
     _save_safetensors(v, {"steering_vector": mx.ones((576,))})
-    cache = tmp_path / "c.safetensors"  # refused before the file is read
-    check_error(gen("--prompt", "Hi", "--prompt-cache", cache, "--lora", tmp_path / "a.safetensors"), "cli",
-                "--prompt-cache cannot be combined with --lora")
-    check_error(gen("--prompt", "Hi", "--prompt-cache", cache, "--soft-prompt", v), "cli",
-                "--prompt-cache cannot be combined with --soft-prompt")
-    check_error(gen("--prompt", "Hi", "--prompt-cache", cache, "--steer", v, "--steer-layer", "2"), "cli",
-                "--prompt-cache cannot be combined with --steer on prompt positions")
+    soft = tmp_path / "soft.safetensors"
+    _save_safetensors(soft, {"soft_prompt": mx.ones((2, 576))})
+    # One LoRA adapter on layer 0's q_proj with a non-zero B, so the prompt's keys change.
+    lora = tmp_path / "a.safetensors"
+    pre = "model.layers.0.self_attn.q_proj"
+    _save_safetensors(lora, {f"{pre}.lora_A.weight": mx.full((2, 576), 0.01), f"{pre}.lora_B.weight": mx.full((576, 2), 0.01),
+                             f"{pre}.lora_scale": mx.array(1.0)},
+                      {"format": "mlxgp-lora", "lora_config": json.dumps(
+                          {"rank": 2, "alpha": 2.0, "dropout": 0.0, "target_modules": ["q_proj"]})})
+    bare, adapted = tmp_path / "bare.safetensors", tmp_path / "adapted.safetensors"
+    for out, extra in ((bare, []), (adapted, ["--lora", lora])):
+        ok = run_raw(mlxgp_bin, "cache-prompt", "--model", default_gguf, "--prompt", "Hello there", "--out", out, *extra)
+        assert ok.returncode == 0, ok.stderr
+    check_error(gen("--prompt", "Hello there friend", "--prompt-cache", bare, "--lora", lora), "prompt-cache",
+                f"'{bare}' was made with other LoRA adapters than this model has (adapters now); make it again "
+                "with the same adapters")
+    check_error(gen("--prompt", "Hello there friend", "--prompt-cache", adapted), "prompt-cache",
+                f"'{adapted}' was made with other LoRA adapters than this model has (none now); make it again "
+                "with the same adapters")
+    hooks = "a saved prompt cache cannot be used with hooks that change prompt positions"
+    check_error(gen("--prompt", "Hello there friend", "--prompt-cache", bare, "--soft-prompt", soft), "prompt-cache", hooks)
+    check_error(gen("--prompt", "Hello there friend", "--prompt-cache", bare, "--steer", v, "--steer-layer", "2"),
+                "prompt-cache", hooks)
+    # The same adapters, or steering on generated positions only: the cached run equals the uncached one.
+    for cache, extra in ((adapted, ["--lora", lora]), (bare, ["--steer", v, "--steer-layer", "2", "--steer-positions",
+                                                              "generated"])):
+        args = ["--prompt", "Hello there friend", "--max-new-tokens", "8", "--json", *extra]
+        with_cache, without = gen(*args, "--prompt-cache", cache), gen(*args)
+        assert with_cache.returncode == 0 and without.returncode == 0, with_cache.stderr + without.stderr
+        assert json.loads(with_cache.stdout)["sequences"] == json.loads(without.stdout)["sequences"]

@@ -72,7 +72,10 @@ int BatchEngine::submit(BatchRequest request) {
   const int n = static_cast<int>(request.prompt_ids.size());
   if (auto why = batch_refusal(r->config, r->options, n); !why.empty()) fail("generate", why);
   if (r->options.prefill_chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
-  if (r->options.prompt_cache) check_prompt_prefix(*r->options.prompt_cache, request.prompt_ids);
+  if (r->options.prompt_cache) {
+    check_prompt_cache_use(*r->options.prompt_cache, model_);
+    check_prompt_prefix(*r->options.prompt_cache, request.prompt_ids);
+  }
   r->group = std::make_unique<DecodeGroup>(model_, r->config, r->options);
   // The prompt checks (vocabulary, context, max_length) run now, so a bad request never enters the queue.
   check_prompt_and_budget(model_.config(), r->config, request.prompt_ids);
