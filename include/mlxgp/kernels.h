@@ -1,6 +1,7 @@
 // Custom CPU kernels that replace slow generic MLX CPU paths on the decode hot path.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include <vector>
@@ -13,7 +14,7 @@ namespace mx = mlx::core;
 
 // Same contract as mx::quantized_matmul(x, w, scales, biases, /*transpose=*/true, group_size, bits)
 // in "affine" mode: y = x @ dequantize(w)^T. Runs a multithreaded SIMD kernel when the default
-// device is the CPU and the case is supported (float32 x; 2-D w; 4 or 8 bits; group size 32 or
+// device is the CPU and the case is supported (float32 x; 2-D w; 4, 5 or 8 bits; group size 32 or
 // 64; float32/float16/bfloat16 scales and biases); anything else goes to mx::quantized_matmul.
 mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales,
                            const mx::array& biases, int group_size, int bits);
@@ -21,6 +22,17 @@ mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::arr
 // True when quantized_matmul would use the custom kernel for these arguments.
 bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
                                 const mx::array& biases, int group_size, int bits);
+
+// llama.cpp block formats kept as stored (ggml type ids: Q2_K 10, Q3_K 11, Q6_K 14, and the others
+// kernels/ggml_blocks.h lists): w [..., K / block * block_bytes] uint8, one row of blocks per output.
+// ggml_matmul: y = x @ dequantize(w)^T (float32 result cast to x's dtype); decode-sized x on the CPU
+// dequantizes tiles of rows into the dense kernel, anything else dequantizes w and multiplies.
+// ggml_dequantize: float32 [..., K] with ggml-quants.c's arithmetic, always on the CPU stream.
+bool ggml_type_supported(uint32_t type);
+// Bytes of one row of K values in that format (0 when K is not a multiple of its block).
+int ggml_row_bytes(uint32_t type, int K);
+mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type);
+mx::array ggml_dequantize(const mx::array& w, uint32_t type, int K);
 
 // x @ w^T for a dense [N, K] weight (nn.Linear layout). A streaming multithreaded SIMD kernel for
 // float32 with at most kLinearMaxRows rows of x (the decode case) on the CPU; otherwise mx::matmul.

@@ -18,8 +18,11 @@ WeightMap load_safetensors_checked(const std::string& path);
 void validate_safetensors(const std::string& path);
 
 // Walks the GGUF header (magic, version, metadata, tensor infos) and checks every tensor's type and
-// that its data lies inside the file, then loads with MLX. Throws [gguf].
+// that its data lies inside the file, then reads the tensors (gguf_file.cpp: which llama.cpp types
+// load and how they are stored). Throws [gguf].
 mx::GGUFLoad load_gguf_checked(const std::string& path);
+// The metadata alone (tokenizer loading), after the same checks.
+std::unordered_map<std::string, mx::GGUFMetaData> load_gguf_metadata(const std::string& path);
 
 // Whole-file read; throws [load] when the file cannot be read.
 std::string read_text_file(const std::string& path);

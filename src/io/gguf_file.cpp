@@ -1,35 +1,57 @@
-// GGUF validation: a bounds-checked walk of the header (GGUF v2/v3 layout: magic, version, tensor
-// and metadata counts, typed key/values, tensor infos, aligned data) before MLX parses the file.
+// GGUF reading: a bounds-checked walk of the header (GGUF v2/v3 layout: magic, version, tensor and
+// metadata counts, typed key/values, tensor infos, aligned data), then each tensor read from the file
+// ourselves (MLX's loader expands every llama.cpp type but Q4_0/Q4_1/Q4_K/Q8_0 to float16, and rounds
+// Q4_K's scales to float16). Block formats are stored without widening to 16 bits:
+// - affine ones (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K) as MLX affine triples with group 32
+//   (uint32 codes packed little-endian, bits per value 4, 5 or 8; float32 scales and biases);
+// - Q2_K, Q3_K, Q6_K (16-value sub-blocks) as their raw blocks, uint8 [rows, row bytes], with a
+//   `<name>.ggml_type` scalar telling layers::Linear to run kernels::ggml_matmul on them.
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <vector>
 
+#include <mlx/allocator.h>
 #include <mlx/mlx.h>
 
 #include "io/checkpoint_files.h"
+#include "kernels/ggml_blocks.h"
 #include "mlxgp/error.h"
 
 namespace mlxgp::io {
 
 namespace {
 
-struct GgmlType {
+namespace k = mlxgp::kernels;
+
+enum class Storage { dense, affine, blocks, refused };
+
+struct TypeInfo {
   const char* name;
-  uint64_t block;  // elements per block
-  uint64_t bytes;  // bytes per block
-  bool supported;  // loadable by mx::load_gguf and the models
+  Storage storage;
+  mx::Dtype dtype = mx::float32;  // dense types
+  int bits = 0;                   // affine types
 };
 
-// ggml type ids -> block layout (ggml.h / gguf spec).
-const std::map<uint32_t, GgmlType> kTypes = {
-    {0, {"F32", 1, 4, true}},        {1, {"F16", 1, 2, true}},        {2, {"Q4_0", 32, 18, true}},
-    {3, {"Q4_1", 32, 20, true}},     {6, {"Q5_0", 32, 22, false}},    {7, {"Q5_1", 32, 24, false}},
-    {8, {"Q8_0", 32, 34, true}},     {9, {"Q8_1", 32, 36, false}},    {10, {"Q2_K", 256, 84, false}},
-    {11, {"Q3_K", 256, 110, false}}, {12, {"Q4_K", 256, 144, false}}, {13, {"Q5_K", 256, 176, false}},
-    {14, {"Q6_K", 256, 210, false}}, {15, {"Q8_K", 256, 292, false}}, {24, {"I8", 1, 1, false}},
-    {25, {"I16", 1, 2, false}},      {26, {"I32", 1, 4, false}},      {27, {"I64", 1, 8, false}},
-    {28, {"F64", 1, 8, false}},      {30, {"BF16", 1, 2, false}},
+// ggml type ids (ggml.h) -> how mlxgp stores them. Everything else is refused by name.
+const std::map<uint32_t, TypeInfo> kTypes = {
+    {0, {"F32", Storage::dense, mx::float32}},   {1, {"F16", Storage::dense, mx::float16}},
+    {30, {"BF16", Storage::dense, mx::bfloat16}}, {24, {"I8", Storage::dense, mx::int8}},
+    {25, {"I16", Storage::dense, mx::int16}},     {26, {"I32", Storage::dense, mx::int32}},
+    {2, {"Q4_0", Storage::affine, mx::float32, 4}},        {3, {"Q4_1", Storage::affine, mx::float32, 4}},
+    {6, {"Q5_0", Storage::affine, mx::float32, 5}},        {7, {"Q5_1", Storage::affine, mx::float32, 5}},
+    {8, {"Q8_0", Storage::affine, mx::float32, 8}},        {12, {"Q4_K", Storage::affine, mx::float32, 4}},
+    {13, {"Q5_K", Storage::affine, mx::float32, 5}},       {10, {"Q2_K", Storage::blocks}},
+    {11, {"Q3_K", Storage::blocks}},              {14, {"Q6_K", Storage::blocks}},
+    {9, {"Q8_1", Storage::refused}},              {15, {"Q8_K", Storage::refused}},
+    {16, {"IQ2_XXS", Storage::refused}},          {17, {"IQ2_XS", Storage::refused}},
+    {18, {"IQ3_XXS", Storage::refused}},          {19, {"IQ1_S", Storage::refused}},
+    {20, {"IQ4_NL", Storage::refused}},           {21, {"IQ3_S", Storage::refused}},
+    {22, {"IQ2_S", Storage::refused}},            {23, {"IQ4_XS", Storage::refused}},
+    {27, {"I64", Storage::refused}},              {28, {"F64", Storage::refused}},
+    {29, {"IQ1_M", Storage::refused}},            {34, {"TQ1_0", Storage::refused}},
+    {35, {"TQ2_0", Storage::refused}},            {39, {"MXFP4", Storage::refused}},
 };
 
 class Walker {
@@ -42,13 +64,16 @@ class Walker {
     if (n > size_ - pos_) bad("file is truncated (header needs " + std::to_string(n) + " more bytes at offset " +
                               std::to_string(pos_) + ")");
   }
+  void bytes(void* dst, uint64_t n) {
+    need(n);
+    f_.read(static_cast<char*>(dst), static_cast<std::streamsize>(n));
+    if (!f_) bad("read error");
+    pos_ += n;
+  }
   template <class T>
   T read() {
-    need(sizeof(T));
     T v;
-    f_.read(reinterpret_cast<char*>(&v), sizeof(T));
-    if (!f_) bad("read error");
-    pos_ += sizeof(T);
+    bytes(&v, sizeof(T));
     return v;
   }
   void skip(uint64_t n) {
@@ -56,12 +81,16 @@ class Walker {
     f_.seekg(static_cast<std::streamoff>(n), std::ios::cur);
     pos_ += n;
   }
+  void seek(uint64_t pos) {
+    if (pos > size_) bad("file is truncated");
+    f_.seekg(static_cast<std::streamoff>(pos));
+    pos_ = pos;
+  }
   std::string string() {
     auto n = read<uint64_t>();
     need(n);
     std::string s(n, '\0');
-    f_.read(s.data(), static_cast<std::streamsize>(n));
-    pos_ += n;
+    bytes(s.data(), n);
     return s;
   }
   uint64_t pos() const { return pos_; }
@@ -73,33 +102,196 @@ class Walker {
   std::ifstream f_;
 };
 
-// Skips one metadata value; returns its integer value for the alignment key (or 0).
-uint64_t skip_value(Walker& w, uint32_t type, int depth = 0) {
-  static const uint64_t scalar[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
-  if (type > 12) w.bad("unknown metadata value type " + std::to_string(type));
-  if (type == 8) {
-    w.string();
-    return 0;
-  }
-  if (type == 9) {
-    if (depth > 2) w.bad("metadata arrays nested too deeply");
-    auto elem = w.read<uint32_t>();
-    auto count = w.read<uint64_t>();
-    if (elem > 12) w.bad("unknown metadata array type " + std::to_string(elem));
-    if (elem != 8 && elem != 9) {
-      if (count > w.size() / scalar[elem]) w.bad("metadata array is larger than the file");
-      w.skip(count * scalar[elem]);
-    } else {
-      for (uint64_t i = 0; i < count; ++i) skip_value(w, elem, depth + 1);
+// GGUF metadata value types 0..12 -> (MLX dtype, byte size); 8 is a string, 9 an array.
+const std::pair<mx::Dtype, uint64_t> kValueTypes[] = {
+    {mx::uint8, 1},  {mx::int8, 1},   {mx::uint16, 2}, {mx::int16, 2},   {mx::uint32, 4},
+    {mx::int32, 4},  {mx::float32, 4}, {mx::bool_, 1},  {mx::float32, 0}, {mx::float32, 0},
+    {mx::uint64, 8}, {mx::int64, 8},  {mx::float32, 8}};
+
+// `count` numbers of GGUF value type `type` as a 1-D (or, for one scalar, 0-D) MLX array, as
+// mx::load_gguf returns them (float64 narrowed to float32).
+mx::array read_numbers(Walker& w, uint32_t type, uint64_t count, bool scalar) {
+  const uint64_t size = kValueTypes[type].second;
+  if (count > w.size() / size) w.bad("metadata array is larger than the file");
+  std::vector<uint8_t> raw(count * size);
+  w.bytes(raw.data(), raw.size());
+  mx::Shape shape;
+  if (!scalar) shape.push_back(static_cast<int>(count));
+  if (type == 12) {
+    std::vector<float> f(count);
+    for (uint64_t i = 0; i < count; ++i) {
+      double d;
+      std::memcpy(&d, raw.data() + i * 8, 8);
+      f[i] = static_cast<float>(d);
     }
-    return 0;
+    return mx::array(f.begin(), shape, mx::float32);
   }
-  if (type == 4) return w.read<uint32_t>();
-  w.skip(scalar[type]);
-  return 0;
+  mx::array a(mx::allocator::malloc(raw.size()), shape, kValueTypes[type].first);
+  if (!raw.empty()) std::memcpy(a.data<uint8_t>(), raw.data(), raw.size());  // an empty array: no memcpy from null
+  return a;
 }
 
-void validate(const std::string& path) {
+// One metadata value (strings, numbers, one level of arrays; deeper arrays are skipped).
+mx::GGUFMetaData read_value(Walker& w, uint32_t type, int depth = 0) {
+  if (type > 12) w.bad("unknown metadata value type " + std::to_string(type));
+  if (type == 8) return w.string();
+  if (type != 9) return read_numbers(w, type, 1, true);
+  if (depth > 2) w.bad("metadata arrays nested too deeply");
+  auto elem = w.read<uint32_t>();
+  auto count = w.read<uint64_t>();
+  if (elem > 12) w.bad("unknown metadata array type " + std::to_string(elem));
+  if (elem == 8) {
+    if (count > w.size() / 8) w.bad("metadata array is larger than the file");
+    std::vector<std::string> strs(count);
+    for (auto& s : strs) s = w.string();
+    return strs;
+  }
+  if (elem == 9) {
+    if (count > w.size() / 12) w.bad("metadata array is larger than the file");
+    for (uint64_t i = 0; i < count; ++i) read_value(w, elem, depth + 1);
+    return std::monostate{};
+  }
+  return read_numbers(w, elem, count, false);
+}
+
+struct Info {
+  std::string name;
+  mx::Shape shape;  // MLX order (ggml's ne reversed)
+  uint64_t numel = 1, offset = 0, bytes = 0;
+  uint32_t type = 0;
+  const TypeInfo* info = nullptr;
+};
+
+// Packs one row of codes (each < 2^bits) as MLX's affine layout: a little-endian bit stream, value k
+// at bit k*bits (for 5 bits that is MLX's 8-values-in-5-bytes packing).
+void pack_codes(const uint8_t* codes, int64_t n, int bits, uint32_t* out) {
+  uint64_t acc = 0;
+  int filled = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    acc |= static_cast<uint64_t>(codes[i]) << filled;
+    filled += bits;
+    if (filled >= 32) {
+      *out++ = static_cast<uint32_t>(acc);
+      acc >>= 32;
+      filled -= 32;
+    }
+  }
+}
+
+// One ggml block of an affine type -> its codes and per-32 scales/biases, with scale * code + bias
+// equal to ggml-quants.c's dequantized value (Q4_K/Q5_K: d * sc and -(dmin * m) computed in fp32,
+// as dequantize_row_q4_K does; Q5_0's bias -16 * d, Q4_0's -8 * d and Q8_0's -128 * d are exact).
+void affine_block(uint32_t type, const uint8_t* b, uint8_t* codes, float* scales, float* biases) {
+  const auto f16 = k::half_at;
+  switch (type) {
+    case k::kGgmlQ4_0:
+    case k::kGgmlQ4_1: {
+      const bool min = type == k::kGgmlQ4_1;
+      const uint8_t* qs = b + (min ? 4 : 2);
+      scales[0] = f16(b);
+      biases[0] = min ? f16(b + 2) : -8.0f * scales[0];
+      for (int j = 0; j < 16; ++j) {
+        codes[j] = qs[j] & 0xF;
+        codes[j + 16] = qs[j] >> 4;
+      }
+      return;
+    }
+    case k::kGgmlQ5_0:
+    case k::kGgmlQ5_1: {
+      const bool min = type == k::kGgmlQ5_1;
+      const uint8_t* p = b + (min ? 4 : 2);
+      uint32_t qh;
+      std::memcpy(&qh, p, 4);
+      scales[0] = f16(b);
+      biases[0] = min ? f16(b + 2) : -16.0f * scales[0];
+      for (int j = 0; j < 16; ++j) {
+        codes[j] = (p[4 + j] & 0xF) | (((qh >> j) << 4) & 0x10);
+        codes[j + 16] = (p[4 + j] >> 4) | ((qh >> (j + 12)) & 0x10);
+      }
+      return;
+    }
+    case k::kGgmlQ8_0:
+      scales[0] = f16(b);
+      biases[0] = -128.0f * scales[0];
+      for (int j = 0; j < 32; ++j) codes[j] = b[2 + j] ^ 0x80;  // int8 -> int8 + 128
+      return;
+    case k::kGgmlQ4_K:
+    case k::kGgmlQ5_K: {
+      const bool five = type == k::kGgmlQ5_K;
+      const float d = f16(b), dmin = f16(b + 2);
+      const uint8_t* sc = b + 4;
+      const uint8_t* qh = b + 16;
+      const uint8_t* ql = b + (five ? 48 : 16);
+      for (int j = 0; j < 8; ++j) {
+        uint8_t s, m;
+        k::scale_min_k4(j, sc, s, m);
+        scales[j] = d * s;
+        biases[j] = -(dmin * m);
+      }
+      // 64 values per 32 bytes of ql: low nibbles first, then high; Q5_K's fifth bits in qh.
+      for (int c = 0; c < 4; ++c)
+        for (int l = 0; l < 32; ++l) {
+          const uint8_t u1 = 1 << (2 * c), u2 = 2 << (2 * c);
+          codes[64 * c + l] = (ql[32 * c + l] & 0xF) | (five && (qh[l] & u1) ? 16 : 0);
+          codes[64 * c + 32 + l] = (ql[32 * c + l] >> 4) | (five && (qh[l] & u2) ? 16 : 0);
+        }
+      return;
+    }
+  }
+}
+
+void add_tensor(std::unordered_map<std::string, mx::array>& out, const std::string& name, mx::array a) {
+  if (!out.emplace(name, std::move(a)).second) fail("gguf", "duplicate tensor name '" + name + "'");
+}
+
+void load_tensor(Walker& w, const Info& t, uint64_t data_start, std::unordered_map<std::string, mx::array>& out) {
+  w.seek(data_start + t.offset);
+  const TypeInfo& ti = *t.info;
+  if (ti.storage == Storage::dense || ti.storage == Storage::blocks) {
+    mx::Shape shape = t.shape;
+    mx::Dtype dtype = ti.dtype;
+    if (ti.storage == Storage::blocks) {
+      shape.back() = static_cast<int>(t.bytes / (t.numel / t.shape.back()));
+      dtype = mx::uint8;
+    }
+    mx::array a(mx::allocator::malloc(t.bytes), shape, dtype);
+    w.bytes(a.data<uint8_t>(), t.bytes);
+    add_tensor(out, t.name, std::move(a));
+    if (ti.storage == Storage::blocks) {
+      auto base = t.name.ends_with(".weight") ? t.name.substr(0, t.name.size() - 7) : t.name;
+      add_tensor(out, base + ".ggml_type", mx::array(t.type, mx::uint32));
+    }
+    return;
+  }
+  // Affine: codes packed into uint32 words, float32 scales/biases per 32 values.
+  const k::GgmlBlock blk = k::ggml_block(t.type);
+  const int64_t K = t.shape.back(), rows = static_cast<int64_t>(t.numel / K), groups = K / 32;
+  const int bits = ti.bits;
+  mx::Shape wshape = t.shape, sshape = t.shape;
+  wshape.back() = static_cast<int>(K * bits / 32);
+  sshape.back() = static_cast<int>(groups);
+  mx::array qw(mx::allocator::malloc(rows * K * bits / 8), wshape, mx::uint32);
+  mx::array scales(mx::allocator::malloc(rows * groups * 4), sshape, mx::float32);
+  mx::array biases(mx::allocator::malloc(rows * groups * 4), sshape, mx::float32);
+  const uint64_t row_bytes = K / blk.elements * blk.bytes;
+  std::vector<uint8_t> row(row_bytes), codes(K);
+  for (int64_t r = 0; r < rows; ++r) {
+    w.bytes(row.data(), row_bytes);
+    float* s = scales.data<float>() + r * groups;
+    float* b = biases.data<float>() + r * groups;
+    for (int64_t i = 0; i < K / blk.elements; ++i) {
+      const int64_t g = i * blk.elements / 32;
+      affine_block(t.type, row.data() + i * blk.bytes, codes.data() + i * blk.elements, s + g, b + g);
+    }
+    pack_codes(codes.data(), K, bits, qw.data<uint32_t>() + r * (K * bits / 32));
+  }
+  auto base = t.name.ends_with(".weight") ? t.name.substr(0, t.name.size() - 7) : t.name;
+  add_tensor(out, t.name, std::move(qw));
+  add_tensor(out, base + ".scales", std::move(scales));
+  add_tensor(out, base + ".biases", std::move(biases));
+}
+
+mx::GGUFLoad read_gguf(const std::string& path, bool with_tensors) {
   std::error_code ec;
   const uint64_t size = std::filesystem::file_size(path, ec);
   if (ec) fail("load", "cannot read " + path);
@@ -114,63 +306,63 @@ void validate(const std::string& path) {
   // Each entry takes at least 8 bytes, so larger counts cannot be genuine.
   if (n_tensors > size / 8 || n_kv > size / 8) w.bad("tensor/metadata counts exceed the file size (corrupt)");
   uint64_t alignment = 32;
+  std::unordered_map<std::string, mx::GGUFMetaData> meta;
   for (uint64_t i = 0; i < n_kv; ++i) {
     auto key = w.string();
     auto type = w.read<uint32_t>();
-    auto v = skip_value(w, type);
+    auto v = read_value(w, type);
     if (key == "general.alignment") {
-      if (type != 4 || v == 0 || (v & (v - 1)) != 0) w.bad("general.alignment must be a power of two");
-      alignment = v;
+      auto* a = std::get_if<mx::array>(&v);
+      const uint64_t al = type == 4 && a ? a->item<uint32_t>() : 0;
+      if (al == 0 || (al & (al - 1)) != 0) w.bad("general.alignment must be a power of two");
+      alignment = al;
     }
+    meta.insert_or_assign(key, std::move(v));
   }
-  struct Info {
-    std::string name;
-    uint64_t numel, offset;
-    const GgmlType* type;
-    uint64_t ne0;
-  };
   std::vector<Info> infos;
   for (uint64_t i = 0; i < n_tensors; ++i) {
     Info t;
     t.name = w.string();
     auto n_dims = w.read<uint32_t>();
     if (n_dims == 0 || n_dims > 4) w.bad("tensor '" + t.name + "' has " + std::to_string(n_dims) + " dims");
-    t.numel = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       auto ne = w.read<uint64_t>();
-      if (d == 0) t.ne0 = ne;
-      if (ne > (1ULL << 31) || (t.numel *= ne) > (1ULL << 40)) w.bad("tensor '" + t.name + "' has an invalid shape");
+      if (ne == 0 || ne > (1ULL << 31) - 1 || (t.numel *= ne) > (1ULL << 40))
+        w.bad("tensor '" + t.name + "' has an invalid shape");
+      t.shape.insert(t.shape.begin(), static_cast<int>(ne));
     }
-    auto type_id = w.read<uint32_t>();
-    auto it = kTypes.find(type_id);
-    if (it == kTypes.end()) w.bad("tensor '" + t.name + "' has unknown ggml type " + std::to_string(type_id));
-    t.type = &it->second;
-    if (!t.type->supported)
-      w.bad("tensor '" + t.name + "' has unsupported type " + t.type->name + " (supported: F32, F16, Q4_0, Q4_1, Q8_0)");
-    if (t.ne0 % t.type->block != 0) w.bad("tensor '" + t.name + "' row size is not a multiple of its block size");
+    t.type = w.read<uint32_t>();
+    auto it = kTypes.find(t.type);
+    if (it == kTypes.end()) w.bad("tensor '" + t.name + "' has unknown ggml type " + std::to_string(t.type));
+    t.info = &it->second;
+    if (t.info->storage == Storage::refused)
+      w.bad("tensor '" + t.name + "' has type " + t.info->name + ", which mlxgp does not load");
+    const k::GgmlBlock blk = t.info->storage == Storage::dense ? k::GgmlBlock{1, static_cast<int>(t.info->dtype.size())}
+                                                               : k::ggml_block(t.type);
+    if (t.shape.back() % blk.elements != 0)
+      w.bad("tensor '" + t.name + "' row size is not a multiple of its block size");
+    t.bytes = t.numel / blk.elements * blk.bytes;
     t.offset = w.read<uint64_t>();
-    infos.push_back(t);
+    infos.push_back(std::move(t));
   }
   const uint64_t data_start = (w.pos() + alignment - 1) / alignment * alignment;
   if (data_start > size) w.bad("file is truncated (no tensor data)");
-  for (auto& t : infos) {
-    const uint64_t bytes = t.numel / t.type->block * t.type->bytes;
-    if (t.offset > size - data_start || bytes > size - data_start - t.offset)
+  // Every tensor's data must lie inside the file before any is read.
+  for (auto& t : infos)
+    if (t.offset > size - data_start || t.bytes > size - data_start - t.offset)
       w.bad("file is truncated: tensor '" + t.name + "' data ends past the end of the file");
-  }
+  std::unordered_map<std::string, mx::array> tensors;
+  if (with_tensors)
+    for (auto& t : infos) load_tensor(w, t, data_start, tensors);
+  return {std::move(tensors), std::move(meta)};
 }
 
 }  // namespace
 
-mx::GGUFLoad load_gguf_checked(const std::string& path) {
-  validate(path);
-  try {
-    return mx::load_gguf(path);
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    fail("gguf", path + ": " + e.what());
-  }
+mx::GGUFLoad load_gguf_checked(const std::string& path) { return read_gguf(path, true); }
+
+std::unordered_map<std::string, mx::GGUFMetaData> load_gguf_metadata(const std::string& path) {
+  return read_gguf(path, false).second;
 }
 
 }  // namespace mlxgp::io

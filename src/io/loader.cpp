@@ -144,7 +144,7 @@ LoadedModel load_gguf(const fs::path& file, const LoadOptions& options) {
   auto [tensors, meta] = io::load_gguf_checked(file.string());
   ModelConfig config = io::gguf_config(meta, tensors);
   WeightMap weights = io::gguf_weights(config, std::move(tensors));
-  apply_dtype(weights, options.dtype, 32);  // ggml blocks are 32 wide for Q4_0/Q4_1/Q8_0
+  apply_dtype(weights, options.dtype, 32);  // affine GGUF types are stored with groups of 32
   LoadedModel out;
   out.model = create_model(config, std::move(weights));
   // A GGUF without vocabulary metadata loads like a folder without tokenizer files.
@@ -173,7 +173,7 @@ std::shared_ptr<Tokenizer> load_tokenizer(const std::string& path) {
     if (!tok) fail("tokenizer", "no tokenizer.json in " + resolved);
     return tok;
   }
-  auto meta = io::load_gguf_checked(resolved).second;
+  auto meta = io::load_gguf_metadata(resolved);
   if (!meta.count("tokenizer.ggml.model")) fail("tokenizer", resolved + " has no tokenizer metadata");
   return Tokenizer::from_gguf(meta);
 }

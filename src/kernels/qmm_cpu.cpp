@@ -39,9 +39,17 @@ inline float load_scale(const void* p, int i, ScaleType t) {
 // Elements per SIMD block whose 4-bit codes are unpacked together (see prepare_x).
 int q4_block(Isa isa) { return isa == Isa::avx512 ? 32 : isa == Isa::avx2 ? 16 : 0; }
 
+// Code k of a packed row: MLX packs a row as one little-endian bit stream (k at bit k * bits), so
+// a 5-bit code may straddle two words.
+inline uint32_t code_at(const uint32_t* w, int k, int bits) {
+  const size_t bit = static_cast<size_t>(k) * bits;
+  uint64_t v = w[bit / 32];
+  if (bit % 32 + bits > 32) v |= static_cast<uint64_t>(w[bit / 32 + 1]) << 32;
+  return static_cast<uint32_t>(v >> (bit % 32)) & ((1u << bits) - 1);
+}
+
 void rows_portable(const QmmArgs& a, const float* x, int n0, int n1) {
-  const int groups = a.K / a.group_size, wpr = a.K * a.bits / 32, per_word = 32 / a.bits;
-  const uint32_t mask = (1u << a.bits) - 1;
+  const int groups = a.K / a.group_size, wpr = a.K * a.bits / 32;
   for (int n = n0; n < n1; ++n) {
     const uint32_t* w = a.w + static_cast<size_t>(n) * wpr;
     for (int m = 0; m < a.M; ++m) {
@@ -52,7 +60,7 @@ void rows_portable(const QmmArgs& a, const float* x, int n0, int n1) {
         const float b = load_scale(a.biases, n * groups + g, a.scale_type);
         float qx = 0.0f, xs = 0.0f;
         for (int k = g * a.group_size; k < (g + 1) * a.group_size; ++k) {
-          const float q = static_cast<float>((w[k / per_word] >> ((k % per_word) * a.bits)) & mask);
+          const float q = static_cast<float>(code_at(w, k, a.bits));
           qx += q * xm[k];
           xs += xm[k];
         }
@@ -91,6 +99,20 @@ MLXGP_AVX2 inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// 8 five-bit codes (5 bytes) -> 8 int32 lanes. Codes 0..5 lie in the low 32 bits, 6 and 7 in the
+// 32 bits from bit 8, so one variable shift per lane extracts them.
+MLXGP_AVX2 inline __m256i unpack8_5bit(const uint8_t* p) {
+  // Two overlapping 4-byte loads (bytes 0-3 and 1-4): never past the 5 bytes of the pack.
+  uint32_t lo32, hi32;
+  std::memcpy(&lo32, p, 4);
+  std::memcpy(&hi32, p + 1, 4);
+  const __m256i lo = _mm256_set1_epi32(static_cast<int>(lo32));
+  const __m256i hi = _mm256_set1_epi32(static_cast<int>(hi32));
+  const __m256i src = _mm256_blend_epi32(lo, hi, 0xC0);
+  return _mm256_and_si256(_mm256_srlv_epi32(src, _mm256_setr_epi32(0, 5, 10, 15, 20, 25, 22, 27)),
+                          _mm256_set1_epi32(31));
+}
+
 // MB activation rows at once, so each dequantized weight vector is reused MB times.
 template <int MB, int BITS, ScaleType ST>
 MLXGP_AVX2 void rows_avx2(const QmmArgs& a, const float* xp, int m0, int n0, int n1) {
@@ -113,6 +135,9 @@ MLXGP_AVX2 void rows_avx2(const QmmArgs& a, const float* xp, int m0, int n0, int
           __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb + k / 2)));
           w0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, low4)), vs, vb);
           w1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), vs, vb);
+        } else if constexpr (BITS == 5) {
+          w0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(unpack8_5bit(wb + k / 8 * 5)), vs, vb);
+          w1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(unpack8_5bit(wb + k / 8 * 5 + 5)), vs, vb);
         } else {
           __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb + k)));
           __m256i v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb + k + 8)));
@@ -129,6 +154,10 @@ MLXGP_AVX2 void rows_avx2(const QmmArgs& a, const float* xp, int m0, int n0, int
     for (int m = 0; m < MB; ++m)
       a.out[static_cast<size_t>(m0 + m) * a.N + n] = hsum256(_mm256_add_ps(acc[m][0], acc[m][1]));
   }
+}
+
+MLXGP_AVX512 inline __m512i unpack16_5bit(const uint8_t* p) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(unpack8_5bit(p)), unpack8_5bit(p + 5), 1);
 }
 
 template <int MB, int BITS, ScaleType ST>
@@ -151,6 +180,9 @@ MLXGP_AVX512 void rows_avx512(const QmmArgs& a, const float* xp, int m0, int n0,
           __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k / 2)));
           w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v, low4)), vs, vb);
           w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4)), vs, vb);
+        } else if constexpr (BITS == 5) {
+          w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(unpack16_5bit(wb + k / 8 * 5)), vs, vb);
+          w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(unpack16_5bit(wb + k / 8 * 5 + 10)), vs, vb);
         } else {
           __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k)));
           __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k + 16)));
@@ -249,6 +281,8 @@ void qmm_rows(const QmmArgs& a, const float* xp, int n0, int n1, Isa isa) {
       constexpr ScaleType ST = decltype(st)::value;
       if (a.bits == 4)
         rows_x86<4, ST>(a, xp, n0, n1, isa);
+      else if (a.bits == 5)
+        rows_x86<5, ST>(a, xp, n0, n1, isa);
       else
         rows_x86<8, ST>(a, xp, n0, n1, isa);
     };

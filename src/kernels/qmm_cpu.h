@@ -1,5 +1,5 @@
-// Row kernels for MLX's affine quantized layout (w [N, K*bits/32] uint32, little-endian packing,
-// element k of a row at bit (k*bits) % 32 of word (k*bits)/32; scales/biases [N, K/group]):
+// Row kernels for MLX's affine quantized layout (w [N, K*bits/32] uint32, each row one little-endian
+// bit stream with element k at bit k*bits, so 5-bit codes may straddle words; scales/biases [N, K/group]):
 // out[m, n] = sum_k x[m, k] * (scale[n, k/g] * q[n, k] + bias[n, k/g]).
 #pragma once
 

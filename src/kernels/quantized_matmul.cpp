@@ -124,7 +124,7 @@ bool float_scale(mx::Dtype t) { return t == mx::float32 || t == mx::float16 || t
 bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
                                 const mx::array& biases, int group_size, int bits) {
   if (!available() || mx::default_device() != mx::Device::cpu) return false;
-  if ((bits != 4 && bits != 8) || (group_size != 32 && group_size != 64)) return false;
+  if ((bits != 4 && bits != 5 && bits != 8) || (group_size != 32 && group_size != 64)) return false;
   if (x.dtype() != mx::float32 || x.ndim() < 1 || w.dtype() != mx::uint32 || w.ndim() != 2) return false;
   if (!float_scale(scales.dtype()) || scales.dtype() != biases.dtype()) return false;
   const int K = x.shape(-1), N = w.shape(0);

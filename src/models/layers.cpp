@@ -65,9 +65,26 @@ mx::array take(const WeightMap& w, const std::string& name, const mx::Shape& sha
 
 Linear Linear::load(const WeightMap& w, const std::string& prefix, int in, int out, bool has_bias) {
   Linear l;
+  l.in_features = in;
   const std::string wname = prefix + ".weight";
   auto sit = w.find(prefix + ".scales");
-  if (sit == w.end()) {
+  auto git = w.find(prefix + ".ggml_type");
+  if (git != w.end()) {
+    UsedNames::record(prefix + ".ggml_type");
+    const auto t = git->second.size() == 1 ? mx::astype(git->second, mx::uint32).item<uint32_t>() : 0u;
+    if (!kernels::ggml_type_supported(t))
+      fail("model", "tensor '" + prefix + ".ggml_type' names no llama.cpp block type mlxgp multiplies");
+    auto wit = w.find(wname);
+    if (wit == w.end()) fail("model", "missing tensor '" + wname + "'");
+    const auto& qw = wit->second;
+    if (qw.ndim() != 2 || qw.shape(0) != out || qw.dtype() != mx::uint8 ||
+        qw.shape(1) != kernels::ggml_row_bytes(t, in))
+      fail("model", "llama.cpp block tensor '" + wname + "' has shape " + shape_str(qw.shape()) +
+                        ", which does not fit [" + std::to_string(out) + ", " + std::to_string(in) + "]");
+    UsedNames::record(wname);
+    l.weight = qw;
+    l.ggml_type = t;
+  } else if (sit == w.end()) {
     l.weight = take(w, wname, {out, in});
     if (!is_float(l.weight->dtype())) fail("model", "tensor '" + wname + "' is not a float tensor");
   } else {
@@ -110,6 +127,7 @@ LoraDropoutScope::~LoraDropoutScope() { lora_dropout = {}; }
 
 mx::array Linear::operator()(const mx::array& x) const {
   mx::array y = [&] {
+    if (ggml_type) return kernels::ggml_matmul(x, *weight, *ggml_type);
     if (!quantized()) return kernels::linear(x, *weight);
     if (kernels::quantized_matmul_supported(x, *weight, *scales, *biases, group_size, bits))
       return kernels::quantized_matmul(x, *weight, *scales, *biases, group_size, bits);
@@ -132,6 +150,11 @@ Embedding Embedding::load(const WeightMap& w, const std::string& prefix, int voc
 }
 
 mx::array Embedding::operator()(const mx::array& tokens) const {
+  if (table.ggml_type) {
+    // Gather the stored block rows, then dequantize only those (ggml_get_rows does the same).
+    auto rows = kernels::ggml_dequantize(mx::take(*table.weight, tokens, 0), *table.ggml_type, table.in_features);
+    return dequant_dtype ? mx::astype(rows, *dequant_dtype) : rows;
+  }
   if (!table.quantized()) return mx::take(*table.weight, tokens, 0);
   // Gather the packed rows first, then dequantize only those (mlx-lm QuantizedEmbedding).
   auto s = mx::take(*table.scales, tokens, 0), b = mx::take(*table.biases, tokens, 0);

@@ -38,11 +38,15 @@ std::optional<mx::array> take_optional(const WeightMap& w, const std::string& na
 struct Linear {
   std::optional<mx::array> weight, scales, biases, bias;
   int group_size = 0, bits = 0;
+  // llama.cpp blocks kept as stored (GGUF Q2_K/Q3_K/Q6_K): `weight` is uint8 [out, row bytes] and
+  // `prefix.ggml_type` names the format; multiplied by kernels::ggml_matmul.
+  std::optional<uint32_t> ggml_type;
   // LoRA adapter (peft layout): y += scale * B(A(dropout(x))), A [r, in], B [out, r]; read from
   // `prefix.lora_A.weight`, `prefix.lora_B.weight` and the scalar `prefix.lora_scale` (alpha / r).
   std::optional<mx::array> lora_a, lora_b, lora_scale;
   static Linear load(const WeightMap& w, const std::string& prefix, int in, int out, bool has_bias);
   bool quantized() const { return scales.has_value(); }
+  int in_features = 0;
   mx::array operator()(const mx::array& x) const;
 };
 

@@ -201,7 +201,11 @@ TEST(LoadErrors, CorruptGguf) {
   uint64_t n = 1ULL << 50;
   std::memcpy(huge.data() + 8, &n, 8);
   expect(huge, "counts exceed");
-  expect(gguf_with_tensor(14, 256, 1, 210), "unsupported type Q6_K");
+  // llama.cpp's other block types load (Q6_K: its data must be there); IQ and ternary ones are named.
+  expect(gguf_with_tensor(14, 256, 1, 210), "metadata 'llama.embedding_length' is missing");
+  expect(gguf_with_tensor(14, 256, 2, 210), "truncated");
+  expect(gguf_with_tensor(17, 256, 1, 66), "tensor 'token_embd.weight' has type IQ2_XS, which mlxgp does not load");
+  expect(gguf_with_tensor(35, 256, 1, 66), "has type TQ2_0, which mlxgp does not load");
   expect(gguf_with_tensor(2, 33, 1, 64), "block size");
   expect(gguf_with_tensor(99, 32, 1, 64), "unknown ggml type 99");
 }

@@ -8,6 +8,7 @@
 #include <mlx/mlx.h>
 
 #include "mlxgp/kernels.h"
+#include "test_models_util.h"
 
 namespace mx = mlx::core;
 
@@ -55,19 +56,8 @@ void check(const Case& c, uint64_t seed) {
 
 }  // namespace
 
-// These are the CPU kernels: each test runs with the CPU as MLX's default device, also in a CUDA build
-// (whose default is the GPU, where every entry point forwards to MLX's op instead).
-class Kernels : public ::testing::Test {
- protected:
-  void SetUp() override {
-    previous_ = mx::default_device();
-    mx::set_default_device(mx::Device::cpu);
-  }
-  void TearDown() override { mx::set_default_device(previous_); }
-
- private:
-  mx::Device previous_{mx::Device::cpu};
-};
+// These are the CPU kernels: each test runs with the CPU as MLX's default device.
+class Kernels : public mlxgp::testing::CpuDefaultDevice {};
 
 TEST_F(Kernels, QuantizedMatmulMatchesMlxForEachFormat) {
   REQUIRE_KERNELS();
@@ -76,7 +66,7 @@ TEST_F(Kernels, QuantizedMatmulMatchesMlxForEachFormat) {
   for (const char* isa : {"portable", "avx2", "avx512"}) {
   SCOPED_TRACE(isa);
   ASSERT_TRUE(mlxgp::kernels::set_cpu_isa_cap(isa));
-  for (int bits : {4, 8})
+  for (int bits : {4, 5, 8})
     for (int group : {32, 64})
       for (auto dt : {mx::float32, mx::float16, mx::bfloat16})
         for (int M : {1, 2, 3, 5, 8, 13})
@@ -94,6 +84,8 @@ TEST_F(Kernels, QuantizedMatmulLargeShapesUseEveryThread) {
   // Batched rows over many weight tiles: blocks of 8 (AVX-512) and 4, remainders of 1 and 3.
   check({4, 32, 13, 4099, 576, mx::float32}, 9);
   check({8, 64, 19, 1027, 576, mx::bfloat16}, 10);
+  check({5, 32, 1, 2051, 576, mx::float32}, 11);  // GGUF Q5_0/Q5_1/Q5_K as loaded
+  check({5, 32, 11, 1027, 576, mx::float32}, 12);
 }
 
 TEST_F(Kernels, QuantizedMatmulBatchedAndStridedInputs) {

@@ -21,6 +21,20 @@ namespace mlxgp::testing {
 namespace fs = std::filesystem;
 namespace mx = mlx::core;
 
+// Runs each test with the CPU as MLX's default device (the custom kernels are CPU primitives; a CUDA
+// build's default is the GPU, where every entry point forwards to MLX's op instead).
+class CpuDefaultDevice : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    previous_ = mx::default_device();
+    mx::set_default_device(mx::Device::cpu);
+  }
+  void TearDown() override { mx::set_default_device(previous_); }
+
+ private:
+  mx::Device previous_{mx::Device::cpu};
+};
+
 struct TempDir {
   fs::path path;
   TempDir() {

@@ -27,6 +27,10 @@ def tiny_config(arch: str):
     if arch == "llama-plain":  # default rope, separate head: what a plain GGUF conversion holds
         return transformers.LlamaConfig(**_COMMON, rope_parameters={"rope_type": "default",
                                                                     "rope_theta": 10000.0})
+    if arch == "llama-kq":  # rows of 256 and 512 values: llama.cpp's K-quants need multiples of 256
+        return transformers.LlamaConfig(**{**_COMMON, "hidden_size": 256, "intermediate_size": 512,
+                                           "num_hidden_layers": 2},
+                                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
     if arch == "llama-linear":
         return transformers.LlamaConfig(
             **_COMMON, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0})
@@ -81,10 +85,12 @@ def legacy_rope_config(folder) -> None:
 GGUF_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
 
 
-def write_tiny_gguf(model, path, qtype: str = "Q8_0") -> Path:
+def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None) -> Path:
     """Writes a transformers llama/qwen2/qwen3 `model` as a llama.cpp-style GGUF (metadata keys,
     tensor names, and for llama the converter's Q/K row permutation), with 2-D weights stored as
-    `qtype` and 1-D ones (norms, biases) as F32. No tokenizer metadata: the file holds a model only."""
+    `qtype` and 1-D ones (norms, biases) as F32. No tokenizer metadata: the file holds a model only.
+    `quantize(t, qtype)` -> uint8 blocks replaces gguf-py's quantizer (which lacks the K-quants), e.g.
+    tests/refs/gguf_quant.quantize_rows (llama.cpp's own)."""
     import gguf
     import numpy as np
 
@@ -142,7 +148,7 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0") -> Path:
             if arch == "llama" and module == "self_attn.k_proj":
                 t = permute(t, cfg.num_key_value_heads)
         if t.ndim == 2 and qtype != "F32":
-            w.add_tensor(gname, gguf.quants.quantize(t, qt), raw_dtype=qt)
+            w.add_tensor(gname, (quantize or gguf.quants.quantize)(t, qtype if quantize else qt), raw_dtype=qt)
         else:
             w.add_tensor(gname, t)
     w.write_header_to_file()

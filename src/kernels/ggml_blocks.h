@@ -1,0 +1,35 @@
+// llama.cpp's block quantization formats (ggml-common.h): type ids, block layouts, and row
+// dequantizers ported from ggml-quants.c (dequantize_row_*), computing in fp32 as it does.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mlxgp::kernels {
+
+// ggml_type ids (ggml.h) of the block formats handled here.
+enum GgmlType : uint32_t {
+  kGgmlF32 = 0, kGgmlF16 = 1, kGgmlQ4_0 = 2, kGgmlQ4_1 = 3, kGgmlQ5_0 = 6, kGgmlQ5_1 = 7, kGgmlQ8_0 = 8,
+  kGgmlQ2_K = 10, kGgmlQ3_K = 11, kGgmlQ4_K = 12, kGgmlQ5_K = 13, kGgmlQ6_K = 14, kGgmlBF16 = 30,
+};
+
+struct GgmlBlock {
+  int elements = 0;  // values per block
+  int bytes = 0;     // bytes per block
+};
+
+// Block layout of a type dequantize_ggml_row handles; {0, 0} for any other type.
+GgmlBlock ggml_block(uint32_t type);
+
+// Dequantizes one row of `k` values (k a multiple of the block size) into fp32.
+void dequantize_ggml_row(uint32_t type, const uint8_t* src, float* dst, int64_t k);
+
+// IEEE half -> float (the bit pattern as stored in ggml blocks), and the half stored at p.
+float half_to_float(uint16_t h);
+float half_at(const uint8_t* p);
+
+// get_scale_min_k4 (ggml-quants.c): the 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K
+// block, from its 12 packed scale bytes q.
+void scale_min_k4(int j, const uint8_t* q, uint8_t& d, uint8_t& m);
+
+}  // namespace mlxgp::kernels

@@ -1,0 +1,175 @@
+// llama.cpp block formats that MLX's affine quantization cannot represent exactly (Q2_K, Q3_K, Q6_K:
+// 16-value sub-blocks with their own scales) kept as stored and multiplied by two CPU primitives:
+// ggml_matmul dequantizes a tile of weight rows into an fp32 buffer (ggml-quants.c's arithmetic, see
+// ggml_blocks.cpp) and runs the dense row kernel over it, so weights stay at the file's size; and
+// ggml_dequantize expands rows (embedding lookups, prefill, other devices).
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include <mlx/allocator.h>
+#include <mlx/backend/cpu/encoder.h>
+#include <mlx/mlx.h>
+#include <mlx/primitives.h>
+
+#include "kernels/cpu_task.h"
+#include "kernels/dense_cpu.h"
+#include "kernels/ggml_blocks.h"
+#include "kernels/row_major.h"
+#include "kernels/thread_pool.h"
+#include "mlxgp/kernels.h"
+
+namespace mlxgp::kernels {
+
+namespace {
+
+constexpr int kTileRows = 16;  // weight rows dequantized at once (16 x K floats stay in L1/L2)
+
+void run_ggml_matmul(const mx::array& x, const mx::array& w, mx::array& out, uint32_t type) {
+  RowMajor<float> xr(x);
+  RowMajor<uint8_t> wr(w);
+  const int K = x.shape(-1), N = w.shape(0);
+  const int M = static_cast<int>(x.size() / K);
+  const size_t row_bytes = w.shape(1);
+  if (M == 0 || N == 0) return;
+  const Isa isa = available() ? detect_isa() : Isa::portable;
+  parallel_rows(N, K * M, [&](int n0, int n1) {
+    std::vector<float> tile(static_cast<size_t>(kTileRows) * K);
+    for (int t0 = n0; t0 < n1; t0 += kTileRows) {
+      const int rows = std::min(kTileRows, n1 - t0);
+      for (int r = 0; r < rows; ++r)
+        dequantize_ggml_row(type, wr.ptr + (t0 + r) * row_bytes, tile.data() + static_cast<size_t>(r) * K, K);
+      // out[m, t0 + r] = x[m] . tile[r]: the dense kernel with the output offset by t0 (stride N).
+      DenseArgs a;
+      a.x = xr.ptr;
+      a.w = tile.data();
+      a.out = out.data<float>() + t0;
+      a.M = M;
+      a.N = N;
+      a.K = K;
+      dense_rows(a, 0, rows, isa);
+    }
+  });
+}
+
+void run_ggml_dequantize(const mx::array& w, mx::array& out, uint32_t type) {
+  RowMajor<uint8_t> wr(w);
+  const int rows = static_cast<int>(w.size() / w.shape(-1)), K = out.shape(-1);
+  const size_t row_bytes = w.shape(-1);
+  float* o = out.data<float>();
+  parallel_rows(rows, K, [&](int r0, int r1) {
+    for (int r = r0; r < r1; ++r) dequantize_ggml_row(type, wr.ptr + r * row_bytes, o + static_cast<size_t>(r) * K, K);
+  });
+}
+
+class CpuGgmlMatmul : public mx::UnaryPrimitive {
+ public:
+  CpuGgmlMatmul(mx::Stream s, uint32_t type) : mx::UnaryPrimitive(s), type_(type) {}
+
+  void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
+    enqueue_cpu(stream(), in, out, [&] {
+      return [x = mx::array::unsafe_weak_copy(in[0]), w = mx::array::unsafe_weak_copy(in[1]),
+              o = mx::array::unsafe_weak_copy(out), t = type_]() mutable { run_ggml_matmul(x, w, o, t); };
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("[kernels] the llama.cpp block matmul runs on the CPU only");
+  }
+  const char* name() const override { return "MlxgpCpuGgmlMatmul"; }
+
+  // dx = g W with W dequantized; the stored blocks are frozen.
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    std::vector<mx::array> out;
+    for (int arg : argnums) {
+      if (arg != 0) throw std::invalid_argument("[kernels] quantized weights have no gradient (they are frozen)");
+      auto w = ggml_dequantize(primals[1], type_, primals[0].shape(-1));
+      out.push_back(mx::matmul(cotangents[0], mx::astype(w, cotangents[0].dtype())));
+    }
+    return out;
+  }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const CpuGgmlMatmul*>(&other);
+    return o && o->type_ == type_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
+    auto s = in[0].shape();
+    s.back() = in[1].shape(0);
+    return {s};
+  }
+
+ private:
+  uint32_t type_;
+};
+
+class CpuGgmlDequantize : public mx::UnaryPrimitive {
+ public:
+  CpuGgmlDequantize(mx::Stream s, uint32_t type) : mx::UnaryPrimitive(s), type_(type) {}
+
+  void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
+    enqueue_cpu(stream(), in, out, [&] {
+      return [w = mx::array::unsafe_weak_copy(in[0]), o = mx::array::unsafe_weak_copy(out),
+              t = type_]() mutable { run_ggml_dequantize(w, o, t); };
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("[kernels] llama.cpp block dequantization runs on the CPU only");
+  }
+  const char* name() const override { return "MlxgpCpuGgmlDequantize"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const CpuGgmlDequantize*>(&other);
+    return o && o->type_ == type_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>&) override { return {}; }
+
+ private:
+  uint32_t type_;
+};
+
+void check_blocks(const mx::array& w, uint32_t type, int K) {
+  const GgmlBlock b = ggml_block(type);
+  if (b.elements == 0) throw std::invalid_argument("[kernels] unknown llama.cpp block type " + std::to_string(type));
+  if (w.dtype() != mx::uint8 || w.ndim() < 1 || K <= 0 || K % b.elements != 0 ||
+      w.shape(-1) != K / b.elements * b.bytes)
+    throw std::invalid_argument("[kernels] llama.cpp block tensor does not hold rows of " + std::to_string(K) +
+                                " values");
+}
+
+}  // namespace
+
+bool ggml_type_supported(uint32_t type) { return ggml_block(type).elements > 1; }
+
+int ggml_row_bytes(uint32_t type, int K) {
+  const GgmlBlock b = ggml_block(type);
+  return b.elements && K % b.elements == 0 ? K / b.elements * b.bytes : 0;
+}
+
+mx::array ggml_dequantize(const mx::array& w, uint32_t type, int K) {
+  check_blocks(w, type, K);
+  auto shape = w.shape();
+  shape.back() = K;
+  // Always on the CPU stream: the result is in unified memory for any device that reads it.
+  return mx::array(shape, mx::float32, std::make_shared<CpuGgmlDequantize>(mx::default_stream(mx::Device::cpu), type),
+                   {w});
+}
+
+mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type) {
+  const int K = x.shape(-1);
+  check_blocks(w, type, K);
+  if (w.ndim() != 2) throw std::invalid_argument("[kernels] llama.cpp block matmul needs a 2-D weight");
+  const int64_t M = K ? static_cast<int64_t>(x.size() / K) : 0;
+  // Prefill-sized products and other devices: dequantize once and let BLAS / the device multiply.
+  if (mx::default_device() != mx::Device::cpu || M > kLinearMaxRows) {
+    auto wd = ggml_dequantize(w, type, K);
+    if (x.dtype() != mx::float32) wd = mx::astype(wd, x.dtype());
+    return linear(x, wd);
+  }
+  auto xf = x.dtype() == mx::float32 ? x : mx::astype(x, mx::float32);
+  auto shape = x.shape();
+  shape.back() = w.shape(0);
+  auto y = mx::array(shape, mx::float32, std::make_shared<CpuGgmlMatmul>(mx::default_stream(mx::Device::cpu), type),
+                     {xf, w});
+  return x.dtype() == mx::float32 ? y : mx::astype(y, x.dtype());
+}
+
+}  // namespace mlxgp::kernels

@@ -1,0 +1,133 @@
+// llama.cpp block formats kept as stored (kernels::ggml_matmul / ggml_dequantize): the tiled CPU
+// kernel against dequantize-then-matmul, and the row dequantizers on hand-computed blocks.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <mlx/mlx.h>
+
+#include "kernels/ggml_blocks.h"
+#include "mlxgp/kernels.h"
+#include "test_models_util.h"
+
+namespace mx = mlx::core;
+namespace k = mlxgp::kernels;
+
+namespace {
+
+// Offsets of the fp16 super-block scales in each block (ggml-common.h); other bytes are any value.
+std::vector<int> half_offsets(uint32_t type) {
+  switch (type) {
+    case k::kGgmlQ2_K: return {80, 82};
+    case k::kGgmlQ3_K: return {108};
+    case k::kGgmlQ6_K: return {208};
+    case k::kGgmlQ4_1: case k::kGgmlQ5_1: case k::kGgmlQ4_K: case k::kGgmlQ5_K: return {0, 2};
+    default: return {0};
+  }
+}
+
+// Random blocks with finite, modest scales: uint8 [rows, K / block * bytes].
+mx::array random_blocks(uint32_t type, int rows, int K, uint32_t seed) {
+  const k::GgmlBlock b = k::ggml_block(type);
+  const int row_bytes = K / b.elements * b.bytes;
+  std::vector<uint8_t> data(static_cast<size_t>(rows) * row_bytes);
+  std::mt19937 rng(seed);
+  for (auto& v : data) v = static_cast<uint8_t>(rng());
+  for (size_t blk = 0; blk < data.size() / b.bytes; ++blk)
+    for (int off : half_offsets(type)) {
+      const uint16_t h = 0x2000 + rng() % 0x1000;  // about 0.008 .. 0.12
+      std::memcpy(&data[blk * b.bytes + off], &h, 2);
+    }
+  return mx::array(data.data(), {rows, row_bytes}, mx::uint8);
+}
+
+float max_rel(const mx::array& a, const mx::array& b) {
+  auto d = mx::max(mx::abs(mx::subtract(a, b))).item<float>();
+  return d / (mx::max(mx::abs(b)).item<float>() + 1e-30f);
+}
+
+const uint32_t kAllTypes[] = {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0,
+                              k::kGgmlQ2_K, k::kGgmlQ3_K, k::kGgmlQ4_K, k::kGgmlQ5_K, k::kGgmlQ6_K};
+
+class GgmlKernels : public mlxgp::testing::CpuDefaultDevice {};
+
+}  // namespace
+
+TEST_F(GgmlKernels, MatmulEqualsDequantizeThenMatmul) {
+  uint32_t seed = 1;
+  for (uint32_t type : kAllTypes)
+    for (auto [N, K] : {std::pair{67, 512}, std::pair{1031, 768}})  // partial tiles; several threads
+      for (int M : {1, 3, 8, 13}) {  // 13 rows take the dequantize + BLAS path
+        SCOPED_TRACE("type " + std::to_string(type) + " M=" + std::to_string(M) + " N=" + std::to_string(N));
+        auto w = random_blocks(type, N, K, seed++);
+        auto x = mx::random::normal({M, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));
+        auto ref = mx::matmul(x, mx::transpose(k::ggml_dequantize(w, type, K)));
+        auto got = k::ggml_matmul(x, w, type);
+        mx::eval(ref, got);
+        ASSERT_EQ(got.shape(), (mx::Shape{M, N}));
+        EXPECT_LE(max_rel(got, ref), 1e-5f);
+      }
+}
+
+TEST_F(GgmlKernels, BatchedInputsDtypesAndGradient) {
+  auto w = random_blocks(k::kGgmlQ6_K, 40, 256, 7);
+  auto x = mx::random::normal({2, 3, 256}, mx::float32, 0.0f, 1.0f, mx::random::key(8));
+  auto dense = k::ggml_dequantize(w, k::kGgmlQ6_K, 256);
+  auto got = k::ggml_matmul(x, w, k::kGgmlQ6_K);
+  EXPECT_EQ(got.shape(), (mx::Shape{2, 3, 40}));
+  EXPECT_LE(max_rel(got, mx::matmul(x, mx::transpose(dense))), 1e-5f);
+  auto gh = k::ggml_matmul(mx::astype(x, mx::bfloat16), w, k::kGgmlQ6_K);
+  EXPECT_EQ(gh.dtype(), mx::bfloat16);
+  // dx of sum(x W^T) is the column sums of W, broadcast over the rows of x.
+  auto grad = mx::grad([&](const mx::array& xx) { return mx::sum(k::ggml_matmul(xx, w, k::kGgmlQ6_K)); })(x);
+  auto expect = mx::broadcast_to(mx::sum(dense, 0), x.shape());
+  EXPECT_LE(max_rel(grad, expect), 1e-5f);
+  // Gathered rows (an embedding lookup) dequantize like the whole table's rows.
+  auto idx = mx::array({5, 0, 39});
+  auto rows = k::ggml_dequantize(mx::take(w, idx, 0), k::kGgmlQ6_K, 256);
+  EXPECT_EQ(max_rel(rows, mx::take(dense, idx, 0)), 0.0f);
+}
+
+TEST_F(GgmlKernels, RejectsMismatchedBlocks) {
+  auto w = random_blocks(k::kGgmlQ6_K, 4, 256, 9);
+  auto x = mx::ones({1, 512});
+  EXPECT_THROW(k::ggml_matmul(x, w, k::kGgmlQ6_K), std::invalid_argument);
+  EXPECT_THROW(k::ggml_dequantize(w, 99, 256), std::invalid_argument);
+  EXPECT_FALSE(k::ggml_type_supported(k::kGgmlF16));
+  EXPECT_EQ(k::ggml_row_bytes(k::kGgmlQ6_K, 512), 420);
+  EXPECT_EQ(k::ggml_row_bytes(k::kGgmlQ6_K, 576), 0);
+}
+
+// Hand-built blocks: Q8_0 and Q4_0 with d = 1 (values are the codes), Q6_K with d = 0.5, scales 2.
+TEST_F(GgmlKernels, DequantizesHandBuiltBlocks) {
+  std::vector<uint8_t> q8(34);
+  const uint16_t one = 0x3C00, half = 0x3800;
+  std::memcpy(q8.data(), &one, 2);
+  for (int j = 0; j < 32; ++j) q8[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(j - 16));
+  std::vector<float> y(256);
+  k::dequantize_ggml_row(k::kGgmlQ8_0, q8.data(), y.data(), 32);
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], j - 16);
+  std::vector<uint8_t> q4(18);
+  std::memcpy(q4.data(), &one, 2);
+  for (int j = 0; j < 16; ++j) q4[2 + j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  k::dequantize_ggml_row(k::kGgmlQ4_0, q4.data(), y.data(), 32);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(y[j], j - 8);
+    EXPECT_EQ(y[j + 16], 7 - j);
+  }
+  // Q6_K: ql all 0x21 (low nibble 1, high 2), qh 0 -> codes 1 / 2, minus 32; scales all 2.
+  std::vector<uint8_t> q6(210, 0);
+  std::fill(q6.begin(), q6.begin() + 128, 0x21);
+  std::fill(q6.begin() + 192, q6.begin() + 208, 2);
+  std::memcpy(&q6[208], &half, 2);
+  k::dequantize_ggml_row(k::kGgmlQ6_K, q6.data(), y.data(), 256);
+  for (int n = 0; n < 2; ++n)
+    for (int l = 0; l < 32; ++l) {
+      EXPECT_EQ(y[128 * n + l], 0.5f * 2 * (1 - 32));
+      EXPECT_EQ(y[128 * n + 32 + l], 0.5f * 2 * (1 - 32));
+      EXPECT_EQ(y[128 * n + 64 + l], 0.5f * 2 * (2 - 32));
+      EXPECT_EQ(y[128 * n + 96 + l], 0.5f * 2 * (2 - 32));
+    }
+}
