@@ -18,6 +18,7 @@
 #include "mlxgp/batch_engine.h"
 #include "mlxgp/generate.h"
 #include "mlxgp/result_json.h"
+#include "mlxgp/speculative.h"
 #include "mlxgp/generation_config.h"
 #include "mlxgp/steering.h"
 
@@ -114,7 +115,8 @@ struct CallScope {
 nb::dict run_generate(PyModel& pm, std::shared_ptr<Tokenizer> tokenizer, const std::vector<int>& prompt_ids,
                       const std::string& user_json, nb::object callback, nb::object stop_callback,
                       const std::vector<std::shared_ptr<Hook>>& hooks,
-                      std::optional<std::vector<int>> negative_prompt_ids, int prefill_chunk_size) {
+                      std::optional<std::vector<int>> negative_prompt_ids, int prefill_chunk_size,
+                      const PyModel* draft) {
   std::vector<std::string> warnings;
   GenerationConfig config = merged_config(&pm, user_json, &warnings);
   for (auto& w : warnings) PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 1);
@@ -127,7 +129,11 @@ nb::dict run_generate(PyModel& pm, std::shared_ptr<Tokenizer> tokenizer, const s
     };
   }
   GenerationResult result;
-  scope.run([&] { result = generate(*pm.model, tokenizer, prompt_ids, config, on_token, scope.options); });
+  scope.run([&] {
+    // A loaded draft model (GenerationConfig(draft_model_id=<model>)) goes to speculative decoding as it is.
+    result = draft ? speculative_generate(*pm.model, tokenizer, prompt_ids, config, on_token, scope.options, draft->model)
+                   : generate(*pm.model, tokenizer, prompt_ids, config, on_token, scope.options);
+  });
   return result_dict(result, config);
 }
 
@@ -194,7 +200,8 @@ void bind_generation(nb::module_& m) {
   m.def("generate", &run_generate, nb::arg("model"), nb::arg("tokenizer").none(), nb::arg("prompt_ids"),
         nb::arg("user_json"), nb::arg("callback").none() = nb::none(), nb::arg("stop_callback").none() = nb::none(),
         nb::arg("hooks") = std::vector<std::shared_ptr<Hook>>{},
-        nb::arg("negative_prompt_ids").none() = nb::none(), nb::arg("prefill_chunk_size") = 512);
+        nb::arg("negative_prompt_ids").none() = nb::none(), nb::arg("prefill_chunk_size") = 512,
+        nb::arg("draft").none() = nb::none());
   m.def("generate_batch", &run_generate_batch, nb::arg("model"), nb::arg("tokenizer").none(), nb::arg("prompts"),
         nb::arg("user_jsons"), nb::arg("callback").none() = nb::none(), nb::arg("stop_callback").none() = nb::none(),
         nb::arg("hooks") = std::vector<std::shared_ptr<Hook>>{},

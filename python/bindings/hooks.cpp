@@ -3,6 +3,7 @@
 #include <variant>
 
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/variant.h>
@@ -11,6 +12,7 @@
 #include <mlx/mlx.h>
 
 #include "bindings.h"
+#include "mlxgp/error.h"
 #include "mlxgp/steering.h"
 
 namespace mlxgp::py {
@@ -20,13 +22,18 @@ namespace mx = mlx::core;
 namespace {
 
 using VectorArg = std::variant<mx::array, std::string>;
+using LayersArg = std::variant<int, std::vector<int>>;
 
-VectorSource source_of(const VectorArg& v) {
-  if (auto* a = std::get_if<mx::array>(&v)) return VectorSource(*a);
-  return VectorSource(std::get<std::string>(v));
+VectorSource source_of(const std::string& hook, const std::optional<VectorArg>& vector,
+                       const std::optional<std::string>& param_key) {
+  if (vector.has_value() == param_key.has_value())
+    fail("hooks", hook + " needs exactly one of vector= (an array or an extra parameter's name) and param_key=");
+  if (param_key) return VectorSource(*param_key);
+  if (auto* a = std::get_if<mx::array>(&*vector)) return VectorSource(*a);
+  return VectorSource(std::get<std::string>(*vector));
 }
 
-std::vector<int> layers_of(const std::variant<int, std::vector<int>>& l) {
+std::vector<int> layers_of(const LayersArg& l) {
   if (auto* i = std::get_if<int>(&l)) return {*i};
   return std::get<std::vector<int>>(l);
 }
@@ -36,17 +43,28 @@ std::vector<int> layers_of(const std::variant<int, std::vector<int>>& l) {
 void bind_hooks(nb::module_& m) {
   nb::class_<Hook>(m, "Hook", "base of the hooks a model runs inside every forward");
 
+  // The vector as an array or an extra parameter's name (`vector=`), or the name as `param_key=`; the
+  // layers as `layers=` (one or a list) or `layer=`.
   nb::class_<LogitBiasHook, Hook>(m, "LogitBiasHook", "adds alpha * lm_head(v) to the logits (persona bias)")
-      .def("__init__", [](LogitBiasHook* self, const VectorArg& vector, double alpha) {
-        new (self) LogitBiasHook(source_of(vector), alpha);
-      }, nb::arg("vector"), nb::arg("alpha") = 1.0);
+      .def("__init__", [](LogitBiasHook* self, std::optional<VectorArg> vector, double alpha,
+                          std::optional<std::string> param_key) {
+        new (self) LogitBiasHook(source_of("LogitBiasHook", vector, param_key), alpha);
+      }, nb::arg("vector").none() = nb::none(), nb::arg("alpha") = 1.0, nb::kw_only(),
+         nb::arg("param_key").none() = nb::none());
 
   nb::class_<ResidualInjectionHook, Hook>(m, "ResidualInjectionHook",
                                           "adds alpha * v to the residual stream after the given blocks")
-      .def("__init__", [](ResidualInjectionHook* self, const std::variant<int, std::vector<int>>& layers,
-                          const VectorArg& vector, double alpha, const std::string& positions) {
-        new (self) ResidualInjectionHook(layers_of(layers), source_of(vector), alpha, parse_hook_positions(positions));
-      }, nb::arg("layers"), nb::arg("vector"), nb::arg("alpha") = 1.0, nb::arg("positions") = "all")
+      .def("__init__", [](ResidualInjectionHook* self, std::optional<LayersArg> layers, std::optional<VectorArg> vector,
+                          double alpha, const std::string& positions, std::optional<LayersArg> layer,
+                          std::optional<std::string> param_key) {
+        if (layers.has_value() == layer.has_value())
+          fail("hooks", "ResidualInjectionHook needs exactly one of layers= and layer=");
+        new (self) ResidualInjectionHook(layers_of(layers ? *layers : *layer),
+                                         source_of("ResidualInjectionHook", vector, param_key), alpha,
+                                         parse_hook_positions(positions));
+      }, nb::arg("layers").none() = nb::none(), nb::arg("vector").none() = nb::none(), nb::arg("alpha") = 1.0,
+         nb::arg("positions") = "all", nb::kw_only(), nb::arg("layer").none() = nb::none(),
+         nb::arg("param_key").none() = nb::none())
       .def_prop_ro("layers", &ResidualInjectionHook::layers);
 
   nb::class_<SoftPromptHook, Hook>(m, "SoftPromptHook",
@@ -56,7 +74,7 @@ void bind_hooks(nb::module_& m) {
       .def_prop_ro("param_key", &SoftPromptHook::param_key);
 
   nb::class_<ActivationCaptureHook, Hook>(m, "ActivationCaptureHook", "records the residual stream after blocks")
-      .def("__init__", [](ActivationCaptureHook* self, const std::variant<int, std::vector<int>>& layers,
+      .def("__init__", [](ActivationCaptureHook* self, const LayersArg& layers,
                           const std::string& reduce) {
         new (self) ActivationCaptureHook(layers_of(layers), parse_capture_reduce(reduce));
       }, nb::arg("layers"), nb::arg("reduce") = "last")

@@ -14,6 +14,7 @@
 #include "bindings.h"
 #include "mlxgp/chat_template.h"
 #include "mlxgp/error.h"
+#include "mlxgp/model_config.h"
 
 namespace mlxgp::py {
 
@@ -123,6 +124,19 @@ void bind_model(nb::module_& m) {
     PyModel pm{loaded.model, loaded.generation_config_json, loaded.source};
     return std::make_pair(std::move(pm), std::shared_ptr<Tokenizer>(loaded.tokenizer));
   }, nb::arg("path"), nb::arg("dtype") = nb::none());
+
+  // A model over arrays that already exist (an mlx-lm module's parameters): the arrays are shared, not
+  // copied, so an update through set_parameters() is what the other side sees once written back.
+  m.def("model_from_arrays", [](const std::string& config_json, const WeightMap& weights,
+                                const std::string& generation_config_json, const std::string& source) {
+    ModelConfig config = parse_model_config(config_json);
+    return PyModel{std::shared_ptr<Model>(create_model(config, weights)), generation_config_json, source};
+  }, nb::arg("config_json"), nb::arg("weights"), nb::arg("generation_config_json") = "", nb::arg("source") = "");
+  m.def("supported_model_types", &supported_model_types, "the HF model_type values mlxgp implements");
+  m.def("load_tokenizer", [](const std::string& path) {
+    nb::gil_scoped_release release;
+    return load_tokenizer(path);
+  }, nb::arg("path"), "only the tokenizer of a folder (tokenizer.json) or .gguf file");
 }
 
 }  // namespace mlxgp::py

@@ -6,6 +6,7 @@
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
+#include <nanobind/stl/unordered_map.h>
 #include <nanobind/stl/vector.h>
 
 #include <mlx/mlx.h>
@@ -41,25 +42,112 @@ Batch batch_of(const mx::array& input_ids, std::optional<mx::array> labels, std:
   return Batch{mx::astype(input_ids, mx::int32), std::move(labels), std::move(loss_mask)};
 }
 
+// The training dtype by its full name or the short forms (fp32, bf16, fp16).
+mx::Dtype training_dtype(const std::string& name) {
+  if (name == "float32" || name == "fp32") return mx::float32;
+  if (name == "bfloat16" || name == "bf16") return mx::bfloat16;
+  if (name == "float16" || name == "fp16") return mx::float16;
+  fail("train", "unknown dtype '" + name + "' (supported: float32 / fp32, bfloat16 / bf16, float16 / fp16)");
+}
+
+std::string dtype_name(mx::Dtype t) {
+  if (t == mx::bfloat16) return "bfloat16";
+  if (t == mx::float16) return "float16";
+  return "float32";
+}
+
+// loss_scale: None (off), a number (that static scale), or "none" | "static" | "dynamic" (with `value`).
+LossScaleConfig loss_scale_of(const nb::object& spec, double value) {
+  LossScaleConfig s;
+  s.scale = value;
+  if (spec.is_none()) return s;
+  if (nb::isinstance<nb::str>(spec)) {
+    auto text = nb::cast<std::string>(spec);
+    if (text == "none") s.kind = LossScaleConfig::Kind::None;
+    else if (text == "static") s.kind = LossScaleConfig::Kind::Static;
+    else if (text == "dynamic") s.kind = LossScaleConfig::Kind::Dynamic;
+    else fail("train", "loss_scale must be None, a number, 'dynamic', 'static' or 'none', got '" + text + "'");
+    return s;
+  }
+  if (nb::isinstance<bool>(spec) || !(nb::isinstance<nb::float_>(spec) || nb::isinstance<nb::int_>(spec)))
+    fail("train", "loss_scale must be None, a number, 'dynamic', 'static' or 'none'");
+  s.kind = LossScaleConfig::Kind::Static;
+  s.scale = nb::cast<double>(spec);
+  if (!(s.scale > 0)) fail("train", "a static loss_scale must be > 0");
+  return s;
+}
+
+// An mlx.optimizers.Optimizer behind the Trainer: each step hands the float32 masters and gradients (by
+// parameter name) to its apply_gradients() and takes the updated masters back. The optimizer keeps its
+// own state and learning rate (schedules included). The handle is borrowed: the optimizer owns the
+// TrainState that owns this object.
+class PythonOptimizer : public Optimizer {
+ public:
+  explicit PythonOptimizer(nb::handle optimizer)
+      : optimizer_(optimizer), name_(nb::cast<std::string>(nb::type_name(optimizer.type()))) {}
+  void step(WeightMap& params, const WeightMap& grads, double) override {
+    nb::gil_scoped_acquire gil;
+    nb::dict g, p;
+    for (auto& [name, grad] : grads) {
+      auto it = params.find(name);
+      if (it == params.end()) continue;
+      g[nb::str(name.c_str())] = nb::cast(grad);
+      p[nb::str(name.c_str())] = nb::cast(it->second);
+    }
+    nb::object updated = optimizer_.attr("apply_gradients")(g, p);
+    for (auto [name, value] : nb::cast<nb::dict>(updated))
+      params.insert_or_assign(nb::cast<std::string>(name), nb::cast<mx::array>(value));
+    ++steps_;
+  }
+  // The optimizer's state arrays (moments, step), so the Trainer evaluates them with the masters. A
+  // checkpoint of them cannot be loaded back here (load_state): save optimizer.state with mlx instead.
+  WeightMap state() const override {
+    nb::gil_scoped_acquire gil;
+    WeightMap out;
+    nb::object flat = nb::module_::import_("mlx.utils").attr("tree_flatten")(optimizer_.attr("state"));
+    for (nb::handle item : flat) {
+      auto pair = nb::cast<nb::tuple>(item);
+      if (nb::isinstance<mx::array>(pair[1]))
+        out.insert_or_assign(nb::cast<std::string>(pair[0]), nb::cast<mx::array>(pair[1]));
+    }
+    return out;
+  }
+  void load_state(const WeightMap&, int) override {
+    fail("train", name_ + ": an mlx.optimizers optimizer keeps its own state (load optimizer.state with mlx)");
+  }
+  std::string name() const override { return name_; }
+
+ private:
+  nb::handle optimizer_;
+  std::string name_;
+};
+
 }  // namespace
 
 void bind_training(nb::module_& m) {
   nb::class_<TrainingConfig>(m, "TrainingConfig", "how train_step computes and applies gradients")
       .def("__init__", [](TrainingConfig* self, const std::string& dtype, double label_smoothing, double max_grad_norm,
-                          const std::string& loss_scale, double loss_scale_value, std::vector<std::string> trainable) {
+                          nb::object loss_scale, double loss_scale_value, std::vector<std::string> trainable) {
         auto* c = new (self) TrainingConfig();
-        c->dtype = parse_dtype(dtype);
+        c->dtype = training_dtype(dtype);
         c->label_smoothing = label_smoothing;
         c->max_grad_norm = max_grad_norm;
-        if (loss_scale == "none") c->loss_scale.kind = LossScaleConfig::Kind::None;
-        else if (loss_scale == "static") c->loss_scale.kind = LossScaleConfig::Kind::Static;
-        else if (loss_scale == "dynamic") c->loss_scale.kind = LossScaleConfig::Kind::Dynamic;
-        else fail("train", "loss_scale must be none, static or dynamic, got '" + loss_scale + "'");
-        c->loss_scale.scale = loss_scale_value;
+        c->loss_scale = loss_scale_of(loss_scale, loss_scale_value);
         c->trainable = std::move(trainable);
       }, nb::arg("dtype") = "float32", nb::arg("label_smoothing") = 0.0, nb::arg("max_grad_norm") = 0.0,
-         nb::arg("loss_scale") = "none", nb::arg("loss_scale_value") = 65536.0,
-         nb::arg("trainable") = std::vector<std::string>{})
+         nb::arg("loss_scale").none() = nb::none(), nb::arg("loss_scale_value") = 65536.0,
+         nb::arg("trainable") = std::vector<std::string>{},
+         "dtype: float32 | bfloat16 | float16 (or fp32 | bf16 | fp16); loss_scale: None, a number (a static "
+         "scale), 'dynamic' (starting at loss_scale_value), or 'none' / 'static'")
+      .def_prop_ro("dtype", [](const TrainingConfig& c) { return dtype_name(c.dtype); })
+      .def_prop_ro("loss_scale", [](const TrainingConfig& c) -> nb::object {
+        switch (c.loss_scale.kind) {
+          case LossScaleConfig::Kind::None: return nb::none();
+          case LossScaleConfig::Kind::Static: return nb::float_(c.loss_scale.scale);
+          case LossScaleConfig::Kind::Dynamic: break;
+        }
+        return nb::str("dynamic");
+      })
       .def_rw("label_smoothing", &TrainingConfig::label_smoothing)
       .def_rw("max_grad_norm", &TrainingConfig::max_grad_norm)
       .def_rw("trainable", &TrainingConfig::trainable);
@@ -86,6 +174,12 @@ void bind_training(nb::module_& m) {
     return PyTrainState{std::make_unique<TrainState>(make_sgd(o), schedule_of(lr, schedule, warmup, total)), "SGD"};
   }, nb::arg("lr"), nb::arg("momentum"), nb::arg("weight_decay"), nb::arg("nesterov"), nb::arg("schedule"),
      nb::arg("warmup_steps"), nb::arg("total_steps"));
+
+  m.def("make_python_optimizer", [](nb::handle optimizer) {
+    auto opt = std::make_unique<PythonOptimizer>(optimizer);
+    auto name = opt->name();
+    return PyTrainState{std::make_unique<TrainState>(std::move(opt)), name};
+  }, nb::arg("optimizer"), "a TrainState stepping through an mlx.optimizers.Optimizer (kept alive by the caller)");
 
   m.def("train_step", [](PyModel& pm, const mx::array& input_ids, std::optional<mx::array> labels,
                          std::optional<mx::array> loss_mask, PyTrainState& state, const TrainingConfig& config,

@@ -1,6 +1,7 @@
 """GenerationConfig driven by the C++ field list: every C++ field (HF names) is an attribute, with the
 C++ defaults, parsing and validation, so a field added in C++ appears here without a Python change."""
 import json
+import os
 
 from . import _core
 
@@ -36,9 +37,19 @@ class GenerationConfig:
     """HF GenerationConfig fields (see GenerationConfig.help()). Only the fields set here override the
     model's generation_config.json at generate() time, as in the CLI. Bad values raise ValueError."""
 
+    # draft_model given as a loaded model (mlxgp or mlx-lm) rather than a path: kept here, and the field
+    # holds this placeholder.
+    LOADED_DRAFT = "<loaded model>"
+
     def __init__(self, **settings):
         object.__setattr__(self, "_settings", {})
+        object.__setattr__(self, "_draft", None)
         self.update(**settings)
+
+    @property
+    def draft_model_object(self):
+        """The draft model when draft_model_id was given as a loaded model, else None."""
+        return self._draft
 
     # --- fields -------------------------------------------------------------------------------
     @staticmethod
@@ -56,11 +67,20 @@ class GenerationConfig:
         return self
 
     def _apply(self, settings, check):
-        trial = dict(self._settings)
+        trial, draft = dict(self._settings), self._draft
         for k, v in settings.items():
-            trial[ALIASES.get(k, k)] = v
+            k = ALIASES.get(k, k)
+            if k == "draft_model" and v is not None and not isinstance(v, str):
+                if isinstance(v, os.PathLike):
+                    v = os.fspath(v)
+                else:  # a loaded model: "default" and paths stay text, as the CLI takes them
+                    draft, v = v, self.LOADED_DRAFT
+            elif k == "draft_model":
+                draft = None
+            trial[k] = v
         _core.check_generation_config(_dumps(trial), check)  # ValueError naming the field
         object.__setattr__(self, "_settings", trial)
+        object.__setattr__(self, "_draft", draft)
 
     def validate(self):
         """Raises ValueError on out-of-range or inconsistent settings (generate() checks this too)."""
@@ -116,7 +136,10 @@ class GenerationConfig:
             return cls.from_dict(json.load(f))
 
     def copy(self, **changes):
-        return GenerationConfig(**{**self._settings, **changes})
+        settings = {**self._settings, **changes}
+        if self._draft is not None and settings.get("draft_model") == self.LOADED_DRAFT:
+            settings["draft_model"] = self._draft
+        return GenerationConfig(**settings)
 
     def __eq__(self, other):
         return isinstance(other, GenerationConfig) and self.to_dict() == other.to_dict()

@@ -5,6 +5,7 @@ import threading
 
 from . import _core
 from ._config import GenerationConfig
+from .interop import as_model, as_tokenizer
 
 _STAT_KEYS = ("prompt_tokens", "generated_tokens", "prefill_tokens_per_s", "decode_tokens_per_s",
               "peak_memory_bytes")
@@ -72,7 +73,11 @@ def generate(model, tokenizer, prompt, config=None, hooks=None, *, callback=None
 
     A list of prompts (or a [B, T] array) is decoded as a batch, up to `batch_size` rows at a time, and
     gives a list of such dicts in input order; `config` may then be a list with one config per prompt, and
-    `callback(index, token, text)` streams the first sequence of every prompt."""
+    `callback(index, token, text)` streams the first sequence of every prompt.
+
+    `model` / `tokenizer` may also be what `mlx_lm.load` returns (see mlx_gen_parity.interop)."""
+    tokenizer, folder = as_tokenizer(tokenizer)
+    model = as_model(model, folder)
     neg = None
     if negative_prompt is not None:
         neg = _prompt_ids(tokenizer, negative_prompt, False, None)
@@ -85,6 +90,9 @@ def generate(model, tokenizer, prompt, config=None, hooks=None, *, callback=None
             cfgs = [_config(c, settings) for c in config]
         else:
             cfgs = [_config(config, settings)]
+        if any(c.draft_model_object is not None for c in cfgs):
+            raise ValueError("[generate] a loaded draft model works with one prompt; for a list give "
+                             "draft_model_id as a path")
         cb = None
         if callback is not None:
             def cb(index, row, token, text):
@@ -95,8 +103,11 @@ def generate(model, tokenizer, prompt, config=None, hooks=None, *, callback=None
         return [_output(r) for r in raws]
     cfg = _config(config, settings)
     ids = _prompt_ids(tokenizer, prompt, chat, system)
+    draft = cfg.draft_model_object
+    if draft is not None:
+        draft = as_model(draft)
     raw = _core.generate(model, tokenizer, ids, cfg.overrides_json(), callback, stop_callback, list(hooks or []), neg,
-                         prefill_chunk_size)
+                         prefill_chunk_size, draft)
     return _output(raw)
 
 

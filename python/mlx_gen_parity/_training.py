@@ -1,9 +1,12 @@
-"""Training from Python: the project's AdamW / SGD (torch.optim semantics, float32 masters), train_step,
-and the losses. Batches are [B, T] token arrays or dicts with input_ids / labels / loss_mask."""
+"""Training from Python: the project's AdamW / SGD (torch.optim semantics, float32 masters) or any
+mlx.optimizers.Optimizer, train_step, and the losses. Batches are [B, T] token arrays or dicts with
+tokens or input_ids (+ labels / loss_mask). Models may be mlxgp's or mlx-lm's (mlx_gen_parity.interop)."""
 import mlx.core as mx
+import mlx.optimizers as optim
 
 from . import _core
 from ._core import TrainingConfig
+from .interop import as_model, write_back
 
 
 class _Optimizer:
@@ -46,9 +49,10 @@ def _array(x, dtype=None):
 
 def _batch(batch):
     if isinstance(batch, dict):
-        if "input_ids" not in batch:
-            raise ValueError("[train] a batch dict needs input_ids")
-        ids, labels, mask = batch["input_ids"], batch.get("labels"), batch.get("loss_mask")
+        if ("input_ids" in batch) == ("tokens" in batch):
+            raise ValueError("[train] a batch dict needs exactly one of tokens and input_ids")
+        ids = batch["input_ids"] if "input_ids" in batch else batch["tokens"]
+        labels, mask = batch.get("labels"), batch.get("loss_mask")
     elif isinstance(batch, (tuple, list)) and len(batch) in (2, 3) and not isinstance(batch[0], int):
         ids, labels, mask = (list(batch) + [None])[:3]
     else:
@@ -65,19 +69,43 @@ def _batch(batch):
     return ids, labels, mask
 
 
+def _train_state(opt):
+    """The TrainState behind `opt`: ours, or one kept on an mlx.optimizers optimizer between calls."""
+    if isinstance(opt, _Optimizer):
+        return opt._state
+    if isinstance(opt, optim.Optimizer):
+        state = opt.__dict__.get("_mlxgp_state")
+        if state is None:
+            state = _core.make_python_optimizer(opt)
+            opt._mlxgp_state = state
+        return state
+    raise TypeError(f"[train] the optimizer must be mlx_gen_parity.AdamW / SGD or an mlx.optimizers.Optimizer, "
+                    f"got {type(opt).__name__}")
+
+
 def train_step(model, batch, opt, cfg=None, hooks=None, pad_id=None):
-    """One optimizer step of `opt` (AdamW / SGD, keeping its state between calls) on `batch`. Trains
-    cfg.trainable (default: LoRA adapters when present, else every float parameter). `hooks` are attached
-    for this step (e.g. a SoftPromptHook). Returns {loss, n_tokens, grad_norm, skipped, loss_scale, lr}."""
+    """One optimizer step of `opt` on `batch`. `opt` is the project's AdamW / SGD or any
+    mlx.optimizers.Optimizer (its apply_gradients() updates the float32 masters; it keeps its own state and
+    learning rate); either keeps its state between calls. Batches: a [B, T] token array, or a dict with
+    `tokens` / `input_ids` (labels = the tokens shifted, pad_id masked) and optional labels / loss_mask.
+    Trains cfg.trainable (default: LoRA adapters when present, else every float parameter). `hooks` are
+    attached for this step (e.g. a SoftPromptHook). An mlx-lm model gets the trained arrays back.
+    Returns {loss, n_tokens, grad_norm, skipped, loss_scale, lr}."""
     ids, labels, mask = _batch(batch)
-    return _core.train_step(model, ids, labels, mask, opt._state, cfg if cfg is not None else TrainingConfig(),
-                            list(hooks or []), pad_id)
+    state = _train_state(opt)
+    pm = as_model(model)
+    r = _core.train_step(pm, ids, labels, mask, state, cfg if cfg is not None else TrainingConfig(),
+                         list(hooks or []), pad_id)
+    if isinstance(opt, optim.Optimizer):
+        r["lr"] = float(opt.learning_rate)
+    write_back(model, list(state.masters().keys()))
+    return r
 
 
 def loss_forward(model, batch, label_smoothing=0.0, pad_id=None):
     """The model's mean next-token loss over the counted positions: (loss, n_tokens) scalar arrays."""
     ids, labels, mask = _batch(batch)
-    return _core.loss_forward(model, ids, labels, mask, float(label_smoothing), pad_id)
+    return _core.loss_forward(as_model(model), ids, labels, mask, float(label_smoothing), pad_id)
 
 
 def xent_loss(logits, targets, label_smoothing=0.0, ignore_index=-100):
@@ -87,4 +115,4 @@ def xent_loss(logits, targets, label_smoothing=0.0, ignore_index=-100):
 
 def add_lora(model, rank=8, alpha=16.0, dropout=0.0, target_modules=("q_proj", "v_proj"), seed=0):
     """peft-style LoRA adapters on the matching linears; returns the trainable tensor names."""
-    return _core.add_lora(model, int(rank), float(alpha), float(dropout), list(target_modules), int(seed))
+    return _core.add_lora(as_model(model), int(rank), float(alpha), float(dropout), list(target_modules), int(seed))

@@ -1,4 +1,17 @@
-"""Interop with HF / mlx-lm checkpoints."""
+"""Interop with HF / mlx-lm checkpoints: converting an HF folder to an MLX one, and running mlxgp on a
+model and tokenizer that mlx-lm loaded.
+
+An mlx-lm model (the `mlx.nn.Module` of `mlx_lm.load`) is wrapped without copying its weights: the
+mlxgp model is built over the module's own `mx.array`s. The module stays the source of truth:
+- weights the module holds now are used (an array replaced since the last call is rebound);
+- its extra parameters (`model["_persona_v"] = v`: array entries of the module whose key starts with
+  "_", which mlx's `parameters()` leaves out) are what hooks read;
+- a `train_step` writes the trained arrays back into the module, so mlx-lm's own forward sees them.
+The tokenizer (`TokenizerWrapper`, or a transformers tokenizer) is rebuilt from the tokenizer.json of
+its folder; that folder's config.json and generation_config.json then give the model's full config and
+generation defaults, as `mlxgp.load(folder)` reads them."""
+import dataclasses
+import json
 import os
 
 from . import _core
@@ -16,3 +29,160 @@ def convert_hf_to_mlx(hf_path, quantize=False, local_out=None, q_group_size=64, 
     local_out = os.path.expanduser(os.fspath(local_out))
     _core.convert_to_mlx(hf_path, local_out, bool(quantize), int(q_group_size), int(q_bits), dtype)
     return local_out
+
+
+# --- tokenizers -----------------------------------------------------------------------------------
+
+def tokenizer_folder(tokenizer):
+    """The folder an mlx-lm TokenizerWrapper / transformers tokenizer was loaded from, or None."""
+    inner = getattr(tokenizer, "_tokenizer", tokenizer)
+    path = getattr(inner, "name_or_path", None)
+    if isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
+        return os.fspath(path)
+    return None
+
+
+def as_tokenizer(tokenizer):
+    """(mlxgp Tokenizer or None, folder or None) for an mlxgp Tokenizer, None, or an mlx-lm / transformers
+    tokenizer (rebuilt once from its folder's tokenizer.json and kept on it)."""
+    if tokenizer is None or isinstance(tokenizer, _core.Tokenizer):
+        return tokenizer, None
+    cached = getattr(tokenizer, "_mlxgp_tokenizer", None)
+    if cached is not None:
+        return cached
+    folder = tokenizer_folder(tokenizer)
+    if folder is None or not os.path.exists(os.path.join(folder, "tokenizer.json")):
+        raise TypeError(f"[interop] cannot use a {type(tokenizer).__name__} as the tokenizer: pass an mlxgp "
+                        "Tokenizer, or an mlx-lm / transformers tokenizer loaded from a folder with tokenizer.json")
+    pair = (_core.load_tokenizer(folder), folder)
+    try:
+        tokenizer._mlxgp_tokenizer = pair
+    except AttributeError:  # a tokenizer that refuses new attributes is rebuilt at each call
+        pass
+    return pair
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+def is_mlx_module(obj):
+    try:
+        import mlx.nn as nn
+    except ImportError:  # pragma: no cover - mlx is a dependency
+        return False
+    return isinstance(obj, nn.Module)
+
+
+def _read(folder, name):
+    if folder is None:
+        return None
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return f.read()
+
+
+def _extras(module):
+    """The module's extra parameters: top-level array entries whose key starts with "_"."""
+    import mlx.core as mx
+
+    return {k: v for k, v in module.items() if k.startswith("_") and isinstance(v, mx.array)}
+
+
+def _args_config(module, weights):
+    """config.json fields from the module's ModelArgs (HF names in mlx-lm), its tied head and quantization."""
+    args = getattr(module, "args", None)
+    if args is None:
+        raise TypeError(f"[interop] {type(module).__name__} is not an mlx-lm model (no .args)")
+    cfg = dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(vars(args))
+    cfg = {k: v for k, v in cfg.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
+    cfg["tie_word_embeddings"] = "lm_head.weight" not in weights
+    for _, m in module.named_modules():
+        if hasattr(m, "bits") and hasattr(m, "group_size"):
+            cfg["quantization"] = {"group_size": m.group_size, "bits": m.bits, "mode": getattr(m, "mode", "affine")}
+            break
+    return cfg
+
+
+def _config_json(module, weights, folder):
+    """The checkpoint's config.json when `folder` (the tokenizer's) holds the module's checkpoint, else the
+    module's ModelArgs. An architecture mlxgp lacks is refused here, by name."""
+    args_cfg = _args_config(module, weights)
+    model_type = args_cfg.get("model_type")
+    supported = _core.supported_model_types()
+    if model_type not in supported:
+        raise ValueError(f"[interop] mlx-lm model of architecture {model_type!r} is not supported by mlxgp "
+                         f"(supported: {', '.join(supported)})")
+    text = _read(folder, "config.json")
+    if text is not None:
+        cfg = json.loads(text)
+        same = all(cfg.get(k) == args_cfg.get(k) for k in ("model_type", "hidden_size", "num_hidden_layers"))
+        if same:
+            cfg["tie_word_embeddings"] = args_cfg["tie_word_embeddings"]
+            return json.dumps(cfg)
+    return json.dumps(args_cfg)
+
+
+class _Wrapped:
+    """What a wrapped mlx-lm module keeps on itself: the mlxgp model and the arrays it was built over."""
+
+    def __init__(self, module, folder):
+        from mlx.utils import tree_flatten
+
+        self.weights = dict(tree_flatten(module.parameters()))
+        self.folder = folder
+        self.model = _core.model_from_arrays(_config_json(module, self.weights, folder), self.weights,
+                                             _read(folder, "generation_config.json") or "",
+                                             folder or type(module).__module__)
+
+
+def as_model(model, folder=None):
+    """The mlxgp Model for `model`: itself, or the wrapper over an mlx-lm module (built once, kept on the
+    module, and brought up to date with its current arrays and extra parameters). `folder` is the
+    checkpoint folder when known (the tokenizer's)."""
+    if isinstance(model, _core.Model):
+        return model
+    if not is_mlx_module(model):
+        raise TypeError(f"[interop] expected an mlxgp Model or an mlx-lm model, got {type(model).__name__}")
+    from mlx.utils import tree_flatten
+
+    state = model.__dict__.get("_mlxgp_wrapped")
+    if state is None or (folder is not None and state.folder != folder):
+        state = _Wrapped(model, folder if folder is not None else getattr(state, "folder", None))
+        object.__setattr__(model, "_mlxgp_wrapped", state)
+    else:
+        now = dict(tree_flatten(model.parameters()))
+        if now.keys() != state.weights.keys():  # the module changed shape (e.g. mlx-lm LoRA layers)
+            state = _Wrapped(model, state.folder)
+            object.__setattr__(model, "_mlxgp_wrapped", state)
+        else:
+            changed = {k: v for k, v in now.items() if v is not state.weights[k]}
+            if changed:
+                state.model.set_parameters(changed)
+                state.weights.update(changed)
+    pm = state.model
+    extras = _extras(model)
+    for k in pm.extra_keys():
+        if k not in extras:
+            del pm[k]
+    for k, v in extras.items():
+        pm[k] = v
+    return pm
+
+
+def write_back(module, names):
+    """After training a wrapped mlx-lm module: the trained arrays `names` (parameters or extra parameters)
+    go back into the module, so its own forward uses them."""
+    if not is_mlx_module(module):
+        return
+    from mlx.utils import tree_unflatten
+
+    state = module.__dict__["_mlxgp_wrapped"]
+    params = state.model.parameters()
+    updates = [(n, params[n].astype(state.weights[n].dtype)) for n in names if n in state.weights]
+    if updates:
+        module.update(tree_unflatten(updates))
+        state.weights.update(dict(updates))
+    for n in names:
+        if n not in state.weights and n in state.model:
+            module[n] = state.model[n]

@@ -61,8 +61,8 @@ def common_prefix(a, b):
 
 
 def fork_at_near_tie(model, tok, ref, stdout):
-    """Called when our replies differ from the reference's: passes (skips) only if the first differing
-    token is a reference near-tie, after which the two conversations legitimately fork."""
+    """Called when our replies differ from the reference's: passes only if the first differing token is a
+    reference near-tie, after which the two conversations legitimately fork (nothing after it is compared)."""
     done = ""
     for k, (ids, reply, text, _) in enumerate(ref):
         ours = stdout[len(done):]
@@ -75,7 +75,8 @@ def fork_at_near_tie(model, tok, ref, stdout):
         gap = top2_gap(model, ids + reply[:i])
         assert gap < NEAR_TIE, (f"turn {k + 1} differs at token {i} (reference top-2 gap {gap:.3g}):\n"
                                 f"ours: {ours!r}\nref:  {text!r}")
-        pytest.skip(f"turn {k + 1} forks at a reference near-tie (gap {gap:.2g})")
+        print(f"turn {k + 1} forks at a reference near-tie (gap {gap:.2g}); later turns are not compared")
+        return
     assert stdout == done, f"unexpected output after the replies: {stdout[len(done):]!r}"
 
 

@@ -71,15 +71,6 @@ def tiny_llama(tmp_path_factory):
     return out
 
 
-def not_implemented_skip(err):
-    """Beam search / speculative decoding are being written concurrently: skip (naming why) only while
-    the library still says so."""
-    msg = str(err)
-    if "not implemented yet" in msg:
-        pytest.skip(f"library reports: {msg}")
-    raise err
-
-
 @pytest.fixture(scope="session")
 def tiny_hf_tok(tmp_path_factory, default_gguf):
     """A tiny random llama HF folder with the default model's real tokenizer (vocabulary 49152), so it
@@ -107,3 +98,13 @@ def tiny_hf_tok(tmp_path_factory, default_gguf):
     tok.save_pretrained(out)
     legacy_rope_config(out)
     return out
+
+
+def mlx_lm_greedy(model, ids, n, logits_processors=None):
+    """mlx-lm's own greedy decode of an mlx-lm model: the reference token stream (n tokens; it does not
+    stop at EOS)."""
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+
+    steps = generate_step(mx.array(ids), model, max_tokens=n, logits_processors=logits_processors)
+    return [int(t) for (t, _), _ in zip(steps, range(n))]

@@ -1,9 +1,7 @@
 """The seed README's examples through the Python package, each against the reference in the same test:
-basic usage, beam search and constraints, speculative decoding, persona steering, training."""
-import pytest
+basic usage, beam search and constraints, speculative decoding, training (persona steering with the
+documented spellings: test_doc_examples.py)."""
 import torch
-
-from conftest import not_implemented_skip
 
 PROMPT = "The capital of France is"
 
@@ -44,11 +42,8 @@ def test_basic_sampling_is_reproducible_and_streams(mgp, default_model):
 def test_beam_search_and_constraints(mgp, default_model_f32, hf_default):
     model, tokenizer = default_model_f32
     ids = tokenizer.encode(PROMPT)
-    try:
-        out = mgp.generate(model, tokenizer, PROMPT, mgp.GenerationConfig(max_tokens=12, num_beams=3,
-                                                                          num_return_sequences=2))
-    except ValueError as e:
-        not_implemented_skip(e)
+    out = mgp.generate(model, tokenizer, PROMPT, mgp.GenerationConfig(max_tokens=12, num_beams=3,
+                                                                      num_return_sequences=2))
     assert len(out["sequences"]) == 2 and all("score" in s for s in out["sequences"])
     assert out["sequences"][0]["score"] >= out["sequences"][1]["score"]
     hf_model, _ = hf_default
@@ -61,10 +56,7 @@ def test_beam_search_and_constraints(mgp, default_model_f32, hf_default):
 
     # Constraint: the word " Paris" (its token ids) must appear.
     word = tokenizer.encode(" Berlin", add_special_tokens=False)
-    try:
-        out = mgp.generate(model, tokenizer, PROMPT, max_tokens=12, num_beams=3, force_words_ids=[word])
-    except ValueError as e:
-        not_implemented_skip(e)
+    out = mgp.generate(model, tokenizer, PROMPT, max_tokens=12, num_beams=3, force_words_ids=[word])
     toks = out["tokens"]
     assert any(toks[i:i + len(word)] == word for i in range(len(toks))), (word, toks)
 
@@ -74,58 +66,12 @@ def test_speculative_decoding_is_exact_for_greedy(mgp, default_model, default_gg
     plain = mgp.generate(model, tokenizer, PROMPT, max_tokens=24)
     cfg = mgp.GenerationConfig(max_tokens=24, use_speculative=True, draft_model_id=str(default_gguf),
                                num_draft_tokens=3)
-    try:
-        spec = mgp.generate(model, tokenizer, PROMPT, cfg)
-    except ValueError as e:
-        not_implemented_skip(e)
+    spec = mgp.generate(model, tokenizer, PROMPT, cfg)
     # Speculative decoding never changes greedy output; the draft being the target itself, every
     # drafted token is accepted.
     assert spec["tokens"] == plain["tokens"]
     sp = spec["stats"]["speculative"]
     assert sp["drafted_tokens"] > 0 and sp["accepted_tokens"] == sp["drafted_tokens"]
-
-
-def test_persona_steering_matches_transformers_hooks(mgp, default_model_f32, hf_default):
-    """model["_persona_v"] = v; residual injection at layer L plus the persona logit bias, against the
-    same edits done with torch forward hooks and a logits processor in transformers."""
-    import mlx.core as mx
-    import numpy as np
-
-    model, tokenizer = default_model_f32
-    hidden = model.args.hidden_size
-    layer, alpha, beta = 10, 1.0, 0.1
-    v = mgp.extract_steering_vector(model, tokenizer, ["I love this, it is wonderful!", "What a great day."],
-                                    ["I hate this, it is awful.", "What a terrible day."], layer)
-    assert isinstance(v, mx.array) and v.shape == (hidden,)
-    model["_persona_v"] = v
-    hooks = [mgp.ResidualInjectionHook(layer, "_persona_v", alpha), mgp.LogitBiasHook("_persona_v", beta)]
-    out = mgp.generate(model, tokenizer, PROMPT, max_tokens=16, hooks=hooks)
-    plain = mgp.generate(model, tokenizer, PROMPT, max_tokens=16)
-    assert model.num_hooks() == 0  # attached for the call only
-    assert out["tokens"] != plain["tokens"]
-
-    hf_model, _ = hf_default
-    tv = torch.tensor(np.array(v.astype(mx.float32)))
-
-    def add_v(_module, _inputs, output):
-        if isinstance(output, tuple):
-            return (output[0] + alpha * tv,) + tuple(output[1:])
-        return output + alpha * tv
-
-    bias = beta * (hf_model.lm_head.weight @ tv)
-
-    class Bias:
-        def __call__(self, input_ids, scores):
-            return scores + bias
-
-    from transformers import LogitsProcessorList
-
-    handle = hf_model.model.layers[layer].register_forward_hook(add_v)
-    try:
-        ref = hf_greedy(hf_default, out["prompt_token_ids"], 16, logits_processor=LogitsProcessorList([Bias()]))
-    finally:
-        handle.remove()
-    assert out["tokens"] == ref[:len(out["tokens"])]
 
 
 def test_training_step_matches_torch_adamw(mgp, tiny_llama):

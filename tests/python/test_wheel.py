@@ -9,6 +9,7 @@ import sys
 import time
 
 from conftest import ROOT
+from test_doc_examples import doc_blocks
 
 BUILD_TIMEOUT_S = 1500
 STEP_TIMEOUT_S = 600
@@ -37,13 +38,18 @@ def test_wheel_installs_in_fresh_venv(tmp_path, default_gguf, record_property, m
     _, t_venv = run([base, "-m", "venv", venv], STEP_TIMEOUT_S, env=clean)
     py = venv / "bin" / "python"
     _, t_install = run([py, "-m", "pip", "install", "-q", wheels[0]], STEP_TIMEOUT_S, env=clean)
-    code = ("import mlx.core as mx, mlx_gen_parity as m; "
-            f"model, tok = m.load({str(default_gguf)!r}); "
-            "out = m.generate(model, tok, 'Hello', max_tokens=4); "
-            "print(m.__version__, mx.__version__, len(out['tokens']), m._core.openblas_interposed)")
+    # docs/python.md's basic usage example as it stands, then what the venv imported.
+    code = doc_blocks()["Basic usage"] + (
+        "\nimport mlx_gen_parity as m\n"
+        "print('\\nRESULT', repr(out['text']), m.__version__, mx.__version__, len(out['tokens']), "
+        "m._core.openblas_interposed)\n")
     proc, t_import = run([py, "-c", code], STEP_TIMEOUT_S, cwd=tmp_path, env=clean)  # not the source tree
-    got_version, mlx_version, n, interposed = proc.stdout.split()
+    text, got_version, mlx_version, n, interposed = proc.stdout.split("\nRESULT ")[1].strip().rsplit(" ", 4)
     assert got_version == version and mlx_version == "0.32.4" and int(n) > 0
+    # The same seeded sampling in the project's editable install gives the same text.
+    model, tok = mgp.load(str(default_gguf))
+    cfg = mgp.GenerationConfig(max_tokens=64, temperature=0.7, top_p=0.95, seed=17, do_sample=True)
+    assert text == repr(mgp.generate(model, tok, "The capital of France is", cfg)["text"])
     # The wheel's extension finds OpenBLAS like the editable one (tests/python/test_blas.py).
     assert interposed == str(bool(mgp._core.openblas_library)), interposed
     for k, v in {"wheel_build_s": t_build, "venv_s": t_venv, "install_s": t_install, "import_run_s": t_import}.items():

@@ -11,7 +11,7 @@ def main(argv=None):
     print(f"prompt: {a.prompt!r} ({len(ids)} tokens), max_tokens {a.max_tokens}")
     print(f"mlxgp: {a.mlx_model}   transformers: {a.hf_model}\n")
     print("parity (mlxgp vs transformers)")
-    C.table(["mode", "tokens identical", "max |logit diff|", "finish reasons equal", "note"],
+    C.table(["mode", "tokens identical", "max |logit diff|", "finish reasons equal"],
             C.parity_rows(mgp, model, tokenizer, hf, ids, a.max_tokens))
     print()
     speed_table(mgp, model, tokenizer, hf, ids, a)

@@ -35,15 +35,14 @@ def main(argv=None):
         for r in C.parity_rows(mgp, model, tokenizer, hf, ids, a.max_tokens):
             rows.append([prompt[:28].replace("\n", " ")] + r)
             t = totals.setdefault(r[0], [0, 0, 0.0, 0, 0])
-            if r[1] != "-":
-                n, total = map(int, r[1].split("/"))
-                t[0] += n
-                t[1] += total
-                t[2] = max(t[2], r[2] or 0.0)
-                t[3] += r[3] == "yes"
-                t[4] += 1
+            n, total = map(int, r[1].split("/"))
+            t[0] += n
+            t[1] += total
+            t[2] = max(t[2], r[2] or 0.0)
+            t[3] += r[3] == "yes"
+            t[4] += 1
     print(f"mlxgp: {a.mlx_model}   transformers: {a.hf_model}   max_tokens {a.max_tokens}\n")
-    C.table(["prompt", "mode", "tokens identical", "max |logit diff|", "finish reasons equal", "note"], rows)
+    C.table(["prompt", "mode", "tokens identical", "max |logit diff|", "finish reasons equal"], rows)
     print("\ntotals")
     C.table(["mode", "tokens identical", "max |logit diff|", "finish reasons equal"],
             [[m, f"{t[0]}/{t[1]}", t[2], f"{t[3]}/{t[4]}"] for m, t in totals.items()])
