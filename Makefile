@@ -4,7 +4,7 @@ BUILD     ?= build
 BUILD_TYPE ?= Release
 PROMPT    ?= Write a haiku about the sea.
 
-.PHONY: setup build run test test-cpp test-parity test-python test-server python-install bump-version git-release bench steering-demo clean
+.PHONY: setup build run test test-cpp test-parity test-python test-server test-install test-asan san-configure fuzz python-install bump-version git-release bench steering-demo clean
 
 setup:
 	@bash scripts/setup.sh
@@ -38,12 +38,50 @@ test-python: build python-install
 test-server: build
 	MLXGP_BIN=$(abspath $(BUILD))/mlxgp $(PY) -m pytest -q tests/server
 
-test: test-cpp test-parity test-python test-server
+# C++ users: install the package (headers, static libraries, mlxgpConfig.cmake) into $(BUILD)/install, then
+# configure, build and run examples/cpp against it (find_package(mlxgp), mlxgp::mlxgp) on the default model.
+test-install: build
+	cmake --install $(BUILD) --component mlxgp_dev --prefix $(abspath $(BUILD))/install
+	cmake -S examples/cpp -B $(BUILD)/example-cpp -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_PREFIX_PATH=$(abspath $(BUILD))/install -DMLX_DIR=$$($(PY) -m mlx --cmake-dir)/share/cmake/MLX
+	cmake --build $(BUILD)/example-cpp -j 2
+	$(BUILD)/example-cpp/generate_example default "The capital of France is" 8
+
+test: test-cpp test-parity test-python test-server test-install
 
 # VERSION is the one source of the version (CMake, C++ MLXGP_VERSION, Python __version__ read it).
 PART ?= patch
 bump-version:
 	@python3 scripts/bump_version.py $(PART)
+
+# Sanitizer builds share one clang build folder, $(SAN_BUILD): every library instrumented with
+# AddressSanitizer + UndefinedBehaviorSanitizer and libFuzzer's coverage (docs/reliability.md).
+SAN_BUILD ?= build-fuzz
+FUZZ_CXX ?= clang++-19
+san-configure: setup
+	cmake -S . -B $(SAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Fuzz "-DCMAKE_CXX_FLAGS_FUZZ=-O1 -gline-tables-only" \
+	  -DCMAKE_CXX_COMPILER=$(FUZZ_CXX) -DMLXGP_FUZZ=ON -DMLXGP_SANITIZE=address,undefined \
+	  -DMLX_DIR=$$($(PY) -m mlx --cmake-dir)/share/cmake/MLX
+
+# Coverage-guided fuzzing (libFuzzer): each parser target in fuzz/ runs FUZZ_SECONDS seconds from its
+# seed corpus tests/data/fuzz/<target>/ (FUZZ_TARGETS: a subset, built alone). One line per target;
+# fails if any crashed (inputs kept in $(SAN_BUILD)/crashes/).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz: san-configure
+	cmake --build $(SAN_BUILD) -j 2 --target $(if $(FUZZ_TARGETS),$(addprefix fuzz_,$(FUZZ_TARGETS)),fuzz_all)
+	bash scripts/run_fuzz.sh $(SAN_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The C++ unit tests and the parity tests that drive the kernels, loaders and tokenizer through the
+# CLI, under AddressSanitizer + UndefinedBehaviorSanitizer. Any report fails.
+SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1 \
+  LSAN_OPTIONS=suppressions=$(abspath scripts/lsan.supp):print_suppressions=0 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+test-asan: san-configure
+	cmake --build $(SAN_BUILD) -j 2
+	cd $(SAN_BUILD) && $(SAN_ENV) ctest --output-on-failure -j 2
+	$(SAN_ENV) MLXGP_BIN=$(abspath $(SAN_BUILD))/mlxgp $(PY) -m pytest -q -x tests/parity/test_logits_parity.py \
+	  tests/parity/test_tokenizer_parity.py tests/parity/test_cli_errors.py
 
 # Tags vX.Y.Z; pushes the tag only to remotes that exist.
 git-release:

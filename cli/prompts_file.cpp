@@ -26,7 +26,7 @@ std::vector<FileRequest> read_prompts_file(const std::string& path, const Genera
     nlohmann::ordered_json j;  // in the line's key order: a json_schema lists its properties in order
     try {
       j = nlohmann::ordered_json::parse(line);
-    } catch (const nlohmann::ordered_json::parse_error&) {
+    } catch (const nlohmann::ordered_json::exception&) {
       bad("not a JSON object");
     }
     if (!j.is_object()) bad("not a JSON object");

@@ -137,7 +137,7 @@ ojson parse_body(const std::string& body) {
   ojson j;
   try {
     j = ojson::parse(body);
-  } catch (const ojson::parse_error& e) {
+  } catch (const ojson::exception& e) {  // parse errors and number overflow (out_of_range 406)
     throw ApiError(400, std::string("the body is not valid JSON: ") + e.what());
   }
   if (!j.is_object()) throw ApiError(400, "the body must be a JSON object");

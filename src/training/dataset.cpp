@@ -69,7 +69,7 @@ std::vector<Example> load_dataset(const std::string& path, const Tokenizer* toke
       nlohmann::json j;
       try {
         j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::parse_error&) {
+      } catch (const nlohmann::json::exception&) {
         fail("data", where + ": malformed JSON");
       }
       if (!j.is_object()) fail("data", where + ": each line must be a JSON object");

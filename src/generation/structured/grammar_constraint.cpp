@@ -84,7 +84,7 @@ void refuse_unenforced_keywords(const nlohmann::json& s) {
 xgrammar::CompiledGrammar compile_schema_exactly(xgrammar::GrammarCompiler& c, const std::string& schema) {
   try {
     refuse_unenforced_keywords(nlohmann::json::parse(schema));
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     fail("grammar", std::string("invalid json_schema: ") + e.what());
   }
   static std::mutex m;
