@@ -25,6 +25,8 @@
 #include "mlxgp/batch_engine.h"
 #include "prompts_file.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::cli {
 
 namespace {

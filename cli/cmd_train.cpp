@@ -22,6 +22,8 @@
 #include "mlxgp/steering.h"
 #include "mlxgp/training.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::cli {
 
 namespace {

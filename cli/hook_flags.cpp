@@ -7,6 +7,8 @@
 #include "mlxgp/safetensors_io.h"
 #include "mlxgp/steering.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::cli {
 
 namespace {

@@ -77,13 +77,13 @@ class BatchEngine {
 
  private:
   struct Request;
-  // One decode step of every running row, queued on the device (mx::async_eval).
+  // One decode step of every running row, queued on the device (mlx::core::async_eval).
   struct Step {
-    mx::array tokens;                // [rows] int32
-    std::vector<mx::array> outputs;  // the groups' recorded outputs of this step
+    mlx::core::array tokens;                // [rows] int32
+    std::vector<mlx::core::array> outputs;  // the groups' recorded outputs of this step
   };
   void admit();
-  Step build_step(const mx::array& input);  // input: each row's last token [rows]
+  Step build_step(const mlx::core::array& input);  // input: each row's last token [rows]
   void decode();
   void settle_pending();  // waits for a queued step, then drops it
   void finish(Request& r);           // assembles the result, moves it to done_

@@ -11,7 +11,6 @@
 
 namespace mlxgp {
 
-namespace mx = mlx::core;
 
 class ExtraParams {
  public:
@@ -19,11 +18,11 @@ class ExtraParams {
   class Ref {
    public:
     Ref(ExtraParams& owner, std::string key) : owner_(owner), key_(std::move(key)) {}
-    Ref& operator=(const mx::array& value) {
+    Ref& operator=(const mlx::core::array& value) {
       owner_.set(key_, value);
       return *this;
     }
-    operator mx::array() const { return owner_.get(key_); }
+    operator mlx::core::array() const { return owner_.get(key_); }
 
    private:
     ExtraParams& owner_;
@@ -31,13 +30,13 @@ class ExtraParams {
   };
   Ref operator[](const std::string& key) { return Ref(*this, key); }
 
-  void set(const std::string& key, const mx::array& value);
+  void set(const std::string& key, const mlx::core::array& value);
   // Throws [params] "no extra parameter 'key'" when absent.
-  const mx::array& get(const std::string& key) const;
+  const mlx::core::array& get(const std::string& key) const;
   bool has(const std::string& key) const { return items_.count(key) > 0; }
   void erase(const std::string& key) { items_.erase(key); }
   std::vector<std::string> keys() const;
-  const std::map<std::string, mx::array>& items() const { return items_; }
+  const std::map<std::string, mlx::core::array>& items() const { return items_; }
 
   // Writes every parameter to a safetensors file atomically (a reader never sees half a file).
   void save(const std::string& path) const;
@@ -45,7 +44,7 @@ class ExtraParams {
   void load(const std::string& path);
 
  private:
-  std::map<std::string, mx::array> items_;
+  std::map<std::string, mlx::core::array> items_;
 };
 
 }  // namespace mlxgp

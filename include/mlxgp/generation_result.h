@@ -15,9 +15,8 @@
 
 namespace mlxgp {
 
-namespace mx = mlx::core;
 
-// MLX memory at a given number of generated tokens (mx::get_peak_memory / get_active_memory).
+// MLX memory at a given number of generated tokens (mlx::core::get_peak_memory / get_active_memory).
 struct MemorySample {
   int tokens = 0;
   size_t peak_bytes = 0;
@@ -36,8 +35,8 @@ struct GeneratedSequence {
   // group-relative: that group's row), where the processed scores are
   // log_softmax(logits) then the processors, before the running beam score is added (constrained beams:
   // after, as transformers 4.56 records them). logprobs = log_softmax of that row at the chosen token.
-  std::optional<mx::array> scores;  // [n, V] processed scores
-  std::optional<mx::array> logits;  // [n, V] raw logits
+  std::optional<mlx::core::array> scores;  // [n, V] processed scores
+  std::optional<mlx::core::array> logits;  // [n, V] raw logits
   std::vector<float> token_scores;  // output_scores: each chosen token's processed score
   std::vector<float> token_logits;  // output_logits: each chosen token's raw logit
   std::vector<float> logprobs;      // output_logprobs: each chosen token's log-probability
@@ -70,7 +69,7 @@ struct GenerationStats {
   int generated_tokens = 0;         // over all sequences
   double prefill_tokens_per_s = 0;  // prompt tokens / time to the first token
   double decode_tokens_per_s = 0;   // tokens after each sequence's first / time after the first step
-  size_t peak_memory_bytes = 0;     // mx::get_peak_memory() over the run
+  size_t peak_memory_bytes = 0;     // mlx::core::get_peak_memory() over the run
   std::vector<MemorySample> memory_trace;  // GeneratorOptions::memory_trace_at's samples
   std::optional<SpeculativeStats> speculative;  // use_speculative / prompt_lookup_num_tokens only
 };

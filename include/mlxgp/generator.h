@@ -79,8 +79,8 @@ class Generator {
   // processed scores [n, V] (output_scores: what the sampler saw, HF's `scores`), raw logits [n, V]
   // (output_logits), and log_softmax(processed scores) at the chosen token (output_logprobs: HF
   // compute_transition_scores(normalize_logits=True)).
-  std::optional<mx::array> scores(int row = 0) const;
-  std::optional<mx::array> logits(int row = 0) const;
+  std::optional<mlx::core::array> scores(int row = 0) const;
+  std::optional<mlx::core::array> logits(int row = 0) const;
   std::vector<float> logprobs(int row = 0) const;
 
   double prefill_seconds() const;  // prefill start -> first token known
@@ -91,8 +91,8 @@ class Generator {
   const std::vector<MemorySample>& memory_trace() const { return memory_trace_; }
 
  private:
-  mx::array forward_token(const mx::array& tokens);  // tokens [B] -> next tokens [B] (lazy)
-  void queue(const mx::array& tokens);                // async_eval of the tokens and requested outputs
+  mlx::core::array forward_token(const mlx::core::array& tokens);  // tokens [B] -> next tokens [B] (lazy)
+  void queue(const mlx::core::array& tokens);                // async_eval of the tokens and requested outputs
 
   Model& model_;
   GenerationConfig config_;
@@ -102,7 +102,7 @@ class Generator {
   CacheOptions cache_options_;
   std::vector<MemorySample> memory_trace_;
   int batch_ = 1;
-  std::optional<mx::array> pending_;  // the next tokens [B], computing
+  std::optional<mlx::core::array> pending_;  // the next tokens [B], computing
 };
 
 }  // namespace mlxgp

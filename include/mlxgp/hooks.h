@@ -17,7 +17,6 @@
 
 namespace mlxgp {
 
-namespace mx = mlx::core;
 
 class Model;
 
@@ -38,7 +37,7 @@ class Hook {
   // Whether apply() should run at this point (checked before any work, so idle points cost nothing).
   virtual bool wants(HookPoint point, int layer) const = 0;
   // Returns the replacement for `x` (or `x` itself). Runs lazily inside MLX's graph: no host syncs.
-  virtual mx::array apply(const HookSite& site, const mx::array& x, Model& model) = 0;
+  virtual mlx::core::array apply(const HookSite& site, const mlx::core::array& x, Model& model) = 0;
   // Whether this hook may change the keys and values of prompt positions in a model of `num_layers`
   // blocks: a saved prompt cache holds them as computed without hooks. By default, any hook at the
   // embeddings or on the residual stream of a block whose output another block reads.
@@ -58,7 +57,7 @@ class HookList {
   // Whether any hook alters_prompt_states().
   bool alter_prompt_states(int num_layers) const;
   // Runs the hooks that want this point, in order.
-  mx::array run(HookSite site, const mx::array& x, Model& model) const;
+  mlx::core::array run(HookSite site, const mlx::core::array& x, Model& model) const;
 
   // The Generator sets the prompt length for the duration of a generation (-1 clears it).
   void set_prompt_length(int n) { prompt_length_ = n; }

@@ -11,13 +11,12 @@
 
 namespace mlxgp {
 
-namespace mx = mlx::core;
 
 // The attention mask a cache asks for (mlx-lm's make_mask): none (one query), "causal" aligned to
 // the last key (sdpa's own mode), or an explicit boolean array [queries, keys] (true = attend).
 struct AttentionMask {
   enum class Kind { None, Causal, Array } kind = Kind::None;
-  std::optional<mx::array> array;
+  std::optional<mlx::core::array> array;
   // A left-padded batch (KVCache::left_padding): None / Causal, and keys before key_start[b] hidden in
   // batch row b. `array` then holds the same mask in full ([B, 1, queries, keys]) for code that needs it.
   std::vector<int> key_start;
@@ -29,7 +28,7 @@ class KVCache {
   // Number of positions already stored (the position of the next token).
   virtual int offset() const = 0;
   // Appends keys/values [B, H, T, D] and returns all stored keys/values [B, H, offset, D].
-  virtual std::pair<mx::array, mx::array> update(const mx::array& keys, const mx::array& values) = 0;
+  virtual std::pair<mlx::core::array, mlx::core::array> update(const mlx::core::array& keys, const mlx::core::array& values) = 0;
   // Drops the last n positions (speculative rollback); returns how many were dropped.
   virtual int trim(int n) = 0;
   virtual bool is_trimmable() const = 0;
@@ -37,7 +36,7 @@ class KVCache {
   // Keeps the batch rows named by `batch_indices` (int32 [B']), in that order, along axis 0: tiling a
   // one-row prompt cache to N rows is select([0, 0, ..., 0]); beam search reorders with it. Lazy (no
   // host sync). Throws [cache] for caches that cannot (the default) or on indices of the wrong shape.
-  virtual void select(const mx::array& batch_indices);
+  virtual void select(const mlx::core::array& batch_indices);
   // The mask for `n` new queries, decided BEFORE update() stores them (mlx-lm calls make_mask
   // first). The default is mlx-lm's create_attention_mask: causal for n > 1, none for one query; with
   // left padding, an explicit [B, 1, n, offset + n] mask that also hides each row's padding.
@@ -53,7 +52,7 @@ class KVCache {
 
  protected:
   // Reorders left_padding_ as select(batch_indices) reorders the rows (reads the indices on the host).
-  void select_padding(const mx::array& batch_indices);
+  void select_padding(const mlx::core::array& batch_indices);
   // The padding after `other`'s rows are appended to these `rows` rows and both are aligned on the right
   // at `len` positions; call before offset() changes.
   void join_padding(const KVCache& other, int rows, int other_rows, int len);
@@ -67,13 +66,13 @@ class StandardKVCache : public KVCache {
  public:
   explicit StandardKVCache(int step = 256) : step_(step) {}
   int offset() const override { return offset_; }
-  std::pair<mx::array, mx::array> update(const mx::array& keys, const mx::array& values) override;
+  std::pair<mlx::core::array, mlx::core::array> update(const mlx::core::array& keys, const mlx::core::array& values) override;
   int trim(int n) override;
   bool is_trimmable() const override { return true; }
   std::unique_ptr<KVCache> clone() const override;
-  void select(const mx::array& batch_indices) override;
+  void select(const mlx::core::array& batch_indices) override;
   // The stored keys/values [B, H, offset, D]; nullopt before the first update (to_quantized reads it).
-  std::optional<std::pair<mx::array, mx::array>> fetch() const;
+  std::optional<std::pair<mlx::core::array, mlx::core::array>> fetch() const;
   // Batch rows joining and leaving (batch_cache.h): appends `other`'s rows after these, aligned on the
   // right (the shorter side gets left padding); drops the first n positions of every row (padding
   // that every row has).
@@ -83,7 +82,7 @@ class StandardKVCache : public KVCache {
  private:
   int step_;
   int offset_ = 0;
-  std::shared_ptr<mx::array> keys_, values_;  // shared_ptr: mx::array has no default constructor
+  std::shared_ptr<mlx::core::array> keys_, values_;  // shared_ptr: mlx::core::array has no default constructor
 };
 
 using KVCacheList = std::vector<std::unique_ptr<KVCache>>;

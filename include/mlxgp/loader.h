@@ -15,11 +15,11 @@ namespace mlxgp {
 struct LoadOptions {
   // Compute/weight dtype. nullopt keeps the checkpoint's own choice (quantized weights stay
   // quantized). A float dtype dequantizes quantized weights to it, so a parity run is fp32 end to end.
-  std::optional<mx::Dtype> dtype;
+  std::optional<mlx::core::Dtype> dtype;
 };
 
 // "float32" | "bfloat16" | "float16" -> dtype; throws [load] otherwise.
-mx::Dtype parse_dtype(const std::string& name);
+mlx::core::Dtype parse_dtype(const std::string& name);
 
 struct LoadedModel {
   std::shared_ptr<Model> model;

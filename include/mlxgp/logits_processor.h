@@ -16,7 +16,6 @@
 
 namespace mlxgp {
 
-namespace mx = mlx::core;
 
 // A processor's CPU form for one step: transforms one row of float32 logits in place, given that row's
 // token ids so far (prompt + generated; empty unless the processor needs_ids()).
@@ -26,12 +25,12 @@ class LogitsProcessor {
  public:
   virtual ~LogitsProcessor() = default;
   // Called once with the prompt ids [B, T] before the first apply(); stateful processors start here.
-  virtual void on_prompt(const mx::array& ids) {}
+  virtual void on_prompt(const mlx::core::array& ids) {}
   // logits [B, V] float32, ids [B, T] all tokens so far (prompt + generated) -> new logits [B, V].
   // `ids` is only materialised when needs_ids() is true; otherwise it may be an empty placeholder.
-  virtual mx::array apply(const mx::array& logits, const mx::array& ids) = 0;
+  virtual mlx::core::array apply(const mlx::core::array& logits, const mlx::core::array& ids) = 0;
   // Called with the chosen tokens [B] after each step.
-  virtual void on_token(const mx::array& tokens) {}
+  virtual void on_token(const mlx::core::array& tokens) {}
   virtual bool needs_ids() const { return false; }
   virtual std::unique_ptr<LogitsProcessor> clone() const = 0;
   // The CPU fast path. On the CPU device, a run of consecutive processors that all return a kernel here
@@ -131,7 +130,7 @@ std::unique_ptr<LogitsProcessor> make_force_words(const ForceWords& words, std::
 
 // A user logits processor (the C++ form of a custom transformers LogitsProcessor): called with the
 // scores [B, V] and all ids [B, T], returns new scores of the same shape (device arrays).
-using LogitsCallback = std::function<mx::array(const mx::array& logits, const mx::array& ids)>;
+using LogitsCallback = std::function<mlx::core::array(const mlx::core::array& logits, const mlx::core::array& ids)>;
 std::unique_ptr<LogitsProcessor> make_callback_processor(LogitsCallback fn);
 // transformers PrefixConstrainedLogitsProcessor: fn(batch_id, ids of the row) -> allowed next token
 // ids (non-empty). Row r belongs to batch entry r / rows_per_batch (HF: num_beams, or
@@ -152,9 +151,9 @@ class LogitsProcessorList {
   size_t size() const { return items_.size(); }
   bool empty() const { return items_.empty(); }
   bool needs_ids() const;
-  void on_prompt(const mx::array& ids);
-  mx::array apply(const mx::array& logits, const mx::array& ids);
-  void on_token(const mx::array& tokens);
+  void on_prompt(const mlx::core::array& ids);
+  mlx::core::array apply(const mlx::core::array& logits, const mlx::core::array& ids);
+  void on_token(const mlx::core::array& tokens);
 
  private:
   std::vector<std::unique_ptr<LogitsProcessor>> items_;

@@ -9,27 +9,26 @@
 
 namespace mlxgp {
 
-namespace mx = mlx::core;
 
 struct LossResult {
-  mx::array loss;      // scalar float32: the mean over counted targets
-  mx::array n_tokens;  // scalar int32: how many targets were counted
+  mlx::core::array loss;      // scalar float32: the mean over counted targets
+  mlx::core::array n_tokens;  // scalar int32: how many targets were counted
 };
 
 // torch.nn.functional.cross_entropy(logits, targets, ignore_index=..., label_smoothing=...,
 // reduction="mean"): logits [N, V] (or [..., V]), targets [N] (or [...]) int. With smoothing e the
 // per-target loss is (1 - e) * nll + e * mean_v(-log p_v). Targets equal to ignore_index count for
 // nothing; when none is counted the loss is NaN, as in torch. Throws [loss] on bad shapes/settings.
-LossResult xent_loss(const mx::array& logits, const mx::array& targets, double label_smoothing = 0.0,
+LossResult xent_loss(const mlx::core::array& logits, const mlx::core::array& targets, double label_smoothing = 0.0,
                      int ignore_index = -100);
 
 // A right-padded batch: input_ids [B, T] int32; labels [B, T] (-100 = ignored; default: input_ids);
 // loss_mask [B, T] (1 = the token is a target; pad positions 0). Next-token targets are labels
 // shifted left by one, as transformers' causal-LM loss does.
 struct Batch {
-  mx::array input_ids;
-  std::optional<mx::array> labels;
-  std::optional<mx::array> loss_mask;
+  mlx::core::array input_ids;
+  std::optional<mlx::core::array> labels;
+  std::optional<mlx::core::array> loss_mask;
 };
 
 // The model's mean next-token loss over the counted positions and their number. `pad_id`, when

@@ -16,9 +16,8 @@
 
 namespace mlxgp {
 
-namespace mx = mlx::core;
 
-using WeightMap = std::unordered_map<std::string, mx::array>;
+using WeightMap = std::unordered_map<std::string, mlx::core::array>;
 
 class Model {
  public:
@@ -27,24 +26,24 @@ class Model {
 
   // Token ids [B, T] (int32) -> embeddings [B, T, hidden]. Ids must lie in [0, vocab_size): they
   // are not checked here (that would cost a host sync per step); callers validate them.
-  virtual mx::array embed(const mx::array& tokens) const = 0;
+  virtual mlx::core::array embed(const mlx::core::array& tokens) const = 0;
   // Embeddings [B, T, hidden] -> logits [B, T, vocab] (float32), reading and extending `caches`.
   // Positions start at caches[0]->offset(). Soft prompts and inputs_embeds use this path.
-  virtual mx::array forward_embeddings(const mx::array& embeddings, KVCacheList& caches) = 0;
-  mx::array forward(const mx::array& tokens, KVCacheList& caches) {
+  virtual mlx::core::array forward_embeddings(const mlx::core::array& embeddings, KVCacheList& caches) = 0;
+  mlx::core::array forward(const mlx::core::array& tokens, KVCacheList& caches) {
     return forward_embeddings(embed(tokens), caches);
   }
   // Same, but logits only for the last `n` positions ([B, n, vocab]): a prefill that only needs
   // the next-token distribution runs the output head once instead of T times (the head is the
   // largest matmul of small models). The base version slices forward_embeddings().
-  virtual mx::array forward_embeddings_last(const mx::array& embeddings, KVCacheList& caches, int n = 1);
-  mx::array forward_last(const mx::array& tokens, KVCacheList& caches, int n = 1) {
+  virtual mlx::core::array forward_embeddings_last(const mlx::core::array& embeddings, KVCacheList& caches, int n = 1);
+  mlx::core::array forward_last(const mlx::core::array& tokens, KVCacheList& caches, int n = 1) {
     return forward_embeddings_last(embed(tokens), caches, n);
   }
 
   // The output head alone, without the final norm: [..., hidden] -> [..., vocab] float32 (a persona
   // vector's direct effect on the vocabulary is lm_head(v)).
-  virtual mx::array lm_head(const mx::array& hidden) const = 0;
+  virtual mlx::core::array lm_head(const mlx::core::array& hidden) const = 0;
 
   // One cache per layer.
   virtual KVCacheList make_caches() const;

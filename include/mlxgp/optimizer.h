@@ -12,7 +12,6 @@
 
 namespace mlxgp {
 
-namespace mx = mlx::core;
 
 class Optimizer {
  public:
@@ -44,7 +43,7 @@ std::unique_ptr<Optimizer> make_sgd(SgdOptions options = {});
 
 // torch.nn.utils.clip_grad_norm_: scales every gradient by min(1, max_norm / (total_norm + 1e-6)).
 // Returns the total L2 norm before clipping (lazy scalar).
-mx::array clip_grad_norm(WeightMap& grads, double max_norm);
+mlx::core::array clip_grad_norm(WeightMap& grads, double max_norm);
 
 // Learning rate at a step (0-based): constant, or linear warm-up then cosine / linear decay to 0 at
 // total_steps (transformers get_cosine_schedule_with_warmup / get_linear_schedule_with_warmup).

@@ -1,4 +1,4 @@
-// QuantizedKVCache: keys/values stored MLX-affine quantized (mx::quantize, `bits` per element,
+// QuantizedKVCache: keys/values stored MLX-affine quantized (mlx::core::quantize, `bits` per element,
 // scales/biases per `group_size` elements of head_dim), growing in steps like mlx-lm's
 // QuantizedKVCache. Attention reads it with quantized matmuls (quantized_attention), as mlx-lm's
 // quantized_scaled_dot_product_attention does, so nothing is dequantized per step.
@@ -12,9 +12,9 @@ namespace mlxgp {
 
 class StandardKVCache;
 
-// One quantized tensor: packed uint32 data, scales and biases (mx::quantize's outputs).
+// One quantized tensor: packed uint32 data, scales and biases (mlx::core::quantize's outputs).
 struct QuantizedTensor {
-  mx::array data, scales, biases;
+  mlx::core::array data, scales, biases;
 };
 
 class QuantizedKVCache : public KVCache {
@@ -27,12 +27,12 @@ class QuantizedKVCache : public KVCache {
   int offset() const override { return offset_; }
   // Stores keys/values quantized and returns them DEQUANTIZED (for callers that want plain arrays;
   // the attention layer uses update_quantized instead).
-  std::pair<mx::array, mx::array> update(const mx::array& keys, const mx::array& values) override;
-  std::pair<QuantizedTensor, QuantizedTensor> update_quantized(const mx::array& keys, const mx::array& values);
+  std::pair<mlx::core::array, mlx::core::array> update(const mlx::core::array& keys, const mlx::core::array& values) override;
+  std::pair<QuantizedTensor, QuantizedTensor> update_quantized(const mlx::core::array& keys, const mlx::core::array& values);
   int trim(int n) override;
   bool is_trimmable() const override { return true; }
   std::unique_ptr<KVCache> clone() const override;
-  void select(const mx::array& batch_indices) override;
+  void select(const mlx::core::array& batch_indices) override;
 
   int group_size() const { return group_size_; }
   int bits() const { return bits_; }
@@ -51,7 +51,7 @@ class QuantizedKVCache : public KVCache {
 // Attention of queries [B, n_heads, L, D] over a quantized cache, computed as mlx-lm 0.32's
 // quantized_scaled_dot_product_attention (scale the queries, quantized_matmul with the keys, mask,
 // precise softmax, quantized_matmul with the values; GQA by broadcasting the kv heads).
-mx::array quantized_attention(const mx::array& queries, const QuantizedTensor& keys, const QuantizedTensor& values,
+mlx::core::array quantized_attention(const mlx::core::array& queries, const QuantizedTensor& keys, const QuantizedTensor& values,
                               float scale, const AttentionMask& mask, int group_size, int bits);
 
 // mlx-lm generate.py maybe_quantize_kv_cache: every StandardKVCache whose offset has reached

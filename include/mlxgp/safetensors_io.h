@@ -9,10 +9,9 @@
 
 namespace mlxgp {
 
-namespace mx = mlx::core;
 
 struct SafetensorsContents {
-  std::unordered_map<std::string, mx::array> tensors;
+  std::unordered_map<std::string, mlx::core::array> tensors;
   std::unordered_map<std::string, std::string> metadata;
 };
 
@@ -21,11 +20,11 @@ SafetensorsContents load_safetensors_file(const std::string& path);
 
 // Throws [component] "<what> holds NaN or infinite values" unless every element of a floating-point
 // array is finite (integer arrays pass). Evaluates the array.
-void require_finite(const mx::array& a, const std::string& component, const std::string& what);
+void require_finite(const mlx::core::array& a, const std::string& component, const std::string& what);
 
 // Writes to a temporary file beside `path`, then renames it over `path`, so a reader (or a crash
 // mid-write) never leaves a half-written file. Throws [component] on failure.
-void save_safetensors_atomic(const std::string& path, const std::unordered_map<std::string, mx::array>& tensors,
+void save_safetensors_atomic(const std::string& path, const std::unordered_map<std::string, mlx::core::array>& tensors,
                              const std::unordered_map<std::string, std::string>& metadata = {},
                              const std::string& component = "save");
 

@@ -20,15 +20,15 @@ namespace mlxgp {
 // `model["_persona_v"] = w` takes effect without rebuilding the hook).
 class VectorSource {
  public:
-  VectorSource(mx::array vector) : vector_(std::move(vector)) {}  // NOLINT: implicit on purpose
+  VectorSource(mlx::core::array vector) : vector_(std::move(vector)) {}  // NOLINT: implicit on purpose
   VectorSource(std::string param_key) : key_(std::move(param_key)) {}  // NOLINT
   VectorSource(const char* param_key) : key_(param_key) {}  // NOLINT
   // The vector as [hidden]; throws [hooks] on a missing key or a wrong shape.
-  mx::array resolve(Model& model) const;
+  mlx::core::array resolve(Model& model) const;
   std::string describe() const;
 
  private:
-  std::optional<mx::array> vector_;
+  std::optional<mlx::core::array> vector_;
   std::string key_;
 };
 
@@ -45,7 +45,7 @@ class ResidualInjectionHook : public Hook {
   ResidualInjectionHook(std::vector<int> layers, VectorSource vector, double alpha,
                         HookPositions positions = HookPositions::All);
   bool wants(HookPoint point, int layer) const override;
-  mx::array apply(const HookSite& site, const mx::array& x, Model& model) override;
+  mlx::core::array apply(const HookSite& site, const mlx::core::array& x, Model& model) override;
   bool alters_prompt_states(int num_layers) const override;
   const std::vector<int>& layers() const { return layers_; }
 
@@ -54,7 +54,7 @@ class ResidualInjectionHook : public Hook {
   VectorSource vector_;
   double alpha_;
   HookPositions positions_;
-  std::optional<mx::array> source_, delta_;  // the resolved vector and alpha * v for it
+  std::optional<mlx::core::array> source_, delta_;  // the resolved vector and alpha * v for it
 };
 
 // Adds alpha * lm_head(v) to the logits: the persona vector's direct effect on the vocabulary.
@@ -63,12 +63,12 @@ class LogitBiasHook : public Hook {
  public:
   LogitBiasHook(VectorSource vector, double alpha);
   bool wants(HookPoint point, int) const override { return point == HookPoint::Logits; }
-  mx::array apply(const HookSite& site, const mx::array& x, Model& model) override;
+  mlx::core::array apply(const HookSite& site, const mlx::core::array& x, Model& model) override;
 
  private:
   VectorSource vector_;
   double alpha_;
-  std::optional<mx::array> source_, bias_;  // the vector the bias was computed from, and alpha * lm_head(v)
+  std::optional<mlx::core::array> source_, bias_;  // the vector the bias was computed from, and alpha * lm_head(v)
 };
 
 // Records the residual stream after `layers` on every forward: per layer, one array per call,
@@ -78,16 +78,16 @@ class ActivationCaptureHook : public Hook {
   enum class Reduce { All, Last, Mean };
   ActivationCaptureHook(std::vector<int> layers, Reduce reduce = Reduce::Last);
   bool wants(HookPoint point, int layer) const override;
-  mx::array apply(const HookSite& site, const mx::array& x, Model& model) override;
+  mlx::core::array apply(const HookSite& site, const mlx::core::array& x, Model& model) override;
   bool alters_prompt_states(int) const override { return false; }  // it records, never changes
   // Throws [hooks] for a layer that is not captured.
-  const std::vector<mx::array>& captured(int layer) const;
+  const std::vector<mlx::core::array>& captured(int layer) const;
   void clear() { captured_.clear(); }
 
  private:
   std::vector<int> layers_;
   Reduce reduce_;
-  std::map<int, std::vector<mx::array>> captured_;
+  std::map<int, std::vector<mlx::core::array>> captured_;
 };
 // "last" | "mean" | "all"; throws [hooks] otherwise.
 ActivationCaptureHook::Reduce parse_capture_reduce(const std::string& text);
@@ -99,7 +99,7 @@ class SoftPromptHook : public Hook {
  public:
   SoftPromptHook(int n_virtual, std::string param_key);
   bool wants(HookPoint point, int) const override { return point == HookPoint::Embeddings; }
-  mx::array apply(const HookSite& site, const mx::array& x, Model& model) override;
+  mlx::core::array apply(const HookSite& site, const mlx::core::array& x, Model& model) override;
   int n_virtual() const { return n_virtual_; }
   const std::string& param_key() const { return key_; }
 
@@ -114,11 +114,11 @@ int add_hook(Model& model, std::shared_ptr<Hook> hook);
 
 // Residual activations after `layer` for each prompt (run one at a time, no KV cache kept), reduced
 // to one vector per prompt: [N, hidden] float32.
-mx::array capture_activations(Model& model, const std::vector<std::vector<int>>& prompts, int layer,
+mlx::core::array capture_activations(Model& model, const std::vector<std::vector<int>>& prompts, int layer,
                               ActivationCaptureHook::Reduce reduce);
 
 // mean(activations(positive)) - mean(activations(negative)) at `layer`: [hidden] float32.
-mx::array extract_steering_vector(Model& model, const std::vector<std::vector<int>>& positive,
+mlx::core::array extract_steering_vector(Model& model, const std::vector<std::vector<int>>& positive,
                                   const std::vector<std::vector<int>>& negative, int layer,
                                   ActivationCaptureHook::Reduce reduce = ActivationCaptureHook::Reduce::Last);
 

@@ -25,7 +25,7 @@ struct LossScaleConfig {
 };
 
 struct TrainingConfig {
-  mx::Dtype dtype = mx::float32;  // compute dtype; masters stay float32
+  mlx::core::Dtype dtype = mlx::core::float32;  // compute dtype; masters stay float32
   double label_smoothing = 0.0;
   double max_grad_norm = 0.0;  // 0: no clipping
   LossScaleConfig loss_scale;

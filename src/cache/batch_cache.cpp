@@ -11,6 +11,8 @@
 
 #include "cache/batch_rotating_kv_cache.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

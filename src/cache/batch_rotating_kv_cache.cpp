@@ -9,6 +9,8 @@
 
 #include "cache/row_padding.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

@@ -14,6 +14,8 @@
 #include "mlxgp/kv_cache.h"
 #include "mlxgp/rotating_kv_cache.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 class BatchRotatingKVCache : public KVCache {

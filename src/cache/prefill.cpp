@@ -9,6 +9,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/quantized_kv_cache.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 mx::array forward_and_quantize(Model& model, KVCacheList& caches, const mx::array& tokens, int last_n,

@@ -7,6 +7,8 @@
 #include "mlxgp/cache_options.h"
 #include "mlxgp/model.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 struct PrefillOptions {

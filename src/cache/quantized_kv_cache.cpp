@@ -11,6 +11,8 @@
 
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

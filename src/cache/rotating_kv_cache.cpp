@@ -6,6 +6,8 @@
 
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

@@ -11,6 +11,8 @@
 #include "mlxgp/decode_rows.h"
 #include "mlxgp/speculative.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 GenerationResult generate(Model& model, std::shared_ptr<const Tokenizer> tokenizer,

@@ -14,6 +14,8 @@
 #include "mlxgp/prompt_cache.h"
 #include "mlxgp/quantized_kv_cache.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 Generator::Generator(Model& model, GenerationConfig config, GeneratorOptions options)

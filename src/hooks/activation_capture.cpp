@@ -7,6 +7,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/steering.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 ActivationCaptureHook::ActivationCaptureHook(std::vector<int> layers, Reduce reduce)

@@ -5,6 +5,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/safetensors_io.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 void ExtraParams::set(const std::string& key, const mx::array& value) {

@@ -3,6 +3,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/hooks.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 int HookList::add(std::shared_ptr<Hook> hook) {

@@ -4,6 +4,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/steering.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 LogitBiasHook::LogitBiasHook(VectorSource vector, double alpha) : vector_(std::move(vector)), alpha_(alpha) {

@@ -6,6 +6,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/steering.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 ResidualInjectionHook::ResidualInjectionHook(std::vector<int> layers, VectorSource vector, double alpha,

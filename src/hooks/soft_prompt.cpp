@@ -4,6 +4,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/steering.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 SoftPromptHook::SoftPromptHook(int n_virtual, std::string param_key) : n_virtual_(n_virtual), key_(std::move(param_key)) {

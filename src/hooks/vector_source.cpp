@@ -4,6 +4,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/steering.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 mx::array VectorSource::resolve(Model& model) const {

@@ -9,6 +9,8 @@
 
 #include "mlxgp/model.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::io {
 
 // Validates the 8-byte header length, the JSON header, dtypes, shapes and data offsets against the

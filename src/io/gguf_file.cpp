@@ -19,6 +19,8 @@
 #include "kernels/ggml_blocks.h"
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::io {
 
 namespace {

@@ -4,6 +4,8 @@
 
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::io {
 
 namespace {

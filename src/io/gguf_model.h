@@ -7,6 +7,8 @@
 #include "mlxgp/model.h"
 #include "mlxgp/model_config.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::io {
 
 // Name under which a GGUF `rope_freqs.weight` (llama.cpp's per-frequency rope divisors) is kept.

@@ -14,6 +14,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/paths.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace fs = std::filesystem;

@@ -15,6 +15,8 @@
 #include "mlxgp/paths.h"
 #include "mlxgp/safetensors_io.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::io {
 
 namespace fs = std::filesystem;

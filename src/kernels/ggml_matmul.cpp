@@ -17,7 +17,9 @@
 #include "kernels/ggml_blocks.h"
 #include "kernels/row_major.h"
 #include "kernels/thread_pool.h"
-#include "mlxgp/kernels.h"
+#include "kernels/kernels.h"
+
+namespace mx = mlx::core;
 
 namespace mlxgp::kernels {
 

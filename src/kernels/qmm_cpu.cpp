@@ -15,6 +15,8 @@
 #include <immintrin.h>
 #endif
 
+namespace mx = mlx::core;
+
 // GCC 12 flags the intentionally undefined lanes inside its own AVX-512 intrinsics headers.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"

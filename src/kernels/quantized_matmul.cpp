@@ -16,7 +16,9 @@
 #include "kernels/qmm_cpu.h"
 #include "kernels/row_major.h"
 #include "kernels/thread_pool.h"
-#include "mlxgp/kernels.h"
+#include "kernels/kernels.h"
+
+namespace mx = mlx::core;
 
 namespace mlxgp::kernels {
 

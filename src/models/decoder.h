@@ -7,6 +7,8 @@
 
 #include "models/layers.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 struct DecoderOptions {

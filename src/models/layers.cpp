@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "mlxgp/error.h"
-#include "mlxgp/kernels.h"
+#include "kernels/kernels.h"
 #include "mlxgp/quantized_kv_cache.h"
 
 namespace mlxgp::layers {

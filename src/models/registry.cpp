@@ -9,6 +9,8 @@
 #include "mlxgp/model.h"
 #include "models/decoder.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

@@ -10,6 +10,8 @@
 #include "mlxgp/paths.h"
 #include "mlxgp/safetensors_io.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace fs = std::filesystem;

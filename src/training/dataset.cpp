@@ -13,6 +13,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/paths.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

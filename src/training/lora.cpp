@@ -12,6 +12,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/safetensors_io.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

@@ -8,6 +8,8 @@
 #include "mlxgp/lora.h"
 #include "mlxgp/training.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 TrainState::TrainState(std::unique_ptr<Optimizer> optimizer, LrSchedule schedule)

@@ -16,6 +16,8 @@
 #include "test_generation_fake.h"
 #include "test_util.h"
 
+namespace mx = mlx::core;
+
 using namespace mlxgp;
 using mlxgp::testing::error_of;
 using mlxgp::testing::FakeModel;

@@ -9,6 +9,8 @@
 #include "mlxgp/rotating_kv_cache.h"
 #include "test_models_util.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::testing {
 namespace {
 

@@ -10,6 +10,8 @@
 #include "mlxgp/kv_cache.h"
 #include "mlxgp/model.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::testing {
 
 // Counts positions; the fake model only needs offset().

@@ -10,6 +10,8 @@
 #include "mlxgp/logits_processor.h"
 #include "test_util.h"
 
+namespace mx = mlx::core;
+
 using namespace mlxgp;
 using mlxgp::testing::ids;
 using mlxgp::testing::scores;

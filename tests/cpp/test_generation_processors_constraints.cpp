@@ -11,6 +11,8 @@
 #include "mlxgp/logits_processor.h"
 #include "test_util.h"
 
+namespace mx = mlx::core;
+
 using namespace mlxgp;
 using mlxgp::testing::error_of;
 using mlxgp::testing::ids;

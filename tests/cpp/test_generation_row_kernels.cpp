@@ -12,6 +12,8 @@
 #include "mlxgp/logits_processor.h"
 #include "test_util.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 namespace {
 

@@ -16,6 +16,8 @@
 #include "mlxgp/tokenizer.h"
 #include "test_util.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 namespace {
 

@@ -13,6 +13,8 @@
 #include "mlxgp/speculative.h"
 #include "test_generation_fake.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 namespace {
 

@@ -8,6 +8,8 @@
 #include "mlxgp/paths.h"
 #include "test_models_util.h"
 
+namespace mx = mlx::core;
+
 using namespace mlxgp;
 using namespace mlxgp::testing;
 

@@ -5,6 +5,8 @@
 #include "mlxgp/loader.h"
 #include "test_models_util.h"
 
+namespace mx = mlx::core;
+
 using namespace mlxgp;
 using namespace mlxgp::testing;
 

@@ -4,6 +4,8 @@
 
 #include "test_models_util.h"
 
+namespace mx = mlx::core;
+
 using namespace mlxgp;
 using namespace mlxgp::testing;
 

@@ -9,7 +9,7 @@
 #include <mlx/mlx.h>
 
 #include "kernels/ggml_blocks.h"
-#include "mlxgp/kernels.h"
+#include "kernels/kernels.h"
 #include "test_models_util.h"
 
 namespace mx = mlx::core;

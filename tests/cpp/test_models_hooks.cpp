@@ -10,6 +10,8 @@
 #include "mlxgp/steering.h"
 #include "test_models_util.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::testing {
 namespace {
 

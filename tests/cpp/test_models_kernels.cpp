@@ -7,7 +7,7 @@
 
 #include <mlx/mlx.h>
 
-#include "mlxgp/kernels.h"
+#include "kernels/kernels.h"
 #include "test_models_util.h"
 
 namespace mx = mlx::core;

@@ -12,6 +12,8 @@
 #include "mlxgp/rotating_kv_cache.h"
 #include "test_models_util.h"
 
+namespace mx = mlx::core;
+
 using namespace mlxgp;
 using mlxgp::testing::max_abs_diff;
 

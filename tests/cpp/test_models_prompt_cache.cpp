@@ -6,6 +6,8 @@
 #include "mlxgp/safetensors_io.h"
 #include "test_models_util.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::testing {
 namespace {
 

@@ -13,6 +13,8 @@
 #include "mlxgp/tokenizer.h"
 #include "test_models_util.h"
 
+namespace mx = mlx::core;
+
 using namespace mlxgp;
 using namespace mlxgp::testing;
 

@@ -14,6 +14,8 @@
 #include "mlxgp/loader.h"
 #include "test_util.h"
 
+namespace mx = mlx::core;
+
 using namespace mlxgp;
 using mlxgp::testing::error_of;
 namespace fs = std::filesystem;

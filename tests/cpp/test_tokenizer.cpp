@@ -16,6 +16,8 @@
 #include "test_util.h"
 #include "mlxgp/tokenizer.h"
 
+namespace mx = mlx::core;
+
 using mlxgp::Error;
 using mlxgp::StreamingDetokenizer;
 using mlxgp::Tokenizer;

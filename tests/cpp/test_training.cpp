@@ -10,6 +10,8 @@
 #include "mlxgp/steering.h"
 #include "mlxgp/training.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::testing {
 namespace {
 

@@ -9,6 +9,8 @@
 #include "mlxgp/safetensors_io.h"
 #include "test_models_util.h"
 
+namespace mx = mlx::core;
+
 using namespace mlxgp;
 using namespace mlxgp::testing;
 

@@ -17,6 +17,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/prompt_cache.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 struct BatchEngine::Request {

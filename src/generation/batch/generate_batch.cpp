@@ -7,6 +7,8 @@
 #include "mlxgp/batch_engine.h"
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

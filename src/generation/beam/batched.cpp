@@ -11,6 +11,8 @@
 #include "mlxgp/batch_cache.h"
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::beam {
 
 std::vector<GenerationResult> batched_beam_search(Model& model, std::shared_ptr<const Tokenizer> tokenizer,

@@ -15,6 +15,8 @@
 #include "generation/prompt_budget.h"
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::beam {
 
 BeamRunner::BeamRunner(Model& model, std::shared_ptr<const Tokenizer> tokenizer, const GenerationConfig& config,

@@ -7,6 +7,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/model.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::beam {
 
 BeamProcessors::BeamProcessors(Model& model, const GenerationConfig& config, const GeneratorOptions& options) {

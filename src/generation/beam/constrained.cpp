@@ -16,6 +16,8 @@
 #include "generation/beam/searches.h"
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::beam {
 
 namespace {

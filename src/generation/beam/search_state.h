@@ -12,6 +12,8 @@
 #include "generation/beam/beam_processors.h"
 #include "generation/core/sampler.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::beam {
 
 class BeamSearchState {

@@ -15,6 +15,8 @@
 #include "generation/beam/search_state.h"
 #include "generation/core/sampler.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::beam {
 
 namespace {

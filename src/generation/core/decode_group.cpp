@@ -10,6 +10,8 @@
 #include "generation/prompt_budget.h"
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

@@ -15,6 +15,8 @@
 #include "generation/core/step_recorder.h"
 #include "mlxgp/generate.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 class DecodeGroup {

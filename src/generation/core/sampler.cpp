@@ -8,6 +8,8 @@
 #include <mlx/mlx.h>
 #include <mlx/random.h>
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

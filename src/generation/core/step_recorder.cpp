@@ -4,6 +4,8 @@
 
 #include <mlx/mlx.h>
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 void StepRecorder::record(const mx::array& raw, const mx::array& scores, const mx::array& tokens) {

@@ -8,6 +8,8 @@
 
 #include "mlxgp/logits_processor.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::processors {
 
 inline mx::array neg_inf() { return mx::array(-std::numeric_limits<float>::infinity()); }

@@ -13,6 +13,8 @@
 #include "generation/processors/row_kernels.h"
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

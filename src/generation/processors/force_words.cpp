@@ -17,6 +17,8 @@
 #include "generation/processors/common.h"
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

@@ -10,6 +10,8 @@
 #include "mlxgp/logits_processor.h"
 #include "mlxgp/model.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

@@ -15,6 +15,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/tokenizer.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

@@ -13,6 +13,8 @@
 #include "kernels/row_major.h"
 #include "generation/processors/row_kernels.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::processors {
 
 namespace {

@@ -8,6 +8,8 @@
 #include "generation/processors/common.h"
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

@@ -9,6 +9,8 @@
 #include "mlxgp/logits_processor.h"
 #include "mlxgp/model.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 LogitsProcessorList::LogitsProcessorList(const LogitsProcessorList& other) {

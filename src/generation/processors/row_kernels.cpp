@@ -12,6 +12,8 @@
 #include "kernels/cpu_task.h"
 #include "kernels/row_major.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::processors {
 
 namespace {

@@ -9,6 +9,8 @@
 
 #include "mlxgp/logits_processor.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::processors {
 
 // True when row kernels may replace device ops: float32 [B, V] logits on the CPU device, and

@@ -10,6 +10,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/logits_processor.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

@@ -9,6 +9,8 @@
 #include "generation/processors/common.h"
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

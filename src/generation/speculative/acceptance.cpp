@@ -4,6 +4,8 @@
 
 #include <mlx/mlx.h>
 
+namespace mx = mlx::core;
+
 namespace mlxgp::speculative {
 
 namespace {

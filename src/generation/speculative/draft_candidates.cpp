@@ -9,6 +9,8 @@
 #include "generation/speculative/processor_track.h"
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::speculative {
 
 namespace {

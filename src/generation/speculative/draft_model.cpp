@@ -5,6 +5,8 @@
 #include "mlxgp/error.h"
 #include "mlxgp/loader.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::speculative {
 
 namespace {

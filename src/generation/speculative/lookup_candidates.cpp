@@ -2,6 +2,8 @@
 #include "generation/speculative/candidates.h"
 #include "generation/speculative/prompt_lookup.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::speculative {
 
 namespace {

@@ -2,6 +2,8 @@
 
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::speculative {
 
 void ProcessorTrack::begin() {

@@ -12,6 +12,8 @@
 
 #include "mlxgp/logits_processor.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::speculative {
 
 class ProcessorTrack {

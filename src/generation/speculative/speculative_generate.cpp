@@ -25,6 +25,8 @@
 #include "mlxgp/cache_options.h"
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {

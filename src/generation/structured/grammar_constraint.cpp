@@ -18,6 +18,8 @@
 #include "generation/structured/token_vocab.h"
 #include "mlxgp/error.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp {
 
 namespace {
