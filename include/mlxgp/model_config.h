@@ -7,13 +7,17 @@
 
 namespace mlxgp {
 
-// HF `rope_scaling` (Llama-3 style "llama3", plus "linear" and "default").
+// HF `rope_scaling` / `rope_parameters`: "linear", "llama3" and "longrope" (Phi-3's, alias "su").
 struct RopeScaling {
   std::string rope_type = "default";
   float factor = 1.0f;
   float low_freq_factor = 1.0f;
   float high_freq_factor = 4.0f;
   int original_max_position_embeddings = 8192;
+  // longrope: per-frequency divisors below / above original_max_position_embeddings, and the cos/sin
+  // multiplier (absent: sqrt(1 + ln(factor) / ln(original_max_position_embeddings)), as transformers).
+  std::vector<float> short_factor, long_factor;
+  std::optional<float> attention_factor;
 };
 
 // MLX quantized checkpoints: config.json "quantization": {"group_size": 64, "bits": 4}.
@@ -23,7 +27,7 @@ struct QuantizationConfig {
 };
 
 struct ModelConfig {
-  std::string model_type;  // HF model_type: llama, mistral, qwen2, qwen3
+  std::string model_type;  // HF model_type (models/registry.cpp lists the supported ones)
   int vocab_size = 0;
   int hidden_size = 0;
   int intermediate_size = 0;
@@ -47,6 +51,31 @@ struct ModelConfig {
   std::vector<int> eos_token_id;  // config.json allows an int or a list
   std::optional<int> pad_token_id;
   std::optional<QuantizationConfig> quantization;
+
+  // Architecture extras (gemma*, phi3, granite, olmo2, smollm3); the defaults change nothing.
+  float partial_rotary_factor = 1.0f;  // rotary dims = head_dim * factor (phi3)
+  // gemma3: the sliding layers' own rope (rope_parameters.sliding_attention / rope_local_base_freq).
+  std::optional<float> sliding_rope_theta;
+  std::optional<RopeScaling> sliding_rope_scaling;
+  std::optional<float> query_pre_attn_scalar;    // gemma2/3: attention scale = scalar^-0.5
+  std::optional<float> attn_logit_softcapping;   // gemma2/3: scores = cap * tanh(scores / cap)
+  std::optional<float> final_logit_softcapping;  // gemma2/3: logits = cap * tanh(logits / cap)
+  // granite: inputs x embedding_multiplier, block outputs x residual_multiplier, attention scale
+  // attention_multiplier, logits / logits_scaling.
+  float embedding_multiplier = 1.0f, residual_multiplier = 1.0f, logits_scaling = 1.0f;
+  std::optional<float> attention_multiplier;
+  std::vector<bool> rope_layers;  // smollm3 no_rope_layers (1 = rotary); empty: every layer rotates
+
+  // Mixture of experts (mixtral, qwen2_moe, qwen3_moe): num_local_experts / num_experts, top-k routing.
+  std::optional<bool> qkv_bias;  // qwen2_moe's switch for q/k/v biases (its default: on)
+  int num_experts = 0;  // 0: dense MLP in every layer
+  int num_experts_per_tok = 0;
+  int moe_intermediate_size = 0;            // qwen*_moe expert width (mixtral: intermediate_size)
+  int shared_expert_intermediate_size = 0;  // qwen2_moe's always-on expert (0: none)
+  bool norm_topk_prob = false;              // renormalise the top-k probabilities (mixtral always does)
+  // qwen*_moe: layer i is sparse when i is not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0.
+  int decoder_sparse_step = 1;
+  std::vector<int> mlp_only_layers;
 };
 
 // Parses config.json text; throws [config] on malformed JSON or missing/invalid required fields.

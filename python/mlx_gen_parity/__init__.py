@@ -23,7 +23,7 @@ from ._generate import GenerationStream, generate, stream_generate
 from ._load import load
 from ._training import SGD, AdamW, TrainingConfig, add_lora, loss_forward, train_step, xent_loss
 from ._core import (ActivationCaptureHook, Hook, LogitBiasHook, Model, ModelArgs, ResidualInjectionHook,
-                    SoftPromptHook, Tokenizer)
+                    SoftPromptHook, Tokenizer, supported_model_types)
 from ._hooks import add_hook, extract_steering_vector, remove_hook
 
 __version__ = _core.__version__
@@ -33,5 +33,5 @@ __all__ = [
     "Hook", "LogitBiasHook", "ResidualInjectionHook", "SoftPromptHook", "ActivationCaptureHook",
     "add_hook", "remove_hook", "extract_steering_vector",
     "TrainingConfig", "AdamW", "SGD", "train_step", "loss_forward", "xent_loss", "add_lora",
-    "Model", "ModelArgs", "Tokenizer", "__version__",
+    "Model", "ModelArgs", "Tokenizer", "supported_model_types", "__version__",
 ]

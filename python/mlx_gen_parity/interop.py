@@ -89,6 +89,13 @@ def _extras(module):
     return {k: v for k, v in module.items() if k.startswith("_") and isinstance(v, mx.array)}
 
 
+# What mlx-lm's modules hard-code instead of reading from ModelArgs (mlx-lm 0.32: gemma's MLP is exact
+# gelu, gemma2's and gemma3_text's the tanh form), so a wrapped module computes what mlx-lm computes.
+_MLX_LM_IMPLIED = {"gemma": {"hidden_act": "gelu"},
+                   "gemma2": {"hidden_activation": "gelu_pytorch_tanh"},
+                   "gemma3_text": {"hidden_activation": "gelu_pytorch_tanh"}}
+
+
 def _args_config(module, weights):
     """config.json fields from the module's ModelArgs (HF names in mlx-lm), its tied head and quantization."""
     args = getattr(module, "args", None)
@@ -97,6 +104,7 @@ def _args_config(module, weights):
     cfg = dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(vars(args))
     cfg = {k: v for k, v in cfg.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
     cfg["tie_word_embeddings"] = "lm_head.weight" not in weights
+    cfg.update(_MLX_LM_IMPLIED.get(cfg.get("model_type"), {}))
     for _, m in module.named_modules():
         if hasattr(m, "bits") and hasattr(m, "group_size"):
             cfg["quantization"] = {"group_size": m.group_size, "bits": m.bits, "mode": getattr(m, "mode", "affine")}

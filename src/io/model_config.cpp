@@ -48,21 +48,41 @@ std::optional<int> get_opt_int(const json& j, const char* key) {
   return get_int(j, key, 0);
 }
 
+std::vector<float> get_floats(const json& j, const char* key) {
+  std::vector<float> out;
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return out;
+  if (!it->is_array()) fail("config", std::string("field '") + key + "' must be a list of numbers");
+  for (auto& e : *it) {
+    if (!e.is_number()) fail("config", std::string("field '") + key + "' must be a list of numbers");
+    out.push_back(e.get<float>());
+  }
+  return out;
+}
+
 // HF rope dict: {"rope_type" | "type", "factor", "low_freq_factor", ...}.
 std::optional<RopeScaling> parse_rope(const json& r) {
   if (!r.is_object()) fail("config", "rope_scaling/rope_parameters must be an object");
   RopeScaling s;
   if (auto it = r.find("rope_type"); it != r.end() && it->is_string()) s.rope_type = *it;
   else if (auto t = r.find("type"); t != r.end() && t->is_string()) s.rope_type = *t;
-  s.factor = get_float(r, "factor", 1.0f);
+  if (s.rope_type == "su") s.rope_type = "longrope";  // Phi-3's original name (transformers maps it)
+  // A longrope factor left out is derived from the context lengths (parse_model_config).
+  s.factor = get_float(r, "factor", s.rope_type == "longrope" ? 0.0f : 1.0f);
   s.low_freq_factor = get_float(r, "low_freq_factor", 1.0f);
   s.high_freq_factor = get_float(r, "high_freq_factor", 4.0f);
-  s.original_max_position_embeddings = get_int(r, "original_max_position_embeddings", 8192);
-  if (s.rope_type != "default" && s.rope_type != "linear" && s.rope_type != "llama3")
-    fail("config", "unsupported rope_type '" + s.rope_type + "' (supported: default, linear, llama3)");
-  if (s.factor <= 0) fail("config", "rope scaling factor must be positive");
+  s.original_max_position_embeddings = get_int(r, "original_max_position_embeddings", 0);
+  if (s.rope_type != "default" && s.rope_type != "linear" && s.rope_type != "llama3" && s.rope_type != "longrope")
+    fail("config", "unsupported rope_type '" + s.rope_type + "' (supported: default, linear, llama3, longrope)");
+  if (s.rope_type != "longrope" && s.factor <= 0) fail("config", "rope scaling factor must be positive");
   if (s.rope_type == "llama3" && s.high_freq_factor == s.low_freq_factor)
     fail("config", "llama3 rope scaling needs high_freq_factor != low_freq_factor");
+  if (s.rope_type == "longrope") {
+    s.short_factor = get_floats(r, "short_factor");
+    s.long_factor = get_floats(r, "long_factor");
+    if (auto it = r.find("attention_factor"); it != r.end() && !it->is_null())
+      s.attention_factor = get_float(r, "attention_factor", 1.0f);
+  }
   if (s.rope_type == "default") return std::nullopt;
   return s;
 }
@@ -71,6 +91,177 @@ std::string number_text(double x) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", x);
   return buf;
+}
+
+std::vector<bool> layer_types_sliding(const json& types, int layers) {
+  if (!types.is_array() || static_cast<int>(types.size()) != layers)
+    fail("config", "layer_types must list one entry per layer");
+  std::vector<bool> out;
+  for (auto& e : types) {
+    if (!e.is_string()) fail("config", "layer_types entries must be strings");
+    const auto t = e.get<std::string>();
+    if (t != "sliding_attention" && t != "full_attention")
+      fail("config", "unsupported layer type '" + t + "' (supported: full_attention, sliding_attention)");
+    out.push_back(t == "sliding_attention");
+  }
+  return out;
+}
+
+// Which layers attend within sliding_window, as each transformers 5 architecture decides.
+void parse_sliding_layers(const json& j, ModelConfig& c) {
+  const auto& mt = c.model_type;
+  const int n = c.num_hidden_layers;
+  c.sliding_window = get_opt_int(j, "sliding_window");
+  // qwen2/qwen3/smollm3 carry a sliding_window that only applies when use_sliding_window is true (their
+  // configs default it to false); mistral and phi3 have no such switch.
+  const bool switched = mt == "qwen2" || mt == "qwen3" || mt == "smollm3" || mt == "qwen2_moe" || mt == "qwen3_moe";
+  if (!get_bool(j, "use_sliding_window", !switched)) c.sliding_window.reset();
+  if (c.sliding_window && *c.sliding_window < 1) fail("config", "sliding_window must be at least 1");
+  if (!c.sliding_window) return;
+  auto types = j.find("layer_types");
+  const bool has_types = types != j.end() && !types->is_null();
+  if (mt == "mistral" || mt == "phi3" || mt == "mixtral" || mt == "qwen3_moe") {
+    c.sliding_layers.assign(n, true);  // these configs ignore layer_types: every layer slides
+  } else if (switched || mt == "gemma2" || mt == "gemma3_text") {
+    if (has_types) {
+      c.sliding_layers = layer_types_sliding(*types, n);
+    } else if (mt == "gemma2") {  // Gemma2Config's default: even layers slide
+      for (int i = 0; i < n; ++i) c.sliding_layers.push_back(i % 2 == 0);
+    } else if (mt == "gemma3_text") {  // every sliding_window_pattern-th layer is global
+      const int pattern = get_int(j, "sliding_window_pattern", 6);
+      if (pattern < 1) fail("config", "sliding_window_pattern must be at least 1");
+      for (int i = 0; i < n; ++i) c.sliding_layers.push_back((i + 1) % pattern != 0);
+    } else if (mt == "smollm3") {
+      c.sliding_layers.assign(n, false);
+    } else if (mt == "qwen2_moe") {  // Qwen2MoeConfig: odd-numbered layers below max_window_layers
+      const int first = get_int(j, "max_window_layers", 28);
+      for (int i = 0; i < n; ++i) c.sliding_layers.push_back((i + 1) % 2 != 0 && i < first);
+    } else {
+      const int first = get_int(j, "max_window_layers", 28);
+      for (int i = 0; i < n; ++i) c.sliding_layers.push_back(i >= first);
+    }
+  }
+}
+
+// rope_theta / rope_scaling: transformers 5.x `rope_parameters` (flat, or one dict per layer type as
+// gemma3 writes it) and the older top-level `rope_theta` + `rope_scaling` (+ gemma3's rope_local_base_freq).
+void parse_rope_fields(const json& j, ModelConfig& c) {
+  c.rope_theta = get_float(j, "rope_theta", c.rope_theta);
+  c.partial_rotary_factor = get_float(j, "partial_rotary_factor", c.partial_rotary_factor);
+  if (auto it = j.find("rope_local_base_freq"); it != j.end() && !it->is_null())
+    c.sliding_rope_theta = get_float(j, "rope_local_base_freq", 10000.0f);
+  if (auto it = j.find("rope_parameters"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) fail("config", "rope_parameters must be an object");
+    const bool nested = it->contains("full_attention") || it->contains("sliding_attention");
+    for (auto& [key, value] : it->items()) {
+      if (nested && key != "full_attention" && key != "sliding_attention")
+        fail("config", "rope_parameters has unknown layer type '" + key + "'");
+    }
+    auto read = [&](const json& r, float& theta, std::optional<RopeScaling>& scaling) {
+      if (!r.is_object()) fail("config", "rope_parameters must be an object");
+      theta = get_float(r, "rope_theta", theta);
+      c.partial_rotary_factor = get_float(r, "partial_rotary_factor", c.partial_rotary_factor);
+      scaling = parse_rope(r);
+    };
+    if (!nested) read(*it, c.rope_theta, c.rope_scaling);
+    if (auto f = it->find("full_attention"); nested && f != it->end() && !f->is_null())
+      read(*f, c.rope_theta, c.rope_scaling);
+    if (auto s = it->find("sliding_attention"); nested && s != it->end() && !s->is_null()) {
+      float theta = c.sliding_rope_theta.value_or(c.rope_theta);
+      read(*s, theta, c.sliding_rope_scaling);
+      c.sliding_rope_theta = theta;
+    }
+  }
+  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) c.rope_scaling = parse_rope(*it);
+  if (c.rope_theta <= 0) fail("config", "rope_theta must be positive");
+  if (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1))
+    fail("config", "partial_rotary_factor must be in (0, 1]");
+  // transformers' standardize_rope_params: the pre-training length defaults to max_position_embeddings,
+  // and Phi-3's top-level original_max_position_embeddings takes priority.
+  for (auto* s : {&c.rope_scaling, &c.sliding_rope_scaling}) {
+    if (!*s) continue;
+    auto& r = **s;
+    if (auto top = get_int(j, "original_max_position_embeddings", 0); top > 0 && r.rope_type == "longrope")
+      r.original_max_position_embeddings = top;
+    if (r.original_max_position_embeddings == 0) r.original_max_position_embeddings = c.max_position_embeddings;
+    if (r.rope_type == "longrope") {
+      if (r.original_max_position_embeddings <= 0)
+        fail("config", "longrope needs original_max_position_embeddings > 0");
+      if (r.factor == 0)
+        r.factor = static_cast<float>(c.max_position_embeddings) / r.original_max_position_embeddings;
+      const size_t half = static_cast<size_t>(c.head_dim * c.partial_rotary_factor) / 2;
+      if (r.short_factor.size() != half || r.long_factor.size() != half)
+        fail("config", "longrope short_factor and long_factor must each hold " + std::to_string(half) +
+                           " values (rotary dims / 2)");
+      for (auto* v : {&r.short_factor, &r.long_factor})
+        for (float x : *v)
+          if (!std::isfinite(x) || x <= 0) fail("config", "longrope factors must be finite and positive");
+    }
+  }
+}
+
+std::optional<float> get_opt_float(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  return get_float(j, key, 0.0f);
+}
+
+// Fields of gemma2/gemma3 (scale, soft-capping), granite (multipliers) and smollm3 (layers without RoPE).
+// Options that change the math and that mlxgp does not implement are refused by name.
+void parse_architecture_fields(const json& j, ModelConfig& c) {
+  c.query_pre_attn_scalar = get_opt_float(j, "query_pre_attn_scalar");
+  c.attn_logit_softcapping = get_opt_float(j, "attn_logit_softcapping");
+  c.final_logit_softcapping = get_opt_float(j, "final_logit_softcapping");
+  c.embedding_multiplier = get_float(j, "embedding_multiplier", 1.0f);
+  c.residual_multiplier = get_float(j, "residual_multiplier", 1.0f);
+  c.logits_scaling = get_float(j, "logits_scaling", 1.0f);
+  c.attention_multiplier = get_opt_float(j, "attention_multiplier");
+  for (auto [name, v] : {std::pair{"query_pre_attn_scalar", c.query_pre_attn_scalar},
+                         {"attn_logit_softcapping", c.attn_logit_softcapping},
+                         {"final_logit_softcapping", c.final_logit_softcapping},
+                         {"attention_multiplier", c.attention_multiplier},
+                         {"embedding_multiplier", std::optional<float>(c.embedding_multiplier)},
+                         {"residual_multiplier", std::optional<float>(c.residual_multiplier)},
+                         {"logits_scaling", std::optional<float>(c.logits_scaling)}})
+    if (v && !(std::isfinite(*v) && *v > 0))
+      fail("config", std::string("field '") + name + "' must be a finite number > 0, got " + number_text(*v));
+  if (auto it = j.find("no_rope_layers"); it != j.end() && !it->is_null()) {
+    if (!it->is_array() || static_cast<int>(it->size()) != c.num_hidden_layers)
+      fail("config", "no_rope_layers must list one entry per layer");
+    for (auto& e : *it) {
+      if (!e.is_number_integer() || (e.get<int>() != 0 && e.get<int>() != 1))
+        fail("config", "no_rope_layers entries must be 0 or 1");
+      c.rope_layers.push_back(e.get<int>() == 1);
+    }
+  } else if (c.model_type == "smollm3") {  // SmolLM3Config's default: every interval-th layer has no RoPE
+    const int interval = get_int(j, "no_rope_layer_interval", 4);
+    if (interval < 1) fail("config", "no_rope_layer_interval must be at least 1");
+    for (int i = 0; i < c.num_hidden_layers; ++i) c.rope_layers.push_back((i + 1) % interval != 0);
+  }
+  if (auto it = j.find("qkv_bias"); it != j.end() && !it->is_null()) c.qkv_bias = get_bool(j, "qkv_bias", true);
+  c.num_experts = get_int(j, "num_local_experts", get_int(j, "num_experts", 0));
+  if (c.num_experts > 0) {
+    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", 2);
+    if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
+      fail("config", "num_experts_per_tok must be in [1, num_experts]");
+    c.moe_intermediate_size = get_int(j, "moe_intermediate_size", c.intermediate_size);
+    c.shared_expert_intermediate_size = get_int(j, "shared_expert_intermediate_size", 0);
+    c.norm_topk_prob = get_bool(j, "norm_topk_prob", c.model_type == "mixtral");
+    c.decoder_sparse_step = get_int(j, "decoder_sparse_step", 1);
+    if (c.decoder_sparse_step < 1) fail("config", "decoder_sparse_step must be at least 1");
+    if (auto it = j.find("mlp_only_layers"); it != j.end() && !it->is_null()) {
+      if (!it->is_array()) fail("config", "mlp_only_layers must be a list of layer indices");
+      for (auto& e : *it) {
+        if (!e.is_number_integer()) fail("config", "mlp_only_layers must be a list of layer indices");
+        c.mlp_only_layers.push_back(e.get<int>());
+      }
+    }
+    if (c.moe_intermediate_size <= 0) fail("config", "moe_intermediate_size must be positive");
+  }
+  if (get_bool(j, "use_bidirectional_attention", false))
+    fail("config", "use_bidirectional_attention is not supported (causal attention only)");
+  if (auto it = j.find("clip_qkv"); it != j.end() && !it->is_null())
+    fail("config", "clip_qkv is not supported");
 }
 
 }  // namespace
@@ -145,30 +336,10 @@ ModelConfig parse_model_config(const std::string& json_text) {
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", c.tie_word_embeddings);
   c.attention_bias = get_bool(j, "attention_bias", c.attention_bias);
   c.mlp_bias = get_bool(j, "mlp_bias", c.mlp_bias);
-  c.sliding_window = get_opt_int(j, "sliding_window");
-  // qwen2/qwen3 carry a sliding_window that only applies when use_sliding_window is true (transformers
-  // Qwen2Config defaults it to false); mistral has no such switch.
-  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
-  if (!get_bool(j, "use_sliding_window", !qwen)) c.sliding_window.reset();
-  if (c.sliding_window && *c.sliding_window < 1) fail("config", "sliding_window must be at least 1");
-  // Which layers slide, as transformers 5 decides: MistralConfig ignores layer_types (all layers use
-  // config.sliding_window); Qwen2Config/Qwen3Config take layer_types, else layers >= max_window_layers.
-  if (c.sliding_window && c.model_type == "mistral") {
-    c.sliding_layers.assign(c.num_hidden_layers, true);
-  } else if (c.sliding_window && qwen) {
-    if (auto it = j.find("layer_types"); it != j.end() && !it->is_null()) {
-      if (!it->is_array() || static_cast<int>(it->size()) != c.num_hidden_layers)
-        fail("config", "layer_types must list one entry per layer");
-      for (auto& e : *it) {
-        if (!e.is_string()) fail("config", "layer_types entries must be strings");
-        c.sliding_layers.push_back(e.get<std::string>() == "sliding_attention");
-      }
-    } else {
-      const int first = get_int(j, "max_window_layers", 28);
-      for (int i = 0; i < c.num_hidden_layers; ++i) c.sliding_layers.push_back(i >= first);
-    }
-  }
+  parse_sliding_layers(j, c);
   if (auto it = j.find("hidden_act"); it != j.end() && it->is_string()) c.hidden_act = *it;
+  // gemma2/gemma3 name it hidden_activation (transformers reads only that one for them).
+  if (auto it = j.find("hidden_activation"); it != j.end() && it->is_string()) c.hidden_act = *it;
   c.bos_token_id = get_opt_int(j, "bos_token_id");
   c.pad_token_id = get_opt_int(j, "pad_token_id");
   if (auto it = j.find("eos_token_id"); it != j.end() && !it->is_null()) {
@@ -183,15 +354,8 @@ ModelConfig parse_model_config(const std::string& json_text) {
       fail("config", "eos_token_id must be an integer or a list of integers");
     }
   }
-  // transformers 5.x nests rope_theta inside rope_parameters; older files keep it top level.
-  c.rope_theta = get_float(j, "rope_theta", c.rope_theta);
-  if (auto it = j.find("rope_parameters"); it != j.end() && !it->is_null()) {
-    if (!it->is_object()) fail("config", "rope_parameters must be an object");
-    c.rope_theta = get_float(*it, "rope_theta", c.rope_theta);
-    c.rope_scaling = parse_rope(*it);
-  }
-  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) c.rope_scaling = parse_rope(*it);
-  if (c.rope_theta <= 0) fail("config", "rope_theta must be positive");
+  parse_rope_fields(j, c);
+  parse_architecture_fields(j, c);
   if (auto it = j.find("quantization"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) fail("config", "quantization must be an object");
     QuantizationConfig q;

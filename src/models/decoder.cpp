@@ -1,6 +1,7 @@
 #include "models/decoder.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "mlxgp/error.h"
@@ -32,14 +33,15 @@ AttentionMask sliding_window_mask(int offset, int n, int window, const Attention
 
 DecoderModel::DecoderModel(const ModelConfig& c, WeightMap weights, const DecoderOptions& options)
     : config_(c), options_(options) {
-  if (c.hidden_act != "silu")
-    fail("model", "unsupported hidden_act '" + c.hidden_act + "' (supported: silu)");
+  layers::parse_activation(c.hidden_act);  // names an unsupported activation before any tensor is read
   build(weights);
 }
 
-void DecoderModel::build(const WeightMap& weights) {
+void DecoderModel::build(const WeightMap& loaded) {
   // Everything is loaded into locals first, so a bad tensor leaves the model untouched.
   const auto& c = config_;
+  WeightMap weights = loaded;
+  layers::stack_experts(weights, c, options_.moe);  // HF per-expert tensors -> stacked (switch_mlp)
   layers::UsedNames used;
   auto embed = layers::Embedding::load(weights, "model.embed_tokens", c.vocab_size, c.hidden_size);
   // The config's layer count is checked against the layers the weights hold before anything is sized by
@@ -56,17 +58,32 @@ void DecoderModel::build(const WeightMap& weights) {
                       std::to_string(present) + " (model.layers.N tensors)");
   std::vector<Block> blocks;
   blocks.reserve(c.num_hidden_layers);
+  using Norms = DecoderOptions::Norms;
+  const auto& o = options_;
+  auto norm_at = [&](const std::string& name) {
+    return layers::RMSNorm::load(weights, name, c.hidden_size, c.rms_norm_eps, o.norm_plus_one);
+  };
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i);
-    blocks.push_back(Block{
-        layers::RMSNorm::load(weights, p + ".input_layernorm.weight", c.hidden_size, c.rms_norm_eps),
-        layers::RMSNorm::load(weights, p + ".post_attention_layernorm.weight", c.hidden_size, c.rms_norm_eps),
-        layers::Attention::load(weights, p + ".self_attn", c, options_.attention),
-        layers::SwiGLU::load(weights, p + ".mlp", c),
-    });
+    Block b{std::nullopt, std::nullopt, std::nullopt, std::nullopt,
+            layers::Attention::load(weights, p + ".self_attn", c, o.attention, i), std::nullopt, std::nullopt};
+    if (layers::is_moe_layer(c, i))
+      b.moe = layers::SparseMoe::load(weights, p + (o.moe.mixtral_names ? ".block_sparse_moe" : ".mlp"), c, o.moe);
+    else
+      b.mlp = layers::SwiGLU::load(weights, p + ".mlp", c, o.fused_mlp);
+    if (o.norms != Norms::Post) b.input_norm = norm_at(p + ".input_layernorm.weight");
+    b.post_attention_norm = norm_at(p + ".post_attention_layernorm.weight");
+    if (o.norms == Norms::Sandwich) b.pre_feedforward_norm = norm_at(p + ".pre_feedforward_layernorm.weight");
+    if (o.norms != Norms::Pre) b.post_feedforward_norm = norm_at(p + ".post_feedforward_layernorm.weight");
+    blocks.push_back(std::move(b));
   }
-  auto norm = layers::RMSNorm::load(weights, "model.norm.weight", c.hidden_size, c.rms_norm_eps);
+  auto norm = norm_at("model.norm.weight");
   embed.dequant_dtype = norm.weight->dtype();  // the activation dtype (see io/loader.cpp)
+  if (o.scale_embeddings) {
+    // transformers' ScaledWordEmbedding: torch.tensor(hidden_size**0.5) cast to the weights' dtype.
+    embed_scale_ = mx::astype(mx::array(static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)))),
+                              norm.weight->dtype());
+  }
   // transformers ties the head whenever tie_word_embeddings is set, even if lm_head.weight is saved.
   std::optional<layers::Linear> head;
   if (!c.tie_word_embeddings) head = layers::Linear::load(weights, "lm_head", c.hidden_size, c.vocab_size, false);
@@ -99,7 +116,8 @@ void DecoderModel::set_parameters(const WeightMap& updates, bool allow_new) {
 
 mx::array DecoderModel::embed(const mx::array& tokens) const {
   if (tokens.ndim() != 2) fail("model", "token ids must be a [batch, length] array");
-  return embed_tokens_(mx::astype(tokens, mx::int32));
+  auto e = embed_tokens_(mx::astype(tokens, mx::int32));
+  return embed_scale_ ? mx::multiply(e, mx::astype(*embed_scale_, e.dtype())) : e;
 }
 
 mx::array DecoderModel::forward_embeddings(const mx::array& embeddings, KVCacheList& caches) {
@@ -116,8 +134,13 @@ mx::array DecoderModel::forward_embeddings_last(const mx::array& embeddings, KVC
 }
 
 mx::array DecoderModel::lm_head(const mx::array& hidden) const {
-  auto logits = lm_head_ ? (*lm_head_)(hidden) : embed_tokens_.as_linear(hidden);
-  return mx::astype(logits, mx::float32);
+  auto logits = mx::astype(lm_head_ ? (*lm_head_)(hidden) : embed_tokens_.as_linear(hidden), mx::float32);
+  if (auto cap = config_.final_logit_softcapping) {  // gemma2: cap * tanh(logits / cap)
+    auto capv = mx::array(*cap);
+    logits = mx::multiply(mx::tanh(mx::divide(logits, capv)), capv);
+  }
+  if (config_.logits_scaling != 1.0f) logits = mx::divide(logits, mx::array(config_.logits_scaling));  // granite
+  return logits;
 }
 
 mx::array DecoderModel::head(const mx::array& h, int offset) {
@@ -125,6 +148,23 @@ mx::array DecoderModel::head(const mx::array& h, int offset) {
   if (hooks().wants(HookPoint::Logits))
     logits = hooks().run({HookPoint::Logits, -1, offset, hooks().prompt_length()}, logits, *this);
   return logits;
+}
+
+mx::array DecoderModel::block(const Block& b, const mx::array& x, KVCache& cache, const AttentionMask* mask) const {
+  using Norms = DecoderOptions::Norms;
+  const auto norms = options_.norms;
+  auto residual = [&](const mx::array& r, const mx::array& y) {  // granite: residual + y * multiplier
+    const float m = config_.residual_multiplier;
+    return mx::add(r, m == 1.0f ? y : mx::multiply(y, mx::astype(mx::array(m), y.dtype())));
+  };
+  auto a = b.attention(b.input_norm ? (*b.input_norm)(x) : x, cache, mask);
+  if (norms != Norms::Pre) a = (*b.post_attention_norm)(a);
+  auto h = residual(x, a);
+  const auto& pre_mlp = norms == Norms::Pre ? b.post_attention_norm : b.pre_feedforward_norm;
+  auto f_in = pre_mlp ? (*pre_mlp)(h) : h;
+  auto f = b.moe ? (*b.moe)(f_in) : (*b.mlp)(f_in);
+  if (norms != Norms::Pre) f = (*b.post_feedforward_norm)(f);
+  return residual(h, f);
 }
 
 mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& caches) {
@@ -139,6 +179,9 @@ mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& 
   const bool hooked = !hooks.empty();
   const int prompt_length = hooks.prompt_length();
   auto h = embeddings;
+  // granite multiplies whatever enters the stack (its inputs_embeds too).
+  if (config_.embedding_multiplier != 1.0f)
+    h = mx::multiply(h, mx::astype(mx::array(config_.embedding_multiplier), h.dtype()));
   // Embedding hooks may change the length (soft prompts prepend virtual tokens).
   if (hooked && hooks.wants(HookPoint::Embeddings))
     h = hooks.run({HookPoint::Embeddings, -1, offset, prompt_length}, h, *this);
@@ -162,8 +205,7 @@ mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& 
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const auto& b = blocks_[i];
     const AttentionMask* m = sliding && i < slides.size() && slides[i] ? &*sliding : &mask;
-    h = mx::add(h, b.attention(b.input_norm(h), *caches[i], m));
-    h = mx::add(h, b.mlp(b.post_attention_norm(h)));
+    h = block(b, h, *caches[i], m);
     const int layer = static_cast<int>(i);
     if (hooked && hooks.wants(HookPoint::Residual, layer))
       h = hooks.run({HookPoint::Residual, layer, offset, prompt_length}, h, *this);

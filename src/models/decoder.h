@@ -1,11 +1,14 @@
-// DecoderModel: the pre-norm decoder stack (embed -> [norm, attention, residual, norm, SwiGLU,
-// residual] x N -> norm -> head) that llama, mistral, qwen2 and qwen3 share. The per-architecture
-// files only choose DecoderOptions and register a factory.
+// DecoderModel: the decoder stack (embed -> [norm, attention, residual, norm, gated MLP, residual] x N
+// -> norm -> head) that every architecture here shares, with the variations as DecoderOptions (norm
+// placement, gemma's (1 + w) norms and embedding scale, fused projections) and config fields (soft-capping,
+// granite's multipliers, per-layer rope). The per-architecture files only choose DecoderOptions and
+// register a factory.
 #pragma once
 
 #include <vector>
 
 #include "models/layers.h"
+#include "models/moe.h"
 
 namespace mx = mlx::core;
 
@@ -13,6 +16,15 @@ namespace mlxgp {
 
 struct DecoderOptions {
   layers::AttentionOptions attention;
+  // Where each block's norms sit. Pre (llama): input_layernorm before attention, post_attention_layernorm
+  // before the MLP. Sandwich (gemma2/3): also on each sub-layer's output (post_attention_layernorm,
+  // pre_feedforward_layernorm, post_feedforward_layernorm). Post (olmo2): only on the outputs.
+  enum class Norms { Pre, Sandwich, Post } norms = Norms::Pre;
+  bool norm_plus_one = false;     // gemma: every RMSNorm scales by (1 + w)
+  bool scale_embeddings = false;  // gemma: embed() multiplies by sqrt(hidden_size) in the weights' dtype
+  bool fused_mlp = false;         // phi3: gate_up_proj
+  // Mixture of experts when the config has experts (layers::is_moe_layer): mixtral's or qwen's names.
+  layers::MoeOptions moe;
 };
 
 class DecoderModel : public Model {
@@ -33,16 +45,19 @@ class DecoderModel : public Model {
   mx::array head(const mx::array& h, int offset);
   int last_offset_ = 0;  // cache offset at the start of the current forward (for the Logits hooks)
   struct Block {
-    layers::RMSNorm input_norm, post_attention_norm;
+    std::optional<layers::RMSNorm> input_norm, post_attention_norm, pre_feedforward_norm, post_feedforward_norm;
     layers::Attention attention;
-    layers::SwiGLU mlp;
+    std::optional<layers::SwiGLU> mlp;     // dense layers
+    std::optional<layers::SparseMoe> moe;  // mixture-of-experts layers
   };
+  mx::array block(const Block& b, const mx::array& h, KVCache& cache, const AttentionMask* mask) const;
   ModelConfig config_;
   WeightMap weights_;
   DecoderOptions options_;
   layers::Embedding embed_tokens_;
   std::vector<Block> blocks_;
   layers::RMSNorm norm_;
+  std::optional<mx::array> embed_scale_;  // gemma
   std::optional<layers::Linear> lm_head_;  // absent when tied to the embeddings
 };
 
@@ -51,5 +66,11 @@ void register_llama();
 void register_mistral();
 void register_qwen2();
 void register_qwen3();
+void register_gemma();  // gemma, gemma2, gemma3_text
+void register_phi3();
+void register_granite();
+void register_olmo2();
+void register_smollm3();
+void register_moe();  // mixtral, qwen2_moe, qwen3_moe
 
 }  // namespace mlxgp

@@ -1,6 +1,8 @@
 #include "models/layers.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
 #include <sstream>
 #include <vector>
@@ -8,6 +10,8 @@
 #include "mlxgp/error.h"
 #include "kernels/kernels.h"
 #include "mlxgp/quantized_kv_cache.h"
+
+namespace mx = mlx::core;
 
 namespace mlxgp::layers {
 
@@ -63,6 +67,13 @@ mx::array take(const WeightMap& w, const std::string& name, const mx::Shape& sha
   return *a;
 }
 
+void check_quantization(const std::string& wname, int bits, int group_size) {
+  if ((bits != 2 && bits != 3 && bits != 4 && bits != 5 && bits != 6 && bits != 8) ||
+      (group_size != 32 && group_size != 64 && group_size != 128))
+    fail("model", "quantized tensor '" + wname + "' has unsupported bits " + std::to_string(bits) + " / group size " +
+                      std::to_string(group_size));
+}
+
 Linear Linear::load(const WeightMap& w, const std::string& prefix, int in, int out, bool has_bias) {
   Linear l;
   l.in_features = in;
@@ -100,10 +111,7 @@ Linear Linear::load(const WeightMap& w, const std::string& prefix, int in, int o
                         std::to_string(in) + "]");
     l.group_size = in / sc.shape(1);
     l.bits = qw.shape(1) * 32 / in;
-    if ((l.bits != 2 && l.bits != 3 && l.bits != 4 && l.bits != 5 && l.bits != 6 && l.bits != 8) ||
-        (l.group_size != 32 && l.group_size != 64 && l.group_size != 128))
-      fail("model", "quantized tensor '" + wname + "' has unsupported bits " + std::to_string(l.bits) +
-                        " / group size " + std::to_string(l.group_size));
+    check_quantization(wname, l.bits, l.group_size);
     l.weight = qw;
     l.scales = sc;
     UsedNames::record(wname);
@@ -165,26 +173,59 @@ mx::array Embedding::operator()(const mx::array& tokens) const {
   return mx::dequantize(mx::take(*table.weight, tokens, 0), s, b, table.group_size, table.bits);
 }
 
-RMSNorm RMSNorm::load(const WeightMap& w, const std::string& name, int dim, float eps) {
-  return RMSNorm{take(w, name, {dim}), eps};
+RMSNorm RMSNorm::load(const WeightMap& w, const std::string& name, int dim, float eps, bool plus_one) {
+  RMSNorm n{take(w, name, {dim}), eps, std::nullopt};
+  // transformers' GemmaRMSNorm: x.float() normalised, times (1 + w.float()), cast back once.
+  if (plus_one) n.effective = mx::add(mx::astype(*n.weight, mx::float32), mx::array(1.0f));
+  return n;
 }
 
-mx::array RMSNorm::operator()(const mx::array& x) const { return mx::fast::rms_norm(x, *weight, eps); }
+mx::array RMSNorm::operator()(const mx::array& x) const {
+  if (!effective) return mx::fast::rms_norm(x, *weight, eps);
+  if (x.dtype() == mx::float32) return mx::fast::rms_norm(x, *effective, eps);
+  return mx::astype(mx::fast::rms_norm(mx::astype(x, mx::float32), *effective, eps), x.dtype());
+}
 
-Rope Rope::make(const ModelConfig& c, const std::optional<mx::array>& freq_factors) {
+Rope Rope::make(const ModelConfig& c, const std::optional<mx::array>& freq_factors, bool sliding) {
   Rope r;
-  r.dims = c.head_dim;
-  r.base = c.rope_theta;
+  // transformers: dim = int(head_dim * partial_rotary_factor); the rest of each head passes through.
+  r.dims = static_cast<int>(static_cast<double>(c.head_dim) * c.partial_rotary_factor);
+  if (r.dims < 2 || r.dims % 2 != 0)
+    fail("model", "rotary dims head_dim x partial_rotary_factor = " + std::to_string(r.dims) + " must be even");
+  // gemma3's sliding layers rotate with their own base (and scaling); otherwise every layer shares one.
+  const bool own = sliding && c.sliding_rope_theta.has_value();
+  const float theta = own ? *c.sliding_rope_theta : c.rope_theta;
+  const auto& scaling = own ? c.sliding_rope_scaling : c.rope_scaling;
+  r.base = theta;
   if (freq_factors) {
     // llama.cpp: theta_i = pos * inv_freq_i / factor_i, i.e. period_i = factor_i / inv_freq_i.
-    if (c.rope_scaling) fail("model", "rope_freqs factors and rope_scaling cannot be combined");
+    if (scaling) fail("model", "rope_freqs factors and rope_scaling cannot be combined");
     auto exps = mx::divide(mx::arange(0, r.dims, 2, mx::float32), mx::array(static_cast<float>(r.dims)));
-    auto periods = mx::power(mx::array(c.rope_theta), exps);
+    auto periods = mx::power(mx::array(theta), exps);
     r.periods = mx::multiply(periods, mx::astype(*freq_factors, mx::float32));
     return r;
   }
-  if (!c.rope_scaling) return r;
-  const auto& s = *c.rope_scaling;
+  if (!scaling) return r;
+  const auto& s = *scaling;
+  if (s.rope_type == "longrope") {
+    // transformers _compute_longrope_parameters: inv_freq = 1 / (ext_factor_i * base^(2i/dim)).
+    auto periods_of = [&](const std::vector<float>& ext) {
+      if (static_cast<int>(ext.size()) != r.dims / 2)
+        fail("model", "longrope factors must hold rotary dims / 2 = " + std::to_string(r.dims / 2) + " values");
+      std::vector<float> p;
+      for (int i = 0; i < r.dims / 2; ++i)
+        p.push_back(ext[i] * std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(r.dims)));
+      return mx::array(p.data(), {static_cast<int>(p.size())}, mx::float32);
+    };
+    r.periods = periods_of(s.short_factor);
+    r.long_periods = periods_of(s.long_factor);
+    r.original_max = s.original_max_position_embeddings;
+    r.attention_factor = s.attention_factor.value_or(
+        s.factor <= 1.0f ? 1.0f
+                         : static_cast<float>(std::sqrt(1.0 + std::log(static_cast<double>(s.factor)) /
+                                                                  std::log(static_cast<double>(r.original_max)))));
+    return r;
+  }
   if (s.rope_type == "linear") {
     // transformers divides inv_freq by factor == positions scaled by 1/factor.
     r.scale = 1.0f / s.factor;
@@ -194,7 +235,7 @@ Rope Rope::make(const ModelConfig& c, const std::optional<mx::array>& freq_facto
     const double high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
     std::vector<float> periods;
     for (int i = 0; i < r.dims; i += 2) {
-      float inv = 1.0f / std::pow(c.rope_theta, static_cast<float>(i) / r.dims);
+      float inv = 1.0f / std::pow(theta, static_cast<float>(i) / r.dims);
       double wavelen = 2 * std::numbers::pi / inv;
       double scaled = wavelen > low_wavelen ? inv / s.factor : inv;
       if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
@@ -209,45 +250,112 @@ Rope Rope::make(const ModelConfig& c, const std::optional<mx::array>& freq_facto
   return r;
 }
 
+namespace {
+
+// longrope's cos/sin x attention_factor == the rotated features x attention_factor (the pass-through
+// features of a partial rotary stay as they are).
+mx::array scale_rotated(const mx::array& y, int dims, float factor) {
+  if (factor == 1.0f) return y;
+  auto f = mx::array(factor, y.dtype());
+  const int D = y.shape(3);
+  if (dims == D) return mx::multiply(y, f);
+  auto shape = y.shape();
+  shape[3] = dims;
+  auto rotated = mx::multiply(mx::slice(y, {0, 0, 0, 0}, shape), f);
+  return mx::concatenate({rotated, mx::slice(y, {0, 0, 0, dims}, y.shape())}, 3);
+}
+
+}  // namespace
+
+const mx::array* Rope::periods_for(int last_position) const {
+  if (long_periods && last_position + 1 > original_max) return &*long_periods;
+  return periods ? &*periods : nullptr;
+}
+
 mx::array Rope::operator()(const mx::array& x, int offset) const {
-  if (periods) return mx::fast::rope(x, dims, false, std::nullopt, scale, offset, *periods);
+  const auto* p = periods_for(offset + x.shape(2) - 1);
+  if (p) return scale_rotated(mx::fast::rope(x, dims, false, std::nullopt, scale, offset, *p), dims, attention_factor);
   return kernels::rope(x, dims, base, scale, offset);  // mx::fast::rope off the CPU
 }
 
 mx::array Rope::operator()(const mx::array& x, const std::vector<int>& row_offsets) const {
-  if (periods) {
+  int last = 0;
+  for (int o : row_offsets) last = std::max(last, o + x.shape(2) - 1);
+  if (const auto* p = periods_for(last)) {
     mx::array offs(row_offsets.data(), {static_cast<int>(row_offsets.size())}, mx::int32);
-    return mx::fast::rope(x, dims, false, std::nullopt, scale, offs, *periods);
+    return scale_rotated(mx::fast::rope(x, dims, false, std::nullopt, scale, offs, *p), dims, attention_factor);
   }
   return kernels::rope(x, dims, base, scale, row_offsets);
 }
 
 Attention Attention::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c,
-                          const AttentionOptions& o) {
+                          const AttentionOptions& o, int layer) {
   Attention a;
   a.n_heads = c.num_attention_heads;
   a.n_kv_heads = c.num_key_value_heads;
   a.head_dim = c.head_dim;
-  a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  // granite: attention_multiplier is the scale; gemma2/3: query_pre_attn_scalar^-0.5.
+  a.scale = c.attention_multiplier ? *c.attention_multiplier
+            : 1.0f / std::sqrt(c.query_pre_attn_scalar ? *c.query_pre_attn_scalar : static_cast<float>(c.head_dim));
+  a.softcap = c.attn_logit_softcapping;
   const bool bias = o.qkv_bias || c.attention_bias;
   const int q_out = a.n_heads * a.head_dim, kv_out = a.n_kv_heads * a.head_dim;
-  a.q_proj = Linear::load(w, prefix + ".q_proj", c.hidden_size, q_out, bias);
-  a.k_proj = Linear::load(w, prefix + ".k_proj", c.hidden_size, kv_out, bias);
-  a.v_proj = Linear::load(w, prefix + ".v_proj", c.hidden_size, kv_out, bias);
+  if (o.fused_qkv) {
+    a.qkv_proj = Linear::load(w, prefix + ".qkv_proj", c.hidden_size, q_out + 2 * kv_out, bias);
+  } else {
+    a.q_proj = Linear::load(w, prefix + ".q_proj", c.hidden_size, q_out, bias);
+    a.k_proj = Linear::load(w, prefix + ".k_proj", c.hidden_size, kv_out, bias);
+    a.v_proj = Linear::load(w, prefix + ".v_proj", c.hidden_size, kv_out, bias);
+  }
   a.o_proj = Linear::load(w, prefix + ".o_proj", q_out, c.hidden_size, c.attention_bias);
   if (o.qk_norm) {
-    a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", a.head_dim, c.rms_norm_eps);
-    a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", a.head_dim, c.rms_norm_eps);
+    a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", a.head_dim, c.rms_norm_eps, o.norm_plus_one);
+    a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", a.head_dim, c.rms_norm_eps, o.norm_plus_one);
+  } else if (o.qk_norm_full) {
+    a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", q_out, c.rms_norm_eps);
+    a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", kv_out, c.rms_norm_eps);
+    a.full_qk_norm = true;
   }
-  a.rope = Rope::make(c, take_optional(w, "model.rope_freq_factors", {c.head_dim / 2}));
+  const bool rotary = c.rope_layers.empty() || (layer < static_cast<int>(c.rope_layers.size()) && c.rope_layers[layer]);
+  const bool sliding = layer < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[layer];
+  if (rotary) a.rope = Rope::make(c, take_optional(w, "model.rope_freq_factors", {c.head_dim / 2}), sliding);
   return a;
+}
+
+static mx::array softcapped_attention(const mx::array& q, const mx::array& keys, const mx::array& values, float scale,
+                               float softcap, const AttentionMask& mask) {
+  // transformers' eager_attention_forward (gemma2): scores * scaling, / softcap, tanh, * softcap, then
+  // the mask, softmax in float32. Grouped heads: q head h reads kv head h / (H / KV) (repeat_kv).
+  const int B = q.shape(0), H = q.shape(1), T = q.shape(2), D = q.shape(3);
+  const int KV = keys.shape(1), L = keys.shape(2), rep = H / KV;
+  auto qg = mx::reshape(q, {B, KV, rep * T, D});
+  auto s = mx::multiply(mx::matmul(qg, mx::transpose(keys, {0, 1, 3, 2})), mx::array(scale, q.dtype()));
+  auto cap = mx::array(softcap, s.dtype());
+  s = mx::multiply(mx::tanh(mx::divide(s, cap)), cap);
+  s = mx::reshape(mx::astype(s, mx::float32), {B, KV, rep, T, L});
+  std::optional<mx::array> m;
+  if (mask.array) {
+    m = *mask.array;
+    if (m->ndim() == 4) m = mx::expand_dims(*m, 2);  // [B, 1, T, L] -> [B, 1, 1, T, L]
+  } else if (mask.kind == AttentionMask::Kind::Causal) {
+    // Aligned to the last key, as sdpa's "causal": query i sees keys j <= L - T + i.
+    auto qi = mx::reshape(mx::arange(L - T, L, mx::int32), {T, 1});
+    m = mx::less_equal(mx::reshape(mx::arange(L, mx::int32), {1, L}), qi);
+  }
+  if (m) {
+    s = m->dtype() == mx::bool_ ? mx::where(*m, s, mx::array(-std::numeric_limits<float>::infinity()))
+                                : mx::add(s, mx::astype(*m, mx::float32));
+  }
+  auto p = mx::astype(mx::softmax(s, -1), q.dtype());
+  auto o = mx::matmul(mx::reshape(p, {B, KV, rep * T, L}), values);
+  return mx::reshape(o, {B, H, T, D});
 }
 
 mx::array Attention::operator()(const mx::array& x, KVCache& cache, const AttentionMask* mask) const {
   const int B = x.shape(0), T = x.shape(1);
   auto heads = [&](const mx::array& y, int n, const std::optional<RMSNorm>& norm) {
-    auto h = mx::reshape(y, {B, T, n, head_dim});
-    if (norm) h = (*norm)(h);
+    auto h = mx::reshape(full_qk_norm && norm ? (*norm)(y) : y, {B, T, n, head_dim});
+    if (norm && !full_qk_norm) h = (*norm)(h);
     return mx::transpose(h, {0, 2, 1, 3});
   };
   AttentionMask own;
@@ -257,13 +365,31 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
   }
   // A left-padded batch rotates each row from its own position, as transformers' position_ids do.
   auto rotate = [&](const mx::array& h) {
-    return cache.left_padding().empty() ? rope(h, cache.offset()) : rope(h, cache.row_offsets());
+    if (!rope) return h;
+    return cache.left_padding().empty() ? (*rope)(h, cache.offset()) : (*rope)(h, cache.row_offsets());
   };
-  auto q = rotate(heads(q_proj(x), n_heads, q_norm));
-  auto k = rotate(heads(k_proj(x), n_kv_heads, k_norm));
-  auto v = heads(v_proj(x), n_kv_heads, std::nullopt);
+  std::optional<mx::array> xq, xk, xv;
+  if (qkv_proj) {  // phi3: [q; k; v] rows of one projection
+    auto y = (*qkv_proj)(x);
+    const int qo = n_heads * head_dim, ko = n_kv_heads * head_dim;
+    xq = mx::slice(y, {0, 0, 0}, {B, T, qo});
+    xk = mx::slice(y, {0, 0, qo}, {B, T, qo + ko});
+    xv = mx::slice(y, {0, 0, qo + ko}, {B, T, qo + 2 * ko});
+  } else {
+    xq = q_proj(x);
+    xk = k_proj(x);
+    xv = v_proj(x);
+  }
+  auto q = rotate(heads(*xq, n_heads, q_norm));
+  auto k = rotate(heads(*xk, n_kv_heads, k_norm));
+  auto v = heads(*xv, n_kv_heads, std::nullopt);
   std::optional<mx::array> o;
-  if (auto* qc = dynamic_cast<QuantizedKVCache*>(&cache)) {
+  if (softcap) {
+    if (dynamic_cast<QuantizedKVCache*>(&cache))
+      fail("model", "attention soft-capping (attn_logit_softcapping) with a quantized KV cache is not supported");
+    auto [keys, values] = cache.update(k, v);
+    o = softcapped_attention(q, keys, values, scale, *softcap, *mask);
+  } else if (auto* qc = dynamic_cast<QuantizedKVCache*>(&cache)) {
     auto [qk, qv] = qc->update_quantized(k, v);
     o = quantized_attention(q, qk, qv, scale, *mask, qc->group_size(), qc->bits());
   } else {
@@ -286,16 +412,58 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
   return o_proj(out);
 }
 
-SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c) {
+SwiGLU::Act parse_activation(const std::string& name) {
+  if (name == "silu" || name == "swish") return SwiGLU::Act::Silu;
+  if (name == "gelu") return SwiGLU::Act::Gelu;
+  if (name == "gelu_pytorch_tanh" || name == "gelu_new") return SwiGLU::Act::GeluTanh;
+  fail("model", "unsupported hidden_act '" + name + "' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new)");
+}
+
+SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, bool fused) {
   SwiGLU m;
-  m.gate_proj = Linear::load(w, prefix + ".gate_proj", c.hidden_size, c.intermediate_size, c.mlp_bias);
-  m.up_proj = Linear::load(w, prefix + ".up_proj", c.hidden_size, c.intermediate_size, c.mlp_bias);
+  m.act = parse_activation(c.hidden_act);
+  m.intermediate = c.intermediate_size;
+  if (fused) {
+    m.gate_up_proj = Linear::load(w, prefix + ".gate_up_proj", c.hidden_size, 2 * c.intermediate_size, c.mlp_bias);
+  } else {
+    m.gate_proj = Linear::load(w, prefix + ".gate_proj", c.hidden_size, c.intermediate_size, c.mlp_bias);
+    m.up_proj = Linear::load(w, prefix + ".up_proj", c.hidden_size, c.intermediate_size, c.mlp_bias);
+  }
   m.down_proj = Linear::load(w, prefix + ".down_proj", c.intermediate_size, c.hidden_size, c.mlp_bias);
   return m;
 }
 
 mx::array SwiGLU::operator()(const mx::array& x) const {
-  return down_proj(kernels::swiglu(gate_proj(x), up_proj(x)));
+  std::optional<mx::array> gate, up;
+  if (gate_up_proj) {  // phi3: gate, up_states = gate_up_proj(x).chunk(2, dim=-1)
+    auto y = (*gate_up_proj)(x);
+    auto end = y.shape();
+    end.back() = intermediate;
+    gate = mx::slice(y, mx::Shape(y.ndim(), 0), end);
+    auto start = mx::Shape(y.ndim(), 0);
+    start.back() = intermediate;
+    up = mx::slice(y, start, y.shape());
+  } else {
+    gate = gate_proj(x);
+    up = up_proj(x);
+  }
+  return down_proj(gated_activation(act, *gate, *up));
+}
+
+mx::array gated_activation(SwiGLU::Act act, const mx::array& gate, const mx::array& up) {
+  using Act = SwiGLU::Act;
+  if (act == Act::Silu) return kernels::swiglu(gate, up);
+  const auto& g = gate;
+  auto half = mx::array(0.5f, g.dtype()), one = mx::array(1.0f, g.dtype());
+  mx::array a = [&] {
+    if (act == Act::Gelu)  // erf form (torch gelu, approximate='none')
+      return mx::multiply(mx::multiply(half, g), mx::add(one, mx::erf(mx::multiply(g, mx::array(float(M_SQRT1_2), g.dtype())))));
+    // torch gelu(approximate='tanh'): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    auto inner = mx::multiply(mx::array(float(std::sqrt(2.0 / std::numbers::pi)), g.dtype()),
+                              mx::add(g, mx::multiply(mx::array(0.044715f, g.dtype()), mx::multiply(g, mx::multiply(g, g)))));
+    return mx::multiply(mx::multiply(half, g), mx::add(one, mx::tanh(inner)));
+  }();
+  return mx::multiply(a, up);
 }
 
 }  // namespace mlxgp::layers

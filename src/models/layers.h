@@ -13,6 +13,8 @@
 #include "mlxgp/model.h"
 #include "mlxgp/model_config.h"
 
+namespace mx = mlx::core;
+
 namespace mlxgp::layers {
 
 // While alive, records the names every take()/take_optional() on this thread found, so a model
@@ -32,6 +34,9 @@ class UsedNames {
 // Fetches `name` from `w`, failing with [model] "missing tensor 'name'" or a shape mismatch.
 mx::array take(const WeightMap& w, const std::string& name, const mx::Shape& shape);
 std::optional<mx::array> take_optional(const WeightMap& w, const std::string& name, const mx::Shape& shape);
+
+// MLX affine quantization mlxgp multiplies: 2/3/4/5/6/8 bits, groups of 32/64/128; else [model] naming `wname`.
+void check_quantization(const std::string& wname, int bits, int group_size);
 
 // y = x W^T (+ b). Quantized when `prefix.scales` exists (mlx-lm / GGUF layout: rows are outputs,
 // groups run along the input dimension); group size and bits follow from the shapes.
@@ -69,23 +74,34 @@ struct Embedding {
   mx::array as_linear(const mx::array& x) const { return table(x); }
 };
 
+// x / rms(x) * w, or * (1 + w) for gemma's norms (`plus_one`; the stored parameter stays w).
 struct RMSNorm {
   std::optional<mx::array> weight;
   float eps = 1e-6f;
-  static RMSNorm load(const WeightMap& w, const std::string& name, int dim, float eps);
+  std::optional<mx::array> effective;  // 1 + w when plus_one
+  static RMSNorm load(const WeightMap& w, const std::string& name, int dim, float eps, bool plus_one = false);
   mx::array operator()(const mx::array& x) const;
 };
 
-// HF non-interleaved ("rotate_half") RoPE; llama3 and linear scaling as in transformers'
-// rope init functions. x is [B, heads, T, head_dim].
+// HF non-interleaved ("rotate_half") RoPE; llama3, linear and longrope scaling as in transformers'
+// rope init functions. x is [B, heads, T, head_dim]; the first `dims` features rotate (partial rotary).
 struct Rope {
   int dims = 0;
   float base = 10000.0f;
   float scale = 1.0f;                // position multiplier (linear scaling: 1/factor)
-  std::optional<mx::array> periods;  // llama3: per-pair 1/inv_freq, as mx::fast::rope expects
+  std::optional<mx::array> periods;  // llama3/longrope: per-pair 1/inv_freq, as mx::fast::rope expects
+  // longrope: `long_periods` once a forward reaches past original_max positions (transformers'
+  // longrope_frequency_update decides per forward from its largest position), and cos/sin scaled by
+  // attention_factor.
+  std::optional<mx::array> long_periods;
+  int original_max = 0;
+  float attention_factor = 1.0f;
   // `freq_factors` [head_dim/2]: llama.cpp's rope_freqs divisors (GGUF), multiplied into periods.
-  static Rope make(const ModelConfig& c, const std::optional<mx::array>& freq_factors = std::nullopt);
+  // `sliding`: the rope of sliding-window layers (gemma3's local base), when the config has one.
+  static Rope make(const ModelConfig& c, const std::optional<mx::array>& freq_factors = std::nullopt,
+                   bool sliding = false);
   mx::array operator()(const mx::array& x, int offset) const;
+  const mx::array* periods_for(int last_position) const;  // null: plain base-theta frequencies
   // Each batch row from its own position (rows of a left-padded batch).
   mx::array operator()(const mx::array& x, const std::vector<int>& row_offsets) const;
 };
@@ -93,27 +109,43 @@ struct Rope {
 struct AttentionOptions {
   bool qkv_bias = false;  // qwen2
   bool qk_norm = false;   // qwen3: RMSNorm over head_dim on q and k before RoPE
+  bool qk_norm_full = false;  // olmo2: RMSNorm over the whole q / k projection, before the head split
+  bool norm_plus_one = false;  // gemma3: the q/k norms scale by (1 + w)
+  bool fused_qkv = false;      // phi3: one qkv_proj, split into q, k, v
 };
 
 struct Attention {
   Linear q_proj, k_proj, v_proj, o_proj;
+  std::optional<Linear> qkv_proj;  // fused (phi3); q/k/v_proj unused then
   std::optional<RMSNorm> q_norm, k_norm;
+  bool full_qk_norm = false;
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;
   float scale = 1.0f;
-  Rope rope;
+  std::optional<float> softcap;  // gemma2: scores = softcap * tanh(scores / softcap)
+  std::optional<Rope> rope;      // absent: a layer without positions (smollm3's no-rope layers)
+  // `layer`: picks the layer's rope (sliding or not, rotary or not) from the config.
   static Attention load(const WeightMap& w, const std::string& prefix, const ModelConfig& c,
-                        const AttentionOptions& o);
+                        const AttentionOptions& o, int layer = 0);
   // `mask`: the mask for this forward, decided once per forward by the first layer's cache (as
   // mlx-lm's model does); null asks `cache` itself. A QuantizedKVCache is attended to with quantized
   // matmuls (quantized_attention), every other cache with fast sdpa over update()'s keys/values.
   mx::array operator()(const mx::array& x, KVCache& cache, const AttentionMask* mask = nullptr) const;
 };
 
-// down(silu(gate(x)) * up(x)).
+// down(act(gate(x)) * up(x)): SwiGLU (silu) or GeGLU (gelu, gelu_pytorch_tanh: gemma); phi3 fuses
+// gate and up into one gate_up_proj ([gate; up] rows).
 struct SwiGLU {
   Linear gate_proj, up_proj, down_proj;
-  static SwiGLU load(const WeightMap& w, const std::string& prefix, const ModelConfig& c);
+  std::optional<Linear> gate_up_proj;
+  enum class Act { Silu, Gelu, GeluTanh } act = Act::Silu;
+  int intermediate = 0;
+  static SwiGLU load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, bool fused = false);
   mx::array operator()(const mx::array& x) const;
 };
+
+// The activations DecoderModel accepts (config hidden_act / hidden_activation), named on refusal.
+SwiGLU::Act parse_activation(const std::string& name);
+// act(gate) * up, the gated MLP's middle (SwiGLU::operator(), the MoE experts).
+mx::array gated_activation(SwiGLU::Act act, const mx::array& gate, const mx::array& up);
 
 }  // namespace mlxgp::layers

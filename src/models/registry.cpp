@@ -27,6 +27,12 @@ void ensure_builtins() {
     register_mistral();
     register_qwen2();
     register_qwen3();
+    register_gemma();
+    register_phi3();
+    register_granite();
+    register_olmo2();
+    register_smollm3();
+    register_moe();
   });
 }
 

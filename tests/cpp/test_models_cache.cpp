@@ -74,10 +74,12 @@ TEST(KVCache, RejectsMismatchedShapes) {
 
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   auto types = supported_model_types();
-  EXPECT_EQ(types, (std::vector<std::string>{"llama", "mistral", "qwen2", "qwen3"}));
-  ModelConfig c = parse_model_config(tiny_config_json("phi3"));
+  EXPECT_EQ(types, (std::vector<std::string>{"gemma", "gemma2", "gemma3_text", "granite", "llama", "mistral", "mixtral",
+                                             "olmo2", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "smollm3"}));
+  ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
   EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
-            "[model] unknown model_type 'phi3' (supported: llama, mistral, qwen2, qwen3)");
+            "[model] unknown model_type 'gpt_bigcode' (supported: gemma, gemma2, gemma3_text, granite, llama, "
+            "mistral, mixtral, olmo2, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe, smollm3)");
 }
 
 TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
@@ -99,10 +101,63 @@ TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
   auto qwen = parse_model_config(tiny_config_json("qwen2", R"(, "sliding_window": 16, "use_sliding_window": false)"));
   EXPECT_FALSE(qwen.sliding_window);
   EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("llama", R"(, "rope_scaling": {"rope_type": "yarn"})")); }),
-            "[config] unsupported rope_type 'yarn' (supported: default, linear, llama3)");
+            "[config] unsupported rope_type 'yarn' (supported: default, linear, llama3, longrope)");
   EXPECT_EQ(error_of([] { parse_model_config("[1, 2]"); }), "[config] config.json must be a JSON object");
   EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("llama", R"(, "hidden_size": -4)")); }),
             "[config] field 'hidden_size' is out of range");
+}
+
+// The later architectures' fields (values as transformers 5.24 saves them and as older files spell them).
+TEST(Config, ParsesArchitectureFields) {
+  auto g3 = parse_model_config(tiny_config_json("gemma3_text", R"(, "sliding_window": 8,
+      "layer_types": ["sliding_attention", "full_attention"], "query_pre_attn_scalar": 24,
+      "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                          "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0}})"));
+  EXPECT_EQ(g3.sliding_layers, (std::vector<bool>{true, false}));
+  EXPECT_FLOAT_EQ(g3.rope_theta, 1e6f);
+  EXPECT_FLOAT_EQ(*g3.sliding_rope_theta, 1e4f);
+  EXPECT_FALSE(g3.sliding_rope_scaling.has_value());
+  ASSERT_TRUE(g3.rope_scaling.has_value());
+  EXPECT_FLOAT_EQ(g3.rope_scaling->factor, 8.0f);
+  EXPECT_FLOAT_EQ(*g3.query_pre_attn_scalar, 24.0f);
+  // Older gemma3 files: rope_local_base_freq and sliding_window_pattern; gemma2: even layers slide.
+  auto old3 = parse_model_config(tiny_config_json("gemma3_text", R"(, "sliding_window": 8, "sliding_window_pattern": 2,
+      "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0)"));
+  EXPECT_EQ(old3.sliding_layers, (std::vector<bool>{true, false}));
+  EXPECT_FLOAT_EQ(*old3.sliding_rope_theta, 1e4f);
+  auto g2 = parse_model_config(tiny_config_json("gemma2", R"(, "sliding_window": 8, "hidden_activation": "gelu_pytorch_tanh",
+      "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0)"));
+  EXPECT_EQ(g2.sliding_layers, (std::vector<bool>{true, false}));
+  EXPECT_EQ(g2.hidden_act, "gelu_pytorch_tanh");
+  EXPECT_FLOAT_EQ(*g2.attn_logit_softcapping, 50.0f);
+  // phi3: "su" is longrope; the top-level original length wins; factor from the two lengths.
+  auto phi = parse_model_config(tiny_config_json("phi3", R"(, "max_position_embeddings": 4096,
+      "original_max_position_embeddings": 1024, "partial_rotary_factor": 0.5,
+      "rope_scaling": {"type": "su", "short_factor": [1, 2], "long_factor": [2, 3]})"));
+  ASSERT_TRUE(phi.rope_scaling.has_value());
+  EXPECT_EQ(phi.rope_scaling->rope_type, "longrope");
+  EXPECT_EQ(phi.rope_scaling->original_max_position_embeddings, 1024);
+  EXPECT_FLOAT_EQ(phi.rope_scaling->factor, 4.0f);
+  EXPECT_FLOAT_EQ(phi.partial_rotary_factor, 0.5f);
+  auto smol = parse_model_config(tiny_config_json("smollm3", R"(, "no_rope_layer_interval": 2)"));
+  EXPECT_EQ(smol.rope_layers, (std::vector<bool>{true, false}));
+  auto granite = parse_model_config(tiny_config_json("granite", R"(, "embedding_multiplier": 12.0,
+      "residual_multiplier": 0.22, "attention_multiplier": 0.0078125, "logits_scaling": 8.0)"));
+  EXPECT_FLOAT_EQ(granite.embedding_multiplier, 12.0f);
+  EXPECT_FLOAT_EQ(*granite.attention_multiplier, 0.0078125f);
+  // Refusals name the field.
+  auto err = [](const std::string& mt, const std::string& extra) {
+    return error_of([&] { parse_model_config(tiny_config_json(mt, extra)); });
+  };
+  EXPECT_NE(err("phi3", R"(, "rope_scaling": {"type": "longrope", "short_factor": [1], "long_factor": [1]})")
+                .find("short_factor and long_factor must each hold"), std::string::npos);
+  EXPECT_NE(err("phi3", R"(, "partial_rotary_factor": 1.5)").find("partial_rotary_factor"), std::string::npos);
+  EXPECT_NE(err("smollm3", R"(, "no_rope_layers": [1])").find("no_rope_layers"), std::string::npos);
+  EXPECT_NE(err("gemma2", R"(, "final_logit_softcapping": -1)").find("final_logit_softcapping"), std::string::npos);
+  EXPECT_NE(err("gemma3_text", R"(, "rope_parameters": {"full_attention": {"rope_theta": 10000.0}, "chunked_attention": {}})").find("unknown layer type"),
+            std::string::npos);
+  EXPECT_NE(err("gemma3_text", R"(, "use_bidirectional_attention": true)").find("use_bidirectional_attention"),
+            std::string::npos);
 }
 
 TEST(Forward, CachedDecodeMatchesFullForward) {

@@ -21,7 +21,23 @@ LR_ADAMW = 1e-4
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return {arch: tiny_models.make_tiny_model(arch, tmp_path_factory.mktemp(f"train_{arch}"))
-            for arch in ("llama", "qwen3")}
+            for arch in ("llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe")}
+
+
+def _as_mlxgp_grads(arch, name, grad):
+    """torch parameter -> {mlxgp parameter: gradient}. transformers 5 keeps each MoE layer's experts fused
+    in memory (experts.gate_up_proj [E, 2I, H], experts.down_proj [E, H, I]); mlxgp keeps them stacked under
+    mlx-lm's names (switch_mlp.{gate,up,down}_proj.weight), and mixtral's block under block_sparse_moe."""
+    module = ".block_sparse_moe." if arch == "mixtral" else ".mlp."
+    if ".mlp.experts." not in name and not (arch == "mixtral" and name.endswith(".mlp.gate.weight")):
+        return {name: grad}
+    prefix = name.split(".mlp.")[0] + module
+    if name.endswith("experts.gate_up_proj"):
+        half = grad.shape[1] // 2
+        return {prefix + "switch_mlp.gate_proj.weight": grad[:, :half], prefix + "switch_mlp.up_proj.weight": grad[:, half:]}
+    if name.endswith("experts.down_proj"):
+        return {prefix + "switch_mlp.down_proj.weight": grad}
+    return {prefix + "gate.weight": grad}
 
 
 def _data(path, vocab, n=8, seed=0):
@@ -69,7 +85,10 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
     assert rel <= 1e-6
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+# gemma2: soft-caps, sandwich norms, (1 + w) norms, sliding window; phi3: fused projections, LongRoPE;
+# olmo2: output norms and whole-projection q/k norms; granite: the four multipliers; mixtral / qwen2_moe:
+# gradients through the router's top-k weights and the gathered experts (and qwen2_moe's shared expert).
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)
@@ -80,11 +99,13 @@ def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     ids = next(_batches(rows, 1))
     m(ids, labels=ids).loss.backward()
     worst = 0.0
+    refs = {}
     for name, p in m.named_parameters():
-        ref = p.grad.numpy()
+        refs.update(_as_mlxgp_grads(arch, name, p.grad.numpy()))
+    assert set(got) == set(refs)
+    for name, ref in refs.items():
         rel = float(np.abs(got[name] - ref).max() / max(np.abs(ref).max(), 1e-12))
         worst = max(worst, rel)
-    assert set(got) == {n for n, _ in m.named_parameters()}
     print(f"{arch}: {len(got)} gradient tensors, max relative |diff| = {worst:.2e}")
     assert worst <= 1e-4
 

@@ -7,6 +7,10 @@ reference implementation of that architecture. Weights are scaled up a little fr
 from pathlib import Path
 
 ARCHS = ("llama", "mistral", "qwen2", "qwen3")
+# The later architectures (tests/parity/test_architectures.py), each with its distinctive options on.
+MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", "olmo2", "smollm3",
+              "mixtral", "qwen2_moe", "qwen3_moe")
+MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -42,6 +46,47 @@ def tiny_config(arch: str):
     if arch == "qwen3":
         # Explicit head_dim different from hidden/heads, as in real Qwen3 checkpoints.
         return transformers.Qwen3Config(**_COMMON, head_dim=32, tie_word_embeddings=False)
+    if arch == "gemma":
+        return transformers.GemmaConfig(**_COMMON, head_dim=16, hidden_act="gelu_pytorch_tanh")
+    if arch == "gemma2":
+        # Caps small enough that they clip (tanh well out of its linear range), a query scalar that is not
+        # head_dim, and a window shorter than the test sequences on alternating layers.
+        return transformers.Gemma2Config(
+            **_COMMON, head_dim=16, query_pre_attn_scalar=24, attn_logit_softcapping=2.0,
+            final_logit_softcapping=4.0, sliding_window=8,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"])
+    if arch == "gemma3_text":
+        # Local layers on their own rope base, the global one with linear scaling (as Gemma 3 4B+).
+        return transformers.Gemma3TextConfig(
+            **_COMMON, head_dim=16, query_pre_attn_scalar=16, sliding_window=8, final_logit_softcapping=6.0,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                             "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000000.0}})
+    if arch in ("phi3", "phi3-long"):
+        # LongRoPE with partial rotary (8 of 16 dims): "phi3" stays below original_max_position_embeddings
+        # (short factors); "phi3-long" crosses it during decoding (transformers switches to the long factors
+        # for every forward whose last position is past it).
+        orig = 1024 if arch == "phi3" else 24
+        return transformers.Phi3Config(
+            **{**_COMMON, "max_position_embeddings": 4 * orig}, original_max_position_embeddings=orig, pad_token_id=0,
+            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+                             "short_factor": [1.0, 1.3, 2.1, 3.7], "long_factor": [1.5, 2.9, 5.3, 9.1]})
+    if arch == "granite":
+        return transformers.GraniteConfig(**_COMMON, embedding_multiplier=3.0, residual_multiplier=0.6,
+                                          attention_multiplier=0.2, logits_scaling=2.5)
+    if arch == "olmo2":
+        return transformers.Olmo2Config(**_COMMON)
+    if arch == "smollm3":
+        return transformers.SmolLM3Config(**_COMMON, no_rope_layer_interval=2, pad_token_id=0)
+    if arch == "mixtral":
+        return transformers.MixtralConfig(**_COMMON, num_local_experts=4, num_experts_per_tok=2)
+    if arch == "qwen2_moe":
+        # A shared expert, expert width != dense width, and layer 1 dense (mlp_only_layers).
+        return transformers.Qwen2MoeConfig(**_COMMON, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48,
+                                           shared_expert_intermediate_size=96, mlp_only_layers=[1])
+    if arch == "qwen3_moe":
+        return transformers.Qwen3MoeConfig(**_COMMON, num_experts=5, num_experts_per_tok=2, moe_intermediate_size=48,
+                                           norm_topk_prob=True, head_dim=32)
     raise ValueError(f"unknown tiny architecture {arch!r}")
 
 
@@ -56,7 +101,9 @@ def make_tiny_model(arch: str, out_dir, seed: int = 0):
     model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.ndim >= 2:
+            if p.ndim >= 2 and name.endswith("mlp.gate.weight"):
+                p.normal_(0.0, 0.2)  # MoE routers: decisive, varied routing, so every expert gets tokens
+            elif p.ndim >= 2:
                 p.normal_(0.0, 0.08)
             elif "norm" in name:
                 p.uniform_(0.5, 1.5)  # non-trivial norm weights catch a skipped or misplaced norm
@@ -79,6 +126,35 @@ def legacy_rope_config(folder) -> None:
     rope = dict(cfg.pop("rope_parameters", None) or {})
     cfg["rope_theta"] = rope.pop("rope_theta", 10000.0)
     cfg["rope_scaling"] = rope if rope.get("rope_type", "default") != "default" else None
+    path.write_text(json.dumps(cfg, indent=2))
+
+
+def mlx_lm_layout(folder, arch: str) -> None:
+    """mlx-lm 0.32 reads the pre-5.x config layout (top-level rope_theta / rope_scaling, gemma3's
+    rope_local_base_freq) and always rotates with LongRoPE's long factors, so phi3 goes without scaling.
+    Its gemma uses exact gelu whatever hidden_act says, its gemma2 has no sliding window, and its gemma3_text
+    reads sliding_window_pattern and never caps its logits: the folder says the same to both sides."""
+    import json
+
+    path = Path(folder) / "config.json"
+    cfg = json.loads(path.read_text())
+    rope = dict(cfg.pop("rope_parameters", None) or {})
+    if "full_attention" in rope:
+        cfg["rope_local_base_freq"] = rope["sliding_attention"]["rope_theta"]
+        rope = dict(rope["full_attention"])
+    cfg["rope_theta"] = rope.pop("rope_theta", 10000.0)
+    if "partial_rotary_factor" in rope:
+        cfg["partial_rotary_factor"] = rope.pop("partial_rotary_factor")
+    cfg["rope_scaling"] = rope if rope.get("rope_type", "default") not in ("default", "longrope") else None
+    if arch in ("qwen2_moe", "qwen3_moe") and "num_experts" not in cfg:
+        cfg["num_experts"] = cfg["num_local_experts"]  # transformers 5 saves the mixtral spelling
+    if arch == "gemma":
+        cfg["hidden_act"] = "gelu"
+    if arch == "gemma2":
+        cfg["sliding_window"] = 4096
+    if arch == "gemma3_text":
+        cfg["sliding_window_pattern"] = 3  # layer_types [sliding, sliding, full]
+        cfg["final_logit_softcapping"] = None  # mlx-lm's gemma3_text does not cap
     path.write_text(json.dumps(cfg, indent=2))
 
 

@@ -75,26 +75,40 @@ def test_basic_usage_with_mlx_lm_load(mgp, tiny_hf_tok):
     assert [o["tokens"] for o in a] == [o["tokens"] for o in b]
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_every_architecture_through_mlx_lm(mgp, tiny_archs, arch):
-    model = mlx_lm_model(tiny_archs[arch])
+@pytest.fixture(scope="module")
+def more_archs(tmp_path_factory):
+    """The later architectures as tiny folders in the layout mlx-lm 0.32 reads (test_architectures.py)."""
+    from tiny_models import make_tiny_model, mlx_lm_layout
+
+    def get(arch):
+        folder = tmp_path_factory.mktemp(f"tiny-{arch}")
+        make_tiny_model(arch, folder)
+        mlx_lm_layout(folder, arch)
+        return folder
+
+    return get
+
+
+@pytest.mark.parametrize("arch", ARCHS + ("gemma", "gemma2", "gemma3_text", "phi3", "granite", "olmo2", "smollm3"))
+def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
+    folder = tiny_archs[arch] if arch in tiny_archs else more_archs(arch)
+    model = mlx_lm_model(folder)
     ids = [1, 17, 300, 42, 99, 7]
     # Without a tokenizer the wrapped module's config comes from model.args, which has no EOS: set it.
     out = mgp.generate(model, None, ids, max_tokens=N, eos_token_id=2)
-    own_model, _ = mgp.load(str(tiny_archs[arch]))
+    own_model, _ = mgp.load(str(folder))
     own = mgp.generate(own_model, None, ids, max_tokens=N, eos_token_id=2)
     assert out["tokens"] == own["tokens"], arch
     assert_prefix_of_reference(out["tokens"], mlx_lm_greedy(model, ids, N), [2])
 
 
 def test_unsupported_architecture_is_one_line(mgp):
-    from mlx_lm.models import gemma
+    from mlx_lm.models import starcoder2
 
-    args = gemma.ModelArgs(model_type="gemma", hidden_size=32, num_hidden_layers=1, intermediate_size=64,
-                           num_attention_heads=2, head_dim=16, rms_norm_eps=1e-6, vocab_size=64,
-                           num_key_value_heads=1)
-    with pytest.raises(ValueError, match=r"^\[interop\] mlx-lm model of architecture 'gemma' is not supported"):
-        mgp.generate(gemma.Model(args), None, [1, 2, 3], max_tokens=2)
+    args = starcoder2.ModelArgs(model_type="starcoder2", hidden_size=32, num_hidden_layers=1, intermediate_size=64,
+                                num_attention_heads=2, num_key_value_heads=1, vocab_size=64)
+    with pytest.raises(ValueError, match=r"^\[interop\] mlx-lm model of architecture 'starcoder2' is not supported"):
+        mgp.generate(starcoder2.Model(args), None, [1, 2, 3], max_tokens=2)
     with pytest.raises(TypeError, match=r"^\[interop\] expected an mlxgp Model or an mlx-lm model, got dict$"):
         mgp.generate({}, None, [1, 2, 3], max_tokens=2)
 

@@ -1,0 +1,161 @@
+#include "models/moe.h"
+
+#include <map>
+#include <tuple>
+
+#include "mlxgp/error.h"
+
+namespace mx = mlx::core;
+
+namespace mlxgp::layers {
+
+namespace {
+
+std::string shape_text(const mx::Shape& s) {
+  std::string t = "[";
+  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
+  return t + "]";
+}
+
+// HF per-expert projection name -> the stacked projection it belongs to.
+const char* stacked_name(const std::string& proj, bool mixtral) {
+  if (mixtral) return proj == "w1" ? "gate_proj" : proj == "w3" ? "up_proj" : proj == "w2" ? "down_proj" : nullptr;
+  return proj == "gate_proj" || proj == "up_proj" || proj == "down_proj" ? "" : nullptr;
+}
+
+}  // namespace
+
+bool is_moe_layer(const ModelConfig& c, int i) {
+  if (c.num_experts <= 0) return false;
+  for (int l : c.mlp_only_layers)
+    if (l == i) return false;
+  return (i + 1) % c.decoder_sparse_step == 0;
+}
+
+void stack_experts(WeightMap& w, const ModelConfig& c, const MoeOptions& o) {
+  if (c.num_experts <= 0) return;
+  const std::string ffn = o.mixtral_names ? ".block_sparse_moe.experts." : ".mlp.experts.";
+  // (layer prefix, stacked projection, suffix) -> expert index -> tensor name
+  std::map<std::tuple<std::string, std::string, std::string>, std::map<int, std::string>> groups;
+  for (auto& [name, a] : w) {
+    auto at = name.find(ffn);
+    if (at == std::string::npos || name.rfind("model.layers.", 0) != 0) continue;
+    const std::string rest = name.substr(at + ffn.size());  // "E.<proj>.<suffix>"
+    auto d1 = rest.find('.');
+    if (d1 == std::string::npos) continue;
+    auto d2 = rest.find('.', d1 + 1);
+    if (d2 == std::string::npos) continue;
+    int e = -1;
+    try {
+      size_t used = 0;
+      e = std::stoi(rest.substr(0, d1), &used);
+      if (used != d1) e = -1;
+    } catch (const std::exception&) {
+    }
+    const std::string proj = rest.substr(d1 + 1, d2 - d1 - 1), suffix = rest.substr(d2 + 1);
+    const char* target = stacked_name(proj, o.mixtral_names);
+    if (e < 0 || e >= c.num_experts || !target)
+      fail("model", "tensor '" + name + "' names no expert projection of a " + std::to_string(c.num_experts) +
+                        "-expert model");
+    const std::string stacked = *target ? target : proj;
+    const std::string module = name.substr(0, at) + (o.mixtral_names ? ".block_sparse_moe" : ".mlp");
+    groups[{module, stacked, suffix}][e] = name;
+  }
+  for (auto& [key, members] : groups) {
+    auto& [module, proj, suffix] = key;
+    if (static_cast<int>(members.size()) != c.num_experts)
+      fail("model", module + " holds " + proj + "." + suffix + " for " + std::to_string(members.size()) + " of " +
+                        std::to_string(c.num_experts) + " experts");
+    std::vector<mx::array> parts;
+    for (auto& [e, name] : members) parts.push_back(w.at(name));
+    for (auto& p : parts)
+      if (p.shape() != parts[0].shape() || p.dtype() != parts[0].dtype())
+        fail("model", module + " experts' " + proj + "." + suffix + " tensors differ in shape or type");
+    auto stacked = mx::stack(parts, 0);
+    for (auto& [e, name] : members) w.erase(name);
+    w.insert_or_assign(module + ".switch_mlp." + proj + "." + suffix, stacked);
+  }
+}
+
+SwitchLinear SwitchLinear::load(const WeightMap& w, const std::string& prefix, int experts, int in, int out) {
+  SwitchLinear l;
+  if (w.count(prefix + ".lora_A.weight"))
+    fail("model", "LoRA adapters on MoE experts ('" + prefix + "') are not supported");
+  auto sit = w.find(prefix + ".scales");
+  if (sit == w.end()) {
+    l.weight = take(w, prefix + ".weight", {experts, out, in});
+    if (!mx::issubdtype(l.weight->dtype(), mx::floating)) fail("model", "tensor '" + prefix + ".weight' is not a float tensor");
+    return l;
+  }
+  auto wit = w.find(prefix + ".weight");
+  if (wit == w.end()) fail("model", "missing tensor '" + prefix + ".weight'");
+  const auto& qw = wit->second;
+  const auto& sc = sit->second;
+  if (qw.ndim() != 3 || sc.ndim() != 3 || qw.shape(0) != experts || qw.shape(1) != out || sc.shape(0) != experts ||
+      sc.shape(1) != out || sc.shape(2) == 0 || qw.dtype() != mx::uint32 || in % sc.shape(2) != 0 ||
+      (qw.shape(2) * 32) % in != 0)
+    fail("model", "quantized expert tensor '" + prefix + ".weight' has shape " + shape_text(qw.shape()) +
+                      " with scales " + shape_text(sc.shape()) + ", which does not fit [" + std::to_string(experts) +
+                      ", " + std::to_string(out) + ", " + std::to_string(in) + "]");
+  l.group_size = in / sc.shape(2);
+  l.bits = qw.shape(2) * 32 / in;
+  check_quantization(prefix + ".weight", l.bits, l.group_size);
+  UsedNames::record(prefix + ".weight");
+  UsedNames::record(prefix + ".scales");
+  l.weight = qw;
+  l.scales = sc;
+  l.biases = take(w, prefix + ".biases", sc.shape());
+  return l;
+}
+
+mx::array SwitchLinear::operator()(const mx::array& x, const mx::array& indices) const {
+  if (!scales) return mx::gather_mm(x, mx::swapaxes(*weight, -1, -2), std::nullopt, indices);
+  auto s = scales->dtype() == x.dtype() ? *scales : mx::astype(*scales, x.dtype());
+  auto b = biases->dtype() == x.dtype() ? *biases : mx::astype(*biases, x.dtype());
+  return mx::gather_qmm(x, *weight, s, b, std::nullopt, indices, true, group_size, bits);
+}
+
+SparseMoe SparseMoe::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, const MoeOptions& o) {
+  SparseMoe m;
+  const int E = c.num_experts, H = c.hidden_size;
+  const int I = o.mixtral_names ? c.intermediate_size : c.moe_intermediate_size;
+  m.router = Linear::load(w, prefix + ".gate", H, E, false);
+  m.gate_proj = SwitchLinear::load(w, prefix + ".switch_mlp.gate_proj", E, H, I);
+  m.up_proj = SwitchLinear::load(w, prefix + ".switch_mlp.up_proj", E, H, I);
+  m.down_proj = SwitchLinear::load(w, prefix + ".switch_mlp.down_proj", E, I, H);
+  m.act = parse_activation(c.hidden_act);
+  m.top_k = c.num_experts_per_tok;
+  m.renormalize = o.mixtral_names || c.norm_topk_prob;
+  if (c.shared_expert_intermediate_size > 0) {
+    ModelConfig sc = c;
+    sc.intermediate_size = c.shared_expert_intermediate_size;
+    m.shared_expert = SwiGLU::load(w, prefix + ".shared_expert", sc);
+    m.shared_expert_gate = Linear::load(w, prefix + ".shared_expert_gate", H, 1, false);
+  }
+  return m;
+}
+
+mx::array SparseMoe::operator()(const mx::array& x) const {
+  // transformers' TopKRouter: softmax over all experts in float32, top-k, optionally renormalised, the
+  // weights cast to the activations' dtype; the chosen experts' outputs summed with those weights.
+  auto probs = mx::softmax(mx::astype(router(x), mx::float32), -1);
+  auto part = mx::argpartition(mx::negative(probs), top_k - 1, -1);
+  auto end = part.shape();
+  end.back() = top_k;
+  auto indices = mx::stop_gradient(mx::slice(part, mx::Shape(part.ndim(), 0), end));
+  auto weights = mx::take_along_axis(probs, indices, -1);
+  if (renormalize) weights = mx::divide(weights, mx::sum(weights, -1, true));
+  weights = mx::astype(weights, x.dtype());
+  auto xe = mx::expand_dims(x, {-2, -3});  // [..., 1, 1, hidden]
+  auto h = gated_activation(act, gate_proj(xe, indices), up_proj(xe, indices));
+  auto y = mx::squeeze(down_proj(h, indices), -2);  // [..., k, hidden]
+  auto out = mx::sum(mx::multiply(y, mx::expand_dims(weights, -1)), -2);
+  if (shared_expert) {
+    auto s = (*shared_expert)(x);
+    if (shared_expert_gate) s = mx::multiply(mx::sigmoid((*shared_expert_gate)(x)), s);
+    out = mx::add(out, s);
+  }
+  return out;
+}
+
+}  // namespace mlxgp::layers

@@ -1,0 +1,53 @@
+// Mixture-of-experts feed-forward (mixtral, qwen2_moe, qwen3_moe): a softmax router picks the top-k
+// experts per token; the experts' SwiGLU runs through MLX's gather matmuls (gather_mm, or gather_qmm on
+// quantized experts), so each token touches only its k experts, never a loop over all of them.
+// Expert weights are kept stacked [experts, out, in] under mlx-lm's names (`switch_mlp.gate_proj` ...);
+// HF folders' per-expert tensors are stacked into them at load (stack_experts).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "models/layers.h"
+
+namespace mx = mlx::core;
+
+namespace mlxgp::layers {
+
+// One projection of every expert: weight [E, out, in] (or MLX-quantized, as Linear), applied to the
+// experts `indices` names for each token.
+struct SwitchLinear {
+  std::optional<mx::array> weight, scales, biases;
+  int group_size = 0, bits = 0;
+  static SwitchLinear load(const WeightMap& w, const std::string& prefix, int experts, int in, int out);
+  // x [..., 1, 1, in], indices [..., k] -> [..., k, 1, out]
+  mx::array operator()(const mx::array& x, const mx::array& indices) const;
+};
+
+struct MoeOptions {
+  // mixtral: block_sparse_moe.experts.E.{w1, w3, w2}; qwen*_moe: mlp.experts.E.{gate, up, down}_proj.
+  bool mixtral_names = false;
+};
+
+struct SparseMoe {
+  Linear router;  // [experts, hidden], no bias
+  SwitchLinear gate_proj, up_proj, down_proj;
+  SwiGLU::Act act = SwiGLU::Act::Silu;
+  int top_k = 2;
+  bool renormalize = false;
+  std::optional<SwiGLU> shared_expert;     // qwen2_moe
+  std::optional<Linear> shared_expert_gate;  // sigmoid gate on the shared expert, [1, hidden]
+  // `prefix`: the block's feed-forward module (model.layers.N.mlp or .block_sparse_moe).
+  static SparseMoe load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, const MoeOptions& o);
+  mx::array operator()(const mx::array& x) const;
+};
+
+// Replaces HF's per-expert tensors (`prefix.experts.E.<proj>.<suffix>`) by one stacked tensor per
+// projection under `prefix.switch_mlp.<gate|up|down>_proj.<suffix>`, for every MoE layer in `w`.
+// Already-stacked (mlx-lm) checkpoints pass through unchanged.
+void stack_experts(WeightMap& w, const ModelConfig& c, const MoeOptions& o);
+
+// Whether layer `i` has a sparse MoE block (qwen*_moe's decoder_sparse_step and mlp_only_layers).
+bool is_moe_layer(const ModelConfig& c, int i);
+
+}  // namespace mlxgp::layers

@@ -1,0 +1,205 @@
+"""The later architectures (gemma, gemma2, gemma3_text, phi3, granite, olmo2, smollm3) against transformers,
+live, on tiny random fp32 models built from a config and a fixed seed (tiny_models.MORE_ARCHS: each
+architecture's distinctive options on, with values that matter: soft-caps that clip, windows shorter than
+the sequences, LongRoPE crossing its original length during decoding, layers without RoPE).
+
+Per architecture: logits over a prefill then cached single-token decode steps against transformers run the
+same way (prefill, then one token at a time on its cache); greedy 32 tokens; a left-padded batch of three
+prompts; beam search. Plus the refusals: unknown model types and math-changing options name themselves."""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny_models  # noqa: E402
+
+PREFILL, TOTAL = 20, 40  # 20 ids in one forward, then 20 cached decode steps
+MAX_NEW = 32
+
+
+def _ids(n, vocab, seed):
+    return np.random.default_rng(seed).integers(3, vocab, size=n).tolist()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            cache[arch] = tiny_models.make_tiny_model(arch, tmp_path_factory.mktemp(arch.replace("-", "_")))
+        return cache[arch]
+
+    return get
+
+
+def _hf_stepwise_logits(model, ids, prefill):
+    """transformers with its own cache: the first `prefill` ids in one forward, then one id per forward."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        r = model(torch.tensor([ids[:prefill]]), use_cache=True)
+        out.append(r.logits[0].float().numpy())
+        cache = r.past_key_values
+        for t in ids[prefill:]:
+            r = model(torch.tensor([[t]]), cache=cache, use_cache=True)
+            cache = r.past_key_values
+            out.append(r.logits[0].float().numpy())
+    return np.concatenate(out, axis=0)
+
+
+def _hf_greedy_stepwise(model, ids):
+    """Greedy decoding on transformers' forward with its cache, one token per forward (what mlxgp does).
+    For phi3 past original_max_position_embeddings, transformers' generate() differs: its
+    prepare_inputs_for_generation drops the cache once and re-prefills everything with the long factors."""
+    import torch
+
+    eos = model.config.eos_token_id
+    out = []
+    with torch.no_grad():
+        r = model(torch.tensor([ids]), use_cache=True)
+        for _ in range(MAX_NEW):
+            row = r.logits[0, -1].clone()
+            row[eos] = -float("inf")  # min_new_tokens
+            t = int(row.argmax())
+            out.append(t)
+            r = model(torch.tensor([[t]]), cache=r.past_key_values, use_cache=True)
+    return out
+
+
+def _hf_generate(model, ids, **kw):
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=MAX_NEW, do_sample=False, min_new_tokens=MAX_NEW,
+                             pad_token_id=0, **kw)
+    return out[0, len(ids):].tolist()
+
+
+def _assert_every_expert_routed(model, ids):
+    """The input exercises the routing: each MoE layer sends some token to every expert (transformers' router)."""
+    import torch
+
+    cfg = model.config
+    n_experts = getattr(cfg, "num_local_experts", None) or cfg.num_experts
+    with torch.no_grad():
+        r = model(torch.tensor([ids]), output_router_logits=True)
+    assert r.router_logits, "no MoE layer reported routing"
+    for layer, logits in enumerate(r.router_logits):
+        chosen = set(logits.topk(cfg.num_experts_per_tok, dim=-1).indices.flatten().tolist())
+        assert chosen == set(range(n_experts)), (layer, sorted(chosen))
+
+
+@pytest.mark.parametrize("arch", tiny_models.MORE_ARCHS)
+def test_logits_prefill_and_cached_decode(arch, tiny, run_mlxgp, tmp_path):
+    model, folder = tiny(arch)
+    ids = _ids(TOTAL, model.config.vocab_size, seed=11)
+    ref = _hf_stepwise_logits(model, ids, PREFILL)
+    out = tmp_path / "l.safetensors"
+    run_mlxgp("logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--out", out,
+              "--dtype", "float32", "--prefill", PREFILL)
+    from safetensors.numpy import load_file
+
+    got = load_file(str(out))["logits"]
+    if arch in tiny_models.MOE_ARCHS:
+        _assert_every_expert_routed(model, ids)
+    assert got.shape == ref.shape == (TOTAL, model.config.vocab_size)
+    diff = float(np.abs(got - ref).max())
+    print(f"{arch}: max |diff| = {diff:.3e} over {TOTAL} positions ({TOTAL - PREFILL} cached decode steps)")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-4
+
+
+@pytest.mark.parametrize("arch", tiny_models.MORE_ARCHS)
+def test_greedy_single_batch_and_beams(arch, tiny, run_mlxgp, run_mlxgp_json, tmp_path):
+    model, folder = tiny(arch)
+    vocab = model.config.vocab_size
+    prompts = [_ids(n, vocab, seed=20 + n) for n in (12, 5, 9)]
+    greedy = _hf_greedy_stepwise if arch == "phi3-long" else _hf_generate
+    refs = [greedy(model, p) for p in prompts]
+    # min_new_tokens on both sides: EOS forbidden, so every sequence runs MAX_NEW tokens.
+    common = ["--model", folder, "--dtype", "float32", "--max-new-tokens", MAX_NEW, "--min-new-tokens", MAX_NEW]
+    single = run_mlxgp_json("generate", *common, "--input-ids", ",".join(map(str, prompts[0])))
+    got = single["sequences"][0]["token_ids"]
+    same = sum(a == b for a, b in zip(got, refs[0]))
+    print(f"{arch}: greedy {same}/{MAX_NEW} tokens identical")
+    assert got == refs[0]
+    if arch == "phi3-long":
+        # A batch switches to the long factors for every row once its largest position passes the
+        # original length (transformers' batched forward does the same), so rows differ from solo runs.
+        return
+    # Three prompts of different lengths decoded together (left-padded rows of one batch).
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text("".join(json.dumps({"input_ids": p}) + "\n" for p in prompts))
+    proc = run_mlxgp("generate", *common, "--prompts-file", jsonl, "--batch-size", 3, "--json")
+    rows = [json.loads(line)["sequences"][0]["token_ids"] for line in proc.stdout.splitlines() if line.strip()]
+    assert rows == refs
+    if arch == "phi3-long":
+        return  # transformers' beam search re-prefills at the crossing as its greedy does (see above)
+    # Beam search (3 beams, the best returned) against transformers' beam search.
+    ref_beam = _hf_generate(model, prompts[1], num_beams=3)
+    beam = run_mlxgp_json("generate", *common, "--input-ids", ",".join(map(str, prompts[1])), "--num-beams", 3)
+    assert beam["sequences"][0]["token_ids"] == ref_beam
+
+
+def test_gemma2_softcap_with_quantized_cache_is_refused(tiny, run_mlxgp):
+    _, folder = tiny("gemma2")
+    r = run_mlxgp("generate", "--model", folder, "--input-ids", "5,6,7", "--max-new-tokens", 2,
+                  "--kv-bits", 8, check=False)
+    assert r.returncode != 0
+    assert "soft-capping" in r.stderr and r.stderr.count("\n") <= 1, r.stderr
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"model_type": "gemma3"}, "unknown model_type 'gemma3'"),
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0}}, "unsupported rope_type 'yarn'"),
+    ({"hidden_activation": "relu2"}, "unsupported hidden_act 'relu2'"),
+    ({"use_bidirectional_attention": True}, "use_bidirectional_attention"),
+    ({"layer_types": ["sliding_attention", "chunked_attention", "full_attention"]}, "unsupported layer type 'chunked_attention'"),
+])
+def test_unknown_architecture_or_option_is_named(edit, message, tiny, run_mlxgp, tmp_path):
+    _, src = tiny("gemma2")
+    folder = tmp_path / "edited"
+    shutil.copytree(src, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(edit)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    r = run_mlxgp("logits", "--model", folder, "--input-ids", "5,6,7", "--out", tmp_path / "x.safetensors",
+                  check=False)
+    assert r.returncode != 0
+    assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+# phi3-long: mlx-lm has no short factors; qwen2_moe: mlx-lm 0.32's qwen2_moe has no mlp_only_layers.
+@pytest.mark.parametrize("arch", [a for a in tiny_models.MORE_ARCHS if a not in ("phi3-long", "qwen2_moe")])
+def test_mlx_quantized_folder_vs_mlx_lm(arch, tiny, run_mlxgp, tmp_path):
+    """mlx-lm's convert path (load, 4-bit g32 quantize, save) on each architecture; both sides read that folder."""
+    import mlx.core as mx
+    from mlx_lm.utils import load_model, quantize_model, save_config, save_model
+
+    _, src = tiny(arch)
+    folder = tmp_path / "legacy"
+    shutil.copytree(src, folder)
+    tiny_models.mlx_lm_layout(folder, arch)
+    qdir = tmp_path / "q4"
+    model, config = load_model(folder)
+    model, config = quantize_model(model, config, group_size=32, bits=4)
+    save_model(qdir, model)
+    save_config(config, qdir / "config.json")
+    ref_model, _ = load_model(qdir)
+    ids = _ids(30, 512, seed=4)
+    ref = np.array(ref_model(mx.array([ids]))[0].astype(mx.float32))
+    out = tmp_path / "l.safetensors"
+    run_mlxgp("logits", "--model", qdir, "--input-ids", ",".join(map(str, ids)), "--out", out)
+    from safetensors.numpy import load_file
+
+    got = load_file(str(out))["logits"]
+    diff = float(np.abs(got - ref).max())
+    print(f"{arch}: MLX 4-bit g32 folder vs mlx-lm: max |diff| = {diff:.3e} (logit range {np.abs(ref).max():.1f})")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-3
