@@ -158,6 +158,21 @@ def config_seeds():
     put("model_config", "mistral.json", js({**base, "model_type": "mistral", "sliding_window": 16, "mlp_bias": True,
                                             "rope_scaling": {"type": "linear", "factor": 2.0}}))
     put("model_config", "quantized.json", js({**base, "quantization": {"group_size": 32, "bits": 4}}))
+    # The later architectures' fields: per-layer-type rope, soft-caps, LongRoPE, multipliers, NoPE, experts.
+    put("model_config", "gemma3.json", js({**base, "model_type": "gemma3_text", "head_dim": 8, "sliding_window": 4,
+        "query_pre_attn_scalar": 8, "final_logit_softcapping": 30.0, "hidden_activation": "gelu_pytorch_tanh",
+        "layer_types": ["sliding_attention", "full_attention"],
+        "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}}}))
+    put("model_config", "phi3.json", js({**base, "model_type": "phi3", "original_max_position_embeddings": 32,
+        "rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.5], "long_factor": [2.0, 4.0]},
+        "partial_rotary_factor": 0.5}))
+    put("model_config", "granite_smollm3.json", js({**base, "model_type": "granite", "embedding_multiplier": 12.0,
+        "residual_multiplier": 0.22, "attention_multiplier": 0.0078125, "logits_scaling": 8.0,
+        "no_rope_layers": [1, 0]}))
+    put("model_config", "moe.json", js({**base, "model_type": "qwen2_moe", "num_experts": 4, "num_experts_per_tok": 2,
+        "moe_intermediate_size": 16, "shared_expert_intermediate_size": 32, "mlp_only_layers": [1],
+        "norm_topk_prob": True, "qkv_bias": False}))
 
 
 # ---- chat templates ----

@@ -89,9 +89,9 @@ def _extras(module):
     return {k: v for k, v in module.items() if k.startswith("_") and isinstance(v, mx.array)}
 
 
-# What mlx-lm's modules hard-code instead of reading from ModelArgs (mlx-lm 0.32: gemma's MLP is exact
-# gelu, gemma2's and gemma3_text's the tanh form), so a wrapped module computes what mlx-lm computes.
-_MLX_LM_IMPLIED = {"gemma": {"hidden_act": "gelu"},
+# What mlx-lm's modules hard-code instead of reading from ModelArgs (mlx-lm 0.32: gemma's and starcoder2's
+# MLPs are exact gelu, gemma2's and gemma3_text's the tanh form), so a wrapped module computes what mlx-lm computes.
+_MLX_LM_IMPLIED = {"gemma": {"hidden_act": "gelu"}, "starcoder2": {"hidden_act": "gelu"},
                    "gemma2": {"hidden_activation": "gelu_pytorch_tanh"},
                    "gemma3_text": {"hidden_activation": "gelu_pytorch_tanh"}}
 

@@ -120,7 +120,7 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
   if (!c.sliding_window) return;
   auto types = j.find("layer_types");
   const bool has_types = types != j.end() && !types->is_null();
-  if (mt == "mistral" || mt == "phi3" || mt == "mixtral" || mt == "qwen3_moe") {
+  if (mt == "mistral" || mt == "phi3" || mt == "mixtral" || mt == "qwen3_moe" || mt == "starcoder2") {
     c.sliding_layers.assign(n, true);  // these configs ignore layer_types: every layer slides
   } else if (switched || mt == "gemma2" || mt == "gemma3_text") {
     if (has_types) {
@@ -332,10 +332,13 @@ ModelConfig parse_model_config(const std::string& json_text) {
     fail("config", "num_attention_heads must be a multiple of num_key_value_heads");
   if (c.head_dim % 2 != 0) fail("config", "head_dim must be even for rotary embeddings");
   c.rms_norm_eps = get_float(j, "rms_norm_eps", c.rms_norm_eps);
+  c.rms_norm_eps = get_float(j, "norm_epsilon", c.rms_norm_eps);  // starcoder2's LayerNorm epsilon
   c.max_position_embeddings = get_int(j, "max_position_embeddings", c.max_position_embeddings);
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", c.tie_word_embeddings);
   c.attention_bias = get_bool(j, "attention_bias", c.attention_bias);
   c.mlp_bias = get_bool(j, "mlp_bias", c.mlp_bias);
+  // starcoder2: use_bias (Starcoder2Config's default: true) puts a bias on every linear.
+  if (c.model_type == "starcoder2") c.attention_bias = c.mlp_bias = get_bool(j, "use_bias", true);
   parse_sliding_layers(j, c);
   if (auto it = j.find("hidden_act"); it != j.end() && it->is_string()) c.hidden_act = *it;
   // gemma2/gemma3 name it hidden_activation (transformers reads only that one for them).

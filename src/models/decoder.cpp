@@ -61,6 +61,7 @@ void DecoderModel::build(const WeightMap& loaded) {
   using Norms = DecoderOptions::Norms;
   const auto& o = options_;
   auto norm_at = [&](const std::string& name) {
+    if (o.layer_norm) return layers::RMSNorm::load_layer_norm(weights, name, c.hidden_size, c.rms_norm_eps);
     return layers::RMSNorm::load(weights, name, c.hidden_size, c.rms_norm_eps, o.norm_plus_one);
   };
   for (int i = 0; i < c.num_hidden_layers; ++i) {
@@ -70,7 +71,7 @@ void DecoderModel::build(const WeightMap& loaded) {
     if (layers::is_moe_layer(c, i))
       b.moe = layers::SparseMoe::load(weights, p + (o.moe.mixtral_names ? ".block_sparse_moe" : ".mlp"), c, o.moe);
     else
-      b.mlp = layers::SwiGLU::load(weights, p + ".mlp", c, o.fused_mlp);
+      b.mlp = layers::SwiGLU::load(weights, p + ".mlp", c, o.mlp);
     if (o.norms != Norms::Post) b.input_norm = norm_at(p + ".input_layernorm.weight");
     b.post_attention_norm = norm_at(p + ".post_attention_layernorm.weight");
     if (o.norms == Norms::Sandwich) b.pre_feedforward_norm = norm_at(p + ".pre_feedforward_layernorm.weight");

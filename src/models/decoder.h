@@ -22,7 +22,8 @@ struct DecoderOptions {
   enum class Norms { Pre, Sandwich, Post } norms = Norms::Pre;
   bool norm_plus_one = false;     // gemma: every RMSNorm scales by (1 + w)
   bool scale_embeddings = false;  // gemma: embed() multiplies by sqrt(hidden_size) in the weights' dtype
-  bool fused_mlp = false;         // phi3: gate_up_proj
+  layers::SwiGLU::Kind mlp = layers::SwiGLU::Kind::Gated;  // phi3: GatedFused; starcoder2: Plain
+  bool layer_norm = false;        // starcoder2: LayerNorm with bias instead of RMSNorm
   // Mixture of experts when the config has experts (layers::is_moe_layer): mixtral's or qwen's names.
   layers::MoeOptions moe;
 };
@@ -72,5 +73,6 @@ void register_granite();
 void register_olmo2();
 void register_smollm3();
 void register_moe();  // mixtral, qwen2_moe, qwen3_moe
+void register_starcoder2();
 
 }  // namespace mlxgp

@@ -174,13 +174,19 @@ mx::array Embedding::operator()(const mx::array& tokens) const {
 }
 
 RMSNorm RMSNorm::load(const WeightMap& w, const std::string& name, int dim, float eps, bool plus_one) {
-  RMSNorm n{take(w, name, {dim}), eps, std::nullopt};
+  RMSNorm n{take(w, name, {dim}), eps, std::nullopt, std::nullopt};
   // transformers' GemmaRMSNorm: x.float() normalised, times (1 + w.float()), cast back once.
   if (plus_one) n.effective = mx::add(mx::astype(*n.weight, mx::float32), mx::array(1.0f));
   return n;
 }
 
+RMSNorm RMSNorm::load_layer_norm(const WeightMap& w, const std::string& name, int dim, float eps) {
+  const auto base = name.size() > 7 && name.ends_with(".weight") ? name.substr(0, name.size() - 7) : name;
+  return RMSNorm{take(w, name, {dim}), eps, std::nullopt, take(w, base + ".bias", {dim})};
+}
+
 mx::array RMSNorm::operator()(const mx::array& x) const {
+  if (bias) return mx::fast::layer_norm(x, *weight, *bias, eps);
   if (!effective) return mx::fast::rms_norm(x, *weight, eps);
   if (x.dtype() == mx::float32) return mx::fast::rms_norm(x, *effective, eps);
   return mx::astype(mx::fast::rms_norm(mx::astype(x, mx::float32), *effective, eps), x.dtype());
@@ -419,11 +425,17 @@ SwiGLU::Act parse_activation(const std::string& name) {
   fail("model", "unsupported hidden_act '" + name + "' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new)");
 }
 
-SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, bool fused) {
+SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind) {
   SwiGLU m;
   m.act = parse_activation(c.hidden_act);
   m.intermediate = c.intermediate_size;
-  if (fused) {
+  m.kind = kind;
+  if (kind == Kind::Plain) {  // starcoder2: c_fc -> act -> c_proj
+    m.up_proj = Linear::load(w, prefix + ".c_fc", c.hidden_size, c.intermediate_size, c.mlp_bias);
+    m.down_proj = Linear::load(w, prefix + ".c_proj", c.intermediate_size, c.hidden_size, c.mlp_bias);
+    return m;
+  }
+  if (kind == Kind::GatedFused) {
     m.gate_up_proj = Linear::load(w, prefix + ".gate_up_proj", c.hidden_size, 2 * c.intermediate_size, c.mlp_bias);
   } else {
     m.gate_proj = Linear::load(w, prefix + ".gate_proj", c.hidden_size, c.intermediate_size, c.mlp_bias);
@@ -434,6 +446,7 @@ SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelCo
 }
 
 mx::array SwiGLU::operator()(const mx::array& x) const {
+  if (kind == Kind::Plain) return down_proj(activation(act, up_proj(x)));
   std::optional<mx::array> gate, up;
   if (gate_up_proj) {  // phi3: gate, up_states = gate_up_proj(x).chunk(2, dim=-1)
     auto y = (*gate_up_proj)(x);
@@ -451,9 +464,13 @@ mx::array SwiGLU::operator()(const mx::array& x) const {
 }
 
 mx::array gated_activation(SwiGLU::Act act, const mx::array& gate, const mx::array& up) {
+  if (act == SwiGLU::Act::Silu) return kernels::swiglu(gate, up);
+  return mx::multiply(activation(act, gate), up);
+}
+
+mx::array activation(SwiGLU::Act act, const mx::array& g) {
   using Act = SwiGLU::Act;
-  if (act == Act::Silu) return kernels::swiglu(gate, up);
-  const auto& g = gate;
+  if (act == Act::Silu) return mx::multiply(g, mx::sigmoid(g));
   auto half = mx::array(0.5f, g.dtype()), one = mx::array(1.0f, g.dtype());
   mx::array a = [&] {
     if (act == Act::Gelu)  // erf form (torch gelu, approximate='none')
@@ -463,7 +480,7 @@ mx::array gated_activation(SwiGLU::Act act, const mx::array& gate, const mx::arr
                               mx::add(g, mx::multiply(mx::array(0.044715f, g.dtype()), mx::multiply(g, mx::multiply(g, g)))));
     return mx::multiply(mx::multiply(half, g), mx::add(one, mx::tanh(inner)));
   }();
-  return mx::multiply(a, up);
+  return a;
 }
 
 }  // namespace mlxgp::layers

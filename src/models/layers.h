@@ -74,12 +74,16 @@ struct Embedding {
   mx::array as_linear(const mx::array& x) const { return table(x); }
 };
 
-// x / rms(x) * w, or * (1 + w) for gemma's norms (`plus_one`; the stored parameter stays w).
+// x / rms(x) * w, or * (1 + w) for gemma's norms (`plus_one`; the stored parameter stays w); or, with
+// `bias` set, LayerNorm (x - mean) / std * w + b (starcoder2).
 struct RMSNorm {
   std::optional<mx::array> weight;
   float eps = 1e-6f;
   std::optional<mx::array> effective;  // 1 + w when plus_one
+  std::optional<mx::array> bias;       // LayerNorm
   static RMSNorm load(const WeightMap& w, const std::string& name, int dim, float eps, bool plus_one = false);
+  // `name` is the weight's; the bias is its sibling `.bias`.
+  static RMSNorm load_layer_norm(const WeightMap& w, const std::string& name, int dim, float eps);
   mx::array operator()(const mx::array& x) const;
 };
 
@@ -133,19 +137,22 @@ struct Attention {
 };
 
 // down(act(gate(x)) * up(x)): SwiGLU (silu) or GeGLU (gelu, gelu_pytorch_tanh: gemma); phi3 fuses
-// gate and up into one gate_up_proj ([gate; up] rows).
+// gate and up into one gate_up_proj ([gate; up] rows); Plain is the ungated c_proj(act(c_fc(x)))
+// (starcoder2; up_proj holds c_fc, down_proj c_proj).
 struct SwiGLU {
   Linear gate_proj, up_proj, down_proj;
   std::optional<Linear> gate_up_proj;
   enum class Act { Silu, Gelu, GeluTanh } act = Act::Silu;
+  enum class Kind { Gated, GatedFused, Plain } kind = Kind::Gated;
   int intermediate = 0;
-  static SwiGLU load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, bool fused = false);
+  static SwiGLU load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind = Kind::Gated);
   mx::array operator()(const mx::array& x) const;
 };
 
 // The activations DecoderModel accepts (config hidden_act / hidden_activation), named on refusal.
 SwiGLU::Act parse_activation(const std::string& name);
-// act(gate) * up, the gated MLP's middle (SwiGLU::operator(), the MoE experts).
+// act(x), and act(gate) * up, the gated MLP's middle (SwiGLU::operator(), the MoE experts).
+mx::array activation(SwiGLU::Act act, const mx::array& x);
 mx::array gated_activation(SwiGLU::Act act, const mx::array& gate, const mx::array& up);
 
 }  // namespace mlxgp::layers

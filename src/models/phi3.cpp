@@ -8,7 +8,7 @@ void register_phi3() {
   register_model_type("phi3", [](const ModelConfig& c, WeightMap w) -> std::unique_ptr<Model> {
     DecoderOptions o;
     o.attention.fused_qkv = true;
-    o.fused_mlp = true;
+    o.mlp = layers::SwiGLU::Kind::GatedFused;
     return std::make_unique<DecoderModel>(c, std::move(w), o);
   });
 }

@@ -33,6 +33,7 @@ void ensure_builtins() {
     register_olmo2();
     register_smollm3();
     register_moe();
+    register_starcoder2();
   });
 }
 

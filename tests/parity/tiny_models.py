@@ -9,7 +9,7 @@ from pathlib import Path
 ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 # The later architectures (tests/parity/test_architectures.py), each with its distinctive options on.
 MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", "olmo2", "smollm3",
-              "mixtral", "qwen2_moe", "qwen3_moe")
+              "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2")
 MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
@@ -78,6 +78,9 @@ def tiny_config(arch: str):
         return transformers.Olmo2Config(**_COMMON)
     if arch == "smollm3":
         return transformers.SmolLM3Config(**_COMMON, no_rope_layer_interval=2, pad_token_id=0)
+    if arch == "starcoder2":
+        return transformers.Starcoder2Config(**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"},
+                                             norm_epsilon=1e-5, sliding_window=8, use_bias=True)
     if arch == "mixtral":
         return transformers.MixtralConfig(**_COMMON, num_local_experts=4, num_experts_per_tok=2)
     if arch == "qwen2_moe":
@@ -132,7 +135,8 @@ def legacy_rope_config(folder) -> None:
 def mlx_lm_layout(folder, arch: str) -> None:
     """mlx-lm 0.32 reads the pre-5.x config layout (top-level rope_theta / rope_scaling, gemma3's
     rope_local_base_freq) and always rotates with LongRoPE's long factors, so phi3 goes without scaling.
-    Its gemma uses exact gelu whatever hidden_act says, its gemma2 has no sliding window, and its gemma3_text
+    Its gemma and starcoder2 use exact gelu whatever hidden_act says, its gemma2 and starcoder2 have no
+    sliding window, and its gemma3_text
     reads sliding_window_pattern and never caps its logits: the folder says the same to both sides."""
     import json
 
@@ -150,8 +154,10 @@ def mlx_lm_layout(folder, arch: str) -> None:
         cfg["num_experts"] = cfg["num_local_experts"]  # transformers 5 saves the mixtral spelling
     if arch == "gemma":
         cfg["hidden_act"] = "gelu"
-    if arch == "gemma2":
+    if arch in ("gemma2", "starcoder2"):
         cfg["sliding_window"] = 4096
+    if arch == "starcoder2":
+        cfg["hidden_act"] = "gelu"  # mlx-lm's starcoder2 MLP is exact gelu
     if arch == "gemma3_text":
         cfg["sliding_window_pattern"] = 3  # layer_types [sliding, sliding, full]
         cfg["final_logit_softcapping"] = None  # mlx-lm's gemma3_text does not cap

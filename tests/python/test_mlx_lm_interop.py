@@ -89,7 +89,8 @@ def more_archs(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("arch", ARCHS + ("gemma", "gemma2", "gemma3_text", "phi3", "granite", "olmo2", "smollm3"))
+@pytest.mark.parametrize("arch", ARCHS + ("gemma", "gemma2", "gemma3_text", "phi3", "granite", "olmo2", "smollm3",
+                                          "mixtral", "qwen3_moe", "starcoder2"))
 def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     folder = tiny_archs[arch] if arch in tiny_archs else more_archs(arch)
     model = mlx_lm_model(folder)
@@ -103,12 +104,12 @@ def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
 
 
 def test_unsupported_architecture_is_one_line(mgp):
-    from mlx_lm.models import starcoder2
+    from mlx_lm.models import gpt2
 
-    args = starcoder2.ModelArgs(model_type="starcoder2", hidden_size=32, num_hidden_layers=1, intermediate_size=64,
-                                num_attention_heads=2, num_key_value_heads=1, vocab_size=64)
-    with pytest.raises(ValueError, match=r"^\[interop\] mlx-lm model of architecture 'starcoder2' is not supported"):
-        mgp.generate(starcoder2.Model(args), None, [1, 2, 3], max_tokens=2)
+    args = gpt2.ModelArgs(model_type="gpt2", n_ctx=64, n_embd=32, n_head=2, n_layer=1, n_positions=64,
+                          layer_norm_epsilon=1e-5, vocab_size=64)
+    with pytest.raises(ValueError, match=r"^\[interop\] mlx-lm model of architecture 'gpt2' is not supported"):
+        mgp.generate(gpt2.Model(args), None, [1, 2, 3], max_tokens=2)
     with pytest.raises(TypeError, match=r"^\[interop\] expected an mlxgp Model or an mlx-lm model, got dict$"):
         mgp.generate({}, None, [1, 2, 3], max_tokens=2)
 
