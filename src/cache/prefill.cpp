@@ -53,6 +53,18 @@ mx::array prefill_tokens(Model& model, KVCacheList& caches, const mx::array& ids
   if (pos >= n) fail("generate", "nothing left of the prompt to prefill");
   auto part = [&](int from, int to) { return mx::slice(ids, {0, from}, {1, to}); };
   std::optional<mx::array> logits;
+  // LongRoPE (phi3) rotates a forward with its long factors when the forward reaches past
+  // original_max_position_embeddings; transformers prefills the whole prompt in one forward, so a prompt
+  // longer than that is long-rotated throughout. Chunks would rotate the early ones with the short factors.
+  int chunk = o.chunk_size;
+  const auto& rope = model.config().rope_scaling;
+  if (rope && rope->rope_type == "longrope" && n > rope->original_max_position_embeddings) {
+    if (o.cache.max_kv_size || o.cache.kv_bits)
+      fail("generate", "a prompt longer than LongRoPE's original_max_position_embeddings (" +
+                           std::to_string(rope->original_max_position_embeddings) +
+                           ") is prefilled in one forward; rotating / quantized KV caches prefill in steps");
+    chunk = n;
+  }
   if (o.cache.max_kv_size || o.cache.kv_bits) {
     while (n - pos > 1) {
       const int len = std::min(o.kv_step_size, n - pos - 1);
@@ -63,7 +75,7 @@ mx::array prefill_tokens(Model& model, KVCacheList& caches, const mx::array& ids
     }
   }
   while (pos < n) {
-    const int len = std::min(o.chunk_size, n - pos);
+    const int len = std::min(chunk, n - pos);
     // Only the last position's logits are needed: skip the lm_head over the rest of the prompt.
     logits = forward_and_quantize(model, caches, part(pos, pos + len), 1, o.cache);
     pos += len;

@@ -203,3 +203,20 @@ def test_mlx_quantized_folder_vs_mlx_lm(arch, tiny, run_mlxgp, tmp_path):
     print(f"{arch}: MLX 4-bit g32 folder vs mlx-lm: max |diff| = {diff:.3e} (logit range {np.abs(ref).max():.1f})")
     assert np.abs(ref).max() > 0.5
     assert diff <= 1e-3
+
+
+def test_longrope_prompt_past_original_length_prefills_as_one_forward(tiny, run_mlxgp, run_mlxgp_json):
+    """A prompt longer than original_max_position_embeddings (24 here) is long-rotated throughout, as
+    transformers' single prefill forward does, whatever the prefill chunk size; rotating / quantized caches
+    (which prefill in steps) refuse it in one line."""
+    model, folder = tiny("phi3-long")
+    ids = _ids(30, model.config.vocab_size, seed=5)
+    ref = _hf_generate(model, ids)
+    got = run_mlxgp_json("generate", "--model", folder, "--dtype", "float32", "--max-new-tokens", MAX_NEW,
+                         "--min-new-tokens", MAX_NEW, "--input-ids", ",".join(map(str, ids)),
+                         "--prefill-chunk-size", 8)["sequences"][0]["token_ids"]
+    assert got == ref
+    r = run_mlxgp("generate", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--max-new-tokens", 2,
+                  "--max-kv-size", 64, check=False)
+    assert r.returncode != 0 and "original_max_position_embeddings" in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0, r.stderr
