@@ -15,8 +15,6 @@ namespace mx = mlx::core;
 
 namespace mlxgp::layers {
 
-namespace {
-
 std::string shape_str(const mx::Shape& s) {
   std::ostringstream o;
   o << "[";
@@ -24,6 +22,8 @@ std::string shape_str(const mx::Shape& s) {
   o << "]";
   return o.str();
 }
+
+namespace {
 
 bool is_float(mx::Dtype t) { return mx::issubdtype(t, mx::floating); }
 
@@ -472,15 +472,12 @@ mx::array activation(SwiGLU::Act act, const mx::array& g) {
   using Act = SwiGLU::Act;
   if (act == Act::Silu) return mx::multiply(g, mx::sigmoid(g));
   auto half = mx::array(0.5f, g.dtype()), one = mx::array(1.0f, g.dtype());
-  mx::array a = [&] {
-    if (act == Act::Gelu)  // erf form (torch gelu, approximate='none')
-      return mx::multiply(mx::multiply(half, g), mx::add(one, mx::erf(mx::multiply(g, mx::array(float(M_SQRT1_2), g.dtype())))));
-    // torch gelu(approximate='tanh'): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-    auto inner = mx::multiply(mx::array(float(std::sqrt(2.0 / std::numbers::pi)), g.dtype()),
-                              mx::add(g, mx::multiply(mx::array(0.044715f, g.dtype()), mx::multiply(g, mx::multiply(g, g)))));
-    return mx::multiply(mx::multiply(half, g), mx::add(one, mx::tanh(inner)));
-  }();
-  return a;
+  if (act == Act::Gelu)  // erf form (torch gelu, approximate='none')
+    return mx::multiply(mx::multiply(half, g), mx::add(one, mx::erf(mx::multiply(g, mx::array(float(M_SQRT1_2), g.dtype())))));
+  // torch gelu(approximate='tanh'): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+  auto inner = mx::multiply(mx::array(float(std::sqrt(2.0 / std::numbers::pi)), g.dtype()),
+                            mx::add(g, mx::multiply(mx::array(0.044715f, g.dtype()), mx::multiply(g, mx::multiply(g, g)))));
+  return mx::multiply(mx::multiply(half, g), mx::add(one, mx::tanh(inner)));
 }
 
 }  // namespace mlxgp::layers

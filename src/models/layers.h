@@ -35,6 +35,9 @@ class UsedNames {
 mx::array take(const WeightMap& w, const std::string& name, const mx::Shape& shape);
 std::optional<mx::array> take_optional(const WeightMap& w, const std::string& name, const mx::Shape& shape);
 
+// "[a, b, c]", for error messages naming a tensor's shape.
+std::string shape_str(const mx::Shape& s);
+
 // MLX affine quantization mlxgp multiplies: 2/3/4/5/6/8 bits, groups of 32/64/128; else [model] naming `wname`.
 void check_quantization(const std::string& wname, int bits, int group_size);
 

@@ -11,12 +11,6 @@ namespace mlxgp::layers {
 
 namespace {
 
-std::string shape_text(const mx::Shape& s) {
-  std::string t = "[";
-  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-  return t + "]";
-}
-
 // HF per-expert projection name -> the stacked projection it belongs to.
 const char* stacked_name(const std::string& proj, bool mixtral) {
   if (mixtral) return proj == "w1" ? "gate_proj" : proj == "w3" ? "up_proj" : proj == "w2" ? "down_proj" : nullptr;
@@ -94,8 +88,8 @@ SwitchLinear SwitchLinear::load(const WeightMap& w, const std::string& prefix, i
   if (qw.ndim() != 3 || sc.ndim() != 3 || qw.shape(0) != experts || qw.shape(1) != out || sc.shape(0) != experts ||
       sc.shape(1) != out || sc.shape(2) == 0 || qw.dtype() != mx::uint32 || in % sc.shape(2) != 0 ||
       (qw.shape(2) * 32) % in != 0)
-    fail("model", "quantized expert tensor '" + prefix + ".weight' has shape " + shape_text(qw.shape()) +
-                      " with scales " + shape_text(sc.shape()) + ", which does not fit [" + std::to_string(experts) +
+    fail("model", "quantized expert tensor '" + prefix + ".weight' has shape " + shape_str(qw.shape()) +
+                      " with scales " + shape_str(sc.shape()) + ", which does not fit [" + std::to_string(experts) +
                       ", " + std::to_string(out) + ", " + std::to_string(in) + "]");
   l.group_size = in / sc.shape(2);
   l.bits = qw.shape(2) * 32 / in;
