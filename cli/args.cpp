@@ -39,7 +39,8 @@ bool Args::parse(const std::vector<std::string>& argv) {
       // (a value that starts with "--" can still be given as --name=value).
       const std::string& next = argv[i + 1];
       if (next.rfind("--", 0) == 0) {
-        const std::string next_name = next.substr(2, next.find('=') == std::string::npos ? std::string::npos : next.find('=') - 2);
+        const std::string next_name =
+            next.substr(2, next.find('=') == std::string::npos ? std::string::npos : next.find('=') - 2);
         bool is_option = next == "--help";
         for (auto& [n, s] : specs_) is_option = is_option || n == next_name;
         if (is_option) fail("cli", "--" + name + " needs a value (got the option " + next + " instead)");
@@ -70,8 +71,8 @@ std::optional<long long> Args::get_int(const std::string& name) const {
   long long out = 0;
   auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), out);
   if (ec == std::errc::result_out_of_range && p == v->data() + v->size())
-    fail("cli", "--" + name + " is out of range (" + (v->rfind('-', 0) == 0 ? "min " + std::to_string(INT64_MIN)
-                                                                            : "max " + std::to_string(INT64_MAX)) +
+    fail("cli", "--" + name + " is out of range (" +
+                    (v->rfind('-', 0) == 0 ? "min " + std::to_string(INT64_MIN) : "max " + std::to_string(INT64_MAX)) +
                     "), got '" + *v + "'");
   if (ec != std::errc() || p != v->data() + v->size() || v->empty())
     fail("cli", "--" + name + " expects an integer, got '" + *v + "'");
@@ -81,8 +82,10 @@ std::optional<long long> Args::get_int(const std::string& name) const {
 std::optional<int> Args::get_int32(const std::string& name) const {
   auto v = get_int(name);
   if (!v) return std::nullopt;
-  if (*v > INT32_MAX) fail("cli", "--" + name + " is out of range (max " + std::to_string(INT32_MAX) + "), got '" + *get(name) + "'");
-  if (*v < INT32_MIN) fail("cli", "--" + name + " is out of range (min " + std::to_string(INT32_MIN) + "), got '" + *get(name) + "'");
+  if (*v > INT32_MAX)
+    fail("cli", "--" + name + " is out of range (max " + std::to_string(INT32_MAX) + "), got '" + *get(name) + "'");
+  if (*v < INT32_MIN)
+    fail("cli", "--" + name + " is out of range (min " + std::to_string(INT32_MIN) + "), got '" + *get(name) + "'");
   return static_cast<int>(*v);
 }
 

@@ -27,8 +27,8 @@ void print_turn_stats(int turn, const ChatReply& r) {
   std::fprintf(stderr,
                "[chat] turn %d: prompt %d tokens (%d reused, %d prefilled, %.1f tok/s prefill), generated %d tokens "
                "(%.1f tok/s decode), finish_reason %s%s\n",
-               turn, s.prompt_tokens, s.reused_tokens, s.prefilled_tokens, s.prefill_tokens_per_s,
-               s.generated_tokens, s.decode_tokens_per_s, to_string(r.finish_reason).c_str(),
+               turn, s.prompt_tokens, s.reused_tokens, s.prefilled_tokens, s.prefill_tokens_per_s, s.generated_tokens,
+               s.decode_tokens_per_s, to_string(r.finish_reason).c_str(),
                s.dropped_turns ? (", dropped " + std::to_string(s.dropped_turns) + " old exchange(s)").c_str() : "");
 }
 
@@ -48,10 +48,13 @@ int run_chat(const std::vector<std::string>& argv) {
             "Generation settings as in `mlxgp generate` (max_new_tokens defaults to 256 here).");
   args.option("model", "default | model folder | file.gguf (default: default)")
       .option("system", "a system message at the start of the conversation (kept by /reset)")
-      .option("drop-old-turns", "when the conversation outgrows the context, drop the oldest exchanges "
-                                "(default: report an error and keep the conversation)", false)
-      .option("dtype", "float32 | bfloat16 | float16: compute dtype, dequantizing quantized weights "
-                       "(default: the checkpoint's own)")
+      .option("drop-old-turns",
+              "when the conversation outgrows the context, drop the oldest exchanges "
+              "(default: report an error and keep the conversation)",
+              false)
+      .option("dtype",
+              "float32 | bfloat16 | float16: compute dtype, dequantizing quantized weights "
+              "(default: the checkpoint's own)")
       .option("prefill-chunk-size", "prefill long prompts in chunks of this many tokens (default 512)")
       .option("show-config", "print the effective generation config to stderr", false);
   add_generation_flags(args);
@@ -66,7 +69,7 @@ int run_chat(const std::vector<std::string>& argv) {
   }
   LoadOptions load_options;
   if (auto d = args.get("dtype")) load_options.dtype = parse_dtype(*d);
-  GenerationConfig user_only;  // the user's layers alone: checked before loading, and tells whether
+  GenerationConfig user_only;               // the user's layers alone: checked before loading, and tells whether
   apply_generation_flags(user_only, args);  // they set max_length themselves
   validate(user_only);
   const bool user_set_length = user_only.max_length != GenerationConfig().max_length;

@@ -43,7 +43,6 @@ std::string render_one(const std::string& source, const ojson& conv, bool gen_pr
   return apply_chat_template(source, conv["messages"], gen_prompt, st, extra);
 }
 
-
 std::string token_text(const Tokenizer& tok, std::optional<int> id) {
   return id ? tok.id_to_token(*id) : std::string();
 }
@@ -53,11 +52,13 @@ std::string token_text(const Tokenizer& tok, std::optional<int> id) {
 int run_chat_template(const std::vector<std::string>& argv) {
   Args a("chat-template", "render a chat template like transformers' apply_chat_template(tokenize=False)");
   a.option("template-file", "the Jinja chat template (default: the chat template of --model)")
-      .option("model", "take the template and bos/eos tokens from this model's tokenizer: \"default\", a GGUF "
-                       "file, or a folder with tokenizer.json")
+      .option("model",
+              "take the template and bos/eos tokens from this model's tokenizer: \"default\", a GGUF "
+              "file, or a folder with tokenizer.json")
       .option("messages-json", "a JSON file: one conversation; prints the rendered text")
-      .option("messages-jsonl", "a file with one conversation per line; prints one JSON string per line "
-                                "(or {\"error\": message} where the template raised)")
+      .option("messages-jsonl",
+              "a file with one conversation per line; prints one JSON string per line "
+              "(or {\"error\": message} where the template raised)")
       .option("no-generation-prompt", "render with add_generation_prompt=False", false)
       .option("bos", "the bos_token string (default: unset)")
       .option("eos", "the eos_token string (default: unset)");

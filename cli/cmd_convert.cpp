@@ -16,7 +16,8 @@ int run_convert(const std::vector<std::string>& argv) {
             "convert writes it. The result loads with mlxgp and with mlx_lm.load.");
   args.option("hf-path", "the HF checkpoint folder to read")
       .option("mlx-path", "the output folder (must not exist yet)")
-      .option("quantize", "quantize the linear and embedding weights (affine, mlx-lm's default 4 bits / group 64)", false)
+      .option("quantize", "quantize the linear and embedding weights (affine, mlx-lm's default 4 bits / group 64)",
+              false)
       .option("q-bits", "bits per quantized weight: 2, 3, 4, 6 or 8 (default 4)")
       .option("q-group-size", "quantization group size: 32, 64 or 128 (default 64)")
       .option("dtype", "float32 | bfloat16 | float16: cast the float weights first (default: the checkpoint's)");

@@ -41,8 +41,9 @@ void print_stats(const GenerationResult& r) {
                s.prompt_tokens, s.prefill_tokens_per_s, s.generated_tokens, s.decode_tokens_per_s,
                s.peak_memory_bytes / (1024.0 * 1024.0), reasons.c_str());
   if (auto& sp = s.speculative)
-    std::fprintf(stderr, "[stats] speculative: %d/%d drafted tokens accepted (%.1f%%), %.2f tokens per target forward\n",
-                 sp->accepted_tokens, sp->drafted_tokens, 100.0 * sp->acceptance_rate(), sp->tokens_per_target_forward());
+    std::fprintf(
+        stderr, "[stats] speculative: %d/%d drafted tokens accepted (%.1f%%), %.2f tokens per target forward\n",
+        sp->accepted_tokens, sp->drafted_tokens, 100.0 * sp->acceptance_rate(), sp->tokens_per_target_forward());
 }
 
 // --scores-out: every sequence's full per-step arrays (HF output_scores / output_logits, [n, V] each).
@@ -59,12 +60,14 @@ void save_scores(const std::string& path, const GenerationResult& r) {
 }
 
 // --negative-prompt / --negative-input-ids: CFG's unconditional prompt (HF negative_prompt_ids).
-std::optional<std::vector<int>> negative_prompt(const Args& args, const GenerationConfig& config, const Tokenizer* tok) {
+std::optional<std::vector<int>> negative_prompt(const Args& args, const GenerationConfig& config,
+                                                const Tokenizer* tok) {
   if (!args.has("negative-prompt") && !args.has("negative-input-ids")) return std::nullopt;
   if (args.has("negative-prompt") && args.has("negative-input-ids"))
     fail("cli", "pass at most one of --negative-prompt and --negative-input-ids");
   if (!config.guidance_scale || *config.guidance_scale == 1.0)
-    fail("cli", "--negative-prompt / --negative-input-ids need --guidance-scale other than 1 (classifier-free guidance)");
+    fail("cli",
+         "--negative-prompt / --negative-input-ids need --guidance-scale other than 1 (classifier-free guidance)");
   if (auto ids = args.get_int_list("negative-input-ids")) {
     if (ids->empty()) fail("cli", "--negative-input-ids must not be empty");
     return ids;
@@ -80,7 +83,7 @@ std::optional<std::vector<int>> negative_prompt(const Args& args, const Generati
 // transformers' apply_chat_template(messages, add_generation_prompt=True, tokenize=True): the rendered
 // text already holds the special tokens, so it is encoded without adding more.
 static std::vector<int> chat_prompt_ids(const Tokenizer& tokenizer, const std::string& prompt,
-                                 const std::optional<std::string>& system) {
+                                        const std::optional<std::string>& system) {
   if (tokenizer.chat_template().empty()) fail("generate", "the model's tokenizer has no chat template; drop --chat");
   std::vector<ChatMessage> messages;
   if (system) messages.push_back({"system", *system});
@@ -99,9 +102,10 @@ int run_generate(const std::vector<std::string>& argv) {
   args.option("model", "default | model folder | file.gguf (default: default)")
       .option("prompt", "prompt text (encoded with the model's tokenizer, special tokens added as HF does)")
       .option("input-ids", "comma-separated prompt token ids, e.g. 1,2,3 (instead of --prompt)")
-      .option("prompts-file", "many prompts at once: a JSONL file, one {\"prompt\": ...} or {\"input_ids\": [...]} "
-                              "per line, each with an optional \"config\" object (HF GenerationConfig fields) over the "
-                              "command line's settings; decoded together in batches")
+      .option("prompts-file",
+              "many prompts at once: a JSONL file, one {\"prompt\": ...} or {\"input_ids\": [...]} "
+              "per line, each with an optional \"config\" object (HF GenerationConfig fields) over the "
+              "command line's settings; decoded together in batches")
       .option("batch-size", "with --prompts-file: rows decoded together at most (default 16)")
       .option("chat", "wrap --prompt in the model's chat template as one user turn (add_generation_prompt)", false)
       .option("system", "with --chat: a system message before the user turn")
@@ -109,18 +113,22 @@ int run_generate(const std::vector<std::string>& argv) {
       .option("negative-input-ids", "classifier-free guidance: the unconditional prompt as token ids");
   add_generation_flags(args);
   declare_hook_flags(args);
-  args.option("dtype", "float32 | bfloat16 | float16: compute dtype, dequantizing quantized weights "
-                       "(default: the checkpoint's own)")
+  args.option("dtype",
+              "float32 | bfloat16 | float16: compute dtype, dequantizing quantized weights "
+              "(default: the checkpoint's own)")
       .option("prefill-chunk-size", "prefill long prompts in chunks of this many tokens (default 512)")
-      .option("prompt-cache", "start from a prompt cache saved by `mlxgp cache-prompt` (the prompt must begin "
-                              "with its tokens; it must come from the same model, dtype and LoRA adapters; not with --soft-prompt "
-                              "or --steer on prompt positions, which the saved cache does not hold)")
-      .option("memory-trace", "comma-separated generated-token counts at which stats.memory_trace records MLX's "
-                              "peak and active memory (--json)")
+      .option("prompt-cache",
+              "start from a prompt cache saved by `mlxgp cache-prompt` (the prompt must begin "
+              "with its tokens; it must come from the same model, dtype and LoRA adapters; not with --soft-prompt "
+              "or --steer on prompt positions, which the saved cache does not hold)")
+      .option("memory-trace",
+              "comma-separated generated-token counts at which stats.memory_trace records MLX's "
+              "peak and active memory (--json)")
       .option("show-config", "print the effective generation config (all layers merged) to stderr", false)
-      .option("scores-out", "write each sequence's per-step processed scores / raw logits [n, vocab] to this "
-                            ".safetensors file (scores.I, logits.I, token_ids.I); turns on --output-scores "
-                            "unless --output-logits is given")
+      .option("scores-out",
+              "write each sequence's per-step processed scores / raw logits [n, vocab] to this "
+              ".safetensors file (scores.I, logits.I, token_ids.I); turns on --output-scores "
+              "unless --output-logits is given")
       .option("json", "print one JSON object (prompt_token_ids, sequences, stats) instead of streaming text", false);
   if (!args.parse(argv)) return 0;
 
@@ -180,18 +188,19 @@ int run_generate(const std::vector<std::string>& argv) {
   if (prompt_cache_path) {
     if (config.num_beams > 1 || config.use_speculative || config.prompt_lookup_num_tokens)
       fail("cli", "--prompt-cache works with greedy and sampled generation only (not beams or speculative decoding)");
-    gen_options.prompt_cache = std::make_shared<const PromptCache>(load_prompt_cache(*prompt_cache_path, *loaded.model));
+    gen_options.prompt_cache =
+        std::make_shared<const PromptCache>(load_prompt_cache(*prompt_cache_path, *loaded.model));
   }
 
   auto encode = [&](const std::string& text) {
     if (!loaded.tokenizer) fail("generate", "the model has no tokenizer; pass token ids instead of prompt text");
-    return args.has("chat") ? chat_prompt_ids(*loaded.tokenizer, text, args.get("system")) : loaded.tokenizer->encode(text);
+    return args.has("chat") ? chat_prompt_ids(*loaded.tokenizer, text, args.get("system"))
+                            : loaded.tokenizer->encode(text);
   };
   if (batch) {
-    auto requests = read_prompts_file(*args.get("prompts-file"), config, encode,
-                                      [&](const std::vector<int>& ids, const GenerationConfig& c) {
-                                        check_prompt(*loaded.model, ids, c);
-                                      });
+    auto requests = read_prompts_file(
+        *args.get("prompts-file"), config, encode,
+        [&](const std::vector<int>& ids, const GenerationConfig& c) { check_prompt(*loaded.model, ids, c); });
     std::vector<std::vector<int>> prompts;
     std::vector<GenerationConfig> configs;
     for (auto& r : requests) {
@@ -218,8 +227,10 @@ int run_generate(const std::vector<std::string>& argv) {
     std::cout.flush();
     int generated = 0;
     for (auto& r : results) generated += r.stats.generated_tokens;
-    std::fprintf(stderr, "[stats] %zu requests, generated %d tokens in %.2f s (%.1f tok/s over all requests, prefill included)\n",
-                 results.size(), generated, secs, secs > 0 ? generated / secs : 0.0);
+    std::fprintf(
+        stderr,
+        "[stats] %zu requests, generated %d tokens in %.2f s (%.1f tok/s over all requests, prefill included)\n",
+        results.size(), generated, secs, secs > 0 ? generated / secs : 0.0);
     return 0;
   }
   std::vector<int> prompt_ids = input_ids ? *input_ids : encode(*args.get("prompt"));

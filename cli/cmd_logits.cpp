@@ -83,7 +83,8 @@ int run_logits(const std::vector<std::string>& argv) {
   const int vocab = model.config().vocab_size;
   for (int id : ids)
     if (id < 0 || id >= vocab)
-      fail("logits", "token id " + std::to_string(id) + " is outside the vocabulary (size " + std::to_string(vocab) + ")");
+      fail("logits",
+           "token id " + std::to_string(id) + " is outside the vocabulary (size " + std::to_string(vocab) + ")");
 
   using clock = std::chrono::steady_clock;
   auto caches = make_caches(model, cache_opts);
@@ -105,8 +106,8 @@ int run_logits(const std::vector<std::string>& argv) {
   mx::eval(logits);
   if (args.has("timing")) {
     auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
-    std::printf("prefill_tokens %d prefill_ms %.3f decode_tokens %d decode_ms_per_token %.3f\n", prefill,
-                ms(t1 - t0), T - prefill, T > prefill ? ms(t2 - t1) / (T - prefill) : 0.0);
+    std::printf("prefill_tokens %d prefill_ms %.3f decode_tokens %d decode_ms_per_token %.3f\n", prefill, ms(t1 - t0),
+                T - prefill, T > prefill ? ms(t2 - t1) / (T - prefill) : 0.0);
   }
   save_safetensors_atomic(out, {{"logits", logits}}, "logits");
   return 0;

@@ -126,7 +126,8 @@ int run_process_logits(const std::vector<std::string>& argv) {
     context.negative_prompt_ids = std::vector<int>(neg->begin(), neg->end());
   }
   if (auto f = args.get("prefix-allowed"))
-    context.prefix_allowed_tokens_fn = prefix_table(parse_json(read_file(*f, "cli", "--prefix-allowed"), "--prefix-allowed"));
+    context.prefix_allowed_tokens_fn =
+        prefix_table(parse_json(read_file(*f, "cli", "--prefix-allowed"), "--prefix-allowed"));
   json config = parse_json(read_file(args.require("config"), "cli", "--config"), "--config");
   json ids = parse_json(read_file(args.require("input-ids-file"), "cli", "--input-ids-file"), "--input-ids-file");
   const std::string out = args.require("out");

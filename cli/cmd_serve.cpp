@@ -67,7 +67,8 @@ int int_flag(const Args& args, const char* name, int fallback, int lo, int hi) {
 int run_serve(const std::vector<std::string>& argv) {
   Args args("serve",
             "An OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions (streaming or not),\n"
-            "/v1/models, /health, /tokenize, /detokenize, /metrics (Prometheus). Every request shares one continuously batched decode.");
+            "/v1/models, /health, /tokenize, /detokenize, /metrics (Prometheus). Every request shares one continuously "
+            "batched decode.");
   args.option("model", "default | model folder | file.gguf (default: default)")
       .option("model-id", "the model name clients use (default: the model file's or folder's name)")
       .option("host", "address to bind (default 127.0.0.1)")
@@ -147,8 +148,9 @@ int run_serve(const std::vector<std::string>& argv) {
                              "application/json");
            }));
   svr.Post("/detokenize", guarded([&](const httplib::Request& req, httplib::Response& res) {
-             res.set_content(service.detokenize(req.body).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
-                             "application/json");
+             res.set_content(
+                 service.detokenize(req.body).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                 "application/json");
            }));
   auto completions = [&](server::Endpoint endpoint) {
     return guarded([&service, endpoint](const httplib::Request& req, httplib::Response& res) {

@@ -118,7 +118,7 @@ int run_extract(const std::vector<std::string>& argv) {
                                   {"model", loaded.source},
                                   {"n_positive", std::to_string(positive.size())},
                                   {"n_negative", std::to_string(negative.size())}},
-                          "steer");
+                                 "steer");
   auto norm = mx::sqrt(mx::sum(mx::square(v))).item<float>();
   std::fprintf(stderr, "[steer] layer %lld, %zu positive / %zu negative prompts, |v| = %.4f -> %s\n",
                static_cast<long long>(*layer), positive.size(), negative.size(), norm, out.c_str());

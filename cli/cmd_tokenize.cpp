@@ -30,7 +30,6 @@ std::shared_ptr<Tokenizer> tokenizer_for(const Args& args) {
   return load_tokenizer(args.get("model").value_or("default"));
 }
 
-
 std::vector<std::string> split_lines(const std::string& s) {
   std::vector<std::string> lines;
   size_t at = 0;

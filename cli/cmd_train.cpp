@@ -93,7 +93,8 @@ Batch batch_at(const std::vector<Example>& ex, uint64_t seed, bool shuffle, size
 int run_train(const std::vector<std::string>& argv) {
   Args args("train", "train a model (full, LoRA or soft prompt) on a .txt or .jsonl dataset");
   args.option("model", "model folder, .gguf file or 'default' (default: default)")
-      .option("data", "training data: .txt (packed into --seq-len blocks) or .jsonl (text | prompt+completion | input_ids)")
+      .option("data",
+              "training data: .txt (packed into --seq-len blocks) or .jsonl (text | prompt+completion | input_ids)")
       .option("valid", "validation data (same formats)")
       .option("mode", "full | lora | soft-prompt (default: lora)")
       .option("steps", "optimizer steps (default: 100)")
@@ -226,9 +227,10 @@ int run_train(const std::vector<std::string>& argv) {
   Trainer trainer(model, trainable, std::move(opt), tc, schedule);
 
   // What must match for a checkpoint to be resumed by this run.
-  json identity = {{"model", loaded.source}, {"mode", mode}, {"optimizer", opt_name},
-                   {"trainable", trainable.size()}, {"hidden_size", mc.hidden_size},
-                   {"num_hidden_layers", mc.num_hidden_layers}, {"vocab_size", mc.vocab_size}};
+  json identity = {{"model", loaded.source},        {"mode", mode},
+                   {"optimizer", opt_name},         {"trainable", trainable.size()},
+                   {"hidden_size", mc.hidden_size}, {"num_hidden_layers", mc.num_hidden_layers},
+                   {"vocab_size", mc.vocab_size}};
   int start_step = 0;
   if (auto r = args.get("resume")) {
     auto ck = load_checkpoint(*r);
@@ -268,7 +270,8 @@ int run_train(const std::vector<std::string>& argv) {
     }
     return trainer.evaluate(batches);
   };
-  if (!valid_set.empty() && start_step == 0) std::fprintf(stderr, "[train] step 0 validation loss %.4f\n", valid_loss());
+  if (!valid_set.empty() && start_step == 0)
+    std::fprintf(stderr, "[train] step 0 validation loss %.4f\n", valid_loss());
 
   const bool tty = isatty(STDERR_FILENO);
   auto t0 = std::chrono::steady_clock::now();
@@ -276,8 +279,8 @@ int run_train(const std::vector<std::string>& argv) {
   for (int step = start_step; step < steps; ++step) {
     std::vector<Batch> micro;
     for (int k = 0; k < accum; ++k)
-      micro.push_back(batch_at(train_set, seed, shuffle, (static_cast<size_t>(step) * accum + k) * batch_size,
-                               batch_size, pad));
+      micro.push_back(
+          batch_at(train_set, seed, shuffle, (static_cast<size_t>(step) * accum + k) * batch_size, batch_size, pad));
     auto r = trainer.step(micro);
     if (step == start_step)
       if (auto p = args.get("dump-grads")) {
@@ -294,9 +297,15 @@ int run_train(const std::vector<std::string>& argv) {
                  hms(elapsed / done * (steps - step - 1)).c_str(), tty && !vloss && step + 1 < steps ? "" : "\n");
     if (vloss) std::fprintf(stderr, "[train] step %d validation loss %.4f\n", step + 1, *vloss);
     if (log) {
-      json line = {{"step", step + 1}, {"loss", r.loss}, {"n_tokens", r.n_tokens}, {"lr", r.lr},
-                   {"grad_norm", r.grad_norm}, {"skipped", r.skipped}, {"loss_scale", r.loss_scale},
-                   {"seconds", elapsed}, {"peak_memory_bytes", mx::get_peak_memory()}};
+      json line = {{"step", step + 1},
+                   {"loss", r.loss},
+                   {"n_tokens", r.n_tokens},
+                   {"lr", r.lr},
+                   {"grad_norm", r.grad_norm},
+                   {"skipped", r.skipped},
+                   {"loss_scale", r.loss_scale},
+                   {"seconds", elapsed},
+                   {"peak_memory_bytes", mx::get_peak_memory()}};
       if (vloss) line["valid_loss"] = *vloss;
       log << line.dump() << "\n" << std::flush;
     }
@@ -328,7 +337,8 @@ int run_train(const std::vector<std::string>& argv) {
     // Resumed from the final checkpoint (an earlier run was killed while writing its final weights, or is
     // simply re-run): the final weights are written again from it.
     auto artefact = write_artefact();
-    std::fprintf(stderr, "[train] the checkpoint is already at step %d: %s rewritten from it\n", steps, artefact.c_str());
+    std::fprintf(stderr, "[train] the checkpoint is already at step %d: %s rewritten from it\n", steps,
+                 artefact.c_str());
     return 0;
   }
   auto artefact = write_artefact();

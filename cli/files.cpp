@@ -39,8 +39,7 @@ void check_output_file(const std::string& path, const std::string& flag, const s
   if (!existed) fs::remove(probe, ec);
 }
 
-void save_safetensors_atomic(const std::string& path,
-                             const std::unordered_map<std::string, mlx::core::array>& tensors,
+void save_safetensors_atomic(const std::string& path, const std::unordered_map<std::string, mlx::core::array>& tensors,
                              const std::string& component) {
   mlxgp::save_safetensors_atomic(path, tensors, {}, component);
 }

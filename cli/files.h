@@ -17,8 +17,7 @@ std::string read_file(const std::string& path, const std::string& component = "c
 void check_output_file(const std::string& path, const std::string& flag, const std::string& component = "cli");
 
 // Writes beside `path` and renames, so a reader never sees a half-written file; throws [component].
-void save_safetensors_atomic(const std::string& path,
-                             const std::unordered_map<std::string, mlx::core::array>& tensors,
+void save_safetensors_atomic(const std::string& path, const std::unordered_map<std::string, mlx::core::array>& tensors,
                              const std::string& component = "cli");
 
 }  // namespace mlxgp::cli

@@ -29,7 +29,8 @@ mx::array read_vector_file(const std::string& path, const std::string& key, cons
 }  // namespace
 
 void declare_hook_flags(Args& args) {
-  args.option("steer", "safetensors file with a steering vector [hidden] (key steering_vector) added to the residual stream")
+  args.option("steer",
+              "safetensors file with a steering vector [hidden] (key steering_vector) added to the residual stream")
       .option("steer-layer", "layer(s) after which the steering vector is added, e.g. 12 or 10,12")
       .option("steer-alpha", "scale of the steering vector (default: 1)")
       .option("steer-positions", "all | prompt | generated (default: all)")

@@ -11,9 +11,10 @@
 
 namespace mlxgp::cli {
 
-std::vector<FileRequest> read_prompts_file(const std::string& path, const GenerationConfig& base,
-                                           const std::function<std::vector<int>(const std::string&)>& encode,
-                                           const std::function<void(const std::vector<int>&, const GenerationConfig&)>& check) {
+std::vector<FileRequest> read_prompts_file(
+    const std::string& path, const GenerationConfig& base,
+    const std::function<std::vector<int>(const std::string&)>& encode,
+    const std::function<void(const std::vector<int>&, const GenerationConfig&)>& check) {
   reject_directory(path, "generate", "--prompts-file");
   std::ifstream in(path);
   if (!in) fail("generate", "cannot read --prompts-file '" + path + "'");

@@ -19,8 +19,9 @@ struct FileRequest {
 // `encode(text)` turns a "prompt" into ids (it throws when the model has no tokenizer); `check(ids,
 // config)` throws on a prompt the model cannot take. Every problem is one [generate] error naming the
 // file and line ("requests.jsonl:3: ...").
-std::vector<FileRequest> read_prompts_file(const std::string& path, const GenerationConfig& base,
-                                           const std::function<std::vector<int>(const std::string&)>& encode,
-                                           const std::function<void(const std::vector<int>&, const GenerationConfig&)>& check);
+std::vector<FileRequest> read_prompts_file(
+    const std::string& path, const GenerationConfig& base,
+    const std::function<std::vector<int>(const std::string&)>& encode,
+    const std::function<void(const std::vector<int>&, const GenerationConfig&)>& check);
 
 }  // namespace mlxgp::cli

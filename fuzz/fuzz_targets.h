@@ -201,7 +201,8 @@ inline void exercise_tokenizer(const std::shared_ptr<Tokenizer>& tok, std::strin
   }
   std::vector<int> raw;
   for (size_t i = 0; i + 1 < text.size() && raw.size() < 64; i += 2)
-    raw.push_back((static_cast<uint8_t>(text[i]) << 8 | static_cast<uint8_t>(text[i + 1])) % (tok->vocab_size() + 8) - 4);
+    raw.push_back((static_cast<uint8_t>(text[i]) << 8 | static_cast<uint8_t>(text[i + 1])) % (tok->vocab_size() + 8) -
+                  4);
   try {
     (void)tok->decode(raw, false);
   } catch (const Error&) {
@@ -239,7 +240,8 @@ inline int fuzz_gguf(const uint8_t* data, size_t size) {
   }
   try {
     auto meta = io::load_gguf_metadata(f.path());
-    if (meta.count("tokenizer.ggml.model")) exercise_tokenizer(Tokenizer::from_gguf(meta), "Hello, world! \xc3\xa9 1234");
+    if (meta.count("tokenizer.ggml.model"))
+      exercise_tokenizer(Tokenizer::from_gguf(meta), "Hello, world! \xc3\xa9 1234");
   } catch (const Error&) {
   }
   return 0;
@@ -272,8 +274,9 @@ inline int fuzz_tokenizer_json(const uint8_t* data, size_t size) {
   } catch (const Error&) {
     return 0;
   }
-  for (std::string_view text : {std::string_view("Hello, world! 123 \xc3\xa9t\xc3\xa9 \xe4\xb8\xad\xe6\x96\x87  \n\t x"),
-                                std::string_view("<s></s><|endoftext|> a"), std::string_view("")})
+  for (std::string_view text :
+       {std::string_view("Hello, world! 123 \xc3\xa9t\xc3\xa9 \xe4\xb8\xad\xe6\x96\x87  \n\t x"),
+        std::string_view("<s></s><|endoftext|> a"), std::string_view("")})
     exercise_tokenizer(tok, text);
   return 0;
 }
@@ -304,11 +307,10 @@ inline int fuzz_tokenizer_text(const uint8_t* data, size_t size, const std::stri
 // array) with and without the generation prompt.
 inline int fuzz_chat_template(const uint8_t* data, size_t size) {
   auto parts = split_parts(data, size, 2);
-  nlohmann::ordered_json messages = nlohmann::ordered_json::array(
-      {{{"role", "system"}, {"content", "Be brief."}},
-       {{"role", "user"}, {"content", "Hi"}},
-       {{"role", "assistant"}, {"content", "Hello."}},
-       {{"role", "user"}, {"content", "Bye"}}});
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array({{{"role", "system"}, {"content", "Be brief."}},
+                                                                   {{"role", "user"}, {"content", "Hi"}},
+                                                                   {{"role", "assistant"}, {"content", "Hello."}},
+                                                                   {{"role", "user"}, {"content", "Bye"}}});
   if (parts.size() > 1) {
     auto j = nlohmann::ordered_json::parse(parts[1], nullptr, false);
     if (j.is_array()) messages = std::move(j);
@@ -385,7 +387,8 @@ inline int fuzz_server_request(const uint8_t* data, size_t size, const std::stri
       "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
       "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
   auto parts = split_parts(data, size, 2);
-  const auto endpoint = parts.size() > 1 && parts[0] == "chat" ? server::Endpoint::ChatCompletions : server::Endpoint::Completions;
+  const auto endpoint =
+      parts.size() > 1 && parts[0] == "chat" ? server::Endpoint::ChatCompletions : server::Endpoint::Completions;
   server::RequestLimits limits;
   limits.max_tokens_cap = 64;
   limits.chat_template = chatml;

@@ -85,8 +85,8 @@ class BatchEngine {
   void admit();
   Step build_step(const mlx::core::array& input);  // input: each row's last token [rows]
   void decode();
-  void settle_pending();  // waits for a queued step, then drops it
-  void finish(Request& r);           // assembles the result, moves it to done_
+  void settle_pending();    // waits for a queued step, then drops it
+  void finish(Request& r);  // assembles the result, moves it to done_
   void drop_rows_of(const std::vector<int>& leaving_ids);
 
   Model& model_;
@@ -95,12 +95,12 @@ class BatchEngine {
   int next_id_ = 0;
   std::deque<std::unique_ptr<Request>> queue_;
   std::vector<std::unique_ptr<Request>> running_;  // in row order
-  KVCacheList caches_;                              // the running rows' caches
-  std::vector<int> next_input_;                     // each running row's last token (next forward's input)
-  std::optional<Step> pending_;                     // the next step, queued before the current one is read
+  KVCacheList caches_;                             // the running rows' caches
+  std::vector<int> next_input_;                    // each running row's last token (next forward's input)
+  std::optional<Step> pending_;                    // the next step, queued before the current one is read
   std::map<int, GenerationResult> done_;
   std::vector<int> finished_now_;
-  bool stepping_ = false;      // inside step(): cancel() from a callback is deferred to its end
+  bool stepping_ = false;  // inside step(): cancel() from a callback is deferred to its end
   std::vector<int> cancels_;
 };
 

@@ -38,7 +38,7 @@ struct ChatTurnStats {
   int reused_tokens = 0;     // of those, already in the KV caches (common prefix with the last turn)
   int prefilled_tokens = 0;  // computed this turn (prompt_tokens - reused_tokens, at least 1)
   int generated_tokens = 0;
-  int dropped_turns = 0;  // exchanges dropped to fit the context (ContextOverflow::DropOldestTurns)
+  int dropped_turns = 0;            // exchanges dropped to fit the context (ContextOverflow::DropOldestTurns)
   double prefill_tokens_per_s = 0;  // prefilled tokens / time to the first token
   double decode_tokens_per_s = 0;   // tokens after the first / time after the first
 };

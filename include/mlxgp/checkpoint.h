@@ -16,15 +16,16 @@ namespace mlxgp {
 struct Checkpoint {
   std::string path;  // the checkpoint directory
   int step = 0;
-  nlohmann::json meta;  // meta.json
+  nlohmann::json meta;                               // meta.json
   std::unordered_map<std::string, WeightMap> files;  // <name>.safetensors -> tensors
 };
 
 // Writes `out_dir/checkpoint-<step>/` with one safetensors file per entry of `files` and meta.json
 // (step added), points `out_dir/latest` at it, and removes older checkpoints beyond `keep`.
 // Throws [checkpoint] on failure; an earlier checkpoint is never touched before the new one is complete.
-std::string save_checkpoint(const std::string& out_dir, int step, const std::unordered_map<std::string, WeightMap>& files,
-                            const nlohmann::json& meta, int keep = 2);
+std::string save_checkpoint(const std::string& out_dir, int step,
+                            const std::unordered_map<std::string, WeightMap>& files, const nlohmann::json& meta,
+                            int keep = 2);
 
 // Removes what interrupted saves leave in `out_dir`: `.tmp-checkpoint-*` folders, `*.tmp.safetensors`
 // files and `latest.tmp` (never a complete checkpoint or `latest`). Returns how many

@@ -18,9 +18,9 @@ struct Example {
 };
 
 struct DatasetOptions {
-  int seq_len = 512;         // tokens per example (txt blocks hold seq_len tokens)
-  int vocab_size = 0;        // ids must lie below it (0: not checked)
-  int max_context = 0;       // the model's context: longer examples are an error (0: not checked)
+  int seq_len = 512;    // tokens per example (txt blocks hold seq_len tokens)
+  int vocab_size = 0;   // ids must lie below it (0: not checked)
+  int max_context = 0;  // the model's context: longer examples are an error (0: not checked)
   bool add_special_tokens = true;
 };
 

@@ -11,7 +11,6 @@
 
 namespace mlxgp {
 
-
 class ExtraParams {
  public:
   // `params[key] = array` assigns; reading a missing key throws [params].

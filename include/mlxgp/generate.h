@@ -20,8 +20,8 @@ namespace mlxgp {
 // (speculative.h); otherwise the Generator below. `tokenizer` may be null (text stays empty;
 // stop_strings then throw [generate]); it also becomes options.tokenizer when that is unset. Config
 // defaults missing from `config` are taken from the model (with_model_defaults).
-GenerationResult generate(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
-                          const std::vector<int>& prompt_ids, const GenerationConfig& config,
-                          const TokenCallback& callback = {}, GeneratorOptions options = {});
+GenerationResult generate(Model& model, std::shared_ptr<const Tokenizer> tokenizer, const std::vector<int>& prompt_ids,
+                          const GenerationConfig& config, const TokenCallback& callback = {},
+                          GeneratorOptions options = {});
 
 }  // namespace mlxgp

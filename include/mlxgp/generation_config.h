@@ -147,7 +147,8 @@ struct GenerationConfig {
       FieldBounds::at_least(1));
     v(c.max_time, "max_time", std::optional<double>{}, "stop after this many seconds (finish_reason max_time)",
       FieldBounds::above(0));
-    v(c.seed, "seed", std::optional<uint64_t>{}, "random seed for sampling (not an HF field)", FieldBounds::at_least(0));
+    v(c.seed, "seed", std::optional<uint64_t>{}, "random seed for sampling (not an HF field)",
+      FieldBounds::at_least(0));
     v(c.sequence_bias, "sequence_bias", std::optional<SequenceBias>{},
       "add a bias to a sequence's last token when the rest of it ends the ids; JSON [[[1,2],-1.5]], flag 1,2:-1.5;3:2",
       FieldBounds::at_least(0));
@@ -160,8 +161,8 @@ struct GenerationConfig {
       "token id sequences never generated; JSON [[1,2],[3]], flag 1,2;3", FieldBounds::at_least(0));
     v(c.min_length, "min_length", 0, "forbid EOS while the total length (prompt included) is below this",
       FieldBounds::at_least(0));
-    v(c.min_new_tokens, "min_new_tokens", std::optional<int>{}, "forbid EOS before this many new tokens (wins over min_length)",
-      FieldBounds::at_least(0));
+    v(c.min_new_tokens, "min_new_tokens", std::optional<int>{},
+      "forbid EOS before this many new tokens (wins over min_length)", FieldBounds::at_least(0));
     v(c.suppress_tokens, "suppress_tokens", std::optional<std::vector<int>>{}, "token ids never generated, e.g. 5,7",
       FieldBounds::at_least(0));
     v(c.begin_suppress_tokens, "begin_suppress_tokens", std::optional<std::vector<int>>{},
@@ -170,8 +171,8 @@ struct GenerationConfig {
       "force this token when the sequence has exactly one token", FieldBounds::at_least(0));
     v(c.forced_eos_token_id, "forced_eos_token_id", std::optional<std::vector<int>>{},
       "force one of these tokens as the last one when max_length is reached", FieldBounds::at_least(0));
-    v(c.remove_invalid_values, "remove_invalid_values", false, "replace nan/inf logits by 0 / the largest finite values",
-      FieldBounds::none());
+    v(c.remove_invalid_values, "remove_invalid_values", false,
+      "replace nan/inf logits by 0 / the largest finite values", FieldBounds::none());
     v(c.exponential_decay_length_penalty, "exponential_decay_length_penalty", std::optional<std::vector<double>>{},
       "[start_index, decay_factor]: after start_index new tokens, raise EOS logits by factor^n", FieldBounds::none());
     v(c.renormalize_logits, "renormalize_logits", false, "log-softmax the logits after all processors",
@@ -181,7 +182,8 @@ struct GenerationConfig {
       FieldBounds::range(0, 1));
     v(c.typical_p, "typical_p", 1.0, "when sampling, locally typical sampling mass in (0, 1] (1 = off)",
       FieldBounds::range(0, 1, true, false));
-    v(c.epsilon_cutoff, "epsilon_cutoff", 0.0, "when sampling, drop tokens with probability below this, in [0, 1) (0 = off)",
+    v(c.epsilon_cutoff, "epsilon_cutoff", 0.0,
+      "when sampling, drop tokens with probability below this, in [0, 1) (0 = off)",
       FieldBounds::range(0, 1, false, true));
     v(c.eta_cutoff, "eta_cutoff", 0.0, "when sampling, eta sampling cutoff in [0, 1) (0 = off)",
       FieldBounds::range(0, 1, false, true));
@@ -196,7 +198,8 @@ struct GenerationConfig {
       FieldBounds::at_least(0));
     v(c.dry_multiplier, "dry_multiplier", 0.0,
       "llama.cpp DRY: penalise a token that would extend a repeated sequence by multiplier * base^(length - "
-      "allowed_length) (0 = off)", FieldBounds::at_least(0));
+      "allowed_length) (0 = off)",
+      FieldBounds::at_least(0));
     v(c.dry_base, "dry_base", 1.75, "llama.cpp DRY: base of the exponential penalty, >= 1", FieldBounds::at_least(1));
     v(c.dry_allowed_length, "dry_allowed_length", 2, "llama.cpp DRY: repeats up to this many tokens go unpenalised",
       FieldBounds::at_least(0));
@@ -211,7 +214,8 @@ struct GenerationConfig {
       FieldBounds::none());
     v(c.xtc_probability, "xtc_probability", 0.0,
       "when sampling, llama.cpp XTC: with this probability per step, drop every token with probability >= "
-      "xtc_threshold but the least likely of them, in [0, 1] (0 = off)", FieldBounds::range(0, 1));
+      "xtc_threshold but the least likely of them, in [0, 1] (0 = off)",
+      FieldBounds::range(0, 1));
     v(c.xtc_threshold, "xtc_threshold", 0.1, "llama.cpp XTC: probability threshold, in [0, 0.5]",
       FieldBounds::range(0, 0.5));
     v(c.mirostat, "mirostat", 0,
@@ -232,7 +236,8 @@ struct GenerationConfig {
     v(c.num_beam_groups, "num_beam_groups", 1, "diverse beam search: split the beams into this many groups",
       FieldBounds::at_least(1));
     v(c.diversity_penalty, "diversity_penalty", 0.0,
-      "diverse beam search: subtract this per use of a token by earlier groups at the same step", FieldBounds::at_least(0));
+      "diverse beam search: subtract this per use of a token by earlier groups at the same step",
+      FieldBounds::at_least(0));
     v(c.length_penalty, "length_penalty", 1.0,
       "beam search: a finished hypothesis scores sum(logprobs) / length^length_penalty", FieldBounds::none());
     v(c.early_stopping, "early_stopping", EarlyStopping::False,
@@ -242,7 +247,8 @@ struct GenerationConfig {
     v(c.draft_model, "draft_model", std::optional<std::string>{},
       "speculative decoding: draft checkpoint (folder or .gguf) sharing the target's tokenizer", FieldBounds::none());
     v(c.draft_layers, "draft_layers", std::optional<int>{},
-      "speculative decoding: use the target's first N layers as the draft (self-speculation)", FieldBounds::at_least(1));
+      "speculative decoding: use the target's first N layers as the draft (self-speculation)",
+      FieldBounds::at_least(1));
     v(c.num_draft_tokens, "num_draft_tokens", 3, "speculative decoding: tokens drafted per target forward",
       FieldBounds::at_least(1));
     v(c.speculative_exact_match, "speculative_exact_match", false,
@@ -262,8 +268,8 @@ struct GenerationConfig {
       "quantize the KV cache once it holds this many positions (default: from the start)", FieldBounds::at_least(0));
     v(c.output_scores, "output_scores", false, "return the processed scores of each step", FieldBounds::none());
     v(c.output_logits, "output_logits", false, "return the raw logits of each step", FieldBounds::none());
-    v(c.output_logprobs, "output_logprobs", false,
-      "return the log-probability of each chosen token (not an HF field)", FieldBounds::none());
+    v(c.output_logprobs, "output_logprobs", false, "return the log-probability of each chosen token (not an HF field)",
+      FieldBounds::none());
     v(c.json_schema, "json_schema", std::optional<std::string>{},
       "structured output: the text must be JSON following this schema (JSON text; on the command line a file)",
       FieldBounds::none());

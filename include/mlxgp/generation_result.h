@@ -15,7 +15,6 @@
 
 namespace mlxgp {
 
-
 // MLX memory at a given number of generated tokens (mlx::core::get_peak_memory / get_active_memory).
 struct MemorySample {
   int tokens = 0;
@@ -37,9 +36,9 @@ struct GeneratedSequence {
   // after, as transformers 4.56 records them). logprobs = log_softmax of that row at the chosen token.
   std::optional<mlx::core::array> scores;  // [n, V] processed scores
   std::optional<mlx::core::array> logits;  // [n, V] raw logits
-  std::vector<float> token_scores;  // output_scores: each chosen token's processed score
-  std::vector<float> token_logits;  // output_logits: each chosen token's raw logit
-  std::vector<float> logprobs;      // output_logprobs: each chosen token's log-probability
+  std::vector<float> token_scores;         // output_scores: each chosen token's processed score
+  std::vector<float> token_logits;         // output_logits: each chosen token's raw logit
+  std::vector<float> logprobs;             // output_logprobs: each chosen token's log-probability
   // Beam search only (HF sequences_scores / beam_indices): the hypothesis score
   // (sum of log-probs / length^length_penalty) and, per generated token, the beam it came from.
   std::optional<float> sequence_score;
@@ -66,11 +65,11 @@ struct SpeculativeStats {
 
 struct GenerationStats {
   int prompt_tokens = 0;
-  int generated_tokens = 0;         // over all sequences
-  double prefill_tokens_per_s = 0;  // prompt tokens / time to the first token
-  double decode_tokens_per_s = 0;   // tokens after each sequence's first / time after the first step
-  size_t peak_memory_bytes = 0;     // mlx::core::get_peak_memory() over the run
-  std::vector<MemorySample> memory_trace;  // GeneratorOptions::memory_trace_at's samples
+  int generated_tokens = 0;                     // over all sequences
+  double prefill_tokens_per_s = 0;              // prompt tokens / time to the first token
+  double decode_tokens_per_s = 0;               // tokens after each sequence's first / time after the first step
+  size_t peak_memory_bytes = 0;                 // mlx::core::get_peak_memory() over the run
+  std::vector<MemorySample> memory_trace;       // GeneratorOptions::memory_trace_at's samples
   std::optional<SpeculativeStats> speculative;  // use_speculative / prompt_lookup_num_tokens only
 };
 

@@ -92,7 +92,7 @@ class Generator {
 
  private:
   mlx::core::array forward_token(const mlx::core::array& tokens);  // tokens [B] -> next tokens [B] (lazy)
-  void queue(const mlx::core::array& tokens);                // async_eval of the tokens and requested outputs
+  void queue(const mlx::core::array& tokens);                      // async_eval of the tokens and requested outputs
 
   Model& model_;
   GenerationConfig config_;

@@ -17,15 +17,14 @@
 
 namespace mlxgp {
 
-
 class Model;
 
 enum class HookPoint { Embeddings, Residual, FinalHidden, Logits };
 
 struct HookSite {
   HookPoint point = HookPoint::Embeddings;
-  int layer = -1;   // Residual: the block (0-based) whose output this is; -1 at the other points
-  int offset = 0;   // absolute position of the first row of the array (the KV cache offset)
+  int layer = -1;  // Residual: the block (0-based) whose output this is; -1 at the other points
+  int offset = 0;  // absolute position of the first row of the array (the KV cache offset)
   // Tokens of the prompt being generated from (set by the Generator through HookList); -1 outside a
   // generation, where every position counts as prompt.
   int prompt_length = -1;

@@ -11,7 +11,6 @@
 
 namespace mlxgp {
 
-
 // The attention mask a cache asks for (mlx-lm's make_mask): none (one query), "causal" aligned to
 // the last key (sdpa's own mode), or an explicit boolean array [queries, keys] (true = attend).
 struct AttentionMask {
@@ -28,7 +27,8 @@ class KVCache {
   // Number of positions already stored (the position of the next token).
   virtual int offset() const = 0;
   // Appends keys/values [B, H, T, D] and returns all stored keys/values [B, H, offset, D].
-  virtual std::pair<mlx::core::array, mlx::core::array> update(const mlx::core::array& keys, const mlx::core::array& values) = 0;
+  virtual std::pair<mlx::core::array, mlx::core::array> update(const mlx::core::array& keys,
+                                                               const mlx::core::array& values) = 0;
   // Drops the last n positions (speculative rollback); returns how many were dropped.
   virtual int trim(int n) = 0;
   virtual bool is_trimmable() const = 0;
@@ -66,7 +66,8 @@ class StandardKVCache : public KVCache {
  public:
   explicit StandardKVCache(int step = 256) : step_(step) {}
   int offset() const override { return offset_; }
-  std::pair<mlx::core::array, mlx::core::array> update(const mlx::core::array& keys, const mlx::core::array& values) override;
+  std::pair<mlx::core::array, mlx::core::array> update(const mlx::core::array& keys,
+                                                       const mlx::core::array& values) override;
   int trim(int n) override;
   bool is_trimmable() const override { return true; }
   std::unique_ptr<KVCache> clone() const override;

@@ -16,7 +16,6 @@
 
 namespace mlxgp {
 
-
 // A processor's CPU form for one step: transforms one row of float32 logits in place, given that row's
 // token ids so far (prompt + generated; empty unless the processor needs_ids()).
 using RowKernel = std::function<void(std::span<float> logits, std::span<const int32_t> ids)>;
@@ -118,7 +117,7 @@ std::unique_ptr<LogitsProcessor> make_xtc_warper(double probability, double thre
 // generated token; out = scale * (log_softmax(cond) - log_softmax(uncond)) + log_softmax(uncond).
 // Every row of a batch shares the negative prompt. The model must outlive the processor.
 std::unique_ptr<LogitsProcessor> make_classifier_free_guidance(double scale, Model& model,
-                                                                std::optional<std::vector<int>> negative_prompt_ids);
+                                                               std::optional<std::vector<int>> negative_prompt_ids);
 
 // force_words_ids outside beam search (greedy and sampling): a produced first token of a forced word
 // forces its continuation; when the tokens left only just fit the missing words, one is started;

@@ -9,7 +9,6 @@
 
 namespace mlxgp {
 
-
 struct LossResult {
   mlx::core::array loss;      // scalar float32: the mean over counted targets
   mlx::core::array n_tokens;  // scalar int32: how many targets were counted

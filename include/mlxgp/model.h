@@ -16,7 +16,6 @@
 
 namespace mlxgp {
 
-
 using WeightMap = std::unordered_map<std::string, mlx::core::array>;
 
 class Model {

@@ -68,7 +68,7 @@ struct ModelConfig {
 
   // Mixture of experts (mixtral, qwen2_moe, qwen3_moe): num_local_experts / num_experts, top-k routing.
   std::optional<bool> qkv_bias;  // qwen2_moe's switch for q/k/v biases (its default: on)
-  int num_experts = 0;  // 0: dense MLP in every layer
+  int num_experts = 0;           // 0: dense MLP in every layer
   int num_experts_per_tok = 0;
   int moe_intermediate_size = 0;            // qwen*_moe expert width (mixtral: intermediate_size)
   int shared_expert_intermediate_size = 0;  // qwen2_moe's always-on expert (0: none)

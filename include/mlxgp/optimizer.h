@@ -12,7 +12,6 @@
 
 namespace mlxgp {
 
-
 class Optimizer {
  public:
   virtual ~Optimizer() = default;

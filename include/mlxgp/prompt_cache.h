@@ -32,8 +32,8 @@ PromptCache make_prompt_cache(Model& model, const std::vector<int>& token_ids, i
 // metadata format/version/cache_type/model_identity. Throws [prompt-cache].
 void save_prompt_cache(const std::string& path, const PromptCache& cache);
 
-// Reads and validates a saved cache (finite keys and values) and checks that it belongs to `model`. Throws [safetensors] for
-// an unreadable file and [prompt-cache] for one that is not a prompt cache, is inconsistent, or was
+// Reads and validates a saved cache (finite keys and values) and checks that it belongs to `model`. Throws
+// [safetensors] for an unreadable file and [prompt-cache] for one that is not a prompt cache, is inconsistent, or was
 // made by another model.
 PromptCache load_prompt_cache(const std::string& path, Model& model);
 

@@ -27,8 +27,10 @@ class QuantizedKVCache : public KVCache {
   int offset() const override { return offset_; }
   // Stores keys/values quantized and returns them DEQUANTIZED (for callers that want plain arrays;
   // the attention layer uses update_quantized instead).
-  std::pair<mlx::core::array, mlx::core::array> update(const mlx::core::array& keys, const mlx::core::array& values) override;
-  std::pair<QuantizedTensor, QuantizedTensor> update_quantized(const mlx::core::array& keys, const mlx::core::array& values);
+  std::pair<mlx::core::array, mlx::core::array> update(const mlx::core::array& keys,
+                                                       const mlx::core::array& values) override;
+  std::pair<QuantizedTensor, QuantizedTensor> update_quantized(const mlx::core::array& keys,
+                                                               const mlx::core::array& values);
   int trim(int n) override;
   bool is_trimmable() const override { return true; }
   std::unique_ptr<KVCache> clone() const override;
@@ -51,8 +53,9 @@ class QuantizedKVCache : public KVCache {
 // Attention of queries [B, n_heads, L, D] over a quantized cache, computed as mlx-lm 0.32's
 // quantized_scaled_dot_product_attention (scale the queries, quantized_matmul with the keys, mask,
 // precise softmax, quantized_matmul with the values; GQA by broadcasting the kv heads).
-mlx::core::array quantized_attention(const mlx::core::array& queries, const QuantizedTensor& keys, const QuantizedTensor& values,
-                              float scale, const AttentionMask& mask, int group_size, int bits);
+mlx::core::array quantized_attention(const mlx::core::array& queries, const QuantizedTensor& keys,
+                                     const QuantizedTensor& values, float scale, const AttentionMask& mask,
+                                     int group_size, int bits);
 
 // mlx-lm generate.py maybe_quantize_kv_cache: every StandardKVCache whose offset has reached
 // `quantized_kv_start` is replaced by its quantized form (other caches are left alone).

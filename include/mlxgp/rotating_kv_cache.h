@@ -17,7 +17,8 @@ class RotatingKVCache : public KVCache {
   // Throws [cache] unless 0 <= keep < max_size.
   explicit RotatingKVCache(int max_size, int keep = 4, int step = 256);
   int offset() const override { return offset_; }
-  std::pair<mlx::core::array, mlx::core::array> update(const mlx::core::array& keys, const mlx::core::array& values) override;
+  std::pair<mlx::core::array, mlx::core::array> update(const mlx::core::array& keys,
+                                                       const mlx::core::array& values) override;
   // mlx-lm: trimmable only while nothing has been evicted yet (offset < max_size).
   int trim(int n) override;
   bool is_trimmable() const override { return offset_ < max_size_; }
@@ -36,10 +37,13 @@ class RotatingKVCache : public KVCache {
   std::optional<std::pair<mlx::core::array, mlx::core::array>> ordered() const;
 
  private:
-  std::pair<mlx::core::array, mlx::core::array> update_in_place(const mlx::core::array& keys, const mlx::core::array& values);
-  std::pair<mlx::core::array, mlx::core::array> update_concat(const mlx::core::array& keys, const mlx::core::array& values);
+  std::pair<mlx::core::array, mlx::core::array> update_in_place(const mlx::core::array& keys,
+                                                                const mlx::core::array& values);
+  std::pair<mlx::core::array, mlx::core::array> update_concat(const mlx::core::array& keys,
+                                                              const mlx::core::array& values);
   mlx::core::array temporal_order(const mlx::core::array& v) const;
-  mlx::core::array trim_front(int trim_size, const mlx::core::array& v, const std::optional<mlx::core::array>& append) const;
+  mlx::core::array trim_front(int trim_size, const mlx::core::array& v,
+                              const std::optional<mlx::core::array>& append) const;
   std::pair<mlx::core::array, mlx::core::array> keys_and_values() const;
 
   int max_size_, keep_, step_;

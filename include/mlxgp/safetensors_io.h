@@ -9,7 +9,6 @@
 
 namespace mlxgp {
 
-
 struct SafetensorsContents {
   std::unordered_map<std::string, mlx::core::array> tensors;
   std::unordered_map<std::string, std::string> metadata;

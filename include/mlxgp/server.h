@@ -32,10 +32,10 @@ class ApiError : public std::runtime_error {
 };
 
 struct ServiceOptions {
-  int max_batch_rows = 16;  // rows decoded together (BatchEngineOptions::max_batch_rows)
-  int max_queue = 64;       // requests waiting for a row at most; beyond that: 429
-  std::string model_id;     // the id /v1/models lists and requests name (default: the model file's stem)
-  int max_tokens_cap = 0;   // > 0: every request's max_new_tokens is clamped to this (--max-tokens-cap)
+  int max_batch_rows = 16;    // rows decoded together (BatchEngineOptions::max_batch_rows)
+  int max_queue = 64;         // requests waiting for a row at most; beyond that: 429
+  std::string model_id;       // the id /v1/models lists and requests name (default: the model file's stem)
+  int max_tokens_cap = 0;     // > 0: every request's max_new_tokens is clamped to this (--max-tokens-cap)
   std::string chat_template;  // non-empty: the chat template source used instead of the model's (--chat-template)
 };
 

@@ -21,8 +21,8 @@ namespace mlxgp {
 class VectorSource {
  public:
   VectorSource(mlx::core::array vector) : vector_(std::move(vector)) {}  // NOLINT: implicit on purpose
-  VectorSource(std::string param_key) : key_(std::move(param_key)) {}  // NOLINT
-  VectorSource(const char* param_key) : key_(param_key) {}  // NOLINT
+  VectorSource(std::string param_key) : key_(std::move(param_key)) {}    // NOLINT
+  VectorSource(const char* param_key) : key_(param_key) {}               // NOLINT
   // The vector as [hidden]; throws [hooks] on a missing key or a wrong shape.
   mlx::core::array resolve(Model& model) const;
   std::string describe() const;
@@ -115,11 +115,11 @@ int add_hook(Model& model, std::shared_ptr<Hook> hook);
 // Residual activations after `layer` for each prompt (run one at a time, no KV cache kept), reduced
 // to one vector per prompt: [N, hidden] float32.
 mlx::core::array capture_activations(Model& model, const std::vector<std::vector<int>>& prompts, int layer,
-                              ActivationCaptureHook::Reduce reduce);
+                                     ActivationCaptureHook::Reduce reduce);
 
 // mean(activations(positive)) - mean(activations(negative)) at `layer`: [hidden] float32.
 mlx::core::array extract_steering_vector(Model& model, const std::vector<std::vector<int>>& positive,
-                                  const std::vector<std::vector<int>>& negative, int layer,
-                                  ActivationCaptureHook::Reduce reduce = ActivationCaptureHook::Reduce::Last);
+                                         const std::vector<std::vector<int>>& negative, int layer,
+                                         ActivationCaptureHook::Reduce reduce = ActivationCaptureHook::Reduce::Last);
 
 }  // namespace mlxgp

@@ -62,8 +62,8 @@ class StopStringMatcher {
 // (max_new_tokens / max_length / the context), then max_time.
 struct StoppingCriteria {
   std::vector<int> eos;
-  int budget = 0;                     // new tokens allowed
-  std::optional<double> max_time;     // seconds since the generation started
+  int budget = 0;                  // new tokens allowed
+  std::optional<double> max_time;  // seconds since the generation started
   std::optional<StopStringMatcher> stop_strings;
   StopCallback callback;
 

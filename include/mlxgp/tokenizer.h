@@ -26,8 +26,7 @@ class Tokenizer {
   // tokenizer_class is used (LlamaTokenizer and GemmaTokenizer rebuild theirs, as transformers 5).
   static std::shared_ptr<Tokenizer> from_files(const std::string& tokenizer_json_path,
                                                const std::string& tokenizer_config_path = "");
-  static std::shared_ptr<Tokenizer> from_gguf(
-      const std::unordered_map<std::string, mlx::core::GGUFMetaData>& metadata);
+  static std::shared_ptr<Tokenizer> from_gguf(const std::unordered_map<std::string, mlx::core::GGUFMetaData>& metadata);
 
   ~Tokenizer();
 

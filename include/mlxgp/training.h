@@ -37,7 +37,7 @@ struct TrainingConfig {
 };
 
 struct TrainStepResult {
-  double loss = 0;        // mean next-token loss over the step's counted tokens
+  double loss = 0;  // mean next-token loss over the step's counted tokens
   int n_tokens = 0;
   double grad_norm = 0;   // before clipping (0 when skipped)
   bool skipped = false;   // overflow: no update, loss scale backed off
@@ -48,8 +48,8 @@ struct TrainStepResult {
 class Trainer {
  public:
   // `trainable`: names of model parameters (Model::parameters()) or extra parameters (soft prompts).
-  Trainer(Model& model, std::vector<std::string> trainable, std::unique_ptr<Optimizer> optimizer,
-          TrainingConfig config, LrSchedule schedule);
+  Trainer(Model& model, std::vector<std::string> trainable, std::unique_ptr<Optimizer> optimizer, TrainingConfig config,
+          LrSchedule schedule);
 
   // One optimizer step over micro-batches (gradient accumulation): gradients are summed token-weighted,
   // so the result equals one big batch. Throws [train] on a non-finite loss without dynamic scaling.

@@ -79,12 +79,23 @@ void for_each_gemm_slot(Fn fn) {
   ElfW(Sxword) pltrel = 0;
   for (const ElfW(Dyn)* d = dyn; d->d_tag != DT_NULL; ++d) {
     switch (d->d_tag) {
-      case DT_JMPREL: jmprel = absolute(t.base, d->d_un.d_ptr); break;
-      case DT_PLTRELSZ: pltrelsz = d->d_un.d_val; break;
-      case DT_PLTREL: pltrel = static_cast<ElfW(Sxword)>(d->d_un.d_val); break;
-      case DT_SYMTAB: symtab = absolute(t.base, d->d_un.d_ptr); break;
-      case DT_STRTAB: strtab = absolute(t.base, d->d_un.d_ptr); break;
-      default: break;
+      case DT_JMPREL:
+        jmprel = absolute(t.base, d->d_un.d_ptr);
+        break;
+      case DT_PLTRELSZ:
+        pltrelsz = d->d_un.d_val;
+        break;
+      case DT_PLTREL:
+        pltrel = static_cast<ElfW(Sxword)>(d->d_un.d_val);
+        break;
+      case DT_SYMTAB:
+        symtab = absolute(t.base, d->d_un.d_ptr);
+        break;
+      case DT_STRTAB:
+        strtab = absolute(t.base, d->d_un.d_ptr);
+        break;
+      default:
+        break;
     }
   }
   if (!jmprel || !symtab || !strtab || pltrel != DT_RELA) return;

@@ -10,26 +10,29 @@
 namespace mlxgp::py {
 
 void bind_convert(nb::module_& m) {
-  m.def("convert_to_mlx", [](const std::string& hf_dir, const std::string& out_dir, bool quantize, int group_size,
-                             int bits, std::optional<std::string> dtype) {
-    ConvertOptions o;
-    o.quantize = quantize;
-    o.group_size = group_size;
-    o.bits = bits;
-    if (dtype) o.dtype = parse_dtype(*dtype);
-    ConvertResult r;
-    {
-      nb::gil_scoped_release release;
-      r = convert_to_mlx(hf_dir, out_dir, o);
-    }
-    nb::dict d;
-    d["out_dir"] = r.out_dir;
-    d["tensors"] = r.tensors;
-    d["quantized_tensors"] = r.quantized_tensors;
-    d["copied_files"] = nb::cast(r.copied_files);
-    return d;
-  }, nb::arg("hf_dir"), nb::arg("out_dir"), nb::arg("quantize") = false, nb::arg("group_size") = 64,
-     nb::arg("bits") = 4, nb::arg("dtype").none() = nb::none());
+  m.def(
+      "convert_to_mlx",
+      [](const std::string& hf_dir, const std::string& out_dir, bool quantize, int group_size, int bits,
+         std::optional<std::string> dtype) {
+        ConvertOptions o;
+        o.quantize = quantize;
+        o.group_size = group_size;
+        o.bits = bits;
+        if (dtype) o.dtype = parse_dtype(*dtype);
+        ConvertResult r;
+        {
+          nb::gil_scoped_release release;
+          r = convert_to_mlx(hf_dir, out_dir, o);
+        }
+        nb::dict d;
+        d["out_dir"] = r.out_dir;
+        d["tensors"] = r.tensors;
+        d["quantized_tensors"] = r.quantized_tensors;
+        d["copied_files"] = nb::cast(r.copied_files);
+        return d;
+      },
+      nb::arg("hf_dir"), nb::arg("out_dir"), nb::arg("quantize") = false, nb::arg("group_size") = 64,
+      nb::arg("bits") = 4, nb::arg("dtype").none() = nb::none());
 }
 
 }  // namespace mlxgp::py

@@ -131,8 +131,9 @@ nb::dict run_generate(PyModel& pm, std::shared_ptr<Tokenizer> tokenizer, const s
   GenerationResult result;
   scope.run([&] {
     // A loaded draft model (GenerationConfig(draft_model_id=<model>)) goes to speculative decoding as it is.
-    result = draft ? speculative_generate(*pm.model, tokenizer, prompt_ids, config, on_token, scope.options, draft->model)
-                   : generate(*pm.model, tokenizer, prompt_ids, config, on_token, scope.options);
+    result = draft
+                 ? speculative_generate(*pm.model, tokenizer, prompt_ids, config, on_token, scope.options, draft->model)
+                 : generate(*pm.model, tokenizer, prompt_ids, config, on_token, scope.options);
   });
   return result_dict(result, config);
 }
@@ -169,44 +170,57 @@ nb::list run_generate_batch(PyModel& pm, std::shared_ptr<Tokenizer> tokenizer,
   scope.run([&] { results = generate_batch(*pm.model, tokenizer, prompts, configs, options); });
   for (auto& w : alone) PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 1);
   nb::list out;
-  for (size_t i = 0; i < results.size(); ++i) out.append(result_dict(results[i], configs.size() == 1 ? configs[0] : configs[i]));
+  for (size_t i = 0; i < results.size(); ++i)
+    out.append(result_dict(results[i], configs.size() == 1 ? configs[0] : configs[i]));
   return out;
 }
 
 }  // namespace
 
 void bind_generation(nb::module_& m) {
-  m.def("generation_config_fields", [] {
-    std::vector<std::tuple<std::string, std::string, std::string, bool>> out;
-    for (auto& f : generation_config_fields()) out.emplace_back(f.name, f.help, f.default_text, f.is_flag);
-    return out;
-  }, "(name, help, default_text, is_flag) of every GenerationConfig field, in declaration order");
-  m.def("generation_config_defaults", [] { return to_json(GenerationConfig{}).dump(); },
-        "every field's default as a JSON object");
-  m.def("check_generation_config", [](const std::string& user_json, bool check) {
-    return to_json(merged_config(nullptr, user_json, nullptr, check)).dump();
-  }, nb::arg("user_json"), nb::arg("validate") = true,
-     "applies the user's settings (JSON object) strictly, validates unless told not to; returns all fields as JSON");
-  m.def("set_generation_config_field", [](const std::string& user_json, const std::string& name, const std::string& text) {
-    GenerationConfig c;
-    if (!user_json.empty()) apply_generation_config_json(c, user_json, ConfigSource::User);
-    set_generation_config_field(c, name, text);
-    return to_json(c).dump();
-  }, nb::arg("user_json"), nb::arg("name"), nb::arg("text"), "sets one field from CLI-style text; returns all fields as JSON");
-  m.def("effective_generation_config", [](PyModel& pm, const std::string& user_json) {
-    auto c = merged_config(&pm, user_json, nullptr);
-    return describe(with_model_defaults(c, pm.model->config(), nullptr));
-  }, nb::arg("model"), nb::arg("user_json"), "the merged settings (model file < user) as 'name = value' lines");
+  m.def(
+      "generation_config_fields",
+      [] {
+        std::vector<std::tuple<std::string, std::string, std::string, bool>> out;
+        for (auto& f : generation_config_fields()) out.emplace_back(f.name, f.help, f.default_text, f.is_flag);
+        return out;
+      },
+      "(name, help, default_text, is_flag) of every GenerationConfig field, in declaration order");
+  m.def(
+      "generation_config_defaults", [] { return to_json(GenerationConfig{}).dump(); },
+      "every field's default as a JSON object");
+  m.def(
+      "check_generation_config",
+      [](const std::string& user_json, bool check) {
+        return to_json(merged_config(nullptr, user_json, nullptr, check)).dump();
+      },
+      nb::arg("user_json"), nb::arg("validate") = true,
+      "applies the user's settings (JSON object) strictly, validates unless told not to; returns all fields as JSON");
+  m.def(
+      "set_generation_config_field",
+      [](const std::string& user_json, const std::string& name, const std::string& text) {
+        GenerationConfig c;
+        if (!user_json.empty()) apply_generation_config_json(c, user_json, ConfigSource::User);
+        set_generation_config_field(c, name, text);
+        return to_json(c).dump();
+      },
+      nb::arg("user_json"), nb::arg("name"), nb::arg("text"),
+      "sets one field from CLI-style text; returns all fields as JSON");
+  m.def(
+      "effective_generation_config",
+      [](PyModel& pm, const std::string& user_json) {
+        auto c = merged_config(&pm, user_json, nullptr);
+        return describe(with_model_defaults(c, pm.model->config(), nullptr));
+      },
+      nb::arg("model"), nb::arg("user_json"), "the merged settings (model file < user) as 'name = value' lines");
   m.def("generate", &run_generate, nb::arg("model"), nb::arg("tokenizer").none(), nb::arg("prompt_ids"),
         nb::arg("user_json"), nb::arg("callback").none() = nb::none(), nb::arg("stop_callback").none() = nb::none(),
-        nb::arg("hooks") = std::vector<std::shared_ptr<Hook>>{},
-        nb::arg("negative_prompt_ids").none() = nb::none(), nb::arg("prefill_chunk_size") = 512,
-        nb::arg("draft").none() = nb::none());
+        nb::arg("hooks") = std::vector<std::shared_ptr<Hook>>{}, nb::arg("negative_prompt_ids").none() = nb::none(),
+        nb::arg("prefill_chunk_size") = 512, nb::arg("draft").none() = nb::none());
   m.def("generate_batch", &run_generate_batch, nb::arg("model"), nb::arg("tokenizer").none(), nb::arg("prompts"),
         nb::arg("user_jsons"), nb::arg("callback").none() = nb::none(), nb::arg("stop_callback").none() = nb::none(),
-        nb::arg("hooks") = std::vector<std::shared_ptr<Hook>>{},
-        nb::arg("negative_prompt_ids").none() = nb::none(), nb::arg("prefill_chunk_size") = 512,
-        nb::arg("batch_size") = 16);
+        nb::arg("hooks") = std::vector<std::shared_ptr<Hook>>{}, nb::arg("negative_prompt_ids").none() = nb::none(),
+        nb::arg("prefill_chunk_size") = 512, nb::arg("batch_size") = 16);
 }
 
 }  // namespace mlxgp::py

@@ -46,25 +46,30 @@ void bind_hooks(nb::module_& m) {
   // The vector as an array or an extra parameter's name (`vector=`), or the name as `param_key=`; the
   // layers as `layers=` (one or a list) or `layer=`.
   nb::class_<LogitBiasHook, Hook>(m, "LogitBiasHook", "adds alpha * lm_head(v) to the logits (persona bias)")
-      .def("__init__", [](LogitBiasHook* self, std::optional<VectorArg> vector, double alpha,
-                          std::optional<std::string> param_key) {
-        new (self) LogitBiasHook(source_of("LogitBiasHook", vector, param_key), alpha);
-      }, nb::arg("vector").none() = nb::none(), nb::arg("alpha") = 1.0, nb::kw_only(),
-         nb::arg("param_key").none() = nb::none());
+      .def(
+          "__init__",
+          [](LogitBiasHook* self, std::optional<VectorArg> vector, double alpha, std::optional<std::string> param_key) {
+            new (self) LogitBiasHook(source_of("LogitBiasHook", vector, param_key), alpha);
+          },
+          nb::arg("vector").none() = nb::none(), nb::arg("alpha") = 1.0, nb::kw_only(),
+          nb::arg("param_key").none() = nb::none());
 
   nb::class_<ResidualInjectionHook, Hook>(m, "ResidualInjectionHook",
                                           "adds alpha * v to the residual stream after the given blocks")
-      .def("__init__", [](ResidualInjectionHook* self, std::optional<LayersArg> layers, std::optional<VectorArg> vector,
-                          double alpha, const std::string& positions, std::optional<LayersArg> layer,
-                          std::optional<std::string> param_key) {
-        if (layers.has_value() == layer.has_value())
-          fail("hooks", "ResidualInjectionHook needs exactly one of layers= and layer=");
-        new (self) ResidualInjectionHook(layers_of(layers ? *layers : *layer),
-                                         source_of("ResidualInjectionHook", vector, param_key), alpha,
-                                         parse_hook_positions(positions));
-      }, nb::arg("layers").none() = nb::none(), nb::arg("vector").none() = nb::none(), nb::arg("alpha") = 1.0,
-         nb::arg("positions") = "all", nb::kw_only(), nb::arg("layer").none() = nb::none(),
-         nb::arg("param_key").none() = nb::none())
+      .def(
+          "__init__",
+          [](ResidualInjectionHook* self, std::optional<LayersArg> layers, std::optional<VectorArg> vector,
+             double alpha, const std::string& positions, std::optional<LayersArg> layer,
+             std::optional<std::string> param_key) {
+            if (layers.has_value() == layer.has_value())
+              fail("hooks", "ResidualInjectionHook needs exactly one of layers= and layer=");
+            new (self) ResidualInjectionHook(layers_of(layers ? *layers : *layer),
+                                             source_of("ResidualInjectionHook", vector, param_key), alpha,
+                                             parse_hook_positions(positions));
+          },
+          nb::arg("layers").none() = nb::none(), nb::arg("vector").none() = nb::none(), nb::arg("alpha") = 1.0,
+          nb::arg("positions") = "all", nb::kw_only(), nb::arg("layer").none() = nb::none(),
+          nb::arg("param_key").none() = nb::none())
       .def_prop_ro("layers", &ResidualInjectionHook::layers);
 
   nb::class_<SoftPromptHook, Hook>(m, "SoftPromptHook",
@@ -74,23 +79,29 @@ void bind_hooks(nb::module_& m) {
       .def_prop_ro("param_key", &SoftPromptHook::param_key);
 
   nb::class_<ActivationCaptureHook, Hook>(m, "ActivationCaptureHook", "records the residual stream after blocks")
-      .def("__init__", [](ActivationCaptureHook* self, const LayersArg& layers,
-                          const std::string& reduce) {
-        new (self) ActivationCaptureHook(layers_of(layers), parse_capture_reduce(reduce));
-      }, nb::arg("layers"), nb::arg("reduce") = "last")
+      .def(
+          "__init__",
+          [](ActivationCaptureHook* self, const LayersArg& layers, const std::string& reduce) {
+            new (self) ActivationCaptureHook(layers_of(layers), parse_capture_reduce(reduce));
+          },
+          nb::arg("layers"), nb::arg("reduce") = "last")
       .def("captured", &ActivationCaptureHook::captured, nb::arg("layer"))
       .def("clear", &ActivationCaptureHook::clear);
 
-  m.def("add_hook", [](PyModel& pm, std::shared_ptr<Hook> hook) { return add_hook(*pm.model, std::move(hook)); },
-        nb::arg("model"), nb::arg("hook"), "attaches a hook until remove_hook(handle); returns the handle");
-  m.def("extract_steering_vector", [](PyModel& pm, const std::vector<std::vector<int>>& positive,
-                                      const std::vector<std::vector<int>>& negative, int layer, const std::string& reduce) {
-    auto r = parse_capture_reduce(reduce);
-    nb::gil_scoped_release release;
-    auto v = extract_steering_vector(*pm.model, positive, negative, layer, r);
-    mx::eval(v);
-    return v;
-  }, nb::arg("model"), nb::arg("positive"), nb::arg("negative"), nb::arg("layer"), nb::arg("reduce") = "last");
+  m.def(
+      "add_hook", [](PyModel& pm, std::shared_ptr<Hook> hook) { return add_hook(*pm.model, std::move(hook)); },
+      nb::arg("model"), nb::arg("hook"), "attaches a hook until remove_hook(handle); returns the handle");
+  m.def(
+      "extract_steering_vector",
+      [](PyModel& pm, const std::vector<std::vector<int>>& positive, const std::vector<std::vector<int>>& negative,
+         int layer, const std::string& reduce) {
+        auto r = parse_capture_reduce(reduce);
+        nb::gil_scoped_release release;
+        auto v = extract_steering_vector(*pm.model, positive, negative, layer, r);
+        mx::eval(v);
+        return v;
+      },
+      nb::arg("model"), nb::arg("positive"), nb::arg("negative"), nb::arg("layer"), nb::arg("reduce") = "last");
 }
 
 }  // namespace mlxgp::py

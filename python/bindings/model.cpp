@@ -52,57 +52,72 @@ void bind_model(nb::module_& m) {
       .def_ro("bos_token_id", &ModelConfig::bos_token_id)
       .def_ro("eos_token_id", &ModelConfig::eos_token_id)
       .def_ro("pad_token_id", &ModelConfig::pad_token_id)
-      .def_prop_ro("quantization", [](const ModelConfig& c) -> std::optional<std::pair<int, int>> {
-        if (!c.quantization) return std::nullopt;
-        return std::make_pair(c.quantization->group_size, c.quantization->bits);
-      }, "(group_size, bits) of a quantized checkpoint, else None")
+      .def_prop_ro(
+          "quantization",
+          [](const ModelConfig& c) -> std::optional<std::pair<int, int>> {
+            if (!c.quantization) return std::nullopt;
+            return std::make_pair(c.quantization->group_size, c.quantization->bits);
+          },
+          "(group_size, bits) of a quantized checkpoint, else None")
       .def("__repr__", [](const ModelConfig& c) {
         return "ModelArgs(model_type='" + c.model_type + "', hidden_size=" + std::to_string(c.hidden_size) +
-               ", num_hidden_layers=" + std::to_string(c.num_hidden_layers) + ", vocab_size=" +
-               std::to_string(c.vocab_size) + ")";
+               ", num_hidden_layers=" + std::to_string(c.num_hidden_layers) +
+               ", vocab_size=" + std::to_string(c.vocab_size) + ")";
       });
 
   nb::class_<PyModel>(m, "Model", "a loaded checkpoint; hooks and extra parameters live on it")
       .def_prop_ro("args", [](const PyModel& p) { return p.model->config(); })
       .def_ro("source", &PyModel::source)
       .def_ro("generation_config_json", &PyModel::generation_config_json)
-      .def("__setitem__", [](PyModel& p, const std::string& key, const mx::array& v) { p.model->extra_params().set(key, v); })
-      .def("__getitem__", [](PyModel& p, const std::string& key) {
-        if (!p.model->extra_params().has(key)) throw nb::key_error(key.c_str());
-        return p.model->extra_params().get(key);
-      })
-      .def("__delitem__", [](PyModel& p, const std::string& key) {
-        if (!p.model->extra_params().has(key)) throw nb::key_error(key.c_str());
-        p.model->extra_params().erase(key);
-      })
+      .def("__setitem__",
+           [](PyModel& p, const std::string& key, const mx::array& v) { p.model->extra_params().set(key, v); })
+      .def("__getitem__",
+           [](PyModel& p, const std::string& key) {
+             if (!p.model->extra_params().has(key)) throw nb::key_error(key.c_str());
+             return p.model->extra_params().get(key);
+           })
+      .def("__delitem__",
+           [](PyModel& p, const std::string& key) {
+             if (!p.model->extra_params().has(key)) throw nb::key_error(key.c_str());
+             p.model->extra_params().erase(key);
+           })
       .def("__contains__", [](PyModel& p, const std::string& key) { return p.model->extra_params().has(key); })
       .def("extra_keys", [](PyModel& p) { return p.model->extra_params().keys(); })
       .def("save_extra_params", [](PyModel& p, const std::string& path) { p.model->extra_params().save(path); })
       .def("load_extra_params", [](PyModel& p, const std::string& path) { p.model->extra_params().load(path); })
-      .def("parameters", [](PyModel& p) { return p.model->parameters(); },
-           "the parameters by HF name (quantized linears add .scales / .biases)")
-      .def("set_parameters", [](PyModel& p, const WeightMap& w, bool allow_new) { p.model->set_parameters(w, allow_new); },
-           nb::arg("weights"), nb::arg("allow_new") = false)
+      .def(
+          "parameters", [](PyModel& p) { return p.model->parameters(); },
+          "the parameters by HF name (quantized linears add .scales / .biases)")
+      .def(
+          "set_parameters",
+          [](PyModel& p, const WeightMap& w, bool allow_new) { p.model->set_parameters(w, allow_new); },
+          nb::arg("weights"), nb::arg("allow_new") = false)
       .def("num_hooks", [](PyModel& p) { return p.model->hooks().size(); })
       .def("clear_hooks", [](PyModel& p) { p.model->hooks().clear(); })
       .def("remove_hook", [](PyModel& p, int handle) { p.model->hooks().remove(handle); })
       .def("lm_head", [](PyModel& p, const mx::array& h) { return p.model->lm_head(h); })
-      .def("__call__", [](PyModel& p, const mx::array& tokens) {
-        // A fresh cache per call: [B, T] int32 ids -> [B, T, vocab] float32 logits (hooks run).
-        if (tokens.ndim() != 2) fail("model", "tokens must be [batch, length]");
-        auto caches = p.model->make_caches();
-        auto ids = mx::astype(tokens, mx::int32);
-        nb::gil_scoped_release release;
-        auto out = p.model->forward(ids, caches);
-        mx::eval(out);
-        return out;
-      }, nb::arg("tokens"), "logits of every position for token ids [B, T] (no cache kept)");
+      .def(
+          "__call__",
+          [](PyModel& p, const mx::array& tokens) {
+            // A fresh cache per call: [B, T] int32 ids -> [B, T, vocab] float32 logits (hooks run).
+            if (tokens.ndim() != 2) fail("model", "tokens must be [batch, length]");
+            auto caches = p.model->make_caches();
+            auto ids = mx::astype(tokens, mx::int32);
+            nb::gil_scoped_release release;
+            auto out = p.model->forward(ids, caches);
+            mx::eval(out);
+            return out;
+          },
+          nb::arg("tokens"), "logits of every position for token ids [B, T] (no cache kept)");
 
   nb::class_<Tokenizer>(m, "Tokenizer", "encode/decode identical to HF tokenizers")
-      .def("encode", [](const Tokenizer& t, const std::string& text, bool add_special) { return t.encode(text, add_special); },
-           nb::arg("text"), nb::arg("add_special_tokens") = true)
-      .def("decode", [](const Tokenizer& t, const std::vector<int>& ids, bool skip) { return t.decode(ids, skip); },
-           nb::arg("ids"), nb::arg("skip_special_tokens") = false)
+      .def(
+          "encode",
+          [](const Tokenizer& t, const std::string& text, bool add_special) { return t.encode(text, add_special); },
+          nb::arg("text"), nb::arg("add_special_tokens") = true)
+      .def(
+          "decode", [](const Tokenizer& t, const std::vector<int>& ids, bool skip) { return t.decode(ids, skip); },
+          nb::arg("ids"), nb::arg("skip_special_tokens") = false)
       .def_prop_ro("vocab_size", &Tokenizer::vocab_size)
       .def("token_to_id", [](const Tokenizer& t, const std::string& s) { return t.token_to_id(s); })
       .def("id_to_token", &Tokenizer::id_to_token)
@@ -113,30 +128,39 @@ void bind_model(nb::module_& m) {
       .def_prop_ro("chat_template", &Tokenizer::chat_template)
       .def("_apply_chat_template", &apply_template, nb::arg("messages"), nb::arg("add_generation_prompt") = true);
 
-  m.def("load", [](const std::string& path, std::optional<std::string> dtype) {
-    LoadOptions options;
-    if (dtype) options.dtype = parse_dtype(*dtype);
-    LoadedModel loaded;
-    {
-      nb::gil_scoped_release release;
-      loaded = load(path, options);
-    }
-    PyModel pm{loaded.model, loaded.generation_config_json, loaded.source};
-    return std::make_pair(std::move(pm), std::shared_ptr<Tokenizer>(loaded.tokenizer));
-  }, nb::arg("path"), nb::arg("dtype") = nb::none());
+  m.def(
+      "load",
+      [](const std::string& path, std::optional<std::string> dtype) {
+        LoadOptions options;
+        if (dtype) options.dtype = parse_dtype(*dtype);
+        LoadedModel loaded;
+        {
+          nb::gil_scoped_release release;
+          loaded = load(path, options);
+        }
+        PyModel pm{loaded.model, loaded.generation_config_json, loaded.source};
+        return std::make_pair(std::move(pm), std::shared_ptr<Tokenizer>(loaded.tokenizer));
+      },
+      nb::arg("path"), nb::arg("dtype") = nb::none());
 
   // A model over arrays that already exist (an mlx-lm module's parameters): the arrays are shared, not
   // copied, so an update through set_parameters() is what the other side sees once written back.
-  m.def("model_from_arrays", [](const std::string& config_json, const WeightMap& weights,
-                                const std::string& generation_config_json, const std::string& source) {
-    ModelConfig config = parse_model_config(config_json);
-    return PyModel{std::shared_ptr<Model>(create_model(config, weights)), generation_config_json, source};
-  }, nb::arg("config_json"), nb::arg("weights"), nb::arg("generation_config_json") = "", nb::arg("source") = "");
+  m.def(
+      "model_from_arrays",
+      [](const std::string& config_json, const WeightMap& weights, const std::string& generation_config_json,
+         const std::string& source) {
+        ModelConfig config = parse_model_config(config_json);
+        return PyModel{std::shared_ptr<Model>(create_model(config, weights)), generation_config_json, source};
+      },
+      nb::arg("config_json"), nb::arg("weights"), nb::arg("generation_config_json") = "", nb::arg("source") = "");
   m.def("supported_model_types", &supported_model_types, "the HF model_type values mlxgp implements");
-  m.def("load_tokenizer", [](const std::string& path) {
-    nb::gil_scoped_release release;
-    return load_tokenizer(path);
-  }, nb::arg("path"), "only the tokenizer of a folder (tokenizer.json) or .gguf file");
+  m.def(
+      "load_tokenizer",
+      [](const std::string& path) {
+        nb::gil_scoped_release release;
+        return load_tokenizer(path);
+      },
+      nb::arg("path"), "only the tokenizer of a folder (tokenizer.json) or .gguf file");
 }
 
 }  // namespace mlxgp::py

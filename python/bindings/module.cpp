@@ -22,10 +22,8 @@ void translate_error(const std::exception_ptr& p, void*) {
     std::string what = e.what();
     if (what.find("no such file") != std::string::npos || what.find("does not exist") != std::string::npos)
       PyErr_SetString(PyExc_FileNotFoundError, what.c_str());
-    else if (e.kind() == mlxgp::ErrorKind::InvalidInput)
-      PyErr_SetString(PyExc_ValueError, what.c_str());
-    else
-      PyErr_SetString(PyExc_RuntimeError, what.c_str());
+    else if (e.kind() == mlxgp::ErrorKind::InvalidInput) PyErr_SetString(PyExc_ValueError, what.c_str());
+    else PyErr_SetString(PyExc_RuntimeError, what.c_str());
   }
 }
 

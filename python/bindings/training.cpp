@@ -126,28 +126,35 @@ class PythonOptimizer : public Optimizer {
 
 void bind_training(nb::module_& m) {
   nb::class_<TrainingConfig>(m, "TrainingConfig", "how train_step computes and applies gradients")
-      .def("__init__", [](TrainingConfig* self, const std::string& dtype, double label_smoothing, double max_grad_norm,
-                          nb::object loss_scale, double loss_scale_value, std::vector<std::string> trainable) {
-        auto* c = new (self) TrainingConfig();
-        c->dtype = training_dtype(dtype);
-        c->label_smoothing = label_smoothing;
-        c->max_grad_norm = max_grad_norm;
-        c->loss_scale = loss_scale_of(loss_scale, loss_scale_value);
-        c->trainable = std::move(trainable);
-      }, nb::arg("dtype") = "float32", nb::arg("label_smoothing") = 0.0, nb::arg("max_grad_norm") = 0.0,
-         nb::arg("loss_scale").none() = nb::none(), nb::arg("loss_scale_value") = 65536.0,
-         nb::arg("trainable") = std::vector<std::string>{},
-         "dtype: float32 | bfloat16 | float16 (or fp32 | bf16 | fp16); loss_scale: None, a number (a static "
-         "scale), 'dynamic' (starting at loss_scale_value), or 'none' / 'static'")
+      .def(
+          "__init__",
+          [](TrainingConfig* self, const std::string& dtype, double label_smoothing, double max_grad_norm,
+             nb::object loss_scale, double loss_scale_value, std::vector<std::string> trainable) {
+            auto* c = new (self) TrainingConfig();
+            c->dtype = training_dtype(dtype);
+            c->label_smoothing = label_smoothing;
+            c->max_grad_norm = max_grad_norm;
+            c->loss_scale = loss_scale_of(loss_scale, loss_scale_value);
+            c->trainable = std::move(trainable);
+          },
+          nb::arg("dtype") = "float32", nb::arg("label_smoothing") = 0.0, nb::arg("max_grad_norm") = 0.0,
+          nb::arg("loss_scale").none() = nb::none(), nb::arg("loss_scale_value") = 65536.0,
+          nb::arg("trainable") = std::vector<std::string>{},
+          "dtype: float32 | bfloat16 | float16 (or fp32 | bf16 | fp16); loss_scale: None, a number (a static "
+          "scale), 'dynamic' (starting at loss_scale_value), or 'none' / 'static'")
       .def_prop_ro("dtype", [](const TrainingConfig& c) { return dtype_name(c.dtype); })
-      .def_prop_ro("loss_scale", [](const TrainingConfig& c) -> nb::object {
-        switch (c.loss_scale.kind) {
-          case LossScaleConfig::Kind::None: return nb::none();
-          case LossScaleConfig::Kind::Static: return nb::float_(c.loss_scale.scale);
-          case LossScaleConfig::Kind::Dynamic: break;
-        }
-        return nb::str("dynamic");
-      })
+      .def_prop_ro("loss_scale",
+                   [](const TrainingConfig& c) -> nb::object {
+                     switch (c.loss_scale.kind) {
+                       case LossScaleConfig::Kind::None:
+                         return nb::none();
+                       case LossScaleConfig::Kind::Static:
+                         return nb::float_(c.loss_scale.scale);
+                       case LossScaleConfig::Kind::Dynamic:
+                         break;
+                     }
+                     return nb::str("dynamic");
+                   })
       .def_rw("label_smoothing", &TrainingConfig::label_smoothing)
       .def_rw("max_grad_norm", &TrainingConfig::max_grad_norm)
       .def_rw("trainable", &TrainingConfig::trainable);
@@ -159,73 +166,95 @@ void bind_training(nb::module_& m) {
         if (!s.state->trainer()) return WeightMap{};
         return s.state->trainer()->masters();
       });
-  m.def("make_adamw", [](double lr, double beta1, double beta2, double eps, double weight_decay,
-                         const std::string& schedule, int warmup, int total) {
-    auto opt = make_adamw(AdamWOptions{beta1, beta2, eps, weight_decay});
-    return PyTrainState{std::make_unique<TrainState>(std::move(opt), schedule_of(lr, schedule, warmup, total)), "AdamW"};
-  }, nb::arg("lr"), nb::arg("beta1"), nb::arg("beta2"), nb::arg("eps"), nb::arg("weight_decay"), nb::arg("schedule"),
-     nb::arg("warmup_steps"), nb::arg("total_steps"));
-  m.def("make_sgd", [](double lr, double momentum, double weight_decay, bool nesterov, const std::string& schedule,
-                       int warmup, int total) {
-    SgdOptions o;
-    o.momentum = momentum;
-    o.weight_decay = weight_decay;
-    o.nesterov = nesterov;
-    return PyTrainState{std::make_unique<TrainState>(make_sgd(o), schedule_of(lr, schedule, warmup, total)), "SGD"};
-  }, nb::arg("lr"), nb::arg("momentum"), nb::arg("weight_decay"), nb::arg("nesterov"), nb::arg("schedule"),
-     nb::arg("warmup_steps"), nb::arg("total_steps"));
+  m.def(
+      "make_adamw",
+      [](double lr, double beta1, double beta2, double eps, double weight_decay, const std::string& schedule,
+         int warmup, int total) {
+        auto opt = make_adamw(AdamWOptions{beta1, beta2, eps, weight_decay});
+        return PyTrainState{std::make_unique<TrainState>(std::move(opt), schedule_of(lr, schedule, warmup, total)),
+                            "AdamW"};
+      },
+      nb::arg("lr"), nb::arg("beta1"), nb::arg("beta2"), nb::arg("eps"), nb::arg("weight_decay"), nb::arg("schedule"),
+      nb::arg("warmup_steps"), nb::arg("total_steps"));
+  m.def(
+      "make_sgd",
+      [](double lr, double momentum, double weight_decay, bool nesterov, const std::string& schedule, int warmup,
+         int total) {
+        SgdOptions o;
+        o.momentum = momentum;
+        o.weight_decay = weight_decay;
+        o.nesterov = nesterov;
+        return PyTrainState{std::make_unique<TrainState>(make_sgd(o), schedule_of(lr, schedule, warmup, total)), "SGD"};
+      },
+      nb::arg("lr"), nb::arg("momentum"), nb::arg("weight_decay"), nb::arg("nesterov"), nb::arg("schedule"),
+      nb::arg("warmup_steps"), nb::arg("total_steps"));
 
-  m.def("make_python_optimizer", [](nb::handle optimizer) {
-    auto opt = std::make_unique<PythonOptimizer>(optimizer);
-    auto name = opt->name();
-    return PyTrainState{std::make_unique<TrainState>(std::move(opt)), name};
-  }, nb::arg("optimizer"), "a TrainState stepping through an mlx.optimizers.Optimizer (kept alive by the caller)");
+  m.def(
+      "make_python_optimizer",
+      [](nb::handle optimizer) {
+        auto opt = std::make_unique<PythonOptimizer>(optimizer);
+        auto name = opt->name();
+        return PyTrainState{std::make_unique<TrainState>(std::move(opt)), name};
+      },
+      nb::arg("optimizer"), "a TrainState stepping through an mlx.optimizers.Optimizer (kept alive by the caller)");
 
-  m.def("train_step", [](PyModel& pm, const mx::array& input_ids, std::optional<mx::array> labels,
-                         std::optional<mx::array> loss_mask, PyTrainState& state, const TrainingConfig& config,
-                         const std::vector<std::shared_ptr<Hook>>& hooks, std::optional<int> pad_id) {
-    Batch batch = batch_of(input_ids, std::move(labels), std::move(loss_mask));
-    TrainStepResult r;
-    {
-      nb::gil_scoped_release release;
-      r = train_step(*pm.model, batch, *state.state, config, hooks, pad_id);
-    }
-    nb::dict d;
-    d["loss"] = r.loss;
-    d["n_tokens"] = r.n_tokens;
-    d["grad_norm"] = r.grad_norm;
-    d["skipped"] = r.skipped;
-    d["loss_scale"] = r.loss_scale;
-    d["lr"] = r.lr;
-    return d;
-  }, nb::arg("model"), nb::arg("input_ids"), nb::arg("labels").none(), nb::arg("loss_mask").none(), nb::arg("state"),
-     nb::arg("config"), nb::arg("hooks"), nb::arg("pad_id").none());
+  m.def(
+      "train_step",
+      [](PyModel& pm, const mx::array& input_ids, std::optional<mx::array> labels, std::optional<mx::array> loss_mask,
+         PyTrainState& state, const TrainingConfig& config, const std::vector<std::shared_ptr<Hook>>& hooks,
+         std::optional<int> pad_id) {
+        Batch batch = batch_of(input_ids, std::move(labels), std::move(loss_mask));
+        TrainStepResult r;
+        {
+          nb::gil_scoped_release release;
+          r = train_step(*pm.model, batch, *state.state, config, hooks, pad_id);
+        }
+        nb::dict d;
+        d["loss"] = r.loss;
+        d["n_tokens"] = r.n_tokens;
+        d["grad_norm"] = r.grad_norm;
+        d["skipped"] = r.skipped;
+        d["loss_scale"] = r.loss_scale;
+        d["lr"] = r.lr;
+        return d;
+      },
+      nb::arg("model"), nb::arg("input_ids"), nb::arg("labels").none(), nb::arg("loss_mask").none(), nb::arg("state"),
+      nb::arg("config"), nb::arg("hooks"), nb::arg("pad_id").none());
 
-  m.def("loss_forward", [](PyModel& pm, const mx::array& input_ids, std::optional<mx::array> labels,
-                           std::optional<mx::array> loss_mask, double label_smoothing, std::optional<int> pad_id) {
-    Batch batch = batch_of(input_ids, std::move(labels), std::move(loss_mask));
-    nb::gil_scoped_release release;
-    auto r = loss_forward(*pm.model, batch, label_smoothing, pad_id);
-    mx::eval(r.loss, r.n_tokens);
-    return std::make_pair(r.loss, r.n_tokens);
-  }, nb::arg("model"), nb::arg("input_ids"), nb::arg("labels").none(), nb::arg("loss_mask").none(),
-     nb::arg("label_smoothing") = 0.0, nb::arg("pad_id").none() = nb::none());
+  m.def(
+      "loss_forward",
+      [](PyModel& pm, const mx::array& input_ids, std::optional<mx::array> labels, std::optional<mx::array> loss_mask,
+         double label_smoothing, std::optional<int> pad_id) {
+        Batch batch = batch_of(input_ids, std::move(labels), std::move(loss_mask));
+        nb::gil_scoped_release release;
+        auto r = loss_forward(*pm.model, batch, label_smoothing, pad_id);
+        mx::eval(r.loss, r.n_tokens);
+        return std::make_pair(r.loss, r.n_tokens);
+      },
+      nb::arg("model"), nb::arg("input_ids"), nb::arg("labels").none(), nb::arg("loss_mask").none(),
+      nb::arg("label_smoothing") = 0.0, nb::arg("pad_id").none() = nb::none());
 
-  m.def("xent_loss", [](const mx::array& logits, const mx::array& targets, double label_smoothing, int ignore_index) {
-    auto r = xent_loss(logits, targets, label_smoothing, ignore_index);
-    return std::make_pair(r.loss, r.n_tokens);
-  }, nb::arg("logits"), nb::arg("targets"), nb::arg("label_smoothing") = 0.0, nb::arg("ignore_index") = -100);
+  m.def(
+      "xent_loss",
+      [](const mx::array& logits, const mx::array& targets, double label_smoothing, int ignore_index) {
+        auto r = xent_loss(logits, targets, label_smoothing, ignore_index);
+        return std::make_pair(r.loss, r.n_tokens);
+      },
+      nb::arg("logits"), nb::arg("targets"), nb::arg("label_smoothing") = 0.0, nb::arg("ignore_index") = -100);
 
-  m.def("add_lora", [](PyModel& pm, int rank, double alpha, double dropout, std::vector<std::string> targets, uint64_t seed) {
-    LoraConfig c;
-    c.rank = rank;
-    c.alpha = alpha;
-    c.dropout = dropout;
-    c.target_modules = std::move(targets);
-    c.seed = seed;
-    return add_lora(*pm.model, c);
-  }, nb::arg("model"), nb::arg("rank") = 8, nb::arg("alpha") = 16.0, nb::arg("dropout") = 0.0,
-     nb::arg("target_modules") = std::vector<std::string>{"q_proj", "v_proj"}, nb::arg("seed") = 0);
+  m.def(
+      "add_lora",
+      [](PyModel& pm, int rank, double alpha, double dropout, std::vector<std::string> targets, uint64_t seed) {
+        LoraConfig c;
+        c.rank = rank;
+        c.alpha = alpha;
+        c.dropout = dropout;
+        c.target_modules = std::move(targets);
+        c.seed = seed;
+        return add_lora(*pm.model, c);
+      },
+      nb::arg("model"), nb::arg("rank") = 8, nb::arg("alpha") = 16.0, nb::arg("dropout") = 0.0,
+      nb::arg("target_modules") = std::vector<std::string>{"q_proj", "v_proj"}, nb::arg("seed") = 0);
   m.def("lora_parameter_names", [](PyModel& pm) { return lora_parameter_names(*pm.model); });
 }
 

@@ -28,8 +28,9 @@ void append_one(std::unique_ptr<KVCache>& to, const KVCache& from) {
     if (auto* r = dynamic_cast<const RotatingKVCache*>(to.get())) to = std::make_unique<BatchRotatingKVCache>(*r);
     if (auto* b = dynamic_cast<BatchRotatingKVCache*>(to.get())) return b->append_rows(*o);
   }
-  fail("cache", "rows of different lengths can only share KV caches of one kind (standard, quantized alike, or "
-                "rotating alike)");
+  fail("cache",
+       "rows of different lengths can only share KV caches of one kind (standard, quantized alike, or "
+       "rotating alike)");
 }
 
 void drop_one(KVCache& c, int n) {
@@ -47,8 +48,8 @@ void append_rows(KVCacheList& caches, KVCacheList more) {
     return;
   }
   if (caches.size() != more.size())
-    fail("cache", "cannot append rows: " + std::to_string(more.size()) + " layers against " +
-                      std::to_string(caches.size()));
+    fail("cache",
+         "cannot append rows: " + std::to_string(more.size()) + " layers against " + std::to_string(caches.size()));
   for (size_t i = 0; i < caches.size(); ++i) append_one(caches[i], *more[i]);
 }
 

@@ -28,12 +28,12 @@ int start_caches(Model& model, KVCacheList& caches, KVCacheList given, int n, co
   }
   const size_t layers = model.make_caches().size();
   if (given.size() != layers)
-    fail("generate", "the KV caches have " + std::to_string(given.size()) + " layers, the model has " +
-                         std::to_string(layers));
+    fail("generate",
+         "the KV caches have " + std::to_string(given.size()) + " layers, the model has " + std::to_string(layers));
   int pos = given[0]->offset();
   if (pos > n)
-    fail("generate", "the KV caches hold " + std::to_string(pos) + " tokens, more than the prompt (" +
-                         std::to_string(n) + ")");
+    fail("generate",
+         "the KV caches hold " + std::to_string(pos) + " tokens, more than the prompt (" + std::to_string(n) + ")");
   if (pos == n) {  // the last prompt position's logits are needed: recompute it
     for (auto& c : given)
       if (!c->is_trimmable() || c->trim(1) != 1) fail("generate", "the KV caches cannot be trimmed");

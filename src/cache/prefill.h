@@ -12,9 +12,9 @@ namespace mx = mlx::core;
 namespace mlxgp {
 
 struct PrefillOptions {
-  CacheOptions cache;        // the caches' kind: rotating / quantized caches prefill as mlx-lm does
-  int chunk_size = 512;      // standard caches: the prompt goes in chunks of this many tokens
-  int kv_step_size = 2048;   // rotating / quantized: mlx-lm generate_step's prefill_step_size
+  CacheOptions cache;       // the caches' kind: rotating / quantized caches prefill as mlx-lm does
+  int chunk_size = 512;     // standard caches: the prompt goes in chunks of this many tokens
+  int kv_step_size = 2048;  // rotating / quantized: mlx-lm generate_step's prefill_step_size
 };
 
 // Feeds positions [pos, n) of the prompt ids [1, n] into `caches` (which hold the first `pos`) and

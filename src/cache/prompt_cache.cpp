@@ -101,8 +101,9 @@ void check_prompt_cache_use(const PromptCache& cache, Model& model) {
   // Hooks run at prefill, so a cache made without them holds other keys and values (steering on
   // prompt positions, soft prompts); the identity does not describe hooks, so they are refused.
   if (model.hooks().alter_prompt_states(model.config().num_hidden_layers))
-    fail("prompt-cache", "a saved prompt cache cannot be used with hooks that change prompt positions (steering "
-                         "on prompt positions, soft prompts): steer generated positions only or prefill the prompt");
+    fail("prompt-cache",
+         "a saved prompt cache cannot be used with hooks that change prompt positions (steering "
+         "on prompt positions, soft prompts): steer generated positions only or prefill the prompt");
   if (auto why = identity_problem(cache.model_identity, model_identity(model)); !why.empty())
     fail("prompt-cache", "the saved prompt cache " + why);
 }
@@ -113,14 +114,15 @@ PromptCache make_prompt_cache(Model& model, const std::vector<int>& ids, int chu
   const auto& c = model.config();
   for (int id : ids)
     if (id < 0 || id >= c.vocab_size)
-      fail("prompt-cache", "token id " + std::to_string(id) + " is outside the vocabulary (size " +
-                               std::to_string(c.vocab_size) + ")");
+      fail("prompt-cache",
+           "token id " + std::to_string(id) + " is outside the vocabulary (size " + std::to_string(c.vocab_size) + ")");
   if (c.max_position_embeddings > 0 && static_cast<int>(ids.size()) >= c.max_position_embeddings)
     fail("prompt-cache", "the prompt has " + std::to_string(ids.size()) + " tokens, the model's context is " +
                              std::to_string(c.max_position_embeddings));
   if (model.hooks().alter_prompt_states(c.num_hidden_layers))
-    fail("prompt-cache", "cannot save a prompt cache with hooks that change prompt positions attached (steering "
-                         "on prompt positions, soft prompts): a generation could not tell");
+    fail("prompt-cache",
+         "cannot save a prompt cache with hooks that change prompt positions attached (steering "
+         "on prompt positions, soft prompts): a generation could not tell");
   PromptCache out;
   out.token_ids = ids;
   out.caches = model.make_caches();
@@ -128,7 +130,8 @@ PromptCache make_prompt_cache(Model& model, const std::vector<int>& ids, int chu
   const int n = static_cast<int>(ids.size());
   // The prefill a generation runs (prefill_tokens), so the cached keys/values are the ones a generation
   // without the cache computes.
-  mx::eval(prefill_tokens(model, out.caches, mx::array(ids.data(), {1, n}, mx::int32), 0, {{}, chunk_size, chunk_size}));
+  mx::eval(
+      prefill_tokens(model, out.caches, mx::array(ids.data(), {1, n}, mx::int32), 0, {{}, chunk_size, chunk_size}));
   return out;
 }
 
@@ -170,7 +173,8 @@ PromptCache load_prompt_cache(const std::string& path, Model& model) {
   if (meta("cache_type") != "standard")
     fail("prompt-cache", where + " holds a '" + meta("cache_type") + "' cache; only 'standard' is supported");
   const std::string identity = model_identity(model);
-  if (auto why = identity_problem(meta("model_identity"), identity); !why.empty()) fail("prompt-cache", where + " " + why);
+  if (auto why = identity_problem(meta("model_identity"), identity); !why.empty())
+    fail("prompt-cache", where + " " + why);
   const auto& c = model.config();
   auto tensor = [&](const std::string& key) -> mx::array& {
     auto it = file.tensors.find(key);
@@ -197,8 +201,7 @@ PromptCache load_prompt_cache(const std::string& path, Model& model) {
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     auto& k = tensor(layer_key(i, "keys"));
     auto& v = tensor(layer_key(i, "values"));
-    if (k.shape() != want || v.shape() != want || k.dtype() != v.dtype() ||
-        !mx::issubdtype(k.dtype(), mx::floating))
+    if (k.shape() != want || v.shape() != want || k.dtype() != v.dtype() || !mx::issubdtype(k.dtype(), mx::floating))
       fail("prompt-cache", where + ": layer " + std::to_string(i) + " keys/values must be floating [1, " +
                                std::to_string(c.num_key_value_heads) + ", " + std::to_string(n) + ", " +
                                std::to_string(c.head_dim) + "]");

@@ -174,8 +174,7 @@ mx::array quantized_attention(const mx::array& queries, const QuantizedTensor& k
   if (n_rep > 1) {
     q = mx::reshape(q, {B, n_kv, n_rep, L, D});
     auto expand = [](const QuantizedTensor& t) {
-      return QuantizedTensor{mx::expand_dims(t.data, -3), mx::expand_dims(t.scales, -3),
-                             mx::expand_dims(t.biases, -3)};
+      return QuantizedTensor{mx::expand_dims(t.data, -3), mx::expand_dims(t.scales, -3), mx::expand_dims(t.biases, -3)};
     };
     k = expand(keys);
     v = expand(values);
@@ -197,8 +196,7 @@ mx::array quantized_attention(const mx::array& queries, const QuantizedTensor& k
   if (m) {
     if (m->dtype() == mx::bool_)
       scores = mx::where(*m, scores, mx::array(mx::finfo(scores.dtype()).min, scores.dtype()));
-    else
-      scores = mx::add(scores, *m);
+    else scores = mx::add(scores, *m);
   }
   scores = mx::softmax(scores, std::vector<int>{-1}, true);
   auto out = mx::quantized_matmul(scores, v.data, v.scales, v.biases, false, group_size, bits);

@@ -44,8 +44,7 @@ std::pair<mx::array, mx::array> RotatingKVCache::update(const mx::array& keys, c
   return keys.shape(2) == 1 ? update_in_place(keys, values) : update_concat(keys, values);
 }
 
-mx::array RotatingKVCache::trim_front(int trim_size, const mx::array& v,
-                                      const std::optional<mx::array>& append) const {
+mx::array RotatingKVCache::trim_front(int trim_size, const mx::array& v, const std::optional<mx::array>& append) const {
   // Drops `trim_size` positions right after the `keep` ones (the oldest non-kept), then appends.
   std::vector<mx::array> parts;
   if (trim_size > 0) {

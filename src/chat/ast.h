@@ -16,19 +16,19 @@ using ExprPtr = std::unique_ptr<Expr>;
 
 struct Expr {
   enum class Kind {
-    Literal,   // value
-    Name,      // name
-    ListLit,   // args (name "tuple" for a parenthesized tuple)
-    DictLit,   // args as key, value, key, value...
-    Attr,      // a.name
-    Item,      // a[b]
-    Slice,     // a[b:c:d] (absent parts are null)
-    Call,      // a(args, kwargs)
-    Filter,    // a | name(args, kwargs)
-    Test,      // a is [not] name(args)
-    Unary,     // name in {"-", "+", "not"} applied to a
-    Binary,    // a name b: + - * / // % ** ~ == != < > <= >= in "not in" and or
-    Cond,      // a if b else c (c may be null: undefined)
+    Literal,  // value
+    Name,     // name
+    ListLit,  // args (name "tuple" for a parenthesized tuple)
+    DictLit,  // args as key, value, key, value...
+    Attr,     // a.name
+    Item,     // a[b]
+    Slice,    // a[b:c:d] (absent parts are null)
+    Call,     // a(args, kwargs)
+    Filter,   // a | name(args, kwargs)
+    Test,     // a is [not] name(args)
+    Unary,    // name in {"-", "+", "not"} applied to a
+    Binary,   // a name b: + - * / // % ** ~ == != < > <= >= in "not in" and or
+    Cond,     // a if b else c (c may be null: undefined)
   };
   Kind kind;
   int line = 0;

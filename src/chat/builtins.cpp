@@ -18,8 +18,8 @@ constexpr int64_t kMaxItems = 1 << 20;  // bound on range() and repetition, so a
 
 void arity(const std::string& name, const std::vector<Value>& args, size_t lo, size_t hi) {
   if (args.size() < lo || args.size() > hi)
-    eval_fail(name + "() takes " + std::to_string(lo) + (hi > lo ? " to " + std::to_string(hi) : "") +
-              " arguments (" + std::to_string(args.size()) + " given)");
+    eval_fail(name + "() takes " + std::to_string(lo) + (hi > lo ? " to " + std::to_string(hi) : "") + " arguments (" +
+              std::to_string(args.size()) + " given)");
 }
 void no_kwargs(const std::string& name, const Kwargs& kw) {
   if (!kw.items.empty()) eval_fail(name + "() got an unexpected keyword argument '" + kw.items[0].first + "'");
@@ -51,7 +51,8 @@ Value string_method(const std::string& self, const std::string& name) {
         for (auto& x : *a[0].list) opts.push_back(str_arg(name, x));
       else opts.push_back(str_arg(name, a[0]));
       for (auto& o : opts)
-        if (o.size() <= s.size() && (start ? s.compare(0, o.size(), o) : s.compare(s.size() - o.size(), o.size(), o)) == 0)
+        if (o.size() <= s.size() &&
+            (start ? s.compare(0, o.size(), o) : s.compare(s.size() - o.size(), o.size(), o)) == 0)
           return Value::boolean(true);
       return Value::boolean(false);
     });
@@ -148,7 +149,8 @@ Value get_attr(const Value& obj, const std::string& name) {
   switch (obj.kind) {
     case Value::Kind::Undefined:
       eval_fail(obj.s.empty() ? "cannot read attribute '" + name + "' of an undefined value" : obj.s);
-    case Value::Kind::String: return string_method(obj.s, name);
+    case Value::Kind::String:
+      return string_method(obj.s, name);
     case Value::Kind::Namespace: {
       const Value* v = obj.find(name);
       return v ? *v : Value::undefined("'Namespace' has no attribute '" + name + "'");
@@ -159,7 +161,8 @@ Value get_attr(const Value& obj, const std::string& name) {
       const Value* v = obj.find(name);
       return v ? *v : Value::undefined("'dict object' has no attribute '" + name + "'");
     }
-    default: return Value::undefined("'" + type_name(obj) + " object' has no attribute '" + name + "'");
+    default:
+      return Value::undefined("'" + type_name(obj) + " object' has no attribute '" + name + "'");
   }
 }
 
@@ -191,7 +194,8 @@ Value get_item(const Value& obj, const Value& key) {
       for (auto& [k, v] : *obj.map)
         if (equals(k, key)) return v;
       break;
-    default: break;
+    default:
+      break;
   }
   if (key.is_string()) return get_attr(obj, key.s);
   return Value::undefined("'" + type_name(obj) + " object' has no element " + repr(key));
@@ -229,16 +233,17 @@ Value slice(const Value& obj, const Value& start, const Value& stop, const Value
 }
 
 Value call(const Value& fn, std::vector<Value>& args, Kwargs& kwargs) {
-  if (fn.kind == Value::Kind::Undefined)
-    eval_fail(fn.s.empty() ? "cannot call an undefined value" : fn.s);
+  if (fn.kind == Value::Kind::Undefined) eval_fail(fn.s.empty() ? "cannot call an undefined value" : fn.s);
   if (fn.kind != Value::Kind::Callable) eval_fail("'" + type_name(fn) + "' object is not callable");
   return (*fn.fn)(args, kwargs);
 }
 
 std::vector<Value> iterate(const Value& v) {
   switch (v.kind) {
-    case Value::Kind::Undefined: return {};
-    case Value::Kind::List: return *v.list;
+    case Value::Kind::Undefined:
+      return {};
+    case Value::Kind::List:
+      return *v.list;
     case Value::Kind::Map: {
       std::vector<Value> keys;
       for (auto& [k, x] : *v.map) keys.push_back(k);
@@ -253,7 +258,8 @@ std::vector<Value> iterate(const Value& v) {
       }
       return out;
     }
-    default: eval_fail("'" + type_name(v) + "' object is not iterable");
+    default:
+      eval_fail("'" + type_name(v) + "' object is not iterable");
   }
 }
 

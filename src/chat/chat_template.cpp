@@ -30,7 +30,8 @@ namespace {
 // `reasoning_content` (last), so templates can read either (_alias_reasoning_fields).
 // Also drops keys whose value is null, as apply_chat_template does (_normalize_chat_messages).
 nlohmann::ordered_json normalize_message(const nlohmann::ordered_json& raw) {
-  if (!raw.is_object()) fail("chat_template", "chat messages must be JSON objects, got " + std::string(raw.type_name()));
+  if (!raw.is_object())
+    fail("chat_template", "chat messages must be JSON objects, got " + std::string(raw.type_name()));
   nlohmann::ordered_json msg = nlohmann::ordered_json::object();
   for (auto it = raw.begin(); it != raw.end(); ++it)
     if (!it.value().is_null()) msg[it.key()] = it.value();

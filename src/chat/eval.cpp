@@ -51,8 +51,12 @@ class Renderer {
 
   void exec_inner(const Node& n, std::string& out, Flow& flow) {
     switch (n.kind) {
-      case Node::Kind::Text: out += n.text; return;
-      case Node::Kind::Output: out += to_str(eval(*n.expr)); return;
+      case Node::Kind::Text:
+        out += n.text;
+        return;
+      case Node::Kind::Output:
+        out += to_str(eval(*n.expr));
+        return;
       case Node::Kind::If:
         for (auto& [cond, body] : n.branches)
           if (!cond || truthy(eval(*cond))) {
@@ -60,7 +64,8 @@ class Renderer {
             return;
           }
         return;
-      case Node::Kind::For: return exec_for(n, out, flow);
+      case Node::Kind::For:
+        return exec_for(n, out, flow);
       case Node::Kind::Set: {
         Value v = eval(*n.expr);
         if (!n.attr.empty()) {
@@ -84,10 +89,16 @@ class Renderer {
         assign(n.targets[0], Value::string(captured));
         return;
       }
-      case Node::Kind::Macro: return define_macro(n);
-      case Node::Kind::Break: flow = Flow::Break; return;
-      case Node::Kind::Continue: flow = Flow::Continue; return;
-      case Node::Kind::Block: return exec_body(n.body, out, flow);
+      case Node::Kind::Macro:
+        return define_macro(n);
+      case Node::Kind::Break:
+        flow = Flow::Break;
+        return;
+      case Node::Kind::Continue:
+        flow = Flow::Continue;
+        return;
+      case Node::Kind::Block:
+        return exec_body(n.body, out, flow);
     }
   }
 
@@ -168,39 +179,43 @@ class Renderer {
   void define_macro(const Node& n) {
     const Node* node = &n;
     Renderer* self = this;
-    assign(n.targets[0], Value::callable([self, node](std::vector<Value>& args, Kwargs& kw) {
-             if (args.size() > node->params.size()) eval_fail("macro '" + node->targets[0] + "' takes " +
-                                                              std::to_string(node->params.size()) + " arguments");
-             if (self->depth_ >= kMaxCallDepth) eval_fail("macro recursion is too deep");
-             Value scope = Value::make_map();
-             for (size_t k = 0; k < node->params.size(); ++k) {
-               auto& [pname, dflt] = node->params[k];
-               Value v;
-               if (k < args.size()) v = args[k];
-               else if (!kw.take(pname, v)) v = dflt ? self->eval(*dflt) : Value::undefined("'" + pname + "' is undefined");
-               scope.set(Value::string(pname), v);
-             }
-             if (!kw.items.empty()) eval_fail("macro '" + node->targets[0] + "' got an unexpected keyword argument '" + kw.items[0].first + "'");
-             // A macro sees the template's top-level names and its parameters, not the caller's locals.
-             std::vector<Value> saved(self->scopes_.begin() + 1, self->scopes_.end());
-             self->scopes_.resize(1);
-             self->scopes_.push_back(scope);
-             ++self->depth_;
-             std::string out;
-             Flow f = Flow::Normal;
-             try {
-               self->exec_body(node->body, out, f);
-             } catch (...) {
-               --self->depth_;
-               self->scopes_.resize(1);
-               self->scopes_.insert(self->scopes_.end(), saved.begin(), saved.end());
-               throw;
-             }
-             --self->depth_;
-             self->scopes_.resize(1);
-             self->scopes_.insert(self->scopes_.end(), saved.begin(), saved.end());
-             return Value::string(out);
-           }));
+    assign(
+        n.targets[0], Value::callable([self, node](std::vector<Value>& args, Kwargs& kw) {
+          if (args.size() > node->params.size())
+            eval_fail("macro '" + node->targets[0] + "' takes " + std::to_string(node->params.size()) + " arguments");
+          if (self->depth_ >= kMaxCallDepth) eval_fail("macro recursion is too deep");
+          Value scope = Value::make_map();
+          for (size_t k = 0; k < node->params.size(); ++k) {
+            auto& [pname, dflt] = node->params[k];
+            Value v;
+            if (k < args.size()) v = args[k];
+            else if (!kw.take(pname, v))
+              v = dflt ? self->eval(*dflt) : Value::undefined("'" + pname + "' is undefined");
+            scope.set(Value::string(pname), v);
+          }
+          if (!kw.items.empty())
+            eval_fail("macro '" + node->targets[0] + "' got an unexpected keyword argument '" + kw.items[0].first +
+                      "'");
+          // A macro sees the template's top-level names and its parameters, not the caller's locals.
+          std::vector<Value> saved(self->scopes_.begin() + 1, self->scopes_.end());
+          self->scopes_.resize(1);
+          self->scopes_.push_back(scope);
+          ++self->depth_;
+          std::string out;
+          Flow f = Flow::Normal;
+          try {
+            self->exec_body(node->body, out, f);
+          } catch (...) {
+            --self->depth_;
+            self->scopes_.resize(1);
+            self->scopes_.insert(self->scopes_.end(), saved.begin(), saved.end());
+            throw;
+          }
+          --self->depth_;
+          self->scopes_.resize(1);
+          self->scopes_.insert(self->scopes_.end(), saved.begin(), saved.end());
+          return Value::string(out);
+        }));
   }
 
   void eval_args(const Expr& e, std::vector<Value>& args, Kwargs& kw) {
@@ -211,8 +226,10 @@ class Renderer {
  public:
   Value eval(const Expr& e) {
     switch (e.kind) {
-      case Expr::Kind::Literal: return e.value;
-      case Expr::Kind::Name: return lookup(e.name);
+      case Expr::Kind::Literal:
+        return e.value;
+      case Expr::Kind::Name:
+        return lookup(e.name);
       case Expr::Kind::ListLit: {
         List xs;
         for (auto& a : e.args) xs.push_back(eval(*a));
@@ -223,8 +240,10 @@ class Renderer {
         for (size_t k = 0; k + 1 < e.args.size(); k += 2) m.set(eval(*e.args[k]), eval(*e.args[k + 1]));
         return m;
       }
-      case Expr::Kind::Attr: return get_attr(eval(*e.a), e.name);
-      case Expr::Kind::Item: return get_item(eval(*e.a), eval(*e.b));
+      case Expr::Kind::Attr:
+        return get_attr(eval(*e.a), e.name);
+      case Expr::Kind::Item:
+        return get_item(eval(*e.a), eval(*e.b));
       case Expr::Kind::Slice: {
         Value obj = eval(*e.a);
         auto part = [&](const ExprPtr& p) { return p ? eval(*p) : Value::none(); };
@@ -263,10 +282,12 @@ class Renderer {
         if (v.kind == Value::Kind::Float) return Value::number(e.name == "-" ? -v.f : v.f);
         eval_fail("bad operand type for unary " + e.name + ": '" + type_name(v) + "'");
       }
-      case Expr::Kind::Binary: return eval_binary(e);
+      case Expr::Kind::Binary:
+        return eval_binary(e);
       case Expr::Kind::Cond:
         if (truthy(eval(*e.b))) return eval(*e.a);
-        return e.c ? eval(*e.c) : Value::undefined("the inline if-expression evaluated to false and no else section was defined");
+        return e.c ? eval(*e.c)
+                   : Value::undefined("the inline if-expression evaluated to false and no else section was defined");
     }
     eval_fail("unknown expression");
   }

@@ -45,17 +45,18 @@ Value attribute_of(const Value& item, const std::string& path) {
 
 bool known_filter(const std::string& name) {
   static const std::set<std::string> names = {
-      "tojson", "trim", "length", "count", "upper", "lower", "title", "capitalize", "default", "d", "join",
-      "replace", "list", "first", "last", "reverse", "items", "string", "safe", "e", "escape", "int", "float",
-      "abs", "selectattr", "rejectattr", "select", "reject", "map", "unique"};
+      "tojson", "trim",    "length", "count", "upper",      "lower",      "title",  "capitalize", "default", "d",
+      "join",   "replace", "list",   "first", "last",       "reverse",    "items",  "string",     "safe",    "e",
+      "escape", "int",     "float",  "abs",   "selectattr", "rejectattr", "select", "reject",     "map",     "unique"};
   return names.count(name) > 0;
 }
 
 bool known_test(const std::string& name) {
   static const std::set<std::string> names = {
-      "defined", "undefined", "none", "string", "number", "integer", "float", "boolean", "true", "false",
-      "mapping", "sequence", "iterable", "callable", "lower", "upper", "odd", "even", "divisibleby", "equalto",
-      "eq", "==", "sameas", "ne", "!=", "lt", "<", "le", "<=", "gt", ">", "ge", ">=", "in"};
+      "defined",     "undefined", "none",     "string",   "number",   "integer", "float", "boolean", "true",
+      "false",       "mapping",   "sequence", "iterable", "callable", "lower",   "upper", "odd",     "even",
+      "divisibleby", "equalto",   "eq",       "==",       "sameas",   "ne",      "!=",    "lt",      "<",
+      "le",          "<=",        "gt",       ">",        "ge",       ">=",      "in"};
   return names.count(name) > 0;
 }
 
@@ -74,10 +75,8 @@ bool apply_test(const std::string& name, const Value& v, std::vector<Value>& arg
   if (name == "true") return need(0), v.kind == Value::Kind::Bool && v.b;
   if (name == "false") return need(0), v.kind == Value::Kind::Bool && !v.b;
   if (name == "mapping") return need(0), v.kind == Value::Kind::Map;
-  if (name == "sequence")
-    return need(0), v.kind == Value::Kind::List || v.is_string() || v.kind == Value::Kind::Map;
-  if (name == "iterable")
-    return need(0), v.kind == Value::Kind::List || v.is_string() || v.kind == Value::Kind::Map;
+  if (name == "sequence") return need(0), v.kind == Value::Kind::List || v.is_string() || v.kind == Value::Kind::Map;
+  if (name == "iterable") return need(0), v.kind == Value::Kind::List || v.is_string() || v.kind == Value::Kind::Map;
   if (name == "callable") return need(0), v.kind == Value::Kind::Callable;
   if (name == "lower") return need(0), to_str(v) == ascii_lower(to_str(v));
   if (name == "upper") return need(0), to_str(v) == ascii_upper(to_str(v));
@@ -116,7 +115,9 @@ Value apply_filter(const std::string& name, const Value& v, std::vector<Value>& 
     Value sort_keys = arg_or(args, kw, 3, "sort_keys", Value::boolean(false));
     Value ensure_ascii = arg_or(args, kw, 0, "ensure_ascii", Value::boolean(false));
     check("tojson", args, 4, kw);
-    int ind = indent.is_none() ? -1 : indent.kind == Value::Kind::Int ? static_cast<int>(std::clamp<int64_t>(indent.i, 0, 64)) : -2;
+    int ind = indent.is_none()                  ? -1
+              : indent.kind == Value::Kind::Int ? static_cast<int>(std::clamp<int64_t>(indent.i, 0, 64))
+                                                : -2;
     if (ind == -2) eval_fail("tojson indent must be an integer");
     std::string isep = ind >= 0 ? "," : ", ", ksep = ": ";
     if (!seps.is_none()) {
@@ -138,11 +139,16 @@ Value apply_filter(const std::string& name, const Value& v, std::vector<Value>& 
   if (name == "length" || name == "count") {
     check(name, args, 0, kw);
     switch (v.kind) {
-      case Value::Kind::Undefined: return Value::integer(0);
-      case Value::Kind::String: return Value::integer(static_cast<int64_t>(decode_utf8(v.s).size()));
-      case Value::Kind::List: return Value::integer(static_cast<int64_t>(v.list->size()));
-      case Value::Kind::Map: return Value::integer(static_cast<int64_t>(v.map->size()));
-      default: eval_fail("object of type '" + type_name(v) + "' has no len()");
+      case Value::Kind::Undefined:
+        return Value::integer(0);
+      case Value::Kind::String:
+        return Value::integer(static_cast<int64_t>(decode_utf8(v.s).size()));
+      case Value::Kind::List:
+        return Value::integer(static_cast<int64_t>(v.list->size()));
+      case Value::Kind::Map:
+        return Value::integer(static_cast<int64_t>(v.map->size()));
+      default:
+        eval_fail("object of type '" + type_name(v) + "' has no len()");
     }
   }
   if (name == "upper" || name == "lower" || name == "title" || name == "capitalize") {
@@ -219,7 +225,8 @@ Value apply_filter(const std::string& name, const Value& v, std::vector<Value>& 
     Value dflt = arg_or(args, kw, 0, "default", name == "int" ? Value::integer(0) : Value::number(0));
     check(name, args, name == "int" ? 2 : 1, kw);
     if (v.kind == Value::Kind::Int || v.kind == Value::Kind::Bool)
-      return name == "int" ? Value::integer(v.kind == Value::Kind::Int ? v.i : v.b) : Value::number(v.kind == Value::Kind::Int ? v.i : v.b);
+      return name == "int" ? Value::integer(v.kind == Value::Kind::Int ? v.i : v.b)
+                           : Value::number(v.kind == Value::Kind::Int ? v.i : v.b);
     if (v.kind == Value::Kind::Float)
       return name == "int" ? (std::isfinite(v.f) ? Value::integer(static_cast<int64_t>(v.f)) : dflt) : v;
     if (v.is_string()) {

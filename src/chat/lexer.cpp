@@ -38,18 +38,41 @@ std::string unescape(const std::string& raw, int line) {
     }
     char e = raw[++k];
     switch (e) {
-      case 'n': out += '\n'; break;
-      case 't': out += '\t'; break;
-      case 'r': out += '\r'; break;
-      case '\\': out += '\\'; break;
-      case '\'': out += '\''; break;
-      case '"': out += '"'; break;
-      case 'a': out += '\a'; break;
-      case 'b': out += '\b'; break;
-      case 'f': out += '\f'; break;
-      case 'v': out += '\v'; break;
-      case '\n': break;  // line continuation
-      case 'x': case 'u': case 'U': {
+      case 'n':
+        out += '\n';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case '\\':
+        out += '\\';
+        break;
+      case '\'':
+        out += '\'';
+        break;
+      case '"':
+        out += '"';
+        break;
+      case 'a':
+        out += '\a';
+        break;
+      case 'b':
+        out += '\b';
+        break;
+      case 'f':
+        out += '\f';
+        break;
+      case 'v':
+        out += '\v';
+        break;
+      case '\n':
+        break;  // line continuation
+      case 'x':
+      case 'u':
+      case 'U': {
         int n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
         if (k + n >= raw.size()) lex_error("truncated \\" + std::string(1, e) + " escape", line);
         uint32_t cp = 0;
@@ -78,8 +101,8 @@ std::string unescape(const std::string& raw, int line) {
   return out;
 }
 
-const char* const kOps[] = {"//", "**", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "~", "<", ">",
-                            "(", ")", "[", "]", "{", "}", ",", ".", ":", "|", "=", ";"};
+const char* const kOps[] = {"//", "**", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "~", "<",
+                            ">",  "(",  ")",  "[",  "]",  "{",  "}", ",", ".", ":", "|", "=", ";"};
 
 }  // namespace
 
@@ -117,7 +140,10 @@ std::vector<Token> lex(const std::string& input) {
     size_t open = pos;
     while (true) {
       open = src.find('{', open);
-      if (open == std::string::npos || open + 1 >= src.size()) { open = std::string::npos; break; }
+      if (open == std::string::npos || open + 1 >= src.size()) {
+        open = std::string::npos;
+        break;
+      }
       char n = src[open + 1];
       if (n == '{' || n == '%' || n == '#') break;
       ++open;
@@ -230,7 +256,10 @@ std::vector<Token> lex(const std::string& input) {
       } else {
         const char* op = nullptr;
         for (const char* o : kOps)
-          if (at(pos, o)) { op = o; break; }
+          if (at(pos, o)) {
+            op = o;
+            break;
+          }
         if (!op) {
           // Name the whole UTF-8 character (or the stray byte), so the message stays valid UTF-8.
           unsigned char u = static_cast<unsigned char>(c);

@@ -43,7 +43,8 @@ Value repeat(const Value& seq, int64_t n) {
 
 bool contains(const Value& container, const Value& item) {
   switch (container.kind) {
-    case Value::Kind::Undefined: return false;
+    case Value::Kind::Undefined:
+      return false;
     case Value::Kind::String:
       if (!item.is_string()) eval_fail("'in <string>' requires string as left operand, not " + type_name(item));
       return container.s.find(item.s) != std::string::npos;
@@ -56,7 +57,8 @@ bool contains(const Value& container, const Value& item) {
       for (auto& [k, x] : *container.map)
         if (equals(k, item)) return true;
       return false;
-    default: eval_fail("argument of type '" + type_name(container) + "' is not iterable");
+    default:
+      eval_fail("argument of type '" + type_name(container) + "' is not iterable");
   }
 }
 
@@ -77,7 +79,8 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   int64_t r = 0;
   if (op == "+") {
     if (ints) {
-      bool overflowed = __builtin_add_overflow(as_int(a), as_int(b), &r);  // sets r first: argument order is unspecified
+      bool overflowed =
+          __builtin_add_overflow(as_int(a), as_int(b), &r);  // sets r first: argument order is unspecified
       return checked(overflowed, r);
     }
     if (nums) return Value::number(as_float(a) + as_float(b));
@@ -91,7 +94,8 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   }
   if (op == "-") {
     if (ints) {
-      bool overflowed = __builtin_sub_overflow(as_int(a), as_int(b), &r);  // sets r first: argument order is unspecified
+      bool overflowed =
+          __builtin_sub_overflow(as_int(a), as_int(b), &r);  // sets r first: argument order is unspecified
       return checked(overflowed, r);
     }
     if (nums) return Value::number(as_float(a) - as_float(b));
@@ -99,7 +103,8 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   }
   if (op == "*") {
     if (ints) {
-      bool overflowed = __builtin_mul_overflow(as_int(a), as_int(b), &r);  // sets r first: argument order is unspecified
+      bool overflowed =
+          __builtin_mul_overflow(as_int(a), as_int(b), &r);  // sets r first: argument order is unspecified
       return checked(overflowed, r);
     }
     if (nums) return Value::number(as_float(a) * as_float(b));

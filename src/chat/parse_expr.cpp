@@ -69,9 +69,14 @@ ExprPtr ExprParser::parse_compare() {
     for (const char* o : {"==", "!=", "<", ">", "<=", ">="})
       if (is_op(o)) op = o;
     if (!op.empty()) next();
-    else if (is_name("in")) { next(); op = "in"; }
-    else if (is_name("not") && is_name("in", 1)) { next(); next(); op = "not in"; }
-    else return e;
+    else if (is_name("in")) {
+      next();
+      op = "in";
+    } else if (is_name("not") && is_name("in", 1)) {
+      next();
+      next();
+      op = "not in";
+    } else return e;
     e = binary(op, std::move(e), parse_math1(), line);
   }
 }
@@ -282,8 +287,8 @@ ExprPtr ExprParser::parse_filters(ExprPtr e) {
       } else {
         const Token& n = peek();
         bool arg = n.kind == K::String || n.kind == K::Int || n.kind == K::Float ||
-                   (n.kind == K::Name && n.text != "else" && n.text != "or" && n.text != "and") ||
-                   is_op("(") || is_op("[") || is_op("{");
+                   (n.kind == K::Name && n.text != "else" && n.text != "or" && n.text != "and") || is_op("(") ||
+                   is_op("[") || is_op("{");
         if (arg) {
           if (n.kind == K::Name && n.text == "is") error("cannot chain multiple tests with 'is'", n.line);
           t->args.push_back(parse_postfix(parse_primary()));

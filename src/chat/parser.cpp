@@ -50,7 +50,6 @@ class Parser : public ExprParser {
     }
   }
 
-
  private:
   Body parse_until(const std::set<std::string>& tags, std::string* ended_by) {
     std::string dummy;
@@ -63,8 +62,7 @@ class Parser : public ExprParser {
     int line = kw.line;
     const std::string k = kw.text;
     Nest nest(*this, line);
-    if (k.rfind("end", 0) == 0 || k == "elif" || k == "else")
-      error("unexpected '" + k + "' with no open block", line);
+    if (k.rfind("end", 0) == 0 || k == "elif" || k == "else") error("unexpected '" + k + "' with no open block", line);
     if (k == "if") {
       auto n = node(Node::Kind::If, line);
       ExprPtr cond = parse_or();

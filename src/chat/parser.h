@@ -57,11 +57,16 @@ class ExprParser {
   }
   static std::string describe(const Token& t) {
     switch (t.kind) {
-      case K::VarEnd: return "'}}'";
-      case K::BlockEnd: return "'%}'";
-      case K::Eof: return "end of template";
-      case K::String: return "a string";
-      default: return "'" + t.text + "'";
+      case K::VarEnd:
+        return "'}}'";
+      case K::BlockEnd:
+        return "'%}'";
+      case K::Eof:
+        return "end of template";
+      case K::String:
+        return "a string";
+      default:
+        return "'" + t.text + "'";
     }
   }
   static NodePtr node(Node::Kind k, int line) {
@@ -83,7 +88,6 @@ class ExprParser {
     e->b = std::move(b);
     return e;
   }
-
 
   // expression := or ['if' or ['else' expression]]
   ExprPtr parse_expr();

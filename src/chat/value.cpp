@@ -38,16 +38,26 @@ bool Kwargs::take(const std::string& name, Value& out) {
 
 std::string type_name(const Value& v) {
   switch (v.kind) {
-    case Value::Kind::Undefined: return "Undefined";
-    case Value::Kind::None: return "NoneType";
-    case Value::Kind::Bool: return "bool";
-    case Value::Kind::Int: return "int";
-    case Value::Kind::Float: return "float";
-    case Value::Kind::String: return "str";
-    case Value::Kind::List: return "list";
-    case Value::Kind::Map: return "dict";
-    case Value::Kind::Namespace: return "Namespace";
-    case Value::Kind::Callable: return "function";
+    case Value::Kind::Undefined:
+      return "Undefined";
+    case Value::Kind::None:
+      return "NoneType";
+    case Value::Kind::Bool:
+      return "bool";
+    case Value::Kind::Int:
+      return "int";
+    case Value::Kind::Float:
+      return "float";
+    case Value::Kind::String:
+      return "str";
+    case Value::Kind::List:
+      return "list";
+    case Value::Kind::Map:
+      return "dict";
+    case Value::Kind::Namespace:
+      return "Namespace";
+    case Value::Kind::Callable:
+      return "function";
   }
   return "?";
 }
@@ -55,14 +65,22 @@ std::string type_name(const Value& v) {
 bool truthy(const Value& v) {
   switch (v.kind) {
     case Value::Kind::Undefined:
-    case Value::Kind::None: return false;
-    case Value::Kind::Bool: return v.b;
-    case Value::Kind::Int: return v.i != 0;
-    case Value::Kind::Float: return v.f != 0;
-    case Value::Kind::String: return !v.s.empty();
-    case Value::Kind::List: return !v.list->empty();
-    case Value::Kind::Map: return !v.map->empty();
-    default: return true;
+    case Value::Kind::None:
+      return false;
+    case Value::Kind::Bool:
+      return v.b;
+    case Value::Kind::Int:
+      return v.i != 0;
+    case Value::Kind::Float:
+      return v.f != 0;
+    case Value::Kind::String:
+      return !v.s.empty();
+    case Value::Kind::List:
+      return !v.list->empty();
+    case Value::Kind::Map:
+      return !v.map->empty();
+    default:
+      return true;
   }
 }
 
@@ -125,12 +143,18 @@ std::string repr(const Value& v) {
 
 std::string to_str(const Value& v) {
   switch (v.kind) {
-    case Value::Kind::Undefined: return "";
-    case Value::Kind::None: return "None";
-    case Value::Kind::Bool: return v.b ? "True" : "False";
-    case Value::Kind::Int: return std::to_string(v.i);
-    case Value::Kind::Float: return float_repr(v.f);
-    case Value::Kind::String: return v.s;
+    case Value::Kind::Undefined:
+      return "";
+    case Value::Kind::None:
+      return "None";
+    case Value::Kind::Bool:
+      return v.b ? "True" : "False";
+    case Value::Kind::Int:
+      return std::to_string(v.i);
+    case Value::Kind::Float:
+      return float_repr(v.f);
+    case Value::Kind::String:
+      return v.s;
     case Value::Kind::List: {
       std::string out = v.tuple ? "(" : "[";
       for (size_t k = 0; k < v.list->size(); ++k) out += (k ? ", " : "") + repr((*v.list)[k]);
@@ -146,8 +170,10 @@ std::string to_str(const Value& v) {
       }
       return out + "}";
     }
-    case Value::Kind::Namespace: return "<Namespace>";
-    case Value::Kind::Callable: return "<function>";
+    case Value::Kind::Namespace:
+      return "<Namespace>";
+    case Value::Kind::Callable:
+      return "<function>";
   }
   return "";
 }
@@ -158,13 +184,27 @@ void json_string(std::string& out, const std::string& s) {
   out += '"';
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           char b[8];
@@ -176,25 +216,36 @@ void json_string(std::string& out, const std::string& s) {
   out += '"';
 }
 
-void dump(std::string& out, const Value& v, int indent, int depth, const std::string& isep,
-          const std::string& ksep, bool sort_keys) {
+void dump(std::string& out, const Value& v, int indent, int depth, const std::string& isep, const std::string& ksep,
+          bool sort_keys) {
   auto newline = [&](int d) {
     if (indent < 0) return;
     out += '\n';
     out.append(static_cast<size_t>(indent) * d, ' ');
   };
   switch (v.kind) {
-    case Value::Kind::None: out += "null"; return;
-    case Value::Kind::Bool: out += v.b ? "true" : "false"; return;
-    case Value::Kind::Int: out += std::to_string(v.i); return;
+    case Value::Kind::None:
+      out += "null";
+      return;
+    case Value::Kind::Bool:
+      out += v.b ? "true" : "false";
+      return;
+    case Value::Kind::Int:
+      out += std::to_string(v.i);
+      return;
     case Value::Kind::Float:
       if (std::isnan(v.f)) out += "NaN";
       else if (std::isinf(v.f)) out += v.f > 0 ? "Infinity" : "-Infinity";
       else out += float_repr(v.f);
       return;
-    case Value::Kind::String: json_string(out, v.s); return;
+    case Value::Kind::String:
+      json_string(out, v.s);
+      return;
     case Value::Kind::List: {
-      if (v.list->empty()) { out += "[]"; return; }
+      if (v.list->empty()) {
+        out += "[]";
+        return;
+      }
       out += '[';
       for (size_t k = 0; k < v.list->size(); ++k) {
         if (k) out += isep;
@@ -206,14 +257,16 @@ void dump(std::string& out, const Value& v, int indent, int depth, const std::st
       return;
     }
     case Value::Kind::Map: {
-      if (v.map->empty()) { out += "{}"; return; }
+      if (v.map->empty()) {
+        out += "{}";
+        return;
+      }
       Map items = *v.map;
       for (auto& [k, x] : items)
         if (!k.is_string() && !k.is_number() && !k.is_none())
           fail("chat_template", "tojson: keys must be str, int, float, bool or None, not " + type_name(k));
       if (sort_keys)
-        std::stable_sort(items.begin(), items.end(),
-                         [](auto& a, auto& b) { return compare(a.first, b.first) < 0; });
+        std::stable_sort(items.begin(), items.end(), [](auto& a, auto& b) { return compare(a.first, b.first) < 0; });
       out += '{';
       bool first = true;
       for (auto& [k, x] : items) {
@@ -234,14 +287,15 @@ void dump(std::string& out, const Value& v, int indent, int depth, const std::st
       out += '}';
       return;
     }
-    default: fail("chat_template", "tojson: object of type " + type_name(v) + " is not JSON serializable");
+    default:
+      fail("chat_template", "tojson: object of type " + type_name(v) + " is not JSON serializable");
   }
 }
 
 }  // namespace
 
-std::string to_json(const Value& v, int indent, const std::string& item_sep, const std::string& key_sep,
-                    bool sort_keys, bool ensure_ascii) {
+std::string to_json(const Value& v, int indent, const std::string& item_sep, const std::string& key_sep, bool sort_keys,
+                    bool ensure_ascii) {
   std::string out;
   dump(out, v, indent, 0, item_sep, key_sep, sort_keys);
   if (!ensure_ascii) return out;
@@ -278,8 +332,10 @@ bool equals(const Value& a, const Value& b) {
   if (a.kind != b.kind) return false;
   switch (a.kind) {
     case Value::Kind::Undefined:
-    case Value::Kind::None: return true;
-    case Value::Kind::String: return a.s == b.s;
+    case Value::Kind::None:
+      return true;
+    case Value::Kind::String:
+      return a.s == b.s;
     case Value::Kind::List:
       if (a.tuple != b.tuple || a.list->size() != b.list->size()) return false;
       for (size_t k = 0; k < a.list->size(); ++k)
@@ -298,7 +354,8 @@ bool equals(const Value& a, const Value& b) {
         if (!found) return false;
       }
       return true;
-    default: return a.map == b.map && a.fn == b.fn;
+    default:
+      return a.map == b.map && a.fn == b.fn;
   }
 }
 
@@ -310,7 +367,8 @@ int compare(const Value& a, const Value& b) {
     double x = num(a), y = num(b);
     return x < y ? -1 : (x > y ? 1 : 0);
   }
-  if (a.is_string() && b.is_string()) return a.s < b.s ? -1 : (a.s > b.s ? 1 : 0);  // UTF-8 byte order = code point order
+  if (a.is_string() && b.is_string())
+    return a.s < b.s ? -1 : (a.s > b.s ? 1 : 0);  // UTF-8 byte order = code point order
   if (a.kind == Value::Kind::List && b.kind == Value::Kind::List) {
     for (size_t k = 0; k < a.list->size() && k < b.list->size(); ++k)
       if (int c = compare((*a.list)[k], (*b.list)[k])) return c;
@@ -321,12 +379,18 @@ int compare(const Value& a, const Value& b) {
 
 Value from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
-    case nlohmann::ordered_json::value_t::null: return Value::none();
-    case nlohmann::ordered_json::value_t::boolean: return Value::boolean(j.get<bool>());
-    case nlohmann::ordered_json::value_t::number_integer: return Value::integer(j.get<int64_t>());
-    case nlohmann::ordered_json::value_t::number_unsigned: return Value::integer(static_cast<int64_t>(j.get<uint64_t>()));
-    case nlohmann::ordered_json::value_t::number_float: return Value::number(j.get<double>());
-    case nlohmann::ordered_json::value_t::string: return Value::string(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::null:
+      return Value::none();
+    case nlohmann::ordered_json::value_t::boolean:
+      return Value::boolean(j.get<bool>());
+    case nlohmann::ordered_json::value_t::number_integer:
+      return Value::integer(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_unsigned:
+      return Value::integer(static_cast<int64_t>(j.get<uint64_t>()));
+    case nlohmann::ordered_json::value_t::number_float:
+      return Value::number(j.get<double>());
+    case nlohmann::ordered_json::value_t::string:
+      return Value::string(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       List xs;
       for (auto& x : j) xs.push_back(from_json(x));
@@ -337,7 +401,8 @@ Value from_json(const nlohmann::ordered_json& j) {
       for (auto it = j.begin(); it != j.end(); ++it) m.emplace_back(Value::string(it.key()), from_json(it.value()));
       return Value::make_map(std::move(m));
     }
-    default: fail("chat_template", "unsupported JSON value in the context");
+    default:
+      fail("chat_template", "unsupported JSON value in the context");
   }
 }
 

@@ -26,27 +26,68 @@ struct Value {
   bool b = false;
   int64_t i = 0;
   double f = 0;
-  std::string s;                     // String; for Undefined: the name that was missing
-  std::shared_ptr<List> list;        // List
-  std::shared_ptr<Map> map;          // Map and Namespace (shared: namespace attributes are mutable)
-  std::shared_ptr<Builtin> fn;       // Callable
-  bool tuple = false;                // a List that Python would hold as a tuple (prints with parentheses)
+  std::string s;                // String; for Undefined: the name that was missing
+  std::shared_ptr<List> list;   // List
+  std::shared_ptr<Map> map;     // Map and Namespace (shared: namespace attributes are mutable)
+  std::shared_ptr<Builtin> fn;  // Callable
+  bool tuple = false;           // a List that Python would hold as a tuple (prints with parentheses)
 
-  static Value undefined(std::string name = "") { Value v; v.s = std::move(name); return v; }
-  static Value none() { Value v; v.kind = Kind::None; return v; }
-  static Value boolean(bool x) { Value v; v.kind = Kind::Bool; v.b = x; return v; }
-  static Value integer(int64_t x) { Value v; v.kind = Kind::Int; v.i = x; return v; }
-  static Value number(double x) { Value v; v.kind = Kind::Float; v.f = x; return v; }
-  static Value string(std::string x) { Value v; v.kind = Kind::String; v.s = std::move(x); return v; }
-  static Value make_list(List xs = {}) {
-    Value v; v.kind = Kind::List; v.list = std::make_shared<List>(std::move(xs)); return v;
+  static Value undefined(std::string name = "") {
+    Value v;
+    v.s = std::move(name);
+    return v;
   }
-  static Value make_tuple(List xs) { Value v = make_list(std::move(xs)); v.tuple = true; return v; }
+  static Value none() {
+    Value v;
+    v.kind = Kind::None;
+    return v;
+  }
+  static Value boolean(bool x) {
+    Value v;
+    v.kind = Kind::Bool;
+    v.b = x;
+    return v;
+  }
+  static Value integer(int64_t x) {
+    Value v;
+    v.kind = Kind::Int;
+    v.i = x;
+    return v;
+  }
+  static Value number(double x) {
+    Value v;
+    v.kind = Kind::Float;
+    v.f = x;
+    return v;
+  }
+  static Value string(std::string x) {
+    Value v;
+    v.kind = Kind::String;
+    v.s = std::move(x);
+    return v;
+  }
+  static Value make_list(List xs = {}) {
+    Value v;
+    v.kind = Kind::List;
+    v.list = std::make_shared<List>(std::move(xs));
+    return v;
+  }
+  static Value make_tuple(List xs) {
+    Value v = make_list(std::move(xs));
+    v.tuple = true;
+    return v;
+  }
   static Value make_map(Map m = {}, bool ns = false) {
-    Value v; v.kind = ns ? Kind::Namespace : Kind::Map; v.map = std::make_shared<Map>(std::move(m)); return v;
+    Value v;
+    v.kind = ns ? Kind::Namespace : Kind::Map;
+    v.map = std::make_shared<Map>(std::move(m));
+    return v;
   }
   static Value callable(Builtin f) {
-    Value v; v.kind = Kind::Callable; v.fn = std::make_shared<Builtin>(std::move(f)); return v;
+    Value v;
+    v.kind = Kind::Callable;
+    v.fn = std::make_shared<Builtin>(std::move(f));
+    return v;
   }
 
   bool is_undefined() const { return kind == Kind::Undefined; }
@@ -74,8 +115,8 @@ std::string to_str(const Value& v);
 std::string repr(const Value& v);
 // json.dumps(v, ensure_ascii=..., indent=indent, separators=..., sort_keys=...): transformers'
 // tojson filter. indent < 0 means None.
-std::string to_json(const Value& v, int indent, const std::string& item_sep, const std::string& key_sep,
-                    bool sort_keys, bool ensure_ascii = false);
+std::string to_json(const Value& v, int indent, const std::string& item_sep, const std::string& key_sep, bool sort_keys,
+                    bool ensure_ascii = false);
 // Python ==, and the ordering used by <, >, sort (throws [chat_template] on unorderable types).
 bool equals(const Value& a, const Value& b);
 int compare(const Value& a, const Value& b);

@@ -32,10 +32,11 @@ void check_decode_rows_fit(Model& model, long long rows, long long length, const
   // default model (3 new tokens) reached 23 GiB before the kernel killed them.
   double act_bytes = 4;
   auto& params = model.parameters();
-  if (auto it = params.find("model.norm.weight"); it != params.end()) act_bytes = static_cast<double>(it->second.itemsize());
+  if (auto it = params.find("model.norm.weight"); it != params.end())
+    act_bytes = static_cast<double>(it->second.itemsize());
   const double per_row = 8.0 * 4.0 * static_cast<double>(vocab) +
-                         2.0 * static_cast<double>((std::max(1LL, length) + 255) / 256 * 256) * c.num_hidden_layers * 2.0 *
-                             c.num_key_value_heads * c.head_dim * act_bytes;
+                         2.0 * static_cast<double>((std::max(1LL, length) + 255) / 256 * 256) * c.num_hidden_layers *
+                             2.0 * c.num_key_value_heads * c.head_dim * act_bytes;
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   if (pages <= 0 || page <= 0) return;
   const double budget = 0.8 * static_cast<double>(pages) * static_cast<double>(page);

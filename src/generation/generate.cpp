@@ -15,9 +15,8 @@ namespace mx = mlx::core;
 
 namespace mlxgp {
 
-GenerationResult generate(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
-                          const std::vector<int>& prompt_ids, const GenerationConfig& config,
-                          const TokenCallback& callback, GeneratorOptions options) {
+GenerationResult generate(Model& model, std::shared_ptr<const Tokenizer> tokenizer, const std::vector<int>& prompt_ids,
+                          const GenerationConfig& config, const TokenCallback& callback, GeneratorOptions options) {
   // Beams / sequences that cannot fit are refused here in one line, not by MLX mid-generation.
   check_decode_rows_fit(model, decode_rows(config),
                         static_cast<long long>(prompt_ids.size()) + check_prompt(model, prompt_ids, config),

@@ -182,8 +182,7 @@ template <class Int>
 Int parse_integer(const std::string& s, const char* name) {
   Int v{};
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (!s.empty() && p == s.data() + s.size() && ec == std::errc::result_out_of_range)
-    out_of_range<Int>(name, s);
+  if (!s.empty() && p == s.data() + s.size() && ec == std::errc::result_out_of_range) out_of_range<Int>(name, s);
   // Unsigned fields: a well-formed negative integer is out of range, not "not an integer".
   if constexpr (std::is_unsigned_v<Int>) {
     if (s.size() > 1 && s[0] == '-' && s.find_first_not_of("0123456789", 1) == std::string::npos)
@@ -383,11 +382,13 @@ std::string bounds_text(const FieldBounds& b) {
 
 // llama.cpp's samplers (docs/samplers.md): where each applies, and the modes it cannot follow.
 void validate_llama_samplers(const GenerationConfig& config) {
-  if (config.dry_sequence_breakers.size() > 64) fail("config", "field 'dry_sequence_breakers' takes at most 64 strings");
+  if (config.dry_sequence_breakers.size() > 64)
+    fail("config", "field 'dry_sequence_breakers' takes at most 64 strings");
   for (auto& s : config.dry_sequence_breakers) {
     if (s.empty()) fail("config", "field 'dry_sequence_breakers' must not contain an empty string");
     // llama.cpp truncates longer breakers (with a warning); refused here rather than changed.
-    if (s.size() > 40) fail("config", "field 'dry_sequence_breakers' strings must be at most 40 bytes (llama.cpp's limit)");
+    if (s.size() > 40)
+      fail("config", "field 'dry_sequence_breakers' strings must be at most 40 bytes (llama.cpp's limit)");
   }
   const bool speculative = config.use_speculative || config.prompt_lookup_num_tokens.has_value();
   auto sampling_only = [&](const char* name) {
@@ -404,7 +405,8 @@ void validate_llama_samplers(const GenerationConfig& config) {
     // XTC draws a coin per row and step from the request's RNG: beams and speculative verification
     // would have to replay those draws per hypothesis / per rejected position.
     if (config.num_beams > 1) fail("config", "field 'xtc_probability' cannot be combined with num_beams > 1");
-    if (speculative) fail("config", "field 'xtc_probability' cannot be combined with speculative or prompt-lookup decoding");
+    if (speculative)
+      fail("config", "field 'xtc_probability' cannot be combined with speculative or prompt-lookup decoding");
   }
   if (config.mirostat == 0) return;
   sampling_only("mirostat");
@@ -423,8 +425,10 @@ void validate_llama_samplers(const GenerationConfig& config) {
       {config.xtc_probability > 0, "xtc_probability > 0"}};
   for (auto& [on, what] : others)
     if (on)
-      fail("config", "field 'mirostat' replaces the truncation samplers (llama.cpp's chain is temperature then "
-                     "mirostat) and cannot be combined with " + what);
+      fail("config",
+           "field 'mirostat' replaces the truncation samplers (llama.cpp's chain is temperature then "
+           "mirostat) and cannot be combined with " +
+               what);
 }
 
 }  // namespace
@@ -448,17 +452,17 @@ std::vector<std::string> apply_generation_config_json(GenerationConfig& config, 
   std::vector<std::string> warnings;
   for (auto& [key, value] : doc.items()) {
     bool known = false;
-    GenerationConfig::for_each_field(config, [&](auto& field, const char* name, auto def, const char*,
-                                                 const FieldBounds&) {
-      if (known || key != name) return;
-      known = true;
-      if (value.is_null()) field = def;  // HF: null means "not set"
-      // A schema may be given as the JSON document itself (OpenAI response_format, vLLM guided_json), in
-      // its own key order: properties are generated in the order the schema lists them.
-      else if (key == "json_schema" && (value.is_object() || value.is_boolean()))
-        from_json_value(json(nlohmann::ordered_json::parse(json_text)["json_schema"].dump()), field, name);
-      else from_json_value(value, field, name);
-    });
+    GenerationConfig::for_each_field(
+        config, [&](auto& field, const char* name, auto def, const char*, const FieldBounds&) {
+          if (known || key != name) return;
+          known = true;
+          if (value.is_null()) field = def;  // HF: null means "not set"
+          // A schema may be given as the JSON document itself (OpenAI response_format, vLLM guided_json), in
+          // its own key order: properties are generated in the order the schema lists them.
+          else if (key == "json_schema" && (value.is_object() || value.is_boolean()))
+            from_json_value(json(nlohmann::ordered_json::parse(json_text)["json_schema"].dump()), field, name);
+          else from_json_value(value, field, name);
+        });
     if (known) continue;
     switch (classify_hf_field(key, value)) {
       case HfField::Ignored:
@@ -492,28 +496,30 @@ void set_generation_config_field(GenerationConfig& config, const std::string& ke
 std::vector<GenerationFieldInfo> generation_config_fields() {
   std::vector<GenerationFieldInfo> out;
   const GenerationConfig c;
-  GenerationConfig::for_each_field(c, [&](const auto& field, const char* name, auto def, const char* help,
-                                          const FieldBounds&) {
-    json d = to_json_value(def);
-    using T = std::decay_t<decltype(field)>;
-    out.push_back({name, help, d.is_null() ? "" : d.dump(), is_flag_type<T>()});
-  });
+  GenerationConfig::for_each_field(
+      c, [&](const auto& field, const char* name, auto def, const char* help, const FieldBounds&) {
+        json d = to_json_value(def);
+        using T = std::decay_t<decltype(field)>;
+        out.push_back({name, help, d.is_null() ? "" : d.dump(), is_flag_type<T>()});
+      });
   return out;
 }
 
 void validate(const GenerationConfig& config) {
-  GenerationConfig::for_each_field(config, [](const auto& field, const char* name, auto, const char*,
-                                              const FieldBounds& b) {
-    for (double x : numbers(field)) {
-      if (!std::isfinite(x)) fail("config", std::string("field '") + name + "' must be a finite number, got " + format_number(x));
-      bool ok = (b.lo_open ? x > b.lo : x >= b.lo) && (b.hi_open ? x < b.hi : x <= b.hi);
-      if (ok) continue;
-      fail("config", std::string("field '") + name + "' must " + bounds_text(b) + ", got " + format_number(x));
-    }
-  });
+  GenerationConfig::for_each_field(
+      config, [](const auto& field, const char* name, auto, const char*, const FieldBounds& b) {
+        for (double x : numbers(field)) {
+          if (!std::isfinite(x))
+            fail("config", std::string("field '") + name + "' must be a finite number, got " + format_number(x));
+          bool ok = (b.lo_open ? x > b.lo : x >= b.lo) && (b.hi_open ? x < b.hi : x <= b.hi);
+          if (ok) continue;
+          fail("config", std::string("field '") + name + "' must " + bounds_text(b) + ", got " + format_number(x));
+        }
+      });
   // Shapes the field list cannot express (transformers raises on these in the processors).
   if (config.bad_words_ids) {
-    if (config.bad_words_ids->empty()) fail("config", "field 'bad_words_ids' must be a non-empty list of token id lists");
+    if (config.bad_words_ids->empty())
+      fail("config", "field 'bad_words_ids' must be a non-empty list of token id lists");
     for (auto& seq : *config.bad_words_ids)
       if (seq.empty()) fail("config", "field 'bad_words_ids' must not contain an empty list");
   }
@@ -543,15 +549,17 @@ void validate(const GenerationConfig& config) {
   }
   // transformers GenerationConfig.validate: several sequences need sampling or beams.
   if (config.num_return_sequences > 1 && !config.do_sample && config.num_beams == 1)
-    fail("config", "field 'num_return_sequences' > 1 needs do_sample=true or num_beams > 1 (greedy search would "
-                   "return identical sequences)");
+    fail("config",
+         "field 'num_return_sequences' > 1 needs do_sample=true or num_beams > 1 (greedy search would "
+         "return identical sequences)");
   if (config.num_beams > 1 && config.num_return_sequences > config.num_beams)
     fail("config", "field 'num_return_sequences' (" + std::to_string(config.num_return_sequences) +
                        ") must be <= num_beams (" + std::to_string(config.num_beams) + ")");
   if (config.num_beam_groups > 1) {
     if (config.num_beam_groups > config.num_beams || config.num_beams % config.num_beam_groups != 0)
       fail("config", "field 'num_beam_groups' must divide num_beams (" + std::to_string(config.num_beams) + ")");
-    if (config.do_sample) fail("config", "field 'num_beam_groups' > 1 (diverse beam search) cannot be combined with do_sample");
+    if (config.do_sample)
+      fail("config", "field 'num_beam_groups' > 1 (diverse beam search) cannot be combined with do_sample");
   }
   if (config.diversity_penalty > 0 && config.num_beam_groups == 1)
     fail("config", "field 'diversity_penalty' needs num_beam_groups > 1");
@@ -579,14 +587,16 @@ void validate(const GenerationConfig& config) {
   if (config.quantized_kv_start && !config.kv_bits) fail("config", "field 'quantized_kv_start' needs kv_bits");
   if (auto& e = config.exponential_decay_length_penalty) {
     if (e->size() != 2 || (*e)[0] != std::floor((*e)[0]) || (*e)[0] < 0 || (*e)[0] > 1e9)
-      fail("config", "field 'exponential_decay_length_penalty' must be [start_index, decay_factor] with an integer "
-                     "start_index >= 0");
+      fail("config",
+           "field 'exponential_decay_length_penalty' must be [start_index, decay_factor] with an integer "
+           "start_index >= 0");
   }
   // Structured outputs: one constraint; the strategies that do not carry a matcher yet say so.
-  const int constraints = config.json_schema.has_value() + config.json_object + config.regex.has_value() +
-                          config.grammar.has_value();
+  const int constraints =
+      config.json_schema.has_value() + config.json_object + config.regex.has_value() + config.grammar.has_value();
   if (constraints > 1) fail("config", "json_schema, json_object, regex and grammar are exclusive: set one");
-  for (auto [value, name] : {std::pair{&config.json_schema, "json_schema"}, {&config.regex, "regex"}, {&config.grammar, "grammar"}})
+  for (auto [value, name] :
+       {std::pair{&config.json_schema, "json_schema"}, {&config.regex, "regex"}, {&config.grammar, "grammar"}})
     if (*value && (*value)->empty()) fail("config", std::string("field '") + name + "' must not be empty");
   if (constraints == 1) {
     if (config.eos_token_id && config.eos_token_id->empty())
@@ -607,10 +617,10 @@ json to_json(const GenerationConfig& config) {
 
 std::string describe(const GenerationConfig& config) {
   std::ostringstream os;  // field-list order, not JSON's sorted order
-  GenerationConfig::for_each_field(config, [&](const auto& field, const char* name, auto, const char*,
-                                               const FieldBounds&) {
-    os << name << " = " << to_json_value(field).dump() << "\n";
-  });
+  GenerationConfig::for_each_field(config,
+                                   [&](const auto& field, const char* name, auto, const char*, const FieldBounds&) {
+                                     os << name << " = " << to_json_value(field).dump() << "\n";
+                                   });
   return os.str();
 }
 

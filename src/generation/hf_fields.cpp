@@ -48,8 +48,8 @@ const std::unordered_map<std::string, json>& unimplemented_fields() {
 // Metadata, and settings that only change how transformers computes (not what): always accepted.
 const std::unordered_set<std::string>& ignored_fields() {
   static const std::unordered_set<std::string> kIgnored = {
-      "transformers_version", "_from_model_config", "_commit_hash", "use_cache", "compile_config",
-      "disable_compile", "trust_remote_code", "generation_kwargs",
+      "transformers_version",    "_from_model_config", "_commit_hash",      "use_cache",
+      "compile_config",          "disable_compile",    "trust_remote_code", "generation_kwargs",
       "return_dict_in_generate",  // mlxgp results always carry everything that was asked for
   };
   return kIgnored;

@@ -13,13 +13,20 @@ namespace mlxgp {
 
 std::string to_string(FinishReason reason) {
   switch (reason) {
-    case FinishReason::Eos: return "eos";
-    case FinishReason::Length: return "length";
-    case FinishReason::StopString: return "stop_string";
-    case FinishReason::StopCallback: return "stop_callback";
-    case FinishReason::MaxTime: return "max_time";
-    case FinishReason::Cancelled: return "cancelled";
-    case FinishReason::None: break;
+    case FinishReason::Eos:
+      return "eos";
+    case FinishReason::Length:
+      return "length";
+    case FinishReason::StopString:
+      return "stop_string";
+    case FinishReason::StopCallback:
+      return "stop_callback";
+    case FinishReason::MaxTime:
+      return "max_time";
+    case FinishReason::Cancelled:
+      return "cancelled";
+    case FinishReason::None:
+      break;
   }
   return "";
 }
@@ -65,16 +72,17 @@ StopStringMatcher::StopStringMatcher(std::vector<std::string> stop_strings, Toke
 }
 
 StopStringMatcher::StopStringMatcher(std::vector<std::string> stop_strings, std::shared_ptr<const Tokenizer> tokenizer)
-    : StopStringMatcher(std::move(stop_strings), tokenizer ? TokenBytes([tokenizer](int id) -> std::optional<std::string> {
-        if (id < 0 || id >= tokenizer->vocab_size()) return std::nullopt;
-        try {
-          const int ids[1] = {id};
-          return tokenizer->decode_bytes(ids);
-        } catch (const Error&) {  // an id inside the range that names no token
-          return std::nullopt;
-        }
-      })
-                                                                       : TokenBytes{}) {}
+    : StopStringMatcher(std::move(stop_strings),
+                        tokenizer ? TokenBytes([tokenizer](int id) -> std::optional<std::string> {
+                          if (id < 0 || id >= tokenizer->vocab_size()) return std::nullopt;
+                          try {
+                            const int ids[1] = {id};
+                            return tokenizer->decode_bytes(ids);
+                          } catch (const Error&) {  // an id inside the range that names no token
+                            return std::nullopt;
+                          }
+                        })
+                                  : TokenBytes{}) {}
 
 const std::optional<std::string>& StopStringMatcher::bytes_of(int id) const {
   auto it = cache_.find(id);

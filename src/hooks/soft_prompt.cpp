@@ -8,7 +8,8 @@ namespace mx = mlx::core;
 
 namespace mlxgp {
 
-SoftPromptHook::SoftPromptHook(int n_virtual, std::string param_key) : n_virtual_(n_virtual), key_(std::move(param_key)) {
+SoftPromptHook::SoftPromptHook(int n_virtual, std::string param_key)
+    : n_virtual_(n_virtual), key_(std::move(param_key)) {
   if (n_virtual_ < 1) fail("hooks", "a soft prompt needs at least one virtual token");
   if (key_.empty()) fail("hooks", "a soft prompt needs the name of its extra parameter");
 }

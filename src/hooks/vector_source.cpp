@@ -44,8 +44,8 @@ void check_layers(const std::vector<int>& layers, const Model& model) {
   if (layers.empty()) fail("hooks", "a layer hook needs at least one layer");
   for (int l : layers)
     if (l < 0 || l >= n)
-      fail("hooks", "layer " + std::to_string(l) + " is out of range (the model has layers 0-" + std::to_string(n - 1) +
-                        ")");
+      fail("hooks",
+           "layer " + std::to_string(l) + " is out of range (the model has layers 0-" + std::to_string(n - 1) + ")");
 }
 
 }  // namespace
@@ -57,8 +57,8 @@ int add_hook(Model& model, std::shared_ptr<Hook> hook) {
     if (model.extra_params().has(h->param_key())) {
       auto p = model.extra_params().get(h->param_key());
       if (p.ndim() != 2 || p.shape(0) != h->n_virtual() || p.shape(1) != model.config().hidden_size)
-        fail("hooks", "soft prompt '" + h->param_key() + "' must have shape [" + std::to_string(h->n_virtual()) +
-                          ", " + std::to_string(model.config().hidden_size) + "]");
+        fail("hooks", "soft prompt '" + h->param_key() + "' must have shape [" + std::to_string(h->n_virtual()) + ", " +
+                          std::to_string(model.config().hidden_size) + "]");
     }
   }
   return model.hooks().add(std::move(hook));

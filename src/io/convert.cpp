@@ -22,9 +22,15 @@ namespace {
 
 // Files next to the weights that a loader of the converted folder reads (mlx-lm copies the tokenizer
 // files through save_pretrained and keeps generation_config.json).
-const char* const kCopied[] = {"tokenizer.json",      "tokenizer_config.json", "special_tokens_map.json",
-                               "tokenizer.model",     "vocab.json",            "merges.txt",
-                               "added_tokens.json",   "chat_template.jinja",   "chat_template.json",
+const char* const kCopied[] = {"tokenizer.json",
+                               "tokenizer_config.json",
+                               "special_tokens_map.json",
+                               "tokenizer.model",
+                               "vocab.json",
+                               "merges.txt",
+                               "added_tokens.json",
+                               "chat_template.jinja",
+                               "chat_template.json",
                                "generation_config.json"};
 
 std::string read_file(const fs::path& p) {
@@ -60,9 +66,9 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
     fail("convert", "output " + out_dir + " already exists (choose a new folder)");
 
   auto config = nlohmann::ordered_json::parse(read_file(src / "config.json"), nullptr, false);
-  if (config.is_discarded() || !config.is_object()) fail("convert", "config.json in " + hf_dir + " is not a JSON object");
-  if (options.quantize && config.contains("quantization"))
-    fail("convert", hf_dir + " is already quantized");
+  if (config.is_discarded() || !config.is_object())
+    fail("convert", "config.json in " + hf_dir + " is not a JSON object");
+  if (options.quantize && config.contains("quantization")) fail("convert", hf_dir + " is already quantized");
 
   LoadOptions lo;
   lo.dtype = options.dtype;

@@ -38,22 +38,38 @@ struct TypeInfo {
 
 // ggml type ids (ggml.h) -> how mlxgp stores them. Everything else is refused by name.
 const std::map<uint32_t, TypeInfo> kTypes = {
-    {0, {"F32", Storage::dense, mx::float32}},   {1, {"F16", Storage::dense, mx::float16}},
-    {30, {"BF16", Storage::dense, mx::bfloat16}}, {24, {"I8", Storage::dense, mx::int8}},
-    {25, {"I16", Storage::dense, mx::int16}},     {26, {"I32", Storage::dense, mx::int32}},
-    {2, {"Q4_0", Storage::affine, mx::float32, 4}},        {3, {"Q4_1", Storage::affine, mx::float32, 4}},
-    {6, {"Q5_0", Storage::affine, mx::float32, 5}},        {7, {"Q5_1", Storage::affine, mx::float32, 5}},
-    {8, {"Q8_0", Storage::affine, mx::float32, 8}},        {12, {"Q4_K", Storage::affine, mx::float32, 4}},
-    {13, {"Q5_K", Storage::affine, mx::float32, 5}},       {10, {"Q2_K", Storage::blocks}},
-    {11, {"Q3_K", Storage::blocks}},              {14, {"Q6_K", Storage::blocks}},
-    {9, {"Q8_1", Storage::refused}},              {15, {"Q8_K", Storage::refused}},
-    {16, {"IQ2_XXS", Storage::refused}},          {17, {"IQ2_XS", Storage::refused}},
-    {18, {"IQ3_XXS", Storage::refused}},          {19, {"IQ1_S", Storage::refused}},
-    {20, {"IQ4_NL", Storage::refused}},           {21, {"IQ3_S", Storage::refused}},
-    {22, {"IQ2_S", Storage::refused}},            {23, {"IQ4_XS", Storage::refused}},
-    {27, {"I64", Storage::refused}},              {28, {"F64", Storage::refused}},
-    {29, {"IQ1_M", Storage::refused}},            {34, {"TQ1_0", Storage::refused}},
-    {35, {"TQ2_0", Storage::refused}},            {39, {"MXFP4", Storage::refused}},
+    {0, {"F32", Storage::dense, mx::float32}},
+    {1, {"F16", Storage::dense, mx::float16}},
+    {30, {"BF16", Storage::dense, mx::bfloat16}},
+    {24, {"I8", Storage::dense, mx::int8}},
+    {25, {"I16", Storage::dense, mx::int16}},
+    {26, {"I32", Storage::dense, mx::int32}},
+    {2, {"Q4_0", Storage::affine, mx::float32, 4}},
+    {3, {"Q4_1", Storage::affine, mx::float32, 4}},
+    {6, {"Q5_0", Storage::affine, mx::float32, 5}},
+    {7, {"Q5_1", Storage::affine, mx::float32, 5}},
+    {8, {"Q8_0", Storage::affine, mx::float32, 8}},
+    {12, {"Q4_K", Storage::affine, mx::float32, 4}},
+    {13, {"Q5_K", Storage::affine, mx::float32, 5}},
+    {10, {"Q2_K", Storage::blocks}},
+    {11, {"Q3_K", Storage::blocks}},
+    {14, {"Q6_K", Storage::blocks}},
+    {9, {"Q8_1", Storage::refused}},
+    {15, {"Q8_K", Storage::refused}},
+    {16, {"IQ2_XXS", Storage::refused}},
+    {17, {"IQ2_XS", Storage::refused}},
+    {18, {"IQ3_XXS", Storage::refused}},
+    {19, {"IQ1_S", Storage::refused}},
+    {20, {"IQ4_NL", Storage::refused}},
+    {21, {"IQ3_S", Storage::refused}},
+    {22, {"IQ2_S", Storage::refused}},
+    {23, {"IQ4_XS", Storage::refused}},
+    {27, {"I64", Storage::refused}},
+    {28, {"F64", Storage::refused}},
+    {29, {"IQ1_M", Storage::refused}},
+    {34, {"TQ1_0", Storage::refused}},
+    {35, {"TQ2_0", Storage::refused}},
+    {39, {"MXFP4", Storage::refused}},
 };
 
 class Walker {
@@ -63,8 +79,9 @@ class Walker {
   }
   [[noreturn]] void bad(const std::string& why) const { fail("gguf", path_ + ": " + why); }
   void need(uint64_t n) const {
-    if (n > size_ - pos_) bad("file is truncated (header needs " + std::to_string(n) + " more bytes at offset " +
-                              std::to_string(pos_) + ")");
+    if (n > size_ - pos_)
+      bad("file is truncated (header needs " + std::to_string(n) + " more bytes at offset " + std::to_string(pos_) +
+          ")");
   }
   void bytes(void* dst, uint64_t n) {
     need(n);
@@ -106,9 +123,9 @@ class Walker {
 
 // GGUF metadata value types 0..12 -> (MLX dtype, byte size); 8 is a string, 9 an array.
 const std::pair<mx::Dtype, uint64_t> kValueTypes[] = {
-    {mx::uint8, 1},  {mx::int8, 1},   {mx::uint16, 2}, {mx::int16, 2},   {mx::uint32, 4},
+    {mx::uint8, 1},  {mx::int8, 1},    {mx::uint16, 2}, {mx::int16, 2},   {mx::uint32, 4},
     {mx::int32, 4},  {mx::float32, 4}, {mx::bool_, 1},  {mx::float32, 0}, {mx::float32, 0},
-    {mx::uint64, 8}, {mx::int64, 8},  {mx::float32, 8}};
+    {mx::uint64, 8}, {mx::int64, 8},   {mx::float32, 8}};
 
 // `count` numbers of GGUF value type `type` as a 1-D (or, for one scalar, 0-D) MLX array, as
 // mx::load_gguf returns them (float64 narrowed to float32).
@@ -301,8 +318,7 @@ mx::GGUFLoad read_gguf(const std::string& path, bool with_tensors) {
   if (size < 4) w.bad("file is truncated (no GGUF magic)");
   if (w.read<uint32_t>() != 0x46554747u) w.bad("not a GGUF file (bad magic)");
   auto version = w.read<uint32_t>();
-  if (version != 2 && version != 3)
-    w.bad("unsupported GGUF version " + std::to_string(version) + " (supported: 2, 3)");
+  if (version != 2 && version != 3) w.bad("unsupported GGUF version " + std::to_string(version) + " (supported: 2, 3)");
   auto n_tensors = w.read<uint64_t>();
   auto n_kv = w.read<uint64_t>();
   // Each entry takes at least 8 bytes, so larger counts cannot be genuine.

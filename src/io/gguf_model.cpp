@@ -42,11 +42,11 @@ std::string get_str(const Meta& meta, const std::string& key) {
 
 // llama.cpp tensor suffix -> transformers module path (inside model.layers.N).
 const std::pair<const char*, const char*> kBlockNames[] = {
-    {"attn_norm", "input_layernorm"},     {"ffn_norm", "post_attention_layernorm"},
-    {"attn_q", "self_attn.q_proj"},       {"attn_k", "self_attn.k_proj"},
-    {"attn_v", "self_attn.v_proj"},       {"attn_output", "self_attn.o_proj"},
-    {"attn_q_norm", "self_attn.q_norm"},  {"attn_k_norm", "self_attn.k_norm"},
-    {"ffn_gate", "mlp.gate_proj"},        {"ffn_up", "mlp.up_proj"},
+    {"attn_norm", "input_layernorm"},    {"ffn_norm", "post_attention_layernorm"},
+    {"attn_q", "self_attn.q_proj"},      {"attn_k", "self_attn.k_proj"},
+    {"attn_v", "self_attn.v_proj"},      {"attn_output", "self_attn.o_proj"},
+    {"attn_q_norm", "self_attn.q_norm"}, {"attn_k_norm", "self_attn.k_norm"},
+    {"ffn_gate", "mlp.gate_proj"},       {"ffn_up", "mlp.up_proj"},
     {"ffn_down", "mlp.down_proj"},
 };
 
@@ -95,8 +95,9 @@ ModelConfig gguf_config(const Meta& meta, const std::unordered_map<std::string, 
   c.intermediate_size = require_int(meta, p + "feed_forward_length");
   c.num_hidden_layers = require_int(meta, p + "block_count");
   c.num_attention_heads = require_int(meta, p + "attention.head_count");
-  c.num_key_value_heads = get_num(meta, p + "attention.head_count_kv") ? require_int(meta, p + "attention.head_count_kv")
-                                                                      : c.num_attention_heads;
+  c.num_key_value_heads = get_num(meta, p + "attention.head_count_kv")
+                              ? require_int(meta, p + "attention.head_count_kv")
+                              : c.num_attention_heads;
   if (c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.num_key_value_heads <= 0 || c.num_hidden_layers <= 0 ||
       c.num_attention_heads % c.num_key_value_heads != 0)
     fail("gguf", "inconsistent attention metadata");

@@ -130,8 +130,7 @@ LoadedModel load_folder(const fs::path& dir, const LoadOptions& options) {
   ModelConfig config = parse_model_config(io::read_text_file(cfg_path.string()));
   // Fail on an unknown architecture before reading gigabytes of weights.
   auto types = supported_model_types();
-  if (std::find(types.begin(), types.end(), config.model_type) == types.end())
-    create_model(config, {});
+  if (std::find(types.begin(), types.end(), config.model_type) == types.end()) create_model(config, {});
   WeightMap weights = load_folder_weights(dir);
   apply_dtype(weights, options.dtype, config.quantization ? config.quantization->group_size : 64);
   if (options.dtype) config.quantization.reset();

@@ -187,8 +187,7 @@ void parse_rope_fields(const json& j, ModelConfig& c) {
     if (r.rope_type == "longrope") {
       if (r.original_max_position_embeddings <= 0)
         fail("config", "longrope needs original_max_position_embeddings > 0");
-      if (r.factor == 0)
-        r.factor = static_cast<float>(c.max_position_embeddings) / r.original_max_position_embeddings;
+      if (r.factor == 0) r.factor = static_cast<float>(c.max_position_embeddings) / r.original_max_position_embeddings;
       const size_t half = static_cast<size_t>(c.head_dim * c.partial_rotary_factor) / 2;
       if (r.short_factor.size() != half || r.long_factor.size() != half)
         fail("config", "longrope short_factor and long_factor must each hold " + std::to_string(half) +
@@ -260,15 +259,15 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   }
   if (get_bool(j, "use_bidirectional_attention", false))
     fail("config", "use_bidirectional_attention is not supported (causal attention only)");
-  if (auto it = j.find("clip_qkv"); it != j.end() && !it->is_null())
-    fail("config", "clip_qkv is not supported");
+  if (auto it = j.find("clip_qkv"); it != j.end() && !it->is_null()) fail("config", "clip_qkv is not supported");
 }
 
 }  // namespace
 
 void validate_model_config(const ModelConfig& c, const std::string& component) {
   auto positive_int = [&](const char* name, long long v) {
-    if (v <= 0) fail(component, std::string("field '") + name + "' must be a positive integer, got " + std::to_string(v));
+    if (v <= 0)
+      fail(component, std::string("field '") + name + "' must be a positive integer, got " + std::to_string(v));
   };
   auto positive_real = [&](const char* name, double v) {
     if (!std::isfinite(v) || v <= 0)
@@ -321,8 +320,9 @@ ModelConfig parse_model_config(const std::string& json_text) {
   c.head_dim = get_int(j, "head_dim", 0);
   if (c.vocab_size <= 0 || c.hidden_size <= 0 || c.intermediate_size <= 0 || c.num_hidden_layers <= 0 ||
       c.num_attention_heads <= 0)
-    fail("config", "vocab_size, hidden_size, intermediate_size, num_hidden_layers and num_attention_heads "
-                   "must be positive");
+    fail("config",
+         "vocab_size, hidden_size, intermediate_size, num_hidden_layers and num_attention_heads "
+         "must be positive");
   if (c.head_dim == 0) {
     if (c.hidden_size % c.num_attention_heads != 0)
       fail("config", "hidden_size is not divisible by num_attention_heads");

@@ -50,8 +50,8 @@ void validate(const std::string& path) {
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
   if (header_len == 0 || header_len > file_size - 8)
-    bad("header length " + std::to_string(header_len) + " does not fit the file size " +
-        std::to_string(file_size) + " (truncated or not a safetensors file)");
+    bad("header length " + std::to_string(header_len) + " does not fit the file size " + std::to_string(file_size) +
+        " (truncated or not a safetensors file)");
   std::string header(header_len, '\0');
   f.read(header.data(), static_cast<std::streamsize>(header_len));
   if (!f) bad("cannot read the header");
@@ -70,8 +70,7 @@ void validate(const std::string& path) {
     if (!info.is_object() || !info.contains("dtype") || !info.contains("shape") || !info.contains("data_offsets"))
       bad(t + " lacks dtype/shape/data_offsets");
     const auto& dt = info["dtype"];
-    if (!dt.is_string() || !kDtypeSizes.count(dt.get<std::string>()))
-      bad(t + " has unsupported dtype " + dt.dump());
+    if (!dt.is_string() || !kDtypeSizes.count(dt.get<std::string>())) bad(t + " has unsupported dtype " + dt.dump());
     uint64_t numel = 1;
     const auto& shape = info["shape"];
     if (!shape.is_array() || shape.size() > 8) bad(t + " has an invalid shape");

@@ -107,8 +107,8 @@ bool attention_supported(const mx::array& q, const mx::array& k, const mx::array
   if (q.dtype() != mx::float32 || k.dtype() != mx::float32 || v.dtype() != mx::float32) return false;
   if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4) return false;
   const int hq = q.shape(1), hk = k.shape(1);
-  return (q.shape(2) > 1 || single_query) && hk > 0 && hq % hk == 0 && k.shape(2) >= q.shape(2) && q.shape(3) == k.shape(3) &&
-         v.shape(1) == hk && v.shape(2) == k.shape(2) && q.shape(0) == k.shape(0);
+  return (q.shape(2) > 1 || single_query) && hk > 0 && hq % hk == 0 && k.shape(2) >= q.shape(2) &&
+         q.shape(3) == k.shape(3) && v.shape(1) == hk && v.shape(2) == k.shape(2) && q.shape(0) == k.shape(0);
 }
 
 mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal,
@@ -131,9 +131,9 @@ mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, 
   // Heads sharing a key head become extra rows: [B, Hk, rep * Tq, D].
   auto qs = mx::reshape(mx::multiply(q, mx::array(scale)), {B, hk, rep * tq, d});
   auto scores = mx::matmul(qs, mx::swapaxes(k, -1, -2));  // [B, Hk, rep * Tq, Tk]
-  auto probs = mx::array(scores.shape(), mx::float32,
-                         std::make_shared<CpuMaskedSoftmax>(mx::default_stream(mx::Device::cpu), causal ? tq : 0, key_start),
-                         {scores});
+  auto probs = mx::array(
+      scores.shape(), mx::float32,
+      std::make_shared<CpuMaskedSoftmax>(mx::default_stream(mx::Device::cpu), causal ? tq : 0, key_start), {scores});
   return mx::reshape(mx::matmul(probs, v), {B, hq, tq, d});
 }
 

@@ -129,10 +129,8 @@ void dense_rows(const DenseArgs& a, int n0, int n1, Isa isa) {
     const size_t row_bytes = static_cast<size_t>(a.K) * sizeof(float);
     for_weight_tiles(a.M, n0, n1, row_bytes, 16 * 1024, [&](int m0, auto mbc, int t0, int t1) {
       constexpr int MB = decltype(mbc)::value;
-      if (isa == Isa::avx512)
-        rows_avx512<MB>(a, m0, t0, t1);
-      else
-        rows_avx2<MB>(a, m0, t0, t1);
+      if (isa == Isa::avx512) rows_avx512<MB>(a, m0, t0, t1);
+      else rows_avx2<MB>(a, m0, t0, t1);
     });
     return;
   }

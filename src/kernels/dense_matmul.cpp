@@ -102,8 +102,7 @@ mx::array linear(const mx::array& x, const mx::array& w) {
   }
   auto shape = x.shape();
   shape.back() = w.shape(0);
-  return mx::array(shape, mx::float32, std::make_shared<CpuDenseLinear>(mx::default_stream(mx::Device::cpu)),
-                   {x, w});
+  return mx::array(shape, mx::float32, std::make_shared<CpuDenseLinear>(mx::default_stream(mx::Device::cpu)), {x, w});
 }
 
 }  // namespace mlxgp::kernels

@@ -198,20 +198,34 @@ void scale_min_k4(int j, const uint8_t* q, uint8_t& d, uint8_t& m) {
 
 GgmlBlock ggml_block(uint32_t type) {
   switch (type) {
-    case kGgmlF32: return {1, 4};
-    case kGgmlF16: return {1, 2};
-    case kGgmlBF16: return {1, 2};
-    case kGgmlQ4_0: return {32, 18};
-    case kGgmlQ4_1: return {32, 20};
-    case kGgmlQ5_0: return {32, 22};
-    case kGgmlQ5_1: return {32, 24};
-    case kGgmlQ8_0: return {32, 34};
-    case kGgmlQ2_K: return {256, 84};
-    case kGgmlQ3_K: return {256, 110};
-    case kGgmlQ4_K: return {256, 144};
-    case kGgmlQ5_K: return {256, 176};
-    case kGgmlQ6_K: return {256, 210};
-    default: return {};
+    case kGgmlF32:
+      return {1, 4};
+    case kGgmlF16:
+      return {1, 2};
+    case kGgmlBF16:
+      return {1, 2};
+    case kGgmlQ4_0:
+      return {32, 18};
+    case kGgmlQ4_1:
+      return {32, 20};
+    case kGgmlQ5_0:
+      return {32, 22};
+    case kGgmlQ5_1:
+      return {32, 24};
+    case kGgmlQ8_0:
+      return {32, 34};
+    case kGgmlQ2_K:
+      return {256, 84};
+    case kGgmlQ3_K:
+      return {256, 110};
+    case kGgmlQ4_K:
+      return {256, 144};
+    case kGgmlQ5_K:
+      return {256, 176};
+    case kGgmlQ6_K:
+      return {256, 210};
+    default:
+      return {};
   }
 }
 
@@ -225,24 +239,49 @@ void dequantize_ggml_row(uint32_t type, const uint8_t* src, float* dst, int64_t 
   for (int64_t i = 0; i < k; i += blk.elements, src += blk.bytes) {
     float* y = dst + i;
     switch (type) {
-      case kGgmlF32: std::memcpy(y, src, 4); break;
-      case kGgmlF16: *y = f16(src); break;
+      case kGgmlF32:
+        std::memcpy(y, src, 4);
+        break;
+      case kGgmlF16:
+        *y = f16(src);
+        break;
       case kGgmlBF16: {
         const uint32_t u = static_cast<uint32_t>(u16(src)) << 16;
         std::memcpy(y, &u, 4);
         break;
       }
-      case kGgmlQ4_0: q4_0(src, y); break;
-      case kGgmlQ4_1: q4_1(src, y); break;
-      case kGgmlQ5_0: q5(src, y, false); break;
-      case kGgmlQ5_1: q5(src, y, true); break;
-      case kGgmlQ8_0: q8_0(src, y); break;
-      case kGgmlQ2_K: q2_k(src, y); break;
-      case kGgmlQ3_K: q3_k(src, y); break;
-      case kGgmlQ4_K: q45_k(src, y, false); break;
-      case kGgmlQ5_K: q45_k(src, y, true); break;
-      case kGgmlQ6_K: q6_k(src, y); break;
-      default: return;
+      case kGgmlQ4_0:
+        q4_0(src, y);
+        break;
+      case kGgmlQ4_1:
+        q4_1(src, y);
+        break;
+      case kGgmlQ5_0:
+        q5(src, y, false);
+        break;
+      case kGgmlQ5_1:
+        q5(src, y, true);
+        break;
+      case kGgmlQ8_0:
+        q8_0(src, y);
+        break;
+      case kGgmlQ2_K:
+        q2_k(src, y);
+        break;
+      case kGgmlQ3_K:
+        q3_k(src, y);
+        break;
+      case kGgmlQ4_K:
+        q45_k(src, y, false);
+        break;
+      case kGgmlQ5_K:
+        q45_k(src, y, true);
+        break;
+      case kGgmlQ6_K:
+        q6_k(src, y);
+        break;
+      default:
+        return;
     }
   }
 }

@@ -110,8 +110,9 @@ class CpuGgmlDequantize : public mx::UnaryPrimitive {
 
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     enqueue_cpu(stream(), in, out, [&] {
-      return [w = mx::array::unsafe_weak_copy(in[0]), o = mx::array::unsafe_weak_copy(out),
-              t = type_]() mutable { run_ggml_dequantize(w, o, t); };
+      return [w = mx::array::unsafe_weak_copy(in[0]), o = mx::array::unsafe_weak_copy(out), t = type_]() mutable {
+        run_ggml_dequantize(w, o, t);
+      };
     });
   }
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {

@@ -16,8 +16,8 @@ namespace mx = mlx::core;
 // in "affine" mode: y = x @ dequantize(w)^T. Runs a multithreaded SIMD kernel when the default
 // device is the CPU and the case is supported (float32 x; 2-D w; 4, 5 or 8 bits; group size 32 or
 // 64; float32/float16/bfloat16 scales and biases); anything else goes to mx::quantized_matmul.
-mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales,
-                           const mx::array& biases, int group_size, int bits);
+mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
+                           int group_size, int bits);
 
 // True when quantized_matmul would use the custom kernel for these arguments.
 bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,

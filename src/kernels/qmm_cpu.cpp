@@ -237,16 +237,14 @@ bool kernels_disabled() {
   return off;
 }
 
-Isa detect_isa() {
-  return static_cast<Isa>(std::min(static_cast<int>(machine_isa()), g_isa_cap.load()));
-}
+Isa detect_isa() { return static_cast<Isa>(std::min(static_cast<int>(machine_isa()), g_isa_cap.load())); }
 
 Isa machine_isa() {
 #if defined(__x86_64__)
   static const Isa isa = [] {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl"))
       return Isa::avx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
     return Isa::portable;
@@ -281,17 +279,20 @@ void qmm_rows(const QmmArgs& a, const float* xp, int n0, int n1, Isa isa) {
   if (isa != Isa::portable) {
     auto by_bits = [&](auto st) {
       constexpr ScaleType ST = decltype(st)::value;
-      if (a.bits == 4)
-        rows_x86<4, ST>(a, xp, n0, n1, isa);
-      else if (a.bits == 5)
-        rows_x86<5, ST>(a, xp, n0, n1, isa);
-      else
-        rows_x86<8, ST>(a, xp, n0, n1, isa);
+      if (a.bits == 4) rows_x86<4, ST>(a, xp, n0, n1, isa);
+      else if (a.bits == 5) rows_x86<5, ST>(a, xp, n0, n1, isa);
+      else rows_x86<8, ST>(a, xp, n0, n1, isa);
     };
     switch (a.scale_type) {
-      case ScaleType::f32: by_bits(std::integral_constant<ScaleType, ScaleType::f32>{}); break;
-      case ScaleType::f16: by_bits(std::integral_constant<ScaleType, ScaleType::f16>{}); break;
-      case ScaleType::bf16: by_bits(std::integral_constant<ScaleType, ScaleType::bf16>{}); break;
+      case ScaleType::f32:
+        by_bits(std::integral_constant<ScaleType, ScaleType::f32>{});
+        break;
+      case ScaleType::f16:
+        by_bits(std::integral_constant<ScaleType, ScaleType::f16>{});
+        break;
+      case ScaleType::bf16:
+        by_bits(std::integral_constant<ScaleType, ScaleType::bf16>{});
+        break;
     }
     return;
   }

@@ -20,8 +20,8 @@ struct QmmArgs {
 };
 
 enum class Isa { portable = 0, avx2 = 1, avx512 = 2 };
-Isa machine_isa();       // best the CPU supports
-Isa detect_isa();        // what the kernels use: machine_isa(), capped by cap_isa()
+Isa machine_isa();  // best the CPU supports
+Isa detect_isa();   // what the kernels use: machine_isa(), capped by cap_isa()
 void cap_isa(Isa isa);
 bool kernels_disabled();  // env MLXGP_DISABLE_KERNELS set: callers use MLX ops instead
 

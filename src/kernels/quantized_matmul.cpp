@@ -43,8 +43,8 @@ const void* scale_data(const mx::array& a, std::vector<uint32_t>& c32, std::vect
   return c16.data();
 }
 
-void run_qmm(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
-             mx::array& out, int group_size, int bits) {
+void run_qmm(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases, mx::array& out,
+             int group_size, int bits) {
   RowMajor<float> xr(x);
   RowMajor<uint32_t> wr(w);
   std::vector<uint32_t> s32, b32;
@@ -78,9 +78,8 @@ class CpuQuantizedMatmul : public mx::UnaryPrimitive {
     enqueue_cpu(stream(), in, out, [&] {
       return [x = mx::array::unsafe_weak_copy(in[0]), w = mx::array::unsafe_weak_copy(in[1]),
               s = mx::array::unsafe_weak_copy(in[2]), b = mx::array::unsafe_weak_copy(in[3]),
-              o = mx::array::unsafe_weak_copy(out), gs = group_size_, bits = bits_]() mutable {
-        run_qmm(x, w, s, b, o, gs, bits);
-      };
+              o = mx::array::unsafe_weak_copy(out), gs = group_size_,
+              bits = bits_]() mutable { run_qmm(x, w, s, b, o, gs, bits); };
     });
   }
 
@@ -135,8 +134,8 @@ bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx
   return true;
 }
 
-mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales,
-                           const mx::array& biases, int group_size, int bits) {
+mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
+                           int group_size, int bits) {
   if (!quantized_matmul_supported(x, w, scales, biases, group_size, bits))
     return mx::quantized_matmul(x, w, scales, biases, true, group_size, bits);
   auto shape = x.shape();
@@ -157,9 +156,12 @@ int num_threads() { return pool_threads(); }
 
 const char* cpu_isa() {
   switch (detect_isa()) {
-    case Isa::avx512: return "avx512";
-    case Isa::avx2: return "avx2";
-    default: return "portable";
+    case Isa::avx512:
+      return "avx512";
+    case Isa::avx2:
+      return "avx2";
+    default:
+      return "portable";
   }
 }
 

@@ -21,10 +21,18 @@ inline void for_row_blocks(int M, Fn&& fn) {
     }
     const int mb = left >= 4 ? 4 : left;
     switch (mb) {
-      case 4: fn(m0, std::integral_constant<int, 4>{}); break;
-      case 3: fn(m0, std::integral_constant<int, 3>{}); break;
-      case 2: fn(m0, std::integral_constant<int, 2>{}); break;
-      default: fn(m0, std::integral_constant<int, 1>{}); break;
+      case 4:
+        fn(m0, std::integral_constant<int, 4>{});
+        break;
+      case 3:
+        fn(m0, std::integral_constant<int, 3>{});
+        break;
+      case 2:
+        fn(m0, std::integral_constant<int, 2>{});
+        break;
+      default:
+        fn(m0, std::integral_constant<int, 1>{});
+        break;
     }
     m0 += mb;
   }

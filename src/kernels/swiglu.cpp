@@ -30,7 +30,7 @@ MLXGP_SIMD_EXP_AVX2 void swiglu_avx2(const float* g, const float* u, float* out,
   for (; i + 8 <= i1; i += 8) {
     const __m256 gv = _mm256_loadu_ps(g + i);
     const __m256 e = simd::exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));  // e^-g
-    const __m256 silu = _mm256_div_ps(gv, _mm256_add_ps(one, e));   // g * sigmoid(g)
+    const __m256 silu = _mm256_div_ps(gv, _mm256_add_ps(one, e));         // g * sigmoid(g)
     _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
   }
   for (; i < i1; ++i) out[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];

@@ -66,12 +66,16 @@ void DecoderModel::build(const WeightMap& loaded) {
   };
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i);
-    Block b{std::nullopt, std::nullopt, std::nullopt, std::nullopt,
-            layers::Attention::load(weights, p + ".self_attn", c, o.attention, i), std::nullopt, std::nullopt};
+    Block b{std::nullopt,
+            std::nullopt,
+            std::nullopt,
+            std::nullopt,
+            layers::Attention::load(weights, p + ".self_attn", c, o.attention, i),
+            std::nullopt,
+            std::nullopt};
     if (layers::is_moe_layer(c, i))
       b.moe = layers::SparseMoe::load(weights, p + (o.moe.mixtral_names ? ".block_sparse_moe" : ".mlp"), c, o.moe);
-    else
-      b.mlp = layers::SwiGLU::load(weights, p + ".mlp", c, o.mlp);
+    else b.mlp = layers::SwiGLU::load(weights, p + ".mlp", c, o.mlp);
     if (o.norms != Norms::Post) b.input_norm = norm_at(p + ".input_layernorm.weight");
     b.post_attention_norm = norm_at(p + ".post_attention_layernorm.weight");
     if (o.norms == Norms::Sandwich) b.pre_feedforward_norm = norm_at(p + ".pre_feedforward_layernorm.weight");
@@ -82,8 +86,8 @@ void DecoderModel::build(const WeightMap& loaded) {
   embed.dequant_dtype = norm.weight->dtype();  // the activation dtype (see io/loader.cpp)
   if (o.scale_embeddings) {
     // transformers' ScaledWordEmbedding: torch.tensor(hidden_size**0.5) cast to the weights' dtype.
-    embed_scale_ = mx::astype(mx::array(static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)))),
-                              norm.weight->dtype());
+    embed_scale_ =
+        mx::astype(mx::array(static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)))), norm.weight->dtype());
   }
   // transformers ties the head whenever tie_word_embeddings is set, even if lm_head.weight is saved.
   std::optional<layers::Linear> head;
@@ -108,8 +112,7 @@ void DecoderModel::set_parameters(const WeightMap& updates, bool allow_new) {
       next.insert_or_assign(name, value);
       continue;
     }
-    if (it->second.shape() != value.shape())
-      fail("model", "parameter '" + name + "' must keep its shape");
+    if (it->second.shape() != value.shape()) fail("model", "parameter '" + name + "' must keep its shape");
     it->second = value;
   }
   build(next);

@@ -23,7 +23,7 @@ struct DecoderOptions {
   bool norm_plus_one = false;     // gemma: every RMSNorm scales by (1 + w)
   bool scale_embeddings = false;  // gemma: embed() multiplies by sqrt(hidden_size) in the weights' dtype
   layers::SwiGLU::Kind mlp = layers::SwiGLU::Kind::Gated;  // phi3: GatedFused; starcoder2: Plain
-  bool layer_norm = false;        // starcoder2: LayerNorm with bias instead of RMSNorm
+  bool layer_norm = false;                                 // starcoder2: LayerNorm with bias instead of RMSNorm
   // Mixture of experts when the config has experts (layers::is_moe_layer): mixtral's or qwen's names.
   layers::MoeOptions moe;
 };
@@ -40,7 +40,7 @@ class DecoderModel : public Model {
   void set_parameters(const WeightMap& updates, bool allow_new = false) override;
 
  private:
-  void build(const WeightMap& weights);  // (re)creates the layers from `weights`
+  void build(const WeightMap& weights);                                       // (re)creates the layers from `weights`
   mx::array hidden_states(const mx::array& embeddings, KVCacheList& caches);  // final-normed
   // The head plus the Logits hooks; `offset` is the absolute position of h's first row.
   mx::array head(const mx::array& h, int offset);
@@ -58,7 +58,7 @@ class DecoderModel : public Model {
   layers::Embedding embed_tokens_;
   std::vector<Block> blocks_;
   layers::RMSNorm norm_;
-  std::optional<mx::array> embed_scale_;  // gemma
+  std::optional<mx::array> embed_scale_;   // gemma
   std::optional<layers::Linear> lm_head_;  // absent when tied to the embeddings
 };
 

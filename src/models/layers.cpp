@@ -56,8 +56,8 @@ std::optional<mx::array> take_optional(const WeightMap& w, const std::string& na
   if (it == w.end()) return std::nullopt;
   UsedNames::record(name);
   if (it->second.shape() != shape)
-    fail("model", "tensor '" + name + "' has shape " + shape_str(it->second.shape()) + ", expected " +
-                      shape_str(shape));
+    fail("model",
+         "tensor '" + name + "' has shape " + shape_str(it->second.shape()) + ", expected " + shape_str(shape));
   return it->second;
 }
 
@@ -301,8 +301,9 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   a.n_kv_heads = c.num_key_value_heads;
   a.head_dim = c.head_dim;
   // granite: attention_multiplier is the scale; gemma2/3: query_pre_attn_scalar^-0.5.
-  a.scale = c.attention_multiplier ? *c.attention_multiplier
-            : 1.0f / std::sqrt(c.query_pre_attn_scalar ? *c.query_pre_attn_scalar : static_cast<float>(c.head_dim));
+  a.scale = c.attention_multiplier
+                ? *c.attention_multiplier
+                : 1.0f / std::sqrt(c.query_pre_attn_scalar ? *c.query_pre_attn_scalar : static_cast<float>(c.head_dim));
   a.softcap = c.attn_logit_softcapping;
   const bool bias = o.qkv_bias || c.attention_bias;
   const int q_out = a.n_heads * a.head_dim, kv_out = a.n_kv_heads * a.head_dim;
@@ -329,7 +330,7 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
 }
 
 static mx::array softcapped_attention(const mx::array& q, const mx::array& keys, const mx::array& values, float scale,
-                               float softcap, const AttentionMask& mask) {
+                                      float softcap, const AttentionMask& mask) {
   // transformers' eager_attention_forward (gemma2): scores * scaling, / softcap, tanh, * softcap, then
   // the mask, softmax in float32. Grouped heads: q head h reads kv head h / (H / KV) (repeat_kv).
   const int B = q.shape(0), H = q.shape(1), T = q.shape(2), D = q.shape(3);
@@ -473,10 +474,12 @@ mx::array activation(SwiGLU::Act act, const mx::array& g) {
   if (act == Act::Silu) return mx::multiply(g, mx::sigmoid(g));
   auto half = mx::array(0.5f, g.dtype()), one = mx::array(1.0f, g.dtype());
   if (act == Act::Gelu)  // erf form (torch gelu, approximate='none')
-    return mx::multiply(mx::multiply(half, g), mx::add(one, mx::erf(mx::multiply(g, mx::array(float(M_SQRT1_2), g.dtype())))));
+    return mx::multiply(mx::multiply(half, g),
+                        mx::add(one, mx::erf(mx::multiply(g, mx::array(float(M_SQRT1_2), g.dtype())))));
   // torch gelu(approximate='tanh'): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-  auto inner = mx::multiply(mx::array(float(std::sqrt(2.0 / std::numbers::pi)), g.dtype()),
-                            mx::add(g, mx::multiply(mx::array(0.044715f, g.dtype()), mx::multiply(g, mx::multiply(g, g)))));
+  auto inner =
+      mx::multiply(mx::array(float(std::sqrt(2.0 / std::numbers::pi)), g.dtype()),
+                   mx::add(g, mx::multiply(mx::array(0.044715f, g.dtype()), mx::multiply(g, mx::multiply(g, g)))));
   return mx::multiply(mx::multiply(half, g), mx::add(one, mx::tanh(inner)));
 }
 

@@ -114,9 +114,9 @@ struct Rope {
 };
 
 struct AttentionOptions {
-  bool qkv_bias = false;  // qwen2
-  bool qk_norm = false;   // qwen3: RMSNorm over head_dim on q and k before RoPE
-  bool qk_norm_full = false;  // olmo2: RMSNorm over the whole q / k projection, before the head split
+  bool qkv_bias = false;       // qwen2
+  bool qk_norm = false;        // qwen3: RMSNorm over head_dim on q and k before RoPE
+  bool qk_norm_full = false;   // olmo2: RMSNorm over the whole q / k projection, before the head split
   bool norm_plus_one = false;  // gemma3: the q/k norms scale by (1 + w)
   bool fused_qkv = false;      // phi3: one qkv_proj, split into q, k, v
 };
@@ -131,8 +131,8 @@ struct Attention {
   std::optional<float> softcap;  // gemma2: scores = softcap * tanh(scores / softcap)
   std::optional<Rope> rope;      // absent: a layer without positions (smollm3's no-rope layers)
   // `layer`: picks the layer's rope (sliding or not, rotary or not) from the config.
-  static Attention load(const WeightMap& w, const std::string& prefix, const ModelConfig& c,
-                        const AttentionOptions& o, int layer = 0);
+  static Attention load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, const AttentionOptions& o,
+                        int layer = 0);
   // `mask`: the mask for this forward, decided once per forward by the first layer's cache (as
   // mlx-lm's model does); null asks `cache` itself. A QuantizedKVCache is attended to with quantized
   // matmuls (quantized_attention), every other cache with fast sdpa over update()'s keys/values.

@@ -49,8 +49,8 @@ void stack_experts(WeightMap& w, const ModelConfig& c, const MoeOptions& o) {
     const std::string proj = rest.substr(d1 + 1, d2 - d1 - 1), suffix = rest.substr(d2 + 1);
     const char* target = stacked_name(proj, o.mixtral_names);
     if (e < 0 || e >= c.num_experts || !target)
-      fail("model", "tensor '" + name + "' names no expert projection of a " + std::to_string(c.num_experts) +
-                        "-expert model");
+      fail("model",
+           "tensor '" + name + "' names no expert projection of a " + std::to_string(c.num_experts) + "-expert model");
     const std::string stacked = *target ? target : proj;
     const std::string module = name.substr(0, at) + (o.mixtral_names ? ".block_sparse_moe" : ".mlp");
     groups[{module, stacked, suffix}][e] = name;
@@ -78,7 +78,8 @@ SwitchLinear SwitchLinear::load(const WeightMap& w, const std::string& prefix, i
   auto sit = w.find(prefix + ".scales");
   if (sit == w.end()) {
     l.weight = take(w, prefix + ".weight", {experts, out, in});
-    if (!mx::issubdtype(l.weight->dtype(), mx::floating)) fail("model", "tensor '" + prefix + ".weight' is not a float tensor");
+    if (!mx::issubdtype(l.weight->dtype(), mx::floating))
+      fail("model", "tensor '" + prefix + ".weight' is not a float tensor");
     return l;
   }
   auto wit = w.find(prefix + ".weight");

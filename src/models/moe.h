@@ -35,7 +35,7 @@ struct SparseMoe {
   SwiGLU::Act act = SwiGLU::Act::Silu;
   int top_k = 2;
   bool renormalize = false;
-  std::optional<SwiGLU> shared_expert;     // qwen2_moe
+  std::optional<SwiGLU> shared_expert;       // qwen2_moe
   std::optional<Linear> shared_expert_gate;  // sigmoid gate on the shared expert, [1, hidden]
   // `prefix`: the block's feed-forward module (model.layers.N.mlp or .block_sparse_moe).
   static SparseMoe load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, const MoeOptions& o);

@@ -18,8 +18,11 @@ std::string default_type(int status) {
 }  // namespace
 
 ApiError::ApiError(int status, std::string message, std::string param, std::string type, std::string code)
-    : std::runtime_error(std::move(message)), status_(status), param_(std::move(param)),
-      type_(type.empty() ? default_type(status) : std::move(type)), code_(std::move(code)) {}
+    : std::runtime_error(std::move(message)),
+      status_(status),
+      param_(std::move(param)),
+      type_(type.empty() ? default_type(status) : std::move(type)),
+      code_(std::move(code)) {}
 
 nlohmann::json ApiError::body() const {
   nlohmann::json e = {{"message", what()}, {"type", type_}, {"param", nullptr}, {"code", nullptr}};
@@ -34,7 +37,8 @@ bool bearer_matches(const std::string& header, const std::string& key) {
   const std::string given = header.substr(kPrefix.size());
   // Constant time over the key: every byte is compared whatever the earlier ones were.
   unsigned char diff = given.size() == key.size() ? 0 : 1;
-  for (size_t i = 0; i < key.size(); ++i) diff |= static_cast<unsigned char>(key[i] ^ (i < given.size() ? given[i] : 0));
+  for (size_t i = 0; i < key.size(); ++i)
+    diff |= static_cast<unsigned char>(key[i] ^ (i < given.size() ? given[i] : 0));
   return diff == 0;
 }
 

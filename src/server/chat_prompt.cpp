@@ -21,8 +21,9 @@ std::string content_text(const ojson& content, const std::string& where) {
     if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
       throw ApiError(400, at + " must be an object with a \"type\"", at);
     if (part["type"] != "text")
-      throw ApiError(400, at + ": content parts of type '" + part["type"].get<std::string>() +
-                              "' are not supported (text only)", at);
+      throw ApiError(
+          400, at + ": content parts of type '" + part["type"].get<std::string>() + "' are not supported (text only)",
+          at);
     if (!part.contains("text") || !part["text"].is_string()) throw ApiError(400, at + ".text must be a string", at);
     text += part["text"].get<std::string>();
   }

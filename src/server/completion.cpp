@@ -26,7 +26,8 @@ std::optional<std::string> Completion::next_event() {
     if (!s.roles_sent) {
       s.roles_sent = true;
       if (s.head.endpoint == Endpoint::ChatCompletions)
-        for (int c = 0; c < choices; ++c) s.outbox.push_back(sse(chunk_json(s.head, c, std::nullopt, true, std::nullopt)));
+        for (int c = 0; c < choices; ++c)
+          s.outbox.push_back(sse(chunk_json(s.head, c, std::nullopt, true, std::nullopt)));
       continue;
     }
     std::deque<Channel::Token> tokens;
@@ -59,7 +60,8 @@ std::optional<std::string> Completion::next_event() {
         auto entries = s.logprobs.at(t.choice).take(false);
         if (!entries.empty()) lp = logprobs_json(s.head.endpoint, s.tokenizer.get(), entries);
       }
-      if (!text.empty() || !lp.is_null()) s.outbox.push_back(sse(chunk_json(s.head, t.choice, text, false, std::nullopt, lp)));
+      if (!text.empty() || !lp.is_null())
+        s.outbox.push_back(sse(chunk_json(s.head, t.choice, text, false, std::nullopt, lp)));
     }
     if (error) {
       s.outbox.push_back(sse(error->body()));
@@ -79,8 +81,10 @@ std::optional<std::string> Completion::next_event() {
           auto entries = s.logprobs.at(c).take(!trim.stopped());
           if (!entries.empty()) lp = logprobs_json(s.head.endpoint, s.tokenizer.get(), entries);
         }
-        if (!rest.empty() || !lp.is_null()) s.outbox.push_back(sse(chunk_json(s.head, c, rest, false, std::nullopt, lp)));
-        s.outbox.push_back(sse(chunk_json(s.head, c, std::nullopt, false, finish_reason_name(seq.finish_reason, trim.stopped()))));
+        if (!rest.empty() || !lp.is_null())
+          s.outbox.push_back(sse(chunk_json(s.head, c, rest, false, std::nullopt, lp)));
+        s.outbox.push_back(
+            sse(chunk_json(s.head, c, std::nullopt, false, finish_reason_name(seq.finish_reason, trim.stopped()))));
         s.completion_tokens += static_cast<int>(seq.token_ids.size());
       }
     }

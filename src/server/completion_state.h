@@ -19,11 +19,11 @@ struct Completion::State {
   std::shared_ptr<Channel> channel;
   std::vector<int> ids;  // engine ids, one per prompt
   ResponseHead head;
-  int n = 1;                         // choices per prompt
-  std::vector<int> prompt_tokens;    // per prompt
+  int n = 1;                       // choices per prompt
+  std::vector<int> prompt_tokens;  // per prompt
   std::vector<std::string> stop;
   bool include_usage = false;
-  int top_logprobs = -1;                        // -1: no logprobs
+  int top_logprobs = -1;                       // -1: no logprobs
   std::shared_ptr<const Tokenizer> tokenizer;  // names the logprobs' tokens
   std::vector<LogprobTrack> logprobs;          // per choice
   // Streaming progress.

@@ -63,8 +63,8 @@ ojson logprobs_json(Endpoint endpoint, const Tokenizer* tokenizer, const std::ve
         TokenText tt = token_text(tokenizer, id);
         top.push_back(ojson{{"token", tt.text}, {"logprob", finite(lp)}, {"bytes", tt.bytes}});
       }
-      content.push_back(ojson{{"token", t.text}, {"logprob", finite(e.logprobs.logprob)}, {"bytes", t.bytes},
-                              {"top_logprobs", top}});
+      content.push_back(
+          ojson{{"token", t.text}, {"logprob", finite(e.logprobs.logprob)}, {"bytes", t.bytes}, {"top_logprobs", top}});
     }
     return ojson{{"content", content}, {"refusal", nullptr}};
   }
@@ -81,8 +81,8 @@ ojson logprobs_json(Endpoint endpoint, const Tokenizer* tokenizer, const std::ve
     top_logprobs.push_back(top);
     offsets.push_back(e.offset);
   }
-  return ojson{{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top_logprobs},
-               {"text_offset", offsets}};
+  return ojson{
+      {"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top_logprobs}, {"text_offset", offsets}};
 }
 
 }  // namespace mlxgp::server

@@ -15,8 +15,8 @@ std::string number(double v) {
 }
 
 std::string route_label(const std::string& path) {
-  static const char* kRoutes[] = {"/", "/health", "/metrics", "/v1/models", "/v1/completions",
-                                  "/v1/chat/completions", "/tokenize", "/detokenize"};
+  static const char* kRoutes[] = {
+      "/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"};
   for (const char* r : kRoutes)
     if (path == r) return path;
   return "other";

@@ -16,21 +16,20 @@ namespace {
 // OpenAI's default max_tokens for completions.
 constexpr int kCompletionsDefaultMaxTokens = 16;
 
-
 // OpenAI fields that this slice does not implement yet: refused by name unless null / false.
 const std::set<std::string>& not_yet_fields() {
-  static const std::set<std::string> k = {"tools", "tool_choice", "functions",
-                                          "function_call", "parallel_tool_calls", "echo",
-                                          "suffix", "best_of", "audio", "modalities", "prediction",
-                                          "reasoning_effort", "web_search_options"};
+  static const std::set<std::string> k = {
+      "tools", "tool_choice", "functions",  "function_call",    "parallel_tool_calls", "echo", "suffix", "best_of",
+      "audio", "modalities",  "prediction", "reasoning_effort", "web_search_options"};
   return k;
 }
 
 // GenerationConfig fields that cannot run in the server's shared batch or whose outputs the OpenAI
 // formats have no place for.
 const std::set<std::string>& server_refused_fields() {
-  static const std::set<std::string> k = {"output_scores", "output_logits", "output_logprobs", "use_speculative",
-                                          "draft_model", "draft_layers", "prompt_lookup_num_tokens"};
+  static const std::set<std::string> k = {"output_scores",           "output_logits", "output_logprobs",
+                                          "use_speculative",         "draft_model",   "draft_layers",
+                                          "prompt_lookup_num_tokens"};
   return k;
 }
 
@@ -102,7 +101,8 @@ void apply_response_format(GenerationConfig& config, const ojson& f) {
   } else if (type == "json_schema") {
     const ojson* s = f.contains("json_schema") ? &f["json_schema"] : nullptr;
     if (!s || !s->is_object() || !s->contains("schema") || !((*s)["schema"].is_object() || (*s)["schema"].is_boolean()))
-      throw ApiError(400, "'response_format' of type json_schema needs 'json_schema': {'name': ..., 'schema': {...}}", param);
+      throw ApiError(400, "'response_format' of type json_schema needs 'json_schema': {'name': ..., 'schema': {...}}",
+                     param);
     config.json_schema = (*s)["schema"].dump();  // ordered: properties are generated in the schema's order
   } else {
     throw ApiError(400, "'response_format' type must be text, json_object or json_schema, got '" + type + "'", param);
@@ -158,8 +158,8 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
   const bool chat = endpoint == Endpoint::ChatCompletions;
   ojson body = parse_body(text);
   check_model(body, model_id);
-  std::set<std::string> openai = {"model", "stream", "stream_options", "max_tokens", "n", "stop", "temperature", "user",
-                                  "logprobs"};
+  std::set<std::string> openai = {"model", "stream",      "stream_options", "max_tokens", "n",
+                                  "stop",  "temperature", "user",           "logprobs"};
   openai.insert(chat ? "messages" : "prompt");
   if (chat) {
     openai.insert("max_completion_tokens");
@@ -180,8 +180,11 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
     }
     if (server_refused_fields().count(key)) {
       if (falsy(key, value)) continue;
-      throw ApiError(400, "'" + key + "' is not supported by the server (it cannot share the continuous batch "
-                          "or has no place in the OpenAI response)", key);
+      throw ApiError(400,
+                     "'" + key +
+                         "' is not supported by the server (it cannot share the continuous batch "
+                         "or has no place in the OpenAI response)",
+                     key);
     }
     if (value.is_null()) continue;  // OpenAI clients send null for "not set"
     if (key == "response_format") {
@@ -205,7 +208,8 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
   for (const char* k : {"max_tokens", "max_completion_tokens"}) {
     if (!openai.count(k) || !given(k)) continue;
     if (!max_key.empty()) throw ApiError(400, "pass only one of 'max_tokens' and 'max_completion_tokens'", k);
-    if (given("max_new_tokens")) throw ApiError(400, std::string("pass only one of '") + k + "' and 'max_new_tokens'", k);
+    if (given("max_new_tokens"))
+      throw ApiError(400, std::string("pass only one of '") + k + "' and 'max_new_tokens'", k);
     max_key = k;
     r.config.max_new_tokens = positive_int(body[k], k, 1, INT32_MAX);
   }
@@ -282,8 +286,10 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
   // Prompts.
   if (chat) {
     if (!given("messages")) throw ApiError(400, "'messages' is required", "messages");
-    if (!model.tokenizer) throw ApiError(400, "the model has no tokenizer; use /v1/completions with token ids", "messages");
-    r.prompts.push_back(chat_prompt_ids(*model.tokenizer, template_messages(body["messages"]), true, limits.chat_template));
+    if (!model.tokenizer)
+      throw ApiError(400, "the model has no tokenizer; use /v1/completions with token ids", "messages");
+    r.prompts.push_back(
+        chat_prompt_ids(*model.tokenizer, template_messages(body["messages"]), true, limits.chat_template));
   } else {
     if (!given("prompt")) throw ApiError(400, "'prompt' is required", "prompt");
     r.prompts = completion_prompts(body["prompt"], model);

@@ -29,7 +29,8 @@ ResponseHead new_head(Endpoint endpoint, const std::string& model) {
   ResponseHead h;
   h.endpoint = endpoint;
   h.id = (endpoint == Endpoint::ChatCompletions ? "chatcmpl-" : "cmpl-") + random_hex(24);
-  h.created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  h.created =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   h.model = model;
   return h;
 }

@@ -27,8 +27,7 @@ std::string finish_reason_name(FinishReason reason, bool cut);
 nlohmann::ordered_json usage_json(int prompt_tokens, int completion_tokens);
 // One choice of a whole response.
 nlohmann::ordered_json choice_json(const ResponseHead& head, int index, const std::string& text,
-                                   const std::string& finish_reason,
-                                   const nlohmann::ordered_json& logprobs = nullptr);
+                                   const std::string& finish_reason, const nlohmann::ordered_json& logprobs = nullptr);
 nlohmann::ordered_json response_json(const ResponseHead& head, nlohmann::ordered_json choices,
                                      nlohmann::ordered_json usage);
 // A stream chunk for one choice: `role` (chat's first chunk), a text delta, or the finish reason.

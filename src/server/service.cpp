@@ -54,8 +54,8 @@ Service::Service(LoadedModel model, ServiceOptions options) : model_(std::move(m
   if (!model_.generation_config_json.empty())
     warnings_ = apply_generation_config_json(base_, model_.generation_config_json, ConfigSource::Model);
   metrics_ = std::make_shared<Metrics>(options_.max_batch_rows);
-  worker_ = std::make_shared<Worker>(*model_.model, model_.tokenizer, options_.max_batch_rows, options_.max_queue,
-                                     metrics_);
+  worker_ =
+      std::make_shared<Worker>(*model_.model, model_.tokenizer, options_.max_batch_rows, options_.max_queue, metrics_);
 }
 
 std::string Service::metrics() const { return metrics_->render(); }
@@ -89,16 +89,18 @@ nlohmann::json Service::tokenize(const std::string& text) {
   std::vector<int> ids;
   if (has_prompt) {
     if (!body["prompt"].is_string()) throw ApiError(400, "'prompt' must be a string", "prompt");
-    if (body.contains("add_generation_prompt")) throw ApiError(400, "'add_generation_prompt' needs 'messages'", "add_generation_prompt");
+    if (body.contains("add_generation_prompt"))
+      throw ApiError(400, "'add_generation_prompt' needs 'messages'", "add_generation_prompt");
     try {
       ids = model_.tokenizer->encode(body["prompt"].get<std::string>(), flag(body, "add_special_tokens", true));
     } catch (const Error& e) {
       throw ApiError(400, e.what(), "prompt");
     }
   } else {
-    if (body.contains("add_special_tokens")) throw ApiError(400, "'add_special_tokens' needs 'prompt'", "add_special_tokens");
-    ids = chat_prompt_ids(*model_.tokenizer, template_messages(body["messages"]), flag(body, "add_generation_prompt", true),
-                          options_.chat_template);
+    if (body.contains("add_special_tokens"))
+      throw ApiError(400, "'add_special_tokens' needs 'prompt'", "add_special_tokens");
+    ids = chat_prompt_ids(*model_.tokenizer, template_messages(body["messages"]),
+                          flag(body, "add_generation_prompt", true), options_.chat_template);
   }
   return {{"count", ids.size()}, {"max_model_len", model_.model->config().max_position_embeddings}, {"tokens", ids}};
 }
@@ -108,7 +110,8 @@ nlohmann::json Service::detokenize(const std::string& text) {
   check_model(body, options_.model_id);
   only_fields(body, {"model", "tokens"});
   if (!model_.tokenizer) throw ApiError(400, "the model has no tokenizer");
-  if (!body.contains("tokens") || !body["tokens"].is_array()) throw ApiError(400, "'tokens' must be a list of token ids", "tokens");
+  if (!body.contains("tokens") || !body["tokens"].is_array())
+    throw ApiError(400, "'tokens' must be a list of token ids", "tokens");
   std::vector<int> ids;
   for (auto& t : body["tokens"]) {
     if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() > INT32_MAX)

@@ -9,7 +9,10 @@ namespace mlxgp::server {
 
 Worker::Worker(Model& model, std::shared_ptr<const Tokenizer> tokenizer, int max_batch_rows, int max_queue,
                std::shared_ptr<Metrics> metrics)
-    : model_(model), tokenizer_(std::move(tokenizer)), max_batch_rows_(max_batch_rows), max_queue_(max_queue),
+    : model_(model),
+      tokenizer_(std::move(tokenizer)),
+      max_batch_rows_(max_batch_rows),
+      max_queue_(max_queue),
       metrics_(std::move(metrics)) {
   engine_ = std::make_unique<BatchEngine>(model_, tokenizer_, BatchEngineOptions{max_batch_rows_});
   thread_ = std::thread([this] { loop(); });
@@ -42,11 +45,13 @@ std::vector<int> Worker::submit(std::vector<BatchRequest> requests, std::shared_
     std::lock_guard<std::mutex> lk(m_);
     if (stop_) throw ApiError(503, "the server is shutting down");
     if (count > max_queue_)
-      throw ApiError(400, "a request of " + std::to_string(count) + " prompts exceeds the queue (--max-queue " +
-                              std::to_string(max_queue_) + ")", "prompt");
+      throw ApiError(400,
+                     "a request of " + std::to_string(count) + " prompts exceeds the queue (--max-queue " +
+                         std::to_string(max_queue_) + ")",
+                     "prompt");
     if (waiting_.load() + count > max_queue_)
-      throw ApiError(429, "too many requests are waiting (--max-queue " + std::to_string(max_queue_) +
-                              "); retry later", "", "rate_limit_error", "queue_full");
+      throw ApiError(429, "too many requests are waiting (--max-queue " + std::to_string(max_queue_) + "); retry later",
+                     "", "rate_limit_error", "queue_full");
     waiting_ += count;
     inbox_.push_back(std::move(s));
   }
@@ -174,7 +179,8 @@ void Worker::loop() {
       stopping = stop_;
     }
     if (stopping) {
-      for (auto& s : inbox) s->accepted.set_exception(std::make_exception_ptr(ApiError(503, "the server is shutting down")));
+      for (auto& s : inbox)
+        s->accepted.set_exception(std::make_exception_ptr(ApiError(503, "the server is shutting down")));
       std::vector<int> ids;
       for (auto& [id, _] : live_) ids.push_back(id);
       for (int id : ids) {

@@ -91,14 +91,16 @@ std::vector<int> ChatSession::fit_to_context(std::vector<ChatMessage>& messages,
     // The prompt must leave room for at least one new token (Generator::prefill's rule).
     if (context <= 0 || static_cast<int>(ids.size()) < context) return ids;
     auto is_user = [](const ChatMessage& m) { return m.role == "user"; };
-    auto first = std::find_if(messages.begin(), messages.end(), [](const ChatMessage& m) { return m.role != "system"; });
+    auto first =
+        std::find_if(messages.begin(), messages.end(), [](const ChatMessage& m) { return m.role != "system"; });
     // The exchange to drop runs from the first non-system message to the next user message.
     auto next_user = first == messages.end() ? first : std::find_if(first + 1, messages.end(), is_user);
-    const std::string size = "the conversation has " + std::to_string(ids.size()) +
-                             " tokens, the model's context is " + std::to_string(context);
+    const std::string size = "the conversation has " + std::to_string(ids.size()) + " tokens, the model's context is " +
+                             std::to_string(context);
     if (options_.on_overflow == ContextOverflow::Error)
-      fail("chat", size + " (reset the conversation, or let old exchanges be dropped: "
-                          "ContextOverflow::DropOldestTurns, CLI --drop-old-turns)");
+      fail("chat", size +
+                       " (reset the conversation, or let old exchanges be dropped: "
+                       "ContextOverflow::DropOldestTurns, CLI --drop-old-turns)");
     if (next_user == messages.end()) fail("chat", size + " even with only the last message; send a shorter message");
     messages.erase(first, next_user);
     ++dropped;

@@ -9,7 +9,9 @@ namespace mlxgp::tok {
 
 namespace {
 
-uint64_t pair_key(int a, int b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
+uint64_t pair_key(int a, int b) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+}
 
 struct Symbol {
   int id;
@@ -39,15 +41,16 @@ Bpe::Bpe(Vocab vocab, const std::vector<std::pair<std::string, std::string>>& me
     auto& [a, b] = merges[rank];
     auto ia = vocab_.find(a), ib = vocab_.find(b), im = vocab_.find(a + b);
     if (ia == vocab_.end() || ib == vocab_.end() || im == vocab_.end())
-      fail("tokenizer", "BPE merge " + std::to_string(rank) + " ('" + a + "' '" + b +
-                            "') uses a token missing from the vocabulary");
+      fail("tokenizer",
+           "BPE merge " + std::to_string(rank) + " ('" + a + "' '" + b + "') uses a token missing from the vocabulary");
     // A repeated pair keeps its last rank: tokenizers collects the merges into a map in order.
     merges_.insert_or_assign(pair_key(ia->second, ib->second), std::make_pair(static_cast<int>(rank), im->second));
   }
   byte_ids_.fill(-1);
   if (opts_.byte_fallback)
     for (int b = 0; b < 256; ++b)
-      if (auto it = vocab_.find(byte_token(static_cast<unsigned char>(b))); it != vocab_.end()) byte_ids_[b] = it->second;
+      if (auto it = vocab_.find(byte_token(static_cast<unsigned char>(b))); it != vocab_.end())
+        byte_ids_[b] = it->second;
 }
 
 void Bpe::tokenize(std::string_view word, std::vector<int>& out) const {

@@ -17,10 +17,10 @@
 namespace mlxgp::tok {
 
 struct BpeOptions {
-  bool ignore_merges = false;        // a word that is itself in the vocabulary is one token (Llama-3)
-  std::optional<int> unk_id;         // id for characters missing from the vocabulary
-  bool fuse_unk = false;             // consecutive unknowns become one unk token
-  bool byte_fallback = false;        // unknown characters become their <0xNN> byte tokens
+  bool ignore_merges = false;  // a word that is itself in the vocabulary is one token (Llama-3)
+  std::optional<int> unk_id;   // id for characters missing from the vocabulary
+  bool fuse_unk = false;       // consecutive unknowns become one unk token
+  bool byte_fallback = false;  // unknown characters become their <0xNN> byte tokens
 };
 
 class Bpe : public Model {

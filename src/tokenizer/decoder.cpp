@@ -14,10 +14,10 @@ using json = nlohmann::json;
 
 struct Decoder::Step {
   enum Kind { ByteLevel, Metaspace, ByteFallback, Fuse, Strip, Replace } kind;
-  std::string text;       // Metaspace replacement, Replace content
-  char32_t content = 0;   // Strip
+  std::string text;      // Metaspace replacement, Replace content
+  char32_t content = 0;  // Strip
   int start = 0, stop = 0;
-  bool prepend = true;    // Metaspace: prepend_scheme != never
+  bool prepend = true;  // Metaspace: prepend_scheme != never
   std::shared_ptr<Regex> re;
   bool after_fuse = false;
 };
@@ -156,7 +156,8 @@ void add_steps(const json& j, std::vector<Decoder::Step>& steps) {
     s.kind = Step::ByteLevel;
   } else if (type == "Metaspace") {
     s.kind = Step::Metaspace;
-    s.text = j.contains("replacement") && j["replacement"].is_string() ? j["replacement"].get<std::string>() : "\xE2\x96\x81";
+    s.text = j.contains("replacement") && j["replacement"].is_string() ? j["replacement"].get<std::string>()
+                                                                       : "\xE2\x96\x81";
     std::string scheme = j.contains("prepend_scheme") && j["prepend_scheme"].is_string()
                              ? j["prepend_scheme"].get<std::string>()
                              : (j.value("add_prefix_space", true) ? "always" : "never");
@@ -172,7 +173,8 @@ void add_steps(const json& j, std::vector<Decoder::Step>& steps) {
     s.kind = Step::Fuse;
   } else if (type == "Strip") {
     s.kind = Step::Strip;
-    if (!j.contains("content") || !j["content"].is_string()) fail("tokenizer", "Strip decoder needs a string 'content'");
+    if (!j.contains("content") || !j["content"].is_string())
+      fail("tokenizer", "Strip decoder needs a string 'content'");
     std::string c = j["content"].get<std::string>();
     size_t n = 0;
     if (c.empty() || (s.content = next_code_point(c, n), n != c.size()))
@@ -186,10 +188,12 @@ void add_steps(const json& j, std::vector<Decoder::Step>& steps) {
     s.kind = Step::Replace;
     Pattern p = parse_pattern(j.value("pattern", json()), "Replace decoder");
     s.re = std::make_shared<Regex>(p.text, "Replace decoder", p.literal);
-    if (!j.contains("content") || !j["content"].is_string()) fail("tokenizer", "Replace decoder needs a string 'content'");
+    if (!j.contains("content") || !j["content"].is_string())
+      fail("tokenizer", "Replace decoder needs a string 'content'");
     s.text = j["content"].get<std::string>();
   } else if (type == "Sequence") {
-    if (!j.contains("decoders") || !j["decoders"].is_array()) fail("tokenizer", "Sequence decoder needs a 'decoders' array");
+    if (!j.contains("decoders") || !j["decoders"].is_array())
+      fail("tokenizer", "Sequence decoder needs a 'decoders' array");
     for (const auto& d : j["decoders"]) add_steps(d, steps);
     return;
   } else {

@@ -26,19 +26,19 @@ struct Tokenizer::Impl {
   };
 
   std::unique_ptr<tok::Model> model;
-  std::vector<tok::AddedToken> added;  // in tokenizer.json order
+  std::vector<tok::AddedToken> added;                                                // in tokenizer.json order
   std::unordered_map<std::string, int, tok::StringHash, std::equal_to<>> added_ids;  // content -> id
-  tok::AddedTokenMatcher raw_matcher;  // added tokens with normalized = false
-  tok::AddedTokenMatcher norm_matcher; // added tokens with normalized = true
-  std::unique_ptr<tok::Normalizer> normalizer;      // null: none
-  std::unique_ptr<tok::PreTokenizer> pre_tokenizer; // null: the segment is one word
+  tok::AddedTokenMatcher raw_matcher;                // added tokens with normalized = false
+  tok::AddedTokenMatcher norm_matcher;               // added tokens with normalized = true
+  std::unique_ptr<tok::Normalizer> normalizer;       // null: none
+  std::unique_ptr<tok::PreTokenizer> pre_tokenizer;  // null: the segment is one word
   Template post;
-  std::unique_ptr<tok::Decoder> decoder;            // null: tokens joined by spaces
+  std::unique_ptr<tok::Decoder> decoder;  // null: tokens joined by spaces
 
   std::vector<std::string> id_to_token;  // model vocabulary and added tokens; "" for holes
   std::vector<bool> present;             // id has a token
   std::vector<bool> special;
-  std::vector<bool> byte_token;          // id spells <0xNN> and the decoder has ByteFallback
+  std::vector<bool> byte_token;  // id spells <0xNN> and the decoder has ByteFallback
   std::optional<int> bos, eos, pad;
   std::string chat_template;
 

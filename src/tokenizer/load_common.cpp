@@ -22,8 +22,8 @@ std::pair<std::string, std::string> split_merge(const std::string& merge) {
 
 void check_token_utf8(const std::string& token, const char* where) {
   if (auto bad = first_invalid_utf8(token))
-    fail("tokenizer", std::string(where) + " has a token that is not valid UTF-8 (byte offset " +
-                          std::to_string(*bad) + ")");
+    fail("tokenizer",
+         std::string(where) + " has a token that is not valid UTF-8 (byte offset " + std::to_string(*bad) + ")");
 }
 
 Tokenizer::Impl::Template bos_eos_template(bool add_bos, std::optional<int> bos, bool add_eos, std::optional<int> eos) {

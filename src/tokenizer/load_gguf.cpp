@@ -71,14 +71,18 @@ const char* kGpt4oSplit =
 
 const char* split_for(const std::string& pre) {
   static const std::unordered_map<std::string, const char*> table = {
-      {"llama3", kLlama3Split},     {"llama-v3", kLlama3Split},   {"llama-bpe", kLlama3Split},
-      {"falcon3", kLlama3Split},    {"falcon-h1", kLlama3Split},  {"pixtral", kLlama3Split},
-      {"midm-2.0", kLlama3Split},   {"lfm2", kLlama3Split},       {"jina-v5-nano", kLlama3Split},
-      {"dbrx", kLlama3Split},       {"smaug-bpe", kLlama3Split},  {"tekken", kTekkenSplit},
-      {"qwen2", kQwen2Split},       {"deepseek-r1-qwen", kQwen2Split}, {"kormo", kQwen2Split},
-      {"f2llmv2", kQwen2Split},     {"megrez", kQwen2Split},      {"qwen35", kQwen35Split},
-      {"gpt-4o", kGpt4oSplit},      {"llama4", kGpt4oSplit},      {"kanana2", kGpt4oSplit},
-      {"talkie", kGpt4oSplit},      {"minimax-m2", kGpt4oSplit},
+      {"llama3", kLlama3Split},       {"llama-v3", kLlama3Split},
+      {"llama-bpe", kLlama3Split},    {"falcon3", kLlama3Split},
+      {"falcon-h1", kLlama3Split},    {"pixtral", kLlama3Split},
+      {"midm-2.0", kLlama3Split},     {"lfm2", kLlama3Split},
+      {"jina-v5-nano", kLlama3Split}, {"dbrx", kLlama3Split},
+      {"smaug-bpe", kLlama3Split},    {"tekken", kTekkenSplit},
+      {"qwen2", kQwen2Split},         {"deepseek-r1-qwen", kQwen2Split},
+      {"kormo", kQwen2Split},         {"f2llmv2", kQwen2Split},
+      {"megrez", kQwen2Split},        {"qwen35", kQwen35Split},
+      {"gpt-4o", kGpt4oSplit},        {"llama4", kGpt4oSplit},
+      {"kanana2", kGpt4oSplit},       {"talkie", kGpt4oSplit},
+      {"minimax-m2", kGpt4oSplit},
   };
   auto it = table.find(pre);
   return it == table.end() ? nullptr : it->second;
@@ -185,9 +189,10 @@ void build_sentencepiece(const Meta& meta, const std::vector<std::string>& raw_t
   json replace_dec = json::parse(R"({"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "})");
   json dec = {{"type", "Sequence"}, {"decoders", {replace_dec, {{"type", "ByteFallback"}}, {{"type", "Fuse"}}}}};
   if (gemma) {
-    impl.normalizer = tok::make_normalizer(json::parse(R"({"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"})"));
-    impl.pre_tokenizer = tok::make_pre_tokenizer(
-        json::parse(R"({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false})"));
+    impl.normalizer =
+        tok::make_normalizer(json::parse(R"({"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"})"));
+    impl.pre_tokenizer = tok::make_pre_tokenizer(json::parse(
+        R"({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false})"));
   } else {
     dec["decoders"].push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
     if (a == "phi3") {

@@ -100,7 +100,6 @@ int added_token_id(const Tokenizer::Impl& impl, const std::string& content) {
   return (max_added >= n || n == 0) ? max_added + 1 : n;
 }
 
-
 // transformers 5 tokenizer classes that rebuild the pipeline in __init__ from the file's vocabulary
 // and merges (models/llama/tokenization_llama.py, models/gemma/tokenization_gemma.py). The file's
 // post-processor is kept (from_pretrained drops add_bos/eos_token when a tokenizer.json exists).
@@ -112,25 +111,33 @@ struct ClassPipeline {
 
 std::optional<ClassPipeline> class_pipeline(const json& cfg) {
   std::string cls = cfg.contains("tokenizer_class") && cfg["tokenizer_class"].is_string()
-                        ? cfg["tokenizer_class"].get<std::string>() : "";
+                        ? cfg["tokenizer_class"].get<std::string>()
+                        : "";
   ClassPipeline p;
   p.bpe.active = true;
   const json replace_dec = json::parse(R"({"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "})");
   p.decoder = {{"type", "Sequence"}, {"decoders", {replace_dec, {{"type", "ByteFallback"}}, {{"type", "Fuse"}}}}};
   if (cls == "LlamaTokenizer" || cls == "LlamaTokenizerFast") {
-    bool prefix = !cfg.contains("add_prefix_space") || cfg["add_prefix_space"].is_null() || flag(cfg, "add_prefix_space", true, "tokenizer_config.json");
+    bool prefix = !cfg.contains("add_prefix_space") || cfg["add_prefix_space"].is_null() ||
+                  flag(cfg, "add_prefix_space", true, "tokenizer_config.json");
     bool legacy = flag(cfg, "legacy", false, "tokenizer_config.json");  // the class default is False
     p.bpe.keep_unk = false;
     p.normalizer = nullptr;
-    p.pre_tokenizer = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"split", false},
+    p.pre_tokenizer = {{"type", "Metaspace"},
+                       {"replacement", "\u2581"},
+                       {"split", false},
                        {"prepend_scheme", prefix ? (legacy ? "always" : "first") : "never"}};
     if (prefix) p.decoder["decoders"].push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
     p.default_specials = {{"unk_token", "<unk>"}, {"bos_token", "<s>"}, {"eos_token", "</s>"}};
   } else if (cls == "GemmaTokenizer" || cls == "GemmaTokenizerFast") {
     p.normalizer = json::parse(R"({"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"})");
-    p.pre_tokenizer = json::parse(R"({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false})");
-    p.default_specials = {{"unk_token", "<unk>"}, {"bos_token", "<bos>"}, {"eos_token", "<eos>"},
-                          {"pad_token", "<pad>"}, {"mask_token", "<mask>"}};
+    p.pre_tokenizer = json::parse(
+        R"({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false})");
+    p.default_specials = {{"unk_token", "<unk>"},
+                          {"bos_token", "<bos>"},
+                          {"eos_token", "<eos>"},
+                          {"pad_token", "<pad>"},
+                          {"mask_token", "<mask>"}};
   } else {
     return std::nullopt;
   }
@@ -150,11 +157,13 @@ void add_named_specials(const json& cfg, const json& defaults, Tokenizer::Impl& 
     if (cfg.contains(key) && cfg[key].is_array())
       for (const auto& t : cfg[key]) {
         if (t.is_string()) names.push_back(t.get<std::string>());
-        else if (t.is_object() && t.contains("content") && t["content"].is_string()) names.push_back(t["content"].get<std::string>());
+        else if (t.is_object() && t.contains("content") && t["content"].is_string())
+          names.push_back(t["content"].get<std::string>());
       }
   for (const auto& n : names) {
     if (n.empty()) continue;
-    auto it = std::find_if(impl.added.begin(), impl.added.end(), [&](const tok::AddedToken& a) { return a.content == n; });
+    auto it =
+        std::find_if(impl.added.begin(), impl.added.end(), [&](const tok::AddedToken& a) { return a.content == n; });
     if (it != impl.added.end()) {
       it->special = true;
       continue;
@@ -186,7 +195,8 @@ std::shared_ptr<Tokenizer> Tokenizer::from_files(const std::string& tokenizer_js
   try {
     cls = class_pipeline(cfg);
     // The class pipelines are for BPE files; anything else keeps the file's own pipeline.
-    if (cls && !(j.contains("model") && j["model"].is_object() && j["model"].value("type", std::string("BPE")) == "BPE"))
+    if (cls &&
+        !(j.contains("model") && j["model"].is_object() && j["model"].value("type", std::string("BPE")) == "BPE"))
       cls.reset();
   } catch (const json::exception& e) {
     fail("tokenizer", std::string("malformed tokenizer_config.json: ") + e.what());

@@ -62,7 +62,8 @@ double serde_json_f64(double v) {
 }
 
 std::unique_ptr<Model> load_bpe(const json& m, const BpeOverride& ov) {
-  if (m.contains("dropout") && !m["dropout"].is_null() && !(m["dropout"].is_number() && m["dropout"].get<double>() == 0.0))
+  if (m.contains("dropout") && !m["dropout"].is_null() &&
+      !(m["dropout"].is_number() && m["dropout"].get<double>() == 0.0))
     fail("tokenizer", "unsupported BPE option: dropout");
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (m.contains(key) && !m[key].is_null() && !(m[key].is_string() && m[key].get<std::string>().empty()))

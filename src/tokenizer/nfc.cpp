@@ -18,8 +18,8 @@ namespace {
 
 template <size_t N>
 const uint32_t* find_row(const uint32_t (&rows)[N][3], char32_t c) {
-  auto it = std::lower_bound(std::begin(rows), std::end(rows), c,
-                             [](const uint32_t (&r)[3], char32_t v) { return r[0] < v; });
+  auto it =
+      std::lower_bound(std::begin(rows), std::end(rows), c, [](const uint32_t(&r)[3], char32_t v) { return r[0] < v; });
   return it != std::end(rows) && (*it)[0] == c ? *it : nullptr;
 }
 
@@ -30,7 +30,7 @@ constexpr char32_t kLCount = 19, kVCount = 21, kTCount = 28, kNCount = kVCount *
 uint32_t ccc(char32_t c) {
   if (c < 0x300) return 0;
   auto it = std::upper_bound(std::begin(kCccRanges), std::end(kCccRanges), c,
-                             [](char32_t v, const uint32_t (&r)[3]) { return v < r[0]; });
+                             [](char32_t v, const uint32_t(&r)[3]) { return v < r[0]; });
   if (it == std::begin(kCccRanges)) return 0;
   --it;
   return c <= (*it)[1] ? (*it)[2] : 0;
@@ -45,7 +45,7 @@ void decompose(char32_t c, std::vector<char32_t>& out, bool compat) {
     return;
   }
   auto it = std::lower_bound(std::begin(kDecompositions), std::end(kDecompositions), c,
-                             [](const uint32_t (&r)[3], char32_t v) { return r[0] < v; });
+                             [](const uint32_t(&r)[3], char32_t v) { return r[0] < v; });
   if (it == std::end(kDecompositions) || (*it)[0] != c) {
     const uint32_t* row = compat ? find_row(kCompatDecompositions, c) : nullptr;
     if (!row) {

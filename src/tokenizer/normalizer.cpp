@@ -113,8 +113,7 @@ bool get_bool(const json& j, const char* key, bool def) {
 }
 
 std::string get_string(const json& j, const char* key, const char* where) {
-  if (!j.contains(key) || !j[key].is_string())
-    fail("tokenizer", std::string(where) + " needs a string '" + key + "'");
+  if (!j.contains(key) || !j[key].is_string()) fail("tokenizer", std::string(where) + " needs a string '" + key + "'");
   return j[key].get<std::string>();
 }
 
@@ -152,7 +151,8 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j) {
   if (type == "NFKC") return std::make_unique<Unicode>(true, true);
   if (type == "NFKD") return std::make_unique<Unicode>(true, false);
   if (type == "Lowercase") return std::make_unique<Lowercase>();
-  if (type == "Strip") return std::make_unique<Strip>(get_bool(j, "strip_left", true), get_bool(j, "strip_right", true));
+  if (type == "Strip")
+    return std::make_unique<Strip>(get_bool(j, "strip_left", true), get_bool(j, "strip_right", true));
   if (type == "Prepend") return std::make_unique<Prepend>(get_string(j, "prepend", "Prepend normalizer"));
   if (type == "Replace")
     return std::make_unique<Replace>(parse_pattern(j.value("pattern", json()), "Replace normalizer"),

@@ -14,8 +14,7 @@ namespace {
 using json = nlohmann::json;
 
 // GPT-2's pattern, which tokenizers' ByteLevel uses when use_regex is true.
-const char* kGpt2Pattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 enum class Behavior { Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous };
 
@@ -129,7 +128,8 @@ class Digits : public PreTokenizer {
 // Rust regex's Unicode \w and \s (tokenizers' Whitespace uses the regex crate), spelled out
 // because PCRE2's UCP classes differ slightly (marks, Nl/No, U+180E).
 const char* kWordClass = R"([\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}])";
-const char* kSpaceClass = R"([\t\n\x{0B}\f\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}])";
+const char* kSpaceClass =
+    R"([\t\n\x{0B}\f\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}])";
 const char* kNotWordOrSpace =
     R"([^\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}\t\n\x{0B}\f\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}])";
 // tokenizers' is_punc: ASCII punctuation or a Unicode P* category.
@@ -222,7 +222,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j) {
   if (!j.is_object() || !j.contains("type") || !j["type"].is_string())
     fail("tokenizer", "pre_tokenizer must be an object with a string 'type'");
   std::string type = j["type"].get<std::string>();
-  if (type == "ByteLevel") return make_byte_level(get_bool(j, "add_prefix_space", true), get_bool(j, "use_regex", true));
+  if (type == "ByteLevel")
+    return make_byte_level(get_bool(j, "add_prefix_space", true), get_bool(j, "use_regex", true));
   if (type == "Digits") return std::make_unique<Digits>(get_bool(j, "individual_digits", false));
   if (type == "Split") {
     const json& pat = j.value("pattern", json());
@@ -237,10 +238,12 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j) {
     } else {
       fail("tokenizer", "Split pre-tokenizer needs a pattern {\"Regex\": ...} or {\"String\": ...}");
     }
-    return std::make_unique<Split>(p, literal, parse_behavior(j.value("behavior", json())), get_bool(j, "invert", false));
+    return std::make_unique<Split>(p, literal, parse_behavior(j.value("behavior", json())),
+                                   get_bool(j, "invert", false));
   }
   if (type == "Metaspace") {
-    std::string rep = j.contains("replacement") && j["replacement"].is_string() ? j["replacement"].get<std::string>() : "â";
+    std::string rep =
+        j.contains("replacement") && j["replacement"].is_string() ? j["replacement"].get<std::string>() : "â";
     size_t n = 0;
     if (rep.empty() || (next_code_point(rep, n), n != rep.size()))
       fail("tokenizer", "Metaspace pre-tokenizer replacement must be one character");
@@ -255,7 +258,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j) {
     return std::make_unique<Metaspace>(rep, sc, get_bool(j, "split", true));
   }
   if (type == "Whitespace")  // split(Invert(\w+|[^\w\s]+), Removed)
-    return std::make_unique<Split>(std::string(kWordClass) + "+|" + kNotWordOrSpace + "+", false, Behavior::Removed, true);
+    return std::make_unique<Split>(std::string(kWordClass) + "+|" + kNotWordOrSpace + "+", false, Behavior::Removed,
+                                   true);
   if (type == "WhitespaceSplit") return std::make_unique<Split>(kSpaceClass, false, Behavior::Removed, false);
   if (type == "Punctuation") {
     Behavior b = j.contains("behavior") ? parse_behavior(j["behavior"]) : Behavior::Isolated;

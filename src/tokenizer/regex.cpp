@@ -28,8 +28,8 @@ Regex::Regex(const std::string& pattern, const std::string& what, bool literal) 
   if (!code_) {
     PCRE2_UCHAR buf[256];
     pcre2_get_error_message(err, buf, sizeof(buf));
-    fail("tokenizer", what + ": cannot compile regex at offset " + std::to_string(off) + ": " +
-                          reinterpret_cast<const char*>(buf));
+    fail("tokenizer",
+         what + ": cannot compile regex at offset " + std::to_string(off) + ": " + reinterpret_cast<const char*>(buf));
   }
   pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // best effort: the interpreter is the fallback
 }

@@ -140,9 +140,7 @@ std::string Tokenizer::id_to_token(int id) const {
   return impl_->id_to_token[id];
 }
 
-bool Tokenizer::is_special(int id) const {
-  return id >= 0 && id < vocab_size() && impl_->special[id];
-}
+bool Tokenizer::is_special(int id) const { return id >= 0 && id < vocab_size() && impl_->special[id]; }
 
 std::optional<int> Tokenizer::bos_token_id() const { return impl_->bos; }
 std::optional<int> Tokenizer::eos_token_id() const { return impl_->eos; }

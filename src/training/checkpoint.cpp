@@ -42,8 +42,9 @@ std::string read_text(const fs::path& p) {
 
 }  // namespace
 
-std::string save_checkpoint(const std::string& out_dir, int step, const std::unordered_map<std::string, WeightMap>& files,
-                            const nlohmann::json& meta, int keep) {
+std::string save_checkpoint(const std::string& out_dir, int step,
+                            const std::unordered_map<std::string, WeightMap>& files, const nlohmann::json& meta,
+                            int keep) {
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   if (ec) fail("checkpoint", "cannot create " + out_dir + ": " + ec.message());

@@ -89,7 +89,8 @@ void merge_lora(Model& model) {
   for (auto& name : names) {
     if (!ends_with(name, kA)) continue;
     auto prefix = name.substr(0, name.size() - kA.size());
-    if (params.count(prefix + ".scales")) fail("lora", "cannot merge into quantized '" + prefix + "': load the base model with a float dtype");
+    if (params.count(prefix + ".scales"))
+      fail("lora", "cannot merge into quantized '" + prefix + "': load the base model with a float dtype");
     const auto& w = params.at(prefix + ".weight");
     auto delta = mx::multiply(mx::matmul(params.at(prefix + kB), params.at(name)), params.at(prefix + kScale));
     merged.insert_or_assign(prefix + ".weight", mx::astype(mx::add(mx::astype(w, mx::float32), delta), w.dtype()));
@@ -109,8 +110,8 @@ void save_lora(Model& model, const std::string& path, const LoraConfig& c) {
   for (auto& [k, v] : model.parameters())
     if (ends_with(k, kA) || ends_with(k, kB) || ends_with(k, kScale)) tensors.emplace(k, v);
   if (tensors.empty()) fail("lora", "the model has no LoRA adapters to save");
-  nlohmann::json meta = {{"rank", c.rank}, {"alpha", c.alpha}, {"dropout", c.dropout},
-                         {"target_modules", c.target_modules}};
+  nlohmann::json meta = {
+      {"rank", c.rank}, {"alpha", c.alpha}, {"dropout", c.dropout}, {"target_modules", c.target_modules}};
   save_safetensors_atomic(path, tensors, {{"format", "mlxgp-lora"}, {"lora_config", meta.dump()}}, "lora");
 }
 
@@ -133,8 +134,8 @@ LoraConfig load_lora(Model& model, const std::string& path) {
   WeightMap adapters;
   auto& params = model.parameters();
   for (auto& [k, v] : contents.tensors) {
-    std::string prefix = ends_with(k, kA) ? k.substr(0, k.size() - kA.size())
-                         : ends_with(k, kB) ? k.substr(0, k.size() - kB.size())
+    std::string prefix = ends_with(k, kA)       ? k.substr(0, k.size() - kA.size())
+                         : ends_with(k, kB)     ? k.substr(0, k.size() - kB.size())
                          : ends_with(k, kScale) ? k.substr(0, k.size() - kScale.size())
                                                 : "";
     if (prefix.empty() || !params.count(prefix + ".weight"))

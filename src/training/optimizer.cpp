@@ -88,9 +88,9 @@ class Sgd : public Optimizer {
       if (o_.momentum != 0) {
         auto bit = buf_.find(name);
         // torch: the first step's buffer is the gradient itself (no dampening).
-        auto b = bit == buf_.end()
-                     ? g
-                     : mx::add(mx::multiply(bit->second, scalar(o_.momentum)), mx::multiply(g, scalar(1.0 - o_.dampening)));
+        auto b = bit == buf_.end() ? g
+                                   : mx::add(mx::multiply(bit->second, scalar(o_.momentum)),
+                                             mx::multiply(g, scalar(1.0 - o_.dampening)));
         buf_.insert_or_assign(name, b);
         g = o_.nesterov ? mx::add(g, mx::multiply(b, scalar(o_.momentum))) : b;
       }

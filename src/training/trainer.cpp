@@ -21,13 +21,17 @@ bool is_extra(Model& model, const std::string& name) {
 
 Trainer::Trainer(Model& model, std::vector<std::string> trainable, std::unique_ptr<Optimizer> optimizer,
                  TrainingConfig config, LrSchedule schedule)
-    : model_(model), names_(std::move(trainable)), optimizer_(std::move(optimizer)), config_(config),
+    : model_(model),
+      names_(std::move(trainable)),
+      optimizer_(std::move(optimizer)),
+      config_(config),
       schedule_(schedule) {
   if (names_.empty()) fail("train", "nothing to train");
   if (!optimizer_) fail("train", "no optimizer");
   if (config_.dtype != mx::float32 && config_.dtype != mx::bfloat16 && config_.dtype != mx::float16)
     fail("train", "the compute dtype must be float32, bfloat16 or float16");
-  if (!(config_.label_smoothing >= 0 && config_.label_smoothing <= 1)) fail("train", "label_smoothing must be in [0, 1]");
+  if (!(config_.label_smoothing >= 0 && config_.label_smoothing <= 1))
+    fail("train", "label_smoothing must be in [0, 1]");
   if (config_.max_grad_norm < 0) fail("train", "max_grad_norm must be >= 0");
   const auto& ls = config_.loss_scale;
   if (ls.kind != LossScaleConfig::Kind::None && !(ls.scale > 0 && std::isfinite(ls.scale)))

@@ -33,18 +33,19 @@ std::string error_of(const std::string& src, const ojson& ctx = ojson::object())
 TEST(ChatTemplate, WhitespaceControl) {
   EXPECT_EQ(render("a  {{- 'b' -}}  \n c"), "abc");
   EXPECT_EQ(render("a\n  {% if true %}\n  x\n  {% endif %}\nb"), "a\n  x\nb");  // lstrip + trim_blocks
-  EXPECT_EQ(render("a\n  {%+ if true %}x{% endif %}"), "a\n  x");                // + keeps the indent
-  EXPECT_EQ(render("{% if true +%}\nx{% endif %}"), "\nx");                      // +%} keeps the newline
-  EXPECT_EQ(render("a {{ 'b' }}\nc"), "a b\nc");                                 // no trim after }}
-  EXPECT_EQ(render("x {# note #}\ny"), "x y");                                   // comments trim too
-  EXPECT_EQ(render("x\n"), "x");                                                 // keep_trailing_newline=False
+  EXPECT_EQ(render("a\n  {%+ if true %}x{% endif %}"), "a\n  x");               // + keeps the indent
+  EXPECT_EQ(render("{% if true +%}\nx{% endif %}"), "\nx");                     // +%} keeps the newline
+  EXPECT_EQ(render("a {{ 'b' }}\nc"), "a b\nc");                                // no trim after }}
+  EXPECT_EQ(render("x {# note #}\ny"), "x y");                                  // comments trim too
+  EXPECT_EQ(render("x\n"), "x");                                                // keep_trailing_newline=False
   EXPECT_EQ(render("a\r\nb"), "a\nb");
 }
 
 TEST(ChatTemplate, LoopsAndLoopVariables) {
   ojson ctx = {{"xs", {"a", "b", "c"}}};
   EXPECT_EQ(render("{% for x in xs %}{{ loop.index }}{{ loop.index0 }}{{ x }}{{ loop.first }}{{ loop.last }}"
-                   "{{ loop.length }}|{% endfor %}", ctx),
+                   "{{ loop.length }}|{% endfor %}",
+                   ctx),
             "10aTrueFalse3|21bFalseFalse3|32cFalseTrue3|");
   EXPECT_EQ(render("{% for x in xs %}{{ loop.previtem|default('-') }}{{ loop.revindex }}{% endfor %}", ctx), "-3a2b1");
   EXPECT_EQ(render("{% for x in xs if x != 'b' %}{{ x }}{{ loop.length }}{% endfor %}", ctx), "a2c2");
@@ -56,9 +57,9 @@ TEST(ChatTemplate, LoopsAndLoopVariables) {
             "02");
   // Assignments inside a loop do not leak out; a namespace carries state across iterations.
   EXPECT_EQ(render("{% set n = 0 %}{% for x in xs %}{% set n = n + 1 %}{% endfor %}{{ n }}", ctx), "0");
-  EXPECT_EQ(render("{% set ns = namespace(n=0) %}{% for x in xs %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }}",
-                   ctx),
-            "3");
+  EXPECT_EQ(
+      render("{% set ns = namespace(n=0) %}{% for x in xs %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }}", ctx),
+      "3");
 }
 
 TEST(ChatTemplate, ExpressionsAndFilters) {
@@ -92,8 +93,8 @@ TEST(ChatTemplate, ExpressionsAndFilters) {
 }
 
 TEST(ChatTemplate, FloatsPrintLikePythonRepr) {
-  ojson xs = {1e16, 123456789012345680.0, 0.1, 1e-5, 100.0, 1.5e-7, -0.0, 2.5, 1.0 / 3, 9999999999999998.0, 0.0001,
-              0.00012, 1e22, 5e-324};
+  ojson xs = {1e16,    123456789012345680.0, 0.1,    1e-5,    100.0, 1.5e-7, -0.0, 2.5,
+              1.0 / 3, 9999999999999998.0,   0.0001, 0.00012, 1e22,  5e-324};
   EXPECT_EQ(render("{{ xs|join(' | ') }}", {{"xs", xs}}),
             "1e+16 | 1.2345678901234568e+17 | 0.1 | 1e-05 | 100.0 | 1.5e-07 | -0.0 | 2.5 | 0.3333333333333333 | "
             "9999999999999998.0 | 0.0001 | 0.00012 | 1e+22 | 5e-324");
@@ -112,14 +113,14 @@ TEST(ChatTemplate, ApplyChatTemplateBuildsTransformersContext) {
   mlxgp::SpecialTokens st;
   st.bos_token = "<s>";
   std::vector<mlxgp::ChatMessage> msgs{{"system", "S"}, {"user", "héllo\n"}};
-  EXPECT_EQ(mlxgp::apply_chat_template(tpl, msgs, true, st),
-            "<s><system>S<user>héllo\n<assistant>TrueFalse");
+  EXPECT_EQ(mlxgp::apply_chat_template(tpl, msgs, true, st), "<s><system>S<user>héllo\n<assistant>TrueFalse");
   EXPECT_THROW(mlxgp::apply_chat_template(tpl, std::vector<mlxgp::ChatMessage>{}, true, st), mlxgp::Error);
 }
 
 TEST(ChatTemplate, ErrorsNameTheLine) {
   EXPECT_EQ(error_of("{{ raise_exception('Roles must alternate') }}"), "[chat_template] Roles must alternate");
-  EXPECT_EQ(error_of("ok\n{% for x in y %}"), "[chat_template] unexpected end of template, expected 'endfor' at line 2");
+  EXPECT_EQ(error_of("ok\n{% for x in y %}"),
+            "[chat_template] unexpected end of template, expected 'endfor' at line 2");
   EXPECT_EQ(error_of("a\nb\n{{ 1 + }}"), "[chat_template] unexpected '}}' at line 3");
   EXPECT_EQ(error_of("{% endif %}"), "[chat_template] unexpected 'endif' with no open block at line 1");
   EXPECT_EQ(error_of("\n{% include 'x' %}"), "[chat_template] unsupported statement 'include' at line 2");
@@ -127,19 +128,23 @@ TEST(ChatTemplate, ErrorsNameTheLine) {
   EXPECT_EQ(error_of("x\n{{ y|frobnicate }}"), "[chat_template] unsupported filter 'frobnicate' at line 2");
   // Like Jinja's compiler: unknown names fail the whole template, even in a loop that never runs,
   // but inside `if` branches and inline ifs only when they are reached.
-  EXPECT_EQ(error_of("{% for x in [] %}{{ x|nosuch }}{% endfor %}"), "[chat_template] unsupported filter 'nosuch' at line 1");
+  EXPECT_EQ(error_of("{% for x in [] %}{{ x|nosuch }}{% endfor %}"),
+            "[chat_template] unsupported filter 'nosuch' at line 1");
   EXPECT_EQ(error_of("{% if true %}{% for x in [] %}{{ x is nosuch }}{% endfor %}{% endif %}"),
             "[chat_template] unsupported test 'nosuch' at line 1");
   EXPECT_EQ(render("{% if false %}{{ x|nosuch }}{% endif %}ok{{ 1 if true else x|nosuch }}"), "ok1");
-  EXPECT_EQ(error_of("{% if true %}{{ x|nosuch }}{% endif %}"), "[chat_template] unsupported filter 'nosuch' at line 1");
+  EXPECT_EQ(error_of("{% if true %}{{ x|nosuch }}{% endif %}"),
+            "[chat_template] unsupported filter 'nosuch' at line 1");
   EXPECT_EQ(error_of("{{ 1 + 'a' }}"), "[chat_template] unsupported operand type(s) for +: 'int' and 'str' at line 1");
   EXPECT_EQ(error_of("\n\n{{ nope.attr }}"), "[chat_template] 'nope' is undefined at line 3");
   EXPECT_EQ(error_of("{{ x }"), "[chat_template] unterminated {{ tag at line 1");
-  EXPECT_EQ(error_of("{% for x in xs recursive %}{% endfor %}"), "[chat_template] unsupported 'recursive' for loop at line 1");
+  EXPECT_EQ(error_of("{% for x in xs recursive %}{% endfor %}"),
+            "[chat_template] unsupported 'recursive' for loop at line 1");
 }
 
 TEST(ChatTemplate, RunawayTemplatesFailCleanly) {
-  EXPECT_NE(error_of("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}").find("too deep"), std::string::npos);
+  EXPECT_NE(error_of("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}").find("too deep"),
+            std::string::npos);
   std::string nested;
   for (int i = 0; i < 1000; ++i) nested += "{% if true %}";
   EXPECT_NE(error_of(nested).find("too deep"), std::string::npos);
@@ -180,9 +185,14 @@ TEST(ChatTemplate, MalformedTemplatesNeverCrash) {
     for (int e = 0; e < edits; ++e) {
       size_t at = rng() % (s.size() + 1);
       switch (rng() % 3) {
-        case 0: if (at < s.size()) s.erase(at, 1 + rng() % 3); break;
-        case 1: s.insert(at, 1, alphabet[rng() % alphabet.size()]); break;
-        default: if (at < s.size()) s[at] = alphabet[rng() % alphabet.size()];
+        case 0:
+          if (at < s.size()) s.erase(at, 1 + rng() % 3);
+          break;
+        case 1:
+          s.insert(at, 1, alphabet[rng() % alphabet.size()]);
+          break;
+        default:
+          if (at < s.size()) s[at] = alphabet[rng() % alphabet.size()];
       }
     }
     attempt(s);

@@ -18,8 +18,8 @@ namespace mx = mlx::core;
 
 using namespace mlxgp;
 using mlxgp::testing::error_of;
-using mlxgp::testing::to_vec;
 using mlxgp::testing::FakeModel;
+using mlxgp::testing::to_vec;
 
 namespace {
 
@@ -28,7 +28,6 @@ const float kInf = std::numeric_limits<float>::infinity();
 mx::array row(std::vector<float> v) { return mx::array(v.data(), {1, static_cast<int>(v.size())}); }
 
 mx::array none() { return mx::array(0); }
-
 
 GenerationConfig greedy(int max_new) {
   GenerationConfig c;
@@ -176,7 +175,8 @@ TEST(Generator, ContextLimit) {
 
 TEST(Generator, RejectsBadPrompts) {
   FakeModel m(16, 100);
-  EXPECT_EQ(error_of([&] { run(m, {1, 16}, greedy(1)); }), "[generate] token id 16 is outside the vocabulary (size 16)");
+  EXPECT_EQ(error_of([&] { run(m, {1, 16}, greedy(1)); }),
+            "[generate] token id 16 is outside the vocabulary (size 16)");
   EXPECT_EQ(error_of([&] { run(m, {-1}, greedy(1)); }), "[generate] token id -1 is outside the vocabulary (size 16)");
   EXPECT_EQ(error_of([&] { run(m, {}, greedy(1)); }), "[generate] the prompt is empty");
   auto bad = greedy(1);

@@ -48,7 +48,8 @@ std::vector<std::vector<int>> run_rows(Model& m, const GenerationConfig& c, std:
 // to one token.
 class Recorder : public LogitsProcessor {
  public:
-  Recorder(int token, float boost, std::shared_ptr<std::vector<float>> seen) : token_(token), boost_(boost), seen_(seen) {}
+  Recorder(int token, float boost, std::shared_ptr<std::vector<float>> seen)
+      : token_(token), boost_(boost), seen_(seen) {}
   mx::array apply(const mx::array& logits, const mx::array&) override {
     if (seen_->empty()) *seen_ = mlxgp::testing::to_vec(logits);
     auto bump = mx::multiply(mx::astype(mx::equal(mx::arange(logits.shape(1)), mx::array(token_)), mx::float32),

@@ -55,8 +55,7 @@ TEST(GeneratorCaches, RotatingCacheFollowsGenerateStep) {
     auto last = mx::slice(l, {0, l.shape(1) - 1, 0}, {1, l.shape(1), l.shape(2)});
     return mx::argmax(mx::reshape(last, {-1})).item<uint32_t>();
   };
-  for (size_t i = 0; i + 1 < ids.size(); i += 6)
-    fwd({ids.begin() + i, ids.begin() + std::min(i + 6, ids.size() - 1)});
+  for (size_t i = 0; i + 1 < ids.size(); i += 6) fwd({ids.begin() + i, ids.begin() + std::min(i + 6, ids.size() - 1)});
   std::vector<int> want = {static_cast<int>(fwd({ids.back()}))};
   while (want.size() < 12) want.push_back(static_cast<int>(fwd({want.back()})));
   EXPECT_EQ(got, want);
@@ -81,7 +80,7 @@ TEST(GeneratorCaches, PromptCacheGivesTheSameTokens) {
   GeneratorOptions o;
   o.prompt_cache = std::make_shared<PromptCache>(make_prompt_cache(*model, {ids.begin(), ids.begin() + 13}));
   EXPECT_EQ(run(*model, c, o), plain);
-  EXPECT_EQ(run(*model, c, o), plain);  // the saved prefix is reusable
+  EXPECT_EQ(run(*model, c, o), plain);                                             // the saved prefix is reusable
   o.prompt_cache = std::make_shared<PromptCache>(make_prompt_cache(*model, ids));  // all of it: last one recomputed
   EXPECT_EQ(run(*model, c, o), plain);
   o.prompt_cache = std::make_shared<PromptCache>(make_prompt_cache(*model, {1, 2}));

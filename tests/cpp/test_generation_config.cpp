@@ -12,7 +12,6 @@ using mlxgp::testing::error_of;
 
 namespace {
 
-
 GenerationConfig from_user(const std::string& json) {
   GenerationConfig c;
   apply_generation_config_json(c, json, ConfigSource::User);
@@ -87,8 +86,7 @@ TEST(GenerationConfig, MalformedJsonAndWrongTypes) {
             std::string::npos);
   EXPECT_NE(error_of([] { from_user(R"({"do_sample": 1})"); }).find("field 'do_sample' expects true or false"),
             std::string::npos);
-  EXPECT_NE(error_of([] { from_user(R"({"eos_token_id": ["a"]})"); }).find("field 'eos_token_id'"),
-            std::string::npos);
+  EXPECT_NE(error_of([] { from_user(R"({"eos_token_id": ["a"]})"); }).find("field 'eos_token_id'"), std::string::npos);
   EXPECT_NE(error_of([] { from_user(R"({"seed": -1})"); }).find("field 'seed'"), std::string::npos);
 }
 
@@ -98,7 +96,8 @@ TEST(GenerationConfig, UnknownFieldRejectedByName) {
 }
 
 TEST(GenerationConfig, UnimplementedFieldRejectedByNameUnlessNeutral) {
-  EXPECT_EQ(error_of([] { from_user(R"({"penalty_alpha": 0.6})"); }), "[config] field 'penalty_alpha' is not implemented yet");
+  EXPECT_EQ(error_of([] { from_user(R"({"penalty_alpha": 0.6})"); }),
+            "[config] field 'penalty_alpha' is not implemented yet");
   EXPECT_EQ(error_of([] { from_user(R"({"dola_layers": "low"})"); }),
             "[config] field 'dola_layers' is not implemented yet");
   EXPECT_EQ(error_of([] { from_user(R"({"encoder_repetition_penalty": 1.5})"); }),
@@ -139,7 +138,8 @@ TEST(GenerationConfig, ValidationNamesEachBadSetting) {
       {"pad_token_id", "-2", "[config] field 'pad_token_id' must be >= 0, got -2"},
       {"max_time", "0", "[config] field 'max_time' must be > 0, got 0"},
       {"num_return_sequences", "2",
-       "[config] field 'num_return_sequences' > 1 needs do_sample=true or num_beams > 1 (greedy search would return identical "
+       "[config] field 'num_return_sequences' > 1 needs do_sample=true or num_beams > 1 (greedy search would return "
+       "identical "
        "sequences)"},
       {"num_return_sequences", "0", "[config] field 'num_return_sequences' must be >= 1, got 0"},
       {"temperature", "nan", "[config] field 'temperature' must be a finite number, got nan"},
@@ -153,8 +153,7 @@ TEST(GenerationConfig, ValidationNamesEachBadSetting) {
   greedy_t0.temperature = 0;
   EXPECT_NO_THROW(validate(greedy_t0));  // temperature is unused when greedy
   greedy_t0.do_sample = true;
-  EXPECT_NE(error_of([&] { validate(greedy_t0); }).find("'temperature' must be > 0 when do_sample"),
-            std::string::npos);
+  EXPECT_NE(error_of([&] { validate(greedy_t0); }).find("'temperature' must be > 0 when do_sample"), std::string::npos);
 }
 
 TEST(GenerationConfig, TextValuesAndUnknownNames) {

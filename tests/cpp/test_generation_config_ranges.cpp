@@ -25,8 +25,9 @@ TEST(GenerationConfigRanges, TextBeyondTheFieldTypeIsOutOfRange) {
 
 TEST(GenerationConfigRanges, JsonBeyondInt32IsOutOfRange) {
   GenerationConfig c;
-  EXPECT_EQ(error_of([&] { apply_generation_config_json(c, R"({"max_new_tokens": 1000000000000})", ConfigSource::User); }),
-            "[config] field 'max_new_tokens' is out of range (max 2147483647), got 1000000000000");
+  EXPECT_EQ(
+      error_of([&] { apply_generation_config_json(c, R"({"max_new_tokens": 1000000000000})", ConfigSource::User); }),
+      "[config] field 'max_new_tokens' is out of range (max 2147483647), got 1000000000000");
   EXPECT_EQ(error_of([&] { apply_generation_config_json(c, R"({"top_k": -3e12})", ConfigSource::User); }),
             "[config] field 'top_k' is out of range (min -2147483648), got -3000000000000.0");
 }

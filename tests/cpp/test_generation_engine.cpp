@@ -307,9 +307,10 @@ TEST(BatchEngine, RequestsJoiningAndLeavingAtRandomStepsEqualTheirSoloRuns) {
       // Submit 0-2 requests before each step, so they join a batch already running.
       for (int k = rng() % 3; k > 0 && next < cases.size(); --k, ++next) {
         const size_t i = next;
-        ids[i] = engine.submit({cases[i].prompt, cases[i].config, {}, [&streamed, i](int row, int token, const std::string&) {
-                                  if (row == 0) streamed[i].push_back(token);
-                                }});
+        ids[i] = engine.submit(
+            {cases[i].prompt, cases[i].config, {}, [&streamed, i](int row, int token, const std::string&) {
+               if (row == 0) streamed[i].push_back(token);
+             }});
       }
       for (int id : engine.step())
         for (size_t i = 0; i < cases.size(); ++i)
@@ -319,7 +320,8 @@ TEST(BatchEngine, RequestsJoiningAndLeavingAtRandomStepsEqualTheirSoloRuns) {
       ASSERT_TRUE(got[i]) << "request " << i;
       ASSERT_EQ(got[i]->sequences.size(), alone[i].sequences.size());
       for (size_t s = 0; s < alone[i].sequences.size(); ++s) {
-        EXPECT_EQ(got[i]->sequences[s].token_ids, alone[i].sequences[s].token_ids) << "trial " << trial << " request " << i;
+        EXPECT_EQ(got[i]->sequences[s].token_ids, alone[i].sequences[s].token_ids)
+            << "trial " << trial << " request " << i;
         EXPECT_EQ(got[i]->sequences[s].finish_reason, alone[i].sequences[s].finish_reason);
         EXPECT_EQ(got[i]->sequences[s].logprobs.size(), alone[i].sequences[s].logprobs.size());
         for (size_t k = 0; k < alone[i].sequences[s].logprobs.size(); ++k)
@@ -344,8 +346,8 @@ TEST(BatchEngine, HooksActOnEveryRowAsOnItsSoloRun) {
   for (size_t i = 0; i < cases.size(); ++i) {
     auto alone = generate(*m, nullptr, cases[i].prompt, cases[i].config);
     EXPECT_EQ(batched[i].sequences[0].token_ids, alone.sequences[0].token_ids) << "request " << i;
-    differs_from_unhooked +=
-        generate(*bare, nullptr, cases[i].prompt, cases[i].config).sequences[0].token_ids != alone.sequences[0].token_ids;
+    differs_from_unhooked += generate(*bare, nullptr, cases[i].prompt, cases[i].config).sequences[0].token_ids !=
+                             alone.sequences[0].token_ids;
   }
   EXPECT_GT(differs_from_unhooked, 0);  // the hooks bite
 }

@@ -49,7 +49,7 @@ TEST(Processors, NoRepeatNGramBansTheTokenThatWouldRepeatABigram) {
 TEST(Processors, MinNewTokensBansEosUntilEnoughNewTokens) {
   auto p = make_min_new_tokens(2, {3});
   p->on_prompt(ids({5, 5}));
-  EXPECT_EQ(to_vec(p->apply(scores({1, 1, 1, 1}), ids({5, 5, 1})))[3], -kInf);     // 1 new token
+  EXPECT_EQ(to_vec(p->apply(scores({1, 1, 1, 1}), ids({5, 5, 1})))[3], -kInf);    // 1 new token
   EXPECT_EQ(to_vec(p->apply(scores({1, 1, 1, 1}), ids({5, 5, 1, 2})))[3], 1.0f);  // 2 new tokens
 }
 
@@ -83,8 +83,8 @@ TEST(Processors, EpsilonCutoffKeepsTheTopTokenEvenBelowEpsilon) {
   // (ties with the max survive too, as HF compares against the top-1 value).
   auto out = to_vec(make_epsilon_warper(0.5)->apply(scores({0, 0, 0, 0}), mx::array(0)));
   EXPECT_EQ(out, (std::vector<float>{0, 0, 0, 0}));
-  auto out2 = to_vec(make_epsilon_warper(0.3)->apply(scores({std::log(0.7f), std::log(0.2f), std::log(0.1f)}),
-                                                  mx::array(0)));
+  auto out2 =
+      to_vec(make_epsilon_warper(0.3)->apply(scores({std::log(0.7f), std::log(0.2f), std::log(0.1f)}), mx::array(0)));
   EXPECT_TRUE(std::isfinite(out2[0]));
   EXPECT_EQ(out2[1], -kInf);
   EXPECT_EQ(out2[2], -kInf);

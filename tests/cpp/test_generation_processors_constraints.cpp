@@ -48,7 +48,8 @@ TEST(PresenceFrequency, CountsOnlyGeneratedTokens) {
 TEST(PresenceFrequency, PerRowAndNegativeValuesReward) {
   auto p = make_presence_frequency_penalty(-1.0, 0.0);
   p->on_prompt(ids({0, 0}, 2));
-  EXPECT_EQ(to_vec(p->apply(scores({0, 0, 0, 0, 0, 0}, 2), ids({0, 1, 0, 2}, 2))), (std::vector<float>{0, 1, 0, 0, 0, 1}));
+  EXPECT_EQ(to_vec(p->apply(scores({0, 0, 0, 0, 0, 0}, 2), ids({0, 1, 0, 2}, 2))),
+            (std::vector<float>{0, 1, 0, 0, 0, 1}));
   // -inf stays -inf.
   EXPECT_EQ(to_vec(p->apply(scores({0, -kInf, 0, 0, 0, 0}, 2), ids({0, 1, 0, 2}, 2)))[1], -kInf);
 }

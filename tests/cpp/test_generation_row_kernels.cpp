@@ -95,7 +95,8 @@ TEST(RowKernels, Processors) {
   check("repetition_penalty", [] { return make_repetition_penalty(1.3); });
   check("no_repeat_ngram 2", [] { return make_no_repeat_ngram(2); });
   check("no_repeat_ngram 3", [] { return make_no_repeat_ngram(3); });
-  check("sequence_bias", [] { return make_sequence_bias({{{3}, 1.5}, {{1, 2}, -2.0}, {{4, 4}, 0.5}, {{7, 3}, 0.25}}); });
+  check("sequence_bias",
+        [] { return make_sequence_bias({{{3}, 1.5}, {{1, 2}, -2.0}, {{4, 4}, 0.5}, {{7, 3}, 0.25}}); });
   check("bad_words", [] { return make_bad_words({{7}, {1, 3}, {2}}, kEos); });
   check("exponential_decay", [] { return make_exponential_decay(1, 1.5, kEos); });
   check("min_length", [] { return make_min_length(20, std::nullopt, kEos); });

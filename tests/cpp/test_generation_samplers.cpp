@@ -156,7 +156,8 @@ TEST(LlamaSamplers, MirostatTruncationAndMu) {
       auto kept = to_vec(from);
       int n_kept = 0;
       for (int i = 0; i < 200; ++i) {
-        EXPECT_EQ(!std::isinf(kept[i]), static_cast<bool>(host.keep[i])) << "v" << version << " step " << step << " token " << i;
+        EXPECT_EQ(!std::isinf(kept[i]), static_cast<bool>(host.keep[i]))
+            << "v" << version << " step " << step << " token " << i;
         n_kept += !std::isinf(kept[i]);
       }
       truncated_steps += n_kept < 200;
@@ -181,7 +182,8 @@ TEST(LlamaSamplers, ConfigRefusals) {
     set(c);
     return error_of([&] { validate(c); });
   };
-  EXPECT_NE(with([](auto& c) { c.mirostat = 2; }).find("cannot be combined with top_k=50 (set top_k=0)"), std::string::npos);
+  EXPECT_NE(with([](auto& c) { c.mirostat = 2; }).find("cannot be combined with top_k=50 (set top_k=0)"),
+            std::string::npos);
   auto accepted = [](auto set) {
     GenerationConfig c;
     c.do_sample = true;
@@ -197,8 +199,10 @@ TEST(LlamaSamplers, ConfigRefusals) {
             std::string::npos);
   EXPECT_NE(with([](auto& c) { c.mirostat = 3; }).find("field 'mirostat' must be in [0, 2], got 3"), std::string::npos);
   EXPECT_NE(with([](auto& c) { c.xtc_probability = 0.5, c.num_beams = 2; }).find("xtc_probability"), std::string::npos);
-  EXPECT_NE(with([](auto& c) { c.xtc_probability = 0.5, c.do_sample = false; }).find("needs do_sample"), std::string::npos);
-  EXPECT_NE(with([](auto& c) { c.xtc_threshold = 0.6; }).find("field 'xtc_threshold' must be in [0, 0.5]"), std::string::npos);
+  EXPECT_NE(with([](auto& c) { c.xtc_probability = 0.5, c.do_sample = false; }).find("needs do_sample"),
+            std::string::npos);
+  EXPECT_NE(with([](auto& c) { c.xtc_threshold = 0.6; }).find("field 'xtc_threshold' must be in [0, 0.5]"),
+            std::string::npos);
   EXPECT_NE(with([](auto& c) { c.top_n_sigma = 1.0, c.do_sample = false; }).find("top_n_sigma"), std::string::npos);
   EXPECT_NE(with([](auto& c) { c.top_n_sigma = NAN; }).find("finite"), std::string::npos);
   EXPECT_NE(with([](auto& c) { c.dry_base = 0.5; }).find("dry_base"), std::string::npos);

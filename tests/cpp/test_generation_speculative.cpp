@@ -73,7 +73,7 @@ TEST(Acceptance, RejectionSamplingEmitsTheTargetDistribution) {
   auto lp = mx::log(mx::array(p.data(), {1, 4}));
   auto lq = mx::log(mx::array(q.data(), {1, 4}));
   auto target = mx::concatenate({lp, lp}, 0);  // position 0 and the bonus position
-  const int n = 1500;  // the draft alone (q) or p without the residual would be many sigmas off
+  const int n = 1500;                          // the draft alone (q) or p without the residual would be many sigmas off
   // n independent verdicts, evaluated as one graph.
   std::vector<mx::array> emitted;
   auto keys = mx::random::split(mx::random::key(7), n);
@@ -159,8 +159,9 @@ TEST(Speculative, ClearErrors) {
   c.use_speculative = true;
   c.draft_layers = 1;
   auto other_vocab = std::make_shared<FakeModel>(32, 1024);
-  EXPECT_NE(error_of([&] { speculative_generate(target, nullptr, {3}, c, {}, {}, other_vocab); })
-                .find("[config] the draft model's vocabulary"),
+  EXPECT_NE(error_of([&] {
+              speculative_generate(target, nullptr, {3}, c, {}, {}, other_vocab);
+            }).find("[config] the draft model's vocabulary"),
             std::string::npos);
   auto draft = std::make_shared<FakeModel>(16, 1024);
   auto g = c;
@@ -170,8 +171,9 @@ TEST(Speculative, ClearErrors) {
   auto rot = c;
   rot.max_kv_size = 8;
   rot.kv_keep = 0;
-  EXPECT_NE(error_of([&] { speculative_generate(target, nullptr, {3}, rot, {}, {}, draft); })
-                .find("[generate] speculative decoding needs KV caches that can roll back"),
+  EXPECT_NE(error_of([&] {
+              speculative_generate(target, nullptr, {3}, rot, {}, {}, draft);
+            }).find("[generate] speculative decoding needs KV caches that can roll back"),
             std::string::npos);
 }
 

@@ -49,14 +49,23 @@ bool stops(const std::vector<std::string>& stop_strings, const std::vector<std::
 
 TEST(StopStrings, MatchesWhenTheStringEndsInTheLastToken) {
   // transformers StopStringCriteria's docstring: these end generation for "stop" ...
-  for (auto pieces : std::vector<std::vector<std::string>>{
-           {"st", "op"}, {"stop"}, {"st", "opera"}, {"sto", "pper"}, {"las", "topper"}, {"s", "to", "pped"},
-           {"x", "nonstop"}, {"a", "b", "s", "t", "o", "p"}})
+  for (auto pieces : std::vector<std::vector<std::string>>{{"st", "op"},
+                                                           {"stop"},
+                                                           {"st", "opera"},
+                                                           {"sto", "pper"},
+                                                           {"las", "topper"},
+                                                           {"s", "to", "pped"},
+                                                           {"x", "nonstop"},
+                                                           {"a", "b", "s", "t", "o", "p"}})
     EXPECT_TRUE(stops({"stop"}, pieces)) << pieces.back();
   // ... and these do not: the string is already complete without the last token, or broken.
-  for (auto pieces : std::vector<std::vector<std::string>>{
-           {"stop", "at"}, {"st", "op", "at"}, {"st", "opera", "tion"}, {"s", "x", "top"}, {"sto", "xp"},
-           {"st", "o"}, {"op"}})
+  for (auto pieces : std::vector<std::vector<std::string>>{{"stop", "at"},
+                                                           {"st", "op", "at"},
+                                                           {"st", "opera", "tion"},
+                                                           {"s", "x", "top"},
+                                                           {"sto", "xp"},
+                                                           {"st", "o"},
+                                                           {"op"}})
     EXPECT_FALSE(stops({"stop"}, pieces)) << pieces.back();
 }
 

@@ -110,7 +110,8 @@ TEST(GrammarConstraint, EveryRowStaysInsideTheRegexAndEndsOnlyWhereItMay) {
   // Rows are matched by their ids, whatever order they come in (beams reorder and duplicate rows): the
   // first row's tokens given as three rows get the first row's mask three times.
   std::vector<std::vector<int>> first(3, rows[0]);
-  if (first[0].back() == eos) for (auto& f : first) f.pop_back();
+  if (first[0].back() == eos)
+    for (auto& f : first) f.pop_back();
   auto q = p->clone();
   auto masks = mx::isinf(q->apply(mx::zeros({3, vocab}), ids_of(first)));
   auto alone = mx::isinf(p->apply(mx::zeros({1, vocab}), ids_of({first[0]})));

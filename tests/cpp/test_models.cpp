@@ -125,7 +125,8 @@ TEST(LoadErrors, MalformedAndIncompleteConfig) {
   write_file(dir / "config.json", tiny_config_json("gpt_bigcode"));
   std::string list;  // the registry's own list (Registry.ListsBuiltinsAndRejectsUnknown pins it)
   for (auto& t : supported_model_types()) list += (list.empty() ? "" : ", ") + t;
-  EXPECT_EQ(error_of([&] { load(dir.string()); }), "[model] unknown model_type 'gpt_bigcode' (supported: " + list + ")");
+  EXPECT_EQ(error_of([&] { load(dir.string()); }),
+            "[model] unknown model_type 'gpt_bigcode' (supported: " + list + ")");
 }
 
 TEST(LoadErrors, CorruptSafetensors) {
@@ -139,9 +140,9 @@ TEST(LoadErrors, CorruptSafetensors) {
     EXPECT_EQ(msg.rfind("[safetensors] ", 0), 0u) << msg;
     EXPECT_NE(msg.find(fragment), std::string::npos) << msg;
   };
-  expect(good.substr(0, good.size() / 2), "outside");           // truncated data
-  expect(good.substr(0, 5), "truncated");                       // no header
-  expect(good.substr(0, 100), "header length");                 // truncated header
+  expect(good.substr(0, good.size() / 2), "outside");  // truncated data
+  expect(good.substr(0, 5), "truncated");              // no header
+  expect(good.substr(0, 100), "header length");        // truncated header
   std::string huge = good;
   uint64_t len = 1ULL << 60;
   std::memcpy(huge.data(), &len, 8);

@@ -101,8 +101,9 @@ TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
   EXPECT_EQ(legacy.head_dim, 16);
   auto qwen = parse_model_config(tiny_config_json("qwen2", R"(, "sliding_window": 16, "use_sliding_window": false)"));
   EXPECT_FALSE(qwen.sliding_window);
-  EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("llama", R"(, "rope_scaling": {"rope_type": "yarn"})")); }),
-            "[config] unsupported rope_type 'yarn' (supported: default, linear, llama3, longrope)");
+  EXPECT_EQ(
+      error_of([] { parse_model_config(tiny_config_json("llama", R"(, "rope_scaling": {"rope_type": "yarn"})")); }),
+      "[config] unsupported rope_type 'yarn' (supported: default, linear, llama3, longrope)");
   EXPECT_EQ(error_of([] { parse_model_config("[1, 2]"); }), "[config] config.json must be a JSON object");
   EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("llama", R"(, "hidden_size": -4)")); }),
             "[config] field 'hidden_size' is out of range");
@@ -126,7 +127,8 @@ TEST(Config, ParsesArchitectureFields) {
       "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0)"));
   EXPECT_EQ(old3.sliding_layers, (std::vector<bool>{true, false}));
   EXPECT_FLOAT_EQ(*old3.sliding_rope_theta, 1e4f);
-  auto g2 = parse_model_config(tiny_config_json("gemma2", R"(, "sliding_window": 8, "hidden_activation": "gelu_pytorch_tanh",
+  auto g2 =
+      parse_model_config(tiny_config_json("gemma2", R"(, "sliding_window": 8, "hidden_activation": "gelu_pytorch_tanh",
       "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0)"));
   EXPECT_EQ(g2.sliding_layers, (std::vector<bool>{true, false}));
   EXPECT_EQ(g2.hidden_act, "gelu_pytorch_tanh");
@@ -151,12 +153,15 @@ TEST(Config, ParsesArchitectureFields) {
     return error_of([&] { parse_model_config(tiny_config_json(mt, extra)); });
   };
   EXPECT_NE(err("phi3", R"(, "rope_scaling": {"type": "longrope", "short_factor": [1], "long_factor": [1]})")
-                .find("short_factor and long_factor must each hold"), std::string::npos);
+                .find("short_factor and long_factor must each hold"),
+            std::string::npos);
   EXPECT_NE(err("phi3", R"(, "partial_rotary_factor": 1.5)").find("partial_rotary_factor"), std::string::npos);
   EXPECT_NE(err("smollm3", R"(, "no_rope_layers": [1])").find("no_rope_layers"), std::string::npos);
   EXPECT_NE(err("gemma2", R"(, "final_logit_softcapping": -1)").find("final_logit_softcapping"), std::string::npos);
-  EXPECT_NE(err("gemma3_text", R"(, "rope_parameters": {"full_attention": {"rope_theta": 10000.0}, "chunked_attention": {}})").find("unknown layer type"),
-            std::string::npos);
+  EXPECT_NE(
+      err("gemma3_text", R"(, "rope_parameters": {"full_attention": {"rope_theta": 10000.0}, "chunked_attention": {}})")
+          .find("unknown layer type"),
+      std::string::npos);
   EXPECT_NE(err("gemma3_text", R"(, "use_bidirectional_attention": true)").find("use_bidirectional_attention"),
             std::string::npos);
 }
@@ -171,7 +176,8 @@ TEST(Forward, CachedDecodeMatchesFullForward) {
   for (int chunk : {1, 3}) {
     auto caches = model->make_caches();
     std::vector<mx::array> parts = {model->forward(ids_array(ids, 0, 5), caches)};
-    for (int i = 5; i < T; i += chunk) parts.push_back(model->forward(ids_array(ids, i, std::min(T, i + chunk)), caches));
+    for (int i = 5; i < T; i += chunk)
+      parts.push_back(model->forward(ids_array(ids, i, std::min(T, i + chunk)), caches));
     EXPECT_EQ(caches[0]->offset(), T);
     EXPECT_LT(max_abs_diff(mx::concatenate(parts, 1), full), 1e-5f) << "chunk " << chunk;
   }
@@ -218,7 +224,8 @@ TEST(Forward, QuantizedLinearsMatchTheirDequantizedWeights) {
 TEST(Forward, SlidingWindowPrefillEqualsCachedDecode) {
   // transformers' sliding-window mask: the 12-token prefill and a decode through the cache (whose
   // single queries see more than the window of keys) must agree, and differ from full attention.
-  auto slide = create_model(parse_model_config(tiny_config_json("mistral", R"(, "sliding_window": 4)")), tiny_weights(5));
+  auto slide =
+      create_model(parse_model_config(tiny_config_json("mistral", R"(, "sliding_window": 4)")), tiny_weights(5));
   auto full = create_model(parse_model_config(tiny_config_json("mistral")), tiny_weights(5));
   std::vector<int> ids = {9, 8, 7, 6, 5, 4, 3, 2, 11, 12, 13, 14};
   auto c1 = slide->make_caches(), c2 = slide->make_caches(), c3 = full->make_caches();

@@ -20,11 +20,19 @@ namespace {
 // Offsets of the fp16 super-block scales in each block (ggml-common.h); other bytes are any value.
 std::vector<int> half_offsets(uint32_t type) {
   switch (type) {
-    case k::kGgmlQ2_K: return {80, 82};
-    case k::kGgmlQ3_K: return {108};
-    case k::kGgmlQ6_K: return {208};
-    case k::kGgmlQ4_1: case k::kGgmlQ5_1: case k::kGgmlQ4_K: case k::kGgmlQ5_K: return {0, 2};
-    default: return {0};
+    case k::kGgmlQ2_K:
+      return {80, 82};
+    case k::kGgmlQ3_K:
+      return {108};
+    case k::kGgmlQ6_K:
+      return {208};
+    case k::kGgmlQ4_1:
+    case k::kGgmlQ5_1:
+    case k::kGgmlQ4_K:
+    case k::kGgmlQ5_K:
+      return {0, 2};
+    default:
+      return {0};
   }
 }
 
@@ -59,7 +67,7 @@ TEST_F(GgmlKernels, MatmulEqualsDequantizeThenMatmul) {
   uint32_t seed = 1;
   for (uint32_t type : kAllTypes)
     for (auto [N, K] : {std::pair{67, 512}, std::pair{1031, 768}})  // partial tiles; several threads
-      for (int M : {1, 3, 8, 13}) {  // 13 rows take the dequantize + BLAS path
+      for (int M : {1, 3, 8, 13}) {                                 // 13 rows take the dequantize + BLAS path
         SCOPED_TRACE("type " + std::to_string(type) + " M=" + std::to_string(M) + " N=" + std::to_string(N));
         auto w = random_blocks(type, N, K, seed++);
         auto x = mx::random::normal({M, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));

@@ -15,7 +15,6 @@ namespace mx = mlx::core;
 namespace mlxgp::testing {
 namespace {
 
-
 mx::array random_vector(int n, uint64_t seed) { return mx::random::normal({n}, 0.0f, 1.0f, mx::random::key(seed)); }
 
 // RMSNorm with the model's final norm weight, by hand.
@@ -150,14 +149,17 @@ TEST(Hooks, ExtraParamsRoundTripThroughSafetensors) {
 TEST(Hooks, BadSettingsAreClearErrors) {
   TinyModel t;
   auto& m = *t.model;
-  EXPECT_EQ(error_of([&] { add_hook(m, std::make_shared<ResidualInjectionHook>(std::vector<int>{2}, mx::zeros({32}), 1.0)); }),
+  EXPECT_EQ(error_of([&] {
+              add_hook(m, std::make_shared<ResidualInjectionHook>(std::vector<int>{2}, mx::zeros({32}), 1.0));
+            }),
             "[hooks] layer 2 is out of range (the model has layers 0-1)");
   add_hook(m, std::make_shared<ResidualInjectionHook>(std::vector<int>{0}, VectorSource("_missing"), 1.0));
   EXPECT_EQ(error_of([&] { logits_of(m, {1}); }), "[params] no extra parameter '_missing'");
   m.hooks().clear();
   add_hook(m, std::make_shared<ResidualInjectionHook>(std::vector<int>{0}, mx::zeros({31}), 1.0));
   EXPECT_NE(error_of([&] { logits_of(m, {1}); }).find("must have shape [32]"), std::string::npos);
-  EXPECT_EQ(error_of([] { parse_hook_positions("some"); }), "[hooks] positions must be all, prompt or generated, got 'some'");
+  EXPECT_EQ(error_of([] { parse_hook_positions("some"); }),
+            "[hooks] positions must be all, prompt or generated, got 'some'");
 }
 
 }  // namespace

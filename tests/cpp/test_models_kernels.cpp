@@ -64,13 +64,12 @@ TEST_F(Kernels, QuantizedMatmulMatchesMlxForEachFormat) {
   uint64_t seed = 1;
   // Every SIMD path this CPU can run (a cap above the machine's ISA just keeps the best one).
   for (const char* isa : {"portable", "avx2", "avx512"}) {
-  SCOPED_TRACE(isa);
-  ASSERT_TRUE(mlxgp::kernels::set_cpu_isa_cap(isa));
-  for (int bits : {4, 5, 8})
-    for (int group : {32, 64})
-      for (auto dt : {mx::float32, mx::float16, mx::bfloat16})
-        for (int M : {1, 2, 3, 5, 8, 13})
-          check({bits, group, M, 67, 192, dt}, seed++);
+    SCOPED_TRACE(isa);
+    ASSERT_TRUE(mlxgp::kernels::set_cpu_isa_cap(isa));
+    for (int bits : {4, 5, 8})
+      for (int group : {32, 64})
+        for (auto dt : {mx::float32, mx::float16, mx::bfloat16})
+          for (int M : {1, 2, 3, 5, 8, 13}) check({bits, group, M, 67, 192, dt}, seed++);
   }
   EXPECT_FALSE(mlxgp::kernels::set_cpu_isa_cap("sse9"));
   mlxgp::kernels::set_cpu_isa_cap("avx512");
@@ -161,8 +160,7 @@ TEST_F(Kernels, DenseLinearBatchedViewsAndFallback) {
   EXPECT_EQ(got.shape(), (mx::Shape{2, 3, 40}));
   EXPECT_LE(rel_err(got, ref), 1e-5f);
   // Prefill-sized inputs and other dtypes go to mx::matmul.
-  auto big = mx::random::normal({mlxgp::kernels::kLinearMaxRows + 1, 64}, mx::float32, 0.0f, 1.0f,
-                                mx::random::key(13));
+  auto big = mx::random::normal({mlxgp::kernels::kLinearMaxRows + 1, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(13));
   EXPECT_FALSE(mlxgp::kernels::linear_supported(big, w));
   EXPECT_LE(rel_err(mlxgp::kernels::linear(big, w), mx::matmul(big, mx::transpose(w))), 0.0f);
   EXPECT_FALSE(mlxgp::kernels::linear_supported(mx::astype(x, mx::bfloat16), mx::astype(w, mx::bfloat16)));
@@ -171,7 +169,8 @@ TEST_F(Kernels, DenseLinearBatchedViewsAndFallback) {
 TEST_F(Kernels, SwiGluMatchesMlxValuesAndGradients) {
   REQUIRE_KERNELS();
   // Odd sizes (a SIMD tail), extreme values (exp clamping), a strided view.
-  auto g = mx::multiply(mx::random::normal({3, 37, 129}, mx::float32, 0.0f, 1.0f, mx::random::key(21)), mx::array(6.0f));
+  auto g =
+      mx::multiply(mx::random::normal({3, 37, 129}, mx::float32, 0.0f, 1.0f, mx::random::key(21)), mx::array(6.0f));
   g = mx::concatenate({g, mx::full({3, 37, 3}, mx::array(-200.0f)), mx::full({3, 37, 3}, mx::array(200.0f))}, 2);
   auto u = mx::random::normal(g.shape(), mx::float32, 0.0f, 1.0f, mx::random::key(22));
   auto ref_fn = [](const mx::array& a, const mx::array& b) { return mx::multiply(mx::multiply(a, mx::sigmoid(a)), b); };
@@ -181,8 +180,8 @@ TEST_F(Kernels, SwiGluMatchesMlxValuesAndGradients) {
   EXPECT_LE(rel_err(mlxgp::kernels::swiglu(gt, ut), ref_fn(gt, ut)), 1e-6f);
   // Gradients through the primitive's vjp against MLX's autodiff of the reference.
   auto loss = [&](auto f) {
-    return mx::grad([f](const std::vector<mx::array>& p) { return mx::sum(f(p[0], p[1])); }, std::vector<int>{0, 1})(
-        std::vector<mx::array>{g, u});
+    return mx::grad([f](const std::vector<mx::array>& p) { return mx::sum(f(p[0], p[1])); },
+                    std::vector<int>{0, 1})(std::vector<mx::array>{g, u});
   };
   auto got = loss([](const mx::array& a, const mx::array& b) { return mlxgp::kernels::swiglu(a, b); });
   auto ref = loss(ref_fn);
@@ -225,7 +224,10 @@ TEST_F(Kernels, RopeMatchesMlxValuesAndGradients) {
   REQUIRE_KERNELS();
   // The head split's strided view [B, T, H, D] -> [B, H, T, D], full and partial rotary dims, offsets,
   // position scaling (transformers' "linear" rope scaling).
-  struct C { int dims, offset; float base, scale; };
+  struct C {
+    int dims, offset;
+    float base, scale;
+  };
   for (auto c : {C{16, 0, 10000.0f, 1.0f}, C{16, 123, 100000.0f, 1.0f}, C{8, 5, 10000.0f, 0.25f}}) {
     SCOPED_TRACE("dims=" + std::to_string(c.dims) + " offset=" + std::to_string(c.offset));
     auto raw = mx::random::normal({2, 7, 3, 16}, mx::float32, 0.0f, 1.0f, mx::random::key(41 + c.offset));

@@ -34,8 +34,9 @@ std::vector<int> positions(const mx::array& keys) {
   return std::vector<int>(v.begin(), v.end());
 }
 
-std::vector<int> step(RotatingKVCache& c, int from, int t) { return positions(c.update(rows(from, t), rows(from, t)).first); }
-
+std::vector<int> step(RotatingKVCache& c, int from, int t) {
+  return positions(c.update(rows(from, t), rows(from, t)).first);
+}
 
 }  // namespace
 
@@ -55,7 +56,7 @@ TEST(RotatingKVCache, SingleTokensFormARingAfterTheKeptPositions) {
 TEST(RotatingKVCache, ChunkRestoresTemporalOrderAndKeepsMaxSizeMinusOneOld) {
   RotatingKVCache c(6, 2);
   for (int p = 0; p < 11; ++p) step(c, p, 1);  // ring: [0 1 10 7 8 9]
-  auto mask = c.make_mask(3);                    // decided before the chunk is stored
+  auto mask = c.make_mask(3);                  // decided before the chunk is stored
   EXPECT_EQ(step(c, 11, 3), (std::vector<int>{0, 1, 8, 9, 10, 11, 12, 13}));
   // Window mask over those 8 keys: query j (key index 5 + j) sees at most 6 keys ending at itself.
   ASSERT_EQ(mask.kind, AttentionMask::Kind::Array);

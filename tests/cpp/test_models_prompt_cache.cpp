@@ -49,18 +49,20 @@ TEST(PromptCache, RejectsOtherModelsAndBadFiles) {
   // Truncated.
   auto bytes = read_file(path);
   write_file(t / "cut.safetensors", bytes.substr(0, bytes.size() / 2));
-  EXPECT_EQ(error_of([&] { load_prompt_cache((t / "cut.safetensors").string(), *model); }).rfind("[safetensors]", 0), 0u);
+  EXPECT_EQ(error_of([&] { load_prompt_cache((t / "cut.safetensors").string(), *model); }).rfind("[safetensors]", 0),
+            0u);
   // Valid safetensors, wrong shapes under the right metadata.
   auto file = load_safetensors_file(path);
   file.tensors.insert_or_assign("layers.1.keys", mx::zeros({1, 2, 2, 8}));
   save_safetensors_atomic((t / "bad.safetensors").string(), file.tensors, file.metadata);
-  EXPECT_EQ(error_of([&] { load_prompt_cache((t / "bad.safetensors").string(), *model); }),
-            "[prompt-cache] '" + (t / "bad.safetensors").string() +
-                "': layer 1 keys/values must be floating [1, 2, 3, 8]");
+  EXPECT_EQ(
+      error_of([&] { load_prompt_cache((t / "bad.safetensors").string(), *model); }),
+      "[prompt-cache] '" + (t / "bad.safetensors").string() + "': layer 1 keys/values must be floating [1, 2, 3, 8]");
   // Not a prompt cache at all.
   save_safetensors_atomic((t / "plain.safetensors").string(), {{"x", mx::zeros({2})}});
-  EXPECT_NE(error_of([&] { load_prompt_cache((t / "plain.safetensors").string(), *model); })
-                .find("is not an mlxgp prompt cache"),
+  EXPECT_NE(error_of([&] {
+              load_prompt_cache((t / "plain.safetensors").string(), *model);
+            }).find("is not an mlxgp prompt cache"),
             std::string::npos);
 }
 

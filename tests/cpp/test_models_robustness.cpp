@@ -45,24 +45,29 @@ TEST(LoadRobustness, SafetensorsRangesMustTileTheDataArea) {
   };
   // Overlapping ranges, as the `safetensors` library rejects them ("invalid offset").
   auto msg = error_for(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-                           "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})", 12);
+                           "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})",
+                       12);
   EXPECT_EQ(msg, "[safetensors] " + path.string() +
                      ": invalid offset: tensor 'b' data [4, 12) overlaps tensor 'a' (data up to 8)");
   // One tensor sharing another's bytes.
   msg = error_for(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-                      "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", 8);
+                      "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})",
+                  8);
   EXPECT_NE(msg.find("invalid offset: tensor 'b' data [0, 8) overlaps tensor 'a'"), std::string::npos) << msg;
   // A gap between tensors, and bytes after the last one.
   msg = error_for(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-                      "b": {"dtype": "F32", "shape": [2], "data_offsets": [12, 20]}})", 20);
+                      "b": {"dtype": "F32", "shape": [2], "data_offsets": [12, 20]}})",
+                  20);
   EXPECT_NE(msg.find("invalid offset: tensor 'b' data starts at 12 but the previous tensor ends at 8"),
-            std::string::npos) << msg;
+            std::string::npos)
+      << msg;
   msg = error_for(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", 12);
   EXPECT_NE(msg.find("invalid offset: the tensors end at byte 8 of a 12-byte data area"), std::string::npos) << msg;
   // Exact tiling (zero-size tensors included) loads, in any header order.
   write_file(path, safetensors_bytes(R"({"b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]},
                                          "e": {"dtype": "F32", "shape": [0], "data_offsets": [8, 8]},
-                                         "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", 16));
+                                         "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})",
+                                     16));
   EXPECT_EQ(load_safetensors_file(path.string()).tensors.size(), 3u);
 }
 
@@ -124,9 +129,11 @@ TEST(LoadRobustness, GgufBlockCountBeyondItsTensorsIsRejectedBeforeAllocating) {
   auto w = tiny_weights();
   std::unordered_map<std::string, mx::array> g;
   const std::pair<const char*, const char*> names[] = {
-      {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"}, {"self_attn.q_proj", "attn_q"},
-      {"self_attn.k_proj", "attn_k"},   {"self_attn.v_proj", "attn_v"},           {"self_attn.o_proj", "attn_output"},
-      {"mlp.gate_proj", "ffn_gate"},    {"mlp.up_proj", "ffn_up"},                {"mlp.down_proj", "ffn_down"}};
+      {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"},
+      {"self_attn.q_proj", "attn_q"},   {"self_attn.k_proj", "attn_k"},
+      {"self_attn.v_proj", "attn_v"},   {"self_attn.o_proj", "attn_output"},
+      {"mlp.gate_proj", "ffn_gate"},    {"mlp.up_proj", "ffn_up"},
+      {"mlp.down_proj", "ffn_down"}};
   g.emplace("token_embd.weight", w.at("model.embed_tokens.weight"));
   g.emplace("output.weight", w.at("lm_head.weight"));
   g.emplace("output_norm.weight", w.at("model.norm.weight"));

@@ -63,15 +63,14 @@ inline std::string read_file(const fs::path& p) {
 inline std::string tiny_config_json(const std::string& model_type = "llama", const std::string& extra = "") {
   return R"({"model_type": ")" + model_type + R"(", "vocab_size": 64, "hidden_size": 32,
     "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false)" + extra + "}";
+    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false)" +
+         extra + "}";
 }
 
 inline WeightMap tiny_weights(uint64_t seed = 0) {
   WeightMap w;
   uint64_t n = 0;
-  auto rnd = [&](const mx::Shape& s) {
-    return mx::random::normal(s, 0.0f, 0.2f, mx::random::key(seed * 1000 + ++n));
-  };
+  auto rnd = [&](const mx::Shape& s) { return mx::random::normal(s, 0.0f, 0.2f, mx::random::key(seed * 1000 + ++n)); };
   auto ones = [&](int d) { return mx::add(mx::ones({d}), rnd({d})); };
   w.emplace("model.embed_tokens.weight", rnd({64, 32}));
   w.emplace("lm_head.weight", rnd({64, 32}));
@@ -99,7 +98,6 @@ inline fs::path write_tiny_folder(const TempDir& t, const std::string& name = "t
   mx::save_safetensors((dir / "model.safetensors").string(), tiny_weights());
   return dir;
 }
-
 
 // A tiny random llama loaded from its own scratch folder.
 struct TinyModel {

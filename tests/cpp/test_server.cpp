@@ -37,7 +37,7 @@ TEST(ServerStop, PiecesConcatenateToTheCutText) {
   EXPECT_EQ(none.finish(), "");
   StopTrimmer held({"xyz"});
   EXPECT_EQ(held.push("abcxy"), "abc");  // "xy" may begin "xyz"
-  EXPECT_EQ(held.push("w"), "x");  // the last 2 bytes are always held back
+  EXPECT_EQ(held.push("w"), "x");        // the last 2 bytes are always held back
   EXPECT_EQ(held.finish(), "yw");
   EXPECT_FALSE(held.stopped());
 }
@@ -137,8 +137,9 @@ TEST_F(ServerRequest, OpenAiFieldsMapOntoTheConfig) {
   auto greedy = parse(Endpoint::Completions, R"({"prompt":[1,2,3],"temperature":0})");
   EXPECT_FALSE(greedy.config.do_sample);
   EXPECT_EQ(*greedy.config.max_new_tokens, 16);  // OpenAI's completions default
-  auto chat = parse(Endpoint::ChatCompletions,
-                    R"({"messages":[{"role":"user","content":"Hi"}],"stream":true,"stream_options":{"include_usage":true}})");
+  auto chat =
+      parse(Endpoint::ChatCompletions,
+            R"({"messages":[{"role":"user","content":"Hi"}],"stream":true,"stream_options":{"include_usage":true}})");
   EXPECT_TRUE(chat.stream && chat.include_usage);
   EXPECT_EQ(*chat.config.max_new_tokens, model_->model->config().max_position_embeddings);
   auto several = parse(Endpoint::Completions, R"({"prompt":["a",[5,6]],"n":2,"temperature":1})");
@@ -149,7 +150,8 @@ TEST_F(ServerRequest, OpenAiFieldsMapOntoTheConfig) {
 TEST_F(ServerRequest, BadFieldsAreNamed) {
   EXPECT_EQ(param(Endpoint::Completions, R"({"prompt":"Hi","nope":1})"), "nope");
   EXPECT_EQ(param(Endpoint::Completions, R"({"prompt":"Hi","messages":[]})"), "messages");
-  EXPECT_EQ(param(Endpoint::ChatCompletions, R"({"messages":[{"role":"user","content":"x"}],"prompt":"Hi"})"), "prompt");
+  EXPECT_EQ(param(Endpoint::ChatCompletions, R"({"messages":[{"role":"user","content":"x"}],"prompt":"Hi"})"),
+            "prompt");
   EXPECT_EQ(param(Endpoint::Completions, R"({"prompt":"Hi","temperature":"hot"})"), "temperature");
   EXPECT_EQ(param(Endpoint::Completions, R"({"prompt":"Hi","top_p":2})"), "top_p");
   EXPECT_EQ(param(Endpoint::Completions, R"({"prompt":"Hi","max_tokens":3,"max_new_tokens":3})"), "max_tokens");
@@ -163,7 +165,8 @@ TEST_F(ServerRequest, BadFieldsAreNamed) {
   EXPECT_EQ(param(Endpoint::Completions, R"({"prompt":"Hi","output_scores":true})"), "output_scores");
   EXPECT_EQ(param(Endpoint::Completions, R"({"prompt":"Hi","draft_model":"/etc/passwd"})"), "draft_model");
   EXPECT_EQ(param(Endpoint::Completions, R"({"prompt":"Hi","logit_bias":{"5":500}})"), "logit_bias");
-  EXPECT_EQ(param(Endpoint::Completions, R"({"prompt":"Hi","stream_options":{"include_usage":true}})"), "stream_options");
+  EXPECT_EQ(param(Endpoint::Completions, R"({"prompt":"Hi","stream_options":{"include_usage":true}})"),
+            "stream_options");
   EXPECT_EQ(param(Endpoint::Completions, R"({"prompt":"Hi","stop":["ok",""]})"), "stop");
   EXPECT_EQ(param(Endpoint::Completions, R"({"prompt":[]})"), "prompt");
   EXPECT_EQ(param(Endpoint::Completions, R"({"max_tokens":3})"), "prompt");
@@ -187,13 +190,15 @@ TEST_F(ServerRequest, LogprobsAndLimits) {
   EXPECT_EQ(parse(Endpoint::ChatCompletions, "{" + msgs + R"(,"logprobs":false})").top_logprobs, -1);
   // --max-tokens-cap clamps, the default included.
   RequestLimits cap{5, {}};
-  auto r = parse_request(Endpoint::Completions, R"({"prompt":"Hi","max_tokens":100})", *model_, GenerationConfig(), "m", cap);
+  auto r = parse_request(Endpoint::Completions, R"({"prompt":"Hi","max_tokens":100})", *model_, GenerationConfig(), "m",
+                         cap);
   EXPECT_EQ(*r.config.max_new_tokens, 5);
   r = parse_request(Endpoint::Completions, R"({"prompt":"Hi","max_tokens":3})", *model_, GenerationConfig(), "m", cap);
   EXPECT_EQ(*r.config.max_new_tokens, 3);
   r = parse_request(Endpoint::ChatCompletions, "{" + msgs + "}", *model_, GenerationConfig(), "m", cap);
   EXPECT_EQ(*r.config.max_new_tokens, 5);
-  r = parse_request(Endpoint::Completions, R"({"prompt":"Hi","max_length":200})", *model_, GenerationConfig(), "m", cap);
+  r = parse_request(Endpoint::Completions, R"({"prompt":"Hi","max_length":200})", *model_, GenerationConfig(), "m",
+                    cap);
   EXPECT_EQ(*r.config.max_new_tokens, 5);
   // --chat-template replaces the model's.
   RequestLimits tpl{0, "{% for m in messages %}[{{ m['content'] }}]{% endfor %}"};

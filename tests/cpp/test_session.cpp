@@ -140,7 +140,7 @@ TEST_F(ChatSessionTest, AReplyThatReEncodesDifferentlyIsTrimmedFromTheCaches) {
   ChatReply r2 = s.send("again");
   EXPECT_EQ(r2.stats.reused_tokens, static_cast<int>(common_prefix_length(cached, ids)));
   EXPECT_LT(r2.stats.reused_tokens, static_cast<int>(cached.size()));  // trimmed below what was cached
-  EXPECT_GE(r2.stats.reused_tokens, first_prompt);                      // but the first prompt is kept
+  EXPECT_GE(r2.stats.reused_tokens, first_prompt);                     // but the first prompt is kept
   EXPECT_EQ(r2.token_ids, fresh_reply(model, ids, 6));
 }
 
@@ -215,8 +215,8 @@ TEST_F(ChatSessionTest, InvalidUtf8MessageIsRejectedAndTheConversationKept) {
   auto model = tiny_llama(512);
   ChatSession s(model, tokenizer, greedy(3));
   s.send("Hi");
-  for (std::string bad : {std::string("ok \xff"), std::string("\xc3"), std::string("ab\xed\xa0\x80"),
-                          std::string("\xc0\xaf")}) {
+  for (std::string bad :
+       {std::string("ok \xff"), std::string("\xc3"), std::string("ab\xed\xa0\x80"), std::string("\xc0\xaf")}) {
     std::string err = error_of([&] { s.send(bad); });
     EXPECT_EQ(err.rfind("[chat] the message is not valid UTF-8 (byte offset ", 0), 0u) << err;
   }

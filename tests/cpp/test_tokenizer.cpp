@@ -29,7 +29,8 @@ namespace {
 std::shared_ptr<Tokenizer> default_tokenizer() {
   static std::shared_ptr<Tokenizer> tok = [] {
     std::string path = std::string(MLXGP_CACHE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-    if (!std::filesystem::exists(path)) throw std::runtime_error("default model missing at " + path + ": run scripts/setup.sh");
+    if (!std::filesystem::exists(path))
+      throw std::runtime_error("default model missing at " + path + ": run scripts/setup.sh");
     return Tokenizer::from_gguf(mlx::core::load_gguf(path).second);
   }();
   return tok;
@@ -101,9 +102,11 @@ std::string write_temp(const std::string& name, const std::string& content) {
 TEST(Tokenizer, InvalidUtf8NamesTheByteOffset) {
   auto tok = default_tokenizer();
   const std::pair<std::string, int> cases[] = {
-      {"abc\xff def", 3},      {"\x80", 0},          {"ok\xC0\x80", 2},       // stray / overlong
-      {"x\xED\xA0\x80", 1},    {"\xF4\x90\x80\x80", 0}, {"caf\xC3", 3},          // surrogate / > U+10FFFF / cut
-      {"\xE2\x82", 0},         {"\xF5\x80\x80\x80", 0},
+      {"abc\xff def", 3},   {"\x80", 0},
+      {"ok\xC0\x80", 2},  // stray / overlong
+      {"x\xED\xA0\x80", 1}, {"\xF4\x90\x80\x80", 0},
+      {"caf\xC3", 3},  // surrogate / > U+10FFFF / cut
+      {"\xE2\x82", 0},      {"\xF5\x80\x80\x80", 0},
   };
   for (auto& [text, off] : cases)
     EXPECT_EQ(error_of([&] { tok->encode(text); }),
@@ -117,9 +120,8 @@ TEST(Tokenizer, DecodeRejectsIdsOutsideTheVocabulary) {
   EXPECT_EQ(v, 49152);
   for (int bad : {-1, v, v + 100, std::numeric_limits<int>::max()}) {
     std::vector<int> ids = {1, bad};
-    EXPECT_EQ(error_of([&] { tok->decode(ids); }),
-              "[tokenizer] token id " + std::to_string(bad) + " is outside the vocabulary (size " +
-                  std::to_string(v) + ")");
+    EXPECT_EQ(error_of([&] { tok->decode(ids); }), "[tokenizer] token id " + std::to_string(bad) +
+                                                       " is outside the vocabulary (size " + std::to_string(v) + ")");
     StreamingDetokenizer sd(tok);
     EXPECT_THROW(sd.push(bad), Error);
   }
@@ -168,7 +170,8 @@ TEST(StreamingDetokenizer, HoldsBackSplitCharactersAndMatchesDecode) {
   EXPECT_EQ(sd2.push(cut[2]), "");
   EXPECT_EQ("a" + sd2.flush(), tok->decode(cut));
   // Whole texts with multi-byte characters split across tokens.
-  for (std::string text : {"日本語のテキスト 👨‍👩‍👧‍👦 🇫🇷 مرحبا", "<|im_start|>assistant\nça va? ½ 😀😀"}) {
+  for (std::string text : {"日本語のテキスト 👨‍👩‍👧‍👦 🇫🇷 مرحبا",
+                           "<|im_start|>assistant\nça va? ½ 😀😀"}) {
     auto t = tok->encode(text, false);
     EXPECT_EQ(stream_all(tok, t), text);
     EXPECT_EQ(stream_all(tok, t, true), tok->decode(t, true));
@@ -207,32 +210,37 @@ TEST(TokenizerFiles, MalformedFilesAreClearErrors) {
   EXPECT_NE(load(with("/model/merges", json::array({7}))).find("merge entries"), std::string::npos);
   EXPECT_NE(load(with("/normalizer", json{{"type", "BertNormalizer"}})).find("unsupported normalizer 'BertNormalizer'"),
             std::string::npos);
-  EXPECT_NE(load(with("/pre_tokenizer", json{{"type", "UnicodeScripts"}})).find("unsupported pre-tokenizer 'UnicodeScripts'"),
-            std::string::npos);
-  EXPECT_NE(load(with("/pre_tokenizer", json{{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}},
-                                             {"behavior", "Isolated"}}))
+  EXPECT_NE(
+      load(with("/pre_tokenizer", json{{"type", "UnicodeScripts"}})).find("unsupported pre-tokenizer 'UnicodeScripts'"),
+      std::string::npos);
+  EXPECT_NE(load(with("/pre_tokenizer",
+                      json{{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}}))
                 .find("cannot compile regex"),
             std::string::npos);
-  EXPECT_NE(load(with("/pre_tokenizer", json{{"type", "Split"}, {"pattern", {{"Regex", "a"}}}, {"behavior", "Sideways"}}))
-                .find("behavior 'Sideways'"),
-            std::string::npos);
+  EXPECT_NE(
+      load(with("/pre_tokenizer", json{{"type", "Split"}, {"pattern", {{"Regex", "a"}}}, {"behavior", "Sideways"}}))
+          .find("behavior 'Sideways'"),
+      std::string::npos);
   EXPECT_NE(load(with("/post_processor", json{{"type", "BertProcessing"}})).find("unsupported post_processor"),
             std::string::npos);
-  EXPECT_NE(load(with("/decoder", json{{"type", "WordPiece"}})).find("unsupported decoder 'WordPiece'"), std::string::npos);
+  EXPECT_NE(load(with("/decoder", json{{"type", "WordPiece"}})).find("unsupported decoder 'WordPiece'"),
+            std::string::npos);
   EXPECT_NE(load(with("/added_tokens/0/id", "x")).find("added token"), std::string::npos);
   EXPECT_NE(load(with("/added_tokens", json{{"a", 1}})).find("'added_tokens' must be an array"), std::string::npos);
   EXPECT_NE(load("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"\\u00ff\": 0}, \"merges\": null},"
                  "\"decoder\": {\"type\": \"ByteLevel\"}, \"pre_tokenizer\": 5}")
                 .find("pre_tokenizer must be an object"),
             std::string::npos);
-  EXPECT_NE(error_of([] { Tokenizer::from_files("/nonexistent/tokenizer.json"); }).find("cannot open"), std::string::npos);
+  EXPECT_NE(error_of([] { Tokenizer::from_files("/nonexistent/tokenizer.json"); }).find("cannot open"),
+            std::string::npos);
 }
 
 TEST(TokenizerFuzz, RandomBytesAndIdsNeverCrash) {
   auto tok = default_tokenizer();
   std::mt19937 rng(1234);
-  const std::vector<std::string> alphabet = {"a", " ", "\n", "\t", "Z", "9", "'", "é", "日", "😀", "\u200d",
-                                             "<|im_start|>", "<|im_", "\xff", "\xC3", "\x80", "\xE2\x82"};
+  const std::vector<std::string> alphabet = {"a",     " ",    "\n",   "\t",   "Z",       "9",
+                                             "'",     "é",    "日",   "😀",   "\u200d",  "<|im_start|>",
+                                             "<|im_", "\xff", "\xC3", "\x80", "\xE2\x82"};
   int valid = 0;
   for (int it = 0; it < 3000; ++it) {
     std::string s;
@@ -251,7 +259,8 @@ TEST(TokenizerFuzz, RandomBytesAndIdsNeverCrash) {
     ++valid;
     // Byte-level BPE without a normalizer is lossless, except that (like HF) bytes missing from the
     // vocabulary are dropped: this one lacks some C0 controls.
-    bool controls = std::any_of(s.begin(), s.end(), [](char c) { return c >= 0 && c < 0x20 && c != '\t' && c != '\n' && c != '\r'; });
+    bool controls = std::any_of(s.begin(), s.end(),
+                                [](char c) { return c >= 0 && c < 0x20 && c != '\t' && c != '\n' && c != '\r'; });
     if (!controls) EXPECT_EQ(tok->decode(ids), s);
     EXPECT_EQ(stream_all(tok, ids), tok->decode(ids));
   }
@@ -295,21 +304,24 @@ TEST(TokenizerGguf, BadMetadataIsAClearError) {
     return error_of([&] { Tokenizer::from_gguf(m); });
   };
   EXPECT_NE(err([](Meta& m) { m.erase("tokenizer.ggml.model"); }).find("has no tokenizer"), std::string::npos);
-  EXPECT_NE(err([](Meta& m) { m["tokenizer.ggml.model"] = std::string("bert"); })
-                .find("GGUF tokenizer model 'bert' is not supported"),
+  EXPECT_NE(err([](Meta& m) {
+              m["tokenizer.ggml.model"] = std::string("bert");
+            }).find("GGUF tokenizer model 'bert' is not supported"),
             std::string::npos);
   EXPECT_NE(err([](Meta& m) { m["tokenizer.ggml.model"] = mx::array(1); }).find("must be a string"), std::string::npos);
   EXPECT_NE(err([](Meta& m) { m.erase("tokenizer.ggml.tokens"); }).find("tokens' is missing"), std::string::npos);
   EXPECT_NE(err([](Meta& m) { m.erase("tokenizer.ggml.merges"); }).find("merges' is missing"), std::string::npos);
-  EXPECT_NE(err([](Meta& m) { m["tokenizer.ggml.merges"] = std::vector<std::string>{"a z"}; })
-                .find("missing from the vocabulary"),
+  EXPECT_NE(err([](Meta& m) {
+              m["tokenizer.ggml.merges"] = std::vector<std::string>{"a z"};
+            }).find("missing from the vocabulary"),
             std::string::npos);
   EXPECT_NE(err([](Meta& m) { m["tokenizer.ggml.token_type"] = mx::array({1, 1}); }).find("differ in length"),
             std::string::npos);
   EXPECT_NE(err([](Meta& m) { m["tokenizer.ggml.bos_token_id"] = mx::array(99); }).find("outside the vocabulary"),
             std::string::npos);
-  EXPECT_NE(err([](Meta& m) { m["tokenizer.ggml.tokens"] = std::vector<std::string>{"a", "b", "ab", "\xff"}; })
-                .find("not valid UTF-8"),
+  EXPECT_NE(err([](Meta& m) {
+              m["tokenizer.ggml.tokens"] = std::vector<std::string>{"a", "b", "ab", "\xff"};
+            }).find("not valid UTF-8"),
             std::string::npos);
 }
 
@@ -330,7 +342,8 @@ TEST(TokenizerFuzz, MutatedTokenizerJsonLoadsOrFailsCleanly) {
   // throws mlxgp::Error, never anything else.
   json base = tiny_json();
   json flat = base.flatten();
-  const json replacements[] = {nullptr, 1, -7, 2.5, "x", "", true, json::array(), json::object(), json::array({1, "a"})};
+  const json replacements[] = {
+      nullptr, 1, -7, 2.5, "x", "", true, json::array(), json::object(), json::array({1, "a"})};
   auto path = std::filesystem::path(process_temp_dir()) / "mutated.json";
   int loaded = 0, rejected = 0;
   for (auto& [ptr, value] : flat.items()) {
@@ -362,7 +375,8 @@ TEST(TokenizerFuzz, MutatedTokenizerJsonLoadsOrFailsCleanly) {
 TEST(Tokenizer, EncodeIsSafeAcrossThreads) {
   auto tok = default_tokenizer();
   std::vector<std::string> texts;
-  for (int i = 0; i < 200; ++i) texts.push_back("text " + std::to_string(i * 7919) + " 日本 😀 word" + std::to_string(i));
+  for (int i = 0; i < 200; ++i)
+    texts.push_back("text " + std::to_string(i * 7919) + " 日本 😀 word" + std::to_string(i));
   std::vector<std::vector<int>> expected;
   for (auto& t : texts) expected.push_back(tok->encode(t));
   std::vector<std::thread> threads;

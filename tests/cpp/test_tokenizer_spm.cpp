@@ -55,13 +55,19 @@ std::shared_ptr<Tokenizer> tiny_unigram(bool byte_fallback) {
   json vocab = json::array({json::array({"<unk>", 0.0}), json::array({"a", -1.0}), json::array({"b", -1.0}),
                             json::array({"ab", -1.5}), json::array({"\u2581", -2.0}), json::array({"\u2581ab", -1.0}),
                             json::array({"bab", -4.0}), json::array({"<0x63>", -5.0})});
-  json j = {{"model", {{"type", "Unigram"}, {"unk_id", 0}, {"vocab", vocab}, {"byte_fallback", byte_fallback}}},
-            {"normalizer", nullptr},
-            {"pre_tokenizer", {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}}},
-            {"post_processor", nullptr},
-            {"decoder", {{"type", "Sequence"}, {"decoders", json::array({{{"type", "ByteFallback"}},
-                         {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}}})}}},
-            {"added_tokens", json::array()}};
+  json j = {
+      {"model", {{"type", "Unigram"}, {"unk_id", 0}, {"vocab", vocab}, {"byte_fallback", byte_fallback}}},
+      {"normalizer", nullptr},
+      {"pre_tokenizer",
+       {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}}},
+      {"post_processor", nullptr},
+      {"decoder",
+       {{"type", "Sequence"},
+        {"decoders",
+         json::array(
+             {{{"type", "ByteFallback"}},
+              {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}}})}}},
+      {"added_tokens", json::array()}};
   return Tokenizer::from_files(write_temp(byte_fallback ? "uni_bf.json" : "uni.json", j.dump()));
 }
 
@@ -93,8 +99,7 @@ TEST(TokenizerSpm, ByteFallbackRunsAreHeldUntilSettled) {
   auto tok = llama2();
   // 中 = E4 B8 AD as three byte tokens.
   EXPECT_EQ(tok->decode(std::vector<int>{22557, 231, 187, 176}), "Hello中");
-  EXPECT_EQ(chunks(tok, {22557, 231, 187, 176, 1526}),
-            (std::vector<std::string>{"Hello", "", "", "", "中 world", ""}));
+  EXPECT_EQ(chunks(tok, {22557, 231, 187, 176, 1526}), (std::vector<std::string>{"Hello", "", "", "", "中 world", ""}));
   // A run that is not valid UTF-8 becomes one U+FFFD per byte, even its valid bytes (tokenizers'
   // ByteFallback); 'A' (0x41) followed by a cut character turns into two replacement characters.
   EXPECT_EQ(tok->decode(std::vector<int>{68, 231, 1526}), "\xEF\xBF\xBD\xEF\xBF\xBD world");
@@ -103,7 +108,7 @@ TEST(TokenizerSpm, ByteFallbackRunsAreHeldUntilSettled) {
   EXPECT_EQ(c[2] + c[3], "\xEF\xBF\xBD\xEF\xBF\xBD world");
   // Byte fallback encodes characters missing from the vocabulary.
   auto ids = tok->encode("\xF0\x9F\xA6\x9C", false);  // 🦜
-  EXPECT_EQ(ids.size(), 5u);  // "▁" + 4 bytes
+  EXPECT_EQ(ids.size(), 5u);                          // "▁" + 4 bytes
   EXPECT_EQ(tok->decode(ids), "\xF0\x9F\xA6\x9C");
 }
 
@@ -138,8 +143,10 @@ TEST(TokenizerSpm, UnigramErrorsAreClear) {
                 .find("unk_id 3 is outside"),
             std::string::npos);
   // No unk_id and an unknown character: tokenizers errors, and so do we (not a crash).
-  auto path = write_temp("uni_nounk.json", json({{"model", {{"type", "Unigram"}, {"vocab", json::array({json::array({"a", 0.0})})}}},
-                                                  {"decoder", nullptr}}).dump());
+  auto path = write_temp(
+      "uni_nounk.json",
+      json({{"model", {{"type", "Unigram"}, {"vocab", json::array({json::array({"a", 0.0})})}}}, {"decoder", nullptr}})
+          .dump());
   auto tok = Tokenizer::from_files(path);
   EXPECT_EQ(tok->encode("aa"), (std::vector<int>{0, 0}));
   EXPECT_THROW(tok->encode("ab"), Error);
@@ -147,26 +154,30 @@ TEST(TokenizerSpm, UnigramErrorsAreClear) {
 
 TEST(TokenizerFuzz, EveryKindSurvivesRandomBytesAndIds) {
   std::vector<std::shared_ptr<Tokenizer>> toks = {
-      llama2(), tiny_unigram(false), tiny_unigram(true),
+      llama2(),
+      tiny_unigram(false),
+      tiny_unigram(true),
       Tokenizer::from_files(cache("tokenizers/gpt2/tokenizer.json")),
       Tokenizer::from_files(cache("tokenizers/llama2/tokenizer.json")),  // transformers' LlamaTokenizer pipeline
       Tokenizer::from_gguf(mlx::core::load_gguf(cache("models/SmolLM2-135M-Instruct.Q4_1.gguf")).second)};
   std::mt19937 rng(77);
-  const std::vector<std::string> alphabet = {"a", " ", "  ", "\n", "\xE2\x96\x81", "<s>", "</s>", "<unk>", "é", "中",
-                                             "😀", "\u200d", "ab", "<0x41>", "\xff", "\xC3", "\x80"};
+  const std::vector<std::string> alphabet = {"a",  " ",  "  ",     "\n", "\xE2\x96\x81", "<s>",  "</s>", "<unk>", "é",
+                                             "中", "😀", "\u200d", "ab", "<0x41>",       "\xff", "\xC3", "\x80"};
   for (size_t k = 0; k < toks.size(); ++k) {
     auto& tok = toks[k];
     int valid = 0;
     for (int it = 0; it < 600; ++it) {
       std::string s;
       int n = rng() % 20;
-      for (int i = 0; i < n; ++i) s += rng() % 3 == 0 ? std::string(1, static_cast<char>(rng() % 256)) : alphabet[rng() % alphabet.size()];
+      for (int i = 0; i < n; ++i)
+        s += rng() % 3 == 0 ? std::string(1, static_cast<char>(rng() % 256)) : alphabet[rng() % alphabet.size()];
       std::vector<int> ids;
       try {
         ids = tok->encode(s, it % 2 == 0);
       } catch (const Error& e) {
         // Invalid UTF-8 is the only way encode may fail on these models.
-        EXPECT_NE(std::string(e.what()).find("[tokenizer] input is not valid UTF-8 (byte offset "), std::string::npos) << k;
+        EXPECT_NE(std::string(e.what()).find("[tokenizer] input is not valid UTF-8 (byte offset "), std::string::npos)
+            << k;
         continue;
       }
       ++valid;

@@ -15,7 +15,6 @@ namespace mx = mlx::core;
 namespace mlxgp::testing {
 namespace {
 
-
 Batch batch() {
   std::vector<int> ids = {1, 5, 9, 13, 17, 21, 25, 29, 2, 6, 10, 14, 18, 22, 26, 30};
   return Batch{mx::array(ids.data(), {2, 8}, mx::int32), std::nullopt, std::nullopt};
@@ -29,7 +28,7 @@ TEST(Training, FreshLoraLeavesLogitsUnchangedAndMergeKeepsThem) {
   LoraConfig c;
   c.rank = 4;
   auto names = add_lora(m, c);
-  EXPECT_EQ(names.size(), 8u);  // q_proj and v_proj of 2 layers, A and B each
+  EXPECT_EQ(names.size(), 8u);                             // q_proj and v_proj of 2 layers, A and B each
   EXPECT_EQ(max_abs_diff(logits_of(m, ids), base), 0.0f);  // B starts at zero
   // Give B values, then merging must reproduce the adapted model without adapters.
   WeightMap upd;
@@ -81,7 +80,7 @@ TEST(Training, PromptCacheIdentityCoversLoraAndRefusesPromptHooks) {
   auto cache = make_prompt_cache(*t2.model, ids);
   auto v = mx::ones({t2.model->config().hidden_size});
   int h = add_hook(*t2.model, std::make_shared<ResidualInjectionHook>(std::vector<int>{0}, VectorSource(v), 1.0,
-                                                                        HookPositions::Generated));
+                                                                      HookPositions::Generated));
   check_prompt_cache_use(cache, *t2.model);  // generated positions only: the prompt's states are unchanged
   t2.model->hooks().remove(h);
   add_hook(*t2.model, std::make_shared<ResidualInjectionHook>(std::vector<int>{0}, VectorSource(v), 1.0));
@@ -152,7 +151,8 @@ TEST(Training, NonFiniteLossWithoutScalingIsAClearError) {
   TrainingConfig cfg;
   cfg.inject_overflow_step = 1;
   Trainer tr(m, {"model.norm.weight"}, make_sgd(), cfg, LrSchedule{});
-  EXPECT_NE(error_of([&] { tr.step({batch()}); }).find("[train] the gradients are not finite at step 1"), std::string::npos);
+  EXPECT_NE(error_of([&] { tr.step({batch()}); }).find("[train] the gradients are not finite at step 1"),
+            std::string::npos);
   EXPECT_EQ(error_of([&] { Trainer(m, {"nope"}, make_sgd(), TrainingConfig{}, LrSchedule{}); }),
             "[train] no parameter 'nope' to train");
 }
@@ -180,7 +180,8 @@ TEST(Training, TrainStepMatchesTrainerAndDetachesHooks) {
   add_lora(*b.model, c);
   TrainState state(make_adamw(), LrSchedule{LrSchedule::Kind::Constant, 1e-2});
   TrainingConfig cfg;
-  Trainer trainer(*b.model, lora_parameter_names(*b.model), make_adamw(), cfg, LrSchedule{LrSchedule::Kind::Constant, 1e-2});
+  Trainer trainer(*b.model, lora_parameter_names(*b.model), make_adamw(), cfg,
+                  LrSchedule{LrSchedule::Kind::Constant, 1e-2});
   for (int i = 0; i < 3; ++i) {
     auto r1 = train_step(*a.model, batch(), state, cfg);
     auto r2 = trainer.step({batch()});
@@ -192,7 +193,8 @@ TEST(Training, TrainStepMatchesTrainerAndDetachesHooks) {
   a.model->extra_params().set("_soft", mx::zeros({2, 32}));
   train_step(*a.model, batch(), state, cfg, {std::make_shared<SoftPromptHook>(2, "_soft")});
   EXPECT_TRUE(a.model->hooks().empty());
-  EXPECT_EQ(error_of([&] { train_step(*b.model, batch(), state, cfg); }), "[train] this TrainState belongs to another model");
+  EXPECT_EQ(error_of([&] { train_step(*b.model, batch(), state, cfg); }),
+            "[train] this TrainState belongs to another model");
 }
 
 }  // namespace

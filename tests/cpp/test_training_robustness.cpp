@@ -49,8 +49,7 @@ TEST(CheckpointRobustness, NonFiniteLoraAdapterIsRefused) {
       break;
     }
   ASSERT_FALSE(poisoned.empty());
-  save_safetensors_atomic(path, contents.tensors,
-                          {contents.metadata.begin(), contents.metadata.end()});
+  save_safetensors_atomic(path, contents.tensors, {contents.metadata.begin(), contents.metadata.end()});
   TinyModel fresh;
   EXPECT_EQ(error_of([&] { load_lora(*fresh.model, path); }),
             "[lora] " + path + ": adapter '" + poisoned + "' holds NaN or infinite values");

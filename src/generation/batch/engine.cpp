@@ -149,7 +149,9 @@ void BatchEngine::drop_rows_of(const std::vector<int>& leaving) {
   keep_rows(caches_, keep);
   // A step already queued computed every row: keep the staying rows' tokens (their recorded outputs
   // belong to their own groups; a leaving group dropped its own).
-  if (pending_) pending_->tokens = mx::take(pending_->tokens, mx::array(keep.data(), {static_cast<int>(keep.size())}, mx::int32), 0);
+  if (pending_)
+    pending_->tokens =
+        mx::take(pending_->tokens, mx::array(keep.data(), {static_cast<int>(keep.size())}, mx::int32), 0);
 }
 
 // Reads one step's tokens for a request's rows, streams them and tells whether the request is done.
@@ -186,8 +188,8 @@ void BatchEngine::admit() {
     const CacheOptions cache = cache_options_from(req->config);
     const int pos = start_caches(model_, caches, std::move(given), n, cache);
     mx::array ids(req->prompt.data(), {1, n}, mx::int32);
-    auto last = prefill_tokens(model_, caches, ids, pos, {cache, req->options.prefill_chunk_size,
-                                                           req->options.kv_prefill_step_size});
+    auto last = prefill_tokens(model_, caches, ids, pos,
+                               {cache, req->options.prefill_chunk_size, req->options.kv_prefill_step_size});
     if (rows > 1) {
       auto zeros = mx::zeros({rows}, mx::int32);
       for (auto& c : caches) c->select(zeros);

@@ -53,15 +53,16 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
                                              const std::vector<GenerationConfig>& configs,
                                              BatchGenerateOptions options) {
   if (configs.size() != 1 && configs.size() != prompts.size())
-    fail("generate", "give one generation config, or one per prompt (" + std::to_string(prompts.size()) +
-                         " prompts, " + std::to_string(configs.size()) + " configs)");
+    fail("generate", "give one generation config, or one per prompt (" + std::to_string(prompts.size()) + " prompts, " +
+                         std::to_string(configs.size()) + " configs)");
   auto config_of = [&](size_t i) -> const GenerationConfig& { return configs.size() == 1 ? configs[0] : configs[i]; };
   // The widest request times the batch size, each row as long as the longest: refused in one line if it
   // cannot fit, before any work.
   long long rows = 1, length = 1;
   for (size_t i = 0; i < prompts.size(); ++i) {
     rows = std::max(rows, decode_rows(config_of(i)));
-    length = std::max(length, static_cast<long long>(prompts[i].size()) + check_prompt(model, prompts[i], config_of(i)));
+    length =
+        std::max(length, static_cast<long long>(prompts[i].size()) + check_prompt(model, prompts[i], config_of(i)));
   }
   check_decode_rows_fit(model, rows * std::min<long long>(options.batch_size, static_cast<long long>(prompts.size())),
                         length, "rows (batch size x beams or sequences per request)");
@@ -82,7 +83,8 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
       GenerationConfig as_sampling = c;
       as_sampling.num_beams = 1;
       const bool batchable_beams = c.num_beams > 1 && batch_refusal(as_sampling, prepared.options, n).empty();
-      if (!batchable_beams && options.on_alone) options.on_alone(static_cast<int>(i), c.num_beams > 1 ? batch_refusal(as_sampling, prepared.options, n) : why);
+      if (!batchable_beams && options.on_alone)
+        options.on_alone(static_cast<int>(i), c.num_beams > 1 ? batch_refusal(as_sampling, prepared.options, n) : why);
       (batchable_beams ? beams : alone).push_back(i);
       continue;
     }

@@ -52,8 +52,9 @@ std::vector<GenerationResult> batched_beam_search(Model& model, std::shared_ptr<
     keep_rows(caches, rows);
     // Every row is past its prompt: all positions are generated ones for position-aware hooks.
     model.hooks().set_prompt_length(0);
-    auto out = forward_and_quantize(model, caches, mx::array(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32),
-                                    1, cache_options_from(configs[active.front()]));
+    auto out =
+        forward_and_quantize(model, caches, mx::array(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32),
+                             1, cache_options_from(configs[active.front()]));
     out = mx::astype(mx::reshape(out, {out.shape(0), out.shape(-1)}), mx::float32);
     int row = 0;
     for (size_t i : active) {

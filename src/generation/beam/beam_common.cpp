@@ -42,8 +42,8 @@ mx::array BeamRunner::prefill(const std::vector<int>& prompt_ids, int rows) {
   // prefills them; select() reorders every kind.
   caches_ = make_caches(model_, cache_options_);
   mx::array ids(prompt_ids.data(), {1, n}, mx::int32);
-  auto last = prefill_tokens(model_, caches_, ids, 0, {cache_options_, options_.prefill_chunk_size,
-                                                        options_.kv_prefill_step_size});
+  auto last = prefill_tokens(model_, caches_, ids, 0,
+                             {cache_options_, options_.prefill_chunk_size, options_.kv_prefill_step_size});
   // HF expands the prompt to num_beams rows and prefills them all; the rows are identical, so one
   // prefill tiled to the beams gives the same caches.
   if (rows > 1) {

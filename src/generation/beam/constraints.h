@@ -33,8 +33,8 @@ class Constraint {
   std::shared_ptr<const std::vector<std::vector<int>>> alts_;
   bool disjunctive_;
   int seqlen_;
-  int fulfilled_ = -1;                       // phrasal: index of the last matched token
-  std::shared_ptr<std::vector<int>> seq_;    // disjunctive: tokens matched so far
+  int fulfilled_ = -1;                     // phrasal: index of the last matched token
+  std::shared_ptr<std::vector<int>> seq_;  // disjunctive: tokens matched so far
   bool completed_ = false;
 };
 

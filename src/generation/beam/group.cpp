@@ -53,98 +53,98 @@ class GroupBeams : public BeamSearchState {
   }
 
   bool step(const mx::array& logits) override {
-  auto logprobs = mx::subtract(logits, mx::logsumexp(logits, -1, true));
-  std::vector<Beam> next(nb_);
-  std::vector<int> src(nb_), current(nb_, 0);
-  std::vector<mx::array> step_scores;  // per group, for output_scores / output_logprobs
-  const int generated = ++t_;
-  for (int g = 0; g < groups_; ++g) {
-    const int first = g * gs_;
-    std::vector<int> chosen_tokens(gs_), chosen_rows(gs_);
-    std::vector<float> chosen_scores(gs_);
-    if (done_[g]) {
-      // BeamSearchScorer.process on a done group: score 0, pad token, the group's first beam.
-      for (int i = 0; i < gs_; ++i) {
-        chosen_tokens[i] = pad_;
-        chosen_rows[i] = 0;
-        chosen_scores[i] = 0.0f;
-      }
-      // transformers 4.56 still runs the processors on a done group's rows; no returned hypothesis
-      // reads them (a done group adds none after it is done), so zeros stand in.
-      if (runner_.records_scores()) step_scores.push_back(mx::zeros({gs_, logprobs.shape(1)}, mx::float32));
-    } else {
-      auto group_lp = mx::slice(logprobs, {first, 0}, {first + gs_, logprobs.shape(1)});
-      mx::array ids = mx::array(0);
-      if (procs_.needs_ids()) {
-        std::vector<const std::vector<int>*> rows;
-        for (int i = 0; i < gs_; ++i) rows.push_back(&beams_[first + i].tokens);
-        ids = runner_.ids(rows);
-      }
-      std::optional<mx::array> diversity;
-      if (g > 0 && config_.diversity_penalty != 0.0) {
-        // HammingDiversityLogitsProcessor: penalty * how often the earlier groups chose each token now.
-        std::vector<float> freq(logprobs.shape(1), 0.0f);
-        for (int i = 0; i < first; ++i) freq[current[i]] += 1.0f;
-        for (auto& f : freq) f *= static_cast<float>(config_.diversity_penalty);
-        diversity = mx::array(freq.data(), {1, static_cast<int>(freq.size())}, mx::float32);
-      }
-      auto processed = procs_.apply(group_lp, ids, diversity);
-      if (runner_.records_scores()) step_scores.push_back(processed);  // 4.56: before the beam scores
-      std::vector<float> bs(gs_);
-      for (int i = 0; i < gs_; ++i) bs[i] = beams_[first + i].score;
-      auto acc = mx::add(processed, mx::reshape(mx::array(bs.data(), {gs_}, mx::float32), {gs_, 1}));
-      Candidates cand = top_candidates(acc, k_);
-      // BeamSearchScorer.process: EOS among the first group_size candidates -> a hypothesis; the
-      // others fill the group's beams in order.
-      int filled = 0;
-      for (size_t r = 0; r < cand.values.size() && filled < gs_; ++r) {
-        const int row = cand.rows[r], token = cand.tokens[r];
-        if (is_eos(token)) {
-          if (static_cast<int>(r) >= gs_) continue;
-          Hypothesis h;
-          h.tokens = beams_[first + row].tokens;
-          h.tokens.push_back(token);
-          // transformers 4.56 reads the beam history from the flattened list of all groups with the
-          // group-relative index (group 0's history, already updated this step for later groups).
-          h.beam_indices = (g == 0 ? beams_ : next)[row].beam_indices;
-          h.beam_indices.push_back(row);
-          // The rows this hypothesis was really chosen from (its own group's history).
-          h.rows = beams_[first + row].beam_indices;
-          h.rows.push_back(row);
-          for (int& r : h.rows) r += first;
-          h.reason = FinishReason::Eos;
-          hyps_[g].add(std::move(h), static_cast<double>(cand.values[r]), generated);
-        } else {
-          chosen_tokens[filled] = token;
-          chosen_rows[filled] = row;
-          chosen_scores[filled] = cand.values[r];
-          ++filled;
+    auto logprobs = mx::subtract(logits, mx::logsumexp(logits, -1, true));
+    std::vector<Beam> next(nb_);
+    std::vector<int> src(nb_), current(nb_, 0);
+    std::vector<mx::array> step_scores;  // per group, for output_scores / output_logprobs
+    const int generated = ++t_;
+    for (int g = 0; g < groups_; ++g) {
+      const int first = g * gs_;
+      std::vector<int> chosen_tokens(gs_), chosen_rows(gs_);
+      std::vector<float> chosen_scores(gs_);
+      if (done_[g]) {
+        // BeamSearchScorer.process on a done group: score 0, pad token, the group's first beam.
+        for (int i = 0; i < gs_; ++i) {
+          chosen_tokens[i] = pad_;
+          chosen_rows[i] = 0;
+          chosen_scores[i] = 0.0f;
         }
+        // transformers 4.56 still runs the processors on a done group's rows; no returned hypothesis
+        // reads them (a done group adds none after it is done), so zeros stand in.
+        if (runner_.records_scores()) step_scores.push_back(mx::zeros({gs_, logprobs.shape(1)}, mx::float32));
+      } else {
+        auto group_lp = mx::slice(logprobs, {first, 0}, {first + gs_, logprobs.shape(1)});
+        mx::array ids = mx::array(0);
+        if (procs_.needs_ids()) {
+          std::vector<const std::vector<int>*> rows;
+          for (int i = 0; i < gs_; ++i) rows.push_back(&beams_[first + i].tokens);
+          ids = runner_.ids(rows);
+        }
+        std::optional<mx::array> diversity;
+        if (g > 0 && config_.diversity_penalty != 0.0) {
+          // HammingDiversityLogitsProcessor: penalty * how often the earlier groups chose each token now.
+          std::vector<float> freq(logprobs.shape(1), 0.0f);
+          for (int i = 0; i < first; ++i) freq[current[i]] += 1.0f;
+          for (auto& f : freq) f *= static_cast<float>(config_.diversity_penalty);
+          diversity = mx::array(freq.data(), {1, static_cast<int>(freq.size())}, mx::float32);
+        }
+        auto processed = procs_.apply(group_lp, ids, diversity);
+        if (runner_.records_scores()) step_scores.push_back(processed);  // 4.56: before the beam scores
+        std::vector<float> bs(gs_);
+        for (int i = 0; i < gs_; ++i) bs[i] = beams_[first + i].score;
+        auto acc = mx::add(processed, mx::reshape(mx::array(bs.data(), {gs_}, mx::float32), {gs_, 1}));
+        Candidates cand = top_candidates(acc, k_);
+        // BeamSearchScorer.process: EOS among the first group_size candidates -> a hypothesis; the
+        // others fill the group's beams in order.
+        int filled = 0;
+        for (size_t r = 0; r < cand.values.size() && filled < gs_; ++r) {
+          const int row = cand.rows[r], token = cand.tokens[r];
+          if (is_eos(token)) {
+            if (static_cast<int>(r) >= gs_) continue;
+            Hypothesis h;
+            h.tokens = beams_[first + row].tokens;
+            h.tokens.push_back(token);
+            // transformers 4.56 reads the beam history from the flattened list of all groups with the
+            // group-relative index (group 0's history, already updated this step for later groups).
+            h.beam_indices = (g == 0 ? beams_ : next)[row].beam_indices;
+            h.beam_indices.push_back(row);
+            // The rows this hypothesis was really chosen from (its own group's history).
+            h.rows = beams_[first + row].beam_indices;
+            h.rows.push_back(row);
+            for (int& r : h.rows) r += first;
+            h.reason = FinishReason::Eos;
+            hyps_[g].add(std::move(h), static_cast<double>(cand.values[r]), generated);
+          } else {
+            chosen_tokens[filled] = token;
+            chosen_rows[filled] = row;
+            chosen_scores[filled] = cand.values[r];
+            ++filled;
+          }
+        }
+        if (filled < gs_) fail("generate", "beam search: too many candidates are EOS tokens");
+        done_[g] = hyps_[g].is_done(static_cast<double>(cand.values[0]), generated);
       }
-      if (filled < gs_) fail("generate", "beam search: too many candidates are EOS tokens");
-      done_[g] = hyps_[g].is_done(static_cast<double>(cand.values[0]), generated);
+      for (int i = 0; i < gs_; ++i) {
+        const Beam& from = beams_[first + chosen_rows[i]];
+        Beam b;
+        b.tokens = from.tokens;
+        b.tokens.push_back(chosen_tokens[i]);
+        b.beam_indices = from.beam_indices;
+        b.beam_indices.push_back(chosen_rows[i]);  // group-relative, as transformers records it
+        b.score = chosen_scores[i];
+        next[first + i] = std::move(b);
+        src[first + i] = first + chosen_rows[i];
+        current[first + i] = chosen_tokens[i];
+      }
     }
-    for (int i = 0; i < gs_; ++i) {
-      const Beam& from = beams_[first + chosen_rows[i]];
-      Beam b;
-      b.tokens = from.tokens;
-      b.tokens.push_back(chosen_tokens[i]);
-      b.beam_indices = from.beam_indices;
-      b.beam_indices.push_back(chosen_rows[i]);  // group-relative, as transformers records it
-      b.score = chosen_scores[i];
-      next[first + i] = std::move(b);
-      src[first + i] = first + chosen_rows[i];
-      current[first + i] = chosen_tokens[i];
-    }
-  }
-  beams_ = std::move(next);
-  runner_.record(logits, runner_.records_scores() ? std::optional(mx::concatenate(step_scores, 0)) : std::nullopt);
-  bool all_done = true;
-  for (bool d : done_) all_done = all_done && d;
-  // transformers 4.56 stops when every group is done or every running beam hits a stopping criterion
-  // (a running beam that meets a stop string alone keeps going, as there).
-  bool all_hit = true;
-  for (auto& b : beams_) all_hit = all_hit && runner_.check(b.tokens) != FinishReason::None;
+    beams_ = std::move(next);
+    runner_.record(logits, runner_.records_scores() ? std::optional(mx::concatenate(step_scores, 0)) : std::nullopt);
+    bool all_done = true;
+    for (bool d : done_) all_done = all_done && d;
+    // transformers 4.56 stops when every group is done or every running beam hits a stopping criterion
+    // (a running beam that meets a stop string alone keeps going, as there).
+    bool all_hit = true;
+    for (auto& b : beams_) all_hit = all_hit && runner_.check(b.tokens) != FinishReason::None;
     if (all_done || all_hit) return false;
     src_rows_ = src;
     new_tokens_ = current;

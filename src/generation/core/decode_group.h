@@ -66,7 +66,7 @@ class DecodeGroup {
   Sampler sampler_;
   StepRecorder recorder_;
   int rows_ = 1;
-  std::optional<mx::array> ids_so_far_;      // [rows, T] prompt + generated (only when processors need it)
+  std::optional<mx::array> ids_so_far_;  // [rows, T] prompt + generated (only when processors need it)
   std::vector<int> prompt_;
   std::vector<std::vector<int>> generated_;  // per row
   std::vector<std::vector<int>> ids_;        // per row prompt + generated (stop strings / callback only)

@@ -56,9 +56,9 @@ mx::array Sampler::mirostat_truncate(const mx::array& scores) {
     // v1: estimate the Zipf exponent s from the m = 100 most likely tokens, then keep the top k with
     // k = (eps * 2^mu / (1 - V^-eps))^(1/s), eps = s - 1.
     const int m = std::min(100, v);
-    auto top = mx::sort(mx::topk(p, m, -1), -1);  // ascending: top[m-1] is the most likely
-    auto hi = mx::slice(top, {0, 1}, {rows, m});       // p_i     (i = m-2 .. 0, reversed)
-    auto lo = mx::slice(top, {0, 0}, {rows, m - 1});   // p_{i+1}
+    auto top = mx::sort(mx::topk(p, m, -1), -1);      // ascending: top[m-1] is the most likely
+    auto hi = mx::slice(top, {0, 1}, {rows, m});      // p_i     (i = m-2 .. 0, reversed)
+    auto lo = mx::slice(top, {0, 0}, {rows, m - 1});  // p_{i+1}
     std::vector<float> t(m - 1);
     for (int j = 0; j < m - 1; ++j) {  // column j holds rank i = m - 2 - j
       const int i = m - 2 - j;

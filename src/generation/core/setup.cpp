@@ -10,12 +10,14 @@ GenerationConfig with_model_defaults(GenerationConfig config, const ModelConfig&
     if (!model_config.eos_token_id.empty()) config.eos_token_id = model_config.eos_token_id;
     else if (tokenizer && tokenizer->eos_token_id()) config.eos_token_id = std::vector<int>{*tokenizer->eos_token_id()};
   }
-  if (!config.bos_token_id) config.bos_token_id = model_config.bos_token_id ? model_config.bos_token_id
-                                                  : tokenizer                 ? tokenizer->bos_token_id()
-                                                                              : std::nullopt;
-  if (!config.pad_token_id) config.pad_token_id = model_config.pad_token_id ? model_config.pad_token_id
-                                                  : tokenizer                 ? tokenizer->pad_token_id()
-                                                                              : std::nullopt;
+  if (!config.bos_token_id)
+    config.bos_token_id = model_config.bos_token_id ? model_config.bos_token_id
+                          : tokenizer               ? tokenizer->bos_token_id()
+                                                    : std::nullopt;
+  if (!config.pad_token_id)
+    config.pad_token_id = model_config.pad_token_id ? model_config.pad_token_id
+                          : tokenizer               ? tokenizer->pad_token_id()
+                                                    : std::nullopt;
   return config;
 }
 

@@ -42,9 +42,8 @@ TokenLogprobs StepRecorder::top(int step, int row) const {
     const int32_t* i = ids.data<int32_t>() + static_cast<size_t>(row) * k;
     const float* v = top_value_steps_[step].data<float>() + static_cast<size_t>(row) * k;
     for (int j = 0; j < k; ++j) out.top.emplace_back(i[j], v[j]);
-    std::stable_sort(out.top.begin(), out.top.end(), [](auto& a, auto& b) {
-      return a.second != b.second ? a.second > b.second : a.first < b.first;
-    });
+    std::stable_sort(out.top.begin(), out.top.end(),
+                     [](auto& a, auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; });
   }
   return out;
 }

@@ -42,7 +42,8 @@ class PrefixAllowedTokens : public LogitsProcessor {
   }
   mx::array apply(const mx::array& logits, const mx::array& ids_in) override {
     const int b = logits.shape(0), v = logits.shape(-1);
-    if (b % group_ != 0) fail("generate", "prefix_allowed_tokens_fn: the batch is not a multiple of the rows per entry");
+    if (b % group_ != 0)
+      fail("generate", "prefix_allowed_tokens_fn: the batch is not a multiple of the rows per entry");
     if (ids_in.ndim() != 2 || ids_in.shape(0) != b)
       fail("generate", "prefix_allowed_tokens_fn: the ids and the scores have different batch sizes");
     auto ids = mx::contiguous(mx::astype(ids_in, mx::int32));  // row-major on the host
@@ -53,7 +54,8 @@ class PrefixAllowedTokens : public LogitsProcessor {
     size_t width = 1;
     for (int r = 0; r < b; ++r) {
       // HF: batch_id = row // num_beams (num_return_sequences rows share one batch entry).
-      allowed[r] = fn_(r / group_, std::vector<int>(data + static_cast<size_t>(r) * t, data + static_cast<size_t>(r + 1) * t));
+      allowed[r] =
+          fn_(r / group_, std::vector<int>(data + static_cast<size_t>(r) * t, data + static_cast<size_t>(r + 1) * t));
       if (allowed[r].empty())
         fail("generate", "prefix_allowed_tokens_fn returned an empty list for batch ID " + std::to_string(r / group_) +
                              ": the constraint is unsatisfiable");

@@ -27,8 +27,8 @@ inline mx::array vocab_mask(int vocab, const std::vector<int>& tokens) {
 inline mx::array ids_mask(const mx::array& ids, int vocab) {
   int b = ids.shape(0);
   auto clamped = mx::minimum(mx::astype(ids, mx::int32), mx::array(vocab, mx::int32));
-  auto mask = mx::put_along_axis(mx::zeros({b, vocab + 1}, mx::bool_), clamped,
-                                 mx::ones(clamped.shape(), mx::bool_), -1);
+  auto mask =
+      mx::put_along_axis(mx::zeros({b, vocab + 1}, mx::bool_), clamped, mx::ones(clamped.shape(), mx::bool_), -1);
   return mx::slice(mask, {0, 0}, {b, vocab});
 }
 

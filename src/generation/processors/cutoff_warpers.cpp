@@ -96,7 +96,8 @@ class Typical : public LogitsProcessor {
     auto ent = mx::negative(mx::sum(plogp, -1, true));
     auto shifted = mx::abs(mx::subtract(mx::negative(logp), ent));
     if (processors::mass_cutoff_on_cpu(logits)) {
-      auto remove = processors::typical_remove_mask(shifted, mx::softmax(logits, -1, true), static_cast<float>(mass_), keep_);
+      auto remove =
+          processors::typical_remove_mask(shifted, mx::softmax(logits, -1, true), static_cast<float>(mass_), keep_);
       return mx::where(remove, neg_inf(), logits);
     }
     auto order = mx::argsort(shifted, -1);
@@ -143,7 +144,8 @@ class Typical : public LogitsProcessor {
 class Cutoff : public LogitsProcessor {
  public:
   Cutoff(double eps, int keep, bool eta) : eps_(eps), keep_(keep), eta_(eta) {
-    if (!(eps > 0 && eps < 1)) fail("config", std::string(eta ? "eta_cutoff" : "epsilon_cutoff") + " must be in (0, 1)");
+    if (!(eps > 0 && eps < 1))
+      fail("config", std::string(eta ? "eta_cutoff" : "epsilon_cutoff") + " must be in (0, 1)");
   }
   mx::array apply(const mx::array& logits, const mx::array&) override {
     auto probs = mx::softmax(logits, -1, true);
@@ -219,14 +221,18 @@ class Renormalize : public LogitsProcessor {
 
 }  // namespace
 
-std::unique_ptr<LogitsProcessor> make_min_p_warper(double min_p, int keep) { return std::make_unique<MinP>(min_p, keep); }
+std::unique_ptr<LogitsProcessor> make_min_p_warper(double min_p, int keep) {
+  return std::make_unique<MinP>(min_p, keep);
+}
 std::unique_ptr<LogitsProcessor> make_typical_warper(double mass, int keep) {
   return std::make_unique<Typical>(mass, keep);
 }
 std::unique_ptr<LogitsProcessor> make_epsilon_warper(double eps, int keep) {
   return std::make_unique<Cutoff>(eps, keep, false);
 }
-std::unique_ptr<LogitsProcessor> make_eta_warper(double eps, int keep) { return std::make_unique<Cutoff>(eps, keep, true); }
+std::unique_ptr<LogitsProcessor> make_eta_warper(double eps, int keep) {
+  return std::make_unique<Cutoff>(eps, keep, true);
+}
 std::unique_ptr<LogitsProcessor> make_remove_invalid_values() { return std::make_unique<RemoveInvalid>(); }
 std::unique_ptr<LogitsProcessor> make_renormalize() { return std::make_unique<Renormalize>(); }
 

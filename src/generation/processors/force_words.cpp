@@ -91,9 +91,9 @@ class ForceWordsProcessor : public LogitsProcessor {
                            std::to_string(v) + ")");
     auto k = *progress_;
     auto met = *met_;
-    auto met_item = item_met(met);                       // [B, I]
-    auto active = mx::greater(k, mx::array(0));          // [B, I] (never set on met constraints)
-    auto any_active = mx::any(active, -1, true);         // [B, 1]
+    auto met_item = item_met(met);                             // [B, I]
+    auto active = mx::greater(k, mx::array(0));                // [B, I] (never set on met constraints)
+    auto any_active = mx::any(active, -1, true);               // [B, 1]
     auto unmet_any = mx::any(mx::logical_not(met), -1, true);  // [B, 1]
 
     // Forced continuations: each active alternative's next token.
@@ -102,24 +102,24 @@ class ForceWordsProcessor : public LogitsProcessor {
 
     // Tokens still needed: per unmet constraint, the least left of its active alternatives, or its
     // shortest alternative when none is active.
-    auto c_active = mx::any(mx::logical_and(mx::expand_dims(active, 2), member_), 1);          // [B, C]
-    auto in_active_c = mx::any(mx::logical_and(mx::expand_dims(c_active, 1), member_), -1);    // [B, I]
+    auto c_active = mx::any(mx::logical_and(mx::expand_dims(active, 2), member_), 1);        // [B, C]
+    auto in_active_c = mx::any(mx::logical_and(mx::expand_dims(c_active, 1), member_), -1);  // [B, I]
     auto cand = mx::where(active, mx::subtract(len_, k), mx::where(in_active_c, mx::array(kBig), len_));
     auto need_c = mx::min(mx::where(member_, mx::expand_dims(cand, 2), mx::array(kBig)), 1);  // [B, C]
-    auto needed = mx::sum(mx::where(met, mx::array(0), need_c), -1, true);                     // [B, 1]
+    auto needed = mx::sum(mx::where(met, mx::array(0), need_c), -1, true);                    // [B, 1]
     const int left = budget_ - steps_;
     auto strict = mx::logical_and(mx::logical_and(mx::logical_not(any_active), unmet_any),
                                   mx::greater_equal(needed, mx::array(left)));
     // Strict start: alternatives of unmet constraints that still fit the budget (else the shortest).
     auto unmet_item = mx::logical_not(met_item);
-    auto fits = mx::logical_and(
-        unmet_item, mx::less_equal(mx::add(mx::subtract(len_, item_min_), needed), mx::array(left)));
+    auto fits =
+        mx::logical_and(unmet_item, mx::less_equal(mx::add(mx::subtract(len_, item_min_), needed), mx::array(left)));
     auto shortest = mx::logical_and(unmet_item, mx::equal(len_, item_min_));
     auto start_ok = mx::where(mx::any(fits, -1, true), fits, shortest);
     auto start_mask = ids_mask(mx::where(start_ok, first_, mx::array(v, mx::int32)), v);
 
-    auto restrict = mx::logical_or(any_active, strict);                     // [B, 1]
-    auto allowed = mx::where(any_active, cont_mask, start_mask);            // [B, V]
+    auto restrict = mx::logical_or(any_active, strict);           // [B, 1]
+    auto allowed = mx::where(any_active, cont_mask, start_mask);  // [B, V]
     // Outside a forced word, EOS waits for every constraint.
     auto eos = mx::reshape(vocab_mask(v, eos_), {1, v});
     auto keep = mx::where(restrict, allowed, mx::logical_not(mx::logical_and(unmet_any, eos)));
@@ -127,8 +127,7 @@ class ForceWordsProcessor : public LogitsProcessor {
     // An unsatisfiable row (every kept token already -inf) gets 0 on its kept tokens.
     auto dead = mx::logical_not(mx::any(mx::greater(out, neg_inf()), -1, true));
     auto changed = mx::logical_or(restrict, unmet_any);
-    return mx::where(mx::logical_and(dead, changed),
-                     mx::where(keep, mx::array(0.0f, logits.dtype()), neg_inf()), out);
+    return mx::where(mx::logical_and(dead, changed), mx::where(keep, mx::array(0.0f, logits.dtype()), neg_inf()), out);
   }
 
   void on_token(const mx::array& tokens) override {
@@ -138,11 +137,11 @@ class ForceWordsProcessor : public LogitsProcessor {
     auto met_item = item_met(*met_);
     auto active = mx::greater(k, mx::array(0));
     auto advance = mx::logical_and(active, mx::equal(next_tokens(k), t));
-    auto start = mx::logical_and(mx::logical_and(mx::logical_not(advance), mx::equal(first_, t)),
-                                 mx::logical_not(met_item));
+    auto start =
+        mx::logical_and(mx::logical_and(mx::logical_not(advance), mx::equal(first_, t)), mx::logical_not(met_item));
     auto nk = mx::where(advance, mx::add(k, mx::array(1)), mx::where(start, mx::array(1), mx::array(0)));
-    auto complete = mx::logical_and(mx::greater(nk, mx::array(0)), mx::equal(nk, len_));       // [B, I]
-    auto newly = mx::any(mx::logical_and(mx::expand_dims(complete, 2), member_), 1);           // [B, C]
+    auto complete = mx::logical_and(mx::greater(nk, mx::array(0)), mx::equal(nk, len_));  // [B, I]
+    auto newly = mx::any(mx::logical_and(mx::expand_dims(complete, 2), member_), 1);      // [B, C]
     met_ = mx::logical_or(*met_, newly);
     // A met constraint stops forcing every one of its alternatives.
     progress_ = mx::where(item_met(*met_), mx::array(0), nk);

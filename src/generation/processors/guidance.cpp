@@ -32,8 +32,13 @@ class ClassifierFreeGuidance : public LogitsProcessor {
     }
   }
   ClassifierFreeGuidance(const ClassifierFreeGuidance& o)
-      : scale_(o.scale_), model_(o.model_), negative_(o.negative_), first_(o.first_), rows_(o.rows_),
-        prompt_last_(o.prompt_last_), pending_(o.pending_) {
+      : scale_(o.scale_),
+        model_(o.model_),
+        negative_(o.negative_),
+        first_(o.first_),
+        rows_(o.rows_),
+        prompt_last_(o.prompt_last_),
+        pending_(o.pending_) {
     for (auto& c : o.caches_) caches_.push_back(c->clone());
   }
 
@@ -94,7 +99,7 @@ class ClassifierFreeGuidance : public LogitsProcessor {
 }  // namespace
 
 std::unique_ptr<LogitsProcessor> make_classifier_free_guidance(double scale, Model& model,
-                                                                std::optional<std::vector<int>> negative_prompt_ids) {
+                                                               std::optional<std::vector<int>> negative_prompt_ids) {
   return std::make_unique<ClassifierFreeGuidance>(scale, model, std::move(negative_prompt_ids));
 }
 

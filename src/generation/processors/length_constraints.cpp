@@ -172,13 +172,15 @@ class ForcedEos : public LengthProcessor {
 
 class ExponentialDecay : public LengthProcessor {
  public:
-  ExponentialDecay(int start, double factor, std::vector<int> eos) : start_(start), factor_(factor), eos_(std::move(eos)) {}
+  ExponentialDecay(int start, double factor, std::vector<int> eos)
+      : start_(start), factor_(factor), eos_(std::move(eos)) {}
   mx::array apply(const mx::array& logits, const mx::array& ids) override {
     const int regulation_start = prompt_len_ + start_;
     const int cur = ids.shape(1);
     if (cur <= regulation_start || eos_.empty()) return logits;
     for (int e : eos_)
-      if (e < 0 || e >= logits.shape(-1)) fail("generate", "eos_token_id " + std::to_string(e) + " is outside the vocabulary");
+      if (e < 0 || e >= logits.shape(-1))
+        fail("generate", "eos_token_id " + std::to_string(e) + " is outside the vocabulary");
     // HF computes factor**n - 1 in Python (double); torch then multiplies in float32. Non-finite
     // EOS logits get no penalty.
     const float scale = static_cast<float>(std::pow(factor_, cur - regulation_start) - 1.0);

@@ -198,7 +198,8 @@ class TopNSigma : public LogitsProcessor {
       const float mean = sum / count;
       float acc = 0.0f;
       for (float f : x)  // llama.cpp: acc += pow(logit - mean, 2), a double added to a float
-        if (f != -INFINITY) acc = static_cast<float>(acc + static_cast<double>(f - mean) * static_cast<double>(f - mean));
+        if (f != -INFINITY)
+          acc = static_cast<float>(acc + static_cast<double>(f - mean) * static_cast<double>(f - mean));
       const float limit = max - n * std::sqrt(acc / count);
       for (auto& f : x)
         if (f < limit) f = -INFINITY;
@@ -215,8 +216,11 @@ class TopNSigma : public LogitsProcessor {
 class Xtc : public LogitsProcessor {
  public:
   Xtc(double probability, double threshold, double temperature, uint32_t seed, int keep)
-      : p_(static_cast<float>(probability)), threshold_(static_cast<float>(threshold)),
-        temperature_(static_cast<float>(temperature)), keep_(keep), rng_(seed) {
+      : p_(static_cast<float>(probability)),
+        threshold_(static_cast<float>(threshold)),
+        temperature_(static_cast<float>(temperature)),
+        keep_(keep),
+        rng_(seed) {
     if (!(probability > 0 && probability <= 1)) fail("config", "xtc_probability must be in (0, 1] for its warper");
     if (!(threshold >= 0 && threshold <= 0.5)) fail("config", "xtc_threshold must be in [0, 0.5]");
   }
@@ -233,8 +237,9 @@ class Xtc : public LogitsProcessor {
     // llama.cpp keeps the tail from the least likely token above the threshold, when two or more
     // reach it and min_keep candidates stay.
     auto apply_row = mx::logical_and(
-        cut, mx::logical_and(mx::greater_equal(n_above, mx::array(2)),
-                             mx::greater_equal(mx::add(mx::subtract(candidates, n_above), mx::array(1)), mx::array(keep_))));
+        cut,
+        mx::logical_and(mx::greater_equal(n_above, mx::array(2)),
+                        mx::greater_equal(mx::add(mx::subtract(candidates, n_above), mx::array(1)), mx::array(keep_))));
     auto remove = mx::logical_and(apply_row, mx::logical_and(above, mx::greater(probs, least)));
     return mx::where(remove, neg_inf(), logits);
   }
@@ -295,8 +300,8 @@ std::unique_ptr<LogitsProcessor> make_dry_penalty(double multiplier, double base
       add_breaker(*texts, *tokenizer, s, *map);
     }
   }
-  return std::make_unique<Dry>(DryParams{static_cast<float>(multiplier), static_cast<float>(base), allowed_length,
-                                         last_n, std::move(map)});
+  return std::make_unique<Dry>(
+      DryParams{static_cast<float>(multiplier), static_cast<float>(base), allowed_length, last_n, std::move(map)});
 }
 
 std::unique_ptr<LogitsProcessor> make_top_n_sigma_warper(double n) { return std::make_unique<TopNSigma>(n); }

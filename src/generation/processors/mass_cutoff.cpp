@@ -23,7 +23,8 @@ enum class Mode { TopP, Typical };
 
 class MassCutoff : public mx::UnaryPrimitive {
  public:
-  MassCutoff(mx::Stream s, Mode mode, float param, int keep) : mx::UnaryPrimitive(s), mode_(mode), param_(param), keep_(keep) {}
+  MassCutoff(mx::Stream s, Mode mode, float param, int keep)
+      : mx::UnaryPrimitive(s), mode_(mode), param_(param), keep_(keep) {}
 
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     kernels::enqueue_cpu(stream(), in, out, [&] {

@@ -54,9 +54,7 @@ class PresenceFrequencyPenalty : public LogitsProcessor {
     };
   }
   bool needs_ids() const override { return true; }
-  std::unique_ptr<LogitsProcessor> clone() const override {
-    return std::make_unique<PresenceFrequencyPenalty>(*this);
-  }
+  std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<PresenceFrequencyPenalty>(*this); }
 
  private:
   double presence_, frequency_;

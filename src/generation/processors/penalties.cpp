@@ -23,8 +23,8 @@ class RepetitionPenalty : public LogitsProcessor {
     // prompt_ignore_length is 0) is penalised once, however often it occurs.
     auto mask = ids_mask(ids, logits.shape(-1));
     auto p = mx::array(static_cast<float>(penalty_), logits.dtype());
-    auto penalised = mx::where(mx::less(logits, mx::array(0.0f, logits.dtype())), mx::multiply(logits, p),
-                               mx::divide(logits, p));
+    auto penalised =
+        mx::where(mx::less(logits, mx::array(0.0f, logits.dtype())), mx::multiply(logits, p), mx::divide(logits, p));
     return mx::where(mask, penalised, logits);
   }
   std::optional<RowKernel> row_kernel(int, int) override {

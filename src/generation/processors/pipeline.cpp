@@ -121,10 +121,10 @@ LogitsProcessorList build_logits_processors(const GenerationConfig& config, cons
   // own transformers LogitsProcessor): the other processors' masks and biases commute with it, so only
   // the warpers, which renormalise, see the constrained distribution.
   if (wants_grammar(config))
-    list.add(make_grammar_constraint(config, context.tokenizer,
-                                     context.model ? context.model->config().vocab_size
-                                                   : (context.tokenizer ? context.tokenizer->vocab_size() : 0),
-                                     context.tentative_ids));
+    list.add(make_grammar_constraint(
+        config, context.tokenizer,
+        context.model ? context.model->config().vocab_size : (context.tokenizer ? context.tokenizer->vocab_size() : 0),
+        context.tentative_ids));
   if (config.do_sample) {
     const int keep = context.min_tokens_to_keep;
     if (config.temperature != 1.0) list.add(make_temperature_warper(config.temperature));
@@ -134,7 +134,8 @@ LogitsProcessorList build_logits_processors(const GenerationConfig& config, cons
     if (config.top_p < 1.0) list.add(make_top_p_warper(config.top_p, keep));
     if (config.min_p) list.add(make_min_p_warper(*config.min_p, keep));
     if (config.typical_p < 1.0) list.add(make_typical_warper(config.typical_p, keep));
-    if (config.epsilon_cutoff > 0.0 && config.epsilon_cutoff < 1.0) list.add(make_epsilon_warper(config.epsilon_cutoff, keep));
+    if (config.epsilon_cutoff > 0.0 && config.epsilon_cutoff < 1.0)
+      list.add(make_epsilon_warper(config.epsilon_cutoff, keep));
     if (config.eta_cutoff > 0.0 && config.eta_cutoff < 1.0) list.add(make_eta_warper(config.eta_cutoff, keep));
     // llama.cpp runs XTC after its truncation samplers and before its temperature: last here, on the
     // probabilities at temperature 1.

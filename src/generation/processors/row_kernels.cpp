@@ -43,8 +43,8 @@ class RowKernels : public mx::UnaryPrimitive {
         std::copy(xr.ptr, xr.ptr + x.size(), dst);
         for (int r = 0; r < rows; ++r) {
           std::span<float> row(dst + static_cast<size_t>(r) * v, v);
-          std::span<const int32_t> row_ids = with_ids ? std::span<const int32_t>(id_ptr + static_cast<size_t>(r) * t, t)
-                                                      : std::span<const int32_t>();
+          std::span<const int32_t> row_ids =
+              with_ids ? std::span<const int32_t>(id_ptr + static_cast<size_t>(r) * t, t) : std::span<const int32_t>();
           for (auto& k : kernels) k(row, row_ids);
         }
       };

@@ -79,7 +79,8 @@ class SequenceBiasProcessor : public LogitsProcessor {
           }
         adds.push_back({id, b});
       };
-      for (size_t i = 0; i < this_copy.single_ids_.size(); ++i) add(this_copy.single_ids_[i], this_copy.single_bias_[i]);
+      for (size_t i = 0; i < this_copy.single_ids_.size(); ++i)
+        add(this_copy.single_ids_[i], this_copy.single_bias_[i]);
       const int t = static_cast<int>(ids.size());
       for (auto& m : this_copy.multi_) {
         const int len = static_cast<int>(m.prefix.size());
@@ -101,8 +102,8 @@ class SequenceBiasProcessor : public LogitsProcessor {
   void check_vocab(int v) const {
     auto bad = [&](int id) {
       if (id >= v)
-        fail("generate", "biased token id " + std::to_string(id) + " is outside the vocabulary (size " +
-                             std::to_string(v) + ")");
+        fail("generate",
+             "biased token id " + std::to_string(id) + " is outside the vocabulary (size " + std::to_string(v) + ")");
     };
     for (int id : single_ids_) bad(id);
     for (auto& m : multi_) {

@@ -37,9 +37,9 @@ class CandidateGenerator {
 
 // A draft model proposing up to config.num_draft_tokens tokens per round with the config's processors;
 // `choose(scores [1, V]) -> token [1]` is the run's sampler (one RNG for draft and target, as mlx-lm).
-std::unique_ptr<CandidateGenerator> make_draft_candidates(
-    std::shared_ptr<Model> draft, const GenerationConfig& config, const GeneratorOptions& options,
-    std::function<mx::array(const mx::array&)> choose);
+std::unique_ptr<CandidateGenerator> make_draft_candidates(std::shared_ptr<Model> draft, const GenerationConfig& config,
+                                                          const GeneratorOptions& options,
+                                                          std::function<mx::array(const mx::array&)> choose);
 
 // Prompt lookup: up to config.prompt_lookup_num_tokens tokens that followed an earlier occurrence of the
 // last n-gram (n <= max_matching_ngram_size, default 2), cut at the first of `eos`.

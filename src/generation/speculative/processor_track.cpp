@@ -30,10 +30,8 @@ void ProcessorTrack::commit(int accepted, const mx::array& final_token) {
   // The state after position `accepted` was processed has seen exactly the accepted candidates; when
   // every pushed candidate was accepted and no position after them was processed (the draft track), the
   // working pipeline is that state.
-  if (accepted < static_cast<int>(after_apply_.size()))
-    committed_ = std::move(after_apply_[accepted]);
-  else
-    committed_ = std::move(work_);
+  if (accepted < static_cast<int>(after_apply_.size())) committed_ = std::move(after_apply_[accepted]);
+  else committed_ = std::move(work_);
   committed_.on_token(final_token);
   after_apply_.clear();
 }

@@ -65,8 +65,7 @@ class SpeculativeRun {
     if (has_draft)
       candidates_ = speculative::make_draft_candidates(std::move(draft), config_, options,
                                                        [this](const mx::array& s) { return choose(s); });
-    else
-      candidates_ = speculative::make_lookup_candidates(config_, stop_.eos);
+    else candidates_ = speculative::make_lookup_candidates(config_, stop_.eos);
   }
 
   void run(const std::vector<int>& prompt, const std::function<void(int)>& emit) {
@@ -159,18 +158,17 @@ class SpeculativeRun {
     if (!target_track_.empty()) {
       std::vector<mx::array> rows_out;
       for (int i = 0; i <= k; ++i) {
-        rows_out.push_back(target_track_.apply(rows(raw, i, i + 1), target_track_.needs_ids() ? ids_with(cands, i)
-                                                                                              : mx::array(0)));
+        rows_out.push_back(
+            target_track_.apply(rows(raw, i, i + 1), target_track_.needs_ids() ? ids_with(cands, i) : mx::array(0)));
         if (i < k) target_track_.push(cands[i]);
       }
       scores = mx::concatenate(rows_out, 0);
     }
     mx::array cand_arr = k ? mx::concatenate(cands, 0) : mx::zeros({0}, mx::int32);
-    speculative::Verdict verdict = rejection_
-                                       ? speculative::rejection_sample(cand_arr, scores,
-                                                                       k ? mx::concatenate(draft_scores, 0) : scores,
-                                                                       sampler_.next_key())
-                                       : speculative::match_candidates(cand_arr, sampler_.choose(scores));
+    speculative::Verdict verdict =
+        rejection_ ? speculative::rejection_sample(cand_arr, scores, k ? mx::concatenate(draft_scores, 0) : scores,
+                                                   sampler_.next_key())
+                   : speculative::match_candidates(cand_arr, sampler_.choose(scores));
     mx::eval({cand_arr, verdict.accepted, verdict.tokens});  // the round's one host sync
     const int accepted = verdict.accepted.item<int32_t>();
     const int32_t* toks = verdict.tokens.data<int32_t>();
@@ -184,7 +182,8 @@ class SpeculativeRun {
     // Emit the accepted candidates and the target's token, stopping exactly where plain decoding would.
     for (int i = 0; i <= accepted; ++i) {
       const int token = i < accepted ? cs[i] : final_token;
-      if (recorder_.any()) recorder_.record(rows(raw, i, i + 1), rows(scores, i, i + 1), mx::array(&token, {1}, mx::int32));
+      if (recorder_.any())
+        recorder_.record(rows(raw, i, i + 1), rows(scores, i, i + 1), mx::array(&token, {1}, mx::int32));
       ++stats_.emitted_tokens;
       if (produce(token, emit)) return true;
     }
@@ -209,7 +208,7 @@ class SpeculativeRun {
   bool rejection_ = false;
   int k_ = 0;
   KVCacheList caches_;
-  std::vector<int> ids_;         // prompt + produced
+  std::vector<int> ids_;  // prompt + produced
   std::vector<int> generated_;
   FinishReason finish_ = FinishReason::None;
   SpeculativeStats stats_;

@@ -60,16 +60,16 @@ std::shared_ptr<xgrammar::GrammarCompiler> compiler_for(const std::shared_ptr<co
 // JSON-schema keywords xgrammar 0.2.8 drops without a word (json_schema_converter.cc): a schema using
 // them would be enforced only in part. Map keys under properties / $defs are names, not keywords.
 void refuse_unenforced_keywords(const nlohmann::json& s) {
-  static const char* kIgnored[] = {"uniqueItems", "contains",          "minContains",     "maxContains", "not",
-                                   "if",          "then",              "else",            "dependentRequired",
-                                   "dependentSchemas"};
+  static const char* kIgnored[] = {"uniqueItems", "contains", "minContains", "maxContains",       "not",
+                                   "if",          "then",     "else",        "dependentRequired", "dependentSchemas"};
   if (s.is_array()) {
     for (auto& x : s) refuse_unenforced_keywords(x);
     return;
   }
   if (!s.is_object()) return;
   for (const char* k : kIgnored)
-    if (s.contains(k)) fail("grammar", std::string("json_schema: the keyword '") + k + "' cannot be enforced (xgrammar ignores it)");
+    if (s.contains(k))
+      fail("grammar", std::string("json_schema: the keyword '") + k + "' cannot be enforced (xgrammar ignores it)");
   for (auto& [key, value] : s.items()) {
     if (key == "properties" || key == "patternProperties" || key == "$defs" || key == "definitions") {
       if (value.is_object())
@@ -193,7 +193,8 @@ class GrammarState {
           else logits[v] = -INFINITY;
         }
         if (!any && !tentative_)
-          note("after " + std::to_string(line.tokens.size()) + " generated tokens no token satisfies both the "
+          note("after " + std::to_string(line.tokens.size()) +
+               " generated tokens no token satisfies both the "
                "constraint and the other settings (e.g. min_new_tokens forbids the EOS the constraint needs, or "
                "logit_bias / suppress_tokens remove every allowed token)");
       }
@@ -280,9 +281,9 @@ class GrammarConstraint : public LogitsProcessor {
       // Built without the model (speculative tracks know only the tokenizer): recompile for the width of
       // the logits, which may exceed the tokenizer's vocabulary.
       if (width < tokenizer_->vocab_size()) fail("grammar", "logits narrower than the vocabulary");
-      state_->retarget(std::make_shared<const xgrammar::CompiledGrammar>(
-                           compile(*compiler_for(tokenizer_, width, stops_), config_)),
-                       width);
+      state_->retarget(
+          std::make_shared<const xgrammar::CompiledGrammar>(compile(*compiler_for(tokenizer_, width, stops_), config_)),
+          width);
     }
     const int rows = logits.shape(0);
     if (ids.ndim() != 2 || ids.shape(0) != rows || ids.shape(1) < state_->prompt())
@@ -322,7 +323,8 @@ std::unique_ptr<LogitsProcessor> make_grammar_constraint(const GenerationConfig&
   const std::vector<int> stops = config.eos_token_id.value_or(std::vector<int>{});
   if (stops.empty()) fail("generate", "structured output needs an EOS token to end on (the model defines none)");
   for (int id : stops)
-    if (id < 0 || id >= vocab_size) fail("generate", "EOS token id " + std::to_string(id) + " is outside the vocabulary");
+    if (id < 0 || id >= vocab_size)
+      fail("generate", "EOS token id " + std::to_string(id) + " is outside the vocabulary");
   vocab_size = std::max(vocab_size, tokenizer->vocab_size());
   auto compiler = compiler_for(tokenizer, vocab_size, stops);
   auto grammar = std::make_shared<const xgrammar::CompiledGrammar>(compile(*compiler, config));
