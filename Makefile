@@ -4,16 +4,20 @@ BUILD     ?= build
 BUILD_TYPE ?= Release
 PROMPT    ?= Write a haiku about the sea.
 
-.PHONY: setup build run test test-cpp test-parity test-python test-server test-install test-asan san-configure fuzz python-install bump-version git-release bench steering-demo clean
+.PHONY: setup build run test format format-check soak test-cpp test-parity test-python test-server test-install test-asan san-configure fuzz python-install bump-version git-release bench steering-demo clean
 
 setup:
 	@bash scripts/setup.sh
 
+# WERROR=ON (CI) makes every compiler warning an error, in the build and the Python extension.
+WERROR    ?= OFF
+
 $(BUILD)/build.ninja: CMakeLists.txt | setup
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DMLXGP_WERROR=$(WERROR) \
 	  -DMLX_DIR=$$($(PY) -m mlx --cmake-dir)/share/cmake/MLX
 
 build: setup $(BUILD)/build.ninja
+	@grep -q "^MLXGP_WERROR:BOOL=$(WERROR)$$" $(BUILD)/CMakeCache.txt || cmake -DMLXGP_WERROR=$(WERROR) $(BUILD) >/dev/null
 	cmake --build $(BUILD) -j 2
 
 run: build
@@ -22,14 +26,19 @@ run: build
 test-cpp: build
 	cd $(BUILD) && ctest --output-on-failure -j 2
 
-# The parity tests drive the Python package too (test_batch_generate.py): install it first.
+# The parity tests drive the Python package too (test_batch_generate.py): install it first. Two pytest
+# workers (pytest-xdist), each taking a whole test file at a time (--dist loadfile: a file's module
+# fixtures stay in one process): much of the suite waits on process start-up, model loading and
+# single-threaded reference code, so two files at once keep both cores busy. PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= 2
 test-parity: build python-install
-	MLXGP_BIN=$(abspath $(BUILD))/mlxgp $(PY) -m pytest -q tests/parity
+	MLXGP_BIN=$(abspath $(BUILD))/mlxgp $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests/parity
 
 # The Python package, installed editable into .venv; the extension builds in $(BUILD)/python-ext
 # (ccache keeps the C++ recompile cheap).
 python-install: setup
-	$(PY) -m pip install -q --no-build-isolation --no-deps -e . -Cbuild-dir=$(BUILD)/python-ext
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e . -Cbuild-dir=$(BUILD)/python-ext \
+	  -Ccmake.define.MLXGP_WERROR=$(WERROR)
 
 test-python: build python-install
 	MLXGP_BIN=$(abspath $(BUILD))/mlxgp MLXGP_PYTHON_BUILD_DIR=$(abspath $(BUILD))/python-ext $(PY) -m pytest -q tests/python
@@ -42,12 +51,12 @@ test-server: build
 # configure, build and run examples/cpp against it (find_package(mlxgp), mlxgp::mlxgp) on the default model.
 test-install: build
 	cmake --install $(BUILD) --component mlxgp_dev --prefix $(abspath $(BUILD))/install
-	cmake -S examples/cpp -B $(BUILD)/example-cpp -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	cmake -S examples/cpp -B $(BUILD)/example-cpp -G Ninja -DCMAKE_BUILD_TYPE=Release -DMLXGP_WERROR=$(WERROR) \
 	  -DCMAKE_PREFIX_PATH=$(abspath $(BUILD))/install -DMLX_DIR=$$($(PY) -m mlx --cmake-dir)/share/cmake/MLX
 	cmake --build $(BUILD)/example-cpp -j 2
 	$(BUILD)/example-cpp/generate_example default "The capital of France is" 8
 
-test: test-cpp test-parity test-python test-server test-install
+test: format-check test-cpp test-parity test-python test-server test-install
 
 # VERSION is the one source of the version (CMake, C++ MLXGP_VERSION, Python __version__ read it).
 PART ?= patch
@@ -82,6 +91,23 @@ test-asan: san-configure
 	cd $(SAN_BUILD) && $(SAN_ENV) ctest --output-on-failure -j 2
 	$(SAN_ENV) MLXGP_BIN=$(abspath $(SAN_BUILD))/mlxgp $(PY) -m pytest -q -x tests/parity/test_logits_parity.py \
 	  tests/parity/test_tokenizer_parity.py tests/parity/test_cli_errors.py
+
+# Resident memory of one long generation with a rotating KV cache (scripts/soak_rss.py): RSS by tenth of
+# the run and its growth after warm-up. 100,000 tokens of the default model take about an hour on 2 cores.
+SOAK_TOKENS ?= 100000
+SOAK_MODEL ?= default
+soak: build
+	$(PY) scripts/soak_rss.py --mlxgp $(BUILD)/mlxgp --model $(SOAK_MODEL) --tokens $(SOAK_TOKENS) --max-kv-size 512 \
+	  --json $(BUILD)/soak-$(SOAK_TOKENS).json
+
+# C++ style (.clang-format; clang-format from requirements.txt): `make format` rewrites every tracked C++
+# file in place, `make format-check` (part of make test) lists the files that differ and fails.
+CXX_FILES = git ls-files '*.cpp' '*.h'
+format: setup
+	$(CXX_FILES) | xargs .venv/bin/clang-format -i
+format-check: setup
+	@bad=$$($(CXX_FILES) | while read f; do .venv/bin/clang-format "$$f" | cmp -s "$$f" - || echo "$$f"; done); \
+	  if [ -n "$$bad" ]; then echo "not formatted (make format):" $$bad; exit 1; fi
 
 # Tags vX.Y.Z; pushes the tag only to remotes that exist.
 git-release:

@@ -5,6 +5,7 @@ mlx_lm) stay out of the benchmark's driver process. Each folder is built in a te
 renamed into place, so a killed run never leaves a half-written folder under the real name. A folder
 whose recipe stamp matches RECIPE is reused as is (idempotent); an older one is rebuilt.
 """
+import fcntl
 import json
 import os
 import shutil
@@ -98,6 +99,13 @@ def build_mlx_q8(out: Path) -> None:
 
 def main() -> None:
     HF_F32_DIR.parent.mkdir(parents=True, exist_ok=True)
+    # One preparer at a time (parallel test workers may start two): the second waits, then reuses.
+    with open(HF_F32_DIR.parent / ".prepare.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _prepare()
+
+
+def _prepare() -> None:
     rebuilt = _build_atomically(HF_F32_DIR, build_hf_f32)
     for derived in (MLX_Q4_DIR, MLX_Q8_DIR):
         if rebuilt and derived.exists():

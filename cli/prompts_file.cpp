@@ -27,8 +27,8 @@ std::vector<FileRequest> read_prompts_file(
     nlohmann::ordered_json j;  // in the line's key order: a json_schema lists its properties in order
     try {
       j = nlohmann::ordered_json::parse(line);
-    } catch (const nlohmann::ordered_json::exception&) {
-      bad("not a JSON object");
+    } catch (const nlohmann::ordered_json::exception& e) {
+      bad(std::string(e.what()).find("UTF-8") != std::string::npos ? "not valid UTF-8" : "malformed JSON");
     }
     if (!j.is_object()) bad("not a JSON object");
     for (auto& [key, _] : j.items())

@@ -181,17 +181,17 @@ ExprPtr ExprParser::parse_primary() {
   if (skip_op("(")) {
     // A tuple is a list that prints with parentheses (e.g. tojson separators=(',', ':')).
     if (skip_op(")")) {
-      auto t = expr(Expr::Kind::ListLit, line);
-      t->name = "tuple";
-      return t;
+      auto empty = expr(Expr::Kind::ListLit, line);
+      empty->name = "tuple";
+      return empty;
     }
     ExprPtr e = parse_expr();
     if (is_op(",")) {
-      auto t = expr(Expr::Kind::ListLit, line);
-      t->name = "tuple";
-      t->args.push_back(std::move(e));
-      while (skip_op(",") && !is_op(")")) t->args.push_back(parse_expr());
-      e = std::move(t);
+      auto tuple = expr(Expr::Kind::ListLit, line);
+      tuple->name = "tuple";
+      tuple->args.push_back(std::move(e));
+      while (skip_op(",") && !is_op(")")) tuple->args.push_back(parse_expr());
+      e = std::move(tuple);
     }
     expect_op(")");
     return e;

@@ -29,6 +29,10 @@ int check_prompt_and_budget(const ModelConfig& mc, const GenerationConfig& confi
                            std::to_string(config.max_length) + "; raise max_length or set max_new_tokens");
     budget = config.max_length - n;
   }
+  // The model's context bounds what the KV cache holds. A rotating cache (max_kv_size) holds a window of
+  // it whatever the length, so generation goes on past the context with positions still counting, as
+  // mlx-lm's generate_step does with max_kv_size; without one, the budget stops at the context.
+  if (config.max_kv_size) return budget;
   return context > 0 ? std::min(budget, context - n) : budget;
 }
 

@@ -9,6 +9,8 @@
 #include <mlx/mlx.h>
 #include <nlohmann/json.hpp>
 
+#include "core/fault.h"
+#include "io/checkpoint_files.h"
 #include "mlxgp/error.h"
 #include "mlxgp/paths.h"
 #include "mlxgp/loader.h"
@@ -108,10 +110,21 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp);
   try {
-    mx::save_safetensors((tmp / "model.safetensors").string(), out, {{"format", "mlx"}});
+    const auto weights = (tmp / "model.safetensors").string();
+    try {
+      mx::save_safetensors(weights, out, {{"format", "mlx"}});
+    } catch (const std::exception& e) {
+      fail("convert", "cannot write " + weights + ": " + e.what());
+    }
+    try {
+      io::validate_safetensors(weights);  // MLX's writer may not report every short write (disk full)
+    } catch (const Error&) {
+      fail("convert", "cannot write " + weights + ": the file came out short (disk full?)");
+    }
     {
       std::ofstream cf(tmp / "config.json");
       cf << config.dump(4) << "\n";
+      cf.flush();
       if (!cf) fail("convert", "cannot write " + (tmp / "config.json").string());
     }
     for (const char* f : kCopied)
@@ -119,6 +132,7 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
         fs::copy_file(src / f, tmp / f, fs::copy_options::overwrite_existing);
         result.copied_files.push_back(f);
       }
+    fault_point("convert-written");
     if (fs::exists(dst)) fs::remove(dst);  // empty folder (checked above)
     fs::rename(tmp, dst);
   } catch (const fs::filesystem_error& e) {

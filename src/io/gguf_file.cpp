@@ -6,6 +6,7 @@
 //   (uint32 codes packed little-endian, bits per value 4, 5 or 8; float32 scales and biases);
 // - Q2_K, Q3_K, Q6_K (16-value sub-blocks) as their raw blocks, uint8 [rows, row bytes], with a
 //   `<name>.ggml_type` scalar telling layers::Linear to run kernels::ggml_matmul on them.
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -365,10 +366,21 @@ mx::GGUFLoad read_gguf(const std::string& path, bool with_tensors) {
   }
   const uint64_t data_start = (w.pos() + alignment - 1) / alignment * alignment;
   if (data_start > size) w.bad("file is truncated (no tensor data)");
-  // Every tensor's data must lie inside the file before any is read.
-  for (auto& t : infos)
+  // Every tensor's data must lie inside the file before any is read, start on the file's alignment, and
+  // overlap no other tensor's (ggml's gguf reader goes further and wants them packed in order).
+  for (auto& t : infos) {
     if (t.offset > size - data_start || t.bytes > size - data_start - t.offset)
       w.bad("file is truncated: tensor '" + t.name + "' data ends past the end of the file");
+    if (t.offset % alignment != 0)
+      w.bad("tensor '" + t.name + "' data offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
+            std::to_string(alignment));
+  }
+  std::vector<const Info*> by_offset;
+  for (auto& t : infos) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i)
+    if (by_offset[i - 1]->offset + by_offset[i - 1]->bytes > by_offset[i]->offset)
+      w.bad("tensors '" + by_offset[i - 1]->name + "' and '" + by_offset[i]->name + "' overlap in the file");
   std::unordered_map<std::string, mx::array> tensors;
   if (with_tensors)
     for (auto& t : infos) load_tensor(w, t, data_start, tensors);

@@ -10,6 +10,8 @@
 #include <mlx/mlx.h>
 #include <nlohmann/json.hpp>
 
+#include "core/fault.h"
+#include "core/fsync.h"
 #include "io/checkpoint_files.h"
 #include "mlxgp/error.h"
 #include "mlxgp/paths.h"
@@ -162,13 +164,22 @@ void save_safetensors_atomic(const std::string& path, const std::unordered_map<s
                              const std::string& component) {
   // MLX appends ".safetensors" to names without it, so the temporary name keeps that suffix.
   const std::string tmp = path + ".tmp.safetensors";
+  std::error_code ec;
   try {
     mx::save_safetensors(tmp, tensors, metadata);
+    // MLX's writer does not report a short write (disk full, RLIMIT_FSIZE): a file whose tensors do not
+    // fill the data area it declares fails validation here, before it can replace anything.
+    io::validate_safetensors(tmp);
   } catch (const std::exception& e) {
-    std::filesystem::remove(tmp);
-    fail(component, "cannot write " + path + ": " + e.what());
+    std::filesystem::remove(tmp, ec);
+    fail(component, "cannot write " + path + ": " +
+                        (dynamic_cast<const Error*>(&e) ? "the file came out short (disk full?)" : e.what()));
   }
-  std::error_code ec;
+  if (!fsync_path(tmp)) {
+    std::filesystem::remove(tmp, ec);
+    fail(component, "cannot write " + path + ": flushing it to disk failed");
+  }
+  fault_point("safetensors-written");
   std::filesystem::rename(tmp, path, ec);
   if (ec) {
     std::filesystem::remove(tmp);

@@ -18,6 +18,8 @@ void parallel_rows(int rows, int inner, const std::function<void(int, int)>& fn)
 
 // Total threads used by parallel_for (pool workers + caller).
 int pool_threads();
+// Takes effect only before the pool's first use (it is created once; MLXGP_NUM_THREADS sets the
+// same from the environment).
 void set_pool_threads(int n);
 
 }  // namespace mlxgp::kernels

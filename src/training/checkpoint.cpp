@@ -6,6 +6,8 @@
 #include <fstream>
 #include <random>
 
+#include "core/fault.h"
+#include "core/fsync.h"
 #include "mlxgp/error.h"
 #include "mlxgp/paths.h"
 #include "mlxgp/safetensors_io.h"
@@ -28,6 +30,8 @@ void write_text_atomic(const fs::path& path, const std::string& text) {
     f.flush();
     if (!f) fail("checkpoint", "cannot write " + tmp.string());
   }
+  if (!fsync_path(tmp.string())) fail("checkpoint", "cannot write " + tmp.string() + ": flushing it to disk failed");
+  fault_point("text-written");
   std::error_code ec;
   fs::rename(tmp, path, ec);
   if (ec) fail("checkpoint", "cannot write " + path.string() + ": " + ec.message());
@@ -61,13 +65,16 @@ std::string save_checkpoint(const std::string& out_dir, int step,
     auto m = meta;
     m["step"] = step;
     write_text_atomic(tmp_dir / "meta.json", m.dump(2));
+    fault_point("checkpoint-written");
     fs::remove_all(final_dir, ec);  // a stale directory of the same step (an interrupted earlier run)
     fs::rename(tmp_dir, final_dir, ec);
     if (ec) fail("checkpoint", "cannot move the checkpoint into place: " + ec.message());
+    fsync_path(out_dir);  // the rename itself, before `latest` names it
   } catch (...) {
     fs::remove_all(tmp_dir, ec);
     throw;
   }
+  fault_point("checkpoint-renamed");
   write_text_atomic(fs::path(out_dir) / "latest", name + "\n");
   // Drop the oldest complete checkpoints beyond `keep` (never the one just written).
   std::vector<std::pair<int, fs::path>> found;

@@ -71,8 +71,9 @@ std::vector<Example> load_dataset(const std::string& path, const Tokenizer* toke
       nlohmann::json j;
       try {
         j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::exception&) {
-        fail("data", where + ": malformed JSON");
+      } catch (const nlohmann::json::exception& e) {
+        fail("data", where + (std::string(e.what()).find("UTF-8") != std::string::npos ? ": not valid UTF-8"
+                                                                                       : ": malformed JSON"));
       }
       if (!j.is_object()) fail("data", where + ": each line must be a JSON object");
       Example ex;

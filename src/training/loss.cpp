@@ -26,7 +26,7 @@ class PassThroughCache : public KVCache {
 LossResult xent_loss(const mx::array& logits, const mx::array& targets, double label_smoothing, int ignore_index) {
   if (logits.ndim() < 1 || logits.ndim() != targets.ndim() + 1)
     fail("loss", "logits must be [..., vocab] and targets [...] with the same leading shape");
-  for (int i = 0; i < targets.ndim(); ++i)
+  for (int i = 0; i < static_cast<int>(targets.ndim()); ++i)
     if (logits.shape(i) != targets.shape(i)) fail("loss", "logits and targets have different leading shapes");
   if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0)) fail("loss", "label_smoothing must be in [0, 1]");
   if (!mx::issubdtype(targets.dtype(), mx::integer)) fail("loss", "targets must be integer token ids");

@@ -177,7 +177,9 @@ TEST(Beams, PerStepOutputsAreTheChosenRows) {
         for (int t = 0; t < n; ++t) EXPECT_NEAR(s.logprobs[t], lp[s.token_ids[t]], 1e-5);
         EXPECT_NEAR(*s.sequence_score, sum / n, 1e-5);  // length_penalty 1: the tokens' scores summed
       }
-      if (c == &group) EXPECT_NEAR(*s.sequence_score, sum / n, 1e-5);  // diversity penalty included
+      if (c == &group) {
+        EXPECT_NEAR(*s.sequence_score, sum / n, 1e-5);  // diversity penalty included
+      }
     }
   }
 }

@@ -124,7 +124,7 @@ TEST(LoadErrors, MalformedAndIncompleteConfig) {
             "[config] num_attention_heads must be a multiple of num_key_value_heads");
   write_file(dir / "config.json", tiny_config_json("gpt_bigcode"));
   std::string list;  // the registry's own list (Registry.ListsBuiltinsAndRejectsUnknown pins it)
-  for (auto& t : supported_model_types()) list += (list.empty() ? "" : ", ") + t;
+  for (auto& type : supported_model_types()) list += (list.empty() ? "" : ", ") + type;
   EXPECT_EQ(error_of([&] { load(dir.string()); }),
             "[model] unknown model_type 'gpt_bigcode' (supported: " + list + ")");
 }

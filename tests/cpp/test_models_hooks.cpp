@@ -96,7 +96,7 @@ TEST(Hooks, HooksComposeInInsertionOrder) {
   auto& m = *t.model;
   struct Scale : Hook {
     float s;
-    explicit Scale(float s) : s(s) {}
+    explicit Scale(float scale) : s(scale) {}
     bool wants(HookPoint p, int) const override { return p == HookPoint::Logits; }
     mx::array apply(const HookSite&, const mx::array& x, Model&) override { return mx::multiply(x, mx::array(s)); }
   };

@@ -243,7 +243,9 @@ TEST(ServerLogprobs, EntriesFollowTheSentText) {
   TokenLogprobs lp{-0.5f, {{7, -0.5f}, {8, -2.0f}}};
   t.add(7, lp, "ab");
   t.add(8, lp, "");  // a partial UTF-8 character: no text yet
-  t.add(9, lp, "\xc3\xa9c");
+  t.add(9, lp,
+        "\xc3\xa9"
+        "c");
   t.sent("a");
   auto first = t.take(false);
   ASSERT_EQ(first.size(), 1u);

@@ -105,7 +105,9 @@ TEST_F(ChatSessionTest, EachTurnPrefillsOnlyTheUncachedSuffixAndMatchesAFreshGen
     EXPECT_EQ(r.stats.prompt_tokens, static_cast<int>(ids.size()));
     EXPECT_EQ(r.stats.reused_tokens, static_cast<int>(lcp)) << "turn " << t;
     EXPECT_EQ(r.stats.prefilled_tokens, static_cast<int>(ids.size() - lcp));
-    if (t > 0) EXPECT_GT(r.stats.reused_tokens, 0);
+    if (t > 0) {
+      EXPECT_GT(r.stats.reused_tokens, 0);
+    }
     EXPECT_EQ(r.token_ids, fresh_reply(model, ids, 8)) << "turn " << t;
     EXPECT_EQ(r.stats.generated_tokens, static_cast<int>(r.token_ids.size()));
     // The caches hold a prefix of prompt + reply.

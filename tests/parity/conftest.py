@@ -16,6 +16,17 @@ CACHE = Path(os.environ.get("MLXGP_CACHE", ROOT / ".cache"))
 DEFAULT_GGUF = CACHE / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+# The slowest files first: `make test-parity` runs two pytest-xdist workers that each take a whole file at a
+# time, and a long file handed out last would run alone at the end.
+SLOW_FIRST = ["test_structured_corpus.py", "test_gguf_kquants.py", "test_processors_e2e.py", "test_speculative.py",
+              "test_generate_parity.py", "test_architectures.py", "test_batch_generate.py", "test_beam_legacy.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
+
+
 @pytest.fixture(scope="session")
 def mlxgp_bin() -> Path:
     p = Path(os.environ.get("MLXGP_BIN", ROOT / "build" / "mlxgp"))

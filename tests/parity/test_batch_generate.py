@@ -414,7 +414,7 @@ def test_python_batch_equals_cli(default_gguf, run_mlxgp, tmp_path):
 # ---------------------------------------------------------------------------------------------- 5. errors
 
 @pytest.mark.parametrize("line,needle", [
-    ('{"prompt": "x"', "not a JSON object"),
+    ('{"prompt": "x"', "malformed JSON"),
     ('[1, 2]', "not a JSON object"),
     ('{"input_ids": [1, 2], "temperature": 0.5}', "unknown key 'temperature'"),
     ('{"input_ids": [1, 2], "config": {"temperature": "hot"}}', "temperature"),

@@ -238,3 +238,62 @@ def test_prompt_cache_refuses_hooks_and_adapters_it_was_not_made_with(gen, mlxgp
         with_cache, without = gen(*args, "--prompt-cache", cache), gen(*args)
         assert with_cache.returncode == 0 and without.returncode == 0, with_cache.stderr + without.stderr
         assert json.loads(with_cache.stdout)["sequences"] == json.loads(without.stdout)["sequences"]
+
+
+@pytest.fixture(scope="module")
+def nan_model(tmp_path_factory):
+    """A tiny llama whose layer-1 down_proj holds one NaN: every forward's logits are NaN."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    import tiny_models
+
+    _, folder = tiny_models.make_tiny_model("llama", tmp_path_factory.mktemp("nan_model"))
+    weights = load_file(folder / "model.safetensors")
+    w = weights["model.layers.1.mlp.down_proj.weight"].copy()
+    w[3, 5] = np.nan
+    weights["model.layers.1.mlp.down_proj.weight"] = w
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+NAN_LOGITS = "the model's logits at step {} hold NaN or infinite values"
+
+
+@pytest.mark.parametrize("flags", [[], ["--do-sample", "--seed", "1"], ["--num-beams", "2"],
+                                   ["--prompt-lookup-num-tokens", "2"], ["--num-beams", "2", "--num-beam-groups", "2",
+                                                                         "--diversity-penalty", "0.5"]],
+                         ids=["greedy", "sampling", "beams", "prompt-lookup", "group-beams"])
+def test_non_finite_logits_stop_generation_naming_the_step(mlxgp_bin, nan_model, flags):
+    """NaN weights are loaded (checking every weight would cost a pass over the model at each load); the
+    first forward's logits are NaN, and every strategy stops there with one line instead of emitting
+    garbage ids (transformers' greedy would pick an arbitrary one)."""
+    proc = run_raw(mlxgp_bin, "generate", "--model", nan_model, "--input-ids", "1,5,9,12", "--max-new-tokens", "6", *flags)
+    check_error(proc, "generate", NAN_LOGITS.format(1))
+
+
+def test_non_finite_logits_in_a_batch_and_replaced_on_request(mlxgp_bin, nan_model, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"input_ids": [1, 5, 9]}\n{"input_ids": [1, 7]}\n')
+    check_error(run_raw(mlxgp_bin, "generate", "--model", nan_model, "--prompts-file", prompts, "--max-new-tokens", "4"),
+                "generate", NAN_LOGITS.format(1))
+    # remove_invalid_values (transformers' InfNanRemoveLogitsProcessor) replaces them instead: the run goes on.
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"remove_invalid_values": true, "max_new_tokens": 4}')
+    ok = run_raw(mlxgp_bin, "generate", "--model", nan_model, "--input-ids", "1,5,9", "--config", cfg)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_overflow_at_a_later_step_is_named(gen, tmp_path):
+    """Steering on generated positions only, scaled to overflow: step 1 comes from the prompt (finite),
+    step 2 from the first generated position, where the residual stream overflows to infinity (3e38 added
+    after two layers) and the norms turn it into NaN."""
+    import mlx.core as mx
+    v = tmp_path / "v.safetensors"
+    _save_safetensors(v, {"steering_vector": mx.ones((576,))})
+    proc = gen("--prompt", "Hi", "--max-new-tokens", "5", "--steer", v, "--steer-layer", "3,4", "--steer-alpha", "3e38",
+               "--steer-positions", "generated")
+    # The text of step 1, already streamed, stays on stdout; the error is the one stderr line.
+    check_error(subprocess.CompletedProcess(proc.args, proc.returncode, b"", proc.stderr), "generate",
+                NAN_LOGITS.format(2))
+    assert len(proc.stdout.decode().strip()) <= 8

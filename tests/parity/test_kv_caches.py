@@ -331,6 +331,30 @@ def test_tiny_generate_vs_mlx_lm(prompt, new, chunk, kind, kw, tiny_llama, run_m
     assert got == want
 
 
+def test_rotating_cache_generates_past_the_context_like_mlx_lm(tiny_llama, run_mlxgp_json, tmp_path):
+    """A rotating cache holds a window, so generation goes on past max_position_embeddings with positions
+    still counting, as mlx-lm's generate_step does with max_kv_size (which never reads that field). The
+    same model with a 48-position context: 60 new tokens after a 20-token prompt, against mlx-lm; without
+    a rotating cache the budget stops at the context (28 tokens, finish_reason length)."""
+    import shutil
+
+    folder, ref = tiny_llama
+    short = tmp_path / "short-context"
+    shutil.copytree(folder, short)
+    cfg = json.loads((short / "config.json").read_text())
+    cfg["max_position_embeddings"] = 48
+    (short / "config.json").write_text(json.dumps(cfg))
+    ids = _ids(20, 512, seed=7)
+    kw = dict(max_kv_size=16, keep=4)
+    want = _mlx_lm_greedy(ref, ids, 60, "rotating", **kw)
+    got = _mlxgp_greedy(run_mlxgp_json, short, ids, 60, "rotating", **kw)
+    print(f"rotating past a 48-token context: {_same_prefix(got, want)}/60 tokens identical to mlx-lm")
+    assert got == want
+    plain = run_mlxgp_json("generate", "--model", short, "--input-ids", ",".join(map(str, ids)), "--max-new-tokens",
+                           60, "--ignore-eos")["sequences"][0]
+    assert len(plain["token_ids"]) == 28 and plain["finish_reason"] == "length"
+
+
 def test_default_rotating_generate_vs_mlx_lm(default_hf_folder, run_mlxgp_json):
     """The default model (fp32 HF folder), a prompt 3x longer than max_kv_size, default prefill steps
     (one chunk of prompt[:-1], then the last token), 48 greedy tokens that keep wrapping the ring."""

@@ -187,3 +187,29 @@ def test_a_list_of_prompts_is_one_batched_call(mgp, default_model):
         mgp.generate(model, tokenizer, prompts, cfgs[:2])
     with pytest.raises(ValueError, match="stream_generate takes one prompt"):
         mgp.stream_generate(model, tokenizer, prompts)
+
+
+def test_non_finite_logits_raise_naming_the_step(mgp, tiny_llama, tmp_path):
+    """A NaN weight makes every logit NaN: generate() raises instead of returning garbage ids, for one
+    prompt, a batch, beams and the streaming generator; remove_invalid_values replaces them instead."""
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "nan"
+    shutil.copytree(tiny_llama, folder)
+    weights = load_file(folder / "model.safetensors")
+    w = weights["model.layers.0.mlp.down_proj.weight"].copy()
+    w[0, 0] = np.nan
+    weights["model.layers.0.mlp.down_proj.weight"] = w
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    model, _ = mgp.load(folder)
+    step1 = r"\[generate\] the model's logits at step 1 hold NaN or infinite values"
+    for prompt, config in (([1, 5, 9], {}), ([[1, 5, 9], [1, 7]], {}), ([1, 5, 9], {"num_beams": 2})):
+        with pytest.raises(ValueError, match=step1):
+            mgp.generate(model, None, prompt, mgp.GenerationConfig(max_new_tokens=3, **config))
+    with pytest.raises(ValueError, match=step1):
+        list(mgp.stream_generate(model, None, [1, 5, 9], mgp.GenerationConfig(max_new_tokens=3)))
+    out = mgp.generate(model, None, [1, 5, 9], mgp.GenerationConfig(max_new_tokens=3, remove_invalid_values=True))
+    assert len(out["tokens"]) == 3

@@ -85,7 +85,7 @@ def cached_quantized(src, ftype: str) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     out = cache / f"{src.stem}-{digest}.{ftype}.gguf"
     if not out.exists():
-        tmp = out.with_suffix(".tmp")
+        tmp = out.with_suffix(f".tmp-{os.getpid()}")  # parallel test workers may quantize the same file
         quantize_file(src, tmp, ftype)
         tmp.rename(out)
     return out

@@ -59,7 +59,7 @@ std::vector<GenerationResult> batched_beam_search(Model& model, std::shared_ptr<
     int row = 0;
     for (size_t i : active) {
       const int nb = searches[i]->num_beams();
-      logits[i] = mx::slice(out, {row, 0}, {row + nb, out.shape(-1)});
+      logits[i] = searches[i]->runner().checked(mx::slice(out, {row, 0}, {row + nb, out.shape(-1)}));
       row += nb;
     }
   }

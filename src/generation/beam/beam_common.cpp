@@ -10,6 +10,7 @@
 #include <mlx/random.h>
 
 #include "generation/core/decode_group.h"
+#include "generation/core/logits_guard.h"
 #include "cache/prefill.h"
 #include "generation/core/setup.h"
 #include "generation/prompt_budget.h"
@@ -51,14 +52,24 @@ mx::array BeamRunner::prefill(const std::vector<int>& prompt_ids, int rows) {
     for (auto& c : caches_) c->select(zeros);
     last = mx::repeat(last, rows, 0);
   }
-  return mx::astype(last, mx::float32);
+  return checked(mx::astype(last, mx::float32));
 }
 
 mx::array BeamRunner::forward(const std::vector<int>& tokens) {
   mark_decoding();
   mx::array t(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32);
   auto logits = forward_and_quantize(model_, caches_, t, 1, cache_options_);
-  return mx::astype(mx::reshape(logits, {logits.shape(0), logits.shape(-1)}), mx::float32);
+  return checked(mx::astype(mx::reshape(logits, {logits.shape(0), logits.shape(-1)}), mx::float32));
+}
+
+mx::array BeamRunner::checked(const mx::array& logits) {
+  ++checked_steps_;
+  if (guards_logits(config_)) {
+    auto bad = invalid_logits(logits);
+    mx::eval(logits, bad);
+    if (bad.item<bool>()) fail_invalid_logits(checked_steps_);
+  }
+  return logits;
 }
 
 void BeamRunner::mark_decoding() {

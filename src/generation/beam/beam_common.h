@@ -48,6 +48,9 @@ class BeamRunner {
   // A driver that batches several searches (batched_beam_search) takes the prefilled caches, and
   // marks when decoding starts (forward() does it otherwise) for the prefill statistics.
   KVCacheList take_caches() { return std::move(caches_); }
+  // The next step's logits, checked for values no search can rank (logits_guard.h; one host sync):
+  // throws [generate] naming the step unless remove_invalid_values. prefill() and forward() call it.
+  mx::array checked(const mx::array& logits);
   void mark_decoding();
   // Keeps cache rows `rows` in this order (HF _reorder_cache / Cache.reorder_cache).
   void reorder(const std::vector<int>& rows);
@@ -73,6 +76,7 @@ class BeamRunner {
   Model& model_;
   std::shared_ptr<const Tokenizer> tokenizer_;
   GeneratorOptions options_;
+  int checked_steps_ = 0;
   StoppingCriteria stop_;
   KVCacheList caches_;
   std::vector<int> prompt_;

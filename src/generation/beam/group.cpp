@@ -111,7 +111,7 @@ class GroupBeams : public BeamSearchState {
             // The rows this hypothesis was really chosen from (its own group's history).
             h.rows = beams_[first + row].beam_indices;
             h.rows.push_back(row);
-            for (int& r : h.rows) r += first;
+            for (int& source : h.rows) source += first;
             h.reason = FinishReason::Eos;
             hyps_[g].add(std::move(h), static_cast<double>(cand.values[r]), generated);
           } else {

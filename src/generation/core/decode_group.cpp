@@ -6,6 +6,7 @@
 #include <mlx/memory.h>
 #include <mlx/mlx.h>
 
+#include "generation/core/logits_guard.h"
 #include "generation/core/setup.h"
 #include "generation/prompt_budget.h"
 #include "mlxgp/error.h"
@@ -68,6 +69,12 @@ mx::array DecodeGroup::choose(const mx::array& logits) {
   mx::array scores = raw;
   if (!processors_.empty()) scores = processors_.apply(scores, processors_.needs_ids() ? *ids_so_far_ : mx::array(0));
   mx::array token = sampler_.choose(scores, &scores);  // mirostat records what it sampled from
+  if (guards_logits(config_)) {
+    // Evaluated with the token (no extra sync), read when the step is accepted.
+    auto bad = invalid_logits(raw);
+    token = mx::depends({token}, {bad})[0];
+    logits_checks_.push_back(bad);
+  }
   recorder_.record(raw, scores, token);
   processors_.on_token(token);
   // One two-input concat per step (not a concat of every step's token): the graph stays small.
@@ -79,6 +86,11 @@ std::vector<mx::array> DecodeGroup::outputs() const { return recorder_.last(); }
 
 const std::vector<int>& DecodeGroup::accept(const int32_t* tokens) {
   const int produced = steps_ + 1;
+  if (!logits_checks_.empty()) {
+    const bool bad = logits_checks_.front().item<bool>();
+    logits_checks_.pop_front();
+    if (bad) fail_invalid_logits(produced);
+  }
   auto now = std::chrono::steady_clock::now();
   if (steps_ == 0) {
     first_token_ = now;
@@ -114,6 +126,7 @@ void DecodeGroup::cancel() {
     if (f == FinishReason::None) f = FinishReason::Cancelled;
   active_ = 0;
   started_ = true;
+  logits_checks_.clear();
   recorder_.truncate(steps_);
 }
 

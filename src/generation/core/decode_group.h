@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <optional>
 #include <vector>
 
@@ -77,7 +78,8 @@ class DecodeGroup {
   int steps_ = 0;
   std::chrono::steady_clock::time_point start_, first_token_;
   double prefill_seconds_ = 0, decode_seconds_ = 0;
-  ModelConfig budget_context_;  // vocabulary and context size for the prompt checks
+  ModelConfig budget_context_;           // vocabulary and context size for the prompt checks
+  std::deque<mx::array> logits_checks_;  // invalid_logits() of each chosen step not yet accepted
 };
 
 // Streams each row's text as tokens arrive: complete UTF-8 only, and a terminating special EOS token

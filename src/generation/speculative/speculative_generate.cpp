@@ -13,6 +13,7 @@
 #include <mlx/mlx.h>
 
 #include "generation/core/decode_group.h"
+#include "generation/core/logits_guard.h"
 #include "cache/prefill.h"
 #include "generation/core/sampler.h"
 #include "generation/core/setup.h"
@@ -169,8 +170,17 @@ class SpeculativeRun {
         rejection_ ? speculative::rejection_sample(cand_arr, scores, k ? mx::concatenate(draft_scores, 0) : scores,
                                                    sampler_.next_key())
                    : speculative::match_candidates(cand_arr, sampler_.choose(scores));
-    mx::eval({cand_arr, verdict.accepted, verdict.tokens});  // the round's one host sync
+    // Rows of the target's logits no sampler can use (logits_guard.h), read for the emitted ones only:
+    // plain decoding never sees the rows after the first rejected candidate.
+    const bool guard = guards_logits(config_);
+    mx::array bad_rows = guard ? invalid_rows(raw) : mx::array(false);
+    mx::eval({cand_arr, verdict.accepted, verdict.tokens, bad_rows});  // the round's one host sync
     const int accepted = verdict.accepted.item<int32_t>();
+    if (guard) {
+      const bool* bad = bad_rows.data<bool>();
+      for (int i = 0; i <= accepted; ++i)
+        if (bad[i]) fail_invalid_logits(static_cast<int>(generated_.size()) + i + 1);
+    }
     const int32_t* toks = verdict.tokens.data<int32_t>();
     const int32_t* cs = k ? cand_arr.data<int32_t>() : nullptr;
     const int final_token = toks[accepted];

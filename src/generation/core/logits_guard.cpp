@@ -1,0 +1,29 @@
+#include "generation/core/logits_guard.h"
+
+#include <limits>
+#include <string>
+
+#include <mlx/mlx.h>
+
+#include "mlxgp/error.h"
+
+namespace mx = mlx::core;
+
+namespace mlxgp {
+
+mx::array invalid_rows(const mx::array& logits) {
+  const float inf = std::numeric_limits<float>::infinity();
+  auto x = logits.dtype() == mx::float32 ? logits : mx::astype(logits, mx::float32);
+  auto bad_entry = mx::any(mx::logical_or(mx::isnan(x), mx::equal(x, mx::array(inf))), -1);
+  return mx::logical_or(bad_entry, mx::equal(mx::max(x, -1), mx::array(-inf)));
+}
+
+mx::array invalid_logits(const mx::array& logits) { return mx::any(invalid_rows(logits)); }
+
+void fail_invalid_logits(int step) {
+  fail("generate", "the model's logits at step " + std::to_string(step) +
+                       " hold NaN or infinite values (broken weights, a float16 overflow or a hook?); "
+                       "remove_invalid_values=true replaces them instead, as transformers does");
+}
+
+}  // namespace mlxgp
