@@ -12,6 +12,7 @@
 #include <mlx/mlx.h>
 
 #include "generation/structured/grammar_constraint.h"
+#include "io/checkpoint_files.h"
 #include "generation/structured/token_vocab.h"
 #include "mlxgp/error.h"
 #include "mlxgp/tokenizer.h"
@@ -24,7 +25,7 @@ namespace mx = mlx::core;
 std::shared_ptr<const Tokenizer> smollm() {
   static std::shared_ptr<const Tokenizer> tok = [] {
     auto path = std::filesystem::path(MLXGP_CACHE_DIR) / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf";
-    return std::shared_ptr<const Tokenizer>(Tokenizer::from_gguf(mx::load_gguf(path.string()).second));
+    return std::shared_ptr<const Tokenizer>(Tokenizer::from_gguf(io::load_gguf_metadata(path.string())));
   }();
   return tok;
 }

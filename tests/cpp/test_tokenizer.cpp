@@ -12,6 +12,7 @@
 #include <mlx/mlx.h>
 #include <nlohmann/json.hpp>
 
+#include "io/checkpoint_files.h"
 #include "mlxgp/error.h"
 #include "test_util.h"
 #include "mlxgp/tokenizer.h"
@@ -31,7 +32,7 @@ std::shared_ptr<Tokenizer> default_tokenizer() {
     std::string path = std::string(MLXGP_CACHE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
     if (!std::filesystem::exists(path))
       throw std::runtime_error("default model missing at " + path + ": run scripts/setup.sh");
-    return Tokenizer::from_gguf(mlx::core::load_gguf(path).second);
+    return Tokenizer::from_gguf(mlxgp::io::load_gguf_metadata(path));  // the loaders' checked reader
   }();
   return tok;
 }

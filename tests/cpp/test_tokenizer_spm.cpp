@@ -11,6 +11,7 @@
 #include <mlx/mlx.h>
 #include <nlohmann/json.hpp>
 
+#include "io/checkpoint_files.h"
 #include "mlxgp/error.h"
 #include "test_util.h"
 #include "mlxgp/tokenizer.h"
@@ -159,7 +160,7 @@ TEST(TokenizerFuzz, EveryKindSurvivesRandomBytesAndIds) {
       tiny_unigram(true),
       Tokenizer::from_files(cache("tokenizers/gpt2/tokenizer.json")),
       Tokenizer::from_files(cache("tokenizers/llama2/tokenizer.json")),  // transformers' LlamaTokenizer pipeline
-      Tokenizer::from_gguf(mlx::core::load_gguf(cache("models/SmolLM2-135M-Instruct.Q4_1.gguf")).second)};
+      Tokenizer::from_gguf(mlxgp::io::load_gguf_metadata(cache("models/SmolLM2-135M-Instruct.Q4_1.gguf")))};
   std::mt19937 rng(77);
   const std::vector<std::string> alphabet = {"a",  " ",  "  ",     "\n", "\xE2\x96\x81", "<s>",  "</s>", "<unk>", "é",
                                              "中", "😀", "\u200d", "ab", "<0x41>",       "\xff", "\xC3", "\x80"};
