@@ -94,11 +94,13 @@ test-asan: san-configure
 
 # Resident memory of one long generation with a rotating KV cache (scripts/soak_rss.py): RSS by tenth of
 # the run and its growth after warm-up. 100,000 tokens of the default model take about an hour on 2 cores.
+# SOAK_INPUT_IDS=1,5,9 prompts a model without a tokenizer (a tiny test model) with token ids.
 SOAK_TOKENS ?= 100000
 SOAK_MODEL ?= default
+SOAK_INPUT_IDS ?=
 soak: build
 	$(PY) scripts/soak_rss.py --mlxgp $(BUILD)/mlxgp --model $(SOAK_MODEL) --tokens $(SOAK_TOKENS) --max-kv-size 512 \
-	  --json $(BUILD)/soak-$(SOAK_TOKENS).json
+	  $(if $(SOAK_INPUT_IDS),--input-ids $(SOAK_INPUT_IDS)) --json $(BUILD)/soak-$(SOAK_TOKENS).json
 
 # C++ style (.clang-format; clang-format from requirements.txt): `make format` rewrites every tracked C++
 # file in place, `make format-check` (part of make test) lists the files that differ and fails.

@@ -25,9 +25,9 @@ def rss_mib(pid):
     return None
 
 
-def soak(mlxgp, tokens, max_kv_size=None, model="default", every=0.1):
-    cmd = [str(mlxgp), "generate", "--model", model, "--prompt", PROMPT, "--max-new-tokens", str(tokens),
-           "--ignore-eos"]
+def soak(mlxgp, tokens, max_kv_size=None, model="default", every=0.1, input_ids=None):
+    prompt = ["--input-ids", input_ids] if input_ids else ["--prompt", PROMPT]
+    cmd = [str(mlxgp), "generate", "--model", model, *prompt, "--max-new-tokens", str(tokens), "--ignore-eos"]
     if max_kv_size:
         cmd += ["--max-kv-size", str(max_kv_size)]
     t0 = time.monotonic()
@@ -60,9 +60,10 @@ def main():
     ap.add_argument("--tokens", type=int, default=100_000)
     ap.add_argument("--max-kv-size", type=int, default=512)
     ap.add_argument("--model", default="default")
+    ap.add_argument("--input-ids", help="comma-separated prompt ids instead of the text prompt (models without a tokenizer)")
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args()
-    r = soak(a.mlxgp, a.tokens, a.max_kv_size or None, a.model, every=0.5)
+    r = soak(a.mlxgp, a.tokens, a.max_kv_size or None, a.model, every=0.5, input_ids=a.input_ids)
     print(f"{r['tokens']} tokens, max_kv_size {r['max_kv_size']}: {r['seconds']} s; RSS MiB by tenth of the run "
           f"{r['rss_mib_by_tenth']}; peak {r['peak_rss_mib']} MiB; growth after the first tenth "
           f"{r['growth_after_warmup_mib']} MiB\n{r['stats']}")
