@@ -1,5 +1,6 @@
 #include "args.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdint>
 #include <iostream>
@@ -127,6 +128,13 @@ std::string Args::usage() const {
   os << "usage: mlxgp " << command_ << " [options]\n" << summary_ << "\n\noptions:\n";
   for (auto& [n, s] : specs_) os << "  --" << n << (s.takes_value ? " VALUE" : "") << "\n      " << s.help << "\n";
   return os.str();
+}
+
+std::string Args::canonical(const std::vector<std::string>& except) const {
+  std::string out;
+  for (auto& [name, value] : values_)
+    if (std::find(except.begin(), except.end(), name) == except.end()) out += name + "=" + value + "\n";
+  return out;
 }
 
 }  // namespace mlxgp::cli

@@ -28,6 +28,9 @@ class Args {
   // "1,2,3" -> {1,2,3}; throws [cli] on anything else.
   std::optional<std::vector<int>> get_int_list(const std::string& name) const;
   std::string usage() const;
+  // Every given option as "name=value" lines, sorted, leaving out `except` (paths that may differ
+  // between machines): what the ranks of a distributed run compare at start.
+  std::string canonical(const std::vector<std::string>& except = {}) const;
 
  private:
   struct Spec {

@@ -10,6 +10,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "distributed_run.h"
 #include "files.h"
 #include "gen_flags.h"
 #include "hook_flags.h"
@@ -78,6 +79,12 @@ std::optional<std::vector<int>> negative_prompt(const Args& args, const Generati
   return ids;
 }
 
+std::string ids_text(const std::vector<int>& ids) {
+  std::string s;
+  for (int id : ids) s += std::to_string(id) + ",";
+  return s;
+}
+
 }  // namespace
 
 // transformers' apply_chat_template(messages, add_generation_prompt=True, tokenize=True): the rendered
@@ -129,7 +136,11 @@ int run_generate(const std::vector<std::string>& argv) {
               "write each sequence's per-step processed scores / raw logits [n, vocab] to this "
               ".safetensors file (scores.I, logits.I, token_ids.I); turns on --output-scores "
               "unless --output-logits is given")
-      .option("json", "print one JSON object (prompt_token_ids, sequences, stats) instead of streaming text", false);
+      .option("json", "print one JSON object (prompt_token_ids, sequences, stats) instead of streaming text", false)
+      .option("tensor-parallel",
+              "shard the model's layers over the ranks of `mlx.launch -n N ... -- mlxgp generate ...` "
+              "(docs/distributed.md); rank 0 prints",
+              false);
   if (!args.parse(argv)) return 0;
 
   const bool batch = args.has("prompts-file");
@@ -173,7 +184,22 @@ int run_generate(const std::vector<std::string>& argv) {
     validate(probe);
   }
 
+  std::optional<DistGroup> tp;
+  if (args.has("tensor-parallel")) {
+    if (prompt_cache_path)
+      fail("cli", "--prompt-cache cannot be combined with --tensor-parallel (a saved cache holds every head)");
+    tp = join_distributed_run("--tensor-parallel");
+  }
   LoadedModel loaded = load(args.get("model").value_or("default"), load_options);
+  // Under --tensor-parallel: every rank must have the same model, options and prompts; then each keeps
+  // its share of the layers.
+  std::unique_ptr<PeerWatch> watch;
+  auto start_tensor_parallel = [&](const std::string& inputs) {
+    if (!tp) return;
+    check_same_run(*tp, *loaded.model, args, {"model", "prompts-file", "scores-out"}, inputs);
+    shard_model(*loaded.model, *tp);
+    watch = watch_peers(*tp);
+  };
   attach_hooks_from_flags(args, *loaded.model);
   GenerationConfig config;
   if (!loaded.generation_config_json.empty())
@@ -207,6 +233,9 @@ int run_generate(const std::vector<std::string>& argv) {
       prompts.push_back(std::move(r.prompt_ids));
       configs.push_back(std::move(r.config));
     }
+    std::string inputs;
+    for (auto& p : prompts) inputs += ids_text(p) + "\n";
+    start_tensor_parallel(inputs);
     BatchGenerateOptions batch_options;
     batch_options.batch_size = batch_size;
     batch_options.options = gen_options;
@@ -215,6 +244,7 @@ int run_generate(const std::vector<std::string>& argv) {
     };
     const auto t0 = std::chrono::steady_clock::now();
     auto results = generate_batch(*loaded.model, loaded.tokenizer, prompts, configs, batch_options);
+    watch.reset();  // the other ranks may exit now
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (size_t i = 0; i < results.size(); ++i) {
       if (args.has("json")) {
@@ -234,6 +264,7 @@ int run_generate(const std::vector<std::string>& argv) {
     return 0;
   }
   std::vector<int> prompt_ids = input_ids ? *input_ids : encode(*args.get("prompt"));
+  start_tensor_parallel(ids_text(prompt_ids));
 
   const bool as_json = args.has("json");
   const bool several = config.num_return_sequences > 1;
@@ -247,7 +278,8 @@ int run_generate(const std::vector<std::string>& argv) {
       std::fflush(stdout);
     };
   GenerationResult result = generate(*loaded.model, loaded.tokenizer, prompt_ids, config, stream, gen_options);
-  if (scores_out) save_scores(*scores_out, result);
+  watch.reset();  // the other ranks may exit now
+  if (scores_out && is_output_rank()) save_scores(*scores_out, result);
   if (as_json) {
     // Replace (not throw on) invalid UTF-8: a generation cut at max length may end mid-character.
     std::cout << result_json(result, config) << "\n";

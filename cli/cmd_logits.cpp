@@ -13,6 +13,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "distributed_run.h"
 #include "files.h"
 #include "hook_flags.h"
 #include "mlxgp/cache_options.h"
@@ -37,7 +38,9 @@ int run_logits(const std::vector<std::string>& argv) {
               "with --kv-bits: quantize once the cache holds N positions (default: from the start)")
       .option("dtype", "float32 | bfloat16 | float16 (default: the checkpoint's own, quantized stays quantized)")
       .option("out", "output .safetensors file")
-      .option("timing", "print prefill and per-token decode times to stdout", false);
+      .option("timing", "print prefill and per-token decode times to stdout", false)
+      .option("tensor-parallel", "shard the model over the ranks of mlx.launch (docs/distributed.md); rank 0 writes",
+              false);
   declare_hook_flags(args);
   if (!args.parse(argv)) return 0;
   auto ids_arg = args.get_int_list("input-ids");
@@ -75,11 +78,19 @@ int run_logits(const std::vector<std::string>& argv) {
   cache_opts.quantized_kv_start = int_flag("quantized-kv-start");
   validate(cache_opts);  // bad cache flags fail before the model is loaded
 
+  std::optional<DistGroup> tp;
+  if (args.has("tensor-parallel")) tp = join_distributed_run("--tensor-parallel");
   LoadOptions opts;
   if (auto d = args.get("dtype")) opts.dtype = parse_dtype(*d);
   auto loaded = load(args.get("model").value_or("default"), opts);
   auto& model = *loaded.model;
   attach_hooks_from_flags(args, model);
+  std::unique_ptr<PeerWatch> watch;
+  if (tp) {
+    check_same_run(*tp, model, args, {"model", "out"}, "");
+    shard_model(model, *tp);
+    watch = watch_peers(*tp);
+  }
   const int vocab = model.config().vocab_size;
   for (int id : ids)
     if (id < 0 || id >= vocab)
@@ -104,12 +115,13 @@ int run_logits(const std::vector<std::string>& argv) {
   // A soft prompt adds its virtual positions in front, hence -1 rows.
   auto logits = mx::reshape(mx::concatenate(chunks, 1), {-1, vocab});
   mx::eval(logits);
+  watch.reset();  // the other ranks may exit now
   if (args.has("timing")) {
     auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
     std::printf("prefill_tokens %d prefill_ms %.3f decode_tokens %d decode_ms_per_token %.3f\n", prefill, ms(t1 - t0),
                 T - prefill, T > prefill ? ms(t2 - t1) / (T - prefill) : 0.0);
   }
-  save_safetensors_atomic(out, {{"logits", logits}}, "logits");
+  if (is_output_rank()) save_safetensors_atomic(out, {{"logits", logits}}, "logits");
   return 0;
 }
 

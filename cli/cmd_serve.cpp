@@ -15,6 +15,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "distributed_run.h"
 #include "mlxgp/error.h"
 #include "mlxgp/loader.h"
 #include "mlxgp/server.h"
@@ -79,7 +80,11 @@ int run_serve(const std::vector<std::string>& argv) {
       .option("max-body-bytes", "largest request body (default 8388608); larger get HTTP 413")
       .option("max-tokens-cap", "clamp every request's max_tokens (and the default) to N (default: no cap)")
       .option("chat-template", "a Jinja chat template file used instead of the model's")
-      .option("dtype", "float32 | bfloat16 | float16: compute dtype (default: the checkpoint's own)");
+      .option("dtype", "float32 | bfloat16 | float16: compute dtype (default: the checkpoint's own)")
+      .option("tensor-parallel",
+              "shard the model over the ranks of `mlx.launch -n N ... -- mlxgp serve ...` (docs/distributed.md): rank "
+              "0 serves HTTP, the others follow its steps",
+              false);
   if (!args.parse(argv)) return 0;
   const std::string host = args.get("host").value_or("127.0.0.1");
   const int port = int_flag(args, "port", 8080, 0, 65535);
@@ -102,7 +107,21 @@ int run_serve(const std::vector<std::string>& argv) {
   LoadOptions load_options;
   if (auto d = args.get("dtype")) load_options.dtype = parse_dtype(*d);
 
-  server::Service service(load(args.get("model").value_or("default"), load_options), options);
+  std::optional<DistGroup> tp;
+  if (args.has("tensor-parallel")) tp = join_distributed_run("--tensor-parallel");
+  LoadedModel loaded = load(args.get("model").value_or("default"), load_options);
+  std::unique_ptr<PeerWatch> watch;
+  if (tp) {
+    check_same_run(*tp, *loaded.model, args, {"model", "chat-template"}, options.chat_template);
+    shard_model(*loaded.model, *tp);
+    if (tp->size() > 1) options.tensor_parallel = tp;
+    watch = watch_peers(*tp);  // a server needs every rank for as long as it runs
+  }
+  server::Service service(std::move(loaded), options);
+  if (tp && tp->rank() != 0) {
+    service.follow();  // until rank 0 stops
+    return 0;
+  }
   for (auto& w : service.config_warnings()) std::cerr << w << "\n";
 
   httplib::Server svr;

@@ -13,6 +13,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "distributed_run.h"
 #include "mlxgp/checkpoint.h"
 #include "mlxgp/dataset.h"
 #include "mlxgp/error.h"
@@ -71,12 +72,14 @@ std::string hms(double seconds) {
   return buf;
 }
 
-// The examples for global positions [start, start + n): epoch e uses its own seeded order.
-Batch batch_at(const std::vector<Example>& ex, uint64_t seed, bool shuffle, size_t start, int n, int pad) {
+// The examples for global positions [start, start + n): epoch e uses its own seeded order. Rank r of a
+// data-parallel run takes positions start + r, start + r + ranks, ... (mlx-lm's iterate_batches).
+Batch batch_at(const std::vector<Example>& ex, uint64_t seed, bool shuffle, size_t start, int n, int pad, int rank = 0,
+               int ranks = 1) {
   std::vector<int> order;
   int cached_epoch = -1;
   std::vector<int> epoch;
-  for (int i = 0; i < n; ++i) {
+  for (int i = rank; i < n; i += ranks) {
     size_t g = start + i;
     int e = static_cast<int>(g / ex.size());
     if (e != cached_epoch) {
@@ -85,7 +88,21 @@ Batch batch_at(const std::vector<Example>& ex, uint64_t seed, bool shuffle, size
     }
     order.push_back(epoch[g % ex.size()]);
   }
-  return make_batch(ex, order, 0, n, pad);
+  return make_batch(ex, order, 0, static_cast<int>(order.size()), pad);
+}
+
+// A digest of the examples' tokens, for the ranks' start-up comparison.
+std::string dataset_digest(const std::vector<Example>& ex) {
+  uint64_t h = 1469598103934665603ULL;
+  auto mix = [&](uint64_t v) {
+    h ^= v;
+    h *= 1099511628211ULL;
+  };
+  for (auto& e : ex) {
+    mix(e.ids.size());
+    for (size_t i = 0; i < e.ids.size(); ++i) mix(static_cast<uint64_t>(e.ids[i]) * 2 + e.target[i]);
+  }
+  return std::to_string(ex.size()) + ":" + std::to_string(h);
 }
 
 }  // namespace
@@ -128,7 +145,11 @@ int run_train(const std::vector<std::string>& argv) {
       .option("resume", "continue from the latest checkpoint in this directory")
       .option("log-json", "append one JSON line per step to this file")
       .option("dump-grads", "write the first step's gradients to this .safetensors file (parity tests)")
-      .option("inject-overflow-at", "make step N's gradients infinite (tests loss scaling)");
+      .option("inject-overflow-at", "make step N's gradients infinite (tests loss scaling)")
+      .option("distributed",
+              "data parallel over the ranks of `mlx.launch -n N ... -- mlxgp train ...` (docs/distributed.md): "
+              "--batch-size is the global batch, split over the ranks; rank 0 prints and writes",
+              false);
   if (!args.parse(argv)) return 0;
   const std::string out_dir = args.require("out"), data_path = args.require("data");
   const std::string mode = args.get("mode").value_or("lora");
@@ -140,6 +161,13 @@ int run_train(const std::vector<std::string>& argv) {
   const int seq_len = args.get_int32("seq-len").value_or(256);
   if (steps < 1 || batch_size < 1 || accum < 1) fail("cli", "--steps, --batch-size and --grad-accum must be >= 1");
   const uint64_t seed = static_cast<uint64_t>(args.get_int("seed").value_or(0));
+  std::optional<DistGroup> group;
+  if (args.has("distributed")) group = join_distributed_run("--distributed");
+  const int rank = group ? group->rank() : 0, ranks = group ? group->size() : 1;
+  if (batch_size % ranks != 0)
+    fail("cli", "--batch-size " + std::to_string(batch_size) + " must be a multiple of the number of ranks (" +
+                    std::to_string(ranks) + "): it is the global batch, split over them");
+  const bool writer = is_output_rank();  // rank 0 alone prints progress and writes files
   const bool shuffle = !args.has("no-shuffle");
 
   TrainingConfig tc;
@@ -148,6 +176,7 @@ int run_train(const std::vector<std::string>& argv) {
   tc.max_grad_norm = args.get_double("max-grad-norm").value_or(0.0);
   tc.loss_scale = parse_loss_scale(args.get("loss-scale").value_or(tc.dtype == mx::float16 ? "dynamic" : "none"));
   tc.inject_overflow_step = args.get_int32("inject-overflow-at").value_or(0);
+  tc.group = group;
   LrSchedule schedule;
   schedule.kind = parse_lr_schedule(args.get("schedule").value_or("constant"));
   schedule.lr = args.get_double("lr").value_or(1e-4);
@@ -225,6 +254,12 @@ int run_train(const std::vector<std::string>& argv) {
     fail("cli", "--optimizer must be adamw or sgd, got '" + opt_name + "'");
   }
   Trainer trainer(model, trainable, std::move(opt), tc, schedule);
+  std::unique_ptr<PeerWatch> watch;
+  if (group) {
+    check_same_run(*group, model, args, {"model", "data", "valid", "out", "resume", "log-json", "dump-grads"},
+                   dataset_digest(train_set) + " " + dataset_digest(valid_set));
+    watch = watch_peers(*group);
+  }
 
   // What must match for a checkpoint to be resumed by this run.
   json identity = {{"model", loaded.source},        {"mode", mode},
@@ -241,24 +276,37 @@ int run_train(const std::vector<std::string>& argv) {
     trainer.load_state(it->second, ck.step);
     start_step = ck.step;
     std::fprintf(stderr, "[train] resumed from %s at step %d\n", ck.path.c_str(), start_step);
+    const int saved_ranks = ck.meta.value("world_size", 1);
+    if (saved_ranks != ranks)
+      std::fprintf(stderr,
+                   "[train] the checkpoint was written by a run on %d rank(s) and this run has %d: the global batch "
+                   "is the same, so training continues on the same data (float sums may differ in the last bits)\n",
+                   saved_ranks, ranks);
+    // Every rank reads the checkpoint from its own --resume folder (shared or copied, docs/distributed.md):
+    // they must all have resumed the same state.
+    if (group) {
+      double sum = 0;
+      for (auto& [k, a] : trainer.state()) sum += mx::sum(mx::abs(mx::astype(a, mx::float32))).item<float>();
+      check_same_on_all_ranks(*group, "the resumed checkpoints", "step " + std::to_string(start_step), sum);
+    }
   }
   if (start_step > steps)
     fail("train", "the checkpoint is already at step " + std::to_string(start_step) + ", beyond --steps " +
                       std::to_string(steps));
   // Leftovers of a run killed mid-save (temporary checkpoint folders, half-written weights) are never
   // read; remove them so they do not pile up.
-  if (int n = remove_stale_checkpoint_temps(out_dir))
+  if (int n = writer ? remove_stale_checkpoint_temps(out_dir) : 0)
     std::fprintf(stderr, "[train] removed %d temporary file(s) left by an interrupted run in %s\n", n, out_dir.c_str());
 
   std::ofstream log;
-  if (auto p = args.get("log-json")) {
+  if (auto p = args.get("log-json"); p && writer) {
     log.open(*p, std::ios::app);
     if (!log) fail("cli", "cannot write --log-json file '" + *p + "'");
   }
   const int eval_every = args.get_int32("eval-every").value_or(valid_set.empty() ? 0 : 50);
   const int save_every = args.get_int32("save-every").value_or(0);
   auto save = [&](int step) {
-    json meta = {{"identity", identity}, {"seed", seed}, {"shuffle", shuffle}};
+    json meta = {{"identity", identity}, {"seed", seed}, {"shuffle", shuffle}, {"world_size", ranks}};
     std::unordered_map<std::string, WeightMap> files = {{"trainer_state", trainer.state()}};
     return save_checkpoint(out_dir, step, files, meta);
   };
@@ -266,7 +314,7 @@ int run_train(const std::vector<std::string>& argv) {
     std::vector<Batch> batches;
     for (size_t i = 0; i < valid_set.size(); i += batch_size) {
       int n = static_cast<int>(std::min<size_t>(batch_size, valid_set.size() - i));
-      batches.push_back(batch_at(valid_set, 0, false, i, n, pad));
+      batches.push_back(batch_at(valid_set, 0, false, i, n, pad));  // Trainer::evaluate splits them over ranks
     }
     return trainer.evaluate(batches);
   };
@@ -279,10 +327,10 @@ int run_train(const std::vector<std::string>& argv) {
   for (int step = start_step; step < steps; ++step) {
     std::vector<Batch> micro;
     for (int k = 0; k < accum; ++k)
-      micro.push_back(
-          batch_at(train_set, seed, shuffle, (static_cast<size_t>(step) * accum + k) * batch_size, batch_size, pad));
+      micro.push_back(batch_at(train_set, seed, shuffle, (static_cast<size_t>(step) * accum + k) * batch_size,
+                               batch_size, pad, rank, ranks));
     auto r = trainer.step(micro);
-    if (step == start_step)
+    if (step == start_step && writer)
       if (auto p = args.get("dump-grads")) {
         std::unordered_map<std::string, mx::array> g(trainer.last_gradients().begin(), trainer.last_gradients().end());
         save_safetensors_atomic(*p, g, {}, "train");
@@ -309,7 +357,7 @@ int run_train(const std::vector<std::string>& argv) {
       if (vloss) line["valid_loss"] = *vloss;
       log << line.dump() << "\n" << std::flush;
     }
-    if (save_every > 0 && (step + 1) % save_every == 0 && step + 1 < steps) save(step + 1);
+    if (save_every > 0 && (step + 1) % save_every == 0 && step + 1 < steps && writer) save(step + 1);
   }
   // Final artefacts for inference: written before the final checkpoint, so a `latest` at the last step
   // always comes with complete final weights (a run killed while writing them resumes from the
@@ -333,6 +381,12 @@ int run_train(const std::vector<std::string>& argv) {
     }
     return artefact;
   };
+  if (!writer) {
+    if (!valid_set.empty() && start_step < steps) valid_loss();  // rank 0's final validation needs every rank
+    return 0;
+  }
+  // Rank 0 writes the final files alone; the other ranks may exit meanwhile (or wait in the final validation).
+  if (valid_set.empty() || start_step == steps) watch.reset();
   if (start_step == steps) {
     // Resumed from the final checkpoint (an earlier run was killed while writing its final weights, or is
     // simply re-run): the final weights are written again from it.

@@ -10,6 +10,7 @@
 #include <mlx/device.h>
 
 #include "commands.h"
+#include "distributed_run.h"
 #include "mlxgp/error.h"
 #include "mlxgp/paths.h"
 
@@ -68,6 +69,13 @@ std::string one_line(std::string s) {
   return s;
 }
 
+// MLX's distributed backends report a lost peer as "[ring] ...", "[mpi] ...", "[nccl] ..." or "[jaccl] ...".
+bool communication_error(const std::string& what) {
+  for (const char* p : {"[ring]", "[mpi]", "[nccl]", "[jaccl]"})
+    if (what.rfind(p, 0) == 0) return true;
+  return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -92,17 +100,21 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 2, argv + argc);
   for (auto& c : kCommands) {
     if (std::string(argv[1]) != c.name) continue;
+    using mlxgp::cli::print_error_line;  // also reaches the terminal from a quiet rank of a distributed run
     try {
       return c.run(args);
     } catch (const mlxgp::Error& e) {
-      std::cerr << one_line(e.what()) << "\n";
+      print_error_line(one_line(e.what()));
       return e.kind() == mlxgp::ErrorKind::InvalidInput ? 2 : 1;
     } catch (const std::invalid_argument& e) {
       // MLX reports bad shapes/arguments this way, already prefixed "[op]".
-      std::cerr << one_line(e.what()) << "\n";
+      print_error_line(one_line(e.what()));
       return 2;
     } catch (const std::exception& e) {
-      std::cerr << "[mlxgp] " << one_line(e.what()) << "\n";
+      print_error_line(communication_error(e.what()) ? "[distributed] lost another rank (it exited, was killed or the "
+                                                       "network failed): " +
+                                                           one_line(e.what())
+                                                     : "[mlxgp] " + one_line(e.what()));
       return 1;
     }
   }

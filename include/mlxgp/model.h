@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <mlx/array.h>
+#include <mlx/distributed/distributed.h>
 
 #include "mlxgp/extra_params.h"
 #include "mlxgp/hooks.h"
@@ -52,6 +53,10 @@ class Model {
   // updated arrays this way). New names (LoRA adapters) need allow_new. Shapes must match.
   // Throws [model]; on error the model is unchanged.
   virtual void set_parameters(const WeightMap& updates, bool allow_new = false) = 0;
+
+  // Tensor parallelism (mlxgp/distributed.h shard_model): keep this rank's share of every layer and sum
+  // the partial outputs over `group`. The base version refuses with [distributed].
+  virtual void shard(const mlx::core::distributed::Group& group);
 
   // Hooks run inside every forward (hooks.h).
   HookList& hooks() { return hooks_; }

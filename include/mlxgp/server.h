@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include <mlx/distributed/distributed.h>
 #include <nlohmann/json.hpp>
 
 #include "mlxgp/generation_config.h"
@@ -37,6 +38,10 @@ struct ServiceOptions {
   std::string model_id;       // the id /v1/models lists and requests name (default: the model file's stem)
   int max_tokens_cap = 0;     // > 0: every request's max_new_tokens is clamped to this (--max-tokens-cap)
   std::string chat_template;  // non-empty: the chat template source used instead of the model's (--chat-template)
+  // Tensor parallelism (`serve --tensor-parallel`, docs/distributed.md): the model is sharded over this group.
+  // Rank 0 serves HTTP and hands each scheduler step's new requests and cancellations to the other ranks,
+  // which repeat its steps on their share of the model (Service::follow).
+  std::optional<mlx::core::distributed::Group> tensor_parallel;
 };
 
 class Worker;
@@ -87,6 +92,10 @@ class Service {
   std::unique_ptr<Completion> start(Endpoint endpoint, const std::string& body);
   // Ends every request now (finish_reason "abort") and refuses new ones with 503 (shutdown).
   void shutdown();
+  // A rank other than 0 of a tensor-parallel server: builds no worker thread; follow() repeats rank 0's
+  // scheduler steps (the same requests parsed from the same bodies, the same cancellations, the same
+  // decode steps) until rank 0 stops.
+  void follow();
   // GET /metrics: Prometheus text (exposition format 0.0.4).
   std::string metrics() const;
   // Counts one answered HTTP request (its path and status) for /metrics.

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <mlx/distributed/distributed.h>
 #include <mlx/dtype.h>
 
 #include "mlxgp/loss.h"
@@ -34,6 +35,10 @@ struct TrainingConfig {
   // For train_step(): what to train. Empty: the LoRA adapters when the model has some, otherwise every
   // floating-point parameter. Names may also be extra parameters (a soft prompt).
   std::vector<std::string> trainable;
+  // Data parallelism (mlxgp/distributed.h): each rank steps on its own share of the global batch; the
+  // gradient sums, losses and token counts are summed over the group before the update, so every rank
+  // applies the update one process would make on the whole batch.
+  std::optional<mlx::core::distributed::Group> group;
 };
 
 struct TrainStepResult {
@@ -54,7 +59,8 @@ class Trainer {
   // One optimizer step over micro-batches (gradient accumulation): gradients are summed token-weighted,
   // so the result equals one big batch. Throws [train] on a non-finite loss without dynamic scaling.
   TrainStepResult step(const std::vector<Batch>& micro_batches, std::optional<int> pad_id = std::nullopt);
-  // Mean loss without updating anything.
+  // Mean loss without updating anything. With a group, rank r evaluates batches r, r + size, ... and the
+  // sums are combined, so every rank returns the loss over all the batches.
   double evaluate(const std::vector<Batch>& batches, std::optional<int> pad_id = std::nullopt);
 
   int step_count() const { return optimizer_->steps(); }

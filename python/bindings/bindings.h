@@ -22,11 +22,12 @@ struct PyModel {
   std::string source;
 };
 
-void bind_model(nb::module_& m);       // model.cpp: load, Model, Tokenizer, ModelConfig
-void bind_generation(nb::module_& m);  // generation.cpp: config fields, generate
-void bind_hooks(nb::module_& m);       // hooks.cpp: hook classes, steering-vector extraction
-void bind_training(nb::module_& m);    // training.cpp: losses, AdamW, train_step, LoRA
-void bind_convert(nb::module_& m);     // convert.cpp: HF folder -> MLX folder
+void bind_model(nb::module_& m);        // model.cpp: load, Model, Tokenizer, ModelConfig
+void bind_generation(nb::module_& m);   // generation.cpp: config fields, generate
+void bind_hooks(nb::module_& m);        // hooks.cpp: hook classes, steering-vector extraction
+void bind_training(nb::module_& m);     // training.cpp: losses, AdamW, train_step, LoRA
+void bind_convert(nb::module_& m);      // convert.cpp: HF folder -> MLX folder
+void bind_distributed(nb::module_& m);  // distributed.cpp: distributed_init, shard_model
 
 // blas_rebind.cpp: points libmlx.so's cblas_{s,d,c}gemm at the already loaded OpenBLAS at
 // openblas_path, as the mlxgp executable's link order does. Returns the number of slots rewritten.

@@ -58,4 +58,5 @@ NB_MODULE(_core, m) {
   mlxgp::py::bind_hooks(m);
   mlxgp::py::bind_training(m);
   mlxgp::py::bind_convert(m);
+  mlxgp::py::bind_distributed(m);
 }

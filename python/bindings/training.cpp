@@ -129,8 +129,10 @@ void bind_training(nb::module_& m) {
       .def(
           "__init__",
           [](TrainingConfig* self, const std::string& dtype, double label_smoothing, double max_grad_norm,
-             nb::object loss_scale, double loss_scale_value, std::vector<std::string> trainable) {
+             nb::object loss_scale, double loss_scale_value, std::vector<std::string> trainable,
+             std::optional<mx::distributed::Group> group) {
             auto* c = new (self) TrainingConfig();
+            c->group = std::move(group);
             c->dtype = training_dtype(dtype);
             c->label_smoothing = label_smoothing;
             c->max_grad_norm = max_grad_norm;
@@ -139,9 +141,12 @@ void bind_training(nb::module_& m) {
           },
           nb::arg("dtype") = "float32", nb::arg("label_smoothing") = 0.0, nb::arg("max_grad_norm") = 0.0,
           nb::arg("loss_scale").none() = nb::none(), nb::arg("loss_scale_value") = 65536.0,
-          nb::arg("trainable") = std::vector<std::string>{},
+          nb::arg("trainable") = std::vector<std::string>{}, nb::arg("group").none() = nb::none(),
           "dtype: float32 | bfloat16 | float16 (or fp32 | bf16 | fp16); loss_scale: None, a number (a static "
-          "scale), 'dynamic' (starting at loss_scale_value), or 'none' / 'static'")
+          "scale), 'dynamic' (starting at loss_scale_value), or 'none' / 'static'; group: an "
+          "mlx.core.distributed.Group for data parallelism (each rank passes its share of the batch; "
+          "gradients, losses and token counts are summed over the group)")
+      .def_prop_ro("group", [](const TrainingConfig& c) { return c.group; })
       .def_prop_ro("dtype", [](const TrainingConfig& c) { return dtype_name(c.dtype); })
       .def_prop_ro("loss_scale",
                    [](const TrainingConfig& c) -> nb::object {

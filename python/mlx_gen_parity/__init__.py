@@ -25,6 +25,7 @@ from ._training import SGD, AdamW, TrainingConfig, add_lora, loss_forward, train
 from ._core import (ActivationCaptureHook, Hook, LogitBiasHook, Model, ModelArgs, ResidualInjectionHook,
                     SoftPromptHook, Tokenizer, supported_model_types)
 from ._hooks import add_hook, extract_steering_vector, remove_hook
+from ._distributed import distributed_init, shard_model
 
 __version__ = _core.__version__
 
@@ -33,5 +34,6 @@ __all__ = [
     "Hook", "LogitBiasHook", "ResidualInjectionHook", "SoftPromptHook", "ActivationCaptureHook",
     "add_hook", "remove_hook", "extract_steering_vector",
     "TrainingConfig", "AdamW", "SGD", "train_step", "loss_forward", "xent_loss", "add_lora",
+    "distributed_init", "shard_model",
     "Model", "ModelArgs", "Tokenizer", "supported_model_types", "__version__",
 ]

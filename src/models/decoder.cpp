@@ -38,8 +38,10 @@ DecoderModel::DecoderModel(const ModelConfig& c, WeightMap weights, const Decode
 }
 
 void DecoderModel::build(const WeightMap& loaded) {
-  // Everything is loaded into locals first, so a bad tensor leaves the model untouched.
-  const auto& c = config_;
+  // Everything is loaded into locals first, so a bad tensor leaves the model untouched. A sharded model's
+  // layers are built with this rank's head counts and widths.
+  const ModelConfig local = tp_ ? shard::local_config(config_, tp_->plan, options_.moe.mixtral_names) : config_;
+  const auto& c = local;
   WeightMap weights = loaded;
   layers::stack_experts(weights, c, options_.moe);  // HF per-expert tensors -> stacked (switch_mlp)
   layers::UsedNames used;
@@ -80,6 +82,16 @@ void DecoderModel::build(const WeightMap& loaded) {
     b.post_attention_norm = norm_at(p + ".post_attention_layernorm.weight");
     if (o.norms == Norms::Sandwich) b.pre_feedforward_norm = norm_at(p + ".pre_feedforward_layernorm.weight");
     if (o.norms != Norms::Pre) b.post_feedforward_norm = norm_at(p + ".post_feedforward_layernorm.weight");
+    if (tp_) {  // the projections that read a split input sum their outputs over the ranks
+      b.attention.o_proj.reduce = tp_->group;
+      if (b.attention.full_qk_norm) {
+        b.attention.norm_group = tp_->group;
+        b.attention.q_norm_dim = config_.num_attention_heads * config_.head_dim;
+        b.attention.k_norm_dim = config_.num_key_value_heads * config_.head_dim;
+      }
+      if (b.mlp) b.mlp->down_proj.reduce = tp_->group;
+      if (b.moe) b.moe->reduce = tp_->group;
+    }
     blocks.push_back(std::move(b));
   }
   auto norm = norm_at("model.norm.weight");
@@ -116,6 +128,23 @@ void DecoderModel::set_parameters(const WeightMap& updates, bool allow_new) {
     it->second = value;
   }
   build(next);
+}
+
+void DecoderModel::shard(const mx::distributed::Group& group) {
+  if (group.size() == 1) return;
+  if (tp_) fail("distributed", "the model is already sharded");
+  auto plan = shard::make_plan(config_, weights_, group.rank(), group.size(), options_.moe.mixtral_names);
+  auto sliced = shard::slice_weights(weights_, config_, plan, options_.moe.mixtral_names);
+  std::vector<mx::array> copies;
+  for (auto& [name, a] : sliced) copies.push_back(a);
+  mx::eval(copies);  // materialised now, so the whole tensors can be freed
+  tp_ = TensorParallel{group, plan};
+  try {
+    build(sliced);
+  } catch (...) {
+    tp_.reset();
+    throw;
+  }
 }
 
 mx::array DecoderModel::embed(const mx::array& tokens) const {

@@ -9,6 +9,7 @@
 
 #include "models/layers.h"
 #include "models/moe.h"
+#include "models/shard.h"
 
 namespace mx = mlx::core;
 
@@ -38,6 +39,7 @@ class DecoderModel : public Model {
   mx::array lm_head(const mx::array& hidden) const override;
   WeightMap& parameters() override { return weights_; }
   void set_parameters(const WeightMap& updates, bool allow_new = false) override;
+  void shard(const mx::distributed::Group& group) override;
 
  private:
   void build(const WeightMap& weights);                                       // (re)creates the layers from `weights`
@@ -52,8 +54,13 @@ class DecoderModel : public Model {
     std::optional<layers::SparseMoe> moe;  // mixture-of-experts layers
   };
   mx::array block(const Block& b, const mx::array& h, KVCache& cache, const AttentionMask* mask) const;
-  ModelConfig config_;
-  WeightMap weights_;
+  ModelConfig config_;  // the whole model's, also when sharded
+  struct TensorParallel {
+    mx::distributed::Group group;
+    shard::Plan plan;
+  };
+  std::optional<TensorParallel> tp_;
+  WeightMap weights_;  // this rank's share when sharded
   DecoderOptions options_;
   layers::Embedding embed_tokens_;
   std::vector<Block> blocks_;

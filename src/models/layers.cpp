@@ -144,11 +144,15 @@ mx::array Linear::operator()(const mx::array& x) const {
     auto b = biases->dtype() == x.dtype() ? *biases : mx::astype(*biases, x.dtype());
     return mx::quantized_matmul(x, *weight, s, b, true, group_size, bits);
   }();
-  if (bias) y = mx::add(y, *bias);
+  if (bias && !reduce) y = mx::add(y, *bias);
   if (lora_a) {
     auto xa = kernels::linear(maybe_dropout(x), mx::astype(*lora_a, x.dtype()));
     auto delta = kernels::linear(xa, mx::astype(*lora_b, x.dtype()));
     y = mx::add(y, mx::multiply(delta, mx::astype(*lora_scale, y.dtype())));
+  }
+  if (reduce) {
+    y = mx::distributed::all_sum(y, *reduce);
+    if (bias) y = mx::add(y, *bias);
   }
   return y;
 }
@@ -358,10 +362,24 @@ static mx::array softcapped_attention(const mx::array& q, const mx::array& keys,
   return mx::reshape(o, {B, H, T, D});
 }
 
+// An RMSNorm over a feature dimension split across `group`: the sum of squares is summed over the
+// ranks, then each rank scales its own features (float32, as mx::fast::rms_norm computes).
+static mx::array sharded_rms_norm(const mx::array& y, const RMSNorm& norm, int full_dim,
+                                  const mx::distributed::Group& group) {
+  auto y32 = mx::astype(y, mx::float32);
+  auto ss = mx::distributed::all_sum(mx::sum(mx::square(y32), -1, true), group);
+  auto inv = mx::rsqrt(mx::add(mx::divide(ss, mx::array(static_cast<float>(full_dim))), mx::array(norm.eps)));
+  return mx::astype(mx::multiply(mx::multiply(y32, inv), mx::astype(*norm.weight, mx::float32)), y.dtype());
+}
+
 mx::array Attention::operator()(const mx::array& x, KVCache& cache, const AttentionMask* mask) const {
   const int B = x.shape(0), T = x.shape(1);
   auto heads = [&](const mx::array& y, int n, const std::optional<RMSNorm>& norm) {
-    auto h = mx::reshape(full_qk_norm && norm ? (*norm)(y) : y, {B, T, n, head_dim});
+    std::optional<mx::array> normed;
+    if (full_qk_norm && norm)
+      normed =
+          norm_group ? sharded_rms_norm(y, *norm, n == n_heads ? q_norm_dim : k_norm_dim, *norm_group) : (*norm)(y);
+    auto h = mx::reshape(normed ? *normed : y, {B, T, n, head_dim});
     if (norm && !full_qk_norm) h = (*norm)(h);
     return mx::transpose(h, {0, 2, 1, 3});
   };

@@ -55,6 +55,9 @@ struct Linear {
   static Linear load(const WeightMap& w, const std::string& prefix, int in, int out, bool has_bias);
   bool quantized() const { return scales.has_value(); }
   int in_features = 0;
+  // Tensor parallelism: this rank holds some input columns; the partial products are summed over the
+  // group (all_sum) and the bias is added once, after the sum.
+  std::optional<mx::distributed::Group> reduce;
   mx::array operator()(const mx::array& x) const;
 };
 
@@ -130,6 +133,10 @@ struct Attention {
   float scale = 1.0f;
   std::optional<float> softcap;  // gemma2: scores = softcap * tanh(scores / softcap)
   std::optional<Rope> rope;      // absent: a layer without positions (smollm3's no-rope layers)
+  // Tensor parallelism with olmo2's whole-projection q/k norms: the mean square spans every rank's
+  // share, so it is summed over this group; q/k_norm_dim are the whole projections' widths.
+  std::optional<mx::distributed::Group> norm_group;
+  int q_norm_dim = 0, k_norm_dim = 0;
   // `layer`: picks the layer's rope (sliding or not, rotary or not) from the config.
   static Attention load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, const AttentionOptions& o,
                         int layer = 0);

@@ -150,7 +150,7 @@ mx::array SparseMoe::operator()(const mx::array& x) const {
     if (shared_expert_gate) s = mx::multiply(mx::sigmoid((*shared_expert_gate)(x)), s);
     out = mx::add(out, s);
   }
-  return out;
+  return reduce ? mx::distributed::all_sum(out, *reduce) : out;
 }
 
 }  // namespace mlxgp::layers

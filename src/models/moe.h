@@ -37,6 +37,9 @@ struct SparseMoe {
   bool renormalize = false;
   std::optional<SwiGLU> shared_expert;       // qwen2_moe
   std::optional<Linear> shared_expert_gate;  // sigmoid gate on the shared expert, [1, hidden]
+  // Tensor parallelism: each expert (and the shared one) holds this rank's share of its features; the
+  // block's output is summed over the group once.
+  std::optional<mx::distributed::Group> reduce;
   // `prefix`: the block's feed-forward module (model.layers.N.mlp or .block_sparse_moe).
   static SparseMoe load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, const MoeOptions& o);
   mx::array operator()(const mx::array& x) const;

@@ -68,6 +68,10 @@ mx::array Model::forward_embeddings_last(const mx::array& embeddings, KVCacheLis
   return mx::slice(logits, {0, T - n, 0}, logits.shape());
 }
 
+void Model::shard(const mx::distributed::Group& group) {
+  if (group.size() > 1) fail("distributed", "tensor parallelism is not implemented for this model");
+}
+
 KVCacheList Model::make_caches() const {
   KVCacheList caches;
   for (int i = 0; i < config().num_hidden_layers; ++i) caches.push_back(std::make_unique<StandardKVCache>());

@@ -319,4 +319,16 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
   return r;
 }
 
+std::vector<BatchRequest> batch_requests(const ParsedRequest& p) {
+  std::vector<BatchRequest> requests;
+  for (auto& ids : p.prompts) {
+    BatchRequest r;
+    r.prompt_ids = ids;
+    r.config = p.config;
+    r.top_logprobs = p.top_logprobs;
+    requests.push_back(std::move(r));
+  }
+  return requests;
+}
+
 }  // namespace mlxgp::server

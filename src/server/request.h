@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mlxgp/generation_config.h"
+#include "mlxgp/batch_engine.h"
 #include "mlxgp/loader.h"
 #include "mlxgp/server.h"
 
@@ -42,6 +43,9 @@ struct RequestLimits {
 ParsedRequest parse_request(Endpoint endpoint, const std::string& body, const LoadedModel& model,
                             const GenerationConfig& base, const std::string& model_id,
                             const RequestLimits& limits = {});
+
+// The engine requests of a parsed request: one per prompt.
+std::vector<BatchRequest> batch_requests(const ParsedRequest& p);
 
 // The body as a JSON object (ApiError 400 otherwise).
 nlohmann::ordered_json parse_body(const std::string& body);

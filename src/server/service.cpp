@@ -7,6 +7,7 @@
 #include "mlxgp/chat_template.h"
 #include "server/completion_state.h"
 #include "server/metrics.h"
+#include "mlxgp/distributed.h"
 #include "server/request.h"
 #include "server/worker.h"
 
@@ -54,17 +55,22 @@ Service::Service(LoadedModel model, ServiceOptions options) : model_(std::move(m
   if (!model_.generation_config_json.empty())
     warnings_ = apply_generation_config_json(base_, model_.generation_config_json, ConfigSource::Model);
   metrics_ = std::make_shared<Metrics>(options_.max_batch_rows);
-  worker_ =
-      std::make_shared<Worker>(*model_.model, model_.tokenizer, options_.max_batch_rows, options_.max_queue, metrics_);
+  if (options_.tensor_parallel && options_.tensor_parallel->rank() != 0) return;  // follow() instead
+  worker_ = std::make_shared<Worker>(*model_.model, model_.tokenizer, options_.max_batch_rows, options_.max_queue,
+                                     metrics_, options_.tensor_parallel);
 }
 
 std::string Service::metrics() const { return metrics_->render(); }
 
 void Service::count_request(const std::string& path, int status) { metrics_->count_request(path, status); }
 
-Service::~Service() { worker_->stop(); }
+Service::~Service() {
+  if (worker_) worker_->stop();
+}
 
-void Service::shutdown() { worker_->stop(); }
+void Service::shutdown() {
+  if (worker_) worker_->stop();
+}
 
 nlohmann::json Service::models() const {
   nlohmann::json m = {{"id", options_.model_id},
@@ -137,21 +143,18 @@ std::unique_ptr<Completion> Service::start(Endpoint endpoint, const std::string&
   state->include_usage = p.include_usage;
   state->top_logprobs = p.top_logprobs;
   state->tokenizer = model_.tokenizer;
-  std::vector<BatchRequest> requests;
-  for (auto& ids : p.prompts) {
-    state->prompt_tokens.push_back(static_cast<int>(ids.size()));
-    BatchRequest r;
-    r.prompt_ids = ids;
-    r.config = p.config;
-    r.top_logprobs = p.top_logprobs;
-    requests.push_back(std::move(r));
-  }
+  std::vector<BatchRequest> requests = batch_requests(p);
+  for (auto& ids : p.prompts) state->prompt_tokens.push_back(static_cast<int>(ids.size()));
   const int choices = static_cast<int>(p.prompts.size()) * p.n;
   for (int c = 0; c < choices; ++c) state->trimmers.emplace_back(p.stop);
   state->logprobs.resize(choices);
   state->delivered.assign(p.prompts.size(), false);
   try {
-    state->ids = worker_->submit(std::move(requests), state->channel);
+    // Under tensor parallelism the other ranks rebuild the same requests from the same body.
+    std::string replay = options_.tensor_parallel
+                             ? nlohmann::json{{"endpoint", static_cast<int>(endpoint)}, {"body", body}}.dump()
+                             : std::string();
+    state->ids = worker_->submit(std::move(requests), state->channel, std::move(replay));
   } catch (const ApiError& e) {
     // The engine's refusals (beam search, the context, ...) name no field: find it in the message.
     if (e.status() != 400 || !e.param().empty()) throw;
@@ -162,6 +165,48 @@ std::unique_ptr<Completion> Service::start(Endpoint endpoint, const std::string&
   }
   for (int n : state->prompt_tokens) metrics_->add_prompt_tokens(n);
   return std::unique_ptr<Completion>(new Completion(std::move(state), p.stream));
+}
+
+void Service::follow() {
+  if (!options_.tensor_parallel || options_.tensor_parallel->rank() == 0)
+    fail("serve", "follow() runs on the ranks other than 0 of a tensor-parallel server");
+  const auto& group = *options_.tensor_parallel;
+  const BatchEngineOptions engine_options{options_.max_batch_rows};
+  auto engine = std::make_unique<BatchEngine>(*model_.model, model_.tokenizer, engine_options);
+  // Mirrors Worker::loop on rank 0 step for step, so both engines hold the same rows and every forward's
+  // collectives pair up; the tokens are rank 0's to send.
+  while (true) {
+    const std::string text = broadcast_text_from_rank0(group, "");
+    if (!text.empty()) {
+      const auto plan = nlohmann::json::parse(text);
+      if (plan.at("stop").get<bool>()) return;
+      for (const auto& sub : plan.at("subs")) {
+        std::vector<int> ids;
+        try {
+          const auto p = parse_request(static_cast<Endpoint>(sub.at("endpoint").get<int>()),
+                                       sub.at("body").get<std::string>(), model_, base_, options_.model_id,
+                                       RequestLimits{options_.max_tokens_cap, options_.chat_template});
+          for (auto& r : batch_requests(p)) ids.push_back(engine->submit(std::move(r)));
+        } catch (const std::exception&) {
+          // Rank 0 refused the same request at the same prompt (Worker::take_in).
+          for (int id : ids) {
+            engine->cancel(id);
+            engine->take_result(id);
+          }
+        }
+      }
+      for (const auto& id : plan.at("cancels")) {
+        engine->cancel(id.get<int>());
+        engine->take_result(id.get<int>());
+      }
+    }
+    if (!engine->busy()) continue;
+    try {
+      for (int id : engine->step()) engine->take_result(id);
+    } catch (const std::exception&) {
+      engine = std::make_unique<BatchEngine>(*model_.model, model_.tokenizer, engine_options);  // Worker::fail_all
+    }
+  }
 }
 
 }  // namespace mlxgp::server

@@ -3,17 +3,20 @@
 #include <algorithm>
 #include <exception>
 
+#include "mlxgp/distributed.h"
 #include "mlxgp/error.h"
 
 namespace mlxgp::server {
 
 Worker::Worker(Model& model, std::shared_ptr<const Tokenizer> tokenizer, int max_batch_rows, int max_queue,
-               std::shared_ptr<Metrics> metrics)
+               std::shared_ptr<Metrics> metrics, std::optional<mlx::core::distributed::Group> tensor_parallel)
     : model_(model),
       tokenizer_(std::move(tokenizer)),
       max_batch_rows_(max_batch_rows),
       max_queue_(max_queue),
-      metrics_(std::move(metrics)) {
+      metrics_(std::move(metrics)),
+      tensor_parallel_(std::move(tensor_parallel)) {
+  if (tensor_parallel_ && tensor_parallel_->size() == 1) tensor_parallel_.reset();
   engine_ = std::make_unique<BatchEngine>(model_, tokenizer_, BatchEngineOptions{max_batch_rows_});
   thread_ = std::thread([this] { loop(); });
 }
@@ -29,7 +32,8 @@ void Worker::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-std::vector<int> Worker::submit(std::vector<BatchRequest> requests, std::shared_ptr<Channel> channel) {
+std::vector<int> Worker::submit(std::vector<BatchRequest> requests, std::shared_ptr<Channel> channel,
+                                std::string replay) {
   auto s = std::make_unique<Submission>();
   const int count = static_cast<int>(requests.size());
   {
@@ -40,6 +44,7 @@ std::vector<int> Worker::submit(std::vector<BatchRequest> requests, std::shared_
   s->requests = std::move(requests);
   s->channel = std::move(channel);
   s->submitted = std::chrono::steady_clock::now();
+  s->replay = std::move(replay);
   auto accepted = s->accepted.get_future();
   {
     std::lock_guard<std::mutex> lk(m_);
@@ -165,6 +170,19 @@ void Worker::fail_all(const std::string& why) {
   engine_ = std::make_unique<BatchEngine>(model_, tokenizer_, BatchEngineOptions{max_batch_rows_});
 }
 
+void Worker::send_plan(const std::deque<std::unique_ptr<Submission>>& inbox, const std::vector<int>& cancels,
+                       bool stopping) {
+  nlohmann::json subs = nlohmann::json::array(), cancelled = nlohmann::json::array();
+  for (auto& s : inbox) subs.push_back(nlohmann::json::parse(s->replay));
+  for (int id : cancels)
+    if (live_.count(id)) cancelled.push_back(id);  // the cancellations the loop below carries out
+  // An empty text (one collective) when nothing changes: a decode step.
+  const bool empty = !stopping && subs.empty() && cancelled.empty();
+  const std::string plan =
+      empty ? std::string() : nlohmann::json{{"stop", stopping}, {"subs", subs}, {"cancels", cancelled}}.dump();
+  broadcast_text_from_rank0(*tensor_parallel_, plan);
+}
+
 void Worker::loop() {
   while (true) {
     std::deque<std::unique_ptr<Submission>> inbox;
@@ -177,6 +195,17 @@ void Worker::loop() {
       inbox.swap(inbox_);
       cancels.swap(cancels_);
       stopping = stop_;
+    }
+    if (tensor_parallel_) {
+      try {
+        send_plan(inbox, cancels, stopping);
+      } catch (const std::exception& e) {
+        // Another rank is gone: nothing can be generated any more.
+        fail_all(without_component(e.what()));
+        tensor_parallel_.reset();
+        std::lock_guard<std::mutex> lk(m_);
+        stop_ = stopping = true;  // later requests get 503
+      }
     }
     if (stopping) {
       for (auto& s : inbox)

@@ -40,15 +40,19 @@ struct Channel {
 
 class Worker {
  public:
+  // `tensor_parallel`: the group the model is sharded over; this worker (rank 0) sends every step's plan
+  // to the other ranks (Service::follow).
   Worker(Model& model, std::shared_ptr<const Tokenizer> tokenizer, int max_batch_rows, int max_queue,
-         std::shared_ptr<Metrics> metrics);
+         std::shared_ptr<Metrics> metrics, std::optional<mlx::core::distributed::Group> tensor_parallel = {});
   ~Worker();  // stop()
   // Cancels what runs, refuses what waits (503) and joins the thread. Idempotent.
   void stop();
   // Submits every prompt of one request (n rows each) and returns their engine ids, once the worker has
   // taken them: ApiError 400 when the engine refuses one (none of them run then), 429 when the queue of
   // waiting requests is full, 503 when the worker is stopping.
-  std::vector<int> submit(std::vector<BatchRequest> requests, std::shared_ptr<Channel> channel);
+  // `replay`: what the other ranks of a tensor-parallel server rebuild the requests from.
+  std::vector<int> submit(std::vector<BatchRequest> requests, std::shared_ptr<Channel> channel,
+                          std::string replay = {});
   void cancel(const std::vector<int>& ids);
   int waiting() const { return waiting_.load(); }
   int running() const { return running_.load(); }
@@ -59,6 +63,7 @@ class Worker {
     std::shared_ptr<Channel> channel;
     std::promise<std::vector<int>> accepted;
     std::chrono::steady_clock::time_point submitted;
+    std::string replay;
   };
   struct Live {  // a request in the engine (worker thread only)
     std::shared_ptr<Channel> channel;
@@ -73,12 +78,15 @@ class Worker {
   void deliver(int id, GenerationResult result);
   void fail_all(const std::string& why);
   void publish_state();
+  // Tensor parallelism: this iteration's new requests, effective cancellations and stop, to the other ranks.
+  void send_plan(const std::deque<std::unique_ptr<Submission>>& inbox, const std::vector<int>& cancels, bool stopping);
 
   Model& model_;
   std::shared_ptr<const Tokenizer> tokenizer_;
   const int max_batch_rows_;
   const int max_queue_;
   std::shared_ptr<Metrics> metrics_;
+  std::optional<mlx::core::distributed::Group> tensor_parallel_;
   std::unique_ptr<BatchEngine> engine_;
   std::map<int, std::shared_ptr<Live>> live_;
   std::atomic<int> waiting_{0}, running_{0};

@@ -101,6 +101,26 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
     mx::eval(loss_sum, count);
     mx::eval(grad_sum);
   }
+  if (config_.group && config_.group->size() > 1) {
+    // One all_sum over every gradient, the loss sum and the token count, flattened together.
+    std::vector<mx::array> flat;
+    for (auto& g : grad_sum) flat.push_back(mx::reshape(mx::astype(g, mx::float32), {-1}));
+    flat.push_back(mx::reshape(loss_sum, {1}));
+    flat.push_back(mx::reshape(count, {1}));
+    auto summed = mx::distributed::all_sum(mx::concatenate(flat, 0), *config_.group);
+    int64_t at = 0;
+    auto next = [&](const mx::array& like) {
+      const int64_t len = static_cast<int64_t>(like.size());
+      auto part = mx::slice(summed, {static_cast<int>(at)}, {static_cast<int>(at + len)});
+      at += len;
+      return mx::reshape(part, like.shape());
+    };
+    for (auto& g : grad_sum) g = next(g);
+    loss_sum = mx::reshape(next(mx::reshape(loss_sum, {1})), {});
+    count = mx::reshape(next(mx::reshape(count, {1})), {});
+    mx::eval(grad_sum);
+    mx::eval(loss_sum, count);
+  }
   const double n = count.item<float>();
   r.n_tokens = static_cast<int>(n);
   if (n == 0) fail("train", "the batch has no target tokens (everything is padding or ignored)");
@@ -149,7 +169,10 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
 
 double Trainer::evaluate(const std::vector<Batch>& batches, std::optional<int> pad_id) {
   double total = 0, count = 0;
-  for (auto& b : batches) {
+  const int ranks = config_.group ? config_.group->size() : 1, rank = config_.group ? config_.group->rank() : 0;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    if (static_cast<int>(i % ranks) != rank) continue;
+    const auto& b = batches[i];
     auto lr = loss_forward(model_, b, 0.0, pad_id);
     auto n = mx::astype(lr.n_tokens, mx::float32);
     auto s = mx::multiply(lr.loss, n);
@@ -158,6 +181,13 @@ double Trainer::evaluate(const std::vector<Batch>& batches, std::optional<int> p
       total += s.item<float>();
       count += n.item<float>();
     }
+  }
+  if (ranks > 1) {
+    auto sums =
+        mx::distributed::all_sum(mx::array({static_cast<float>(total), static_cast<float>(count)}), *config_.group);
+    mx::eval(sums);
+    total = sums.data<float>()[0];
+    count = sums.data<float>()[1];
   }
   if (count == 0) fail("train", "the evaluation data has no target tokens");
   return total / count;

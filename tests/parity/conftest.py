@@ -19,7 +19,8 @@ DEFAULT_GGUF = CACHE / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The slowest files first: `make test-parity` runs two pytest-xdist workers that each take a whole file at a
 # time, and a long file handed out last would run alone at the end.
 SLOW_FIRST = ["test_structured_corpus.py", "test_gguf_kquants.py", "test_processors_e2e.py", "test_speculative.py",
-              "test_generate_parity.py", "test_architectures.py", "test_batch_generate.py", "test_beam_legacy.py"]
+              "test_generate_parity.py", "test_architectures.py", "test_batch_generate.py", "test_beam_legacy.py",
+              "test_distributed.py"]
 
 
 def pytest_collection_modifyitems(config, items):

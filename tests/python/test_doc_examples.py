@@ -40,7 +40,7 @@ def run_block(title, capsys, **paths):
 
 def test_every_block_is_tested():
     tested = {"README", "Basic usage", "Basic usage with a model and tokenizer loaded by mlx-lm", "Beam search", "Speculative",
-              "Persona steering", "Training: a soft prompt", "Full fine-tuning", "Converting"}
+              "Persona steering", "Training: a soft prompt", "Full fine-tuning", "Converting", "Distributed"}
     assert all(any(t.startswith(x) for x in tested) for t in doc_blocks()), list(doc_blocks())
 
 
@@ -193,6 +193,24 @@ def test_full_fine_tuning(capsys, tiny_hf_tok):
     worst = max(float(np.abs(np.array(params[n]) - p.detach().numpy()).max()) for n, p in hf.named_parameters())
     assert worst < 1e-5, worst
     assert isinstance(ns["loss_forward"](model, batch)[0], mx.array)
+
+
+def test_distributed_block_alone(capsys, mgp, tiny_hf_tok):
+    """Without a launcher the block runs as a group of one: mlx-lm's greedy tokens, and the step of
+    train_step without a group (tests/python/test_distributed_api.py runs two ranks)."""
+    import mlx.core as mx
+    from mlx_lm import load as mlx_lm_load
+
+    ns = run_block("Distributed", capsys, **{"path/to/hf-or-mlx-folder": tiny_hf_tok})
+    assert ns["group"].size() == 1
+    lm_model, lm_tok = mlx_lm_load(str(tiny_hf_tok))
+    ref = mlx_lm_greedy(lm_model, lm_tok.encode("Hello MLX parity"), 16)
+    assert ns["out"]["tokens"] == ref[:len(ns["out"]["tokens"])]
+    plain, _ = mgp.load(str(tiny_hf_tok))
+    r = mgp.train_step(plain, ns["batch"], mgp.SGD(learning_rate=1e-2), mgp.TrainingConfig())
+    assert r["loss"] == ns["r"]["loss"]
+    a, b = plain.parameters(), ns["trained"].parameters()
+    assert all(mx.array_equal(a[k], b[k]).item() for k in a)
 
 
 def test_convert(capsys, mgp, tiny_hf_tok, tmp_path):

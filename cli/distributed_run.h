@@ -1,0 +1,35 @@
+// The CLI's face of a distributed run (--tensor-parallel, --distributed; docs/distributed.md): join the
+// launcher's group, check every rank runs the same thing, and let rank 0 alone print and write files.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "args.h"
+#include "mlxgp/distributed.h"
+#include "mlxgp/model.h"
+#include "mlxgp/peer_watch.h"
+
+namespace mlxgp::cli {
+
+// Joins the group mlx.launch / mpirun started (a group of size 1 without a launcher, with a notice).
+// From here on, ranks other than 0 print nothing but their error lines.
+DistGroup join_distributed_run(const std::string& flag);
+
+// False on ranks other than 0 of a joined run: they write no output files.
+bool is_output_rank();
+
+// An error line on the real stderr, also on a quiet rank (main's error handler).
+void print_error_line(const std::string& line);
+
+// Fails on every rank unless all ranks loaded the same model (structure and weights) and were given the
+// same options (`args`, except the per-machine paths in `per_machine`) and inputs (`inputs`: prompt ids,
+// a dataset digest).
+void check_same_run(const DistGroup& group, Model& model, const Args& args, const std::vector<std::string>& per_machine,
+                    const std::string& inputs);
+
+// Watches the other ranks over work that needs them (PeerWatch): a dead rank ends this one with a
+// [distributed] line and exit code 1 instead of a hang. Null on a group of size 1.
+std::unique_ptr<PeerWatch> watch_peers(const DistGroup& group);
+
+}  // namespace mlxgp::cli

@@ -1,0 +1,446 @@
+"""Distributed runs on MLX's ring backend, two processes on this machine (docs/distributed.md).
+
+The reference for a distributed run is the same command in one process: tensor-parallel generation
+must give the single process's logits (within 1e-4) and greedy tokens; data-parallel training on 2
+ranks x batch B must follow the single process's loss trajectory on batch 2B and end at its weights.
+The ranks are started by `mlx.launch` as users do, or by hand with the variables mlx.launch sets
+(MLX_RANK, MLX_HOSTFILE) where a test needs to kill one rank or give the ranks different settings."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import tiny_models
+
+LAUNCH = Path(sys.executable).parent / "mlx.launch"
+IDS = [1, 17, 230, 45, 99, 310, 7, 402, 58, 120, 33, 271]
+
+
+def _free_port_pair():
+    """A port p with p + 1 also free (mlx.launch's ring ranks listen on p, p + 1)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            p = s.getsockname()[1]
+        if p >= 65000:
+            continue
+        try:
+            with socket.socket() as s2:
+                s2.bind(("127.0.0.1", p + 1))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
+
+
+def launch(mlxgp_bin, *args, n=2, timeout=600, env=None):
+    """`mlx.launch -n 2 --backend ring -- mlxgp ARGS`: the launch line the docs show."""
+    cmd = [str(LAUNCH), "-n", str(n), "--backend", "ring", "--starting-port", str(_free_port_pair()), "--",
+           str(mlxgp_bin), *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def start_ranks(tmp_path, mlxgp_bin, args_per_rank, env=None):
+    """Starts one process per rank by hand (as mlx.launch does), returning the Popen objects."""
+    port = _free_port_pair()
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text(json.dumps([[f"127.0.0.1:{port + r}"] for r in range(len(args_per_rank))]))
+    procs = []
+    for r, args in enumerate(args_per_rank):
+        e = {**os.environ, "MLX_RANK": str(r), "MLX_HOSTFILE": str(hostfile), **(env or {})}
+        procs.append(subprocess.Popen([str(mlxgp_bin), *map(str, args)], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env=e))
+    return procs
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    archs = ("llama", "qwen3", "mistral", "gemma2", "phi3", "olmo2", "qwen2_moe", "mixtral", "starcoder2")
+    return {a: tiny_models.make_tiny_model(a, tmp_path_factory.mktemp(f"dist_{a}"))[1] for a in archs}
+
+
+# --- tensor parallel ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "mistral", "gemma2", "phi3", "olmo2", "qwen2_moe", "mixtral",
+                                  "starcoder2"])
+def test_tensor_parallel_logits_match_one_process(arch, tiny, mlxgp_bin, run_mlxgp, tmp_path):
+    folder = tiny[arch]
+    common = ["logits", "--model", folder, "--input-ids", ",".join(map(str, IDS)), "--prefill", 8]
+    run_mlxgp(*common, "--out", tmp_path / "one.safetensors")
+    proc = launch(mlxgp_bin, *common, "--tensor-parallel", "--out", tmp_path / "tp.safetensors")
+    one = load_file(str(tmp_path / "one.safetensors"))["logits"]
+    tp = load_file(str(tmp_path / "tp.safetensors"))["logits"]
+    diff = float(np.abs(one - tp).max())
+    print(f"{arch}: tensor parallel on 2 ranks vs 1 process, prefill 8 + 4 cached steps: max |logit diff| {diff:.2e}")
+    assert one.shape == tp.shape and np.isfinite(tp).all()
+    assert diff <= 1e-4
+    assert proc.stdout == ""  # logits writes a file; neither rank prints
+
+
+def _greedy(run, model, *extra):
+    return run("generate", "--model", model, "--input-ids", ",".join(map(str, IDS)), "--max-new-tokens", 24,
+               "--ignore-eos", "--json", *extra)
+
+
+def _tokens_match_with_near_ties(a, b, scores, tol=1e-4):
+    """Identical greedy tokens, or a first difference at a step whose top two scores are within tol."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            top = np.sort(scores[i])[-2:]
+            return bool(top[1] - top[0] <= tol), i
+    return len(a) == len(b), None
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "mistral"])
+def test_tensor_parallel_greedy_tokens_tiny(arch, tiny, mlxgp_bin, run_mlxgp, tmp_path):
+    one = json.loads(_greedy(run_mlxgp, tiny[arch], "--scores-out", tmp_path / "s.safetensors").stdout)
+    proc = _greedy(lambda *a: launch(mlxgp_bin, *a), tiny[arch], "--tensor-parallel")
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout  # exactly one result, rank 0's
+    tp = json.loads(lines[0])
+    a, b = one["sequences"][0]["token_ids"], tp["sequences"][0]["token_ids"]
+    scores = load_file(str(tmp_path / "s.safetensors"))["scores.0"]
+    ok, at = _tokens_match_with_near_ties(a, b, scores)
+    print(f"{arch}: greedy tokens identical {sum(x == y for x, y in zip(a, b))}/{len(a)}")
+    assert ok, (at, a, b)
+
+
+@pytest.mark.parametrize("dtype", ["float32", None])
+def test_tensor_parallel_default_model(dtype, default_gguf, mlxgp_bin, run_mlxgp, tmp_path):
+    """SmolLM2-135M: 9 query heads in 3 KV groups go 6 + 3 over 2 ranks; fp32 and the Q4_1 file as stored."""
+    extra = ["--dtype", dtype] if dtype else []
+    one_logits, tp_logits = tmp_path / "one.safetensors", tmp_path / "tp.safetensors"
+    common = ["logits", "--model", default_gguf, "--input-ids", ",".join(map(str, IDS)), "--prefill", 8, *extra]
+    run_mlxgp(*common, "--out", one_logits)
+    launch(mlxgp_bin, *common, "--tensor-parallel", "--out", tp_logits)
+    diff = float(np.abs(load_file(str(one_logits))["logits"] - load_file(str(tp_logits))["logits"]).max())
+    one = json.loads(_greedy(run_mlxgp, default_gguf, *extra, "--scores-out", tmp_path / "s.safetensors").stdout)
+    tp = json.loads(_greedy(lambda *a: launch(mlxgp_bin, *a), default_gguf, *extra, "--tensor-parallel").stdout)
+    a, b = one["sequences"][0]["token_ids"], tp["sequences"][0]["token_ids"]
+    ok, at = _tokens_match_with_near_ties(a, b, load_file(str(tmp_path / "s.safetensors"))["scores.0"])
+    print(f"SmolLM2 {dtype or 'Q4_1'}: max |logit diff| {diff:.2e}; greedy tokens identical "
+          f"{sum(x == y for x, y in zip(a, b))}/{len(a)}")
+    assert diff <= 1e-4
+    assert ok, (at, a, b)
+
+
+def test_tensor_parallel_beams_sampling_and_batches(tiny, mlxgp_bin, run_mlxgp, tmp_path):
+    folder = tiny["llama"]
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"input_ids": IDS[:k]}) + "\n" for k in (3, 7, 12)))
+    cases = [
+        ["--input-ids", ",".join(map(str, IDS)), "--num-beams", 3, "--max-new-tokens", 10],
+        ["--input-ids", ",".join(map(str, IDS)), "--do-sample", "--seed", 5, "--top-k", 20,
+         "--repetition-penalty", 1.3, "--max-new-tokens", 12],
+        ["--prompts-file", prompts, "--max-new-tokens", 8, "--batch-size", 3],
+    ]
+    for extra in cases:
+        args = ["generate", "--model", folder, "--ignore-eos", "--json", *extra]
+        one = [json.loads(l)["sequences"] for l in run_mlxgp(*args).stdout.strip().splitlines()]
+        tp = [json.loads(l)["sequences"] for l in launch(mlxgp_bin, *args, "--tensor-parallel").stdout.strip().splitlines()]
+        ids = lambda rs: [[s["token_ids"] for s in r] for r in rs]
+        assert ids(one) == ids(tp), extra
+
+
+def test_tensor_parallel_with_lora_and_steering(tiny, mlxgp_bin, run_mlxgp, tmp_path):
+    """LoRA adapters on row-split (q, v, gate) and column-split (o, down) linears, and a steering vector on the
+    residual stream: the sharded model's logits are the single process's."""
+    from safetensors.numpy import save_file
+
+    folder = tiny["llama"]
+    data = tmp_path / "d.jsonl"
+    rng = np.random.default_rng(1)
+    data.write_text("".join(json.dumps({"input_ids": rng.integers(3, 512, 12).tolist()}) + "\n" for _ in range(4)))
+    # A few large-lr steps so the adapters' B matrices are far from their zero start.
+    run_mlxgp("train", "--model", folder, "--data", data, "--mode", "lora", "--steps", 4, "--batch-size", 2,
+              "--seq-len", 16, "--lr", 0.05, "--lora-targets", "q_proj,v_proj,o_proj,gate_proj,down_proj", "--out",
+              tmp_path / "lora")
+    save_file({"steering_vector": rng.normal(0, 0.5, 64).astype(np.float32)}, str(tmp_path / "v.safetensors"))
+    base = ["logits", "--model", folder, "--input-ids", ",".join(map(str, IDS)), "--prefill", 8]
+    common = base + ["--lora", tmp_path / "lora" / "adapters.safetensors", "--steer", tmp_path / "v.safetensors",
+                     "--steer-layer", 1]
+    run_mlxgp(*common, "--out", tmp_path / "one.safetensors")
+    run_mlxgp(*base, "--out", tmp_path / "plain.safetensors")
+    launch(mlxgp_bin, *common, "--tensor-parallel", "--out", tmp_path / "tp.safetensors")
+    one = load_file(str(tmp_path / "one.safetensors"))["logits"]
+    tp = load_file(str(tmp_path / "tp.safetensors"))["logits"]
+    plain = load_file(str(tmp_path / "plain.safetensors"))["logits"]
+    diff = float(np.abs(one - tp).max())
+    print(f"LoRA on 5 projections + steering, 2 ranks vs 1: max |logit diff| {diff:.2e} "
+          f"(the adapters and vector move the logits by {float(np.abs(one - plain).max()):.2f})")
+    assert float(np.abs(one - plain).max()) > 0.1  # the adapters and the vector matter
+    assert diff <= 1e-4
+
+
+def test_tensor_parallel_refusals(tiny, mlxgp_bin, run_mlxgp, tmp_path):
+    # Fewer KV heads than ranks: refused on every rank with one line.
+    cmd = [str(LAUNCH), "-n", "3", "--backend", "ring", "--starting-port", str(_free_port_pair()), "--",
+           str(mlxgp_bin), "generate", "--model", str(tiny["llama"]), "--input-ids", "1,2,3", "--max-new-tokens", "2",
+           "--tensor-parallel"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert "exited with code" in p.stderr  # mlx.launch itself exits 0
+    assert "[distributed] tensor parallelism over 3 ranks needs at least 3 key/value heads; the model has 2" in p.stderr
+    # Without a launcher: one process, with a notice, and the same result.
+    p = run_mlxgp("generate", "--model", tiny["llama"], "--input-ids", "1,2,3", "--max-new-tokens", 4,
+                  "--tensor-parallel", "--json")
+    assert "[distributed] --tensor-parallel without a launcher" in p.stderr
+    q = run_mlxgp("generate", "--model", tiny["llama"], "--input-ids", "1,2,3", "--max-new-tokens", 4, "--json")
+    assert json.loads(p.stdout)["sequences"] == json.loads(q.stdout)["sequences"]
+    (tmp_path / "c").write_text("")
+    p = run_mlxgp("generate", "--model", tiny["llama"], "--input-ids", "1,2,3", "--tensor-parallel", "--prompt-cache",
+                  tmp_path / "c", check=False)
+    assert p.returncode == 2 and "--prompt-cache cannot be combined with --tensor-parallel" in p.stderr
+
+
+# --- failures ---------------------------------------------------------------------------------------
+
+
+def test_killed_rank_gives_a_clear_error_within_30s(tiny, mlxgp_bin, tmp_path):
+    # A rotating cache lets the decode run far past the context, so it is still running when rank 1 dies.
+    args = ["generate", "--model", tiny["llama"], "--input-ids", "1,2,3", "--max-new-tokens", 1000000,
+            "--max-kv-size", 64, "--ignore-eos", "--tensor-parallel", "--json"]
+    ranks = start_ranks(tmp_path, mlxgp_bin, [args, args])
+    try:
+        time.sleep(4)  # both ranks connected and decoding
+        assert ranks[0].poll() is None and ranks[1].poll() is None, ranks[0].stderr.read()
+        ranks[1].send_signal(signal.SIGKILL)
+        t0 = time.time()
+        _, err = ranks[0].communicate(timeout=30)
+        took = time.time() - t0
+    finally:
+        for p in ranks:
+            if p.poll() is None:
+                p.kill()
+    print(f"survivor exited {ranks[0].returncode} after {took:.1f} s: {err.strip()}")
+    assert ranks[0].returncode == 1
+    # MLX's ring backend logs the failed socket operations before it gives up; mlxgp's line comes last.
+    assert err.strip().splitlines()[-1].startswith("[distributed] lost another rank"), err
+
+
+def test_a_rank_that_never_starts_times_out(tiny, mlxgp_bin, tmp_path):
+    args = ["generate", "--model", tiny["llama"], "--input-ids", "1,2,3", "--tensor-parallel"]
+    port = _free_port_pair()
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text(json.dumps([[f"127.0.0.1:{port}"], [f"127.0.0.1:{port + 1}"]]))
+    t0 = time.time()
+    p = subprocess.run([str(mlxgp_bin), *map(str, args)], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "MLX_RANK": "0", "MLX_HOSTFILE": str(hostfile),
+                            "MLXGP_DISTRIBUTED_TIMEOUT": "3"})
+    took = time.time() - t0
+    print(f"exited {p.returncode} after {took:.1f} s: {p.stderr.strip()}")
+    assert p.returncode == 1 and took < 30
+    assert p.stderr.strip() == ("[distributed] rank 0 could not connect to every rank within 3 s "
+                                "(MLXGP_DISTRIBUTED_TIMEOUT): is every rank started, and does the hostfile list "
+                                "addresses the ranks can reach?")
+
+
+def test_mismatched_settings_are_found_at_start(tiny, mlxgp_bin, tmp_path):
+    base = ["generate", "--model", tiny["llama"], "--input-ids", "1,2,3", "--tensor-parallel"]
+    cases = [(base + ["--max-new-tokens", 4], base + ["--max-new-tokens", 5]),
+             (base, ["generate", "--model", tiny["qwen3"], "--input-ids", "1,2,3", "--tensor-parallel"])]
+    for a, b in cases:
+        ranks = start_ranks(tmp_path, mlxgp_bin, [a, b])
+        outs = [p.communicate(timeout=120) for p in ranks]
+        for p, (out, err) in zip(ranks, outs):
+            assert p.returncode != 0 and out == "", err
+            assert err.strip().splitlines()[-1].startswith("[distributed] the model, options or inputs differ "
+                                                           "between rank 0 and rank 1"), err
+
+
+# --- data parallel ----------------------------------------------------------------------------------
+
+T = 16
+
+
+def _dataset(path, vocab, n=16, seed=3):
+    rng = np.random.default_rng(seed)
+    # Examples of different lengths, so the two ranks' batches pad differently from the single batch.
+    rows = [rng.integers(3, vocab, int(rng.integers(6, T + 1))).tolist() for _ in range(n)]
+    path.write_text("".join(json.dumps({"input_ids": r}) + "\n" for r in rows))
+    return path
+
+
+def _train_args(model, data, out, mode, steps, batch, *extra):
+    return ["train", "--model", model, "--data", data, "--mode", mode, "--steps", steps, "--batch-size", batch,
+            "--seq-len", T, "--dtype", "float32", "--out", out, "--log-json", Path(out).with_suffix(".jsonl"),
+            *map(str, extra)]
+
+
+def _losses(out):
+    return [json.loads(l)["loss"] for l in Path(out).with_suffix(".jsonl").read_text().splitlines()]
+
+
+def _compare_runs(one_out, dp_out, artefact):
+    la, lb = _losses(one_out), _losses(dp_out)
+    rel = max(abs(a - b) / abs(a) for a, b in zip(la, lb))
+    wa, wb = load_file(str(Path(one_out) / artefact)), load_file(str(Path(dp_out) / artefact))
+    assert wa.keys() == wb.keys()
+    wdiff = max(float(np.abs(wa[k] - wb[k]).max()) for k in wa)
+    return la, lb, rel, wdiff
+
+
+@pytest.mark.parametrize("mode,optimizer,accum", [("full", "sgd", 1), ("full", "adamw", 1), ("lora", "adamw", 2),
+                                                  ("soft-prompt", "adamw", 1)])
+def test_data_parallel_equals_one_process_tiny(mode, optimizer, accum, tiny, mlxgp_bin, run_mlxgp, tmp_path):
+    folder = tiny["llama"]
+    data = _dataset(tmp_path / "d.jsonl", 512)
+    lr = 0.05 if optimizer == "sgd" else 1e-4
+    extra = ["--optimizer", optimizer, "--lr", lr, "--seed", 1, "--lora-targets", "q_proj,v_proj,down_proj",
+             "--grad-accum", accum]
+    run_mlxgp(*_train_args(folder, data, tmp_path / "one", mode, 6, 4, *extra))
+    proc = launch(mlxgp_bin, *_train_args(folder, data, tmp_path / "dp", mode, 6, 4, *extra, "--distributed"))
+    artefact = {"full": "model.safetensors", "lora": "adapters.safetensors", "soft-prompt": "soft_prompt.safetensors"}
+    la, lb, rel, wdiff = _compare_runs(tmp_path / "one", tmp_path / "dp", artefact[mode])
+    print(f"tiny llama {mode}/{optimizer}, grad-accum {accum}: 2 ranks x 2 vs 1 x 4, 6 steps: loss max rel diff {rel:.2e} "
+          f"({la[0]:.4f} -> {la[-1]:.4f}); final weights max |diff| {wdiff:.2e}")
+    assert len(lb) == 6 and rel <= 1e-5 and wdiff <= 1e-6
+    # Rank 0 alone printed progress and wrote the checkpoint.
+    assert proc.stderr.count("[train] step 6/6") == 1
+    assert json.loads((tmp_path / "dp" / "checkpoint-6" / "meta.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_data_parallel_equals_one_process_smollm2(mode, default_gguf, mlxgp_bin, run_mlxgp, tmp_path):
+    data = _dataset(tmp_path / "d.jsonl", 49152, n=8)
+    # lr 1e-3: the update is lr x gradient, and the two runs' gradients differ by fp32 summation order
+    # (the 49152 x 576 tied embedding sums many tokens' contributions); at lr 1e-2 that was 3.7e-6.
+    extra = ["--optimizer", "sgd", "--lr", 1e-3, "--seed", 1]
+    run_mlxgp(*_train_args(default_gguf, data, tmp_path / "one", mode, 2, 4, *extra))
+    launch(mlxgp_bin, *_train_args(default_gguf, data, tmp_path / "dp", mode, 2, 4, *extra, "--distributed"))
+    artefact = "model.safetensors" if mode == "full" else "adapters.safetensors"
+    la, lb, rel, wdiff = _compare_runs(tmp_path / "one", tmp_path / "dp", artefact)
+    print(f"SmolLM2 fp32 {mode}: 2 ranks x 2 vs 1 x 4, 2 SGD steps (lr 1e-3): loss max rel diff {rel:.2e}; "
+          f"final weights max |diff| {wdiff:.2e}")
+    assert rel <= 1e-5 and wdiff <= 1e-6
+
+
+def test_data_parallel_resume_and_world_size(tiny, mlxgp_bin, run_mlxgp, tmp_path):
+    folder = tiny["llama"]
+    data = _dataset(tmp_path / "d.jsonl", 512)
+    common = ["--optimizer", "adamw", "--lr", 1e-3, "--distributed"]
+    launch(mlxgp_bin, *_train_args(folder, data, tmp_path / "full", "full", 6, 4, *common))
+    launch(mlxgp_bin, *_train_args(folder, data, tmp_path / "half", "full", 6, 4, *common, "--save-every", 3))
+    shutil.copytree(tmp_path / "half" / "checkpoint-3", tmp_path / "resumed" / "checkpoint-3")
+    (tmp_path / "resumed" / "latest").write_text("checkpoint-3\n")
+    launch(mlxgp_bin, *_train_args(folder, data, tmp_path / "resumed", "full", 6, 4, *common, "--resume",
+                                   tmp_path / "resumed"))
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert all(np.array_equal(a[k], b[k]) for k in a), "the resumed 2-rank run differs from the uninterrupted one"
+    # The same checkpoint resumed by one process: said in one line, and training goes on.
+    shutil.copytree(tmp_path / "half" / "checkpoint-3", tmp_path / "single" / "checkpoint-3")
+    (tmp_path / "single" / "latest").write_text("checkpoint-3\n")
+    p = run_mlxgp(*_train_args(folder, data, tmp_path / "single", "full", 6, 4, "--optimizer", "adamw", "--lr", 1e-3,
+                               "--resume", tmp_path / "single"))
+    assert "[train] the checkpoint was written by a run on 2 rank(s) and this run has 1" in p.stderr
+    c = load_file(str(tmp_path / "single" / "model.safetensors"))
+    assert max(float(np.abs(a[k] - c[k]).max()) for k in a) <= 1e-5
+
+
+def test_data_parallel_batch_must_split(tiny, mlxgp_bin, tmp_path):
+    data = _dataset(tmp_path / "d.jsonl", 512)
+    cmd = [str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port", str(_free_port_pair()), "--",
+           str(mlxgp_bin), *map(str, _train_args(tiny["llama"], data, tmp_path / "o", "full", 2, 3, "--distributed"))]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert "exited with code" in p.stderr  # mlx.launch itself exits 0
+    assert "[cli] --batch-size 3 must be a multiple of the number of ranks (2)" in p.stderr
+
+
+# --- serve ----------------------------------------------------------------------------------------------
+
+
+def _serve(cmd):
+    """Starts a server command; returns (process, port) once it prints its address."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log, deadline = [], time.time() + 120
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        log.append(line)
+        if line.startswith("[serve] model"):
+            import threading
+            threading.Thread(target=lambda: [log.append(l) for l in proc.stderr], daemon=True).start()
+            return proc, int(line.rsplit(":", 1)[1]), log
+    proc.kill()
+    raise AssertionError("server did not start:\n" + "".join(log))
+
+
+def _post(port, path, body, timeout=300):
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def test_tensor_parallel_server_answers_as_one_process(default_gguf, mlxgp_bin, tmp_path):
+    """`mlx.launch -n 2 ... mlxgp serve --tensor-parallel`: rank 0 serves HTTP, rank 1 follows its steps.
+    Concurrent requests (greedy, seeded sampling with n = 2, streamed chat, logprobs), one abandoned stream and
+    one refused request give what a single-process server gives."""
+    import concurrent.futures as cf
+    import http.client
+
+    args = ["serve", "--model", default_gguf, "--dtype", "float32", "--port", 0]
+    one, one_port, _ = _serve([str(mlxgp_bin), *map(str, args)])
+    tp, tp_port, tp_log = _serve([str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port",
+                                  str(_free_port_pair()), "--", str(mlxgp_bin), *map(str, args), "--tensor-parallel"])
+    bodies = [
+        ("/v1/completions", {"prompt": "The harbour at dawn", "max_tokens": 16, "temperature": 0}),
+        ("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 12, "temperature": 1.0, "seed": 5, "n": 2}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 12,
+                                  "temperature": 0.7, "seed": 3, "stream": True}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
+                                  "temperature": 0, "logprobs": True, "top_logprobs": 2}),
+    ]
+
+    def texts(port):
+        # An abandoned stream first: the client reads one event and hangs up (a cancellation).
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/v1/completions", json.dumps({"prompt": "Tell me", "max_tokens": 200, "stream": True}),
+                     {"Content-Type": "application/json"})
+        conn.getresponse().readline()
+        conn.close()
+        with cf.ThreadPoolExecutor(4) as ex:
+            outs = list(ex.map(lambda pb: _post(port, *pb), bodies))
+        result = []
+        for (path, body), out in zip(bodies, outs):
+            if body.get("stream"):
+                events = [json.loads(l[6:]) for l in out.splitlines() if l.startswith("data: {")]
+                result.append("".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]))
+            else:
+                o = json.loads(out)
+                result.append([c.get("text", c.get("message", {}).get("content")) for c in o["choices"]])
+                if "logprobs" in body:
+                    result.append([[t["logprob"] for t in c["logprobs"]["content"]] for c in o["choices"]])
+        try:  # a refused request is refused the same way and leaves both ranks in step
+            _post(port, "/v1/completions", {"prompt": "x", "max_tokens": 4, "num_beams": 2})
+        except Exception as err:  # noqa: BLE001 - urllib's HTTPError carries the status
+            result.append(getattr(err, "code", str(err)))
+        return result
+
+    try:
+        a, b = texts(one_port), texts(tp_port)
+        assert tp.poll() is None, "".join(tp_log)
+    finally:
+        for p in (one, tp):
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=60)
+    la, lb = a.pop(4), b.pop(4)  # logprobs: equal within float noise
+    print(f"serve: {len(bodies)} concurrent requests, texts identical: {a == b}; logprobs max |diff| "
+          f"{max(abs(x - y) for ra, rb in zip(la, lb) for x, y in zip(ra, rb)):.2e}")
+    assert a == b
+    assert max(abs(x - y) for ra, rb in zip(la, lb) for x, y in zip(ra, rb)) <= 1e-4
