@@ -1,5 +1,6 @@
 #include "models/shard.h"
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
@@ -156,8 +157,13 @@ ModelConfig local_config(const ModelConfig& c, const Plan& p, bool mixtral_names
 }
 
 WeightMap slice_weights(const WeightMap& w, const ModelConfig& c, const Plan& p, bool mixtral_names) {
+  // In name order, so a refusal names the first misaligned tensor (layer 0's) whatever the map's order.
+  std::vector<std::string> names;
+  for (auto& [name, a] : w) names.push_back(name);
+  std::sort(names.begin(), names.end());
   WeightMap out;
-  for (auto& [name, a] : w) {
+  for (const auto& name : names) {
+    const auto& a = w.at(name);
     std::string leaf;
     for (const char* l : kLeaves)
       if (ends_with(name, l)) {

@@ -2,6 +2,7 @@
 #include "mlxgp/checkpoint.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -121,7 +122,16 @@ Checkpoint load_checkpoint(const std::string& dir) {
   c.path = p.string();
   try {
     c.meta = nlohmann::json::parse(read_text(p / "meta.json"));
-    c.step = c.meta.at("step").get<int>();
+    const auto& step = c.meta.at("step");
+    // An integer in int range: get<int>() of 3e76 (a float) or of 2^40 is undefined / wraps.
+    if (!step.is_number_integer() || step.get<long long>() < 0 || step.get<long long>() > INT32_MAX)
+      fail("checkpoint", (p / "meta.json").string() + ": \"step\" must be an integer in [0, 2147483647]");
+    c.step = static_cast<int>(step.get<long long>());
+    if (c.meta.contains("world_size")) {
+      const auto& ws = c.meta["world_size"];
+      if (!ws.is_number_integer() || ws.get<long long>() < 1 || ws.get<long long>() > 1000000)
+        fail("checkpoint", (p / "meta.json").string() + ": \"world_size\" must be an integer in [1, 1000000]");
+    }
   } catch (const nlohmann::json::exception&) {
     fail("checkpoint", (p / "meta.json").string() + " is malformed");
   }

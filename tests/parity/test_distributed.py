@@ -67,24 +67,28 @@ def start_ranks(tmp_path, mlxgp_bin, args_per_rank, env=None):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    archs = ("llama", "qwen3", "mistral", "gemma2", "phi3", "olmo2", "qwen2_moe", "mixtral", "starcoder2")
+    archs = ("llama", "qwen3", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite",
+             "olmo2", "smollm3", "qwen2_moe", "qwen3_moe", "mixtral", "starcoder2")
     return {a: tiny_models.make_tiny_model(a, tmp_path_factory.mktemp(f"dist_{a}"))[1] for a in archs}
 
 
 # --- tensor parallel ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3", "mistral", "gemma2", "phi3", "olmo2", "qwen2_moe", "mixtral",
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text", "phi3",
+                                  "phi3-long", "granite", "olmo2", "smollm3", "qwen2_moe", "qwen3_moe", "mixtral",
                                   "starcoder2"])
 def test_tensor_parallel_logits_match_one_process(arch, tiny, mlxgp_bin, run_mlxgp, tmp_path):
     folder = tiny[arch]
-    common = ["logits", "--model", folder, "--input-ids", ",".join(map(str, IDS)), "--prefill", 8]
+    ids = IDS * 3 if arch == "phi3-long" else IDS  # 36 positions: the decode crosses LongRoPE's 24
+    common = ["logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--prefill", 8]
     run_mlxgp(*common, "--out", tmp_path / "one.safetensors")
     proc = launch(mlxgp_bin, *common, "--tensor-parallel", "--out", tmp_path / "tp.safetensors")
     one = load_file(str(tmp_path / "one.safetensors"))["logits"]
     tp = load_file(str(tmp_path / "tp.safetensors"))["logits"]
     diff = float(np.abs(one - tp).max())
-    print(f"{arch}: tensor parallel on 2 ranks vs 1 process, prefill 8 + 4 cached steps: max |logit diff| {diff:.2e}")
+    print(f"{arch}: tensor parallel on 2 ranks vs 1 process, prefill 8 + {len(ids) - 8} cached steps: "
+          f"max |logit diff| {diff:.2e}")
     assert one.shape == tp.shape and np.isfinite(tp).all()
     assert diff <= 1e-4
     assert proc.stdout == ""  # logits writes a file; neither rank prints
@@ -135,6 +139,31 @@ def test_tensor_parallel_default_model(dtype, default_gguf, mlxgp_bin, run_mlxgp
           f"{sum(x == y for x, y in zip(a, b))}/{len(a)}")
     assert diff <= 1e-4
     assert ok, (at, a, b)
+
+
+def test_tensor_parallel_kquant_blocks(default_gguf, mlxgp_bin, run_mlxgp, tmp_path):
+    """llama.cpp blocks kept as stored: SmolLM2 Q4_K_M's Q6_K ffn_down splits at 768 = 3 blocks of 256 columns.
+    A tiny Q6_K llama (4 heads of 64) would split o_proj at 128 columns, inside a 256-column block: refused."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.refs import gguf_quant
+
+    q4km = gguf_quant.cached_quantized(default_gguf, "Q4_K_M")
+    common = ["logits", "--model", q4km, "--input-ids", ",".join(map(str, IDS)), "--prefill", 8]
+    run_mlxgp(*common, "--out", tmp_path / "one.safetensors")
+    launch(mlxgp_bin, *common, "--tensor-parallel", "--out", tmp_path / "tp.safetensors")
+    diff = float(np.abs(load_file(str(tmp_path / "one.safetensors"))["logits"] -
+                        load_file(str(tmp_path / "tp.safetensors"))["logits"]).max())
+    print(f"SmolLM2 Q4_K_M as stored (Q6_K blocks split by columns): max |logit diff| {diff:.2e}")
+    assert diff <= 1e-4
+    kq_model, _ = tiny_models.make_tiny_model("llama-kq", tmp_path / "kq")
+    q6k = tiny_models.write_tiny_gguf(kq_model, tmp_path / "tiny-Q6_K.gguf", "Q6_K", gguf_quant.quantize_rows)
+    cmd = [str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port", str(_free_port_pair()), "--",
+           str(mlxgp_bin), "logits", "--model", str(q6k), "--input-ids", "1,2,3", "--tensor-parallel", "--out",
+           str(tmp_path / "x.safetensors")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert ("[distributed] tensor parallelism over 2 ranks would split 'model.layers.0.self_attn.o_proj.weight' "
+            "inside a quantization block of 256 columns; load the model with --dtype float32") in p.stderr, p.stderr
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_tensor_parallel_beams_sampling_and_batches(tiny, mlxgp_bin, run_mlxgp, tmp_path):
