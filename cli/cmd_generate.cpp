@@ -194,11 +194,8 @@ int run_generate(const std::vector<std::string>& argv) {
   // Under --tensor-parallel: every rank must have the same model, options and prompts; then each keeps
   // its share of the layers.
   std::unique_ptr<PeerWatch> watch;
-  auto start_tensor_parallel = [&](const std::string& inputs) {
-    if (!tp) return;
-    check_same_run(*tp, *loaded.model, args, {"model", "prompts-file", "scores-out"}, inputs);
-    shard_model(*loaded.model, *tp);
-    watch = watch_peers(*tp);
+  auto start_tp = [&](const std::string& inputs) {
+    if (tp) watch = start_tensor_parallel(*tp, *loaded.model, args, {"model", "prompts-file", "scores-out"}, inputs);
   };
   attach_hooks_from_flags(args, *loaded.model);
   GenerationConfig config;
@@ -235,7 +232,7 @@ int run_generate(const std::vector<std::string>& argv) {
     }
     std::string inputs;
     for (auto& p : prompts) inputs += ids_text(p) + "\n";
-    start_tensor_parallel(inputs);
+    start_tp(inputs);
     BatchGenerateOptions batch_options;
     batch_options.batch_size = batch_size;
     batch_options.options = gen_options;
@@ -264,7 +261,7 @@ int run_generate(const std::vector<std::string>& argv) {
     return 0;
   }
   std::vector<int> prompt_ids = input_ids ? *input_ids : encode(*args.get("prompt"));
-  start_tensor_parallel(ids_text(prompt_ids));
+  start_tp(ids_text(prompt_ids));
 
   const bool as_json = args.has("json");
   const bool several = config.num_return_sequences > 1;

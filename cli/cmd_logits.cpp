@@ -86,11 +86,7 @@ int run_logits(const std::vector<std::string>& argv) {
   auto& model = *loaded.model;
   attach_hooks_from_flags(args, model);
   std::unique_ptr<PeerWatch> watch;
-  if (tp) {
-    check_same_run(*tp, model, args, {"model", "out"}, "");
-    shard_model(model, *tp);
-    watch = watch_peers(*tp);
-  }
+  if (tp) watch = start_tensor_parallel(*tp, model, args, {"model", "out"}, "");
   const int vocab = model.config().vocab_size;
   for (int id : ids)
     if (id < 0 || id >= vocab)

@@ -112,10 +112,9 @@ int run_serve(const std::vector<std::string>& argv) {
   LoadedModel loaded = load(args.get("model").value_or("default"), load_options);
   std::unique_ptr<PeerWatch> watch;
   if (tp) {
-    check_same_run(*tp, *loaded.model, args, {"model", "chat-template"}, options.chat_template);
-    shard_model(*loaded.model, *tp);
+    // A server needs every rank for as long as it runs: the watch lives until it stops.
+    watch = start_tensor_parallel(*tp, *loaded.model, args, {"model", "chat-template"}, options.chat_template);
     if (tp->size() > 1) options.tensor_parallel = tp;
-    watch = watch_peers(*tp);  // a server needs every rank for as long as it runs
   }
   server::Service service(std::move(loaded), options);
   if (tp && tp->rank() != 0) {

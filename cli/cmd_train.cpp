@@ -284,11 +284,9 @@ int run_train(const std::vector<std::string>& argv) {
                    saved_ranks, ranks);
     // Every rank reads the checkpoint from its own --resume folder (shared or copied, docs/distributed.md):
     // they must all have resumed the same state.
-    if (group) {
-      double sum = 0;
-      for (auto& [k, a] : trainer.state()) sum += mx::sum(mx::abs(mx::astype(a, mx::float32))).item<float>();
-      check_same_on_all_ranks(*group, "the resumed checkpoints", "step " + std::to_string(start_step), sum);
-    }
+    if (group)
+      check_same_on_all_ranks(*group, "the resumed checkpoints", "step " + std::to_string(start_step),
+                              weights_checksum(trainer.state()));
   }
   if (start_step > steps)
     fail("train", "the checkpoint is already at step " + std::to_string(start_step) + ", beyond --steps " +

@@ -56,6 +56,14 @@ void check_same_run(const DistGroup& group, Model& model, const Args& args, cons
                           model_checksum(model));
 }
 
+std::unique_ptr<PeerWatch> start_tensor_parallel(const DistGroup& group, Model& model, const Args& args,
+                                                 const std::vector<std::string>& per_machine,
+                                                 const std::string& inputs) {
+  check_same_run(group, model, args, per_machine, inputs);
+  shard_model(model, group);
+  return watch_peers(group);
+}
+
 std::unique_ptr<PeerWatch> watch_peers(const DistGroup& group) {
   if (group.size() == 1) return nullptr;
   return std::make_unique<PeerWatch>(group, [] {

@@ -28,6 +28,12 @@ void print_error_line(const std::string& line);
 void check_same_run(const DistGroup& group, Model& model, const Args& args, const std::vector<std::string>& per_machine,
                     const std::string& inputs);
 
+// --tensor-parallel: check_same_run, then shard the model over `group`, then watch_peers (returned; keep it
+// over the work that needs the other ranks).
+std::unique_ptr<PeerWatch> start_tensor_parallel(const DistGroup& group, Model& model, const Args& args,
+                                                 const std::vector<std::string>& per_machine,
+                                                 const std::string& inputs);
+
 // Watches the other ranks over work that needs them (PeerWatch): a dead rank ends this one with a
 // [distributed] line and exit code 1 instead of a hang. Null on a group of size 1.
 std::unique_ptr<PeerWatch> watch_peers(const DistGroup& group);

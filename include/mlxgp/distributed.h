@@ -36,7 +36,8 @@ void check_same_on_all_ranks(const DistGroup& group, const std::string& what, co
 // A model's structure (config, parameter names, shapes and dtypes) as text, and a checksum of its
 // weights (sum of |w| over every parameter), for check_same_on_all_ranks.
 std::string model_fingerprint(Model& model);
-double model_checksum(Model& model);
+double weights_checksum(const WeightMap& weights);  // sum of |w| in float32, one host sync
+double model_checksum(Model& model);                // weights_checksum(model.parameters())
 
 // Rank 0's `values` on every rank (the other ranks pass arrays of the same names, shapes and dtypes, e.g.
 // their own copies): a checkpoint read by rank 0 alone reaches every rank.

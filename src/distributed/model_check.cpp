@@ -30,9 +30,11 @@ std::string model_fingerprint(Model& model) {
   return o.str();
 }
 
-double model_checksum(Model& model) {
+double model_checksum(Model& model) { return weights_checksum(model.parameters()); }
+
+double weights_checksum(const WeightMap& weights) {
   std::vector<mx::array> parts;
-  for (auto& [name, w] : model.parameters()) parts.push_back(mx::sum(mx::abs(mx::astype(w, mx::float32))));
+  for (auto& [name, w] : weights) parts.push_back(mx::sum(mx::abs(mx::astype(w, mx::float32))));
   if (parts.empty()) return 0.0;
   auto total = mx::sum(mx::stack(parts));
   mx::eval(total);

@@ -78,12 +78,17 @@ mx::array take_ranges(const mx::array& a, int axis, const std::vector<Range>& ra
 }
 
 // The number of input columns one quantization group (or llama.cpp block) of `module` covers; 1 for float.
+// The llama.cpp block layout of `module` when it is kept as stored (GGUF K-quants).
+std::optional<kernels::GgmlBlock> ggml_block_of(const WeightMap& w, const std::string& module) {
+  auto it = w.find(module + ".ggml_type");
+  if (it == w.end()) return std::nullopt;
+  auto t = mx::astype(it->second, mx::uint32);
+  mx::eval(t);
+  return kernels::ggml_block(t.item<uint32_t>());
+}
+
 int column_granule(const WeightMap& w, const std::string& module, int full_in) {
-  if (auto it = w.find(module + ".ggml_type"); it != w.end()) {
-    auto t = mx::astype(it->second, mx::uint32);
-    mx::eval(t);
-    return kernels::ggml_block(t.item<uint32_t>()).elements;
-  }
+  if (auto block = ggml_block_of(w, module)) return block->elements;
   if (auto it = w.find(module + ".scales"); it != w.end() && it->second.shape(-1) > 0)
     return full_in / it->second.shape(-1);
   return 1;
@@ -201,11 +206,8 @@ WeightMap slice_weights(const WeightMap& w, const ModelConfig& c, const Plan& p,
     const int g = column_granule(w, module, role->full_in);
     if (r.begin % g != 0 || r.end % g != 0) misaligned(module + ".weight", g, p.size);
     Range cols = r;
-    if (w.count(module + ".ggml_type")) {
-      auto t = mx::astype(w.at(module + ".ggml_type"), mx::uint32);
-      mx::eval(t);
-      const auto block = kernels::ggml_block(t.item<uint32_t>());
-      cols = {r.begin / block.elements * block.bytes, r.end / block.elements * block.bytes};
+    if (auto block = ggml_block_of(w, module)) {
+      cols = {r.begin / block->elements * block->bytes, r.end / block->elements * block->bytes};
     } else if (w.count(module + ".scales")) {
       if (leaf == ".scales" || leaf == ".biases") {
         cols = {r.begin / g, r.end / g};
