@@ -8,6 +8,7 @@
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -27,11 +28,18 @@ namespace {
 using server::ApiError;
 
 std::atomic<bool> g_stop{false};
-httplib::Server* g_server = nullptr;
 
-extern "C" void on_stop_signal(int) {
-  g_stop = true;
-  if (g_server) g_server->stop();  // shutdown() + close() of the listening socket: async-signal-safe
+// Only a flag: the main thread drains (httplib's stop() would cut the streams in flight at once).
+extern "C" void on_stop_signal(int) { g_stop = true; }
+
+// Waits until `done` or the deadline; true if `done`.
+template <class F>
+bool wait_until(F done, std::chrono::steady_clock::time_point deadline) {
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
 }
 
 void send_error(httplib::Response& res, const ApiError& e) {
@@ -63,6 +71,23 @@ int int_flag(const Args& args, const char* name, int fallback, int lo, int hi) {
   return static_cast<int>(*v);
 }
 
+// A byte count: digits with an optional K, M or G suffix (KiB, MiB, GiB).
+std::size_t bytes_flag(const Args& args, const char* name, std::size_t fallback) {
+  auto v = args.get(name);
+  if (!v) return fallback;
+  std::string digits = *v;
+  int shift = 0;
+  if (!digits.empty() && std::string("kKmMgG").find(digits.back()) != std::string::npos) {
+    shift = std::string("kKmMgG").find(digits.back()) / 2 * 10 + 10;
+    digits.pop_back();
+  }
+  const bool ok = !digits.empty() && digits.size() <= 15 && digits.find_first_not_of("0123456789") == std::string::npos;
+  if (!ok) fail("cli", std::string("--") + name + " must be a byte count (e.g. 268435456, 512M, 2G), got '" + *v + "'");
+  const unsigned long long n = std::stoull(digits);
+  if (n > (std::numeric_limits<std::size_t>::max() >> shift)) fail("cli", std::string("--") + name + " is too large");
+  return static_cast<std::size_t>(n) << shift;
+}
+
 }  // namespace
 
 int run_serve(const std::vector<std::string>& argv) {
@@ -80,7 +105,24 @@ int run_serve(const std::vector<std::string>& argv) {
       .option("max-body-bytes", "largest request body (default 8388608); larger get HTTP 413")
       .option("max-tokens-cap", "clamp every request's max_tokens (and the default) to N (default: no cap)")
       .option("chat-template", "a Jinja chat template file used instead of the model's")
+      .option("tool-parser",
+              "auto | hermes | llama3 | none: the format tool calls are read from (default auto: the one the chat "
+              "template asks for, docs/server.md)")
+      .option("reasoning-format",
+              "auto | none: a leading <think> block as reasoning_content, or left in content "
+              "(default auto)")
       .option("dtype", "float32 | bfloat16 | float16: compute dtype (default: the checkpoint's own)")
+      .option("prompt-cache-bytes",
+              "keep finished requests' KV caches up to B bytes (suffix K, M, G) so a prompt that repeats one's "
+              "beginning (the next turn of a chat) prefills only the rest; 0: off (default 256M)")
+      .option("draft-model",
+              "a draft checkpoint (folder or .gguf, the model's vocabulary) for speculative decoding: requests with "
+              "use_speculative, and greedy requests while the server is quiet (docs/server.md)")
+      .option("speculative-max-rows",
+              "greedy requests are decoded with --draft-model unasked only while at most N-1 rows are busy (default "
+              "1: when nothing else runs; 0: only when asked)")
+      .option("shutdown-timeout",
+              "seconds SIGTERM / SIGINT lets accepted requests finish before cancelling them (default 10)")
       .option("tensor-parallel",
               "shard the model over the ranks of `mlx.launch -n N ... -- mlxgp serve ...` (docs/distributed.md): rank "
               "0 serves HTTP, the others follow its steps",
@@ -93,6 +135,12 @@ int run_serve(const std::vector<std::string>& argv) {
   options.max_queue = int_flag(args, "max-queue", 64, 1, 1 << 20);
   options.model_id = args.get("model-id").value_or("");
   options.max_tokens_cap = int_flag(args, "max-tokens-cap", 0, 1, INT32_MAX);
+  options.prompt_cache_bytes = bytes_flag(args, "prompt-cache-bytes", options.prompt_cache_bytes);
+  options.draft_model = args.get("draft-model").value_or("");
+  if (args.has("draft-model") && options.draft_model.empty()) fail("cli", "--draft-model needs a path");
+  options.speculative_max_rows = int_flag(args, "speculative-max-rows", 1, 0, 1 << 20);
+  if (args.has("speculative-max-rows") && options.draft_model.empty())
+    fail("cli", "--speculative-max-rows needs --draft-model");
   if (auto f = args.get("chat-template")) {
     std::ifstream in(*f, std::ios::binary);
     if (!in) fail("cli", "--chat-template: cannot read " + *f);
@@ -101,7 +149,17 @@ int run_serve(const std::vector<std::string>& argv) {
     options.chat_template = text.str();
     if (options.chat_template.empty()) fail("cli", "--chat-template: " + *f + " is empty");
   }
+  if (auto t = args.get("tool-parser"); t && *t != "auto") {
+    if (*t != "hermes" && *t != "llama3" && *t != "none")
+      fail("cli", "--tool-parser must be auto, hermes, llama3 or none");
+    options.tool_parser = parse_tool_call_format(*t);
+  }
+  if (auto r = args.get("reasoning-format")) {
+    if (*r != "auto" && *r != "none") fail("cli", "--reasoning-format must be auto or none");
+    options.reasoning = *r == "auto";
+  }
   const int max_body = int_flag(args, "max-body-bytes", 8 << 20, 1024, 1 << 30);
+  const int shutdown_timeout = int_flag(args, "shutdown-timeout", 10, 0, 24 * 3600);
   const auto api_key = args.get("api-key");
   if (api_key && api_key->empty()) fail("cli", "--api-key must not be empty");
   LoadOptions load_options;
@@ -113,7 +171,8 @@ int run_serve(const std::vector<std::string>& argv) {
   std::unique_ptr<PeerWatch> watch;
   if (tp) {
     // A server needs every rank for as long as it runs: the watch lives until it stops.
-    watch = start_tensor_parallel(*tp, *loaded.model, args, {"model", "chat-template"}, options.chat_template);
+    watch = start_tensor_parallel(*tp, *loaded.model, args, {"model", "chat-template", "draft-model"},
+                                  options.chat_template);
     if (tp->size() > 1) options.tensor_parallel = tp;
   }
   server::Service service(std::move(loaded), options);
@@ -156,6 +215,7 @@ int run_serve(const std::vector<std::string>& argv) {
             res.set_content(service.metrics(), "text/plain; version=0.0.4; charset=utf-8");
           }));
   svr.Get("/health", guarded([&](const httplib::Request&, httplib::Response& res) {
+            if (service.draining()) res.status = 503;  // load balancers stop sending requests here
             res.set_content(service.health().dump(), "application/json");
           }));
   svr.Get("/v1/models", guarded([&](const httplib::Request&, httplib::Response& res) {
@@ -174,7 +234,34 @@ int run_serve(const std::vector<std::string>& argv) {
     return guarded([&service, endpoint](const httplib::Request& req, httplib::Response& res) {
       std::shared_ptr<server::Completion> c = service.start(endpoint, req.body);
       if (!c->streaming()) {
-        res.set_content(c->response(), "application/json");
+        // Most requests end here with their own status. A longer one answers 200 now and sends JSON
+        // whitespace (a space a second) before its object: httplib 0.11 cannot tell that a client left
+        // until a write fails, and a client that left must free its rows.
+        if (c->wait(std::chrono::seconds(2))) {
+          res.set_content(c->response(), "application/json");
+          return;
+        }
+        res.set_chunked_content_provider(
+            "application/json",
+            [c](size_t, httplib::DataSink& sink) {
+              if (!c->wait(std::chrono::seconds(1))) {
+                if (sink.write(" ", 1)) return true;
+                c->cancel();
+                return false;
+              }
+              std::string body;
+              try {
+                body = c->response();
+              } catch (const ApiError& e) {
+                body = e.body().dump();  // the status is sent already
+              }
+              if (!sink.write(body.data(), body.size())) return false;
+              sink.done();
+              return true;
+            },
+            [c](bool success) {
+              if (!success) c->cancel();
+            });
         return;
       }
       res.set_header("Cache-Control", "no-cache");
@@ -208,20 +295,29 @@ int run_serve(const std::vector<std::string>& argv) {
     fail("serve", "cannot bind " + host + ":" + std::to_string(port) + " (in use?)");
   }
   std::signal(SIGPIPE, SIG_IGN);
-  g_server = &svr;
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
   std::cerr << "[serve] model '" << service.model_id() << "' on http://" << host << ":" << bound << std::endl;
   auto listening = std::async(std::launch::async, [&] { return svr.listen_after_bind(); });
-  // On SIGTERM / SIGINT: stop accepting. httplib ends the streams in flight; a non-streaming request
-  // gets 10 s to finish, then every request is cancelled (finish_reason "abort").
+  // On SIGTERM / SIGINT: new requests get 503 while the accepted ones run on for --shutdown-timeout
+  // seconds; what is left then is cancelled (finish_reason "abort", streams get their last chunks), and
+  // the server stops once every response is out (5 s at most for that).
   while (listening.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
     if (!g_stop) continue;
-    if (listening.wait_for(std::chrono::seconds(10)) != std::future_status::ready) service.shutdown();
+    std::cerr << "[serve] stopping: " << service.open_completions() << " request(s) in flight" << std::endl;
+    service.stop_accepting();
+    const auto open_done = [&] { return service.open_completions() == 0; };
+    auto now = std::chrono::steady_clock::now();
+    if (!wait_until(open_done, now + std::chrono::seconds(shutdown_timeout))) {
+      std::cerr << "[serve] cancelling " << service.open_completions() << " request(s) after --shutdown-timeout "
+                << shutdown_timeout << " s" << std::endl;
+      service.shutdown();
+      wait_until(open_done, std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    }
+    svr.stop();
     break;
   }
   listening.wait();
-  g_server = nullptr;
   std::cerr << "[serve] stopped" << std::endl;
   return 0;
 }

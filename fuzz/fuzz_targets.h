@@ -36,9 +36,11 @@
 #include "mlxgp/model.h"
 #include "mlxgp/model_config.h"
 #include "mlxgp/prompt_cache.h"
+#include "mlxgp/reasoning.h"
 #include "mlxgp/safetensors_io.h"
 #include "mlxgp/server.h"
 #include "mlxgp/tokenizer.h"
+#include "mlxgp/tool_calls.h"
 #include "server/request.h"
 
 namespace mlxgp::fuzz {
@@ -392,12 +394,61 @@ inline int fuzz_server_request(const uint8_t* data, size_t size, const std::stri
   server::RequestLimits limits;
   limits.max_tokens_cap = 64;
   limits.chat_template = chatml;
+  limits.tool_format = ToolCallFormat::Hermes;  // tools / tool_choice "auto" are read too
   try {
     auto r = server::parse_request(endpoint, parts.back(), model, base, "tiny", limits);
     (void)r;
   } catch (const server::ApiError&) {
   } catch (const Error&) {
   }
+  return 0;
+}
+
+// The reply parsers (tool calls, <think>): byte 0 picks the rules, the rest is a reply. Any text parses
+// (nothing throws), and streaming it in pieces (sizes from the reply's own bytes) gives what the whole
+// reply gives; a difference aborts.
+inline int fuzz_tool_calls(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  ToolCallRules rules;
+  const int mode = data[0] % 5;
+  rules.kind = mode == 3 ? ToolCallRules::Kind::Array : mode == 4 ? ToolCallRules::Kind::Named : rules.kind;
+  rules.format = mode == 1 ? ToolCallFormat::Hermes : mode == 2 ? ToolCallFormat::Llama3 : ToolCallFormat::None;
+  rules.name = "f";
+  rules.max_calls = (data[0] >> 4) & 1;
+  const std::string text(reinterpret_cast<const char*>(data) + 1, size - 1);
+  const ParsedToolCalls whole = parse_tool_calls(rules, text);
+  ToolCallParser parser(rules);
+  ParsedToolCalls streamed;
+  auto take = [&](const std::vector<ToolCallEvent>& events) {
+    for (auto& e : events) {
+      if (!e.is_call) {
+        streamed.content += e.text;
+      } else if (e.index == static_cast<int>(streamed.calls.size())) {
+        streamed.calls.push_back({e.name, e.arguments});
+      } else if (e.index >= 0 && e.index < static_cast<int>(streamed.calls.size())) {
+        streamed.calls[e.index].arguments += e.arguments;
+      } else {
+        std::abort();
+      }
+    }
+  };
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = 1 + static_cast<unsigned char>(text[i]) % 9;
+    take(parser.push(text.substr(i, n)));
+    i += n;
+  }
+  take(parser.finish());
+  if (streamed.content != whole.content || streamed.calls.size() != whole.calls.size()) std::abort();
+  for (size_t i = 0; i < whole.calls.size(); ++i)
+    if (streamed.calls[i].name != whole.calls[i].name || streamed.calls[i].arguments != whole.calls[i].arguments)
+      std::abort();
+  const SplitReasoning split = split_reasoning(text, (data[0] >> 5) & 1);
+  ReasoningParser reasoning((data[0] >> 5) & 1);
+  std::string r, c;
+  for (size_t i = 0; i <= text.size(); i += 3)
+    for (auto& e : reasoning.push(text.substr(i, 3))) (e.reasoning ? r : c) += e.text;
+  for (auto& e : reasoning.finish()) (e.reasoning ? r : c) += e.text;
+  if (r != split.reasoning || c != split.content) std::abort();
   return 0;
 }
 

@@ -19,11 +19,16 @@
 #include <vector>
 
 #include "mlxgp/generate.h"
+#include "mlxgp/prefix_cache.h"
 
 namespace mlxgp {
 
 class DecodeGroup;
 class TextStreams;
+class SpeculativeLane;
+namespace beam {
+class BeamBatch;
+}
 
 // Called for each new token of a request's row with the text it completes (complete UTF-8 only).
 using RowTokenCallback = std::function<void(int row, int token, const std::string& text)>;
@@ -46,6 +51,18 @@ struct BatchEngineOptions {
   // Rows decoded together at most (a request takes num_return_sequences rows); requests beyond wait.
   // A request larger than this runs when it would be alone.
   int max_batch_rows = 16;
+  // Prompt-prefix reuse (prefix_cache.h; null: off). A finished request's sequence (prompt + generated
+  // tokens) is stored with its row's KV caches; an admitted request starts from the stored entry with
+  // the longest common prefix and prefills only the rest, so its tokens are those of a fresh prefill up
+  // to the rounding of a split prefill. Only standard KV caches are reused and stored (kv_bits and
+  // max_kv_size requests, a saved prompt_cache, hooks that change keys and values and LongRoPE models
+  // count as misses; beam searches and speculative runs, in lanes of their own, do not use it). Engines
+  // may share one (entries are keyed by model_identity).
+  std::shared_ptr<PrefixCache> prefix_cache;
+  // A loaded draft model (speculative decoding) for requests whose config.draft_model is draft_source, so
+  // it is loaded once (the server's --draft-model). Other drafts are loaded per request.
+  std::shared_ptr<Model> draft;
+  std::string draft_source;
 };
 
 class BatchEngine {
@@ -57,9 +74,14 @@ class BatchEngine {
   BatchEngine& operator=(const BatchEngine&) = delete;
 
   // Validates the request now (throws [config] / [generate] / [cache] / [prompt-cache], and refuses
-  // in one line what cannot share a batch: beam search, speculative and prompt-lookup decoding,
-  // quantized_kv_start beyond the prompt, memory traces) and queues it. Returns its id. Requests share a
-  // batch only with requests of the same cache kind (same_cache_kind).
+  // in one line what cannot share a batch: quantized_kv_start beyond the prompt, memory traces) and
+  // queues it. Returns its id. Requests share a batch only with
+  // requests of the same cache kind (same_cache_kind). Speculative and prompt-lookup requests run in the
+  // speculative lane (one verification round each per step, beside the batch; they report no
+  // top_logprobs). Beam searches (num_beams > 1, every variant) share
+  // a batch of their own (beam::BeamBatch), stepped after the sampling rows in each step(); they are not
+  // streamed (on_token is not called: the best hypothesis is known at the end, as with generate()) and
+  // cannot report top_logprobs.
   int submit(BatchRequest request);
   // Ends a queued or running request: its rows leave the batch, its result keeps the tokens so far with
   // FinishReason::Cancelled. Unknown or finished ids are ignored. Called from a token callback, it takes
@@ -69,14 +91,15 @@ class BatchEngine {
   // one decode step for every running row. Returns the ids of the requests that finished in this call.
   std::vector<int> step();
   // Whether anything is queued or running.
-  bool busy() const { return !queue_.empty() || !running_.empty(); }
-  int running_rows() const;
-  int queued() const { return static_cast<int>(queue_.size()); }
+  bool busy() const;
+  int running_rows() const;  // sampling rows, beam rows and speculative runs
+  int queued() const { return static_cast<int>(queue_.size() + beam_queue_.size()); }
   // The result of a finished request (once; nullopt while it runs or for unknown ids).
   std::optional<GenerationResult> take_result(int id);
 
  private:
   struct Request;
+  struct BeamRequest;
   // One decode step of every running row, queued on the device (mlx::core::async_eval).
   struct Step {
     mlx::core::array tokens;                // [rows] int32
@@ -88,6 +111,13 @@ class BatchEngine {
   void settle_pending();    // waits for a queued step, then drops it
   void finish(Request& r);  // assembles the result, moves it to done_
   void drop_rows_of(const std::vector<int>& leaving_ids);
+  int sampling_rows() const { return static_cast<int>(next_input_.size()); }
+  void step_beams();        // admits waiting beam searches that fit, then steps the beam batch
+  void step_speculative();  // starts waiting speculative runs that fit, then runs a round of each
+  // The prefix cache's key for this model's standard caches; empty when nothing may be reused.
+  std::string prefix_identity();
+  // Stores each row of `r` (rows first_row.. of `caches`) in the prefix cache.
+  void store_prefixes(const Request& r, const KVCacheList& caches, int first_row);
 
   Model& model_;
   std::shared_ptr<const Tokenizer> tokenizer_;
@@ -102,6 +132,10 @@ class BatchEngine {
   std::vector<int> finished_now_;
   bool stepping_ = false;  // inside step(): cancel() from a callback is deferred to its end
   std::vector<int> cancels_;
+  std::deque<std::unique_ptr<BeamRequest>> beam_queue_;
+  std::unique_ptr<beam::BeamBatch> beams_;
+  std::unique_ptr<SpeculativeLane> speculative_;
+  std::map<int, std::pair<std::vector<int>, GenerationConfig>> beam_prompts_;  // searching: prompt, config
 };
 
 struct BatchGenerateOptions {
@@ -115,9 +149,9 @@ struct BatchGenerateOptions {
 };
 
 // Generates for every prompt, with configs[i] for prompts[i] (one config for all when configs has one
-// entry). Results come back in input order. Beam searches share batches of their own
-// (beam::batched_beam_search); requests that cannot share a batch (speculative or prompt-lookup
-// decoding, memory traces) run alone through generate(), one after another, so every setting is honoured.
+// entry). Results come back in input order. Every request goes through one BatchEngine (beam searches
+// and speculative runs in its lanes); those that cannot share a batch (quantized_kv_start beyond the
+// prompt, memory traces) run alone through generate(), one after another, so every setting is honoured.
 std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
                                              const std::vector<std::vector<int>>& prompts,
                                              const std::vector<GenerationConfig>& configs,

@@ -30,6 +30,7 @@
 #include "mlxgp/paths.h"
 #include "mlxgp/prompt_cache.h"
 #include "mlxgp/quantized_kv_cache.h"
+#include "mlxgp/reasoning.h"
 #include "mlxgp/result_json.h"
 #include "mlxgp/rotating_kv_cache.h"
 #include "mlxgp/safetensors_io.h"
@@ -38,4 +39,5 @@
 #include "mlxgp/steering.h"
 #include "mlxgp/stopping.h"
 #include "mlxgp/tokenizer.h"
+#include "mlxgp/tool_calls.h"
 #include "mlxgp/training.h"

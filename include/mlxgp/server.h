@@ -4,6 +4,8 @@
 // on their own channel for its tokens and result.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -16,6 +18,7 @@
 
 #include "mlxgp/generation_config.h"
 #include "mlxgp/loader.h"
+#include "mlxgp/tool_calls.h"
 
 namespace mlxgp::server {
 
@@ -38,6 +41,19 @@ struct ServiceOptions {
   std::string model_id;       // the id /v1/models lists and requests name (default: the model file's stem)
   int max_tokens_cap = 0;     // > 0: every request's max_new_tokens is clamped to this (--max-tokens-cap)
   std::string chat_template;  // non-empty: the chat template source used instead of the model's (--chat-template)
+  // Chat replies read back (docs/server.md): the tool-call format (--tool-parser; nullopt: the one the chat
+  // template asks for, tool_call_format_for_template) and a leading <think> block as reasoning_content
+  // (--reasoning-format auto; false: none).
+  std::optional<ToolCallFormat> tool_parser;
+  bool reasoning = true;
+  // Prompt-prefix reuse (--prompt-cache-bytes; BatchEngineOptions::prefix_cache): finished sequences' KV
+  // caches are kept, least recently used out first, up to this many bytes; 0 turns it off.
+  std::size_t prompt_cache_bytes = std::size_t{256} << 20;
+  // Speculative decoding (--draft-model): a draft checkpoint loaded once, used by requests that ask for
+  // use_speculative, and by greedy requests that did not choose while at most speculative_max_rows rows
+  // are busy in the engine (server/speculation.h).
+  std::string draft_model;
+  int speculative_max_rows = 1;
   // Tensor parallelism (`serve --tensor-parallel`, docs/distributed.md): the model is sharded over this group.
   // Rank 0 serves HTTP and hands each scheduler step's new requests and cancellations to the other ranks,
   // which repeat its steps on their share of the model (Service::follow).
@@ -56,6 +72,9 @@ class Completion {
   // Streaming: the next server-sent event ("data: {...}\n\n"), waiting for it; nullopt after
   // "data: [DONE]\n\n" has been returned.
   std::optional<std::string> next_event();
+  // Non-streaming: waits up to `timeout` for every choice (or a failure); true once response() will not
+  // wait. The HTTP face polls it to notice a client that went away while the request runs.
+  bool wait(std::chrono::milliseconds timeout);
   // Non-streaming: waits for every choice and returns the response object as JSON text. Throws
   // ApiError when the generation failed.
   std::string response();
@@ -92,6 +111,12 @@ class Service {
   std::unique_ptr<Completion> start(Endpoint endpoint, const std::string& body);
   // Ends every request now (finish_reason "abort") and refuses new ones with 503 (shutdown).
   void shutdown();
+  // The first step of a graceful stop (SIGTERM): new completions get 503 and /health says "draining",
+  // while the requests already accepted run on.
+  void stop_accepting() { draining_ = true; }
+  bool draining() const { return draining_; }
+  // Completions whose response or stream is not yet fully handed to the HTTP face (accepted and alive).
+  int open_completions() const { return open_->load(); }
   // A rank other than 0 of a tensor-parallel server: builds no worker thread; follow() repeats rank 0's
   // scheduler steps (the same requests parsed from the same bodies, the same cancellations, the same
   // decode steps) until rank 0 stops.
@@ -108,6 +133,9 @@ class Service {
   GenerationConfig base_;  // the model's generation_config.json
   std::vector<std::string> warnings_;
   std::shared_ptr<Worker> worker_;
+  std::shared_ptr<Model> draft_;  // --draft-model, loaded once
+  std::atomic<bool> draining_{false};
+  std::shared_ptr<std::atomic<int>> open_ = std::make_shared<std::atomic<int>>(0);
 };
 
 // GET /: the chat page, one self-contained HTML document (inline CSS and JS, no external resources) that

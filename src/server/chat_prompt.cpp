@@ -30,6 +30,34 @@ std::string content_text(const ojson& content, const std::string& where) {
   return text;
 }
 
+// An assistant message's tool_calls as the template sees them: each call as given, with its
+// `function.arguments` JSON string parsed (vLLM's _postprocess_messages; an empty one is {}).
+ojson template_tool_calls(const ojson& calls, const std::string& where) {
+  if (!calls.is_array()) throw ApiError(400, where + " must be a list", where);
+  ojson out = ojson::array();
+  for (size_t j = 0; j < calls.size(); ++j) {
+    const std::string at = where + "[" + std::to_string(j) + "]";
+    ojson call = calls[j];
+    if (!call.is_object() || !call.contains("function") || !call["function"].is_object())
+      throw ApiError(400, at + " must be an object with a 'function'", at);
+    ojson& f = call["function"];
+    if (!f.contains("name") || !f["name"].is_string())
+      throw ApiError(400, at + ".function.name must be a string", at + ".function.name");
+    ojson& args = f["arguments"];
+    if (args.is_null() || (args.is_string() && args.get<std::string>().empty())) {
+      args = ojson::object();
+    } else if (args.is_string()) {
+      try {
+        args = ojson::parse(args.get<std::string>());
+      } catch (const ojson::exception&) {
+        throw ApiError(400, at + ".function.arguments is not valid JSON", at + ".function.arguments");
+      }
+    }
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
 }  // namespace
 
 ojson template_messages(const ojson& messages) {
@@ -55,7 +83,10 @@ ojson template_messages(const ojson& messages) {
         if (!value.is_string()) throw ApiError(400, where + "." + key + " must be a string", where + "." + key);
         t[key] = value;
       } else if (key == "tool_calls") {
-        if (!value.is_array()) throw ApiError(400, where + ".tool_calls must be a list", where + ".tool_calls");
+        if (!value.is_null()) t[key] = template_tool_calls(value, where + ".tool_calls");
+      } else if (key == "reasoning_content") {  // an earlier reply's reasoning (Qwen3's template reads it)
+        if (!value.is_null() && !value.is_string())
+          throw ApiError(400, where + ".reasoning_content must be a string", where + ".reasoning_content");
         t[key] = value;
       } else {
         throw ApiError(400, where + ": unknown field '" + key + "'", where + "." + key);
@@ -68,25 +99,33 @@ ojson template_messages(const ojson& messages) {
   return out;
 }
 
-std::vector<int> chat_prompt_ids(const Tokenizer& tokenizer, const ojson& messages, bool add_generation_prompt,
-                                 const std::string& chat_template) {
+ChatPrompt render_chat_prompt(const Tokenizer& tokenizer, const ojson& messages, bool add_generation_prompt,
+                              const std::string& chat_template, const ojson& tools) {
   const std::string& source = chat_template.empty() ? tokenizer.chat_template() : chat_template;
   if (source.empty())
     throw ApiError(400, "the model's tokenizer has no chat template; use /v1/completions", "messages");
   SpecialTokens special;
   if (auto id = tokenizer.bos_token_id()) special.bos_token = tokenizer.id_to_token(*id);
   if (auto id = tokenizer.eos_token_id()) special.eos_token = tokenizer.id_to_token(*id);
-  std::string text;
+  ChatPrompt p;
+  ojson extra = ojson::object();
+  if (!tools.is_null()) extra["tools"] = tools;
   try {
-    text = apply_chat_template(source, messages, add_generation_prompt, special);
+    p.text = apply_chat_template(source, messages, add_generation_prompt, special, extra);
   } catch (const Error& e) {
     throw ApiError(400, std::string("the chat template refused the messages: ") + e.what(), "messages");
   }
   try {
-    return tokenizer.encode(text, /*add_special_tokens=*/false);
+    p.ids = tokenizer.encode(p.text, /*add_special_tokens=*/false);
   } catch (const Error& e) {
     throw ApiError(400, e.what(), "messages");
   }
+  return p;
+}
+
+std::vector<int> chat_prompt_ids(const Tokenizer& tokenizer, const ojson& messages, bool add_generation_prompt,
+                                 const std::string& chat_template, const ojson& tools) {
+  return render_chat_prompt(tokenizer, messages, add_generation_prompt, chat_template, tools).ids;
 }
 
 }  // namespace mlxgp::server

@@ -14,6 +14,13 @@ Completion::~Completion() {
     running = state_->channel->unfinished > 0 && !state_->channel->error;
   }
   if (running) cancel();
+  if (state_->open) --*state_->open;
+}
+
+bool Completion::wait(std::chrono::milliseconds timeout) {
+  Channel& ch = *state_->channel;
+  std::unique_lock<std::mutex> lk(ch.m);
+  return ch.cv.wait_for(lk, timeout, [&] { return ch.unfinished == 0 || ch.error.has_value(); });
 }
 
 void Completion::cancel() { state_->worker->cancel(state_->ids); }
@@ -51,6 +58,21 @@ std::optional<std::string> Completion::next_event() {
           finished.emplace_back(static_cast<int>(i), std::move(*ch.results[i]));
         }
     }
+    // A choice's text as chunks: as it is, or read back for reasoning and tool calls (the logprobs go
+    // with the first chunk the text gives).
+    auto send = [&s](int c, const std::string& text, const ojson& lp, bool last) {
+      if (s.replies.empty()) {
+        if (!text.empty() || !lp.is_null())
+          s.outbox.push_back(sse(chunk_json(s.head, c, text, false, std::nullopt, lp)));
+        return;
+      }
+      auto deltas = s.replies.at(c).push(text);
+      if (last)
+        for (auto& d : s.replies.at(c).finish()) deltas.push_back(std::move(d));
+      if (deltas.empty() && !lp.is_null()) deltas.push_back(ojson::object());
+      for (size_t i = 0; i < deltas.size(); ++i)
+        s.outbox.push_back(sse(delta_chunk_json(s.head, c, std::move(deltas[i]), i == 0 ? lp : ojson(nullptr))));
+    };
     for (auto& t : tokens) {
       if (t.logprobs) s.logprobs.at(t.choice).add(t.id, *t.logprobs, t.text);
       std::string text = s.trimmers.at(t.choice).push(t.text);
@@ -60,8 +82,7 @@ std::optional<std::string> Completion::next_event() {
         auto entries = s.logprobs.at(t.choice).take(false);
         if (!entries.empty()) lp = logprobs_json(s.head.endpoint, s.tokenizer.get(), entries);
       }
-      if (!text.empty() || !lp.is_null())
-        s.outbox.push_back(sse(chunk_json(s.head, t.choice, text, false, std::nullopt, lp)));
+      send(t.choice, text, lp, false);
     }
     if (error) {
       s.outbox.push_back(sse(error->body()));
@@ -81,10 +102,10 @@ std::optional<std::string> Completion::next_event() {
           auto entries = s.logprobs.at(c).take(!trim.stopped());
           if (!entries.empty()) lp = logprobs_json(s.head.endpoint, s.tokenizer.get(), entries);
         }
-        if (!rest.empty() || !lp.is_null())
-          s.outbox.push_back(sse(chunk_json(s.head, c, rest, false, std::nullopt, lp)));
-        s.outbox.push_back(
-            sse(chunk_json(s.head, c, std::nullopt, false, finish_reason_name(seq.finish_reason, trim.stopped()))));
+        send(c, rest, lp, true);
+        std::string reason = finish_reason_name(seq.finish_reason, trim.stopped());
+        if (!s.replies.empty() && s.replies.at(c).auto_called() && reason != "abort") reason = "tool_calls";
+        s.outbox.push_back(sse(chunk_json(s.head, c, std::nullopt, false, reason)));
         s.completion_tokens += static_cast<int>(seq.token_ids.size());
       }
     }
@@ -133,7 +154,15 @@ std::string Completion::response() {
         s.logprobs.at(index).sent(text);
         lp = logprobs_json(s.head.endpoint, s.tokenizer.get(), s.logprobs.at(index).take(!cut));
       }
-      choices.push_back(choice_json(s.head, index, text, finish_reason_name(seq.finish_reason, cut), lp));
+      std::string reason = finish_reason_name(seq.finish_reason, cut);
+      if (s.reply.active()) {
+        ChatReply reply(s.reply);
+        ojson message = reply.message(text);
+        if (reply.auto_called() && reason != "abort") reason = "tool_calls";  // vLLM: auto tool choice only
+        choices.push_back(message_choice_json(index, std::move(message), reason, lp));
+      } else {
+        choices.push_back(choice_json(s.head, index, text, reason, lp));
+      }
       completion_tokens += static_cast<int>(seq.token_ids.size());
     }
   }

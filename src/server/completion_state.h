@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "mlxgp/server.h"
+#include "server/chat_reply.h"
 #include "server/logprobs.h"
 #include "server/responses.h"
 #include "server/stop_text.h"
@@ -17,7 +18,8 @@ namespace mlxgp::server {
 struct Completion::State {
   std::shared_ptr<Worker> worker;
   std::shared_ptr<Channel> channel;
-  std::vector<int> ids;  // engine ids, one per prompt
+  std::shared_ptr<std::atomic<int>> open;  // Service's count of open completions (this one included)
+  std::vector<int> ids;                    // engine ids, one per prompt
   ResponseHead head;
   int n = 1;                       // choices per prompt
   std::vector<int> prompt_tokens;  // per prompt
@@ -26,8 +28,10 @@ struct Completion::State {
   int top_logprobs = -1;                       // -1: no logprobs
   std::shared_ptr<const Tokenizer> tokenizer;  // names the logprobs' tokens
   std::vector<LogprobTrack> logprobs;          // per choice
+  ChatReplyRules reply;                        // chat: how replies are read (reasoning, tool calls)
   // Streaming progress.
   std::vector<StopTrimmer> trimmers;  // per choice
+  std::vector<ChatReply> replies;     // per choice when reply.active()
   std::vector<bool> delivered;        // per prompt: its finish chunks are out
   std::deque<std::string> outbox;
   bool roles_sent = false;

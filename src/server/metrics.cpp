@@ -31,6 +31,12 @@ void scalar(std::ostringstream& o, const char* name, const char* type, const cha
   o << name << " " << number(v) << "\n";
 }
 
+// Counts and byte sizes print exactly (%.9g would round them past a billion).
+void integer(std::ostringstream& o, const char* name, const char* type, const char* help, long long v) {
+  head(o, name, type, help);
+  o << name << " " << v << "\n";
+}
+
 std::vector<double> row_bounds(int max_rows) {
   std::vector<double> b;
   for (int r = 1; r < max_rows; r *= 2) b.push_back(r);
@@ -106,6 +112,18 @@ void Metrics::set_state(int waiting, int running_requests, int running_rows) {
   running_rows_ = running_rows;
 }
 
+void Metrics::set_prompt_cache(const PrefixCacheStats& stats) {
+  std::lock_guard<std::mutex> lk(m_);
+  prompt_cache_ = stats;
+}
+
+void Metrics::add_speculative(const SpeculativeStats& stats) {
+  std::lock_guard<std::mutex> lk(m_);
+  ++speculative_requests_;
+  drafted_ += stats.drafted_tokens;
+  accepted_ += stats.accepted_tokens;
+}
+
 std::string Metrics::render() const {
   std::lock_guard<std::mutex> lk(m_);
   std::ostringstream o;
@@ -124,6 +142,29 @@ std::string Metrics::render() const {
   scalar(o, "mlxgp_engine_steps_total", "counter", "Engine steps (admissions and one decode step each).", steps_);
   scalar(o, "mlxgp_engine_step_rows_total", "counter",
          "Rows summed over engine steps (/ steps: the mean batch occupancy in rows).", step_rows_);
+  const PrefixCacheStats& pc = prompt_cache_;
+  integer(o, "mlxgp_prompt_cache_lookups_total", "counter",
+          "Admitted requests looked up in the prompt cache (those whose settings rule out reuse count as misses).",
+          pc.lookups);
+  integer(o, "mlxgp_prompt_cache_hits_total", "counter", "Lookups that reused a cached prefix.", pc.hits);
+  scalar(o, "mlxgp_prompt_cache_hit_rate", "gauge", "Hits / lookups since the start (0 before any lookup).",
+         pc.lookups ? static_cast<double>(pc.hits) / pc.lookups : 0.0);
+  integer(o, "mlxgp_prompt_cache_tokens_reused_total", "counter", "Prompt tokens taken from the cache, not prefilled.",
+          pc.tokens_reused);
+  integer(o, "mlxgp_prompt_cache_tokens_prefilled_total", "counter", "Prompt tokens prefilled after the lookups.",
+          pc.tokens_prefilled);
+  integer(o, "mlxgp_prompt_cache_evictions_total", "counter", "Entries evicted to stay within --prompt-cache-bytes.",
+          pc.evictions);
+  integer(o, "mlxgp_prompt_cache_entries", "gauge", "Sequences held by the prompt cache.", pc.entries);
+  integer(o, "mlxgp_prompt_cache_bytes", "gauge", "Bytes of KV caches held by the prompt cache.",
+          static_cast<long long>(pc.bytes));
+  integer(o, "mlxgp_prompt_cache_max_bytes", "gauge", "The prompt cache's budget (--prompt-cache-bytes; 0: off).",
+          static_cast<long long>(pc.max_bytes));
+  integer(o, "mlxgp_speculative_requests_total", "counter",
+          "Requests decoded speculatively (--draft-model, use_speculative, draft_layers, prompt_lookup_num_tokens).",
+          speculative_requests_);
+  integer(o, "mlxgp_speculative_drafted_tokens_total", "counter", "Candidate tokens those requests drafted.", drafted_);
+  integer(o, "mlxgp_speculative_accepted_tokens_total", "counter", "Drafted tokens the model accepted.", accepted_);
   head(o, "mlxgp_batch_rows", "histogram", "Rows of each engine step (running into it, or admitted by it).");
   o << rows_.render("mlxgp_batch_rows");
   head(o, "mlxgp_time_to_first_token_seconds", "histogram", "From a request's submission to its first token.");

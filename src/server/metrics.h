@@ -1,7 +1,7 @@
 // The server's Prometheus metrics (GET /metrics, text exposition format 0.0.4): requests by endpoint and
-// status, prompt and generated tokens, queue depth, running requests and rows, batch occupancy, and the
-// time-to-first-token and inter-token latency histograms. Thread-safe: the HTTP threads count requests,
-// the worker thread counts tokens and steps.
+// status, prompt and generated tokens, queue depth, running requests and rows, batch occupancy, the
+// time-to-first-token and inter-token latency histograms, and the prompt cache's counters (prefix
+// reuse). Thread-safe: the HTTP threads count requests, the worker thread counts tokens and steps.
 #pragma once
 
 #include <map>
@@ -9,6 +9,9 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "mlxgp/generation_result.h"
+#include "mlxgp/prefix_cache.h"
 
 namespace mlxgp::server {
 
@@ -39,6 +42,10 @@ class Metrics {
   // After each engine step: the rows that decode together, and the engine's state.
   void observe_step(int rows);
   void set_state(int waiting, int running_requests, int running_rows);
+  // The engine's prefix cache (--prompt-cache-bytes), as of the last step; all zero when it is off.
+  void set_prompt_cache(const PrefixCacheStats& stats);
+  // A finished speculative or prompt-lookup request (--draft-model, use_speculative, ...).
+  void add_speculative(const SpeculativeStats& stats);
   std::string render() const;
 
  private:
@@ -48,6 +55,8 @@ class Metrics {
   long long prompt_tokens_ = 0, generated_tokens_ = 0, steps_ = 0, step_rows_ = 0;
   int waiting_ = 0, running_requests_ = 0, running_rows_ = 0;
   Histogram ttft_, itl_, rows_;
+  PrefixCacheStats prompt_cache_;
+  long long speculative_requests_ = 0, drafted_ = 0, accepted_ = 0;
 };
 
 }  // namespace mlxgp::server

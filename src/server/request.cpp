@@ -6,6 +6,7 @@
 
 #include "mlxgp/error.h"
 #include "server/chat_prompt.h"
+#include "server/chat_tools.h"
 
 namespace mlxgp::server {
 
@@ -18,18 +19,16 @@ constexpr int kCompletionsDefaultMaxTokens = 16;
 
 // OpenAI fields that this slice does not implement yet: refused by name unless null / false.
 const std::set<std::string>& not_yet_fields() {
-  static const std::set<std::string> k = {
-      "tools", "tool_choice", "functions",  "function_call",    "parallel_tool_calls", "echo", "suffix", "best_of",
-      "audio", "modalities",  "prediction", "reasoning_effort", "web_search_options"};
+  static const std::set<std::string> k = {"echo",       "suffix",     "best_of",          "audio",
+                                          "modalities", "prediction", "reasoning_effort", "web_search_options"};
   return k;
 }
 
 // GenerationConfig fields that cannot run in the server's shared batch or whose outputs the OpenAI
 // formats have no place for.
 const std::set<std::string>& server_refused_fields() {
-  static const std::set<std::string> k = {"output_scores",           "output_logits", "output_logprobs",
-                                          "use_speculative",         "draft_model",   "draft_layers",
-                                          "prompt_lookup_num_tokens"};
+  // draft_model: a client does not name files on the server (--draft-model does).
+  static const std::set<std::string> k = {"output_scores", "output_logits", "output_logprobs", "draft_model"};
   return k;
 }
 
@@ -174,10 +173,16 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
   // min_p and top_k share their names), with the CLI's validation.
   for (auto& [key, value] : body.items()) {
     if (openai.count(key)) continue;
+    if (is_tool_field(key)) {  // chat_tools.cpp reads them
+      if (chat || falsy(key, value)) continue;
+      throw ApiError(400, "'" + key + "' applies to /v1/chat/completions only", key);
+    }
     if (not_yet_fields().count(key)) {
       if (falsy(key, value)) continue;
       throw ApiError(400, "'" + key + "' is not supported by this server yet", key);
     }
+    if (key == "draft_model" && !falsy(key, value))
+      throw ApiError(400, "'draft_model' would name a file on the server: start it with --draft-model instead", key);
     if (server_refused_fields().count(key)) {
       if (falsy(key, value)) continue;
       throw ApiError(400,
@@ -288,8 +293,12 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
     if (!given("messages")) throw ApiError(400, "'messages' is required", "messages");
     if (!model.tokenizer)
       throw ApiError(400, "the model has no tokenizer; use /v1/completions with token ids", "messages");
-    r.prompts.push_back(
-        chat_prompt_ids(*model.tokenizer, template_messages(body["messages"]), true, limits.chat_template));
+    const ChatTools tools = parse_chat_tools(body, limits.tool_format);
+    ChatPrompt prompt = render_chat_prompt(*model.tokenizer, template_messages(body["messages"]), true,
+                                           limits.chat_template, tools.tools);
+    r.prompts.push_back(std::move(prompt.ids));
+    r.reply = chat_reply_rules(tools, prompt.text, limits.reasoning);
+    apply_tool_schema(r.config, tools);
   } else {
     if (!given("prompt")) throw ApiError(400, "'prompt' is required", "prompt");
     r.prompts = completion_prompts(body["prompt"], model);
@@ -310,6 +319,19 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
       if (left > limits.max_tokens_cap) r.config.max_new_tokens = limits.max_tokens_cap;
     }
   }
+  // Speculative decoding asked for by the body uses the server's draft (or the body's draft_layers).
+  if (r.config.use_speculative && !r.config.draft_layers) {
+    if (limits.draft_model.empty())
+      throw ApiError(400, "'use_speculative' needs the server's --draft-model, or 'draft_layers'", "use_speculative");
+    r.config.draft_model = limits.draft_model;
+  }
+  const bool chose = given("use_speculative") || given("prompt_lookup_num_tokens") || given("draft_layers");
+  r.may_speculate = !limits.draft_model.empty() && !chose && !r.config.do_sample && r.config.num_beams <= 1 &&
+                    r.n == 1 && r.top_logprobs < 0 && (!r.config.guidance_scale || *r.config.guidance_scale == 1.0);
+  // Beam search knows its best sequences only at the end (transformers does not stream beams either).
+  if (r.stream && r.config.num_beams > 1)
+    throw ApiError(400, "'num_beams' > 1 cannot stream: beam search knows its best sequences only at the end",
+                   "num_beams");
   try {
     validate(r.config);
   } catch (const Error& e) {

@@ -10,6 +10,8 @@
 #include "mlxgp/batch_engine.h"
 #include "mlxgp/loader.h"
 #include "mlxgp/server.h"
+#include "mlxgp/tool_calls.h"
+#include "server/chat_reply.h"
 
 namespace mlxgp::server {
 
@@ -25,16 +27,24 @@ struct ParsedRequest {
   // logprobs true + top_logprobs k; completions: logprobs k).
   int top_logprobs = -1;
   std::vector<std::string> fields;  // the body's keys, to name the field of a later refusal
+  ChatReplyRules reply;             // chat: how the reply is read back (reasoning, tool calls)
+  // The server may decode it speculatively with its --draft-model when it is not busy (speculation.h):
+  // greedy, one choice, no logprobs, no guidance, and the body did not choose (use_speculative,
+  // prompt_lookup_num_tokens, draft_layers).
+  bool may_speculate = false;
 };
 
 // The body field a message names ("'num_beams'" or "num_beams"), or "" when none does.
 std::string named_field(const std::string& message, const std::vector<std::string>& fields);
 
 // The server's limits and overrides (ServiceOptions): --max-tokens-cap clamps max_new_tokens;
-// --chat-template replaces the model's template.
+// --chat-template replaces the model's template; --tool-parser / --reasoning-format read the reply.
 struct RequestLimits {
   int max_tokens_cap = 0;
   std::string chat_template;
+  ToolCallFormat tool_format = ToolCallFormat::None;  // --tool-parser, or the chat template's format
+  bool reasoning = true;                              // --reasoning-format auto
+  std::string draft_model;                            // --draft-model (empty: none)
 };
 
 // Parses a request body (JSON text). `base` is the model's generation_config.json layer. Throws

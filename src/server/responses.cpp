@@ -9,13 +9,14 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 
-std::string random_hex(int n) {
+std::string random_chars(int n, const std::string& alphabet) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  static const char* kHex = "0123456789abcdef";
   std::string s;
-  for (int i = 0; i < n; ++i) s += kHex[rng() & 15];
+  for (int i = 0; i < n; ++i) s += alphabet[rng() % alphabet.size()];
   return s;
 }
+
+std::string random_hex(int n) { return random_chars(n, "0123456789abcdef"); }
 
 bool chat(const ResponseHead& h) { return h.endpoint == Endpoint::ChatCompletions; }
 
@@ -33,6 +34,10 @@ ResponseHead new_head(Endpoint endpoint, const std::string& model) {
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   h.model = model;
   return h;
+}
+
+std::string new_tool_call_id() {
+  return "call_" + random_chars(24, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
 }
 
 std::string finish_reason_name(FinishReason reason, bool cut) {
@@ -67,6 +72,11 @@ ojson choice_json(const ResponseHead& head, int index, const std::string& text, 
   return c;
 }
 
+ojson message_choice_json(int index, ojson message, const std::string& finish_reason, const ojson& logprobs) {
+  return ojson{
+      {"index", index}, {"message", std::move(message)}, {"logprobs", logprobs}, {"finish_reason", finish_reason}};
+}
+
 ojson response_json(const ResponseHead& head, ojson choices, ojson usage) {
   ojson r = head_json(head, chat(head) ? "chat.completion" : "text_completion");
   r["choices"] = std::move(choices);
@@ -92,6 +102,13 @@ ojson chunk_json(const ResponseHead& head, int index, const std::optional<std::s
   c["logprobs"] = logprobs;
   c["finish_reason"] = finish_reason ? ojson(*finish_reason) : ojson(nullptr);
   r["choices"] = ojson::array({c});
+  return r;
+}
+
+ojson delta_chunk_json(const ResponseHead& head, int index, ojson delta, const ojson& logprobs) {
+  ojson r = head_json(head, "chat.completion.chunk");
+  r["choices"] = ojson::array(
+      {ojson{{"index", index}, {"delta", std::move(delta)}, {"logprobs", logprobs}, {"finish_reason", nullptr}}});
   return r;
 }
 

@@ -4,12 +4,15 @@
 #include "mlxgp/error.h"
 #include "mlxgp/server.h"
 #include "server/chat_prompt.h"
+#include "server/chat_tools.h"
 #include "mlxgp/chat_template.h"
 #include "server/completion_state.h"
 #include "server/metrics.h"
 #include "mlxgp/distributed.h"
 #include "server/request.h"
 #include "server/worker.h"
+#include "server/speculation.h"
+#include "generation/speculative/draft_model.h"
 
 namespace mlxgp::server {
 
@@ -30,6 +33,17 @@ void only_fields(const ojson& body, std::initializer_list<const char*> allowed) 
     if (!ok) throw ApiError(400, "unknown field '" + key + "'", key);
   }
 }
+
+// --tool-parser, else the format the chat template in use asks for (docs/server.md).
+RequestLimits request_limits(const ServiceOptions& o, const LoadedModel& m) {
+  const std::string& tpl = !o.chat_template.empty() ? o.chat_template
+                           : m.tokenizer            ? m.tokenizer->chat_template()
+                                                    : o.chat_template;
+  return RequestLimits{o.max_tokens_cap, o.chat_template, o.tool_parser.value_or(tool_call_format_for_template(tpl)),
+                       o.reasoning, o.draft_model};
+}
+
+SpeculationPolicy speculation_policy(const ServiceOptions& o) { return {o.draft_model, o.speculative_max_rows}; }
 
 bool flag(const ojson& body, const char* key, bool fallback) {
   if (!body.contains(key) || body[key].is_null()) return fallback;
@@ -54,10 +68,14 @@ Service::Service(LoadedModel model, ServiceOptions options) : model_(std::move(m
   }
   if (!model_.generation_config_json.empty())
     warnings_ = apply_generation_config_json(base_, model_.generation_config_json, ConfigSource::Model);
+  if (options_.speculative_max_rows < 0) fail("serve", "--speculative-max-rows must be >= 0");
+  // The draft stays whole on every rank of a tensor-parallel server, as in `generate --tensor-parallel`.
+  if (!options_.draft_model.empty()) draft_ = speculative::load_draft(options_.draft_model, *model_.model);
   metrics_ = std::make_shared<Metrics>(options_.max_batch_rows);
   if (options_.tensor_parallel && options_.tensor_parallel->rank() != 0) return;  // follow() instead
-  worker_ = std::make_shared<Worker>(*model_.model, model_.tokenizer, options_.max_batch_rows, options_.max_queue,
-                                     metrics_, options_.tensor_parallel);
+  worker_ =
+      std::make_shared<Worker>(*model_.model, model_.tokenizer, engine_options_for(options_, draft_),
+                               options_.max_queue, metrics_, options_.tensor_parallel, speculation_policy(options_));
 }
 
 std::string Service::metrics() const { return metrics_->render(); }
@@ -82,19 +100,20 @@ nlohmann::json Service::models() const {
 }
 
 nlohmann::json Service::health() const {
-  return {{"status", "ok"}, {"running", worker_->running()}, {"waiting", worker_->waiting()}};
+  return {{"status", draining_ ? "draining" : "ok"}, {"running", worker_->running()}, {"waiting", worker_->waiting()}};
 }
 
 nlohmann::json Service::tokenize(const std::string& text) {
   ojson body = parse_body(text);
   check_model(body, options_.model_id);
-  only_fields(body, {"model", "prompt", "messages", "add_special_tokens", "add_generation_prompt"});
+  only_fields(body, {"model", "prompt", "messages", "add_special_tokens", "add_generation_prompt", "tools"});
   if (!model_.tokenizer) throw ApiError(400, "the model has no tokenizer");
   const bool has_prompt = body.contains("prompt"), has_messages = body.contains("messages");
   if (has_prompt == has_messages) throw ApiError(400, "give exactly one of 'prompt' and 'messages'", "prompt");
   std::vector<int> ids;
   if (has_prompt) {
     if (!body["prompt"].is_string()) throw ApiError(400, "'prompt' must be a string", "prompt");
+    if (body.contains("tools")) throw ApiError(400, "'tools' needs 'messages'", "tools");
     if (body.contains("add_generation_prompt"))
       throw ApiError(400, "'add_generation_prompt' needs 'messages'", "add_generation_prompt");
     try {
@@ -106,7 +125,7 @@ nlohmann::json Service::tokenize(const std::string& text) {
     if (body.contains("add_special_tokens"))
       throw ApiError(400, "'add_special_tokens' needs 'prompt'", "add_special_tokens");
     ids = chat_prompt_ids(*model_.tokenizer, template_messages(body["messages"]),
-                          flag(body, "add_generation_prompt", true), options_.chat_template);
+                          flag(body, "add_generation_prompt", true), options_.chat_template, template_tools(body));
   }
   return {{"count", ids.size()}, {"max_model_len", model_.model->config().max_position_embeddings}, {"tokens", ids}};
 }
@@ -132,8 +151,8 @@ nlohmann::json Service::detokenize(const std::string& text) {
 }
 
 std::unique_ptr<Completion> Service::start(Endpoint endpoint, const std::string& body) {
-  ParsedRequest p = parse_request(endpoint, body, model_, base_, options_.model_id,
-                                  RequestLimits{options_.max_tokens_cap, options_.chat_template});
+  if (draining_) throw ApiError(503, "the server is shutting down");
+  ParsedRequest p = parse_request(endpoint, body, model_, base_, options_.model_id, request_limits(options_, model_));
   auto state = std::make_unique<Completion::State>();
   state->worker = worker_;
   state->channel = std::make_shared<Channel>();
@@ -148,22 +167,30 @@ std::unique_ptr<Completion> Service::start(Endpoint endpoint, const std::string&
   const int choices = static_cast<int>(p.prompts.size()) * p.n;
   for (int c = 0; c < choices; ++c) state->trimmers.emplace_back(p.stop);
   state->logprobs.resize(choices);
+  state->reply = p.reply;
+  if (p.reply.active()) state->replies.assign(choices, ChatReply(p.reply));
   state->delivered.assign(p.prompts.size(), false);
   try {
     // Under tensor parallelism the other ranks rebuild the same requests from the same body.
     std::string replay = options_.tensor_parallel
                              ? nlohmann::json{{"endpoint", static_cast<int>(endpoint)}, {"body", body}}.dump()
                              : std::string();
-    state->ids = worker_->submit(std::move(requests), state->channel, std::move(replay));
+    state->ids = worker_->submit(std::move(requests), state->channel, std::move(replay), p.may_speculate);
   } catch (const ApiError& e) {
     // The engine's refusals (beam search, the context, ...) name no field: find it in the message.
     if (e.status() != 400 || !e.param().empty()) throw;
     std::string param = named_field(e.what(), p.fields);
     if (param.empty() && std::string(e.what()).find("prompt") != std::string::npos)
       param = endpoint == Endpoint::ChatCompletions ? "messages" : "prompt";
+    // A required / named tool_choice's schema is the tools' parameters (chat_tools.h).
+    if (param.empty() && p.reply.tools && p.reply.tools->kind != ToolCallRules::Kind::Format &&
+        std::string(e.what()).find("json_schema") != std::string::npos)
+      param = "tools";
     throw ApiError(400, e.what(), param);
   }
   for (int n : state->prompt_tokens) metrics_->add_prompt_tokens(n);
+  state->open = open_;
+  ++*open_;
   return std::unique_ptr<Completion>(new Completion(std::move(state), p.stream));
 }
 
@@ -171,7 +198,7 @@ void Service::follow() {
   if (!options_.tensor_parallel || options_.tensor_parallel->rank() == 0)
     fail("serve", "follow() runs on the ranks other than 0 of a tensor-parallel server");
   const auto& group = *options_.tensor_parallel;
-  const BatchEngineOptions engine_options{options_.max_batch_rows};
+  const BatchEngineOptions engine_options = engine_options_for(options_, draft_);  // rank 0's, prefix cache included
   auto engine = std::make_unique<BatchEngine>(*model_.model, model_.tokenizer, engine_options);
   // Mirrors Worker::loop on rank 0 step for step, so both engines hold the same rows and every forward's
   // collectives pair up; the tokens are rank 0's to send.
@@ -183,10 +210,13 @@ void Service::follow() {
       for (const auto& sub : plan.at("subs")) {
         std::vector<int> ids;
         try {
-          const auto p = parse_request(static_cast<Endpoint>(sub.at("endpoint").get<int>()),
-                                       sub.at("body").get<std::string>(), model_, base_, options_.model_id,
-                                       RequestLimits{options_.max_tokens_cap, options_.chat_template});
-          for (auto& r : batch_requests(p)) ids.push_back(engine->submit(std::move(r)));
+          const auto p =
+              parse_request(static_cast<Endpoint>(sub.at("endpoint").get<int>()), sub.at("body").get<std::string>(),
+                            model_, base_, options_.model_id, request_limits(options_, model_));
+          for (auto& r : batch_requests(p)) {
+            if (p.may_speculate) maybe_speculate(r, *engine, speculation_policy(options_));  // as Worker::take_in
+            ids.push_back(engine->submit(std::move(r)));
+          }
         } catch (const std::exception&) {
           // Rank 0 refused the same request at the same prompt (Worker::take_in).
           for (int id : ids) {

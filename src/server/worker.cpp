@@ -8,16 +8,28 @@
 
 namespace mlxgp::server {
 
-Worker::Worker(Model& model, std::shared_ptr<const Tokenizer> tokenizer, int max_batch_rows, int max_queue,
-               std::shared_ptr<Metrics> metrics, std::optional<mlx::core::distributed::Group> tensor_parallel)
+BatchEngineOptions engine_options_for(const ServiceOptions& options, std::shared_ptr<Model> draft) {
+  BatchEngineOptions o;
+  o.draft = std::move(draft);
+  o.draft_source = options.draft_model;
+  o.max_batch_rows = options.max_batch_rows;
+  if (options.prompt_cache_bytes > 0) o.prefix_cache = std::make_shared<PrefixCache>(options.prompt_cache_bytes);
+  return o;
+}
+
+Worker::Worker(Model& model, std::shared_ptr<const Tokenizer> tokenizer, BatchEngineOptions engine, int max_queue,
+               std::shared_ptr<Metrics> metrics, std::optional<mlx::core::distributed::Group> tensor_parallel,
+               SpeculationPolicy speculation)
     : model_(model),
       tokenizer_(std::move(tokenizer)),
-      max_batch_rows_(max_batch_rows),
+      engine_options_(std::move(engine)),
       max_queue_(max_queue),
       metrics_(std::move(metrics)),
-      tensor_parallel_(std::move(tensor_parallel)) {
+      tensor_parallel_(std::move(tensor_parallel)),
+      speculation_(std::move(speculation)) {
   if (tensor_parallel_ && tensor_parallel_->size() == 1) tensor_parallel_.reset();
-  engine_ = std::make_unique<BatchEngine>(model_, tokenizer_, BatchEngineOptions{max_batch_rows_});
+  engine_ = std::make_unique<BatchEngine>(model_, tokenizer_, engine_options_);
+  if (engine_options_.prefix_cache) metrics_->set_prompt_cache(engine_options_.prefix_cache->stats());  // its budget
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -33,7 +45,7 @@ void Worker::stop() {
 }
 
 std::vector<int> Worker::submit(std::vector<BatchRequest> requests, std::shared_ptr<Channel> channel,
-                                std::string replay) {
+                                std::string replay, bool may_speculate) {
   auto s = std::make_unique<Submission>();
   const int count = static_cast<int>(requests.size());
   {
@@ -45,6 +57,7 @@ std::vector<int> Worker::submit(std::vector<BatchRequest> requests, std::shared_
   s->channel = std::move(channel);
   s->submitted = std::chrono::steady_clock::now();
   s->replay = std::move(replay);
+  s->may_speculate = may_speculate;
   auto accepted = s->accepted.get_future();
   {
     std::lock_guard<std::mutex> lk(m_);
@@ -78,6 +91,7 @@ void Worker::take_in(Submission& s) {
   try {
     for (int i = 0; i < count; ++i) {
       BatchRequest& req = s.requests[i];
+      if (s.may_speculate) maybe_speculate(req, *engine_, speculation_);
       auto live = std::make_shared<Live>();
       live->channel = s.channel;
       live->prompt_index = i;
@@ -138,6 +152,7 @@ void Worker::deliver(int id, GenerationResult result) {
   } else {
     --waiting_;
   }
+  if (result.stats.speculative) metrics_->add_speculative(*result.stats.speculative);
   {
     std::lock_guard<std::mutex> lk(live->channel->m);
     live->channel->results[live->prompt_index] = std::move(result);
@@ -150,6 +165,7 @@ void Worker::publish_state() {
   int running_requests = 0;
   for (auto& [id, live] : live_) running_requests += live->started ? 1 : 0;
   metrics_->set_state(waiting_.load(), running_requests, engine_ ? engine_->running_rows() : 0);
+  if (engine_options_.prefix_cache) metrics_->set_prompt_cache(engine_options_.prefix_cache->stats());
 }
 
 void Worker::fail_all(const std::string& why) {
@@ -167,7 +183,7 @@ void Worker::fail_all(const std::string& why) {
     engine_.reset();
   } catch (...) {
   }
-  engine_ = std::make_unique<BatchEngine>(model_, tokenizer_, BatchEngineOptions{max_batch_rows_});
+  engine_ = std::make_unique<BatchEngine>(model_, tokenizer_, engine_options_);
 }
 
 void Worker::send_plan(const std::deque<std::unique_ptr<Submission>>& inbox, const std::vector<int>& cancels,
@@ -231,7 +247,10 @@ void Worker::loop() {
     }
     try {
       const int rows_before = engine_->running_rows();
-      for (int id : engine_->step())
+      const std::vector<int> finished = engine_->step();
+      // Before the results wake their clients: a client that reads /metrics next sees its request counted.
+      if (engine_options_.prefix_cache) metrics_->set_prompt_cache(engine_options_.prefix_cache->stats());
+      for (int id : finished)
         if (auto r = engine_->take_result(id)) deliver(id, std::move(*r));
       // The rows of this step: those that ran into it, or those it admitted.
       if (const int rows = std::max(rows_before, engine_->running_rows()); rows > 0) metrics_->observe_step(rows);

@@ -50,6 +50,7 @@ TEST(FuzzCorpus, TokenizerText) {
   run_corpus("tokenizer_text", [](const uint8_t* d, size_t n) { return fuzz_tokenizer_text(d, n, kData); });
 }
 TEST(FuzzCorpus, ChatTemplate) { run_corpus("chat_template", fuzz_chat_template); }
+TEST(FuzzCorpus, ToolCalls) { run_corpus("tool_calls", fuzz_tool_calls); }
 TEST(FuzzCorpus, GenerationConfig) { run_corpus("generation_config", fuzz_generation_config); }
 TEST(FuzzCorpus, PromptCache) { run_corpus("prompt_cache", fuzz_prompt_cache); }
 TEST(FuzzCorpus, Checkpoint) { run_corpus("checkpoint", fuzz_checkpoint); }

@@ -7,6 +7,7 @@
 
 #include "mlxgp/batch_cache.h"
 #include "mlxgp/batch_engine.h"
+#include "mlxgp/beam_search.h"
 #include "mlxgp/error.h"
 #include "mlxgp/steering.h"
 #include "test_models_util.h"
@@ -332,6 +333,96 @@ TEST(BatchEngine, RequestsJoiningAndLeavingAtRandomStepsEqualTheirSoloRuns) {
   }
 }
 
+// Beam searches and speculative runs share the engine's rows with sampled requests (the beam batch and
+// the speculative lane, stepped after the sampled rows): joining and leaving at random steps, each equals
+// its solo run; a cancelled beam search leaves at once with empty sequences, and the others are unaffected.
+TEST(BatchEngine, BeamSearchesAndSpeculativeRunsJoiningAtRandomStepsEqualTheirSoloRuns) {
+  auto m = tiny();
+  auto cases = mixed_cases();
+  cases.resize(4);
+  auto beams = [&](int len, int salt, auto&& edit) {
+    Case c{ids_of(len, salt), {}};
+    c.config.max_new_tokens = 5 + salt % 4;
+    c.config.num_beams = 3;
+    edit(c.config);
+    cases.push_back(std::move(c));
+  };
+  beams(9, 11, [](GenerationConfig&) {});
+  beams(2, 12, [](GenerationConfig& c) {
+    c.num_return_sequences = 2;
+    c.length_penalty = 0.7;
+  });
+  beams(17, 13, [](GenerationConfig& c) {
+    c.do_sample = true;  // beam sampling with its own seed
+    c.seed = 4;
+  });
+  beams(5, 14, [](GenerationConfig& c) {
+    c.num_beams = 4;
+    c.num_beam_groups = 2;  // diverse group beams
+    c.diversity_penalty = 0.5;
+  });
+  beams(12, 15, [](GenerationConfig& c) { c.repetition_penalty = 1.3; });
+  // The speculative lane: prompt lookup and a self-speculative draft, one round each per step.
+  Case lookup{ids_of(13, 16), {}};
+  lookup.config.max_new_tokens = 9;
+  lookup.config.prompt_lookup_num_tokens = 3;
+  cases.insert(cases.begin() + 2, lookup);
+  Case self_draft{ids_of(6, 17), {}};
+  self_draft.config.max_new_tokens = 8;
+  self_draft.config.use_speculative = true;
+  self_draft.config.draft_layers = 1;
+  self_draft.config.do_sample = true;
+  self_draft.config.seed = 3;
+  cases.insert(cases.begin() + 5, self_draft);
+  std::vector<GenerationResult> alone;
+  for (auto& c : cases)
+    alone.push_back(c.config.num_beams > 1 ? beam_search(*m, nullptr, c.prompt, c.config)
+                                           : generate(*m, nullptr, c.prompt, c.config));
+  const size_t cancelled = cases.size() - 1;
+  for (int trial = 0; trial < 3; ++trial) {
+    BatchEngine engine(*m, nullptr, {6 + 2 * trial});
+    std::mt19937 rng(100 + trial);
+    std::vector<int> ids(cases.size(), -1);
+    std::vector<std::optional<GenerationResult>> got(cases.size());
+    size_t next = 0;
+    int steps = 0;
+    while (next < cases.size() || engine.busy()) {
+      for (int k = rng() % 3; k > 0 && next < cases.size(); --k, ++next)
+        ids[next] = engine.submit({cases[next].prompt, cases[next].config});
+      if (++steps == 6 + trial && ids[cancelled] >= 0 && !got[cancelled]) {
+        engine.cancel(ids[cancelled]);  // outside step(): its result is ready now
+        got[cancelled] = engine.take_result(ids[cancelled]);
+      }
+      for (int id : engine.step())
+        for (size_t i = 0; i < cases.size(); ++i)
+          if (ids[i] == id) got[i] = engine.take_result(id);
+    }
+    for (size_t i = 0; i < cases.size(); ++i) {
+      ASSERT_TRUE(got[i]) << "request " << i;
+      ASSERT_EQ(got[i]->sequences.size(), alone[i].sequences.size()) << "request " << i;
+      for (size_t s = 0; s < alone[i].sequences.size(); ++s) {
+        if (i == cancelled && ids[i] >= 0 && got[i]->sequences[s].finish_reason == FinishReason::Cancelled) {
+          EXPECT_TRUE(got[i]->sequences[s].token_ids.empty());
+          continue;
+        }
+        EXPECT_EQ(got[i]->sequences[s].token_ids, alone[i].sequences[s].token_ids)
+            << "trial " << trial << " request " << i;
+        EXPECT_EQ(got[i]->sequences[s].finish_reason, alone[i].sequences[s].finish_reason);
+        if (alone[i].sequences[s].sequence_score) {
+          ASSERT_TRUE(got[i]->sequences[s].sequence_score);
+          EXPECT_NEAR(*got[i]->sequences[s].sequence_score, *alone[i].sequences[s].sequence_score, 1e-4);
+          EXPECT_EQ(got[i]->sequences[s].beam_indices, alone[i].sequences[s].beam_indices);
+        }
+      }
+    }
+  }
+  // Beams cannot stream top_logprobs: refused in one line.
+  BatchEngine engine(*m, nullptr, {4});
+  BatchRequest r{cases.back().prompt, cases.back().config};
+  r.top_logprobs = 2;
+  EXPECT_THROW(engine.submit(std::move(r)), Error);
+}
+
 TEST(BatchEngine, HooksActOnEveryRowAsOnItsSoloRun) {
   auto m = tiny();
   // Steering on generated positions only (the prompt/generated split must hold per row) and a
@@ -424,16 +515,16 @@ TEST(BatchEngine, RefusesWhatCannotShareABatchInOneLine) {
       EXPECT_EQ(msg.find('\n'), std::string::npos);
     }
   };
-  GenerationConfig beams;
-  beams.num_beams = 2;
-  expect_refused(beams, "num_beams");
   GenerationConfig late_quant;
   late_quant.kv_bits = 4;
   late_quant.quantized_kv_start = 10;  // beyond the 3-token prompt
   expect_refused(late_quant, "quantized_kv_start");
-  GenerationConfig lookup;
+  GenerationConfig lookup;  // the speculative lane takes it, but cannot report top_logprobs
   lookup.prompt_lookup_num_tokens = 3;
-  expect_refused(lookup, "prompt-lookup");
+  lookup.max_new_tokens = 4;
+  BatchRequest with_logprobs{ids_of(3, 1), lookup, {}, {}};
+  with_logprobs.top_logprobs = 1;
+  EXPECT_THROW(engine.submit(std::move(with_logprobs)), Error);
   // A bad prompt is refused at submit, before it can enter the queue.
   GenerationConfig ok;
   ok.max_new_tokens = 2;
@@ -457,16 +548,26 @@ TEST(GenerateBatch, ResultsInInputOrderAndEveryRequestEqualsItsSoloRun) {
   rotating_beams.num_beams = 2;
   cases.push_back({ids_of(14, 11), rotating_beams});
   cases.push_back({ids_of(6, 12), rotating_beams});
-  GenerationConfig lookup;
+  GenerationConfig lookup;  // the speculative lane
   lookup.prompt_lookup_num_tokens = 2;
   lookup.max_new_tokens = 6;
   cases.push_back({ids_of(12, 13), lookup});
+  GenerationConfig self_draft = lookup;
+  self_draft.prompt_lookup_num_tokens.reset();
+  self_draft.use_speculative = true;
+  self_draft.draft_layers = 1;
+  cases.push_back({ids_of(7, 15), self_draft});
+  GenerationConfig late_quant;
+  late_quant.kv_bits = 4;
+  late_quant.quantized_kv_start = 40;  // beyond the prompt
+  late_quant.max_new_tokens = 5;
+  cases.push_back({ids_of(10, 14), late_quant});
   std::vector<std::string> alone_runs;
   auto results = batch_of(*m, cases, 4, &alone_runs);
-  // Only the prompt-lookup request runs alone, and the caller is told so in one line.
+  // Only the late-quantization request runs alone, and the caller is told so in one line.
   ASSERT_EQ(alone_runs.size(), 1u);
   EXPECT_EQ(alone_runs[0].rfind(std::to_string(cases.size() - 1) + ": ", 0), 0u) << alone_runs[0];
-  EXPECT_NE(alone_runs[0].find("prompt-lookup"), std::string::npos) << alone_runs[0];
+  EXPECT_NE(alone_runs[0].find("quantized_kv_start"), std::string::npos) << alone_runs[0];
   ASSERT_EQ(results.size(), cases.size());
   for (size_t i = 0; i < cases.size(); ++i) {
     auto alone = generate(*m, nullptr, cases[i].prompt, cases[i].config);

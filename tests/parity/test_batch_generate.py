@@ -13,7 +13,7 @@
 2. Padding invariance: every row of an mlxgp batch equals the same request run alone with --input-ids
    (greedy, processors, and sampling with a per-row seed), at two batch sizes.
 3. Different configs per row in one batch (temperatures + seeds, repetition penalty, stop strings,
-   max_new_tokens, num_return_sequences with sampling, a beam row that runs alone): every row equals its
+   max_new_tokens, num_return_sequences with sampling, a beam search among them): every row equals its
    solo run with the command line's settings and the line's config merged.
 4. Python: a list of prompts (one config, or a list of configs) gives the CLI batch's tokens and texts.
 5. Errors: a bad line exits 2 with one stderr line `[generate] <file>:<line>: ...` and no output."""
@@ -355,7 +355,7 @@ def test_mixed_configs_in_one_batch(default_gguf, run_mlxgp, tmp_path):
         {"prompt": fox, "config": {"max_new_tokens": 3}},
         {"prompt": story, "config": {"do_sample": True, "num_return_sequences": 3, "temperature": 0.9, "seed": 5,
                                      "max_new_tokens": 8}},
-        {"prompt": q, "config": {"num_beams": 3, "max_new_tokens": 8}},  # cannot share a batch: runs alone
+        {"prompt": q, "config": {"num_beams": 3, "max_new_tokens": 8}},  # the engine's beam batch
     ]
     ours = _mlxgp_batch(run_mlxgp, default_gguf, tmp_path / "mixed.jsonl", requests,
                         "--max-new-tokens", base["max_new_tokens"], "--repetition-penalty", base["repetition_penalty"])

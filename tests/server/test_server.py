@@ -150,6 +150,27 @@ def test_hf_fields_equal_cli(server, client):
     assert r.choices[0].text == ref["sequences"][0]["text"]
 
 
+def test_beam_search_equals_cli(server, client):
+    # Beam searches share the engine's rows with sampled requests; each equals `mlxgp generate` alone.
+    prompt = "The best way to learn a language is"
+    ref = cli_generate("--prompt", prompt, "--max-new-tokens", 16, "--num-beams", 3, "--num-return-sequences", 2,
+                       "--length-penalty", 0.8)
+    kw = dict(model=server.model, prompt=prompt, max_tokens=16, n=2,
+              extra_body={"num_beams": 3, "length_penalty": 0.8})
+    chat_q = "Name a fruit."
+    chat_ref = cli_generate("--chat", "--prompt", chat_q, "--max-new-tokens", 12, "--num-beams", 2)
+    with cf.ThreadPoolExecutor(3) as pool:
+        busy = pool.submit(client.completions.create, model=server.model, prompt="Count: one, two,", max_tokens=60)
+        beams = pool.submit(client.completions.create, **kw)
+        chat = pool.submit(client.chat.completions.create, model=server.model, max_completion_tokens=12,
+                           messages=[{"role": "user", "content": chat_q}], extra_body={"num_beams": 2})
+        busy.result()
+        r, c = beams.result(), chat.result()
+    assert [x.text for x in r.choices] == [s["text"] for s in ref["sequences"]]
+    assert r.usage.completion_tokens == sum(len(s["token_ids"]) for s in ref["sequences"])
+    assert c.choices[0].message.content == chat_ref["sequences"][0]["text"]
+
+
 # Requests with different settings: each must get exactly what it gets alone.
 REQUESTS = [
     dict(prompt="The capital of France is", max_tokens=30),
@@ -301,8 +322,11 @@ def test_errors(server, client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=server.model, messages=[{"role": "wizard", "content": "Hi"}])
     assert error_of(e)["param"] == "messages[0].role"
-    with pytest.raises(openai.BadRequestError) as e:  # beam search cannot share the batch
-        client.completions.create(model=server.model, prompt="Hi", extra_body={"num_beams": 2})
+    with pytest.raises(openai.BadRequestError) as e:  # this server has no --draft-model
+        client.completions.create(model=server.model, prompt="Hi", extra_body={"use_speculative": True})
+    assert error_of(e)["param"] == "use_speculative"
+    with pytest.raises(openai.BadRequestError) as e:  # beams are known only at the end: no stream
+        client.completions.create(model=server.model, prompt="Hi", stream=True, extra_body={"num_beams": 2})
     assert error_of(e)["param"] == "num_beams"
     with pytest.raises(openai.NotFoundError) as e:
         client.completions.create(model="no-such-model", prompt="Hi")

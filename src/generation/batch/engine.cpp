@@ -9,6 +9,9 @@
 #include <mlx/memory.h>
 #include <mlx/mlx.h>
 
+#include "generation/batch/speculative_lane.h"
+#include "generation/beam/searches.h"
+#include "generation/speculative/speculative_run.h"
 #include "generation/core/decode_group.h"
 #include "cache/prefill.h"
 #include "generation/core/setup.h"
@@ -21,6 +24,13 @@ namespace mx = mlx::core;
 
 namespace mlxgp {
 
+struct BatchEngine::BeamRequest {
+  int id = 0;
+  std::vector<int> prompt;
+  GenerationConfig config;
+  GeneratorOptions options;
+};
+
 struct BatchEngine::Request {
   int id = 0;
   std::vector<int> prompt;
@@ -30,12 +40,10 @@ struct BatchEngine::Request {
   RowLogprobsCallback on_logprobs;
   std::unique_ptr<DecodeGroup> group;
   std::unique_ptr<TextStreams> texts;
+  std::string prefix_identity;  // non-empty: its rows are stored in the prefix cache when it finishes
 };
 
 std::string batch_refusal(const GenerationConfig& c, const GeneratorOptions& o, int prompt_tokens) {
-  if (c.num_beams > 1) return "beam search (num_beams > 1) cannot share a batch with other requests";
-  if (c.use_speculative || c.prompt_lookup_num_tokens)
-    return "speculative and prompt-lookup decoding cannot share a batch with other requests";
   // A quantized cache joins quantized: with quantized_kv_start past the prompt, the row would be
   // quantized when the batch (not the row) reaches that length.
   if (c.kv_bits && c.quantized_kv_start && (prompt_tokens < 0 || *c.quantized_kv_start > prompt_tokens))
@@ -52,9 +60,68 @@ bool same_cache_kind(const GenerationConfig& a, const GenerationConfig& b) {
 BatchEngine::BatchEngine(Model& model, std::shared_ptr<const Tokenizer> tokenizer, BatchEngineOptions options)
     : model_(model), tokenizer_(std::move(tokenizer)), options_(options) {
   if (options_.max_batch_rows < 1) fail("generate", "the batch size must be >= 1");
+  beams_ = std::make_unique<beam::BeamBatch>(model_, tokenizer_);
+  speculative_ = std::make_unique<SpeculativeLane>(model_, tokenizer_);
+}
+
+bool BatchEngine::busy() const {
+  return !queue_.empty() || !running_.empty() || !beam_queue_.empty() || !beams_->empty() || !speculative_->empty();
+}
+
+// A cancelled beam search: its sequences end with nothing (the best hypothesis is only known at the end).
+static GenerationResult cancelled_beams(const std::vector<int>& prompt, const GenerationConfig& config) {
+  GenerationResult r;
+  r.prompt_token_ids = prompt;
+  r.stats.prompt_tokens = static_cast<int>(prompt.size());
+  r.sequences.resize(config.num_return_sequences);
+  for (auto& s : r.sequences) s.finish_reason = FinishReason::Cancelled;
+  return r;
 }
 
 BatchEngine::~BatchEngine() { settle_pending(); }
+
+std::string BatchEngine::prefix_identity() {
+  const ModelConfig& c = model_.config();
+  // A stored sequence holds generated positions too, which a later prompt prefills as prompt positions:
+  // any hook that may change keys and values (Hook::alters_prompt_states's rule, at every position)
+  // rules reuse out, as it rules out a saved prompt cache.
+  auto& hooks = model_.hooks();
+  if (hooks.wants(HookPoint::Embeddings, -1)) return {};
+  for (int l = 0; l + 1 < c.num_hidden_layers; ++l)
+    if (hooks.wants(HookPoint::Residual, l)) return {};
+  // LongRoPE rotates a whole forward with the factors its largest position picks, so cached positions
+  // depend on the length of the prompt they came with (prefill.cpp).
+  if (c.rope_scaling && c.rope_scaling->rope_type == "longrope") return {};
+  // The saved prompt cache's identity (architecture, dtype, norms, LoRA adapters): one cache may serve
+  // engines over several models.
+  return model_identity(model_) + " kv=standard";
+}
+
+void BatchEngine::store_prefixes(const Request& r, const KVCacheList& caches, int first_row) {
+  if (!options_.prefix_cache || r.prefix_identity.empty() || caches.empty()) return;
+  const auto& pad = caches[0]->left_padding();
+  for (int i = 0; i < r.group->rows(); ++i) {
+    const int row = first_row + i;
+    // The row holds the prompt and its fed tokens (the last one too when a queued step fed it); a row
+    // that finished before its request goes on being fed tokens that are not its own.
+    std::vector<int> tokens = r.prompt;
+    const auto& generated = r.group->generated(i);
+    tokens.insert(tokens.end(), generated.begin(), generated.end());
+    const int held = caches[0]->offset() - (pad.empty() ? 0 : pad.at(row));
+    tokens.resize(std::min(static_cast<int>(tokens.size()), held));
+    if (tokens.empty()) continue;
+    // Storing only saves later prefills: a failure (memory for the copy) must not fail the finished
+    // request or cancel() (the server's worker calls it outside the step's error handling).
+    try {
+      auto kv = copy_row(caches, row, static_cast<int>(tokens.size()));
+      if (!kv) return;  // not standard caches
+      options_.prefix_cache->insert(std::move(tokens), std::move(*kv), r.prefix_identity,
+                                    model_.config().num_key_value_heads);
+    } catch (const std::exception&) {
+      return;
+    }
+  }
+}
 
 void BatchEngine::settle_pending() {
   // A queued step may still be running on MLX's stream: wait for it before its arrays are dropped (a
@@ -64,7 +131,7 @@ void BatchEngine::settle_pending() {
   pending_.reset();
 }
 
-int BatchEngine::running_rows() const { return static_cast<int>(next_input_.size()); }
+int BatchEngine::running_rows() const { return sampling_rows() + beams_->rows() + speculative_->rows(); }
 
 int BatchEngine::submit(BatchRequest request) {
   auto r = std::make_unique<Request>();
@@ -72,6 +139,31 @@ int BatchEngine::submit(BatchRequest request) {
   r->config = std::move(prepared.config);  // throws [config] above when invalid
   r->options = std::move(prepared.options);
   const int n = static_cast<int>(request.prompt_ids.size());
+  if (r->config.use_speculative || r->config.prompt_lookup_num_tokens) {  // the speculative lane
+    if (auto why = batch_refusal(r->config, r->options, n); !why.empty()) fail("generate", why);
+    if (request.top_logprobs >= 0)
+      fail("generate", "speculative and prompt-lookup decoding do not report top_logprobs");
+    auto draft = r->config.use_speculative && options_.draft && r->config.draft_model == options_.draft_source
+                     ? options_.draft
+                     : nullptr;
+    draft = speculative::resolve_draft(model_, r->config, r->options, std::move(draft));
+    check_prompt_and_budget(model_.config(), r->config, request.prompt_ids);
+    const int id = next_id_++;
+    speculative_->add(id, std::move(request.prompt_ids), std::move(r->config), std::move(r->options),
+                      std::move(request.on_token), std::move(draft));
+    return id;
+  }
+  if (r->config.num_beams > 1) {  // the beam batch
+    if (auto why = batch_refusal(r->config, r->options, n); !why.empty()) fail("generate", why);
+    if (request.top_logprobs >= 0)
+      fail("generate", "beam search does not report top_logprobs (its tokens are not streamed)");
+    check_prompt_and_budget(model_.config(), r->config, request.prompt_ids);
+    auto b = std::make_unique<BeamRequest>(
+        BeamRequest{next_id_++, std::move(request.prompt_ids), std::move(r->config), std::move(r->options)});
+    const int id = b->id;
+    beam_queue_.push_back(std::move(b));
+    return id;
+  }
   if (auto why = batch_refusal(r->config, r->options, n); !why.empty()) fail("generate", why);
   if (r->options.prefill_chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
   if (r->options.prompt_cache) {
@@ -118,6 +210,52 @@ void BatchEngine::cancel(int id) {
       drop_rows_of({id});
       return;
     }
+  for (auto it = beam_queue_.begin(); it != beam_queue_.end(); ++it)
+    if ((*it)->id == id) {
+      done_.emplace(id, cancelled_beams((*it)->prompt, (*it)->config));
+      finished_now_.push_back(id);
+      beam_queue_.erase(it);
+      return;
+    }
+  if (auto r = speculative_->cancel(id)) {
+    done_.emplace(id, std::move(*r));
+    finished_now_.push_back(id);
+    return;
+  }
+  if (auto p = beam_prompts_.find(id); p != beam_prompts_.end() && beams_->remove(id)) {
+    done_.emplace(id, cancelled_beams(p->second.first, p->second.second));
+    finished_now_.push_back(id);
+    beam_prompts_.erase(p);
+  }
+}
+
+void BatchEngine::step_speculative() {
+  if (speculative_->empty()) return;
+  const bool alone = running_.empty() && beams_->empty();
+  for (auto& [id, result] : speculative_->step(options_.max_batch_rows - running_rows(), alone)) {
+    done_.emplace(id, std::move(result));
+    finished_now_.push_back(id);
+  }
+}
+
+void BatchEngine::step_beams() {
+  while (!beam_queue_.empty()) {
+    auto& b = *beam_queue_.front();
+    const GenerationConfig* kind = beams_->any_config();
+    if (kind && !same_cache_kind(*kind, b.config)) break;  // waits for the beam batch to empty
+    // Rows are shared with the sampling rows; a search wider than the batch runs when it would be alone.
+    const bool alone = beams_->empty() && running_.empty();
+    if (!alone && running_rows() + b.config.num_beams > options_.max_batch_rows) break;
+    beams_->add(b.id, b.prompt, b.config, b.options);
+    beam_prompts_.emplace(b.id, std::make_pair(std::move(b.prompt), std::move(b.config)));
+    beam_queue_.pop_front();
+  }
+  if (beams_->empty()) return;
+  for (auto& [id, result] : beams_->step()) {
+    beam_prompts_.erase(id);
+    done_.emplace(id, std::move(result));
+    finished_now_.push_back(id);
+  }
 }
 
 void BatchEngine::drop_rows_of(const std::vector<int>& leaving) {
@@ -129,6 +267,7 @@ void BatchEngine::drop_rows_of(const std::vector<int>& leaving) {
     const int n = r->group->rows();
     const bool leaves = std::find(leaving.begin(), leaving.end(), r->id) != leaving.end();
     if (leaves) {
+      store_prefixes(*r, caches_, row);  // mlx-lm's server stores the cache at the end of a generation
       finish(*r);
     } else {
       for (int i = 0; i < n; ++i) {
@@ -168,6 +307,7 @@ static bool read_tokens(DecodeGroup& group, TextStreams& texts, const RowTokenCa
 }
 
 void BatchEngine::admit() {
+  std::optional<std::string> identity;  // the prefix cache's key, once per call
   while (!queue_.empty()) {
     // The first waiting request that fits: the running batch's cache kind, and the rows left.
     auto it = queue_.begin();
@@ -175,7 +315,7 @@ void BatchEngine::admit() {
       while (it != queue_.end() && !same_cache_kind((*it)->config, running_.front()->config)) ++it;
     if (it == queue_.end()) return;
     const int rows = (*it)->group->rows();
-    if (!running_.empty() && running_rows() + rows > options_.max_batch_rows) return;
+    if ((!running_.empty() || !beams_->empty()) && running_rows() + rows > options_.max_batch_rows) return;
     std::unique_ptr<Request> req = std::move(*it);
     queue_.erase(it);
     const int n = static_cast<int>(req->prompt.size());
@@ -186,7 +326,19 @@ void BatchEngine::admit() {
     KVCacheList given = req->options.prompt_cache ? clone_caches(*req->options.prompt_cache) : KVCacheList{};
     // The request's own caches and prefill, exactly as its solo run makes them.
     const CacheOptions cache = cache_options_from(req->config);
+    PrefixCache* prefixes = options_.prefix_cache.get();
+    bool looked_up = false;
+    if (prefixes) {
+      // Rotating and quantized caches hold what depends on how the tokens went in: standard ones only.
+      if (!identity) identity = prefix_identity();
+      if (!cache.kv_bits && !cache.max_kv_size) req->prefix_identity = *identity;
+      if (!req->prefix_identity.empty() && given.empty()) {
+        given = prefixes->lookup(req->prompt, req->prefix_identity).caches;
+        looked_up = true;
+      }
+    }
     const int pos = start_caches(model_, caches, std::move(given), n, cache);
+    if (prefixes && !looked_up) prefixes->count_miss(n - pos);
     mx::array ids(req->prompt.data(), {1, n}, mx::int32);
     auto last = prefill_tokens(model_, caches, ids, pos,
                                {cache, req->options.prefill_chunk_size, req->options.kv_prefill_step_size});
@@ -201,6 +353,7 @@ void BatchEngine::admit() {
     mx::eval(outs);
     const int32_t* t = tokens.data<int32_t>();
     if (read_tokens(*req->group, *req->texts, req->on_token, req->on_logprobs, t)) {
+      store_prefixes(*req, caches, 0);
       finish(*req);
       continue;
     }
@@ -211,7 +364,7 @@ void BatchEngine::admit() {
 }
 
 BatchEngine::Step BatchEngine::build_step(const mx::array& input) {
-  const int rows = running_rows();
+  const int rows = sampling_rows();
   // Every running row is past its prompt: all positions are generated ones for position-aware hooks.
   model_.hooks().set_prompt_length(0);
   auto logits = forward_and_quantize(model_, caches_, mx::reshape(input, {rows, 1}), 1,
@@ -239,7 +392,7 @@ BatchEngine::Step BatchEngine::build_step(const mx::array& input) {
 void BatchEngine::decode() {
   if (!pending_) {
     if (running_.empty()) return;
-    pending_ = build_step(mx::array(next_input_.data(), {running_rows()}, mx::int32));
+    pending_ = build_step(mx::array(next_input_.data(), {sampling_rows()}, mx::int32));
   }
   Step current = std::move(*pending_);
   pending_.reset();
@@ -252,7 +405,7 @@ void BatchEngine::decode() {
   current.outputs.push_back(current.tokens);  // (the tokens may have been narrowed to staying rows)
   mx::eval(current.outputs);                  // the one host sync per step
   const int32_t* t = current.tokens.data<int32_t>();
-  std::copy(t, t + running_rows(), next_input_.begin());
+  std::copy(t, t + sampling_rows(), next_input_.begin());
   std::vector<int> leaving;
   int row = 0;
   for (auto& r : running_) {
@@ -268,6 +421,8 @@ std::vector<int> BatchEngine::step() {
   try {
     if (!pending_) admit();  // a queued step holds the current rows: new ones join after it is read
     decode();
+    step_beams();
+    step_speculative();
   } catch (...) {
     stepping_ = false;
     throw;

@@ -1,7 +1,6 @@
 // generate_batch(): a list of prompts through one BatchEngine; what cannot share a batch runs alone.
 #include <mlx/memory.h>
 
-#include "generation/beam/searches.h"
 #include "generation/core/setup.h"
 #include "mlxgp/decode_rows.h"
 #include "mlxgp/batch_engine.h"
@@ -10,43 +9,6 @@
 namespace mx = mlx::core;
 
 namespace mlxgp {
-
-namespace {
-
-// Beam searches in batches of at most batch_size rows (num_beams each), one KV cache kind per
-// batch; beams are not streamed (the best hypothesis is known at the end), as with generate().
-void run_beam_batches(Model& model, const std::shared_ptr<const Tokenizer>& tokenizer,
-                      const std::vector<std::vector<int>>& prompts, const std::vector<GenerationConfig>& configs,
-                      std::vector<size_t> todo, const BatchGenerateOptions& options,
-                      std::vector<std::optional<GenerationResult>>& results) {
-  GeneratorOptions opts = options.options;
-  if (!opts.tokenizer) opts.tokenizer = tokenizer;
-  while (!todo.empty()) {
-    const GenerationConfig& first = configs[todo.front()];
-    std::vector<size_t> chunk, rest;
-    int rows = 0;
-    for (size_t i : todo) {
-      const auto& c = configs[i];
-      if (same_cache_kind(c, first) && (chunk.empty() || rows + c.num_beams <= options.batch_size)) {
-        chunk.push_back(i);
-        rows += c.num_beams;
-      } else {
-        rest.push_back(i);
-      }
-    }
-    std::vector<std::vector<int>> ps;
-    std::vector<GenerationConfig> cs;
-    for (size_t i : chunk) {
-      ps.push_back(prompts[i]);
-      cs.push_back(configs[i]);
-    }
-    auto out = beam::batched_beam_search(model, tokenizer, ps, cs, opts);
-    for (size_t j = 0; j < chunk.size(); ++j) results[chunk[j]] = std::move(out[j]);
-    todo = std::move(rest);
-  }
-}
-
-}  // namespace
 
 std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
                                              const std::vector<std::vector<int>>& prompts,
@@ -69,23 +31,16 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
   std::vector<std::optional<GenerationResult>> results(prompts.size());
   BatchEngine engine(model, tokenizer, {options.batch_size});
   std::vector<std::pair<int, size_t>> ids;  // engine id -> input index
-  std::vector<size_t> beams, alone;
-  std::vector<GenerationConfig> resolved(prompts.size());
+  std::vector<size_t> alone;
   // Every request is validated before any runs, so a bad one fails the call before work is spent.
   for (size_t i = 0; i < prompts.size(); ++i) {
     auto prepared = prepare_generation(model, tokenizer, config_of(i), options.options);  // throws [config]
-    resolved[i] = prepared.config;
     const int n = static_cast<int>(prompts[i].size());
-    const auto& c = prepared.config;
-    if (auto why = batch_refusal(c, prepared.options, n); !why.empty()) {
-      check_prompt(model, prompts[i], c);
-      // Beam searches (every variant) share batches of their own; the rest runs alone.
-      GenerationConfig as_sampling = c;
-      as_sampling.num_beams = 1;
-      const bool batchable_beams = c.num_beams > 1 && batch_refusal(as_sampling, prepared.options, n).empty();
-      if (!batchable_beams && options.on_alone)
-        options.on_alone(static_cast<int>(i), c.num_beams > 1 ? batch_refusal(as_sampling, prepared.options, n) : why);
-      (batchable_beams ? beams : alone).push_back(i);
+    // Beam searches and speculative runs have the engine's lanes; what cannot share a batch runs alone.
+    if (auto why = batch_refusal(prepared.config, prepared.options, n); !why.empty()) {
+      check_prompt(model, prompts[i], prepared.config);
+      if (options.on_alone) options.on_alone(static_cast<int>(i), why);
+      alone.push_back(i);
       continue;
     }
     BatchRequest req{prompts[i], config_of(i), options.options, {}};
@@ -102,7 +57,6 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
     for (int id : engine.step())
       for (auto& [eid, index] : ids)
         if (eid == id) results[index] = engine.take_result(id);
-  run_beam_batches(model, tokenizer, prompts, resolved, beams, options, results);
   for (size_t i : alone) {
     TokenCallback cb;
     if (options.on_token) {

@@ -1,8 +1,7 @@
-// Several prompts' beam searches sharing one batch: each search keeps its own state (beams, hypotheses,
-// processors, stopping, sampler) and is prefilled alone; their num_beams rows share the KV caches
-// (left-padded, batch_cache.h) and one forward per step. After a step, the rows are reordered (each
-// search's src_rows, offset to its block) and the rows of finished searches are dropped with the same
-// gather.
+// Beam searches sharing one batch (BeamBatch, searches.h): joined between steps, each prefilled alone,
+// all rows decoded by one forward per step (the BatchEngine's beam batch).
+#include <algorithm>
+
 #include <mlx/mlx.h>
 
 #include "cache/prefill.h"
@@ -15,57 +14,100 @@ namespace mx = mlx::core;
 
 namespace mlxgp::beam {
 
-std::vector<GenerationResult> batched_beam_search(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
-                                                  const std::vector<std::vector<int>>& prompts,
-                                                  const std::vector<GenerationConfig>& configs,
-                                                  const GeneratorOptions& options) {
-  if (prompts.size() != configs.size()) fail("generate", "one beam search config per prompt");
-  const size_t n = prompts.size();
-  std::vector<std::unique_ptr<BeamSearchState>> searches;
-  std::vector<mx::array> logits;
-  KVCacheList caches;
-  for (size_t i = 0; i < n; ++i) {
-    searches.push_back(make_beam_search(model, tokenizer, configs[i], options));
-    logits.push_back(searches.back()->prefill(prompts[i]));
-    append_rows(caches, searches.back()->runner().take_caches());
+struct BeamBatch::Search {
+  int id;
+  int prompt_length;
+  GenerationConfig config;
+  std::unique_ptr<BeamSearchState> state;
+  mx::array logits;  // this search's next logits [num_beams, V]
+};
+
+BeamBatch::BeamBatch(Model& model, std::shared_ptr<const Tokenizer> tokenizer)
+    : model_(model), tokenizer_(std::move(tokenizer)) {}
+
+BeamBatch::~BeamBatch() = default;
+
+int BeamBatch::rows() const {
+  int n = 0;
+  for (auto& s : searches_) n += s->state->num_beams();
+  return n;
+}
+
+const GenerationConfig* BeamBatch::any_config() const {
+  return searches_.empty() ? nullptr : &searches_.front()->config;
+}
+
+void BeamBatch::add(int id, const std::vector<int>& prompt_ids, const GenerationConfig& config,
+                    const GeneratorOptions& options) {
+  auto state = make_beam_search(model_, tokenizer_, config, options);
+  mx::array logits = state->prefill(prompt_ids);
+  append_rows(caches_, state->runner().take_caches());
+  searches_.push_back(std::unique_ptr<Search>(
+      new Search{id, static_cast<int>(prompt_ids.size()), config, std::move(state), std::move(logits)}));
+}
+
+void BeamBatch::keep(const std::vector<int>& rows) {
+  if (rows.empty()) {
+    caches_.clear();
+  } else {
+    keep_rows(caches_, rows);
   }
-  std::vector<size_t> active(n);  // searches still running, in row order
-  for (size_t i = 0; i < n; ++i) active[i] = i;
-  while (!active.empty()) {
-    std::vector<size_t> still;
-    std::vector<int> rows, tokens;
-    int base = 0;
-    for (size_t i : active) {
-      auto& s = *searches[i];
-      // Processors that run the model themselves (guidance) see the search's own prompt length.
-      model.hooks().set_prompt_length(static_cast<int>(prompts[i].size()));
-      s.runner().mark_decoding();
-      if (s.step(logits[i])) {
-        still.push_back(i);
-        for (int r : s.src_rows()) rows.push_back(base + r);
-        tokens.insert(tokens.end(), s.new_tokens().begin(), s.new_tokens().end());
-      }
-      base += s.num_beams();
+}
+
+bool BeamBatch::remove(int id) {
+  std::vector<int> rows;
+  int base = 0;
+  bool found = false;
+  for (auto it = searches_.begin(); it != searches_.end();) {
+    const int nb = (*it)->state->num_beams();
+    if ((*it)->id == id) {
+      found = true;
+      it = searches_.erase(it);
+    } else {
+      for (int r = 0; r < nb; ++r) rows.push_back(base + r);
+      ++it;
     }
-    active = std::move(still);
-    if (active.empty()) break;
-    keep_rows(caches, rows);
-    // Every row is past its prompt: all positions are generated ones for position-aware hooks.
-    model.hooks().set_prompt_length(0);
-    auto out =
-        forward_and_quantize(model, caches, mx::array(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32),
-                             1, cache_options_from(configs[active.front()]));
-    out = mx::astype(mx::reshape(out, {out.shape(0), out.shape(-1)}), mx::float32);
-    int row = 0;
-    for (size_t i : active) {
-      const int nb = searches[i]->num_beams();
-      logits[i] = searches[i]->runner().checked(mx::slice(out, {row, 0}, {row + nb, out.shape(-1)}));
-      row += nb;
-    }
+    base += nb;
   }
-  std::vector<GenerationResult> results;
-  for (auto& s : searches) results.push_back(s->result());
-  return results;
+  if (found) keep(rows);
+  return found;
+}
+
+std::vector<std::pair<int, GenerationResult>> BeamBatch::step() {
+  std::vector<std::pair<int, GenerationResult>> ended;
+  std::vector<int> rows, tokens;
+  int base = 0;
+  for (auto it = searches_.begin(); it != searches_.end();) {
+    auto& s = **it;
+    const int nb = s.state->num_beams();
+    // Processors that run the model themselves (guidance) see the search's own prompt length.
+    model_.hooks().set_prompt_length(s.prompt_length);
+    s.state->runner().mark_decoding();
+    if (s.state->step(s.logits)) {
+      for (int r : s.state->src_rows()) rows.push_back(base + r);
+      tokens.insert(tokens.end(), s.state->new_tokens().begin(), s.state->new_tokens().end());
+      ++it;
+    } else {
+      ended.emplace_back(s.id, s.state->result());
+      it = searches_.erase(it);
+    }
+    base += nb;
+  }
+  keep(rows);
+  if (searches_.empty()) return ended;
+  // Every row is past its prompt: all positions are generated ones for position-aware hooks.
+  model_.hooks().set_prompt_length(0);
+  auto out =
+      forward_and_quantize(model_, caches_, mx::array(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32),
+                           1, cache_options_from(searches_.front()->config));
+  out = mx::astype(mx::reshape(out, {out.shape(0), out.shape(-1)}), mx::float32);
+  int row = 0;
+  for (auto& s : searches_) {
+    const int nb = s->state->num_beams();
+    s->logits = s->state->runner().checked(mx::slice(out, {row, 0}, {row + nb, out.shape(-1)}));
+    row += nb;
+  }
+  return ended;
 }
 
 }  // namespace mlxgp::beam

@@ -45,7 +45,7 @@ class BeamRunner {
   mx::array prefill(const std::vector<int>& prompt_ids, int rows);
   // Forward of one token per row ([rows, 1]) -> logits [rows, V] float32 (lazy).
   mx::array forward(const std::vector<int>& tokens);
-  // A driver that batches several searches (batched_beam_search) takes the prefilled caches, and
+  // A driver that batches several searches (BeamBatch) takes the prefilled caches, and
   // marks when decoding starts (forward() does it otherwise) for the prefill statistics.
   KVCacheList take_caches() { return std::move(caches_); }
   // The next step's logits, checked for values no search can rank (logits_guard.h; one host sync):

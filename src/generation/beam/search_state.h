@@ -1,5 +1,5 @@
 // The beam search variants as step-wise state machines, so one loop drives one prompt (beam_search())
-// or several prompts sharing a batch (batched_beam_search): each step takes the search's logits
+// or several prompts sharing a batch (BeamBatch): each step takes the search's logits
 // [num_beams, V], and tells which cache rows to keep (in order) and which tokens to feed next.
 #pragma once
 
