@@ -132,6 +132,19 @@ std::string named_field(const std::string& message, const std::vector<std::strin
   return {};
 }
 
+std::string refused_field(const std::string& message, const std::vector<std::string>& fields) {
+  auto first_given = [&](std::initializer_list<const char*> keys) -> std::string {
+    for (const char* k : keys)
+      if (std::find(fields.begin(), fields.end(), k) != fields.end()) return k;
+    return {};
+  };
+  std::string param;
+  if (message.find("top_logprobs") != std::string::npos) param = first_given({"top_logprobs", "logprobs"});
+  if (param.empty() && message.find("speculative") != std::string::npos)
+    param = first_given({"prompt_lookup_num_tokens", "draft_layers", "use_speculative"});
+  return param.empty() ? named_field(message, fields) : param;
+}
+
 ojson parse_body(const std::string& body) {
   ojson j;
   try {
@@ -336,7 +349,7 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
     validate(r.config);
   } catch (const Error& e) {
     const std::string msg = without_component(e.what());
-    throw ApiError(400, msg, named_field(msg, r.fields));
+    throw ApiError(400, msg, refused_field(msg, r.fields));
   }
   return r;
 }

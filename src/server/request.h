@@ -36,6 +36,10 @@ struct ParsedRequest {
 
 // The body field a message names ("'num_beams'" or "num_beams"), or "" when none does.
 std::string named_field(const std::string& message, const std::vector<std::string>& fields);
+// The body field a refusal of the config or the engine is about: named_field, except that refusals of
+// speculative decoding and of top_logprobs name the field that asked for them ("prompt-lookup" is not
+// the prompt).
+std::string refused_field(const std::string& message, const std::vector<std::string>& fields);
 
 // The server's limits and overrides (ServiceOptions): --max-tokens-cap clamps max_new_tokens;
 // --chat-template replaces the model's template; --tool-parser / --reasoning-format read the reply.

@@ -179,7 +179,8 @@ std::unique_ptr<Completion> Service::start(Endpoint endpoint, const std::string&
   } catch (const ApiError& e) {
     // The engine's refusals (beam search, the context, ...) name no field: find it in the message.
     if (e.status() != 400 || !e.param().empty()) throw;
-    std::string param = named_field(e.what(), p.fields);
+    const std::string what = e.what();
+    std::string param = refused_field(what, p.fields);
     if (param.empty() && std::string(e.what()).find("prompt") != std::string::npos)
       param = endpoint == Endpoint::ChatCompletions ? "messages" : "prompt";
     // A required / named tool_choice's schema is the tools' parameters (chat_tools.h).

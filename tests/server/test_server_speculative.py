@@ -71,6 +71,14 @@ def test_requests_that_ask_for_speculation(server, client):
     kw = dict(model=server.model, prompt=PROMPT, max_tokens=12, temperature=0.9, seed=4,
               extra_body={"use_speculative": True})
     assert client.completions.create(**kw).choices[0].text == client.completions.create(**kw).choices[0].text
+    # Refusals of the engine's lanes name the body's field.
+    for extra, param in (({"use_speculative": True, "n": 2, "temperature": 1.0}, "use_speculative"),
+                         ({"prompt_lookup_num_tokens": 2, "logprobs": 1}, "logprobs"),
+                         ({"num_beams": 2, "logprobs": 2}, "logprobs"),
+                         ({"use_speculative": True, "guidance_scale": 1.5}, "use_speculative")):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.completions.create(model=server.model, prompt=PROMPT, max_tokens=4, extra_body=extra)
+        assert e.value.body["param"] == param, (extra, e.value.body)
     with pytest.raises(openai.BadRequestError) as e:  # a client does not name files on the server
         client.completions.create(model=server.model, prompt=PROMPT, max_tokens=4, extra_body={"draft_model": "x"})
     assert e.value.body["param"] == "draft_model"
