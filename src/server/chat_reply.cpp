@@ -104,4 +104,8 @@ bool ChatReply::auto_called() const {
   return rules_.tools && rules_.tools->kind == ToolCallRules::Kind::Format && calls > 0;
 }
 
+std::string ChatReply::finish_reason(const std::string& reason) const {
+  return auto_called() && reason != "abort" ? "tool_calls" : reason;
+}
+
 }  // namespace mlxgp::server

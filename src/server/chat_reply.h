@@ -34,6 +34,9 @@ class ChatReply {
   // finish_reason "tool_calls": the model called tools by itself (tool_choice auto); vLLM and OpenAI keep
   // "stop" for a required or named tool_choice.
   bool auto_called() const;
+  // The choice's finish_reason: `reason` (stop / length / abort), or "tool_calls" when auto_called() and
+  // not aborted.
+  std::string finish_reason(const std::string& reason) const;
 
  private:
   void answer(const std::string& text, std::vector<nlohmann::ordered_json>& out);

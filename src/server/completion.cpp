@@ -104,7 +104,7 @@ std::optional<std::string> Completion::next_event() {
         }
         send(c, rest, lp, true);
         std::string reason = finish_reason_name(seq.finish_reason, trim.stopped());
-        if (!s.replies.empty() && s.replies.at(c).auto_called() && reason != "abort") reason = "tool_calls";
+        if (!s.replies.empty()) reason = s.replies.at(c).finish_reason(reason);
         s.outbox.push_back(sse(chunk_json(s.head, c, std::nullopt, false, reason)));
         s.completion_tokens += static_cast<int>(seq.token_ids.size());
       }
@@ -158,7 +158,7 @@ std::string Completion::response() {
       if (s.reply.active()) {
         ChatReply reply(s.reply);
         ojson message = reply.message(text);
-        if (reply.auto_called() && reason != "abort") reason = "tool_calls";  // vLLM: auto tool choice only
+        reason = reply.finish_reason(reason);  // vLLM: "tool_calls" for auto tool choice only
         choices.push_back(message_choice_json(index, std::move(message), reason, lp));
       } else {
         choices.push_back(choice_json(s.head, index, text, reason, lp));
