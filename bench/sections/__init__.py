@@ -44,7 +44,7 @@ class Section:
 SECTIONS: dict[str, Section] = {}
 
 # Section modules, imported in this order (which is also the report's order).
-MODULES = ["generation", "batching", "server_load", "matmul", "tokenizer", "processors", "structured", "hooks", "training", "beams", "speculative", "python_api", "memory", "gguf_kquants", "distributed"]
+MODULES = ["generation", "batching", "server_load", "matmul", "tokenizer", "processors", "structured", "hooks", "training", "beams", "speculative", "python_api", "memory", "gguf_kquants", "cpu_speed", "distributed"]
 
 
 def section(name: str, title: str):

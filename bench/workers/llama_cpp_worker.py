@@ -67,7 +67,9 @@ def main() -> None:
     assert (cp.n_ctx, cp.n_seq_max, cp.n_threads, cp.n_threads_batch) == (512, 1, 4, 4), \
         "llama_context_params layout changed"
     cp.n_ctx = len(ids) + max_new + 8
-    cp.n_batch = cp.n_ubatch = max(len(ids), 1)
+    # The whole prompt in one llama_decode, split by llama.cpp into ubatches of at most 512 (its default).
+    cp.n_batch = max(len(ids), 1)
+    cp.n_ubatch = min(cp.n_batch, 512)
     cp.n_threads = cp.n_threads_batch = threads
     ctx = lib.llama_init_from_model(model, cp)
     if not ctx:

@@ -116,6 +116,8 @@ mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, 
   const int B = q.shape(0), hq = q.shape(1), tq = q.shape(2), d = q.shape(3);
   if (!key_start.empty() && static_cast<int>(key_start.size()) != B)
     throw std::invalid_argument("[kernels] attention: one key start per batch entry");
+  // One query per head (decode): a causal mask aligned to the last key hides nothing.
+  if (tq == 1 && decode_attention_supported(q, k, v)) return decode_attention(q, k, v, scale, key_start);
   // A padded batch takes this path for single queries too: MLX's sdpa would need an explicit mask.
   if (!attention_supported(q, k, v, !key_start.empty())) {
     if (key_start.empty()) return mx::fast::scaled_dot_product_attention(q, k, v, scale, causal ? "causal" : "");
@@ -127,14 +129,30 @@ mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, 
       mask = mx::logical_and(mask, mx::less_equal(kj, mx::reshape(mx::arange(tk - tq, tk, mx::int32), {1, 1, tq, 1})));
     return mx::fast::scaled_dot_product_attention(q, k, v, scale, "array", mask);
   }
-  const int hk = k.shape(1), rep = hq / hk;
-  // Heads sharing a key head become extra rows: [B, Hk, rep * Tq, D].
-  auto qs = mx::reshape(mx::multiply(q, mx::array(scale)), {B, hk, rep * tq, d});
-  auto scores = mx::matmul(qs, mx::swapaxes(k, -1, -2));  // [B, Hk, rep * Tq, Tk]
-  auto probs = mx::array(
-      scores.shape(), mx::float32,
-      std::make_shared<CpuMaskedSoftmax>(mx::default_stream(mx::Device::cpu), causal ? tq : 0, key_start), {scores});
-  return mx::reshape(mx::matmul(probs, v), {B, hq, tq, d});
+  const int hk = k.shape(1), rep = hq / hk, tk = k.shape(2);
+  // Query blocks: the scores of a long prompt ([rep * Tq, Tk] per KV head) would be tens of MB per layer,
+  // which every allocator hands back to the kernel when freed, so each layer page-faulted them in afresh
+  // (most of a 2k-token prefill's time went to the kernel). Blocks keep every scores array near
+  // kBlockBytes, and a causal block only multiplies the keys its last query sees.
+  constexpr int64_t kBlockBytes = 2 << 20;
+  const int64_t row_bytes = int64_t{B} * hq * tk * 4;
+  const int qb = static_cast<int>(std::clamp<int64_t>(kBlockBytes / std::max<int64_t>(row_bytes, 1), 16, tq));
+  auto qscaled = mx::multiply(q, mx::array(scale));
+  std::vector<mx::array> outs;
+  for (int t0 = 0; t0 < tq; t0 += qb) {
+    const int t1 = std::min(tq, t0 + qb), n = t1 - t0;
+    const int kend = causal ? tk - tq + t1 : tk;  // the block's last query sees keys < kend
+    auto qblk = n == tq ? qscaled : mx::slice(qscaled, {0, 0, t0, 0}, {B, hq, t1, d});
+    auto kblk = kend == tk ? k : mx::slice(k, {0, 0, 0, 0}, {B, hk, kend, d});
+    auto vblk = kend == tk ? v : mx::slice(v, {0, 0, 0, 0}, {B, hk, kend, d});
+    // Heads sharing a key head become extra rows: [B, Hk, rep * n, D].
+    auto scores = mx::matmul(mx::reshape(qblk, {B, hk, rep * n, d}), mx::swapaxes(kblk, -1, -2));
+    auto probs = mx::array(
+        scores.shape(), mx::float32,
+        std::make_shared<CpuMaskedSoftmax>(mx::default_stream(mx::Device::cpu), causal ? n : 0, key_start), {scores});
+    outs.push_back(mx::reshape(mx::matmul(probs, vblk), {B, hq, n, d}));
+  }
+  return outs.size() == 1 ? outs[0] : mx::concatenate(outs, 2);
 }
 
 }  // namespace mlxgp::kernels

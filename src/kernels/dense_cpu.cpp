@@ -1,5 +1,6 @@
 #include "kernels/dense_cpu.h"
 #include "kernels/row_blocks.h"
+#include "kernels/simd_exp.h"
 
 #include <cstddef>
 #include <type_traits>
@@ -33,13 +34,6 @@ void rows_portable(const DenseArgs& a, int n0, int n1) {
 #define MLXGP_AVX2 __attribute__((target("avx2,fma")))
 #define MLXGP_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
 
-MLXGP_AVX2 inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 template <int MB>
 MLXGP_AVX2 void rows_avx2(const DenseArgs& a, int m0, int n0, int n1) {
   const int kv = a.K / 16 * 16;
@@ -58,7 +52,7 @@ MLXGP_AVX2 void rows_avx2(const DenseArgs& a, int m0, int n0, int n1) {
     }
     for (int m = 0; m < MB; ++m) {
       const float* xm = xr + static_cast<size_t>(m) * a.K;
-      float s = hsum256(_mm256_add_ps(acc[m][0], acc[m][1]));
+      float s = simd::hsum8(_mm256_add_ps(acc[m][0], acc[m][1]));
       for (int k = kv; k < a.K; ++k) s += xm[k] * w[k];
       a.out[static_cast<size_t>(m0 + m) * a.N + n] = s;
     }

@@ -10,6 +10,7 @@
 #include <mlx/mlx.h>
 #include <mlx/primitives.h>
 
+#include "kernels/aligned.h"
 #include "kernels/cpu_task.h"
 #include "kernels/dense_cpu.h"
 #include "kernels/row_major.h"
@@ -28,10 +29,11 @@ void run_dense(const mx::array& x, const mx::array& w, mx::array& out) {
   a.K = x.shape(-1);
   a.M = static_cast<int>(x.size() / a.K);
   a.N = w.shape(0);
-  a.x = xr.ptr;
   a.w = wr.ptr;
   a.out = out.data<float>();
   if (a.M == 0 || a.N == 0) return;
+  AlignedVector<float> xa;
+  a.x = aligned_copy(xr.ptr, static_cast<size_t>(a.M) * a.K, xa);
   const Isa isa = detect_isa();
   parallel_rows(a.N, a.K * a.M, [&](int n0, int n1) { dense_rows(a, n0, n1, isa); });
 }

@@ -12,6 +12,7 @@
 #include <mlx/mlx.h>
 #include <mlx/primitives.h>
 
+#include "kernels/aligned.h"
 #include "kernels/cpu_task.h"
 #include "kernels/dense_cpu.h"
 #include "kernels/ggml_blocks.h"
@@ -34,16 +35,18 @@ void run_ggml_matmul(const mx::array& x, const mx::array& w, mx::array& out, uin
   const int M = static_cast<int>(x.size() / K);
   const size_t row_bytes = w.shape(1);
   if (M == 0 || N == 0) return;
+  AlignedVector<float> xa;
+  const float* x_rows = aligned_copy(xr.ptr, static_cast<size_t>(M) * K, xa);
   const Isa isa = available() ? detect_isa() : Isa::portable;
   parallel_rows(N, K * M, [&](int n0, int n1) {
-    std::vector<float> tile(static_cast<size_t>(kTileRows) * K);
+    AlignedVector<float> tile(static_cast<size_t>(kTileRows) * K);
     for (int t0 = n0; t0 < n1; t0 += kTileRows) {
       const int rows = std::min(kTileRows, n1 - t0);
       for (int r = 0; r < rows; ++r)
         dequantize_ggml_row(type, wr.ptr + (t0 + r) * row_bytes, tile.data() + static_cast<size_t>(r) * K, K);
       // out[m, t0 + r] = x[m] . tile[r]: the dense kernel with the output offset by t0 (stride N).
       DenseArgs a;
-      a.x = xr.ptr;
+      a.x = x_rows;
       a.w = tile.data();
       a.out = out.data<float>() + t0;
       a.M = M;

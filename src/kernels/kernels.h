@@ -16,6 +16,8 @@ namespace mx = mlx::core;
 // in "affine" mode: y = x @ dequantize(w)^T. Runs a multithreaded SIMD kernel when the default
 // device is the CPU and the case is supported (float32 x; 2-D w; 4, 5 or 8 bits; group size 32 or
 // 64; float32/float16/bfloat16 scales and biases); anything else goes to mx::quantized_matmul.
+// From kQmmGemmRows rows of x on (prefill) it dequantizes w to float32 and multiplies with BLAS.
+inline constexpr int kQmmGemmRows = 96;
 mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
                            int group_size, int bits);
 
@@ -53,6 +55,13 @@ bool swiglu_supported(const mx::array& gate, const mx::array& up);
 mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal,
                     const std::vector<int>& key_start = {});
 bool attention_supported(const mx::array& q, const mx::array& k, const mx::array& v, bool single_query = false);
+
+// The single-query case of attention (q [B, Hq, 1, D], any mask reduces to `key_start`): one float32
+// CPU primitive reading the cache's strided keys and values in place, every thread on (row, KV head)
+// tasks. attention() routes here by itself when D is a multiple of 8.
+mx::array decode_attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
+                           const std::vector<int>& key_start = {});
+bool decode_attention_supported(const mx::array& q, const mx::array& k, const mx::array& v);
 
 // Rotary position embedding in the "rotate half" layout (transformers apply_rotary_pos_emb;
 // mx::fast::rope with traditional=false) over x [B, H, T, D]: feature pairs (i, i + dims/2), i < dims/2,

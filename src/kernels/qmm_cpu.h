@@ -28,6 +28,10 @@ bool kernels_disabled();  // env MLXGP_DISABLE_KERNELS set: callers use MLX ops 
 // Computes out[:, n0:n1] with the given ISA. `xp` is x re-laid out by prepare_x for that ISA.
 void qmm_rows(const QmmArgs& a, const float* xp, int n0, int n1, Isa isa);
 
+// Rows [n0, n1) of the weight dequantized to float32 in natural order: out[n * K + k] =
+// scale * q + bias (a.x, a.M and a.out are not used). AVX-512 only.
+void dequantize_rows(const QmmArgs& a, float* out, int n0, int n1, Isa isa);
+
 // Size (floats) and fill of the per-ISA activation layout qmm_rows reads: 4-bit kernels take the
 // even and odd elements of each SIMD block apart, because that is how two nibbles of a byte unpack.
 int prepared_x_floats(const QmmArgs& a);

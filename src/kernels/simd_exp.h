@@ -1,4 +1,5 @@
-// A vectorised e^x for the CPU kernels (MLX's CPU backend evaluates exp one element at a time).
+// Small AVX2 helpers shared by the CPU kernels: a vectorised e^x (MLX's CPU backend evaluates exp one
+// element at a time) and a horizontal sum.
 #pragma once
 
 #include <immintrin.h>
@@ -26,6 +27,14 @@ MLXGP_SIMD_EXP_AVX2 inline __m256 exp8(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
   const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+// The sum of 8 floats.
+MLXGP_SIMD_EXP_AVX2 inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
 }
 
 }  // namespace mlxgp::kernels::simd

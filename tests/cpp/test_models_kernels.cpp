@@ -1,9 +1,11 @@
 // The custom CPU quantized matmul against mx::quantized_matmul (the reference), run in the same test.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include <mlx/mlx.h>
 
@@ -85,6 +87,30 @@ TEST_F(Kernels, QuantizedMatmulLargeShapesUseEveryThread) {
   check({8, 64, 19, 1027, 576, mx::bfloat16}, 10);
   check({5, 32, 1, 2051, 576, mx::float32}, 11);  // GGUF Q5_0/Q5_1/Q5_K as loaded
   check({5, 32, 11, 1027, 576, mx::float32}, 12);
+}
+
+TEST_F(Kernels, QuantizedMatmulPrefillRowsDequantizeThenMultiply) {
+  REQUIRE_KERNELS();
+  // From kQmmGemmRows rows on, the weight is dequantized (our AVX-512 unpacking, natural element order)
+  // and multiplied by BLAS: every format and scale type against MLX's own kernel, odd N and K groups.
+  uint64_t seed = 100;
+  const int M = mlxgp::kernels::kQmmGemmRows + 7;
+  for (int bits : {4, 5, 8})
+    for (int group : {32, 64})
+      for (auto dt : {mx::float32, mx::float16, mx::bfloat16}) check({bits, group, M, 67, 320, dt}, seed++);
+  // Twice the threshold; below AVX-512 the row kernel takes every size.
+  check({4, 32, 2 * mlxgp::kernels::kQmmGemmRows, 131, 192, mx::float32}, seed++);
+  ASSERT_TRUE(mlxgp::kernels::set_cpu_isa_cap("avx2"));
+  check({4, 32, M, 67, 192, mx::float16}, seed++);
+  mlxgp::kernels::set_cpu_isa_cap("avx512");
+  // Under a transform (training) the row kernel stays, so gradients never materialise the weight.
+  auto w = mx::random::normal({40, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(seed));
+  auto q = mx::quantize(w, 32, 4);
+  auto x = mx::random::normal({M, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(seed + 1));
+  auto loss = [&](auto f) { return mx::grad([f](const mx::array& a) { return mx::sum(mx::square(f(a))); })(x); };
+  auto got = loss([&](const mx::array& a) { return mlxgp::kernels::quantized_matmul(a, q[0], q[1], q[2], 32, 4); });
+  auto want = loss([&](const mx::array& a) { return mx::quantized_matmul(a, q[0], q[1], q[2], true, 32, 4); });
+  EXPECT_LE(rel_err(got, want), 1e-4f);
 }
 
 TEST_F(Kernels, QuantizedMatmulBatchedAndStridedInputs) {
@@ -215,9 +241,59 @@ TEST_F(Kernels, AttentionMatchesSdpaValuesAndGradients) {
       for (int i = 0; i < 3; ++i) EXPECT_LE(rel_err(got[i], want[i]), 1e-4f) << "gradient " << i;
     }
   }
-  // A single query (decode) and other dtypes use MLX's op.
+  // A single query (decode) goes to decode_attention instead.
   auto q1 = mx::random::normal({1, 6, 1, 16}), k1 = mx::random::normal({1, 2, 5, 16});
   EXPECT_FALSE(mlxgp::kernels::attention_supported(q1, k1, k1));
+}
+
+TEST_F(Kernels, DecodeAttentionMatchesSdpaOnCacheViews) {
+  REQUIRE_KERNELS();
+  // Keys and values as the KV cache hands them over: the first Tk positions of a larger buffer (a strided
+  // view), GQA with 3 and 1 query heads per KV head, head sizes 64 and 8, key counts not a multiple of 8.
+  struct C {
+    int B, hq, hk, d, tk;
+  };
+  for (auto c : {C{1, 9, 3, 64, 1}, C{3, 9, 3, 64, 37}, C{2, 4, 4, 8, 13}}) {
+    SCOPED_TRACE("B=" + std::to_string(c.B) + " Hq=" + std::to_string(c.hq) + " D=" + std::to_string(c.d) +
+                 " Tk=" + std::to_string(c.tk));
+    auto q = mx::random::normal({c.B, c.hq, 1, c.d}, mx::float32, 0.0f, 1.0f, mx::random::key(51 + c.tk));
+    auto kbuf = mx::random::normal({c.B, c.hk, c.tk + 11, c.d}, mx::float32, 0.0f, 1.0f, mx::random::key(52));
+    auto vbuf = mx::random::normal({c.B, c.hk, c.tk + 11, c.d}, mx::float32, 0.0f, 1.0f, mx::random::key(53));
+    auto k = mx::slice(kbuf, {0, 0, 0, 0}, {c.B, c.hk, c.tk, c.d});
+    auto v = mx::slice(vbuf, {0, 0, 0, 0}, {c.B, c.hk, c.tk, c.d});
+    ASSERT_TRUE(mlxgp::kernels::decode_attention_supported(q, k, v));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
+    auto ref = mx::fast::scaled_dot_product_attention(q, k, v, scale, "");
+    EXPECT_LE(rel_err(mlxgp::kernels::attention(q, k, v, scale, true), ref), 2e-6f);
+    EXPECT_LE(rel_err(mlxgp::kernels::decode_attention(q, k, v, scale), ref), 2e-6f);
+    // Left-padded rows: row b sees keys from key_start[b] on (a start past the end keeps the last key).
+    std::vector<int> starts;
+    for (int b = 0; b < c.B; ++b) starts.push_back(b == 2 ? c.tk + 5 : b * c.tk / 3);
+    auto j = mx::reshape(mx::arange(c.tk, mx::int32), {1, 1, 1, c.tk});
+    std::vector<int> clamped;
+    for (int s : starts) clamped.push_back(std::min(s, c.tk - 1));
+    auto mask = mx::greater_equal(j, mx::array(clamped.data(), {c.B, 1, 1, 1}, mx::int32));
+    auto masked_ref = mx::fast::scaled_dot_product_attention(q, k, v, scale, "array", mask);
+    auto got = mlxgp::kernels::attention(q, k, v, scale, true, starts);
+    EXPECT_LE(rel_err(got, masked_ref), 2e-6f);
+    auto grads = [&](auto f) {
+      return mx::grad([f](const std::vector<mx::array>& p) { return mx::sum(mx::square(f(p[0], p[1], p[2]))); },
+                      std::vector<int>{0, 1, 2})(std::vector<mx::array>{q, k, v});
+    };
+    auto g_ours = grads([&](const mx::array& a, const mx::array& b, const mx::array& cc) {
+      return mlxgp::kernels::decode_attention(a, b, cc, scale, starts);
+    });
+    auto g_ref = grads([&](const mx::array& a, const mx::array& b, const mx::array& cc) {
+      return mx::fast::scaled_dot_product_attention(a, b, cc, scale, "array", mask);
+    });
+    for (int i = 0; i < 3; ++i) EXPECT_LE(rel_err(g_ours[i], g_ref[i]), 1e-4f) << "gradient " << i;
+  }
+  // Head sizes off the 8-float vector width and other dtypes stay on MLX's op.
+  EXPECT_FALSE(mlxgp::kernels::decode_attention_supported(mx::zeros({1, 2, 1, 12}), mx::zeros({1, 2, 3, 12}),
+                                                          mx::zeros({1, 2, 3, 12})));
+  EXPECT_FALSE(mlxgp::kernels::decode_attention_supported(mx::zeros({1, 2, 1, 8}, mx::bfloat16),
+                                                          mx::zeros({1, 2, 3, 8}, mx::bfloat16),
+                                                          mx::zeros({1, 2, 3, 8}, mx::bfloat16)));
 }
 
 TEST_F(Kernels, RopeMatchesMlxValuesAndGradients) {

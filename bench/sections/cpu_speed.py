@@ -1,0 +1,149 @@
+"""CPU decode and prefill against llama.cpp on the same GGUF files (issue: CPU speed at the memory-bandwidth
+limit). Batch 1, greedy, EOS ignored, same prompt ids, same threads (all cores), engines interleaved, as in
+the generation section. Decode is also set against the machine's read bandwidth: every decoded token
+streams the whole weight file once, so bandwidth / file size bounds decode tok/s. Long prompts (512, 2k
+and 8k tokens) give prefill rates where attention over the prompt matters."""
+import dataclasses
+import sys
+
+from common import DEFAULT_GGUF, HF_F32_DIR, ROOT
+from prompt import prompt_ids
+from runner import RunError, run_json
+
+from . import Context, Table, section
+from .generation import ENGINES, Config, Engine, _fmt, _measure, _worker
+from .plotting import save_plot
+
+ENGINES.setdefault("llama.cpp", Engine("llama.cpp", _worker("llama_cpp_worker.py")))
+
+FTYPES = ("Q4_0", "Q8_0", "Q4_K_M")  # made from the default Q4_1 file by llama.cpp's own quantizer
+LONG_PROMPTS = (512, 2048, 8190)  # 8190 + 2 new tokens fill SmolLM2's 8192 positions
+PLOT = ROOT / "docs" / "cpu_speed.png"
+BOUND_TARGET = 0.70  # of the bandwidth bound (issue)
+RATIO_TARGET = 1.5  # over llama.cpp, decode and prefill (issue)
+
+
+def _files(table: Table) -> dict[str, object]:
+    files = {"Q4_1": DEFAULT_GGUF}
+    sys.path.insert(0, str(ROOT))
+    try:
+        from tests.refs import gguf_quant
+
+        files.update({f: gguf_quant.cached_quantized(DEFAULT_GGUF, f) for f in FTYPES})
+    except (OSError, RuntimeError, ImportError) as e:
+        table.failures.append(f"llama.cpp quantizer unavailable: {e}")
+    return files
+
+
+def _bandwidth(ctx: Context, table: Table) -> float | None:
+    try:
+        doc = run_json([str(ctx.python), str(ROOT / "bench" / "workers" / "bandwidth_worker.py")], 300).doc
+        return float(doc["gb_per_s"])
+    except (RunError, KeyError, TypeError, ValueError) as e:
+        table.failures.append(f"bandwidth measurement: {e}")
+        return None
+
+
+def _pct(x: float | None, bound: float | None) -> str:
+    return "n/a" if not x or not bound else f"{100 * x / bound:.0f}%"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def _met(r: float | None, target: float) -> str:
+    return "not measured" if r is None else f"{r:.2f}x, {'met' if r >= target else 'NOT met'}"
+
+
+def _plot(ctx: Context, decode: dict[str, dict[str, float | None]], bounds: dict[str, float | None]) -> str:
+    def draw(plt) -> None:
+        files = list(decode)
+        _, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+        width = 0.38
+        for i, engine in enumerate(("mlxgp", "llama.cpp")):
+            xs = [j + (i - 0.5) * width for j in range(len(files))]
+            ax.bar(xs, [decode[f].get(engine) or 0 for f in files], width, label=engine)
+        ax.scatter(range(len(files)), [bounds.get(f) or 0 for f in files], marker="_", s=900, color="black",
+                   label="bandwidth bound")
+        ax.set_xticks(range(len(files)), files)
+        ax.set_ylabel("decode tok/s (batch 1)")
+        ax.set_title("Decode on the CPU, SmolLM2-135M GGUF files")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+
+    return save_plot(ctx, PLOT, draw, "Plot of decode tok/s per engine and file, with the bandwidth bound: "
+                                      "![decode by file](cpu_speed.png)")
+
+
+@section("cpu_speed", "CPU decode and prefill against llama.cpp")
+def run(ctx: Context) -> list[Table]:
+    ids = prompt_ids(HF_F32_DIR / "tokenizer.json")
+    main = Table(title=f"Batch 1 on GGUF files: {len(ids)}-token prompt, {ctx.max_new_tokens} new tokens, "
+                       f"median of {ctx.repeats} runs",
+                 columns=["file", "engine", "file MB", "prefill tok/s", "decode tok/s", "bound tok/s",
+                          "% of bound", "mlxgp/llama.cpp prefill", "mlxgp/llama.cpp decode", "tokens = mlxgp"])
+    gbps = _bandwidth(ctx, main)
+    files = _files(main)
+    decode: dict[str, dict[str, float | None]] = {}
+    bounds: dict[str, float | None] = {}
+    for name, path in files.items():
+        cfg = Config(f"gguf-{name.lower()}", path, ["mlxgp", "llama.cpp"], "")
+        ctx.log(f"[cpu_speed] {cfg.name}: mlxgp, llama.cpp")
+        results = _measure(ctx, cfg, ids)
+        main.failures += [f"{e} on {cfg.name}: {m.error}" for e, m in results.items() if m.error]
+        mb = path.stat().st_size / 1e6
+        bound = gbps * 1e3 / mb if gbps else None
+        bounds[name] = bound
+        ours, theirs = results["mlxgp"], results["llama.cpp"]
+        decode[name] = {e: m.median("decode_tokens_per_s") for e, m in results.items()}
+        for engine, m in results.items():
+            if m.error:
+                continue
+            pre, dec = m.median("prefill_tokens_per_s"), m.median("decode_tokens_per_s")
+            same = "-"
+            if engine != "mlxgp" and ours.runs:
+                n = next((i for i, (a, b) in enumerate(zip(ours.token_ids, m.token_ids)) if a != b),
+                         min(len(ours.token_ids), len(m.token_ids)))
+                same = f"{n}/{len(ours.token_ids)}"
+            main.rows.append([
+                name, engine, f"{mb:,.0f}", _fmt(pre), _fmt(dec), _fmt(bound), _pct(dec, bound),
+                _met(_ratio(pre, theirs.median("prefill_tokens_per_s")), RATIO_TARGET) if engine == "mlxgp" else "-",
+                _met(_ratio(dec, theirs.median("decode_tokens_per_s")), RATIO_TARGET) if engine == "mlxgp" else "-",
+                same])
+    main.notes = [
+        f"Read bandwidth: {_fmt(gbps)} GB/s (bench/workers/bandwidth_worker.py: best pass of np.max over 1 GiB, "
+        "one thread per core). bound tok/s = bandwidth / file size: each decoded token reads every weight "
+        "once (the file is weights plus a few MB of tokenizer metadata, so the bound is slightly low). "
+        f"Target: mlxgp decode >= {BOUND_TARGET:.0%} of the bound and >= {RATIO_TARGET}x llama.cpp.",
+        "Files: Q4_1 is the default model as published; Q4_0, Q8_0 and Q4_K_M are llama.cpp's "
+        "llama_model_quantize of it (tests/refs/gguf_quant.py, cached by content). llama.cpp runs the same "
+        "file through its prebuilt CPU library (node-llama-cpp 3.21.1's libllama via ctypes, "
+        "bench/workers/llama_cpp_worker.py: one llama_decode for the prompt in ubatches of 512, one per "
+        "token, argmax), with as many threads as cores like mlxgp. Its kernels quantize activations to 8 "
+        "bits, so its tokens may part from mlxgp's fp32-activation ones (tokens = mlxgp).",
+    ]
+    main.notes.append(_plot(ctx, decode, bounds))
+
+    long = Table(title="Prefill of long prompts, batch 1, default GGUF (Q4_1), 2 new tokens, one run each",
+                 columns=["prompt tokens", "mlxgp prefill tok/s", "llama.cpp prefill tok/s", "mlxgp/llama.cpp",
+                          "mlxgp prefill s", "llama.cpp prefill s"])
+    once = dataclasses.replace(ctx, max_new_tokens=2, repeats=1)
+    for n in LONG_PROMPTS:
+        long_ids = (ids * (n // len(ids) + 1))[:n]
+        cfg = Config(f"q4_1-{n}", DEFAULT_GGUF, ["mlxgp", "llama.cpp"], "")
+        ctx.log(f"[cpu_speed] {n}-token prompt")
+        results = _measure(once, cfg, long_ids)
+        long.failures += [f"{e} on a {n}-token prompt: {m.error}" for e, m in results.items() if m.error]
+        rate = {e: m.median("prefill_tokens_per_s") for e, m in results.items()}
+        long.rows.append([n, _fmt(rate["mlxgp"]), _fmt(rate["llama.cpp"]),
+                          _met(_ratio(rate["mlxgp"], rate["llama.cpp"]), 1.0 if n > 4096 else RATIO_TARGET),
+                          _fmt(n / rate["mlxgp"] if rate["mlxgp"] else None),
+                          _fmt(n / rate["llama.cpp"] if rate["llama.cpp"] else None)])
+    long.notes = [
+        "The prompt is the generation prompt's ids repeated to length. prefill tok/s = prompt tokens / time to "
+        "the first new token. mlxgp prefills in chunks of 512 tokens (GenerationConfig prefill_chunk_size); "
+        "llama.cpp gets the whole prompt in one llama_decode, which it splits into ubatches of 512. Targets: "
+        f">= {RATIO_TARGET}x llama.cpp at 512 and 2k tokens, >= llama.cpp at 8k.",
+    ]
+    return [main, long]

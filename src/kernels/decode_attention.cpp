@@ -1,0 +1,232 @@
+// mlxgp::kernels::decode_attention: one query per head against the KV cache, as one CPU primitive.
+// The generic route builds about eight graph nodes per layer (scale, reshapes, two batched BLAS
+// products of a few rows each, a softmax) and MLX's CPU sdpa is the same fallback; at decode, graph
+// building and those small products cost more than the arithmetic. Here every (batch row, KV head)
+// task reads its keys and values once, straight from the cache's strided view, for all the query heads
+// that share them (GQA), with an AVX2 exp, on all threads.
+#include <algorithm>
+#include <cmath>
+#include <immintrin.h>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <vector>
+
+#include <mlx/mlx.h>
+#include <mlx/primitives.h>
+
+#include "kernels/cpu_task.h"
+#include "kernels/qmm_cpu.h"
+#include "kernels/row_major.h"
+#include "kernels/simd_exp.h"
+#include "kernels/thread_pool.h"
+#include "kernels/kernels.h"
+
+namespace mx = mlx::core;
+
+namespace mlxgp::kernels {
+
+namespace {
+
+struct DecodeArgs {
+  const float* q = nullptr;  // [B, Hq, D] row-major
+  const float* k = nullptr;  // element (b, h, j, d) at b * ks[0] + h * ks[1] + j * ks[2] + d
+  const float* v = nullptr;
+  int64_t ks[3] = {}, vs[3] = {};
+  float* out = nullptr;  // [B, Hq, D]
+  int Hq = 0, Hk = 0, Tk = 0, D = 0;
+  float scale = 1.0f;
+  const std::vector<int>* key_start = nullptr;
+};
+
+// Eight dot products' lanes summed into one vector of their eight totals (a hadd tree).
+MLXGP_SIMD_EXP_AVX2 inline __m256 reduce8x8(const __m256* a) {
+  const __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
+  const __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
+  const __m256 lo = _mm256_hadd_ps(h01, h23), hi = _mm256_hadd_ps(h45, h67);
+  return _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20), _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+// scores[j] = scale * q . k_j for keys [lo, Tk): eight keys at a time, each with its own accumulator.
+MLXGP_SIMD_EXP_AVX2 void score_keys(const float* q, const float* kb, int64_t kstride, int lo, int Tk, int D,
+                                    float scale, float* scores) {
+  const __m256 vscale = _mm256_set1_ps(scale);
+  int j = lo;
+  for (; j + 8 <= Tk; j += 8) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_ps();
+    for (int d = 0; d < D; d += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + d);
+      for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kb + (j + i) * kstride + d), acc[i]);
+    }
+    _mm256_storeu_ps(scores + j, _mm256_mul_ps(reduce8x8(acc), vscale));
+  }
+  for (; j < Tk; ++j) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int d = 0; d < D; d += 8)
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(kb + j * kstride + d), acc);
+    scores[j] = simd::hsum8(acc) * scale;
+  }
+}
+
+// s[lo:Tk) <- exp(s - max); returns 1 / sum.
+MLXGP_SIMD_EXP_AVX2 float exp_scores(float* s, int lo, int Tk) {
+  float m = -INFINITY;
+  for (int j = lo; j < Tk; ++j) m = std::max(m, s[j]);
+  const __m256 mv = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  int j = lo;
+  for (; j + 8 <= Tk; j += 8) {
+    const __m256 e = simd::exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
+    _mm256_storeu_ps(s + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float sum = simd::hsum8(acc);
+  for (; j < Tk; ++j) sum += s[j] = std::exp(s[j] - m);
+  return 1.0f / sum;
+}
+
+// o[d0, d0 + 8 W) = inv * sum_j p_j v_j[d0, ...), the W accumulators held in registers over the keys.
+template <int W>
+MLXGP_SIMD_EXP_AVX2 void weighted_values(const float* p, const float* vb, int64_t vstride, int lo, int Tk, int d0,
+                                         float inv, float* o) {
+  __m256 acc[W];
+  for (int c = 0; c < W; ++c) acc[c] = _mm256_setzero_ps();
+  for (int j = lo; j < Tk; ++j) {
+    const __m256 pj = _mm256_set1_ps(p[j]);
+    const float* vj = vb + j * vstride + d0;
+    for (int c = 0; c < W; ++c) acc[c] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * c), acc[c]);
+  }
+  const __m256 vinv = _mm256_set1_ps(inv);
+  for (int c = 0; c < W; ++c) _mm256_storeu_ps(o + d0 + 8 * c, _mm256_mul_ps(acc[c], vinv));
+}
+
+// softmax(scale * q_r . k_j) over keys [lo, Tk), then the weighted sum of v_j, for the `rep` query
+// heads of KV head h in batch row b. `scores` holds Tk floats.
+void decode_task(const DecodeArgs& a, int b, int h, float* scores) {
+  const int rep = a.Hq / a.Hk, D = a.D, Tk = a.Tk;
+  const int lo = a.key_start && !a.key_start->empty() ? std::clamp((*a.key_start)[b], 0, Tk - 1) : 0;
+  const float* kb = a.k + b * a.ks[0] + h * a.ks[1];
+  const float* vb = a.v + b * a.vs[0] + h * a.vs[1];
+  for (int r = 0; r < rep; ++r) {
+    const size_t row = static_cast<size_t>(b) * a.Hq + static_cast<size_t>(h) * rep + r;
+    score_keys(a.q + row * D, kb, a.ks[2], lo, Tk, D, a.scale, scores);
+    const float inv = exp_scores(scores, lo, Tk);
+    float* o = a.out + row * D;
+    int d0 = 0;
+    for (; d0 + 32 <= D; d0 += 32) weighted_values<4>(scores, vb, a.vs[2], lo, Tk, d0, inv, o);
+    for (; d0 < D; d0 += 8) weighted_values<1>(scores, vb, a.vs[2], lo, Tk, d0, inv, o);
+  }
+}
+
+// The cache hands us a slice of its buffer: rows of D contiguous floats at arbitrary outer strides.
+bool rows_contiguous(const mx::array& x) { return x.strides()[3] == 1; }
+
+void run_decode(const mx::array& q, const mx::array& k, const mx::array& v, mx::array& out, float scale,
+                const std::vector<int>& key_start) {
+  RowMajor<float> qr(q);
+  std::optional<RowMajor<float>> kc, vc;  // only when the last axis is strided (never from our caches)
+  DecodeArgs a;
+  a.Hq = q.shape(1);
+  a.Hk = k.shape(1);
+  a.Tk = k.shape(2);
+  a.D = q.shape(3);
+  a.q = qr.ptr;
+  a.out = out.data<float>();
+  a.scale = scale;
+  a.key_start = &key_start;
+  auto view = [](const mx::array& x, std::optional<RowMajor<float>>& copy, const float*& p, int64_t* st) {
+    if (rows_contiguous(x)) {
+      p = x.data<float>();
+      for (int i = 0; i < 3; ++i) st[i] = x.strides()[i];
+      return;
+    }
+    copy.emplace(x);
+    p = copy->ptr;
+    st[2] = x.shape(3);
+    st[1] = st[2] * x.shape(2);
+    st[0] = st[1] * x.shape(1);
+  };
+  view(k, kc, a.k, a.ks);
+  view(v, vc, a.v, a.vs);
+  const int B = q.shape(0), tasks = B * a.Hk, rep = a.Hq / a.Hk;  // rep: work per task
+  parallel_rows(tasks, a.Tk * a.D * rep * 2, [&](int t0, int t1) {
+    std::vector<float> scores(a.Tk);
+    for (int t = t0; t < t1; ++t) decode_task(a, t / a.Hk, t % a.Hk, scores.data());
+  });
+}
+
+// The same function in MLX ops, for gradients (decode is not trained through, but transforms must work).
+mx::array reference(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
+                    const std::vector<int>& key_start) {
+  const int B = q.shape(0), hq = q.shape(1), d = q.shape(3), hk = k.shape(1), tk = k.shape(2);
+  auto qs = mx::reshape(mx::multiply(q, mx::array(scale)), {B, hk, hq / hk, d});
+  auto s = mx::matmul(qs, mx::swapaxes(k, -1, -2));  // [B, Hk, rep, Tk]
+  if (!key_start.empty()) {
+    auto start = mx::array(key_start.data(), {B, 1, 1, 1}, mx::int32);
+    auto visible =
+        mx::greater_equal(mx::reshape(mx::arange(tk, mx::int32), {1, 1, 1, tk}), mx::minimum(start, mx::array(tk - 1)));
+    s = mx::where(visible, s, mx::array(-INFINITY));
+  }
+  return mx::reshape(mx::matmul(mx::softmax(s, -1, true), v), {B, hq, 1, d});
+}
+
+class CpuDecodeAttention : public mx::UnaryPrimitive {
+ public:
+  CpuDecodeAttention(mx::Stream s, float scale, std::vector<int> key_start)
+      : mx::UnaryPrimitive(s), scale_(scale), key_start_(std::move(key_start)) {}
+
+  void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
+    enqueue_cpu(stream(), in, out, [&] {
+      return [q = mx::array::unsafe_weak_copy(in[0]), k = mx::array::unsafe_weak_copy(in[1]),
+              v = mx::array::unsafe_weak_copy(in[2]), o = mx::array::unsafe_weak_copy(out), scale = scale_,
+              starts = key_start_]() mutable { run_decode(q, k, v, o, scale, starts); };
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("[kernels] the custom decode attention runs on the CPU only");
+  }
+  const char* name() const override { return "MlxgpCpuDecodeAttention"; }
+
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    auto f = [this](const std::vector<mx::array>& in) {
+      return std::vector<mx::array>{reference(in[0], in[1], in[2], scale_, key_start_)};
+    };
+    auto grads = mx::vjp(f, primals, cotangents).second;
+    std::vector<mx::array> picked;
+    for (int i : argnums) picked.push_back(grads[i]);
+    return picked;
+  }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const CpuDecodeAttention*>(&other);
+    return o && o->scale_ == scale_ && o->key_start_ == key_start_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override { return {in[0].shape()}; }
+
+ private:
+  float scale_;
+  std::vector<int> key_start_;
+};
+
+}  // namespace
+
+bool decode_attention_supported(const mx::array& q, const mx::array& k, const mx::array& v) {
+  if (!available() || machine_isa() == Isa::portable || mx::default_device() != mx::Device::cpu) return false;
+  if (q.dtype() != mx::float32 || k.dtype() != mx::float32 || v.dtype() != mx::float32) return false;
+  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 || q.shape(2) != 1) return false;
+  const int hq = q.shape(1), hk = k.shape(1), d = q.shape(3);
+  return hk > 0 && hq % hk == 0 && d % 8 == 0 && k.shape(2) >= 1 && k.shape(3) == d && v.shape(3) == d &&
+         v.shape(1) == hk && v.shape(2) == k.shape(2) && q.shape(0) == k.shape(0) && v.shape(0) == k.shape(0);
+}
+
+mx::array decode_attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
+                           const std::vector<int>& key_start) {
+  if (!key_start.empty() && static_cast<int>(key_start.size()) != q.shape(0))
+    throw std::invalid_argument("[kernels] decode attention: one key start per batch entry");
+  return mx::array(q.shape(), mx::float32,
+                   std::make_shared<CpuDecodeAttention>(mx::default_stream(mx::Device::cpu), scale, key_start),
+                   {q, k, v});
+}
+
+}  // namespace mlxgp::kernels
