@@ -218,8 +218,10 @@ TEST_F(Kernels, SwiGluMatchesMlxValuesAndGradients) {
 
 TEST_F(Kernels, AttentionMatchesSdpaValuesAndGradients) {
   REQUIRE_KERNELS();
-  // GQA (6 query heads on 2 key heads), a prefill chunk on top of cached keys (Tk > Tq), odd sizes.
-  for (auto [tq, tk] : {std::pair{13, 13}, std::pair{7, 20}, std::pair{2, 9}}) {
+  // GQA (6 query heads on 2 key heads), a prefill chunk on top of cached keys (Tk > Tq), odd sizes; 40
+  // queries over 1200 keys are split into query blocks (36 + 4: scores kept near 2 MB, causal blocks
+  // multiplying only the keys they see).
+  for (auto [tq, tk] : {std::pair{13, 13}, std::pair{7, 20}, std::pair{2, 9}, std::pair{40, 1200}}) {
     SCOPED_TRACE("Tq=" + std::to_string(tq) + " Tk=" + std::to_string(tk));
     auto q = mx::random::normal({2, 6, tq, 16}, mx::float32, 0.0f, 1.0f, mx::random::key(31 + tq));
     auto k = mx::random::normal({2, 2, tk, 16}, mx::float32, 0.0f, 1.0f, mx::random::key(32 + tk));
@@ -240,6 +242,19 @@ TEST_F(Kernels, AttentionMatchesSdpaValuesAndGradients) {
       });
       for (int i = 0; i < 3; ++i) EXPECT_LE(rel_err(got[i], want[i]), 1e-4f) << "gradient " << i;
     }
+  }
+  // Query blocks of a left-padded batch: row 1's keys before 300 are hidden as well as the future ones.
+  {
+    const int tq = 40, tk = 1200;
+    auto q = mx::random::normal({2, 6, tq, 16}, mx::float32, 0.0f, 1.0f, mx::random::key(34));
+    auto k = mx::random::normal({2, 2, tk, 16}, mx::float32, 0.0f, 1.0f, mx::random::key(35));
+    auto v = mx::random::normal({2, 2, tk, 16}, mx::float32, 0.0f, 1.0f, mx::random::key(36));
+    std::vector<int> starts{0, 300};
+    auto kj = mx::reshape(mx::arange(tk, mx::int32), {1, 1, 1, tk});
+    auto mask = mx::logical_and(mx::greater_equal(kj, mx::array(starts.data(), {2, 1, 1, 1}, mx::int32)),
+                                mx::less_equal(kj, mx::reshape(mx::arange(tk - tq, tk, mx::int32), {1, 1, tq, 1})));
+    auto ref = mx::fast::scaled_dot_product_attention(q, k, v, 0.25f, "array", mask);
+    EXPECT_LE(rel_err(mlxgp::kernels::attention(q, k, v, 0.25f, true, starts), ref), 1e-5f);
   }
   // A single query (decode) goes to decode_attention instead.
   auto q1 = mx::random::normal({1, 6, 1, 16}), k1 = mx::random::normal({1, 2, 5, 16});
