@@ -157,23 +157,36 @@ MLXGP_AVX512 inline __m512i unpack16_5bit(const uint8_t* p) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(unpack8_5bit(p)), unpack8_5bit(p + 5), 1);
 }
 
-// 32 codes of one weight row from element k, dequantized: w0 the first 16 lanes of the prepared x layout
-// (4-bit: the even elements), w1 the other 16.
+// 32 codes of one weight row from element k as int32 lanes. NATURAL: in element order; otherwise in the
+// prepared x layout, where 4-bit codes come as the even elements then the odd ones (one nibble each).
+template <int BITS, bool NATURAL>
+MLXGP_AVX512 inline void codes32(const uint8_t* wb, int k, __m512i& c0, __m512i& c1) {
+  if constexpr (BITS == 4 && NATURAL) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k / 2));
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
+    c0 = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+    c1 = _mm512_cvtepu8_epi32(_mm_unpackhi_epi8(lo, hi));
+  } else if constexpr (BITS == 4) {
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k / 2)));
+    c0 = _mm512_and_si512(v, _mm512_set1_epi32(0xF));
+    c1 = _mm512_srli_epi32(v, 4);
+  } else if constexpr (BITS == 5) {
+    c0 = unpack16_5bit(wb + k / 8 * 5);
+    c1 = unpack16_5bit(wb + k / 8 * 5 + 10);
+  } else {
+    c0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k)));
+    c1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k + 16)));
+  }
+}
+
+// Those 32 codes dequantized (scale * q + bias), in the prepared x layout.
 template <int BITS>
 MLXGP_AVX512 inline void dequant32(const uint8_t* wb, int k, __m512 vs, __m512 vb, __m512& w0, __m512& w1) {
-  if constexpr (BITS == 4) {
-    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k / 2)));
-    w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v, _mm512_set1_epi32(0xF))), vs, vb);
-    w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4)), vs, vb);
-  } else if constexpr (BITS == 5) {
-    w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(unpack16_5bit(wb + k / 8 * 5)), vs, vb);
-    w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(unpack16_5bit(wb + k / 8 * 5 + 10)), vs, vb);
-  } else {
-    const __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k)));
-    const __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k + 16)));
-    w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v0), vs, vb);
-    w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v1), vs, vb);
-  }
+  __m512i c0, c1;
+  codes32<BITS, false>(wb, k, c0, c1);
+  w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0), vs, vb);
+  w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c1), vs, vb);
 }
 
 // MB activation rows times NB weight rows per pass: each dequantized weight vector is reused MB times and
@@ -244,30 +257,18 @@ void rows_x86(const QmmArgs& a, const float* xp, int n0, int n1, Isa isa) {
   });
 }
 
-// One weight row in natural order: 32 codes at a time (4-bit: two nibbles per byte interleaved back).
+// One weight row in natural order, 32 codes at a time.
 template <int BITS, ScaleType ST>
 MLXGP_AVX512 void dequant_row_avx512(const QmmArgs& a, int n, float* out) {
   const int groups = a.K / a.group_size;
   const uint8_t* wb = reinterpret_cast<const uint8_t*>(a.w) + static_cast<size_t>(n) * a.K * BITS / 8;
-  const __m128i low4 = _mm_set1_epi8(0x0F);
   for (int g = 0; g < groups; ++g) {
     const size_t gi = static_cast<size_t>(n) * groups + g;
     const __m512 vs = _mm512_set1_ps(scale_at<ST>(a.scales, gi));
     const __m512 vb = _mm512_set1_ps(scale_at<ST>(a.biases, gi));
     for (int k = g * a.group_size; k < (g + 1) * a.group_size; k += 32) {
       __m512i c0, c1;
-      if constexpr (BITS == 4) {
-        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k / 2));
-        const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
-        c0 = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
-        c1 = _mm512_cvtepu8_epi32(_mm_unpackhi_epi8(lo, hi));
-      } else if constexpr (BITS == 5) {
-        c0 = unpack16_5bit(wb + k / 8 * 5);
-        c1 = unpack16_5bit(wb + k / 8 * 5 + 10);
-      } else {
-        c0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k)));
-        c1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k + 16)));
-      }
+      codes32<BITS, true>(wb, k, c0, c1);
       _mm512_storeu_ps(out + k, _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0), vs, vb));
       _mm512_storeu_ps(out + k + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(c1), vs, vb));
     }

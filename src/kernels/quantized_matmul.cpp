@@ -44,24 +44,34 @@ const void* scale_data(const mx::array& a, std::vector<uint32_t>& c32, std::vect
   return c16.data();
 }
 
+// The packed weight's half of QmmArgs (w, scales, biases and their format), with the row-major copies
+// it may need kept alive alongside.
+struct PackedWeight {
+  RowMajor<uint32_t> w;
+  std::vector<uint32_t> s32, b32;
+  std::vector<uint16_t> s16, b16;
+  PackedWeight(const mx::array& wq, const mx::array& scales, const mx::array& biases, int group_size, int bits,
+               QmmArgs& a)
+      : w(wq) {
+    a.N = wq.shape(0);
+    a.K = static_cast<int>(wq.shape(1) * 32 / bits);
+    a.w = w.ptr;
+    a.scales = scale_data(scales, s32, s16);
+    a.biases = scale_data(biases, b32, b16);
+    a.scale_type = scale_type(scales.dtype());
+    a.group_size = group_size;
+    a.bits = bits;
+  }
+};
+
 void run_qmm(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases, mx::array& out,
              int group_size, int bits) {
   RowMajor<float> xr(x);
-  RowMajor<uint32_t> wr(w);
-  std::vector<uint32_t> s32, b32;
-  std::vector<uint16_t> s16, b16;
   QmmArgs a;
-  a.K = x.shape(-1);
+  PackedWeight packed(w, scales, biases, group_size, bits, a);
   a.M = static_cast<int>(x.size() / a.K);
-  a.N = w.shape(0);
   a.x = xr.ptr;
-  a.w = wr.ptr;
-  a.scales = scale_data(scales, s32, s16);
-  a.biases = scale_data(biases, b32, b16);
-  a.scale_type = scale_type(scales.dtype());
   a.out = out.data<float>();
-  a.group_size = group_size;
-  a.bits = bits;
   if (a.M == 0 || a.N == 0) return;
 
   const Isa isa = detect_isa();
@@ -72,18 +82,8 @@ void run_qmm(const mx::array& x, const mx::array& w, const mx::array& scales, co
 
 void run_dequantize(const mx::array& w, const mx::array& scales, const mx::array& biases, mx::array& out,
                     int group_size, int bits) {
-  RowMajor<uint32_t> wr(w);
-  std::vector<uint32_t> s32, b32;
-  std::vector<uint16_t> s16, b16;
   QmmArgs a;
-  a.N = w.shape(0);
-  a.K = static_cast<int>(w.shape(1) * 32 / bits);
-  a.w = wr.ptr;
-  a.scales = scale_data(scales, s32, s16);
-  a.biases = scale_data(biases, b32, b16);
-  a.scale_type = scale_type(scales.dtype());
-  a.group_size = group_size;
-  a.bits = bits;
+  PackedWeight packed(w, scales, biases, group_size, bits, a);
   const Isa isa = detect_isa();
   float* o = out.data<float>();
   parallel_rows(a.N, a.K, [&](int n0, int n1) { dequantize_rows(a, o, n0, n1, isa); });

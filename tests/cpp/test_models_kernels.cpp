@@ -303,6 +303,16 @@ TEST_F(Kernels, DecodeAttentionMatchesSdpaOnCacheViews) {
     });
     for (int i = 0; i < 3; ++i) EXPECT_LE(rel_err(g_ours[i], g_ref[i]), 1e-4f) << "gradient " << i;
   }
+  // Keys and values whose last axis is strided (a transposed view) are copied row-major first.
+  {
+    auto q = mx::random::normal({1, 4, 1, 16}, mx::float32, 0.0f, 1.0f, mx::random::key(57));
+    auto kt = mx::random::normal({1, 2, 16, 21}, mx::float32, 0.0f, 1.0f, mx::random::key(58));
+    auto vt = mx::random::normal({1, 2, 16, 21}, mx::float32, 0.0f, 1.0f, mx::random::key(59));
+    auto k = mx::swapaxes(kt, 2, 3), v = mx::swapaxes(vt, 2, 3);
+    ASSERT_TRUE(mlxgp::kernels::decode_attention_supported(q, k, v));
+    auto ref = mx::fast::scaled_dot_product_attention(q, k, v, 0.25f, "");
+    EXPECT_LE(rel_err(mlxgp::kernels::decode_attention(q, k, v, 0.25f), ref), 2e-6f);
+  }
   // Head sizes off the 8-float vector width and other dtypes stay on MLX's op.
   EXPECT_FALSE(mlxgp::kernels::decode_attention_supported(mx::zeros({1, 2, 1, 12}), mx::zeros({1, 2, 3, 12}),
                                                           mx::zeros({1, 2, 3, 12})));
