@@ -44,9 +44,9 @@ def run(ctx: Context) -> list[Table]:
         table.notes.append(f"{f} tensors: " + ", ".join(f"{n} {t}" for t, n in sorted(counts.items())))
     table.notes.append(
         f"{len(ids)}-token prompt. The K-quant files are llama.cpp's llama_model_quantize (commit 5b4ebc5) "
-        "applied to the default Q4_1 file (allow_requantize). mlxgp keeps Q5_0/Q5_1/Q4_K/Q5_K/Q8_0 as MLX "
-        "affine group-32 weights (its AVX2/AVX-512 kernel, 5-bit codes included) and Q6_K as llama.cpp "
-        "blocks (a tile-dequantizing kernel). llama.cpp runs the same file through libllama (ctypes, "
+        "applied to the default Q4_1 file (allow_requantize). On an AVX-512 CPU mlxgp keeps every block type "
+        "as stored and multiplies it with its fused block kernel (src/kernels/ggml_rows.cpp); elsewhere the "
+        "affine-compatible types become MLX affine group-32 weights. llama.cpp runs the same file through libllama (ctypes, "
         "bench/workers/llama_cpp_worker.py: one llama_decode for the prompt, then one per token, argmax "
         "of the logits, as many threads as cores like mlxgp); its own kernels quantize activations to "
         "8 bits, so its tokens may part from the fp32-activation engines'. mlx-lm cannot read K-quant GGUF "

@@ -2,10 +2,12 @@
 // metadata counts, typed key/values, tensor infos, aligned data), then each tensor read from the file
 // ourselves (MLX's loader expands every llama.cpp type but Q4_0/Q4_1/Q4_K/Q8_0 to float16, and rounds
 // Q4_K's scales to float16). Block formats are stored without widening to 16 bits:
-// - affine ones (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K) as MLX affine triples with group 32
-//   (uint32 codes packed little-endian, bits per value 4, 5 or 8; float32 scales and biases);
-// - Q2_K, Q3_K, Q6_K (16-value sub-blocks) as their raw blocks, uint8 [rows, row bytes], with a
-//   `<name>.ggml_type` scalar telling layers::Linear to run kernels::ggml_matmul on them.
+// - as their raw blocks, uint8 [rows, row bytes], with a `<name>.ggml_type` scalar telling
+//   layers::Linear to run kernels::ggml_matmul on them: Q2_K, Q3_K, Q6_K (16-value sub-blocks) always,
+//   and every other block type where that kernel runs fused (keep_as_blocks), so resident weights are
+//   the file's bytes;
+// - elsewhere, the affine ones (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K) as MLX affine triples with
+//   group 32 (uint32 codes packed little-endian, bits per value 4, 5 or 8; float32 scales and biases).
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -18,6 +20,7 @@
 
 #include "io/checkpoint_files.h"
 #include "kernels/ggml_blocks.h"
+#include "kernels/ggml_rows.h"
 #include "mlxgp/error.h"
 
 namespace mx = mlx::core;
@@ -264,20 +267,31 @@ void add_tensor(std::unordered_map<std::string, mx::array>& out, const std::stri
   if (!out.emplace(name, std::move(a)).second) fail("gguf", "duplicate tensor name '" + name + "'");
 }
 
+// Where our fused kernel multiplies a format as stored (an AVX-512 CPU as the default device), affine
+// formats stay blocks too: the file's bytes are the resident bytes (the affine triples' fp32 scales
+// and biases add 1.2-1.3x), and the products are as fast. Elsewhere (GPU, other CPUs) MLX's affine
+// quantized matmul is the fast path. Stacked expert tensors (3-D) stay affine for MLX's gather_qmm.
+bool keep_as_blocks(const Info& t) {
+  return t.info->storage == Storage::blocks ||
+         (t.info->storage == Storage::affine && t.shape.size() == 2 && mx::default_device() == mx::Device::cpu &&
+          k::ggml_simd_supported(t.type));
+}
+
 void load_tensor(Walker& w, const Info& t, uint64_t data_start, std::unordered_map<std::string, mx::array>& out) {
   w.seek(data_start + t.offset);
   const TypeInfo& ti = *t.info;
-  if (ti.storage == Storage::dense || ti.storage == Storage::blocks) {
+  const bool blocks = keep_as_blocks(t);
+  if (ti.storage == Storage::dense || blocks) {
     mx::Shape shape = t.shape;
     mx::Dtype dtype = ti.dtype;
-    if (ti.storage == Storage::blocks) {
+    if (blocks) {
       shape.back() = static_cast<int>(t.bytes / (t.numel / t.shape.back()));
       dtype = mx::uint8;
     }
     mx::array a(mx::allocator::malloc(t.bytes), shape, dtype);
     w.bytes(a.data<uint8_t>(), t.bytes);
     add_tensor(out, t.name, std::move(a));
-    if (ti.storage == Storage::blocks) {
+    if (blocks) {
       auto base = t.name.ends_with(".weight") ? t.name.substr(0, t.name.size() - 7) : t.name;
       add_tensor(out, base + ".ggml_type", mx::array(t.type, mx::uint32));
     }

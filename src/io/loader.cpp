@@ -11,6 +11,8 @@
 
 #include "io/checkpoint_files.h"
 #include "io/gguf_model.h"
+#include "kernels/ggml_blocks.h"
+#include "kernels/kernels.h"
 #include "mlxgp/error.h"
 #include "mlxgp/paths.h"
 
@@ -46,6 +48,20 @@ void apply_dtype(WeightMap& w, std::optional<mx::Dtype> dtype, int group_size) {
   for (auto& [k, v] : w)
     if (k.size() > 7 && k.ends_with(".scales")) quantized.push_back(k.substr(0, k.size() - 7));
   if (dtype) {
+    // llama.cpp blocks kept as stored (GGUF) are expanded as well: a float dtype means float weights.
+    std::vector<std::string> tagged;
+    for (auto& [k, v] : w)
+      if (k.ends_with(".ggml_type")) tagged.push_back(k.substr(0, k.size() - 10));
+    for (auto& base : tagged) {
+      auto wi = w.find(base + ".weight");
+      const auto type = mx::astype(w.at(base + ".ggml_type"), mx::uint32).item<uint32_t>();
+      const auto block = kernels::ggml_block(type);
+      if (wi == w.end() || wi->second.ndim() != 2 || block.bytes == 0 || wi->second.shape(1) % block.bytes != 0)
+        fail("model", "llama.cpp block tensor '" + base + ".weight' does not hold whole blocks");
+      const int in = wi->second.shape(1) / block.bytes * block.elements;
+      wi->second = mx::astype(kernels::ggml_dequantize(wi->second, type, in), *dtype);
+      w.erase(base + ".ggml_type");
+    }
     for (auto& base : quantized) {
       auto wi = w.find(base + ".weight");
       auto bi = w.find(base + ".biases");

@@ -84,16 +84,8 @@ BLOCK_FN void q3_k(const uint8_t* b, float* y) {  // hmask[32]; qs[64]; scales[1
   const uint8_t* hm = b;
   const uint8_t* q = b + 32;
   const float d_all = f16(b + 108);
-  // The 16 6-bit scales, unpacked as ggml-quants.c does (kmask1/kmask2).
-  uint32_t aux[4];
-  std::memcpy(aux, b + 96, 12);
-  const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f, tmp = aux[2];
-  aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4);
-  aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4);
-  aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4);
-  aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4);
   int8_t scales[16];
-  std::memcpy(scales, aux, 16);
+  unpack_q3_k_scales(b + 96, scales);
   int is = 0;
   uint8_t m = 1;
   for (int n = 0; n < 256; n += 128) {
@@ -185,6 +177,19 @@ float half_to_float(uint16_t h) {
 }
 
 float half_at(const uint8_t* p) { return f16(p); }
+
+void unpack_q3_k_scales(const uint8_t* packed, int8_t* scales) {
+  // ggml-quants.c's kmask1/kmask2 unpacking: scale j's low 4 bits are nibble j of the first 8 bytes,
+  // its top 2 bits a 2-bit field of the last 4.
+  uint32_t aux[4];
+  std::memcpy(aux, packed, 12);
+  const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f, tmp = aux[2];
+  aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4);
+  aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4);
+  aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4);
+  aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4);
+  std::memcpy(scales, aux, 16);
+}
 
 void scale_min_k4(int j, const uint8_t* q, uint8_t& d, uint8_t& m) {
   if (j < 4) {

@@ -39,6 +39,9 @@ void dequantize_ggml_row(uint32_t type, const uint8_t* src, float* dst, int64_t 
 float half_to_float(uint16_t h);
 float half_at(const uint8_t* p);
 
+// The 16 6-bit scales of a Q3_K block (offset 32 not yet removed) from its 12 packed scale bytes.
+void unpack_q3_k_scales(const uint8_t* packed, int8_t* scales);
+
 // get_scale_min_k4 (ggml-quants.c): the 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K
 // block, from its 12 packed scale bytes q.
 void scale_min_k4(int j, const uint8_t* q, uint8_t& d, uint8_t& m);

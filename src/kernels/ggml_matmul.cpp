@@ -16,6 +16,7 @@
 #include "kernels/cpu_task.h"
 #include "kernels/dense_cpu.h"
 #include "kernels/ggml_blocks.h"
+#include "kernels/ggml_rows.h"
 #include "kernels/row_major.h"
 #include "kernels/thread_pool.h"
 #include "kernels/kernels.h"
@@ -37,6 +38,18 @@ void run_ggml_matmul(const mx::array& x, const mx::array& w, mx::array& out, uin
   if (M == 0 || N == 0) return;
   AlignedVector<float> xa;
   const float* x_rows = aligned_copy(xr.ptr, static_cast<size_t>(M) * K, xa);
+  if (ggml_simd_supported(type)) {
+    GgmlRowsArgs a;
+    a.x = x_rows;
+    a.w = wr.ptr;
+    a.out = out.data<float>();
+    a.M = M;
+    a.N = N;
+    a.K = K;
+    a.row_bytes = row_bytes;
+    parallel_rows(N, K * M, [&](int n0, int n1) { ggml_rows(type, a, n0, n1); });
+    return;
+  }
   const Isa isa = available() ? detect_isa() : Isa::portable;
   parallel_rows(N, K * M, [&](int n0, int n1) {
     AlignedVector<float> tile(static_cast<size_t>(kTileRows) * K);
@@ -62,6 +75,10 @@ void run_ggml_dequantize(const mx::array& w, mx::array& out, uint32_t type) {
   const int rows = static_cast<int>(w.size() / w.shape(-1)), K = out.shape(-1);
   const size_t row_bytes = w.shape(-1);
   float* o = out.data<float>();
+  if (ggml_simd_supported(type)) {
+    parallel_rows(rows, K, [&](int r0, int r1) { ggml_dequantize_rows(type, wr.ptr, row_bytes, K, o, r0, r1); });
+    return;
+  }
   parallel_rows(rows, K, [&](int r0, int r1) {
     for (int r = r0; r < r1; ++r) dequantize_ggml_row(type, wr.ptr + r * row_bytes, o + static_cast<size_t>(r) * K, K);
   });
@@ -164,8 +181,11 @@ mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type) {
   check_blocks(w, type, K);
   if (w.ndim() != 2) throw std::invalid_argument("[kernels] llama.cpp block matmul needs a 2-D weight");
   const int64_t M = K ? static_cast<int64_t>(x.size() / K) : 0;
-  // Prefill-sized products and other devices: dequantize once and let BLAS / the device multiply.
-  if (mx::default_device() != mx::Device::cpu || M > kLinearMaxRows) {
+  // Prefill-sized products and other devices: dequantize once and let BLAS / the device multiply. The
+  // fused SIMD kernel reads each weight once per 8 rows, so it keeps batches up to the affine kernel's
+  // GEMM threshold; the tile route dequantizes per call and keeps only decode-sized ones.
+  const int64_t max_rows = ggml_simd_supported(type) ? kQmmGemmRows - 1 : kLinearMaxRows;
+  if (mx::default_device() != mx::Device::cpu || M > max_rows) {
     auto wd = ggml_dequantize(w, type, K);
     if (x.dtype() != mx::float32) wd = mx::astype(wd, x.dtype());
     return linear(x, wd);

@@ -9,6 +9,7 @@
 #include <mlx/mlx.h>
 #include <nlohmann/json.hpp>
 
+#include "kernels/ggml_blocks.h"
 #include "mlxgp/error.h"
 #include "mlxgp/safetensors_io.h"
 
@@ -67,6 +68,12 @@ std::vector<std::string> add_lora(Model& model, const LoraConfig& c) {
         for (int group : {32, 64, 128})
           if ((cols * 32) % bits == 0 && (cols * 32) / bits == groups * group && in == 0) in = groups * group;
       if (in == 0) fail("lora", "cannot infer the input size of quantized '" + prefix + "'");
+    } else if (auto t = params.find(prefix + ".ggml_type"); t != params.end()) {
+      // llama.cpp blocks as stored (GGUF): weight [out, row bytes] uint8.
+      const auto block = kernels::ggml_block(mx::astype(t->second, mx::uint32).item<uint32_t>());
+      if (block.bytes == 0 || w.shape(1) % block.bytes != 0)
+        fail("lora", "cannot infer the input size of quantized '" + prefix + "'");
+      in = w.shape(1) / block.bytes * block.elements;
     }
     // peft: A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0.
     const float bound = 1.0f / std::sqrt(static_cast<float>(in));
@@ -89,7 +96,7 @@ void merge_lora(Model& model) {
   for (auto& name : names) {
     if (!ends_with(name, kA)) continue;
     auto prefix = name.substr(0, name.size() - kA.size());
-    if (params.count(prefix + ".scales"))
+    if (params.count(prefix + ".scales") || params.count(prefix + ".ggml_type"))
       fail("lora", "cannot merge into quantized '" + prefix + "': load the base model with a float dtype");
     const auto& w = params.at(prefix + ".weight");
     auto delta = mx::multiply(mx::matmul(params.at(prefix + kB), params.at(name)), params.at(prefix + kScale));

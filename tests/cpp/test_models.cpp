@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "kernels/ggml_blocks.h"
+#include "kernels/ggml_rows.h"
 #include "mlxgp/loader.h"
 #include "mlxgp/paths.h"
 #include "test_models_util.h"
@@ -224,9 +226,17 @@ TEST(LoadErrors, DefaultModelLoadsWhenInstalled) {
   EXPECT_TRUE(c.tie_word_embeddings);
   EXPECT_FLOAT_EQ(c.rope_theta, 100000.0f);
   ASSERT_NE(m.tokenizer, nullptr);
-  // Quantized weights stay packed by default.
-  EXPECT_EQ(m.model->parameters().at("model.layers.0.self_attn.q_proj.weight").dtype(), mx::uint32);
-  EXPECT_TRUE(m.model->parameters().count("model.layers.0.self_attn.q_proj.scales"));
+  // Quantized weights stay packed by default: llama.cpp's Q4_1 blocks as stored where the fused block
+  // kernel runs (AVX-512), MLX affine triples elsewhere.
+  const auto& q = m.model->parameters().at("model.layers.0.self_attn.q_proj.weight");
+  if (mlxgp::kernels::ggml_simd_supported(mlxgp::kernels::kGgmlQ4_1)) {
+    EXPECT_EQ(q.dtype(), mx::uint8);
+    EXPECT_EQ(q.shape(1), 576 / 32 * 20);  // 20-byte blocks of 32 values
+    EXPECT_TRUE(m.model->parameters().count("model.layers.0.self_attn.q_proj.ggml_type"));
+  } else {
+    EXPECT_EQ(q.dtype(), mx::uint32);
+    EXPECT_TRUE(m.model->parameters().count("model.layers.0.self_attn.q_proj.scales"));
+  }
   // Truncating the real file anywhere in its data is caught before MLX reads it.
   TempDir t;
   const std::string data = read_file(path);

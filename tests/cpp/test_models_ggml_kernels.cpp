@@ -1,15 +1,18 @@
-// llama.cpp block formats kept as stored (kernels::ggml_matmul / ggml_dequantize): the tiled CPU
-// kernel against dequantize-then-matmul, and the row dequantizers on hand-computed blocks.
+// llama.cpp block formats kept as stored (kernels::ggml_matmul / ggml_dequantize): the AVX-512 decoders
+// (ggml_rows.cpp) and the tiled fallback against the scalar port of ggml-quants.c, and that port on
+// hand-computed blocks.
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include <mlx/mlx.h>
 
 #include "kernels/ggml_blocks.h"
 #include "kernels/kernels.h"
+#include "kernels/qmm_cpu.h"
 #include "test_models_util.h"
 
 namespace mx = mlx::core;
@@ -56,6 +59,23 @@ float max_rel(const mx::array& a, const mx::array& b) {
   return d / (mx::max(mx::abs(b)).item<float>() + 1e-30f);
 }
 
+// The scalar reference (dequantize_ggml_row, ggml-quants.c's loops) of every row of w.
+mx::array scalar_dequantize(const mx::array& w, uint32_t type, int K) {
+  const int rows = w.shape(0), row_bytes = w.shape(1);
+  std::vector<float> out(static_cast<size_t>(rows) * K);
+  const uint8_t* p = w.data<uint8_t>();
+  for (int r = 0; r < rows; ++r) k::dequantize_ggml_row(type, p + static_cast<size_t>(r) * row_bytes, &out[r * K], K);
+  return mx::array(out.data(), {rows, K}, mx::float32);
+}
+
+// The ISAs whose kernels this machine runs: AVX-512 takes the fused decoders, AVX2 the tiled route.
+std::vector<k::Isa> machine_isas() {
+  std::vector<k::Isa> v;
+  if (k::machine_isa() == k::Isa::avx512) v.push_back(k::Isa::avx512);
+  if (k::machine_isa() != k::Isa::portable) v.push_back(k::Isa::avx2);
+  return v;
+}
+
 const uint32_t kAllTypes[] = {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0,
                               k::kGgmlQ2_K, k::kGgmlQ3_K, k::kGgmlQ4_K, k::kGgmlQ5_K, k::kGgmlQ6_K};
 
@@ -65,18 +85,44 @@ class GgmlKernels : public mlxgp::testing::CpuDefaultDevice {};
 
 TEST_F(GgmlKernels, MatmulEqualsDequantizeThenMatmul) {
   uint32_t seed = 1;
-  for (uint32_t type : kAllTypes)
-    for (auto [N, K] : {std::pair{67, 512}, std::pair{1031, 768}})  // partial tiles; several threads
-      for (int M : {1, 3, 8, 13}) {                                 // 13 rows take the dequantize + BLAS path
-        SCOPED_TRACE("type " + std::to_string(type) + " M=" + std::to_string(M) + " N=" + std::to_string(N));
-        auto w = random_blocks(type, N, K, seed++);
-        auto x = mx::random::normal({M, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));
-        auto ref = mx::matmul(x, mx::transpose(k::ggml_dequantize(w, type, K)));
-        auto got = k::ggml_matmul(x, w, type);
-        mx::eval(ref, got);
-        ASSERT_EQ(got.shape(), (mx::Shape{M, N}));
-        EXPECT_LE(max_rel(got, ref), 1e-5f);
-      }
+  for (k::Isa isa : machine_isas()) {
+    k::cap_isa(isa);
+    for (uint32_t type : kAllTypes)
+      // 67 x 512: partial tiles, 1 to 8 rows and the fused kernel's 8-row blocks (13, 40 rows on
+      // AVX-512; dequantize + BLAS on AVX2), 100 rows: dequantize + BLAS everywhere. 1031 x 768: threads.
+      for (auto [N, K, Ms] : {std::tuple{67, 512, std::vector<int>{1, 3, 8, 13, 40, 100}},
+                              std::tuple{1031, 768, std::vector<int>{1, 13}}})
+        for (int M : Ms) {
+          SCOPED_TRACE("isa " + std::to_string(static_cast<int>(isa)) + " type " + std::to_string(type) +
+                       " M=" + std::to_string(M) + " N=" + std::to_string(N));
+          auto w = random_blocks(type, N, K, seed++);
+          auto x = mx::random::normal({M, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));
+          auto ref = mx::matmul(x, mx::transpose(scalar_dequantize(w, type, K)));
+          auto got = k::ggml_matmul(x, w, type);
+          mx::eval(ref, got);
+          ASSERT_EQ(got.shape(), (mx::Shape{M, N}));
+          EXPECT_LE(max_rel(got, ref), 1e-5f);
+        }
+  }
+  k::cap_isa(k::Isa::avx512);
+}
+
+// The SIMD decoders reproduce the scalar port value for value (up to the compiler contracting the
+// port's d * q + m into one FMA, a rounding's difference).
+TEST_F(GgmlKernels, SimdDequantizeEqualsScalarPort) {
+  uint32_t seed = 100;
+  for (k::Isa isa : machine_isas()) {
+    k::cap_isa(isa);
+    for (uint32_t type : kAllTypes) {
+      SCOPED_TRACE("isa " + std::to_string(static_cast<int>(isa)) + " type " + std::to_string(type));
+      auto w = random_blocks(type, 37, 1024, seed++);
+      auto got = k::ggml_dequantize(w, type, 1024);
+      auto ref = scalar_dequantize(w, type, 1024);
+      mx::eval(got, ref);
+      EXPECT_LE(max_rel(got, ref), 1e-6f);
+    }
+  }
+  k::cap_isa(k::Isa::avx512);
 }
 
 TEST_F(GgmlKernels, BatchedInputsDtypesAndGradient) {

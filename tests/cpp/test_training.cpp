@@ -1,6 +1,8 @@
 // Training pieces on a tiny random llama, checked against the same computation done another way.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <mlx/mlx.h>
 
 #include "test_models_util.h"
@@ -48,6 +50,24 @@ TEST(Training, FreshLoraLeavesLogitsUnchangedAndMergeKeepsThem) {
   auto cfg = load_lora(*t2.model, path);
   EXPECT_EQ(cfg.rank, 4);
   EXPECT_LT(max_abs_diff(logits_of(*t2.model, ids), adapted), 1e-6);
+}
+
+// GGUF weights kept as llama.cpp blocks (uint8 [out, row bytes]): the adapters take the input size from
+// the blocks, not the byte count, and merging into them is refused as for any quantized weight.
+TEST(Training, LoraOnLlamaCppBlocksInfersInputSizeAndRefusesMerge) {
+  const auto path = std::filesystem::path(MLXGP_CACHE_DIR) / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << "default model not installed";
+  auto loaded = load(path.string());
+  auto& m = *loaded.model;
+  const std::vector<int> ids = {1, 504, 3458};
+  auto base = logits_of(m, ids);
+  LoraConfig c;
+  c.rank = 4;
+  add_lora(m, c);
+  EXPECT_EQ(m.parameters().at("model.layers.0.self_attn.q_proj.lora_A.weight").shape(), (mx::Shape{4, 576}));
+  EXPECT_EQ(m.parameters().at("model.layers.0.self_attn.v_proj.lora_B.weight").shape(), (mx::Shape{192, 4}));
+  EXPECT_EQ(max_abs_diff(logits_of(m, ids), base), 0.0f);
+  EXPECT_NE(error_of([&] { merge_lora(m); }).find("[lora] cannot merge into quantized"), std::string::npos);
 }
 
 // A saved prompt cache holds keys and values computed with the adapters and hooks of the model that
