@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import tiny_models  # noqa: E402
 from test_architectures import _assert_every_expert_routed  # noqa: E402
 from test_generate_parity import reference_greedy  # noqa: E402
 from test_logits_parity import _expect_error, _hf_logits, _ids, _mlxgp_logits  # noqa: E402
+from tests.refs import gguf_quant  # noqa: E402
 
 GREEDY_NEW = 16
 
@@ -63,6 +65,36 @@ def test_gguf_vs_transformers(arch, qtype, tiny, run_mlxgp, run_mlxgp_json, tmp_
     assert np.abs(ref).max() > 0.5
     assert d_native <= 1e-4 and d_dense <= 1e-4
     assert got == want
+
+
+@pytest.mark.parametrize("qtype", ["Q4_K", "Q5_K"])
+def test_kquant_experts(qtype, tiny, run_mlxgp, tmp_path):
+    """K-quant expert tensors (llama.cpp's quantizer; the experts' down projections, rows of 768) are
+    affine triples too: quantized and --dtype float32 logits within 1e-4 of transformers on the same file."""
+    import torch
+    import transformers
+
+    model = tiny("qwen3_moe")
+    path = tiny_models.write_tiny_gguf(model, tmp_path / f"kq-{qtype}.gguf", "F32", gguf_quant.quantize_rows,
+                                       types={"ffn_down_exps.weight": qtype})
+    assert qtype in gguf_quant.tensor_types(path).values()
+    ref_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name,
+                                                                  dtype=torch.float32).eval()
+    ids = _ids(40, model.config.vocab_size, seed=13)
+    ref = _hf_logits(ref_model, ids)
+    native = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "n.safetensors")
+    dense = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "d.safetensors", "--dtype", "float32")
+    d_native, d_dense = (float(np.abs(g - ref).max()) for g in (native, dense))
+    print(f"qwen3_moe GGUF, {qtype} experts: max |diff| native {d_native:.3e}, float32 {d_dense:.3e}")
+    assert d_native <= 1e-4 and d_dense <= 1e-4
+
+
+def test_block_quant_experts_refused(tiny, run_mlxgp, tmp_path):
+    """Q2_K / Q3_K / Q6_K stay llama.cpp blocks, which only dense projections multiply."""
+    path = tiny_models.write_tiny_gguf(tiny("qwen3_moe"), tmp_path / "q6k.gguf", "F32", gguf_quant.quantize_rows,
+                                       types={"ffn_down_exps.weight": "Q6_K"})
+    line = _expect_error(run_mlxgp, path, "gguf", tmp_path)
+    assert "ffn_down_exps.weight' has type Q6_K, which mlxgp does not load for experts" in line, line
 
 
 def test_phi3_longrope_refused(tiny, run_mlxgp, tmp_path):

@@ -287,12 +287,13 @@ def _gguf_tensors(model):
         yield names.get_name(module) + "." + kind, t
 
 
-def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None) -> Path:
+def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None, types=None) -> Path:
     """Writes a transformers `model` (GGUF_ARCH_NAMES) as a llama.cpp-style GGUF (metadata keys, tensor
     names and layouts as llama.cpp's converter writes them), with 2-D and 3-D weights stored as `qtype` and
     1-D ones (norms, biases) and MoE routers as F32. No tokenizer metadata: the file holds a model only.
     `quantize(t, qtype)` -> uint8 blocks replaces gguf-py's quantizer (which lacks the K-quants), e.g.
-    tests/refs/gguf_quant.quantize_rows (llama.cpp's own). `extra`: more {name: float32 array} tensors."""
+    tests/refs/gguf_quant.quantize_rows (llama.cpp's own). `extra`: more {name: float32 array} tensors.
+    `types`: {tensor name suffix: type} for tensors stored otherwise (through `quantize`, row by row)."""
     import gguf
     import numpy as np
 
@@ -310,7 +311,11 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None)
         scaled_inv = model.model.rotary_emb.inv_freq.detach().float().numpy()
         w.add_tensor("rope_freqs.weight", (default_inv / scaled_inv).astype(np.float32))
     for gname, t in list(_gguf_tensors(model)) + list((extra or {}).items()):
-        if t.ndim >= 2 and qtype != "F32" and ".ffn_gate_inp." not in gname:
+        own = next((q for suffix, q in (types or {}).items() if gname.endswith(suffix)), None)
+        if own:
+            rows = quantize(t.reshape(-1, t.shape[-1]), own)
+            w.add_tensor(gname, rows.reshape(*t.shape[:-1], -1), raw_dtype=getattr(gguf.GGMLQuantizationType, own))
+        elif t.ndim >= 2 and qtype != "F32" and ".ffn_gate_inp." not in gname:
             w.add_tensor(gname, (quantize or gguf.quants.quantize)(t, qtype if quantize else qt), raw_dtype=qt)
         else:
             w.add_tensor(gname, t)
