@@ -92,23 +92,28 @@ void gemma_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
   const bool gemma2 = c.model_type == "gemma2";
   const bool large = c.num_hidden_layers == (gemma2 ? 46 : 62);
   c.query_pre_attn_scalar = static_cast<float>(large ? c.hidden_size / c.num_attention_heads : c.head_dim);
-  // gemma2's caps default to llama.cpp's 50 / 30 when absent; gemma3 has none unless the file says so.
+  // gemma2's caps default to llama.cpp's 50 / 30 when absent; gemma3 caps only the logits, if the file says so.
   auto attn_cap = gguf_number(meta, p + "attn_logit_softcapping");
   auto final_cap = gguf_number(meta, p + "final_logit_softcapping");
   if (gemma2) {
     c.attn_logit_softcapping = static_cast<float>(attn_cap.value_or(50.0));
     c.final_logit_softcapping = static_cast<float>(final_cap.value_or(30.0));
   } else {
-    if (attn_cap) c.attn_logit_softcapping = static_cast<float>(*attn_cap);
-    if (final_cap) c.final_logit_softcapping = static_cast<float>(*final_cap);
+    if (attn_cap)
+      fail("gguf", "metadata '" + p + "attn_logit_softcapping' is not supported (llama.cpp's gemma3 ignores it)");
+    if (final_cap && *final_cap != 0) c.final_logit_softcapping = static_cast<float>(*final_cap);
   }
   for (auto cap : {c.attn_logit_softcapping, c.final_logit_softcapping})
     if (cap && !(*cap > 0)) fail("gguf", "metadata '" + p + "*_logit_softcapping' must be > 0");
   // Sliding layers as llama.cpp fixes them: gemma2 every other layer from layer 0 (window 4096 when
-  // absent), gemma3 all but every 6th, on their own rope base 10000 without the global scaling.
+  // absent); gemma3, when the file has a window, all but every 6th layer, on their own rope base 10000
+  // without the global scaling.
   const std::string window_key = p + "attention.sliding_window";
-  const int window = gemma2 ? gguf_count_or(meta, window_key, 4096) : gguf_count(meta, window_key);
-  if (window < 1) fail("gguf", "metadata '" + window_key + "' must be at least 1");
+  const int window = gguf_count_or(meta, window_key, gemma2 ? 4096 : 0);
+  if (window < 1) {
+    if (gemma2) fail("gguf", "metadata '" + window_key + "' must be at least 1");
+    return;
+  }
   c.sliding_window = window;
   c.sliding_layers.clear();
   for (int i = 0; i < c.num_hidden_layers; ++i) c.sliding_layers.push_back(gemma2 ? i % 2 == 0 : (i + 1) % 6 != 0);
