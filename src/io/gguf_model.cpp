@@ -2,6 +2,7 @@
 
 #include <mlx/mlx.h>
 
+#include "io/gguf_arch.h"
 #include "mlxgp/error.h"
 
 namespace mx = mlx::core;
@@ -10,47 +11,8 @@ namespace mlxgp::io {
 
 namespace {
 
-using Meta = std::unordered_map<std::string, mx::GGUFMetaData>;
-
-const mx::array* scalar(const Meta& meta, const std::string& key) {
-  auto it = meta.find(key);
-  if (it == meta.end()) return nullptr;
-  auto* a = std::get_if<mx::array>(&it->second);
-  if (!a || a->size() != 1) fail("gguf", "metadata '" + key + "' is not a number");
-  return a;
-}
-
-std::optional<double> get_num(const Meta& meta, const std::string& key) {
-  auto* a = scalar(meta, key);
-  if (!a) return std::nullopt;
-  return mx::astype(mx::reshape(*a, {}), mx::float64, mx::Device::cpu).item<double>();
-}
-
-int require_int(const Meta& meta, const std::string& key) {
-  auto v = get_num(meta, key);
-  if (!v) fail("gguf", "metadata '" + key + "' is missing");
-  if (*v < 0 || *v > 1e9) fail("gguf", "metadata '" + key + "' is out of range");
-  return static_cast<int>(*v);
-}
-
-std::string get_str(const Meta& meta, const std::string& key) {
-  auto it = meta.find(key);
-  if (it == meta.end()) return "";
-  auto* s = std::get_if<std::string>(&it->second);
-  return s ? *s : "";
-}
-
-// llama.cpp tensor suffix -> transformers module path (inside model.layers.N).
-const std::pair<const char*, const char*> kBlockNames[] = {
-    {"attn_norm", "input_layernorm"},    {"ffn_norm", "post_attention_layernorm"},
-    {"attn_q", "self_attn.q_proj"},      {"attn_k", "self_attn.k_proj"},
-    {"attn_v", "self_attn.v_proj"},      {"attn_output", "self_attn.o_proj"},
-    {"attn_q_norm", "self_attn.q_norm"}, {"attn_k_norm", "self_attn.k_norm"},
-    {"ffn_gate", "mlp.gate_proj"},       {"ffn_up", "mlp.up_proj"},
-    {"ffn_down", "mlp.down_proj"},
-};
-
-std::string hf_name(const std::string& name) {
+// llama.cpp tensor name -> transformers name ("" for tensors the models do not use).
+std::string hf_name(const GgufArch& arch, const std::string& name) {
   auto dot = name.rfind('.');
   if (dot == std::string::npos) return "";
   std::string base = name.substr(0, dot), suffix = name.substr(dot);  // ".weight", ".scales", ...
@@ -62,10 +24,8 @@ std::string hf_name(const std::string& name) {
   if (base.rfind("blk.", 0) != 0) return "";
   auto dot2 = base.find('.', 4);
   if (dot2 == std::string::npos) return "";
-  std::string layer = base.substr(4, dot2 - 4), part = base.substr(dot2 + 1);
-  for (auto& [g, h] : kBlockNames)
-    if (part == g) return "model.layers." + layer + "." + h + suffix;
-  return "";
+  std::string layer = base.substr(4, dot2 - 4), module = gguf_block_module(arch, base.substr(dot2 + 1));
+  return module.empty() ? "" : "model.layers." + layer + "." + module + suffix;
 }
 
 // llama.cpp's converter stores Q/K rows as (head, pair, half) instead of HF's (head, half, pair);
@@ -83,61 +43,87 @@ mx::array unpermute_rows(const mx::array& a, int n_heads) {
 
 }  // namespace
 
-ModelConfig gguf_config(const Meta& meta, const std::unordered_map<std::string, mx::array>& tensors) {
-  const std::string arch = get_str(meta, "general.architecture");
-  if (arch.empty()) fail("gguf", "metadata 'general.architecture' is missing");
-  if (arch != "llama" && arch != "mistral" && arch != "qwen2" && arch != "qwen3")
-    fail("model", "unknown model_type '" + arch + "' (supported: llama, mistral, qwen2, qwen3)");
+ModelConfig gguf_config(const GgufMeta& meta, const std::unordered_map<std::string, mx::array>& tensors) {
+  const std::string name = gguf_string(meta, "general.architecture");
+  if (name.empty()) fail("gguf", "metadata 'general.architecture' is missing");
+  const GgufArch& arch = gguf_arch(name);
   ModelConfig c;
-  c.model_type = arch;
-  const std::string p = arch + ".";
-  c.hidden_size = require_int(meta, p + "embedding_length");
-  c.intermediate_size = require_int(meta, p + "feed_forward_length");
-  c.num_hidden_layers = require_int(meta, p + "block_count");
-  c.num_attention_heads = require_int(meta, p + "attention.head_count");
-  c.num_key_value_heads = get_num(meta, p + "attention.head_count_kv")
-                              ? require_int(meta, p + "attention.head_count_kv")
-                              : c.num_attention_heads;
+  c.model_type = arch.model_type;
+  const std::string p = arch.gguf + ".";
+  c.hidden_size = gguf_count(meta, p + "embedding_length");
+  // MoE files may omit the dense width (gguf_arch_config falls back to the experts').
+  c.intermediate_size = c.model_type.ends_with("_moe") ? gguf_count_or(meta, p + "feed_forward_length", 0)
+                                                       : gguf_count(meta, p + "feed_forward_length");
+  c.num_hidden_layers = gguf_count(meta, p + "block_count");
+  c.num_attention_heads = gguf_count(meta, p + "attention.head_count");
+  c.num_key_value_heads = gguf_count_or(meta, p + "attention.head_count_kv", c.num_attention_heads);
   if (c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.num_key_value_heads <= 0 || c.num_hidden_layers <= 0 ||
       c.num_attention_heads % c.num_key_value_heads != 0)
     fail("gguf", "inconsistent attention metadata");
-  if (!get_num(meta, p + "attention.key_length") && c.hidden_size % c.num_attention_heads != 0)
+  if (!meta.count(p + "attention.key_length") && c.hidden_size % c.num_attention_heads != 0)
     fail("gguf", "metadata '" + p + "embedding_length' is not divisible by '" + p + "attention.head_count'");
-  c.head_dim = get_num(meta, p + "attention.key_length") ? require_int(meta, p + "attention.key_length")
-                                                         : c.hidden_size / c.num_attention_heads;
-  c.max_position_embeddings = get_num(meta, p + "context_length") ? require_int(meta, p + "context_length") : 2048;
-  c.rms_norm_eps = static_cast<float>(get_num(meta, p + "attention.layer_norm_rms_epsilon").value_or(1e-6));
-  c.rope_theta = static_cast<float>(get_num(meta, p + "rope.freq_base").value_or(10000.0));
-  if (get_str(meta, p + "rope.scaling.type") == "linear") {
+  c.head_dim = gguf_count_or(meta, p + "attention.key_length", c.hidden_size / c.num_attention_heads);
+  // llama.cpp rotates the first rope.dimension_count dims of each head (Phi-4-mini: 3/4 of them).
+  const int rot = gguf_count_or(meta, p + "rope.dimension_count", c.head_dim);
+  if (rot <= 0 || rot > c.head_dim || rot % 2 != 0)
+    fail("gguf", "metadata '" + p + "rope.dimension_count' must be even and in [2, head_dim]");
+  c.partial_rotary_factor = static_cast<float>(rot) / static_cast<float>(c.head_dim);
+  c.max_position_embeddings = gguf_count_or(meta, p + "context_length", 2048);
+  c.rms_norm_eps = static_cast<float>(gguf_number(meta, p + "attention.layer_norm_rms_epsilon").value_or(1e-6));
+  c.rope_theta = static_cast<float>(gguf_number(meta, p + "rope.freq_base").value_or(10000.0));
+  const std::string scaling = gguf_string(meta, p + "rope.scaling.type");
+  if (scaling == "linear") {
     RopeScaling s;
     s.rope_type = "linear";
-    s.factor = static_cast<float>(get_num(meta, p + "rope.scaling.factor").value_or(1.0));
+    s.factor = static_cast<float>(gguf_number(meta, p + "rope.scaling.factor").value_or(1.0));
     c.rope_scaling = s;
+  } else if (!scaling.empty() && scaling != "none") {
+    fail("gguf",
+         "metadata '" + p + "rope.scaling.type' = '" + scaling + "' is not supported (supported: none, linear)");
   }
   auto emb = tensors.find("token_embd.weight");
   if (emb == tensors.end()) fail("gguf", "missing tensor 'token_embd.weight'");
-  c.vocab_size = get_num(meta, p + "vocab_size") ? require_int(meta, p + "vocab_size") : emb->second.shape(0);
+  c.vocab_size = gguf_count_or(meta, p + "vocab_size", emb->second.shape(0));
   // llama.cpp drops output.weight when the head is tied to the embeddings.
   c.tie_word_embeddings = !tensors.count("output.weight");
   c.attention_bias = false;
-  if (auto b = get_num(meta, "tokenizer.ggml.bos_token_id")) c.bos_token_id = static_cast<int>(*b);
-  if (auto e = get_num(meta, "tokenizer.ggml.eos_token_id")) c.eos_token_id = {static_cast<int>(*e)};
-  if (auto pd = get_num(meta, "tokenizer.ggml.padding_token_id")) c.pad_token_id = static_cast<int>(*pd);
+  if (auto b = gguf_number(meta, "tokenizer.ggml.bos_token_id")) c.bos_token_id = static_cast<int>(*b);
+  if (auto e = gguf_number(meta, "tokenizer.ggml.eos_token_id")) c.eos_token_id = {static_cast<int>(*e)};
+  if (auto pd = gguf_number(meta, "tokenizer.ggml.padding_token_id")) c.pad_token_id = static_cast<int>(*pd);
+  gguf_arch_config(arch, meta, tensors, c);
   validate_model_config(c, "gguf");
   return c;
 }
 
+namespace {
+
+// Q2_K / Q3_K / Q6_K tensors stay llama.cpp blocks, which only layers::Linear multiplies.
+const char* block_type_name(uint32_t type) { return type == 10 ? "Q2_K" : type == 11 ? "Q3_K" : "Q6_K"; }
+
+}  // namespace
+
 WeightMap gguf_weights(const ModelConfig& c, std::unordered_map<std::string, mx::array> tensors) {
+  const GgufArch& arch = gguf_arch_of(c.model_type);
   const bool permuted = c.model_type == "llama" || c.model_type == "mistral";
+  // llama.cpp's gemma converters store norm weights as 1 + w; transformers' reader subtracts the 1 again.
+  const bool norm_plus_one = c.model_type == "gemma2" || c.model_type == "gemma3_text";
   WeightMap out;
   for (auto& [name, a] : tensors) {
-    auto hf = hf_name(name);
+    auto hf = hf_name(arch, name);
     if (hf.empty()) continue;  // tensors the models do not use
     auto arr = a;
+    if (hf.find(".switch_mlp.") != std::string::npos && hf.ends_with(".ggml_type"))
+      fail("gguf", "expert tensor '" + name.substr(0, name.size() - 10) + ".weight' has type " +
+                       block_type_name(arr.item<uint32_t>()) +
+                       ", which mlxgp does not load for experts (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, "
+                       "Q8_0, Q4_K, Q5_K)");
     if (permuted && arr.ndim() >= 1) {
       if (hf.find(".self_attn.q_proj.") != std::string::npos) arr = unpermute_rows(arr, c.num_attention_heads);
       if (hf.find(".self_attn.k_proj.") != std::string::npos) arr = unpermute_rows(arr, c.num_key_value_heads);
     }
+    if (norm_plus_one && hf.ends_with("norm.weight")) arr = mx::subtract(mx::astype(arr, mx::float32), mx::array(1.0f));
+    // The shared expert's gate is one row, stored 1-D by the converter.
+    if (hf.ends_with(".shared_expert_gate.weight") && arr.ndim() == 1) arr = mx::reshape(arr, {1, arr.shape(0)});
     out.emplace(hf, arr);
   }
   return out;

@@ -66,12 +66,14 @@ void apply_dtype(WeightMap& w, std::optional<mx::Dtype> dtype, int group_size) {
       auto wi = w.find(base + ".weight");
       auto bi = w.find(base + ".biases");
       const auto& sc = w.at(base + ".scales");
-      if (wi == w.end() || bi == w.end() || wi->second.ndim() != 2 || sc.ndim() != 2 || sc.shape(1) == 0)
+      // 2-D projections, or 3-D stacked experts ([experts, out, packed in]).
+      if (wi == w.end() || bi == w.end() || wi->second.ndim() < 2 || wi->second.ndim() > 3 ||
+          sc.ndim() != wi->second.ndim() || sc.shape(-1) == 0)
         fail("model", "quantized tensor '" + base + ".weight' is incomplete (needs weight, scales, biases)");
-      const int in = sc.shape(1) * group_size;
-      if ((wi->second.shape(1) * 32) % in != 0)
+      const int in = sc.shape(-1) * group_size;
+      if ((wi->second.shape(-1) * 32) % in != 0)
         fail("model", "quantized tensor '" + base + ".weight' has inconsistent packed shape");
-      const int bits = wi->second.shape(1) * 32 / in;
+      const int bits = wi->second.shape(-1) * 32 / in;
       auto dense = mx::dequantize(wi->second, mx::astype(sc, mx::float32), mx::astype(bi->second, mx::float32),
                                   group_size, bits);
       wi->second = mx::astype(dense, *dtype);

@@ -90,7 +90,45 @@ def tiny_config(arch: str):
     if arch == "qwen3_moe":
         return transformers.Qwen3MoeConfig(**_COMMON, num_experts=5, num_experts_per_tok=2, moe_intermediate_size=48,
                                            norm_topk_prob=True, head_dim=32)
+    if arch.endswith("-gguf"):
+        return _tiny_gguf_config(arch[:-5])
     raise ValueError(f"unknown tiny architecture {arch!r}")
+
+
+# The architectures written as GGUF by write_tiny_gguf beyond llama/qwen2/qwen3
+# (tests/parity/test_gguf_architectures.py); make_tiny_model(f"{arch}-gguf", ...) builds them.
+GGUF_ARCHS = ("qwen2_moe", "qwen3_moe", "phi3", "starcoder2", "gemma2", "gemma3_text")
+
+
+def _tiny_gguf_config(arch: str):
+    """Tiny configs for the GGUF tests. transformers 5.24's GGUF reader maps only some of the metadata
+    llama.cpp writes and leaves the rest at the config class defaults; where that matters for the math the
+    tiny model uses those defaults, so that the file means the same to transformers and to llama.cpp (what
+    mlxgp follows): the expert widths (expert_feed_forward_length, expert_shared_feed_forward_length are
+    not read), gemma's query_pre_attn_scalar (llama.cpp: head_dim, never stored) and soft-caps (stored by
+    llama.cpp, not read), starcoder2's rope base (not read), phi3's partial rotary and LongRoPE (not read).
+    mlxgp reads the metadata, so a file with other values keeps llama.cpp's meaning there."""
+    import transformers
+
+    if arch == "qwen2_moe":  # Qwen2MoeConfig's expert widths; every layer sparse, as llama.cpp runs it
+        return transformers.Qwen2MoeConfig(**_COMMON, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=1408,
+                                           shared_expert_intermediate_size=5632)
+    if arch == "qwen3_moe":  # Qwen3MoeConfig's expert width; llama.cpp renormalises the top-k
+        return transformers.Qwen3MoeConfig(**_COMMON, num_experts=5, num_experts_per_tok=2, moe_intermediate_size=768,
+                                           norm_topk_prob=True, head_dim=32)
+    if arch == "phi3":
+        return transformers.Phi3Config(**_COMMON, pad_token_id=0)
+    if arch == "starcoder2":
+        return transformers.Starcoder2Config(**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"},
+                                             norm_epsilon=1e-5, use_bias=True)
+    if arch == "gemma2":  # head_dim = query_pre_attn_scalar = 256; caps 50 / 30; even layers slide
+        return transformers.Gemma2Config(**_COMMON, head_dim=256, query_pre_attn_scalar=256, sliding_window=8)
+    if arch == "gemma3_text":  # six layers: five sliding (rope base 10000), the last global
+        return transformers.Gemma3TextConfig(
+            **{**_COMMON, "num_hidden_layers": 6}, head_dim=256, query_pre_attn_scalar=256, sliding_window=8,
+            rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                             "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}})
+    raise ValueError(f"no tiny GGUF config for {arch!r}")
 
 
 def make_tiny_model(arch: str, out_dir, seed: int = 0):
@@ -167,42 +205,103 @@ def mlx_lm_layout(folder, arch: str) -> None:
 GGUF_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
 
 
-def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None) -> Path:
-    """Writes a transformers llama/qwen2/qwen3 `model` as a llama.cpp-style GGUF (metadata keys,
-    tensor names, and for llama the converter's Q/K row permutation), with 2-D weights stored as
-    `qtype` and 1-D ones (norms, biases) as F32. No tokenizer metadata: the file holds a model only.
-    `quantize(t, qtype)` -> uint8 blocks replaces gguf-py's quantizer (which lacks the K-quants), e.g.
-    tests/refs/gguf_quant.quantize_rows (llama.cpp's own)."""
-    import gguf
-    import numpy as np
+# llama.cpp's architecture names (general.architecture) of the transformers model types.
+GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_moe": "qwen2moe",
+                   "qwen3_moe": "qwen3moe", "phi3": "phi3", "starcoder2": "starcoder2", "gemma2": "gemma2",
+                   "gemma3_text": "gemma3"}
 
-    cfg = model.config
-    arch = cfg.model_type
-    assert arch in ("llama", "qwen2", "qwen3")
-    path = Path(path)
-    w = gguf.GGUFWriter(str(path), arch)
+
+def _gguf_metadata(w, cfg, head_dim):
+    """The `<arch>.*` keys llama.cpp's convert_hf_to_gguf.py writes for cfg.model_type."""
+    mt = cfg.model_type
     w.add_block_count(cfg.num_hidden_layers)
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
     w.add_feed_forward_length(cfg.intermediate_size)
     w.add_head_count(cfg.num_attention_heads)
     w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    w.add_rope_dimension_count(head_dim)
+    if mt == "starcoder2":
+        w.add_layer_norm_eps(cfg.norm_epsilon)
+    else:
+        w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    rope = cfg.rope_parameters or {}
+    theta = rope["full_attention"]["rope_theta"] if "full_attention" in rope else rope.get("rope_theta")
+    if theta is not None and mt != "gemma2":  # llama.cpp's gemma2 converter writes no rope base
+        w.add_rope_freq_base(theta)
+    w.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
     w.add_key_length(head_dim)
     w.add_value_length(head_dim)
-    w.add_vocab_size(cfg.vocab_size)
+    if mt != "starcoder2":
+        w.add_vocab_size(cfg.vocab_size)
+    else:  # transformers takes starcoder2's vocabulary size from the token list only
+        w.add_token_list([f"<t{i}>" for i in range(cfg.vocab_size)])
+    if cfg.pad_token_id is not None:  # phi3: transformers' default (32000) lies outside a tiny vocabulary
+        w.add_pad_token_id(cfg.pad_token_id)
+    if mt in ("qwen2_moe", "qwen3_moe"):
+        w.add_expert_count(cfg.num_experts)
+        w.add_expert_used_count(cfg.num_experts_per_tok)
+        w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
+    if mt == "qwen2_moe":
+        w.add_expert_shared_feed_forward_length(cfg.shared_expert_intermediate_size)
+    if mt == "gemma2":
+        w.add_attn_logit_softcapping(cfg.attn_logit_softcapping)
+        w.add_final_logit_softcapping(cfg.final_logit_softcapping)
+    if mt in ("gemma2", "gemma3_text"):
+        w.add_sliding_window(cfg.sliding_window)
+
+
+def _gguf_tensors(model):
+    """(llama.cpp name, float32 array) pairs as convert_hf_to_gguf.py produces them: gguf-py's name map,
+    stacked experts split into gate / up, squeezed shapes, llama's Q/K row permutation, gemma's 1 + w norms."""
+    import gguf
+    import numpy as np
+
+    cfg = model.config
+    mt = cfg.model_type
+    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == GGUF_ARCH_NAMES[mt])
+    names = gguf.get_tensor_name_map(arch, cfg.num_hidden_layers)
 
     def permute(t, n_head):  # what llama.cpp's convert_hf_to_gguf does to q/k rows
         return t.reshape(n_head, 2, t.shape[0] // n_head // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
 
-    names = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-             "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down", "self_attn.q_norm": "attn_q_norm",
-             "self_attn.k_norm": "attn_k_norm"}
+    for name, t in model.state_dict().items():
+        t = t.detach().float().numpy().astype(np.float32)
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        if name.endswith("mlp.experts.gate_up_proj"):  # transformers 5 fuses [gate; up] per expert
+            half = t.shape[1] // 2
+            base = name[: -len("gate_up_proj")]
+            yield names.get_name(base + "gate_proj") + ".weight", t[:, :half]
+            yield names.get_name(base + "up_proj") + ".weight", t[:, half:]
+            continue
+        module, _, kind = name.rpartition(".")
+        if name.endswith("mlp.experts.down_proj"):
+            module, kind = name, "weight"
+        t = t.squeeze()
+        if mt == "llama" and module.endswith("self_attn.q_proj"):
+            t = permute(t, cfg.num_attention_heads)
+        if mt == "llama" and module.endswith("self_attn.k_proj"):
+            t = permute(t, cfg.num_key_value_heads)
+        if mt in ("gemma2", "gemma3_text") and name.endswith("norm.weight"):
+            t = t + 1
+        yield names.get_name(module) + "." + kind, t
+
+
+def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None, types=None) -> Path:
+    """Writes a transformers `model` (GGUF_ARCH_NAMES) as a llama.cpp-style GGUF (metadata keys, tensor
+    names and layouts as llama.cpp's converter writes them), with 2-D and 3-D weights stored as `qtype` and
+    1-D ones (norms, biases) and MoE routers as F32. No tokenizer metadata: the file holds a model only.
+    `quantize(t, qtype)` -> uint8 blocks replaces gguf-py's quantizer (which lacks the K-quants), e.g.
+    tests/refs/gguf_quant.quantize_rows (llama.cpp's own). `extra`: more {name: float32 array} tensors.
+    `types`: {tensor name suffix: type} for tensors stored otherwise (through `quantize`, row by row)."""
+    import gguf
+    import numpy as np
+
+    cfg = model.config
+    path = Path(path)
+    w = gguf.GGUFWriter(str(path), GGUF_ARCH_NAMES[cfg.model_type])
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    _gguf_metadata(w, cfg, head_dim)
     qt = getattr(gguf.GGMLQuantizationType, qtype)
     rope = cfg.rope_parameters or {}
     if rope.get("rope_type") == "llama3":
@@ -211,25 +310,12 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None) -> Path:
         default_inv = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
         scaled_inv = model.model.rotary_emb.inv_freq.detach().float().numpy()
         w.add_tensor("rope_freqs.weight", (default_inv / scaled_inv).astype(np.float32))
-    for name, t in model.state_dict().items():
-        t = t.detach().float().numpy().astype(np.float32)
-        if name == "lm_head.weight" and cfg.tie_word_embeddings:
-            continue
-        if name == "model.embed_tokens.weight":
-            gname = "token_embd.weight"
-        elif name == "model.norm.weight":
-            gname = "output_norm.weight"
-        elif name == "lm_head.weight":
-            gname = "output.weight"
-        else:
-            _, _, layer, rest = name.split(".", 3)
-            module, kind = rest.rsplit(".", 1)
-            gname = f"blk.{layer}.{names[module]}.{kind}"
-            if arch == "llama" and module == "self_attn.q_proj":
-                t = permute(t, cfg.num_attention_heads)
-            if arch == "llama" and module == "self_attn.k_proj":
-                t = permute(t, cfg.num_key_value_heads)
-        if t.ndim == 2 and qtype != "F32":
+    for gname, t in list(_gguf_tensors(model)) + list((extra or {}).items()):
+        own = next((q for suffix, q in (types or {}).items() if gname.endswith(suffix)), None)
+        if own:
+            rows = quantize(t.reshape(-1, t.shape[-1]), own)
+            w.add_tensor(gname, rows.reshape(*t.shape[:-1], -1), raw_dtype=getattr(gguf.GGMLQuantizationType, own))
+        elif t.ndim >= 2 and qtype != "F32" and ".ffn_gate_inp." not in gname:
             w.add_tensor(gname, (quantize or gguf.quants.quantize)(t, qtype if quantize else qt), raw_dtype=qt)
         else:
             w.add_tensor(gname, t)

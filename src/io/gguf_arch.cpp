@@ -1,0 +1,175 @@
+#include "io/gguf_arch.h"
+
+#include "mlxgp/error.h"
+
+namespace mx = mlx::core;
+
+namespace mlxgp::io {
+
+namespace {
+
+// llama.cpp's names shared by every architecture.
+const std::pair<const char*, const char*> kLlamaNames[] = {
+    {"attn_norm", "input_layernorm"},    {"ffn_norm", "post_attention_layernorm"},
+    {"attn_q", "self_attn.q_proj"},      {"attn_k", "self_attn.k_proj"},
+    {"attn_v", "self_attn.v_proj"},      {"attn_output", "self_attn.o_proj"},
+    {"attn_q_norm", "self_attn.q_norm"}, {"attn_k_norm", "self_attn.k_norm"},
+    {"ffn_gate", "mlp.gate_proj"},       {"ffn_up", "mlp.up_proj"},
+    {"ffn_down", "mlp.down_proj"},
+};
+
+// Experts come stacked ([experts, out, in]), as models/moe.cpp's switch_mlp holds them.
+const std::vector<std::pair<std::string, std::string>> kExperts = {
+    {"ffn_gate_inp", "mlp.gate"},
+    {"ffn_gate_exps", "mlp.switch_mlp.gate_proj"},
+    {"ffn_up_exps", "mlp.switch_mlp.up_proj"},
+    {"ffn_down_exps", "mlp.switch_mlp.down_proj"},
+};
+
+std::vector<std::pair<std::string, std::string>> with(std::vector<std::pair<std::string, std::string>> a,
+                                                      const std::vector<std::pair<std::string, std::string>>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// Gemma's sandwich norms: llama.cpp's ffn_norm is the pre-MLP norm there.
+const std::vector<std::pair<std::string, std::string>> kGemmaNorms = {
+    {"ffn_norm", "pre_feedforward_layernorm"},
+    {"post_attention_norm", "post_attention_layernorm"},
+    {"post_ffw_norm", "post_feedforward_layernorm"},
+};
+
+const std::vector<GgufArch>& table() {
+  static const std::vector<GgufArch> t = {
+      {"llama", "llama", {}},
+      {"mistral", "mistral", {}},
+      {"qwen2", "qwen2", {}},
+      {"qwen3", "qwen3", {}},
+      {"qwen2moe", "qwen2_moe",
+       with(kExperts, {{"ffn_gate_shexp", "mlp.shared_expert.gate_proj"},
+                       {"ffn_up_shexp", "mlp.shared_expert.up_proj"},
+                       {"ffn_down_shexp", "mlp.shared_expert.down_proj"},
+                       {"ffn_gate_inp_shexp", "mlp.shared_expert_gate"}})},
+      {"qwen3moe", "qwen3_moe", kExperts},
+      {"phi3", "phi3", {{"attn_qkv", "self_attn.qkv_proj"}, {"ffn_up", "mlp.gate_up_proj"}}},
+      {"starcoder2", "starcoder2", {{"ffn_up", "mlp.c_fc"}, {"ffn_down", "mlp.c_proj"}}},
+      {"gemma2", "gemma2", kGemmaNorms},
+      {"gemma3", "gemma3_text", kGemmaNorms},
+  };
+  return t;
+}
+
+// Rows (axis `axis`) of tensor `name`, 0 when absent.
+int rows_of(const std::unordered_map<std::string, mx::array>& tensors, const std::string& name, int axis) {
+  auto it = tensors.find(name);
+  return it == tensors.end() || static_cast<int>(it->second.ndim()) <= axis ? 0 : it->second.shape(axis);
+}
+
+void moe_config(const std::string& p, const GgufMeta& meta, const std::unordered_map<std::string, mx::array>& tensors,
+                ModelConfig& c) {
+  c.num_experts = gguf_count(meta, p + "expert_count");
+  c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
+  if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
+    fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+  c.moe_intermediate_size =
+      gguf_count_or(meta, p + "expert_feed_forward_length", rows_of(tensors, "blk.0.ffn_gate_exps.weight", 1));
+  if (c.moe_intermediate_size <= 0) fail("gguf", "metadata '" + p + "expert_feed_forward_length' is missing");
+  if (c.intermediate_size == 0) c.intermediate_size = c.moe_intermediate_size;  // no dense layer reads it
+  // llama.cpp runs every layer sparse (no decoder_sparse_step / mlp_only_layers in GGUF) and fixes the
+  // top-k renormalisation per architecture: off for qwen2moe, on for qwen3moe.
+  c.norm_topk_prob = c.model_type == "qwen3_moe";
+  if (c.model_type == "qwen2_moe") {
+    c.shared_expert_intermediate_size = gguf_count_or(meta, p + "expert_shared_feed_forward_length",
+                                                      rows_of(tensors, "blk.0.ffn_gate_shexp.weight", 0));
+    c.qkv_bias = tensors.count("blk.0.attn_q.bias") > 0;
+  }
+}
+
+void gemma_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
+  c.hidden_act = "gelu_pytorch_tanh";  // llama.cpp's gemma FFN: GELU, tanh approximation
+  // llama.cpp stores no query_pre_attn_scalar: it scales by head_dim^-0.5, except for the 27B models
+  // (gemma2: 46 layers, gemma3: 62) whose scalar is hidden_size / heads, as their HF configs say.
+  const bool gemma2 = c.model_type == "gemma2";
+  const bool large = c.num_hidden_layers == (gemma2 ? 46 : 62);
+  c.query_pre_attn_scalar = static_cast<float>(large ? c.hidden_size / c.num_attention_heads : c.head_dim);
+  // gemma2's caps default to llama.cpp's 50 / 30 when absent; gemma3 caps only the logits, if the file says so.
+  auto attn_cap = gguf_number(meta, p + "attn_logit_softcapping");
+  auto final_cap = gguf_number(meta, p + "final_logit_softcapping");
+  if (gemma2) {
+    c.attn_logit_softcapping = static_cast<float>(attn_cap.value_or(50.0));
+    c.final_logit_softcapping = static_cast<float>(final_cap.value_or(30.0));
+  } else {
+    if (attn_cap)
+      fail("gguf", "metadata '" + p + "attn_logit_softcapping' is not supported (llama.cpp's gemma3 ignores it)");
+    if (final_cap && *final_cap != 0) c.final_logit_softcapping = static_cast<float>(*final_cap);
+  }
+  for (auto cap : {c.attn_logit_softcapping, c.final_logit_softcapping})
+    if (cap && !(*cap > 0)) fail("gguf", "metadata '" + p + "*_logit_softcapping' must be > 0");
+  // Sliding layers as llama.cpp fixes them: gemma2 every other layer from layer 0 (window 4096 when
+  // absent); gemma3, when the file has a window, all but every 6th layer, on their own rope base 10000
+  // without the global scaling.
+  const std::string window_key = p + "attention.sliding_window";
+  const int window = gguf_count_or(meta, window_key, gemma2 ? 4096 : 0);
+  if (window < 1) {
+    if (gemma2) fail("gguf", "metadata '" + window_key + "' must be at least 1");
+    return;
+  }
+  c.sliding_window = window;
+  c.sliding_layers.clear();
+  for (int i = 0; i < c.num_hidden_layers; ++i) c.sliding_layers.push_back(gemma2 ? i % 2 == 0 : (i + 1) % 6 != 0);
+  if (!gemma2) {
+    c.sliding_rope_theta = 10000.0f;
+    c.sliding_rope_scaling.reset();
+  }
+}
+
+}  // namespace
+
+const GgufArch& gguf_arch(const std::string& gguf) {
+  std::string list;
+  for (auto& a : table()) {
+    if (a.gguf == gguf) return a;
+    list += (list.empty() ? "" : ", ") + a.gguf;
+  }
+  fail("model", "unknown model_type '" + gguf + "' (supported GGUF architectures: " + list + ")");
+}
+
+const GgufArch& gguf_arch_of(const std::string& model_type) {
+  for (auto& a : table())
+    if (a.model_type == model_type) return a;
+  fail("model", "model_type '" + model_type + "' has no GGUF architecture");
+}
+
+std::string gguf_block_module(const GgufArch& arch, const std::string& part) {
+  for (auto& [g, h] : arch.block_names)
+    if (part == g) return h;
+  for (auto& [g, h] : kLlamaNames)
+    if (part == g) return h;
+  return "";
+}
+
+void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
+                      const std::unordered_map<std::string, mx::array>& tensors, ModelConfig& c) {
+  const std::string p = arch.gguf + ".";
+  const std::string& t = c.model_type;
+  if (t == "qwen2_moe" || t == "qwen3_moe") moe_config(p, meta, tensors, c);
+  if (t == "gemma2" || t == "gemma3_text") gemma_config(p, meta, c);
+  if (t == "starcoder2") {
+    c.hidden_act = "gelu_pytorch_tanh";  // llama.cpp's starcoder2 FFN: GELU, tanh approximation
+    auto eps = gguf_number(meta, p + "attention.layer_norm_epsilon");
+    if (!eps) fail("gguf", "metadata '" + p + "attention.layer_norm_epsilon' is missing");
+    c.rms_norm_eps = static_cast<float>(*eps);  // LayerNorm epsilon
+    c.attention_bias = tensors.count("blk.0.attn_q.bias") > 0;
+    c.mlp_bias = tensors.count("blk.0.ffn_up.bias") > 0;
+  }
+  if (t == "phi3") {
+    // llama.cpp switches LongRoPE factors by the context size it was started with, transformers by the
+    // running length; mlxgp's longrope is transformers', so such files are refused rather than guessed.
+    for (auto* n : {"rope_factors_long.weight", "rope_factors_short.weight"})
+      if (tensors.count(n)) fail("gguf", std::string("phi3 LongRoPE (tensor '") + n + "') is not supported");
+    // phi3.attention.sliding_window is ignored, as llama.cpp ignores it (Phi-3's sliding window is off
+    // there) and transformers' GGUF reader does.
+  }
+}
+
+}  // namespace mlxgp::io

@@ -1,0 +1,26 @@
+// Typed reads of GGUF metadata values (numbers arrive as 0-D MLX arrays, strings as std::string).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include <mlx/io.h>
+
+namespace mlxgp::io {
+
+using GgufMeta = std::unordered_map<std::string, mlx::core::GGUFMetaData>;
+
+// The number under `key`, or nullopt when absent; throws [gguf] when the value is not one number.
+std::optional<double> gguf_number(const GgufMeta& meta, const std::string& key);
+
+// A count under `key` in [0, 1e9]; throws [gguf] naming the key when it is missing or out of range.
+int gguf_count(const GgufMeta& meta, const std::string& key);
+
+// A count under `key` when present (checked as gguf_count), else `fallback`.
+int gguf_count_or(const GgufMeta& meta, const std::string& key, int fallback);
+
+// The string under `key`, "" when absent or not a string.
+std::string gguf_string(const GgufMeta& meta, const std::string& key);
+
+}  // namespace mlxgp::io

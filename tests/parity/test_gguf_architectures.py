@@ -1,0 +1,125 @@
+"""GGUF files of the architectures beyond llama/qwen2/qwen3 (qwen2_moe, qwen3_moe, phi3, starcoder2, gemma2,
+gemma3), written as llama.cpp's converter writes them (tiny_models.write_tiny_gguf: its metadata keys, tensor
+names, stacked experts, fused phi3 projections, gemma's 1 + w norms) from tiny random transformers models,
+against transformers reading the same file (gguf-py's dequantizers, fp32 compute), live.
+
+Per architecture and tensor type (F32, Q8_0): logits over a prefill and 16 cached decode steps, both as
+loaded (Q8_0 stays packed, experts included) and with --dtype float32, within 1e-4; greedy 16 tokens
+identical. MoE inputs route some token to every expert of every layer. Plus the refusals."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import tiny_models  # noqa: E402
+from test_architectures import _assert_every_expert_routed  # noqa: E402
+from test_generate_parity import reference_greedy  # noqa: E402
+from test_logits_parity import _expect_error, _hf_logits, _ids, _mlxgp_logits  # noqa: E402
+from tests.refs import gguf_quant  # noqa: E402
+
+GREEDY_NEW = 16
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            cache[arch] = tiny_models.make_tiny_model(f"{arch}-gguf", tmp_path_factory.mktemp(arch))[0]
+        return cache[arch]
+
+    return get
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+@pytest.mark.parametrize("arch", tiny_models.GGUF_ARCHS)
+def test_gguf_vs_transformers(arch, qtype, tiny, run_mlxgp, run_mlxgp_json, tmp_path):
+    import torch
+    import transformers
+
+    model = tiny(arch)
+    path = tiny_models.write_tiny_gguf(model, tmp_path / f"{arch}-{qtype}.gguf", qtype)
+    ref_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name,
+                                                                  dtype=torch.float32).eval()
+    assert ref_model.config.model_type == model.config.model_type
+    ids = _ids(40, model.config.vocab_size, seed=13)
+    if arch.endswith("_moe"):
+        _assert_every_expert_routed(ref_model, ids)
+    ref = _hf_logits(ref_model, ids)
+    native = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "n.safetensors")
+    dense = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "d.safetensors", "--dtype", "float32")
+    assert native.shape == dense.shape == ref.shape
+    d_native, d_dense = (float(np.abs(g - ref).max()) for g in (native, dense))
+
+    prompt = ids[:12]
+    want = reference_greedy(ref_model, prompt, GREEDY_NEW, ignore_eos=True)
+    got = run_mlxgp_json("generate", "--model", path, "--input-ids", ",".join(map(str, prompt)),
+                         "--max-new-tokens", GREEDY_NEW, "--ignore-eos")["sequences"][0]["token_ids"]
+    same = sum(a == b for a, b in zip(got, want))
+    print(f"{arch} GGUF {qtype}: max |diff| native {d_native:.3e}, float32 {d_dense:.3e} (logit range "
+          f"{np.abs(ref).max():.1f}); greedy {same}/{GREEDY_NEW} tokens identical")
+    assert np.abs(ref).max() > 0.5
+    assert d_native <= 1e-4 and d_dense <= 1e-4
+    assert got == want
+
+
+@pytest.mark.parametrize("qtype", ["Q4_K", "Q5_K"])
+def test_kquant_experts(qtype, tiny, run_mlxgp, tmp_path):
+    """K-quant expert tensors (llama.cpp's quantizer; the experts' down projections, rows of 768) are
+    affine triples too: quantized and --dtype float32 logits within 1e-4 of transformers on the same file."""
+    import torch
+    import transformers
+
+    model = tiny("qwen3_moe")
+    path = tiny_models.write_tiny_gguf(model, tmp_path / f"kq-{qtype}.gguf", "F32", gguf_quant.quantize_rows,
+                                       types={"ffn_down_exps.weight": qtype})
+    assert qtype in gguf_quant.tensor_types(path).values()
+    ref_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name,
+                                                                  dtype=torch.float32).eval()
+    ids = _ids(40, model.config.vocab_size, seed=13)
+    ref = _hf_logits(ref_model, ids)
+    native = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "n.safetensors")
+    dense = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "d.safetensors", "--dtype", "float32")
+    d_native, d_dense = (float(np.abs(g - ref).max()) for g in (native, dense))
+    print(f"qwen3_moe GGUF, {qtype} experts: max |diff| native {d_native:.3e}, float32 {d_dense:.3e}")
+    assert d_native <= 1e-4 and d_dense <= 1e-4
+
+
+def test_block_quant_experts_refused(tiny, run_mlxgp, tmp_path):
+    """Q2_K / Q3_K / Q6_K stay llama.cpp blocks, which only dense projections multiply."""
+    path = tiny_models.write_tiny_gguf(tiny("qwen3_moe"), tmp_path / "q6k.gguf", "F32", gguf_quant.quantize_rows,
+                                       types={"ffn_down_exps.weight": "Q6_K"})
+    line = _expect_error(run_mlxgp, path, "gguf", tmp_path)
+    assert "ffn_down_exps.weight' has type Q6_K, which mlxgp does not load for experts" in line, line
+
+
+def test_phi3_longrope_refused(tiny, run_mlxgp, tmp_path):
+    """llama.cpp picks Phi-3's LongRoPE factors by its context size, transformers by the running length."""
+    factors = np.ones(8, dtype=np.float32)
+    path = tiny_models.write_tiny_gguf(tiny("phi3"), tmp_path / "long.gguf", "F32",
+                                       extra={"rope_factors_long.weight": factors,
+                                              "rope_factors_short.weight": factors})
+    line = _expect_error(run_mlxgp, path, "gguf", tmp_path)
+    assert "phi3 LongRoPE" in line and "is not supported" in line, line
+
+
+def test_unknown_architecture_named(run_mlxgp, tmp_path):
+    import gguf
+
+    path = tmp_path / "gpt2.gguf"
+    w = gguf.GGUFWriter(str(path), "gpt2")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    line = _expect_error(run_mlxgp, path, "model", tmp_path)
+    prefix = "[model] unknown model_type 'gpt2' (supported GGUF architectures: "
+    assert line.startswith(prefix) and line.endswith(")"), line
+    listed = set(line[len(prefix):-1].split(", "))
+    assert {"llama", "qwen2moe", "qwen3moe", "phi3", "starcoder2", "gemma2", "gemma3"} <= listed, line
