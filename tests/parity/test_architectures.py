@@ -175,8 +175,10 @@ def test_unknown_architecture_or_option_is_named(edit, message, tiny, run_mlxgp,
     assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
 
 
-# phi3-long: mlx-lm has no short factors; qwen2_moe: mlx-lm 0.32's qwen2_moe has no mlp_only_layers.
-@pytest.mark.parametrize("arch", [a for a in tiny_models.MORE_ARCHS if a not in ("phi3-long", "qwen2_moe")])
+# phi3-long: mlx-lm has no short factors; qwen2_moe: mlx-lm 0.32's qwen2_moe has no mlp_only_layers;
+# gpt2-scaled: mlx-lm's gpt2 hard-codes the MLP width, gelu_new and the 1/sqrt(head_dim) scale.
+@pytest.mark.parametrize("arch", [a for a in tiny_models.MORE_ARCHS
+                                  if a not in ("phi3-long", "qwen2_moe", "gpt2-scaled")])
 def test_mlx_quantized_folder_vs_mlx_lm(arch, tiny, run_mlxgp, tmp_path):
     """mlx-lm's convert path (load, 4-bit g32 quantize, save) on each architecture; both sides read that folder."""
     import mlx.core as mx
@@ -220,3 +222,68 @@ def test_longrope_prompt_past_original_length_prefills_as_one_forward(tiny, run_
                   "--max-kv-size", 64, check=False)
     assert r.returncode != 0 and "original_max_position_embeddings" in r.stderr, r.stderr
     assert r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_gpt2_original_checkpoint_names(tiny, run_mlxgp, tmp_path):
+    """The original GPT-2 checkpoints' layout (h.N..., no transformer. prefix, no lm_head, causal-mask buffers
+    h.N.attn.bias) loads to the same logits as transformers' model."""
+    import torch
+
+    model, src = tiny("gpt2")
+    folder = tmp_path / "original"
+    shutil.copytree(src, folder)
+    tiny_models._gpt2_original_names(folder)
+    ids = _ids(24, model.config.vocab_size, seed=9)
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0].float().numpy()
+    out = tmp_path / "l.safetensors"
+    run_mlxgp("logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--out", out, "--dtype", "float32")
+    from safetensors.numpy import load_file
+
+    diff = float(np.abs(load_file(str(out))["logits"] - ref).max())
+    print(f"gpt2 original names: max |diff| = {diff:.3e}")
+    assert diff <= 1e-4
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"activation_function": "relu"}, "unsupported activation_function 'relu'"),
+    ({"add_cross_attention": True}, "add_cross_attention"),
+])
+def test_gpt2_unsupported_option_is_named(edit, message, tiny, run_mlxgp, tmp_path):
+    _, src = tiny("gpt2")
+    folder = tmp_path / "edited"
+    shutil.copytree(src, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(edit)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    r = run_mlxgp("logits", "--model", folder, "--input-ids", "5,6,7", "--out", tmp_path / "x.safetensors",
+                  check=False)
+    assert r.returncode != 0
+    assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_gpt2_learned_positions_bound_the_context(tiny, run_mlxgp, run_mlxgp_json, tmp_path):
+    """64 learned positions: transformers' wpe lookup fails past them (IndexError). mlxgp's generate stops at
+    the context (finish_reason length, as for every model), its tokens up to there transformers' own; a forward
+    past it (logits on 68 ids, or a rotating cache that lets generation run on) is refused in one line."""
+    import torch
+
+    model, folder = tiny("gpt2")
+    ids = _ids(60, model.config.vocab_size, seed=3)
+    with pytest.raises(IndexError):
+        with torch.no_grad():
+            model(torch.tensor([ids + ids[:8]]))
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([ids]), max_new_tokens=4, do_sample=False, min_new_tokens=4,
+                             pad_token_id=0)[0, len(ids):].tolist()
+    common = ["--model", folder, "--dtype", "float32", "--input-ids", ",".join(map(str, ids)),
+              "--max-new-tokens", 8, "--min-new-tokens", 8]
+    seq = run_mlxgp_json("generate", *common)["sequences"][0]
+    assert seq["token_ids"] == ref and seq["finish_reason"] == "length", seq
+    message = "position 64 is past the model's 64 learned positions"
+    for args in (["logits", "--model", folder, "--input-ids", ",".join(map(str, ids + ids[:8])),
+                  "--out", tmp_path / "x.safetensors"],
+                 ["generate", *common, "--max-kv-size", 128]):
+        r = run_mlxgp(*args, check=False)
+        assert r.returncode != 0
+        assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
