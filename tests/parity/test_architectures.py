@@ -1,4 +1,4 @@
-"""The later architectures (gemma, gemma2, gemma3_text, phi3, granite, olmo2, smollm3) against transformers,
+"""The later architectures (gemma, gemma2, gemma3_text, phi3, granite, olmo2, smollm3, MoE, starcoder2, gpt2) against transformers,
 live, on tiny random fp32 models built from a config and a fixed seed (tiny_models.MORE_ARCHS: each
 architecture's distinctive options on, with values that matter: soft-caps that clip, windows shorter than
 the sequences, LongRoPE crossing its original length during decoding, layers without RoPE).
@@ -287,3 +287,63 @@ def test_gpt2_learned_positions_bound_the_context(tiny, run_mlxgp, run_mlxgp_jso
         r = run_mlxgp(*args, check=False)
         assert r.returncode != 0
         assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_gpt2_mlxgp_convert_folder_loads_in_mlx_lm(tiny, run_mlxgp, tmp_path):
+    """mlxgp's convert (4-bit g32) of an HF gpt2 folder writes mlx-lm's names (model.h.N..., wte/wpe quantized):
+    mlx-lm loads it, and both sides give the same logits on it."""
+    import mlx.core as mx
+    from mlx_lm.utils import load_model
+
+    _, src = tiny("gpt2")
+    folder = tmp_path / "hf"
+    shutil.copytree(src, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["n_ctx"] = cfg["n_positions"]  # mlx-lm's ModelArgs requires it (transformers 5 does not write it)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    qdir = tmp_path / "q4"
+    run_mlxgp("convert", "--hf-path", folder, "--mlx-path", qdir, "--quantize", "--q-bits", 4, "--q-group-size", 32)
+    ref_model, _ = load_model(qdir)  # strict: every tensor named as mlx-lm's gpt2 expects
+    ids = _ids(30, 512, seed=4)
+    ref = np.array(ref_model(mx.array([ids]))[0].astype(mx.float32))
+    out = tmp_path / "l.safetensors"
+    run_mlxgp("logits", "--model", qdir, "--input-ids", ",".join(map(str, ids)), "--out", out)
+    from safetensors.numpy import load_file
+
+    diff = float(np.abs(load_file(str(out))["logits"] - ref).max())
+    print(f"gpt2: mlxgp-converted 4-bit g32 folder, mlxgp vs mlx-lm: max |diff| = {diff:.3e}")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-3
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_gpt2_sharded_half_precision_folder(dtype, tiny, run_mlxgp, tmp_path):
+    """A sharded (model.safetensors.index.json) bf16 / fp16 HF gpt2 folder: with --dtype float32, the logits of
+    transformers' fp32 model on the same rounded weights; in its own dtype, close to transformers' run in it."""
+    import torch
+    import transformers
+
+    model, _ = tiny("gpt2")
+    folder = tmp_path / dtype
+    half = transformers.AutoModelForCausalLM.from_config(model.config, dtype=getattr(torch, dtype))
+    half.load_state_dict(model.state_dict())
+    half.eval()
+    half.save_pretrained(folder, max_shard_size="100KB")
+    assert (folder / "model.safetensors.index.json").exists()
+    ids = _ids(30, model.config.vocab_size, seed=6)
+    with torch.no_grad():
+        ref_half = half(torch.tensor([ids])).logits[0].float().numpy()
+        ref32 = half.float()(torch.tensor([ids])).logits[0].numpy()
+    from safetensors.numpy import load_file
+
+    def logits(*extra):
+        out = tmp_path / "l.safetensors"
+        run_mlxgp("logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--out", out, *extra)
+        return load_file(str(out))["logits"]
+
+    diff32 = float(np.abs(logits("--dtype", "float32") - ref32).max())
+    diff_half = float(np.abs(logits() - ref_half).max())
+    print(f"gpt2 sharded {dtype} folder: fp32 max |diff| = {diff32:.3e}; in {dtype} max |diff| = {diff_half:.3e} "
+          f"(logit range {np.abs(ref32).max():.1f})")
+    assert diff32 <= 1e-4
+    assert diff_half <= (5e-2 if dtype == "bfloat16" else 1e-2)

@@ -112,7 +112,9 @@ def make_tiny_model(arch: str, out_dir, seed: int = 0):
     model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.ndim >= 2 and name.endswith("mlp.gate.weight"):
+            if name.endswith("wpe.weight"):
+                p.normal_(0.0, 0.3)  # gpt2's learned positions: large enough that a wrong position changes tokens
+            elif p.ndim >= 2 and name.endswith("mlp.gate.weight"):
                 p.normal_(0.0, 0.2)  # MoE routers: decisive, varied routing, so every expert gets tokens
             elif p.ndim >= 2:
                 p.normal_(0.0, 0.08)
