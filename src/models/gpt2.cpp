@@ -80,23 +80,29 @@ WeightMap gpt2_model_names(WeightMap weights) {
   return out;
 }
 
-WeightMap gpt2_mlx_lm_names(WeightMap weights) {
+WeightMap gpt2_checkpoint_names(WeightMap weights, CheckpointLayout layout) {
+  const bool hf = layout == CheckpointLayout::Hf;
+  const std::string top = hf ? "transformer." : "model.";
   WeightMap out;
   for (auto& [name, a] : weights) {
     std::string renamed = name;
-    if (name.starts_with("model.embed_tokens.")) renamed = "model.wte." + name.substr(19);
-    else if (name.starts_with("model.embed_positions.")) renamed = "model.wpe." + name.substr(22);
-    else if (name.starts_with("model.norm.")) renamed = "model.ln_f." + name.substr(11);
+    bool transpose = false;
+    if (name.starts_with("model.embed_tokens.")) renamed = top + "wte." + name.substr(19);
+    else if (name.starts_with("model.embed_positions.")) renamed = top + "wpe." + name.substr(22);
+    else if (name.starts_with("model.norm.")) renamed = top + "ln_f." + name.substr(11);
     else if (name.starts_with("model.layers.")) {
       const auto dot = name.find('.', 13);
       const std::string layer = name.substr(13, dot - 13),
                         module = dot == std::string::npos ? "" : name.substr(dot + 1);
       for (const auto& b : kBlock) {
         const std::string from = std::string(b.decoder) + ".";
-        if (module.starts_with(from)) renamed = "model.h." + layer + "." + b.gpt2 + "." + module.substr(from.size());
+        if (!module.starts_with(from)) continue;
+        const std::string leaf = module.substr(from.size());
+        renamed = top + "h." + layer + "." + b.gpt2 + "." + leaf;
+        transpose = hf && b.conv1d && leaf == "weight" && a.ndim() == 2;
       }
     }
-    out.insert_or_assign(renamed, a);
+    out.insert_or_assign(renamed, transpose ? mx::contiguous(mx::transpose(a)) : a);
   }
   return out;
 }

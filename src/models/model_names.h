@@ -6,16 +6,16 @@
 
 #include <string>
 
+#include "mlxgp/checkpoint_names.h"
 #include "mlxgp/model.h"
 
 namespace mlxgp {
 
 WeightMap to_model_names(const std::string& model_type, WeightMap weights);
-// The reverse, into the names mlx-lm's model of that type reads (convert writes its folders so).
-WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights);
 
 // gpt2: HF's (transformer.)h.N.attn.c_attn with Conv1D [in, out] weights, or mlx-lm's model.h.N...
 WeightMap gpt2_model_names(WeightMap weights);
-WeightMap gpt2_mlx_lm_names(WeightMap weights);
+// The reverse (mlxgp/checkpoint_names.h).
+WeightMap gpt2_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 
 }  // namespace mlxgp

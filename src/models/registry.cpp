@@ -68,8 +68,8 @@ WeightMap to_model_names(const std::string& model_type, WeightMap weights) {
   return weights;
 }
 
-WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights) {
-  if (model_type == "gpt2") return gpt2_mlx_lm_names(std::move(weights));
+WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, CheckpointLayout layout) {
+  if (model_type == "gpt2") return gpt2_checkpoint_names(std::move(weights), layout);
   return weights;
 }
 

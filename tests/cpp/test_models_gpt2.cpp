@@ -64,6 +64,10 @@ TEST(Gpt2Names, HfConv1dAndMlxLmLayoutsMapToTheDecoder) {
   EXPECT_EQ(m.count("model.norm.bias") + m.count("model.embed_tokens.biases"), 2u);
   // Decoder names pass through, and convert's reverse gives mlx-lm's names back.
   EXPECT_EQ(gpt2_model_names(m).size(), 3u);
-  auto back = gpt2_mlx_lm_names(m);
+  auto back = gpt2_checkpoint_names(m, CheckpointLayout::MlxLm);
   for (auto& [name, array] : mlx) EXPECT_EQ(back.count(name), 1u) << name;
+  // transformers' layout: transformer.* with the Conv1D weights back to [in, out].
+  auto hf_back = gpt2_checkpoint_names(w, CheckpointLayout::Hf);
+  EXPECT_TRUE(mx::array_equal(hf_back.at("transformer.h.0.attn.c_attn.weight"), a).item<bool>());
+  EXPECT_EQ(hf_back.count("transformer.wpe.weight") + hf_back.count("lm_head.weight"), 2u);
 }

@@ -87,8 +87,10 @@ def tiny_config(arch: str):
         # exact gelu, no 1/sqrt(head_dim) and the scale divided by layer index + 1.
         extra = {} if arch == "gpt2" else dict(n_inner=96, activation_function="gelu", scale_attn_weights=False,
                                                 scale_attn_by_inverse_layer_idx=True)
+        # No dropout (GPT2Config's default is 0.1): mlxgp trains without model dropout, as the other configs have none.
         return transformers.GPT2Config(vocab_size=512, n_embd=64, n_layer=3, n_head=4, n_positions=64,
-                                       layer_norm_epsilon=1e-5, bos_token_id=1, eos_token_id=2, **extra)
+                                       layer_norm_epsilon=1e-5, bos_token_id=1, eos_token_id=2, resid_pdrop=0.0,
+                                       embd_pdrop=0.0, attn_pdrop=0.0, **extra)
     if arch == "mixtral":
         return transformers.MixtralConfig(**_COMMON, num_local_experts=4, num_experts_per_tok=2)
     if arch == "qwen2_moe":
