@@ -347,3 +347,18 @@ def test_gpt2_sharded_half_precision_folder(dtype, tiny, run_mlxgp, tmp_path):
           f"(logit range {np.abs(ref32).max():.1f})")
     assert diff32 <= 1e-4
     assert diff_half <= (5e-2 if dtype == "bfloat16" else 1e-2)
+
+
+def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
+    """The batch's rotating cache (--max-kv-size, large enough to keep every key) counts each row's positions
+    from its own first token too: each row equals transformers' solo greedy run."""
+    model, folder = tiny("gpt2")
+    prompts = [_ids(n, model.config.vocab_size, seed=40 + n) for n in (11, 4, 7)]
+    refs = [_hf_generate(model, p) for p in prompts]
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text("".join(json.dumps({"input_ids": p}) + "\n" for p in prompts))
+    proc = run_mlxgp("generate", "--model", folder, "--dtype", "float32", "--max-new-tokens", MAX_NEW,
+                     "--min-new-tokens", MAX_NEW, "--prompts-file", jsonl, "--batch-size", 3, "--max-kv-size", 64,
+                     "--json")
+    rows = [json.loads(line)["sequences"][0]["token_ids"] for line in proc.stdout.splitlines() if line.strip()]
+    assert rows == refs
