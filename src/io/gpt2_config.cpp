@@ -16,15 +16,18 @@ bool has(const json& j, const char* key) { return j.contains(key) && !j.at(key).
 
 json gpt2_common_fields(const json& in) {
   json j = in;
-  // GPT2Config's field (or its default) wins: transformers reads hidden_size etc. through attribute_map.
-  auto take = [&](const char* field, const char* common, json def) { j[common] = has(in, field) ? in.at(field) : def; };
-  take("n_embd", "hidden_size", 768);
-  take("n_layer", "num_hidden_layers", 12);
-  take("n_head", "num_attention_heads", 12);
-  take("n_positions", "max_position_embeddings", 1024);
-  take("layer_norm_epsilon", "rms_norm_eps", 1e-5);
-  take("activation_function", "hidden_act", "gelu_new");
-  take("vocab_size", "vocab_size", 50257);
+  // GPT2Config's field, else the common name where its attribute_map aliases one (hidden_size -> n_embd),
+  // else its default. Common names it does not alias (rms_norm_eps, hidden_act, intermediate_size) are ignored.
+  auto take = [&](const char* field, const char* common, json def, bool aliased) {
+    j[common] = has(in, field) ? in.at(field) : aliased && has(in, common) ? in.at(common) : def;
+  };
+  take("n_embd", "hidden_size", 768, true);
+  take("n_layer", "num_hidden_layers", 12, true);
+  take("n_head", "num_attention_heads", 12, true);
+  take("n_positions", "max_position_embeddings", 1024, true);
+  take("layer_norm_epsilon", "rms_norm_eps", 1e-5, false);
+  take("activation_function", "hidden_act", "gelu_new", false);
+  take("vocab_size", "vocab_size", 50257, true);
   // GPT-2 has neither grouped heads nor a head_dim field: every head is n_embd / n_head wide.
   j["num_key_value_heads"] = j["num_attention_heads"];
   j.erase("head_dim");

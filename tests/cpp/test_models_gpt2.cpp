@@ -33,6 +33,16 @@ TEST(Gpt2Config, ReadsGpt2NamesWithGpt2ConfigDefaults) {
   EXPECT_EQ(d.vocab_size, 50257);
   EXPECT_FALSE(d.scale_attn_weights);
   EXPECT_TRUE(d.scale_attn_by_inverse_layer_idx);
+  // transformers' attribute_map: hidden_size etc. alias GPT-2's names; rms_norm_eps / hidden_act are not GPT-2's.
+  auto e = parse_model_config(R"({"model_type": "gpt2", "hidden_size": 32, "num_hidden_layers": 2,
+      "num_attention_heads": 2, "max_position_embeddings": 16, "rms_norm_eps": 0.5, "hidden_act": "relu"})");
+  EXPECT_EQ(e.hidden_size, 32);
+  EXPECT_EQ(e.num_hidden_layers, 2);
+  EXPECT_EQ(e.num_attention_heads, 2);
+  EXPECT_EQ(e.max_position_embeddings, 16);
+  EXPECT_EQ(e.intermediate_size, 128);
+  EXPECT_FLOAT_EQ(e.rms_norm_eps, 1e-5f);
+  EXPECT_EQ(e.hidden_act, "gelu_new");
   EXPECT_EQ(
       error_of([] { parse_model_config(R"({"model_type": "gpt2", "activation_function": "relu"})"); }),
       "[config] unsupported activation_function 'relu' (supported: gelu_new, gelu_pytorch_tanh, gelu, silu, swish)");
