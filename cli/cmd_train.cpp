@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "distributed_run.h"
 #include "mlxgp/checkpoint.h"
+#include "mlxgp/checkpoint_names.h"
 #include "mlxgp/dataset.h"
 #include "mlxgp/error.h"
 #include "mlxgp/loader.h"
@@ -330,8 +331,9 @@ int run_train(const std::vector<std::string>& argv) {
     auto r = trainer.step(micro);
     if (step == start_step && writer)
       if (auto p = args.get("dump-grads")) {
-        std::unordered_map<std::string, mx::array> g(trainer.last_gradients().begin(), trainer.last_gradients().end());
-        save_safetensors_atomic(*p, g, {}, "train");
+        WeightMap g(trainer.last_gradients().begin(), trainer.last_gradients().end());
+        save_safetensors_atomic(*p, to_checkpoint_names(model.config().model_type, std::move(g), CheckpointLayout::Hf),
+                                {}, "train");
       }
     tokens_seen += r.n_tokens;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -374,8 +376,11 @@ int run_train(const std::vector<std::string>& argv) {
                               {{"format", "mlxgp-soft-prompt"}}, "train");
     } else {
       artefact = (fs::path(out_dir) / "model.safetensors").string();
-      std::unordered_map<std::string, mx::array> w(trainer.masters().begin(), trainer.masters().end());
-      save_safetensors_atomic(artefact, w, {{"format", "pt"}}, "train");
+      WeightMap w(trainer.masters().begin(), trainer.masters().end());
+      // transformers' names (gpt2's differ from the model's own), so from_pretrained reads the weights.
+      save_safetensors_atomic(artefact,
+                              to_checkpoint_names(model.config().model_type, std::move(w), CheckpointLayout::Hf),
+                              {{"format", "pt"}}, "train");
     }
     return artefact;
   };

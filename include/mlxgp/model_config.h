@@ -65,6 +65,8 @@ struct ModelConfig {
   float embedding_multiplier = 1.0f, residual_multiplier = 1.0f, logits_scaling = 1.0f;
   std::optional<float> attention_multiplier;
   std::vector<bool> rope_layers;  // smollm3 no_rope_layers (1 = rotary); empty: every layer rotates
+  // gpt2: false drops the 1/sqrt(head_dim) attention scale; true divides layer i's scale by i + 1.
+  bool scale_attn_weights = true, scale_attn_by_inverse_layer_idx = false;
 
   // Mixture of experts (mixtral, qwen2_moe, qwen3_moe): num_local_experts / num_experts, top-k routing.
   std::optional<bool> qkv_bias;  // qwen2_moe's switch for q/k/v biases (its default: on)

@@ -2,6 +2,8 @@
 // model uses them), optionally quantize, and write the folder mlx-lm's convert writes.
 #include "mlxgp/convert.h"
 
+#include "mlxgp/checkpoint_names.h"
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -91,6 +93,7 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
       out.insert_or_assign(name, w);
     }
   }
+  out = to_checkpoint_names(loaded.model->config().model_type, std::move(out), CheckpointLayout::MlxLm);
   result.tensors = static_cast<int>(out.size());
   if (options.quantize) {
     nlohmann::ordered_json q = {{"group_size", options.group_size}, {"bits", options.bits}};

@@ -15,6 +15,7 @@
 #include "kernels/kernels.h"
 #include "mlxgp/error.h"
 #include "mlxgp/paths.h"
+#include "models/model_names.h"
 
 namespace mx = mlx::core;
 
@@ -149,7 +150,8 @@ LoadedModel load_folder(const fs::path& dir, const LoadOptions& options) {
   // Fail on an unknown architecture before reading gigabytes of weights.
   auto types = supported_model_types();
   if (std::find(types.begin(), types.end(), config.model_type) == types.end()) create_model(config, {});
-  WeightMap weights = load_folder_weights(dir);
+  // In the model's names first: dtype handling reads the final norm's dtype by name.
+  WeightMap weights = to_model_names(config.model_type, load_folder_weights(dir));
   apply_dtype(weights, options.dtype, config.quantization ? config.quantization->group_size : 64);
   if (options.dtype) config.quantization.reset();
   out.model = create_model(config, std::move(weights));

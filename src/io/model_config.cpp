@@ -2,11 +2,13 @@
 // (transformers 5.x `rope_parameters`, older `rope_theta` + `rope_scaling`).
 #include "mlxgp/model_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
 
+#include "io/gpt2_config.h"
 #include "mlxgp/error.h"
 
 namespace mlxgp {
@@ -282,7 +284,9 @@ void validate_model_config(const ModelConfig& c, const std::string& component) {
   positive_int("head_dim", c.head_dim);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     fail(component, "num_attention_heads must be a multiple of num_key_value_heads");
-  if (c.head_dim % 2 != 0) fail(component, "head_dim must be even for rotary embeddings");
+  const bool rotary =
+      c.rope_layers.empty() || std::find(c.rope_layers.begin(), c.rope_layers.end(), true) != c.rope_layers.end();
+  if (rotary && c.head_dim % 2 != 0) fail(component, "head_dim must be even for rotary embeddings");
   if (c.max_position_embeddings < 0)
     fail(component, "field 'max_position_embeddings' must be >= 0, got " + std::to_string(c.max_position_embeddings));
   positive_real("rms_norm_eps", c.rms_norm_eps);
@@ -310,6 +314,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
   auto mt = j.find("model_type");
   if (mt == j.end() || !mt->is_string()) fail("config", "config.json is missing 'model_type'");
   c.model_type = *mt;
+  if (c.model_type == "gpt2") j = io::gpt2_common_fields(j);
   c.vocab_size = get_int(j, "vocab_size", 0, true);
   c.hidden_size = get_int(j, "hidden_size", 0, true);
   c.intermediate_size = get_int(j, "intermediate_size", 0, true);
@@ -330,7 +335,6 @@ ModelConfig parse_model_config(const std::string& json_text) {
   }
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     fail("config", "num_attention_heads must be a multiple of num_key_value_heads");
-  if (c.head_dim % 2 != 0) fail("config", "head_dim must be even for rotary embeddings");
   c.rms_norm_eps = get_float(j, "rms_norm_eps", c.rms_norm_eps);
   c.rms_norm_eps = get_float(j, "norm_epsilon", c.rms_norm_eps);  // starcoder2's LayerNorm epsilon
   c.max_position_embeddings = get_int(j, "max_position_embeddings", c.max_position_embeddings);
@@ -359,6 +363,12 @@ ModelConfig parse_model_config(const std::string& json_text) {
   }
   parse_rope_fields(j, c);
   parse_architecture_fields(j, c);
+  if (c.model_type == "gpt2") {
+    c.rope_layers.assign(c.num_hidden_layers, false);  // learned absolute positions instead of RoPE
+    c.scale_attn_weights = get_bool(j, "scale_attn_weights", true);
+    c.scale_attn_by_inverse_layer_idx = get_bool(j, "scale_attn_by_inverse_layer_idx", false);
+    // reorder_and_upcast_attn only changes the rounding of eager half-precision attention: accepted.
+  }
   if (auto it = j.find("quantization"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) fail("config", "quantization must be an object");
     QuantizationConfig q;

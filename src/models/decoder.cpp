@@ -96,6 +96,11 @@ void DecoderModel::build(const WeightMap& loaded) {
   }
   auto norm = norm_at("model.norm.weight");
   embed.dequant_dtype = norm.weight->dtype();  // the activation dtype (see io/loader.cpp)
+  std::optional<layers::Embedding> positions;
+  if (o.learned_positions) {
+    positions = layers::Embedding::load(weights, "model.embed_positions", c.max_position_embeddings, c.hidden_size);
+    positions->dequant_dtype = norm.weight->dtype();
+  }
   if (o.scale_embeddings) {
     // transformers' ScaledWordEmbedding: torch.tensor(hidden_size**0.5) cast to the weights' dtype.
     embed_scale_ =
@@ -109,6 +114,7 @@ void DecoderModel::build(const WeightMap& loaded) {
   WeightMap kept;
   for (auto& n : used.names()) kept.insert_or_assign(n, weights.at(n));
   embed_tokens_ = std::move(embed);
+  embed_positions_ = std::move(positions);
   blocks_ = std::move(blocks);
   norm_ = std::move(norm);
   lm_head_ = std::move(head);
@@ -200,6 +206,27 @@ mx::array DecoderModel::block(const Block& b, const mx::array& x, KVCache& cache
   return residual(h, f);
 }
 
+mx::array DecoderModel::add_positions(const mx::array& h, const KVCache& cache) const {
+  const int T = h.shape(1), offset = cache.offset();
+  // As transformers' generate: each left-padded row counts from its first token (attention_mask cumsum - 1),
+  // its padding at position 0 (those slots are never attended to).
+  const auto rows = cache.left_padding().empty() ? std::vector<int>{} : cache.row_offsets();
+  int last = offset + T - 1;
+  if (!rows.empty()) last = *std::max_element(rows.begin(), rows.end()) + T - 1;
+  if (last >= config_.max_position_embeddings)
+    fail("model", "position " + std::to_string(last) + " is past the model's " +
+                      std::to_string(config_.max_position_embeddings) +
+                      " learned positions (n_positions / max_position_embeddings)");
+  mx::array ids = mx::reshape(mx::arange(offset, offset + T, mx::int32), {1, T});
+  if (!rows.empty()) {
+    const int n = static_cast<int>(rows.size());
+    auto starts = mx::reshape(mx::array(rows.data(), {n}, mx::int32), {n, 1});
+    ids = mx::maximum(mx::add(starts, mx::reshape(mx::arange(T, mx::int32), {1, T})), mx::array(0, mx::int32));
+  }
+  auto p = (*embed_positions_)(ids);
+  return mx::add(h, mx::astype(p, h.dtype()));
+}
+
 mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& caches) {
   if (embeddings.ndim() != 3 || embeddings.shape(2) != config_.hidden_size)
     fail("model", "embeddings must be [batch, length, hidden_size]");
@@ -221,6 +248,8 @@ mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& 
   const int T = h.shape(1);
   if (T == 0 || h.ndim() != 3 || h.shape(2) != config_.hidden_size)
     fail("hooks", "an embeddings hook must return [batch, length >= 1, hidden_size]");
+  // After the hooks: transformers' GPT2Model adds wpe to inputs_embeds, soft-prompt tokens included.
+  if (embed_positions_) h = add_positions(h, *caches[0]);
   // One mask for every layer, from the first layer's cache before it is updated (mlx-lm's models
   // ask cache[0].make_mask once per forward); the standard cache's mask costs no array op.
   const AttentionMask mask = caches[0]->make_mask(T);

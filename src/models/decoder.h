@@ -25,6 +25,8 @@ struct DecoderOptions {
   bool scale_embeddings = false;  // gemma: embed() multiplies by sqrt(hidden_size) in the weights' dtype
   layers::SwiGLU::Kind mlp = layers::SwiGLU::Kind::Gated;  // phi3: GatedFused; starcoder2: Plain
   bool layer_norm = false;                                 // starcoder2: LayerNorm with bias instead of RMSNorm
+  // gpt2: learned absolute positions (model.embed_positions, wpe) added to whatever enters the stack.
+  bool learned_positions = false;
   // Mixture of experts when the config has experts (layers::is_moe_layer): mixtral's or qwen's names.
   layers::MoeOptions moe;
 };
@@ -65,7 +67,10 @@ class DecoderModel : public Model {
   layers::Embedding embed_tokens_;
   std::vector<Block> blocks_;
   layers::RMSNorm norm_;
-  std::optional<mx::array> embed_scale_;   // gemma
+  std::optional<mx::array> embed_scale_;              // gemma
+  std::optional<layers::Embedding> embed_positions_;  // gpt2
+  // gpt2: h + wpe[position] for each row's own positions (left-padded rows start later).
+  mx::array add_positions(const mx::array& h, const KVCache& cache) const;
   std::optional<layers::Linear> lm_head_;  // absent when tied to the embeddings
 };
 
@@ -81,5 +86,6 @@ void register_olmo2();
 void register_smollm3();
 void register_moe();  // mixtral, qwen2_moe, qwen3_moe
 void register_starcoder2();
+void register_gpt2();
 
 }  // namespace mlxgp

@@ -308,6 +308,8 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   a.scale = c.attention_multiplier
                 ? *c.attention_multiplier
                 : 1.0f / std::sqrt(c.query_pre_attn_scalar ? *c.query_pre_attn_scalar : static_cast<float>(c.head_dim));
+  if (!c.scale_attn_weights) a.scale = 1.0f;  // gpt2: raw q.k scores
+  if (c.scale_attn_by_inverse_layer_idx) a.scale /= static_cast<float>(layer + 1);
   a.softcap = c.attn_logit_softcapping;
   const bool bias = o.qkv_bias || c.attention_bias;
   const int q_out = a.n_heads * a.head_dim, kv_out = a.n_kv_heads * a.head_dim;

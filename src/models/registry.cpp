@@ -8,6 +8,7 @@
 #include "mlxgp/error.h"
 #include "mlxgp/model.h"
 #include "models/decoder.h"
+#include "models/model_names.h"
 
 namespace mx = mlx::core;
 
@@ -34,6 +35,7 @@ void ensure_builtins() {
     register_smollm3();
     register_moe();
     register_starcoder2();
+    register_gpt2();
   });
 }
 
@@ -58,7 +60,17 @@ std::unique_ptr<Model> create_model(const ModelConfig& config, WeightMap weights
     for (auto& n : supported_model_types()) list += (list.empty() ? "" : ", ") + n;
     fail("model", "unknown model_type '" + config.model_type + "' (supported: " + list + ")");
   }
-  return it->second(config, std::move(weights));
+  return it->second(config, to_model_names(config.model_type, std::move(weights)));
+}
+
+WeightMap to_model_names(const std::string& model_type, WeightMap weights) {
+  if (model_type == "gpt2") return gpt2_model_names(std::move(weights));
+  return weights;
+}
+
+WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, CheckpointLayout layout) {
+  if (model_type == "gpt2") return gpt2_checkpoint_names(std::move(weights), layout);
+  return weights;
 }
 
 mx::array Model::forward_embeddings_last(const mx::array& embeddings, KVCacheList& caches, int n) {

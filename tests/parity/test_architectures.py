@@ -1,4 +1,4 @@
-"""The later architectures (gemma, gemma2, gemma3_text, phi3, granite, olmo2, smollm3) against transformers,
+"""The later architectures (gemma, gemma2, gemma3_text, phi3, granite, olmo2, smollm3, MoE, starcoder2, gpt2) against transformers,
 live, on tiny random fp32 models built from a config and a fixed seed (tiny_models.MORE_ARCHS: each
 architecture's distinctive options on, with values that matter: soft-caps that clip, windows shorter than
 the sequences, LongRoPE crossing its original length during decoding, layers without RoPE).
@@ -175,8 +175,10 @@ def test_unknown_architecture_or_option_is_named(edit, message, tiny, run_mlxgp,
     assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
 
 
-# phi3-long: mlx-lm has no short factors; qwen2_moe: mlx-lm 0.32's qwen2_moe has no mlp_only_layers.
-@pytest.mark.parametrize("arch", [a for a in tiny_models.MORE_ARCHS if a not in ("phi3-long", "qwen2_moe")])
+# phi3-long: mlx-lm has no short factors; qwen2_moe: mlx-lm 0.32's qwen2_moe has no mlp_only_layers;
+# gpt2-scaled: mlx-lm's gpt2 hard-codes the MLP width, gelu_new and the 1/sqrt(head_dim) scale.
+@pytest.mark.parametrize("arch", [a for a in tiny_models.MORE_ARCHS
+                                  if a not in ("phi3-long", "qwen2_moe", "gpt2-scaled")])
 def test_mlx_quantized_folder_vs_mlx_lm(arch, tiny, run_mlxgp, tmp_path):
     """mlx-lm's convert path (load, 4-bit g32 quantize, save) on each architecture; both sides read that folder."""
     import mlx.core as mx
@@ -220,3 +222,143 @@ def test_longrope_prompt_past_original_length_prefills_as_one_forward(tiny, run_
                   "--max-kv-size", 64, check=False)
     assert r.returncode != 0 and "original_max_position_embeddings" in r.stderr, r.stderr
     assert r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_gpt2_original_checkpoint_names(tiny, run_mlxgp, tmp_path):
+    """The original GPT-2 checkpoints' layout (h.N..., no transformer. prefix, no lm_head, causal-mask buffers
+    h.N.attn.bias) loads to the same logits as transformers' model."""
+    import torch
+
+    model, src = tiny("gpt2")
+    folder = tmp_path / "original"
+    shutil.copytree(src, folder)
+    tiny_models._gpt2_original_names(folder)
+    ids = _ids(24, model.config.vocab_size, seed=9)
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0].float().numpy()
+    out = tmp_path / "l.safetensors"
+    run_mlxgp("logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--out", out, "--dtype", "float32")
+    from safetensors.numpy import load_file
+
+    diff = float(np.abs(load_file(str(out))["logits"] - ref).max())
+    print(f"gpt2 original names: max |diff| = {diff:.3e}")
+    assert diff <= 1e-4
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"activation_function": "relu"}, "unsupported activation_function 'relu'"),
+    ({"add_cross_attention": True}, "add_cross_attention"),
+])
+def test_gpt2_unsupported_option_is_named(edit, message, tiny, run_mlxgp, tmp_path):
+    _, src = tiny("gpt2")
+    folder = tmp_path / "edited"
+    shutil.copytree(src, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(edit)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    r = run_mlxgp("logits", "--model", folder, "--input-ids", "5,6,7", "--out", tmp_path / "x.safetensors",
+                  check=False)
+    assert r.returncode != 0
+    assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_gpt2_learned_positions_bound_the_context(tiny, run_mlxgp, run_mlxgp_json, tmp_path):
+    """64 learned positions: transformers' wpe lookup fails past them (IndexError). mlxgp's generate stops at
+    the context (finish_reason length, as for every model), its tokens up to there transformers' own; a forward
+    past it (logits on 68 ids, or a rotating cache that lets generation run on) is refused in one line."""
+    import torch
+
+    model, folder = tiny("gpt2")
+    ids = _ids(60, model.config.vocab_size, seed=3)
+    with pytest.raises(IndexError):
+        with torch.no_grad():
+            model(torch.tensor([ids + ids[:8]]))
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([ids]), max_new_tokens=4, do_sample=False, min_new_tokens=4,
+                             pad_token_id=0)[0, len(ids):].tolist()
+    common = ["--model", folder, "--dtype", "float32", "--input-ids", ",".join(map(str, ids)),
+              "--max-new-tokens", 8, "--min-new-tokens", 8]
+    seq = run_mlxgp_json("generate", *common)["sequences"][0]
+    assert seq["token_ids"] == ref and seq["finish_reason"] == "length", seq
+    message = "position 64 is past the model's 64 learned positions"
+    for args in (["logits", "--model", folder, "--input-ids", ",".join(map(str, ids + ids[:8])),
+                  "--out", tmp_path / "x.safetensors"],
+                 ["generate", *common, "--max-kv-size", 128]):
+        r = run_mlxgp(*args, check=False)
+        assert r.returncode != 0
+        assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_gpt2_mlxgp_convert_folder_loads_in_mlx_lm(tiny, run_mlxgp, tmp_path):
+    """mlxgp's convert (4-bit g32) of an HF gpt2 folder writes mlx-lm's names (model.h.N..., wte/wpe quantized):
+    mlx-lm loads it, and both sides give the same logits on it."""
+    import mlx.core as mx
+    from mlx_lm.utils import load_model
+
+    _, src = tiny("gpt2")
+    folder = tmp_path / "hf"
+    shutil.copytree(src, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["n_ctx"] = cfg["n_positions"]  # mlx-lm's ModelArgs requires it (transformers 5 does not write it)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    qdir = tmp_path / "q4"
+    run_mlxgp("convert", "--hf-path", folder, "--mlx-path", qdir, "--quantize", "--q-bits", 4, "--q-group-size", 32)
+    ref_model, _ = load_model(qdir)  # strict: every tensor named as mlx-lm's gpt2 expects
+    ids = _ids(30, 512, seed=4)
+    ref = np.array(ref_model(mx.array([ids]))[0].astype(mx.float32))
+    out = tmp_path / "l.safetensors"
+    run_mlxgp("logits", "--model", qdir, "--input-ids", ",".join(map(str, ids)), "--out", out)
+    from safetensors.numpy import load_file
+
+    diff = float(np.abs(load_file(str(out))["logits"] - ref).max())
+    print(f"gpt2: mlxgp-converted 4-bit g32 folder, mlxgp vs mlx-lm: max |diff| = {diff:.3e}")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-3
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_gpt2_sharded_half_precision_folder(dtype, tiny, run_mlxgp, tmp_path):
+    """A sharded (model.safetensors.index.json) bf16 / fp16 HF gpt2 folder: with --dtype float32, the logits of
+    transformers' fp32 model on the same rounded weights; in its own dtype, close to transformers' run in it."""
+    import torch
+    import transformers
+
+    model, _ = tiny("gpt2")
+    folder = tmp_path / dtype
+    half = transformers.AutoModelForCausalLM.from_config(model.config, dtype=getattr(torch, dtype))
+    half.load_state_dict(model.state_dict())
+    half.eval()
+    half.save_pretrained(folder, max_shard_size="100KB")
+    assert (folder / "model.safetensors.index.json").exists()
+    ids = _ids(30, model.config.vocab_size, seed=6)
+    with torch.no_grad():
+        ref_half = half(torch.tensor([ids])).logits[0].float().numpy()
+        ref32 = half.float()(torch.tensor([ids])).logits[0].numpy()
+    from safetensors.numpy import load_file
+
+    def logits(*extra):
+        out = tmp_path / "l.safetensors"
+        run_mlxgp("logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--out", out, *extra)
+        return load_file(str(out))["logits"]
+
+    diff32 = float(np.abs(logits("--dtype", "float32") - ref32).max())
+    diff_half = float(np.abs(logits() - ref_half).max())
+    print(f"gpt2 sharded {dtype} folder: fp32 max |diff| = {diff32:.3e}; in {dtype} max |diff| = {diff_half:.3e} "
+          f"(logit range {np.abs(ref32).max():.1f})")
+    assert diff32 <= 1e-4
+    assert diff_half <= (5e-2 if dtype == "bfloat16" else 1e-2)
+
+
+def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
+    """The batch's rotating cache (--max-kv-size, large enough to keep every key) counts each row's positions
+    from its own first token too: each row equals transformers' solo greedy run."""
+    model, folder = tiny("gpt2")
+    prompts = [_ids(n, model.config.vocab_size, seed=40 + n) for n in (11, 4, 7)]
+    refs = [_hf_generate(model, p) for p in prompts]
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text("".join(json.dumps({"input_ids": p}) + "\n" for p in prompts))
+    proc = run_mlxgp("generate", "--model", folder, "--dtype", "float32", "--max-new-tokens", MAX_NEW,
+                     "--min-new-tokens", MAX_NEW, "--prompts-file", jsonl, "--batch-size", 3, "--max-kv-size", 64,
+                     "--json")
+    rows = [json.loads(line)["sequences"][0]["token_ids"] for line in proc.stdout.splitlines() if line.strip()]
+    assert rows == refs

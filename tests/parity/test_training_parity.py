@@ -21,7 +21,8 @@ LR_ADAMW = 1e-4
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return {arch: tiny_models.make_tiny_model(arch, tmp_path_factory.mktemp(f"train_{arch}"))
-            for arch in ("llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe", "starcoder2")}
+            for arch in ("llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe", "starcoder2",
+                         "gpt2")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -88,9 +89,10 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
 # gemma2: soft-caps, sandwich norms, (1 + w) norms, sliding window; phi3: fused projections, LongRoPE;
 # olmo2: output norms and whole-projection q/k norms; granite: the four multipliers; mixtral / qwen2_moe:
 # gradients through the router's top-k weights and the gathered experts (and qwen2_moe's shared expert);
-# starcoder2: LayerNorm weights and biases, biased projections.
+# starcoder2: LayerNorm weights and biases, biased projections; gpt2: learned positions, the tied wte, and
+# the gradients written under transformers' names with the Conv1D ones [in, out].
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe",
-                                  "starcoder2"])
+                                  "starcoder2", "gpt2"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)

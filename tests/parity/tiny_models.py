@@ -9,7 +9,7 @@ from pathlib import Path
 ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 # The later architectures (tests/parity/test_architectures.py), each with its distinctive options on.
 MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", "olmo2", "smollm3",
-              "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2")
+              "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled")
 MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
@@ -81,6 +81,16 @@ def tiny_config(arch: str):
     if arch == "starcoder2":
         return transformers.Starcoder2Config(**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"},
                                              norm_epsilon=1e-5, sliding_window=8, use_bias=True)
+    if arch in ("gpt2", "gpt2-scaled"):
+        # GPT2Config's own names; 64 learned positions (the tests reach 44). "gpt2" keeps the defaults mlx-lm
+        # hard-codes (n_inner 4 * n_embd, gelu_new, 1/sqrt(head_dim)); "gpt2-scaled" has its own MLP width,
+        # exact gelu, no 1/sqrt(head_dim) and the scale divided by layer index + 1.
+        extra = {} if arch == "gpt2" else dict(n_inner=96, activation_function="gelu", scale_attn_weights=False,
+                                                scale_attn_by_inverse_layer_idx=True)
+        # No dropout (GPT2Config's default is 0.1): mlxgp trains without model dropout, as the other configs have none.
+        return transformers.GPT2Config(vocab_size=512, n_embd=64, n_layer=3, n_head=4, n_positions=64,
+                                       layer_norm_epsilon=1e-5, bos_token_id=1, eos_token_id=2, resid_pdrop=0.0,
+                                       embd_pdrop=0.0, attn_pdrop=0.0, **extra)
     if arch == "mixtral":
         return transformers.MixtralConfig(**_COMMON, num_local_experts=4, num_experts_per_tok=2)
     if arch == "qwen2_moe":
@@ -142,11 +152,13 @@ def make_tiny_model(arch: str, out_dir, seed: int = 0):
     model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.ndim >= 2 and name.endswith("mlp.gate.weight"):
+            if name.endswith("wpe.weight"):
+                p.normal_(0.0, 0.3)  # gpt2's learned positions: large enough that a wrong position changes tokens
+            elif p.ndim >= 2 and name.endswith("mlp.gate.weight"):
                 p.normal_(0.0, 0.2)  # MoE routers: decisive, varied routing, so every expert gets tokens
             elif p.ndim >= 2:
                 p.normal_(0.0, 0.08)
-            elif "norm" in name:
+            elif "norm" in name or ".ln_" in name:  # gpt2's LayerNorms are ln_1 / ln_2 / ln_f
                 p.uniform_(0.5, 1.5)  # non-trivial norm weights catch a skipped or misplaced norm
             else:
                 p.normal_(0.0, 0.05)  # biases (qwen2 q/k/v)
@@ -173,6 +185,7 @@ def legacy_rope_config(folder) -> None:
 def mlx_lm_layout(folder, arch: str) -> None:
     """mlx-lm 0.32 reads the pre-5.x config layout (top-level rope_theta / rope_scaling, gemma3's
     rope_local_base_freq) and always rotates with LongRoPE's long factors, so phi3 goes without scaling.
+    Its gpt2 reads only the original GPT-2 tensor names and n_ctx.
     Its gemma and starcoder2 use exact gelu whatever hidden_act says, its gemma2 and starcoder2 have no
     sliding window, and its gemma3_text
     reads sliding_window_pattern and never caps its logits: the folder says the same to both sides."""
@@ -196,10 +209,30 @@ def mlx_lm_layout(folder, arch: str) -> None:
         cfg["sliding_window"] = 4096
     if arch == "starcoder2":
         cfg["hidden_act"] = "gelu"  # mlx-lm's starcoder2 MLP is exact gelu
+    if arch == "gpt2":
+        _gpt2_original_names(folder)
+        cfg.setdefault("n_ctx", cfg["n_positions"])  # mlx-lm's ModelArgs requires it
     if arch == "gemma3_text":
         cfg["sliding_window_pattern"] = 3  # layer_types [sliding, sliding, full]
         cfg["final_logit_softcapping"] = None  # mlx-lm's gemma3_text does not cap
     path.write_text(json.dumps(cfg, indent=2))
+
+
+def _gpt2_original_names(folder) -> None:
+    """Renames a saved GPT2LMHeadModel's tensors (transformer.h.0.attn.c_attn.weight, lm_head.weight) the way
+    the original GPT-2 checkpoints name them (h.0.attn.c_attn.weight, no head), with the causal-mask buffers
+    (h.N.attn.bias) they carry: the only layout mlx-lm 0.32's gpt2 sanitize reads."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = Path(folder) / "model.safetensors"
+    tensors = load_file(str(path))
+    out = {k.removeprefix("transformer."): v for k, v in tensors.items() if k != "lm_head.weight"}
+    layers = {k.split(".")[1] for k in out if k.startswith("h.")}
+    n_pos = out["wpe.weight"].shape[0]
+    for i in layers:
+        out[f"h.{i}.attn.bias"] = torch.tril(torch.ones(n_pos, n_pos, dtype=torch.bool)).view(1, 1, n_pos, n_pos)
+    save_file(out, str(path), metadata={"format": "pt"})
 
 
 GGUF_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")

@@ -1,0 +1,19 @@
+// The names a model's tensors carry in checkpoint files, where they differ from the names the model uses
+// (parameters(), LoRA, hooks, sharding): gpt2's decoder names (model.layers.N.self_attn.qkv_proj) back to
+// GPT-2's. Other model types pass through unchanged.
+#pragma once
+
+#include <string>
+
+#include "mlxgp/model.h"
+
+namespace mlxgp {
+
+enum class CheckpointLayout {
+  Hf,     // what transformers' save_pretrained writes (gpt2: transformer.h.N..., Conv1D weights [in, out])
+  MlxLm,  // what mlx-lm's convert writes (gpt2: model.h.N..., every weight [out, in])
+};
+
+WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, CheckpointLayout layout);
+
+}  // namespace mlxgp

@@ -1,0 +1,21 @@
+// Checkpoint tensor names -> the names DecoderModel reads, for architectures whose checkpoints spell
+// them differently (gpt2). The loader applies it before anything looks a tensor up by name (dtype
+// handling finds model.norm.weight), and create_model applies it too, for callers that hand weights
+// over directly. Names already in the model's layout pass through, so applying it twice is harmless.
+#pragma once
+
+#include <string>
+
+#include "mlxgp/checkpoint_names.h"
+#include "mlxgp/model.h"
+
+namespace mlxgp {
+
+WeightMap to_model_names(const std::string& model_type, WeightMap weights);
+
+// gpt2: HF's (transformer.)h.N.attn.c_attn with Conv1D [in, out] weights, or mlx-lm's model.h.N...
+WeightMap gpt2_model_names(WeightMap weights);
+// The reverse (mlxgp/checkpoint_names.h).
+WeightMap gpt2_checkpoint_names(WeightMap weights, CheckpointLayout layout);
+
+}  // namespace mlxgp
