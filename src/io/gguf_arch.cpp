@@ -55,6 +55,9 @@ const std::vector<GgufArch>& table() {
       {"starcoder2", "starcoder2", {{"ffn_up", "mlp.c_fc"}, {"ffn_down", "mlp.c_proj"}}},
       {"gemma2", "gemma2", kGemmaNorms},
       {"gemma3", "gemma3_text", kGemmaNorms},
+      // Weights already [out, in] (llama.cpp's converter transposes GPT-2's Conv1D), so these are the
+      // decoder's names, which models/model_names.h passes through untransposed.
+      {"gpt2", "gpt2", {{"attn_qkv", "self_attn.qkv_proj"}, {"ffn_up", "mlp.c_fc"}, {"ffn_down", "mlp.c_proj"}}},
   };
   return t;
 }
@@ -123,6 +126,28 @@ void gemma_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
   }
 }
 
+void gpt2_config(const std::string& p, const GgufMeta& meta, const std::unordered_map<std::string, mx::array>& tensors,
+                 ModelConfig& c) {
+  c.hidden_act = "gelu_new";  // llama.cpp's gpt2 FFN: GELU, tanh approximation
+  auto eps = gguf_number(meta, p + "attention.layer_norm_epsilon");
+  if (!eps) fail("gguf", "metadata '" + p + "attention.layer_norm_epsilon' is missing");
+  c.rms_norm_eps = static_cast<float>(*eps);  // LayerNorm epsilon
+  // Learned positions: one row per position up to the training context, which llama.cpp stores as
+  // context_length; a file whose table disagrees is refused rather than cut or read past its end.
+  const int rows = rows_of(tensors, "position_embd.weight", 0);
+  if (rows == 0) fail("gguf", "missing tensor 'position_embd.weight'");
+  c.max_position_embeddings = gguf_count_or(meta, p + "context_length", rows);
+  if (c.max_position_embeddings != rows)
+    fail("gguf", "metadata '" + p + "context_length' (" + std::to_string(c.max_position_embeddings) +
+                     ") differs from the rows of 'position_embd.weight' (" + std::to_string(rows) + ")");
+  c.rope_layers.assign(c.num_hidden_layers, false);  // no RoPE anywhere
+  c.attention_bias = tensors.count("blk.0.attn_qkv.bias") > 0;
+  c.mlp_bias = tensors.count("blk.0.ffn_up.bias") > 0;
+  // GPT2Config's defaults for what GGUF does not store: 1/sqrt(head_dim) scores, no per-layer scaling.
+  c.scale_attn_weights = true;
+  c.scale_attn_by_inverse_layer_idx = false;
+}
+
 }  // namespace
 
 const GgufArch& gguf_arch(const std::string& gguf) {
@@ -162,6 +187,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
     c.attention_bias = tensors.count("blk.0.attn_q.bias") > 0;
     c.mlp_bias = tensors.count("blk.0.ffn_up.bias") > 0;
   }
+  if (t == "gpt2") gpt2_config(p, meta, tensors, c);
   if (t == "phi3") {
     // llama.cpp switches LongRoPE factors by the context size it was started with, transformers by the
     // running length; mlxgp's longrope is transformers', so such files are refused rather than guessed.

@@ -30,7 +30,7 @@ const GgufArch& gguf_arch_of(const std::string& model_type);
 // The HF module of block tensor `part` ("attn_q", "ffn_gate_exps"); "" for tensors the models do not use.
 std::string gguf_block_module(const GgufArch& arch, const std::string& part);
 
-// The architecture's own fields of `c` (experts, activation, biases, attention scale, soft-capping,
+// The architecture's own fields of `c` (experts, activation, biases, positions, attention scale, soft-capping,
 // sliding layers), from its metadata and the tensors present; throws [gguf] naming what mlxgp cannot honour.
 void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
                       const std::unordered_map<std::string, mlx::core::array>& tensors, ModelConfig& c);

@@ -19,6 +19,7 @@ std::string hf_name(const GgufArch& arch, const std::string& name) {
   if (base == "token_embd") return "model.embed_tokens" + suffix;
   if (base == "output_norm") return "model.norm" + suffix;
   if (base == "output") return "lm_head" + suffix;
+  if (base == "position_embd") return "model.embed_positions" + suffix;  // gpt2's learned positions (wpe)
   // Llama-3.1-style GGUFs carry rope scaling as per-frequency divisors instead of metadata.
   if (base == "rope_freqs") return std::string(kRopeFreqFactors);
   if (base.rfind("blk.", 0) != 0) return "";

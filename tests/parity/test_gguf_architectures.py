@@ -1,6 +1,7 @@
 """GGUF files of the architectures beyond llama/qwen2/qwen3 (qwen2_moe, qwen3_moe, phi3, starcoder2, gemma2,
-gemma3), written as llama.cpp's converter writes them (tiny_models.write_tiny_gguf: its metadata keys, tensor
-names, stacked experts, fused phi3 projections, gemma's 1 + w norms) from tiny random transformers models,
+gemma3, gpt2), written as llama.cpp's converter writes them (tiny_models.write_tiny_gguf: its metadata keys, tensor
+names, stacked experts, fused phi3 projections, gemma's 1 + w norms, gpt2's transposed Conv1D weights, learned
+positions and copied head) from tiny random transformers models,
 against transformers reading the same file (gguf-py's dequantizers, fp32 compute), live.
 
 Per architecture and tensor type (F32, Q8_0): logits over a prefill and 16 cached decode steps, both as
@@ -107,11 +108,45 @@ def test_phi3_longrope_refused(tiny, run_mlxgp, tmp_path):
     assert "phi3 LongRoPE" in line and "is not supported" in line, line
 
 
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+def test_gpt2_tied_head(qtype, tiny, run_mlxgp, tmp_path):
+    """A gpt2 file without output.weight (the head tied to token_embd, which then also serves as the head,
+    packed for Q8_0): logits as loaded and with --dtype float32 within 1e-4 of transformers on the same file."""
+    import torch
+    import transformers
+
+    path = tiny_models.write_tiny_gguf(tiny("gpt2"), tmp_path / f"tied-{qtype}.gguf", qtype, drop={"output.weight"})
+    ref_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name,
+                                                                  dtype=torch.float32).eval()
+    assert ref_model.config.tie_word_embeddings
+    ids = _ids(40, ref_model.config.vocab_size, seed=13)
+    ref = _hf_logits(ref_model, ids)
+    native = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "n.safetensors")
+    dense = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "d.safetensors", "--dtype", "float32")
+    d_native, d_dense = (float(np.abs(g - ref).max()) for g in (native, dense))
+    print(f"gpt2 GGUF {qtype}, tied head: max |diff| native {d_native:.3e}, float32 {d_dense:.3e}")
+    assert np.abs(ref).max() > 0.5
+    assert d_native <= 1e-4 and d_dense <= 1e-4
+
+
+def test_gpt2_positions_refused(tiny, run_mlxgp, tmp_path):
+    """gpt2's learned positions: a file without position_embd, or with fewer rows than its context_length."""
+    model = tiny("gpt2")
+    missing = tiny_models.write_tiny_gguf(model, tmp_path / "nopos.gguf", "F32", drop={"position_embd.weight"})
+    line = _expect_error(run_mlxgp, missing, "gguf", tmp_path)
+    assert line == "[gguf] missing tensor 'position_embd.weight'", line
+    short = tiny_models.write_tiny_gguf(model, tmp_path / "short.gguf", "F32", drop={"position_embd.weight"},
+                                        extra={"position_embd.weight": np.zeros((16, 64), dtype=np.float32)})
+    line = _expect_error(run_mlxgp, short, "gguf", tmp_path)
+    assert line == ("[gguf] metadata 'gpt2.context_length' (1024) differs from the rows of "
+                    "'position_embd.weight' (16)"), line
+
+
 def test_unknown_architecture_named(run_mlxgp, tmp_path):
     import gguf
 
-    path = tmp_path / "gpt2.gguf"
-    w = gguf.GGUFWriter(str(path), "gpt2")
+    path = tmp_path / "bloom.gguf"
+    w = gguf.GGUFWriter(str(path), "bloom")
     w.add_block_count(1)
     w.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
     w.write_header_to_file()
@@ -119,7 +154,7 @@ def test_unknown_architecture_named(run_mlxgp, tmp_path):
     w.write_tensors_to_file()
     w.close()
     line = _expect_error(run_mlxgp, path, "model", tmp_path)
-    prefix = "[model] unknown model_type 'gpt2' (supported GGUF architectures: "
+    prefix = "[model] unknown model_type 'bloom' (supported GGUF architectures: "
     assert line.startswith(prefix) and line.endswith(")"), line
     listed = set(line[len(prefix):-1].split(", "))
-    assert {"llama", "qwen2moe", "qwen3moe", "phi3", "starcoder2", "gemma2", "gemma3"} <= listed, line
+    assert {"llama", "qwen2moe", "qwen3moe", "phi3", "starcoder2", "gemma2", "gemma3", "gpt2"} <= listed, line

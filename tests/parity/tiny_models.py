@@ -107,7 +107,7 @@ def tiny_config(arch: str):
 
 # The architectures written as GGUF by write_tiny_gguf beyond llama/qwen2/qwen3
 # (tests/parity/test_gguf_architectures.py); make_tiny_model(f"{arch}-gguf", ...) builds them.
-GGUF_ARCHS = ("qwen2_moe", "qwen3_moe", "phi3", "starcoder2", "gemma2", "gemma3_text")
+GGUF_ARCHS = ("qwen2_moe", "qwen3_moe", "phi3", "starcoder2", "gemma2", "gemma3_text", "gpt2")
 
 
 def _tiny_gguf_config(arch: str):
@@ -115,7 +115,8 @@ def _tiny_gguf_config(arch: str):
     llama.cpp writes and leaves the rest at the config class defaults; where that matters for the math the
     tiny model uses those defaults, so that the file means the same to transformers and to llama.cpp (what
     mlxgp follows): the expert widths (expert_feed_forward_length, expert_shared_feed_forward_length are
-    not read), gemma's query_pre_attn_scalar (llama.cpp: head_dim, never stored) and soft-caps (stored by
+    not read), gpt2's context (n_ctx is not read: n_positions stays 1024) and MLP width (feed_forward_length
+    is not read: n_inner stays 4 * n_embd, which llama.cpp's converter writes), gemma's query_pre_attn_scalar (llama.cpp: head_dim, never stored) and soft-caps (stored by
     llama.cpp, not read), starcoder2's rope base (not read), phi3's partial rotary and LongRoPE (not read).
     mlxgp reads the metadata, so a file with other values keeps llama.cpp's meaning there."""
     import transformers
@@ -138,6 +139,10 @@ def _tiny_gguf_config(arch: str):
             **{**_COMMON, "num_hidden_layers": 6}, head_dim=256, query_pre_attn_scalar=256, sliding_window=8,
             rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                              "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}})
+    if arch == "gpt2":  # 1024 learned positions (GPT2Config's n_positions); no dropout
+        return transformers.GPT2Config(vocab_size=512, n_embd=64, n_layer=3, n_head=4, n_positions=1024,
+                                       layer_norm_epsilon=1e-5, bos_token_id=1, eos_token_id=2, resid_pdrop=0.0,
+                                       embd_pdrop=0.0, attn_pdrop=0.0)
     raise ValueError(f"no tiny GGUF config for {arch!r}")
 
 
@@ -241,12 +246,21 @@ GGUF_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
 # llama.cpp's architecture names (general.architecture) of the transformers model types.
 GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_moe": "qwen2moe",
                    "qwen3_moe": "qwen3moe", "phi3": "phi3", "starcoder2": "starcoder2", "gemma2": "gemma2",
-                   "gemma3_text": "gemma3"}
+                   "gemma3_text": "gemma3", "gpt2": "gpt2"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
     """The `<arch>.*` keys llama.cpp's convert_hf_to_gguf.py writes for cfg.model_type."""
     mt = cfg.model_type
+    if mt == "gpt2":  # convert_hf_to_gguf.py's GPT2Model: no rope, no kv heads, a LayerNorm epsilon
+        w.add_block_count(cfg.n_layer)
+        w.add_context_length(cfg.n_positions)
+        w.add_embedding_length(cfg.n_embd)
+        w.add_feed_forward_length(4 * cfg.n_embd)
+        w.add_head_count(cfg.n_head)
+        w.add_layer_norm_eps(cfg.layer_norm_epsilon)
+        w.add_token_list([f"<t{i}>" for i in range(cfg.vocab_size)])  # transformers' vocabulary size
+        return
     w.add_block_count(cfg.num_hidden_layers)
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
@@ -285,7 +299,8 @@ def _gguf_metadata(w, cfg, head_dim):
 
 def _gguf_tensors(model):
     """(llama.cpp name, float32 array) pairs as convert_hf_to_gguf.py produces them: gguf-py's name map,
-    stacked experts split into gate / up, squeezed shapes, llama's Q/K row permutation, gemma's 1 + w norms."""
+    stacked experts split into gate / up, squeezed shapes, llama's Q/K row permutation, gemma's 1 + w norms,
+    gpt2's Conv1D weights transposed to [out, in] and its tied head written out as output.weight."""
     import gguf
     import numpy as np
 
@@ -317,16 +332,22 @@ def _gguf_tensors(model):
             t = permute(t, cfg.num_key_value_heads)
         if mt in ("gemma2", "gemma3_text") and name.endswith("norm.weight"):
             t = t + 1
+        if mt == "gpt2" and kind == "weight" and module.endswith((".c_attn", ".c_proj", ".c_fc")):
+            t = np.ascontiguousarray(t.T)
         yield names.get_name(module) + "." + kind, t
+        if mt == "gpt2" and name.endswith("wte.weight"):
+            yield "output.weight", t  # the converter stores GPT-2's tied head as a copy of wte
 
 
-def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None, types=None) -> Path:
+def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None, types=None, drop=()) -> Path:
     """Writes a transformers `model` (GGUF_ARCH_NAMES) as a llama.cpp-style GGUF (metadata keys, tensor
     names and layouts as llama.cpp's converter writes them), with 2-D and 3-D weights stored as `qtype` and
     1-D ones (norms, biases) and MoE routers as F32. No tokenizer metadata: the file holds a model only.
     `quantize(t, qtype)` -> uint8 blocks replaces gguf-py's quantizer (which lacks the K-quants), e.g.
     tests/refs/gguf_quant.quantize_rows (llama.cpp's own). `extra`: more {name: float32 array} tensors.
-    `types`: {tensor name suffix: type} for tensors stored otherwise (through `quantize`, row by row)."""
+    `types`: {tensor name suffix: type} for tensors stored otherwise (through `quantize`, row by row).
+    `drop`: the model's tensors left out (gpt2's output.weight: a head tied to token_embd). gpt2's position_embd
+    stays F32, as llama.cpp's converter keeps it."""
     import gguf
     import numpy as np
 
@@ -336,19 +357,20 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     _gguf_metadata(w, cfg, head_dim)
     qt = getattr(gguf.GGMLQuantizationType, qtype)
-    rope = cfg.rope_parameters or {}
+    rope = getattr(cfg, "rope_parameters", None) or {}  # gpt2 has none
     if rope.get("rope_type") == "llama3":
         # llama.cpp's converter stores Llama-3 scaling as per-frequency divisors (rope_freqs).
         base = rope["rope_theta"]
         default_inv = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
         scaled_inv = model.model.rotary_emb.inv_freq.detach().float().numpy()
         w.add_tensor("rope_freqs.weight", (default_inv / scaled_inv).astype(np.float32))
-    for gname, t in list(_gguf_tensors(model)) + list((extra or {}).items()):
+    tensors = [(n, t) for n, t in _gguf_tensors(model) if n not in drop]
+    for gname, t in tensors + list((extra or {}).items()):
         own = next((q for suffix, q in (types or {}).items() if gname.endswith(suffix)), None)
         if own:
             rows = quantize(t.reshape(-1, t.shape[-1]), own)
             w.add_tensor(gname, rows.reshape(*t.shape[:-1], -1), raw_dtype=getattr(gguf.GGMLQuantizationType, own))
-        elif t.ndim >= 2 and qtype != "F32" and ".ffn_gate_inp." not in gname:
+        elif t.ndim >= 2 and qtype != "F32" and ".ffn_gate_inp." not in gname and gname != "position_embd.weight":
             w.add_tensor(gname, (quantize or gguf.quants.quantize)(t, qtype if quantize else qt), raw_dtype=qt)
         else:
             w.add_tensor(gname, t)
