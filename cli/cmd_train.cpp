@@ -355,6 +355,7 @@ int run_train(const std::vector<std::string>& argv) {
                    {"seconds", elapsed},
                    {"peak_memory_bytes", mx::get_peak_memory()}};
       if (vloss) line["valid_loss"] = *vloss;
+      if (r.aux_loss) line["aux_loss"] = *r.aux_loss;
       log << line.dump() << "\n" << std::flush;
     }
     if (save_every > 0 && (step + 1) % save_every == 0 && step + 1 < steps && writer) save(step + 1);

@@ -28,7 +28,8 @@ struct DatasetOptions {
 // examples, ids outside the vocabulary, examples longer than seq_len or the context.
 std::vector<Example> load_dataset(const std::string& path, const Tokenizer* tokenizer, const DatasetOptions& options);
 
-// Examples [begin, begin + n) (wrapping around) as one right-padded batch; pad positions are not targets.
+// Examples [begin, begin + n) (wrapping around) as one right-padded batch; pad positions are not targets
+// and are 0 in its attention_mask.
 Batch make_batch(const std::vector<Example>& examples, const std::vector<int>& order, size_t begin, int n, int pad_id);
 
 // A deterministic order for epoch `epoch` (seeded shuffle; identity when !shuffle).

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <optional>
+#include <vector>
 
 #include <mlx/array.h>
 
@@ -12,6 +13,9 @@ namespace mlxgp {
 struct LossResult {
   mlx::core::array loss;      // scalar float32: the mean over counted targets
   mlx::core::array n_tokens;  // scalar int32: how many targets were counted
+  // MoE models with output_router_logits: the load-balancing loss before router_aux_loss_coef (`loss`
+  // already includes coef * aux_loss, as transformers' loss does).
+  std::optional<mlx::core::array> aux_loss = std::nullopt;
 };
 
 // torch.nn.functional.cross_entropy(logits, targets, ignore_index=..., label_smoothing=...,
@@ -23,15 +27,28 @@ LossResult xent_loss(const mlx::core::array& logits, const mlx::core::array& tar
 
 // A right-padded batch: input_ids [B, T] int32; labels [B, T] (-100 = ignored; default: input_ids);
 // loss_mask [B, T] (1 = the token is a target; pad positions 0). Next-token targets are labels
-// shifted left by one, as transformers' causal-LM loss does.
+// shifted left by one, as transformers' causal-LM loss does. attention_mask [B, T] (1 = a real token,
+// prompt tokens included; 0 = padding) only tells the MoE load-balancing loss which tokens to count;
+// right padding needs no mask for attention.
 struct Batch {
   mlx::core::array input_ids;
   std::optional<mlx::core::array> labels;
   std::optional<mlx::core::array> loss_mask;
+  std::optional<mlx::core::array> attention_mask = std::nullopt;
 };
 
+// transformers' load_balancing_loss_func: over all routed layers' router logits (each [..., experts],
+// the same tokens in each), num_experts * sum_e f_e * P_e, where f_e is the share of top-k assignments
+// to expert e and P_e its mean softmax probability, both over the tokens attention_mask (shaped like the
+// logits' leading dims) marks, or over every token without one. The gradient flows through P only.
+mlx::core::array load_balancing_loss(const std::vector<mlx::core::array>& router_logits, int num_experts, int top_k,
+                                     const std::optional<mlx::core::array>& attention_mask = std::nullopt);
+
 // The model's mean next-token loss over the counted positions and their number. `pad_id`, when
-// given, also excludes targets equal to it (so a batch padded with pad_id needs no mask).
+// given, also excludes targets equal to it (so a batch padded with pad_id needs no mask). When the
+// model's config has output_router_logits (MoE), the loss adds router_aux_loss_coef * the
+// load-balancing loss over the tokens of batch.attention_mask (without one: the tokens unequal to
+// pad_id when given, else all).
 LossResult loss_forward(Model& model, const Batch& batch, double label_smoothing = 0.0,
                         std::optional<int> pad_id = std::nullopt);
 

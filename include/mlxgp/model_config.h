@@ -78,6 +78,12 @@ struct ModelConfig {
   // qwen*_moe: layer i is sparse when i is not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0.
   int decoder_sparse_step = 1;
   std::vector<int> mlp_only_layers;
+  // Training: with output_router_logits, loss_forward adds router_aux_loss_coef times transformers'
+  // load-balancing loss (mlxgp/loss.h). router_jitter_noise (mixtral) perturbs the router input in
+  // training only; the Trainer refuses it (> 0), inference ignores it as transformers' eval mode does.
+  bool output_router_logits = false;
+  double router_aux_loss_coef = 0.001;
+  double router_jitter_noise = 0.0;
 };
 
 // Parses config.json text; throws [config] on malformed JSON or missing/invalid required fields.

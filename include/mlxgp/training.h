@@ -42,7 +42,10 @@ struct TrainingConfig {
 };
 
 struct TrainStepResult {
-  double loss = 0;  // mean next-token loss over the step's counted tokens
+  double loss = 0;  // mean next-token loss over the step's counted tokens (+ coef * aux_loss, as transformers)
+  // MoE with output_router_logits: the load-balancing loss before its coefficient, micro-batches weighted
+  // by their target tokens as the loss is.
+  std::optional<double> aux_loss;
   int n_tokens = 0;
   double grad_norm = 0;   // before clipping (0 when skipped)
   bool skipped = false;   // overflow: no update, loss scale backed off

@@ -221,6 +221,7 @@ void bind_training(nb::module_& m) {
         d["skipped"] = r.skipped;
         d["loss_scale"] = r.loss_scale;
         d["lr"] = r.lr;
+        if (r.aux_loss) d["aux_loss"] = *r.aux_loss;
         return d;
       },
       nb::arg("model"), nb::arg("input_ids"), nb::arg("labels").none(), nb::arg("loss_mask").none(), nb::arg("state"),

@@ -37,6 +37,13 @@ float get_float(const json& j, const char* key, float def) {
   return it->get<float>();
 }
 
+double get_double(const json& j, const char* key, double def) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return def;
+  if (!it->is_number()) fail("config", std::string("field '") + key + "' must be a number");
+  return it->get<double>();
+}
+
 bool get_bool(const json& j, const char* key, bool def) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return def;
@@ -258,6 +265,11 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
       }
     }
     if (c.moe_intermediate_size <= 0) fail("config", "moe_intermediate_size must be positive");
+    c.output_router_logits = get_bool(j, "output_router_logits", false);
+    c.router_aux_loss_coef = get_double(j, "router_aux_loss_coef", 0.001);
+    if (!std::isfinite(c.router_aux_loss_coef)) fail("config", "router_aux_loss_coef must be a finite number");
+    // Only MixtralSparseMoeBlock reads it; the qwen MoE blocks have no jitter.
+    if (c.model_type == "mixtral") c.router_jitter_noise = get_double(j, "router_jitter_noise", 0.0);
   }
   if (get_bool(j, "use_bidirectional_attention", false))
     fail("config", "use_bidirectional_attention is not supported (causal attention only)");

@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "mlxgp/error.h"
+#include "models/router_capture.h"
 
 namespace mx = mlx::core;
 
@@ -133,7 +134,9 @@ SparseMoe SparseMoe::load(const WeightMap& w, const std::string& prefix, const M
 mx::array SparseMoe::operator()(const mx::array& x) const {
   // transformers' TopKRouter: softmax over all experts in float32, top-k, optionally renormalised, the
   // weights cast to the activations' dtype; the chosen experts' outputs summed with those weights.
-  auto probs = mx::softmax(mx::astype(router(x), mx::float32), -1);
+  auto logits = router(x);
+  RouterLogitsCapture::record(logits);
+  auto probs = mx::softmax(mx::astype(logits, mx::float32), -1);
   auto part = mx::argpartition(mx::negative(probs), top_k - 1, -1);
   auto end = part.shape();
   end.back() = top_k;

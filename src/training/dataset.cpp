@@ -132,14 +132,16 @@ Batch make_batch(const std::vector<Example>& examples, const std::vector<int>& o
     T = std::max(T, rows.back()->ids.size());
   }
   std::vector<int> ids(n * T, pad_id);
-  std::vector<int32_t> mask(n * T, 0);
+  std::vector<int32_t> mask(n * T, 0), real(n * T, 0);
   for (int r = 0; r < n; ++r)
     for (size_t t = 0; t < rows[r]->ids.size(); ++t) {
       ids[r * T + t] = rows[r]->ids[t];
       mask[r * T + t] = rows[r]->target[t];
+      real[r * T + t] = 1;
     }
   const int Ti = static_cast<int>(T);
-  return Batch{mx::array(ids.data(), {n, Ti}, mx::int32), std::nullopt, mx::array(mask.data(), {n, Ti}, mx::int32)};
+  return Batch{mx::array(ids.data(), {n, Ti}, mx::int32), std::nullopt, mx::array(mask.data(), {n, Ti}, mx::int32),
+               mx::array(real.data(), {n, Ti}, mx::int32)};
 }
 
 }  // namespace mlxgp

@@ -4,6 +4,7 @@
 #include <mlx/mlx.h>
 
 #include "mlxgp/error.h"
+#include "models/router_capture.h"
 
 namespace mx = mlx::core;
 
@@ -60,14 +61,31 @@ LossResult loss_forward(Model& model, const Batch& batch, double label_smoothing
     labels = mx::where(mx::astype(*batch.loss_mask, mx::bool_), labels, mx::array(-100));
   }
   if (pad_id) labels = mx::where(mx::equal(labels, mx::array(*pad_id)), mx::array(-100), labels);
+  const auto& c = model.config();
+  std::optional<layers::RouterLogitsCapture> capture;
+  if (c.output_router_logits && c.num_experts > 0) capture.emplace();
   KVCacheList caches;
-  for (int i = 0; i < model.config().num_hidden_layers; ++i) caches.push_back(std::make_unique<PassThroughCache>());
+  for (int i = 0; i < c.num_hidden_layers; ++i) caches.push_back(std::make_unique<PassThroughCache>());
   auto logits = model.forward(ids, caches);
   // A soft prompt prepends virtual positions: only the last T rows belong to the tokens.
   const int rows = logits.shape(1);
   auto pred = mx::slice(logits, {0, rows - T, 0}, {B, rows - 1, logits.shape(2)});
   auto targets = mx::slice(labels, {0, 1}, {B, T});
-  return xent_loss(pred, targets, label_smoothing, -100);
+  auto result = xent_loss(pred, targets, label_smoothing, -100);
+  if (!capture) return result;
+  std::optional<mx::array> mask;
+  if (batch.attention_mask) {
+    if (batch.attention_mask->shape() != ids.shape()) fail("loss", "attention_mask must have the shape of input_ids");
+    mask = mx::astype(*batch.attention_mask, mx::float32);
+  } else if (pad_id) {
+    mask = mx::astype(mx::not_equal(ids, mx::array(*pad_id)), mx::float32);
+  }
+  // Virtual (soft prompt) positions are routed too and count as real tokens, as PEFT extends the mask.
+  if (mask && rows > T) mask = mx::concatenate({mx::ones({B, rows - T}, mx::float32), *mask}, 1);
+  auto aux = load_balancing_loss(capture->logits(), c.num_experts, c.num_experts_per_tok, mask);
+  result.loss = mx::add(result.loss, mx::multiply(aux, mx::array(static_cast<float>(c.router_aux_loss_coef))));
+  result.aux_loss = aux;
+  return result;
 }
 
 }  // namespace mlxgp

@@ -33,6 +33,9 @@ Trainer::Trainer(Model& model, std::vector<std::string> trainable, std::unique_p
   if (!(config_.label_smoothing >= 0 && config_.label_smoothing <= 1))
     fail("train", "label_smoothing must be in [0, 1]");
   if (config_.max_grad_norm < 0) fail("train", "max_grad_norm must be >= 0");
+  // transformers draws the noise from torch's RNG in training mode; mlxgp cannot reproduce those draws.
+  if (model_.config().router_jitter_noise > 0)
+    fail("train", "router_jitter_noise > 0 is not supported in training (set it to 0 in config.json)");
   const auto& ls = config_.loss_scale;
   if (ls.kind != LossScaleConfig::Kind::None && !(ls.scale > 0 && std::isfinite(ls.scale)))
     fail("train", "the loss scale must be a positive number");
@@ -80,7 +83,8 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
   // Token-weighted accumulation: each micro-batch contributes loss_i * n_i; the sum is divided by
   // the total count at the end, so the step equals one batch holding all the micro-batches.
   std::vector<mx::array> grad_sum;
-  mx::array loss_sum = mx::array(0.0f), count = mx::array(0.0f);
+  mx::array loss_sum = mx::array(0.0f), count = mx::array(0.0f), aux_sum = mx::array(0.0f);
+  bool has_aux = false;
   for (auto& batch : micro_batches) {
     const float scale = static_cast<float>(scale_);
     auto fn = [&](const std::vector<mx::array>& ps) {
@@ -90,15 +94,18 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
       auto lr = loss_forward(model_, batch, config_.label_smoothing, pad_id);
       auto n = mx::astype(lr.n_tokens, mx::float32);
       auto total = mx::multiply(lr.loss, n);
-      return std::vector<mx::array>{mx::multiply(total, mx::array(scale)), total, n};
+      has_aux = lr.aux_loss.has_value();
+      auto aux = lr.aux_loss ? mx::multiply(mx::stop_gradient(*lr.aux_loss), n) : mx::array(0.0f);
+      return std::vector<mx::array>{mx::multiply(total, mx::array(scale)), total, n, aux};
     };
     auto [values, grads] = mx::value_and_grad(fn, argnums)(params);
     loss_sum = mx::add(loss_sum, values[1]);
     count = mx::add(count, values[2]);
+    aux_sum = mx::add(aux_sum, values[3]);
     if (grad_sum.empty()) grad_sum = grads;
     else
       for (size_t i = 0; i < grads.size(); ++i) grad_sum[i] = mx::add(grad_sum[i], grads[i]);
-    mx::eval(loss_sum, count);
+    mx::eval(loss_sum, count, aux_sum);
     mx::eval(grad_sum);
   }
   if (config_.group && config_.group->size() > 1) {
@@ -107,6 +114,7 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
     for (auto& g : grad_sum) flat.push_back(mx::reshape(mx::astype(g, mx::float32), {-1}));
     flat.push_back(mx::reshape(loss_sum, {1}));
     flat.push_back(mx::reshape(count, {1}));
+    flat.push_back(mx::reshape(aux_sum, {1}));
     auto summed = mx::distributed::all_sum(mx::concatenate(flat, 0), *config_.group);
     int64_t at = 0;
     auto next = [&](const mx::array& like) {
@@ -118,13 +126,15 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
     for (auto& g : grad_sum) g = next(g);
     loss_sum = mx::reshape(next(mx::reshape(loss_sum, {1})), {});
     count = mx::reshape(next(mx::reshape(count, {1})), {});
+    aux_sum = mx::reshape(next(mx::reshape(aux_sum, {1})), {});
     mx::eval(grad_sum);
-    mx::eval(loss_sum, count);
+    mx::eval(loss_sum, count, aux_sum);
   }
   const double n = count.item<float>();
   r.n_tokens = static_cast<int>(n);
   if (n == 0) fail("train", "the batch has no target tokens (everything is padding or ignored)");
   r.loss = loss_sum.item<float>() / n;
+  if (has_aux) r.aux_loss = aux_sum.item<float>() / n;
 
   // Unscale: gradients of (scale * sum) -> gradients of the mean.
   WeightMap grads;

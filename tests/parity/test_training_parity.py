@@ -21,8 +21,8 @@ LR_ADAMW = 1e-4
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return {arch: tiny_models.make_tiny_model(arch, tmp_path_factory.mktemp(f"train_{arch}"))
-            for arch in ("llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe", "starcoder2",
-                         "gpt2")}
+            for arch in ("llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe",
+                         "starcoder2", "gpt2")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -258,3 +258,78 @@ def test_interrupted_final_write_and_stale_temporaries(tiny, run_mlxgp, tmp_path
     p = run_mlxgp("train", "--model", llama_dir, "--data", tmp_path / "d.jsonl", "--mode", "full", "--batch-size", B,
                   "--seq-len", T, "--steps", 1, "--out", run, "--resume", run, check=False)
     assert p.returncode == 2 and "already at step 2, beyond --steps 1" in p.stderr, p.stderr
+
+
+def _with_config(folder, dst, **fields):
+    """A copy of a tiny model folder with config.json fields changed (the weights are shared by copy)."""
+    import shutil
+    shutil.copytree(folder, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg.update(fields)
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+AUX_COEF = 0.5  # large enough that the router gradients differ well beyond the tolerance without the term
+
+
+# transformers adds router_aux_loss_coef * load_balancing_loss_func(router_logits, E, k, attention_mask) when
+# the config has output_router_logits: the loss, the aux loss and every gradient (the routers' get the aux
+# term's) against one torch step; padded: right-padded rows whose pad tokens the attention mask drops from
+# the balancing statistics. qwen2_moe's dense layer 1 (mlp_only_layers) routes nothing and is skipped.
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+@pytest.mark.parametrize("arch", ["mixtral", "qwen2_moe", "qwen3_moe"])
+def test_moe_router_aux_loss_matches_torch(arch, padded, tiny, run_mlxgp, tmp_path):
+    model, base = tiny[arch]
+    folder = _with_config(base, tmp_path / "model", output_router_logits=True, router_aux_loss_coef=AUX_COEF)
+    rng = np.random.default_rng(3)
+    lengths = [T, 9] if padded else [T, T]
+    rows = [rng.integers(3, model.config.vocab_size, n).tolist() for n in lengths]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"input_ids": r}) + "\n" for r in rows))
+    _train(run_mlxgp, folder, tmp_path / "d.jsonl", tmp_path / "out", "--steps", 1, "--lr", 1e-3, "--dump-grads",
+           tmp_path / "g.safetensors", "--log-json", tmp_path / "log.jsonl")
+    got = load_file(str(tmp_path / "g.safetensors"))
+    log = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+
+    ids = torch.zeros(B, T, dtype=torch.long)  # the pad id is irrelevant: pad positions are masked out
+    mask = torch.zeros(B, T, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(r)] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    m = _fresh(folder)
+    out = m(ids, attention_mask=mask, labels=labels)
+    out.loss.backward()
+    refs = {}
+    for name, p in m.named_parameters():
+        refs.update(_as_mlxgp_grads(arch, name, p.grad.numpy()))
+    assert set(got) == set(refs)
+    worst = max(float(np.abs(got[n] - r).max() / max(np.abs(r).max(), 1e-12)) for n, r in refs.items())
+
+    # The same step without the aux term: the router gradients must move well beyond the tolerance, so
+    # dropping (or mis-masking) the term cannot pass.
+    plain = _fresh(base)
+    plain(ids, attention_mask=mask, labels=labels).loss.backward()
+    plain_refs = {}
+    for name, p in plain.named_parameters():
+        plain_refs.update(_as_mlxgp_grads(arch, name, p.grad.numpy()))
+    routers = [n for n in refs if n.endswith(".gate.weight") and "shared_expert" not in n]
+    effect = max(float(np.abs(refs[n] - plain_refs[n]).max() / np.abs(refs[n]).max()) for n in routers)
+
+    ldiff, adiff = abs(log["loss"] - out.loss.item()), abs(log["aux_loss"] - out.aux_loss.item())
+    print(f"{arch} {'padded' if padded else 'full'}: loss {out.loss.item():.6f} (aux {out.aux_loss.item():.6f} x "
+          f"{AUX_COEF}) |loss diff| {ldiff:.2e} |aux diff| {adiff:.2e}; {len(got)} gradients, max relative "
+          f"|diff| {worst:.2e}; the aux term moves the {len(routers)} routers' gradients by {effect:.2e}")
+    assert ldiff <= 1e-5 and adiff <= 1e-5
+    assert worst <= 1e-4
+    assert effect >= 1e-2
+
+
+def test_moe_router_jitter_refused_in_training(tiny, run_mlxgp, tmp_path):
+    model, base = tiny["mixtral"]
+    folder = _with_config(base, tmp_path / "model", router_jitter_noise=0.1)
+    _data(tmp_path / "d.jsonl", model.config.vocab_size, n=2)
+    p = run_mlxgp("train", "--model", folder, "--data", tmp_path / "d.jsonl", "--seq-len", T, "--out",
+                  tmp_path / "o", "--steps", 1, check=False)
+    assert p.returncode != 0 and "[train]" in p.stderr and "router_jitter_noise" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
