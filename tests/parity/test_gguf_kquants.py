@@ -136,7 +136,8 @@ def _resident_rule(path):
 def test_resident_memory(default_gguf, run_mlxgp_json):
     """MLX's active memory after loading (sampled after the first generated token) is the storage rule
     above plus the same KV-cache / activation overhead for every file of the model: nothing is widened
-    behind our back, and kept as stored the weights cost their file bytes (issue bound: within 10%)."""
+    behind our back, and kept as stored the weights cost their file bytes (issue bound: within 10%),
+    to 1 MiB."""
     files = [("Q4_1", default_gguf)] + [(f, gguf_quant.cached_quantized(default_gguf, f)) for f in MEMORY_FTYPES]
     bound = 1.10 if _blocks_kept_as_stored() else 1.30
     overheads = []
@@ -150,5 +151,7 @@ def test_resident_memory(default_gguf, run_mlxgp_json):
               f"({kept / stored:.3f}x), MLX active after load + 1 token {active / 2**20:.1f} MiB "
               f"({(active - overheads[0]) / stored:.3f}x the tensor bytes)")
         assert kept <= bound * stored
-    assert max(overheads) - min(overheads) <= 64 * 1024, overheads
+    # The sample is taken while the next step may be in flight, so its temporaries vary a little with timing
+    # (up to 340 KiB seen on a loaded machine); widened scales would show as 14+ MiB.
+    assert max(overheads) - min(overheads) <= 1024 * 1024, overheads
     assert 0 < overheads[0] < 16 * 2**20  # the KV cache and one step's activations
