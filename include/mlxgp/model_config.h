@@ -84,6 +84,11 @@ struct ModelConfig {
   bool output_router_logits = false;
   double router_aux_loss_coef = 0.001;
   double router_jitter_noise = 0.0;
+  // The largest model dropout rate config.json sets (attention, residual, embedding, ...) and its key.
+  // transformers applies them in training mode only; mlxgp trains without model dropout, so the Trainer
+  // refuses a nonzero one rather than train differently without a word.
+  double dropout = 0.0;
+  std::string dropout_key;
 };
 
 // Parses config.json text; throws [config] on malformed JSON or missing/invalid required fields.

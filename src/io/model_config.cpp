@@ -271,6 +271,17 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     // Only MixtralSparseMoeBlock reads it; the qwen MoE blocks have no jitter.
     if (c.model_type == "mixtral") c.router_jitter_noise = get_double(j, "router_jitter_noise", 0.0);
   }
+  // The dropout rates transformers' decoder modules read (GPT2's three, Phi3's, StarCoder2's, the
+  // attention_dropout of the llama family).
+  for (const char* key : {"attention_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop", "residual_dropout",
+                          "embedding_dropout", "hidden_dropout", "mlp_dropout"}) {
+    const double v = get_double(j, key, 0.0);
+    if (!std::isfinite(v) || v < 0 || v >= 1) fail("config", std::string("field '") + key + "' must be in [0, 1)");
+    if (v > c.dropout) {
+      c.dropout = v;
+      c.dropout_key = key;
+    }
+  }
   if (get_bool(j, "use_bidirectional_attention", false))
     fail("config", "use_bidirectional_attention is not supported (causal attention only)");
   if (auto it = j.find("clip_qkv"); it != j.end() && !it->is_null()) fail("config", "clip_qkv is not supported");

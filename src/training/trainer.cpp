@@ -2,6 +2,7 @@
 #include "mlxgp/training.h"
 
 #include <cmath>
+#include <sstream>
 
 #include <mlx/mlx.h>
 
@@ -36,6 +37,12 @@ Trainer::Trainer(Model& model, std::vector<std::string> trainable, std::unique_p
   // transformers draws the noise from torch's RNG in training mode; mlxgp cannot reproduce those draws.
   if (model_.config().router_jitter_noise > 0)
     fail("train", "router_jitter_noise > 0 is not supported in training (set it to 0 in config.json)");
+  if (const auto& mc = model_.config(); mc.dropout > 0) {
+    std::ostringstream v;
+    v << mc.dropout;
+    fail("train", "config.json sets " + mc.dropout_key + " = " + v.str() +
+                      ", but mlxgp trains without model dropout (set the model's dropout rates to 0 to train)");
+  }
   const auto& ls = config_.loss_scale;
   if (ls.kind != LossScaleConfig::Kind::None && !(ls.scale > 0 && std::isfinite(ls.scale)))
     fail("train", "the loss scale must be a positive number");

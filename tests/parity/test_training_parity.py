@@ -333,3 +333,19 @@ def test_moe_router_jitter_refused_in_training(tiny, run_mlxgp, tmp_path):
                   tmp_path / "o", "--steps", 1, check=False)
     assert p.returncode != 0 and "[train]" in p.stderr and "router_jitter_noise" in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+@pytest.mark.parametrize("arch, field", [("llama", "attention_dropout"), ("mixtral", "attention_dropout"),
+                                         ("gpt2", "resid_pdrop")])
+def test_model_dropout_refused_in_training(arch, field, tiny, run_mlxgp, tmp_path):
+    """transformers applies the config's dropout rates in training mode; mlxgp has no model dropout, so a
+    nonzero rate is refused in one line instead of training another model than asked for."""
+    model, base = tiny[arch]
+    folder = _with_config(base, tmp_path / "model", **{field: 0.1})
+    _data(tmp_path / "d.jsonl", model.config.vocab_size, n=2)
+    p = run_mlxgp("train", "--model", folder, "--data", tmp_path / "d.jsonl", "--seq-len", T, "--out",
+                  tmp_path / "o", "--steps", 1, "--mode", "full", check=False)
+    assert p.returncode != 0 and "[train]" in p.stderr and f"{field} = 0.1" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    # Generation is eval mode: the same folder generates.
+    run_mlxgp("generate", "--model", folder, "--input-ids", "1,2,3", "--max-new-tokens", 2)
