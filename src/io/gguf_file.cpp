@@ -3,7 +3,8 @@
 // ourselves (MLX's loader expands every llama.cpp type but Q4_0/Q4_1/Q4_K/Q8_0 to float16, and rounds
 // Q4_K's scales to float16). Block formats are stored without widening to 16 bits:
 // - as their raw blocks, uint8 [rows, row bytes], with a `<name>.ggml_type` scalar telling
-//   layers::Linear to run kernels::ggml_matmul on them: Q2_K, Q3_K, Q6_K (16-value sub-blocks) always,
+//   layers::Linear to run kernels::ggml_matmul on them (SwitchLinear: ggml_gather_matmul for stacked
+//   experts): Q2_K, Q3_K, Q6_K (16-value sub-blocks) always,
 //   and every other block type where that kernel runs fused (keep_as_blocks), so resident weights are
 //   the file's bytes;
 // - elsewhere, the affine ones (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K) as MLX affine triples with
@@ -270,10 +271,10 @@ void add_tensor(std::unordered_map<std::string, mx::array>& out, const std::stri
 // Where our fused kernel multiplies a format as stored (an AVX-512 CPU as the default device), affine
 // formats stay blocks too: the file's bytes are the resident bytes (the affine triples' fp32 scales
 // and biases add 1.2-1.3x), and the products are as fast. Elsewhere (GPU, other CPUs) MLX's affine
-// quantized matmul is the fast path. Stacked expert tensors (3-D) stay affine for MLX's gather_qmm.
+// quantized matmul is the fast path (gather_qmm for stacked experts).
 bool keep_as_blocks(const Info& t) {
   return t.info->storage == Storage::blocks ||
-         (t.info->storage == Storage::affine && t.shape.size() == 2 && mx::default_device() == mx::Device::cpu &&
+         (t.info->storage == Storage::affine && mx::default_device() == mx::Device::cpu &&
           k::ggml_simd_supported(t.type));
 }
 

@@ -96,13 +96,6 @@ ModelConfig gguf_config(const GgufMeta& meta, const std::unordered_map<std::stri
   return c;
 }
 
-namespace {
-
-// Q2_K / Q3_K / Q6_K tensors stay llama.cpp blocks, which only layers::Linear multiplies.
-const char* block_type_name(uint32_t type) { return type == 10 ? "Q2_K" : type == 11 ? "Q3_K" : "Q6_K"; }
-
-}  // namespace
-
 WeightMap gguf_weights(const ModelConfig& c, std::unordered_map<std::string, mx::array> tensors) {
   const GgufArch& arch = gguf_arch_of(c.model_type);
   const bool permuted = c.model_type == "llama" || c.model_type == "mistral";
@@ -113,11 +106,6 @@ WeightMap gguf_weights(const ModelConfig& c, std::unordered_map<std::string, mx:
     auto hf = hf_name(arch, name);
     if (hf.empty()) continue;  // tensors the models do not use
     auto arr = a;
-    if (hf.find(".switch_mlp.") != std::string::npos && hf.ends_with(".ggml_type"))
-      fail("gguf", "expert tensor '" + name.substr(0, name.size() - 10) + ".weight' has type " +
-                       block_type_name(arr.item<uint32_t>()) +
-                       ", which mlxgp does not load for experts (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, "
-                       "Q8_0, Q4_K, Q5_K)");
     if (permuted && arr.ndim() >= 1) {
       if (hf.find(".self_attn.q_proj.") != std::string::npos) arr = unpermute_rows(arr, c.num_attention_heads);
       if (hf.find(".self_attn.k_proj.") != std::string::npos) arr = unpermute_rows(arr, c.num_key_value_heads);

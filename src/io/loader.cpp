@@ -57,9 +57,11 @@ void apply_dtype(WeightMap& w, std::optional<mx::Dtype> dtype, int group_size) {
       auto wi = w.find(base + ".weight");
       const auto type = mx::astype(w.at(base + ".ggml_type"), mx::uint32).item<uint32_t>();
       const auto block = kernels::ggml_block(type);
-      if (wi == w.end() || wi->second.ndim() != 2 || block.bytes == 0 || wi->second.shape(1) % block.bytes != 0)
+      // 2-D projections, or 3-D stacked experts.
+      if (wi == w.end() || wi->second.ndim() < 2 || wi->second.ndim() > 3 || block.bytes == 0 ||
+          wi->second.shape(-1) % block.bytes != 0)
         fail("model", "llama.cpp block tensor '" + base + ".weight' does not hold whole blocks");
-      const int in = wi->second.shape(1) / block.bytes * block.elements;
+      const int in = wi->second.shape(-1) / block.bytes * block.elements;
       wi->second = mx::astype(kernels::ggml_dequantize(wi->second, type, in), *dtype);
       w.erase(base + ".ggml_type");
     }

@@ -16,6 +16,7 @@
 #include "kernels/cpu_task.h"
 #include "kernels/dense_cpu.h"
 #include "kernels/ggml_blocks.h"
+#include "kernels/ggml_product.h"
 #include "kernels/ggml_rows.h"
 #include "kernels/row_major.h"
 #include "kernels/thread_pool.h"
@@ -34,40 +35,10 @@ void run_ggml_matmul(const mx::array& x, const mx::array& w, mx::array& out, uin
   RowMajor<uint8_t> wr(w);
   const int K = x.shape(-1), N = w.shape(0);
   const int M = static_cast<int>(x.size() / K);
-  const size_t row_bytes = w.shape(1);
   if (M == 0 || N == 0) return;
   AlignedVector<float> xa;
-  const float* x_rows = aligned_copy(xr.ptr, static_cast<size_t>(M) * K, xa);
-  if (ggml_simd_supported(type)) {
-    GgmlRowsArgs a;
-    a.x = x_rows;
-    a.w = wr.ptr;
-    a.out = out.data<float>();
-    a.M = M;
-    a.N = N;
-    a.K = K;
-    a.row_bytes = row_bytes;
-    parallel_rows(N, K * M, [&](int n0, int n1) { ggml_rows(type, a, n0, n1); });
-    return;
-  }
-  const Isa isa = available() ? detect_isa() : Isa::portable;
-  parallel_rows(N, K * M, [&](int n0, int n1) {
-    AlignedVector<float> tile(static_cast<size_t>(kTileRows) * K);
-    for (int t0 = n0; t0 < n1; t0 += kTileRows) {
-      const int rows = std::min(kTileRows, n1 - t0);
-      for (int r = 0; r < rows; ++r)
-        dequantize_ggml_row(type, wr.ptr + (t0 + r) * row_bytes, tile.data() + static_cast<size_t>(r) * K, K);
-      // out[m, t0 + r] = x[m] . tile[r]: the dense kernel with the output offset by t0 (stride N).
-      DenseArgs a;
-      a.x = x_rows;
-      a.w = tile.data();
-      a.out = out.data<float>() + t0;
-      a.M = M;
-      a.N = N;
-      a.K = K;
-      dense_rows(a, 0, rows, isa);
-    }
-  });
+  ggml_product(type, aligned_copy(xr.ptr, static_cast<size_t>(M) * K, xa), M, K, wr.ptr, N, w.shape(1),
+               out.data<float>());
 }
 
 void run_ggml_dequantize(const mx::array& w, mx::array& out, uint32_t type) {
@@ -149,7 +120,43 @@ class CpuGgmlDequantize : public mx::UnaryPrimitive {
   uint32_t type_;
 };
 
-void check_blocks(const mx::array& w, uint32_t type, int K) {
+}  // namespace
+
+void ggml_product(uint32_t type, const float* x, int M, int K, const uint8_t* w, int N, size_t row_bytes, float* out) {
+  if (M == 0 || N == 0) return;
+  if (ggml_simd_supported(type)) {
+    GgmlRowsArgs a;
+    a.x = x;
+    a.w = w;
+    a.out = out;
+    a.M = M;
+    a.N = N;
+    a.K = K;
+    a.row_bytes = row_bytes;
+    parallel_rows(N, K * M, [&](int n0, int n1) { ggml_rows(type, a, n0, n1); });
+    return;
+  }
+  const Isa isa = available() ? detect_isa() : Isa::portable;
+  parallel_rows(N, K * M, [&](int n0, int n1) {
+    AlignedVector<float> tile(static_cast<size_t>(kTileRows) * K);
+    for (int t0 = n0; t0 < n1; t0 += kTileRows) {
+      const int rows = std::min(kTileRows, n1 - t0);
+      for (int r = 0; r < rows; ++r)
+        dequantize_ggml_row(type, w + (t0 + r) * row_bytes, tile.data() + static_cast<size_t>(r) * K, K);
+      // out[m, t0 + r] = x[m] . tile[r]: the dense kernel with the output offset by t0 (stride N).
+      DenseArgs a;
+      a.x = x;
+      a.w = tile.data();
+      a.out = out + t0;
+      a.M = M;
+      a.N = N;
+      a.K = K;
+      dense_rows(a, 0, rows, isa);
+    }
+  });
+}
+
+void check_ggml_blocks(const mx::array& w, uint32_t type, int K) {
   const GgmlBlock b = ggml_block(type);
   if (b.elements == 0) throw std::invalid_argument("[kernels] unknown llama.cpp block type " + std::to_string(type));
   if (w.dtype() != mx::uint8 || w.ndim() < 1 || K <= 0 || K % b.elements != 0 ||
@@ -157,8 +164,6 @@ void check_blocks(const mx::array& w, uint32_t type, int K) {
     throw std::invalid_argument("[kernels] llama.cpp block tensor does not hold rows of " + std::to_string(K) +
                                 " values");
 }
-
-}  // namespace
 
 bool ggml_type_supported(uint32_t type) { return ggml_block(type).elements > 1; }
 
@@ -168,7 +173,7 @@ int ggml_row_bytes(uint32_t type, int K) {
 }
 
 mx::array ggml_dequantize(const mx::array& w, uint32_t type, int K) {
-  check_blocks(w, type, K);
+  check_ggml_blocks(w, type, K);
   auto shape = w.shape();
   shape.back() = K;
   // Always on the CPU stream: the result is in unified memory for any device that reads it.
@@ -178,7 +183,7 @@ mx::array ggml_dequantize(const mx::array& w, uint32_t type, int K) {
 
 mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type) {
   const int K = x.shape(-1);
-  check_blocks(w, type, K);
+  check_ggml_blocks(w, type, K);
   if (w.ndim() != 2) throw std::invalid_argument("[kernels] llama.cpp block matmul needs a 2-D weight");
   const int64_t M = K ? static_cast<int64_t>(x.size() / K) : 0;
   // Prefill-sized products and other devices: dequantize once and let BLAS / the device multiply. The

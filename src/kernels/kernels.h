@@ -35,6 +35,10 @@ bool ggml_type_supported(uint32_t type);
 int ggml_row_bytes(uint32_t type, int K);
 mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type);
 mx::array ggml_dequantize(const mx::array& w, uint32_t type, int K);
+// ggml_gather_matmul: gather_mm(x, dequantize(w)^T, rhs_indices=indices) for stacked experts
+// w [E, N, row bytes]: x [..., M, K] broadcast against indices [...] -> [..., M, N]. On the CPU each
+// expert's blocks are read once for all the rows routed to it; elsewhere w is dequantized.
+mx::array ggml_gather_matmul(const mx::array& x, const mx::array& w, const mx::array& indices, uint32_t type);
 
 // x @ w^T for a dense [N, K] weight (nn.Linear layout). A streaming multithreaded SIMD kernel for
 // float32 with at most kLinearMaxRows rows of x (the decode case) on the CPU; otherwise mx::matmul.

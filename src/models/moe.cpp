@@ -3,6 +3,7 @@
 #include <map>
 #include <tuple>
 
+#include "kernels/kernels.h"
 #include "mlxgp/error.h"
 #include "models/router_capture.h"
 
@@ -76,6 +77,21 @@ SwitchLinear SwitchLinear::load(const WeightMap& w, const std::string& prefix, i
   SwitchLinear l;
   if (w.count(prefix + ".lora_A.weight"))
     fail("model", "LoRA adapters on MoE experts ('" + prefix + "') are not supported");
+  if (auto git = w.find(prefix + ".ggml_type"); git != w.end()) {
+    UsedNames::record(prefix + ".ggml_type");
+    const auto type = git->second.size() == 1 ? mx::astype(git->second, mx::uint32).item<uint32_t>() : 0u;
+    if (!kernels::ggml_type_supported(type))
+      fail("model", "tensor '" + prefix + ".ggml_type' names no llama.cpp block type mlxgp multiplies");
+    const int row_bytes = kernels::ggml_row_bytes(type, in);
+    if (row_bytes == 0)
+      fail("model", "llama.cpp block expert tensor '" + prefix + ".weight' cannot hold rows of " + std::to_string(in) +
+                        " values");
+    l.weight = take(w, prefix + ".weight", {experts, out, row_bytes});
+    if (l.weight->dtype() != mx::uint8)
+      fail("model", "tensor '" + prefix + ".weight' does not hold llama.cpp blocks (uint8)");
+    l.ggml_type = type;
+    return l;
+  }
   auto sit = w.find(prefix + ".scales");
   if (sit == w.end()) {
     l.weight = take(w, prefix + ".weight", {experts, out, in});
@@ -105,6 +121,7 @@ SwitchLinear SwitchLinear::load(const WeightMap& w, const std::string& prefix, i
 }
 
 mx::array SwitchLinear::operator()(const mx::array& x, const mx::array& indices) const {
+  if (ggml_type) return kernels::ggml_gather_matmul(x, *weight, indices, *ggml_type);
   if (!scales) return mx::gather_mm(x, mx::swapaxes(*weight, -1, -2), std::nullopt, indices);
   auto s = scales->dtype() == x.dtype() ? *scales : mx::astype(*scales, x.dtype());
   auto b = biases->dtype() == x.dtype() ? *biases : mx::astype(*biases, x.dtype());

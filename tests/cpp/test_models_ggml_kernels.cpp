@@ -185,3 +185,63 @@ TEST_F(GgmlKernels, DequantizesHandBuiltBlocks) {
       EXPECT_EQ(y[128 * n + 96 + l], 0.5f * 2 * (2 - 32));
     }
 }
+
+// Stacked experts in block formats (ggml_gather_matmul) against gather_mm over the scalar port's
+// dequantization, in the MoE block's two shapes (the token broadcast over its k experts, then each
+// expert's own row), with more than 8 rows routed to one expert, on every ISA.
+TEST_F(GgmlKernels, GatherMatmulEqualsGatherMmOfDequantized) {
+  uint32_t seed = 500;
+  const int E = 4, N = 37, K = 512, topk = 2;
+  for (k::Isa isa : machine_isas()) {
+    k::cap_isa(isa);
+    for (uint32_t type : kAllTypes)
+      for (int T : {1, 13}) {
+        SCOPED_TRACE("isa " + std::to_string(static_cast<int>(isa)) + " type " + std::to_string(type) +
+                     " T=" + std::to_string(T));
+        auto w2 = random_blocks(type, E * N, K, seed++);
+        auto w = mx::reshape(w2, {E, N, w2.shape(1)});
+        auto wd = mx::reshape(scalar_dequantize(w2, type, K), {E, N, K});
+        auto idx = mx::random::randint(0, E, {2, T, topk}, mx::uint32, mx::random::key(seed++));
+        auto x = mx::random::normal({2, T, 1, 1, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));
+        auto ref = mx::gather_mm(x, mx::swapaxes(wd, -1, -2), std::nullopt, idx);
+        auto got = k::ggml_gather_matmul(x, w, idx, type);
+        mx::eval(ref, got);
+        ASSERT_EQ(got.shape(), (mx::Shape{2, T, topk, 1, N}));
+        EXPECT_LE(max_rel(got, ref), 1e-5f);
+        // The down projection's shape: each (token, expert) row multiplied by its own expert.
+        auto h = mx::random::normal({2, T, topk, 1, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));
+        auto ref_h = mx::gather_mm(h, mx::swapaxes(wd, -1, -2), std::nullopt, idx);
+        auto got_h = k::ggml_gather_matmul(h, w, idx, type);
+        mx::eval(ref_h, got_h);
+        EXPECT_LE(max_rel(got_h, ref_h), 1e-5f);
+        // A pair's result does not depend on which other pairs share its expert in the call.
+        auto solo = k::ggml_gather_matmul(mx::slice(h, {0, 0, 0, 0, 0}, {1, 1, topk, 1, K}), w,
+                                          mx::slice(idx, {0, 0, 0}, {1, 1, topk}), type);
+        EXPECT_EQ(
+            mx::max(mx::abs(mx::subtract(solo, mx::slice(got_h, {0, 0, 0, 0, 0}, {1, 1, topk, 1, N})))).item<float>(),
+            0.0f);
+      }
+  }
+  k::cap_isa(k::Isa::avx512);
+}
+
+TEST_F(GgmlKernels, GatherMatmulDtypesGradientAndChecks) {
+  const int E = 3, N = 20, K = 256;
+  auto w2 = random_blocks(k::kGgmlQ6_K, E * N, K, 77);
+  auto w = mx::reshape(w2, {E, N, w2.shape(1)});
+  auto wd = mx::reshape(k::ggml_dequantize(w2, k::kGgmlQ6_K, K), {E, N, K});
+  auto idx = mx::array({2, 0, 1, 2}, {2, 2}, mx::int32);
+  auto x = mx::random::normal({2, 1, 1, K}, mx::float32, 0.0f, 1.0f, mx::random::key(78));
+  auto gh = k::ggml_gather_matmul(mx::astype(x, mx::bfloat16), w, idx, k::kGgmlQ6_K);
+  EXPECT_EQ(gh.dtype(), mx::bfloat16);
+  EXPECT_EQ(gh.shape(), (mx::Shape{2, 2, 1, N}));
+  // dx of sum(gather(x, W^T)): for each token, the column sums of its experts' weights.
+  auto grad =
+      mx::grad([&](const mx::array& xx) { return mx::sum(k::ggml_gather_matmul(xx, w, idx, k::kGgmlQ6_K)); })(x);
+  auto expect = mx::grad(
+      [&](const mx::array& xx) { return mx::sum(mx::gather_mm(xx, mx::swapaxes(wd, -1, -2), std::nullopt, idx)); })(x);
+  EXPECT_LE(max_rel(grad, expect), 1e-5f);
+  EXPECT_THROW(k::ggml_gather_matmul(mx::ones({1, 1, 512}), w, idx, k::kGgmlQ6_K), std::invalid_argument);
+  EXPECT_THROW(k::ggml_gather_matmul(x, w2, idx, k::kGgmlQ6_K), std::invalid_argument);
+  EXPECT_THROW(k::ggml_gather_matmul(x, w, mx::astype(idx, mx::float32), k::kGgmlQ6_K), std::invalid_argument);
+}

@@ -141,6 +141,15 @@ def test_tensor_parallel_default_model(dtype, default_gguf, mlxgp_bin, run_mlxgp
     assert ok, (at, a, b)
 
 
+def _tp_logits_diff(model, mlxgp_bin, run_mlxgp, tmp_path):
+    """max |logit diff| between one process and --tensor-parallel over 2 ranks (8-token prefill, then cached)."""
+    common = ["logits", "--model", model, "--input-ids", ",".join(map(str, IDS)), "--prefill", 8]
+    run_mlxgp(*common, "--out", tmp_path / "one.safetensors")
+    launch(mlxgp_bin, *common, "--tensor-parallel", "--out", tmp_path / "tp.safetensors")
+    return float(np.abs(load_file(str(tmp_path / "one.safetensors"))["logits"] -
+                        load_file(str(tmp_path / "tp.safetensors"))["logits"]).max())
+
+
 def test_tensor_parallel_kquant_blocks(default_gguf, mlxgp_bin, run_mlxgp, tmp_path):
     """llama.cpp blocks kept as stored: SmolLM2 Q4_K_M's Q6_K ffn_down splits at 768 = 3 blocks of 256 columns.
     A tiny Q6_K llama (4 heads of 64) would split o_proj at 128 columns, inside a 256-column block: refused."""
@@ -148,11 +157,7 @@ def test_tensor_parallel_kquant_blocks(default_gguf, mlxgp_bin, run_mlxgp, tmp_p
     from tests.refs import gguf_quant
 
     q4km = gguf_quant.cached_quantized(default_gguf, "Q4_K_M")
-    common = ["logits", "--model", q4km, "--input-ids", ",".join(map(str, IDS)), "--prefill", 8]
-    run_mlxgp(*common, "--out", tmp_path / "one.safetensors")
-    launch(mlxgp_bin, *common, "--tensor-parallel", "--out", tmp_path / "tp.safetensors")
-    diff = float(np.abs(load_file(str(tmp_path / "one.safetensors"))["logits"] -
-                        load_file(str(tmp_path / "tp.safetensors"))["logits"]).max())
+    diff = _tp_logits_diff(q4km, mlxgp_bin, run_mlxgp, tmp_path)
     print(f"SmolLM2 Q4_K_M as stored (Q6_K blocks split by columns): max |logit diff| {diff:.2e}")
     assert diff <= 1e-4
     kq_model, _ = tiny_models.make_tiny_model("llama-kq", tmp_path / "kq")
@@ -164,6 +169,20 @@ def test_tensor_parallel_kquant_blocks(default_gguf, mlxgp_bin, run_mlxgp, tmp_p
     assert ("[distributed] tensor parallelism over 2 ranks would split 'model.layers.0.self_attn.o_proj.weight' "
             "inside a quantization block of 256 columns; load the model with --dtype float32") in p.stderr, p.stderr
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_tensor_parallel_block_experts(mlxgp_bin, run_mlxgp, tmp_path):
+    """Q6_K stacked experts kept as stored split over 2 ranks: the down projections' 768 input columns at
+    block edges (512 + 256), gate/up rows alike; logits equal one process."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.refs import gguf_quant
+
+    model, _ = tiny_models.make_tiny_model("qwen3_moe-gguf", tmp_path / "moe")
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "moe-q6k.gguf", "F32", gguf_quant.quantize_rows,
+                                       types={"ffn_down_exps.weight": "Q6_K"})
+    diff = _tp_logits_diff(path, mlxgp_bin, run_mlxgp, tmp_path)
+    print(f"qwen3_moe with Q6_K experts, tensor parallel over 2 ranks: max |logit diff| {diff:.2e}")
+    assert diff <= 1e-4
 
 
 def test_tensor_parallel_beams_sampling_and_batches(tiny, mlxgp_bin, run_mlxgp, tmp_path):

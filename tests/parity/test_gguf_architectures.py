@@ -7,6 +7,7 @@ against transformers reading the same file (gguf-py's dequantizers, fp32 compute
 Per architecture and tensor type (F32, Q8_0): logits over a prefill and 16 cached decode steps, both as
 loaded (Q8_0 stays packed, experts included) and with --dtype float32, within 1e-4; greedy 16 tokens
 identical. MoE inputs route some token to every expert of every layer. Plus the refusals."""
+import json
 import sys
 from pathlib import Path
 
@@ -68,10 +69,12 @@ def test_gguf_vs_transformers(arch, qtype, tiny, run_mlxgp, run_mlxgp_json, tmp_
     assert got == want
 
 
-@pytest.mark.parametrize("qtype", ["Q4_K", "Q5_K"])
-def test_kquant_experts(qtype, tiny, run_mlxgp, tmp_path):
-    """K-quant expert tensors (llama.cpp's quantizer; the experts' down projections, rows of 768) are
-    affine triples too: quantized and --dtype float32 logits within 1e-4 of transformers on the same file."""
+@pytest.mark.parametrize("qtype", ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"])
+def test_kquant_experts(qtype, tiny, run_mlxgp, run_mlxgp_json, tmp_path):
+    """K-quant expert tensors (llama.cpp's quantizer; the experts' down projections, rows of 768, as real
+    Q4_K_M MoE files hold Q6_K ffn_down_exps) multiplied as stored by the gathered block kernel: logits as
+    loaded and with --dtype float32 within 1e-4 of transformers on the same file, greedy tokens identical,
+    and a left-padded batch equal to each prompt alone."""
     import torch
     import transformers
 
@@ -82,20 +85,26 @@ def test_kquant_experts(qtype, tiny, run_mlxgp, tmp_path):
     ref_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name,
                                                                   dtype=torch.float32).eval()
     ids = _ids(40, model.config.vocab_size, seed=13)
+    _assert_every_expert_routed(ref_model, ids)
     ref = _hf_logits(ref_model, ids)
     native = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "n.safetensors")
     dense = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "d.safetensors", "--dtype", "float32")
     d_native, d_dense = (float(np.abs(g - ref).max()) for g in (native, dense))
-    print(f"qwen3_moe GGUF, {qtype} experts: max |diff| native {d_native:.3e}, float32 {d_dense:.3e}")
+
+    prompts = [ids[:12], ids[20:27]]
+    want = [reference_greedy(ref_model, p, GREEDY_NEW, ignore_eos=True) for p in prompts]
+    got = run_mlxgp_json("generate", "--model", path, "--input-ids", ",".join(map(str, prompts[0])),
+                         "--max-new-tokens", GREEDY_NEW, "--ignore-eos")["sequences"][0]["token_ids"]
+    batch_file = tmp_path / "prompts.jsonl"
+    batch_file.write_text("".join(json.dumps({"input_ids": p}) + "\n" for p in prompts))
+    proc = run_mlxgp("generate", "--model", path, "--prompts-file", batch_file, "--batch-size", 2,
+                     "--max-new-tokens", GREEDY_NEW, "--ignore-eos", "--json")
+    got_batch = [json.loads(line)["sequences"][0]["token_ids"] for line in proc.stdout.splitlines() if line.strip()]
+    print(f"qwen3_moe GGUF, {qtype} experts: max |diff| native {d_native:.3e}, float32 {d_dense:.3e}; greedy "
+          f"{sum(a == b for a, b in zip(got, want[0]))}/{GREEDY_NEW} identical; batch of 2 equal: {got_batch == want}")
     assert d_native <= 1e-4 and d_dense <= 1e-4
-
-
-def test_block_quant_experts_refused(tiny, run_mlxgp, tmp_path):
-    """Q2_K / Q3_K / Q6_K stay llama.cpp blocks, which only dense projections multiply."""
-    path = tiny_models.write_tiny_gguf(tiny("qwen3_moe"), tmp_path / "q6k.gguf", "F32", gguf_quant.quantize_rows,
-                                       types={"ffn_down_exps.weight": "Q6_K"})
-    line = _expect_error(run_mlxgp, path, "gguf", tmp_path)
-    assert "ffn_down_exps.weight' has type Q6_K, which mlxgp does not load for experts" in line, line
+    assert got == want[0]
+    assert got_batch == want
 
 
 def test_phi3_longrope_refused(tiny, run_mlxgp, tmp_path):
