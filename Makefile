@@ -4,7 +4,7 @@ BUILD     ?= build
 BUILD_TYPE ?= Release
 PROMPT    ?= Write a haiku about the sea.
 
-.PHONY: setup build run test format format-check soak test-asan-unit test-cpp test-parity test-python test-server test-install test-asan san-configure fuzz python-install bump-version git-release bench steering-demo clean
+.PHONY: setup build run test format format-check soak test-asan-unit test-cpp test-parity test-python test-server test-install test-asan test-tsan san-configure fuzz python-install bump-version git-release bench steering-demo clean
 
 setup:
 	@bash scripts/setup.sh
@@ -91,6 +91,21 @@ test-asan: san-configure
 	cd $(SAN_BUILD) && $(SAN_ENV) ctest --output-on-failure -j 2
 	$(SAN_ENV) MLXGP_BIN=$(abspath $(SAN_BUILD))/mlxgp $(PY) -m pytest -q -x tests/parity/test_logits_parity.py \
 	  tests/parity/test_tokenizer_parity.py tests/parity/test_cli_errors.py
+
+# ThreadSanitizer over what runs on several threads: the kernels' thread pool, MLX's CPU stream
+# running our primitives, the batch engine and the server (C++ unit tests, then the HTTP server tests
+# with many concurrent clients against the instrumented CLI). Its own clang folder, $(TSAN_BUILD).
+# libmlx is not instrumented; scripts/tsan.supp says what is suppressed and why. Any report fails.
+TSAN_BUILD ?= build-tsan
+TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:history_size=4:suppressions=$(abspath scripts/tsan.supp)
+TSAN_SERVER_TESTS ?= tests/server/test_server.py tests/server/test_server_lifecycle.py
+test-tsan: setup
+	cmake -S . -B $(TSAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only" -DCMAKE_CXX_COMPILER=$(FUZZ_CXX) \
+	  -DMLXGP_SANITIZE=thread -DMLX_DIR=$$($(PY) -m mlx --cmake-dir)/share/cmake/MLX
+	cmake --build $(TSAN_BUILD) -j 2
+	cd $(TSAN_BUILD) && $(TSAN_ENV) ctest --output-on-failure -j 2
+	$(TSAN_ENV) MLXGP_BIN=$(abspath $(TSAN_BUILD))/mlxgp $(PY) -m pytest -q -x $(TSAN_SERVER_TESTS)
 
 # Resident memory of one long generation with a rotating KV cache (scripts/soak_rss.py): RSS by tenth of
 # the run and its growth after warm-up. 100,000 tokens of the default model take about an hour on 2 cores.

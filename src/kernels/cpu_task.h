@@ -7,7 +7,21 @@
 #include <mlx/array.h>
 #include <mlx/backend/cpu/encoder.h>
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#include <sanitizer/tsan_interface.h>
+#define MLXGP_TSAN 1
+#endif
+#endif
+#ifndef MLXGP_TSAN
+#define MLXGP_TSAN 0
+#endif
+
 namespace mlxgp::kernels {
+
+#if MLXGP_TSAN
+inline char tsan_dispatch_sync;  // the address ThreadSanitizer's release/acquire pair on
+#endif
 
 // Allocates `out`, then enqueues the task that make_work() returns on the stream's CPU command encoder:
 // it runs in order after the tasks that produce `inputs`, never inline in eval_cpu. make_work is called
@@ -19,7 +33,17 @@ void enqueue_cpu(mlx::core::Stream stream, const std::vector<mlx::core::array>& 
   auto& enc = mlx::core::cpu::get_command_encoder(stream);
   for (auto& a : inputs) enc.set_input_array(a);
   enc.set_output_array(out);
+#if MLXGP_TSAN
+  // libmlx (not instrumented) hands the task to its stream thread through a queue ThreadSanitizer cannot
+  // see, so say what that hand-off guarantees: everything before the dispatch happens before the task.
+  __tsan_release(&tsan_dispatch_sync);
+  enc.dispatch([work = make_work()]() mutable {
+    __tsan_acquire(&tsan_dispatch_sync);
+    work();
+  });
+#else
   enc.dispatch(make_work());
+#endif
 }
 
 }  // namespace mlxgp::kernels

@@ -77,9 +77,8 @@ class CpuGgmlGatherMatmul : public mx::UnaryPrimitive {
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     enqueue_cpu(stream(), in, out, [&] {
       return [x = mx::array::unsafe_weak_copy(in[0]), i = mx::array::unsafe_weak_copy(in[1]),
-              w = mx::array::unsafe_weak_copy(in[2]), o = mx::array::unsafe_weak_copy(out), t = type_]() mutable {
-        run_ggml_gather(x, i, w, o, t);
-      };
+              w = mx::array::unsafe_weak_copy(in[2]), o = mx::array::unsafe_weak_copy(out),
+              t = type_]() mutable { run_ggml_gather(x, i, w, o, t); };
     });
   }
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
@@ -92,7 +91,8 @@ class CpuGgmlGatherMatmul : public mx::UnaryPrimitive {
                              const std::vector<int>& argnums, const std::vector<mx::array>&) override {
     std::vector<mx::array> out;
     for (int arg : argnums) {
-      if (arg != 0) throw std::invalid_argument("[kernels] quantized expert weights have no gradient (they are frozen)");
+      if (arg != 0)
+        throw std::invalid_argument("[kernels] quantized expert weights have no gradient (they are frozen)");
       auto wd = ggml_dequantize(primals[2], type_, primals[0].shape(-1));  // [E, N, K]
       out.push_back(mx::gather_mm(cotangents[0], mx::astype(wd, cotangents[0].dtype()), std::nullopt, primals[1]));
     }
