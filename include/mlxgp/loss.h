@@ -28,8 +28,9 @@ LossResult xent_loss(const mlx::core::array& logits, const mlx::core::array& tar
 // A right-padded batch: input_ids [B, T] int32; labels [B, T] (-100 = ignored; default: input_ids);
 // loss_mask [B, T] (1 = the token is a target; pad positions 0). Next-token targets are labels
 // shifted left by one, as transformers' causal-LM loss does. attention_mask [B, T] (1 = a real token,
-// prompt tokens included; 0 = padding) only tells the MoE load-balancing loss which tokens to count;
-// right padding needs no mask for attention.
+// prompt tokens included; 0 = padding) must mark right padding (anything else is refused); it tells the
+// MoE load-balancing loss which tokens to count, and right padding needs no mask for attention. As in
+// transformers, it does not change which targets the loss counts (labels / loss_mask / pad_id do).
 struct Batch {
   mlx::core::array input_ids;
   std::optional<mlx::core::array> labels;

@@ -37,9 +37,10 @@ LrSchedule schedule_of(double lr, const std::string& kind, int warmup, int total
   return s;
 }
 
-Batch batch_of(const mx::array& input_ids, std::optional<mx::array> labels, std::optional<mx::array> loss_mask) {
+Batch batch_of(const mx::array& input_ids, std::optional<mx::array> labels, std::optional<mx::array> loss_mask,
+               std::optional<mx::array> attention_mask) {
   if (input_ids.ndim() != 2) fail("train", "input_ids must be [batch, length]");
-  return Batch{mx::astype(input_ids, mx::int32), std::move(labels), std::move(loss_mask)};
+  return Batch{mx::astype(input_ids, mx::int32), std::move(labels), std::move(loss_mask), std::move(attention_mask)};
 }
 
 // The training dtype by its full name or the short forms (fp32, bf16, fp16).
@@ -207,8 +208,8 @@ void bind_training(nb::module_& m) {
       "train_step",
       [](PyModel& pm, const mx::array& input_ids, std::optional<mx::array> labels, std::optional<mx::array> loss_mask,
          PyTrainState& state, const TrainingConfig& config, const std::vector<std::shared_ptr<Hook>>& hooks,
-         std::optional<int> pad_id) {
-        Batch batch = batch_of(input_ids, std::move(labels), std::move(loss_mask));
+         std::optional<int> pad_id, std::optional<mx::array> attention_mask) {
+        Batch batch = batch_of(input_ids, std::move(labels), std::move(loss_mask), std::move(attention_mask));
         TrainStepResult r;
         {
           nb::gil_scoped_release release;
@@ -225,20 +226,21 @@ void bind_training(nb::module_& m) {
         return d;
       },
       nb::arg("model"), nb::arg("input_ids"), nb::arg("labels").none(), nb::arg("loss_mask").none(), nb::arg("state"),
-      nb::arg("config"), nb::arg("hooks"), nb::arg("pad_id").none());
+      nb::arg("config"), nb::arg("hooks"), nb::arg("pad_id").none(), nb::arg("attention_mask").none() = nb::none());
 
   m.def(
       "loss_forward",
       [](PyModel& pm, const mx::array& input_ids, std::optional<mx::array> labels, std::optional<mx::array> loss_mask,
-         double label_smoothing, std::optional<int> pad_id) {
-        Batch batch = batch_of(input_ids, std::move(labels), std::move(loss_mask));
+         double label_smoothing, std::optional<int> pad_id, std::optional<mx::array> attention_mask) {
+        Batch batch = batch_of(input_ids, std::move(labels), std::move(loss_mask), std::move(attention_mask));
         nb::gil_scoped_release release;
         auto r = loss_forward(*pm.model, batch, label_smoothing, pad_id);
         mx::eval(r.loss, r.n_tokens);
         return std::make_pair(r.loss, r.n_tokens);
       },
       nb::arg("model"), nb::arg("input_ids"), nb::arg("labels").none(), nb::arg("loss_mask").none(),
-      nb::arg("label_smoothing") = 0.0, nb::arg("pad_id").none() = nb::none());
+      nb::arg("label_smoothing") = 0.0, nb::arg("pad_id").none() = nb::none(),
+      nb::arg("attention_mask").none() = nb::none());
 
   m.def(
       "xent_loss",

@@ -47,12 +47,20 @@ def _array(x, dtype=None):
     return a.astype(dtype) if dtype is not None and a.dtype != dtype else a
 
 
+_BATCH_KEYS = ("tokens", "input_ids", "labels", "loss_mask", "attention_mask")
+
+
 def _batch(batch):
+    attention = None
     if isinstance(batch, dict):
         if ("input_ids" in batch) == ("tokens" in batch):
             raise ValueError("[train] a batch dict needs exactly one of tokens and input_ids")
+        unknown = sorted(set(batch) - set(_BATCH_KEYS))
+        if unknown:  # refused, never ignored (a tokenizer's token_type_ids, position_ids, ...)
+            raise ValueError(f"[train] unknown batch key(s) {', '.join(map(repr, unknown))} (supported: "
+                             f"{', '.join(_BATCH_KEYS)})")
         ids = batch["input_ids"] if "input_ids" in batch else batch["tokens"]
-        labels, mask = batch.get("labels"), batch.get("loss_mask")
+        labels, mask, attention = batch.get("labels"), batch.get("loss_mask"), batch.get("attention_mask")
     elif isinstance(batch, (tuple, list)) and len(batch) in (2, 3) and not isinstance(batch[0], int):
         ids, labels, mask = (list(batch) + [None])[:3]
     else:
@@ -66,7 +74,10 @@ def _batch(batch):
         labels = labels[None]
     if mask is not None and mask.ndim == 1:
         mask = mask[None]
-    return ids, labels, mask
+    attention = _array(attention, mx.int32)
+    if attention is not None and attention.ndim == 1:
+        attention = attention[None]
+    return ids, labels, mask, attention
 
 
 def _train_state(opt):
@@ -87,15 +98,17 @@ def train_step(model, batch, opt, cfg=None, hooks=None, pad_id=None):
     """One optimizer step of `opt` on `batch`. `opt` is the project's AdamW / SGD or any
     mlx.optimizers.Optimizer (its apply_gradients() updates the float32 masters; it keeps its own state and
     learning rate); either keeps its state between calls. Batches: a [B, T] token array, or a dict with
-    `tokens` / `input_ids` (labels = the tokens shifted, pad_id masked) and optional labels / loss_mask.
+    `tokens` / `input_ids` (labels = the tokens shifted, pad_id masked) and optional labels / loss_mask /
+    attention_mask (right padding only; as in transformers it marks the real tokens for the MoE
+    load-balancing loss and does not change the counted targets). Other keys are refused.
     Trains cfg.trainable (default: LoRA adapters when present, else every float parameter). `hooks` are
     attached for this step (e.g. a SoftPromptHook). An mlx-lm model gets the trained arrays back.
     Returns {loss, n_tokens, grad_norm, skipped, loss_scale, lr}."""
-    ids, labels, mask = _batch(batch)
+    ids, labels, mask, attention = _batch(batch)
     state = _train_state(opt)
     pm = as_model(model)
     r = _core.train_step(pm, ids, labels, mask, state, cfg if cfg is not None else TrainingConfig(),
-                         list(hooks or []), pad_id)
+                         list(hooks or []), pad_id, attention)
     if isinstance(opt, optim.Optimizer):
         r["lr"] = float(opt.learning_rate)
     write_back(model, list(state.masters().keys()))
@@ -104,8 +117,8 @@ def train_step(model, batch, opt, cfg=None, hooks=None, pad_id=None):
 
 def loss_forward(model, batch, label_smoothing=0.0, pad_id=None):
     """The model's mean next-token loss over the counted positions: (loss, n_tokens) scalar arrays."""
-    ids, labels, mask = _batch(batch)
-    return _core.loss_forward(as_model(model), ids, labels, mask, float(label_smoothing), pad_id)
+    ids, labels, mask, attention = _batch(batch)
+    return _core.loss_forward(as_model(model), ids, labels, mask, float(label_smoothing), pad_id, attention)
 
 
 def xent_loss(logits, targets, label_smoothing=0.0, ignore_index=-100):

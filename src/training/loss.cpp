@@ -50,10 +50,31 @@ LossResult xent_loss(const mx::array& logits, const mx::array& targets, double l
   return {loss, mx::astype(n, mx::int32)};
 }
 
+namespace {
+
+// transformers' forward takes any attention_mask; mlxgp's training forward masks nothing but the causal
+// order, which equals transformers' result exactly when every row is right-padded (a real token never
+// attends to a later pad). Any other mask is refused rather than ignored.
+void check_attention_mask(const mx::array& mask, const mx::array& ids) {
+  if (mask.shape() != ids.shape()) fail("loss", "attention_mask must have the shape of input_ids");
+  auto m = mx::astype(mask, mx::float32);
+  if (!mx::all(mx::logical_or(mx::equal(m, mx::array(0.0f)), mx::equal(m, mx::array(1.0f)))).item<bool>())
+    fail("loss", "attention_mask must hold only 0 and 1");
+  const int T = ids.shape(1);
+  auto later = mx::slice(m, {0, 1}, {m.shape(0), T}), earlier = mx::slice(m, {0, 0}, {m.shape(0), T - 1});
+  if (mx::any(mx::greater(later, earlier)).item<bool>())
+    fail("loss",
+         "attention_mask must mark right padding (each row's 1s, then its 0s): mlxgp trains on right-padded "
+         "batches (tokenizer padding_side=\"right\")");
+}
+
+}  // namespace
+
 LossResult loss_forward(Model& model, const Batch& batch, double label_smoothing, std::optional<int> pad_id) {
   const auto& ids = batch.input_ids;
   if (ids.ndim() != 2 || ids.shape(1) < 2) fail("loss", "input_ids must be [batch, length >= 2]");
   const int B = ids.shape(0), T = ids.shape(1);
+  if (batch.attention_mask) check_attention_mask(*batch.attention_mask, ids);
   auto labels = batch.labels ? mx::astype(*batch.labels, mx::int32) : mx::astype(ids, mx::int32);
   if (labels.shape() != ids.shape()) fail("loss", "labels must have the shape of input_ids");
   if (batch.loss_mask) {
@@ -75,7 +96,6 @@ LossResult loss_forward(Model& model, const Batch& batch, double label_smoothing
   if (!capture) return result;
   std::optional<mx::array> mask;
   if (batch.attention_mask) {
-    if (batch.attention_mask->shape() != ids.shape()) fail("loss", "attention_mask must have the shape of input_ids");
     mask = mx::astype(*batch.attention_mask, mx::float32);
   } else if (pad_id) {
     mask = mx::astype(mx::not_equal(ids, mx::array(*pad_id)), mx::float32);
