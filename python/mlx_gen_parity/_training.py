@@ -65,19 +65,13 @@ def _batch(batch):
         ids, labels, mask = (list(batch) + [None])[:3]
     else:
         ids, labels, mask = batch, None, None
-    ids = _array(ids, mx.int32)
-    if ids.ndim == 1:
-        ids = ids[None]
-    labels = _array(labels, mx.int32)
-    mask = _array(mask)
-    if labels is not None and labels.ndim == 1:
-        labels = labels[None]
-    if mask is not None and mask.ndim == 1:
-        mask = mask[None]
-    attention = _array(attention, mx.int32)
-    if attention is not None and attention.ndim == 1:
-        attention = attention[None]
-    return ids, labels, mask, attention
+    return _rows(ids, mx.int32), _rows(labels, mx.int32), _rows(mask), _rows(attention, mx.int32)
+
+
+def _rows(x, dtype=None):
+    """x as an mx.array of [B, T] rows (one row given alone becomes [1, T]); None stays None."""
+    a = _array(x, dtype)
+    return a[None] if a is not None and a.ndim == 1 else a
 
 
 def _train_state(opt):

@@ -7,14 +7,9 @@
 #include <mlx/array.h>
 #include <mlx/backend/cpu/encoder.h>
 
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
+#include "kernels/sanitizers.h"
+#if MLXGP_TSAN
 #include <sanitizer/tsan_interface.h>
-#define MLXGP_TSAN 1
-#endif
-#endif
-#ifndef MLXGP_TSAN
-#define MLXGP_TSAN 0
 #endif
 
 namespace mlxgp::kernels {

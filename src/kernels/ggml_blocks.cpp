@@ -5,6 +5,8 @@
 
 #include <cstring>
 
+#include "kernels/sanitizers.h"
+
 namespace mlxgp::kernels {
 
 namespace {
@@ -238,12 +240,7 @@ GgmlBlock ggml_block(uint32_t type) {
 // there, which matters because ggml_matmul dequantizes every weight row on every decode step. Not under
 // ThreadSanitizer: it instruments the clones' ifunc resolver, which the dynamic loader runs before the
 // TSan runtime is up (a crash at start-up).
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MLXGP_NO_TARGET_CLONES 1
-#endif
-#endif
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_THREAD__) && !defined(MLXGP_NO_TARGET_CLONES)
+#if defined(__x86_64__) && defined(__GNUC__) && !MLXGP_TSAN
 __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
 #endif
 void dequantize_ggml_row(uint32_t type, const uint8_t* src, float* dst, int64_t k) {

@@ -74,27 +74,36 @@ void check_quantization(const std::string& wname, int bits, int group_size) {
                       std::to_string(group_size));
 }
 
+std::optional<std::pair<mx::array, uint32_t>> take_ggml_blocks(const WeightMap& w, const std::string& prefix,
+                                                               const mx::Shape& rows, int in) {
+  auto git = w.find(prefix + ".ggml_type");
+  if (git == w.end()) return std::nullopt;
+  UsedNames::record(prefix + ".ggml_type");
+  const auto t = git->second.size() == 1 ? mx::astype(git->second, mx::uint32).item<uint32_t>() : 0u;
+  if (!kernels::ggml_type_supported(t))
+    fail("model", "tensor '" + prefix + ".ggml_type' names no llama.cpp block type mlxgp multiplies");
+  const std::string wname = prefix + ".weight";
+  auto wit = w.find(wname);
+  if (wit == w.end()) fail("model", "missing tensor '" + wname + "'");
+  const auto& qw = wit->second;
+  mx::Shape want = rows, full = rows;
+  want.push_back(kernels::ggml_row_bytes(t, in));
+  full.push_back(in);
+  if (qw.shape() != want || qw.dtype() != mx::uint8 || want.back() == 0)
+    fail("model", "llama.cpp block tensor '" + wname + "' has shape " + shape_str(qw.shape()) +
+                      ", which does not fit " + shape_str(full));
+  UsedNames::record(wname);
+  return std::make_pair(qw, t);
+}
+
 Linear Linear::load(const WeightMap& w, const std::string& prefix, int in, int out, bool has_bias) {
   Linear l;
   l.in_features = in;
   const std::string wname = prefix + ".weight";
   auto sit = w.find(prefix + ".scales");
-  auto git = w.find(prefix + ".ggml_type");
-  if (git != w.end()) {
-    UsedNames::record(prefix + ".ggml_type");
-    const auto t = git->second.size() == 1 ? mx::astype(git->second, mx::uint32).item<uint32_t>() : 0u;
-    if (!kernels::ggml_type_supported(t))
-      fail("model", "tensor '" + prefix + ".ggml_type' names no llama.cpp block type mlxgp multiplies");
-    auto wit = w.find(wname);
-    if (wit == w.end()) fail("model", "missing tensor '" + wname + "'");
-    const auto& qw = wit->second;
-    if (qw.ndim() != 2 || qw.shape(0) != out || qw.dtype() != mx::uint8 ||
-        qw.shape(1) != kernels::ggml_row_bytes(t, in))
-      fail("model", "llama.cpp block tensor '" + wname + "' has shape " + shape_str(qw.shape()) +
-                        ", which does not fit [" + std::to_string(out) + ", " + std::to_string(in) + "]");
-    UsedNames::record(wname);
-    l.weight = qw;
-    l.ggml_type = t;
+  if (auto blocks = take_ggml_blocks(w, prefix, {out}, in)) {
+    l.weight = blocks->first;
+    l.ggml_type = blocks->second;
   } else if (sit == w.end()) {
     l.weight = take(w, wname, {out, in});
     if (!is_float(l.weight->dtype())) fail("model", "tensor '" + wname + "' is not a float tensor");

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <mlx/mlx.h>
@@ -34,6 +35,10 @@ class UsedNames {
 // Fetches `name` from `w`, failing with [model] "missing tensor 'name'" or a shape mismatch.
 mx::array take(const WeightMap& w, const std::string& name, const mx::Shape& shape);
 std::optional<mx::array> take_optional(const WeightMap& w, const std::string& name, const mx::Shape& shape);
+// llama.cpp blocks kept as stored (GGUF): `prefix.weight` uint8 [rows..., row bytes of `in` values] and
+// the format in `prefix.ggml_type`; nullopt when `prefix` has no ggml_type. Checked, and recorded as used.
+std::optional<std::pair<mx::array, uint32_t>> take_ggml_blocks(const WeightMap& w, const std::string& prefix,
+                                                               const mx::Shape& rows, int in);
 
 // "[a, b, c]", for error messages naming a tensor's shape.
 std::string shape_str(const mx::Shape& s);

@@ -77,19 +77,9 @@ SwitchLinear SwitchLinear::load(const WeightMap& w, const std::string& prefix, i
   SwitchLinear l;
   if (w.count(prefix + ".lora_A.weight"))
     fail("model", "LoRA adapters on MoE experts ('" + prefix + "') are not supported");
-  if (auto git = w.find(prefix + ".ggml_type"); git != w.end()) {
-    UsedNames::record(prefix + ".ggml_type");
-    const auto type = git->second.size() == 1 ? mx::astype(git->second, mx::uint32).item<uint32_t>() : 0u;
-    if (!kernels::ggml_type_supported(type))
-      fail("model", "tensor '" + prefix + ".ggml_type' names no llama.cpp block type mlxgp multiplies");
-    const int row_bytes = kernels::ggml_row_bytes(type, in);
-    if (row_bytes == 0)
-      fail("model", "llama.cpp block expert tensor '" + prefix + ".weight' cannot hold rows of " + std::to_string(in) +
-                        " values");
-    l.weight = take(w, prefix + ".weight", {experts, out, row_bytes});
-    if (l.weight->dtype() != mx::uint8)
-      fail("model", "tensor '" + prefix + ".weight' does not hold llama.cpp blocks (uint8)");
-    l.ggml_type = type;
+  if (auto blocks = take_ggml_blocks(w, prefix, {experts, out}, in)) {
+    l.weight = blocks->first;
+    l.ggml_type = blocks->second;
     return l;
   }
   auto sit = w.find(prefix + ".scales");
