@@ -101,6 +101,9 @@ int run_serve(const std::vector<std::string>& argv) {
       .option("port", "port to bind; 0 picks a free one (default 8080)")
       .option("api-key", "require 'Authorization: Bearer KEY' (every route but /health)")
       .option("max-batch", "rows decoded together at most (default 16)")
+      .option("max-joins-per-step",
+              "waiting requests admitted per decode step while others decode; each is prefilled before the step, "
+              "so this bounds the running streams' wait for new prompts (default 0: all that fit)")
       .option("max-queue", "requests waiting for a row at most; more get HTTP 429 (default 64)")
       .option("max-body-bytes", "largest request body (default 8388608); larger get HTTP 413")
       .option("max-tokens-cap", "clamp every request's max_tokens (and the default) to N (default: no cap)")
@@ -133,6 +136,7 @@ int run_serve(const std::vector<std::string>& argv) {
   server::ServiceOptions options;
   options.max_batch_rows = int_flag(args, "max-batch", 16, 1, 4096);
   options.max_queue = int_flag(args, "max-queue", 64, 1, 1 << 20);
+  options.max_joins_per_step = int_flag(args, "max-joins-per-step", 0, 0, 1 << 20);
   options.model_id = args.get("model-id").value_or("");
   options.max_tokens_cap = int_flag(args, "max-tokens-cap", 0, 1, INT32_MAX);
   options.prompt_cache_bytes = bytes_flag(args, "prompt-cache-bytes", options.prompt_cache_bytes);

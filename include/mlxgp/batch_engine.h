@@ -63,6 +63,12 @@ struct BatchEngineOptions {
   // it is loaded once (the server's --draft-model). Other drafts are loaded per request.
   std::shared_ptr<Model> draft;
   std::string draft_source;
+  // Waiting requests that join per step while rows are decoding (0: every one that fits). A joining
+  // request is prefilled alone before the step, so the running rows wait for its prefill: a limit bounds
+  // that wait (a burst of arrivals otherwise stalls every running stream for all of their prefills) at the
+  // cost of rows joining later (docs/server.md measures both). An idle engine admits every request that
+  // fits. Tokens are unaffected.
+  int max_joins_per_step = 0;
 };
 
 class BatchEngine {

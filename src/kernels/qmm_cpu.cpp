@@ -216,7 +216,10 @@ MLXGP_AVX512 void rows_avx512(const QmmArgs& a, const float* xp, int m0, int n0,
         for (int j = 0; j < NB; ++j) dequant32<BITS>(wb[j], k, vs[j], vb[j], w[j][0], w[j][1]);
         for (int m = 0; m < MB; ++m) {
           const float* xm = xr + static_cast<size_t>(m) * a.K + k;
-          const __m512 x0 = _mm512_loadu_ps(xm), x1 = _mm512_loadu_ps(xm + 16);
+          __m512 x0 = _mm512_loadu_ps(xm), x1 = _mm512_loadu_ps(xm + 16);
+          // Keep them in registers: GCC otherwise folds the load into every FMA, so each weight row
+          // reloads them and the loads, not the FMAs, bound the kernel (Zen 4: one zmm load a cycle).
+          if constexpr (NB > 1) __asm__("" : "+v"(x0), "+v"(x1));
           for (int j = 0; j < NB; ++j) {
             acc[m][j][0] = _mm512_fmadd_ps(w[j][0], x0, acc[m][j][0]);
             acc[m][j][1] = _mm512_fmadd_ps(w[j][1], x1, acc[m][j][1]);

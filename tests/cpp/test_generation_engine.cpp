@@ -481,6 +481,38 @@ TEST(BatchEngine, CancelledRequestLeavesAndTheOthersGoOn) {
   EXPECT_EQ(small.queued(), 0);
 }
 
+TEST(BatchEngine, MaxJoinsPerStepAdmitsThatManyWhileRowsDecode) {
+  auto m = tiny();
+  GenerationConfig c;
+  c.max_new_tokens = 6;
+  c.min_new_tokens = 6;
+  for (int limit : {0, 1, 2}) {
+    BatchEngineOptions o;
+    o.max_batch_rows = 8;
+    o.max_joins_per_step = limit;
+    BatchEngine engine(*m, nullptr, o);
+    // An idle engine admits every request that fits, whatever the limit.
+    engine.submit({ids_of(4, 1), c, {}, {}});
+    engine.submit({ids_of(6, 2), c, {}, {}});
+    engine.step();
+    EXPECT_EQ(engine.running_rows(), 2) << limit;
+    std::vector<int> ids;
+    for (int i = 0; i < 5; ++i) ids.push_back(engine.submit({ids_of(3 + i, 10 + i), c, {}, {}}));
+    // (A step queued before the submissions runs first: they join at the step after it.)
+    while (engine.queued() == 5) engine.step();
+    EXPECT_EQ(engine.running_rows(), limit == 0 ? 7 : 2 + limit) << limit;
+    EXPECT_EQ(engine.queued(), limit == 0 ? 0 : 5 - limit) << limit;
+    std::map<int, GenerationResult> results;
+    while (engine.busy())
+      for (int id : engine.step()) results.emplace(id, *engine.take_result(id));
+    // Joining later changes no request's tokens.
+    for (int i = 0; i < 5; ++i)
+      EXPECT_EQ(results.at(ids[i]).sequences[0].token_ids,
+                generate(*m, nullptr, ids_of(3 + i, 10 + i), c).sequences[0].token_ids)
+          << limit << " " << i;
+  }
+}
+
 TEST(BatchEngine, CancelFromATokenCallbackTakesEffectAfterTheStep) {
   auto m = tiny();
   BatchEngine engine(*m, nullptr);

@@ -308,7 +308,12 @@ static bool read_tokens(DecodeGroup& group, TextStreams& texts, const RowTokenCa
 
 void BatchEngine::admit() {
   std::optional<std::string> identity;  // the prefix cache's key, once per call
+  // Rows decoding now wait for every prefill below (BatchEngineOptions::max_joins_per_step).
+  const bool decoding = !running_.empty() || !beams_->empty() || !speculative_->empty();
+  int joined = 0;
   while (!queue_.empty()) {
+    if (decoding && options_.max_joins_per_step > 0 && joined >= options_.max_joins_per_step) return;
+    ++joined;
     // The first waiting request that fits: the running batch's cache kind, and the rows left.
     auto it = queue_.begin();
     if (!running_.empty())
