@@ -103,7 +103,8 @@ int run_serve(const std::vector<std::string>& argv) {
       .option("max-batch", "rows decoded together at most (default 16)")
       .option("max-joins-per-step",
               "waiting requests admitted per decode step while others decode; each is prefilled before the step, "
-              "so this bounds the running streams' wait for new prompts (default 0: all that fit)")
+              "so this bounds the running streams' wait for new prompts; beam and speculative requests are not counted "
+              "(default 0: all that fit)")
       .option("max-queue", "requests waiting for a row at most; more get HTTP 429 (default 64)")
       .option("max-body-bytes", "largest request body (default 8388608); larger get HTTP 413")
       .option("max-tokens-cap", "clamp every request's max_tokens (and the default) to N (default: no cap)")

@@ -67,7 +67,9 @@ struct BatchEngineOptions {
   // request is prefilled alone before the step, so the running rows wait for its prefill: a limit bounds
   // that wait (a burst of arrivals otherwise stalls every running stream for all of their prefills) at the
   // cost of rows joining later (docs/server.md measures both). An idle engine admits every request that
-  // fits. Tokens are unaffected.
+  // fits. Tokens are unaffected. It counts sampling and greedy requests (each with its
+  // num_return_sequences rows); beam searches and speculative runs start in lanes of their own, which it
+  // does not limit.
   int max_joins_per_step = 0;
 };
 
