@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "args.h"
+#include "load_flags.h"
 #include "commands.h"
 #include "files.h"
 #include "mlxgp/error.h"
@@ -22,6 +23,7 @@ int run_cache_prompt(const std::vector<std::string>& argv) {
       .option("prefill-chunk-size", "prefill in chunks of this many tokens (default 512, as generate)")
       .option("lora", "LoRA adapters to prefill with (the later generate passes the same --lora)")
       .option("out", "output .safetensors file (written atomically)");
+  declare_int8_flag(args);
   if (!args.parse(argv)) return 0;
   if (args.has("prompt") == args.has("input-ids")) fail("cli", "pass exactly one of --prompt and --input-ids");
   const std::string out = args.require("out");
@@ -34,8 +36,7 @@ int run_cache_prompt(const std::vector<std::string>& argv) {
   auto input_ids = args.get_int_list("input-ids");
   if (input_ids && input_ids->empty()) fail("cli", "--input-ids is empty");
 
-  LoadOptions load_options;
-  if (auto d = args.get("dtype")) load_options.dtype = parse_dtype(*d);
+  LoadOptions load_options = load_options_from(args);
   LoadedModel loaded = load(args.get("model").value_or("default"), load_options);
   if (auto path = args.get("lora")) load_lora(*loaded.model, *path);  // part of the cache's identity
   std::vector<int> ids;

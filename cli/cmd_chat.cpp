@@ -8,6 +8,7 @@
 #include <string>
 
 #include "args.h"
+#include "load_flags.h"
 #include "commands.h"
 #include "gen_flags.h"
 #include "mlxgp/chat_session.h"
@@ -58,6 +59,7 @@ int run_chat(const std::vector<std::string>& argv) {
       .option("prefill-chunk-size", "prefill long prompts in chunks of this many tokens (default 512)")
       .option("show-config", "print the effective generation config to stderr", false);
   add_generation_flags(args);
+  declare_int8_flag(args);
   if (!args.parse(argv)) return 0;
 
   ChatSessionOptions options;
@@ -67,8 +69,7 @@ int run_chat(const std::vector<std::string>& argv) {
     if (*n < 1 || *n > INT32_MAX) fail("cli", "--prefill-chunk-size must be between 1 and 2^31-1");
     options.generator.prefill_chunk_size = static_cast<int>(*n);
   }
-  LoadOptions load_options;
-  if (auto d = args.get("dtype")) load_options.dtype = parse_dtype(*d);
+  LoadOptions load_options = load_options_from(args);
   GenerationConfig user_only;               // the user's layers alone: checked before loading, and tells whether
   apply_generation_flags(user_only, args);  // they set max_length themselves
   validate(user_only);

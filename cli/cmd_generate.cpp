@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "args.h"
+#include "load_flags.h"
 #include "commands.h"
 #include "distributed_run.h"
 #include "files.h"
@@ -141,6 +142,7 @@ int run_generate(const std::vector<std::string>& argv) {
               "shard the model's layers over the ranks of `mlx.launch -n N ... -- mlxgp generate ...` "
               "(docs/distributed.md); rank 0 prints",
               false);
+  declare_int8_flag(args);
   if (!args.parse(argv)) return 0;
 
   const bool batch = args.has("prompts-file");
@@ -169,8 +171,7 @@ int run_generate(const std::vector<std::string>& argv) {
   }
   auto prompt_cache_path = args.get("prompt-cache");
   if (prompt_cache_path && prompt_cache_path->empty()) fail("cli", "--prompt-cache needs a file name");
-  LoadOptions load_options;
-  if (auto d = args.get("dtype")) load_options.dtype = parse_dtype(*d);
+  LoadOptions load_options = load_options_from(args);
   auto scores_out = args.get("scores-out");
   if (scores_out) check_output_file(*scores_out, "--scores-out");  // fail before generating, not after
   auto user_layers = [&](GenerationConfig& c) {

@@ -12,6 +12,7 @@
 #include <mlx/mlx.h>
 
 #include "args.h"
+#include "load_flags.h"
 #include "commands.h"
 #include "distributed_run.h"
 #include "files.h"
@@ -42,6 +43,7 @@ int run_logits(const std::vector<std::string>& argv) {
       .option("tensor-parallel", "shard the model over the ranks of mlx.launch (docs/distributed.md); rank 0 writes",
               false);
   declare_hook_flags(args);
+  declare_int8_flag(args);
   if (!args.parse(argv)) return 0;
   auto ids_arg = args.get_int_list("input-ids");
   if (!ids_arg) args.require("input-ids");
@@ -80,8 +82,7 @@ int run_logits(const std::vector<std::string>& argv) {
 
   std::optional<DistGroup> tp;
   if (args.has("tensor-parallel")) tp = join_distributed_run("--tensor-parallel");
-  LoadOptions opts;
-  if (auto d = args.get("dtype")) opts.dtype = parse_dtype(*d);
+  LoadOptions opts = load_options_from(args);
   auto loaded = load(args.get("model").value_or("default"), opts);
   auto& model = *loaded.model;
   attach_hooks_from_flags(args, model);

@@ -15,6 +15,7 @@
 #include <httplib.h>
 
 #include "args.h"
+#include "load_flags.h"
 #include "commands.h"
 #include "distributed_run.h"
 #include "mlxgp/error.h"
@@ -131,6 +132,7 @@ int run_serve(const std::vector<std::string>& argv) {
               "shard the model over the ranks of `mlx.launch -n N ... -- mlxgp serve ...` (docs/distributed.md): rank "
               "0 serves HTTP, the others follow its steps",
               false);
+  declare_int8_flag(args);
   if (!args.parse(argv)) return 0;
   const std::string host = args.get("host").value_or("127.0.0.1");
   const int port = int_flag(args, "port", 8080, 0, 65535);
@@ -167,8 +169,7 @@ int run_serve(const std::vector<std::string>& argv) {
   const int shutdown_timeout = int_flag(args, "shutdown-timeout", 10, 0, 24 * 3600);
   const auto api_key = args.get("api-key");
   if (api_key && api_key->empty()) fail("cli", "--api-key must not be empty");
-  LoadOptions load_options;
-  if (auto d = args.get("dtype")) load_options.dtype = parse_dtype(*d);
+  LoadOptions load_options = load_options_from(args);
 
   std::optional<DistGroup> tp;
   if (args.has("tensor-parallel")) tp = join_distributed_run("--tensor-parallel");

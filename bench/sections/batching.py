@@ -66,6 +66,7 @@ class Engine:
     new_tokens: int | None = None  # None: ctx.max_new_tokens
     single_run: bool = False  # one measured run instead of ctx.repeats
     peer: str | None = None  # the mlxgp engine key it is compared with
+    flags: tuple[str, ...] = ()  # more mlxgp generate flags
     runs: dict[int, list[BatchRun]] = field(default_factory=dict)  # batch size -> runs
     same: dict[int, str] = field(default_factory=dict)  # batch size -> requests equal to batch 1, "k/B"
     error: str | None = None
@@ -86,6 +87,8 @@ class Engine:
 def _engines() -> list[Engine]:
     return [
         Engine("mlxgp", "gguf-q4_1", DEFAULT_GGUF),
+        # llama.cpp's arithmetic for the Q4_1 / Q8_0 blocks (activations rounded to 8 bits, VNNI products).
+        Engine("mlxgp", "gguf-q4_1 int8", DEFAULT_GGUF, flags=("--int8-activations",)),
         Engine("mlxgp", "hf-f32", HF_F32_DIR),
         Engine("transformers", "hf-f32", HF_F32_DIR, peer="mlxgp hf-f32"),
         # The same protocol as mlx-lm's below, for a like-for-like mlxgp/mlx-lm ratio.
@@ -112,8 +115,8 @@ def _write_requests(path: Path, prompts: list[list[int]]) -> Path:
     return path
 
 
-def _mlxgp_flags(model: Path, n: int) -> list[str]:
-    flags = ["--model", str(model), "--min-new-tokens", str(n), "--max-new-tokens", str(n), "--json"]
+def _mlxgp_flags(model: Path, n: int, extra: tuple[str, ...] = ()) -> list[str]:
+    flags = ["--model", str(model), "--min-new-tokens", str(n), "--max-new-tokens", str(n), "--json", *extra]
     return flags + (["--dtype", "float32"] if model == HF_F32_DIR else [])
 
 
@@ -130,7 +133,7 @@ def _run(cmd: list[str]) -> tuple[str, str]:
 
 def _run_mlxgp(ctx: Context, e: Engine, requests_file: Path, batch: int, n: int) -> BatchRun:
     out, err = _run([str(ctx.mlxgp_bin), "generate", "--prompts-file", str(requests_file), "--batch-size",
-                     str(batch)] + _mlxgp_flags(e.model, n))
+                     str(batch)] + _mlxgp_flags(e.model, n, e.flags))
     try:
         docs = [json.loads(line) for line in out.splitlines() if line.strip()]
         tokens = [d["sequences"][0]["token_ids"] for d in docs]
@@ -171,12 +174,12 @@ def _measure_once(ctx: Context, e: Engine, requests_file: Path, batch: int, n: i
     return run
 
 
-def _reference(ctx: Context, model: Path, prompts: list[list[int]], n: int) -> list[list[int]]:
+def _reference(ctx: Context, model: Path, prompts: list[list[int]], n: int, extra: tuple[str, ...] = ()) -> list[list[int]]:
     """Each request alone through the plain single-prompt path (`--input-ids`), the same settings."""
     out = []
     for ids in prompts:
         stdout, _ = _run([str(ctx.mlxgp_bin), "generate", "--input-ids", ",".join(map(str, ids))]
-                         + _mlxgp_flags(model, n))
+                         + _mlxgp_flags(model, n, extra))
         out.append(json.loads(stdout.strip().splitlines()[-1])["sequences"][0]["token_ids"])
     return out
 
@@ -263,13 +266,13 @@ def run(ctx: Context) -> list[Table]:
             if e.name == "mlxgp" and missing:
                 e.error = missing
                 continue
-            if (e.name, e.model) not in warmed:
+            if (e.name, e.model, e.flags) not in warmed:
                 try:
                     _measure_once(ctx, e, warm, 1, WARMUP_NEW_TOKENS, warmup=True)
-                    warmed[(e.name, e.model)] = None
+                    warmed[(e.name, e.model, e.flags)] = None
                 except RunError as ex:
-                    warmed[(e.name, e.model)] = f"warm-up failed: {ex}"
-            e.error = warmed[(e.name, e.model)]
+                    warmed[(e.name, e.model, e.flags)] = f"warm-up failed: {ex}"
+            e.error = warmed[(e.name, e.model, e.flags)]
         ctx.log("[batching] " + ", ".join(f"{e.name} on {e.config} ({e.tokens(ctx)} new tokens)" for e in engines))
         # Repeats interleave engines and batch sizes, so a drift of the machine's load hits all alike.
         for rep in range(ctx.repeats):
@@ -289,13 +292,14 @@ def run(ctx: Context) -> list[Table]:
         # Batched tokens against each request alone at batch 1 (the plain --input-ids path).
         check: dict[str, list[str]] = {}
         failures: list[str] = []
-        for model in (DEFAULT_GGUF, HF_F32_DIR):
-            ours = [e for e in engines if e.name == "mlxgp" and e.model == model and not e.error and e.runs]
+        for model, extra in ((DEFAULT_GGUF, ()), (DEFAULT_GGUF, ("--int8-activations",)), (HF_F32_DIR, ())):
+            ours = [e for e in engines
+                    if e.name == "mlxgp" and e.model == model and e.flags == extra and not e.error and e.runs]
             if not ours:
                 continue
             start = time.perf_counter()
             try:
-                reference = _reference(ctx, model, prompts, ctx.max_new_tokens)
+                reference = _reference(ctx, model, prompts, ctx.max_new_tokens, extra)
                 ctx.log(f"  mlxgp        {ours[0].config:9} batch-1 reference, {len(prompts)} requests alone: "
                         f"{time.perf_counter() - start:.1f} s")
             except (RunError, ValueError, KeyError, IndexError) as ex:
@@ -351,11 +355,11 @@ def _tables(ctx: Context, engines: list[Engine], prompts: list[list[int]], check
     threads = sorted({r.torch_threads for e in engines for runs in e.runs.values() for r in runs
                       if r.torch_threads is not None})
 
-    def target(pairs: tuple[str, str] | None, goal: float) -> str:
+    def target(pairs: tuple[str, str] | None, goal: float, own: str = "mlxgp gguf-q4_1") -> str:
         """The aggregate ratio at batch t against the goal, with the decode-only ratio for information;
-        pairs = (engine, peer) keys, or None for the Q4_1 GGUF's batch t over its batch 1."""
+        pairs = (engine, peer) keys, or None for engine `own`'s batch t over its batch 1."""
         if pairs is None:
-            e = by_key["mlxgp gguf-q4_1"]
+            e = by_key[own]
             agg, dec = ([e.median(t, m) / e.median(1, m) if e.median(t, m) and e.median(1, m) else None
                          for m in ("aggregate", "decode")])
         else:
@@ -376,7 +380,8 @@ def _tables(ctx: Context, engines: list[Engine], prompts: list[list[int]], check
         "BatchGenerator.next_generated() returns, see bench/workers/mlx_lm_batch_worker.py).",
         f"mlxgp: `generate --prompts-file F --batch-size B --min-new-tokens N --max-new-tokens N --json` "
         "(each prompt prefilled alone, then all rows decoded together, left-padded; `--dtype float32` on the "
-        "fp32 folder). transformers: one left-padded batch with an attention mask, `generate(do_sample=False, "
+        "fp32 folder; `gguf-q4_1 int8` adds --int8-activations: the GGUF's Q4_1 / Q8_0 blocks multiplied as "
+        "llama.cpp does, activations rounded to 8 bits per 32 values). transformers: one left-padded batch with an attention mask, `generate(do_sample=False, "
         f"min_new_tokens=N, max_new_tokens=N)`, fp32, PyTorch's default threads "
         f"({', '.join(map(str, threads)) or 'n/a'}). mlx-lm: "
         "`batch_generate(model, tokenizer, prompts, max_tokens=N, prefill_batch_size=B, completion_batch_size=B)` "
@@ -399,7 +404,8 @@ def _tables(ctx: Context, engines: list[Engine], prompts: list[list[int]], check
            + "; ".join(f"{k}: {', '.join(v)}" for k, v in mismatched.items()) + "." if mismatched
            else "No mismatch." if check else "Not checked (no mlxgp run)."),
         f"Targets (batching issue), batch {t}: aggregate >= {TARGET_VS_BATCH1:g}x batch 1 on the Q4_1 GGUF: "
-        f"{target(None, TARGET_VS_BATCH1)}; mlxgp >= {TARGET_VS_HF:g}x transformers (fp32 folder, aggregate): "
+        f"{target(None, TARGET_VS_BATCH1)} (with --int8-activations: "
+        f"{target(None, TARGET_VS_BATCH1, 'mlxgp gguf-q4_1 int8')}); mlxgp >= {TARGET_VS_HF:g}x transformers (fp32 folder, aggregate): "
         f"{target(('mlxgp hf-f32', 'transformers hf-f32'), TARGET_VS_HF)}; mlxgp >= {TARGET_VS_MLX_LM:g}x mlx-lm "
         f"(aggregate, like-for-like protocol): 4-bit "
         f"{target(('mlxgp gguf-q4_1' + nl, 'mlx-lm mlx-q4' + nl), TARGET_VS_MLX_LM)}, "

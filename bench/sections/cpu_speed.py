@@ -11,10 +11,14 @@ from prompt import prompt_ids
 from runner import RunError, run_json
 
 from . import Context, Table, section
-from .generation import ENGINES, Config, Engine, _fmt, _measure, _worker
+from .generation import ENGINES, Config, Engine, _fmt, _measure, _mlxgp_argv, _mlxgp_unavailable, _worker
 from .plotting import save_plot
 
 ENGINES.setdefault("llama.cpp", Engine("llama.cpp", _worker("llama_cpp_worker.py")))
+# --int8-activations: llama.cpp's own arithmetic for Q4_0 / Q4_1 / Q8_0 blocks (activations rounded to 8 bits).
+ENGINES.setdefault("mlxgp int8", Engine("mlxgp int8", lambda ctx, model, ids, n: _mlxgp_argv(ctx, model, ids, n) +
+                                        ["--int8-activations"], _mlxgp_unavailable))
+MLXGP_ENGINES = ("mlxgp", "mlxgp int8")
 
 FTYPES = ("Q4_0", "Q8_0", "Q4_K_M")  # made from the default Q4_1 file by llama.cpp's own quantizer
 LONG_PROMPTS = (512, 2048, 8190)  # 8190 + 2 new tokens fill SmolLM2's 8192 positions
@@ -60,9 +64,9 @@ def _plot(ctx: Context, decode: dict[str, dict[str, float | None]], bounds: dict
     def draw(plt) -> None:
         files = list(decode)
         _, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-        width = 0.38
-        for i, engine in enumerate(("mlxgp", "llama.cpp")):
-            xs = [j + (i - 0.5) * width for j in range(len(files))]
+        width = 0.27
+        for i, engine in enumerate(MLXGP_ENGINES + ("llama.cpp",)):
+            xs = [j + (i - 1) * width for j in range(len(files))]
             ax.bar(xs, [decode[f].get(engine) or 0 for f in files], width, label=engine)
         ax.scatter(range(len(files)), [bounds.get(f) or 0 for f in files], marker="_", s=900, color="black",
                    label="bandwidth bound")
@@ -82,34 +86,35 @@ def run(ctx: Context) -> list[Table]:
     main = Table(title=f"Batch 1 on GGUF files: {len(ids)}-token prompt, {ctx.max_new_tokens} new tokens, "
                        f"median of {ctx.repeats} runs",
                  columns=["file", "engine", "file MB", "prefill tok/s", "decode tok/s", "bound tok/s",
-                          "% of bound", "mlxgp/llama.cpp prefill", "mlxgp/llama.cpp decode", "tokens = mlxgp"])
+                          "% of bound", "/ llama.cpp prefill", "/ llama.cpp decode", "tokens = llama.cpp"])
     gbps = _bandwidth(ctx, main)
     files = _files(main)
     decode: dict[str, dict[str, float | None]] = {}
     bounds: dict[str, float | None] = {}
     for name, path in files.items():
-        cfg = Config(f"gguf-{name.lower()}", path, ["mlxgp", "llama.cpp"], "")
-        ctx.log(f"[cpu_speed] {cfg.name}: mlxgp, llama.cpp")
+        cfg = Config(f"gguf-{name.lower()}", path, [*MLXGP_ENGINES, "llama.cpp"], "")
+        ctx.log(f"[cpu_speed] {cfg.name}: {', '.join(cfg.engines)}")
         results = _measure(ctx, cfg, ids)
         main.failures += [f"{e} on {cfg.name}: {m.error}" for e, m in results.items() if m.error]
         mb = path.stat().st_size / 1e6
         bound = gbps * 1e3 / mb if gbps else None
         bounds[name] = bound
-        ours, theirs = results["mlxgp"], results["llama.cpp"]
+        theirs = results["llama.cpp"]
         decode[name] = {e: m.median("decode_tokens_per_s") for e, m in results.items()}
         for engine, m in results.items():
             if m.error:
                 continue
             pre, dec = m.median("prefill_tokens_per_s"), m.median("decode_tokens_per_s")
             same = "-"
-            if engine != "mlxgp" and ours.runs:
-                n = next((i for i, (a, b) in enumerate(zip(ours.token_ids, m.token_ids)) if a != b),
-                         min(len(ours.token_ids), len(m.token_ids)))
-                same = f"{n}/{len(ours.token_ids)}"
+            if engine != "llama.cpp" and theirs.runs:  # greedy tokens before the first difference
+                n = next((i for i, (a, b) in enumerate(zip(m.token_ids, theirs.token_ids)) if a != b),
+                         min(len(m.token_ids), len(theirs.token_ids)))
+                same = f"{n}/{len(m.token_ids)}"
+            ours = engine in MLXGP_ENGINES
             main.rows.append([
                 name, engine, f"{mb:,.0f}", _fmt(pre), _fmt(dec), _fmt(bound), _pct(dec, bound),
-                _met(_ratio(pre, theirs.median("prefill_tokens_per_s")), RATIO_TARGET) if engine == "mlxgp" else "-",
-                _met(_ratio(dec, theirs.median("decode_tokens_per_s")), RATIO_TARGET) if engine == "mlxgp" else "-",
+                _met(_ratio(pre, theirs.median("prefill_tokens_per_s")), RATIO_TARGET) if ours else "-",
+                _met(_ratio(dec, theirs.median("decode_tokens_per_s")), RATIO_TARGET) if ours else "-",
                 same])
     main.notes = [
         f"Read bandwidth: {_fmt(gbps)} GB/s (bench/workers/bandwidth_worker.py: best pass of np.max over 1 GiB, "
@@ -121,25 +126,30 @@ def run(ctx: Context) -> list[Table]:
         "file through its prebuilt CPU library (node-llama-cpp 3.21.1's libllama via ctypes, "
         "bench/workers/llama_cpp_worker.py: one llama_decode for the prompt in ubatches of 512, one per "
         "token, argmax), with as many threads as cores like mlxgp. Its kernels quantize activations to 8 "
-        "bits, so its tokens may part from mlxgp's fp32-activation ones (tokens = mlxgp).",
+        "bits, so its tokens may part from mlxgp's float32-activation ones; `mlxgp int8` "
+        "(--int8-activations) computes Q4_0 / Q4_1 / Q8_0 tensors as llama.cpp does (the K-quants and Q5_0 "
+        "of Q4_K_M keep float32 activations). tokens = llama.cpp: greedy tokens before the first difference.",
     ]
     main.notes.append(_plot(ctx, decode, bounds))
 
     long = Table(title="Prefill of long prompts, batch 1, default GGUF (Q4_1), 2 new tokens, one run each",
-                 columns=["prompt tokens", "mlxgp prefill tok/s", "llama.cpp prefill tok/s", "mlxgp/llama.cpp",
-                          "mlxgp prefill s", "llama.cpp prefill s"])
+                 columns=["prompt tokens", "mlxgp prefill tok/s", "mlxgp int8 prefill tok/s",
+                          "llama.cpp prefill tok/s", "mlxgp/llama.cpp", "mlxgp int8/llama.cpp", "mlxgp prefill s",
+                          "mlxgp int8 prefill s", "llama.cpp prefill s"])
     once = dataclasses.replace(ctx, max_new_tokens=2, repeats=1)
     for n in LONG_PROMPTS:
         long_ids = (ids * (n // len(ids) + 1))[:n]
-        cfg = Config(f"q4_1-{n}", DEFAULT_GGUF, ["mlxgp", "llama.cpp"], "")
+        cfg = Config(f"q4_1-{n}", DEFAULT_GGUF, [*MLXGP_ENGINES, "llama.cpp"], "")
         ctx.log(f"[cpu_speed] {n}-token prompt")
         results = _measure(once, cfg, long_ids)
         long.failures += [f"{e} on a {n}-token prompt: {m.error}" for e, m in results.items() if m.error]
         rate = {e: m.median("prefill_tokens_per_s") for e, m in results.items()}
-        long.rows.append([n, _fmt(rate["mlxgp"]), _fmt(rate["llama.cpp"]),
-                          _met(_ratio(rate["mlxgp"], rate["llama.cpp"]), 1.0 if n > 4096 else RATIO_TARGET),
-                          _fmt(n / rate["mlxgp"] if rate["mlxgp"] else None),
-                          _fmt(n / rate["llama.cpp"] if rate["llama.cpp"] else None)])
+        goal = 1.0 if n > 4096 else RATIO_TARGET
+        secs = {e: _fmt(n / r if r else None) for e, r in rate.items()}
+        long.rows.append([n, _fmt(rate["mlxgp"]), _fmt(rate["mlxgp int8"]), _fmt(rate["llama.cpp"]),
+                          _met(_ratio(rate["mlxgp"], rate["llama.cpp"]), goal),
+                          _met(_ratio(rate["mlxgp int8"], rate["llama.cpp"]), goal),
+                          secs["mlxgp"], secs["mlxgp int8"], secs["llama.cpp"]])
     long.notes = [
         "The prompt is the generation prompt's ids repeated to length. prefill tok/s = prompt tokens / time to "
         "the first new token. mlxgp prefills in chunks of 512 tokens (GenerationConfig prefill_chunk_size); "

@@ -28,6 +28,7 @@ void bind_hooks(nb::module_& m);        // hooks.cpp: hook classes, steering-vec
 void bind_training(nb::module_& m);     // training.cpp: losses, AdamW, train_step, LoRA
 void bind_convert(nb::module_& m);      // convert.cpp: HF folder -> MLX folder
 void bind_distributed(nb::module_& m);  // distributed.cpp: distributed_init, shard_model
+void bind_kernels(nb::module_& m);      // kernels.cpp: _ggml_matmul, a test hook
 
 // blas_rebind.cpp: points libmlx.so's cblas_{s,d,c}gemm at the already loaded OpenBLAS at
 // openblas_path, as the mlxgp executable's link order does. Returns the number of slots rewritten.

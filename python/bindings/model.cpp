@@ -130,9 +130,10 @@ void bind_model(nb::module_& m) {
 
   m.def(
       "load",
-      [](const std::string& path, std::optional<std::string> dtype) {
+      [](const std::string& path, std::optional<std::string> dtype, bool int8_activations) {
         LoadOptions options;
         if (dtype) options.dtype = parse_dtype(*dtype);
+        options.int8_activations = int8_activations;
         LoadedModel loaded;
         {
           nb::gil_scoped_release release;
@@ -141,7 +142,7 @@ void bind_model(nb::module_& m) {
         PyModel pm{loaded.model, loaded.generation_config_json, loaded.source};
         return std::make_pair(std::move(pm), std::shared_ptr<Tokenizer>(loaded.tokenizer));
       },
-      nb::arg("path"), nb::arg("dtype") = nb::none());
+      nb::arg("path"), nb::arg("dtype") = nb::none(), nb::arg("int8_activations") = false);
 
   // A model over arrays that already exist (an mlx-lm module's parameters): the arrays are shared, not
   // copied, so an update through set_parameters() is what the other side sees once written back.

@@ -59,4 +59,5 @@ NB_MODULE(_core, m) {
   mlxgp::py::bind_training(m);
   mlxgp::py::bind_convert(m);
   mlxgp::py::bind_distributed(m);
+  mlxgp::py::bind_kernels(m);
 }

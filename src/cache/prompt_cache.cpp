@@ -64,6 +64,12 @@ std::string model_identity(Model& model) {
     h = digest(it->second, h);
   }
   s << " dtype=" << dtype << " norms=" << hex(h);
+  // llama.cpp's arithmetic (LoadOptions::int8_activations) computes other keys and values.
+  for (auto& [name, _] : params)
+    if (name.ends_with(".int8_activations")) {
+      s << " int8_activations";
+      break;
+    }
   // LoRA adapters change every cached key and value: their names and values are part of the identity
   // (small tensors), so a cache made without them (or with others) is refused.
   std::vector<std::string> adapters;

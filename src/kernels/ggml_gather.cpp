@@ -24,7 +24,8 @@ namespace mlxgp::kernels {
 namespace {
 
 // x [P, M, K] float32, idx [P] uint32, w [E, N, row bytes] -> out [P, M, N].
-void run_ggml_gather(const mx::array& x, const mx::array& idx, const mx::array& w, mx::array& out, uint32_t type) {
+void run_ggml_gather(const mx::array& x, const mx::array& idx, const mx::array& w, mx::array& out, uint32_t type,
+                     bool int8) {
   RowMajor<float> xr(x);
   RowMajor<uint32_t> ir(idx);
   RowMajor<uint8_t> wr(w);
@@ -55,7 +56,7 @@ void run_ggml_gather(const mx::array& x, const mx::array& idx, const mx::array& 
       std::copy(xr.ptr + static_cast<size_t>(p) * M * K, xr.ptr + static_cast<size_t>(p + 1) * M * K,
                 xs.data() + static_cast<size_t>(i) * M * K);
     }
-    ggml_product(type, xs.data(), static_cast<int>(rows), K, wr.ptr + e * expert_bytes, N, row_bytes, ys.data());
+    ggml_product(type, xs.data(), static_cast<int>(rows), K, wr.ptr + e * expert_bytes, N, row_bytes, ys.data(), int8);
     for (int i = 0; i < n; ++i) {
       const int p = order[count[e] + i];
       std::copy(ys.data() + static_cast<size_t>(i) * M * N, ys.data() + static_cast<size_t>(i + 1) * M * N,
@@ -72,13 +73,13 @@ mx::array dequantized_gather(const mx::array& x, const mx::array& w, const mx::a
 
 class CpuGgmlGatherMatmul : public mx::UnaryPrimitive {
  public:
-  CpuGgmlGatherMatmul(mx::Stream s, uint32_t type) : mx::UnaryPrimitive(s), type_(type) {}
+  CpuGgmlGatherMatmul(mx::Stream s, uint32_t type, bool int8) : mx::UnaryPrimitive(s), type_(type), int8_(int8) {}
 
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     enqueue_cpu(stream(), in, out, [&] {
       return [x = mx::array::unsafe_weak_copy(in[0]), i = mx::array::unsafe_weak_copy(in[1]),
               w = mx::array::unsafe_weak_copy(in[2]), o = mx::array::unsafe_weak_copy(out),
-              t = type_]() mutable { run_ggml_gather(x, i, w, o, t); };
+              t = type_, q = int8_]() mutable { run_ggml_gather(x, i, w, o, t, q); };
     });
   }
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
@@ -100,7 +101,7 @@ class CpuGgmlGatherMatmul : public mx::UnaryPrimitive {
   }
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const CpuGgmlGatherMatmul*>(&other);
-    return o && o->type_ == type_;
+    return o && o->type_ == type_ && o->int8_ == int8_;
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
     return {{in[0].shape(0), in[0].shape(1), in[2].shape(1)}};
@@ -108,13 +109,16 @@ class CpuGgmlGatherMatmul : public mx::UnaryPrimitive {
 
  private:
   uint32_t type_;
+  bool int8_;
 };
 
 }  // namespace
 
-mx::array ggml_gather_matmul(const mx::array& x, const mx::array& w, const mx::array& indices, uint32_t type) {
+mx::array ggml_gather_matmul(const mx::array& x, const mx::array& w, const mx::array& indices, uint32_t type,
+                             bool int8_activations) {
   const int K = x.ndim() ? x.shape(-1) : 0;
   check_ggml_blocks(w, type, K);
+  check_int8_activations(type, int8_activations);
   if (w.ndim() != 3 || x.ndim() < 2)
     throw std::invalid_argument("[kernels] llama.cpp block expert matmul needs x [..., M, K] and w [E, N, bytes]");
   if (!mx::issubdtype(indices.dtype(), mx::integer))
@@ -131,7 +135,8 @@ mx::array ggml_gather_matmul(const mx::array& x, const mx::array& w, const mx::a
   auto xf = mx::reshape(mx::broadcast_to(x.dtype() == mx::float32 ? x : mx::astype(x, mx::float32), xs), {P, M, K});
   auto idx = mx::reshape(mx::broadcast_to(mx::astype(indices, mx::uint32), batch), {P});
   auto y = mx::array({P, M, N}, mx::float32,
-                     std::make_shared<CpuGgmlGatherMatmul>(mx::default_stream(mx::Device::cpu), type), {xf, idx, w});
+                     std::make_shared<CpuGgmlGatherMatmul>(mx::default_stream(mx::Device::cpu), type, int8_activations),
+                     {xf, idx, w});
   mx::Shape ys = batch;
   ys.push_back(M);
   ys.push_back(N);

@@ -17,6 +17,7 @@
 #include "kernels/dense_cpu.h"
 #include "kernels/ggml_blocks.h"
 #include "kernels/ggml_product.h"
+#include "kernels/ggml_q8.h"
 #include "kernels/ggml_rows.h"
 #include "kernels/row_major.h"
 #include "kernels/thread_pool.h"
@@ -30,7 +31,7 @@ namespace {
 
 constexpr int kTileRows = 16;  // weight rows dequantized at once (16 x K floats stay in L1/L2)
 
-void run_ggml_matmul(const mx::array& x, const mx::array& w, mx::array& out, uint32_t type) {
+void run_ggml_matmul(const mx::array& x, const mx::array& w, mx::array& out, uint32_t type, bool int8) {
   RowMajor<float> xr(x);
   RowMajor<uint8_t> wr(w);
   const int K = x.shape(-1), N = w.shape(0);
@@ -38,7 +39,7 @@ void run_ggml_matmul(const mx::array& x, const mx::array& w, mx::array& out, uin
   if (M == 0 || N == 0) return;
   AlignedVector<float> xa;
   ggml_product(type, aligned_copy(xr.ptr, static_cast<size_t>(M) * K, xa), M, K, wr.ptr, N, w.shape(1),
-               out.data<float>());
+               out.data<float>(), int8);
 }
 
 void run_ggml_dequantize(const mx::array& w, mx::array& out, uint32_t type) {
@@ -57,18 +58,18 @@ void run_ggml_dequantize(const mx::array& w, mx::array& out, uint32_t type) {
 
 class CpuGgmlMatmul : public mx::UnaryPrimitive {
  public:
-  CpuGgmlMatmul(mx::Stream s, uint32_t type) : mx::UnaryPrimitive(s), type_(type) {}
+  CpuGgmlMatmul(mx::Stream s, uint32_t type, bool int8) : mx::UnaryPrimitive(s), type_(type), int8_(int8) {}
 
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     enqueue_cpu(stream(), in, out, [&] {
       return [x = mx::array::unsafe_weak_copy(in[0]), w = mx::array::unsafe_weak_copy(in[1]),
-              o = mx::array::unsafe_weak_copy(out), t = type_]() mutable { run_ggml_matmul(x, w, o, t); };
+              o = mx::array::unsafe_weak_copy(out), t = type_, q = int8_]() mutable { run_ggml_matmul(x, w, o, t, q); };
     });
   }
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
     throw std::runtime_error("[kernels] the llama.cpp block matmul runs on the CPU only");
   }
-  const char* name() const override { return "MlxgpCpuGgmlMatmul"; }
+  const char* name() const override { return int8_ ? "MlxgpCpuGgmlMatmulQ8" : "MlxgpCpuGgmlMatmul"; }
 
   // dx = g W with W dequantized; the stored blocks are frozen.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
@@ -83,7 +84,7 @@ class CpuGgmlMatmul : public mx::UnaryPrimitive {
   }
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const CpuGgmlMatmul*>(&other);
-    return o && o->type_ == type_;
+    return o && o->type_ == type_ && o->int8_ == int8_;
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
     auto s = in[0].shape();
@@ -93,6 +94,7 @@ class CpuGgmlMatmul : public mx::UnaryPrimitive {
 
  private:
   uint32_t type_;
+  bool int8_;
 };
 
 class CpuGgmlDequantize : public mx::UnaryPrimitive {
@@ -122,8 +124,10 @@ class CpuGgmlDequantize : public mx::UnaryPrimitive {
 
 }  // namespace
 
-void ggml_product(uint32_t type, const float* x, int M, int K, const uint8_t* w, int N, size_t row_bytes, float* out) {
+void ggml_product(uint32_t type, const float* x, int M, int K, const uint8_t* w, int N, size_t row_bytes, float* out,
+                  bool int8_activations) {
   if (M == 0 || N == 0) return;
+  if (int8_activations) return ggml_q8_product(type, x, M, K, w, N, row_bytes, out);
   if (ggml_simd_supported(type)) {
     GgmlRowsArgs a;
     a.x = x;
@@ -156,6 +160,13 @@ void ggml_product(uint32_t type, const float* x, int M, int K, const uint8_t* w,
   });
 }
 
+void check_int8_activations(uint32_t type, bool int8_activations) {
+  if (!int8_activations) return;
+  if (!ggml_q8_supported(type)) throw std::invalid_argument("[kernels] " + ggml_q8_unsupported_reason(type));
+  if (mx::default_device() != mx::Device::cpu)
+    throw std::invalid_argument("[kernels] int8 activations need the CPU as the default device");
+}
+
 void check_ggml_blocks(const mx::array& w, uint32_t type, int K) {
   const GgmlBlock b = ggml_block(type);
   if (b.elements == 0) throw std::invalid_argument("[kernels] unknown llama.cpp block type " + std::to_string(type));
@@ -181,16 +192,18 @@ mx::array ggml_dequantize(const mx::array& w, uint32_t type, int K) {
                    {w});
 }
 
-mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type) {
+mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type, bool int8_activations) {
   const int K = x.shape(-1);
   check_ggml_blocks(w, type, K);
   if (w.ndim() != 2) throw std::invalid_argument("[kernels] llama.cpp block matmul needs a 2-D weight");
+  check_int8_activations(type, int8_activations);
   const int64_t M = K ? static_cast<int64_t>(x.size() / K) : 0;
   // Prefill-sized products and other devices: dequantize once and let BLAS / the device multiply. The
   // fused SIMD kernel reads each weight once per 8 rows, so it keeps batches up to the affine kernel's
   // GEMM threshold; the tile route dequantizes per call and keeps only decode-sized ones.
   const int64_t max_rows = ggml_simd_supported(type) ? kQmmGemmRows - 1 : kLinearMaxRows;
-  if (mx::default_device() != mx::Device::cpu || M > max_rows) {
+  // llama.cpp's arithmetic holds at every M (its prefill quantizes the activations too).
+  if (!int8_activations && (mx::default_device() != mx::Device::cpu || M > max_rows)) {
     auto wd = ggml_dequantize(w, type, K);
     if (x.dtype() != mx::float32) wd = mx::astype(wd, x.dtype());
     return linear(x, wd);
@@ -198,7 +211,7 @@ mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type) {
   auto xf = x.dtype() == mx::float32 ? x : mx::astype(x, mx::float32);
   auto shape = x.shape();
   shape.back() = w.shape(0);
-  auto y = mx::array(shape, mx::float32, std::make_shared<CpuGgmlMatmul>(mx::default_stream(mx::Device::cpu), type),
+  auto y = mx::array(shape, mx::float32, std::make_shared<CpuGgmlMatmul>(mx::default_stream(mx::Device::cpu), type, int8_activations),
                      {xf, w});
   return x.dtype() == mx::float32 ? y : mx::astype(y, x.dtype());
 }

@@ -10,8 +10,13 @@ namespace mlxgp::kernels {
 
 // out[m, n] = x[m] . dequantize(w[n]) for M rows of x (row-major [M, K], 64-byte aligned) and N rows of
 // blocks (row_bytes apart); out is [M, N]. The fused AVX-512 decoders where they run (a row's result is
-// the same at any M), else dequantized tiles through the dense row kernel. Threads over N.
-void ggml_product(uint32_t type, const float* x, int M, int K, const uint8_t* w, int N, size_t row_bytes, float* out);
+// the same at any M), else dequantized tiles through the dense row kernel. Threads over N. With
+// int8_activations, llama.cpp's arithmetic instead (ggml_q8.h; callers check ggml_q8_supported first).
+void ggml_product(uint32_t type, const float* x, int M, int K, const uint8_t* w, int N, size_t row_bytes, float* out,
+                  bool int8_activations = false);
+
+// Throws std::invalid_argument when int8_activations is set and ggml_q8_supported(type) is not.
+void check_int8_activations(uint32_t type, bool int8_activations);
 
 // Throws std::invalid_argument unless w is uint8 rows of blocks of `type` holding K values each.
 void check_ggml_blocks(const mlx::core::array& w, uint32_t type, int K);

@@ -33,12 +33,15 @@ bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx
 bool ggml_type_supported(uint32_t type);
 // Bytes of one row of K values in that format (0 when K is not a multiple of its block).
 int ggml_row_bytes(uint32_t type, int K);
-mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type);
+// int8_activations: llama.cpp's arithmetic (kernels/ggml_q8.h) at every M, for Q4_0 / Q4_1 / Q8_0 on an
+// AVX-512 VNNI CPU as the default device; anything else throws [kernels].
+mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type, bool int8_activations = false);
 mx::array ggml_dequantize(const mx::array& w, uint32_t type, int K);
 // ggml_gather_matmul: gather_mm(x, dequantize(w)^T, rhs_indices=indices) for stacked experts
 // w [E, N, row bytes]: x [..., M, K] broadcast against indices [...] -> [..., M, N]. On the CPU each
 // expert's blocks are read once for all the rows routed to it; elsewhere w is dequantized.
-mx::array ggml_gather_matmul(const mx::array& x, const mx::array& w, const mx::array& indices, uint32_t type);
+mx::array ggml_gather_matmul(const mx::array& x, const mx::array& w, const mx::array& indices, uint32_t type,
+                             bool int8_activations = false);
 
 // x @ w^T for a dense [N, K] weight (nn.Linear layout). A streaming multithreaded SIMD kernel for
 // float32 with at most kLinearMaxRows rows of x (the decode case) on the CPU; otherwise mx::matmul.

@@ -74,8 +74,7 @@ void check_quantization(const std::string& wname, int bits, int group_size) {
                       std::to_string(group_size));
 }
 
-std::optional<std::pair<mx::array, uint32_t>> take_ggml_blocks(const WeightMap& w, const std::string& prefix,
-                                                               const mx::Shape& rows, int in) {
+std::optional<GgmlWeight> take_ggml_blocks(const WeightMap& w, const std::string& prefix, const mx::Shape& rows, int in) {
   auto git = w.find(prefix + ".ggml_type");
   if (git == w.end()) return std::nullopt;
   UsedNames::record(prefix + ".ggml_type");
@@ -93,7 +92,12 @@ std::optional<std::pair<mx::array, uint32_t>> take_ggml_blocks(const WeightMap& 
     fail("model", "llama.cpp block tensor '" + wname + "' has shape " + shape_str(qw.shape()) +
                       ", which does not fit " + shape_str(full));
   UsedNames::record(wname);
-  return std::make_pair(qw, t);
+  GgmlWeight g{qw, t, false};
+  if (auto it = w.find(prefix + ".int8_activations"); it != w.end()) {
+    UsedNames::record(prefix + ".int8_activations");
+    g.int8_activations = it->second.size() == 1 && mx::astype(it->second, mx::bool_).item<bool>();
+  }
+  return g;
 }
 
 Linear Linear::load(const WeightMap& w, const std::string& prefix, int in, int out, bool has_bias) {
@@ -102,8 +106,9 @@ Linear Linear::load(const WeightMap& w, const std::string& prefix, int in, int o
   const std::string wname = prefix + ".weight";
   auto sit = w.find(prefix + ".scales");
   if (auto blocks = take_ggml_blocks(w, prefix, {out}, in)) {
-    l.weight = blocks->first;
-    l.ggml_type = blocks->second;
+    l.weight = blocks->weight;
+    l.ggml_type = blocks->type;
+    l.int8_activations = blocks->int8_activations;
   } else if (sit == w.end()) {
     l.weight = take(w, wname, {out, in});
     if (!is_float(l.weight->dtype())) fail("model", "tensor '" + wname + "' is not a float tensor");
@@ -144,7 +149,7 @@ LoraDropoutScope::~LoraDropoutScope() { lora_dropout = {}; }
 
 mx::array Linear::operator()(const mx::array& x) const {
   mx::array y = [&] {
-    if (ggml_type) return kernels::ggml_matmul(x, *weight, *ggml_type);
+    if (ggml_type) return kernels::ggml_matmul(x, *weight, *ggml_type, int8_activations);
     if (!quantized()) return kernels::linear(x, *weight);
     if (kernels::quantized_matmul_supported(x, *weight, *scales, *biases, group_size, bits))
       return kernels::quantized_matmul(x, *weight, *scales, *biases, group_size, bits);

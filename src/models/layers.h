@@ -37,8 +37,14 @@ mx::array take(const WeightMap& w, const std::string& name, const mx::Shape& sha
 std::optional<mx::array> take_optional(const WeightMap& w, const std::string& name, const mx::Shape& shape);
 // llama.cpp blocks kept as stored (GGUF): `prefix.weight` uint8 [rows..., row bytes of `in` values] and
 // the format in `prefix.ggml_type`; nullopt when `prefix` has no ggml_type. Checked, and recorded as used.
-std::optional<std::pair<mx::array, uint32_t>> take_ggml_blocks(const WeightMap& w, const std::string& prefix,
-                                                               const mx::Shape& rows, int in);
+// `prefix.int8_activations` (set by the loader for LoadOptions::int8_activations) selects llama.cpp's
+// arithmetic for its products.
+struct GgmlWeight {
+  mx::array weight;
+  uint32_t type = 0;
+  bool int8_activations = false;
+};
+std::optional<GgmlWeight> take_ggml_blocks(const WeightMap& w, const std::string& prefix, const mx::Shape& rows, int in);
 
 // "[a, b, c]", for error messages naming a tensor's shape.
 std::string shape_str(const mx::Shape& s);
@@ -54,6 +60,7 @@ struct Linear {
   // llama.cpp blocks kept as stored (GGUF Q2_K/Q3_K/Q6_K): `weight` is uint8 [out, row bytes] and
   // `prefix.ggml_type` names the format; multiplied by kernels::ggml_matmul.
   std::optional<uint32_t> ggml_type;
+  bool int8_activations = false;  // llama.cpp's arithmetic for the blocks' products (kernels/ggml_q8.h)
   // LoRA adapter (peft layout): y += scale * B(A(dropout(x))), A [r, in], B [out, r]; read from
   // `prefix.lora_A.weight`, `prefix.lora_B.weight` and the scalar `prefix.lora_scale` (alpha / r).
   std::optional<mx::array> lora_a, lora_b, lora_scale;

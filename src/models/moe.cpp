@@ -78,8 +78,9 @@ SwitchLinear SwitchLinear::load(const WeightMap& w, const std::string& prefix, i
   if (w.count(prefix + ".lora_A.weight"))
     fail("model", "LoRA adapters on MoE experts ('" + prefix + "') are not supported");
   if (auto blocks = take_ggml_blocks(w, prefix, {experts, out}, in)) {
-    l.weight = blocks->first;
-    l.ggml_type = blocks->second;
+    l.weight = blocks->weight;
+    l.ggml_type = blocks->type;
+    l.int8_activations = blocks->int8_activations;
     return l;
   }
   auto sit = w.find(prefix + ".scales");
@@ -111,7 +112,7 @@ SwitchLinear SwitchLinear::load(const WeightMap& w, const std::string& prefix, i
 }
 
 mx::array SwitchLinear::operator()(const mx::array& x, const mx::array& indices) const {
-  if (ggml_type) return kernels::ggml_gather_matmul(x, *weight, indices, *ggml_type);
+  if (ggml_type) return kernels::ggml_gather_matmul(x, *weight, indices, *ggml_type, int8_activations);
   if (!scales) return mx::gather_mm(x, mx::swapaxes(*weight, -1, -2), std::nullopt, indices);
   auto s = scales->dtype() == x.dtype() ? *scales : mx::astype(*scales, x.dtype());
   auto b = biases->dtype() == x.dtype() ? *biases : mx::astype(*biases, x.dtype());

@@ -21,6 +21,7 @@ struct SwitchLinear {
   int group_size = 0, bits = 0;
   // llama.cpp blocks kept as stored (GGUF ffn_*_exps): weight uint8 [E, out, row bytes].
   std::optional<uint32_t> ggml_type;
+  bool int8_activations = false;  // as Linear's
   static SwitchLinear load(const WeightMap& w, const std::string& prefix, int experts, int in, int out);
   // x [..., 1, 1, in], indices [..., k] -> [..., k, 1, out]
   mx::array operator()(const mx::array& x, const mx::array& indices) const;

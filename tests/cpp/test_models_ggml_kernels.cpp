@@ -3,6 +3,7 @@
 // hand-computed blocks.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <tuple>
@@ -11,6 +12,7 @@
 #include <mlx/mlx.h>
 
 #include "kernels/ggml_blocks.h"
+#include "kernels/ggml_q8.h"
 #include "kernels/kernels.h"
 #include "kernels/qmm_cpu.h"
 #include "test_models_util.h"
@@ -244,4 +246,95 @@ TEST_F(GgmlKernels, GatherMatmulDtypesGradientAndChecks) {
   EXPECT_THROW(k::ggml_gather_matmul(mx::ones({1, 1, 512}), w, idx, k::kGgmlQ6_K), std::invalid_argument);
   EXPECT_THROW(k::ggml_gather_matmul(x, w2, idx, k::kGgmlQ6_K), std::invalid_argument);
   EXPECT_THROW(k::ggml_gather_matmul(x, w, mx::astype(idx, mx::float32), k::kGgmlQ6_K), std::invalid_argument);
+}
+
+namespace {
+
+// ggml_q8.h's arithmetic written out one value at a time: quantize_row_q8_1's x86 rounding (d and s as
+// halves), the exact integer dot product, then the one float sequence (four partials by block mod 4).
+float half_round(float v) {
+  mx::array h = mx::astype(mx::astype(mx::array(v), mx::float16), mx::float32);
+  mx::eval(h);
+  return h.item<float>();
+}
+
+std::vector<float> q8_reference(uint32_t type, const std::vector<float>& x, int M, int K, const uint8_t* w, int N) {
+  const int B = K / 32, bytes = k::ggml_block(type).bytes;
+  std::vector<float> out(static_cast<size_t>(M) * N);
+  for (int m = 0; m < M; ++m) {
+    std::vector<int> q(K);
+    std::vector<float> d(B), s(B);
+    for (int b = 0; b < B; ++b) {
+      const float* xb = &x[static_cast<size_t>(m) * K + 32 * b];
+      float amax = 0;
+      for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
+      const float id = amax > 0 ? 127.f / amax : 0.f;
+      int sum = 0;
+      for (int i = 0; i < 32; ++i) sum += q[32 * b + i] = static_cast<int>(std::nearbyint(xb[i] * id));
+      d[b] = half_round(amax / 127.f);
+      s[b] = half_round(amax / 127.f * static_cast<float>(sum));
+    }
+    for (int n = 0; n < N; ++n) {
+      float part[4] = {0, 0, 0, 0};
+      for (int b = 0; b < B; ++b) {
+        const uint8_t* blk = w + (static_cast<size_t>(n) * B + b) * bytes;
+        int isum = 0;
+        for (int i = 0; i < 32; ++i) {
+          int wi;
+          if (type == k::kGgmlQ8_0) wi = static_cast<int8_t>(blk[2 + i]);
+          else {
+            const uint8_t byte = blk[(type == k::kGgmlQ4_0 ? 2 : 4) + i % 16];
+            wi = (i < 16 ? byte & 15 : byte >> 4) - (type == k::kGgmlQ4_0 ? 8 : 0);
+          }
+          isum += wi * q[32 * b + i];
+        }
+        float p = static_cast<float>(isum) * (k::half_at(blk) * d[b]);
+        if (type == k::kGgmlQ4_1) p = std::fma(k::half_at(blk + 2), s[b], p);
+        part[b % 4] += p;
+      }
+      out[static_cast<size_t>(m) * N + n] = (part[0] + part[1]) + (part[2] + part[3]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// The int8-activation kernels (one-row, 8-row and 16-row, with and without a block tail) equal the
+// written-out arithmetic value for value; llama.cpp itself is the reference in
+// tests/parity/test_int8_activations.py. Where the machine cannot run them, the mode is refused.
+TEST_F(GgmlKernels, Int8ActivationsFollowTheirArithmeticExactly) {
+  uint32_t seed = 77;
+  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ8_0}) {
+    for (int K : {32, 96, 544, 576, 800}) {
+      const int N = 19;
+      auto w = random_blocks(type, N, K, seed++);
+      for (int M : {1, 7, 8, 12, 16, 19, 33}) {
+        SCOPED_TRACE("type " + std::to_string(type) + " K=" + std::to_string(K) + " M=" + std::to_string(M));
+        auto x = mx::random::normal({M, K}, mx::float32, 0.0f, 2.0f, mx::random::key(seed++));
+        if (!k::ggml_q8_supported(type)) {
+          EXPECT_THROW(k::ggml_matmul(x, w, type, true), std::invalid_argument);
+          continue;
+        }
+        auto got = k::ggml_matmul(x, w, type, true);
+        mx::eval(got, w);
+        std::vector<float> xv(x.data<float>(), x.data<float>() + x.size());
+        const auto ref = q8_reference(type, xv, M, K, w.data<uint8_t>(), N);
+        ASSERT_EQ(got.shape(), (mx::Shape{M, N}));
+        for (size_t i = 0; i < ref.size(); ++i) ASSERT_EQ(got.data<float>()[i], ref[i]) << "at " << i;
+      }
+    }
+  }
+}
+
+TEST_F(GgmlKernels, Int8ActivationsPropagateNonFiniteAndRefuseOtherTypes) {
+  auto w = random_blocks(k::kGgmlQ6_K, 4, 256, 5);
+  EXPECT_THROW(k::ggml_matmul(mx::ones({1, 256}), w, k::kGgmlQ6_K, true), std::invalid_argument);
+  if (!k::ggml_q8_supported(k::kGgmlQ4_1)) return;
+  auto w41 = random_blocks(k::kGgmlQ4_1, 3, 64, 6);
+  std::vector<float> x(2 * 64, 1.0f);
+  x[40] = std::nanf("");
+  x[64 + 3] = INFINITY;
+  auto y = k::ggml_matmul(mx::array(x.data(), {2, 64}), w41, k::kGgmlQ4_1, true);
+  EXPECT_TRUE(mx::all(mx::isnan(y)).item<bool>());
 }

@@ -339,7 +339,25 @@ def _gguf_tensors(model):
             yield "output.weight", t  # the converter stores GPT-2's tied head as a copy of wte
 
 
-def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None, types=None, drop=()) -> Path:
+def _spm_vocab(w, size: int) -> None:
+    import gguf
+
+    assert size >= 259, "a SentencePiece vocabulary needs room for the byte tokens"
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    tokens += [f"\u2581t{i}" for i in range(len(tokens), size)]
+    types = ([gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + [gguf.TokenType.BYTE] * 256
+             + [gguf.TokenType.NORMAL] * (size - 259))
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * size)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+
+
+def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None, types=None, drop=(),
+                    vocab=False) -> Path:
     """Writes a transformers `model` (GGUF_ARCH_NAMES) as a llama.cpp-style GGUF (metadata keys, tensor
     names and layouts as llama.cpp's converter writes them), with 2-D and 3-D weights stored as `qtype` and
     1-D ones (norms, biases) and MoE routers as F32. No tokenizer metadata: the file holds a model only.
@@ -347,7 +365,8 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
     tests/refs/gguf_quant.quantize_rows (llama.cpp's own). `extra`: more {name: float32 array} tensors.
     `types`: {tensor name suffix: type} for tensors stored otherwise (through `quantize`, row by row).
     `drop`: the model's tensors left out (gpt2's output.weight: a head tied to token_embd). gpt2's position_embd
-    stays F32, as llama.cpp's converter keeps it."""
+    stays F32, as llama.cpp's converter keeps it. `vocab`: add a SentencePiece-style vocabulary (<unk>, <s>,
+    </s>, the 256 byte tokens, then placeholders), which llama.cpp needs to load the file at all."""
     import gguf
     import numpy as np
 
@@ -356,6 +375,8 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
     w = gguf.GGUFWriter(str(path), GGUF_ARCH_NAMES[cfg.model_type])
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     _gguf_metadata(w, cfg, head_dim)
+    if vocab:
+        _spm_vocab(w, cfg.vocab_size)
     qt = getattr(gguf.GGMLQuantizationType, qtype)
     rope = getattr(cfg, "rope_parameters", None) or {}  # gpt2 has none
     if rope.get("rope_type") == "llama3":

@@ -98,6 +98,23 @@ def test_generate_matches_the_cli(mgp, default_model, mlxgp_bin):
     assert out["text"] == cli["sequences"][0]["text"]
 
 
+def test_int8_activations_through_python_and_the_cli(mgp, default_gguf, mlxgp_bin):
+    """load(int8_activations=True) is the CLI's --int8-activations: the same tokens (which differ from the
+    float32 activations' somewhere in 48: the setting is applied, not dropped), and the same refusals."""
+    model, tokenizer = mgp.load(default_gguf, int8_activations=True)
+    out = mgp.generate(model, tokenizer, PROMPT, max_tokens=48)
+    cli = json.loads(subprocess.run(
+        [str(mlxgp_bin), "generate", "--model", str(default_gguf), "--prompt", PROMPT, "--max-new-tokens", "48",
+         "--int8-activations", "--json"], capture_output=True, text=True, check=True).stdout)
+    assert out["tokens"] == cli["sequences"][0]["token_ids"]
+    plain = mgp.generate(*mgp.load(default_gguf), PROMPT, max_tokens=48)
+    assert plain["tokens"] != out["tokens"]
+    with pytest.raises(ValueError, match=r"^\[load\] int8 activations and a dtype exclude each other"):
+        mgp.load(default_gguf, dtype="float32", int8_activations=True)
+    with pytest.raises(TypeError, match=r"\[load\] int8_activations must be True or False"):
+        mgp.load(default_gguf, int8_activations="yes")
+
+
 def test_several_sequences_and_outputs(mgp, default_model):
     model, tokenizer = default_model
     out = mgp.generate(model, tokenizer, PROMPT, max_tokens=6, do_sample=True, seed=1, num_return_sequences=3,

@@ -1,0 +1,20 @@
+#include "load_flags.h"
+
+namespace mlxgp::cli {
+
+void declare_int8_flag(Args& args) {
+  args.option("int8-activations",
+              "GGUF Q4_0 / Q4_1 / Q8_0 weights: quantize activations to 8 bits per 32 values and multiply with "
+              "integer dot products, as llama.cpp's CPU backend does (AVX-512 VNNI CPUs; faster, batches most; "
+              "logits then follow llama.cpp's rounding, not transformers')",
+              false);
+}
+
+LoadOptions load_options_from(const Args& args) {
+  LoadOptions o;
+  if (auto d = args.get("dtype")) o.dtype = parse_dtype(*d);
+  o.int8_activations = args.has("int8-activations");
+  return o;
+}
+
+}  // namespace mlxgp::cli
