@@ -203,8 +203,7 @@ LoadedModel load(const std::string& path, const LoadOptions& options) {
   if (options.int8_activations && options.dtype)
     fail("load", "int8 activations and a dtype exclude each other: the dtype dequantizes the blocks they apply to");
   if (options.int8_activations && is_folder)
-    fail("load", "int8 activations apply to a GGUF's Q4_0, Q4_1 or Q8_0 tensors; " + resolved +
-                     " is a folder");
+    fail("load", "int8 activations apply to a GGUF's Q4_0, Q4_1 or Q8_0 tensors; " + resolved + " is a folder");
   LoadedModel out = is_folder ? load_folder(resolved, options) : load_gguf(resolved, options);
   // Materialise the weights now (MLX loads lazily): read errors surface here rather than in the
   // first forward, and time-to-first-token measures compute, not disk reads.

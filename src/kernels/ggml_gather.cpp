@@ -78,8 +78,8 @@ class CpuGgmlGatherMatmul : public mx::UnaryPrimitive {
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     enqueue_cpu(stream(), in, out, [&] {
       return [x = mx::array::unsafe_weak_copy(in[0]), i = mx::array::unsafe_weak_copy(in[1]),
-              w = mx::array::unsafe_weak_copy(in[2]), o = mx::array::unsafe_weak_copy(out),
-              t = type_, q = int8_]() mutable { run_ggml_gather(x, i, w, o, t, q); };
+              w = mx::array::unsafe_weak_copy(in[2]), o = mx::array::unsafe_weak_copy(out), t = type_,
+              q = int8_]() mutable { run_ggml_gather(x, i, w, o, t, q); };
     });
   }
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {

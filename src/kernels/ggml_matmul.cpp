@@ -211,8 +211,9 @@ mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type, boo
   auto xf = x.dtype() == mx::float32 ? x : mx::astype(x, mx::float32);
   auto shape = x.shape();
   shape.back() = w.shape(0);
-  auto y = mx::array(shape, mx::float32, std::make_shared<CpuGgmlMatmul>(mx::default_stream(mx::Device::cpu), type, int8_activations),
-                     {xf, w});
+  auto y =
+      mx::array(shape, mx::float32,
+                std::make_shared<CpuGgmlMatmul>(mx::default_stream(mx::Device::cpu), type, int8_activations), {xf, w});
   return x.dtype() == mx::float32 ? y : mx::astype(y, x.dtype());
 }
 

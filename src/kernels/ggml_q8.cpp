@@ -171,7 +171,8 @@ MLXGP_VNNI inline void heads(const uint8_t* first, int n, __m512& d, __m512& m) 
   for (int v = 0; v < kVectors; v += 2) {
     // Vectors v and v + 1 hold words 32v .. 32v + 63: blocks whose d lies there take it (m is the next
     // word; kBlockBytes / 2 is never 31 mod 32 at a pair boundary for these formats' d positions).
-    const __m512i a = load_upto(first + 64 * v, bytes - 64 * v), b = load_upto(first + 64 * (v + 1), bytes - 64 * (v + 1));
+    const __m512i a = load_upto(first + 64 * v, bytes - 64 * v),
+                  b = load_upto(first + 64 * (v + 1), bytes - 64 * (v + 1));
     const __m512i rel = _mm512_castsi256_si512(_mm256_sub_epi16(word, _mm256_set1_epi16(static_cast<int16_t>(32 * v))));
     const __mmask16 in = _mm256_cmp_epu16_mask(_mm512_castsi512_si256(rel), _mm256_set1_epi16(64), _MM_CMPINT_LT);
     dh = _mm256_mask_mov_epi16(dh, in, _mm512_castsi512_si256(_mm512_permutex2var_epi16(a, rel, b)));
@@ -211,9 +212,11 @@ struct Q8_0 {  // block_q8_0: half d; int8 qs[32]
   static constexpr bool kHasMin = false, kNibbleOrder = false;
   MLXGP_VNNI static __m512i pair(const uint8_t* b, bool two) {
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
-    const __m256i c = two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kBytes + 2)) : _mm256_setzero_si256();
+    const __m256i c =
+        two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kBytes + 2)) : _mm256_setzero_si256();
     // The missing block's zeros become 128s, multiplied by zero activations.
-    return _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(a), c, 1), _mm512_set1_epi8(static_cast<char>(0x80)));
+    return _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(a), c, 1),
+                            _mm512_set1_epi8(static_cast<char>(0x80)));
   }
   MLXGP_VNNI static void bytes(const uint8_t* b, int8_t* out) {
     _mm256_store_si256(reinterpret_cast<__m256i*>(out), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)));
@@ -226,13 +229,16 @@ template <bool NIBBLE>
 MLXGP_VNNI inline __m512i fold_blocks(const __m512i* v) {
   __m512i a[4], b[2];
   for (int i = 0; i < 4; ++i)  // per quarter: [v0 x, v1 x, v0 y, v1 y] partial pairs
-    a[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+    a[i] =
+        _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
   for (int i = 0; i < 2; ++i)  // per quarter: the four vectors' sums over that quarter
-    b[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_epi64(a[2 * i], a[2 * i + 1]));
+    b[i] =
+        _mm512_add_epi32(_mm512_unpacklo_epi64(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_epi64(a[2 * i], a[2 * i + 1]));
   // Add each vector's two quarters of a block: lanes then hold blocks 0 2 4 6 1 3 5 7 8 10 ...
   constexpr int kFirst = NIBBLE ? _MM_SHUFFLE(1, 0, 1, 0) : _MM_SHUFFLE(2, 0, 2, 0);
   constexpr int kSecond = NIBBLE ? _MM_SHUFFLE(3, 2, 3, 2) : _MM_SHUFFLE(3, 1, 3, 1);
-  const __m512i s = _mm512_add_epi32(_mm512_shuffle_i32x4(b[0], b[1], kFirst), _mm512_shuffle_i32x4(b[0], b[1], kSecond));
+  const __m512i s =
+      _mm512_add_epi32(_mm512_shuffle_i32x4(b[0], b[1], kFirst), _mm512_shuffle_i32x4(b[0], b[1], kSecond));
   return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15), s);
 }
 
@@ -296,8 +302,9 @@ MLXGP_VNNI void row_kernel(const RowQ8& x, int m, int B, const uint8_t* w, size_
     }
     for (int b0 = vector_blocks; b0 < B; b0 += 2) {
       const bool two = b0 + 1 < B;
-      const __m512i v = _mm512_dpbusd_epi32(_mm512_setzero_si512(), F::pair(wr + static_cast<size_t>(b0) * F::kBytes, two),
-                                            _mm512_load_si512(qx + static_cast<size_t>(b0) * 32));
+      const __m512i v =
+          _mm512_dpbusd_epi32(_mm512_setzero_si512(), F::pair(wr + static_cast<size_t>(b0) * F::kBytes, two),
+                              _mm512_load_si512(qx + static_cast<size_t>(b0) * 32));
       alignas(16) float part[4];
       _mm_store_ps(part, acc);
       for (int k = 0; k < (two ? 2 : 1); ++k) {
@@ -334,7 +341,8 @@ MLXGP_VNNI void decode_row(const uint8_t* wr, int B, DecodedRow& r) {
     __m512i v[8];
     for (int j = 0; j < 8; ++j)
       v[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, _mm512_load_si512(r.q.data() + 32 * (b0 + 2 * j)));
-    _mm512_store_si512(r.base.data() + b0, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(fold_blocks<false>(v), 7)));
+    _mm512_store_si512(r.base.data() + b0,
+                       _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(fold_blocks<false>(v), 7)));
     __m512 d, m;
     heads<F::kBytes, F::kHasMin>(wr + static_cast<size_t>(b0) * F::kBytes, std::min(16, B - b0), d, m);
     _mm512_store_ps(r.d.data() + b0, d);
@@ -486,7 +494,8 @@ void product_chunk(const float* x, int M, int K, const uint8_t* w, int N, size_t
     // R weight rows from n on against every lane group.
     auto lanes = [&]<int R>(int n) {
       for (int g = 0; g < groups16; ++g)
-        lane_kernel<F, 16, R>(l16[g], std::min(16, M - 16 * g), B, decs, out + static_cast<size_t>(16 * g) * ldo + n, ldo);
+        lane_kernel<F, 16, R>(l16[g], std::min(16, M - 16 * g), B, decs, out + static_cast<size_t>(16 * g) * ldo + n,
+                              ldo);
       if (eight) lane_kernel<F, 8, R>(l8, eight_rows, B, decs, out + static_cast<size_t>(16 * groups16) * ldo + n, ldo);
     };
     for (int t0 = n0; t0 < n1; t0 += tile) {

@@ -74,7 +74,8 @@ void check_quantization(const std::string& wname, int bits, int group_size) {
                       std::to_string(group_size));
 }
 
-std::optional<GgmlWeight> take_ggml_blocks(const WeightMap& w, const std::string& prefix, const mx::Shape& rows, int in) {
+std::optional<GgmlWeight> take_ggml_blocks(const WeightMap& w, const std::string& prefix, const mx::Shape& rows,
+                                           int in) {
   auto git = w.find(prefix + ".ggml_type");
   if (git == w.end()) return std::nullopt;
   UsedNames::record(prefix + ".ggml_type");

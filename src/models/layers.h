@@ -44,7 +44,8 @@ struct GgmlWeight {
   uint32_t type = 0;
   bool int8_activations = false;
 };
-std::optional<GgmlWeight> take_ggml_blocks(const WeightMap& w, const std::string& prefix, const mx::Shape& rows, int in);
+std::optional<GgmlWeight> take_ggml_blocks(const WeightMap& w, const std::string& prefix, const mx::Shape& rows,
+                                           int in);
 
 // "[a, b, c]", for error messages naming a tensor's shape.
 std::string shape_str(const mx::Shape& s);
