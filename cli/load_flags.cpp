@@ -6,7 +6,8 @@ void declare_int8_flag(Args& args) {
   args.option("int8-activations",
               "GGUF Q4_0 / Q4_1 / Q8_0 weights: quantize activations to 8 bits per 32 values and multiply with "
               "integer dot products, as llama.cpp's CPU backend does (AVX-512 VNNI CPUs; faster, batches most; "
-              "logits then follow llama.cpp's rounding, not transformers')",
+              "logits then follow llama.cpp's rounding, not transformers'). Applies to --model; a --draft-model "
+              "loads as usual, as with --dtype",
               false);
 }
 

@@ -169,8 +169,8 @@ MLXGP_VNNI inline void heads(const uint8_t* first, int n, __m512& d, __m512& m) 
   __m256i dh = _mm256_setzero_si256(), mh = _mm256_setzero_si256();
 #pragma GCC unroll 9
   for (int v = 0; v < kVectors; v += 2) {
-    // Vectors v and v + 1 hold words 32v .. 32v + 63: blocks whose d lies there take it (m is the next
-    // word; kBlockBytes / 2 is never 31 mod 32 at a pair boundary for these formats' d positions).
+    // Vectors v and v + 1 hold words 32v .. 32v + 63: blocks whose d lies there take it, and m, the next
+    // word (Q4_1's d words are even, so m never falls past a window's last, odd, word).
     const __m512i a = load_upto(first + 64 * v, bytes - 64 * v),
                   b = load_upto(first + 64 * (v + 1), bytes - 64 * (v + 1));
     const __m512i rel = _mm512_castsi256_si512(_mm256_sub_epi16(word, _mm256_set1_epi16(static_cast<int16_t>(32 * v))));
@@ -460,10 +460,6 @@ MLXGP_VNNI void lane_kernel(const LaneQ8<L>& x, int rows, int B, const DecodedRo
   }
 }
 
-inline void prefetch(const uint8_t* p, size_t bytes) {
-  for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(p + i);
-}
-
 // Rows [0, M) of x (at most kChunkRows): lane groups of 16; a remainder of 9 or more as one padded
 // group of 16, of 4 to 8 as one (padded) group of 8; fewer than 4 row by row.
 template <class F>
@@ -503,9 +499,6 @@ void product_chunk(const float* x, int M, int K, const uint8_t* w, int N, size_t
       if (lane_rows) {
         int n = t0;
         for (; n + 2 <= t1; n += 2) {
-          // The next pair of rows comes from memory while this one is multiplied (the hardware
-          // prefetcher, seeing one short row per many cycles, leaves most of each row to demand misses).
-          if (n + 4 <= n1) prefetch(w + static_cast<size_t>(n + 2) * row_bytes, 2 * row_bytes);
           decode_row<F>(w + static_cast<size_t>(n) * row_bytes, B, dec0);
           decode_row<F>(w + static_cast<size_t>(n + 1) * row_bytes, B, dec1);
           lanes.template operator()<2>(n);

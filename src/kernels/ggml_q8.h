@@ -1,14 +1,14 @@
 // llama.cpp's arithmetic for its legacy block formats (Q4_0, Q4_1, Q8_0): the activations are quantized
 // to 8 bits per block of 32 (as quantize_row_q8_0 / q8_1: d = max|x| / 127 stored as a half, q = x / d
-// rounded to nearest even) and each block's product is an exact integer dot product (AVX-512 VNNI), scaled by
-// d_w * d_x (plus m_w * d_x * sum(q_x) for Q4_1, as ggml_vec_dot_q4_1_q8_1). An opt-in mode
-// (LoadOptions::int8_activations): faster than the fp32 row kernels, but its logits follow llama.cpp's
-// rounding of the activations rather than transformers' float arithmetic.
+// rounded to nearest even) and each block's product is an exact integer dot product (AVX-512 VNNI),
+// scaled by d_w * d_x (plus m_w * d_x * sum(q_x) for Q4_1, as ggml_vec_dot_q4_1_q8_1). An opt-in mode
+// (LoadOptions::int8_activations): faster than the fp32 row kernels at one row and from 8 rows (not at
+// 2-7), but its logits follow llama.cpp's rounding of the activations rather than transformers'.
 //
 // One canonical float sequence per (row, output), whatever the batch: p_b = float(isum_b) * (d_w * d_x)
 // [+ m_w * s_x], summed into four partials by block index mod 4 in block order, then (P0 + P1) + (P2 + P3).
-// The one-row kernel (lanes = blocks) and the 16-row kernel (lanes = rows) both follow it, so a batch
-// row's output equals its solo run bit for bit.
+// The one-row kernel (lanes = blocks) and the 8- and 16-row kernels (lanes = rows) all follow it, so a
+// batch row's output equals its solo run bit for bit.
 #pragma once
 
 #include <cstddef>
