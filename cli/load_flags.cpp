@@ -3,12 +3,14 @@
 namespace mlxgp::cli {
 
 void declare_int8_flag(Args& args) {
-  args.option("int8-activations",
-              "GGUF Q4_0 / Q4_1 / Q8_0 weights: quantize activations to 8 bits per 32 values and multiply with "
-              "integer dot products, as llama.cpp's CPU backend does (AVX-512 VNNI CPUs; faster, batches most; "
-              "logits then follow llama.cpp's rounding, not transformers'). Applies to --model; a --draft-model "
-              "loads as usual, as with --dtype",
-              false);
+  args.option(
+      "int8-activations",
+      "GGUF Q4_0 / Q4_1 / Q8_0 weights: quantize activations to 8 bits per 32 values and multiply with "
+      "integer dot products, as llama.cpp's CPU backend does (AVX-512 VNNI CPUs; faster at one row and from 8 rows, "
+      "slower at 2-7; "
+      "logits then follow llama.cpp's rounding, not transformers'). Applies to --model; a --draft-model "
+      "loads as usual, as with --dtype",
+      false);
 }
 
 LoadOptions load_options_from(const Args& args) {
