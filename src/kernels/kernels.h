@@ -54,6 +54,12 @@ bool linear_supported(const mx::array& x, const mx::array& w);
 mx::array swiglu(const mx::array& gate, const mx::array& up);
 bool swiglu_supported(const mx::array& gate, const mx::array& up);
 
+// x * rsqrt(mean(x^2, -1) + eps) * w (mx::fast::rms_norm) as one CPU primitive for float32 x [..., D]
+// and w [D]: the squares summed in double as ggml's rms_norm does; otherwise mx::fast::rms_norm.
+// Differentiable.
+mx::array rms_norm(const mx::array& x, const mx::array& w, float eps);
+bool rms_norm_supported(const mx::array& x, const mx::array& w);
+
 // Scaled dot-product attention (q [B, Hq, Tq, D], k/v [B, Hk, Tk, D], Hq a multiple of Hk) with no
 // mask or a causal one aligned to the last key, as mx::fast::scaled_dot_product_attention's "causal".
 // `key_start` (one per batch entry, or empty): keys before it are hidden too (a left-padded batch).

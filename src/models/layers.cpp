@@ -206,8 +206,8 @@ RMSNorm RMSNorm::load_layer_norm(const WeightMap& w, const std::string& name, in
 
 mx::array RMSNorm::operator()(const mx::array& x) const {
   if (bias) return mx::fast::layer_norm(x, *weight, *bias, eps);
-  if (!effective) return mx::fast::rms_norm(x, *weight, eps);
-  if (x.dtype() == mx::float32) return mx::fast::rms_norm(x, *effective, eps);
+  if (!effective) return kernels::rms_norm(x, *weight, eps);
+  if (x.dtype() == mx::float32) return kernels::rms_norm(x, *effective, eps);
   return mx::astype(mx::fast::rms_norm(mx::astype(x, mx::float32), *effective, eps), x.dtype());
 }
 

@@ -216,6 +216,35 @@ TEST_F(Kernels, SwiGluMatchesMlxValuesAndGradients) {
   EXPECT_FALSE(mlxgp::kernels::swiglu_supported(mx::astype(g, mx::bfloat16), mx::astype(u, mx::bfloat16)));
 }
 
+TEST_F(Kernels, RmsNormEqualsMlxFallbackBitForBitWithGradients) {
+  REQUIRE_KERNELS();
+  // The primitive repeats mx::fast::rms_norm's CPU fallback exactly: odd widths (SIMD tails), a strided
+  // view, a prefill-sized batch split across threads, large and tiny values.
+  for (int d : {1, 7, 64, 100, 576, 1536}) {
+    auto x = mx::multiply(mx::random::normal({2, 300, d}, mx::float32, 0.0f, 1.0f, mx::random::key(d)),
+                          mx::array(d % 2 ? 1e-3f : 40.0f));
+    auto w = mx::random::uniform({d}, mx::float32, mx::random::key(d + 1));
+    ASSERT_TRUE(mlxgp::kernels::rms_norm_supported(x, w));
+    EXPECT_TRUE(mx::array_equal(mlxgp::kernels::rms_norm(x, w, 1e-5f), mx::fast::rms_norm(x, w, 1e-5f)).item<bool>())
+        << "D=" << d;
+    auto xt = mx::transpose(mx::random::normal({d, 9}, mx::float32, 0.0f, 1.0f, mx::random::key(d + 2)), {1, 0});
+    EXPECT_TRUE(mx::array_equal(mlxgp::kernels::rms_norm(xt, w, 1e-6f), mx::fast::rms_norm(xt, w, 1e-6f)).item<bool>())
+        << "strided D=" << d;
+  }
+  auto x = mx::random::normal({3, 5, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(5));
+  auto w = mx::random::uniform({64}, mx::float32, mx::random::key(6));
+  auto loss = [&](auto f) {
+    return mx::grad([f](const std::vector<mx::array>& p) { return mx::sum(mx::multiply(f(p[0], p[1]), p[0])); },
+                    std::vector<int>{0, 1})(std::vector<mx::array>{x, w});
+  };
+  auto got = loss([](const mx::array& a, const mx::array& b) { return mlxgp::kernels::rms_norm(a, b, 1e-5f); });
+  auto ref = loss([](const mx::array& a, const mx::array& b) { return mx::fast::rms_norm(a, b, 1e-5f); });
+  for (int i = 0; i < 2; ++i) EXPECT_LE(rel_err(got[i], ref[i]), 1e-6f) << "gradient " << i;
+  // Other dtypes and shapes use MLX's op.
+  EXPECT_FALSE(mlxgp::kernels::rms_norm_supported(mx::astype(x, mx::bfloat16), mx::astype(w, mx::bfloat16)));
+  EXPECT_FALSE(mlxgp::kernels::rms_norm_supported(x, mx::ones({32})));
+}
+
 TEST_F(Kernels, AttentionMatchesSdpaValuesAndGradients) {
   REQUIRE_KERNELS();
   // GQA (6 query heads on 2 key heads), a prefill chunk on top of cached keys (Tk > Tq), odd sizes; 40
