@@ -1,6 +1,7 @@
 // How our custom primitives run on the CPU stream, as MLX's own CPU primitives do.
 #pragma once
 
+#include <utility>
 #include <vector>
 
 #include <mlx/allocator.h>
@@ -18,16 +19,16 @@ namespace mlxgp::kernels {
 inline char tsan_dispatch_sync;  // the address ThreadSanitizer's release/acquire pair on
 #endif
 
-// Allocates `out`, then enqueues the task that make_work() returns on the stream's CPU command encoder:
+// Allocates `outs`, then enqueues the task that make_work() returns on the stream's CPU command encoder:
 // it runs in order after the tasks that produce `inputs`, never inline in eval_cpu. make_work is called
-// after the allocation, so weak copies of `out` taken inside it see the output buffer.
+// after the allocation, so weak copies of the outputs taken inside it see their buffers.
 template <class MakeWork>
-void enqueue_cpu(mlx::core::Stream stream, const std::vector<mlx::core::array>& inputs, mlx::core::array& out,
-                 MakeWork&& make_work) {
-  out.set_data(mlx::core::allocator::malloc(out.nbytes()));
+void enqueue_cpu(mlx::core::Stream stream, const std::vector<mlx::core::array>& inputs,
+                 std::vector<mlx::core::array>& outs, MakeWork&& make_work) {
+  for (auto& o : outs) o.set_data(mlx::core::allocator::malloc(o.nbytes()));
   auto& enc = mlx::core::cpu::get_command_encoder(stream);
   for (auto& a : inputs) enc.set_input_array(a);
-  enc.set_output_array(out);
+  for (auto& o : outs) enc.set_output_array(o);
 #if MLXGP_TSAN
   // libmlx (not instrumented) hands the task to its stream thread through a queue ThreadSanitizer cannot
   // see, so say what that hand-off guarantees: everything before the dispatch happens before the task.
@@ -39,6 +40,14 @@ void enqueue_cpu(mlx::core::Stream stream, const std::vector<mlx::core::array>& 
 #else
   enc.dispatch(make_work());
 #endif
+}
+
+// The single-output form (UnaryPrimitive::eval_cpu).
+template <class MakeWork>
+void enqueue_cpu(mlx::core::Stream stream, const std::vector<mlx::core::array>& inputs, mlx::core::array& out,
+                 MakeWork&& make_work) {
+  std::vector<mlx::core::array> outs{out};
+  enqueue_cpu(stream, inputs, outs, std::forward<MakeWork>(make_work));
 }
 
 }  // namespace mlxgp::kernels

@@ -3,7 +3,9 @@
 // ggml_matmul dequantizes a tile of weight rows into an fp32 buffer (ggml-quants.c's arithmetic, see
 // ggml_blocks.cpp) and runs the dense row kernel over it, so weights stay at the file's size; and
 // ggml_dequantize expands rows (embedding lookups, prefill, other devices).
+#include <algorithm>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
@@ -97,6 +99,75 @@ class CpuGgmlMatmul : public mx::UnaryPrimitive {
   bool int8_;
 };
 
+// Several weights of one type against the same x as one graph node (q, k and v; gate and up): one
+// activation copy (and, with int8 activations, one quantization) and one parallel pass over all rows.
+class CpuGgmlMatmulMulti : public mx::Primitive {
+ public:
+  CpuGgmlMatmulMulti(mx::Stream s, uint32_t type, bool int8) : mx::Primitive(s), type_(type), int8_(int8) {}
+
+  void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& outs) override {
+    enqueue_cpu(stream(), in, outs, [&] {
+      std::vector<mx::array> ins, os;
+      for (auto& a : in) ins.push_back(mx::array::unsafe_weak_copy(a));
+      for (auto& o : outs) os.push_back(mx::array::unsafe_weak_copy(o));
+      return [ins = std::move(ins), os = std::move(os), t = type_, q = int8_]() mutable {
+        RowMajor<float> xr(ins[0]);
+        const int K = ins[0].shape(-1);
+        const int M = static_cast<int>(ins[0].size() / K);
+        if (M == 0) return;
+        std::vector<RowMajor<uint8_t>> ws;
+        ws.reserve(ins.size() - 1);
+        std::vector<GgmlSegment> segs;
+        for (size_t i = 1; i < ins.size(); ++i) {
+          ws.emplace_back(ins[i]);
+          segs.push_back(
+              {ws.back().ptr, ins[i].shape(0), static_cast<size_t>(ins[i].shape(1)), os[i - 1].data<float>()});
+        }
+        AlignedVector<float> xa;
+        ggml_product(t, aligned_copy(xr.ptr, static_cast<size_t>(M) * K, xa), M, K, segs, q);
+      };
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
+    throw std::runtime_error("[kernels] the llama.cpp block matmul runs on the CPU only");
+  }
+  const char* name() const override { return int8_ ? "MlxgpCpuGgmlMatmulMultiQ8" : "MlxgpCpuGgmlMatmulMulti"; }
+
+  // dx = sum over the weights of g_i W_i, W_i dequantized; the stored blocks are frozen.
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    std::vector<mx::array> out;
+    for (int arg : argnums) {
+      if (arg != 0) throw std::invalid_argument("[kernels] quantized weights have no gradient (they are frozen)");
+      std::optional<mx::array> dx;
+      for (size_t i = 0; i < cotangents.size(); ++i) {
+        auto w = ggml_dequantize(primals[i + 1], type_, primals[0].shape(-1));
+        auto d = mx::matmul(cotangents[i], mx::astype(w, cotangents[i].dtype()));
+        dx = dx ? mx::add(*dx, d) : d;
+      }
+      out.push_back(*dx);
+    }
+    return out;
+  }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const CpuGgmlMatmulMulti*>(&other);
+    return o && o->type_ == type_ && o->int8_ == int8_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
+    std::vector<mx::Shape> shapes;
+    for (size_t i = 1; i < in.size(); ++i) {
+      auto s = in[0].shape();
+      s.back() = in[i].shape(0);
+      shapes.push_back(s);
+    }
+    return shapes;
+  }
+
+ private:
+  uint32_t type_;
+  bool int8_;
+};
+
 class CpuGgmlDequantize : public mx::UnaryPrimitive {
  public:
   CpuGgmlDequantize(mx::Stream s, uint32_t type) : mx::UnaryPrimitive(s), type_(type) {}
@@ -160,6 +231,35 @@ void ggml_product(uint32_t type, const float* x, int M, int K, const uint8_t* w,
   });
 }
 
+void ggml_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs,
+                  bool int8_activations) {
+  if (M == 0 || segs.empty()) return;
+  if (int8_activations) return ggml_q8_product(type, x, M, K, segs);
+  if (!ggml_simd_supported(type)) {
+    for (const auto& sg : segs) ggml_product(type, x, M, K, sg.w, sg.N, sg.row_bytes, sg.out);
+    return;
+  }
+  int total = 0;
+  for (const auto& sg : segs) total += sg.N;
+  parallel_rows(total, K * M, [&](int g0, int g1) {
+    int base = 0;
+    for (const auto& sg : segs) {
+      const int n0 = std::max(g0, base) - base, n1 = std::min(g1, base + sg.N) - base;
+      base += sg.N;
+      if (n0 >= n1) continue;
+      GgmlRowsArgs a;
+      a.x = x;
+      a.w = sg.w;
+      a.out = sg.out;
+      a.M = M;
+      a.N = sg.N;
+      a.K = K;
+      a.row_bytes = sg.row_bytes;
+      ggml_rows(type, a, n0, n1);
+    }
+  });
+}
+
 void check_int8_activations(uint32_t type, bool int8_activations) {
   if (!int8_activations) return;
   if (!ggml_q8_supported(type)) throw std::invalid_argument("[kernels] " + ggml_q8_unsupported_reason(type));
@@ -215,6 +315,34 @@ mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type, boo
       mx::array(shape, mx::float32,
                 std::make_shared<CpuGgmlMatmul>(mx::default_stream(mx::Device::cpu), type, int8_activations), {xf, w});
   return x.dtype() == mx::float32 ? y : mx::astype(y, x.dtype());
+}
+
+std::vector<mx::array> ggml_matmul_multi(const mx::array& x, const std::vector<mx::array>& ws, uint32_t type,
+                                         bool int8_activations) {
+  const int K = x.shape(-1);
+  const int64_t M = K ? static_cast<int64_t>(x.size() / K) : 0;
+  // One node where ggml_matmul would run the CPU primitive for each weight; otherwise each its own way.
+  const bool fused = ws.size() > 1 && mx::default_device() == mx::Device::cpu && x.dtype() == mx::float32 &&
+                     (int8_activations || (ggml_simd_supported(type) && M <= kQmmGemmRows - 1));
+  std::vector<mx::array> out;
+  if (!fused) {
+    for (const auto& w : ws) out.push_back(ggml_matmul(x, w, type, int8_activations));
+    return out;
+  }
+  check_int8_activations(type, int8_activations);
+  std::vector<mx::array> inputs{x};
+  std::vector<mx::Shape> shapes;
+  for (const auto& w : ws) {
+    check_ggml_blocks(w, type, K);
+    if (w.ndim() != 2) throw std::invalid_argument("[kernels] llama.cpp block matmul needs a 2-D weight");
+    inputs.push_back(w);
+    auto s = x.shape();
+    s.back() = w.shape(0);
+    shapes.push_back(s);
+  }
+  return mx::array::make_arrays(
+      std::move(shapes), std::vector<mx::Dtype>(ws.size(), mx::float32),
+      std::make_shared<CpuGgmlMatmulMulti>(mx::default_stream(mx::Device::cpu), type, int8_activations), inputs);
 }
 
 }  // namespace mlxgp::kernels

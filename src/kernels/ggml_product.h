@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include <mlx/array.h>
 
@@ -13,6 +14,18 @@ namespace mlxgp::kernels {
 // the same at any M), else dequantized tiles through the dense row kernel. Threads over N. With
 // int8_activations, llama.cpp's arithmetic instead (ggml_q8.h; callers check ggml_q8_supported first).
 void ggml_product(uint32_t type, const float* x, int M, int K, const uint8_t* w, int N, size_t row_bytes, float* out,
+                  bool int8_activations = false);
+
+// One weight of a multi-weight product: N rows of blocks row_bytes apart; out is its [M, N] result.
+struct GgmlSegment {
+  const uint8_t* w;
+  int N;
+  size_t row_bytes;
+  float* out;
+};
+// out_s = x . dequantize(w_s) for every segment (same type and K), in one parallel pass over all their rows
+// (q, k and v of one input; gate and up). Each output equals ggml_product's for that weight bit for bit.
+void ggml_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs,
                   bool int8_activations = false);
 
 // Throws std::invalid_argument when int8_activations is set and ggml_q8_supported(type) is not.

@@ -460,10 +460,12 @@ MLXGP_VNNI void lane_kernel(const LaneQ8<L>& x, int rows, int B, const DecodedRo
   }
 }
 
-// Rows [0, M) of x (at most kChunkRows): lane groups of 16; a remainder of 9 or more as one padded
-// group of 16, of 4 to 8 as one (padded) group of 8; fewer than 4 row by row.
+// Rows [0, M) of x (at most kChunkRows) against every segment's weight rows (q, k and v of one input in
+// one pass: the activations are quantized once and the threads share out the segments' rows). Lane groups
+// of 16; a remainder of 9 or more as one padded group of 16, of 4 to 8 as one (padded) group of 8; fewer
+// than 4 row by row. Outputs start at row m0 of each segment's [M, N] result.
 template <class F>
-void product_chunk(const float* x, int M, int K, const uint8_t* w, int N, size_t row_bytes, float* out, size_t ldo) {
+void product_chunk(const float* x, int M, int K, const std::vector<GgmlSegment>& segs, int m0) {
   const int B = K / 32;
   // Measured on Zen 4 (K=576, N=1536, one core): a padded group beats the one-row kernel from 4 rows on
   // (4 rows: 22 vs 17 GMAC/s, 7: 36 vs 18), and a padded 16-row group beats 8 + singles from 9 (43 vs 31).
@@ -482,45 +484,56 @@ void product_chunk(const float* x, int M, int K, const uint8_t* w, int N, size_t
   RowQ8 single;
   const int singles = M - lane_rows;
   quantize_rows(x + static_cast<size_t>(lane_rows) * K, singles, K, F::kNibbleOrder, single);
-  // Weight tiles of about 16 KiB, so the row-by-row kernel reads each tile from L1/L2 after the first row.
-  const int tile = std::max(1, static_cast<int>(16 * 1024 / std::max<size_t>(row_bytes, 1)));
-  parallel_rows(N, K * M, [&](int n0, int n1) {
+  int total = 0;
+  for (const auto& sg : segs) total += sg.N;
+  parallel_rows(total, K * M, [&](int g0, int g1) {
     DecodedRow dec0(lane_rows ? K : 0), dec1(lane_rows ? K : 0);
     const DecodedRow* decs[2] = {&dec0, &dec1};
-    // R weight rows from n on against every lane group.
-    auto lanes = [&]<int R>(int n) {
-      for (int g = 0; g < groups16; ++g)
-        lane_kernel<F, 16, R>(l16[g], std::min(16, M - 16 * g), B, decs, out + static_cast<size_t>(16 * g) * ldo + n,
-                              ldo);
-      if (eight) lane_kernel<F, 8, R>(l8, eight_rows, B, decs, out + static_cast<size_t>(16 * groups16) * ldo + n, ldo);
-    };
-    for (int t0 = n0; t0 < n1; t0 += tile) {
-      const int t1 = std::min(n1, t0 + tile);
-      if (lane_rows) {
-        int n = t0;
-        for (; n + 2 <= t1; n += 2) {
-          decode_row<F>(w + static_cast<size_t>(n) * row_bytes, B, dec0);
-          decode_row<F>(w + static_cast<size_t>(n + 1) * row_bytes, B, dec1);
-          lanes.template operator()<2>(n);
+    int base = 0;
+    for (const auto& sg : segs) {
+      const int n0 = std::max(g0, base) - base, n1 = std::min(g1, base + sg.N) - base;
+      base += sg.N;
+      if (n0 >= n1) continue;
+      const uint8_t* w = sg.w;
+      const size_t row_bytes = sg.row_bytes, ldo = sg.N;
+      float* out = sg.out + static_cast<size_t>(m0) * ldo;
+      // R weight rows from n on against every lane group.
+      auto lanes = [&]<int R>(int n) {
+        for (int g = 0; g < groups16; ++g)
+          lane_kernel<F, 16, R>(l16[g], std::min(16, M - 16 * g), B, decs, out + static_cast<size_t>(16 * g) * ldo + n,
+                                ldo);
+        if (eight)
+          lane_kernel<F, 8, R>(l8, eight_rows, B, decs, out + static_cast<size_t>(16 * groups16) * ldo + n, ldo);
+      };
+      // Weight tiles of about 16 KiB, so the row-by-row kernel reads each tile from L1/L2 after the first row.
+      const int tile = std::max(1, static_cast<int>(16 * 1024 / std::max<size_t>(row_bytes, 1)));
+      for (int t0 = n0; t0 < n1; t0 += tile) {
+        const int t1 = std::min(n1, t0 + tile);
+        if (lane_rows) {
+          int n = t0;
+          for (; n + 2 <= t1; n += 2) {
+            decode_row<F>(w + static_cast<size_t>(n) * row_bytes, B, dec0);
+            decode_row<F>(w + static_cast<size_t>(n + 1) * row_bytes, B, dec1);
+            lanes.template operator()<2>(n);
+          }
+          if (n < t1) {
+            decode_row<F>(w + static_cast<size_t>(n) * row_bytes, B, dec0);
+            lanes.template operator()<1>(n);
+          }
         }
-        if (n < t1) {
-          decode_row<F>(w + static_cast<size_t>(n) * row_bytes, B, dec0);
-          lanes.template operator()<1>(n);
-        }
+        for (int m = 0; m < singles; ++m)
+          row_kernel<F>(single, m, B, w, row_bytes, t0, t1, out + static_cast<size_t>(lane_rows + m) * ldo);
       }
-      for (int m = 0; m < singles; ++m)
-        row_kernel<F>(single, m, B, w, row_bytes, t0, t1, out + static_cast<size_t>(lane_rows + m) * ldo);
     }
   });
 }
 
 // Prompt-sized M in chunks whose activations stay in L2 while every weight row passes over them.
 template <class F>
-void product(const float* x, int M, int K, const uint8_t* w, int N, size_t row_bytes, float* out) {
+void product(const float* x, int M, int K, const std::vector<GgmlSegment>& segs) {
   constexpr int kChunkRows = 64;
   for (int m0 = 0; m0 < M; m0 += kChunkRows)
-    product_chunk<F>(x + static_cast<size_t>(m0) * K, std::min(kChunkRows, M - m0), K, w, N, row_bytes,
-                     out + static_cast<size_t>(m0) * N, N);
+    product_chunk<F>(x + static_cast<size_t>(m0) * K, std::min(kChunkRows, M - m0), K, segs, m0);
 }
 
 }  // namespace
@@ -538,19 +551,24 @@ std::string ggml_q8_unsupported_reason(uint32_t type) {
   return what + "a CPU with AVX-512 VNNI";
 }
 
-void ggml_q8_product(uint32_t type, const float* x, int M, int K, const uint8_t* w, int N, size_t row_bytes,
-                     float* out) {
-  if (M == 0 || N == 0) return;
+void ggml_q8_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs) {
+  if (M == 0 || segs.empty()) return;
   switch (type) {
     case kGgmlQ4_0:
-      return product<Q4_0>(x, M, K, w, N, row_bytes, out);
+      return product<Q4_0>(x, M, K, segs);
     case kGgmlQ4_1:
-      return product<Q4_1>(x, M, K, w, N, row_bytes, out);
+      return product<Q4_1>(x, M, K, segs);
     case kGgmlQ8_0:
-      return product<Q8_0>(x, M, K, w, N, row_bytes, out);
+      return product<Q8_0>(x, M, K, segs);
     default:
       break;
   }
+}
+
+void ggml_q8_product(uint32_t type, const float* x, int M, int K, const uint8_t* w, int N, size_t row_bytes,
+                     float* out) {
+  if (M == 0 || N == 0) return;
+  ggml_q8_product(type, x, M, K, {GgmlSegment{w, N, row_bytes, out}});
 }
 
 #else
@@ -558,6 +576,7 @@ void ggml_q8_product(uint32_t type, const float* x, int M, int K, const uint8_t*
 bool ggml_q8_supported(uint32_t) { return false; }
 std::string ggml_q8_unsupported_reason(uint32_t) { return "int8 activations need an x86-64 CPU with AVX-512 VNNI"; }
 void ggml_q8_product(uint32_t, const float*, int, int, const uint8_t*, int, size_t, float*) {}
+void ggml_q8_product(uint32_t, const float*, int, int, const std::vector<GgmlSegment>&) {}
 
 #endif
 

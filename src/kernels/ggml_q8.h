@@ -14,6 +14,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "kernels/ggml_product.h"
 
 namespace mlxgp::kernels {
 
@@ -26,5 +29,7 @@ std::string ggml_q8_unsupported_reason(uint32_t type);
 // of blocks row_bytes apart, out [M, N]. Threads over N. Requires ggml_q8_supported(type).
 void ggml_q8_product(uint32_t type, const float* x, int M, int K, const uint8_t* w, int N, size_t row_bytes,
                      float* out);
+// The same against several weights of one type and K at once (x quantized once, one parallel pass).
+void ggml_q8_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs);
 
 }  // namespace mlxgp::kernels

@@ -37,6 +37,11 @@ int ggml_row_bytes(uint32_t type, int K);
 // AVX-512 VNNI CPU as the default device; anything else throws [kernels].
 mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type, bool int8_activations = false);
 mx::array ggml_dequantize(const mx::array& w, uint32_t type, int K);
+// ggml_matmul_multi: ggml_matmul(x, w, type) for each of several weights of one type (q, k and v; gate and
+// up), as one graph node and one parallel pass where ggml_matmul would use its CPU primitive for every one
+// (each output equals ggml_matmul's bit for bit); otherwise one ggml_matmul each.
+std::vector<mx::array> ggml_matmul_multi(const mx::array& x, const std::vector<mx::array>& ws, uint32_t type,
+                                         bool int8_activations = false);
 // ggml_gather_matmul: gather_mm(x, dequantize(w)^T, rhs_indices=indices) for stacked experts
 // w [E, N, row bytes]: x [..., M, K] broadcast against indices [...] -> [..., M, N]. On the CPU each
 // expert's blocks are read once for all the rows routed to it; elsewhere w is dequantized.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <numbers>
 #include <sstream>
@@ -389,6 +390,32 @@ static mx::array sharded_rms_norm(const mx::array& y, const RMSNorm& norm, int f
   return mx::astype(mx::multiply(mx::multiply(y32, inv), mx::astype(*norm.weight, mx::float32)), y.dtype());
 }
 
+// Several projections of one input (q, k and v; gate and up) as one graph node where all are llama.cpp
+// blocks of one type with nothing after the product but a bias (no LoRA, no tensor-parallel sum): a decode
+// step has a few hundred such products and each node and thread hand-off costs microseconds. Outputs are
+// bit for bit those of the Linears one by one.
+static std::vector<mx::array> project(const mx::array& x, std::initializer_list<const Linear*> ls) {
+  const Linear& first = **ls.begin();
+  bool fuse = first.ggml_type.has_value();
+  for (const Linear* l : ls)
+    fuse = fuse && l->ggml_type == first.ggml_type && l->int8_activations == first.int8_activations && !l->lora_a &&
+           !l->reduce;
+  std::vector<mx::array> out;
+  if (!fuse) {
+    for (const Linear* l : ls) out.push_back((*l)(x));
+    return out;
+  }
+  std::vector<mx::array> ws;
+  for (const Linear* l : ls) ws.push_back(*l->weight);
+  out = kernels::ggml_matmul_multi(x, ws, *first.ggml_type, first.int8_activations);
+  size_t i = 0;
+  for (const Linear* l : ls) {
+    if (l->bias) out[i] = mx::add(out[i], *l->bias);
+    ++i;
+  }
+  return out;
+}
+
 mx::array Attention::operator()(const mx::array& x, KVCache& cache, const AttentionMask* mask) const {
   const int B = x.shape(0), T = x.shape(1);
   auto heads = [&](const mx::array& y, int n, const std::optional<RMSNorm>& norm) {
@@ -418,9 +445,10 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     xk = mx::slice(y, {0, 0, qo}, {B, T, qo + ko});
     xv = mx::slice(y, {0, 0, qo + ko}, {B, T, qo + 2 * ko});
   } else {
-    xq = q_proj(x);
-    xk = k_proj(x);
-    xv = v_proj(x);
+    auto y = project(x, {&q_proj, &k_proj, &v_proj});
+    xq = y[0];
+    xk = y[1];
+    xv = y[2];
   }
   auto q = rotate(heads(*xq, n_heads, q_norm));
   auto k = rotate(heads(*xk, n_kv_heads, k_norm));
@@ -493,8 +521,9 @@ mx::array SwiGLU::operator()(const mx::array& x) const {
     start.back() = intermediate;
     up = mx::slice(y, start, y.shape());
   } else {
-    gate = gate_proj(x);
-    up = up_proj(x);
+    auto y = project(x, {&gate_proj, &up_proj});
+    gate = y[0];
+    up = y[1];
   }
   return down_proj(gated_activation(act, *gate, *up));
 }

@@ -338,3 +338,39 @@ TEST_F(GgmlKernels, Int8ActivationsPropagateNonFiniteAndRefuseOtherTypes) {
   auto y = k::ggml_matmul(mx::array(x.data(), {2, 64}), w41, k::kGgmlQ4_1, true);
   EXPECT_TRUE(mx::all(mx::isnan(y)).item<bool>());
 }
+
+// Several weights against one input (q, k and v; gate and up) as one node equal ggml_matmul one weight at
+// a time bit for bit: float32 and int8 activations, decode and prefill-chunk row counts, uneven N; the
+// gradient of x sums the weights' products; other cases go weight by weight.
+TEST_F(GgmlKernels, MatmulMultiEqualsOneWeightAtATime) {
+  uint32_t seed = 300;
+  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ8_0, k::kGgmlQ6_K}) {
+    const int K = 256;
+    std::vector<mx::array> ws{random_blocks(type, 48, K, seed++), random_blocks(type, 16, K, seed++),
+                              random_blocks(type, 7, K, seed++)};
+    for (bool int8 : {false, true}) {
+      if (int8 && !k::ggml_q8_supported(type)) continue;
+      for (int M : {1, 3, 9, 70}) {
+        SCOPED_TRACE("type " + std::to_string(type) + " int8 " + std::to_string(int8) + " M=" + std::to_string(M));
+        auto x = mx::random::normal({1, M, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));
+        auto got = k::ggml_matmul_multi(x, ws, type, int8);
+        ASSERT_EQ(got.size(), ws.size());
+        for (size_t i = 0; i < ws.size(); ++i) {
+          auto one = k::ggml_matmul(x, ws[i], type, int8);
+          ASSERT_EQ(got[i].shape(), one.shape());
+          EXPECT_TRUE(mx::array_equal(got[i], one).item<bool>()) << "weight " << i;
+        }
+      }
+    }
+  }
+  auto ws = std::vector<mx::array>{random_blocks(k::kGgmlQ4_1, 8, 64, 1), random_blocks(k::kGgmlQ4_1, 4, 64, 2)};
+  auto x = mx::random::normal({2, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(3));
+  auto f = [&](const mx::array& xx) {
+    auto y = k::ggml_matmul_multi(xx, ws, k::kGgmlQ4_1);
+    return mx::add(mx::sum(y[0]), mx::sum(mx::multiply(y[1], mx::array(2.0f))));
+  };
+  auto expect = mx::add(mx::sum(k::ggml_dequantize(ws[0], k::kGgmlQ4_1, 64), 0),
+                        mx::multiply(mx::sum(k::ggml_dequantize(ws[1], k::kGgmlQ4_1, 64), 0), mx::array(2.0f)));
+  EXPECT_LE(max_rel(mx::grad(f)(x), mx::broadcast_to(expect, x.shape())), 1e-5f);
+  EXPECT_THROW(k::ggml_matmul_multi(mx::ones({1, 96}), ws, k::kGgmlQ4_1), std::invalid_argument);
+}
