@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import MLX_Q4_DIR, ROOT
+from common import DEFAULT_GGUF, MLX_Q4_DIR, ROOT
 from prompt import PROMPT_TEXT
 from runner import RunError
 
@@ -103,10 +103,13 @@ class Engine:
     requests_per_client: dict[int, int]
     levels: dict[int, Level] = field(default_factory=dict)
     error: str | None = None
+    model: Path = MLX_Q4_DIR
+    flags: tuple[str, ...] = ()
+    config: str = ""  # set for a model or flags other than the 4-bit folder's
 
     @property
     def label(self) -> str:
-        return f"{self.name}, {self.new_tokens} new tokens"
+        return f"{self.name}{' ' + self.config if self.config else ''}, {self.new_tokens} new tokens"
 
 
 class Server:
@@ -159,7 +162,7 @@ def _free_port() -> int:
 def _start(ctx: Context, e: Engine, tmp: Path, tag: str) -> Server:
     log = tmp / f"{tag}.log"
     if e.name == "mlxgp":
-        cmd = [str(ctx.mlxgp_bin), "serve", "--model", str(MLX_Q4_DIR), "--port", "0"] + MLXGP_FLAGS
+        cmd = [str(ctx.mlxgp_bin), "serve", "--model", str(e.model), "--port", "0"] + MLXGP_FLAGS + list(e.flags)
         server = Server(cmd, None, log)
     else:
         port = _free_port()
@@ -225,7 +228,7 @@ def _run_level(ctx: Context, e: Engine, c: int, tmp: Path) -> None:
     are all distinct), warmed by one untimed request."""
     per_client = e.requests_per_client[c]
     try:
-        server = _start(ctx, e, tmp, f"{e.name}-n{e.new_tokens}-c{c}")
+        server = _start(ctx, e, tmp, f"{e.name}{'-' + e.config if e.config else ''}-n{e.new_tokens}-c{c}")
     except RunError as ex:
         e.error = f"{c} clients: start: {ex}"
         return
@@ -282,13 +285,19 @@ def run(ctx: Context) -> list[Table]:
     main = Engine("mlxgp", n, MLXGP_REQUESTS)
     ours = Engine("mlxgp", reduced, REDUCED_REQUESTS)
     peer = Engine("mlx-lm", reduced, REDUCED_REQUESTS)
-    engines = [main, ours, peer]
+    # For information beside the folder's rows: the default GGUF with llama.cpp's int8 arithmetic, mlxgp's
+    # fastest CPU mode for batches (not the peer's weights, so no mlx-lm ratio).
+    int8 = Engine("mlxgp", n, MLXGP_REQUESTS, model=DEFAULT_GGUF, flags=("--int8-activations",),
+                  config="gguf-q4_1 int8")
+    engines = [main, ours, peer, int8]
     missing = ctx.mlxgp_missing()
     if not MLX_Q4_DIR.is_dir():
-        for e in engines:
+        for e in engines[:3]:
             e.error = f"4-bit folder missing ({MLX_Q4_DIR}): run bench/prepare_models.py"
     elif missing:
         main.error = ours.error = missing
+    if missing or not DEFAULT_GGUF.is_file():
+        int8.error = missing or f"default GGUF missing ({DEFAULT_GGUF}): run make setup"
     ctx.log(f"[server_load] {MLX_Q4_DIR.name}: " + ", ".join(e.label for e in engines))
     with tempfile.TemporaryDirectory(prefix="mlxgp-bench-server-") as tmp:
         # Levels outer, engines inner: the like-for-like pair of a level runs back to back, so a drift of
@@ -301,19 +310,19 @@ def run(ctx: Context) -> list[Table]:
 
 
 def _table(ctx: Context, engines: list[Engine]) -> Table:
-    main, ours, peer = engines
+    main, ours, peer = engines[:3]
     table = Table(title=f"Streaming completions under load: C concurrent clients, greedy, ~{PROMPT_WORDS}-word "
                         f"prompts, up to {main.new_tokens} new tokens (mlx_lm.server and its mlxgp pair: "
                         f"{peer.new_tokens}), one run per level", columns=COLUMNS)
     for e in engines:
         if e.error:
             table.failures.append(f"server_load {e.label}: {e.error}")
-            table.rows.append([e.name, e.new_tokens, f"failed: {e.error}"] + [""] * (len(COLUMNS) - 3))
+            table.rows.append([e.label.rsplit(",", 1)[0], e.new_tokens, f"failed: {e.error}"] + [""] * (len(COLUMNS) - 3))
         one = e.levels.get(1)
         for c, lv in sorted(e.levels.items()):
             pair = ours.levels.get(c) if e is peer else None
             table.rows.append([
-                e.name, e.new_tokens, c, len(lv.requests), lv.tokens, _fmt(lv.aggregate()),
+                e.label.rsplit(",", 1)[0], e.new_tokens, c, len(lv.requests), lv.tokens, _fmt(lv.aggregate()),
                 _x(_ratio(lv.aggregate(), one.aggregate())) if one and c != 1 else "-",
                 _ms(lv.ttft(50)), _ms(lv.ttft(99)), _ms(lv.itl(50)), _ms(lv.itl(99)),
                 _x(_ratio(lv.itl(99), one.itl(99))) if one and c != 1 else "-",
@@ -377,7 +386,7 @@ def _server_side(engines: list[Engine]) -> str:
 
 
 def _notes(ctx: Context, engines: list[Engine]) -> list[str]:
-    main, ours, peer = engines
+    main, ours, peer, int8 = engines
     t = TARGET_CLIENTS
     levels = [lv for e in engines for lv in e.levels.values()]
     reqs = [r for lv in levels for r in lv.requests]
@@ -399,6 +408,9 @@ def _notes(ctx: Context, engines: list[Engine]) -> list[str]:
     vs_one = _ratio(mt.aggregate(), m1.aggregate()) if m1 and mt else None
     vs_peer = _ratio(ot.aggregate(), pt.aggregate()) if ot and pt else None
     itl = _ratio(mt.itl(99), m1.itl(99)) if m1 and mt else None
+    q1, qt = level(int8, 1), level(int8, t)
+    q_one = _ratio(qt.aggregate(), q1.aggregate()) if q1 and qt else None
+    q_itl = _ratio(qt.itl(99), q1.itl(99)) if q1 and qt else None
     chunk_note = ", ".join(f"{name} {c}/{k} ({c / k:.2f} a token)" for name, (c, k) in chunks.items() if k)
     return [
         f"Servers: `mlxgp serve --model {MLX_Q4_DIR.name} --port 0 {' '.join(MLXGP_FLAGS)}` and "
@@ -428,7 +440,10 @@ def _notes(ctx: Context, engines: list[Engine]) -> list[str]:
         "that completes no character sends no chunk, so a gap can span two tokens (chunks per token: "
         f"{chunk_note or 'n/a'}). p50/p99 interpolate between ranks; p99 of 2 or 4 TTFTs is near the "
         "largest.",
-        _server_side([main, ours]),
+        f"`mlxgp gguf-q4_1 int8` rows: the same server and protocol as the first rows on the default GGUF "
+        f"({DEFAULT_GGUF.name}) with `--int8-activations` (llama.cpp's arithmetic for its Q4_0 / Q4_1 / Q8_0 "
+        "blocks, the fastest CPU mode from 8 rows on); other weights than mlx_lm.server's, so no peer ratio.",
+        _server_side([main, ours, int8]),
         _retries(engines),
         f"mlx_lm.server's prompt cache served {cached} prompt tokens of its timed requests (`usage."
         "prompt_tokens_details.cached_tokens`; distinct prompts keep it near zero).",
@@ -437,7 +452,8 @@ def _notes(ctx: Context, engines: list[Engine]) -> list[str]:
         f"({main.new_tokens}-token protocol): {met(vs_one, TARGET_VS_ONE)}; mlxgp >= {TARGET_VS_MLX_LM:g}x "
         f"mlx_lm.server (aggregate, {peer.new_tokens}-token protocol): {met(vs_peer, TARGET_VS_MLX_LM)}; "
         f"mlxgp p99 ITL < {TARGET_ITL_P99:g}x the one-client p99 ({main.new_tokens}-token protocol): "
-        f"{met(itl, TARGET_ITL_P99, below=True)}. The load generator runs on the same CPU as the server, and "
+        f"{met(itl, TARGET_ITL_P99, below=True)}; with `--int8-activations` on the default GGUF: aggregate "
+        f"{met(q_one, TARGET_VS_ONE)}, p99 ITL {met(q_itl, TARGET_ITL_P99, below=True)}. The load generator runs on the same CPU as the server, and "
         "the figures depend on the machine's load (recorded in the Machine section).",
         _plot(engines, ctx),
     ]
@@ -460,7 +476,7 @@ def _plot(engines: list[Engine], ctx: Context) -> str:
         return "Plot: not drawn (no level measured)."
     try:
         fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), dpi=110)
-        colors = {0: "tab:blue", 1: "tab:cyan", 2: "tab:red"}
+        colors = {0: "tab:blue", 1: "tab:cyan", 2: "tab:red", 3: "tab:green"}
         for i, e in enumerate(engines):
             cs = sorted(e.levels)
             if not cs:
@@ -486,8 +502,8 @@ def _plot(engines: list[Engine], ctx: Context) -> str:
             ax.set_title(title)
             ax.grid(True, which="both", alpha=0.3)
         axes[0].legend(fontsize=8)  # one color per server and protocol in all three panels
-        fig.suptitle("Streaming completions under load, SmolLM2-135M 4-bit MLX folder, CPU (same colors in "
-                     "every panel)")
+        fig.suptitle("Streaming completions under load, SmolLM2-135M 4-bit MLX folder (and the Q4_1 GGUF), "
+                     "CPU (same colors in every panel)")
         fig.tight_layout()
         PLOT.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(PLOT)
