@@ -33,17 +33,6 @@ namespace {
 
 constexpr int kTileRows = 16;  // weight rows dequantized at once (16 x K floats stay in L1/L2)
 
-void run_ggml_matmul(const mx::array& x, const mx::array& w, mx::array& out, uint32_t type, bool int8) {
-  RowMajor<float> xr(x);
-  RowMajor<uint8_t> wr(w);
-  const int K = x.shape(-1), N = w.shape(0);
-  const int M = static_cast<int>(x.size() / K);
-  if (M == 0 || N == 0) return;
-  AlignedVector<float> xa;
-  ggml_product(type, aligned_copy(xr.ptr, static_cast<size_t>(M) * K, xa), M, K, wr.ptr, N, w.shape(1),
-               out.data<float>(), int8);
-}
-
 void run_ggml_dequantize(const mx::array& w, mx::array& out, uint32_t type) {
   RowMajor<uint8_t> wr(w);
   const int rows = static_cast<int>(w.size() / w.shape(-1)), K = out.shape(-1);
@@ -58,52 +47,12 @@ void run_ggml_dequantize(const mx::array& w, mx::array& out, uint32_t type) {
   });
 }
 
-class CpuGgmlMatmul : public mx::UnaryPrimitive {
+// x against one or more weights of one type (q, k and v of one input; gate and up), one output each, as
+// one graph node: one activation copy (and, with int8 activations, one quantization) and one parallel pass
+// over all the weights' rows.
+class CpuGgmlMatmul : public mx::Primitive {
  public:
-  CpuGgmlMatmul(mx::Stream s, uint32_t type, bool int8) : mx::UnaryPrimitive(s), type_(type), int8_(int8) {}
-
-  void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
-    enqueue_cpu(stream(), in, out, [&] {
-      return [x = mx::array::unsafe_weak_copy(in[0]), w = mx::array::unsafe_weak_copy(in[1]),
-              o = mx::array::unsafe_weak_copy(out), t = type_, q = int8_]() mutable { run_ggml_matmul(x, w, o, t, q); };
-    });
-  }
-  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
-    throw std::runtime_error("[kernels] the llama.cpp block matmul runs on the CPU only");
-  }
-  const char* name() const override { return int8_ ? "MlxgpCpuGgmlMatmulQ8" : "MlxgpCpuGgmlMatmul"; }
-
-  // dx = g W with W dequantized; the stored blocks are frozen.
-  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
-                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
-    std::vector<mx::array> out;
-    for (int arg : argnums) {
-      if (arg != 0) throw std::invalid_argument("[kernels] quantized weights have no gradient (they are frozen)");
-      auto w = ggml_dequantize(primals[1], type_, primals[0].shape(-1));
-      out.push_back(mx::matmul(cotangents[0], mx::astype(w, cotangents[0].dtype())));
-    }
-    return out;
-  }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    auto* o = dynamic_cast<const CpuGgmlMatmul*>(&other);
-    return o && o->type_ == type_ && o->int8_ == int8_;
-  }
-  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
-    auto s = in[0].shape();
-    s.back() = in[1].shape(0);
-    return {s};
-  }
-
- private:
-  uint32_t type_;
-  bool int8_;
-};
-
-// Several weights of one type against the same x as one graph node (q, k and v; gate and up): one
-// activation copy (and, with int8 activations, one quantization) and one parallel pass over all rows.
-class CpuGgmlMatmulMulti : public mx::Primitive {
- public:
-  CpuGgmlMatmulMulti(mx::Stream s, uint32_t type, bool int8) : mx::Primitive(s), type_(type), int8_(int8) {}
+  CpuGgmlMatmul(mx::Stream s, uint32_t type, bool int8) : mx::Primitive(s), type_(type), int8_(int8) {}
 
   void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& outs) override {
     enqueue_cpu(stream(), in, outs, [&] {
@@ -131,7 +80,7 @@ class CpuGgmlMatmulMulti : public mx::Primitive {
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
     throw std::runtime_error("[kernels] the llama.cpp block matmul runs on the CPU only");
   }
-  const char* name() const override { return int8_ ? "MlxgpCpuGgmlMatmulMultiQ8" : "MlxgpCpuGgmlMatmulMulti"; }
+  const char* name() const override { return int8_ ? "MlxgpCpuGgmlMatmulQ8" : "MlxgpCpuGgmlMatmul"; }
 
   // dx = sum over the weights of g_i W_i, W_i dequantized; the stored blocks are frozen.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
@@ -150,7 +99,7 @@ class CpuGgmlMatmulMulti : public mx::Primitive {
     return out;
   }
   bool is_equivalent(const mx::Primitive& other) const override {
-    auto* o = dynamic_cast<const CpuGgmlMatmulMulti*>(&other);
+    auto* o = dynamic_cast<const CpuGgmlMatmul*>(&other);
     return o && o->type_ == type_ && o->int8_ == int8_;
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
@@ -198,19 +147,8 @@ class CpuGgmlDequantize : public mx::UnaryPrimitive {
 void ggml_product(uint32_t type, const float* x, int M, int K, const uint8_t* w, int N, size_t row_bytes, float* out,
                   bool int8_activations) {
   if (M == 0 || N == 0) return;
-  if (int8_activations) return ggml_q8_product(type, x, M, K, w, N, row_bytes, out);
-  if (ggml_simd_supported(type)) {
-    GgmlRowsArgs a;
-    a.x = x;
-    a.w = w;
-    a.out = out;
-    a.M = M;
-    a.N = N;
-    a.K = K;
-    a.row_bytes = row_bytes;
-    parallel_rows(N, K * M, [&](int n0, int n1) { ggml_rows(type, a, n0, n1); });
-    return;
-  }
+  if (int8_activations || ggml_simd_supported(type))
+    return ggml_product(type, x, M, K, {GgmlSegment{w, N, row_bytes, out}}, int8_activations);
   const Isa isa = available() ? detect_isa() : Isa::portable;
   parallel_rows(N, K * M, [&](int n0, int n1) {
     AlignedVector<float> tile(static_cast<size_t>(kTileRows) * K);
@@ -239,14 +177,8 @@ void ggml_product(uint32_t type, const float* x, int M, int K, const std::vector
     for (const auto& sg : segs) ggml_product(type, x, M, K, sg.w, sg.N, sg.row_bytes, sg.out);
     return;
   }
-  int total = 0;
-  for (const auto& sg : segs) total += sg.N;
-  parallel_rows(total, K * M, [&](int g0, int g1) {
-    int base = 0;
-    for (const auto& sg : segs) {
-      const int n0 = std::max(g0, base) - base, n1 = std::min(g1, base + sg.N) - base;
-      base += sg.N;
-      if (n0 >= n1) continue;
+  parallel_rows(total_rows(segs), K * M, [&](int g0, int g1) {
+    for_segment_rows(segs, g0, g1, [&](const GgmlSegment& sg, int n0, int n1) {
       GgmlRowsArgs a;
       a.x = x;
       a.w = sg.w;
@@ -256,7 +188,7 @@ void ggml_product(uint32_t type, const float* x, int M, int K, const std::vector
       a.K = K;
       a.row_bytes = sg.row_bytes;
       ggml_rows(type, a, n0, n1);
-    }
+    });
   });
 }
 
@@ -292,57 +224,67 @@ mx::array ggml_dequantize(const mx::array& w, uint32_t type, int K) {
                    {w});
 }
 
-mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type, bool int8_activations) {
-  const int K = x.shape(-1);
+namespace {
+
+void check_weight(const mx::array& w, uint32_t type, int K) {
   check_ggml_blocks(w, type, K);
   if (w.ndim() != 2) throw std::invalid_argument("[kernels] llama.cpp block matmul needs a 2-D weight");
-  check_int8_activations(type, int8_activations);
-  const int64_t M = K ? static_cast<int64_t>(x.size() / K) : 0;
-  // Prefill-sized products and other devices: dequantize once and let BLAS / the device multiply. The
-  // fused SIMD kernel reads each weight once per 8 rows, so it keeps batches up to the affine kernel's
-  // GEMM threshold; the tile route dequantizes per call and keeps only decode-sized ones.
+}
+
+// Whether the CPU primitive multiplies M rows by `type` blocks; otherwise the weight is dequantized once
+// and BLAS / the device multiplies (prefill-sized products, other devices). The fused SIMD kernel reads
+// each weight once per 8 rows, so it keeps batches up to the affine kernel's GEMM threshold; the tile
+// route dequantizes per call and keeps only decode-sized ones. llama.cpp's arithmetic holds at every M
+// (its prefill quantizes the activations too).
+bool cpu_product(uint32_t type, int64_t M, bool int8_activations) {
   const int64_t max_rows = ggml_simd_supported(type) ? kQmmGemmRows - 1 : kLinearMaxRows;
-  // llama.cpp's arithmetic holds at every M (its prefill quantizes the activations too).
-  if (!int8_activations && (mx::default_device() != mx::Device::cpu || M > max_rows)) {
+  return int8_activations || (mx::default_device() == mx::Device::cpu && M <= max_rows);
+}
+
+// The CPU primitive over float32 x and checked weights.
+std::vector<mx::array> cpu_matmul(const mx::array& x, const std::vector<mx::array>& ws, uint32_t type, bool int8) {
+  std::vector<mx::array> inputs{x};
+  std::vector<mx::Shape> shapes;
+  for (const auto& w : ws) {
+    inputs.push_back(w);
+    auto s = x.shape();
+    s.back() = w.shape(0);
+    shapes.push_back(s);
+  }
+  return mx::array::make_arrays(std::move(shapes), std::vector<mx::Dtype>(ws.size(), mx::float32),
+                                std::make_shared<CpuGgmlMatmul>(mx::default_stream(mx::Device::cpu), type, int8),
+                                inputs);
+}
+
+}  // namespace
+
+mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type, bool int8_activations) {
+  const int K = x.shape(-1);
+  check_weight(w, type, K);
+  check_int8_activations(type, int8_activations);
+  if (!cpu_product(type, K ? static_cast<int64_t>(x.size() / K) : 0, int8_activations)) {
     auto wd = ggml_dequantize(w, type, K);
     if (x.dtype() != mx::float32) wd = mx::astype(wd, x.dtype());
     return linear(x, wd);
   }
   auto xf = x.dtype() == mx::float32 ? x : mx::astype(x, mx::float32);
-  auto shape = x.shape();
-  shape.back() = w.shape(0);
-  auto y =
-      mx::array(shape, mx::float32,
-                std::make_shared<CpuGgmlMatmul>(mx::default_stream(mx::Device::cpu), type, int8_activations), {xf, w});
+  auto y = cpu_matmul(xf, {w}, type, int8_activations)[0];
   return x.dtype() == mx::float32 ? y : mx::astype(y, x.dtype());
 }
 
 std::vector<mx::array> ggml_matmul_multi(const mx::array& x, const std::vector<mx::array>& ws, uint32_t type,
                                          bool int8_activations) {
   const int K = x.shape(-1);
-  const int64_t M = K ? static_cast<int64_t>(x.size() / K) : 0;
   // One node where ggml_matmul would run the CPU primitive for each weight; otherwise each its own way.
-  const bool fused = ws.size() > 1 && mx::default_device() == mx::Device::cpu && x.dtype() == mx::float32 &&
-                     (int8_activations || (ggml_simd_supported(type) && M <= kQmmGemmRows - 1));
-  std::vector<mx::array> out;
-  if (!fused) {
+  if (ws.size() < 2 || x.dtype() != mx::float32 ||
+      !cpu_product(type, K ? static_cast<int64_t>(x.size() / K) : 0, int8_activations)) {
+    std::vector<mx::array> out;
     for (const auto& w : ws) out.push_back(ggml_matmul(x, w, type, int8_activations));
     return out;
   }
+  for (const auto& w : ws) check_weight(w, type, K);
   check_int8_activations(type, int8_activations);
-  std::vector<mx::array> inputs{x};
-  std::vector<mx::Shape> shapes;
-  for (const auto& w : ws) {
-    check_ggml_blocks(w, type, K);
-    if (w.ndim() != 2) throw std::invalid_argument("[kernels] llama.cpp block matmul needs a 2-D weight");
-    inputs.push_back(w);
-    auto s = x.shape();
-    s.back() = w.shape(0);
-    shapes.push_back(s);
-  }
-  return mx::array::make_arrays(
-      std::move(shapes), std::vector<mx::Dtype>(ws.size(), mx::float32),
-      std::make_shared<CpuGgmlMatmulMulti>(mx::default_stream(mx::Device::cpu), type, int8_activations), inputs);
+  return cpu_matmul(x, ws, type, int8_activations);
 }
 
 }  // namespace mlxgp::kernels

@@ -28,6 +28,23 @@ struct GgmlSegment {
 void ggml_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs,
                   bool int8_activations = false);
 
+// The segments' rows laid end to end: their total, and fn(segment, n0, n1) for each segment's share of
+// the rows [g0, g1) one thread took (n0, n1 within that segment).
+inline int total_rows(const std::vector<GgmlSegment>& segs) {
+  int total = 0;
+  for (const auto& sg : segs) total += sg.N;
+  return total;
+}
+template <class Fn>
+void for_segment_rows(const std::vector<GgmlSegment>& segs, int g0, int g1, Fn&& fn) {
+  int base = 0;
+  for (const auto& sg : segs) {
+    const int n0 = (g0 > base ? g0 : base) - base, n1 = (g1 < base + sg.N ? g1 : base + sg.N) - base;
+    base += sg.N;
+    if (n0 < n1) fn(sg, n0, n1);
+  }
+}
+
 // Throws std::invalid_argument when int8_activations is set and ggml_q8_supported(type) is not.
 void check_int8_activations(uint32_t type, bool int8_activations);
 

@@ -484,16 +484,10 @@ void product_chunk(const float* x, int M, int K, const std::vector<GgmlSegment>&
   RowQ8 single;
   const int singles = M - lane_rows;
   quantize_rows(x + static_cast<size_t>(lane_rows) * K, singles, K, F::kNibbleOrder, single);
-  int total = 0;
-  for (const auto& sg : segs) total += sg.N;
-  parallel_rows(total, K * M, [&](int g0, int g1) {
+  parallel_rows(total_rows(segs), K * M, [&](int g0, int g1) {
     DecodedRow dec0(lane_rows ? K : 0), dec1(lane_rows ? K : 0);
     const DecodedRow* decs[2] = {&dec0, &dec1};
-    int base = 0;
-    for (const auto& sg : segs) {
-      const int n0 = std::max(g0, base) - base, n1 = std::min(g1, base + sg.N) - base;
-      base += sg.N;
-      if (n0 >= n1) continue;
+    for_segment_rows(segs, g0, g1, [&](const GgmlSegment& sg, int n0, int n1) {
       const uint8_t* w = sg.w;
       const size_t row_bytes = sg.row_bytes, ldo = sg.N;
       float* out = sg.out + static_cast<size_t>(m0) * ldo;
@@ -524,7 +518,7 @@ void product_chunk(const float* x, int M, int K, const std::vector<GgmlSegment>&
         for (int m = 0; m < singles; ++m)
           row_kernel<F>(single, m, B, w, row_bytes, t0, t1, out + static_cast<size_t>(lane_rows + m) * ldo);
       }
-    }
+    });
   });
 }
 
@@ -565,17 +559,10 @@ void ggml_q8_product(uint32_t type, const float* x, int M, int K, const std::vec
   }
 }
 
-void ggml_q8_product(uint32_t type, const float* x, int M, int K, const uint8_t* w, int N, size_t row_bytes,
-                     float* out) {
-  if (M == 0 || N == 0) return;
-  ggml_q8_product(type, x, M, K, {GgmlSegment{w, N, row_bytes, out}});
-}
-
 #else
 
 bool ggml_q8_supported(uint32_t) { return false; }
 std::string ggml_q8_unsupported_reason(uint32_t) { return "int8 activations need an x86-64 CPU with AVX-512 VNNI"; }
-void ggml_q8_product(uint32_t, const float*, int, int, const uint8_t*, int, size_t, float*) {}
 void ggml_q8_product(uint32_t, const float*, int, int, const std::vector<GgmlSegment>&) {}
 
 #endif

@@ -25,11 +25,9 @@ namespace mlxgp::kernels {
 bool ggml_q8_supported(uint32_t type);
 std::string ggml_q8_unsupported_reason(uint32_t type);
 
-// out[m, n] = x[m] . w[n] in that arithmetic: x [M, K] float32 row-major (K a multiple of 32), w N rows
-// of blocks row_bytes apart, out [M, N]. Threads over N. Requires ggml_q8_supported(type).
-void ggml_q8_product(uint32_t type, const float* x, int M, int K, const uint8_t* w, int N, size_t row_bytes,
-                     float* out);
-// The same against several weights of one type and K at once (x quantized once, one parallel pass).
+// out_s[m, n] = x[m] . w_s[n] in that arithmetic for every segment (one type, one K): x [M, K] float32
+// row-major (K a multiple of 32), quantized once; one parallel pass over all the segments' rows.
+// Requires ggml_q8_supported(type).
 void ggml_q8_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs);
 
 }  // namespace mlxgp::kernels
