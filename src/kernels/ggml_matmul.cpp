@@ -49,38 +49,45 @@ void run_ggml_dequantize(const mx::array& w, mx::array& out, uint32_t type) {
 
 // x against one or more weights of one type (q, k and v of one input; gate and up), one output each, as
 // one graph node: one activation copy (and, with int8 activations, one quantization) and one parallel pass
-// over all the weights' rows.
+// over all the weights' rows. Inputs: x, the weights as stored, then (packed) their int8 repacks
+// (ggml_q8_pack), which the product reads; the stored ones serve the gradient.
 class CpuGgmlMatmul : public mx::Primitive {
  public:
-  CpuGgmlMatmul(mx::Stream s, uint32_t type, bool int8) : mx::Primitive(s), type_(type), int8_(int8) {}
+  CpuGgmlMatmul(mx::Stream s, uint32_t type, bool int8, bool packed)
+      : mx::Primitive(s), type_(type), int8_(int8), packed_(packed) {}
 
   void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& outs) override {
     enqueue_cpu(stream(), in, outs, [&] {
       std::vector<mx::array> ins, os;
       for (auto& a : in) ins.push_back(mx::array::unsafe_weak_copy(a));
       for (auto& o : outs) os.push_back(mx::array::unsafe_weak_copy(o));
-      return [ins = std::move(ins), os = std::move(os), t = type_, q = int8_]() mutable {
+      return [ins = std::move(ins), os = std::move(os), t = type_, q = int8_, p = packed_]() mutable {
         RowMajor<float> xr(ins[0]);
         const int K = ins[0].shape(-1);
         const int M = static_cast<int>(ins[0].size() / K);
         if (M == 0) return;
+        const size_t first = p ? 1 + os.size() : 1;  // where the weights the product reads start
         std::vector<RowMajor<uint8_t>> ws;
-        ws.reserve(ins.size() - 1);
+        ws.reserve(os.size());
         std::vector<GgmlSegment> segs;
-        for (size_t i = 1; i < ins.size(); ++i) {
-          ws.emplace_back(ins[i]);
-          segs.push_back(
-              {ws.back().ptr, ins[i].shape(0), static_cast<size_t>(ins[i].shape(1)), os[i - 1].data<float>()});
+        for (size_t i = 0; i < os.size(); ++i) {
+          const auto& w = ins[first + i];
+          ws.emplace_back(w);
+          segs.push_back({ws.back().ptr, w.shape(0), static_cast<size_t>(w.shape(1)), os[i].data<float>()});
         }
         AlignedVector<float> xa;
-        ggml_product(t, aligned_copy(xr.ptr, static_cast<size_t>(M) * K, xa), M, K, segs, q);
+        const float* x = aligned_copy(xr.ptr, static_cast<size_t>(M) * K, xa);
+        if (p) return ggml_q8_packed_product(t, x, M, K, segs);
+        ggml_product(t, x, M, K, segs, q);
       };
     });
   }
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
     throw std::runtime_error("[kernels] the llama.cpp block matmul runs on the CPU only");
   }
-  const char* name() const override { return int8_ ? "MlxgpCpuGgmlMatmulQ8" : "MlxgpCpuGgmlMatmul"; }
+  const char* name() const override {
+    return packed_ ? "MlxgpCpuGgmlMatmulQ8Packed" : int8_ ? "MlxgpCpuGgmlMatmulQ8" : "MlxgpCpuGgmlMatmul";
+  }
 
   // dx = sum over the weights of g_i W_i, W_i dequantized; the stored blocks are frozen.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
@@ -100,11 +107,12 @@ class CpuGgmlMatmul : public mx::Primitive {
   }
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const CpuGgmlMatmul*>(&other);
-    return o && o->type_ == type_ && o->int8_ == int8_;
+    return o && o->type_ == type_ && o->int8_ == int8_ && o->packed_ == packed_;
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
     std::vector<mx::Shape> shapes;
-    for (size_t i = 1; i < in.size(); ++i) {
+    const size_t n = packed_ ? (in.size() - 1) / 2 : in.size() - 1;
+    for (size_t i = 1; i <= n; ++i) {
       auto s = in[0].shape();
       s.back() = in[i].shape(0);
       shapes.push_back(s);
@@ -114,7 +122,7 @@ class CpuGgmlMatmul : public mx::Primitive {
 
  private:
   uint32_t type_;
-  bool int8_;
+  bool int8_, packed_;
 };
 
 class CpuGgmlDequantize : public mx::UnaryPrimitive {
@@ -241,8 +249,9 @@ bool cpu_product(uint32_t type, int64_t M, bool int8_activations) {
   return int8_activations || (mx::default_device() == mx::Device::cpu && M <= max_rows);
 }
 
-// The CPU primitive over float32 x and checked weights.
-std::vector<mx::array> cpu_matmul(const mx::array& x, const std::vector<mx::array>& ws, uint32_t type, bool int8) {
+// The CPU primitive over float32 x and checked weights (and, when given, their int8 repacks).
+std::vector<mx::array> cpu_matmul(const mx::array& x, const std::vector<mx::array>& ws, uint32_t type, bool int8,
+                                  const std::vector<mx::array>& packed) {
   std::vector<mx::array> inputs{x};
   std::vector<mx::Shape> shapes;
   for (const auto& w : ws) {
@@ -251,40 +260,68 @@ std::vector<mx::array> cpu_matmul(const mx::array& x, const std::vector<mx::arra
     s.back() = w.shape(0);
     shapes.push_back(s);
   }
-  return mx::array::make_arrays(std::move(shapes), std::vector<mx::Dtype>(ws.size(), mx::float32),
-                                std::make_shared<CpuGgmlMatmul>(mx::default_stream(mx::Device::cpu), type, int8),
-                                inputs);
+  inputs.insert(inputs.end(), packed.begin(), packed.end());
+  return mx::array::make_arrays(
+      std::move(shapes), std::vector<mx::Dtype>(ws.size(), mx::float32),
+      std::make_shared<CpuGgmlMatmul>(mx::default_stream(mx::Device::cpu), type, int8, !packed.empty()), inputs);
+}
+
+// The repacks match the weights one for one, in shape, and come with int8 activations.
+void check_packed(const std::vector<mx::array>& ws, const std::vector<mx::array>& packed, bool int8) {
+  if (packed.empty()) return;
+  bool ok = int8 && packed.size() == ws.size();
+  for (size_t i = 0; ok && i < ws.size(); ++i)
+    ok = packed[i].shape() == ws[i].shape() && packed[i].dtype() == mx::uint8;
+  if (!ok) throw std::invalid_argument("[kernels] int8 repacked weights must match the weights and int8 activations");
 }
 
 }  // namespace
 
-mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type, bool int8_activations) {
+mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type, bool int8_activations,
+                      const std::optional<mx::array>& packed) {
   const int K = x.shape(-1);
   check_weight(w, type, K);
   check_int8_activations(type, int8_activations);
+  std::vector<mx::array> ps;
+  if (packed) ps.push_back(*packed);
+  check_packed({w}, ps, int8_activations);
   if (!cpu_product(type, K ? static_cast<int64_t>(x.size() / K) : 0, int8_activations)) {
     auto wd = ggml_dequantize(w, type, K);
     if (x.dtype() != mx::float32) wd = mx::astype(wd, x.dtype());
     return linear(x, wd);
   }
   auto xf = x.dtype() == mx::float32 ? x : mx::astype(x, mx::float32);
-  auto y = cpu_matmul(xf, {w}, type, int8_activations)[0];
+  auto y = cpu_matmul(xf, {w}, type, int8_activations, ps)[0];
   return x.dtype() == mx::float32 ? y : mx::astype(y, x.dtype());
 }
 
 std::vector<mx::array> ggml_matmul_multi(const mx::array& x, const std::vector<mx::array>& ws, uint32_t type,
-                                         bool int8_activations) {
+                                         bool int8_activations, const std::vector<mx::array>& packed) {
   const int K = x.shape(-1);
+  check_packed(ws, packed, int8_activations);
   // One node where ggml_matmul would run the CPU primitive for each weight; otherwise each its own way.
   if (ws.size() < 2 || x.dtype() != mx::float32 ||
       !cpu_product(type, K ? static_cast<int64_t>(x.size() / K) : 0, int8_activations)) {
     std::vector<mx::array> out;
-    for (const auto& w : ws) out.push_back(ggml_matmul(x, w, type, int8_activations));
+    for (size_t i = 0; i < ws.size(); ++i)
+      out.push_back(ggml_matmul(x, ws[i], type, int8_activations,
+                                packed.empty() ? std::nullopt : std::optional<mx::array>(packed[i])));
     return out;
   }
   for (const auto& w : ws) check_weight(w, type, K);
   check_int8_activations(type, int8_activations);
-  return cpu_matmul(x, ws, type, int8_activations);
+  return cpu_matmul(x, ws, type, int8_activations, packed);
+}
+
+std::optional<mx::array> ggml_q8_pack(const mx::array& w, uint32_t type, int K) {
+  check_ggml_blocks(w, type, K);
+  if (w.ndim() != 2 || !ggml_q8_packable(type, w.shape(0)) || mx::default_device() != mx::Device::cpu)
+    return std::nullopt;
+  auto stored = mx::contiguous(w);
+  mx::eval(stored);
+  mx::array out(mx::allocator::malloc(stored.nbytes()), w.shape(), mx::uint8);
+  ggml_q8_pack(type, stored.data<uint8_t>(), w.shape(0), K, out.data<uint8_t>());
+  return out;
 }
 
 }  // namespace mlxgp::kernels

@@ -2,8 +2,10 @@
 // to 8 bits per block of 32 (as quantize_row_q8_0 / q8_1: d = max|x| / 127 stored as a half, q = x / d
 // rounded to nearest even) and each block's product is an exact integer dot product (AVX-512 VNNI),
 // scaled by d_w * d_x (plus m_w * d_x * sum(q_x) for Q4_1, as ggml_vec_dot_q4_1_q8_1). An opt-in mode
-// (LoadOptions::int8_activations): faster than the fp32 row kernels at one row and from 8 rows (not at
-// 2-7), but its logits follow llama.cpp's rounding of the activations rather than transformers'.
+// (LoadOptions::int8_activations): over weights repacked at load (ggml_q8_packed.cpp), faster than the
+// fp32 row kernels at every M, but its logits follow llama.cpp's rounding of the activations rather than
+// transformers'. The kernels over the blocks as stored (ggml_q8.cpp) serve what is not repacked: N not a
+// multiple of 16, MoE experts, direct callers.
 //
 // One canonical float sequence per (row, output), whatever the batch: p_b = float(isum_b) * (d_w * d_x)
 // [+ m_w * s_x], summed into four partials by block index mod 4 in block order, then (P0 + P1) + (P2 + P3).
@@ -29,5 +31,14 @@ std::string ggml_q8_unsupported_reason(uint32_t type);
 // row-major (K a multiple of 32), quantized once; one parallel pass over all the segments' rows.
 // Requires ggml_q8_supported(type).
 void ggml_q8_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs);
+
+// The same products over weights repacked at load (ggml_q8_packed.cpp: 16 rows interleaved per block, the
+// stored size), bit for bit equal to ggml_q8_product and faster at every M: the blocks of 16 rows are
+// unpacked into registers once for all activation rows. Packable: ggml_q8_supported(type) and N a
+// multiple of 16. pack / unpack map N rows of K values between the layouts; segs' w are packed.
+bool ggml_q8_packable(uint32_t type, int N);
+void ggml_q8_pack(uint32_t type, const uint8_t* w, int N, int K, uint8_t* out);
+void ggml_q8_unpack(uint32_t type, const uint8_t* packed, int N, int K, uint8_t* w);
+void ggml_q8_packed_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs);
 
 }  // namespace mlxgp::kernels

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include <vector>
@@ -35,13 +36,19 @@ bool ggml_type_supported(uint32_t type);
 int ggml_row_bytes(uint32_t type, int K);
 // int8_activations: llama.cpp's arithmetic (kernels/ggml_q8.h) at every M, for Q4_0 / Q4_1 / Q8_0 on an
 // AVX-512 VNNI CPU as the default device; anything else throws [kernels].
-mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type, bool int8_activations = false);
+// `packed` (int8 activations only): w as ggml_q8_pack returned it, which the product then reads.
+mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type, bool int8_activations = false,
+                      const std::optional<mx::array>& packed = std::nullopt);
+// w's rows repacked for the int8-activation kernels (kernels/ggml_q8.h: bit for bit the same products,
+// faster at every batch size), evaluated now; nullopt where they do not apply (another type, rows not a
+// multiple of 16, no AVX-512 VNNI, a default device other than the CPU).
+std::optional<mx::array> ggml_q8_pack(const mx::array& w, uint32_t type, int K);
 mx::array ggml_dequantize(const mx::array& w, uint32_t type, int K);
 // ggml_matmul_multi: ggml_matmul(x, w, type) for each of several weights of one type (q, k and v; gate and
 // up), as one graph node and one parallel pass where ggml_matmul would use its CPU primitive for every one
 // (each output equals ggml_matmul's bit for bit); otherwise one ggml_matmul each.
 std::vector<mx::array> ggml_matmul_multi(const mx::array& x, const std::vector<mx::array>& ws, uint32_t type,
-                                         bool int8_activations = false);
+                                         bool int8_activations = false, const std::vector<mx::array>& packed = {});
 // ggml_gather_matmul: gather_mm(x, dequantize(w)^T, rhs_indices=indices) for stacked experts
 // w [E, N, row bytes]: x [..., M, K] broadcast against indices [...] -> [..., M, N]. On the CPU each
 // expert's blocks are read once for all the rows routed to it; elsewhere w is dequantized.

@@ -45,6 +45,7 @@ void DecoderModel::build(const WeightMap& loaded) {
   WeightMap weights = loaded;
   layers::stack_experts(weights, c, options_.moe);  // HF per-expert tensors -> stacked (switch_mlp)
   layers::UsedNames used;
+  layers::RepackScope repacks(repacks_);
   auto embed = layers::Embedding::load(weights, "model.embed_tokens", c.vocab_size, c.hidden_size);
   // The config's layer count is checked against the layers the weights hold before anything is sized by
   // it (a corrupt num_hidden_layers / block_count of 10^9 would otherwise exhaust memory).

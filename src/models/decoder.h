@@ -62,7 +62,8 @@ class DecoderModel : public Model {
     shard::Plan plan;
   };
   std::optional<TensorParallel> tp_;
-  WeightMap weights_;  // this rank's share when sharded
+  WeightMap weights_;                   // this rank's share when sharded
+  layers::RepackScope::Cache repacks_;  // int8 repacks of the weights, kept across rebuilds
   DecoderOptions options_;
   layers::Embedding embed_tokens_;
   std::vector<Block> blocks_;

@@ -1,5 +1,6 @@
 #include "models/layers.h"
 
+#include <exception>
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
@@ -48,6 +49,29 @@ mx::array maybe_dropout(const mx::array& x) {
 
 UsedNames::UsedNames() : previous_(current_recorder) { current_recorder = this; }
 UsedNames::~UsedNames() { current_recorder = previous_; }
+
+thread_local RepackScope* current_repacks = nullptr;
+
+RepackScope::RepackScope(Cache& cache) : cache_(cache), previous_(current_repacks) { current_repacks = this; }
+RepackScope::~RepackScope() {
+  current_repacks = previous_;
+  if (std::uncaught_exceptions() == 0) cache_ = std::move(used_);
+}
+
+std::optional<mx::array> RepackScope::repack(const mx::array& w, uint32_t type, int in) {
+  RepackScope* scope = current_repacks;
+  if (scope) {
+    for (auto* c : {&scope->used_, &scope->cache_})
+      for (auto& [stored, packed] : *c)
+        if (stored.id() == w.id()) {
+          if (c == &scope->cache_) scope->used_.emplace_back(stored, packed);
+          return packed;
+        }
+  }
+  auto packed = kernels::ggml_q8_pack(w, type, in);
+  if (scope && packed) scope->used_.emplace_back(w, *packed);
+  return packed;
+}
 void UsedNames::record(const std::string& name) {
   if (current_recorder) current_recorder->names_.push_back(name);
 }
@@ -111,6 +135,7 @@ Linear Linear::load(const WeightMap& w, const std::string& prefix, int in, int o
     l.weight = blocks->weight;
     l.ggml_type = blocks->type;
     l.int8_activations = blocks->int8_activations;
+    if (l.int8_activations) l.q8_packed = RepackScope::repack(*l.weight, *l.ggml_type, in);
   } else if (sit == w.end()) {
     l.weight = take(w, wname, {out, in});
     if (!is_float(l.weight->dtype())) fail("model", "tensor '" + wname + "' is not a float tensor");
@@ -151,7 +176,7 @@ LoraDropoutScope::~LoraDropoutScope() { lora_dropout = {}; }
 
 mx::array Linear::operator()(const mx::array& x) const {
   mx::array y = [&] {
-    if (ggml_type) return kernels::ggml_matmul(x, *weight, *ggml_type, int8_activations);
+    if (ggml_type) return kernels::ggml_matmul(x, *weight, *ggml_type, int8_activations, q8_packed);
     if (!quantized()) return kernels::linear(x, *weight);
     if (kernels::quantized_matmul_supported(x, *weight, *scales, *biases, group_size, bits))
       return kernels::quantized_matmul(x, *weight, *scales, *biases, group_size, bits);
@@ -399,15 +424,18 @@ static std::vector<mx::array> project(const mx::array& x, std::initializer_list<
   bool fuse = first.ggml_type.has_value();
   for (const Linear* l : ls)
     fuse = fuse && l->ggml_type == first.ggml_type && l->int8_activations == first.int8_activations && !l->lora_a &&
-           !l->reduce;
+           !l->reduce && l->q8_packed.has_value() == first.q8_packed.has_value();
   std::vector<mx::array> out;
   if (!fuse) {
     for (const Linear* l : ls) out.push_back((*l)(x));
     return out;
   }
-  std::vector<mx::array> ws;
-  for (const Linear* l : ls) ws.push_back(*l->weight);
-  out = kernels::ggml_matmul_multi(x, ws, *first.ggml_type, first.int8_activations);
+  std::vector<mx::array> ws, packed;
+  for (const Linear* l : ls) {
+    ws.push_back(*l->weight);
+    if (l->q8_packed) packed.push_back(*l->q8_packed);
+  }
+  out = kernels::ggml_matmul_multi(x, ws, *first.ggml_type, first.int8_activations, packed);
   size_t i = 0;
   for (const Linear* l : ls) {
     if (l->bias) out[i] = mx::add(out[i], *l->bias);

@@ -32,6 +32,25 @@ class UsedNames {
   UsedNames* previous_;
 };
 
+// The int8 repacks (kernels::ggml_q8_pack) of a model's llama.cpp weights, kept across rebuilds
+// (set_parameters rebuilds every layer): while a scope is open, Linear::load reuses the repack of a stored
+// array packed before and records the ones it makes. The cache keeps each stored array with its repack,
+// so an array's id names one content for as long as the entry lives. When the scope closes without an
+// exception, the cache holds only what that build used.
+class RepackScope {
+ public:
+  using Cache = std::vector<std::pair<mx::array, mx::array>>;  // stored, repacked
+  explicit RepackScope(Cache& cache);
+  ~RepackScope();
+  // w's repack for int8 activations, or nullopt where it does not apply.
+  static std::optional<mx::array> repack(const mx::array& w, uint32_t type, int in);
+
+ private:
+  Cache& cache_;
+  Cache used_;
+  RepackScope* previous_;
+};
+
 // Fetches `name` from `w`, failing with [model] "missing tensor 'name'" or a shape mismatch.
 mx::array take(const WeightMap& w, const std::string& name, const mx::Shape& shape);
 std::optional<mx::array> take_optional(const WeightMap& w, const std::string& name, const mx::Shape& shape);
@@ -61,7 +80,8 @@ struct Linear {
   // llama.cpp blocks kept as stored (GGUF Q2_K/Q3_K/Q6_K): `weight` is uint8 [out, row bytes] and
   // `prefix.ggml_type` names the format; multiplied by kernels::ggml_matmul.
   std::optional<uint32_t> ggml_type;
-  bool int8_activations = false;  // llama.cpp's arithmetic for the blocks' products (kernels/ggml_q8.h)
+  bool int8_activations = false;       // llama.cpp's arithmetic for the blocks' products (kernels/ggml_q8.h)
+  std::optional<mx::array> q8_packed;  // with int8_activations: weight repacked, which the products read
   // LoRA adapter (peft layout): y += scale * B(A(dropout(x))), A [r, in], B [out, r]; read from
   // `prefix.lora_A.weight`, `prefix.lora_B.weight` and the scalar `prefix.lora_scale` (alpha / r).
   std::optional<mx::array> lora_a, lora_b, lora_scale;

@@ -3,6 +3,7 @@
 // hand-computed blocks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -373,4 +374,57 @@ TEST_F(GgmlKernels, MatmulMultiEqualsOneWeightAtATime) {
                         mx::multiply(mx::sum(k::ggml_dequantize(ws[1], k::kGgmlQ4_1, 64), 0), mx::array(2.0f)));
   EXPECT_LE(max_rel(mx::grad(f)(x), mx::broadcast_to(expect, x.shape())), 1e-5f);
   EXPECT_THROW(k::ggml_matmul_multi(mx::ones({1, 96}), ws, k::kGgmlQ4_1), std::invalid_argument);
+}
+
+// Weights repacked for the int8 kernels (16 rows interleaved per block) give the products of the stored
+// blocks bit for bit at every row count (one-row, lane and prefill-chunk paths on the stored side), alone
+// and several at once, with non-finite rows; pack and unpack are inverse; where the repack cannot apply
+// (N not a multiple of 16, another type) there is none; a repack that does not match its weight is refused.
+TEST_F(GgmlKernels, Int8RepackedWeightsEqualStoredBitForBit) {
+  uint32_t seed = 500;
+  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ8_0}) {
+    if (!k::ggml_q8_supported(type)) {
+      EXPECT_FALSE(k::ggml_q8_pack(random_blocks(type, 16, 64, seed++), type, 64).has_value());
+      continue;
+    }
+    for (int K : {32, 96, 576}) {
+      std::vector<mx::array> ws{random_blocks(type, 48, K, seed++), random_blocks(type, 16, K, seed++)};
+      std::vector<mx::array> packed;
+      for (auto& w : ws) {
+        auto p = k::ggml_q8_pack(w, type, K);
+        ASSERT_TRUE(p.has_value());
+        ASSERT_EQ(p->shape(), w.shape());
+        EXPECT_FALSE(mx::array_equal(*p, w).item<bool>());
+        std::vector<uint8_t> back(w.nbytes());
+        k::ggml_q8_unpack(type, p->data<uint8_t>(), w.shape(0), K, back.data());
+        mx::eval(w);
+        EXPECT_TRUE(std::equal(back.begin(), back.end(), w.data<uint8_t>()));
+        packed.push_back(*p);
+      }
+      for (int M : {1, 2, 7, 8, 9, 16, 70}) {
+        SCOPED_TRACE("type " + std::to_string(type) + " K=" + std::to_string(K) + " M=" + std::to_string(M));
+        auto x = mx::random::normal({1, M, K}, mx::float32, 0.0f, 2.0f, mx::random::key(seed++));
+        if (M == 9) x = mx::where(mx::equal(mx::arange(K), mx::array(5)), mx::array(NAN), x);  // every row NaN
+        for (size_t i = 0; i < ws.size(); ++i) {
+          auto stored = k::ggml_matmul(x, ws[i], type, true),
+               repacked = k::ggml_matmul(x, ws[i], type, true, packed[i]);
+          EXPECT_TRUE(mx::array_equal(stored, repacked, /*equal_nan=*/true).item<bool>()) << "weight " << i;
+        }
+        auto multi = k::ggml_matmul_multi(x, ws, type, true, packed);
+        for (size_t i = 0; i < ws.size(); ++i)
+          EXPECT_TRUE(mx::array_equal(multi[i], k::ggml_matmul(x, ws[i], type, true), true).item<bool>());
+      }
+    }
+  }
+  EXPECT_FALSE(k::ggml_q8_pack(random_blocks(k::kGgmlQ4_1, 24, 64, 1), k::kGgmlQ4_1, 64).has_value());
+  EXPECT_FALSE(k::ggml_q8_pack(random_blocks(k::kGgmlQ6_K, 16, 256, 2), k::kGgmlQ6_K, 256).has_value());
+  if (!k::ggml_q8_supported(k::kGgmlQ4_1)) return;
+  auto w = random_blocks(k::kGgmlQ4_1, 32, 64, 3), other = random_blocks(k::kGgmlQ4_1, 16, 64, 4);
+  auto p = *k::ggml_q8_pack(w, k::kGgmlQ4_1, 64);
+  EXPECT_THROW(k::ggml_matmul(mx::ones({1, 64}), w, k::kGgmlQ4_1, false, p), std::invalid_argument);
+  EXPECT_THROW(k::ggml_matmul(mx::ones({1, 64}), other, k::kGgmlQ4_1, true, p), std::invalid_argument);
+  // The gradient reads the stored blocks.
+  auto f = [&](const mx::array& xx) { return mx::sum(k::ggml_matmul(xx, w, k::kGgmlQ4_1, true, p)); };
+  auto expect = mx::sum(k::ggml_dequantize(w, k::kGgmlQ4_1, 64), 0);
+  EXPECT_LE(max_rel(mx::grad(f)(mx::ones({2, 64})), mx::broadcast_to(expect, {2, 64})), 1e-5f);
 }

@@ -1,0 +1,270 @@
+// The int8-activation product over weights repacked at load (as llama.cpp's CPU "repack" buffers do):
+// 16 weight rows interleaved per block, so one 64-byte load holds 4 weights of each of the 16 rows and a
+// vpdpbusd multiplies them by 4 activations broadcast from memory. The weights of a block are unpacked
+// into registers once and serve every activation row (the as-stored lane kernels decode each weight row
+// per call, which cost as much as the products at 8 rows), and lanes are output rows at any M, so one
+// row runs the same kernel as a batch.
+//
+// Per (16 rows, block) record: the 16 d halves, the 16 m halves (Q4_1), then the weights:
+// - Q4_0 / Q4_1: 4 vectors; vector j, lane i = bytes 4j .. 4j + 3 of row i's qs, whose low nibbles are
+//   elements 4j .. 4j + 3 and high nibbles 16 + 4j .. 16 + 4j + 3 (qs[t] holds t and t + 16);
+// - Q8_0: 8 vectors; vector g, lane i = row i's elements 4g .. 4g + 3 plus 128 (unsigned, as vpdpbusd's
+//   register operand wants).
+// A record is 16 blocks' bytes, so a packed weight keeps the stored shape [N, row bytes].
+//
+// The integer sums equal ggml_q8.cpp's exactly (the nibbles times the activations, less 8 or 128 times
+// the activations' sum for Q4_0 / Q8_0), and the floats follow the one sequence ggml_q8.h states, so a
+// packed product equals the as-stored one bit for bit.
+#include <algorithm>
+#include <vector>
+
+#include "kernels/aligned.h"
+#include "kernels/ggml_blocks.h"
+#include "kernels/ggml_q8.h"
+#include "kernels/qmm_cpu.h"
+#include "kernels/thread_pool.h"
+
+#if defined(__x86_64__)
+#include "kernels/q8_block.h"
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+// The sequence of ggml_q8.h: no fused multiply-adds the source does not write.
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
+namespace mlxgp::kernels {
+
+namespace {
+
+constexpr int kLanes = 16;
+
+// Per format: bytes per stored block, where its qs start, the record's layout and the bias subtracted
+// from the integer sum (times the activations' block sum).
+struct PackedFormat {
+  int block_bytes, qs_offset, heads, weights_offset, bias;
+  bool has_min;
+};
+constexpr PackedFormat format_of(uint32_t type) {
+  switch (type) {
+    case kGgmlQ4_0:
+      return {18, 2, 32, 32, 8, false};
+    case kGgmlQ4_1:
+      return {20, 4, 64, 64, 0, true};
+    case kGgmlQ8_0:
+      return {34, 2, 32, 32, 128, false};
+    default:
+      return {0, 0, 0, 0, 0, false};
+  }
+}
+
+void pack_group(uint32_t type, const uint8_t* w, size_t row_bytes, int B, uint8_t* out) {
+  const PackedFormat f = format_of(type);
+  const size_t rec = static_cast<size_t>(kLanes) * f.block_bytes;
+  for (int b = 0; b < B; ++b) {
+    uint8_t* r = out + b * rec;
+    for (int i = 0; i < kLanes; ++i) {
+      const uint8_t* src = w + i * row_bytes + static_cast<size_t>(b) * f.block_bytes;
+      std::memcpy(r + 2 * i, src, 2);                            // d
+      if (f.has_min) std::memcpy(r + 32 + 2 * i, src + 2, 2);  // m
+      const uint8_t* qs = src + f.qs_offset;
+      uint8_t* q = r + f.weights_offset + 4 * i;
+      if (type == kGgmlQ8_0) {
+        for (int g = 0; g < 8; ++g)
+          for (int k = 0; k < 4; ++k) q[64 * g + k] = static_cast<uint8_t>(qs[4 * g + k] ^ 0x80);
+      } else {
+        for (int j = 0; j < 4; ++j) std::memcpy(q + 64 * j, qs + 4 * j, 4);
+      }
+    }
+  }
+}
+
+void unpack_group(uint32_t type, const uint8_t* packed, size_t row_bytes, int B, uint8_t* w) {
+  const PackedFormat f = format_of(type);
+  const size_t rec = static_cast<size_t>(kLanes) * f.block_bytes;
+  for (int b = 0; b < B; ++b) {
+    const uint8_t* r = packed + b * rec;
+    for (int i = 0; i < kLanes; ++i) {
+      uint8_t* dst = w + i * row_bytes + static_cast<size_t>(b) * f.block_bytes;
+      std::memcpy(dst, r + 2 * i, 2);
+      if (f.has_min) std::memcpy(dst + 2, r + 32 + 2 * i, 2);
+      uint8_t* qs = dst + f.qs_offset;
+      const uint8_t* q = r + f.weights_offset + 4 * i;
+      if (type == kGgmlQ8_0) {
+        for (int g = 0; g < 8; ++g)
+          for (int k = 0; k < 4; ++k) qs[4 * g + k] = static_cast<uint8_t>(q[64 * g + k] ^ 0x80);
+      } else {
+        for (int j = 0; j < 4; ++j) std::memcpy(qs + 4 * j, q + 64 * j, 4);
+      }
+    }
+  }
+}
+
+#if defined(__x86_64__)
+
+using q8::quantize_block;
+
+// Activation rows quantized in element order: q [M][B][32], and d, s, sum [M][B].
+struct RowsQ8 {
+  AlignedVector<int8_t> q;
+  AlignedVector<float> d, s;
+  AlignedVector<int32_t> sum;
+};
+
+MLXGP_VNNI void quantize(const float* x, int M, int K, RowsQ8& r) {
+  const int B = K / 32;
+  r.q.resize(static_cast<size_t>(M) * K);
+  r.d.resize(static_cast<size_t>(M) * B);
+  r.s.resize(r.d.size());
+  r.sum.resize(r.d.size());
+  for (int m = 0; m < M; ++m)
+    for (int b = 0; b < B; ++b) {
+      const size_t i = static_cast<size_t>(m) * B + b;
+      quantize_block(x + static_cast<size_t>(m) * K + 32 * b, r.q.data() + 32 * i, r.d[i], r.s[i], r.sum[i]);
+    }
+}
+
+// vpdpbusd with the 4 activation bytes as an embedded broadcast ({1to16}), which GCC does not emit from
+// intrinsics; a separate broadcast costs a third of the throughput on Zen 4.
+MLXGP_VNNI inline __m512i dot(__m512i acc, __m512i w, const int8_t* x) {
+  __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x)));
+  return acc;
+}
+
+// One block of 16 weight rows, unpacked into registers.
+template <uint32_t T>
+struct Block {
+  __m512i w[8];
+  __m512 d, m;
+  MLXGP_VNNI explicit Block(const uint8_t* r) {
+    constexpr PackedFormat f = format_of(T);
+    d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r)));
+    if constexpr (f.has_min) m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + 32)));
+    const uint8_t* q = r + f.weights_offset;
+    if constexpr (T == kGgmlQ8_0) {
+      for (int g = 0; g < 8; ++g) w[g] = _mm512_loadu_si512(q + 64 * g);
+    } else {
+      const __m512i low = _mm512_set1_epi8(0x0F);
+      for (int j = 0; j < 4; ++j) {
+        const __m512i v = _mm512_loadu_si512(q + 64 * j);
+        w[j] = _mm512_and_si512(v, low);
+        w[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      }
+    }
+  }
+  // p_b for the 16 rows against activation row block (q, d, s, sum): float(isum) * (d_w * d_x)
+  // [+ m_w * s_x], as ggml_q8.h's sequence.
+  MLXGP_VNNI __m512 product(const int8_t* q, float dx, float sx, int32_t sum) const {
+    constexpr PackedFormat f = format_of(T);
+    __m512i a = _mm512_setzero_si512(), b = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int g = 0; g < 8; g += 2) {
+      a = dot(a, w[g], q + 4 * g);
+      b = dot(b, w[g + 1], q + 4 * g + 4);
+    }
+    __m512i isum = _mm512_add_epi32(a, b);
+    if constexpr (f.bias != 0) isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(f.bias * sum));
+    __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, _mm512_set1_ps(dx)));
+    if constexpr (f.has_min) p = _mm512_fmadd_ps(m, _mm512_set1_ps(sx), p);
+    return p;
+  }
+};
+
+// 16 weight rows (one group of records) against activation rows [0, M): out[m * ldo + i], i < 16.
+// acc holds each row's four partials (block index mod 4) between blocks.
+template <uint32_t T>
+MLXGP_VNNI void group_kernel(const RowsQ8& x, int M, int B, const uint8_t* g, float* out, size_t ldo, float* acc) {
+  constexpr size_t rec = static_cast<size_t>(kLanes) * format_of(T).block_bytes;
+  if (M == 1) {  // the partials in registers
+    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int b = 0; b < B; ++b) {
+      const Block<T> blk(g + b * rec);
+      a[b & 3] = _mm512_add_ps(a[b & 3], blk.product(x.q.data() + 32 * b, x.d[b], x.s[b], x.sum[b]));
+    }
+    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
+    return;
+  }
+  std::fill(acc, acc + static_cast<size_t>(M) * 4 * kLanes, 0.f);
+  for (int b = 0; b < B; ++b) {
+    const Block<T> blk(g + b * rec);
+    float* ab = acc + (b & 3) * kLanes;
+    for (int m = 0; m < M; ++m) {
+      const size_t i = static_cast<size_t>(m) * B + b;
+      float* am = ab + static_cast<size_t>(m) * 4 * kLanes;
+      _mm512_store_ps(am, _mm512_add_ps(_mm512_load_ps(am), blk.product(x.q.data() + 32 * i, x.d[i], x.s[i], x.sum[i])));
+    }
+  }
+  for (int m = 0; m < M; ++m) {
+    const float* am = acc + static_cast<size_t>(m) * 4 * kLanes;
+    const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(am), _mm512_load_ps(am + 16)),
+                                   _mm512_add_ps(_mm512_load_ps(am + 32), _mm512_load_ps(am + 48)));
+    _mm512_storeu_ps(out + static_cast<size_t>(m) * ldo, s);
+  }
+}
+
+// Rows [0, M) of x against every segment (q, k and v of one input in one pass; each segment's N a
+// multiple of 16), outputs from row m0 of each segment's [M, N] result.
+template <uint32_t T>
+void product_chunk(const float* x, int M, int K, const std::vector<GgmlSegment>& segs, int m0) {
+  const int B = K / 32;
+  RowsQ8 q;
+  quantize(x, M, K, q);
+  parallel_rows(total_rows(segs) / kLanes, K * M * kLanes, [&](int g0, int g1) {
+    AlignedVector<float> acc(static_cast<size_t>(M) * 4 * kLanes);
+    for_segment_rows(segs, g0 * kLanes, g1 * kLanes, [&](const GgmlSegment& sg, int n0, int n1) {
+      for (int n = n0; n < n1; n += kLanes)
+        group_kernel<T>(q, M, B, sg.w + static_cast<size_t>(n) * sg.row_bytes,
+                        sg.out + static_cast<size_t>(m0) * sg.N + n, sg.N, acc.data());
+    });
+  });
+}
+
+// Prompt-sized M in chunks whose activations stay in L2 while every weight group passes over them.
+template <uint32_t T>
+void product(const float* x, int M, int K, const std::vector<GgmlSegment>& segs) {
+  constexpr int kChunkRows = 64;
+  for (int m0 = 0; m0 < M; m0 += kChunkRows)
+    product_chunk<T>(x + static_cast<size_t>(m0) * K, std::min(kChunkRows, M - m0), K, segs, m0);
+}
+
+#endif
+
+}  // namespace
+
+bool ggml_q8_packable(uint32_t type, int N) { return ggml_q8_supported(type) && N > 0 && N % kLanes == 0; }
+
+void ggml_q8_pack(uint32_t type, const uint8_t* w, int N, int K, uint8_t* out) {
+  const size_t row_bytes = static_cast<size_t>(K / 32) * format_of(type).block_bytes;
+  parallel_rows(N / kLanes, K * kLanes, [&](int g0, int g1) {
+    for (int g = g0; g < g1; ++g)
+      pack_group(type, w + g * kLanes * row_bytes, row_bytes, K / 32, out + g * kLanes * row_bytes);
+  });
+}
+
+void ggml_q8_unpack(uint32_t type, const uint8_t* packed, int N, int K, uint8_t* w) {
+  const size_t row_bytes = static_cast<size_t>(K / 32) * format_of(type).block_bytes;
+  for (int g = 0; g < N / kLanes; ++g)
+    unpack_group(type, packed + g * kLanes * row_bytes, row_bytes, K / 32, w + g * kLanes * row_bytes);
+}
+
+void ggml_q8_packed_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs) {
+  if (M == 0 || segs.empty()) return;
+#if defined(__x86_64__)
+  switch (type) {
+    case kGgmlQ4_0:
+      return product<kGgmlQ4_0>(x, M, K, segs);
+    case kGgmlQ4_1:
+      return product<kGgmlQ4_1>(x, M, K, segs);
+    case kGgmlQ8_0:
+      return product<kGgmlQ8_0>(x, M, K, segs);
+    default:
+      break;
+  }
+#endif
+}
+
+}  // namespace mlxgp::kernels
