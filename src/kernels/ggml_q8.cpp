@@ -19,21 +19,13 @@
 
 #include "kernels/aligned.h"
 #include "kernels/ggml_blocks.h"
-#include "kernels/q8_block.h"
 #include "kernels/qmm_cpu.h"
 #include "kernels/thread_pool.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
-#endif
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-// The two kernels must round the same products and sums: no fused multiply-adds the source does not write.
-#pragma GCC optimize("fp-contract=off")
-#elif defined(__clang__)
-#pragma clang fp contract(off)
+#include "kernels/q8_block.h"  // last: its pragmas apply to the kernels below
 #endif
 
 namespace mlxgp::kernels {

@@ -25,16 +25,7 @@
 #include "kernels/thread_pool.h"
 
 #if defined(__x86_64__)
-#include "kernels/q8_block.h"
-#endif
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-// The sequence of ggml_q8.h: no fused multiply-adds the source does not write.
-#pragma GCC optimize("fp-contract=off")
-#elif defined(__clang__)
-#pragma clang fp contract(off)
+#include "kernels/q8_block.h"  // last: its pragmas apply to the kernels below
 #endif
 
 namespace mlxgp::kernels {
@@ -69,7 +60,7 @@ void pack_group(uint32_t type, const uint8_t* w, size_t row_bytes, int B, uint8_
     uint8_t* r = out + b * rec;
     for (int i = 0; i < kLanes; ++i) {
       const uint8_t* src = w + i * row_bytes + static_cast<size_t>(b) * f.block_bytes;
-      std::memcpy(r + 2 * i, src, 2);                            // d
+      std::memcpy(r + 2 * i, src, 2);                          // d
       if (f.has_min) std::memcpy(r + 32 + 2 * i, src + 2, 2);  // m
       const uint8_t* qs = src + f.qs_offset;
       uint8_t* q = r + f.weights_offset + 4 * i;
@@ -195,7 +186,8 @@ MLXGP_VNNI void group_kernel(const RowsQ8& x, int M, int B, const uint8_t* g, fl
     for (int m = 0; m < M; ++m) {
       const size_t i = static_cast<size_t>(m) * B + b;
       float* am = ab + static_cast<size_t>(m) * 4 * kLanes;
-      _mm512_store_ps(am, _mm512_add_ps(_mm512_load_ps(am), blk.product(x.q.data() + 32 * i, x.d[i], x.s[i], x.sum[i])));
+      _mm512_store_ps(am,
+                      _mm512_add_ps(_mm512_load_ps(am), blk.product(x.q.data() + 32 * i, x.d[i], x.s[i], x.sum[i])));
     }
   }
   for (int m = 0; m < M; ++m) {

@@ -14,6 +14,16 @@
 
 #define MLXGP_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
 
+// Every int8 kernel must round the same products and sums, so that each output is one float sequence
+// (ggml_q8.h): no fused multiply-adds the source does not write, in the includer's code that follows too.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
 namespace mlxgp::kernels::q8 {
 
 inline bool machine_has_vnni() {
