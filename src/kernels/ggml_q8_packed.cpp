@@ -16,6 +16,8 @@
 // the activations' sum for Q4_0 / Q8_0), and the floats follow the one sequence ggml_q8.h states, so a
 // packed product equals the as-stored one bit for bit.
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/aligned.h"
@@ -34,62 +36,53 @@ namespace {
 
 constexpr int kLanes = 16;
 
-// Per format: bytes per stored block, where its qs start, the record's layout and the bias subtracted
-// from the integer sum (times the activations' block sum).
+// Per format: bytes per stored block, where its qs start, where a record's weights start (after the d
+// halves, and the m halves for Q4_1) and the bias subtracted from the integer sum (times the
+// activations' block sum).
 struct PackedFormat {
-  int block_bytes, qs_offset, heads, weights_offset, bias;
+  int block_bytes, qs_offset, weights_offset, bias;
   bool has_min;
 };
 constexpr PackedFormat format_of(uint32_t type) {
   switch (type) {
     case kGgmlQ4_0:
-      return {18, 2, 32, 32, 8, false};
+      return {18, 2, 32, 8, false};
     case kGgmlQ4_1:
-      return {20, 4, 64, 64, 0, true};
+      return {20, 4, 64, 0, true};
     case kGgmlQ8_0:
-      return {34, 2, 32, 32, 128, false};
+      return {34, 2, 32, 128, false};
     default:
-      return {0, 0, 0, 0, 0, false};
+      return {0, 0, 0, 0, false};
   }
 }
 
-void pack_group(uint32_t type, const uint8_t* w, size_t row_bytes, int B, uint8_t* out) {
+// Moves 16 rows of B blocks between the stored layout (rows row_bytes apart) and their records, either
+// way: PACK reads stored and writes packed, else the reverse (Q8_0's + 128 is its own inverse).
+template <bool PACK>
+void move_group(uint32_t type, std::conditional_t<PACK, const uint8_t*, uint8_t*> stored, size_t row_bytes, int B,
+                std::conditional_t<PACK, uint8_t*, const uint8_t*> packed) {
   const PackedFormat f = format_of(type);
   const size_t rec = static_cast<size_t>(kLanes) * f.block_bytes;
+  auto move = [](auto* s, auto* p, int n) {
+    if constexpr (PACK) std::memcpy(p, s, n);
+    else std::memcpy(s, p, n);
+  };
   for (int b = 0; b < B; ++b) {
-    uint8_t* r = out + b * rec;
+    auto* r = packed + b * rec;
     for (int i = 0; i < kLanes; ++i) {
-      const uint8_t* src = w + i * row_bytes + static_cast<size_t>(b) * f.block_bytes;
-      std::memcpy(r + 2 * i, src, 2);                          // d
-      if (f.has_min) std::memcpy(r + 32 + 2 * i, src + 2, 2);  // m
-      const uint8_t* qs = src + f.qs_offset;
-      uint8_t* q = r + f.weights_offset + 4 * i;
+      auto* src = stored + i * row_bytes + static_cast<size_t>(b) * f.block_bytes;
+      move(src, r + 2 * i, 2);                          // d
+      if (f.has_min) move(src + 2, r + 32 + 2 * i, 2);  // m
+      auto* qs = src + f.qs_offset;
+      auto* q = r + f.weights_offset + 4 * i;
       if (type == kGgmlQ8_0) {
         for (int g = 0; g < 8; ++g)
-          for (int k = 0; k < 4; ++k) q[64 * g + k] = static_cast<uint8_t>(qs[4 * g + k] ^ 0x80);
+          for (int k = 0; k < 4; ++k) {
+            if constexpr (PACK) q[64 * g + k] = static_cast<uint8_t>(qs[4 * g + k] ^ 0x80);
+            else qs[4 * g + k] = static_cast<uint8_t>(q[64 * g + k] ^ 0x80);
+          }
       } else {
-        for (int j = 0; j < 4; ++j) std::memcpy(q + 64 * j, qs + 4 * j, 4);
-      }
-    }
-  }
-}
-
-void unpack_group(uint32_t type, const uint8_t* packed, size_t row_bytes, int B, uint8_t* w) {
-  const PackedFormat f = format_of(type);
-  const size_t rec = static_cast<size_t>(kLanes) * f.block_bytes;
-  for (int b = 0; b < B; ++b) {
-    const uint8_t* r = packed + b * rec;
-    for (int i = 0; i < kLanes; ++i) {
-      uint8_t* dst = w + i * row_bytes + static_cast<size_t>(b) * f.block_bytes;
-      std::memcpy(dst, r + 2 * i, 2);
-      if (f.has_min) std::memcpy(dst + 2, r + 32 + 2 * i, 2);
-      uint8_t* qs = dst + f.qs_offset;
-      const uint8_t* q = r + f.weights_offset + 4 * i;
-      if (type == kGgmlQ8_0) {
-        for (int g = 0; g < 8; ++g)
-          for (int k = 0; k < 4; ++k) qs[4 * g + k] = static_cast<uint8_t>(q[64 * g + k] ^ 0x80);
-      } else {
-        for (int j = 0; j < 4; ++j) std::memcpy(qs + 4 * j, q + 64 * j, 4);
+        for (int j = 0; j < 4; ++j) move(qs + 4 * j, q + 64 * j, 4);
       }
     }
   }
@@ -233,14 +226,14 @@ void ggml_q8_pack(uint32_t type, const uint8_t* w, int N, int K, uint8_t* out) {
   const size_t row_bytes = static_cast<size_t>(K / 32) * format_of(type).block_bytes;
   parallel_rows(N / kLanes, K * kLanes, [&](int g0, int g1) {
     for (int g = g0; g < g1; ++g)
-      pack_group(type, w + g * kLanes * row_bytes, row_bytes, K / 32, out + g * kLanes * row_bytes);
+      move_group<true>(type, w + g * kLanes * row_bytes, row_bytes, K / 32, out + g * kLanes * row_bytes);
   });
 }
 
 void ggml_q8_unpack(uint32_t type, const uint8_t* packed, int N, int K, uint8_t* w) {
   const size_t row_bytes = static_cast<size_t>(K / 32) * format_of(type).block_bytes;
   for (int g = 0; g < N / kLanes; ++g)
-    unpack_group(type, packed + g * kLanes * row_bytes, row_bytes, K / 32, w + g * kLanes * row_bytes);
+    move_group<false>(type, w + g * kLanes * row_bytes, row_bytes, K / 32, packed + g * kLanes * row_bytes);
 }
 
 void ggml_q8_packed_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs) {

@@ -1,8 +1,8 @@
 #include "models/layers.h"
 
-#include <exception>
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <initializer_list>
 #include <limits>
 #include <numbers>
@@ -50,6 +50,10 @@ mx::array maybe_dropout(const mx::array& x) {
 UsedNames::UsedNames() : previous_(current_recorder) { current_recorder = this; }
 UsedNames::~UsedNames() { current_recorder = previous_; }
 
+void UsedNames::record(const std::string& name) {
+  if (current_recorder) current_recorder->names_.push_back(name);
+}
+
 thread_local RepackScope* current_repacks = nullptr;
 
 RepackScope::RepackScope(Cache& cache) : cache_(cache), previous_(current_repacks) { current_repacks = this; }
@@ -71,9 +75,6 @@ std::optional<mx::array> RepackScope::repack(const mx::array& w, uint32_t type, 
   auto packed = kernels::ggml_q8_pack(w, type, in);
   if (scope && packed) scope->used_.emplace_back(w, *packed);
   return packed;
-}
-void UsedNames::record(const std::string& name) {
-  if (current_recorder) current_recorder->names_.push_back(name);
 }
 
 std::optional<mx::array> take_optional(const WeightMap& w, const std::string& name, const mx::Shape& shape) {
