@@ -47,12 +47,28 @@ MLXGP_SIMD_EXP_AVX2 inline __m256 reduce8x8(const __m256* a) {
   return _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20), _mm256_permute2f128_ps(lo, hi, 0x31));
 }
 
+// Rows [j, j + n) of a head's keys (or values), D floats each, into L2 (prefetch.h's reason: a batch's
+// KV cache streams from DRAM, and the first query head of a KV head reads it). Keys are asked for a few
+// rows ahead of the scores, and the values of the same rows beside them, so the weighted sum that follows
+// reads them from L2. Default GGUF, int8 activations, batch 8, 256 new tokens: 394 -> 410 tok/s.
+inline void prefetch_rows(const float* base, int64_t stride, int j, int n, int D) {
+  for (int i = j; i < j + n; ++i)
+    for (int d = 0; d < D; d += 16) _mm_prefetch(reinterpret_cast<const char*>(base + i * stride + d), _MM_HINT_T1);
+}
+constexpr int kKeysAhead = 32;
+
 // scores[j] = scale * q . k_j for keys [lo, Tk): eight keys at a time, each with its own accumulator.
+// With `vb`, prefetches keys ahead and the values of the same positions (prefetch_rows).
 MLXGP_SIMD_EXP_AVX2 void score_keys(const float* q, const float* kb, int64_t kstride, int lo, int Tk, int D,
-                                    float scale, float* scores) {
+                                    float scale, float* scores, const float* vb = nullptr, int64_t vstride = 0) {
   const __m256 vscale = _mm256_set1_ps(scale);
   int j = lo;
+  if (vb) prefetch_rows(kb, kstride, j, std::min(kKeysAhead, Tk - j), D);
   for (; j + 8 <= Tk; j += 8) {
+    if (vb) {
+      if (j + kKeysAhead < Tk) prefetch_rows(kb, kstride, j + kKeysAhead, std::min(8, Tk - j - kKeysAhead), D);
+      prefetch_rows(vb, vstride, j, 8, D);
+    }
     __m256 acc[8];
     for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_ps();
     for (int d = 0; d < D; d += 8) {
@@ -110,7 +126,7 @@ void decode_task(const DecodeArgs& a, int b, int h, float* scores) {
   const float* vb = a.v + b * a.vs[0] + h * a.vs[1];
   for (int r = 0; r < rep; ++r) {
     const size_t row = static_cast<size_t>(b) * a.Hq + static_cast<size_t>(h) * rep + r;
-    score_keys(a.q + row * D, kb, a.ks[2], lo, Tk, D, a.scale, scores);
+    score_keys(a.q + row * D, kb, a.ks[2], lo, Tk, D, a.scale, scores, r == 0 ? vb : nullptr, a.vs[2]);
     const float inv = exp_scores(scores, lo, Tk);
     float* o = a.out + row * D;
     int d0 = 0;
