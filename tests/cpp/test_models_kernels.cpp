@@ -171,6 +171,13 @@ TEST_F(Kernels, DenseLinearMatchesMatmulForEachIsa) {
       mx::eval(ref, got);
       ASSERT_EQ(got.shape(), ref.shape());
       EXPECT_LE(rel_err(got, ref), 1e-5f);
+      // Each row is summed as it is alone, whatever block of rows it falls in (a batch row equals its
+      // solo run bit for bit).
+      for (int m = 0; m < M; ++m) {
+        auto row = mx::slice(x, {m, 0}, {m + 1, K});
+        EXPECT_TRUE(mx::array_equal(mlxgp::kernels::linear(row, w), mx::slice(got, {m, 0}, {m + 1, N})).item<bool>())
+            << "row " << m;
+      }
     }
   }
   mlxgp::kernels::set_cpu_isa_cap("avx512");
