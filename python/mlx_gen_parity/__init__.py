@@ -14,6 +14,10 @@ import os as _os
 # by 0.057 against transformers on an H200. MLX reads the variable once, at its first fp32 matmul;
 # set MLX_ENABLE_TF32=1 before importing to opt back in. No effect on the CPU.
 _os.environ.setdefault("MLX_ENABLE_TF32", "0")
+# OpenBLAS (MLX's BLAS on Linux) keeps its threads spinning for ~0.1 s after every sgemm, so after a
+# prefill they take the cores from the decode kernels; it reads this once, when it loads (as the CLI
+# sets it: cli/main.cpp). Only effective if nothing in the process has loaded MLX yet.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
 import mlx.core as _mx  # noqa: E402,F401  (registers mlx.core.array with nanobind before _core loads)
 
