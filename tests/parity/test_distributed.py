@@ -7,6 +7,7 @@ The ranks are started by `mlx.launch` as users do, or by hand with the variables
 (MLX_RANK, MLX_HOSTFILE) where a test needs to kill one rank or give the ranks different settings."""
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,16 +27,19 @@ IDS = [1, 17, 230, 45, 99, 310, 7, 402, 58, 120, 33, 271]
 
 
 def _free_port_pair():
-    """A port p with p + 1 also free (mlx.launch's ring ranks listen on p, p + 1)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            p = s.getsockname()[1]
-        if p >= 65000:
-            continue
+    """A port p with p + 1 and p + 2 also free (mlx.launch's ring ranks listen on p, p + 1, ...).
+
+    Drawn below Linux's ephemeral range (32768-60999): a port the kernel hands out with bind(0) can be
+    given next to a client socket of another test's ring connecting at the same moment (pytest-xdist
+    runs two files at once), so a rank failed to listen and mlx.launch, which does not pass a rank's
+    exit code on, returned 0 with no output written."""
+    rng = random.Random(os.getpid() * 1000003 + time.monotonic_ns())
+    for _ in range(200):
+        p = rng.randrange(20000, 32000)
         try:
-            with socket.socket() as s2:
-                s2.bind(("127.0.0.1", p + 1))
+            for port in (p, p + 1, p + 2):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
             return p
         except OSError:
             continue
@@ -84,6 +88,8 @@ def test_tensor_parallel_logits_match_one_process(arch, tiny, mlxgp_bin, run_mlx
     common = ["logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--prefill", 8]
     run_mlxgp(*common, "--out", tmp_path / "one.safetensors")
     proc = launch(mlxgp_bin, *common, "--tensor-parallel", "--out", tmp_path / "tp.safetensors")
+    # mlx.launch exits 0 whatever its ranks exit with: say what rank 0 printed if it wrote nothing.
+    assert (tmp_path / "tp.safetensors").exists(), f"no output; mlx.launch printed:\n{proc.stdout}\n{proc.stderr}"
     one = load_file(str(tmp_path / "one.safetensors"))["logits"]
     tp = load_file(str(tmp_path / "tp.safetensors"))["logits"]
     diff = float(np.abs(one - tp).max())

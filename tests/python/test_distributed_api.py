@@ -3,9 +3,12 @@ script in one process: distributed_init + shard_model give the single process's 
 logits; TrainingConfig(group=...) makes train_step on each rank's half of the batch equal one
 process's step on the whole batch."""
 import json
+import os
+import random
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +43,20 @@ if group.rank() == 0:
 
 
 def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return min(s.getsockname()[1], 60000)
+    """A free port p with p + 1 free too, below Linux's ephemeral range (32768-60999): a bind(0) port can
+    be handed next to a client socket of a ring connecting at the same moment (as in
+    tests/parity/test_distributed.py)."""
+    rng = random.Random(os.getpid() * 1000003 + time.monotonic_ns())
+    for _ in range(200):
+        p = rng.randrange(20000, 32000)
+        try:
+            for port in (p, p + 1):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
 
 
 @pytest.fixture(scope="module")
