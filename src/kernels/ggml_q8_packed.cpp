@@ -165,31 +165,37 @@ struct Block {
 // 16 weight rows (one group of records) against activation rows [m0, m0 + R): out[(m - m0) * ldo + i],
 // i < 16. Each row keeps four partials (block index mod 4) in registers; a block's rows are unpacked once
 // for the R activation rows. The sums are those of ggml_q8.h's sequence whatever R is.
+// Block b of the group into partial P of each of the R rows' sums (a function of its own, not a lambda:
+// clang compiles a lambda without its enclosing function's target attribute).
+template <uint32_t T, int R, int P>
+MLXGP_VNNI inline void add_block(const RowsQ8& x, int m0, int B, const uint8_t* g, int b, __m512 (*a)[4]) {
+  constexpr size_t rec = static_cast<size_t>(kLanes) * format_of(T).block_bytes;
+  if constexpr (R > 1) prefetch_ahead<rec>(g + b * rec);  // groups follow each other: one stream
+  const Block<T> blk(g + b * rec);
+  for (int r = 0; r < R; ++r) {
+    const size_t i = static_cast<size_t>(m0 + r) * B + b;
+    a[r][P] = _mm512_add_ps(a[r][P], blk.product(x.q.data() + 32 * i, x.d[i], x.s[i], x.sum[i]));
+  }
+}
+
+// 16 weight rows (one group of records) against activation rows [m0, m0 + R): out[(m - m0) * ldo + i],
+// i < 16. Each row keeps four partials (block index mod 4) in registers; a block's rows are unpacked once
+// for the R activation rows. The sums are those of ggml_q8.h's sequence whatever R is.
 template <uint32_t T, int R>
 MLXGP_VNNI void rows_kernel(const RowsQ8& x, int m0, int B, const uint8_t* g, float* out, size_t ldo) {
-  constexpr size_t rec = static_cast<size_t>(kLanes) * format_of(T).block_bytes;
   __m512 a[R][4];
   for (int r = 0; r < R; ++r)
     for (int p = 0; p < 4; ++p) a[r][p] = _mm512_setzero_ps();
-  auto block = [&](int b, auto partial) {
-    constexpr int P = decltype(partial)::value;
-    if constexpr (R > 1) prefetch_ahead<rec>(g + b * rec);  // groups follow each other: one stream
-    const Block<T> blk(g + b * rec);
-    for (int r = 0; r < R; ++r) {
-      const size_t i = static_cast<size_t>(m0 + r) * B + b;
-      a[r][P] = _mm512_add_ps(a[r][P], blk.product(x.q.data() + 32 * i, x.d[i], x.s[i], x.sum[i]));
-    }
-  };
   int b = 0;
   for (; b + 4 <= B; b += 4) {
-    block(b, std::integral_constant<int, 0>{});
-    block(b + 1, std::integral_constant<int, 1>{});
-    block(b + 2, std::integral_constant<int, 2>{});
-    block(b + 3, std::integral_constant<int, 3>{});
+    add_block<T, R, 0>(x, m0, B, g, b, a);
+    add_block<T, R, 1>(x, m0, B, g, b + 1, a);
+    add_block<T, R, 2>(x, m0, B, g, b + 2, a);
+    add_block<T, R, 3>(x, m0, B, g, b + 3, a);
   }
-  if (b < B) block(b, std::integral_constant<int, 0>{});
-  if (b + 1 < B) block(b + 1, std::integral_constant<int, 1>{});
-  if (b + 2 < B) block(b + 2, std::integral_constant<int, 2>{});
+  if (b < B) add_block<T, R, 0>(x, m0, B, g, b, a);
+  if (b + 1 < B) add_block<T, R, 1>(x, m0, B, g, b + 1, a);
+  if (b + 2 < B) add_block<T, R, 2>(x, m0, B, g, b + 2, a);
   for (int r = 0; r < R; ++r)
     _mm512_storeu_ps(out + static_cast<size_t>(r) * ldo,
                      _mm512_add_ps(_mm512_add_ps(a[r][0], a[r][1]), _mm512_add_ps(a[r][2], a[r][3])));
