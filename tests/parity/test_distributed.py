@@ -7,10 +7,8 @@ The ranks are started by `mlx.launch` as users do, or by hand with the variables
 (MLX_RANK, MLX_HOSTFILE) where a test needs to kill one rank or give the ranks different settings."""
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,29 +19,15 @@ import pytest
 from safetensors.numpy import load_file
 
 import tiny_models
+from ring_ports import free_ports
 
 LAUNCH = Path(sys.executable).parent / "mlx.launch"
 IDS = [1, 17, 230, 45, 99, 310, 7, 402, 58, 120, 33, 271]
 
 
 def _free_port_pair():
-    """A port p with p + 1 and p + 2 also free (mlx.launch's ring ranks listen on p, p + 1, ...).
-
-    Drawn below Linux's ephemeral range (32768-60999): a port the kernel hands out with bind(0) can be
-    given next to a client socket of another test's ring connecting at the same moment (pytest-xdist
-    runs two files at once), so a rank failed to listen and mlx.launch, which does not pass a rank's
-    exit code on, returned 0 with no output written."""
-    rng = random.Random(os.getpid() * 1000003 + time.monotonic_ns())
-    for _ in range(200):
-        p = rng.randrange(20000, 32000)
-        try:
-            for port in (p, p + 1, p + 2):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return p
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
+    """A port p with p + 1 and p + 2 also free (ring_ports.free_ports)."""
+    return free_ports(3)
 
 
 def launch(mlxgp_bin, *args, n=2, timeout=600, env=None):

@@ -3,18 +3,15 @@ script in one process: distributed_init + shard_model give the single process's 
 logits; TrainingConfig(group=...) makes train_step on each rank's half of the batch equal one
 process's step on the whole batch."""
 import json
-import os
-import random
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import tiny_models
+from ring_ports import free_ports
 
 SCRIPT = r'''
 import json, sys
@@ -43,20 +40,7 @@ if group.rank() == 0:
 
 
 def _port():
-    """A free port p with p + 1 free too, below Linux's ephemeral range (32768-60999): a bind(0) port can
-    be handed next to a client socket of a ring connecting at the same moment (as in
-    tests/parity/test_distributed.py)."""
-    rng = random.Random(os.getpid() * 1000003 + time.monotonic_ns())
-    for _ in range(200):
-        p = rng.randrange(20000, 32000)
-        try:
-            for port in (p, p + 1):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return p
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
+    return free_ports(2)
 
 
 @pytest.fixture(scope="module")
