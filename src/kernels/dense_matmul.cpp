@@ -1,6 +1,6 @@
 // mlxgp::kernels::linear: x @ W^T for float32 decode-sized x as an MLX custom primitive. With M of
-// 1..8 rows, BLAS sgemm packs the whole weight matrix for a product that only needs one streaming
-// pass over it; a per-row dot product kernel runs at memory bandwidth instead.
+// 1..16 rows (kLinearMaxRows), BLAS sgemm packs the whole weight matrix for a product that only needs
+// one streaming pass over it; a per-row dot product kernel runs at memory bandwidth instead.
 #include <memory>
 #include <stdexcept>
 #include <vector>

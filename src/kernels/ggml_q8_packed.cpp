@@ -162,9 +162,6 @@ struct Block {
   }
 };
 
-// 16 weight rows (one group of records) against activation rows [m0, m0 + R): out[(m - m0) * ldo + i],
-// i < 16. Each row keeps four partials (block index mod 4) in registers; a block's rows are unpacked once
-// for the R activation rows. The sums are those of ggml_q8.h's sequence whatever R is.
 // Block b of the group into partial P of each of the R rows' sums (a function of its own, not a lambda:
 // clang compiles a lambda without its enclosing function's target attribute).
 template <uint32_t T, int R, int P>

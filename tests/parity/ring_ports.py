@@ -5,7 +5,7 @@ import socket
 import time
 
 
-def free_ports(n=3):
+def free_ports(n):
     """A port p with p .. p + n - 1 free, drawn below Linux's ephemeral range (32768-60999).
 
     A port the kernel hands out with bind(0) can be given next to a client socket of another test's ring

@@ -25,14 +25,10 @@ LAUNCH = Path(sys.executable).parent / "mlx.launch"
 IDS = [1, 17, 230, 45, 99, 310, 7, 402, 58, 120, 33, 271]
 
 
-def _free_port_pair():
-    """A port p with p + 1 and p + 2 also free (ring_ports.free_ports)."""
-    return free_ports(3)
-
 
 def launch(mlxgp_bin, *args, n=2, timeout=600, env=None):
     """`mlx.launch -n 2 --backend ring -- mlxgp ARGS`: the launch line the docs show."""
-    cmd = [str(LAUNCH), "-n", str(n), "--backend", "ring", "--starting-port", str(_free_port_pair()), "--",
+    cmd = [str(LAUNCH), "-n", str(n), "--backend", "ring", "--starting-port", str(free_ports(n)), "--",
            str(mlxgp_bin), *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
@@ -42,7 +38,7 @@ def launch(mlxgp_bin, *args, n=2, timeout=600, env=None):
 
 def start_ranks(tmp_path, mlxgp_bin, args_per_rank, env=None):
     """Starts one process per rank by hand (as mlx.launch does), returning the Popen objects."""
-    port = _free_port_pair()
+    port = free_ports(len(args_per_rank))
     hostfile = tmp_path / "hosts.json"
     hostfile.write_text(json.dumps([[f"127.0.0.1:{port + r}"] for r in range(len(args_per_rank))]))
     procs = []
@@ -152,7 +148,7 @@ def test_tensor_parallel_kquant_blocks(default_gguf, mlxgp_bin, run_mlxgp, tmp_p
     assert diff <= 1e-4
     kq_model, _ = tiny_models.make_tiny_model("llama-kq", tmp_path / "kq")
     q6k = tiny_models.write_tiny_gguf(kq_model, tmp_path / "tiny-Q6_K.gguf", "Q6_K", gguf_quant.quantize_rows)
-    cmd = [str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port", str(_free_port_pair()), "--",
+    cmd = [str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port", str(free_ports(3)), "--",
            str(mlxgp_bin), "logits", "--model", str(q6k), "--input-ids", "1,2,3", "--tensor-parallel", "--out",
            str(tmp_path / "x.safetensors")]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -225,7 +221,7 @@ def test_tensor_parallel_with_lora_and_steering(tiny, mlxgp_bin, run_mlxgp, tmp_
 
 def test_tensor_parallel_refusals(tiny, mlxgp_bin, run_mlxgp, tmp_path):
     # Fewer KV heads than ranks: refused on every rank with one line.
-    cmd = [str(LAUNCH), "-n", "3", "--backend", "ring", "--starting-port", str(_free_port_pair()), "--",
+    cmd = [str(LAUNCH), "-n", "3", "--backend", "ring", "--starting-port", str(free_ports(3)), "--",
            str(mlxgp_bin), "generate", "--model", str(tiny["llama"]), "--input-ids", "1,2,3", "--max-new-tokens", "2",
            "--tensor-parallel"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -270,7 +266,7 @@ def test_killed_rank_gives_a_clear_error_within_30s(tiny, mlxgp_bin, tmp_path):
 
 def test_a_rank_that_never_starts_times_out(tiny, mlxgp_bin, tmp_path):
     args = ["generate", "--model", tiny["llama"], "--input-ids", "1,2,3", "--tensor-parallel"]
-    port = _free_port_pair()
+    port = free_ports(2)
     hostfile = tmp_path / "hosts.json"
     hostfile.write_text(json.dumps([[f"127.0.0.1:{port}"], [f"127.0.0.1:{port + 1}"]]))
     t0 = time.time()
@@ -390,7 +386,7 @@ def test_data_parallel_resume_and_world_size(tiny, mlxgp_bin, run_mlxgp, tmp_pat
 
 def test_data_parallel_batch_must_split(tiny, mlxgp_bin, tmp_path):
     data = _dataset(tmp_path / "d.jsonl", 512)
-    cmd = [str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port", str(_free_port_pair()), "--",
+    cmd = [str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port", str(free_ports(3)), "--",
            str(mlxgp_bin), *map(str, _train_args(tiny["llama"], data, tmp_path / "o", "full", 2, 3, "--distributed"))]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert "exited with code" in p.stderr  # mlx.launch itself exits 0
@@ -435,7 +431,7 @@ def test_tensor_parallel_server_answers_as_one_process(default_gguf, mlxgp_bin, 
     args = ["serve", "--model", default_gguf, "--dtype", "float32", "--port", 0]
     one, one_port, _ = _serve([str(mlxgp_bin), *map(str, args)])
     tp, tp_port, tp_log = _serve([str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port",
-                                  str(_free_port_pair()), "--", str(mlxgp_bin), *map(str, args), "--tensor-parallel"])
+                                  str(free_ports(3)), "--", str(mlxgp_bin), *map(str, args), "--tensor-parallel"])
     bodies = [
         ("/v1/completions", {"prompt": "The harbour at dawn", "max_tokens": 16, "temperature": 0}),
         ("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 12, "temperature": 1.0, "seed": 5, "n": 2}),

@@ -9,7 +9,8 @@ import os
 import signal
 import subprocess
 
-from test_distributed import LAUNCH, _free_port_pair, _post, _serve
+from ring_ports import free_ports
+from test_distributed import LAUNCH, _post, _serve
 
 QUESTIONS = ["What is the capital of France?", "And of Italy?", "Which of the two is larger?"]
 
@@ -26,7 +27,7 @@ def test_tensor_parallel_ranks_reuse_and_evict_alike(default_gguf, mlxgp_bin):
     args = ["serve", "--model", default_gguf, "--dtype", "float32", "--port", 0]
     one, one_port, _ = _serve([str(mlxgp_bin), *map(str, args), "--prompt-cache-bytes", "0"])
     tp, tp_port, tp_log = _serve([str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port",
-                                  str(_free_port_pair()), "--", str(mlxgp_bin), *map(str, args),
+                                  str(free_ports(3)), "--", str(mlxgp_bin), *map(str, args),
                                   "--prompt-cache-bytes", "3M", "--tensor-parallel"])
 
     def conversation(port):

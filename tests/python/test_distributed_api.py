@@ -39,9 +39,6 @@ if group.rank() == 0:
 '''
 
 
-def _port():
-    return free_ports(2)
-
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
@@ -55,7 +52,7 @@ def test_python_tensor_and_data_parallel_match_one_process(folder, tmp_path):
                          text=True, timeout=300)
     assert one.returncode == 0, one.stderr
     launch = Path(sys.executable).parent / "mlx.launch"
-    two = subprocess.run([str(launch), "-n", "2", "--backend", "ring", "--starting-port", str(_port()), "--python",
+    two = subprocess.run([str(launch), "-n", "2", "--backend", "ring", "--starting-port", str(free_ports(2)), "--python",
                           sys.executable, str(script), str(folder), str(tmp_path / "two.npz")],
                          capture_output=True, text=True, timeout=300)
     assert "exited with code" not in two.stderr, two.stderr
