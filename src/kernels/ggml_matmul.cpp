@@ -17,6 +17,7 @@
 #include "kernels/aligned.h"
 #include "kernels/cpu_task.h"
 #include "kernels/dense_cpu.h"
+#include "kernels/fused_rows.h"
 #include "kernels/ggml_blocks.h"
 #include "kernels/ggml_product.h"
 #include "kernels/ggml_q8.h"
@@ -47,39 +48,61 @@ void run_ggml_dequantize(const mx::array& w, mx::array& out, uint32_t type) {
   });
 }
 
+// What one CpuGgmlMatmul node runs around its products (see GgmlFusion in kernels.h).
+struct Fused {
+  bool norm = false, swiglu = false, residual = false;
+  float eps = 0;
+  std::optional<GgmlRope> rope;
+  bool operator==(const Fused&) const = default;
+};
+
+// Rotates outputs 0 and 1 ([M = B x T, heads x head_dim] each, q and k) in place, as kernels::rope rotates
+// the head split of each (the same tables and row function).
+void rotate_outputs(std::vector<mx::array>& os, const GgmlRope& r, int M, int T) {
+  const int half = r.dims / 2;
+  std::vector<float> cos_t, sin_t;
+  rope_tables(r.dims, r.base, r.scale, r.row_offsets.empty() ? std::vector<int>{r.offset} : r.row_offsets, T, false,
+              cos_t, sin_t);
+  for (int i = 0; i < 2; ++i) {
+    float* y = os[i].data<float>();
+    const int heads = os[i].shape(-1) / r.head_dim;
+    for (int m = 0; m < M; ++m) {
+      const size_t row_t = (r.row_offsets.empty() ? 0 : static_cast<size_t>(m / T) * T) + m % T;
+      for (int h = 0; h < heads; ++h) {
+        float* row = y + (static_cast<size_t>(m) * heads + h) * r.head_dim;
+        rope_row(row, row, cos_t.data() + row_t * half, sin_t.data() + row_t * half, r.dims, r.head_dim);
+      }
+    }
+  }
+}
+
+// The unfused form of one rotated output: kernels::rope over its head split, back to [..., heads x head_dim].
+mx::array rope_heads(const mx::array& y, const GgmlRope& r) {
+  const int B = y.shape(0), T = y.shape(1), heads = y.shape(2) / r.head_dim;
+  auto h = mx::transpose(mx::reshape(y, {B, T, heads, r.head_dim}), {0, 2, 1, 3});
+  h = r.row_offsets.empty() ? rope(h, r.dims, r.base, r.scale, r.offset)
+                            : rope(h, r.dims, r.base, r.scale, r.row_offsets);
+  return mx::reshape(mx::transpose(h, {0, 2, 1, 3}), y.shape());
+}
+
 // x against one or more weights of one type (q, k and v of one input; gate and up), one output each, as
 // one graph node: one activation copy (and, with int8 activations, one quantization) and one parallel pass
 // over all the weights' rows. Inputs: x, the weights as stored, then (packed) their int8 repacks
-// (ggml_q8_pack), which the product reads; the stored ones serve the gradient.
+// (ggml_q8_pack), which the product reads (the stored ones serve the gradient), then the fused ops'
+// operands: the norm's weight, the residual. A decode step has a few hundred graph nodes and each costs
+// microseconds of scheduling, so the norm before and the activation or residual add after ride along.
 class CpuGgmlMatmul : public mx::Primitive {
  public:
-  CpuGgmlMatmul(mx::Stream s, uint32_t type, bool int8, bool packed)
-      : mx::Primitive(s), type_(type), int8_(int8), packed_(packed) {}
+  CpuGgmlMatmul(mx::Stream s, uint32_t type, bool int8, int weights, bool packed, Fused fused = {})
+      : mx::Primitive(s), type_(type), int8_(int8), packed_(packed), n_(weights), fused_(fused) {}
 
   void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& outs) override {
     enqueue_cpu(stream(), in, outs, [&] {
       std::vector<mx::array> ins, os;
       for (auto& a : in) ins.push_back(mx::array::unsafe_weak_copy(a));
       for (auto& o : outs) os.push_back(mx::array::unsafe_weak_copy(o));
-      return [ins = std::move(ins), os = std::move(os), t = type_, q = int8_, p = packed_]() mutable {
-        RowMajor<float> xr(ins[0]);
-        const int K = ins[0].shape(-1);
-        const int M = static_cast<int>(ins[0].size() / K);
-        if (M == 0) return;
-        const size_t first = p ? 1 + os.size() : 1;  // where the weights the product reads start
-        std::vector<RowMajor<uint8_t>> ws;
-        ws.reserve(os.size());
-        std::vector<GgmlSegment> segs;
-        for (size_t i = 0; i < os.size(); ++i) {
-          const auto& w = ins[first + i];
-          ws.emplace_back(w);
-          segs.push_back({ws.back().ptr, w.shape(0), static_cast<size_t>(w.shape(1)), os[i].data<float>()});
-        }
-        AlignedVector<float> xa;
-        const float* x = aligned_copy(xr.ptr, static_cast<size_t>(M) * K, xa);
-        if (p) return ggml_q8_packed_product(t, x, M, K, segs);
-        ggml_product(t, x, M, K, segs, q);
-      };
+      return [ins = std::move(ins), os = std::move(os), t = type_, q = int8_, p = packed_, n = n_,
+              f = fused_]() mutable { run(ins, os, t, q, p, n, f); };
     });
   }
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
@@ -89,30 +112,49 @@ class CpuGgmlMatmul : public mx::Primitive {
     return packed_ ? "MlxgpCpuGgmlMatmulQ8Packed" : int8_ ? "MlxgpCpuGgmlMatmulQ8" : "MlxgpCpuGgmlMatmul";
   }
 
-  // dx = sum over the weights of g_i W_i, W_i dequantized; the stored blocks are frozen.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>&) override {
-    std::vector<mx::array> out;
-    for (int arg : argnums) {
-      if (arg != 0) throw std::invalid_argument("[kernels] quantized weights have no gradient (they are frozen)");
+    for (int arg : argnums)
+      if (arg >= 1 && arg < operands())
+        throw std::invalid_argument("[kernels] quantized weights have no gradient (they are frozen)");
+    if (fused_ == Fused{}) {  // dx = sum over the weights of g_i W_i, W_i dequantized
       std::optional<mx::array> dx;
       for (size_t i = 0; i < cotangents.size(); ++i) {
         auto w = ggml_dequantize(primals[i + 1], type_, primals[0].shape(-1));
         auto d = mx::matmul(cotangents[i], mx::astype(w, cotangents[i].dtype()));
         dx = dx ? mx::add(*dx, d) : d;
       }
-      out.push_back(*dx);
+      return {*dx};
     }
+    // Fused: the gradient of the same ops one by one, over x, the norm's weight and the residual.
+    std::vector<mx::array> ws(primals.begin() + 1, primals.begin() + 1 + n_), packed;
+    if (packed_) packed.assign(primals.begin() + 1 + n_, primals.begin() + 1 + 2 * n_);
+    const auto type = type_;
+    const bool int8 = int8_;
+    const Fused f = fused_;
+    auto unfused = [=](const std::vector<mx::array>& d) {  // d: x, then the fused ops' operands
+      auto x = f.norm ? rms_norm(d[0], d[1], f.eps) : d[0];
+      auto ys = ggml_matmul_multi(x, ws, type, int8, packed);
+      if (f.swiglu) ys = {swiglu(ys[0], ys[1])};
+      if (f.rope)
+        for (int i = 0; i < 2; ++i) ys[i] = rope_heads(ys[i], *f.rope);
+      if (f.residual) ys[0] = mx::add(d.back(), ys[0]);
+      return ys;
+    };
+    std::vector<mx::array> diff{primals[0]};
+    diff.insert(diff.end(), primals.begin() + operands(), primals.end());
+    auto grads = mx::vjp(unfused, diff, cotangents).second;
+    std::vector<mx::array> out;
+    for (int arg : argnums) out.push_back(grads[arg == 0 ? 0 : arg - operands() + 1]);
     return out;
   }
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const CpuGgmlMatmul*>(&other);
-    return o && o->type_ == type_ && o->int8_ == int8_ && o->packed_ == packed_;
+    return o && o->type_ == type_ && o->int8_ == int8_ && o->packed_ == packed_ && o->n_ == n_ && o->fused_ == fused_;
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
     std::vector<mx::Shape> shapes;
-    const size_t n = packed_ ? (in.size() - 1) / 2 : in.size() - 1;
-    for (size_t i = 1; i <= n; ++i) {
+    for (int i = 1; i <= (fused_.swiglu ? 1 : n_); ++i) {
       auto s = in[0].shape();
       s.back() = in[i].shape(0);
       shapes.push_back(s);
@@ -121,8 +163,53 @@ class CpuGgmlMatmul : public mx::Primitive {
   }
 
  private:
+  // Where the fused ops' operands start: after x, the weights and their repacks.
+  int operands() const { return 1 + (packed_ ? 2 : 1) * n_; }
+
+  static void run(const std::vector<mx::array>& ins, std::vector<mx::array>& os, uint32_t t, bool q, bool p, int n,
+                  const Fused& f) {
+    RowMajor<float> xr(ins[0]);
+    const int K = ins[0].shape(-1);
+    const int M = static_cast<int>(ins[0].size() / K);
+    if (M == 0) return;
+    const size_t extra = 1 + (p ? 2 : 1) * n;
+    AlignedVector<float> xa;
+    const float* x = nullptr;
+    if (f.norm) {
+      RowMajor<float> nw(ins[extra]);
+      xa.resize(static_cast<size_t>(M) * K);
+      parallel_rows(M, K, [&](int r0, int r1) { rms_norm_rows(xr.ptr, nw.ptr, xa.data(), K, f.eps, r0, r1); });
+      x = xa.data();
+    } else {
+      x = aligned_copy(xr.ptr, static_cast<size_t>(M) * K, xa);
+    }
+    // With the activation after them, the two products go to a scratch buffer first.
+    const size_t out_size = os[0].size();
+    AlignedVector<float> scratch(f.swiglu ? 2 * out_size : 0);
+    std::vector<RowMajor<uint8_t>> ws;
+    ws.reserve(n);
+    std::vector<GgmlSegment> segs;
+    for (int i = 0; i < n; ++i) {
+      const auto& w = ins[(p ? 1 + n : 1) + i];  // the weights the product reads
+      ws.emplace_back(w);
+      float* dst = f.swiglu ? scratch.data() + i * out_size : os[i].data<float>();
+      segs.push_back({ws.back().ptr, w.shape(0), static_cast<size_t>(w.shape(1)), dst});
+    }
+    if (p) ggml_q8_packed_product(t, x, M, K, segs);
+    else ggml_product(t, x, M, K, segs, q);
+    float* out = os[0].data<float>();
+    if (f.swiglu) swiglu_flat(scratch.data(), scratch.data() + out_size, out, out_size);
+    if (f.rope) rotate_outputs(os, *f.rope, M, ins[0].ndim() >= 2 ? ins[0].shape(-2) : 1);
+    if (f.residual) {  // residual + y, the order mx::add(residual, y) adds in
+      RowMajor<float> r(ins.back());
+      for (size_t i = 0; i < out_size; ++i) out[i] = r.ptr[i] + out[i];
+    }
+  }
+
   uint32_t type_;
   bool int8_, packed_;
+  int n_;
+  Fused fused_;
 };
 
 class CpuGgmlDequantize : public mx::UnaryPrimitive {
@@ -249,21 +336,26 @@ bool cpu_product(uint32_t type, int64_t M, bool int8_activations) {
   return int8_activations || (mx::default_device() == mx::Device::cpu && M <= max_rows);
 }
 
-// The CPU primitive over float32 x and checked weights (and, when given, their int8 repacks).
+// The CPU primitive over float32 x and checked weights (and, when given, their int8 repacks and the fused
+// ops' operands, in Fused's order).
 std::vector<mx::array> cpu_matmul(const mx::array& x, const std::vector<mx::array>& ws, uint32_t type, bool int8,
-                                  const std::vector<mx::array>& packed) {
+                                  const std::vector<mx::array>& packed, const Fused& fused = {},
+                                  const std::vector<mx::array>& operands = {}) {
   std::vector<mx::array> inputs{x};
   std::vector<mx::Shape> shapes;
   for (const auto& w : ws) {
     inputs.push_back(w);
     auto s = x.shape();
     s.back() = w.shape(0);
-    shapes.push_back(s);
+    if (!fused.swiglu || shapes.empty()) shapes.push_back(s);
   }
   inputs.insert(inputs.end(), packed.begin(), packed.end());
-  return mx::array::make_arrays(
-      std::move(shapes), std::vector<mx::Dtype>(ws.size(), mx::float32),
-      std::make_shared<CpuGgmlMatmul>(mx::default_stream(mx::Device::cpu), type, int8, !packed.empty()), inputs);
+  inputs.insert(inputs.end(), operands.begin(), operands.end());
+  const auto n = shapes.size();
+  return mx::array::make_arrays(std::move(shapes), std::vector<mx::Dtype>(n, mx::float32),
+                                std::make_shared<CpuGgmlMatmul>(mx::default_stream(mx::Device::cpu), type, int8,
+                                                                static_cast<int>(ws.size()), !packed.empty(), fused),
+                                inputs);
 }
 
 // The repacks match the weights one for one, in shape, and come with int8 activations.
@@ -311,6 +403,42 @@ std::vector<mx::array> ggml_matmul_multi(const mx::array& x, const std::vector<m
   for (const auto& w : ws) check_weight(w, type, K);
   check_int8_activations(type, int8_activations);
   return cpu_matmul(x, ws, type, int8_activations, packed);
+}
+
+std::optional<std::vector<mx::array>> ggml_matmul_fused(const mx::array& x, const std::vector<mx::array>& ws,
+                                                        uint32_t type, bool int8_activations,
+                                                        const std::vector<mx::array>& packed, const GgmlFusion& f) {
+  const int K = x.shape(-1);
+  check_packed(ws, packed, int8_activations);
+  const bool one_output = f.swiglu || ws.size() == 1;
+  if (ws.empty() || (f.swiglu && ws.size() != 2) || (f.residual && !one_output))
+    throw std::invalid_argument("[kernels] a fused swiglu takes two weights and a residual one output");
+  for (const auto& w : ws) check_weight(w, type, K);
+  check_int8_activations(type, int8_activations);
+  if (x.dtype() != mx::float32 || !cpu_product(type, K ? static_cast<int64_t>(x.size() / K) : 0, int8_activations))
+    return std::nullopt;
+  if ((f.norm_weight && !rms_norm_supported(x, *f.norm_weight)) || (f.swiglu && !swiglu_supported(x, x)))
+    return std::nullopt;
+  if (f.rope && (f.swiglu || ws.size() < 2 || f.rope->head_dim <= 0 || ws[0].shape(0) % f.rope->head_dim != 0 ||
+                 ws[1].shape(0) % f.rope->head_dim != 0))
+    throw std::invalid_argument("[kernels] a fused rope rotates the first two of several outputs in whole heads");
+  if (f.rope) {
+    const int T = x.ndim() >= 2 ? x.shape(-2) : 1, B = static_cast<int>(x.size() / K) / std::max(T, 1);
+    const auto& r = *f.rope;
+    if (x.ndim() != 3 || !available() || r.dims <= 0 || r.dims % 2 != 0 || r.dims > r.head_dim ||
+        (!r.row_offsets.empty() && static_cast<int>(r.row_offsets.size()) != B))
+      return std::nullopt;
+  }
+  Fused fused{f.norm_weight.has_value(), f.swiglu, f.residual.has_value(), f.eps, f.rope};
+  std::vector<mx::array> operands;
+  if (f.norm_weight) operands.push_back(*f.norm_weight);
+  if (f.residual) {
+    auto s = x.shape();
+    s.back() = ws[0].shape(0);
+    if (f.residual->shape() != s || f.residual->dtype() != mx::float32) return std::nullopt;
+    operands.push_back(*f.residual);
+  }
+  return cpu_matmul(x, ws, type, int8_activations, packed, fused, operands);
 }
 
 std::optional<mx::array> ggml_q8_pack(const mx::array& w, uint32_t type, int K) {

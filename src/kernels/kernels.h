@@ -49,6 +49,32 @@ mx::array ggml_dequantize(const mx::array& w, uint32_t type, int K);
 // (each output equals ggml_matmul's bit for bit); otherwise one ggml_matmul each.
 std::vector<mx::array> ggml_matmul_multi(const mx::array& x, const std::vector<mx::array>& ws, uint32_t type,
                                          bool int8_activations = false, const std::vector<mx::array>& packed = {});
+// Ops a ggml_matmul_multi node can run around its products, each as the kernel that runs it alone
+// (kernels::rms_norm, kernels::swiglu, then + residual), so results equal the ops one by one bit for bit:
+// x normalised first (norm_weight, eps), silu(y0) * y1 of two products, residual + y of the one output.
+// `rope` rotates outputs 0 and 1 (q and k, [B, T, heads x head_dim]) per head as kernels::rope rotates their
+// head split: positions offset + t, or row_offsets[b] + t per batch row.
+struct GgmlRope {
+  int dims = 0, head_dim = 0;
+  float base = 10000.0f, scale = 1.0f;
+  int offset = 0;
+  std::vector<int> row_offsets;
+  bool operator==(const GgmlRope&) const = default;
+};
+struct GgmlFusion {
+  std::optional<mx::array> norm_weight;
+  float eps = 0;
+  bool swiglu = false;
+  std::optional<mx::array> residual;
+  std::optional<GgmlRope> rope;
+};
+// ggml_matmul_multi with `fusion` in the same node where that node is the CPU primitive and the fused
+// kernels run here (float32 x, residual of the output's shape and dtype); nullopt otherwise, and the caller
+// runs the ops one by one. Throws [kernels] where ggml_matmul_multi would, and for a swiglu over other than
+// two weights or a residual with several outputs. Differentiable in x, the norm's weight and the residual.
+std::optional<std::vector<mx::array>> ggml_matmul_fused(const mx::array& x, const std::vector<mx::array>& ws,
+                                                        uint32_t type, bool int8_activations,
+                                                        const std::vector<mx::array>& packed, const GgmlFusion& fusion);
 // ggml_gather_matmul: gather_mm(x, dequantize(w)^T, rhs_indices=indices) for stacked experts
 // w [E, N, row bytes]: x [..., M, K] broadcast against indices [...] -> [..., M, N]. On the CPU each
 // expert's blocks are read once for all the rows routed to it; elsewhere w is dequantized.

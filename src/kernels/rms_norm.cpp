@@ -17,6 +17,7 @@
 #include <mlx/primitives.h>
 
 #include "kernels/cpu_task.h"
+#include "kernels/fused_rows.h"
 #include "kernels/kernels.h"
 #include "kernels/qmm_cpu.h"
 #include "kernels/row_major.h"
@@ -70,7 +71,7 @@ class CpuRmsNorm : public mx::UnaryPrimitive {
         RowMajor<float> xs(x), ws(w);
         const int D = x.shape(-1), rows = static_cast<int>(x.size() / D);
         float* po = o.data<float>();
-        parallel_rows(rows, D, [&](int r0, int r1) { norm_rows(xs.ptr, ws.ptr, po, D, eps, r0, r1); });
+        parallel_rows(rows, D, [&](int r0, int r1) { rms_norm_rows(xs.ptr, ws.ptr, po, D, eps, r0, r1); });
       };
     });
   }
@@ -99,6 +100,10 @@ class CpuRmsNorm : public mx::UnaryPrimitive {
 };
 
 }  // namespace
+
+void rms_norm_rows(const float* x, const float* w, float* out, int D, float eps, int r0, int r1) {
+  norm_rows(x, w, out, D, eps, r0, r1);
+}
 
 bool rms_norm_supported(const mx::array& x, const mx::array& w) {
   return available() && machine_isa() != Isa::portable && mx::default_device() == mx::Device::cpu &&

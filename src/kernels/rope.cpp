@@ -14,6 +14,7 @@
 #include <mlx/primitives.h>
 
 #include "kernels/cpu_task.h"
+#include "kernels/fused_rows.h"
 #include "kernels/row_major.h"
 #include "kernels/thread_pool.h"
 #include "kernels/kernels.h"
@@ -21,6 +22,40 @@
 namespace mx = mlx::core;
 
 namespace mlxgp::kernels {
+
+void rope_tables(int dims, float base, float scale, const std::vector<int>& starts, int T, bool inverse,
+                 std::vector<float>& cos_t, std::vector<float>& sin_t) {
+  const int half = dims / 2;
+  const size_t rows_t = starts.size() * T;
+  cos_t.assign(rows_t * half, 0.0f);
+  sin_t.assign(rows_t * half, 0.0f);
+  for (int i = 0; i < half; ++i) {
+    // transformers: inv_freq = 1 / base^(arange(0, dim, 2) / dim), in float32.
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(dims);
+    const float inv = static_cast<float>(1.0 / std::pow(static_cast<double>(base), static_cast<double>(exponent)));
+    for (size_t b = 0; b < starts.size(); ++b) {
+      for (int t = 0; t < T; ++t) {
+        const float pos = static_cast<float>(starts[b] + t) * scale;
+        const float angle = pos * inv;
+        const size_t at = (b * T + t) * half + i;
+        cos_t[at] = static_cast<float>(std::cos(static_cast<double>(angle)));
+        const float s = static_cast<float>(std::sin(static_cast<double>(angle)));
+        sin_t[at] = inverse ? -s : s;
+      }
+    }
+  }
+}
+
+// Out of line, so the primitive here and the fused product (ggml_matmul.cpp) run the same instructions.
+__attribute__((noinline)) void rope_row(const float* in, float* o, const float* c, const float* s, int dims, int D) {
+  const int half = dims / 2;
+  for (int i = 0; i < half; ++i) {
+    const float x1 = in[i], x2 = in[i + half];
+    o[i] = x1 * c[i] - x2 * s[i];
+    o[i + half] = x2 * c[i] + x1 * s[i];
+  }
+  for (int i = dims; i < D; ++i) o[i] = in[i];
+}
 
 namespace {
 
@@ -40,24 +75,9 @@ void run_rope(const mx::array& x, mx::array& out, const RopeParams& p) {
   const int half = p.dims / 2;
   // One table of T positions per distinct start: a single one, or one per batch row.
   const int tables = p.row_offsets.empty() ? 1 : B;
-  const size_t rows_t = static_cast<size_t>(tables) * T;
-  std::vector<float> cos_t(rows_t * half), sin_t(rows_t * half);
-  for (int i = 0; i < half; ++i) {
-    // transformers: inv_freq = 1 / base^(arange(0, dim, 2) / dim), in float32.
-    const float exponent = static_cast<float>(2 * i) / static_cast<float>(p.dims);
-    const float inv = static_cast<float>(1.0 / std::pow(static_cast<double>(p.base), static_cast<double>(exponent)));
-    for (int b = 0; b < tables; ++b) {
-      const int start = p.row_offsets.empty() ? p.offset : p.row_offsets[b];
-      for (int t = 0; t < T; ++t) {
-        const float pos = static_cast<float>(start + t) * p.scale;
-        const float angle = pos * inv;
-        const size_t at = (static_cast<size_t>(b) * T + t) * half + i;
-        cos_t[at] = static_cast<float>(std::cos(static_cast<double>(angle)));
-        const float s = static_cast<float>(std::sin(static_cast<double>(angle)));
-        sin_t[at] = p.inverse ? -s : s;
-      }
-    }
-  }
+  std::vector<float> cos_t, sin_t;
+  rope_tables(p.dims, p.base, p.scale, p.row_offsets.empty() ? std::vector<int>{p.offset} : p.row_offsets, T, p.inverse,
+              cos_t, sin_t);
   // Rows of D features, read in place when the feature axis is contiguous (the head split's transposed
   // view is); other layouts are copied row-major first.
   std::vector<float> copy;
@@ -75,17 +95,9 @@ void run_rope(const mx::array& x, mx::array& out, const RopeParams& p) {
   parallel_rows(B * H * T, D, [&](int r0, int r1) {
     for (int r = r0; r < r1; ++r) {
       const int t = r % T, h = (r / T) % H, b = r / (T * H);
-      const float* in = src + b * st[0] + h * st[1] + t * st[2];
-      float* o = dst + static_cast<size_t>(r) * D;
       const size_t row_t = (tables == 1 ? 0 : static_cast<size_t>(b) * T) + t;
-      const float* c = cos_t.data() + row_t * half;
-      const float* s = sin_t.data() + row_t * half;
-      for (int i = 0; i < half; ++i) {
-        const float x1 = in[i], x2 = in[i + half];
-        o[i] = x1 * c[i] - x2 * s[i];
-        o[i + half] = x2 * c[i] + x1 * s[i];
-      }
-      for (int i = p.dims; i < D; ++i) o[i] = in[i];
+      rope_row(src + b * st[0] + h * st[1] + t * st[2], dst + static_cast<size_t>(r) * D, cos_t.data() + row_t * half,
+               sin_t.data() + row_t * half, p.dims, D);
     }
   });
 }

@@ -12,6 +12,7 @@
 #include <mlx/primitives.h>
 
 #include "kernels/cpu_task.h"
+#include "kernels/fused_rows.h"
 #include "kernels/qmm_cpu.h"
 #include "kernels/row_major.h"
 #include "kernels/simd_exp.h"
@@ -38,13 +39,7 @@ MLXGP_SIMD_EXP_AVX2 void swiglu_avx2(const float* g, const float* u, float* out,
 
 void run_swiglu(const mx::array& gate, const mx::array& up, mx::array& out) {
   RowMajor<float> g(gate), u(up);
-  float* o = out.data<float>();
-  const size_t n = gate.size();
-  constexpr int kBlock = 4096;  // elements per task
-  const int blocks = static_cast<int>((n + kBlock - 1) / kBlock);
-  parallel_rows(blocks, kBlock, [&](int b0, int b1) {
-    swiglu_avx2(g.ptr, u.ptr, o, static_cast<size_t>(b0) * kBlock, std::min(n, static_cast<size_t>(b1) * kBlock));
-  });
+  swiglu_flat(g.ptr, u.ptr, out.data<float>(), gate.size());
 }
 
 class CpuSwiGlu : public mx::UnaryPrimitive {
@@ -85,6 +80,14 @@ class CpuSwiGlu : public mx::UnaryPrimitive {
 };
 
 }  // namespace
+
+void swiglu_flat(const float* g, const float* u, float* out, size_t n) {
+  constexpr int kBlock = 4096;  // elements per task
+  const int blocks = static_cast<int>((n + kBlock - 1) / kBlock);
+  parallel_rows(blocks, kBlock, [&](int b0, int b1) {
+    swiglu_avx2(g, u, out, static_cast<size_t>(b0) * kBlock, std::min(n, static_cast<size_t>(b1) * kBlock));
+  });
+}
 
 bool swiglu_supported(const mx::array& gate, const mx::array& up) {
   return available() && machine_isa() != Isa::portable && mx::default_device() == mx::Device::cpu &&

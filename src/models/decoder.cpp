@@ -197,6 +197,13 @@ mx::array DecoderModel::block(const Block& b, const mx::array& x, KVCache& cache
     const float m = config_.residual_multiplier;
     return mx::add(r, m == 1.0f ? y : mx::multiply(y, mx::astype(mx::array(m), y.dtype())));
   };
+  if (norms == Norms::Pre && config_.residual_multiplier == 1.0f) {
+    // x + attention(norm(x)), then h + mlp(norm(h)), with the norms and adds inside the products' nodes
+    // where the weights allow (layers::PreNormResidual).
+    auto h = b.attention(x, cache, mask, {&*b.input_norm, &x});
+    if (b.moe) return mx::add(h, (*b.moe)((*b.post_attention_norm)(h)));
+    return (*b.mlp)(h, {&*b.post_attention_norm, &h});
+  }
   auto a = b.attention(b.input_norm ? (*b.input_norm)(x) : x, cache, mask);
   if (norms != Norms::Pre) a = (*b.post_attention_norm)(a);
   auto h = residual(x, a);

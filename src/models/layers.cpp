@@ -238,6 +238,17 @@ mx::array RMSNorm::operator()(const mx::array& x) const {
   return mx::astype(mx::fast::rms_norm(mx::astype(x, mx::float32), *effective, eps), x.dtype());
 }
 
+std::optional<mx::array> RMSNorm::kernel_weight() const {
+  if (bias) return std::nullopt;
+  return effective ? effective : weight;
+}
+
+namespace {
+
+mx::array pre_norm(const mx::array& x, const PreNormResidual& around) { return around.norm ? (*around.norm)(x) : x; }
+
+}  // namespace
+
 Rope Rope::make(const ModelConfig& c, const std::optional<mx::array>& freq_factors, bool sliding) {
   Rope r;
   // transformers: dim = int(head_dim * partial_rotary_factor); the rest of each head passes through.
@@ -322,6 +333,15 @@ mx::array scale_rotated(const mx::array& y, int dims, float factor) {
 const mx::array* Rope::periods_for(int last_position) const {
   if (long_periods && last_position + 1 > original_max) return &*long_periods;
   return periods ? &*periods : nullptr;
+}
+
+std::optional<kernels::GgmlRope> Rope::kernel_params(const KVCache& cache, int T, int head_dim) const {
+  const bool rows = !cache.left_padding().empty();
+  kernels::GgmlRope r{dims, head_dim, base, scale, cache.offset(), rows ? cache.row_offsets() : std::vector<int>{}};
+  int last = r.offset + T - 1;
+  for (int o : r.row_offsets) last = std::max(last, o + T - 1);
+  if (periods_for(last)) return std::nullopt;  // mx::fast::rope's path
+  return r;
 }
 
 mx::array Rope::operator()(const mx::array& x, int offset) const {
@@ -420,41 +440,92 @@ static mx::array sharded_rms_norm(const mx::array& y, const RMSNorm& norm, int f
 // blocks of one type with nothing after the product but a bias (no LoRA, no tensor-parallel sum): a decode
 // step has a few hundred such products and each node and thread hand-off costs microseconds. Outputs are
 // bit for bit those of the Linears one by one.
-static std::vector<mx::array> project(const mx::array& x, std::initializer_list<const Linear*> ls) {
+static bool one_node(std::initializer_list<const Linear*> ls) {
   const Linear& first = **ls.begin();
   bool fuse = first.ggml_type.has_value();
   for (const Linear* l : ls)
     fuse = fuse && l->ggml_type == first.ggml_type && l->int8_activations == first.int8_activations && !l->lora_a &&
            !l->reduce && l->q8_packed.has_value() == first.q8_packed.has_value();
-  std::vector<mx::array> out;
-  if (!fuse) {
-    for (const Linear* l : ls) out.push_back((*l)(x));
-    return out;
-  }
+  return fuse;
+}
+
+static std::pair<std::vector<mx::array>, std::vector<mx::array>> weights_of(std::initializer_list<const Linear*> ls) {
   std::vector<mx::array> ws, packed;
   for (const Linear* l : ls) {
     ws.push_back(*l->weight);
     if (l->q8_packed) packed.push_back(*l->q8_packed);
   }
-  out = kernels::ggml_matmul_multi(x, ws, *first.ggml_type, first.int8_activations, packed);
+  return {ws, packed};
+}
+
+static void add_biases(std::vector<mx::array>& out, std::initializer_list<const Linear*> ls) {
   size_t i = 0;
   for (const Linear* l : ls) {
     if (l->bias) out[i] = mx::add(out[i], *l->bias);
     ++i;
   }
+}
+
+static std::vector<mx::array> project(const mx::array& x, std::initializer_list<const Linear*> ls) {
+  std::vector<mx::array> out;
+  if (!one_node(ls)) {
+    for (const Linear* l : ls) out.push_back((*l)(x));
+    return out;
+  }
+  const Linear& first = **ls.begin();
+  auto [ws, packed] = weights_of(ls);
+  out = kernels::ggml_matmul_multi(x, ws, *first.ggml_type, first.int8_activations, packed);
+  add_biases(out, ls);
   return out;
 }
 
-mx::array Attention::operator()(const mx::array& x, KVCache& cache, const AttentionMask* mask) const {
+// project() with `f` in the same node (kernels::ggml_matmul_fused); nullopt where that does not apply. A
+// bias goes between a product and the op after it, so only a norm before may come with one.
+static std::optional<std::vector<mx::array>> project_fused(const mx::array& x, std::initializer_list<const Linear*> ls,
+                                                           const kernels::GgmlFusion& f) {
+  if (!one_node(ls)) return std::nullopt;
+  for (const Linear* l : ls)
+    if (l->bias && (f.swiglu || f.residual || f.rope)) return std::nullopt;
+  const Linear& first = **ls.begin();
+  auto [ws, packed] = weights_of(ls);
+  auto out = kernels::ggml_matmul_fused(x, ws, *first.ggml_type, first.int8_activations, packed, f);
+  if (out) add_biases(*out, ls);
+  return out;
+}
+
+// The norm of `around` (and `f`'s other ops) fused into the products of x where it can be; nullopt otherwise.
+static std::optional<std::vector<mx::array>> project_normed(const mx::array& x, std::initializer_list<const Linear*> ls,
+                                                            const PreNormResidual& around, kernels::GgmlFusion f) {
+  if (around.norm) {
+    f.norm_weight = around.norm->kernel_weight();
+    if (!f.norm_weight) return std::nullopt;
+    f.eps = around.norm->eps;
+  }
+  return project_fused(x, ls, f);
+}
+
+// residual + l(x), the add in the product's node where it can be.
+static mx::array add_projected(const Linear& l, const mx::array& x, const mx::array* residual) {
+  if (!residual) return l(x);
+  kernels::GgmlFusion f;
+  f.residual = *residual;
+  if (auto y = project_fused(x, {&l}, f)) return (*y)[0];
+  return mx::add(*residual, l(x));
+}
+
+mx::array Attention::operator()(const mx::array& x, KVCache& cache, const AttentionMask* mask,
+                                const PreNormResidual& around) const {
   const int B = x.shape(0), T = x.shape(1);
   auto heads = [&](const mx::array& y, int n, const std::optional<RMSNorm>& norm) {
     std::optional<mx::array> normed;
     if (full_qk_norm && norm)
       normed =
           norm_group ? sharded_rms_norm(y, *norm, n == n_heads ? q_norm_dim : k_norm_dim, *norm_group) : (*norm)(y);
-    auto h = mx::reshape(normed ? *normed : y, {B, T, n, head_dim});
+    // One position (decode): [B, 1, n x head_dim] already is [B, n, 1, head_dim] in memory, so a reshape
+    // is the head split (no transpose view to build, and a contiguous result).
+    auto h = mx::reshape(normed ? *normed : y, T == 1 ? mx::Shape{B, n, 1, head_dim} : mx::Shape{B, T, n, head_dim});
     if (norm && !full_qk_norm) h = (*norm)(h);
-    return mx::transpose(h, {0, 2, 1, 3});
+    return T == 1 ? h : mx::transpose(h, {0, 2, 1, 3});
   };
   AttentionMask own;
   if (!mask) {
@@ -467,20 +538,29 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     return cache.left_padding().empty() ? (*rope)(h, cache.offset()) : (*rope)(h, cache.row_offsets());
   };
   std::optional<mx::array> xq, xk, xv;
+  bool rotated = false;
   if (qkv_proj) {  // phi3: [q; k; v] rows of one projection
-    auto y = (*qkv_proj)(x);
+    auto y = (*qkv_proj)(pre_norm(x, around));
     const int qo = n_heads * head_dim, ko = n_kv_heads * head_dim;
     xq = mx::slice(y, {0, 0, 0}, {B, T, qo});
     xk = mx::slice(y, {0, 0, qo}, {B, T, qo + ko});
     xv = mx::slice(y, {0, 0, qo + ko}, {B, T, qo + 2 * ko});
   } else {
-    auto y = project(x, {&q_proj, &k_proj, &v_proj});
-    xq = y[0];
-    xk = y[1];
-    xv = y[2];
+    // q and k rotated in the products' node too where the rope is kernels::rope and nothing comes between.
+    kernels::GgmlFusion f;
+    if (rope && !q_norm && !k_norm) f.rope = rope->kernel_params(cache, T, head_dim);
+    auto y = around.norm || f.rope ? project_normed(x, {&q_proj, &k_proj, &v_proj}, around, f) : std::nullopt;
+    if (y && f.rope) rotated = true;
+    if (!y) y = project(pre_norm(x, around), {&q_proj, &k_proj, &v_proj});
+    xq = (*y)[0];
+    xk = (*y)[1];
+    xv = (*y)[2];
   }
-  auto q = rotate(heads(*xq, n_heads, q_norm));
-  auto k = rotate(heads(*xk, n_kv_heads, k_norm));
+  auto q = heads(*xq, n_heads, q_norm), k = heads(*xk, n_kv_heads, k_norm);
+  if (!rotated) {
+    q = rotate(q);
+    k = rotate(k);
+  }
   auto v = heads(*xv, n_kv_heads, std::nullopt);
   std::optional<mx::array> o;
   if (softcap) {
@@ -507,8 +587,9 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
         break;
     }
   }
-  auto out = mx::reshape(mx::transpose(*o, {0, 2, 1, 3}), {B, T, n_heads * head_dim});
-  return o_proj(out);
+  const mx::Shape merged{B, T, n_heads * head_dim};
+  auto out = T == 1 ? mx::reshape(*o, merged) : mx::reshape(mx::transpose(*o, {0, 2, 1, 3}), merged);
+  return add_projected(o_proj, out, around.residual);
 }
 
 SwiGLU::Act parse_activation(const std::string& name) {
@@ -538,23 +619,31 @@ SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelCo
   return m;
 }
 
-mx::array SwiGLU::operator()(const mx::array& x) const {
-  if (kind == Kind::Plain) return down_proj(activation(act, up_proj(x)));
-  std::optional<mx::array> gate, up;
-  if (gate_up_proj) {  // phi3: gate, up_states = gate_up_proj(x).chunk(2, dim=-1)
-    auto y = (*gate_up_proj)(x);
-    auto end = y.shape();
-    end.back() = intermediate;
-    gate = mx::slice(y, mx::Shape(y.ndim(), 0), end);
-    auto start = mx::Shape(y.ndim(), 0);
-    start.back() = intermediate;
-    up = mx::slice(y, start, y.shape());
-  } else {
-    auto y = project(x, {&gate_proj, &up_proj});
-    gate = y[0];
-    up = y[1];
+mx::array SwiGLU::operator()(const mx::array& x, const PreNormResidual& around) const {
+  if (kind == Kind::Plain)
+    return add_projected(down_proj, activation(act, up_proj(pre_norm(x, around))), around.residual);
+  std::optional<mx::array> mid;
+  if (kind == Kind::Gated && act == Act::Silu)  // silu(gate) * up in the products' node
+    if (auto y = project_normed(x, {&gate_proj, &up_proj}, around, {.swiglu = true})) mid = (*y)[0];
+  if (!mid) {
+    const auto in = pre_norm(x, around);
+    std::optional<mx::array> gate, up;
+    if (gate_up_proj) {  // phi3: gate, up_states = gate_up_proj(x).chunk(2, dim=-1)
+      auto y = (*gate_up_proj)(in);
+      auto end = y.shape();
+      end.back() = intermediate;
+      gate = mx::slice(y, mx::Shape(y.ndim(), 0), end);
+      auto start = mx::Shape(y.ndim(), 0);
+      start.back() = intermediate;
+      up = mx::slice(y, start, y.shape());
+    } else {
+      auto y = project(in, {&gate_proj, &up_proj});
+      gate = y[0];
+      up = y[1];
+    }
+    mid = gated_activation(act, *gate, *up);
   }
-  return down_proj(gated_activation(act, *gate, *up));
+  return add_projected(down_proj, *mid, around.residual);
 }
 
 mx::array gated_activation(SwiGLU::Act act, const mx::array& gate, const mx::array& up) {

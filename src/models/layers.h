@@ -10,6 +10,7 @@
 
 #include <mlx/mlx.h>
 
+#include "kernels/kernels.h"
 #include "mlxgp/kv_cache.h"
 #include "mlxgp/model.h"
 #include "mlxgp/model_config.h"
@@ -124,6 +125,17 @@ struct RMSNorm {
   // `name` is the weight's; the bias is its sibling `.bias`.
   static RMSNorm load_layer_norm(const WeightMap& w, const std::string& name, int dim, float eps);
   mx::array operator()(const mx::array& x) const;
+  // The weight kernels::rms_norm multiplies by where operator() is that kernel (no LayerNorm bias), for
+  // running the norm fused into the products that read it; nullopt otherwise.
+  std::optional<mx::array> kernel_weight() const;
+};
+
+// A pre-norm block's surroundings of its attention or MLP: the norm the input goes through first and the
+// residual the output is added to (residual + f(norm(x))). They run inside the products' graph node where
+// the weights allow (kernels::ggml_matmul_fused, the same bits), one op at a time otherwise.
+struct PreNormResidual {
+  const RMSNorm* norm = nullptr;
+  const mx::array* residual = nullptr;
 };
 
 // HF non-interleaved ("rotate_half") RoPE; llama3, linear and longrope scaling as in transformers'
@@ -145,6 +157,9 @@ struct Rope {
                    bool sliding = false);
   mx::array operator()(const mx::array& x, int offset) const;
   const mx::array* periods_for(int last_position) const;  // null: plain base-theta frequencies
+  // This rope of a [B, T, heads x head_dim] projection before `cache` takes it, as the llama.cpp block
+  // product applies it in its node (kernels::GgmlFusion); nullopt where operator() is mx::fast::rope.
+  std::optional<kernels::GgmlRope> kernel_params(const KVCache& cache, int T, int head_dim) const;
   // Each batch row from its own position (rows of a left-padded batch).
   mx::array operator()(const mx::array& x, const std::vector<int>& row_offsets) const;
 };
@@ -176,7 +191,8 @@ struct Attention {
   // `mask`: the mask for this forward, decided once per forward by the first layer's cache (as
   // mlx-lm's model does); null asks `cache` itself. A QuantizedKVCache is attended to with quantized
   // matmuls (quantized_attention), every other cache with fast sdpa over update()'s keys/values.
-  mx::array operator()(const mx::array& x, KVCache& cache, const AttentionMask* mask = nullptr) const;
+  mx::array operator()(const mx::array& x, KVCache& cache, const AttentionMask* mask = nullptr,
+                       const PreNormResidual& around = {}) const;
 };
 
 // down(act(gate(x)) * up(x)): SwiGLU (silu) or GeGLU (gelu, gelu_pytorch_tanh: gemma); phi3 fuses
@@ -189,7 +205,7 @@ struct SwiGLU {
   enum class Kind { Gated, GatedFused, Plain } kind = Kind::Gated;
   int intermediate = 0;
   static SwiGLU load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind = Kind::Gated);
-  mx::array operator()(const mx::array& x) const;
+  mx::array operator()(const mx::array& x, const PreNormResidual& around = {}) const;
 };
 
 // The activations DecoderModel accepts (config hidden_act / hidden_activation), named on refusal.
