@@ -55,7 +55,9 @@ TEST_F(GgmlFused, EqualsTheOpsOneByOneBitForBit) {
       const int K = type == k::kGgmlQ6_K ? 256 : 96;
       auto qkv = weights(type, {48, 16, 16}, K, int8, seed), gate_up = weights(type, {K, K}, K, int8, seed),
            down = weights(type, {K}, K, int8, seed);
-      if (int8) ASSERT_EQ(qkv.packed.empty(), !k::ggml_q8_supported(type));
+      if (int8) {
+        ASSERT_EQ(qkv.packed.empty(), !k::ggml_q8_supported(type));
+      }
       for (int M : {1, 3, 16, 40}) {
         SCOPED_TRACE("type " + std::to_string(type) + " int8 " + std::to_string(int8) + " M=" + std::to_string(M));
         auto x = mx::random::normal({1, M, K}, mx::float32, 0.0f, 2.0f, mx::random::key(seed++));
