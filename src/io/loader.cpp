@@ -164,8 +164,9 @@ LoadedModel load_folder(const fs::path& dir, const LoadOptions& options) {
   return out;
 }
 
-// LoadOptions::int8_activations: marks every Q4_0 / Q4_1 / Q8_0 block tensor (`<module>.int8_activations`,
-// read by layers::take_ggml_blocks); refused when there is none or the machine cannot run the kernels.
+// LoadOptions::int8_activations: marks every Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 block tensor
+// (`<module>.int8_activations`, read by layers::take_ggml_blocks); refused when there is none or the machine cannot run
+// the kernels.
 void mark_int8_activations(WeightMap& weights, const fs::path& file) {
   if (mx::default_device() != mx::Device::cpu)
     fail("load", "int8 activations run on the CPU only; the default device is not the CPU");
@@ -173,13 +174,13 @@ void mark_int8_activations(WeightMap& weights, const fs::path& file) {
   for (auto& [name, a] : weights) {
     if (!name.ends_with(".ggml_type")) continue;
     const auto t = mx::astype(a, mx::uint32).item<uint32_t>();
-    if (t != kernels::kGgmlQ4_0 && t != kernels::kGgmlQ4_1 && t != kernels::kGgmlQ8_0) continue;
+    if (!kernels::ggml_q8_type(t)) continue;
     if (!kernels::ggml_q8_supported(t)) fail("load", kernels::ggml_q8_unsupported_reason(t));
     marks.push_back(name.substr(0, name.size() - 10) + ".int8_activations");
   }
   if (marks.empty())
-    fail("load", "int8 activations need llama.cpp Q4_0, Q4_1 or Q8_0 tensors; " + file.filename().string() +
-                     " has none kept as blocks");
+    fail("load", std::string("int8 activations need llama.cpp ") + kernels::kGgmlQ8Types + " tensors; " +
+                     file.filename().string() + " has none kept as blocks");
   for (auto& m : marks) weights.insert_or_assign(m, mx::array(true));
 }
 
@@ -203,7 +204,8 @@ LoadedModel load(const std::string& path, const LoadOptions& options) {
   if (options.int8_activations && options.dtype)
     fail("load", "int8 activations and a dtype exclude each other: the dtype dequantizes the blocks they apply to");
   if (options.int8_activations && is_folder)
-    fail("load", "int8 activations apply to a GGUF's Q4_0, Q4_1 or Q8_0 tensors; " + resolved + " is a folder");
+    fail("load", std::string("int8 activations apply to a GGUF's ") + kernels::kGgmlQ8Types + " tensors; " + resolved +
+                     " is a folder");
   LoadedModel out = is_folder ? load_folder(resolved, options) : load_gguf(resolved, options);
   // Materialise the weights now (MLX loads lazily): read errors surface here rather than in the
   // first forward, and time-to-first-token measures compute, not disk reads.

@@ -168,6 +168,36 @@ struct Nibbles {
 using Q4_0 = Nibbles<2, 8, false, 18>;  // block_q4_0: half d; qs[16]; weight = nibble - 8
 using Q4_1 = Nibbles<4, 0, true, 20>;   // block_q4_1: half d, m; qs[16]; weight = nibble (then d * q + m)
 
+// 5-bit weights: the nibbles as above, and element j's fifth bit (16, added to the nibble) is bit j of the
+// uint32 qh before qs.
+template <int kQh, int kNibbleBias, bool kMin, int kBlockBytes>
+struct Fives {
+  using Low = Nibbles<kQh + 4, kNibbleBias, kMin, kBlockBytes>;
+  static constexpr int kBytes = kBlockBytes, kBias = kNibbleBias;
+  static constexpr bool kHasMin = kMin, kNibbleOrder = true;
+  static uint32_t qh(const uint8_t* b) {
+    uint32_t v;
+    std::memcpy(&v, b + kQh, 4);
+    return v;
+  }
+  MLXGP_VNNI static __m512i pair(const uint8_t* b, bool two) {
+    // Bytes 0-15: b's elements 0-15, 16-31: b + 1's 0-15, 32-47: b's 16-31, 48-63: b + 1's 16-31.
+    const uint64_t h0 = qh(b), h1 = two ? qh(b + kBytes) : 0;
+    const uint64_t bits = (h0 & 0xFFFF) | (h1 & 0xFFFF) << 16 | (h0 >> 16) << 32 | (h1 >> 16) << 48;
+    const __m512i z = Low::pair(b, two);
+    return _mm512_mask_add_epi8(z, _cvtu64_mask64(bits), z, _mm512_set1_epi8(16));
+  }
+  MLXGP_VNNI static void bytes(const uint8_t* b, int8_t* out) {
+    const __m128i q = load16(b + kQh + 4), m = _mm_set1_epi8(0x0F);
+    __m256i v =
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(q, m)), _mm_and_si128(_mm_srli_epi16(q, 4), m), 1);
+    v = _mm256_mask_add_epi8(v, _cvtu32_mask32(qh(b)), v, _mm256_set1_epi8(16));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out), _mm256_sub_epi8(v, _mm256_set1_epi8(static_cast<char>(kBias))));
+  }
+};
+using Q5_0 = Fives<2, 16, false, 22>;  // block_q5_0: half d; uint32 qh; qs[16]; weight = 5-bit value - 16
+using Q5_1 = Fives<4, 0, true, 24>;    // block_q5_1: half d, m; uint32 qh; qs[16]; weight = 5-bit value
+
 struct Q8_0 {  // block_q8_0: half d; int8 qs[32]
   static constexpr int kBytes = 34, kBias = 128;
   static constexpr bool kHasMin = false, kNibbleOrder = false;
@@ -494,14 +524,13 @@ void product(const float* x, int M, int K, const std::vector<GgmlSegment>& segs)
 }  // namespace
 
 bool ggml_q8_supported(uint32_t type) {
-  return (type == kGgmlQ4_0 || type == kGgmlQ4_1 || type == kGgmlQ8_0) && !kernels_disabled() &&
-         detect_isa() == Isa::avx512 && machine_has_vnni();
+  return ggml_q8_type(type) && !kernels_disabled() && detect_isa() == Isa::avx512 && machine_has_vnni();
 }
 
 std::string ggml_q8_unsupported_reason(uint32_t type) {
   const std::string what = "int8 activations need ";
-  if (type != kGgmlQ4_0 && type != kGgmlQ4_1 && type != kGgmlQ8_0)
-    return what + "llama.cpp Q4_0, Q4_1 or Q8_0 blocks (ggml type " + std::to_string(type) + " is none of them)";
+  if (!ggml_q8_type(type))
+    return what + "llama.cpp " + kGgmlQ8Types + " blocks (ggml type " + std::to_string(type) + " is none of them)";
   if (kernels_disabled()) return what + "mlxgp's CPU kernels (MLXGP_DISABLE_KERNELS is set)";
   return what + "a CPU with AVX-512 VNNI";
 }
@@ -513,6 +542,10 @@ void ggml_q8_product(uint32_t type, const float* x, int M, int K, const std::vec
       return product<Q4_0>(x, M, K, segs);
     case kGgmlQ4_1:
       return product<Q4_1>(x, M, K, segs);
+    case kGgmlQ5_0:
+      return product<Q5_0>(x, M, K, segs);
+    case kGgmlQ5_1:
+      return product<Q5_1>(x, M, K, segs);
     case kGgmlQ8_0:
       return product<Q8_0>(x, M, K, segs);
     default:

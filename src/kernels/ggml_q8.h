@@ -1,7 +1,7 @@
-// llama.cpp's arithmetic for its legacy block formats (Q4_0, Q4_1, Q8_0): the activations are quantized
+// llama.cpp's arithmetic for its legacy block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): the activations are quantized
 // to 8 bits per block of 32 (as quantize_row_q8_0 / q8_1: d = max|x| / 127 stored as a half, q = x / d
 // rounded to nearest even) and each block's product is an exact integer dot product (AVX-512 VNNI),
-// scaled by d_w * d_x (plus m_w * d_x * sum(q_x) for Q4_1, as ggml_vec_dot_q4_1_q8_1). An opt-in mode
+// scaled by d_w * d_x (plus m_w * d_x * sum(q_x) for Q4_1 / Q5_1, as ggml_vec_dot_q4_1_q8_1). An opt-in mode
 // (LoadOptions::int8_activations): over weights repacked at load (ggml_q8_packed.cpp), faster than the
 // fp32 row kernels at every M, but its logits follow llama.cpp's rounding of the activations rather than
 // transformers'. The kernels over the blocks as stored (ggml_q8.cpp) serve what is not repacked: N not a
@@ -18,12 +18,20 @@
 #include <string>
 #include <vector>
 
+#include "kernels/ggml_blocks.h"
 #include "kernels/ggml_product.h"
 
 namespace mlxgp::kernels {
 
-// Whether ggml_q8_product handles `type` on this machine (AVX-512 with VNNI; Q4_0, Q4_1 or Q8_0), and
-// when not, what is missing ("int8 activations need ...").
+// The block types the int8 kernels take (as llama.cpp's: Q8_0 activations for Q4_0 / Q5_0 / Q8_0, Q8_1,
+// with the sum, for Q4_1 / Q5_1), and their names for messages.
+inline bool ggml_q8_type(uint32_t type) {
+  return type == kGgmlQ4_0 || type == kGgmlQ4_1 || type == kGgmlQ5_0 || type == kGgmlQ5_1 || type == kGgmlQ8_0;
+}
+inline constexpr const char* kGgmlQ8Types = "Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0";
+
+// Whether ggml_q8_product handles `type` on this machine (AVX-512 with VNNI; ggml_q8_type), and when not,
+// what is missing ("int8 activations need ...").
 bool ggml_q8_supported(uint32_t type);
 std::string ggml_q8_unsupported_reason(uint32_t type);
 

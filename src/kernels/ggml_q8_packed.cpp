@@ -5,15 +5,18 @@
 // per call, which cost as much as the products at 8 rows), and lanes are output rows at any M, so one
 // row runs the same kernel as a batch.
 //
-// Per (16 rows, block) record: the 16 d halves, the 16 m halves (Q4_1), then the weights:
+// Per (16 rows, block) record: the 16 d halves, the 16 m halves (Q4_1, Q5_1), then the weights:
 // - Q4_0 / Q4_1: 4 vectors; vector j, lane i = bytes 4j .. 4j + 3 of row i's qs, whose low nibbles are
 //   elements 4j .. 4j + 3 and high nibbles 16 + 4j .. 16 + 4j + 3 (qs[t] holds t and t + 16);
 // - Q8_0: 8 vectors; vector g, lane i = row i's elements 4g .. 4g + 3 plus 128 (unsigned, as vpdpbusd's
 //   register operand wants).
+// - Q5_0 / Q5_1: the Q4 vectors, after 8 masks of 64 bits (the 16 rows' qh rearranged): bit 4i + k of
+//   mask v is the fifth bit of the weight in byte k of lane i of unpacked vector v (vectors 0-3 the low
+//   nibbles, 4-7 the high ones), which is element 4v + k of row i: nibble v of row i's qh.
 // A record is 16 blocks' bytes, so a packed weight keeps the stored shape [N, row bytes].
 //
-// The integer sums equal ggml_q8.cpp's exactly (the nibbles times the activations, less 8 or 128 times
-// the activations' sum for Q4_0 / Q8_0), and the floats follow the one sequence ggml_q8.h states, so a
+// The integer sums equal ggml_q8.cpp's exactly (the nibbles times the activations, less 8, 16 or 128
+// times the activations' sum for Q4_0 / Q5_0 / Q8_0), and the floats follow the one sequence ggml_q8.h states, so a
 // packed product equals the as-stored one bit for bit.
 #include <algorithm>
 #include <cstring>
@@ -41,11 +44,13 @@ constexpr int kLanes = 16;
 constexpr int kRowTile = 4;
 
 // Per format: bytes per stored block, where its qs start, where a record's weights start (after the d
-// halves, and the m halves for Q4_1) and the bias subtracted from the integer sum (times the
-// activations' block sum).
+// halves, the m halves for Q4_1 / Q5_1 and the fifth-bit masks for Q5_0 / Q5_1), the bias subtracted from
+// the integer sum (times the activations' block sum), and for Q5_0 / Q5_1 where the stored qh and the
+// record's masks are (0: none).
 struct PackedFormat {
   int block_bytes, qs_offset, weights_offset, bias;
   bool has_min;
+  int qh_offset = 0, masks_offset = 0;
 };
 constexpr PackedFormat format_of(uint32_t type) {
   switch (type) {
@@ -53,11 +58,36 @@ constexpr PackedFormat format_of(uint32_t type) {
       return {18, 2, 32, 8, false};
     case kGgmlQ4_1:
       return {20, 4, 64, 0, true};
+    case kGgmlQ5_0:
+      return {22, 6, 96, 16, false, 2, 32};
+    case kGgmlQ5_1:
+      return {24, 8, 128, 0, true, 4, 64};
     case kGgmlQ8_0:
       return {34, 2, 32, 128, false};
     default:
       return {0, 0, 0, 0, false};
   }
+}
+
+// Row i's qh (the stored uint32) to and from its nibbles in the record's 8 masks (see the top).
+void pack_qh(const uint8_t* qh, int i, uint8_t* masks) {
+  uint32_t h;
+  std::memcpy(&h, qh, 4);
+  for (int v = 0; v < 8; ++v) {
+    uint64_t m;
+    std::memcpy(&m, masks + 8 * v, 8);
+    m |= static_cast<uint64_t>((h >> (4 * v)) & 0xF) << (4 * i);
+    std::memcpy(masks + 8 * v, &m, 8);
+  }
+}
+void unpack_qh(const uint8_t* masks, int i, uint8_t* qh) {
+  uint32_t h = 0;
+  for (int v = 0; v < 8; ++v) {
+    uint64_t m;
+    std::memcpy(&m, masks + 8 * v, 8);
+    h |= static_cast<uint32_t>((m >> (4 * i)) & 0xF) << (4 * v);
+  }
+  std::memcpy(qh, &h, 4);
 }
 
 // Moves 16 rows of B blocks between the stored layout (rows row_bytes apart) and their records, either
@@ -73,10 +103,16 @@ void move_group(uint32_t type, std::conditional_t<PACK, const uint8_t*, uint8_t*
   };
   for (int b = 0; b < B; ++b) {
     auto* r = packed + b * rec;
+    if constexpr (PACK)
+      if (f.masks_offset) std::memset(r + f.masks_offset, 0, 64);  // pack_qh ORs each row's bits in
     for (int i = 0; i < kLanes; ++i) {
       auto* src = stored + i * row_bytes + static_cast<size_t>(b) * f.block_bytes;
       move(src, r + 2 * i, 2);                          // d
       if (f.has_min) move(src + 2, r + 32 + 2 * i, 2);  // m
+      if (f.masks_offset) {
+        if constexpr (PACK) pack_qh(src + f.qh_offset, i, r + f.masks_offset);
+        else unpack_qh(r + f.masks_offset, i, src + f.qh_offset);
+      }
       auto* qs = src + f.qs_offset;
       auto* q = r + f.weights_offset + 4 * i;
       if (type == kGgmlQ8_0) {
@@ -141,6 +177,14 @@ struct Block {
         const __m512i v = _mm512_loadu_si512(q + 64 * j);
         w[j] = _mm512_and_si512(v, low);
         w[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      }
+      if constexpr (f.masks_offset != 0) {
+        const __m512i five = _mm512_set1_epi8(16);
+        for (int v = 0; v < 8; ++v) {
+          uint64_t m;
+          std::memcpy(&m, r + f.masks_offset + 8 * v, 8);
+          w[v] = _mm512_mask_add_epi8(w[v], _cvtu64_mask64(m), w[v], five);
+        }
       }
     }
   }
@@ -268,6 +312,10 @@ void ggml_q8_packed_product(uint32_t type, const float* x, int M, int K, const s
       return product<kGgmlQ4_0>(x, M, K, segs);
     case kGgmlQ4_1:
       return product<kGgmlQ4_1>(x, M, K, segs);
+    case kGgmlQ5_0:
+      return product<kGgmlQ5_0>(x, M, K, segs);
+    case kGgmlQ5_1:
+      return product<kGgmlQ5_1>(x, M, K, segs);
     case kGgmlQ8_0:
       return product<kGgmlQ8_0>(x, M, K, segs);
     default:

@@ -49,7 +49,7 @@ mx::array w0(uint32_t& seed) { return random_blocks(k::kGgmlQ4_1, 16, 64, seed++
 
 TEST_F(GgmlFused, EqualsTheOpsOneByOneBitForBit) {
   uint32_t seed = 1;
-  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ8_0, k::kGgmlQ6_K}) {
+  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_1, k::kGgmlQ8_0, k::kGgmlQ6_K}) {
     for (bool int8 : {false, true}) {
       if (int8 && !k::ggml_q8_supported(type)) continue;
       const int K = type == k::kGgmlQ6_K ? 256 : 96;

@@ -250,15 +250,22 @@ std::vector<float> q8_reference(uint32_t type, const std::vector<float>& x, int 
         int isum = 0;
         for (int i = 0; i < 32; ++i) {
           int wi;
-          if (type == k::kGgmlQ8_0) wi = static_cast<int8_t>(blk[2 + i]);
-          else {
+          if (type == k::kGgmlQ8_0) {
+            wi = static_cast<int8_t>(blk[2 + i]);
+          } else if (type == k::kGgmlQ5_0 || type == k::kGgmlQ5_1) {
+            const int qh = type == k::kGgmlQ5_0 ? 2 : 4;
+            uint32_t h;
+            std::memcpy(&h, blk + qh, 4);
+            const uint8_t byte = blk[qh + 4 + i % 16];
+            wi = ((i < 16 ? byte & 15 : byte >> 4) | ((h >> i) & 1) << 4) - (type == k::kGgmlQ5_0 ? 16 : 0);
+          } else {
             const uint8_t byte = blk[(type == k::kGgmlQ4_0 ? 2 : 4) + i % 16];
             wi = (i < 16 ? byte & 15 : byte >> 4) - (type == k::kGgmlQ4_0 ? 8 : 0);
           }
           isum += wi * q[32 * b + i];
         }
         float p = static_cast<float>(isum) * (k::half_at(blk) * d[b]);
-        if (type == k::kGgmlQ4_1) p = std::fma(k::half_at(blk + 2), s[b], p);
+        if (type == k::kGgmlQ4_1 || type == k::kGgmlQ5_1) p = std::fma(k::half_at(blk + 2), s[b], p);
         part[b % 4] += p;
       }
       out[static_cast<size_t>(m) * N + n] = (part[0] + part[1]) + (part[2] + part[3]);
@@ -274,7 +281,7 @@ std::vector<float> q8_reference(uint32_t type, const std::vector<float>& x, int 
 // tests/parity/test_int8_activations.py. Where the machine cannot run them, the mode is refused.
 TEST_F(GgmlKernels, Int8ActivationsFollowTheirArithmeticExactly) {
   uint32_t seed = 77;
-  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ8_0}) {
+  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0}) {
     for (int K : {32, 96, 544, 576, 800}) {
       const int N = 19;
       auto w = random_blocks(type, N, K, seed++);
@@ -313,7 +320,7 @@ TEST_F(GgmlKernels, Int8ActivationsPropagateNonFiniteAndRefuseOtherTypes) {
 // gradient of x sums the weights' products; other cases go weight by weight.
 TEST_F(GgmlKernels, MatmulMultiEqualsOneWeightAtATime) {
   uint32_t seed = 300;
-  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ8_0, k::kGgmlQ6_K}) {
+  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ8_0, k::kGgmlQ6_K}) {
     const int K = 256;
     std::vector<mx::array> ws{random_blocks(type, 48, K, seed++), random_blocks(type, 16, K, seed++),
                               random_blocks(type, 7, K, seed++)};
@@ -350,7 +357,7 @@ TEST_F(GgmlKernels, MatmulMultiEqualsOneWeightAtATime) {
 // (N not a multiple of 16, another type) there is none; a repack that does not match its weight is refused.
 TEST_F(GgmlKernels, Int8RepackedWeightsEqualStoredBitForBit) {
   uint32_t seed = 500;
-  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ8_0}) {
+  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0}) {
     if (!k::ggml_q8_supported(type)) {
       EXPECT_FALSE(k::ggml_q8_pack(random_blocks(type, 16, 64, seed++), type, 64).has_value());
       continue;
