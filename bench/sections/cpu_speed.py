@@ -15,7 +15,8 @@ from .generation import ENGINES, Config, Engine, _fmt, _measure, _mlxgp_argv, _m
 from .plotting import save_plot
 
 ENGINES.setdefault("llama.cpp", Engine("llama.cpp", _worker("llama_cpp_worker.py")))
-# --int8-activations: llama.cpp's own arithmetic for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 blocks (activations rounded to 8 bits).
+# --int8-activations: llama.cpp's own arithmetic for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q6_K blocks
+# (activations rounded to 8 bits).
 ENGINES.setdefault("mlxgp int8", Engine("mlxgp int8", lambda ctx, model, ids, n: _mlxgp_argv(ctx, model, ids, n) +
                                         ["--int8-activations"], _mlxgp_unavailable))
 MLXGP_ENGINES = ("mlxgp", "mlxgp int8")
@@ -127,8 +128,8 @@ def run(ctx: Context) -> list[Table]:
         "bench/workers/llama_cpp_worker.py: one llama_decode for the prompt in ubatches of 512, one per "
         "token, argmax), with as many threads as cores like mlxgp. Its kernels quantize activations to 8 "
         "bits, so its tokens may part from mlxgp's float32-activation ones; `mlxgp int8` "
-        "(--int8-activations) computes Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 tensors as llama.cpp does (Q4_K_M's "
-        "Q4_K and Q6_K tensors, 18 of its 105 MB, keep float32 activations). tokens = llama.cpp: greedy tokens before the first difference.",
+        "(--int8-activations) computes every tensor of these files as llama.cpp does (Q4_0 / Q4_1 / Q5_0 / "
+        "Q8_0 blocks with Q8_0 / Q8_1 activations, Q4_K / Q6_K with Q8_K ones). tokens = llama.cpp: greedy tokens before the first difference.",
     ]
     main.notes.append(_plot(ctx, decode, bounds))
 

@@ -24,11 +24,13 @@
 namespace mlxgp::kernels {
 
 // The block types the int8 kernels take (as llama.cpp's: Q8_0 activations for Q4_0 / Q5_0 / Q8_0, Q8_1,
-// with the sum, for Q4_1 / Q5_1), and their names for messages.
+// with the sum, for Q4_1 / Q5_1; Q8_K, per 256 values, for the K-quants Q4_K / Q6_K in ggml_q8k.cpp, whose
+// float sequence that file states), and their names for messages.
 inline bool ggml_q8_type(uint32_t type) {
-  return type == kGgmlQ4_0 || type == kGgmlQ4_1 || type == kGgmlQ5_0 || type == kGgmlQ5_1 || type == kGgmlQ8_0;
+  return type == kGgmlQ4_0 || type == kGgmlQ4_1 || type == kGgmlQ5_0 || type == kGgmlQ5_1 || type == kGgmlQ8_0 ||
+         type == kGgmlQ4_K || type == kGgmlQ6_K;
 }
-inline constexpr const char* kGgmlQ8Types = "Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0";
+inline constexpr const char* kGgmlQ8Types = "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K or Q6_K";
 
 // Whether ggml_q8_product handles `type` on this machine (AVX-512 with VNNI; ggml_q8_type), and when not,
 // what is missing ("int8 activations need ...").
@@ -39,11 +41,14 @@ std::string ggml_q8_unsupported_reason(uint32_t type);
 // row-major (K a multiple of 32), quantized once; one parallel pass over all the segments' rows.
 // Requires ggml_q8_supported(type).
 void ggml_q8_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs);
+// The K-quants' product (ggml_q8k.cpp), which ggml_q8_product hands Q4_K and Q6_K to.
+void ggml_q8k_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs);
 
 // The same products over weights repacked at load (ggml_q8_packed.cpp: 16 rows interleaved per block, the
 // stored size), bit for bit equal to ggml_q8_product and faster at every M: the blocks of 16 rows are
-// unpacked into registers once for all activation rows. Packable: ggml_q8_supported(type) and N a
-// multiple of 16. pack / unpack map N rows of K values between the layouts; segs' w are packed.
+// unpacked into registers once for all activation rows. Packable: ggml_q8_supported(type), a legacy block
+// type (not a K-quant) and N a multiple of 16. pack / unpack map N rows of K values between the layouts; segs' w are
+// packed.
 bool ggml_q8_packable(uint32_t type, int N);
 void ggml_q8_pack(uint32_t type, const uint8_t* w, int N, int K, uint8_t* out);
 void ggml_q8_unpack(uint32_t type, const uint8_t* packed, int N, int K, uint8_t* w);

@@ -288,7 +288,9 @@ void product(const float* x, int M, int K, const std::vector<GgmlSegment>& segs)
 
 }  // namespace
 
-bool ggml_q8_packable(uint32_t type, int N) { return ggml_q8_supported(type) && N > 0 && N % kLanes == 0; }
+bool ggml_q8_packable(uint32_t type, int N) {
+  return ggml_q8_supported(type) && format_of(type).block_bytes != 0 && N > 0 && N % kLanes == 0;
+}
 
 void ggml_q8_pack(uint32_t type, const uint8_t* w, int N, int K, uint8_t* out) {
   const size_t row_bytes = static_cast<size_t>(K / 32) * format_of(type).block_bytes;

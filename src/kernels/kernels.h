@@ -34,9 +34,9 @@ bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx
 bool ggml_type_supported(uint32_t type);
 // Bytes of one row of K values in that format (0 when K is not a multiple of its block).
 int ggml_row_bytes(uint32_t type, int K);
-// int8_activations: llama.cpp's arithmetic (kernels/ggml_q8.h) at every M, for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 on an
-// AVX-512 VNNI CPU as the default device; anything else throws [kernels].
-// `packed` (int8 activations only): w as ggml_q8_pack returned it, which the product then reads.
+// int8_activations: llama.cpp's arithmetic (kernels/ggml_q8.h) at every M, for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K
+// / Q6_K on an AVX-512 VNNI CPU as the default device; anything else throws [kernels]. `packed` (int8 activations
+// only): w as ggml_q8_pack returned it, which the product then reads.
 mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type, bool int8_activations = false,
                       const std::optional<mx::array>& packed = std::nullopt);
 // w's rows repacked for the int8-activation kernels (kernels/ggml_q8.h: bit for bit the same products,

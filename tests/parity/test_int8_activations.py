@@ -1,5 +1,5 @@
 """--int8-activations (LoadOptions::int8_activations, Python load(int8_activations=True)): llama.cpp's CPU
-arithmetic for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 weights, held against llama.cpp itself (node-llama-cpp 3.21.1's prebuilt
+arithmetic for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 and Q4_K / Q6_K weights, held against llama.cpp itself (node-llama-cpp 3.21.1's prebuilt
 CPU libraries through ctypes, tests/refs/llama_cpp.py) on the same blocks and inputs.
 
 - The product: kernels::ggml_matmul (mlx_gen_parity._core._ggml_matmul) against ggml's own from_float +
@@ -24,8 +24,11 @@ import tiny_models  # noqa: E402
 from test_logits_parity import _mlxgp_logits  # noqa: E402
 from tests.refs import gguf_quant, llama_cpp  # noqa: E402
 
-TYPES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8}
-SEEDS = {"Q4_0": 11, "Q4_1": 11, "Q5_0": 15, "Q5_1": 12, "Q8_0": 11}
+TYPES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14}
+SEEDS = {"Q4_0": 11, "Q4_1": 11, "Q5_0": 15, "Q5_1": 12, "Q8_0": 11, "Q4_K": 12, "Q6_K": 11}
+# Row lengths per type: the legacy blocks hold 32 values (a block tail, several 16-block groups), the
+# K-quants' super-blocks 256.
+K_SIZES = {t: (256, 768, 1536) if t.endswith("_K") else (96, 576, 1536) for t in TYPES}
 
 
 def _core():
@@ -50,11 +53,11 @@ def _activations(m, k, seed):
 
 
 @pytest.mark.parametrize("qtype", sorted(TYPES))
-@pytest.mark.parametrize("k", [96, 576, 1536])
-def test_product_matches_ggml_vec_dot(qtype, k):
+@pytest.mark.parametrize("size", [0, 1, 2])
+def test_product_matches_ggml_vec_dot(qtype, size):
     import mlx.core as mx
 
-    n = 40
+    n, k = 40, K_SIZES[qtype][size]
     w = _weights(qtype, n, k, seed=k)
     x = _activations(40, k, seed=k + 1)
     ref = llama_cpp.vec_dot_rows(TYPES[qtype], w, x)
@@ -87,9 +90,10 @@ def test_non_finite_activations_propagate():
 def test_product_refuses_other_types():
     import mlx.core as mx
 
-    w = _weights("Q6_K", 4, 256, seed=5)
-    with pytest.raises(Exception, match=r"\[kernels\] int8 activations need llama.cpp Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 blocks"):
-        _core()._ggml_matmul(mx.array(np.ones((1, 256), np.float32)), mx.array(w), 14, True)
+    w = _weights("Q5_K", 4, 256, seed=5)
+    with pytest.raises(Exception, match=r"\[kernels\] int8 activations need llama.cpp Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, "
+                                        r"Q4_K or Q6_K blocks \(ggml type 13"):
+        _core()._ggml_matmul(mx.array(np.ones((1, 256), np.float32)), mx.array(w), 13, True)
 
 
 @pytest.fixture(scope="module")
@@ -159,5 +163,6 @@ def test_refusals(default_gguf, tiny_kq, tiny_kq_folder, run_mlxgp, tmp_path):
         return lines[0]
 
     assert refused(tiny_kq_folder[1]).endswith("is a folder")
-    kq = tiny_models.write_tiny_gguf(tiny_kq, tmp_path / "tiny-Q6_K.gguf", "Q6_K", gguf_quant.quantize_rows)
-    assert "int8 activations need llama.cpp Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 tensors; tiny-Q6_K.gguf has none" in refused(kq)
+    kq = tiny_models.write_tiny_gguf(tiny_kq, tmp_path / "tiny-Q5_K.gguf", "Q5_K", gguf_quant.quantize_rows)
+    assert ("int8 activations need llama.cpp Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K or Q6_K tensors; tiny-Q5_K.gguf has "
+            "none") in refused(kq)

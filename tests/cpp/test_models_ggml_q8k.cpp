@@ -1,0 +1,167 @@
+// The int8-activation products of the K-quants (src/kernels/ggml_q8k.cpp) against their arithmetic written
+// out value by value: llama.cpp's Q8_K rounding of the activations, the exact integer lanes and the float
+// sequence that file states. llama.cpp itself is the reference in tests/parity/test_int8_activations.py.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include <mlx/mlx.h>
+
+#include "ggml_test_blocks.h"
+#include "kernels/ggml_blocks.h"
+#include "kernels/ggml_q8.h"
+#include "kernels/kernels.h"
+#include "test_models_util.h"
+
+namespace mx = mlx::core;
+namespace k = mlxgp::kernels;
+using mlxgp::testing::random_blocks;
+
+namespace {
+
+class GgmlQ8K : public mlxgp::testing::CpuDefaultDevice {};
+
+// quantize_row_q8_K_ref: codes, d and the 16-value sums of one row.
+struct RowQ8K {
+  std::vector<int> q, sums;
+  std::vector<float> d;
+};
+RowQ8K quantize_q8k(const float* x, int K) {
+  RowQ8K r{std::vector<int>(K), std::vector<int>(K / 16), std::vector<float>(K / 256)};
+  for (int s = 0; s < K / 256; ++s) {
+    const float* b = x + 256 * s;
+    float amax = 0, max = 0;
+    for (int i = 0; i < 256; ++i)
+      if (std::fabs(b[i]) > amax) amax = std::fabs(b[i]), max = b[i];
+    if (amax == 0) continue;  // d, codes and sums stay zero
+    const float iscale = -127.f / max;
+    for (int i = 0; i < 256; ++i) r.q[256 * s + i] = std::min(127, static_cast<int>(std::nearbyint(iscale * b[i])));
+    for (int g = 0; g < 16; ++g)
+      for (int i = 0; i < 16; ++i) r.sums[16 * s + g] += r.q[256 * s + 16 * g + i];
+    r.d[s] = 1.f / iscale;
+  }
+  return r;
+}
+
+// One weight super-block: the unsigned code of each value, the scale of each value, the multiplier of each
+// 16-value sum (Q4_K: the sub-block's min; Q6_K: 32 times its scale, the codes' bias), d and that sum's
+// factor (Q4_K dmin, Q6_K d).
+struct SuperRef {
+  int code[256], scale[256], mult[16];
+  float d, dm;
+};
+SuperRef unpack(uint32_t type, const uint8_t* b) {
+  SuperRef s{};
+  if (type == k::kGgmlQ4_K) {
+    s.d = k::half_at(b);
+    s.dm = k::half_at(b + 2);
+    const uint8_t* q = b + 4;
+    for (int j = 0; j < 8; ++j) {
+      const int sc = j < 4 ? q[j] & 63 : (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+      const int mn = j < 4 ? q[j + 4] & 63 : (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+      for (int i = 0; i < 32; ++i) s.scale[32 * j + i] = sc;
+      s.mult[2 * j] = s.mult[2 * j + 1] = mn;
+    }
+    for (int c = 0; c < 4; ++c)
+      for (int l = 0; l < 32; ++l) {
+        s.code[64 * c + l] = b[16 + 32 * c + l] & 0xF;
+        s.code[64 * c + 32 + l] = b[16 + 32 * c + l] >> 4;
+      }
+  } else {
+    s.d = s.dm = k::half_at(b + 208);
+    for (int g = 0; g < 16; ++g) {
+      const int sc = static_cast<int8_t>(b[192 + g]);
+      for (int i = 0; i < 16; ++i) s.scale[16 * g + i] = sc;
+      s.mult[g] = 32 * sc;
+    }
+    for (int n = 0; n < 2; ++n)
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t *ql = b + 64 * n, h = b[128 + 32 * n + l];
+        s.code[128 * n + l] = (ql[l] & 0xF) | (h & 3) << 4;
+        s.code[128 * n + 32 + l] = (ql[l + 32] & 0xF) | ((h >> 2) & 3) << 4;
+        s.code[128 * n + 64 + l] = (ql[l] >> 4) | ((h >> 4) & 3) << 4;
+        s.code[128 * n + 96 + l] = (ql[l + 32] >> 4) | ((h >> 6) & 3) << 4;
+      }
+  }
+  return s;
+}
+
+std::vector<float> reference(uint32_t type, const std::vector<float>& x, int M, int K, const uint8_t* w, int N) {
+  const int S = K / 256;
+  const size_t bytes = k::ggml_block(type).bytes;
+  std::vector<float> out(static_cast<size_t>(M) * N);
+  for (int m = 0; m < M; ++m) {
+    const RowQ8K a = quantize_q8k(&x[static_cast<size_t>(m) * K], K);
+    for (int n = 0; n < N; ++n) {
+      float aL[16] = {}, aM[8] = {};
+      for (int s = 0; s < S; ++s) {
+        const SuperRef b = unpack(type, w + (static_cast<size_t>(n) * S + s) * bytes);
+        for (int u = 0; u < 16; ++u) {
+          int L = 0;  // values 64c + 4u .. 64c + 4u + 3 of every chunk c
+          for (int c = 0; c < 4; ++c)
+            for (int i = 64 * c + 4 * u; i < 64 * c + 4 * u + 4; ++i) L += b.code[i] * a.q[256 * s + i] * b.scale[i];
+          aL[u] = aL[u] + b.d * a.d[s] * static_cast<float>(L);
+        }
+        for (int v = 0; v < 8; ++v) {
+          const int Mv = a.sums[16 * s + 2 * v] * b.mult[2 * v] + a.sums[16 * s + 2 * v + 1] * b.mult[2 * v + 1];
+          aM[v] = aM[v] + b.dm * a.d[s] * static_cast<float>(Mv);
+        }
+      }
+      float sl = 0, sm = 0;
+      for (float v : aL) sl += v;
+      for (float v : aM) sm += v;
+      out[static_cast<size_t>(m) * N + n] = sl - sm;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// Every row count reaches the 4-row tiles and their 1-3 row remainders; prompt-sized M its chunks of 64.
+TEST_F(GgmlQ8K, Int8ActivationsFollowTheirArithmeticExactly) {
+  uint32_t seed = 900;
+  for (uint32_t type : {k::kGgmlQ4_K, k::kGgmlQ6_K}) {
+    if (!k::ggml_q8_supported(type)) {
+      EXPECT_THROW(k::ggml_matmul(mx::ones({1, 256}), random_blocks(type, 2, 256, seed++), type, true),
+                   std::invalid_argument);
+      continue;
+    }
+    for (int K : {256, 768}) {
+      const int N = 7;
+      auto w = random_blocks(type, N, K, seed++);
+      for (int M : {1, 2, 3, 4, 6, 9, 70}) {
+        SCOPED_TRACE("type " + std::to_string(type) + " K=" + std::to_string(K) + " M=" + std::to_string(M));
+        auto x = mx::random::normal({M, K}, mx::float32, 0.0f, 2.0f, mx::random::key(seed++));
+        if (M == 6) x = mx::where(mx::less(mx::arange(K), mx::array(256)), mx::array(0.0f), x);  // a zero block
+        auto got = k::ggml_matmul(x, w, type, true);
+        mx::eval(got, w, x);
+        std::vector<float> xv(x.data<float>(), x.data<float>() + x.size());
+        const auto ref = reference(type, xv, M, K, w.data<uint8_t>(), N);
+        ASSERT_EQ(got.shape(), (mx::Shape{M, N}));
+        for (size_t i = 0; i < ref.size(); ++i) ASSERT_EQ(got.data<float>()[i], ref[i]) << "at " << i;
+      }
+    }
+  }
+}
+
+// A non-finite activation makes its row's outputs NaN, as in float32, and leaves the other rows alone; no
+// repack applies to the K-quants.
+TEST_F(GgmlQ8K, NonFiniteRowsAndNoRepack) {
+  if (!k::ggml_q8_supported(k::kGgmlQ6_K)) return;
+  auto w = random_blocks(k::kGgmlQ6_K, 5, 512, 3);
+  std::vector<float> x(3 * 512, 0.5f);
+  x[300] = std::nanf("");
+  x[512 + 7] = INFINITY;
+  auto y = k::ggml_matmul(mx::array(x.data(), {3, 512}), w, k::kGgmlQ6_K, true);
+  mx::eval(y);
+  for (int n = 0; n < 5; ++n) {
+    EXPECT_TRUE(std::isnan(y.data<float>()[n]));
+    EXPECT_TRUE(std::isnan(y.data<float>()[5 + n]));
+    EXPECT_TRUE(std::isfinite(y.data<float>()[10 + n]));
+  }
+  EXPECT_FALSE(k::ggml_q8_packable(k::kGgmlQ4_K, 16));
+  EXPECT_FALSE(k::ggml_q8_pack(random_blocks(k::kGgmlQ4_K, 16, 256, 4), k::kGgmlQ4_K, 256).has_value());
+}
