@@ -41,13 +41,16 @@ std::string ggml_q8_unsupported_reason(uint32_t type);
 // row-major (K a multiple of 32), quantized once; one parallel pass over all the segments' rows.
 // Requires ggml_q8_supported(type).
 void ggml_q8_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs);
-// The K-quants' product (ggml_q8k.cpp), which ggml_q8_product hands Q4_K and Q6_K to.
+// The K-quants' products, pack and unpack (ggml_q8k.cpp), which the functions here hand Q4_K and Q6_K to.
 void ggml_q8k_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs);
+void ggml_q8k_packed_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs);
+void ggml_q8k_pack(uint32_t type, const uint8_t* w, int N, int K, uint8_t* out);
+void ggml_q8k_unpack(uint32_t type, const uint8_t* packed, int N, int K, uint8_t* w);
 
 // The same products over weights repacked at load (ggml_q8_packed.cpp: 16 rows interleaved per block, the
 // stored size), bit for bit equal to ggml_q8_product and faster at every M: the blocks of 16 rows are
-// unpacked into registers once for all activation rows. Packable: ggml_q8_supported(type), a legacy block
-// type (not a K-quant) and N a multiple of 16. pack / unpack map N rows of K values between the layouts; segs' w are
+// unpacked into registers once for all activation rows (the K-quants' records: ggml_q8k.cpp). Packable:
+// ggml_q8_supported(type) and N a multiple of 16. pack / unpack map N rows of K values between the layouts; segs' w are
 // packed.
 bool ggml_q8_packable(uint32_t type, int N);
 void ggml_q8_pack(uint32_t type, const uint8_t* w, int N, int K, uint8_t* out);

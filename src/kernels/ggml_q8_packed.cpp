@@ -130,6 +130,7 @@ void move_group(uint32_t type, std::conditional_t<PACK, const uint8_t*, uint8_t*
 
 #if defined(__x86_64__)
 
+using q8::dot;
 using q8::quantize_block;
 
 // Activation rows quantized in element order: q [M][B][32], and d, s, sum [M][B].
@@ -150,13 +151,6 @@ MLXGP_VNNI void quantize(const float* x, int M, int K, RowsQ8& r) {
       const size_t i = static_cast<size_t>(m) * B + b;
       quantize_block(x + static_cast<size_t>(m) * K + 32 * b, r.q.data() + 32 * i, r.d[i], r.s[i], r.sum[i]);
     }
-}
-
-// vpdpbusd with the 4 activation bytes as an embedded broadcast ({1to16}), which GCC does not emit from
-// intrinsics; a separate broadcast costs a third of the throughput on Zen 4.
-MLXGP_VNNI inline __m512i dot(__m512i acc, __m512i w, const int8_t* x) {
-  __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x)));
-  return acc;
 }
 
 // One block of 16 weight rows, unpacked into registers.
@@ -288,11 +282,14 @@ void product(const float* x, int M, int K, const std::vector<GgmlSegment>& segs)
 
 }  // namespace
 
-bool ggml_q8_packable(uint32_t type, int N) {
-  return ggml_q8_supported(type) && format_of(type).block_bytes != 0 && N > 0 && N % kLanes == 0;
-}
+bool ggml_q8_packable(uint32_t type, int N) { return ggml_q8_supported(type) && N > 0 && N % kLanes == 0; }
+
+namespace {
+bool k_quant(uint32_t type) { return type == kGgmlQ4_K || type == kGgmlQ6_K; }
+}  // namespace
 
 void ggml_q8_pack(uint32_t type, const uint8_t* w, int N, int K, uint8_t* out) {
+  if (k_quant(type)) return ggml_q8k_pack(type, w, N, K, out);
   const size_t row_bytes = static_cast<size_t>(K / 32) * format_of(type).block_bytes;
   parallel_rows(N / kLanes, K * kLanes, [&](int g0, int g1) {
     for (int g = g0; g < g1; ++g)
@@ -301,6 +298,7 @@ void ggml_q8_pack(uint32_t type, const uint8_t* w, int N, int K, uint8_t* out) {
 }
 
 void ggml_q8_unpack(uint32_t type, const uint8_t* packed, int N, int K, uint8_t* w) {
+  if (k_quant(type)) return ggml_q8k_unpack(type, packed, N, K, w);
   const size_t row_bytes = static_cast<size_t>(K / 32) * format_of(type).block_bytes;
   for (int g = 0; g < N / kLanes; ++g)
     move_group<false>(type, w + g * kLanes * row_bytes, row_bytes, K / 32, packed + g * kLanes * row_bytes);
@@ -308,6 +306,7 @@ void ggml_q8_unpack(uint32_t type, const uint8_t* packed, int N, int K, uint8_t*
 
 void ggml_q8_packed_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs) {
   if (M == 0 || segs.empty()) return;
+  if (k_quant(type)) return ggml_q8k_packed_product(type, x, M, K, segs);
 #if defined(__x86_64__)
   switch (type) {
     case kGgmlQ4_0:

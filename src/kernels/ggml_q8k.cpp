@@ -4,19 +4,23 @@
 // q = min(127, round-half-even(iscale * x)), d = 1 / iscale, and the sums of each 16 q), and each
 // super-block's integer products are exact.
 //
-// The float sequence (ggml_q8.h states the legacy blocks'): per super-block, the weights (unsigned: Q4_K's
-// nibbles, Q6_K's 6-bit codes) times the activations summed in pairs and then, times the sub-block scales,
-// in pairs again (vpmaddubsw, vpmaddwd) give 16 int32 lanes L, lane u holding values 64j + 4u .. 64j + 4u + 3
-// of every 64-value chunk j; the 16-value sums times the mins (Q4_K) or 32 times the scales (Q6_K, whose
-// codes are stored + 32) give 8 lanes M, lane v holding sums 2v and 2v + 1. Per lane, in super-block order,
-// aL[u] += (d_w * d_x) * float(L[u]) and aM[v] += (dmin_w or d_w) * d_x * float(M[v]); the output is the
-// lanes summed in order, aL's less aM's. Every activation row runs the same code, so a batch row equals
-// its solo run bit for bit.
+// One float sequence per (activation row, output), whatever the kernel: per super-block, in order,
+// p = float(isum) * (d_w * d_x), less float(msum) * (dmin_w * d_x) for Q4_K, then acc = acc + p. isum is
+// the exact sum of scale * code * q over the 256 values (Q6_K's codes are stored + 32: less 32 times
+// each 16-value sum of q times its scale); msum the exact sum of each sub-block's min times its two
+// 16-value sums of q. Two kernels follow it, so their outputs are the same bits:
+// - over the blocks as stored (any N): weights times activations in pairs (vpmaddubsw), times the pairs'
+//   sub-block scales in pairs again (vpmaddwd), the lanes then summed per super-block; four activation
+//   rows share each unpacked super-block;
+// - over weights repacked at load, 16 rows interleaved per super-block (as ggml_q8_packed.cpp does for the
+//   legacy blocks): lanes are weight rows, each vpdpbusd multiplies 4 codes of 16 rows by 4 activation
+//   bytes broadcast from memory, and the sub-block scales multiply 16 rows' integer sums at once.
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/aligned.h"
@@ -128,8 +132,9 @@ MLXGP_VNNI inline void unpack_q4_K(const uint8_t* b, Super& s) {
   const uint64_t sc = (k[0] & low6) | static_cast<uint64_t>((k[2] & low4) | ((k[0] >> 6) & top2) << 4) << 32;
   const uint64_t mn = (k[1] & low6) | static_cast<uint64_t>(((k[2] >> 4) & low4) | ((k[1] >> 6) & top2) << 4) << 32;
   const __m512i scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(sc))));
-  s.mins = _mm256_permutexvar_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(kQ4KMins.data())),
-                                    _mm256_castsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(mn)))));
+  s.mins =
+      _mm256_permutexvar_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(kQ4KMins.data())),
+                               _mm256_castsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(mn)))));
   const __m512i low = _mm512_set1_epi8(0x0F);
   for (int j = 0; j < 4; ++j) {
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * j));
@@ -176,12 +181,7 @@ MLXGP_VNNI inline void unpack(const uint8_t* b, Super& s) {
 template <uint32_t T, int R>
 MLXGP_VNNI void rows_tile(const RowsQ8K& x, int m0, int S, const uint8_t* w, size_t block_bytes, float* out,
                           size_t ldo) {
-  __m512 aL[R];
-  __m256 aM[R];
-  for (int r = 0; r < R; ++r) {
-    aL[r] = _mm512_setzero_ps();
-    aM[r] = _mm256_setzero_ps();
-  }
+  float acc[R] = {};
   for (int s = 0; s < S; ++s) {
     Super sb;
     unpack<T>(w + s * block_bytes, sb);
@@ -190,24 +190,18 @@ MLXGP_VNNI void rows_tile(const RowsQ8K& x, int m0, int S, const uint8_t* w, siz
       const int8_t* q = x.q.data() + i * kSuper;
       __m512i L = _mm512_madd_epi16(_mm512_maddubs_epi16(sb.w[0], _mm512_loadu_si512(q)), sb.sc[0]);
       for (int j = 1; j < 4; ++j)
-        L = _mm512_add_epi32(L, _mm512_madd_epi16(_mm512_maddubs_epi16(sb.w[j], _mm512_loadu_si512(q + 64 * j)),
-                                                   sb.sc[j]));
+        L = _mm512_add_epi32(
+            L, _mm512_madd_epi16(_mm512_maddubs_epi16(sb.w[j], _mm512_loadu_si512(q + 64 * j)), sb.sc[j]));
       const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sums.data() + i * 16));
-      const __m256i Mi = _mm256_madd_epi16(sums, sb.mins);
+      const int32_t msum = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(_mm256_madd_epi16(sums, sb.mins)));
+      const int32_t isum = _mm512_reduce_add_epi32(L) - (T == kGgmlQ6_K ? msum : 0);
       const float dx = x.d[i];
-      aL[r] = _mm512_add_ps(aL[r], _mm512_mul_ps(_mm512_set1_ps(sb.d * dx), _mm512_cvtepi32_ps(L)));
-      aM[r] = _mm256_add_ps(aM[r], _mm256_mul_ps(_mm256_set1_ps(sb.dmin * dx), _mm256_cvtepi32_ps(Mi)));
+      float p = static_cast<float>(isum) * (sb.d * dx);
+      if constexpr (T == kGgmlQ4_K) p = p - static_cast<float>(msum) * (sb.dmin * dx);
+      acc[r] = acc[r] + p;
     }
   }
-  for (int r = 0; r < R; ++r) {
-    alignas(64) float l[16], mm[8];
-    _mm512_store_ps(l, aL[r]);
-    _mm256_store_ps(mm, aM[r]);
-    float sl = 0.f, sm = 0.f;
-    for (int u = 0; u < 16; ++u) sl += l[u];
-    for (int v = 0; v < 8; ++v) sm += mm[v];
-    out[static_cast<size_t>(r) * ldo] = sl - sm;
-  }
+  for (int r = 0; r < R; ++r) out[static_cast<size_t>(r) * ldo] = acc[r];
 }
 
 // Weight row w against activation rows [0, M): out[m * ldo], four rows a tile.
@@ -248,6 +242,222 @@ void product(const float* x, int M, int K, const std::vector<GgmlSegment>& segs)
   }
 }
 
+// ---- weights repacked at load: 16 rows interleaved per super-block ----
+//
+// Q4_K record, 16 x 144 bytes: the 16 rows' d halves [0, 32), dmin halves [32, 64), their scales' 12 bytes as
+// three vectors [64, 256) (vector c, lane i = row i's bytes 4c .. 4c + 3), then 32 code vectors [256, 2304):
+// vector v, lane i = row i's qs[4v .. 4v + 3] (chunk j = v / 8: low nibbles are values 64j + 4(v % 8) ..,
+// high nibbles the same + 32).
+// Q6_K record, 16 x 210 bytes: d halves [0, 32), the 16 scales as four vectors [32, 288) (lane i = row i's
+// scales 4c .. 4c + 3), then 16 triples of vectors [288, 3360), triple u = 8n + v holding (lane i = row i's
+// bytes) ql[64n + 4v ..], ql[64n + 32 + 4v ..] and qh[32n + 4v ..]: one stream in the kernel's order.
+
+constexpr int kLanes = 16;
+
+// A record's pieces: where each stored byte range (offset, length) of a row's block goes, as the offset of
+// its first 64-byte vector (lane i at + 4i, or + 2i for the halves).
+struct Piece {
+  int stored, bytes, packed;
+};
+std::vector<Piece> pieces(uint32_t type) {
+  std::vector<Piece> p;
+  if (type == kGgmlQ4_K) {
+    p = {{0, 2, 0}, {2, 2, 32}};
+    for (int c = 0; c < 3; ++c) p.push_back({4 + 4 * c, 4, 64 + 64 * c});
+    for (int v = 0; v < 32; ++v) p.push_back({16 + 4 * v, 4, 256 + 64 * v});
+  } else {
+    p = {{208, 2, 0}};
+    for (int c = 0; c < 4; ++c) p.push_back({192 + 4 * c, 4, 32 + 64 * c});
+    // In the order the kernel reads them (one stream): for u = 8n + v, ql[64n + 4v ..], ql[64n + 32 + 4v ..],
+    // qh[32n + 4v ..].
+    for (int u = 0; u < 16; ++u) {
+      const int n = u / 8, v = u % 8;
+      p.push_back({64 * n + 4 * v, 4, 288 + 192 * u});
+      p.push_back({64 * n + 32 + 4 * v, 4, 288 + 192 * u + 64});
+      p.push_back({128 + 32 * n + 4 * v, 4, 288 + 192 * u + 128});
+    }
+  }
+  return p;
+}
+
+// 16 rows of S super-blocks between the stored layout (rows row_bytes apart) and their records, either way.
+template <bool PACK>
+void move_group(uint32_t type, std::conditional_t<PACK, const uint8_t*, uint8_t*> stored, size_t row_bytes, int S,
+                std::conditional_t<PACK, uint8_t*, const uint8_t*> packed) {
+  const size_t bytes = ggml_block(type).bytes, rec = kLanes * bytes;
+  const auto ps = pieces(type);
+  for (int s = 0; s < S; ++s)
+    for (int i = 0; i < kLanes; ++i)
+      for (const Piece& pc : ps) {
+        auto* st = stored + i * row_bytes + s * bytes + pc.stored;
+        auto* pk = packed + s * rec + pc.packed + pc.bytes * i;
+        if constexpr (PACK) std::memcpy(pk, st, pc.bytes);
+        else std::memcpy(st, pk, pc.bytes);
+      }
+}
+
+// The int32 lanes of byte b of each lane of v (unsigned, or sign-extended).
+MLXGP_VNNI inline __m512i byte_u(__m512i v, int b) {
+  return _mm512_and_si512(_mm512_srli_epi32(v, 8 * b), _mm512_set1_epi32(0xFF));
+}
+MLXGP_VNNI inline __m512i byte_s(__m512i v, int b) { return _mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * b), 24); }
+
+// p = float(isum) * (d_w * d_x) [- float(msum) * (dmin_w * d_x)], acc + p: the file's sequence, 16 rows at once.
+MLXGP_VNNI inline __m512 add_super(__m512 acc, __m512i isum, __m512 d, float dx) {
+  return _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, _mm512_set1_ps(dx))));
+}
+
+// 16 weight rows (one group of records) against activation rows [m0, m0 + R): out[(m - m0) * ldo + i].
+template <int R>
+MLXGP_VNNI void q4k_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, float* out, size_t ldo) {
+  constexpr size_t rec = kLanes * 144;
+  const __m512i low6 = _mm512_set1_epi32(0x3F3F3F3F), low4 = _mm512_set1_epi32(0x0F0F0F0F),
+                top2 = _mm512_set1_epi32(0x03030303), nib = _mm512_set1_epi8(0x0F);
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int s = 0; s < S; ++s) {
+    const uint8_t* b = g + s * rec;
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
+    const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32)));
+    const __m512i k0 = _mm512_loadu_si512(b + 64), k1 = _mm512_loadu_si512(b + 128), k2 = _mm512_loadu_si512(b + 192);
+    // get_scale_min_k4 on 16 rows: scales (and mins) 0-3 in the low 6 bits of k0 (k1), 4-7 from k2's
+    // nibbles and k0's (k1's) top 2 bits.
+    const __m512i sc[2] = {_mm512_and_si512(k0, low6),
+                           _mm512_or_si512(_mm512_and_si512(k2, low4),
+                                           _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(k0, 6), top2), 4))};
+    const __m512i mn[2] = {_mm512_and_si512(k1, low6),
+                           _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(k2, 4), low4),
+                                           _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(k1, 6), top2), 4))};
+    const int8_t* q[R];
+    const int16_t* sums[R];
+    __m512i isum[R];
+    for (int r = 0; r < R; ++r) {
+      const size_t i = static_cast<size_t>(m0 + r) * S + s;
+      q[r] = x.q.data() + i * kSuper;
+      sums[r] = x.sums.data() + i * 16;
+      isum[r] = _mm512_setzero_si512();
+    }
+    for (int j = 0; j < 4; ++j) {
+      __m512i lo[R], hi[R];
+      for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+      for (int v = 0; v < 8; ++v) {
+        const __m512i c = _mm512_loadu_si512(b + 256 + 64 * (8 * j + v));
+        const __m512i wl = _mm512_and_si512(c, nib), wh = _mm512_and_si512(_mm512_srli_epi16(c, 4), nib);
+        for (int r = 0; r < R; ++r) {
+          lo[r] = q8::dot(lo[r], wl, q[r] + 64 * j + 4 * v);
+          hi[r] = q8::dot(hi[r], wh, q[r] + 64 * j + 32 + 4 * v);
+        }
+      }
+      const __m512i sa = byte_u(sc[(2 * j) / 4], (2 * j) % 4), sb = byte_u(sc[(2 * j + 1) / 4], (2 * j + 1) % 4);
+      for (int r = 0; r < R; ++r)
+        isum[r] =
+            _mm512_add_epi32(isum[r], _mm512_add_epi32(_mm512_mullo_epi32(lo[r], sa), _mm512_mullo_epi32(hi[r], sb)));
+    }
+    for (int r = 0; r < R; ++r) {
+      __m512i msum = _mm512_setzero_si512();
+      for (int t = 0; t < 8; ++t)
+        msum = _mm512_add_epi32(
+            msum, _mm512_mullo_epi32(byte_u(mn[t / 4], t % 4), _mm512_set1_epi32(sums[r][2 * t] + sums[r][2 * t + 1])));
+      const float dx = x.d[static_cast<size_t>(m0 + r) * S + s];
+      __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(isum[r]), _mm512_mul_ps(d, _mm512_set1_ps(dx)));
+      p = _mm512_sub_ps(p, _mm512_mul_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dm, _mm512_set1_ps(dx))));
+      acc[r] = _mm512_add_ps(acc[r], p);
+    }
+  }
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + static_cast<size_t>(r) * ldo, acc[r]);
+}
+
+template <int R>
+MLXGP_VNNI void q6k_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, float* out, size_t ldo) {
+  constexpr size_t rec = kLanes * 210;
+  const __m512i nib = _mm512_set1_epi8(0x0F), hi2 = _mm512_set1_epi8(0x30);
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int s = 0; s < S; ++s) {
+    const uint8_t* b = g + s * rec;
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
+    const int8_t* q[R];
+    const int16_t* sums[R];
+    __m512i isum[R];
+    for (int r = 0; r < R; ++r) {
+      const size_t i = static_cast<size_t>(m0 + r) * S + s;
+      q[r] = x.q.data() + i * kSuper;
+      sums[r] = x.sums.data() + i * 16;
+      isum[r] = _mm512_setzero_si512();
+    }
+    const __m512i scv[4] = {_mm512_loadu_si512(b + 32), _mm512_loadu_si512(b + 96), _mm512_loadu_si512(b + 160),
+                            _mm512_loadu_si512(b + 224)};
+#pragma GCC unroll 4
+    for (int nh = 0; nh < 4; ++nh) {
+      // Values 128n + 32t + 16h .. + 15 (sub-block 8n + 2t + h) of each row r into a[r][t].
+      const int n = nh / 2, h = nh % 2;
+      __m512i a[R][4];
+      for (int r = 0; r < R; ++r)
+        for (int t = 0; t < 4; ++t) a[r][t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int v = 4 * h; v < 4 * h + 4; ++v) {
+        const uint8_t* u = b + 288 + 192 * (8 * n + v);
+        const __m512i A = _mm512_loadu_si512(u), B = _mm512_loadu_si512(u + 64), C = _mm512_loadu_si512(u + 128);
+        const __m512i t0 = _mm512_or_si512(_mm512_and_si512(A, nib), _mm512_and_si512(_mm512_slli_epi16(C, 4), hi2));
+        const __m512i t1 = _mm512_or_si512(_mm512_and_si512(B, nib), _mm512_and_si512(_mm512_slli_epi16(C, 2), hi2));
+        const __m512i t2 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(A, 4), nib), _mm512_and_si512(C, hi2));
+        const __m512i t3 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(B, 4), nib),
+                                           _mm512_and_si512(_mm512_srli_epi16(C, 2), hi2));
+        for (int r = 0; r < R; ++r) {
+          const int8_t* qv = q[r] + 128 * n + 4 * v;
+          a[r][0] = q8::dot(a[r][0], t0, qv);
+          a[r][1] = q8::dot(a[r][1], t1, qv + 32);
+          a[r][2] = q8::dot(a[r][2], t2, qv + 64);
+          a[r][3] = q8::dot(a[r][3], t3, qv + 96);
+        }
+      }
+#pragma GCC unroll 4
+      for (int t = 0; t < 4; ++t) {
+        const int sub = 8 * n + 2 * t + h;
+        const __m512i sc = byte_s(scv[sub / 4], sub % 4);
+        for (int r = 0; r < R; ++r) {
+          // The codes are stored + 32: sc * (sum(code * q) - 32 * sum(q)).
+          const __m512i biased = _mm512_sub_epi32(a[r][t], _mm512_set1_epi32(32 * sums[r][sub]));
+          isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(biased, sc));
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) acc[r] = add_super(acc[r], isum[r], d, x.d[static_cast<size_t>(m0 + r) * S + s]);
+  }
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + static_cast<size_t>(r) * ldo, acc[r]);
+}
+
+// One group of 16 weight rows against activation rows [0, M), two at a time.
+template <uint32_t T>
+MLXGP_VNNI void group_against(const RowsQ8K& x, int M, int S, const uint8_t* g, float* out, size_t ldo) {
+  auto tile = [&]<int R>(int m) {
+    if constexpr (T == kGgmlQ4_K) q4k_tile<R>(x, m, S, g, out + m * ldo, ldo);
+    else q6k_tile<R>(x, m, S, g, out + m * ldo, ldo);
+  };
+  int m = 0;
+  for (; m + 2 <= M; m += 2) tile.template operator()<2>(m);
+  if (m < M) tile.template operator()<1>(m);
+}
+
+template <uint32_t T>
+void packed_product(const float* x, int M, int K, const std::vector<GgmlSegment>& segs) {
+  constexpr int kChunkRows = 64;
+  const int S = K / kSuper;
+  RowsQ8K q;
+  for (int c0 = 0; c0 < M; c0 += kChunkRows) {
+    const int rows = std::min(kChunkRows, M - c0);
+    quantize_rows(x + static_cast<size_t>(c0) * K, rows, K, q);
+    parallel_rows(total_rows(segs) / kLanes, K * rows * kLanes, [&](int g0, int g1) {
+      for_segment_rows(segs, g0 * kLanes, g1 * kLanes, [&](const GgmlSegment& sg, int n0, int n1) {
+        for (int n = n0; n < n1; n += kLanes)
+          group_against<T>(q, rows, S, sg.w + static_cast<size_t>(n) * sg.row_bytes,
+                           sg.out + static_cast<size_t>(c0) * sg.N + n, sg.N);
+      });
+    });
+  }
+}
+
 }  // namespace
 
 void ggml_q8k_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs) {
@@ -256,9 +466,32 @@ void ggml_q8k_product(uint32_t type, const float* x, int M, int K, const std::ve
   if (type == kGgmlQ6_K) return product<kGgmlQ6_K>(x, M, K, segs);
 }
 
+void ggml_q8k_packed_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs) {
+  if (M == 0 || segs.empty()) return;
+  if (type == kGgmlQ4_K) return packed_product<kGgmlQ4_K>(x, M, K, segs);
+  if (type == kGgmlQ6_K) return packed_product<kGgmlQ6_K>(x, M, K, segs);
+}
+
+void ggml_q8k_pack(uint32_t type, const uint8_t* w, int N, int K, uint8_t* out) {
+  const size_t row_bytes = static_cast<size_t>(K / kSuper) * ggml_block(type).bytes;
+  parallel_rows(N / kLanes, K * kLanes, [&](int g0, int g1) {
+    for (int g = g0; g < g1; ++g)
+      move_group<true>(type, w + g * kLanes * row_bytes, row_bytes, K / kSuper, out + g * kLanes * row_bytes);
+  });
+}
+
+void ggml_q8k_unpack(uint32_t type, const uint8_t* packed, int N, int K, uint8_t* w) {
+  const size_t row_bytes = static_cast<size_t>(K / kSuper) * ggml_block(type).bytes;
+  for (int g = 0; g < N / kLanes; ++g)
+    move_group<false>(type, w + g * kLanes * row_bytes, row_bytes, K / kSuper, packed + g * kLanes * row_bytes);
+}
+
 #else
 
 void ggml_q8k_product(uint32_t, const float*, int, int, const std::vector<GgmlSegment>&) {}
+void ggml_q8k_packed_product(uint32_t, const float*, int, int, const std::vector<GgmlSegment>&) {}
+void ggml_q8k_pack(uint32_t, const uint8_t*, int, int, uint8_t*) {}
+void ggml_q8k_unpack(uint32_t, const uint8_t*, int, int, uint8_t*) {}
 
 #endif
 

@@ -34,6 +34,14 @@ inline bool machine_has_vnni() {
   return v;
 }
 
+// vpdpbusd of 16 lanes of 4 unsigned weight bytes with 4 activation bytes as an embedded broadcast
+// ({1to16}), which GCC does not emit from intrinsics; a separate broadcast costs a third of the
+// throughput on Zen 4.
+MLXGP_VNNI inline __m512i dot(__m512i acc, __m512i w, const int8_t* x) {
+  __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x)));
+  return acc;
+}
+
 // One block of 32: quantize_row_q8_1's x86 arithmetic (id = 127 / amax, round to nearest even; d and
 // s = d * sum(q) stored as halves, so used rounded to half). A non-finite input makes d NaN, so the
 // products are NaN as in float32.

@@ -357,12 +357,14 @@ TEST_F(GgmlKernels, MatmulMultiEqualsOneWeightAtATime) {
 // (N not a multiple of 16, another type) there is none; a repack that does not match its weight is refused.
 TEST_F(GgmlKernels, Int8RepackedWeightsEqualStoredBitForBit) {
   uint32_t seed = 500;
-  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0}) {
+  for (uint32_t type :
+       {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0, k::kGgmlQ4_K, k::kGgmlQ6_K}) {
+    const bool super = type == k::kGgmlQ4_K || type == k::kGgmlQ6_K;  // 256-value blocks
     if (!k::ggml_q8_supported(type)) {
-      EXPECT_FALSE(k::ggml_q8_pack(random_blocks(type, 16, 64, seed++), type, 64).has_value());
+      EXPECT_FALSE(k::ggml_q8_pack(random_blocks(type, 16, 256, seed++), type, 256).has_value());
       continue;
     }
-    for (int K : {32, 96, 576}) {
+    for (int K : super ? std::vector<int>{256, 768} : std::vector<int>{32, 96, 576}) {
       std::vector<mx::array> ws{random_blocks(type, 48, K, seed++), random_blocks(type, 16, K, seed++)};
       std::vector<mx::array> packed;
       for (auto& w : ws) {
@@ -392,7 +394,7 @@ TEST_F(GgmlKernels, Int8RepackedWeightsEqualStoredBitForBit) {
     }
   }
   EXPECT_FALSE(k::ggml_q8_pack(random_blocks(k::kGgmlQ4_1, 24, 64, 1), k::kGgmlQ4_1, 64).has_value());
-  EXPECT_FALSE(k::ggml_q8_pack(random_blocks(k::kGgmlQ6_K, 16, 256, 2), k::kGgmlQ6_K, 256).has_value());
+  EXPECT_FALSE(k::ggml_q8_pack(random_blocks(k::kGgmlQ5_K, 16, 256, 2), k::kGgmlQ5_K, 256).has_value());
   if (!k::ggml_q8_supported(k::kGgmlQ4_1)) return;
   auto w = random_blocks(k::kGgmlQ4_1, 32, 64, 3), other = random_blocks(k::kGgmlQ4_1, 16, 64, 4);
   auto p = *k::ggml_q8_pack(w, k::kGgmlQ4_1, 64);

@@ -1,5 +1,5 @@
 // The int8-activation products of the K-quants (src/kernels/ggml_q8k.cpp) against their arithmetic written
-// out value by value: llama.cpp's Q8_K rounding of the activations, the exact integer lanes and the float
+// out value by value: llama.cpp's Q8_K rounding of the activations, the exact integer sums and the float
 // sequence that file states. llama.cpp itself is the reference in tests/parity/test_int8_activations.py.
 #include <gtest/gtest.h>
 
@@ -95,24 +95,22 @@ std::vector<float> reference(uint32_t type, const std::vector<float>& x, int M, 
   for (int m = 0; m < M; ++m) {
     const RowQ8K a = quantize_q8k(&x[static_cast<size_t>(m) * K], K);
     for (int n = 0; n < N; ++n) {
-      float aL[16] = {}, aM[8] = {};
+      float acc = 0;
       for (int s = 0; s < S; ++s) {
         const SuperRef b = unpack(type, w + (static_cast<size_t>(n) * S + s) * bytes);
-        for (int u = 0; u < 16; ++u) {
-          int L = 0;  // values 64c + 4u .. 64c + 4u + 3 of every chunk c
-          for (int c = 0; c < 4; ++c)
-            for (int i = 64 * c + 4 * u; i < 64 * c + 4 * u + 4; ++i) L += b.code[i] * a.q[256 * s + i] * b.scale[i];
-          aL[u] = aL[u] + b.d * a.d[s] * static_cast<float>(L);
+        int isum = 0, msum = 0;
+        for (int i = 0; i < 256; ++i) isum += b.code[i] * a.q[256 * s + i] * b.scale[i];
+        for (int g = 0; g < 16; ++g) msum += a.sums[16 * s + g] * b.mult[g];
+        float p;
+        if (type == k::kGgmlQ6_K) {
+          p = static_cast<float>(isum - msum) * (b.d * a.d[s]);
+        } else {
+          p = static_cast<float>(isum) * (b.d * a.d[s]);
+          p = p - static_cast<float>(msum) * (b.dm * a.d[s]);
         }
-        for (int v = 0; v < 8; ++v) {
-          const int Mv = a.sums[16 * s + 2 * v] * b.mult[2 * v] + a.sums[16 * s + 2 * v + 1] * b.mult[2 * v + 1];
-          aM[v] = aM[v] + b.dm * a.d[s] * static_cast<float>(Mv);
-        }
+        acc = acc + p;
       }
-      float sl = 0, sm = 0;
-      for (float v : aL) sl += v;
-      for (float v : aM) sm += v;
-      out[static_cast<size_t>(m) * N + n] = sl - sm;
+      out[static_cast<size_t>(m) * N + n] = acc;
     }
   }
   return out;
@@ -130,7 +128,7 @@ TEST_F(GgmlQ8K, Int8ActivationsFollowTheirArithmeticExactly) {
       continue;
     }
     for (int K : {256, 768}) {
-      const int N = 7;
+      const int N = 19, N16 = 16;
       auto w = random_blocks(type, N, K, seed++);
       for (int M : {1, 2, 3, 4, 6, 9, 70}) {
         SCOPED_TRACE("type " + std::to_string(type) + " K=" + std::to_string(K) + " M=" + std::to_string(M));
@@ -138,6 +136,12 @@ TEST_F(GgmlQ8K, Int8ActivationsFollowTheirArithmeticExactly) {
         if (M == 6) x = mx::where(mx::less(mx::arange(K), mx::array(256)), mx::array(0.0f), x);  // a zero block
         auto got = k::ggml_matmul(x, w, type, true);
         mx::eval(got, w, x);
+        // The repacked kernel (16 rows interleaved) follows the same sequence: equal bit for bit.
+        auto w16 = mx::slice(w, {0, 0}, {N16, w.shape(1)});
+        auto p16 = k::ggml_q8_pack(w16, type, K);
+        ASSERT_TRUE(p16.has_value());
+        auto packed = k::ggml_matmul(x, w16, type, true, *p16);
+        EXPECT_TRUE(mx::array_equal(packed, mx::slice(got, {0, 0}, {M, N16})).item<bool>());
         std::vector<float> xv(x.data<float>(), x.data<float>() + x.size());
         const auto ref = reference(type, xv, M, K, w.data<uint8_t>(), N);
         ASSERT_EQ(got.shape(), (mx::Shape{M, N}));
@@ -147,21 +151,25 @@ TEST_F(GgmlQ8K, Int8ActivationsFollowTheirArithmeticExactly) {
   }
 }
 
-// A non-finite activation makes its row's outputs NaN, as in float32, and leaves the other rows alone; no
-// repack applies to the K-quants.
-TEST_F(GgmlQ8K, NonFiniteRowsAndNoRepack) {
+// A non-finite activation makes its row's outputs NaN, as in float32, and leaves the other rows alone, as
+// stored and repacked.
+TEST_F(GgmlQ8K, NonFiniteRows) {
   if (!k::ggml_q8_supported(k::kGgmlQ6_K)) return;
   auto w = random_blocks(k::kGgmlQ6_K, 5, 512, 3);
   std::vector<float> x(3 * 512, 0.5f);
   x[300] = std::nanf("");
   x[512 + 7] = INFINITY;
-  auto y = k::ggml_matmul(mx::array(x.data(), {3, 512}), w, k::kGgmlQ6_K, true);
-  mx::eval(y);
-  for (int n = 0; n < 5; ++n) {
-    EXPECT_TRUE(std::isnan(y.data<float>()[n]));
-    EXPECT_TRUE(std::isnan(y.data<float>()[5 + n]));
-    EXPECT_TRUE(std::isfinite(y.data<float>()[10 + n]));
+  auto w16 = random_blocks(k::kGgmlQ4_K, 16, 512, 4);
+  auto p16 = k::ggml_q8_pack(w16, k::kGgmlQ4_K, 512);
+  ASSERT_TRUE(p16.has_value());
+  const auto xa = mx::array(x.data(), {3, 512});
+  for (const auto& y : {k::ggml_matmul(xa, w, k::kGgmlQ6_K, true), k::ggml_matmul(xa, w16, k::kGgmlQ4_K, true, *p16)}) {
+    mx::eval(y);
+    const int N = y.shape(1);
+    for (int n = 0; n < N; ++n) {
+      EXPECT_TRUE(std::isnan(y.data<float>()[n]));
+      EXPECT_TRUE(std::isnan(y.data<float>()[N + n]));
+      EXPECT_TRUE(std::isfinite(y.data<float>()[2 * N + n]));
+    }
   }
-  EXPECT_FALSE(k::ggml_q8_packable(k::kGgmlQ4_K, 16));
-  EXPECT_FALSE(k::ggml_q8_pack(random_blocks(k::kGgmlQ4_K, 16, 256, 4), k::kGgmlQ4_K, 256).has_value());
 }
