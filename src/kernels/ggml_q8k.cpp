@@ -302,10 +302,21 @@ MLXGP_VNNI inline __m512i byte_u(__m512i v, int b) {
 }
 MLXGP_VNNI inline __m512i byte_s(__m512i v, int b) { return _mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * b), 24); }
 
-// p = float(isum) * (d_w * d_x) [- float(msum) * (dmin_w * d_x)], acc + p: the file's sequence, 16 rows at once.
-MLXGP_VNNI inline __m512 add_super(__m512 acc, __m512i isum, __m512 d, float dx) {
-  return _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, _mm512_set1_ps(dx))));
-}
+// Super-block s of activation rows [m0, m0 + R): codes, 16-value sums and d.
+template <int R>
+struct RowsAt {
+  const int8_t* q[R];
+  const int16_t* sums[R];
+  float d[R];
+  RowsAt(const RowsQ8K& x, int m0, int S, int s) {
+    for (int r = 0; r < R; ++r) {
+      const size_t i = static_cast<size_t>(m0 + r) * S + s;
+      q[r] = x.q.data() + i * kSuper;
+      sums[r] = x.sums.data() + i * 16;
+      d[r] = x.d[i];
+    }
+  }
+};
 
 // 16 weight rows (one group of records) against activation rows [m0, m0 + R): out[(m - m0) * ldo + i].
 template <int R>
@@ -328,15 +339,9 @@ MLXGP_VNNI void q4k_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, floa
     const __m512i mn[2] = {_mm512_and_si512(k1, low6),
                            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(k2, 4), low4),
                                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(k1, 6), top2), 4))};
-    const int8_t* q[R];
-    const int16_t* sums[R];
+    const RowsAt<R> a(x, m0, S, s);
     __m512i isum[R];
-    for (int r = 0; r < R; ++r) {
-      const size_t i = static_cast<size_t>(m0 + r) * S + s;
-      q[r] = x.q.data() + i * kSuper;
-      sums[r] = x.sums.data() + i * 16;
-      isum[r] = _mm512_setzero_si512();
-    }
+    for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
     for (int j = 0; j < 4; ++j) {
       __m512i lo[R], hi[R];
       for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm512_setzero_si512();
@@ -345,8 +350,8 @@ MLXGP_VNNI void q4k_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, floa
         const __m512i c = _mm512_loadu_si512(b + 256 + 64 * (8 * j + v));
         const __m512i wl = _mm512_and_si512(c, nib), wh = _mm512_and_si512(_mm512_srli_epi16(c, 4), nib);
         for (int r = 0; r < R; ++r) {
-          lo[r] = q8::dot(lo[r], wl, q[r] + 64 * j + 4 * v);
-          hi[r] = q8::dot(hi[r], wh, q[r] + 64 * j + 32 + 4 * v);
+          lo[r] = q8::dot(lo[r], wl, a.q[r] + 64 * j + 4 * v);
+          hi[r] = q8::dot(hi[r], wh, a.q[r] + 64 * j + 32 + 4 * v);
         }
       }
       const __m512i sa = byte_u(sc[(2 * j) / 4], (2 * j) % 4), sb = byte_u(sc[(2 * j + 1) / 4], (2 * j + 1) % 4);
@@ -357,9 +362,9 @@ MLXGP_VNNI void q4k_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, floa
     for (int r = 0; r < R; ++r) {
       __m512i msum = _mm512_setzero_si512();
       for (int t = 0; t < 8; ++t)
-        msum = _mm512_add_epi32(
-            msum, _mm512_mullo_epi32(byte_u(mn[t / 4], t % 4), _mm512_set1_epi32(sums[r][2 * t] + sums[r][2 * t + 1])));
-      const float dx = x.d[static_cast<size_t>(m0 + r) * S + s];
+        msum = _mm512_add_epi32(msum, _mm512_mullo_epi32(byte_u(mn[t / 4], t % 4),
+                                                         _mm512_set1_epi32(a.sums[r][2 * t] + a.sums[r][2 * t + 1])));
+      const float dx = a.d[r];
       __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(isum[r]), _mm512_mul_ps(d, _mm512_set1_ps(dx)));
       p = _mm512_sub_ps(p, _mm512_mul_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dm, _mm512_set1_ps(dx))));
       acc[r] = _mm512_add_ps(acc[r], p);
@@ -377,24 +382,18 @@ MLXGP_VNNI void q6k_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, floa
   for (int s = 0; s < S; ++s) {
     const uint8_t* b = g + s * rec;
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
-    const int8_t* q[R];
-    const int16_t* sums[R];
+    const RowsAt<R> a(x, m0, S, s);
     __m512i isum[R];
-    for (int r = 0; r < R; ++r) {
-      const size_t i = static_cast<size_t>(m0 + r) * S + s;
-      q[r] = x.q.data() + i * kSuper;
-      sums[r] = x.sums.data() + i * 16;
-      isum[r] = _mm512_setzero_si512();
-    }
+    for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
     const __m512i scv[4] = {_mm512_loadu_si512(b + 32), _mm512_loadu_si512(b + 96), _mm512_loadu_si512(b + 160),
                             _mm512_loadu_si512(b + 224)};
 #pragma GCC unroll 4
     for (int nh = 0; nh < 4; ++nh) {
-      // Values 128n + 32t + 16h .. + 15 (sub-block 8n + 2t + h) of each row r into a[r][t].
+      // Values 128n + 32t + 16h .. + 15 (sub-block 8n + 2t + h) of each row r into part[r][t].
       const int n = nh / 2, h = nh % 2;
-      __m512i a[R][4];
+      __m512i part[R][4];
       for (int r = 0; r < R; ++r)
-        for (int t = 0; t < 4; ++t) a[r][t] = _mm512_setzero_si512();
+        for (int t = 0; t < 4; ++t) part[r][t] = _mm512_setzero_si512();
 #pragma GCC unroll 4
       for (int v = 4 * h; v < 4 * h + 4; ++v) {
         const uint8_t* u = b + 288 + 192 * (8 * n + v);
@@ -405,11 +404,11 @@ MLXGP_VNNI void q6k_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, floa
         const __m512i t3 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(B, 4), nib),
                                            _mm512_and_si512(_mm512_srli_epi16(C, 2), hi2));
         for (int r = 0; r < R; ++r) {
-          const int8_t* qv = q[r] + 128 * n + 4 * v;
-          a[r][0] = q8::dot(a[r][0], t0, qv);
-          a[r][1] = q8::dot(a[r][1], t1, qv + 32);
-          a[r][2] = q8::dot(a[r][2], t2, qv + 64);
-          a[r][3] = q8::dot(a[r][3], t3, qv + 96);
+          const int8_t* qv = a.q[r] + 128 * n + 4 * v;
+          part[r][0] = q8::dot(part[r][0], t0, qv);
+          part[r][1] = q8::dot(part[r][1], t1, qv + 32);
+          part[r][2] = q8::dot(part[r][2], t2, qv + 64);
+          part[r][3] = q8::dot(part[r][3], t3, qv + 96);
         }
       }
 #pragma GCC unroll 4
@@ -418,12 +417,14 @@ MLXGP_VNNI void q6k_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, floa
         const __m512i sc = byte_s(scv[sub / 4], sub % 4);
         for (int r = 0; r < R; ++r) {
           // The codes are stored + 32: sc * (sum(code * q) - 32 * sum(q)).
-          const __m512i biased = _mm512_sub_epi32(a[r][t], _mm512_set1_epi32(32 * sums[r][sub]));
+          const __m512i biased = _mm512_sub_epi32(part[r][t], _mm512_set1_epi32(32 * a.sums[r][sub]));
           isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(biased, sc));
         }
       }
     }
-    for (int r = 0; r < R; ++r) acc[r] = add_super(acc[r], isum[r], d, x.d[static_cast<size_t>(m0 + r) * S + s]);
+    for (int r = 0; r < R; ++r)  // the file's sequence, 16 rows at once
+      acc[r] =
+          _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_cvtepi32_ps(isum[r]), _mm512_mul_ps(d, _mm512_set1_ps(a.d[r]))));
   }
   for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + static_cast<size_t>(r) * ldo, acc[r]);
 }
