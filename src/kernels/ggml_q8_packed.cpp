@@ -175,9 +175,9 @@ struct Block {
       if constexpr (f.masks_offset != 0) {
         const __m512i five = _mm512_set1_epi8(16);
         for (int v = 0; v < 8; ++v) {
-          uint64_t m;
-          std::memcpy(&m, r + f.masks_offset + 8 * v, 8);
-          w[v] = _mm512_mask_add_epi8(w[v], _cvtu64_mask64(m), w[v], five);
+          uint64_t bits;
+          std::memcpy(&bits, r + f.masks_offset + 8 * v, 8);
+          w[v] = _mm512_mask_add_epi8(w[v], _cvtu64_mask64(bits), w[v], five);
         }
       }
     }
