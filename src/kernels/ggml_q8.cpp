@@ -548,10 +548,8 @@ void ggml_q8_product(uint32_t type, const float* x, int M, int K, const std::vec
       return product<Q5_1>(x, M, K, segs);
     case kGgmlQ8_0:
       return product<Q8_0>(x, M, K, segs);
-    case kGgmlQ4_K:
-    case kGgmlQ6_K:
-      return ggml_q8k_product(type, x, M, K, segs);
     default:
+      if (ggml_q8k_type(type)) return ggml_q8k_product(type, x, M, K, segs);
       break;
   }
 }

@@ -284,12 +284,8 @@ void product(const float* x, int M, int K, const std::vector<GgmlSegment>& segs)
 
 bool ggml_q8_packable(uint32_t type, int N) { return ggml_q8_supported(type) && N > 0 && N % kLanes == 0; }
 
-namespace {
-bool k_quant(uint32_t type) { return type == kGgmlQ4_K || type == kGgmlQ6_K; }
-}  // namespace
-
 void ggml_q8_pack(uint32_t type, const uint8_t* w, int N, int K, uint8_t* out) {
-  if (k_quant(type)) return ggml_q8k_pack(type, w, N, K, out);
+  if (ggml_q8k_type(type)) return ggml_q8k_pack(type, w, N, K, out);
   const size_t row_bytes = static_cast<size_t>(K / 32) * format_of(type).block_bytes;
   parallel_rows(N / kLanes, K * kLanes, [&](int g0, int g1) {
     for (int g = g0; g < g1; ++g)
@@ -298,7 +294,7 @@ void ggml_q8_pack(uint32_t type, const uint8_t* w, int N, int K, uint8_t* out) {
 }
 
 void ggml_q8_unpack(uint32_t type, const uint8_t* packed, int N, int K, uint8_t* w) {
-  if (k_quant(type)) return ggml_q8k_unpack(type, packed, N, K, w);
+  if (ggml_q8k_type(type)) return ggml_q8k_unpack(type, packed, N, K, w);
   const size_t row_bytes = static_cast<size_t>(K / 32) * format_of(type).block_bytes;
   for (int g = 0; g < N / kLanes; ++g)
     move_group<false>(type, w + g * kLanes * row_bytes, row_bytes, K / 32, packed + g * kLanes * row_bytes);
@@ -306,7 +302,7 @@ void ggml_q8_unpack(uint32_t type, const uint8_t* packed, int N, int K, uint8_t*
 
 void ggml_q8_packed_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs) {
   if (M == 0 || segs.empty()) return;
-  if (k_quant(type)) return ggml_q8k_packed_product(type, x, M, K, segs);
+  if (ggml_q8k_type(type)) return ggml_q8k_packed_product(type, x, M, K, segs);
 #if defined(__x86_64__)
   switch (type) {
     case kGgmlQ4_0:

@@ -96,7 +96,7 @@ MLXGP_VNNI inline float h2f(const uint8_t* p) {
 }
 
 // One weight super-block unpacked: w[j] = values 64j .. 64j + 63 as unsigned bytes; sc[j] = each value
-// pair's scale as 32 int16 lanes; mins = the 16-value sums' multipliers as 16 int16 lanes; d, dmin.
+// pair's scale as 32 int16 lanes; mins = the 16-value sums' multipliers as 16 int16 lanes; d, dmin (Q4_K).
 struct Super {
   __m512i w[4], sc[4];
   __m256i mins;
@@ -150,7 +150,6 @@ MLXGP_VNNI inline void unpack_q4_K(const uint8_t* b, Super& s) {
 // code is stored + 32.
 MLXGP_VNNI inline void unpack_q6_K(const uint8_t* b, Super& s) {
   s.d = h2f(b + 208);
-  s.dmin = s.d;
   const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
   const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
   // The bias of 32 times each 16-value sum, folded into M: mins[g] = 32 * scale g.
