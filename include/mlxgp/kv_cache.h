@@ -79,11 +79,24 @@ class StandardKVCache : public KVCache {
   // that every row has).
   void append_rows(const StandardKVCache& other);
   void drop_leading(int n);
+  // For a kernel that writes the next positions into the buffers itself (the fused decode step,
+  // kernels/decode_layers.h): the whole buffers [B, H, capacity, D] with room for t more positions, held by
+  // this cache alone (copied first where another cache or a fetch() view may share them), and the position
+  // to write at; advance(t) then counts the positions written. nullopt before the first update.
+  struct Writable {
+    mlx::core::array keys, values;
+    int slot;
+  };
+  std::optional<Writable> writable(int t);
+  void advance(int t);
 
  private:
   int step_;
   int offset_ = 0;
   std::shared_ptr<mlx::core::array> keys_, values_;  // shared_ptr: mlx::core::array has no default constructor
+  // Whether only this cache holds the buffers, so positions from offset_ on may be written in place. A clone
+  // shares them (both then copy before such a write); fetch() hands out views of them.
+  mutable bool exclusive_ = false;
 };
 
 using KVCacheList = std::vector<std::unique_ptr<KVCache>>;

@@ -51,6 +51,9 @@ std::pair<mx::array, mx::array> StandardKVCache::update(const mx::array& keys, c
     values_ = std::make_shared<mx::array>(grow(values_, prev, prev + t, step_, values));
   }
   offset_ = prev + t;
+  // The slice update's result is this cache's alone (MLX writes in place only into a buffer nothing else
+  // holds); the views returned below are read by this step's attention, dispatched before any later write.
+  exclusive_ = true;
   auto kshape = keys_->shape();
   auto vshape = values_->shape();
   *keys_ = mx::slice_update(*keys_, mx::astype(keys, keys_->dtype()), mx::Shape{0, 0, prev, 0},
@@ -124,6 +127,7 @@ void KVCache::select_padding(const mx::array& batch_indices) {
 
 std::optional<std::pair<mx::array, mx::array>> StandardKVCache::fetch() const {
   if (!keys_) return std::nullopt;
+  exclusive_ = false;
   auto ks = keys_->shape(), vs = values_->shape();
   ks[2] = vs[2] = offset_;
   return std::make_pair(mx::slice(*keys_, {0, 0, 0, 0}, ks), mx::slice(*values_, {0, 0, 0, 0}, vs));
@@ -140,6 +144,7 @@ void StandardKVCache::select(const mx::array& batch_indices) {
   auto idx = mx::astype(batch_indices, mx::int32);
   *keys_ = mx::take(*keys_, idx, 0);
   *values_ = mx::take(*values_, idx, 0);
+  exclusive_ = true;
 }
 
 std::unique_ptr<KVCache> StandardKVCache::clone() const {
@@ -151,6 +156,7 @@ std::unique_ptr<KVCache> StandardKVCache::clone() const {
     c->keys_ = std::make_shared<mx::array>(*keys_);
     c->values_ = std::make_shared<mx::array>(*values_);
   }
+  exclusive_ = false;  // c->exclusive_ is false too
   return c;
 }
 
@@ -175,6 +181,25 @@ void StandardKVCache::append_rows(const StandardKVCache& other) {
   keys_ = std::make_shared<mx::array>(join(mine->first, theirs->first));
   values_ = std::make_shared<mx::array>(join(mine->second, theirs->second));
   offset_ = len;
+  exclusive_ = true;
+}
+
+std::optional<StandardKVCache::Writable> StandardKVCache::writable(int t) {
+  if (!keys_) return std::nullopt;
+  if (t <= 0) fail("cache", "writable needs a positive number of positions");
+  // Growing copies the valid positions into new buffers, which is also how shared ones (or views, after
+  // drop_leading) become this cache's own: mx::copy would only share the buffer.
+  if (!exclusive_ || offset_ + t > keys_->shape(2)) {
+    keys_ = std::make_shared<mx::array>(grow(keys_, offset_, offset_ + t, step_, *keys_));
+    values_ = std::make_shared<mx::array>(grow(values_, offset_, offset_ + t, step_, *values_));
+  }
+  exclusive_ = true;
+  return Writable{*keys_, *values_, offset_};
+}
+
+void StandardKVCache::advance(int t) {
+  if (t <= 0 || !keys_ || offset_ + t > keys_->shape(2)) fail("cache", "advance past the buffers' capacity");
+  offset_ += t;
 }
 
 void StandardKVCache::drop_leading(int n) {

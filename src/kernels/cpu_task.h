@@ -19,16 +19,11 @@ namespace mlxgp::kernels {
 inline char tsan_dispatch_sync;  // the address ThreadSanitizer's release/acquire pair on
 #endif
 
-// Allocates `outs`, then enqueues the task that make_work() returns on the stream's CPU command encoder:
-// it runs in order after the tasks that produce `inputs`, never inline in eval_cpu. make_work is called
-// after the allocation, so weak copies of the outputs taken inside it see their buffers.
+// Enqueues the task that make_work() returns on the stream's CPU command encoder, for outputs whose
+// buffers are already set: it runs in order after the tasks that produce its inputs, never inline in eval_cpu.
 template <class MakeWork>
-void enqueue_cpu(mlx::core::Stream stream, const std::vector<mlx::core::array>& inputs,
-                 std::vector<mlx::core::array>& outs, MakeWork&& make_work) {
-  for (auto& o : outs) o.set_data(mlx::core::allocator::malloc(o.nbytes()));
+void dispatch_cpu(mlx::core::Stream stream, MakeWork&& make_work) {
   auto& enc = mlx::core::cpu::get_command_encoder(stream);
-  for (auto& a : inputs) enc.set_input_array(a);
-  for (auto& o : outs) enc.set_output_array(o);
 #if MLXGP_TSAN
   // libmlx (not instrumented) hands the task to its stream thread through a queue ThreadSanitizer cannot
   // see, so say what that hand-off guarantees: everything before the dispatch happens before the task.
@@ -40,6 +35,15 @@ void enqueue_cpu(mlx::core::Stream stream, const std::vector<mlx::core::array>& 
 #else
   enc.dispatch(make_work());
 #endif
+}
+
+// Allocates `outs`, then dispatch_cpu. make_work is called after the allocation, so weak copies of the
+// outputs taken inside it see their buffers.
+template <class MakeWork>
+void enqueue_cpu(mlx::core::Stream stream, const std::vector<mlx::core::array>&, std::vector<mlx::core::array>& outs,
+                 MakeWork&& make_work) {
+  for (auto& o : outs) o.set_data(mlx::core::allocator::malloc(o.nbytes()));
+  dispatch_cpu(stream, std::forward<MakeWork>(make_work));
 }
 
 // The single-output form (UnaryPrimitive::eval_cpu).

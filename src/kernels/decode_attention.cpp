@@ -16,6 +16,7 @@
 #include <mlx/primitives.h>
 
 #include "kernels/cpu_task.h"
+#include "kernels/decode_attention.h"
 #include "kernels/qmm_cpu.h"
 #include "kernels/row_major.h"
 #include "kernels/simd_exp.h"
@@ -27,17 +28,6 @@ namespace mx = mlx::core;
 namespace mlxgp::kernels {
 
 namespace {
-
-struct DecodeArgs {
-  const float* q = nullptr;  // [B, Hq, D] row-major
-  const float* k = nullptr;  // element (b, h, j, d) at b * ks[0] + h * ks[1] + j * ks[2] + d
-  const float* v = nullptr;
-  int64_t ks[3] = {}, vs[3] = {};
-  float* out = nullptr;  // [B, Hq, D]
-  int Hq = 0, Hk = 0, Tk = 0, D = 0;
-  float scale = 1.0f;
-  const std::vector<int>* key_start = nullptr;
-};
 
 // Four dot products' lanes summed into their four totals, each in the order reduce8x8 below sums it
 // (the key's lanes 0+1, 2+3 paired, then the two 128-bit halves), so both give the same bits.
@@ -177,6 +167,18 @@ void decode_task(const DecodeArgs& a, int b, int h, float* scores) {
   }
 }
 
+}  // namespace
+
+void decode_attention_rows(const DecodeArgs& a, int B) {
+  const int tasks = B * a.Hk, rep = a.Hq / a.Hk;  // rep: work per task
+  parallel_rows(tasks, a.Tk * a.D * rep * 2, [&](int t0, int t1) {
+    std::vector<float> scores(static_cast<size_t>(kHeadsPerPass) * a.Tk);
+    for (int t = t0; t < t1; ++t) decode_task(a, t / a.Hk, t % a.Hk, scores.data());
+  });
+}
+
+namespace {
+
 // The cache hands us a slice of its buffer: rows of D contiguous floats at arbitrary outer strides.
 bool rows_contiguous(const mx::array& x) { return x.strides()[3] == 1; }
 
@@ -207,11 +209,7 @@ void run_decode(const mx::array& q, const mx::array& k, const mx::array& v, mx::
   };
   view(k, kc, a.k, a.ks);
   view(v, vc, a.v, a.vs);
-  const int B = q.shape(0), tasks = B * a.Hk, rep = a.Hq / a.Hk;  // rep: work per task
-  parallel_rows(tasks, a.Tk * a.D * rep * 2, [&](int t0, int t1) {
-    std::vector<float> scores(static_cast<size_t>(kHeadsPerPass) * a.Tk);
-    for (int t = t0; t < t1; ++t) decode_task(a, t / a.Hk, t % a.Hk, scores.data());
-  });
+  decode_attention_rows(a, q.shape(0));
 }
 
 // The same function in MLX ops, for gradients (decode is not trained through, but transforms must work).

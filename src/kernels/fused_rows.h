@@ -23,4 +23,9 @@ void rope_tables(int dims, float base, float scale, const std::vector<int>& star
 // allowed (rope.cpp).
 void rope_row(const float* in, float* o, const float* c, const float* s, int dims, int D);
 
+struct GgmlRope;
+// q and k ([M = B x T rows, heads x head_dim] each, q_heads and k_heads heads) rotated in place as
+// kernels::rope rotates their head split: the same tables and row function (rope.cpp).
+void rope_heads_inplace(float* q, int q_heads, float* k, int k_heads, int M, int T, const GgmlRope& r);
+
 }  // namespace mlxgp::kernels

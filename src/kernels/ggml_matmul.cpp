@@ -56,26 +56,6 @@ struct Fused {
   bool operator==(const Fused&) const = default;
 };
 
-// Rotates outputs 0 and 1 ([M = B x T, heads x head_dim] each, q and k) in place, as kernels::rope rotates
-// the head split of each (the same tables and row function).
-void rotate_outputs(std::vector<mx::array>& os, const GgmlRope& r, int M, int T) {
-  const int half = r.dims / 2;
-  std::vector<float> cos_t, sin_t;
-  rope_tables(r.dims, r.base, r.scale, r.row_offsets.empty() ? std::vector<int>{r.offset} : r.row_offsets, T, false,
-              cos_t, sin_t);
-  for (int i = 0; i < 2; ++i) {
-    float* y = os[i].data<float>();
-    const int heads = os[i].shape(-1) / r.head_dim;
-    for (int m = 0; m < M; ++m) {
-      const size_t row_t = (r.row_offsets.empty() ? 0 : static_cast<size_t>(m / T) * T) + m % T;
-      for (int h = 0; h < heads; ++h) {
-        float* row = y + (static_cast<size_t>(m) * heads + h) * r.head_dim;
-        rope_row(row, row, cos_t.data() + row_t * half, sin_t.data() + row_t * half, r.dims, r.head_dim);
-      }
-    }
-  }
-}
-
 // The unfused form of one rotated output: kernels::rope over its head split, back to [..., heads x head_dim].
 mx::array rope_heads(const mx::array& y, const GgmlRope& r) {
   const int B = y.shape(0), T = y.shape(1), heads = y.shape(2) / r.head_dim;
@@ -199,7 +179,9 @@ class CpuGgmlMatmul : public mx::Primitive {
     else ggml_product(t, x, M, K, segs, q);
     float* out = os[0].data<float>();
     if (f.swiglu) swiglu_flat(scratch.data(), scratch.data() + out_size, out, out_size);
-    if (f.rope) rotate_outputs(os, *f.rope, M, ins[0].ndim() >= 2 ? ins[0].shape(-2) : 1);
+    if (f.rope)
+      rope_heads_inplace(os[0].data<float>(), os[0].shape(-1) / f.rope->head_dim, os[1].data<float>(),
+                         os[1].shape(-1) / f.rope->head_dim, M, ins[0].ndim() >= 2 ? ins[0].shape(-2) : 1, *f.rope);
     if (f.residual) {  // residual + y, the order mx::add(residual, y) adds in
       RowMajor<float> r(ins.back());
       for (size_t i = 0; i < out_size; ++i) out[i] = r.ptr[i] + out[i];
@@ -303,6 +285,16 @@ void check_ggml_blocks(const mx::array& w, uint32_t type, int K) {
                                 " values");
 }
 
+// Whether the CPU primitive multiplies M rows by `type` blocks; otherwise the weight is dequantized once
+// and BLAS / the device multiplies (prefill-sized products, other devices). The fused SIMD kernel reads
+// each weight once per 8 rows, so it keeps batches up to the affine kernel's GEMM threshold; the tile
+// route dequantizes per call and keeps only decode-sized ones. llama.cpp's arithmetic holds at every M
+// (its prefill quantizes the activations too).
+bool ggml_cpu_product(uint32_t type, int64_t M, bool int8_activations) {
+  const int64_t max_rows = ggml_simd_supported(type) ? kQmmGemmRows - 1 : kLinearMaxRows;
+  return int8_activations || (mx::default_device() == mx::Device::cpu && M <= max_rows);
+}
+
 bool ggml_type_supported(uint32_t type) { return ggml_block(type).elements > 1; }
 
 int ggml_row_bytes(uint32_t type, int K) {
@@ -324,16 +316,6 @@ namespace {
 void check_weight(const mx::array& w, uint32_t type, int K) {
   check_ggml_blocks(w, type, K);
   if (w.ndim() != 2) throw std::invalid_argument("[kernels] llama.cpp block matmul needs a 2-D weight");
-}
-
-// Whether the CPU primitive multiplies M rows by `type` blocks; otherwise the weight is dequantized once
-// and BLAS / the device multiplies (prefill-sized products, other devices). The fused SIMD kernel reads
-// each weight once per 8 rows, so it keeps batches up to the affine kernel's GEMM threshold; the tile
-// route dequantizes per call and keeps only decode-sized ones. llama.cpp's arithmetic holds at every M
-// (its prefill quantizes the activations too).
-bool cpu_product(uint32_t type, int64_t M, bool int8_activations) {
-  const int64_t max_rows = ggml_simd_supported(type) ? kQmmGemmRows - 1 : kLinearMaxRows;
-  return int8_activations || (mx::default_device() == mx::Device::cpu && M <= max_rows);
 }
 
 // The CPU primitive over float32 x and checked weights (and, when given, their int8 repacks and the fused
@@ -377,7 +359,7 @@ mx::array ggml_matmul(const mx::array& x, const mx::array& w, uint32_t type, boo
   std::vector<mx::array> ps;
   if (packed) ps.push_back(*packed);
   check_packed({w}, ps, int8_activations);
-  if (!cpu_product(type, K ? static_cast<int64_t>(x.size() / K) : 0, int8_activations)) {
+  if (!ggml_cpu_product(type, K ? static_cast<int64_t>(x.size() / K) : 0, int8_activations)) {
     auto wd = ggml_dequantize(w, type, K);
     if (x.dtype() != mx::float32) wd = mx::astype(wd, x.dtype());
     return linear(x, wd);
@@ -393,7 +375,7 @@ std::vector<mx::array> ggml_matmul_multi(const mx::array& x, const std::vector<m
   check_packed(ws, packed, int8_activations);
   // One node where ggml_matmul would run the CPU primitive for each weight; otherwise each its own way.
   if (ws.size() < 2 || x.dtype() != mx::float32 ||
-      !cpu_product(type, K ? static_cast<int64_t>(x.size() / K) : 0, int8_activations)) {
+      !ggml_cpu_product(type, K ? static_cast<int64_t>(x.size() / K) : 0, int8_activations)) {
     std::vector<mx::array> out;
     for (size_t i = 0; i < ws.size(); ++i)
       out.push_back(ggml_matmul(x, ws[i], type, int8_activations,
@@ -415,7 +397,7 @@ std::optional<std::vector<mx::array>> ggml_matmul_fused(const mx::array& x, cons
     throw std::invalid_argument("[kernels] a fused swiglu takes two weights and a residual one output");
   for (const auto& w : ws) check_weight(w, type, K);
   check_int8_activations(type, int8_activations);
-  if (x.dtype() != mx::float32 || !cpu_product(type, K ? static_cast<int64_t>(x.size() / K) : 0, int8_activations))
+  if (x.dtype() != mx::float32 || !ggml_cpu_product(type, K ? static_cast<int64_t>(x.size() / K) : 0, int8_activations))
     return std::nullopt;
   if ((f.norm_weight && !rms_norm_supported(x, *f.norm_weight)) || (f.swiglu && !swiglu_supported(x, x)))
     return std::nullopt;

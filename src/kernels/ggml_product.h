@@ -45,6 +45,10 @@ void for_segment_rows(const std::vector<GgmlSegment>& segs, int g0, int g1, Fn&&
   }
 }
 
+// Whether the block product of M activation rows runs on the CPU primitive (ggml_matmul.cpp); otherwise the
+// weight is dequantized and BLAS or the device multiplies.
+bool ggml_cpu_product(uint32_t type, int64_t M, bool int8_activations);
+
 // Throws std::invalid_argument when int8_activations is set and ggml_q8_supported(type) is not.
 void check_int8_activations(uint32_t type, bool int8_activations);
 

@@ -57,6 +57,22 @@ __attribute__((noinline)) void rope_row(const float* in, float* o, const float* 
   for (int i = dims; i < D; ++i) o[i] = in[i];
 }
 
+void rope_heads_inplace(float* q, int q_heads, float* k, int k_heads, int M, int T, const GgmlRope& r) {
+  const int half = r.dims / 2;
+  std::vector<float> cos_t, sin_t;
+  rope_tables(r.dims, r.base, r.scale, r.row_offsets.empty() ? std::vector<int>{r.offset} : r.row_offsets, T, false,
+              cos_t, sin_t);
+  for (auto [y, heads] : {std::pair{q, q_heads}, std::pair{k, k_heads}}) {
+    for (int m = 0; m < M; ++m) {
+      const size_t row_t = (r.row_offsets.empty() ? 0 : static_cast<size_t>(m / T) * T) + m % T;
+      for (int h = 0; h < heads; ++h) {
+        float* row = y + (static_cast<size_t>(m) * heads + h) * r.head_dim;
+        rope_row(row, row, cos_t.data() + row_t * half, sin_t.data() + row_t * half, r.dims, r.head_dim);
+      }
+    }
+  }
+}
+
 namespace {
 
 struct RopeParams {

@@ -272,7 +272,9 @@ mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& 
                         ") with a rotating KV cache (max_kv_size) is not supported past the window");
     sliding = sliding_window_mask(offset, T, window, mask);
   }
-  for (size_t i = 0; i < blocks_.size(); ++i) {
+  const auto fused = fused_decode(h, caches, mask, sliding);
+  if (fused) h = *fused;
+  for (size_t i = 0; i < blocks_.size() && !fused; ++i) {
     const auto& b = blocks_[i];
     const AttentionMask* m = sliding && i < slides.size() && slides[i] ? &*sliding : &mask;
     h = block(b, h, *caches[i], m);

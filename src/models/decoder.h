@@ -56,6 +56,10 @@ class DecoderModel : public Model {
     std::optional<layers::SparseMoe> moe;  // mixture-of-experts layers
   };
   mx::array block(const Block& b, const mx::array& h, KVCache& cache, const AttentionMask* mask) const;
+  // Every block of a decode step (one position per row) as one fused node where each op of each block would
+  // run its CPU kernel and nothing observes the layers in between (decoder_fused.cpp); nullopt otherwise.
+  std::optional<mx::array> fused_decode(const mx::array& h, KVCacheList& caches, const AttentionMask& mask,
+                                        const std::optional<AttentionMask>& sliding) const;
   ModelConfig config_;  // the whole model's, also when sharded
   struct TensorParallel {
     mx::distributed::Group group;

@@ -1,0 +1,99 @@
+// DecoderModel::fused_decode: a decode step's blocks as one kernels::decode_layers node, where that node
+// runs exactly the kernels the blocks would run op by op (so the logits are the same bits) and nothing
+// needs the layers one by one: hooks between them, LoRA, tensor parallelism, gradients, other caches.
+#include <cstdlib>
+#include <cstring>
+
+#include "mlxgp/kv_cache.h"
+
+#include "kernels/decode_layers.h"
+#include "models/decoder.h"
+
+namespace mlxgp {
+
+namespace {
+
+// MLXGP_DISABLE_FUSED_DECODE=1 runs the blocks op by op (A/B measurements; the tests compare both).
+bool fused_decode_enabled() {
+  const char* e = std::getenv("MLXGP_DISABLE_FUSED_DECODE");
+  return !e || std::strcmp(e, "1") != 0;
+}
+
+// A llama.cpp-block Linear the fused node multiplies as Linear::operator() would: no bias, adapter or
+// cross-rank sum.
+std::optional<kernels::DecodeWeight> block_weight(const layers::Linear& l) {
+  if (!l.ggml_type || !l.weight || l.bias || l.lora_a || l.reduce) return std::nullopt;
+  return kernels::DecodeWeight{l.q8_packed ? &*l.q8_packed : &*l.weight, *l.ggml_type, l.int8_activations,
+                               l.q8_packed.has_value()};
+}
+
+}  // namespace
+
+std::optional<mx::array> DecoderModel::fused_decode(const mx::array& h, KVCacheList& caches,
+                                                    const AttentionMask& mask,
+                                                    const std::optional<AttentionMask>& sliding) const {
+  using Norms = DecoderOptions::Norms;
+  if (h.ndim() != 3 || h.shape(1) != 1 || h.is_tracer() || !fused_decode_enabled()) return std::nullopt;
+  if (options_.norms != Norms::Pre || config_.residual_multiplier != 1.0f) return std::nullopt;
+  for (size_t i = 0; i < blocks_.size(); ++i)  // a hook on a block's output needs the blocks one by one
+    if (hooks().wants(HookPoint::Residual, static_cast<int>(i))) return std::nullopt;
+  // A single query needs no mask: its kind is None and the left padding is the key starts. A sliding window
+  // that hides keys makes an array mask (sliding_window_mask), which only the op-by-op path applies.
+  if (mask.kind != AttentionMask::Kind::None || (sliding && sliding->kind != AttentionMask::Kind::None))
+    return std::nullopt;
+  std::vector<StandardKVCache*> standard;
+  for (const auto& c : caches) {
+    auto* s = dynamic_cast<StandardKVCache*>(c.get());
+    if (!s || s->offset() != caches[0]->offset()) return std::nullopt;
+    standard.push_back(s);
+  }
+  std::vector<kernels::DecodeLayer> layers;
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const Block& b = blocks_[i];
+    const auto& a = b.attention;
+    if (b.moe || !b.mlp || b.mlp->kind != layers::SwiGLU::Kind::Gated || b.mlp->act != layers::SwiGLU::Act::Silu ||
+        a.qkv_proj || a.q_norm || a.k_norm || a.softcap || !b.input_norm || !b.post_attention_norm)
+      return std::nullopt;
+    const auto in_w = b.input_norm->kernel_weight(), post_w = b.post_attention_norm->kernel_weight();
+    if (!in_w || !post_w) return std::nullopt;
+    kernels::DecodeLayer m;
+    // kernel_weight() is the stored weight or the norm's own (1 + w), both kept alive by the model.
+    m.input_norm = b.input_norm->effective ? &*b.input_norm->effective : &*b.input_norm->weight;
+    m.post_norm = b.post_attention_norm->effective ? &*b.post_attention_norm->effective : &*b.post_attention_norm->weight;
+    m.input_eps = b.input_norm->eps;
+    m.post_eps = b.post_attention_norm->eps;
+    const layers::Linear* ls[] = {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj,
+                                  &b.mlp->gate_proj, &b.mlp->up_proj, &b.mlp->down_proj};
+    kernels::DecodeWeight* ws[] = {&m.q, &m.k, &m.v, &m.o, &m.gate, &m.up, &m.down};
+    for (int j = 0; j < 7; ++j) {
+      auto w = block_weight(*ls[j]);
+      if (!w) return std::nullopt;
+      *ws[j] = *w;
+    }
+    m.n_heads = a.n_heads;
+    m.n_kv_heads = a.n_kv_heads;
+    m.head_dim = a.head_dim;
+    m.scale = a.scale;
+    if (a.rope) {  // kernels::rope's frequencies only (mx::fast::rope's periods run op by op)
+      m.rope = a.rope->kernel_params(*caches[i], 1, a.head_dim);
+      if (!m.rope) return std::nullopt;
+    }
+    layers.push_back(std::move(m));
+  }
+  // The buffers last: taking them may copy or grow them (harmless if a later check still says no).
+  std::vector<mx::array> keys, values;
+  int slot = -1;
+  for (auto* s : standard) {
+    auto w = s->writable(1);
+    if (!w || (slot >= 0 && w->slot != slot)) return std::nullopt;
+    slot = w->slot;
+    keys.push_back(w->keys);
+    values.push_back(w->values);
+  }
+  if (!kernels::decode_layers_supported(h, layers, keys, values, slot)) return std::nullopt;
+  auto out = kernels::decode_layers(h, layers, keys, values, slot, mask.key_start);
+  for (auto* s : standard) s->advance(1);
+  return out;
+}
+
+}  // namespace mlxgp
