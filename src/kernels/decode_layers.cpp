@@ -228,10 +228,10 @@ mx::array decode_layers(const mx::array& x, const std::vector<DecodeLayer>& laye
   }
   inputs.insert(inputs.end(), keys.begin(), keys.end());
   inputs.insert(inputs.end(), values.begin(), values.end());
-  return mx::array(x.shape(), mx::float32,
-                   std::make_shared<CpuDecodeLayers>(mx::default_stream(mx::Device::cpu), std::move(meta), slot,
-                                                     key_start),
-                   std::move(inputs));
+  return mx::array(
+      x.shape(), mx::float32,
+      std::make_shared<CpuDecodeLayers>(mx::default_stream(mx::Device::cpu), std::move(meta), slot, key_start),
+      std::move(inputs));
 }
 
 }  // namespace mlxgp::kernels

@@ -29,8 +29,7 @@ std::optional<kernels::DecodeWeight> block_weight(const layers::Linear& l) {
 
 }  // namespace
 
-std::optional<mx::array> DecoderModel::fused_decode(const mx::array& h, KVCacheList& caches,
-                                                    const AttentionMask& mask,
+std::optional<mx::array> DecoderModel::fused_decode(const mx::array& h, KVCacheList& caches, const AttentionMask& mask,
                                                     const std::optional<AttentionMask>& sliding) const {
   using Norms = DecoderOptions::Norms;
   if (h.ndim() != 3 || h.shape(1) != 1 || h.is_tracer() || !fused_decode_enabled()) return std::nullopt;
@@ -59,10 +58,11 @@ std::optional<mx::array> DecoderModel::fused_decode(const mx::array& h, KVCacheL
     kernels::DecodeLayer m;
     // kernel_weight() is the stored weight or the norm's own (1 + w), both kept alive by the model.
     m.input_norm = b.input_norm->effective ? &*b.input_norm->effective : &*b.input_norm->weight;
-    m.post_norm = b.post_attention_norm->effective ? &*b.post_attention_norm->effective : &*b.post_attention_norm->weight;
+    m.post_norm =
+        b.post_attention_norm->effective ? &*b.post_attention_norm->effective : &*b.post_attention_norm->weight;
     m.input_eps = b.input_norm->eps;
     m.post_eps = b.post_attention_norm->eps;
-    const layers::Linear* ls[] = {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj,
+    const layers::Linear* ls[] = {&a.q_proj,         &a.k_proj,       &a.v_proj,        &a.o_proj,
                                   &b.mlp->gate_proj, &b.mlp->up_proj, &b.mlp->down_proj};
     kernels::DecodeWeight* ws[] = {&m.q, &m.k, &m.v, &m.o, &m.gate, &m.up, &m.down};
     for (int j = 0; j < 7; ++j) {

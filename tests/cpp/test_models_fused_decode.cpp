@@ -105,8 +105,7 @@ mx::array ids(std::vector<int> v) { return mx::array(v.data(), {1, static_cast<i
 mx::array step(Model& m, KVCacheList& caches, const std::vector<int>& tokens, bool fused) {
   if (fused) unsetenv("MLXGP_DISABLE_FUSED_DECODE");
   else setenv("MLXGP_DISABLE_FUSED_DECODE", "1", 1);
-  auto logits =
-      m.forward(mx::array(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32), caches);
+  auto logits = m.forward(mx::array(tokens.data(), {static_cast<int>(tokens.size()), 1}, mx::int32), caches);
   EXPECT_EQ(graph_has(logits, "MlxgpCpuDecodeLayers"), fused);
   mx::eval(logits);
   return logits;
@@ -203,7 +202,7 @@ TEST_F(FusedDecode, InPlaceWritesNeverReachSharedBuffers) {
     out.push_back(step(*m, twin, {10}, fused));
     auto* standard = dynamic_cast<mlxgp::StandardKVCache*>(caches[0].get());
     auto view = standard->fetch()->first;  // keys of positions 0..5
-    for (auto& c : caches) c->trim(2);         // a speculative rollback
+    for (auto& c : caches) c->trim(2);     // a speculative rollback
     out.push_back(step(*m, caches, {11}, fused));
     out.push_back(step(*m, caches, {12}, fused));
     out.push_back(mx::copy(view));  // still the keys of tokens 7 and 8 at positions 4 and 5
