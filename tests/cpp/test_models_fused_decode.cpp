@@ -126,7 +126,9 @@ void expect_steps_equal(Model& m, int rows, int steps) {
     return caches;
   };
   auto fused = prefill(), plain = prefill();
-  if (rows > 1) ASSERT_FALSE(fused[0]->left_padding().empty());
+  if (rows > 1) {
+    ASSERT_FALSE(fused[0]->left_padding().empty());
+  }
   for (int s = 0; s < steps; ++s) {
     std::vector<int> tokens;
     for (int r = 0; r < rows; ++r) tokens.push_back((11 * s + 5 * r + 2) % 64);
