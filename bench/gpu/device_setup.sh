@@ -25,7 +25,7 @@ ln -sfn "$TORCH_SITE/nvidia" "$DEST/site/nvidia"
 NV_LIBS=$( (ls -d "$TORCH_SITE"/nvidia/*/lib 2> /dev/null || true) | tr '\n' ':')
 cat > "$DEST/env.sh" <<EOF
 export PYTHONPATH=$DEST/site\${PYTHONPATH:+:\$PYTHONPATH}
-export LD_LIBRARY_PATH=$DEST/site/mlx/lib:$DEST/site/mlx_cuda_13.libs:$NV_LIBS\${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=$DEST/site/mlx/lib:$DEST/site/mlx_cuda_13.libs:$NV_LIBS\${LD_LIBRARY_PATH:-}:$DEST/syslib
 if [ -d /usr/local/cuda/include ]; then export CUDA_HOME=\${CUDA_HOME:-/usr/local/cuda}; fi  # NVRTC headers
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 EOF

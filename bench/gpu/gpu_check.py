@@ -1,6 +1,7 @@
 """GPU check of the CUDA build (mlx[cuda13]) on a lent NVIDIA machine: the C++ unit tests on the GPU,
 the main job (generation with the default model), logits and greedy parity against transformers on
-CUDA, and decode speed side by side with mlx-lm and transformers in the same run.
+CUDA, decode speed side by side with mlx-lm and transformers in the same run, and batched decode
+(B distinct prompts, `--prompts-file`) side by side with mlx-lm's batch_generate.
 
 Runs on the device machine after bench/gpu/device_setup.sh unpacked the payload that
 bench/gpu/make_payload.sh built here (the mlx-cuda-13 wheel, the project binaries linked against it,
@@ -220,6 +221,46 @@ def speed(mlxgp: Path, models: dict, ids, n: int, reps: int, deadline: float, re
     print(json.dumps(report["speed"], indent=1), flush=True)
 
 
+def batching(mlxgp: Path, models: dict, ids, n: int, deadline: float, report):
+    """Aggregate tok/s of B distinct prompts decoded together (the bench's batching section, same prompts
+    and measurement): mlxgp `generate --prompts-file` and mlx-lm's batch_generate, on the GPU."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from sections.batching import Engine, _measure_once, _requests, _write_requests
+
+    ctx = SimpleNamespace(mlxgp_bin=mlxgp, python=sys.executable)
+    engines = [Engine("mlxgp", "gguf-q4_1", models["gguf"]), Engine("mlx-lm", "mlx-q4", models["q4"]),
+               Engine("mlxgp", "hf-f32", models["f32"]), Engine("mlx-lm", "hf-f32", models["f32"])]
+    prompts = _requests(ids)
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for b in (1, 4, 8, 16):
+            req = _write_requests(Path(tmp) / f"b{b}.jsonl", prompts[:b])
+            for e in engines:
+                if time.monotonic() > deadline:
+                    break
+                try:
+                    r = _measure_once(ctx, e, req, b, n)
+                except Exception as ex:  # RunError or a timeout: report it, go on
+                    print(f"  {e.key} B={b}: {ex}", flush=True)
+                    continue
+                row = rows.setdefault(e.key, {})
+                row[b] = {"aggregate": round(r.aggregate(), 1), "decode": round(r.decode() or 0, 1)}
+                print(f"  {e.key:22} B={b:2}  aggregate {r.aggregate():8.1f} tok/s  decode {r.decode() or 0:8.1f} tok/s",
+                      flush=True)
+    for key, row in rows.items():
+        if 1 in row:
+            for b in row:
+                row[b]["aggregate_vs_b1"] = round(row[b]["aggregate"] / row[1]["aggregate"], 2)
+    for mine, peer in (("mlxgp gguf-q4_1", "mlx-lm mlx-q4"), ("mlxgp hf-f32", "mlx-lm hf-f32")):
+        for b, v in rows.get(mine, {}).items():
+            if b in rows.get(peer, {}):
+                v[f"aggregate_vs_{peer}"] = round(v["aggregate"] / rows[peer][b]["aggregate"], 2)
+    report["batching"] = {"new_tokens": n, "rows": rows}
+    print(json.dumps(report["batching"], indent=1), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, required=True, help="where device_setup.sh unpacked the payload")
@@ -228,7 +269,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--torch-device", default="cuda", help="transformers' device (cpu for a dry run here)")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: tests,main,prepare,logits,greedy,speed")
+    ap.add_argument("--batch-new-tokens", type=int, default=128)
+    ap.add_argument("--skip", default="",
+                    help="comma-separated parts to skip: tests,main,prepare,logits,greedy,speed,batching")
     a = ap.parse_args()
     deadline = time.monotonic() + a.deadline_s
     global TORCH_DEVICE
@@ -266,10 +309,12 @@ def main() -> None:
     work = a.out
     part("logits", logits_parity, mlxgp, HF_F32_DIR, ids, work, report)
     part("greedy", greedy_parity, mlxgp, HF_F32_DIR, ids, 64, report)
-    # Speed may use 60% of what is left; the unit tests get the rest.
-    speed_deadline = time.monotonic() + 0.6 * max(0.0, deadline - time.monotonic())
-    part("speed", speed, mlxgp, {"gguf": DEFAULT_GGUF, "f32": HF_F32_DIR, "q4": MLX_Q4_DIR}, ids, a.new_tokens,
-         a.reps, speed_deadline, report)
+    # Speed may use 40% of what is left, batching 40% of the rest; the unit tests get the remainder.
+    models = {"gguf": DEFAULT_GGUF, "f32": HF_F32_DIR, "q4": MLX_Q4_DIR}
+    speed_deadline = time.monotonic() + 0.4 * max(0.0, deadline - time.monotonic())
+    part("speed", speed, mlxgp, models, ids, a.new_tokens, a.reps, speed_deadline, report)
+    batch_deadline = time.monotonic() + 0.4 * max(0.0, deadline - time.monotonic())
+    part("batching", batching, mlxgp, models, ids, a.batch_new_tokens, batch_deadline, report)
     part("tests", unit_tests, a.root / "bin", deadline, report)
 
 

@@ -38,6 +38,11 @@ for f in build-cuda/mlxgp build-cuda/test_*; do  # executables only (not the cte
   [ -x "$f" ] && [ -f "$f" ] && case "$f" in *.cmake) ;; *) cp "$f" "$STAGE/bin/" ;; esac
 done
 strip "$STAGE"/bin/mlxgp "$STAGE"/bin/test_*
+# The system libraries the CLI links that the device image may lack (jemalloc, cpp-httplib, pcre2, ...):
+# device_setup.sh puts them last on LD_LIBRARY_PATH, so the image's own copies win where it has them.
+mkdir -p "$STAGE/syslib"
+ldd build-cuda/mlxgp | awk '$3 ~ /^\/(usr\/)?lib/ {print $3}' \
+  | grep -v -E '/(libc|libm|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so' | xargs -r cp -L -t "$STAGE/syslib/"
 cp "$GGUF_MODEL" "$STAGE/cache/models/"
 # The unit tests read fixtures from paths compiled in (the cache and tests/data of this checkout);
 # gpu_check.py links them to the unpacked copies there. Only the tokenizers the C++ tests open.

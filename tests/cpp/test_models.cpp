@@ -219,6 +219,7 @@ TEST(LoadErrors, CorruptGguf) {
 TEST(LoadErrors, DefaultModelLoadsWhenInstalled) {
   auto path = fs::path(MLXGP_CACHE_DIR) / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf";
   if (!fs::exists(path)) GTEST_SKIP() << "default model not installed";
+  const CpuDeviceScope cpu;  // the layout checked below is the CPU's (the GPU loads MLX affine weights)
   auto m = load(path.string());
   const auto& c = m.model->config();
   EXPECT_EQ(c.num_hidden_layers, 30);

@@ -21,18 +21,24 @@ namespace mlxgp::testing {
 namespace fs = std::filesystem;
 namespace mx = mlx::core;
 
-// Runs each test with the CPU as MLX's default device (the custom kernels are CPU primitives; a CUDA
-// build's default is the GPU, where every entry point forwards to MLX's op instead).
-class CpuDefaultDevice : public ::testing::Test {
- protected:
-  void SetUp() override {
-    previous_ = mx::default_device();
-    mx::set_default_device(mx::Device::cpu);
-  }
-  void TearDown() override { mx::set_default_device(previous_); }
+// The CPU as MLX's default device while in scope (the custom kernels and llama.cpp's blocks as stored
+// are the CPU's; a CUDA build's default is the GPU, where the loader makes MLX affine weights and every
+// kernel entry point forwards to MLX's op instead).
+class CpuDeviceScope {
+ public:
+  CpuDeviceScope() : previous_(mx::default_device()) { mx::set_default_device(mx::Device::cpu); }
+  ~CpuDeviceScope() { mx::set_default_device(previous_); }
+  CpuDeviceScope(const CpuDeviceScope&) = delete;
+  CpuDeviceScope& operator=(const CpuDeviceScope&) = delete;
 
  private:
-  mx::Device previous_{mx::Device::cpu};
+  mx::Device previous_;
+};
+
+// Runs each test with the CPU as MLX's default device (CpuDeviceScope).
+class CpuDefaultDevice : public ::testing::Test {
+ private:
+  CpuDeviceScope cpu_;
 };
 
 struct TempDir {

@@ -57,6 +57,7 @@ TEST(Training, FreshLoraLeavesLogitsUnchangedAndMergeKeepsThem) {
 TEST(Training, LoraOnLlamaCppBlocksInfersInputSizeAndRefusesMerge) {
   const auto path = std::filesystem::path(MLXGP_CACHE_DIR) / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf";
   if (!std::filesystem::exists(path)) GTEST_SKIP() << "default model not installed";
+  const CpuDeviceScope cpu;  // llama.cpp's blocks are kept as stored on the CPU only
   auto loaded = load(path.string());
   auto& m = *loaded.model;
   const std::vector<int> ids = {1, 504, 3458};
