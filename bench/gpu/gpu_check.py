@@ -221,7 +221,7 @@ def speed(mlxgp: Path, models: dict, ids, n: int, reps: int, deadline: float, re
     print(json.dumps(report["speed"], indent=1), flush=True)
 
 
-def batching(mlxgp: Path, models: dict, ids, n: int, deadline: float, report):
+def batching(mlxgp: Path, models: dict, ids, n: int, sizes, deadline: float, report):
     """Aggregate tok/s of B distinct prompts decoded together (the bench's batching section, same prompts
     and measurement): mlxgp `generate --prompts-file` and mlx-lm's batch_generate, on the GPU."""
     import tempfile
@@ -235,7 +235,7 @@ def batching(mlxgp: Path, models: dict, ids, n: int, deadline: float, report):
     prompts = _requests(ids)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for b in (1, 4, 8, 16):
+        for b in sizes:
             req = _write_requests(Path(tmp) / f"b{b}.jsonl", prompts[:b])
             for e in engines:
                 if time.monotonic() > deadline:
@@ -270,6 +270,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--torch-device", default="cuda", help="transformers' device (cpu for a dry run here)")
     ap.add_argument("--batch-new-tokens", type=int, default=128)
+    ap.add_argument("--batch-sizes", default="1,4,8,16", help="comma-separated B for the batching part (at most 16)")
     ap.add_argument("--skip", default="",
                     help="comma-separated parts to skip: tests,main,prepare,logits,greedy,speed,batching")
     a = ap.parse_args()
@@ -314,7 +315,8 @@ def main() -> None:
     speed_deadline = time.monotonic() + 0.4 * max(0.0, deadline - time.monotonic())
     part("speed", speed, mlxgp, models, ids, a.new_tokens, a.reps, speed_deadline, report)
     batch_deadline = time.monotonic() + 0.4 * max(0.0, deadline - time.monotonic())
-    part("batching", batching, mlxgp, models, ids, a.batch_new_tokens, batch_deadline, report)
+    sizes = [int(b) for b in a.batch_sizes.split(",") if b.strip()]
+    part("batching", batching, mlxgp, models, ids, a.batch_new_tokens, sizes, batch_deadline, report)
     part("tests", unit_tests, a.root / "bin", deadline, report)
 
 
