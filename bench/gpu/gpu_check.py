@@ -245,10 +245,10 @@ def batching(mlxgp: Path, models: dict, ids, n: int, sizes, deadline: float, rep
                 except Exception as ex:  # RunError or a timeout: report it, go on
                     print(f"  {e.key} B={b}: {ex}", flush=True)
                     continue
-                row = rows.setdefault(e.key, {})
-                row[b] = {"aggregate": round(r.aggregate(), 1), "decode": round(r.decode() or 0, 1)}
-                print(f"  {e.key:22} B={b:2}  aggregate {r.aggregate():8.1f} tok/s  decode {r.decode() or 0:8.1f} tok/s",
-                      flush=True)
+                decode = r.decode()  # None: no decode step (one new token)
+                decode = round(decode, 1) if decode is not None else None
+                rows.setdefault(e.key, {})[b] = {"aggregate": round(r.aggregate(), 1), "decode": decode}
+                print(f"  {e.key:22} B={b:2}  aggregate {r.aggregate():8.1f} tok/s  decode {decode} tok/s", flush=True)
     for key, row in rows.items():
         if 1 in row:
             for b in row:
@@ -270,7 +270,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--torch-device", default="cuda", help="transformers' device (cpu for a dry run here)")
     ap.add_argument("--batch-new-tokens", type=int, default=128)
-    ap.add_argument("--batch-sizes", default="1,4,8,16", help="comma-separated B for the batching part (at most 16)")
+    ap.add_argument("--batch-sizes", default="1,4,8,16", help="comma-separated B for the batching part (1 to 16)")
     ap.add_argument("--skip", default="",
                     help="comma-separated parts to skip: tests,main,prepare,logits,greedy,speed,batching")
     a = ap.parse_args()
@@ -280,6 +280,11 @@ def main() -> None:
     skip = set(filter(None, a.skip.split(",")))
     os.environ["MLXGP_CACHE"] = str(a.root / "cache")
     from common import DEFAULT_GGUF, HF_F32_DIR, MLX_Q4_DIR  # after MLXGP_CACHE
+    from sections.batching import PROMPT_LENGTHS
+
+    sizes = [int(b) for b in a.batch_sizes.split(",") if b.strip()]
+    if any(not 1 <= b <= len(PROMPT_LENGTHS) for b in sizes):  # before any device time is spent
+        ap.error(f"--batch-sizes: each B must be 1 to {len(PROMPT_LENGTHS)} (the bench's prompts)")
 
     mlxgp, report = a.root / "bin" / "mlxgp", {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
     a.out.mkdir(parents=True, exist_ok=True)
@@ -315,7 +320,6 @@ def main() -> None:
     speed_deadline = time.monotonic() + 0.4 * max(0.0, deadline - time.monotonic())
     part("speed", speed, mlxgp, models, ids, a.new_tokens, a.reps, speed_deadline, report)
     batch_deadline = time.monotonic() + 0.4 * max(0.0, deadline - time.monotonic())
-    sizes = [int(b) for b in a.batch_sizes.split(",") if b.strip()]
     part("batching", batching, mlxgp, models, ids, a.batch_new_tokens, sizes, batch_deadline, report)
     part("tests", unit_tests, a.root / "bin", deadline, report)
 
