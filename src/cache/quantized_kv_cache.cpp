@@ -164,6 +164,22 @@ void QuantizedKVCache::select(const mx::array& batch_indices) {
   values_ = take(*values_);
 }
 
+namespace {
+
+// x @ dequantize(t)^T (or x @ dequantize(t)): what quantized_matmul computes. MLX 0.32's CUDA backend has no
+// quantized_matmul kernel for attention's shapes (for example "No implementation for problem shape:
+// 1x13x64x9", measured on an H200 for every prompt), so on CUDA the cache is dequantized first; the CPU and
+// Metal keep the fused op, as mlx-lm's quantized_scaled_dot_product_attention does.
+mx::array cache_matmul(const mx::array& x, const QuantizedTensor& t, bool transpose, int group_size, int bits) {
+  if (mx::default_device() == mx::Device::gpu && mx::cu::is_available()) {
+    auto w = mx::astype(mx::dequantize(t.data, t.scales, t.biases, group_size, bits), x.dtype());
+    return mx::matmul(x, transpose ? mx::swapaxes(w, -1, -2) : w);
+  }
+  return mx::quantized_matmul(x, t.data, t.scales, t.biases, transpose, group_size, bits);
+}
+
+}  // namespace
+
 mx::array quantized_attention(const mx::array& queries, const QuantizedTensor& keys, const QuantizedTensor& values,
                               float scale, const AttentionMask& mask, int group_size, int bits) {
   const int B = queries.shape(0), n_q = queries.shape(1), L = queries.shape(2), D = queries.shape(3);
@@ -179,7 +195,7 @@ mx::array quantized_attention(const mx::array& queries, const QuantizedTensor& k
     k = expand(keys);
     v = expand(values);
   }
-  auto scores = mx::quantized_matmul(q, k.data, k.scales, k.biases, true, group_size, bits);
+  auto scores = cache_matmul(q, k, true, group_size, bits);
   std::optional<mx::array> m;
   if (!mask.key_start.empty()) {
     m = *mask.array;  // a left-padded batch: causal (or none) and each row's padding, [B, 1, L, keys]
@@ -199,7 +215,7 @@ mx::array quantized_attention(const mx::array& queries, const QuantizedTensor& k
     else scores = mx::add(scores, *m);
   }
   scores = mx::softmax(scores, std::vector<int>{-1}, true);
-  auto out = mx::quantized_matmul(scores, v.data, v.scales, v.biases, false, group_size, bits);
+  auto out = cache_matmul(scores, v, false, group_size, bits);
   if (n_rep > 1) out = mx::reshape(out, {B, n_q, L, D});
   return out;
 }
