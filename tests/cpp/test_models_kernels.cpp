@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <tuple>
@@ -10,6 +11,7 @@
 #include <mlx/mlx.h>
 
 #include "kernels/kernels.h"
+#include "kernels/logits_scan.h"
 #include "test_models_util.h"
 
 namespace mx = mlx::core;
@@ -385,4 +387,45 @@ TEST_F(Kernels, RopeMatchesMlxValuesAndGradients) {
   }
   EXPECT_FALSE(mlxgp::kernels::rope_supported(mx::zeros({1, 2, 3, 8}, mx::bfloat16), 8));
   EXPECT_FALSE(mlxgp::kernels::rope_supported(mx::zeros({1, 2, 3, 8}), 10));
+}
+
+// The one-pass argmax + invalid-logits test against MLX's ops on the same logits: ties (first index wins),
+// maxima in the tail after the last 8 lanes, NaN, +inf, rows of -inf, and a strided view.
+TEST_F(Kernels, LogitsScanEqualsArgmaxAndInvalidRowOps) {
+  REQUIRE_KERNELS();
+  const float inf = std::numeric_limits<float>::infinity();
+  const int rows = 9, V = 1003;
+  std::vector<float> h(static_cast<size_t>(rows) * V);
+  for (size_t i = 0; i < h.size(); ++i) h[i] = static_cast<float>((i * 7919) % 6);  // many tied maxima
+  auto at = [&](int r, int c) -> float& { return h[static_cast<size_t>(r) * V + c]; };
+  for (int c = 0; c < V; ++c) at(1, c) = -1.0f;
+  at(1, V - 2) = 3.0f;                                   // row 1: its only maximum sits in the tail
+  at(2, 500) = std::numeric_limits<float>::quiet_NaN();  // row 2: NaN
+  at(3, 17) = inf;                                       // row 3: +inf
+  for (int c = 0; c < V; ++c) at(4, c) = -inf;           // row 4: all -inf
+  at(5, 3) = -inf;                                       // row 5: one -inf among finite values (valid)
+  auto x = mx::array(h.data(), {rows, V}, mx::float32);
+  auto check = [&](const mx::array& logits) {
+    auto got = mlxgp::kernels::logits_scan(logits);
+    auto ref_rows = mx::logical_or(mx::any(mx::logical_or(mx::isnan(logits), mx::equal(logits, mx::array(inf))), -1),
+                                   mx::equal(mx::max(logits, -1), mx::array(-inf)));
+    auto ref_arg = mx::astype(mx::argmax(logits, -1), mx::int32);
+    mx::eval(got.argmax, got.invalid_row, got.invalid, ref_rows, ref_arg);
+    ASSERT_EQ(got.argmax.shape(), ref_arg.shape());
+    EXPECT_TRUE(mx::array_equal(got.invalid_row, ref_rows).item<bool>());
+    EXPECT_EQ(got.invalid.item<bool>(), mx::any(ref_rows).item<bool>());
+    auto valid = mx::logical_not(mx::reshape(ref_rows, {-1}));
+    EXPECT_TRUE(mx::all(mx::logical_or(mx::logical_not(valid),
+                                       mx::equal(mx::reshape(got.argmax, {-1}), mx::reshape(ref_arg, {-1}))))
+                    .item<bool>());
+  };
+  check(x);
+  EXPECT_TRUE(mx::take(mlxgp::kernels::logits_scan(x).invalid_row, 2).item<bool>());
+  EXPECT_EQ(mx::take(mlxgp::kernels::logits_scan(x).argmax, 1).item<int32_t>(), V - 2);
+  auto valid_rows = mx::slice(x, {5, 0}, {rows, V});
+  check(valid_rows);
+  EXPECT_FALSE(mlxgp::kernels::logits_scan(valid_rows).invalid.item<bool>());
+  check(mx::slice(x, {0, 1}, {rows, V}, {1, 2}));         // a strided view (every other column)
+  check(mx::reshape(mx::slice(x, {0, 0}, {1, 7}), {7}));  // one row shorter than the 8 lanes
+  EXPECT_FALSE(mlxgp::kernels::logits_scan_supported(mx::astype(x, mx::float16)));
 }

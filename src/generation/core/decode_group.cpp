@@ -9,6 +9,7 @@
 #include "generation/core/logits_guard.h"
 #include "generation/core/setup.h"
 #include "generation/prompt_budget.h"
+#include "kernels/logits_scan.h"
 #include "mlxgp/error.h"
 
 namespace mx = mlx::core;
@@ -68,10 +69,14 @@ mx::array DecodeGroup::choose(const mx::array& logits) {
   mx::array raw = logits.dtype() == mx::float32 ? logits : mx::astype(logits, mx::float32);
   mx::array scores = raw;
   if (!processors_.empty()) scores = processors_.apply(scores, processors_.needs_ids() ? *ids_so_far_ : mx::array(0));
-  mx::array token = sampler_.choose(scores, &scores);  // mirostat records what it sampled from
+  // Greedy: the argmax in one read of the scores (kernels/logits_scan.h), which without processors are the
+  // raw logits, so the same read also answers the guard's test.
+  std::optional<kernels::LogitsScan> scan;
+  if (!sampler_.sampling() && kernels::logits_scan_supported(scores)) scan = kernels::logits_scan(scores);
+  mx::array token = scan ? scan->argmax : sampler_.choose(scores, &scores);  // mirostat records what it sampled from
   if (guards_logits(config_)) {
     // Evaluated with the token (no extra sync), read when the step is accepted.
-    auto bad = invalid_logits(raw);
+    auto bad = scan && processors_.empty() ? scan->invalid : invalid_logits(raw);
     token = mx::depends({token}, {bad})[0];
     logits_checks_.push_back(bad);
   }

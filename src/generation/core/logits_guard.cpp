@@ -5,6 +5,7 @@
 
 #include <mlx/mlx.h>
 
+#include "kernels/logits_scan.h"
 #include "mlxgp/error.h"
 
 namespace mx = mlx::core;
@@ -12,13 +13,17 @@ namespace mx = mlx::core;
 namespace mlxgp {
 
 mx::array invalid_rows(const mx::array& logits) {
+  if (kernels::logits_scan_supported(logits)) return kernels::logits_scan(logits).invalid_row;
   const float inf = std::numeric_limits<float>::infinity();
   auto x = logits.dtype() == mx::float32 ? logits : mx::astype(logits, mx::float32);
   auto bad_entry = mx::any(mx::logical_or(mx::isnan(x), mx::equal(x, mx::array(inf))), -1);
   return mx::logical_or(bad_entry, mx::equal(mx::max(x, -1), mx::array(-inf)));
 }
 
-mx::array invalid_logits(const mx::array& logits) { return mx::any(invalid_rows(logits)); }
+mx::array invalid_logits(const mx::array& logits) {
+  if (kernels::logits_scan_supported(logits)) return kernels::logits_scan(logits).invalid;
+  return mx::any(invalid_rows(logits));
+}
 
 void fail_invalid_logits(int step) {
   fail("generate", "the model's logits at step " + std::to_string(step) +
