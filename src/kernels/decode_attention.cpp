@@ -87,8 +87,8 @@ MLXGP_SIMD_EXP_AVX2 void score_keys(const float* q, const float* kb, int64_t kst
   }
 }
 
-// s[lo:Tk) <- exp(s - max); returns 1 / sum.
-MLXGP_SIMD_EXP_AVX2 float exp_scores(float* s, int lo, int Tk) {
+// s[lo:Tk) <- exp(s - max); returns the sum (and the max in *max_out).
+MLXGP_SIMD_EXP_AVX2 float exp_sum(float* s, int lo, int Tk, float* max_out = nullptr) {
   float m = -INFINITY;
   for (int j = lo; j < Tk; ++j) m = std::max(m, s[j]);
   const __m256 mv = _mm256_set1_ps(m);
@@ -101,8 +101,12 @@ MLXGP_SIMD_EXP_AVX2 float exp_scores(float* s, int lo, int Tk) {
   }
   float sum = simd::hsum8(acc);
   for (; j < Tk; ++j) sum += s[j] = std::exp(s[j] - m);
-  return 1.0f / sum;
+  if (max_out) *max_out = m;
+  return sum;
 }
+
+// s[lo:Tk) <- exp(s - max); returns 1 / sum.
+float exp_scores(float* s, int lo, int Tk) { return 1.0f / exp_sum(s, lo, Tk); }
 
 // o_r[d0, d0 + 8 W) = inv_r * sum_j p_r[j] v_j[d0, ...) for R heads (p_r Tk apart, o_r D apart), the
 // R x W accumulators in registers over the keys; each value chunk is loaded once for all R heads.
@@ -167,14 +171,127 @@ void decode_task(const DecodeArgs& a, int b, int h, float* scores) {
   }
 }
 
+// Long rows are split into chunks of keys (flash-decoding). One task per (row, KV head) left threads idle:
+// SmolLM2 has 3 KV heads, so at batch 1 one of 2 threads ran two of them, and a task's 1 MB of keys and
+// values at 2k positions no longer fit the L2 the values were prefetched into. Rows of at most
+// kSplitFrom keys keep the single pass above, bit for bit. Chunks start at the row's first visible key,
+// so a row splits the same way alone and in a left-padded batch (same bits either way).
+constexpr int kSplitFrom = 1024;
+constexpr int kChunkKeys = 256;
+
+int chunks_of(const DecodeArgs& a, int b) {
+  const int lo = a.key_start && !a.key_start->empty() ? std::clamp((*a.key_start)[b], 0, a.Tk - 1) : 0;
+  const int n = a.Tk - lo;
+  return n > kSplitFrom ? (n + kChunkKeys - 1) / kChunkKeys : 0;
+}
+
+// Chunk [j0, j1) of R heads: unnormalised weighted values into part (R x D), each head's max and sum.
+template <int R>
+void chunk_group(const float* q, const float* kb, const float* vb, const int64_t* ks, const int64_t* vs, int j0, int j1,
+                 int D, float scale, float* scores, float* part, float* m, float* sum) {
+  const int n = j1 - j0;
+  score_keys<R>(q, kb + j0 * ks[2], ks[2], 0, n, D, scale, scores, vb + j0 * vs[2], vs[2]);
+  float ones[R];
+  for (int r = 0; r < R; ++r) {
+    sum[r] = exp_sum(scores + r * n, 0, n, m + r);
+    ones[r] = 1.0f;
+  }
+  int d0 = 0;
+  for (; d0 + 16 <= D; d0 += 16) weighted_values<R, 2>(scores, n, vb + j0 * vs[2], vs[2], 0, d0, ones, part, D);
+  for (; d0 < D; d0 += 8) weighted_values<R, 1>(scores, n, vb + j0 * vs[2], vs[2], 0, d0, ones, part, D);
+}
+
+// Chunk c of (row b, KV head h) for all its query heads. part: [rep, D], m and sum: [rep].
+void chunk_task(const DecodeArgs& a, int b, int h, int c, float* scores, float* part, float* m, float* sum) {
+  const int rep = a.Hq / a.Hk, D = a.D;
+  const int lo = a.key_start && !a.key_start->empty() ? std::clamp((*a.key_start)[b], 0, a.Tk - 1) : 0;
+  const int j0 = lo + c * kChunkKeys, j1 = std::min(a.Tk, j0 + kChunkKeys);
+  const float* kb = a.k + b * a.ks[0] + h * a.ks[1];
+  const float* vb = a.v + b * a.vs[0] + h * a.vs[1];
+  const float* q = a.q + (static_cast<size_t>(b) * a.Hq + static_cast<size_t>(h) * rep) * D;
+  for (int r0 = 0; r0 < rep; r0 += kHeadsPerPass) {
+    float* pr = part + static_cast<size_t>(r0) * D;
+    switch (std::min(kHeadsPerPass, rep - r0)) {
+      case 3:
+        chunk_group<3>(q + r0 * D, kb, vb, a.ks, a.vs, j0, j1, D, a.scale, scores, pr, m + r0, sum + r0);
+        break;
+      case 2:
+        chunk_group<2>(q + r0 * D, kb, vb, a.ks, a.vs, j0, j1, D, a.scale, scores, pr, m + r0, sum + r0);
+        break;
+      default:
+        chunk_group<1>(q + r0 * D, kb, vb, a.ks, a.vs, j0, j1, D, a.scale, scores, pr, m + r0, sum + r0);
+    }
+  }
+}
+
+// Softmax over all chunks from their maxima and sums, chunk by chunk in order: out_r = sum_c w_c part_c /
+// sum_c w_c sum_c with w_c = exp(m_c - max_c m_c).
+void combine_chunks(const float* part, const float* m, const float* sum, int chunks, int rep, int D, float* out) {
+  for (int r = 0; r < rep; ++r) {
+    float top = -INFINITY;
+    for (int c = 0; c < chunks; ++c) top = std::max(top, m[c * rep + r]);
+    float total = 0.0f;
+    for (int d = 0; d < D; ++d) out[r * D + d] = 0.0f;
+    for (int c = 0; c < chunks; ++c) {
+      const float w = std::exp(m[c * rep + r] - top);
+      total += w * sum[c * rep + r];
+      const float* pc = part + (static_cast<size_t>(c) * rep + r) * D;
+      for (int d = 0; d < D; ++d) out[r * D + d] += w * pc[d];
+    }
+    const float inv = 1.0f / total;
+    for (int d = 0; d < D; ++d) out[r * D + d] *= inv;
+  }
+}
+
 }  // namespace
 
 void decode_attention_rows(const DecodeArgs& a, int B) {
-  const int tasks = B * a.Hk, rep = a.Hq / a.Hk;  // rep: work per task
-  parallel_rows(tasks, a.Tk * a.D * rep * 2, [&](int t0, int t1) {
-    std::vector<float> scores(static_cast<size_t>(kHeadsPerPass) * a.Tk);
-    for (int t = t0; t < t1; ++t) decode_task(a, t / a.Hk, t % a.Hk, scores.data());
+  const int rep = a.Hq / a.Hk;  // work per (row, KV head) and key
+  // Tasks: one per (row, KV head) of a short row, one per chunk of a long one.
+  struct Task {
+    int b, h, c;  // c < 0: the whole row (decode_task)
+  };
+  std::vector<Task> tasks;
+  std::vector<int> first(B, 0), chunks(B, 0);  // per row: its first chunk slot, its chunk count
+  int slots = 0;
+  for (int b = 0; b < B; ++b) {
+    chunks[b] = chunks_of(a, b);
+    first[b] = slots;
+    slots += chunks[b] * a.Hk;
+    for (int h = 0; h < a.Hk; ++h) {
+      if (chunks[b] == 0) tasks.push_back({b, h, -1});
+      for (int c = 0; c < chunks[b]; ++c) tasks.push_back({b, h, c});
+    }
+  }
+  if (slots == 0) {
+    parallel_rows(B * a.Hk, a.Tk * a.D * rep * 2, [&](int t0, int t1) {
+      std::vector<float> scores(static_cast<size_t>(kHeadsPerPass) * a.Tk);
+      for (int t = t0; t < t1; ++t) decode_task(a, t / a.Hk, t % a.Hk, scores.data());
+    });
+    return;
+  }
+  // Slot (row b, head h, chunk c) = first[b] + h * chunks[b] + c.
+  std::vector<float> part(static_cast<size_t>(slots) * rep * a.D), m(static_cast<size_t>(slots) * rep), sum(m.size());
+  const int n_tasks = static_cast<int>(tasks.size());
+  parallel_rows(n_tasks, std::min(a.Tk, kSplitFrom) * a.D * rep * 2, [&](int t0, int t1) {
+    std::vector<float> scores(static_cast<size_t>(kHeadsPerPass) * std::max(a.Tk, kChunkKeys));
+    for (int t = t0; t < t1; ++t) {
+      const Task& k = tasks[t];
+      if (k.c < 0) {
+        decode_task(a, k.b, k.h, scores.data());
+        continue;
+      }
+      const size_t slot = static_cast<size_t>(first[k.b]) + static_cast<size_t>(k.h) * chunks[k.b] + k.c;
+      chunk_task(a, k.b, k.h, k.c, scores.data(), part.data() + slot * rep * a.D, m.data() + slot * rep,
+                 sum.data() + slot * rep);
+    }
   });
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < a.Hk && chunks[b] > 0; ++h) {
+      const size_t slot = static_cast<size_t>(first[b]) + static_cast<size_t>(h) * chunks[b];
+      combine_chunks(part.data() + slot * rep * a.D, m.data() + slot * rep, sum.data() + slot * rep, chunks[b], rep,
+                     a.D, a.out + (static_cast<size_t>(b) * a.Hq + static_cast<size_t>(h) * rep) * a.D);
+    }
 }
 
 namespace {

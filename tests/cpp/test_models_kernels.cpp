@@ -306,7 +306,10 @@ TEST_F(Kernels, DecodeAttentionMatchesSdpaOnCacheViews) {
   struct C {
     int B, hq, hk, d, tk;
   };
-  for (auto c : {C{1, 9, 3, 64, 1}, C{3, 9, 3, 64, 37}, C{2, 4, 4, 8, 13}}) {
+  // Rows of more than 1024 visible keys run in chunks of 256 (flash-decoding): 1700 and 1134 of them below,
+  // with 3, 5 (a group of 3 and one of 2) and 2 query heads per KV head.
+  for (auto c : {C{1, 9, 3, 64, 1}, C{3, 9, 3, 64, 37}, C{2, 4, 4, 8, 13}, C{3, 9, 3, 64, 1700}, C{2, 10, 2, 16, 1300},
+                 C{1, 4, 2, 8, 1037}}) {
     SCOPED_TRACE("B=" + std::to_string(c.B) + " Hq=" + std::to_string(c.hq) + " D=" + std::to_string(c.d) +
                  " Tk=" + std::to_string(c.tk));
     auto q = mx::random::normal({c.B, c.hq, 1, c.d}, mx::float32, 0.0f, 1.0f, mx::random::key(51 + c.tk));
@@ -340,6 +343,18 @@ TEST_F(Kernels, DecodeAttentionMatchesSdpaOnCacheViews) {
       return mx::fast::scaled_dot_product_attention(a, b, cc, scale, "array", mask);
     });
     for (int i = 0; i < 3; ++i) EXPECT_LE(rel_err(g_ours[i], g_ref[i]), 1e-4f) << "gradient " << i;
+  }
+  // A long row alone and the same row behind 300 positions of left padding: its chunks start at its first
+  // visible key, so the two give the same bits (a batched request equals its solo run).
+  {
+    auto q = mx::random::normal({1, 9, 1, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(61));
+    auto k = mx::random::normal({1, 3, 1500, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(62));
+    auto v = mx::random::normal({1, 3, 1500, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(63));
+    auto pad = mx::random::normal({1, 3, 300, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(64));
+    auto alone = mlxgp::kernels::decode_attention(q, k, v, 0.125f);
+    auto padded = mlxgp::kernels::decode_attention(q, mx::concatenate({pad, k}, 2), mx::concatenate({pad, v}, 2),
+                                                   0.125f, std::vector<int>{300});
+    EXPECT_TRUE(mx::array_equal(alone, padded).item<bool>());
   }
   // Keys and values whose last axis is strided (a transposed view) are copied row-major first.
   {

@@ -37,22 +37,6 @@ def tiny(tmp_path_factory):
     return get
 
 
-def _hf_stepwise_logits(model, ids, prefill):
-    """transformers with its own cache: the first `prefill` ids in one forward, then one id per forward."""
-    import torch
-
-    out = []
-    with torch.no_grad():
-        r = model(torch.tensor([ids[:prefill]]), use_cache=True)
-        out.append(r.logits[0].float().numpy())
-        cache = r.past_key_values
-        for t in ids[prefill:]:
-            r = model(torch.tensor([[t]]), cache=cache, use_cache=True)
-            cache = r.past_key_values
-            out.append(r.logits[0].float().numpy())
-    return np.concatenate(out, axis=0)
-
-
 def _hf_greedy_stepwise(model, ids):
     """Greedy decoding on transformers' forward with its cache, one token per forward (what mlxgp does).
     For phi3 past original_max_position_embeddings, transformers' generate() differs: its
@@ -99,7 +83,7 @@ def _assert_every_expert_routed(model, ids):
 def test_logits_prefill_and_cached_decode(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny(arch)
     ids = _ids(TOTAL, model.config.vocab_size, seed=11)
-    ref = _hf_stepwise_logits(model, ids, PREFILL)
+    ref = tiny_models.hf_stepwise_logits(model, ids, PREFILL)
     out = tmp_path / "l.safetensors"
     run_mlxgp("logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--out", out,
               "--dtype", "float32", "--prefill", PREFILL)

@@ -146,13 +146,15 @@ def _tiny_gguf_config(arch: str):
     raise ValueError(f"no tiny GGUF config for {arch!r}")
 
 
-def make_tiny_model(arch: str, out_dir, seed: int = 0):
+def make_tiny_model(arch: str, out_dir, seed: int = 0, **config_overrides):
     """Saves a tiny random `arch` model into out_dir; returns (model, out_dir)."""
     import torch
     import transformers
 
     torch.manual_seed(seed)
     cfg = tiny_config(arch)
+    for key, value in config_overrides.items():
+        setattr(cfg, key, value)
     cfg.dtype = torch.float32
     model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():
@@ -400,3 +402,20 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def hf_stepwise_logits(model, ids, prefill):
+    """transformers with its own cache: the first `prefill` ids in one forward, then one id per forward."""
+    import numpy as np
+    import torch
+
+    out = []
+    with torch.no_grad():
+        r = model(torch.tensor([ids[:prefill]]), use_cache=True)
+        out.append(r.logits[0].float().numpy())
+        cache = r.past_key_values
+        for t in ids[prefill:]:
+            r = model(torch.tensor([[t]]), cache=cache, use_cache=True)
+            cache = r.past_key_values
+            out.append(r.logits[0].float().numpy())
+    return np.concatenate(out, axis=0)
