@@ -176,7 +176,7 @@ void decode_task(const DecodeArgs& a, int b, int h, float* scores) {
 // values at 2k positions no longer fit the L2 the values were prefetched into. Rows of at most
 // kSplitFrom keys keep the single pass above, bit for bit. Chunks start at the row's first visible key,
 // so a row splits the same way alone and in a left-padded batch (same bits either way).
-constexpr int kSplitFrom = 1024;
+constexpr int kSplitFrom = 512;
 constexpr int kChunkKeys = 256;
 
 int chunks_of(const DecodeArgs& a, int b) {

@@ -1,4 +1,4 @@
-"""Cached decode steps over more than 1024 keys, where the CPU decode attention splits each row's keys into
+"""Cached decode steps over more than 512 keys, where the CPU decode attention splits each row's keys into
 chunks of 256 (flash-decoding, src/kernels/decode_attention.cpp), against transformers run live on the same
 tiny fp32 model and ids."""
 import sys
@@ -9,10 +9,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_models  # noqa: E402
 
-PREFILL, TOTAL = 1290, 1300  # 10 cached decode steps over 1290 to 1299 keys
+PREFILL, TOTAL = 1290, 1300  # 10 cached decode steps over 1290 to 1299 keys: 6 chunks each
 
 
-def test_cached_decode_past_1024_keys_matches_transformers(run_mlxgp, tmp_path):
+def test_cached_decode_past_512_keys_matches_transformers(run_mlxgp, tmp_path):
     model, folder = tiny_models.make_tiny_model("llama-plain", tmp_path / "m", max_position_embeddings=2048)
     ids = np.random.default_rng(5).integers(3, model.config.vocab_size, size=TOTAL).tolist()
     ref = tiny_models.hf_stepwise_logits(model, ids, PREFILL)[PREFILL:]
