@@ -249,6 +249,11 @@ std::vector<Case> mixed_cases() {
     cases.push_back(std::move(c));
   };
   add(3, 1, [](GenerationConfig&) {});
+  // A second greedy request without processors: the two share one argmax and guard (DecodeGroup::pick_greedy).
+  add(17, 9, [](GenerationConfig& c) {
+    c.output_scores = true;
+    c.output_logits = true;
+  });
   add(25, 2, [](GenerationConfig& c) { c.repetition_penalty = 1.5; });
   add(8, 3, [](GenerationConfig& c) {
     c.do_sample = true;

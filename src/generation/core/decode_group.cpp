@@ -1,6 +1,7 @@
 #include "generation/core/decode_group.h"
 
 #include <random>
+#include <stdexcept>
 #include <span>
 
 #include <mlx/memory.h>
@@ -65,18 +66,33 @@ void DecodeGroup::start(const std::vector<int>& prompt_ids) {
   if (stop_.needs_ids()) ids_.assign(rows_, prompt_ids);
 }
 
-mx::array DecodeGroup::choose(const mx::array& logits) {
+DecodeGroup::Picked DecodeGroup::pick_greedy(const mx::array& logits) {
+  mx::array raw = logits.dtype() == mx::float32 ? logits : mx::astype(logits, mx::float32);
+  if (kernels::logits_scan_supported(raw)) {
+    auto scan = kernels::logits_scan(raw);
+    return {scan.argmax, scan.invalid_row};
+  }
+  return {mx::astype(mx::argmax(raw, -1), mx::int32), invalid_rows(raw)};
+}
+
+mx::array DecodeGroup::choose(const mx::array& logits, const std::optional<Picked>& picked) {
+  if (picked && !picks_raw_argmax())
+    throw std::logic_error("[generate] a shared greedy pick for a request that processes");
   mx::array raw = logits.dtype() == mx::float32 ? logits : mx::astype(logits, mx::float32);
   mx::array scores = raw;
   if (!processors_.empty()) scores = processors_.apply(scores, processors_.needs_ids() ? *ids_so_far_ : mx::array(0));
   // Greedy: the argmax in one read of the scores (kernels/logits_scan.h), which without processors are the
   // raw logits, so the same read also answers the guard's test.
   std::optional<kernels::LogitsScan> scan;
-  if (!sampler_.sampling() && kernels::logits_scan_supported(scores)) scan = kernels::logits_scan(scores);
-  mx::array token = scan ? scan->argmax : sampler_.choose(scores, &scores);  // mirostat records what it sampled from
+  if (!picked && !sampler_.sampling() && kernels::logits_scan_supported(scores)) scan = kernels::logits_scan(scores);
+  mx::array token = picked ? picked->tokens
+                    : scan ? scan->argmax
+                           : sampler_.choose(scores, &scores);  // mirostat records what it sampled from
   if (guards_logits(config_)) {
     // Evaluated with the token (no extra sync), read when the step is accepted.
-    auto bad = scan && processors_.empty() ? scan->invalid : invalid_logits(raw);
+    auto bad = picked                        ? mx::any(picked->invalid_rows)
+               : scan && processors_.empty() ? scan->invalid
+                                             : invalid_logits(raw);
     token = mx::depends({token}, {bad})[0];
     logits_checks_.push_back(bad);
   }

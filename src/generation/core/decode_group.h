@@ -28,9 +28,18 @@ class DecodeGroup {
 
   // Checks the prompt (throws [generate]), sets the token budget and tells the processors. Starts the clock.
   void start(const std::vector<int>& prompt_ids);
+  // A greedy pick made for many requests at once (pick_greedy over a batch's logits): this request's rows
+  // of the argmax [rows] int32 and of the invalid-row flags [rows] bool.
+  struct Picked {
+    mx::array tokens, invalid_rows;
+  };
+  static Picked pick_greedy(const mx::array& logits);
+  // Whether choose() takes the argmax of the raw logits (greedy, no processors): then a Picked serves.
+  bool picks_raw_argmax() const { return processors_.empty() && !sampler_.sampling(); }
   // Processed logits [rows, V] -> the next tokens [rows] int32 (lazy): processors, sampler, and the
   // outputs the config asks for (scores, logits, logprobs), which outputs() returns for evaluation.
-  mx::array choose(const mx::array& logits);
+  // `picked` (only where picks_raw_argmax()): the tokens and the guard's test already taken.
+  mx::array choose(const mx::array& logits, const std::optional<Picked>& picked = std::nullopt);
   // The recorded outputs of the last choose() (evaluate them with its tokens: no extra sync).
   std::vector<mx::array> outputs() const;
   // Reads one step's tokens (host pointer to rows() int32): appends them to the unfinished rows and
