@@ -221,6 +221,10 @@ def speed(mlxgp: Path, models: dict, ids, n: int, reps: int, deadline: float, re
     print(json.dumps(report["speed"], indent=1), flush=True)
 
 
+# The batching part's engines: key -> which of the models it runs.
+BATCH_ENGINES = {"mlxgp gguf-q4_1": "gguf", "mlx-lm mlx-q4": "q4", "mlxgp hf-f32": "f32", "mlx-lm hf-f32": "f32"}
+
+
 def batching(mlxgp: Path, models: dict, ids, n: int, sizes, engine_keys, reps: int, deadline: float, report):
     """Aggregate tok/s of B distinct prompts decoded together (the bench's batching section, same prompts
     and measurement): mlxgp `generate --prompts-file` and mlx-lm's batch_generate, on the GPU."""
@@ -230,8 +234,8 @@ def batching(mlxgp: Path, models: dict, ids, n: int, sizes, engine_keys, reps: i
     from sections.batching import Engine, _measure_once, _requests, _write_requests
 
     ctx = SimpleNamespace(mlxgp_bin=mlxgp, python=sys.executable)
-    engines = [Engine("mlxgp", "gguf-q4_1", models["gguf"]), Engine("mlx-lm", "mlx-q4", models["q4"]),
-               Engine("mlxgp", "hf-f32", models["f32"]), Engine("mlx-lm", "hf-f32", models["f32"])]
+    engines = [Engine(name, config, models[BATCH_ENGINES[f"{name} {config}"]])
+               for name, config in (k.split(" ", 1) for k in BATCH_ENGINES)]
     if engine_keys:
         engines = [e for e in engines if e.key in engine_keys]
     prompts = _requests(ids)
@@ -298,6 +302,10 @@ def main() -> None:
     if any(not 1 <= b <= len(PROMPT_LENGTHS) for b in sizes):  # before any device time is spent
         ap.error(f"--batch-sizes: each B must be 1 to {len(PROMPT_LENGTHS)} (the bench's prompts)")
 
+    engine_keys = [k.strip() for k in a.batch_engines.split(",") if k.strip()]
+    if unknown := [k for k in engine_keys if k not in BATCH_ENGINES]:
+        ap.error(f"--batch-engines: unknown {', '.join(map(repr, unknown))} (one of {', '.join(BATCH_ENGINES)})")
+
     mlxgp, report = a.root / "bin" / "mlxgp", {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
     a.out.mkdir(parents=True, exist_ok=True)
 
@@ -334,7 +342,7 @@ def main() -> None:
     share = 0.4 if "tests" not in skip else 1.0  # without the unit tests, batching may use all that is left
     batch_deadline = time.monotonic() + share * max(0.0, deadline - time.monotonic())
     part("batching", batching, mlxgp, models, ids, a.batch_new_tokens, sizes,
-         [k.strip() for k in a.batch_engines.split(",") if k.strip()], max(1, a.batch_reps), batch_deadline, report)
+         engine_keys, max(1, a.batch_reps), batch_deadline, report)
     part("tests", unit_tests, a.root / "bin", deadline, report)
 
 
