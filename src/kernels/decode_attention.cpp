@@ -247,28 +247,29 @@ void combine_chunks(const float* part, const float* m, const float* sum, int chu
 
 void decode_attention_rows(const DecodeArgs& a, int B) {
   const int rep = a.Hq / a.Hk;  // work per (row, KV head) and key
-  // Tasks: one per (row, KV head) of a short row, one per chunk of a long one.
-  struct Task {
-    int b, h, c;  // c < 0: the whole row (decode_task)
-  };
-  std::vector<Task> tasks;
-  std::vector<int> first(B, 0), chunks(B, 0);  // per row: its first chunk slot, its chunk count
-  int slots = 0;
-  for (int b = 0; b < B; ++b) {
-    chunks[b] = chunks_of(a, b);
-    first[b] = slots;
-    slots += chunks[b] * a.Hk;
-    for (int h = 0; h < a.Hk; ++h) {
-      if (chunks[b] == 0) tasks.push_back({b, h, -1});
-      for (int c = 0; c < chunks[b]; ++c) tasks.push_back({b, h, c});
-    }
-  }
+  int slots = 0;                // chunk results to keep: one per (row, KV head, chunk) of the long rows
+  for (int b = 0; b < B; ++b) slots += chunks_of(a, b) * a.Hk;
   if (slots == 0) {
     parallel_rows(B * a.Hk, a.Tk * a.D * rep * 2, [&](int t0, int t1) {
       std::vector<float> scores(static_cast<size_t>(kHeadsPerPass) * a.Tk);
       for (int t = t0; t < t1; ++t) decode_task(a, t / a.Hk, t % a.Hk, scores.data());
     });
     return;
+  }
+  // Tasks: one per (row, KV head) of a short row, one per chunk of a long one.
+  struct Task {
+    int b, h, c;  // c < 0: the whole row (decode_task)
+  };
+  std::vector<Task> tasks;
+  std::vector<int> first(B, 0), chunks(B, 0);  // per row: its first chunk slot, its chunk count
+  for (int b = 0, slot = 0; b < B; ++b) {
+    chunks[b] = chunks_of(a, b);
+    first[b] = slot;
+    slot += chunks[b] * a.Hk;
+    for (int h = 0; h < a.Hk; ++h) {
+      if (chunks[b] == 0) tasks.push_back({b, h, -1});
+      for (int c = 0; c < chunks[b]; ++c) tasks.push_back({b, h, c});
+    }
   }
   // Slot (row b, head h, chunk c) = first[b] + h * chunks[b] + c.
   std::vector<float> part(static_cast<size_t>(slots) * rep * a.D), m(static_cast<size_t>(slots) * rep), sum(m.size());

@@ -77,7 +77,7 @@ DecodeGroup::Picked DecodeGroup::pick_greedy(const mx::array& logits) {
 
 mx::array DecodeGroup::choose(const mx::array& logits, const std::optional<Picked>& picked) {
   if (picked && !picks_raw_argmax())
-    throw std::logic_error("[generate] a shared greedy pick for a request that processes");
+    throw std::logic_error("[generate] a shared greedy pick given to a request with processors or sampling");
   mx::array raw = logits.dtype() == mx::float32 ? logits : mx::astype(logits, mx::float32);
   mx::array scores = raw;
   if (!processors_.empty()) scores = processors_.apply(scores, processors_.needs_ids() ? *ids_so_far_ : mx::array(0));
