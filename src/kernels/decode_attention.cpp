@@ -145,13 +145,18 @@ void head_group(const float* q, const float* kb, const float* vb, const int64_t*
   for (; d0 < D; d0 += 8) weighted_values<R, 1>(scores, Tk, vb, vs[2], lo, d0, inv, o, D);
 }
 
+// Row b's first visible key (left padding hides those before it; a start past the end keeps the last key).
+int first_key(const DecodeArgs& a, int b) {
+  return a.key_start && !a.key_start->empty() ? std::clamp((*a.key_start)[b], 0, a.Tk - 1) : 0;
+}
+
 constexpr int kHeadsPerPass = 3;  // 3 heads x 4 keys of accumulators fill AVX2's 16 registers
 
 // softmax(scale * q_r . k_j) over keys [lo, Tk), then the weighted sum of v_j, for the `rep` query
 // heads of KV head h in batch row b, up to kHeadsPerPass at a time. `scores` holds 3 x Tk floats.
 void decode_task(const DecodeArgs& a, int b, int h, float* scores) {
   const int rep = a.Hq / a.Hk, D = a.D, Tk = a.Tk;
-  const int lo = a.key_start && !a.key_start->empty() ? std::clamp((*a.key_start)[b], 0, Tk - 1) : 0;
+  const int lo = first_key(a, b);
   const float* kb = a.k + b * a.ks[0] + h * a.ks[1];
   const float* vb = a.v + b * a.vs[0] + h * a.vs[1];
   for (int r0 = 0; r0 < rep; r0 += kHeadsPerPass) {
@@ -180,7 +185,7 @@ constexpr int kSplitFrom = 512;
 constexpr int kChunkKeys = 256;
 
 int chunks_of(const DecodeArgs& a, int b) {
-  const int lo = a.key_start && !a.key_start->empty() ? std::clamp((*a.key_start)[b], 0, a.Tk - 1) : 0;
+  const int lo = first_key(a, b);
   const int n = a.Tk - lo;
   return n > kSplitFrom ? (n + kChunkKeys - 1) / kChunkKeys : 0;
 }
@@ -204,7 +209,7 @@ void chunk_group(const float* q, const float* kb, const float* vb, const int64_t
 // Chunk c of (row b, KV head h) for all its query heads. part: [rep, D], m and sum: [rep].
 void chunk_task(const DecodeArgs& a, int b, int h, int c, float* scores, float* part, float* m, float* sum) {
   const int rep = a.Hq / a.Hk, D = a.D;
-  const int lo = a.key_start && !a.key_start->empty() ? std::clamp((*a.key_start)[b], 0, a.Tk - 1) : 0;
+  const int lo = first_key(a, b);
   const int j0 = lo + c * kChunkKeys, j1 = std::min(a.Tk, j0 + kChunkKeys);
   const float* kb = a.k + b * a.ks[0] + h * a.ks[1];
   const float* vb = a.v + b * a.vs[0] + h * a.vs[1];
