@@ -1,5 +1,6 @@
-// mlxgp::kernels::attention for prefill-shaped float32 attention on the CPU: the two products go to
-// BLAS through mx::matmul, the (causal) softmax between them to one vectorised primitive. MLX's CPU
+// mlxgp::kernels::attention: routes float32 attention on the CPU to the decode kernel (one query), the
+// tiled prefill kernel (prefill_attention.cpp), or the blocked route here: the two products go to BLAS
+// through mx::matmul, the (causal) softmax between them to one vectorised primitive. MLX's CPU
 // scaled_dot_product_attention spends most of its time in a scalar exp over the [H, Tq, Tk] scores.
 #include <algorithm>
 #include <cmath>
@@ -12,6 +13,7 @@
 #include <mlx/primitives.h>
 
 #include "kernels/cpu_task.h"
+#include "kernels/prefill_attention.h"
 #include "kernels/qmm_cpu.h"
 #include "kernels/row_major.h"
 #include "kernels/simd_exp.h"
@@ -113,7 +115,7 @@ bool attention_supported(const mx::array& q, const mx::array& k, const mx::array
 
 mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal,
                     const std::vector<int>& key_start) {
-  const int B = q.shape(0), hq = q.shape(1), tq = q.shape(2), d = q.shape(3);
+  const int B = q.shape(0), tq = q.shape(2);
   if (!key_start.empty() && static_cast<int>(key_start.size()) != B)
     throw std::invalid_argument("[kernels] attention: one key start per batch entry");
   // One query per head (decode): a causal mask aligned to the last key hides nothing.
@@ -129,6 +131,17 @@ mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, 
       mask = mx::logical_and(mask, mx::less_equal(kj, mx::reshape(mx::arange(tk - tq, tk, mx::int32), {1, 1, tq, 1})));
     return mx::fast::scaled_dot_product_attention(q, k, v, scale, "array", mask);
   }
+  // Under a transformation (training's value_and_grad) the blocked route: the backward pass reuses its
+  // products and softmax, where the tiles' vjp would compute the forward again (and training then
+  // differentiates the very forward it ran).
+  const bool traced = q.is_tracer() || k.is_tracer() || v.is_tracer();
+  if (!traced && prefill_attention_supported(q, k, v)) return prefill_attention(q, k, v, scale, causal, key_start);
+  return blocked_attention(q, k, v, scale, causal, key_start);
+}
+
+mx::array blocked_attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal,
+                            const std::vector<int>& key_start) {
+  const int B = q.shape(0), hq = q.shape(1), tq = q.shape(2), d = q.shape(3);
   const int hk = k.shape(1), rep = hq / hk, tk = k.shape(2);
   // Query blocks: the scores of a long prompt ([rep * Tq, Tk] per KV head) would be tens of MB per layer,
   // which every allocator hands back to the kernel when freed, so each layer page-faulted them in afresh

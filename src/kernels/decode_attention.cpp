@@ -302,13 +302,10 @@ void decode_attention_rows(const DecodeArgs& a, int B) {
 
 namespace {
 
-// The cache hands us a slice of its buffer: rows of D contiguous floats at arbitrary outer strides.
-bool rows_contiguous(const mx::array& x) { return x.strides()[3] == 1; }
-
 void run_decode(const mx::array& q, const mx::array& k, const mx::array& v, mx::array& out, float scale,
                 const std::vector<int>& key_start) {
   RowMajor<float> qr(q);
-  std::optional<RowMajor<float>> kc, vc;  // only when the last axis is strided (never from our caches)
+  const KvRows kr(k), vr(v);
   DecodeArgs a;
   a.Hq = q.shape(1);
   a.Hk = k.shape(1);
@@ -318,20 +315,10 @@ void run_decode(const mx::array& q, const mx::array& k, const mx::array& v, mx::
   a.out = out.data<float>();
   a.scale = scale;
   a.key_start = &key_start;
-  auto view = [](const mx::array& x, std::optional<RowMajor<float>>& copy, const float*& p, int64_t* st) {
-    if (rows_contiguous(x)) {
-      p = x.data<float>();
-      for (int i = 0; i < 3; ++i) st[i] = x.strides()[i];
-      return;
-    }
-    copy.emplace(x);
-    p = copy->ptr;
-    st[2] = x.shape(3);
-    st[1] = st[2] * x.shape(2);
-    st[0] = st[1] * x.shape(1);
-  };
-  view(k, kc, a.k, a.ks);
-  view(v, vc, a.v, a.vs);
+  a.k = kr.p;
+  a.v = vr.p;
+  std::copy(kr.st, kr.st + 3, a.ks);
+  std::copy(vr.st, vr.st + 3, a.vs);
   decode_attention_rows(a, q.shape(0));
 }
 

@@ -3,9 +3,35 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
+#include <mlx/mlx.h>
+
+#include "kernels/row_major.h"
+
 namespace mlxgp::kernels {
+
+// Keys or values [B, H, T, D] as rows of D contiguous floats at outer strides: the cache's strided view
+// in place, or a row-major copy when the last axis is strided (never from our caches).
+struct KvRows {
+  const float* p = nullptr;
+  int64_t st[3] = {};  // element (b, h, j, d) at b * st[0] + h * st[1] + j * st[2] + d
+  std::optional<RowMajor<float>> copy;
+  explicit KvRows(const mlx::core::array& x) {
+    if (x.strides()[3] == 1) {
+      p = x.data<float>();
+      for (int i = 0; i < 3; ++i) st[i] = x.strides()[i];
+      return;
+    }
+    p = copy.emplace(x).ptr;
+    st[2] = x.shape(3);
+    st[1] = st[2] * x.shape(2);
+    st[0] = st[1] * x.shape(1);
+  }
+  KvRows(const KvRows&) = delete;
+  KvRows& operator=(const KvRows&) = delete;
+};
 
 struct DecodeArgs {
   const float* q = nullptr;  // [B, Hq, D] row-major

@@ -12,6 +12,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/logits_scan.h"
+#include "kernels/prefill_attention.h"
 #include "test_models_util.h"
 
 namespace mx = mlx::core;
@@ -294,6 +295,56 @@ TEST_F(Kernels, AttentionMatchesSdpaValuesAndGradients) {
     auto ref = mx::fast::scaled_dot_product_attention(q, k, v, 0.25f, "array", mask);
     EXPECT_LE(rel_err(mlxgp::kernels::attention(q, k, v, 0.25f, true, starts), ref), 1e-5f);
   }
+  // The tiled prefill kernel at SmolLM2's head shape (9 query heads on 3 KV heads, D 64): queries a
+  // transposed view (as the model's heads are), keys and values slices of a longer cache buffer, 70
+  // queries (three tiles, the last one short: 3 x 6 = 18 rows, not a multiple of 8) over 700 keys (tiles
+  // of 64 and a short one), causal or not, with row 1 left-padded to key 600; with each ISA's tiles.
+  for (const char* isa : {"avx2", "avx512"}) {
+    SCOPED_TRACE(isa);
+    ASSERT_TRUE(mlxgp::kernels::set_cpu_isa_cap(isa));
+    const int tq = 70, tk = 700;
+    auto q =
+        mx::transpose(mx::random::normal({2, tq, 9, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(37)), {0, 2, 1, 3});
+    auto buf = [](int seed) {
+      return mx::random::normal({2, 3, 768, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(seed));
+    };
+    auto k = mx::slice(buf(38), {0, 0, 0, 0}, {2, 3, tk, 64}), v = mx::slice(buf(39), {0, 0, 0, 0}, {2, 3, tk, 64});
+    ASSERT_TRUE(mlxgp::kernels::prefill_attention_supported(q, k, v));
+    std::vector<int> starts{0, 600};
+    auto kj = mx::reshape(mx::arange(tk, mx::int32), {1, 1, 1, tk});
+    auto after_start = mx::greater_equal(kj, mx::array(starts.data(), {2, 1, 1, 1}, mx::int32));
+    for (bool causal : {true, false}) {
+      SCOPED_TRACE(causal ? "causal" : "not causal");
+      auto mask =
+          causal ? mx::logical_and(after_start,
+                                   mx::less_equal(kj, mx::reshape(mx::arange(tk - tq, tk, mx::int32), {1, 1, tq, 1})))
+                 : after_start;
+      auto ref = mx::fast::scaled_dot_product_attention(q, k, v, 0.125f, "array", mask);
+      EXPECT_LE(rel_err(mlxgp::kernels::attention(q, k, v, 0.125f, causal, starts), ref), 1e-5f);
+      auto plain = mx::fast::scaled_dot_product_attention(q, k, v, 0.125f, causal ? "causal" : "");
+      EXPECT_LE(rel_err(mlxgp::kernels::attention(q, k, v, 0.125f, causal), plain), 1e-5f);
+    }
+    // A padded row's queries before its first key see only themselves (as the blocked route clamps):
+    // finite, not NaN.
+    // attention() takes the blocked route under a transformation; the tiles' own vjp is checked here.
+    auto grads = [&](auto f) {
+      return mx::grad([f](const std::vector<mx::array>& p) { return mx::sum(mx::square(f(p[0], p[1], p[2]))); },
+                      std::vector<int>{0, 1, 2})(std::vector<mx::array>{q, k, v});
+    };
+    auto got = grads([&](const mx::array& a, const mx::array& b, const mx::array& c) {
+      return mlxgp::kernels::prefill_attention(a, b, c, 0.125f, true, starts);
+    });
+    auto causal_mask = mx::logical_and(
+        after_start, mx::less_equal(kj, mx::reshape(mx::arange(tk - tq, tk, mx::int32), {1, 1, tq, 1})));
+    auto want = grads([&](const mx::array& a, const mx::array& b, const mx::array& c) {
+      return mx::fast::scaled_dot_product_attention(a, b, c, 0.125f, "array", causal_mask);
+    });
+    for (int i = 0; i < 3; ++i) EXPECT_LE(rel_err(got[i], want[i]), 1e-4f) << "gradient " << i;
+    auto padded = mlxgp::kernels::attention(q, k, v, 0.125f, true, {0, 690});
+    EXPECT_TRUE(mx::all(mx::isfinite(padded)).item<bool>());
+    EXPECT_LE(rel_err(padded, mlxgp::kernels::blocked_attention(q, k, v, 0.125f, true, {0, 690})), 1e-5f);
+  }
+  mlxgp::kernels::set_cpu_isa_cap("avx512");
   // A single query (decode) goes to decode_attention instead.
   auto q1 = mx::random::normal({1, 6, 1, 16}), k1 = mx::random::normal({1, 2, 5, 16});
   EXPECT_FALSE(mlxgp::kernels::attention_supported(q1, k1, k1));
