@@ -87,8 +87,8 @@ struct Vec {
 // All ones in the lanes where lo <= key <= hi.
 MLXGP_SIMD_EXP_AVX2 inline __m256 visible(__m256i lo, __m256i hi, int key) {
   const __m256i k = _mm256_set1_epi32(key);
-  return _mm256_castsi256_ps(
-      _mm256_andnot_si256(_mm256_or_si256(_mm256_cmpgt_epi32(lo, k), _mm256_cmpgt_epi32(k, hi)), _mm256_set1_epi32(-1)));
+  return _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_or_si256(_mm256_cmpgt_epi32(lo, k), _mm256_cmpgt_epi32(k, hi)),
+                                                 _mm256_set1_epi32(-1)));
 }
 
 // The running softmax over one tile of n keys from key j0, for the eight rows of vector g: masks the
@@ -256,9 +256,9 @@ mx::array prefill_attention(const mx::array& q, const mx::array& k, const mx::ar
                             const std::vector<int>& key_start) {
   if (!key_start.empty() && static_cast<int>(key_start.size()) != q.shape(0))
     throw std::invalid_argument("[kernels] prefill attention: one key start per batch entry");
-  return mx::array(
-      q.shape(), mx::float32,
-      std::make_shared<CpuPrefillAttention>(mx::default_stream(mx::Device::cpu), scale, causal, key_start), {q, k, v});
+  return mx::array(q.shape(), mx::float32,
+                   std::make_shared<CpuPrefillAttention>(mx::default_stream(mx::Device::cpu), scale, causal, key_start),
+                   {q, k, v});
 }
 
 }  // namespace mlxgp::kernels
