@@ -102,8 +102,9 @@ bool rms_norm_supported(const mx::array& x, const mx::array& w);
 // Scaled dot-product attention (q [B, Hq, Tq, D], k/v [B, Hk, Tk, D], Hq a multiple of Hk) with no
 // mask or a causal one aligned to the last key, as mx::fast::scaled_dot_product_attention's "causal".
 // `key_start` (one per batch entry, or empty): keys before it are hidden too (a left-padded batch).
-// For float32 prefill shapes (Tq > 1, or any Tq with key_start) on the CPU: BLAS products around a
-// vectorised masked softmax; otherwise the MLX op. Differentiable.
+// For float32 prefill shapes (Tq > 1, or any Tq with key_start) on the CPU: the tiled prefill kernel
+// (prefill_attention.h; under a transformation, and for head sizes not a multiple of 8, BLAS products
+// around a vectorised masked softmax); one query: decode_attention; otherwise the MLX op. Differentiable.
 mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal,
                     const std::vector<int>& key_start = {});
 bool attention_supported(const mx::array& q, const mx::array& k, const mx::array& v, bool single_query = false);
