@@ -4,7 +4,7 @@ BUILD     ?= build
 BUILD_TYPE ?= Release
 PROMPT    ?= Write a haiku about the sea.
 
-.PHONY: setup build run test format format-check soak test-asan-unit test-cpp test-parity test-python test-server test-install test-asan test-tsan san-configure fuzz python-install bump-version git-release bench steering-demo clean
+.PHONY: setup build run test format format-check check-arm64 soak test-asan-unit test-cpp test-parity test-python test-server test-install test-asan test-tsan san-configure fuzz python-install bump-version git-release bench steering-demo clean
 
 setup:
 	@bash scripts/setup.sh
@@ -130,6 +130,15 @@ format-check: setup
 # instrumented folder as the fuzz targets, under ASan + UBSan: they need neither xgrammar nor the generation
 # module, so CI adds them to its fuzz build for a couple of minutes (make test-asan runs everything).
 SAN_UNIT_MODULES := core tokenizer chat models training
+# The CPU kernels' x86 code (AVX2 / AVX-512 intrinsics) must stay behind __x86_64__ guards so that arm64
+# (Apple Silicon, Linux arm64) builds, where those kernels report themselves unsupported and MLX ops run.
+# No arm64 machine here: a syntax-only pass of src/kernels with Debian's aarch64 cross compiler.
+check-arm64: setup
+	@inc=$$($(PY) -m mlx --cmake-dir)/include; for f in src/kernels/*.cpp; do \
+	  aarch64-linux-gnu-g++ -fsyntax-only -std=gnu++20 -Iinclude -Isrc -isystem $$inc -Wall -Wextra -Werror \
+	    -Wno-unused-parameter -Wno-missing-field-initializers -Wno-psabi $$f || { echo "[check-arm64] $$f does not compile for arm64"; exit 1; }; \
+	done; echo "[check-arm64] src/kernels compiles for arm64"
+
 test-asan-unit: san-configure
 	cmake --build $(SAN_BUILD) -j 2 --target $(addprefix test_,$(SAN_UNIT_MODULES))
 	cd $(SAN_BUILD) && $(SAN_ENV) ctest --output-on-failure -j 2 -L '^($(subst $(eval) ,|,$(SAN_UNIT_MODULES)))$$'

@@ -10,7 +10,7 @@ mkdir -p "$cache/stamps" "$cache/models"
 # System packages (Debian). On macOS use Homebrew: cmake ninja pkg-config googletest nlohmann-json pcre2 cpp-httplib.
 # clang-19 + libfuzzer-19-dev: the libFuzzer targets (make fuzz; bookworm's default clang 14 lacks good C++20 support).
 # The stamp names the package list, so adding a package re-runs this step on machines set up before.
-apt_pkgs="g++ cmake ninja-build ccache pkg-config libgtest-dev nlohmann-json3-dev libpcre2-dev libopenblas-dev libcpp-httplib-dev libjemalloc-dev npm chromium clang-19 libfuzzer-19-dev"
+apt_pkgs="g++ cmake ninja-build ccache pkg-config libgtest-dev nlohmann-json3-dev libpcre2-dev libopenblas-dev libcpp-httplib-dev libjemalloc-dev npm chromium clang-19 libfuzzer-19-dev g++-aarch64-linux-gnu"
 apt_stamp="$cache/stamps/apt-$(echo "$apt_pkgs" | sha256sum | cut -c1-16)"
 if [ ! -f "$apt_stamp" ]; then
   if command -v apt-get >/dev/null 2>&1; then

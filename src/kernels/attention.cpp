@@ -4,7 +4,9 @@
 // scaled_dot_product_attention spends most of its time in a scalar exp over the [H, Tq, Tk] scores.
 #include <algorithm>
 #include <cmath>
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 #include <memory>
 #include <stdexcept>
 #include <vector>
@@ -35,9 +37,11 @@ MLXGP_SIMD_EXP_AVX2 void softmax_row(const float* s, float* out, int lo, int n, 
   cols -= lo;
   float m = -INFINITY;
   for (int j = 0; j < n; ++j) m = std::max(m, s[j]);
+  int j = 0;
+  float sum = 0.0f;
+#if defined(__x86_64__)
   const __m256 mv = _mm256_set1_ps(m);
   __m256 acc = _mm256_setzero_ps();
-  int j = 0;
   for (; j + 8 <= n; j += 8) {
     const __m256 e = simd::exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
     _mm256_storeu_ps(out + j, e);
@@ -45,7 +49,8 @@ MLXGP_SIMD_EXP_AVX2 void softmax_row(const float* s, float* out, int lo, int n, 
   }
   float lanes[8];
   _mm256_storeu_ps(lanes, acc);
-  float sum = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+  sum = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+#endif
   for (; j < n; ++j) sum += out[j] = std::exp(s[j] - m);
   const float inv = 1.0f / sum;
   for (j = 0; j < n; ++j) out[j] *= inv;

@@ -6,7 +6,9 @@
 // that share them (GQA), with an AVX2 exp, on all threads.
 #include <algorithm>
 #include <cmath>
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -26,6 +28,8 @@
 namespace mx = mlx::core;
 
 namespace mlxgp::kernels {
+
+#if defined(__x86_64__)
 
 namespace {
 
@@ -299,6 +303,11 @@ void decode_attention_rows(const DecodeArgs& a, int B) {
                      a.D, a.out + (static_cast<size_t>(b) * a.Hq + static_cast<size_t>(h) * rep) * a.D);
     }
 }
+#else  // x86-64 only (AVX2): decode_attention_supported() is false elsewhere, so this is never reached
+void decode_attention_rows(const DecodeArgs&, int) {
+  throw std::logic_error("[kernels] decode attention runs on x86-64 only");
+}
+#endif
 
 namespace {
 

@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <cstdint>
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 #include <memory>
 #include <stdexcept>
 
@@ -27,6 +29,7 @@ struct RowScan {
 // Eight lanes each keep their first largest value (strictly greater replaces), so the smallest index among
 // the lanes holding the row's maximum is its first occurrence: mx::argmax's answer for any row without NaN
 // (a row with one is invalid, and its token is never used).
+#if defined(__x86_64__)
 __attribute__((target("avx2"))) RowScan scan_row(const float* x, int n) {
   const __m256 pos_inf = _mm256_set1_ps(INFINITY);
   __m256 best = _mm256_set1_ps(-INFINITY);
@@ -65,6 +68,21 @@ __attribute__((target("avx2"))) RowScan scan_row(const float* x, int n) {
   }
   return {m == -INFINITY ? 0 : at, invalid || m == -INFINITY};
 }
+#else
+RowScan scan_row(const float* x, int n) {  // unused: logits_scan_supported() is false off x86-64
+  float m = -INFINITY;
+  int32_t at = 0;
+  bool invalid = false;
+  for (int i = 0; i < n; ++i) {
+    invalid = invalid || std::isnan(x[i]) || x[i] == INFINITY;
+    if (x[i] > m) {
+      m = x[i];
+      at = i;
+    }
+  }
+  return {m == -INFINITY ? 0 : at, invalid || m == -INFINITY};
+}
+#endif
 
 class CpuLogitsScan : public mx::Primitive {
  public:

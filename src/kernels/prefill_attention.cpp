@@ -14,7 +14,9 @@
 // horizontal sums anywhere.
 #include <algorithm>
 #include <cmath>
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 #include <memory>
 #include <stdexcept>
 #include <vector>
@@ -51,6 +53,7 @@ struct Args {
   bool avx512 = false;  // the tile products' vector width (rows are padded to a multiple of it)
 };
 
+#if defined(__x86_64__)
 // The tile products for each vector width (prefill_tiles.h). AVX2 has 16 registers: 2 x 4 accumulators
 // and the operands fit; AVX-512 has 32: 3 x 6 (scores) and 3 x 8 (values). At an 8k-token prompt (default
 // GGUF, int8) the AVX-512 tiles prefill 741 tok/s against 346 for the AVX2 ones.
@@ -180,6 +183,11 @@ void run_task(const Args& a, int b, int h, int t0, int n) {
       for (int d = 0; d < D; ++d) dst[d] = ot[static_cast<size_t>(d) * P + i] * inv;
     }
 }
+#else  // x86-64 only: prefill_attention_supported() is false elsewhere, so this is never reached
+void run_task(const Args&, int, int, int, int) {
+  throw std::logic_error("[kernels] prefill attention runs on x86-64 only");
+}
+#endif
 
 void run(const mx::array& q, const mx::array& k, const mx::array& v, mx::array& out, float scale, bool causal,
          const std::vector<int>& key_start) {

@@ -8,7 +8,9 @@
 // scale = 1 / sqrt(mean + eps), then (x * scale) * w. (ggml sums in double; transformers in torch's
 // pairwise order: all agree to a unit in the last place of the scale.)
 #include <cmath>
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 #include <memory>
 #include <stdexcept>
 #include <vector>
@@ -32,7 +34,11 @@ namespace mlxgp::kernels {
 
 namespace {
 
+#if defined(__x86_64__)
 #define MLXGP_NORM_AVX2 __attribute__((target("avx2")))
+#else
+#define MLXGP_NORM_AVX2
+#endif
 
 MLXGP_NORM_AVX2 void norm_rows(const float* x, const float* w, float* out, int D, float eps, int r0, int r1) {
   const float inv_d = static_cast<float>(1.0 / D);
@@ -46,10 +52,12 @@ MLXGP_NORM_AVX2 void norm_rows(const float* x, const float* w, float* out, int D
     }
     const float mean = sum * inv_d;
     const float scale = 1.0f / std::sqrt(mean + eps);
-    const __m256 sv = _mm256_set1_ps(scale);
     int i = 0;
+#if defined(__x86_64__)
+    const __m256 sv = _mm256_set1_ps(scale);
     for (; i + 8 <= D; i += 8)
       _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + i), sv), _mm256_loadu_ps(w + i)));
+#endif
     for (; i < D; ++i) o[i] = (xr[i] * scale) * w[i];
   }
 }

@@ -2,6 +2,8 @@
 // element at a time) and a horizontal sum.
 #pragma once
 
+#if defined(__x86_64__)
+
 #include <immintrin.h>
 
 #define MLXGP_SIMD_EXP_AVX2 __attribute__((target("avx2,fma")))
@@ -38,3 +40,9 @@ MLXGP_SIMD_EXP_AVX2 inline float hsum8(__m256 v) {
 }
 
 }  // namespace mlxgp::kernels::simd
+
+#else  // other architectures: the kernels that use these report themselves unsupported there
+
+#define MLXGP_SIMD_EXP_AVX2
+
+#endif

@@ -3,7 +3,9 @@
 // passes; over a prefill's [T, intermediate] activations that costs more than the down projection's
 // matmul. Here: one pass, an AVX2 exp, all threads.
 #include <cmath>
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 #include <memory>
 #include <stdexcept>
 #include <vector>
@@ -27,6 +29,7 @@ namespace {
 
 MLXGP_SIMD_EXP_AVX2 void swiglu_avx2(const float* g, const float* u, float* out, size_t i0, size_t i1) {
   size_t i = i0;
+#if defined(__x86_64__)
   const __m256 one = _mm256_set1_ps(1.0f);
   for (; i + 8 <= i1; i += 8) {
     const __m256 gv = _mm256_loadu_ps(g + i);
@@ -34,6 +37,7 @@ MLXGP_SIMD_EXP_AVX2 void swiglu_avx2(const float* g, const float* u, float* out,
     const __m256 silu = _mm256_div_ps(gv, _mm256_add_ps(one, e));         // g * sigmoid(g)
     _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
   }
+#endif
   for (; i < i1; ++i) out[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
