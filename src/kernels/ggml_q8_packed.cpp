@@ -205,7 +205,7 @@ struct Block {
 template <uint32_t T, int R, int P>
 MLXGP_VNNI inline void add_block(const RowsQ8& x, int m0, int B, const uint8_t* g, int b, __m512 (*a)[4]) {
   constexpr size_t rec = static_cast<size_t>(kLanes) * format_of(T).block_bytes;
-  if constexpr (R > 1) prefetch_ahead<rec>(g + b * rec);  // groups follow each other: one stream
+  prefetch_ahead<rec>(g + b * rec);  // groups follow each other: one stream
   const Block<T> blk(g + b * rec);
   for (int r = 0; r < R; ++r) {
     const size_t i = static_cast<size_t>(m0 + r) * B + b;
