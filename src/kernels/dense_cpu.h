@@ -15,4 +15,8 @@ struct DenseArgs {
 
 void dense_rows(const DenseArgs& a, int n0, int n1, Isa isa);
 
+// All of out for any M (dense_gemm.cpp): x transposed into panels, W rows through the tile products.
+// Threads itself; meant for more rows than kLinearMaxRows.
+void dense_gemm(const DenseArgs& a, Isa isa);
+
 }  // namespace mlxgp::kernels

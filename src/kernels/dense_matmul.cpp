@@ -1,6 +1,7 @@
-// mlxgp::kernels::linear: x @ W^T for float32 decode-sized x as an MLX custom primitive. With M of
-// 1..16 rows (kLinearMaxRows), BLAS sgemm packs the whole weight matrix for a product that only needs
-// one streaming pass over it; a per-row dot product kernel runs at memory bandwidth instead.
+// mlxgp::kernels::linear: x @ W^T for float32 x as an MLX custom primitive. With M of 1..16 rows
+// (kLinearMaxRows), BLAS sgemm packs the whole weight matrix for a product that only needs one streaming
+// pass over it; a per-row dot product kernel runs at memory bandwidth instead. Larger M (prefill) runs
+// dense_gemm.cpp's tiles.
 #include <memory>
 #include <stdexcept>
 #include <vector>
@@ -32,9 +33,14 @@ void run_dense(const mx::array& x, const mx::array& w, mx::array& out) {
   a.w = wr.ptr;
   a.out = out.data<float>();
   if (a.M == 0 || a.N == 0) return;
+  const Isa isa = detect_isa();
+  if (a.M > kLinearMaxRows) {
+    a.x = xr.ptr;
+    dense_gemm(a, isa);
+    return;
+  }
   AlignedVector<float> xa;
   a.x = aligned_copy(xr.ptr, static_cast<size_t>(a.M) * a.K, xa);
-  const Isa isa = detect_isa();
   parallel_rows(a.N, a.K * a.M, [&](int n0, int n1) { dense_rows(a, n0, n1, isa); });
 }
 
@@ -88,8 +94,7 @@ bool linear_supported(const mx::array& x, const mx::array& w) {
   if (!available() || mx::default_device() != mx::Device::cpu) return false;
   if (x.dtype() != mx::float32 || w.dtype() != mx::float32 || x.ndim() < 1 || w.ndim() != 2) return false;
   const int K = x.shape(-1);
-  if (K == 0 || w.shape(1) != K) return false;
-  return static_cast<int64_t>(x.size() / K) <= kLinearMaxRows;
+  return K > 0 && w.shape(1) == K;
 }
 
 mx::array linear(const mx::array& x, const mx::array& w) {
@@ -99,7 +104,7 @@ mx::array linear(const mx::array& x, const mx::array& w) {
     // bf16 GEMM does anyway) and round the result back.
     const bool half = x.dtype() == mx::bfloat16 || x.dtype() == mx::float16;
     if (half && w.dtype() == x.dtype() && available() && mx::default_device() == mx::Device::cpu)
-      return mx::astype(mx::matmul(mx::astype(x, mx::float32), mx::transpose(mx::astype(w, mx::float32))), x.dtype());
+      return mx::astype(linear(mx::astype(x, mx::float32), mx::astype(w, mx::float32)), x.dtype());
     return mx::matmul(x, mx::transpose(w));
   }
   auto shape = x.shape();

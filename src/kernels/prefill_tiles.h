@@ -1,7 +1,7 @@
-// The two products of prefill_attention.cpp's tiles for one vector width. That file includes this one
-// twice, once per ISA, inside a namespace that defines MLXGP_TILE_TARGET (the function attribute of that
-// ISA) and `Vec` (the vector type, its width N in floats, its operations, and the register blocking:
-// kGroups row vectors by kKeys keys for the scores, kGroups row vectors by kDims value elements for the
+// The two products of prefill_attention.cpp's tiles for one vector width (dense_gemm.cpp uses the first
+// one too). tile_isas.h includes this file twice, once per ISA, inside a namespace that defines MLXGP_TILE_TARGET (the
+// function attribute of that ISA) and `Vec` (the vector type, its width N in floats, its operations, and the register
+// blocking: kGroups row vectors by kKeys keys for the scores, kGroups row vectors by kDims value elements for the
 // outputs). No include guard, on purpose.
 //
 // Layouts (see prefill_attention.cpp): qt [D][P] queries, st [keys][P] scores then probabilities, ot

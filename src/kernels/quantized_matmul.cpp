@@ -187,16 +187,16 @@ mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::arr
                            int group_size, int bits) {
   if (!quantized_matmul_supported(x, w, scales, biases, group_size, bits))
     return mx::quantized_matmul(x, w, scales, biases, true, group_size, bits);
-  // Prefill-sized x: the row kernel reaches about a third of the FMA peak, BLAS sgemm about 80%, so
-  // dequantizing the weight once (N x K, cheap next to M x N x K) and multiplying wins from about 100
-  // rows (2-core AVX-512: 512 x 576 x 1536 in 5.7 ms against 8.7 ms). Not under a transform: training
-  // keeps the primitive whose vjp never materialises the weight.
+  // Prefill-sized x: the row kernel reaches about a third of the FMA peak, the dense tiles (linear)
+  // far more, so dequantizing the weight once (N x K, cheap next to M x N x K) and multiplying wins from
+  // about 100 rows (2-core AVX-512, with BLAS sgemm then: 512 x 576 x 1536 in 5.7 ms against 8.7 ms). Not under a
+  // transform: training keeps the primitive whose vjp never materialises the weight.
   const int64_t rows = static_cast<int64_t>(x.size() / x.shape(-1));
   if (rows >= kQmmGemmRows && detect_isa() == Isa::avx512 && !x.is_tracer()) {
     auto wd = mx::array({w.shape(0), x.shape(-1)}, mx::float32,
                         std::make_shared<CpuAffineDequantize>(mx::default_stream(mx::Device::cpu), group_size, bits),
                         {w, scales, biases});
-    return mx::matmul(x, mx::transpose(wd));
+    return linear(x, wd);
   }
   auto shape = x.shape();
   shape.back() = w.shape(0);

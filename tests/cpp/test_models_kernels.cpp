@@ -163,8 +163,11 @@ TEST_F(Kernels, DenseLinearMatchesMatmulForEachIsa) {
     ASSERT_TRUE(mlxgp::kernels::set_cpu_isa_cap(isa));
     // K values with and without a SIMD tail; odd row counts; N large enough to be split.
     // M > 4 with N spanning many weight tiles (for_weight_tiles): each tile serves every row block.
-    for (auto [M, N, K] : {std::tuple{1, 67, 192}, std::tuple{3, 130, 77}, std::tuple{8, 4099, 576},
-                           std::tuple{5, 33, 1536}, std::tuple{7, 517, 576}}) {
+    // M > 16 runs dense_gemm: a short last row vector (17, 124 rows), two panels (530 rows, the second of
+    // 18), N not a multiple of the W block (48) or of either ISA's register block (4, 6).
+    for (auto [M, N, K] :
+         {std::tuple{1, 67, 192}, std::tuple{3, 130, 77}, std::tuple{8, 4099, 576}, std::tuple{5, 33, 1536},
+          std::tuple{7, 517, 576}, std::tuple{17, 67, 77}, std::tuple{124, 1541, 576}, std::tuple{530, 101, 192}}) {
       SCOPED_TRACE("M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
       auto x = mx::random::normal({M, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));
       auto w = mx::random::normal({N, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));
@@ -174,6 +177,15 @@ TEST_F(Kernels, DenseLinearMatchesMatmulForEachIsa) {
       mx::eval(ref, got);
       ASSERT_EQ(got.shape(), ref.shape());
       EXPECT_LE(rel_err(got, ref), 1e-5f);
+      if (M > mlxgp::kernels::kLinearMaxRows) {
+        // Each row is summed the same way wherever it sits among the rows: rotate the rows by 5 and
+        // the result rotates with them, bit for bit (a batched prefill row equals its solo prefill).
+        auto rot = [&](const mx::array& a) {
+          return mx::concatenate({mx::slice(a, {5, 0}, {M, a.shape(1)}), mx::slice(a, {0, 0}, {5, a.shape(1)})}, 0);
+        };
+        EXPECT_TRUE(mx::array_equal(mlxgp::kernels::linear(rot(x), w), rot(got)).item<bool>());
+        continue;
+      }
       // Each row is summed as it is alone, whatever block of rows it falls in (a batch row equals its
       // solo run bit for bit).
       for (int m = 0; m < M; ++m) {
@@ -195,10 +207,10 @@ TEST_F(Kernels, DenseLinearBatchedViewsAndFallback) {
   auto ref = mx::matmul(x, mx::transpose(w));
   EXPECT_EQ(got.shape(), (mx::Shape{2, 3, 40}));
   EXPECT_LE(rel_err(got, ref), 1e-5f);
-  // Prefill-sized inputs and other dtypes go to mx::matmul.
-  auto big = mx::random::normal({mlxgp::kernels::kLinearMaxRows + 1, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(13));
-  EXPECT_FALSE(mlxgp::kernels::linear_supported(big, w));
-  EXPECT_LE(rel_err(mlxgp::kernels::linear(big, w), mx::matmul(big, mx::transpose(w))), 0.0f);
+  // Prefill-sized inputs take the tiles (a strided [2, 40, 64] view here); other dtypes go to mx::matmul.
+  auto big = mx::transpose(mx::random::normal({2, 64, 40}, mx::float32, 0.0f, 1.0f, mx::random::key(13)), {0, 2, 1});
+  EXPECT_TRUE(mlxgp::kernels::linear_supported(big, w));
+  EXPECT_LE(rel_err(mlxgp::kernels::linear(big, w), mx::matmul(big, mx::transpose(w))), 1e-5f);
   EXPECT_FALSE(mlxgp::kernels::linear_supported(mx::astype(x, mx::bfloat16), mx::astype(w, mx::bfloat16)));
 }
 
