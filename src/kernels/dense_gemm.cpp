@@ -16,8 +16,8 @@ namespace mlxgp::kernels {
 
 namespace {
 
-constexpr int kPanelRows = 512;  // x rows per panel: qt is 1.2 MB at K = 576, read from L2 / L3
-constexpr int kWeightRows = 48;  // W rows per task: a multiple of both ISAs' kKeys (4 and 6)
+constexpr int kPanelRows = 512;   // x rows per panel: qt is 1.2 MB at K = 576, read from L2 / L3
+constexpr int kWeightRows = 48;   // W rows per task: a multiple of both ISAs' kKeys (4 and 6)
 constexpr int kPackColumns = 64;  // K columns per packing task
 
 #if defined(__x86_64__)
@@ -57,7 +57,8 @@ MLXGP_GEMM_AVX2 void transpose(const float* src, size_t ss, float* dst, size_t d
 // qt[k][i] = x[m0 + i][k] for k in [k0, k1), zero for the padding rows i in [rows, P).
 void pack_panel(const DenseArgs& a, int m0, int rows, int P, int k0, int k1, float* qt) {
   transpose(a.x + static_cast<size_t>(m0) * a.K + k0, a.K, qt + static_cast<size_t>(k0) * P, P, rows, k1 - k0);
-  for (int k = k0; k < k1; ++k) std::fill(qt + static_cast<size_t>(k) * P + rows, qt + static_cast<size_t>(k + 1) * P, 0.f);
+  for (int k = k0; k < k1; ++k)
+    std::fill(qt + static_cast<size_t>(k) * P + rows, qt + static_cast<size_t>(k + 1) * P, 0.f);
 }
 #endif
 
