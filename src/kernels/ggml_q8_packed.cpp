@@ -140,17 +140,23 @@ struct RowsQ8 {
   AlignedVector<int32_t> sum;
 };
 
-MLXGP_VNNI void quantize(const float* x, int M, int K, RowsQ8& r) {
+MLXGP_VNNI void quantize_range(const float* x, int K, RowsQ8& r, int m0, int m1) {
   const int B = K / 32;
-  r.q.resize(static_cast<size_t>(M) * K);
-  r.d.resize(static_cast<size_t>(M) * B);
-  r.s.resize(r.d.size());
-  r.sum.resize(r.d.size());
-  for (int m = 0; m < M; ++m)
+  for (int m = m0; m < m1; ++m)
     for (int b = 0; b < B; ++b) {
       const size_t i = static_cast<size_t>(m) * B + b;
       quantize_block(x + static_cast<size_t>(m) * K + 32 * b, r.q.data() + 32 * i, r.d[i], r.s[i], r.sum[i]);
     }
+}
+
+// Rows in parallel: at prefill the caller's thread quantizing 64 rows alone left the other idle (2% of a
+// Q4_0 int8 prefill's samples).
+void quantize(const float* x, int M, int K, RowsQ8& r) {
+  r.q.resize(static_cast<size_t>(M) * K);
+  r.d.resize(static_cast<size_t>(M) * (K / 32));
+  r.s.resize(r.d.size());
+  r.sum.resize(r.d.size());
+  parallel_rows(M, 8 * K, [&](int m0, int m1) { quantize_range(x, K, r, m0, m1); });
 }
 
 // One block of 16 weight rows, unpacked into registers.

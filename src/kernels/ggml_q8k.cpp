@@ -77,16 +77,21 @@ MLXGP_VNNI void quantize_super(const float* x, int8_t* q, float& d, int16_t* sum
   d = 1.f / iscale;
 }
 
-MLXGP_VNNI void quantize_rows(const float* x, int M, int K, RowsQ8K& r) {
+MLXGP_VNNI void quantize_range(const float* x, int K, RowsQ8K& r, int m0, int m1) {
   const int S = K / kSuper;
-  r.q.resize(static_cast<size_t>(M) * K);
-  r.d.resize(static_cast<size_t>(M) * S);
-  r.sums.resize(static_cast<size_t>(M) * K / 16);
-  for (int m = 0; m < M; ++m)
+  for (int m = m0; m < m1; ++m)
     for (int s = 0; s < S; ++s) {
       const size_t i = static_cast<size_t>(m) * S + s;
       quantize_super(x + i * kSuper, r.q.data() + i * kSuper, r.d[i], r.sums.data() + i * 16);
     }
+}
+
+// Rows in parallel (prefill chunks of 64 rows): one thread quantizing them left the other idle.
+void quantize_rows(const float* x, int M, int K, RowsQ8K& r) {
+  r.q.resize(static_cast<size_t>(M) * K);
+  r.d.resize(static_cast<size_t>(M) * (K / kSuper));
+  r.sums.resize(static_cast<size_t>(M) * K / 16);
+  parallel_rows(M, 8 * K, [&](int m0, int m1) { quantize_range(x, K, r, m0, m1); });
 }
 
 MLXGP_VNNI inline float h2f(const uint8_t* p) {
