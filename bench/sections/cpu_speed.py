@@ -11,7 +11,8 @@ from prompt import prompt_ids
 from runner import RunError, run_json
 
 from . import Context, Table, section
-from .generation import ENGINES, Config, Engine, _fmt, _measure, _mlxgp_argv, _mlxgp_unavailable, _worker
+from .generation import (ENGINES, Config, Engine, _fmt, _measure, _mlxgp_argv, _mlxgp_unavailable, _worker,
+                         bandwidth_gb_per_s)
 from .plotting import save_plot
 
 ENGINES.setdefault("llama.cpp", Engine("llama.cpp", _worker("llama_cpp_worker.py")))
@@ -38,15 +39,6 @@ def _files(table: Table) -> dict[str, object]:
     except (OSError, RuntimeError, ImportError) as e:
         table.failures.append(f"llama.cpp quantizer unavailable: {e}")
     return files
-
-
-def _bandwidth(ctx: Context, table: Table) -> float | None:
-    try:
-        doc = run_json([str(ctx.python), str(ROOT / "bench" / "workers" / "bandwidth_worker.py")], 300).doc
-        return float(doc["gb_per_s"])
-    except (RunError, KeyError, TypeError, ValueError) as e:
-        table.failures.append(f"bandwidth measurement: {e}")
-        return None
 
 
 def _pct(x: float | None, bound: float | None) -> str:
@@ -88,7 +80,7 @@ def run(ctx: Context) -> list[Table]:
                        f"median of {ctx.repeats} runs",
                  columns=["file", "engine", "file MB", "prefill tok/s", "decode tok/s", "bound tok/s",
                           "% of bound", "/ llama.cpp prefill", "/ llama.cpp decode", "tokens = llama.cpp"])
-    gbps = _bandwidth(ctx, main)
+    gbps = bandwidth_gb_per_s(ctx, main)
     files = _files(main)
     decode: dict[str, dict[str, float | None]] = {}
     bounds: dict[str, float | None] = {}

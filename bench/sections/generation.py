@@ -163,9 +163,12 @@ def run(ctx: Context) -> list[Table]:
               f"(EOS ignored), median of {ctx.repeats} runs",
         columns=COLUMNS)
     threads: set[int] = set()
+    fp32: dict[str, Measurement] = {}
     for cfg in CONFIGS:
         ctx.log(f"[generation] {cfg.name}: {', '.join(cfg.engines)}")
         results = _measure(ctx, cfg, ids)
+        if cfg.model == HF_F32_DIR:
+            fp32 = results
         table.rows += _rows(cfg, results)
         threads |= {r.doc["torch_threads"] for m in results.values() for r in m.runs
                     if "torch_threads" in r.doc}
@@ -189,5 +192,30 @@ def run(ctx: Context) -> list[Table]:
         "size from `wait4` rusage / 10^6, the one measure comparable across all engines.",
         "mlxgp/engine = mlxgp's median over the peer's (above 1 = mlxgp faster). tokens = mlxgp: length of "
         "the common prefix of the greedy token ids.",
+        _fp32_bound_note(ctx, table, fp32),
     ]
     return [table]
+
+
+def bandwidth_gb_per_s(ctx: Context, table: Table) -> float | None:
+    try:
+        doc = run_json([str(ctx.python), str(ROOT / "bench" / "workers" / "bandwidth_worker.py")], 300).doc
+        return float(doc["gb_per_s"])
+    except (RunError, KeyError, TypeError, ValueError) as e:
+        table.failures.append(f"bandwidth measurement: {e}")
+        return None
+
+
+def _fp32_bound_note(ctx: Context, table: Table, fp32: dict[str, Measurement]) -> str:
+    """fp32 decode against the bandwidth bound (the CPU-speed issue asks for the fraction reached): each
+    decoded token reads every weight once, the tied embedding included as the LM head."""
+    weights = sum(f.stat().st_size for f in HF_F32_DIR.glob("*.safetensors"))
+    gbps = bandwidth_gb_per_s(ctx, table)
+    if not gbps or not weights:
+        return "fp32 decode against the bandwidth bound: not measured (see failures)."
+    bound = gbps * 1e9 / weights
+    parts = [f"{name} {100 * m.median('decode_tokens_per_s') / bound:.0f}%" for name, m in fp32.items()
+             if not m.error and m.runs]
+    return (f"fp32 decode against the bandwidth bound: the folder's weights are {weights / 1e6:,.0f} MB, read "
+            f"once per token; at {gbps:.1f} GB/s (bench/workers/bandwidth_worker.py) the bound is "
+            f"{bound:.1f} tok/s. Reached: {', '.join(parts) or 'n/a'}.")
