@@ -64,7 +64,7 @@ void products(const float* x, int M, int K, std::initializer_list<Product> ps) {
 // h [B, D] normalised into out (kernels::rms_norm's rows).
 void norm(const float* h, const mx::array& w, float eps, int B, int D, float* out) {
   RowMajor<float> wr(w);
-  parallel_rows(B, D, [&](int r0, int r1) { rms_norm_rows(h, wr.ptr, out, D, eps, r0, r1); });
+  parallel_rows(B, 4 * D, [&](int r0, int r1) { rms_norm_rows(h, wr.ptr, out, D, eps, r0, r1); });
 }
 
 // h = h + y, the order mx::add(residual, y) adds in.

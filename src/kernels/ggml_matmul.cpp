@@ -158,7 +158,7 @@ class CpuGgmlMatmul : public mx::Primitive {
     if (f.norm) {
       RowMajor<float> nw(ins[extra]);
       xa.resize(static_cast<size_t>(M) * K);
-      parallel_rows(M, K, [&](int r0, int r1) { rms_norm_rows(xr.ptr, nw.ptr, xa.data(), K, f.eps, r0, r1); });
+      parallel_rows(M, 4 * K, [&](int r0, int r1) { rms_norm_rows(xr.ptr, nw.ptr, xa.data(), K, f.eps, r0, r1); });
       x = xa.data();
     } else {
       x = aligned_copy(xr.ptr, static_cast<size_t>(M) * K, xa);

@@ -40,17 +40,36 @@ namespace {
 #define MLXGP_NORM_AVX2
 #endif
 
+// Rows r0 .. r0 + R - 1's sums of squares, each in element order (the fallback's rounding), R rows at a
+// time: one row's sum is a chain of dependent adds (a prompt's norm ran at 6 GB/s, 5% of a Q4_0 int8
+// prefill), R chains interleave.
+template <int R>
+MLXGP_NORM_AVX2 void square_sums(const float* x, int D, int r0, float* sums) {
+  float s[R] = {};
+  const float* xr = x + static_cast<size_t>(r0) * D;
+  for (int i = 0; i < D; ++i)
+    for (int r = 0; r < R; ++r) {
+      const float v = xr[static_cast<size_t>(r) * D + i];
+      const float sq = v * v;
+      s[r] += sq;
+    }
+  for (int r = 0; r < R; ++r) sums[r] = s[r];
+}
+
 MLXGP_NORM_AVX2 void norm_rows(const float* x, const float* w, float* out, int D, float eps, int r0, int r1) {
   const float inv_d = static_cast<float>(1.0 / D);
+  constexpr int kRows = 8;
+  float sums[kRows];
   for (int r = r0; r < r1; ++r) {
+    const int k = (r - r0) % kRows;
+    if (k == 0) {
+      if (r + kRows <= r1) square_sums<kRows>(x, D, r, sums);
+      else
+        for (int j = 0; j < r1 - r; ++j) square_sums<1>(x, D, r + j, sums + j);
+    }
     const float* xr = x + static_cast<size_t>(r) * D;
     float* o = out + static_cast<size_t>(r) * D;
-    float sum = 0.0f;
-    for (int i = 0; i < D; ++i) {
-      const float sq = xr[i] * xr[i];
-      sum += sq;
-    }
-    const float mean = sum * inv_d;
+    const float mean = sums[k] * inv_d;
     const float scale = 1.0f / std::sqrt(mean + eps);
     int i = 0;
 #if defined(__x86_64__)
@@ -79,7 +98,8 @@ class CpuRmsNorm : public mx::UnaryPrimitive {
         RowMajor<float> xs(x), ws(w);
         const int D = x.shape(-1), rows = static_cast<int>(x.size() / D);
         float* po = o.data<float>();
-        parallel_rows(rows, D, [&](int r0, int r1) { rms_norm_rows(xs.ptr, ws.ptr, po, D, eps, r0, r1); });
+        // Work per row counted as 4 x D: a prompt's rows split across the threads.
+        parallel_rows(rows, 4 * D, [&](int r0, int r1) { rms_norm_rows(xs.ptr, ws.ptr, po, D, eps, r0, r1); });
       };
     });
   }
