@@ -98,7 +98,12 @@ bool linear_supported(const mx::array& x, const mx::array& w) {
 }
 
 mx::array linear(const mx::array& x, const mx::array& w) {
-  if (!linear_supported(x, w)) {
+  // Under a transformation (training's value_and_grad) prefill-sized products stay MLX's matmul, as
+  // attention keeps its blocked route there: a training step then equals MLX's own step on the same
+  // model (an mlx-lm model's AdamW step in tests/python, to 1e-5) instead of differing by the tiles'
+  // summation order.
+  const bool traced = x.is_tracer() || w.is_tracer();
+  if (!linear_supported(x, w) || (traced && x.size() / x.shape(-1) > kLinearMaxRows)) {
     // MLX's CPU backend multiplies 16-bit floats in a plain loop, far slower than the BLAS sgemm it
     // uses for float32; 16-bit products on the CPU therefore run as float32 (the fp32 accumulation a
     // bf16 GEMM does anyway) and round the result back.

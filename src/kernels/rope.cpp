@@ -25,6 +25,24 @@ namespace mlxgp::kernels {
 
 void rope_tables(int dims, float base, float scale, const std::vector<int>& starts, int T, bool inverse,
                  std::vector<float>& cos_t, std::vector<float>& sin_t) {
+  // Every layer of a forward pass asks for the same table (q and k too, in the fused product): the last
+  // one is kept per thread. A prompt's sines and cosines in double were 1.3% of a Q4_0 int8 prefill.
+  struct Key {
+    int dims = 0;
+    float base = 0, scale = 0;
+    std::vector<int> starts;
+    int T = 0;
+    bool inverse = false;
+    bool operator==(const Key&) const = default;
+  };
+  thread_local Key last;
+  thread_local std::vector<float> last_cos, last_sin;
+  Key key{dims, base, scale, starts, T, inverse};
+  if (key == last && !last_cos.empty()) {
+    cos_t = last_cos;
+    sin_t = last_sin;
+    return;
+  }
   const int half = dims / 2;
   const size_t rows_t = starts.size() * T;
   cos_t.assign(rows_t * half, 0.0f);
@@ -44,6 +62,9 @@ void rope_tables(int dims, float base, float scale, const std::vector<int>& star
       }
     }
   }
+  last = std::move(key);
+  last_cos = cos_t;
+  last_sin = sin_t;
 }
 
 // Out of line, so the primitive here and the fused product (ggml_matmul.cpp) run the same instructions.
