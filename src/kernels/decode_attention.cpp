@@ -181,13 +181,12 @@ void decode_task(const DecodeArgs& a, int b, int h, float* scores) {
 }
 
 // Long rows are split into chunks of keys (flash-decoding). One task per (row, KV head) left threads idle:
-// SmolLM2 has 3 KV heads, so at batch 1 one of 2 threads ran two of them (a 2:1 split of 13% of a Q4_0
-// int8 decode step at 200 keys), and a task's 1 MB of keys and values at 2k positions no longer fit the
-// L2 the values were prefetched into. Rows of at most kSplitFrom keys keep the single pass above. Chunks
-// start at the row's first visible key, so a row splits the same way alone and in a left-padded batch
-// (same bits either way).
-constexpr int kSplitFrom = 128;
-constexpr int kChunkKeys = 128;
+// SmolLM2 has 3 KV heads, so at batch 1 one of 2 threads ran two of them, and a task's 1 MB of keys and
+// values at 2k positions no longer fit the L2 the values were prefetched into. Rows of at most
+// kSplitFrom keys keep the single pass above, bit for bit. Chunks start at the row's first visible key,
+// so a row splits the same way alone and in a left-padded batch (same bits either way).
+constexpr int kSplitFrom = 512;
+constexpr int kChunkKeys = 256;
 
 int chunks_of(const DecodeArgs& a, int b) {
   const int lo = first_key(a, b);
@@ -284,16 +283,18 @@ void decode_attention_rows(const DecodeArgs& a, int B) {
   // Slot (row b, head h, chunk c) = first[b] + h * chunks[b] + c.
   std::vector<float> part(static_cast<size_t>(slots) * rep * a.D), m(static_cast<size_t>(slots) * rep), sum(m.size());
   const int n_tasks = static_cast<int>(tasks.size());
-  // One pool task per chunk (each at least kSplitFrom keys of work): grouping them into chunks of ~64K
-  // multiply-adds, as parallel_rows does, put 6 tasks in 3 groups at batch 1, a 2:1 split again.
-  parallel_for(n_tasks, [&](int t) {
-    thread_local std::vector<float> scores;  // this thread's
-    scores.resize(static_cast<size_t>(kHeadsPerPass) * std::max(a.Tk, kChunkKeys));
-    const Task& k = tasks[t];
-    if (k.c < 0) return decode_task(a, k.b, k.h, scores.data());
-    const size_t slot = static_cast<size_t>(first[k.b]) + static_cast<size_t>(k.h) * chunks[k.b] + k.c;
-    chunk_task(a, k.b, k.h, k.c, scores.data(), part.data() + slot * rep * a.D, m.data() + slot * rep,
-               sum.data() + slot * rep);
+  parallel_rows(n_tasks, std::min(a.Tk, kSplitFrom) * a.D * rep * 2, [&](int t0, int t1) {
+    std::vector<float> scores(static_cast<size_t>(kHeadsPerPass) * std::max(a.Tk, kChunkKeys));
+    for (int t = t0; t < t1; ++t) {
+      const Task& k = tasks[t];
+      if (k.c < 0) {
+        decode_task(a, k.b, k.h, scores.data());
+        continue;
+      }
+      const size_t slot = static_cast<size_t>(first[k.b]) + static_cast<size_t>(k.h) * chunks[k.b] + k.c;
+      chunk_task(a, k.b, k.h, k.c, scores.data(), part.data() + slot * rep * a.D, m.data() + slot * rep,
+                 sum.data() + slot * rep);
+    }
   });
   for (int b = 0; b < B; ++b)
     for (int h = 0; h < a.Hk && chunks[b] > 0; ++h) {

@@ -369,7 +369,7 @@ TEST_F(Kernels, DecodeAttentionMatchesSdpaOnCacheViews) {
   struct C {
     int B, hq, hk, d, tk;
   };
-  // Rows of more than 128 visible keys run in chunks of 128 (flash-decoding): 1700, 1134 and 700 of them
+  // Rows of more than 512 visible keys run in chunks of 256 (flash-decoding): 1700, 1134 and 700 of them
   // below, with 3, 5 (a group of 3 and one of 2) and 2 query heads per KV head.
   for (auto c : {C{1, 9, 3, 64, 1}, C{3, 9, 3, 64, 37}, C{2, 4, 4, 8, 13}, C{3, 9, 3, 64, 1700}, C{2, 10, 2, 16, 1300},
                  C{1, 4, 2, 8, 700}}) {
