@@ -7,6 +7,7 @@
 // in float32 (MLX's CPU reduction on Linux has no SIMD lanes), mean = sum * float(1 / D),
 // scale = 1 / sqrt(mean + eps), then (x * scale) * w. (ggml sums in double; transformers in torch's
 // pairwise order: all agree to a unit in the last place of the scale.)
+#include <algorithm>
 #include <cmath>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -59,25 +60,24 @@ MLXGP_NORM_AVX2 void square_sums(const float* x, int D, int r0, float* sums) {
 MLXGP_NORM_AVX2 void norm_rows(const float* x, const float* w, float* out, int D, float eps, int r0, int r1) {
   const float inv_d = static_cast<float>(1.0 / D);
   constexpr int kRows = 8;
-  float sums[kRows];
-  for (int r = r0; r < r1; ++r) {
-    const int k = (r - r0) % kRows;
-    if (k == 0) {
-      if (r + kRows <= r1) square_sums<kRows>(x, D, r, sums);
-      else
-        for (int j = 0; j < r1 - r; ++j) square_sums<1>(x, D, r + j, sums + j);
-    }
-    const float* xr = x + static_cast<size_t>(r) * D;
-    float* o = out + static_cast<size_t>(r) * D;
-    const float mean = sums[k] * inv_d;
-    const float scale = 1.0f / std::sqrt(mean + eps);
-    int i = 0;
+  for (int b = r0; b < r1; b += kRows) {
+    const int n = std::min(kRows, r1 - b);
+    float sums[kRows];
+    if (n == kRows) square_sums<kRows>(x, D, b, sums);
+    else
+      for (int j = 0; j < n; ++j) square_sums<1>(x, D, b + j, sums + j);
+    for (int j = 0; j < n; ++j) {
+      const float* xr = x + static_cast<size_t>(b + j) * D;
+      float* o = out + static_cast<size_t>(b + j) * D;
+      const float scale = 1.0f / std::sqrt(sums[j] * inv_d + eps);
+      int i = 0;
 #if defined(__x86_64__)
-    const __m256 sv = _mm256_set1_ps(scale);
-    for (; i + 8 <= D; i += 8)
-      _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + i), sv), _mm256_loadu_ps(w + i)));
+      const __m256 sv = _mm256_set1_ps(scale);
+      for (; i + 8 <= D; i += 8)
+        _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + i), sv), _mm256_loadu_ps(w + i)));
 #endif
-    for (; i < D; ++i) o[i] = (xr[i] * scale) * w[i];
+      for (; i < D; ++i) o[i] = (xr[i] * scale) * w[i];
+    }
   }
 }
 
