@@ -43,11 +43,25 @@ class QuantizedKVCache : public KVCache {
   // Batch rows joining and leaving, as StandardKVCache's (batch_cache.h); both caches quantize alike.
   void append_rows(const QuantizedKVCache& other);
   void drop_leading(int n);
+  // StandardKVCache::writable's contract for the quantized buffers (data, scales and biases [B, H,
+  // capacity, ...]), for the fused decode step that quantizes the next positions into them itself.
+  struct Writable {
+    QuantizedTensor keys, values;
+    int slot;
+  };
+  std::optional<Writable> writable(int t);
+  void advance(int t);
 
  private:
+  // The stored positions as views, leaving the buffers this cache's own (fetch() does not).
+  std::pair<QuantizedTensor, QuantizedTensor> stored() const;
+
   int group_size_, bits_, step_;
   int offset_ = 0;
   std::optional<QuantizedTensor> keys_, values_;
+  // Whether only this cache holds the buffers (StandardKVCache's flag): a clone shares them, fetch() hands
+  // out views, and rows taken from another cache are that cache's too.
+  mutable bool exclusive_ = false;
 };
 
 // Attention of queries [B, n_heads, L, D] over a quantized cache, computed as mlx-lm 0.32's

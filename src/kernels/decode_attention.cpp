@@ -17,8 +17,10 @@
 #include <mlx/mlx.h>
 #include <mlx/primitives.h>
 
+#include "kernels/aligned.h"
 #include "kernels/cpu_task.h"
 #include "kernels/decode_attention.h"
+#include "kernels/decode_heads.h"
 #include "kernels/qmm_cpu.h"
 #include "kernels/row_major.h"
 #include "kernels/simd_exp.h"
@@ -33,120 +35,83 @@ namespace mlxgp::kernels {
 
 namespace {
 
-// Four dot products' lanes summed into their four totals, each in the order reduce8x8 below sums it
-// (the key's lanes 0+1, 2+3 paired, then the two 128-bit halves), so both give the same bits.
-MLXGP_SIMD_EXP_AVX2 inline __m128 reduce4x8(const __m256* a) {
-  const __m256 lo = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-  return _mm_add_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps(lo, 1));
-}
+using namespace decode_heads;
 
-// Rows [j, j + n) of a head's keys (or values), D floats each, into L2 (prefetch.h's reason: a batch's
-// KV cache streams from DRAM). Keys are asked for a few rows ahead of the scores, and the values of the
-// same rows beside them, so the weighted sum that follows reads them from L2. Default GGUF, int8
-// activations, batch 8, 256 new tokens: 394 -> 410 tok/s.
-inline void prefetch_rows(const float* base, int64_t stride, int j, int n, int D) {
-  for (int i = j; i < j + n; ++i)
-    for (int d = 0; d < D; d += 16) _mm_prefetch(reinterpret_cast<const char*>(base + i * stride + d), _MM_HINT_T1);
-}
-constexpr int kKeysAhead = 32;
+constexpr int kHeadsPerPass = 3;  // 3 heads x 4 keys of accumulators fill AVX2's 16 registers
+// A quantized cache's keys (then values) are dequantized this many at a time into a buffer that stays in
+// L1 between the dequantization and the arithmetic (8 KB at head_dim 64). Dequantizing a task's whole rows
+// first wrote and re-read up to 300 KB through L2: the stores were the hot spot at 4 bits.
+constexpr int kTileKeys = 32;
 
-// scores_r[j] = scale * q_r . k_j for R query heads sharing one KV head (q_r D floats apart, scores_r Tk
-// apart) over keys [lo, Tk). Each key chunk is loaded once for all R heads: loads from L2, not the
-// multiply-adds, bounded the one-head-at-a-time loop. Per head the arithmetic is unchanged: blocks of
-// eight keys from lo (two halves of four, reduce4x8), one lane vector per key, the rest one key at a
-// time (hsum8). With `vb`, prefetches keys ahead and the values of the same positions (prefetch_rows).
+// A thread's buffers: scores, and a tile of dequantized keys or values. Kept between calls: allocating
+// (and zeroing) them per call cost 2% of a batch-8 decode with a quantized cache.
+struct Scratch {
+  AlignedVector<float> scores, tile;  // 64-byte aligned: the tile's 32-byte stores never split a line
+  static Scratch& of_thread(size_t scores, size_t tile) {
+    thread_local Scratch s;
+    if (s.scores.size() < scores) s.scores.resize(scores);
+    if (s.tile.size() < tile) s.tile.resize(tile);
+    return s;
+  }
+};
+
+// R query heads sharing KV head h of batch row b over keys [j0, j0 + n): their scores in one pass over the
+// keys, softmax each, their weighted sums in one pass over the values. Into o (R x D): the attention
+// output, or for a chunk of a long row (m and sum given) the unnormalised weighted sum with each head's
+// max and sum. A float cache is read in place (`prefetch`: this group asks for the rows ahead); a
+// quantized one tile by tile, which gives the same sums in the same order as its rows dequantized whole.
+// The scratch's scores hold R x n floats.
 template <int R>
-MLXGP_SIMD_EXP_AVX2 void score_keys(const float* q, const float* kb, int64_t kstride, int lo, int Tk, int D,
-                                    float scale, float* scores, const float* vb, int64_t vstride) {
-  const __m256 vscale = _mm256_set1_ps(scale);
-  int j = lo;
-  if (vb) prefetch_rows(kb, kstride, j, std::min(kKeysAhead, Tk - j), D);
-  for (; j + 8 <= Tk; j += 8) {
-    if (vb) {
-      if (j + kKeysAhead < Tk) prefetch_rows(kb, kstride, j + kKeysAhead, std::min(8, Tk - j - kKeysAhead), D);
-      prefetch_rows(vb, vstride, j, 8, D);
-    }
-    for (int half = 0; half < 8; half += 4) {
-      __m256 acc[R][4];
-      for (int r = 0; r < R; ++r)
-        for (int i = 0; i < 4; ++i) acc[r][i] = _mm256_setzero_ps();
-      const float* k0 = kb + (j + half) * kstride;
-      for (int d = 0; d < D; d += 8) {
-        for (int i = 0; i < 4; ++i) {
-          const __m256 kv = _mm256_loadu_ps(k0 + i * kstride + d);
-          for (int r = 0; r < R; ++r) acc[r][i] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * D + d), kv, acc[r][i]);
-        }
-      }
-      for (int r = 0; r < R; ++r)
-        _mm_storeu_ps(scores + r * Tk + j + half, _mm_mul_ps(reduce4x8(acc[r]), _mm256_castps256_ps128(vscale)));
+void head_group(const DecodeArgs& a, const float* q, int b, int h, int j0, int n, bool prefetch, Scratch& s, float* o,
+                float* m, float* sum) {
+  const int D = a.D;
+  float* scores = s.scores.data();
+  const float* vb = nullptr;
+  if (!a.qk) {
+    const float* kb = a.k + b * a.ks[0] + h * a.ks[1] + j0 * a.ks[2];
+    vb = a.v + b * a.vs[0] + h * a.vs[1] + j0 * a.vs[2];
+    score_keys<R>(q, kb, a.ks[2], n, D, a.scale, scores, n, prefetch ? vb : nullptr, a.vs[2]);
+  } else {
+    prefetch_quantized_rows(*a.qk, b, h, j0, j0 + n, D);
+    prefetch_quantized_rows(*a.qv, b, h, j0, j0 + n, D);
+    for (int t = 0; t < n; t += kTileKeys) {
+      const int tn = std::min(kTileKeys, n - t);
+      dequantize_rows(*a.qk, b, h, j0 + t, j0 + t + tn, D, s.tile.data(), j0 + n);
+      score_keys<R>(q, s.tile.data(), D, tn, D, a.scale, scores + t, n, nullptr, 0);
     }
   }
-  for (; j < Tk; ++j) {
-    for (int r = 0; r < R; ++r) {
-      __m256 acc = _mm256_setzero_ps();
-      for (int d = 0; d < D; d += 8)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * D + d), _mm256_loadu_ps(kb + j * kstride + d), acc);
-      scores[r * Tk + j] = simd::hsum8(acc) * scale;
-    }
-  }
-}
-
-// s[lo:Tk) <- exp(s - max); returns the sum (and the max in *max_out).
-MLXGP_SIMD_EXP_AVX2 float exp_sum(float* s, int lo, int Tk, float* max_out = nullptr) {
-  float m = -INFINITY;
-  for (int j = lo; j < Tk; ++j) m = std::max(m, s[j]);
-  const __m256 mv = _mm256_set1_ps(m);
-  __m256 acc = _mm256_setzero_ps();
-  int j = lo;
-  for (; j + 8 <= Tk; j += 8) {
-    const __m256 e = simd::exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
-    _mm256_storeu_ps(s + j, e);
-    acc = _mm256_add_ps(acc, e);
-  }
-  float sum = simd::hsum8(acc);
-  for (; j < Tk; ++j) sum += s[j] = std::exp(s[j] - m);
-  if (max_out) *max_out = m;
-  return sum;
-}
-
-// s[lo:Tk) <- exp(s - max); returns 1 / sum.
-float exp_scores(float* s, int lo, int Tk) { return 1.0f / exp_sum(s, lo, Tk); }
-
-// o_r[d0, d0 + 8 W) = inv_r * sum_j p_r[j] v_j[d0, ...) for R heads (p_r Tk apart, o_r D apart), the
-// R x W accumulators in registers over the keys; each value chunk is loaded once for all R heads.
-template <int R, int W>
-MLXGP_SIMD_EXP_AVX2 void weighted_values(const float* p, int Tk, const float* vb, int64_t vstride, int lo, int d0,
-                                         const float* inv, float* o, int D) {
-  __m256 acc[R][W];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < W; ++c) acc[r][c] = _mm256_setzero_ps();
-  for (int j = lo; j < Tk; ++j) {
-    const float* vj = vb + j * vstride + d0;
-    __m256 v[W];
-    for (int c = 0; c < W; ++c) v[c] = _mm256_loadu_ps(vj + 8 * c);
-    for (int r = 0; r < R; ++r) {
-      const __m256 pj = _mm256_set1_ps(p[r * Tk + j]);
-      for (int c = 0; c < W; ++c) acc[r][c] = _mm256_fmadd_ps(pj, v[c], acc[r][c]);
-    }
-  }
+  float mult[R];
   for (int r = 0; r < R; ++r) {
-    const __m256 vinv = _mm256_set1_ps(inv[r]);
-    for (int c = 0; c < W; ++c) _mm256_storeu_ps(o + r * D + d0 + 8 * c, _mm256_mul_ps(acc[r][c], vinv));
+    if (m) {
+      sum[r] = exp_sum(scores + r * n, n, m + r);
+      mult[r] = 1.0f;
+    } else {
+      mult[r] = 1.0f / exp_sum(scores + r * n, n);
+    }
   }
+  if (!a.qk) {
+    add_weighted_rows<R>(scores, n, n, vb, a.vs[2], o, D, true);
+  } else {
+    for (int t = 0; t < n; t += kTileKeys) {
+      const int tn = std::min(kTileKeys, n - t);
+      dequantize_rows(*a.qv, b, h, j0 + t, j0 + t + tn, D, s.tile.data(), j0 + n);
+      add_weighted_rows<R>(scores + t, n, tn, s.tile.data(), D, o, D, t == 0);
+    }
+  }
+  if (!m) scale_rows<R>(o, mult, o, D);
 }
 
-// R query heads sharing a KV head: their scores in one pass over the keys, softmax each, their weighted
-// sums in one pass over the values. `scores` holds R x Tk floats; `first`: this KV head's first group
-// (the one that prefetches).
-template <int R>
-void head_group(const float* q, const float* kb, const float* vb, const int64_t* ks, const int64_t* vs, int lo, int Tk,
-                int D, float scale, float* scores, float* o, bool first) {
-  score_keys<R>(q, kb, ks[2], lo, Tk, D, scale, scores, first ? vb : nullptr, vs[2]);
-  float inv[R];
-  for (int r = 0; r < R; ++r) inv[r] = exp_scores(scores + r * Tk, lo, Tk);
-  int d0 = 0;
-  for (; d0 + 16 <= D; d0 += 16) weighted_values<R, 2>(scores, Tk, vb, vs[2], lo, d0, inv, o, D);
-  for (; d0 < D; d0 += 8) weighted_values<R, 1>(scores, Tk, vb, vs[2], lo, d0, inv, o, D);
+// Heads [r0, r0 + count) of KV head h's group, count <= kHeadsPerPass.
+void heads(const DecodeArgs& a, const float* q, int count, int b, int h, int j0, int n, bool prefetch, Scratch& s,
+           float* o, float* m, float* sum) {
+  switch (count) {
+    case 3:
+      return head_group<3>(a, q, b, h, j0, n, prefetch, s, o, m, sum);
+    case 2:
+      return head_group<2>(a, q, b, h, j0, n, prefetch, s, o, m, sum);
+    default:
+      return head_group<1>(a, q, b, h, j0, n, prefetch, s, o, m, sum);
+  }
 }
 
 // Row b's first visible key (left padding hides those before it; a start past the end keeps the last key).
@@ -154,29 +119,16 @@ int first_key(const DecodeArgs& a, int b) {
   return a.key_start && !a.key_start->empty() ? std::clamp((*a.key_start)[b], 0, a.Tk - 1) : 0;
 }
 
-constexpr int kHeadsPerPass = 3;  // 3 heads x 4 keys of accumulators fill AVX2's 16 registers
-
 // softmax(scale * q_r . k_j) over keys [lo, Tk), then the weighted sum of v_j, for the `rep` query
-// heads of KV head h in batch row b, up to kHeadsPerPass at a time. `scores` holds 3 x Tk floats.
-void decode_task(const DecodeArgs& a, int b, int h, float* scores) {
-  const int rep = a.Hq / a.Hk, D = a.D, Tk = a.Tk;
+// heads of KV head h in batch row b, up to kHeadsPerPass at a time (the keys counted from lo: the same
+// blocks of eight and sums as from index lo). The scratch's scores hold 3 x Tk floats.
+void decode_task(const DecodeArgs& a, int b, int h, Scratch& s) {
+  const int rep = a.Hq / a.Hk, D = a.D;
   const int lo = first_key(a, b);
-  const float* kb = a.k + b * a.ks[0] + h * a.ks[1];
-  const float* vb = a.v + b * a.vs[0] + h * a.vs[1];
   for (int r0 = 0; r0 < rep; r0 += kHeadsPerPass) {
     const size_t row = static_cast<size_t>(b) * a.Hq + static_cast<size_t>(h) * rep + r0;
-    const float* q = a.q + row * D;
-    float* o = a.out + row * D;
-    switch (std::min(kHeadsPerPass, rep - r0)) {
-      case 3:
-        head_group<3>(q, kb, vb, a.ks, a.vs, lo, Tk, D, a.scale, scores, o, r0 == 0);
-        break;
-      case 2:
-        head_group<2>(q, kb, vb, a.ks, a.vs, lo, Tk, D, a.scale, scores, o, r0 == 0);
-        break;
-      default:
-        head_group<1>(q, kb, vb, a.ks, a.vs, lo, Tk, D, a.scale, scores, o, r0 == 0);
-    }
+    heads(a, a.q + row * D, std::min(kHeadsPerPass, rep - r0), b, h, lo, a.Tk - lo, r0 == 0, s, a.out + row * D,
+          nullptr, nullptr);
   }
 }
 
@@ -194,43 +146,15 @@ int chunks_of(const DecodeArgs& a, int b) {
   return n > kSplitFrom ? (n + kChunkKeys - 1) / kChunkKeys : 0;
 }
 
-// Chunk [j0, j1) of R heads: unnormalised weighted values into part (R x D), each head's max and sum.
-template <int R>
-void chunk_group(const float* q, const float* kb, const float* vb, const int64_t* ks, const int64_t* vs, int j0, int j1,
-                 int D, float scale, float* scores, float* part, float* m, float* sum) {
-  const int n = j1 - j0;
-  score_keys<R>(q, kb + j0 * ks[2], ks[2], 0, n, D, scale, scores, vb + j0 * vs[2], vs[2]);
-  float ones[R];
-  for (int r = 0; r < R; ++r) {
-    sum[r] = exp_sum(scores + r * n, 0, n, m + r);
-    ones[r] = 1.0f;
-  }
-  int d0 = 0;
-  for (; d0 + 16 <= D; d0 += 16) weighted_values<R, 2>(scores, n, vb + j0 * vs[2], vs[2], 0, d0, ones, part, D);
-  for (; d0 < D; d0 += 8) weighted_values<R, 1>(scores, n, vb + j0 * vs[2], vs[2], 0, d0, ones, part, D);
-}
-
-// Chunk c of (row b, KV head h) for all its query heads. part: [rep, D], m and sum: [rep].
-void chunk_task(const DecodeArgs& a, int b, int h, int c, float* scores, float* part, float* m, float* sum) {
+// Chunk c of (row b, KV head h) for all its query heads: unnormalised weighted values into part [rep, D],
+// each head's max and sum into m and sum [rep]. Every group prefetches its chunk's rows.
+void chunk_task(const DecodeArgs& a, int b, int h, int c, Scratch& s, float* part, float* m, float* sum) {
   const int rep = a.Hq / a.Hk, D = a.D;
-  const int lo = first_key(a, b);
-  const int j0 = lo + c * kChunkKeys, j1 = std::min(a.Tk, j0 + kChunkKeys);
-  const float* kb = a.k + b * a.ks[0] + h * a.ks[1];
-  const float* vb = a.v + b * a.vs[0] + h * a.vs[1];
+  const int j0 = first_key(a, b) + c * kChunkKeys, j1 = std::min(a.Tk, j0 + kChunkKeys);
   const float* q = a.q + (static_cast<size_t>(b) * a.Hq + static_cast<size_t>(h) * rep) * D;
-  for (int r0 = 0; r0 < rep; r0 += kHeadsPerPass) {
-    float* pr = part + static_cast<size_t>(r0) * D;
-    switch (std::min(kHeadsPerPass, rep - r0)) {
-      case 3:
-        chunk_group<3>(q + r0 * D, kb, vb, a.ks, a.vs, j0, j1, D, a.scale, scores, pr, m + r0, sum + r0);
-        break;
-      case 2:
-        chunk_group<2>(q + r0 * D, kb, vb, a.ks, a.vs, j0, j1, D, a.scale, scores, pr, m + r0, sum + r0);
-        break;
-      default:
-        chunk_group<1>(q + r0 * D, kb, vb, a.ks, a.vs, j0, j1, D, a.scale, scores, pr, m + r0, sum + r0);
-    }
-  }
+  for (int r0 = 0; r0 < rep; r0 += kHeadsPerPass)
+    heads(a, q + r0 * D, std::min(kHeadsPerPass, rep - r0), b, h, j0, j1 - j0, true, s,
+          part + static_cast<size_t>(r0) * D, m + r0, sum + r0);
 }
 
 // Softmax over all chunks from their maxima and sums, chunk by chunk in order: out_r = sum_c w_c part_c /
@@ -260,8 +184,8 @@ void decode_attention_rows(const DecodeArgs& a, int B) {
   for (int b = 0; b < B; ++b) slots += chunks_of(a, b) * a.Hk;
   if (slots == 0) {
     parallel_rows(B * a.Hk, a.Tk * a.D * rep * 2, [&](int t0, int t1) {
-      std::vector<float> scores(static_cast<size_t>(kHeadsPerPass) * a.Tk);
-      for (int t = t0; t < t1; ++t) decode_task(a, t / a.Hk, t % a.Hk, scores.data());
+      Scratch& s = Scratch::of_thread(static_cast<size_t>(kHeadsPerPass) * a.Tk, kTileKeys * a.D);
+      for (int t = t0; t < t1; ++t) decode_task(a, t / a.Hk, t % a.Hk, s);
     });
     return;
   }
@@ -284,16 +208,15 @@ void decode_attention_rows(const DecodeArgs& a, int B) {
   std::vector<float> part(static_cast<size_t>(slots) * rep * a.D), m(static_cast<size_t>(slots) * rep), sum(m.size());
   const int n_tasks = static_cast<int>(tasks.size());
   parallel_rows(n_tasks, std::min(a.Tk, kSplitFrom) * a.D * rep * 2, [&](int t0, int t1) {
-    std::vector<float> scores(static_cast<size_t>(kHeadsPerPass) * std::max(a.Tk, kChunkKeys));
+    Scratch& s = Scratch::of_thread(static_cast<size_t>(kHeadsPerPass) * std::max(a.Tk, kChunkKeys), kTileKeys * a.D);
     for (int t = t0; t < t1; ++t) {
       const Task& k = tasks[t];
       if (k.c < 0) {
-        decode_task(a, k.b, k.h, scores.data());
+        decode_task(a, k.b, k.h, s);
         continue;
       }
       const size_t slot = static_cast<size_t>(first[k.b]) + static_cast<size_t>(k.h) * chunks[k.b] + k.c;
-      chunk_task(a, k.b, k.h, k.c, scores.data(), part.data() + slot * rep * a.D, m.data() + slot * rep,
-                 sum.data() + slot * rep);
+      chunk_task(a, k.b, k.h, k.c, s, part.data() + slot * rep * a.D, m.data() + slot * rep, sum.data() + slot * rep);
     }
   });
   for (int b = 0; b < B; ++b)
@@ -331,6 +254,40 @@ void run_decode(const mx::array& q, const mx::array& k, const mx::array& v, mx::
   decode_attention_rows(a, q.shape(0));
 }
 
+// The quantized form: in = {q, keys' data, scales, biases, values' data, scales, biases}, rows contiguous.
+QuantizedRows quantized_rows(const mx::array* t, int bits, int group) {
+  QuantizedRows r;
+  r.data = t[0].data<uint32_t>();
+  r.scales = t[1].data<float>();
+  r.biases = t[2].data<float>();
+  for (int i = 0; i < 3; ++i) {
+    r.ds[i] = t[0].strides()[i];
+    r.ss[i] = t[1].strides()[i];
+    r.bs[i] = t[2].strides()[i];
+  }
+  r.bits = bits;
+  r.group = group;
+  return r;
+}
+
+void run_quantized_decode(const std::vector<mx::array>& in, mx::array& out, float scale,
+                          const std::vector<int>& key_start, int bits, int group) {
+  RowMajor<float> qr(in[0]);
+  const QuantizedRows qk = quantized_rows(&in[1], bits, group), qv = quantized_rows(&in[4], bits, group);
+  DecodeArgs a;
+  a.Hq = in[0].shape(1);
+  a.Hk = in[1].shape(1);
+  a.Tk = in[1].shape(2);
+  a.D = in[0].shape(3);
+  a.q = qr.ptr;
+  a.out = out.data<float>();
+  a.scale = scale;
+  a.key_start = &key_start;
+  a.qk = &qk;
+  a.qv = &qv;
+  decode_attention_rows(a, in[0].shape(0));
+}
+
 // The same function in MLX ops, for gradients (decode is not trained through, but transforms must work).
 mx::array reference(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
                     const std::vector<int>& key_start) {
@@ -346,16 +303,21 @@ mx::array reference(const mx::array& q, const mx::array& k, const mx::array& v, 
   return mx::reshape(mx::matmul(mx::softmax(s, -1, true), v), {B, hq, 1, d});
 }
 
+// bits 0: a float cache (inputs q, k, v); otherwise a quantized one (run_quantized_decode's inputs).
 class CpuDecodeAttention : public mx::UnaryPrimitive {
  public:
-  CpuDecodeAttention(mx::Stream s, float scale, std::vector<int> key_start)
-      : mx::UnaryPrimitive(s), scale_(scale), key_start_(std::move(key_start)) {}
+  CpuDecodeAttention(mx::Stream s, float scale, std::vector<int> key_start, int bits = 0, int group = 0)
+      : mx::UnaryPrimitive(s), scale_(scale), key_start_(std::move(key_start)), bits_(bits), group_(group) {}
 
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     enqueue_cpu(stream(), in, out, [&] {
-      return [q = mx::array::unsafe_weak_copy(in[0]), k = mx::array::unsafe_weak_copy(in[1]),
-              v = mx::array::unsafe_weak_copy(in[2]), o = mx::array::unsafe_weak_copy(out), scale = scale_,
-              starts = key_start_]() mutable { run_decode(q, k, v, o, scale, starts); };
+      std::vector<mx::array> weak;
+      for (const auto& x : in) weak.push_back(mx::array::unsafe_weak_copy(x));
+      return [in = std::move(weak), o = mx::array::unsafe_weak_copy(out), scale = scale_, starts = key_start_,
+              bits = bits_, group = group_]() mutable {
+        if (bits) run_quantized_decode(in, o, scale, starts, bits, group);
+        else run_decode(in[0], in[1], in[2], o, scale, starts);
+      };
     });
   }
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
@@ -365,6 +327,8 @@ class CpuDecodeAttention : public mx::UnaryPrimitive {
 
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    if (bits_)  // callers keep traced attention on the MLX ops (quantized_decode_attention_supported)
+      throw std::invalid_argument("[kernels] quantized decode attention is not differentiable");
     auto f = [this](const std::vector<mx::array>& in) {
       return std::vector<mx::array>{reference(in[0], in[1], in[2], scale_, key_start_)};
     };
@@ -375,13 +339,14 @@ class CpuDecodeAttention : public mx::UnaryPrimitive {
   }
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const CpuDecodeAttention*>(&other);
-    return o && o->scale_ == scale_ && o->key_start_ == key_start_;
+    return o && o->scale_ == scale_ && o->key_start_ == key_start_ && o->bits_ == bits_ && o->group_ == group_;
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override { return {in[0].shape()}; }
 
  private:
   float scale_;
   std::vector<int> key_start_;
+  int bits_, group_;
 };
 
 }  // namespace
@@ -402,6 +367,37 @@ mx::array decode_attention(const mx::array& q, const mx::array& k, const mx::arr
   return mx::array(q.shape(), mx::float32,
                    std::make_shared<CpuDecodeAttention>(mx::default_stream(mx::Device::cpu), scale, key_start),
                    {q, k, v});
+}
+
+bool quantized_decode_attention_supported(const mx::array& q, const QuantizedArrays& k, const QuantizedArrays& v,
+                                          int group_size, int bits) {
+  if (!available() || machine_isa() == Isa::portable || mx::default_device() != mx::Device::cpu) return false;
+  if (!quantized_rows_bits_supported(bits) || group_size < 8 || group_size % 8 != 0) return false;
+  if (q.dtype() != mx::float32 || q.ndim() != 4 || q.shape(2) != 1 || q.is_tracer()) return false;
+  const int B = q.shape(0), hq = q.shape(1), d = q.shape(3);
+  if (d % 8 != 0 || d % group_size != 0) return false;
+  const mx::array* parts[] = {&k.data, &k.scales, &k.biases, &v.data, &v.scales, &v.biases};
+  const int hk = k.data.shape(1), tk = k.data.shape(2);
+  for (int i = 0; i < 6; ++i) {
+    const mx::array& t = *parts[i];
+    const bool data = i % 3 == 0;
+    if (t.ndim() != 4 || t.shape(0) != B || t.shape(1) != hk || t.shape(2) != tk ||
+        (t.shape(3) > 1 && t.strides()[3] != 1) || t.is_tracer())
+      return false;
+    if (t.dtype() != (data ? mx::uint32 : mx::float32) || t.shape(3) != (data ? d * bits / 32 : d / group_size))
+      return false;
+  }
+  return hk > 0 && hq % hk == 0 && tk >= 1;
+}
+
+mx::array quantized_decode_attention(const mx::array& q, const QuantizedArrays& k, const QuantizedArrays& v,
+                                     float scale, int group_size, int bits, const std::vector<int>& key_start) {
+  if (!key_start.empty() && static_cast<int>(key_start.size()) != q.shape(0))
+    throw std::invalid_argument("[kernels] decode attention: one key start per batch entry");
+  return mx::array(
+      q.shape(), mx::float32,
+      std::make_shared<CpuDecodeAttention>(mx::default_stream(mx::Device::cpu), scale, key_start, bits, group_size),
+      {q, k.data, k.scales, k.biases, v.data, v.scales, v.biases});
 }
 
 }  // namespace mlxgp::kernels

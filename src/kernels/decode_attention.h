@@ -8,6 +8,7 @@
 
 #include <mlx/mlx.h>
 
+#include "kernels/quantized_kv_rows.h"
 #include "kernels/row_major.h"
 
 namespace mlxgp::kernels {
@@ -42,6 +43,9 @@ struct DecodeArgs {
   int Hq = 0, Hk = 0, Tk = 0, D = 0;
   float scale = 1.0f;
   const std::vector<int>* key_start = nullptr;  // per batch row: keys before it are hidden (may be empty)
+  // A quantized cache (k and v unused): each task dequantizes its rows of keys and values first.
+  const QuantizedRows* qk = nullptr;
+  const QuantizedRows* qv = nullptr;
 };
 
 // softmax(scale * q . k) v over keys [key_start[b], Tk) for every (batch row, KV head), on all threads.

@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <initializer_list>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
@@ -29,8 +30,50 @@ namespace mlxgp::kernels {
 namespace {
 
 // Inputs: x, then per layer its two norms' weights and seven products' weights (this order), then every
-// layer's key buffer, then every layer's value buffer.
+// layer's key buffers (one, or a quantized cache's three), then every layer's value buffers.
 constexpr int kPerLayer = 9;
+
+// Buffer i of a float or quantized cache, which the caller holds alone for this write (decode_layers' contract).
+template <class T>
+T* writable_data(const mx::array& a) {
+  if (!a.flags().row_contiguous)
+    throw std::logic_error("[kernels] fused decode layers need row-contiguous cache buffers");
+  return const_cast<T*>(a.data<T>());
+}
+
+// Rows [B, Hk] of k and v (hd floats each) into a quantized cache's buffers at `slot`, and the views
+// decode attention reads.
+struct QuantizedWrite {
+  QuantizedRows k, v;
+  QuantizedWrite(const mx::array* kin, const mx::array* vin, const float* kr, const float* vr, int rows, int hd,
+                 int slot, KvQuantization quant) {
+    const int cap = kin[0].shape(2), words = hd * quant.bits / 32, groups = hd / quant.group;
+    auto fill = [&](QuantizedRows& r, const mx::array* in, const float* x) {
+      uint32_t* data = writable_data<uint32_t>(in[0]);
+      float* scales = writable_data<float>(in[1]);
+      float* biases = writable_data<float>(in[2]);
+      for (int i = 0; i < rows; ++i) {
+        const size_t at = static_cast<size_t>(i) * cap + slot;
+        quantize_row(x + static_cast<size_t>(i) * hd, hd, quant.group, quant.bits, data + at * words,
+                     scales + at * groups, biases + at * groups);
+      }
+      r.data = data;
+      r.scales = scales;
+      r.biases = biases;
+      const int64_t hk = in[0].shape(1);
+      r.ds[2] = words;
+      r.ss[2] = r.bs[2] = groups;
+      r.ds[1] = static_cast<int64_t>(cap) * words;
+      r.ss[1] = r.bs[1] = static_cast<int64_t>(cap) * groups;
+      r.ds[0] = hk * r.ds[1];
+      r.ss[0] = r.bs[0] = hk * r.ss[1];
+      r.bits = quant.bits;
+      r.group = quant.group;
+    };
+    fill(k, kin, kr);
+    fill(v, vin, vr);
+  }
+};
 
 struct Product {
   const DecodeWeight& m;
@@ -73,7 +116,8 @@ void add_residual(float* h, const float* y, size_t n) {
 }
 
 void run(const std::vector<mx::array>& in, mx::array& out, const std::vector<DecodeLayer>& layers, int slot,
-         const std::vector<int>& key_start) {
+         const std::vector<int>& key_start, KvQuantization quant) {
+  const int per_cache = quant.bits ? 3 : 1;
   const int B = in[0].shape(0), D = in[0].shape(-1), L = static_cast<int>(layers.size());
   float* h = out.data<float>();
   {
@@ -84,14 +128,9 @@ void run(const std::vector<mx::array>& in, mx::array& out, const std::vector<Dec
   for (int l = 0; l < L; ++l) {
     const DecodeLayer& m = layers[l];
     const mx::array* a = &in[1 + kPerLayer * l];
-    const mx::array& kbuf = in[1 + kPerLayer * L + l];
-    const mx::array& vbuf = in[1 + kPerLayer * L + L + l];
-    if (!kbuf.flags().row_contiguous || !vbuf.flags().row_contiguous)
-      throw std::logic_error("[kernels] fused decode layers need row-contiguous cache buffers");
-    // The caller holds these buffers alone and hands them over for this write (decode_layers' contract).
-    float* kb = const_cast<float*>(kbuf.data<float>());
-    float* vb = const_cast<float*>(vbuf.data<float>());
-    const int Hq = m.n_heads, Hk = m.n_kv_heads, hd = m.head_dim, cap = kbuf.shape(2);
+    const mx::array* kin = &in[1 + kPerLayer * L + per_cache * l];
+    const mx::array* vin = &in[1 + kPerLayer * L + per_cache * (L + l)];
+    const int Hq = m.n_heads, Hk = m.n_kv_heads, hd = m.head_dim, cap = kin[0].shape(2);
     const int I = a[6].shape(0);
     q.resize(static_cast<size_t>(B) * Hq * hd);
     k.resize(static_cast<size_t>(B) * Hk * hd);
@@ -105,18 +144,27 @@ void run(const std::vector<mx::array>& in, mx::array& out, const std::vector<Dec
     norm(h, a[0], m.input_eps, B, D, xn.data());
     products(xn.data(), B, D, {{m.q, a[2], q.data()}, {m.k, a[3], k.data()}, {m.v, a[4], v.data()}});
     if (m.rope) rope_heads_inplace(q.data(), Hq, k.data(), Hk, B, 1, *m.rope);
-    for (int r = 0; r < B * Hk; ++r) {
-      const size_t at = (static_cast<size_t>(r) * cap + slot) * hd;
-      std::memcpy(kb + at, k.data() + static_cast<size_t>(r) * hd, sizeof(float) * hd);
-      std::memcpy(vb + at, v.data() + static_cast<size_t>(r) * hd, sizeof(float) * hd);
-    }
     DecodeArgs da;
+    std::optional<QuantizedWrite> qw;
+    if (quant.bits) {
+      qw.emplace(kin, vin, k.data(), v.data(), B * Hk, hd, slot, quant);
+      da.qk = &qw->k;
+      da.qv = &qw->v;
+    } else {
+      float* kb = writable_data<float>(kin[0]);
+      float* vb = writable_data<float>(vin[0]);
+      for (int r = 0; r < B * Hk; ++r) {
+        const size_t at = (static_cast<size_t>(r) * cap + slot) * hd;
+        std::memcpy(kb + at, k.data() + static_cast<size_t>(r) * hd, sizeof(float) * hd);
+        std::memcpy(vb + at, v.data() + static_cast<size_t>(r) * hd, sizeof(float) * hd);
+      }
+      da.k = kb;
+      da.v = vb;
+      da.ks[0] = da.vs[0] = static_cast<int64_t>(Hk) * cap * hd;
+      da.ks[1] = da.vs[1] = static_cast<int64_t>(cap) * hd;
+      da.ks[2] = da.vs[2] = hd;
+    }
     da.q = q.data();
-    da.k = kb;
-    da.v = vb;
-    da.ks[0] = da.vs[0] = static_cast<int64_t>(Hk) * cap * hd;
-    da.ks[1] = da.vs[1] = static_cast<int64_t>(cap) * hd;
-    da.ks[2] = da.vs[2] = hd;
     da.out = att.data();
     da.Hq = Hq;
     da.Hk = Hk;
@@ -139,8 +187,13 @@ void run(const std::vector<mx::array>& in, mx::array& out, const std::vector<Dec
 
 class CpuDecodeLayers : public mx::UnaryPrimitive {
  public:
-  CpuDecodeLayers(mx::Stream s, std::vector<DecodeLayer> layers, int slot, std::vector<int> key_start)
-      : mx::UnaryPrimitive(s), layers_(std::move(layers)), slot_(slot), key_start_(std::move(key_start)) {}
+  CpuDecodeLayers(mx::Stream s, std::vector<DecodeLayer> layers, int slot, std::vector<int> key_start,
+                  KvQuantization quant)
+      : mx::UnaryPrimitive(s),
+        layers_(std::move(layers)),
+        slot_(slot),
+        key_start_(std::move(key_start)),
+        quant_(quant) {}
 
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     enqueue_cpu(stream(), in, out, [&] {
@@ -148,7 +201,7 @@ class CpuDecodeLayers : public mx::UnaryPrimitive {
       ins.reserve(in.size());
       for (const auto& a : in) ins.push_back(mx::array::unsafe_weak_copy(a));
       return [ins = std::move(ins), o = mx::array::unsafe_weak_copy(out), layers = layers_, slot = slot_,
-              starts = key_start_]() mutable { run(ins, o, layers, slot, starts); };
+              starts = key_start_, quant = quant_]() mutable { run(ins, o, layers, slot, starts, quant); };
     });
   }
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
@@ -168,6 +221,7 @@ class CpuDecodeLayers : public mx::UnaryPrimitive {
   std::vector<DecodeLayer> layers_;  // the weights' pointers cleared: the node's inputs hold the arrays
   int slot_;
   std::vector<int> key_start_;
+  KvQuantization quant_;
 };
 
 bool weight_ok(const DecodeWeight& w, int B, int K, int N) {
@@ -183,10 +237,14 @@ bool norm_ok(const mx::array* w, int D) { return w && w->dtype() == mx::float32 
 }  // namespace
 
 bool decode_layers_supported(const mx::array& x, const std::vector<DecodeLayer>& layers,
-                             const std::vector<mx::array>& keys, const std::vector<mx::array>& values, int slot) {
+                             const std::vector<mx::array>& keys, const std::vector<mx::array>& values, int slot,
+                             KvQuantization quant) {
   if (!available() || machine_isa() == Isa::portable || mx::default_device() != mx::Device::cpu) return false;
+  const size_t per_cache = quant.bits ? 3 : 1;
   if (x.dtype() != mx::float32 || x.ndim() != 3 || x.shape(1) != 1 || x.shape(0) < 1 || layers.empty() ||
-      keys.size() != layers.size() || values.size() != layers.size() || slot < 0)
+      keys.size() != per_cache * layers.size() || values.size() != keys.size() || slot < 0)
+    return false;
+  if (quant.bits && (!quantized_rows_bits_supported(quant.bits) || quant.group < 8 || quant.group % 8 != 0))
     return false;
   const int B = x.shape(0), D = x.shape(2);
   for (size_t l = 0; l < layers.size(); ++l) {
@@ -203,16 +261,27 @@ bool decode_layers_supported(const mx::array& x, const std::vector<DecodeLayer>&
     if (m.rope && (m.rope->dims <= 0 || m.rope->dims % 2 != 0 || m.rope->dims > hd || m.rope->head_dim != hd ||
                    (!m.rope->row_offsets.empty() && static_cast<int>(m.rope->row_offsets.size()) != B)))
       return false;
-    for (const auto* c : {&keys[l], &values[l]})
-      if (c->dtype() != mx::float32 || c->shape() != mx::Shape{B, Hk, c->shape(2), hd} || c->shape(2) <= slot)
-        return false;
+    if (quant.bits && hd % quant.group != 0) return false;
+    if (keys[per_cache * l].ndim() != 4) return false;
+    const int cap = keys[per_cache * l].shape(2);
+    for (const auto* bufs : {&keys, &values})
+      for (size_t i = 0; i < per_cache; ++i) {
+        const mx::array& c = (*bufs)[per_cache * l + i];
+        // float32 [B, Hk, cap, hd]; quantized: uint32 data [.., hd * bits / 32], float32 scales and biases
+        // [.., hd / group].
+        const bool words = quant.bits && i == 0;
+        const int last = !quant.bits ? hd : words ? hd * quant.bits / 32 : hd / quant.group;
+        if (c.dtype() != (words ? mx::uint32 : mx::float32) || c.shape() != mx::Shape{B, Hk, cap, last} || cap <= slot)
+          return false;
+      }
   }
   return true;
 }
 
 mx::array decode_layers(const mx::array& x, const std::vector<DecodeLayer>& layers, const std::vector<mx::array>& keys,
-                        const std::vector<mx::array>& values, int slot, const std::vector<int>& key_start) {
-  if (!decode_layers_supported(x, layers, keys, values, slot))
+                        const std::vector<mx::array>& values, int slot, const std::vector<int>& key_start,
+                        KvQuantization quant) {
+  if (!decode_layers_supported(x, layers, keys, values, slot, quant))
     throw std::invalid_argument("[kernels] these layers cannot run as one fused decode node");
   if (!key_start.empty() && static_cast<int>(key_start.size()) != x.shape(0))
     throw std::invalid_argument("[kernels] fused decode layers: one key start per batch row");
@@ -230,7 +299,7 @@ mx::array decode_layers(const mx::array& x, const std::vector<DecodeLayer>& laye
   inputs.insert(inputs.end(), values.begin(), values.end());
   return mx::array(
       x.shape(), mx::float32,
-      std::make_shared<CpuDecodeLayers>(mx::default_stream(mx::Device::cpu), std::move(meta), slot, key_start),
+      std::make_shared<CpuDecodeLayers>(mx::default_stream(mx::Device::cpu), std::move(meta), slot, key_start, quant),
       std::move(inputs));
 }
 

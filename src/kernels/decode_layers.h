@@ -34,19 +34,29 @@ struct DecodeLayer {
   std::optional<GgmlRope> rope;  // this step's positions; none: the layer has no rotary embedding
 };
 
+// A quantized cache's layout (QuantizedKVCache); bits 0: a float cache.
+struct KvQuantization {
+  int bits = 0, group = 0;
+};
+
 // Runs `layers` in turn on x [B, 1, hidden] (float32) and returns h. keys[i] / values[i] are layer i's
 // cache buffers [B, KV heads, capacity, head_dim] (float32, row-contiguous, capacity > slot): the node
 // writes the layer's new key and value at position `slot` of them in place (the caller holds them alone:
 // StandardKVCache::writable) and attends to positions [key_start[b], slot] of row b (key_start may be
-// empty). Every op is the kernel the block runs op by op (kernels::rms_norm, ggml_matmul and its fused
-// node, kernels::rope, decode_attention, swiglu), so h and the cache hold the same bits.
+// empty). With `quant`, each layer has three buffers in keys (and in values), 3i to 3i + 2: the data,
+// scales and biases of a quantized cache (QuantizedKVCache::writable), and the new rows are quantized as
+// mx::quantize does. Every op is the kernel the block runs op by op (kernels::rms_norm, ggml_matmul and its
+// fused node, kernels::rope, decode_attention or quantized_decode_attention, swiglu), so h and the cache
+// hold the same bits.
 mx::array decode_layers(const mx::array& x, const std::vector<DecodeLayer>& layers, const std::vector<mx::array>& keys,
-                        const std::vector<mx::array>& values, int slot, const std::vector<int>& key_start);
+                        const std::vector<mx::array>& values, int slot, const std::vector<int>& key_start,
+                        KvQuantization quant = {});
 
 // Whether decode_layers runs these (each op would be that kernel op by op: float32 on an AVX2 or AVX-512 CPU as the
 // default device, products on the CPU block primitive, rotary dims even and within the head, head_dim a
 // multiple of 8); otherwise the caller runs the blocks op by op.
 bool decode_layers_supported(const mx::array& x, const std::vector<DecodeLayer>& layers,
-                             const std::vector<mx::array>& keys, const std::vector<mx::array>& values, int slot);
+                             const std::vector<mx::array>& keys, const std::vector<mx::array>& values, int slot,
+                             KvQuantization quant = {});
 
 }  // namespace mlxgp::kernels

@@ -118,6 +118,21 @@ mx::array decode_attention(const mx::array& q, const mx::array& k, const mx::arr
                            const std::vector<int>& key_start = {});
 bool decode_attention_supported(const mx::array& q, const mx::array& k, const mx::array& v);
 
+// A quantized KV cache's tensor as mx::quantize returns it (QuantizedKVCache): packed data [B, H, T, D *
+// bits / 32] (uint32), scales and biases [B, H, T, D / group].
+struct QuantizedArrays {
+  mx::array data, scales, biases;
+};
+
+// decode_attention over a quantized cache (2, 4 or 8 bits; what mlx-lm's
+// quantized_scaled_dot_product_attention computes for one query): each task dequantizes its rows of keys
+// and values into buffers that stay in cache, then runs decode_attention's arithmetic, so DRAM delivers
+// the quantized bytes. float32 queries on the CPU, not under a transformation (no gradient).
+mx::array quantized_decode_attention(const mx::array& q, const QuantizedArrays& k, const QuantizedArrays& v,
+                                     float scale, int group_size, int bits, const std::vector<int>& key_start = {});
+bool quantized_decode_attention_supported(const mx::array& q, const QuantizedArrays& k, const QuantizedArrays& v,
+                                          int group_size, int bits);
+
 // Rotary position embedding in the "rotate half" layout (transformers apply_rotary_pos_emb;
 // mx::fast::rope with traditional=false) over x [B, H, T, D]: feature pairs (i, i + dims/2), i < dims/2,
 // of position offset + t rotate by (offset + t) * scale / base^(2i/dims); features from dims on pass

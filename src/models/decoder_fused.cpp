@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "mlxgp/kv_cache.h"
+#include "mlxgp/quantized_kv_cache.h"
 
 #include "kernels/decode_layers.h"
 #include "models/decoder.h"
@@ -40,12 +41,23 @@ std::optional<mx::array> DecoderModel::fused_decode(const mx::array& h, KVCacheL
   // that hides keys makes an array mask (sliding_window_mask), which only the op-by-op path applies.
   if (mask.kind != AttentionMask::Kind::None || (sliding && sliding->kind != AttentionMask::Kind::None))
     return std::nullopt;
+  // Every layer's cache standard, or every one quantized alike.
   std::vector<StandardKVCache*> standard;
+  std::vector<QuantizedKVCache*> quantized;
+  kernels::KvQuantization quant;
   for (const auto& c : caches) {
-    auto* s = dynamic_cast<StandardKVCache*>(c.get());
-    if (!s || s->offset() != caches[0]->offset()) return std::nullopt;
-    standard.push_back(s);
+    if (c->offset() != caches[0]->offset()) return std::nullopt;
+    if (auto* s = dynamic_cast<StandardKVCache*>(c.get())) {
+      standard.push_back(s);
+    } else if (auto* q = dynamic_cast<QuantizedKVCache*>(c.get())) {
+      if (!quantized.empty() && (q->bits() != quant.bits || q->group_size() != quant.group)) return std::nullopt;
+      quant = {q->bits(), q->group_size()};
+      quantized.push_back(q);
+    } else {
+      return std::nullopt;
+    }
   }
+  if (!standard.empty() && !quantized.empty()) return std::nullopt;
   std::vector<kernels::DecodeLayer> layers;
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const Block& b = blocks_[i];
@@ -90,9 +102,17 @@ std::optional<mx::array> DecoderModel::fused_decode(const mx::array& h, KVCacheL
     keys.push_back(w->keys);
     values.push_back(w->values);
   }
-  if (!kernels::decode_layers_supported(h, layers, keys, values, slot)) return std::nullopt;
-  auto out = kernels::decode_layers(h, layers, keys, values, slot, mask.key_start);
+  for (auto* q : quantized) {
+    auto w = q->writable(1);
+    if (!w || (slot >= 0 && w->slot != slot)) return std::nullopt;
+    slot = w->slot;
+    keys.insert(keys.end(), {w->keys.data, w->keys.scales, w->keys.biases});
+    values.insert(values.end(), {w->values.data, w->values.scales, w->values.biases});
+  }
+  if (!kernels::decode_layers_supported(h, layers, keys, values, slot, quant)) return std::nullopt;
+  auto out = kernels::decode_layers(h, layers, keys, values, slot, mask.key_start, quant);
   for (auto* s : standard) s->advance(1);
+  for (auto* q : quantized) q->advance(1);
   return out;
 }
 

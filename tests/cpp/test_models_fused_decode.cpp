@@ -1,7 +1,7 @@
 // The fused decode step (DecoderModel::fused_decode, kernels::decode_layers): a decode step's blocks as one
 // node give the blocks op by op bit for bit, for every llama.cpp block type mix, with and without int8
-// activations, one row or a left-padded batch, and its in-place cache writes never reach a cache that
-// shares the buffers (clones, trims, fetched views).
+// activations, one row or a left-padded batch, standard or quantized caches, and its in-place cache writes
+// never reach a cache that shares the buffers (clones, trims, fetched views).
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -17,6 +17,7 @@
 #include "mlxgp/kv_cache.h"
 #include "mlxgp/model.h"
 #include "mlxgp/model_config.h"
+#include "mlxgp/quantized_kv_cache.h"
 #include "mlxgp/steering.h"
 
 #include "kernels/ggml_blocks.h"
@@ -111,13 +112,22 @@ mx::array step(Model& m, KVCacheList& caches, const std::vector<int>& tokens, bo
   return logits;
 }
 
+// A model's caches: standard (bits 0) or quantized with `bits` per element in groups of `group`.
+KVCacheList make_caches(const Model& m, int bits = 0, int group = 64) {
+  if (!bits) return m.make_caches();
+  KVCacheList caches;
+  for (size_t i = 0; i < m.make_caches().size(); ++i)
+    caches.push_back(std::make_unique<mlxgp::QuantizedKVCache>(group, bits));
+  return caches;
+}
+
 // Prefill (op by op: several positions), then the same decode steps both ways; every step's logits agree bit
 // for bit. `rows` > 1: a batch of rows of different lengths (left padding).
-void expect_steps_equal(Model& m, int rows, int steps) {
+void expect_steps_equal(Model& m, int rows, int steps, int bits = 0, int group = 64) {
   auto prefill = [&] {
     KVCacheList caches;
     for (int r = 0; r < rows; ++r) {
-      auto row = m.make_caches();
+      auto row = make_caches(m, bits, group);
       std::vector<int> prompt;
       for (int i = 0; i < 5 + 3 * r; ++i) prompt.push_back((7 * i + 3 * r + 1) % 64);
       mx::eval(m.forward(ids(prompt), row));
@@ -167,6 +177,23 @@ TEST_F(FusedDecode, StepsEqualTheBlocksOpByOpBitForBit) {
   EXPECT_GE(ran, 2);  // the float-activation mixes run on any AVX2 machine
 }
 
+// A quantized cache's new rows are quantized inside the node as mx::quantize does in the op-by-op step, and
+// read by the same attention kernel: the same bits, for each width the node covers.
+TEST_F(FusedDecode, QuantizedCacheStepsEqualTheBlocksOpByOp) {
+  if (!k::available()) GTEST_SKIP() << "the CPU kernels do not run on this machine";
+  using namespace mlxgp::kernels;
+  auto m = block_model({kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, false});
+  for (auto [bits, group] : {std::pair{8, 64}, std::pair{4, 32}, std::pair{2, 64}}) {
+    SCOPED_TRACE("bits=" + std::to_string(bits) + " group=" + std::to_string(group));
+    expect_steps_equal(*m, 1, 5, bits, group);
+    expect_steps_equal(*m, 3, 4, bits, group);
+  }
+  // 3-bit words straddle bytes: those steps stay op by op.
+  auto caches = make_caches(*m, 3);
+  mx::eval(m->forward(ids({1, 2, 3}), caches));
+  EXPECT_FALSE(graph_has(m->forward(ids({4}), caches), "MlxgpCpuDecodeLayers"));
+}
+
 // A step that outgrows the buffers' capacity (256 positions) grows them first.
 TEST_F(FusedDecode, GrowsTheCacheAtItsCapacity) {
   if (!k::available()) GTEST_SKIP() << "the CPU kernels do not run on this machine";
@@ -191,29 +218,33 @@ TEST_F(FusedDecode, InPlaceWritesNeverReachSharedBuffers) {
   if (!k::available()) GTEST_SKIP() << "the CPU kernels do not run on this machine";
   using namespace mlxgp::kernels;
   auto m = block_model({kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, false});
-  auto run = [&](bool fused) {
-    std::vector<mx::array> out;
-    auto caches = m->make_caches();
-    mx::eval(m->forward(ids({1, 2, 3, 4, 5, 6}), caches));
-    KVCacheList twin;
-    for (auto& c : caches) twin.push_back(c->clone());
-    for (auto& c : caches) c->trim(2);
-    out.push_back(step(*m, caches, {7}, fused));  // position 4, which the clone still holds
-    out.push_back(step(*m, twin, {9}, fused));
-    out.push_back(step(*m, caches, {8}, fused));
-    out.push_back(step(*m, twin, {10}, fused));
-    auto* standard = dynamic_cast<mlxgp::StandardKVCache*>(caches[0].get());
-    auto view = standard->fetch()->first;  // keys of positions 0..5
-    for (auto& c : caches) c->trim(2);     // a speculative rollback
-    out.push_back(step(*m, caches, {11}, fused));
-    out.push_back(step(*m, caches, {12}, fused));
-    out.push_back(mx::copy(view));  // still the keys of tokens 7 and 8 at positions 4 and 5
-    mx::eval(out.back());
-    return out;
-  };
-  auto fused = run(true), plain = run(false);
-  ASSERT_EQ(fused.size(), plain.size());
-  for (size_t i = 0; i < fused.size(); ++i) EXPECT_TRUE(same_bits(fused[i], plain[i])) << "output " << i;
+  for (int bits : {0, 4}) {
+    SCOPED_TRACE("kv bits " + std::to_string(bits));
+    auto run = [&](bool fused) {
+      std::vector<mx::array> out;
+      auto caches = make_caches(*m, bits);
+      mx::eval(m->forward(ids({1, 2, 3, 4, 5, 6}), caches));
+      KVCacheList twin;
+      for (auto& c : caches) twin.push_back(c->clone());
+      for (auto& c : caches) c->trim(2);
+      out.push_back(step(*m, caches, {7}, fused));  // position 4, which the clone still holds
+      out.push_back(step(*m, twin, {9}, fused));
+      out.push_back(step(*m, caches, {8}, fused));
+      out.push_back(step(*m, twin, {10}, fused));
+      auto* standard = dynamic_cast<mlxgp::StandardKVCache*>(caches[0].get());
+      auto* quantized = dynamic_cast<mlxgp::QuantizedKVCache*>(caches[0].get());
+      auto view = standard ? standard->fetch()->first : quantized->fetch()->first.data;  // keys of positions 0..5
+      for (auto& c : caches) c->trim(2);                                                 // a speculative rollback
+      out.push_back(step(*m, caches, {11}, fused));
+      out.push_back(step(*m, caches, {12}, fused));
+      out.push_back(mx::copy(view));  // still the keys of tokens 7 and 8 at positions 4 and 5
+      mx::eval(out.back());
+      return out;
+    };
+    auto fused = run(true), plain = run(false);
+    ASSERT_EQ(fused.size(), plain.size());
+    for (size_t i = 0; i < fused.size(); ++i) EXPECT_TRUE(same_bits(fused[i], plain[i])) << "output " << i;
+  }
 }
 
 // A hook on a block's output (steering) sees every block one by one, so those steps run op by op.
