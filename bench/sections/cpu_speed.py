@@ -4,6 +4,7 @@ the generation section. Decode is also set against the machine's read bandwidth:
 streams the whole weight file once, so bandwidth / file size bounds decode tok/s. Long prompts (512, 2k
 and 8k tokens) give prefill rates where attention over the prompt matters."""
 import dataclasses
+import json
 import sys
 
 from common import DEFAULT_GGUF, HF_F32_DIR, ROOT
@@ -21,6 +22,20 @@ ENGINES.setdefault("llama.cpp", Engine("llama.cpp", _worker("llama_cpp_worker.py
 ENGINES.setdefault("mlxgp int8", Engine("mlxgp int8", lambda ctx, model, ids, n: _mlxgp_argv(ctx, model, ids, n) +
                                         ["--int8-activations"], _mlxgp_unavailable))
 MLXGP_ENGINES = ("mlxgp", "mlxgp int8")
+# Quantized KV caches (--kv-bits, mlx-lm's QuantizedKVCache layout: group 64, a float32 scale and bias each)
+# and llama.cpp's Q8_0 one (-ctk q8_0 -ctv q8_0, flash attention on), for decode after long prompts.
+for _bits in (8, 4):
+    ENGINES.setdefault(f"mlxgp int8 kv{_bits}", Engine(
+        f"mlxgp int8 kv{_bits}", lambda ctx, model, ids, n, b=_bits: _mlxgp_argv(ctx, model, ids, n) +
+        ["--int8-activations", "--kv-bits", str(b)], _mlxgp_unavailable))
+ENGINES.setdefault("llama.cpp kv q8_0", Engine(
+    "llama.cpp kv q8_0", lambda ctx, model, ids, n: _worker("llama_cpp_worker.py")(ctx, model, ids, n) + ["--kv-q8_0"]))
+# Bytes per cached element (key or value) of each engine's KV cache.
+KV_BYTES = {"mlxgp int8": (4.0, "float32"), "mlxgp int8 kv8": (1 + 8 / 64, "8-bit, group 64"),
+            "mlxgp int8 kv4": (0.5 + 8 / 64, "4-bit, group 64"), "llama.cpp": (2.0, "float16"),
+            "llama.cpp kv q8_0": (34 / 32, "Q8_0")}
+LONG_DECODE_PROMPTS = (2048, 8000)
+LONG_DECODE_TOKENS = 64
 
 FTYPES = ("Q4_0", "Q8_0", "Q4_K_M")  # made from the default Q4_1 file by llama.cpp's own quantizer
 LONG_PROMPTS = (512, 2048, 8190)  # 8190 + 2 new tokens fill SmolLM2's 8192 positions
@@ -47,6 +62,10 @@ def _pct(x: float | None, bound: float | None) -> str:
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
+
+
+def _times(r: float | None) -> str:
+    return "n/a" if r is None else f"{r:.2f}x"
 
 
 def _met(r: float | None, target: float) -> str:
@@ -149,4 +168,57 @@ def run(ctx: Context) -> list[Table]:
         "llama.cpp gets the whole prompt in one llama_decode, which it splits into ubatches of 512. Targets: "
         f">= {RATIO_TARGET}x llama.cpp at 512 and 2k tokens, >= llama.cpp at 8k.",
     ]
-    return [main, long]
+    return [main, long, _long_decode(ctx, ids)]
+
+
+def _kv_elements_per_position() -> int:
+    """Keys and values of every layer for one position (the default model's config)."""
+    c = json.loads((HF_F32_DIR / "config.json").read_text())
+    head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+    return 2 * c["num_hidden_layers"] * c["num_key_value_heads"] * head_dim
+
+
+def _long_decode(ctx: Context, ids: list[int]) -> Table:
+    """Decode after long prompts, where reading the KV cache adds to reading the weights: float32 and
+    quantized caches against llama.cpp's half-precision and Q8_0 ones."""
+    engines = list(KV_BYTES)
+    table = Table(title=f"Decode after a long prompt, batch 1, default GGUF (Q4_1), {LONG_DECODE_TOKENS} new tokens, "
+                        "one run each: KV cache formats",
+                  columns=["prompt tokens", "engine", "KV cache", "KV MB at the end", "prefill tok/s", "decode tok/s",
+                           "/ llama.cpp decode", "/ fp32 KV decode", "tokens = fp32 KV"])
+    once = dataclasses.replace(ctx, max_new_tokens=LONG_DECODE_TOKENS, repeats=1)
+    per_position = _kv_elements_per_position()
+    for n in LONG_DECODE_PROMPTS:
+        long_ids = (ids * (n // len(ids) + 1))[:n]
+        ctx.log(f"[cpu_speed] decode after a {n}-token prompt")
+        results = _measure(once, Config(f"kv-{n}", DEFAULT_GGUF, engines, ""), long_ids)
+        table.failures += [f"{e} after a {n}-token prompt: {m.error}" for e, m in results.items() if m.error]
+        dec = {e: m.median("decode_tokens_per_s") for e, m in results.items()}
+        ref = results["mlxgp int8"]
+        for e in engines:
+            m = results[e]
+            if m.error:
+                continue
+            nbytes, kind = KV_BYTES[e]
+            same = "-"
+            if e.startswith("mlxgp") and e != "mlxgp int8" and ref.runs:
+                k = next((i for i, (a, b) in enumerate(zip(m.token_ids, ref.token_ids)) if a != b),
+                         min(len(m.token_ids), len(ref.token_ids)))
+                same = f"{k}/{len(m.token_ids)}"
+            table.rows.append([n, e, kind, f"{nbytes * per_position * (n + LONG_DECODE_TOKENS) / 1e6:,.0f}",
+                               _fmt(m.median("prefill_tokens_per_s")), _fmt(dec[e]),
+                               _times(_ratio(dec[e], dec["llama.cpp"])), _times(_ratio(dec[e], dec["mlxgp int8"])),
+                               same])
+    table.notes = [
+        "The prompt is the generation prompt's ids repeated to length; decode tok/s = (new tokens - 1) / the time "
+        "from the first to the last new token, so it excludes the prefill. Each decoded token reads the whole KV "
+        "cache besides the weights (about 95 MB): `KV MB at the end` is its size after the last token.",
+        "mlxgp: `--int8-activations`, with `--kv-bits 8` / `--kv-bits 4` for the quantized caches (mlx-lm's "
+        "QuantizedKVCache: affine, group 64, a float32 scale and bias per group; quantized from the first "
+        "position). Decode reads the quantized rows directly (tiles dequantized in L1); prefill chunks attend "
+        "over the dequantized cache. llama.cpp: its default context (float16 cache), and `kv q8_0` with a Q8_0 "
+        "cache and flash attention on (as llama-cli -fa on -ctk q8_0 -ctv q8_0).",
+        "tokens = fp32 KV: greedy tokens before the first difference from mlxgp's float32 cache (quantizing "
+        "keys and values changes the logits, so a near tie can flip).",
+    ]
+    return table

@@ -97,9 +97,15 @@ def declare(lib: ctypes.CDLL) -> None:
     lib.llama_model_free.argtypes = [ctypes.c_void_p]
 
 
-def context_params(lib: ctypes.CDLL, n_ctx: int, n_batch: int, threads: int, exact: bool = False) -> ContextParams:
+GGML_TYPE_Q8_0 = 8
+
+
+def context_params(lib: ctypes.CDLL, n_ctx: int, n_batch: int, threads: int, exact: bool = False,
+                   kv_type: int | None = None) -> ContextParams:
     """Defaults (checked, so a layout change fails loudly) with the sizes and threads set. exact: a float32
-    KV cache and no flash attention, so llama.cpp's attention is plain float32 arithmetic."""
+    KV cache and no flash attention, so llama.cpp's attention is plain float32 arithmetic. kv_type: the KV
+    cache's ggml type (llama-cli's --cache-type-k/-v), with flash attention on, which a quantized V cache
+    needs."""
     cp = lib.llama_context_default_params()
     assert (cp.n_ctx, cp.n_seq_max, cp.n_threads, cp.n_threads_batch) == (512, 1, 4, 4), \
         "llama_context_params layout changed"
@@ -111,6 +117,9 @@ def context_params(lib: ctypes.CDLL, n_ctx: int, n_batch: int, threads: int, exa
     if exact:
         cp.flash_attn_type = 0  # LLAMA_FLASH_ATTN_TYPE_DISABLED
         cp.type_k = cp.type_v = 0  # GGML_TYPE_F32
+    if kv_type is not None:
+        cp.flash_attn_type = 1  # LLAMA_FLASH_ATTN_TYPE_ENABLED
+        cp.type_k = cp.type_v = kv_type
     return cp
 
 

@@ -23,9 +23,13 @@ def server():
     assert s.stop() == 0, "".join(s.log)
 
 
-def steps_over_eight_rows(server):
+def steps_over_rows(server, rows=8):
     samples, _ = scrape(server)
-    return samples[("mlxgp_batch_rows_count", ())] - samples[("mlxgp_batch_rows_bucket", (("le", "8"),))]
+    return samples[("mlxgp_batch_rows_count", ())] - samples[("mlxgp_batch_rows_bucket", (("le", str(rows)),))]
+
+
+def steps_over_eight_rows(server):
+    return steps_over_rows(server, 8)
 
 
 def test_batched_requests_equal_generate_alone(server):
@@ -48,3 +52,21 @@ def test_refused_at_start():
     assert out.returncode == 2
     assert out.stderr.strip() == ("[load] int8 activations and a dtype exclude each other: the dtype dequantizes "
                                   "the blocks they apply to")
+
+
+def test_batched_quantized_kv_requests_equal_generate_alone(server):
+    """Requests with quantized KV caches (`kv_bits`, an HF GenerationConfig field) share a batch and run the
+    fused decode step over the quantized rows (left-padded, each row from its own first key); each gives
+    the tokens `mlxgp generate --kv-bits` gives alone."""
+    client = openai.OpenAI(base_url=server.url("/v1"), api_key="none", max_retries=0, timeout=300)
+    for bits, group in ((8, 64), (4, 32)):
+        prompts = PROMPTS[:5]
+        refs = [cli_generate("--prompt", p, "--max-new-tokens", 40, "--int8-activations", "--kv-bits", bits,
+                             "--kv-group-size", group)["sequences"][0]["text"] for p in prompts]
+        before = steps_over_rows(server, 1)
+        with cf.ThreadPoolExecutor(len(prompts)) as pool:
+            got = list(pool.map(lambda p: client.completions.create(
+                model=server.model, prompt=p, max_tokens=40,
+                extra_body={"kv_bits": bits, "kv_group_size": group}).choices[0].text, prompts))
+        assert got == refs, (bits, group)
+        assert steps_over_rows(server, 1) > before  # the requests shared steps
