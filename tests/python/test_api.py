@@ -115,6 +115,21 @@ def test_int8_activations_through_python_and_the_cli(mgp, default_gguf, mlxgp_bi
         mgp.load(default_gguf, int8_activations="yes")
 
 
+def test_quantized_kv_cache_through_python_and_the_cli(mgp, default_gguf, mlxgp_bin):
+    """kv_bits / kv_group_size through Python are the CLI's --kv-bits / --kv-group-size (the quantized cache's
+    CPU kernels behind both): the same tokens for a prompt alone and in a batch of two."""
+    model, tokenizer = mgp.load(default_gguf, int8_activations=True)
+    for bits, group in ((8, 64), (4, 32)):
+        cli = json.loads(subprocess.run(
+            [str(mlxgp_bin), "generate", "--model", str(default_gguf), "--prompt", PROMPT, "--max-new-tokens", "32",
+             "--int8-activations", "--kv-bits", str(bits), "--kv-group-size", str(group), "--json"],
+            capture_output=True, text=True, check=True).stdout)
+        out = mgp.generate(model, tokenizer, PROMPT, max_tokens=32, kv_bits=bits, kv_group_size=group)
+        assert out["tokens"] == cli["sequences"][0]["token_ids"], (bits, group)
+        batch = mgp.generate(model, tokenizer, ["Hi", PROMPT], max_tokens=32, kv_bits=bits, kv_group_size=group)
+        assert batch[1]["tokens"] == out["tokens"], (bits, group)
+
+
 def test_several_sequences_and_outputs(mgp, default_model):
     model, tokenizer = default_model
     out = mgp.generate(model, tokenizer, PROMPT, max_tokens=6, do_sample=True, seed=1, num_return_sequences=3,
