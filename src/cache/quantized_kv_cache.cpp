@@ -229,15 +229,15 @@ mx::array quantized_attention(const mx::array& queries, const QuantizedTensor& k
     if (kernels::quantized_decode_attention_supported(queries, k, v, group_size, bits))
       return kernels::quantized_decode_attention(queries, k, v, scale, group_size, bits, mask.key_start);
   }
-  // A prompt chunk (causal, or none; a batch's padding as key starts): the tiled prefill attention over the
-  // dequantized keys and values (what quantized_matmul multiplies by), once per chunk. MLX's CPU
-  // quantized_matmul runs these products on one thread: a 2k-token prompt prefilled at 33 tok/s, against
-  // 1,289 with a standard cache (default GGUF, int8 activations).
-  if (L > 1 && mask.kind != AttentionMask::Kind::Array && mx::default_device() == mx::Device::cpu &&
-      !queries.is_tracer()) {
-    auto kf = dequant(keys, group_size, bits), vf = dequant(values, group_size, bits);
-    if (kernels::attention_supported(queries, kf, vf, !mask.key_start.empty()))
-      return kernels::attention(queries, kf, vf, scale, mask.kind == AttentionMask::Kind::Causal, mask.key_start);
+  // A prompt chunk (causal, or none; a batch's padding as key starts): the tiled prefill attention, each
+  // tile of keys and values dequantized where it is used. MLX's CPU quantized_matmul runs these products on
+  // one thread: a 2k-token prompt prefilled at 33 tok/s, against 1,289 with a standard cache (default
+  // GGUF, int8 activations).
+  if (L > 1 && mask.kind != AttentionMask::Kind::Array) {
+    const kernels::QuantizedArrays k{keys.data, keys.scales, keys.biases}, v{values.data, values.scales, values.biases};
+    if (kernels::quantized_prefill_attention_supported(queries, k, v, group_size, bits))
+      return kernels::quantized_prefill_attention(queries, k, v, scale, mask.kind == AttentionMask::Kind::Causal,
+                                                  group_size, bits, mask.key_start);
   }
   auto q = mx::multiply(queries, mx::array(scale, queries.dtype()));
   QuantizedTensor k = keys, v = values;

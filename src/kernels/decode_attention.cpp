@@ -254,22 +254,7 @@ void run_decode(const mx::array& q, const mx::array& k, const mx::array& v, mx::
   decode_attention_rows(a, q.shape(0));
 }
 
-// The quantized form: in = {q, keys' data, scales, biases, values' data, scales, biases}, rows contiguous.
-QuantizedRows quantized_rows(const mx::array* t, int bits, int group) {
-  QuantizedRows r;
-  r.data = t[0].data<uint32_t>();
-  r.scales = t[1].data<float>();
-  r.biases = t[2].data<float>();
-  for (int i = 0; i < 3; ++i) {
-    r.ds[i] = t[0].strides()[i];
-    r.ss[i] = t[1].strides()[i];
-    r.bs[i] = t[2].strides()[i];
-  }
-  r.bits = bits;
-  r.group = group;
-  return r;
-}
-
+// The quantized form: in = {q, keys' data, scales, biases, values' data, scales, biases}.
 void run_quantized_decode(const std::vector<mx::array>& in, mx::array& out, float scale,
                           const std::vector<int>& key_start, int bits, int group) {
   RowMajor<float> qr(in[0]);
@@ -369,11 +354,26 @@ mx::array decode_attention(const mx::array& q, const mx::array& k, const mx::arr
                    {q, k, v});
 }
 
-bool quantized_decode_attention_supported(const mx::array& q, const QuantizedArrays& k, const QuantizedArrays& v,
-                                          int group_size, int bits) {
+QuantizedRows quantized_rows(const mx::array* t, int bits, int group) {
+  QuantizedRows r;
+  r.data = t[0].data<uint32_t>();
+  r.scales = t[1].data<float>();
+  r.biases = t[2].data<float>();
+  for (int i = 0; i < 3; ++i) {
+    r.ds[i] = t[0].strides()[i];
+    r.ss[i] = t[1].strides()[i];
+    r.bs[i] = t[2].strides()[i];
+  }
+  r.bits = bits;
+  r.group = group;
+  return r;
+}
+
+bool quantized_attention_inputs_ok(const mx::array& q, const QuantizedArrays& k, const QuantizedArrays& v,
+                                   int group_size, int bits) {
   if (!available() || machine_isa() == Isa::portable || mx::default_device() != mx::Device::cpu) return false;
   if (!quantized_rows_bits_supported(bits) || group_size < 8 || group_size % 8 != 0) return false;
-  if (q.dtype() != mx::float32 || q.ndim() != 4 || q.shape(2) != 1 || q.is_tracer()) return false;
+  if (q.dtype() != mx::float32 || q.ndim() != 4 || q.shape(2) < 1 || q.is_tracer()) return false;
   const int B = q.shape(0), hq = q.shape(1), d = q.shape(3);
   if (d % 8 != 0 || d % group_size != 0) return false;
   const mx::array* parts[] = {&k.data, &k.scales, &k.biases, &v.data, &v.scales, &v.biases};
@@ -387,7 +387,12 @@ bool quantized_decode_attention_supported(const mx::array& q, const QuantizedArr
     if (t.dtype() != (data ? mx::uint32 : mx::float32) || t.shape(3) != (data ? d * bits / 32 : d / group_size))
       return false;
   }
-  return hk > 0 && hq % hk == 0 && tk >= 1;
+  return hk > 0 && hq % hk == 0 && tk >= q.shape(2);
+}
+
+bool quantized_decode_attention_supported(const mx::array& q, const QuantizedArrays& k, const QuantizedArrays& v,
+                                          int group_size, int bits) {
+  return q.ndim() == 4 && q.shape(2) == 1 && quantized_attention_inputs_ok(q, k, v, group_size, bits);
 }
 
 mx::array quantized_decode_attention(const mx::array& q, const QuantizedArrays& k, const QuantizedArrays& v,

@@ -8,6 +8,7 @@
 
 #include <mlx/mlx.h>
 
+#include "kernels/kernels.h"
 #include "kernels/quantized_kv_rows.h"
 #include "kernels/row_major.h"
 
@@ -50,5 +51,13 @@ struct DecodeArgs {
 
 // softmax(scale * q . k) v over keys [key_start[b], Tk) for every (batch row, KV head), on all threads.
 void decode_attention_rows(const DecodeArgs& a, int B);
+
+// A quantized cache tensor's three arrays (t[0] data, t[1] scales, t[2] biases, last axes contiguous) as
+// rows read in place.
+QuantizedRows quantized_rows(const mlx::core::array* t, int bits, int group);
+// What the quantized attention kernels take (decode and prefill): float32 queries [B, Hq, Tq, D] on the
+// CPU, not traced, a cache of 2, 4 or 8 bits whose arrays match them, D a multiple of 8 and of the group.
+bool quantized_attention_inputs_ok(const mlx::core::array& q, const QuantizedArrays& k, const QuantizedArrays& v,
+                                   int group_size, int bits);
 
 }  // namespace mlxgp::kernels

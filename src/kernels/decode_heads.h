@@ -99,8 +99,7 @@ MLXGP_SIMD_EXP_AVX2 void add_weighted_values(const float* p, int64_t ld, int n, 
                                              int d0, float* acc_out, int D, bool fresh) {
   __m256 acc[R][W];
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < W; ++c)
-      acc[r][c] = fresh ? _mm256_setzero_ps() : _mm256_loadu_ps(acc_out + r * D + d0 + 8 * c);
+    for (int c = 0; c < W; ++c) acc[r][c] = fresh ? _mm256_setzero_ps() : _mm256_loadu_ps(acc_out + r * D + d0 + 8 * c);
   for (int j = 0; j < n; ++j) {
     const float* vj = vb + j * vstride + d0;
     __m256 v[W];

@@ -132,6 +132,13 @@ mx::array quantized_decode_attention(const mx::array& q, const QuantizedArrays& 
                                      float scale, int group_size, int bits, const std::vector<int>& key_start = {});
 bool quantized_decode_attention_supported(const mx::array& q, const QuantizedArrays& k, const QuantizedArrays& v,
                                           int group_size, int bits);
+// The prefill form (q [B, Hq, Tq, D], causal aligned to the last key as kernels::attention, key_start for
+// a left-padded batch): the tiled prefill attention with each 64-key tile dequantized in L1.
+mx::array quantized_prefill_attention(const mx::array& q, const QuantizedArrays& k, const QuantizedArrays& v,
+                                      float scale, bool causal, int group_size, int bits,
+                                      const std::vector<int>& key_start = {});
+bool quantized_prefill_attention_supported(const mx::array& q, const QuantizedArrays& k, const QuantizedArrays& v,
+                                           int group_size, int bits);
 
 // Rotary position embedding in the "rotate half" layout (transformers apply_rotary_pos_emb;
 // mx::fast::rope with traditional=false) over x [B, H, T, D]: feature pairs (i, i + dims/2), i < dims/2,

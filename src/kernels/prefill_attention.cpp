@@ -18,12 +18,14 @@
 #include <immintrin.h>
 #endif
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
 #include <mlx/mlx.h>
 #include <mlx/primitives.h>
 
+#include "kernels/aligned.h"
 #include "kernels/cpu_task.h"
 #include "kernels/decode_attention.h"
 #include "kernels/kernels.h"
@@ -45,8 +47,9 @@ constexpr int kKeys = 64;     // keys per tile
 struct Args {
   const float* q = nullptr;  // element (b, h, t, d) at b * qs[0] + h * qs[1] + t * qs[2] + d * qs[3]
   int64_t qs[4] = {};
-  KvRows k, v;
-  float* out = nullptr;  // [B, Hq, Tq, D] row-major
+  std::optional<KvRows> k, v;                        // a float cache, read in place
+  const QuantizedRows *qk = nullptr, *qv = nullptr;  // or a quantized one, dequantized a tile at a time
+  float* out = nullptr;                              // [B, Hq, Tq, D] row-major
   int B = 0, Hq = 0, Hk = 0, Tq = 0, Tk = 0, D = 0;
   float scale = 1.0f;
   bool causal = false;
@@ -131,18 +134,35 @@ void run_task(const Args& a, int b, int h, int t0, int n) {
     lo[i] = kmin;
     hi[i] = kmax;
   }
-  const float* kb = a.k.p + b * a.k.st[0] + h * a.k.st[1];
-  const float* vb = a.v.p + b * a.v.st[0] + h * a.v.st[1];
+  // A quantized cache's tile of keys (then values) is dequantized into a buffer that stays in L1.
+  thread_local AlignedVector<float> ktile, vtile;
+  const float *kb = nullptr, *vb = nullptr;
+  int64_t kst = D, vst = D;
+  if (a.qk) {
+    ktile.resize(static_cast<size_t>(kKeys) * D);
+    vtile.resize(ktile.size());
+    prefetch_quantized_rows(*a.qk, b, h, kmin, kmax + 1, D);
+    prefetch_quantized_rows(*a.qv, b, h, kmin, kmax + 1, D);
+  } else {
+    kb = a.k->p + b * a.k->st[0] + h * a.k->st[1];
+    vb = a.v->p + b * a.v->st[0] + h * a.v->st[1];
+    kst = a.k->st[2];
+    vst = a.v->st[2];
+  }
   for (int j0 = kmin; j0 <= kmax; j0 += kKeys) {
     const int nk = std::min(kKeys, kmax + 1 - j0);
-    const float* kt = kb + j0 * a.k.st[2];
-    const float* vt = vb + j0 * a.v.st[2];
-    if (a.avx512) avx512::tile_scores(qt.data(), P, kt, a.k.st[2], nk, D, st.data());
-    else avx2::tile_scores(qt.data(), P, kt, a.k.st[2], nk, D, st.data());
+    const float* kt = kb ? kb + j0 * kst : ktile.data();
+    const float* vt = vb ? vb + j0 * vst : vtile.data();
+    if (a.qk) {
+      dequantize_rows(*a.qk, b, h, j0, j0 + nk, D, ktile.data(), kmax + 1);
+      dequantize_rows(*a.qv, b, h, j0, j0 + nk, D, vtile.data(), kmax + 1);
+    }
+    if (a.avx512) avx512::tile_scores(qt.data(), P, kt, kst, nk, D, st.data());
+    else avx2::tile_scores(qt.data(), P, kt, kst, nk, D, st.data());
     for (int g = 0; g < P / 8; ++g)
       softmax_tile(st.data(), P, g, j0, nk, D, lo.data(), hi.data(), m.data(), l.data(), ot.data());
-    if (a.avx512) avx512::tile_values(st.data(), P, vt, a.v.st[2], nk, D, ot.data());
-    else avx2::tile_values(st.data(), P, vt, a.v.st[2], nk, D, ot.data());
+    if (a.avx512) avx512::tile_values(st.data(), P, vt, vst, nk, D, ot.data());
+    else avx2::tile_values(st.data(), P, vt, vst, nk, D, ot.data());
   }
   for (int r = 0; r < rep; ++r)
     for (int t = 0; t < n; ++t) {
@@ -158,9 +178,22 @@ void run_task(const Args&, int, int, int, int) {
 }
 #endif
 
-void run(const mx::array& q, const mx::array& k, const mx::array& v, mx::array& out, float scale, bool causal,
-         const std::vector<int>& key_start) {
-  Args a{.k = KvRows(k), .v = KvRows(v)};
+// in: {q, k, v}, or with `bits` {q, keys' data, scales, biases, values' data, scales, biases}.
+void run(const std::vector<mx::array>& in, mx::array& out, float scale, bool causal, const std::vector<int>& key_start,
+         int bits, int group) {
+  const mx::array& q = in[0];
+  const mx::array& k = in[1];
+  Args a;
+  std::optional<QuantizedRows> qk, qv;
+  if (bits) {
+    qk = quantized_rows(&in[1], bits, group);
+    qv = quantized_rows(&in[4], bits, group);
+    a.qk = &*qk;
+    a.qv = &*qv;
+  } else {
+    a.k.emplace(in[1]);
+    a.v.emplace(in[2]);
+  }
   a.q = q.data<float>();
   for (int i = 0; i < 4; ++i) a.qs[i] = q.strides()[i];
   a.out = out.data<float>();
@@ -183,16 +216,24 @@ void run(const mx::array& q, const mx::array& k, const mx::array& v, mx::array& 
   });
 }
 
+// bits 0: a float cache (inputs q, k, v); otherwise a quantized one (run's seven inputs).
 class CpuPrefillAttention : public mx::UnaryPrimitive {
  public:
-  CpuPrefillAttention(mx::Stream s, float scale, bool causal, std::vector<int> key_start)
-      : mx::UnaryPrimitive(s), scale_(scale), causal_(causal), key_start_(std::move(key_start)) {}
+  CpuPrefillAttention(mx::Stream s, float scale, bool causal, std::vector<int> key_start, int bits = 0, int group = 0)
+      : mx::UnaryPrimitive(s),
+        scale_(scale),
+        causal_(causal),
+        key_start_(std::move(key_start)),
+        bits_(bits),
+        group_(group) {}
 
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     enqueue_cpu(stream(), in, out, [&] {
-      return [q = mx::array::unsafe_weak_copy(in[0]), k = mx::array::unsafe_weak_copy(in[1]),
-              v = mx::array::unsafe_weak_copy(in[2]), o = mx::array::unsafe_weak_copy(out), scale = scale_,
-              causal = causal_, starts = key_start_]() mutable { run(q, k, v, o, scale, causal, starts); };
+      std::vector<mx::array> weak;
+      for (const auto& x : in) weak.push_back(mx::array::unsafe_weak_copy(x));
+      return [in = std::move(weak), o = mx::array::unsafe_weak_copy(out), scale = scale_, causal = causal_,
+              starts = key_start_, bits = bits_,
+              group = group_]() mutable { run(in, o, scale, causal, starts, bits, group); };
     });
   }
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
@@ -203,6 +244,8 @@ class CpuPrefillAttention : public mx::UnaryPrimitive {
   // Gradients (training) through the blocked route, which computes the same function from MLX products.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    if (bits_)  // callers keep traced attention on the MLX ops (quantized_prefill_attention_supported)
+      throw std::invalid_argument("[kernels] quantized prefill attention is not differentiable");
     auto f = [this](const std::vector<mx::array>& in) {
       return std::vector<mx::array>{blocked_attention(in[0], in[1], in[2], scale_, causal_, key_start_)};
     };
@@ -213,7 +256,8 @@ class CpuPrefillAttention : public mx::UnaryPrimitive {
   }
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const CpuPrefillAttention*>(&other);
-    return o && o->scale_ == scale_ && o->causal_ == causal_ && o->key_start_ == key_start_;
+    return o && o->scale_ == scale_ && o->causal_ == causal_ && o->key_start_ == key_start_ && o->bits_ == bits_ &&
+           o->group_ == group_;
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override { return {in[0].shape()}; }
 
@@ -221,6 +265,7 @@ class CpuPrefillAttention : public mx::UnaryPrimitive {
   float scale_;
   bool causal_;
   std::vector<int> key_start_;
+  int bits_, group_;
 };
 
 }  // namespace
@@ -236,6 +281,22 @@ mx::array prefill_attention(const mx::array& q, const mx::array& k, const mx::ar
   return mx::array(q.shape(), mx::float32,
                    std::make_shared<CpuPrefillAttention>(mx::default_stream(mx::Device::cpu), scale, causal, key_start),
                    {q, k, v});
+}
+
+bool quantized_prefill_attention_supported(const mx::array& q, const QuantizedArrays& k, const QuantizedArrays& v,
+                                           int group_size, int bits) {
+  return quantized_attention_inputs_ok(q, k, v, group_size, bits);
+}
+
+mx::array quantized_prefill_attention(const mx::array& q, const QuantizedArrays& k, const QuantizedArrays& v,
+                                      float scale, bool causal, int group_size, int bits,
+                                      const std::vector<int>& key_start) {
+  if (!key_start.empty() && static_cast<int>(key_start.size()) != q.shape(0))
+    throw std::invalid_argument("[kernels] prefill attention: one key start per batch entry");
+  return mx::array(q.shape(), mx::float32,
+                   std::make_shared<CpuPrefillAttention>(mx::default_stream(mx::Device::cpu), scale, causal, key_start,
+                                                         bits, group_size),
+                   {q, k.data, k.scales, k.biases, v.data, v.scales, v.biases});
 }
 
 }  // namespace mlxgp::kernels

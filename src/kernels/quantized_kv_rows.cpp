@@ -58,7 +58,8 @@ namespace {
 template <int BITS>
 MLXGP_SIMD_EXP_AVX2 inline __m256i elements8(const uint32_t* w, unsigned e) {
   if constexpr (BITS == 8) {  // element k of a word is its byte k (little-endian)
-    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint8_t*>(w) + e)));
+    return _mm256_cvtepu8_epi32(
+        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint8_t*>(w) + e)));
   } else if constexpr (BITS == 4) {
     return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(w[e / 8])),
                                               _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
@@ -108,8 +109,9 @@ MLXGP_SIMD_EXP_AVX2 void dequantize(const QuantizedRows& q, int b, int h, int j0
 void prefetch_quantized_rows(const QuantizedRows& q, int b, int h, int j0, int j1, int D) {
   j1 = std::min(j1, j0 + rows_ahead(q, D));
   for (int j = j0; j < j1; ++j)
-    prefetch_row(q, q.data + b * q.ds[0] + h * q.ds[1] + j * q.ds[2], q.scales + b * q.ss[0] + h * q.ss[1] + j * q.ss[2],
-                 q.biases + b * q.bs[0] + h * q.bs[1] + j * q.bs[2], D);
+    prefetch_row(q, q.data + b * q.ds[0] + h * q.ds[1] + j * q.ds[2],
+                 q.scales + b * q.ss[0] + h * q.ss[1] + j * q.ss[2], q.biases + b * q.bs[0] + h * q.bs[1] + j * q.bs[2],
+                 D);
 }
 
 void dequantize_rows(const QuantizedRows& q, int b, int h, int j0, int j1, int D, float* out, int ahead_end) {

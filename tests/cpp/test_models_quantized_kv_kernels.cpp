@@ -35,12 +35,23 @@ mx::array special_rows(int D) {
   for (int r = 0; r < 6; ++r)
     for (int e = 0; e < D; ++e) {
       switch (r) {
-        case 0: v.push_back(0.75f); break;
-        case 1: v.push_back(0.0f); break;
-        case 2: v.push_back(e == 3 ? -9.0f : 0.01f * static_cast<float>(e)); break;
-        case 3: v.push_back(e == 5 ? 7.0f : -0.02f * static_cast<float>(e)); break;
-        case 4: v.push_back(static_cast<float>(e % 3) * 0.5f); break;
-        default: v.push_back((e % 2 ? 1e4f : -3e3f) * static_cast<float>(e + 1));
+        case 0:
+          v.push_back(0.75f);
+          break;
+        case 1:
+          v.push_back(0.0f);
+          break;
+        case 2:
+          v.push_back(e == 3 ? -9.0f : 0.01f * static_cast<float>(e));
+          break;
+        case 3:
+          v.push_back(e == 5 ? 7.0f : -0.02f * static_cast<float>(e));
+          break;
+        case 4:
+          v.push_back(static_cast<float>(e % 3) * 0.5f);
+          break;
+        default:
+          v.push_back((e % 2 ? 1e4f : -3e3f) * static_cast<float>(e + 1));
       }
     }
   return mx::array(v.data(), {6, D}, mx::float32);
@@ -54,9 +65,9 @@ TEST_F(QuantizedKvKernels, QuantizeRowEqualsMlxQuantizeBitForBit) {
     for (int group : {32, 64, 128}) {
       SCOPED_TRACE("bits=" + std::to_string(bits) + " group=" + std::to_string(group));
       const int D = 128;
-      auto x = mx::concatenate({mx::random::normal({40, D}, mx::float32, 0.0f, 2.0f, mx::random::key(bits * 7 + group)),
-                                special_rows(D)},
-                               0);
+      auto x = mx::concatenate(
+          {mx::random::normal({40, D}, mx::float32, 0.0f, 2.0f, mx::random::key(bits * 7 + group)), special_rows(D)},
+          0);
       mx::eval(x);
       auto ref = mx::quantize(x, group, bits);
       mx::eval(ref);
@@ -82,10 +93,10 @@ TEST_F(QuantizedKvKernels, DecodeAttentionMatchesTheDequantizedCache) {
   struct C {
     int B, hq, hk, d, tk, bits, group;
   };
-  for (auto c : {C{1, 9, 3, 64, 1, 8, 64}, C{3, 9, 3, 64, 37, 8, 64}, C{2, 4, 2, 64, 130, 4, 32}, C{2, 6, 3, 128, 1300, 4, 64},
-                 C{3, 9, 3, 64, 700, 2, 64}, C{1, 4, 2, 32, 19, 8, 32}}) {
-    SCOPED_TRACE("B=" + std::to_string(c.B) + " Hq=" + std::to_string(c.hq) + " D=" + std::to_string(c.d) +
-                 " Tk=" + std::to_string(c.tk) + " bits=" + std::to_string(c.bits) + " group=" + std::to_string(c.group));
+  for (auto c : {C{1, 9, 3, 64, 1, 8, 64}, C{3, 9, 3, 64, 37, 8, 64}, C{2, 4, 2, 64, 130, 4, 32},
+                 C{2, 6, 3, 128, 1300, 4, 64}, C{3, 9, 3, 64, 700, 2, 64}, C{1, 4, 2, 32, 19, 8, 32}}) {
+    SCOPED_TRACE("B=" + std::to_string(c.B) + " Hq=" + std::to_string(c.hq) + " D=" + std::to_string(c.d) + " Tk=" +
+                 std::to_string(c.tk) + " bits=" + std::to_string(c.bits) + " group=" + std::to_string(c.group));
     auto q = mx::random::normal({c.B, c.hq, 1, c.d}, mx::float32, 0.0f, 1.0f, mx::random::key(71 + c.tk));
     auto quantized = [&](int seed) {
       auto buf = mx::random::normal({c.B, c.hk, c.tk + 9, c.d}, mx::float32, 0.0f, 1.0f, mx::random::key(seed));
@@ -109,9 +120,10 @@ TEST_F(QuantizedKvKernels, DecodeAttentionMatchesTheDequantizedCache) {
     EXPECT_LE(rel_err(k::quantized_decode_attention(q, kq, vq, scale, c.group, c.bits, starts), masked_ref), 2e-6f);
     // The cache's own entry point takes the kernel for one query and gives the same numbers.
     mlxgp::QuantizedTensor kt{kq.data, kq.scales, kq.biases}, vt{vq.data, vq.scales, vq.biases};
-    EXPECT_LE(rel_err(mlxgp::quantized_attention(q, kt, vt, scale, mlxgp::AttentionMask{}, c.group, c.bits), ref), 2e-6f);
+    EXPECT_LE(rel_err(mlxgp::quantized_attention(q, kt, vt, scale, mlxgp::AttentionMask{}, c.group, c.bits), ref),
+              2e-6f);
   }
-  // What the kernel does not cover stays on MLX's ops: 3-bit packing, bfloat16 queries, a traced query.
+  // What the kernels do not cover stays on MLX's ops: 3-bit packing, bfloat16 queries, a traced query.
   auto q = mx::zeros({1, 2, 1, 64});
   auto t = [](int bits) {
     auto z = mx::quantize(mx::zeros({1, 2, 5, 64}), 64, bits);
@@ -127,4 +139,51 @@ TEST_F(QuantizedKvKernels, DecodeAttentionMatchesTheDequantizedCache) {
       },
       {q}, {mx::array(1.0f)});
   (void)traced;
+}
+
+// A prompt chunk on top of a quantized cache (Tq < Tk: causal aligned to the last key), a whole prompt
+// (Tq = Tk), no mask, and left-padded rows through key starts, against MLX's sdpa over the dequantized cache.
+TEST_F(QuantizedKvKernels, PrefillAttentionMatchesTheDequantizedCache) {
+  if (!k::available()) GTEST_SKIP() << "the CPU kernels do not run on this machine";
+  struct C {
+    int B, hq, hk, d, tq, tk, bits, group;
+  };
+  for (auto c : {C{1, 9, 3, 64, 40, 40, 8, 64}, C{2, 9, 3, 64, 70, 200, 4, 64}, C{3, 4, 2, 32, 33, 97, 8, 32},
+                 C{1, 6, 3, 128, 130, 700, 2, 64}}) {
+    SCOPED_TRACE("B=" + std::to_string(c.B) + " Tq=" + std::to_string(c.tq) + " Tk=" + std::to_string(c.tk) +
+                 " bits=" + std::to_string(c.bits));
+    auto q = mx::random::normal({c.B, c.hq, c.tq, c.d}, mx::float32, 0.0f, 1.0f, mx::random::key(81 + c.tq));
+    auto quantized = [&](int seed) {
+      auto buf = mx::random::normal({c.B, c.hk, c.tk + 5, c.d}, mx::float32, 0.0f, 1.0f, mx::random::key(seed));
+      auto qz = mx::quantize(buf, c.group, c.bits);
+      auto view = [&](const mx::array& a) { return mx::slice(a, {0, 0, 0, 0}, {c.B, c.hk, c.tk, a.shape(3)}); };
+      return k::QuantizedArrays{view(qz[0]), view(qz[1]), view(qz[2])};
+    };
+    const auto kq = quantized(82), vq = quantized(83);
+    auto dq = [&](const k::QuantizedArrays& t) { return mx::dequantize(t.data, t.scales, t.biases, c.group, c.bits); };
+    const auto kf = dq(kq), vf = dq(vq);
+    ASSERT_TRUE(k::quantized_prefill_attention_supported(q, kq, vq, c.group, c.bits));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
+    for (bool causal : {true, false}) {
+      SCOPED_TRACE(causal ? "causal" : "no mask");
+      auto ref = mx::fast::scaled_dot_product_attention(q, kf, vf, scale, causal ? "causal" : "");
+      EXPECT_LE(rel_err(k::quantized_prefill_attention(q, kq, vq, scale, causal, c.group, c.bits), ref), 2e-6f);
+      // The cache's own entry point takes the kernel for a prompt chunk.
+      mlxgp::AttentionMask mask;
+      mask.kind = causal ? mlxgp::AttentionMask::Kind::Causal : mlxgp::AttentionMask::Kind::None;
+      mlxgp::QuantizedTensor kt{kq.data, kq.scales, kq.biases}, vt{vq.data, vq.scales, vq.biases};
+      EXPECT_LE(rel_err(mlxgp::quantized_attention(q, kt, vt, scale, mask, c.group, c.bits), ref), 2e-6f);
+    }
+    // Left padding: row b's keys before starts[b] are hidden, causal besides.
+    std::vector<int> starts;
+    for (int b = 0; b < c.B; ++b) starts.push_back(b * 7);
+    auto kj = mx::reshape(mx::arange(c.tk, mx::int32), {1, 1, 1, c.tk});
+    auto qi = mx::reshape(mx::arange(c.tk - c.tq, c.tk, mx::int32), {1, 1, c.tq, 1});
+    auto visible = mx::logical_and(mx::greater_equal(kj, mx::array(starts.data(), {c.B, 1, 1, 1}, mx::int32)),
+                                   mx::less_equal(kj, qi));
+    auto ref = mx::fast::scaled_dot_product_attention(q, kf, vf, scale, "array", visible);
+    auto got = k::quantized_prefill_attention(q, kq, vq, scale, true, c.group, c.bits, starts);
+    // Every start is before the row's first query position, so each query sees at least one key.
+    EXPECT_LE(rel_err(got, ref), 2e-6f);
+  }
 }
