@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <mlx/mlx.h>
@@ -57,6 +58,27 @@ mx::array special_rows(int D) {
   return mx::array(v.data(), {6, D}, mx::float32);
 }
 
+// A quantized cache's keys or values as the cache hands them over: the first tk positions of a buffer with
+// `spare` more (strided views), and the same positions dequantized (what the kernels must match).
+struct QuantizedCache {
+  k::QuantizedArrays q;
+  mx::array dequantized;
+};
+QuantizedCache quantized_tensor(int B, int hk, int tk, int d, int spare, int group, int bits, int seed) {
+  auto buf = mx::random::normal({B, hk, tk + spare, d}, mx::float32, 0.0f, 1.0f, mx::random::key(seed));
+  auto qz = mx::quantize(buf, group, bits);
+  auto view = [&](const mx::array& a) { return mx::slice(a, {0, 0, 0, 0}, {B, hk, tk, a.shape(3)}); };
+  k::QuantizedArrays q{view(qz[0]), view(qz[1]), view(qz[2])};
+  return {q, mx::dequantize(q.data, q.scales, q.biases, group, bits)};
+}
+
+// Keys (seed) and values (seed + 1).
+std::pair<QuantizedCache, QuantizedCache> quantized_cache(int B, int hk, int tk, int d, int spare, int group, int bits,
+                                                          int seed) {
+  return {quantized_tensor(B, hk, tk, d, spare, group, bits, seed),
+          quantized_tensor(B, hk, tk, d, spare, group, bits, seed + 1)};
+}
+
 }  // namespace
 
 TEST_F(QuantizedKvKernels, QuantizeRowEqualsMlxQuantizeBitForBit) {
@@ -98,15 +120,9 @@ TEST_F(QuantizedKvKernels, DecodeAttentionMatchesTheDequantizedCache) {
     SCOPED_TRACE("B=" + std::to_string(c.B) + " Hq=" + std::to_string(c.hq) + " D=" + std::to_string(c.d) + " Tk=" +
                  std::to_string(c.tk) + " bits=" + std::to_string(c.bits) + " group=" + std::to_string(c.group));
     auto q = mx::random::normal({c.B, c.hq, 1, c.d}, mx::float32, 0.0f, 1.0f, mx::random::key(71 + c.tk));
-    auto quantized = [&](int seed) {
-      auto buf = mx::random::normal({c.B, c.hk, c.tk + 9, c.d}, mx::float32, 0.0f, 1.0f, mx::random::key(seed));
-      auto qz = mx::quantize(buf, c.group, c.bits);
-      auto view = [&](const mx::array& a) { return mx::slice(a, {0, 0, 0, 0}, {c.B, c.hk, c.tk, a.shape(3)}); };
-      return k::QuantizedArrays{view(qz[0]), view(qz[1]), view(qz[2])};
-    };
-    const auto kq = quantized(72), vq = quantized(73);
-    auto dq = [&](const k::QuantizedArrays& t) { return mx::dequantize(t.data, t.scales, t.biases, c.group, c.bits); };
-    const auto kf = dq(kq), vf = dq(vq);
+    const auto [kc, vc] = quantized_cache(c.B, c.hk, c.tk, c.d, 9, c.group, c.bits, 72);
+    const auto &kq = kc.q, &vq = vc.q;
+    const auto &kf = kc.dequantized, &vf = vc.dequantized;
     ASSERT_TRUE(k::quantized_decode_attention_supported(q, kq, vq, c.group, c.bits));
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
     auto ref = mx::fast::scaled_dot_product_attention(q, kf, vf, scale, "");
@@ -153,15 +169,9 @@ TEST_F(QuantizedKvKernels, PrefillAttentionMatchesTheDequantizedCache) {
     SCOPED_TRACE("B=" + std::to_string(c.B) + " Tq=" + std::to_string(c.tq) + " Tk=" + std::to_string(c.tk) +
                  " bits=" + std::to_string(c.bits));
     auto q = mx::random::normal({c.B, c.hq, c.tq, c.d}, mx::float32, 0.0f, 1.0f, mx::random::key(81 + c.tq));
-    auto quantized = [&](int seed) {
-      auto buf = mx::random::normal({c.B, c.hk, c.tk + 5, c.d}, mx::float32, 0.0f, 1.0f, mx::random::key(seed));
-      auto qz = mx::quantize(buf, c.group, c.bits);
-      auto view = [&](const mx::array& a) { return mx::slice(a, {0, 0, 0, 0}, {c.B, c.hk, c.tk, a.shape(3)}); };
-      return k::QuantizedArrays{view(qz[0]), view(qz[1]), view(qz[2])};
-    };
-    const auto kq = quantized(82), vq = quantized(83);
-    auto dq = [&](const k::QuantizedArrays& t) { return mx::dequantize(t.data, t.scales, t.biases, c.group, c.bits); };
-    const auto kf = dq(kq), vf = dq(vq);
+    const auto [kc, vc] = quantized_cache(c.B, c.hk, c.tk, c.d, 5, c.group, c.bits, 82);
+    const auto &kq = kc.q, &vq = vc.q;
+    const auto &kf = kc.dequantized, &vf = vc.dequantized;
     ASSERT_TRUE(k::quantized_prefill_attention_supported(q, kq, vq, c.group, c.bits));
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
     for (bool causal : {true, false}) {
