@@ -15,8 +15,9 @@
 
 namespace mlxgp::kernels::decode_heads {
 
-// Four dot products' lanes summed into their four totals, each in the order hsum8 sums one (the key's
-// lanes 0+1, 2+3 paired, then the two 128-bit halves), so both give the same bits.
+// Four dot products' lanes summed into their four totals: lanes 0+1 and 2+3 paired, the pairs added, then
+// the two 128-bit halves. (A key outside the blocks of eight is summed by hsum8, in another order; which
+// keys those are depends only on the row's first visible key.)
 MLXGP_SIMD_EXP_AVX2 inline __m128 reduce4x8(const __m256* a) {
   const __m256 lo = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
   return _mm_add_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps(lo, 1));
