@@ -1,6 +1,7 @@
-// Dequantizing a quantized KV cache's rows for decode attention: the keys and values of one (batch row,
-// KV head) become floats in a buffer that stays in L2, so the float kernels' arithmetic runs unchanged
-// while DRAM delivers bits / 32 of a float cache's bytes (plus the scales and biases).
+// A quantized KV cache's rows on the CPU. Dequantizing for attention: the keys and values of one (batch
+// row, KV head) become floats a tile at a time in a buffer that stays in L1, so the float kernels'
+// arithmetic runs unchanged while DRAM delivers bits / 32 of a float cache's bytes (plus the scales and
+// biases). Quantizing: the fused decode step's new rows, as mx::quantize does.
 #include "kernels/quantized_kv_rows.h"
 
 #include <algorithm>
