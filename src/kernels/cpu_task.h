@@ -46,6 +46,15 @@ void enqueue_cpu(mlx::core::Stream stream, const std::vector<mlx::core::array>&,
   dispatch_cpu(stream, std::forward<MakeWork>(make_work));
 }
 
+// Weak copies of a node's arrays for its task: the task must not keep the buffers alive (MLX's own CPU
+// primitives capture their arrays this way).
+inline std::vector<mlx::core::array> weak_copies(const std::vector<mlx::core::array>& arrays) {
+  std::vector<mlx::core::array> out;
+  out.reserve(arrays.size());
+  for (const auto& a : arrays) out.push_back(mlx::core::array::unsafe_weak_copy(a));
+  return out;
+}
+
 // The single-output form (UnaryPrimitive::eval_cpu).
 template <class MakeWork>
 void enqueue_cpu(mlx::core::Stream stream, const std::vector<mlx::core::array>& inputs, mlx::core::array& out,

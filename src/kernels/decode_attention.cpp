@@ -296,9 +296,7 @@ class CpuDecodeAttention : public mx::UnaryPrimitive {
 
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     enqueue_cpu(stream(), in, out, [&] {
-      std::vector<mx::array> weak;
-      for (const auto& x : in) weak.push_back(mx::array::unsafe_weak_copy(x));
-      return [in = std::move(weak), o = mx::array::unsafe_weak_copy(out), scale = scale_, starts = key_start_,
+      return [in = weak_copies(in), o = mx::array::unsafe_weak_copy(out), scale = scale_, starts = key_start_,
               bits = bits_, group = group_]() mutable {
         if (bits) run_quantized_decode(in, o, scale, starts, bits, group);
         else run_decode(in[0], in[1], in[2], o, scale, starts);

@@ -197,10 +197,7 @@ class CpuDecodeLayers : public mx::UnaryPrimitive {
 
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     enqueue_cpu(stream(), in, out, [&] {
-      std::vector<mx::array> ins;
-      ins.reserve(in.size());
-      for (const auto& a : in) ins.push_back(mx::array::unsafe_weak_copy(a));
-      return [ins = std::move(ins), o = mx::array::unsafe_weak_copy(out), layers = layers_, slot = slot_,
+      return [ins = weak_copies(in), o = mx::array::unsafe_weak_copy(out), layers = layers_, slot = slot_,
               starts = key_start_, quant = quant_]() mutable { run(ins, o, layers, slot, starts, quant); };
     });
   }

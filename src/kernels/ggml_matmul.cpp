@@ -78,10 +78,7 @@ class CpuGgmlMatmul : public mx::Primitive {
 
   void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& outs) override {
     enqueue_cpu(stream(), in, outs, [&] {
-      std::vector<mx::array> ins, os;
-      for (auto& a : in) ins.push_back(mx::array::unsafe_weak_copy(a));
-      for (auto& o : outs) os.push_back(mx::array::unsafe_weak_copy(o));
-      return [ins = std::move(ins), os = std::move(os), t = type_, q = int8_, p = packed_, n = n_,
+      return [ins = weak_copies(in), os = weak_copies(outs), t = type_, q = int8_, p = packed_, n = n_,
               f = fused_]() mutable { run(ins, os, t, q, p, n, f); };
     });
   }

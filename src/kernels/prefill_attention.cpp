@@ -229,9 +229,7 @@ class CpuPrefillAttention : public mx::UnaryPrimitive {
 
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     enqueue_cpu(stream(), in, out, [&] {
-      std::vector<mx::array> weak;
-      for (const auto& x : in) weak.push_back(mx::array::unsafe_weak_copy(x));
-      return [in = std::move(weak), o = mx::array::unsafe_weak_copy(out), scale = scale_, causal = causal_,
+      return [in = weak_copies(in), o = mx::array::unsafe_weak_copy(out), scale = scale_, causal = causal_,
               starts = key_start_, bits = bits_,
               group = group_]() mutable { run(in, o, scale, causal, starts, bits, group); };
     });
