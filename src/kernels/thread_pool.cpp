@@ -1,6 +1,7 @@
 #include "kernels/thread_pool.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -121,14 +122,56 @@ void parallel_for(int n_tasks, const std::function<void(int)>& fn) {
   pool().run(n_tasks, fn);
 }
 
+namespace {
+
+// Rows [front, back) of one lane, packed in one word so that its owner (taking from the front) and a
+// thief (taking from the back) claim pieces with one compare-exchange each.
+struct alignas(64) Lane {
+  std::atomic<uint64_t> range{0};
+  static uint64_t pack(int front, int back) { return static_cast<uint64_t>(front) << 32 | static_cast<uint32_t>(back); }
+  // Claims up to `piece` rows at the front (owner) or the back (thief) into [r0, r1); false once empty.
+  bool take(int piece, bool from_front, int& r0, int& r1) {
+    uint64_t cur = range.load(std::memory_order_relaxed);
+    for (;;) {
+      const int front = static_cast<int>(cur >> 32), back = static_cast<int>(static_cast<uint32_t>(cur));
+      if (front >= back) return false;
+      const int n = std::min(piece, back - front);
+      r0 = from_front ? front : back - n;
+      r1 = r0 + n;
+      const uint64_t next = from_front ? pack(front + n, back) : pack(front, back - n);
+      if (range.compare_exchange_weak(cur, next, std::memory_order_acq_rel, std::memory_order_relaxed)) return true;
+    }
+  }
+};
+
+}  // namespace
+
 void parallel_rows(int rows, int inner, const std::function<void(int, int)>& fn) {
   if (rows <= 0) return;
   const int64_t work = static_cast<int64_t>(rows) * std::max(inner, 1);
-  int chunks = static_cast<int>(std::min<int64_t>(work / (1 << 16), pool_threads() * 8));
-  chunks = std::clamp(chunks, 1, rows);
-  const int per = (rows + chunks - 1) / chunks;
-  chunks = (rows + per - 1) / per;
-  parallel_for(chunks, [&](int c) { fn(c * per, std::min(rows, (c + 1) * per)); });
+  const int threads = pool_threads();
+  // Pieces of at least ~64K multiply-adds, at most 32 a thread (each claim is an atomic exchange).
+  const int pieces = static_cast<int>(std::clamp<int64_t>(std::min<int64_t>(work / (1 << 16), 32 * threads), 1, rows));
+  const int lanes = std::min(threads, pieces);
+  if (lanes <= 1) return fn(0, rows);
+  // One contiguous lane per thread, claimed piece by piece from its front, so each thread streams its
+  // weights as one run (the prefetch ahead and the hardware prefetcher carry on across pieces; scattered
+  // chunks restarted both at each chunk: 16 chunks a product made a SmolLM2 Q8_0 decode step's products
+  // about 6% slower than two halves). A thread whose lane is done takes pieces from the back of the
+  // others', so a descheduled thread stalls the call by at most the piece it holds.
+  const int piece = (rows + pieces - 1) / pieces;
+  std::array<Lane, 16> few;  // no allocation in a decode step's hundred-odd calls
+  std::vector<Lane> many(lanes > static_cast<int>(few.size()) ? lanes : 0);
+  Lane* lane = many.empty() ? few.data() : many.data();
+  for (int i = 0; i < lanes; ++i)
+    lane[i].range.store(Lane::pack(static_cast<int>(static_cast<int64_t>(rows) * i / lanes),
+                                   static_cast<int>(static_cast<int64_t>(rows) * (i + 1) / lanes)));
+  parallel_for(lanes, [&](int own) {
+    int r0, r1;
+    while (lane[own].take(piece, true, r0, r1)) fn(r0, r1);
+    for (int k = 1; k < lanes; ++k)
+      while (lane[(own + k) % lanes].take(piece, false, r0, r1)) fn(r0, r1);
+  });
 }
 
 int pool_threads() { return pool().threads(); }

@@ -12,8 +12,9 @@ namespace mlxgp::kernels {
 void parallel_for(int n_tasks, const std::function<void(int)>& fn);
 
 // Splits output rows [0, rows) of a matrix-vector style kernel with `inner` multiply-adds per row
-// into chunks of at least ~64K multiply-adds (so small layers stay on one thread, where waking
-// workers would cost more than the work) and calls fn(row_begin, row_end) for each.
+// into pieces of at least ~64K multiply-adds (so small layers stay on one thread, where waking
+// workers would cost more than the work) and calls fn(row_begin, row_end) for each. Each thread
+// takes the pieces of one contiguous lane of rows in order, then helps with the others' last pieces.
 void parallel_rows(int rows, int inner, const std::function<void(int, int)>& fn);
 
 // Total threads used by parallel_for (pool workers + caller).
