@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -62,6 +63,31 @@ TEST(ThreadPool, RowsAreCoveredOnceInContiguousChunks) {
     });
     for (int r = 0; r < rows; ++r) ASSERT_EQ(hits[r].load(), 1) << "row " << r << " of " << rows;
   }
+}
+
+TEST(ThreadPool, RowsAreCoveredOnceWhenOneThreadStalls) {
+  // A thread that stalls in a piece (descheduled, say) leaves the rest of its lane to the others, which
+  // take it from the back: every row still runs once, from one caller or several at once.
+  auto check = [](int rows, int stall_row) {
+    std::vector<std::atomic<int>> hits(rows);
+    parallel_rows(rows, 1 << 16, [&](int begin, int end) {
+      if (begin <= stall_row && stall_row < end) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      for (int r = begin; r < end; ++r) hits[r].fetch_add(1);
+    });
+    int wrong = 0;
+    for (auto& h : hits) wrong += h.load() != 1;
+    return wrong;
+  };
+  EXPECT_EQ(check(500, 0), 0);
+  EXPECT_EQ(check(500, 260), 0);
+  std::vector<std::thread> callers;
+  std::vector<int> wrong(3, 0);
+  for (int c = 0; c < 3; ++c)
+    callers.emplace_back([&, c] {
+      for (int j = 0; j < 20; ++j) wrong[c] += check(97 + 301 * c, (j * 37) % (97 + 301 * c));
+    });
+  for (auto& t : callers) t.join();
+  for (int c = 0; c < 3; ++c) EXPECT_EQ(wrong[c], 0) << "caller " << c;
 }
 
 }  // namespace
