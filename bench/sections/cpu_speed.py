@@ -142,8 +142,9 @@ def run(ctx: Context) -> list[Table]:
         f"runs and after the last ({', '.join(_fmt(r) for r in rates)} GB/s; bench/workers/bandwidth_worker.py: "
         "best pass of np.max over 1 GiB, one thread per core). This machine's bandwidth moves from minute to "
         "minute (another tenant's load), and every engine's decode with it, so % of bound is approximate: "
-        "a run in a fast minute can pass 100%. bound tok/s = bandwidth / file size: each decoded token reads every weight "
-        "once (the file is weights plus a few MB of tokenizer metadata, so the bound is slightly low). "
+        "a run in a fast minute can pass 100%. bound tok/s = bandwidth / file size: each decoded token reads "
+        "every weight once (the file is weights plus a few MB of tokenizer metadata, so the bound is slightly "
+        "low). "
         f"Target: mlxgp decode >= {BOUND_TARGET:.0%} of the bound and >= {RATIO_TARGET}x llama.cpp.",
         "Files: Q4_1 is the default model as published; Q4_0, Q8_0 and Q4_K_M are llama.cpp's "
         "llama_model_quantize of it (tests/refs/gguf_quant.py, cached by content). llama.cpp runs the same "
