@@ -106,6 +106,10 @@ int run_serve(const std::vector<std::string>& argv) {
               "waiting requests admitted per decode step while others decode; each is prefilled before the step, "
               "so this bounds the running streams' wait for new prompts; beam and speculative requests are not counted "
               "(default 0: all that fit)")
+      .option("prefill-step-tokens",
+              "prompt tokens of joining requests prefilled per decode step while others decode; a longer prompt is "
+              "prefilled over several steps, so the running streams wait at most this much prefill between two tokens "
+              "(default auto: about one decode step's time, measured, at least 16; 0: whole prompts)")
       .option("max-queue", "requests waiting for a row at most; more get HTTP 429 (default 64)")
       .option("max-body-bytes", "largest request body (default 8388608); larger get HTTP 413")
       .option("max-tokens-cap", "clamp every request's max_tokens (and the default) to N (default: no cap)")
@@ -140,6 +144,12 @@ int run_serve(const std::vector<std::string>& argv) {
   options.max_batch_rows = int_flag(args, "max-batch", 16, 1, 4096);
   options.max_queue = int_flag(args, "max-queue", 64, 1, 1 << 20);
   options.max_joins_per_step = int_flag(args, "max-joins-per-step", 0, 0, 1 << 20);
+  if (auto v = args.get("prefill-step-tokens"); v && *v != "auto") {
+    if (v->empty() || v->find_first_not_of("0123456789") != std::string::npos)
+      fail("cli",
+           "--prefill-step-tokens must be auto or a whole number of tokens (0: whole prompts), got '" + *v + "'");
+    options.prefill_step_tokens = int_flag(args, "prefill-step-tokens", 0, 0, 1 << 30);
+  }
   options.model_id = args.get("model-id").value_or("");
   options.max_tokens_cap = int_flag(args, "max-tokens-cap", 0, 1, INT32_MAX);
   options.prompt_cache_bytes = bytes_flag(args, "prompt-cache-bytes", options.prompt_cache_bytes);

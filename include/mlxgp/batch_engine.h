@@ -26,6 +26,7 @@ namespace mlxgp {
 class DecodeGroup;
 class TextStreams;
 class SpeculativeLane;
+class PrefillPacer;
 namespace beam {
 class BeamBatch;
 }
@@ -71,6 +72,15 @@ struct BatchEngineOptions {
   // num_return_sequences rows); beam searches and speculative runs start in lanes of their own, which it
   // does not limit.
   int max_joins_per_step = 0;
+  // While rows are decoding, the prompt tokens prefilled per step for joining requests: 0 whole prompts, N > 0
+  // at most N, < 0 about as many as take one decode step's time, measured as the engine runs (at least 16;
+  // PrefillPacer). A longer prompt is prefilled over several steps, so a running stream waits at most that
+  // much prefill between two of its tokens (vLLM's chunked prefill, llama.cpp server's n_batch), and the
+  // joining request's first token comes those steps later. A standard-cache prompt split this way is its
+  // solo run's prefill in chunks (prefill_chunk_size), the same bits. Quantized and rotating caches, whose
+  // contents depend on how the prompt goes in (mlx-lm's prefill steps), and LongRoPE prompts past
+  // original_max_position_embeddings (one forward) still prefill whole.
+  int prefill_step_tokens = 0;
 };
 
 class BatchEngine {
@@ -108,12 +118,19 @@ class BatchEngine {
  private:
   struct Request;
   struct BeamRequest;
+  struct Prefill;  // a joining request whose prompt is part prefilled (prefill_step_tokens)
   // One decode step of every running row, queued on the device (mlx::core::async_eval).
   struct Step {
     mlx::core::array tokens;                // [rows] int32
     std::vector<mlx::core::array> outputs;  // the groups' recorded outputs of this step
   };
   void admit();
+  // Starts the first waiting request that fits (its caches, its prefix-cache lookup); false if none does.
+  bool start_prefill(std::optional<std::string>& identity);
+  // Prefills up to `budget` more tokens of the started request (all of them with budget < 0) and, once its
+  // prompt is in, picks its first token and joins it to the batch. Returns the tokens prefilled.
+  int continue_prefill(int budget);
+  int prefilling_rows() const;
   Step build_step(const mlx::core::array& input);  // input: each row's last token [rows]
   void decode();
   void settle_pending();    // waits for a queued step, then drops it
@@ -133,6 +150,9 @@ class BatchEngine {
   int next_id_ = 0;
   std::deque<std::unique_ptr<Request>> queue_;
   std::vector<std::unique_ptr<Request>> running_;  // in row order
+  std::unique_ptr<Prefill> prefilling_;            // started, not yet joined
+  std::unique_ptr<PrefillPacer> pacer_;            // prefill_step_tokens < 0
+  bool prefilled_ = false;                         // this step prefilled (its time is not a decode step's)
   KVCacheList caches_;                             // the running rows' caches
   std::vector<int> next_input_;                    // each running row's last token (next forward's input)
   std::optional<Step> pending_;                    // the next step, queued before the current one is read

@@ -74,13 +74,24 @@ class StandardKVCache : public KVCache {
   void select(const mlx::core::array& batch_indices) override;
   // The stored keys/values [B, H, offset, D]; nullopt before the first update (to_quantized reads it).
   std::optional<std::pair<mlx::core::array, mlx::core::array>> fetch() const;
-  // Batch rows joining and leaving (batch_cache.h): appends `other`'s rows after these, aligned on the
-  // right (the shorter side gets left padding); drops the first n positions of every row (padding
-  // that every row has).
-  void append_rows(const StandardKVCache& other);
+  // Row `row`'s keys/values at positions [start, start + length) ([1, H, length, D]) as copies: the buffers
+  // stay this cache's alone (as fetch()'s views would not), so evaluate the copies before its next update,
+  // writable() or batch change. Throws [cache] out of range.
+  std::pair<mlx::core::array, mlx::core::array> copy_positions(int row, int start, int length) const;
+  // Batch rows joining and leaving (batch_cache.h): append_rows puts `other`'s rows after these, aligned
+  // on the right (the shorter side gets left padding). With reserve_rows, the buffers keep room for that
+  // many rows (on the CPU in pages mapped in when first written), so a join writes only its own rows. keep_rows
+  // keeps `rows` in that order (ascending: moved within the buffers; any other order: gathered) and drops
+  // the padding every kept row shares once it is a quarter of the positions. drop_leading drops the first n
+  // positions of every row (padding that every row has).
+  void append_rows(const StandardKVCache& other, int reserve_rows = 0);
+  void keep_rows(const std::vector<int>& rows);
   void drop_leading(int n);
+  // The batch rows stored (0 before the first update); the buffers may hold more (reserve_rows).
+  int rows() const { return rows_; }
   // For a kernel that writes the next positions into the buffers itself (the fused decode step,
-  // kernels/decode_layers.h): the whole buffers [B, H, capacity, D] with room for t more positions, held by
+  // kernels/decode_layers.h): the whole buffers [rows >= B, H, capacity, D] with room for t more positions
+  // (rows past B are reserved for joining rows: the kernel leaves them alone), held by
   // this cache alone (copied first where another cache or a fetch() view may share them), and the position
   // to write at; advance(t) then counts the positions written. nullopt before the first update.
   struct Writable {
@@ -91,8 +102,11 @@ class StandardKVCache : public KVCache {
   void advance(int t);
 
  private:
+  // Buffers of `row_capacity` rows and `positions` positions holding this cache's rows and positions so far.
+  void reallocate(int row_capacity, int positions);
   int step_;
   int offset_ = 0;
+  int rows_ = 0;
   std::shared_ptr<mlx::core::array> keys_, values_;  // shared_ptr: mlx::core::array has no default constructor
   // Whether only this cache holds the buffers, so positions from offset_ on may be written in place. A clone
   // shares them (both then copy before such a write); fetch() hands out views of them.

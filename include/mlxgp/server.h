@@ -36,12 +36,13 @@ class ApiError : public std::runtime_error {
 };
 
 struct ServiceOptions {
-  int max_batch_rows = 16;     // rows decoded together (BatchEngineOptions::max_batch_rows)
-  int max_queue = 64;          // requests waiting for a row at most; beyond that: 429
-  int max_joins_per_step = 0;  // requests joining per decode step (BatchEngineOptions::max_joins_per_step)
-  std::string model_id;        // the id /v1/models lists and requests name (default: the model file's stem)
-  int max_tokens_cap = 0;      // > 0: every request's max_new_tokens is clamped to this (--max-tokens-cap)
-  std::string chat_template;   // non-empty: the chat template source used instead of the model's (--chat-template)
+  int max_batch_rows = 16;       // rows decoded together (BatchEngineOptions::max_batch_rows)
+  int max_queue = 64;            // requests waiting for a row at most; beyond that: 429
+  int max_joins_per_step = 0;    // requests joining per decode step (BatchEngineOptions::max_joins_per_step)
+  int prefill_step_tokens = -1;  // joining prompts' tokens prefilled per step (BatchEngineOptions::prefill_step_tokens)
+  std::string model_id;          // the id /v1/models lists and requests name (default: the model file's stem)
+  int max_tokens_cap = 0;        // > 0: every request's max_new_tokens is clamped to this (--max-tokens-cap)
+  std::string chat_template;     // non-empty: the chat template source used instead of the model's (--chat-template)
   // Chat replies read back (docs/server.md): the tool-call format (--tool-parser; nullopt: the one the chat
   // template asks for, tool_call_format_for_template) and a leading <think> block as reasoning_content
   // (--reasoning-format auto; false: none).

@@ -135,15 +135,12 @@ std::optional<std::vector<LayerKV>> copy_row(const KVCacheList& caches, int row,
   for (auto& c : caches) {
     auto* s = dynamic_cast<const StandardKVCache*>(c.get());
     if (!s) return std::nullopt;
-    auto kv = s->fetch();
-    if (!kv || row < 0 || row >= kv->first.shape(0)) return std::nullopt;
+    if (row < 0 || row >= s->rows()) return std::nullopt;
     const int pad = s->left_padding().empty() ? 0 : s->left_padding().at(row);
     if (pad + length > s->offset()) return std::nullopt;
-    // contiguous() of a slice copies it into its own buffer, so the entry keeps no batch buffer alive.
-    auto cut = [&](const mx::array& a) {
-      return mx::contiguous(mx::slice(a, {row, 0, pad, 0}, {row + 1, a.shape(1), pad + length, a.shape(3)}));
-    };
-    out.emplace_back(cut(kv->first), cut(kv->second));
+    // Copies, so the entry keeps no batch buffer alive (evaluated below, before the batch moves on).
+    auto kv = s->copy_positions(row, pad, length);
+    out.emplace_back(kv.first, kv.second);
     all.insert(all.end(), {out.back().first, out.back().second});
   }
   mx::eval(all);

@@ -8,6 +8,7 @@
 #include "mlxgp/kv_cache.h"
 
 #include "cache/row_padding.h"
+#include "kernels/position_moves.h"
 
 namespace mx = mlx::core;
 
@@ -15,20 +16,39 @@ namespace mlxgp {
 
 namespace {
 
-// Grows `buf` (holding `used` valid positions on axis 2) so it has room for `needed` positions.
-mx::array grow(const std::shared_ptr<mx::array>& buf, int used, int needed, int step, const mx::array& like) {
-  int cap_steps = (needed + step - 1) / step;
+// `buf`'s first `rows` rows and `used` positions in new zero buffers of `row_capacity` rows and room for
+// `needed` positions (a whole number of steps). Without `buf`: zeros shaped as `like` with that room.
+mx::array grow(const std::shared_ptr<mx::array>& buf, int rows, int row_capacity, int used, int needed, int step,
+               const mx::array& like) {
   mx::Shape shape = like.shape();
-  shape[2] = cap_steps * step;
+  shape[2] = (needed + step - 1) / step * step;
   if (!buf) return mx::zeros(shape, like.dtype());
-  // Keep only the valid prefix (a trim may have left stale positions), then pad with zeros once.
+  shape[0] = row_capacity;
+  // Keep only the valid prefix (a trim may have left stale positions).
   mx::Shape stop = buf->shape();
+  stop[0] = rows;
   stop[2] = used;
   auto valid = mx::slice(*buf, {0, 0, 0, 0}, stop);
-  mx::Shape extra = shape;
-  extra[2] = shape[2] - used;
-  return mx::concatenate({valid, mx::zeros(extra, buf->dtype())}, 2);
+  if (row_capacity == rows) {  // pad with zeros once
+    mx::Shape extra = shape;
+    extra[2] = shape[2] - used;
+    return mx::concatenate({valid, mx::zeros(extra, buf->dtype())}, 2);
+  }
+  // Rows reserved for joining ones stay unwritten (their padding is zeroed when they join).
+  auto room = kernels::position_moves_supported(*buf) ? kernels::unwritten(shape, buf->dtype())
+                                                      : mx::zeros(shape, buf->dtype());
+  return mx::slice_update(room, valid, {0, 0, 0, 0}, stop);
 }
+
+// Padding positions hold zeros (what pad_front adds): the fused decode step skips them, but attention op
+// by op weights them by exactly zero, and stale values there could be inf or nan, which zero weights keep.
+// `buf` with `moves` applied (kernels::move_positions: in place when the cache holds it alone).
+void apply_moves(std::shared_ptr<mx::array>& buf, const std::vector<kernels::PositionMove>& moves) {
+  if (!moves.empty()) buf = std::make_shared<mx::array>(kernels::move_positions(*buf, moves));
+}
+
+// The rows of a batch whose caches move positions in place (CPU); elsewhere gathers and concatenations.
+bool moves_in_place(const std::shared_ptr<mx::array>& buf) { return buf && kernels::position_moves_supported(*buf); }
 
 // No padding is stored as an empty list (the unpadded fast paths check emptiness).
 void clear_if_unpadded(std::vector<int>& pad) {
@@ -43,12 +63,15 @@ std::pair<mx::array, mx::array> StandardKVCache::update(const mx::array& keys, c
   if (step_ <= 0) fail("cache", "cache step must be positive");
   int t = keys.shape(2);
   int prev = offset_;
-  if (keys_ && (keys_->shape(0) != keys.shape(0) || keys_->shape(1) != keys.shape(1) ||
-                keys_->shape(3) != keys.shape(3) || values_->shape(3) != values.shape(3)))
+  if (keys_ && (rows_ != keys.shape(0) || keys_->shape(1) != keys.shape(1) || keys_->shape(3) != keys.shape(3) ||
+                values_->shape(3) != values.shape(3)))
     fail("cache", "keys/values shape does not match the cached entries");
-  if (!keys_ || prev + t > keys_->shape(2)) {
-    keys_ = std::make_shared<mx::array>(grow(keys_, prev, prev + t, step_, keys));
-    values_ = std::make_shared<mx::array>(grow(values_, prev, prev + t, step_, values));
+  if (!keys_) {
+    rows_ = keys.shape(0);
+    keys_ = std::make_shared<mx::array>(grow(nullptr, rows_, rows_, 0, t, step_, keys));
+    values_ = std::make_shared<mx::array>(grow(nullptr, rows_, rows_, 0, t, step_, values));
+  } else if (prev + t > keys_->shape(2)) {
+    reallocate(keys_->shape(0), prev + t);
   }
   offset_ = prev + t;
   // The slice update's result is this cache's alone (MLX writes in place only into a buffer nothing else
@@ -57,11 +80,11 @@ std::pair<mx::array, mx::array> StandardKVCache::update(const mx::array& keys, c
   auto kshape = keys_->shape();
   auto vshape = values_->shape();
   *keys_ = mx::slice_update(*keys_, mx::astype(keys, keys_->dtype()), mx::Shape{0, 0, prev, 0},
-                            mx::Shape{kshape[0], kshape[1], offset_, kshape[3]});
+                            mx::Shape{rows_, kshape[1], offset_, kshape[3]});
   *values_ = mx::slice_update(*values_, mx::astype(values, values_->dtype()), mx::Shape{0, 0, prev, 0},
-                              mx::Shape{vshape[0], vshape[1], offset_, vshape[3]});
-  return {mx::slice(*keys_, {0, 0, 0, 0}, {kshape[0], kshape[1], offset_, kshape[3]}),
-          mx::slice(*values_, {0, 0, 0, 0}, {vshape[0], vshape[1], offset_, vshape[3]})};
+                              mx::Shape{rows_, vshape[1], offset_, vshape[3]});
+  return {mx::slice(*keys_, {0, 0, 0, 0}, {rows_, kshape[1], offset_, kshape[3]}),
+          mx::slice(*values_, {0, 0, 0, 0}, {rows_, vshape[1], offset_, vshape[3]})};
 }
 
 int StandardKVCache::trim(int n) {
@@ -129,8 +152,20 @@ std::optional<std::pair<mx::array, mx::array>> StandardKVCache::fetch() const {
   if (!keys_) return std::nullopt;
   exclusive_ = false;
   auto ks = keys_->shape(), vs = values_->shape();
+  ks[0] = vs[0] = rows_;
   ks[2] = vs[2] = offset_;
   return std::make_pair(mx::slice(*keys_, {0, 0, 0, 0}, ks), mx::slice(*values_, {0, 0, 0, 0}, vs));
+}
+
+std::pair<mx::array, mx::array> StandardKVCache::copy_positions(int row, int start, int length) const {
+  if (!keys_ || row < 0 || row >= rows_ || start < 0 || length <= 0 || start + length > offset_)
+    fail("cache", "copy_positions: row or positions out of range");
+  // contiguous() of a slice copies it into its own buffer (a slice that is already one block, a whole row
+  // at full capacity, stays a view: no later write reaches its positions, and moves then copy).
+  auto cut = [&](const mx::array& a) {
+    return mx::contiguous(mx::slice(a, {row, 0, start, 0}, {row + 1, a.shape(1), start + length, a.shape(3)}));
+  };
+  return {cut(*keys_), cut(*values_)};
 }
 
 void StandardKVCache::select(const mx::array& batch_indices) {
@@ -144,6 +179,7 @@ void StandardKVCache::select(const mx::array& batch_indices) {
   auto idx = mx::astype(batch_indices, mx::int32);
   *keys_ = mx::take(*keys_, idx, 0);
   *values_ = mx::take(*values_, idx, 0);
+  rows_ = keys_->shape(0);
   exclusive_ = true;
 }
 
@@ -151,6 +187,7 @@ std::unique_ptr<KVCache> StandardKVCache::clone() const {
   // MLX arrays are immutable values; sharing the buffers is safe because update() rebinds them.
   auto c = std::make_unique<StandardKVCache>(step_);
   c->offset_ = offset_;
+  c->rows_ = rows_;
   c->left_padding_ = left_padding_;
   if (keys_) {
     c->keys_ = std::make_shared<mx::array>(*keys_);
@@ -160,27 +197,105 @@ std::unique_ptr<KVCache> StandardKVCache::clone() const {
   return c;
 }
 
-void StandardKVCache::append_rows(const StandardKVCache& other) {
-  auto mine = fetch(), theirs = other.fetch();
+void StandardKVCache::reallocate(int row_capacity, int positions) {
+  keys_ = std::make_shared<mx::array>(grow(keys_, rows_, row_capacity, offset_, positions, step_, *keys_));
+  values_ = std::make_shared<mx::array>(grow(values_, rows_, row_capacity, offset_, positions, step_, *values_));
+  exclusive_ = true;
+}
+
+void StandardKVCache::append_rows(const StandardKVCache& other, int reserve_rows) {
+  auto theirs = other.fetch();
   if (!theirs) fail("cache", "cannot append rows from an empty cache");
-  if (!mine) {
+  const int more = theirs->first.shape(0);
+  if (!keys_) {
     *this = StandardKVCache(other.step_);
     offset_ = other.offset_;
     left_padding_ = other.left_padding_;
+    rows_ = more;
     keys_ = std::make_shared<mx::array>(theirs->first);
     values_ = std::make_shared<mx::array>(theirs->second);
+    // Rows that will join get room now (the views above become buffers of their own).
+    if (reserve_rows > rows_ && moves_in_place(keys_)) reallocate(reserve_rows, offset_ + 1);
     return;
   }
-  if (mine->first.shape(1) != theirs->first.shape(1) || mine->first.shape(3) != theirs->first.shape(3))
+  if (keys_->shape(1) != theirs->first.shape(1) || keys_->shape(3) != theirs->first.shape(3))
     fail("cache", "cannot append rows of a cache with another head layout");
   const int len = std::max(offset_, other.offset_);
-  join_padding(other, mine->first.shape(0), theirs->first.shape(0), len);
-  auto join = [&](const mx::array& a, const mx::array& b) {
-    return mx::concatenate({pad_front(a, len), pad_front(mx::astype(b, a.dtype()), len)}, 0);
+  if (!moves_in_place(keys_)) {  // concatenated into new buffers
+    auto mine = fetch();
+    join_padding(other, rows_, more, len);
+    auto join = [&](const mx::array& a, const mx::array& b) {
+      return mx::concatenate({pad_front(a, len), pad_front(mx::astype(b, a.dtype()), len)}, 0);
+    };
+    keys_ = std::make_shared<mx::array>(join(mine->first, theirs->first));
+    values_ = std::make_shared<mx::array>(join(mine->second, theirs->second));
+    offset_ = len;
+    rows_ += more;
+    exclusive_ = true;
+    return;
+  }
+  // Room for the new rows (reserve_rows at once: kernels::unwritten maps them in as they are used) and positions.
+  if (rows_ + more > keys_->shape(0) || len + 1 > keys_->shape(2))
+    reallocate(std::max({keys_->shape(0), rows_ + more, reserve_rows}), std::max(keys_->shape(2), len + 1));
+  // Stored rows shorter than the new ones move right, and their new padding becomes zeros; the new rows'
+  // padding (reserved rows are unwritten) too.
+  std::vector<kernels::PositionMove> moves;
+  const int shift = len - offset_;
+  for (int r = 0; shift > 0 && r < rows_; ++r) {
+    const int pad = left_padding_.empty() ? 0 : left_padding_[r];
+    moves.push_back({r, r, pad, pad + shift, offset_ - pad});
+    moves.push_back({-1, r, 0, pad, shift});
+  }
+  for (int r = rows_; r < rows_ + more; ++r) moves.push_back({-1, r, 0, 0, len - other.offset_});
+  apply_moves(keys_, moves);
+  apply_moves(values_, moves);
+  join_padding(other, rows_, more, len);
+  // The new rows' positions right-aligned at len (slice_update writes in place into a buffer held alone).
+  const mx::Shape start{rows_, 0, len - other.offset_, 0};
+  auto put = [&](const mx::array& buf, const mx::array& rows) {
+    return mx::slice_update(buf, mx::astype(rows, buf.dtype()), start, {rows_ + more, buf.shape(1), len, buf.shape(3)});
   };
-  keys_ = std::make_shared<mx::array>(join(mine->first, theirs->first));
-  values_ = std::make_shared<mx::array>(join(mine->second, theirs->second));
+  keys_ = std::make_shared<mx::array>(put(*keys_, theirs->first));
+  values_ = std::make_shared<mx::array>(put(*values_, theirs->second));
   offset_ = len;
+  rows_ += more;
+  exclusive_ = true;
+}
+
+void StandardKVCache::keep_rows(const std::vector<int>& rows) {
+  if (rows.empty()) fail("cache", "keep_rows needs at least one row");
+  if (!keys_) fail("cache", "cannot keep rows of an empty cache");
+  for (size_t j = 0; j < rows.size(); ++j)
+    if (rows[j] < 0 || rows[j] >= rows_) fail("cache", "batch index out of range");
+  bool ascending = true;
+  for (size_t j = 1; j < rows.size(); ++j) ascending = ascending && rows[j - 1] < rows[j];
+  std::vector<int> pad;
+  for (int r : rows) pad.push_back(left_padding_.empty() ? 0 : left_padding_[r]);
+  const int shared = *std::min_element(pad.begin(), pad.end());
+  // Shared padding costs no attention (the rows' key starts skip it), only room: drop it once it is a quarter
+  // of the positions, so that moving every row is paid for by as many steps of growth.
+  const int drop = 4 * shared >= offset_ ? shared : 0;
+  if (!ascending || !moves_in_place(keys_)) {
+    select(mx::array(rows.data(), {static_cast<int>(rows.size())}, mx::int32));
+    if (shared > 0) drop_leading(shared);
+    return;
+  }
+  // Ascending destinations, each row from itself or a later one: no move reads what an earlier one wrote.
+  // A destination row's positions between its old padding and its new row's become zeros.
+  std::vector<kernels::PositionMove> moves;
+  for (int j = 0; j < static_cast<int>(rows.size()); ++j) {
+    if (rows[j] == j && drop == 0) continue;
+    moves.push_back({rows[j], j, pad[j], pad[j] - drop, offset_ - pad[j]});
+    const int old_pad = left_padding_.empty() ? 0 : left_padding_[j];
+    if (pad[j] - drop > old_pad) moves.push_back({-1, j, 0, old_pad, pad[j] - drop - old_pad});
+  }
+  apply_moves(keys_, moves);
+  apply_moves(values_, moves);
+  rows_ = static_cast<int>(rows.size());
+  for (int& p : pad) p -= drop;
+  left_padding_ = std::move(pad);
+  clear_if_unpadded(left_padding_);
+  offset_ -= drop;
   exclusive_ = true;
 }
 
@@ -188,11 +303,8 @@ std::optional<StandardKVCache::Writable> StandardKVCache::writable(int t) {
   if (!keys_) return std::nullopt;
   if (t <= 0) fail("cache", "writable needs a positive number of positions");
   // Growing copies the valid positions into new buffers, which is also how shared ones (or views, after
-  // drop_leading) become this cache's own: mx::copy would only share the buffer.
-  if (!exclusive_ || offset_ + t > keys_->shape(2)) {
-    keys_ = std::make_shared<mx::array>(grow(keys_, offset_, offset_ + t, step_, *keys_));
-    values_ = std::make_shared<mx::array>(grow(values_, offset_, offset_ + t, step_, *values_));
-  }
+  // a gathered drop_leading) become this cache's own: mx::copy would only share the buffer.
+  if (!exclusive_ || offset_ + t > keys_->shape(2)) reallocate(keys_->shape(0), offset_ + t);
   exclusive_ = true;
   return Writable{*keys_, *values_, offset_};
 }
@@ -204,11 +316,23 @@ void StandardKVCache::advance(int t) {
 
 void StandardKVCache::drop_leading(int n) {
   if (n <= 0) return;
-  auto kv = fetch();
-  if (!kv) fail("cache", "cannot drop positions of an empty cache");
+  if (!keys_) fail("cache", "cannot drop positions of an empty cache");
+  const std::vector<int> before = left_padding_;
   drop_padding(n);
-  keys_ = std::make_shared<mx::array>(cut_front(kv->first, n));
-  values_ = std::make_shared<mx::array>(cut_front(kv->second, n));
+  if (moves_in_place(keys_)) {  // every row's positions move n to the left, within the buffers
+    std::vector<kernels::PositionMove> moves;
+    for (int r = 0; r < rows_; ++r) {
+      const int pad = before.empty() ? 0 : before[r];
+      moves.push_back({r, r, pad, pad - n, offset_ - pad});
+    }
+    apply_moves(keys_, moves);
+    apply_moves(values_, moves);
+    exclusive_ = true;
+  } else {
+    auto kv = fetch();
+    keys_ = std::make_shared<mx::array>(cut_front(kv->first, n));
+    values_ = std::make_shared<mx::array>(cut_front(kv->second, n));
+  }
   offset_ -= n;
 }
 

@@ -264,11 +264,12 @@ bool decode_layers_supported(const mx::array& x, const std::vector<DecodeLayer>&
     for (const auto* bufs : {&keys, &values})
       for (size_t i = 0; i < per_cache; ++i) {
         const mx::array& c = (*bufs)[per_cache * l + i];
-        // float32 [B, Hk, cap, hd]; quantized: uint32 data [.., hd * bits / 32], float32 scales and biases
-        // [.., hd / group].
+        // float32 [rows, Hk, cap, hd]; quantized: uint32 data [.., hd * bits / 32], float32 scales and biases
+        // [.., hd / group]. A batch cache may hold rows past B for rows that join later (StandardKVCache).
         const bool words = quant.bits && i == 0;
         const int last = !quant.bits ? hd : words ? hd * quant.bits / 32 : hd / quant.group;
-        if (c.dtype() != (words ? mx::uint32 : mx::float32) || c.shape() != mx::Shape{B, Hk, cap, last} || cap <= slot)
+        if (c.dtype() != (words ? mx::uint32 : mx::float32) || c.ndim() != 4 || c.shape(0) < B || c.shape(1) != Hk ||
+            c.shape(2) != cap || c.shape(3) != last || cap <= slot)
           return false;
       }
   }

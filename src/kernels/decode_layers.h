@@ -40,7 +40,7 @@ struct KvQuantization {
 };
 
 // Runs `layers` in turn on x [B, 1, hidden] (float32) and returns h. keys[i] / values[i] are layer i's
-// cache buffers [B, KV heads, capacity, head_dim] (float32, row-contiguous, capacity > slot): the node
+// cache buffers [rows >= B, KV heads, capacity, head_dim] (float32, row-contiguous, capacity > slot): the node
 // writes the layer's new key and value at position `slot` of them in place (the caller holds them alone:
 // StandardKVCache::writable) and attends to positions [key_start[b], slot] of row b (key_start may be
 // empty). With `quant`, each layer has three buffers in keys (and in values), 3i to 3i + 2: the data,

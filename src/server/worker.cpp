@@ -14,6 +14,7 @@ BatchEngineOptions engine_options_for(const ServiceOptions& options, std::shared
   o.draft_source = options.draft_model;
   o.max_batch_rows = options.max_batch_rows;
   o.max_joins_per_step = options.max_joins_per_step;
+  o.prefill_step_tokens = options.prefill_step_tokens;
   if (options.prompt_cache_bytes > 0) o.prefix_cache = std::make_shared<PrefixCache>(options.prompt_cache_bytes);
   return o;
 }

@@ -5,6 +5,7 @@
 
 #include <random>
 
+#include "generation/batch/prefill_pacer.h"
 #include "mlxgp/batch_cache.h"
 #include "mlxgp/batch_engine.h"
 #include "mlxgp/beam_search.h"
@@ -673,6 +674,104 @@ TEST(GenerateBatch, BeamSearchesOfEveryKindShareABatchAndEqualTheirSoloRuns) {
       for (size_t k = 0; k < a.token_scores.size(); ++k) EXPECT_NEAR(a.token_scores[k], b.token_scores[k], 1e-4);
     }
   }
+}
+
+// While a row decodes, a joining 10-token prompt goes in 4 tokens a step: its first token comes at the third
+// step, and every request's tokens are its solo run's.
+TEST(BatchEngine, PrefillStepTokensSplitsAJoiningPrompt) {
+  auto m = tiny();
+  GenerationConfig c;
+  c.max_new_tokens = 8;
+  c.min_new_tokens = 8;
+  BatchEngineOptions o;
+  o.prefill_step_tokens = 4;
+  BatchEngine engine(*m, nullptr, o);
+  const int first = engine.submit({ids_of(5, 1), c, {}, {}});
+  engine.step();
+  int tokens = 0;
+  const int joining = engine.submit({ids_of(10, 2), c, {}, [&](int, int, const std::string&) { ++tokens; }});
+  int steps = 0;
+  while (tokens == 0) {
+    engine.step();
+    // (The step queued before the submission runs first.) Then the prefilling request holds its row.
+    if (++steps > 1) {
+      EXPECT_EQ(engine.running_rows(), 2) << steps;
+    }
+  }
+  EXPECT_EQ(steps, 4);  // the queued step, then 4 + 4 + 2 prompt tokens
+  std::map<int, GenerationResult> results;
+  while (engine.busy())
+    for (int id : engine.step()) results.emplace(id, *engine.take_result(id));
+  EXPECT_EQ(results.at(first).sequences[0].token_ids, generate(*m, nullptr, ids_of(5, 1), c).sequences[0].token_ids);
+  EXPECT_EQ(results.at(joining).sequences[0].token_ids, generate(*m, nullptr, ids_of(10, 2), c).sequences[0].token_ids);
+}
+
+// The measured budget (prefill_step_tokens < 0) or a fixed one: long prompts join in parts with their solo
+// run's tokens, and a request cancelled halfway through its prefill ends with no tokens while the others go on.
+TEST(BatchEngine, SplitPrefillsKeepSoloTokensAndCancelMidPrompt) {
+  auto m = tiny();
+  GenerationConfig c;
+  c.max_new_tokens = 6;
+  c.min_new_tokens = 6;
+  GenerationConfig long_run = c;
+  long_run.max_new_tokens = long_run.min_new_tokens = 60;
+  for (int budget : {-1, 7}) {
+    BatchEngineOptions o;
+    o.prefill_step_tokens = budget;
+    BatchEngine engine(*m, nullptr, o);
+    std::map<int, GenerationResult> results;
+    auto step = [&] {
+      for (int id : engine.step()) results.emplace(id, *engine.take_result(id));
+    };
+    // The first request decodes all along (an idle engine prefills whole prompts).
+    std::vector<int> ids{engine.submit({ids_of(3, 1), long_run, {}, {}})};
+    step();
+    step();
+    for (int i = 0; i < 3; ++i) ids.push_back(engine.submit({ids_of(40 + i, 5 + i), c, {}, {}}));
+    step();
+    step();
+    const int cancelled = engine.submit({ids_of(60, 9), c, {}, {}});
+    bool sent = false;
+    while (engine.busy()) {
+      step();
+      // With 7 tokens a step the 60-token prompt is still going in when it leaves the queue: cancel it then.
+      if (budget > 0 && !sent && engine.queued() == 0) {
+        engine.cancel(cancelled);
+        results.emplace(cancelled, *engine.take_result(cancelled));
+        sent = true;
+      }
+    }
+    if (budget > 0) {
+      ASSERT_TRUE(sent);
+      EXPECT_EQ(results.at(cancelled).sequences[0].finish_reason, FinishReason::Cancelled);
+      EXPECT_TRUE(results.at(cancelled).sequences[0].token_ids.empty());
+    } else {
+      EXPECT_EQ(results.at(cancelled).sequences[0].token_ids,
+                generate(*m, nullptr, ids_of(60, 9), c).sequences[0].token_ids);
+    }
+    EXPECT_EQ(results.at(ids[0]).sequences[0].token_ids,
+              generate(*m, nullptr, ids_of(3, 1), long_run).sequences[0].token_ids)
+        << budget;
+    for (int i = 0; i < 3; ++i)
+      EXPECT_EQ(results.at(ids[1 + i]).sequences[0].token_ids,
+                generate(*m, nullptr, ids_of(40 + i, 5 + i), c).sequences[0].token_ids)
+          << budget << " " << i;
+  }
+}
+
+TEST(PrefillPacer, BudgetIsOneDecodeStepOfPrefill) {
+  PrefillPacer p;
+  EXPECT_EQ(p.budget(), PrefillPacer::kMinTokens);  // nothing measured yet
+  p.prefilled(100, 0.1);                            // 1 ms a token
+  EXPECT_EQ(p.budget(), PrefillPacer::kMinTokens);  // no decode step measured yet
+  p.decoded(0.05);
+  EXPECT_EQ(p.budget(), 50);
+  p.decoded(0.05);
+  p.prefilled(10, 1.0);  // 100 ms a token now: the average moves towards it, and the floor holds
+  EXPECT_EQ(p.budget(), PrefillPacer::kMinTokens);
+  p.prefilled(0, 1.0);  // ignored
+  p.decoded(-1.0);      // ignored
+  EXPECT_EQ(p.budget(), PrefillPacer::kMinTokens);
 }
 
 }  // namespace

@@ -203,6 +203,25 @@ def test_concurrent_requests_equal_solo(server, client):
     assert together == solo
 
 
+def test_split_prefills_equal_solo():
+    # Three prompt tokens a step while other rows decode: every concurrent prompt (5-7 tokens here) joins over
+    # several steps, and each request still gets its result on the shared server, alone.
+    s = Server("--prefill-step-tokens", 3)
+    try:
+        c = openai.OpenAI(base_url=s.url("/v1"), api_key="unused", max_retries=0, timeout=300)
+
+        def run(kw):
+            r = c.completions.create(model=s.model, **kw)
+            return [x.text for x in r.choices], [x.finish_reason for x in r.choices], r.usage.completion_tokens
+
+        with cf.ThreadPoolExecutor(len(REQUESTS)) as pool:
+            together = list(pool.map(run, REQUESTS))
+        solo = [run(kw) for kw in REQUESTS]
+        assert together == solo
+    finally:
+        assert s.stop() == 0, "".join(s.log)
+
+
 def test_streaming_concatenates_to_whole(server, client):
     messages = [{"role": "user", "content": "Name three fruits."}]
     whole = client.chat.completions.create(model=server.model, messages=messages, max_tokens=48)

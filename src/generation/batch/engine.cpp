@@ -5,10 +5,12 @@
 #include "mlxgp/batch_engine.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include <mlx/memory.h>
 #include <mlx/mlx.h>
 
+#include "generation/batch/prefill_pacer.h"
 #include "generation/batch/speculative_lane.h"
 #include "generation/beam/searches.h"
 #include "generation/speculative/speculative_run.h"
@@ -43,6 +45,13 @@ struct BatchEngine::Request {
   std::string prefix_identity;  // non-empty: its rows are stored in the prefix cache when it finishes
 };
 
+struct BatchEngine::Prefill {
+  std::unique_ptr<Request> request;
+  KVCacheList caches;
+  int pos = 0;  // prompt tokens in `caches`
+  CacheOptions cache;
+};
+
 std::string batch_refusal(const GenerationConfig& c, const GeneratorOptions& o, int prompt_tokens) {
   // A quantized cache joins quantized: with quantized_kv_start past the prompt, the row would be
   // quantized when the batch (not the row) reaches that length.
@@ -62,11 +71,15 @@ BatchEngine::BatchEngine(Model& model, std::shared_ptr<const Tokenizer> tokenize
   if (options_.max_batch_rows < 1) fail("generate", "the batch size must be >= 1");
   beams_ = std::make_unique<beam::BeamBatch>(model_, tokenizer_);
   speculative_ = std::make_unique<SpeculativeLane>(model_, tokenizer_);
+  pacer_ = std::make_unique<PrefillPacer>();
 }
 
 bool BatchEngine::busy() const {
-  return !queue_.empty() || !running_.empty() || !beam_queue_.empty() || !beams_->empty() || !speculative_->empty();
+  return !queue_.empty() || prefilling_ || !running_.empty() || !beam_queue_.empty() || !beams_->empty() ||
+         !speculative_->empty();
 }
+
+int BatchEngine::prefilling_rows() const { return prefilling_ ? prefilling_->request->group->rows() : 0; }
 
 // A cancelled beam search: its sequences end with nothing (the best hypothesis is only known at the end).
 static GenerationResult cancelled_beams(const std::vector<int>& prompt, const GenerationConfig& config) {
@@ -131,7 +144,9 @@ void BatchEngine::settle_pending() {
   pending_.reset();
 }
 
-int BatchEngine::running_rows() const { return sampling_rows() + beams_->rows() + speculative_->rows(); }
+int BatchEngine::running_rows() const {
+  return sampling_rows() + prefilling_rows() + beams_->rows() + speculative_->rows();
+}
 
 int BatchEngine::submit(BatchRequest request) {
   auto r = std::make_unique<Request>();
@@ -202,6 +217,12 @@ void BatchEngine::cancel(int id) {
     (*it)->group->cancel();
     finish(**it);
     queue_.erase(it);
+    return;
+  }
+  if (prefilling_ && prefilling_->request->id == id) {
+    prefilling_->request->group->cancel();
+    finish(*prefilling_->request);
+    prefilling_.reset();
     return;
   }
   for (auto& r : running_)
@@ -308,64 +329,109 @@ static bool read_tokens(DecodeGroup& group, TextStreams& texts, const RowTokenCa
 
 void BatchEngine::admit() {
   std::optional<std::string> identity;  // the prefix cache's key, once per call
-  // Rows decoding now wait for every prefill below (BatchEngineOptions::max_joins_per_step).
+  // Rows decoding now wait for every prefill below (max_joins_per_step, prefill_step_tokens).
   const bool decoding = !running_.empty() || !beams_->empty() || !speculative_->empty();
+  const bool limit_joins = decoding && options_.max_joins_per_step > 0;
+  int budget = -1;
+  if (decoding && options_.prefill_step_tokens > 0) budget = options_.prefill_step_tokens;
+  if (decoding && options_.prefill_step_tokens < 0) budget = pacer_->budget();
   int joined = 0;
-  while (!queue_.empty()) {
-    if (decoding && options_.max_joins_per_step > 0 && joined >= options_.max_joins_per_step) return;
-    ++joined;
-    // The first waiting request that fits: the running batch's cache kind, and the rows left.
-    auto it = queue_.begin();
-    if (!running_.empty())
-      while (it != queue_.end() && !same_cache_kind((*it)->config, running_.front()->config)) ++it;
-    if (it == queue_.end()) return;
-    const int rows = (*it)->group->rows();
-    if ((!running_.empty() || !beams_->empty()) && running_rows() + rows > options_.max_batch_rows) return;
-    std::unique_ptr<Request> req = std::move(*it);
-    queue_.erase(it);
-    const int n = static_cast<int>(req->prompt.size());
-    req->group->start(req->prompt);
-    // Hooks that split prompt and generated positions see this prompt while it is prefilled.
-    model_.hooks().set_prompt_length(n);
-    KVCacheList caches;
-    KVCacheList given = req->options.prompt_cache ? clone_caches(*req->options.prompt_cache) : KVCacheList{};
-    // The request's own caches and prefill, exactly as its solo run makes them.
-    const CacheOptions cache = cache_options_from(req->config);
-    PrefixCache* prefixes = options_.prefix_cache.get();
-    bool looked_up = false;
-    if (prefixes) {
-      // Rotating and quantized caches hold what depends on how the tokens went in: standard ones only.
-      if (!identity) identity = prefix_identity();
-      if (!cache.kv_bits && !cache.max_kv_size) req->prefix_identity = *identity;
-      if (!req->prefix_identity.empty() && given.empty()) {
-        given = prefixes->lookup(req->prompt, req->prefix_identity).caches;
-        looked_up = true;
-      }
+  while (budget != 0) {
+    if (!prefilling_) {
+      if (limit_joins && joined >= options_.max_joins_per_step) return;
+      if (!start_prefill(identity)) return;
+      ++joined;
     }
-    const int pos = start_caches(model_, caches, std::move(given), n, cache);
-    if (prefixes && !looked_up) prefixes->count_miss(n - pos);
-    mx::array ids(req->prompt.data(), {1, n}, mx::int32);
-    auto last = prefill_tokens(model_, caches, ids, pos,
-                               {cache, req->options.prefill_chunk_size, req->options.kv_prefill_step_size});
-    if (rows > 1) {
-      auto zeros = mx::zeros({rows}, mx::int32);
-      for (auto& c : caches) c->select(zeros);
-      last = mx::repeat(last, rows, 0);
-    }
-    auto tokens = req->group->choose(last);
-    auto outs = req->group->outputs();
-    outs.push_back(tokens);
-    mx::eval(outs);
-    const int32_t* t = tokens.data<int32_t>();
-    if (read_tokens(*req->group, *req->texts, req->on_token, req->on_logprobs, t)) {
-      store_prefixes(*req, caches, 0);
-      finish(*req);
-      continue;
-    }
-    for (int i = 0; i < rows; ++i) next_input_.push_back(t[i]);
-    append_rows(caches_, std::move(caches));
-    running_.push_back(std::move(req));
+    const int fed = continue_prefill(budget);
+    if (budget > 0) budget = std::max(0, budget - fed);
   }
+}
+
+bool BatchEngine::start_prefill(std::optional<std::string>& identity) {
+  // The first waiting request that fits: the running batch's cache kind, and the rows left.
+  auto it = queue_.begin();
+  if (!running_.empty())
+    while (it != queue_.end() && !same_cache_kind((*it)->config, running_.front()->config)) ++it;
+  if (it == queue_.end()) return false;
+  const int rows = (*it)->group->rows();
+  if ((!running_.empty() || !beams_->empty()) && running_rows() + rows > options_.max_batch_rows) return false;
+  auto p = std::make_unique<Prefill>();
+  p->request = std::move(*it);
+  queue_.erase(it);
+  Request& req = *p->request;
+  const int n = static_cast<int>(req.prompt.size());
+  req.group->start(req.prompt);
+  KVCacheList given = req.options.prompt_cache ? clone_caches(*req.options.prompt_cache) : KVCacheList{};
+  // The request's own caches and prefill, exactly as its solo run makes them.
+  p->cache = cache_options_from(req.config);
+  PrefixCache* prefixes = options_.prefix_cache.get();
+  bool looked_up = false;
+  if (prefixes) {
+    // Rotating and quantized caches hold what depends on how the tokens went in: standard ones only.
+    if (!identity) identity = prefix_identity();
+    if (!p->cache.kv_bits && !p->cache.max_kv_size) req.prefix_identity = *identity;
+    if (!req.prefix_identity.empty() && given.empty()) {
+      given = prefixes->lookup(req.prompt, req.prefix_identity).caches;
+      looked_up = true;
+    }
+  }
+  p->pos = start_caches(model_, p->caches, std::move(given), n, p->cache);
+  if (prefixes && !looked_up) prefixes->count_miss(n - p->pos);
+  prefilling_ = std::move(p);
+  return true;
+}
+
+int BatchEngine::continue_prefill(int budget) {
+  Prefill& p = *prefilling_;
+  Request& req = *p.request;
+  const int n = static_cast<int>(req.prompt.size());
+  // Only a standard cache's prefill may stop anywhere (prefill_tokens' chunks give the same bits); see
+  // BatchEngineOptions::prefill_step_tokens for the others.
+  const auto& rope = model_.config().rope_scaling;
+  const bool splits = !p.cache.kv_bits && !p.cache.max_kv_size &&
+                      !(rope && rope->rope_type == "longrope" && n > rope->original_max_position_embeddings);
+  const int upto = budget > 0 && splits ? std::min(n, p.pos + budget) : n;
+  // Hooks that split prompt and generated positions see this prompt while it is prefilled.
+  model_.hooks().set_prompt_length(n);
+  const auto start = std::chrono::steady_clock::now();
+  prefilled_ = true;
+  mx::array ids(req.prompt.data(), {1, upto}, mx::int32);
+  auto last = prefill_tokens(model_, p.caches, ids, p.pos,
+                             {p.cache, req.options.prefill_chunk_size, req.options.kv_prefill_step_size});
+  const int fed = upto - p.pos;
+  p.pos = upto;
+  auto timed = [&] {
+    pacer_->prefilled(fed, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  };
+  if (upto < n) {  // the rest in later steps: this part's keys and values are written now (one head row)
+    mx::eval(last);
+    timed();
+    return fed;
+  }
+  std::unique_ptr<Request> r = std::move(p.request);
+  KVCacheList caches = std::move(p.caches);
+  prefilling_.reset();
+  const int rows = r->group->rows();
+  if (rows > 1) {
+    auto zeros = mx::zeros({rows}, mx::int32);
+    for (auto& c : caches) c->select(zeros);
+    last = mx::repeat(last, rows, 0);
+  }
+  auto tokens = r->group->choose(last);
+  auto outs = r->group->outputs();
+  outs.push_back(tokens);
+  mx::eval(outs);
+  timed();
+  const int32_t* t = tokens.data<int32_t>();
+  if (read_tokens(*r->group, *r->texts, r->on_token, r->on_logprobs, t)) {
+    store_prefixes(*r, caches, 0);
+    finish(*r);
+    return fed;
+  }
+  for (int i = 0; i < rows; ++i) next_input_.push_back(t[i]);
+  append_rows(caches_, std::move(caches), options_.max_batch_rows);
+  running_.push_back(std::move(r));
+  return fed;
 }
 
 BatchEngine::Step BatchEngine::build_step(const mx::array& input) {
@@ -415,7 +481,7 @@ void BatchEngine::decode() {
   // a waiting request could join now (it joins between steps) or every request is at its last token.
   bool more = false;
   for (auto& r : running_) more = more || r->group->steps() + 1 < r->group->budget();
-  const bool joining = !queue_.empty() && running_rows() < options_.max_batch_rows;
+  const bool joining = prefilling_ || (!queue_.empty() && running_rows() < options_.max_batch_rows);
   if (more && !joining) pending_ = build_step(current.tokens);
   current.outputs.push_back(current.tokens);  // (the tokens may have been narrowed to staying rows)
   mx::eval(current.outputs);                  // the one host sync per step
@@ -434,8 +500,13 @@ std::vector<int> BatchEngine::step() {
   finished_now_.clear();
   stepping_ = true;
   try {
+    prefilled_ = false;
     if (!pending_) admit();  // a queued step holds the current rows: new ones join after it is read
+    const auto start = std::chrono::steady_clock::now();
+    const bool decodes = !running_.empty();
     decode();
+    if (decodes && !prefilled_)
+      pacer_->decoded(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     step_beams();
     step_speculative();
   } catch (...) {
