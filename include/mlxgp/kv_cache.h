@@ -81,9 +81,9 @@ class StandardKVCache : public KVCache {
   // Batch rows joining and leaving (batch_cache.h): append_rows puts `other`'s rows after these, aligned
   // on the right (the shorter side gets left padding). With reserve_rows, the buffers keep room for that
   // many rows (on the CPU in pages mapped in when first written), so a join writes only its own rows. keep_rows
-  // keeps `rows` in that order (ascending: moved within the buffers; any other order: gathered) and drops
-  // the padding every kept row shares once it is a quarter of the positions. drop_leading drops the first n
-  // positions of every row (padding that every row has).
+  // keeps `rows` in that order (ascending: moved within the buffers, dropping the padding every kept row
+  // shares once it is a quarter of the positions; any other order: gathered, dropping it all). drop_leading drops the
+  // first n positions of every row (padding that every row has).
   void append_rows(const StandardKVCache& other, int reserve_rows = 0);
   void keep_rows(const std::vector<int>& rows);
   void drop_leading(int n);

@@ -264,7 +264,7 @@ void StandardKVCache::append_rows(const StandardKVCache& other, int reserve_rows
 
 void StandardKVCache::keep_rows(const std::vector<int>& rows) {
   if (rows.empty()) fail("cache", "keep_rows needs at least one row");
-  if (!keys_) fail("cache", "cannot keep rows of an empty cache");
+  if (!keys_) return;  // nothing stored yet (as select()): the first update sets the rows
   for (size_t j = 0; j < rows.size(); ++j)
     if (rows[j] < 0 || rows[j] >= rows_) fail("cache", "batch index out of range");
   bool ascending = true;

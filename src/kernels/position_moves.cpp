@@ -48,10 +48,8 @@ class CpuPositionMoves : public mx::UnaryPrimitive {
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     // The donation test of MLX's own in-place ops (slice_update): no other array holds the buffer.
     const bool donated = in[0].is_donatable() && in[0].flags().row_contiguous;
-    if (donated)
-      out.copy_shared_buffer(in[0]);
-    else
-      out.set_data(mx::allocator::malloc(out.nbytes()));
+    if (donated) out.copy_shared_buffer(in[0]);
+    else out.set_data(mx::allocator::malloc(out.nbytes()));
     dispatch_cpu(stream(), [&] {
       return [i = mx::array::unsafe_weak_copy(in[0]), o = mx::array::unsafe_weak_copy(out), donated,
               moves = moves_]() mutable { run(i, o, donated, moves); };
@@ -96,7 +94,8 @@ bool position_moves_supported(const mx::array& buffer) {
 }
 
 mx::array move_positions(const mx::array& buffer, std::vector<PositionMove> moves) {
-  if (buffer.ndim() < 3) throw std::invalid_argument("[kernels] position moves need a [rows, heads, positions, ...] buffer");
+  if (buffer.ndim() < 3)
+    throw std::invalid_argument("[kernels] position moves need a [rows, heads, positions, ...] buffer");
   const int rows = buffer.shape(0), cap = buffer.shape(2);
   for (const auto& m : moves)
     if (m.count < 0 || m.src_row < -1 || m.src_row >= rows || m.dst_row < 0 || m.dst_row >= rows || m.src_pos < 0 ||

@@ -83,8 +83,9 @@ void expect_rows(const StandardKVCache& c, const std::vector<Row>& rows, const s
     auto want = row_keys(rows[r].id, 0, rows[r].length);
     if (p > 0) want = mx::concatenate({mx::zeros({1, 2, p, 8}), want}, 2);
     EXPECT_EQ(values(k), values(want)) << when << " row " << r;
-    EXPECT_EQ(values(v), values(mx::add(want, mx::where(mx::not_equal(want, mx::array(0.0f)), mx::array(1000.0f),
-                                                        mx::array(0.0f)))))
+    EXPECT_EQ(
+        values(v),
+        values(mx::add(want, mx::where(mx::not_equal(want, mx::array(0.0f)), mx::array(1000.0f), mx::array(0.0f)))))
         << when << " row " << r;
   }
 }
