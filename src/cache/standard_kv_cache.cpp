@@ -291,12 +291,12 @@ void StandardKVCache::keep_rows(const std::vector<int>& rows) {
   }
   apply_moves(keys_, moves);
   apply_moves(values_, moves);
+  if (!moves.empty()) exclusive_ = true;  // the moves' output is this cache's (donated or copied)
   rows_ = static_cast<int>(rows.size());
   for (int& p : pad) p -= drop;
   left_padding_ = std::move(pad);
   clear_if_unpadded(left_padding_);
   offset_ -= drop;
-  exclusive_ = true;
 }
 
 std::optional<StandardKVCache::Writable> StandardKVCache::writable(int t) {
