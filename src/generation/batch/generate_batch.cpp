@@ -1,4 +1,6 @@
 // generate_batch(): a list of prompts through one BatchEngine; what cannot share a batch runs alone.
+#include <algorithm>
+
 #include <mlx/memory.h>
 
 #include "generation/core/setup.h"
@@ -20,16 +22,21 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
   auto config_of = [&](size_t i) -> const GenerationConfig& { return configs.size() == 1 ? configs[0] : configs[i]; };
   // The widest request times the batch size, each row as long as the longest: refused in one line if it
   // cannot fit, before any work.
-  long long rows = 1, length = 1;
+  long long rows = 1, length = 1, all_rows = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     rows = std::max(rows, decode_rows(config_of(i)));
+    all_rows += decode_rows(config_of(i));
     length =
         std::max(length, static_cast<long long>(prompts[i].size()) + check_prompt(model, prompts[i], config_of(i)));
   }
   check_decode_rows_fit(model, rows * std::min<long long>(options.batch_size, static_cast<long long>(prompts.size())),
                         length, "rows (batch size x beams or sequences per request)");
   std::vector<std::optional<GenerationResult>> results(prompts.size());
-  BatchEngine engine(model, tokenizer, {options.batch_size});
+  // No more rows than the prompts have (the batch caches reserve room for max_batch_rows); a batch size
+  // under 1 goes to the engine, which refuses it in one line.
+  int batch_rows = options.batch_size;
+  if (batch_rows >= 1) batch_rows = static_cast<int>(std::clamp<long long>(all_rows, 1, batch_rows));
+  BatchEngine engine(model, tokenizer, {batch_rows});
   std::vector<std::pair<int, size_t>> ids;  // engine id -> input index
   std::vector<size_t> alone;
   // Every request is validated before any runs, so a bad one fails the call before work is spent.
