@@ -106,10 +106,11 @@ int run_serve(const std::vector<std::string>& argv) {
               "waiting requests admitted per decode step while others decode; each is prefilled before the step, "
               "so this bounds the running streams' wait for new prompts; beam and speculative requests are not counted "
               "(default 0: all that fit)")
-      .option("prefill-step-tokens",
-              "prompt tokens of joining requests prefilled per decode step while others decode; a longer prompt is "
-              "prefilled over several steps, so the running streams wait at most this much prefill between two tokens "
-              "(default auto: about one decode step's time, measured, at least 16; 0: whole prompts)")
+      .option(
+          "prefill-step-tokens",
+          "prompt tokens of joining requests prefilled per decode step while others decode; a longer prompt is "
+          "prefilled over several steps, so the running streams wait at most this much prefill between two tokens "
+          "(default auto: steered so a step's part takes about a decode step's time, at least 16; 0: whole prompts)")
       .option("max-queue", "requests waiting for a row at most; more get HTTP 429 (default 64)")
       .option("max-body-bytes", "largest request body (default 8388608); larger get HTTP 413")
       .option("max-tokens-cap", "clamp every request's max_tokens (and the default) to N (default: no cap)")

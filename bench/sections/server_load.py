@@ -417,8 +417,8 @@ def _notes(ctx: Context, engines: list[Engine]) -> list[str]:
         f"`mlx_lm.server --model {MLX_Q4_DIR.name} --port P --decode-concurrency 32` (mlx-lm {_mlx_lm_version()}; "
         "32 is also its default; every other option at its default, so its prompt cache is on), both on the "
         "4-bit MLX folder bench/prepare_models.py makes. mlxgp's other options are at their defaults: its prompt "
-        "cache is on, and `--prefill-step-tokens auto` prefills a joining prompt about one decode step's worth a "
-        "step while rows decode (docs/server.md). Each concurrency level starts a fresh server, sends one "
+        "cache is on, and `--prefill-step-tokens auto` prefills a joining prompt in parts that take about a decode "
+        "step each while rows decode (docs/server.md). Each concurrency level starts a fresh server, sends one "
         f"untimed warm-up request ({WARMUP_PROMPT!r}, 4 tokens), then runs the load.",
         f"Load (bench/workers/server_load_worker.py, asyncio + httpx, one connection per client): C clients "
         "each send their requests back to back, all starting together; requests per client at C = "

@@ -73,13 +73,13 @@ struct BatchEngineOptions {
   // does not limit.
   int max_joins_per_step = 0;
   // While rows are decoding, the prompt tokens prefilled per step for joining requests: 0 whole prompts, N > 0
-  // at most N, < 0 about as many as take one decode step's time, measured as the engine runs (at least 16;
-  // PrefillPacer). A longer prompt is prefilled over several steps, so a running stream waits at most that
-  // much prefill between two of its tokens (vLLM's chunked prefill, llama.cpp server's n_batch), and the
-  // joining request's first token comes those steps later. A standard-cache prompt split this way is its
-  // solo run's prefill in chunks (prefill_chunk_size), the same bits. Quantized and rotating caches, whose
-  // contents depend on how the prompt goes in (mlx-lm's prefill steps), and LongRoPE prompts past
-  // original_max_position_embeddings (one forward) still prefill whole.
+  // at most N, < 0 a budget steered as the engine runs so that a step's part takes about a decode step's time
+  // (at least 16; PrefillPacer). A longer prompt is prefilled over several steps, so a running stream waits at most
+  // that much prefill between two of its tokens (vLLM's chunked prefill, llama.cpp server's n_batch), and the joining
+  // request's first token comes those steps later. A standard-cache prompt split this way is its solo run's prefill in
+  // chunks (prefill_chunk_size), the same bits. Quantized and rotating caches, whose contents depend on how the prompt
+  // goes in (mlx-lm's prefill steps), and LongRoPE prompts past original_max_position_embeddings (one forward) still
+  // prefill whole.
   int prefill_step_tokens = 0;
 };
 

@@ -759,18 +759,24 @@ TEST(BatchEngine, SplitPrefillsKeepSoloTokensAndCancelMidPrompt) {
   }
 }
 
-TEST(PrefillPacer, BudgetIsOneDecodeStepOfPrefill) {
+TEST(PrefillPacer, BudgetSteersAPartToOneDecodeStep) {
   PrefillPacer p;
-  EXPECT_EQ(p.budget(), PrefillPacer::kMinTokens);  // nothing measured yet
-  p.prefilled(100, 0.1);                            // 1 ms a token
-  EXPECT_EQ(p.budget(), PrefillPacer::kMinTokens);  // no decode step measured yet
-  p.decoded(0.05);
-  EXPECT_EQ(p.budget(), 50);
-  p.decoded(0.05);
-  p.prefilled(10, 1.0);  // 100 ms a token now: the average moves towards it, and the floor holds
   EXPECT_EQ(p.budget(), PrefillPacer::kMinTokens);
-  p.prefilled(0, 1.0);  // ignored
-  p.decoded(-1.0);      // ignored
+  p.prefilled(16, 0.001);  // no decode step measured yet: nothing to steer by
+  EXPECT_EQ(p.budget(), 16);
+  p.decoded(0.010);
+  p.prefilled(16, 0.004);  // a part of 4 ms against 10 ms steps: at most twofold up
+  EXPECT_EQ(p.budget(), 32);
+  p.prefilled(20, 0.001);  // a prompt's shorter last part does not steer
+  EXPECT_EQ(p.budget(), 32);
+  p.prefilled(32, 0.008);  // 8 ms: 32 * 10 / 8
+  EXPECT_EQ(p.budget(), 40);
+  p.prefilled(40, 0.100);  // far too long: at most twofold down
+  EXPECT_EQ(p.budget(), 20);
+  p.prefilled(20, 0.100);  // and never under the floor
+  EXPECT_EQ(p.budget(), PrefillPacer::kMinTokens);
+  p.prefilled(16, -1.0);  // ignored
+  p.decoded(-1.0);        // ignored
   EXPECT_EQ(p.budget(), PrefillPacer::kMinTokens);
 }
 

@@ -1,39 +1,39 @@
 // How many prompt tokens a joining request may prefill in one step while rows decode
-// (BatchEngineOptions::prefill_step_tokens < 0): about as many as take one decode step's time, from the
-// times measured so far, so a running stream's gap between two tokens stays near two steps whatever the
+// (BatchEngineOptions::prefill_step_tokens < 0): a budget steered so that a step's prefill takes about as
+// long as a decode step, so a running stream's gap between two tokens stays near two steps whatever the
 // device (a CPU prefills tens of tokens in a step's time, a GPU thousands).
 #pragma once
 
 #include <algorithm>
-#include <cmath>
 
 namespace mlxgp {
 
 class PrefillPacer {
  public:
-  // The fewest tokens a step prefills (a prompt always makes progress) and the budget before any
-  // measurement.
+  // The fewest tokens a step prefills (a prompt always makes progress), and the budget to start from.
   static constexpr int kMinTokens = 16;
+  static constexpr int kMaxTokens = 1 << 20;
 
-  // A prefill call of `tokens` tokens took `seconds` (its chunk evaluated).
+  // A prefill of `tokens` tokens took `seconds` (its part evaluated). Only a part the size of the budget
+  // steers it (a prompt's last part is shorter): the budget scales by decode step / part time, at most
+  // twofold either way per part. A part's time is not proportional to its tokens (a fixed cost per forward
+  // dominates small parts on a GPU), so steering by the measured ratio, not a per-token cost, lets it grow
+  // to the size a step's time allows.
   void prefilled(int tokens, double seconds) {
-    if (tokens > 0 && seconds > 0) per_token_ = mix(per_token_, seconds / tokens);
+    if (tokens != budget_ || seconds <= 0 || step_ <= 0) return;
+    const double scaled = budget_ * std::clamp(step_ / seconds, 0.5, 2.0);
+    budget_ = static_cast<int>(std::clamp(scaled, static_cast<double>(kMinTokens), static_cast<double>(kMaxTokens)));
   }
   // A decode step with no prefill in it took `seconds`.
   void decoded(double seconds) {
-    if (seconds > 0) step_ = mix(step_, seconds);
+    if (seconds > 0) step_ = step_ <= 0 ? seconds : 0.8 * step_ + 0.2 * seconds;  // recent steps count most
   }
   // This step's budget.
-  int budget() const {
-    if (per_token_ <= 0 || step_ <= 0) return kMinTokens;
-    const double n = step_ / per_token_;
-    return n >= 1 << 20 ? 1 << 20 : std::max(kMinTokens, static_cast<int>(n));
-  }
+  int budget() const { return budget_; }
 
  private:
-  // An exponential moving average: recent steps count most (the batch's rows change).
-  static double mix(double avg, double x) { return avg <= 0 ? x : 0.8 * avg + 0.2 * x; }
-  double per_token_ = 0, step_ = 0;
+  int budget_ = kMinTokens;
+  double step_ = 0;
 };
 
 }  // namespace mlxgp
