@@ -79,7 +79,7 @@ struct BatchEngineOptions {
   // request's first token comes those steps later. A standard-cache prompt split this way is its solo run's prefill in
   // chunks (prefill_chunk_size), the same bits. Quantized and rotating caches, whose contents depend on how the prompt
   // goes in (mlx-lm's prefill steps), and LongRoPE prompts past original_max_position_embeddings (one forward) still
-  // prefill whole.
+  // prefill whole, as do beam searches and speculative runs, which start in lanes of their own.
   int prefill_step_tokens = 0;
 };
 
