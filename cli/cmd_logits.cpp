@@ -37,6 +37,7 @@ int run_logits(const std::vector<std::string>& argv) {
       .option("kv-group-size", "KV quantization group size: 32, 64 or 128 (default: 64)")
       .option("quantized-kv-start",
               "with --kv-bits: quantize once the cache holds N positions (default: from the start)")
+      .option("kv-cache-dtype", "store the KV cache as float16, bfloat16 or float32 (default: the activations' dtype)")
       .option("dtype", "float32 | bfloat16 | float16 (default: the checkpoint's own, quantized stays quantized)")
       .option("out", "output .safetensors file")
       .option("timing", "print prefill and per-token decode times to stdout", false)
@@ -78,6 +79,7 @@ int run_logits(const std::vector<std::string>& argv) {
     cache_opts.kv_group_size = *g;
   }
   cache_opts.quantized_kv_start = int_flag("quantized-kv-start");
+  cache_opts.kv_cache_dtype = args.get("kv-cache-dtype");
   validate(cache_opts);  // bad cache flags fail before the model is loaded
 
   std::optional<DistGroup> tp;

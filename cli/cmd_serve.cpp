@@ -125,6 +125,9 @@ int run_serve(const std::vector<std::string>& argv) {
       .option("prompt-cache-bytes",
               "keep finished requests' KV caches up to B bytes (suffix K, M, G) so a prompt that repeats one's "
               "beginning (the next turn of a chat) prefills only the rest; 0: off (default 256M)")
+      .option("kv-cache-dtype",
+              "float16 | bfloat16 | float32: store requests' KV caches in this dtype unless they name one (llama.cpp's "
+              "default is float16; default: the activations' dtype)")
       .option("draft-model",
               "a draft checkpoint (folder or .gguf, the model's vocabulary) for speculative decoding: requests with "
               "use_speculative, and greedy requests while the server is quiet (docs/server.md)")
@@ -154,6 +157,7 @@ int run_serve(const std::vector<std::string>& argv) {
   options.model_id = args.get("model-id").value_or("");
   options.max_tokens_cap = int_flag(args, "max-tokens-cap", 0, 1, INT32_MAX);
   options.prompt_cache_bytes = bytes_flag(args, "prompt-cache-bytes", options.prompt_cache_bytes);
+  options.kv_cache_dtype = args.get("kv-cache-dtype");
   options.draft_model = args.get("draft-model").value_or("");
   if (args.has("draft-model") && options.draft_model.empty()) fail("cli", "--draft-model needs a path");
   options.speculative_max_rows = int_flag(args, "speculative-max-rows", 1, 0, 1 << 20);

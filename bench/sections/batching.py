@@ -89,6 +89,9 @@ def _engines() -> list[Engine]:
         Engine("mlxgp", "gguf-q4_1", DEFAULT_GGUF),
         # llama.cpp's arithmetic for the Q4_1 / Q8_0 blocks (activations rounded to 8 bits, VNNI products).
         Engine("mlxgp", "gguf-q4_1 int8", DEFAULT_GGUF, flags=("--int8-activations",)),
+        # ... with the KV cache stored as float16 (llama.cpp's default): half the bytes attention reads.
+        Engine("mlxgp", "gguf-q4_1 int8 kv-f16", DEFAULT_GGUF,
+               flags=("--int8-activations", "--kv-cache-dtype", "float16")),
         Engine("mlxgp", "hf-f32", HF_F32_DIR),
         Engine("transformers", "hf-f32", HF_F32_DIR, peer="mlxgp hf-f32"),
         # The same protocol as mlx-lm's below, for a like-for-like mlxgp/mlx-lm ratio.
@@ -381,7 +384,8 @@ def _tables(ctx: Context, engines: list[Engine], prompts: list[list[int]], check
         f"mlxgp: `generate --prompts-file F --batch-size B --min-new-tokens N --max-new-tokens N --json` "
         "(each prompt prefilled alone, then all rows decoded together, left-padded; `--dtype float32` on the "
         "fp32 folder; `gguf-q4_1 int8` adds --int8-activations: the GGUF's Q4_1 / Q8_0 blocks multiplied as "
-        "llama.cpp does, activations rounded to 8 bits per 32 values). transformers: one left-padded batch with an attention mask, `generate(do_sample=False, "
+        "llama.cpp does, activations rounded to 8 bits per 32 values; `kv-f16` also adds --kv-cache-dtype float16: "
+        "the KV cache stored as halves, llama.cpp's default cache type). transformers: one left-padded batch with an attention mask, `generate(do_sample=False, "
         f"min_new_tokens=N, max_new_tokens=N)`, fp32, PyTorch's default threads "
         f"({', '.join(map(str, threads)) or 'n/a'}). mlx-lm: "
         "`batch_generate(model, tokenizer, prompts, max_tokens=N, prefill_batch_size=B, completion_batch_size=B)` "
@@ -405,7 +409,8 @@ def _tables(ctx: Context, engines: list[Engine], prompts: list[list[int]], check
            else "No mismatch." if check else "Not checked (no mlxgp run)."),
         f"Targets (batching issue), batch {t}: aggregate >= {TARGET_VS_BATCH1:g}x batch 1 on the Q4_1 GGUF: "
         f"{target(None, TARGET_VS_BATCH1)} (with --int8-activations: "
-        f"{target(None, TARGET_VS_BATCH1, 'mlxgp gguf-q4_1 int8')}); mlxgp >= {TARGET_VS_HF:g}x transformers (fp32 folder, aggregate): "
+        f"{target(None, TARGET_VS_BATCH1, 'mlxgp gguf-q4_1 int8')}; and a float16 KV cache: "
+        f"{target(None, TARGET_VS_BATCH1, 'mlxgp gguf-q4_1 int8 kv-f16')}); mlxgp >= {TARGET_VS_HF:g}x transformers (fp32 folder, aggregate): "
         f"{target(('mlxgp hf-f32', 'transformers hf-f32'), TARGET_VS_HF)}; mlxgp >= {TARGET_VS_MLX_LM:g}x mlx-lm "
         f"(aggregate, like-for-like protocol): 4-bit "
         f"{target(('mlxgp gguf-q4_1' + nl, 'mlx-lm mlx-q4' + nl), TARGET_VS_MLX_LM)}, "

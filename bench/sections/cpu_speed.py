@@ -29,10 +29,14 @@ for _bits in (8, 4):
     ENGINES.setdefault(f"mlxgp int8 kv{_bits}", Engine(
         f"mlxgp int8 kv{_bits}", lambda ctx, model, ids, n, b=_bits: _mlxgp_argv(ctx, model, ids, n) +
         ["--int8-activations", "--kv-bits", str(b)], _mlxgp_unavailable))
+# A float16 cache (--kv-cache-dtype float16): llama.cpp's default cache type.
+ENGINES.setdefault("mlxgp int8 kv-f16", Engine(
+    "mlxgp int8 kv-f16", lambda ctx, model, ids, n: _mlxgp_argv(ctx, model, ids, n) +
+    ["--int8-activations", "--kv-cache-dtype", "float16"], _mlxgp_unavailable))
 ENGINES.setdefault("llama.cpp kv q8_0", Engine(
     "llama.cpp kv q8_0", lambda ctx, model, ids, n: _worker("llama_cpp_worker.py")(ctx, model, ids, n) + ["--kv-q8_0"]))
 # Bytes per cached element (key or value) of each engine's KV cache.
-KV_BYTES = {"mlxgp int8": (4.0, "float32"), "mlxgp int8 kv8": (1 + 8 / 64, "8-bit, group 64"),
+KV_BYTES = {"mlxgp int8": (4.0, "float32"), "mlxgp int8 kv-f16": (2.0, "float16"), "mlxgp int8 kv8": (1 + 8 / 64, "8-bit, group 64"),
             "mlxgp int8 kv4": (0.5 + 8 / 64, "4-bit, group 64"), "llama.cpp": (2.0, "float16"),
             "llama.cpp kv q8_0": (34 / 32, "Q8_0")}
 LONG_DECODE_PROMPTS = (2048, 8000)
@@ -226,12 +230,13 @@ def _long_decode(ctx: Context, ids: list[int]) -> Table:
         "The prompt is the generation prompt's ids repeated to length; decode tok/s = (new tokens - 1) / the time "
         "from the first to the last new token, so it excludes the prefill. Each decoded token reads the whole KV "
         "cache besides the weights (about 95 MB): `KV MB at the end` is its size after the last token.",
-        "mlxgp: `--int8-activations`, with `--kv-bits 8` / `--kv-bits 4` for the quantized caches (mlx-lm's "
+        "mlxgp: `--int8-activations`, with `--kv-cache-dtype float16` for keys and values stored as halves "
+        "(llama.cpp's default cache type), `--kv-bits 8` / `--kv-bits 4` for the quantized caches (mlx-lm's "
         "QuantizedKVCache: affine, group 64, a float32 scale and bias per group; quantized from the first "
-        "position). Decode reads the quantized rows directly (tiles dequantized in L1); prefill chunks attend "
-        "over the dequantized cache. llama.cpp: its default context (float16 cache), and `kv q8_0` with a Q8_0 "
+        "position). Decode reads the halves or the quantized rows directly (tiles converted in L1); prefill "
+        "chunks attend over them converted to floats. llama.cpp: its default context (float16 cache), and `kv q8_0` with a Q8_0 "
         "cache and flash attention on (as llama-cli -fa on -ctk q8_0 -ctv q8_0).",
-        "tokens = fp32 KV: greedy tokens before the first difference from mlxgp's float32 cache (quantizing "
-        "keys and values changes the logits, so a near tie can flip).",
+        "tokens = fp32 KV: greedy tokens before the first difference from mlxgp's float32 cache (rounding or "
+        "quantizing keys and values changes the logits, so a near tie can flip).",
     ]
     return table

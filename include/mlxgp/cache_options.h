@@ -3,6 +3,7 @@
 #pragma once
 
 #include <optional>
+#include <string>
 
 #include "mlxgp/kv_cache.h"
 #include "mlxgp/model.h"
@@ -18,7 +19,15 @@ struct CacheOptions {
   // (mlx-lm's quantized_kv_start; call maybe_quantize_kv_caches after each forward, as mlx-lm's
   // generate_step does). nullopt: QuantizedKVCache from the first token.
   std::optional<int> quantized_kv_start;
+  // The standard cache's storage dtype: "float16", "bfloat16" or "float32" (StandardKVCache's dtype); unset:
+  // the activations'. A rotating or quantized cache has its own format: combining them is refused.
+  std::optional<std::string> kv_cache_dtype;
 };
+
+// The dtype a kv_cache_dtype name stands for ("float16", "bfloat16", "float32"); nullopt for any other name.
+std::optional<mlx::core::Dtype> kv_cache_dtype_named(const std::string& name);
+// The options' kv_cache_dtype as a dtype (throws [cache] for an unknown name); nullopt when unset.
+std::optional<mlx::core::Dtype> kv_storage_dtype(const CacheOptions& options);
 
 // Throws [cache] on invalid values, and for max_kv_size together with kv_bits (mlx-lm cannot
 // quantize a rotating cache either).

@@ -113,6 +113,9 @@ struct GenerationConfig {
   std::optional<int> kv_bits;
   int kv_group_size;
   std::optional<int> quantized_kv_start;
+  // The standard KV cache's storage dtype (vLLM's kv_cache_dtype; llama.cpp stores float16 by default):
+  // "float16", "bfloat16" or "float32"; unset: the model's activations' dtype.
+  std::optional<std::string> kv_cache_dtype;
   // Outputs: per-step processed scores, raw logits, and log-probabilities of the chosen tokens.
   bool output_scores;
   bool output_logits;
@@ -266,6 +269,8 @@ struct GenerationConfig {
     v(c.kv_group_size, "kv_group_size", 64, "quantized KV cache group size", FieldBounds::at_least(1));
     v(c.quantized_kv_start, "quantized_kv_start", std::optional<int>{},
       "quantize the KV cache once it holds this many positions (default: from the start)", FieldBounds::at_least(0));
+    v(c.kv_cache_dtype, "kv_cache_dtype", std::optional<std::string>{},
+      "store the KV cache as float16, bfloat16 or float32 (default: the activations' dtype)", FieldBounds::none());
     v(c.output_scores, "output_scores", false, "return the processed scores of each step", FieldBounds::none());
     v(c.output_logits, "output_logits", false, "return the raw logits of each step", FieldBounds::none());
     v(c.output_logprobs, "output_logprobs", false, "return the log-probability of each chosen token (not an HF field)",

@@ -61,10 +61,13 @@ class KVCache {
   std::vector<int> left_padding_;
 };
 
-// The standard cache: one buffer that grows by `step` positions when full.
+// The standard cache: one buffer that grows by `step` positions when full. Its keys and values are stored
+// in `dtype` (vLLM's kv_cache_dtype, llama.cpp's --cache-type-k/v: rounded as they are written, and
+// attention reads the rounded values), or without one in the dtype of the first keys it is given.
 class StandardKVCache : public KVCache {
  public:
-  explicit StandardKVCache(int step = 256) : step_(step) {}
+  explicit StandardKVCache(int step = 256, std::optional<mlx::core::Dtype> dtype = std::nullopt)
+      : step_(step), dtype_(dtype) {}
   int offset() const override { return offset_; }
   std::pair<mlx::core::array, mlx::core::array> update(const mlx::core::array& keys,
                                                        const mlx::core::array& values) override;
@@ -105,6 +108,7 @@ class StandardKVCache : public KVCache {
   // Buffers of `row_capacity` rows and `positions` positions holding this cache's rows and positions so far.
   void reallocate(int row_capacity, int positions);
   int step_;
+  std::optional<mlx::core::Dtype> dtype_;
   int offset_ = 0;
   int rows_ = 0;
   std::shared_ptr<mlx::core::array> keys_, values_;  // shared_ptr: mlx::core::array has no default constructor

@@ -115,9 +115,11 @@ std::unique_ptr<LogitsProcessor> make_xtc_warper(double probability, double thre
 // transformers UnbatchedClassifierFreeGuidanceLogitsProcessor: an unconditional forward of `model`
 // with its own KV cache over `negative_prompt_ids` (default: the last prompt token), then each
 // generated token; out = scale * (log_softmax(cond) - log_softmax(uncond)) + log_softmax(uncond).
-// Every row of a batch shares the negative prompt. The model must outlive the processor.
-std::unique_ptr<LogitsProcessor> make_classifier_free_guidance(double scale, Model& model,
-                                                               std::optional<std::vector<int>> negative_prompt_ids);
+// Every row of a batch shares the negative prompt. The model must outlive the processor. Its cache stores
+// keys and values in `kv_cache_dtype` (GenerationConfig's), as the conditional pass's does.
+std::unique_ptr<LogitsProcessor> make_classifier_free_guidance(
+    double scale, Model& model, std::optional<std::vector<int>> negative_prompt_ids,
+    std::optional<std::string> kv_cache_dtype = std::nullopt);
 
 // force_words_ids outside beam search (greedy and sampling): a produced first token of a forced word
 // forces its continuation; when the tokens left only just fit the missing words, one is started;

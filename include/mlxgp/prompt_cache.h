@@ -4,6 +4,7 @@
 // load_prompt_cache, plus the model check mlx-lm leaves to the user).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,11 @@ PromptCache load_prompt_cache(const std::string& path, Model& model);
 // identity (adapters included), and no hook that changes prompt positions (hooks.h
 // alter_prompt_states). The Generator and the BatchEngine call it for GeneratorOptions::prompt_cache.
 void check_prompt_cache_use(const PromptCache& cache, Model& model);
+
+// Throws [prompt-cache] when a generation asks for a KV cache dtype (CacheOptions::kv_cache_dtype) other
+// than the one `cache` stores: its positions were computed and rounded in that dtype, so the generation
+// would not be the one asked for.
+void check_prompt_cache_dtype(const PromptCache& cache, const std::optional<std::string>& kv_cache_dtype);
 
 // Copies of the caches, for one generation (the PromptCache stays reusable).
 KVCacheList clone_caches(const PromptCache& cache);

@@ -51,6 +51,9 @@ struct ServiceOptions {
   // Prompt-prefix reuse (--prompt-cache-bytes; BatchEngineOptions::prefix_cache): finished sequences' KV
   // caches are kept, least recently used out first, up to this many bytes; 0 turns it off.
   std::size_t prompt_cache_bytes = std::size_t{256} << 20;
+  // The KV cache dtype of requests that name none (--kv-cache-dtype, GenerationConfig::kv_cache_dtype; vLLM's
+  // --kv-cache-dtype). Requests asking for kv_bits or max_kv_size, whose caches have their own formats, keep them.
+  std::optional<std::string> kv_cache_dtype;
   // Speculative decoding (--draft-model): a draft checkpoint loaded once, used by requests that ask for
   // use_speculative, and by greedy requests that did not choose while at most speculative_max_rows rows
   // are busy in the engine (server/speculation.h).

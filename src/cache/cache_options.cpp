@@ -6,7 +6,24 @@
 
 namespace mlxgp {
 
+std::optional<mlx::core::Dtype> kv_cache_dtype_named(const std::string& n) {
+  if (n == "float16") return mlx::core::float16;
+  if (n == "bfloat16") return mlx::core::bfloat16;
+  if (n == "float32") return mlx::core::float32;
+  return std::nullopt;
+}
+
+std::optional<mlx::core::Dtype> kv_storage_dtype(const CacheOptions& o) {
+  if (!o.kv_cache_dtype) return std::nullopt;
+  if (auto d = kv_cache_dtype_named(*o.kv_cache_dtype)) return d;
+  fail("cache", "kv_cache_dtype must be float16, bfloat16 or float32, got '" + *o.kv_cache_dtype + "'");
+}
+
 void validate(const CacheOptions& o) {
+  kv_storage_dtype(o);
+  if (o.kv_cache_dtype && (o.max_kv_size || o.kv_bits))
+    fail("cache", std::string("kv_cache_dtype applies to the standard cache, not to ") +
+                      (o.kv_bits ? "a quantized one (kv_bits)" : "a rotating one (max_kv_size)"));
   if (o.max_kv_size) {
     if (*o.max_kv_size < 1) fail("cache", "max_kv_size must be at least 1");
     if (o.kv_keep < 0 || o.kv_keep >= *o.max_kv_size) fail("cache", "kv keep must be in [0, max_kv_size)");
@@ -21,8 +38,13 @@ void validate(const CacheOptions& o) {
 
 KVCacheList make_caches(const Model& model, const CacheOptions& o) {
   validate(o);
-  if (!o.max_kv_size && !(o.kv_bits && !o.quantized_kv_start)) return model.make_caches();
   KVCacheList caches;
+  if (o.kv_cache_dtype) {
+    for (int i = 0; i < model.config().num_hidden_layers; ++i)
+      caches.push_back(std::make_unique<StandardKVCache>(256, kv_storage_dtype(o)));
+    return caches;
+  }
+  if (!o.max_kv_size && !(o.kv_bits && !o.quantized_kv_start)) return model.make_caches();
   for (int i = 0; i < model.config().num_hidden_layers; ++i) {
     if (o.max_kv_size) caches.push_back(std::make_unique<RotatingKVCache>(*o.max_kv_size, o.kv_keep));
     else caches.push_back(std::make_unique<QuantizedKVCache>(o.kv_group_size, *o.kv_bits));

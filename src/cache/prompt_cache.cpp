@@ -2,6 +2,8 @@
 // model identity checked on load.
 #include "mlxgp/prompt_cache.h"
 
+#include "mlxgp/cache_options.h"
+
 #include "cache/prefill.h"
 
 #include <algorithm>
@@ -102,6 +104,18 @@ std::string identity_problem(const std::string& saved, const std::string& identi
 }
 
 }  // namespace
+
+void check_prompt_cache_dtype(const PromptCache& cache, const std::optional<std::string>& kv_cache_dtype) {
+  if (!kv_cache_dtype || cache.caches.empty()) return;
+  CacheOptions o;
+  o.kv_cache_dtype = kv_cache_dtype;
+  const auto want = *kv_storage_dtype(o);
+  auto* s = dynamic_cast<const StandardKVCache*>(cache.caches.front().get());
+  auto kv = s ? s->fetch() : std::nullopt;
+  if (kv && kv->first.dtype() != want)
+    fail("prompt-cache", "the prompt cache stores its keys in the model's dtype, not the kv_cache_dtype " +
+                             *kv_cache_dtype + " this generation asks for");
+}
 
 void check_prompt_cache_use(const PromptCache& cache, Model& model) {
   // Hooks run at prefill, so a cache made without them holds other keys and values (steering on

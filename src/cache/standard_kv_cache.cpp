@@ -17,12 +17,11 @@ namespace mlxgp {
 namespace {
 
 // `buf`'s first `rows` rows and `used` positions in new zero buffers of `row_capacity` rows and room for
-// `needed` positions (a whole number of steps). Without `buf`: zeros shaped as `like` with that room.
+// `needed` positions (a whole number of steps). Without `buf`: zeros of `shape` and `dtype` with that room.
 mx::array grow(const std::shared_ptr<mx::array>& buf, int rows, int row_capacity, int used, int needed, int step,
-               const mx::array& like) {
-  mx::Shape shape = like.shape();
+               mx::Shape shape, mx::Dtype dtype) {
   shape[2] = (needed + step - 1) / step * step;
-  if (!buf) return mx::zeros(shape, like.dtype());
+  if (!buf) return mx::zeros(shape, dtype);
   shape[0] = row_capacity;
   // Keep only the valid prefix (a trim may have left stale positions).
   mx::Shape stop = buf->shape();
@@ -68,8 +67,10 @@ std::pair<mx::array, mx::array> StandardKVCache::update(const mx::array& keys, c
     fail("cache", "keys/values shape does not match the cached entries");
   if (!keys_) {
     rows_ = keys.shape(0);
-    keys_ = std::make_shared<mx::array>(grow(nullptr, rows_, rows_, 0, t, step_, keys));
-    values_ = std::make_shared<mx::array>(grow(nullptr, rows_, rows_, 0, t, step_, values));
+    keys_ = std::make_shared<mx::array>(
+        grow(nullptr, rows_, rows_, 0, t, step_, keys.shape(), dtype_.value_or(keys.dtype())));
+    values_ = std::make_shared<mx::array>(
+        grow(nullptr, rows_, rows_, 0, t, step_, values.shape(), dtype_.value_or(values.dtype())));
   } else if (prev + t > keys_->shape(2)) {
     reallocate(keys_->shape(0), prev + t);
   }
@@ -185,7 +186,7 @@ void StandardKVCache::select(const mx::array& batch_indices) {
 
 std::unique_ptr<KVCache> StandardKVCache::clone() const {
   // MLX arrays are immutable values; sharing the buffers is safe because update() rebinds them.
-  auto c = std::make_unique<StandardKVCache>(step_);
+  auto c = std::make_unique<StandardKVCache>(step_, dtype_);
   c->offset_ = offset_;
   c->rows_ = rows_;
   c->left_padding_ = left_padding_;
@@ -198,8 +199,10 @@ std::unique_ptr<KVCache> StandardKVCache::clone() const {
 }
 
 void StandardKVCache::reallocate(int row_capacity, int positions) {
-  keys_ = std::make_shared<mx::array>(grow(keys_, rows_, row_capacity, offset_, positions, step_, *keys_));
-  values_ = std::make_shared<mx::array>(grow(values_, rows_, row_capacity, offset_, positions, step_, *values_));
+  keys_ = std::make_shared<mx::array>(
+      grow(keys_, rows_, row_capacity, offset_, positions, step_, keys_->shape(), keys_->dtype()));
+  values_ = std::make_shared<mx::array>(
+      grow(values_, rows_, row_capacity, offset_, positions, step_, values_->shape(), values_->dtype()));
   exclusive_ = true;
 }
 
@@ -208,7 +211,7 @@ void StandardKVCache::append_rows(const StandardKVCache& other, int reserve_rows
   if (!theirs) fail("cache", "cannot append rows from an empty cache");
   const int more = theirs->first.shape(0);
   if (!keys_) {
-    *this = StandardKVCache(other.step_);
+    *this = StandardKVCache(other.step_, other.dtype_);
     offset_ = other.offset_;
     left_padding_ = other.left_padding_;
     rows_ = more;

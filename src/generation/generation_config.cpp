@@ -2,6 +2,8 @@
 // list in GenerationConfig::for_each_field. Per-type behaviour lives in the small codecs below.
 #include "mlxgp/generation_config.h"
 
+#include "mlxgp/cache_options.h"
+
 #include <charconv>
 #include <cmath>
 #include <limits>
@@ -585,6 +587,14 @@ void validate(const GenerationConfig& config) {
       *config.kv_bits != 6 && *config.kv_bits != 8)
     fail("config", "field 'kv_bits' must be 2, 3, 4, 5, 6 or 8, got " + std::to_string(*config.kv_bits));
   if (config.quantized_kv_start && !config.kv_bits) fail("config", "field 'quantized_kv_start' needs kv_bits");
+  if (const auto& d = config.kv_cache_dtype) {
+    if (!kv_cache_dtype_named(*d))
+      fail("config", "field 'kv_cache_dtype' must be float16, bfloat16 or float32, got '" + *d + "'");
+    if (config.kv_bits || config.max_kv_size)
+      fail("config",
+           std::string("field 'kv_cache_dtype' sets the standard cache's dtype and cannot be combined with ") +
+               (config.kv_bits ? "kv_bits" : "max_kv_size"));
+  }
   if (auto& e = config.exponential_decay_length_penalty) {
     if (e->size() != 2 || (*e)[0] != std::floor((*e)[0]) || (*e)[0] < 0 || (*e)[0] > 1e9)
       fail("config",

@@ -125,6 +125,9 @@ mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, 
     throw std::invalid_argument("[kernels] attention: one key start per batch entry");
   // One query per head (decode): a causal mask aligned to the last key hides nothing.
   if (tq == 1 && decode_attention_supported(q, k, v)) return decode_attention(q, k, v, scale, key_start);
+  // A cache stored in another dtype (kv_cache_dtype): its rounded keys and values in the queries' dtype.
+  if (k.dtype() != q.dtype() || v.dtype() != q.dtype())
+    return attention(q, mx::astype(k, q.dtype()), mx::astype(v, q.dtype()), scale, causal, key_start);
   // A padded batch takes this path for single queries too: MLX's sdpa would need an explicit mask.
   if (!attention_supported(q, k, v, !key_start.empty())) {
     if (key_start.empty()) return mx::fast::scaled_dot_product_attention(q, k, v, scale, causal ? "causal" : "");

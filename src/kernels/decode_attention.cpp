@@ -42,6 +42,7 @@ constexpr int kHeadsPerPass = 3;  // 3 heads x 4 keys of accumulators fill AVX2'
 // L1 between the dequantization and the arithmetic (8 KB at head_dim 64). Dequantizing a task's whole rows
 // first wrote and re-read up to 300 KB through L2: the stores were the hot spot at 4 bits.
 constexpr int kTileKeys = 32;
+#define MLXGP_HALF_ROWS __attribute__((target("avx2,fma,f16c")))
 
 // A thread's buffers: scores, and a tile of dequantized keys or values. Kept between calls: allocating
 // (and zeroing) them per call cost 2% of a batch-8 decode with a quantized cache.
@@ -61,22 +62,53 @@ struct Scratch {
 // max and sum. A float cache is read in place (`prefetch`: this group asks for the rows ahead); a
 // quantized one tile by tile, which gives the same sums in the same order as its rows dequantized whole.
 // The scratch's scores hold R x n floats.
+// Rows [j0, j1) of (b, h) of a float16 cache (rows st[2] halves apart) as floats into out[(j - j0) * D + d],
+// asking for the rows a tile ahead up to `ahead_end` (dequantize_rows' reason: short streams per task).
+MLXGP_HALF_ROWS void half_rows(const uint16_t* base, const int64_t* st, int b, int h, int j0, int j1, int D, float* out,
+                               int ahead_end) {
+  const uint16_t* p = base + b * st[0] + h * st[1];
+  for (int j = j0; j < j1; ++j) {
+    if (j + kTileKeys < ahead_end)
+      for (int d = 0; d < D; d += 32)
+        _mm_prefetch(reinterpret_cast<const char*>(p + (j + kTileKeys) * st[2] + d), _MM_HINT_T0);
+    const uint16_t* row = p + j * st[2];
+    float* o = out + static_cast<size_t>(j - j0) * D;
+    for (int d = 0; d < D; d += 8)
+      _mm256_storeu_ps(o + d, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + d))));
+  }
+}
+
+// Keys (or values) [j0, j1) of (b, h) of a tiled cache (quantized or float16) as floats into out.
+void tile_rows(const DecodeArgs& a, bool keys, int b, int h, int j0, int j1, float* out, int ahead_end) {
+  if (a.qk) return dequantize_rows(keys ? *a.qk : *a.qv, b, h, j0, j1, a.D, out, ahead_end);
+  half_rows(keys ? a.k16 : a.v16, keys ? a.ks : a.vs, b, h, j0, j1, a.D, out, ahead_end);
+}
+
+// R query heads sharing KV head h of batch row b over keys [j0, j0 + n): their scores in one pass over the
+// keys, softmax each, their weighted sums in one pass over the values. Into o (R x D): the attention
+// output, or for a chunk of a long row (m and sum given) the unnormalised weighted sum with each head's
+// max and sum. A float cache is read in place (`prefetch`: this group asks for the rows ahead); a
+// quantized or float16 one tile by tile, which gives the same sums in the same order as its rows converted
+// whole. The scratch's scores hold R x n floats.
 template <int R>
 void head_group(const DecodeArgs& a, const float* q, int b, int h, int j0, int n, bool prefetch, Scratch& s, float* o,
                 float* m, float* sum) {
   const int D = a.D;
   float* scores = s.scores.data();
   const float* vb = nullptr;
-  if (!a.qk) {
+  const bool tiled = a.qk || a.k16;
+  if (!tiled) {
     const float* kb = a.k + b * a.ks[0] + h * a.ks[1] + j0 * a.ks[2];
     vb = a.v + b * a.vs[0] + h * a.vs[1] + j0 * a.vs[2];
     score_keys<R>(q, kb, a.ks[2], n, D, a.scale, scores, n, prefetch ? vb : nullptr, a.vs[2]);
   } else {
-    prefetch_quantized_rows(*a.qk, b, h, j0, j0 + n, D);
-    prefetch_quantized_rows(*a.qv, b, h, j0, j0 + n, D);
+    if (a.qk) {
+      prefetch_quantized_rows(*a.qk, b, h, j0, j0 + n, D);
+      prefetch_quantized_rows(*a.qv, b, h, j0, j0 + n, D);
+    }
     for (int t = 0; t < n; t += kTileKeys) {
       const int tn = std::min(kTileKeys, n - t);
-      dequantize_rows(*a.qk, b, h, j0 + t, j0 + t + tn, D, s.tile.data(), j0 + n);
+      tile_rows(a, true, b, h, j0 + t, j0 + t + tn, s.tile.data(), j0 + n);
       score_keys<R>(q, s.tile.data(), D, tn, D, a.scale, scores + t, n, nullptr, 0);
     }
   }
@@ -89,12 +121,12 @@ void head_group(const DecodeArgs& a, const float* q, int b, int h, int j0, int n
       mult[r] = 1.0f / exp_sum(scores + r * n, n);
     }
   }
-  if (!a.qk) {
+  if (!tiled) {
     add_weighted_rows<R>(scores, n, n, vb, a.vs[2], o, D, true);
   } else {
     for (int t = 0; t < n; t += kTileKeys) {
       const int tn = std::min(kTileKeys, n - t);
-      dequantize_rows(*a.qv, b, h, j0 + t, j0 + t + tn, D, s.tile.data(), j0 + n);
+      tile_rows(a, false, b, h, j0 + t, j0 + t + tn, s.tile.data(), j0 + n);
       add_weighted_rows<R>(scores + t, n, tn, s.tile.data(), D, o, D, t == 0);
     }
   }
@@ -249,6 +281,8 @@ void run_decode(const mx::array& q, const mx::array& k, const mx::array& v, mx::
   a.key_start = &key_start;
   a.k = kr.p;
   a.v = vr.p;
+  a.k16 = kr.half;
+  a.v16 = vr.half;
   std::copy(kr.st, kr.st + 3, a.ks);
   std::copy(vr.st, vr.st + 3, a.vs);
   decode_attention_rows(a, q.shape(0));
@@ -336,7 +370,9 @@ class CpuDecodeAttention : public mx::UnaryPrimitive {
 
 bool decode_attention_supported(const mx::array& q, const mx::array& k, const mx::array& v) {
   if (!available() || machine_isa() == Isa::portable || mx::default_device() != mx::Device::cpu) return false;
-  if (q.dtype() != mx::float32 || k.dtype() != mx::float32 || v.dtype() != mx::float32) return false;
+  // Keys and values as floats, or float16 halves (a kv_cache_dtype float16 cache), converted tile by tile.
+  if (q.dtype() != mx::float32 || k.dtype() != v.dtype() || (k.dtype() != mx::float32 && k.dtype() != mx::float16))
+    return false;
   if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 || q.shape(2) != 1) return false;
   const int hq = q.shape(1), hk = k.shape(1), d = q.shape(3);
   return hk > 0 && hq % hk == 0 && d % 8 == 0 && k.shape(2) >= 1 && k.shape(3) == d && v.shape(3) == d &&

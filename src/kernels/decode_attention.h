@@ -14,19 +14,25 @@
 
 namespace mlxgp::kernels {
 
-// Keys or values [B, H, T, D] as rows of D contiguous floats at outer strides: the cache's strided view
-// in place, or a row-major copy when the last axis is strided (never from our caches).
+// Keys or values [B, H, T, D] as rows of D contiguous floats (or float16 halves: `half`) at outer strides:
+// the cache's strided view in place, or a row-major copy when the last axis is strided (never from our
+// caches).
 struct KvRows {
   const float* p = nullptr;
+  const uint16_t* half = nullptr;
   int64_t st[3] = {};  // element (b, h, j, d) at b * st[0] + h * st[1] + j * st[2] + d
   std::optional<RowMajor<float>> copy;
+  std::optional<RowMajor<uint16_t>> half_copy;
   explicit KvRows(const mlx::core::array& x) {
+    const bool f16 = x.dtype() == mlx::core::float16;
     if (x.strides()[3] == 1) {
-      p = x.data<float>();
+      if (f16) half = reinterpret_cast<const uint16_t*>(x.data<mlx::core::float16_t>());
+      else p = x.data<float>();
       for (int i = 0; i < 3; ++i) st[i] = x.strides()[i];
       return;
     }
-    p = copy.emplace(x).ptr;
+    if (f16) half = half_copy.emplace(x).ptr;
+    else p = copy.emplace(x).ptr;
     st[2] = x.shape(3);
     st[1] = st[2] * x.shape(2);
     st[0] = st[1] * x.shape(1);
@@ -44,6 +50,9 @@ struct DecodeArgs {
   int Hq = 0, Hk = 0, Tk = 0, D = 0;
   float scale = 1.0f;
   const std::vector<int>* key_start = nullptr;  // per batch row: keys before it are hidden (may be empty)
+  // A float16 cache (k and v unused; same strides): each task converts its rows to floats tile by tile.
+  const uint16_t* k16 = nullptr;
+  const uint16_t* v16 = nullptr;
   // A quantized cache (k and v unused): each task dequantizes its rows of keys and values first.
   const QuantizedRows* qk = nullptr;
   const QuantizedRows* qv = nullptr;

@@ -5,6 +5,9 @@
 #include "kernels/decode_layers.h"
 
 #include <cstring>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <initializer_list>
 #include <optional>
 #include <stdexcept>
@@ -115,6 +118,17 @@ void add_residual(float* h, const float* y, size_t n) {
   for (size_t i = 0; i < n; ++i) h[i] = h[i] + y[i];
 }
 
+// n floats (a multiple of 8) to float16, rounded to nearest even as mx::astype rounds.
+#if defined(__x86_64__)
+__attribute__((target("avx2,f16c"))) void to_half(const float* x, int n, uint16_t* out) {
+  for (int i = 0; i < n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+#else  // decode_layers_supported() is false off x86-64
+void to_half(const float*, int, uint16_t*) { throw std::logic_error("[kernels] fused decode runs on x86-64 only"); }
+#endif
+
 void run(const std::vector<mx::array>& in, mx::array& out, const std::vector<DecodeLayer>& layers, int slot,
          const std::vector<int>& key_start, KvQuantization quant) {
   const int per_cache = quant.bits ? 3 : 1;
@@ -150,6 +164,16 @@ void run(const std::vector<mx::array>& in, mx::array& out, const std::vector<Dec
       qw.emplace(kin, vin, k.data(), v.data(), B * Hk, hd, slot, quant);
       da.qk = &qw->k;
       da.qv = &qw->v;
+    } else if (kin[0].dtype() == mx::float16) {  // kv_cache_dtype float16: the new rows rounded as astype does
+      uint16_t* kb = writable_data<uint16_t>(kin[0]);
+      uint16_t* vb = writable_data<uint16_t>(vin[0]);
+      for (int r = 0; r < B * Hk; ++r) {
+        const size_t at = (static_cast<size_t>(r) * cap + slot) * hd;
+        to_half(k.data() + static_cast<size_t>(r) * hd, hd, kb + at);
+        to_half(v.data() + static_cast<size_t>(r) * hd, hd, vb + at);
+      }
+      da.k16 = kb;
+      da.v16 = vb;
     } else {
       float* kb = writable_data<float>(kin[0]);
       float* vb = writable_data<float>(vin[0]);
@@ -160,6 +184,8 @@ void run(const std::vector<mx::array>& in, mx::array& out, const std::vector<Dec
       }
       da.k = kb;
       da.v = vb;
+    }
+    if (!quant.bits) {
       da.ks[0] = da.vs[0] = static_cast<int64_t>(Hk) * cap * hd;
       da.ks[1] = da.vs[1] = static_cast<int64_t>(cap) * hd;
       da.ks[2] = da.vs[2] = hd;
@@ -264,12 +290,14 @@ bool decode_layers_supported(const mx::array& x, const std::vector<DecodeLayer>&
     for (const auto* bufs : {&keys, &values})
       for (size_t i = 0; i < per_cache; ++i) {
         const mx::array& c = (*bufs)[per_cache * l + i];
-        // float32 [rows, Hk, cap, hd]; quantized: uint32 data [.., hd * bits / 32], float32 scales and biases
-        // [.., hd / group]. A batch cache may hold rows past B for rows that join later (StandardKVCache).
+        // float32 or float16 [rows, Hk, cap, hd] (keys and values alike); quantized: uint32 data
+        // [.., hd * bits / 32], float32 scales and biases [.., hd / group]. A batch cache may hold rows past B
+        // for rows that join later (StandardKVCache).
         const bool words = quant.bits && i == 0;
         const int last = !quant.bits ? hd : words ? hd * quant.bits / 32 : hd / quant.group;
-        if (c.dtype() != (words ? mx::uint32 : mx::float32) || c.ndim() != 4 || c.shape(0) < B || c.shape(1) != Hk ||
-            c.shape(2) != cap || c.shape(3) != last || cap <= slot)
+        const mx::Dtype want = words ? mx::uint32 : quant.bits ? mx::float32 : keys.front().dtype();
+        if ((want != mx::float32 && want != mx::float16 && want != mx::uint32) || c.dtype() != want || c.ndim() != 4 ||
+            c.shape(0) < B || c.shape(1) != Hk || c.shape(2) != cap || c.shape(3) != last || cap <= slot)
           return false;
       }
   }

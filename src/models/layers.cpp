@@ -397,6 +397,9 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   return a;
 }
 
+// A cache's keys or values in the queries' dtype (a kv_cache_dtype cache stores them in another).
+static mx::array in_dtype(const mx::array& a, mx::Dtype dtype) { return a.dtype() == dtype ? a : mx::astype(a, dtype); }
+
 static mx::array softcapped_attention(const mx::array& q, const mx::array& keys, const mx::array& values, float scale,
                                       float softcap, const AttentionMask& mask) {
   // transformers' eager_attention_forward (gemma2): scores * scaling, / softcap, tanh, * softcap, then
@@ -567,7 +570,7 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     if (dynamic_cast<QuantizedKVCache*>(&cache))
       fail("model", "attention soft-capping (attn_logit_softcapping) with a quantized KV cache is not supported");
     auto [keys, values] = cache.update(k, v);
-    o = softcapped_attention(q, keys, values, scale, *softcap, *mask);
+    o = softcapped_attention(q, in_dtype(keys, q.dtype()), in_dtype(values, q.dtype()), scale, *softcap, *mask);
   } else if (auto* qc = dynamic_cast<QuantizedKVCache*>(&cache)) {
     auto [qk, qv] = qc->update_quantized(k, v);
     o = quantized_attention(q, qk, qv, scale, *mask, qc->group_size(), qc->bits());
@@ -583,7 +586,8 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
         o = kernels::attention(q, keys, values, scale, true, mask->key_start);
         break;
       case AttentionMask::Kind::Array:
-        o = mx::fast::scaled_dot_product_attention(q, keys, values, scale, "array", *mask->array);
+        o = mx::fast::scaled_dot_product_attention(q, in_dtype(keys, q.dtype()), in_dtype(values, q.dtype()), scale,
+                                                   "array", *mask->array);
         break;
     }
   }

@@ -341,6 +341,9 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
   const bool chose = given("use_speculative") || given("prompt_lookup_num_tokens") || given("draft_layers");
   r.may_speculate = !limits.draft_model.empty() && !chose && !r.config.do_sample && r.config.num_beams <= 1 &&
                     r.n == 1 && r.top_logprobs < 0 && (!r.config.guidance_scale || *r.config.guidance_scale == 1.0);
+  // The server's --kv-cache-dtype is a default for standard caches: a request that asks for a quantized or
+  // rotating cache (formats of their own) and names no dtype gets that cache.
+  if (!given("kv_cache_dtype") && (r.config.kv_bits || r.config.max_kv_size)) r.config.kv_cache_dtype.reset();
   // Beam search knows its best sequences only at the end (transformers does not stream beams either).
   if (r.stream && r.config.num_beams > 1)
     throw ApiError(400, "'num_beams' > 1 cannot stream: beam search knows its best sequences only at the end",

@@ -3,6 +3,9 @@
 
 #include "mlxgp/error.h"
 #include "mlxgp/server.h"
+
+#include "mlxgp/cache_options.h"
+
 #include "server/chat_prompt.h"
 #include "server/chat_tools.h"
 #include "mlxgp/chat_template.h"
@@ -68,6 +71,11 @@ Service::Service(LoadedModel model, ServiceOptions options) : model_(std::move(m
   }
   if (!model_.generation_config_json.empty())
     warnings_ = apply_generation_config_json(base_, model_.generation_config_json, ConfigSource::Model);
+  if (const auto& d = options_.kv_cache_dtype) {
+    if (!kv_cache_dtype_named(*d))
+      fail("serve", "--kv-cache-dtype must be float16, bfloat16 or float32, got '" + *d + "'");
+    base_.kv_cache_dtype = d;
+  }
   if (options_.speculative_max_rows < 0) fail("serve", "--speculative-max-rows must be >= 0");
   // The draft stays whole on every rank of a tensor-parallel server, as in `generate --tensor-parallel`.
   if (!options_.draft_model.empty()) draft_ = speculative::load_draft(options_.draft_model, *model_.model);

@@ -437,6 +437,42 @@ TEST_F(Kernels, DecodeAttentionMatchesSdpaOnCacheViews) {
                                                           mx::zeros({1, 2, 3, 8}, mx::bfloat16)));
 }
 
+TEST_F(Kernels, DecodeAttentionReadsFloat16CachesAsTheirFloats) {
+  REQUIRE_KERNELS();
+  // A kv_cache_dtype float16 cache: keys and values as halves (strided views of larger buffers), converted
+  // tile by tile, give the bits of the same values as floats: short rows, a long row in chunks, left padding.
+  struct C {
+    int B, hq, hk, d, tk;
+  };
+  for (auto c : {C{1, 9, 3, 64, 1}, C{3, 9, 3, 64, 37}, C{2, 4, 4, 8, 70}, C{2, 9, 3, 64, 1300}}) {
+    SCOPED_TRACE("B=" + std::to_string(c.B) + " Tk=" + std::to_string(c.tk));
+    auto q = mx::random::normal({c.B, c.hq, 1, c.d}, mx::float32, 0.0f, 1.0f, mx::random::key(71 + c.tk));
+    auto kbuf = mx::astype(mx::random::normal({c.B, c.hk, c.tk + 5, c.d}, mx::float32, 0.0f, 3.0f, mx::random::key(72)),
+                           mx::float16);
+    auto vbuf = mx::astype(mx::random::normal({c.B, c.hk, c.tk + 5, c.d}, mx::float32, 0.0f, 3.0f, mx::random::key(73)),
+                           mx::float16);
+    auto k = mx::slice(kbuf, {0, 0, 0, 0}, {c.B, c.hk, c.tk, c.d});
+    auto v = mx::slice(vbuf, {0, 0, 0, 0}, {c.B, c.hk, c.tk, c.d});
+    ASSERT_TRUE(mlxgp::kernels::decode_attention_supported(q, k, v));
+    auto kf = mx::astype(k, mx::float32), vf = mx::astype(v, mx::float32);
+    std::vector<int> starts;
+    for (int b = 0; b < c.B; ++b) starts.push_back(b * c.tk / 4);
+    for (const auto& s : {std::vector<int>{}, starts}) {
+      auto halves = mlxgp::kernels::attention(q, k, v, 0.125f, true, s);
+      EXPECT_TRUE(mx::array_equal(halves, mlxgp::kernels::decode_attention(q, kf, vf, 0.125f, s)).item<bool>());
+    }
+  }
+  // Prompts (several queries) take the halves as floats on the prefill route; mixed dtypes stay off the kernel.
+  auto q = mx::random::normal({1, 4, 6, 16}, mx::float32, 0.0f, 1.0f, mx::random::key(75));
+  auto k = mx::astype(mx::random::normal({1, 2, 9, 16}, mx::float32, 0.0f, 1.0f, mx::random::key(76)), mx::float16);
+  EXPECT_TRUE(
+      mx::array_equal(mlxgp::kernels::attention(q, k, k, 0.25f, true),
+                      mlxgp::kernels::attention(q, mx::astype(k, mx::float32), mx::astype(k, mx::float32), 0.25f, true))
+          .item<bool>());
+  EXPECT_FALSE(mlxgp::kernels::decode_attention_supported(mx::zeros({1, 2, 1, 8}), mx::zeros({1, 2, 3, 8}, mx::float16),
+                                                          mx::zeros({1, 2, 3, 8})));
+}
+
 TEST_F(Kernels, RopeMatchesMlxValuesAndGradients) {
   REQUIRE_KERNELS();
   // The head split's strided view [B, T, H, D] -> [B, H, T, D], full and partial rotary dims, offsets,

@@ -211,6 +211,44 @@ TEST(CacheOptions, ValidatesCombinations) {
   EXPECT_THROW(validate(o), Error);
   o.quantized_kv_start = 0;
   EXPECT_NO_THROW(validate(o));
+  // kv_cache_dtype: a standard cache's dtype, by name; not with the rotating or quantized caches' own formats.
+  CacheOptions d;
+  d.kv_cache_dtype = "float16";
+  EXPECT_NO_THROW(validate(d));
+  EXPECT_EQ(*kv_storage_dtype(d), mx::float16);
+  d.kv_cache_dtype = "half";
+  EXPECT_THROW(validate(d), Error);
+  d.kv_cache_dtype = "bfloat16";
+  d.kv_bits = 8;
+  EXPECT_THROW(validate(d), Error);
+  d.kv_bits.reset();
+  d.max_kv_size = 32;
+  EXPECT_THROW(validate(d), Error);
+}
+
+TEST(KVCaches, StandardCacheStoresItsDtype) {
+  // Keys are rounded as they are stored and handed back rounded; a clone, rows joined to an empty cache and
+  // growth past the step keep the dtype; without one the cache takes its first keys' dtype.
+  StandardKVCache c(4, mx::float16);
+  auto k = mx::random::normal({2, 2, 3, 8}, mx::float32, 0.0f, 1.0f, mx::random::key(3));
+  auto [keys, values] = c.update(k, k);
+  EXPECT_EQ(keys.dtype(), mx::float16);
+  EXPECT_TRUE(mx::array_equal(keys, mx::astype(k, mx::float16)).item<bool>());
+  auto [k2, v2] = c.update(k, k);  // 6 positions: past the step of 4
+  EXPECT_EQ(k2.dtype(), mx::float16);
+  EXPECT_EQ(k2.shape(2), 6);
+  auto copy = c.clone();
+  EXPECT_EQ(
+      copy->update(mx::slice(k, {0, 0, 0, 0}, {2, 2, 1, 8}), mx::slice(k, {0, 0, 0, 0}, {2, 2, 1, 8})).first.dtype(),
+      mx::float16);
+  StandardKVCache joined;
+  joined.append_rows(c, 4);
+  EXPECT_EQ(joined.fetch()->first.dtype(), mx::float16);
+  EXPECT_EQ(
+      joined.update(mx::slice(k, {0, 0, 0, 0}, {2, 2, 1, 8}), mx::slice(k, {0, 0, 0, 0}, {2, 2, 1, 8})).first.dtype(),
+      mx::float16);
+  StandardKVCache plain;
+  EXPECT_EQ(plain.update(k, k).first.dtype(), mx::float32);
 }
 
 TEST(CacheOptions, MakeCachesForAModel) {

@@ -130,6 +130,22 @@ def test_quantized_kv_cache_through_python_and_the_cli(mgp, default_gguf, mlxgp_
         assert batch[1]["tokens"] == out["tokens"], (bits, group)
 
 
+def test_kv_cache_dtype_through_python_and_the_cli(mgp, default_gguf, mlxgp_bin):
+    """kv_cache_dtype through Python is the CLI's --kv-cache-dtype: the same tokens alone and in a batch, and
+    a bad name is one [config] line."""
+    model, tokenizer = mgp.load(default_gguf, int8_activations=True)
+    cli = json.loads(subprocess.run(
+        [str(mlxgp_bin), "generate", "--model", str(default_gguf), "--prompt", PROMPT, "--max-new-tokens", "32",
+         "--int8-activations", "--kv-cache-dtype", "float16", "--json"],
+        capture_output=True, text=True, check=True).stdout)
+    out = mgp.generate(model, tokenizer, PROMPT, max_tokens=32, kv_cache_dtype="float16")
+    assert out["tokens"] == cli["sequences"][0]["token_ids"]
+    batch = mgp.generate(model, tokenizer, ["Hi", PROMPT], max_tokens=32, kv_cache_dtype="float16")
+    assert batch[1]["tokens"] == out["tokens"]
+    with pytest.raises(ValueError, match=r"^\[config\] field 'kv_cache_dtype' must be float16, bfloat16 or float32"):
+        mgp.generate(model, tokenizer, PROMPT, max_tokens=2, kv_cache_dtype="half")
+
+
 def test_several_sequences_and_outputs(mgp, default_model):
     model, tokenizer = default_model
     out = mgp.generate(model, tokenizer, PROMPT, max_tokens=6, do_sample=True, seed=1, num_return_sequences=3,

@@ -46,6 +46,50 @@ def test_batched_requests_equal_generate_alone(server):
     assert plain != refs
 
 
+def test_batched_float16_kv_requests_equal_generate_alone(server):
+    """Requests with `kv_cache_dtype` float16 (the cache stores halves, as llama.cpp's default) share a batch
+    (the fused decode step writes each row's halves) and each gives `mlxgp generate --kv-cache-dtype` alone;
+    a bad name is a 400 naming the field."""
+    client = openai.OpenAI(base_url=server.url("/v1"), api_key="none", max_retries=0, timeout=300)
+    prompts = PROMPTS[:5]
+    refs = [cli_generate("--prompt", p, "--max-new-tokens", 40, "--int8-activations", "--kv-cache-dtype",
+                         "float16")["sequences"][0]["text"] for p in prompts]
+    before = steps_over_rows(server, 1)
+    with cf.ThreadPoolExecutor(len(prompts)) as pool:
+        got = list(pool.map(lambda p: client.completions.create(
+            model=server.model, prompt=p, max_tokens=40,
+            extra_body={"kv_cache_dtype": "float16"}).choices[0].text, prompts))
+    assert got == refs
+    assert steps_over_rows(server, 1) > before  # the requests shared steps
+    with pytest.raises(openai.BadRequestError, match="kv_cache_dtype"):
+        client.completions.create(model=server.model, prompt="Hi", max_tokens=2, extra_body={"kv_cache_dtype": "fp8"})
+
+
+def test_server_kv_cache_dtype_is_the_default_of_requests():
+    """`serve --kv-cache-dtype float16`: requests naming no dtype get halves (the CLI's --kv-cache-dtype tokens),
+    one asking for kv_bits gets its quantized cache, and a bad name stops the server at start."""
+    s = Server("--kv-cache-dtype", "float16")
+    try:
+        client = openai.OpenAI(base_url=s.url("/v1"), api_key="none", max_retries=0, timeout=300)
+        prompts = PROMPTS[:3]
+        refs = [cli_generate("--prompt", p, "--max-new-tokens", 40, "--kv-cache-dtype", "float16")["sequences"][0]["text"]
+                for p in prompts]
+        with cf.ThreadPoolExecutor(len(prompts)) as pool:
+            got = list(pool.map(lambda p: client.completions.create(model=s.model, prompt=p, max_tokens=40)
+                                .choices[0].text, prompts))
+        assert got == refs
+        quantized = client.completions.create(model=s.model, prompt=prompts[0], max_tokens=40,
+                                              extra_body={"kv_bits": 8}).choices[0].text
+        assert quantized == cli_generate("--prompt", prompts[0], "--max-new-tokens", 40, "--kv-bits",
+                                         8)["sequences"][0]["text"]
+    finally:
+        assert s.stop() == 0, "".join(s.log)
+    out = subprocess.run([str(BIN), "serve", "--model", str(GGUF), "--kv-cache-dtype", "fp8"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "[serve] --kv-cache-dtype must be float16, bfloat16 or float32, got 'fp8'"
+
+
 def test_refused_at_start():
     out = subprocess.run([str(BIN), "serve", "--model", str(GGUF), "--int8-activations", "--dtype", "float32"],
                          capture_output=True, text=True, timeout=60)

@@ -63,7 +63,8 @@ std::string batch_refusal(const GenerationConfig& c, const GeneratorOptions& o, 
 
 bool same_cache_kind(const GenerationConfig& a, const GenerationConfig& b) {
   return a.kv_bits == b.kv_bits && (!a.kv_bits || a.kv_group_size == b.kv_group_size) &&
-         a.max_kv_size == b.max_kv_size && (!a.max_kv_size || a.kv_keep == b.kv_keep);
+         a.max_kv_size == b.max_kv_size && (!a.max_kv_size || a.kv_keep == b.kv_keep) &&
+         a.kv_cache_dtype == b.kv_cache_dtype;
 }
 
 BatchEngine::BatchEngine(Model& model, std::shared_ptr<const Tokenizer> tokenizer, BatchEngineOptions options)
@@ -183,6 +184,7 @@ int BatchEngine::submit(BatchRequest request) {
   if (r->options.prefill_chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
   if (r->options.prompt_cache) {
     check_prompt_cache_use(*r->options.prompt_cache, model_);
+    check_prompt_cache_dtype(*r->options.prompt_cache, r->config.kv_cache_dtype);
     check_prompt_prefix(*r->options.prompt_cache, request.prompt_ids);
   }
   r->group = std::make_unique<DecodeGroup>(model_, r->config, r->options);
@@ -369,7 +371,8 @@ bool BatchEngine::start_prefill(std::optional<std::string>& identity) {
   if (prefixes) {
     // Rotating and quantized caches hold what depends on how the tokens went in: standard ones only.
     if (!identity) identity = prefix_identity();
-    if (!p->cache.kv_bits && !p->cache.max_kv_size) req.prefix_identity = *identity;
+    if (!p->cache.kv_bits && !p->cache.max_kv_size)
+      req.prefix_identity = *identity + (p->cache.kv_cache_dtype ? " kv_cache_dtype=" + *p->cache.kv_cache_dtype : "");
     if (!req.prefix_identity.empty() && given.empty()) {
       given = prefixes->lookup(req.prompt, req.prefix_identity).caches;
       looked_up = true;

@@ -19,7 +19,8 @@ BeamProcessors::BeamProcessors(Model& model, const GenerationConfig& config, con
     if (config.num_beam_groups > 1) fail("generate", "guidance_scale cannot be combined with num_beam_groups > 1");
     // HF _get_logits_processor: guidance first, ahead of sequence_bias. A negative prompt is shared by
     // the beams (transformers needs it repeated to num_beams rows).
-    pre_.add(make_classifier_free_guidance(*config.guidance_scale, model, options.negative_prompt_ids));
+    pre_.add(make_classifier_free_guidance(*config.guidance_scale, model, options.negative_prompt_ids,
+                                           config.kv_cache_dtype));
     guided_ = true;
   }
   rest.guidance_scale.reset();

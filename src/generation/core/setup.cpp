@@ -28,6 +28,7 @@ CacheOptions cache_options_from(const GenerationConfig& config) {
   o.kv_bits = config.kv_bits;
   o.kv_group_size = config.kv_group_size;
   o.quantized_kv_start = config.quantized_kv_start;
+  o.kv_cache_dtype = config.kv_cache_dtype;
   return o;
 }
 

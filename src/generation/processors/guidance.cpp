@@ -6,6 +6,7 @@
 
 #include <mlx/mlx.h>
 
+#include "mlxgp/cache_options.h"
 #include "mlxgp/error.h"
 #include "mlxgp/logits_processor.h"
 #include "mlxgp/model.h"
@@ -20,8 +21,11 @@ mx::array log_softmax(const mx::array& x) { return mx::subtract(x, mx::logsumexp
 
 class ClassifierFreeGuidance : public LogitsProcessor {
  public:
-  ClassifierFreeGuidance(double scale, Model& model, std::optional<std::vector<int>> negative)
+  ClassifierFreeGuidance(double scale, Model& model, std::optional<std::vector<int>> negative,
+                         std::optional<std::string> kv_cache_dtype)
       : scale_(scale), model_(&model), negative_(std::move(negative)) {
+    cache_.kv_cache_dtype = std::move(kv_cache_dtype);
+    validate(cache_);
     if (negative_) {
       if (negative_->empty()) fail("config", "the negative prompt is empty");
       const int vocab = model.config().vocab_size;
@@ -35,6 +39,7 @@ class ClassifierFreeGuidance : public LogitsProcessor {
       : scale_(o.scale_),
         model_(o.model_),
         negative_(o.negative_),
+        cache_(o.cache_),
         first_(o.first_),
         rows_(o.rows_),
         prompt_last_(o.prompt_last_),
@@ -46,7 +51,7 @@ class ClassifierFreeGuidance : public LogitsProcessor {
     rows_ = ids.shape(0);
     const int t = ids.shape(1);
     prompt_last_ = mx::astype(mx::slice(ids, {0, t - 1}, {rows_, t}), mx::int32);  // HF input_ids[:, -1:]
-    caches_ = model_->make_caches();
+    caches_ = make_caches(*model_, cache_);
     pending_.clear();
     first_ = true;
   }
@@ -89,6 +94,7 @@ class ClassifierFreeGuidance : public LogitsProcessor {
   double scale_;
   Model* model_;
   std::optional<std::vector<int>> negative_;
+  CacheOptions cache_;  // only kv_cache_dtype: the unconditional pass stores keys as the conditional one does
   bool first_ = true;
   int rows_ = 0;
   std::optional<mx::array> prompt_last_;  // [B, 1]
@@ -99,8 +105,10 @@ class ClassifierFreeGuidance : public LogitsProcessor {
 }  // namespace
 
 std::unique_ptr<LogitsProcessor> make_classifier_free_guidance(double scale, Model& model,
-                                                               std::optional<std::vector<int>> negative_prompt_ids) {
-  return std::make_unique<ClassifierFreeGuidance>(scale, model, std::move(negative_prompt_ids));
+                                                               std::optional<std::vector<int>> negative_prompt_ids,
+                                                               std::optional<std::string> kv_cache_dtype) {
+  return std::make_unique<ClassifierFreeGuidance>(scale, model, std::move(negative_prompt_ids),
+                                                  std::move(kv_cache_dtype));
 }
 
 }  // namespace mlxgp

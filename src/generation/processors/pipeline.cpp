@@ -77,7 +77,8 @@ LogitsProcessorList build_logits_processors(const GenerationConfig& config, cons
   // HF adds classifier-free guidance first, and only when the scale is not 1.
   if (config.guidance_scale && *config.guidance_scale != 1.0) {
     if (!context.model) fail("config", "guidance_scale needs the model for its unconditional forward");
-    list.add(make_classifier_free_guidance(*config.guidance_scale, *context.model, context.negative_prompt_ids));
+    list.add(make_classifier_free_guidance(*config.guidance_scale, *context.model, context.negative_prompt_ids,
+                                           config.kv_cache_dtype));
   }
   if (config.sequence_bias) list.add(make_sequence_bias(*config.sequence_bias));
   if (config.repetition_penalty != 1.0) list.add(make_repetition_penalty(config.repetition_penalty));
