@@ -73,7 +73,7 @@ MLXGP_AVX512 void rows_avx512(const DenseArgs& a, int m0, int n0, int n1) {
     for (int m = 0; m < MB; ++m) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
     for (int k = 0; k < kv; k += 32) {
       const __m512 w0 = _mm512_loadu_ps(w + k), w1 = _mm512_loadu_ps(w + k + 16);
-      if constexpr (MB > 1) prefetch_ahead<128>(w + k);
+      prefetch_ahead<128>(w + k);
       for (int m = 0; m < MB; ++m) {
         const float* xm = xr + static_cast<size_t>(m) * a.K + k;
         acc[m][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xm), acc[m][0]);

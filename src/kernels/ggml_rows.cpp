@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kernels/ggml_blocks.h"
+#include "kernels/prefetch.h"
 #include "kernels/qmm_cpu.h"
 #include "kernels/row_blocks.h"
 
@@ -263,6 +264,7 @@ MLXGP_AVX512 void rows_kernel(const GgmlRowsArgs& a, int m0, int n0, int n1) {
     for (int m = 0; m < MB; ++m) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
     for (int ib = 0; ib < blocks; ++ib) {
       const uint8_t* b = wr + static_cast<size_t>(ib) * F::kBytes;
+      prefetch_ahead<F::kBytes>(b);  // rows follow each other: one stream (prefetch.h)
       const typename F::Head h = F::head(b);
 #pragma GCC unroll 8
       for (int c = 0; c < F::kElems / 32; ++c) {
@@ -296,6 +298,7 @@ MLXGP_AVX512 void dequantize_for(const uint8_t* w, size_t row_bytes, int K, floa
     float* o = out + static_cast<size_t>(r) * K;
     for (int ib = 0; ib < blocks; ++ib) {
       const uint8_t* b = wr + static_cast<size_t>(ib) * F::kBytes;
+      prefetch_ahead<F::kBytes>(b);  // rows follow each other: one stream (prefetch.h)
       const typename F::Head h = F::head(b);
 #pragma GCC unroll 8
       for (int c = 0; c < F::kElems / 32; ++c) {

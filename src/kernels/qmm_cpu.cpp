@@ -1,4 +1,5 @@
 #include "kernels/qmm_cpu.h"
+#include "kernels/prefetch.h"
 #include "kernels/row_blocks.h"
 #include "kernels/simd_exp.h"
 
@@ -213,6 +214,7 @@ MLXGP_AVX512 void rows_avx512(const QmmArgs& a, const float* xp, int m0, int n0,
       }
       for (int k = g * a.group_size; k < (g + 1) * a.group_size; k += 32) {
         __m512 w[NB][2];
+        for (int j = 0; j < NB; ++j) prefetch_ahead<4 * BITS>(wb[j] + k * BITS / 8);  // prefetch.h
         for (int j = 0; j < NB; ++j) dequant32<BITS>(wb[j], k, vs[j], vb[j], w[j][0], w[j][1]);
         for (int m = 0; m < MB; ++m) {
           const float* xm = xr + static_cast<size_t>(m) * a.K + k;
