@@ -106,13 +106,11 @@ std::string identity_problem(const std::string& saved, const std::string& identi
 }  // namespace
 
 void check_prompt_cache_dtype(const PromptCache& cache, const std::optional<std::string>& kv_cache_dtype) {
-  if (!kv_cache_dtype || cache.caches.empty()) return;
-  CacheOptions o;
-  o.kv_cache_dtype = kv_cache_dtype;
-  const auto want = *kv_storage_dtype(o);
+  const auto want = kv_cache_dtype ? kv_cache_dtype_named(*kv_cache_dtype) : std::nullopt;  // names validated before
+  if (!want || cache.caches.empty()) return;
   auto* s = dynamic_cast<const StandardKVCache*>(cache.caches.front().get());
   auto kv = s ? s->fetch() : std::nullopt;
-  if (kv && kv->first.dtype() != want)
+  if (kv && kv->first.dtype() != *want)
     fail("prompt-cache", "the prompt cache stores its keys in the model's dtype, not the kv_cache_dtype " +
                              *kv_cache_dtype + " this generation asks for");
 }
