@@ -1,4 +1,5 @@
 #include "kernels/qmm_cpu.h"
+#include "kernels/nibble_lookup.h"
 #include "kernels/prefetch.h"
 #include "kernels/row_blocks.h"
 #include "kernels/simd_exp.h"
@@ -206,16 +207,25 @@ MLXGP_AVX512 void rows_avx512(const QmmArgs& a, const float* xp, int m0, int n0,
     for (int m = 0; m < MB; ++m)
       for (int j = 0; j < NB; ++j) acc[m][j][0] = acc[m][j][1] = _mm512_setzero_ps();
     for (int g = 0; g < groups; ++g) {
-      __m512 vs[NB], vb[NB];
+      __m512 vs[NB], vb[NB], t[NB];
       for (int j = 0; j < NB; ++j) {
         const size_t gi = static_cast<size_t>(n + j) * groups + g;
         vs[j] = _mm512_set1_ps(scale_at<ST>(a.scales, gi));
         vb[j] = _mm512_set1_ps(scale_at<ST>(a.biases, gi));
+        // 4-bit: the group's 16 possible weights, looked up by code (nibble_lookup.h).
+        if constexpr (BITS == 4) t[j] = _mm512_fmadd_ps(nibble_codes(), vs[j], vb[j]);
       }
       for (int k = g * a.group_size; k < (g + 1) * a.group_size; k += 32) {
         __m512 w[NB][2];
         for (int j = 0; j < NB; ++j) prefetch_ahead<4 * BITS>(wb[j] + k * BITS / 8);  // prefetch.h
-        for (int j = 0; j < NB; ++j) dequant32<BITS>(wb[j], k, vs[j], vb[j], w[j][0], w[j][1]);
+        for (int j = 0; j < NB; ++j) {
+          if constexpr (BITS == 4) {
+            // In the prepared x layout: the low nibbles' elements, then the high ones'.
+            nibble_weights(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[j] + k / 2)), t[j], w[j][0], w[j][1]);
+          } else {
+            dequant32<BITS>(wb[j], k, vs[j], vb[j], w[j][0], w[j][1]);
+          }
+        }
         for (int m = 0; m < MB; ++m) {
           const float* xm = xr + static_cast<size_t>(m) * a.K + k;
           __m512 x0 = _mm512_loadu_ps(xm), x1 = _mm512_loadu_ps(xm + 16);

@@ -315,6 +315,26 @@ TEST_F(GgmlKernels, Int8ActivationsPropagateNonFiniteAndRefuseOtherTypes) {
   EXPECT_TRUE(mx::all(mx::isnan(y)).item<bool>());
 }
 
+// A batch row equals that row run alone bit for bit, whichever row kernel width (8, 4, 1) takes it: the
+// narrow kernels read the block scales gathered ahead (gather_halves), the 8-row one block by block. K of
+// 17 and 259 blocks: a partial last gather, and a row longer than one gathered segment (256 blocks).
+TEST_F(GgmlKernels, BatchRowsEqualSoloRowsBitForBit) {
+  if (k::machine_isa() != k::Isa::avx512) GTEST_SKIP() << "the fused row kernels are AVX-512";
+  uint32_t seed = 500;
+  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0})
+    for (int K : {17 * 32, 259 * 32}) {
+      SCOPED_TRACE("type " + std::to_string(type) + " K=" + std::to_string(K));
+      auto w = random_blocks(type, 21, K, seed++);
+      auto x = mx::random::normal({13, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));
+      auto all = k::ggml_matmul(x, w, type);
+      EXPECT_LE(max_rel(all, mx::matmul(x, mx::transpose(scalar_dequantize(w, type, K)))), 1e-5f);
+      for (int m : {0, 5, 8, 12}) {
+        auto solo = k::ggml_matmul(mx::slice(x, {m, 0}, {m + 1, K}), w, type);
+        EXPECT_TRUE(mx::array_equal(mx::slice(all, {m, 0}, {m + 1, 21}), solo).item<bool>()) << "row " << m;
+      }
+    }
+}
+
 // Several weights against one input (q, k and v; gate and up) as one node equal ggml_matmul one weight at
 // a time bit for bit: float32 and int8 activations, decode and prefill-chunk row counts, uneven N; the
 // gradient of x sums the weights' products; other cases go weight by weight.
