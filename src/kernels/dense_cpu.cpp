@@ -97,11 +97,15 @@ void dense_rows(const DenseArgs& a, int n0, int n1, Isa isa) {
 #if defined(__x86_64__)
   if (isa != Isa::portable) {
     const size_t row_bytes = static_cast<size_t>(a.K) * sizeof(float);
-    for_weight_tiles(a.M, n0, n1, row_bytes, 16 * 1024, [&](int m0, auto mbc, int t0, int t1) {
-      constexpr int MB = decltype(mbc)::value;
-      if (isa == Isa::avx512) rows_avx512<MB>(a, m0, t0, t1);
-      else rows_avx2<MB>(a, m0, t0, t1);
-    });
+    if (isa == Isa::avx512) {
+      // AVX-512 has the registers for 8 rows, so a batch of 8 reads each weight once (the GGUF and
+      // affine row kernels do the same).
+      for_weight_tiles<8>(a.M, n0, n1, row_bytes, 16 * 1024,
+                          [&](int m0, auto mbc, int t0, int t1) { rows_avx512<decltype(mbc)::value>(a, m0, t0, t1); });
+      return;
+    }
+    for_weight_tiles(a.M, n0, n1, row_bytes, 16 * 1024,
+                     [&](int m0, auto mbc, int t0, int t1) { rows_avx2<decltype(mbc)::value>(a, m0, t0, t1); });
     return;
   }
 #endif
