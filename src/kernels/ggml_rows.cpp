@@ -314,8 +314,8 @@ MLXGP_AVX512 void gather_halves(const uint8_t* row, int n, float* s) {
 // Every (row, output) has its own accumulator pair summed in the same order whatever MB, so a batch row's
 // result equals its solo run bit for bit. (Two weight rows per pass, which helps the affine 4-bit kernel,
 // measured no faster here on Zen 4 for Q4_1, Q5_0, Q8_0, Q4_K or Q6_K.) Passes of up to 4 rows read
-// gathered scales (single thread, 576 x 1536 Q4_1, cycles a block: 1 row 5.0 -> 4.5, 4 rows 8.8 -> 8.3);
-// 8-row ones read each block's own (13.4 either way; end to end the gathered ones measured slower).
+// gathered scales (single thread, 576 x 1536 Q4_1, cycles a block: 1 row 6.2-6.7 -> 4.4-4.7, 4 rows 9.2 ->
+// 8.2-8.5); 8-row ones read each block's own (about 13.4 either way, and slower gathered end to end).
 template <class F, int MB>
 MLXGP_AVX512 void rows_kernel(const GgmlRowsArgs& a, int m0, int n0, int n1) {
   constexpr bool kGathered = MB <= 4 && requires { F::kHalves; };
