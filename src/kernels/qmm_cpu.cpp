@@ -160,19 +160,16 @@ MLXGP_AVX512 inline __m512i unpack16_5bit(const uint8_t* p) {
 }
 
 // 32 codes of one weight row from element k as int32 lanes. NATURAL: in element order; otherwise in the
-// prepared x layout, where 4-bit codes come as the even elements then the odd ones (one nibble each).
+// prepared x layout (which only the 4-bit codes change, and the 4-bit row kernel looks its weights up).
 template <int BITS, bool NATURAL>
 MLXGP_AVX512 inline void codes32(const uint8_t* wb, int k, __m512i& c0, __m512i& c1) {
-  if constexpr (BITS == 4 && NATURAL) {
+  static_assert(BITS != 4 || NATURAL, "4-bit rows read their codes through nibble_weights");
+  if constexpr (BITS == 4) {
     const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k / 2));
     const __m128i low4 = _mm_set1_epi8(0x0F);
     const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
     c0 = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
     c1 = _mm512_cvtepu8_epi32(_mm_unpackhi_epi8(lo, hi));
-  } else if constexpr (BITS == 4) {
-    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + k / 2)));
-    c0 = _mm512_and_si512(v, _mm512_set1_epi32(0xF));
-    c1 = _mm512_srli_epi32(v, 4);
   } else if constexpr (BITS == 5) {
     c0 = unpack16_5bit(wb + k / 8 * 5);
     c1 = unpack16_5bit(wb + k / 8 * 5 + 10);
@@ -182,7 +179,7 @@ MLXGP_AVX512 inline void codes32(const uint8_t* wb, int k, __m512i& c0, __m512i&
   }
 }
 
-// Those 32 codes dequantized (scale * q + bias), in the prepared x layout.
+// Those 32 codes dequantized (scale * q + bias), in the prepared x layout (5- and 8-bit rows).
 template <int BITS>
 MLXGP_AVX512 inline void dequant32(const uint8_t* wb, int k, __m512 vs, __m512 vb, __m512& w0, __m512& w1) {
   __m512i c0, c1;
