@@ -34,6 +34,10 @@ bool Args::parse(const std::vector<std::string>& argv) {
     for (auto& [n, s] : specs_)
       if (n == name) spec = &s;
     if (!spec) fail("cli", "unknown option --" + name + " for 'mlxgp " + command_ + "'");
+    // A switch is on when given: --do-sample=false must not turn it on.
+    if (!spec->takes_value && inline_value)
+      fail("cli",
+           "--" + name + " is a switch and takes no value (give --" + name + " to turn it on, leave it out otherwise)");
     if (spec->takes_value && !inline_value) {
       if (i + 1 >= argv.size()) fail("cli", "--" + name + " needs a value");
       // `--model --prompt Hi`: the next word is one of this command's options, so --model has no value

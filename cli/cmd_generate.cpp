@@ -210,8 +210,6 @@ int run_generate(const std::vector<std::string>& argv) {
   warn_sampling_flags_unused(config, args, std::cerr);
   gen_options.negative_prompt_ids = negative_prompt(args, config, loaded.tokenizer.get());
   if (prompt_cache_path) {
-    if (config.num_beams > 1 || config.use_speculative || config.prompt_lookup_num_tokens)
-      fail("cli", "--prompt-cache works with greedy and sampled generation only (not beams or speculative decoding)");
     gen_options.prompt_cache =
         std::make_shared<const PromptCache>(load_prompt_cache(*prompt_cache_path, *loaded.model));
   }
@@ -227,9 +225,11 @@ int run_generate(const std::vector<std::string>& argv) {
         [&](const std::vector<int>& ids, const GenerationConfig& c) { check_prompt(*loaded.model, ids, c); });
     std::vector<std::vector<int>> prompts;
     std::vector<GenerationConfig> configs;
+    std::vector<std::string> lines;
     for (auto& r : requests) {
       prompts.push_back(std::move(r.prompt_ids));
       configs.push_back(std::move(r.config));
+      lines.push_back(std::move(r.where));
     }
     std::string inputs;
     for (auto& p : prompts) inputs += ids_text(p) + "\n";
@@ -237,6 +237,7 @@ int run_generate(const std::vector<std::string>& argv) {
     BatchGenerateOptions batch_options;
     batch_options.batch_size = batch_size;
     batch_options.options = gen_options;
+    batch_options.request_name = [&lines](int request) { return lines.at(request); };
     batch_options.on_alone = [](int request, const std::string& why) {
       std::fprintf(stderr, "[generate] request %d runs alone: %s\n", request + 1, why.c_str());
     };

@@ -37,6 +37,7 @@ std::vector<FileRequest> read_prompts_file(
     if (j.contains("prompt") == j.contains("input_ids")) bad("give exactly one of \"prompt\" and \"input_ids\"");
     FileRequest r;
     r.config = base;
+    r.where = name + ":" + std::to_string(number);
     try {
       if (j.contains("prompt")) {
         if (!j["prompt"].is_string()) bad("\"prompt\" must be a string");

@@ -14,6 +14,7 @@ namespace mlxgp::cli {
 struct FileRequest {
   std::vector<int> prompt_ids;
   GenerationConfig config;  // the command line's config with the line's "config" applied, validated
+  std::string where;        // "requests.jsonl:LINE", for the messages of later checks
 };
 
 // `encode(text)` turns a "prompt" into ids (it throws when the model has no tokenizer); `check(ids,

@@ -174,6 +174,9 @@ struct BatchGenerateOptions {
   // Called before the run for each request that cannot share a batch and runs alone: its index and
   // why (batch_refusal's line). The CLI prints it and Python warns: the setting is honoured, not batched.
   std::function<void(int request, const std::string& why)> on_alone;
+  // Names request i in the errors its settings raise before the run ("requests.jsonl:3" in the CLI);
+  // unset: "request i + 1".
+  std::function<std::string(int request)> request_name;
 };
 
 // Generates for every prompt, with configs[i] for prompts[i] (one config for all when configs has one

@@ -38,6 +38,10 @@ class LogitsProcessor {
   // step, at the same point (same checks and errors); the kernel runs later, so it captures by value.
   // nullopt: this processor always uses apply().
   virtual std::optional<RowKernel> row_kernel(int vocab, int num_ids) { return std::nullopt; }
+  // Throws [generate] when a token id this processor was given lies outside a vocabulary of `vocab`. Run
+  // when a request is admitted, so that a batch refuses it before it shares a step with other requests
+  // (apply() checks again against the logits it gets).
+  virtual void check_vocabulary(int vocab) const {}
 };
 
 // transformers TemperatureLogitsWarper: logits / temperature.
@@ -155,6 +159,7 @@ class LogitsProcessorList {
   void on_prompt(const mlx::core::array& ids);
   mlx::core::array apply(const mlx::core::array& logits, const mlx::core::array& ids);
   void on_token(const mlx::core::array& tokens);
+  void check_vocabulary(int vocab) const;
 
  private:
   std::vector<std::unique_ptr<LogitsProcessor>> items_;

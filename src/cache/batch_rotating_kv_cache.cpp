@@ -94,6 +94,20 @@ std::pair<mx::array, mx::array> BatchRotatingKVCache::update(const mx::array& ke
   };
   write(keys_, keys);
   write(values_, values);
+  // A row's first `keep` tokens stay in the first columns for good (the ring overwrites its copies): a
+  // token at position < keep goes there too. Rows reach such positions only in their first steps.
+  for (int b = 0; b < static_cast<int>(lengths_.size()); ++b) {
+    if (lengths_[b] >= keep_) continue;
+    auto keep_write = [&](const std::shared_ptr<mx::array>& buf, const mx::array& x) {
+      auto stop = buf->shape();
+      stop[0] = b + 1;
+      stop[2] = lengths_[b] + 1;
+      auto row = mx::slice(x, {b, 0, 0, 0}, {b + 1, x.shape(1), 1, x.shape(3)});
+      *buf = mx::slice_update(*buf, mx::astype(row, buf->dtype()), mx::Shape{b, 0, lengths_[b], 0}, stop);
+    };
+    keep_write(keys_, keys);
+    keep_write(values_, values);
+  }
   for (int& n : lengths_) ++n;
   ++timeline_;
   return {*keys_, *values_};

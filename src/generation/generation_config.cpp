@@ -514,6 +514,10 @@ void validate(const GenerationConfig& config) {
           if (!std::isfinite(x))
             fail("config", std::string("field '") + name + "' must be a finite number, got " + format_number(x));
           bool ok = (b.lo_open ? x > b.lo : x >= b.lo) && (b.hi_open ? x < b.hi : x <= b.hi);
+          // The processors compute in float32, where a tiny positive value is 0 (a division by it, inf).
+          if (ok && b.lo_open && b.lo == 0 && static_cast<float>(x) == 0.0f)
+            fail("config", std::string("field '") + name + "' must be > 0, got " + format_number(x) +
+                               ", which is 0 in float32 (the precision the processors compute in)");
           if (ok) continue;
           fail("config", std::string("field '") + name + "' must " + bounds_text(b) + ", got " + format_number(x));
         }
@@ -616,6 +620,12 @@ void validate(const GenerationConfig& config) {
   // Cross-field rules. transformers' TemperatureLogitsWarper rejects 0 when sampling.
   if (config.do_sample && config.temperature == 0.0)
     fail("config", "field 'temperature' must be > 0 when do_sample is true (use do_sample=false for greedy)");
+  // logits / temperature: below 1e-20 even a logit of 3.4e18 overflows float32 to inf, where transformers'
+  // sampling raises (torch.multinomial); such a temperature samples greedily anyway.
+  if (config.do_sample && config.temperature > 0.0 && config.temperature < 1e-20)
+    fail("config", "field 'temperature' must be at least 1e-20 when sampling, got " +
+                       format_number(config.temperature) +
+                       " (logits / temperature overflows float32; use do_sample=false for greedy)");
 }
 
 json to_json(const GenerationConfig& config) {

@@ -3,6 +3,7 @@
 // and leaving at arbitrary steps with their own configs, each produce their solo generate() result.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <random>
 
 #include "generation/batch/prefill_pacer.h"
@@ -164,13 +165,15 @@ TEST(BatchCache, QuantizedRowsComputeWhatTheyComputeAlone) {
 
 // Rotating caches (max_kv_size) of rows of different lengths (shorter than the window, past it, and
 // prefilled in several chunks) keep, step after step while their rings wrap, the view each has alone;
-// rows leave and join mid-way. keep = 0 and keep = 3 alike.
+// rows leave and join mid-way. keep = 0 and keep = 3 alike. The last row to join holds one token, so the
+// batch writes its kept positions itself (a batch once left them empty and read zeros there).
 void check_rotating_rows_match(int keep) {
   auto m = tiny();
   CacheOptions rotating;
   rotating.max_kv_size = 8;
   rotating.kv_keep = keep;
-  const std::vector<std::vector<int>> prompts = {ids_of(3, 1), ids_of(20, 2), ids_of(7, 3), ids_of(11, 4)};
+  const std::vector<std::vector<int>> prompts = {ids_of(3, 1), ids_of(20, 2), ids_of(7, 3), ids_of(11, 4),
+                                                 ids_of(1, 5)};
   KVCacheList batch;
   std::vector<KVCacheList> alone;
   std::vector<int> rows;  // the prompt of each batch row
@@ -193,13 +196,14 @@ void check_rotating_rows_match(int keep) {
   join(0);
   join(1);
   join(2);
-  for (int step = 0; step < 14; ++step) {
+  for (int step = 0; step < 22; ++step) {
     if (step == 5) {  // the 20-token row leaves
       keep_rows(batch, {0, 2});
       alone.erase(alone.begin() + 1);
       rows.erase(rows.begin() + 1);
     }
     if (step == 7) join(3);
+    if (step == 9) join(4);
     const int n = static_cast<int>(rows.size());
     std::vector<int> tokens;
     for (int r = 0; r < n; ++r) tokens.push_back((step * 5 + rows[r] * 11) % 64);
@@ -486,6 +490,48 @@ TEST(BatchEngine, CancelledRequestLeavesAndTheOthersGoOn) {
   EXPECT_TRUE(w->sequences[0].token_ids.empty());
   EXPECT_EQ(w->sequences[0].finish_reason, FinishReason::Cancelled);
   EXPECT_EQ(small.queued(), 0);
+}
+
+// Settings a request's steps would only fail on (token ids outside the vocabulary, cache options) are
+// refused when it is submitted, in every lane: a step that other requests share never fails for them.
+TEST(BatchEngine, SettingsThatWouldFailAStepAreRefusedAtSubmit) {
+  auto m = tiny();
+  auto cases = mixed_cases();
+  BatchEngine engine(*m, nullptr, {8});
+  int running = engine.submit({cases[1].prompt, cases[1].config, {}, {}});
+  engine.step();
+  const int vocab = m->config().vocab_size;
+  auto refused = [&](GenerationConfig c, const std::string& why) {
+    c.max_new_tokens = 4;
+    EXPECT_NE(error_of([&] { engine.submit({ids_of(6, 2), c, {}, {}}); }).find(why), std::string::npos) << why;
+    c.num_beams = 2;  // the beam lane
+    EXPECT_NE(error_of([&] { engine.submit({ids_of(6, 2), c, {}, {}}); }).find(why), std::string::npos) << why;
+  };
+  GenerationConfig c;
+  c.logit_bias = std::vector<std::pair<int, double>>{{vocab, 1.0}};
+  refused(c, "logit_bias token id");
+  c = {};
+  c.bad_words_ids = std::vector<std::vector<int>>{{vocab + 3}};
+  refused(c, "bad_words_ids token id");
+  c = {};
+  c.forced_eos_token_id = std::vector<int>{vocab};
+  refused(c, "forced_eos_token_id");
+  c = {};
+  c.max_kv_size = 2;  // kv_keep 4
+  refused(c, "kv keep must be in [0, max_kv_size)");
+  c = {};
+  c.kv_bits = 4;
+  c.kv_group_size = 7;
+  refused(c, "kv group size");
+  c = {};
+  c.num_beams = std::numeric_limits<int32_t>::max() / vocab + 1;  // its scores would not fit one array
+  EXPECT_NE(error_of([&] { engine.submit({ids_of(6, 2), c, {}, {}}); }).find("2^31"), std::string::npos);
+  std::optional<GenerationResult> r;
+  while (engine.busy())
+    for (int id : engine.step())
+      if (id == running) r = engine.take_result(id);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->sequences[0].token_ids, generate(*m, nullptr, cases[1].prompt, cases[1].config).sequences[0].token_ids);
 }
 
 TEST(BatchEngine, MaxJoinsPerStepAdmitsThatManyWhileRowsDecode) {

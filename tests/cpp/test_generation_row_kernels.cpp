@@ -126,7 +126,21 @@ TEST(RowKernels, OutOfVocabularyIdsFailAtBuildTime) {
             "[generate] logit_bias token id 40 is outside the vocabulary (size 40)");
   auto s = make_sequence_bias({{{kVocab + 1}, 1.0}});
   EXPECT_EQ(error_of([&] { s->row_kernel(kVocab, 1); }),
-            "[generate] biased token id 41 is outside the vocabulary (size 40)");
+            "[generate] sequence_bias token id 41 is outside the vocabulary (size 40)");
+}
+
+// A request's processors are checked against the vocabulary when it is admitted (the batch engine
+// refuses it then, not in a step other requests share), with the messages their steps give.
+TEST(RowKernels, CheckVocabularyNamesTheSetting) {
+  LogitsProcessorList list;
+  list.add(make_bad_words({{1, kVocab + 2}}, {}));
+  EXPECT_EQ(error_of([&] { list.check_vocabulary(kVocab); }),
+            "[generate] bad_words_ids token id 42 is outside the vocabulary (size 40)");
+  EXPECT_EQ(error_of([&] { make_logit_bias({{kVocab, 1.0}})->check_vocabulary(kVocab); }),
+            "[generate] logit_bias token id 40 is outside the vocabulary (size 40)");
+  EXPECT_EQ(error_of([&] { make_forced_bos(kVocab)->check_vocabulary(kVocab); }),
+            "[generate] forced_bos_token_id 40 is outside the vocabulary (size 40)");
+  EXPECT_NO_THROW(make_logit_bias({{kVocab - 1, 1.0}})->check_vocabulary(kVocab));
 }
 
 }  // namespace

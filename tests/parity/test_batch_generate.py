@@ -314,10 +314,13 @@ def test_default_model_batch_matches_transformers(hf_default, default_gguf, defa
 @pytest.mark.parametrize("arch", tiny_models.ARCHS)
 def test_rows_equal_solo_runs(tiny, arch, run_mlxgp, tmp_path):
     """Each row of a left-padded batch gives what the prompt gives alone, at two batch sizes (all rows
-    at once; 5 at a time, so rows join as others finish). Sampled rows carry their own seed."""
+    at once; 5 at a time, so rows join as others finish). Sampled rows carry their own seed. Rotating
+    caches too: the 1-token prompt's next tokens land in its kept positions (a batch once left them
+    empty)."""
     _, folder = tiny[arch]
     configs = [{"max_new_tokens": 12},
-               {"max_new_tokens": 12, "repetition_penalty": 1.4, "no_repeat_ngram_size": 2, "min_new_tokens": 3}]
+               {"max_new_tokens": 12, "repetition_penalty": 1.4, "no_repeat_ngram_size": 2, "min_new_tokens": 3},
+               {"max_new_tokens": 12, "max_kv_size": 8}]
     requests = [{"input_ids": p, "config": c} for c in configs for p in TINY_PROMPTS]
     requests += [{"input_ids": p, "config": {"max_new_tokens": 10 + i, "do_sample": True, "temperature": 1.2,
                                              "top_k": 0, "seed": 100 + i}} for i, p in enumerate(TINY_PROMPTS)]
@@ -334,7 +337,7 @@ def test_rows_equal_solo_runs(tiny, arch, run_mlxgp, tmp_path):
           "their solo runs")
     assert not failures, "\n".join(failures)
     n = len(TINY_PROMPTS)
-    sampled = [o["sequences"][0]["token_ids"] for o in big[2 * n:]]
+    sampled = [o["sequences"][0]["token_ids"] for o in big[3 * n:]]
     greedy = [o["sequences"][0]["token_ids"] for o in big[:n]]
     assert sum(s[:10] != g[:10] for s, g in zip(sampled, greedy)) >= n - 1  # the rows really sample
 
@@ -424,6 +427,9 @@ def test_python_batch_equals_cli(default_gguf, run_mlxgp, tmp_path):
     ('{"input_ids": [1, -1]}', "-1"),
     ('{"input_ids": []}', "empty"),
     ('{"prompt": "hello"}', "tokenizer"),  # the tiny model has no tokenizer
+    # Checks of the batch itself, after every line parsed, name the line too.
+    ('{"input_ids": [1, 2], "config": {"bad_words_ids": [[600]]}}', "bad_words_ids token id 600 is outside"),
+    ('{"input_ids": [1, 2], "config": {"max_kv_size": 2}}', "kv keep must be in [0, max_kv_size)"),
 ])
 def test_prompts_file_errors(tiny, run_mlxgp, tmp_path, line, needle):
     _, folder = tiny["llama"]

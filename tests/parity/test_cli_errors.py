@@ -55,6 +55,12 @@ def config_file(tmp_path):
     (["--bogus"], "cli", "unknown option --bogus"),
     (["--prefill-chunk-size", "0"], "cli", "--prefill-chunk-size must be between 1"),
     (["--temperature", "nan"], "config", "field 'temperature' must be a finite number"),
+    # A switch given a value is refused: --do-sample=false once turned sampling on.
+    (["--do-sample=false"], "cli", "--do-sample is a switch and takes no value"),
+    # Values that overflow or vanish in float32, where the processors compute.
+    (["--temperature", "1e-40"], "config", "field 'temperature' must be at least 1e-20 when sampling, got 1e-40"),
+    (["--repetition-penalty", "1e-300"], "config", "which is 0 in float32"),
+    (["--negative-prompt", "bad"], "cli", "need --guidance-scale other than 1"),
 ])
 def test_bad_settings(gen, args, component, fragment):
     check_error(gen("--prompt", "Hi", *args), component, fragment)

@@ -312,7 +312,7 @@ def test_prefix_allowed_tokens_parity(run_mlxgp, tmp_path):
     ('{"suppress_tokens": [-3]}', "field 'suppress_tokens' must be >= 0"),
     ('{"forced_bos_token_id": 99}', "forced_bos_token_id 99 is outside the vocabulary"),
     ('{"bad_words_ids": [[1], []]}', "field 'bad_words_ids' must not contain an empty list"),
-    ('{"bad_words_ids": [[1, 12]]}', "biased token id 12 is outside the vocabulary"),
+    ('{"bad_words_ids": [[1, 12]]}', "bad_words_ids token id 12 is outside the vocabulary"),
     ('{"bad_words_ids": [3]}', "field 'bad_words_ids' expects a list of lists of token ids"),
     ('{"exponential_decay_length_penalty": [1.5, 2]}', "field 'exponential_decay_length_penalty' must be"),
     ('{"sequence_bias": [[[1], 2.0], [[]]]}', "field 'sequence_bias' expects a list of [[token ids], bias] pairs"),

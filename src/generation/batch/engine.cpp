@@ -19,6 +19,9 @@
 #include "generation/core/setup.h"
 #include "generation/prompt_budget.h"
 #include "mlxgp/batch_cache.h"
+#include "mlxgp/cache_options.h"
+#include "mlxgp/decode_rows.h"
+#include "mlxgp/generator.h"
 #include "mlxgp/error.h"
 #include "mlxgp/prompt_cache.h"
 
@@ -154,6 +157,12 @@ int BatchEngine::submit(BatchRequest request) {
   auto prepared = prepare_generation(model_, tokenizer_, request.config, std::move(request.options));
   r->config = std::move(prepared.config);  // throws [config] above when invalid
   r->options = std::move(prepared.options);
+  // The cache options and the request's rows now, not in a step other requests share.
+  validate(cache_options_from(r->config));
+  check_decode_rows_fit(model_, decode_rows(r->config),
+                        static_cast<long long>(request.prompt_ids.size()) +
+                            check_prompt_and_budget(model_.config(), r->config, request.prompt_ids),
+                        "rows (num_beams, or num_return_sequences)");
   const int n = static_cast<int>(request.prompt_ids.size());
   if (r->config.use_speculative || r->config.prompt_lookup_num_tokens) {  // the speculative lane
     if (auto why = batch_refusal(r->config, r->options, n); !why.empty()) fail("generate", why);
@@ -164,6 +173,7 @@ int BatchEngine::submit(BatchRequest request) {
                      : nullptr;
     draft = speculative::resolve_draft(model_, r->config, r->options, std::move(draft));
     check_prompt_and_budget(model_.config(), r->config, request.prompt_ids);
+    check_processor_vocabulary(model_, r->config, r->options);
     const int id = next_id_++;
     speculative_->add(id, std::move(request.prompt_ids), std::move(r->config), std::move(r->options),
                       std::move(request.on_token), std::move(draft));
@@ -174,6 +184,7 @@ int BatchEngine::submit(BatchRequest request) {
     if (request.top_logprobs >= 0)
       fail("generate", "beam search does not report top_logprobs (its tokens are not streamed)");
     check_prompt_and_budget(model_.config(), r->config, request.prompt_ids);
+    check_processor_vocabulary(model_, r->config, r->options);
     auto b = std::make_unique<BeamRequest>(
         BeamRequest{next_id_++, std::move(request.prompt_ids), std::move(r->config), std::move(r->options)});
     const int id = b->id;

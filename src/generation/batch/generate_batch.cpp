@@ -20,8 +20,8 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
     fail("generate", "give one generation config, or one per prompt (" + std::to_string(prompts.size()) + " prompts, " +
                          std::to_string(configs.size()) + " configs)");
   auto config_of = [&](size_t i) -> const GenerationConfig& { return configs.size() == 1 ? configs[0] : configs[i]; };
-  // The widest request times the batch size, each row as long as the longest: refused in one line if it
-  // cannot fit, before any work.
+  // The rows decoded at once (the batch size, or a wider request, which runs alone), each as long as the
+  // longest: refused in one line if they cannot fit, before any work.
   long long rows = 1, length = 1, all_rows = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     rows = std::max(rows, decode_rows(config_of(i)));
@@ -29,8 +29,8 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
     length =
         std::max(length, static_cast<long long>(prompts[i].size()) + check_prompt(model, prompts[i], config_of(i)));
   }
-  check_decode_rows_fit(model, rows * std::min<long long>(options.batch_size, static_cast<long long>(prompts.size())),
-                        length, "rows (batch size x beams or sequences per request)");
+  check_decode_rows_fit(model, std::max(rows, std::min<long long>(options.batch_size, all_rows)), length,
+                        "rows (the batch size, or the widest request's beams or sequences)");
   std::vector<std::optional<GenerationResult>> results(prompts.size());
   // No more rows than the prompts have (the batch caches reserve room for max_batch_rows); a batch size
   // under 1 goes to the engine, which refuses it in one line.
@@ -39,25 +39,35 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
   BatchEngine engine(model, tokenizer, {batch_rows});
   std::vector<std::pair<int, size_t>> ids;  // engine id -> input index
   std::vector<size_t> alone;
-  // Every request is validated before any runs, so a bad one fails the call before work is spent.
+  // Every request is validated before any runs, so a bad one fails the call before work is spent; its
+  // error names it.
+  auto named = [&](size_t i, const Error& e) {
+    const std::string name =
+        options.request_name ? options.request_name(static_cast<int>(i)) : "request " + std::to_string(i + 1);
+    return Error("generate", name + ": " + without_component(e.what()), e.kind());
+  };
   for (size_t i = 0; i < prompts.size(); ++i) {
-    auto prepared = prepare_generation(model, tokenizer, config_of(i), options.options);  // throws [config]
-    const int n = static_cast<int>(prompts[i].size());
-    // Beam searches and speculative runs have the engine's lanes; what cannot share a batch runs alone.
-    if (auto why = batch_refusal(prepared.config, prepared.options, n); !why.empty()) {
-      check_prompt(model, prompts[i], prepared.config);
-      if (options.on_alone) options.on_alone(static_cast<int>(i), why);
-      alone.push_back(i);
-      continue;
+    try {
+      auto prepared = prepare_generation(model, tokenizer, config_of(i), options.options);  // throws [config]
+      const int n = static_cast<int>(prompts[i].size());
+      // Beam searches and speculative runs have the engine's lanes; what cannot share a batch runs alone.
+      if (auto why = batch_refusal(prepared.config, prepared.options, n); !why.empty()) {
+        check_prompt(model, prompts[i], prepared.config);
+        if (options.on_alone) options.on_alone(static_cast<int>(i), why);
+        alone.push_back(i);
+        continue;
+      }
+      BatchRequest req{prompts[i], config_of(i), options.options, {}};
+      if (options.on_token) {
+        const int index = static_cast<int>(i);
+        req.on_token = [&options, index](int row, int token, const std::string& text) {
+          options.on_token(index, row, token, text);
+        };
+      }
+      ids.emplace_back(engine.submit(std::move(req)), i);
+    } catch (const Error& e) {
+      throw named(i, e);
     }
-    BatchRequest req{prompts[i], config_of(i), options.options, {}};
-    if (options.on_token) {
-      const int index = static_cast<int>(i);
-      req.on_token = [&options, index](int row, int token, const std::string& text) {
-        options.on_token(index, row, token, text);
-      };
-    }
-    ids.emplace_back(engine.submit(std::move(req)), i);
   }
   mx::reset_peak_memory();
   while (engine.busy())

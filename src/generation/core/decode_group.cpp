@@ -42,6 +42,7 @@ DecodeGroup::DecodeGroup(Model& model, const GenerationConfig& config, const Gen
   context.tokenizer = options.tokenizer;
   if (config_.xtc_probability > 0) context.rng_seed = sampler_.draw_seed();  // XTC's coins follow the seed
   processors_ = build_logits_processors(config_, context);
+  processors_.check_vocabulary(model.config().vocab_size);
   stop_ = stopping_criteria(config_, options);
   // HF expands the prompt to num_return_sequences rows (validate() allows > 1 only when sampling).
   rows_ = config_.num_return_sequences;
@@ -96,6 +97,11 @@ mx::array DecodeGroup::choose(const mx::array& logits, const std::optional<Picke
     token = mx::depends({token}, {bad})[0];
     logits_checks_.push_back(bad);
   }
+  if (!picked && sampler_.sampling()) {
+    auto bad = invalid_logits(scores);
+    token = mx::depends({token}, {bad})[0];
+    score_checks_.push_back(bad);
+  }
   recorder_.record(raw, scores, token);
   processors_.on_token(token);
   // One two-input concat per step (not a concat of every step's token): the graph stays small.
@@ -111,6 +117,11 @@ const std::vector<int>& DecodeGroup::accept(const int32_t* tokens) {
     const bool bad = logits_checks_.front().item<bool>();
     logits_checks_.pop_front();
     if (bad) fail_invalid_logits(produced);
+  }
+  if (!score_checks_.empty()) {
+    const bool bad = score_checks_.front().item<bool>();
+    score_checks_.pop_front();
+    if (bad) fail_invalid_scores(produced);
   }
   auto now = std::chrono::steady_clock::now();
   if (steps_ == 0) {
@@ -148,6 +159,7 @@ void DecodeGroup::cancel() {
   active_ = 0;
   started_ = true;
   logits_checks_.clear();
+  score_checks_.clear();
   recorder_.truncate(steps_);
 }
 

@@ -89,6 +89,7 @@ class DecodeGroup {
   double prefill_seconds_ = 0, decode_seconds_ = 0;
   ModelConfig budget_context_;           // vocabulary and context size for the prompt checks
   std::deque<mx::array> logits_checks_;  // invalid_logits() of each chosen step not yet accepted
+  std::deque<mx::array> score_checks_;   // when sampling, invalid_logits() of the processed scores, likewise
 };
 
 // Streams each row's text as tokens arrive: complete UTF-8 only, and a terminating special EOS token

@@ -31,4 +31,10 @@ void fail_invalid_logits(int step) {
                        "remove_invalid_values=true replaces them instead, as transformers does");
 }
 
+void fail_invalid_scores(int step) {
+  fail("generate", "the processed scores sampled from at step " + std::to_string(step) +
+                       " hold NaN or infinite values, or a row with every token masked (is the temperature so "
+                       "small that logits / temperature overflows float32?)");
+}
+
 }  // namespace mlxgp

@@ -19,5 +19,8 @@ mlx::core::array invalid_logits(const mlx::core::array& logits);
 inline bool guards_logits(const GenerationConfig& config) { return !config.remove_invalid_values; }
 // Throws [generate] naming the step (1 = the token after the prompt).
 [[noreturn]] void fail_invalid_logits(int step);
+// The same for the processed scores a sampled step draws from (invalid_logits of them): a tiny temperature
+// overflows them to +inf, where transformers' torch.multinomial raises.
+[[noreturn]] void fail_invalid_scores(int step);
 
 }  // namespace mlxgp

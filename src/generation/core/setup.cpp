@@ -1,6 +1,8 @@
 #include "generation/core/setup.h"
 
 #include "mlxgp/error.h"
+#include "mlxgp/logits_processor.h"
+#include "mlxgp/model.h"
 
 namespace mlxgp {
 
@@ -37,6 +39,14 @@ PreparedGeneration prepare_generation(const Model& model, std::shared_ptr<const 
   if (!options.tokenizer) options.tokenizer = tokenizer;
   PreparedGeneration p{with_model_defaults(config, model.config(), tokenizer.get()), std::move(options)};
   validate(p.config);
+  // HF generate(negative_prompt_ids=...) feeds only classifier-free guidance: without it, refused, not ignored.
+  if (p.options.negative_prompt_ids && (!p.config.guidance_scale || *p.config.guidance_scale == 1.0))
+    fail("generate", "a negative prompt needs guidance_scale other than 1 (classifier-free guidance)");
+  // Beam search and speculative decoding prefill their own caches.
+  if (p.options.prompt_cache &&
+      (p.config.num_beams > 1 || p.config.use_speculative || p.config.prompt_lookup_num_tokens))
+    fail("generate",
+         "a prompt cache works with greedy and sampled generation only (not beams or speculative decoding)");
   return p;
 }
 
@@ -50,6 +60,14 @@ StoppingCriteria stopping_criteria(const GenerationConfig& config, const Generat
   }
   stop.callback = options.stop_callback;
   return stop;
+}
+
+void check_processor_vocabulary(Model& model, const GenerationConfig& config, const GeneratorOptions& options) {
+  ProcessorContext context;
+  context.model = &model;
+  context.negative_prompt_ids = options.negative_prompt_ids;
+  context.tokenizer = options.tokenizer;
+  build_logits_processors(config, context).check_vocabulary(model.config().vocab_size);
 }
 
 }  // namespace mlxgp

@@ -23,4 +23,11 @@ PreparedGeneration prepare_generation(const Model& model, std::shared_ptr<const 
 // from the prompt (check_prompt).
 StoppingCriteria stopping_criteria(const GenerationConfig& config, const GeneratorOptions& options);
 
+// Throws [generate] when a token id the request's processors were given (logit_bias, bad_words_ids,
+// sequence_bias, force_words_ids, forced BOS / EOS, ...) lies outside the model's vocabulary
+// (LogitsProcessor::check_vocabulary). For the lanes that build their processors only when they start
+// (beam search, speculative decoding): a batch then refuses the request at submit, instead of failing a
+// step that other requests share.
+void check_processor_vocabulary(Model& model, const GenerationConfig& config, const GeneratorOptions& options);
+
 }  // namespace mlxgp

@@ -82,13 +82,17 @@ class ForceWordsProcessor : public LogitsProcessor {
     steps_ = 0;
   }
 
+  void check_vocabulary(int v) const override {
+    if (max_id_ >= v)
+      fail("generate", "force_words_ids token id " + std::to_string(max_id_) + " is outside the vocabulary (size " +
+                           std::to_string(v) + ")");
+  }
+
   mx::array apply(const mx::array& logits, const mx::array&) override {
     if (!progress_) fail("generate", "force_words_ids: on_prompt() was not called");
     const int b = logits.shape(0), v = logits.shape(-1);
     if (b != rows_) fail("generate", "force_words_ids: batch size changed during generation");
-    if (max_id_ >= v)
-      fail("generate", "force_words_ids token id " + std::to_string(max_id_) + " is outside the vocabulary (size " +
-                           std::to_string(v) + ")");
+    check_vocabulary(v);
     auto k = *progress_;
     auto met = *met_;
     auto met_item = item_met(met);                             // [B, I]

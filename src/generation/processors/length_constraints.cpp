@@ -141,6 +141,7 @@ class ForcedBos : public LogitsProcessor {
     return force_row({bos_});
   }
   bool needs_ids() const override { return true; }
+  void check_vocabulary(int vocab) const override { check_forced({bos_}, vocab, "forced_bos_token_id"); }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<ForcedBos>(*this); }
 
  private:
@@ -162,6 +163,7 @@ class ForcedEos : public LengthProcessor {
     check_forced(eos_, vocab, "forced_eos_token_id");
     return force_row(eos_);
   }
+  void check_vocabulary(int vocab) const override { check_forced(eos_, vocab, "forced_eos_token_id"); }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<ForcedEos>(*this); }
 
  private:
@@ -202,6 +204,10 @@ class ExponentialDecay : public LengthProcessor {
       for (int e : eos)
         if (std::isfinite(x[e])) x[e] = x[e] + std::fabs(x[e]) * scale;
     };
+  }
+  void check_vocabulary(int vocab) const override {
+    for (int e : eos_)
+      if (e < 0 || e >= vocab) fail("generate", "eos_token_id " + std::to_string(e) + " is outside the vocabulary");
   }
   std::unique_ptr<LogitsProcessor> clone() const override { return std::make_unique<ExponentialDecay>(*this); }
 

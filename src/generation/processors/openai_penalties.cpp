@@ -76,11 +76,14 @@ class LogitBiasProcessor : public LogitsProcessor {
       values_.push_back(b);
     }
   }
-  mx::array apply(const mx::array& logits, const mx::array&) override {
-    const int v = logits.shape(-1);
+  void check_vocabulary(int v) const override {
     if (!ids_.empty() && ids_.back() >= v)
       fail("generate", "logit_bias token id " + std::to_string(ids_.back()) + " is outside the vocabulary (size " +
                            std::to_string(v) + ")");
+  }
+  mx::array apply(const mx::array& logits, const mx::array&) override {
+    const int v = logits.shape(-1);
+    check_vocabulary(v);
     if (!dense_ || dense_->shape(-1) != v) {
       auto idx = mx::array(ids_.data(), {static_cast<int>(ids_.size())}, mx::int32);
       auto val = mx::array(values_.data(), {static_cast<int>(values_.size())}, mx::float32);
@@ -89,9 +92,7 @@ class LogitBiasProcessor : public LogitsProcessor {
     return mx::add(logits, mx::astype(*dense_, logits.dtype()));
   }
   std::optional<RowKernel> row_kernel(int vocab, int) override {
-    if (!ids_.empty() && ids_.back() >= vocab)
-      fail("generate", "logit_bias token id " + std::to_string(ids_.back()) + " is outside the vocabulary (size " +
-                           std::to_string(vocab) + ")");
+    check_vocabulary(vocab);
     return [ids = ids_, values = values_](std::span<float> x, std::span<const int32_t>) {
       for (size_t i = 0; i < ids.size(); ++i) x[ids[i]] += values[i];
     };

@@ -63,6 +63,10 @@ mx::array LogitsProcessorList::apply(const mx::array& logits, const mx::array& i
   return out;
 }
 
+void LogitsProcessorList::check_vocabulary(int vocab) const {
+  for (auto& p : items_) p->check_vocabulary(vocab);
+}
+
 void LogitsProcessorList::on_token(const mx::array& tokens) {
   for (auto& p : items_) p->on_token(tokens);
 }

@@ -17,7 +17,9 @@ namespace {
 
 class SequenceBiasProcessor : public LogitsProcessor {
  public:
-  explicit SequenceBiasProcessor(const std::vector<std::pair<std::vector<int>, double>>& biases) {
+  // `field`: the setting the ids came from, for messages (sequence_bias, bad_words_ids).
+  SequenceBiasProcessor(const std::vector<std::pair<std::vector<int>, double>>& biases, const char* field)
+      : field_(field) {
     // HF turns the list into a dict keyed by the sequence: a repeated sequence keeps its last bias.
     std::map<std::vector<int>, double> unique;
     for (auto& [seq, b] : biases) {
@@ -37,7 +39,7 @@ class SequenceBiasProcessor : public LogitsProcessor {
   mx::array apply(const mx::array& logits, const mx::array& ids_in) override {
     const int b = logits.shape(0), v = logits.shape(-1);
     const int t = multi_.empty() ? 0 : ids_in.shape(1);  // ids are a placeholder when !needs_ids()
-    check_vocab(v);
+    check_vocabulary(v);
     auto bias = mx::zeros({v}, mx::float32);
     if (!single_ids_.empty()) {
       auto idx = mx::array(single_ids_.data(), {static_cast<int>(single_ids_.size())}, mx::int32);
@@ -66,7 +68,7 @@ class SequenceBiasProcessor : public LogitsProcessor {
     return mx::add(logits, mx::astype(full, logits.dtype()));
   }
   std::optional<RowKernel> row_kernel(int vocab, int) override {
-    check_vocab(vocab);
+    check_vocabulary(vocab);
     return [this_copy = *this](std::span<float> x, std::span<const int32_t> ids) {
       // Sum each token's biases first, then add once: the device path adds one bias vector.
       thread_local std::vector<std::pair<int, float>> adds;
@@ -99,11 +101,11 @@ class SequenceBiasProcessor : public LogitsProcessor {
     int last;
     float bias;
   };
-  void check_vocab(int v) const {
+  void check_vocabulary(int v) const override {
     auto bad = [&](int id) {
       if (id >= v)
-        fail("generate",
-             "biased token id " + std::to_string(id) + " is outside the vocabulary (size " + std::to_string(v) + ")");
+        fail("generate", std::string(field_) + " token id " + std::to_string(id) + " is outside the vocabulary (size " +
+                             std::to_string(v) + ")");
     };
     for (int id : single_ids_) bad(id);
     for (auto& m : multi_) {
@@ -114,6 +116,7 @@ class SequenceBiasProcessor : public LogitsProcessor {
   std::vector<int> single_ids_;
   std::vector<float> single_bias_;
   std::vector<Multi> multi_;
+  const char* field_;
 };
 
 }  // namespace
@@ -126,11 +129,11 @@ std::unique_ptr<LogitsProcessor> make_bad_words(const std::vector<std::vector<in
     bool is_eos = seq.size() == 1 && std::find(eos.begin(), eos.end(), seq[0]) != eos.end();
     if (!is_eos) biases.push_back({seq, -std::numeric_limits<double>::infinity()});
   }
-  return std::make_unique<SequenceBiasProcessor>(biases);
+  return std::make_unique<SequenceBiasProcessor>(biases, "bad_words_ids");
 }
 
 std::unique_ptr<LogitsProcessor> make_sequence_bias(const std::vector<std::pair<std::vector<int>, double>>& biases) {
-  return std::make_unique<SequenceBiasProcessor>(biases);
+  return std::make_unique<SequenceBiasProcessor>(biases, "sequence_bias");
 }
 
 }  // namespace mlxgp

@@ -12,6 +12,8 @@
 
 #include <dlpack/dlpack.h>
 #include <nlohmann/json.hpp>
+#include <regex>
+
 #include <mlx/mlx.h>
 #include <xgrammar/xgrammar.h>
 
@@ -24,9 +26,16 @@ namespace mlxgp {
 
 namespace {
 
+// xgrammar's message without the "[12:00:00] /path/to/source.cc:83: " its checks put first: the user's
+// problem, not our build's paths.
+std::string xgrammar_message(const std::exception& e) {
+  static const std::regex kSource(R"(^\[[0-9:]+\] \S+:[0-9]+: )");
+  return std::regex_replace(std::string(e.what()), kSource, "", std::regex_constants::format_first_only);
+}
+
 // xgrammar's message under ours (Error keeps it on one line).
 [[noreturn]] void fail_grammar(const std::string& what, const std::exception& e) {
-  fail("grammar", what + ": " + e.what());
+  fail("grammar", what + ": " + xgrammar_message(e));
 }
 
 // Compilers are built per (tokenizer, vocabulary size, stop tokens): the vocabulary's preprocessing is
@@ -87,7 +96,7 @@ xgrammar::CompiledGrammar compile_schema_exactly(xgrammar::GrammarCompiler& c, c
   try {
     refuse_unenforced_keywords(nlohmann::json::parse(schema));
   } catch (const nlohmann::json::exception& e) {
-    fail("grammar", std::string("invalid json_schema: ") + e.what());
+    fail("grammar", std::string("invalid json_schema: ") + xgrammar_message(e));
   }
   static std::mutex m;
   static std::map<std::string, std::string> refused;  // xgrammar caches the grammar, not its warnings

@@ -1,0 +1,112 @@
+"""`mlxgp serve` refusing what it cannot honour, each with a 400 naming the field, while the requests
+already running go on untouched: settings that would only fail inside a shared decode step (token ids
+outside the vocabulary, cache options, a beam search wider than the batch), bodies that are not UTF-8,
+unknown keys in content parts, missing message content, contradictory sampling fields, a length the
+context cannot hold, tiny temperatures; and the HTTP details clients rely on (the Bearer scheme in any
+case, WWW-Authenticate on 401, no exception text in headers; test_server.py checks Retry-After on 429).
+
+The binary is MLXGP_BIN (default build/mlxgp); the model is the default GGUF (scripts/setup.sh)."""
+import http.client
+import json
+import threading
+
+import pytest
+
+from test_server import KEY, Server, get, post, wait_idle
+
+LONG = {"eos_token_id": []}  # EOS never ends these generations: only max_tokens does
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server("--api-key", KEY, "--max-batch", 8)
+    yield s
+    assert s.stop() == 0, "".join(s.log)
+
+
+def raw_post(server, path, data, headers):
+    """POST raw bytes; returns (status, headers, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        conn.request("POST", path, body=data, headers=headers)
+        r = conn.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        conn.close()
+
+
+def refused(server, body, param, status=400, path="/v1/completions"):
+    got, reply = post(server, path, body)
+    assert got == status, reply
+    assert reply["error"]["param"] == param, reply
+    return reply["error"]["message"]
+
+
+def test_settings_that_would_fail_a_step_spare_the_running_request(server):
+    """A request running when bad ones arrive ends as it would alone; each bad one gets its own 400."""
+    solo = post(server, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 200, "temperature": 0, **LONG})
+    assert solo[0] == 200
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", post(server, "/v1/completions", {
+        "prompt": "Once upon a time", "max_tokens": 200, "temperature": 0, **LONG})))
+    t.start()
+    vocab = 49152
+    bad = [({"logit_bias": {str(vocab + 7): 1}}, "logit_bias"),
+           ({"bad_words_ids": [[vocab + 1]]}, "bad_words_ids"),
+           ({"sequence_bias": [[[vocab + 1], 1.0]]}, "sequence_bias"),
+           ({"forced_eos_token_id": vocab}, "forced_eos_token_id"),
+           ({"max_kv_size": 2}, "max_kv_size"),
+           ({"kv_bits": 4, "kv_group_size": 7}, "kv_group_size"),
+           ({"num_beams": 9}, "num_beams"),  # wider than --max-batch 8
+           ({"num_beams": 2, "logit_bias": {str(vocab): 1}}, "logit_bias")]  # the beam lane checks too
+    for fields, param in bad:
+        message = refused(server, {"prompt": "Hi", "max_tokens": 2, **fields}, param)
+        assert "\n" not in message
+    t.join()
+    status, reply = out["r"]
+    assert status == 200 and reply["choices"][0]["text"] == solo[1]["choices"][0]["text"]
+    assert reply["choices"][0]["finish_reason"] == "length"
+    wait_idle(server)
+    assert get(server, "/health")[1]["waiting"] == 0
+
+
+def test_bodies_and_fields_refused_by_name(server):
+    chat = "/v1/chat/completions"
+    # Not UTF-8: a 400, with nothing of the exception in the headers.
+    status, headers, body = raw_post(server, "/v1/completions", b'{"prompt": "ok", "user": "\xff", "max_tokens": 1}',
+                                     {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+    assert status == 400 and "UTF-8" in json.loads(body)["error"]["message"]
+    assert not any(k.upper().startswith("EXCEPTION") for k in headers)
+    refused(server, {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "foo": 1}]}]},
+            "messages[0].content[0].foo", path=chat)
+    refused(server, {"messages": [{"role": "user", "content": None}]}, "messages[0].content", path=chat)
+    refused(server, {"messages": [{"role": "user"}]}, "messages[0].content", path=chat)
+    # An assistant message may leave its content out (a tool call's turn).
+    assert post(server, chat, {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None},
+                                            {"role": "user", "content": "Hi"}], "max_tokens": 1})[0] == 200
+    refused(server, {"prompt": "Hi", "temperature": 0.5, "do_sample": False}, "temperature")
+    refused(server, {"prompt": "Hi", "temperature": 1e-40}, "temperature")
+    refused(server, {"prompt": "Hi", "repetition_penalty": 1e-300}, "repetition_penalty")
+    refused(server, {"prompt": "Hi", "n": 2, "temperature": 0}, "n")
+    # A length the context (8192) cannot hold is refused, not cut short; completions take
+    # max_completion_tokens too.
+    message = refused(server, {"prompt": [1] * 8190, "max_tokens": 5}, "max_tokens")
+    assert "8192" in message and "8195" in message
+    refused(server, {"prompt": [1] * 8190, "max_completion_tokens": 5}, "max_completion_tokens")
+    assert post(server, "/v1/completions", {"prompt": "Hi", "max_completion_tokens": 2})[0] == 200
+    refused(server, {"prompt": "Hi", "regex": "(unclosed"}, "regex")
+
+
+def test_http_details(server):
+    auth = {"Content-Type": "application/json"}
+    body = json.dumps({"prompt": "Hi", "max_tokens": 1}).encode()
+    # RFC 7235: the scheme is case-insensitive.
+    assert raw_post(server, "/v1/completions", body, {**auth, "Authorization": f"bearer {KEY}"})[0] == 200
+    status, headers, _ = raw_post(server, "/v1/completions", body, {**auth, "Authorization": "Bearer wrong"})
+    assert status == 401 and headers.get("WWW-Authenticate") == "Bearer"
+    # curl -d sends application/x-www-form-urlencoded: a body over 8 KB says so.
+    big = json.dumps({"prompt": "x " * 5000, "max_tokens": 1}).encode()
+    status, _, reply = raw_post(server, "/v1/completions", big, {
+        "Content-Type": "application/x-www-form-urlencoded", "Authorization": f"Bearer {KEY}"})
+    assert status == 413 and "application/json" in json.loads(reply)["error"]["message"]
+
