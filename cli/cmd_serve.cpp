@@ -45,7 +45,10 @@ bool wait_until(F done, std::chrono::steady_clock::time_point deadline) {
 
 void send_error(httplib::Response& res, const ApiError& e) {
   res.status = e.status();
-  res.set_content(e.body().dump(), "application/json");
+  // RFC 6750 section 3 for 401; a hint to back off for 429 (the queue drains within seconds).
+  if (e.status() == 401) res.set_header("WWW-Authenticate", "Bearer");
+  if (e.status() == 429) res.set_header("Retry-After", "1");
+  res.set_content(e.body().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json");
 }
 
 // Wraps a handler so every failure becomes an OpenAI error object.
@@ -219,13 +222,25 @@ int run_serve(const std::vector<std::string>& argv) {
   // Errors httplib answers itself (unknown route 404, body too large 413, ...) get an error object too.
   svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    std::string what = res.status == 404   ? "no route " + req.method + " " + req.path
-                       : res.status == 413 ? "the request body is too large"
-                                           : "HTTP error " + std::to_string(res.status);
+    // httplib reads a form-typed body (curl -d's default) as a form, which it caps at 8 KB.
+    const bool form = req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0;
+    std::string what =
+        res.status == 404           ? "no route " + req.method + " " + req.path
+        : res.status == 413 && form ? "a body sent as application/x-www-form-urlencoded (curl -d's default) is "
+                                      "limited to 8 KB: send it with 'Content-Type: application/json'"
+        : res.status == 413         ? "the request body is too large"
+        : res.status == 400         ? "the request could not be read (a POST needs a body, with a Content-Length "
+                                      "or chunked transfer encoding)"
+                                    : "HTTP error " + std::to_string(res.status);
     res.set_content(ApiError(res.status, what).body().dump(), "application/json");
     return httplib::Server::HandlerResponse::Handled;
   }));
 
+  // What escapes a handler (guarded() catches what the service throws) gets an error object, not httplib's
+  // default, which echoes the exception's text in a header.
+  svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+    send_error(res, ApiError(500, "internal error"));
+  });
   svr.set_logger([&service](const httplib::Request& req, const httplib::Response& res) {
     service.count_request(req.path, res.status);
   });

@@ -141,13 +141,15 @@ class Service {
   std::shared_ptr<Model> draft_;  // --draft-model, loaded once
   std::atomic<bool> draining_{false};
   std::shared_ptr<std::atomic<int>> open_ = std::make_shared<std::atomic<int>>(0);
+  long long created_ = 0;  // when the model was loaded (Unix seconds): /v1/models' "created"
 };
 
 // GET /: the chat page, one self-contained HTML document (inline CSS and JS, no external resources) that
 // streams replies from /v1/chat/completions.
 const std::string& chat_page_html();
 
-// Whether `header` (an Authorization header value) is "Bearer <key>", compared in constant time.
+// Whether `header` (an Authorization header value) is "Bearer <key>" (the scheme in any case, RFC 7235),
+// compared in constant time.
 bool bearer_matches(const std::string& header, const std::string& key);
 
 }  // namespace mlxgp::server

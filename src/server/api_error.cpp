@@ -1,4 +1,5 @@
 // ApiError: an OpenAI error object with its HTTP status; and the constant-time API key check.
+#include <cctype>
 #include <cstddef>
 
 #include "mlxgp/server.h"
@@ -32,9 +33,13 @@ nlohmann::json ApiError::body() const {
 }
 
 bool bearer_matches(const std::string& header, const std::string& key) {
-  static const std::string kPrefix = "Bearer ";
-  if (header.size() < kPrefix.size() || header.compare(0, kPrefix.size(), kPrefix) != 0) return false;
-  const std::string given = header.substr(kPrefix.size());
+  // RFC 7235 section 2.1: the scheme is case-insensitive, then one or more spaces.
+  static const std::string kScheme = "bearer";
+  if (header.size() <= kScheme.size() || header[kScheme.size()] != ' ') return false;
+  for (size_t i = 0; i < kScheme.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(header[i])) != kScheme[i]) return false;
+  const size_t start = header.find_first_not_of(' ', kScheme.size());
+  const std::string given = start == std::string::npos ? std::string() : header.substr(start);
   // Constant time over the key: every byte is compared whatever the earlier ones were.
   unsigned char diff = given.size() == key.size() ? 0 : 1;
   for (size_t i = 0; i < key.size(); ++i)

@@ -25,6 +25,8 @@ std::string content_text(const ojson& content, const std::string& where) {
           400, at + ": content parts of type '" + part["type"].get<std::string>() + "' are not supported (text only)",
           at);
     if (!part.contains("text") || !part["text"].is_string()) throw ApiError(400, at + ".text must be a string", at);
+    for (auto& [key, _] : part.items())
+      if (key != "type" && key != "text") throw ApiError(400, at + ": unknown field '" + key + "'", at + "." + key);
     text += part["text"].get<std::string>();
   }
   return text;
@@ -93,6 +95,10 @@ ojson template_messages(const ojson& messages) {
       }
     }
     if (!t.contains("role")) throw ApiError(400, where + " has no role", where + ".role");
+    // OpenAI: only an assistant message may leave its content out (or null), as when it calls tools.
+    if (t["role"] != "assistant" && (!m.contains("content") || m["content"].is_null()))
+      throw ApiError(400, where + ".content is required for a " + t["role"].get<std::string>() + " message",
+                     where + ".content");
     if (!t.contains("content")) t["content"] = "";
     out.push_back(std::move(t));
   }

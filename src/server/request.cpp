@@ -142,10 +142,51 @@ std::string refused_field(const std::string& message, const std::vector<std::str
   if (message.find("top_logprobs") != std::string::npos) param = first_given({"top_logprobs", "logprobs"});
   if (param.empty() && message.find("speculative") != std::string::npos)
     param = first_given({"prompt_lookup_num_tokens", "draft_layers", "use_speculative"});
-  return param.empty() ? named_field(message, fields) : param;
+  if (param.empty()) param = named_field(message, fields);
+  // The names the library's messages use (HF's, the cache's words), for the fields the request gave.
+  for (auto [said, field] : {std::pair{"num_return_sequences", "n"},
+                             {"max_new_tokens", "max_tokens"},
+                             {"max_new_tokens", "max_completion_tokens"},
+                             {"stop_strings", "stop"},
+                             {"kv group size", "kv_group_size"},
+                             {"kv keep", "kv_keep"}})
+    if (param.empty() && named_field(message, {said}) == said) param = first_given({field});
+  return param;
+}
+
+// The offset of the first byte where `s` stops being UTF-8 (RFC 3629: no overlong forms, surrogates or
+// code points above U+10FFFF), or npos. JSON text is UTF-8 (RFC 8259), and the JSON library would
+// only notice when it writes such a string back out.
+static size_t invalid_utf8_at(const std::string& s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if (c == 0xED) len = 3, hi = 0x9F;  // no surrogates
+    else if (c >= 0xE1 && c <= 0xEF) len = 3;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c == 0xF4) len = 4, hi = 0x8F;
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else return i;
+    if (i + len > n || p[i + 1] < lo || p[i + 1] > hi) return i;
+    for (int k = 2; k < len; ++k)
+      if (p[i + k] < 0x80 || p[i + k] > 0xBF) return i;
+    i += len;
+  }
+  return std::string::npos;
 }
 
 ojson parse_body(const std::string& body) {
+  if (const size_t at = invalid_utf8_at(body); at != std::string::npos)
+    throw ApiError(400, "the body is not valid UTF-8 (byte " + std::to_string(at) + ")");
   ojson j;
   try {
     j = ojson::parse(body);
@@ -170,13 +211,11 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
   const bool chat = endpoint == Endpoint::ChatCompletions;
   ojson body = parse_body(text);
   check_model(body, model_id);
-  std::set<std::string> openai = {"model", "stream",      "stream_options", "max_tokens", "n",
-                                  "stop",  "temperature", "user",           "logprobs"};
+  // max_completion_tokens is chat's newer name for max_tokens; completions take it too, as vLLM does.
+  std::set<std::string> openai = {"model", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+                                  "n",     "stop",   "temperature",    "user",       "logprobs"};
   openai.insert(chat ? "messages" : "prompt");
-  if (chat) {
-    openai.insert("max_completion_tokens");
-    openai.insert("top_logprobs");
-  }
+  if (chat) openai.insert("top_logprobs");
 
   ParsedRequest r;
   r.endpoint = endpoint;
@@ -267,6 +306,8 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
       r.config.do_sample = false;
       r.config.temperature = 1.0;
     } else {
+      if (given("do_sample") && body["do_sample"] == false)
+        throw ApiError(400, "'temperature' above 0 samples and cannot be combined with do_sample false", "temperature");
       r.config.do_sample = true;
       r.config.temperature = v;
     }
@@ -316,9 +357,20 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
     if (!given("prompt")) throw ApiError(400, "'prompt' is required", "prompt");
     r.prompts = completion_prompts(body["prompt"], model);
   }
+  // A length asked for that the context cannot hold is refused, as OpenAI and vLLM do (not cut short).
+  const int context = model.model->config().max_position_embeddings;
+  if (!max_key.empty() && context > 0)
+    for (auto& p : r.prompts)  // (a prompt the context cannot hold at all is the prompt's fault: the engine's check)
+      if (static_cast<long long>(p.size()) < context &&
+          static_cast<long long>(p.size()) + *r.config.max_new_tokens > context)
+        throw ApiError(400,
+                       "the model's context is " + std::to_string(context) + " tokens, but " +
+                           std::to_string(p.size() + *r.config.max_new_tokens) + " were asked for (" +
+                           std::to_string(p.size()) + " in the " + (chat ? "messages" : "prompt") + ", " +
+                           std::to_string(*r.config.max_new_tokens) + " in '" + max_key + "')",
+                       max_key);
   // Without a length: completions get OpenAI's 16 tokens, chat replies run to EOS (the context bounds them).
   if (!r.config.max_new_tokens && !given("max_length")) {
-    const int context = model.model->config().max_position_embeddings;
     r.config.max_new_tokens = chat ? (context > 0 ? context : 4096) : kCompletionsDefaultMaxTokens;
   }
   // --max-tokens-cap clamps (never refuses): a longer request ends with finish_reason "length".
@@ -344,6 +396,12 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
   // The server's --kv-cache-dtype is a default for standard caches: a request that asks for a quantized or
   // rotating cache (formats of their own) and names no dtype gets that cache.
   if (!given("kv_cache_dtype") && (r.config.kv_bits || r.config.max_kv_size)) r.config.kv_cache_dtype.reset();
+  // The engine runs a search wider than the batch alone, holding up every other stream while it lasts.
+  if (limits.max_rows > 0 && r.config.num_beams > limits.max_rows)
+    throw ApiError(400,
+                   "'num_beams' " + std::to_string(r.config.num_beams) + " exceeds the server's --max-batch of " +
+                       std::to_string(limits.max_rows) + " rows (each beam is a row)",
+                   "num_beams");
   // Beam search knows its best sequences only at the end (transformers does not stream beams either).
   if (r.stream && r.config.num_beams > 1)
     throw ApiError(400, "'num_beams' > 1 cannot stream: beam search knows its best sequences only at the end",

@@ -49,6 +49,7 @@ struct RequestLimits {
   ToolCallFormat tool_format = ToolCallFormat::None;  // --tool-parser, or the chat template's format
   bool reasoning = true;                              // --reasoning-format auto
   std::string draft_model;                            // --draft-model (empty: none)
+  int max_rows = 0;                                   // --max-batch: the most beams a request may ask for
 };
 
 // Parses a request body (JSON text). `base` is the model's generation_config.json layer. Throws

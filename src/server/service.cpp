@@ -1,4 +1,5 @@
 // Service: the endpoints' logic over one loaded model and the worker that owns its BatchEngine.
+#include <ctime>
 #include <filesystem>
 
 #include "mlxgp/error.h"
@@ -43,7 +44,7 @@ RequestLimits request_limits(const ServiceOptions& o, const LoadedModel& m) {
                            : m.tokenizer            ? m.tokenizer->chat_template()
                                                     : o.chat_template;
   return RequestLimits{o.max_tokens_cap, o.chat_template, o.tool_parser.value_or(tool_call_format_for_template(tpl)),
-                       o.reasoning, o.draft_model};
+                       o.reasoning,      o.draft_model,   o.max_batch_rows};
 }
 
 SpeculationPolicy speculation_policy(const ServiceOptions& o) { return {o.draft_model, o.speculative_max_rows}; }
@@ -58,6 +59,7 @@ bool flag(const ojson& body, const char* key, bool fallback) {
 
 Service::Service(LoadedModel model, ServiceOptions options) : model_(std::move(model)), options_(std::move(options)) {
   if (!model_.model) fail("serve", "no model");
+  created_ = static_cast<long long>(std::time(nullptr));
   if (options_.max_batch_rows < 1) fail("serve", "--max-batch must be >= 1");
   if (options_.max_queue < 1) fail("serve", "--max-queue must be >= 1");
   if (options_.model_id.empty()) options_.model_id = default_model_id(model_);
@@ -101,7 +103,7 @@ void Service::shutdown() {
 nlohmann::json Service::models() const {
   nlohmann::json m = {{"id", options_.model_id},
                       {"object", "model"},
-                      {"created", 0},
+                      {"created", created_},
                       {"owned_by", "mlxgp"},
                       {"max_model_len", model_.model->config().max_position_embeddings}};
   return {{"object", "list"}, {"data", nlohmann::json::array({m})}};

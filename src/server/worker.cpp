@@ -177,10 +177,11 @@ void Worker::fail_all(const std::string& why) {
       live->channel->error = ApiError(500, "generation failed: " + why);
     }
     live->channel->cv.notify_all();
+    // Only these requests leave: submissions still in the inbox stay counted as waiting.
+    if (live->started) --running_;
+    else --waiting_;
   }
   live_.clear();
-  waiting_ = 0;
-  running_ = 0;
   try {
     engine_.reset();
   } catch (...) {

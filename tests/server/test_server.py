@@ -111,6 +111,7 @@ def test_health_and_models(server, client):
     assert get(server, "/health", key=None) == (200, {"status": "ok", "running": 0, "waiting": 0})
     models = client.models.list()
     assert [m.id for m in models.data] == [server.model] == ["SmolLM2-135M-Instruct.Q4_1"]
+    assert 0 < time.time() - models.data[0].created < 600  # when the server loaded it
 
 
 def test_greedy_completion_equals_cli(server, client):
@@ -405,8 +406,14 @@ def test_queue_full_gives_429():
         assert a.readline().startswith(b"data: ")  # A holds the only row
         b_conn, b = stream_request(s, long, key=None)   # B waits (headers come once it is queued)
         assert b.status == 200
-        status, body = post(s, "/v1/completions", {"prompt": "Hi", "max_tokens": 2}, key=None)
-        assert status == 429 and body["error"]["type"] == "rate_limit_error"
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+        conn.request("POST", "/v1/completions", json.dumps({"prompt": "Hi", "max_tokens": 2}),
+                     {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        body = json.loads(r.read())
+        conn.close()
+        assert r.status == 429 and body["error"]["type"] == "rate_limit_error"
+        assert r.getheader("Retry-After") == "1"  # a hint to back off (RFC 9110 section 10.2.3)
         a_conn.close()
         b_conn.close()
         assert wait_idle(s, key=None)

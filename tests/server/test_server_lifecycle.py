@@ -66,7 +66,7 @@ def test_sigterm_lets_accepted_requests_finish():
 def test_sigterm_cancels_what_outlives_the_timeout():
     s = Server("--shutdown-timeout", 1)
     try:
-        conn, resp = stream_request(s, {"prompt": "Tell me a story.", "max_tokens": 100000, **LONG}, key=None)
+        conn, resp = stream_request(s, {"prompt": "Tell me a story.", "max_tokens": 8000, **LONG}, key=None)
         assert resp.readline().startswith(b"data: ")
         t0 = time.time()
         s.proc.send_signal(signal.SIGTERM)
@@ -84,7 +84,7 @@ def test_non_streaming_client_that_leaves_frees_its_row():
     s = Server()
     try:
         # Raw HTTP, so the test controls when the connection closes.
-        body = json.dumps({"prompt": "Tell me a story.", "max_tokens": 100000, **LONG}).encode()
+        body = json.dumps({"prompt": "Tell me a story.", "max_tokens": 8000, **LONG}).encode()
         sock = socket.create_connection(("127.0.0.1", s.port), timeout=60)
         sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
