@@ -1,6 +1,7 @@
 """GenerationConfig driven by the C++ field list: every C++ field (HF names) is an attribute, with the
 C++ defaults, parsing and validation, so a field added in C++ appears here without a Python change."""
 import json
+import math
 import os
 
 from . import _core
@@ -28,9 +29,24 @@ def _json_default(v):
 
 def _dumps(settings):
     try:
-        return json.dumps(settings, default=_json_default)
+        # allow_nan=False: JSON has no NaN or Infinity, and the C++ parser would blame text the user never wrote.
+        return json.dumps(settings, default=_json_default, allow_nan=False)
     except TypeError as e:
         raise ValueError(f"[config] {e}") from None
+    except ValueError:
+        bad = next((k for k, v in settings.items() if not _finite(v)), "?")
+        raise ValueError(f"[config] field '{bad}' must be a finite number, got {settings.get(bad)!r}") from None
+
+
+def _finite(v):
+    """Whether v holds no NaN or infinity (numbers, and the numbers inside lists, tuples and dicts)."""
+    if isinstance(v, float):
+        return math.isfinite(v)
+    if isinstance(v, (list, tuple)):
+        return all(_finite(x) for x in v)
+    if isinstance(v, dict):
+        return all(_finite(x) for x in v.values())
+    return True
 
 
 class GenerationConfig:

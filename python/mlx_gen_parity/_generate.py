@@ -1,5 +1,6 @@
 """generate() and stream_generate(): prompts as text, token ids or mlx arrays; the C++ generator runs
 with the GIL released, so a stream is fed from a worker thread through a queue."""
+import numbers
 import queue
 import threading
 
@@ -23,20 +24,42 @@ def _prompt_ids(tokenizer, prompt, chat, system):
     if chat:
         raise ValueError("[generate] chat=True needs the prompt as text")
     if hasattr(prompt, "tolist"):  # mlx / numpy arrays: [T] or [1, T]
+        if "int" not in str(getattr(prompt, "dtype", "int")):
+            raise TypeError(f"[generate] token ids must be integers, got an array of {prompt.dtype}")
         prompt = prompt.tolist()
         if prompt and isinstance(prompt[0], list):
             if len(prompt) != 1:
                 raise ValueError("[generate] pass one prompt (an array of shape [T] or [1, T])")
             prompt = prompt[0]
+    if not isinstance(prompt, (list, tuple)):
+        raise TypeError("[generate] a prompt is text, a list of token ids or an mlx array, got "
+                        f"{type(prompt).__name__}")
+    # No silent conversion: 504.9 is not token 504, and True is not token 1.
+    for t in prompt:
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+            raise TypeError(f"[generate] token ids must be ints, got {t!r}")
+        if not 0 <= t < 2**31:
+            raise ValueError(f"[generate] token id {t} is out of range")
     return [int(t) for t in prompt]
 
 
 def _is_batch(prompt):
     """A list of prompts (texts, id lists or arrays), or a [B, T] array with B > 1; a list of ints is one prompt."""
     if isinstance(prompt, (list, tuple)):
-        return len(prompt) > 0 and not isinstance(prompt[0], int) and not (
+        return len(prompt) > 0 and not isinstance(prompt[0], numbers.Number) and not (
             hasattr(prompt[0], "ndim") and prompt[0].ndim == 0)
     return hasattr(prompt, "ndim") and prompt.ndim == 2 and prompt.shape[0] > 1
+
+
+def _checked_stop_callback(fn):
+    """stop_callback(ids) must answer a bool: anything else would be read as one (or fail in C++)."""
+    def checked(ids):
+        answer = fn(ids)
+        numpy_bool = type(answer).__module__ == "numpy" and type(answer).__name__ in ("bool", "bool_")
+        if not isinstance(answer, bool) and not numpy_bool:
+            raise TypeError(f"[generate] stop_callback must return a bool, got {type(answer).__name__}")
+        return bool(answer)
+    return checked
 
 
 def _config(config, settings):
@@ -76,6 +99,13 @@ def generate(model, tokenizer, prompt, config=None, hooks=None, *, callback=None
     `callback(index, token, text)` streams the first sequence of every prompt.
 
     `model` / `tokenizer` may also be what `mlx_lm.load` returns (see mlx_gen_parity.interop)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or not 1 <= batch_size < 2**31:
+        raise ValueError(f"[generate] batch_size must be a whole number >= 1, got {batch_size!r}")
+    if isinstance(prefill_chunk_size, bool) or not isinstance(prefill_chunk_size, numbers.Integral) or \
+            not 1 <= prefill_chunk_size < 2**31:
+        raise ValueError(f"[generate] prefill_chunk_size must be a whole number >= 1, got {prefill_chunk_size!r}")
+    if stop_callback is not None:
+        stop_callback = _checked_stop_callback(stop_callback)
     tokenizer, folder = as_tokenizer(tokenizer)
     model = as_model(model, folder)
     neg = None

@@ -60,7 +60,7 @@ def test_errors_are_exceptions_not_crashes(mgp, default_model, tmp_path):
     # Rows that cannot fit are refused by the library before any work, for a prompt and for a list.
     with pytest.raises(ValueError, match=r"\[generate\] 1000000 beams x vocabulary"):
         mgp.generate(model, tokenizer, PROMPT, mgp.GenerationConfig(num_beams=1000000, max_new_tokens=2))
-    with pytest.raises(ValueError, match=r"\[generate\] .* rows \(batch size x beams or sequences"):
+    with pytest.raises(ValueError, match=r"\[generate\] .* rows \(the batch size, or the widest request"):
         mgp.generate(model, tokenizer, [PROMPT, PROMPT], mgp.GenerationConfig(num_beams=40000, max_new_tokens=2))
     assert model.num_hooks() == 0
     with pytest.raises(KeyError):
@@ -235,6 +235,41 @@ def test_a_list_of_prompts_is_one_batched_call(mgp, default_model):
         mgp.generate(model, tokenizer, prompts, cfgs[:2])
     with pytest.raises(ValueError, match="stream_generate takes one prompt"):
         mgp.stream_generate(model, tokenizer, prompts)
+
+
+def test_inputs_are_checked_not_converted(mgp, default_model):
+    """Token ids, sizes, callbacks' answers and settings are taken as given or refused in one line: 504.9 is
+    not token 504, a negative prompt without guidance is not ignored, a bad request names itself."""
+    import mlx.core as mx
+    import numpy as np
+
+    model, tokenizer = default_model
+    cfg = mgp.GenerationConfig(max_new_tokens=2)
+    refused = [
+        ([[504.9, 3575.6], [26843.99]], {}, TypeError, r"\[generate\] token ids must be ints, got 504.9"),
+        ([True, False], {}, TypeError, "got True"),
+        ([1.7, 2.2], {}, TypeError, "got 1.7"),
+        (["Hi", 5], {}, TypeError, "a prompt is text, a list of token ids or an mlx array, got int"),
+        ([2 ** 40], {}, ValueError, "token id 1099511627776 is out of range"),
+        (mx.array([1.5, 2.0]), {}, TypeError, "token ids must be integers"),
+        (["Hi"], {"batch_size": 1.5}, ValueError, "batch_size must be a whole number"),
+        ("Hi", {"prefill_chunk_size": "8"}, ValueError, "prefill_chunk_size must be a whole number"),
+        ("Hi", {"stop_callback": lambda ids: "yes"}, TypeError, "stop_callback must return a bool, got str"),
+        ("Hi", {"negative_prompt": "bad"}, ValueError, "negative prompt needs guidance_scale other than 1"),
+        ("Hi", {"negative_prompt": ["a"]}, TypeError, "token ids must be ints, got 'a'"),
+    ]
+    for prompt, kwargs, error, message in refused:
+        with pytest.raises(error, match=message):
+            mgp.generate(model, tokenizer, prompt, cfg, **kwargs)
+    with pytest.raises(ValueError, match=r"\[config\] field 'temperature' must be a finite number, got nan"):
+        mgp.generate(model, tokenizer, "Hi", {"temperature": float("nan"), "max_new_tokens": 2})
+    with pytest.raises(ValueError, match=r"\[generate\] request 2: logit_bias token id 999999 is outside"):
+        mgp.generate(model, tokenizer, ["Hi", "Yo"], [cfg, mgp.GenerationConfig(max_new_tokens=2,
+                                                                                logit_bias={999999: 1.0})])
+    # numpy's integers and booleans are what they say.
+    assert mgp.generate(model, tokenizer, [np.int64(504), 3575], cfg)["tokens"] == \
+        mgp.generate(model, tokenizer, [504, 3575], cfg)["tokens"]
+    assert len(mgp.generate(model, tokenizer, "Hi", cfg, stop_callback=lambda ids: np.bool_(False))["tokens"]) == 2
 
 
 def test_non_finite_logits_raise_naming_the_step(mgp, tiny_llama, tmp_path):
