@@ -357,18 +357,7 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
     if (!given("prompt")) throw ApiError(400, "'prompt' is required", "prompt");
     r.prompts = completion_prompts(body["prompt"], model);
   }
-  // A length asked for that the context cannot hold is refused, as OpenAI and vLLM do (not cut short).
   const int context = model.model->config().max_position_embeddings;
-  if (!max_key.empty() && context > 0)
-    for (auto& p : r.prompts)  // (a prompt the context cannot hold at all is the prompt's fault: the engine's check)
-      if (static_cast<long long>(p.size()) < context &&
-          static_cast<long long>(p.size()) + *r.config.max_new_tokens > context)
-        throw ApiError(400,
-                       "the model's context is " + std::to_string(context) + " tokens, but " +
-                           std::to_string(p.size() + *r.config.max_new_tokens) + " were asked for (" +
-                           std::to_string(p.size()) + " in the " + (chat ? "messages" : "prompt") + ", " +
-                           std::to_string(*r.config.max_new_tokens) + " in '" + max_key + "')",
-                       max_key);
   // Without a length: completions get OpenAI's 16 tokens, chat replies run to EOS (the context bounds them).
   if (!r.config.max_new_tokens && !given("max_length")) {
     r.config.max_new_tokens = chat ? (context > 0 ? context : 4096) : kCompletionsDefaultMaxTokens;
@@ -384,6 +373,18 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Lo
       if (left > limits.max_tokens_cap) r.config.max_new_tokens = limits.max_tokens_cap;
     }
   }
+  // A length asked for (after --max-tokens-cap, which never refuses) that the context cannot hold is
+  // refused, as OpenAI and vLLM do, rather than cut short.
+  if (!max_key.empty() && context > 0)
+    for (auto& p : r.prompts)  // (a prompt the context cannot hold at all is the prompt's fault: the engine's check)
+      if (static_cast<long long>(p.size()) < context &&
+          static_cast<long long>(p.size()) + *r.config.max_new_tokens > context)
+        throw ApiError(400,
+                       "the model's context is " + std::to_string(context) + " tokens, but " +
+                           std::to_string(p.size() + *r.config.max_new_tokens) + " were asked for (" +
+                           std::to_string(p.size()) + " in the " + (chat ? "messages" : "prompt") + ", " +
+                           std::to_string(*r.config.max_new_tokens) + " in '" + max_key + "')",
+                       max_key);
   // Speculative decoding asked for by the body uses the server's draft (or the body's draft_layers).
   if (r.config.use_speculative && !r.config.draft_layers) {
     if (limits.draft_model.empty())

@@ -662,6 +662,9 @@ def test_max_tokens_cap_and_chat_template(tmp_path):
         r = c.completions.create(model=s.model, prompt="Once upon a time", max_tokens=100,
                                  extra_body={"eos_token_id": []})
         assert r.usage.completion_tokens == 5 and r.choices[0].finish_reason == "length"
+        # Clamped, never refused: not even a length beyond the context (refused without the cap).
+        r = c.completions.create(model=s.model, prompt="Once upon a time", max_tokens=100000)
+        assert r.usage.completion_tokens <= 5
         msgs = [{"role": "user", "content": "Hi"}]
         r = c.chat.completions.create(model=s.model, messages=msgs)  # no length: the context, capped
         assert r.usage.completion_tokens <= 5
