@@ -119,3 +119,20 @@ def test_batched_requests_with_cache_options_equal_their_solo_runs(run_mlxgp, qw
         solo = run_mlxgp("generate", "--model", qwen3, "--input-ids", ",".join(map(str, ids)), "--max-new-tokens", N,
                          "--min-new-tokens", N, "--json", *(opt if c else []), *flags)
         assert doc["sequences"][0]["token_ids"] == json.loads(solo.stdout)["sequences"][0]["token_ids"], (ids, c)
+
+
+@pytest.mark.parametrize("strategy", ["speculative", "lookup"])
+@pytest.mark.parametrize("quant", [["--kv-bits", "8"], ["--kv-bits", "8", "--quantized-kv-start", "1000"]])
+def test_speculation_on_fused_decode_equals_greedy_under_kv_bits(run_mlxgp, default_gguf, strategy, quant):
+    """The default GGUF runs a one-token forward on filled caches as one node that writes them in place
+    (kernels::decode_layers). kv_bits prefills in steps, so a speculative prefill ended on such a forward,
+    and dropping its result unevaluated lost the last prompt token's keys (wrong tokens, exit 0)."""
+    flags = {"speculative": ["--use-speculative", "--draft-layers", "12"],
+             "lookup": ["--prompt-lookup-num-tokens", "2"]}[strategy]
+
+    def tokens(*extra):
+        proc = run_mlxgp("generate", "--model", default_gguf, "--prompt", "The capital of France is",
+                         "--max-new-tokens", 8, "--json", *quant, *extra)
+        return json.loads(proc.stdout)["sequences"][0]["token_ids"]
+
+    assert tokens(*flags) == tokens()

@@ -34,7 +34,9 @@ class DraftCandidates : public CandidateGenerator {
     const int n = static_cast<int>(prompt.size());
     auto ids = ids_array(prompt);
     caches_ = make_caches(*draft_, cache_);
-    if (n > 1) prefill_tokens(*draft_, caches_, mx::slice(ids, {0, 0}, {1, n - 1}), 0, {cache_, chunk_, chunk_});
+    // Evaluated, as the target's prefill (speculative_run.cpp): a one-token forward writes the caches in place.
+    if (n > 1)
+      mx::eval(prefill_tokens(*draft_, caches_, mx::slice(ids, {0, 0}, {1, n - 1}), 0, {cache_, chunk_, chunk_}));
     track_.on_prompt(ids);
     tail_ = {prompt.back()};
   }

@@ -90,8 +90,11 @@ class SpeculativeRun::Impl {
     // As mlx-lm's speculative_generate_step and transformers' assisted decoding: the prompt less its last
     // token fills the caches, and the first round already drafts from the full prompt (the last prompt
     // token leads the first verification forward).
+    // Evaluated: a one-token forward on filled caches writes them in place (kernels::decode_layers), so its
+    // result must not be dropped unevaluated (it was, with kv_bits's stepped prefill: wrong tokens).
     if (n > 1)
-      prefill_tokens(target_, caches_, mx::slice(prompt_ids, {0, 0}, {1, n - 1}), 0, {cache_opts_, chunk_, chunk_});
+      mx::eval(prefill_tokens(target_, caches_, mx::slice(prompt_ids, {0, 0}, {1, n - 1}), 0,
+                              {cache_opts_, chunk_, chunk_}));
     candidates_->start(prompt);
   }
 
