@@ -174,6 +174,16 @@ int run_generate(const std::vector<std::string>& argv) {
   LoadOptions load_options = load_options_from(args);
   auto scores_out = args.get("scores-out");
   if (scores_out) check_output_file(*scores_out, "--scores-out");  // fail before generating, not after
+  // The text output has no place for per-step outputs or memory traces (--scores-out holds scores and
+  // logits): asked for without a place to go, they are refused rather than computed and dropped.
+  for (const char* f : {"output-scores", "output-logits", "output-logprobs", "memory-trace"}) {
+    const bool saved = scores_out && (std::string(f) == "output-scores" || std::string(f) == "output-logits");
+    if (args.has(f) && !args.has("json") && !saved)
+      fail("cli",
+           std::string("--") + f + " needs --json" +
+               (std::string(f) == "output-scores" || std::string(f) == "output-logits" ? " (or --scores-out)" : "") +
+               ": the text output has no place for it");
+  }
   auto user_layers = [&](GenerationConfig& c) {
     apply_generation_flags(c, args);
     if (scores_out && !c.output_scores && !c.output_logits) c.output_scores = true;

@@ -66,6 +66,14 @@ GenerationConfig build_generation_config(const std::string& model_generation_con
 }
 
 void warn_sampling_flags_unused(const GenerationConfig& config, const Args& args, std::ostream& warnings) {
+  // transformers warns alike (GenerationConfig.validate) when num_beams is 1.
+  if (config.num_beams <= 1)
+    for (const char* f : {"length-penalty", "early-stopping"})
+      if (args.has(f)) {
+        warnings << "[config] warning: length_penalty / early_stopping only apply to beam search (num_beams > 1); "
+                    "they change nothing here\n";
+        break;
+      }
   if (config.do_sample) return;
   for (const char* f : {"top-k", "top-p", "min-p", "typical-p", "epsilon-cutoff", "eta-cutoff"})
     if (args.has(f)) {

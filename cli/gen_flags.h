@@ -27,7 +27,8 @@ void apply_generation_flags(GenerationConfig& config, const Args& args);
 GenerationConfig build_generation_config(const std::string& model_generation_config_json, const Args& args,
                                          std::ostream& warnings);
 
-// Warns on `warnings` when sampling-only flags were given but generation is greedy.
+// Warns on `warnings` when sampling-only flags were given but generation is greedy, or beam-only ones
+// (length_penalty, early_stopping) without beams, as transformers does.
 void warn_sampling_flags_unused(const GenerationConfig& config, const Args& args, std::ostream& warnings);
 
 }  // namespace mlxgp::cli

@@ -62,6 +62,13 @@ def _checked_stop_callback(fn):
     return checked
 
 
+def _refuse_streamed_beams(cfgs, callback):
+    """Beam search knows its best sequences only at the end: a callback would never be called."""
+    if callback is not None and any(c.num_beams > 1 for c in cfgs):
+        raise ValueError("[generate] beam search (num_beams > 1) is not streamed: its best sequences are known only "
+                         "at the end (call generate() without callback, outside stream_generate)")
+
+
 def _config(config, settings):
     if config is None:
         config = GenerationConfig()
@@ -120,6 +127,7 @@ def generate(model, tokenizer, prompt, config=None, hooks=None, *, callback=None
             cfgs = [_config(c, settings) for c in config]
         else:
             cfgs = [_config(config, settings)]
+        _refuse_streamed_beams(cfgs, callback)
         if any(c.draft_model_object is not None for c in cfgs):
             raise ValueError("[generate] a loaded draft model works with one prompt; for a list give "
                              "draft_model_id as a path")
@@ -132,6 +140,7 @@ def generate(model, tokenizer, prompt, config=None, hooks=None, *, callback=None
                                     list(hooks or []), neg, prefill_chunk_size, batch_size)
         return [_output(r) for r in raws]
     cfg = _config(config, settings)
+    _refuse_streamed_beams([cfg], callback)
     ids = _prompt_ids(tokenizer, prompt, chat, system)
     draft = cfg.draft_model_object
     if draft is not None:

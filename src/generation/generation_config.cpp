@@ -581,6 +581,16 @@ void validate(const GenerationConfig& config) {
   }
   if (config.max_matching_ngram_size && !config.prompt_lookup_num_tokens)
     fail("config", "field 'max_matching_ngram_size' needs prompt_lookup_num_tokens");
+  // Settings of one strategy or cache given without it (their defaults aside) are refused, not ignored.
+  const GenerationConfig defaults;
+  if (!config.use_speculative && config.num_draft_tokens != defaults.num_draft_tokens)
+    fail("config", "field 'num_draft_tokens' needs use_speculative (prompt lookup drafts prompt_lookup_num_tokens)");
+  if (!config.use_speculative && config.speculative_exact_match)
+    fail("config", "field 'speculative_exact_match' needs use_speculative");
+  if (!config.max_kv_size && config.kv_keep != defaults.kv_keep)
+    fail("config", "field 'kv_keep' needs max_kv_size (the rotating cache)");
+  if (!config.kv_bits && config.kv_group_size != defaults.kv_group_size)
+    fail("config", "field 'kv_group_size' needs kv_bits (the quantized cache)");
   if ((config.use_speculative || config.prompt_lookup_num_tokens) && config.num_beams > 1)
     fail("config", "speculative and prompt-lookup decoding cannot be combined with num_beams > 1");
   if ((config.use_speculative || config.prompt_lookup_num_tokens) && config.num_return_sequences > 1)

@@ -61,9 +61,25 @@ def config_file(tmp_path):
     (["--temperature", "1e-40"], "config", "field 'temperature' must be at least 1e-20 when sampling, got 1e-40"),
     (["--repetition-penalty", "1e-300"], "config", "which is 0 in float32"),
     (["--negative-prompt", "bad"], "cli", "need --guidance-scale other than 1"),
+    # Settings of a strategy or cache that is not in use are refused, not ignored.
+    (["--num-draft-tokens", "5"], "config", "field 'num_draft_tokens' needs use_speculative"),
+    (["--prompt-lookup-num-tokens", "3", "--num-draft-tokens", "5"], "config", "num_draft_tokens' needs use_spec"),
+    (["--speculative-exact-match"], "config", "field 'speculative_exact_match' needs use_speculative"),
+    (["--kv-keep", "2"], "config", "field 'kv_keep' needs max_kv_size"),
+    (["--kv-group-size", "32"], "config", "field 'kv_group_size' needs kv_bits"),
+    # Per-step outputs with nowhere to go (the text output) are refused, not computed and dropped.
+    (["--output-scores"], "cli", "--output-scores needs --json (or --scores-out)"),
+    (["--output-logprobs"], "cli", "--output-logprobs needs --json"),
+    (["--memory-trace", "2"], "cli", "--memory-trace needs --json"),
 ])
 def test_bad_settings(gen, args, component, fragment):
     check_error(gen("--prompt", "Hi", *args), component, fragment)
+
+
+def test_beam_only_flags_without_beams_warn_as_transformers_does(gen):
+    proc = gen("--prompt", "Hi", "--max-new-tokens", "2", "--length-penalty", "2")
+    assert proc.returncode == 0
+    assert b"[config] warning: length_penalty / early_stopping only apply to beam search" in proc.stderr
 
 
 def test_prompt_and_input_ids_are_exclusive(gen):

@@ -258,6 +258,11 @@ def test_inputs_are_checked_not_converted(mgp, default_model):
         ("Hi", {"negative_prompt": "bad"}, ValueError, "negative prompt needs guidance_scale other than 1"),
         ("Hi", {"negative_prompt": ["a"]}, TypeError, "token ids must be ints, got 'a'"),
     ]
+    beams = mgp.GenerationConfig(max_new_tokens=2, num_beams=2)
+    with pytest.raises(ValueError, match="beam search .* is not streamed"):  # the callback would never run
+        mgp.generate(model, tokenizer, "Hi", beams, callback=lambda token, text: None)
+    with pytest.raises(ValueError, match="beam search .* is not streamed"):
+        list(mgp.stream_generate(model, tokenizer, "Hi", beams))
     for prompt, kwargs, error, message in refused:
         with pytest.raises(error, match=message):
             mgp.generate(model, tokenizer, prompt, cfg, **kwargs)
