@@ -157,7 +157,8 @@ int BatchEngine::submit(BatchRequest request) {
   auto prepared = prepare_generation(model_, tokenizer_, request.config, std::move(request.options));
   r->config = std::move(prepared.config);  // throws [config] above when invalid
   r->options = std::move(prepared.options);
-  // The cache options and the request's rows now, not in a step other requests share.
+  // The cache options, the prompt (vocabulary, context, max_length) and the request's rows now, in every
+  // lane, so a bad request never enters a queue or a step other requests share.
   validate(cache_options_from(r->config));
   check_decode_rows_fit(model_, decode_rows(r->config),
                         static_cast<long long>(request.prompt_ids.size()) +
@@ -172,7 +173,6 @@ int BatchEngine::submit(BatchRequest request) {
                      ? options_.draft
                      : nullptr;
     draft = speculative::resolve_draft(model_, r->config, r->options, std::move(draft));
-    check_prompt_and_budget(model_.config(), r->config, request.prompt_ids);
     check_processor_vocabulary(model_, r->config, r->options);
     const int id = next_id_++;
     speculative_->add(id, std::move(request.prompt_ids), std::move(r->config), std::move(r->options),
@@ -183,7 +183,6 @@ int BatchEngine::submit(BatchRequest request) {
     if (auto why = batch_refusal(r->config, r->options, n); !why.empty()) fail("generate", why);
     if (request.top_logprobs >= 0)
       fail("generate", "beam search does not report top_logprobs (its tokens are not streamed)");
-    check_prompt_and_budget(model_.config(), r->config, request.prompt_ids);
     check_processor_vocabulary(model_, r->config, r->options);
     auto b = std::make_unique<BeamRequest>(
         BeamRequest{next_id_++, std::move(request.prompt_ids), std::move(r->config), std::move(r->options)});
@@ -199,8 +198,6 @@ int BatchEngine::submit(BatchRequest request) {
     check_prompt_prefix(*r->options.prompt_cache, request.prompt_ids);
   }
   r->group = std::make_unique<DecodeGroup>(model_, r->config, r->options);
-  // The prompt checks (vocabulary, context, max_length) run now, so a bad request never enters the queue.
-  check_prompt_and_budget(model_.config(), r->config, request.prompt_ids);
   r->prompt = std::move(request.prompt_ids);
   r->on_token = std::move(request.on_token);
   if (request.top_logprobs >= 0) {
