@@ -96,13 +96,16 @@ class StandardKVCache : public KVCache {
   // kernels/decode_layers.h): the whole buffers [rows >= B, H, capacity, D] with room for t more positions
   // (rows past B are reserved for joining rows: the kernel leaves them alone), held by
   // this cache alone (copied first where another cache or a fetch() view may share them), and the position
-  // to write at; advance(t) then counts the positions written. nullopt before the first update.
+  // to write at; advance(t, after) then counts the positions written and keeps `after`: writable()'s buffers
+  // passed through mx::depends on the writing node, so every later read of the cache runs that node first
+  // (a graph node that writes its inputs in place is invisible to MLX otherwise: a step whose output nobody
+  // evaluates would leave its positions unwritten). nullopt before the first update.
   struct Writable {
     mlx::core::array keys, values;
     int slot;
   };
   std::optional<Writable> writable(int t);
-  void advance(int t);
+  void advance(int t, const Writable& after);
 
  private:
   // Buffers of `row_capacity` rows and `positions` positions holding this cache's rows and positions so far.

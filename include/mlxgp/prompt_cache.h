@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "mlxgp/cache_options.h"
 #include "mlxgp/kv_cache.h"
 #include "mlxgp/model.h"
 
@@ -43,10 +44,12 @@ PromptCache load_prompt_cache(const std::string& path, Model& model);
 // alter_prompt_states). The Generator and the BatchEngine call it for GeneratorOptions::prompt_cache.
 void check_prompt_cache_use(const PromptCache& cache, Model& model);
 
-// Throws [prompt-cache] when a generation asks for a KV cache dtype (CacheOptions::kv_cache_dtype) other
-// than the one `cache` stores: its positions were computed and rounded in that dtype, so the generation
-// would not be the one asked for.
-void check_prompt_cache_dtype(const PromptCache& cache, const std::optional<std::string>& kv_cache_dtype);
+// Throws [prompt-cache] unless a generation with these cache options computes the cached positions as
+// `cache` holds them: the same KV cache dtype (its positions were rounded in it), no rotating cache (the
+// saved one is standard), and with kv_bits no quantization before the cached positions end
+// (quantized_kv_start >= their number; a generation quantizes them as it goes, so later positions see
+// other keys).
+void check_prompt_cache_options(const PromptCache& cache, const CacheOptions& options);
 
 // Copies of the caches, for one generation (the PromptCache stays reusable).
 KVCacheList clone_caches(const PromptCache& cache);

@@ -50,7 +50,7 @@ class QuantizedKVCache : public KVCache {
     int slot;
   };
   std::optional<Writable> writable(int t);
-  void advance(int t);
+  void advance(int t, const Writable& after);
 
  private:
   // The stored positions as views, leaving the buffers this cache's own (fetch() does not).

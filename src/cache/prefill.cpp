@@ -67,7 +67,9 @@ mx::array prefill_tokens(Model& model, KVCacheList& caches, const mx::array& ids
   }
   if (o.cache.max_kv_size || o.cache.kv_bits) {
     while (n - pos > 1) {
-      const int len = std::min(o.kv_step_size, n - pos - 1);
+      // Steps end at multiples of the step size from position 0 whatever `pos` a cache starts at, so a
+      // prompt cache's run quantizes where the run without it does (check_prompt_cache_options).
+      const int len = std::min(o.kv_step_size - pos % o.kv_step_size, n - pos - 1);
       // Evaluating the chunk writes its keys/values into the caches, as mlx-lm's mx.eval of the cache
       // state does, so a long prompt never builds one huge graph.
       mx::eval(forward_and_quantize(model, caches, part(pos, pos + len), 1, o.cache));

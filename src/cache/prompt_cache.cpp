@@ -45,6 +45,38 @@ std::string hex(uint64_t h) {
   return out;
 }
 
+// The first layer's key projection (or, in a model without one, its first projection by name) as stored:
+// weight, and scales / biases or a llama.cpp block type where quantized. Small, so hashing it costs little.
+uint64_t projection_digest(const WeightMap& params) {
+  std::vector<std::string> names;
+  for (auto& [name, _] : params)
+    if (name.starts_with("model.layers.0.") && name.find("norm") == std::string::npos &&
+        name.find(".lora_") == std::string::npos)
+      names.push_back(name);
+  std::sort(names.begin(), names.end());
+  auto stem = [](const std::string& n) { return n.substr(0, n.rfind('.')); };
+  std::string pick = names.empty() ? "" : stem(names.front());
+  for (const char* preferred : {"model.layers.0.self_attn.k_proj", "model.layers.0.self_attn.qkv_proj"})
+    if (std::any_of(names.begin(), names.end(), [&](const std::string& n) { return stem(n) == preferred; })) {
+      pick = preferred;
+      break;
+    }
+  uint64_t h = 1469598103934665603ULL;
+  for (const auto& name : names) {
+    if (stem(name) != pick) continue;
+    const auto& a = params.at(name);
+    std::ostringstream d;
+    d << name << ' ' << a.dtype();
+    for (int dim : a.shape()) d << ' ' << dim;
+    for (unsigned char ch : d.str()) h = (h ^ ch) * 1099511628211ULL;
+    auto c = mx::contiguous(a);  // the stored bytes: packed integers do not all survive a float32 cast
+    mx::eval(c);
+    const auto* p = reinterpret_cast<const unsigned char*>(c.data<void>());
+    for (size_t i = 0; i < c.nbytes(); ++i) h = (h ^ p[i]) * 1099511628211ULL;
+  }
+  return h;
+}
+
 std::string layer_key(int i, const char* what) { return "layers." + std::to_string(i) + "." + what; }
 
 }  // namespace
@@ -66,6 +98,9 @@ std::string model_identity(Model& model) {
     h = digest(it->second, h);
   }
   s << " dtype=" << dtype << " norms=" << hex(h);
+  // Quantizing leaves the norms as they were: one projection's stored tensors (names, dtypes, shapes and
+  // values) tell a Q4 GGUF, an MLX 4-bit folder and the float weights apart, and weights fine-tuned alike.
+  s << " weights=" << hex(projection_digest(params));
   // llama.cpp's arithmetic (LoadOptions::int8_activations) computes other keys and values.
   for (auto& [name, _] : params)
     if (name.ends_with(".int8_activations")) {
@@ -105,14 +140,24 @@ std::string identity_problem(const std::string& saved, const std::string& identi
 
 }  // namespace
 
-void check_prompt_cache_dtype(const PromptCache& cache, const std::optional<std::string>& kv_cache_dtype) {
-  const auto want = kv_cache_dtype ? kv_cache_dtype_named(*kv_cache_dtype) : std::nullopt;  // names validated before
+void check_prompt_cache_options(const PromptCache& cache, const CacheOptions& o) {
+  if (o.max_kv_size)
+    fail("prompt-cache", "a prompt cache cannot be combined with max_kv_size (it holds a standard cache)");
+  const int cached = static_cast<int>(cache.token_ids.size());
+  // kv_bits quantizes the caches after every prefill step from quantized_kv_start on (from the first position
+  // when it is unset), and each step attends to what the earlier ones left: only positions made before any
+  // quantization are the standard ones the saved cache holds.
+  if (o.kv_bits && (!o.quantized_kv_start || *o.quantized_kv_start < cached))
+    fail("prompt-cache", "the prompt cache holds " + std::to_string(cached) +
+                             " standard positions; with kv_bits, quantized_kv_start must be at least that many "
+                             "(a generation would have quantized them)");
+  const auto want = o.kv_cache_dtype ? kv_cache_dtype_named(*o.kv_cache_dtype) : std::nullopt;  // validated before
   if (!want || cache.caches.empty()) return;
   auto* s = dynamic_cast<const StandardKVCache*>(cache.caches.front().get());
   auto kv = s ? s->fetch() : std::nullopt;
   if (kv && kv->first.dtype() != *want)
     fail("prompt-cache", "the prompt cache stores its keys in the model's dtype, not the kv_cache_dtype " +
-                             *kv_cache_dtype + " this generation asks for");
+                             *o.kv_cache_dtype + " this generation asks for");
 }
 
 void check_prompt_cache_use(const PromptCache& cache, Model& model) {

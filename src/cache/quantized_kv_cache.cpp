@@ -158,8 +158,13 @@ std::optional<QuantizedKVCache::Writable> QuantizedKVCache::writable(int t) {
   return Writable{*keys_, *values_, offset_};
 }
 
-void QuantizedKVCache::advance(int t) {
+void QuantizedKVCache::advance(int t, const Writable& after) {
   if (t <= 0 || !keys_ || offset_ + t > keys_->data.shape(2)) fail("cache", "advance past the buffers' capacity");
+  if (after.keys.data.shape() != keys_->data.shape() || after.values.data.shape() != values_->data.shape() ||
+      after.slot != offset_)
+    fail("cache", "advance with buffers other than writable()'s");
+  *keys_ = after.keys;
+  *values_ = after.values;
   offset_ += t;
 }
 

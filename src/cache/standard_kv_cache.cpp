@@ -312,8 +312,12 @@ std::optional<StandardKVCache::Writable> StandardKVCache::writable(int t) {
   return Writable{*keys_, *values_, offset_};
 }
 
-void StandardKVCache::advance(int t) {
+void StandardKVCache::advance(int t, const Writable& after) {
   if (t <= 0 || !keys_ || offset_ + t > keys_->shape(2)) fail("cache", "advance past the buffers' capacity");
+  if (after.keys.shape() != keys_->shape() || after.values.shape() != values_->shape() || after.slot != offset_)
+    fail("cache", "advance with buffers other than writable()'s");
+  keys_ = std::make_shared<mx::array>(after.keys);
+  values_ = std::make_shared<mx::array>(after.values);
   offset_ += t;
 }
 

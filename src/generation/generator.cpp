@@ -25,11 +25,9 @@ Generator::Generator(Model& model, GenerationConfig config, GeneratorOptions opt
   validate(cache_options_);  // throws [cache]
   if (options_.prefill_chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
   if (options_.kv_prefill_step_size < 1) fail("generate", "kv_prefill_step_size must be >= 1");
-  if (options_.prompt_cache && cache_options_.max_kv_size)
-    fail("generate", "a prompt cache cannot be combined with max_kv_size (it holds a standard cache)");
   if (options_.prompt_cache) {
     check_prompt_cache_use(*options_.prompt_cache, model_);
-    check_prompt_cache_dtype(*options_.prompt_cache, cache_options_.kv_cache_dtype);
+    check_prompt_cache_options(*options_.prompt_cache, cache_options_);
   }
   group_ = std::make_unique<DecodeGroup>(model_, config_, options_);
   batch_ = group_->rows();

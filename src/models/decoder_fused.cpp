@@ -111,8 +111,17 @@ std::optional<mx::array> DecoderModel::fused_decode(const mx::array& h, KVCacheL
   }
   if (!kernels::decode_layers_supported(h, layers, keys, values, slot, quant)) return std::nullopt;
   auto out = kernels::decode_layers(h, layers, keys, values, slot, mask.key_start, quant);
-  for (auto* s : standard) s->advance(1);
-  for (auto* q : quantized) q->advance(1);
+  // The node writes the buffers in place: the caches keep them as depending on it (one Depends node for all),
+  // so a later read runs it even where nobody evaluates `out` (a prefill's last one-token step).
+  std::vector<mx::array> buffers = keys;
+  buffers.insert(buffers.end(), values.begin(), values.end());
+  const auto after = mx::depends(buffers, {out});
+  const size_t nk = keys.size();
+  for (size_t i = 0; i < standard.size(); ++i) standard[i]->advance(1, {after[i], after[nk + i], slot});
+  for (size_t i = 0; i < quantized.size(); ++i) {
+    auto tensor = [&](size_t at) { return QuantizedTensor{after[at], after[at + 1], after[at + 2]}; };
+    quantized[i]->advance(1, {tensor(3 * i), tensor(nk + 3 * i), slot});
+  }
   return out;
 }
 

@@ -278,3 +278,27 @@ TEST_F(FusedDecode, LeavesOtherModelsAndStepsOpByOp) {
   EXPECT_FALSE(graph_has(m->forward(ids({1, 2, 3}), c2), "MlxgpCpuDecodeLayers"));
   EXPECT_TRUE(graph_has(m->forward(ids({4}), c2), "MlxgpCpuDecodeLayers"));
 }
+
+// A fused step whose output nobody evaluates (a stepped prefill's last one-token forward, once dropped by
+// speculative decoding under kv_bits) still writes its positions: the caches depend on the node, so the
+// next forward that reads them runs it first.
+TEST_F(FusedDecode, AStepNobodyEvaluatesStillWritesTheCaches) {
+  if (!k::available()) GTEST_SKIP() << "the CPU kernels do not run on this machine";
+  using namespace mlxgp::kernels;
+  auto m = block_model({kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, kGgmlQ4_1, false});
+  for (int bits : {0, 8}) {
+    SCOPED_TRACE("bits=" + std::to_string(bits));
+    auto fused = make_caches(*m, bits), plain = make_caches(*m, bits);
+    mx::eval(m->forward(ids({1, 2, 3, 4, 5}), fused));
+    mx::eval(m->forward(ids({1, 2, 3, 4, 5}), plain));
+    unsetenv("MLXGP_DISABLE_FUSED_DECODE");
+    {
+      auto dropped = m->forward(ids({6}), fused);
+      ASSERT_TRUE(graph_has(dropped, "MlxgpCpuDecodeLayers"));
+    }
+    setenv("MLXGP_DISABLE_FUSED_DECODE", "1", 1);
+    mx::eval(m->forward(ids({6}), plain));
+    auto a = m->forward(ids({7, 8}), fused), b = m->forward(ids({7, 8}), plain);  // two positions: op by op
+    ASSERT_TRUE(same_bits(a, b)) << "max |diff| " << mlxgp::testing::max_abs_diff(a, b);
+  }
+}

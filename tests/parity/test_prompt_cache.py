@@ -71,6 +71,22 @@ def test_prompt_cache_with_sampling_rows(prompt, saved, default_gguf, run_mlxgp_
     assert [s["token_ids"] for s in runs[0]["sequences"]] == [s["token_ids"] for s in runs[1]["sequences"]]
 
 
+def test_prompt_cache_with_kv_bits(prompt, saved, default_gguf, run_mlxgp, run_mlxgp_json):
+    """kv_bits quantizes the caches as a generation goes: the saved standard positions serve a run that starts
+    quantizing at or after their end (the tokens of the run without the cache), and are refused where that
+    run would have quantized them."""
+    for start in (PREFIX_TOKENS, PREFIX_TOKENS + 6):
+        flags = ["--kv-bits", "8", "--quantized-kv-start", start]
+        assert _generate(run_mlxgp_json, default_gguf, prompt, *flags, "--prompt-cache", saved, max_new=12) == \
+            _generate(run_mlxgp_json, default_gguf, prompt, *flags, max_new=12)
+    ids = ",".join(map(str, prompt))
+    for flags in (["--kv-bits", 8], ["--kv-bits", 4, "--quantized-kv-start", PREFIX_TOKENS - 1]):
+        assert _error(run_mlxgp, "generate", "--model", default_gguf, "--dtype", "float32", "--input-ids", ids,
+                      "--max-new-tokens", 4, "--prompt-cache", saved, *flags)[1] == \
+            f"[prompt-cache] the prompt cache holds {PREFIX_TOKENS} standard positions; with kv_bits, " \
+            "quantized_kv_start must be at least that many (a generation would have quantized them)"
+
+
 def _error(run_mlxgp, *args):
     proc = run_mlxgp(*args, check=False, timeout=300)
     lines = proc.stderr.strip().splitlines()
@@ -109,7 +125,7 @@ def test_prompt_cache_errors(prompt, saved, default_gguf, run_mlxgp, tmp_path):
         f"[prompt-cache] '{logits}' is not an mlxgp prompt cache (no format metadata)"
     # A rotating cache cannot start from a standard one.
     assert _error(run_mlxgp, *gen, "--input-ids", ids, "--prompt-cache", saved, "--max-kv-size", 64)[1] == \
-        "[generate] a prompt cache cannot be combined with max_kv_size (it holds a standard cache)"
+        "[prompt-cache] a prompt cache cannot be combined with max_kv_size (it holds a standard cache)"
 
 
 def test_prompt_cache_of_another_model(saved, default_gguf, run_mlxgp, tmp_path):
@@ -125,6 +141,12 @@ def test_prompt_cache_of_another_model(saved, default_gguf, run_mlxgp, tmp_path)
     # The same architecture with other weights (seed 1) is another model too.
     _, other = tiny_models.make_tiny_model("llama", tmp_path / "tiny-other", seed=1)
     code, msg = _error(run_mlxgp, "generate", "--model", other, "--input-ids", "5,6,7,8", "--prompt-cache", tiny_cache)
+    assert "was made by another model" in msg, msg
+    # Quantizing leaves the architecture and the norms as they were: still another model.
+    quantized = tmp_path / "tiny-q4"
+    run_mlxgp("convert", "--hf-path", folder, "--mlx-path", quantized, "--quantize")
+    code, msg = _error(run_mlxgp, "generate", "--model", quantized, "--input-ids", "5,6,7,8", "--prompt-cache",
+                       tiny_cache)
     assert "was made by another model" in msg, msg
     # Its own model accepts it.
     run_mlxgp("generate", "--model", folder, "--input-ids", "5,6,7,8", "--max-new-tokens", 2, "--prompt-cache",

@@ -194,7 +194,7 @@ int BatchEngine::submit(BatchRequest request) {
   if (r->options.prefill_chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
   if (r->options.prompt_cache) {
     check_prompt_cache_use(*r->options.prompt_cache, model_);
-    check_prompt_cache_dtype(*r->options.prompt_cache, r->config.kv_cache_dtype);
+    check_prompt_cache_options(*r->options.prompt_cache, cache_options_from(r->config));
     check_prompt_prefix(*r->options.prompt_cache, request.prompt_ids);
   }
   r->group = std::make_unique<DecodeGroup>(model_, r->config, r->options);
