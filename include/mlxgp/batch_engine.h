@@ -135,6 +135,8 @@ class BatchEngine {
   void decode();
   void settle_pending();    // waits for a queued step, then drops it
   void finish(Request& r);  // assembles the result, moves it to done_
+  // Takes a step's tokens for r's rows (streams them); true when r is done, or failed on its own (r.error).
+  static bool read_request_tokens(Request& r, const int32_t* tokens);
   void drop_rows_of(const std::vector<int>& leaving_ids);
   int sampling_rows() const { return static_cast<int>(next_input_.size()); }
   void step_beams();        // admits waiting beam searches that fit, then steps the beam batch

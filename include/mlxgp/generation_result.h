@@ -2,6 +2,10 @@
 // the run's statistics; and the token callback that streams them.
 #pragma once
 
+#include <optional>
+
+#include "mlxgp/error.h"
+
 #include <cstddef>
 #include <functional>
 #include <optional>
@@ -77,6 +81,10 @@ struct GenerationResult {
   std::vector<int> prompt_token_ids;
   std::vector<GeneratedSequence> sequences;
   GenerationStats stats;
+  // Set when the generation failed after it started (a BatchEngine request whose own step went wrong, e.g.
+  // a constraint that no allowed token satisfies): the sequences hold the tokens before the failure, and the
+  // faces report this error, not the sequences. The other requests of the batch go on.
+  std::optional<Error> error;
 };
 
 // Called with each token and the text it completes (complete UTF-8 only; may be empty). With several

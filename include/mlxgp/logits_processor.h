@@ -42,6 +42,10 @@ class LogitsProcessor {
   // when a request is admitted, so that a batch refuses it before it shares a step with other requests
   // (apply() checks again against the logits it gets).
   virtual void check_vocabulary(int vocab) const {}
+  // Throws what a row kernel of this processor found while the step ran (a constraint that no token can
+  // satisfy): called when a step's processed scores leave a row without a token, before that step's tokens
+  // are taken, so the reason is this processor's and no masked token is ever emitted.
+  virtual void raise_pending() {}
 };
 
 // transformers TemperatureLogitsWarper: logits / temperature.
@@ -160,6 +164,7 @@ class LogitsProcessorList {
   mlx::core::array apply(const mlx::core::array& logits, const mlx::core::array& ids);
   void on_token(const mlx::core::array& tokens);
   void check_vocabulary(int vocab) const;
+  void raise_pending();
 
  private:
   std::vector<std::unique_ptr<LogitsProcessor>> items_;
@@ -181,6 +186,10 @@ struct ProcessorContext {
   // Speculative verification: the ids may end in draft candidates that the processors' own masks will
   // refuse (the positions after them are never used), so a constraint must not fail on them.
   bool tentative_ids = false;
+  // Beam search: a beam carried at -inf score (fewer finite candidates than beams, as BeamSearchScorer
+  // takes them) may hold a token a constraint refuses; that row is left unmasked (it can never win), not
+  // an error. A finite beam with no token left is still one.
+  bool dead_beams = false;
   // The warpers' min_tokens_to_keep: 1, except inside beam search, where transformers keeps
   // len(eos) + 1 (2 without EOS) so that a non-EOS continuation always survives.
   int min_tokens_to_keep = 1;

@@ -157,6 +157,11 @@ void Worker::deliver(int id, GenerationResult result) {
   if (result.stats.speculative) metrics_->add_speculative(*result.stats.speculative);
   {
     std::lock_guard<std::mutex> lk(live->channel->m);
+    // A request whose own step failed (its settings against its constraint, say): its error, 400 when the
+    // settings were at fault; the other requests of the batch went on.
+    if (result.error && !live->channel->error)
+      live->channel->error = ApiError(result.error->kind() == ErrorKind::InvalidInput ? 400 : 500,
+                                      "generation failed: " + without_component(result.error->what()));
     live->channel->results[live->prompt_index] = std::move(result);
     --live->channel->unfinished;
   }

@@ -270,6 +270,13 @@ def test_bad_constraints_fail_in_one_line(default_gguf, run_mlxgp, flags, needle
     ({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, "the keyword 'uniqueItems'"),
     ({"type": "object", "properties": {"n": {"oneOf": [{"type": "integer"}, {"type": "number"}]}}}, "oneOf"),
     ({"type": "object", "properties": {"c": {"type": "string", "pattern": "^[A-Z]+$", "maxLength": 3}}}, "maxLength"),
+    # xgrammar builds objects from "properties" alone: a required name missing there would never appear.
+    ({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a", "b"]}, "'b'"),
+    ({"type": "object", "required": ["zz"]}, "'zz'"),
+    # draft-07's spelling of dependentRequired, and a format xgrammar has no pattern for.
+    ({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+      "dependencies": {"a": ["b"]}}, "the keyword 'dependencies'"),
+    ({"type": "object", "properties": {"r": {"type": "string", "format": "regex"}}}, "the format 'regex'"),
 ])
 def test_schema_enforced_only_in_part_is_refused(default_gguf, run_mlxgp, tmp_path, schema, needle):
     """xgrammar drops or loosens these (silently or with a warning); mlxgp refuses them instead."""
@@ -288,3 +295,44 @@ def test_invalid_schema_fails_in_one_line(default_gguf, run_mlxgp, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().startswith("[grammar] invalid json_schema"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("regex,needle", [(r"\Aab\Z", "Escape sequence"), ("a$b", "'$' should be at the end"),
+                                          ("x{2}^", "'^' should be at the start")])
+def test_regex_xgrammar_only_warns_about_is_refused(default_gguf, run_mlxgp, regex, needle):
+    """xgrammar matches these literally or drops the anchor with a warning on stderr: refused in one line."""
+    proc = run_mlxgp("generate", "--model", default_gguf, "--prompt", "Letters:", "--regex", regex, check=False)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[grammar] regex cannot be enforced exactly") and needle in lines[0]
+
+
+def test_a_grammar_without_text_and_a_blocked_end_fail_without_a_masked_token(default_gguf, run_mlxgp, tmp_path):
+    """A grammar that matches nothing, and min_new_tokens against the EOS a finished constraint needs, fail in
+    one line; the streamed text never holds the token argmax picks from an all -inf row, with or without beams."""
+    g = tmp_path / "empty.gbnf"
+    g.write_text('root ::= x\nx ::= x "a"\n')
+    proc = run_mlxgp("generate", "--model", default_gguf, "--prompt", "Hi", "--grammar", g, check=False)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.strip() == "[grammar] the constraint allows no token after 0 generated tokens and cannot " \
+        "end there: it matches no text that starts so"
+    f = tmp_path / "yes_no.json"
+    f.write_text(json.dumps({"enum": ["yes", "no"]}))
+    for extra in ([], ["--num-beams", 3]):
+        proc = run_mlxgp("generate", "--model", default_gguf, "--prompt", "JSON:", "--json-schema", f,
+                         "--min-new-tokens", 40, "--max-new-tokens", 40, *extra, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert "<|endoftext|>" not in proc.stdout + proc.stderr
+        assert "no token satisfies both the constraint and the other settings" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_group_beam_search_holds_the_constraint(default_gguf, run_mlxgp_json):
+    """Groups of several beams: a group whose beams can only end carries -inf beams (as BeamSearchScorer
+    takes them) and then padding; neither is an error, and every returned sequence satisfies the regex."""
+    regex = r"(Yes|No), because [a-z ]+\."
+    got = run_mlxgp_json("generate", "--model", default_gguf, "--prompt", "Is the sea salty?", "--regex", regex,
+                         "--num-beams", 4, "--num-beam-groups", 2, "--diversity-penalty", 1.0,
+                         "--num-return-sequences", 4, "--max-new-tokens", 30)
+    assert len(got["sequences"]) == 4
+    for seq in got["sequences"]:
+        assert seq["finish_reason"] == "eos" and re.fullmatch(regex, seq["text"]), seq

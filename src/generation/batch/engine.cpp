@@ -46,6 +46,7 @@ struct BatchEngine::Request {
   std::unique_ptr<DecodeGroup> group;
   std::unique_ptr<TextStreams> texts;
   std::string prefix_identity;  // non-empty: its rows are stored in the prefix cache when it finishes
+  std::optional<Error> error;   // its own step failed: it leaves with this error (read_request_tokens)
 };
 
 struct BatchEngine::Prefill {
@@ -212,7 +213,9 @@ int BatchEngine::submit(BatchRequest request) {
 }
 
 void BatchEngine::finish(Request& r) {
-  done_.emplace(r.id, assemble_result(*r.group, *r.texts));
+  auto result = assemble_result(*r.group, *r.texts);
+  result.error = r.error;
+  done_.emplace(r.id, std::move(result));
   finished_now_.push_back(r.id);
 }
 
@@ -337,6 +340,18 @@ static bool read_tokens(DecodeGroup& group, TextStreams& texts, const RowTokenCa
   return group.done();
 }
 
+// read_tokens for one request of the batch: a failure of its own (its constraint, its processed scores)
+// ends it with that error instead of failing the step every request shares.
+bool BatchEngine::read_request_tokens(Request& r, const int32_t* tokens) {
+  try {
+    return read_tokens(*r.group, *r.texts, r.on_token, r.on_logprobs, tokens);
+  } catch (const Error& e) {
+    r.error = e;
+    r.group->cancel();
+    return true;
+  }
+}
+
 void BatchEngine::admit() {
   std::optional<std::string> identity;  // the prefix cache's key, once per call
   // Rows decoding now wait for every prefill below (max_joins_per_step, prefill_step_tokens).
@@ -434,7 +449,7 @@ int BatchEngine::continue_prefill(int budget) {
   mx::eval(outs);
   timed();
   const int32_t* t = tokens.data<int32_t>();
-  if (read_tokens(*r->group, *r->texts, r->on_token, r->on_logprobs, t)) {
+  if (read_request_tokens(*r, t)) {
     store_prefixes(*r, caches, 0);
     finish(*r);
     return fed;
@@ -501,7 +516,7 @@ void BatchEngine::decode() {
   std::vector<int> leaving;
   int row = 0;
   for (auto& r : running_) {
-    if (read_tokens(*r->group, *r->texts, r->on_token, r->on_logprobs, t + row)) leaving.push_back(r->id);
+    if (read_request_tokens(*r, t + row)) leaving.push_back(r->id);
     row += r->group->rows();
   }
   if (!leaving.empty()) drop_rows_of(leaving);

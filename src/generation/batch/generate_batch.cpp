@@ -73,7 +73,10 @@ std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const
   while (engine.busy())
     for (int id : engine.step())
       for (auto& [eid, index] : ids)
-        if (eid == id) results[index] = engine.take_result(id);
+        if (eid == id) {
+          results[index] = engine.take_result(id);
+          if (results[index] && results[index]->error) throw named(index, *results[index]->error);
+        }
   for (size_t i : alone) {
     TokenCallback cb;
     if (options.on_token) {

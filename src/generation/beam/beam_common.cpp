@@ -3,6 +3,7 @@
 #include "generation/beam/beam_common.h"
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 
 #include <mlx/memory.h>
@@ -142,6 +143,13 @@ mx::array gather_rows(const mx::array& flat, int rows_per_step, const std::vecto
 }  // namespace
 
 GenerationResult BeamRunner::result(const std::vector<Hypothesis>& hyps) const {
+  // transformers returns a beam the processors masked out (score -inf: fewer allowed continuations than
+  // beams) like any other; its tokens are ones no processor allows, so it is an error here.
+  for (auto& h : hyps)
+    if (!(h.score > -std::numeric_limits<float>::infinity()))
+      fail("generate",
+           "beam search found fewer sequences than num_return_sequences that the processors allow "
+           "(the others score -inf: every continuation was masked); ask for fewer");
   GenerationResult out;
   out.prompt_token_ids = prompt_;
   const auto all_logits = flat_steps(step_logits_), all_scores = flat_steps(step_scores_);

@@ -2,6 +2,9 @@
 // its diversity penalty.
 #include "generation/beam/beam_processors.h"
 
+#include <cmath>
+#include <limits>
+
 #include <mlx/mlx.h>
 
 #include "mlxgp/error.h"
@@ -35,6 +38,7 @@ BeamProcessors::BeamProcessors(Model& model, const GenerationConfig& config, con
   context.logits_processors = options.logits_processors;
   context.prefix_allowed_tokens_fn = options.prefix_allowed_tokens_fn;
   context.tokenizer = options.tokenizer;
+  context.dead_beams = true;
   // HF _get_logits_processor: inside beams the warpers keep len(eos) + 1 tokens (2 without EOS).
   context.min_tokens_to_keep =
       config.eos_token_id && !config.eos_token_id->empty() ? static_cast<int>(config.eos_token_id->size()) + 1 : 2;
@@ -57,6 +61,15 @@ mx::array BeamProcessors::apply(const mx::array& scores, const mx::array& ids,
   mx::array out = pre_.empty() ? scores : pre_.apply(scores, ids);
   if (diversity) out = mx::subtract(out, *diversity);
   return rest_.empty() ? out : rest_.apply(out, ids);
+}
+
+void BeamProcessors::check_candidates(float best, bool have_hypotheses) {
+  if (best > -std::numeric_limits<float>::infinity() || (have_hypotheses && !std::isnan(best))) return;
+  pre_.raise_pending();
+  rest_.raise_pending();
+  fail("generate",
+       "beam search has no continuation left: the processed scores mask every token of a beam group (a "
+       "constraint against min_new_tokens, logit_bias, suppress_tokens or bad_words_ids), or hold NaN");
 }
 
 }  // namespace mlxgp::beam

@@ -32,6 +32,10 @@ class BeamProcessors {
   // where transformers 4.x placed HammingDiversityLogitsProcessor (right after sequence_bias).
   mx::array apply(const mx::array& scores, const mx::array& ids,
                   const std::optional<mx::array>& diversity = std::nullopt);
+  // Throws [generate] when a searched group's best candidate is NaN, or -inf (every continuation masked)
+  // while the group has no finished hypothesis (transformers would carry -inf beams to the end and return
+  // them): a constraint's own reason first (LogitsProcessor::raise_pending).
+  void check_candidates(float best, bool have_hypotheses);
 
  private:
   LogitsProcessorList pre_, rest_;  // guidance, sequence_bias | everything after them

@@ -4,6 +4,7 @@
 // beam, the tokens that advance its constraints; the beams are then picked round-robin over "banks"
 // (levels of constraint progress), best first within a bank, so partially constrained beams survive.
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include <mlx/mlx.h>
@@ -85,6 +86,7 @@ class ConstrainedBeams : public BeamSearchState {
     // transformers 4.56 _constrained_beam_search records the scores with the beam scores added.
     runner_.record(logits, acc);
     Candidates cand = top_candidates(acc, k_);
+    procs_.check_candidates(cand.values.empty() ? NAN : cand.values[0], hyps_.size() > 0);
 
     // ConstrainedBeamSearchScorer.process: EOS continuations among the first num_beams finish a
     // hypothesis only when the constraints_ are met; the others fill the beams in order.

@@ -94,6 +94,7 @@ class GroupBeams : public BeamSearchState {
         for (int i = 0; i < gs_; ++i) bs[i] = beams_[first + i].score;
         auto acc = mx::add(processed, mx::reshape(mx::array(bs.data(), {gs_}, mx::float32), {gs_, 1}));
         Candidates cand = top_candidates(acc, k_);
+        procs_.check_candidates(cand.values.empty() ? NAN : cand.values[0], hyps_[g].size() > 0);
         // BeamSearchScorer.process: EOS among the first group_size candidates -> a hypothesis; the
         // others fill the group's beams in order.
         int filled = 0;

@@ -74,6 +74,8 @@ bool StandardBeams::step(const mx::array& logits) {
   std::optional<mx::array> sub;
   if (sampler_.sampling()) sub = sampler_.next_key();
   Candidates cand = top_candidates(acc, k_, sub);
+  procs_.check_candidates(cand.values.empty() ? NAN : cand.values[0],
+                          std::find(is_finished_.begin(), is_finished_.end(), true) != is_finished_.end());
   const int kk = static_cast<int>(cand.values.size());
 
   // Which continuations hit a stopping criterion (EOS, stop string, budget, max_time, callback).

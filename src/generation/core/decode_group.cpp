@@ -97,8 +97,11 @@ mx::array DecodeGroup::choose(const mx::array& logits, const std::optional<Picke
     token = mx::depends({token}, {bad})[0];
     logits_checks_.push_back(bad);
   }
-  if (!picked && sampler_.sampling()) {
-    auto bad = invalid_logits(scores);
+  // Sampled scores (as torch.multinomial refuses inf / NaN), and processed greedy ones: a row every
+  // processor masked would give argmax's token 0, never a token they allow.
+  const bool processed_greedy = scan && !processors_.empty();
+  if (!picked && (sampler_.sampling() || processed_greedy)) {
+    auto bad = processed_greedy ? scan->invalid : invalid_logits(scores);
     token = mx::depends({token}, {bad})[0];
     score_checks_.push_back(bad);
   }
@@ -121,7 +124,10 @@ const std::vector<int>& DecodeGroup::accept(const int32_t* tokens) {
   if (!score_checks_.empty()) {
     const bool bad = score_checks_.front().item<bool>();
     score_checks_.pop_front();
-    if (bad) fail_invalid_scores(produced);
+    if (bad) {
+      processors_.raise_pending();  // a constraint's own reason first
+      fail_invalid_scores(produced);
+    }
   }
   auto now = std::chrono::steady_clock::now();
   if (steps_ == 0) {

@@ -32,9 +32,10 @@ void fail_invalid_logits(int step) {
 }
 
 void fail_invalid_scores(int step) {
-  fail("generate", "the processed scores sampled from at step " + std::to_string(step) +
-                       " hold NaN or infinite values, or a row with every token masked (is the temperature so "
-                       "small that logits / temperature overflows float32?)");
+  fail("generate", "the processed scores at step " + std::to_string(step) +
+                       " hold NaN or infinite values, or mask every token of a row (logit_bias, suppress_tokens "
+                       "or bad_words_ids removing all that is left, or a temperature so small that logits / "
+                       "temperature overflows float32)");
 }
 
 }  // namespace mlxgp

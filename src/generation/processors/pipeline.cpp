@@ -67,6 +67,10 @@ void LogitsProcessorList::check_vocabulary(int vocab) const {
   for (auto& p : items_) p->check_vocabulary(vocab);
 }
 
+void LogitsProcessorList::raise_pending() {
+  for (auto& p : items_) p->raise_pending();
+}
+
 void LogitsProcessorList::on_token(const mx::array& tokens) {
   for (auto& p : items_) p->on_token(tokens);
 }
@@ -129,7 +133,7 @@ LogitsProcessorList build_logits_processors(const GenerationConfig& config, cons
     list.add(make_grammar_constraint(
         config, context.tokenizer,
         context.model ? context.model->config().vocab_size : (context.tokenizer ? context.tokenizer->vocab_size() : 0),
-        context.tentative_ids));
+        context.tentative_ids, context.dead_beams));
   if (config.do_sample) {
     const int keep = context.min_tokens_to_keep;
     if (config.temperature != 1.0) list.add(make_temperature_warper(config.temperature));

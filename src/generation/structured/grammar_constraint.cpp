@@ -4,6 +4,7 @@
 #include <cmath>
 #include <iostream>
 #include <map>
+#include <set>
 #include <mutex>
 #include <sstream>
 #include <span>
@@ -70,7 +71,8 @@ std::shared_ptr<xgrammar::GrammarCompiler> compiler_for(const std::shared_ptr<co
 // them would be enforced only in part. Map keys under properties / $defs are names, not keywords.
 void refuse_unenforced_keywords(const nlohmann::json& s) {
   static const char* kIgnored[] = {"uniqueItems", "contains", "minContains", "maxContains",       "not",
-                                   "if",          "then",     "else",        "dependentRequired", "dependentSchemas"};
+                                   "if",          "then",     "else",        "dependentRequired", "dependentSchemas",
+                                   "dependencies"};
   if (s.is_array()) {
     for (auto& x : s) refuse_unenforced_keywords(x);
     return;
@@ -79,6 +81,22 @@ void refuse_unenforced_keywords(const nlohmann::json& s) {
   for (const char* k : kIgnored)
     if (s.contains(k))
       fail("grammar", std::string("json_schema: the keyword '") + k + "' cannot be enforced (xgrammar ignores it)");
+  // xgrammar turns a "format" it has no pattern for into any string, and builds an object from its
+  // "properties" alone: a required name missing there is left out of the object.
+  static const std::set<std::string> kFormats = {
+      "email",    "date", "time", "date-time",     "duration",     "ipv4",         "ipv6",
+      "hostname", "uuid", "uri",  "uri-reference", "uri-template", "json-pointer", "relative-json-pointer"};
+  if (auto f = s.find("format"); f != s.end() && f->is_string() && !kFormats.contains(f->get<std::string>()))
+    fail("grammar", "json_schema: the format '" + f->get<std::string>() + "' cannot be enforced (xgrammar knows " +
+                        "email, date, time, date-time, duration, ipv4, ipv6, hostname, uuid, uri, uri-reference, " +
+                        "uri-template, json-pointer and relative-json-pointer)");
+  if (auto r = s.find("required"); r != s.end() && r->is_array()) {
+    const auto props = s.find("properties");
+    for (auto& name : *r)
+      if (name.is_string() && (props == s.end() || !props->is_object() || !props->contains(name.get<std::string>())))
+        fail("grammar", "json_schema: the required property '" + name.get<std::string>() +
+                            "' is not among the object's properties (xgrammar generates the listed ones only)");
+  }
   for (auto& [key, value] : s.items()) {
     if (key == "properties" || key == "patternProperties" || key == "$defs" || key == "definitions") {
       if (value.is_object())
@@ -92,27 +110,26 @@ void refuse_unenforced_keywords(const nlohmann::json& s) {
 // xgrammar reports what it loosens (allOf with several branches, a oneOf it turns into anyOf, length
 // limits next to a pattern, multipleOf) only as warnings on stderr: those become the error, so a schema
 // is enforced exactly or refused. stderr is taken for the compile only (serialised: it is global).
-xgrammar::CompiledGrammar compile_schema_exactly(xgrammar::GrammarCompiler& c, const std::string& schema) {
-  try {
-    refuse_unenforced_keywords(nlohmann::json::parse(schema));
-  } catch (const nlohmann::json::exception& e) {
-    fail("grammar", std::string("invalid json_schema: ") + xgrammar_message(e));
-  }
+// Compiles with `compile`, turning any warning xgrammar logs into the error: `what` names the input
+// ("json_schema", "regex", "grammar") and `text` is it (xgrammar caches the grammar, not its warnings).
+template <class Compile>
+xgrammar::CompiledGrammar compile_exactly(const std::string& what, const std::string& text, Compile&& compile) {
   static std::mutex m;
-  static std::map<std::string, std::string> refused;  // xgrammar caches the grammar, not its warnings
+  static std::map<std::string, std::string> refused;
   std::lock_guard<std::mutex> lock(m);
-  if (auto it = refused.find(schema); it != refused.end()) fail("grammar", it->second);
+  const std::string key = what + '\0' + text;
+  if (auto it = refused.find(key); it != refused.end()) fail("grammar", it->second);
   std::ostringstream captured;
   auto* previous = std::cerr.rdbuf(captured.rdbuf());
   try {
-    auto g = c.CompileJSONSchema(schema);
+    auto g = compile();
     std::cerr.rdbuf(previous);
     std::string warning = captured.str();
     if (!warning.empty()) {
       warning = warning.substr(0, warning.find('\n'));  // "[time] file.cc:line: Warning: message"
       if (auto p = warning.find(": Warning: "); p != std::string::npos) warning = warning.substr(p + 11);
-      refused[schema] = "json_schema cannot be enforced exactly: " + warning;
-      fail("grammar", refused[schema]);
+      refused[key] = what + " cannot be enforced exactly: " + warning;
+      fail("grammar", refused[key]);
     }
     return g;
   } catch (...) {
@@ -121,12 +138,21 @@ xgrammar::CompiledGrammar compile_schema_exactly(xgrammar::GrammarCompiler& c, c
   }
 }
 
+xgrammar::CompiledGrammar compile_schema_exactly(xgrammar::GrammarCompiler& c, const std::string& schema) {
+  try {
+    refuse_unenforced_keywords(nlohmann::json::parse(schema));
+  } catch (const nlohmann::json::exception& e) {
+    fail("grammar", std::string("invalid json_schema: ") + xgrammar_message(e));
+  }
+  return compile_exactly("json_schema", schema, [&] { return c.CompileJSONSchema(schema); });
+}
+
 xgrammar::CompiledGrammar compile(xgrammar::GrammarCompiler& c, const GenerationConfig& config) {
   try {
     if (config.json_schema) return compile_schema_exactly(c, *config.json_schema);
     if (config.json_object) return c.CompileBuiltinJSONGrammar();
-    if (config.regex) return c.CompileRegex(*config.regex);
-    return c.CompileGrammar(*config.grammar, "root");
+    if (config.regex) return compile_exactly("regex", *config.regex, [&] { return c.CompileRegex(*config.regex); });
+    return compile_exactly("grammar", *config.grammar, [&] { return c.CompileGrammar(*config.grammar, "root"); });
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
@@ -151,12 +177,16 @@ class GrammarState {
  public:
   GrammarState(std::shared_ptr<const xgrammar::CompiledGrammar> grammar, std::vector<int> stops, int vocab,
                bool tentative)
-      : grammar_(std::move(grammar)), stops_(std::move(stops)), vocab_(vocab), tentative_(tentative) {}
+      : grammar_(std::move(grammar)), stops_(std::move(stops)), vocab_(vocab), tentative_(tentative) {
+    special_ = special_ids(*grammar_);
+  }
 
   std::shared_ptr<GrammarState> copy() const {
     std::lock_guard<std::mutex> lock(m_);
     auto c = std::make_shared<GrammarState>(grammar_, stops_, vocab_, tentative_);
     c->prompt_ = prompt_;
+    c->pad_ = pad_;
+    c->dead_beams_ = dead_beams_;
     c->error_ = error_;
     for (auto& l : recent_) c->recent_.push_back({l.tokens, l.matcher.Fork(), l.dead});
     return c;
@@ -169,11 +199,14 @@ class GrammarState {
   void retarget(std::shared_ptr<const xgrammar::CompiledGrammar> grammar, int vocab) {
     std::lock_guard<std::mutex> lock(m_);
     grammar_ = std::move(grammar);
+    special_ = special_ids(*grammar_);
     vocab_ = vocab;
     recent_.clear();
   }
   int vocab() const { return vocab_; }
   int prompt() const { return prompt_; }
+  void set_padding(int pad) { pad_ = pad; }
+  void set_dead_beams(bool on) { dead_beams_ = on; }
   // A violation found by a row kernel, raised on the host at the next step.
   void raise_pending() {
     std::lock_guard<std::mutex> lock(m_);
@@ -195,13 +228,20 @@ class GrammarState {
       int64_t shape[1] = {words};
       DLTensor t{bits_.data(), DLDevice{kDLCPU, 0}, 1, DLDataType{kDLInt, 32, 1}, shape, nullptr, 0};
       if (line.matcher.FillNextTokenBitmask(&t)) {
-        bool any = false;
+        bool any = false, allowed = false;
         const int n = std::min<int>(vocab_, static_cast<int>(logits.size()));
         for (int v = 0; v < n; ++v) {
-          if ((static_cast<uint32_t>(bits_[v >> 5]) >> (v & 31)) & 1u) any = any || logits[v] != -INFINITY;
-          else logits[v] = -INFINITY;
+          if ((static_cast<uint32_t>(bits_[v >> 5]) >> (v & 31)) & 1u) {
+            allowed = true;
+            any = any || logits[v] != -INFINITY;
+          } else {
+            logits[v] = -INFINITY;
+          }
         }
-        if (!any && !tentative_)
+        if (!allowed && !tentative_)  // e.g. a grammar whose rules never end: it matches no text
+          note("the constraint allows no token after " + std::to_string(line.tokens.size()) +
+               " generated tokens and cannot end there: it matches no text that starts so");
+        else if (!any && !tentative_)
           note("after " + std::to_string(line.tokens.size()) +
                " generated tokens no token satisfies both the "
                "constraint and the other settings (e.g. min_new_tokens forbids the EOS the constraint needs, or "
@@ -217,6 +257,17 @@ class GrammarState {
  private:
   // Lines kept for the next steps: a batch's rows, or a speculative round's positions, several times.
   static constexpr size_t kRecent = 256;
+
+  static std::vector<int32_t> special_ids(const xgrammar::CompiledGrammar& g) {
+    auto ids = g.GetTokenizerInfo().GetSpecialTokenIds();
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
+  bool can_accept(int id) const {
+    if (id < 0 || id >= grammar_->GetTokenizerInfo().GetVocabSize()) return false;
+    return std::find(stops_.begin(), stops_.end(), id) != stops_.end() ||
+           !std::binary_search(special_.begin(), special_.end(), id);
+  }
 
   bool note(std::string what) {
     if (error_.empty()) error_ = std::move(what);
@@ -238,11 +289,16 @@ class GrammarState {
     for (size_t i = best ? best->tokens.size() : 0; i < tokens.size(); ++i) {
       const int id = tokens[i];
       if (line.dead || line.matcher.IsTerminated()) continue;  // tokens after the row's EOS are never shown
-      if (line.matcher.AcceptToken(id)) continue;
+      // Ids xgrammar rejects with a warning on stderr (special ones, out of range) are rejected here quietly.
+      if (can_accept(id) && line.matcher.AcceptToken(id)) continue;
       // Speculative verification runs positions after candidates that the mask at their own position
       // refuses; those positions are never used.
       line.dead = true;
-      if (!tentative_)
+      // A stop token where the constraint cannot end yet is never a row's own pick (the mask removed it):
+      // it is the padding a finished beam group's rows are fed (HF pads them with pad_token_id, by default
+      // the EOS), or an -inf candidate a beam search carries; such rows are never shown.
+      const bool padding = id == pad_ || std::find(stops_.begin(), stops_.end(), id) != stops_.end();
+      if (!tentative_ && !padding && !dead_beams_)
         note("generated token " + std::to_string(i + 1) + " (id " + std::to_string(id) +
              ") breaks the constraint (another setting, e.g. min_new_tokens, logit_bias or suppress_tokens, left "
              "no token the grammar allows)");
@@ -253,9 +309,12 @@ class GrammarState {
   mutable std::mutex m_;
   std::shared_ptr<const xgrammar::CompiledGrammar> grammar_;
   std::vector<int> stops_;
+  std::vector<int32_t> special_;  // sorted
   int vocab_;
   bool tentative_;
   int prompt_ = 0;
+  int pad_ = -1;             // the token finished beam groups are padded with (group.cpp)
+  bool dead_beams_ = false;  // make_grammar_constraint's dead_beams
   std::vector<Line> recent_;
   std::vector<int32_t> bits_;
   std::string error_;
@@ -308,6 +367,8 @@ class GrammarConstraint : public LogitsProcessor {
     return mx::add(logits, mx::array(mask.begin(), {rows, width}, mx::float32));
   }
 
+  void raise_pending() override { state_->raise_pending(); }
+
   std::unique_ptr<LogitsProcessor> clone() const override {
     return std::make_unique<GrammarConstraint>(state_->copy(), tokenizer_, config_, stops_);
   }
@@ -327,7 +388,7 @@ bool wants_grammar(const GenerationConfig& c) {
 
 std::unique_ptr<LogitsProcessor> make_grammar_constraint(const GenerationConfig& config,
                                                          std::shared_ptr<const Tokenizer> tokenizer, int vocab_size,
-                                                         bool tentative_ids) {
+                                                         bool tentative_ids, bool dead_beams) {
   if (!tokenizer) fail("generate", "structured output needs the model's tokenizer");
   const std::vector<int> stops = config.eos_token_id.value_or(std::vector<int>{});
   if (stops.empty()) fail("generate", "structured output needs an EOS token to end on (the model defines none)");
@@ -338,6 +399,8 @@ std::unique_ptr<LogitsProcessor> make_grammar_constraint(const GenerationConfig&
   auto compiler = compiler_for(tokenizer, vocab_size, stops);
   auto grammar = std::make_shared<const xgrammar::CompiledGrammar>(compile(*compiler, config));
   auto state = std::make_shared<GrammarState>(std::move(grammar), stops, vocab_size, tentative_ids);
+  state->set_padding(config.pad_token_id.value_or(stops[0]));  // group beam search's padding (group.cpp)
+  state->set_dead_beams(dead_beams);
   return std::make_unique<GrammarConstraint>(std::move(state), std::move(tokenizer), config, stops);
 }
 

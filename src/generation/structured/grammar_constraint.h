@@ -18,9 +18,10 @@ bool wants_grammar(const GenerationConfig& config);
 // which may exceed the tokenizer's). Compiles the constraint now: throws [grammar] with xgrammar's
 // message for an invalid schema, regex or grammar, and [generate] without a tokenizer or an EOS token.
 // A row whose ids break the constraint is a [grammar] error naming the token, unless `tentative_ids`
-// (speculative verification, whose candidates may be refused): then that row is left unmasked.
+// (speculative verification, whose candidates may be refused): then that row is left unmasked. With
+// `dead_beams` (beam search) such a row is left unmasked too, without an error: a beam at -inf score.
 std::unique_ptr<LogitsProcessor> make_grammar_constraint(const GenerationConfig& config,
                                                          std::shared_ptr<const Tokenizer> tokenizer, int vocab_size,
-                                                         bool tentative_ids = false);
+                                                         bool tentative_ids = false, bool dead_beams = false);
 
 }  // namespace mlxgp
