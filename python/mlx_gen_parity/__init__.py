@@ -26,9 +26,9 @@ from ._config import GenerationConfig
 from ._generate import GenerationStream, generate, stream_generate
 from ._load import load
 from ._training import SGD, AdamW, TrainingConfig, add_lora, loss_forward, train_step, xent_loss
-from ._core import (ActivationCaptureHook, Hook, LogitBiasHook, Model, ModelArgs, ResidualInjectionHook,
-                    SoftPromptHook, Tokenizer, supported_model_types)
-from ._hooks import add_hook, extract_steering_vector, remove_hook
+from ._core import Hook, Model, ModelArgs, Tokenizer, supported_model_types
+from ._hooks import (ActivationCaptureHook, LogitBiasHook, ResidualInjectionHook, SoftPromptHook, add_hook,
+                     extract_steering_vector, remove_hook)
 from ._distributed import distributed_init, shard_model
 
 __version__ = _core.__version__

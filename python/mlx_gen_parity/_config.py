@@ -10,6 +10,38 @@ from . import _core
 ALIASES = {"max_tokens": "max_new_tokens", "draft_model_id": "draft_model"}
 
 
+def _canonical(settings):
+    """settings under their HF names; two aliases of one field given different values are refused, not
+    resolved by argument order."""
+    out, given = {}, {}
+    for k, v in settings.items():
+        name = ALIASES.get(k, k)
+        if name in out and not _same(out[name], v):
+            raise ValueError(f"[config] {given[name]}={out[name]!r} and {k}={v!r} set the same field "
+                             f"'{name}' to different values: give one")
+        out[name], given[name] = v, k
+    return out
+
+
+def _same(a, b):
+    a, b = (os.fspath(x) if isinstance(x, os.PathLike) else x for x in (a, b))  # a draft model's path
+    try:
+        return a is b or bool(a == b)
+    except (TypeError, ValueError):  # arrays compare elementwise
+        return False
+
+
+def _sequence_bias(v):
+    """transformers' dict {(token ids): bias} as the list [[[token ids], bias], ...] the C++ side reads; the
+    list form passes as it is."""
+    if not isinstance(v, dict):
+        return v
+    bad = next((k for k in v if not isinstance(k, tuple)), None)
+    if bad is not None:
+        raise ValueError(f"[config] field 'sequence_bias' keys must be tuples of token ids, got {bad!r}")
+    return [[list(k), b] for k, b in v.items()]
+
+
 def _fields():
     return [f[0] for f in _core.generation_config_fields()]
 
@@ -84,8 +116,9 @@ class GenerationConfig:
 
     def _apply(self, settings, check):
         trial, draft = dict(self._settings), self._draft
-        for k, v in settings.items():
-            k = ALIASES.get(k, k)
+        for k, v in _canonical(settings).items():
+            if k == "sequence_bias":
+                v = _sequence_bias(v)
             if k == "draft_model" and v is not None and not isinstance(v, str):
                 if isinstance(v, os.PathLike):
                     v = os.fspath(v)
@@ -152,7 +185,7 @@ class GenerationConfig:
             return cls.from_dict(json.load(f))
 
     def copy(self, **changes):
-        settings = {**self._settings, **changes}
+        settings = {**self._settings, **_canonical(changes)}
         if self._draft is not None and settings.get("draft_model") == self.LOADED_DRAFT:
             settings["draft_model"] = self._draft
         return GenerationConfig(**settings)

@@ -4,6 +4,7 @@ for tensor-parallel generation, and TrainingConfig(group=...) makes train_step d
 import math
 
 from . import _core
+from ._checks import GROUP, check
 
 
 def distributed_init(timeout=None):
@@ -25,4 +26,4 @@ def shard_model(model, group):
     if not isinstance(model, _core.Model):
         raise TypeError(f"[distributed] shard_model takes a model from mlx_gen_parity.load, got {type(model).__name__} "
                         "(an mlx-lm model shards itself with model.shard(group))")
-    _core.shard_model(model, group)
+    _core.shard_model(model, check("distributed", "group", group, GROUP))

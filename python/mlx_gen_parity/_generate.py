@@ -1,10 +1,13 @@
 """generate() and stream_generate(): prompts as text, token ids or mlx arrays; the C++ generator runs
 with the GIL released, so a stream is fed from a worker thread through a queue."""
+import atexit
 import numbers
 import queue
 import threading
+import weakref
 
 from . import _core
+from ._checks import CALLABLE, HOOKS, NONE, STR, check, checked
 from ._config import GenerationConfig
 from .interop import as_model, as_tokenizer
 
@@ -93,6 +96,7 @@ def _output(raw):
     return out
 
 
+@checked("generate", hooks=HOOKS | NONE, callback=CALLABLE | NONE, stop_callback=CALLABLE | NONE, system=STR | NONE)
 def generate(model, tokenizer, prompt, config=None, hooks=None, *, callback=None, stop_callback=None, chat=False,
              system=None, negative_prompt=None, prefill_chunk_size=512, batch_size=16, **settings):
     """Generates from `prompt` (text, token ids, or an mlx array). `config` is a GenerationConfig (or dict);
@@ -150,52 +154,94 @@ def generate(model, tokenizer, prompt, config=None, hooks=None, *, callback=None
     return _output(raw)
 
 
+class _Closed(Exception):
+    """Raised by a closed stream's token callback: unwinds the C++ generation at once."""
+
+
 class GenerationStream:
     """Iterator over (token, text) pieces of the first sequence while generation runs in a worker thread.
-    After the iteration ends, `.result` holds what generate() returns. Errors are raised by the iteration."""
+    After the iteration ends, `.result` holds what generate() returns. Errors are raised by the iteration.
+    Closing it (`.close()`, leaving a `for` loop early and dropping it, or interpreter exit) stops the
+    generation and joins the worker: a worker left generating in C++ while Python shuts down crashes it."""
 
     _DONE = object()
 
     def __init__(self, model, tokenizer, prompt, config=None, hooks=None, **kwargs):
         if _is_batch(prompt):
             raise ValueError("[generate] stream_generate takes one prompt; for a list use generate(..., callback=...)")
-        self._queue = queue.Queue()
-        self.result = None
-        self._error = None
+        # The worker holds none of self, so dropping the stream runs __del__ (which closes it).
+        self._queue = q = queue.Queue()
+        self._closed = closed = threading.Event()
+        self._outcome = outcome = {}
+        done = self._DONE
+        user_stop = check("generate", "stop_callback", kwargs.pop("stop_callback", None), CALLABLE | NONE)
 
         def push(token, text):
-            self._queue.put((token, text))
+            if closed.is_set():
+                raise _Closed
+            q.put((token, text))
+
+        def stop(ids):  # every sequence stops once closed (push only sees the first one)
+            if closed.is_set():
+                return True
+            return user_stop(ids) if user_stop is not None else False
 
         def work():
             try:
-                self.result = generate(model, tokenizer, prompt, config, hooks, callback=push, **kwargs)
+                outcome["result"] = generate(model, tokenizer, prompt, config, hooks, callback=push,
+                                             stop_callback=stop, **kwargs)
+            except _Closed:
+                pass
             except BaseException as e:  # handed to the consumer thread
-                self._error = e
+                outcome["error"] = e
             finally:
-                self._queue.put(self._DONE)
+                q.put(done)
 
         self._thread = threading.Thread(target=work, daemon=True)
         self._thread.start()
+        _open_streams.add(self)
 
     def __iter__(self):
         return self
 
     def __next__(self):
+        if self._closed.is_set():
+            raise StopIteration
         item = self._queue.get()
         if item is self._DONE:
             self._thread.join()
             self._queue.put(self._DONE)  # further next() calls stop again
-            if self._error is not None:
-                err, self._error = self._error, None
-                raise err
+            if "error" in self._outcome:
+                raise self._outcome.pop("error")
             raise StopIteration
         return item
+
+    def close(self):
+        """Stops the generation (at its next token) and waits for the worker thread to end."""
+        self._closed.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        _open_streams.discard(self)
+
+    def __del__(self):
+        if hasattr(self, "_thread") and not self._closed.is_set():
+            self.close()
+
+    @property
+    def result(self):
+        return self._outcome.get("result")
 
     @property
     def text(self):
         return self.result["text"] if self.result else None
 
 
+# Streams still open at interpreter exit are closed first: their workers must not run into finalization.
+_open_streams = weakref.WeakSet()
+atexit.register(lambda: [s.close() for s in list(_open_streams)])
+
+
+@checked("generate", hooks=HOOKS | NONE)
 def stream_generate(model, tokenizer, prompt, config=None, hooks=None, **kwargs):
     """generate() as an iterator of (token, text) pieces; see GenerationStream."""
     return GenerationStream(model, tokenizer, prompt, config, hooks, **kwargs)

@@ -15,8 +15,11 @@ import json
 import os
 
 from . import _core
+from ._checks import BOOL, INT, NONE, PATH, STR, checked
 
 
+@checked("convert", hf_path=PATH, quantize=BOOL, local_out=PATH | NONE, q_group_size=INT, q_bits=INT,
+         dtype=STR | NONE)
 def convert_hf_to_mlx(hf_path, quantize=False, local_out=None, q_group_size=64, q_bits=4, dtype=None):
     """Converts a local HF folder (config.json + safetensors) into an MLX folder laid out like mlx-lm's
     convert (config.json with "quantization" when quantized, model.safetensors, tokenizer files), the same
