@@ -297,10 +297,19 @@ int run_train(const std::vector<std::string>& argv) {
   if (int n = writer ? remove_stale_checkpoint_temps(out_dir) : 0)
     std::fprintf(stderr, "[train] removed %d temporary file(s) left by an interrupted run in %s\n", n, out_dir.c_str());
 
+  // The output folder is made (and checked writable) before any step runs: finding it unusable only when
+  // the weights are written would lose the whole run.
+  if (writer) {
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    if (ec || !fs::is_directory(out_dir)) fail("train", "cannot create --out " + out_dir + ": " + ec.message());
+    if (::access(out_dir.c_str(), W_OK) != 0) fail("train", "cannot write into --out " + out_dir);
+  }
   std::ofstream log;
-  if (auto p = args.get("log-json"); p && writer) {
-    log.open(*p, std::ios::app);
-    if (!log) fail("cli", "cannot write --log-json file '" + *p + "'");
+  const std::string log_path = args.get("log-json").value_or("");
+  if (!log_path.empty() && writer) {
+    log.open(log_path, std::ios::app);
+    if (!log) fail("cli", "cannot write --log-json file '" + log_path + "'");
   }
   const int eval_every = args.get_int32("eval-every").value_or(valid_set.empty() ? 0 : 50);
   const int save_every = args.get_int32("save-every").value_or(0);
@@ -344,7 +353,7 @@ int run_train(const std::vector<std::string>& argv) {
                  step + 1, steps, r.loss, r.skipped ? "SKIPPED (overflow) | " : "", tokens_seen / elapsed, r.lr,
                  hms(elapsed / done * (steps - step - 1)).c_str(), tty && !vloss && step + 1 < steps ? "" : "\n");
     if (vloss) std::fprintf(stderr, "[train] step %d validation loss %.4f\n", step + 1, *vloss);
-    if (log) {
+    if (log.is_open()) {
       json line = {{"step", step + 1},
                    {"loss", r.loss},
                    {"n_tokens", r.n_tokens},
@@ -357,6 +366,7 @@ int run_train(const std::vector<std::string>& argv) {
       if (vloss) line["valid_loss"] = *vloss;
       if (r.aux_loss) line["aux_loss"] = *r.aux_loss;
       log << line.dump() << "\n" << std::flush;
+      if (!log) fail("train", "cannot write --log-json file '" + log_path + "' (disk full?)");
     }
     if (save_every > 0 && (step + 1) % save_every == 0 && step + 1 < steps && writer) save(step + 1);
   }

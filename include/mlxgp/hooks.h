@@ -41,6 +41,9 @@ class Hook {
   // blocks: a saved prompt cache holds them as computed without hooks. By default, any hook at the
   // embeddings or on the residual stream of a block whose output another block reads.
   virtual bool alters_prompt_states(int num_layers) const;
+  // Positions this hook puts before the prompt (a soft prompt's virtual tokens): they take room in the
+  // model's context like the prompt's own.
+  virtual int added_positions() const { return 0; }
 };
 
 class HookList {
@@ -55,6 +58,8 @@ class HookList {
   bool wants(HookPoint point, int layer = -1) const;
   // Whether any hook alters_prompt_states().
   bool alter_prompt_states(int num_layers) const;
+  // The positions every hook adds before the prompt (Hook::added_positions).
+  int added_positions() const;
   // Runs the hooks that want this point, in order.
   mlx::core::array run(HookSite site, const mlx::core::array& x, Model& model) const;
 

@@ -40,6 +40,9 @@ struct SgdOptions {
 // torch.optim.SGD.
 std::unique_ptr<Optimizer> make_sgd(SgdOptions options = {});
 
+// The gradients' total 2-norm (float32 scalar; 0 for none).
+mlx::core::array grad_norm(const WeightMap& grads);
+
 // torch.nn.utils.clip_grad_norm_: scales every gradient by min(1, max_norm / (total_norm + 1e-6)).
 // Returns the total L2 norm before clipping (lazy scalar).
 mlx::core::array clip_grad_norm(WeightMap& grads, double max_norm);

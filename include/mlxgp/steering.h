@@ -101,6 +101,7 @@ class SoftPromptHook : public Hook {
   bool wants(HookPoint point, int) const override { return point == HookPoint::Embeddings; }
   mlx::core::array apply(const HookSite& site, const mlx::core::array& x, Model& model) override;
   int n_virtual() const { return n_virtual_; }
+  int added_positions() const override { return n_virtual_; }
   const std::string& param_key() const { return key_; }
 
  private:

@@ -47,7 +47,7 @@ struct TrainStepResult {
   // by their target tokens as the loss is.
   std::optional<double> aux_loss;
   int n_tokens = 0;
-  double grad_norm = 0;   // before clipping (0 when skipped)
+  double grad_norm = 0;   // the gradients' norm before any clipping (0 when the step was skipped)
   bool skipped = false;   // overflow: no update, loss scale backed off
   double loss_scale = 1;  // the scale used for this step
   double lr = 0;

@@ -8,7 +8,8 @@
 
 namespace mlxgp {
 
-int check_prompt_and_budget(const ModelConfig& mc, const GenerationConfig& config, const std::vector<int>& prompt) {
+int check_prompt_and_budget(const ModelConfig& mc, const GenerationConfig& config, const std::vector<int>& prompt,
+                            int added_positions) {
   if (prompt.empty()) fail("generate", "the prompt is empty");
   for (int id : prompt)
     if (id < 0 || id >= mc.vocab_size)
@@ -16,9 +17,11 @@ int check_prompt_and_budget(const ModelConfig& mc, const GenerationConfig& confi
                            std::to_string(mc.vocab_size) + ")");
   const int n = static_cast<int>(prompt.size());
   const int context = mc.max_position_embeddings;
-  if (context > 0 && n >= context)
-    fail("generate", "prompt has " + std::to_string(n) + " tokens, longer than the model's context (" +
-                         std::to_string(context) + ")");
+  if (context > 0 && n + added_positions >= context)
+    fail("generate",
+         "prompt has " + std::to_string(n) + " tokens" +
+             (added_positions ? " after " + std::to_string(added_positions) + " soft-prompt positions" : "") +
+             ", longer than the model's context (" + std::to_string(context) + ")");
   // HF: max_new_tokens wins; otherwise max_length counts the prompt and must exceed it.
   int budget = 0;
   if (config.max_new_tokens) {
@@ -33,11 +36,11 @@ int check_prompt_and_budget(const ModelConfig& mc, const GenerationConfig& confi
   // it whatever the length, so generation goes on past the context with positions still counting, as
   // mlx-lm's generate_step does with max_kv_size; without one, the budget stops at the context.
   if (config.max_kv_size) return budget;
-  return context > 0 ? std::min(budget, context - n) : budget;
+  return context > 0 ? std::min(budget, context - n - added_positions) : budget;
 }
 
 int check_prompt(const Model& model, const std::vector<int>& prompt_ids, const GenerationConfig& config) {
-  return check_prompt_and_budget(model.config(), config, prompt_ids);
+  return check_prompt_and_budget(model.config(), config, prompt_ids, model.hooks().added_positions());
 }
 
 }  // namespace mlxgp

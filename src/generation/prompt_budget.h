@@ -11,7 +11,9 @@ namespace mlxgp {
 
 // Throws [generate] for an empty prompt, ids outside the vocabulary, a prompt that fills the model's
 // context, or max_length not above the prompt. Returns how many tokens may be generated: HF's
-// max_new_tokens when set, else max_length - prompt, capped by the context left.
-int check_prompt_and_budget(const ModelConfig& model, const GenerationConfig& config, const std::vector<int>& prompt);
+// max_new_tokens when set, else max_length - prompt, capped by the context left. `added_positions`: the
+// positions hooks put before the prompt (HookList::added_positions: a soft prompt's), which take context too.
+int check_prompt_and_budget(const ModelConfig& model, const GenerationConfig& config, const std::vector<int>& prompt,
+                            int added_positions = 0);
 
 }  // namespace mlxgp

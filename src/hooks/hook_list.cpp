@@ -37,6 +37,12 @@ bool HookList::alter_prompt_states(int num_layers) const {
   return false;
 }
 
+int HookList::added_positions() const {
+  int n = 0;
+  for (auto& i : items_) n += i.hook->added_positions();
+  return n;
+}
+
 mx::array HookList::run(HookSite site, const mx::array& x, Model& model) const {
   mx::array out = x;
   for (auto& i : items_)

@@ -4,6 +4,9 @@
 
 #include "mlxgp/checkpoint_names.h"
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -61,8 +64,11 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
     fail("convert", "bits must be 2, 3, 4, 6 or 8, got " + std::to_string(options.bits));
   if (options.quantize && options.group_size != 32 && options.group_size != 64 && options.group_size != 128)
     fail("convert", "group_size must be 32, 64 or 128, got " + std::to_string(options.group_size));
-  fs::path src(hf_dir), dst(out_dir);
+  fs::path src(hf_dir), dst = fs::path(out_dir).lexically_normal();
   if (out_dir.empty()) fail("convert", "the output folder name is empty");
+  if (dst.filename().empty()) dst = dst.parent_path();  // "out/" names the folder out
+  if (dst.empty() || dst.filename() == "." || dst.filename() == "..")
+    fail("convert", "the output must name a new folder, got '" + out_dir + "'");
   if (!fs::exists(src)) fail("load", "no such file or folder: " + hf_dir);
   if (!fs::is_directory(src)) fail("convert", hf_dir + " is not a folder (convert reads HF checkpoint folders)");
   if (!fs::exists(src / "config.json")) fail("convert", "folder " + hf_dir + " has no config.json");
@@ -107,11 +113,24 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
 
   // Written into a temporary folder beside the output and renamed into place, so a failed conversion
   // leaves no half-written model under the requested name.
-  fs::path tmp = dst;
-  tmp += ".part";
+  // Its name is made unique (mkdtemp) so that nothing of the user's is ever removed in its place.
   std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp);
+  const fs::path parent = dst.has_parent_path() ? dst.parent_path() : fs::path(".");
+  fs::create_directories(parent, ec);
+  // A conversion killed before its rename left one of ours (".<name>.part-" and mkdtemp's six characters).
+  const std::string stem = "." + dst.filename().string() + ".part-";
+  for (const auto& e : fs::directory_iterator(parent, ec))
+    if (const auto n = e.path().filename().string(); n.size() == stem.size() + 6 && n.starts_with(stem))
+      fs::remove_all(e.path(), ec);
+  std::string pattern = (parent / (stem + "XXXXXX")).string();
+  if (!::mkdtemp(pattern.data()))
+    fail("convert", "cannot create a folder beside " + dst.string() + ": " + std::strerror(errno));
+  const fs::path tmp = pattern;
+  // mkdtemp makes it private (0700); the model folder gets a folder's usual rights.
+  fs::permissions(tmp,
+                  fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec | fs::perms::others_read |
+                      fs::perms::others_exec,
+                  ec);
   try {
     const auto weights = (tmp / "model.safetensors").string();
     try {
@@ -140,7 +159,7 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
     fs::rename(tmp, dst);
   } catch (const fs::filesystem_error& e) {
     fs::remove_all(tmp, ec);
-    fail("convert", std::string("cannot write ") + out_dir + ": " + e.what());
+    fail("convert", std::string("cannot write ") + dst.string() + ": " + e.what());
   } catch (...) {
     fs::remove_all(tmp, ec);
     throw;

@@ -63,6 +63,12 @@ void ChatSession::set_generation_config(GenerationConfig config) {
   validate(config);
   // A conversation continues one reply; several would each need their own history and caches.
   if (config.num_return_sequences != 1) fail("chat", "num_return_sequences must be 1 in a chat");
+  // The session decodes its reply with the Generator over the conversation's kept caches: the searches
+  // that run their own caches are refused, not ignored (use `generate --chat` for them).
+  if (config.num_beams > 1 || config.num_beam_groups > 1)
+    fail("chat", "beam search is not available in a chat session (use generate --chat for one reply)");
+  if (config.use_speculative || config.prompt_lookup_num_tokens)
+    fail("chat", "speculative and prompt-lookup decoding are not available in a chat session (use generate --chat)");
   config_ = std::move(config);
 }
 

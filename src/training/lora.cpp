@@ -62,10 +62,19 @@ std::vector<std::string> add_lora(Model& model, const LoraConfig& c) {
     if (auto s = params.find(prefix + ".scales"); s != params.end()) {
       // weight [out, in * bits / 32] uint32 and scales [out, in / group]: in = 32 * cols / bits, with
       // bits inferred as in layers::Linear::load (the group size is 32, 64 or 128).
+      // The shapes alone can fit two widths (4 bits in groups of 64 and 2 bits in groups of 128 both give
+      // 72 words and 9 groups for 576 inputs): the checkpoint's own quantization settings are tried first.
       const int cols = w.shape(1), groups = s->second.shape(1);
+      std::vector<int> bits_order = {2, 3, 4, 5, 6, 8}, group_order = {32, 64, 128};
+      if (const auto& q = model.config().quantization) {
+        std::erase(bits_order, q->bits);
+        bits_order.insert(bits_order.begin(), q->bits);
+        std::erase(group_order, q->group_size);
+        group_order.insert(group_order.begin(), q->group_size);
+      }
       in = 0;
-      for (int bits : {2, 3, 4, 5, 6, 8})
-        for (int group : {32, 64, 128})
+      for (int bits : bits_order)
+        for (int group : group_order)
           if ((cols * 32) % bits == 0 && (cols * 32) / bits == groups * group && in == 0) in = groups * group;
       if (in == 0) fail("lora", "cannot infer the input size of quantized '" + prefix + "'");
     } else if (auto t = params.find(prefix + ".ggml_type"); t != params.end()) {
@@ -149,6 +158,13 @@ LoraConfig load_lora(Model& model, const std::string& path) {
       fail("lora", path + ": adapter '" + k + "' does not fit this model");
     require_finite(v, "lora", path + ": adapter '" + k + "'");
     adapters.insert_or_assign(k, v);
+  }
+  // An adapter missing one of its tensors would be skipped by the layer without a word.
+  for (auto& [k, v] : adapters) {
+    const std::string prefix = k.substr(0, k.rfind(".lora_"));
+    for (const auto* part : {&kA, &kB, &kScale})
+      if (!adapters.count(prefix + *part))
+        fail("lora", path + ": adapter '" + prefix + "' has no '" + part->substr(1) + "' tensor");
   }
   model.set_parameters(adapters, /*allow_new=*/true);  // shapes are checked by the layers
   return c;

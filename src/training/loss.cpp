@@ -83,6 +83,23 @@ LossResult loss_forward(Model& model, const Batch& batch, double label_smoothing
   }
   if (pad_id) labels = mx::where(mx::equal(labels, mx::array(*pad_id)), mx::array(-100), labels);
   const auto& c = model.config();
+  // Ids past the embedding would read outside it (a crash, or a loss of garbage); generate() refuses them too.
+  if (!mx::issubdtype(ids.dtype(), mx::integer)) fail("loss", "input_ids must be integers");
+  if (!ids.is_tracer() && !labels.is_tracer()) {
+    auto lo = mx::astype(mx::min(ids), mx::int64), hi = mx::astype(mx::max(ids), mx::int64);
+    auto valid = mx::logical_or(
+        mx::equal(labels, mx::array(-100)),
+        mx::logical_and(mx::greater_equal(labels, mx::array(0)), mx::less(labels, mx::array(c.vocab_size))));
+    auto labels_ok = mx::all(valid);
+    mx::eval(lo, hi, labels_ok);
+    if (lo.item<int64_t>() < 0 || hi.item<int64_t>() >= c.vocab_size)
+      fail("loss", "input_ids hold token id " +
+                       std::to_string(lo.item<int64_t>() < 0 ? lo.item<int64_t>() : hi.item<int64_t>()) +
+                       ", outside the vocabulary (size " + std::to_string(c.vocab_size) + ")");
+    if (!labels_ok.item<bool>())
+      fail("loss", "labels must be -100 (ignored) or token ids inside the vocabulary (size " +
+                       std::to_string(c.vocab_size) + ")");
+  }
   std::optional<layers::RouterLogitsCapture> capture;
   if (c.output_router_logits && c.num_experts > 0) capture.emplace();
   KVCacheList caches;

@@ -21,8 +21,9 @@ class AdamW : public Optimizer {
   explicit AdamW(AdamWOptions o) : o_(o) {
     if (!(o.beta1 >= 0 && o.beta1 < 1) || !(o.beta2 >= 0 && o.beta2 < 1))
       fail("train", "AdamW betas must be in [0, 1)");
-    if (!(o.eps > 0)) fail("train", "AdamW eps must be > 0");
-    if (!(o.weight_decay >= 0)) fail("train", "weight decay must be >= 0");
+    if (!(o.eps > 0) || !std::isfinite(static_cast<float>(o.eps))) fail("train", "AdamW eps must be finite and > 0");
+    if (!(o.weight_decay >= 0) || !std::isfinite(static_cast<float>(o.weight_decay)))
+      fail("train", "weight decay must be a finite number >= 0");
   }
   std::string name() const override { return "adamw"; }
 
@@ -59,6 +60,8 @@ class AdamW : public Optimizer {
       auto dot = k.rfind('.');
       auto base = k.substr(0, dot), slot = dot == std::string::npos ? "" : k.substr(dot + 1);
       if (slot == "exp_avg") m_.insert_or_assign(base, a);
+      else if (slot == "exp_avg_sq" && !mx::all(mx::greater_equal(a, mx::array(0.0f))).item<bool>())
+        fail("train", "optimizer state entry '" + k + "' holds negative values (a second moment is >= 0)");
       else if (slot == "exp_avg_sq") v_.insert_or_assign(base, a);
       else fail("train", "optimizer state entry '" + k + "' is not AdamW state");
     }
@@ -73,6 +76,10 @@ class AdamW : public Optimizer {
 class Sgd : public Optimizer {
  public:
   explicit Sgd(SgdOptions o) : o_(o) {
+    auto finite = [](double x) { return std::isfinite(static_cast<float>(x)); };
+    if (!(o.momentum >= 0) || !finite(o.momentum)) fail("train", "SGD momentum must be a finite number >= 0");
+    if (!finite(o.dampening)) fail("train", "SGD dampening must be a finite number");
+    if (!(o.weight_decay >= 0) || !finite(o.weight_decay)) fail("train", "weight decay must be a finite number >= 0");
     if (o.nesterov && (o.momentum <= 0 || o.dampening != 0))
       fail("train", "Nesterov momentum requires a momentum and zero dampening");
   }
@@ -125,12 +132,17 @@ class Sgd : public Optimizer {
 std::unique_ptr<Optimizer> make_adamw(AdamWOptions options) { return std::make_unique<AdamW>(options); }
 std::unique_ptr<Optimizer> make_sgd(SgdOptions options) { return std::make_unique<Sgd>(options); }
 
-mx::array clip_grad_norm(WeightMap& grads, double max_norm) {
-  if (!(max_norm > 0)) fail("train", "max_grad_norm must be > 0");
+mx::array grad_norm(const WeightMap& grads) {
   std::vector<mx::array> sq;
   for (auto& [k, g] : grads) sq.push_back(mx::sum(mx::square(mx::astype(g, mx::float32))));
   if (sq.empty()) return mx::array(0.0f);
-  auto total = mx::sqrt(mx::sum(mx::stack(sq)));
+  return mx::sqrt(mx::sum(mx::stack(sq)));
+}
+
+mx::array clip_grad_norm(WeightMap& grads, double max_norm) {
+  if (!(max_norm > 0)) fail("train", "max_grad_norm must be > 0");
+  if (grads.empty()) return mx::array(0.0f);
+  auto total = grad_norm(grads);
   auto coef = mx::minimum(mx::divide(scalar(max_norm), mx::add(total, scalar(1e-6))), scalar(1.0));
   for (auto& [k, g] : grads) g = mx::multiply(g, mx::astype(coef, g.dtype()));
   return total;

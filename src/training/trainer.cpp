@@ -33,7 +33,14 @@ Trainer::Trainer(Model& model, std::vector<std::string> trainable, std::unique_p
     fail("train", "the compute dtype must be float32, bfloat16 or float16");
   if (!(config_.label_smoothing >= 0 && config_.label_smoothing <= 1))
     fail("train", "label_smoothing must be in [0, 1]");
-  if (config_.max_grad_norm < 0) fail("train", "max_grad_norm must be >= 0");
+  // Settings are checked as the float32 the arithmetic uses (1e39 is inf there): a non-finite one would
+  // turn every weight into NaN at the first update.
+  auto finite32 = [](double x) { return std::isfinite(static_cast<float>(x)); };
+  if (!(config_.max_grad_norm >= 0) || !finite32(config_.max_grad_norm))
+    fail("train", "max_grad_norm must be a finite number >= 0");
+  if (!(schedule_.lr >= 0) || !finite32(schedule_.lr))
+    fail("train", "the learning rate must be a finite number >= 0 (in float32)");
+  if (schedule_.warmup_steps < 0 || schedule_.total_steps < 0) fail("train", "warmup and total steps must be >= 0");
   // transformers draws the noise from torch's RNG in training mode; mlxgp cannot reproduce those draws.
   if (model_.config().router_jitter_noise > 0)
     fail("train", "router_jitter_noise > 0 is not supported in training (set it to 0 in config.json)");
@@ -170,12 +177,31 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
     good_steps_ = 0;
     return r;
   }
-  if (config_.max_grad_norm > 0) r.grad_norm = clip_grad_norm(grads, config_.max_grad_norm).item<float>();
+  // The norm before clipping, reported whether or not it clips (torch's clip_grad_norm_ returns it too).
+  r.grad_norm =
+      (config_.max_grad_norm > 0 ? clip_grad_norm(grads, config_.max_grad_norm) : grad_norm(grads)).item<float>();
+  const WeightMap before = masters_, state_before = optimizer_->state();
+  const int steps_before = optimizer_->steps();
   optimizer_->step(masters_, grads, r.lr);
-  std::vector<mx::array> to_eval;
-  for (auto& [k, a] : masters_) to_eval.push_back(a);
+  std::vector<mx::array> to_eval, updated_finite;
+  for (auto& [k, a] : masters_) {
+    to_eval.push_back(a);
+    updated_finite.push_back(mx::all(mx::isfinite(a)));
+  }
   for (auto& [k, a] : optimizer_->state()) to_eval.push_back(a);
+  auto all_finite = mx::all(mx::stack(updated_finite));
+  to_eval.push_back(all_finite);
   mx::eval(to_eval);
+  if (!all_finite.item<bool>()) {
+    // Finite gradients, yet weights that are not (a huge learning rate, broken optimizer state from a
+    // resumed checkpoint): keep the weights before this step, so nothing non-finite is ever saved.
+    masters_ = before;
+    optimizer_->load_state(state_before, steps_before);
+    bind(masters_);
+    fail("train", "the update at step " + std::to_string(steps_before + 1) +
+                      " makes weights non-finite (learning rate too large, or non-finite optimizer state?); the "
+                      "weights stay as they were before it");
+  }
   bind(masters_);
   if (dynamic && ++good_steps_ >= config_.loss_scale.growth_interval) {
     scale_ *= config_.loss_scale.growth_factor;
@@ -232,18 +258,40 @@ void Trainer::load_state(const WeightMap& state, int steps) {
       fail("train", "the checkpoint's '" + n + "' has another shape: it belongs to another model");
   }
   if (masters.size() != names_.size()) fail("train", "the checkpoint trains other parameters than this run");
+  // Optimizer state belongs to a trained parameter, has its shape and is finite: a broadcastable or foreign
+  // entry would train on silently (or fail later with a raw shape error).
+  for (auto& [k, a] : opt) {
+    const auto dot = k.rfind('.');
+    const std::string base = k.substr(0, dot == std::string::npos ? 0 : dot);
+    auto m = masters.find(base);
+    if (m == masters.end())
+      fail("train", "the checkpoint's optimizer state '" + k + "' belongs to no trained parameter");
+    if (a.shape() != m->second.shape())
+      fail("train", "the checkpoint's optimizer state '" + k + "' does not have its parameter's shape");
+    if (!mx::all(mx::isfinite(a)).item<bool>())
+      fail("train", "the checkpoint's optimizer state '" + k + "' holds NaN or infinite values");
+  }
+  for (auto& [n, a] : masters)
+    if (!mx::all(mx::isfinite(a)).item<bool>())
+      fail("train", "the checkpoint's master copy of '" + n + "' holds NaN or infinite values");
+  // One finite number each (scale > 0, good steps >= 0).
+  auto scalar_entry = [&](const char* key) -> std::optional<double> {
+    auto it = state.find(key);
+    if (it == state.end()) return std::nullopt;
+    if (it->second.size() != 1) fail("train", std::string("the checkpoint's '") + key + "' is not one number");
+    auto a = mx::astype(it->second, mx::float64, mx::Device::cpu);
+    mx::eval(a);
+    const double v = a.item<double>();
+    if (!std::isfinite(v)) fail("train", std::string("the checkpoint's '") + key + "' is not finite");
+    return v;
+  };
+  const auto scale = scalar_entry("scaler.scale"), good = scalar_entry("scaler.good_steps");
+  if (scale && !(*scale > 0)) fail("train", "the checkpoint's 'scaler.scale' must be > 0");
+  if (good && !(*good >= 0)) fail("train", "the checkpoint's 'scaler.good_steps' must be >= 0");
   masters_ = masters;
   optimizer_->load_state(opt, steps);
-  if (auto it = state.find("scaler.scale"); it != state.end()) {
-    auto a = it->second;
-    mx::eval(a);
-    scale_ = a.item<float>();
-  }
-  if (auto it = state.find("scaler.good_steps"); it != state.end()) {
-    auto a = mx::astype(it->second, mx::int32);
-    mx::eval(a);
-    good_steps_ = a.item<int>();
-  }
+  if (scale) scale_ = *scale;
+  if (good) good_steps_ = static_cast<int>(*good);
   bind(masters_);
 }
 

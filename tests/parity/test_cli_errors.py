@@ -225,6 +225,15 @@ def test_non_finite_steering_vector_and_prompt_cache(gen, mlxgp_bin, default_ggu
                 f"'{bad}': layer 3 values holds NaN or infinite values")
 
 
+def test_soft_prompt_positions_count_against_the_context(gen, tmp_path):
+    """A soft prompt's virtual tokens sit before the prompt in the same context (8192 positions)."""
+    import mlx.core as mx
+    soft = tmp_path / "long_soft.safetensors"
+    _save_safetensors(soft, {"soft_prompt": mx.full((8191, 576), 0.01)})
+    check_error(gen("--prompt", "Hi", "--soft-prompt", soft, "--max-new-tokens", "2"), "generate",
+                "prompt has 1 tokens after 8191 soft-prompt positions, longer than the model's context (8192)")
+
+
 def test_prompt_cache_refuses_hooks_and_adapters_it_was_not_made_with(gen, mlxgp_bin, default_gguf, tmp_path):
     import json
     import mlx.core as mx

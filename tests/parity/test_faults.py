@@ -60,7 +60,7 @@ def _one_line_error(proc, component, progress=None):
 
 
 def _leftovers(folder):
-    return sorted(p.name for p in Path(folder).rglob("*") if ".tmp" in p.name or p.name.endswith(".part"))
+    return sorted(p.name for p in Path(folder).rglob("*") if ".tmp" in p.name or ".part" in p.name)
 
 
 def _kill_when_appears(cmd, watched, timeout=300):
@@ -227,8 +227,37 @@ def test_training_on_a_full_disk_fails_in_one_line_and_leaves_no_checkpoint(mlxg
     assert list(out.iterdir()) == []
 
 
+def test_training_checks_its_outputs_before_the_first_step(mlxgp_bin, tiny_training, tmp_path):
+    """An --out that cannot be a folder fails before any step runs (not after the whole run), and a --log-json
+    that stops taking lines (a full disk) fails the run instead of dropping them."""
+    folder, data, _ = tiny_training
+    taken = tmp_path / "a_file"
+    taken.write_text("mine")
+    proc = _mlxgp(mlxgp_bin, *_train_args(folder, data, taken))
+    assert _one_line_error(proc, "train").startswith(f"[train] cannot create --out {taken}")
+    assert "step 1/" not in proc.stderr and taken.read_text() == "mine"
+    log = tmp_path / "log.jsonl"
+    log.write_text("x" * (16 * 1024))  # already at the file-size limit below
+    proc = _mlxgp(mlxgp_bin, *_train_args(folder, data, tmp_path / "run", "--log-json", log),
+                  max_file_bytes=16 * 1024)
+    assert _one_line_error(proc, "train", progress="[train] step ") == \
+        f"[train] cannot write --log-json file '{log}' (disk full?)"
+
+
 # ---------------------------------------------------------------------------------------------------
 # convert
+
+
+def test_convert_leaves_the_users_files_and_takes_a_trailing_slash(mlxgp_bin, tiny_hf, tmp_path):
+    """The temporary folder has a name of its own: a user's `<out>.part` survives; `out/` names the folder out."""
+    mine = tmp_path / "mlx.part"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    _ok(_mlxgp(mlxgp_bin, "convert", "--hf-path", tiny_hf, "--mlx-path", tmp_path / "mlx"))
+    assert (mine / "notes.txt").read_text() == "mine" and (tmp_path / "mlx" / "config.json").exists()
+    _ok(_mlxgp(mlxgp_bin, "convert", "--hf-path", tiny_hf, "--mlx-path", f"{tmp_path / 'slash'}/"))
+    assert (tmp_path / "slash" / "model.safetensors").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 @pytest.fixture(scope="module")

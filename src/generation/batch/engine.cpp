@@ -161,10 +161,11 @@ int BatchEngine::submit(BatchRequest request) {
   // The cache options, the prompt (vocabulary, context, max_length) and the request's rows now, in every
   // lane, so a bad request never enters a queue or a step other requests share.
   validate(cache_options_from(r->config));
-  check_decode_rows_fit(model_, decode_rows(r->config),
-                        static_cast<long long>(request.prompt_ids.size()) +
-                            check_prompt_and_budget(model_.config(), r->config, request.prompt_ids),
-                        "rows (num_beams, or num_return_sequences)");
+  check_decode_rows_fit(
+      model_, decode_rows(r->config),
+      static_cast<long long>(request.prompt_ids.size()) +
+          check_prompt_and_budget(model_.config(), r->config, request.prompt_ids, model_.hooks().added_positions()),
+      "rows (num_beams, or num_return_sequences)");
   const int n = static_cast<int>(request.prompt_ids.size());
   if (r->config.use_speculative || r->config.prompt_lookup_num_tokens) {  // the speculative lane
     if (auto why = batch_refusal(r->config, r->options, n); !why.empty()) fail("generate", why);

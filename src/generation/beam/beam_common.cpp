@@ -33,7 +33,7 @@ BeamRunner::BeamRunner(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
 }
 
 mx::array BeamRunner::prefill(const std::vector<int>& prompt_ids, int rows) {
-  stop_.budget = check_prompt_and_budget(model_.config(), config_, prompt_ids);
+  stop_.budget = check_prompt_and_budget(model_.config(), config_, prompt_ids, model_.hooks().added_positions());
   const int n = static_cast<int>(prompt_ids.size());
   start_ = std::chrono::steady_clock::now();
   mx::reset_peak_memory();

@@ -50,11 +50,12 @@ DecodeGroup::DecodeGroup(Model& model, const GenerationConfig& config, const Gen
   finish_.assign(rows_, FinishReason::None);
   last_.assign(rows_, -1);
   budget_context_ = model.config();
+  added_positions_ = model.hooks().added_positions();
 }
 
 void DecodeGroup::start(const std::vector<int>& prompt_ids) {
   if (started_) fail("generate", "this request was already started");
-  stop_.budget = check_prompt_and_budget(budget_context_, config_, prompt_ids);
+  stop_.budget = check_prompt_and_budget(budget_context_, config_, prompt_ids, added_positions_);
   start_ = std::chrono::steady_clock::now();
   prompt_ = prompt_ids;
   started_ = true;

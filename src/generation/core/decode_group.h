@@ -88,6 +88,7 @@ class DecodeGroup {
   std::chrono::steady_clock::time_point start_, first_token_;
   double prefill_seconds_ = 0, decode_seconds_ = 0;
   ModelConfig budget_context_;           // vocabulary and context size for the prompt checks
+  int added_positions_ = 0;              // a soft prompt's positions before the prompt (prompt_budget.h)
   std::deque<mx::array> logits_checks_;  // invalid_logits() of each chosen step not yet accepted
   std::deque<mx::array> score_checks_;   // when sampling, invalid_logits() of the processed scores, likewise
 };

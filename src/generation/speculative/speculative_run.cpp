@@ -66,7 +66,7 @@ class SpeculativeRun::Impl {
   }
 
   void check(const std::vector<int>& prompt) {
-    const int budget = check_prompt_and_budget(target_.config(), config_, prompt);
+    const int budget = check_prompt_and_budget(target_.config(), config_, prompt, target_.hooks().added_positions());
     const int n = static_cast<int>(prompt.size());
     stop_.budget = budget;
     // A rotating cache can only roll back until it wraps (mlx-lm's is_trimmable); refuse up front
