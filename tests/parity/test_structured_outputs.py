@@ -11,6 +11,7 @@ identical, scores within 1e-3 (the default model's beam tolerance). Then: sample
 (num_return_sequences, batched requests with their own constraint) all satisfy theirs and every batched
 row equals its solo run; the Python package gives the CLI's tokens; bad constraints and unsupported
 combinations fail with one `[grammar]` / `[config]` line and exit 2."""
+import functools
 import json
 import re
 import sys
@@ -277,6 +278,9 @@ def test_bad_constraints_fail_in_one_line(default_gguf, run_mlxgp, flags, needle
     ({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
       "dependencies": {"a": ["b"]}}, "the keyword 'dependencies'"),
     ({"type": "object", "properties": {"r": {"type": "string", "format": "regex"}}}, "the format 'regex'"),
+    # xgrammar's compile time explodes with the nesting (1,000 levels: over a minute, the server's engine waiting).
+    (functools.reduce(lambda inner, _: {"type": "array", "items": inner}, range(200), {"type": "integer"}),
+     "nests deeper than 128 levels"),
 ])
 def test_schema_enforced_only_in_part_is_refused(default_gguf, run_mlxgp, tmp_path, schema, needle):
     """xgrammar drops or loosens these (silently or with a warning); mlxgp refuses them instead."""

@@ -69,12 +69,18 @@ std::shared_ptr<xgrammar::GrammarCompiler> compiler_for(const std::shared_ptr<co
 
 // JSON-schema keywords xgrammar 0.2.8 drops without a word (json_schema_converter.cc): a schema using
 // them would be enforced only in part. Map keys under properties / $defs are names, not keywords.
-void refuse_unenforced_keywords(const nlohmann::json& s) {
+// xgrammar's compile time grows much faster than the nesting (1,000 nested arrays: over a minute, with
+// the server's engine waiting); no real schema comes near this.
+constexpr int kMaxSchemaDepth = 128;
+
+void refuse_unenforced_keywords(const nlohmann::json& s, int depth = 0) {
+  if (depth > kMaxSchemaDepth)  // schema levels: a keyword's schema, or a property's, is one deeper
+    fail("grammar", "json_schema nests deeper than " + std::to_string(kMaxSchemaDepth) + " levels");
   static const char* kIgnored[] = {"uniqueItems", "contains", "minContains", "maxContains",       "not",
                                    "if",          "then",     "else",        "dependentRequired", "dependentSchemas",
                                    "dependencies"};
   if (s.is_array()) {
-    for (auto& x : s) refuse_unenforced_keywords(x);
+    for (auto& x : s) refuse_unenforced_keywords(x, depth);  // anyOf's list, prefixItems: schemas side by side
     return;
   }
   if (!s.is_object()) return;
@@ -100,9 +106,9 @@ void refuse_unenforced_keywords(const nlohmann::json& s) {
   for (auto& [key, value] : s.items()) {
     if (key == "properties" || key == "patternProperties" || key == "$defs" || key == "definitions") {
       if (value.is_object())
-        for (auto& [name, sub] : value.items()) refuse_unenforced_keywords(sub);
+        for (auto& [name, sub] : value.items()) refuse_unenforced_keywords(sub, depth + 1);
     } else if (key != "enum" && key != "const" && key != "examples" && key != "default") {
-      refuse_unenforced_keywords(value);
+      refuse_unenforced_keywords(value, depth + 1);
     }
   }
 }
