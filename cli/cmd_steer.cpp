@@ -80,30 +80,32 @@ int run_extract(const std::vector<std::string>& argv) {
   if (auto d = args.get("dtype")) opts.dtype = parse_dtype(*d);
   auto loaded = load(args.get("model").value_or("default"), opts);
   auto& model = *loaded.model;
-  if (*layer < 0 || *layer >= model.config().num_hidden_layers)
-    fail("steer", "--layer " + std::to_string(*layer) + " is out of range (the model has layers 0-" +
-                      std::to_string(model.config().num_hidden_layers - 1) + ")");
-
-  auto encode_all = [&](const std::vector<std::string>& lines) {
+  auto encode_all = [&](const std::vector<std::string>& lines, const std::string& where) {
     std::vector<std::vector<int>> ids;
     if (!loaded.tokenizer) fail("steer", "the model has no tokenizer: give prompts as token ids (--positive-ids)");
-    for (auto& line : lines) {
-      if (args.has("chat")) {
-        const auto& tok = *loaded.tokenizer;
-        if (tok.chat_template().empty()) fail("steer", "--chat: the model's tokenizer has no chat template");
-        SpecialTokens special;
-        if (auto id = tok.bos_token_id()) special.bos_token = tok.id_to_token(*id);
-        if (auto id = tok.eos_token_id()) special.eos_token = tok.id_to_token(*id);
-        auto text = apply_chat_template(tok.chat_template(), {ChatMessage{"user", line}}, true, special);
-        ids.push_back(tok.encode(text, /*add_special_tokens=*/false));
-      } else {
-        ids.push_back(loaded.tokenizer->encode(line));
+    for (size_t i = 0; i < lines.size(); ++i) {
+      const std::string& line = lines[i];
+      try {
+        if (args.has("chat")) {
+          const auto& tok = *loaded.tokenizer;
+          if (tok.chat_template().empty()) fail("steer", "--chat: the model's tokenizer has no chat template");
+          SpecialTokens special;
+          if (auto id = tok.bos_token_id()) special.bos_token = tok.id_to_token(*id);
+          if (auto id = tok.eos_token_id()) special.eos_token = tok.id_to_token(*id);
+          auto text = apply_chat_template(tok.chat_template(), {ChatMessage{"user", line}}, true, special);
+          ids.push_back(tok.encode(text, /*add_special_tokens=*/false));
+        } else {
+          ids.push_back(loaded.tokenizer->encode(line));
+        }
+      } catch (const Error& e) {  // which line of which file (invalid UTF-8, say)
+        throw Error("steer", where + " line " + std::to_string(i + 1) + ": " + without_component(e.what()), e.kind());
       }
     }
     return ids;
   };
   auto prompts = [&](const std::string& set) {
-    if (auto path = args.get(set)) return encode_all(read_lines(*path, "--" + set));
+    if (auto path = args.get(set))
+      return encode_all(read_lines(*path, "--" + set), "--" + set + " file '" + *path + "'");
     std::vector<std::vector<int>> ids;
     for (auto& line : read_lines(*args.get(set + "-ids"), "--" + set + "-ids")) ids.push_back(parse_ids(line, set));
     return ids;

@@ -43,6 +43,9 @@ const std::vector<mx::array>& ActivationCaptureHook::captured(int layer) const {
 mx::array capture_activations(Model& model, const std::vector<std::vector<int>>& prompts, int layer,
                               ActivationCaptureHook::Reduce reduce) {
   if (prompts.empty()) fail("hooks", "no prompts to capture activations from");
+  if (const int n = model.config().num_hidden_layers; layer < 0 || layer >= n)
+    fail("steer",
+         "layer " + std::to_string(layer) + " is out of range (the model has layers 0-" + std::to_string(n - 1) + ")");
   if (reduce == ActivationCaptureHook::Reduce::All)
     fail("hooks", "capture_activations reduces each prompt to one vector: use last or mean");
   auto hook = std::make_shared<ActivationCaptureHook>(std::vector<int>{layer}, reduce);

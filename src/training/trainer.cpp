@@ -2,6 +2,7 @@
 #include "mlxgp/training.h"
 
 #include <cmath>
+#include <cstring>
 #include <sstream>
 
 #include <mlx/mlx.h>
@@ -64,6 +65,15 @@ Trainer::Trainer(Model& model, std::vector<std::string> trainable, std::unique_p
     else fail("train", "no parameter '" + n + "' to train");
     if (!mx::issubdtype(p->dtype(), mx::floating))
       fail("train", "parameter '" + n + "' is quantized or not floating point and cannot be trained (use LoRA)");
+    // A quantized layer's scales and biases are floating point, but its packed weight has no gradient.
+    for (const char* part : {".scales", ".biases"})
+      if (n.ends_with(part)) {
+        auto w = model_.parameters().find(n.substr(0, n.size() - std::strlen(part)) + ".weight");
+        if (w != model_.parameters().end() && !mx::issubdtype(w->second.dtype(), mx::floating))
+          fail("train", "parameter '" + n +
+                            "' belongs to quantized weights, which cannot be trained (use LoRA, "
+                            "or load the model with dtype float32)");
+      }
     masters_.insert_or_assign(n, mx::astype(*p, mx::float32));
   }
   mx::eval(std::vector<mx::array>([&] {
