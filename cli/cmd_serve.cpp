@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <map>
 #include <cstdint>
 #include <fstream>
 #include <future>
@@ -211,6 +212,16 @@ int run_serve(const std::vector<std::string>& argv) {
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   svr.set_payload_max_length(static_cast<size_t>(max_body));
   svr.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response& res) {
+    // httplib 0.11 applies --max-body-bytes to a Content-Length only: a chunked body would be read whatever
+    // its size, and a compressed one unpacked past it. Refused before a byte of the body is read.
+    if (req.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos) {
+      send_error(res, ApiError(411, "chunked request bodies are not read: send the body with a Content-Length"));
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (const auto enc = req.get_header_value("Content-Encoding"); !enc.empty() && enc != "identity") {
+      send_error(res, ApiError(415, "compressed request bodies (Content-Encoding: " + enc + ") are not read"));
+      return httplib::Server::HandlerResponse::Handled;
+    }
     // /health and the chat page (static; it sends the key the user types with its API calls) are open.
     if (!api_key || req.path == "/health" || req.path == "/") return httplib::Server::HandlerResponse::Unhandled;
     if (server::bearer_matches(req.get_header_value("Authorization"), *api_key))
@@ -220,8 +231,20 @@ int run_serve(const std::vector<std::string>& argv) {
     return httplib::Server::HandlerResponse::Handled;
   });
   // Errors httplib answers itself (unknown route 404, body too large 413, ...) get an error object too.
+  // The routes and their methods: another method on one of them is 405 with Allow (RFC 9110), not 404.
+  static const std::map<std::string, std::string> kRoutes = {
+      {"/", "GET"},          {"/metrics", "GET"},     {"/health", "GET"},          {"/v1/models", "GET"},
+      {"/tokenize", "POST"}, {"/detokenize", "POST"}, {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"}};
   svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    auto route = kRoutes.find(req.path);
+    if (res.status == 404 && (route != kRoutes.end() || req.path.starts_with("/v1/models/"))) {
+      res.status = 405;
+      res.set_header("Allow", route != kRoutes.end() ? route->second : "GET");
+      res.set_content(ApiError(405, "method " + req.method + " is not allowed on " + req.path).body().dump(),
+                      "application/json");
+      return httplib::Server::HandlerResponse::Handled;
+    }
     // httplib reads a form-typed body (curl -d's default) as a form, which it caps at 8 KB.
     const bool form = req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0;
     std::string what =
@@ -229,8 +252,7 @@ int run_serve(const std::vector<std::string>& argv) {
         : res.status == 413 && form ? "a body sent as application/x-www-form-urlencoded (curl -d's default) is "
                                       "limited to 8 KB: send it with 'Content-Type: application/json'"
         : res.status == 413         ? "the request body is too large"
-        : res.status == 400         ? "the request could not be read (a POST needs a body, with a Content-Length "
-                                      "or chunked transfer encoding)"
+        : res.status == 400         ? "the request could not be read (a POST needs a body, with a Content-Length)"
                                     : "HTTP error " + std::to_string(res.status);
     res.set_content(ApiError(res.status, what).body().dump(), "application/json");
     return httplib::Server::HandlerResponse::Handled;
@@ -256,6 +278,17 @@ int run_serve(const std::vector<std::string>& argv) {
           }));
   svr.Get("/v1/models", guarded([&](const httplib::Request&, httplib::Response& res) {
             res.set_content(service.models().dump(), "application/json");
+          }));
+  // OpenAI's GET /v1/models/{model}: the one model this server serves, or 404.
+  svr.Get(R"(/v1/models/(.+))", guarded([&](const httplib::Request& req, httplib::Response& res) {
+            const auto models = service.models();
+            for (const auto& m : models["data"])
+              if (m["id"] == req.matches[1].str()) {
+                res.set_content(m.dump(), "application/json");
+                return;
+              }
+            throw ApiError(404, "the model '" + req.matches[1].str() + "' does not exist", "model",
+                           "invalid_request_error", "model_not_found");
           }));
   svr.Post("/tokenize", guarded([&](const httplib::Request& req, httplib::Response& res) {
              res.set_content(service.tokenize(req.body).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
@@ -304,7 +337,7 @@ int run_serve(const std::vector<std::string>& argv) {
       res.set_chunked_content_provider(
           "text/event-stream",
           [c](size_t, httplib::DataSink& sink) {
-            auto event = c->next_event();
+            auto event = c->next_event();  // or, after a second of held-back text, an SSE comment
             if (!event) {
               sink.done();
               return true;

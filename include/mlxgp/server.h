@@ -75,8 +75,10 @@ class Completion {
   ~Completion();  // cancels the request if it is still running
   bool streaming() const { return stream_; }
   // Streaming: the next server-sent event ("data: {...}\n\n"), waiting for it; nullopt after
-  // "data: [DONE]\n\n" has been returned.
-  std::optional<std::string> next_event();
+  // "data: [DONE]\n\n" has been returned. After `keep_alive` without one (text held back: a tool call, a
+  // possible stop string) an SSE comment, ": keep-alive\n\n", which clients ignore: writing it is how the
+  // HTTP face notices a client that left (httplib 0.11 sees that only when a write fails).
+  std::optional<std::string> next_event(std::chrono::milliseconds keep_alive = std::chrono::seconds(1));
   // Non-streaming: waits up to `timeout` for every choice (or a failure); true once response() will not
   // wait. The HTTP face polls it to notice a client that went away while the request runs.
   bool wait(std::chrono::milliseconds timeout);

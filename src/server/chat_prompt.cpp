@@ -3,6 +3,7 @@
 #include "mlxgp/chat_template.h"
 #include "mlxgp/error.h"
 #include "mlxgp/server.h"
+#include "server/known_keys.h"
 
 namespace mlxgp::server {
 
@@ -25,8 +26,7 @@ std::string content_text(const ojson& content, const std::string& where) {
           400, at + ": content parts of type '" + part["type"].get<std::string>() + "' are not supported (text only)",
           at);
     if (!part.contains("text") || !part["text"].is_string()) throw ApiError(400, at + ".text must be a string", at);
-    for (auto& [key, _] : part.items())
-      if (key != "type" && key != "text") throw ApiError(400, at + ": unknown field '" + key + "'", at + "." + key);
+    refuse_unknown_keys(part, {"type", "text"}, at);
     text += part["text"].get<std::string>();
   }
   return text;
@@ -42,7 +42,11 @@ ojson template_tool_calls(const ojson& calls, const std::string& where) {
     ojson call = calls[j];
     if (!call.is_object() || !call.contains("function") || !call["function"].is_object())
       throw ApiError(400, at + " must be an object with a 'function'", at);
+    refuse_unknown_keys(call, {"id", "type", "function"}, at);
+    if (call.contains("type") && call["type"] != "function")
+      throw ApiError(400, at + ".type must be \"function\"", at + ".type");
     ojson& f = call["function"];
+    refuse_unknown_keys(f, {"name", "arguments"}, at + ".function");
     if (!f.contains("name") || !f["name"].is_string())
       throw ApiError(400, at + ".function.name must be a string", at + ".function.name");
     ojson& args = f["arguments"];
@@ -86,6 +90,9 @@ ojson template_messages(const ojson& messages) {
         t[key] = value;
       } else if (key == "tool_calls") {
         if (!value.is_null()) t[key] = template_tool_calls(value, where + ".tool_calls");
+      } else if ((key == "refusal" || key == "audio" || key == "function_call" || key == "annotations") &&
+                 value.is_null()) {
+        // What the openai client's message.model_dump() carries back as null: nothing to render.
       } else if (key == "reasoning_content") {  // an earlier reply's reasoning (Qwen3's template reads it)
         if (!value.is_null() && !value.is_string())
           throw ApiError(400, where + ".reasoning_content must be a string", where + ".reasoning_content");
@@ -95,6 +102,13 @@ ojson template_messages(const ojson& messages) {
       }
     }
     if (!t.contains("role")) throw ApiError(400, where + " has no role", where + ".role");
+    // OpenAI: tool calls belong to assistant messages, a tool result names the call it answers.
+    if (t.contains("tool_calls") && t["role"] != "assistant")
+      throw ApiError(400, where + ".tool_calls belongs to an assistant message", where + ".tool_calls");
+    if (m.contains("tool_call_id") && t["role"] != "tool")
+      throw ApiError(400, where + ".tool_call_id belongs to a tool message", where + ".tool_call_id");
+    if (t["role"] == "tool" && !t.contains("tool_call_id"))
+      throw ApiError(400, where + ".tool_call_id is required for a tool message", where + ".tool_call_id");
     // OpenAI: only an assistant message may leave its content out (or null), as when it calls tools.
     if (t["role"] != "assistant" && (!m.contains("content") || m["content"].is_null()))
       throw ApiError(400, where + ".content is required for a " + t["role"].get<std::string>() + " message",

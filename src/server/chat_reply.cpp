@@ -105,7 +105,8 @@ bool ChatReply::auto_called() const {
 }
 
 std::string ChatReply::finish_reason(const std::string& reason) const {
-  return auto_called() && reason != "abort" ? "tool_calls" : reason;
+  // A reply cut by max_tokens stays "length" (as OpenAI reports it): its last call may be cut short.
+  return auto_called() && reason != "abort" && reason != "length" ? "tool_calls" : reason;
 }
 
 }  // namespace mlxgp::server

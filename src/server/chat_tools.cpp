@@ -5,6 +5,7 @@
 
 #include "mlxgp/error.h"
 #include "mlxgp/server.h"
+#include "server/known_keys.h"
 
 namespace mlxgp::server {
 
@@ -25,8 +26,7 @@ void check_tools(const ojson& tools) {
     const std::string at = "tools[" + std::to_string(i) + "]";
     const ojson& t = tools[i];
     if (!t.is_object()) throw ApiError(400, at + " must be an object", at);
-    for (auto& [k, _] : t.items())
-      if (k != "type" && k != "function") throw ApiError(400, at + ": unknown field '" + k + "'", at + "." + k);
+    refuse_unknown_keys(t, {"type", "function"}, at);
     if (!t.contains("type") || t["type"] != "function")
       throw ApiError(400, at + ".type must be \"function\" (the only tool type of chat completions)", at + ".type");
     if (!t.contains("function") || !t["function"].is_object())
@@ -94,6 +94,8 @@ ChatTools parse_chat_tools(const ojson& body, ToolCallFormat format) {
                        "tool_choice");
     } else if (c.is_object() && c.contains("type") && c["type"] == "function" && c.contains("function") &&
                c["function"].is_object() && c["function"].contains("name") && c["function"]["name"].is_string()) {
+      refuse_unknown_keys(c, {"type", "function"}, "tool_choice");
+      refuse_unknown_keys(c["function"], {"name"}, "tool_choice.function");
       choice = "named";
       named = c["function"]["name"].get<std::string>();
     } else {

@@ -25,16 +25,29 @@ bool Completion::wait(std::chrono::milliseconds timeout) {
 
 void Completion::cancel() { state_->worker->cancel(state_->ids); }
 
-std::optional<std::string> Completion::next_event() {
+namespace {
+
+// A stream chunk as an event. With stream_options.include_usage, OpenAI gives every chunk before the
+// usage chunk a "usage": null.
+std::string chunk_event(bool include_usage, ojson chunk) {
+  if (include_usage) chunk["usage"] = nullptr;
+  return sse(chunk);
+}
+
+}  // namespace
+
+std::optional<std::string> Completion::next_event(std::chrono::milliseconds keep_alive) {
   State& s = *state_;
+  const auto deadline = std::chrono::steady_clock::now() + keep_alive;
   while (s.outbox.empty()) {
     if (s.all_sent) return std::nullopt;
+    if (s.roles_sent && std::chrono::steady_clock::now() >= deadline) return std::string(": keep-alive\n\n");
     const int choices = static_cast<int>(s.trimmers.size());
     if (!s.roles_sent) {
       s.roles_sent = true;
       if (s.head.endpoint == Endpoint::ChatCompletions)
         for (int c = 0; c < choices; ++c)
-          s.outbox.push_back(sse(chunk_json(s.head, c, std::nullopt, true, std::nullopt)));
+          s.outbox.push_back(chunk_event(s.include_usage, chunk_json(s.head, c, std::nullopt, true, std::nullopt)));
       continue;
     }
     std::deque<Channel::Token> tokens;
@@ -49,7 +62,7 @@ std::optional<std::string> Completion::next_event() {
           if (ch.results[i] && !s.delivered[i]) return true;
         return false;
       };
-      ch.cv.wait(lk, ready);
+      if (!ch.cv.wait_until(lk, deadline, ready)) return std::string(": keep-alive\n\n");
       tokens.swap(ch.tokens);
       error = ch.error;
       for (size_t i = 0; i < ch.results.size(); ++i)
@@ -63,7 +76,7 @@ std::optional<std::string> Completion::next_event() {
     auto send = [&s](int c, const std::string& text, const ojson& lp, bool last) {
       if (s.replies.empty()) {
         if (!text.empty() || !lp.is_null())
-          s.outbox.push_back(sse(chunk_json(s.head, c, text, false, std::nullopt, lp)));
+          s.outbox.push_back(chunk_event(s.include_usage, chunk_json(s.head, c, text, false, std::nullopt, lp)));
         return;
       }
       auto deltas = s.replies.at(c).push(text);
@@ -71,7 +84,8 @@ std::optional<std::string> Completion::next_event() {
         for (auto& d : s.replies.at(c).finish()) deltas.push_back(std::move(d));
       if (deltas.empty() && !lp.is_null()) deltas.push_back(ojson::object());
       for (size_t i = 0; i < deltas.size(); ++i)
-        s.outbox.push_back(sse(delta_chunk_json(s.head, c, std::move(deltas[i]), i == 0 ? lp : ojson(nullptr))));
+        s.outbox.push_back(chunk_event(
+            s.include_usage, delta_chunk_json(s.head, c, std::move(deltas[i]), i == 0 ? lp : ojson(nullptr))));
     };
     for (auto& t : tokens) {
       if (t.logprobs) s.logprobs.at(t.choice).add(t.id, *t.logprobs, t.text);
@@ -105,7 +119,7 @@ std::optional<std::string> Completion::next_event() {
         send(c, rest, lp, true);
         std::string reason = finish_reason_name(seq.finish_reason, trim.stopped());
         if (!s.replies.empty()) reason = s.replies.at(c).finish_reason(reason);
-        s.outbox.push_back(sse(chunk_json(s.head, c, std::nullopt, false, reason)));
+        s.outbox.push_back(chunk_event(s.include_usage, chunk_json(s.head, c, std::nullopt, false, reason)));
         s.completion_tokens += static_cast<int>(seq.token_ids.size());
       }
     }

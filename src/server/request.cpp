@@ -7,6 +7,7 @@
 #include "mlxgp/error.h"
 #include "server/chat_prompt.h"
 #include "server/chat_tools.h"
+#include "server/known_keys.h"
 
 namespace mlxgp::server {
 
@@ -47,12 +48,14 @@ int positive_int(const ojson& v, const std::string& name, int lo, int hi) {
   return static_cast<int>(x);
 }
 
-std::vector<int> token_list(const ojson& v, const std::string& name) {
+std::vector<int> token_list(const ojson& v, const std::string& name, int vocab) {
   std::vector<int> ids;
   for (auto& t : v) {
     if (!t.is_number_integer()) throw ApiError(400, "'" + name + "' must hold token ids (integers)", name);
     const long long id = t.get<long long>();
-    if (id < 0 || id > INT32_MAX) throw ApiError(400, "token id " + t.dump() + " is outside the vocabulary", name);
+    if (id < 0 || id >= vocab)
+      throw ApiError(400, "token id " + t.dump() + " is outside the vocabulary (size " + std::to_string(vocab) + ")",
+                     name);
     ids.push_back(static_cast<int>(id));
   }
   if (ids.empty()) throw ApiError(400, "'" + name + "' holds an empty token list", name);
@@ -73,13 +76,14 @@ std::vector<std::vector<int>> completion_prompts(const ojson& p, const LoadedMod
   if (p.is_string()) return {encode(model, p.get<std::string>())};
   if (!p.is_array() || p.empty())
     throw ApiError(400, "'prompt' must be a string, a list of token ids, or a non-empty list of them", "prompt");
-  if (p[0].is_number_integer()) return {token_list(p, "prompt")};
+  const int vocab = model.model->config().vocab_size;
+  if (p[0].is_number_integer()) return {token_list(p, "prompt", vocab)};
   std::vector<std::vector<int>> out;
   for (auto& item : p) {
     if (item.is_string()) {
       out.push_back(encode(model, item.get<std::string>()));
     } else if (item.is_array()) {
-      out.push_back(token_list(item, "prompt"));
+      out.push_back(token_list(item, "prompt", vocab));
     } else {
       throw ApiError(400, "'prompt' must be a string, a list of token ids, or a list of them", "prompt");
     }
@@ -94,14 +98,20 @@ void apply_response_format(GenerationConfig& config, const ojson& f) {
   if (!f.is_object() || !f.contains("type") || !f["type"].is_string())
     throw ApiError(400, "'response_format' must be an object with a 'type'", param);
   const std::string type = f["type"].get<std::string>();
-  if (type == "text") return;
+  if (type == "text") {
+    refuse_unknown_keys(f, {"type"}, param);
+    return;
+  }
   if (type == "json_object") {
+    refuse_unknown_keys(f, {"type"}, param);  // llama.cpp's "schema" here is not OpenAI's: json_schema is
     config.json_object = true;
   } else if (type == "json_schema") {
+    refuse_unknown_keys(f, {"type", "json_schema"}, param);
     const ojson* s = f.contains("json_schema") ? &f["json_schema"] : nullptr;
     if (!s || !s->is_object() || !s->contains("schema") || !((*s)["schema"].is_object() || (*s)["schema"].is_boolean()))
       throw ApiError(400, "'response_format' of type json_schema needs 'json_schema': {'name': ..., 'schema': {...}}",
                      param);
+    refuse_unknown_keys(*s, {"name", "schema", "strict", "description"}, param + ".json_schema");
     config.json_schema = (*s)["schema"].dump();  // ordered: properties are generated in the schema's order
   } else {
     throw ApiError(400, "'response_format' type must be text, json_object or json_schema, got '" + type + "'", param);

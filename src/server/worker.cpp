@@ -69,7 +69,9 @@ std::vector<int> Worker::submit(std::vector<BatchRequest> requests, std::shared_
                      "a request of " + std::to_string(count) + " prompts exceeds the queue (--max-queue " +
                          std::to_string(max_queue_) + ")",
                      "prompt");
-    if (waiting_.load() + count > max_queue_)
+    // --max-queue counts requests waiting for a row: submitted ones that free rows will take are not.
+    const int free_rows = std::max(0, engine_options_.max_batch_rows - rows_in_use_.load());
+    if (waiting_.load() + count > max_queue_ + free_rows)
       throw ApiError(429, "too many requests are waiting (--max-queue " + std::to_string(max_queue_) + "); retry later",
                      "", "rate_limit_error", "queue_full");
     waiting_ += count;
@@ -171,7 +173,8 @@ void Worker::deliver(int id, GenerationResult result) {
 void Worker::publish_state() {
   int running_requests = 0;
   for (auto& [id, live] : live_) running_requests += live->started ? 1 : 0;
-  metrics_->set_state(waiting_.load(), running_requests, engine_ ? engine_->running_rows() : 0);
+  rows_in_use_ = engine_ ? engine_->running_rows() : 0;
+  metrics_->set_state(waiting_.load(), running_requests, rows_in_use_.load());
   if (engine_options_.prefix_cache) metrics_->set_prompt_cache(engine_options_.prefix_cache->stats());
 }
 

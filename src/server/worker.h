@@ -101,6 +101,7 @@ class Worker {
   std::unique_ptr<BatchEngine> engine_;
   std::map<int, std::shared_ptr<Live>> live_;
   std::atomic<int> waiting_{0}, running_{0};
+  std::atomic<int> rows_in_use_{0};  // the engine's rows after the last step (publish_state), for the queue check
 
   std::mutex m_;
   std::condition_variable cv_;

@@ -311,6 +311,16 @@ def test_regex_xgrammar_only_warns_about_is_refused(default_gguf, run_mlxgp, reg
     assert len(lines) == 1 and lines[0].startswith("[grammar] regex cannot be enforced exactly") and needle in lines[0]
 
 
+def test_escaped_punctuation_and_control_characters_are_literal(default_gguf, run_mlxgp_json):
+    """re.escape's output (an escaped space, hyphen or newline): xgrammar warns that it has no such escape and
+    matches the character itself, which is Python's meaning too: accepted, and the text matches."""
+    regex = re.escape("Yes - it is\n") + "[a-z]{1,5}"
+    got = run_mlxgp_json("generate", "--model", default_gguf, "--prompt", "Answer:", "--regex", regex,
+                         "--max-new-tokens", 12)
+    seq = got["sequences"][0]
+    assert seq["finish_reason"] == "eos" and re.fullmatch(regex, seq["text"]), seq
+
+
 def test_a_grammar_without_text_and_a_blocked_end_fail_without_a_masked_token(default_gguf, run_mlxgp, tmp_path):
     """A grammar that matches nothing, and min_new_tokens against the EOS a finished constraint needs, fail in
     one line; the streamed text never holds the token argmax picks from an all -inf row, with or without beams."""

@@ -139,3 +139,92 @@ def test_http_details(server):
         "Content-Type": "application/x-www-form-urlencoded", "Authorization": f"Bearer {KEY}"})
     assert status == 413 and "application/json" in json.loads(reply)["error"]["message"]
 
+
+
+def test_bodies_of_unknown_size_are_not_read(server):
+    """--max-body-bytes holds for a Content-Length only in httplib 0.11: chunked and compressed bodies are
+    refused before they are read (a gzip of 11 KB can unpack to 12 MB)."""
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
+    body = json.dumps({"prompt": "Hi", "max_tokens": 2}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request("POST", "/v1/completions", body=iter([body]), headers=headers, encode_chunked=True)
+    r = conn.getresponse()
+    assert r.status == 411 and "Content-Length" in json.loads(r.read())["error"]["message"]
+    conn.close()
+    import gzip
+    status, _, reply = raw_post(server, "/v1/completions", gzip.compress(body), {**headers, "Content-Encoding": "gzip"})
+    assert status == 415 and "compressed" in json.loads(reply)["error"]["message"]
+
+
+def test_nested_objects_hold_only_openai_keys(server):
+    """Unknown keys inside response_format, tool_choice and tool calls are refused by name; OpenAI's own null
+    fields on an assistant message (what message.model_dump() sends back) are accepted."""
+    chat = "/v1/chat/completions"
+    user = {"role": "user", "content": "Hi"}
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    cases = [
+        ({"response_format": {"type": "json_object", "schema": {"type": "array"}}}, "response_format.schema"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}, "foo": 1}}},
+         "response_format.json_schema.foo"),
+        ({"tools": [tool], "tool_choice": {"type": "function", "function": {"name": "f"}, "foo": 1}}, "tool_choice.foo"),
+        ({"messages": [user, {"role": "assistant", "tool_calls": [{**call, "foo": 1}]},
+                       {"role": "tool", "tool_call_id": "c1", "content": "1"}]}, "messages[1].tool_calls[0].foo"),
+        ({"messages": [user, {"role": "assistant", "tool_calls": [call]}, {"role": "tool", "content": "1"}]},
+         "messages[2].tool_call_id"),
+        ({"messages": [{**user, "tool_calls": [call]}]}, "messages[0].tool_calls"),
+    ]
+    for fields, param in cases:
+        refused(server, {"messages": [user], "max_tokens": 2, **fields}, param, path=chat)
+    history = [user, {"role": "assistant", "content": "Hello", "refusal": None, "audio": None,
+                      "function_call": None, "annotations": None}, user]
+    assert post(server, chat, {"messages": history, "max_tokens": 2})[0] == 200
+
+
+def test_http_routes_methods_and_models(server):
+    """Another method on a route is 405 with Allow; GET /v1/models/{id} answers for the served model; a prompt
+    token outside the vocabulary names 'prompt'; with include_usage every chunk carries usage (null)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request("GET", "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"})
+    r = conn.getresponse()
+    assert r.status == 405 and r.getheader("Allow") == "POST" and json.loads(r.read())["error"]
+    conn.close()
+    models = get(server, "/v1/models")[1]["data"]
+    status, model = get(server, "/v1/models/" + models[0]["id"])
+    assert status == 200 and model == models[0]
+    status, reply = get(server, "/v1/models/no-such-model")
+    assert status == 404 and reply["error"]["code"] == "model_not_found"
+    message = refused(server, {"prompt": [999999], "max_tokens": 2}, "prompt")
+    assert "outside the vocabulary" in message
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request("POST", "/v1/completions", body=json.dumps({"prompt": "Hi", "max_tokens": 3, "stream": True,
+                                                             "stream_options": {"include_usage": True}}),
+                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+    events = [json.loads(line[6:]) for line in conn.getresponse().read().decode().splitlines()
+              if line.startswith("data: ") and line != "data: [DONE]"]
+    conn.close()
+    assert all("usage" in e for e in events) and events[-1]["usage"]["completion_tokens"] == 3
+    assert all(e["usage"] is None for e in events[:-1])
+
+
+def test_a_client_leaving_a_held_back_stream_frees_its_row(server):
+    """A required tool call is held back until it is whole, so nothing is written while it grows: the stream
+    sends SSE comments (': keep-alive') meanwhile, and a client that left is noticed within seconds."""
+    import socket
+    import time
+
+    tool = {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"items": {"type": "array", "items": {"type": "string"}, "minItems": 200}},
+        "required": ["items"]}}}
+    body = {"messages": [{"role": "user", "content": "List many words."}], "tools": [tool],
+            "tool_choice": "required", "stream": True, "max_tokens": 1500, "temperature": 0.8, "seed": 1}
+    data = json.dumps(body).encode()
+    s = socket.create_connection(("127.0.0.1", server.port))
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              + f"Authorization: Bearer {KEY}\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+    assert b"200" in s.recv(4096)  # the headers and the role chunk
+    time.sleep(1.5)
+    s.close()
+    left = time.time()
+    assert wait_idle(server, timeout=30)
+    assert time.time() - left < 6, "the row ran on after its client left"

@@ -1,6 +1,7 @@
 #include "generation/structured/grammar_constraint.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <iostream>
 #include <map>
@@ -116,6 +117,20 @@ void refuse_unenforced_keywords(const nlohmann::json& s, int depth = 0) {
 // xgrammar reports what it loosens (allOf with several branches, a oneOf it turns into anyOf, length
 // limits next to a pattern, multipleOf) only as warnings on stderr: those become the error, so a schema
 // is enforced exactly or refused. stderr is taken for the compile only (serialised: it is global).
+// A warning that changes nothing: xgrammar matches an escaped character it has no escape for literally,
+// which is what Python's re does for punctuation, spaces and control characters ("\\ ", "\\-", re.escape's
+// backslash-newline). An escaped letter or digit (\\A, \\Z, \\b) means something else in re: not benign.
+bool benign_warning(const std::string& w) {
+  static const std::string head = "Escape sequence '\\", tail = "' is not recognized";
+  const auto at = w.find(head);
+  if (at == std::string::npos) return false;
+  const auto end = w.find(tail, at + head.size());
+  if (end == std::string::npos) return false;
+  const std::string escaped = w.substr(at + head.size(), end - at - head.size());
+  if (escaped.size() == 1) return !std::isalnum(static_cast<unsigned char>(escaped[0]));
+  return escaped.size() == 2 && escaped[0] == '\\';  // a control character, printed escaped ("\\n")
+}
+
 // Compiles with `compile`, turning any warning xgrammar logs into the error: `what` names the input
 // ("json_schema", "regex", "grammar") and `text` is it (xgrammar caches the grammar, not its warnings).
 template <class Compile>
@@ -130,10 +145,13 @@ xgrammar::CompiledGrammar compile_exactly(const std::string& what, const std::st
   try {
     auto g = compile();
     std::cerr.rdbuf(previous);
-    std::string warning = captured.str();
-    if (!warning.empty()) {
-      warning = warning.substr(0, warning.find('\n'));  // "[time] file.cc:line: Warning: message"
-      if (auto p = warning.find(": Warning: "); p != std::string::npos) warning = warning.substr(p + 11);
+    // Lines "[time] file.cc:line: Warning: message"; the first that is not benign refuses.
+    std::istringstream lines(captured.str());
+    for (std::string line; std::getline(lines, line);) {
+      const auto p = line.find(": Warning: ");
+      if (p == std::string::npos) continue;
+      const std::string warning = line.substr(p + 11);
+      if (benign_warning(warning)) continue;
       refused[key] = what + " cannot be enforced exactly: " + warning;
       fail("grammar", refused[key]);
     }
