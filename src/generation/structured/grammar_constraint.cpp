@@ -209,7 +209,6 @@ class GrammarState {
     std::lock_guard<std::mutex> lock(m_);
     auto c = std::make_shared<GrammarState>(grammar_, stops_, vocab_, tentative_);
     c->prompt_ = prompt_;
-    c->pad_ = pad_;
     c->dead_beams_ = dead_beams_;
     c->error_ = error_;
     for (auto& l : recent_) c->recent_.push_back({l.tokens, l.matcher.Fork(), l.dead});
@@ -229,7 +228,6 @@ class GrammarState {
   }
   int vocab() const { return vocab_; }
   int prompt() const { return prompt_; }
-  void set_padding(int pad) { pad_ = pad; }
   void set_dead_beams(bool on) { dead_beams_ = on; }
   // A violation found by a row kernel, raised on the host at the next step.
   void raise_pending() {
@@ -318,11 +316,8 @@ class GrammarState {
       // Speculative verification runs positions after candidates that the mask at their own position
       // refuses; those positions are never used.
       line.dead = true;
-      // A stop token where the constraint cannot end yet is never a row's own pick (the mask removed it):
-      // it is the padding a finished beam group's rows are fed (HF pads them with pad_token_id, by default
-      // the EOS), or an -inf candidate a beam search carries; such rows are never shown.
-      const bool padding = id == pad_ || std::find(stops_.begin(), stops_.end(), id) != stops_.end();
-      if (!tentative_ && !padding && !dead_beams_)
+      // In a beam search such a row is a beam carried at -inf score or a finished group's padding: never shown.
+      if (!tentative_ && !dead_beams_)
         note("generated token " + std::to_string(i + 1) + " (id " + std::to_string(id) +
              ") breaks the constraint (another setting, e.g. min_new_tokens, logit_bias or suppress_tokens, left "
              "no token the grammar allows)");
@@ -337,7 +332,6 @@ class GrammarState {
   int vocab_;
   bool tentative_;
   int prompt_ = 0;
-  int pad_ = -1;             // the token finished beam groups are padded with (group.cpp)
   bool dead_beams_ = false;  // make_grammar_constraint's dead_beams
   std::vector<Line> recent_;
   std::vector<int32_t> bits_;
@@ -423,7 +417,6 @@ std::unique_ptr<LogitsProcessor> make_grammar_constraint(const GenerationConfig&
   auto compiler = compiler_for(tokenizer, vocab_size, stops);
   auto grammar = std::make_shared<const xgrammar::CompiledGrammar>(compile(*compiler, config));
   auto state = std::make_shared<GrammarState>(std::move(grammar), stops, vocab_size, tentative_ids);
-  state->set_padding(config.pad_token_id.value_or(stops[0]));  // group beam search's padding (group.cpp)
   state->set_dead_beams(dead_beams);
   return std::make_unique<GrammarConstraint>(std::move(state), std::move(tokenizer), config, stops);
 }
