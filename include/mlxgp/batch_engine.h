@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "mlxgp/error.h"
 #include "mlxgp/generate.h"
 #include "mlxgp/prefix_cache.h"
 
@@ -123,6 +124,8 @@ class BatchEngine {
   struct Step {
     mlx::core::array tokens;                // [rows] int32
     std::vector<mlx::core::array> outputs;  // the groups' recorded outputs of this step
+    // Requests whose own processors refused this step (ids; their rows' tokens are placeholders).
+    std::vector<std::pair<int, Error>> failed;
   };
   void admit();
   // Starts the first waiting request that fits (its caches, its prefix-cache lookup); false if none does.
@@ -137,6 +140,7 @@ class BatchEngine {
   void finish(Request& r);  // assembles the result, moves it to done_
   // Takes a step's tokens for r's rows (streams them); true when r is done, or failed on its own (r.error).
   static bool read_request_tokens(Request& r, const int32_t* tokens);
+  static void fail_request(Request& r, const Error& e);  // r ends with e (finish() or drop_rows_of() next)
   void drop_rows_of(const std::vector<int>& leaving_ids);
   int sampling_rows() const { return static_cast<int>(next_input_.size()); }
   void step_beams();        // admits waiting beam searches that fit, then steps the beam batch

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <limits>
+#include <map>
 #include <random>
 
 #include "generation/batch/prefill_pacer.h"
@@ -11,6 +12,7 @@
 #include "mlxgp/batch_engine.h"
 #include "mlxgp/beam_search.h"
 #include "mlxgp/error.h"
+#include "mlxgp/logits_processor.h"
 #include "mlxgp/steering.h"
 #include "test_models_util.h"
 
@@ -490,6 +492,48 @@ TEST(BatchEngine, CancelledRequestLeavesAndTheOthersGoOn) {
   EXPECT_TRUE(w->sequences[0].token_ids.empty());
   EXPECT_EQ(w->sequences[0].finish_reason, FinishReason::Cancelled);
   EXPECT_EQ(small.queued(), 0);
+}
+
+// A request whose own step fails (here a user processor that refuses its first token, or its fourth)
+// ends with that error in every lane, the sampled rows, the beam batch and the speculative lane alike;
+// the requests beside it go on to their solo results. (Before, a sampled request whose processor threw,
+// a beam search or a prompt-lookup run failed every request of the engine.)
+TEST(BatchEngine, ARequestFailingInItsOwnStepFailsAloneInEveryLane) {
+  auto m = tiny();
+  auto cases = mixed_cases();
+  const std::vector<int> prompt = ids_of(6, 3);
+  for (int refused_at : {0, 3}) {
+    GeneratorOptions failing;
+    failing.logits_processors.push_back(std::shared_ptr<const LogitsProcessor>(
+        make_callback_processor([&, refused_at](const mx::array& logits, const mx::array& ids) {
+          if (ids.shape(1) >= static_cast<int>(prompt.size()) + refused_at) fail("test", "refused");
+          return logits;
+        })));
+    GenerationConfig sampled, beams, lookup;
+    sampled.max_new_tokens = beams.max_new_tokens = lookup.max_new_tokens = 12;
+    beams.num_beams = 2;
+    lookup.prompt_lookup_num_tokens = 2;
+    BatchEngine engine(*m, nullptr, {8});
+    const int good = engine.submit({cases[1].prompt, cases[1].config, {}, {}});
+    std::vector<int> bad;
+    for (const GenerationConfig& c : {sampled, beams, lookup}) bad.push_back(engine.submit({prompt, c, failing, {}}));
+    std::map<int, GenerationResult> results;
+    for (int steps = 0; engine.busy() && steps < 200; ++steps)
+      for (int id : engine.step()) results.emplace(id, *engine.take_result(id));
+    ASSERT_FALSE(engine.busy());
+    for (int id : bad) {
+      ASSERT_TRUE(results.count(id)) << id;
+      const GenerationResult& r = results.at(id);
+      ASSERT_TRUE(r.error) << id << " refused at " << refused_at;
+      EXPECT_EQ(std::string(r.error->what()), "[test] refused");
+      EXPECT_EQ(r.prompt_token_ids, prompt);
+      EXPECT_LE(r.sequences.at(0).token_ids.size(), static_cast<size_t>(refused_at));  // nothing past it
+    }
+    ASSERT_TRUE(results.count(good));
+    EXPECT_FALSE(results.at(good).error);
+    EXPECT_EQ(results.at(good).sequences[0].token_ids,
+              generate(*m, nullptr, cases[1].prompt, cases[1].config).sequences[0].token_ids);
+  }
 }
 
 // Settings a request's steps would only fail on (token ids outside the vocabulary, cache options) are

@@ -281,13 +281,28 @@ void BatchEngine::step_beams() {
     // Rows are shared with the sampling rows; a search wider than the batch runs when it would be alone.
     const bool alone = beams_->empty() && running_.empty();
     if (!alone && running_rows() + b.config.num_beams > options_.max_batch_rows) break;
-    beams_->add(b.id, b.prompt, b.config, b.options);
+    try {
+      beams_->add(b.id, b.prompt, b.config, b.options);
+    } catch (const Error& e) {  // its own prefill failed: it ends alone
+      GenerationResult r = cancelled_beams(b.prompt, b.config);
+      r.error = e;
+      done_.emplace(b.id, std::move(r));
+      finished_now_.push_back(b.id);
+      beam_queue_.pop_front();
+      continue;
+    }
     beam_prompts_.emplace(b.id, std::make_pair(std::move(b.prompt), std::move(b.config)));
     beam_queue_.pop_front();
   }
   if (beams_->empty()) return;
   for (auto& [id, result] : beams_->step()) {
-    beam_prompts_.erase(id);
+    auto p = beam_prompts_.find(id);
+    if (result.error && result.sequences.empty()) {  // failed on its own: its prompt, no sequences
+      std::optional<Error> why = std::move(result.error);
+      result = cancelled_beams(p->second.first, p->second.second);
+      result.error = std::move(why);
+    }
+    beam_prompts_.erase(p);
     done_.emplace(id, std::move(result));
     finished_now_.push_back(id);
   }
@@ -302,7 +317,8 @@ void BatchEngine::drop_rows_of(const std::vector<int>& leaving) {
     const int n = r->group->rows();
     const bool leaves = std::find(leaving.begin(), leaving.end(), r->id) != leaving.end();
     if (leaves) {
-      store_prefixes(*r, caches_, row);  // mlx-lm's server stores the cache at the end of a generation
+      // mlx-lm's server stores the cache at the end of a generation (not of one that failed)
+      if (!r->error) store_prefixes(*r, caches_, row);
       finish(*r);
     } else {
       for (int i = 0; i < n; ++i) {
@@ -347,10 +363,14 @@ bool BatchEngine::read_request_tokens(Request& r, const int32_t* tokens) {
   try {
     return read_tokens(*r.group, *r.texts, r.on_token, r.on_logprobs, tokens);
   } catch (const Error& e) {
-    r.error = e;
-    r.group->cancel();
+    fail_request(r, e);
     return true;
   }
+}
+
+void BatchEngine::fail_request(Request& r, const Error& e) {
+  r.error = e;
+  r.group->cancel();
 }
 
 void BatchEngine::admit() {
@@ -423,8 +443,18 @@ int BatchEngine::continue_prefill(int budget) {
   const auto start = std::chrono::steady_clock::now();
   prefilled_ = true;
   mx::array ids(req.prompt.data(), {1, upto}, mx::int32);
-  auto last = prefill_tokens(model_, p.caches, ids, p.pos,
-                             {p.cache, req.options.prefill_chunk_size, req.options.kv_prefill_step_size});
+  std::optional<mx::array> prefilled;
+  try {
+    prefilled = prefill_tokens(model_, p.caches, ids, p.pos,
+                               {p.cache, req.options.prefill_chunk_size, req.options.kv_prefill_step_size});
+  } catch (const Error& e) {  // its own hooks or settings: it ends alone
+    std::unique_ptr<Request> r = std::move(p.request);
+    prefilling_.reset();
+    fail_request(*r, e);
+    finish(*r);
+    return 0;
+  }
+  mx::array last = std::move(*prefilled);
   const int fed = upto - p.pos;
   p.pos = upto;
   auto timed = [&] {
@@ -444,7 +474,16 @@ int BatchEngine::continue_prefill(int budget) {
     for (auto& c : caches) c->select(zeros);
     last = mx::repeat(last, rows, 0);
   }
-  auto tokens = r->group->choose(last);
+  std::optional<mx::array> picked;
+  try {
+    picked = r->group->choose(last);
+  } catch (const Error& e) {  // its own processors refused its first token
+    fail_request(*r, e);
+    finish(*r);
+    timed();
+    return fed;
+  }
+  mx::array tokens = std::move(*picked);
   auto outs = r->group->outputs();
   outs.push_back(tokens);
   mx::eval(outs);
@@ -486,8 +525,13 @@ BatchEngine::Step BatchEngine::build_step(const mx::array& input) {
     if (shared && r->group->picks_raw_argmax())
       mine = DecodeGroup::Picked{mx::slice(shared->tokens, {row}, {row + n}),
                                  mx::slice(shared->invalid_rows, {row}, {row + n})};
-    chosen.push_back(r->group->choose(mx::slice(logits, {row, 0}, {row + n, logits.shape(-1)}), mine));
-    for (auto& o : r->group->outputs()) step.outputs.push_back(o);
+    try {
+      chosen.push_back(r->group->choose(mx::slice(logits, {row, 0}, {row + n, logits.shape(-1)}), mine));
+      for (auto& o : r->group->outputs()) step.outputs.push_back(o);
+    } catch (const Error& e) {  // its own processors refused this step: it leaves when the step is read
+      step.failed.emplace_back(r->id, e);
+      chosen.push_back(mx::zeros({n}, mx::int32));
+    }
     row += n;
   }
   step.tokens = chosen.size() == 1 ? chosen[0] : mx::concatenate(chosen, 0);
@@ -517,7 +561,13 @@ void BatchEngine::decode() {
   std::vector<int> leaving;
   int row = 0;
   for (auto& r : running_) {
-    if (read_request_tokens(*r, t + row)) leaving.push_back(r->id);
+    auto f = std::find_if(current.failed.begin(), current.failed.end(), [&](auto& x) { return x.first == r->id; });
+    if (f != current.failed.end()) {
+      fail_request(*r, f->second);
+      leaving.push_back(r->id);
+    } else if (read_request_tokens(*r, t + row)) {
+      leaving.push_back(r->id);
+    }
     row += r->group->rows();
   }
   if (!leaving.empty()) drop_rows_of(leaving);

@@ -1,6 +1,7 @@
 // Beam searches sharing one batch (BeamBatch, searches.h): joined between steps, each prefilled alone,
 // all rows decoded by one forward per step (the BatchEngine's beam batch).
 #include <algorithm>
+#include <optional>
 
 #include <mlx/mlx.h>
 
@@ -19,8 +20,17 @@ struct BeamBatch::Search {
   int prompt_length;
   GenerationConfig config;
   std::unique_ptr<BeamSearchState> state;
-  mx::array logits;  // this search's next logits [num_beams, V]
+  mx::array logits;            // this search's next logits [num_beams, V]
+  std::optional<Error> error;  // its own logits were refused: it ends at the next step with this error
 };
+
+// A search that failed on its own (its processors, its logits, its result): it ends with the error alone
+// and the others go on, as a sampled request of the batch does (BatchEngine::read_request_tokens).
+static GenerationResult failed_search(const Error& e) {
+  GenerationResult r;
+  r.error = e;
+  return r;
+}
 
 BeamBatch::BeamBatch(Model& model, std::shared_ptr<const Tokenizer> tokenizer)
     : model_(model), tokenizer_(std::move(tokenizer)) {}
@@ -83,15 +93,25 @@ std::vector<std::pair<int, GenerationResult>> BeamBatch::step() {
     // Processors that run the model themselves (guidance) see the search's own prompt length.
     model_.hooks().set_prompt_length(s.prompt_length);
     s.state->runner().mark_decoding();
-    if (s.state->step(s.logits)) {
-      for (int r : s.state->src_rows()) rows.push_back(base + r);
-      tokens.insert(tokens.end(), s.state->new_tokens().begin(), s.state->new_tokens().end());
-      ++it;
-    } else {
-      ended.emplace_back(s.id, s.state->result());
-      it = searches_.erase(it);
+    std::optional<GenerationResult> end;
+    try {
+      if (s.error) throw *s.error;
+      if (s.state->step(s.logits)) {
+        for (int r : s.state->src_rows()) rows.push_back(base + r);
+        tokens.insert(tokens.end(), s.state->new_tokens().begin(), s.state->new_tokens().end());
+      } else {
+        end = s.state->result();
+      }
+    } catch (const Error& e) {
+      end = failed_search(e);
     }
     base += nb;
+    if (end) {
+      ended.emplace_back(s.id, std::move(*end));
+      it = searches_.erase(it);
+    } else {
+      ++it;
+    }
   }
   keep(rows);
   if (searches_.empty()) return ended;
@@ -104,7 +124,11 @@ std::vector<std::pair<int, GenerationResult>> BeamBatch::step() {
   int row = 0;
   for (auto& s : searches_) {
     const int nb = s->state->num_beams();
-    s->logits = s->state->runner().checked(mx::slice(out, {row, 0}, {row + nb, out.shape(-1)}));
+    try {
+      s->logits = s->state->runner().checked(mx::slice(out, {row, 0}, {row + nb, out.shape(-1)}));
+    } catch (const Error& e) {
+      s->error = e;
+    }
     row += nb;
   }
   return ended;
