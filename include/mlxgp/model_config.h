@@ -69,7 +69,7 @@ struct ModelConfig {
   bool scale_attn_weights = true, scale_attn_by_inverse_layer_idx = false;
 
   // Mixture of experts (mixtral, qwen2_moe, qwen3_moe): num_local_experts / num_experts, top-k routing.
-  std::optional<bool> qkv_bias;  // qwen2_moe's switch for q/k/v biases (its default: on)
+  std::optional<bool> qkv_bias;  // q/k/v biases: qwen2_moe's switch (default on), a GGUF file's attn_q.bias
   int num_experts = 0;           // 0: dense MLP in every layer
   int num_experts_per_tok = 0;
   int moe_intermediate_size = 0;            // qwen*_moe expert width (mixtral: intermediate_size)

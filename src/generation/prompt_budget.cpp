@@ -21,7 +21,9 @@ int check_prompt_and_budget(const ModelConfig& mc, const GenerationConfig& confi
     fail("generate",
          "prompt has " + std::to_string(n) + " tokens" +
              (added_positions ? " after " + std::to_string(added_positions) + " soft-prompt positions" : "") +
-             ", longer than the model's context (" + std::to_string(context) + ")");
+             (n + added_positions > context ? ", longer than the model's context (" + std::to_string(context) + ")"
+                                            : ", which fill the model's context (" + std::to_string(context) +
+                                                  "): no position is left for a new token"));
   // HF: max_new_tokens wins; otherwise max_length counts the prompt and must exceed it.
   int budget = 0;
   if (config.max_new_tokens) {
@@ -35,8 +37,17 @@ int check_prompt_and_budget(const ModelConfig& mc, const GenerationConfig& confi
   // The model's context bounds what the KV cache holds. A rotating cache (max_kv_size) holds a window of
   // it whatever the length, so generation goes on past the context with positions still counting, as
   // mlx-lm's generate_step does with max_kv_size; without one, the budget stops at the context.
-  if (config.max_kv_size) return budget;
-  return context > 0 ? std::min(budget, context - n - added_positions) : budget;
+  if (config.max_kv_size || context <= 0) return budget;
+  // Past the context the budget is cut (finish_reason "length", as llama.cpp stops at its n_ctx), but a
+  // minimum that cannot fit is refused: stopping short of it would break the setting silently.
+  const int room = context - n - added_positions;
+  const int minimum = config.min_new_tokens ? *config.min_new_tokens : config.min_length - n;
+  if (minimum > room)
+    fail("generate", (config.min_new_tokens ? "min_new_tokens " + std::to_string(*config.min_new_tokens)
+                                            : "min_length " + std::to_string(config.min_length)) +
+                         " cannot be met: the prompt (" + std::to_string(n + added_positions) + " positions) leaves " +
+                         std::to_string(room) + " of the model's context (" + std::to_string(context) + ")");
+  return std::min(budget, room);
 }
 
 int check_prompt(const Model& model, const std::vector<int>& prompt_ids, const GenerationConfig& config) {

@@ -87,7 +87,12 @@ ModelConfig gguf_config(const GgufMeta& meta, const std::unordered_map<std::stri
   c.vocab_size = gguf_count_or(meta, p + "vocab_size", emb->second.shape(0));
   // llama.cpp drops output.weight when the head is tied to the embeddings.
   c.tie_word_embeddings = !tensors.count("output.weight");
-  c.attention_bias = false;
+  // llama.cpp reads the attention and FFN biases of every architecture when the file has them (its
+  // loader marks them TENSOR_NOT_REQUIRED): a llamafied Qwen keeps its q/k/v biases. A layer missing
+  // some of them is refused when the model is built (it names the tensor).
+  c.qkv_bias = tensors.count("blk.0.attn_q.bias") > 0;
+  c.attention_bias = tensors.count("blk.0.attn_output.bias") > 0;
+  c.mlp_bias = tensors.count("blk.0.ffn_up.bias") > 0 || tensors.count("blk.0.ffn_down.bias") > 0;
   if (auto b = gguf_number(meta, "tokenizer.ggml.bos_token_id")) c.bos_token_id = static_cast<int>(*b);
   if (auto e = gguf_number(meta, "tokenizer.ggml.eos_token_id")) c.eos_token_id = {static_cast<int>(*e)};
   if (auto pd = gguf_number(meta, "tokenizer.ggml.padding_token_id")) c.pad_token_id = static_cast<int>(*pd);

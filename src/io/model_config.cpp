@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/config_defaults.h"
 #include "io/gpt2_config.h"
 #include "mlxgp/error.h"
 
@@ -120,7 +121,11 @@ std::vector<bool> layer_types_sliding(const json& types, int layers) {
 void parse_sliding_layers(const json& j, ModelConfig& c) {
   const auto& mt = c.model_type;
   const int n = c.num_hidden_layers;
+  // Absent (not null): the config class's default window (MistralConfig's 4096, ...).
+  const auto* defaults = io::class_defaults(mt);
   c.sliding_window = get_opt_int(j, "sliding_window");
+  if (!j.contains("sliding_window") && defaults && defaults->sliding_window > 0)
+    c.sliding_window = defaults->sliding_window;
   // qwen2/qwen3/smollm3 carry a sliding_window that only applies when use_sliding_window is true (their
   // configs default it to false); mistral and phi3 have no such switch.
   const bool switched = mt == "qwen2" || mt == "qwen3" || mt == "smollm3" || mt == "qwen2_moe" || mt == "qwen3_moe";
@@ -156,8 +161,11 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
 // gemma3 writes it) and the older top-level `rope_theta` + `rope_scaling` (+ gemma3's rope_local_base_freq).
 void parse_rope_fields(const json& j, ModelConfig& c) {
   c.rope_theta = get_float(j, "rope_theta", c.rope_theta);
-  c.partial_rotary_factor = get_float(j, "partial_rotary_factor", c.partial_rotary_factor);
-  if (auto it = j.find("rope_local_base_freq"); it != j.end() && !it->is_null())
+  // Of the architectures here only Phi-3's code rotates part of each head (transformers 5.24: the llama
+  // family's default RoPE ignores the field), and only Gemma 3's config reads rope_local_base_freq.
+  const bool partial = c.model_type == "phi3";
+  if (partial) c.partial_rotary_factor = get_float(j, "partial_rotary_factor", c.partial_rotary_factor);
+  if (auto it = j.find("rope_local_base_freq"); c.model_type == "gemma3_text" && it != j.end() && !it->is_null())
     c.sliding_rope_theta = get_float(j, "rope_local_base_freq", 10000.0f);
   if (auto it = j.find("rope_parameters"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) fail("config", "rope_parameters must be an object");
@@ -169,7 +177,7 @@ void parse_rope_fields(const json& j, ModelConfig& c) {
     auto read = [&](const json& r, float& theta, std::optional<RopeScaling>& scaling) {
       if (!r.is_object()) fail("config", "rope_parameters must be an object");
       theta = get_float(r, "rope_theta", theta);
-      c.partial_rotary_factor = get_float(r, "partial_rotary_factor", c.partial_rotary_factor);
+      if (partial) c.partial_rotary_factor = get_float(r, "partial_rotary_factor", c.partial_rotary_factor);
       scaling = parse_rope(r);
     };
     if (!nested) read(*it, c.rope_theta, c.rope_scaling);
@@ -208,22 +216,33 @@ void parse_rope_fields(const json& j, ModelConfig& c) {
   }
 }
 
-std::optional<float> get_opt_float(const json& j, const char* key) {
+// An optional number: `absent` when the key is missing (the config class's default), none when it is null.
+std::optional<float> get_opt_float(const json& j, const char* key, std::optional<float> absent = std::nullopt) {
   auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (it == j.end()) return absent;
+  if (it->is_null()) return std::nullopt;
   return get_float(j, key, 0.0f);
 }
 
-// Fields of gemma2/gemma3 (scale, soft-capping), granite (multipliers) and smollm3 (layers without RoPE).
-// Options that change the math and that mlxgp does not implement are refused by name.
+// Fields of gemma2/gemma3 (scale, soft-capping), granite (multipliers) and smollm3 (layers without RoPE),
+// read only for the architectures whose transformers code reads them (5.24's modeling_*.py: a llama config
+// carrying final_logit_softcapping is not capped there), with their config classes' defaults. Options that
+// change the math and that mlxgp does not implement are refused by name.
 void parse_architecture_fields(const json& j, ModelConfig& c) {
-  c.query_pre_attn_scalar = get_opt_float(j, "query_pre_attn_scalar");
-  c.attn_logit_softcapping = get_opt_float(j, "attn_logit_softcapping");
-  c.final_logit_softcapping = get_opt_float(j, "final_logit_softcapping");
-  c.embedding_multiplier = get_float(j, "embedding_multiplier", 1.0f);
-  c.residual_multiplier = get_float(j, "residual_multiplier", 1.0f);
-  c.logits_scaling = get_float(j, "logits_scaling", 1.0f);
-  c.attention_multiplier = get_opt_float(j, "attention_multiplier");
+  const std::string& t = c.model_type;
+  if (t == "gemma2" || t == "gemma3_text") {  // Gemma2Config / Gemma3TextConfig: 256, caps 50 / 30 (gemma2)
+    c.query_pre_attn_scalar = get_opt_float(j, "query_pre_attn_scalar", 256.0f);
+    c.final_logit_softcapping =
+        get_opt_float(j, "final_logit_softcapping", t == "gemma2" ? std::optional(30.0f) : std::nullopt);
+  }
+  // Gemma 3's attention stores attn_logit_softcapping but never applies it.
+  if (t == "gemma2") c.attn_logit_softcapping = get_opt_float(j, "attn_logit_softcapping", 50.0f);
+  if (t == "granite") {  // GraniteConfig: every multiplier 1.0 (attention_multiplier too, not head_dim^-0.5)
+    c.embedding_multiplier = get_float(j, "embedding_multiplier", 1.0f);
+    c.residual_multiplier = get_float(j, "residual_multiplier", 1.0f);
+    c.logits_scaling = get_float(j, "logits_scaling", 1.0f);
+    c.attention_multiplier = get_float(j, "attention_multiplier", 1.0f);
+  }
   for (auto [name, v] : {std::pair{"query_pre_attn_scalar", c.query_pre_attn_scalar},
                          {"attn_logit_softcapping", c.attn_logit_softcapping},
                          {"final_logit_softcapping", c.final_logit_softcapping},
@@ -233,7 +252,7 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
                          {"logits_scaling", std::optional<float>(c.logits_scaling)}})
     if (v && !(std::isfinite(*v) && *v > 0))
       fail("config", std::string("field '") + name + "' must be a finite number > 0, got " + number_text(*v));
-  if (auto it = j.find("no_rope_layers"); it != j.end() && !it->is_null()) {
+  if (auto it = j.find("no_rope_layers"); t == "smollm3" && it != j.end() && !it->is_null()) {
     if (!it->is_array() || static_cast<int>(it->size()) != c.num_hidden_layers)
       fail("config", "no_rope_layers must list one entry per layer");
     for (auto& e : *it) {
@@ -241,19 +260,27 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
         fail("config", "no_rope_layers entries must be 0 or 1");
       c.rope_layers.push_back(e.get<int>() == 1);
     }
-  } else if (c.model_type == "smollm3") {  // SmolLM3Config's default: every interval-th layer has no RoPE
+  } else if (t == "smollm3") {  // SmolLM3Config's default: every interval-th layer has no RoPE
     const int interval = get_int(j, "no_rope_layer_interval", 4);
     if (interval < 1) fail("config", "no_rope_layer_interval must be at least 1");
     for (int i = 0; i < c.num_hidden_layers; ++i) c.rope_layers.push_back((i + 1) % interval != 0);
   }
-  if (auto it = j.find("qkv_bias"); it != j.end() && !it->is_null()) c.qkv_bias = get_bool(j, "qkv_bias", true);
-  c.num_experts = get_int(j, "num_local_experts", get_int(j, "num_experts", 0));
+  // Qwen2MoeConfig's switch; qwen2's biases are always on, and other configs carrying it are not read.
+  if (auto it = j.find("qkv_bias"); t == "qwen2_moe" && it != j.end() && !it->is_null())
+    c.qkv_bias = get_bool(j, "qkv_bias", true);
+  // The expert fields and their class defaults (MixtralConfig 8 x top-2; Qwen2MoeConfig 60 x top-4,
+  // widths 1408 / shared 5632; Qwen3MoeConfig 128 x top-8, width 768).
+  const bool mixtral = t == "mixtral", qwen2_moe = t == "qwen2_moe", qwen3_moe = t == "qwen3_moe";
+  // (transformers 5 names the count num_local_experts for every one of them; older configs num_experts)
+  if (mixtral || qwen2_moe || qwen3_moe)
+    c.num_experts = get_int(j, "num_local_experts", get_int(j, "num_experts", mixtral ? 8 : qwen2_moe ? 60 : 128));
   if (c.num_experts > 0) {
-    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", 2);
+    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", mixtral ? 2 : qwen2_moe ? 4 : 8);
     if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
       fail("config", "num_experts_per_tok must be in [1, num_experts]");
-    c.moe_intermediate_size = get_int(j, "moe_intermediate_size", c.intermediate_size);
-    c.shared_expert_intermediate_size = get_int(j, "shared_expert_intermediate_size", 0);
+    c.moe_intermediate_size =
+        mixtral ? c.intermediate_size : get_int(j, "moe_intermediate_size", qwen2_moe ? 1408 : 768);
+    c.shared_expert_intermediate_size = qwen2_moe ? get_int(j, "shared_expert_intermediate_size", 5632) : 0;
     c.norm_topk_prob = get_bool(j, "norm_topk_prob", c.model_type == "mixtral");
     c.decoder_sparse_step = get_int(j, "decoder_sparse_step", 1);
     if (c.decoder_sparse_step < 1) fail("config", "decoder_sparse_step must be at least 1");
@@ -338,6 +365,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
   if (mt == j.end() || !mt->is_string()) fail("config", "config.json is missing 'model_type'");
   c.model_type = *mt;
   if (c.model_type == "gpt2") j = io::gpt2_common_fields(j);
+  io::apply_class_defaults(c);
   c.vocab_size = get_int(j, "vocab_size", 0, true);
   c.hidden_size = get_int(j, "hidden_size", 0, true);
   c.intermediate_size = get_int(j, "intermediate_size", 0, true);
@@ -345,7 +373,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
   c.num_attention_heads = get_int(j, "num_attention_heads", 0, true);
   c.num_key_value_heads = get_int(j, "num_key_value_heads", 0);
   if (c.num_key_value_heads == 0) c.num_key_value_heads = c.num_attention_heads;
-  c.head_dim = get_int(j, "head_dim", 0);
+  c.head_dim = get_int(j, "head_dim", c.head_dim);
   if (c.vocab_size <= 0 || c.hidden_size <= 0 || c.intermediate_size <= 0 || c.num_hidden_layers <= 0 ||
       c.num_attention_heads <= 0)
     fail("config",

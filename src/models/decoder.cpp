@@ -31,9 +31,26 @@ AttentionMask sliding_window_mask(int offset, int n, int window, const Attention
 
 }  // namespace
 
+// Whether tensors prefix.weight (and .scales / .biases, quantized) of a and b are present alike and equal.
+static bool same_tensors(const WeightMap& w, const std::string& a, const std::string& b) {
+  for (const char* part : {".weight", ".scales", ".biases"}) {
+    auto x = w.find(a + part), y = w.find(b + part);
+    if ((x == w.end()) != (y == w.end())) return false;
+    if (x == w.end()) continue;
+    if (x->second.shape() != y->second.shape() || x->second.dtype() != y->second.dtype()) return false;
+    if (!mx::array_equal(x->second, y->second).item<bool>()) return false;
+  }
+  return true;
+}
+
 DecoderModel::DecoderModel(const ModelConfig& c, WeightMap weights, const DecoderOptions& options)
     : config_(c), options_(options) {
   layers::parse_activation(c.hidden_act);  // names an unsupported activation before any tensor is read
+  // transformers 5.24 (PreTrainedModel.tie_weights): with tie_word_embeddings set and lm_head.weight
+  // saved as well, the two are tied only when equal; a different saved head is used (with a warning).
+  if (config_.tie_word_embeddings && weights.count("lm_head.weight") &&
+      !same_tensors(weights, "lm_head", "model.embed_tokens"))
+    config_.tie_word_embeddings = false;
   build(weights);
 }
 
@@ -107,7 +124,7 @@ void DecoderModel::build(const WeightMap& loaded) {
     embed_scale_ =
         mx::astype(mx::array(static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)))), norm.weight->dtype());
   }
-  // transformers ties the head whenever tie_word_embeddings is set, even if lm_head.weight is saved.
+  // Tied: the embeddings serve as the head (an equal saved lm_head.weight is dropped, see the constructor).
   std::optional<layers::Linear> head;
   if (!c.tie_word_embeddings) head = layers::Linear::load(weights, "lm_head", c.hidden_size, c.vocab_size, false);
   // Keep only what the model reads (a tied checkpoint may still carry lm_head.weight, GGUF files

@@ -373,7 +373,7 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   if (!c.scale_attn_weights) a.scale = 1.0f;  // gpt2: raw q.k scores
   if (c.scale_attn_by_inverse_layer_idx) a.scale /= static_cast<float>(layer + 1);
   a.softcap = c.attn_logit_softcapping;
-  const bool bias = o.qkv_bias || c.attention_bias;
+  const bool bias = o.qkv_bias || c.attention_bias || c.qkv_bias.value_or(false);
   const int q_out = a.n_heads * a.head_dim, kv_out = a.n_kv_heads * a.head_dim;
   if (o.fused_qkv) {
     a.qkv_proj = Linear::load(w, prefix + ".qkv_proj", c.hidden_size, q_out + 2 * kv_out, bias);

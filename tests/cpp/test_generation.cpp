@@ -170,7 +170,20 @@ TEST(Generator, ContextLimit) {
   EXPECT_EQ(run(m, {1, 2, 3, 4, 5}, greedy(10), &why).size(), 3u);
   EXPECT_EQ(why, FinishReason::Length);
   EXPECT_EQ(error_of([&] { run(m, {1, 2, 3, 4, 5, 6, 7, 8}, greedy(1)); }),
-            "[generate] prompt has 8 tokens, longer than the model's context (8)");
+            "[generate] prompt has 8 tokens, which fill the model's context (8): no position is left for a new token");
+  EXPECT_EQ(error_of([&] { run(m, {1, 2, 3, 4, 5, 6, 7, 8, 9}, greedy(1)); }),
+            "[generate] prompt has 9 tokens, longer than the model's context (8)");
+  // A minimum the context cannot hold is refused, not silently cut with the budget.
+  auto at_least = greedy(10);
+  at_least.min_new_tokens = 4;
+  EXPECT_EQ(error_of([&] { run(m, {1, 2, 3, 4, 5}, at_least); }),
+            "[generate] min_new_tokens 4 cannot be met: the prompt (5 positions) leaves 3 of the model's context (8)");
+  at_least.min_new_tokens = 3;
+  EXPECT_EQ(run(m, {1, 2, 3, 4, 5}, at_least).size(), 3u);
+  auto min_length = greedy(10);
+  min_length.min_length = 9;
+  EXPECT_NE(error_of([&] { run(m, {1, 2, 3, 4, 5}, min_length); }).find("min_length 9 cannot be met"),
+            std::string::npos);
 }
 
 TEST(Generator, RejectsBadPrompts) {

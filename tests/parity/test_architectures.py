@@ -261,9 +261,13 @@ def test_gpt2_learned_positions_bound_the_context(tiny, run_mlxgp, run_mlxgp_jso
         ref = model.generate(torch.tensor([ids]), max_new_tokens=4, do_sample=False, min_new_tokens=4,
                              pad_token_id=0)[0, len(ids):].tolist()
     common = ["--model", folder, "--dtype", "float32", "--input-ids", ",".join(map(str, ids)),
-              "--max-new-tokens", 8, "--min-new-tokens", 8]
-    seq = run_mlxgp_json("generate", *common)["sequences"][0]
+              "--max-new-tokens", 8, "--min-new-tokens"]
+    seq = run_mlxgp_json("generate", *common, 4)["sequences"][0]
     assert seq["token_ids"] == ref and seq["finish_reason"] == "length", seq
+    # A minimum the context cannot hold is refused rather than silently unmet.
+    r = run_mlxgp("generate", *common, 8, check=False)
+    assert r.returncode == 2 and "min_new_tokens 8 cannot be met" in r.stderr, r.stderr
+    common.append(8)
     message = "position 64 is past the model's 64 learned positions"
     for args in (["logits", "--model", folder, "--input-ids", ",".join(map(str, ids + ids[:8])),
                   "--out", tmp_path / "x.safetensors"],

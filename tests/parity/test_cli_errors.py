@@ -231,7 +231,8 @@ def test_soft_prompt_positions_count_against_the_context(gen, tmp_path):
     soft = tmp_path / "long_soft.safetensors"
     _save_safetensors(soft, {"soft_prompt": mx.full((8191, 576), 0.01)})
     check_error(gen("--prompt", "Hi", "--soft-prompt", soft, "--max-new-tokens", "2"), "generate",
-                "prompt has 1 tokens after 8191 soft-prompt positions, longer than the model's context (8192)")
+                "prompt has 1 tokens after 8191 soft-prompt positions, which fill the model's context (8192): "
+                "no position is left for a new token")
 
 
 def test_prompt_cache_refuses_hooks_and_adapters_it_was_not_made_with(gen, mlxgp_bin, default_gguf, tmp_path):

@@ -148,13 +148,19 @@ def _tiny_gguf_config(arch: str):
 
 def make_tiny_model(arch: str, out_dir, seed: int = 0, **config_overrides):
     """Saves a tiny random `arch` model into out_dir; returns (model, out_dir)."""
+    cfg = tiny_config(arch)
+    for key, value in config_overrides.items():
+        setattr(cfg, key, value)
+    return make_model_from_config(cfg, out_dir, seed)
+
+
+def make_model_from_config(cfg, out_dir, seed: int = 0):
+    """Saves a random fp32 model of transformers config `cfg` (weights drawn as make_tiny_model's) into
+    out_dir; returns (model, out_dir)."""
     import torch
     import transformers
 
     torch.manual_seed(seed)
-    cfg = tiny_config(arch)
-    for key, value in config_overrides.items():
-        setattr(cfg, key, value)
     cfg.dtype = torch.float32
     model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():

@@ -1,0 +1,55 @@
+// io::class_defaults: config_defaults.h.
+#include "io/config_defaults.h"
+
+#include <array>
+
+namespace mlxgp::io {
+
+namespace {
+
+struct Entry {
+  const char* model_type;
+  ClassDefaults d;
+};
+
+// LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
+constexpr std::array<Entry, 15> kDefaults{{
+    {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
+    {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
+    {"qwen2", {1e-6f, 10000.0f, 32768, false, "silu", 0, 4096}},  // the window only with use_sliding_window
+    {"qwen3", {1e-6f, 10000.0f, 32768, false, "silu", 128, 4096}},
+    {"qwen2_moe", {1e-6f, 10000.0f, 32768, false, "silu", 0, 4096}},
+    {"qwen3_moe", {1e-6f, 10000.0f, 32768, false, "silu", 0, 4096}},
+    {"phi3", {1e-5f, 10000.0f, 4096, false, "silu", 0, 0}},
+    {"starcoder2", {1e-5f, 10000.0f, 4096, true, "gelu_pytorch_tanh", 0, 0}},
+    {"gemma", {1e-6f, 10000.0f, 8192, true, "gelu_pytorch_tanh", 256, 0}},
+    {"gemma2", {1e-6f, 10000.0f, 8192, true, "gelu_pytorch_tanh", 256, 4096}},
+    {"gemma3_text", {1e-6f, 1000000.0f, 131072, true, "gelu_pytorch_tanh", 256, 4096}},
+    {"granite", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
+    {"olmo2", {1e-5f, 10000.0f, 2048, false, "silu", 0, 0}},
+    {"smollm3", {1e-6f, 2000000.0f, 32768, true, "silu", 0, 0}},
+    {"mixtral", {1e-5f, 1000000.0f, 131072, false, "silu", 0, 0}},
+}};
+
+}  // namespace
+
+const ClassDefaults* class_defaults(const std::string& model_type) {
+  for (const auto& e : kDefaults)
+    if (model_type == e.model_type) return &e.d;
+  return nullptr;
+}
+
+void apply_class_defaults(ModelConfig& c) {
+  const ClassDefaults* d = class_defaults(c.model_type);
+  if (!d) return;
+  c.rms_norm_eps = d->rms_norm_eps;
+  c.rope_theta = d->rope_theta;
+  c.max_position_embeddings = d->max_position_embeddings;
+  c.tie_word_embeddings = d->tie_word_embeddings;
+  c.hidden_act = d->hidden_act;
+  c.head_dim = d->head_dim;
+  // Gemma3TextConfig: the sliding layers rotate with rope_local_base_freq, 10000 when absent.
+  if (c.model_type == "gemma3_text") c.sliding_rope_theta = 10000.0f;
+}
+
+}  // namespace mlxgp::io

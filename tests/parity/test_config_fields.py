@@ -1,0 +1,147 @@
+"""config.json as transformers 5.24 reads it, held against transformers live on tiny random fp32 models (and a
+GGUF's biases against llama.cpp):
+
+- fields a config.json leaves out take the architecture's config class defaults (Gemma2Config's
+  query_pre_attn_scalar 256 and soft-caps 50 / 30, Gemma 3's rope bases 1e6 / 1e4, GraniteConfig's
+  attention_multiplier 1.0, head_dim 256 / 128, the MoE classes' expert counts, the norms' epsilons, ...):
+  each model is saved with a config.json holding its sizes only, and transformers loads that same folder;
+- fields of other architectures are ignored where the architecture's transformers code ignores them (a llama
+  config carrying final_logit_softcapping is not capped);
+- tie_word_embeddings with a different lm_head.weight saved uses that head (transformers' tie_weights ties
+  only equal tensors);
+- a llama GGUF with attention and FFN biases uses them, as llama.cpp does."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import tiny_models  # noqa: E402
+from test_logits_parity import _hf_logits, _mlxgp_logits  # noqa: E402
+from tests.refs import llama_cpp  # noqa: E402
+
+SIZES = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+             num_key_value_heads=2)
+TOKENS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)  # inside the tiny vocabulary (no math)
+# Per architecture: its config class and what must be explicit besides the sizes (layers enough for a
+# global / no-RoPE layer; MoE expert widths kept small, their counts and top-k left to the defaults).
+MINIMAL = {
+    "gemma": ("GemmaConfig", {}),
+    "gemma2": ("Gemma2Config", {}),
+    "gemma3_text": ("Gemma3TextConfig", {"num_hidden_layers": 6}),
+    "granite": ("GraniteConfig", {}),
+    "qwen3": ("Qwen3Config", {}),
+    "mixtral": ("MixtralConfig", {}),
+    "qwen2_moe": ("Qwen2MoeConfig", {"moe_intermediate_size": 16, "shared_expert_intermediate_size": 32}),
+    "qwen3_moe": ("Qwen3MoeConfig", {"moe_intermediate_size": 16}),
+    "smollm3": ("SmolLM3Config", {"num_hidden_layers": 4}),
+    "olmo2": ("Olmo2Config", {}),
+    "phi3": ("Phi3Config", {}),
+    "starcoder2": ("Starcoder2Config", {}),
+}
+
+
+def _ids(n, vocab=512, seed=11):
+    return np.random.default_rng(seed).integers(3, vocab, size=n).tolist()
+
+
+def _reference(folder):
+    import torch
+    import transformers
+
+    return transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def _edit_config(folder, fn):
+    path = Path(folder) / "config.json"
+    cfg = json.loads(path.read_text())
+    fn(cfg)
+    path.write_text(json.dumps(cfg))
+
+
+def _compare(run_mlxgp, folder, tmp_path, what):
+    """mlxgp's logits against transformers' on the folder as transformers reads it now."""
+    ids = _ids(24)
+    ref = _hf_logits(_reference(folder), ids)
+    got = _mlxgp_logits(run_mlxgp, folder, ids, tmp_path / "l.safetensors", "--dtype", "float32")
+    diff = float(np.abs(got - ref).max())
+    print(f"{what}: max |diff| = {diff:.3e} (logits up to {np.abs(ref).max():.2f})")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-4, what
+
+
+@pytest.mark.parametrize("arch", sorted(MINIMAL))
+def test_fields_left_out_take_the_config_class_defaults(arch, run_mlxgp, tmp_path):
+    import transformers
+
+    cls, extra = MINIMAL[arch]
+    cfg = getattr(transformers, cls)(**{**SIZES, **TOKENS, **extra})
+    _, folder = tiny_models.make_model_from_config(cfg, tmp_path / arch)
+    keep = {"model_type", "architectures", "dtype", *SIZES, *TOKENS, *extra}
+    _edit_config(folder, lambda c: [c.pop(k) for k in list(c) if k not in keep])
+    _compare(run_mlxgp, folder, tmp_path, f"{arch} with its sizes only")
+
+
+@pytest.mark.parametrize("arch, field, value", [
+    ("llama", "final_logit_softcapping", 2.0),
+    ("llama", "attn_logit_softcapping", 1.0),
+    ("llama", "query_pre_attn_scalar", 7),
+    ("llama", "logits_scaling", 2.5),
+    ("llama", "embedding_multiplier", 3.0),
+    ("llama", "residual_multiplier", 0.5),
+    ("llama", "attention_multiplier", 0.2),
+    ("llama", "partial_rotary_factor", 0.5),
+    ("llama", "no_rope_layers", [1, 0, 1]),
+    ("llama", "qkv_bias", True),
+    ("llama", "num_experts", 4),
+    ("qwen2", "partial_rotary_factor", 0.5),
+    ("gemma3_text", "attn_logit_softcapping", 3.0),  # stored by Gemma3TextConfig, never applied
+])
+def test_fields_the_architecture_does_not_read_are_ignored(arch, field, value, run_mlxgp, tmp_path):
+    import transformers
+
+    cls = {"llama": "LlamaConfig", "qwen2": "Qwen2Config", "gemma3_text": "Gemma3TextConfig"}[arch]
+    _, folder = tiny_models.make_model_from_config(getattr(transformers, cls)(**SIZES, head_dim=16), tmp_path / arch)
+    _edit_config(folder, lambda c: c.update({field: value}))
+    _compare(run_mlxgp, folder, tmp_path, f"{arch} + {field}={value}")
+
+
+def test_partial_rotary_factor_in_rope_parameters_is_ignored_by_llama(run_mlxgp, tmp_path):
+    import transformers
+
+    _, folder = tiny_models.make_model_from_config(transformers.LlamaConfig(**SIZES), tmp_path / "llama")
+    _edit_config(folder, lambda c: c["rope_parameters"].update({"partial_rotary_factor": 0.5}))
+    _compare(run_mlxgp, folder, tmp_path, "llama + rope_parameters.partial_rotary_factor")
+
+
+def test_tie_word_embeddings_with_a_different_saved_head_uses_the_head(run_mlxgp, tmp_path):
+    import transformers
+
+    _, folder = tiny_models.make_model_from_config(
+        transformers.LlamaConfig(**SIZES, tie_word_embeddings=False), tmp_path / "llama")
+    _edit_config(folder, lambda c: c.update({"tie_word_embeddings": True}))
+    _compare(run_mlxgp, folder, tmp_path, "tie_word_embeddings true, lm_head.weight saved and different")
+
+
+def test_gguf_attention_and_ffn_biases_as_llama_cpp(run_mlxgp, tmp_path):
+    """A llama GGUF holding q/k/v/o and gate/up/down biases (as a llamafied Qwen or a biased Llama converts),
+    and one holding q/k/v biases only: llama.cpp adds every bias the file has."""
+    import transformers
+
+    model, _ = tiny_models.make_model_from_config(
+        transformers.LlamaConfig(**{**SIZES, "max_position_embeddings": 1024}, attention_bias=True, mlp_bias=True,
+                                 bos_token_id=1, eos_token_id=2), tmp_path / "llama")
+    layers = range(SIZES["num_hidden_layers"])
+    for name, drop in [("all", ()), ("qkv", [f"blk.{i}.{t}.bias" for i in layers
+                                             for t in ("attn_output", "ffn_gate", "ffn_up", "ffn_down")])]:
+        path = tiny_models.write_tiny_gguf(model, tmp_path / f"{name}.gguf", "F32", drop=drop, vocab=True)
+        ids, prefill = _ids(40), 20
+        ref = llama_cpp.logits(path, ids, prefill, repack=False)
+        got = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / f"{name}.safetensors", "--prefill", prefill,
+                            "--dtype", "float32")[prefill - 1:len(ids) - 1]
+        diff = float(np.abs(got - ref).max())
+        print(f"llama GGUF with {name} biases: max |diff| vs llama.cpp = {diff:.3e}")
+        assert diff <= 1e-4, name
