@@ -99,6 +99,27 @@ def test_a_request_failing_in_its_own_step_fails_alone(server):
     assert status == 200 and reply["choices"][0]["text"] == solo[1]["choices"][0]["text"]
 
 
+@pytest.mark.parametrize("lane", [{"num_beams": 2}, {"prompt_lookup_num_tokens": 2}])
+def test_a_beam_search_or_prompt_lookup_failing_in_its_own_step_fails_alone(server, lane):
+    """The beam batch and the speculative lane end a request whose own step fails with its error (a 400), as the
+    sampled rows do; the request running beside it ends as it would alone (before, the engine failed both)."""
+    bad = {"prompt": "JSON:", "max_tokens": 30, "min_new_tokens": 30, "json_schema": {"enum": ["yes", "no"]}, **lane}
+    solo = post(server, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 120, "temperature": 0,
+                                            **LONG})
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", post(server, "/v1/completions", {
+        "prompt": "Once upon a time", "max_tokens": 120, "temperature": 0, **LONG})))
+    t.start()
+    status, reply = post(server, "/v1/completions", bad)
+    assert status == 400, reply
+    # (prompt lookup verifies with the whole pipeline's scores: its refusal names the step's masked row)
+    assert any(why in reply["error"]["message"] for why in (
+        "no token satisfies both the constraint and the other settings", "mask every token of a row")), reply
+    t.join()
+    status, reply = out["r"]
+    assert status == 200 and reply["choices"][0]["text"] == solo[1]["choices"][0]["text"]
+
+
 def test_bodies_and_fields_refused_by_name(server):
     chat = "/v1/chat/completions"
     # Not UTF-8: a 400, with nothing of the exception in the headers.

@@ -33,6 +33,11 @@ class ProcessorTrack {
   void push(const mx::array& token);
   // Ends the round: `accepted` candidates were kept, then `final_token` [1] was produced.
   void commit(int accepted, const mx::array& final_token);
+  // Throws what a processor's row kernel found while this round's scores were evaluated (a constraint no
+  // token satisfies), if anything: the round's kernels ran on the working pipeline.
+  void raise_pending() {
+    if (!committed_.empty()) work_.raise_pending();
+  }
 
  private:
   LogitsProcessorList committed_;

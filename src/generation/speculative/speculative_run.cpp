@@ -178,12 +178,20 @@ class SpeculativeRun::Impl {
     // plain decoding never sees the rows after the first rejected candidate.
     const bool guard = guards_logits(config_);
     mx::array bad_rows = guard ? invalid_rows(raw) : mx::array(false);
-    mx::eval({cand_arr, verdict.accepted, verdict.tokens, bad_rows});  // the round's one host sync
+    // Processed rows left without a token (every one masked: a constraint that no token satisfies beside
+    // min_new_tokens, say), or sampled ones torch.multinomial would refuse: plain decoding refuses such a
+    // step before taking its token (DecodeGroup::choose), where argmax would give token 0.
+    const bool check_scores = !target_track_.empty() || rejection_;
+    mx::array bad_scores = check_scores ? invalid_rows(scores) : mx::array(false);
+    mx::eval({cand_arr, verdict.accepted, verdict.tokens, bad_rows, bad_scores});  // the round's one host sync
     const int accepted = verdict.accepted.item<int32_t>();
-    if (guard) {
-      const bool* bad = bad_rows.data<bool>();
-      for (int i = 0; i <= accepted; ++i)
-        if (bad[i]) fail_invalid_logits(static_cast<int>(generated_.size()) + i + 1);
+    for (int i = 0; i <= accepted; ++i) {
+      const int step = static_cast<int>(generated_.size()) + i + 1;
+      if (guard && bad_rows.data<bool>()[i]) fail_invalid_logits(step);
+      if (check_scores && bad_scores.data<bool>()[i]) {
+        target_track_.raise_pending();  // the constraint's own reason first
+        fail_invalid_scores(step);
+      }
     }
     const int32_t* toks = verdict.tokens.data<int32_t>();
     const int32_t* cs = k ? cand_arr.data<int32_t>() : nullptr;
