@@ -46,6 +46,33 @@ int start_caches(Model& model, KVCacheList& caches, KVCacheList given, int n, co
   return pos;
 }
 
+// Rotating / quantized caches: positions [pos, end) in mlx-lm generate_step's prefill steps, each evaluated
+// and quantized after it. Returns end.
+static int feed_steps(Model& model, KVCacheList& caches, const mx::array& ids, int pos, int end,
+                      const PrefillOptions& o) {
+  while (pos < end) {
+    // Steps end at multiples of the step size from position 0 whatever `pos` a cache starts at, so a
+    // prompt cache's run quantizes where the run without it does (check_prompt_cache_options).
+    const int len = std::min(o.kv_step_size - pos % o.kv_step_size, end - pos);
+    // Evaluating the chunk writes its keys/values into the caches, as mlx-lm's mx.eval of the cache
+    // state does, so a long prompt never builds one huge graph.
+    mx::eval(forward_and_quantize(model, caches, mx::slice(ids, {0, pos}, {1, pos + len}), 1, o.cache));
+    pos += len;
+  }
+  return end;
+}
+
+void prefill_prefix(Model& model, KVCacheList& caches, const mx::array& ids, int pos, const PrefillOptions& o) {
+  if (o.kv_step_size < 1) fail("generate", "kv_prefill_step_size must be >= 1");
+  if (o.cache.max_kv_size || o.cache.kv_bits) {
+    feed_steps(model, caches, ids, pos, ids.shape(1), o);
+    return;
+  }
+  // Evaluated: a one-token forward on filled caches writes them in place (kernels::decode_layers), so its
+  // result must not be dropped unevaluated.
+  mx::eval(prefill_tokens(model, caches, ids, pos, o));
+}
+
 mx::array prefill_tokens(Model& model, KVCacheList& caches, const mx::array& ids, int pos, const PrefillOptions& o) {
   if (o.chunk_size < 1) fail("generate", "prefill_chunk_size must be >= 1");
   if (o.kv_step_size < 1) fail("generate", "kv_prefill_step_size must be >= 1");
@@ -65,17 +92,7 @@ mx::array prefill_tokens(Model& model, KVCacheList& caches, const mx::array& ids
                            ") is prefilled in one forward; rotating / quantized KV caches prefill in steps");
     chunk = n;
   }
-  if (o.cache.max_kv_size || o.cache.kv_bits) {
-    while (n - pos > 1) {
-      // Steps end at multiples of the step size from position 0 whatever `pos` a cache starts at, so a
-      // prompt cache's run quantizes where the run without it does (check_prompt_cache_options).
-      const int len = std::min(o.kv_step_size - pos % o.kv_step_size, n - pos - 1);
-      // Evaluating the chunk writes its keys/values into the caches, as mlx-lm's mx.eval of the cache
-      // state does, so a long prompt never builds one huge graph.
-      mx::eval(forward_and_quantize(model, caches, part(pos, pos + len), 1, o.cache));
-      pos += len;
-    }
-  }
+  if (o.cache.max_kv_size || o.cache.kv_bits) pos = feed_steps(model, caches, ids, pos, n - 1, o);
   while (pos < n) {
     const int len = std::min(chunk, n - pos);
     // Only the last position's logits are needed: skip the lm_head over the rest of the prompt.

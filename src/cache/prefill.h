@@ -25,6 +25,13 @@ struct PrefillOptions {
 // position's head row is computed per chunk).
 mx::array prefill_tokens(Model& model, KVCacheList& caches, const mx::array& ids, int pos, const PrefillOptions& o);
 
+// Feeds every position of ids [1, n] from `pos` into `caches` and evaluates them: the caches a loop expects
+// that runs the next token itself (speculative decoding's target and draft take prompt[:-1] here, and the
+// last prompt token leads their first verification). Rotating / quantized caches take the steps
+// prefill_tokens gives prompt[:-1] (quantized after each), so a speculative run's cache holds exactly what
+// plain decoding's holds before its last prompt token; standard caches go in prefill_tokens' chunks.
+void prefill_prefix(Model& model, KVCacheList& caches, const mx::array& ids, int pos, const PrefillOptions& o);
+
 // The caches a prompt of n tokens starts from: fresh ones of the options' kind when `given` is empty,
 // else `given` (which hold the prompt's first tokens: a saved prompt cache, an earlier chat turn). When
 // they hold the whole prompt, its last position is trimmed to be recomputed (its logits are needed).

@@ -224,10 +224,9 @@ void Service::follow() {
           const auto p =
               parse_request(static_cast<Endpoint>(sub.at("endpoint").get<int>()), sub.at("body").get<std::string>(),
                             model_, base_, options_.model_id, request_limits(options_, model_));
-          for (auto& r : batch_requests(p)) {
-            if (p.may_speculate) maybe_speculate(r, *engine, speculation_policy(options_));  // as Worker::take_in
-            ids.push_back(engine->submit(std::move(r)));
-          }
+          for (auto& r : batch_requests(p))  // as Worker::take_in
+            ids.push_back(
+                submit_maybe_speculating(*engine, std::move(r), p.may_speculate, speculation_policy(options_)));
         } catch (const std::exception&) {
           // Rank 0 refused the same request at the same prompt (Worker::take_in).
           for (int id : ids) {

@@ -16,9 +16,12 @@ struct SpeculationPolicy {
   int max_busy_rows = 1;    // --speculative-max-rows: rows running or waiting in the engine, at most
 };
 
-// Turns `request` (ParsedRequest::may_speculate) into a speculative one when the engine is quiet enough.
-// Rank 0 and the other ranks of a tensor-parallel server call it at the same point of the same schedule,
-// so they decide alike.
-void maybe_speculate(BatchRequest& request, const BatchEngine& engine, const SpeculationPolicy& policy);
+// Submits `request` to the engine, speculatively when it may (ParsedRequest::may_speculate) and the engine
+// is quiet enough. A request that did not ask for speculation is never refused because of it: settings the
+// speculative lane refuses (a rotating cache that may wrap before the end, ...) send it to the batch as
+// asked. Rank 0 and the other ranks of a tensor-parallel server call it at the same point of the same
+// schedule, so they decide alike. Returns the engine's id; throws what the engine refuses.
+int submit_maybe_speculating(BatchEngine& engine, BatchRequest request, bool may_speculate,
+                             const SpeculationPolicy& policy);
 
 }  // namespace mlxgp::server

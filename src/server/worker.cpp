@@ -95,7 +95,6 @@ void Worker::take_in(Submission& s) {
   try {
     for (int i = 0; i < count; ++i) {
       BatchRequest& req = s.requests[i];
-      if (s.may_speculate) maybe_speculate(req, *engine_, speculation_);
       auto live = std::make_shared<Live>();
       live->channel = s.channel;
       live->prompt_index = i;
@@ -126,7 +125,7 @@ void Worker::take_in(Submission& s) {
         lp.reset();
         live->channel->cv.notify_all();
       };
-      const int id = engine_->submit(std::move(req));
+      const int id = submit_maybe_speculating(*engine_, std::move(req), s.may_speculate, speculation_);
       live_.emplace(id, live);
       ids.push_back(id);
     }

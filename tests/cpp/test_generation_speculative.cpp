@@ -2,6 +2,8 @@
 // fake model (output identical to plain greedy, stopping, rollback of caches, errors).
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <map>
 #include <string>
 
@@ -174,6 +176,24 @@ TEST(Speculative, ClearErrors) {
   EXPECT_NE(error_of([&] {
               speculative_generate(target, nullptr, {3}, rot, {}, {}, draft);
             }).find("[generate] speculative decoding needs KV caches that can roll back"),
+            std::string::npos);
+  // A window the prompt and budget do not fit is refused up front whatever the candidate count (a round
+  // drafts at most the tokens left): INT_MAX candidates overflowed the check, and the run failed after
+  // streaming tokens.
+  for (int k : {3, std::numeric_limits<int>::max()}) {
+    auto small = rot;
+    small.max_kv_size = 10;  // prompt 1 + budget 10
+    small.num_draft_tokens = k;
+    EXPECT_NE(error_of([&] {
+                speculative_generate(target, nullptr, {3}, small, {}, {}, draft);
+              }).find("this run may need 11 positions (prompt + budget)"),
+              std::string::npos)
+        << k;
+  }
+  // Memory traces are recorded by plain decoding only: refused, not silently left out.
+  GeneratorOptions traced;
+  traced.memory_trace_at = {2};
+  EXPECT_NE(error_of([&] { speculative_generate(target, nullptr, {3}, c, {}, traced, draft); }).find("memory traces"),
             std::string::npos);
 }
 

@@ -56,6 +56,22 @@ def test_greedy_requests_speculate_while_quiet_and_equal_generate(server, client
     assert speculative_count(server)[0] == n1 + 1
 
 
+def test_settings_speculation_refuses_send_a_request_to_the_batch(server, client):
+    """A greedy request that did not ask for speculation is never refused because of it: a rotating cache
+    that would wrap before the end (which speculation cannot roll back) is decoded in the batch, with the
+    tokens `mlxgp generate` gives it (before: HTTP 400 naming speculative decoding)."""
+    ref = cli_generate("--prompt", PROMPT, "--max-new-tokens", 30, "--max-kv-size", 32)["sequences"][0]["text"]
+    n0, _ = speculative_count(server)
+    r = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=30, extra_body={"max_kv_size": 32})
+    assert r.choices[0].text == ref
+    assert speculative_count(server)[0] == n0
+    # Asked for, it is refused in one line, as `mlxgp generate` refuses it.
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=server.model, prompt=PROMPT, max_tokens=30,
+                                  extra_body={"max_kv_size": 32, "use_speculative": True})
+    assert "can roll back" in str(e.value)
+
+
 def test_requests_that_ask_for_speculation(server, client):
     ref = cli_generate("--prompt", PROMPT, "--max-new-tokens", 24, "--repetition-penalty", 1.2)
     text = ref["sequences"][0]["text"]

@@ -28,15 +28,15 @@ class DraftCandidates : public CandidateGenerator {
         track_(build_logits_processors(config, speculative_context(options))),
         choose_(std::move(choose)),
         k_(config.num_draft_tokens),
-        chunk_(options.prefill_chunk_size) {}
+        chunk_(options.prefill_chunk_size),
+        kv_step_(options.kv_prefill_step_size) {}
 
   void start(const std::vector<int>& prompt) override {
     const int n = static_cast<int>(prompt.size());
     auto ids = ids_array(prompt);
     caches_ = make_caches(*draft_, cache_);
-    // Evaluated, as the target's prefill (speculative_run.cpp): a one-token forward writes the caches in place.
-    if (n > 1)
-      mx::eval(prefill_tokens(*draft_, caches_, mx::slice(ids, {0, 0}, {1, n - 1}), 0, {cache_, chunk_, chunk_}));
+    // As the target's (speculative_run.cpp): prompt[:-1] fills the caches, quantized where plain decoding's are.
+    if (n > 1) prefill_prefix(*draft_, caches_, mx::slice(ids, {0, 0}, {1, n - 1}), 0, {cache_, chunk_, kv_step_});
     track_.on_prompt(ids);
     tail_ = {prompt.back()};
   }
@@ -83,7 +83,7 @@ class DraftCandidates : public CandidateGenerator {
   CacheOptions cache_;
   ProcessorTrack track_;
   std::function<mx::array(const mx::array&)> choose_;
-  int k_, chunk_;
+  int k_, chunk_, kv_step_;
   KVCacheList caches_;
   std::vector<int> tail_;  // produced tokens the draft has not fed yet
 };

@@ -52,8 +52,10 @@ class SpeculativeRun::Impl {
         target_track_(build_logits_processors(config, speculative::speculative_context(options))),
         sampler_(config),
         recorder_(config),
-        chunk_(options.prefill_chunk_size) {
+        chunk_(options.prefill_chunk_size),
+        kv_step_(options.kv_prefill_step_size) {
     stop_ = stopping_criteria(config_, options);
+    memory_trace_ = !options.memory_trace_at.empty();
     const bool has_draft = draft != nullptr;
     k_ = has_draft ? config_.num_draft_tokens : *config_.prompt_lookup_num_tokens;
     // transformers: rejection sampling needs the draft's probabilities; exact-match (mlx-lm) and prompt
@@ -70,11 +72,17 @@ class SpeculativeRun::Impl {
     const int n = static_cast<int>(prompt.size());
     stop_.budget = budget;
     // A rotating cache can only roll back until it wraps (mlx-lm's is_trimmable); refuse up front
-    // rather than fail halfway.
-    if (cache_opts_.max_kv_size && n + budget + k_ > *cache_opts_.max_kv_size)
+    // rather than fail halfway. A round drafts at most the tokens left (whatever num_draft_tokens or
+    // prompt_lookup_num_tokens says), so a cache holds at most the prompt and the budget.
+    const long long need = static_cast<long long>(n) + budget;
+    if (cache_opts_.max_kv_size && need > *cache_opts_.max_kv_size)
       fail("generate", "speculative decoding needs KV caches that can roll back: a rotating cache (max_kv_size " +
                            std::to_string(*cache_opts_.max_kv_size) + ") cannot once it wraps, and this run may need " +
-                           std::to_string(n + budget + k_) + " positions (prompt + budget + candidates)");
+                           std::to_string(need) + " positions (prompt + budget)");
+    if (memory_trace_)
+      fail("generate",
+           "memory traces (memory_trace_at) are recorded by plain decoding only, not by speculative "
+           "or prompt-lookup decoding");
   }
 
   void start(const std::vector<int>& prompt) {
@@ -89,12 +97,11 @@ class SpeculativeRun::Impl {
     caches_ = make_caches(target_, cache_opts_);
     // As mlx-lm's speculative_generate_step and transformers' assisted decoding: the prompt less its last
     // token fills the caches, and the first round already drafts from the full prompt (the last prompt
-    // token leads the first verification forward).
-    // Evaluated: a one-token forward on filled caches writes them in place (kernels::decode_layers), so its
-    // result must not be dropped unevaluated (it was, with kv_bits's stepped prefill: wrong tokens).
+    // token leads the first verification forward). With kv_bits the caches then hold what plain
+    // decoding's hold before its last prompt token (quantized at the same points: prefill_prefix); fed
+    // as a prompt of its own, prompt[:-1] would hold back one more token and quantize one position early.
     if (n > 1)
-      mx::eval(prefill_tokens(target_, caches_, mx::slice(prompt_ids, {0, 0}, {1, n - 1}), 0,
-                              {cache_opts_, chunk_, chunk_}));
+      prefill_prefix(target_, caches_, mx::slice(prompt_ids, {0, 0}, {1, n - 1}), 0, {cache_opts_, chunk_, kv_step_});
     candidates_->start(prompt);
   }
 
@@ -227,6 +234,8 @@ class SpeculativeRun::Impl {
   Sampler sampler_;
   StepRecorder recorder_;
   int chunk_;
+  int kv_step_;
+  bool memory_trace_ = false;
   bool rejection_ = false;
   int k_ = 0;
   KVCacheList caches_;
