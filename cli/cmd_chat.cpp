@@ -7,6 +7,7 @@
 #include <iostream>
 #include <string>
 
+#include "stream_out.h"
 #include "args.h"
 #include "load_flags.h"
 #include "commands.h"
@@ -84,11 +85,7 @@ int run_chat(const std::vector<std::string>& argv) {
     std::cerr << describe(with_model_defaults(config, loaded.model->config(), loaded.tokenizer.get()));
 
   const bool interactive = isatty(STDIN_FILENO);
-  auto stream = [](int, const std::string& text) {
-    if (text.empty()) return;
-    std::fwrite(text.data(), 1, text.size(), stdout);
-    std::fflush(stdout);
-  };
+  auto stream = [](int, const std::string& text) { stream_text(text); };
   int turn = 0, status = 0;
   std::string line;
   while (true) {

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "stream_out.h"
 #include "args.h"
 #include "load_flags.h"
 #include "commands.h"
@@ -280,12 +281,7 @@ int run_generate(const std::vector<std::string>& argv) {
   // Beam search is not streamed (the best hypothesis is only known at the end): printed when done.
   const bool beams = config.num_beams > 1;
   TokenCallback stream;
-  if (!as_json && !several && !beams)
-    stream = [](int, const std::string& text) {
-      if (text.empty()) return;
-      std::fwrite(text.data(), 1, text.size(), stdout);
-      std::fflush(stdout);
-    };
+  if (!as_json && !several && !beams) stream = [](int, const std::string& text) { stream_text(text); };
   GenerationResult result = generate(*loaded.model, loaded.tokenizer, prompt_ids, config, stream, gen_options);
   watch.reset();  // the other ranks may exit now
   if (scores_out && is_output_rank()) save_scores(*scores_out, result);

@@ -11,6 +11,7 @@
 
 #include <mlx/device.h>
 
+#include "stream_out.h"
 #include "commands.h"
 #include "distributed_run.h"
 #include "mlxgp/error.h"
@@ -118,7 +119,11 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 2, argv + argc);
   for (auto& c : kCommands) {
     if (std::string(argv[1]) != c.name) continue;
-    using mlxgp::cli::print_error_line;  // also reaches the terminal from a quiet rank of a distributed run
+    // also reaches the terminal from a quiet rank of a distributed run; after a streamed text's open line
+    auto print_error_line = [](const std::string& line) {
+      mlxgp::cli::end_streamed_line();
+      mlxgp::cli::print_error_line(line);
+    };
     try {
       return c.run(args);
     } catch (const mlxgp::Error& e) {
