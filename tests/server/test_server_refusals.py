@@ -70,33 +70,41 @@ def test_settings_that_would_fail_a_step_spare_the_running_request(server):
     assert get(server, "/health")[1]["waiting"] == 0
 
 
+def _beside_a_running_request(server, check):
+    """Runs check() while a long greedy request runs, then asserts that request ended as it does alone."""
+    running = {"prompt": "Once upon a time", "max_tokens": 120, "temperature": 0, **LONG}
+    solo = post(server, "/v1/completions", running)
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", post(server, "/v1/completions", running)))
+    t.start()
+    check()
+    t.join()
+    status, reply = out["r"]
+    assert status == 200 and reply["choices"][0]["text"] == solo[1]["choices"][0]["text"]
+
+
 def test_a_request_failing_in_its_own_step_fails_alone(server):
     """A request whose own settings leave no token its JSON schema allows (min_new_tokens forbids the EOS
     that ends the JSON) fails with a 400 once it gets there, and a streamed one never sends the masked
     token; a request running beside it ends as it would alone."""
     bad = {"prompt": "JSON:", "max_tokens": 300, "min_new_tokens": 300, "json_schema": {"enum": ["yes", "no"]}}
-    solo = post(server, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 120, "temperature": 0,
-                                            **LONG})
-    out = {}
-    t = threading.Thread(target=lambda: out.setdefault("r", post(server, "/v1/completions", {
-        "prompt": "Once upon a time", "max_tokens": 120, "temperature": 0, **LONG})))
-    t.start()
-    status, reply = post(server, "/v1/completions", bad)
-    assert status == 400, reply
-    assert reply["error"]["type"] == "invalid_request_error"
-    assert "no token satisfies both the constraint and the other settings" in reply["error"]["message"], reply
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
-    conn.request("POST", "/v1/completions", body=json.dumps({**bad, "stream": True}),
-                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
-    events = [json.loads(line[6:]) for line in conn.getresponse().read().decode().splitlines()
-              if line.startswith("data: ") and line != "data: [DONE]"]
-    conn.close()
-    text = "".join(e["choices"][0]["text"] for e in events if "choices" in e)
-    assert events[-1]["error"]["type"] == "invalid_request_error", events[-3:]
-    assert json.loads(text) in ("yes", "no"), (text, events)  # the whole JSON, then the error: never a masked token
-    t.join()
-    status, reply = out["r"]
-    assert status == 200 and reply["choices"][0]["text"] == solo[1]["choices"][0]["text"]
+
+    def check():
+        status, reply = post(server, "/v1/completions", bad)
+        assert status == 400, reply
+        assert reply["error"]["type"] == "invalid_request_error"
+        assert "no token satisfies both the constraint and the other settings" in reply["error"]["message"], reply
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+        conn.request("POST", "/v1/completions", body=json.dumps({**bad, "stream": True}),
+                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+        events = [json.loads(line[6:]) for line in conn.getresponse().read().decode().splitlines()
+                  if line.startswith("data: ") and line != "data: [DONE]"]
+        conn.close()
+        text = "".join(e["choices"][0]["text"] for e in events if "choices" in e)
+        assert events[-1]["error"]["type"] == "invalid_request_error", events[-3:]
+        assert json.loads(text) in ("yes", "no"), (text, events)  # the whole JSON, then the error: no masked token
+
+    _beside_a_running_request(server, check)
 
 
 @pytest.mark.parametrize("lane", [{"num_beams": 2}, {"prompt_lookup_num_tokens": 2}])
@@ -104,20 +112,15 @@ def test_a_beam_search_or_prompt_lookup_failing_in_its_own_step_fails_alone(serv
     """The beam batch and the speculative lane end a request whose own step fails with its error (a 400), as the
     sampled rows do; the request running beside it ends as it would alone (before, the engine failed both)."""
     bad = {"prompt": "JSON:", "max_tokens": 30, "min_new_tokens": 30, "json_schema": {"enum": ["yes", "no"]}, **lane}
-    solo = post(server, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 120, "temperature": 0,
-                                            **LONG})
-    out = {}
-    t = threading.Thread(target=lambda: out.setdefault("r", post(server, "/v1/completions", {
-        "prompt": "Once upon a time", "max_tokens": 120, "temperature": 0, **LONG})))
-    t.start()
-    status, reply = post(server, "/v1/completions", bad)
-    assert status == 400, reply
-    # (prompt lookup verifies with the whole pipeline's scores: its refusal names the step's masked row)
-    assert any(why in reply["error"]["message"] for why in (
-        "no token satisfies both the constraint and the other settings", "mask every token of a row")), reply
-    t.join()
-    status, reply = out["r"]
-    assert status == 200 and reply["choices"][0]["text"] == solo[1]["choices"][0]["text"]
+
+    def check():
+        status, reply = post(server, "/v1/completions", bad)
+        assert status == 400, reply
+        # (prompt lookup verifies with the whole pipeline's scores: its refusal names the step's masked row)
+        assert any(why in reply["error"]["message"] for why in (
+            "no token satisfies both the constraint and the other settings", "mask every token of a row")), reply
+
+    _beside_a_running_request(server, check)
 
 
 def test_bodies_and_fields_refused_by_name(server):
