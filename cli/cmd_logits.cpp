@@ -88,6 +88,9 @@ int run_logits(const std::vector<std::string>& argv) {
   auto loaded = load(args.get("model").value_or("default"), opts);
   auto& model = *loaded.model;
   attach_hooks_from_flags(args, model);
+  // The prefilled ids are the prompt and the ones fed one at a time after them generated positions, as in
+  // a generation (--steer-positions prompt | generated).
+  model.hooks().set_prompt_length(prefill);
   std::unique_ptr<PeerWatch> watch;
   if (tp) watch = start_tensor_parallel(*tp, model, args, {"model", "out"}, "");
   const int vocab = model.config().vocab_size;

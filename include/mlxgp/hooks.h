@@ -25,8 +25,9 @@ struct HookSite {
   HookPoint point = HookPoint::Embeddings;
   int layer = -1;  // Residual: the block (0-based) whose output this is; -1 at the other points
   int offset = 0;  // absolute position of the first row of the array (the KV cache offset)
-  // Tokens of the prompt being generated from (set by the Generator through HookList); -1 outside a
-  // generation, where every position counts as prompt.
+  // Positions of the prompt being generated from: its tokens (set by the Generator through HookList) and
+  // the positions hooks put before them (a soft prompt's, Hook::added_positions), as `offset` counts them;
+  // -1 outside a generation, where every position counts as prompt.
   int prompt_length = -1;
 };
 
@@ -63,9 +64,11 @@ class HookList {
   // Runs the hooks that want this point, in order.
   mlx::core::array run(HookSite site, const mlx::core::array& x, Model& model) const;
 
-  // The Generator sets the prompt length for the duration of a generation (-1 clears it).
+  // The Generator sets the prompt's token count for the duration of a generation (-1 clears it).
   void set_prompt_length(int n) { prompt_length_ = n; }
-  int prompt_length() const { return prompt_length_; }
+  // The prompt's positions (HookSite::prompt_length): its tokens and the positions hooks add before them.
+  // Counting tokens only, a soft prompt's 4 virtual tokens made the prompt's last 4 "generated".
+  int prompt_length() const { return prompt_length_ < 0 ? -1 : prompt_length_ + added_positions(); }
 
  private:
   struct Item {

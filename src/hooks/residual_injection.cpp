@@ -1,5 +1,6 @@
 // ResidualInjectionHook: x + alpha * v at chosen layers and positions (activation steering).
 #include <algorithm>
+#include <string>
 
 #include <mlx/mlx.h>
 
@@ -14,6 +15,11 @@ ResidualInjectionHook::ResidualInjectionHook(std::vector<int> layers, VectorSour
                                              HookPositions positions)
     : layers_(std::move(layers)), vector_(std::move(vector)), alpha_(alpha), positions_(positions) {
   if (layers_.empty()) fail("hooks", "a residual injection needs at least one layer");
+  // A layer named twice would be steered once (wants() tests membership), where two forward hooks on one
+  // layer add the vector twice: refused rather than either.
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (std::find(layers_.begin(), layers_.begin() + i, layers_[i]) != layers_.begin() + i)
+      fail("hooks", "layer " + std::to_string(layers_[i]) + " is listed twice (use one entry and a larger alpha)");
   if (!std::isfinite(alpha_)) fail("hooks", "the injection alpha must be a finite number");
 }
 

@@ -147,6 +147,8 @@ LoraConfig load_lora(Model& model, const std::string& path) {
   } catch (const std::exception& e) {
     fail("lora", path + ": malformed adapter metadata");
   }
+  // save_lora never writes a file without adapters: one would load as a silent no-op.
+  if (contents.tensors.empty()) fail("lora", path + " holds no adapter tensors");
   WeightMap adapters;
   auto& params = model.parameters();
   for (auto& [k, v] : contents.tensors) {

@@ -159,6 +159,63 @@ def test_soft_prompt_generation(which, tiny, hf_default, default_gguf, run_mlxgp
     assert got == ref
 
 
+@pytest.mark.parametrize("positions", ["prompt", "generated"])
+def test_soft_prompt_with_steering_positions(positions, tiny, run_mlxgp_json, tmp_path):
+    """The prompt's positions include a soft prompt's virtual tokens: with 4 of them, the prompt's last 4
+    tokens counted as generated (`generated` steered the first new token, `prompt` missed them; logits 37
+    apart from transformers on the default model)."""
+    model, path = tiny
+    ids = [5, 17, 42, 99, 7, 63, 11]
+    hidden = model.config.hidden_size
+    emb = model.get_input_embeddings().weight
+    soft = (np.random.default_rng(6).standard_normal((4, hidden)) * float(emb.detach().std())).astype(np.float32)
+    save_file({"soft_prompt": soft}, str(tmp_path / "soft.safetensors"))
+    v = _vector(hidden, 3)
+    save_file({"steering_vector": v}, str(tmp_path / "v.safetensors"))
+    hook = _Injection(model, LAYER, v, 2.0, positions)
+    try:
+        with torch.no_grad():
+            embeds = torch.cat([torch.tensor(soft)[None], emb[torch.tensor([ids])]], 1)
+            ref = model.generate(inputs_embeds=embeds, attention_mask=torch.ones(1, embeds.shape[1], dtype=torch.long),
+                                 do_sample=False, max_new_tokens=16, eos_token_id=None)[0].tolist()
+    finally:
+        hook.remove()
+    got = _mlxgp_greedy(run_mlxgp_json, path, ids, 16, "--soft-prompt", tmp_path / "soft.safetensors", "--steer",
+                        tmp_path / "v.safetensors", "--steer-layer", LAYER, "--steer-alpha", 2.0, "--steer-positions",
+                        positions)
+    print(f"soft prompt + steering ({positions}): {sum(a == b for a, b in zip(got, ref))}/{len(ref)} tokens identical")
+    assert got == ref
+
+
+@pytest.mark.parametrize("positions", ["prompt", "generated"])
+def test_logits_steering_positions(positions, tiny, run_mlxgp, tmp_path):
+    """`mlxgp logits`: the ids after --prefill are generated positions (they were all prompt, so
+    --steer-positions was ignored: `generated` gave the unsteered logits, exit 0)."""
+    model, folder = tiny
+    ids = np.random.default_rng(4).integers(3, model.config.vocab_size, 24).tolist()
+    prefill = 16
+    v = _vector(model.config.hidden_size, 1)
+    save_file({"steering_vector": v}, str(tmp_path / "v.safetensors"))
+    hook = _Injection(model, LAYER, v, 1.5, positions)
+    rows = []
+    try:
+        with torch.no_grad():  # the prefill in one forward, then one id at a time on its cache, as mlxgp runs them
+            r = model(torch.tensor([ids[:prefill]]), use_cache=True)
+            rows.append(r.logits[0, -1])
+            for t in ids[prefill:-1]:
+                r = model(torch.tensor([[t]]), past_key_values=r.past_key_values, use_cache=True)
+                rows.append(r.logits[0, -1])
+    finally:
+        hook.remove()
+    ref = torch.stack(rows).numpy()
+    got = _mlxgp_logits(run_mlxgp, folder, ids, tmp_path / "l.safetensors", "--prefill", prefill, "--steer",
+                        tmp_path / "v.safetensors", "--steer-layer", LAYER, "--steer-alpha", 1.5, "--steer-positions",
+                        positions)[prefill - 1:len(ids) - 1]
+    diff = float(np.abs(got - ref).max())
+    print(f"logits, steering {positions}: max |diff| = {diff:.3e}")
+    assert diff <= 1e-4
+
+
 def test_steer_extract_matches_hidden_states(tiny, run_mlxgp, tmp_path):
     model, folder = tiny
     rng = np.random.default_rng(8)
@@ -217,6 +274,14 @@ def test_hook_flag_errors(default_gguf, run_mlxgp, tmp_path):
     ]
     save_file({"steering_vector": np.zeros(576, np.float32)}, str(tmp_path / "ok.safetensors"))
     cases.append((["--steer", tmp_path / "ok.safetensors", "--steer-layer", 30], "[hooks]", "layer 30 is out of range"))
+    # A layer named twice was steered once (two forward hooks on one layer add the vector twice).
+    cases.append((["--steer", tmp_path / "ok.safetensors", "--steer-layer", "12,12"], "[hooks]",
+                  "layer 12 is listed twice"))
+    # A LoRA file with no adapters loaded as a silent no-op (save_lora never writes one).
+    save_file({}, str(tmp_path / "empty_lora.safetensors"),
+              metadata={"format": "mlxgp-lora",
+                        "lora_config": '{"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"]}'})
+    cases.append((["--lora", tmp_path / "empty_lora.safetensors"], "[lora]", "holds no adapter tensors"))
     for extra, component, text in cases:
         p = run_mlxgp("logits", "--model", default_gguf, "--input-ids", "1,2", "--out", tmp_path / "x.safetensors",
                       *extra, check=False)
