@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include <mlx/mlx.h>
@@ -33,18 +34,28 @@ ojson parse_json(const std::string& text, const std::string& where) {
 }
 
 // A conversation is a JSON array of messages, or an object {"messages": [...], <extra variables>}
-// whose other keys become template variables (e.g. enable_thinking).
-std::string render_one(const std::string& source, const ojson& conv, bool gen_prompt, const SpecialTokens& st) {
-  if (conv.is_array()) return apply_chat_template(source, conv, gen_prompt, st);
+// whose other keys become template variables (e.g. enable_thinking, tools).
+struct Conversation {
+  ojson messages, extra = ojson::object();
+};
+
+Conversation split(const ojson& conv) {
+  if (conv.is_array()) return {conv};
   if (!conv.is_object() || !conv.contains("messages"))
     fail("cli", "a conversation must be a JSON array of messages or an object with \"messages\"");
-  ojson extra = conv;
-  extra.erase("messages");
-  return apply_chat_template(source, conv["messages"], gen_prompt, st, extra);
+  Conversation c{conv["messages"], conv};
+  c.extra.erase("messages");
+  return c;
 }
 
-std::string token_text(const Tokenizer& tok, std::optional<int> id) {
-  return id ? tok.id_to_token(*id) : std::string();
+// --template-file's template, else the model's: its "tool_use" one when the conversation passes tools
+// (transformers' get_chat_template).
+std::string render_one(const std::optional<std::string>& file_source, const Tokenizer* tok, const ojson& conv,
+                       bool gen_prompt, const SpecialTokens& st) {
+  Conversation c = split(conv);
+  bool tools = c.extra.contains("tools") && !c.extra["tools"].is_null();
+  std::string source = file_source ? *file_source : tok->select_chat_template("", tools);
+  return apply_chat_template(source, c.messages, gen_prompt, st, c.extra);
 }
 
 }  // namespace
@@ -53,7 +64,7 @@ int run_chat_template(const std::vector<std::string>& argv) {
   Args a("chat-template", "render a chat template like transformers' apply_chat_template(tokenize=False)");
   a.option("template-file", "the Jinja chat template (default: the chat template of --model)")
       .option("model",
-              "take the template and bos/eos tokens from this model's tokenizer: \"default\", a GGUF "
+              "take the template and special tokens from this model's tokenizer: \"default\", a GGUF "
               "file, or a folder with tokenizer.json")
       .option("messages-json", "a JSON file: one conversation; prints the rendered text")
       .option("messages-jsonl",
@@ -63,14 +74,14 @@ int run_chat_template(const std::vector<std::string>& argv) {
       .option("bos", "the bos_token string (default: unset)")
       .option("eos", "the eos_token string (default: unset)");
   if (!a.parse(argv)) return 0;
-  std::string source;
+  std::optional<std::string> source;  // --template-file's
   SpecialTokens st;
+  std::shared_ptr<Tokenizer> tok;
   if (auto m = a.get("model")) {
-    auto tok = load_tokenizer(*m);
-    source = tok->chat_template();
-    st.bos_token = token_text(*tok, tok->bos_token_id());
-    st.eos_token = token_text(*tok, tok->eos_token_id());
-    if (source.empty() && !a.has("template-file")) fail("chat_template", "model '" + *m + "' has no chat template");
+    tok = load_tokenizer(*m);
+    st = tok->special_tokens();
+    if (!a.has("template-file") && tok->named_chat_templates().empty() && tok->chat_template().empty())
+      fail("chat_template", "model '" + *m + "' has no chat template");
   }
   if (auto f = a.get("template-file")) source = read_file(*f);
   else if (!a.has("model")) fail("cli", "give --template-file or --model");
@@ -79,9 +90,13 @@ int run_chat_template(const std::vector<std::string>& argv) {
   bool gen_prompt = !a.has("no-generation-prompt");
   if (a.has("messages-json") == a.has("messages-jsonl"))
     fail("cli", "give exactly one of --messages-json and --messages-jsonl");
-  ChatTemplate::parse(source);  // report template syntax errors before any conversation
+  // Report template syntax errors before any conversation.
+  if (source) ChatTemplate::parse(*source);
+  else if (tok->named_chat_templates().empty()) ChatTemplate::parse(tok->chat_template());
+  else
+    for (const auto& [name, named] : tok->named_chat_templates()) ChatTemplate::parse(named);
   if (auto f = a.get("messages-json")) {
-    std::cout << render_one(source, parse_json(read_file(*f), *f), gen_prompt, st);
+    std::cout << render_one(source, tok.get(), parse_json(read_file(*f), *f), gen_prompt, st);
     return 0;
   }
   std::istringstream lines(read_file(*a.get("messages-jsonl")));
@@ -93,7 +108,7 @@ int run_chat_template(const std::vector<std::string>& argv) {
     ojson conv = parse_json(line, "line " + std::to_string(n));
     ojson out;
     try {
-      out = render_one(source, conv, gen_prompt, st);
+      out = render_one(source, tok.get(), conv, gen_prompt, st);
     } catch (const Error& e) {
       if (e.component() != "chat_template") throw;
       out = ojson{{"error", e.what()}};

@@ -97,10 +97,7 @@ static std::vector<int> chat_prompt_ids(const Tokenizer& tokenizer, const std::s
   std::vector<ChatMessage> messages;
   if (system) messages.push_back({"system", *system});
   messages.push_back({"user", prompt});
-  SpecialTokens special;
-  if (auto id = tokenizer.bos_token_id()) special.bos_token = tokenizer.id_to_token(*id);
-  if (auto id = tokenizer.eos_token_id()) special.eos_token = tokenizer.id_to_token(*id);
-  std::string text = apply_chat_template(tokenizer.chat_template(), messages, true, special);
+  std::string text = apply_chat_template(tokenizer.chat_template(), messages, true, tokenizer.special_tokens());
   return tokenizer.encode(text, /*add_special_tokens=*/false);
 }
 

@@ -89,10 +89,7 @@ int run_extract(const std::vector<std::string>& argv) {
         if (args.has("chat")) {
           const auto& tok = *loaded.tokenizer;
           if (tok.chat_template().empty()) fail("steer", "--chat: the model's tokenizer has no chat template");
-          SpecialTokens special;
-          if (auto id = tok.bos_token_id()) special.bos_token = tok.id_to_token(*id);
-          if (auto id = tok.eos_token_id()) special.eos_token = tok.id_to_token(*id);
-          auto text = apply_chat_template(tok.chat_template(), {ChatMessage{"user", line}}, true, special);
+          auto text = apply_chat_template(tok.chat_template(), {ChatMessage{"user", line}}, true, tok.special_tokens());
           ids.push_back(tok.encode(text, /*add_special_tokens=*/false));
         } else {
           ids.push_back(loaded.tokenizer->encode(line));

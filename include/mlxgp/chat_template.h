@@ -10,20 +10,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mlxgp/special_tokens.h"
+
 namespace mlxgp {
 
 struct ChatMessage {
   std::string role;
   std::string content;
-};
-
-// The special-token strings a template may read (`bos_token`, `eos_token`, ...). Empty = not set
-// (the template sees them as undefined, like a tokenizer without that token).
-struct SpecialTokens {
-  std::string bos_token;
-  std::string eos_token;
-  std::string unk_token;
-  std::string pad_token;
 };
 
 namespace chat {

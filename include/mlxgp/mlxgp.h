@@ -35,6 +35,7 @@
 #include "mlxgp/rotating_kv_cache.h"
 #include "mlxgp/safetensors_io.h"
 #include "mlxgp/server.h"
+#include "mlxgp/special_tokens.h"
 #include "mlxgp/speculative.h"
 #include "mlxgp/steering.h"
 #include "mlxgp/stopping.h"

@@ -8,9 +8,12 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <mlx/io.h>
+
+#include "mlxgp/special_tokens.h"
 
 namespace mlxgp {
 
@@ -23,7 +26,10 @@ class Tokenizer {
   // Sequence; post-processors ByteLevel/TemplateProcessing/Sequence; decoders ByteLevel/Metaspace/
   // ByteFallback/Fuse/Strip/Replace/Sequence. An empty config path means the tokenizer_config.json
   // next to the file, if any; with a config, the pipeline transformers builds for its
-  // tokenizer_class is used (LlamaTokenizer and GemmaTokenizer rebuild theirs, as transformers 5).
+  // tokenizer_class is used (LlamaTokenizer, GemmaTokenizer, GPT2Tokenizer and Qwen2Tokenizer rebuild
+  // theirs, as transformers 5, with the config's add_prefix_space), and its split_special_tokens is
+  // honoured. A file's truncation / padding (which tokenizers applies, transformers not) is refused
+  // without a config.
   static std::shared_ptr<Tokenizer> from_files(const std::string& tokenizer_json_path,
                                                const std::string& tokenizer_config_path = "");
   static std::shared_ptr<Tokenizer> from_gguf(const std::unordered_map<std::string, mlx::core::GGUFMetaData>& metadata);
@@ -48,8 +54,20 @@ class Tokenizer {
   std::optional<int> bos_token_id() const;
   std::optional<int> eos_token_id() const;
   std::optional<int> pad_token_id() const;
-  // The chat template string from tokenizer_config.json / GGUF metadata, empty if none.
+  // transformers' special_tokens_map (what apply_chat_template hands every template): the config's
+  // bos/eos/unk/sep/pad/cls/mask token strings (the tokenizer class's defaults where a key is absent),
+  // or for GGUF the tokens of its bos/eos/unk/pad ids.
+  const SpecialTokens& special_tokens() const;
+  // The chat template (chat_template.jinja, tokenizer_config.json, GGUF metadata), empty if none. With
+  // named templates (a list in the config, additional_chat_templates/*.jinja), the "default" one; throws
+  // [chat_template] naming the templates when there is none.
   const std::string& chat_template() const;
+  // transformers' get_chat_template(chat_template, tools): `name_or_source` naming one of the named
+  // templates picks it and any other non-empty text is the template itself; else the "tool_use" template
+  // when `with_tools` and there is one, else chat_template(). Empty: the tokenizer has none.
+  std::string select_chat_template(const std::string& name_or_source = "", bool with_tools = false) const;
+  // The named templates as (name, source) pairs; a single unnamed template is not listed.
+  const std::vector<std::pair<std::string, std::string>>& named_chat_templates() const;
 
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);

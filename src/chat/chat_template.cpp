@@ -64,7 +64,10 @@ std::string apply_chat_template(const std::string& source, const nlohmann::order
   tok("bos_token", special_tokens.bos_token);
   tok("eos_token", special_tokens.eos_token);
   tok("unk_token", special_tokens.unk_token);
+  tok("sep_token", special_tokens.sep_token);
   tok("pad_token", special_tokens.pad_token);
+  tok("cls_token", special_tokens.cls_token);
+  tok("mask_token", special_tokens.mask_token);
   for (auto it = extra_context.begin(); it != extra_context.end(); ++it) ctx[it.key()] = it.value();
   nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
   for (auto& m : messages) msgs.push_back(normalize_message(m));

@@ -121,12 +121,17 @@ ojson template_messages(const ojson& messages) {
 
 ChatPrompt render_chat_prompt(const Tokenizer& tokenizer, const ojson& messages, bool add_generation_prompt,
                               const std::string& chat_template, const ojson& tools) {
-  const std::string& source = chat_template.empty() ? tokenizer.chat_template() : chat_template;
+  std::string source = chat_template;
+  if (source.empty()) {
+    try {  // transformers' get_chat_template: a "tool_use" template when tools are given
+      source = tokenizer.select_chat_template("", !tools.is_null());
+    } catch (const Error& e) {
+      throw ApiError(400, e.what(), "messages");
+    }
+  }
   if (source.empty())
     throw ApiError(400, "the model's tokenizer has no chat template; use /v1/completions", "messages");
-  SpecialTokens special;
-  if (auto id = tokenizer.bos_token_id()) special.bos_token = tokenizer.id_to_token(*id);
-  if (auto id = tokenizer.eos_token_id()) special.eos_token = tokenizer.id_to_token(*id);
+  const SpecialTokens& special = tokenizer.special_tokens();
   ChatPrompt p;
   ojson extra = ojson::object();
   if (!tools.is_null()) extra["tools"] = tools;

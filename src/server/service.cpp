@@ -38,11 +38,19 @@ void only_fields(const ojson& body, std::initializer_list<const char*> allowed) 
   }
 }
 
-// --tool-parser, else the format the chat template in use asks for (docs/server.md).
+// The template a request with tools renders (a tokenizer without a usable one refuses chat requests later).
+std::string tools_template(const ServiceOptions& o, const LoadedModel& m) {
+  if (!o.chat_template.empty() || !m.tokenizer) return o.chat_template;
+  try {
+    return m.tokenizer->select_chat_template("", /*with_tools=*/true);
+  } catch (const Error&) {
+    return "";
+  }
+}
+
+// --tool-parser, else the format the chat template used with tools asks for (docs/server.md).
 RequestLimits request_limits(const ServiceOptions& o, const LoadedModel& m) {
-  const std::string& tpl = !o.chat_template.empty() ? o.chat_template
-                           : m.tokenizer            ? m.tokenizer->chat_template()
-                                                    : o.chat_template;
+  const std::string tpl = tools_template(o, m);
   return RequestLimits{o.max_tokens_cap, o.chat_template, o.tool_parser.value_or(tool_call_format_for_template(tpl)),
                        o.reasoning,      o.draft_model,   o.max_batch_rows};
 }

@@ -52,9 +52,7 @@ ChatSession::ChatSession(std::shared_ptr<Model> model, std::shared_ptr<const Tok
   if (options_.generator.prefill_chunk_size < 1) fail("chat", "prefill_chunk_size must be >= 1");
   if (!options_.generator.tokenizer) options_.generator.tokenizer = tokenizer_;  // for stop_strings
   set_generation_config(std::move(config));
-  // The template sees the tokenizer's special-token strings, as apply_chat_template passes them.
-  if (auto id = tokenizer_->bos_token_id()) special_.bos_token = tokenizer_->id_to_token(*id);
-  if (auto id = tokenizer_->eos_token_id()) special_.eos_token = tokenizer_->id_to_token(*id);
+  special_ = tokenizer_->special_tokens();  // what apply_chat_template hands the template
   reset();
 }
 

@@ -56,7 +56,7 @@ void AddedTokenMatcher::add(const AddedToken& t, const std::string& pattern) {
     }
     node = c;
   }
-  Entry e{pattern.size(), t.id, t.single_word, t.lstrip, t.rstrip};
+  Entry e{pattern.size(), t.id, t.single_word, t.lstrip, t.rstrip, t.special};
   if (nodes_[node].entry >= 0) {
     entries_[nodes_[node].entry] = e;
   } else {
@@ -65,7 +65,7 @@ void AddedTokenMatcher::add(const AddedToken& t, const std::string& pattern) {
   }
 }
 
-void AddedTokenMatcher::split(std::string_view text, std::vector<Segment>& out) const {
+void AddedTokenMatcher::split(std::string_view text, std::vector<Segment>& out, bool skip_special) const {
   if (entries_.empty()) {
     if (!text.empty()) out.push_back({text, -1});
     return;
@@ -93,6 +93,7 @@ void AddedTokenMatcher::split(std::string_view text, std::vector<Segment>& out) 
     }
     size_t start = pos, stop = pos + hit->length;
     pos = stop;
+    if (skip_special && hit->special) continue;  // the search still resumes after it, as in tokenizers
     if (hit->single_word) {
       bool left_ok = start == 0 || !is_word_char(last_char(text.substr(0, start)));
       size_t j = stop;

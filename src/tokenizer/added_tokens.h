@@ -32,14 +32,15 @@ class AddedTokenMatcher {
   // with the same pattern replaces an earlier one.
   void add(const AddedToken& t, const std::string& pattern);
   bool empty() const { return entries_.empty(); }
-  // Splits `text` into segments at the added tokens it contains.
-  void split(std::string_view text, std::vector<Segment>& out) const;
+  // Splits `text` into segments at the added tokens it contains. skip_special: a special token's
+  // match is left in the text (tokenizers' encode_special_tokens, transformers' split_special_tokens).
+  void split(std::string_view text, std::vector<Segment>& out, bool skip_special = false) const;
 
  private:
   struct Entry {
     size_t length;
     int id;
-    bool single_word, lstrip, rstrip;
+    bool single_word, lstrip, rstrip, special;
   };
   // A byte trie over the patterns: the deepest entry reached from a position is the longest
   // match there (aho-corasick LeftmostLongest, as tokenizers uses).

@@ -40,7 +40,12 @@ struct Tokenizer::Impl {
   std::vector<bool> special;
   std::vector<bool> byte_token;  // id spells <0xNN> and the decoder has ByteFallback
   std::optional<int> bos, eos, pad;
-  std::string chat_template;
+  SpecialTokens special_tokens;
+  std::string chat_template;  // the single template, or the "default" of the named ones ("" if none)
+  std::vector<std::pair<std::string, std::string>> named_chat_templates;  // empty: a single template
+  // split_special_tokens (tokenizers' encode_special_tokens): special added tokens written in the text
+  // are not matched, so they encode as ordinary text.
+  bool split_special_tokens = false;
 
   // Fills id_to_token/present/special and the matchers from the model and `added`.
   // Call again after changing `post` or `normalizer`: it also checks the template ids exist.

@@ -34,15 +34,4 @@ Tokenizer::Impl::Template bos_eos_template(bool add_bos, std::optional<int> bos,
   return t;
 }
 
-std::string pick_chat_template(const nlohmann::json& j) {
-  if (j.is_string()) return j.get<std::string>();
-  if (j.is_array()) {
-    for (const auto& t : j)
-      if (t.is_object() && t.value("name", std::string()) == "default" && t.contains("template") &&
-          t["template"].is_string())
-        return t["template"].get<std::string>();
-  }
-  return "";
-}
-
 }  // namespace mlxgp::tok

@@ -1,6 +1,7 @@
 // Small helpers shared by the tokenizer.json and GGUF loaders.
 #pragma once
 
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,7 +31,8 @@ std::pair<std::string, std::string> split_merge(const std::string& merge);
 void check_token_utf8(const std::string& token, const char* where);
 // transformers' update_post_processor: "<bos> $A <eos>" with the flags that are on.
 Tokenizer::Impl::Template bos_eos_template(bool add_bos, std::optional<int> bos, bool add_eos, std::optional<int> eos);
-// A chat_template value: a string, or a list of {name, template} (the "default" one is used).
-std::string pick_chat_template(const nlohmann::json& j);
+// The chat templates of a tokenizer folder (src/tokenizer/chat_templates.cpp): its .jinja files, else the
+// config's chat_template. Throws [tokenizer] on a malformed chat_template value.
+void load_chat_templates(Tokenizer::Impl& impl, const std::filesystem::path& folder, const nlohmann::json& cfg);
 
 }  // namespace mlxgp::tok

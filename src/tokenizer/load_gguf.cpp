@@ -294,6 +294,9 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const Meta& meta) {
   impl->bos = bos;
   impl->eos = eos;
   impl->pad = pad;
+  // transformers (get_gguf_tokenizer): the named special tokens are the tokens of these ids.
+  auto text_of = [&](std::optional<int> id) { return id ? (*tokens)[*id] : std::string(); };
+  impl->special_tokens = {text_of(bos), text_of(eos), text_of(unk), text_of(pad)};
   if (const std::string* ct = get_string(meta, "tokenizer.chat_template")) impl->chat_template = *ct;
   return std::make_shared<Tokenizer>(std::move(impl));
 }

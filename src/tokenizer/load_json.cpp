@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -138,10 +137,57 @@ std::optional<ClassPipeline> class_pipeline(const json& cfg) {
                           {"eos_token", "<eos>"},
                           {"pad_token", "<pad>"},
                           {"mask_token", "<mask>"}};
+  } else if (cls == "GPT2Tokenizer" || cls == "GPT2TokenizerFast" || cls == "Qwen2Tokenizer" ||
+             cls == "Qwen2TokenizerFast") {
+    // Byte-level BPE without unk or byte fallback; add_prefix_space reaches the ByteLevel pre-tokenizer.
+    bool gpt2 = cls.rfind("GPT2", 0) == 0;
+    bool prefix = flag(cfg, "add_prefix_space", false, "tokenizer_config.json");
+    p.bpe.byte_fallback = false;
+    p.bpe.fuse_unk = false;
+    p.bpe.keep_unk = false;
+    p.decoder = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
+    json byte_level = {
+        {"type", "ByteLevel"}, {"add_prefix_space", prefix}, {"trim_offsets", true}, {"use_regex", gpt2}};
+    if (gpt2) {
+      p.normalizer = nullptr;
+      p.pre_tokenizer = byte_level;
+      p.default_specials = {
+          {"unk_token", "<|endoftext|>"}, {"bos_token", "<|endoftext|>"}, {"eos_token", "<|endoftext|>"}};
+    } else {
+      p.normalizer = {{"type", "NFC"}};
+      // models/qwen2/tokenization_qwen2.py PRETOKENIZE_REGEX
+      const char* regex =
+          R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+      p.pre_tokenizer = {
+          {"type", "Sequence"},
+          {"pretokenizers",
+           {{{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}, {"invert", false}},
+            byte_level}}};
+      p.default_specials = {
+          {"unk_token", "<|endoftext|>"}, {"eos_token", "<|endoftext|>"}, {"pad_token", "<|endoftext|>"}};
+    }
   } else {
     return std::nullopt;
   }
   return p;
+}
+
+// transformers' special_tokens_map: each named token the config sets (or the class defaults when the key is
+// absent; an explicit null unsets it).
+SpecialTokens special_tokens_map(const json& cfg, const json& defaults) {
+  SpecialTokens st;
+  auto set = [&](const char* key, std::string& dst) {
+    if (auto s = token_string(cfg, key)) dst = *s;
+    else if (!cfg.contains(key) && defaults.contains(key)) dst = defaults[key].get<std::string>();
+  };
+  set("bos_token", st.bos_token);
+  set("eos_token", st.eos_token);
+  set("unk_token", st.unk_token);
+  set("sep_token", st.sep_token);
+  set("pad_token", st.pad_token);
+  set("cls_token", st.cls_token);
+  set("mask_token", st.mask_token);
+  return st;
 }
 
 // transformers registers the named special tokens (bos/eos/unk/sep/pad/cls/mask, the class's
@@ -191,6 +237,13 @@ std::shared_ptr<Tokenizer> Tokenizer::from_files(const std::string& tokenizer_js
   }
   if (!cfg_path.empty()) cfg = read_json(cfg_path, "tokenizer_config.json");
   if (!cfg.is_object()) fail("tokenizer", "tokenizer_config.json must hold a JSON object");
+  // tokenizers applies a file's truncation / padding to every encode; transformers (a tokenizer_config.json
+  // beside it) turns them off per call, which is what the tokenizer here does. A bare file: refused.
+  for (const char* key : {"truncation", "padding"})
+    if (cfg_path.empty() && j.contains(key) && !j[key].is_null())
+      fail("tokenizer", std::string("tokenizer.json sets '") + key +
+                            "', which tokenizers applies to every encode and mlxgp does not: set it to null, or "
+                            "put a tokenizer_config.json beside it (transformers turns it off)");
   std::optional<ClassPipeline> cls;
   try {
     cls = class_pipeline(cfg);
@@ -242,17 +295,9 @@ std::shared_ptr<Tokenizer> Tokenizer::from_files(const std::string& tokenizer_js
   im.bos = id_of("bos_token");
   im.eos = id_of("eos_token");
   im.pad = id_of("pad_token");
-  // A chat_template.jinja file takes priority over the config's chat_template (transformers).
-  auto jinja = fs::path(cfg_path.empty() ? tokenizer_json_path : cfg_path).parent_path() / "chat_template.jinja";
-  if (fs::exists(jinja)) {
-    reject_directory(jinja.string(), "tokenizer", "chat template");
-    std::ifstream f(jinja, std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    im.chat_template = ss.str();
-  } else if (cfg.contains("chat_template")) {
-    im.chat_template = tok::pick_chat_template(cfg["chat_template"]);
-  }
+  im.special_tokens = special_tokens_map(cfg, cls ? cls->default_specials : json::object());
+  im.split_special_tokens = flag(cfg, "split_special_tokens", false, "tokenizer_config.json");
+  tok::load_chat_templates(im, fs::path(cfg_path.empty() ? tokenizer_json_path : cfg_path).parent_path(), cfg);
   return std::make_shared<Tokenizer>(std::move(tmp.impl_));
 }
 

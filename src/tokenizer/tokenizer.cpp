@@ -60,7 +60,7 @@ void Tokenizer::Impl::encode_text(std::string_view text, bool first_at_start, st
     body = normalized;
   }
   std::vector<tok::Segment> segs;
-  norm_matcher.split(body, segs);
+  norm_matcher.split(body, segs, split_special_tokens);
   std::vector<std::string> pieces;
   for (const auto& seg : segs) {
     if (seg.id >= 0) {
@@ -109,7 +109,7 @@ std::vector<int> Tokenizer::encode(std::string_view text, bool add_special_token
   std::vector<int> out;
   if (add_special_tokens) out = impl_->post.prefix;
   std::vector<tok::Segment> segs;
-  impl_->raw_matcher.split(text, segs);
+  impl_->raw_matcher.split(text, segs, impl_->split_special_tokens);
   for (const auto& seg : segs) {
     if (seg.id >= 0) out.push_back(seg.id);
     else if (!seg.text.empty()) impl_->encode_text(seg.text, seg.text.data() == text.data(), out);
@@ -145,6 +145,5 @@ bool Tokenizer::is_special(int id) const { return id >= 0 && id < vocab_size() &
 std::optional<int> Tokenizer::bos_token_id() const { return impl_->bos; }
 std::optional<int> Tokenizer::eos_token_id() const { return impl_->eos; }
 std::optional<int> Tokenizer::pad_token_id() const { return impl_->pad; }
-const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
 
 }  // namespace mlxgp

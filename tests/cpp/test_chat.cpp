@@ -115,6 +115,12 @@ TEST(ChatTemplate, ApplyChatTemplateBuildsTransformersContext) {
   std::vector<mlxgp::ChatMessage> msgs{{"system", "S"}, {"user", "héllo\n"}};
   EXPECT_EQ(mlxgp::apply_chat_template(tpl, msgs, true, st), "<s><system>S<user>héllo\n<assistant>TrueFalse");
   EXPECT_THROW(mlxgp::apply_chat_template(tpl, std::vector<mlxgp::ChatMessage>{}, true, st), mlxgp::Error);
+  // Every name of transformers' special_tokens_map reaches the template.
+  st = {"B", "E", "U", "P", "S", "C", "M"};
+  EXPECT_EQ(mlxgp::apply_chat_template("{{ bos_token }}{{ eos_token }}{{ unk_token }}{{ pad_token }}{{ sep_token }}"
+                                       "{{ cls_token }}{{ mask_token }}",
+                                       msgs, false, st),
+            "BEUPSCM");
 }
 
 TEST(ChatTemplate, ErrorsNameTheLine) {

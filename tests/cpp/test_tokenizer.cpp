@@ -188,6 +188,96 @@ TEST(TokenizerFiles, LoadsAMinimalTokenizerJson) {
   EXPECT_EQ(tok->vocab_size(), 4);
 }
 
+// A folder with tiny_json() as tokenizer.json and `config` as tokenizer_config.json.
+std::string write_folder(const std::string& name, const json& config) {
+  auto dir = std::filesystem::path(process_temp_dir()) / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "tokenizer.json") << tiny_json().dump();
+  std::ofstream(dir / "tokenizer_config.json") << config.dump();
+  return dir.string();
+}
+
+TEST(TokenizerFiles, NamedChatTemplatesArePickedAsTransformersDoes) {
+  json named = json::array({json{{"name", "default"}, {"template", "D"}}, json{{"name", "tool_use"}, {"template", "T"}},
+                            json{{"name", "rag"}, {"template", "R"}}});
+  auto dir = write_folder("named", {{"chat_template", named}});
+  auto tok = Tokenizer::from_files(dir + "/tokenizer.json");
+  EXPECT_EQ(tok->chat_template(), "D");
+  EXPECT_EQ(tok->select_chat_template(), "D");
+  EXPECT_EQ(tok->select_chat_template("", /*with_tools=*/true), "T");
+  EXPECT_EQ(tok->select_chat_template("rag", true), "R");
+  EXPECT_EQ(tok->select_chat_template("{{ x }}"), "{{ x }}");  // not a name: the template itself
+  EXPECT_EQ(tok->named_chat_templates().size(), 3u);
+  // additional_chat_templates/*.jinja and chat_template.jinja replace the config's templates.
+  std::filesystem::create_directories(dir + "/additional_chat_templates");
+  std::ofstream(dir + "/additional_chat_templates/tool_use.jinja") << "FILE_T";
+  tok = Tokenizer::from_files(dir + "/tokenizer.json");
+  EXPECT_EQ(tok->select_chat_template("", true), "FILE_T");
+  try {  // no default among them: transformers raises naming the templates
+    (void)tok->chat_template();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.component(), "chat_template");
+    EXPECT_NE(std::string(e.what()).find("(tool_use)"), std::string::npos) << e.what();
+  }
+  std::ofstream(dir + "/chat_template.jinja") << "FILE_D";
+  tok = Tokenizer::from_files(dir + "/tokenizer.json");
+  EXPECT_EQ(tok->chat_template(), "FILE_D");
+  EXPECT_EQ(tok->select_chat_template("", true), "FILE_T");
+  auto single = Tokenizer::from_files(write_folder("single", {{"chat_template", "S"}}) + "/tokenizer.json");
+  EXPECT_EQ(single->select_chat_template("", true), "S");
+  EXPECT_EQ(single->select_chat_template("default"), "default");  // a single template has no names
+  EXPECT_TRUE(single->named_chat_templates().empty());
+}
+
+TEST(TokenizerFiles, SpecialTokensMapFollowsTheConfig) {
+  json cfg = {{"bos_token", "<s>"},
+              {"unk_token", json{{"content", "<unk>"}}},
+              {"pad_token", "<pad>"},
+              {"mask_token", "<mask>"},
+              {"sep_token", nullptr}};
+  auto tok = Tokenizer::from_files(write_folder("specials", cfg) + "/tokenizer.json");
+  const auto& st = tok->special_tokens();
+  EXPECT_EQ(st.bos_token, "<s>");
+  EXPECT_EQ(st.eos_token, "");
+  EXPECT_EQ(st.unk_token, "<unk>");
+  EXPECT_EQ(st.pad_token, "<pad>");
+  EXPECT_EQ(st.mask_token, "<mask>");
+  EXPECT_EQ(st.sep_token, "");
+  // A class's defaults fill absent keys (GPT2Tokenizer: <|endoftext|>); an explicit null stays unset.
+  tok = Tokenizer::from_files(
+      write_folder("gpt2_defaults", {{"tokenizer_class", "GPT2Tokenizer"}, {"bos_token", nullptr}}) +
+      "/tokenizer.json");
+  EXPECT_EQ(tok->special_tokens().bos_token, "");
+  EXPECT_EQ(tok->special_tokens().eos_token, "<|endoftext|>");
+  EXPECT_EQ(tok->special_tokens().unk_token, "<|endoftext|>");
+}
+
+TEST(TokenizerFiles, SplitSpecialTokensEncodesThemAsText) {
+  json j = tiny_json();  // "<", "s", ">" in the vocabulary; <s> (special) after it
+  j["model"]["vocab"].update(json{{"<", 3}, {"s", 4}, {">", 5}});
+  j["added_tokens"][0]["id"] = 6;
+  j["post_processor"]["special_tokens"]["<s>"]["ids"] = json::array({6});
+  auto dir = write_folder("split", {{"split_special_tokens", true}});
+  std::ofstream(dir + "/tokenizer.json") << j.dump();
+  auto tok = Tokenizer::from_files(dir + "/tokenizer.json");
+  EXPECT_EQ(tok->encode("<s>ab", false), (std::vector<int>{3, 4, 5, 2}));
+  EXPECT_EQ(tok->encode("ab"), (std::vector<int>{6, 2}));  // the post-processor still adds it
+  std::ofstream(dir + "/tokenizer_config.json") << "{}";
+  EXPECT_EQ(Tokenizer::from_files(dir + "/tokenizer.json")->encode("<s>ab", false), (std::vector<int>{6, 2}));
+}
+
+TEST(TokenizerFiles, BareFileTruncationAndPaddingAreRefused) {
+  for (const char* key : {"truncation", "padding"}) {
+    json j = tiny_json();
+    j[key] = json{{"max_length", 2}};
+    auto path = write_temp("bare_" + std::string(key) + ".json", j.dump());
+    EXPECT_NE(error_of([&] { Tokenizer::from_files(path); }).find("sets '" + std::string(key) + "'"),
+              std::string::npos);
+  }
+}
+
 TEST(TokenizerFiles, MalformedFilesAreClearErrors) {
   auto load = [](const std::string& content) {
     auto path = write_temp("bad.json", content);

@@ -289,3 +289,80 @@ def test_model_chat_template_matches_transformers(name, run_mlxgp, tmp_path):
             assert isinstance(ours, dict) and "error" in ours, f"{name}: transformers raised, mlxgp gave {ours!r}"
             continue
         assert ours == want, f"{name} conversation {conv}:\nmlxgp: {ours!r}\nhf:    {want!r}"
+
+
+TOOLS = [{"type": "function", "function": {"name": "f", "description": "d",
+                                           "parameters": {"type": "object", "properties": {}}}}]
+TEMPLATE_SOURCES = {
+    "list": dict(cfg=[{"name": "default", "template": "DEFAULT {{ messages[0].content }}"},
+                      {"name": "tool_use", "template": "TOOLUSE {{ tools|length }}"}]),
+    "list_without_default": dict(cfg=[{"name": "tool_use", "template": "TOOLUSE {{ tools|length }}"},
+                                      {"name": "rag", "template": "RAG"}]),
+    "jinja_over_config": dict(cfg="CFG", jinja="JINJA {{ messages|length }}"),
+    "additional": dict(jinja="MAIN", extra={"tool_use": "ADDTOOL {{ tools[0].function.name }}"}),
+    "additional_over_list": dict(cfg=[{"name": "default", "template": "CFGDEFAULT"}], extra={"tool_use": "ADD"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TEMPLATE_SOURCES))
+def test_named_chat_templates_follow_transformers(case, run_mlxgp, tmp_path):
+    """Which template `--model` renders: chat_template.jinja / additional_chat_templates/*.jinja over the
+    config's chat_template (a string or a list of named ones), tool_use when tools are given, an error
+    where transformers finds no default."""
+    import shutil
+
+    import transformers
+
+    src = CACHE / "tokenizers" / "qwen2_5"
+    spec = TEMPLATE_SOURCES[case]
+    d = tmp_path / case
+    d.mkdir()
+    shutil.copy(src / "tokenizer.json", d)
+    cfg = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8"))
+    cfg.pop("chat_template", None)
+    if "cfg" in spec:
+        cfg["chat_template"] = spec["cfg"]
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    if "jinja" in spec:
+        (d / "chat_template.jinja").write_text(spec["jinja"], encoding="utf-8")
+    for name, source in spec.get("extra", {}).items():
+        (d / "additional_chat_templates").mkdir(exist_ok=True)
+        (d / "additional_chat_templates" / f"{name}.jinja").write_text(source, encoding="utf-8")
+    hf = transformers.AutoTokenizer.from_pretrained(d)
+    msgs = [{"role": "user", "content": "x"}]
+    for tools in (None, TOOLS, []):
+        conv = tmp_path / "c.json"
+        conv.write_text(json.dumps(msgs if tools is None else {"messages": msgs, "tools": tools}), encoding="utf-8")
+        proc = run_mlxgp("chat-template", "--model", d, "--messages-json", conv, check=False)
+        try:
+            want = hf.apply_chat_template(msgs, tools=tools, tokenize=False, add_generation_prompt=True)
+        except Exception as e:  # no default template (ValueError), or the template itself raised
+            assert proc.returncode == 2, f"{case} tools={tools}: transformers raised {e}, mlxgp gave {proc.stdout!r}"
+            assert proc.stderr.startswith("[chat_template] ") and proc.stderr.count("\n") == 1, proc.stderr
+            continue
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == want, f"{case} tools={tools}: mlxgp {proc.stdout!r} != transformers {want!r}"
+
+
+SPECIALS_TEMPLATE = ("{% for k in ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', "
+                     "'mask_token'] %}{{ k }}={% if k == 'bos_token' %}{{ bos_token }}{% elif k == 'eos_token' %}"
+                     "{{ eos_token }}{% elif k == 'unk_token' %}{{ unk_token }}{% elif k == 'sep_token' %}"
+                     "{{ sep_token }}{% elif k == 'pad_token' %}{{ pad_token }}{% elif k == 'cls_token' %}"
+                     "{{ cls_token }}{% else %}{{ mask_token }}{% endif %};{% endfor %}"
+                     "{{ unk_token is defined }}{{ pad_token is defined }}{{ mask_token is defined }}")
+
+
+@pytest.mark.parametrize("name", ["smollm2", "gemma", "llama2", "qwen3", "gpt2"])
+def test_model_special_tokens_reach_the_template(name, run_mlxgp, tmp_path):
+    """`--model` hands the template transformers' whole special_tokens_map (unk_token, pad_token, ...),
+    not only bos/eos."""
+    tok = _reference_tokenizer(name)
+    model = DEFAULT_GGUF if name == "smollm2" else CACHE / "tokenizers" / name
+    tpl = tmp_path / "t.jinja"
+    tpl.write_text(SPECIALS_TEMPLATE, encoding="utf-8")
+    msgs = tmp_path / "m.json"
+    msgs.write_text(json.dumps([U1]), encoding="utf-8")
+    want = tok.apply_chat_template([U1], chat_template=SPECIALS_TEMPLATE, tokenize=False)
+    got = run_mlxgp("chat-template", "--model", model, "--template-file", tpl, "--messages-json", msgs).stdout
+    assert got == want
+

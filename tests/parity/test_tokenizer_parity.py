@@ -286,6 +286,73 @@ def test_config_flags_follow_transformers(run_mlxgp, tmp_path):
     assert_same_ids(texts, ours, hf(texts)["input_ids"])
 
 
+CLASS_OPTION_CASES = [
+    ("qwen3", {"split_special_tokens": True}, None),
+    ("qwen2_5", {"split_special_tokens": True, "add_prefix_space": True}, None),
+    ("gpt2", {"add_prefix_space": True}, None),
+    ("gpt2", {"split_special_tokens": True}, None),
+    # GPT2Tokenizer / Qwen2Tokenizer rebuild their pipeline in transformers 5: the file's own is not used.
+    ("gpt2", {}, {"pre_tokenizer": {"type": "WhitespaceSplit"}}),
+    ("qwen3", {"tokenizer_class": "Qwen2TokenizerFast"}, {"normalizer": None, "pre_tokenizer": None}),
+]
+
+
+@pytest.mark.parametrize("family,cfg_update,json_update", CLASS_OPTION_CASES,
+                         ids=[f"{f}-{'-'.join(c) or 'file'}" for f, c, _ in CLASS_OPTION_CASES])
+def test_config_options_follow_transformers(run_mlxgp, tmp_path, family, cfg_update, json_update):
+    """tokenizer_config.json's split_special_tokens (special tokens in the text encode as ordinary text) and
+    add_prefix_space (the byte-level classes' pre-tokenizer), against transformers' AutoTokenizer."""
+    import transformers
+
+    src = CACHE / "tokenizers" / family
+    assert src.exists(), f"{src} missing: run scripts/fetch_tokenizers.sh"
+    dst = tmp_path / family
+    dst.mkdir()
+    tok_json = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
+    tok_json.update(json_update or {})
+    (dst / "tokenizer.json").write_text(json.dumps(tok_json), encoding="utf-8")
+    cfg = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8"))
+    cfg.pop("chat_template", None)
+    cfg.update(cfg_update)
+    (dst / "tokenizer_config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    hf = transformers.AutoTokenizer.from_pretrained(dst)
+    texts = ["<|im_start|>hi<|endoftext|>", "Hello world", " two  spaces", "", "caf\u00e9\n\n<|im_end|> x",
+             "<|endoftext|>"]
+    f = write_jsonl(tmp_path / "c.jsonl", texts)
+    ours = mlxgp_lines(run_mlxgp, "tokenize", "--tokenizer", dst / "tokenizer.json", "--file", f, "--jsonl")
+    assert_same_ids(texts, ours, hf(texts)["input_ids"])
+
+
+@pytest.mark.parametrize("key,value", [
+    ("truncation", {"direction": "Right", "max_length": 3, "strategy": "LongestFirst", "stride": 0}),
+    ("padding", {"strategy": {"Fixed": 8}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 50256,
+                 "pad_type_id": 0, "pad_token": "<|endoftext|>"}),
+])
+def test_tokenizer_json_truncation_and_padding(run_mlxgp, tmp_path, key, value):
+    """tokenizers applies a file's truncation / padding to every encode: a bare file saying so is refused in
+    one line. Beside a tokenizer_config.json transformers turns them off, and so does mlxgp."""
+    import shutil
+
+    import tokenizers
+    import transformers
+
+    src = CACHE / "tokenizers" / "gpt2"
+    d = tmp_path / "gpt2"
+    d.mkdir()
+    j = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
+    j[key] = value
+    (d / "tokenizer.json").write_text(json.dumps(j), encoding="utf-8")
+    text = "Hello world zz ab"
+    plain = tokenizers.Tokenizer.from_file(str(src / "tokenizer.json")).encode(text).ids
+    assert tokenizers.Tokenizer.from_file(str(d / "tokenizer.json")).encode(text).ids != plain  # applied there
+    proc = run_mlxgp("tokenize", "--tokenizer", d / "tokenizer.json", "--text", text, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("[tokenizer] ") and f"'{key}'" in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    shutil.copy(src / "tokenizer_config.json", d)
+    want = transformers.AutoTokenizer.from_pretrained(d)(text)["input_ids"]
+    assert json.loads(run_mlxgp("tokenize", "--model", d, "--text", text).stdout) == want == plain
+
+
 def write_gguf_vocabulary(path, pre):
     """A weightless GGUF holding the Qwen3 vocabulary the way llama.cpp writes one, plus entries
     that exercise transformers' GGUF rules: a user-defined token, a token not spelled in the byte

@@ -94,3 +94,29 @@ def test_tool_prompt_ids_equal_transformers(name, tmp_path):
         assert (bare["tokens"] == with_tools["tokens"]) == (name == "llama3")
     finally:
         assert s.stop() == 0, "".join(s.log)
+
+
+def test_named_templates_and_special_tokens_follow_transformers(tmp_path):
+    """A tokenizer with named chat templates: a request with tools renders `tool_use`, one without renders
+    `default`; both see transformers' special_tokens_map (pad_token here, not only bos/eos)."""
+    import transformers
+
+    folder = tiny_model("qwen2_5", tmp_path / "named")
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = [
+        {"name": "default", "template": "D{{ messages|length }}|{{ pad_token }}|{{ unk_token is defined }}"},
+        {"name": "tool_use", "template": "T{{ tools|length }} {{ tools[0].function.name }}|{{ pad_token }}"}]
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+    ref = transformers.AutoTokenizer.from_pretrained(folder)
+    s = Server("--model", folder)
+    try:
+        messages = conversation(json.dumps)[:2]
+        for tools in (None, [WEATHER, CLOCK]):
+            status, ours = post(s, "/tokenize", {"messages": messages, **({"tools": tools} if tools else {})},
+                                key=None)
+            assert status == 200, ours
+            want = ref.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=True,
+                                           return_dict=False)
+            assert ours["tokens"] == list(want), (ref.decode(want), ref.decode(ours["tokens"]))
+    finally:
+        assert s.stop() == 0, "".join(s.log)
