@@ -10,6 +10,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <mlx/mlx.h>
+#include <nlohmann/json.hpp>
 
 #include "bindings.h"
 #include "mlxgp/chat_template.h"
@@ -22,15 +23,17 @@ namespace mx = mlx::core;
 
 namespace {
 
-std::string apply_template(const Tokenizer& tok, const std::vector<std::pair<std::string, std::string>>& turns,
-                           bool add_generation_prompt) {
-  if (tok.chat_template().empty()) fail("tokenizer", "the tokenizer has no chat template");
-  std::vector<ChatMessage> messages;
-  for (auto& [role, content] : turns) messages.push_back({role, content});
-  SpecialTokens special;
-  if (auto id = tok.bos_token_id()) special.bos_token = tok.id_to_token(*id);
-  if (auto id = tok.eos_token_id()) special.eos_token = tok.id_to_token(*id);
-  return apply_chat_template(tok.chat_template(), messages, add_generation_prompt, special);
+// transformers' apply_chat_template(tokenize=False) for one conversation given as JSON (messages with any
+// keys); `extra` holds the template variables (tools, documents, keyword arguments). The template is the
+// one get_chat_template picks: `chat_template` (a name or a source), else tool_use with tools, else default.
+std::string render_chat(const Tokenizer& tok, const std::string& messages_json, bool add_generation_prompt,
+                        const std::string& chat_template, const std::string& extra_json) {
+  auto messages = nlohmann::ordered_json::parse(messages_json);
+  auto extra = nlohmann::ordered_json::parse(extra_json);
+  bool tools = extra.contains("tools") && !extra["tools"].is_null();
+  std::string source = tok.select_chat_template(chat_template, tools);
+  if (source.empty()) fail("tokenizer", "the tokenizer has no chat template; pass chat_template=");
+  return apply_chat_template(source, messages, add_generation_prompt, tok.special_tokens(), extra);
 }
 
 }  // namespace
@@ -125,8 +128,34 @@ void bind_model(nb::module_& m) {
       .def_prop_ro("bos_token_id", &Tokenizer::bos_token_id)
       .def_prop_ro("eos_token_id", &Tokenizer::eos_token_id)
       .def_prop_ro("pad_token_id", &Tokenizer::pad_token_id)
-      .def_prop_ro("chat_template", &Tokenizer::chat_template)
-      .def("_apply_chat_template", &apply_template, nb::arg("messages"), nb::arg("add_generation_prompt") = true);
+      .def_prop_ro(
+          "chat_template",
+          [](const Tokenizer& t) -> nb::object {
+            if (t.named_chat_templates().empty())
+              return t.chat_template().empty() ? nb::none() : nb::cast(t.chat_template());
+            nb::dict named;  // transformers: a dict of the named templates
+            for (const auto& [name, source] : t.named_chat_templates()) named[name.c_str()] = source;
+            return named;
+          },
+          "the chat template (None if none; a dict name -> template when the tokenizer has named ones)")
+      .def_prop_ro(
+          "special_tokens_map",
+          [](const Tokenizer& t) {
+            const SpecialTokens& s = t.special_tokens();
+            nb::dict out;
+            for (auto [name, value] : {std::pair{"bos_token", &s.bos_token},
+                                       {"eos_token", &s.eos_token},
+                                       {"unk_token", &s.unk_token},
+                                       {"sep_token", &s.sep_token},
+                                       {"pad_token", &s.pad_token},
+                                       {"cls_token", &s.cls_token},
+                                       {"mask_token", &s.mask_token}})
+              if (!value->empty()) out[name] = *value;
+            return out;
+          },
+          "transformers' special_tokens_map: the named special tokens the chat template sees")
+      .def("_render_chat", &render_chat, nb::arg("messages_json"), nb::arg("add_generation_prompt"),
+           nb::arg("chat_template"), nb::arg("extra_json"));
 
   m.def(
       "load",

@@ -88,7 +88,19 @@ def _shown(value):
     return type(value).__name__
 
 
+def _lone_surrogate(value):
+    """The index of a lone surrogate in a str (which has no UTF-8 form, so C++ cannot take it), else None."""
+    try:
+        value.encode("utf-8")
+        return None
+    except UnicodeEncodeError as e:
+        return e.start
+
+
 def check(component, name, value, kind):
+    if isinstance(value, str) and (at := _lone_surrogate(value)) is not None:
+        raise TypeError(f"[{component}] {name} must be valid Unicode text, got a lone surrogate "
+                        f"U+{ord(value[at]):04X} at index {at}")
     if not kind.test(value):
         if kind.item is not None and isinstance(value, (list, tuple)):
             bad = next((i for i, x in enumerate(value) if not kind.item.test(x)), None)

@@ -1,8 +1,10 @@
 """load(): a checkpoint (HF folder, MLX folder, .gguf file or "default") -> (model, tokenizer)."""
+import json
 import os
 
 from . import _core
-from ._checks import ARRAY, BOOL, IDS, INT, NONE, PATH, STR, Kind, check, check_method, checked
+from ._checks import (ARRAY, BOOL, IDS, INT, NONE, PATH, STR, Kind, _lone_surrogate, check, check_method, checked,
+                      list_of)
 
 
 @checked("load", path_or_gguf=PATH, dtype=STR | NONE, int8_activations=BOOL)
@@ -22,18 +24,64 @@ def load(path_or_gguf="default", dtype=None, int8_activations=False):
     return _core.load(path, dtype, int8_activations)
 
 
-_MESSAGE = Kind("a dict with str 'role' and 'content'", lambda m: isinstance(m, dict) and isinstance(
-    m.get("role"), str) and isinstance(m.get("content"), str))
+# apply_chat_template's tokenizer-side options (their defaults); anything else is a template variable.
+_TOKENIZER_OPTIONS = {"padding": False, "truncation": False, "max_length": None, "return_tensors": None,
+                      "return_assistant_tokens_mask": False, "tokenizer_kwargs": None,
+                      "sanitize_control_tokens": False}
 
 
-def _apply_chat_template(self, messages, add_generation_prompt=True, tokenize=False):
-    """transformers' apply_chat_template for [{"role", "content"}] messages: text, or ids when tokenize."""
-    for i, m in enumerate(messages):
-        check("tokenizer", f"messages[{i}]", m, _MESSAGE)
-    turns = [(m["role"], m["content"]) for m in messages]
-    text = self._apply_chat_template(turns, add_generation_prompt)
-    return self.encode(text, add_special_tokens=False) if tokenize else text
+def _json(component, name, value):
+    """What the template sees, as JSON text for the C++ renderer (Python dicts keep their key order)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"[{component}] {name} must be JSON data (dict, list, str, number, bool, None): {e}") from None
+    if (at := _lone_surrogate(text)) is not None:
+        raise TypeError(f"[{component}] {name} holds a lone surrogate U+{ord(text[at]):04X} (not valid Unicode text)")
+    return text
 
+
+def _apply_chat_template(self, conversation, tools=None, documents=None, chat_template=None,
+                         add_generation_prompt=True, continue_final_message=False, tokenize=False,
+                         return_dict=False, **kwargs):
+    """transformers' apply_chat_template: messages keep every key (tool_calls, name, reasoning_content, ...),
+    tools / documents / keyword arguments become template variables, chat_template names one of the
+    tokenizer's templates or is a template itself (else tool_use when tools are given, else default).
+    Returns the text, or ids when tokenize ({"input_ids", "attention_mask"} with return_dict); a list of
+    conversations gives a list. Options that need what mlxgp does not do (continue_final_message, padding,
+    truncation, tensors, assistant masks, sanitize_control_tokens) are refused."""
+    for name, default in _TOKENIZER_OPTIONS.items():
+        if name in kwargs and kwargs.pop(name) != default:
+            raise ValueError(f"[tokenizer] apply_chat_template: {name} is not supported")
+    if continue_final_message:
+        raise ValueError("[tokenizer] apply_chat_template: continue_final_message is not supported")
+    check("tokenizer", "add_generation_prompt", add_generation_prompt, BOOL)
+    check("tokenizer", "tokenize", tokenize, BOOL)
+    check("tokenizer", "return_dict", return_dict, BOOL)
+    check("tokenizer", "chat_template", chat_template, STR | NONE)
+    check("tokenizer", "conversation", conversation, _CONVERSATION | _CONVERSATIONS)
+    if tools is not None:
+        check("tokenizer", "tools", tools, _TOOLS)
+    if documents is not None:
+        check("tokenizer", "documents", documents, _DOCUMENTS)
+    extra = _json("tokenizer", "the template variables", {**kwargs, "tools": tools, "documents": documents})
+    batched = _CONVERSATIONS.test(conversation) and len(conversation) > 0 and not _CONVERSATION.test(conversation)
+    out = []
+    for conv in (conversation if batched else [conversation]):
+        text = self._render_chat(_json("tokenizer", "conversation", list(conv)), add_generation_prompt,
+                                 chat_template or "", extra)
+        if tokenize:
+            ids = self.encode(text, add_special_tokens=False)
+            text = {"input_ids": ids, "attention_mask": [1] * len(ids)} if return_dict else ids
+        out.append(text)
+    return out if batched else out[0]
+
+
+_CONVERSATION = list_of(Kind("a dict (a message)", lambda m: isinstance(m, dict)), "a list of messages (dicts)")
+_CONVERSATIONS = list_of(_CONVERSATION, "a list of conversations")
+_TOOLS = list_of(Kind("a dict (a JSON schema; functions are not converted)", lambda t: isinstance(t, dict)),
+                 "a list of tools")
+_DOCUMENTS = list_of(Kind("a dict", lambda d: isinstance(d, dict)), "a list of documents (dicts)")
 
 _core.Tokenizer.apply_chat_template = _apply_chat_template
 

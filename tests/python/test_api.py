@@ -212,6 +212,88 @@ def test_chat_and_tokenizer(mgp, default_model, hf_default):
     assert tokenizer.decode(tokenizer.encode("Hello world")) == hf_default[1].decode(hf_default[1]("Hello world")["input_ids"])
 
 
+TOOL_CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "weather?"},
+    {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+    {"role": "tool", "content": "20C", "name": "get_weather", "tool_call_id": "c1"},
+    {"role": "assistant", "content": "Warm.", "reasoning_content": "It is 20C."},
+    {"role": "user", "content": "thanks"},
+]
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "the weather",
+                                                 "parameters": {"type": "object", "properties": {
+                                                     "city": {"type": "string"}}}}}
+
+
+@pytest.mark.parametrize("family", ["qwen2_5", "qwen3"])
+def test_apply_chat_template_keeps_messages_tools_and_kwargs(mgp, family, tmp_path):
+    """Every message key (tool_calls, name, tool_call_id, reasoning_content), tools=, documents= and template
+    keyword arguments reach the template as in transformers' apply_chat_template; a named template is picked
+    as get_chat_template picks it."""
+    import shutil
+
+    import transformers
+    from conftest import CACHE
+
+    src = CACHE / "tokenizers" / family
+    tok = mgp._core.load_tokenizer(str(src))
+    hf = transformers.AutoTokenizer.from_pretrained(src)
+    for kwargs in ({}, {"tools": [WEATHER_TOOL]}, {"enable_thinking": False}, {"add_generation_prompt": False}):
+        want = hf.apply_chat_template(TOOL_CONVERSATION, tokenize=False, **{"add_generation_prompt": True, **kwargs})
+        assert tok.apply_chat_template(TOOL_CONVERSATION, **kwargs) == want, kwargs
+    ids = tok.apply_chat_template(TOOL_CONVERSATION, tools=[WEATHER_TOOL], tokenize=True)
+    assert ids == hf.apply_chat_template(TOOL_CONVERSATION, tools=[WEATHER_TOOL], add_generation_prompt=True,
+                                         tokenize=True, return_dict=False)
+    assert tok.apply_chat_template([TOOL_CONVERSATION[:2], TOOL_CONVERSATION[:3]]) == hf.apply_chat_template(
+        [TOOL_CONVERSATION[:2], TOOL_CONVERSATION[:3]], tokenize=False, add_generation_prompt=True)
+    assert tok.special_tokens_map == hf.special_tokens_map
+
+    named = tmp_path / "named"
+    named.mkdir()
+    shutil.copy(src / "tokenizer.json", named)
+    cfg = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8"))
+    cfg["chat_template"] = [{"name": "default", "template": "D {{ messages|length }}"},
+                            {"name": "tool_use", "template": "T {{ tools[0].function.name }}"},
+                            {"name": "rag", "template": "R {{ documents[0].title }}"}]
+    (named / "tokenizer_config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    tok, hf = mgp._core.load_tokenizer(str(named)), transformers.AutoTokenizer.from_pretrained(named)
+    docs = [{"title": "t", "text": "x"}]
+    for kwargs in ({}, {"tools": [WEATHER_TOOL]}, {"chat_template": "rag", "documents": docs},
+                   {"chat_template": "{{ bos_token }}|{{ eos_token }}"}):
+        want = hf.apply_chat_template(TOOL_CONVERSATION, tokenize=False, add_generation_prompt=True, **kwargs)
+        assert tok.apply_chat_template(TOOL_CONVERSATION, **kwargs) == want, kwargs
+    assert tok.chat_template == hf.chat_template
+
+
+def test_apply_chat_template_refuses_what_it_cannot_honour(mgp, default_model):
+    _, tokenizer = default_model
+    msgs = [{"role": "user", "content": "hi"}]
+    for kwargs, needle in [({"continue_final_message": True}, "continue_final_message"),
+                           ({"padding": True}, "padding"), ({"return_tensors": "np"}, "return_tensors"),
+                           ({"tools": [print]}, "tools[0]"), ({"when": object()}, "JSON data"),
+                           ({"chat_template": 3}, "chat_template")]:
+        with pytest.raises((TypeError, ValueError)) as e:
+            tokenizer.apply_chat_template(msgs, **kwargs)
+        message = str(e.value)
+        assert message.startswith("[tokenizer] ") and "\n" not in message and needle in message, message
+    with pytest.raises(TypeError) as e:
+        tokenizer.apply_chat_template([{"role": "user", "content": "a\ud800"}])
+    assert str(e.value) == "[tokenizer] conversation holds a lone surrogate U+D800 (not valid Unicode text)"
+
+
+def test_lone_surrogates_are_one_line(mgp, default_model):
+    """A str without a UTF-8 form (a lone surrogate): one line naming the argument, not nanobind's list of
+    signatures."""
+    _, tokenizer = default_model
+    for call in (lambda: tokenizer.encode("ab\ud800"), lambda: tokenizer.token_to_id("\udfff")):
+        with pytest.raises(TypeError) as e:
+            call()
+        message = str(e.value)
+        assert message.startswith("[tokenizer] ") and "\n" not in message and "lone surrogate" in message, message
+    assert "U+D800 at index 2" in str(pytest.raises(TypeError, tokenizer.encode, "ab\ud800").value)
+
+
 def test_a_list_of_prompts_is_one_batched_call(mgp, default_model):
     import mlx.core as mx
 

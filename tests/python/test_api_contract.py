@@ -125,7 +125,7 @@ def wrong_types(mgp, model, tokenizer):
         ("tokenizer", "text", lambda: tokenizer.encode(None)),
         ("tokenizer", "add_special_tokens", lambda: tokenizer.encode("Hi", add_special_tokens="no")),
         ("tokenizer", "ids", lambda: tokenizer.decode("abc")),
-        ("tokenizer", "messages[0]", lambda: tokenizer.apply_chat_template([{"role": "user", "content": None}])),
+        ("tokenizer", "conversation[0]", lambda: tokenizer.apply_chat_template(["hi"])),
         ("model", "value", lambda: model.__setitem__("_x", [1, 2])),
         ("model", "key", lambda: model.__getitem__(3)),
         ("model", "tokens", lambda: model([[1, 2, 3]])),
