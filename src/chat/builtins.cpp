@@ -6,6 +6,7 @@
 #include <ctime>
 #include <optional>
 
+#include "chat/case.h"
 #include "chat/strings.h"
 
 namespace mlxgp::chat {
@@ -86,10 +87,10 @@ Value string_method(const std::string& self, const std::string& name) {
   if (name == "upper" || name == "lower" || name == "title" || name == "capitalize") {
     return bind([name](const std::string& s, A& a) {
       arity(name, a, 0, 0);
-      if (name == "upper") return Value::string(ascii_upper(s));
-      if (name == "lower") return Value::string(ascii_lower(s));
+      if (name == "upper") return Value::string(py_upper(s));
+      if (name == "lower") return Value::string(py_lower(s));
       if (name == "title") return Value::string(py_title(s));
-      return Value::string(ascii_upper(s.substr(0, 1)) + ascii_lower(s.substr(std::min<size_t>(1, s.size()))));
+      return Value::string(py_capitalize(s));
     });
   }
   if (name == "find" || name == "count") {

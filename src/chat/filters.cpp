@@ -5,6 +5,7 @@
 #include <set>
 
 #include "chat/builtins.h"
+#include "chat/case.h"
 #include "chat/strings.h"
 
 namespace mlxgp::chat {
@@ -78,8 +79,8 @@ bool apply_test(const std::string& name, const Value& v, std::vector<Value>& arg
   if (name == "sequence") return need(0), v.kind == Value::Kind::List || v.is_string() || v.kind == Value::Kind::Map;
   if (name == "iterable") return need(0), v.kind == Value::Kind::List || v.is_string() || v.kind == Value::Kind::Map;
   if (name == "callable") return need(0), v.kind == Value::Kind::Callable;
-  if (name == "lower") return need(0), to_str(v) == ascii_lower(to_str(v));
-  if (name == "upper") return need(0), to_str(v) == ascii_upper(to_str(v));
+  if (name == "lower") return need(0), py_islower(to_str(v));
+  if (name == "upper") return need(0), py_isupper(to_str(v));
   if (name == "odd" || name == "even") {
     need(0);
     if (v.kind != Value::Kind::Int) eval_fail("test '" + name + "' needs an integer");
@@ -154,10 +155,10 @@ Value apply_filter(const std::string& name, const Value& v, std::vector<Value>& 
   if (name == "upper" || name == "lower" || name == "title" || name == "capitalize") {
     check(name, args, 0, kw);
     std::string s = need_str(name, v);
-    if (name == "upper") return Value::string(ascii_upper(s));
-    if (name == "lower") return Value::string(ascii_lower(s));
+    if (name == "upper") return Value::string(py_upper(s));
+    if (name == "lower") return Value::string(py_lower(s));
     if (name == "title") return Value::string(jinja_title(s));
-    return Value::string(ascii_upper(s.substr(0, 1)) + ascii_lower(s.substr(std::min<size_t>(1, s.size()))));
+    return Value::string(py_capitalize(s));
   }
   if (name == "default" || name == "d") {
     Value dflt = arg_or(args, kw, 0, "default_value", Value::string(""));
@@ -290,11 +291,21 @@ Value apply_filter(const std::string& name, const Value& v, std::vector<Value>& 
     }
     return Value::make_list(std::move(out));
   }
-  if (name == "unique") {
-    check(name, args, 0, kw);
-    List out;
-    for (auto& x : iterate(v))
-      if (std::none_of(out.begin(), out.end(), [&](const Value& y) { return equals(x, y); })) out.push_back(x);
+  if (name == "unique") {  // jinja2: keys compared lowercased unless case_sensitive, optionally by attribute
+    Value case_sensitive = arg_or(args, kw, 0, "case_sensitive", Value::boolean(false));
+    Value attr = arg_or(args, kw, 1, "attribute", Value::none());
+    check(name, args, 2, kw);
+    List out, seen;
+    for (auto& x : iterate(v)) {
+      Value key = attr.is_none() ? x : attribute_of(x, to_str(attr));
+      if (key.kind == Value::Kind::List || key.kind == Value::Kind::Map)
+        eval_fail("unhashable type: '" + type_name(key) + "'");
+      if (key.is_string() && !truthy(case_sensitive)) key = Value::string(py_lower(key.s));
+      if (std::none_of(seen.begin(), seen.end(), [&](const Value& y) { return equals(key, y); })) {
+        seen.push_back(key);
+        out.push_back(x);
+      }
+    }
     return Value::make_list(std::move(out));
   }
   eval_fail("unsupported filter '" + name + "'");

@@ -69,7 +69,9 @@ std::string unescape(const std::string& raw, int line) {
         out += '\v';
         break;
       case '\n':
-        break;  // line continuation
+        break;   // line continuation
+      case 'N':  // Python decodes \N{NAME} from the Unicode name database, which is not kept here
+        lex_error("\\N{...} escapes (Unicode character names) are not supported", line);
       case 'x':
       case 'u':
       case 'U': {

@@ -73,9 +73,8 @@ std::vector<std::string> py_split_ws(const std::string& s, int64_t maxsplit, boo
     while (k < n && is_py_space(cps[k])) ++k;
     if (k == n) break;
     if (maxsplit >= 0 && static_cast<int64_t>(out.size()) == maxsplit) {
-      size_t e = n;
-      while (e > k && is_py_space(cps[e - 1])) --e;
-      std::vector<uint32_t> rest(cps.begin() + k, cps.begin() + e);
+      // The rest keeps its far end's whitespace, as CPython's split_whitespace.
+      std::vector<uint32_t> rest(cps.begin() + k, cps.end());
       if (from_right) std::reverse(rest.begin(), rest.end());
       out.push_back(encode(rest, 0, rest.size()));
       break;
@@ -114,48 +113,6 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
     ++done;
   }
   return out + s.substr(at);
-}
-
-std::string ascii_upper(std::string s) {
-  for (char& c : s)
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
-  return s;
-}
-
-std::string ascii_lower(std::string s) {
-  for (char& c : s)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-  return s;
-}
-
-std::string py_title(const std::string& s) {
-  std::string out = s;
-  bool prev_letter = false;
-  for (char& c : out) {
-    bool upper = c >= 'A' && c <= 'Z', lower = c >= 'a' && c <= 'z';
-    if (upper || lower) c = static_cast<char>(prev_letter ? (upper ? c + 32 : c) : (lower ? c - 32 : c));
-    // Non-ASCII bytes count as letters (cased characters) so words stay together.
-    prev_letter = upper || lower || (static_cast<unsigned char>(c) >= 0x80);
-  }
-  return out;
-}
-
-std::string jinja_title(const std::string& s) {
-  // Jinja splits words at runs of -, whitespace, ( { [ < and capitalizes each word.
-  std::string out;
-  bool word_start = true;
-  for (char c : s) {
-    bool sep = c == '-' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == '(' ||
-               c == '{' || c == '[' || c == '<';
-    if (sep) {
-      out += c;
-      word_start = true;
-    } else {
-      out += word_start ? ascii_upper(std::string(1, c)) : ascii_lower(std::string(1, c));
-      word_start = false;
-    }
-  }
-  return out;
 }
 
 }  // namespace mlxgp::chat

@@ -1,4 +1,4 @@
-// Python str operations on UTF-8 strings (strip, split, replace, case), as chat templates call them.
+// Python str operations on UTF-8 strings (strip, split, replace; case: case.h), as chat templates call them.
 #pragma once
 
 #include <cstdint>
@@ -14,11 +14,6 @@ std::vector<std::string> py_split(const std::string& s, const std::string& sep, 
 // str.split() with no separator: runs of whitespace, no empty parts.
 std::vector<std::string> py_split_ws(const std::string& s, int64_t maxsplit, bool from_right);
 std::string py_replace(const std::string& s, const std::string& old, const std::string& repl, int64_t count);
-// ASCII-only case mapping (non-ASCII characters are left unchanged).
-std::string ascii_upper(std::string s);
-std::string ascii_lower(std::string s);
-std::string py_title(const std::string& s);     // str.title()
-std::string jinja_title(const std::string& s);  // Jinja's |title filter
 bool is_py_space(uint32_t cp);
 
 }  // namespace mlxgp::chat

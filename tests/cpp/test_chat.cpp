@@ -206,3 +206,34 @@ TEST(ChatTemplate, MalformedTemplatesNeverCrash) {
   attempt(std::string("{{ '\xff\xfe' }}"));
   attempt(std::string("{{ '\xe4' [0] }}"));
 }
+
+TEST(ChatTemplate, CaseFollowsPythonStrOverUnicode) {
+  EXPECT_EQ(render("{{ 'élan café'|upper }}"), "ÉLAN CAFÉ");
+  EXPECT_EQ(render("{{ 'ÉLAN ΣΟΦΟΣ'|lower }}"), "élan σοφος");  // final sigma
+  EXPECT_EQ(render("{{ 'straße'|upper }}"), "STRASSE");         // full mappings
+  EXPECT_EQ(render("{{ 'İ'|lower|length }}"), "2");
+  EXPECT_EQ(render("{{ 'ǆemal élan-vital'|title }}"), "Ǆemal Élan-Vital");  // Jinja: piece[0].upper()
+  EXPECT_EQ(render("{{ 'ǆemal ΑΣ'.title() }}"), "ǅemal Ας");                // str.title(): titlecase
+  EXPECT_EQ(render("{{ 'ΑΣ'|title }}"), "Ασ");                              // 'Σ'.lower() alone
+  EXPECT_EQ(render("{{ 'ǆemal'|capitalize }}"), "ǅemal");
+  EXPECT_EQ(render("{{ 'Ὰͅ'.upper() }}"), "ᾺΙ");
+  EXPECT_EQ(render("{{ 'é' is upper }}{{ 'É' is upper }}{{ '日本' is lower }}{{ 'ß' is lower }}{{ 'Ǆ' is upper }}"
+                   "{{ '' is lower }}{{ '123' is upper }}"),
+            "FalseTrueFalseTrueTrueFalseFalse");
+}
+
+TEST(ChatTemplate, UniqueIsCaseInsensitiveLikeJinja) {
+  EXPECT_EQ(render("{{ ['a','A','b','É','é']|unique|list }}"), "['a', 'b', 'É']");
+  EXPECT_EQ(render("{{ ['a','A']|unique(case_sensitive=true)|list }}"), "['a', 'A']");
+  EXPECT_EQ(render("{{ [{'n':'X'},{'n':'x'},{'n':'y'}]|unique(attribute='n')|map(attribute='n')|list }}"),
+            "['X', 'y']");
+  EXPECT_NE(error_of("{{ [[1],[1]]|unique|list }}").find("unhashable type: 'list'"), std::string::npos);
+}
+
+TEST(ChatTemplate, SplitWithoutSeparatorKeepsTheRest) {
+  EXPECT_EQ(render("{{ ' a b '.split(none, 1) }}{{ ' a b '.rsplit(none, 1) }}"), "['a', 'b '][' a', 'b']");
+}
+
+TEST(ChatTemplate, NamedUnicodeEscapesAreRefused) {
+  EXPECT_NE(error_of("{{ '\\N{BULLET}' }}").find("\\N{...} escapes"), std::string::npos);
+}

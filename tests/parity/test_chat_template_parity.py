@@ -366,3 +366,35 @@ def test_model_special_tokens_reach_the_template(name, run_mlxgp, tmp_path):
     got = run_mlxgp("chat-template", "--model", model, "--template-file", tpl, "--messages-json", msgs).stdout
     assert got == want
 
+
+CASE_TEMPLATES = ["{{ messages[0].content|upper }}", "{{ messages[0].content|lower }}",
+                  "{{ messages[0].content|title }}", "{{ messages[0].content|capitalize }}",
+                  "{{ messages[0].content.title() }}", "{{ messages[0].content.upper() }}",
+                  "{% for c in messages[0].content %}{{ 1 if c is upper else 0 }}{{ 1 if c is lower else 0 }}"
+                  "{% endfor %}|{{ messages[0].content is upper }}{{ messages[0].content is lower }}",
+                  "{{ messages[0].content.split()|unique|join(' ') }}"]
+
+
+def test_case_filters_match_jinja_over_unicode(run_mlxgp, tmp_path):
+    """upper / lower / title / capitalize, `is upper` / `is lower` and |unique follow Python's str over every
+    code point below U+20000 (cased letters end before it), final sigma and multi-character mappings included."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    cps = [c for c in range(0x20000) if not 0xD800 <= c < 0xE000 and c not in (0x0D, 0x85, 0x2028, 0x2029)]
+    texts = ["".join(chr(c) for c in cps[i:i + 1500]) for i in range(0, len(cps), 1500)]
+    texts += ["ΟΔΟΣ ΣΑ Σ .Σ. ΑΣ'Σ Α\u0301Σ ΑΣ\u0301Α", "ǆemal élan-vital (straße) [ﬁx] <İi> ŉ ΐ", "a A é É ß SS ss",
+              "Ǆ ǅ ǆ \u1f88 \u1f80", ""]
+    convs = tmp_path / "c.jsonl"
+    convs.write_text("".join(json.dumps([{"role": "user", "content": t}]) + "\n" for t in texts), encoding="utf-8")
+    tpl = tmp_path / "t.jinja"
+    for source in CASE_TEMPLATES:
+        tpl.write_text(source, encoding="utf-8")
+        got = [json.loads(line) for line in run_mlxgp("chat-template", "--template-file", tpl, "--messages-jsonl",
+                                                      convs).stdout.splitlines()]
+        for text, ours in zip(texts, got):
+            want = render_jinja_template(conversations=[[{"role": "user", "content": text}]],
+                                         chat_template=source)[0][0]
+            if ours != want:
+                bad = next(i for i, (a, b) in enumerate(zip(ours, want)) if a != b) if ours and want else 0
+                raise AssertionError(f"{source}: first difference at {bad}: mlxgp {ours[bad:bad + 20]!r} != "
+                                     f"jinja {want[bad:bad + 20]!r} (input from U+{ord(text[0]) if text else 0:04X})")
