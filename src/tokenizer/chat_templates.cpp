@@ -3,6 +3,7 @@
 // chat_template (a string, or a list of {name, template}); get_chat_template picks among named ones.
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -25,12 +26,11 @@ std::string read_template(const std::filesystem::path& p) {
   return ss.str();
 }
 
-void set_named(Tokenizer::Impl& impl, std::vector<std::pair<std::string, std::string>> named) {
-  std::sort(named.begin(), named.end());  // a dict in transformers: no order to keep
-  impl.chat_template.clear();
-  for (const auto& [name, source] : named)
-    if (name == "default") impl.chat_template = source;
-  impl.named_chat_templates = std::move(named);
+void set_named(Tokenizer::Impl& impl, const std::vector<std::pair<std::string, std::string>>& named) {
+  std::map<std::string, std::string> dict;  // a dict in transformers: a repeated name keeps its last template
+  for (const auto& [name, source] : named) dict[name] = source;
+  impl.chat_template = dict.count("default") ? dict["default"] : "";
+  impl.named_chat_templates.assign(dict.begin(), dict.end());
 }
 
 }  // namespace
@@ -50,7 +50,7 @@ void load_chat_templates(Tokenizer::Impl& impl, const std::filesystem::path& fol
     impl.chat_template = std::move(files[0].second);
     return;
   }
-  if (!files.empty()) return set_named(impl, std::move(files));
+  if (!files.empty()) return set_named(impl, files);
   if (!cfg.contains("chat_template") || cfg["chat_template"].is_null()) return;
   const auto& j = cfg["chat_template"];
   if (j.is_string()) {
@@ -65,7 +65,7 @@ void load_chat_templates(Tokenizer::Impl& impl, const std::filesystem::path& fol
       fail("tokenizer", "tokenizer_config.json chat_template entries must be {\"name\": str, \"template\": str}");
     named.emplace_back(t["name"].get<std::string>(), t["template"].get<std::string>());
   }
-  set_named(impl, std::move(named));
+  set_named(impl, named);
 }
 
 }  // namespace tok

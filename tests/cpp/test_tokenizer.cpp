@@ -229,6 +229,12 @@ TEST(TokenizerFiles, NamedChatTemplatesArePickedAsTransformersDoes) {
   EXPECT_EQ(single->select_chat_template("", true), "S");
   EXPECT_EQ(single->select_chat_template("default"), "default");  // a single template has no names
   EXPECT_TRUE(single->named_chat_templates().empty());
+  json twice =
+      json::array({json{{"name", "default"}, {"template", "A"}}, json{{"name", "default"}, {"template", "B"}}});
+  auto dup = Tokenizer::from_files(write_folder("dup", {{"chat_template", twice}}) + "/tokenizer.json");
+  EXPECT_EQ(dup->chat_template(), "B");  // a dict: the last one wins
+  EXPECT_EQ(dup->select_chat_template("default"), "B");
+  EXPECT_EQ(dup->named_chat_templates().size(), 1u);
 }
 
 TEST(TokenizerFiles, SpecialTokensMapFollowsTheConfig) {
