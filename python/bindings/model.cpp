@@ -141,16 +141,10 @@ void bind_model(nb::module_& m) {
       .def_prop_ro(
           "special_tokens_map",
           [](const Tokenizer& t) {
-            const SpecialTokens& s = t.special_tokens();
             nb::dict out;
-            for (auto [name, value] : {std::pair{"bos_token", &s.bos_token},
-                                       {"eos_token", &s.eos_token},
-                                       {"unk_token", &s.unk_token},
-                                       {"sep_token", &s.sep_token},
-                                       {"pad_token", &s.pad_token},
-                                       {"cls_token", &s.cls_token},
-                                       {"mask_token", &s.mask_token}})
-              if (!value->empty()) out[name] = *value;
+            t.special_tokens().for_each([&](const char* name, const std::string& value) {
+              if (!value.empty()) out[name] = value;
+            });
             return out;
           },
           "transformers' special_tokens_map: the named special tokens the chat template sees")

@@ -58,16 +58,9 @@ std::string apply_chat_template(const std::string& source, const nlohmann::order
   if (!extra_context.is_object()) fail("chat_template", "extra template variables must be a JSON object");
   nlohmann::ordered_json ctx = nlohmann::ordered_json::object();
   // Same order as transformers: special tokens, then caller kwargs, then its own arguments.
-  auto tok = [&](const char* name, const std::string& v) {
+  special_tokens.for_each([&](const char* name, const std::string& v) {
     if (!v.empty()) ctx[name] = v;
-  };
-  tok("bos_token", special_tokens.bos_token);
-  tok("eos_token", special_tokens.eos_token);
-  tok("unk_token", special_tokens.unk_token);
-  tok("sep_token", special_tokens.sep_token);
-  tok("pad_token", special_tokens.pad_token);
-  tok("cls_token", special_tokens.cls_token);
-  tok("mask_token", special_tokens.mask_token);
+  });
   for (auto it = extra_context.begin(); it != extra_context.end(); ++it) ctx[it.key()] = it.value();
   nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
   for (auto& m : messages) msgs.push_back(normalize_message(m));

@@ -176,17 +176,10 @@ std::optional<ClassPipeline> class_pipeline(const json& cfg) {
 // absent; an explicit null unsets it).
 SpecialTokens special_tokens_map(const json& cfg, const json& defaults) {
   SpecialTokens st;
-  auto set = [&](const char* key, std::string& dst) {
+  st.for_each([&](const char* key, std::string& dst) {
     if (auto s = token_string(cfg, key)) dst = *s;
     else if (!cfg.contains(key) && defaults.contains(key)) dst = defaults[key].get<std::string>();
-  };
-  set("bos_token", st.bos_token);
-  set("eos_token", st.eos_token);
-  set("unk_token", st.unk_token);
-  set("sep_token", st.sep_token);
-  set("pad_token", st.pad_token);
-  set("cls_token", st.cls_token);
-  set("mask_token", st.mask_token);
+  });
   return st;
 }
 
@@ -195,10 +188,9 @@ SpecialTokens special_tokens_map(const json& cfg, const json& defaults) {
 // existing added token becomes special, any other one is added (matched whole in the text).
 void add_named_specials(const json& cfg, const json& defaults, Tokenizer::Impl& impl) {
   std::vector<std::string> names;
-  for (const char* key : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
-    if (auto s = token_string(cfg, key)) names.push_back(*s);
-    else if (!cfg.contains(key) && defaults.contains(key)) names.push_back(defaults[key].get<std::string>());
-  }
+  special_tokens_map(cfg, defaults).for_each([&](const char*, const std::string& v) {
+    if (!v.empty()) names.push_back(v);
+  });
   for (const char* key : {"additional_special_tokens", "extra_special_tokens"})
     if (cfg.contains(key) && cfg[key].is_array())
       for (const auto& t : cfg[key]) {
