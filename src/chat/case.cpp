@@ -109,25 +109,20 @@ std::string py_capitalize(const std::string& s) {
   return out;
 }
 
-bool py_isupper(const std::string& s) {
+// Python's str.isupper / islower: at least one cased character, all of them of case `want`.
+static bool all_cased_as(const std::string& s, uint8_t want, uint8_t other) {
   bool cased = false;
   for (uint32_t cp : decode_utf8(s)) {
     uint8_t f = record(cp).flags;
-    if (f & (kLower | kTitle)) return false;
-    cased = cased || (f & kUpper);
+    if (f & (other | kTitle)) return false;
+    cased = cased || (f & want);
   }
   return cased;
 }
 
-bool py_islower(const std::string& s) {
-  bool cased = false;
-  for (uint32_t cp : decode_utf8(s)) {
-    uint8_t f = record(cp).flags;
-    if (f & (kUpper | kTitle)) return false;
-    cased = cased || (f & kLower);
-  }
-  return cased;
-}
+bool py_isupper(const std::string& s) { return all_cased_as(s, kUpper, kLower); }
+
+bool py_islower(const std::string& s) { return all_cased_as(s, kLower, kUpper); }
 
 std::string jinja_title(const std::string& s) {
   // re.split(r"([-\s({\[<]+)", s), empty pieces dropped: separator runs are pieces too (unchanged by it).
