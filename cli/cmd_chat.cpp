@@ -47,7 +47,9 @@ int run_chat(const std::vector<std::string>& argv) {
             "Chat with an instruct model: each stdin line is a user message, the reply streams to stdout.\n"
             "The conversation is rendered with the model's chat template every turn and the KV cache is kept,\n"
             "so only the new part is prefilled. Commands: /reset (start over), /exit (or end of input).\n"
-            "Generation settings as in `mlxgp generate` (max_new_tokens defaults to 256 here).");
+            "Generation settings as in `mlxgp generate` (max_new_tokens defaults to 256 here). With --kv-bits,\n"
+            "earlier turns are attended to as the kept cache holds them (quantized, as mlx-lm's kept prompt\n"
+            "caches), where `generate` on the whole conversation prefills them at full precision first.");
   args.option("model", "default | model folder | file.gguf (default: default)")
       .option("system", "a system message at the start of the conversation (kept by /reset)")
       .option("drop-old-turns",

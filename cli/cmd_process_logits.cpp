@@ -63,6 +63,8 @@ mx::array run_case(const json& config_json, const mx::array& scores_in, const js
   validate(config);
   mx::array ids = ids_array(ids_json);
   if (scores_in.ndim() != 2) fail("cli", "scores must be a 2-D [batch, vocab] array");
+  // (A model's vocabulary is never empty; the processors index into it.)
+  if (scores_in.shape(0) < 1 || scores_in.shape(1) < 1) fail("cli", "scores need at least one row and one column");
   if (scores_in.shape(0) != ids.shape(0)) fail("cli", "scores and input ids have different batch sizes");
   const int t = ids.shape(1);
   const long long p = prompt_len.value_or(t);

@@ -59,7 +59,9 @@ int run_extract(const std::vector<std::string>& argv) {
       .option("negative", "text file, one prompt per line")
       .option("positive-ids", "instead of --positive: one comma-separated token id list per line")
       .option("negative-ids", "instead of --negative: one comma-separated token id list per line")
-      .option("layer", "block index (0-based) whose output is read (HF hidden_states[layer + 1])")
+      .option("layer",
+              "block index (0-based) whose output is read (a forward hook on HF model.layers[layer]; "
+              "hidden_states[layer + 1] except the last layer, which transformers reports after the final norm)")
       .option("position", "last | mean: the prompt's last position or the mean over positions (default: last)")
       .option("chat", "wrap each prompt in the model's chat template as a user message", false)
       .option("dtype", "float32 | bfloat16 | float16 (default: the checkpoint's own)")

@@ -264,7 +264,7 @@ struct GenerationConfig {
     v(c.max_kv_size, "max_kv_size", std::optional<int>{},
       "rotating KV cache of this many positions (keeps the first kv_keep)", FieldBounds::at_least(1));
     v(c.kv_keep, "kv_keep", 4, "rotating KV cache: leading positions always kept", FieldBounds::at_least(0));
-    v(c.kv_bits, "kv_bits", std::optional<int>{}, "quantize the KV cache to this many bits (4 or 8)",
+    v(c.kv_bits, "kv_bits", std::optional<int>{}, "quantize the KV cache to this many bits (2, 3, 4, 5, 6 or 8)",
       FieldBounds::range(2, 8));
     v(c.kv_group_size, "kv_group_size", 64, "quantized KV cache group size", FieldBounds::at_least(1));
     v(c.quantized_kv_start, "quantized_kv_start", std::optional<int>{},

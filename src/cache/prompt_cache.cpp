@@ -22,7 +22,7 @@ namespace mlxgp {
 namespace {
 
 constexpr const char* kFormat = "mlxgp-prompt-cache";
-constexpr const char* kVersion = "1";
+constexpr const char* kVersion = "2";  // 2: the identity covers config.json settings
 
 std::string dtype_name(mx::Dtype d) {
   std::ostringstream s;
@@ -77,6 +77,48 @@ uint64_t projection_digest(const WeightMap& params) {
   return h;
 }
 
+// Every config.json setting that changes what a prompt's keys and values are (rotary frequencies and
+// scaling, norms' epsilon, activations, windows, attention scales, experts), so a cache made under one is
+// refused under another with the same weights (a rope_theta or rope_scaling edit, a yarn switch).
+uint64_t config_digest(const ModelConfig& c) {
+  std::ostringstream d;
+  d << std::hexfloat;
+  auto rope = [&](const std::optional<RopeScaling>& r) {
+    if (!r) return void(d << " -");
+    d << ' ' << r->rope_type << ' ' << r->factor << ' ' << r->low_freq_factor << ' ' << r->high_freq_factor << ' '
+      << r->original_max_position_embeddings << ' ' << r->attention_factor.value_or(-1.0f);
+    for (float f : r->short_factor) d << ' ' << f;
+    d << " /";
+    for (float f : r->long_factor) d << ' ' << f;
+  };
+  auto opt = [&](const auto& v) {
+    if (v) d << ' ' << *v;
+    else d << " -";
+  };
+  d << c.num_attention_heads << ' ' << c.intermediate_size << ' ' << c.rms_norm_eps << ' ' << c.rope_theta;
+  rope(c.rope_scaling);
+  d << ' ' << c.max_position_embeddings << ' ' << c.attention_bias << ' ' << c.mlp_bias << ' ' << c.hidden_act;
+  opt(c.sliding_window);
+  for (bool b : c.sliding_layers) d << b;
+  d << ' ' << c.partial_rotary_factor;
+  opt(c.sliding_rope_theta);
+  rope(c.sliding_rope_scaling);
+  opt(c.query_pre_attn_scalar);
+  opt(c.attn_logit_softcapping);
+  d << ' ' << c.embedding_multiplier << ' ' << c.residual_multiplier;
+  opt(c.attention_multiplier);
+  d << ' ';
+  for (bool b : c.rope_layers) d << b;
+  d << ' ' << c.scale_attn_weights << c.scale_attn_by_inverse_layer_idx;
+  opt(c.qkv_bias);
+  d << ' ' << c.num_experts << ' ' << c.num_experts_per_tok << ' ' << c.moe_intermediate_size << ' '
+    << c.shared_expert_intermediate_size << ' ' << c.norm_topk_prob << ' ' << c.decoder_sparse_step;
+  for (int l : c.mlp_only_layers) d << ' ' << l;
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char ch : d.str()) h = (h ^ ch) * 1099511628211ULL;
+  return h;
+}
+
 std::string layer_key(int i, const char* what) { return "layers." + std::to_string(i) + "." + what; }
 
 }  // namespace
@@ -100,7 +142,7 @@ std::string model_identity(Model& model) {
   s << " dtype=" << dtype << " norms=" << hex(h);
   // Quantizing leaves the norms as they were: one projection's stored tensors (names, dtypes, shapes and
   // values) tell a Q4 GGUF, an MLX 4-bit folder and the float weights apart, and weights fine-tuned alike.
-  s << " weights=" << hex(projection_digest(params));
+  s << " weights=" << hex(projection_digest(params)) << " config=" << hex(config_digest(c));
   // llama.cpp's arithmetic (LoadOptions::int8_activations) computes other keys and values.
   for (auto& [name, _] : params)
     if (name.ends_with(".int8_activations")) {
@@ -131,6 +173,10 @@ namespace {
 std::string identity_problem(const std::string& saved, const std::string& identity) {
   if (saved == identity) return "";
   auto base = [](const std::string& id) { return id.substr(0, id.find(" lora=")); };
+  auto weights = [](const std::string& id) { return id.substr(0, id.find(" config=")); };
+  if (weights(saved) == weights(identity) && base(saved) != base(identity))
+    return "was made by these weights under other config.json settings (rotary embedding, norms, attention "
+           "or experts); make it again with this config";
   if (base(saved) == base(identity))
     return std::string("was made with other LoRA adapters than this model has (") +
            (identity.find(" lora=") == std::string::npos ? "none" : "adapters") +

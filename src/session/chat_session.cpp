@@ -67,6 +67,9 @@ void ChatSession::set_generation_config(GenerationConfig config) {
     fail("chat", "beam search is not available in a chat session (use generate --chat for one reply)");
   if (config.use_speculative || config.prompt_lookup_num_tokens)
     fail("chat", "speculative and prompt-lookup decoding are not available in a chat session (use generate --chat)");
+  // A reply carries its text and ids: per-step outputs would be computed and dropped.
+  if (config.output_scores || config.output_logits || config.output_logprobs)
+    fail("chat", "output_scores, output_logits and output_logprobs are not kept in a chat reply (use generate --json)");
   config_ = std::move(config);
 }
 

@@ -46,6 +46,15 @@ TEST(PromptCache, RejectsOtherModelsAndBadFiles) {
     return w;
   }());
   EXPECT_NE(error_of([&] { load_prompt_cache(path, *bigger); }).find("[prompt-cache]"), std::string::npos);
+  // The same weights under other config.json settings compute other keys and values: rotary base, rotary
+  // scaling, norm epsilon.
+  for (const char* extra : {R"(, "rope_theta": 500.0)", R"(, "rope_scaling": {"rope_type": "linear", "factor": 2.0})",
+                            R"(, "rms_norm_eps": 1e-3)"}) {
+    auto edited = create_model(parse_model_config(tiny_config_json("llama", extra)), tiny_weights(3));
+    EXPECT_NE(error_of([&] { load_prompt_cache(path, *edited); }).find("under other config.json settings"),
+              std::string::npos)
+        << extra;
+  }
   // Truncated.
   auto bytes = read_file(path);
   write_file(t / "cut.safetensors", bytes.substr(0, bytes.size() / 2));

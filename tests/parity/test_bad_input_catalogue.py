@@ -459,12 +459,20 @@ def _command_cases():
         ("process-logits scores file missing", lambda b: (["process-logits", "--config", _file(b, "p.json", "{}"),
                                                            "--scores", b["root"] / "none.safetensors", "--out",
                                                            out(b, "p.safetensors")], "", "", out(b, "p.safetensors"))),
+        ("process-logits zero-width scores", lambda b: (["process-logits", "--config",
+                                                          _file(b, "rp.json", '{"repetition_penalty": 1.5}'),
+                                                          "--scores", _scores_file(b, (2, 0)), "--input-ids-file",
+                                                          _file(b, "ids2.json", "[[1], [2]]"), "--out",
+                                                          out(b, "pz.safetensors")], "cli", "at least one",
+                                                         out(b, "pz.safetensors"))),
         ("loss input without logits", lambda b: (["loss", "--in", _st_file(b), "--out", out(b, "loss.safetensors")], "",
                                                  "", out(b, "loss.safetensors"))),
         ("serve --port 99999", lambda b: (["serve", "--model", b["hf"], "--port", 99999], "", "port")),
         ("serve --max-batch 0", lambda b: (["serve", "--model", b["hf"], "--max-batch", 0], "", "max-batch")),
         ("chat --temperature nan", lambda b: (["chat", "--model", b["hf"], "--do-sample", "--temperature", "nan"],
                                               "config", "temperature")),
+        ("chat --output-scores", lambda b: (["chat", "--model", b["default"], "--output-scores"], "chat",
+                                            "output_scores")),
         ("chat --num-beams 4", lambda b: (["chat", "--model", b["default"], "--num-beams", 4], "chat", "beam search")),
         ("chat --prompt-lookup-num-tokens", lambda b: (["chat", "--model", b["default"], "--prompt-lookup-num-tokens", 3],
                                                        "chat", "prompt-lookup")),
@@ -487,6 +495,15 @@ def _half_cache(b):
                         str(full)], check=True, capture_output=True)
         raw = full.read_bytes()
         p.write_bytes(raw[: len(raw) // 2])
+    return p
+
+
+def _scores_file(b, shape):
+    from safetensors.numpy import save_file
+
+    p = b["root"] / "files" / f"scores_{'x'.join(map(str, shape))}.safetensors"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"scores": np.zeros(shape, np.float32)}, str(p))
     return p
 
 

@@ -2,6 +2,8 @@
 a saved prefix gives the same tokens as generation without it, and transformers' greedy tokens on
 the same GGUF checkpoint (run live); bad files, other models and prompts that do not start with the
 cached tokens are one-line errors."""
+import json
+import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -148,6 +150,19 @@ def test_prompt_cache_of_another_model(saved, default_gguf, run_mlxgp, tmp_path)
     code, msg = _error(run_mlxgp, "generate", "--model", quantized, "--input-ids", "5,6,7,8", "--prompt-cache",
                        tiny_cache)
     assert "was made by another model" in msg, msg
+    # The same weights under another rotary base or scaling (config.json edited, as a user switching on a
+    # rope_scaling does): transformers computes other keys there, so the cache is refused, not reused.
+    for i, edit in enumerate(({"rope_theta": 500.0}, {"rope_type": "linear", "factor": 2.0})):
+        edited = tmp_path / f"tiny-rope-{i}"
+        shutil.copytree(folder, edited)
+        config = json.loads((edited / "config.json").read_text())
+        config["rope_parameters"] = {**config["rope_parameters"], **edit}
+        (edited / "config.json").write_text(json.dumps(config))
+        code, msg = _error(run_mlxgp, "generate", "--model", edited, "--input-ids", "5,6,7,8", "--prompt-cache",
+                           tiny_cache)
+        assert code == 2 and msg == (f"[prompt-cache] '{tiny_cache}' was made by these weights under other "
+                                     "config.json settings (rotary embedding, norms, attention or experts); make "
+                                     "it again with this config"), msg
     # Its own model accepts it.
     run_mlxgp("generate", "--model", folder, "--input-ids", "5,6,7,8", "--max-new-tokens", 2, "--prompt-cache",
               tiny_cache)
