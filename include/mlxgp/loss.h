@@ -45,6 +45,11 @@ struct Batch {
 mlx::core::array load_balancing_loss(const std::vector<mlx::core::array>& router_logits, int num_experts, int top_k,
                                      const std::optional<mlx::core::array>& attention_mask = std::nullopt);
 
+// The next-token targets of a batch, [B, T - 1] int32 (-100 where nothing is counted): labels (default:
+// input_ids) shifted left by one, masked by loss_mask and pad_id. Checks what loss_forward checks of the
+// ids and labels (integers, inside the vocabulary `vocab_size` when > 0) and throws [loss] otherwise.
+mlx::core::array next_token_targets(const Batch& batch, std::optional<int> pad_id = std::nullopt, int vocab_size = 0);
+
 // The model's mean next-token loss over the counted positions and their number. `pad_id`, when
 // given, also excludes targets equal to it (so a batch padded with pad_id needs no mask). When the
 // model's config has output_router_logits (MoE), the loss adds router_aux_loss_coef * the

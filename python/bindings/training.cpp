@@ -40,7 +40,8 @@ LrSchedule schedule_of(double lr, const std::string& kind, int warmup, int total
 Batch batch_of(const mx::array& input_ids, std::optional<mx::array> labels, std::optional<mx::array> loss_mask,
                std::optional<mx::array> attention_mask) {
   if (input_ids.ndim() != 2) fail("train", "input_ids must be [batch, length]");
-  return Batch{mx::astype(input_ids, mx::int32), std::move(labels), std::move(loss_mask), std::move(attention_mask)};
+  // Not cast: loss_forward refuses float ids and labels, and ids outside int32, rather than truncate them.
+  return Batch{input_ids, std::move(labels), std::move(loss_mask), std::move(attention_mask)};
 }
 
 // The training dtype by its full name or the short forms (fp32, bf16, fp16).

@@ -116,7 +116,8 @@ def _batch(batch):
         ids, labels, mask = (list(batch) + [None])[:3]
     else:
         ids, labels, mask = batch, None, None
-    return _rows(ids, mx.int32), _rows(labels, mx.int32), _rows(mask), _rows(attention, mx.int32)
+    # Not cast: the library refuses float or bool ids and labels rather than truncate them.
+    return _rows(ids), _rows(labels), _rows(mask), _rows(attention)
 
 
 def _rows(x, dtype=None):

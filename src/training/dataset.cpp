@@ -2,6 +2,7 @@
 #include "mlxgp/dataset.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <fstream>
 #include <numeric>
 #include <random>
@@ -23,6 +24,22 @@ void check_ids(const std::vector<int>& ids, const DatasetOptions& o, const std::
   for (int id : ids)
     if (id < 0 || (o.vocab_size > 0 && id >= o.vocab_size))
       fail("data", where + ": token id " + std::to_string(id) + " is outside the vocabulary");
+}
+
+// JSON integers that fit int32: a float, a bool or a wider number would be truncated or wrapped into
+// some other token.
+std::vector<int> token_ids(const nlohmann::json& v, const std::string& where) {
+  if (!v.is_array()) fail("data", where + ": \"input_ids\" must be an array of token ids");
+  std::vector<int> ids;
+  ids.reserve(v.size());
+  for (const auto& x : v) {
+    if (!x.is_number_integer()) fail("data", where + ": token id " + x.dump() + " is not an integer");
+    const bool fits = x.is_number_unsigned() ? x.get<uint64_t>() <= INT32_MAX
+                                             : x.get<int64_t>() >= INT32_MIN && x.get<int64_t>() <= INT32_MAX;
+    if (!fits) fail("data", where + ": token id " + x.dump() + " is outside the int32 range");
+    ids.push_back(static_cast<int>(x.get<int64_t>()));
+  }
+  return ids;
 }
 
 std::string read_all(const std::string& path) {
@@ -79,7 +96,7 @@ std::vector<Example> load_dataset(const std::string& path, const Tokenizer* toke
       Example ex;
       try {
         if (j.contains("input_ids")) {
-          ex.ids = j.at("input_ids").get<std::vector<int>>();
+          ex.ids = token_ids(j.at("input_ids"), where);
           ex.target.assign(ex.ids.size(), 1);
         } else if (j.contains("text")) {
           ex.ids = need(tokenizer, where).encode(j.at("text").get<std::string>(), o.add_special_tokens);

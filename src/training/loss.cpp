@@ -70,36 +70,50 @@ void check_attention_mask(const mx::array& mask, const mx::array& ids) {
 
 }  // namespace
 
-LossResult loss_forward(Model& model, const Batch& batch, double label_smoothing, std::optional<int> pad_id) {
+mx::array next_token_targets(const Batch& batch, std::optional<int> pad_id, int vocab_size) {
   const auto& ids = batch.input_ids;
   if (ids.ndim() != 2 || ids.shape(1) < 2) fail("loss", "input_ids must be [batch, length >= 2]");
   const int B = ids.shape(0), T = ids.shape(1);
-  if (batch.attention_mask) check_attention_mask(*batch.attention_mask, ids);
-  auto labels = batch.labels ? mx::astype(*batch.labels, mx::int32) : mx::astype(ids, mx::int32);
+  // Floats or bools would be truncated into some token: refused, as torch's embedding refuses them.
+  if (!mx::issubdtype(ids.dtype(), mx::integer)) fail("loss", "input_ids must be integers");
+  if (batch.labels && !mx::issubdtype(batch.labels->dtype(), mx::integer))
+    fail("loss", "labels must be integer token ids");
+  auto labels = batch.labels ? *batch.labels : ids;
   if (labels.shape() != ids.shape()) fail("loss", "labels must have the shape of input_ids");
+  // Ids past the embedding would read outside it (a crash, or a loss of garbage); generate() refuses them
+  // too. Checked in int64, before the int32 cast could wrap an id into range.
+  if (!ids.is_tracer() && !labels.is_tracer()) {
+    const int64_t hi_ok = vocab_size > 0 ? vocab_size : int64_t{1} << 31;
+    auto ids64 = mx::astype(ids, mx::int64), labels64 = mx::astype(labels, mx::int64);
+    auto lo = mx::min(ids64), hi = mx::max(ids64);
+    auto valid = mx::logical_or(
+        mx::equal(labels64, mx::array(int64_t{-100})),
+        mx::logical_and(mx::greater_equal(labels64, mx::array(int64_t{0})), mx::less(labels64, mx::array(hi_ok))));
+    auto labels_ok = mx::all(valid);
+    mx::eval(lo, hi, labels_ok);
+    const std::string vocab =
+        vocab_size > 0 ? "the vocabulary (size " + std::to_string(vocab_size) + ")" : "the int32 range";
+    if (lo.item<int64_t>() < 0 || hi.item<int64_t>() >= hi_ok)
+      fail("loss", "input_ids hold token id " +
+                       std::to_string(lo.item<int64_t>() < 0 ? lo.item<int64_t>() : hi.item<int64_t>()) + ", outside " +
+                       vocab);
+    if (!labels_ok.item<bool>()) fail("loss", "labels must be -100 (ignored) or token ids inside " + vocab);
+  }
+  labels = mx::astype(labels, mx::int32);
   if (batch.loss_mask) {
     if (batch.loss_mask->shape() != ids.shape()) fail("loss", "loss_mask must have the shape of input_ids");
     labels = mx::where(mx::astype(*batch.loss_mask, mx::bool_), labels, mx::array(-100));
   }
   if (pad_id) labels = mx::where(mx::equal(labels, mx::array(*pad_id)), mx::array(-100), labels);
+  return mx::slice(labels, {0, 1}, {B, T});
+}
+
+LossResult loss_forward(Model& model, const Batch& batch, double label_smoothing, std::optional<int> pad_id) {
   const auto& c = model.config();
-  // Ids past the embedding would read outside it (a crash, or a loss of garbage); generate() refuses them too.
-  if (!mx::issubdtype(ids.dtype(), mx::integer)) fail("loss", "input_ids must be integers");
-  if (!ids.is_tracer() && !labels.is_tracer()) {
-    auto lo = mx::astype(mx::min(ids), mx::int64), hi = mx::astype(mx::max(ids), mx::int64);
-    auto valid = mx::logical_or(
-        mx::equal(labels, mx::array(-100)),
-        mx::logical_and(mx::greater_equal(labels, mx::array(0)), mx::less(labels, mx::array(c.vocab_size))));
-    auto labels_ok = mx::all(valid);
-    mx::eval(lo, hi, labels_ok);
-    if (lo.item<int64_t>() < 0 || hi.item<int64_t>() >= c.vocab_size)
-      fail("loss", "input_ids hold token id " +
-                       std::to_string(lo.item<int64_t>() < 0 ? lo.item<int64_t>() : hi.item<int64_t>()) +
-                       ", outside the vocabulary (size " + std::to_string(c.vocab_size) + ")");
-    if (!labels_ok.item<bool>())
-      fail("loss", "labels must be -100 (ignored) or token ids inside the vocabulary (size " +
-                       std::to_string(c.vocab_size) + ")");
-  }
+  auto targets = next_token_targets(batch, pad_id, c.vocab_size);
+  const auto ids = mx::astype(batch.input_ids, mx::int32);
+  const int B = ids.shape(0), T = ids.shape(1);
+  if (batch.attention_mask) check_attention_mask(*batch.attention_mask, ids);
   std::optional<layers::RouterLogitsCapture> capture;
   if (c.output_router_logits && c.num_experts > 0) capture.emplace();
   KVCacheList caches;
@@ -108,7 +122,6 @@ LossResult loss_forward(Model& model, const Batch& batch, double label_smoothing
   // A soft prompt prepends virtual positions: only the last T rows belong to the tokens.
   const int rows = logits.shape(1);
   auto pred = mx::slice(logits, {0, rows - T, 0}, {B, rows - 1, logits.shape(2)});
-  auto targets = mx::slice(labels, {0, 1}, {B, T});
   auto result = xent_loss(pred, targets, label_smoothing, -100);
   if (!capture) return result;
   std::optional<mx::array> mask;

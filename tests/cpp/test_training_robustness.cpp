@@ -139,6 +139,25 @@ TEST(TrainingRobustness, LossRefusesIdsOutsideTheVocabulary) {
   mx::eval(loss_forward(*m.model, b).loss);
 }
 
+// Float or bool ids would be truncated into some token, and int64 ids past int32 wrapped into one: refused.
+TEST(TrainingRobustness, LossRefusesNonIntegerAndWrappingIds) {
+  TinyModel m;
+  Batch b = tiny_batch({1, 2, 3});
+  b.input_ids = mx::array({1.0f, 2.5f, 3.0f}, {1, 3});
+  EXPECT_EQ(error_of([&] { loss_forward(*m.model, b); }), "[loss] input_ids must be integers");
+  b.input_ids = mx::array({true, false, true}, {1, 3});
+  EXPECT_EQ(error_of([&] { loss_forward(*m.model, b); }), "[loss] input_ids must be integers");
+  b.input_ids = mx::array({int64_t{1}, (int64_t{1} << 32) + 5, int64_t{3}}, {1, 3});
+  EXPECT_EQ(error_of([&] { loss_forward(*m.model, b); }),
+            "[loss] input_ids hold token id 4294967301, outside the vocabulary (size 64)");
+  b = tiny_batch({1, 2, 3});
+  b.labels = mx::array({1.0f, 2.0f, 3.0f}, {1, 3});
+  EXPECT_EQ(error_of([&] { loss_forward(*m.model, b); }), "[loss] labels must be integer token ids");
+  b.labels = mx::array({int64_t{-100}, (int64_t{1} << 32) + 2, int64_t{3}}, {1, 3});
+  EXPECT_EQ(error_of([&] { loss_forward(*m.model, b); }),
+            "[loss] labels must be -100 (ignored) or token ids inside the vocabulary (size 64)");
+}
+
 // An adapter file missing one of a layer's tensors: the layer would skip that adapter without a word.
 TEST(TrainingRobustness, LoraFileMissingATensorIsRefused) {
   TempDir t;

@@ -185,12 +185,21 @@ def test_training_errors(tiny, run_mlxgp, tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     (tmp_path / "long.jsonl").write_text(json.dumps({"input_ids": list(range(3, 40))}) + "\n")
     (tmp_path / "oov.jsonl").write_text(json.dumps({"input_ids": [1, 99999]}) + "\n")
+    (tmp_path / "float.jsonl").write_text('{"input_ids": [1, 2.5, 3]}\n')
+    (tmp_path / "whole_float.jsonl").write_text('{"input_ids": [1, 2, 3]}\n{"input_ids": [1, 2.0, 3]}\n')
+    (tmp_path / "bool.jsonl").write_text('{"input_ids": [1, true, 3]}\n')
+    (tmp_path / "wrap.jsonl").write_text('{"input_ids": [1, 4294967301, 3]}\n')
     cases = [
         (tmp_path / "bad.jsonl", [], "[data]", "bad.jsonl:2: malformed JSON"),
         (tmp_path / "empty.jsonl", [], "[data]", "holds no training examples"),
         (tmp_path / "long.jsonl", [], "[data]", "more than --seq-len"),
         (tmp_path / "oov.jsonl", [], "[data]", "outside the vocabulary"),
         (tmp_path / "missing.jsonl", [], "[data]", "cannot read"),
+        # Truncated, wrapped or bool ids would train on other tokens than the file holds.
+        (tmp_path / "float.jsonl", [], "[data]", "float.jsonl:1: token id 2.5 is not an integer"),
+        (tmp_path / "whole_float.jsonl", [], "[data]", "whole_float.jsonl:2: token id 2.0 is not an integer"),
+        (tmp_path / "bool.jsonl", [], "[data]", "bool.jsonl:1: token id true is not an integer"),
+        (tmp_path / "wrap.jsonl", [], "[data]", "wrap.jsonl:1: token id 4294967301 is outside the int32 range"),
         (tmp_path / "bad.jsonl", ["--mode", "everything"], "[cli]", "--mode must be"),
     ]
     for data, extra, component, text in cases:

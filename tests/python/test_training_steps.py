@@ -1,0 +1,25 @@
+"""train_step and loss_forward across calls and on bad input, each test against the reference it names:
+what a call asks for is applied or refused in one line, never ignored or truncated."""
+import pytest
+
+IDS = [[1, 5, 9, 13, 7, 21, 3, 11]]
+
+
+@pytest.mark.parametrize("batch, message", [
+    ([[1.0, 5.0, 9.0]], "[loss] input_ids must be integers"),
+    ([[1, 5.5, 9]], "[loss] input_ids must be integers"),
+    ({"tokens": [[1, 5, 9]], "labels": [[1.9, 5.0, 9.0]]}, "[loss] labels must be integer token ids"),
+    ([[1, 2**32 + 5, 9]], "[loss] input_ids hold token id 4294967301, outside the vocabulary"),
+])
+def test_ids_that_are_not_int32_integers_are_refused(mgp, tiny_llama, batch, message):
+    import mlx.core as mx
+
+    model, _ = mgp.load(tiny_llama, dtype="float32")
+    as_mx = (lambda b: {k: mx.array(v) for k, v in b.items()}) if isinstance(batch, dict) else mx.array
+    for given in (batch, as_mx(batch)):
+        for call in (lambda: mgp.train_step(model, given, mgp.SGD(learning_rate=1e-3)),
+                     lambda: mgp.loss_forward(model, given)):
+            with pytest.raises(ValueError) as e:
+                call()
+            assert str(e.value).startswith(message) and "\n" not in str(e.value), str(e.value)
+
