@@ -104,13 +104,26 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
   std::vector<int> argnums(params.size());
   for (size_t i = 0; i < argnums.size(); ++i) argnums[i] = static_cast<int>(i);
 
-  // Token-weighted accumulation: each micro-batch contributes loss_i * n_i; the sum is divided by
-  // the total count at the end, so the step equals one batch holding all the micro-batches.
+  // The step's target count, before any forward: torch's GradScaler scales the mean loss, and with
+  // accumulation each micro-batch's loss sum is divided by the step's count (HF Trainer's
+  // num_items_in_batch), so the scale meets the gradients as large as torch's and overflows when they do.
+  const int ranks = config_.group ? config_.group->size() : 1;
+  std::vector<mx::array> counts;
+  for (auto& batch : micro_batches)
+    counts.push_back(
+        mx::sum(mx::not_equal(next_token_targets(batch, pad_id, model_.config().vocab_size), mx::array(-100))));
+  auto step_count = mx::astype(mx::sum(mx::stack(counts)), mx::float32);
+  if (ranks > 1) step_count = mx::distributed::all_sum(step_count, *config_.group);
+  const double n_step = step_count.item<float>();
+  if (n_step == 0) fail("train", "the batch has no target tokens (everything is padding or ignored)");
+
+  // Token-weighted accumulation: each micro-batch contributes loss_i * n_i / n_step, so the step equals
+  // one batch holding all the micro-batches.
   std::vector<mx::array> grad_sum;
   mx::array loss_sum = mx::array(0.0f), count = mx::array(0.0f), aux_sum = mx::array(0.0f);
   bool has_aux = false;
   for (auto& batch : micro_batches) {
-    const float scale = static_cast<float>(scale_);
+    const float scale = static_cast<float>(scale_ / n_step);
     auto fn = [&](const std::vector<mx::array>& ps) {
       WeightMap traced;
       for (size_t i = 0; i < ps.size(); ++i) traced.insert_or_assign(names_[i], ps[i]);
@@ -132,7 +145,7 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
     mx::eval(loss_sum, count, aux_sum);
     mx::eval(grad_sum);
   }
-  if (config_.group && config_.group->size() > 1) {
+  if (ranks > 1) {
     // One all_sum over every gradient, the loss sum and the token count, flattened together.
     std::vector<mx::array> flat;
     for (auto& g : grad_sum) flat.push_back(mx::reshape(mx::astype(g, mx::float32), {-1}));
@@ -156,15 +169,14 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
   }
   const double n = count.item<float>();
   r.n_tokens = static_cast<int>(n);
-  if (n == 0) fail("train", "the batch has no target tokens (everything is padding or ignored)");
   r.loss = loss_sum.item<float>() / n;
   if (has_aux) r.aux_loss = aux_sum.item<float>() / n;
 
-  // Unscale: gradients of (scale * sum) -> gradients of the mean.
+  // Unscale: gradients of (scale * mean) -> gradients of the mean.
   WeightMap grads;
   const bool inject = !injected_ && config_.inject_overflow_step == optimizer_->steps() + 1;
   injected_ = injected_ || inject;
-  const float unscale = inject ? INFINITY : static_cast<float>(1.0 / (scale_ * n));
+  const float unscale = inject ? INFINITY : static_cast<float>(1.0 / scale_);
   std::vector<mx::array> finite;
   for (size_t i = 0; i < names_.size(); ++i) {
     auto g = mx::multiply(mx::astype(grad_sum[i], mx::float32), mx::array(unscale));

@@ -165,6 +165,36 @@ def test_resume_equals_uninterrupted_run(tiny, run_mlxgp, tmp_path):
     assert all(np.array_equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
 
 
+def _torch_fp16_overflows(folder, ids, scale):
+    """torch GradScaler's test: the gradients of scale * (mean loss) in float16, finite or not."""
+    import transformers
+
+    m = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float16)
+    m.train()
+    (m(ids, labels=ids).loss.float() * scale).backward()
+    return not all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_fp16_loss_scale_overflows_where_torch_gradscaler_does(tiny, run_mlxgp, tmp_path):
+    """torch's GradScaler multiplies the mean loss by the scale; scaling the token sum instead overflowed
+    float16 gradients at a scale n_tokens times smaller. Around torch's smallest overflowing power of two
+    (a margin of 4x each way for the two engines' float16 rounding), mlxgp overflows exactly when torch does."""
+    model, folder = tiny["llama"]
+    rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)
+    ids = next(_batches(rows, 1))
+    exponent = next((k for k in range(4, 64) if _torch_fp16_overflows(folder, ids, 2.0 ** k)), None)
+    assert exponent is not None and exponent >= 8, exponent
+    print(f"torch float16 gradients first overflow at scale 2^{exponent} ({B * (T - 1)} target tokens)")
+    for scale, overflows in ((2.0 ** (exponent - 2), False), (2.0 ** (exponent + 2), True)):
+        assert _torch_fp16_overflows(folder, ids, scale) == overflows
+        p = run_mlxgp("train", "--model", folder, "--data", tmp_path / "d.jsonl", "--mode", "full", "--batch-size", B,
+                      "--seq-len", T, "--no-shuffle", "--dtype", "float16", "--loss-scale", scale, "--steps", 1,
+                      "--lr", 1e-4, "--out", tmp_path / f"out{scale}", check=False)
+        assert (p.returncode != 0) == overflows, (scale, p.stderr)
+        if overflows:
+            assert "[train] the gradients are not finite at step 1" in p.stderr, p.stderr
+
+
 def test_dynamic_loss_scale_skips_injected_overflow(tiny, run_mlxgp, tmp_path):
     model, folder = tiny["llama"]
     _data(tmp_path / "d.jsonl", model.config.vocab_size)
