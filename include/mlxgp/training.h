@@ -66,14 +66,16 @@ class Trainer {
   // sums are combined, so every rank returns the loss over all the batches.
   double evaluate(const std::vector<Batch>& batches, std::optional<int> pad_id = std::nullopt);
 
-  int step_count() const { return optimizer_->steps(); }
+  int step_count() const { return optimizer_->steps(); }  // updates made (skipped steps excluded)
+  int steps_taken() const { return attempts_; }           // step() calls that returned, skipped ones included
   double loss_scale() const { return scale_; }
   const std::vector<std::string>& trainable() const { return names_; }
   const WeightMap& masters() const { return masters_; }
   // The unscaled gradients of the last step, before clipping.
   const WeightMap& last_gradients() const { return last_grads_; }
   Optimizer& optimizer() { return *optimizer_; }
-  // Everything a checkpoint needs to resume exactly (masters, optimizer state, scaler); and back.
+  // Everything a checkpoint needs to resume exactly (masters, optimizer state, scaler, the step and update
+  // counts); and back. `steps`: the steps taken (the checkpoint's step).
   WeightMap state() const;
   void load_state(const WeightMap& state, int steps);
 
@@ -87,7 +89,7 @@ class Trainer {
   WeightMap masters_, last_grads_;
   double scale_ = 1.0;
   int good_steps_ = 0;
-  bool injected_ = false;
+  int attempts_ = 0;  // steps taken, skipped ones included (the optimizer counts only its updates)
 };
 
 class Hook;

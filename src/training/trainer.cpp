@@ -174,8 +174,8 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
 
   // Unscale: gradients of (scale * mean) -> gradients of the mean.
   WeightMap grads;
-  const bool inject = !injected_ && config_.inject_overflow_step == optimizer_->steps() + 1;
-  injected_ = injected_ || inject;
+  // The injected step counts skipped steps too (the CLI's step N), so it never fires twice.
+  const bool inject = config_.inject_overflow_step == attempts_ + 1;
   const float unscale = inject ? INFINITY : static_cast<float>(1.0 / scale_);
   std::vector<mx::array> finite;
   for (size_t i = 0; i < names_.size(); ++i) {
@@ -197,6 +197,7 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
     r.skipped = true;
     scale_ *= config_.loss_scale.backoff_factor;
     good_steps_ = 0;
+    ++attempts_;
     return r;
   }
   // The norm before clipping, reported whether or not it clips (torch's clip_grad_norm_ returns it too).
@@ -225,6 +226,7 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
                       "weights stay as they were before it");
   }
   bind(masters_);
+  ++attempts_;
   if (dynamic && ++good_steps_ >= config_.loss_scale.growth_interval) {
     scale_ *= config_.loss_scale.growth_factor;
     good_steps_ = 0;
@@ -264,6 +266,10 @@ WeightMap Trainer::state() const {
   for (auto& [k, a] : optimizer_->state()) s.insert_or_assign("optimizer." + k, a);
   s.insert_or_assign("scaler.scale", mx::array(static_cast<float>(scale_)));
   s.insert_or_assign("scaler.good_steps", mx::array(good_steps_));
+  // Skipped (overflow) steps leave the optimizer behind the step count: its bias correction and the
+  // learning-rate schedule follow the updates actually made, so a resume needs both counts.
+  s.insert_or_assign("trainer.steps", mx::array(attempts_));
+  s.insert_or_assign("trainer.optimizer_steps", mx::array(optimizer_->steps()));
   return s;
 }
 
@@ -310,8 +316,16 @@ void Trainer::load_state(const WeightMap& state, int steps) {
   const auto scale = scalar_entry("scaler.scale"), good = scalar_entry("scaler.good_steps");
   if (scale && !(*scale > 0)) fail("train", "the checkpoint's 'scaler.scale' must be > 0");
   if (good && !(*good >= 0)) fail("train", "the checkpoint's 'scaler.good_steps' must be >= 0");
+  // Checkpoints written before these entries existed count every step as an update.
+  const auto taken = scalar_entry("trainer.steps"), updates = scalar_entry("trainer.optimizer_steps");
+  if (taken && *taken != steps)
+    fail("train", "the checkpoint's 'trainer.steps' (" + std::to_string(static_cast<long long>(*taken)) +
+                      ") is not its step " + std::to_string(steps));
+  if (updates && !(*updates >= 0 && *updates <= steps && *updates == std::floor(*updates)))
+    fail("train", "the checkpoint's 'trainer.optimizer_steps' must be a whole number in [0, its step]");
   masters_ = masters;
-  optimizer_->load_state(opt, steps);
+  optimizer_->load_state(opt, updates ? static_cast<int>(*updates) : steps);
+  attempts_ = steps;
   if (scale) scale_ = *scale;
   if (good) good_steps_ = static_cast<int>(*good);
   bind(masters_);

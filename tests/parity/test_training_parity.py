@@ -165,6 +165,28 @@ def test_resume_equals_uninterrupted_run(tiny, run_mlxgp, tmp_path):
     assert all(np.array_equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
 
 
+@pytest.mark.parametrize("overflow_at", [2, 3])
+def test_resume_after_a_skipped_step_equals_uninterrupted_run(overflow_at, tiny, run_mlxgp, tmp_path):
+    """A skipped (overflow) step makes no update: the optimizer's bias correction and the schedule count
+    updates, not steps, and the checkpoint (at step 3: after the skip, or right after it) carries both."""
+    import shutil
+
+    model, folder = tiny["llama"]
+    _data(tmp_path / "d.jsonl", model.config.vocab_size, n=6)
+    common = ["--steps", 6, "--lr", 1e-3, "--schedule", "cosine", "--warmup", 2, "--loss-scale", "dynamic",
+              "--inject-overflow-at", overflow_at]
+    _train(run_mlxgp, folder, tmp_path / "d.jsonl", tmp_path / "full", *common, "--log-json", tmp_path / "log.jsonl")
+    assert [e["step"] for e in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines())
+            if e["skipped"]] == [overflow_at]
+    _train(run_mlxgp, folder, tmp_path / "d.jsonl", tmp_path / "half", *common, "--save-every", 3)
+    shutil.copytree(tmp_path / "half" / "checkpoint-3", tmp_path / "resumed" / "checkpoint-3")
+    (tmp_path / "resumed" / "latest").write_text("checkpoint-3\n")
+    _train(run_mlxgp, folder, tmp_path / "d.jsonl", tmp_path / "resumed", *common, "--resume", tmp_path / "resumed")
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert all(np.array_equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+
+
 def _torch_fp16_overflows(folder, ids, scale):
     """torch GradScaler's test: the gradients of scale * (mean loss) in float16, finite or not."""
     import transformers
