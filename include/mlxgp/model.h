@@ -64,10 +64,18 @@ class Model {
   // Named extra parameters: model["_persona_v"] = v.
   ExtraParams& extra_params() { return extra_params_; }
   ExtraParams::Ref operator[](const std::string& key) { return extra_params_[key]; }
+  // LoRA dropout (set by add_lora / load_lora): the Trainer applies it to the adapters' input during its
+  // training steps only; evaluation and generation never drop.
+  struct LoraDropout {
+    double p = 0.0;
+    uint64_t seed = 0;
+  };
+  LoraDropout& lora_dropout() { return lora_dropout_; }
 
  private:
   HookList hooks_;
   ExtraParams extra_params_;
+  LoraDropout lora_dropout_;
 };
 
 // Registry keyed by HF model_type.

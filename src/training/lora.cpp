@@ -94,6 +94,7 @@ std::vector<std::string> add_lora(Model& model, const LoraConfig& c) {
     names.push_back(prefix + kB);
   }
   model.set_parameters(added, /*allow_new=*/true);
+  model.lora_dropout() = {c.dropout, c.seed};
   return names;
 }
 
@@ -119,6 +120,7 @@ void merge_lora(Model& model) {
   // set_parameters keeps existing names; replacing the whole map drops the adapters.
   model.parameters() = base;
   model.set_parameters({});
+  model.lora_dropout() = {};
 }
 
 void save_lora(Model& model, const std::string& path, const LoraConfig& c) {
@@ -168,7 +170,9 @@ LoraConfig load_lora(Model& model, const std::string& path) {
       if (!adapters.count(prefix + *part))
         fail("lora", path + ": adapter '" + prefix + "' has no '" + part->substr(1) + "' tensor");
   }
+  if (!(c.dropout >= 0 && c.dropout < 1)) fail("lora", path + ": dropout must be in [0, 1)");
   model.set_parameters(adapters, /*allow_new=*/true);  // shapes are checked by the layers
+  model.lora_dropout() = {c.dropout, 0};
   return c;
 }
 

@@ -8,6 +8,7 @@
 #include <mlx/mlx.h>
 
 #include "mlxgp/error.h"
+#include "models/layers.h"
 
 namespace mx = mlx::core;
 
@@ -17,6 +18,19 @@ namespace {
 
 bool is_extra(Model& model, const std::string& name) {
   return model.parameters().count(name) == 0 && model.extra_params().has(name);
+}
+
+// The seed of one micro-batch's LoRA dropout masks: distinct per step, micro-batch and rank, and a function
+// of the step count alone, so a resumed run draws the masks the uninterrupted one does (splitmix64).
+uint64_t dropout_seed(uint64_t seed, int step, size_t micro, int rank) {
+  uint64_t h = seed;
+  for (uint64_t v : {static_cast<uint64_t>(step), static_cast<uint64_t>(micro), static_cast<uint64_t>(rank)}) {
+    h += 0x9E3779B97F4A7C15ULL + v;
+    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EBULL;
+    h ^= h >> 31;
+  }
+  return h;
 }
 
 }  // namespace
@@ -107,7 +121,7 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
   // The step's target count, before any forward: torch's GradScaler scales the mean loss, and with
   // accumulation each micro-batch's loss sum is divided by the step's count (HF Trainer's
   // num_items_in_batch), so the scale meets the gradients as large as torch's and overflows when they do.
-  const int ranks = config_.group ? config_.group->size() : 1;
+  const int ranks = config_.group ? config_.group->size() : 1, rank = config_.group ? config_.group->rank() : 0;
   std::vector<mx::array> counts;
   for (auto& batch : micro_batches)
     counts.push_back(
@@ -122,7 +136,9 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
   std::vector<mx::array> grad_sum;
   mx::array loss_sum = mx::array(0.0f), count = mx::array(0.0f), aux_sum = mx::array(0.0f);
   bool has_aux = false;
-  for (auto& batch : micro_batches) {
+  const auto dropout = model_.lora_dropout();
+  for (size_t k = 0; k < micro_batches.size(); ++k) {
+    const auto& batch = micro_batches[k];
     const float scale = static_cast<float>(scale_ / n_step);
     auto fn = [&](const std::vector<mx::array>& ps) {
       WeightMap traced;
@@ -135,6 +151,9 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
       auto aux = lr.aux_loss ? mx::multiply(mx::stop_gradient(*lr.aux_loss), n) : mx::array(0.0f);
       return std::vector<mx::array>{mx::multiply(total, mx::array(scale)), total, n, aux};
     };
+    // LoRA dropout (peft: B(A(dropout(x)))) in training steps only, for the forward traced here.
+    std::optional<layers::LoraDropoutScope> drop;
+    if (dropout.p > 0) drop.emplace(static_cast<float>(dropout.p), dropout_seed(dropout.seed, attempts_, k, rank));
     auto [values, grads] = mx::value_and_grad(fn, argnums)(params);
     loss_sum = mx::add(loss_sum, values[1]);
     count = mx::add(count, values[2]);

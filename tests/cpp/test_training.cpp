@@ -1,10 +1,12 @@
 // Training pieces on a tiny random llama, checked against the same computation done another way.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include <mlx/mlx.h>
 
+#include "models/layers.h"
 #include "test_models_util.h"
 #include "mlxgp/loader.h"
 #include "mlxgp/lora.h"
@@ -176,6 +178,69 @@ TEST(Training, NonFiniteLossWithoutScalingIsAClearError) {
             std::string::npos);
   EXPECT_EQ(error_of([&] { Trainer(m, {"nope"}, make_sgd(), TrainingConfig{}, LrSchedule{}); }),
             "[train] no parameter 'nope' to train");
+}
+
+// torch.nn.Dropout's inverted dropout on the adapters' input: with A = B = I and W = 0 the layer's output is
+// the dropped input itself, each entry 0 or 1 / (1 - p), kept with probability 1 - p; outside a training
+// scope nothing drops.
+TEST(Training, LoraDropoutDropsAndRescalesTheAdapterInputOnlyInItsScope) {
+  const int n = 16;
+  layers::Linear l;
+  l.weight = mx::zeros({n, n});
+  l.lora_a = mx::eye(n);
+  l.lora_b = mx::eye(n);
+  l.lora_scale = mx::array(1.0f);
+  l.in_features = n;
+  const auto x = mx::ones({1, 4096, n});
+  EXPECT_EQ(max_abs_diff(l(x), x), 0.0f);
+  const float p = 0.25f;
+  auto dropped = [&](uint64_t seed) {
+    layers::LoraDropoutScope scope(p, seed);
+    auto y = l(x);
+    mx::eval(y);
+    return y;
+  };
+  auto y = dropped(7);
+  const auto kept = mx::equal(y, mx::array(1.0f / (1.0f - p)));
+  EXPECT_TRUE(mx::all(mx::logical_or(kept, mx::equal(y, mx::array(0.0f)))).item<bool>());
+  const double frac = mx::mean(mx::astype(kept, mx::float32)).item<float>();
+  EXPECT_NEAR(frac, 1.0 - p, 5 * std::sqrt(p * (1 - p) / x.size()));  // 5 standard deviations
+  EXPECT_NEAR(mx::mean(y).item<float>(), 1.0, 0.02);                  // E[dropout(x)] = x
+  EXPECT_EQ(max_abs_diff(dropped(7), y), 0.0f);                       // the same seed, the same mask
+  EXPECT_GT(max_abs_diff(dropped(8), y), 0.0f);
+  EXPECT_EQ(max_abs_diff(l(x), x), 0.0f);  // the scope is gone
+}
+
+// add_lora's dropout reaches the Trainer's steps (the gradients of B see the dropped input: B starts at 0, so
+// the first loss is the base model's either way), reproducibly per seed, and never evaluation.
+TEST(Training, LoraDropoutAppliesInTrainingStepsOnly) {
+  auto first_step = [&](double dropout, uint64_t seed, double* eval_loss = nullptr) {
+    TinyModel t;
+    LoraConfig c;
+    c.rank = 4;
+    c.dropout = dropout;
+    c.seed = seed;
+    add_lora(*t.model, c);
+    Trainer tr(*t.model, lora_parameter_names(*t.model), make_sgd(), TrainingConfig{},
+               LrSchedule{LrSchedule::Kind::Constant, 0.5});
+    if (eval_loss) *eval_loss = tr.evaluate({batch()});
+    const auto r = tr.step({batch()});
+    WeightMap g = tr.last_gradients();
+    g.insert_or_assign("loss", mx::array(static_cast<float>(r.loss)));
+    return g;
+  };
+  auto differ = [](const WeightMap& a, const WeightMap& b) {
+    float d = 0;
+    for (auto& [k, v] : a) d = std::max(d, max_abs_diff(v, b.at(k)));
+    return d;
+  };
+  double eval0 = 0, eval_half = 0;
+  const auto none = first_step(0.0, 1, &eval0), half = first_step(0.5, 1, &eval_half);
+  EXPECT_EQ(eval0, eval_half);
+  EXPECT_EQ(none.at("loss").item<float>(), half.at("loss").item<float>());
+  EXPECT_GT(differ(none, half), 1e-4f);
+  EXPECT_EQ(differ(half, first_step(0.5, 1)), 0.0f);
+  EXPECT_GT(differ(half, first_step(0.5, 2)), 1e-4f);
 }
 
 TEST(Training, ScheduleFollowsWarmupThenCosine) {

@@ -217,6 +217,23 @@ def test_fp16_loss_scale_overflows_where_torch_gradscaler_does(tiny, run_mlxgp, 
             assert "[train] the gradients are not finite at step 1" in p.stderr, p.stderr
 
 
+def test_lora_dropout_changes_training_reproducibly(tiny, run_mlxgp, tmp_path):
+    """--lora-dropout drops the adapters' input in training steps (peft's B(A(dropout(x)))): the adapters
+    trained with it differ from those without, and the same seed reproduces them exactly."""
+    model, folder = tiny["llama"]
+    _data(tmp_path / "d.jsonl", model.config.vocab_size)
+
+    def adapters(name, dropout, seed=0):
+        run_mlxgp("train", "--model", folder, "--data", tmp_path / "d.jsonl", "--mode", "lora", "--batch-size", B,
+                  "--seq-len", T, "--steps", 3, "--lr", 1e-2, "--lora-dropout", dropout, "--seed", seed,
+                  "--out", tmp_path / name)
+        return load_file(str(tmp_path / name / "adapters.safetensors"))
+
+    plain, dropped, again = adapters("p", 0), adapters("d", 0.5), adapters("d2", 0.5)
+    assert all(np.array_equal(dropped[k], again[k]) for k in dropped)
+    assert max(float(np.abs(plain[k] - dropped[k]).max()) for k in plain if "lora_B" in k) > 1e-4
+
+
 def test_dynamic_loss_scale_skips_injected_overflow(tiny, run_mlxgp, tmp_path):
     model, folder = tiny["llama"]
     _data(tmp_path / "d.jsonl", model.config.vocab_size)
