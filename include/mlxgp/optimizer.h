@@ -22,6 +22,14 @@ class Optimizer {
   virtual WeightMap state() const = 0;
   virtual void load_state(const WeightMap& state, int steps) = 0;
   virtual std::string name() const = 0;
+  // The optimizer as it is before an update, for the Trainer to undo one that made weights non-finite.
+  // The default keeps state() and steps() and restores them with load_state(); an optimizer whose state
+  // cannot be loaded back that way (an mlx.optimizers one behind the Python binding) overrides both.
+  struct Snapshot {
+    virtual ~Snapshot() = default;
+  };
+  virtual std::unique_ptr<Snapshot> snapshot() const;
+  virtual void restore(const Snapshot& snapshot);
 
  protected:
   int steps_ = 0;

@@ -118,6 +118,32 @@ class PythonOptimizer : public Optimizer {
     fail("train", name_ + ": an mlx.optimizers optimizer keeps its own state (load optimizer.state with mlx)");
   }
   std::string name() const override { return name_; }
+  // The state tree copied container by container (its arrays are immutable, and apply_gradients replaces
+  // them in the dicts it mutates), so an undone update puts the optimizer back exactly.
+  struct TreeSnapshot : Snapshot {
+    nb::object tree;
+    int steps = 0;
+    ~TreeSnapshot() override {
+      nb::gil_scoped_acquire gil;
+      tree.reset();
+    }
+  };
+  std::unique_ptr<Snapshot> snapshot() const override {
+    nb::gil_scoped_acquire gil;
+    auto s = std::make_unique<TreeSnapshot>();
+    nb::object identity = nb::cpp_function([](nb::handle x) { return nb::borrow(x); });
+    s->tree = nb::module_::import_("mlx.utils").attr("tree_map")(identity, optimizer_.attr("state"));
+    s->steps = steps_;
+    return s;
+  }
+  void restore(const Snapshot& snapshot) override {
+    const auto* s = dynamic_cast<const TreeSnapshot*>(&snapshot);
+    if (!s) fail("train", name_ + ": a snapshot of another optimizer cannot be restored");
+    nb::gil_scoped_acquire gil;
+    nb::object identity = nb::cpp_function([](nb::handle x) { return nb::borrow(x); });
+    optimizer_.attr("state") = nb::module_::import_("mlx.utils").attr("tree_map")(identity, s->tree);
+    steps_ = s->steps;
+  }
 
  private:
   nb::handle optimizer_;

@@ -129,6 +129,28 @@ class Sgd : public Optimizer {
 
 }  // namespace
 
+namespace {
+
+struct StateSnapshot : Optimizer::Snapshot {
+  WeightMap state;
+  int steps = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Optimizer::Snapshot> Optimizer::snapshot() const {
+  auto s = std::make_unique<StateSnapshot>();
+  s->state = state();
+  s->steps = steps_;
+  return s;
+}
+
+void Optimizer::restore(const Snapshot& snapshot) {
+  const auto* s = dynamic_cast<const StateSnapshot*>(&snapshot);
+  if (!s) fail("train", name() + ": a snapshot of another optimizer cannot be restored");
+  load_state(s->state, s->steps);
+}
+
 std::unique_ptr<Optimizer> make_adamw(AdamWOptions options) { return std::make_unique<AdamW>(options); }
 std::unique_ptr<Optimizer> make_sgd(SgdOptions options) { return std::make_unique<Sgd>(options); }
 

@@ -222,7 +222,8 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
   // The norm before clipping, reported whether or not it clips (torch's clip_grad_norm_ returns it too).
   r.grad_norm =
       (config_.max_grad_norm > 0 ? clip_grad_norm(grads, config_.max_grad_norm) : grad_norm(grads)).item<float>();
-  const WeightMap before = masters_, state_before = optimizer_->state();
+  const WeightMap before = masters_;
+  const auto optimizer_before = optimizer_->snapshot();
   const int steps_before = optimizer_->steps();
   optimizer_->step(masters_, grads, r.lr);
   std::vector<mx::array> to_eval, updated_finite;
@@ -238,7 +239,7 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
     // Finite gradients, yet weights that are not (a huge learning rate, broken optimizer state from a
     // resumed checkpoint): keep the weights before this step, so nothing non-finite is ever saved.
     masters_ = before;
-    optimizer_->load_state(state_before, steps_before);
+    optimizer_->restore(*optimizer_before);
     bind(masters_);
     fail("train", "the update at step " + std::to_string(steps_before + 1) +
                       " makes weights non-finite (learning rate too large, or non-finite optimizer state?); the "
