@@ -74,6 +74,10 @@ class Trainer {
   // The unscaled gradients of the last step, before clipping.
   const WeightMap& last_gradients() const { return last_grads_; }
   Optimizer& optimizer() { return *optimizer_; }
+  // Takes a new config for the following steps: label smoothing, clipping, the overflow test aid and the
+  // loss scaling (a changed one starts its scale afresh) apply; the compute dtype and the data-parallel
+  // group belong to the whole run and are refused with [train] when they differ.
+  void set_config(const TrainingConfig& config);
   // Everything a checkpoint needs to resume exactly (masters, optimizer state, scaler, the step and update
   // counts); and back. `steps`: the steps taken (the checkpoint's step).
   WeightMap state() const;
@@ -95,8 +99,9 @@ class Trainer {
 class Hook;
 
 // The seed's one-call API. A TrainState carries what must survive between calls (float32 masters,
-// optimizer moments, loss-scaler state); it binds to the model, config and trainable set of its first
-// call. `hooks` are attached for the duration of the call (e.g. a SoftPromptHook).
+// optimizer moments, loss-scaler state); it binds to the model and trainable set of its first call. Each
+// call's config applies to its step (Trainer::set_config: the dtype, group and trainable set cannot change). `hooks`
+// are attached for the duration of the call (e.g. a SoftPromptHook).
 class TrainState {
  public:
   explicit TrainState(std::unique_ptr<Optimizer> optimizer, LrSchedule schedule = {});

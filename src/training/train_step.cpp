@@ -48,6 +48,18 @@ TrainStepResult train_step(Model& model, const Batch& batch, TrainState& state, 
     state.model_ = &model;
   } else if (state.model_ != &model) {
     fail("train", "this TrainState belongs to another model");
+  } else {
+    // A later config applies from this step on; what it trains cannot change (the masters and optimizer
+    // state belong to the first set).
+    if (!config.trainable.empty()) {
+      auto want = config.trainable, have = state.trainer_->trainable();
+      std::sort(want.begin(), want.end());
+      std::sort(have.begin(), have.end());
+      if (want != have)
+        fail("train", "the trainable tensors cannot change during a run (this state trains " +
+                          std::to_string(have.size()) + "); start a new optimizer state to train others");
+    }
+    state.trainer_->set_config(config);
   }
   return state.trainer_->step({batch}, pad_id);
 }

@@ -20,6 +20,30 @@ bool is_extra(Model& model, const std::string& name) {
   return model.parameters().count(name) == 0 && model.extra_params().has(name);
 }
 
+// The settings a run may take (in the constructor, and again from set_config).
+void check_config(const TrainingConfig& c) {
+  if (c.dtype != mx::float32 && c.dtype != mx::bfloat16 && c.dtype != mx::float16)
+    fail("train", "the compute dtype must be float32, bfloat16 or float16");
+  if (!(c.label_smoothing >= 0 && c.label_smoothing <= 1)) fail("train", "label_smoothing must be in [0, 1]");
+  // Settings are checked as the float32 the arithmetic uses (1e39 is inf there): a non-finite one would
+  // turn every weight into NaN at the first update.
+  if (!(c.max_grad_norm >= 0) || !std::isfinite(static_cast<float>(c.max_grad_norm)))
+    fail("train", "max_grad_norm must be a finite number >= 0");
+  const auto& ls = c.loss_scale;
+  if (ls.kind != LossScaleConfig::Kind::None && !(ls.scale > 0 && std::isfinite(ls.scale)))
+    fail("train", "the loss scale must be a positive number");
+  if (ls.kind == LossScaleConfig::Kind::Dynamic &&
+      (!(ls.growth_factor > 1) || !(ls.backoff_factor > 0 && ls.backoff_factor < 1) || ls.growth_interval < 1))
+    fail("train", "dynamic loss scaling needs growth_factor > 1, backoff_factor in (0, 1), growth_interval >= 1");
+}
+
+double initial_scale(const LossScaleConfig& ls) { return ls.kind == LossScaleConfig::Kind::None ? 1.0 : ls.scale; }
+
+bool same_scaling(const LossScaleConfig& a, const LossScaleConfig& b) {
+  return a.kind == b.kind && a.scale == b.scale && a.growth_factor == b.growth_factor &&
+         a.backoff_factor == b.backoff_factor && a.growth_interval == b.growth_interval;
+}
+
 // The seed of one micro-batch's LoRA dropout masks: distinct per step, micro-batch and rank, and a function
 // of the step count alone, so a resumed run draws the masks the uninterrupted one does (splitmix64).
 uint64_t dropout_seed(uint64_t seed, int step, size_t micro, int rank) {
@@ -44,16 +68,8 @@ Trainer::Trainer(Model& model, std::vector<std::string> trainable, std::unique_p
       schedule_(schedule) {
   if (names_.empty()) fail("train", "nothing to train");
   if (!optimizer_) fail("train", "no optimizer");
-  if (config_.dtype != mx::float32 && config_.dtype != mx::bfloat16 && config_.dtype != mx::float16)
-    fail("train", "the compute dtype must be float32, bfloat16 or float16");
-  if (!(config_.label_smoothing >= 0 && config_.label_smoothing <= 1))
-    fail("train", "label_smoothing must be in [0, 1]");
-  // Settings are checked as the float32 the arithmetic uses (1e39 is inf there): a non-finite one would
-  // turn every weight into NaN at the first update.
-  auto finite32 = [](double x) { return std::isfinite(static_cast<float>(x)); };
-  if (!(config_.max_grad_norm >= 0) || !finite32(config_.max_grad_norm))
-    fail("train", "max_grad_norm must be a finite number >= 0");
-  if (!(schedule_.lr >= 0) || !finite32(schedule_.lr))
+  check_config(config_);
+  if (!(schedule_.lr >= 0) || !std::isfinite(static_cast<float>(schedule_.lr)))
     fail("train", "the learning rate must be a finite number >= 0 (in float32)");
   if (schedule_.warmup_steps < 0 || schedule_.total_steps < 0) fail("train", "warmup and total steps must be >= 0");
   // transformers draws the noise from torch's RNG in training mode; mlxgp cannot reproduce those draws.
@@ -65,13 +81,7 @@ Trainer::Trainer(Model& model, std::vector<std::string> trainable, std::unique_p
     fail("train", "config.json sets " + mc.dropout_key + " = " + v.str() +
                       ", but mlxgp trains without model dropout (set the model's dropout rates to 0 to train)");
   }
-  const auto& ls = config_.loss_scale;
-  if (ls.kind != LossScaleConfig::Kind::None && !(ls.scale > 0 && std::isfinite(ls.scale)))
-    fail("train", "the loss scale must be a positive number");
-  if (ls.kind == LossScaleConfig::Kind::Dynamic &&
-      (!(ls.growth_factor > 1) || !(ls.backoff_factor > 0 && ls.backoff_factor < 1) || ls.growth_interval < 1))
-    fail("train", "dynamic loss scaling needs growth_factor > 1, backoff_factor in (0, 1), growth_interval >= 1");
-  scale_ = ls.kind == LossScaleConfig::Kind::None ? 1.0 : ls.scale;
+  scale_ = initial_scale(config_.loss_scale);
   for (auto& n : names_) {
     std::optional<mx::array> p;
     if (auto it = model_.parameters().find(n); it != model_.parameters().end()) p = it->second;
@@ -252,6 +262,22 @@ TrainStepResult Trainer::step(const std::vector<Batch>& micro_batches, std::opti
     good_steps_ = 0;
   }
   return r;
+}
+
+void Trainer::set_config(const TrainingConfig& config) {
+  if (config.dtype != config_.dtype)
+    fail("train", "the compute dtype cannot change during a run (start a new optimizer state to change it)");
+  const auto group_of = [](const TrainingConfig& c) {
+    return c.group ? std::make_pair(c.group->rank(), c.group->size()) : std::make_pair(0, 1);
+  };
+  if (group_of(config) != group_of(config_))
+    fail("train", "the data-parallel group cannot change during a run (start a new optimizer state to change it)");
+  check_config(config);
+  if (!same_scaling(config.loss_scale, config_.loss_scale)) {
+    scale_ = initial_scale(config.loss_scale);
+    good_steps_ = 0;
+  }
+  config_ = config;
 }
 
 double Trainer::evaluate(const std::vector<Batch>& batches, std::optional<int> pad_id) {

@@ -8,6 +8,38 @@ import pytest
 IDS = [[1, 5, 9, 13, 7, 21, 3, 11]]
 
 
+def _torch_loss(folder, label_smoothing):
+    import torch
+    import torch.nn.functional as F
+    import transformers
+
+    m = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    ids = torch.tensor(IDS)
+    with torch.no_grad():
+        logits = m(ids).logits[0, :-1]
+    return F.cross_entropy(logits, ids[0, 1:], label_smoothing=label_smoothing).item()
+
+
+def test_a_later_config_applies_to_its_step(mgp, tiny_llama):
+    import mlx.core as mx
+
+    model, _ = mgp.load(tiny_llama, dtype="float32")
+    opt = mgp.SGD(learning_rate=0.0)  # the weights never move: every step sees transformers' weights
+    batch = mx.array(IDS)
+    r1 = mgp.train_step(model, batch, opt, mgp.TrainingConfig())
+    r2 = mgp.train_step(model, batch, opt, mgp.TrainingConfig(label_smoothing=0.3, loss_scale=8.0))
+    r3 = mgp.train_step(model, batch, opt, mgp.TrainingConfig(label_smoothing=0.3, loss_scale=8.0))
+    assert abs(r1["loss"] - _torch_loss(tiny_llama, 0.0)) < 1e-5
+    assert abs(r2["loss"] - _torch_loss(tiny_llama, 0.3)) < 1e-5 and r2["loss"] != r1["loss"]
+    assert r1["loss_scale"] == 1.0 and r2["loss_scale"] == 8.0 and r3["loss_scale"] == 8.0
+    # The compute dtype and the trained tensors belong to the run: refused in one line.
+    with pytest.raises(ValueError, match=r"^\[train\] the compute dtype cannot change during a run"):
+        mgp.train_step(model, batch, opt, mgp.TrainingConfig(dtype="bf16"))
+    with pytest.raises(ValueError, match=r"^\[train\] the trainable tensors cannot change during a run"):
+        mgp.train_step(model, batch, opt, mgp.TrainingConfig(trainable=["model.norm.weight"]))
+    assert opt.steps == 3
+
+
 @pytest.mark.parametrize("batch, message", [
     ([[1.0, 5.0, 9.0]], "[loss] input_ids must be integers"),
     ([[1, 5.5, 9]], "[loss] input_ids must be integers"),
