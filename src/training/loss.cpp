@@ -32,6 +32,19 @@ LossResult xent_loss(const mx::array& logits, const mx::array& targets, double l
   if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0)) fail("loss", "label_smoothing must be in [0, 1]");
   if (!mx::issubdtype(targets.dtype(), mx::integer)) fail("loss", "targets must be integer token ids");
   const int V = logits.shape(-1);
+  // torch refuses a target outside [0, V) that is not ignore_index; taking it would read another row's
+  // logit (or past the end). Checked in int64, before the int32 cast could wrap it into range.
+  if (!targets.is_tracer() && targets.size() > 0) {
+    auto t64 = mx::reshape(mx::astype(targets, mx::int64), {-1});
+    auto bad = mx::logical_and(mx::not_equal(t64, mx::array(static_cast<int64_t>(ignore_index))),
+                               mx::logical_or(mx::less(t64, mx::array(int64_t{0})),
+                                              mx::greater_equal(t64, mx::array(static_cast<int64_t>(V)))));
+    if (mx::any(bad).item<bool>()) {
+      auto first = mx::take(t64, mx::argmax(mx::astype(bad, mx::int32)));
+      fail("loss", "target " + std::to_string(first.item<int64_t>()) + " is out of bounds: targets must be in [0, " +
+                       std::to_string(V) + ") or ignore_index (" + std::to_string(ignore_index) + ")");
+    }
+  }
   auto x = mx::reshape(mx::astype(logits, mx::float32), {-1, V});
   auto t = mx::reshape(mx::astype(targets, mx::int32), {-1});
   auto counted = mx::not_equal(t, mx::array(ignore_index));

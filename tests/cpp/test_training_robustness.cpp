@@ -158,6 +158,19 @@ TEST(TrainingRobustness, LossRefusesNonIntegerAndWrappingIds) {
             "[loss] labels must be -100 (ignored) or token ids inside the vocabulary (size 64)");
 }
 
+// torch's cross_entropy refuses a target outside [0, classes) that is not ignore_index (it would read another
+// class's logit, or past the row).
+TEST(TrainingRobustness, XentLossRefusesTargetsOutOfBounds) {
+  const auto logits = mx::zeros({3, 5});
+  EXPECT_EQ(error_of([&] { xent_loss(logits, mx::array({0, 5, 1})); }),
+            "[loss] target 5 is out of bounds: targets must be in [0, 5) or ignore_index (-100)");
+  EXPECT_EQ(error_of([&] { xent_loss(logits, mx::array({0, -1, 1})); }),
+            "[loss] target -1 is out of bounds: targets must be in [0, 5) or ignore_index (-100)");
+  EXPECT_EQ(error_of([&] { xent_loss(logits, mx::array({int64_t{0}, int64_t{1} << 32, int64_t{1}})); }),
+            "[loss] target 4294967296 is out of bounds: targets must be in [0, 5) or ignore_index (-100)");
+  EXPECT_EQ(xent_loss(logits, mx::array({0, 7, 4}), 0.0, 7).n_tokens.item<int>(), 2);  // ignore_index anywhere
+}
+
 // An adapter file missing one of a layer's tensors: the layer would skip that adapter without a word.
 TEST(TrainingRobustness, LoraFileMissingATensorIsRefused) {
   TempDir t;

@@ -278,6 +278,18 @@ def test_training_errors(tiny, run_mlxgp, tmp_path):
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
+def test_loss_refuses_targets_out_of_bounds_as_torch_does(run_mlxgp, tmp_path):
+    logits = np.zeros((3, 5), dtype=np.float32)
+    for bad in (5, -1):
+        targets = np.array([0, bad, 1], dtype=np.int32)
+        with pytest.raises((IndexError, RuntimeError)):
+            F.cross_entropy(torch.tensor(logits), torch.tensor(targets, dtype=torch.long))
+        save_file({"logits": logits, "targets": targets}, str(tmp_path / "in.safetensors"))
+        p = run_mlxgp("loss", "--in", tmp_path / "in.safetensors", "--out", tmp_path / "out.safetensors", check=False)
+        assert p.returncode != 0 and p.stderr.strip() == (f"[loss] target {bad} is out of bounds: targets must be in "
+                                                          f"[0, 5) or ignore_index (-100)"), p.stderr
+
+
 def test_grad_accumulation_equals_one_big_batch(tiny, run_mlxgp, tmp_path):
     model, folder = tiny["llama"]
     _data(tmp_path / "d.jsonl", model.config.vocab_size)
