@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include <mlx/mlx.h>
@@ -25,6 +27,20 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 const std::string kA = ".lora_A.weight", kB = ".lora_B.weight", kScale = ".lora_scale";
 
+// "model.layers.3" of "model.layers.3.mlp.gate_proj": the name up to its first numeric part.
+std::string layer_of(const std::string& prefix) {
+  size_t start = 0;
+  while (start < prefix.size()) {
+    size_t end = prefix.find('.', start);
+    if (end == std::string::npos) end = prefix.size();
+    if (end > start &&
+        std::all_of(prefix.begin() + start, prefix.begin() + end, [](char ch) { return ch >= '0' && ch <= '9'; }))
+      return prefix.substr(0, end);
+    start = end + 1;
+  }
+  return "";
+}
+
 }  // namespace
 
 std::vector<std::string> lora_parameter_names(Model& model) {
@@ -43,13 +59,31 @@ std::vector<std::string> add_lora(Model& model, const LoraConfig& c) {
   if (!lora_parameter_names(model).empty()) fail("lora", "the model already has LoRA adapters");
   auto& params = model.parameters();
   std::vector<std::string> prefixes;
+  // Per target: the layers where it names a linear, and a stacked-expert weight it names (and where).
+  std::map<std::string, std::set<std::string>> linear_layers;
+  std::map<std::string, std::map<std::string, std::string>> expert_layers;
   for (auto& [name, w] : params) {
-    if (!ends_with(name, ".weight") || w.ndim() != 2) continue;
+    if (!ends_with(name, ".weight") || (w.ndim() != 2 && w.ndim() != 3)) continue;
     auto prefix = name.substr(0, name.size() - 7);
     auto leaf = prefix.substr(prefix.rfind('.') + 1);
-    for (auto& t : c.target_modules)
-      if (leaf == t) prefixes.push_back(prefix);
+    for (auto& t : c.target_modules) {
+      if (leaf != t) continue;
+      if (w.ndim() == 3) {
+        expert_layers[t].emplace(layer_of(prefix), prefix);
+        continue;
+      }
+      prefixes.push_back(prefix);
+      linear_layers[t].insert(layer_of(prefix));
+    }
   }
+  // Stacked MoE experts ([experts, out, in]) take no adapter: a target that reaches only them in a layer
+  // would train nothing there, so it is refused rather than ignored (qwen2_moe's shared expert, a plain
+  // linear of the same name, is adapted as peft adapts it).
+  for (auto& [t, layers] : expert_layers)
+    for (auto& [layer, prefix] : layers)
+      if (!linear_layers[t].count(layer))
+        fail("lora", "target '" + t + "' names the stacked MoE experts '" + prefix +
+                         "', which LoRA does not adapt (target the attention or dense projections)");
   if (prefixes.empty()) fail("lora", "no linear layer matches the target modules");
   std::sort(prefixes.begin(), prefixes.end());
   WeightMap added;

@@ -278,6 +278,25 @@ def test_training_errors(tiny, run_mlxgp, tmp_path):
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
+def test_moe_expert_lora_targets_are_refused(tiny, run_mlxgp, tmp_path):
+    """mixtral's experts are stacked [experts, out, in]: LoRA does not adapt them, so a target that reaches
+    only them in a layer is refused rather than ignored. qwen2_moe's shared expert is a plain linear of the
+    same name and is adapted (peft adapts it too), as are the dense layers' gate_proj."""
+    mixtral, mixtral_dir = tiny["mixtral"]
+    _data(tmp_path / "d.jsonl", mixtral.config.vocab_size)
+    p = run_mlxgp("train", "--model", mixtral_dir, "--data", tmp_path / "d.jsonl", "--seq-len", T, "--steps", 1,
+                  "--lora-targets", "q_proj,gate_proj", "--out", tmp_path / "o", check=False)
+    assert p.returncode == 2 and p.stderr.strip().startswith("[lora] target 'gate_proj' names the stacked MoE "
+                                                             "experts 'model.layers.0."), p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    qwen, qwen_dir = tiny["qwen2_moe"]
+    _data(tmp_path / "q.jsonl", qwen.config.vocab_size)
+    run_mlxgp("train", "--model", qwen_dir, "--data", tmp_path / "q.jsonl", "--seq-len", T, "--steps", 1,
+              "--lora-targets", "gate_proj", "--out", tmp_path / "q")
+    names = load_file(str(tmp_path / "q" / "adapters.safetensors"))
+    assert any(".shared_expert.gate_proj." in k for k in names) and not any("switch_mlp" in k for k in names)
+
+
 def test_loss_refuses_targets_out_of_bounds_as_torch_does(run_mlxgp, tmp_path):
     logits = np.zeros((3, 5), dtype=np.float32)
     for bad in (5, -1):
