@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <unistd.h>
 
 #include <mlx/mlx.h>
@@ -17,6 +18,7 @@
 #include "mlxgp/checkpoint.h"
 #include "mlxgp/checkpoint_names.h"
 #include "mlxgp/dataset.h"
+#include "mlxgp/distributed.h"
 #include "mlxgp/error.h"
 #include "mlxgp/loader.h"
 #include "mlxgp/lora.h"
@@ -106,6 +108,33 @@ std::string dataset_digest(const std::vector<Example>& ex) {
   return std::to_string(ex.size()) + ":" + std::to_string(h);
 }
 
+// What the resume check compares of the base model, whatever path or spelling names it: its structure
+// (model_fingerprint: config, every tensor's name, dtype and shape) and some bytes of every tensor (the
+// start, middle and end: any re-initialised or fine-tuned weight shows there, at a cost far below a hash
+// of everything).
+std::string base_model_digest(Model& model) {
+  uint64_t h = 1469598103934665603ULL;
+  auto mix = [&](const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ULL;
+  };
+  const std::string structure = model_fingerprint(model);
+  mix(structure.data(), structure.size());
+  std::vector<std::string> names;
+  for (auto& [name, _] : model.parameters()) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  for (auto& name : names) {
+    auto a = mx::contiguous(model.parameters().at(name));
+    mx::eval(a);
+    const auto* bytes = static_cast<const unsigned char*>(a.data<void>());
+    const size_t n = a.nbytes(), part = std::min<size_t>(n, 256);
+    for (size_t at : {size_t{0}, (n - part) / 2, n - part}) mix(bytes + at, part);
+  }
+  std::ostringstream s;
+  s << model.config().model_type << " " << std::hex << h;
+  return s.str();
+}
+
 }  // namespace
 
 int run_train(const std::vector<std::string>& argv) {
@@ -193,6 +222,7 @@ int run_train(const std::vector<std::string>& argv) {
   auto loaded = load(model_path, lo);
   auto& model = *loaded.model;
   const auto& mc = model.config();
+  const std::string fingerprint = base_model_digest(model);  // the base model, before adapters or a soft prompt
 
   std::vector<std::string> trainable;
   LoraConfig lora;
@@ -263,14 +293,27 @@ int run_train(const std::vector<std::string>& argv) {
   }
 
   // What must match for a checkpoint to be resumed by this run.
-  json identity = {{"model", loaded.source},        {"mode", mode},
-                   {"optimizer", opt_name},         {"trainable", trainable.size()},
-                   {"hidden_size", mc.hidden_size}, {"num_hidden_layers", mc.num_hidden_layers},
-                   {"vocab_size", mc.vocab_size}};
+  // The model by content (the same weights under another path spelling resume; other weights at the same
+  // path do not), and the LoRA settings that change the math without changing a tensor's shape.
+  json identity = {{"model", fingerprint},
+                   {"dtype", tc.dtype == mx::float32    ? "float32"
+                             : tc.dtype == mx::bfloat16 ? "bfloat16"
+                                                        : "float16"},
+                   {"mode", mode},
+                   {"optimizer", opt_name},
+                   {"trainable", trainable.size()}};
+  if (mode == "lora")
+    identity["lora"] = {
+        {"rank", lora.rank}, {"alpha", lora.alpha}, {"dropout", lora.dropout}, {"targets", lora.target_modules}};
   int start_step = 0;
   if (auto r = args.get("resume")) {
     auto ck = load_checkpoint(*r);
-    if (ck.meta.value("identity", json()) != identity)
+    const json saved = ck.meta.value("identity", json::object());
+    for (auto& [key, value] : identity.items())
+      if (!saved.is_object() || saved.value(key, json()) != value)
+        fail("train", "checkpoint " + ck.path + " belongs to another model or training mode (its " + key +
+                          " differs from this run's)");
+    if (saved.size() != identity.size())
       fail("train", "checkpoint " + ck.path + " belongs to another model or training mode");
     auto it = ck.files.find("trainer_state");
     if (it == ck.files.end()) fail("train", "checkpoint " + ck.path + " has no trainer_state.safetensors");

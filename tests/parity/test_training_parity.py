@@ -332,6 +332,26 @@ def test_resume_refuses_another_models_checkpoint(tiny, run_mlxgp, tmp_path):
     p = run_mlxgp("train", "--model", qwen_dir, "--data", tmp_path / "d.jsonl", "--mode", "full", "--seq-len", T,
                   "--steps", 2, "--out", tmp_path / "run2", "--resume", tmp_path / "run", check=False)
     assert p.returncode != 0 and "[train]" in p.stderr and "belongs to another model" in p.stderr, p.stderr
+    # The same model under another path spelling resumes; other weights of the same shapes at the same path
+    # do not, nor another LoRA alpha (same tensor shapes, other math).
+    import os
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(llama_dir, other)
+    _train(run_mlxgp, f"{other}/../{other.name}", tmp_path / "d.jsonl", tmp_path / "run", "--steps", 2, "--lr", 1e-3,
+           "--resume", tmp_path / "run")
+    tiny_models.make_tiny_model("llama", tmp_path / "reseeded", seed=1)
+    shutil.copy(tmp_path / "reseeded" / "model.safetensors", other / "model.safetensors")
+    p = run_mlxgp("train", "--model", other, "--data", tmp_path / "d.jsonl", "--mode", "full", "--seq-len", T,
+                  "--steps", 3, "--out", tmp_path / "run", "--resume", tmp_path / "run", check=False)
+    assert p.returncode != 0 and "belongs to another model or training mode (its model differs" in p.stderr, p.stderr
+    lora = ["train", "--model", llama_dir, "--data", tmp_path / "d.jsonl", "--mode", "lora", "--seq-len", T,
+            "--lora-alpha", 16]
+    run_mlxgp(*lora, "--steps", 1, "--out", tmp_path / "lora")
+    p = run_mlxgp(*lora[:-1], 32, "--steps", 2, "--out", tmp_path / "lora", "--resume", tmp_path / "lora", check=False)
+    assert p.returncode != 0 and "(its lora differs" in p.stderr, p.stderr
+    assert os.path.isdir(tmp_path / "lora" / "checkpoint-1")
     # A half-written checkpoint (killed mid-save) is ignored: `latest` still names the complete one.
     (tmp_path / "run" / ".tmp-checkpoint-2-123").mkdir()
     (tmp_path / "run" / ".tmp-checkpoint-2-123" / "trainer_state.safetensors").write_bytes(b"partial")
