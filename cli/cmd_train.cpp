@@ -185,6 +185,19 @@ int run_train(const std::vector<std::string>& argv) {
   const std::string mode = args.get("mode").value_or("lora");
   if (mode != "full" && mode != "lora" && mode != "soft-prompt")
     fail("cli", "--mode must be full, lora or soft-prompt, got '" + mode + "'");
+  // An option that does not apply to the chosen mode or optimizer is refused, never silently ignored.
+  const std::string opt_name = args.get("optimizer").value_or("adamw");
+  auto only_for = [&](bool applies, std::initializer_list<const char*> names, const std::string& what) {
+    for (const char* name : names)
+      if (!applies && args.has(name)) fail("cli", std::string("--") + name + " applies only to " + what);
+  };
+  only_for(mode == "lora", {"lora-rank", "lora-alpha", "lora-dropout", "lora-targets"}, "--mode lora");
+  only_for(mode == "soft-prompt", {"soft-prompt-tokens", "soft-prompt-init"}, "--mode soft-prompt");
+  only_for(opt_name == "adamw", {"beta1", "beta2", "eps"}, "--optimizer adamw");
+  only_for(opt_name == "sgd", {"momentum"}, "--optimizer sgd");
+  only_for(args.has("valid"), {"eval-every"}, "runs with --valid");
+  for (const char* name : {"eval-every", "save-every", "inject-overflow-at"})
+    if (args.get_int32(name).value_or(0) < 0) fail("cli", std::string("--") + name + " must be >= 0");
   const int steps = args.get_int32("steps").value_or(100);
   const int batch_size = args.get_int32("batch-size").value_or(4);
   const int accum = args.get_int32("grad-accum").value_or(1);
@@ -268,7 +281,6 @@ int run_train(const std::vector<std::string>& argv) {
   const int pad = loaded.tokenizer && loaded.tokenizer->pad_token_id() ? *loaded.tokenizer->pad_token_id() : 0;
 
   std::unique_ptr<Optimizer> opt;
-  const std::string opt_name = args.get("optimizer").value_or("adamw");
   if (opt_name == "adamw") {
     AdamWOptions o;
     o.beta1 = args.get_double("beta1").value_or(o.beta1);

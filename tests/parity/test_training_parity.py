@@ -278,6 +278,30 @@ def test_training_errors(tiny, run_mlxgp, tmp_path):
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--optimizer", "sgd", "--beta1", 0.8], "--beta1 applies only to --optimizer adamw"),
+    (["--optimizer", "sgd", "--eps", 1e-6], "--eps applies only to --optimizer adamw"),
+    (["--optimizer", "adamw", "--momentum", 0.9], "--momentum applies only to --optimizer sgd"),
+    (["--mode", "full", "--lora-rank", 4], "--lora-rank applies only to --mode lora"),
+    (["--mode", "full", "--lora-alpha", 4], "--lora-alpha applies only to --mode lora"),
+    (["--mode", "lora", "--soft-prompt-tokens", 4], "--soft-prompt-tokens applies only to --mode soft-prompt"),
+    (["--mode", "soft-prompt", "--lora-targets", "q_proj"], "--lora-targets applies only to --mode lora"),
+    (["--eval-every", 5], "--eval-every applies only to runs with --valid"),
+    (["--save-every", -1], "--save-every must be >= 0"),
+    (["--inject-overflow-at", -2], "--inject-overflow-at must be >= 0"),
+])
+def test_options_that_do_not_apply_are_refused(extra, message, tiny, run_mlxgp, tmp_path):
+    """An option the chosen mode, optimizer or data does not use is refused in one line, never ignored."""
+    model, folder = tiny["llama"]
+    _data(tmp_path / "d.jsonl", model.config.vocab_size)
+    p = run_mlxgp("train", "--model", folder, "--data", tmp_path / "d.jsonl", "--seq-len", T, "--steps", 1,
+                  "--out", tmp_path / "o", *extra, check=False)
+    assert p.returncode == 2 and p.stderr.strip() == f"[cli] {message}", p.stderr
+    p = run_mlxgp("train", "--model", folder, "--data", tmp_path / "d.jsonl", "--valid", tmp_path / "d.jsonl",
+                  "--seq-len", T, "--steps", 1, "--eval-every", -1, "--out", tmp_path / "o", check=False)
+    assert p.returncode == 2 and p.stderr.strip() == "[cli] --eval-every must be >= 0", p.stderr
+
+
 def test_moe_expert_lora_targets_are_refused(tiny, run_mlxgp, tmp_path):
     """mixtral's experts are stacked [experts, out, in]: LoRA does not adapt them, so a target that reaches
     only them in a layer is refused rather than ignored. qwen2_moe's shared expert is a plain linear of the
