@@ -72,13 +72,20 @@ ModelConfig gguf_config(const GgufMeta& meta, const std::unordered_map<std::stri
   c.max_position_embeddings = gguf_count_or(meta, p + "context_length", 2048);
   c.rms_norm_eps = static_cast<float>(gguf_number(meta, p + "attention.layer_norm_rms_epsilon").value_or(1e-6));
   c.rope_theta = static_cast<float>(gguf_number(meta, p + "rope.freq_base").value_or(10000.0));
-  const std::string scaling = gguf_string(meta, p + "rope.scaling.type");
+  // llama.cpp's load_hparams: rope.scaling.type defaults to "linear", the factor falls back to the older
+  // rope.scale_linear key, and an absent or zero factor means no scaling ("none" never scales).
+  const std::string scaling =
+      meta.count(p + "rope.scaling.type") ? gguf_string(meta, p + "rope.scaling.type") : std::string("linear");
   if (scaling == "linear") {
-    RopeScaling s;
-    s.rope_type = "linear";
-    s.factor = static_cast<float>(gguf_number(meta, p + "rope.scaling.factor").value_or(1.0));
-    c.rope_scaling = s;
-  } else if (!scaling.empty() && scaling != "none") {
+    auto factor = gguf_number(meta, p + "rope.scaling.factor");
+    if (!factor) factor = gguf_number(meta, p + "rope.scale_linear");
+    if (factor && *factor != 0.0 && *factor != 1.0) {
+      RopeScaling s;
+      s.rope_type = "linear";
+      s.factor = static_cast<float>(*factor);
+      c.rope_scaling = s;
+    }
+  } else if (scaling != "none") {
     fail("gguf",
          "metadata '" + p + "rope.scaling.type' = '" + scaling + "' is not supported (supported: none, linear)");
   }

@@ -9,7 +9,9 @@ GGUF's biases against llama.cpp):
   config carrying final_logit_softcapping is not capped);
 - tie_word_embeddings with a different lm_head.weight saved uses that head (transformers' tie_weights ties
   only equal tensors);
-- a llama GGUF with attention and FFN biases uses them, as llama.cpp does."""
+- a llama GGUF with attention and FFN biases uses them, as llama.cpp does;
+- a llama GGUF's rope scaling keys read as llama.cpp reads them (a factor without a type is linear, the older
+  rope.scale_linear key, a zero factor, type none)."""
 import json
 import sys
 from pathlib import Path
@@ -145,3 +147,29 @@ def test_gguf_attention_and_ffn_biases_as_llama_cpp(run_mlxgp, tmp_path):
         diff = float(np.abs(got - ref).max())
         print(f"llama GGUF with {name} biases: max |diff| vs llama.cpp = {diff:.3e}")
         assert diff <= 1e-4, name
+
+
+@pytest.mark.parametrize("meta", [
+    {"llama.rope.scaling.factor": 2.0},
+    {"llama.rope.scale_linear": 2.0},
+    {"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 2.0},
+    {"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 0.0},
+    {"llama.rope.scaling.type": "none", "llama.rope.scaling.factor": 2.0},
+], ids=["factor_only", "scale_linear", "linear", "zero_factor", "none"])
+def test_gguf_rope_scaling_keys_as_llama_cpp(meta, run_mlxgp, tmp_path):
+    """llama.cpp's load_hparams: rope.scaling.type defaults to linear, rope.scale_linear stands in for a missing
+    rope.scaling.factor, a zero factor is no scaling and type none never scales."""
+    import transformers
+
+    model, _ = tiny_models.make_model_from_config(
+        transformers.LlamaConfig(**{**SIZES, "max_position_embeddings": 1024}, bos_token_id=1, eos_token_id=2),
+        tmp_path / "llama")
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "rope.gguf", "F32", vocab=True, meta=meta)
+    ids, prefill = _ids(40), 20
+    ref = llama_cpp.logits(path, ids, prefill, repack=False)
+    got = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "l.safetensors", "--prefill", prefill,
+                        "--dtype", "float32")[prefill - 1:len(ids) - 1]
+    diff = float(np.abs(got - ref).max())
+    print(f"{meta}: max |diff| vs llama.cpp = {diff:.3e}")
+    assert diff <= 1e-4
+

@@ -365,7 +365,7 @@ def _spm_vocab(w, size: int) -> None:
 
 
 def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None, types=None, drop=(),
-                    vocab=False) -> Path:
+                    vocab=False, meta=None) -> Path:
     """Writes a transformers `model` (GGUF_ARCH_NAMES) as a llama.cpp-style GGUF (metadata keys, tensor
     names and layouts as llama.cpp's converter writes them), with 2-D and 3-D weights stored as `qtype` and
     1-D ones (norms, biases) and MoE routers as F32. No tokenizer metadata: the file holds a model only.
@@ -374,7 +374,8 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
     `types`: {tensor name suffix: type} for tensors stored otherwise (through `quantize`, row by row).
     `drop`: the model's tensors left out (gpt2's output.weight: a head tied to token_embd). gpt2's position_embd
     stays F32, as llama.cpp's converter keeps it. `vocab`: add a SentencePiece-style vocabulary (<unk>, <s>,
-    </s>, the 256 byte tokens, then placeholders), which llama.cpp needs to load the file at all."""
+    </s>, the 256 byte tokens, then placeholders), which llama.cpp needs to load the file at all. `meta`: more
+    {key: str or float} metadata (floats as FLOAT32)."""
     import gguf
     import numpy as np
 
@@ -385,6 +386,9 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
     _gguf_metadata(w, cfg, head_dim)
     if vocab:
         _spm_vocab(w, cfg.vocab_size)
+    for key, value in (meta or {}).items():
+        vt = gguf.GGUFValueType.STRING if isinstance(value, str) else gguf.GGUFValueType.FLOAT32
+        w.add_key_value(key, value, vt)
     qt = getattr(gguf.GGMLQuantizationType, qtype)
     rope = getattr(cfg, "rope_parameters", None) or {}  # gpt2 has none
     if rope.get("rope_type") == "llama3":
