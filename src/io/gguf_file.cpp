@@ -10,6 +10,7 @@
 // - elsewhere, the affine ones (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K) as MLX affine triples with
 //   group 32 (uint32 codes packed little-endian, bits per value 4, 5 or 8; float32 scales and biases).
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +21,7 @@
 #include <mlx/mlx.h>
 
 #include "io/checkpoint_files.h"
+#include "io/gguf_meta.h"
 #include "kernels/ggml_blocks.h"
 #include "kernels/ggml_rows.h"
 #include "mlxgp/error.h"
@@ -326,7 +328,8 @@ void load_tensor(Walker& w, const Info& t, uint64_t data_start, std::unordered_m
   add_tensor(out, base + ".biases", std::move(biases));
 }
 
-mx::GGUFLoad read_gguf(const std::string& path, bool with_tensors) {
+// n_tensors: set to the number of tensors the file lists.
+mx::GGUFLoad read_gguf(const std::string& path, bool with_tensors, uint64_t* n_tensors_out = nullptr) {
   std::error_code ec;
   const uint64_t size = std::filesystem::file_size(path, ec);
   if (ec) fail("load", "cannot read " + path);
@@ -353,6 +356,7 @@ mx::GGUFLoad read_gguf(const std::string& path, bool with_tensors) {
     }
     meta.insert_or_assign(key, std::move(v));
   }
+  if (n_tensors_out) *n_tensors_out = n_tensors;
   std::vector<Info> infos;
   for (uint64_t i = 0; i < n_tensors; ++i) {
     Info t;
@@ -402,12 +406,58 @@ mx::GGUFLoad read_gguf(const std::string& path, bool with_tensors) {
   return {std::move(tensors), std::move(meta)};
 }
 
+// split.count / split.no as gguf-split writes them; a part other than the first is refused, as llama.cpp
+// refuses it ("model must be loaded with the first split").
+int split_count(const std::string& path, const GgufMeta& meta) {
+  const int count = gguf_count_or(meta, "split.count", 1);
+  if (count > 1 && gguf_count_or(meta, "split.no", 0) != 0)
+    fail("gguf", path + " is part " + std::to_string(gguf_count(meta, "split.no") + 1) + " of a split GGUF of " +
+                     std::to_string(count) + ": load its first part");
+  return count;
+}
+
 }  // namespace
 
-mx::GGUFLoad load_gguf_checked(const std::string& path) { return read_gguf(path, true); }
+mx::GGUFLoad load_gguf_checked(const std::string& path) {
+  uint64_t listed = 0;
+  auto out = read_gguf(path, true, &listed);
+  const int count = split_count(path, out.second);
+  if (count <= 1) return out;
+  // llama.cpp's llama_model_loader: the parts are <prefix>-%05d-of-%05d.gguf beside the first (llama_split_prefix
+  // / llama_split_path), each with its split.no; metadata comes from the first part alone; tensor names must
+  // not repeat across parts, and split.tensors.count must equal the tensors found.
+  char postfix[40];
+  std::snprintf(postfix, sizeof postfix, "-%05d-of-%05d.gguf", 1, count);
+  if (path.size() <= std::strlen(postfix) || !path.ends_with(postfix))
+    fail("gguf",
+         path + " has split.count " + std::to_string(count) + " but its name does not end in '" + postfix + "'");
+  const std::string prefix = path.substr(0, path.size() - std::strlen(postfix));
+  for (int i = 1; i < count; ++i) {
+    std::snprintf(postfix, sizeof postfix, "-%05d-of-%05d.gguf", i + 1, count);
+    const std::string part = prefix + postfix;
+    if (!std::filesystem::exists(part))
+      fail("gguf",
+           "split GGUF part " + std::to_string(i + 1) + " of " + std::to_string(count) + " is missing: " + part);
+    uint64_t n = 0;
+    auto [tensors, meta] = read_gguf(part, true, &n);
+    listed += n;
+    if (gguf_count_or(meta, "split.no", -1) != i)
+      fail("gguf", part + ": metadata 'split.no' is not " + std::to_string(i));
+    for (auto& [name, a] : tensors)
+      if (!out.first.emplace(name, std::move(a)).second)
+        fail("gguf", part + ": tensor '" + name + "' is also in an earlier part");
+  }
+  const int expected = gguf_count(out.second, "split.tensors.count");
+  if (static_cast<uint64_t>(expected) != listed)
+    fail("gguf", path + ": metadata 'split.tensors.count' is " + std::to_string(expected) + " but the " +
+                     std::to_string(count) + " parts hold " + std::to_string(listed) + " tensors");
+  return out;
+}
 
 std::unordered_map<std::string, mx::GGUFMetaData> load_gguf_metadata(const std::string& path) {
-  return read_gguf(path, false).second;
+  auto meta = read_gguf(path, false).second;
+  split_count(path, meta);
+  return meta;
 }
 
 }  // namespace mlxgp::io

@@ -11,7 +11,9 @@ GGUF's biases against llama.cpp):
   only equal tensors);
 - a llama GGUF with attention and FFN biases uses them, as llama.cpp does;
 - a llama GGUF's rope scaling keys read as llama.cpp reads them (a factor without a type is linear, the older
-  rope.scale_linear key, a zero factor, type none)."""
+  rope.scale_linear key, a zero factor, type none);
+- a split GGUF (gguf-split's <prefix>-0000N-of-0000M.gguf parts) loads all its parts, as llama.cpp does, and
+  refuses a later part or a missing part in one line."""
 import json
 import sys
 from pathlib import Path
@@ -173,3 +175,42 @@ def test_gguf_rope_scaling_keys_as_llama_cpp(meta, run_mlxgp, tmp_path):
     print(f"{meta}: max |diff| vs llama.cpp = {diff:.3e}")
     assert diff <= 1e-4
 
+
+def test_gguf_split_parts_as_llama_cpp(run_mlxgp, tmp_path):
+    """A llama GGUF split into 4 parts of at most 9 tensors (layers and output.weight spread over them): the
+    logits from its first part equal llama.cpp's on the same part; a later part, a missing part and a first
+    part not named as llama_split_prefix expects are refused, as llama.cpp refuses them."""
+    import shutil
+
+    import gguf
+    import transformers
+
+    from test_logits_parity import _expect_error
+
+    model, _ = tiny_models.make_model_from_config(
+        transformers.LlamaConfig(**{**SIZES, "max_position_embeddings": 1024}, bos_token_id=1, eos_token_id=2),
+        tmp_path / "llama")
+    (tmp_path / "split").mkdir()
+    first = tiny_models.write_tiny_gguf(model, tmp_path / "split" / "m.gguf", "F32", vocab=True, split_max_tensors=9)
+    parts = sorted(first.parent.glob("m-*-of-*.gguf"))
+    assert first == parts[0] and first.name == "m-00001-of-00004.gguf" and len(parts) == 4
+    assert "output.weight" not in {t.name for t in gguf.GGUFReader(first).tensors}
+    ids, prefill = _ids(40), 20
+    ref = llama_cpp.logits(first, ids, prefill, repack=False)
+    got = _mlxgp_logits(run_mlxgp, first, ids, tmp_path / "l.safetensors", "--prefill", prefill,
+                        "--dtype", "float32")[prefill - 1:len(ids) - 1]
+    diff = float(np.abs(got - ref).max())
+    print(f"4-part split GGUF: max |diff| vs llama.cpp = {diff:.3e}")
+    assert diff <= 1e-4
+
+    line = _expect_error(run_mlxgp, parts[1], "gguf", tmp_path)
+    assert line == f"[gguf] {parts[1]} is part 2 of a split GGUF of 4: load its first part", line
+    gone = tmp_path / "gone"
+    shutil.copytree(first.parent, gone)
+    (gone / parts[3].name).unlink()
+    line = _expect_error(run_mlxgp, gone / first.name, "gguf", tmp_path)
+    assert line == f"[gguf] split GGUF part 4 of 4 is missing: {gone / parts[3].name}", line
+    renamed = tmp_path / "renamed.gguf"
+    shutil.copy(first, renamed)
+    line = _expect_error(run_mlxgp, renamed, "gguf", tmp_path)
+    assert line == f"[gguf] {renamed} has split.count 4 but its name does not end in '-00001-of-00004.gguf'", line

@@ -365,7 +365,7 @@ def _spm_vocab(w, size: int) -> None:
 
 
 def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None, types=None, drop=(),
-                    vocab=False, meta=None) -> Path:
+                    vocab=False, meta=None, split_max_tensors=0) -> Path:
     """Writes a transformers `model` (GGUF_ARCH_NAMES) as a llama.cpp-style GGUF (metadata keys, tensor
     names and layouts as llama.cpp's converter writes them), with 2-D and 3-D weights stored as `qtype` and
     1-D ones (norms, biases) and MoE routers as F32. No tokenizer metadata: the file holds a model only.
@@ -375,13 +375,15 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
     `drop`: the model's tensors left out (gpt2's output.weight: a head tied to token_embd). gpt2's position_embd
     stays F32, as llama.cpp's converter keeps it. `vocab`: add a SentencePiece-style vocabulary (<unk>, <s>,
     </s>, the 256 byte tokens, then placeholders), which llama.cpp needs to load the file at all. `meta`: more
-    {key: str or float} metadata (floats as FLOAT32)."""
+    {key: str or float} metadata (floats as FLOAT32). `split_max_tensors`: split as gguf-split does, into
+    <stem>-0000N-of-0000M.gguf parts of at most that many tensors (split.no / split.count /
+    split.tensors.count in each); returns the first part."""
     import gguf
     import numpy as np
 
     cfg = model.config
     path = Path(path)
-    w = gguf.GGUFWriter(str(path), GGUF_ARCH_NAMES[cfg.model_type])
+    w = gguf.GGUFWriter(str(path), GGUF_ARCH_NAMES[cfg.model_type], split_max_tensors=split_max_tensors)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     _gguf_metadata(w, cfg, head_dim)
     if vocab:
@@ -411,7 +413,7 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    return path
+    return w.format_shard_names(path)[0]
 
 
 def hf_stepwise_logits(model, ids, prefill):
