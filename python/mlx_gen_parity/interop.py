@@ -18,12 +18,18 @@ from . import _core
 from ._checks import BOOL, INT, NONE, PATH, STR, checked
 
 
-@checked("convert", hf_path=PATH, quantize=BOOL, local_out=PATH | NONE, q_group_size=INT, q_bits=INT,
-         dtype=STR | NONE)
-def convert_hf_to_mlx(hf_path, quantize=False, local_out=None, q_group_size=64, q_bits=4, dtype=None):
+@checked("convert", hf_path=PATH, quantize=BOOL, local_out=PATH | NONE, q_group_size=INT | NONE,
+         q_bits=INT | NONE, dtype=STR | NONE)
+def convert_hf_to_mlx(hf_path, quantize=False, local_out=None, q_group_size=None, q_bits=None, dtype=None):
     """Converts a local HF folder (config.json + safetensors) into an MLX folder laid out like mlx-lm's
     convert (config.json with "quantization" when quantized, model.safetensors, tokenizer files), the same
-    work as `mlxgp convert`. Returns the output folder (default: <hf_path>-mlx[-<bits>bit])."""
+    work as `mlxgp convert`. q_group_size / q_bits (default 64 / 4) need quantize=True. Returns the output
+    folder (default: <hf_path>-mlx[-<bits>bit])."""
+    # As `mlxgp convert` refuses --q-bits / --q-group-size without --quantize: they would be dropped unseen.
+    if not quantize and (q_bits is not None or q_group_size is not None):
+        raise ValueError("[convert] q_bits / q_group_size need quantize=True")
+    q_group_size = 64 if q_group_size is None else q_group_size
+    q_bits = 4 if q_bits is None else q_bits
     hf_path = os.path.expanduser(os.fspath(hf_path))
     if not os.path.exists(hf_path):
         raise FileNotFoundError(f"[load] no such file or folder: {hf_path}")

@@ -75,6 +75,15 @@ def test_convert_errors(mgp, tiny_hf_tok, tmp_path, mlxgp_bin):
     with pytest.raises(ValueError, match=r"\[convert\].*bits"):
         convert_hf_to_mlx(tiny_hf_tok, quantize=True, q_bits=5, local_out=tmp_path / "y")
     assert not (tmp_path / "y").exists()
+    # Bits or a group size without quantize: refused, as the CLI refuses them, instead of written unquantized.
+    for kw in ({"q_bits": 8}, {"q_group_size": 32}, {"q_bits": 4, "q_group_size": 64}):
+        with pytest.raises(ValueError) as e:
+            convert_hf_to_mlx(tiny_hf_tok, local_out=tmp_path / "w", **kw)
+        assert str(e.value) == "[convert] q_bits / q_group_size need quantize=True"
+        assert not (tmp_path / "w").exists()
+    proc = subprocess.run([str(mlxgp_bin), "convert", "--hf-path", str(tiny_hf_tok), "--mlx-path",
+                           str(tmp_path / "w"), "--q-bits", "8"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr == "[cli] --q-bits / --q-group-size need --quantize\n"
     proc = subprocess.run([str(mlxgp_bin), "convert", "--hf-path", str(tmp_path / "nope"), "--mlx-path",
                            str(tmp_path / "z")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("[") and proc.stderr.count("\n") == 1
