@@ -321,6 +321,11 @@ int run_train(const std::vector<std::string>& argv) {
   if (auto r = args.get("resume")) {
     auto ck = load_checkpoint(*r);
     const json saved = ck.meta.value("identity", json::object());
+    // The model first: checkpoints of older mlxgp builds named it by path and differ in that key alone.
+    if (!saved.is_object() || saved.value("model", json()) != identity["model"])
+      fail("train", "checkpoint " + ck.path +
+                        " belongs to another model (its weights or architecture differ from this run's; checkpoints "
+                        "written before mlxgp compared models by content name theirs by path and cannot be resumed)");
     for (auto& [key, value] : identity.items())
       if (!saved.is_object() || saved.value(key, json()) != value)
         fail("train", "checkpoint " + ck.path + " belongs to another model or training mode (its " + key +

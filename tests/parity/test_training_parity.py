@@ -369,7 +369,7 @@ def test_resume_refuses_another_models_checkpoint(tiny, run_mlxgp, tmp_path):
     shutil.copy(tmp_path / "reseeded" / "model.safetensors", other / "model.safetensors")
     p = run_mlxgp("train", "--model", other, "--data", tmp_path / "d.jsonl", "--mode", "full", "--seq-len", T,
                   "--steps", 3, "--out", tmp_path / "run", "--resume", tmp_path / "run", check=False)
-    assert p.returncode != 0 and "belongs to another model or training mode (its model differs" in p.stderr, p.stderr
+    assert p.returncode != 0 and "belongs to another model (its weights or architecture differ" in p.stderr, p.stderr
     lora = ["train", "--model", llama_dir, "--data", tmp_path / "d.jsonl", "--mode", "lora", "--seq-len", T,
             "--lora-alpha", 16]
     run_mlxgp(*lora, "--steps", 1, "--out", tmp_path / "lora")
