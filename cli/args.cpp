@@ -134,10 +134,12 @@ std::string Args::usage() const {
   return os.str();
 }
 
-std::string Args::canonical(const std::vector<std::string>& except) const {
+std::string Args::canonical(const std::vector<std::string>& except,
+                            const std::function<std::string(const std::string&)>& value_text) const {
   std::string out;
   for (auto& [name, value] : values_)
-    if (std::find(except.begin(), except.end(), name) == except.end()) out += name + "=" + value + "\n";
+    if (std::find(except.begin(), except.end(), name) == except.end())
+      out += name + "=" + (value_text ? value_text(value) : value) + "\n";
   return out;
 }
 

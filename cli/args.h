@@ -1,6 +1,7 @@
 // Minimal command-line option parser shared by the subcommands: `--name value` and `--flag`.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -29,8 +30,10 @@ class Args {
   std::optional<std::vector<int>> get_int_list(const std::string& name) const;
   std::string usage() const;
   // Every given option as "name=value" lines, sorted, leaving out `except` (paths that may differ
-  // between machines): what the ranks of a distributed run compare at start.
-  std::string canonical(const std::vector<std::string>& except = {}) const;
+  // between machines), each value written by `value_text` when given: what the ranks of a distributed run
+  // compare at start.
+  std::string canonical(const std::vector<std::string>& except = {},
+                        const std::function<std::string(const std::string&)>& value_text = {}) const;
 
  private:
   struct Spec {

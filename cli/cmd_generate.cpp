@@ -204,7 +204,7 @@ int run_generate(const std::vector<std::string>& argv) {
   // its share of the layers.
   std::unique_ptr<PeerWatch> watch;
   auto start_tp = [&](const std::string& inputs) {
-    if (tp) watch = start_tensor_parallel(*tp, *loaded.model, args, {"model", "prompts-file", "scores-out"}, inputs);
+    if (tp) watch = start_tensor_parallel(*tp, loaded, args, {"model", "prompts-file", "scores-out"}, inputs);
   };
   attach_hooks_from_flags(args, *loaded.model);
   GenerationConfig config;
@@ -240,7 +240,8 @@ int run_generate(const std::vector<std::string>& argv) {
       lines.push_back(std::move(r.where));
     }
     std::string inputs;
-    for (auto& p : prompts) inputs += ids_text(p) + "\n";
+    for (size_t i = 0; i < prompts.size(); ++i)
+      inputs += ids_text(prompts[i]) + " " + resolved_settings(configs[i], loaded) + "\n";
     start_tp(inputs);
     BatchGenerateOptions batch_options;
     batch_options.batch_size = batch_size;
@@ -271,7 +272,7 @@ int run_generate(const std::vector<std::string>& argv) {
     return 0;
   }
   std::vector<int> prompt_ids = input_ids ? *input_ids : encode(*args.get("prompt"));
-  start_tp(ids_text(prompt_ids));
+  start_tp(ids_text(prompt_ids) + " " + resolved_settings(config, loaded));
 
   const bool as_json = args.has("json");
   const bool several = config.num_return_sequences > 1;

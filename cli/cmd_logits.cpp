@@ -92,7 +92,7 @@ int run_logits(const std::vector<std::string>& argv) {
   // a generation (--steer-positions prompt | generated).
   model.hooks().set_prompt_length(prefill);
   std::unique_ptr<PeerWatch> watch;
-  if (tp) watch = start_tensor_parallel(*tp, model, args, {"model", "out"}, "");
+  if (tp) watch = start_tensor_parallel(*tp, loaded, args, {"model", "out"}, "");
   const int vocab = model.config().vocab_size;
   for (int id : ids)
     if (id < 0 || id >= vocab)

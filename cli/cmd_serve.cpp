@@ -196,8 +196,7 @@ int run_serve(const std::vector<std::string>& argv) {
   std::unique_ptr<PeerWatch> watch;
   if (tp) {
     // A server needs every rank for as long as it runs: the watch lives until it stops.
-    watch = start_tensor_parallel(*tp, *loaded.model, args, {"model", "chat-template", "draft-model"},
-                                  options.chat_template);
+    watch = start_tensor_parallel(*tp, loaded, args, {"model"}, "");
     if (tp->size() > 1) options.tensor_parallel = tp;
   }
   server::Service service(std::move(loaded), options);

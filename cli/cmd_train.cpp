@@ -299,7 +299,7 @@ int run_train(const std::vector<std::string>& argv) {
   Trainer trainer(model, trainable, std::move(opt), tc, schedule);
   std::unique_ptr<PeerWatch> watch;
   if (group) {
-    check_same_run(*group, model, args, {"model", "data", "valid", "out", "resume", "log-json", "dump-grads"},
+    check_same_run(*group, loaded, args, {"model", "data", "valid", "out", "resume", "log-json", "dump-grads"},
                    dataset_digest(train_set) + " " + dataset_digest(valid_set));
     watch = watch_peers(*group);
   }
@@ -347,7 +347,7 @@ int run_train(const std::vector<std::string>& argv) {
     // they must all have resumed the same state.
     if (group)
       check_same_on_all_ranks(*group, "the resumed checkpoints", "step " + std::to_string(start_step),
-                              weights_checksum(trainer.state()));
+                              weights_hash(trainer.state()));
   }
   if (start_step > steps)
     fail("train", "the checkpoint is already at step " + std::to_string(start_step) + ", beyond --steps " +

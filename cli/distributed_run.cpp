@@ -2,8 +2,11 @@
 
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fcntl.h>
 #include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 namespace mlxgp::cli {
 
@@ -11,6 +14,15 @@ namespace {
 
 int error_fd = STDERR_FILENO;
 bool output_rank = true;
+
+// A value naming a file or folder stands for its contents, wherever it lies on each machine.
+std::string content_text(const std::string& value) {
+  std::error_code ec;
+  if (value.empty() || !std::filesystem::exists(value, ec)) return value;
+  char hex[24];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(file_content_hash(value)));
+  return std::string("contents ") + hex;
+}
 
 }  // namespace
 
@@ -48,19 +60,36 @@ void print_error_line(const std::string& line) {
   }
 }
 
-void check_same_run(const DistGroup& group, Model& model, const Args& args, const std::vector<std::string>& per_machine,
-                    const std::string& inputs) {
+void check_same_run(const DistGroup& group, const LoadedModel& loaded, const Args& args,
+                    const std::vector<std::string>& per_machine, const std::string& inputs) {
   if (group.size() == 1) return;
-  check_same_on_all_ranks(group, "the model, options or inputs",
-                          model_fingerprint(model) + "\n" + args.canonical(per_machine) + "\n" + inputs,
-                          model_checksum(model));
+  // An option naming a file or folder (--config, --lora, --steer, --soft-prompt, --draft-model, ...) means
+  // its contents.
+  std::string text = model_fingerprint(*loaded.model) + "\n" + args.canonical(per_machine, content_text) + "\n";
+  // What the model's own folder adds: its generation_config.json (parsed: its settings, not its spacing)
+  // and its tokenizer.
+  if (!loaded.generation_config_json.empty()) {
+    try {
+      text += nlohmann::json::parse(loaded.generation_config_json).dump() + "\n";
+    } catch (const std::exception&) {
+      text += loaded.generation_config_json + "\n";
+    }
+  }
+  if (loaded.tokenizer) text += "tokenizer " + std::to_string(tokenizer_hash(*loaded.tokenizer)) + "\n";
+  check_same_on_all_ranks(group, "the model, options or inputs", text + inputs, model_weights_hash(*loaded.model));
 }
 
-std::unique_ptr<PeerWatch> start_tensor_parallel(const DistGroup& group, Model& model, const Args& args,
+std::string resolved_settings(GenerationConfig config, const LoadedModel& loaded) {
+  config = with_model_defaults(config, loaded.model->config(), loaded.tokenizer.get());
+  if (config.draft_model) config.draft_model = content_text(*config.draft_model);
+  return to_json(config).dump();
+}
+
+std::unique_ptr<PeerWatch> start_tensor_parallel(const DistGroup& group, const LoadedModel& loaded, const Args& args,
                                                  const std::vector<std::string>& per_machine,
                                                  const std::string& inputs) {
-  check_same_run(group, model, args, per_machine, inputs);
-  shard_model(model, group);
+  check_same_run(group, loaded, args, per_machine, inputs);
+  shard_model(*loaded.model, group);
   return watch_peers(group);
 }
 

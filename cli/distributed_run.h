@@ -7,6 +7,9 @@
 
 #include "args.h"
 #include "mlxgp/distributed.h"
+#include "mlxgp/generation_config.h"
+#include "mlxgp/generator.h"
+#include "mlxgp/loader.h"
 #include "mlxgp/model.h"
 #include "mlxgp/peer_watch.h"
 
@@ -22,15 +25,20 @@ bool is_output_rank();
 // An error line on the real stderr, also on a quiet rank (main's error handler).
 void print_error_line(const std::string& line);
 
-// Fails on every rank unless all ranks loaded the same model (structure and weights) and were given the
-// same options (`args`, except the per-machine paths in `per_machine`) and inputs (`inputs`: prompt ids,
-// a dataset digest).
-void check_same_run(const DistGroup& group, Model& model, const Args& args, const std::vector<std::string>& per_machine,
-                    const std::string& inputs);
+// Fails on every rank unless all ranks loaded the same model (structure, weights, tokenizer and
+// generation_config.json) and were given the same options (`args`, except the per-machine paths in
+// `per_machine`; an option naming a file compares the file's contents, not its path) and inputs (`inputs`:
+// prompt ids, resolved generation settings, a dataset digest).
+void check_same_run(const DistGroup& group, const LoadedModel& loaded, const Args& args,
+                    const std::vector<std::string>& per_machine, const std::string& inputs);
+
+// The settings a generation runs with (`config` under the model's defaults) as text for check_same_run's
+// inputs; a draft model path stands for its contents.
+std::string resolved_settings(GenerationConfig config, const LoadedModel& loaded);
 
 // --tensor-parallel: check_same_run, then shard the model over `group`, then watch_peers (returned; keep it
 // over the work that needs the other ranks).
-std::unique_ptr<PeerWatch> start_tensor_parallel(const DistGroup& group, Model& model, const Args& args,
+std::unique_ptr<PeerWatch> start_tensor_parallel(const DistGroup& group, const LoadedModel& loaded, const Args& args,
                                                  const std::vector<std::string>& per_machine,
                                                  const std::string& inputs);
 

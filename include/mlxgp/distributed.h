@@ -4,12 +4,14 @@
 // generation shards each layer's attention and MLP across the ranks (shard_model). docs/distributed.md.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include <mlx/distributed/distributed.h>
 
 #include "mlxgp/model.h"
+#include "mlxgp/tokenizer.h"
 
 namespace mlxgp {
 
@@ -27,17 +29,26 @@ bool distributed_launched();
 // OPENBLAS_NUM_THREADS say otherwise. Throws [distributed].
 DistGroup distributed_init(double timeout_s = -1);
 
-// Fails with [distributed] on every rank unless all ranks pass the same `fingerprint` (exactly) and the
-// same `checksum` (to a relative 1e-5): mismatched models, settings or data are found at start, not as
+// Fails with [distributed] on every rank unless all ranks pass the same `fingerprint` and the same
+// `weights_hash`, both compared exactly: mismatched models, settings or data are found at start, not as
 // garbage later. `what` names the thing compared in the message. A no-op on a group of size 1.
 void check_same_on_all_ranks(const DistGroup& group, const std::string& what, const std::string& fingerprint,
-                             double checksum = 0.0);
+                             uint64_t weights_hash = 0);
 
-// A model's structure (config, parameter names, shapes and dtypes) as text, and a checksum of its
-// weights (sum of |w| over every parameter), for check_same_on_all_ranks.
+// A model's structure (config, parameter names, shapes and dtypes) as text, for check_same_on_all_ranks.
 std::string model_fingerprint(Model& model);
-double weights_checksum(const WeightMap& weights);  // sum of |w| in float32, one host sync
-double model_checksum(Model& model);                // weights_checksum(model.parameters())
+// An exact 64-bit hash of every tensor's name, dtype, shape and bytes, in name order: any change to any
+// value (a sign, two swapped rows) changes it. Reads every byte once (one tensor evaluated at a time).
+uint64_t weights_hash(const WeightMap& weights);
+uint64_t model_weights_hash(Model& model);  // weights_hash(model.parameters())
+// The same kind of hash of a file's bytes, or of a folder's files (relative names and bytes, recursively):
+// what a file option means, wherever the file lies. Throws [distributed] when it cannot be read.
+uint64_t file_content_hash(const std::string& path);
+
+// The same kind of hash of what a tokenizer does: every token's text and specialness, the special token
+// ids and the chat templates. Ranks that encode or decode for themselves (a server's other ranks, stop
+// strings) must agree on it.
+uint64_t tokenizer_hash(const Tokenizer& tokenizer);
 
 // Rank 0's `values` on every rank (the other ranks pass arrays of the same names, shapes and dtypes, e.g.
 // their own copies): a checkpoint read by rank 0 alone reaches every rank.

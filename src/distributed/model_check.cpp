@@ -1,11 +1,16 @@
-// What check_same_on_all_ranks compares for a model, and rank 0's values sent to every rank.
+// What check_same_on_all_ranks compares for a model and for files, and rank 0's values (tensors, text)
+// sent to every rank.
 #include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <vector>
 
 #include <mlx/mlx.h>
 
 #include "mlxgp/distributed.h"
+#include "mlxgp/error.h"
 
 namespace mx = mlx::core;
 
@@ -30,15 +35,113 @@ std::string model_fingerprint(Model& model) {
   return o.str();
 }
 
-double model_checksum(Model& model) { return weights_checksum(model.parameters()); }
+namespace {
 
-double weights_checksum(const WeightMap& weights) {
-  std::vector<mx::array> parts;
-  for (auto& [name, w] : weights) parts.push_back(mx::sum(mx::abs(mx::astype(w, mx::float32))));
-  if (parts.empty()) return 0.0;
-  auto total = mx::sum(mx::stack(parts));
-  mx::eval(total);
-  return total.item<float>();
+// 64-bit words mixed one after another (each step depends on the previous state, so order counts):
+// murmur-style multiply / rotate, about 1 ns per 8 bytes.
+struct Hasher {
+  uint64_t h = 0x9e3779b97f4a7c15ULL;
+  void word(uint64_t w) {
+    w *= 0x87c37b91114253d5ULL;
+    w = (w << 31) | (w >> 33);
+    w *= 0x4cf5ad432745937fULL;
+    h ^= w;
+    h = ((h << 27) | (h >> 37)) * 5 + 0x52dce729;
+  }
+  void bytes(const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      word(w);
+    }
+    uint64_t tail = 0;
+    if (n > i) std::memcpy(&tail, p + i, n - i);
+    word(tail ^ (static_cast<uint64_t>(n - i) << 56));
+    word(n);  // the length ends each piece, so pieces cannot run into each other
+  }
+  void text(const std::string& s) { bytes(s.data(), s.size()); }
+  uint64_t done() const {
+    uint64_t x = h;  // final avalanche (splitmix64's)
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+  }
+};
+
+}  // namespace
+
+uint64_t model_weights_hash(Model& model) { return weights_hash(model.parameters()); }
+
+uint64_t weights_hash(const WeightMap& weights) {
+  std::vector<std::string> names;
+  for (auto& [name, w] : weights) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  Hasher h;
+  for (auto& name : names) {
+    // Row-major bytes whatever the array's layout: the same values hash alike.
+    auto w = mx::contiguous(weights.at(name));
+    mx::eval(w);
+    std::ostringstream head;
+    head << name << " " << w.dtype() << " [";
+    for (int d : w.shape()) head << d << ",";
+    head << "]";
+    h.text(head.str());
+    h.bytes(w.data<unsigned char>(), w.nbytes());
+  }
+  return h.done();
+}
+
+uint64_t file_content_hash(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::vector<std::pair<std::string, fs::path>> files;  // relative name, path
+  if (fs::is_directory(path, ec)) {
+    for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::recursive_directory_iterator();
+         it.increment(ec))
+      if (it->is_regular_file(ec)) files.emplace_back(fs::relative(it->path(), path, ec).generic_string(), it->path());
+    std::sort(files.begin(), files.end());
+  } else {
+    files.emplace_back("", path);
+  }
+  if (ec) fail("distributed", "cannot read " + path + ": " + ec.message());
+  Hasher h;
+  std::vector<char> buffer(1 << 20);
+  for (auto& [name, file] : files) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) fail("distributed", "cannot read " + file.string());
+    h.text(name);
+    while (in) {
+      in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+      if (in.gcount() > 0) h.bytes(buffer.data(), static_cast<size_t>(in.gcount()));
+    }
+    if (in.bad()) fail("distributed", "cannot read " + file.string());
+  }
+  return h.done();
+}
+
+uint64_t tokenizer_hash(const Tokenizer& tokenizer) {
+  Hasher h;
+  const int n = tokenizer.vocab_size();
+  h.word(static_cast<uint64_t>(n));
+  for (int id = 0; id < n; ++id) {
+    try {
+      h.text(tokenizer.id_to_token(id));
+      h.word(tokenizer.is_special(id));
+    } catch (const Error&) {
+      h.word(~0ULL);  // an id that names no token
+    }
+  }
+  for (auto id : {tokenizer.bos_token_id(), tokenizer.eos_token_id(), tokenizer.pad_token_id()})
+    h.word(id ? static_cast<uint64_t>(*id) : ~0ULL);
+  try {
+    h.text(tokenizer.chat_template());
+  } catch (const Error&) {
+    h.word(~1ULL);  // named templates without a default
+  }
+  for (auto& [name, source] : tokenizer.named_chat_templates()) h.text(name + "\n" + source);
+  return h.done();
 }
 
 WeightMap broadcast_from_rank0(const DistGroup& group, const WeightMap& values) {

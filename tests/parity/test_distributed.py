@@ -36,8 +36,9 @@ def launch(mlxgp_bin, *args, n=2, timeout=600, env=None):
     return proc
 
 
-def start_ranks(tmp_path, mlxgp_bin, args_per_rank, env=None):
-    """Starts one process per rank by hand (as mlx.launch does), returning the Popen objects."""
+def start_ranks(tmp_path, mlxgp_bin, args_per_rank, env=None, cwds=None):
+    """Starts one process per rank by hand (as mlx.launch does), returning the Popen objects; `cwds`: each
+    rank's working directory (the same relative path names another file on each "machine")."""
     port = free_ports(len(args_per_rank))
     hostfile = tmp_path / "hosts.json"
     hostfile.write_text(json.dumps([[f"127.0.0.1:{port + r}"] for r in range(len(args_per_rank))]))
@@ -45,7 +46,7 @@ def start_ranks(tmp_path, mlxgp_bin, args_per_rank, env=None):
     for r, args in enumerate(args_per_rank):
         e = {**os.environ, "MLX_RANK": str(r), "MLX_HOSTFILE": str(hostfile), **(env or {})}
         procs.append(subprocess.Popen([str(mlxgp_bin), *map(str, args)], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True, env=e))
+                                      stderr=subprocess.PIPE, text=True, env=e, cwd=cwds[r] if cwds else None))
     return procs
 
 
@@ -292,6 +293,67 @@ def test_mismatched_settings_are_found_at_start(tiny, mlxgp_bin, tmp_path):
             assert p.returncode != 0 and out == "", err
             assert err.strip().splitlines()[-1].startswith("[distributed] the model, options or inputs differ "
                                                            "between rank 0 and rank 1"), err
+
+
+def _expect_refused_at_start(ranks, what="[distributed] the model, options or inputs differ between rank 0 and rank 1"):
+    outs = [p.communicate(timeout=120) for p in ranks]
+    for p, (out, err) in zip(ranks, outs):
+        assert p.returncode != 0 and out == "", err
+        assert err.strip().splitlines()[-1].startswith(what), err
+
+
+def test_same_run_check_compares_what_takes_effect(tiny, mlxgp_bin, tmp_path):
+    """The start-up check compares file contents and the model folder's generation_config.json, not paths:
+    the same relative path with other contents is refused, identical files at other paths are not."""
+    from safetensors.numpy import save_file
+
+    folder = tiny["llama"]
+    d0, d1 = tmp_path / "r0", tmp_path / "r1"
+    for d, temperature, scale in ((d0, 0.7, 1.0), (d1, 0.9, -1.0)):
+        d.mkdir()
+        (d / "gen.json").write_text(json.dumps({"temperature": temperature}))
+        save_file({"steering_vector": np.full(64, 0.1 * scale, np.float32)}, str(d / "v.safetensors"))
+    base = ["generate", "--model", folder, "--input-ids", "1,2,3", "--max-new-tokens", 2, "--tensor-parallel"]
+    # --config: same path, other contents.
+    _expect_refused_at_start(start_ranks(tmp_path, mlxgp_bin, [base + ["--config", "gen.json"]] * 2, cwds=[d0, d1]))
+    # --steer: same path, other contents.
+    steer = base + ["--steer", "v.safetensors", "--steer-layer", 1]
+    _expect_refused_at_start(start_ranks(tmp_path, mlxgp_bin, [steer] * 2, cwds=[d0, d1]))
+    # Another generation_config.json in rank 1's copy of the model.
+    other = tmp_path / "other_model"
+    shutil.copytree(folder, other)
+    (other / "generation_config.json").write_text(json.dumps({"do_sample": True, "temperature": 1.5}))
+    other_args = ["generate", "--model", other, *base[3:]]
+    _expect_refused_at_start(start_ranks(tmp_path, mlxgp_bin, [base, other_args]))
+    # Identical files at different paths (and a byte-identical model folder) run.
+    (d1 / "same.json").write_text((d0 / "gen.json").read_text())
+    ranks = start_ranks(tmp_path, mlxgp_bin, [base + ["--config", d0 / "gen.json", "--json"],
+                                              base + ["--config", d1 / "same.json", "--json"]])
+    outs = [p.communicate(timeout=120) for p in ranks]
+    assert [p.returncode for p in ranks] == [0, 0], outs
+    assert json.loads(outs[0][0])["sequences"][0]["token_ids"]
+
+
+def test_weights_check_is_exact(tiny, mlxgp_bin, tmp_path):
+    """A model whose rank-1 copy differs in one sign, or by a tiny nudge of one projection, is refused (a sum of
+    |w| missed both)."""
+    from safetensors.numpy import save_file
+
+    folder = tiny["llama"]
+    base = ["generate", "--model", folder, "--input-ids", "1,2,3", "--max-new-tokens", 2, "--tensor-parallel"]
+    for name, change in (("model.layers.0.self_attn.o_proj.weight", lambda w: -w),
+                         ("model.layers.1.self_attn.v_proj.weight", lambda w: w + np.float32(1e-6) * w[::-1])):
+        other = tmp_path / f"m_{name}"
+        shutil.copytree(folder, other)
+        files = list(other.glob("*.safetensors"))
+        for f in files:
+            tensors = load_file(str(f))
+            if name in tensors:
+                tensors[name] = change(tensors[name]).astype(tensors[name].dtype)
+                save_file(tensors, str(f), metadata={"format": "pt"})
+        _expect_refused_at_start(start_ranks(tmp_path, mlxgp_bin, [base, ["generate", "--model", other, *base[3:]]]),
+                                 "[distributed] the model, options or inputs differ between rank 0 and rank 1 "
+                                 "(the weights differ)")
 
 
 # --- data parallel ----------------------------------------------------------------------------------
