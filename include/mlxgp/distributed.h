@@ -50,6 +50,12 @@ uint64_t file_content_hash(const std::string& path);
 // strings) must agree on it.
 uint64_t tokenizer_hash(const Tokenizer& tokenizer);
 
+// A fresh random 64-bit seed (std::random_device).
+uint64_t fresh_random_seed();
+// `n` seeds that every rank of `group` agrees on: rank 0's fresh_random_seed() draws, sent to the others
+// (one collective; none on a group of size 1).
+std::vector<uint64_t> agreed_random_seeds(const DistGroup& group, int n);
+
 // Rank 0's `values` on every rank (the other ranks pass arrays of the same names, shapes and dtypes, e.g.
 // their own copies): a checkpoint read by rank 0 alone reaches every rank.
 WeightMap broadcast_from_rank0(const DistGroup& group, const WeightMap& values);

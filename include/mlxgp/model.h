@@ -3,6 +3,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -57,7 +58,19 @@ class Model {
   // Tensor parallelism (mlxgp/distributed.h shard_model): keep this rank's share of every layer and sum
   // the partial outputs over `group`. The base version refuses with [distributed].
   virtual void shard(const mlx::core::distributed::Group& group);
+  // The group a sharded model sums over; nullopt for a whole model. Whatever runs on a sharded model
+  // must run alike on every rank (the same random seed, the same stopping decisions).
+  virtual std::optional<mlx::core::distributed::Group> tensor_parallel_group() const { return std::nullopt; }
+  // A model of the first `n` layers sharing these arrays (self-speculation's draft); a sharded model's is
+  // sharded alike. Throws [config] unless 1 <= n <= num_hidden_layers.
+  virtual std::shared_ptr<Model> first_layers(int n);
 
+ protected:
+  void check_layer_count(int n) const;  // throws [config] unless 1 <= n <= num_hidden_layers
+  // The parameters outside model.layers.<i> for i >= n.
+  static WeightMap layers_below(const WeightMap& weights, int n);
+
+ public:
   // Hooks run inside every forward (hooks.h).
   HookList& hooks() { return hooks_; }
   const HookList& hooks() const { return hooks_; }

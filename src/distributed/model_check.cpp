@@ -1,9 +1,10 @@
-// What check_same_on_all_ranks compares for a model and for files, and rank 0's values (tensors, text)
+// What check_same_on_all_ranks compares for a model and for files, and rank 0's values (tensors, text, seeds)
 // sent to every rank.
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <vector>
 
@@ -142,6 +143,31 @@ uint64_t tokenizer_hash(const Tokenizer& tokenizer) {
   }
   for (auto& [name, source] : tokenizer.named_chat_templates()) h.text(name + "\n" + source);
   return h.done();
+}
+
+uint64_t fresh_random_seed() {
+  std::random_device rd;
+  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
+}
+
+std::vector<uint64_t> agreed_random_seeds(const DistGroup& group, int n) {
+  std::vector<uint64_t> seeds(n, 0);
+  if (group.size() == 1 || group.rank() == 0)
+    for (auto& s : seeds) s = fresh_random_seed();
+  if (group.size() == 1 || n == 0) return seeds;
+  // As broadcast_from_rank0: rank 0's words plus zeros, in int32 (which every backend sums).
+  std::vector<int32_t> words(2 * n, 0);
+  for (int i = 0; i < n; ++i) {
+    words[2 * i] = static_cast<int32_t>(seeds[i] & 0xffffffffu);
+    words[2 * i + 1] = static_cast<int32_t>(seeds[i] >> 32);
+  }
+  auto all = mx::distributed::all_sum(mx::array(words.data(), {2 * n}, mx::int32), group);
+  mx::eval(all);
+  const auto* d = all.data<int32_t>();
+  for (int i = 0; i < n; ++i)
+    seeds[i] = static_cast<uint64_t>(static_cast<uint32_t>(d[2 * i])) |
+               (static_cast<uint64_t>(static_cast<uint32_t>(d[2 * i + 1])) << 32);
+  return seeds;
 }
 
 WeightMap broadcast_from_rank0(const DistGroup& group, const WeightMap& values) {

@@ -16,7 +16,10 @@ namespace mx = mlx::core;
 namespace mlxgp {
 
 GenerationResult generate(Model& model, std::shared_ptr<const Tokenizer> tokenizer, const std::vector<int>& prompt_ids,
-                          const GenerationConfig& config, const TokenCallback& callback, GeneratorOptions options) {
+                          const GenerationConfig& config_in, const TokenCallback& callback, GeneratorOptions options) {
+  std::vector<GenerationConfig> agreed{config_in};
+  agree_missing_seeds(model, agreed);
+  const GenerationConfig& config = agreed[0];
   // Beams / sequences that cannot fit are refused here in one line, not by MLX mid-generation.
   check_decode_rows_fit(model, decode_rows(config),
                         static_cast<long long>(prompt_ids.size()) + check_prompt(model, prompt_ids, config),

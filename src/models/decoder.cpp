@@ -54,6 +54,20 @@ DecoderModel::DecoderModel(const ModelConfig& c, WeightMap weights, const Decode
   build(weights);
 }
 
+DecoderModel::DecoderModel(const ModelConfig& c, const WeightMap& weights, const DecoderOptions& options,
+                           std::optional<TensorParallel> tp)
+    : config_(c), tp_(std::move(tp)), options_(options) {
+  build(weights);
+}
+
+std::shared_ptr<Model> DecoderModel::first_layers(int n) {
+  check_layer_count(n);
+  ModelConfig c = config_;
+  c.num_hidden_layers = n;
+  // This rank's share of the first n layers, built with the same split: a sharded draft of a sharded model.
+  return std::shared_ptr<Model>(new DecoderModel(c, layers_below(weights_, n), options_, tp_));
+}
+
 void DecoderModel::build(const WeightMap& loaded) {
   // Everything is loaded into locals first, so a bad tensor leaves the model untouched. A sharded model's
   // layers are built with this rank's head counts and widths.

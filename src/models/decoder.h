@@ -42,6 +42,10 @@ class DecoderModel : public Model {
   WeightMap& parameters() override { return weights_; }
   void set_parameters(const WeightMap& updates, bool allow_new = false) override;
   void shard(const mx::distributed::Group& group) override;
+  std::optional<mx::distributed::Group> tensor_parallel_group() const override {
+    return tp_ ? std::optional<mx::distributed::Group>(tp_->group) : std::nullopt;
+  }
+  std::shared_ptr<Model> first_layers(int n) override;
 
  private:
   void build(const WeightMap& weights);                                       // (re)creates the layers from `weights`
@@ -65,6 +69,9 @@ class DecoderModel : public Model {
     mx::distributed::Group group;
     shard::Plan plan;
   };
+  // A model already sharded as `tp` says, from this rank's share of the weights (first_layers).
+  DecoderModel(const ModelConfig& config, const WeightMap& weights, const DecoderOptions& options,
+               std::optional<TensorParallel> tp);
   std::optional<TensorParallel> tp_;
   WeightMap weights_;                   // this rank's share when sharded
   layers::RepackScope::Cache repacks_;  // int8 repacks of the weights, kept across rebuilds

@@ -80,6 +80,38 @@ mx::array Model::forward_embeddings_last(const mx::array& embeddings, KVCacheLis
   return mx::slice(logits, {0, T - n, 0}, logits.shape());
 }
 
+void Model::check_layer_count(int n) const {
+  const int total = config().num_hidden_layers;
+  if (n < 1 || n > total)
+    fail("config", "draft_layers must be between 1 and the model's " + std::to_string(total) + " layers (got " +
+                       std::to_string(n) + ")");
+}
+
+WeightMap Model::layers_below(const WeightMap& weights, int n) {
+  static const std::string prefix = "model.layers.";
+  WeightMap kept;
+  for (const auto& [name, array] : weights) {
+    int layer = -1;  // the block index of "model.layers.<i>.<...>", -1 for other parameters
+    if (name.compare(0, prefix.size(), prefix) == 0) {
+      const size_t end = name.find('.', prefix.size());
+      if (end != std::string::npos && end > prefix.size()) try {
+          layer = std::stoi(name.substr(prefix.size(), end - prefix.size()));
+        } catch (...) {
+        }
+    }
+    if (layer < n) kept.emplace(name, array);  // mx::array copies share the buffer
+  }
+  return kept;
+}
+
+std::shared_ptr<Model> Model::first_layers(int n) {
+  check_layer_count(n);
+  if (tensor_parallel_group()) fail("distributed", "this model cannot make a draft of its first layers when sharded");
+  ModelConfig c = config();
+  c.num_hidden_layers = n;
+  return std::shared_ptr<Model>(create_model(c, layers_below(parameters(), n)));
+}
+
 void Model::shard(const mx::distributed::Group& group) {
   if (group.size() > 1) fail("distributed", "tensor parallelism is not implemented for this model");
 }

@@ -181,6 +181,14 @@ std::unique_ptr<Completion> Service::start(Endpoint endpoint, const std::string&
   state->top_logprobs = p.top_logprobs;
   state->tokenizer = model_.tokenizer;
   std::vector<BatchRequest> requests = batch_requests(p);
+  // Under tensor parallelism every rank must sample alike: rank 0 draws each unseeded request's seed and
+  // sends it with the body (follow()).
+  nlohmann::json seeds = nlohmann::json::array();
+  if (options_.tensor_parallel)
+    for (auto& r : requests) {
+      if (!r.config.seed) r.config.seed = fresh_random_seed();
+      seeds.push_back(*r.config.seed);
+    }
   for (auto& ids : p.prompts) state->prompt_tokens.push_back(static_cast<int>(ids.size()));
   const int choices = static_cast<int>(p.prompts.size()) * p.n;
   for (int c = 0; c < choices; ++c) state->trimmers.emplace_back(p.stop);
@@ -190,9 +198,10 @@ std::unique_ptr<Completion> Service::start(Endpoint endpoint, const std::string&
   state->delivered.assign(p.prompts.size(), false);
   try {
     // Under tensor parallelism the other ranks rebuild the same requests from the same body.
-    std::string replay = options_.tensor_parallel
-                             ? nlohmann::json{{"endpoint", static_cast<int>(endpoint)}, {"body", body}}.dump()
-                             : std::string();
+    std::string replay =
+        options_.tensor_parallel
+            ? nlohmann::json{{"endpoint", static_cast<int>(endpoint)}, {"body", body}, {"seeds", seeds}}.dump()
+            : std::string();
     state->ids = worker_->submit(std::move(requests), state->channel, std::move(replay), p.may_speculate);
   } catch (const ApiError& e) {
     // The engine's refusals (beam search, the context, ...) name no field: find it in the message.
@@ -232,7 +241,11 @@ void Service::follow() {
           const auto p =
               parse_request(static_cast<Endpoint>(sub.at("endpoint").get<int>()), sub.at("body").get<std::string>(),
                             model_, base_, options_.model_id, request_limits(options_, model_));
-          for (auto& r : batch_requests(p))  // as Worker::take_in
+          auto requests = batch_requests(p);
+          const auto& seeds = sub.at("seeds");
+          for (size_t i = 0; i < requests.size() && i < seeds.size(); ++i)
+            requests[i].config.seed = seeds[i].get<uint64_t>();
+          for (auto& r : requests)  // as Worker::take_in
             ids.push_back(
                 submit_maybe_speculating(*engine, std::move(r), p.may_speculate, speculation_policy(options_)));
         } catch (const std::exception&) {

@@ -66,6 +66,12 @@ Trainer::Trainer(Model& model, std::vector<std::string> trainable, std::unique_p
       optimizer_(std::move(optimizer)),
       config_(config),
       schedule_(schedule) {
+  // A sharded layer's backward would need its own collectives (the input gradient of a row-split
+  // projection summed over the ranks); without them each rank's gradients are wrong.
+  if (model.tensor_parallel_group())
+    fail("train",
+         "a tensor-parallel (sharded) model cannot be trained: train the whole model on every rank (data "
+         "parallel: TrainingConfig(group=...) / --distributed)");
   if (names_.empty()) fail("train", "nothing to train");
   if (!optimizer_) fail("train", "no optimizer");
   check_config(config_);

@@ -295,6 +295,69 @@ def test_mismatched_settings_are_found_at_start(tiny, mlxgp_bin, tmp_path):
                                                            "between rank 0 and rank 1"), err
 
 
+def _chosen_logit_diff(run_mlxgp, model, prompt, sequences, tmp_path, log_softmax=False):
+    """Max |difference| between each step's reported logit (log-probability with log_softmax) of the chosen
+    token and the one-process model's on the prompt and the tokens before it. Ranks that sampled different
+    tokens sum partial results of different histories, far from it."""
+    worst = 0.0
+    for i, (tokens, reported) in enumerate(sequences):
+        out = tmp_path / f"ref{i}.safetensors"
+        run_mlxgp("logits", "--model", model, "--input-ids", ",".join(map(str, prompt + tokens[:-1])), "--out", out)
+        ref = load_file(str(out))["logits"].astype(np.float64)[len(prompt) - 1:]
+        if log_softmax:
+            ref = ref - ref.max(1, keepdims=True)
+            ref = ref - np.log(np.exp(ref).sum(1, keepdims=True))
+        worst = max(worst, float(np.abs(ref[np.arange(len(tokens)), tokens] - np.array(reported)).max()))
+    return worst
+
+
+def test_unseeded_sampling_agrees_across_ranks(tiny, mlxgp_bin, run_mlxgp, tmp_path):
+    """Without --seed every rank used to draw its own seed and sample its own tokens; the all-sums then mixed
+    the ranks' histories. The ranks now agree on rank 0's seed: one prompt (2 sequences) and a prompts file."""
+    folder = tiny["llama"]
+    sample = ["--do-sample", "--temperature", 2.0, "--top-k", 0, "--max-new-tokens", 10, "--ignore-eos",
+              "--output-logits", "--json", "--tensor-parallel"]
+    r = json.loads(launch(mlxgp_bin, "generate", "--model", folder, "--input-ids", ",".join(map(str, IDS)),
+                          "--num-return-sequences", 2, *sample).stdout)
+    seqs = [(s["token_ids"], s["logits"]) for s in r["sequences"]]
+    assert seqs[0][0] != seqs[1][0]  # sampled, not one stream twice
+    diff = _chosen_logit_diff(run_mlxgp, folder, IDS, seqs, tmp_path)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"input_ids": IDS[:k]}) + "\n" for k in (5, 5, 9)))
+    rows = [json.loads(l) for l in launch(mlxgp_bin, "generate", "--model", folder, "--prompts-file", prompts,
+                                          *sample).stdout.strip().splitlines()]
+    assert rows[0]["sequences"][0]["token_ids"] != rows[1]["sequences"][0]["token_ids"]  # a seed per row
+    batch_diff = max(_chosen_logit_diff(run_mlxgp, folder, row["prompt_token_ids"],
+                                        [(s["token_ids"], s["logits"]) for s in row["sequences"]], tmp_path)
+                     for row in rows)
+    print(f"unseeded sampling on 2 ranks: chosen-token logits vs one process max |diff| {diff:.2e}, "
+          f"prompts file {batch_diff:.2e}")
+    assert diff <= 1e-4 and batch_diff <= 1e-4
+
+
+def test_unseeded_sampling_agrees_across_ranks_in_the_server(tiny, mlxgp_bin, run_mlxgp, tmp_path):
+    """The server's other ranks rebuild each request from its body: an unseeded one gets rank 0's seed too."""
+    folder = tiny["llama"]
+    tp, port, log = _serve(["timeout", "300", str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port",
+                            str(free_ports(3)), "--", str(mlxgp_bin), "serve", "--model", str(folder), "--port", "0",
+                            "--tensor-parallel"])
+    try:
+        seqs = []
+        for _ in range(2):
+            # Temperature 1 and no truncation: the logprobs are the raw logits' log-softmax.
+            o = json.loads(_post(port, "/v1/completions", {"prompt": IDS, "max_tokens": 10, "temperature": 1.0,
+                                                           "top_k": -1, "logprobs": 0}))
+            lp = o["choices"][0]["logprobs"]
+            seqs.append(([int(t.split(":")[1]) for t in lp["tokens"]], lp["token_logprobs"]))
+        assert tp.poll() is None, "".join(log)
+    finally:
+        os.killpg(tp.pid, signal.SIGTERM)
+        tp.wait(timeout=60)
+    diff = _chosen_logit_diff(run_mlxgp, folder, IDS, seqs, tmp_path, log_softmax=True)
+    print(f"unseeded sampling in a 2-rank server: logprobs vs one process max |diff| {diff:.2e}")
+    assert diff <= 1e-4
+
+
 def _expect_refused_at_start(ranks, what="[distributed] the model, options or inputs differ between rank 0 and rank 1"):
     outs = [p.communicate(timeout=120) for p in ranks]
     for p, (out, err) in zip(ranks, outs):
@@ -354,6 +417,26 @@ def test_weights_check_is_exact(tiny, mlxgp_bin, tmp_path):
         _expect_refused_at_start(start_ranks(tmp_path, mlxgp_bin, [base, ["generate", "--model", other, *base[3:]]]),
                                  "[distributed] the model, options or inputs differ between rank 0 and rank 1 "
                                  "(the weights differ)")
+
+
+def test_self_speculation_under_tensor_parallel(tiny, mlxgp_bin, run_mlxgp):
+    """--draft-layers: the draft is the sharded model's first layers, sharded alike; greedy tokens as one process."""
+    args = ["generate", "--model", tiny["llama"], "--input-ids", ",".join(map(str, IDS)), "--max-new-tokens", 12,
+            "--ignore-eos", "--use-speculative", "--draft-layers", 1, "--json"]
+    one = json.loads(run_mlxgp(*args).stdout)
+    tp = json.loads(launch(mlxgp_bin, *args, "--tensor-parallel").stdout)
+    assert tp["sequences"][0]["token_ids"] == one["sequences"][0]["token_ids"]
+    assert tp["stats"]["speculative"]["drafted_tokens"] > 0
+
+
+def test_max_time_refused_under_tensor_parallel(tiny, mlxgp_bin):
+    """Each rank would stop on its own clock (the other then waits for ever or loses its peer): refused."""
+    cmd = [str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port", str(free_ports(2)), "--", str(mlxgp_bin),
+           "generate", "--model", str(tiny["llama"]), "--input-ids", "1,2,3", "--max-new-tokens", "4", "--max-time",
+           "5", "--tensor-parallel"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert ("[generate] max_time cannot be used on a tensor-parallel (sharded) model: each rank would stop on its own "
+            "clock") in p.stderr, p.stderr
 
 
 # --- data parallel ----------------------------------------------------------------------------------

@@ -79,3 +79,38 @@ def test_python_distributed_errors(mgp, folder):
     model, _ = mgp.load(str(folder))
     mgp.shard_model(model, group)  # a group of one leaves the model as it is
     assert mgp.TrainingConfig(group=group).group.size() == 1
+
+
+SHARDED_SCRIPT = r'''
+import json, sys
+import mlx.core as mx
+import mlx_gen_parity as mg
+
+group = mg.distributed_init(timeout=60)
+model, _ = mg.load(sys.argv[1])
+mg.shard_model(model, group)
+ids = [1, 17, 230, 45, 99, 310, 7, 402]
+# Unseeded sampling: the ranks agree on rank 0's seed, so each returns the same tokens.
+r = mg.generate(model, None, ids, max_new_tokens=10, eos_token_id=[], do_sample=True, temperature=2.0, top_k=0)
+try:
+    mg.train_step(model, mx.array([ids, ids]), mg.SGD(learning_rate=0.1), mg.TrainingConfig())
+    refused = ""
+except Exception as e:  # noqa: BLE001 - the message is what is checked
+    refused = str(e)
+print(json.dumps({"rank": group.rank(), "tokens": r["tokens"], "refused": refused}), flush=True)
+'''
+
+
+def test_python_sharded_model_samples_alike_and_refuses_training(folder, tmp_path):
+    """On a shard_model'd model: unseeded generate samples the same tokens on every rank; train_step is refused
+    (the backward pass through sharded layers would not sum the gradients over the ranks)."""
+    script = tmp_path / "sharded.py"
+    script.write_text(SHARDED_SCRIPT)
+    launch = Path(sys.executable).parent / "mlx.launch"
+    p = subprocess.run([str(launch), "-n", "2", "--backend", "ring", "--starting-port", str(free_ports(2)), "--python",
+                        sys.executable, str(script), str(folder)], capture_output=True, text=True, timeout=300)
+    rows = sorted((json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")), key=lambda r: r["rank"])
+    assert [r["rank"] for r in rows] == [0, 1], p.stdout + p.stderr
+    assert rows[0]["tokens"] == rows[1]["tokens"], rows
+    for r in rows:
+        assert r["refused"].startswith("[train] a tensor-parallel (sharded) model cannot be trained"), r

@@ -14,11 +14,20 @@ namespace mlxgp {
 
 std::vector<GenerationResult> generate_batch(Model& model, std::shared_ptr<const Tokenizer> tokenizer,
                                              const std::vector<std::vector<int>>& prompts,
-                                             const std::vector<GenerationConfig>& configs,
+                                             const std::vector<GenerationConfig>& configs_in,
                                              BatchGenerateOptions options) {
-  if (configs.size() != 1 && configs.size() != prompts.size())
+  if (configs_in.size() != 1 && configs_in.size() != prompts.size())
     fail("generate", "give one generation config, or one per prompt (" + std::to_string(prompts.size()) + " prompts, " +
-                         std::to_string(configs.size()) + " configs)");
+                         std::to_string(configs_in.size()) + " configs)");
+  // A sharded model's ranks agree on a seed per prompt (one shared config would give every prompt the same
+  // random stream).
+  std::vector<GenerationConfig> agreed;
+  if (model.tensor_parallel_group()) {
+    for (size_t i = 0; i < prompts.size(); ++i)
+      agreed.push_back(configs_in.size() == 1 ? configs_in[0] : configs_in[i]);
+    agree_missing_seeds(model, agreed);
+  }
+  const auto& configs = agreed.empty() ? configs_in : agreed;
   auto config_of = [&](size_t i) -> const GenerationConfig& { return configs.size() == 1 ? configs[0] : configs[i]; };
   // The rows decoded at once (the batch size, or a wider request, which runs alone), each as long as the
   // longest: refused in one line if they cannot fit, before any work.

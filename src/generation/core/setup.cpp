@@ -1,5 +1,6 @@
 #include "generation/core/setup.h"
 
+#include "mlxgp/distributed.h"
 #include "mlxgp/error.h"
 #include "mlxgp/logits_processor.h"
 #include "mlxgp/model.h"
@@ -39,6 +40,11 @@ PreparedGeneration prepare_generation(const Model& model, std::shared_ptr<const 
   if (!options.tokenizer) options.tokenizer = tokenizer;
   PreparedGeneration p{with_model_defaults(config, model.config(), tokenizer.get()), std::move(options)};
   validate(p.config);
+  // Each rank of a sharded model would stop on its own clock, and a rank that stops early leaves the
+  // others waiting in a collective.
+  if (p.config.max_time && model.tensor_parallel_group())
+    fail("generate",
+         "max_time cannot be used on a tensor-parallel (sharded) model: each rank would stop on its own clock");
   // HF generate(negative_prompt_ids=...) feeds only classifier-free guidance: without it, refused, not ignored.
   if (p.options.negative_prompt_ids && (!p.config.guidance_scale || *p.config.guidance_scale == 1.0))
     fail("generate", "a negative prompt needs guidance_scale other than 1 (classifier-free guidance)");
@@ -48,6 +54,19 @@ PreparedGeneration prepare_generation(const Model& model, std::shared_ptr<const 
     fail("generate",
          "a prompt cache works with greedy and sampled generation only (not beams or speculative decoding)");
   return p;
+}
+
+void agree_missing_seeds(const Model& model, std::vector<GenerationConfig>& configs) {
+  auto group = model.tensor_parallel_group();
+  if (!group) return;
+  int missing = 0;
+  for (auto& c : configs) missing += !c.seed;
+  if (missing == 0) return;
+  // The collective runs even where only some ranks would miss a seed: the ranks' configs are the same.
+  const auto seeds = agreed_random_seeds(*group, missing);
+  int next = 0;
+  for (auto& c : configs)
+    if (!c.seed) c.seed = seeds[next++];
 }
 
 StoppingCriteria stopping_criteria(const GenerationConfig& config, const GeneratorOptions& options) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "mlxgp/generate.h"
 
@@ -17,6 +18,11 @@ struct PreparedGeneration {
 // Throws [config] on an invalid config.
 PreparedGeneration prepare_generation(const Model& model, std::shared_ptr<const Tokenizer> tokenizer,
                                       const GenerationConfig& config, GeneratorOptions options);
+
+// A sharded model's ranks must sample alike: each config without a seed gets one that every rank agrees
+// on (agreed_random_seeds: one collective for all of them). Nothing on a whole model, where an unseeded
+// run draws a fresh seed itself. Every rank must call it with the same configs.
+void agree_missing_seeds(const Model& model, std::vector<GenerationConfig>& configs);
 
 // EOS ids, max_time, stop strings (throws [generate] without options.tokenizer, as transformers raises
 // when generate() gets stop_strings but no tokenizer) and the stop callback. The budget is set later,

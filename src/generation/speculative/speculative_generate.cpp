@@ -16,7 +16,9 @@ GenerationResult speculative_generate(Model& model, std::shared_ptr<const Tokeni
                                       const std::vector<int>& prompt_ids, const GenerationConfig& config_in,
                                       const TokenCallback& callback, GeneratorOptions options,
                                       std::shared_ptr<Model> draft) {
-  auto prepared = prepare_generation(model, tokenizer, config_in, std::move(options));
+  std::vector<GenerationConfig> agreed{config_in};  // generate() agreed already; direct callers have not
+  agree_missing_seeds(model, agreed);
+  auto prepared = prepare_generation(model, tokenizer, agreed[0], std::move(options));
   const GenerationConfig& config = prepared.config;
   options = std::move(prepared.options);
   draft = speculative::resolve_draft(model, config, options, std::move(draft));
