@@ -95,10 +95,8 @@ std::unique_ptr<PeerWatch> start_tensor_parallel(const DistGroup& group, const L
 
 std::unique_ptr<PeerWatch> watch_peers(const DistGroup& group) {
   if (group.size() == 1) return nullptr;
-  return std::make_unique<PeerWatch>(group, [] {
-    print_error_line(
-        "[distributed] lost another rank (it exited, was killed or the network failed): its connection closed "
-        "and this rank's step did not finish");
+  return std::make_unique<PeerWatch>(group, [](const std::string& why) {
+    print_error_line("[distributed] lost another rank (it exited, was killed or the network failed): " + why);
     _exit(1);
   });
 }

@@ -21,6 +21,11 @@ using DistGroup = mlx::core::distributed::Group;
 // variables, or MPI's OMPI_COMM_WORLD_SIZE / PMI_SIZE).
 bool distributed_launched();
 
+// MLXGP_DISTRIBUTED_TIMEOUT in seconds (default 60): how long a rank waits to reach the others at start,
+// and for a sign of life from a peer later (PeerWatch). Throws [distributed] when it is not a number in
+// (0, 86400].
+double distributed_timeout();
+
 // The group of every process the launcher started. Without a launcher: a group of size 1, on which
 // every collective is skipped, so the same code runs alone at no cost. Connecting is bounded by
 // `timeout_s` (< 0: MLXGP_DISTRIBUTED_TIMEOUT seconds, default 60): a rank that cannot reach the others

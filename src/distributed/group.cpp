@@ -31,17 +31,6 @@ bool has_env(const char* name) {
   return v && *v;
 }
 
-double default_timeout() {
-  const char* v = std::getenv("MLXGP_DISTRIBUTED_TIMEOUT");
-  if (!v || !*v) return 60.0;
-  char* end = nullptr;
-  const double t = std::strtod(v, &end);
-  if (end == v || *end || !(t > 0) || t > 86400)
-    fail("distributed",
-         "MLXGP_DISTRIBUTED_TIMEOUT must be a number of seconds in (0, 86400], got '" + std::string(v) + "'");
-  return t;
-}
-
 std::string rank_hint() {
   for (const char* name : {"MLX_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"})
     if (const char* v = std::getenv(name); v && *v) return std::string("rank ") + v;
@@ -87,7 +76,34 @@ void share_cores(int local_ranks) {
     if (auto* set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
 }
 
+// `mlx.launch -n 1` writes a ring hostfile with no hosts (MLX's ring backend then fails to parse it), and a
+// hostfile of one host is a group of one too.
+bool one_rank_ring_hostfile() {
+  if (!has_env("MLX_RANK") || !has_env("MLX_HOSTFILE") || has_env("MLX_JACCL_COORDINATOR")) return false;
+  std::ifstream in(std::getenv("MLX_HOSTFILE"));
+  if (!in) return false;  // MLX names the missing file
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos) return true;
+  try {
+    const auto hosts = nlohmann::json::parse(text);
+    return hosts.is_array() && hosts.size() <= 1;
+  } catch (const std::exception&) {
+    return false;  // MLX reports what is wrong with it
+  }
+}
+
 }  // namespace
+
+double distributed_timeout() {
+  const char* v = std::getenv("MLXGP_DISTRIBUTED_TIMEOUT");
+  if (!v || !*v) return 60.0;
+  char* end = nullptr;
+  const double t = std::strtod(v, &end);
+  if (end == v || *end || !(t > 0) || t > 86400)
+    fail("distributed",
+         "MLXGP_DISTRIBUTED_TIMEOUT must be a number of seconds in (0, 86400], got '" + std::string(v) + "'");
+  return t;
+}
 
 bool distributed_launched() {
   return (has_env("MLX_RANK") && (has_env("MLX_HOSTFILE") || has_env("MLX_JACCL_COORDINATOR"))) ||
@@ -95,9 +111,14 @@ bool distributed_launched() {
 }
 
 DistGroup distributed_init(double timeout_s) {
-  // No launcher: MLX's singleton group, on which every collective is a no-op.
+  // No launcher, or a launch of one rank: MLX's singleton group, on which every collective is a no-op.
+  if (one_rank_ring_hostfile()) {
+    // MLX would still read the file; without the variables it makes its group of one.
+    unsetenv("MLX_HOSTFILE");
+    unsetenv("MLX_RANK");
+  }
   if (!distributed_launched()) return dist::init(false);
-  if (timeout_s < 0) timeout_s = default_timeout();
+  if (timeout_s < 0) timeout_s = distributed_timeout();
   // init() blocks until every rank has connected; it runs on its own thread so the wait can be bounded.
   // On a timeout that thread is left blocked in connect/accept and ends with the process.
   struct State {

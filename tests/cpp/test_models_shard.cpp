@@ -2,6 +2,8 @@
 // The numerics of a sharded model against one process are in tests/parity/test_distributed.py.
 #include <atomic>
 #include <chrono>
+#include <mutex>
+#include <string>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -117,7 +119,7 @@ TEST(PeerWatch, ReportsAHungUpPeerAfterTheGraceTime) {
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   std::atomic<bool> lost{false};
   {
-    PeerWatch watch(std::vector<int>{sv[0]}, [&] { lost = true; }, 0.3);
+    PeerWatch watch(std::vector<int>{sv[0]}, [&](const std::string&) { lost = true; }, 0.3);
     std::this_thread::sleep_for(std::chrono::milliseconds(400));
     EXPECT_FALSE(lost);  // the peer is alive
     close(sv[1]);        // the peer dies
@@ -132,10 +134,45 @@ TEST(PeerWatch, EndedBeforeTheGraceTimeSaysNothing) {
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   std::atomic<bool> lost{false};
   {
-    PeerWatch watch(std::vector<int>{sv[0]}, [&] { lost = true; }, 5.0);
+    PeerWatch watch(std::vector<int>{sv[0]}, [&](const std::string&) { lost = true; }, 5.0);
     close(sv[1]);  // the peer finished its last step and exited; this rank is finishing too
     std::this_thread::sleep_for(std::chrono::milliseconds(400));
   }
   EXPECT_FALSE(lost);
   close(sv[0]);
+}
+
+TEST(PeerWatch, ReportsAPeerThatStopsBeating) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  std::atomic<bool> stop{false}, lost{false};
+  std::string why;
+  std::mutex m;
+  // The peer beats while alive, like a slow rank whose watch thread still runs; then it freezes.
+  std::thread peer([&] {
+    while (!stop) {
+      (void)write(sv[1], "h", 1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  {
+    PeerWatch watch(
+        std::vector<int>{},
+        [&](const std::string& w) {
+          std::lock_guard<std::mutex> lock(m);
+          why = w;
+          lost = true;
+        },
+        5.0, std::vector<int>{sv[0]}, 0.8);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    EXPECT_FALSE(lost);  // alive: it beats
+    stop = true;         // frozen: its socket stays open, nothing arrives
+    peer.join();
+    for (int i = 0; i < 60 && !lost; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_TRUE(lost);
+  }
+  std::lock_guard<std::mutex> lock(m);
+  EXPECT_NE(why.find("no sign of life"), std::string::npos) << why;
+  close(sv[0]);
+  close(sv[1]);
 }

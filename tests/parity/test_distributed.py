@@ -265,6 +265,30 @@ def test_killed_rank_gives_a_clear_error_within_30s(tiny, mlxgp_bin, tmp_path):
     assert err.strip().splitlines()[-1].startswith("[distributed] lost another rank"), err
 
 
+def test_a_frozen_rank_gives_a_clear_error_in_bounded_time(tiny, mlxgp_bin, tmp_path):
+    """A rank stopped with SIGSTOP keeps its sockets open: the survivor hears no heartbeat from it and stops
+    after MLXGP_DISTRIBUTED_TIMEOUT instead of waiting for ever."""
+    args = ["generate", "--model", tiny["llama"], "--input-ids", "1,2,3", "--max-new-tokens", 1000000,
+            "--max-kv-size", 64, "--ignore-eos", "--tensor-parallel", "--json"]
+    ranks = start_ranks(tmp_path, mlxgp_bin, [args, args], env={"MLXGP_DISTRIBUTED_TIMEOUT": "3"})
+    try:
+        time.sleep(5)  # both ranks connected and decoding
+        assert ranks[0].poll() is None and ranks[1].poll() is None, ranks[0].stderr.read()
+        ranks[1].send_signal(signal.SIGSTOP)
+        t0 = time.time()
+        _, err = ranks[0].communicate(timeout=30)
+        took = time.time() - t0
+    finally:
+        for p in ranks:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    print(f"survivor of a frozen rank exited {ranks[0].returncode} after {took:.1f} s: {err.strip()}")
+    assert ranks[0].returncode == 1 and took < 15
+    assert err.strip().splitlines()[-1].startswith("[distributed] lost another rank"), err
+    assert "no sign of life from it for 3 s (MLXGP_DISTRIBUTED_TIMEOUT)" in err
+
+
 def test_a_rank_that_never_starts_times_out(tiny, mlxgp_bin, tmp_path):
     args = ["generate", "--model", tiny["llama"], "--input-ids", "1,2,3", "--tensor-parallel"]
     port = free_ports(2)
@@ -437,6 +461,15 @@ def test_max_time_refused_under_tensor_parallel(tiny, mlxgp_bin):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert ("[generate] max_time cannot be used on a tensor-parallel (sharded) model: each rank would stop on its own "
             "clock") in p.stderr, p.stderr
+
+
+def test_a_launch_of_one_rank_runs_as_one_process(tiny, mlxgp_bin, run_mlxgp):
+    """`mlx.launch -n 1` writes an empty hostfile: a group of one, as without a launcher."""
+    args = ["generate", "--model", tiny["llama"], "--input-ids", "1,2,3", "--max-new-tokens", 4, "--json"]
+    one = json.loads(run_mlxgp(*args).stdout)
+    p = launch(mlxgp_bin, *args, "--tensor-parallel", n=1, timeout=120)
+    assert "exited with code" not in p.stderr, p.stderr
+    assert json.loads(p.stdout)["sequences"] == one["sequences"]
 
 
 # --- data parallel ----------------------------------------------------------------------------------
