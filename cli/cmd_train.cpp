@@ -109,29 +109,13 @@ std::string dataset_digest(const std::vector<Example>& ex) {
 }
 
 // What the resume check compares of the base model, whatever path or spelling names it: its structure
-// (model_fingerprint: config, every tensor's name, dtype and shape) and some bytes of every tensor (the
-// start, middle and end: any re-initialised or fine-tuned weight shows there, at a cost far below a hash
-// of everything).
+// (model_fingerprint: config, every tensor's name, dtype and shape) and every weight's bytes
+// (model_weights_hash, as the distributed start-up check compares them).
 std::string base_model_digest(Model& model) {
   uint64_t h = 1469598103934665603ULL;
-  auto mix = [&](const void* data, size_t n) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ULL;
-  };
-  const std::string structure = model_fingerprint(model);
-  mix(structure.data(), structure.size());
-  std::vector<std::string> names;
-  for (auto& [name, _] : model.parameters()) names.push_back(name);
-  std::sort(names.begin(), names.end());
-  for (auto& name : names) {
-    auto a = mx::contiguous(model.parameters().at(name));
-    mx::eval(a);
-    const auto* bytes = static_cast<const unsigned char*>(a.data<void>());
-    const size_t n = a.nbytes(), part = std::min<size_t>(n, 256);
-    for (size_t at : {size_t{0}, (n - part) / 2, n - part}) mix(bytes + at, part);
-  }
+  for (unsigned char c : model_fingerprint(model)) h = (h ^ c) * 1099511628211ULL;
   std::ostringstream s;
-  s << model.config().model_type << " " << std::hex << h;
+  s << model.config().model_type << " " << std::hex << h << " " << model_weights_hash(model);
   return s.str();
 }
 
