@@ -1,6 +1,8 @@
 // xent_loss and loss_forward (torch / transformers semantics; see include/mlxgp/loss.h).
 #include "mlxgp/loss.h"
 
+#include <limits>
+
 #include <mlx/mlx.h>
 
 #include "mlxgp/error.h"
@@ -32,6 +34,9 @@ LossResult xent_loss(const mx::array& logits, const mx::array& targets, double l
   if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0)) fail("loss", "label_smoothing must be in [0, 1]");
   if (!mx::issubdtype(targets.dtype(), mx::integer)) fail("loss", "targets must be integer token ids");
   const int V = logits.shape(-1);
+  if (V < 1) fail("loss", "logits need at least one vocabulary entry");
+  // No positions at all: torch's mean over nothing is nan (as when every target is ignored).
+  if (targets.size() == 0) return {mx::array(std::numeric_limits<float>::quiet_NaN()), mx::array(0)};
   // torch refuses a target outside [0, V) that is not ignore_index; taking it would read another row's
   // logit (or past the end). Checked in int64, before the int32 cast could wrap it into range.
   if (!targets.is_tracer() && targets.size() > 0) {

@@ -169,6 +169,13 @@ TEST(TrainingRobustness, XentLossRefusesTargetsOutOfBounds) {
   EXPECT_EQ(error_of([&] { xent_loss(logits, mx::array({int64_t{0}, int64_t{1} << 32, int64_t{1}})); }),
             "[loss] target 4294967296 is out of bounds: targets must be in [0, 5) or ignore_index (-100)");
   EXPECT_EQ(xent_loss(logits, mx::array({0, 7, 4}), 0.0, 7).n_tokens.item<int>(), 2);  // ignore_index anywhere
+  // No positions: torch.nn.functional.cross_entropy(torch.zeros(0, 5), torch.zeros(0, dtype=torch.long)) is
+  // nan (a mean over nothing), not an error; no vocabulary at all is refused.
+  auto none = xent_loss(mx::zeros({0, 5}), mx::zeros({0}, mx::int32));
+  EXPECT_TRUE(std::isnan(none.loss.item<float>()));
+  EXPECT_EQ(none.n_tokens.item<int>(), 0);
+  EXPECT_EQ(error_of([&] { xent_loss(mx::zeros({2, 0}), mx::zeros({2}, mx::int32)); }),
+            "[loss] logits need at least one vocabulary entry");
 }
 
 // An adapter file missing one of a layer's tensors: the layer would skip that adapter without a word.
