@@ -113,7 +113,15 @@ SwitchLinear SwitchLinear::load(const WeightMap& w, const std::string& prefix, i
 
 mx::array SwitchLinear::operator()(const mx::array& x, const mx::array& indices) const {
   if (ggml_type) return kernels::ggml_gather_matmul(x, *weight, indices, *ggml_type, int8_activations);
-  if (!scales) return mx::gather_mm(x, mx::swapaxes(*weight, -1, -2), std::nullopt, indices);
+  if (!scales) {
+    // MLX's CPU gather_mm takes float32 alone ("[GatherMM::eval] Currently only supports float32"): half
+    // experts multiply in float32 and round once, as a bf16 matmul accumulating in float32 does.
+    if (mx::default_device() == mx::Device::cpu && x.dtype() != mx::float32)
+      return mx::astype(mx::gather_mm(mx::astype(x, mx::float32),
+                                      mx::swapaxes(mx::astype(*weight, mx::float32), -1, -2), std::nullopt, indices),
+                        x.dtype());
+    return mx::gather_mm(x, mx::swapaxes(*weight, -1, -2), std::nullopt, indices);
+  }
   auto s = scales->dtype() == x.dtype() ? *scales : mx::astype(*scales, x.dtype());
   auto b = biases->dtype() == x.dtype() ? *biases : mx::astype(*biases, x.dtype());
   return mx::gather_qmm(x, *weight, s, b, std::nullopt, indices, true, group_size, bits);

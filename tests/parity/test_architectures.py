@@ -337,6 +337,34 @@ def test_gpt2_sharded_half_precision_folder(dtype, tiny, run_mlxgp, tmp_path):
     assert diff_half <= (5e-2 if dtype == "bfloat16" else 1e-2)
 
 
+@pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe"])
+def test_moe_in_bfloat16_on_the_cpu(arch, tiny, run_mlxgp, tmp_path):
+    """MLX's CPU gather_mm takes float32 alone: the stacked experts of a bf16 folder multiply in float32 and
+    round once; the logits stay close to transformers' bf16 forward (once a raw [GatherMM::eval] error)."""
+    import torch
+    import transformers
+
+    model, _ = tiny(arch)
+    folder = tmp_path / "bf16"
+    half = transformers.AutoModelForCausalLM.from_config(model.config, dtype=torch.bfloat16)
+    half.load_state_dict(model.state_dict())
+    half.eval()
+    half.save_pretrained(folder)
+    ids = _ids(20, model.config.vocab_size, seed=8)
+    with torch.no_grad():
+        ref = half(torch.tensor([ids])).logits[0].float().numpy()
+        ref32 = half.float()(torch.tensor([ids])).logits[0].numpy()  # the same rounded weights in fp32
+    out = tmp_path / "l.safetensors"
+    run_mlxgp("logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--out", out)
+    from safetensors.numpy import load_file
+
+    got = load_file(str(out))["logits"]
+    diff, noise = float(np.abs(got - ref).max()), float(np.abs(ref - ref32).max())
+    print(f"{arch} bf16 folder on the CPU: max |diff| from transformers' bf16 = {diff:.3e}; transformers' bf16 "
+          f"from its fp32 = {noise:.3e} (logit range {np.abs(ref).max():.1f})")
+    assert diff <= 2 * noise
+
+
 def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
     """The batch's rotating cache (--max-kv-size, large enough to keep every key) counts each row's positions
     from its own first token too: each row equals transformers' solo greedy run."""
