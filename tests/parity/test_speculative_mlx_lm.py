@@ -90,37 +90,66 @@ def test_exact_match_greedy_equals_mlx_lm(folders, mlx_lm_runs, run_mlxgp_json, 
           f"taken from the draft: {[r[1] for r in mlx_lm_runs]}")
 
 
-QUANT_PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog. The quick"
+# Repetitive (prompt lookup finds candidates); 18 tokens.
+KV_IDS = [504, 2644, 2643, 335, 260, 1171, 30, 378, 2767, 2643, 335, 260, 1993, 30, 378, 2644, 2643, 335]
+KV_NEW = 24
+REFUSED = ("[generate] speculative and prompt-lookup decoding cannot give plain decoding's tokens on a quantized "
+           "KV cache")
+
+
+def kv_modes(draft, num):
+    return {"draft-model": ["--use-speculative", "--draft-model", draft, "--num-draft-tokens", num],
+            "draft-layers": ["--use-speculative", "--draft-layers", 12, "--num-draft-tokens", num],
+            "prompt-lookup": ["--prompt-lookup-num-tokens", num]}
 
 
 @pytest.mark.parametrize("bits", [4, 8])
-def test_quantized_kv_start_inside_the_prompt_gives_greedys_tokens(folders, run_mlxgp_json, bits):
-    """kv_bits with quantized_kv_start inside the prompt: speculative decoding (a draft model, self-speculation)
-    and prompt lookup give mlx-lm generate_step's greedy tokens, as plain decoding does. Their prefill of
-    prompt[:-1] held back one more token and quantized one position early: the tokens parted at 10 (mlx-lm's
-    margin there 0.117), exit 0."""
+def test_kv_bits_with_start_past_the_run_gives_mlx_lms_greedy(folders, run_mlxgp, tmp_path, bits):
+    """quantized_kv_start at prompt + max_new_tokens - 1, the first start at which no forward of plain decoding
+    reads a quantized cache: speculative decoding (draft model, self-draft) and prompt lookup give mlx-lm
+    generate_step's tokens and log-probabilities. The caches were quantized right after each verification
+    forward, whose rejected candidates passed the start early: the last rounds read a quantized cache and
+    their log-probabilities moved by 1.5-3.5 (8 candidates a round)."""
     import mlx.core as mx
+    import numpy as np
     from mlx_lm.generate import generate_step
     from mlx_lm.utils import load_model
-    from tokenizers import Tokenizer
+    from safetensors.numpy import load_file
 
     target, draft = folders
-    ids = Tokenizer.from_file(str(target / "tokenizer.json")).encode(QUANT_PROMPT, add_special_tokens=False).ids
+    start = len(KV_IDS) + KV_NEW - 1
     model, _ = load_model(target)
-    ref = [int(t) for t, _ in generate_step(mx.array(ids, dtype=mx.uint32), model, max_tokens=24, kv_bits=bits,
-                                             quantized_kv_start=5)]
+    ref = [(int(t), np.array(lp)) for t, lp in generate_step(mx.array(KV_IDS, dtype=mx.uint32), model,
+                                                             max_tokens=KV_NEW, kv_bits=bits, quantized_kv_start=start)]
+    for name, mode in kv_modes(draft, 8).items():
+        out = tmp_path / f"{name}.safetensors"
+        run_mlxgp("generate", "--model", target, "--dtype", "float32", "--input-ids", ",".join(map(str, KV_IDS)),
+                  "--max-new-tokens", KV_NEW, "--ignore-eos", "--kv-bits", bits, "--quantized-kv-start", start,
+                  "--output-logits", "--scores-out", out, *mode)
+        d = load_file(out)
+        assert d["token_ids.0"].tolist() == [t for t, _ in ref], name
+        logits = d["logits.0"].astype(np.float64)
+        top = logits.max(1, keepdims=True)
+        lp = logits - top - np.log(np.exp(logits - top).sum(1, keepdims=True))
+        worst = max(float(np.abs(lp[i] - r).max()) for i, (_, r) in enumerate(ref))
+        print(f"kv_bits {bits}, start {start}, {name}: tokens identical, log-probabilities within {worst:.1e}")
+        assert worst < 2e-3, (name, worst)
 
-    def tokens(*mode):
-        return run_mlxgp_json("generate", "--model", target, "--input-ids", ",".join(map(str, ids)),
-                              "--max-new-tokens", 24, "--ignore-eos", "--kv-bits", bits, "--quantized-kv-start", 5,
-                              *mode)["sequences"][0]["token_ids"]
 
-    plain = tokens()
-    same = next((i for i, (a, b) in enumerate(zip(plain, ref)) if a != b), len(ref))
-    print(f"kv_bits {bits}, quantized_kv_start 5: plain greedy {same}/{len(ref)} tokens identical to mlx-lm")
-    # 4 bits: all 24 (the tokens part at 10 with a margin of 0.117 when a position is quantized early);
-    # 8 bits: mlx-lm's step 10 is a near tie (0.0034 between its two best), where the two roundings part.
-    assert same == len(ref) if bits == 4 else same >= 10
-    for mode in (["--use-speculative", "--draft-model", draft], ["--use-speculative", "--draft-layers", 24],
-                 ["--prompt-lookup-num-tokens", 4]):
-        assert tokens(*mode) == plain, mode
+def test_kv_bits_speculation_is_refused_where_a_forward_reads_a_quantized_cache(folders, run_mlxgp):
+    """kv_bits with quantized_kv_start unset (quantized from the first position), 0, inside the prompt, or
+    beyond it but inside the run: a verification forward (k + 1 positions) rounds differently from plain
+    decoding's one-token forwards (~2e-5 in the logits on standard caches), and the quantized cache turns that
+    rounding into whole 4/8-bit steps: the logits moved by up to ~0.1 and the tokens parted from plain
+    decoding's and mlx-lm generate_step's (kv_bits 8, unset: at token 14, exit 0; kv_bits 4, start 20 with
+    --draft-layers 12: at token 1). Refused in one line, as mlx-lm's own tokens cannot be promised."""
+    target, draft = folders
+    n = len(KV_IDS)
+    for start, bits in ((None, 8), (0, 8), (5, 4), (n, 4), (n + KV_NEW - 2, 8)):
+        for name, mode in kv_modes(draft, 3).items():
+            proc = run_mlxgp("generate", "--model", target, "--input-ids", ",".join(map(str, KV_IDS)),
+                             "--max-new-tokens", KV_NEW, "--kv-bits", bits,
+                             *([] if start is None else ["--quantized-kv-start", start]), *mode, check=False)
+            assert proc.returncode == 2, (start, name, proc.stdout[-300:])
+            assert proc.stderr.strip().startswith(REFUSED), (start, name, proc.stderr)
+            assert len(proc.stderr.strip().splitlines()) == 1

@@ -70,6 +70,17 @@ def test_settings_speculation_refuses_send_a_request_to_the_batch(server, client
         client.completions.create(model=server.model, prompt=PROMPT, max_tokens=30,
                                   extra_body={"max_kv_size": 32, "use_speculative": True})
     assert "can roll back" in str(e.value)
+    # A quantized KV cache the run reads (kv_bits, quantized_kv_start unset): verification forwards round
+    # differently from one-token steps and the quantization amplifies it, so speculation is refused and the
+    # request goes to the batch (before: speculated, parting from `mlxgp generate --kv-bits 8`, exit 0).
+    ref = cli_generate("--prompt", PROMPT, "--max-new-tokens", 30, "--kv-bits", 8)["sequences"][0]["text"]
+    r = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=30, extra_body={"kv_bits": 8})
+    assert r.choices[0].text == ref
+    assert speculative_count(server)[0] == n0
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=server.model, prompt=PROMPT, max_tokens=30,
+                                  extra_body={"kv_bits": 8, "use_speculative": True})
+    assert "quantized KV cache" in str(e.value)
 
 
 def test_requests_that_ask_for_speculation(server, client):

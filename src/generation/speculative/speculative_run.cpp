@@ -79,6 +79,22 @@ class SpeculativeRun::Impl {
       fail("generate", "speculative decoding needs KV caches that can roll back: a rotating cache (max_kv_size " +
                            std::to_string(*cache_opts_.max_kv_size) + ") cannot once it wraps, and this run may need " +
                            std::to_string(need) + " positions (prompt + budget)");
+    // kv_bits: a verification forward (k + 1 positions at once) rounds differently from plain decoding's
+    // one-token forwards (other kernels: ~2e-5 in the logits on standard caches). Quantizing the keys and
+    // values turns such rounding into whole 4/8-bit steps, which move the logits by up to ~0.1 and part near
+    // ties (measured: 2 of 6 prompts at kv_bits 8 within 32 tokens; mlx-lm's verification is row-invariant
+    // on the CPU, mlxgp's kernels are not). Exact only while no forward reads a quantized cache: plain
+    // decoding's last forward is at position n + budget - 2 and reads one iff quantized_kv_start <= it
+    // (unset: quantized from the first position).
+    if (cache_opts_.kv_bits) {
+      const long long last = static_cast<long long>(n) + budget - 2;
+      if (!cache_opts_.quantized_kv_start || *cache_opts_.quantized_kv_start <= last)
+        fail("generate",
+             "speculative and prompt-lookup decoding cannot give plain decoding's tokens on a quantized KV cache "
+             "(their verification forwards round differently and kv_bits amplifies it): quantized_kv_start must "
+             "be at least prompt + max_new_tokens - 1 (" +
+                 std::to_string(last + 1) + " here) so that no forward reads a quantized cache");
+    }
     if (memory_trace_)
       fail("generate",
            "memory traces (memory_trace_at) are recorded by plain decoding only, not by speculative "
@@ -162,7 +178,6 @@ class SpeculativeRun::Impl {
     inputs.insert(inputs.end(), cands.begin(), cands.end());
     auto seq = mx::reshape(mx::concatenate(inputs, 0), {1, k + 1});
     auto raw = target_.forward_last(seq, caches_, k + 1);
-    maybe_quantize_kv_caches(caches_, cache_opts_);
     raw = mx::reshape(raw, {k + 1, raw.shape(-1)});
     if (raw.dtype() != mx::float32) raw = mx::astype(raw, mx::float32);
     target_track_.begin();
@@ -219,6 +234,11 @@ class SpeculativeRun::Impl {
 
     // Roll back: the target cache holds [.., last, c_0 .. c_{k-1}] and keeps c_0 .. c_{accepted-1}.
     speculative::rollback(caches_, k - accepted, "target");
+    // Quantized when the kept positions reach quantized_kv_start, as plain decoding's caches are after the
+    // forward that ends there. mlx-lm quantizes right after the verification forward, whose rejected
+    // candidates can pass the start early: the next round then read a quantized cache where plain decoding
+    // reads a standard one.
+    maybe_quantize_kv_caches(caches_, cache_opts_);
     auto final_arr = mx::array(&final_token, {1}, mx::int32);
     target_track_.commit(accepted, final_arr);
     candidates_->update(cs, k, accepted, final_token);
