@@ -9,6 +9,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
+#include <tuple>
 #include <sstream>
 
 #include <mlx/mlx.h>
@@ -49,11 +52,23 @@ std::string read_file(const fs::path& p) {
   return ss.str();
 }
 
-// mlx-lm quantizes every Linear and Embedding whose input size is a multiple of the group size (its
-// class_predicate); in these decoders those are exactly the 2-D ".weight" tensors.
+// mlx-lm quantizes every Linear, Embedding and SwitchLinear whose input size is a multiple of the group
+// size (quantize_model's wrapped_predicate); in these decoders those are exactly the 2-D ".weight" tensors
+// and the 3-D stacked experts (switch_mlp.*_proj.weight, [experts, out, in]).
 bool quantizable(const std::string& name, const mx::array& w, int group_size) {
-  return name.ends_with(".weight") && w.ndim() == 2 && w.shape(-1) % group_size == 0 &&
+  return name.ends_with(".weight") && (w.ndim() == 2 || w.ndim() == 3) && w.shape(-1) % group_size == 0 &&
          mx::issubdtype(w.dtype(), mx::floating);
+}
+
+// The model classes' quant_predicate in mlx-lm 0.32 (models/qwen3_moe.py, models/granite.py): the modules
+// (mlx-lm paths, the checkpoint names without ".weight") quantized with their own group size and bits,
+// which quantize_model records per module in the config's "quantization".
+std::optional<std::pair<int, int>> mlx_lm_override(const std::string& model_type, const std::string& path) {
+  if (model_type == "qwen3_moe" && path.ends_with("mlp.gate")) return std::pair{64, 8};
+  if (model_type == "granite" &&
+      (path.ends_with("self_attn.o_proj") || path.ends_with("mlp.down_proj") || path == "lm_head"))
+    return std::pair{64, 8};
+  return std::nullopt;
 }
 
 }  // namespace
@@ -86,23 +101,39 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
 
   ConvertResult result;
   result.out_dir = out_dir;
+  const std::string& model_type = loaded.model->config().model_type;
+  std::unordered_map<std::string, mx::array> params;
+  for (auto& [name, w] : loaded.model->parameters()) params.insert_or_assign(name, w);
+  // Named as mlx-lm names them first: its per-module quantization entries are keyed by those paths.
+  params = to_checkpoint_names(model_type, std::move(params), CheckpointLayout::MlxLm);
+  // mlx-lm's quantize_model: {"group_size", "bits", "mode"}, then one entry per module its predicate gave
+  // parameters of its own.
+  nlohmann::ordered_json q = {{"group_size", options.group_size}, {"bits", options.bits}, {"mode", "affine"}};
   std::unordered_map<std::string, mx::array> out;
-  for (auto& [name, w] : loaded.model->parameters()) {
-    if (options.quantize && quantizable(name, w, options.group_size)) {
-      auto q = mx::quantize(w, options.group_size, options.bits);
-      const std::string base = name.substr(0, name.size() - 7);
-      out.insert_or_assign(name, q[0]);
-      out.insert_or_assign(base + ".scales", q[1]);
-      out.insert_or_assign(base + ".biases", q[2]);
-      ++result.quantized_tensors;
-    } else {
+  std::map<std::string, std::pair<int, int>> own;  // modules with parameters of their own, in name order
+  for (auto& [name, w] : params) {
+    if (!options.quantize || !quantizable(name, w, options.group_size)) {
       out.insert_or_assign(name, w);
+      continue;
     }
+    const std::string base = name.substr(0, name.size() - 7);
+    int group_size = options.group_size, bits = options.bits;
+    if (auto o = mlx_lm_override(model_type, base)) {
+      std::tie(group_size, bits) = *o;
+      own.emplace(base, *o);
+      if (w.shape(-1) % group_size != 0)
+        fail("convert", "tensor '" + name + "' (input size " + std::to_string(w.shape(-1)) +
+                            ") does not split into mlx-lm's groups of " + std::to_string(group_size) + " for it");
+    }
+    auto qt = mx::quantize(w, group_size, bits);
+    out.insert_or_assign(name, qt[0]);
+    out.insert_or_assign(base + ".scales", qt[1]);
+    out.insert_or_assign(base + ".biases", qt[2]);
+    ++result.quantized_tensors;
   }
-  out = to_checkpoint_names(loaded.model->config().model_type, std::move(out), CheckpointLayout::MlxLm);
+  for (auto& [path, gb] : own) q[path] = {{"group_size", gb.first}, {"bits", gb.second}};
   result.tensors = static_cast<int>(out.size());
   if (options.quantize) {
-    nlohmann::ordered_json q = {{"group_size", options.group_size}, {"bits", options.bits}};
     config["quantization"] = q;
     config["quantization_config"] = q;  // mlx-lm writes both keys
   }

@@ -378,3 +378,53 @@ def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
                      "--json")
     rows = [json.loads(line)["sequences"][0]["token_ids"] for line in proc.stdout.splitlines() if line.strip()]
     assert rows == refs
+
+
+# qwen3_moe: stacked experts and mlx-lm's 8-bit g64 routers; mixtral: stacked experts; granite: mlx-lm's
+# 8-bit g64 o_proj / down_proj / lm_head.
+@pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "granite"])
+def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, run_mlxgp, tmp_path):
+    """`mlxgp convert --quantize` (4-bit g32) writes what mlx_lm.convert writes from the same HF folder: the same
+    tensors (names, dtypes, shapes, values: 3-D stacked experts quantized too, the model class's
+    quant_predicate modules at their own bits and group size) and the same "quantization" dict with its
+    per-module entries; mlx-lm loads mlxgp's folder and both give the same logits on it."""
+    import importlib
+
+    import mlx.core as mx
+    from mlx_lm.utils import load_model
+
+    _, src = tiny(arch)
+    folder = tmp_path / "hf"
+    shutil.copytree(src, folder)
+    tiny_models.mlx_lm_layout(folder, arch)
+    hf_tok = Path(__file__).resolve().parents[2] / ".cache" / "models" / "smollm2-135m-hf-f32"
+    for f in ("tokenizer.json", "tokenizer_config.json"):  # mlx_lm.convert loads a tokenizer
+        shutil.copy(hf_tok / f, folder / f)
+    ref_dir, got_dir = tmp_path / "mlx-lm", tmp_path / "mlxgp"
+    importlib.import_module("mlx_lm.convert").convert(str(folder), str(ref_dir), quantize=True, q_group_size=32,
+                                                      q_bits=4)
+    run_mlxgp("convert", "--hf-path", folder, "--mlx-path", got_dir, "--quantize", "--q-bits", 4,
+              "--q-group-size", 32)
+    want, got = (mx.load(str(d / "model.safetensors")) for d in (ref_dir, got_dir))
+    assert sorted(got) == sorted(want)
+    for k in want:
+        assert (got[k].dtype, got[k].shape) == (want[k].dtype, want[k].shape), k
+        assert mx.array_equal(got[k], want[k]).item(), k
+    assert any(v.ndim == 3 and v.dtype == mx.uint32 for v in want.values()) == (arch != "granite")
+    q_want, q_got = (json.loads((d / "config.json").read_text())["quantization"] for d in (ref_dir, got_dir))
+    assert q_got == q_want
+    assert (len(q_want) > 3) == (arch != "mixtral")  # per-module entries beside group_size / bits / mode
+
+    ref_model, _ = load_model(got_dir)
+    ids = _ids(30, 512, seed=4)
+    ref = np.array(ref_model(mx.array([ids]))[0].astype(mx.float32))
+    out = tmp_path / "l.safetensors"
+    run_mlxgp("logits", "--model", got_dir, "--input-ids", ",".join(map(str, ids)), "--out", out)
+    from safetensors.numpy import load_file
+
+    diff = float(np.abs(load_file(str(out))["logits"] - ref).max())
+    print(f"{arch}: mlxgp convert 4-bit g32 vs mlx_lm.convert: tensors and quantization equal; logits vs mlx-lm "
+          f"{diff:.3e}")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-3
+

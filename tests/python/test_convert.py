@@ -28,7 +28,7 @@ def test_convert_loads_in_mlxgp_and_mlx_lm(mgp, tiny_hf_tok, tmp_path, quantize)
     cfg = json.loads((tmp_path / "mlx" / "config.json").read_text())
     assert ("quantization" in cfg) == quantize
     if quantize:
-        assert cfg["quantization"] == {"group_size": 64, "bits": 4}
+        assert cfg["quantization"] == {"group_size": 64, "bits": 4, "mode": "affine"}  # as mlx_lm.convert
 
     model, tok = mgp.load(out)
     assert (model.args.quantization is not None) == quantize
