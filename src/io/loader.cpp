@@ -3,6 +3,7 @@
 #include "mlxgp/loader.h"
 
 #include <algorithm>
+#include <functional>
 #include <filesystem>
 #include <set>
 
@@ -11,6 +12,7 @@
 
 #include "io/checkpoint_files.h"
 #include "io/gguf_model.h"
+#include "io/quantization_modules.h"
 #include "kernels/ggml_blocks.h"
 #include "kernels/ggml_q8.h"
 #include "kernels/kernels.h"
@@ -39,7 +41,9 @@ bool is_float(mx::Dtype t) { return mx::issubdtype(t, mx::floating); }
 // every float tensor is cast. Without one, quantized weights stay packed and float tensors (scales
 // included) take the dtype of the final norm, so the graph runs in a single dtype (GGUF stores
 // fp16 scales next to fp32 norms).
-void apply_dtype(WeightMap& w, std::optional<mx::Dtype> dtype, int group_size) {
+// group_size_of: the group size of the quantized tensor with this base name (model names).
+void apply_dtype(WeightMap& w, std::optional<mx::Dtype> dtype,
+                 const std::function<int(const std::string&)>& group_size_of) {
   std::optional<mx::Dtype> target = dtype;
   if (!target) {
     auto it = w.find("model.norm.weight");
@@ -74,7 +78,7 @@ void apply_dtype(WeightMap& w, std::optional<mx::Dtype> dtype, int group_size) {
       if (wi == w.end() || bi == w.end() || wi->second.ndim() < 2 || wi->second.ndim() > 3 ||
           sc.ndim() != wi->second.ndim() || sc.shape(-1) == 0)
         fail("model", "quantized tensor '" + base + ".weight' is incomplete (needs weight, scales, biases)");
-      const int in = sc.shape(-1) * group_size;
+      const int group_size = group_size_of(base), in = sc.shape(-1) * group_size;
       if ((wi->second.shape(-1) * 32) % in != 0)
         fail("model", "quantized tensor '" + base + ".weight' has inconsistent packed shape");
       const int bits = wi->second.shape(-1) * 32 / in;
@@ -149,13 +153,28 @@ LoadedModel load_folder(const fs::path& dir, const LoadOptions& options) {
   const auto cfg_path = dir / "config.json";
   if (!fs::exists(cfg_path)) fail("load", "folder " + dir.string() + " has no config.json");
   LoadedModel out;
-  ModelConfig config = parse_model_config(io::read_text_file(cfg_path.string()));
+  const std::string config_text = io::read_text_file(cfg_path.string());
+  ModelConfig config = parse_model_config(config_text);
   // Fail on an unknown architecture before reading gigabytes of weights.
   auto types = supported_model_types();
   if (std::find(types.begin(), types.end(), config.model_type) == types.end()) create_model(config, {});
   // In the model's names first: dtype handling reads the final norm's dtype by name.
   WeightMap weights = to_model_names(config.model_type, load_folder_weights(dir));
-  apply_dtype(weights, options.dtype, config.quantization ? config.quantization->group_size : 64);
+  // Each quantized tensor's group size: its module's own entry in "quantization" where it has one (mlx-lm's
+  // per-module entries, keyed by checkpoint names: renamed as the weights are), else the top level's.
+  std::unordered_map<std::string, int> module_groups;
+  if (config.quantization) {
+    WeightMap probe;
+    for (auto& [path, gb] : io::quantization_modules(config_text))
+      probe.insert_or_assign(path + ".weight", mx::array(gb.first));
+    for (auto& [name, g] : to_model_names(config.model_type, std::move(probe)))
+      module_groups[name.substr(0, name.size() - 7)] = g.item<int>();
+  }
+  const int top_group = config.quantization ? config.quantization->group_size : 64;
+  apply_dtype(weights, options.dtype, [&](const std::string& base) {
+    auto it = module_groups.find(base);
+    return it != module_groups.end() ? it->second : top_group;
+  });
   if (options.dtype) config.quantization.reset();
   out.model = create_model(config, std::move(weights));
   out.tokenizer = folder_tokenizer(dir);
@@ -188,7 +207,7 @@ LoadedModel load_gguf(const fs::path& file, const LoadOptions& options) {
   auto [tensors, meta] = io::load_gguf_checked(file.string());
   ModelConfig config = io::gguf_config(meta, tensors);
   WeightMap weights = io::gguf_weights(config, std::move(tensors));
-  apply_dtype(weights, options.dtype, 32);  // affine GGUF types are stored with groups of 32
+  apply_dtype(weights, options.dtype, [](const std::string&) { return 32; });  // affine GGUF types: groups of 32
   if (options.int8_activations) mark_int8_activations(weights, file);
   LoadedModel out;
   out.model = create_model(config, std::move(weights));

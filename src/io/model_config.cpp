@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
 #include "io/config_defaults.h"
 #include "io/gpt2_config.h"
+#include "io/quantization_modules.h"
 #include "mlxgp/error.h"
 
 namespace mlxgp {
@@ -29,6 +31,30 @@ int get_int(const json& j, const char* key, int def, bool required = false) {
   long long v = it->get<long long>();
   if (v < 0 || v > (1LL << 31) - 1) fail("config", std::string("field '") + key + "' is out of range");
   return static_cast<int>(v);
+}
+
+// One level of "quantization": the top level, or a module's own entry (mlx-lm's load_model class_predicate
+// gives a module listed there its own parameters).
+void read_quantization(const json& e, int& group_size, int& bits, const std::string& where) {
+  group_size = get_int(e, "group_size", group_size);
+  bits = get_int(e, "bits", bits);
+  if (auto m = e.find("mode"); m != e.end() && m->is_string() && *m != "affine")
+    fail("config", "unsupported quantization mode '" + m->get<std::string>() + "'" + where + " (supported: affine)");
+  if (bits < 2 || bits > 8 || (group_size != 32 && group_size != 64 && group_size != 128))
+    fail("config", "unsupported quantization" + where + " (bits " + std::to_string(bits) + ", group_size " +
+                       std::to_string(group_size) + ")");
+}
+
+// The object-valued entries of "quantization" (true / false entries leave a module to its tensors).
+std::map<std::string, std::pair<int, int>> module_entries(const json& q, const QuantizationConfig& top) {
+  std::map<std::string, std::pair<int, int>> out;
+  for (auto& [path, e] : q.items()) {
+    if (!e.is_object()) continue;
+    std::pair<int, int> gb{top.group_size, top.bits};
+    read_quantization(e, gb.first, gb.second, " for '" + path + "'");
+    out.emplace(path, gb);
+  }
+  return out;
 }
 
 float get_float(const json& j, const char* key, float def) {
@@ -423,17 +449,26 @@ ModelConfig parse_model_config(const std::string& json_text) {
   if (auto it = j.find("quantization"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) fail("config", "quantization must be an object");
     QuantizationConfig q;
-    q.group_size = get_int(*it, "group_size", q.group_size);
-    q.bits = get_int(*it, "bits", q.bits);
-    if (auto m = it->find("mode"); m != it->end() && m->is_string() && *m != "affine")
-      fail("config", "unsupported quantization mode '" + m->get<std::string>() + "' (supported: affine)");
-    if (q.bits < 2 || q.bits > 8 || (q.group_size != 32 && q.group_size != 64 && q.group_size != 128))
-      fail("config", "unsupported quantization (bits " + std::to_string(q.bits) + ", group_size " +
-                         std::to_string(q.group_size) + ")");
+    read_quantization(*it, q.group_size, q.bits, "");
+    module_entries(*it, q);  // checked here, read by the loader (io::quantization_modules)
     c.quantization = q;
   }
   validate_model_config(c, "config");
   return c;
 }
+
+namespace io {
+
+std::map<std::string, std::pair<int, int>> quantization_modules(const std::string& config_json) {
+  auto j = json::parse(config_json, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return {};
+  auto it = j.find("quantization");
+  if (it == j.end() || !it->is_object()) return {};
+  QuantizationConfig top;
+  read_quantization(*it, top.group_size, top.bits, "");
+  return module_entries(*it, top);
+}
+
+}  // namespace io
 
 }  // namespace mlxgp

@@ -428,3 +428,54 @@ def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, run_mlxgp, tm
     assert np.abs(ref).max() > 0.5
     assert diff <= 1e-3
 
+
+def _mlx_lm_converted(arch, tiny, tmp_path, **kw):
+    """mlx_lm.convert of the tiny HF folder of arch (with a tokenizer, which it loads) into tmp_path/mlx-lm."""
+    import importlib
+
+    _, src = tiny(arch)
+    folder = tmp_path / "hf"
+    shutil.copytree(src, folder)
+    tiny_models.mlx_lm_layout(folder, arch)
+    hf_tok = Path(__file__).resolve().parents[2] / ".cache" / "models" / "smollm2-135m-hf-f32"
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(hf_tok / f, folder / f)
+    out = tmp_path / "mlx-lm"
+    importlib.import_module("mlx_lm.convert").convert(str(folder), str(out), **kw)
+    return out
+
+
+def test_dtype_dequantizes_each_module_with_its_own_group_size(tiny, run_mlxgp, tmp_path):
+    """mlx_lm.convert -q --q-group-size 32 of qwen3_moe records its routers as {"group_size": 64, "bits": 8}:
+    --dtype float32 dequantizes each tensor with its module's entry (mlx-lm's load_model reads them so), giving
+    mlx-lm's logits on the same weights dequantized (mlx_lm.utils.dequantize_model)."""
+    import mlx.core as mx
+    from mlx_lm.utils import dequantize_model, load_model
+
+    qdir = _mlx_lm_converted("qwen3_moe", tiny, tmp_path, quantize=True, q_group_size=32, q_bits=4)
+    q = json.loads((qdir / "config.json").read_text())["quantization"]
+    assert q["model.layers.0.mlp.gate"] == {"group_size": 64, "bits": 8} and q["group_size"] == 32
+    ref_model = dequantize_model(load_model(qdir)[0])
+    ids = _ids(30, 512, seed=4)
+    ref = np.array(ref_model(mx.array([ids]))[0].astype(mx.float32))
+    out = tmp_path / "l.safetensors"
+    run_mlxgp("logits", "--model", qdir, "--input-ids", ",".join(map(str, ids)), "--out", out, "--dtype", "float32")
+    from safetensors.numpy import load_file
+
+    diff = float(np.abs(load_file(str(out))["logits"] - ref).max())
+    print(f"qwen3_moe 4-bit g32 folder with g64 routers, --dtype float32 vs mlx-lm dequantized: {diff:.3e}")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-4
+
+
+def test_module_quantization_mode_other_than_affine_refused_by_name(tiny, run_mlxgp, tmp_path):
+    """An affine folder whose q_proj modules mlx-lm quantized as mxfp4 (a per-module "mode"): refused naming
+    the mode and the module, not as a missing '.biases' tensor."""
+    qdir = _mlx_lm_converted("olmo2", tiny, tmp_path, quantize=True, quant_predicate=lambda path, _: (
+        {"group_size": 32, "bits": 4, "mode": "mxfp4"} if path.endswith("q_proj") else True))
+    r = run_mlxgp("logits", "--model", qdir, "--input-ids", "1,2,3", "--out", tmp_path / "l.safetensors",
+                  check=False)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "[config] unsupported quantization mode 'mxfp4' for 'model.layers.0.self_attn.q_proj' (supported: affine)"), \
+        r.stderr
+
