@@ -4,6 +4,7 @@
 
 #include "mlxgp/checkpoint_names.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -136,6 +137,11 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
   if (options.quantize) {
     config["quantization"] = q;
     config["quantization_config"] = q;  // mlx-lm writes both keys
+  } else if (std::none_of(out.begin(), out.end(), [](auto& kv) { return kv.first.ends_with(".scales"); })) {
+    // Dense weights out of a quantized folder (a dtype dequantizes at load): the quantization block no longer
+    // describes them, so it goes, as mlx-lm's convert --dequantize pops both keys.
+    config.erase("quantization");
+    config.erase("quantization_config");
   }
   if (options.dtype) {
     const auto d = *options.dtype;

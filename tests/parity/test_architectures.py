@@ -479,3 +479,25 @@ def test_module_quantization_mode_other_than_affine_refused_by_name(tiny, run_ml
         "[config] unsupported quantization mode 'mxfp4' for 'model.layers.0.self_attn.q_proj' (supported: affine)"), \
         r.stderr
 
+
+def test_convert_dtype_of_quantized_folder_drops_quantization(tiny, run_mlxgp, tmp_path):
+    """`mlxgp convert --dtype float32` of an mlx-lm 4-bit folder writes dense weights and, as mlx_lm.convert
+    --dequantize, a config without "quantization" / "quantization_config": the same tensors and config keys
+    as mlx-lm's, and mlx-lm loads it."""
+    import importlib
+
+    import mlx.core as mx
+    from mlx_lm.utils import load_model
+
+    qdir = _mlx_lm_converted("olmo2", tiny, tmp_path, quantize=True, q_group_size=32, q_bits=4)
+    ref_dir, got_dir = tmp_path / "deq-mlx-lm", tmp_path / "deq-mlxgp"
+    importlib.import_module("mlx_lm.convert").convert(str(qdir), str(ref_dir), dequantize=True)
+    run_mlxgp("convert", "--hf-path", qdir, "--mlx-path", got_dir, "--dtype", "float32")
+    cfg_want, cfg_got = (json.loads((d / "config.json").read_text()) for d in (ref_dir, got_dir))
+    assert "quantization" not in cfg_want and "quantization_config" not in cfg_want
+    assert "quantization" not in cfg_got and "quantization_config" not in cfg_got
+    want, got = (mx.load(str(d / "model.safetensors")) for d in (ref_dir, got_dir))
+    assert sorted(got) == sorted(want)
+    for k in want:
+        assert got[k].dtype == mx.float32 and mx.allclose(got[k], want[k].astype(mx.float32)).item(), k
+    load_model(got_dir)  # strict: no quantized modules expected, none found
