@@ -383,7 +383,7 @@ def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
 # qwen3_moe: stacked experts and mlx-lm's 8-bit g64 routers; mixtral: stacked experts; granite: mlx-lm's
 # 8-bit g64 o_proj / down_proj / lm_head.
 @pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "granite"])
-def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, run_mlxgp, tmp_path):
+def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, run_mlxgp, tmp_path):
     """`mlxgp convert --quantize` (4-bit g32) writes what mlx_lm.convert writes from the same HF folder: the same
     tensors (names, dtypes, shapes, values: 3-D stacked experts quantized too, the model class's
     quant_predicate modules at their own bits and group size) and the same "quantization" dict with its
@@ -397,9 +397,7 @@ def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, run_mlxgp, tm
     folder = tmp_path / "hf"
     shutil.copytree(src, folder)
     tiny_models.mlx_lm_layout(folder, arch)
-    hf_tok = Path(__file__).resolve().parents[2] / ".cache" / "models" / "smollm2-135m-hf-f32"
-    for f in ("tokenizer.json", "tokenizer_config.json"):  # mlx_lm.convert loads a tokenizer
-        shutil.copy(hf_tok / f, folder / f)
+    hf_default[1].save_pretrained(folder)  # mlx_lm.convert loads a tokenizer: the default model's
     ref_dir, got_dir = tmp_path / "mlx-lm", tmp_path / "mlxgp"
     importlib.import_module("mlx_lm.convert").convert(str(folder), str(ref_dir), quantize=True, q_group_size=32,
                                                       q_bits=4)
@@ -429,7 +427,7 @@ def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, run_mlxgp, tm
     assert diff <= 1e-3
 
 
-def _mlx_lm_converted(arch, tiny, tmp_path, **kw):
+def _mlx_lm_converted(arch, tiny, hf_default, tmp_path, **kw):
     """mlx_lm.convert of the tiny HF folder of arch (with a tokenizer, which it loads) into tmp_path/mlx-lm."""
     import importlib
 
@@ -437,22 +435,20 @@ def _mlx_lm_converted(arch, tiny, tmp_path, **kw):
     folder = tmp_path / "hf"
     shutil.copytree(src, folder)
     tiny_models.mlx_lm_layout(folder, arch)
-    hf_tok = Path(__file__).resolve().parents[2] / ".cache" / "models" / "smollm2-135m-hf-f32"
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(hf_tok / f, folder / f)
+    hf_default[1].save_pretrained(folder)  # (the default model's, from its GGUF: always there)
     out = tmp_path / "mlx-lm"
     importlib.import_module("mlx_lm.convert").convert(str(folder), str(out), **kw)
     return out
 
 
-def test_dtype_dequantizes_each_module_with_its_own_group_size(tiny, run_mlxgp, tmp_path):
+def test_dtype_dequantizes_each_module_with_its_own_group_size(tiny, hf_default, run_mlxgp, tmp_path):
     """mlx_lm.convert -q --q-group-size 32 of qwen3_moe records its routers as {"group_size": 64, "bits": 8}:
     --dtype float32 dequantizes each tensor with its module's entry (mlx-lm's load_model reads them so), giving
     mlx-lm's logits on the same weights dequantized (mlx_lm.utils.dequantize_model)."""
     import mlx.core as mx
     from mlx_lm.utils import dequantize_model, load_model
 
-    qdir = _mlx_lm_converted("qwen3_moe", tiny, tmp_path, quantize=True, q_group_size=32, q_bits=4)
+    qdir = _mlx_lm_converted("qwen3_moe", tiny, hf_default, tmp_path, quantize=True, q_group_size=32, q_bits=4)
     q = json.loads((qdir / "config.json").read_text())["quantization"]
     assert q["model.layers.0.mlp.gate"] == {"group_size": 64, "bits": 8} and q["group_size"] == 32
     ref_model = dequantize_model(load_model(qdir)[0])
@@ -468,10 +464,10 @@ def test_dtype_dequantizes_each_module_with_its_own_group_size(tiny, run_mlxgp, 
     assert diff <= 1e-4
 
 
-def test_module_quantization_mode_other_than_affine_refused_by_name(tiny, run_mlxgp, tmp_path):
+def test_module_quantization_mode_other_than_affine_refused_by_name(tiny, hf_default, run_mlxgp, tmp_path):
     """An affine folder whose q_proj modules mlx-lm quantized as mxfp4 (a per-module "mode"): refused naming
     the mode and the module, not as a missing '.biases' tensor."""
-    qdir = _mlx_lm_converted("olmo2", tiny, tmp_path, quantize=True, quant_predicate=lambda path, _: (
+    qdir = _mlx_lm_converted("olmo2", tiny, hf_default, tmp_path, quantize=True, quant_predicate=lambda path, _: (
         {"group_size": 32, "bits": 4, "mode": "mxfp4"} if path.endswith("q_proj") else True))
     r = run_mlxgp("logits", "--model", qdir, "--input-ids", "1,2,3", "--out", tmp_path / "l.safetensors",
                   check=False)
@@ -480,7 +476,7 @@ def test_module_quantization_mode_other_than_affine_refused_by_name(tiny, run_ml
         r.stderr
 
 
-def test_convert_dtype_of_quantized_folder_drops_quantization(tiny, run_mlxgp, tmp_path):
+def test_convert_dtype_of_quantized_folder_drops_quantization(tiny, hf_default, run_mlxgp, tmp_path):
     """`mlxgp convert --dtype float32` of an mlx-lm 4-bit folder writes dense weights and, as mlx_lm.convert
     --dequantize, a config without "quantization" / "quantization_config": the same tensors and config keys
     as mlx-lm's, and mlx-lm loads it."""
@@ -489,7 +485,7 @@ def test_convert_dtype_of_quantized_folder_drops_quantization(tiny, run_mlxgp, t
     import mlx.core as mx
     from mlx_lm.utils import load_model
 
-    qdir = _mlx_lm_converted("olmo2", tiny, tmp_path, quantize=True, q_group_size=32, q_bits=4)
+    qdir = _mlx_lm_converted("olmo2", tiny, hf_default, tmp_path, quantize=True, q_group_size=32, q_bits=4)
     ref_dir, got_dir = tmp_path / "deq-mlx-lm", tmp_path / "deq-mlxgp"
     importlib.import_module("mlx_lm.convert").convert(str(qdir), str(ref_dir), dequantize=True)
     run_mlxgp("convert", "--hf-path", qdir, "--mlx-path", got_dir, "--dtype", "float32")
