@@ -243,38 +243,16 @@ def test_tensor_parallel_refusals(tiny, mlxgp_bin, run_mlxgp, tmp_path):
 # --- failures ---------------------------------------------------------------------------------------
 
 
-def test_killed_rank_gives_a_clear_error_within_30s(tiny, mlxgp_bin, tmp_path):
-    # A rotating cache lets the decode run far past the context, so it is still running when rank 1 dies.
+def _survivor_of(tiny, mlxgp_bin, tmp_path, sig, settle, env=None):
+    """Two ranks decoding far past the context (a rotating cache), then `sig` to rank 1: rank 0's exit code,
+    stderr and seconds to exit."""
     args = ["generate", "--model", tiny["llama"], "--input-ids", "1,2,3", "--max-new-tokens", 1000000,
             "--max-kv-size", 64, "--ignore-eos", "--tensor-parallel", "--json"]
-    ranks = start_ranks(tmp_path, mlxgp_bin, [args, args])
+    ranks = start_ranks(tmp_path, mlxgp_bin, [args, args], env=env)
     try:
-        time.sleep(4)  # both ranks connected and decoding
+        time.sleep(settle)  # both ranks connected and decoding
         assert ranks[0].poll() is None and ranks[1].poll() is None, ranks[0].stderr.read()
-        ranks[1].send_signal(signal.SIGKILL)
-        t0 = time.time()
-        _, err = ranks[0].communicate(timeout=30)
-        took = time.time() - t0
-    finally:
-        for p in ranks:
-            if p.poll() is None:
-                p.kill()
-    print(f"survivor exited {ranks[0].returncode} after {took:.1f} s: {err.strip()}")
-    assert ranks[0].returncode == 1
-    # MLX's ring backend logs the failed socket operations before it gives up; mlxgp's line comes last.
-    assert err.strip().splitlines()[-1].startswith("[distributed] lost another rank"), err
-
-
-def test_a_frozen_rank_gives_a_clear_error_in_bounded_time(tiny, mlxgp_bin, tmp_path):
-    """A rank stopped with SIGSTOP keeps its sockets open: the survivor hears no heartbeat from it and stops
-    after MLXGP_DISTRIBUTED_TIMEOUT instead of waiting for ever."""
-    args = ["generate", "--model", tiny["llama"], "--input-ids", "1,2,3", "--max-new-tokens", 1000000,
-            "--max-kv-size", 64, "--ignore-eos", "--tensor-parallel", "--json"]
-    ranks = start_ranks(tmp_path, mlxgp_bin, [args, args], env={"MLXGP_DISTRIBUTED_TIMEOUT": "3"})
-    try:
-        time.sleep(5)  # both ranks connected and decoding
-        assert ranks[0].poll() is None and ranks[1].poll() is None, ranks[0].stderr.read()
-        ranks[1].send_signal(signal.SIGSTOP)
+        ranks[1].send_signal(sig)
         t0 = time.time()
         _, err = ranks[0].communicate(timeout=30)
         took = time.time() - t0
@@ -283,8 +261,24 @@ def test_a_frozen_rank_gives_a_clear_error_in_bounded_time(tiny, mlxgp_bin, tmp_
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    print(f"survivor of a frozen rank exited {ranks[0].returncode} after {took:.1f} s: {err.strip()}")
-    assert ranks[0].returncode == 1 and took < 15
+    return ranks[0].returncode, err, took
+
+
+def test_killed_rank_gives_a_clear_error_within_30s(tiny, mlxgp_bin, tmp_path):
+    code, err, took = _survivor_of(tiny, mlxgp_bin, tmp_path, signal.SIGKILL, settle=4)
+    print(f"survivor exited {code} after {took:.1f} s: {err.strip()}")
+    assert code == 1
+    # MLX's ring backend logs the failed socket operations before it gives up; mlxgp's line comes last.
+    assert err.strip().splitlines()[-1].startswith("[distributed] lost another rank"), err
+
+
+def test_a_frozen_rank_gives_a_clear_error_in_bounded_time(tiny, mlxgp_bin, tmp_path):
+    """A rank stopped with SIGSTOP keeps its sockets open: the survivor hears no heartbeat from it and stops
+    after MLXGP_DISTRIBUTED_TIMEOUT instead of waiting for ever."""
+    code, err, took = _survivor_of(tiny, mlxgp_bin, tmp_path, signal.SIGSTOP, settle=5,
+                                   env={"MLXGP_DISTRIBUTED_TIMEOUT": "3"})
+    print(f"survivor of a frozen rank exited {code} after {took:.1f} s: {err.strip()}")
+    assert code == 1 and took < 15
     assert err.strip().splitlines()[-1].startswith("[distributed] lost another rank"), err
     assert "no sign of life from it for 3 s (MLXGP_DISTRIBUTED_TIMEOUT)" in err
 
