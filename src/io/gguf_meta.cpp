@@ -1,5 +1,8 @@
 #include "io/gguf_meta.h"
 
+#include <cmath>
+#include <limits>
+
 #include <mlx/mlx.h>
 
 #include "mlxgp/error.h"
@@ -13,7 +16,12 @@ std::optional<double> gguf_number(const GgufMeta& meta, const std::string& key) 
   if (it == meta.end()) return std::nullopt;
   auto* a = std::get_if<mx::array>(&it->second);
   if (!a || a->size() != 1) fail("gguf", "metadata '" + key + "' is not a number");
-  return mx::astype(mx::reshape(*a, {}), mx::float64, mx::Device::cpu).item<double>();
+  const double v = mx::astype(mx::reshape(*a, {}), mx::float64, mx::Device::cpu).item<double>();
+  // Every value the loaders read is stored as a float or int; beyond float's range it is corrupt, and
+  // casting it would be undefined behaviour.
+  if (!std::isfinite(v) || std::abs(v) > std::numeric_limits<float>::max())
+    fail("gguf", "metadata '" + key + "' is not a finite float");
+  return v;
 }
 
 int gguf_count(const GgufMeta& meta, const std::string& key) {
@@ -25,6 +33,14 @@ int gguf_count(const GgufMeta& meta, const std::string& key) {
 
 int gguf_count_or(const GgufMeta& meta, const std::string& key, int fallback) {
   return meta.count(key) ? gguf_count(meta, key) : fallback;
+}
+
+std::optional<int> gguf_token_id(const GgufMeta& meta, const std::string& key) {
+  auto v = gguf_number(meta, key);
+  if (!v) return std::nullopt;
+  if (*v < 0 || *v > std::numeric_limits<int>::max() || *v != std::floor(*v))
+    fail("gguf", "metadata '" + key + "' is not a token id");
+  return static_cast<int>(*v);
 }
 
 std::string gguf_string(const GgufMeta& meta, const std::string& key) {

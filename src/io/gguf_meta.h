@@ -11,7 +11,8 @@ namespace mlxgp::io {
 
 using GgufMeta = std::unordered_map<std::string, mlx::core::GGUFMetaData>;
 
-// The number under `key`, or nullopt when absent; throws [gguf] when the value is not one number.
+// The number under `key`, or nullopt when absent; throws [gguf] when the value is not one finite number
+// within float's range.
 std::optional<double> gguf_number(const GgufMeta& meta, const std::string& key);
 
 // A count under `key` in [0, 1e9]; throws [gguf] naming the key when it is missing or out of range.
@@ -19,6 +20,9 @@ int gguf_count(const GgufMeta& meta, const std::string& key);
 
 // A count under `key` when present (checked as gguf_count), else `fallback`.
 int gguf_count_or(const GgufMeta& meta, const std::string& key, int fallback);
+
+// A token id under `key` when present; throws [gguf] naming the key when it is not an int in [0, 2^31).
+std::optional<int> gguf_token_id(const GgufMeta& meta, const std::string& key);
 
 // The string under `key`, "" when absent or not a string.
 std::string gguf_string(const GgufMeta& meta, const std::string& key);

@@ -100,9 +100,9 @@ ModelConfig gguf_config(const GgufMeta& meta, const std::unordered_map<std::stri
   c.qkv_bias = tensors.count("blk.0.attn_q.bias") > 0;
   c.attention_bias = tensors.count("blk.0.attn_output.bias") > 0;
   c.mlp_bias = tensors.count("blk.0.ffn_up.bias") > 0 || tensors.count("blk.0.ffn_down.bias") > 0;
-  if (auto b = gguf_number(meta, "tokenizer.ggml.bos_token_id")) c.bos_token_id = static_cast<int>(*b);
-  if (auto e = gguf_number(meta, "tokenizer.ggml.eos_token_id")) c.eos_token_id = {static_cast<int>(*e)};
-  if (auto pd = gguf_number(meta, "tokenizer.ggml.padding_token_id")) c.pad_token_id = static_cast<int>(*pd);
+  if (auto b = gguf_token_id(meta, "tokenizer.ggml.bos_token_id")) c.bos_token_id = *b;
+  if (auto e = gguf_token_id(meta, "tokenizer.ggml.eos_token_id")) c.eos_token_id = {*e};
+  if (auto pd = gguf_token_id(meta, "tokenizer.ggml.padding_token_id")) c.pad_token_id = *pd;
   gguf_arch_config(arch, meta, tensors, c);
   validate_model_config(c, "gguf");
   return c;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
@@ -142,8 +143,8 @@ TEST(LoadRobustness, GgufBlockCountBeyondItsTensorsIsRejectedBeforeAllocating) {
       g.emplace("blk." + std::to_string(i) + "." + gg + ".weight",
                 w.at("model.layers." + std::to_string(i) + "." + hf + ".weight"));
   auto u32 = [](uint32_t v) { return mx::array(v, mx::uint32); };
-  auto write = [&](uint32_t blocks, float eps) {
-    std::unordered_map<std::string, mx::GGUFMetaData> meta = {
+  auto write = [&](uint32_t blocks, float eps, std::unordered_map<std::string, mx::GGUFMetaData> meta = {}) {
+    meta.insert({
         {"general.architecture", std::string("llama")},
         {"llama.embedding_length", u32(32)},
         {"llama.feed_forward_length", u32(64)},
@@ -151,7 +152,7 @@ TEST(LoadRobustness, GgufBlockCountBeyondItsTensorsIsRejectedBeforeAllocating) {
         {"llama.attention.head_count", u32(4)},
         {"llama.attention.head_count_kv", u32(2)},
         {"llama.attention.layer_norm_rms_epsilon", mx::array(eps)},
-    };
+    });
     mx::save_gguf(path.string(), g, meta);
   };
   write(2, 1e-5f);
@@ -161,6 +162,16 @@ TEST(LoadRobustness, GgufBlockCountBeyondItsTensorsIsRejectedBeforeAllocating) {
             "[model] the config has 1000000000 layers but the weights hold 2 (model.layers.N tensors)");
   write(2, -1.0f);
   EXPECT_EQ(error_of([&] { load(path.string()); }), "[gguf] field 'rms_norm_eps' must be a finite number > 0, got -1");
+  // Values no int / float holds are named, not cast (the cast was undefined behaviour; found by fuzz_gguf).
+  write(2, std::numeric_limits<float>::infinity());
+  EXPECT_EQ(error_of([&] { load(path.string()); }),
+            "[gguf] metadata 'llama.attention.layer_norm_rms_epsilon' is not a finite float");
+  write(2, 1e-5f, {{"tokenizer.ggml.eos_token_id", u32(4177530000u)}});
+  EXPECT_EQ(error_of([&] { load(path.string()); }), "[gguf] metadata 'tokenizer.ggml.eos_token_id' is not a token id");
+  write(2, 1e-5f, {{"tokenizer.ggml.bos_token_id", mx::array(1.5f)}});
+  EXPECT_EQ(error_of([&] { load(path.string()); }), "[gguf] metadata 'tokenizer.ggml.bos_token_id' is not a token id");
+  write(2, 1e-5f, {{"tokenizer.ggml.eos_token_id", u32(7)}});
+  EXPECT_EQ(load(path.string()).model->config().eos_token_id, std::vector<int>{7});
 }
 
 TEST(LoadRobustness, DirectoryWhereAFileIsExpectedIsNamed) {
