@@ -6,7 +6,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <unistd.h>
 
 #include <mlx/mlx.h>
@@ -106,17 +105,6 @@ std::string dataset_digest(const std::vector<Example>& ex) {
     for (size_t i = 0; i < e.ids.size(); ++i) mix(static_cast<uint64_t>(e.ids[i]) * 2 + e.target[i]);
   }
   return std::to_string(ex.size()) + ":" + std::to_string(h);
-}
-
-// What the resume check compares of the base model, whatever path or spelling names it: its structure
-// (model_fingerprint: config, every tensor's name, dtype and shape) and every weight's bytes
-// (model_weights_hash, as the distributed start-up check compares them).
-std::string base_model_digest(Model& model) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : model_fingerprint(model)) h = (h ^ c) * 1099511628211ULL;
-  std::ostringstream s;
-  s << model.config().model_type << " " << std::hex << h << " " << model_weights_hash(model);
-  return s.str();
 }
 
 }  // namespace
@@ -219,7 +207,7 @@ int run_train(const std::vector<std::string>& argv) {
   auto loaded = load(model_path, lo);
   auto& model = *loaded.model;
   const auto& mc = model.config();
-  const std::string fingerprint = base_model_digest(model);  // the base model, before adapters or a soft prompt
+  const std::string fingerprint = model_content_digest(model);  // the base model, before adapters or a soft prompt
 
   std::vector<std::string> trainable;
   LoraConfig lora;
@@ -304,18 +292,7 @@ int run_train(const std::vector<std::string>& argv) {
   int start_step = 0;
   if (auto r = args.get("resume")) {
     auto ck = load_checkpoint(*r);
-    const json saved = ck.meta.value("identity", json::object());
-    // The model first: checkpoints of older mlxgp builds named it by path and differ in that key alone.
-    if (!saved.is_object() || saved.value("model", json()) != identity["model"])
-      fail("train", "checkpoint " + ck.path +
-                        " belongs to another model (its weights or architecture differ from this run's; checkpoints "
-                        "written before mlxgp compared models by content name theirs by path and cannot be resumed)");
-    for (auto& [key, value] : identity.items())
-      if (!saved.is_object() || saved.value(key, json()) != value)
-        fail("train", "checkpoint " + ck.path + " belongs to another model or training mode (its " + key +
-                          " differs from this run's)");
-    if (saved.size() != identity.size())
-      fail("train", "checkpoint " + ck.path + " belongs to another model or training mode");
+    check_resume_identity(ck, identity);
     auto it = ck.files.find("trainer_state");
     if (it == ck.files.end()) fail("train", "checkpoint " + ck.path + " has no trainer_state.safetensors");
     trainer.load_state(it->second, ck.step);

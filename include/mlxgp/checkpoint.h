@@ -36,4 +36,15 @@ int remove_stale_checkpoint_temps(const std::string& out_dir);
 // when there is none or a file is corrupt.
 Checkpoint load_checkpoint(const std::string& dir);
 
+// The base model by content, as a resumed run compares it: its structure (model_fingerprint: config, every
+// tensor's name, dtype and shape) and every weight's bytes (model_weights_hash, as the distributed start-up
+// check compares them). The same weights under another path spelling give the same digest; other weights
+// at the same path do not. Take it before adapters or a soft prompt are added.
+std::string model_content_digest(Model& model);
+
+// Throws [train] unless the checkpoint's meta "identity" holds exactly the keys and values of `identity`
+// (what a run must share with the checkpoint it resumes: "model" from model_content_digest, the dtype,
+// training mode, optimizer, adapter settings). The model is checked first and named in its own message.
+void check_resume_identity(const Checkpoint& ck, const nlohmann::json& identity);
+
 }  // namespace mlxgp

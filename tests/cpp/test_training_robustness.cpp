@@ -251,3 +251,29 @@ TEST(TrainingRobustness, ResumedStateIsChecked) {
             "[train] the checkpoint's 'scaler.scale' is not one number");
   fresh.load_state(good, 1);  // the state as saved resumes
 }
+
+TEST(CheckpointRobustness, ResumeIdentityComparesTheModelByContent) {
+  TinyModel a, b;  // the same seed: equal weights
+  const std::string digest = model_content_digest(*a.model);
+  EXPECT_EQ(model_content_digest(*b.model), digest);
+  auto w = b.model->parameters().at("model.norm.weight");
+  b.model->set_parameters({{"model.norm.weight", mx::add(w, mx::array(1e-6f))}});
+  EXPECT_NE(model_content_digest(*b.model), digest);  // one weight nudged by 1e-6
+
+  Checkpoint ck;
+  ck.path = "run/checkpoint-4";
+  ck.meta = {{"identity", {{"model", digest}, {"mode", "lora"}}}};
+  check_resume_identity(ck, {{"model", digest}, {"mode", "lora"}});
+  EXPECT_EQ(error_of([&] { check_resume_identity(ck, {{"model", model_content_digest(*b.model)}, {"mode", "lora"}}); }),
+            "[train] checkpoint run/checkpoint-4 belongs to another model (its weights or architecture differ from "
+            "this run's; checkpoints written before mlxgp compared models by content name theirs by path and cannot "
+            "be resumed)");
+  EXPECT_EQ(error_of([&] { check_resume_identity(ck, {{"model", digest}, {"mode", "full"}}); }),
+            "[train] checkpoint run/checkpoint-4 belongs to another model or training mode (its mode differs from "
+            "this run's)");
+  EXPECT_EQ(error_of([&] { check_resume_identity(ck, {{"model", digest}}); }),
+            "[train] checkpoint run/checkpoint-4 belongs to another model or training mode");
+  ck.meta = {{"identity", "/old/path/model"}};  // an older build's identity
+  EXPECT_NE(error_of([&] { check_resume_identity(ck, {{"model", digest}}); }).find("belongs to another model ("),
+            std::string::npos);
+}
