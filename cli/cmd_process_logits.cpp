@@ -9,6 +9,7 @@
 // breakers); --negative-prompt-ids is CFG's unconditional prompt. --prefix-allowed gives a
 // table-driven prefix_allowed_tokens_fn (the tests write the same function in Python for
 // transformers' PrefixConstrainedLogitsProcessor).
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -86,10 +87,20 @@ PrefixAllowedTokensFn prefix_table(const json& j) {
     std::vector<int> allowed;
   };
   std::vector<Rule> rules;
+  // Integers in int range only: get<int>() of 1e30 is undefined behaviour, of 2^32 + 1 wraps to 1.
+  auto id = [&](const json& v) {
+    if (!v.is_number_integer() || v.get<long long>() < INT32_MIN || v.get<long long>() > INT32_MAX) fail("cli", shape);
+    return static_cast<int>(v.get<long long>());
+  };
+  auto id_list = [&](const json& v) {
+    if (!v.is_array()) fail("cli", shape);
+    std::vector<int> out;
+    for (auto& e : v) out.push_back(id(e));
+    return out;
+  };
   try {
-    for (auto& r : j.value("rules", json::array()))
-      rules.push_back({r.at(0).get<int>(), r.at(1).get<int>(), r.at(2).get<std::vector<int>>()});
-    auto fallback = j["default"].get<std::vector<int>>();
+    for (auto& r : j.value("rules", json::array())) rules.push_back({id(r.at(0)), id(r.at(1)), id_list(r.at(2))});
+    auto fallback = id_list(j["default"]);
     return [rules, fallback](int batch_id, const std::vector<int>& ids) {
       for (auto& r : rules)
         if (r.batch == batch_id && !ids.empty() && ids.back() == r.last) return r.allowed;

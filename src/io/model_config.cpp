@@ -78,6 +78,14 @@ bool get_bool(const json& j, const char* key, bool def) {
   return it->get<bool>();
 }
 
+// A list entry that must be an int in [0, 2^31) (get<int>() would wrap 2^32 + 2 to 2).
+int int_entry(const json& e, const std::string& type_error) {
+  if (!e.is_number_integer()) fail("config", type_error);
+  const long long v = e.get<long long>();
+  if (v < 0 || v > (1LL << 31) - 1) fail("config", type_error + " in [0, 2^31)");
+  return static_cast<int>(v);
+}
+
 std::optional<int> get_opt_int(const json& j, const char* key) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return std::nullopt;
@@ -282,9 +290,9 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     if (!it->is_array() || static_cast<int>(it->size()) != c.num_hidden_layers)
       fail("config", "no_rope_layers must list one entry per layer");
     for (auto& e : *it) {
-      if (!e.is_number_integer() || (e.get<int>() != 0 && e.get<int>() != 1))
+      if (!e.is_number_integer() || (e.get<long long>() != 0 && e.get<long long>() != 1))
         fail("config", "no_rope_layers entries must be 0 or 1");
-      c.rope_layers.push_back(e.get<int>() == 1);
+      c.rope_layers.push_back(e.get<long long>() == 1);
     }
   } else if (t == "smollm3") {  // SmolLM3Config's default: every interval-th layer has no RoPE
     const int interval = get_int(j, "no_rope_layer_interval", 4);
@@ -313,8 +321,7 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     if (auto it = j.find("mlp_only_layers"); it != j.end() && !it->is_null()) {
       if (!it->is_array()) fail("config", "mlp_only_layers must be a list of layer indices");
       for (auto& e : *it) {
-        if (!e.is_number_integer()) fail("config", "mlp_only_layers must be a list of layer indices");
-        c.mlp_only_layers.push_back(e.get<int>());
+        c.mlp_only_layers.push_back(int_entry(e, "mlp_only_layers must be a list of layer indices"));
       }
     }
     if (c.moe_intermediate_size <= 0) fail("config", "moe_intermediate_size must be positive");
@@ -428,12 +435,9 @@ ModelConfig parse_model_config(const std::string& json_text) {
   c.pad_token_id = get_opt_int(j, "pad_token_id");
   if (auto it = j.find("eos_token_id"); it != j.end() && !it->is_null()) {
     if (it->is_array()) {
-      for (auto& e : *it) {
-        if (!e.is_number_integer()) fail("config", "eos_token_id entries must be integers");
-        c.eos_token_id.push_back(e.get<int>());
-      }
+      for (auto& e : *it) c.eos_token_id.push_back(int_entry(e, "eos_token_id entries must be integers"));
     } else if (it->is_number_integer()) {
-      c.eos_token_id.push_back(it->get<int>());
+      c.eos_token_id.push_back(int_entry(*it, "eos_token_id must be an integer"));
     } else {
       fail("config", "eos_token_id must be an integer or a list of integers");
     }

@@ -1,5 +1,6 @@
 // Tokenizer::from_files: tokenizer.json (+ tokenizer_config.json) as written by HF tokenizers.
 // Unsupported components are errors naming the component, never a silent fallback.
+#include <cstdint>
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -68,8 +69,9 @@ void load_post_processor(const json& j, Tokenizer::Impl::Template& t) {
       fail("tokenizer", "TemplateProcessing special token '" + name + "' has no ids");
     auto& dst = seen_sequence ? out.suffix : out.prefix;
     for (const auto& id : specials[name]["ids"]) {
-      if (!id.is_number_integer()) fail("tokenizer", "TemplateProcessing special token ids must be integers");
-      dst.push_back(id.get<int>());
+      if (!id.is_number_integer() || id.get<long long>() < 0 || id.get<long long>() > INT32_MAX)
+        fail("tokenizer", "TemplateProcessing special token ids must be integers in [0, 2^31)");
+      dst.push_back(static_cast<int>(id.get<long long>()));
     }
   }
   if (!seen_sequence) fail("tokenizer", "TemplateProcessing 'single' has no Sequence");

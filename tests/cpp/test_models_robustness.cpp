@@ -123,6 +123,22 @@ TEST(LoadRobustness, ConfigValuesThatMakeNoSenseAreRejected) {
             "[config] field 'num_key_value_heads' must be a positive integer, got 0");
 }
 
+TEST(LoadRobustness, ConfigListEntriesBeyondIntAreRefusedNotWrapped) {
+  // get<int>() of 2^32 + 2 gives 2: an EOS id or a dense layer the file never named.
+  EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("llama", R"(, "eos_token_id": [4294967298])")); }),
+            "[config] eos_token_id entries must be integers in [0, 2^31)");
+  EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("llama", R"(, "eos_token_id": 4294967298)")); }),
+            "[config] eos_token_id must be an integer in [0, 2^31)");
+  EXPECT_EQ(error_of([] {
+              parse_model_config(tiny_config_json(
+                  "qwen2_moe", R"(, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16,
+                               "mlp_only_layers": [4294967297])"));
+            }),
+            "[config] mlp_only_layers must be a list of layer indices in [0, 2^31)");
+  EXPECT_EQ(parse_model_config(tiny_config_json("llama", R"(, "eos_token_id": [2, 5])")).eos_token_id,
+            (std::vector<int>{2, 5}));
+}
+
 TEST(LoadRobustness, GgufBlockCountBeyondItsTensorsIsRejectedBeforeAllocating) {
   TempDir t;
   auto path = t / "m.gguf";

@@ -320,6 +320,10 @@ TEST(TokenizerFiles, MalformedFilesAreClearErrors) {
       std::string::npos);
   EXPECT_NE(load(with("/post_processor", json{{"type", "BertProcessing"}})).find("unsupported post_processor"),
             std::string::npos);
+  // 2^32 + 3 would wrap to 3 through get<int>().
+  EXPECT_NE(load(with("/post_processor/special_tokens/<s>/ids/0", 4294967299LL))
+                .find("TemplateProcessing special token ids must be integers in [0, 2^31)"),
+            std::string::npos);
   EXPECT_NE(load(with("/decoder", json{{"type", "WordPiece"}})).find("unsupported decoder 'WordPiece'"),
             std::string::npos);
   EXPECT_NE(load(with("/added_tokens/0/id", "x")).find("added token"), std::string::npos);

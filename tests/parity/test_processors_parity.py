@@ -366,3 +366,22 @@ def test_generate_accepts_processor_flags(run_mlxgp, default_gguf):
     assert 351 not in out["sequences"][0]["token_ids"]
     assert 'bad_words_ids = [[351],[253,2365]]' in proc.stderr
     assert 'sequence_bias = [[[28],-1.5],[[351,253],2.0]]' in proc.stderr
+
+
+@pytest.mark.parametrize("table", [
+    {"default": [1], "rules": [[0, 1e30, [2]]]},  # a float where a token id goes (its int cast was undefined)
+    {"default": [1], "rules": [[0, 2**32 + 3, [2]]]},  # beyond int: it wrapped to token 3
+    {"default": [1.5]},
+    {"default": [1], "rules": [[0, 3, 2]]},
+])
+def test_prefix_allowed_table_refuses_entries_that_are_not_ints(table, run_mlxgp, tmp_path):
+    from safetensors.numpy import save_file
+    save_file({"scores": np.zeros((1, 12), np.float32)}, str(tmp_path / "in.safetensors"))
+    (tmp_path / "gen.json").write_text("{}")
+    (tmp_path / "ids.json").write_text("[[4, 3]]")
+    (tmp_path / "prefix.json").write_text(json.dumps(table))
+    p = run_mlxgp("process-logits", "--config", tmp_path / "gen.json", "--scores", tmp_path / "in.safetensors",
+                  "--input-ids-file", tmp_path / "ids.json", "--prefix-allowed", tmp_path / "prefix.json",
+                  "--out", tmp_path / "out.safetensors", check=False)
+    assert p.returncode != 0 and p.stderr.strip().startswith("[cli] --prefix-allowed must be"), p.stderr
+    assert not (tmp_path / "out.safetensors").exists()
