@@ -5,50 +5,18 @@
 #include <set>
 
 #include "chat/builtins.h"
+#include "chat/filter_args.h"
 #include "chat/case.h"
 #include "chat/strings.h"
 
 namespace mlxgp::chat {
 
-namespace {
-
-Value arg_or(std::vector<Value>& args, Kwargs& kw, size_t pos, const std::string& name, Value dflt) {
-  Value v;
-  if (kw.take(name, v)) return v;
-  return pos < args.size() ? args[pos] : dflt;
-}
-
-void check(const std::string& what, const std::vector<Value>& args, size_t max_args, const Kwargs& kw) {
-  if (args.size() > max_args) eval_fail("too many arguments to " + what);
-  if (!kw.items.empty()) eval_fail(what + " got an unexpected keyword argument '" + kw.items[0].first + "'");
-}
-
-std::string need_str(const std::string& what, const Value& v) {
-  // Jinja's string filters call str() on their input (soft_str); undefined prints as "".
-  return to_str(v);
-}
-
-// selectattr/rejectattr/map(attribute=...) read attributes with dots naming nested lookups.
-Value attribute_of(const Value& item, const std::string& path) {
-  Value v = item;
-  size_t at = 0;
-  while (true) {
-    size_t dot = path.find('.', at);
-    std::string part = path.substr(at, dot == std::string::npos ? std::string::npos : dot - at);
-    bool digits = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
-    v = get_item(v, digits ? Value::integer(std::stoll(part)) : Value::string(part));
-    if (dot == std::string::npos) return v;
-    at = dot + 1;
-  }
-}
-
-}  // namespace
-
 bool known_filter(const std::string& name) {
   static const std::set<std::string> names = {
-      "tojson", "trim",    "length", "count", "upper",      "lower",      "title",  "capitalize", "default", "d",
-      "join",   "replace", "list",   "first", "last",       "reverse",    "items",  "string",     "safe",    "e",
-      "escape", "int",     "float",  "abs",   "selectattr", "rejectattr", "select", "reject",     "map",     "unique"};
+      "tojson", "trim", "length",  "count", "upper",    "lower", "title",      "capitalize", "default",
+      "d",      "join", "replace", "list",  "first",    "last",  "reverse",    "items",      "string",
+      "safe",   "e",    "escape",  "int",   "float",    "abs",   "selectattr", "rejectattr", "select",
+      "reject", "map",  "unique",  "sort",  "dictsort", "min",   "max",        "sum",        "round"};
   return names.count(name) > 0;
 }
 
@@ -308,6 +276,7 @@ Value apply_filter(const std::string& name, const Value& v, std::vector<Value>& 
     }
     return Value::make_list(std::move(out));
   }
+  if (Value out; apply_ordering_filter(name, v, args, kw, out)) return out;
   eval_fail("unsupported filter '" + name + "'");
 }
 

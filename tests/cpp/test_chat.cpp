@@ -237,3 +237,26 @@ TEST(ChatTemplate, SplitWithoutSeparatorKeepsTheRest) {
 TEST(ChatTemplate, NamedUnicodeEscapesAreRefused) {
   EXPECT_NE(error_of("{{ '\\N{BULLET}' }}").find("\\N{...} escapes"), std::string::npos);
 }
+
+// Expected texts are what Jinja 3.1 renders (tests/parity/test_chat_template_parity.py compares live).
+TEST(ChatTemplate, OrderingAndAggregateFilters) {
+  EXPECT_EQ(render("{{ ['b', 'A', 'a', 'B'] | sort }} {{ ['b', 'A', 'a', 'B'] | sort(reverse=true) }}"),
+            "['A', 'a', 'b', 'B'] ['b', 'B', 'A', 'a']");
+  EXPECT_EQ(render("{{ [{'n': 'x', 'a': 2}, {'n': 'y', 'a': 1}, {'n': 'z', 'a': 2}] | sort(attribute='a,n') "
+                   "| map(attribute='n') | join }}"),
+            "yxz");
+  EXPECT_EQ(render("{{ {'b': 1, 'A': 3, 'a': 1} | dictsort(by='value') }}"), "[('b', 1), ('a', 1), ('A', 3)]");
+  EXPECT_EQ(render("{{ [3, 1, 2] | max }} {{ ['b', 'A'] | min }} {{ [] | max }}|"), "3 A |");
+  EXPECT_EQ(render("{{ [1, 2.5, true] | sum }} {{ [[1], [2]] | sum(start=[]) }}"), "4.5 [1, 2]");
+  EXPECT_EQ(render("{{ 2.675 | round(2) }} {{ 2.5 | round }} {{ 7 | round }} {{ -0.04 | round(1, 'ceil') }}"),
+            "2.67 2.0 7 0.0");
+  EXPECT_EQ(render("{{ 1e300 | round(400) }}"), "1e+300");
+  EXPECT_EQ(error_of("{{ {'a': 1} | dictsort(by='size') }}"),
+            "[chat_template] You can only sort by either \"key\" or \"value\" at line 1");
+  EXPECT_EQ(error_of("{{ [1, 'a'] | sort }}"),
+            "[chat_template] '<' not supported between instances of 'str' and 'int' at line 1");
+  EXPECT_EQ(error_of("{{ 1.5 | round(-1) }}"),
+            "[chat_template] round with a negative precision is not supported at line 1");
+  EXPECT_EQ(error_of("{{ ['a'] | sum }}"),
+            "[chat_template] unsupported operand type(s) for +: 'int' and 'str' at line 1");
+}

@@ -398,3 +398,71 @@ def test_case_filters_match_jinja_over_unicode(run_mlxgp, tmp_path):
                 bad = next(i for i, (a, b) in enumerate(zip(ours, want)) if a != b) if ours and want else 0
                 raise AssertionError(f"{source}: first difference at {bad}: mlxgp {ours[bad:bad + 20]!r} != "
                                      f"jinja {want[bad:bad + 20]!r} (input from U+{ord(text[0]) if text else 0:04X})")
+
+
+def _ordering_templates():
+    import random
+
+    rng = random.Random(7)
+    floats = [round(rng.uniform(-1000, 1000), rng.randint(0, 6)) for _ in range(40)]
+    floats += [0.5, 1.5, 2.5, -0.5, 2.675, 0.125, 0.375, 1e-7, 123456.5, -0.0, 1e300]
+    people = ("[{'name': 'bo', 'age': 30, 'pet': {'kind': 'cat'}}, {'name': 'Al', 'age': 25, 'pet': {'kind': 'dog'}},"
+              " {'name': 'al', 'age': 30, 'pet': {'kind': 'Cat'}}, {'name': 'Cy', 'age': 25, 'pet': {'kind': 'ant'}}]")
+    return [
+        "{{ [3, 1, 2] | sort }} {{ [3, 1, 2] | sort(true) }} {{ ['b', 'A', 'a', 'B'] | sort }}",
+        "{{ ['b', 'A', 'a', 'B'] | sort(case_sensitive=true) }} {{ ['b', 'A', 'a', 'B'] | sort(reverse=true) }}",
+        "{{ [2.5, 1, true, 0.5, 3] | sort }} {{ 'hello' | sort }} {{ {'b': 1, 'a': 2} | sort }}",
+        "{{ " + people + " | sort(attribute='age') | map(attribute='name') | list }}",
+        "{{ " + people + " | sort(attribute='age', reverse=true) | map(attribute='name') | list }}",
+        "{{ " + people + " | sort(attribute='age,name') | map(attribute='name') | join(',') }}",
+        "{{ " + people + " | sort(attribute='pet.kind') | map(attribute='name') | join(',') }}",
+        "{{ " + people + " | sort(attribute='pet.kind', case_sensitive=true) | map(attribute='name') | join(',') }}",
+        "{{ messages | sort(attribute='role') | map(attribute='content') | list }}",
+        "{{ {'b': 1, 'A': 3, 'a': 2, 'C': 0} | dictsort }} {{ {'b': 1, 'A': 3, 'a': 2} | dictsort(true) }}",
+        "{{ {'b': 1, 'A': 3, 'a': 1} | dictsort(by='value') }} {{ {'b': 1, 'a': 2} | dictsort(reverse=true) }}",
+        "{% for k, v in {'z': 1, 'y': [2], 'x': none} | dictsort %}{{ k }}={{ v }};{% endfor %}",
+        "{{ {'a': 1} | dictsort(by='size') }}",
+        "{{ [1, 2] | dictsort }}",
+        "{{ [3, 1, 2] | max }} {{ [3, 1, 2] | min }} {{ ['b', 'A', 'a', 'B'] | max }} {{ ['b', 'A', 'a', 'B'] | min }}",
+        "{{ ['b', 'A', 'a', 'B'] | max(case_sensitive=true) }} {{ [] | max }}|{{ [] | min is defined }}",
+        "{{ (" + people + " | max(attribute='age')).name }} {{ (" + people + " | min(attribute='age')).name }}",
+        "{{ [1, 2.5, true] | sum }} {{ [] | sum }} {{ [1, 2] | sum(start=10) }} {{ [[1], [2, 3]] | sum(start=[]) }}",
+        "{{ " + people + " | sum(attribute='age') }} {{ [0.1, 0.2, 0.3] | sum }}",
+        "{{ ['a', 'b'] | sum }}",
+        "{{ ['a', 'b'] | sum(start='') }}",
+        "{{ [1, 'a'] | sort }}",
+        "{{ [none, 1] | max }}",
+        "{{ " + repr(floats) + " | map('round') | list }}",
+        "{{ " + repr(floats) + " | map('round', 2) | list }}",
+        "{{ " + repr(floats) + " | map('round', 1, 'floor') | list }}",
+        "{{ " + repr(floats) + " | map('round', 3, 'ceil') | list }}",
+        "{{ 7 | round }} {{ 7 | round(2) }} {{ 7 | round(1, 'ceil') }} {{ true | round }} {{ 2.5 | round(0) }}",
+        "{{ 3.14159 | round(precision=3) }} {{ 3.14159 | round(method='floor') }} {{ -3.5 | round }}",
+        "{{ 1.5 | round(1, 'up') }}",
+        "{{ '1.5' | round }}",
+        "{{ 1.5 | round(1.0) }}",
+    ]
+
+
+def test_ordering_filters_match_jinja(run_mlxgp, tmp_path):
+    """sort, dictsort, min, max, sum and round against Jinja as transformers runs it: the same text, or an
+    error in both (mlxgp refuses only what Jinja raises on)."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    msgs = tmp_path / "m.json"
+    conv = [{"role": "user", "content": "b"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "c"}]
+    msgs.write_text(json.dumps(conv), encoding="utf-8")
+    tpl = tmp_path / "t.jinja"
+    failures = []
+    for source in _ordering_templates():
+        tpl.write_text(source, encoding="utf-8")
+        proc = run_mlxgp("chat-template", "--template-file", tpl, "--messages-json", msgs, check=False)
+        try:
+            want = render_jinja_template(conversations=[conv], chat_template=source)[0][0]
+        except Exception as e:
+            if proc.returncode != 2 or not proc.stderr.startswith("[chat_template] "):
+                failures.append(f"{source}: jinja raised {e!r}, mlxgp exit {proc.returncode}: {proc.stdout!r}")
+            continue
+        if proc.returncode != 0 or proc.stdout != want:
+            failures.append(f"{source}: mlxgp {proc.stdout!r} {proc.stderr!r} != jinja {want!r}")
+    assert not failures, "\n".join(failures)
