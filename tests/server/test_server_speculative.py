@@ -60,27 +60,22 @@ def test_settings_speculation_refuses_send_a_request_to_the_batch(server, client
     """A greedy request that did not ask for speculation is never refused because of it: a rotating cache
     that would wrap before the end (which speculation cannot roll back) is decoded in the batch, with the
     tokens `mlxgp generate` gives it (before: HTTP 400 naming speculative decoding)."""
-    ref = cli_generate("--prompt", PROMPT, "--max-new-tokens", 30, "--max-kv-size", 32)["sequences"][0]["text"]
+    # A rotating cache that wraps (--max-kv-size 32), and a quantized KV cache the run reads (kv_bits,
+    # quantized_kv_start unset): verification forwards round differently from one-token steps and the
+    # quantization amplifies it, so speculation is refused there too and the request goes to the batch
+    # (before: speculated, parting from `mlxgp generate --kv-bits 8`, exit 0). Asked for, each is refused in
+    # one line, as `mlxgp generate` refuses it.
     n0, _ = speculative_count(server)
-    r = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=30, extra_body={"max_kv_size": 32})
-    assert r.choices[0].text == ref
-    assert speculative_count(server)[0] == n0
-    # Asked for, it is refused in one line, as `mlxgp generate` refuses it.
-    with pytest.raises(openai.BadRequestError) as e:
-        client.completions.create(model=server.model, prompt=PROMPT, max_tokens=30,
-                                  extra_body={"max_kv_size": 32, "use_speculative": True})
-    assert "can roll back" in str(e.value)
-    # A quantized KV cache the run reads (kv_bits, quantized_kv_start unset): verification forwards round
-    # differently from one-token steps and the quantization amplifies it, so speculation is refused and the
-    # request goes to the batch (before: speculated, parting from `mlxgp generate --kv-bits 8`, exit 0).
-    ref = cli_generate("--prompt", PROMPT, "--max-new-tokens", 30, "--kv-bits", 8)["sequences"][0]["text"]
-    r = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=30, extra_body={"kv_bits": 8})
-    assert r.choices[0].text == ref
-    assert speculative_count(server)[0] == n0
-    with pytest.raises(openai.BadRequestError) as e:
-        client.completions.create(model=server.model, prompt=PROMPT, max_tokens=30,
-                                  extra_body={"kv_bits": 8, "use_speculative": True})
-    assert "quantized KV cache" in str(e.value)
+    for flags, body, refusal in ((["--max-kv-size", 32], {"max_kv_size": 32}, "can roll back"),
+                                 (["--kv-bits", 8], {"kv_bits": 8}, "quantized KV cache")):
+        ref = cli_generate("--prompt", PROMPT, "--max-new-tokens", 30, *flags)["sequences"][0]["text"]
+        r = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=30, extra_body=body)
+        assert r.choices[0].text == ref, flags
+        assert speculative_count(server)[0] == n0, flags
+        with pytest.raises(openai.BadRequestError) as e:
+            client.completions.create(model=server.model, prompt=PROMPT, max_tokens=30,
+                                      extra_body={**body, "use_speculative": True})
+        assert refusal in str(e.value), flags
 
 
 def test_requests_that_ask_for_speculation(server, client):
