@@ -87,9 +87,10 @@ PrefixAllowedTokensFn prefix_table(const json& j) {
     std::vector<int> allowed;
   };
   std::vector<Rule> rules;
-  // Integers in int range only: get<int>() of 1e30 is undefined behaviour, of 2^32 + 1 wraps to 1.
+  // Integers in [0, 2^31) only: get<int>() of 1e30 is undefined behaviour, of 2^32 + 1 wraps to 1 (an
+  // unsigned past 2^63 reads as negative here, and is refused with them).
   auto id = [&](const json& v) {
-    if (!v.is_number_integer() || v.get<long long>() < INT32_MIN || v.get<long long>() > INT32_MAX) fail("cli", shape);
+    if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() > INT32_MAX) fail("cli", shape);
     return static_cast<int>(v.get<long long>());
   };
   auto id_list = [&](const json& v) {

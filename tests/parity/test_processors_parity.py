@@ -373,6 +373,8 @@ def test_generate_accepts_processor_flags(run_mlxgp, default_gguf):
     {"default": [1], "rules": [[0, 2**32 + 3, [2]]]},  # beyond int: it wrapped to token 3
     {"default": [1.5]},
     {"default": [1], "rules": [[0, 3, 2]]},
+    {"default": [-1]},  # Python would index the last token
+    {"default": [2**64 - 1]},  # read as a 64-bit signed integer: -1
 ])
 def test_prefix_allowed_table_refuses_entries_that_are_not_ints(table, run_mlxgp, tmp_path):
     from safetensors.numpy import save_file
