@@ -1,5 +1,5 @@
 """llama.cpp's K-quant mixtures loaded natively: greedy decode of the default SmolLM2 file requantized by
-llama.cpp's own quantizer (tests/refs/gguf_quant.py: Q4_K_M, Q5_K_M, Q6_K, cached by content) next to
+llama.cpp's own quantizer (tests/refs/gguf_quant.py: Q4_K_M, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, cached by content) next to
 the Q4_1 original, and mlx-lm on the MLX 4-bit folder of the same model, timed as in the generation
 section (same prompt ids, fresh process per run, engines interleaved)."""
 import sys
@@ -13,12 +13,12 @@ from .generation import COLUMNS, ENGINES, Config, Engine, _measure, _rows, _work
 # llama.cpp itself on the same files (libllama through ctypes, the threads mlxgp uses: all cores).
 ENGINES.setdefault("llama.cpp", Engine("llama.cpp", _worker("llama_cpp_worker.py")))
 
-FTYPES = ("Q4_K_M", "Q5_K_M", "Q6_K")
+FTYPES = ("Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS")
 
 
 @section("gguf_kquants", "GGUF K-quants")
 def run(ctx: Context) -> list[Table]:
-    table = Table(title=f"Greedy generation, batch 1, GGUF K-quant files: {ctx.max_new_tokens} new tokens, "
+    table = Table(title=f"Greedy generation, batch 1, GGUF K-quant and IQ4 files: {ctx.max_new_tokens} new tokens, "
                         f"median of {ctx.repeats} runs", columns=COLUMNS)
     sys.path.insert(0, str(ROOT))
     from tests.refs import gguf_quant
@@ -50,5 +50,7 @@ def run(ctx: Context) -> list[Table]:
         "bench/workers/llama_cpp_worker.py: one llama_decode for the prompt, then one per token, argmax "
         "of the logits, as many threads as cores like mlxgp); its own kernels quantize activations to "
         "8 bits, so its tokens may part from the fp32-activation engines'. mlx-lm cannot read K-quant GGUF "
-        "files: its row is the MLX 4-bit folder of the same model.")
+        "files: its row is the MLX 4-bit folder of the same model. IQ4_NL / IQ4_XS (a non-uniform 4-bit grid "
+        "per 32 values) have no affine form: mlxgp keeps them as blocks everywhere and looks each code's "
+        "weight up in a 16-entry table.")
     return [table]

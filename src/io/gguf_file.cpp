@@ -4,7 +4,7 @@
 // Q4_K's scales to float16). Block formats are stored without widening to 16 bits:
 // - as their raw blocks, uint8 [rows, row bytes], with a `<name>.ggml_type` scalar telling
 //   layers::Linear to run kernels::ggml_matmul on them (SwitchLinear: ggml_gather_matmul for stacked
-//   experts): Q2_K, Q3_K, Q6_K (16-value sub-blocks) always,
+//   experts): Q2_K, Q3_K, Q6_K (16-value sub-blocks) and IQ4_NL, IQ4_XS (a non-uniform grid) always,
 //   and every other block type where that kernel runs fused (keep_as_blocks), so resident weights are
 //   the file's bytes;
 // - elsewhere, the affine ones (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K) as MLX affine triples with
@@ -61,16 +61,16 @@ const std::map<uint32_t, TypeInfo> kTypes = {
     {10, {"Q2_K", Storage::blocks}},
     {11, {"Q3_K", Storage::blocks}},
     {14, {"Q6_K", Storage::blocks}},
+    {20, {"IQ4_NL", Storage::blocks}},
+    {23, {"IQ4_XS", Storage::blocks}},
     {9, {"Q8_1", Storage::refused}},
     {15, {"Q8_K", Storage::refused}},
     {16, {"IQ2_XXS", Storage::refused}},
     {17, {"IQ2_XS", Storage::refused}},
     {18, {"IQ3_XXS", Storage::refused}},
     {19, {"IQ1_S", Storage::refused}},
-    {20, {"IQ4_NL", Storage::refused}},
     {21, {"IQ3_S", Storage::refused}},
     {22, {"IQ2_S", Storage::refused}},
-    {23, {"IQ4_XS", Storage::refused}},
     {27, {"I64", Storage::refused}},
     {28, {"F64", Storage::refused}},
     {29, {"IQ1_M", Storage::refused}},

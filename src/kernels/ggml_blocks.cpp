@@ -1,6 +1,6 @@
 // Row dequantizers for llama.cpp's block formats, ported from ggml-quants.c (dequantize_row_q4_0 ...
-// dequantize_row_q6_K) with its fp32 arithmetic and evaluation order, so a dequantized weight is the
-// value llama.cpp's (and gguf-py's) reference dequantization produces.
+// dequantize_row_q6_K, dequantize_row_iq4_nl / _iq4_xs) with its fp32 arithmetic and evaluation order, so a dequantized
+// weight is the value llama.cpp's (and gguf-py's) reference dequantization produces.
 #include "kernels/ggml_blocks.h"
 
 #include <cstring>
@@ -154,6 +154,29 @@ BLOCK_FN void q6_k(const uint8_t* b, float* y) {  // ql[128]; qh[64]; int8 scale
   }
 }
 
+// IQ4_NL: half d; qs[16] laid out as Q4_0's, each code an index into kIq4NlValues.
+BLOCK_FN void iq4_nl(const uint8_t* b, float* y) {
+  const float d = f16(b);
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * kIq4NlValues[b[2 + j] & 0x0F];
+    y[j + 16] = d * kIq4NlValues[b[2 + j] >> 4];
+  }
+}
+
+// IQ4_XS: half d; uint16 scales_h; scales_l[4]; qs[128]: eight IQ4_NL-like sub-blocks of 32, each with
+// the scale d * (6-bit scale - 32) (iq4_xs_scale).
+BLOCK_FN void iq4_xs(const uint8_t* b, float* y) {
+  const float d = f16(b);
+  const uint8_t* qs = b + 8;
+  for (int ib = 0; ib < 8; ++ib, qs += 16, y += 32) {
+    const float dl = d * static_cast<float>(iq4_xs_scale(b, ib) - 32);
+    for (int j = 0; j < 16; ++j) {
+      y[j] = dl * kIq4NlValues[qs[j] & 0x0F];
+      y[j + 16] = dl * kIq4NlValues[qs[j] >> 4];
+    }
+  }
+}
+
 }  // namespace
 
 float half_to_float(uint16_t h) {
@@ -231,6 +254,10 @@ GgmlBlock ggml_block(uint32_t type) {
       return {256, 176};
     case kGgmlQ6_K:
       return {256, 210};
+    case kGgmlIQ4_NL:
+      return {32, 18};
+    case kGgmlIQ4_XS:
+      return {256, 136};
     default:
       return {};
   }
@@ -288,6 +315,12 @@ void dequantize_ggml_row(uint32_t type, const uint8_t* src, float* dst, int64_t 
         break;
       case kGgmlQ6_K:
         q6_k(src, y);
+        break;
+      case kGgmlIQ4_NL:
+        iq4_nl(src, y);
+        break;
+      case kGgmlIQ4_XS:
+        iq4_xs(src, y);
         break;
       default:
         return;

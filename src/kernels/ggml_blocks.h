@@ -21,8 +21,21 @@ enum GgmlType : uint32_t {
   kGgmlQ4_K = 12,
   kGgmlQ5_K = 13,
   kGgmlQ6_K = 14,
+  kGgmlIQ4_NL = 20,
+  kGgmlIQ4_XS = 23,
   kGgmlBF16 = 30,
 };
+
+// The 16 values an IQ4_NL / IQ4_XS code stands for, before the block's scale (kvalues_iq4nl in
+// ggml-common.h): a non-uniform 4-bit grid, denser near zero where weights are.
+inline constexpr int8_t kIq4NlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// The 6-bit scale (offset 32 not yet removed) of sub-block j (0..7) of an IQ4_XS block: its low 4 bits are
+// nibble j % 2 of scales_l[j / 2], its top 2 bits field j of scales_h.
+inline int iq4_xs_scale(const uint8_t* block, int j) {
+  const int scales_h = block[2] | (block[3] << 8);
+  return ((block[4 + j / 2] >> (4 * (j % 2))) & 0xF) | (((scales_h >> (2 * j)) & 3) << 4);
+}
 
 struct GgmlBlock {
   int elements = 0;  // values per block

@@ -278,6 +278,44 @@ struct Q6_K {
   }
 };
 
+// The 16 weights of an IQ4 grid scaled by d, kIq4NlValues[q] * d for q = 0..15 (ggml's d * value).
+MLXGP_AVX512 inline __m512 iq4_table(float d) {
+  return _mm512_mul_ps(_mm512_set1_ps(d), i8f(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4NlValues))));
+}
+
+// block_iq4_nl: half d; qs[16] as Q4_0's, the codes indices into the IQ4 grid.
+struct IQ4_NL {
+  static constexpr int kElems = 32, kBytes = 18, kHalves = 1;
+  struct Head {
+    __m512 t;
+  };
+  MLXGP_AVX512 static Head head(const uint8_t* b) { return {iq4_table(h2f(b))}; }
+  MLXGP_AVX512 static Head head_at(const float* s) { return {iq4_table(*s)}; }
+  template <bool EXACT>
+  MLXGP_AVX512 static void chunk(const uint8_t* b, const Head& h, int, __m512& w0, __m512& w1) {
+    nibble_weights(load16(b + 2), h.t, w0, w1);
+  }
+};
+
+// block_iq4_xs: half d; uint16 scales_h; scales_l[4]; qs[128]. Chunk c is sub-block c: qs[16c ..] as an
+// IQ4_NL block's, on the grid scaled by d * (scale c - 32).
+struct IQ4_XS {
+  static constexpr int kElems = 256, kBytes = 136;
+  struct Head {
+    alignas(32) float dl[8];
+  };
+  MLXGP_AVX512 static Head head(const uint8_t* b) {
+    Head h;
+    const float d = h2f(b);
+    for (int j = 0; j < 8; ++j) h.dl[j] = d * static_cast<float>(iq4_xs_scale(b, j) - 32);
+    return h;
+  }
+  template <bool EXACT>
+  MLXGP_AVX512 static void chunk(const uint8_t* b, const Head& h, int c, __m512& w0, __m512& w1) {
+    nibble_weights(load16(b + 8 + 16 * c), iq4_table(h.dl[c]), w0, w1);
+  }
+};
+
 // The first kHalves halves (the scales) of blocks [0, n) of a row of F blocks, as floats: s[kHalves * j + h].
 // A block's own head() reads them one half at a time, each a word insert, a conversion and a broadcast on
 // the shuffle port that the code lookups need too; that port, not memory, bounded the batch-1 rows on a
@@ -416,6 +454,12 @@ bool with_format(uint32_t type, Fn&& fn) {
       return true;
     case kGgmlQ6_K:
       fn(Q6_K{});
+      return true;
+    case kGgmlIQ4_NL:
+      fn(IQ4_NL{});
+      return true;
+    case kGgmlIQ4_XS:
+      fn(IQ4_XS{});
       return true;
     default:
       return false;

@@ -26,8 +26,8 @@ mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::arr
 bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
                                 const mx::array& biases, int group_size, int bits);
 
-// llama.cpp block formats kept as stored (ggml type ids: Q2_K 10, Q3_K 11, Q6_K 14, and the others
-// kernels/ggml_blocks.h lists): w [..., K / block * block_bytes] uint8, one row of blocks per output.
+// llama.cpp block formats kept as stored (ggml type ids: Q2_K 10, Q3_K 11, Q6_K 14, IQ4_NL 20, IQ4_XS 23, and the
+// others kernels/ggml_blocks.h lists): w [..., K / block * block_bytes] uint8, one row of blocks per output.
 // ggml_matmul: y = x @ dequantize(w)^T (float32 result cast to x's dtype); decode-sized x on the CPU
 // dequantizes tiles of rows into the dense kernel, anything else dequantizes w and multiplies.
 // ggml_dequantize: float32 [..., K] with ggml-quants.c's arithmetic, always on the CPU stream.

@@ -78,8 +78,8 @@ void check_quantization(const std::string& wname, int bits, int group_size);
 struct Linear {
   std::optional<mx::array> weight, scales, biases, bias;
   int group_size = 0, bits = 0;
-  // llama.cpp blocks kept as stored (GGUF Q2_K/Q3_K/Q6_K): `weight` is uint8 [out, row bytes] and
-  // `prefix.ggml_type` names the format; multiplied by kernels::ggml_matmul.
+  // llama.cpp blocks kept as stored (GGUF Q2_K/Q3_K/Q6_K/IQ4_NL/IQ4_XS, others on AVX-512): `weight` is uint8 [out, row
+  // bytes] and `prefix.ggml_type` names the format; multiplied by kernels::ggml_matmul.
   std::optional<uint32_t> ggml_type;
   bool int8_activations = false;       // llama.cpp's arithmetic for the blocks' products (kernels/ggml_q8.h)
   std::optional<mx::array> q8_packed;  // with int8_activations: weight repacked, which the products read

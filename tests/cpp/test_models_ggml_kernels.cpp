@@ -47,8 +47,8 @@ std::vector<k::Isa> machine_isas() {
   return v;
 }
 
-const uint32_t kAllTypes[] = {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0,
-                              k::kGgmlQ2_K, k::kGgmlQ3_K, k::kGgmlQ4_K, k::kGgmlQ5_K, k::kGgmlQ6_K};
+const uint32_t kAllTypes[] = {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0,   k::kGgmlQ2_K,
+                              k::kGgmlQ3_K, k::kGgmlQ4_K, k::kGgmlQ5_K, k::kGgmlQ6_K, k::kGgmlIQ4_NL, k::kGgmlIQ4_XS};
 
 class GgmlKernels : public mlxgp::testing::CpuDefaultDevice {};
 
@@ -125,7 +125,8 @@ TEST_F(GgmlKernels, RejectsMismatchedBlocks) {
   EXPECT_EQ(k::ggml_row_bytes(k::kGgmlQ6_K, 576), 0);
 }
 
-// Hand-built blocks: Q8_0 and Q4_0 with d = 1 (values are the codes), Q6_K with d = 0.5, scales 2.
+// Hand-built blocks: Q8_0 and Q4_0 with d = 1 (values are the codes), Q6_K with d = 0.5, scales 2, and
+// IQ4_NL / IQ4_XS on the IQ4 grid.
 TEST_F(GgmlKernels, DequantizesHandBuiltBlocks) {
   std::vector<uint8_t> q8(34);
   const uint16_t one = 0x3C00, half = 0x3800;
@@ -154,6 +155,30 @@ TEST_F(GgmlKernels, DequantizesHandBuiltBlocks) {
       EXPECT_EQ(y[128 * n + 32 + l], 0.5f * 2 * (1 - 32));
       EXPECT_EQ(y[128 * n + 64 + l], 0.5f * 2 * (2 - 32));
       EXPECT_EQ(y[128 * n + 96 + l], 0.5f * 2 * (2 - 32));
+    }
+  // IQ4_NL, d = 0.5: byte j holds codes j (low) and 15 - j (high), values from the IQ4 grid.
+  const int8_t grid[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  std::vector<uint8_t> nl(18);
+  std::memcpy(nl.data(), &half, 2);
+  for (int j = 0; j < 16; ++j) nl[2 + j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  k::dequantize_ggml_row(k::kGgmlIQ4_NL, nl.data(), y.data(), 32);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(y[j], 0.5f * grid[j]);
+    EXPECT_EQ(y[j + 16], 0.5f * grid[15 - j]);
+  }
+  // IQ4_XS, d = 1: sub-block s has the 6-bit scale 33 + s (low nibbles in scales_l, top bits in scales_h:
+  // 33..40 all have top bits 10), so its weights are (1 + s) * grid value; every code byte 0x3C (12, 3).
+  std::vector<uint8_t> xs(136);
+  std::memcpy(xs.data(), &one, 2);
+  const uint16_t scales_h = 0xAAAA;  // field s = 2 for every sub-block
+  std::memcpy(&xs[2], &scales_h, 2);
+  for (int s = 0; s < 8; s += 2) xs[4 + s / 2] = static_cast<uint8_t>(((33 + s) & 0xF) | (((34 + s) & 0xF) << 4));
+  std::fill(xs.begin() + 8, xs.end(), 0x3C);
+  k::dequantize_ggml_row(k::kGgmlIQ4_XS, xs.data(), y.data(), 256);
+  for (int s = 0; s < 8; ++s)
+    for (int j = 0; j < 16; ++j) {
+      EXPECT_EQ(y[32 * s + j], (1.0f + s) * grid[12]);
+      EXPECT_EQ(y[32 * s + 16 + j], (1.0f + s) * grid[3]);
     }
 }
 
@@ -321,8 +346,10 @@ TEST_F(GgmlKernels, Int8ActivationsPropagateNonFiniteAndRefuseOtherTypes) {
 TEST_F(GgmlKernels, BatchRowsEqualSoloRowsBitForBit) {
   if (k::machine_isa() != k::Isa::avx512) GTEST_SKIP() << "the fused row kernels are AVX-512";
   uint32_t seed = 500;
-  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0})
+  for (uint32_t type :
+       {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0, k::kGgmlIQ4_NL, k::kGgmlIQ4_XS})
     for (int K : {17 * 32, 259 * 32}) {
+      if (K % k::ggml_block(type).elements) K *= 8;  // IQ4_XS: 256-value blocks
       SCOPED_TRACE("type " + std::to_string(type) + " K=" + std::to_string(K));
       auto w = random_blocks(type, 21, K, seed++);
       auto x = mx::random::normal({13, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed++));

@@ -69,7 +69,7 @@ def test_gguf_vs_transformers(arch, qtype, tiny, run_mlxgp, run_mlxgp_json, tmp_
     assert got == want
 
 
-@pytest.mark.parametrize("qtype", ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"])
+@pytest.mark.parametrize("qtype", ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"])
 def test_kquant_experts(qtype, tiny, run_mlxgp, run_mlxgp_json, tmp_path):
     """K-quant expert tensors (llama.cpp's quantizer; the experts' down projections, rows of 768, as real
     Q4_K_M MoE files hold Q6_K ffn_down_exps) multiplied as stored by the gathered block kernel: logits as

@@ -15,9 +15,11 @@ from test_generate_parity import NEAR_TIE, reference_top2_gap  # noqa: E402
 from test_logits_parity import _expect_error, _hf_logits, _ids, _mlxgp_logits  # noqa: E402
 from tests.refs import gguf_quant  # noqa: E402
 
-# Affine ones map onto MLX affine group-32 quantization; Q2_K/Q3_K/Q6_K stay llama.cpp blocks.
-TINY_TYPES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "Q8_0", "F16", "BF16")
-REAL_FTYPES = ("Q4_K_M", "Q5_K_M", "Q6_K")
+# Affine ones map onto MLX affine group-32 quantization; Q2_K/Q3_K/Q6_K and IQ4_NL/IQ4_XS (a non-uniform
+# grid) stay llama.cpp blocks.
+TINY_TYPES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "Q8_0", "IQ4_NL", "IQ4_XS",
+              "F16", "BF16")
+REAL_FTYPES = ("Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS")
 GREEDY_NEW = 32
 
 
@@ -52,7 +54,7 @@ def test_tiny_type_vs_transformers(qtype, tiny_kq, run_mlxgp, tmp_path):
     assert d_native <= 1e-4 and d_dense <= 1e-4
 
 
-@pytest.mark.parametrize("qtype", ["IQ4_NL", "IQ4_XS", "TQ2_0"])
+@pytest.mark.parametrize("qtype", ["TQ2_0"])
 def test_unloaded_types_are_named(qtype, tiny_kq, run_mlxgp, tmp_path):
     path = _tiny_file(tiny_kq, tmp_path, qtype)
     line = _expect_error(run_mlxgp, path, "gguf", tmp_path)
@@ -104,7 +106,7 @@ def test_real_file_greedy_parity(ftype, real_files, run_mlxgp_json):
 
 
 AFFINE_BITS = {"Q4_0": 4, "Q4_1": 4, "Q5_0": 5, "Q5_1": 5, "Q8_0": 8, "Q4_K": 4, "Q5_K": 5}
-BLOCK_TYPES = (*AFFINE_BITS, "Q2_K", "Q3_K", "Q6_K")
+BLOCK_TYPES = (*AFFINE_BITS, "Q2_K", "Q3_K", "Q6_K", "IQ4_NL", "IQ4_XS")
 MEMORY_FTYPES = ("Q4_0", "Q8_0", "Q2_K", "Q3_K_M", *REAL_FTYPES)
 
 

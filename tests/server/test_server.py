@@ -34,10 +34,10 @@ KEY = "test-key-123"
 
 
 class Server:
-    def __init__(self, *extra):
+    def __init__(self, *extra, model=GGUF):
         assert BIN.exists(), f"mlxgp binary not found at {BIN}: run `make build` (or set MLXGP_BIN)"
-        assert GGUF.exists(), f"default model missing at {GGUF}: run scripts/setup.sh"
-        self.proc = subprocess.Popen([str(BIN), "serve", "--model", str(GGUF), "--port", "0", *map(str, extra)],
+        assert Path(model).exists(), f"model missing at {model}: run scripts/setup.sh"
+        self.proc = subprocess.Popen([str(BIN), "serve", "--model", str(model), "--port", "0", *map(str, extra)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.log = []
         deadline = time.time() + 60
@@ -101,8 +101,8 @@ def get(server, path, key=KEY):
         return e.code, json.loads(e.read())
 
 
-def cli_generate(*args):
-    out = subprocess.run([str(BIN), "generate", "--model", str(GGUF), *map(str, args), "--json"],
+def cli_generate(*args, model=GGUF):
+    out = subprocess.run([str(BIN), "generate", "--model", str(model), *map(str, args), "--json"],
                          capture_output=True, text=True, timeout=300, check=True)
     return json.loads(out.stdout)
 
