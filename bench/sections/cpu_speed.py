@@ -18,7 +18,7 @@ from .generation import (ENGINES, Config, Engine, _fmt, _measure, _mlxgp_argv, _
 from .plotting import save_plot
 
 ENGINES.setdefault("llama.cpp", Engine("llama.cpp", _worker("llama_cpp_worker.py")))
-# --int8-activations: llama.cpp's own arithmetic for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q6_K blocks
+# --int8-activations: llama.cpp's own arithmetic for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q6_K blocks
 # (activations rounded to 8 bits).
 ENGINES.setdefault("mlxgp int8", Engine("mlxgp int8", lambda ctx, model, ids, n: _mlxgp_argv(ctx, model, ids, n) +
                                         ["--int8-activations"], _mlxgp_unavailable))

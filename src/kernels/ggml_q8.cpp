@@ -198,6 +198,26 @@ struct Fives {
 using Q5_0 = Fives<2, 16, false, 22>;  // block_q5_0: half d; uint32 qh; qs[16]; weight = 5-bit value - 16
 using Q5_1 = Fives<4, 0, true, 24>;    // block_q5_1: half d, m; uint32 qh; qs[16]; weight = 5-bit value
 
+// block_iq4_nl: Q4_0's layout, each nibble an index into the IQ4 grid (kIq4NlValues). pair() gives the grid
+// values + 128 as unsigned bytes (1 .. 241; kBias 128), bytes() the signed values: a byte shuffle per 16.
+struct IQ4_NL {
+  using Codes = Nibbles<2, 0, false, 18>;
+  static constexpr int kBytes = 18, kBias = 128;
+  static constexpr bool kHasMin = false, kNibbleOrder = true;
+  MLXGP_VNNI static __m128i grid() { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4NlValues)); }
+  MLXGP_VNNI static __m512i pair(const uint8_t* b, bool two) {
+    // A missing second block's zero codes become grid[0] + 128, multiplied by zero activations.
+    const __m512i t = _mm512_broadcast_i32x4(_mm_xor_si128(grid(), _mm_set1_epi8(static_cast<char>(0x80))));
+    return _mm512_shuffle_epi8(t, Codes::pair(b, two));
+  }
+  MLXGP_VNNI static void bytes(const uint8_t* b, int8_t* out) {
+    const __m128i q = load16(b + 2), m = _mm_set1_epi8(0x0F);
+    _mm_store_si128(reinterpret_cast<__m128i*>(out), _mm_shuffle_epi8(grid(), _mm_and_si128(q, m)));
+    _mm_store_si128(reinterpret_cast<__m128i*>(out + 16),
+                    _mm_shuffle_epi8(grid(), _mm_and_si128(_mm_srli_epi16(q, 4), m)));
+  }
+};
+
 struct Q8_0 {  // block_q8_0: half d; int8 qs[32]
   static constexpr int kBytes = 34, kBias = 128;
   static constexpr bool kHasMin = false, kNibbleOrder = false;
@@ -548,6 +568,8 @@ void ggml_q8_product(uint32_t type, const float* x, int M, int K, const std::vec
       return product<Q5_1>(x, M, K, segs);
     case kGgmlQ8_0:
       return product<Q8_0>(x, M, K, segs);
+    case kGgmlIQ4_NL:
+      return product<IQ4_NL>(x, M, K, segs);
     default:
       if (ggml_q8k_type(type)) return ggml_q8k_product(type, x, M, K, segs);
       break;

@@ -6,8 +6,9 @@
 // row runs the same kernel as a batch.
 //
 // Per (16 rows, block) record: the 16 d halves, the 16 m halves (Q4_1, Q5_1), then the weights:
-// - Q4_0 / Q4_1: 4 vectors; vector j, lane i = bytes 4j .. 4j + 3 of row i's qs, whose low nibbles are
-//   elements 4j .. 4j + 3 and high nibbles 16 + 4j .. 16 + 4j + 3 (qs[t] holds t and t + 16);
+// - Q4_0 / Q4_1 / IQ4_NL: 4 vectors; vector j, lane i = bytes 4j .. 4j + 3 of row i's qs, whose low nibbles
+//   are elements 4j .. 4j + 3 and high nibbles 16 + 4j .. 16 + 4j + 3 (qs[t] holds t and t + 16); IQ4_NL's
+//   codes become their grid values + 128 when unpacked;
 // - Q8_0: 8 vectors; vector g, lane i = row i's elements 4g .. 4g + 3 plus 128 (unsigned, as vpdpbusd's
 //   register operand wants).
 // - Q5_0 / Q5_1: the Q4 vectors, after 8 masks of 64 bits (the 16 rows' qh rearranged): bit 4i + k of
@@ -64,6 +65,8 @@ constexpr PackedFormat format_of(uint32_t type) {
       return {24, 8, 128, 0, true, 4, 64};
     case kGgmlQ8_0:
       return {34, 2, 32, 128, false};
+    case kGgmlIQ4_NL:
+      return {18, 2, 32, 128, false};
     default:
       return {0, 0, 0, 0, false};
   }
@@ -177,6 +180,12 @@ struct Block {
         const __m512i v = _mm512_loadu_si512(q + 64 * j);
         w[j] = _mm512_and_si512(v, low);
         w[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      }
+      if constexpr (T == kGgmlIQ4_NL) {
+        // The codes' grid values + 128 (unsigned, as vpdpbusd's register operand wants; bias 128).
+        const __m512i grid = _mm512_broadcast_i32x4(_mm_xor_si128(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4NlValues)), _mm_set1_epi8(static_cast<char>(0x80))));
+        for (int v = 0; v < 8; ++v) w[v] = _mm512_shuffle_epi8(grid, w[v]);
       }
       if constexpr (f.masks_offset != 0) {
         const __m512i five = _mm512_set1_epi8(16);
@@ -321,6 +330,8 @@ void ggml_q8_packed_product(uint32_t type, const float* x, int M, int K, const s
       return product<kGgmlQ5_1>(x, M, K, segs);
     case kGgmlQ8_0:
       return product<kGgmlQ8_0>(x, M, K, segs);
+    case kGgmlIQ4_NL:
+      return product<kGgmlIQ4_NL>(x, M, K, segs);
     default:
       break;
   }

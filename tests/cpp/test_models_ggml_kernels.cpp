@@ -283,6 +283,9 @@ std::vector<float> q8_reference(uint32_t type, const std::vector<float>& x, int 
             std::memcpy(&h, blk + qh, 4);
             const uint8_t byte = blk[qh + 4 + i % 16];
             wi = ((i < 16 ? byte & 15 : byte >> 4) | ((h >> i) & 1) << 4) - (type == k::kGgmlQ5_0 ? 16 : 0);
+          } else if (type == k::kGgmlIQ4_NL) {
+            const uint8_t byte = blk[2 + i % 16];
+            wi = k::kIq4NlValues[i < 16 ? byte & 15 : byte >> 4];
           } else {
             const uint8_t byte = blk[(type == k::kGgmlQ4_0 ? 2 : 4) + i % 16];
             wi = (i < 16 ? byte & 15 : byte >> 4) - (type == k::kGgmlQ4_0 ? 8 : 0);
@@ -306,7 +309,7 @@ std::vector<float> q8_reference(uint32_t type, const std::vector<float>& x, int 
 // tests/parity/test_int8_activations.py. Where the machine cannot run them, the mode is refused.
 TEST_F(GgmlKernels, Int8ActivationsFollowTheirArithmeticExactly) {
   uint32_t seed = 77;
-  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0}) {
+  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0, k::kGgmlIQ4_NL}) {
     for (int K : {32, 96, 544, 576, 800}) {
       const int N = 19;
       auto w = random_blocks(type, N, K, seed++);
@@ -404,8 +407,8 @@ TEST_F(GgmlKernels, MatmulMultiEqualsOneWeightAtATime) {
 // (N not a multiple of 16, another type) there is none; a repack that does not match its weight is refused.
 TEST_F(GgmlKernels, Int8RepackedWeightsEqualStoredBitForBit) {
   uint32_t seed = 500;
-  for (uint32_t type :
-       {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0, k::kGgmlQ4_K, k::kGgmlQ6_K}) {
+  for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0, k::kGgmlIQ4_NL,
+                        k::kGgmlQ4_K, k::kGgmlQ6_K}) {
     const bool super = k::ggml_q8k_type(type);  // 256-value blocks
     if (!k::ggml_q8_supported(type)) {
       EXPECT_FALSE(k::ggml_q8_pack(random_blocks(type, 16, 256, seed++), type, 256).has_value());
