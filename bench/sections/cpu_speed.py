@@ -18,7 +18,7 @@ from .generation import (ENGINES, Config, Engine, _fmt, _measure, _mlxgp_argv, _
 from .plotting import save_plot
 
 ENGINES.setdefault("llama.cpp", Engine("llama.cpp", _worker("llama_cpp_worker.py")))
-# --int8-activations: llama.cpp's own arithmetic for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q6_K blocks
+# --int8-activations: llama.cpp's own arithmetic for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q6_K / IQ4_XS blocks
 # (activations rounded to 8 bits).
 ENGINES.setdefault("mlxgp int8", Engine("mlxgp int8", lambda ctx, model, ids, n: _mlxgp_argv(ctx, model, ids, n) +
                                         ["--int8-activations"], _mlxgp_unavailable))
@@ -42,7 +42,7 @@ KV_BYTES = {"mlxgp int8": (4.0, "float32"), "mlxgp int8 kv-f16": (2.0, "float16"
 LONG_DECODE_PROMPTS = (2048, 8000)
 LONG_DECODE_TOKENS = 64
 
-FTYPES = ("Q4_0", "Q8_0", "Q4_K_M")  # made from the default Q4_1 file by llama.cpp's own quantizer
+FTYPES = ("Q4_0", "Q8_0", "Q4_K_M", "IQ4_XS")  # made from the default Q4_1 file by llama.cpp's own quantizer
 LONG_PROMPTS = (512, 2048, 8190)  # 8190 + 2 new tokens fill SmolLM2's 8192 positions
 PLOT = ROOT / "docs" / "cpu_speed.png"
 BOUND_TARGET = 0.70  # of the bandwidth bound (issue)
@@ -150,14 +150,15 @@ def run(ctx: Context) -> list[Table]:
         "every weight once (the file is weights plus a few MB of tokenizer metadata, so the bound is slightly "
         "low). "
         f"Target: mlxgp decode >= {BOUND_TARGET:.0%} of the bound and >= {RATIO_TARGET}x llama.cpp.",
-        "Files: Q4_1 is the default model as published; Q4_0, Q8_0 and Q4_K_M are llama.cpp's "
+        "Files: Q4_1 is the default model as published; Q4_0, Q8_0, Q4_K_M and IQ4_XS are llama.cpp's "
         "llama_model_quantize of it (tests/refs/gguf_quant.py, cached by content). llama.cpp runs the same "
         "file through its prebuilt CPU library (node-llama-cpp 3.21.1's libllama via ctypes, "
         "bench/workers/llama_cpp_worker.py: one llama_decode for the prompt in ubatches of 512, one per "
         "token, argmax), with as many threads as cores like mlxgp. Its kernels quantize activations to 8 "
         "bits, so its tokens may part from mlxgp's float32-activation ones; `mlxgp int8` "
-        "(--int8-activations) computes every tensor of these files as llama.cpp does (Q4_0 / Q4_1 / Q5_0 / "
-        "Q8_0 blocks with Q8_0 / Q8_1 activations, Q4_K / Q6_K with Q8_K ones). tokens = llama.cpp: greedy tokens before the first difference.",
+        "(--int8-activations) computes these files' tensors as llama.cpp does (Q4_0 / Q4_1 / Q5_0 / "
+        "Q8_0 / IQ4_NL blocks with Q8_0 / Q8_1 activations, Q4_K / Q6_K / IQ4_XS with Q8_K ones; the IQ4_XS "
+        "file's three Q5_K tensors keep float32 activations). tokens = llama.cpp: greedy tokens before the first difference.",
     ]
     main.notes.append(_plot(ctx, decode, bounds))
 

@@ -1,13 +1,14 @@
-// Int8-activation products for llama.cpp's Q4_K and Q6_K super-blocks (256 values), as its CPU backend
-// computes them (ggml_vec_dot_q4_K_q8_K / q6_K_q8_K): the activations are quantized per 256 values to Q8_K
-// (quantize_row_q8_K_ref, which x86 runs: the first value of largest magnitude sets iscale = -127 / max,
-// q = min(127, round-half-even(iscale * x)), d = 1 / iscale, and the sums of each 16 q), and each
-// super-block's integer products are exact.
+// Int8-activation products for llama.cpp's Q4_K, Q6_K and IQ4_XS super-blocks (256 values), as its CPU backend
+// computes them (ggml_vec_dot_q4_K_q8_K / q6_K_q8_K / iq4_xs_q8_K): the activations are quantized per 256 values to
+// Q8_K (quantize_row_q8_K_ref, which x86 runs: the first value of largest magnitude sets iscale = -127 / max, q =
+// min(127, round-half-even(iscale * x)), d = 1 / iscale, and the sums of each 16 q), and each super-block's integer
+// products are exact.
 //
 // One float sequence per (activation row, output), whatever the kernel: per super-block, in order,
 // p = float(isum) * (d_w * d_x), less float(msum) * (dmin_w * d_x) for Q4_K, then acc = acc + p. isum is
 // the exact sum of scale * code * q over the 256 values (Q6_K's codes are stored + 32: less 32 times
-// each 16-value sum of q times its scale); msum the exact sum of each sub-block's min times its two
+// each 16-value sum of q times its scale; IQ4_XS's grid values, scales 6-bit - 32, are taken + 128 and
+// the same way less 128 times those sums); msum the exact sum of each sub-block's min times its two
 // 16-value sums of q. Two kernels follow it, so their outputs are the same bits:
 // - over the blocks as stored (any N): weights times activations in pairs (vpmaddubsw), times the pairs'
 //   sub-block scales in pairs again (vpmaddwd), the lanes then summed per super-block; four activation
@@ -174,9 +175,44 @@ MLXGP_VNNI inline void unpack_q6_K(const uint8_t* b, Super& s) {
   for (int j = 0; j < 4; ++j) s.sc[j] = _mm512_permutexvar_epi16(_mm512_load_si512(kQ6KScales[j].data()), scales);
 }
 
+// The IQ4 grid + 128 in each 128-bit lane: a code's value as the unsigned byte vpdpbusd multiplies (the
+// grid is signed, -127 .. 113; its bias of 128 comes back off through the activations' sums).
+MLXGP_VNNI inline __m512i iq4_grid_u8() {
+  return _mm512_broadcast_i32x4(_mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4NlValues)),
+                                              _mm_set1_epi8(static_cast<char>(0x80))));
+}
+
+// block_iq4_xs: half d; scales_h, scales_l[4] (iq4_xs_scale); qs[128]: sub-block ib's 16 bytes hold values
+// 32ib + l (low nibbles) and 32ib + 16 + l (high). w[j] = values 64j .. 64j + 63 as grid values + 128;
+// sc[j] = the sub-block scale (6-bit scale - 32) of each 4-value group, as 16 int32 lanes (the products go
+// through vpdpbusd: pairs of grid values times codes would saturate vpmaddubsw's int16); mins = 128 times
+// the scale of each 16-value sum.
+MLXGP_VNNI inline void unpack_iq4_xs(const uint8_t* b, Super& s) {
+  s.d = h2f(b);
+  int ls[8];
+  alignas(32) int16_t mins[16];
+  for (int ib = 0; ib < 8; ++ib) {
+    ls[ib] = iq4_xs_scale(b, ib) - 32;
+    mins[2 * ib] = mins[2 * ib + 1] = static_cast<int16_t>(128 * ls[ib]);
+  }
+  s.mins = _mm256_load_si256(reinterpret_cast<const __m256i*>(mins));
+  const __m512i grid = iq4_grid_u8();
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  for (int j = 0; j < 4; ++j) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 8 + 32 * j));
+    // [low nibbles of sub-block 2j, its high ones, then sub-block 2j + 1's]: element order.
+    const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(q, low)),
+                                         _mm256_and_si256(_mm256_srli_epi16(q, 4), low), 1);
+    s.w[j] = _mm512_shuffle_epi8(grid, _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0)));
+    s.sc[j] =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(ls[2 * j])), _mm256_set1_epi32(ls[2 * j + 1]), 1);
+  }
+}
+
 template <uint32_t T>
 MLXGP_VNNI inline void unpack(const uint8_t* b, Super& s) {
   if constexpr (T == kGgmlQ4_K) unpack_q4_K(b, s);
+  else if constexpr (T == kGgmlIQ4_XS) unpack_iq4_xs(b, s);
   else unpack_q6_K(b, s);
 }
 
@@ -192,13 +228,17 @@ MLXGP_VNNI void rows_tile(const RowsQ8K& x, int m0, int S, const uint8_t* w, siz
     for (int r = 0; r < R; ++r) {
       const size_t i = static_cast<size_t>(m0 + r) * S + s;
       const int8_t* q = x.q.data() + i * kSuper;
-      __m512i L = _mm512_madd_epi16(_mm512_maddubs_epi16(sb.w[0], _mm512_loadu_si512(q)), sb.sc[0]);
-      for (int j = 1; j < 4; ++j)
-        L = _mm512_add_epi32(
-            L, _mm512_madd_epi16(_mm512_maddubs_epi16(sb.w[j], _mm512_loadu_si512(q + 64 * j)), sb.sc[j]));
+      __m512i L = _mm512_setzero_si512();
+      for (int j = 0; j < 4; ++j) {
+        const __m512i qj = _mm512_loadu_si512(q + 64 * j);
+        if constexpr (T == kGgmlIQ4_XS)
+          L = _mm512_add_epi32(L,
+                               _mm512_mullo_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), sb.w[j], qj), sb.sc[j]));
+        else L = _mm512_add_epi32(L, _mm512_madd_epi16(_mm512_maddubs_epi16(sb.w[j], qj), sb.sc[j]));
+      }
       const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sums.data() + i * 16));
       const int32_t msum = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(_mm256_madd_epi16(sums, sb.mins)));
-      const int32_t isum = _mm512_reduce_add_epi32(L) - (T == kGgmlQ6_K ? msum : 0);
+      const int32_t isum = _mm512_reduce_add_epi32(L) - (T != kGgmlQ4_K ? msum : 0);
       const float dx = x.d[i];
       float p = static_cast<float>(isum) * (sb.d * dx);
       if constexpr (T == kGgmlQ4_K) p = p - static_cast<float>(msum) * (sb.dmin * dx);
@@ -252,6 +292,9 @@ void product(const float* x, int M, int K, const std::vector<GgmlSegment>& segs)
 // three vectors [64, 256) (vector c, lane i = row i's bytes 4c .. 4c + 3), then 32 code vectors [256, 2304):
 // vector v, lane i = row i's qs[4v .. 4v + 3] (chunk j = v / 8: low nibbles are values 64j + 4(v % 8) ..,
 // high nibbles the same + 32).
+// IQ4_XS record, 16 x 136 bytes: d halves [0, 32), scales_h halves [32, 64), scales_l as one vector [64, 128)
+// (lane i = row i's 4 bytes), then 32 code vectors [128, 2176): vector v, lane i = row i's qs[4v .. 4v + 3]
+// (sub-block v / 4: low nibbles are values 32(v / 4) + 4(v % 4) .., high nibbles the same + 16).
 // Q6_K record, 16 x 210 bytes: d halves [0, 32), the 16 scales as four vectors [32, 288) (lane i = row i's
 // scales 4c .. 4c + 3), then 16 triples of vectors [288, 3360), triple u = 8n + v holding (lane i = row i's
 // bytes) ql[64n + 4v ..], ql[64n + 32 + 4v ..] and qh[32n + 4v ..]: one stream in the kernel's order.
@@ -269,6 +312,9 @@ std::vector<Piece> pieces(uint32_t type) {
     p = {{0, 2, 0}, {2, 2, 32}};
     for (int c = 0; c < 3; ++c) p.push_back({4 + 4 * c, 4, 64 + 64 * c});
     for (int v = 0; v < 32; ++v) p.push_back({16 + 4 * v, 4, 256 + 64 * v});
+  } else if (type == kGgmlIQ4_XS) {
+    p = {{0, 2, 0}, {2, 2, 32}, {4, 4, 64}};
+    for (int v = 0; v < 32; ++v) p.push_back({8 + 4 * v, 4, 128 + 64 * v});
   } else {
     p = {{208, 2, 0}};
     for (int c = 0; c < 4; ++c) p.push_back({192 + 4 * c, 4, 32 + 64 * c});
@@ -433,11 +479,58 @@ MLXGP_VNNI void q6k_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, floa
   for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + static_cast<size_t>(r) * ldo, acc[r]);
 }
 
+template <int R>
+MLXGP_VNNI void iq4xs_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, float* out, size_t ldo) {
+  constexpr size_t rec = kLanes * 136;
+  const __m512i nib = _mm512_set1_epi8(0x0F), grid = iq4_grid_u8();
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int s = 0; s < S; ++s) {
+    const uint8_t* b = g + s * rec;
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
+    const __m512i sh = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32)));
+    const __m512i sl = _mm512_loadu_si512(b + 64);
+    const RowsAt<R> a(x, m0, S, s);
+    __m512i isum[R];
+    for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+    for (int ib = 0; ib < 8; ++ib) {
+      // iq4_xs_scale on 16 rows: nibble ib % 2 of scales_l byte ib / 2, bits 2ib, 2ib + 1 of scales_h on top.
+      const __m512i ls = _mm512_sub_epi32(
+          _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(sl, 4 * ib), _mm512_set1_epi32(0xF)),
+                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(sh, 2 * ib), _mm512_set1_epi32(3)), 4)),
+          _mm512_set1_epi32(32));
+      __m512i part[R];
+      for (int r = 0; r < R; ++r) part[r] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) {
+        const __m512i c = _mm512_loadu_si512(b + 128 + 64 * (4 * ib + v));
+        const __m512i wl = _mm512_shuffle_epi8(grid, _mm512_and_si512(c, nib));
+        const __m512i wh = _mm512_shuffle_epi8(grid, _mm512_and_si512(_mm512_srli_epi16(c, 4), nib));
+        for (int r = 0; r < R; ++r) {
+          part[r] = q8::dot(part[r], wl, a.q[r] + 32 * ib + 4 * v);
+          part[r] = q8::dot(part[r], wh, a.q[r] + 32 * ib + 16 + 4 * v);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        // The grid values are taken + 128: ls * (sum((value + 128) * q) - 128 * sum(q)).
+        const int32_t bias = 128 * (a.sums[r][2 * ib] + a.sums[r][2 * ib + 1]);
+        isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(_mm512_sub_epi32(part[r], _mm512_set1_epi32(bias)), ls));
+      }
+    }
+    for (int r = 0; r < R; ++r)  // the file's sequence, 16 rows at once
+      acc[r] =
+          _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_cvtepi32_ps(isum[r]), _mm512_mul_ps(d, _mm512_set1_ps(a.d[r]))));
+  }
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + static_cast<size_t>(r) * ldo, acc[r]);
+}
+
 // One group of 16 weight rows against activation rows [0, M), two at a time.
 template <uint32_t T>
 MLXGP_VNNI void group_against(const RowsQ8K& x, int M, int S, const uint8_t* g, float* out, size_t ldo) {
   auto tile = [&]<int R>(int m) {
     if constexpr (T == kGgmlQ4_K) q4k_tile<R>(x, m, S, g, out + m * ldo, ldo);
+    else if constexpr (T == kGgmlIQ4_XS) iq4xs_tile<R>(x, m, S, g, out + m * ldo, ldo);
     else q6k_tile<R>(x, m, S, g, out + m * ldo, ldo);
   };
   int m = 0;
@@ -469,12 +562,14 @@ void ggml_q8k_product(uint32_t type, const float* x, int M, int K, const std::ve
   if (M == 0 || segs.empty()) return;
   if (type == kGgmlQ4_K) return product<kGgmlQ4_K>(x, M, K, segs);
   if (type == kGgmlQ6_K) return product<kGgmlQ6_K>(x, M, K, segs);
+  if (type == kGgmlIQ4_XS) return product<kGgmlIQ4_XS>(x, M, K, segs);
 }
 
 void ggml_q8k_packed_product(uint32_t type, const float* x, int M, int K, const std::vector<GgmlSegment>& segs) {
   if (M == 0 || segs.empty()) return;
   if (type == kGgmlQ4_K) return packed_product<kGgmlQ4_K>(x, M, K, segs);
   if (type == kGgmlQ6_K) return packed_product<kGgmlQ6_K>(x, M, K, segs);
+  if (type == kGgmlIQ4_XS) return packed_product<kGgmlIQ4_XS>(x, M, K, segs);
 }
 
 void ggml_q8k_pack(uint32_t type, const uint8_t* w, int N, int K, uint8_t* out) {

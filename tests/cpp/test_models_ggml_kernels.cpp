@@ -408,7 +408,7 @@ TEST_F(GgmlKernels, MatmulMultiEqualsOneWeightAtATime) {
 TEST_F(GgmlKernels, Int8RepackedWeightsEqualStoredBitForBit) {
   uint32_t seed = 500;
   for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0, k::kGgmlIQ4_NL,
-                        k::kGgmlQ4_K, k::kGgmlQ6_K}) {
+                        k::kGgmlQ4_K, k::kGgmlQ6_K, k::kGgmlIQ4_XS}) {
     const bool super = k::ggml_q8k_type(type);  // 256-value blocks
     if (!k::ggml_q8_supported(type)) {
       EXPECT_FALSE(k::ggml_q8_pack(random_blocks(type, 16, 256, seed++), type, 256).has_value());

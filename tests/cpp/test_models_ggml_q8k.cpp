@@ -46,8 +46,8 @@ RowQ8K quantize_q8k(const float* x, int K) {
 }
 
 // One weight super-block: the unsigned code of each value, the scale of each value, the multiplier of each
-// 16-value sum (Q4_K: the sub-block's min; Q6_K: 32 times its scale, the codes' bias), d and that sum's
-// factor (Q4_K dmin, Q6_K d).
+// 16-value sum (Q4_K: the sub-block's min; Q6_K: 32 times its scale, the codes' bias; IQ4_XS: 128 times),
+// d and that sum's factor (Q4_K dmin, Q6_K and IQ4_XS d).
 struct SuperRef {
   int code[256], scale[256], mult[16];
   float d, dm;
@@ -69,6 +69,19 @@ SuperRef unpack(uint32_t type, const uint8_t* b) {
         s.code[64 * c + l] = b[16 + 32 * c + l] & 0xF;
         s.code[64 * c + 32 + l] = b[16 + 32 * c + l] >> 4;
       }
+  } else if (type == k::kGgmlIQ4_XS) {
+    // The grid values + 128 as codes, the 6-bit scales - 32, and the codes' bias of 128 per 16-value sum.
+    s.d = s.dm = k::half_at(b);
+    for (int ib = 0; ib < 8; ++ib) {
+      const int sc = k::iq4_xs_scale(b, ib) - 32;
+      s.mult[2 * ib] = s.mult[2 * ib + 1] = 128 * sc;
+      for (int l = 0; l < 16; ++l) {
+        const uint8_t byte = b[8 + 16 * ib + l];
+        s.code[32 * ib + l] = k::kIq4NlValues[byte & 0xF] + 128;
+        s.code[32 * ib + 16 + l] = k::kIq4NlValues[byte >> 4] + 128;
+        s.scale[32 * ib + l] = s.scale[32 * ib + 16 + l] = sc;
+      }
+    }
   } else {
     s.d = s.dm = k::half_at(b + 208);
     for (int g = 0; g < 16; ++g) {
@@ -102,7 +115,7 @@ std::vector<float> reference(uint32_t type, const std::vector<float>& x, int M, 
         for (int i = 0; i < 256; ++i) isum += b.code[i] * a.q[256 * s + i] * b.scale[i];
         for (int g = 0; g < 16; ++g) msum += a.sums[16 * s + g] * b.mult[g];
         float p;
-        if (type == k::kGgmlQ6_K) {
+        if (type != k::kGgmlQ4_K) {
           p = static_cast<float>(isum - msum) * (b.d * a.d[s]);
         } else {
           p = static_cast<float>(isum) * (b.d * a.d[s]);
@@ -121,7 +134,7 @@ std::vector<float> reference(uint32_t type, const std::vector<float>& x, int M, 
 // Every row count reaches the 4-row tiles and their 1-3 row remainders; prompt-sized M its chunks of 64.
 TEST_F(GgmlQ8K, Int8ActivationsFollowTheirArithmeticExactly) {
   uint32_t seed = 900;
-  for (uint32_t type : {k::kGgmlQ4_K, k::kGgmlQ6_K}) {
+  for (uint32_t type : {k::kGgmlQ4_K, k::kGgmlQ6_K, k::kGgmlIQ4_XS}) {
     if (!k::ggml_q8_supported(type)) {
       EXPECT_THROW(k::ggml_matmul(mx::ones({1, 256}), random_blocks(type, 2, 256, seed++), type, true),
                    std::invalid_argument);

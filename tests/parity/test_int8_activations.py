@@ -1,5 +1,5 @@
 """--int8-activations (LoadOptions::int8_activations, Python load(int8_activations=True)): llama.cpp's CPU
-arithmetic for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL and Q4_K / Q6_K weights, held against llama.cpp itself (node-llama-cpp 3.21.1's prebuilt
+arithmetic for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL and Q4_K / Q6_K / IQ4_XS weights, held against llama.cpp itself (node-llama-cpp 3.21.1's prebuilt
 CPU libraries through ctypes, tests/refs/llama_cpp.py) on the same blocks and inputs.
 
 - The product: kernels::ggml_matmul (mlx_gen_parity._core._ggml_matmul) against ggml's own from_float +
@@ -24,11 +24,12 @@ import tiny_models  # noqa: E402
 from test_logits_parity import _mlxgp_logits  # noqa: E402
 from tests.refs import gguf_quant, llama_cpp  # noqa: E402
 
-TYPES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "IQ4_NL": 20, "Q4_K": 12, "Q6_K": 14}
-SEEDS = {"Q4_0": 11, "Q4_1": 11, "Q5_0": 15, "Q5_1": 12, "Q8_0": 11, "IQ4_NL": 9, "Q4_K": 12, "Q6_K": 11}
+TYPES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "IQ4_NL": 20, "Q4_K": 12, "Q6_K": 14, "IQ4_XS": 23}
+SEEDS = {"Q4_0": 11, "Q4_1": 11, "Q5_0": 15, "Q5_1": 12, "Q8_0": 11, "IQ4_NL": 9, "Q4_K": 12, "Q6_K": 11,
+         "IQ4_XS": 11}
 # Row lengths per type: the legacy blocks hold 32 values (a block tail, several 16-block groups), the
 # K-quants' super-blocks 256.
-K_SIZES = {t: (256, 768, 1536) if t.endswith("_K") else (96, 576, 1536) for t in TYPES}
+K_SIZES = {t: (256, 768, 1536) if t.endswith("_K") or t == "IQ4_XS" else (96, 576, 1536) for t in TYPES}
 
 
 def _core():
@@ -92,7 +93,7 @@ def test_product_refuses_other_types():
 
     w = _weights("Q5_K", 4, 256, seed=5)
     with pytest.raises(Exception, match=r"\[kernels\] int8 activations need llama.cpp Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, "
-                                        r"IQ4_NL, Q4_K or Q6_K blocks \(ggml type 13"):
+                                        r"IQ4_NL, Q4_K, Q6_K or IQ4_XS blocks \(ggml type 13"):
         _core()._ggml_matmul(mx.array(np.ones((1, 256), np.float32)), mx.array(w), 13, True)
 
 
@@ -123,10 +124,10 @@ def test_tiny_model_matches_llama_cpp(qtype, tiny_kq, run_mlxgp, tmp_path):
     assert d_ours <= 1e-4 and d_dense > 1e-2
 
 
-@pytest.mark.parametrize("ftype", ["Q4_1", "IQ4_NL"])
+@pytest.mark.parametrize("ftype", ["Q4_1", "IQ4_NL", "IQ4_XS"])
 def test_default_model_greedy_matches_llama_cpp(ftype, default_gguf, run_mlxgp, run_mlxgp_json):
-    """The default SmolLM2 Q4_1 file (Q8_0 embeddings as the tied head), and llama.cpp's IQ4_NL requantization
-    of it, greedy with EOS ignored, against llama.cpp in its default context (what its users run:
+    """The default SmolLM2 Q4_1 file (Q8_0 embeddings as the tied head), and llama.cpp's IQ4_NL / IQ4_XS
+    requantizations of it, greedy with EOS ignored, against llama.cpp in its default context (what its users run:
     half-precision KV cache, repacking): where the two first part, and that the float32 mode parts earlier or
     at the same place."""
     import json
@@ -169,5 +170,5 @@ def test_refusals(default_gguf, tiny_kq, tiny_kq_folder, run_mlxgp, tmp_path):
 
     assert refused(tiny_kq_folder[1]).endswith("is a folder")
     kq = tiny_models.write_tiny_gguf(tiny_kq, tmp_path / "tiny-Q5_K.gguf", "Q5_K", gguf_quant.quantize_rows)
-    assert ("int8 activations need llama.cpp Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K or Q6_K tensors; tiny-Q5_K.gguf has "
+    assert ("int8 activations need llama.cpp Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q6_K or IQ4_XS tensors; tiny-Q5_K.gguf has "
             "none") in refused(kq)
