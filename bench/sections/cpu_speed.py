@@ -18,7 +18,7 @@ from .generation import (ENGINES, Config, Engine, _fmt, _measure, _mlxgp_argv, _
 from .plotting import save_plot
 
 ENGINES.setdefault("llama.cpp", Engine("llama.cpp", _worker("llama_cpp_worker.py")))
-# --int8-activations: llama.cpp's own arithmetic for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q6_K / IQ4_XS blocks
+# --int8-activations: llama.cpp's own arithmetic for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q5_K / Q6_K / IQ4_XS blocks
 # (activations rounded to 8 bits).
 ENGINES.setdefault("mlxgp int8", Engine("mlxgp int8", lambda ctx, model, ids, n: _mlxgp_argv(ctx, model, ids, n) +
                                         ["--int8-activations"], _mlxgp_unavailable))
@@ -157,8 +157,8 @@ def run(ctx: Context) -> list[Table]:
         "token, argmax), with as many threads as cores like mlxgp. Its kernels quantize activations to 8 "
         "bits, so its tokens may part from mlxgp's float32-activation ones; `mlxgp int8` "
         "(--int8-activations) computes these files' tensors as llama.cpp does (Q4_0 / Q4_1 / Q5_0 / "
-        "Q8_0 / IQ4_NL blocks with Q8_0 / Q8_1 activations, Q4_K / Q6_K / IQ4_XS with Q8_K ones; the IQ4_XS "
-        "file's three Q5_K tensors keep float32 activations). tokens = llama.cpp: greedy tokens before the first difference.",
+        "Q8_0 / IQ4_NL blocks with Q8_0 / Q8_1 activations, Q4_K / Q5_K / Q6_K / IQ4_XS with Q8_K "
+        "ones). tokens = llama.cpp: greedy tokens before the first difference.",
     ]
     main.notes.append(_plot(ctx, decode, bounds))
 

@@ -443,7 +443,7 @@ def _notes(ctx: Context, engines: list[Engine]) -> list[str]:
         f"{chunk_note or 'n/a'}). p50/p99 interpolate between ranks; p99 of 2 or 4 TTFTs is near the "
         "largest.",
         f"`mlxgp gguf-q4_1 int8` rows: the same server and protocol as the first rows on the default GGUF "
-        f"({DEFAULT_GGUF.name}) with `--int8-activations` (llama.cpp's arithmetic for its Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q6_K / IQ4_XS "
+        f"({DEFAULT_GGUF.name}) with `--int8-activations` (llama.cpp's arithmetic for its Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q5_K / Q6_K / IQ4_XS "
         "blocks, the fastest CPU mode from 8 rows on); other weights than mlx_lm.server's, so no peer ratio.",
         _server_side([main, ours, int8]),
         _retries(engines),

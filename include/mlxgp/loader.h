@@ -16,9 +16,9 @@ struct LoadOptions {
   // Compute/weight dtype. nullopt keeps the checkpoint's own choice (quantized weights stay
   // quantized). A float dtype dequantizes quantized weights to it, so a parity run is fp32 end to end.
   std::optional<mlx::core::Dtype> dtype;
-  // llama.cpp's arithmetic for a GGUF's Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q6_K / IQ4_XS tensors:
-  // activations quantized to 8 bits per 32 values and integer dot products (AVX-512 VNNI), as llama.cpp's CPU backend
-  // computes. Faster (batches most), but logits follow llama.cpp rather than transformers; other tensors are
+  // llama.cpp's arithmetic for a GGUF's Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q5_K / Q6_K / IQ4_XS
+  // tensors: activations quantized to 8 bits per 32 values and integer dot products (AVX-512 VNNI), as llama.cpp's CPU
+  // backend computes. Faster (batches most), but logits follow llama.cpp rather than transformers; other tensors are
   // unaffected. Refused
   // ([load]) for folders, with dtype, off the CPU, or on a CPU without AVX-512 VNNI.
   bool int8_activations = false;

@@ -13,7 +13,7 @@ def load(path_or_gguf="default", dtype=None, int8_activations=False):
 
     dtype: "float32" | "bfloat16" | "float16" computes in that dtype (quantized weights are
     dequantized); None keeps the checkpoint's own choice.
-    int8_activations: a GGUF's Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q6_K / IQ4_XS tensors multiply as llama.cpp's CPU backend does
+    int8_activations: a GGUF's Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q5_K / Q6_K / IQ4_XS tensors multiply as llama.cpp's CPU backend does
     (activations quantized to 8 bits, integer dot products; AVX-512 VNNI CPUs): faster, with llama.cpp's
     rounding rather than transformers'. Refused with a dtype, for folders, or where it cannot run."""
     path = os.fspath(path_or_gguf)

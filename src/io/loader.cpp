@@ -183,8 +183,8 @@ LoadedModel load_folder(const fs::path& dir, const LoadOptions& options) {
   return out;
 }
 
-// LoadOptions::int8_activations: marks every Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q6_K / IQ4_XS block
-// tensor
+// LoadOptions::int8_activations: marks every Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q5_K / Q6_K / IQ4_XS
+// block tensor
 // (`<module>.int8_activations`, read by layers::take_ggml_blocks); refused when there is none or the machine cannot run
 // the kernels.
 void mark_int8_activations(WeightMap& weights, const fs::path& file) {

@@ -24,15 +24,17 @@
 namespace mlxgp::kernels {
 
 // The block types the int8 kernels take (as llama.cpp's: Q8_0 activations for Q4_0 / Q5_0 / Q8_0 / IQ4_NL, Q8_1,
-// with the sum, for Q4_1 / Q5_1; Q8_K, per 256 values, for Q4_K / Q6_K / IQ4_XS in ggml_q8k.cpp, whose
+// with the sum, for Q4_1 / Q5_1; Q8_K, per 256 values, for Q4_K / Q5_K / Q6_K / IQ4_XS in ggml_q8k.cpp, whose
 // float sequence that file states), and their names for messages.
 // The K-quants among them: 256-value super-blocks, Q8_K activations, ggml_q8k.cpp's kernels.
-inline bool ggml_q8k_type(uint32_t type) { return type == kGgmlQ4_K || type == kGgmlQ6_K || type == kGgmlIQ4_XS; }
+inline bool ggml_q8k_type(uint32_t type) {
+  return type == kGgmlQ4_K || type == kGgmlQ5_K || type == kGgmlQ6_K || type == kGgmlIQ4_XS;
+}
 inline bool ggml_q8_type(uint32_t type) {
   return type == kGgmlQ4_0 || type == kGgmlQ4_1 || type == kGgmlQ5_0 || type == kGgmlQ5_1 || type == kGgmlQ8_0 ||
          type == kGgmlIQ4_NL || ggml_q8k_type(type);
 }
-inline constexpr const char* kGgmlQ8Types = "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q6_K or IQ4_XS";
+inline constexpr const char* kGgmlQ8Types = "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K or IQ4_XS";
 
 // Whether ggml_q8_product handles `type` on this machine (AVX-512 with VNNI; ggml_q8_type), and when not,
 // what is missing ("int8 activations need ...").

@@ -1,11 +1,11 @@
-// Int8-activation products for llama.cpp's Q4_K, Q6_K and IQ4_XS super-blocks (256 values), as its CPU backend
-// computes them (ggml_vec_dot_q4_K_q8_K / q6_K_q8_K / iq4_xs_q8_K): the activations are quantized per 256 values to
-// Q8_K (quantize_row_q8_K_ref, which x86 runs: the first value of largest magnitude sets iscale = -127 / max, q =
-// min(127, round-half-even(iscale * x)), d = 1 / iscale, and the sums of each 16 q), and each super-block's integer
-// products are exact.
+// Int8-activation products for llama.cpp's Q4_K, Q5_K, Q6_K and IQ4_XS super-blocks (256 values), as its CPU
+// backend computes them (ggml_vec_dot_q4_K_q8_K / q5_K_q8_K / q6_K_q8_K / iq4_xs_q8_K): the activations are quantized
+// per 256 values to Q8_K (quantize_row_q8_K_ref, which x86 runs: the first value of largest magnitude sets iscale =
+// -127 / max, q = min(127, round-half-even(iscale * x)), d = 1 / iscale, and the sums of each 16 q), and each
+// super-block's integer products are exact.
 //
 // One float sequence per (activation row, output), whatever the kernel: per super-block, in order,
-// p = float(isum) * (d_w * d_x), less float(msum) * (dmin_w * d_x) for Q4_K, then acc = acc + p. isum is
+// p = float(isum) * (d_w * d_x), less float(msum) * (dmin_w * d_x) for Q4_K / Q5_K, then acc = acc + p. isum is
 // the exact sum of scale * code * q over the 256 values (Q6_K's codes are stored + 32: less 32 times
 // each 16-value sum of q times its scale; IQ4_XS's grid values, scales 6-bit - 32, are taken + 128 and
 // the same way less 128 times those sums); msum the exact sum of each sub-block's min times its two
@@ -127,7 +127,10 @@ alignas(32) constexpr std::array<int16_t, 16> kQ4KMins = {0, 0, 1, 1, 2, 2, 3, 3
 // j < 4 keeps its scale and min in the low 6 bits of bytes j and j + 4; j >= 4 has its low 4 bits in
 // byte j + 4's nibbles and its high 2 in the top bits of bytes j - 4 and j); qs[128]: chunk j's 32 bytes
 // hold values 64j + l (low nibbles) and 64j + 32 + l (high).
-MLXGP_VNNI inline void unpack_q4_K(const uint8_t* b, Super& s) {
+// block_q5_K: the same with qh[32] before qs (qs at 48): bit 2j of qh[l] is value 64j + l's fifth bit (16),
+// bit 2j + 1 value 64j + 32 + l's.
+template <bool FIVE>
+MLXGP_VNNI inline void unpack_q45_K(const uint8_t* b, Super& s) {
   s.d = h2f(b);
   s.dmin = h2f(b + 2);
   uint32_t k[3];
@@ -143,9 +146,15 @@ MLXGP_VNNI inline void unpack_q4_K(const uint8_t* b, Super& s) {
                                _mm256_castsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(mn)))));
   const __m512i low = _mm512_set1_epi8(0x0F);
   for (int j = 0; j < 4; ++j) {
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * j));
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + (FIVE ? 48 : 16) + 32 * j));
     const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1);
     s.w[j] = _mm512_and_si512(z, low);
+    if constexpr (FIVE) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+      const __m512i hz =
+          _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_srli_epi16(h, 2 * j)), _mm256_srli_epi16(h, 2 * j + 1), 1);
+      s.w[j] = _mm512_or_si512(s.w[j], _mm512_slli_epi16(_mm512_and_si512(hz, _mm512_set1_epi8(1)), 4));
+    }
     s.sc[j] = _mm512_permutexvar_epi16(_mm512_load_si512(kQ4KScales[j].data()), scales);
   }
 }
@@ -211,7 +220,8 @@ MLXGP_VNNI inline void unpack_iq4_xs(const uint8_t* b, Super& s) {
 
 template <uint32_t T>
 MLXGP_VNNI inline void unpack(const uint8_t* b, Super& s) {
-  if constexpr (T == kGgmlQ4_K) unpack_q4_K(b, s);
+  if constexpr (T == kGgmlQ4_K) unpack_q45_K<false>(b, s);
+  else if constexpr (T == kGgmlQ5_K) unpack_q45_K<true>(b, s);
   else if constexpr (T == kGgmlIQ4_XS) unpack_iq4_xs(b, s);
   else unpack_q6_K(b, s);
 }
@@ -238,10 +248,10 @@ MLXGP_VNNI void rows_tile(const RowsQ8K& x, int m0, int S, const uint8_t* w, siz
       }
       const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sums.data() + i * 16));
       const int32_t msum = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(_mm256_madd_epi16(sums, sb.mins)));
-      const int32_t isum = _mm512_reduce_add_epi32(L) - (T != kGgmlQ4_K ? msum : 0);
+      const int32_t isum = _mm512_reduce_add_epi32(L) - (T == kGgmlQ4_K || T == kGgmlQ5_K ? 0 : msum);
       const float dx = x.d[i];
       float p = static_cast<float>(isum) * (sb.d * dx);
-      if constexpr (T == kGgmlQ4_K) p = p - static_cast<float>(msum) * (sb.dmin * dx);
+      if constexpr (T == kGgmlQ4_K || T == kGgmlQ5_K) p = p - static_cast<float>(msum) * (sb.dmin * dx);
       acc[r] = acc[r] + p;
     }
   }
@@ -292,6 +302,8 @@ void product(const float* x, int M, int K, const std::vector<GgmlSegment>& segs)
 // three vectors [64, 256) (vector c, lane i = row i's bytes 4c .. 4c + 3), then 32 code vectors [256, 2304):
 // vector v, lane i = row i's qs[4v .. 4v + 3] (chunk j = v / 8: low nibbles are values 64j + 4(v % 8) ..,
 // high nibbles the same + 32).
+// Q5_K record, 16 x 176 bytes: Q4_K's first 256 bytes, the qh bytes as 8 vectors [256, 768) (vector c, lane
+// i = row i's qh[4c .. 4c + 3]), then the 32 code vectors [768, 2816) as Q4_K's.
 // IQ4_XS record, 16 x 136 bytes: d halves [0, 32), scales_h halves [32, 64), scales_l as one vector [64, 128)
 // (lane i = row i's 4 bytes), then 32 code vectors [128, 2176): vector v, lane i = row i's qs[4v .. 4v + 3]
 // (sub-block v / 4: low nibbles are values 32(v / 4) + 4(v % 4) .., high nibbles the same + 16).
@@ -308,10 +320,13 @@ struct Piece {
 };
 std::vector<Piece> pieces(uint32_t type) {
   std::vector<Piece> p;
-  if (type == kGgmlQ4_K) {
+  if (type == kGgmlQ4_K || type == kGgmlQ5_K) {
     p = {{0, 2, 0}, {2, 2, 32}};
     for (int c = 0; c < 3; ++c) p.push_back({4 + 4 * c, 4, 64 + 64 * c});
-    for (int v = 0; v < 32; ++v) p.push_back({16 + 4 * v, 4, 256 + 64 * v});
+    const bool five = type == kGgmlQ5_K;
+    if (five)
+      for (int c = 0; c < 8; ++c) p.push_back({16 + 4 * c, 4, 256 + 64 * c});
+    for (int v = 0; v < 32; ++v) p.push_back({(five ? 48 : 16) + 4 * v, 4, (five ? 768 : 256) + 64 * v});
   } else if (type == kGgmlIQ4_XS) {
     p = {{0, 2, 0}, {2, 2, 32}, {4, 4, 64}};
     for (int v = 0; v < 32; ++v) p.push_back({8 + 4 * v, 4, 128 + 64 * v});
@@ -369,9 +384,10 @@ struct RowsAt {
 };
 
 // 16 weight rows (one group of records) against activation rows [m0, m0 + R): out[(m - m0) * ldo + i].
-template <int R>
-MLXGP_VNNI void q4k_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, float* out, size_t ldo) {
-  constexpr size_t rec = kLanes * 144;
+template <int R, bool FIVE>
+MLXGP_VNNI void q45k_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, float* out, size_t ldo) {
+  constexpr size_t rec = kLanes * (FIVE ? 176 : 144);
+  constexpr int kCodes = FIVE ? 768 : 256;
   const __m512i low6 = _mm512_set1_epi32(0x3F3F3F3F), low4 = _mm512_set1_epi32(0x0F0F0F0F),
                 top2 = _mm512_set1_epi32(0x03030303), nib = _mm512_set1_epi8(0x0F);
   __m512 acc[R];
@@ -397,8 +413,13 @@ MLXGP_VNNI void q4k_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, floa
       for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm512_setzero_si512();
 #pragma GCC unroll 8
       for (int v = 0; v < 8; ++v) {
-        const __m512i c = _mm512_loadu_si512(b + 256 + 64 * (8 * j + v));
-        const __m512i wl = _mm512_and_si512(c, nib), wh = _mm512_and_si512(_mm512_srli_epi16(c, 4), nib);
+        const __m512i c = _mm512_loadu_si512(b + kCodes + 64 * (8 * j + v));
+        __m512i wl = _mm512_and_si512(c, nib), wh = _mm512_and_si512(_mm512_srli_epi16(c, 4), nib);
+        if constexpr (FIVE) {  // the fifth bits: bit 2j of qh[4v + k] for the low values, 2j + 1 for the high
+          const __m512i h = _mm512_loadu_si512(b + 256 + 64 * v), one = _mm512_set1_epi8(1);
+          wl = _mm512_or_si512(wl, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(h, 2 * j), one), 4));
+          wh = _mm512_or_si512(wh, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(h, 2 * j + 1), one), 4));
+        }
         for (int r = 0; r < R; ++r) {
           lo[r] = q8::dot(lo[r], wl, a.q[r] + 64 * j + 4 * v);
           hi[r] = q8::dot(hi[r], wh, a.q[r] + 64 * j + 32 + 4 * v);
@@ -529,7 +550,7 @@ MLXGP_VNNI void iq4xs_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, fl
 template <uint32_t T>
 MLXGP_VNNI void group_against(const RowsQ8K& x, int M, int S, const uint8_t* g, float* out, size_t ldo) {
   auto tile = [&]<int R>(int m) {
-    if constexpr (T == kGgmlQ4_K) q4k_tile<R>(x, m, S, g, out + m * ldo, ldo);
+    if constexpr (T == kGgmlQ4_K || T == kGgmlQ5_K) q45k_tile<R, T == kGgmlQ5_K>(x, m, S, g, out + m * ldo, ldo);
     else if constexpr (T == kGgmlIQ4_XS) iq4xs_tile<R>(x, m, S, g, out + m * ldo, ldo);
     else q6k_tile<R>(x, m, S, g, out + m * ldo, ldo);
   };
@@ -562,6 +583,7 @@ void ggml_q8k_product(uint32_t type, const float* x, int M, int K, const std::ve
   if (M == 0 || segs.empty()) return;
   if (type == kGgmlQ4_K) return product<kGgmlQ4_K>(x, M, K, segs);
   if (type == kGgmlQ6_K) return product<kGgmlQ6_K>(x, M, K, segs);
+  if (type == kGgmlQ5_K) return product<kGgmlQ5_K>(x, M, K, segs);
   if (type == kGgmlIQ4_XS) return product<kGgmlIQ4_XS>(x, M, K, segs);
 }
 
@@ -569,6 +591,7 @@ void ggml_q8k_packed_product(uint32_t type, const float* x, int M, int K, const 
   if (M == 0 || segs.empty()) return;
   if (type == kGgmlQ4_K) return packed_product<kGgmlQ4_K>(x, M, K, segs);
   if (type == kGgmlQ6_K) return packed_product<kGgmlQ6_K>(x, M, K, segs);
+  if (type == kGgmlQ5_K) return packed_product<kGgmlQ5_K>(x, M, K, segs);
   if (type == kGgmlIQ4_XS) return packed_product<kGgmlIQ4_XS>(x, M, K, segs);
 }
 

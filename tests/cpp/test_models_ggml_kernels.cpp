@@ -332,8 +332,8 @@ TEST_F(GgmlKernels, Int8ActivationsFollowTheirArithmeticExactly) {
 }
 
 TEST_F(GgmlKernels, Int8ActivationsPropagateNonFiniteAndRefuseOtherTypes) {
-  auto w = random_blocks(k::kGgmlQ5_K, 4, 256, 5);
-  EXPECT_THROW(k::ggml_matmul(mx::ones({1, 256}), w, k::kGgmlQ5_K, true), std::invalid_argument);
+  auto w = random_blocks(k::kGgmlQ3_K, 4, 256, 5);
+  EXPECT_THROW(k::ggml_matmul(mx::ones({1, 256}), w, k::kGgmlQ3_K, true), std::invalid_argument);
   if (!k::ggml_q8_supported(k::kGgmlQ4_1)) return;
   auto w41 = random_blocks(k::kGgmlQ4_1, 3, 64, 6);
   std::vector<float> x(2 * 64, 1.0f);
@@ -408,7 +408,7 @@ TEST_F(GgmlKernels, MatmulMultiEqualsOneWeightAtATime) {
 TEST_F(GgmlKernels, Int8RepackedWeightsEqualStoredBitForBit) {
   uint32_t seed = 500;
   for (uint32_t type : {k::kGgmlQ4_0, k::kGgmlQ4_1, k::kGgmlQ5_0, k::kGgmlQ5_1, k::kGgmlQ8_0, k::kGgmlIQ4_NL,
-                        k::kGgmlQ4_K, k::kGgmlQ6_K, k::kGgmlIQ4_XS}) {
+                        k::kGgmlQ4_K, k::kGgmlQ5_K, k::kGgmlQ6_K, k::kGgmlIQ4_XS}) {
     const bool super = k::ggml_q8k_type(type);  // 256-value blocks
     if (!k::ggml_q8_supported(type)) {
       EXPECT_FALSE(k::ggml_q8_pack(random_blocks(type, 16, 256, seed++), type, 256).has_value());
@@ -444,7 +444,7 @@ TEST_F(GgmlKernels, Int8RepackedWeightsEqualStoredBitForBit) {
     }
   }
   EXPECT_FALSE(k::ggml_q8_pack(random_blocks(k::kGgmlQ4_1, 24, 64, 1), k::kGgmlQ4_1, 64).has_value());
-  EXPECT_FALSE(k::ggml_q8_pack(random_blocks(k::kGgmlQ5_K, 16, 256, 2), k::kGgmlQ5_K, 256).has_value());
+  EXPECT_FALSE(k::ggml_q8_pack(random_blocks(k::kGgmlQ3_K, 16, 256, 2), k::kGgmlQ3_K, 256).has_value());
   if (!k::ggml_q8_supported(k::kGgmlQ4_1)) return;
   auto w = random_blocks(k::kGgmlQ4_1, 32, 64, 3), other = random_blocks(k::kGgmlQ4_1, 16, 64, 4);
   auto p = *k::ggml_q8_pack(w, k::kGgmlQ4_1, 64);

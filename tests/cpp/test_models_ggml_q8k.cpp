@@ -54,7 +54,8 @@ struct SuperRef {
 };
 SuperRef unpack(uint32_t type, const uint8_t* b) {
   SuperRef s{};
-  if (type == k::kGgmlQ4_K) {
+  if (type == k::kGgmlQ4_K || type == k::kGgmlQ5_K) {
+    const bool five = type == k::kGgmlQ5_K;  // qh[32] at 16, qs at 48: bit 2c (2c + 1) of qh[l] adds 16
     s.d = k::half_at(b);
     s.dm = k::half_at(b + 2);
     const uint8_t* q = b + 4;
@@ -66,8 +67,9 @@ SuperRef unpack(uint32_t type, const uint8_t* b) {
     }
     for (int c = 0; c < 4; ++c)
       for (int l = 0; l < 32; ++l) {
-        s.code[64 * c + l] = b[16 + 32 * c + l] & 0xF;
-        s.code[64 * c + 32 + l] = b[16 + 32 * c + l] >> 4;
+        const uint8_t byte = b[(five ? 48 : 16) + 32 * c + l], h = five ? b[16 + l] : 0;
+        s.code[64 * c + l] = (byte & 0xF) + ((h >> (2 * c)) & 1) * 16;
+        s.code[64 * c + 32 + l] = (byte >> 4) + ((h >> (2 * c + 1)) & 1) * 16;
       }
   } else if (type == k::kGgmlIQ4_XS) {
     // The grid values + 128 as codes, the 6-bit scales - 32, and the codes' bias of 128 per 16-value sum.
@@ -115,7 +117,7 @@ std::vector<float> reference(uint32_t type, const std::vector<float>& x, int M, 
         for (int i = 0; i < 256; ++i) isum += b.code[i] * a.q[256 * s + i] * b.scale[i];
         for (int g = 0; g < 16; ++g) msum += a.sums[16 * s + g] * b.mult[g];
         float p;
-        if (type != k::kGgmlQ4_K) {
+        if (type != k::kGgmlQ4_K && type != k::kGgmlQ5_K) {
           p = static_cast<float>(isum - msum) * (b.d * a.d[s]);
         } else {
           p = static_cast<float>(isum) * (b.d * a.d[s]);
@@ -134,7 +136,7 @@ std::vector<float> reference(uint32_t type, const std::vector<float>& x, int M, 
 // Every row count reaches the 4-row tiles and their 1-3 row remainders; prompt-sized M its chunks of 64.
 TEST_F(GgmlQ8K, Int8ActivationsFollowTheirArithmeticExactly) {
   uint32_t seed = 900;
-  for (uint32_t type : {k::kGgmlQ4_K, k::kGgmlQ6_K, k::kGgmlIQ4_XS}) {
+  for (uint32_t type : {k::kGgmlQ4_K, k::kGgmlQ5_K, k::kGgmlQ6_K, k::kGgmlIQ4_XS}) {
     if (!k::ggml_q8_supported(type)) {
       EXPECT_THROW(k::ggml_matmul(mx::ones({1, 256}), random_blocks(type, 2, 256, seed++), type, true),
                    std::invalid_argument);

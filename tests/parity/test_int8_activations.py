@@ -1,5 +1,5 @@
 """--int8-activations (LoadOptions::int8_activations, Python load(int8_activations=True)): llama.cpp's CPU
-arithmetic for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL and Q4_K / Q6_K / IQ4_XS weights, held against llama.cpp itself (node-llama-cpp 3.21.1's prebuilt
+arithmetic for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL and Q4_K / Q5_K / Q6_K / IQ4_XS weights, held against llama.cpp itself (node-llama-cpp 3.21.1's prebuilt
 CPU libraries through ctypes, tests/refs/llama_cpp.py) on the same blocks and inputs.
 
 - The product: kernels::ggml_matmul (mlx_gen_parity._core._ggml_matmul) against ggml's own from_float +
@@ -24,8 +24,9 @@ import tiny_models  # noqa: E402
 from test_logits_parity import _mlxgp_logits  # noqa: E402
 from tests.refs import gguf_quant, llama_cpp  # noqa: E402
 
-TYPES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "IQ4_NL": 20, "Q4_K": 12, "Q6_K": 14, "IQ4_XS": 23}
-SEEDS = {"Q4_0": 11, "Q4_1": 11, "Q5_0": 15, "Q5_1": 12, "Q8_0": 11, "IQ4_NL": 9, "Q4_K": 12, "Q6_K": 11,
+TYPES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "IQ4_NL": 20, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14,
+         "IQ4_XS": 23}
+SEEDS = {"Q4_0": 11, "Q4_1": 11, "Q5_0": 15, "Q5_1": 12, "Q8_0": 11, "IQ4_NL": 9, "Q4_K": 12, "Q5_K": 11, "Q6_K": 11,
          "IQ4_XS": 11}
 # Row lengths per type: the legacy blocks hold 32 values (a block tail, several 16-block groups), the
 # K-quants' super-blocks 256.
@@ -91,10 +92,10 @@ def test_non_finite_activations_propagate():
 def test_product_refuses_other_types():
     import mlx.core as mx
 
-    w = _weights("Q5_K", 4, 256, seed=5)
+    w = _weights("Q3_K", 4, 256, seed=5)
     with pytest.raises(Exception, match=r"\[kernels\] int8 activations need llama.cpp Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, "
-                                        r"IQ4_NL, Q4_K, Q6_K or IQ4_XS blocks \(ggml type 13"):
-        _core()._ggml_matmul(mx.array(np.ones((1, 256), np.float32)), mx.array(w), 13, True)
+                                        r"IQ4_NL, Q4_K, Q5_K, Q6_K or IQ4_XS blocks \(ggml type 11"):
+        _core()._ggml_matmul(mx.array(np.ones((1, 256), np.float32)), mx.array(w), 11, True)
 
 
 @pytest.fixture(scope="module")
@@ -124,35 +125,45 @@ def test_tiny_model_matches_llama_cpp(qtype, tiny_kq, run_mlxgp, tmp_path):
     assert d_ours <= 1e-4 and d_dense > 1e-2
 
 
-@pytest.mark.parametrize("ftype", ["Q4_1", "IQ4_NL", "IQ4_XS"])
+@pytest.mark.parametrize("ftype", ["Q4_1", "IQ4_NL", "IQ4_XS", "Q5_K_M"])
 def test_default_model_greedy_matches_llama_cpp(ftype, default_gguf, run_mlxgp, run_mlxgp_json):
-    """The default SmolLM2 Q4_1 file (Q8_0 embeddings as the tied head), and llama.cpp's IQ4_NL / IQ4_XS
-    requantizations of it, greedy with EOS ignored, against llama.cpp in its default context (what its users run:
-    half-precision KV cache, repacking): where the two first part, and that the float32 mode parts earlier or
-    at the same place."""
+    """The default SmolLM2 Q4_1 file (Q8_0 embeddings as the tied head) and llama.cpp's IQ4_NL / IQ4_XS /
+    Q5_K_M requantizations of it (every tensor of the last three in a type the int8 kernels take), greedy with
+    EOS ignored: where mlxgp's tokens first part from llama.cpp's own greedy choice over the same tokens
+    (its logits with its plain block kernels and a float32 KV cache, the arithmetic the int8 mode follows),
+    and, for information, from its default context (what its users run: half-precision KV cache, repacked
+    weights, whose kernels (AVX-512 or AMX, by CPU) round the activations their own way)."""
     import json
     import subprocess
 
     if ftype != "Q4_1":
         default_gguf = gguf_quant.cached_quantized(default_gguf, ftype)
-
-    worker = Path(__file__).resolve().parents[2] / "bench" / "workers" / "llama_cpp_worker.py"
     text = "The history of the printing press begins in the fifteenth century, when"
     ids = json.loads(run_mlxgp("tokenize", "--model", default_gguf, "--text", text).stdout)
     new = 48
+    worker = Path(__file__).resolve().parents[2] / "bench" / "workers" / "llama_cpp_worker.py"
     out = subprocess.run([sys.executable, str(worker), str(default_gguf), ",".join(map(str, ids)), str(new), "2"],
                          capture_output=True, text=True, check=True).stdout
-    ref = json.loads(out.strip().splitlines()[-1])["sequences"][0]["token_ids"]
+    default_ctx = json.loads(out.strip().splitlines()[-1])["sequences"][0]["token_ids"]
 
-    def first_difference(*extra):
+    def parts(*extra):
         got = run_mlxgp_json("generate", "--model", default_gguf, "--input-ids", ",".join(map(str, ids)),
                              "--max-new-tokens", new, "--ignore-eos", *extra)["sequences"][0]["token_ids"]
-        return next((i for i, (a, b) in enumerate(zip(got, ref)) if a != b), len(ref))
+        # llama.cpp's next token after each of mlxgp's prefixes: equal up to the first difference means the
+        # two greedy runs agree that far.
+        logits = llama_cpp.logits(default_gguf, ids + got, len(ids), repack=False)
+        first = next((i for i, (a, b) in enumerate(zip(got, logits.argmax(axis=-1))) if a != b), new)
+        # Where they part, how far mlxgp's token lies below llama.cpp's choice in llama.cpp's own logits.
+        gap = float(logits[first].max() - logits[first, got[first]]) if first < new else 0.0
+        return first, gap, next((i for i, (a, b) in enumerate(zip(got, default_ctx)) if a != b), new)
 
-    same, same_f32 = first_difference("--int8-activations"), first_difference()
+    (same, gap, same_default), (same_f32, gap_f32, _) = parts("--int8-activations"), parts()
     print(f"SmolLM2 {ftype} greedy: the first {same} of {new} tokens equal llama.cpp's with int8 activations, "
-          f"{same_f32} with float32 activations")
-    assert same >= 16
+          f"parting where llama.cpp's choice lies {gap:.2f} above mlxgp's token in its logits ({same_f32}, {gap_f32:.2f} with float32 "
+          f"activations); its default context's: the first {same_default}")
+    # Over 30 layers every engine rounds some activation to the other 8-bit step than the other does, so the
+    # logits stay about 1 apart (int8 and float32 mode alike): tokens part at near-ties only.
+    assert same >= 4 and gap < 1.0
 
 
 def test_refusals(default_gguf, tiny_kq, tiny_kq_folder, run_mlxgp, tmp_path):
@@ -169,6 +180,6 @@ def test_refusals(default_gguf, tiny_kq, tiny_kq_folder, run_mlxgp, tmp_path):
         return lines[0]
 
     assert refused(tiny_kq_folder[1]).endswith("is a folder")
-    kq = tiny_models.write_tiny_gguf(tiny_kq, tmp_path / "tiny-Q5_K.gguf", "Q5_K", gguf_quant.quantize_rows)
-    assert ("int8 activations need llama.cpp Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q6_K or IQ4_XS tensors; tiny-Q5_K.gguf has "
+    kq = tiny_models.write_tiny_gguf(tiny_kq, tmp_path / "tiny-Q3_K.gguf", "Q3_K", gguf_quant.quantize_rows)
+    assert ("int8 activations need llama.cpp Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K or IQ4_XS tensors; tiny-Q3_K.gguf has "
             "none") in refused(kq)
