@@ -207,8 +207,7 @@ struct IQ4_NL {
   MLXGP_VNNI static __m128i grid() { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4NlValues)); }
   MLXGP_VNNI static __m512i pair(const uint8_t* b, bool two) {
     // A missing second block's zero codes become grid[0] + 128, multiplied by zero activations.
-    const __m512i t = _mm512_broadcast_i32x4(_mm_xor_si128(grid(), _mm_set1_epi8(static_cast<char>(0x80))));
-    return _mm512_shuffle_epi8(t, Codes::pair(b, two));
+    return _mm512_shuffle_epi8(q8::iq4_grid_u8(), Codes::pair(b, two));
   }
   MLXGP_VNNI static void bytes(const uint8_t* b, int8_t* out) {
     const __m128i q = load16(b + 2), m = _mm_set1_epi8(0x0F);

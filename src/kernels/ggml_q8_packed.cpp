@@ -182,9 +182,8 @@ struct Block {
         w[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
       }
       if constexpr (T == kGgmlIQ4_NL) {
-        // The codes' grid values + 128 (unsigned, as vpdpbusd's register operand wants; bias 128).
-        const __m512i grid = _mm512_broadcast_i32x4(_mm_xor_si128(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4NlValues)), _mm_set1_epi8(static_cast<char>(0x80))));
+        // The codes' grid values + 128 (bias 128).
+        const __m512i grid = q8::iq4_grid_u8();
         for (int v = 0; v < 8; ++v) w[v] = _mm512_shuffle_epi8(grid, w[v]);
       }
       if constexpr (f.masks_offset != 0) {

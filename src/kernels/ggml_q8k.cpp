@@ -184,13 +184,6 @@ MLXGP_VNNI inline void unpack_q6_K(const uint8_t* b, Super& s) {
   for (int j = 0; j < 4; ++j) s.sc[j] = _mm512_permutexvar_epi16(_mm512_load_si512(kQ6KScales[j].data()), scales);
 }
 
-// The IQ4 grid + 128 in each 128-bit lane: a code's value as the unsigned byte vpdpbusd multiplies (the
-// grid is signed, -127 .. 113; its bias of 128 comes back off through the activations' sums).
-MLXGP_VNNI inline __m512i iq4_grid_u8() {
-  return _mm512_broadcast_i32x4(_mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4NlValues)),
-                                              _mm_set1_epi8(static_cast<char>(0x80))));
-}
-
 // block_iq4_xs: half d; scales_h, scales_l[4] (iq4_xs_scale); qs[128]: sub-block ib's 16 bytes hold values
 // 32ib + l (low nibbles) and 32ib + 16 + l (high). w[j] = values 64j .. 64j + 63 as grid values + 128;
 // sc[j] = the sub-block scale (6-bit scale - 32) of each 4-value group, as 16 int32 lanes (the products go
@@ -205,7 +198,7 @@ MLXGP_VNNI inline void unpack_iq4_xs(const uint8_t* b, Super& s) {
     mins[2 * ib] = mins[2 * ib + 1] = static_cast<int16_t>(128 * ls[ib]);
   }
   s.mins = _mm256_load_si256(reinterpret_cast<const __m256i*>(mins));
-  const __m512i grid = iq4_grid_u8();
+  const __m512i grid = q8::iq4_grid_u8();
   const __m256i low = _mm256_set1_epi8(0x0F);
   for (int j = 0; j < 4; ++j) {
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 8 + 32 * j));
@@ -503,7 +496,7 @@ MLXGP_VNNI void q6k_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, floa
 template <int R>
 MLXGP_VNNI void iq4xs_tile(const RowsQ8K& x, int m0, int S, const uint8_t* g, float* out, size_t ldo) {
   constexpr size_t rec = kLanes * 136;
-  const __m512i nib = _mm512_set1_epi8(0x0F), grid = iq4_grid_u8();
+  const __m512i nib = _mm512_set1_epi8(0x0F), grid = q8::iq4_grid_u8();
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int s = 0; s < S; ++s) {

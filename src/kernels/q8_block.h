@@ -12,6 +12,8 @@
 #include <cstring>
 #include <limits>
 
+#include "kernels/ggml_blocks.h"
+
 #define MLXGP_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 // Every int8 kernel must round the same products and sums, so that each output is one float sequence
@@ -40,6 +42,14 @@ inline bool machine_has_vnni() {
 MLXGP_VNNI inline __m512i dot(__m512i acc, __m512i w, const int8_t* x) {
   __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x)));
   return acc;
+}
+
+// The IQ4 grid (kIq4NlValues) + 128 in each 128-bit lane, for a byte shuffle by code: the value as the
+// unsigned byte vpdpbusd multiplies (the grid is signed, -127 .. 113; the kernels take 128 times the
+// activations' sums back off).
+MLXGP_VNNI inline __m512i iq4_grid_u8() {
+  return _mm512_broadcast_i32x4(_mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4NlValues)),
+                                              _mm_set1_epi8(static_cast<char>(0x80))));
 }
 
 // One block of 32: quantize_row_q8_1's x86 arithmetic (id = 127 / amax, round to nearest even; d and

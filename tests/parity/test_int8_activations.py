@@ -162,8 +162,9 @@ def test_default_model_greedy_matches_llama_cpp(ftype, default_gguf, run_mlxgp, 
           f"parting where llama.cpp's choice lies {gap:.2f} above mlxgp's token in its logits ({same_f32}, {gap_f32:.2f} with float32 "
           f"activations); its default context's: the first {same_default}")
     # Over 30 layers every engine rounds some activation to the other 8-bit step than the other does, so the
-    # logits stay about 1 apart (int8 and float32 mode alike): tokens part at near-ties only.
-    assert same >= 4 and gap < 1.0
+    # logits stay about 1 apart (int8 and float32 mode alike): tokens part at near-ties only. (The published
+    # Q4_1 file agreed for at least 16 tokens against llama.cpp's default context before; it still must.)
+    assert same >= (16 if ftype == "Q4_1" else 4) and gap < 1.0
 
 
 def test_refusals(default_gguf, tiny_kq, tiny_kq_folder, run_mlxgp, tmp_path):
