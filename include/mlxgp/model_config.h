@@ -7,7 +7,7 @@
 
 namespace mlxgp {
 
-// HF `rope_scaling` / `rope_parameters`: "linear", "llama3" and "longrope" (Phi-3's, alias "su").
+// HF `rope_scaling` / `rope_parameters`: "linear", "llama3", "longrope" (Phi-3's, alias "su") and "yarn".
 struct RopeScaling {
   std::string rope_type = "default";
   float factor = 1.0f;
@@ -18,6 +18,13 @@ struct RopeScaling {
   // multiplier (absent: sqrt(1 + ln(factor) / ln(original_max_position_embeddings)), as transformers).
   std::vector<float> short_factor, long_factor;
   std::optional<float> attention_factor;
+  // yarn (transformers' _compute_yarn_parameters): the ramp between the beta_fast and beta_slow rotation
+  // counts, truncated to whole dims unless `truncate` is false; attention_factor absent: from factor, or
+  // from mscale / mscale_all_dim when both are set (DeepSeek's).
+  float beta_fast = 32.0f;
+  float beta_slow = 1.0f;
+  std::optional<float> mscale, mscale_all_dim;
+  bool truncate = true;
 };
 
 // MLX quantized checkpoints: config.json "quantization": {"group_size": 64, "bits": 4}.

@@ -90,6 +90,10 @@ uint64_t config_digest(const ModelConfig& c) {
     for (float f : r->short_factor) d << ' ' << f;
     d << " /";
     for (float f : r->long_factor) d << ' ' << f;
+    // Yarn's own fields only for yarn: the digests of caches saved under the other types stay as they were.
+    if (r->rope_type == "yarn")
+      d << " / " << r->beta_fast << ' ' << r->beta_slow << ' ' << r->mscale.value_or(-1.0f) << ' '
+        << r->mscale_all_dim.value_or(-1.0f) << ' ' << r->truncate;
   };
   auto opt = [&](const auto& v) {
     if (v) d << ' ' << *v;

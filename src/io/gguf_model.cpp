@@ -2,6 +2,9 @@
 
 #include <mlx/mlx.h>
 
+#include <cmath>
+#include <utility>
+
 #include "io/gguf_arch.h"
 #include "mlxgp/error.h"
 
@@ -40,6 +43,32 @@ mx::array unpermute_rows(const mx::array& a, int n_heads) {
   std::vector<int> axes = {0, 2, 1};
   for (size_t i = 3; i < s.size(); ++i) axes.push_back(static_cast<int>(i));
   return mx::reshape(mx::transpose(r, axes), a.shape());
+}
+
+// llama.cpp's YaRN (ggml's rope_yarn with ext_factor 1, as its context sets it for a yarn file): factor =
+// 1 / freq_scale, the ramp between 32 and 1 rotations over original_context_length, dims floored / ceiled,
+// cos/sin times 1 + 0.1 ln(factor): transformers' yarn with truncate on. The keys that would move it
+// elsewhere (DeepSeek's log multiplier, an extra attention factor, other betas) are refused.
+RopeScaling gguf_yarn(const GgufMeta& meta, const std::string& p, int context_length) {
+  RopeScaling s;
+  s.rope_type = "yarn";
+  const auto factor = gguf_number(meta, p + "rope.scaling.factor");
+  if (!factor || !std::isfinite(*factor) || *factor <= 0)
+    fail("gguf", "metadata '" + p + "rope.scaling.factor' must be a positive number for yarn scaling");
+  s.factor = static_cast<float>(*factor);
+  s.original_max_position_embeddings = gguf_count_or(meta, p + "rope.scaling.original_context_length", context_length);
+  if (s.original_max_position_embeddings <= 0)
+    fail("gguf", "metadata '" + p + "rope.scaling.original_context_length' must be positive for yarn scaling");
+  // Betas other than the defaults: the llama.cpp build we test against (node-llama-cpp 3.21.1) ignores
+  // these keys on a llama file, so their meaning is not settled; refused rather than guessed.
+  for (auto [key, neutral] :
+       {std::pair{"rope.scaling.attn_factor", 1.0}, std::pair{"rope.scaling.yarn_log_multiplier", 0.0},
+        std::pair{"rope.scaling.yarn_ext_factor", 1.0}, std::pair{"rope.scaling.yarn_attn_factor", 1.0},
+        std::pair{"rope.scaling.yarn_beta_fast", 32.0}, std::pair{"rope.scaling.yarn_beta_slow", 1.0}})
+    if (auto v = gguf_number(meta, p + key); v && *v != neutral)
+      fail("gguf", "metadata '" + p + key + "' is not supported with yarn scaling (only " +
+                       std::to_string(static_cast<int>(neutral)) + ")");
+  return s;
 }
 
 }  // namespace
@@ -85,9 +114,11 @@ ModelConfig gguf_config(const GgufMeta& meta, const std::unordered_map<std::stri
       s.factor = static_cast<float>(*factor);
       c.rope_scaling = s;
     }
+  } else if (scaling == "yarn") {
+    c.rope_scaling = gguf_yarn(meta, p, c.max_position_embeddings);
   } else if (scaling != "none") {
     fail("gguf",
-         "metadata '" + p + "rope.scaling.type' = '" + scaling + "' is not supported (supported: none, linear)");
+         "metadata '" + p + "rope.scaling.type' = '" + scaling + "' is not supported (supported: none, linear, yarn)");
   }
   auto emb = tensors.find("token_embd.weight");
   if (emb == tensors.end()) fail("gguf", "missing tensor 'token_embd.weight'");

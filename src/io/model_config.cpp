@@ -111,14 +111,17 @@ std::optional<RopeScaling> parse_rope(const json& r) {
   if (auto it = r.find("rope_type"); it != r.end() && it->is_string()) s.rope_type = *it;
   else if (auto t = r.find("type"); t != r.end() && t->is_string()) s.rope_type = *t;
   if (s.rope_type == "su") s.rope_type = "longrope";  // Phi-3's original name (transformers maps it)
-  // A longrope factor left out is derived from the context lengths (parse_model_config).
-  s.factor = get_float(r, "factor", s.rope_type == "longrope" ? 0.0f : 1.0f);
+  // A longrope or yarn factor left out (yarn: or null, as DeepSeek-V3 writes it) is derived from the
+  // context lengths (parse_model_config).
+  const bool derived = s.rope_type == "longrope" || s.rope_type == "yarn";
+  s.factor = get_float(r, "factor", derived ? 0.0f : 1.0f);
   s.low_freq_factor = get_float(r, "low_freq_factor", 1.0f);
   s.high_freq_factor = get_float(r, "high_freq_factor", 4.0f);
   s.original_max_position_embeddings = get_int(r, "original_max_position_embeddings", 0);
-  if (s.rope_type != "default" && s.rope_type != "linear" && s.rope_type != "llama3" && s.rope_type != "longrope")
-    fail("config", "unsupported rope_type '" + s.rope_type + "' (supported: default, linear, llama3, longrope)");
-  if (s.rope_type != "longrope" && s.factor <= 0) fail("config", "rope scaling factor must be positive");
+  if (s.rope_type != "default" && s.rope_type != "linear" && s.rope_type != "llama3" && s.rope_type != "longrope" &&
+      s.rope_type != "yarn")
+    fail("config", "unsupported rope_type '" + s.rope_type + "' (supported: default, linear, llama3, longrope, yarn)");
+  if (!derived && s.factor <= 0) fail("config", "rope scaling factor must be positive");
   if (s.rope_type == "llama3" && s.high_freq_factor == s.low_freq_factor)
     fail("config", "llama3 rope scaling needs high_freq_factor != low_freq_factor");
   if (s.rope_type == "longrope") {
@@ -126,6 +129,27 @@ std::optional<RopeScaling> parse_rope(const json& r) {
     s.long_factor = get_floats(r, "long_factor");
     if (auto it = r.find("attention_factor"); it != r.end() && !it->is_null())
       s.attention_factor = get_float(r, "attention_factor", 1.0f);
+  }
+  if (s.rope_type == "yarn") {
+    // transformers: `rope_parameters.get("beta_fast") or 32`, so a null or 0 takes the default too.
+    auto optional = [&](const char* key) -> std::optional<float> {
+      auto it = r.find(key);
+      if (it == r.end() || it->is_null()) return std::nullopt;
+      return get_float(r, key, 0.0f);
+    };
+    if (auto b = optional("beta_fast"); b && *b != 0) s.beta_fast = *b;
+    if (auto b = optional("beta_slow"); b && *b != 0) s.beta_slow = *b;
+    s.attention_factor = optional("attention_factor");
+    s.mscale = optional("mscale");
+    s.mscale_all_dim = optional("mscale_all_dim");
+    if (auto it = r.find("truncate"); it != r.end() && !it->is_null()) {
+      if (!it->is_boolean()) fail("config", "rope_parameters field 'truncate' must be true or false");
+      s.truncate = it->get<bool>();
+    }
+    for (auto [name, v] : {std::pair{"beta_fast", s.beta_fast}, std::pair{"beta_slow", s.beta_slow}})
+      if (!std::isfinite(v) || v <= 0) fail("config", std::string("yarn ") + name + " must be finite and positive");
+    if (s.attention_factor && !(std::isfinite(*s.attention_factor) && *s.attention_factor > 0))
+      fail("config", "yarn attention_factor must be finite and positive");
   }
   if (s.rope_type == "default") return std::nullopt;
   return s;
@@ -232,9 +256,14 @@ void parse_rope_fields(const json& j, ModelConfig& c) {
   for (auto* s : {&c.rope_scaling, &c.sliding_rope_scaling}) {
     if (!*s) continue;
     auto& r = **s;
-    if (auto top = get_int(j, "original_max_position_embeddings", 0); top > 0 && r.rope_type == "longrope")
+    // (transformers gives the top-level field priority for llama3, yarn and longrope alike.)
+    if (auto top = get_int(j, "original_max_position_embeddings", 0); top > 0 && r.rope_type != "linear")
       r.original_max_position_embeddings = top;
     if (r.original_max_position_embeddings == 0) r.original_max_position_embeddings = c.max_position_embeddings;
+    if (r.rope_type == "yarn" && r.factor == 0) {
+      if (r.original_max_position_embeddings <= 0) fail("config", "yarn needs original_max_position_embeddings > 0");
+      r.factor = static_cast<float>(c.max_position_embeddings) / r.original_max_position_embeddings;
+    }
     if (r.rope_type == "longrope") {
       if (r.original_max_position_embeddings <= 0)
         fail("config", "longrope needs original_max_position_embeddings > 0");

@@ -249,6 +249,46 @@ mx::array pre_norm(const mx::array& x, const PreNormResidual& around) { return a
 
 }  // namespace
 
+namespace {
+
+// transformers' _compute_yarn_parameters in float32 as torch computes it: each frequency blends the
+// interpolated (1 / (factor * base^(2i/dim))) and the original one by a ramp over the dims between
+// beta_fast and beta_slow rotations in the original context; returned as periods (1 / inv_freq).
+mx::array yarn_periods(const RopeScaling& s, float base, int dim) {
+  const double lbase = std::log(static_cast<double>(base));
+  auto correction_dim = [&](double rotations) {
+    return dim * std::log(s.original_max_position_embeddings / (rotations * 2 * std::numbers::pi)) / (2 * lbase);
+  };
+  double low = correction_dim(s.beta_fast), high = correction_dim(s.beta_slow);
+  if (s.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, static_cast<double>(dim - 1));
+  if (low == high) high += 0.001;  // transformers: "prevent singularity"
+  const float lo = static_cast<float>(low), span = static_cast<float>(high - low);
+  std::vector<float> periods;
+  for (int i = 0; i < dim / 2; ++i) {
+    const float pos_freq = std::pow(base, static_cast<float>(2 * i) / static_cast<float>(dim));
+    const float extrapolation = 1.0f / pos_freq, interpolation = 1.0f / (s.factor * pos_freq);
+    const float extra = 1.0f - std::clamp((static_cast<float>(i) - lo) / span, 0.0f, 1.0f);
+    periods.push_back(1.0f / (interpolation * (1.0f - extra) + extrapolation * extra));
+  }
+  return mx::array(periods.data(), {static_cast<int>(periods.size())}, mx::float32);
+}
+
+// The cos/sin multiplier: given, or 0.1 * ln(factor) + 1 (each term with its mscale when both are set).
+float yarn_attention_factor(const RopeScaling& s) {
+  if (s.attention_factor) return *s.attention_factor;
+  auto get_mscale = [&](double m) { return s.factor <= 1.0f ? 1.0 : 0.1 * m * std::log(s.factor) + 1.0; };
+  if (s.mscale && s.mscale_all_dim && *s.mscale != 0 && *s.mscale_all_dim != 0)
+    return static_cast<float>(get_mscale(*s.mscale) / get_mscale(*s.mscale_all_dim));
+  return static_cast<float>(get_mscale(1.0));
+}
+
+}  // namespace
+
 Rope Rope::make(const ModelConfig& c, const std::optional<mx::array>& freq_factors, bool sliding) {
   Rope r;
   // transformers: dim = int(head_dim * partial_rotary_factor); the rest of each head passes through.
@@ -287,6 +327,11 @@ Rope Rope::make(const ModelConfig& c, const std::optional<mx::array>& freq_facto
         s.factor <= 1.0f ? 1.0f
                          : static_cast<float>(std::sqrt(1.0 + std::log(static_cast<double>(s.factor)) /
                                                                   std::log(static_cast<double>(r.original_max)))));
+    return r;
+  }
+  if (s.rope_type == "yarn") {
+    r.periods = yarn_periods(s, theta, r.dims);
+    r.attention_factor = yarn_attention_factor(s);
     return r;
   }
   if (s.rope_type == "linear") {

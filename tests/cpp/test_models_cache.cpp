@@ -102,8 +102,21 @@ TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
   auto qwen = parse_model_config(tiny_config_json("qwen2", R"(, "sliding_window": 16, "use_sliding_window": false)"));
   EXPECT_FALSE(qwen.sliding_window);
   EXPECT_EQ(
-      error_of([] { parse_model_config(tiny_config_json("llama", R"(, "rope_scaling": {"rope_type": "yarn"})")); }),
-      "[config] unsupported rope_type 'yarn' (supported: default, linear, llama3, longrope)");
+      error_of([] { parse_model_config(tiny_config_json("llama", R"(, "rope_scaling": {"rope_type": "dynamic"})")); }),
+      "[config] unsupported rope_type 'dynamic' (supported: default, linear, llama3, longrope, yarn)");
+  // Yarn as transformers resolves it: a null factor is max_position_embeddings / original, null betas and
+  // 0 take 32 / 1, the top-level original length wins over the rope dict's.
+  auto yarn = parse_model_config(tiny_config_json("llama", R"(, "max_position_embeddings": 256,
+      "original_max_position_embeddings": 32, "rope_scaling": {"rope_type": "yarn", "factor": null,
+        "original_max_position_embeddings": 64, "beta_fast": null, "beta_slow": 0, "mscale": 0.7, "truncate": false})"));
+  ASSERT_TRUE(yarn.rope_scaling);
+  EXPECT_EQ(yarn.rope_scaling->original_max_position_embeddings, 32);
+  EXPECT_FLOAT_EQ(yarn.rope_scaling->factor, 8.0f);
+  EXPECT_FLOAT_EQ(yarn.rope_scaling->beta_fast, 32.0f);
+  EXPECT_FLOAT_EQ(yarn.rope_scaling->beta_slow, 1.0f);
+  EXPECT_FLOAT_EQ(yarn.rope_scaling->mscale.value_or(0), 0.7f);
+  EXPECT_FALSE(yarn.rope_scaling->mscale_all_dim);
+  EXPECT_FALSE(yarn.rope_scaling->truncate);
   EXPECT_EQ(error_of([] { parse_model_config("[1, 2]"); }), "[config] config.json must be a JSON object");
   EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("llama", R"(, "hidden_size": -4)")); }),
             "[config] field 'hidden_size' is out of range");

@@ -55,6 +55,21 @@ TEST(PromptCache, RejectsOtherModelsAndBadFiles) {
               std::string::npos)
         << extra;
   }
+  // Yarn's own fields are digested too: a cache made under one yarn ramp is refused under another.
+  const char* yarn = R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32)";
+  auto yarn_model =
+      create_model(parse_model_config(tiny_config_json("llama", std::string(yarn) + "}")), tiny_weights(3));
+  const std::string yarn_path = (t / "yarn.safetensors").string();
+  save_prompt_cache(yarn_path, make_prompt_cache(*yarn_model, {4, 5, 6}));
+  EXPECT_NO_THROW(load_prompt_cache(yarn_path, *yarn_model));
+  for (const char* field : {R"(, "beta_fast": 16.0})", R"(, "beta_slow": 2.0})", R"(, "truncate": false})",
+                            R"(, "mscale": 0.5, "mscale_all_dim": 1.0})"}) {
+    auto edited =
+        create_model(parse_model_config(tiny_config_json("llama", std::string(yarn) + field)), tiny_weights(3));
+    EXPECT_NE(error_of([&] { load_prompt_cache(yarn_path, *edited); }).find("under other config.json settings"),
+              std::string::npos)
+        << field;
+  }
   // Truncated.
   auto bytes = read_file(path);
   write_file(t / "cut.safetensors", bytes.substr(0, bytes.size() / 2));

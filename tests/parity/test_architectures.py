@@ -141,7 +141,12 @@ def test_gemma2_softcap_with_quantized_cache_is_refused(tiny, run_mlxgp):
 
 @pytest.mark.parametrize("edit, message", [
     ({"model_type": "gemma3"}, "unknown model_type 'gemma3'"),
-    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0}}, "unsupported rope_type 'yarn'"),
+    ({"rope_parameters": {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}},
+     "unsupported rope_type 'dynamic'"),
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0, "beta_fast": -3.0}},
+     "yarn beta_fast must be finite and positive"),
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0, "truncate": "yes"}},
+     "'truncate' must be true or false"),
     ({"hidden_activation": "relu2"}, "unsupported hidden_act 'relu2'"),
     ({"use_bidirectional_attention": True}, "use_bidirectional_attention"),
     ({"layer_types": ["sliding_attention", "chunked_attention", "full_attention"]}, "unsupported layer type 'chunked_attention'"),
@@ -160,9 +165,10 @@ def test_unknown_architecture_or_option_is_named(edit, message, tiny, run_mlxgp,
 
 
 # phi3-long: mlx-lm has no short factors; qwen2_moe: mlx-lm 0.32's qwen2_moe has no mlp_only_layers;
-# gpt2-scaled: mlx-lm's gpt2 hard-codes the MLP width, gelu_new and the 1/sqrt(head_dim) scale.
+# gpt2-scaled: mlx-lm's gpt2 hard-codes the MLP width, gelu_new and the 1/sqrt(head_dim) scale; llama-yarn:
+# mlx-lm's YarnRoPE always truncates the ramp to whole dims (transformers' `truncate: false` does not).
 @pytest.mark.parametrize("arch", [a for a in tiny_models.MORE_ARCHS
-                                  if a not in ("phi3-long", "qwen2_moe", "gpt2-scaled")])
+                                  if a not in ("phi3-long", "qwen2_moe", "gpt2-scaled", "llama-yarn")])
 def test_mlx_quantized_folder_vs_mlx_lm(arch, tiny, run_mlxgp, tmp_path):
     """mlx-lm's convert path (load, 4-bit g32 quantize, save) on each architecture; both sides read that folder."""
     import mlx.core as mx

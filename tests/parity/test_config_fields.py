@@ -11,7 +11,8 @@ GGUF's biases against llama.cpp):
   only equal tensors);
 - a llama GGUF with attention and FFN biases uses them, as llama.cpp does;
 - a llama GGUF's rope scaling keys read as llama.cpp reads them (a factor without a type is linear, the older
-  rope.scale_linear key, a zero factor, type none);
+  rope.scale_linear key, a zero factor, type none, yarn with its betas), and the keys mlxgp cannot follow
+  refused by name;
 - a split GGUF (gguf-split's <prefix>-0000N-of-0000M.gguf parts) loads all its parts, as llama.cpp does, and
   refuses a later part or a missing part in one line."""
 import json
@@ -121,6 +122,25 @@ def test_partial_rotary_factor_in_rope_parameters_is_ignored_by_llama(run_mlxgp,
     _compare(run_mlxgp, folder, tmp_path, "llama + rope_parameters.partial_rotary_factor")
 
 
+@pytest.mark.parametrize("rope, top", [
+    ({"factor": 4.0, "original_max_position_embeddings": 32, "attention_factor": 1.3}, {}),
+    ({"factor": 2.0, "mscale": 0.7}, {"original_max_position_embeddings": 16}),
+    ({"factor": None, "original_max_position_embeddings": 64, "beta_fast": None, "beta_slow": 0}, {}),
+    ({"factor": 3.0}, {}),
+], ids=["attention_factor", "top_level_original_and_lone_mscale", "derived_factor_null_betas", "no_original"])
+def test_yarn_parameters_as_transformers_reads_them(rope, top, run_mlxgp, tmp_path):
+    """Yarn's optional fields as transformers 5.24 resolves them: a given attention_factor wins; mscale alone
+    (without mscale_all_dim) changes nothing; a top-level original_max_position_embeddings overrides the
+    rope dict's; a null factor is max_position_embeddings / original; null or 0 betas take 32 / 1; no
+    original length means max_position_embeddings."""
+    import transformers
+
+    _, folder = tiny_models.make_model_from_config(
+        transformers.LlamaConfig(**{**SIZES, "max_position_embeddings": 256}, head_dim=16), tmp_path / "llama")
+    _edit_config(folder, lambda c: (c["rope_parameters"].update({"rope_type": "yarn", **rope}), c.update(top)))
+    _compare(run_mlxgp, folder, tmp_path, f"llama + yarn {rope} {top}")
+
+
 def test_tie_word_embeddings_with_a_different_saved_head_uses_the_head(run_mlxgp, tmp_path):
     import transformers
 
@@ -157,10 +177,17 @@ def test_gguf_attention_and_ffn_biases_as_llama_cpp(run_mlxgp, tmp_path):
     {"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 2.0},
     {"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 0.0},
     {"llama.rope.scaling.type": "none", "llama.rope.scaling.factor": 2.0},
-], ids=["factor_only", "scale_linear", "linear", "zero_factor", "none"])
+    {"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0,
+     "llama.rope.scaling.original_context_length": 32},
+    {"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 8.0,
+     "llama.rope.scaling.original_context_length": 256, "llama.rope.scaling.yarn_beta_fast": 32.0,
+     "llama.rope.scaling.yarn_beta_slow": 1.0},
+], ids=["factor_only", "scale_linear", "linear", "zero_factor", "none", "yarn", "yarn_default_betas"])
 def test_gguf_rope_scaling_keys_as_llama_cpp(meta, run_mlxgp, tmp_path):
     """llama.cpp's load_hparams: rope.scaling.type defaults to linear, rope.scale_linear stands in for a missing
-    rope.scaling.factor, a zero factor is no scaling and type none never scales."""
+    rope.scaling.factor, a zero factor is no scaling and type none never scales; yarn ramps between the
+    original context's 32 and 1 rotations and scales cos/sin by 1 + 0.1 ln(factor) (its build ignores the
+    yarn_beta_fast / yarn_beta_slow keys on a llama file: mlxgp refuses values other than those)."""
     import transformers
 
     model, _ = tiny_models.make_model_from_config(
@@ -174,6 +201,28 @@ def test_gguf_rope_scaling_keys_as_llama_cpp(meta, run_mlxgp, tmp_path):
     diff = float(np.abs(got - ref).max())
     print(f"{meta}: max |diff| vs llama.cpp = {diff:.3e}")
     assert diff <= 1e-4
+
+
+@pytest.mark.parametrize("meta, message", [
+    ({"llama.rope.scaling.type": "yarn"}, "'llama.rope.scaling.factor' must be a positive number for yarn"),
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0, "llama.rope.scaling.attn_factor": 0.5},
+     "'llama.rope.scaling.attn_factor' is not supported with yarn scaling (only 1)"),
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0,
+      "llama.rope.scaling.yarn_log_multiplier": 0.1},
+     "'llama.rope.scaling.yarn_log_multiplier' is not supported with yarn scaling (only 0)"),
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0, "llama.rope.scaling.yarn_beta_fast": 8.0},
+     "'llama.rope.scaling.yarn_beta_fast' is not supported with yarn scaling (only 32)"),
+    ({"llama.rope.scaling.type": "longrope", "llama.rope.scaling.factor": 4.0},
+     "'llama.rope.scaling.type' = 'longrope' is not supported (supported: none, linear, yarn)"),
+], ids=["yarn_without_factor", "attn_factor", "log_multiplier", "beta_fast", "unknown_type"])
+def test_gguf_rope_scaling_we_cannot_follow_is_refused(meta, message, run_mlxgp, tmp_path):
+    import transformers
+
+    model, _ = tiny_models.make_model_from_config(transformers.LlamaConfig(**SIZES, **TOKENS), tmp_path / "llama")
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "rope.gguf", "F32", vocab=True, meta=meta)
+    r = run_mlxgp("logits", "--model", path, "--input-ids", "5,6,7", "--out", tmp_path / "x.safetensors", check=False)
+    assert r.returncode != 0
+    assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
 
 
 def test_gguf_split_parts_as_llama_cpp(run_mlxgp, tmp_path):

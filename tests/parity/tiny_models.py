@@ -9,7 +9,7 @@ from pathlib import Path
 ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 # The later architectures (tests/parity/test_architectures.py), each with its distinctive options on.
 MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", "olmo2", "smollm3",
-              "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled")
+              "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled", "qwen3-yarn", "llama-yarn")
 MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
@@ -46,6 +46,22 @@ def tiny_config(arch: str):
     if arch == "qwen3":
         # Explicit head_dim different from hidden/heads, as in real Qwen3 checkpoints.
         return transformers.Qwen3Config(**_COMMON, head_dim=32, tie_word_embeddings=False)
+    if arch == "qwen3-yarn":
+        # YaRN as Qwen3's model cards enable it (factor 4 over the original context), with an original
+        # context short enough that the ramp between interpolated and original frequencies falls inside the
+        # 16 frequencies (dims 0-5 of them).
+        return transformers.Qwen3Config(
+            **{**_COMMON, "max_position_embeddings": 256}, head_dim=32, tie_word_embeddings=False,
+            rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                             "original_max_position_embeddings": 64})
+    if arch == "llama-yarn":
+        # Every YaRN option off its default: betas, DeepSeek's mscale pair for the attention factor, and an
+        # untruncated (fractional) ramp.
+        return transformers.LlamaConfig(
+            **_COMMON, rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0,
+                                        "original_max_position_embeddings": 128, "beta_fast": 16.0,
+                                        "beta_slow": 2.0, "mscale": 0.8, "mscale_all_dim": 0.5,
+                                        "truncate": False})
     if arch == "gemma":
         return transformers.GemmaConfig(**_COMMON, head_dim=16, hidden_act="gelu_pytorch_tanh")
     if arch == "gemma2":
@@ -389,7 +405,8 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
     if vocab:
         _spm_vocab(w, cfg.vocab_size)
     for key, value in (meta or {}).items():
-        vt = gguf.GGUFValueType.STRING if isinstance(value, str) else gguf.GGUFValueType.FLOAT32
+        vt = (gguf.GGUFValueType.STRING if isinstance(value, str) else gguf.GGUFValueType.UINT32
+              if isinstance(value, int) else gguf.GGUFValueType.FLOAT32)
         w.add_key_value(key, value, vt)
     qt = getattr(gguf.GGMLQuantizationType, qtype)
     rope = getattr(cfg, "rope_parameters", None) or {}  # gpt2 has none

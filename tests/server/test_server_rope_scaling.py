@@ -1,0 +1,58 @@
+"""`mlxgp serve` on a YaRN-scaled model (a tiny random Qwen3 with the default model's tokenizer and
+rope_parameters {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}): requests
+decoded together in one batch each give exactly the tokens `mlxgp generate` gives alone, and those equal
+transformers' greedy generate() on the same folder."""
+import concurrent.futures as cf
+
+import openai
+import pytest
+
+from test_server import GGUF, Server, cli_generate
+
+PROMPTS = ["The capital of France is", "Write a haiku about rain.", "List three prime numbers:"]
+NEW = 16
+
+
+@pytest.fixture(scope="module")
+def yarn_folder(tmp_path_factory):
+    import torch
+    import transformers
+
+    out = tmp_path_factory.mktemp("yarn")
+    tok = transformers.AutoTokenizer.from_pretrained(GGUF.parent, gguf_file=GGUF.name)
+    cfg = transformers.Qwen3Config(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, max_position_embeddings=256, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                         "original_max_position_embeddings": 64})
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.08) if p.ndim >= 2 else p.uniform_(0.5, 1.5)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return model.eval(), tok, out
+
+
+def test_batched_yarn_requests_equal_generate_alone_and_transformers(yarn_folder):
+    import torch
+
+    ref, tok, folder = yarn_folder
+    cli = [cli_generate("--prompt", p, "--max-new-tokens", NEW, "--min-new-tokens", NEW, "--dtype", "float32",
+                        model=folder)["sequences"][0] for p in PROMPTS]
+    with torch.no_grad():
+        for p, c in zip(PROMPTS, cli):
+            ids = tok(p, return_tensors="pt").input_ids
+            want = ref.generate(ids, do_sample=False, max_new_tokens=NEW, min_new_tokens=NEW)[0, ids.shape[1]:]
+            assert c["token_ids"] == want.tolist(), p
+    server = Server("--dtype", "float32", model=folder)
+    try:
+        client = openai.OpenAI(base_url=server.url("/v1"), api_key="none", max_retries=0, timeout=300)
+        with cf.ThreadPoolExecutor(len(PROMPTS)) as pool:
+            got = list(pool.map(lambda p: client.completions.create(
+                model=server.model, prompt=p, max_tokens=NEW, extra_body={"min_new_tokens": NEW}).choices[0].text, PROMPTS))
+    finally:
+        assert server.stop() == 0, "".join(server.log)
+    assert got == [c["text"] for c in cli]
