@@ -75,13 +75,16 @@ struct ModelConfig {
   // gpt2: false drops the 1/sqrt(head_dim) attention scale; true divides layer i's scale by i + 1.
   bool scale_attn_weights = true, scale_attn_by_inverse_layer_idx = false;
 
-  // Mixture of experts (mixtral, qwen2_moe, qwen3_moe): num_local_experts / num_experts, top-k routing.
+  // Mixture of experts (mixtral, qwen2_moe, qwen3_moe, gpt_oss): num_local_experts / num_experts, top-k routing.
   std::optional<bool> qkv_bias;  // q/k/v biases: qwen2_moe's switch (default on), a GGUF file's attn_q.bias
   int num_experts = 0;           // 0: dense MLP in every layer
   int num_experts_per_tok = 0;
   int moe_intermediate_size = 0;            // qwen*_moe expert width (mixtral: intermediate_size)
   int shared_expert_intermediate_size = 0;  // qwen2_moe's always-on expert (0: none)
   bool norm_topk_prob = false;              // renormalise the top-k probabilities (mixtral always does)
+  // gpt_oss's expert activation: (clamp(up, -limit, limit) + 1) * g * sigmoid(alpha * g), g = min(gate, limit).
+  float swiglu_alpha = 1.702f;
+  float swiglu_limit = 7.0f;
   // qwen*_moe: layer i is sparse when i is not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0.
   int decoder_sparse_step = 1;
   std::vector<int> mlp_only_layers;

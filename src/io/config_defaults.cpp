@@ -13,7 +13,7 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 15> kDefaults{{
+constexpr std::array<Entry, 16> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
     {"qwen2", {1e-6f, 10000.0f, 32768, false, "silu", 0, 4096}},  // the window only with use_sliding_window
@@ -29,6 +29,7 @@ constexpr std::array<Entry, 15> kDefaults{{
     {"olmo2", {1e-5f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"smollm3", {1e-6f, 2000000.0f, 32768, true, "silu", 0, 0}},
     {"mixtral", {1e-5f, 1000000.0f, 131072, false, "silu", 0, 0}},
+    {"gpt_oss", {1e-5f, 150000.0f, 131072, false, "silu", 64, 128}},
 }};
 
 }  // namespace

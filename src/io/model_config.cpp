@@ -194,10 +194,10 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
   const bool has_types = types != j.end() && !types->is_null();
   if (mt == "mistral" || mt == "phi3" || mt == "mixtral" || mt == "qwen3_moe" || mt == "starcoder2") {
     c.sliding_layers.assign(n, true);  // these configs ignore layer_types: every layer slides
-  } else if (switched || mt == "gemma2" || mt == "gemma3_text") {
+  } else if (switched || mt == "gemma2" || mt == "gemma3_text" || mt == "gpt_oss") {
     if (has_types) {
       c.sliding_layers = layer_types_sliding(*types, n);
-    } else if (mt == "gemma2") {  // Gemma2Config's default: even layers slide
+    } else if (mt == "gemma2" || mt == "gpt_oss") {  // Gemma2Config's and GptOssConfig's default: even layers slide
       for (int i = 0; i < n; ++i) c.sliding_layers.push_back(i % 2 == 0);
     } else if (mt == "gemma3_text") {  // every sliding_window_pattern-th layer is global
       const int pattern = get_int(j, "sliding_window_pattern", 6);
@@ -248,6 +248,16 @@ void parse_rope_fields(const json& j, ModelConfig& c) {
     }
   }
   if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) c.rope_scaling = parse_rope(*it);
+  // GptOssConfig without rope_parameters: its YaRN (factor 32 over 4096 positions, untruncated ramp).
+  const auto given = [&](const char* key) { return j.contains(key) && !j.at(key).is_null(); };
+  if (c.model_type == "gpt_oss" && !given("rope_parameters") && !given("rope_scaling")) {
+    RopeScaling y;
+    y.rope_type = "yarn";
+    y.factor = 32.0f;
+    y.original_max_position_embeddings = 4096;
+    y.truncate = false;
+    c.rope_scaling = y;
+  }
   if (c.rope_theta <= 0) fail("config", "rope_theta must be positive");
   if (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1))
     fail("config", "partial_rotary_factor must be in (0, 1]");
@@ -334,20 +344,29 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   // The expert fields and their class defaults (MixtralConfig 8 x top-2; Qwen2MoeConfig 60 x top-4,
   // widths 1408 / shared 5632; Qwen3MoeConfig 128 x top-8, width 768).
   const bool mixtral = t == "mixtral", qwen2_moe = t == "qwen2_moe", qwen3_moe = t == "qwen3_moe";
+  const bool gpt_oss = t == "gpt_oss";  // GptOssConfig: 128 x top-4, experts as wide as intermediate_size
   // (transformers 5 names the count num_local_experts for every one of them; older configs num_experts)
-  if (mixtral || qwen2_moe || qwen3_moe)
+  if (mixtral || qwen2_moe || qwen3_moe || gpt_oss)
     c.num_experts = get_int(j, "num_local_experts", get_int(j, "num_experts", mixtral ? 8 : qwen2_moe ? 60 : 128));
   if (c.num_experts > 0) {
-    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", mixtral ? 2 : qwen2_moe ? 4 : 8);
+    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", mixtral ? 2 : qwen2_moe || gpt_oss ? 4 : 8);
     if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
       fail("config", "num_experts_per_tok must be in [1, num_experts]");
     c.moe_intermediate_size =
-        mixtral ? c.intermediate_size : get_int(j, "moe_intermediate_size", qwen2_moe ? 1408 : 768);
+        mixtral || gpt_oss ? c.intermediate_size : get_int(j, "moe_intermediate_size", qwen2_moe ? 1408 : 768);
     c.shared_expert_intermediate_size = qwen2_moe ? get_int(j, "shared_expert_intermediate_size", 5632) : 0;
-    c.norm_topk_prob = get_bool(j, "norm_topk_prob", c.model_type == "mixtral");
-    c.decoder_sparse_step = get_int(j, "decoder_sparse_step", 1);
+    // gpt_oss: a softmax over the top-k router logits, i.e. the top-k probabilities renormalised.
+    c.norm_topk_prob = gpt_oss || get_bool(j, "norm_topk_prob", c.model_type == "mixtral");
+    if (gpt_oss) {
+      c.swiglu_alpha = get_float(j, "swiglu_alpha", 1.702f);
+      c.swiglu_limit = get_float(j, "swiglu_limit", 7.0f);
+      if (!std::isfinite(c.swiglu_alpha) || !std::isfinite(c.swiglu_limit) || c.swiglu_limit <= 0)
+        fail("config", "swiglu_alpha must be finite and swiglu_limit finite and positive");
+    }
+    // (GptOssConfig has no dense layers: every one is sparse whatever these say.)
+    c.decoder_sparse_step = gpt_oss ? 1 : get_int(j, "decoder_sparse_step", 1);
     if (c.decoder_sparse_step < 1) fail("config", "decoder_sparse_step must be at least 1");
-    if (auto it = j.find("mlp_only_layers"); it != j.end() && !it->is_null()) {
+    if (auto it = j.find("mlp_only_layers"); !gpt_oss && it != j.end() && !it->is_null()) {
       if (!it->is_array()) fail("config", "mlp_only_layers must be a list of layer indices");
       for (auto& e : *it) {
         c.mlp_only_layers.push_back(int_entry(e, "mlp_only_layers must be a list of layer indices"));
@@ -452,7 +471,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
   c.rms_norm_eps = get_float(j, "norm_epsilon", c.rms_norm_eps);  // starcoder2's LayerNorm epsilon
   c.max_position_embeddings = get_int(j, "max_position_embeddings", c.max_position_embeddings);
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", c.tie_word_embeddings);
-  c.attention_bias = get_bool(j, "attention_bias", c.attention_bias);
+  c.attention_bias = get_bool(j, "attention_bias", c.model_type == "gpt_oss" || c.attention_bias);
   c.mlp_bias = get_bool(j, "mlp_bias", c.mlp_bias);
   // starcoder2: use_bias (Starcoder2Config's default: true) puts a bias on every linear.
   if (c.model_type == "starcoder2") c.attention_bias = c.mlp_bias = get_bool(j, "use_bias", true);

@@ -171,6 +171,9 @@ void DecoderModel::set_parameters(const WeightMap& updates, bool allow_new) {
 void DecoderModel::shard(const mx::distributed::Group& group) {
   if (group.size() == 1) return;
   if (tp_) fail("distributed", "the model is already sharded");
+  // The per-head sinks and the experts' biases have no split here yet.
+  if (options_.attention.sinks || options_.moe.gpt_oss)
+    fail("distributed", "tensor-parallel generation of " + config_.model_type + " is not supported");
   auto plan = shard::make_plan(config_, weights_, group.rank(), group.size(), options_.moe.mixtral_names);
   auto sliced = shard::slice_weights(weights_, config_, plan, options_.moe.mixtral_names);
   std::vector<mx::array> copies;

@@ -99,5 +99,6 @@ void register_smollm3();
 void register_moe();  // mixtral, qwen2_moe, qwen3_moe
 void register_starcoder2();
 void register_gpt2();
+void register_gpt_oss();
 
 }  // namespace mlxgp

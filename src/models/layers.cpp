@@ -439,22 +439,27 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   const bool rotary = c.rope_layers.empty() || (layer < static_cast<int>(c.rope_layers.size()) && c.rope_layers[layer]);
   const bool sliding = layer < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[layer];
   if (rotary) a.rope = Rope::make(c, take_optional(w, "model.rope_freq_factors", {c.head_dim / 2}), sliding);
+  if (o.sinks) a.sinks = take(w, prefix + ".sinks", {a.n_heads});
   return a;
 }
 
 // A cache's keys or values in the queries' dtype (a kv_cache_dtype cache stores them in another).
 static mx::array in_dtype(const mx::array& a, mx::Dtype dtype) { return a.dtype() == dtype ? a : mx::astype(a, dtype); }
 
-static mx::array softcapped_attention(const mx::array& q, const mx::array& keys, const mx::array& values, float scale,
-                                      float softcap, const AttentionMask& mask) {
-  // transformers' eager_attention_forward (gemma2): scores * scaling, / softcap, tanh, * softcap, then
-  // the mask, softmax in float32. Grouped heads: q head h reads kv head h / (H / KV) (repeat_kv).
+static mx::array eager_attention(const mx::array& q, const mx::array& keys, const mx::array& values, float scale,
+                                 const std::optional<float>& softcap, const std::optional<mx::array>& sinks,
+                                 const AttentionMask& mask) {
+  // transformers' eager_attention_forward: scores * scaling (gemma2: / softcap, tanh, * softcap), then the
+  // mask, softmax in float32 (gpt_oss: over the scores and the head's sink logit, whose column is then
+  // dropped). Grouped heads: q head h reads kv head h / (H / KV) (repeat_kv).
   const int B = q.shape(0), H = q.shape(1), T = q.shape(2), D = q.shape(3);
   const int KV = keys.shape(1), L = keys.shape(2), rep = H / KV;
   auto qg = mx::reshape(q, {B, KV, rep * T, D});
   auto s = mx::multiply(mx::matmul(qg, mx::transpose(keys, {0, 1, 3, 2})), mx::array(scale, q.dtype()));
-  auto cap = mx::array(softcap, s.dtype());
-  s = mx::multiply(mx::tanh(mx::divide(s, cap)), cap);
+  if (softcap) {
+    auto cap = mx::array(*softcap, s.dtype());
+    s = mx::multiply(mx::tanh(mx::divide(s, cap)), cap);
+  }
   s = mx::reshape(mx::astype(s, mx::float32), {B, KV, rep, T, L});
   std::optional<mx::array> m;
   if (mask.array) {
@@ -469,8 +474,15 @@ static mx::array softcapped_attention(const mx::array& q, const mx::array& keys,
     s = m->dtype() == mx::bool_ ? mx::where(*m, s, mx::array(-std::numeric_limits<float>::infinity()))
                                 : mx::add(s, mx::astype(*m, mx::float32));
   }
-  auto p = mx::astype(mx::softmax(s, -1), q.dtype());
-  auto o = mx::matmul(mx::reshape(p, {B, KV, rep * T, L}), values);
+  std::optional<mx::array> p;
+  if (sinks) {
+    auto sink = mx::broadcast_to(mx::reshape(mx::astype(*sinks, mx::float32), {1, KV, rep, 1, 1}), {B, KV, rep, T, 1});
+    auto all = mx::softmax(mx::concatenate({s, sink}, -1), -1);
+    p = mx::slice(all, {0, 0, 0, 0, 0}, {B, KV, rep, T, L});
+  } else {
+    p = mx::softmax(s, -1);
+  }
+  auto o = mx::matmul(mx::reshape(mx::astype(*p, q.dtype()), {B, KV, rep * T, L}), values);
   return mx::reshape(o, {B, H, T, D});
 }
 
@@ -611,11 +623,13 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
   }
   auto v = heads(*xv, n_kv_heads, std::nullopt);
   std::optional<mx::array> o;
-  if (softcap) {
+  if (softcap || sinks) {
     if (dynamic_cast<QuantizedKVCache*>(&cache))
-      fail("model", "attention soft-capping (attn_logit_softcapping) with a quantized KV cache is not supported");
+      fail("model", softcap
+                        ? "attention soft-capping (attn_logit_softcapping) with a quantized KV cache is not supported"
+                        : "attention sinks (gpt_oss) with a quantized KV cache are not supported");
     auto [keys, values] = cache.update(k, v);
-    o = softcapped_attention(q, in_dtype(keys, q.dtype()), in_dtype(values, q.dtype()), scale, *softcap, *mask);
+    o = eager_attention(q, in_dtype(keys, q.dtype()), in_dtype(values, q.dtype()), scale, softcap, sinks, *mask);
   } else if (auto* qc = dynamic_cast<QuantizedKVCache*>(&cache)) {
     auto [qk, qv] = qc->update_quantized(k, v);
     o = quantized_attention(q, qk, qv, scale, *mask, qc->group_size(), qc->bits());

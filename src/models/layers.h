@@ -170,6 +170,7 @@ struct AttentionOptions {
   bool qk_norm_full = false;   // olmo2: RMSNorm over the whole q / k projection, before the head split
   bool norm_plus_one = false;  // gemma3: the q/k norms scale by (1 + w)
   bool fused_qkv = false;      // phi3: one qkv_proj, split into q, k, v
+  bool sinks = false;          // gpt_oss: a learned logit per head joins each softmax and is dropped after
 };
 
 struct Attention {
@@ -179,8 +180,9 @@ struct Attention {
   bool full_qk_norm = false;
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;
   float scale = 1.0f;
-  std::optional<float> softcap;  // gemma2: scores = softcap * tanh(scores / softcap)
-  std::optional<Rope> rope;      // absent: a layer without positions (smollm3's no-rope layers)
+  std::optional<float> softcap;    // gemma2: scores = softcap * tanh(scores / softcap)
+  std::optional<mx::array> sinks;  // gpt_oss: [n_heads], self_attn.sinks
+  std::optional<Rope> rope;        // absent: a layer without positions (smollm3's no-rope layers)
   // Tensor parallelism with olmo2's whole-projection q/k norms: the mean square spans every rank's
   // share, so it is summed over this group; q/k_norm_dim are the whole projections' widths.
   std::optional<mx::distributed::Group> norm_group;

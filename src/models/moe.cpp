@@ -19,6 +19,58 @@ const char* stacked_name(const std::string& proj, bool mixtral) {
   return proj == "gate_proj" || proj == "up_proj" || proj == "down_proj" ? "" : nullptr;
 }
 
+// gpt_oss's experts under the stacked names (switch_mlp.<gate|up|down>_proj.<weight|bias>): from
+// transformers' GptOssExperts (gate_up_proj [E, hidden, 2I], gate columns even and up columns odd, x @ W;
+// down_proj [E, I, hidden]) or from mlx-lm's already split `experts.<proj>` modules.
+void gpt_oss_experts(WeightMap& w, const ModelConfig& c) {
+  const int E = c.num_experts, H = c.hidden_size, I = c.moe_intermediate_size;
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".mlp";
+    if (w.count(p + ".experts.gate_up_proj_blocks") || w.count(p + ".experts.down_proj_blocks"))
+      fail("model", "MXFP4 expert weights ('" + p +
+                        ".experts.gate_up_proj_blocks') are not supported yet; save the model dequantized "
+                        "(transformers: Mxfp4Config(dequantize=True)) and load that folder");
+    auto it = w.find(p + ".experts.gate_up_proj");
+    if (it == w.end()) {
+      // mlx-lm's layout: experts.<proj>.<suffix> are the stacked tensors already.
+      std::vector<std::pair<std::string, std::string>> renames;
+      const std::string from = p + ".experts.";
+      for (auto& [name, a] : w)
+        if (name.rfind(from, 0) == 0) renames.emplace_back(name, p + ".switch_mlp." + name.substr(from.size()));
+      for (auto& [old_name, new_name] : renames) {
+        auto a = w.at(old_name);
+        w.erase(old_name);
+        w.insert_or_assign(new_name, a);
+      }
+      continue;
+    }
+    auto gate_up = it->second;
+    if (gate_up.shape() != mx::Shape{E, H, 2 * I})
+      fail("model", "tensor '" + p + ".experts.gate_up_proj' has shape " + shape_str(gate_up.shape()) + ", expected " +
+                        shape_str({E, H, 2 * I}));
+    auto columns = [&](const mx::array& a, int first) {  // every other last-axis entry, from `first`
+      auto stop = a.shape();
+      mx::Shape start(a.ndim(), 0), strides(a.ndim(), 1);
+      start.back() = first;
+      strides.back() = 2;
+      return mx::slice(a, start, stop, strides);
+    };
+    // x @ W on [E, H, I] == W' @ x with W' = [E, I, H], the switch layout.
+    w.insert_or_assign(p + ".switch_mlp.gate_proj.weight", mx::contiguous(mx::swapaxes(columns(gate_up, 0), 1, 2)));
+    w.insert_or_assign(p + ".switch_mlp.up_proj.weight", mx::contiguous(mx::swapaxes(columns(gate_up, 1), 1, 2)));
+    w.erase(p + ".experts.gate_up_proj");
+    auto gate_up_bias = take(w, p + ".experts.gate_up_proj_bias", {E, 2 * I});
+    w.insert_or_assign(p + ".switch_mlp.gate_proj.bias", mx::contiguous(columns(gate_up_bias, 0)));
+    w.insert_or_assign(p + ".switch_mlp.up_proj.bias", mx::contiguous(columns(gate_up_bias, 1)));
+    w.erase(p + ".experts.gate_up_proj_bias");
+    auto down = take(w, p + ".experts.down_proj", {E, I, H});
+    w.insert_or_assign(p + ".switch_mlp.down_proj.weight", mx::contiguous(mx::swapaxes(down, 1, 2)));
+    w.erase(p + ".experts.down_proj");
+    w.insert_or_assign(p + ".switch_mlp.down_proj.bias", take(w, p + ".experts.down_proj_bias", {E, H}));
+    w.erase(p + ".experts.down_proj_bias");
+  }
+}
+
 }  // namespace
 
 bool is_moe_layer(const ModelConfig& c, int i) {
@@ -30,6 +82,7 @@ bool is_moe_layer(const ModelConfig& c, int i) {
 
 void stack_experts(WeightMap& w, const ModelConfig& c, const MoeOptions& o) {
   if (c.num_experts <= 0) return;
+  if (o.gpt_oss) return gpt_oss_experts(w, c);
   const std::string ffn = o.mixtral_names ? ".block_sparse_moe.experts." : ".mlp.experts.";
   // (layer prefix, stacked projection, suffix) -> expert index -> tensor name
   std::map<std::tuple<std::string, std::string, std::string>, std::map<int, std::string>> groups;
@@ -73,8 +126,10 @@ void stack_experts(WeightMap& w, const ModelConfig& c, const MoeOptions& o) {
   }
 }
 
-SwitchLinear SwitchLinear::load(const WeightMap& w, const std::string& prefix, int experts, int in, int out) {
+SwitchLinear SwitchLinear::load(const WeightMap& w, const std::string& prefix, int experts, int in, int out,
+                                bool with_bias) {
   SwitchLinear l;
+  if (with_bias) l.bias = take(w, prefix + ".bias", {experts, out});
   if (w.count(prefix + ".lora_A.weight"))
     fail("model", "LoRA adapters on MoE experts ('" + prefix + "') are not supported");
   if (auto blocks = take_ggml_blocks(w, prefix, {experts, out}, in)) {
@@ -112,6 +167,14 @@ SwitchLinear SwitchLinear::load(const WeightMap& w, const std::string& prefix, i
 }
 
 mx::array SwitchLinear::operator()(const mx::array& x, const mx::array& indices) const {
+  auto y = product(x, indices);
+  if (!bias) return y;
+  // [..., k, 1, out] + the chosen experts' biases [..., k, out].
+  auto b = mx::expand_dims(mx::take(*bias, indices, 0), -2);
+  return mx::add(y, b.dtype() == y.dtype() ? b : mx::astype(b, y.dtype()));
+}
+
+mx::array SwitchLinear::product(const mx::array& x, const mx::array& indices) const {
   if (ggml_type) return kernels::ggml_gather_matmul(x, *weight, indices, *ggml_type, int8_activations);
   if (!scales) {
     // MLX's CPU gather_mm takes float32 alone ("[GatherMM::eval] Currently only supports float32"): half
@@ -131,11 +194,12 @@ SparseMoe SparseMoe::load(const WeightMap& w, const std::string& prefix, const M
   SparseMoe m;
   const int E = c.num_experts, H = c.hidden_size;
   const int I = o.mixtral_names ? c.intermediate_size : c.moe_intermediate_size;
-  m.router = Linear::load(w, prefix + ".gate", H, E, false);
-  m.gate_proj = SwitchLinear::load(w, prefix + ".switch_mlp.gate_proj", E, H, I);
-  m.up_proj = SwitchLinear::load(w, prefix + ".switch_mlp.up_proj", E, H, I);
-  m.down_proj = SwitchLinear::load(w, prefix + ".switch_mlp.down_proj", E, I, H);
+  m.router = Linear::load(w, prefix + (o.gpt_oss ? ".router" : ".gate"), H, E, o.gpt_oss);
+  m.gate_proj = SwitchLinear::load(w, prefix + ".switch_mlp.gate_proj", E, H, I, o.gpt_oss);
+  m.up_proj = SwitchLinear::load(w, prefix + ".switch_mlp.up_proj", E, H, I, o.gpt_oss);
+  m.down_proj = SwitchLinear::load(w, prefix + ".switch_mlp.down_proj", E, I, H, o.gpt_oss);
   m.act = parse_activation(c.hidden_act);
+  if (o.gpt_oss) m.clamped_swiglu = std::pair{c.swiglu_alpha, c.swiglu_limit};
   m.top_k = c.num_experts_per_tok;
   m.renormalize = o.mixtral_names || c.norm_topk_prob;
   if (c.shared_expert_intermediate_size > 0) {
@@ -146,6 +210,21 @@ SparseMoe SparseMoe::load(const WeightMap& w, const std::string& prefix, const M
   }
   return m;
 }
+
+namespace {
+
+// transformers' GptOssExperts._apply_gate: gate clamped above at limit, up to [-limit, limit];
+// (up + 1) * gate * sigmoid(alpha * gate).
+mx::array gpt_oss_glu(const mx::array& gate, const mx::array& up, std::pair<float, float> alpha_limit) {
+  const auto [alpha, limit] = alpha_limit;
+  auto lim = mx::array(limit, gate.dtype());
+  auto g = mx::minimum(gate, lim);
+  auto u = mx::clip(up, mx::negative(lim), lim);
+  auto glu = mx::multiply(g, mx::sigmoid(mx::multiply(g, mx::array(alpha, gate.dtype()))));
+  return mx::multiply(mx::add(u, mx::array(1.0f, u.dtype())), glu);
+}
+
+}  // namespace
 
 mx::array SparseMoe::operator()(const mx::array& x) const {
   // transformers' TopKRouter: softmax over all experts in float32, top-k, optionally renormalised, the
@@ -161,7 +240,8 @@ mx::array SparseMoe::operator()(const mx::array& x) const {
   if (renormalize) weights = mx::divide(weights, mx::sum(weights, -1, true));
   weights = mx::astype(weights, x.dtype());
   auto xe = mx::expand_dims(x, {-2, -3});  // [..., 1, 1, hidden]
-  auto h = gated_activation(act, gate_proj(xe, indices), up_proj(xe, indices));
+  auto h = clamped_swiglu ? gpt_oss_glu(gate_proj(xe, indices), up_proj(xe, indices), *clamped_swiglu)
+                          : gated_activation(act, gate_proj(xe, indices), up_proj(xe, indices));
   auto y = mx::squeeze(down_proj(h, indices), -2);  // [..., k, hidden]
   auto out = mx::sum(mx::multiply(y, mx::expand_dims(weights, -1)), -2);
   if (shared_expert) {

@@ -1,4 +1,4 @@
-// Mixture-of-experts feed-forward (mixtral, qwen2_moe, qwen3_moe): a softmax router picks the top-k
+// Mixture-of-experts feed-forward (mixtral, qwen2_moe, qwen3_moe, gpt_oss): a softmax router picks the top-k
 // experts per token; the experts' SwiGLU runs through MLX's gather matmuls (gather_mm, or gather_qmm on
 // quantized experts), so each token touches only its k experts, never a loop over all of them.
 // Expert weights are kept stacked [experts, out, in] under mlx-lm's names (`switch_mlp.gate_proj` ...);
@@ -7,6 +7,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "models/layers.h"
 
@@ -22,14 +23,23 @@ struct SwitchLinear {
   // llama.cpp blocks kept as stored (GGUF ffn_*_exps): weight uint8 [E, out, row bytes].
   std::optional<uint32_t> ggml_type;
   bool int8_activations = false;  // as Linear's
-  static SwitchLinear load(const WeightMap& w, const std::string& prefix, int experts, int in, int out);
+  std::optional<mx::array> bias;  // [E, out] (gpt_oss), added to each chosen expert's output
+  static SwitchLinear load(const WeightMap& w, const std::string& prefix, int experts, int in, int out,
+                           bool with_bias = false);
   // x [..., 1, 1, in], indices [..., k] -> [..., k, 1, out]
   mx::array operator()(const mx::array& x, const mx::array& indices) const;
+
+ private:
+  mx::array product(const mx::array& x, const mx::array& indices) const;  // without the bias
 };
 
 struct MoeOptions {
   // mixtral: block_sparse_moe.experts.E.{w1, w3, w2}; qwen*_moe: mlp.experts.E.{gate, up, down}_proj.
   bool mixtral_names = false;
+  // gpt_oss: mlp.router with a bias; experts in one gate_up_proj [E, hidden, 2 x width] (gate and up
+  // interleaved) and down_proj [E, width, hidden], each with a bias; the clamped SwiGLU of swiglu_alpha /
+  // swiglu_limit.
+  bool gpt_oss = false;
 };
 
 struct SparseMoe {
@@ -38,8 +48,9 @@ struct SparseMoe {
   SwiGLU::Act act = SwiGLU::Act::Silu;
   int top_k = 2;
   bool renormalize = false;
-  std::optional<SwiGLU> shared_expert;       // qwen2_moe
-  std::optional<Linear> shared_expert_gate;  // sigmoid gate on the shared expert, [1, hidden]
+  std::optional<SwiGLU> shared_expert;                    // qwen2_moe
+  std::optional<Linear> shared_expert_gate;               // sigmoid gate on the shared expert, [1, hidden]
+  std::optional<std::pair<float, float>> clamped_swiglu;  // gpt_oss: (alpha, limit)
   // Tensor parallelism: each expert (and the shared one) holds this rank's share of its features; the
   // block's output is summed over the group once.
   std::optional<mx::distributed::Group> reduce;

@@ -36,6 +36,7 @@ void ensure_builtins() {
     register_moe();
     register_starcoder2();
     register_gpt2();
+    register_gpt_oss();
   });
 }
 

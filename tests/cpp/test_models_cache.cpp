@@ -74,13 +74,14 @@ TEST(KVCache, RejectsMismatchedShapes) {
 
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   auto types = supported_model_types();
-  EXPECT_EQ(types, (std::vector<std::string>{"gemma", "gemma2", "gemma3_text", "gpt2", "granite", "llama", "mistral",
-                                             "mixtral", "olmo2", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
-                                             "smollm3", "starcoder2"}));
+  EXPECT_EQ(types, (std::vector<std::string>{"gemma", "gemma2", "gemma3_text", "gpt2", "gpt_oss", "granite", "llama",
+                                             "mistral", "mixtral", "olmo2", "phi3", "qwen2", "qwen2_moe", "qwen3",
+                                             "qwen3_moe", "smollm3", "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
-  EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
-            "[model] unknown model_type 'gpt_bigcode' (supported: gemma, gemma2, gemma3_text, gpt2, granite, llama, "
-            "mistral, mixtral, olmo2, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe, smollm3, starcoder2)");
+  EXPECT_EQ(
+      error_of([&] { create_model(c, tiny_weights()); }),
+      "[model] unknown model_type 'gpt_bigcode' (supported: gemma, gemma2, gemma3_text, gpt2, gpt_oss, granite, llama, "
+      "mistral, mixtral, olmo2, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe, smollm3, starcoder2)");
 }
 
 TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {

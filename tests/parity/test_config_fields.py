@@ -39,6 +39,7 @@ MINIMAL = {
     "gemma3_text": ("Gemma3TextConfig", {"num_hidden_layers": 6}),
     "granite": ("GraniteConfig", {}),
     "qwen3": ("Qwen3Config", {}),
+    "gpt_oss": ("GptOssConfig", {}),
     "mixtral": ("MixtralConfig", {}),
     "qwen2_moe": ("Qwen2MoeConfig", {"moe_intermediate_size": 16, "shared_expert_intermediate_size": 32}),
     "qwen3_moe": ("Qwen3MoeConfig", {"moe_intermediate_size": 16}),

@@ -9,8 +9,9 @@ from pathlib import Path
 ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 # The later architectures (tests/parity/test_architectures.py), each with its distinctive options on.
 MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", "olmo2", "smollm3",
-              "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled", "qwen3-yarn", "llama-yarn")
-MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe")
+              "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled", "qwen3-yarn", "llama-yarn",
+              "gpt_oss")
+MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -116,6 +117,14 @@ def tiny_config(arch: str):
     if arch == "qwen3_moe":
         return transformers.Qwen3MoeConfig(**_COMMON, num_experts=5, num_experts_per_tok=2, moe_intermediate_size=48,
                                            norm_topk_prob=True, head_dim=32)
+    if arch == "gpt_oss":
+        # Sinks, biases everywhere, a window of 8 on alternating layers, YaRN with GptOssConfig's untruncated
+        # ramp (over a short original context so it bites), and a swiglu_limit low enough to clamp.
+        return transformers.GptOssConfig(
+            **_COMMON, head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=8,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"], swiglu_limit=0.3,
+            rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "beta_fast": 32.0,
+                             "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 32})
     if arch.endswith("-gguf"):
         return _tiny_gguf_config(arch[:-5])
     raise ValueError(f"unknown tiny architecture {arch!r}")
@@ -183,7 +192,9 @@ def make_model_from_config(cfg, out_dir, seed: int = 0):
         for name, p in model.named_parameters():
             if name.endswith("wpe.weight"):
                 p.normal_(0.0, 0.3)  # gpt2's learned positions: large enough that a wrong position changes tokens
-            elif p.ndim >= 2 and name.endswith("mlp.gate.weight"):
+            elif name.endswith("self_attn.sinks"):
+                p.normal_(0.0, 1.0)  # gpt_oss: sinks that take a real share of each softmax
+            elif p.ndim >= 2 and (name.endswith("mlp.gate.weight") or name.endswith("mlp.router.weight")):
                 p.normal_(0.0, 0.2)  # MoE routers: decisive, varied routing, so every expert gets tokens
             elif p.ndim >= 2:
                 p.normal_(0.0, 0.08)

@@ -1,14 +1,16 @@
-"""The Python package on a YaRN-scaled model (a tiny random Qwen3 with Qwen3's `rope_parameters`
-{"rope_type": "yarn", "factor": 4.0, ...}, tests/parity/tiny_models.py): greedy tokens of one prompt and of a
+"""The Python package on the newer model families (tiny random models, tests/parity/tiny_models.py): a
+YaRN-scaled Qwen3 (rope_parameters {"rope_type": "yarn", "factor": 4.0, ...}) and gpt_oss (attention sinks,
+biased experts with the clamped SwiGLU, alternating windows). Greedy tokens of one prompt and of a
 left-padded batch equal transformers' generate() on the same folder."""
+import pytest
 
 
-def test_yarn_model_greedy_matches_transformers(mgp, tmp_path):
+@pytest.mark.parametrize("arch", ["qwen3-yarn", "gpt_oss"])
+def test_greedy_matches_transformers(arch, mgp, tmp_path):
     import torch
     from tiny_models import make_tiny_model
 
-    ref, folder = make_tiny_model("qwen3-yarn", tmp_path / "yarn")
-    assert ref.config.rope_parameters["rope_type"] == "yarn"
+    ref, folder = make_tiny_model(arch, tmp_path / arch)
     model, tokenizer = mgp.load(folder)
     prompts = [[5, 77, 301, 9, 41, 250, 7, 88, 123, 64, 19, 402], [300, 12, 97]]
     cfg = mgp.GenerationConfig(max_new_tokens=24, min_new_tokens=24, do_sample=False)

@@ -1,7 +1,8 @@
-"""`mlxgp serve` on a YaRN-scaled model (a tiny random Qwen3 with the default model's tokenizer and
-rope_parameters {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}): requests
-decoded together in one batch each give exactly the tokens `mlxgp generate` gives alone, and those equal
-transformers' greedy generate() on the same folder."""
+"""`mlxgp serve` on the newer model families, tiny random models with the default model's tokenizer: a
+YaRN-scaled Qwen3 (rope_parameters {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings":
+64}) and gpt_oss (attention sinks, biased experts, alternating windows, its YaRN). Requests decoded together
+in one batch each give exactly the tokens `mlxgp generate` gives alone, and those equal transformers' greedy
+generate() on the same folder."""
 import concurrent.futures as cf
 
 import openai
@@ -13,19 +14,26 @@ PROMPTS = ["The capital of France is", "Write a haiku about rain.", "List three 
 NEW = 16
 
 
-@pytest.fixture(scope="module")
-def yarn_folder(tmp_path_factory):
+CONFIGS = {
+    "qwen3-yarn": ("Qwen3Config", dict(head_dim=32, rope_parameters={
+        "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64})),
+    "gpt_oss": ("GptOssConfig", dict(head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=8,
+                                     layer_types=["sliding_attention", "full_attention"])),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def family_folder(request, tmp_path_factory):
     import torch
     import transformers
 
-    out = tmp_path_factory.mktemp("yarn")
+    cls, extra = CONFIGS[request.param]
+    out = tmp_path_factory.mktemp(request.param.replace("-", "_"))
     tok = transformers.AutoTokenizer.from_pretrained(GGUF.parent, gguf_file=GGUF.name)
-    cfg = transformers.Qwen3Config(
+    cfg = getattr(transformers, cls)(
         vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=32, max_position_embeddings=256, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
-        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
-                         "original_max_position_embeddings": 64})
+        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, tie_word_embeddings=True, **extra)
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():
@@ -36,10 +44,10 @@ def yarn_folder(tmp_path_factory):
     return model.eval(), tok, out
 
 
-def test_batched_yarn_requests_equal_generate_alone_and_transformers(yarn_folder):
+def test_batched_requests_equal_generate_alone_and_transformers(family_folder):
     import torch
 
-    ref, tok, folder = yarn_folder
+    ref, tok, folder = family_folder
     cli = [cli_generate("--prompt", p, "--max-new-tokens", NEW, "--min-new-tokens", NEW, "--dtype", "float32",
                         model=folder)["sequences"][0] for p in PROMPTS]
     with torch.no_grad():
