@@ -22,7 +22,7 @@ LR_ADAMW = 1e-4
 def tiny(tmp_path_factory):
     return {arch: tiny_models.make_tiny_model(arch, tmp_path_factory.mktemp(f"train_{arch}"))
             for arch in ("llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe",
-                         "starcoder2", "gpt2")}
+                         "starcoder2", "gpt2", "gpt_oss")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -30,6 +30,17 @@ def _as_mlxgp_grads(arch, name, grad):
     in memory (experts.gate_up_proj [E, 2I, H], experts.down_proj [E, H, I]); mlxgp keeps them stacked under
     mlx-lm's names (switch_mlp.{gate,up,down}_proj.weight), and mixtral's block under block_sparse_moe."""
     module = ".block_sparse_moe." if arch == "mixtral" else ".mlp."
+    if arch == "gpt_oss" and ".mlp.experts." in name:
+        # GptOssExperts: gate_up_proj [E, H, 2I] with gate / up interleaved (x @ W), down_proj [E, I, H].
+        prefix = name.split(".mlp.")[0] + ".mlp.switch_mlp."
+        if name.endswith("gate_up_proj"):
+            return {prefix + "gate_proj.weight": grad[:, :, 0::2].transpose(0, 2, 1),
+                    prefix + "up_proj.weight": grad[:, :, 1::2].transpose(0, 2, 1)}
+        if name.endswith("gate_up_proj_bias"):
+            return {prefix + "gate_proj.bias": grad[:, 0::2], prefix + "up_proj.bias": grad[:, 1::2]}
+        if name.endswith("down_proj"):
+            return {prefix + "down_proj.weight": grad.transpose(0, 2, 1)}
+        return {prefix + "down_proj.bias": grad}
     if ".mlp.experts." not in name and not (arch == "mixtral" and name.endswith(".mlp.gate.weight")):
         return {name: grad}
     prefix = name.split(".mlp.")[0] + module
@@ -90,9 +101,10 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
 # olmo2: output norms and whole-projection q/k norms; granite: the four multipliers; mixtral / qwen2_moe:
 # gradients through the router's top-k weights and the gathered experts (and qwen2_moe's shared expert);
 # starcoder2: LayerNorm weights and biases, biased projections; gpt2: learned positions, the tied wte, and
-# the gradients written under transformers' names with the Conv1D ones [in, out].
+# the gradients written under transformers' names with the Conv1D ones [in, out]; gpt_oss: the sinks, the
+# router's bias and the experts' biases through the clamped SwiGLU.
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe",
-                                  "starcoder2", "gpt2"])
+                                  "starcoder2", "gpt2", "gpt_oss"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)
@@ -431,7 +443,7 @@ AUX_COEF = 0.5  # large enough that the router gradients differ well beyond the 
 # term's) against one torch step; padded: right-padded rows whose pad tokens the attention mask drops from
 # the balancing statistics. qwen2_moe's dense layer 1 (mlp_only_layers) routes nothing and is skipped.
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
-@pytest.mark.parametrize("arch", ["mixtral", "qwen2_moe", "qwen3_moe"])
+@pytest.mark.parametrize("arch", ["mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss"])
 def test_moe_router_aux_loss_matches_torch(arch, padded, tiny, run_mlxgp, tmp_path):
     model, base = tiny[arch]
     folder = _with_config(base, tmp_path / "model", output_router_logits=True, router_aux_loss_coef=AUX_COEF)
@@ -466,7 +478,7 @@ def test_moe_router_aux_loss_matches_torch(arch, padded, tiny, run_mlxgp, tmp_pa
     plain_refs = {}
     for name, p in plain.named_parameters():
         plain_refs.update(_as_mlxgp_grads(arch, name, p.grad.numpy()))
-    routers = [n for n in refs if n.endswith(".gate.weight") and "shared_expert" not in n]
+    routers = [n for n in refs if n.endswith((".gate.weight", ".router.weight")) and "shared_expert" not in n]
     effect = max(float(np.abs(refs[n] - plain_refs[n]).max() / np.abs(refs[n]).max()) for n in routers)
 
     ldiff, adiff = abs(log["loss"] - out.loss.item()), abs(log["aux_loss"] - out.aux_loss.item())
