@@ -74,6 +74,12 @@ void apply_dtype(WeightMap& w, std::optional<mx::Dtype> dtype,
       auto wi = w.find(base + ".weight");
       auto bi = w.find(base + ".biases");
       const auto& sc = w.at(base + ".scales");
+      if (sc.dtype() == mx::uint8 && wi != w.end() && bi == w.end()) {
+        // MXFP4 (gpt-oss's experts): e8m0 scales per 32 4-bit e2m1 values, nothing else.
+        wi->second = mx::astype(mx::dequantize(wi->second, sc, std::nullopt, 32, 4, "mxfp4"), *dtype);
+        w.erase(base + ".scales");
+        continue;
+      }
       // 2-D projections, or 3-D stacked experts ([experts, out, packed in]).
       if (wi == w.end() || bi == w.end() || wi->second.ndim() < 2 || wi->second.ndim() > 3 ||
           sc.ndim() != wi->second.ndim() || sc.shape(-1) == 0)

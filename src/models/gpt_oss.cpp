@@ -2,9 +2,95 @@
 // (transformers' eager_attention_forward: it joins each softmax and is dropped after), alternating sliding
 // and full layers, YaRN, and a mixture of experts in every layer (models/moe.h: a router with a bias,
 // softmax over the top-k logits, experts with biases and a clamped SwiGLU).
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "mlxgp/error.h"
 #include "models/decoder.h"
+#include "models/model_names.h"
 
 namespace mlxgp {
+
+namespace {
+
+// Every other entry along `axis`, from `first` (gate_up_proj interleaves gate and up).
+mx::array every_other(const mx::array& a, int axis, int first) {
+  mx::Shape start(a.ndim(), 0), strides(a.ndim(), 1);
+  start[axis] = first;
+  strides[axis] = 2;
+  return mx::contiguous(mx::slice(a, start, a.shape(), strides));
+}
+
+mx::array pop(WeightMap& w, const std::string& name) {
+  auto it = w.find(name);
+  if (it == w.end()) fail("model", "missing tensor '" + name + "'");
+  auto a = it->second;
+  w.erase(it);
+  return a;
+}
+
+void check_rank(const mx::array& a, size_t ndim, const std::string& name) {
+  if (a.ndim() != ndim) fail("model", "tensor '" + name + "' must have " + std::to_string(ndim) + " dimensions");
+}
+
+// MXFP4 blocks [E, out, in / 32, 16 bytes] (low nibble first) are MLX's mxfp4 packing of [E, out, in]:
+// viewed as uint32 words [E, out, in / 8]; the uint8 scales [E, out, in / 32] are its e8m0 scales.
+mx::array mxfp4_words(const mx::array& blocks, const std::string& name) {
+  check_rank(blocks, 4, name);
+  if (blocks.dtype() != mx::uint8 || blocks.shape(3) != 16) fail("model", "tensor '" + name + "' is not MXFP4 blocks");
+  return mx::view(mx::reshape(mx::contiguous(blocks), {blocks.shape(0), blocks.shape(1), blocks.shape(2) * 16}),
+                  mx::uint32);
+}
+
+}  // namespace
+
+WeightMap gpt_oss_model_names(WeightMap w) {
+  std::set<std::string> layers;  // "model.layers.N.mlp" of every layer with transformers' expert tensors
+  for (auto& [name, a] : w)
+    for (const char* t :
+         {".mlp.experts.gate_up_proj", ".mlp.experts.gate_up_proj_blocks", ".mlp.experts.down_proj_bias"})
+      if (name.ends_with(t)) layers.insert(name.substr(0, name.size() - std::string(t).size() + 4));
+  for (const auto& p : layers) {
+    const std::string e = p + ".experts.", s = p + ".switch_mlp.";
+    if (w.count(e + "gate_up_proj_blocks")) {
+      // The original checkpoint: gate_up rows interleave gate (even) and up (odd) outputs.
+      auto gu = mxfp4_words(pop(w, e + "gate_up_proj_blocks"), e + "gate_up_proj_blocks");
+      auto gu_scales = pop(w, e + "gate_up_proj_scales");
+      check_rank(gu_scales, 3, e + "gate_up_proj_scales");
+      w.insert_or_assign(s + "gate_proj.weight", every_other(gu, 1, 0));
+      w.insert_or_assign(s + "up_proj.weight", every_other(gu, 1, 1));
+      w.insert_or_assign(s + "gate_proj.scales", every_other(gu_scales, 1, 0));
+      w.insert_or_assign(s + "up_proj.scales", every_other(gu_scales, 1, 1));
+      w.insert_or_assign(s + "down_proj.weight", mxfp4_words(pop(w, e + "down_proj_blocks"), e + "down_proj_blocks"));
+      w.insert_or_assign(s + "down_proj.scales", pop(w, e + "down_proj_scales"));
+    } else if (w.count(e + "gate_up_proj")) {
+      // transformers' GptOssExperts in float: x @ W with gate_up_proj [E, hidden, 2I] (gate columns even, up
+      // odd) and down_proj [E, I, hidden]; the switch layout is [E, out, in].
+      auto gu = pop(w, e + "gate_up_proj");
+      check_rank(gu, 3, e + "gate_up_proj");
+      w.insert_or_assign(s + "gate_proj.weight", mx::contiguous(mx::swapaxes(every_other(gu, 2, 0), 1, 2)));
+      w.insert_or_assign(s + "up_proj.weight", mx::contiguous(mx::swapaxes(every_other(gu, 2, 1), 1, 2)));
+      auto down = pop(w, e + "down_proj");
+      check_rank(down, 3, e + "down_proj");
+      w.insert_or_assign(s + "down_proj.weight", mx::contiguous(mx::swapaxes(down, 1, 2)));
+    }
+    if (w.count(e + "gate_up_proj_bias")) {
+      auto bias = pop(w, e + "gate_up_proj_bias");
+      check_rank(bias, 2, e + "gate_up_proj_bias");
+      w.insert_or_assign(s + "gate_proj.bias", every_other(bias, 1, 0));
+      w.insert_or_assign(s + "up_proj.bias", every_other(bias, 1, 1));
+    }
+    w.insert_or_assign(s + "down_proj.bias", pop(w, e + "down_proj_bias"));
+  }
+  // mlx-lm's layout (and whatever is left): experts.<proj>.<suffix> are stacked already.
+  std::vector<std::pair<std::string, std::string>> renames;
+  for (auto& [name, a] : w)
+    if (auto at = name.find(".mlp.experts."); at != std::string::npos)
+      renames.emplace_back(name, name.substr(0, at) + ".mlp.switch_mlp." + name.substr(at + 13));
+  for (auto& [from, to] : renames) w.insert_or_assign(to, pop(w, from));
+  return w;
+}
 
 void register_gpt_oss() {
   register_model_type("gpt_oss", [](const ModelConfig& c, WeightMap w) -> std::unique_ptr<Model> {

@@ -18,4 +18,9 @@ WeightMap gpt2_model_names(WeightMap weights);
 // The reverse (mlxgp/checkpoint_names.h).
 WeightMap gpt2_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 
+// gpt_oss: the experts' transformers tensors (gate_up_proj [E, hidden, 2I] interleaved, down_proj; or the
+// original checkpoint's MXFP4 *_blocks / *_scales) and mlx-lm's experts.<proj> as stacked switch_mlp
+// projections with biases (models/moe.h).
+WeightMap gpt_oss_model_names(WeightMap weights);
+
 }  // namespace mlxgp

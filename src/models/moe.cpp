@@ -19,58 +19,6 @@ const char* stacked_name(const std::string& proj, bool mixtral) {
   return proj == "gate_proj" || proj == "up_proj" || proj == "down_proj" ? "" : nullptr;
 }
 
-// gpt_oss's experts under the stacked names (switch_mlp.<gate|up|down>_proj.<weight|bias>): from
-// transformers' GptOssExperts (gate_up_proj [E, hidden, 2I], gate columns even and up columns odd, x @ W;
-// down_proj [E, I, hidden]) or from mlx-lm's already split `experts.<proj>` modules.
-void gpt_oss_experts(WeightMap& w, const ModelConfig& c) {
-  const int E = c.num_experts, H = c.hidden_size, I = c.moe_intermediate_size;
-  for (int i = 0; i < c.num_hidden_layers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".mlp";
-    if (w.count(p + ".experts.gate_up_proj_blocks") || w.count(p + ".experts.down_proj_blocks"))
-      fail("model", "MXFP4 expert weights ('" + p +
-                        ".experts.gate_up_proj_blocks') are not supported yet; save the model dequantized "
-                        "(transformers: Mxfp4Config(dequantize=True)) and load that folder");
-    auto it = w.find(p + ".experts.gate_up_proj");
-    if (it == w.end()) {
-      // mlx-lm's layout: experts.<proj>.<suffix> are the stacked tensors already.
-      std::vector<std::pair<std::string, std::string>> renames;
-      const std::string from = p + ".experts.";
-      for (auto& [name, a] : w)
-        if (name.rfind(from, 0) == 0) renames.emplace_back(name, p + ".switch_mlp." + name.substr(from.size()));
-      for (auto& [old_name, new_name] : renames) {
-        auto a = w.at(old_name);
-        w.erase(old_name);
-        w.insert_or_assign(new_name, a);
-      }
-      continue;
-    }
-    auto gate_up = it->second;
-    if (gate_up.shape() != mx::Shape{E, H, 2 * I})
-      fail("model", "tensor '" + p + ".experts.gate_up_proj' has shape " + shape_str(gate_up.shape()) + ", expected " +
-                        shape_str({E, H, 2 * I}));
-    auto columns = [&](const mx::array& a, int first) {  // every other last-axis entry, from `first`
-      auto stop = a.shape();
-      mx::Shape start(a.ndim(), 0), strides(a.ndim(), 1);
-      start.back() = first;
-      strides.back() = 2;
-      return mx::slice(a, start, stop, strides);
-    };
-    // x @ W on [E, H, I] == W' @ x with W' = [E, I, H], the switch layout.
-    w.insert_or_assign(p + ".switch_mlp.gate_proj.weight", mx::contiguous(mx::swapaxes(columns(gate_up, 0), 1, 2)));
-    w.insert_or_assign(p + ".switch_mlp.up_proj.weight", mx::contiguous(mx::swapaxes(columns(gate_up, 1), 1, 2)));
-    w.erase(p + ".experts.gate_up_proj");
-    auto gate_up_bias = take(w, p + ".experts.gate_up_proj_bias", {E, 2 * I});
-    w.insert_or_assign(p + ".switch_mlp.gate_proj.bias", mx::contiguous(columns(gate_up_bias, 0)));
-    w.insert_or_assign(p + ".switch_mlp.up_proj.bias", mx::contiguous(columns(gate_up_bias, 1)));
-    w.erase(p + ".experts.gate_up_proj_bias");
-    auto down = take(w, p + ".experts.down_proj", {E, I, H});
-    w.insert_or_assign(p + ".switch_mlp.down_proj.weight", mx::contiguous(mx::swapaxes(down, 1, 2)));
-    w.erase(p + ".experts.down_proj");
-    w.insert_or_assign(p + ".switch_mlp.down_proj.bias", take(w, p + ".experts.down_proj_bias", {E, H}));
-    w.erase(p + ".experts.down_proj_bias");
-  }
-}
-
 }  // namespace
 
 bool is_moe_layer(const ModelConfig& c, int i) {
@@ -82,7 +30,6 @@ bool is_moe_layer(const ModelConfig& c, int i) {
 
 void stack_experts(WeightMap& w, const ModelConfig& c, const MoeOptions& o) {
   if (c.num_experts <= 0) return;
-  if (o.gpt_oss) return gpt_oss_experts(w, c);
   const std::string ffn = o.mixtral_names ? ".block_sparse_moe.experts." : ".mlp.experts.";
   // (layer prefix, stacked projection, suffix) -> expert index -> tensor name
   std::map<std::tuple<std::string, std::string, std::string>, std::map<int, std::string>> groups;
@@ -157,11 +104,17 @@ SwitchLinear SwitchLinear::load(const WeightMap& w, const std::string& prefix, i
                       ", " + std::to_string(out) + ", " + std::to_string(in) + "]");
   l.group_size = in / sc.shape(2);
   l.bits = qw.shape(2) * 32 / in;
-  check_quantization(prefix + ".weight", l.bits, l.group_size);
   UsedNames::record(prefix + ".weight");
   UsedNames::record(prefix + ".scales");
   l.weight = qw;
   l.scales = sc;
+  if (sc.dtype() == mx::uint8) {  // MXFP4: 4-bit e2m1 values, one e8m0 scale per 32, nothing else
+    if (l.bits != 4 || l.group_size != 32)
+      fail("model", "MXFP4 expert tensor '" + prefix + ".weight' must hold 4-bit values in groups of 32");
+    l.mode = "mxfp4";
+    return l;
+  }
+  check_quantization(prefix + ".weight", l.bits, l.group_size);
   l.biases = take(w, prefix + ".biases", sc.shape());
   return l;
 }
@@ -185,6 +138,8 @@ mx::array SwitchLinear::product(const mx::array& x, const mx::array& indices) co
                         x.dtype());
     return mx::gather_mm(x, mx::swapaxes(*weight, -1, -2), std::nullopt, indices);
   }
+  if (mode == "mxfp4")
+    return mx::gather_qmm(x, *weight, *scales, std::nullopt, std::nullopt, indices, true, group_size, bits, mode);
   auto s = scales->dtype() == x.dtype() ? *scales : mx::astype(*scales, x.dtype());
   auto b = biases->dtype() == x.dtype() ? *biases : mx::astype(*biases, x.dtype());
   return mx::gather_qmm(x, *weight, s, b, std::nullopt, indices, true, group_size, bits);

@@ -24,6 +24,9 @@ struct SwitchLinear {
   std::optional<uint32_t> ggml_type;
   bool int8_activations = false;  // as Linear's
   std::optional<mx::array> bias;  // [E, out] (gpt_oss), added to each chosen expert's output
+  // MLX quantization mode: "affine" (scales and biases) or "mxfp4" (uint8 power-of-two scales per 32
+  // values, no biases: gpt-oss's original expert tensors).
+  std::string mode = "affine";
   static SwitchLinear load(const WeightMap& w, const std::string& prefix, int experts, int in, int out,
                            bool with_bias = false);
   // x [..., 1, 1, in], indices [..., k] -> [..., k, 1, out]
@@ -36,9 +39,8 @@ struct SwitchLinear {
 struct MoeOptions {
   // mixtral: block_sparse_moe.experts.E.{w1, w3, w2}; qwen*_moe: mlp.experts.E.{gate, up, down}_proj.
   bool mixtral_names = false;
-  // gpt_oss: mlp.router with a bias; experts in one gate_up_proj [E, hidden, 2 x width] (gate and up
-  // interleaved) and down_proj [E, width, hidden], each with a bias; the clamped SwiGLU of swiglu_alpha /
-  // swiglu_limit.
+  // gpt_oss: mlp.router with a bias; experts with biases (stacked at load by gpt_oss_model_names, from
+  // transformers' gate_up_proj or the MXFP4 blocks); the clamped SwiGLU of swiglu_alpha / swiglu_limit.
   bool gpt_oss = false;
 };
 

@@ -66,6 +66,7 @@ std::unique_ptr<Model> create_model(const ModelConfig& config, WeightMap weights
 
 WeightMap to_model_names(const std::string& model_type, WeightMap weights) {
   if (model_type == "gpt2") return gpt2_model_names(std::move(weights));
+  if (model_type == "gpt_oss") return gpt_oss_model_names(std::move(weights));
   return weights;
 }
 

@@ -139,23 +139,72 @@ def test_gemma2_softcap_with_quantized_cache_is_refused(tiny, run_mlxgp):
     assert "soft-capping" in r.stderr and r.stderr.count("\n") <= 1, r.stderr
 
 
-def test_gpt_oss_refusals_name_themselves(tiny, run_mlxgp, tmp_path):
-    """What mlxgp does not do for gpt_oss yet says so in one line: a quantized KV cache (the sinks join the
-    softmax on the eager path only), tensor parallelism, the original MXFP4 expert tensors."""
-    from safetensors.numpy import load_file, save_file
-
+def test_gpt_oss_refusals_name_themselves(tiny, run_mlxgp):
+    """What mlxgp does not do for gpt_oss says so in one line: a quantized KV cache (the sinks join the
+    softmax on the eager attention path only)."""
     _, folder = tiny("gpt_oss")
     r = run_mlxgp("generate", "--model", folder, "--input-ids", "5,6,7", "--max-new-tokens", 2, "--kv-bits", 8,
                   check=False)
     assert r.returncode != 0 and "attention sinks (gpt_oss) with a quantized KV cache" in r.stderr, r.stderr
     assert r.stderr.strip().count("\n") == 0, r.stderr
-    mxfp4 = tmp_path / "mxfp4"
-    shutil.copytree(folder, mxfp4)
-    weights = load_file(mxfp4 / "model.safetensors")
-    weights["model.layers.0.mlp.experts.gate_up_proj_blocks"] = weights.pop("model.layers.0.mlp.experts.gate_up_proj")
-    save_file(weights, mxfp4 / "model.safetensors", metadata={"format": "pt"})
-    r = run_mlxgp("logits", "--model", mxfp4, "--input-ids", "5,6,7", "--out", tmp_path / "x.safetensors", check=False)
-    assert r.returncode != 0 and "MXFP4 expert weights" in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def _mxfp4_folder(model, folder, out):
+    """gpt-oss's original checkpoint layout: each layer's experts as MXFP4 `*_blocks` (uint8 [E, out, in / 32,
+    16], two 4-bit e2m1 codes a byte, low nibble first) and `*_scales` (uint8 e8m0 exponents [E, out, in / 32]),
+    gate_up rows interleaving gate and up, and `quantization_config` {"quant_method": "mxfp4"}. The codes and
+    scales are random: transformers' own dequantization defines what they mean."""
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(folder, out)
+    weights = load_file(out / "model.safetensors")
+    rng = np.random.default_rng(7)
+    cfg = model.config
+    E, H, I = cfg.num_local_experts, cfg.hidden_size, cfg.intermediate_size
+    for i in range(cfg.num_hidden_layers):
+        p = f"model.layers.{i}.mlp.experts."
+        del weights[p + "gate_up_proj"], weights[p + "down_proj"]
+        for name, rows, cols in (("gate_up_proj", 2 * I, H), ("down_proj", H, I)):
+            weights[p + name + "_blocks"] = rng.integers(0, 256, (E, rows, cols // 32, 16), dtype=np.uint8)
+            weights[p + name + "_scales"] = rng.integers(121, 125, (E, rows, cols // 32), dtype=np.uint8)
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((out / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_gpt_oss_mxfp4_checkpoint_as_transformers_dequantizes_it(tiny, run_mlxgp, run_mlxgp_json, tmp_path):
+    """The original MXFP4 expert tensors load kept as MXFP4 (MLX's mxfp4 gather_qmm: the blocks are its packing)
+    or dequantized by --dtype float32; logits, greedy tokens and a left-padded batch equal transformers' on the
+    same folder (it dequantizes the blocks itself on a CPU)."""
+    import torch
+    import transformers
+    from safetensors.numpy import load_file
+
+    model, folder = tiny("gpt_oss")
+    mxfp4 = _mxfp4_folder(model, folder, tmp_path / "mxfp4")
+    ref = transformers.AutoModelForCausalLM.from_pretrained(mxfp4, dtype=torch.float32).eval()
+    ids = _ids(TOTAL, model.config.vocab_size, seed=12)
+    with torch.no_grad():
+        want = ref(torch.tensor([ids])).logits[0].numpy()
+    for extra in ([], ["--dtype", "float32"]):
+        out = tmp_path / "l.safetensors"
+        run_mlxgp("logits", "--model", mxfp4, "--input-ids", ",".join(map(str, ids)), "--out", out, *extra)
+        diff = float(np.abs(load_file(str(out))["logits"] - want).max())
+        print(f"gpt_oss MXFP4 experts {extra or 'kept'}: max |diff| = {diff:.3e} (logits up to {np.abs(want).max():.2f})")
+        assert np.abs(want).max() > 0.5
+        assert diff <= 1e-4
+    prompts = [_ids(n, model.config.vocab_size, seed=30 + n) for n in (11, 4)]
+    refs = [_hf_generate(ref, p) for p in prompts]
+    common = ["--model", mxfp4, "--max-new-tokens", MAX_NEW, "--min-new-tokens", MAX_NEW]
+    assert run_mlxgp_json("generate", *common, "--input-ids", ",".join(map(str, prompts[0])))["sequences"][0][
+        "token_ids"] == refs[0]
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text("".join(json.dumps({"input_ids": p}) + "\n" for p in prompts))
+    proc = run_mlxgp("generate", *common, "--prompts-file", jsonl, "--batch-size", 2, "--json")
+    assert [json.loads(line)["sequences"][0]["token_ids"] for line in proc.stdout.splitlines() if line.strip()] == refs
 
 
 @pytest.mark.parametrize("edit, message", [
