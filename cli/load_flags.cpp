@@ -9,7 +9,7 @@ void declare_int8_flag(Args& args) {
       "to 8 bits per 32 (256) values and multiply with integer dot products, as llama.cpp's CPU backend does (AVX-512 "
       "VNNI CPUs; faster than float32 activations "
       "at every batch size; those weights are held twice, as stored and interleaved for these kernels; "
-      "logits then follow llama.cpp's rounding, not transformers'; Q2_K / Q3_K tensors keep float32 "
+      "logits then follow llama.cpp's rounding, not transformers'; Q2_K / Q3_K / MXFP4 tensors keep float32 "
       "activations). Applies to --model; a --draft-model "
       "loads as usual, as with --dtype",
       false);

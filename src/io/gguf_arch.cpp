@@ -58,6 +58,16 @@ const std::vector<GgufArch>& table() {
       // Weights already [out, in] (llama.cpp's converter transposes GPT-2's Conv1D), so these are the
       // decoder's names, which models/model_names.h passes through untransposed.
       {"gpt2", "gpt2", {{"attn_qkv", "self_attn.qkv_proj"}, {"ffn_up", "mlp.c_fc"}, {"ffn_down", "mlp.c_proj"}}},
+      // gpt-oss: the router with its bias, experts with biases (MXFP4 in llama.cpp's own files), per-head
+      // sinks; post_attention_norm is the pre-MLP norm, transformers' post_attention_layernorm.
+      {"gpt-oss",
+       "gpt_oss",
+       {{"ffn_gate_inp", "mlp.router"},
+        {"ffn_gate_exps", "mlp.switch_mlp.gate_proj"},
+        {"ffn_up_exps", "mlp.switch_mlp.up_proj"},
+        {"ffn_down_exps", "mlp.switch_mlp.down_proj"},
+        {"attn_sinks", "self_attn.sinks"},
+        {"post_attention_norm", "post_attention_layernorm"}}},
   };
   return t;
 }
@@ -79,8 +89,9 @@ void moe_config(const std::string& p, const GgufMeta& meta, const std::unordered
   if (c.moe_intermediate_size <= 0) fail("gguf", "metadata '" + p + "expert_feed_forward_length' is missing");
   if (c.intermediate_size == 0) c.intermediate_size = c.moe_intermediate_size;  // no dense layer reads it
   // llama.cpp runs every layer sparse (no decoder_sparse_step / mlp_only_layers in GGUF) and fixes the
-  // top-k renormalisation per architecture: off for qwen2moe, on for qwen3moe.
-  c.norm_topk_prob = c.model_type == "qwen3_moe";
+  // top-k renormalisation per architecture: off for qwen2moe, on for qwen3moe; gpt-oss takes a softmax over
+  // the chosen logits (its SOFTMAX_WEIGHT gating), the same thing.
+  c.norm_topk_prob = c.model_type == "qwen3_moe" || c.model_type == "gpt_oss";
   if (c.model_type == "qwen2_moe") {
     c.shared_expert_intermediate_size = gguf_count_or(meta, p + "expert_shared_feed_forward_length",
                                                       rows_of(tensors, "blk.0.ffn_gate_shexp.weight", 0));
@@ -177,7 +188,18 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
                       const std::unordered_map<std::string, mx::array>& tensors, ModelConfig& c) {
   const std::string p = arch.gguf + ".";
   const std::string& t = c.model_type;
-  if (t == "qwen2_moe" || t == "qwen3_moe") moe_config(p, meta, tensors, c);
+  if (t == "qwen2_moe" || t == "qwen3_moe" || t == "gpt_oss") moe_config(p, meta, tensors, c);
+  if (t == "gpt_oss") {
+    // llama.cpp's gpt-oss: every even layer slides (its swa pattern 2), biases on q/k/v/o, the clamped
+    // SwiGLU's 1.702 / 7.0 fixed in code (GptOssConfig's defaults, which ModelConfig holds).
+    const std::string window_key = p + "attention.sliding_window";
+    const int window = gguf_count_or(meta, window_key, 0);
+    if (window < 1) fail("gguf", "metadata '" + window_key + "' must be at least 1");
+    c.sliding_window = window;
+    c.sliding_layers.clear();
+    for (int i = 0; i < c.num_hidden_layers; ++i) c.sliding_layers.push_back(i % 2 == 0);
+    c.attention_bias = true;
+  }
   if (t == "gemma2" || t == "gemma3_text") gemma_config(p, meta, c);
   if (t == "starcoder2") {
     c.hidden_act = "gelu_pytorch_tanh";  // llama.cpp's starcoder2 FFN: GELU, tanh approximation

@@ -8,7 +8,8 @@
 //   and every other block type where that kernel runs fused (keep_as_blocks), so resident weights are
 //   the file's bytes;
 // - elsewhere, the affine ones (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K) as MLX affine triples with
-//   group 32 (uint32 codes packed little-endian, bits per value 4, 5 or 8; float32 scales and biases).
+//   group 32 (uint32 codes packed little-endian, bits per value 4, 5 or 8; float32 scales and biases);
+// - MXFP4 (gpt-oss's experts) as MLX mxfp4 pairs (uint32 codes, uint8 exponents; load_mxfp4).
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -34,7 +35,7 @@ namespace {
 
 namespace k = mlxgp::kernels;
 
-enum class Storage { dense, affine, blocks, refused };
+enum class Storage { dense, affine, blocks, mxfp4, refused };
 
 struct TypeInfo {
   const char* name;
@@ -76,7 +77,7 @@ const std::map<uint32_t, TypeInfo> kTypes = {
     {29, {"IQ1_M", Storage::refused}},
     {34, {"TQ1_0", Storage::refused}},
     {35, {"TQ2_0", Storage::refused}},
-    {39, {"MXFP4", Storage::refused}},
+    {39, {"MXFP4", Storage::mxfp4}},
 };
 
 class Walker {
@@ -280,6 +281,37 @@ bool keep_as_blocks(const Info& t) {
           k::ggml_simd_supported(t.type));
 }
 
+// MXFP4 (gpt-oss's experts): ggml's block is an e8m0 exponent then 16 bytes holding the 32 e2m1 codes,
+// values 0-15 in the low nibbles and 16-31 in the high ones, each value kvalues_mxfp4[code] (e2m1 doubled)
+// times 2^(e - 128), i.e. e2m1 times 2^(e - 127): MLX's mxfp4 with the codes re-paired (value 2k in the low
+// nibble of byte k, 2k + 1 in the high one) and the exponent as its scale. Stacked experts only.
+void load_mxfp4(Walker& w, const Info& t, std::unordered_map<std::string, mx::array>& out) {
+  if (t.shape.size() != 3)
+    fail("gguf", "tensor '" + t.name + "' is MXFP4, which mlxgp loads for stacked experts ([experts, out, in]) only");
+  const int64_t K = t.shape.back(), rows = static_cast<int64_t>(t.numel / K), blocks = K / 32;
+  mx::Shape wshape = t.shape, sshape = t.shape;
+  wshape.back() = static_cast<int>(K / 8);
+  sshape.back() = static_cast<int>(blocks);
+  mx::array qw(mx::allocator::malloc(rows * K / 2), wshape, mx::uint32);
+  mx::array scales(mx::allocator::malloc(rows * blocks), sshape, mx::uint8);
+  auto* codes = reinterpret_cast<uint8_t*>(qw.data<uint32_t>());
+  uint8_t* exps = scales.data<uint8_t>();
+  std::vector<uint8_t> row(blocks * 17);
+  for (int64_t r = 0; r < rows; ++r) {
+    w.bytes(row.data(), row.size());
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* blk = row.data() + b * 17;
+      exps[r * blocks + b] = blk[0];
+      auto code = [&](int i) { return i < 16 ? blk[1 + i] & 0x0F : blk[1 + i - 16] >> 4; };
+      uint8_t* dst = codes + (r * blocks + b) * 16;
+      for (int k = 0; k < 16; ++k) dst[k] = static_cast<uint8_t>(code(2 * k) | (code(2 * k + 1) << 4));
+    }
+  }
+  auto base = t.name.ends_with(".weight") ? t.name.substr(0, t.name.size() - 7) : t.name;
+  add_tensor(out, t.name, std::move(qw));
+  add_tensor(out, base + ".scales", std::move(scales));
+}
+
 void load_tensor(Walker& w, const Info& t, uint64_t data_start, std::unordered_map<std::string, mx::array>& out) {
   w.seek(data_start + t.offset);
   const TypeInfo& ti = *t.info;
@@ -300,6 +332,7 @@ void load_tensor(Walker& w, const Info& t, uint64_t data_start, std::unordered_m
     }
     return;
   }
+  if (ti.storage == Storage::mxfp4) return load_mxfp4(w, t, out);
   // Affine: codes packed into uint32 words, float32 scales/biases per 32 values.
   const k::GgmlBlock blk = k::ggml_block(t.type);
   const int64_t K = t.shape.back(), rows = static_cast<int64_t>(t.numel / K), groups = K / 32;
@@ -376,7 +409,8 @@ mx::GGUFLoad read_gguf(const std::string& path, bool with_tensors, uint64_t* n_t
     if (t.info->storage == Storage::refused)
       w.bad("tensor '" + t.name + "' has type " + t.info->name + ", which mlxgp does not load");
     const k::GgmlBlock blk = t.info->storage == Storage::dense ? k::GgmlBlock{1, static_cast<int>(t.info->dtype.size())}
-                                                               : k::ggml_block(t.type);
+                             : t.info->storage == Storage::mxfp4 ? k::GgmlBlock{32, 17}
+                                                                 : k::ggml_block(t.type);
     if (t.shape.back() % blk.elements != 0)
       w.bad("tensor '" + t.name + "' row size is not a multiple of its block size");
     t.bytes = t.numel / blk.elements * blk.bytes;

@@ -82,8 +82,9 @@ ModelConfig gguf_config(const GgufMeta& meta, const std::unordered_map<std::stri
   const std::string p = arch.gguf + ".";
   c.hidden_size = gguf_count(meta, p + "embedding_length");
   // MoE files may omit the dense width (gguf_arch_config falls back to the experts').
-  c.intermediate_size = c.model_type.ends_with("_moe") ? gguf_count_or(meta, p + "feed_forward_length", 0)
-                                                       : gguf_count(meta, p + "feed_forward_length");
+  const bool moe = c.model_type.ends_with("_moe") || c.model_type == "gpt_oss";
+  c.intermediate_size =
+      moe ? gguf_count_or(meta, p + "feed_forward_length", 0) : gguf_count(meta, p + "feed_forward_length");
   c.num_hidden_layers = gguf_count(meta, p + "block_count");
   c.num_attention_heads = gguf_count(meta, p + "attention.head_count");
   c.num_key_value_heads = gguf_count_or(meta, p + "attention.head_count_kv", c.num_attention_heads);
@@ -156,6 +157,8 @@ WeightMap gguf_weights(const ModelConfig& c, std::unordered_map<std::string, mx:
     if (norm_plus_one && hf.ends_with("norm.weight")) arr = mx::subtract(mx::astype(arr, mx::float32), mx::array(1.0f));
     // The shared expert's gate is one row, stored 1-D by the converter.
     if (hf.ends_with(".shared_expert_gate.weight") && arr.ndim() == 1) arr = mx::reshape(arr, {1, arr.shape(0)});
+    // gpt-oss's sinks are a parameter, not a module's weight.
+    if (hf.ends_with(".self_attn.sinks.weight")) hf.resize(hf.size() - 7);
     out.emplace(hf, arr);
   }
   return out;

@@ -107,6 +107,62 @@ def test_kquant_experts(qtype, tiny, run_mlxgp, run_mlxgp_json, tmp_path):
     assert got_batch == want
 
 
+def test_gpt_oss_gguf_as_llama_cpp(run_mlxgp, run_mlxgp_json, tmp_path):
+    """gpt-oss GGUF files as llama.cpp writes and runs them (transformers 5.24's GGUF reader fails on them, so
+    llama.cpp, node-llama-cpp 3.21.1's libllama, is the reference, live): sinks, biases, the router's bias,
+    stacked biased experts, every even layer sliding, YaRN (llama.cpp's truncated ramp), the clamped SwiGLU's
+    fixed 1.702 / 7.0. An F32 file, and one whose experts llama.cpp's own quantizer wrote as MXFP4 (loaded as
+    MLX mxfp4 with the codes re-paired): logits against llama.cpp on the same file (F32) or on the F32 file of
+    gguf-py's dequantization of those MXFP4 rows (llama.cpp's MXFP4 kernel rounds activations to 8 bits, 0.24
+    apart on this model); greedy tokens are llama.cpp's argmax after each of mlxgp's prefixes."""
+    import gguf
+    import torch
+
+    from tests.refs import llama_cpp
+
+    model, _ = tiny_models.make_tiny_model("gpt_oss", tmp_path / "hf")
+    ids, prefill = _ids(40, model.config.vocab_size, seed=14), 20
+    f32 = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
+    mxfp4 = tiny_models.write_tiny_gguf(model, tmp_path / "mxfp4.gguf", "F32", gguf_quant.quantize_rows, vocab=True,
+                                        types={"_exps.weight": "MXFP4"})
+    assert set(gguf_quant.tensor_types(mxfp4).values()) == {"F32", "MXFP4"}
+    with torch.no_grad():  # the same model with llama.cpp's MXFP4 rows dequantized by gguf-py
+        for name, p in model.named_parameters():
+            if name.endswith(("experts.gate_up_proj", "experts.down_proj")):
+                w = p.numpy().transpose(0, 2, 1)  # [E, out, in], as llama.cpp stacks them
+                rows = gguf_quant.quantize_rows(w.reshape(-1, w.shape[-1]), "MXFP4")
+                deq = gguf.quants.dequantize(rows, gguf.GGMLQuantizationType.MXFP4).reshape(w.shape)
+                p.copy_(torch.from_numpy(np.ascontiguousarray(deq.transpose(0, 2, 1))))
+    dequantized = tiny_models.write_tiny_gguf(model, tmp_path / "deq.gguf", "F32", vocab=True)
+    for path, ref_path, extra in ((f32, f32, []), (mxfp4, dequantized, []), (mxfp4, dequantized, ["--dtype", "float32"])):
+        ref = llama_cpp.logits(ref_path, ids, prefill, repack=False)
+        got = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "l.safetensors", "--prefill", prefill,
+                            *extra)[prefill - 1:len(ids) - 1]
+        diff = float(np.abs(got - ref).max())
+        print(f"gpt-oss {path.stem} {extra or 'as loaded'}: max |diff| vs llama.cpp = {diff:.3e} "
+              f"(logits up to {np.abs(ref).max():.2f})")
+        assert np.abs(ref).max() > 0.5
+        assert diff <= 1e-4
+    prompt = ids[:12]
+    got = run_mlxgp_json("generate", "--model", mxfp4, "--input-ids", ",".join(map(str, prompt)),
+                         "--max-new-tokens", GREEDY_NEW, "--ignore-eos")["sequences"][0]["token_ids"]
+    ref = llama_cpp.logits(dequantized, prompt + got, len(prompt), repack=False)
+    assert [int(r.argmax()) for r in ref[:GREEDY_NEW]] == got
+
+
+def test_gguf_mxfp4_outside_experts_refused(run_mlxgp, tmp_path):
+    import transformers
+
+    model, _ = tiny_models.make_model_from_config(
+        transformers.LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=2),
+        tmp_path / "llama")
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "m.gguf", "F32", gguf_quant.quantize_rows,
+                                       types={"ffn_up.weight": "MXFP4"})
+    line = _expect_error(run_mlxgp, path, "gguf", tmp_path)
+    assert "tensor 'blk.0.ffn_up.weight' is MXFP4, which mlxgp loads for stacked experts" in line, line
+
+
 def test_phi3_longrope_refused(tiny, run_mlxgp, tmp_path):
     """llama.cpp picks Phi-3's LongRoPE factors by its context size, transformers by the running length."""
     factors = np.ones(8, dtype=np.float32)

@@ -281,11 +281,13 @@ GGUF_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
 # llama.cpp's architecture names (general.architecture) of the transformers model types.
 GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_moe": "qwen2moe",
                    "qwen3_moe": "qwen3moe", "phi3": "phi3", "starcoder2": "starcoder2", "gemma2": "gemma2",
-                   "gemma3_text": "gemma3", "gpt2": "gpt2"}
+                   "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_oss": "gpt-oss"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
     """The `<arch>.*` keys llama.cpp's convert_hf_to_gguf.py writes for cfg.model_type."""
+    import gguf
+
     mt = cfg.model_type
     if mt == "gpt2":  # convert_hf_to_gguf.py's GPT2Model: no rope, no kv heads, a LayerNorm epsilon
         w.add_block_count(cfg.n_layer)
@@ -323,6 +325,15 @@ def _gguf_metadata(w, cfg, head_dim):
         w.add_expert_count(cfg.num_experts)
         w.add_expert_used_count(cfg.num_experts_per_tok)
         w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
+    if mt == "gpt_oss":  # convert_hf_to_gguf.py's GptOssModel: expert counts and width, window, YaRN
+        w.add_expert_count(cfg.num_local_experts)
+        w.add_expert_used_count(cfg.num_experts_per_tok)
+        w.add_expert_feed_forward_length(cfg.intermediate_size)
+        w.add_sliding_window(cfg.sliding_window)
+        if rope.get("rope_type") == "yarn":
+            w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+            w.add_rope_scaling_factor(rope["factor"])
+            w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
     if mt == "qwen2_moe":
         w.add_expert_shared_feed_forward_length(cfg.shared_expert_intermediate_size)
     if mt == "gemma2":
@@ -350,6 +361,24 @@ def _gguf_tensors(model):
     for name, t in model.state_dict().items():
         t = t.detach().float().numpy().astype(np.float32)
         if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        if mt == "gpt_oss" and ".mlp.experts." in name:
+            # GptOssExperts: gate_up_proj [E, H, 2I] with gate / up interleaved (x @ W), down_proj [E, I, H];
+            # llama.cpp stacks them [E, out, in] as ffn_{gate,up,down}_exps with their biases.
+            blk = "blk." + name.split(".")[2] + "."
+            if name.endswith("gate_up_proj"):
+                yield blk + "ffn_gate_exps.weight", np.ascontiguousarray(t[:, :, 0::2].transpose(0, 2, 1))
+                yield blk + "ffn_up_exps.weight", np.ascontiguousarray(t[:, :, 1::2].transpose(0, 2, 1))
+            elif name.endswith("gate_up_proj_bias"):
+                yield blk + "ffn_gate_exps.bias", np.ascontiguousarray(t[:, 0::2])
+                yield blk + "ffn_up_exps.bias", np.ascontiguousarray(t[:, 1::2])
+            elif name.endswith("down_proj"):
+                yield blk + "ffn_down_exps.weight", np.ascontiguousarray(t.transpose(0, 2, 1))
+            else:
+                yield blk + "ffn_down_exps.bias", t
+            continue
+        if mt == "gpt_oss" and name.endswith("self_attn.sinks"):
+            yield "blk." + name.split(".")[2] + ".attn_sinks.weight", t
             continue
         if name.endswith("mlp.experts.gate_up_proj"):  # transformers 5 fuses [gate; up] per expert
             half = t.shape[1] // 2
