@@ -14,12 +14,13 @@ namespace mlxgp {
 
 namespace {
 
-// Every other entry along `axis`, from `first` (gate_up_proj interleaves gate and up).
+// Every other entry along `axis`, from `first` (gate_up_proj interleaves gate and up), as a strided view:
+// each caller copies once, after any transpose of its own.
 mx::array every_other(const mx::array& a, int axis, int first) {
   mx::Shape start(a.ndim(), 0), strides(a.ndim(), 1);
   start[axis] = first;
   strides[axis] = 2;
-  return mx::contiguous(mx::slice(a, start, a.shape(), strides));
+  return mx::slice(a, start, a.shape(), strides);
 }
 
 mx::array pop(WeightMap& w, const std::string& name) {
@@ -50,7 +51,7 @@ WeightMap gpt_oss_model_names(WeightMap w) {
   for (auto& [name, a] : w)
     for (const char* t :
          {".mlp.experts.gate_up_proj", ".mlp.experts.gate_up_proj_blocks", ".mlp.experts.down_proj_bias"})
-      if (name.ends_with(t)) layers.insert(name.substr(0, name.size() - std::string(t).size() + 4));
+      if (name.ends_with(t)) layers.insert(name.substr(0, name.rfind(".experts.")));
   for (const auto& p : layers) {
     const std::string e = p + ".experts.", s = p + ".switch_mlp.";
     if (w.count(e + "gate_up_proj_blocks")) {
@@ -58,10 +59,10 @@ WeightMap gpt_oss_model_names(WeightMap w) {
       auto gu = mxfp4_words(pop(w, e + "gate_up_proj_blocks"), e + "gate_up_proj_blocks");
       auto gu_scales = pop(w, e + "gate_up_proj_scales");
       check_rank(gu_scales, 3, e + "gate_up_proj_scales");
-      w.insert_or_assign(s + "gate_proj.weight", every_other(gu, 1, 0));
-      w.insert_or_assign(s + "up_proj.weight", every_other(gu, 1, 1));
-      w.insert_or_assign(s + "gate_proj.scales", every_other(gu_scales, 1, 0));
-      w.insert_or_assign(s + "up_proj.scales", every_other(gu_scales, 1, 1));
+      w.insert_or_assign(s + "gate_proj.weight", mx::contiguous(every_other(gu, 1, 0)));
+      w.insert_or_assign(s + "up_proj.weight", mx::contiguous(every_other(gu, 1, 1)));
+      w.insert_or_assign(s + "gate_proj.scales", mx::contiguous(every_other(gu_scales, 1, 0)));
+      w.insert_or_assign(s + "up_proj.scales", mx::contiguous(every_other(gu_scales, 1, 1)));
       w.insert_or_assign(s + "down_proj.weight", mxfp4_words(pop(w, e + "down_proj_blocks"), e + "down_proj_blocks"));
       w.insert_or_assign(s + "down_proj.scales", pop(w, e + "down_proj_scales"));
     } else if (w.count(e + "gate_up_proj")) {
@@ -78,8 +79,8 @@ WeightMap gpt_oss_model_names(WeightMap w) {
     if (w.count(e + "gate_up_proj_bias")) {
       auto bias = pop(w, e + "gate_up_proj_bias");
       check_rank(bias, 2, e + "gate_up_proj_bias");
-      w.insert_or_assign(s + "gate_proj.bias", every_other(bias, 1, 0));
-      w.insert_or_assign(s + "up_proj.bias", every_other(bias, 1, 1));
+      w.insert_or_assign(s + "gate_proj.bias", mx::contiguous(every_other(bias, 1, 0)));
+      w.insert_or_assign(s + "up_proj.bias", mx::contiguous(every_other(bias, 1, 1)));
     }
     w.insert_or_assign(s + "down_proj.bias", pop(w, e + "down_proj_bias"));
   }
