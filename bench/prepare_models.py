@@ -17,7 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_GGUF, HF_F32_DIR, MLX_Q4_DIR, MLX_Q8_DIR  # noqa: E402
+from common import DEFAULT_GGUF, HF_F32_DIR, MLX_MXFP4_DIR, MLX_NVFP4_DIR, MLX_Q4_DIR, MLX_Q8_DIR  # noqa: E402
 
 # mlx-lm's usual 4-bit recipe (mlx_lm.convert -q defaults): affine, group 64.
 Q_BITS = 4
@@ -97,6 +97,16 @@ def build_mlx_q8(out: Path) -> None:
     convert(str(HF_F32_DIR), mlx_path=str(out), quantize=True, q_bits=8, q_group_size=Q_GROUP_SIZE)
 
 
+def build_mlx_mode(mode: str):
+    """MLX's microscaling modes (e2m1 values, one uint8 scale per group) as mlx_lm.convert --q-mode writes them."""
+    def build(out: Path) -> None:
+        from mlx_lm import convert
+
+        convert(str(HF_F32_DIR), mlx_path=str(out), quantize=True, q_mode=mode)
+
+    return build
+
+
 def main() -> None:
     HF_F32_DIR.parent.mkdir(parents=True, exist_ok=True)
     # One preparer at a time (parallel test workers may start two): the second waits, then reuses.
@@ -107,11 +117,13 @@ def main() -> None:
 
 def _prepare() -> None:
     rebuilt = _build_atomically(HF_F32_DIR, build_hf_f32)
-    for derived in (MLX_Q4_DIR, MLX_Q8_DIR):
+    for derived in (MLX_Q4_DIR, MLX_Q8_DIR, MLX_MXFP4_DIR, MLX_NVFP4_DIR):
         if rebuilt and derived.exists():
             (derived / STAMP).unlink(missing_ok=True)  # derived from the folder just rebuilt
     _build_atomically(MLX_Q4_DIR, build_mlx_q4)
     _build_atomically(MLX_Q8_DIR, build_mlx_q8)
+    _build_atomically(MLX_MXFP4_DIR, build_mlx_mode("mxfp4"))
+    _build_atomically(MLX_NVFP4_DIR, build_mlx_mode("nvfp4"))
 
 
 if __name__ == "__main__":

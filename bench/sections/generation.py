@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from common import DEFAULT_GGUF, HF_F32_DIR, MLX_Q4_DIR, ROOT
+from common import DEFAULT_GGUF, HF_F32_DIR, MLX_MXFP4_DIR, MLX_NVFP4_DIR, MLX_Q4_DIR, ROOT
 from prompt import prompt_ids
 from runner import Measurement, Run, RunError, run_json
 
@@ -61,6 +61,10 @@ class Config:
 CONFIGS = [
     Config("mlx-q4", MLX_Q4_DIR, ["mlxgp", "mlx-lm"],
            "MLX 4-bit folder (mlx_lm.convert, affine, group 64) made from the fp32 folder"),
+    Config("mlx-mxfp4", MLX_MXFP4_DIR, ["mlxgp", "mlx-lm"],
+           "MLX mxfp4 folder (mlx_lm.convert --q-mode mxfp4: e2m1 values, an e8m0 scale per 32)"),
+    Config("mlx-nvfp4", MLX_NVFP4_DIR, ["mlxgp", "mlx-lm"],
+           "MLX nvfp4 folder (mlx_lm.convert --q-mode nvfp4: e2m1 values, an e4m3 scale per 16)"),
     Config("hf-f32", HF_F32_DIR, ["mlxgp", "mlx-lm", "transformers"],
            "fp32 HF safetensors folder (transformers' dequantization of the default GGUF)"),
     Config("gguf-q4_1", DEFAULT_GGUF, ["mlxgp"], "the default GGUF (Q4_1) as is, for information"),

@@ -12,15 +12,17 @@ namespace mlxgp {
 
 struct ConvertOptions {
   bool quantize = false;
-  int group_size = 64;  // mlx-lm's defaults (q_group_size 64, q_bits 4)
-  int bits = 4;
+  // MLX's quantization mode (mlx-lm convert's --q-mode): "affine", "mxfp4", "mxfp8" or "nvfp4" (QuantizationConfig).
+  std::string mode = "affine";
+  // Unset: the mode's (mlx-lm's defaults_for_mode: affine 64 / 4, mxfp4 32 / 4, mxfp8 32 / 8, nvfp4 16 / 4).
+  std::optional<int> group_size, bits;
   std::optional<mlx::core::Dtype> dtype;  // cast float weights first (default: the checkpoint's dtype)
 };
 
 struct ConvertResult {
   std::string out_dir;
   int tensors = 0;            // tensors written
-  int quantized_tensors = 0;  // weights stored as (weight, scales, biases)
+  int quantized_tensors = 0;  // weights stored as (weight, scales[, biases])
   std::vector<std::string> copied_files;
 };
 

@@ -27,10 +27,14 @@ struct RopeScaling {
   bool truncate = true;
 };
 
-// MLX quantized checkpoints: config.json "quantization": {"group_size": 64, "bits": 4}.
+// MLX quantized checkpoints: config.json "quantization": {"group_size": 64, "bits": 4, "mode": "affine"}.
+// mode: "affine" (float scales and biases per group, 2-8 bits) or one of MLX's microscaling formats (one
+// uint8 scale per group, no biases): "mxfp4" (4-bit e2m1, e8m0 scales, groups of 32), "mxfp8" (8-bit e4m3,
+// e8m0 scales, groups of 32), "nvfp4" (4-bit e2m1, e4m3 scales, groups of 16).
 struct QuantizationConfig {
   int group_size = 64;
   int bits = 4;
+  std::string mode = "affine";
 };
 
 struct ModelConfig {

@@ -12,12 +12,13 @@ namespace mlxgp::py {
 void bind_convert(nb::module_& m) {
   m.def(
       "convert_to_mlx",
-      [](const std::string& hf_dir, const std::string& out_dir, bool quantize, int group_size, int bits,
-         std::optional<std::string> dtype) {
+      [](const std::string& hf_dir, const std::string& out_dir, bool quantize, std::optional<int> group_size,
+         std::optional<int> bits, std::optional<std::string> dtype, const std::string& mode) {
         ConvertOptions o;
         o.quantize = quantize;
         o.group_size = group_size;
         o.bits = bits;
+        o.mode = mode;
         if (dtype) o.dtype = parse_dtype(*dtype);
         ConvertResult r;
         {
@@ -31,8 +32,8 @@ void bind_convert(nb::module_& m) {
         d["copied_files"] = nb::cast(r.copied_files);
         return d;
       },
-      nb::arg("hf_dir"), nb::arg("out_dir"), nb::arg("quantize") = false, nb::arg("group_size") = 64,
-      nb::arg("bits") = 4, nb::arg("dtype").none() = nb::none());
+      nb::arg("hf_dir"), nb::arg("out_dir"), nb::arg("quantize") = false, nb::arg("group_size").none() = nb::none(),
+      nb::arg("bits").none() = nb::none(), nb::arg("dtype").none() = nb::none(), nb::arg("mode") = "affine");
 }
 
 }  // namespace mlxgp::py

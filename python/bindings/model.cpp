@@ -62,6 +62,13 @@ void bind_model(nb::module_& m) {
             return std::make_pair(c.quantization->group_size, c.quantization->bits);
           },
           "(group_size, bits) of a quantized checkpoint, else None")
+      .def_prop_ro(
+          "quantization_mode",
+          [](const ModelConfig& c) -> std::optional<std::string> {
+            if (!c.quantization) return std::nullopt;
+            return c.quantization->mode;
+          },
+          "MLX's quantization mode of a quantized checkpoint ('affine', 'mxfp4', 'mxfp8' or 'nvfp4'), else None")
       .def("__repr__", [](const ModelConfig& c) {
         return "ModelArgs(model_type='" + c.model_type + "', hidden_size=" + std::to_string(c.hidden_size) +
                ", num_hidden_layers=" + std::to_string(c.num_hidden_layers) +

@@ -19,24 +19,27 @@ from ._checks import BOOL, INT, NONE, PATH, STR, checked
 
 
 @checked("convert", hf_path=PATH, quantize=BOOL, local_out=PATH | NONE, q_group_size=INT | NONE,
-         q_bits=INT | NONE, dtype=STR | NONE)
-def convert_hf_to_mlx(hf_path, quantize=False, local_out=None, q_group_size=None, q_bits=None, dtype=None):
+         q_bits=INT | NONE, dtype=STR | NONE, q_mode=STR)
+def convert_hf_to_mlx(hf_path, quantize=False, local_out=None, q_group_size=None, q_bits=None, dtype=None,
+                      q_mode="affine"):
     """Converts a local HF folder (config.json + safetensors) into an MLX folder laid out like mlx-lm's
     convert (config.json with "quantization" when quantized, model.safetensors, tokenizer files), the same
-    work as `mlxgp convert`. q_group_size / q_bits (default 64 / 4) need quantize=True. Returns the output
+    work as `mlxgp convert`. q_mode ("affine", "mxfp4", "mxfp8" or "nvfp4", as mlx_lm.convert's) and
+    q_group_size / q_bits (default: the mode's, 64 / 4 for affine) need quantize=True. Returns the output
     folder (default: <hf_path>-mlx[-<bits>bit])."""
-    # As `mlxgp convert` refuses --q-bits / --q-group-size without --quantize: they would be dropped unseen.
-    if not quantize and (q_bits is not None or q_group_size is not None):
-        raise ValueError("[convert] q_bits / q_group_size need quantize=True")
-    q_group_size = 64 if q_group_size is None else q_group_size
-    q_bits = 4 if q_bits is None else q_bits
+    # As `mlxgp convert` refuses --q-bits / --q-group-size / --q-mode without --quantize: they would be dropped
+    # unseen.
+    if not quantize and (q_bits is not None or q_group_size is not None or q_mode != "affine"):
+        raise ValueError("[convert] q_bits / q_group_size / q_mode need quantize=True")
     hf_path = os.path.expanduser(os.fspath(hf_path))
     if not os.path.exists(hf_path):
         raise FileNotFoundError(f"[load] no such file or folder: {hf_path}")
     if local_out is None:
-        local_out = hf_path.rstrip("/") + (f"-mlx-{q_bits}bit" if quantize else "-mlx")
+        bits = q_bits if q_bits is not None else {"mxfp8": 8}.get(q_mode, 4)
+        local_out = hf_path.rstrip("/") + (f"-mlx-{bits}bit" if quantize else "-mlx")
     local_out = os.path.expanduser(os.fspath(local_out))
-    _core.convert_to_mlx(hf_path, local_out, bool(quantize), int(q_group_size), int(q_bits), dtype)
+    as_int = lambda v: None if v is None else int(v)  # noqa: E731
+    _core.convert_to_mlx(hf_path, local_out, bool(quantize), as_int(q_group_size), as_int(q_bits), dtype, q_mode)
     return local_out
 
 

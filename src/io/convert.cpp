@@ -75,11 +75,26 @@ std::optional<std::pair<int, int>> mlx_lm_override(const std::string& model_type
 }  // namespace
 
 ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_dir, const ConvertOptions& options) {
-  if (options.quantize && options.bits != 2 && options.bits != 3 && options.bits != 4 && options.bits != 6 &&
-      options.bits != 8)
-    fail("convert", "bits must be 2, 3, 4, 6 or 8, got " + std::to_string(options.bits));
-  if (options.quantize && options.group_size != 32 && options.group_size != 64 && options.group_size != 128)
-    fail("convert", "group_size must be 32, 64 or 128, got " + std::to_string(options.group_size));
+  // mlx-lm's defaults_for_mode, and the pairs mx.quantize takes (a microscaling mode has exactly one).
+  const std::pair<int, int> mode_default = options.mode == "affine"  ? std::pair{64, 4}
+                                           : options.mode == "mxfp4" ? std::pair{32, 4}
+                                           : options.mode == "mxfp8" ? std::pair{32, 8}
+                                           : options.mode == "nvfp4" ? std::pair{16, 4}
+                                                                     : std::pair{0, 0};
+  if (mode_default.first == 0)
+    fail("convert", "unknown quantization mode '" + options.mode + "' (supported: affine, mxfp4, mxfp8, nvfp4)");
+  const int q_group = options.group_size.value_or(mode_default.first),
+            q_bits = options.bits.value_or(mode_default.second);
+  if (options.mode == "affine" && q_bits != 2 && q_bits != 3 && q_bits != 4 && q_bits != 6 && q_bits != 8)
+    fail("convert", "bits must be 2, 3, 4, 6 or 8, got " + std::to_string(q_bits));
+  if (options.mode == "affine" && q_group != 32 && q_group != 64 && q_group != 128)
+    fail("convert", "group_size must be 32, 64 or 128, got " + std::to_string(q_group));
+  if (options.mode != "affine" && std::pair{q_group, q_bits} != mode_default)
+    fail("convert", "mode " + options.mode + " quantizes " + std::to_string(mode_default.second) +
+                        " bits in groups of " + std::to_string(mode_default.first) + ", got " + std::to_string(q_bits) +
+                        " bits in groups of " + std::to_string(q_group));
+  if (!options.quantize && (options.mode != "affine" || options.group_size || options.bits))
+    fail("convert", "a quantization mode, group size or bits needs quantize");
   fs::path src(hf_dir), dst = fs::path(out_dir).lexically_normal();
   if (out_dir.empty()) fail("convert", "the output folder name is empty");
   if (dst.filename().empty()) dst = dst.parent_path();  // "out/" names the folder out
@@ -109,27 +124,29 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
   params = to_checkpoint_names(model_type, std::move(params), CheckpointLayout::MlxLm);
   // mlx-lm's quantize_model: {"group_size", "bits", "mode"}, then one entry per module its predicate gave
   // parameters of its own.
-  nlohmann::ordered_json q = {{"group_size", options.group_size}, {"bits", options.bits}, {"mode", "affine"}};
+  nlohmann::ordered_json q = {{"group_size", q_group}, {"bits", q_bits}, {"mode", options.mode}};
   std::unordered_map<std::string, mx::array> out;
   std::map<std::string, std::pair<int, int>> own;  // modules with parameters of their own, in name order
   for (auto& [name, w] : params) {
-    if (!options.quantize || !quantizable(name, w, options.group_size)) {
+    if (!options.quantize || !quantizable(name, w, q_group)) {
       out.insert_or_assign(name, w);
       continue;
     }
     const std::string base = name.substr(0, name.size() - 7);
-    int group_size = options.group_size, bits = options.bits;
-    if (auto o = mlx_lm_override(model_type, base)) {
+    int group_size = q_group, bits = q_bits;
+    std::string mode = options.mode;
+    if (auto o = mlx_lm_override(model_type, base)) {  // the predicate's dict: to_quantized's default mode, affine
       std::tie(group_size, bits) = *o;
+      mode = "affine";
       own.emplace(base, *o);
       if (w.shape(-1) % group_size != 0)
         fail("convert", "tensor '" + name + "' (input size " + std::to_string(w.shape(-1)) +
                             ") does not split into mlx-lm's groups of " + std::to_string(group_size) + " for it");
     }
-    auto qt = mx::quantize(w, group_size, bits);
+    auto qt = mx::quantize(w, group_size, bits, mode);
     out.insert_or_assign(name, qt[0]);
     out.insert_or_assign(base + ".scales", qt[1]);
-    out.insert_or_assign(base + ".biases", qt[2]);
+    if (qt.size() > 2) out.insert_or_assign(base + ".biases", qt[2]);  // affine only
     ++result.quantized_tensors;
   }
   for (auto& [path, gb] : own) q[path] = {{"group_size", gb.first}, {"bits", gb.second}};

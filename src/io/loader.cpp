@@ -18,6 +18,7 @@
 #include "kernels/kernels.h"
 #include "mlxgp/error.h"
 #include "mlxgp/paths.h"
+#include "models/layers.h"
 #include "models/model_names.h"
 
 namespace mx = mlx::core;
@@ -75,8 +76,10 @@ void apply_dtype(WeightMap& w, std::optional<mx::Dtype> dtype,
       auto bi = w.find(base + ".biases");
       const auto& sc = w.at(base + ".scales");
       if (sc.dtype() == mx::uint8 && wi != w.end() && bi == w.end()) {
-        // MXFP4 (gpt-oss's experts): e8m0 scales per 32 4-bit e2m1 values, nothing else.
-        wi->second = mx::astype(mx::dequantize(wi->second, sc, std::nullopt, 32, 4, "mxfp4"), *dtype);
+        // A microscaling mode (uint8 scales, no biases; gpt-oss's experts are mxfp4).
+        const auto [bits, group_size] = layers::microscaling_bits_group(wi->second.shape(-1), sc.shape(-1));
+        const auto mode = layers::microscaling_mode(w, base, bits, group_size);
+        wi->second = mx::dequantize(wi->second, sc, std::nullopt, group_size, bits, mode, std::nullopt, *dtype);
         w.erase(base + ".scales");
         continue;
       }
@@ -171,8 +174,8 @@ LoadedModel load_folder(const fs::path& dir, const LoadOptions& options) {
   std::unordered_map<std::string, int> module_groups;
   if (config.quantization) {
     WeightMap probe;
-    for (auto& [path, gb] : io::quantization_modules(config_text))
-      probe.insert_or_assign(path + ".weight", mx::array(gb.first));
+    for (auto& [path, q] : io::quantization_modules(config_text))
+      probe.insert_or_assign(path + ".weight", mx::array(q.group_size));
     for (auto& [name, g] : to_model_names(config.model_type, std::move(probe)))
       module_groups[name.substr(0, name.size() - 7)] = g.item<int>();
   }

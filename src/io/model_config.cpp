@@ -33,27 +33,49 @@ int get_int(const json& j, const char* key, int def, bool required = false) {
   return static_cast<int>(v);
 }
 
-// One level of "quantization": the top level, or a module's own entry (mlx-lm's load_model class_predicate
-// gives a module listed there its own parameters).
-void read_quantization(const json& e, int& group_size, int& bits, const std::string& where) {
-  group_size = get_int(e, "group_size", group_size);
-  bits = get_int(e, "bits", bits);
-  if (auto m = e.find("mode"); m != e.end() && m->is_string() && *m != "affine")
-    fail("config", "unsupported quantization mode '" + m->get<std::string>() + "'" + where + " (supported: affine)");
-  if (bits < 2 || bits > 8 || (group_size != 32 && group_size != 64 && group_size != 128))
-    fail("config", "unsupported quantization" + where + " (bits " + std::to_string(bits) + ", group_size " +
-                       std::to_string(group_size) + ")");
+// MLX's quantization modes and the group size / bits each defaults to (mlx.nn's _defaults_for_mode): affine
+// takes 2-8 bits in groups of 32, 64 or 128; each microscaling mode allows only its own pair (mx.quantize).
+struct QuantMode {
+  const char* name;
+  int group_size, bits;
+};
+constexpr QuantMode kQuantModes[] = {{"affine", 64, 4}, {"mxfp4", 32, 4}, {"mxfp8", 32, 8}, {"nvfp4", 16, 4}};
+
+// One level of "quantization": the top level, or a module's own entry. mlx-lm's load_model passes an entry to
+// to_quantized as it stands, so what an entry leaves out is to_quantized's default (mode affine, that mode's
+// group size and bits), not the top level's; mlx-lm's quantize_model always writes all three at the top.
+QuantizationConfig read_quantization(const json& e, const std::string& where) {
+  QuantizationConfig q;
+  if (auto m = e.find("mode"); m != e.end() && !m->is_null()) {
+    if (!m->is_string()) fail("config", "quantization mode" + where + " must be a string");
+    q.mode = m->get<std::string>();
+  }
+  const QuantMode* mode = nullptr;
+  for (auto& m : kQuantModes)
+    if (q.mode == m.name) mode = &m;
+  if (!mode)
+    fail("config",
+         "unsupported quantization mode '" + q.mode + "'" + where + " (supported: affine, mxfp4, mxfp8, nvfp4)");
+  q.group_size = get_int(e, "group_size", mode->group_size);
+  q.bits = get_int(e, "bits", mode->bits);
+  // mlx-lm's per-expert nvfp4 tensor scales: MLX's CPU gather_qmm has no global scale ("only supported on
+  // the GPU"), so such a folder cannot run here.
+  if (auto g = e.find("global_scale"); g != e.end() && !g->is_null() && *g != false)
+    fail("config", "nvfp4 global scales" + where + " are not supported (MLX's CPU kernels have none)");
+  const bool ok = q.mode == "affine"
+                      ? q.bits >= 2 && q.bits <= 8 && (q.group_size == 32 || q.group_size == 64 || q.group_size == 128)
+                      : q.group_size == mode->group_size && q.bits == mode->bits;
+  if (!ok)
+    fail("config", "unsupported quantization" + where + " (mode " + q.mode + ", bits " + std::to_string(q.bits) +
+                       ", group_size " + std::to_string(q.group_size) + ")");
+  return q;
 }
 
 // The object-valued entries of "quantization" (true / false entries leave a module to its tensors).
-std::map<std::string, std::pair<int, int>> module_entries(const json& q, const QuantizationConfig& top) {
-  std::map<std::string, std::pair<int, int>> out;
-  for (auto& [path, e] : q.items()) {
-    if (!e.is_object()) continue;
-    std::pair<int, int> gb{top.group_size, top.bits};
-    read_quantization(e, gb.first, gb.second, " for '" + path + "'");
-    out.emplace(path, gb);
-  }
+std::map<std::string, QuantizationConfig> module_entries(const json& q) {
+  std::map<std::string, QuantizationConfig> out;
+  for (auto& [path, e] : q.items())
+    if (e.is_object()) out.emplace(path, read_quantization(e, " for '" + path + "'"));
   return out;
 }
 
@@ -500,10 +522,8 @@ ModelConfig parse_model_config(const std::string& json_text) {
   }
   if (auto it = j.find("quantization"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) fail("config", "quantization must be an object");
-    QuantizationConfig q;
-    read_quantization(*it, q.group_size, q.bits, "");
-    module_entries(*it, q);  // checked here, read by the loader (io::quantization_modules)
-    c.quantization = q;
+    c.quantization = read_quantization(*it, "");
+    module_entries(*it);  // checked here, read by the loader (io::quantization_modules)
   }
   validate_model_config(c, "config");
   return c;
@@ -511,14 +531,12 @@ ModelConfig parse_model_config(const std::string& json_text) {
 
 namespace io {
 
-std::map<std::string, std::pair<int, int>> quantization_modules(const std::string& config_json) {
+std::map<std::string, QuantizationConfig> quantization_modules(const std::string& config_json) {
   auto j = json::parse(config_json, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return {};
   auto it = j.find("quantization");
   if (it == j.end() || !it->is_object()) return {};
-  QuantizationConfig top;
-  read_quantization(*it, top.group_size, top.bits, "");
-  return module_entries(*it, top);
+  return module_entries(*it);
 }
 
 }  // namespace io

@@ -6,13 +6,14 @@
 
 #include <map>
 #include <string>
-#include <utility>
+
+#include "mlxgp/model_config.h"
 
 namespace mlxgp::io {
 
-// Module path (the checkpoint's names) -> (group_size, bits), fields an entry leaves out taken from the top
-// level; empty without "quantization". Throws [config] naming a module whose mode is not affine or whose
-// bits / group size mlxgp does not load.
-std::map<std::string, std::pair<int, int>> quantization_modules(const std::string& config_json);
+// Module path (the checkpoint's names) -> its quantization, fields an entry leaves out being to_quantized's
+// defaults (mode affine, the mode's group size and bits) as in mlx-lm; empty without "quantization". Throws
+// [config] naming a module whose mode, bits or group size mlxgp does not load.
+std::map<std::string, QuantizationConfig> quantization_modules(const std::string& config_json);
 
 }  // namespace mlxgp::io

@@ -26,6 +26,16 @@ mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::arr
 bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
                                 const mx::array& biases, int group_size, int bits);
 
+// The same for MLX's quantization modes: `mode` "affine" (biases required) as above, or the 4-bit microscaling
+// modes "mxfp4" (e8m0 scales, groups of 32) and "nvfp4" (e4m3 scales, groups of 16), uint8 scales and no biases,
+// on the same row kernels with each code's e2m1 value looked up (qmm_cpu.h); mxfp8 and anything else go to
+// mx::quantized_matmul(x, w, scales, biases, true, group_size, bits, mode).
+mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales,
+                           const std::optional<mx::array>& biases, int group_size, int bits, const std::string& mode);
+bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
+                                const std::optional<mx::array>& biases, int group_size, int bits,
+                                const std::string& mode);
+
 // llama.cpp block formats kept as stored (ggml type ids: Q2_K 10, Q3_K 11, Q6_K 14, IQ4_NL 20, IQ4_XS 23, and the
 // others kernels/ggml_blocks.h lists): w [..., K / block * block_bytes] uint8, one row of blocks per output.
 // ggml_matmul: y = x @ dequantize(w)^T (float32 result cast to x's dtype); decode-sized x on the CPU

@@ -1,4 +1,5 @@
 #include "kernels/qmm_cpu.h"
+#include "kernels/fp_formats.h"
 #include "kernels/nibble_lookup.h"
 #include "kernels/prefetch.h"
 #include "kernels/row_blocks.h"
@@ -38,6 +39,10 @@ inline float load_scale(const void* p, int i, ScaleType t) {
       return static_cast<float>(static_cast<const mlx::core::float16_t*>(p)[i]);
     case ScaleType::bf16:
       return static_cast<float>(static_cast<const mlx::core::bfloat16_t*>(p)[i]);
+    case ScaleType::e8m0:
+      return e8m0_scale(static_cast<const uint8_t*>(p)[i]);
+    case ScaleType::e4m3:
+      return e4m3_value(static_cast<const uint8_t*>(p)[i]);
   }
   return 0.0f;
 }
@@ -61,12 +66,14 @@ void rows_portable(const QmmArgs& a, const float* x, int n0, int n1) {
     for (int m = 0; m < a.M; ++m) {
       const float* xm = x + static_cast<size_t>(m) * a.K;
       float acc = 0.0f;
+      const bool fp4 = microscaling(a.scale_type);
       for (int g = 0; g < groups; ++g) {
         const float s = load_scale(a.scales, n * groups + g, a.scale_type);
-        const float b = load_scale(a.biases, n * groups + g, a.scale_type);
+        const float b = fp4 ? 0.0f : load_scale(a.biases, n * groups + g, a.scale_type);
         float qx = 0.0f, xs = 0.0f;
         for (int k = g * a.group_size; k < (g + 1) * a.group_size; ++k) {
-          const float q = static_cast<float>(code_at(w, k, a.bits));
+          const uint32_t c = code_at(w, k, a.bits);
+          const float q = fp4 ? kE2m1[c] : static_cast<float>(c);
           qx += q * xm[k];
           xs += xm[k];
         }
@@ -82,12 +89,21 @@ void rows_portable(const QmmArgs& a, const float* x, int n0, int n1) {
 #define MLXGP_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define MLXGP_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
 
+// Groups per 32-element SIMD step of the AVX-512 kernels: nvfp4's groups of 16 come two at a time (its K is a
+// multiple of 32 there: quantized_matmul_supported), every other format's groups are 32 or more.
+template <ScaleType ST>
+inline constexpr int kGroupsPerStep = ST == ScaleType::e4m3 ? 2 : 1;
+
 // One scale/bias per group; 16-bit ones are widened with F16C / a shift (the generic
 // mx::float16_t conversion is a software routine and would dominate the kernel).
 template <ScaleType ST>
 MLXGP_AVX2 inline float scale_at(const void* p, size_t i) {
   if constexpr (ST == ScaleType::f32) {
     return static_cast<const float*>(p)[i];
+  } else if constexpr (ST == ScaleType::e8m0) {
+    return e8m0_scale(static_cast<const uint8_t*>(p)[i]);
+  } else if constexpr (ST == ScaleType::e4m3) {
+    return e4m3_value(static_cast<const uint8_t*>(p)[i]);
   } else if constexpr (ST == ScaleType::f16) {
     return _cvtsh_ss(static_cast<const uint16_t*>(p)[i]);
   } else {
@@ -126,10 +142,21 @@ MLXGP_AVX2 void rows_avx2(const QmmArgs& a, const float* xp, int m0, int n0, int
     for (int g = 0; g < groups; ++g) {
       const size_t gi = static_cast<size_t>(n) * groups + g;
       const __m256 vs = _mm256_set1_ps(scale_at<ST>(a.scales, gi));
-      const __m256 vb = _mm256_set1_ps(scale_at<ST>(a.biases, gi));
+      [[maybe_unused]] const __m256 vb =
+          microscaling(ST) ? _mm256_setzero_ps() : _mm256_set1_ps(scale_at<ST>(a.biases, gi));
+      // e2m1: the magnitudes of codes 0-7 times the scale, by code & 7; bit 3 (the sign) flips the sign bit.
+      [[maybe_unused]] const __m256 t8 = _mm256_mul_ps(_mm256_loadu_ps(kE2m1), vs);
       for (int k = g * a.group_size; k < (g + 1) * a.group_size; k += 16) {
         __m256 w0, w1;
-        if constexpr (BITS == 4) {
+        if constexpr (microscaling(ST)) {
+          const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb + k / 2)));
+          const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_srli_epi32(v, 4);
+          const __m256i sign = _mm256_set1_epi32(8);
+          w0 = _mm256_xor_ps(_mm256_permutevar8x32_ps(t8, lo),
+                             _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(lo, sign), 28)));
+          w1 = _mm256_xor_ps(_mm256_permutevar8x32_ps(t8, hi),
+                             _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(hi, sign), 28)));
+        } else if constexpr (BITS == 4) {
           // 8 bytes hold 16 codes: low nibbles are the even elements, high nibbles the odd ones.
           __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb + k / 2)));
           w0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, low4)), vs, vb);
@@ -203,22 +230,35 @@ MLXGP_AVX512 void rows_avx512(const QmmArgs& a, const float* xp, int m0, int n0,
     __m512 acc[MB][NB][2];
     for (int m = 0; m < MB; ++m)
       for (int j = 0; j < NB; ++j) acc[m][j][0] = acc[m][j][1] = _mm512_setzero_ps();
-    for (int g = 0; g < groups; ++g) {
+    for (int g = 0; g < groups; g += kGroupsPerStep<ST>) {
       __m512 vs[NB], vb[NB], t[NB];
       for (int j = 0; j < NB; ++j) {
         const size_t gi = static_cast<size_t>(n + j) * groups + g;
-        vs[j] = _mm512_set1_ps(scale_at<ST>(a.scales, gi));
-        vb[j] = _mm512_set1_ps(scale_at<ST>(a.biases, gi));
-        // 4-bit: the group's 16 possible weights, looked up by code (nibble_lookup.h).
-        if constexpr (BITS == 4) t[j] = _mm512_fmadd_ps(nibble_codes(), vs[j], vb[j]);
+        vb[j] = microscaling(ST) ? _mm512_setzero_ps() : _mm512_set1_ps(scale_at<ST>(a.biases, gi));
+        if constexpr (kGroupsPerStep<ST> == 2) {
+          // nvfp4's groups of 16: each half of a 32-element step's lanes (low nibbles, then high) holds 8
+          // elements of either group, so the looked-up e2m1 values take a scale per half.
+          vs[j] = _mm512_insertf32x8(_mm512_set1_ps(scale_at<ST>(a.scales, gi)),
+                                     _mm256_set1_ps(scale_at<ST>(a.scales, gi + 1)), 1);
+          t[j] = _mm512_loadu_ps(kE2m1);
+        } else {
+          vs[j] = _mm512_set1_ps(scale_at<ST>(a.scales, gi));
+          // 4-bit: the group's 16 possible weights, looked up by code (nibble_lookup.h).
+          if constexpr (microscaling(ST)) t[j] = _mm512_mul_ps(_mm512_loadu_ps(kE2m1), vs[j]);
+          else if constexpr (BITS == 4) t[j] = _mm512_fmadd_ps(nibble_codes(), vs[j], vb[j]);
+        }
       }
-      for (int k = g * a.group_size; k < (g + 1) * a.group_size; k += 32) {
+      for (int k = g * a.group_size; k < (g + kGroupsPerStep<ST>)*a.group_size; k += 32) {
         __m512 w[NB][2];
         for (int j = 0; j < NB; ++j) prefetch_ahead<4 * BITS>(wb[j] + k * BITS / 8);  // prefetch.h
         for (int j = 0; j < NB; ++j) {
           if constexpr (BITS == 4) {
             // In the prepared x layout: the low nibbles' elements, then the high ones'.
             nibble_weights(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[j] + k / 2)), t[j], w[j][0], w[j][1]);
+            if constexpr (kGroupsPerStep<ST> == 2) {
+              w[j][0] = _mm512_mul_ps(w[j][0], vs[j]);
+              w[j][1] = _mm512_mul_ps(w[j][1], vs[j]);
+            }
           } else {
             dequant32<BITS>(wb[j], k, vs[j], vb[j], w[j][0], w[j][1]);
           }
@@ -274,15 +314,26 @@ template <int BITS, ScaleType ST>
 MLXGP_AVX512 void dequant_row_avx512(const QmmArgs& a, int n, float* out) {
   const int groups = a.K / a.group_size;
   const uint8_t* wb = reinterpret_cast<const uint8_t*>(a.w) + static_cast<size_t>(n) * a.K * BITS / 8;
-  for (int g = 0; g < groups; ++g) {
+  for (int g = 0; g < groups; g += kGroupsPerStep<ST>) {
     const size_t gi = static_cast<size_t>(n) * groups + g;
     const __m512 vs = _mm512_set1_ps(scale_at<ST>(a.scales, gi));
-    const __m512 vb = _mm512_set1_ps(scale_at<ST>(a.biases, gi));
-    for (int k = g * a.group_size; k < (g + 1) * a.group_size; k += 32) {
+    [[maybe_unused]] const __m512 vb =
+        microscaling(ST) ? _mm512_setzero_ps() : _mm512_set1_ps(scale_at<ST>(a.biases, gi));
+    // e2m1 by code (microscaling): the 16 lanes of c0 and of c1 each lie in one group.
+    [[maybe_unused]] const __m512 t0 = _mm512_mul_ps(_mm512_loadu_ps(kE2m1), vs);
+    [[maybe_unused]] const __m512 t1 =
+        kGroupsPerStep<ST> == 2 ? _mm512_mul_ps(_mm512_loadu_ps(kE2m1), _mm512_set1_ps(scale_at<ST>(a.scales, gi + 1)))
+                                : t0;
+    for (int k = g * a.group_size; k < (g + kGroupsPerStep<ST>)*a.group_size; k += 32) {
       __m512i c0, c1;
       codes32<BITS, true>(wb, k, c0, c1);
-      _mm512_storeu_ps(out + k, _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0), vs, vb));
-      _mm512_storeu_ps(out + k + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(c1), vs, vb));
+      if constexpr (microscaling(ST)) {
+        _mm512_storeu_ps(out + k, _mm512_permutexvar_ps(c0, t0));
+        _mm512_storeu_ps(out + k + 16, _mm512_permutexvar_ps(c1, t1));
+      } else {
+        _mm512_storeu_ps(out + k, _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0), vs, vb));
+        _mm512_storeu_ps(out + k + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(c1), vs, vb));
+      }
     }
   }
 }
@@ -359,6 +410,12 @@ void with_scale_type(const QmmArgs& a, Fn&& fn) {
     case ScaleType::bf16:
       fn(std::integral_constant<ScaleType, ScaleType::bf16>{});
       return;
+    case ScaleType::e8m0:
+      fn(std::integral_constant<ScaleType, ScaleType::e8m0>{});
+      return;
+    case ScaleType::e4m3:
+      fn(std::integral_constant<ScaleType, ScaleType::e4m3>{});
+      return;
   }
 }
 
@@ -371,7 +428,8 @@ void dequantize_rows(const QmmArgs& a, float* out, int n0, int n1, Isa isa) {
       constexpr ScaleType ST = decltype(st)::value;
       for (int n = n0; n < n1; ++n) {
         float* row = out + static_cast<size_t>(n) * a.K;
-        if (a.bits == 4) dequant_row_avx512<4, ST>(a, n, row);
+        if constexpr (microscaling(ST)) dequant_row_avx512<4, ST>(a, n, row);  // 4 bits only
+        else if (a.bits == 4) dequant_row_avx512<4, ST>(a, n, row);
         else if (a.bits == 5) dequant_row_avx512<5, ST>(a, n, row);
         else dequant_row_avx512<8, ST>(a, n, row);
       }
@@ -387,7 +445,8 @@ void qmm_rows(const QmmArgs& a, const float* xp, int n0, int n1, Isa isa) {
   if (isa != Isa::portable) {
     with_scale_type(a, [&](auto st) {
       constexpr ScaleType ST = decltype(st)::value;
-      if (a.bits == 4) rows_x86<4, ST>(a, xp, n0, n1, isa);
+      if constexpr (microscaling(ST)) rows_x86<4, ST>(a, xp, n0, n1, isa);  // 4 bits only
+      else if (a.bits == 4) rows_x86<4, ST>(a, xp, n0, n1, isa);
       else if (a.bits == 5) rows_x86<5, ST>(a, xp, n0, n1, isa);
       else rows_x86<8, ST>(a, xp, n0, n1, isa);
     });

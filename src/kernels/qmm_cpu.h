@@ -1,19 +1,24 @@
 // Row kernels for MLX's affine quantized layout (w [N, K*bits/32] uint32, each row one little-endian
 // bit stream with element k at bit k*bits, so 5-bit codes may straddle words; scales/biases [N, K/group]):
-// out[m, n] = sum_k x[m, k] * (scale[n, k/g] * q[n, k] + bias[n, k/g]).
+// out[m, n] = sum_k x[m, k] * (scale[n, k/g] * q[n, k] + bias[n, k/g]); and for its 4-bit microscaling modes
+// (mxfp4, nvfp4: uint8 e8m0 / e4m3 scales, no biases) the same with q the e2m1 value of each code
+// (fp_formats.h).
 #pragma once
 
 #include <cstdint>
 
 namespace mlxgp::kernels {
 
-enum class ScaleType { f32, f16, bf16 };
+// f32 / f16 / bf16: affine (integer codes, scales and biases); e8m0 / e4m3: the microscaling modes mxfp4 /
+// nvfp4 (e2m1 codes, uint8 scales, no biases), 4 bits only.
+enum class ScaleType { f32, f16, bf16, e8m0, e4m3 };
+constexpr bool microscaling(ScaleType t) { return t == ScaleType::e8m0 || t == ScaleType::e4m3; }
 
 struct QmmArgs {
   const float* x = nullptr;  // [M, K], row-major
   const uint32_t* w = nullptr;
   const void* scales = nullptr;
-  const void* biases = nullptr;
+  const void* biases = nullptr;  // null for the microscaling modes
   ScaleType scale_type = ScaleType::f32;
   float* out = nullptr;  // [M, N]
   int M = 0, N = 0, K = 0, group_size = 0, bits = 0;

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <string>
 #include <stdexcept>
 #include <vector>
 
@@ -25,15 +27,23 @@ namespace mlxgp::kernels {
 
 namespace {
 
-ScaleType scale_type(mx::Dtype t) {
+ScaleType scale_type(mx::Dtype t, const std::string& mode) {
+  if (mode == "mxfp4") return ScaleType::e8m0;
+  if (mode == "nvfp4") return ScaleType::e4m3;
   if (t == mx::float16) return ScaleType::f16;
   if (t == mx::bfloat16) return ScaleType::bf16;
   return ScaleType::f32;
 }
 
-// Scales/biases are 2- or 4-byte floats; copy them as raw 16-bit or 32-bit words.
-const void* scale_data(const mx::array& a, std::vector<uint32_t>& c32, std::vector<uint16_t>& c16) {
+// Scales/biases are 2- or 4-byte floats (or bytes, microscaling); copy them as raw 8-, 16- or 32-bit words.
+const void* scale_data(const mx::array& a, std::vector<uint32_t>& c32, std::vector<uint16_t>& c16,
+                       std::vector<uint8_t>& c8) {
   if (a.flags().row_contiguous) return a.data<void>();
+  if (a.itemsize() == 1) {
+    c8.resize(a.size());
+    gather_row_major(a, c8.data());
+    return c8.data();
+  }
   if (a.itemsize() == 4) {
     c32.resize(a.size());
     gather_row_major(a, c32.data());
@@ -50,25 +60,26 @@ struct PackedWeight {
   RowMajor<uint32_t> w;
   std::vector<uint32_t> s32, b32;
   std::vector<uint16_t> s16, b16;
-  PackedWeight(const mx::array& wq, const mx::array& scales, const mx::array& biases, int group_size, int bits,
-               QmmArgs& a)
+  std::vector<uint8_t> s8, b8;
+  PackedWeight(const mx::array& wq, const mx::array& scales, const std::optional<mx::array>& biases, int group_size,
+               int bits, const std::string& mode, QmmArgs& a)
       : w(wq) {
     a.N = wq.shape(0);
     a.K = static_cast<int>(wq.shape(1) * 32 / bits);
     a.w = w.ptr;
-    a.scales = scale_data(scales, s32, s16);
-    a.biases = scale_data(biases, b32, b16);
-    a.scale_type = scale_type(scales.dtype());
+    a.scales = scale_data(scales, s32, s16, s8);
+    a.biases = biases ? scale_data(*biases, b32, b16, b8) : nullptr;
+    a.scale_type = scale_type(scales.dtype(), mode);
     a.group_size = group_size;
     a.bits = bits;
   }
 };
 
-void run_qmm(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases, mx::array& out,
-             int group_size, int bits) {
+void run_qmm(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases,
+             mx::array& out, int group_size, int bits, const std::string& mode) {
   RowMajor<float> xr(x);
   QmmArgs a;
-  PackedWeight packed(w, scales, biases, group_size, bits, a);
+  PackedWeight packed(w, scales, biases, group_size, bits, mode, a);
   a.M = static_cast<int>(x.size() / a.K);
   a.x = xr.ptr;
   a.out = out.data<float>();
@@ -80,26 +91,32 @@ void run_qmm(const mx::array& x, const mx::array& w, const mx::array& scales, co
   parallel_rows(a.N, a.K * a.M, [&](int n0, int n1) { qmm_rows(a, xp.data(), n0, n1, isa); });
 }
 
-void run_dequantize(const mx::array& w, const mx::array& scales, const mx::array& biases, mx::array& out,
-                    int group_size, int bits) {
+void run_dequantize(const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, mx::array& out,
+                    int group_size, int bits, const std::string& mode) {
   QmmArgs a;
-  PackedWeight packed(w, scales, biases, group_size, bits, a);
+  PackedWeight packed(w, scales, biases, group_size, bits, mode, a);
   const Isa isa = detect_isa();
   float* o = out.data<float>();
   parallel_rows(a.N, a.K, [&](int n0, int n1) { dequantize_rows(a, o, n0, n1, isa); });
 }
 
 // The packed weight as float32 [N, K], for prefill-sized products (see quantized_matmul).
+// Inputs {w, scales, biases} (affine) or {w, scales} (microscaling).
+std::optional<mx::array> biases_of(const std::vector<mx::array>& in, size_t at) {
+  if (in.size() <= at) return std::nullopt;
+  return mx::array::unsafe_weak_copy(in[at]);
+}
+
 class CpuAffineDequantize : public mx::UnaryPrimitive {
  public:
-  CpuAffineDequantize(mx::Stream s, int group_size, int bits)
-      : mx::UnaryPrimitive(s), group_size_(group_size), bits_(bits) {}
+  CpuAffineDequantize(mx::Stream s, int group_size, int bits, std::string mode)
+      : mx::UnaryPrimitive(s), group_size_(group_size), bits_(bits), mode_(std::move(mode)) {}
 
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     enqueue_cpu(stream(), in, out, [&] {
-      return [w = mx::array::unsafe_weak_copy(in[0]), s = mx::array::unsafe_weak_copy(in[1]),
-              b = mx::array::unsafe_weak_copy(in[2]), o = mx::array::unsafe_weak_copy(out), gs = group_size_,
-              bits = bits_]() mutable { run_dequantize(w, s, b, o, gs, bits); };
+      return [w = mx::array::unsafe_weak_copy(in[0]), s = mx::array::unsafe_weak_copy(in[1]), b = biases_of(in, 2),
+              o = mx::array::unsafe_weak_copy(out), gs = group_size_, bits = bits_,
+              mode = mode_]() mutable { run_dequantize(w, s, b, o, gs, bits, mode); };
     });
   }
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
@@ -108,7 +125,7 @@ class CpuAffineDequantize : public mx::UnaryPrimitive {
   const char* name() const override { return "MlxgpCpuAffineDequantize"; }
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const CpuAffineDequantize*>(&other);
-    return o && o->group_size_ == group_size_ && o->bits_ == bits_;
+    return o && o->group_size_ == group_size_ && o->bits_ == bits_ && o->mode_ == mode_;
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
     return {{in[0].shape(0), static_cast<int>(in[0].shape(1) * 32 / bits_)}};
@@ -116,19 +133,20 @@ class CpuAffineDequantize : public mx::UnaryPrimitive {
 
  private:
   int group_size_, bits_;
+  std::string mode_;
 };
 
 class CpuQuantizedMatmul : public mx::UnaryPrimitive {
  public:
-  CpuQuantizedMatmul(mx::Stream s, int group_size, int bits)
-      : mx::UnaryPrimitive(s), group_size_(group_size), bits_(bits) {}
+  CpuQuantizedMatmul(mx::Stream s, int group_size, int bits, std::string mode)
+      : mx::UnaryPrimitive(s), group_size_(group_size), bits_(bits), mode_(std::move(mode)) {}
 
+  // Inputs {x, w, scales, biases} (affine) or {x, w, scales} (microscaling).
   void eval_cpu(const std::vector<mx::array>& in, mx::array& out) override {
     enqueue_cpu(stream(), in, out, [&] {
       return [x = mx::array::unsafe_weak_copy(in[0]), w = mx::array::unsafe_weak_copy(in[1]),
-              s = mx::array::unsafe_weak_copy(in[2]), b = mx::array::unsafe_weak_copy(in[3]),
-              o = mx::array::unsafe_weak_copy(out), gs = group_size_,
-              bits = bits_]() mutable { run_qmm(x, w, s, b, o, gs, bits); };
+              s = mx::array::unsafe_weak_copy(in[2]), b = biases_of(in, 3), o = mx::array::unsafe_weak_copy(out),
+              gs = group_size_, bits = bits_, mode = mode_]() mutable { run_qmm(x, w, s, b, o, gs, bits, mode); };
     });
   }
 
@@ -146,6 +164,10 @@ class CpuQuantizedMatmul : public mx::UnaryPrimitive {
     for (int arg : argnums) {
       if (arg != 0) throw std::invalid_argument("[kernels] quantized weights have no gradient (they are frozen)");
       const auto& g = cotangents[0];
+      if (primals.size() < 4) {  // microscaling: uint8 scales as they are
+        out.push_back(mx::quantized_matmul(g, primals[1], primals[2], std::nullopt, false, group_size_, bits_, mode_));
+        continue;
+      }
       auto sc = mx::astype(primals[2], g.dtype()), bi = mx::astype(primals[3], g.dtype());
       out.push_back(mx::quantized_matmul(g, primals[1], sc, bi, false, group_size_, bits_));
     }
@@ -154,7 +176,7 @@ class CpuQuantizedMatmul : public mx::UnaryPrimitive {
 
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const CpuQuantizedMatmul*>(&other);
-    return o && o->group_size_ == group_size_ && o->bits_ == bits_;
+    return o && o->group_size_ == group_size_ && o->bits_ == bits_ && o->mode_ == mode_;
   }
 
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
@@ -165,6 +187,7 @@ class CpuQuantizedMatmul : public mx::UnaryPrimitive {
 
  private:
   int group_size_, bits_;
+  std::string mode_;
 };
 
 bool float_scale(mx::Dtype t) { return t == mx::float32 || t == mx::float16 || t == mx::bfloat16; }
@@ -172,37 +195,58 @@ bool float_scale(mx::Dtype t) { return t == mx::float32 || t == mx::float16 || t
 }  // namespace
 
 bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
-                                const mx::array& biases, int group_size, int bits) {
+                                const std::optional<mx::array>& biases, int group_size, int bits,
+                                const std::string& mode) {
   if (!available() || mx::default_device() != mx::Device::cpu) return false;
-  if ((bits != 4 && bits != 5 && bits != 8) || (group_size != 32 && group_size != 64)) return false;
+  if (mode == "affine") {
+    if ((bits != 4 && bits != 5 && bits != 8) || (group_size != 32 && group_size != 64)) return false;
+    if (!biases || !float_scale(scales.dtype()) || scales.dtype() != biases->dtype()) return false;
+  } else if (mode == "mxfp4" || mode == "nvfp4") {
+    if (bits != 4 || group_size != (mode == "mxfp4" ? 32 : 16) || biases || scales.dtype() != mx::uint8) return false;
+  } else {
+    return false;  // mxfp8 (e4m3 codes): MLX's kernel
+  }
   if (x.dtype() != mx::float32 || x.ndim() < 1 || w.dtype() != mx::uint32 || w.ndim() != 2) return false;
-  if (!float_scale(scales.dtype()) || scales.dtype() != biases.dtype()) return false;
   const int K = x.shape(-1), N = w.shape(0);
   if (K == 0 || K % group_size != 0 || w.shape(1) * 32 != K * bits) return false;
-  if (scales.shape() != mx::Shape{N, K / group_size} || biases.shape() != scales.shape()) return false;
+  if (mode == "nvfp4" && K % 32 != 0) return false;  // the 4-bit kernels step 32 elements (two nvfp4 groups)
+  if (scales.shape() != mx::Shape{N, K / group_size} || (biases && biases->shape() != scales.shape())) return false;
   return true;
 }
 
-mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
-                           int group_size, int bits) {
-  if (!quantized_matmul_supported(x, w, scales, biases, group_size, bits))
-    return mx::quantized_matmul(x, w, scales, biases, true, group_size, bits);
+bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
+                                const mx::array& biases, int group_size, int bits) {
+  return quantized_matmul_supported(x, w, scales, std::optional<mx::array>(biases), group_size, bits, "affine");
+}
+
+mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales,
+                           const std::optional<mx::array>& biases, int group_size, int bits, const std::string& mode) {
+  if (!quantized_matmul_supported(x, w, scales, biases, group_size, bits, mode))
+    return mx::quantized_matmul(x, w, scales, biases, true, group_size, bits, mode);
+  std::vector<mx::array> packed = {w, scales};
+  if (biases) packed.push_back(*biases);
   // Prefill-sized x: the row kernel reaches about a third of the FMA peak, the dense tiles (linear)
   // far more, so dequantizing the weight once (N x K, cheap next to M x N x K) and multiplying wins from
   // about 100 rows (2-core AVX-512, with BLAS sgemm then: 512 x 576 x 1536 in 5.7 ms against 8.7 ms). Not under a
   // transform: training keeps the primitive whose vjp never materialises the weight.
   const int64_t rows = static_cast<int64_t>(x.size() / x.shape(-1));
   if (rows >= kQmmGemmRows && detect_isa() == Isa::avx512 && !x.is_tracer()) {
-    auto wd = mx::array({w.shape(0), x.shape(-1)}, mx::float32,
-                        std::make_shared<CpuAffineDequantize>(mx::default_stream(mx::Device::cpu), group_size, bits),
-                        {w, scales, biases});
+    auto wd = mx::array(
+        {w.shape(0), x.shape(-1)}, mx::float32,
+        std::make_shared<CpuAffineDequantize>(mx::default_stream(mx::Device::cpu), group_size, bits, mode), packed);
     return linear(x, wd);
   }
   auto shape = x.shape();
   shape.back() = w.shape(0);
+  packed.insert(packed.begin(), x);
   return mx::array(shape, mx::float32,
-                   std::make_shared<CpuQuantizedMatmul>(mx::default_stream(mx::Device::cpu), group_size, bits),
-                   {x, w, scales, biases});
+                   std::make_shared<CpuQuantizedMatmul>(mx::default_stream(mx::Device::cpu), group_size, bits, mode),
+                   packed);
+}
+
+mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
+                           int group_size, int bits) {
+  return quantized_matmul(x, w, scales, std::optional<mx::array>(biases), group_size, bits, "affine");
 }
 
 bool available() {

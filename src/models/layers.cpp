@@ -100,6 +100,26 @@ void check_quantization(const std::string& wname, int bits, int group_size) {
                       std::to_string(group_size));
 }
 
+std::string microscaling_mode(const WeightMap& w, const std::string& prefix, int bits, int group_size) {
+  const std::string wname = prefix + ".weight";
+  if (w.count(prefix + ".global_scale"))
+    fail("model", "tensor '" + prefix +
+                      ".global_scale': nvfp4 global scales are not supported (MLX's CPU kernels "
+                      "have none)");
+  if (bits == 4 && group_size == 32) return "mxfp4";
+  if (bits == 8 && group_size == 32) return "mxfp8";
+  if (bits == 4 && group_size == 16) return "nvfp4";
+  fail("model", "quantized tensor '" + wname + "' has uint8 scales but bits " + std::to_string(bits) +
+                    " / group size " + std::to_string(group_size) +
+                    ", which fit no MLX mode (mxfp4 4 / 32, mxfp8 8 / 32, nvfp4 4 / 16)");
+}
+
+std::pair<int, int> microscaling_bits_group(int words, int groups) {
+  for (auto [b, g] : {std::pair{4, 32}, std::pair{8, 32}, std::pair{4, 16}})
+    if (groups > 0 && words == groups * g * b / 32) return {b, g};
+  return {0, 0};
+}
+
 std::optional<GgmlWeight> take_ggml_blocks(const WeightMap& w, const std::string& prefix, const mx::Shape& rows,
                                            int in) {
   auto git = w.find(prefix + ".ggml_type");
@@ -153,12 +173,16 @@ Linear Linear::load(const WeightMap& w, const std::string& prefix, int in, int o
                         std::to_string(in) + "]");
     l.group_size = in / sc.shape(1);
     l.bits = qw.shape(1) * 32 / in;
-    check_quantization(wname, l.bits, l.group_size);
     l.weight = qw;
     l.scales = sc;
     UsedNames::record(wname);
     UsedNames::record(prefix + ".scales");
-    l.biases = take(w, prefix + ".biases", sc.shape());
+    if (sc.dtype() == mx::uint8) {
+      l.mode = microscaling_mode(w, prefix, l.bits, l.group_size);
+    } else {
+      check_quantization(wname, l.bits, l.group_size);
+      l.biases = take(w, prefix + ".biases", sc.shape());
+    }
   }
   if (has_bias) l.bias = take(w, prefix + ".bias", {out});
   auto ait = w.find(prefix + ".lora_A.weight");
@@ -179,6 +203,8 @@ mx::array Linear::operator()(const mx::array& x) const {
   mx::array y = [&] {
     if (ggml_type) return kernels::ggml_matmul(x, *weight, *ggml_type, int8_activations, q8_packed);
     if (!quantized()) return kernels::linear(x, *weight);
+    // Microscaling modes (uint8 scales, no biases): the CPU kernels for mxfp4 / nvfp4, else MLX's own.
+    if (mode != "affine") return kernels::quantized_matmul(x, *weight, *scales, std::nullopt, group_size, bits, mode);
     if (kernels::quantized_matmul_supported(x, *weight, *scales, *biases, group_size, bits))
       return kernels::quantized_matmul(x, *weight, *scales, *biases, group_size, bits);
     // MLX's own kernel wants scales in the activation dtype (the loader may keep them 16-bit).
@@ -211,6 +237,9 @@ mx::array Embedding::operator()(const mx::array& tokens) const {
   }
   if (!table.quantized()) return mx::take(*table.weight, tokens, 0);
   // Gather the packed rows first, then dequantize only those (mlx-lm QuantizedEmbedding).
+  if (table.mode != "affine")  // microscaling values are exact in every float dtype: rows in the activation dtype
+    return mx::dequantize(mx::take(*table.weight, tokens, 0), mx::take(*table.scales, tokens, 0), std::nullopt,
+                          table.group_size, table.bits, table.mode, std::nullopt, dequant_dtype.value_or(mx::float32));
   auto s = mx::take(*table.scales, tokens, 0), b = mx::take(*table.biases, tokens, 0);
   if (dequant_dtype && s.dtype() != *dequant_dtype) {
     s = mx::astype(s, *dequant_dtype);

@@ -73,11 +73,22 @@ std::string shape_str(const mx::Shape& s);
 // MLX affine quantization mlxgp multiplies: 2/3/4/5/6/8 bits, groups of 32/64/128; else [model] naming `wname`.
 void check_quantization(const std::string& wname, int bits, int group_size);
 
+// The MLX microscaling mode of the quantized tensor `prefix.weight` whose scales are uint8 (and which has no
+// biases), from its bits and group size as mlx-lm's infer_quant_config reads them: "mxfp4" (4 / 32),
+// "mxfp8" (8 / 32) or "nvfp4" (4 / 16); else [model] naming the tensor, as for an nvfp4 global scale
+// (`prefix.global_scale`), which MLX's CPU kernels lack.
+std::string microscaling_mode(const WeightMap& w, const std::string& prefix, int bits, int group_size);
+// (bits, group size) of a microscaling tensor from its packed uint32 words and its scale groups per row: each
+// mode has one pair, told apart by the words per group (mxfp4 4, mxfp8 8, nvfp4 2); (0, 0) when none fits.
+std::pair<int, int> microscaling_bits_group(int words, int groups);
+
 // y = x W^T (+ b). Quantized when `prefix.scales` exists (mlx-lm / GGUF layout: rows are outputs,
-// groups run along the input dimension); group size and bits follow from the shapes.
+// groups run along the input dimension); group size and bits follow from the shapes, the mode from the
+// scales' dtype (float: affine with biases; uint8: a microscaling mode, microscaling_mode).
 struct Linear {
   std::optional<mx::array> weight, scales, biases, bias;
   int group_size = 0, bits = 0;
+  std::string mode = "affine";  // MLX's quantization mode of weight / scales (/ biases)
   // llama.cpp blocks kept as stored (GGUF Q2_K/Q3_K/Q6_K/IQ4_NL/IQ4_XS, others on AVX-512): `weight` is uint8 [out, row
   // bytes] and `prefix.ggml_type` names the format; multiplied by kernels::ggml_matmul.
   std::optional<uint32_t> ggml_type;

@@ -108,10 +108,8 @@ SwitchLinear SwitchLinear::load(const WeightMap& w, const std::string& prefix, i
   UsedNames::record(prefix + ".scales");
   l.weight = qw;
   l.scales = sc;
-  if (sc.dtype() == mx::uint8) {  // MXFP4: 4-bit e2m1 values, one e8m0 scale per 32, nothing else
-    if (l.bits != 4 || l.group_size != 32)
-      fail("model", "MXFP4 expert tensor '" + prefix + ".weight' must hold 4-bit values in groups of 32");
-    l.mode = "mxfp4";
+  if (sc.dtype() == mx::uint8) {  // a microscaling mode (gpt-oss's original experts are MXFP4): no biases
+    l.mode = microscaling_mode(w, prefix, l.bits, l.group_size);
     return l;
   }
   check_quantization(prefix + ".weight", l.bits, l.group_size);
@@ -138,7 +136,7 @@ mx::array SwitchLinear::product(const mx::array& x, const mx::array& indices) co
                         x.dtype());
     return mx::gather_mm(x, mx::swapaxes(*weight, -1, -2), std::nullopt, indices);
   }
-  if (mode == "mxfp4")
+  if (mode != "affine")
     return mx::gather_qmm(x, *weight, *scales, std::nullopt, std::nullopt, indices, true, group_size, bits, mode);
   auto s = scales->dtype() == x.dtype() ? *scales : mx::astype(*scales, x.dtype());
   auto b = biases->dtype() == x.dtype() ? *biases : mx::astype(*biases, x.dtype());

@@ -24,8 +24,8 @@ struct SwitchLinear {
   std::optional<uint32_t> ggml_type;
   bool int8_activations = false;  // as Linear's
   std::optional<mx::array> bias;  // [E, out] (gpt_oss), added to each chosen expert's output
-  // MLX quantization mode: "affine" (scales and biases) or "mxfp4" (uint8 power-of-two scales per 32
-  // values, no biases: gpt-oss's original expert tensors).
+  // MLX quantization mode: "affine" (scales and biases) or a microscaling one (uint8 scales, no biases:
+  // layers::microscaling_mode; gpt-oss's original expert tensors are mxfp4).
   std::string mode = "affine";
   static SwitchLinear load(const WeightMap& w, const std::string& prefix, int experts, int in, int out,
                            bool with_bias = false);

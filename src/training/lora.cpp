@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/ggml_blocks.h"
+#include "models/layers.h"
 #include "mlxgp/error.h"
 #include "mlxgp/safetensors_io.h"
 
@@ -107,9 +108,12 @@ std::vector<std::string> add_lora(Model& model, const LoraConfig& c) {
         group_order.insert(group_order.begin(), q->group_size);
       }
       in = 0;
-      for (int bits : bits_order)
-        for (int group : group_order)
-          if ((cols * 32) % bits == 0 && (cols * 32) / bits == groups * group && in == 0) in = groups * group;
+      if (s->second.dtype() == mx::uint8)  // a microscaling mode: one bits / group size pair each
+        in = groups * layers::microscaling_bits_group(cols, groups).second;
+      else
+        for (int bits : bits_order)
+          for (int group : group_order)
+            if ((cols * 32) % bits == 0 && (cols * 32) / bits == groups * group && in == 0) in = groups * group;
       if (in == 0) fail("lora", "cannot infer the input size of quantized '" + prefix + "'");
     } else if (auto t = params.find(prefix + ".ggml_type"); t != params.end()) {
       // llama.cpp blocks as stored (GGUF): weight [out, row bytes] uint8.

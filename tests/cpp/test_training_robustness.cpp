@@ -215,6 +215,39 @@ TEST(TrainingRobustness, LoraOnQuantizedWeightsTakesTheCheckpointsWidth) {
   mx::eval(logits_of(*model, {1, 2, 3}));
 }
 
+// LoRA over MLX's microscaling modes (uint8 scales, no biases): the input width follows from the one bits /
+// group size pair each mode allows (nvfp4 4 / 16 and mxfp8 8 / 32 here), the adapters start as a no-op, and a
+// training step reaches them through the frozen packed weights.
+TEST(TrainingRobustness, LoraOnMicroscalingWeights) {
+  auto w = tiny_weights(3);
+  const std::pair<const char*, std::tuple<int, int, const char*>> layers[] = {
+      {"model.layers.0.self_attn.q_proj", {16, 4, "nvfp4"}}, {"model.layers.1.self_attn.q_proj", {32, 8, "mxfp8"}}};
+  for (auto& [name, q] : layers) {
+    auto [group, bits, mode] = q;
+    auto packed = mx::quantize(w.at(std::string(name) + ".weight"), group, bits, mode);
+    ASSERT_EQ(packed.size(), 2u);
+    w.insert_or_assign(std::string(name) + ".weight", packed[0]);
+    w.insert_or_assign(std::string(name) + ".scales", packed[1]);
+  }
+  auto model = create_model(parse_model_config(tiny_config_json(
+                                "llama", R"(, "quantization": {"group_size": 16, "bits": 4, "mode": "nvfp4"})")),
+                            w);
+  auto before = logits_of(*model, {1, 2, 3});
+  LoraConfig c;
+  c.rank = 2;
+  c.target_modules = {"q_proj"};
+  add_lora(*model, c);
+  for (const char* layer : {"0", "1"})
+    EXPECT_EQ(model->parameters().at(std::string("model.layers.") + layer + ".self_attn.q_proj.lora_A.weight").shape(),
+              (mx::Shape{2, 32}));
+  EXPECT_TRUE(mx::array_equal(logits_of(*model, {1, 2, 3}), before).item<bool>());
+  Trainer t(*model, lora_parameter_names(*model), make_adamw(), {}, LrSchedule{LrSchedule::Kind::Constant, 1e-2});
+  const auto r = t.step({tiny_batch()});
+  EXPECT_TRUE(std::isfinite(r.loss));
+  EXPECT_GT(r.grad_norm, 0.0);
+  EXPECT_FALSE(mx::array_equal(logits_of(*model, {1, 2, 3}), before).item<bool>());
+}
+
 // A resumed state whose optimizer entries or scaler do not fit the run is refused by name, never trained on.
 TEST(TrainingRobustness, ResumedStateIsChecked) {
   TinyModel m;

@@ -149,32 +149,6 @@ def test_gpt_oss_refusals_name_themselves(tiny, run_mlxgp):
     assert r.stderr.strip().count("\n") == 0, r.stderr
 
 
-def _mxfp4_folder(model, folder, out):
-    """gpt-oss's original checkpoint layout: each layer's experts as MXFP4 `*_blocks` (uint8 [E, out, in / 32,
-    16], two 4-bit e2m1 codes a byte, low nibble first) and `*_scales` (uint8 e8m0 exponents [E, out, in / 32]),
-    gate_up rows interleaving gate and up, and `quantization_config` {"quant_method": "mxfp4"}. The codes and
-    scales are random: transformers' own dequantization defines what they mean."""
-    from safetensors.numpy import load_file, save_file
-
-    shutil.copytree(folder, out)
-    weights = load_file(out / "model.safetensors")
-    rng = np.random.default_rng(7)
-    cfg = model.config
-    E, H, I = cfg.num_local_experts, cfg.hidden_size, cfg.intermediate_size
-    for i in range(cfg.num_hidden_layers):
-        p = f"model.layers.{i}.mlp.experts."
-        del weights[p + "gate_up_proj"], weights[p + "down_proj"]
-        for name, rows, cols in (("gate_up_proj", 2 * I, H), ("down_proj", H, I)):
-            weights[p + name + "_blocks"] = rng.integers(0, 256, (E, rows, cols // 32, 16), dtype=np.uint8)
-            weights[p + name + "_scales"] = rng.integers(121, 125, (E, rows, cols // 32), dtype=np.uint8)
-    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
-    config = json.loads((out / "config.json").read_text())
-    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
-        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
-    (out / "config.json").write_text(json.dumps(config))
-    return out
-
-
 def test_gpt_oss_mxfp4_checkpoint_as_transformers_dequantizes_it(tiny, run_mlxgp, run_mlxgp_json, tmp_path):
     """The original MXFP4 expert tensors load kept as MXFP4 (MLX's mxfp4 gather_qmm: the blocks are its packing)
     or dequantized by --dtype float32; logits, greedy tokens and a left-padded batch equal transformers' on the
@@ -184,7 +158,7 @@ def test_gpt_oss_mxfp4_checkpoint_as_transformers_dequantizes_it(tiny, run_mlxgp
     from safetensors.numpy import load_file
 
     model, folder = tiny("gpt_oss")
-    mxfp4 = _mxfp4_folder(model, folder, tmp_path / "mxfp4")
+    mxfp4 = tiny_models.gpt_oss_mxfp4_folder(model, folder, tmp_path / "mxfp4")
     ref = transformers.AutoModelForCausalLM.from_pretrained(mxfp4, dtype=torch.float32).eval()
     ids = _ids(TOTAL, model.config.vocab_size, seed=12)
     with torch.no_grad():
@@ -544,18 +518,6 @@ def test_dtype_dequantizes_each_module_with_its_own_group_size(tiny, hf_default,
     print(f"qwen3_moe 4-bit g32 folder with g64 routers, --dtype float32 vs mlx-lm dequantized: {diff:.3e}")
     assert np.abs(ref).max() > 0.5
     assert diff <= 1e-4
-
-
-def test_module_quantization_mode_other_than_affine_refused_by_name(tiny, hf_default, run_mlxgp, tmp_path):
-    """An affine folder whose q_proj modules mlx-lm quantized as mxfp4 (a per-module "mode"): refused naming
-    the mode and the module, not as a missing '.biases' tensor."""
-    qdir = _mlx_lm_converted("olmo2", tiny, hf_default, tmp_path, quantize=True, quant_predicate=lambda path, _: (
-        {"group_size": 32, "bits": 4, "mode": "mxfp4"} if path.endswith("q_proj") else True))
-    r = run_mlxgp("logits", "--model", qdir, "--input-ids", "1,2,3", "--out", tmp_path / "l.safetensors",
-                  check=False)
-    assert r.returncode == 2 and r.stderr.strip() == (
-        "[config] unsupported quantization mode 'mxfp4' for 'model.layers.0.self_attn.q_proj' (supported: affine)"), \
-        r.stderr
 
 
 def test_convert_dtype_of_quantized_folder_drops_quantization(tiny, hf_default, run_mlxgp, tmp_path):

@@ -222,6 +222,36 @@ def legacy_rope_config(folder) -> None:
     path.write_text(json.dumps(cfg, indent=2))
 
 
+def gpt_oss_mxfp4_folder(model, folder, out):
+    """gpt-oss's original checkpoint layout: each layer's experts as MXFP4 `*_blocks` (uint8 [E, out, in / 32,
+    16], two 4-bit e2m1 codes a byte, low nibble first) and `*_scales` (uint8 e8m0 exponents [E, out, in / 32]),
+    gate_up rows interleaving gate and up, and `quantization_config` {"quant_method": "mxfp4"}. The codes and
+    scales are random: transformers' own dequantization defines what they mean."""
+    import json
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(folder, out)
+    weights = load_file(out / "model.safetensors")
+    rng = np.random.default_rng(7)
+    cfg = model.config
+    E, H, I = cfg.num_local_experts, cfg.hidden_size, cfg.intermediate_size
+    for i in range(cfg.num_hidden_layers):
+        p = f"model.layers.{i}.mlp.experts."
+        del weights[p + "gate_up_proj"], weights[p + "down_proj"]
+        for name, rows, cols in (("gate_up_proj", 2 * I, H), ("down_proj", H, I)):
+            weights[p + name + "_blocks"] = rng.integers(0, 256, (E, rows, cols // 32, 16), dtype=np.uint8)
+            weights[p + name + "_scales"] = rng.integers(121, 125, (E, rows, cols // 32), dtype=np.uint8)
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((out / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
 def mlx_lm_layout(folder, arch: str) -> None:
     """mlx-lm 0.32 reads the pre-5.x config layout (top-level rope_theta / rope_scaling, gemma3's
     rope_local_base_freq) and always rotates with LongRoPE's long factors, so phi3 goes without scaling.

@@ -103,6 +103,22 @@ def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     assert_prefix_of_reference(out["tokens"], mlx_lm_greedy(model, ids, N), [2])
 
 
+@pytest.mark.parametrize("mode", ["mxfp4", "mxfp8", "nvfp4"])
+def test_mlx_lm_model_quantized_in_a_microscaling_mode(mgp, more_archs, mode):
+    """An mlx-lm model quantized in one of MLX's microscaling modes (mlx_lm's quantize_model, as convert
+    --q-mode does: stacked experts in the mode, the routers affine 8-bit by qwen3_moe's quant_predicate)
+    wraps as any other: the tokens of mlx-lm's own decode."""
+    from mlx_lm.utils import quantize_model
+
+    model = mlx_lm_model(more_archs("qwen3_moe"))
+    model, _ = quantize_model(model, {}, None, None, mode=mode)
+    assert model.model.layers[0].mlp.switch_mlp.up_proj.mode == mode
+    ids = [1, 17, 300, 42, 99, 7]
+    out = mgp.generate(model, None, ids, max_tokens=N, eos_token_id=2)
+    assert_prefix_of_reference(out["tokens"], mlx_lm_greedy(model, ids, N), [2])
+    assert len(out["tokens"]) >= 4
+
+
 def test_unsupported_architecture_is_one_line(mgp):
     from mlx_lm.models import gpt2
 

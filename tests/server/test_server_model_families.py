@@ -2,7 +2,7 @@
 YaRN-scaled Qwen3 (rope_parameters {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings":
 64}) and gpt_oss (attention sinks, biased experts, alternating windows, its YaRN). Requests decoded together
 in one batch each give exactly the tokens `mlxgp generate` gives alone, and those equal transformers' greedy
-generate() on the same folder."""
+generate() on the same folder. And an MLX folder in mxfp4 mode against mlx-lm."""
 import concurrent.futures as cf
 
 import openai
@@ -22,13 +22,11 @@ CONFIGS = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(CONFIGS))
-def family_folder(request, tmp_path_factory):
+def _tiny_folder(cls, extra, out):
+    """A tiny random model of transformers' config class `cls` with the default model's tokenizer, saved to out."""
     import torch
     import transformers
 
-    cls, extra = CONFIGS[request.param]
-    out = tmp_path_factory.mktemp(request.param.replace("-", "_"))
     tok = transformers.AutoTokenizer.from_pretrained(GGUF.parent, gguf_file=GGUF.name)
     cfg = getattr(transformers, cls)(
         vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -44,6 +42,24 @@ def family_folder(request, tmp_path_factory):
     return model.eval(), tok, out
 
 
+def _served_together(folder, *server_args):
+    """The completions of PROMPTS sent at once to `mlxgp serve` on folder (decoded in one batch)."""
+    server = Server(*server_args, model=folder)
+    try:
+        client = openai.OpenAI(base_url=server.url("/v1"), api_key="none", max_retries=0, timeout=300)
+        with cf.ThreadPoolExecutor(len(PROMPTS)) as pool:
+            return list(pool.map(lambda p: client.completions.create(
+                model=server.model, prompt=p, max_tokens=NEW, extra_body={"min_new_tokens": NEW}).choices[0].text, PROMPTS))
+    finally:
+        assert server.stop() == 0, "".join(server.log)
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def family_folder(request, tmp_path_factory):
+    cls, extra = CONFIGS[request.param]
+    return _tiny_folder(cls, extra, tmp_path_factory.mktemp(request.param.replace("-", "_")))
+
+
 def test_batched_requests_equal_generate_alone_and_transformers(family_folder):
     import torch
 
@@ -55,12 +71,25 @@ def test_batched_requests_equal_generate_alone_and_transformers(family_folder):
             ids = tok(p, return_tensors="pt").input_ids
             want = ref.generate(ids, do_sample=False, max_new_tokens=NEW, min_new_tokens=NEW)[0, ids.shape[1]:]
             assert c["token_ids"] == want.tolist(), p
-    server = Server("--dtype", "float32", model=folder)
-    try:
-        client = openai.OpenAI(base_url=server.url("/v1"), api_key="none", max_retries=0, timeout=300)
-        with cf.ThreadPoolExecutor(len(PROMPTS)) as pool:
-            got = list(pool.map(lambda p: client.completions.create(
-                model=server.model, prompt=p, max_tokens=NEW, extra_body={"min_new_tokens": NEW}).choices[0].text, PROMPTS))
-    finally:
-        assert server.stop() == 0, "".join(server.log)
-    assert got == [c["text"] for c in cli]
+    assert _served_together(folder, "--dtype", "float32") == [c["text"] for c in cli]
+
+
+def test_mxfp4_folder_batched_requests_equal_mlx_lm(tmp_path):
+    """An MLX folder in mxfp4 mode (mlx_lm.convert --q-mode mxfp4 of a tiny Qwen3): concurrent completions
+    decoded in one batch give `mlxgp generate`'s tokens alone, and those are mlx-lm's greedy tokens."""
+    import importlib
+
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+    from mlx_lm.utils import load_model
+
+    _, tok, hf = _tiny_folder("Qwen3Config", dict(head_dim=32), tmp_path / "hf")
+    folder = tmp_path / "mxfp4"
+    importlib.import_module("mlx_lm.convert").convert(str(hf), str(folder), quantize=True, q_mode="mxfp4")
+    ref, _ = load_model(folder)
+    cli = [cli_generate("--prompt", p, "--max-new-tokens", NEW, "--min-new-tokens", NEW, model=folder)["sequences"][0]
+           for p in PROMPTS]
+    for p, c in zip(PROMPTS, cli):
+        ids = tok(p).input_ids
+        assert c["token_ids"] == [int(t) for t, _ in generate_step(mx.array(ids), ref, max_tokens=NEW)], p
+    assert _served_together(folder) == [c["text"] for c in cli]
