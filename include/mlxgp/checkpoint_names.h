@@ -1,6 +1,7 @@
 // The names a model's tensors carry in checkpoint files, where they differ from the names the model uses
 // (parameters(), LoRA, hooks, sharding): gpt2's decoder names (model.layers.N.self_attn.qkv_proj) back to
-// GPT-2's. Other model types pass through unchanged.
+// GPT-2's; gpt_oss's stacked switch_mlp experts back to mlx-lm's experts.<proj> or transformers'
+// interleaved gate_up_proj. Other model types pass through unchanged.
 #pragma once
 
 #include <string>
@@ -11,7 +12,7 @@ namespace mlxgp {
 
 enum class CheckpointLayout {
   Hf,     // what transformers' save_pretrained writes (gpt2: transformer.h.N..., Conv1D weights [in, out])
-  MlxLm,  // what mlx-lm's convert writes (gpt2: model.h.N..., every weight [out, in])
+  MlxLm,  // what mlx-lm's convert writes (gpt2: model.h.N..., every weight [out, in]; gpt_oss: mlp.experts.*)
 };
 
 WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, CheckpointLayout layout);

@@ -13,6 +13,7 @@
 #include <map>
 #include <optional>
 #include <tuple>
+#include <vector>
 #include <sstream>
 
 #include <mlx/mlx.h>
@@ -61,11 +62,12 @@ bool quantizable(const std::string& name, const mx::array& w, int group_size) {
          mx::issubdtype(w.dtype(), mx::floating);
 }
 
-// The model classes' quant_predicate in mlx-lm 0.32 (models/qwen3_moe.py, models/granite.py): the modules
+// The model classes' quant_predicate in mlx-lm 0.32 (models/qwen3_moe.py, granite.py, gpt_oss.py): the modules
 // (mlx-lm paths, the checkpoint names without ".weight") quantized with their own group size and bits,
 // which quantize_model records per module in the config's "quantization".
 std::optional<std::pair<int, int>> mlx_lm_override(const std::string& model_type, const std::string& path) {
   if (model_type == "qwen3_moe" && path.ends_with("mlp.gate")) return std::pair{64, 8};
+  if (model_type == "gpt_oss" && path.ends_with("mlp.router")) return std::pair{64, 8};
   if (model_type == "granite" &&
       (path.ends_with("self_attn.o_proj") || path.ends_with("mlp.down_proj") || path == "lm_head"))
     return std::pair{64, 8};
@@ -110,6 +112,13 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
   if (config.is_discarded() || !config.is_object())
     fail("convert", "config.json in " + hf_dir + " is not a JSON object");
   if (options.quantize && config.contains("quantization")) fail("convert", hf_dir + " is already quantized");
+  // gpt-oss's original checkpoint: mlx-lm's load_model reads quantization_config {"quant_method": "mxfp4"} as
+  // "quantization" {32, 4, mxfp4} (its experts stay mxfp4), so its convert writes that, and quantize_model then
+  // records every module it quantizes besides (its fine-grained config).
+  std::optional<nlohmann::ordered_json> source_q;
+  if (auto qc = config.find("quantization_config"); !config.contains("quantization") && qc != config.end() &&
+                                                    qc->is_object() && qc->value("quant_method", "") == "mxfp4")
+    source_q = nlohmann::ordered_json{{"group_size", 32}, {"bits", 4}, {"mode", "mxfp4"}};
 
   LoadOptions lo;
   lo.dtype = options.dtype;
@@ -124,9 +133,11 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
   params = to_checkpoint_names(model_type, std::move(params), CheckpointLayout::MlxLm);
   // mlx-lm's quantize_model: {"group_size", "bits", "mode"}, then one entry per module its predicate gave
   // parameters of its own.
-  nlohmann::ordered_json q = {{"group_size", q_group}, {"bits", q_bits}, {"mode", options.mode}};
+  const nlohmann::ordered_json quant_params = {{"group_size", q_group}, {"bits", q_bits}, {"mode", options.mode}};
+  nlohmann::ordered_json q = source_q ? *source_q : quant_params;
   std::unordered_map<std::string, mx::array> out;
   std::map<std::string, std::pair<int, int>> own;  // modules with parameters of their own, in name order
+  std::vector<std::string> fine;                   // the others quantized, recorded too under a source_q
   for (auto& [name, w] : params) {
     if (!options.quantize || !quantizable(name, w, q_group)) {
       out.insert_or_assign(name, w);
@@ -142,7 +153,7 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
       if (w.shape(-1) % group_size != 0)
         fail("convert", "tensor '" + name + "' (input size " + std::to_string(w.shape(-1)) +
                             ") does not split into mlx-lm's groups of " + std::to_string(group_size) + " for it");
-    }
+    } else fine.push_back(base);
     auto qt = mx::quantize(w, group_size, bits, mode);
     out.insert_or_assign(name, qt[0]);
     out.insert_or_assign(base + ".scales", qt[1]);
@@ -150,6 +161,8 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
     ++result.quantized_tensors;
   }
   for (auto& [path, gb] : own) q[path] = {{"group_size", gb.first}, {"bits", gb.second}};
+  if (source_q)
+    for (auto& path : fine) q[path] = quant_params;
   result.tensors = static_cast<int>(out.size());
   if (options.quantize) {
     config["quantization"] = q;
@@ -159,6 +172,9 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
     // describes them, so it goes, as mlx-lm's convert --dequantize pops both keys.
     config.erase("quantization");
     config.erase("quantization_config");
+  } else if (source_q) {
+    config["quantization"] = q;
+    config["quantization_config"] = q;
   }
   if (options.dtype) {
     const auto d = *options.dtype;

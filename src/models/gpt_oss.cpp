@@ -93,6 +93,45 @@ WeightMap gpt_oss_model_names(WeightMap w) {
   return w;
 }
 
+WeightMap gpt_oss_checkpoint_names(WeightMap w, CheckpointLayout layout) {
+  std::set<std::string> layers;  // "model.layers.N.mlp" of every layer with stacked experts
+  for (auto& [name, a] : w)
+    if (auto at = name.find(".mlp.switch_mlp."); at != std::string::npos) layers.insert(name.substr(0, at + 4));
+  for (const auto& p : layers) {
+    const std::string e = p + ".experts.", s = p + ".switch_mlp.";
+    if (layout == CheckpointLayout::MlxLm) {  // mlx-lm's GptOss keeps the switch layout under experts.
+      std::vector<std::string> names;
+      for (auto& [name, a] : w)
+        if (name.starts_with(s)) names.push_back(name);
+      for (auto& n : names) w.insert_or_assign(e + n.substr(s.size()), pop(w, n));
+      continue;
+    }
+    for (const char* proj : {"gate_proj", "up_proj", "down_proj"})
+      if (w.count(s + proj + ".scales"))
+        fail("model", "tensor '" + s + proj +
+                          ".weight' is quantized: gpt_oss experts are written in transformers' "
+                          "layout from float weights only");
+    // The inverse of gpt_oss_model_names: [E, out, in] -> x @ W ([E, in, out]); gate and up interleaved
+    // (gate at even columns), each pair of the same expert's output feature side by side.
+    auto interleave = [](const mx::array& gate, const mx::array& up) {
+      auto both = mx::stack({gate, up}, -1);  // [..., n, 2]
+      auto shape = gate.shape();
+      shape.back() *= 2;
+      return mx::reshape(both, shape);
+    };
+    if (w.count(s + "gate_proj.weight")) {
+      auto gate = mx::swapaxes(pop(w, s + "gate_proj.weight"), 1, 2),
+           up = mx::swapaxes(pop(w, s + "up_proj.weight"), 1, 2);
+      w.insert_or_assign(e + "gate_up_proj", mx::contiguous(interleave(gate, up)));
+      w.insert_or_assign(e + "down_proj", mx::contiguous(mx::swapaxes(pop(w, s + "down_proj.weight"), 1, 2)));
+    }
+    if (w.count(s + "gate_proj.bias"))
+      w.insert_or_assign(e + "gate_up_proj_bias", interleave(pop(w, s + "gate_proj.bias"), pop(w, s + "up_proj.bias")));
+    if (w.count(s + "down_proj.bias")) w.insert_or_assign(e + "down_proj_bias", pop(w, s + "down_proj.bias"));
+  }
+  return w;
+}
+
 void register_gpt_oss() {
   register_model_type("gpt_oss", [](const ModelConfig& c, WeightMap w) -> std::unique_ptr<Model> {
     DecoderOptions o;

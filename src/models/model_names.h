@@ -22,5 +22,8 @@ WeightMap gpt2_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 // original checkpoint's MXFP4 *_blocks / *_scales) and mlx-lm's experts.<proj> as stacked switch_mlp
 // projections with biases (models/moe.h).
 WeightMap gpt_oss_model_names(WeightMap weights);
+// The reverse: mlx-lm's experts.<proj> (MlxLm), or transformers' float gate_up_proj / down_proj and their biases
+// (Hf; stacked experts kept quantized have no transformers layout here: [model] error).
+WeightMap gpt_oss_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 
 }  // namespace mlxgp

@@ -72,6 +72,7 @@ WeightMap to_model_names(const std::string& model_type, WeightMap weights) {
 
 WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, CheckpointLayout layout) {
   if (model_type == "gpt2") return gpt2_checkpoint_names(std::move(weights), layout);
+  if (model_type == "gpt_oss") return gpt_oss_checkpoint_names(std::move(weights), layout);
   return weights;
 }
 

@@ -69,6 +69,26 @@ def _against_mlx_lm(run_mlxgp, run_mlxgp_json, folder, ref_model, ids, tmp_path)
     return ref, diff, _greedy_pair(run_mlxgp_json, folder, ref_model, ids[:12])
 
 
+def _assert_matches_mlx_lm(label, ref, diff, out, want):
+    print(f"{label}: logits vs mlx-lm {diff:.3e} (up to {np.abs(ref).max():.2f}), greedy "
+          f"{sum(a == b for a, b in zip(out, want))}/{len(want)} identical")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-4
+    assert out == want
+
+
+def _assert_same_tensors(ref_dir, got_dir):
+    """The model.safetensors of two folders hold the same names, dtypes, shapes and bytes; returns got_dir's."""
+    import mlx.core as mx
+
+    want, got = (mx.load(str(d / "model.safetensors")) for d in (ref_dir, got_dir))
+    assert sorted(got) == sorted(want)
+    for k in want:
+        assert (got[k].dtype, got[k].shape) == (want[k].dtype, want[k].shape), k
+        assert mx.array_equal(got[k], want[k]).item(), k
+    return got
+
+
 def _greedy_pair(run_mlxgp_json, folder, ref_model, prompt, n=16):
     """(mlxgp generate's tokens, mlx-lm generate_step's: its prefill, then its cache one token at a time)."""
     import mlx.core as mx
@@ -103,11 +123,9 @@ def test_mode_folder_matches_mlx_lm(arch, mode, hf_folder, run_mlxgp, run_mlxgp_
     deq = _forward(dequantize_model(ref_model), ids)
     got_f = _mlxgp_logits(run_mlxgp, qdir, ids, tmp_path / "f.safetensors", "--dtype", "float32")
     diff_f = float(np.abs(got_f - deq).max())
-    print(f"{arch} {mode}: logits vs mlx-lm {diff:.3e}, --dtype float32 vs dequantized {diff_f:.3e}, greedy "
-          f"{sum(a == b for a, b in zip(out, want))}/{len(want)} identical")
-    assert np.abs(ref).max() > 0.5
-    assert diff <= 1e-4 and diff_f <= 1e-4
-    assert out == want
+    print(f"{arch} {mode}: --dtype float32 vs mlx-lm dequantized {diff_f:.3e}")
+    assert diff_f <= 1e-4
+    _assert_matches_mlx_lm(f"{arch} {mode}", ref, diff, out, want)
 
 
 @pytest.mark.parametrize("arch,mode", [("llama", "mxfp4"), ("qwen3", "nvfp4")])
@@ -164,25 +182,29 @@ def test_gpt_oss_mlx_lm_folders_match_mlx_lm(kw, hf_default, run_mlxgp, run_mlxg
     truncated YaRN and reads only the older rope_scaling key, so the folder says so too."""
     from mlx_lm.utils import load_model
 
-    model, src = tiny_models.make_tiny_model("gpt_oss", tmp_path / "src")
-    orig = tiny_models.gpt_oss_mxfp4_folder(model, src, tmp_path / "orig")
-    cfg = json.loads((orig / "config.json").read_text())
-    cfg["swiglu_limit"] = 7.0
-    cfg["rope_parameters"]["truncate"] = True
-    (orig / "config.json").write_text(json.dumps(cfg))
-    tiny_models.legacy_rope_config(orig)
-    hf_default[1].save_pretrained(orig)
+    _, orig = _gpt_oss_original(tmp_path, hf_default)
     qdir = _mlx_lm_convert(orig, tmp_path / "q", **kw)
     q = json.loads((qdir / "config.json").read_text())["quantization"]
     assert q["model.layers.0.mlp.router"] == {"group_size": 64, "bits": 8}
     assert q["mode"] == "mxfp4" and q["lm_head"]["mode"] == kw.get("q_mode", "affine")
     ids = _ids(40, 512, seed=6)
     ref, diff, (out, want) = _against_mlx_lm(run_mlxgp, run_mlxgp_json, qdir, load_model(qdir)[0], ids, tmp_path)
-    print(f"gpt_oss mlx-lm folder {kw}: logits vs mlx-lm {diff:.3e}, greedy "
-          f"{sum(a == b for a, b in zip(out, want))}/{len(want)} identical")
-    assert np.abs(ref).max() > 0.5
-    assert diff <= 1e-4
-    assert out == want
+    _assert_matches_mlx_lm(f"gpt_oss mlx-lm folder {kw}", ref, diff, out, want)
+
+
+def _gpt_oss_original(tmp_path, hf_default):
+    """The tiny gpt_oss as its original checkpoint (MXFP4 experts), with the settings mlx-lm 0.32 hard-codes
+    (swiglu 1.702 / 7.0, a truncated YaRN) and the older rope_scaling key it reads, and a tokenizer."""
+    model, src = tiny_models.make_tiny_model("gpt_oss", tmp_path / "src")
+    orig = tiny_models.gpt_oss_mxfp4_folder(model, src, tmp_path / "orig")
+    for folder in (src, orig):
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg["swiglu_limit"] = 7.0
+        cfg["rope_parameters"]["truncate"] = True
+        (folder / "config.json").write_text(json.dumps(cfg))
+        tiny_models.legacy_rope_config(folder)
+        hf_default[1].save_pretrained(folder)
+    return src, orig
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -194,11 +216,7 @@ def test_convert_q_mode_writes_mlx_lm_folder(mode, hf_folder, run_mlxgp, tmp_pat
     src = hf_folder("qwen3_moe")
     ref_dir, got_dir = _mlx_lm_convert(src, tmp_path / "mlx-lm", q_mode=mode), tmp_path / "mlxgp"
     run_mlxgp("convert", "--hf-path", src, "--mlx-path", got_dir, "--quantize", "--q-mode", mode)
-    want, got = (mx.load(str(d / "model.safetensors")) for d in (ref_dir, got_dir))
-    assert sorted(got) == sorted(want)
-    for k in want:
-        assert (got[k].dtype, got[k].shape) == (want[k].dtype, want[k].shape), k
-        assert mx.array_equal(got[k], want[k]).item(), k
+    _assert_same_tensors(ref_dir, got_dir)
     q_want, q_got = (json.loads((d / "config.json").read_text())["quantization"] for d in (ref_dir, got_dir))
     assert q_got == q_want and q_got["mode"] == mode
 
@@ -261,3 +279,39 @@ def test_convert_q_mode_settings_refused(args, message, hf_folder, run_mlxgp, tm
     assert not out.exists()
     r = run_mlxgp("convert", "--hf-path", hf_folder("llama"), "--mlx-path", out, "--q-mode", "mxfp4", check=False)
     assert r.returncode == 2 and r.stderr.strip() == "[cli] --q-bits / --q-group-size / --q-mode need --quantize"
+
+
+@pytest.mark.parametrize("kw,args", [({}, []), ({"quantize": True, "q_group_size": 32}, ["--quantize", "--q-group-size", 32]),
+                                     ({"quantize": True, "q_mode": "mxfp4"}, ["--quantize", "--q-mode", "mxfp4"])],
+                         ids=["plain", "affine-g32", "mxfp4"])
+def test_convert_gpt_oss_original_checkpoint_as_mlx_lm(kw, args, hf_default, run_mlxgp, tmp_path):
+    """`mlxgp convert` of gpt-oss's original checkpoint = mlx_lm.convert of it: mlx-lm's names (experts.<proj>,
+    the MXFP4 experts kept as mxfp4), its routers at 8 bits, and its "quantization" ({32, 4, mxfp4} from the
+    checkpoint's quantization_config, with an entry per module quantized besides), byte for byte."""
+    import mlx.core as mx
+
+    _, orig = _gpt_oss_original(tmp_path, hf_default)
+    ref_dir, got_dir = tmp_path / "mlx-lm", tmp_path / "mlxgp"
+    importlib.import_module("mlx_lm.convert").convert(str(orig), str(ref_dir), **kw)
+    run_mlxgp("convert", "--hf-path", orig, "--mlx-path", got_dir, *args)
+    got = _assert_same_tensors(ref_dir, got_dir)
+    assert got["model.layers.0.mlp.experts.gate_proj.scales"].dtype == mx.uint8
+    cfg_want, cfg_got = (json.loads((d / "config.json").read_text()) for d in (ref_dir, got_dir))
+    for key in ("quantization", "quantization_config"):
+        assert cfg_got[key] == cfg_want[key], key
+
+
+def test_convert_float_gpt_oss_loads_in_mlx_lm(hf_default, run_mlxgp, run_mlxgp_json, tmp_path):
+    """transformers' float gpt_oss folder, which mlx_lm.convert cannot read (its sanitize splits gate_up_proj on
+    the wrong axis): `mlxgp convert --quantize` writes it in mlx-lm's layout, and mlx-lm's load_model runs it
+    to mlxgp's logits and greedy tokens."""
+    from mlx_lm.utils import load_model
+
+    src, _ = _gpt_oss_original(tmp_path, hf_default)
+    qdir = tmp_path / "q"
+    run_mlxgp("convert", "--hf-path", src, "--mlx-path", qdir, "--quantize", "--q-group-size", 32)
+    q = json.loads((qdir / "config.json").read_text())["quantization"]
+    assert q["model.layers.0.mlp.router"] == {"group_size": 64, "bits": 8}
+    ids = _ids(40, 512, seed=8)
+    ref, diff, (out, want) = _against_mlx_lm(run_mlxgp, run_mlxgp_json, qdir, load_model(qdir)[0], ids, tmp_path)
+    _assert_matches_mlx_lm("gpt_oss float -> mlxgp convert 4-bit, run by mlx-lm", ref, diff, out, want)

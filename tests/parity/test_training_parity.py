@@ -28,19 +28,12 @@ def tiny(tmp_path_factory):
 def _as_mlxgp_grads(arch, name, grad):
     """torch parameter -> {mlxgp parameter: gradient}. transformers 5 keeps each MoE layer's experts fused
     in memory (experts.gate_up_proj [E, 2I, H], experts.down_proj [E, H, I]); mlxgp keeps them stacked under
-    mlx-lm's names (switch_mlp.{gate,up,down}_proj.weight), and mixtral's block under block_sparse_moe."""
+    mlx-lm's names (switch_mlp.{gate,up,down}_proj.weight), and mixtral's block under block_sparse_moe.
+    gpt_oss's are written back in transformers' layout (gate_up_proj [E, H, 2I] interleaved, down_proj
+    [E, I, H], their biases), as gpt2's are: the names match as they are."""
     module = ".block_sparse_moe." if arch == "mixtral" else ".mlp."
-    if arch == "gpt_oss" and ".mlp.experts." in name:
-        # GptOssExperts: gate_up_proj [E, H, 2I] with gate / up interleaved (x @ W), down_proj [E, I, H].
-        prefix = name.split(".mlp.")[0] + ".mlp.switch_mlp."
-        if name.endswith("gate_up_proj"):
-            return {prefix + "gate_proj.weight": grad[:, :, 0::2].transpose(0, 2, 1),
-                    prefix + "up_proj.weight": grad[:, :, 1::2].transpose(0, 2, 1)}
-        if name.endswith("gate_up_proj_bias"):
-            return {prefix + "gate_proj.bias": grad[:, 0::2], prefix + "up_proj.bias": grad[:, 1::2]}
-        if name.endswith("down_proj"):
-            return {prefix + "down_proj.weight": grad.transpose(0, 2, 1)}
-        return {prefix + "down_proj.bias": grad}
+    if arch == "gpt_oss":
+        return {name: grad}
     if ".mlp.experts." not in name and not (arch == "mixtral" and name.endswith(".mlp.gate.weight")):
         return {name: grad}
     prefix = name.split(".mlp.")[0] + module
@@ -139,6 +132,26 @@ def _torch_adamw_run(folder, rows, steps, lr, wd, clip=None):
         opt.step()
         losses.append(loss.item())
     return m, losses
+
+
+def test_gpt_oss_full_fine_tune_saves_what_transformers_trains(tiny, run_mlxgp, tmp_path):
+    """3 AdamW steps of full fine-tuning on gpt_oss: model.safetensors holds transformers' parameter names and
+    layout (its experts' interleaved gate_up_proj and biases, not mlxgp's stacked switch_mlp), with torch's
+    AdamW values, so from_pretrained reads the run's output."""
+    model, folder = tiny["gpt_oss"]
+    rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)
+    _train(run_mlxgp, folder, tmp_path / "d.jsonl", tmp_path / "out", "--steps", 3, "--lr", LR_ADAMW,
+           "--weight-decay", 0.01)
+    ref_model, _ = _torch_adamw_run(folder, rows, 3, LR_ADAMW, 0.01)
+    got = load_file(str(tmp_path / "out" / "model.safetensors"))
+    ref = {n: p.detach().numpy() for n, p in ref_model.named_parameters()}
+    assert set(got) == set(ref)
+    pdiff = max(float(np.abs(got[n] - ref[n]).max()) for n in ref)
+    moved = max(float(np.abs(ref[n] - p.detach().numpy()).max()) for n, p in _fresh(folder).named_parameters())
+    print(f"gpt_oss 3 AdamW steps: {len(got)} tensors under transformers' names, max |param diff| = {pdiff:.2e} "
+          f"(the steps moved them by up to {moved:.2e})")
+    assert moved > 1e-4
+    assert pdiff <= 1e-5
 
 
 def test_adamw_steps_and_loss_trajectory_match_torch(tiny, run_mlxgp, tmp_path):
