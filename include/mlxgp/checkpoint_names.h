@@ -1,7 +1,8 @@
 // The names a model's tensors carry in checkpoint files, where they differ from the names the model uses
 // (parameters(), LoRA, hooks, sharding): gpt2's decoder names (model.layers.N.self_attn.qkv_proj) back to
 // GPT-2's; gpt_oss's stacked switch_mlp experts back to mlx-lm's experts.<proj> or transformers'
-// interleaved gate_up_proj. Other model types pass through unchanged.
+// interleaved gate_up_proj; the other MoE models' (mixtral, qwen2_moe, qwen3_moe) to transformers' tensor per
+// expert (Hf; mlx-lm keeps them stacked as mlxgp does). Other model types pass through unchanged.
 #pragma once
 
 #include <string>

@@ -1,7 +1,9 @@
 #include "models/moe.h"
 
 #include <map>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "kernels/kernels.h"
 #include "mlxgp/error.h"
@@ -70,6 +72,24 @@ void stack_experts(WeightMap& w, const ModelConfig& c, const MoeOptions& o) {
     auto stacked = mx::stack(parts, 0);
     for (auto& [e, name] : members) w.erase(name);
     w.insert_or_assign(module + ".switch_mlp." + proj + "." + suffix, stacked);
+  }
+}
+
+void unstack_experts(WeightMap& w, bool mixtral_names) {
+  std::vector<std::string> stacked;
+  for (auto& [name, a] : w)
+    if (name.find(".switch_mlp.") != std::string::npos) stacked.push_back(name);
+  for (auto& name : stacked) {
+    const auto at = name.find(".switch_mlp.");
+    const std::string rest = name.substr(at + 12);  // "<proj>.<suffix>"
+    const auto dot = rest.find('.');
+    std::string proj = rest.substr(0, dot);
+    if (mixtral_names) proj = proj == "gate_proj" ? "w1" : proj == "up_proj" ? "w3" : proj == "down_proj" ? "w2" : proj;
+    const auto a = w.at(name);
+    w.erase(name);
+    for (int e = 0; e < a.shape(0); ++e)
+      w.insert_or_assign(name.substr(0, at) + ".experts." + std::to_string(e) + "." + proj + rest.substr(dot),
+                         mx::take(a, e, 0));
   }
 }
 

@@ -44,6 +44,11 @@ struct MoeOptions {
   bool gpt_oss = false;
 };
 
+// The reverse of stack_experts (HF's per-expert tensors, for writing checkpoints transformers reads):
+// `<module>.switch_mlp.<proj>.<suffix>` [E, ...] -> `<module>.experts.<e>.<proj>.<suffix>`, mixtral's
+// projections named w1 / w3 / w2.
+void unstack_experts(WeightMap& w, bool mixtral_names);
+
 struct SparseMoe {
   Linear router;  // [experts, hidden], no bias
   SwitchLinear gate_proj, up_proj, down_proj;

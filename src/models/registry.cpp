@@ -9,6 +9,7 @@
 #include "mlxgp/model.h"
 #include "models/decoder.h"
 #include "models/model_names.h"
+#include "models/moe.h"
 
 namespace mx = mlx::core;
 
@@ -73,6 +74,10 @@ WeightMap to_model_names(const std::string& model_type, WeightMap weights) {
 WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, CheckpointLayout layout) {
   if (model_type == "gpt2") return gpt2_checkpoint_names(std::move(weights), layout);
   if (model_type == "gpt_oss") return gpt_oss_checkpoint_names(std::move(weights), layout);
+  // transformers' MoE checkpoints hold one tensor per expert (mlx-lm's, like mlxgp, the stacked switch_mlp).
+  if (layout == CheckpointLayout::Hf &&
+      (model_type == "mixtral" || model_type == "qwen2_moe" || model_type == "qwen3_moe"))
+    layers::unstack_experts(weights, model_type == "mixtral");
   return weights;
 }
 
