@@ -13,6 +13,7 @@
 
 #include "kernels/aligned.h"
 #include "kernels/cpu_task.h"
+#include "kernels/expert_order.h"
 #include "kernels/ggml_product.h"
 #include "kernels/kernels.h"
 #include "kernels/row_major.h"
@@ -33,32 +34,24 @@ void run_ggml_gather(const mx::array& x, const mx::array& idx, const mx::array& 
   const size_t row_bytes = w.shape(2), expert_bytes = static_cast<size_t>(N) * row_bytes;
   float* o = out.data<float>();
   if (P == 0 || M == 0 || N == 0) return;
-  // Pairs in expert order (a counting sort keeps each expert's pairs in token order).
-  std::vector<int> count(E + 1, 0), order(P);
-  for (int p = 0; p < P; ++p)
-    if (ir.ptr[p] < static_cast<uint32_t>(E)) ++count[ir.ptr[p] + 1];
-  std::partial_sum(count.begin(), count.end(), count.begin());
-  std::vector<int> next(count.begin(), count.end() - 1);
-  for (int p = 0; p < P; ++p) {
-    const uint32_t e = ir.ptr[p];
-    if (e < static_cast<uint32_t>(E)) order[next[e]++] = p;
-    else std::fill(o + static_cast<size_t>(p) * M * N, o + static_cast<size_t>(p + 1) * M * N, 0.0f);  // never routed
-  }
+  const ExpertOrder eo = order_by_expert(ir.ptr, P, E);
+  for (int p : eo.unrouted)
+    std::fill(o + static_cast<size_t>(p) * M * N, o + static_cast<size_t>(p + 1) * M * N, 0.0f);  // never routed
   AlignedVector<float> xs, ys;
   for (int e = 0; e < E; ++e) {
-    const int n = count[e + 1] - count[e];
+    const int n = eo.count(e);
     if (n == 0) continue;
     const size_t rows = static_cast<size_t>(n) * M;
     xs.resize(rows * K);
     ys.resize(rows * N);
     for (int i = 0; i < n; ++i) {
-      const int p = order[count[e] + i];
+      const int p = eo.pair(e, i);
       std::copy(xr.ptr + static_cast<size_t>(p) * M * K, xr.ptr + static_cast<size_t>(p + 1) * M * K,
                 xs.data() + static_cast<size_t>(i) * M * K);
     }
     ggml_product(type, xs.data(), static_cast<int>(rows), K, wr.ptr + e * expert_bytes, N, row_bytes, ys.data(), int8);
     for (int i = 0; i < n; ++i) {
-      const int p = order[count[e] + i];
+      const int p = eo.pair(e, i);
       std::copy(ys.data() + static_cast<size_t>(i) * M * N, ys.data() + static_cast<size_t>(i + 1) * M * N,
                 o + static_cast<size_t>(p) * M * N);
     }

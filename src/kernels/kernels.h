@@ -85,6 +85,17 @@ struct GgmlFusion {
 std::optional<std::vector<mx::array>> ggml_matmul_fused(const mx::array& x, const std::vector<mx::array>& ws,
                                                         uint32_t type, bool int8_activations,
                                                         const std::vector<mx::array>& packed, const GgmlFusion& fusion);
+// mx::gather_qmm(x, w, scales, biases, nullopt, indices, true, group_size, bits, mode) for MLX-quantized stacked
+// experts w [E, N, K * bits / 32] in the formats quantized_matmul's kernels take: x [..., 1, K] float32 broadcast
+// against indices [...] -> [..., 1, N], each expert's rows read once for all the tokens routed to it
+// (gather_qmm.cpp). Anything else (other shapes, dtypes, formats, or x under a transform) is MLX's op.
+mx::array gather_quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales,
+                                  const std::optional<mx::array>& biases, const mx::array& indices, int group_size,
+                                  int bits, const std::string& mode);
+bool gather_quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
+                                       const std::optional<mx::array>& biases, const mx::array& indices, int group_size,
+                                       int bits, const std::string& mode);
+
 // ggml_gather_matmul: gather_mm(x, dequantize(w)^T, rhs_indices=indices) for stacked experts
 // w [E, N, row bytes]: x [..., M, K] broadcast against indices [...] -> [..., M, N]. On the CPU each
 // expert's blocks are read once for all the rows routed to it; elsewhere w is dequantized.

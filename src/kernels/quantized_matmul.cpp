@@ -17,6 +17,7 @@
 #include "kernels/aligned.h"
 #include "kernels/cpu_task.h"
 #include "kernels/qmm_cpu.h"
+#include "kernels/packed_weight.h"
 #include "kernels/row_major.h"
 #include "kernels/thread_pool.h"
 #include "kernels/kernels.h"
@@ -26,54 +27,6 @@ namespace mx = mlx::core;
 namespace mlxgp::kernels {
 
 namespace {
-
-ScaleType scale_type(mx::Dtype t, const std::string& mode) {
-  if (mode == "mxfp4") return ScaleType::e8m0;
-  if (mode == "nvfp4") return ScaleType::e4m3;
-  if (t == mx::float16) return ScaleType::f16;
-  if (t == mx::bfloat16) return ScaleType::bf16;
-  return ScaleType::f32;
-}
-
-// Scales/biases are 2- or 4-byte floats (or bytes, microscaling); copy them as raw 8-, 16- or 32-bit words.
-const void* scale_data(const mx::array& a, std::vector<uint32_t>& c32, std::vector<uint16_t>& c16,
-                       std::vector<uint8_t>& c8) {
-  if (a.flags().row_contiguous) return a.data<void>();
-  if (a.itemsize() == 1) {
-    c8.resize(a.size());
-    gather_row_major(a, c8.data());
-    return c8.data();
-  }
-  if (a.itemsize() == 4) {
-    c32.resize(a.size());
-    gather_row_major(a, c32.data());
-    return c32.data();
-  }
-  c16.resize(a.size());
-  gather_row_major(a, c16.data());
-  return c16.data();
-}
-
-// The packed weight's half of QmmArgs (w, scales, biases and their format), with the row-major copies
-// it may need kept alive alongside.
-struct PackedWeight {
-  RowMajor<uint32_t> w;
-  std::vector<uint32_t> s32, b32;
-  std::vector<uint16_t> s16, b16;
-  std::vector<uint8_t> s8, b8;
-  PackedWeight(const mx::array& wq, const mx::array& scales, const std::optional<mx::array>& biases, int group_size,
-               int bits, const std::string& mode, QmmArgs& a)
-      : w(wq) {
-    a.N = wq.shape(0);
-    a.K = static_cast<int>(wq.shape(1) * 32 / bits);
-    a.w = w.ptr;
-    a.scales = scale_data(scales, s32, s16, s8);
-    a.biases = biases ? scale_data(*biases, b32, b16, b8) : nullptr;
-    a.scale_type = scale_type(scales.dtype(), mode);
-    a.group_size = group_size;
-    a.bits = bits;
-  }
-};
 
 void run_qmm(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases,
              mx::array& out, int group_size, int bits, const std::string& mode) {
@@ -190,26 +143,17 @@ class CpuQuantizedMatmul : public mx::UnaryPrimitive {
   std::string mode_;
 };
 
-bool float_scale(mx::Dtype t) { return t == mx::float32 || t == mx::float16 || t == mx::bfloat16; }
-
 }  // namespace
 
 bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
                                 const std::optional<mx::array>& biases, int group_size, int bits,
                                 const std::string& mode) {
   if (!available() || mx::default_device() != mx::Device::cpu) return false;
-  if (mode == "affine") {
-    if ((bits != 4 && bits != 5 && bits != 8) || (group_size != 32 && group_size != 64)) return false;
-    if (!biases || !float_scale(scales.dtype()) || scales.dtype() != biases->dtype()) return false;
-  } else if (mode == "mxfp4" || mode == "nvfp4") {
-    if (bits != 4 || group_size != (mode == "mxfp4" ? 32 : 16) || biases || scales.dtype() != mx::uint8) return false;
-  } else {
-    return false;  // mxfp8 (e4m3 codes): MLX's kernel
-  }
+  if (!packed_format_supported(scales, biases, group_size, bits, mode)) return false;
   if (x.dtype() != mx::float32 || x.ndim() < 1 || w.dtype() != mx::uint32 || w.ndim() != 2) return false;
   const int K = x.shape(-1), N = w.shape(0);
   if (K == 0 || K % group_size != 0 || w.shape(1) * 32 != K * bits) return false;
-  if (mode == "nvfp4" && K % 32 != 0) return false;  // the 4-bit kernels step 32 elements (two nvfp4 groups)
+  if (K % packed_k_multiple(mode) != 0) return false;
   if (scales.shape() != mx::Shape{N, K / group_size} || (biases && biases->shape() != scales.shape())) return false;
   return true;
 }

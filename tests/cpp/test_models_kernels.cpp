@@ -13,18 +13,14 @@
 #include "kernels/kernels.h"
 #include "kernels/logits_scan.h"
 #include "kernels/prefill_attention.h"
+#include "test_kernels_util.h"
 #include "test_models_util.h"
 
 namespace mx = mlx::core;
 
 namespace {
 
-// Max |a - b| / (max |b| + tiny), both evaluated.
-float rel_err(const mx::array& a, const mx::array& b) {
-  auto d = mx::max(mx::abs(mx::subtract(a, b))).item<float>();
-  auto s = mx::max(mx::abs(b)).item<float>();
-  return d / (s + 1e-30f);
-}
+using mlxgp::testing::rel_err;
 
 struct Case {
   int bits, group, M, N, K;
@@ -37,10 +33,6 @@ std::string describe(const Case& c) {
     << " scales=" << c.scale_dtype;
   return o.str();
 }
-
-// The kernels exist for x86-64 with AVX2+; elsewhere every entry point is MLX's own op.
-#define REQUIRE_KERNELS() \
-  if (!mlxgp::kernels::available()) GTEST_SKIP() << "custom CPU kernels need x86-64 AVX2 (or are disabled)"
 
 void check(const Case& c, uint64_t seed) {
   SCOPED_TRACE(describe(c));

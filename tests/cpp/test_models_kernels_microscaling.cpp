@@ -11,19 +11,14 @@
 
 #include "kernels/fp_formats.h"
 #include "kernels/kernels.h"
+#include "test_kernels_util.h"
 #include "test_models_util.h"
 
 namespace mx = mlx::core;
 
 namespace {
 
-#define REQUIRE_KERNELS() \
-  if (!mlxgp::kernels::available()) GTEST_SKIP() << "custom CPU kernels need x86-64 AVX2 (or are disabled)"
-
-float rel_err(const mx::array& a, const mx::array& b) {
-  auto d = mx::max(mx::abs(mx::subtract(a, b))).item<float>();
-  return d / (mx::max(mx::abs(b)).item<float>() + 1e-30f);
-}
+using mlxgp::testing::rel_err;
 
 int group_of(const std::string& mode) { return mode == "mxfp4" ? 32 : 16; }
 
