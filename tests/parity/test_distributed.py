@@ -137,6 +137,23 @@ def _tp_logits_diff(model, mlxgp_bin, run_mlxgp, tmp_path):
                         load_file(str(tmp_path / "tp.safetensors"))["logits"]).max())
 
 
+@pytest.mark.parametrize("arch,mode", [("llama", "mxfp4"), ("qwen3_moe", "nvfp4")])
+def test_tensor_parallel_microscaling_folders(arch, mode, tiny, hf_default, mlxgp_bin, run_mlxgp, tmp_path):
+    """MLX folders in a microscaling mode (mlx_lm.convert --q-mode: uint8 scales, no biases; qwen3_moe's
+    stacked experts too, its routers affine): the scales split with their groups, as affine ones do."""
+    import importlib
+
+    src = tmp_path / "hf"
+    shutil.copytree(tiny[arch], src)
+    tiny_models.mlx_lm_layout(src, arch)
+    hf_default[1].save_pretrained(src)
+    folder = tmp_path / mode
+    importlib.import_module("mlx_lm.convert").convert(str(src), str(folder), quantize=True, q_mode=mode)
+    diff = _tp_logits_diff(folder, mlxgp_bin, run_mlxgp, tmp_path)
+    print(f"{arch} {mode} folder: tensor parallel on 2 ranks vs 1 process, max |logit diff| {diff:.2e}")
+    assert diff <= 1e-4
+
+
 def test_tensor_parallel_kquant_blocks(default_gguf, mlxgp_bin, run_mlxgp, tmp_path):
     """llama.cpp blocks kept as stored: SmolLM2 Q4_K_M's Q6_K ffn_down splits at 768 = 3 blocks of 256 columns.
     A tiny Q6_K llama (4 heads of 64) would split o_proj at 128 columns, inside a 256-column block: refused."""
