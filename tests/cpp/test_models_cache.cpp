@@ -2,6 +2,7 @@
 // cached decoding == one full forward, quantized linears == their dequantized dense form.
 #include <gtest/gtest.h>
 
+#include "io/quantization_modules.h"
 #include "mlxgp/loader.h"
 #include "test_models_util.h"
 
@@ -277,4 +278,31 @@ TEST(Forward, ForwardLastEqualsTheTailOfForward) {
   EXPECT_EQ(c2[0]->offset(), 6);  // the cache still holds every position
   auto c3 = model->make_caches();
   EXPECT_NE(error_of([&] { model->forward_last(ids_array(ids, 0, 6), c3, 7); }).find("[model]"), std::string::npos);
+}
+
+// "quantization" as mlx-lm's load_model reads it: the top level's mode with its defaults, and per-module
+// entries passed to to_quantized as they stand (what they leave out is to_quantized's default: affine, its
+// mode's group size and bits; not the top level's).
+TEST(Config, QuantizationModes) {
+  auto top = parse_model_config(tiny_config_json("llama", R"(, "quantization": {"mode": "nvfp4"})")).quantization;
+  ASSERT_TRUE(top.has_value());
+  EXPECT_EQ(top->mode, "nvfp4");
+  EXPECT_EQ(top->group_size, 16);
+  EXPECT_EQ(top->bits, 4);
+  auto modules = io::quantization_modules(
+      tiny_config_json("llama", R"(, "quantization": {"group_size": 32, "bits": 4, "mode": "mxfp4",
+                  "model.layers.0.mlp.gate": {"group_size": 64, "bits": 8},
+                  "model.layers.0.self_attn.q_proj": {"mode": "mxfp8"}, "lm_head": true})"));
+  ASSERT_EQ(modules.size(), 2u);
+  EXPECT_EQ(modules.at("model.layers.0.mlp.gate").mode, "affine");
+  EXPECT_EQ(modules.at("model.layers.0.mlp.gate").bits, 8);
+  EXPECT_EQ(modules.at("model.layers.0.self_attn.q_proj").group_size, 32);
+  EXPECT_EQ(modules.at("model.layers.0.self_attn.q_proj").bits, 8);
+  // The pairs MLX's modes do not take, in one line naming the module.
+  EXPECT_EQ(
+      error_of([] {
+        parse_model_config(tiny_config_json(
+            "llama", R"(, "quantization": {"group_size": 64, "bits": 4, "lm_head": {"mode": "mxfp4", "bits": 8}})"));
+      }),
+      "[config] unsupported quantization for 'lm_head' (mode mxfp4, bits 8, group_size 32)");
 }
