@@ -26,10 +26,10 @@ mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::arr
 bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,
                                 const mx::array& biases, int group_size, int bits);
 
-// The same for MLX's quantization modes: `mode` "affine" (biases required) as above, or the 4-bit microscaling
-// modes "mxfp4" (e8m0 scales, groups of 32) and "nvfp4" (e4m3 scales, groups of 16), uint8 scales and no biases,
-// on the same row kernels with each code's e2m1 value looked up (qmm_cpu.h); mxfp8 and anything else go to
-// mx::quantized_matmul(x, w, scales, biases, true, group_size, bits, mode).
+// The same for MLX's quantization modes: `mode` "affine" (biases required) as above, or the microscaling modes
+// "mxfp4" (e2m1 codes, e8m0 scales per 32), "mxfp8" (e4m3 codes, e8m0 scales per 32) and "nvfp4" (e2m1, e4m3
+// scales per 16), uint8 scales and no biases, on the same row kernels with each code's value decoded
+// (qmm_cpu.h); anything else goes to mx::quantized_matmul(x, w, scales, biases, true, group_size, bits, mode).
 mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales,
                            const std::optional<mx::array>& biases, int group_size, int bits, const std::string& mode);
 bool quantized_matmul_supported(const mx::array& x, const mx::array& w, const mx::array& scales,

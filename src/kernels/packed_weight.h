@@ -18,7 +18,7 @@ namespace mlxgp::kernels {
 namespace mx = mlx::core;
 
 inline ScaleType scale_type(mx::Dtype t, const std::string& mode) {
-  if (mode == "mxfp4") return ScaleType::e8m0;
+  if (mode == "mxfp4" || mode == "mxfp8") return ScaleType::e8m0;
   if (mode == "nvfp4") return ScaleType::e4m3;
   if (t == mx::float16) return ScaleType::f16;
   if (t == mx::bfloat16) return ScaleType::bf16;
@@ -66,8 +66,7 @@ struct PackedWeight {
 };
 
 // The formats the row kernels multiply: affine 4 / 5 / 8 bits in groups of 32 / 64 with float scales and biases
-// of one dtype, mxfp4 (groups of 32) and nvfp4 (16) with uint8 scales and no biases; mxfp8's e4m3 codes and
-// the rest go to MLX's kernels.
+// of one dtype; MLX's microscaling modes mxfp4, mxfp8 (e4m3 codes) and nvfp4 with uint8 scales and no biases.
 inline bool packed_format_supported(const mx::array& scales, const std::optional<mx::array>& biases, int group_size,
                                     int bits, const std::string& mode) {
   if (mode == "affine") {
@@ -75,9 +74,10 @@ inline bool packed_format_supported(const mx::array& scales, const std::optional
     return (bits == 4 || bits == 5 || bits == 8) && (group_size == 32 || group_size == 64) && biases &&
            (t == mx::float32 || t == mx::float16 || t == mx::bfloat16) && biases->dtype() == t;
   }
-  if (mode == "mxfp4" || mode == "nvfp4")
-    return bits == 4 && group_size == (mode == "mxfp4" ? 32 : 16) && !biases && scales.dtype() == mx::uint8;
-  return false;
+  const bool pair = (mode == "mxfp4" && bits == 4 && group_size == 32) ||
+                    (mode == "mxfp8" && bits == 8 && group_size == 32) ||
+                    (mode == "nvfp4" && bits == 4 && group_size == 16);
+  return pair && !biases && scales.dtype() == mx::uint8;
 }
 
 // K must be a multiple of this: the 4-bit kernels step 32 elements at a time (two nvfp4 groups).

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -66,14 +67,14 @@ void rows_portable(const QmmArgs& a, const float* x, int n0, int n1) {
     for (int m = 0; m < a.M; ++m) {
       const float* xm = x + static_cast<size_t>(m) * a.K;
       float acc = 0.0f;
-      const bool fp4 = microscaling(a.scale_type);
+      const bool fp = microscaling(a.scale_type);
       for (int g = 0; g < groups; ++g) {
         const float s = load_scale(a.scales, n * groups + g, a.scale_type);
-        const float b = fp4 ? 0.0f : load_scale(a.biases, n * groups + g, a.scale_type);
+        const float b = fp ? 0.0f : load_scale(a.biases, n * groups + g, a.scale_type);
         float qx = 0.0f, xs = 0.0f;
         for (int k = g * a.group_size; k < (g + 1) * a.group_size; ++k) {
           const uint32_t c = code_at(w, k, a.bits);
-          const float q = fp4 ? kE2m1[c] : static_cast<float>(c);
+          const float q = !fp ? static_cast<float>(c) : a.bits == 4 ? kE2m1[c] : e4m3_value(static_cast<uint8_t>(c));
           qx += q * xm[k];
           xs += xm[k];
         }
@@ -128,6 +129,18 @@ MLXGP_AVX2 inline __m256i unpack8_5bit(const uint8_t* p) {
                           _mm256_set1_epi32(31));
 }
 
+// mxfp8's e4m3 codes (int32 lanes 0-255) as floats, as e4m3_value decodes them: a normal code's exponent and
+// mantissa placed in float's fields and rebased by 2^120, a subnormal's m * 2^-9, S.1111.111 NaN, the sign last.
+MLXGP_AVX2 inline __m256 e4m3_8(__m256i v) {
+  const __m256i em = _mm256_and_si256(v, _mm256_set1_epi32(0x7F));
+  __m256 w = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32(em, 20), _mm256_set1_epi32(120 << 23)));
+  const __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(em), _mm256_set1_ps(0x1p-9f));
+  w = _mm256_blendv_ps(w, sub, _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(8), em)));
+  w = _mm256_blendv_ps(w, _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN()),
+                       _mm256_castsi256_ps(_mm256_cmpeq_epi32(em, _mm256_set1_epi32(0x7F))));
+  return _mm256_or_ps(w, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x80)), 24)));
+}
+
 // MB activation rows at once, so each dequantized weight vector is reused MB times.
 template <int MB, int BITS, ScaleType ST>
 MLXGP_AVX2 void rows_avx2(const QmmArgs& a, const float* xp, int m0, int n0, int n1) {
@@ -148,7 +161,12 @@ MLXGP_AVX2 void rows_avx2(const QmmArgs& a, const float* xp, int m0, int n0, int
       [[maybe_unused]] const __m256 t8 = _mm256_mul_ps(_mm256_loadu_ps(kE2m1), vs);
       for (int k = g * a.group_size; k < (g + 1) * a.group_size; k += 16) {
         __m256 w0, w1;
-        if constexpr (microscaling(ST)) {
+        if constexpr (microscaling(ST) && BITS == 8) {
+          w0 = _mm256_mul_ps(e4m3_8(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb + k)))),
+                             vs);
+          w1 = _mm256_mul_ps(
+              e4m3_8(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb + k + 8)))), vs);
+        } else if constexpr (microscaling(ST)) {
           const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb + k / 2)));
           const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_srli_epi32(v, 4);
           const __m256i sign = _mm256_set1_epi32(8);
@@ -206,11 +224,29 @@ MLXGP_AVX512 inline void codes32(const uint8_t* wb, int k, __m512i& c0, __m512i&
   }
 }
 
-// Those 32 codes dequantized (scale * q + bias), in the prepared x layout (5- and 8-bit rows).
-template <int BITS>
+// e4m3_8 on 16 lanes.
+MLXGP_AVX512 inline __m512 e4m3_16(__m512i v) {
+  const __m512i em = _mm512_and_si512(v, _mm512_set1_epi32(0x7F));
+  __m512 w = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_slli_epi32(em, 20), _mm512_set1_epi32(120 << 23)));
+  w = _mm512_mask_mul_ps(w, _mm512_cmplt_epi32_mask(em, _mm512_set1_epi32(8)), _mm512_cvtepi32_ps(em),
+                         _mm512_set1_ps(0x1p-9f));
+  w = _mm512_mask_mov_ps(w, _mm512_cmpeq_epi32_mask(em, _mm512_set1_epi32(0x7F)),
+                         _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
+  return _mm512_castsi512_ps(
+      _mm512_or_si512(_mm512_castps_si512(w), _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x80)), 24)));
+}
+
+// Those 32 codes dequantized (scale * q + bias; FP8: scale * e4m3(q)), in the prepared x layout (5- and 8-bit
+// rows).
+template <int BITS, bool FP8 = false>
 MLXGP_AVX512 inline void dequant32(const uint8_t* wb, int k, __m512 vs, __m512 vb, __m512& w0, __m512& w1) {
   __m512i c0, c1;
   codes32<BITS, false>(wb, k, c0, c1);
+  if constexpr (FP8) {
+    w0 = _mm512_mul_ps(e4m3_16(c0), vs);
+    w1 = _mm512_mul_ps(e4m3_16(c1), vs);
+    return;
+  }
   w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0), vs, vb);
   w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c1), vs, vb);
 }
@@ -244,7 +280,7 @@ MLXGP_AVX512 void rows_avx512(const QmmArgs& a, const float* xp, int m0, int n0,
         } else {
           vs[j] = _mm512_set1_ps(scale_at<ST>(a.scales, gi));
           // 4-bit: the group's 16 possible weights, looked up by code (nibble_lookup.h).
-          if constexpr (microscaling(ST)) t[j] = _mm512_mul_ps(_mm512_loadu_ps(kE2m1), vs[j]);
+          if constexpr (microscaling(ST) && BITS == 4) t[j] = _mm512_mul_ps(_mm512_loadu_ps(kE2m1), vs[j]);
           else if constexpr (BITS == 4) t[j] = _mm512_fmadd_ps(nibble_codes(), vs[j], vb[j]);
         }
       }
@@ -260,7 +296,7 @@ MLXGP_AVX512 void rows_avx512(const QmmArgs& a, const float* xp, int m0, int n0,
               w[j][1] = _mm512_mul_ps(w[j][1], vs[j]);
             }
           } else {
-            dequant32<BITS>(wb[j], k, vs[j], vb[j], w[j][0], w[j][1]);
+            dequant32<BITS, microscaling(ST)>(wb[j], k, vs[j], vb[j], w[j][0], w[j][1]);
           }
         }
         for (int m = 0; m < MB; ++m) {
@@ -327,7 +363,10 @@ MLXGP_AVX512 void dequant_row_avx512(const QmmArgs& a, int n, float* out) {
     for (int k = g * a.group_size; k < (g + kGroupsPerStep<ST>)*a.group_size; k += 32) {
       __m512i c0, c1;
       codes32<BITS, true>(wb, k, c0, c1);
-      if constexpr (microscaling(ST)) {
+      if constexpr (microscaling(ST) && BITS == 8) {
+        _mm512_storeu_ps(out + k, _mm512_mul_ps(e4m3_16(c0), vs));
+        _mm512_storeu_ps(out + k + 16, _mm512_mul_ps(e4m3_16(c1), vs));
+      } else if constexpr (microscaling(ST)) {
         _mm512_storeu_ps(out + k, _mm512_permutexvar_ps(c0, t0));
         _mm512_storeu_ps(out + k + 16, _mm512_permutexvar_ps(c1, t1));
       } else {
@@ -428,8 +467,10 @@ void dequantize_rows(const QmmArgs& a, float* out, int n0, int n1, Isa isa) {
       constexpr ScaleType ST = decltype(st)::value;
       for (int n = n0; n < n1; ++n) {
         float* row = out + static_cast<size_t>(n) * a.K;
-        if constexpr (microscaling(ST)) dequant_row_avx512<4, ST>(a, n, row);  // 4 bits only
-        else if (a.bits == 4) dequant_row_avx512<4, ST>(a, n, row);
+        if constexpr (microscaling(ST)) {  // 4 bits (e2m1) or 8 (mxfp8's e4m3)
+          if (a.bits == 8) dequant_row_avx512<8, ST>(a, n, row);
+          else dequant_row_avx512<4, ST>(a, n, row);
+        } else if (a.bits == 4) dequant_row_avx512<4, ST>(a, n, row);
         else if (a.bits == 5) dequant_row_avx512<5, ST>(a, n, row);
         else dequant_row_avx512<8, ST>(a, n, row);
       }
@@ -445,8 +486,10 @@ void qmm_rows(const QmmArgs& a, const float* xp, int n0, int n1, Isa isa) {
   if (isa != Isa::portable) {
     with_scale_type(a, [&](auto st) {
       constexpr ScaleType ST = decltype(st)::value;
-      if constexpr (microscaling(ST)) rows_x86<4, ST>(a, xp, n0, n1, isa);  // 4 bits only
-      else if (a.bits == 4) rows_x86<4, ST>(a, xp, n0, n1, isa);
+      if constexpr (microscaling(ST)) {  // 4 bits (e2m1) or 8 (mxfp8's e4m3)
+        if (a.bits == 8) rows_x86<8, ST>(a, xp, n0, n1, isa);
+        else rows_x86<4, ST>(a, xp, n0, n1, isa);
+      } else if (a.bits == 4) rows_x86<4, ST>(a, xp, n0, n1, isa);
       else if (a.bits == 5) rows_x86<5, ST>(a, xp, n0, n1, isa);
       else rows_x86<8, ST>(a, xp, n0, n1, isa);
     });

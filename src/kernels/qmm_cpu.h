@@ -1,16 +1,16 @@
 // Row kernels for MLX's affine quantized layout (w [N, K*bits/32] uint32, each row one little-endian
 // bit stream with element k at bit k*bits, so 5-bit codes may straddle words; scales/biases [N, K/group]):
-// out[m, n] = sum_k x[m, k] * (scale[n, k/g] * q[n, k] + bias[n, k/g]); and for its 4-bit microscaling modes
-// (mxfp4, nvfp4: uint8 e8m0 / e4m3 scales, no biases) the same with q the e2m1 value of each code
-// (fp_formats.h).
+// out[m, n] = sum_k x[m, k] * (scale[n, k/g] * q[n, k] + bias[n, k/g]); and for its microscaling modes
+// (mxfp4, mxfp8, nvfp4: uint8 e8m0 / e4m3 scales, no biases) the same with q the e2m1 / e4m3 value of each
+// code (fp_formats.h).
 #pragma once
 
 #include <cstdint>
 
 namespace mlxgp::kernels {
 
-// f32 / f16 / bf16: affine (integer codes, scales and biases); e8m0 / e4m3: the microscaling modes mxfp4 /
-// nvfp4 (e2m1 codes, uint8 scales, no biases), 4 bits only.
+// f32 / f16 / bf16: affine (integer codes, scales and biases); e8m0 / e4m3: the microscaling modes (uint8
+// scales, no biases): e8m0 with 4-bit e2m1 codes (mxfp4) or 8-bit e4m3 codes (mxfp8), e4m3 with e2m1 (nvfp4).
 enum class ScaleType { f32, f16, bf16, e8m0, e4m3 };
 constexpr bool microscaling(ScaleType t) { return t == ScaleType::e8m0 || t == ScaleType::e4m3; }
 

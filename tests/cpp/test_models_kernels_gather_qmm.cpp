@@ -63,6 +63,7 @@ const std::vector<Format> kFormats = {{32, 4, "affine"},
                                       {32, 5, "affine", mx::bfloat16},
                                       {64, 8, "affine"},
                                       {32, 4, "mxfp4"},
+                                      {32, 8, "mxfp8"},
                                       {16, 4, "nvfp4"}};
 
 }  // namespace
@@ -84,8 +85,8 @@ TEST_F(GatherQmm, MatchesMlxForEveryFormatIsaAndShape) {
   mlxgp::kernels::set_cpu_isa_cap("avx512");
 }
 
-// Under a transform (LoRA training through frozen experts), bfloat16 activations, mxfp8 and shapes outside
-// [..., 1, K]: MLX's op, with its results.
+// Under a transform (LoRA training through frozen experts), bfloat16 activations, 2-bit affine experts and
+// shapes outside [..., 1, K]: MLX's op, with its results.
 TEST_F(GatherQmm, OtherCasesAreMlxs) {
   auto ex = quantize({32, 4, "mxfp4"}, 3, 40, 64, 7);
   auto x = mx::random::normal({2, 1, 1, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(8));
@@ -104,10 +105,8 @@ TEST_F(GatherQmm, OtherCasesAreMlxs) {
   auto x2 = mx::random::normal({2, 1, 3, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(9));  // 3 rows per pair
   EXPECT_FALSE(
       mlxgp::kernels::gather_quantized_matmul_supported(x2, ex.w, ex.scales, std::nullopt, idx, 32, 4, "mxfp4"));
-  auto e8 = quantize({32, 8, "mxfp8"}, 3, 40, 64, 10);
-  EXPECT_FALSE(
-      mlxgp::kernels::gather_quantized_matmul_supported(x, e8.w, e8.scales, std::nullopt, idx, 32, 8, "mxfp8"));
-  auto y = mlxgp::kernels::gather_quantized_matmul(x, e8.w, e8.scales, std::nullopt, idx, 32, 8, "mxfp8");
-  EXPECT_LE(rel_err(y, mx::gather_qmm(x, e8.w, e8.scales, std::nullopt, std::nullopt, idx, true, 32, 8, "mxfp8")),
-            0.0f);
+  auto a2 = quantize({32, 2, "affine"}, 3, 40, 64, 10);
+  EXPECT_FALSE(mlxgp::kernels::gather_quantized_matmul_supported(x, a2.w, a2.scales, a2.biases, idx, 32, 2, "affine"));
+  auto y = mlxgp::kernels::gather_quantized_matmul(x, a2.w, a2.scales, a2.biases, idx, 32, 2, "affine");
+  EXPECT_LE(rel_err(y, mx::gather_qmm(x, a2.w, a2.scales, a2.biases, std::nullopt, idx, true, 32, 2, "affine")), 0.0f);
 }

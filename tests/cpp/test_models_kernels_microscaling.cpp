@@ -1,5 +1,6 @@
-// The CPU quantized matmul in MLX's 4-bit microscaling modes (mxfp4: e8m0 scales per 32, nvfp4: e4m3 scales
-// per 16; e2m1 codes, no biases) against MLX's own mx::quantized_matmul / mx::dequantize, in the same test.
+// The CPU quantized matmul in MLX's microscaling modes (mxfp4: e2m1 codes, e8m0 scales per 32; mxfp8: e4m3 codes,
+// e8m0 scales per 32; nvfp4: e2m1 codes, e4m3 scales per 16; no biases) against MLX's own mx::quantized_matmul /
+// mx::dequantize, in the same test.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -20,19 +21,21 @@ namespace {
 
 using mlxgp::testing::rel_err;
 
-int group_of(const std::string& mode) { return mode == "mxfp4" ? 32 : 16; }
+int group_of(const std::string& mode) { return mode == "nvfp4" ? 16 : 32; }
+int bits_of(const std::string& mode) { return mode == "mxfp8" ? 8 : 4; }
+const std::string kModes[] = {"mxfp4", "mxfp8", "nvfp4"};
 
 // x [M, K] @ W^T, W [N, K] quantized in `mode`: ours against MLX's kernel.
 void check(const std::string& mode, int M, int N, int K, uint64_t seed) {
   SCOPED_TRACE(mode + " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
-  const int group = group_of(mode);
+  const int group = group_of(mode), bits = bits_of(mode);
   auto w = mx::random::normal({N, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed));
   auto x = mx::random::normal({M, K}, mx::float32, 0.0f, 1.0f, mx::random::key(seed + 1));
-  auto q = mx::quantize(w, group, 4, mode);
+  auto q = mx::quantize(w, group, bits, mode);
   ASSERT_EQ(q.size(), 2u);
-  ASSERT_TRUE(mlxgp::kernels::quantized_matmul_supported(x, q[0], q[1], std::nullopt, group, 4, mode));
-  auto ref = mx::quantized_matmul(x, q[0], q[1], std::nullopt, true, group, 4, mode);
-  auto got = mlxgp::kernels::quantized_matmul(x, q[0], q[1], std::nullopt, group, 4, mode);
+  ASSERT_TRUE(mlxgp::kernels::quantized_matmul_supported(x, q[0], q[1], std::nullopt, group, bits, mode));
+  auto ref = mx::quantized_matmul(x, q[0], q[1], std::nullopt, true, group, bits, mode);
+  auto got = mlxgp::kernels::quantized_matmul(x, q[0], q[1], std::nullopt, group, bits, mode);
   mx::eval(ref, got);
   ASSERT_EQ(got.shape(), ref.shape());
   EXPECT_LE(rel_err(got, ref), 1e-5f);
@@ -78,12 +81,12 @@ TEST_F(MicroscalingKernels, MatchMlxOnEveryIsaAndRowCount) {
   for (const char* isa : {"portable", "avx2", "avx512"}) {
     SCOPED_TRACE(isa);
     ASSERT_TRUE(mlxgp::kernels::set_cpu_isa_cap(isa));
-    for (const std::string mode : {"mxfp4", "nvfp4"})
+    for (const auto& mode : kModes)
       for (int M : {1, 2, 3, 5, 8, 13}) check(mode, M, 67, 192, seed += 2);
   }
   mlxgp::kernels::set_cpu_isa_cap("avx512");
   // Many rows over the thread pool, and prefill-sized x (dequantized once, then BLAS on AVX-512).
-  for (const std::string mode : {"mxfp4", "nvfp4"}) {
+  for (const auto& mode : kModes) {
     check(mode, 1, 4099, 576, seed += 2);
     check(mode, 13, 1027, 576, seed += 2);
     check(mode, mlxgp::kernels::kQmmGemmRows + 7, 131, 320, seed += 2);
@@ -93,32 +96,51 @@ TEST_F(MicroscalingKernels, MatchMlxOnEveryIsaAndRowCount) {
 // Training through a frozen microscaling weight (LoRA): the gradient with respect to x is MLX's.
 TEST_F(MicroscalingKernels, GradientWithRespectToXIsMlxs) {
   REQUIRE_KERNELS();
-  for (const std::string mode : {"mxfp4", "nvfp4"}) {
-    const int group = group_of(mode);
-    auto q = mx::quantize(mx::random::normal({40, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(3)), group, 4, mode);
+  for (const auto& mode : kModes) {
+    const int group = group_of(mode), bits = bits_of(mode);
+    auto q = mx::quantize(mx::random::normal({40, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(3)), group, bits, mode);
     auto x = mx::random::normal({5, 64}, mx::float32, 0.0f, 1.0f, mx::random::key(4));
     auto loss = [&](auto f) { return mx::grad([f](const mx::array& a) { return mx::sum(mx::square(f(a))); })(x); };
     auto got = loss([&](const mx::array& a) {
-      return mlxgp::kernels::quantized_matmul(a, q[0], q[1], std::nullopt, group, 4, mode);
+      return mlxgp::kernels::quantized_matmul(a, q[0], q[1], std::nullopt, group, bits, mode);
     });
     auto want = loss(
-        [&](const mx::array& a) { return mx::quantized_matmul(a, q[0], q[1], std::nullopt, true, group, 4, mode); });
+        [&](const mx::array& a) { return mx::quantized_matmul(a, q[0], q[1], std::nullopt, true, group, bits, mode); });
     EXPECT_LE(rel_err(got, want), 1e-5f) << mode;
   }
 }
 
-// mxfp8 (e4m3 codes), half-precision activations and affine arguments without biases stay with MLX's kernel.
+// Half-precision activations and affine arguments without biases stay with MLX's kernel.
 TEST_F(MicroscalingKernels, OtherCasesGoToMlx) {
   auto w = mx::random::normal({32, 128}, mx::float32, 0.0f, 1.0f, mx::random::key(5));
   auto x = mx::random::normal({1, 128}, mx::float32, 0.0f, 1.0f, mx::random::key(6));
-  auto q8 = mx::quantize(w, 32, 8, "mxfp8");
-  EXPECT_FALSE(mlxgp::kernels::quantized_matmul_supported(x, q8[0], q8[1], std::nullopt, 32, 8, "mxfp8"));
-  auto got = mlxgp::kernels::quantized_matmul(x, q8[0], q8[1], std::nullopt, 32, 8, "mxfp8");
-  EXPECT_LE(rel_err(got, mx::quantized_matmul(x, q8[0], q8[1], std::nullopt, true, 32, 8, "mxfp8")), 0.0f);
   auto q4 = mx::quantize(w, 32, 4, "mxfp4");
   auto xh = mx::astype(x, mx::bfloat16);
   EXPECT_FALSE(mlxgp::kernels::quantized_matmul_supported(xh, q4[0], q4[1], std::nullopt, 32, 4, "mxfp4"));
   EXPECT_EQ(mlxgp::kernels::quantized_matmul(xh, q4[0], q4[1], std::nullopt, 32, 4, "mxfp4").dtype(), mx::bfloat16);
   auto qa = mx::quantize(w, 32, 4);
   EXPECT_FALSE(mlxgp::kernels::quantized_matmul_supported(x, qa[0], qa[1], std::nullopt, 32, 4, "affine"));
+}
+
+// mxfp8's every e4m3 code (NaN codes aside) through the SIMD decode of the row kernel and of the prefill's
+// dequantization: one-hot rows of x read each weight back, bit for bit mx::dequantize's.
+TEST_F(MicroscalingKernels, Mxfp8DecodesEveryCodeAsMlx) {
+  REQUIRE_KERNELS();
+  std::vector<uint8_t> codes(256);
+  for (int c = 0; c < 256; ++c) codes[c] = (c & 0x7F) == 0x7F ? 0 : static_cast<uint8_t>(c);
+  mx::array w = mx::view(mx::array(codes.data(), {1, 256}, mx::uint8), mx::uint32);  // [1, 64] words
+  std::vector<uint8_t> sb(8, 127);                                                   // scale 1
+  mx::array sc(sb.data(), {1, 8}, mx::uint8);
+  auto want = mx::dequantize(w, sc, std::nullopt, 32, 8, "mxfp8", std::nullopt, mx::float32);  // [1, 256]
+  for (const char* isa : {"portable", "avx2", "avx512"}) {
+    SCOPED_TRACE(isa);
+    ASSERT_TRUE(mlxgp::kernels::set_cpu_isa_cap(isa));
+    for (int M : {8, 256}) {  // the row kernel, and from kQmmGemmRows rows the dequantize-then-multiply path
+      auto x = mx::slice(mx::eye(256, mx::float32), {0, 0}, {M, 256});
+      auto got = mlxgp::kernels::quantized_matmul(x, w, sc, std::nullopt, 32, 8, "mxfp8");  // [M, 1]
+      auto expect = mx::reshape(mx::slice(want, {0, 0}, {1, M}), {M, 1});
+      EXPECT_TRUE(mx::array_equal(got, expect).item<bool>()) << "M=" << M;
+    }
+  }
+  mlxgp::kernels::set_cpu_isa_cap("avx512");
 }
