@@ -220,8 +220,9 @@ def test_convert(capsys, mgp, tiny_hf_tok, tmp_path):
     """The converted 4-bit folder: mlx-lm loads it and decodes the tokens mlxgp decodes from it."""
     from mlx_lm import load
 
-    ns = run_block("Converting", capsys, **{"path/to/hf-folder": tiny_hf_tok, "path/to/mlx-4bit": tmp_path / "q4"})
-    assert ns  # ran
+    ns = run_block("Converting", capsys, **{"path/to/hf-folder": tiny_hf_tok, "path/to/mlx-4bit": tmp_path / "q4",
+                                            "path/to/mlx-mxfp4": tmp_path / "mxfp4"})
+    assert ns["mode"] == "mxfp4"
     model, tok = load(str(tmp_path / "q4"))
     ids = tok.encode("The capital of France is")
     ours = mgp.generate(*mgp.load(str(tmp_path / "q4")), ids, max_tokens=16)["tokens"]
