@@ -62,6 +62,9 @@ QuantizationConfig read_quantization(const json& e, const std::string& where) {
   // the GPU"), so such a folder cannot run here.
   if (auto g = e.find("global_scale"); g != e.end() && !g->is_null() && *g != false)
     fail("config", "nvfp4 global scales" + where + " are not supported (MLX's CPU kernels have none)");
+  // mlx.nn's quantize_input (QQLinear: activations quantized too, a GPU mode) would change every product.
+  if (auto qi = e.find("quantize_input"); qi != e.end() && !qi->is_null() && *qi != false)
+    fail("config", "quantized activations (quantize_input)" + where + " are not supported");
   const bool ok = q.mode == "affine"
                       ? q.bits >= 2 && q.bits <= 8 && (q.group_size == 32 || q.group_size == 64 || q.group_size == 128)
                       : q.group_size == mode->group_size && q.bits == mode->bits;

@@ -305,4 +305,10 @@ TEST(Config, QuantizationModes) {
             "llama", R"(, "quantization": {"group_size": 64, "bits": 4, "lm_head": {"mode": "mxfp4", "bits": 8}})"));
       }),
       "[config] unsupported quantization for 'lm_head' (mode mxfp4, bits 8, group_size 32)");
+  EXPECT_EQ(
+      error_of([] {
+        parse_model_config(tiny_config_json(
+            "llama", R"(, "quantization": {"mode": "nvfp4", "lm_head": {"mode": "nvfp4", "quantize_input": true}})"));
+      }),
+      "[config] quantized activations (quantize_input) for 'lm_head' are not supported");
 }
