@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mlxgp {
@@ -36,6 +37,11 @@ struct QuantizationConfig {
   int bits = 4;
   std::string mode = "affine";
 };
+
+// The (group_size, bits) a quantization mode defaults to (mlx.nn's _defaults_for_mode): affine 64 / 4 (it takes
+// 2-8 bits in groups of 32 / 64 / 128), mxfp4 32 / 4, mxfp8 32 / 8, nvfp4 16 / 4 (each microscaling mode takes
+// only its own pair); nullopt for a name MLX does not have.
+std::optional<std::pair<int, int>> quantization_mode_defaults(const std::string& mode);
 
 struct ModelConfig {
   std::string model_type;  // HF model_type (models/registry.cpp lists the supported ones)

@@ -24,6 +24,7 @@
 #include "mlxgp/error.h"
 #include "mlxgp/paths.h"
 #include "mlxgp/loader.h"
+#include "mlxgp/model_config.h"
 
 namespace mlxgp {
 
@@ -78,13 +79,10 @@ std::optional<std::pair<int, int>> mlx_lm_override(const std::string& model_type
 
 ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_dir, const ConvertOptions& options) {
   // mlx-lm's defaults_for_mode, and the pairs mx.quantize takes (a microscaling mode has exactly one).
-  const std::pair<int, int> mode_default = options.mode == "affine"  ? std::pair{64, 4}
-                                           : options.mode == "mxfp4" ? std::pair{32, 4}
-                                           : options.mode == "mxfp8" ? std::pair{32, 8}
-                                           : options.mode == "nvfp4" ? std::pair{16, 4}
-                                                                     : std::pair{0, 0};
-  if (mode_default.first == 0)
+  const auto defaults = quantization_mode_defaults(options.mode);
+  if (!defaults)
     fail("convert", "unknown quantization mode '" + options.mode + "' (supported: affine, mxfp4, mxfp8, nvfp4)");
+  const std::pair<int, int> mode_default = *defaults;
   const int q_group = options.group_size.value_or(mode_default.first),
             q_bits = options.bits.value_or(mode_default.second);
   if (options.mode == "affine" && q_bits != 2 && q_bits != 3 && q_bits != 4 && q_bits != 6 && q_bits != 8)

@@ -33,14 +33,6 @@ int get_int(const json& j, const char* key, int def, bool required = false) {
   return static_cast<int>(v);
 }
 
-// MLX's quantization modes and the group size / bits each defaults to (mlx.nn's _defaults_for_mode): affine
-// takes 2-8 bits in groups of 32, 64 or 128; each microscaling mode allows only its own pair (mx.quantize).
-struct QuantMode {
-  const char* name;
-  int group_size, bits;
-};
-constexpr QuantMode kQuantModes[] = {{"affine", 64, 4}, {"mxfp4", 32, 4}, {"mxfp8", 32, 8}, {"nvfp4", 16, 4}};
-
 // One level of "quantization": the top level, or a module's own entry. mlx-lm's load_model passes an entry to
 // to_quantized as it stands, so what an entry leaves out is to_quantized's default (mode affine, that mode's
 // group size and bits), not the top level's; mlx-lm's quantize_model always writes all three at the top.
@@ -50,14 +42,12 @@ QuantizationConfig read_quantization(const json& e, const std::string& where) {
     if (!m->is_string()) fail("config", "quantization mode" + where + " must be a string");
     q.mode = m->get<std::string>();
   }
-  const QuantMode* mode = nullptr;
-  for (auto& m : kQuantModes)
-    if (q.mode == m.name) mode = &m;
-  if (!mode)
+  const auto defaults = quantization_mode_defaults(q.mode);
+  if (!defaults)
     fail("config",
          "unsupported quantization mode '" + q.mode + "'" + where + " (supported: affine, mxfp4, mxfp8, nvfp4)");
-  q.group_size = get_int(e, "group_size", mode->group_size);
-  q.bits = get_int(e, "bits", mode->bits);
+  q.group_size = get_int(e, "group_size", defaults->first);
+  q.bits = get_int(e, "bits", defaults->second);
   // mlx-lm's per-expert nvfp4 tensor scales: MLX's CPU gather_qmm has no global scale ("only supported on
   // the GPU"), so such a folder cannot run here.
   if (auto g = e.find("global_scale"); g != e.end() && !g->is_null() && *g != false)
@@ -67,7 +57,7 @@ QuantizationConfig read_quantization(const json& e, const std::string& where) {
     fail("config", "quantized activations (quantize_input)" + where + " are not supported");
   const bool ok = q.mode == "affine"
                       ? q.bits >= 2 && q.bits <= 8 && (q.group_size == 32 || q.group_size == 64 || q.group_size == 128)
-                      : q.group_size == mode->group_size && q.bits == mode->bits;
+                      : std::pair{q.group_size, q.bits} == *defaults;
   if (!ok)
     fail("config", "unsupported quantization" + where + " (mode " + q.mode + ", bits " + std::to_string(q.bits) +
                        ", group_size " + std::to_string(q.group_size) + ")");
@@ -421,6 +411,14 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
 }
 
 }  // namespace
+
+std::optional<std::pair<int, int>> quantization_mode_defaults(const std::string& mode) {
+  if (mode == "affine") return std::pair{64, 4};
+  if (mode == "mxfp4") return std::pair{32, 4};
+  if (mode == "mxfp8") return std::pair{32, 8};
+  if (mode == "nvfp4") return std::pair{16, 4};
+  return std::nullopt;
+}
 
 void validate_model_config(const ModelConfig& c, const std::string& component) {
   auto positive_int = [&](const char* name, long long v) {

@@ -131,8 +131,15 @@ bool gather_quantized_matmul_supported(const mx::array& x, const mx::array& w, c
 mx::array gather_quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales,
                                   const std::optional<mx::array>& biases, const mx::array& indices, int group_size,
                                   int bits, const std::string& mode) {
-  if (!gather_quantized_matmul_supported(x, w, scales, biases, indices, group_size, bits, mode))
-    return mx::gather_qmm(x, w, scales, biases, std::nullopt, indices, true, group_size, bits, mode);
+  if (!gather_quantized_matmul_supported(x, w, scales, biases, indices, group_size, bits, mode)) {
+    // MLX's gather_qmm wants affine scales and biases in x's dtype (the loader may keep them 16-bit).
+    auto like_x = [&](const mx::array& a) {
+      return mode != "affine" || a.dtype() == x.dtype() ? a : mx::astype(a, x.dtype());
+    };
+    std::optional<mx::array> b;
+    if (biases) b = like_x(*biases);
+    return mx::gather_qmm(x, w, like_x(scales), b, std::nullopt, indices, true, group_size, bits, mode);
+  }
   const mx::Shape& batch = indices.shape();
   const int K = x.shape(-1), N = w.shape(1);
   const int P = static_cast<int>(std::accumulate(batch.begin(), batch.end(), int64_t{1}, std::multiplies<>()));

@@ -88,7 +88,8 @@ std::optional<std::vector<mx::array>> ggml_matmul_fused(const mx::array& x, cons
 // mx::gather_qmm(x, w, scales, biases, nullopt, indices, true, group_size, bits, mode) for MLX-quantized stacked
 // experts w [E, N, K * bits / 32] in the formats quantized_matmul's kernels take: x [..., 1, K] float32 broadcast
 // against indices [...] -> [..., 1, N], each expert's rows read once for all the tokens routed to it
-// (gather_qmm.cpp). Anything else (other shapes, dtypes, formats, or x under a transform) is MLX's op.
+// (gather_qmm.cpp). Anything else (other shapes, dtypes, formats, or x under a transform) is MLX's op, with affine
+// scales and biases cast to x's dtype as it requires.
 mx::array gather_quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales,
                                   const std::optional<mx::array>& biases, const mx::array& indices, int group_size,
                                   int bits, const std::string& mode);

@@ -156,15 +156,8 @@ mx::array SwitchLinear::product(const mx::array& x, const mx::array& indices) co
                         x.dtype());
     return mx::gather_mm(x, mx::swapaxes(*weight, -1, -2), std::nullopt, indices);
   }
-  // The CPU kernels where they apply (kernels::gather_quantized_matmul), else MLX's gather_qmm, which wants
-  // affine scales in the activation dtype (the loader may keep them 16-bit).
-  if (mode != "affine")
-    return kernels::gather_quantized_matmul(x, *weight, *scales, std::nullopt, indices, group_size, bits, mode);
-  if (kernels::gather_quantized_matmul_supported(x, *weight, *scales, biases, indices, group_size, bits, mode))
-    return kernels::gather_quantized_matmul(x, *weight, *scales, biases, indices, group_size, bits, mode);
-  auto s = scales->dtype() == x.dtype() ? *scales : mx::astype(*scales, x.dtype());
-  auto b = biases->dtype() == x.dtype() ? *biases : mx::astype(*biases, x.dtype());
-  return mx::gather_qmm(x, *weight, s, b, std::nullopt, indices, true, group_size, bits);
+  // The CPU kernels where they apply, else MLX's gather_qmm (kernels::gather_quantized_matmul decides).
+  return kernels::gather_quantized_matmul(x, *weight, *scales, biases, indices, group_size, bits, mode);
 }
 
 SparseMoe SparseMoe::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, const MoeOptions& o) {
