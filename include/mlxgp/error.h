@@ -2,6 +2,7 @@
 // so the CLI can print what() as a single line.
 #pragma once
 
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -30,5 +31,10 @@ class Error : public std::runtime_error {
 // An error line's message without its "[component] " prefix (for a face that adds its own context:
 // a file name and line, an HTTP error object).
 std::string without_component(std::string_view what);
+
+// Any exception as an Error: an Error as it is; another (MLX's "[malloc] ...", std::bad_alloc) as a
+// Runtime error keeping its own "[component] " prefix, or `component` where it has none. For the code
+// that ends one request with its failure while the others go on (the batch engine's lanes).
+Error as_error(const std::exception& e, std::string_view component);
 
 }  // namespace mlxgp

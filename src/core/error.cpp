@@ -1,5 +1,7 @@
 #include "mlxgp/error.h"
 
+#include <new>
+
 namespace mlxgp {
 
 namespace {
@@ -23,6 +25,16 @@ std::string without_component(std::string_view what) {
   if (!what.empty() && what[0] == '[')
     if (auto end = what.find("] "); end != std::string_view::npos) return std::string(what.substr(end + 2));
   return std::string(what);
+}
+
+Error as_error(const std::exception& e, std::string_view component) {
+  if (const auto* err = dynamic_cast<const Error*>(&e)) return *err;
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return Error(component, "out of memory", ErrorKind::Runtime);
+  const std::string_view what = e.what();
+  if (!what.empty() && what[0] == '[')
+    if (auto end = what.find("] "); end != std::string_view::npos && end > 1)
+      return Error(what.substr(1, end - 1), what.substr(end + 2), ErrorKind::Runtime);
+  return Error(component, what, ErrorKind::Runtime);
 }
 
 }  // namespace mlxgp

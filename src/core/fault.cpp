@@ -1,9 +1,11 @@
 #include "core/fault.h"
 
+#include <atomic>
 #include <csignal>
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -11,27 +13,41 @@ namespace mlxgp {
 
 namespace {
 
+enum class Action { Kill, Throw };
+
+struct Armed {
+  Action action;
+  long remaining;  // visits left before it fires
+};
+
 struct Plan {
   std::mutex mu;
-  std::map<std::string, long, std::less<>> remaining;  // point -> visits left before the kill
+  std::map<std::string, Armed, std::less<>> points;
+  std::atomic<bool> any{false};  // read without the lock on every visit
 };
+
+void parse(Plan& p, const char* variable, Action action) {
+  const char* env = std::getenv(variable);
+  std::string_view spec = env ? env : "";
+  while (!spec.empty()) {
+    auto comma = spec.find(',');
+    auto item = spec.substr(0, comma);
+    spec = comma == std::string_view::npos ? std::string_view() : spec.substr(comma + 1);
+    long n = 1;
+    if (auto colon = item.find(':'); colon != std::string_view::npos) {
+      n = std::strtol(std::string(item.substr(colon + 1)).c_str(), nullptr, 10);
+      item = item.substr(0, colon);
+    }
+    if (!item.empty() && n > 0) p.points[std::string(item)] = {action, n};
+  }
+}
 
 Plan& plan() {
   static Plan* p = [] {
     auto* out = new Plan;
-    const char* env = std::getenv("MLXGP_FAULT_KILL_AT");
-    std::string_view spec = env ? env : "";
-    while (!spec.empty()) {
-      auto comma = spec.find(',');
-      auto item = spec.substr(0, comma);
-      spec = comma == std::string_view::npos ? std::string_view() : spec.substr(comma + 1);
-      long n = 1;
-      if (auto colon = item.find(':'); colon != std::string_view::npos) {
-        n = std::strtol(std::string(item.substr(colon + 1)).c_str(), nullptr, 10);
-        item = item.substr(0, colon);
-      }
-      if (!item.empty() && n > 0) out->remaining[std::string(item)] = n;
-    }
+    parse(*out, "MLXGP_FAULT_KILL_AT", Action::Kill);
+    parse(*out, "MLXGP_FAULT_THROW_AT", Action::Throw);
+    out->any = !out->points.empty();
     return out;
   }();
   return *p;
@@ -41,11 +57,16 @@ Plan& plan() {
 
 void fault_point(const char* name) {
   auto& p = plan();
-  if (p.remaining.empty()) return;
-  std::lock_guard lock(p.mu);
-  auto it = p.remaining.find(std::string_view(name));
-  if (it == p.remaining.end() || --it->second > 0) return;
-  std::raise(SIGKILL);
+  if (!p.any.load(std::memory_order_relaxed)) return;
+  std::unique_lock lock(p.mu);
+  auto it = p.points.find(std::string_view(name));
+  if (it == p.points.end() || --it->second.remaining > 0) return;
+  const Action action = it->second.action;
+  p.points.erase(it);
+  p.any = !p.points.empty();
+  lock.unlock();
+  if (action == Action::Kill) std::raise(SIGKILL);
+  throw std::runtime_error("[fault] injected failure at " + std::string(name));
 }
 
 }  // namespace mlxgp

@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <new>
+#include <stdexcept>
 #include <string>
 
 #include "mlxgp/error.h"
@@ -13,6 +15,21 @@ TEST(Error, FormatsComponentAndKeepsOneLine) {
   EXPECT_EQ(std::string(e.what()), "[gguf] file is truncated at byte 12");
   EXPECT_EQ(e.component(), "gguf");
   EXPECT_EQ(e.kind(), mlxgp::ErrorKind::InvalidInput);
+}
+
+TEST(Error, AsErrorKeepsErrorsAndNamesOtherExceptions) {
+  // An Error as it is (its kind too).
+  Error own("config", "bad");
+  EXPECT_EQ(std::string(mlxgp::as_error(own, "batch").what()), "[config] bad");
+  EXPECT_EQ(mlxgp::as_error(own, "batch").kind(), mlxgp::ErrorKind::InvalidInput);
+  // MLX's own "[component] message" keeps its component; the input was fine: Runtime.
+  auto mlx = mlxgp::as_error(std::runtime_error("[malloc] Unable to allocate 64 bytes."), "batch");
+  EXPECT_EQ(std::string(mlx.what()), "[malloc] Unable to allocate 64 bytes.");
+  EXPECT_EQ(mlx.component(), "malloc");
+  EXPECT_EQ(mlx.kind(), mlxgp::ErrorKind::Runtime);
+  EXPECT_EQ(std::string(mlxgp::as_error(std::bad_alloc(), "batch").what()), "[batch] out of memory");
+  EXPECT_EQ(std::string(mlxgp::as_error(std::invalid_argument("odd\nthing"), "batch").what()), "[batch] odd thing");
+  EXPECT_EQ(std::string(mlxgp::as_error(std::runtime_error("[] x"), "batch").what()), "[batch] [] x");
 }
 
 TEST(Error, FailThrowsInvalidInput) {

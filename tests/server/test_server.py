@@ -34,11 +34,12 @@ KEY = "test-key-123"
 
 
 class Server:
-    def __init__(self, *extra, model=GGUF):
+    def __init__(self, *extra, model=GGUF, env=None):
         assert BIN.exists(), f"mlxgp binary not found at {BIN}: run `make build` (or set MLXGP_BIN)"
         assert Path(model).exists(), f"model missing at {model}: run scripts/setup.sh"
         self.proc = subprocess.Popen([str(BIN), "serve", "--model", str(model), "--port", "0", *map(str, extra)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
         self.log = []
         deadline = time.time() + 60
         self.port = None

@@ -16,6 +16,7 @@
 #include "generation/speculative/speculative_run.h"
 #include "generation/core/decode_group.h"
 #include "cache/prefill.h"
+#include "core/fault.h"
 #include "generation/core/setup.h"
 #include "generation/prompt_budget.h"
 #include "mlxgp/batch_cache.h"
@@ -283,9 +284,9 @@ void BatchEngine::step_beams() {
     if (!alone && running_rows() + b.config.num_beams > options_.max_batch_rows) break;
     try {
       beams_->add(b.id, b.prompt, b.config, b.options);
-    } catch (const Error& e) {  // its own prefill failed: it ends alone
+    } catch (const std::exception& e) {  // its own prefill failed: it ends alone
       GenerationResult r = cancelled_beams(b.prompt, b.config);
-      r.error = e;
+      r.error = as_error(e, "batch");
       done_.emplace(b.id, std::move(r));
       finished_now_.push_back(b.id);
       beam_queue_.pop_front();
@@ -362,8 +363,8 @@ static bool read_tokens(DecodeGroup& group, TextStreams& texts, const RowTokenCa
 bool BatchEngine::read_request_tokens(Request& r, const int32_t* tokens) {
   try {
     return read_tokens(*r.group, *r.texts, r.on_token, r.on_logprobs, tokens);
-  } catch (const Error& e) {
-    fail_request(r, e);
+  } catch (const std::exception& e) {
+    fail_request(r, as_error(e, "batch"));
     return true;
   }
 }
@@ -438,63 +439,51 @@ int BatchEngine::continue_prefill(int budget) {
   const bool splits = !p.cache.kv_bits && !p.cache.max_kv_size &&
                       !(rope && rope->rope_type == "longrope" && n > rope->original_max_position_embeddings);
   const int upto = budget > 0 && splits ? std::min(n, p.pos + budget) : n;
+  const int fed = upto - p.pos;
   // Hooks that split prompt and generated positions see this prompt while it is prefilled.
   model_.hooks().set_prompt_length(n);
   const auto start = std::chrono::steady_clock::now();
   prefilled_ = true;
-  mx::array ids(req.prompt.data(), {1, upto}, mx::int32);
-  std::optional<mx::array> prefilled;
+  std::optional<mx::array> tokens;
+  // Everything up to its first token is this request's own (its caches, hooks, settings, processors,
+  // the memory its prompt needs): any failure ends it alone.
   try {
-    prefilled = prefill_tokens(model_, p.caches, ids, p.pos,
-                               {p.cache, req.options.prefill_chunk_size, req.options.kv_prefill_step_size});
-  } catch (const Error& e) {  // its own hooks or settings: it ends alone
+    fault_point("batch.prefill");
+    mx::array ids(req.prompt.data(), {1, upto}, mx::int32);
+    mx::array last = prefill_tokens(model_, p.caches, ids, p.pos,
+                                    {p.cache, req.options.prefill_chunk_size, req.options.kv_prefill_step_size});
+    if (upto < n) mx::eval(last);  // the rest in later steps: this part's keys and values are written now
+    if (upto == n) {
+      if (const int rows = req.group->rows(); rows > 1) {
+        auto zeros = mx::zeros({rows}, mx::int32);
+        for (auto& c : p.caches) c->select(zeros);
+        last = mx::repeat(last, rows, 0);
+      }
+      tokens = req.group->choose(last);
+      auto outs = req.group->outputs();
+      outs.push_back(*tokens);
+      mx::eval(outs);
+    }
+  } catch (const std::exception& e) {
     std::unique_ptr<Request> r = std::move(p.request);
     prefilling_.reset();
-    fail_request(*r, e);
+    fail_request(*r, as_error(e, "batch"));
     finish(*r);
-    return 0;
-  }
-  mx::array last = std::move(*prefilled);
-  const int fed = upto - p.pos;
-  p.pos = upto;
-  auto timed = [&] {
-    pacer_->prefilled(fed, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  };
-  if (upto < n) {  // the rest in later steps: this part's keys and values are written now (one head row)
-    mx::eval(last);
-    timed();
     return fed;
   }
+  p.pos = upto;
+  pacer_->prefilled(fed, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  if (upto < n) return fed;
   std::unique_ptr<Request> r = std::move(p.request);
   KVCacheList caches = std::move(p.caches);
   prefilling_.reset();
-  const int rows = r->group->rows();
-  if (rows > 1) {
-    auto zeros = mx::zeros({rows}, mx::int32);
-    for (auto& c : caches) c->select(zeros);
-    last = mx::repeat(last, rows, 0);
-  }
-  std::optional<mx::array> picked;
-  try {
-    picked = r->group->choose(last);
-  } catch (const Error& e) {  // its own processors refused its first token
-    fail_request(*r, e);
-    finish(*r);
-    timed();
-    return fed;
-  }
-  mx::array tokens = std::move(*picked);
-  auto outs = r->group->outputs();
-  outs.push_back(tokens);
-  mx::eval(outs);
-  timed();
-  const int32_t* t = tokens.data<int32_t>();
+  const int32_t* t = tokens->data<int32_t>();
   if (read_request_tokens(*r, t)) {
     store_prefixes(*r, caches, 0);
     finish(*r);
     return fed;
   }
-  for (int i = 0; i < rows; ++i) next_input_.push_back(t[i]);
+  for (int i = 0; i < r->group->rows(); ++i) next_input_.push_back(t[i]);
   append_rows(caches_, std::move(caches), options_.max_batch_rows);
   running_.push_back(std::move(r));
   return fed;
@@ -526,10 +515,11 @@ BatchEngine::Step BatchEngine::build_step(const mx::array& input) {
       mine = DecodeGroup::Picked{mx::slice(shared->tokens, {row}, {row + n}),
                                  mx::slice(shared->invalid_rows, {row}, {row + n})};
     try {
+      fault_point("batch.choose");
       chosen.push_back(r->group->choose(mx::slice(logits, {row, 0}, {row + n, logits.shape(-1)}), mine));
       for (auto& o : r->group->outputs()) step.outputs.push_back(o);
-    } catch (const Error& e) {  // its own processors refused this step: it leaves when the step is read
-      step.failed.emplace_back(r->id, e);
+    } catch (const std::exception& e) {  // its own processors failed this step: it leaves when the step is read
+      step.failed.emplace_back(r->id, as_error(e, "batch"));
       chosen.push_back(mx::zeros({n}, mx::int32));
     }
     row += n;
@@ -555,6 +545,7 @@ void BatchEngine::decode() {
   const bool joining = prefilling_ || (!queue_.empty() && running_rows() < options_.max_batch_rows);
   if (more && !joining) pending_ = build_step(current.tokens);
   current.outputs.push_back(current.tokens);  // (the tokens may have been narrowed to staying rows)
+  fault_point("batch.step");                  // the forward every row shares: its failure fails them all
   mx::eval(current.outputs);                  // the one host sync per step
   const int32_t* t = current.tokens.data<int32_t>();
   std::copy(t, t + sampling_rows(), next_input_.begin());

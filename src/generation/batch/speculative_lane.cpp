@@ -1,6 +1,7 @@
 // SpeculativeLane: speculative_lane.h.
 #include "generation/batch/speculative_lane.h"
 
+#include "core/fault.h"
 #include "generation/core/decode_group.h"
 #include "generation/speculative/speculative_run.h"
 #include "mlxgp/error.h"
@@ -61,8 +62,8 @@ std::vector<std::pair<int, GenerationResult>> SpeculativeLane::step(int free_row
     r->texts = std::make_unique<TextStreams>(r->options.tokenizer ? r->options.tokenizer : tokenizer_, 1);
     try {
       r->run->start(r->prompt);
-    } catch (const Error& e) {
-      ended.emplace_back(r->id, failed_run(r->prompt, {}, e));
+    } catch (const std::exception& e) {  // its own prefill: it ends alone
+      ended.emplace_back(r->id, failed_run(r->prompt, {}, as_error(e, "batch")));
       continue;
     }
     running_.push_back(std::move(r));
@@ -73,6 +74,7 @@ std::vector<std::pair<int, GenerationResult>> SpeculativeLane::step(int free_row
     // Position-aware hooks see the run's own prompt, as in its solo run.
     model_.hooks().set_prompt_length(static_cast<int>(r.prompt.size()));
     try {
+      fault_point("batch.speculative_round");
       const bool done = r.run->next_round([&](int token) {
         r.streamed.push_back(token);
         std::string piece = r.texts->push(0, token, r.run->finish_reason());
@@ -83,8 +85,8 @@ std::vector<std::pair<int, GenerationResult>> SpeculativeLane::step(int free_row
         continue;
       }
       ended.emplace_back(r.id, speculative::result_of(*r.run, r.prompt, *r.texts));
-    } catch (const Error& e) {
-      ended.emplace_back(r.id, failed_run(r.prompt, r.streamed, e));
+    } catch (const std::exception& e) {  // a round runs only this request's own forwards
+      ended.emplace_back(r.id, failed_run(r.prompt, r.streamed, as_error(e, "batch")));
     }
     it = running_.erase(it);
   }

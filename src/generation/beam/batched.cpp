@@ -6,6 +6,7 @@
 #include <mlx/mlx.h>
 
 #include "cache/prefill.h"
+#include "core/fault.h"
 #include "generation/beam/searches.h"
 #include "generation/beam/search_state.h"
 #include "mlxgp/batch_cache.h"
@@ -95,6 +96,7 @@ std::vector<std::pair<int, GenerationResult>> BeamBatch::step() {
     s.state->runner().mark_decoding();
     std::optional<GenerationResult> end;
     try {
+      fault_point("batch.beam_step");
       if (s.error) throw *s.error;
       if (s.state->step(s.logits)) {
         for (int r : s.state->src_rows()) rows.push_back(base + r);
@@ -102,8 +104,8 @@ std::vector<std::pair<int, GenerationResult>> BeamBatch::step() {
       } else {
         end = s.state->result();
       }
-    } catch (const Error& e) {
-      end = failed_search(e);
+    } catch (const std::exception& e) {
+      end = failed_search(as_error(e, "batch"));
     }
     base += nb;
     if (end) {
@@ -126,8 +128,8 @@ std::vector<std::pair<int, GenerationResult>> BeamBatch::step() {
     const int nb = s->state->num_beams();
     try {
       s->logits = s->state->runner().checked(mx::slice(out, {row, 0}, {row + nb, out.shape(-1)}));
-    } catch (const Error& e) {
-      s->error = e;
+    } catch (const std::exception& e) {
+      s->error = as_error(e, "batch");
     }
     row += nb;
   }
