@@ -362,8 +362,8 @@ int run_train(const std::vector<std::string>& argv) {
     if (step == start_step && writer)
       if (auto p = args.get("dump-grads")) {
         WeightMap g(trainer.last_gradients().begin(), trainer.last_gradients().end());
-        save_safetensors_atomic(*p, to_checkpoint_names(model.config().model_type, std::move(g), CheckpointLayout::Hf),
-                                {}, "train");
+        save_safetensors_atomic(*p, to_checkpoint_names(model.config(), std::move(g), CheckpointLayout::Hf), {},
+                                "train");
       }
     tokens_seen += r.n_tokens;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -410,8 +410,7 @@ int run_train(const std::vector<std::string>& argv) {
       artefact = (fs::path(out_dir) / "model.safetensors").string();
       WeightMap w(trainer.masters().begin(), trainer.masters().end());
       // transformers' names (gpt2's differ from the model's own), so from_pretrained reads the weights.
-      save_safetensors_atomic(artefact,
-                              to_checkpoint_names(model.config().model_type, std::move(w), CheckpointLayout::Hf),
+      save_safetensors_atomic(artefact, to_checkpoint_names(model.config(), std::move(w), CheckpointLayout::Hf),
                               {{"format", "pt"}}, "train");
     }
     return artefact;

@@ -17,5 +17,8 @@ enum class CheckpointLayout {
 };
 
 WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, CheckpointLayout layout);
+// The same for config's model; a multimodal checkpoint's language model (ModelConfig::multimodal_model_type) is
+// written under "language_model." in both layouts, as transformers' save_pretrained and mlx-lm's convert do.
+WeightMap to_checkpoint_names(const ModelConfig& config, WeightMap weights, CheckpointLayout layout);
 
 }  // namespace mlxgp

@@ -45,6 +45,10 @@ std::optional<std::pair<int, int>> quantization_mode_defaults(const std::string&
 
 struct ModelConfig {
   std::string model_type;  // HF model_type (models/registry.cpp lists the supported ones)
+  // A multimodal checkpoint's own model_type ("gemma3", "mistral3") when this is its language model (the
+  // fields above and below are its text_config's, model_type included); empty otherwise. Its tensors carry
+  // the "language_model." prefix in checkpoint files (mlxgp/checkpoint_names.h).
+  std::string multimodal_model_type;
   int vocab_size = 0;
   int hidden_size = 0;
   int intermediate_size = 0;
@@ -82,6 +86,11 @@ struct ModelConfig {
   float embedding_multiplier = 1.0f, residual_multiplier = 1.0f, logits_scaling = 1.0f;
   std::optional<float> attention_multiplier;
   std::vector<bool> rope_layers;  // smollm3 no_rope_layers (1 = rotary); empty: every layer rotates
+  // ministral3 (rope_parameters' llama_4_scaling_beta and original_max_position_embeddings): queries at position
+  // p are multiplied by 1 + beta * log(1 + floor(p / positions)) after RoPE (transformers'
+  // get_llama_4_attn_scale); 1 below `positions`.
+  std::optional<float> llama4_scaling_beta;
+  int llama4_scaling_positions = 0;
   // gpt2: false drops the 1/sqrt(head_dim) attention scale; true divides layer i's scale by i + 1.
   bool scale_attn_weights = true, scale_attn_by_inverse_layer_idx = false;
 

@@ -41,6 +41,14 @@ std::string render_chat(const Tokenizer& tok, const std::string& messages_json, 
 void bind_model(nb::module_& m) {
   nb::class_<ModelConfig>(m, "ModelArgs", "the checkpoint's config.json fields (HF names)")
       .def_ro("model_type", &ModelConfig::model_type)
+      .def_prop_ro(
+          "multimodal_model_type",
+          [](const ModelConfig& c) -> std::optional<std::string> {
+            if (c.multimodal_model_type.empty()) return std::nullopt;
+            return c.multimodal_model_type;
+          },
+          "a multimodal checkpoint's own model_type ('gemma3', 'mistral3') when this is its language model (whose "
+          "model_type and fields the others are), else None")
       .def_ro("vocab_size", &ModelConfig::vocab_size)
       .def_ro("hidden_size", &ModelConfig::hidden_size)
       .def_ro("intermediate_size", &ModelConfig::intermediate_size)

@@ -108,6 +108,18 @@ _MLX_LM_IMPLIED = {"gemma": {"hidden_act": "gelu"}, "starcoder2": {"hidden_act":
                    "gemma3_text": {"hidden_activation": "gelu_pytorch_tanh"}}
 
 
+# mlx-lm's multimodal modules (gemma3, mistral3) hold their language model under this prefix; mlxgp's model names
+# its tensors without it.
+_MULTIMODAL = ("gemma3", "mistral3")
+_LANGUAGE_MODEL = "language_model."
+
+
+def _prefix(module):
+    """The prefix of the module's tensor names that mlxgp's model leaves out."""
+    args = getattr(module, "args", None)
+    return _LANGUAGE_MODEL if getattr(args, "model_type", None) in _MULTIMODAL else ""
+
+
 def _args_config(module, weights):
     """config.json fields from the module's ModelArgs (HF names in mlx-lm), its tied head and quantization."""
     args = getattr(module, "args", None)
@@ -115,8 +127,10 @@ def _args_config(module, weights):
         raise TypeError(f"[interop] {type(module).__name__} is not an mlx-lm model (no .args)")
     cfg = dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(vars(args))
     cfg = {k: v for k, v in cfg.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
-    cfg["tie_word_embeddings"] = "lm_head.weight" not in weights
+    cfg["tie_word_embeddings"] = _prefix(module) + "lm_head.weight" not in weights
     cfg.update(_MLX_LM_IMPLIED.get(cfg.get("model_type"), {}))
+    if isinstance(cfg.get("text_config"), dict):
+        cfg["text_config"] = {**cfg["text_config"], **_MLX_LM_IMPLIED.get(cfg["text_config"].get("model_type"), {})}
     for _, m in module.named_modules():
         if hasattr(m, "bits") and hasattr(m, "group_size"):
             cfg["quantization"] = {"group_size": m.group_size, "bits": m.bits, "mode": getattr(m, "mode", "affine")}
@@ -141,7 +155,9 @@ def _config_json(module, weights, folder):
     text = _read(folder, "config.json")
     if text is not None:
         cfg = json.loads(text)
-        same = all(cfg.get(k) == args_cfg.get(k) for k in ("model_type", "hidden_size", "num_hidden_layers"))
+        sizes = ("hidden_size", "num_hidden_layers")
+        inner = lambda c: c.get("text_config") if isinstance(c.get("text_config"), dict) else c  # noqa: E731
+        same = cfg.get("model_type") == model_type and all(inner(cfg).get(k) == inner(args_cfg).get(k) for k in sizes)
         if same:
             cfg["tie_word_embeddings"] = args_cfg["tie_word_embeddings"]
             return json.dumps(cfg)
@@ -149,13 +165,15 @@ def _config_json(module, weights, folder):
 
 
 class _Wrapped:
-    """What a wrapped mlx-lm module keeps on itself: the mlxgp model and the arrays it was built over."""
+    """What a wrapped mlx-lm module keeps on itself: the mlxgp model and the arrays it was built over (keyed by
+    the module's names, which are `prefix` + the model's)."""
 
     def __init__(self, module, folder):
         from mlx.utils import tree_flatten
 
         self.weights = dict(tree_flatten(module.parameters()))
         self.folder = folder
+        self.prefix = _prefix(module)
         self.model = _core.model_from_arrays(_config_json(module, self.weights, folder), self.weights,
                                              _read(folder, "generation_config.json") or "",
                                              folder or type(module).__module__)
@@ -183,7 +201,7 @@ def as_model(model, folder=None):
         else:
             changed = {k: v for k, v in now.items() if v is not state.weights[k]}
             if changed:
-                state.model.set_parameters(changed)
+                state.model.set_parameters({k.removeprefix(state.prefix): v for k, v in changed.items()})
                 state.weights.update(changed)
     pm = state.model
     extras = _extras(model)
@@ -204,10 +222,11 @@ def write_back(module, names):
 
     state = module.__dict__["_mlxgp_wrapped"]
     params = state.model.parameters()
-    updates = [(n, params[n].astype(state.weights[n].dtype)) for n in names if n in state.weights]
+    p = state.prefix
+    updates = [(p + n, params[n].astype(state.weights[p + n].dtype)) for n in names if p + n in state.weights]
     if updates:
         module.update(tree_unflatten(updates))
         state.weights.update(dict(updates))
     for n in names:
-        if n not in state.weights and n in state.model:
+        if p + n not in state.weights and n in state.model:
             module[n] = state.model[n]

@@ -13,9 +13,10 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 16> kDefaults{{
+constexpr std::array<Entry, 17> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
+    {"ministral3", {1e-5f, 1000000.0f, 262144, false, "silu", 128, 0}},
     {"qwen2", {1e-6f, 10000.0f, 32768, false, "silu", 0, 4096}},  // the window only with use_sliding_window
     {"qwen3", {1e-6f, 10000.0f, 32768, false, "silu", 128, 4096}},
     {"qwen2_moe", {1e-6f, 10000.0f, 32768, false, "silu", 0, 4096}},

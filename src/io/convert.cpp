@@ -128,7 +128,7 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
   std::unordered_map<std::string, mx::array> params;
   for (auto& [name, w] : loaded.model->parameters()) params.insert_or_assign(name, w);
   // Named as mlx-lm names them first: its per-module quantization entries are keyed by those paths.
-  params = to_checkpoint_names(model_type, std::move(params), CheckpointLayout::MlxLm);
+  params = to_checkpoint_names(loaded.model->config(), std::move(params), CheckpointLayout::MlxLm);
   // mlx-lm's quantize_model: {"group_size", "bits", "mode"}, then one entry per module its predicate gave
   // parameters of its own.
   const nlohmann::ordered_json quant_params = {{"group_size", q_group}, {"bits", q_bits}, {"mode", options.mode}};

@@ -168,7 +168,7 @@ LoadedModel load_folder(const fs::path& dir, const LoadOptions& options) {
   auto types = supported_model_types();
   if (std::find(types.begin(), types.end(), config.model_type) == types.end()) create_model(config, {});
   // In the model's names first: dtype handling reads the final norm's dtype by name.
-  WeightMap weights = to_model_names(config.model_type, load_folder_weights(dir));
+  WeightMap weights = to_model_names(config, load_folder_weights(dir));
   // Each quantized tensor's group size: its module's own entry in "quantization" where it has one (mlx-lm's
   // per-module entries, keyed by checkpoint names: renamed as the weights are), else the top level's.
   std::unordered_map<std::string, int> module_groups;
@@ -176,7 +176,7 @@ LoadedModel load_folder(const fs::path& dir, const LoadOptions& options) {
     WeightMap probe;
     for (auto& [path, q] : io::quantization_modules(config_text))
       probe.insert_or_assign(path + ".weight", mx::array(q.group_size));
-    for (auto& [name, g] : to_model_names(config.model_type, std::move(probe)))
+    for (auto& [name, g] : to_model_names(config, std::move(probe)))
       module_groups[name.substr(0, name.size() - 7)] = g.item<int>();
   }
   const int top_group = config.quantization ? config.quantization->group_size : 64;

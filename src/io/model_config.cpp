@@ -11,6 +11,7 @@
 
 #include "io/config_defaults.h"
 #include "io/gpt2_config.h"
+#include "io/multimodal_config.h"
 #include "io/quantization_modules.h"
 #include "mlxgp/error.h"
 
@@ -207,7 +208,8 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
   if (!c.sliding_window) return;
   auto types = j.find("layer_types");
   const bool has_types = types != j.end() && !types->is_null();
-  if (mt == "mistral" || mt == "phi3" || mt == "mixtral" || mt == "qwen3_moe" || mt == "starcoder2") {
+  if (mt == "mistral" || mt == "ministral3" || mt == "phi3" || mt == "mixtral" || mt == "qwen3_moe" ||
+      mt == "starcoder2") {
     c.sliding_layers.assign(n, true);  // these configs ignore layer_types: every layer slides
   } else if (switched || mt == "gemma2" || mt == "gemma3_text" || mt == "gpt_oss") {
     if (has_types) {
@@ -228,6 +230,38 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
       for (int i = 0; i < n; ++i) c.sliding_layers.push_back(i >= first);
     }
   }
+}
+
+// Ministral3Config: its rope_parameters' default (YaRN, factor 16 over 16384 positions, mscale 1 / 1) and the
+// query scale its attention reads from them (llama_4_scaling_beta over original_max_position_embeddings;
+// transformers fails without them, so they are required here).
+void parse_llama4_scaling(const json& j, ModelConfig& c) {
+  const auto given = [&](const char* key) { return j.contains(key) && !j.at(key).is_null(); };
+  json r = given("rope_parameters") ? j.at("rope_parameters") : given("rope_scaling") ? j.at("rope_scaling") : json();
+  if (r.is_null()) {
+    r = {{"rope_type", "yarn"},
+         {"factor", 16.0},
+         {"original_max_position_embeddings", 16384},
+         {"beta_fast", 32.0},
+         {"beta_slow", 1.0},
+         {"mscale", 1.0},
+         {"mscale_all_dim", 1.0},
+         {"llama_4_scaling_beta", 0.1}};
+    c.rope_scaling = parse_rope(r);
+  }
+  auto beta = r.find("llama_4_scaling_beta");
+  if (beta == r.end() || !beta->is_number())
+    fail("config",
+         "ministral3 needs rope_parameters.llama_4_scaling_beta (a number: its attention scales queries by it)");
+  c.llama4_scaling_beta = get_float(r, "llama_4_scaling_beta", 0.0f);
+  if (!std::isfinite(*c.llama4_scaling_beta)) fail("config", "rope_parameters.llama_4_scaling_beta must be finite");
+  // transformers' attention reads original_max_position_embeddings from rope_parameters after
+  // standardize_rope_params filled it in: for a scaled rope, the length its RoPE uses (parse_rope_fields sets it
+  // after this call).
+  c.llama4_scaling_positions = get_int(r, "original_max_position_embeddings", 0);
+  if (c.llama4_scaling_positions <= 0 && !c.rope_scaling)
+    fail("config",
+         "ministral3 needs rope_parameters.original_max_position_embeddings > 0 (its query scale divides by it)");
 }
 
 // rope_theta / rope_scaling: transformers 5.x `rope_parameters` (flat, or one dict per layer type as
@@ -273,6 +307,7 @@ void parse_rope_fields(const json& j, ModelConfig& c) {
     y.truncate = false;
     c.rope_scaling = y;
   }
+  if (c.model_type == "ministral3") parse_llama4_scaling(j, c);  // (its default YaRN before the lengths below)
   if (c.rope_theta <= 0) fail("config", "rope_theta must be positive");
   if (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1))
     fail("config", "partial_rotary_factor must be in (0, 1]");
@@ -302,6 +337,8 @@ void parse_rope_fields(const json& j, ModelConfig& c) {
           if (!std::isfinite(x) || x <= 0) fail("config", "longrope factors must be finite and positive");
     }
   }
+  if (c.llama4_scaling_beta && c.rope_scaling)
+    c.llama4_scaling_positions = c.rope_scaling->original_max_position_embeddings;
 }
 
 // An optional number: `absent` when the key is missing (the config class's default), none when it is null.
@@ -468,6 +505,14 @@ ModelConfig parse_model_config(const std::string& json_text) {
   auto mt = j.find("model_type");
   if (mt == j.end() || !mt->is_string()) fail("config", "config.json is missing 'model_type'");
   c.model_type = *mt;
+  if (io::is_multimodal_wrapper(c.model_type)) {  // its language model; the vision tower is not read
+    ModelConfig text = parse_model_config(io::language_model_config(j).dump());
+    text.multimodal_model_type = c.model_type;
+    // transformers 5.24's Gemma3ForConditionalGeneration never applies text_config's final_logit_softcapping
+    // (only Gemma3ForCausalLM does; mlx-lm's gemma3 neither).
+    if (c.model_type == "gemma3") text.final_logit_softcapping.reset();
+    return text;
+  }
   if (c.model_type == "gpt2") j = io::gpt2_common_fields(j);
   io::apply_class_defaults(c);
   c.vocab_size = get_int(j, "vocab_size", 0, true);

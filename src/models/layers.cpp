@@ -469,7 +469,25 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   const bool sliding = layer < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[layer];
   if (rotary) a.rope = Rope::make(c, take_optional(w, "model.rope_freq_factors", {c.head_dim / 2}), sliding);
   if (o.sinks) a.sinks = take(w, prefix + ".sinks", {a.n_heads});
+  a.llama4_beta = c.llama4_scaling_beta;
+  a.llama4_positions = c.llama4_scaling_positions;
   return a;
+}
+
+// transformers' get_llama_4_attn_scale (ministral3): 1 + beta * log(1 + floor(p / positions)) for each query
+// position p (each row's own in a left-padded batch), in float32, then in the queries' dtype; [B | 1, 1, T, 1].
+static mx::array llama4_query_scale(const KVCache& cache, int B, int T, float beta, int positions, mx::Dtype dtype) {
+  auto p = mx::arange(static_cast<double>(T), mx::float32);
+  if (cache.left_padding().empty()) {
+    p = mx::reshape(mx::add(p, mx::array(static_cast<float>(cache.offset()))), {1, 1, T, 1});
+  } else {
+    const auto rows = cache.row_offsets();
+    auto offsets = mx::astype(mx::array(rows.data(), {B, 1}, mx::int32), mx::float32);
+    p = mx::reshape(mx::add(offsets, mx::reshape(p, {1, T})), {B, 1, T, 1});
+  }
+  auto steps = mx::floor(mx::divide(p, mx::array(static_cast<float>(positions))));
+  auto s = mx::add(mx::array(1.0f), mx::multiply(mx::array(beta), mx::log(mx::add(mx::array(1.0f), steps))));
+  return mx::astype(s, dtype);
 }
 
 // A cache's keys or values in the queries' dtype (a kv_cache_dtype cache stores them in another).
@@ -650,6 +668,7 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     q = rotate(q);
     k = rotate(k);
   }
+  if (llama4_beta) q = mx::multiply(q, llama4_query_scale(cache, B, T, *llama4_beta, llama4_positions, q.dtype()));
   auto v = heads(*xv, n_kv_heads, std::nullopt);
   std::optional<mx::array> o;
   if (softcap || sinks) {

@@ -194,6 +194,9 @@ struct Attention {
   std::optional<float> softcap;    // gemma2: scores = softcap * tanh(scores / softcap)
   std::optional<mx::array> sinks;  // gpt_oss: [n_heads], self_attn.sinks
   std::optional<Rope> rope;        // absent: a layer without positions (smollm3's no-rope layers)
+  // ministral3: queries scaled by position after RoPE (ModelConfig::llama4_scaling_beta).
+  std::optional<float> llama4_beta;
+  int llama4_positions = 0;
   // Tensor parallelism with olmo2's whole-projection q/k norms: the mean square spans every rank's
   // share, so it is summed over this group; q/k_norm_dim are the whole projections' widths.
   std::optional<mx::distributed::Group> norm_group;

@@ -12,6 +12,15 @@
 namespace mlxgp {
 
 WeightMap to_model_names(const std::string& model_type, WeightMap weights);
+// The same for config's model, a multimodal checkpoint's language model included (language_model_names).
+WeightMap to_model_names(const ModelConfig& config, WeightMap weights);
+
+// A multimodal checkpoint's language model (ModelConfig::multimodal_model_type): language_model.model.* and
+// language_model.lm_head.* (transformers' save_pretrained, mlx-lm), or model.language_model.* and lm_head.*
+// (transformers 4.52 - 4.57), as the decoder's model.* and lm_head.*; the vision tower and projector dropped.
+WeightMap language_model_names(WeightMap weights);
+// The reverse, for both layouts: language_model.<name>.
+WeightMap language_model_checkpoint_names(WeightMap weights);
 
 // gpt2: HF's (transformer.)h.N.attn.c_attn with Conv1D [in, out] weights, or mlx-lm's model.h.N...
 WeightMap gpt2_model_names(WeightMap weights);

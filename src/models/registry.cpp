@@ -1,5 +1,6 @@
 // The model_type registry. Architectures register through explicit functions called on first use:
 // self-registering statics in a static library would be dropped by the linker.
+#include <algorithm>
 #include <map>
 #include <mutex>
 
@@ -51,6 +52,9 @@ std::vector<std::string> supported_model_types() {
   ensure_builtins();
   std::vector<std::string> names;
   for (auto& [k, v] : table()) names.push_back(k);
+  // Multimodal checkpoints whose language model is one of the above (io/multimodal_config.h).
+  for (const char* wrapper : {"gemma3", "mistral3"}) names.push_back(wrapper);
+  std::sort(names.begin(), names.end());
   return names;
 }
 
@@ -62,7 +66,18 @@ std::unique_ptr<Model> create_model(const ModelConfig& config, WeightMap weights
     for (auto& n : supported_model_types()) list += (list.empty() ? "" : ", ") + n;
     fail("model", "unknown model_type '" + config.model_type + "' (supported: " + list + ")");
   }
-  return it->second(config, to_model_names(config.model_type, std::move(weights)));
+  return it->second(config, to_model_names(config, std::move(weights)));
+}
+
+WeightMap to_model_names(const ModelConfig& config, WeightMap weights) {
+  if (!config.multimodal_model_type.empty()) weights = language_model_names(std::move(weights));
+  return to_model_names(config.model_type, std::move(weights));
+}
+
+WeightMap to_checkpoint_names(const ModelConfig& config, WeightMap weights, CheckpointLayout layout) {
+  weights = to_checkpoint_names(config.model_type, std::move(weights), layout);
+  if (!config.multimodal_model_type.empty()) weights = language_model_checkpoint_names(std::move(weights));
+  return weights;
 }
 
 WeightMap to_model_names(const std::string& model_type, WeightMap weights) {

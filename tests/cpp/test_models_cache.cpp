@@ -2,6 +2,8 @@
 // cached decoding == one full forward, quantized linears == their dequantized dense form.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "io/quantization_modules.h"
 #include "mlxgp/loader.h"
 #include "test_models_util.h"
@@ -74,15 +76,17 @@ TEST(KVCache, RejectsMismatchedShapes) {
 }
 
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
+  // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(types, (std::vector<std::string>{"gemma", "gemma2", "gemma3_text", "gpt2", "gpt_oss", "granite", "llama",
-                                             "mistral", "mixtral", "olmo2", "phi3", "qwen2", "qwen2_moe", "qwen3",
-                                             "qwen3_moe", "smollm3", "starcoder2"}));
+  EXPECT_EQ(types, (std::vector<std::string>{"gemma",     "gemma2",  "gemma3",    "gemma3_text", "gpt2",
+                                             "gpt_oss",   "granite", "llama",     "ministral3",  "mistral",
+                                             "mistral3",  "mixtral", "olmo2",     "phi3",        "qwen2",
+                                             "qwen2_moe", "qwen3",   "qwen3_moe", "smollm3",     "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
-  EXPECT_EQ(
-      error_of([&] { create_model(c, tiny_weights()); }),
-      "[model] unknown model_type 'gpt_bigcode' (supported: gemma, gemma2, gemma3_text, gpt2, gpt_oss, granite, llama, "
-      "mistral, mixtral, olmo2, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe, smollm3, starcoder2)");
+  EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
+            "[model] unknown model_type 'gpt_bigcode' (supported: gemma, gemma2, gemma3, gemma3_text, gpt2, gpt_oss, "
+            "granite, llama, ministral3, mistral, mistral3, mixtral, olmo2, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe, "
+            "smollm3, starcoder2)");
 }
 
 TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
@@ -283,6 +287,48 @@ TEST(Forward, ForwardLastEqualsTheTailOfForward) {
 // "quantization" as mlx-lm's load_model reads it: the top level's mode with its defaults, and per-module
 // entries passed to to_quantized as they stand (what they leave out is to_quantized's default: affine, its
 // mode's group size and bits; not the top level's).
+TEST(Config, MultimodalCheckpointsReadTheirLanguageModel) {
+  // Gemma 3 4B's config.json shape: text_config lists sizes only; Gemma3TextConfig gives the rest.
+  auto g = parse_model_config(R"({"model_type": "gemma3", "eos_token_id": [1, 106], "vision_config": {},
+      "text_config": {"model_type": "gemma3_text", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+                      "num_hidden_layers": 6, "final_logit_softcapping": 30.0}})");
+  EXPECT_EQ(g.model_type, "gemma3_text");
+  EXPECT_EQ(g.multimodal_model_type, "gemma3");
+  EXPECT_EQ(g.num_attention_heads, 8);
+  EXPECT_EQ(g.num_key_value_heads, 4);
+  EXPECT_EQ(g.head_dim, 256);
+  EXPECT_TRUE(g.tie_word_embeddings);
+  EXPECT_EQ(g.eos_token_id, (std::vector<int>{1, 106}));  // the outer ids first
+  EXPECT_FALSE(g.final_logit_softcapping.has_value());    // Gemma3ForConditionalGeneration never caps
+  EXPECT_EQ(std::count(g.sliding_layers.begin(), g.sliding_layers.end(), false), 1);
+  // Mistral 3 with Ministral 3 text: the outer quantization, no outer tie (its default: tied), the query scale.
+  auto m = parse_model_config(R"({"model_type": "mistral3", "quantization": {"group_size": 32, "bits": 4},
+      "text_config": {"model_type": "ministral3", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+                      "num_hidden_layers": 2, "num_attention_heads": 4, "rope_parameters": {"rope_type": "yarn",
+                      "factor": 16.0, "original_max_position_embeddings": 16384, "llama_4_scaling_beta": 0.1}}})");
+  EXPECT_EQ(m.model_type, "ministral3");
+  EXPECT_EQ(m.multimodal_model_type, "mistral3");
+  ASSERT_TRUE(m.quantization.has_value());
+  EXPECT_EQ(m.quantization->group_size, 32);
+  EXPECT_TRUE(m.tie_word_embeddings);
+  EXPECT_FLOAT_EQ(m.llama4_scaling_beta.value_or(0), 0.1f);
+  EXPECT_EQ(m.llama4_scaling_positions, 16384);
+  EXPECT_EQ(m.head_dim, 128);  // Ministral3Config's default
+  // Without rope_parameters: Ministral3Config's YaRN and beta.
+  auto d = parse_model_config(tiny_config_json("ministral3"));
+  ASSERT_TRUE(d.rope_scaling.has_value());
+  EXPECT_EQ(d.rope_scaling->rope_type, "yarn");
+  EXPECT_EQ(d.llama4_scaling_positions, 16384);
+  EXPECT_EQ(error_of([] { parse_model_config(R"({"model_type": "mistral3"})"); }),
+            "[config] mistral3 config.json needs a text_config object (its language model's config)");
+  EXPECT_EQ(error_of([] {
+              parse_model_config(tiny_config_json("ministral3", R"(, "rope_parameters": {"rope_type": "yarn",
+                  "factor": 4.0, "original_max_position_embeddings": 8})"));
+            }),
+            "[config] ministral3 needs rope_parameters.llama_4_scaling_beta (a number: its attention scales queries by "
+            "it)");
+}
+
 TEST(Config, QuantizationModes) {
   auto top = parse_model_config(tiny_config_json("llama", R"(, "quantization": {"mode": "nvfp4"})")).quantization;
   ASSERT_TRUE(top.has_value());

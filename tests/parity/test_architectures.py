@@ -43,7 +43,7 @@ def _hf_greedy_stepwise(model, ids):
     prepare_inputs_for_generation drops the cache once and re-prefills everything with the long factors."""
     import torch
 
-    eos = model.config.eos_token_id
+    eos = tiny_models.text_config(model.config).eos_token_id
     out = []
     with torch.no_grad():
         r = model(torch.tensor([ids]), use_cache=True)
@@ -82,7 +82,7 @@ def _assert_every_expert_routed(model, ids):
 @pytest.mark.parametrize("arch", tiny_models.MORE_ARCHS)
 def test_logits_prefill_and_cached_decode(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny(arch)
-    ids = _ids(TOTAL, model.config.vocab_size, seed=11)
+    ids = _ids(TOTAL, tiny_models.text_config(model.config).vocab_size, seed=11)
     ref = tiny_models.hf_stepwise_logits(model, ids, PREFILL)
     out = tmp_path / "l.safetensors"
     run_mlxgp("logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--out", out,
@@ -92,7 +92,7 @@ def test_logits_prefill_and_cached_decode(arch, tiny, run_mlxgp, tmp_path):
     got = load_file(str(out))["logits"]
     if arch in tiny_models.MOE_ARCHS:
         _assert_every_expert_routed(model, ids)
-    assert got.shape == ref.shape == (TOTAL, model.config.vocab_size)
+    assert got.shape == ref.shape == (TOTAL, tiny_models.text_config(model.config).vocab_size)
     diff = float(np.abs(got - ref).max())
     print(f"{arch}: max |diff| = {diff:.3e} over {TOTAL} positions ({TOTAL - PREFILL} cached decode steps)")
     assert np.abs(ref).max() > 0.5
@@ -102,7 +102,7 @@ def test_logits_prefill_and_cached_decode(arch, tiny, run_mlxgp, tmp_path):
 @pytest.mark.parametrize("arch", tiny_models.MORE_ARCHS)
 def test_greedy_single_batch_and_beams(arch, tiny, run_mlxgp, run_mlxgp_json, tmp_path):
     model, folder = tiny(arch)
-    vocab = model.config.vocab_size
+    vocab = tiny_models.text_config(model.config).vocab_size
     prompts = [_ids(n, vocab, seed=20 + n) for n in (12, 5, 9)]
     greedy = _hf_greedy_stepwise if arch == "phi3-long" else _hf_generate
     refs = [greedy(model, p) for p in prompts]
@@ -160,7 +160,7 @@ def test_gpt_oss_mxfp4_checkpoint_as_transformers_dequantizes_it(tiny, run_mlxgp
     model, folder = tiny("gpt_oss")
     mxfp4 = tiny_models.gpt_oss_mxfp4_folder(model, folder, tmp_path / "mxfp4")
     ref = transformers.AutoModelForCausalLM.from_pretrained(mxfp4, dtype=torch.float32).eval()
-    ids = _ids(TOTAL, model.config.vocab_size, seed=12)
+    ids = _ids(TOTAL, tiny_models.text_config(model.config).vocab_size, seed=12)
     with torch.no_grad():
         want = ref(torch.tensor([ids])).logits[0].numpy()
     for extra in ([], ["--dtype", "float32"]):
@@ -170,7 +170,7 @@ def test_gpt_oss_mxfp4_checkpoint_as_transformers_dequantizes_it(tiny, run_mlxgp
         print(f"gpt_oss MXFP4 experts {extra or 'kept'}: max |diff| = {diff:.3e} (logits up to {np.abs(want).max():.2f})")
         assert np.abs(want).max() > 0.5
         assert diff <= 1e-4
-    prompts = [_ids(n, model.config.vocab_size, seed=30 + n) for n in (11, 4)]
+    prompts = [_ids(n, tiny_models.text_config(model.config).vocab_size, seed=30 + n) for n in (11, 4)]
     refs = [_hf_generate(ref, p) for p in prompts]
     common = ["--model", mxfp4, "--max-new-tokens", MAX_NEW, "--min-new-tokens", MAX_NEW]
     assert run_mlxgp_json("generate", *common, "--input-ids", ",".join(map(str, prompts[0])))["sequences"][0][
@@ -182,7 +182,10 @@ def test_gpt_oss_mxfp4_checkpoint_as_transformers_dequantizes_it(tiny, run_mlxgp
 
 
 @pytest.mark.parametrize("edit, message", [
-    ({"model_type": "gemma3"}, "unknown model_type 'gemma3'"),
+    ({"model_type": "gemma9"}, "unknown model_type 'gemma9'"),
+    ({"model_type": "gemma3"}, "gemma3 config.json needs a text_config object"),  # a multimodal config's own
+    ({"model_type": "mistral3", "text_config": {"model_type": "gemma2"}},
+     "mistral3's text_config has model_type \"gemma2\" (supported: mistral, ministral3, llama)"),
     ({"rope_parameters": {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}},
      "unsupported rope_type 'dynamic'"),
     ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0, "beta_fast": -3.0}},
@@ -246,7 +249,7 @@ def test_longrope_prompt_past_original_length_prefills_as_one_forward(tiny, run_
     transformers' single prefill forward does, whatever the prefill chunk size; rotating / quantized caches
     (which prefill in steps) refuse it in one line."""
     model, folder = tiny("phi3-long")
-    ids = _ids(30, model.config.vocab_size, seed=5)
+    ids = _ids(30, tiny_models.text_config(model.config).vocab_size, seed=5)
     ref = _hf_generate(model, ids)
     got = run_mlxgp_json("generate", "--model", folder, "--dtype", "float32", "--max-new-tokens", MAX_NEW,
                          "--min-new-tokens", MAX_NEW, "--input-ids", ",".join(map(str, ids)),
@@ -267,7 +270,7 @@ def test_gpt2_original_checkpoint_names(tiny, run_mlxgp, tmp_path):
     folder = tmp_path / "original"
     shutil.copytree(src, folder)
     tiny_models._gpt2_original_names(folder)
-    ids = _ids(24, model.config.vocab_size, seed=9)
+    ids = _ids(24, tiny_models.text_config(model.config).vocab_size, seed=9)
     with torch.no_grad():
         ref = model(torch.tensor([ids])).logits[0].float().numpy()
     out = tmp_path / "l.safetensors"
@@ -303,7 +306,7 @@ def test_gpt2_learned_positions_bound_the_context(tiny, run_mlxgp, run_mlxgp_jso
     import torch
 
     model, folder = tiny("gpt2")
-    ids = _ids(60, model.config.vocab_size, seed=3)
+    ids = _ids(60, tiny_models.text_config(model.config).vocab_size, seed=3)
     with pytest.raises(IndexError):
         with torch.no_grad():
             model(torch.tensor([ids + ids[:8]]))
@@ -368,7 +371,7 @@ def test_gpt2_sharded_half_precision_folder(dtype, tiny, run_mlxgp, tmp_path):
     half.eval()
     half.save_pretrained(folder, max_shard_size="100KB")
     assert (folder / "model.safetensors.index.json").exists()
-    ids = _ids(30, model.config.vocab_size, seed=6)
+    ids = _ids(30, tiny_models.text_config(model.config).vocab_size, seed=6)
     with torch.no_grad():
         ref_half = half(torch.tensor([ids])).logits[0].float().numpy()
         ref32 = half.float()(torch.tensor([ids])).logits[0].numpy()
@@ -400,7 +403,7 @@ def test_moe_in_bfloat16_on_the_cpu(arch, tiny, run_mlxgp, tmp_path):
     half.load_state_dict(model.state_dict())
     half.eval()
     half.save_pretrained(folder)
-    ids = _ids(20, model.config.vocab_size, seed=8)
+    ids = _ids(20, tiny_models.text_config(model.config).vocab_size, seed=8)
     with torch.no_grad():
         ref = half(torch.tensor([ids])).logits[0].float().numpy()
         ref32 = half.float()(torch.tensor([ids])).logits[0].numpy()  # the same rounded weights in fp32
@@ -425,7 +428,7 @@ def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
     """The batch's rotating cache (--max-kv-size, large enough to keep every key) counts each row's positions
     from its own first token too: each row equals transformers' solo greedy run."""
     model, folder = tiny("gpt2")
-    prompts = [_ids(n, model.config.vocab_size, seed=40 + n) for n in (11, 4, 7)]
+    prompts = [_ids(n, tiny_models.text_config(model.config).vocab_size, seed=40 + n) for n in (11, 4, 7)]
     refs = [_hf_generate(model, p) for p in prompts]
     jsonl = tmp_path / "prompts.jsonl"
     jsonl.write_text("".join(json.dumps({"input_ids": p}) + "\n" for p in prompts))

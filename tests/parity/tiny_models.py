@@ -10,7 +10,10 @@ ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 # The later architectures (tests/parity/test_architectures.py), each with its distinctive options on.
 MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", "olmo2", "smollm3",
               "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled", "qwen3-yarn", "llama-yarn",
-              "gpt_oss")
+              "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3")
+# Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
+# tower: mlxgp runs their language model.
+MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3")
 MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
@@ -125,9 +128,38 @@ def tiny_config(arch: str):
             layer_types=["sliding_attention", "full_attention", "sliding_attention"], swiglu_limit=0.3,
             rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "beta_fast": 32.0,
                              "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 32})
+    if arch == "ministral3" or arch == "mistral3-ministral3":
+        # YaRN over a short original context with a large llama_4_scaling_beta, so the position-dependent query
+        # scale changes every eighth position.
+        text = transformers.Ministral3Config(
+            **_COMMON, head_dim=16, rope_parameters={
+                "rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0, "original_max_position_embeddings": 8,
+                "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0, "llama_4_scaling_beta": 0.5})
+        if arch == "ministral3":
+            return text
+        return transformers.Mistral3Config(text_config=text.to_dict(), vision_config=_PIXTRAL, image_token_index=500,
+                                           tie_word_embeddings=False)
+    if arch == "mistral3":
+        # As Mistral Small 3.1 writes it (mistral3_real_config drops the outer tie_word_embeddings, whose default
+        # ties the head, but the checkpoint's own lm_head differs from the embeddings: transformers keeps it).
+        text = transformers.MistralConfig(**_COMMON, head_dim=16, sliding_window=None, tie_word_embeddings=False)
+        return transformers.Mistral3Config(text_config=text.to_dict(), vision_config=_PIXTRAL, image_token_index=500,
+                                           tie_word_embeddings=False)
+    if arch == "gemma3":
+        # Gemma 3 4B+'s multimodal checkpoint: the gemma3_text options of "gemma3_text" above, a tiny SigLIP tower.
+        text = tiny_config("gemma3_text")
+        vision = transformers.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                 num_attention_heads=2, image_size=28, patch_size=14)
+        return transformers.Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(),
+                                         mm_tokens_per_image=4, boi_token_index=497, eoi_token_index=498,
+                                         image_token_index=499)
     if arch.endswith("-gguf"):
         return _tiny_gguf_config(arch[:-5])
     raise ValueError(f"unknown tiny architecture {arch!r}")
+
+
+_PIXTRAL = dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                image_size=28, patch_size=14, head_dim=16)
 
 
 # The architectures written as GGUF by write_tiny_gguf beyond llama/qwen2/qwen3
@@ -187,7 +219,10 @@ def make_model_from_config(cfg, out_dir, seed: int = 0):
 
     torch.manual_seed(seed)
     cfg.dtype = torch.float32
-    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    if cfg.model_type == "mistral3":  # not in transformers' causal-LM mapping
+        model = transformers.Mistral3ForConditionalGeneration(cfg).to(torch.float32)
+    else:
+        model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("wpe.weight"):
@@ -206,7 +241,25 @@ def make_model_from_config(cfg, out_dir, seed: int = 0):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
+    if cfg.model_type == "mistral3" and not cfg.tie_word_embeddings:
+        _drop_outer_tie(out_dir)
     return model, out_dir
+
+
+def _drop_outer_tie(folder) -> None:
+    """Mistral Small 3.1's config.json has no outer tie_word_embeddings (Mistral3Config's default, true, ties the
+    head unless the checkpoint's lm_head differs from the embeddings, as it does here)."""
+    import json
+
+    path = Path(folder) / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg.pop("tie_word_embeddings", None)
+    path.write_text(json.dumps(cfg, indent=2))
+
+
+def text_config(config):
+    """The language model's config of a transformers config (itself for text-only models)."""
+    return config.get_text_config(decoder=True)
 
 
 def legacy_rope_config(folder) -> None:
@@ -262,7 +315,16 @@ def mlx_lm_layout(folder, arch: str) -> None:
     import json
 
     path = Path(folder) / "config.json"
-    cfg = json.loads(path.read_text())
+    outer = json.loads(path.read_text())
+    if arch in MULTIMODAL_ARCHS:  # the same on the language model's config; mlx-lm's gemma3 takes its vocab outside
+        cfg = outer["text_config"]
+        outer["vocab_size"] = cfg["vocab_size"]
+        arch = cfg["model_type"]
+    else:
+        cfg = outer
+    if arch == "ministral3":  # mlx-lm's ministral3 reads rope_parameters itself
+        path.write_text(json.dumps(outer, indent=2))
+        return
     rope = dict(cfg.pop("rope_parameters", None) or {})
     if "full_attention" in rope:
         cfg["rope_local_base_freq"] = rope["sliding_attention"]["rope_theta"]
@@ -285,7 +347,7 @@ def mlx_lm_layout(folder, arch: str) -> None:
     if arch == "gemma3_text":
         cfg["sliding_window_pattern"] = 3  # layer_types [sliding, sliding, full]
         cfg["final_logit_softcapping"] = None  # mlx-lm's gemma3_text does not cap
-    path.write_text(json.dumps(cfg, indent=2))
+    path.write_text(json.dumps(outer, indent=2))
 
 
 def _gpt2_original_names(folder) -> None:

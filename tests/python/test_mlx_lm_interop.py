@@ -90,7 +90,8 @@ def more_archs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("arch", ARCHS + ("gemma", "gemma2", "gemma3_text", "phi3", "granite", "olmo2", "smollm3",
-                                          "mixtral", "qwen3_moe", "starcoder2"))
+                                          "mixtral", "qwen3_moe", "starcoder2", "gemma3", "mistral3",
+                                          "mistral3-ministral3"))
 def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     folder = tiny_archs[arch] if arch in tiny_archs else more_archs(arch)
     model = mlx_lm_model(folder)
@@ -98,6 +99,10 @@ def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     # Without a tokenizer the wrapped module's config comes from model.args, which has no EOS: set it.
     out = mgp.generate(model, None, ids, max_tokens=N, eos_token_id=2)
     own_model, _ = mgp.load(str(folder))
+    # A multimodal checkpoint loads as its language model and says whose it is.
+    outer = arch.split("-")[0] if arch.startswith(("gemma3", "mistral3")) and arch != "gemma3_text" else None
+    assert own_model.args.multimodal_model_type == outer
+    assert own_model.args.model_type == {"gemma3": "gemma3_text", "mistral3": "mistral"}.get(arch, arch.split("-")[-1])
     own = mgp.generate(own_model, None, ids, max_tokens=N, eos_token_id=2)
     assert out["tokens"] == own["tokens"], arch
     assert_prefix_of_reference(out["tokens"], mlx_lm_greedy(model, ids, N), [2])
@@ -196,10 +201,12 @@ def lm_loss(model, tokens, pad_id):
     return ce.sum() / mask.sum()
 
 
-def test_train_step_on_mlx_lm_model_matches_mlx_value_and_grad(mgp, tiny_archs):
+@pytest.mark.parametrize("arch", ["qwen2", "mistral3"])
+def test_train_step_on_mlx_lm_model_matches_mlx_value_and_grad(mgp, tiny_archs, more_archs, arch):
     """train_step(model, {'tokens': ...}, mlx.optimizers.AdamW(...), cfg, pad_id=...) on an mlx-lm model
     against the same step done by mlx itself (nn.value_and_grad + the same optimizer class) on a second copy;
-    afterwards mlx-lm's own forward runs on the trained weights."""
+    afterwards mlx-lm's own forward runs on the trained weights (mistral3: a multimodal module, whose language
+    model's arrays are named language_model.* there)."""
     import mlx.core as mx
     import mlx.nn as nn
     import mlx.optimizers as optim
@@ -207,7 +214,7 @@ def test_train_step_on_mlx_lm_model_matches_mlx_value_and_grad(mgp, tiny_archs):
 
     from mlx_gen_parity import TrainingConfig, train_step
 
-    folder = tiny_archs["qwen2"]
+    folder = tiny_archs[arch] if arch in tiny_archs else more_archs(arch)
     model, ref_model = mlx_lm_model(folder), mlx_lm_model(folder)
     pad_id = 0
     g = np.random.default_rng(1)

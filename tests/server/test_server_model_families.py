@@ -1,6 +1,7 @@
 """`mlxgp serve` on the newer model families, tiny random models with the default model's tokenizer: a
 YaRN-scaled Qwen3 (rope_parameters {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings":
-64}) and gpt_oss (attention sinks, biased experts, alternating windows, its YaRN). Requests decoded together
+64}), gpt_oss (attention sinks, biased experts, alternating windows, its YaRN) and Ministral 3's multimodal
+checkpoint (mistral3: its language model). Requests decoded together
 in one batch each give exactly the tokens `mlxgp generate` gives alone, and those equal transformers' greedy
 generate() on the same folder. And an MLX folder in mxfp4 mode against mlx-lm."""
 import concurrent.futures as cf
@@ -19,6 +20,11 @@ CONFIGS = {
         "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64})),
     "gpt_oss": ("GptOssConfig", dict(head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=8,
                                      layer_types=["sliding_attention", "full_attention"])),
+    # Ministral 3's multimodal checkpoint (a tiny Pixtral tower beside it), its query scale changing every 8
+    # positions.
+    "mistral3": ("Ministral3Config", dict(head_dim=16, rope_parameters={
+        "rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0, "original_max_position_embeddings": 8,
+        "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0, "llama_4_scaling_beta": 0.5})),
 }
 
 
@@ -33,7 +39,13 @@ def _tiny_folder(cls, extra, out):
         num_key_value_heads=2, max_position_embeddings=256, bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id, tie_word_embeddings=True, **extra)
     torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    if cls == "Ministral3Config":  # as its checkpoints come: the language model of a Mistral3ForConditionalGeneration
+        vision = dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, image_size=28, patch_size=14, head_dim=16)
+        cfg = transformers.Mistral3Config(text_config=cfg.to_dict(), vision_config=vision, image_token_index=0)
+        model = transformers.Mistral3ForConditionalGeneration(cfg).to(torch.float32)
+    else:
+        model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.08) if p.ndim >= 2 else p.uniform_(0.5, 1.5)

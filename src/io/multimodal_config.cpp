@@ -1,0 +1,56 @@
+// io::language_model_config: multimodal_config.h.
+#include "io/multimodal_config.h"
+
+#include <array>
+#include <utility>
+
+#include "mlxgp/error.h"
+
+namespace mlxgp::io {
+
+bool is_multimodal_wrapper(const std::string& model_type) { return model_type == "gemma3" || model_type == "mistral3"; }
+
+nlohmann::json language_model_config(const nlohmann::json& config) {
+  using nlohmann::json;
+  const std::string outer = config.at("model_type").get<std::string>();
+  auto tc = config.find("text_config");
+  if (tc == config.end() || !tc->is_object())
+    fail("config", outer + " config.json needs a text_config object (its language model's config)");
+  json t = *tc;
+  const bool gemma = outer == "gemma3";
+  // transformers 5.24: Gemma3Config's text_config is a Gemma3TextConfig, Mistral3Config's a MistralConfig
+  // unless its model_type names another (mlx-lm's mistral3 runs the others as llama).
+  if (!t.contains("model_type")) t["model_type"] = gemma ? "gemma3_text" : "mistral";
+  const auto& inner = t["model_type"];
+  const bool known = inner.is_string() && (gemma ? inner == "gemma3_text"
+                                                 : (inner == "mistral" || inner == "ministral3" || inner == "llama"));
+  if (!known)
+    fail("config", outer + "'s text_config has model_type " + inner.dump() +
+                       " (supported: " + (gemma ? "gemma3_text" : "mistral, ministral3, llama") + ")");
+  if (gemma) {
+    // Gemma3TextConfig's defaults (configuration_gemma3.py), which google/gemma-3-4b-it and larger rely on.
+    static const std::array<std::pair<const char*, int>, 6> sizes{{{"vocab_size", 262208},
+                                                                   {"hidden_size", 2304},
+                                                                   {"intermediate_size", 9216},
+                                                                   {"num_hidden_layers", 26},
+                                                                   {"num_attention_heads", 8},
+                                                                   {"num_key_value_heads", 4}}};
+    for (auto [key, value] : sizes)
+      if (!t.contains(key) || t[key].is_null()) t[key] = value;
+  }
+  // The outer config ties the head (PreTrainedConfig's default: true; a checkpoint whose lm_head differs
+  // from the embeddings keeps it, as transformers' tie_weights does: DecoderModel).
+  auto tie = config.find("tie_word_embeddings");
+  if (tie != config.end() && !tie->is_null() && !tie->is_boolean())
+    fail("config", "tie_word_embeddings must be true or false");
+  t["tie_word_embeddings"] = tie == config.end() || tie->is_null() ? true : tie->get<bool>();
+  // GenerationConfig.from_model_config: the outer token ids, then text_config's where the outer has none.
+  for (const char* key : {"eos_token_id", "bos_token_id", "pad_token_id"})
+    if (auto it = config.find(key); it != config.end() && !it->is_null()) t[key] = *it;
+  // mlx-lm writes its quantization block at the top.
+  for (const char* key : {"quantization", "quantization_config"})
+    if (auto it = config.find(key); it != config.end()) t[key] = *it;
+  return t;
+}
+
+}  // namespace mlxgp::io
