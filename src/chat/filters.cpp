@@ -44,8 +44,10 @@ bool apply_test(const std::string& name, const Value& v, std::vector<Value>& arg
   if (name == "true") return need(0), v.kind == Value::Kind::Bool && v.b;
   if (name == "false") return need(0), v.kind == Value::Kind::Bool && !v.b;
   if (name == "mapping") return need(0), v.kind == Value::Kind::Map;
-  if (name == "sequence") return need(0), v.kind == Value::Kind::List || v.is_string() || v.kind == Value::Kind::Map;
-  if (name == "iterable") return need(0), v.kind == Value::Kind::List || v.is_string() || v.kind == Value::Kind::Map;
+  // jinja2's Undefined has a length and iterates as empty, so both tests hold for it (Gemma 3's template walks a
+  // message without content as an empty part list).
+  if (name == "sequence" || name == "iterable")
+    return need(0), v.kind == Value::Kind::List || v.is_string() || v.kind == Value::Kind::Map || v.is_undefined();
   if (name == "callable") return need(0), v.kind == Value::Kind::Callable;
   if (name == "lower") return need(0), py_islower(to_str(v));
   if (name == "upper") return need(0), py_isupper(to_str(v));

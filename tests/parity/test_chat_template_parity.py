@@ -150,7 +150,7 @@ def _split(conv):
     return conv, {}
 
 
-TEMPLATES = ["smollm2", "qwen3", "llama3", "qwen2_5", "mistral_nemo", "gemma", "llama2", "features"]
+TEMPLATES = ["smollm2", "qwen3", "llama3", "qwen2_5", "mistral_nemo", "gemma", "gemma3", "llama2", "features"]
 
 
 @pytest.mark.parametrize("name", TEMPLATES)

@@ -9,7 +9,7 @@ import pytest
 from conftest import CACHE
 from test_tokenizer_parity import assert_same_ids, full_corpus, mlxgp_lines, random_id_sequences, write_jsonl
 
-NPM = {name: CACHE / "tokenizers" / name for name in ["llama2", "gemma", "yi", "gpt2"]}
+NPM = {name: CACHE / "tokenizers" / name for name in ["llama2", "gemma", "gemma3", "yi", "gpt2"]}
 EDGE_TEXTS = [
     "", " ", "  ", "Hello", " Hello", "  Hello  world ", "\u2581x \u2581", "<s>Hi</s> <s> x", "a<unk>b",
     "\U0001F600\U0001F469\u200d\U0001F4BB \u4e16\u754c", "\t\n  \r\n", "\ud7ff\ue000\U0010fffd \x00\x01",
