@@ -48,8 +48,7 @@ nlohmann::json language_model_config(const nlohmann::json& config) {
   for (const char* key : {"eos_token_id", "bos_token_id", "pad_token_id"})
     if (auto it = config.find(key); it != config.end() && !it->is_null()) t[key] = *it;
   // mlx-lm writes its quantization block at the top.
-  for (const char* key : {"quantization", "quantization_config"})
-    if (auto it = config.find(key); it != config.end()) t[key] = *it;
+  if (auto it = config.find("quantization"); it != config.end()) t["quantization"] = *it;
   return t;
 }
 
