@@ -13,7 +13,7 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 17> kDefaults{{
+constexpr std::array<Entry, 18> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
     {"ministral3", {1e-5f, 1000000.0f, 262144, false, "silu", 128, 0}},
@@ -28,6 +28,7 @@ constexpr std::array<Entry, 17> kDefaults{{
     {"gemma3_text", {1e-6f, 1000000.0f, 131072, true, "gelu_pytorch_tanh", 256, 4096}},
     {"granite", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"olmo2", {1e-5f, 10000.0f, 2048, false, "silu", 0, 0}},
+    {"olmo3", {1e-5f, 10000.0f, 2048, false, "silu", 0, 4096}},
     {"smollm3", {1e-6f, 2000000.0f, 32768, true, "silu", 0, 0}},
     {"mixtral", {1e-5f, 1000000.0f, 131072, false, "silu", 0, 0}},
     {"gpt_oss", {1e-5f, 150000.0f, 131072, false, "silu", 64, 128}},
@@ -52,6 +53,8 @@ void apply_class_defaults(ModelConfig& c) {
   c.head_dim = d->head_dim;
   // Gemma3TextConfig: the sliding layers rotate with rope_local_base_freq, 10000 when absent.
   if (c.model_type == "gemma3_text") c.sliding_rope_theta = 10000.0f;
+  // Olmo3Config: the sliding layers rotate with rope_theta, unscaled (parse_rope_fields).
+  if (c.model_type == "olmo3") c.sliding_rope_theta = c.rope_theta;
 }
 
 }  // namespace mlxgp::io

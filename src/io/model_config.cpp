@@ -211,11 +211,13 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
   if (mt == "mistral" || mt == "ministral3" || mt == "phi3" || mt == "mixtral" || mt == "qwen3_moe" ||
       mt == "starcoder2") {
     c.sliding_layers.assign(n, true);  // these configs ignore layer_types: every layer slides
-  } else if (switched || mt == "gemma2" || mt == "gemma3_text" || mt == "gpt_oss") {
+  } else if (switched || mt == "gemma2" || mt == "gemma3_text" || mt == "gpt_oss" || mt == "olmo3") {
     if (has_types) {
       c.sliding_layers = layer_types_sliding(*types, n);
     } else if (mt == "gemma2" || mt == "gpt_oss") {  // Gemma2Config's and GptOssConfig's default: even layers slide
       for (int i = 0; i < n; ++i) c.sliding_layers.push_back(i % 2 == 0);
+    } else if (mt == "olmo3") {  // Olmo3Config: every 4th layer is global
+      for (int i = 0; i < n; ++i) c.sliding_layers.push_back((i + 1) % 4 != 0);
     } else if (mt == "gemma3_text") {  // every sliding_window_pattern-th layer is global
       const int pattern = get_int(j, "sliding_window_pattern", 6);
       if (pattern < 1) fail("config", "sliding_window_pattern must be at least 1");
@@ -297,6 +299,11 @@ void parse_rope_fields(const json& j, ModelConfig& c) {
     }
   }
   if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) c.rope_scaling = parse_rope(*it);
+  // Olmo3Config: the older top-level rope_theta / rope_scaling go to the full-attention layers; the sliding ones
+  // rotate with rope_theta unscaled (its convert_rope_params_to_dict).
+  if (c.model_type == "olmo3" && !(j.contains("rope_parameters") && j["rope_parameters"].is_object() &&
+                                   j["rope_parameters"].contains("sliding_attention")))
+    c.sliding_rope_theta = get_float(j, "rope_theta", c.rope_theta);
   // GptOssConfig without rope_parameters: its YaRN (factor 32 over 4096 positions, untruncated ramp).
   const auto given = [&](const char* key) { return j.contains(key) && !j.at(key).is_null(); };
   if (c.model_type == "gpt_oss" && !given("rope_parameters") && !given("rope_scaling")) {

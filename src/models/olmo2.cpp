@@ -1,16 +1,19 @@
 // OLMo 2: norms on the sub-layer outputs only (post_attention_layernorm, post_feedforward_layernorm)
-// and RMSNorm over the whole q / k projections before the head split.
+// and RMSNorm over the whole q / k projections before the head split. OLMo 3 (olmo3): the same blocks, three
+// sliding-window layers to each global one, the rope scaling on the global layers only (config parsing).
 #include "models/decoder.h"
 
 namespace mlxgp {
 
 void register_olmo2() {
-  register_model_type("olmo2", [](const ModelConfig& c, WeightMap w) -> std::unique_ptr<Model> {
+  auto factory = [](const ModelConfig& c, WeightMap w) -> std::unique_ptr<Model> {
     DecoderOptions o;
     o.norms = DecoderOptions::Norms::Post;
     o.attention.qk_norm_full = true;
     return std::make_unique<DecoderModel>(c, std::move(w), o);
-  });
+  };
+  register_model_type("olmo2", factory);
+  register_model_type("olmo3", factory);
 }
 
 }  // namespace mlxgp

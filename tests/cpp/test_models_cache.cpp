@@ -78,15 +78,15 @@ TEST(KVCache, RejectsMismatchedShapes) {
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(types, (std::vector<std::string>{"gemma",     "gemma2",  "gemma3",    "gemma3_text", "gpt2",
-                                             "gpt_oss",   "granite", "llama",     "ministral3",  "mistral",
-                                             "mistral3",  "mixtral", "olmo2",     "phi3",        "qwen2",
-                                             "qwen2_moe", "qwen3",   "qwen3_moe", "smollm3",     "starcoder2"}));
+  EXPECT_EQ(types, (std::vector<std::string>{
+                       "gemma", "gemma2",     "gemma3",    "gemma3_text", "gpt2",      "gpt_oss", "granite",
+                       "llama", "ministral3", "mistral",   "mistral3",    "mixtral",   "olmo2",   "olmo3",
+                       "phi3",  "qwen2",      "qwen2_moe", "qwen3",       "qwen3_moe", "smollm3", "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
   EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
             "[model] unknown model_type 'gpt_bigcode' (supported: gemma, gemma2, gemma3, gemma3_text, gpt2, gpt_oss, "
-            "granite, llama, ministral3, mistral, mistral3, mixtral, olmo2, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe, "
-            "smollm3, starcoder2)");
+            "granite, llama, ministral3, mistral, mistral3, mixtral, olmo2, olmo3, phi3, qwen2, qwen2_moe, qwen3, "
+            "qwen3_moe, smollm3, starcoder2)");
 }
 
 TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
@@ -327,6 +327,20 @@ TEST(Config, MultimodalCheckpointsReadTheirLanguageModel) {
             }),
             "[config] ministral3 needs rope_parameters.llama_4_scaling_beta (a number: its attention scales queries by "
             "it)");
+}
+
+TEST(Config, Olmo3WindowsAndRopePerLayerType) {
+  // Olmo3Config: every 4th layer global, a 4096 window; the older top-level rope_scaling scales the global
+  // layers only, the sliding ones rotate with rope_theta unscaled.
+  auto c = parse_model_config(tiny_config_json(
+      "olmo3",
+      R"(, "num_hidden_layers": 4, "rope_theta": 5e5, "rope_scaling": {"rope_type": "linear", "factor": 2.0})"));
+  EXPECT_EQ(c.sliding_layers, (std::vector<bool>{true, true, true, false}));
+  EXPECT_EQ(c.sliding_window.value_or(0), 4096);
+  ASSERT_TRUE(c.rope_scaling.has_value());
+  EXPECT_EQ(c.rope_scaling->rope_type, "linear");
+  EXPECT_FLOAT_EQ(c.sliding_rope_theta.value_or(0), 5e5f);
+  EXPECT_FALSE(c.sliding_rope_scaling.has_value());
 }
 
 TEST(Config, QuantizationModes) {

@@ -10,7 +10,7 @@ ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 # The later architectures (tests/parity/test_architectures.py), each with its distinctive options on.
 MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", "olmo2", "smollm3",
               "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled", "qwen3-yarn", "llama-yarn",
-              "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3")
+              "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3")
@@ -96,6 +96,14 @@ def tiny_config(arch: str):
                                           attention_multiplier=0.2, logits_scaling=2.5)
     if arch == "olmo2":
         return transformers.Olmo2Config(**_COMMON)
+    if arch == "olmo3":
+        # A window shorter than the sequences on two layers of three, YaRN on the global layer only (the sliding
+        # ones rotate unscaled), its ramp inside the frequencies.
+        return transformers.Olmo3Config(
+            **_COMMON, sliding_window=8, layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                             "full_attention": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                                "original_max_position_embeddings": 16}})
     if arch == "smollm3":
         return transformers.SmolLM3Config(**_COMMON, no_rope_layer_interval=2, pad_token_id=0)
     if arch == "starcoder2":
