@@ -1,6 +1,7 @@
 // io::language_model_config: multimodal_config.h.
 #include "io/multimodal_config.h"
 
+#include <algorithm>
 #include <array>
 #include <utility>
 
@@ -8,7 +9,15 @@
 
 namespace mlxgp::io {
 
-bool is_multimodal_wrapper(const std::string& model_type) { return model_type == "gemma3" || model_type == "mistral3"; }
+const std::vector<std::string>& multimodal_wrappers() {
+  static const std::vector<std::string> types{"gemma3", "mistral3"};
+  return types;
+}
+
+bool is_multimodal_wrapper(const std::string& model_type) {
+  const auto& types = multimodal_wrappers();
+  return std::find(types.begin(), types.end(), model_type) != types.end();
+}
 
 nlohmann::json language_model_config(const nlohmann::json& config) {
   using nlohmann::json;

@@ -5,12 +5,14 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 namespace mlxgp::io {
 
 // The model types above.
+const std::vector<std::string>& multimodal_wrappers();
 bool is_multimodal_wrapper(const std::string& model_type);
 
 // The language model's config.json: text_config with the fields transformers reads from the outer config

@@ -6,6 +6,7 @@
 
 #include <mlx/mlx.h>
 
+#include "io/multimodal_config.h"
 #include "mlxgp/error.h"
 #include "mlxgp/model.h"
 #include "models/decoder.h"
@@ -53,7 +54,7 @@ std::vector<std::string> supported_model_types() {
   std::vector<std::string> names;
   for (auto& [k, v] : table()) names.push_back(k);
   // Multimodal checkpoints whose language model is one of the above (io/multimodal_config.h).
-  for (const char* wrapper : {"gemma3", "mistral3"}) names.push_back(wrapper);
+  for (const auto& wrapper : io::multimodal_wrappers()) names.push_back(wrapper);
   std::sort(names.begin(), names.end());
   return names;
 }
