@@ -102,10 +102,11 @@ def _extras(module):
 
 
 # What mlx-lm's modules hard-code instead of reading from ModelArgs (mlx-lm 0.32: gemma's and starcoder2's
-# MLPs are exact gelu, gemma2's and gemma3_text's the tanh form), so a wrapped module computes what mlx-lm computes.
+# MLPs are exact gelu, gemma2's and gemma3_text's the tanh form, glm's RoPE turns every feature of a head), so a
+# wrapped module computes what mlx-lm computes.
 _MLX_LM_IMPLIED = {"gemma": {"hidden_act": "gelu"}, "starcoder2": {"hidden_act": "gelu"},
                    "gemma2": {"hidden_activation": "gelu_pytorch_tanh"},
-                   "gemma3_text": {"hidden_activation": "gelu_pytorch_tanh"}}
+                   "gemma3_text": {"hidden_activation": "gelu_pytorch_tanh"}, "glm": {"partial_rotary_factor": 1.0}}
 
 
 # mlx-lm's multimodal modules (gemma3, mistral3) hold their language model under this prefix; mlxgp's model names

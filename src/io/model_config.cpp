@@ -270,9 +270,9 @@ void parse_llama4_scaling(const json& j, ModelConfig& c) {
 // gemma3 writes it) and the older top-level `rope_theta` + `rope_scaling` (+ gemma3's rope_local_base_freq).
 void parse_rope_fields(const json& j, ModelConfig& c) {
   c.rope_theta = get_float(j, "rope_theta", c.rope_theta);
-  // Of the architectures here only Phi-3's code rotates part of each head (transformers 5.24: the llama
-  // family's default RoPE ignores the field), and only Gemma 3's config reads rope_local_base_freq.
-  const bool partial = c.model_type == "phi3";
+  // Of the architectures here only Phi-3's and GLM's code rotates part of each head (transformers 5.24: the
+  // llama family's default RoPE ignores the field), and only Gemma 3's config reads rope_local_base_freq.
+  const bool partial = c.model_type == "phi3" || c.model_type == "glm" || c.model_type == "glm4";
   if (partial) c.partial_rotary_factor = get_float(j, "partial_rotary_factor", c.partial_rotary_factor);
   if (auto it = j.find("rope_local_base_freq"); c.model_type == "gemma3_text" && it != j.end() && !it->is_null())
     c.sliding_rope_theta = get_float(j, "rope_local_base_freq", 10000.0f);
@@ -404,15 +404,21 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   // widths 1408 / shared 5632; Qwen3MoeConfig 128 x top-8, width 768).
   const bool mixtral = t == "mixtral", qwen2_moe = t == "qwen2_moe", qwen3_moe = t == "qwen3_moe";
   const bool gpt_oss = t == "gpt_oss";  // GptOssConfig: 128 x top-4, experts as wide as intermediate_size
+  const bool olmoe = t == "olmoe";      // OlmoeConfig: 64 x top-8, experts as wide as intermediate_size
   // (transformers 5 names the count num_local_experts for every one of them; older configs num_experts)
-  if (mixtral || qwen2_moe || qwen3_moe || gpt_oss)
-    c.num_experts = get_int(j, "num_local_experts", get_int(j, "num_experts", mixtral ? 8 : qwen2_moe ? 60 : 128));
+  if (mixtral || qwen2_moe || qwen3_moe || gpt_oss || olmoe)
+    c.num_experts = get_int(j, "num_local_experts",
+                            get_int(j, "num_experts",
+                                    mixtral     ? 8
+                                    : qwen2_moe ? 60
+                                    : olmoe     ? 64
+                                                : 128));
   if (c.num_experts > 0) {
     c.num_experts_per_tok = get_int(j, "num_experts_per_tok", mixtral ? 2 : qwen2_moe || gpt_oss ? 4 : 8);
     if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
       fail("config", "num_experts_per_tok must be in [1, num_experts]");
     c.moe_intermediate_size =
-        mixtral || gpt_oss ? c.intermediate_size : get_int(j, "moe_intermediate_size", qwen2_moe ? 1408 : 768);
+        mixtral || gpt_oss || olmoe ? c.intermediate_size : get_int(j, "moe_intermediate_size", qwen2_moe ? 1408 : 768);
     c.shared_expert_intermediate_size = qwen2_moe ? get_int(j, "shared_expert_intermediate_size", 5632) : 0;
     // gpt_oss: a softmax over the top-k router logits, i.e. the top-k probabilities renormalised.
     c.norm_topk_prob = gpt_oss || get_bool(j, "norm_topk_prob", c.model_type == "mixtral");
@@ -422,10 +428,10 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
       if (!std::isfinite(c.swiglu_alpha) || !std::isfinite(c.swiglu_limit) || c.swiglu_limit <= 0)
         fail("config", "swiglu_alpha must be finite and swiglu_limit finite and positive");
     }
-    // (GptOssConfig has no dense layers: every one is sparse whatever these say.)
-    c.decoder_sparse_step = gpt_oss ? 1 : get_int(j, "decoder_sparse_step", 1);
+    // (GptOssConfig and OlmoeConfig have no dense layers: every one is sparse whatever these say.)
+    c.decoder_sparse_step = gpt_oss || olmoe ? 1 : get_int(j, "decoder_sparse_step", 1);
     if (c.decoder_sparse_step < 1) fail("config", "decoder_sparse_step must be at least 1");
-    if (auto it = j.find("mlp_only_layers"); !gpt_oss && it != j.end() && !it->is_null()) {
+    if (auto it = j.find("mlp_only_layers"); !gpt_oss && !olmoe && it != j.end() && !it->is_null()) {
       if (!it->is_array()) fail("config", "mlp_only_layers must be a list of layer indices");
       for (auto& e : *it) {
         c.mlp_only_layers.push_back(int_entry(e, "mlp_only_layers must be a list of layer indices"));
@@ -433,7 +439,7 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     }
     if (c.moe_intermediate_size <= 0) fail("config", "moe_intermediate_size must be positive");
     c.output_router_logits = get_bool(j, "output_router_logits", false);
-    c.router_aux_loss_coef = get_double(j, "router_aux_loss_coef", 0.001);
+    c.router_aux_loss_coef = get_double(j, "router_aux_loss_coef", olmoe ? 0.01 : 0.001);
     if (!std::isfinite(c.router_aux_loss_coef)) fail("config", "router_aux_loss_coef must be a finite number");
     // Only MixtralSparseMoeBlock reads it; the qwen MoE blocks have no jitter.
     if (c.model_type == "mixtral") c.router_jitter_noise = get_double(j, "router_jitter_noise", 0.0);
@@ -550,6 +556,11 @@ ModelConfig parse_model_config(const std::string& json_text) {
   c.mlp_bias = get_bool(j, "mlp_bias", c.mlp_bias);
   // starcoder2: use_bias (Starcoder2Config's default: true) puts a bias on every linear.
   if (c.model_type == "starcoder2") c.attention_bias = c.mlp_bias = get_bool(j, "use_bias", true);
+  // GlmConfig / Glm4Config: attention_bias (default true) puts biases on q / k / v only, never on o_proj.
+  if (c.model_type == "glm" || c.model_type == "glm4") {
+    c.qkv_bias = get_bool(j, "attention_bias", true);
+    c.attention_bias = false;
+  }
   parse_sliding_layers(j, c);
   if (auto it = j.find("hidden_act"); it != j.end() && it->is_string()) c.hidden_act = *it;
   // gemma2/gemma3 name it hidden_activation (transformers reads only that one for them).

@@ -110,10 +110,12 @@ void DecoderModel::build(const WeightMap& loaded) {
     if (layers::is_moe_layer(c, i))
       b.moe = layers::SparseMoe::load(weights, p + (o.moe.mixtral_names ? ".block_sparse_moe" : ".mlp"), c, o.moe);
     else b.mlp = layers::SwiGLU::load(weights, p + ".mlp", c, o.mlp);
-    if (o.norms != Norms::Post) b.input_norm = norm_at(p + ".input_layernorm.weight");
-    b.post_attention_norm = norm_at(p + ".post_attention_layernorm.weight");
-    if (o.norms == Norms::Sandwich) b.pre_feedforward_norm = norm_at(p + ".pre_feedforward_layernorm.weight");
-    if (o.norms != Norms::Pre) b.post_feedforward_norm = norm_at(p + ".post_feedforward_layernorm.weight");
+    const auto& n = o.norm_names;
+    auto layer_norm = [&](const char* name) { return norm_at(p + "." + name + ".weight"); };
+    if (o.norms != Norms::Post) b.input_norm = layer_norm(n.input);
+    b.post_attention_norm = layer_norm(n.post_attention);
+    if (o.norms == Norms::Sandwich) b.pre_feedforward_norm = layer_norm(n.pre_feedforward);
+    if (o.norms != Norms::Pre) b.post_feedforward_norm = layer_norm(n.post_feedforward);
     if (tp_) {  // the projections that read a split input sum their outputs over the ranks
       b.attention.o_proj.reduce = tp_->group;
       if (b.attention.full_qk_norm) {

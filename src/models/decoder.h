@@ -21,6 +21,14 @@ struct DecoderOptions {
   // before the MLP. Sandwich (gemma2/3): also on each sub-layer's output (post_attention_layernorm,
   // pre_feedforward_layernorm, post_feedforward_layernorm). Post (olmo2): only on the outputs.
   enum class Norms { Pre, Sandwich, Post } norms = Norms::Pre;
+  // The checkpoint's names of those norms, in that order (glm4 spells its sandwich post_self_attn_layernorm,
+  // post_attention_layernorm, post_mlp_layernorm).
+  struct NormNames {
+    const char* input = "input_layernorm";
+    const char* post_attention = "post_attention_layernorm";
+    const char* pre_feedforward = "pre_feedforward_layernorm";
+    const char* post_feedforward = "post_feedforward_layernorm";
+  } norm_names;
   bool norm_plus_one = false;     // gemma: every RMSNorm scales by (1 + w)
   bool scale_embeddings = false;  // gemma: embed() multiplies by sqrt(hidden_size) in the weights' dtype
   layers::SwiGLU::Kind mlp = layers::SwiGLU::Kind::Gated;  // phi3: GatedFused; starcoder2: Plain
@@ -96,9 +104,10 @@ void register_phi3();
 void register_granite();
 void register_olmo2();
 void register_smollm3();
-void register_moe();  // mixtral, qwen2_moe, qwen3_moe
+void register_moe();  // mixtral, qwen2_moe, qwen3_moe, olmoe
 void register_starcoder2();
 void register_gpt2();
 void register_gpt_oss();
+void register_glm();  // glm, glm4
 
 }  // namespace mlxgp

@@ -414,23 +414,25 @@ std::optional<kernels::GgmlRope> Rope::kernel_params(const KVCache& cache, int T
   kernels::GgmlRope r{dims, head_dim, base, scale, cache.offset(), rows ? cache.row_offsets() : std::vector<int>{}};
   int last = r.offset + T - 1;
   for (int o : r.row_offsets) last = std::max(last, o + T - 1);
-  if (periods_for(last)) return std::nullopt;  // mx::fast::rope's path
+  if (traditional || periods_for(last)) return std::nullopt;  // mx::fast::rope's path
   return r;
 }
 
 mx::array Rope::operator()(const mx::array& x, int offset) const {
   const auto* p = periods_for(offset + x.shape(2) - 1);
-  if (p) return scale_rotated(mx::fast::rope(x, dims, false, std::nullopt, scale, offset, *p), dims, attention_factor);
+  if (p)
+    return scale_rotated(mx::fast::rope(x, dims, traditional, std::nullopt, scale, offset, *p), dims, attention_factor);
+  if (traditional) return mx::fast::rope(x, dims, true, base, scale, offset);
   return kernels::rope(x, dims, base, scale, offset);  // mx::fast::rope off the CPU
 }
 
 mx::array Rope::operator()(const mx::array& x, const std::vector<int>& row_offsets) const {
   int last = 0;
   for (int o : row_offsets) last = std::max(last, o + x.shape(2) - 1);
-  if (const auto* p = periods_for(last)) {
-    mx::array offs(row_offsets.data(), {static_cast<int>(row_offsets.size())}, mx::int32);
-    return scale_rotated(mx::fast::rope(x, dims, false, std::nullopt, scale, offs, *p), dims, attention_factor);
-  }
+  mx::array offs(row_offsets.data(), {static_cast<int>(row_offsets.size())}, mx::int32);
+  if (const auto* p = periods_for(last))
+    return scale_rotated(mx::fast::rope(x, dims, traditional, std::nullopt, scale, offs, *p), dims, attention_factor);
+  if (traditional) return mx::fast::rope(x, dims, true, base, scale, offs);
   return kernels::rope(x, dims, base, scale, row_offsets);
 }
 
@@ -467,7 +469,10 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   }
   const bool rotary = c.rope_layers.empty() || (layer < static_cast<int>(c.rope_layers.size()) && c.rope_layers[layer]);
   const bool sliding = layer < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[layer];
-  if (rotary) a.rope = Rope::make(c, take_optional(w, "model.rope_freq_factors", {c.head_dim / 2}), sliding);
+  if (rotary) {
+    a.rope = Rope::make(c, take_optional(w, "model.rope_freq_factors", {c.head_dim / 2}), sliding);
+    a.rope->traditional = o.rope_traditional;
+  }
   if (o.sinks) a.sinks = take(w, prefix + ".sinks", {a.n_heads});
   a.llama4_beta = c.llama4_scaling_beta;
   a.llama4_positions = c.llama4_scaling_positions;

@@ -151,8 +151,11 @@ struct PreNormResidual {
 
 // HF non-interleaved ("rotate_half") RoPE; llama3, linear and longrope scaling as in transformers'
 // rope init functions. x is [B, heads, T, head_dim]; the first `dims` features rotate (partial rotary).
+// `traditional`: adjacent features (2i, 2i + 1) rotate together instead (glm's and cohere's interleaved
+// apply_rotary_pos_emb, mx::fast::rope's traditional layout).
 struct Rope {
   int dims = 0;
+  bool traditional = false;
   float base = 10000.0f;
   float scale = 1.0f;                // position multiplier (linear scaling: 1/factor)
   std::optional<mx::array> periods;  // llama3/longrope: per-pair 1/inv_freq, as mx::fast::rope expects
@@ -176,12 +179,13 @@ struct Rope {
 };
 
 struct AttentionOptions {
-  bool qkv_bias = false;       // qwen2
-  bool qk_norm = false;        // qwen3: RMSNorm over head_dim on q and k before RoPE
-  bool qk_norm_full = false;   // olmo2: RMSNorm over the whole q / k projection, before the head split
-  bool norm_plus_one = false;  // gemma3: the q/k norms scale by (1 + w)
-  bool fused_qkv = false;      // phi3: one qkv_proj, split into q, k, v
-  bool sinks = false;          // gpt_oss: a learned logit per head joins each softmax and is dropped after
+  bool qkv_bias = false;          // qwen2
+  bool qk_norm = false;           // qwen3: RMSNorm over head_dim on q and k before RoPE
+  bool qk_norm_full = false;      // olmo2: RMSNorm over the whole q / k projection, before the head split
+  bool norm_plus_one = false;     // gemma3: the q/k norms scale by (1 + w)
+  bool fused_qkv = false;         // phi3: one qkv_proj, split into q, k, v
+  bool sinks = false;             // gpt_oss: a learned logit per head joins each softmax and is dropped after
+  bool rope_traditional = false;  // glm, cohere: interleaved rotary pairs (Rope::traditional)
 };
 
 struct Attention {

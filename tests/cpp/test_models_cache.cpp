@@ -78,15 +78,16 @@ TEST(KVCache, RejectsMismatchedShapes) {
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(types, (std::vector<std::string>{
-                       "gemma", "gemma2",     "gemma3",    "gemma3_text", "gpt2",      "gpt_oss", "granite",
-                       "llama", "ministral3", "mistral",   "mistral3",    "mixtral",   "olmo2",   "olmo3",
-                       "phi3",  "qwen2",      "qwen2_moe", "qwen3",       "qwen3_moe", "smollm3", "starcoder2"}));
+  EXPECT_EQ(types,
+            (std::vector<std::string>{"gemma",    "gemma2",    "gemma3",  "gemma3_text", "glm",        "glm4",
+                                      "gpt2",     "gpt_oss",   "granite", "llama",       "ministral3", "mistral",
+                                      "mistral3", "mixtral",   "olmo2",   "olmo3",       "olmoe",      "phi3",
+                                      "qwen2",    "qwen2_moe", "qwen3",   "qwen3_moe",   "smollm3",    "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
   EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
-            "[model] unknown model_type 'gpt_bigcode' (supported: gemma, gemma2, gemma3, gemma3_text, gpt2, gpt_oss, "
-            "granite, llama, ministral3, mistral, mistral3, mixtral, olmo2, olmo3, phi3, qwen2, qwen2_moe, qwen3, "
-            "qwen3_moe, smollm3, starcoder2)");
+            "[model] unknown model_type 'gpt_bigcode' (supported: gemma, gemma2, gemma3, gemma3_text, glm, glm4, gpt2, "
+            "gpt_oss, granite, llama, ministral3, mistral, mistral3, mixtral, olmo2, olmo3, olmoe, phi3, qwen2, "
+            "qwen2_moe, qwen3, qwen3_moe, smollm3, starcoder2)");
 }
 
 TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
@@ -341,6 +342,32 @@ TEST(Config, Olmo3WindowsAndRopePerLayerType) {
   EXPECT_EQ(c.rope_scaling->rope_type, "linear");
   EXPECT_FLOAT_EQ(c.sliding_rope_theta.value_or(0), 5e5f);
   EXPECT_FALSE(c.sliding_rope_scaling.has_value());
+}
+
+TEST(Config, GlmAndOlmoeClassDefaults) {
+  // Glm4Config: head_dim 128, RoPE on half of it, attention_bias on q / k / v only, eps 1.5625e-7 (a config that
+  // leaves them out gets these, as transformers' class does).
+  auto g = parse_model_config(R"({"model_type": "glm4", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+      "num_hidden_layers": 2, "num_attention_heads": 4})");
+  EXPECT_EQ(g.head_dim, 128);
+  EXPECT_FLOAT_EQ(g.partial_rotary_factor, 0.5f);
+  EXPECT_TRUE(g.qkv_bias.value_or(false));
+  EXPECT_FALSE(g.attention_bias);
+  EXPECT_FLOAT_EQ(g.rms_norm_eps, 1.5625e-7f);
+  auto unbiased =
+      parse_model_config(tiny_config_json("glm", R"(, "attention_bias": false, "partial_rotary_factor": 1.0)"));
+  EXPECT_FALSE(unbiased.qkv_bias.value_or(true));
+  EXPECT_FLOAT_EQ(unbiased.partial_rotary_factor, 1.0f);
+  // OlmoeConfig: 64 experts, top-8 unnormalised, experts as wide as intermediate_size, every layer sparse.
+  auto o = parse_model_config(tiny_config_json("olmoe", R"(, "decoder_sparse_step": 2, "mlp_only_layers": [0])"));
+  EXPECT_EQ(o.num_experts, 64);
+  EXPECT_EQ(o.num_experts_per_tok, 8);
+  EXPECT_EQ(o.moe_intermediate_size, 64);
+  EXPECT_FALSE(o.norm_topk_prob);
+  EXPECT_EQ(o.decoder_sparse_step, 1);
+  EXPECT_TRUE(o.mlp_only_layers.empty());
+  EXPECT_DOUBLE_EQ(o.router_aux_loss_coef, 0.01);
+  EXPECT_THROW(parse_model_config(tiny_config_json("olmoe", R"(, "clip_qkv": 8.0)")), Error);
 }
 
 TEST(Config, QuantizationModes) {

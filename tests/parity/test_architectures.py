@@ -1,4 +1,5 @@
-"""The later architectures (gemma, gemma2, gemma3_text, phi3, granite, olmo2, smollm3, MoE, starcoder2, gpt2) against transformers,
+"""The later architectures (gemma, gemma2, gemma3_text, phi3, granite, olmo2, smollm3, MoE, starcoder2, gpt2, glm,
+glm4, ...) against transformers,
 live, on tiny random fp32 models built from a config and a fixed seed (tiny_models.MORE_ARCHS: each
 architecture's distinctive options on, with values that matter: soft-caps that clip, windows shorter than
 the sequences, LongRoPE crossing its original length during decoding, layers without RoPE).
@@ -213,9 +214,12 @@ def test_unknown_architecture_or_option_is_named(edit, message, tiny, run_mlxgp,
 # gpt2-scaled: mlx-lm's gpt2 hard-codes the MLP width, gelu_new and the 1/sqrt(head_dim) scale; llama-yarn:
 # mlx-lm's YarnRoPE always truncates the ramp to whole dims (transformers' `truncate: false` does not);
 # gpt_oss: mlx-lm 0.32's sanitize splits gate_up_proj along the hidden axis of transformers' saved float
-# layout [E, hidden, 2I] (it expects the original MXFP4 checkpoint's [E, 2I, ...]) and refuses the folder.
+# layout [E, hidden, 2I] (it expects the original MXFP4 checkpoint's [E, 2I, ...]) and refuses the folder; glm:
+# mlx-lm 0.32's glm rotates every feature of each head (transformers' GlmAttention only partial_rotary_factor of
+# them, as its glm4 does).
 @pytest.mark.parametrize("arch", [a for a in tiny_models.MORE_ARCHS
-                                  if a not in ("phi3-long", "qwen2_moe", "gpt2-scaled", "llama-yarn", "gpt_oss")])
+                                  if a not in ("phi3-long", "qwen2_moe", "gpt2-scaled", "llama-yarn", "gpt_oss",
+                                               "glm")])
 def test_mlx_quantized_folder_vs_mlx_lm(arch, tiny, run_mlxgp, tmp_path):
     """mlx-lm's convert path (load, 4-bit g32 quantize, save) on each architecture; both sides read that folder."""
     import mlx.core as mx

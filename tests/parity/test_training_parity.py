@@ -23,7 +23,7 @@ LR_ADAMW = 1e-4
 def tiny(tmp_path_factory):
     return {arch: tiny_models.make_tiny_model(arch, tmp_path_factory.mktemp(f"train_{arch}"))
             for arch in ("llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe",
-                         "starcoder2", "gpt2", "gpt_oss")}
+                         "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -99,9 +99,10 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
 # gradients through the router's top-k weights and the gathered experts (and qwen2_moe's shared expert);
 # starcoder2: LayerNorm weights and biases, biased projections; gpt2: learned positions, the tied wte, and
 # the gradients written under transformers' names with the Conv1D ones [in, out]; gpt_oss: the sinks, the
-# router's bias and the experts' biases through the clamped SwiGLU.
+# router's bias and the experts' biases through the clamped SwiGLU; glm4: interleaved partial RoPE, q/k/v biases,
+# its four norms; olmoe: whole-projection q/k norms before unnormalised top-k experts.
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe",
-                                  "starcoder2", "gpt2", "gpt_oss"])
+                                  "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)
@@ -477,7 +478,7 @@ AUX_COEF = 0.5  # large enough that the router gradients differ well beyond the 
 # term's) against one torch step; padded: right-padded rows whose pad tokens the attention mask drops from
 # the balancing statistics. qwen2_moe's dense layer 1 (mlp_only_layers) routes nothing and is skipped.
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
-@pytest.mark.parametrize("arch", ["mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss"])
+@pytest.mark.parametrize("arch", ["mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe"])
 def test_moe_router_aux_loss_matches_torch(arch, padded, tiny, run_mlxgp, tmp_path):
     model, base = tiny[arch]
     folder = _with_config(base, tmp_path / "model", output_router_logits=True, router_aux_loss_coef=AUX_COEF)

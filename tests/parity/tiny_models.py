@@ -10,11 +10,11 @@ ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 # The later architectures (tests/parity/test_architectures.py), each with its distinctive options on.
 MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", "olmo2", "smollm3",
               "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled", "qwen3-yarn", "llama-yarn",
-              "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3")
+              "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3")
-MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss")
+MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -128,6 +128,15 @@ def tiny_config(arch: str):
     if arch == "qwen3_moe":
         return transformers.Qwen3MoeConfig(**_COMMON, num_experts=5, num_experts_per_tok=2, moe_intermediate_size=48,
                                            norm_topk_prob=True, head_dim=32)
+    if arch == "olmoe":
+        # OlmoeConfig leaves the top-k unnormalised (norm_topk_prob false).
+        return transformers.OlmoeConfig(**_COMMON, num_experts=4, num_experts_per_tok=2, pad_token_id=0)
+    if arch in ("glm", "glm4"):
+        # GlmConfig / Glm4Config: head_dim 128 (wider than hidden / heads), RoPE on its first 32 features in
+        # interleaved pairs (partial_rotary_factor 0.25 here), q/k/v biases; glm4's extra post norms.
+        cls = transformers.GlmConfig if arch == "glm" else transformers.Glm4Config
+        return cls(**_COMMON, head_dim=128, pad_token_id=0,
+                   rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25})
     if arch == "gpt_oss":
         # Sinks, biases everywhere, a window of 8 on alternating layers, YaRN with GptOssConfig's untruncated
         # ramp (over a short original context so it bites), and a swiglu_limit low enough to clamp.

@@ -91,7 +91,7 @@ def more_archs(tmp_path_factory):
 
 @pytest.mark.parametrize("arch", ARCHS + ("gemma", "gemma2", "gemma3_text", "phi3", "granite", "olmo2", "smollm3",
                                           "mixtral", "qwen3_moe", "starcoder2", "gemma3", "mistral3",
-                                          "mistral3-ministral3", "olmo3"))
+                                          "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4"))
 def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     folder = tiny_archs[arch] if arch in tiny_archs else more_archs(arch)
     model = mlx_lm_model(folder)
@@ -104,7 +104,10 @@ def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     assert own_model.args.multimodal_model_type == outer
     assert own_model.args.model_type == {"gemma3": "gemma3_text", "mistral3": "mistral"}.get(arch, arch.split("-")[-1])
     own = mgp.generate(own_model, None, ids, max_tokens=N, eos_token_id=2)
-    assert out["tokens"] == own["tokens"], arch
+    # mlx-lm 0.32's glm rotates every feature of each head, transformers' (and mlxgp's load of the folder) half of
+    # them: the wrapped module computes what mlx-lm's does (interop._MLX_LM_IMPLIED), the folder what transformers'.
+    if arch != "glm":
+        assert out["tokens"] == own["tokens"], arch
     assert_prefix_of_reference(out["tokens"], mlx_lm_greedy(model, ids, N), [2])
 
 
