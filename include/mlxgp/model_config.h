@@ -85,6 +85,10 @@ struct ModelConfig {
   // attention_multiplier, logits / logits_scaling.
   float embedding_multiplier = 1.0f, residual_multiplier = 1.0f, logits_scaling = 1.0f;
   std::optional<float> attention_multiplier;
+  // cohere / cohere2: logits x logit_scale. cohere's use_qk_norm: a bias-free LayerNorm over head_dim on q and k
+  // with weights per head ([heads, head_dim]).
+  std::optional<float> logit_scale;
+  bool qk_layer_norm = false;
   std::vector<bool> rope_layers;  // smollm3 no_rope_layers (1 = rotary); empty: every layer rotates
   // ministral3 (rope_parameters' llama_4_scaling_beta and original_max_position_embeddings): queries at position
   // p are multiplied by 1 + beta * log(1 + floor(p / positions)) after RoPE (transformers'

@@ -115,6 +115,7 @@ uint64_t config_digest(const ModelConfig& c) {
   for (bool b : c.rope_layers) d << b;
   d << ' ' << c.scale_attn_weights << c.scale_attn_by_inverse_layer_idx;
   opt(c.qkv_bias);
+  d << ' ' << c.qk_layer_norm;
   d << ' ' << c.num_experts << ' ' << c.num_experts_per_tok << ' ' << c.moe_intermediate_size << ' '
     << c.shared_expert_intermediate_size << ' ' << c.norm_topk_prob << ' ' << c.decoder_sparse_step;
   for (int l : c.mlp_only_layers) d << ' ' << l;
@@ -136,8 +137,9 @@ std::string model_identity(Model& model) {
   // The norms are small and never quantized; their dtype is the activation dtype the caches hold.
   uint64_t h = 1469598103934665603ULL;
   std::string dtype;
-  for (const std::string name : {"model.norm.weight", "model.layers.0.input_layernorm.weight",
-                                 "model.layers.0.post_attention_layernorm.weight"}) {
+  for (const std::string name :
+       {"model.norm.weight", "model.final_layernorm.weight", "model.layers.0.input_layernorm.weight",
+        "model.layers.0.post_attention_layernorm.weight"}) {
     auto it = params.find(name);
     if (it == params.end()) continue;
     if (dtype.empty()) dtype = dtype_name(it->second.dtype());

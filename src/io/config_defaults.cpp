@@ -13,7 +13,7 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 21> kDefaults{{
+constexpr std::array<Entry, 24> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
     {"ministral3", {1e-5f, 1000000.0f, 262144, false, "silu", 128, 0}},
@@ -24,7 +24,10 @@ constexpr std::array<Entry, 21> kDefaults{{
     {"olmoe", {1e-5f, 10000.0f, 4096, false, "silu", 0, 0}},
     {"glm", {1.5625e-7f, 10000.0f, 131072, false, "silu", 128, 0}},
     {"glm4", {1.5625e-7f, 10000.0f, 131072, false, "silu", 128, 0}},
+    {"cohere", {1e-5f, 500000.0f, 8192, true, "silu", 0, 0}},
+    {"cohere2", {1e-5f, 10000.0f, 8192, true, "silu", 0, 4096}},
     {"phi3", {1e-5f, 10000.0f, 4096, false, "silu", 0, 0}},
+    {"phi", {1e-5f, 10000.0f, 2048, false, "gelu_new", 0, 0}},
     {"starcoder2", {1e-5f, 10000.0f, 4096, true, "gelu_pytorch_tanh", 0, 0}},
     {"gemma", {1e-6f, 10000.0f, 8192, true, "gelu_pytorch_tanh", 256, 0}},
     {"gemma2", {1e-6f, 10000.0f, 8192, true, "gelu_pytorch_tanh", 256, 4096}},
@@ -56,8 +59,8 @@ void apply_class_defaults(ModelConfig& c) {
   c.head_dim = d->head_dim;
   // Gemma3TextConfig: the sliding layers rotate with rope_local_base_freq, 10000 when absent.
   if (c.model_type == "gemma3_text") c.sliding_rope_theta = 10000.0f;
-  // GlmConfig / Glm4Config: RoPE on half of each head.
-  if (c.model_type == "glm" || c.model_type == "glm4") c.partial_rotary_factor = 0.5f;
+  // GlmConfig / Glm4Config / PhiConfig: RoPE on half of each head.
+  if (c.model_type == "glm" || c.model_type == "glm4" || c.model_type == "phi") c.partial_rotary_factor = 0.5f;
   // Olmo3Config: the sliding layers rotate with rope_theta, unscaled (parse_rope_fields).
   if (c.model_type == "olmo3") c.sliding_rope_theta = c.rope_theta;
 }

@@ -47,8 +47,8 @@ void apply_dtype(WeightMap& w, std::optional<mx::Dtype> dtype,
                  const std::function<int(const std::string&)>& group_size_of) {
   std::optional<mx::Dtype> target = dtype;
   if (!target) {
-    auto it = w.find("model.norm.weight");
-    if (it != w.end() && is_float(it->second.dtype())) target = it->second.dtype();
+    const auto* norm = final_norm_weight(w);
+    if (norm && is_float(norm->dtype())) target = norm->dtype();
   }
   if (!target) return;
   std::vector<std::string> quantized;

@@ -211,15 +211,15 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
   if (mt == "mistral" || mt == "ministral3" || mt == "phi3" || mt == "mixtral" || mt == "qwen3_moe" ||
       mt == "starcoder2") {
     c.sliding_layers.assign(n, true);  // these configs ignore layer_types: every layer slides
-  } else if (switched || mt == "gemma2" || mt == "gemma3_text" || mt == "gpt_oss" || mt == "olmo3") {
+  } else if (switched || mt == "gemma2" || mt == "gemma3_text" || mt == "gpt_oss" || mt == "olmo3" || mt == "cohere2") {
     if (has_types) {
       c.sliding_layers = layer_types_sliding(*types, n);
     } else if (mt == "gemma2" || mt == "gpt_oss") {  // Gemma2Config's and GptOssConfig's default: even layers slide
       for (int i = 0; i < n; ++i) c.sliding_layers.push_back(i % 2 == 0);
     } else if (mt == "olmo3") {  // Olmo3Config: every 4th layer is global
       for (int i = 0; i < n; ++i) c.sliding_layers.push_back((i + 1) % 4 != 0);
-    } else if (mt == "gemma3_text") {  // every sliding_window_pattern-th layer is global
-      const int pattern = get_int(j, "sliding_window_pattern", 6);
+    } else if (mt == "gemma3_text" || mt == "cohere2") {  // every sliding_window_pattern-th layer is global
+      const int pattern = get_int(j, "sliding_window_pattern", mt == "cohere2" ? 4 : 6);
       if (pattern < 1) fail("config", "sliding_window_pattern must be at least 1");
       for (int i = 0; i < n; ++i) c.sliding_layers.push_back((i + 1) % pattern != 0);
     } else if (mt == "smollm3") {
@@ -270,9 +270,10 @@ void parse_llama4_scaling(const json& j, ModelConfig& c) {
 // gemma3 writes it) and the older top-level `rope_theta` + `rope_scaling` (+ gemma3's rope_local_base_freq).
 void parse_rope_fields(const json& j, ModelConfig& c) {
   c.rope_theta = get_float(j, "rope_theta", c.rope_theta);
-  // Of the architectures here only Phi-3's and GLM's code rotates part of each head (transformers 5.24: the
-  // llama family's default RoPE ignores the field), and only Gemma 3's config reads rope_local_base_freq.
-  const bool partial = c.model_type == "phi3" || c.model_type == "glm" || c.model_type == "glm4";
+  // Of the architectures here only Phi's, Phi-3's and GLM's code rotates part of each head (transformers 5.24:
+  // the llama family's default RoPE ignores the field), and only Gemma 3's config reads rope_local_base_freq.
+  const bool partial =
+      c.model_type == "phi" || c.model_type == "phi3" || c.model_type == "glm" || c.model_type == "glm4";
   if (partial) c.partial_rotary_factor = get_float(j, "partial_rotary_factor", c.partial_rotary_factor);
   if (auto it = j.find("rope_local_base_freq"); c.model_type == "gemma3_text" && it != j.end() && !it->is_null())
     c.sliding_rope_theta = get_float(j, "rope_local_base_freq", 10000.0f);
@@ -375,13 +376,23 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     c.logits_scaling = get_float(j, "logits_scaling", 1.0f);
     c.attention_multiplier = get_float(j, "attention_multiplier", 1.0f);
   }
+  if (t == "cohere" || t == "cohere2") {  // CohereConfig / Cohere2Config: logits x 0.0625
+    c.logit_scale = get_float(j, "logit_scale", 0.0625f);
+    c.qk_layer_norm = t == "cohere" && get_bool(j, "use_qk_norm", false);
+  }
+  if (t == "cohere2") {  // Cohere2Attention rotates only on its sliding-window layers (none without a window)
+    c.rope_layers.assign(c.num_hidden_layers, false);
+    for (size_t i = 0; i < c.sliding_layers.size() && i < c.rope_layers.size(); ++i)
+      c.rope_layers[i] = c.sliding_layers[i];
+  }
   for (auto [name, v] : {std::pair{"query_pre_attn_scalar", c.query_pre_attn_scalar},
                          {"attn_logit_softcapping", c.attn_logit_softcapping},
                          {"final_logit_softcapping", c.final_logit_softcapping},
                          {"attention_multiplier", c.attention_multiplier},
                          {"embedding_multiplier", std::optional<float>(c.embedding_multiplier)},
                          {"residual_multiplier", std::optional<float>(c.residual_multiplier)},
-                         {"logits_scaling", std::optional<float>(c.logits_scaling)}})
+                         {"logits_scaling", std::optional<float>(c.logits_scaling)},
+                         {"logit_scale", c.logit_scale}})
     if (v && !(std::isfinite(*v) && *v > 0))
       fail("config", std::string("field '") + name + "' must be a finite number > 0, got " + number_text(*v));
   if (auto it = j.find("no_rope_layers"); t == "smollm3" && it != j.end() && !it->is_null()) {
@@ -458,6 +469,8 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   if (get_bool(j, "use_bidirectional_attention", false))
     fail("config", "use_bidirectional_attention is not supported (causal attention only)");
   if (auto it = j.find("clip_qkv"); it != j.end() && !it->is_null()) fail("config", "clip_qkv is not supported");
+  if (c.model_type == "phi" && get_bool(j, "qk_layernorm", false))
+    fail("config", "qk_layernorm is not supported (phi's LayerNorms over each head's q and k)");
 }
 
 }  // namespace
@@ -535,7 +548,8 @@ ModelConfig parse_model_config(const std::string& json_text) {
   c.num_attention_heads = get_int(j, "num_attention_heads", 0, true);
   c.num_key_value_heads = get_int(j, "num_key_value_heads", 0);
   if (c.num_key_value_heads == 0) c.num_key_value_heads = c.num_attention_heads;
-  c.head_dim = get_int(j, "head_dim", c.head_dim);
+  // Cohere2Config sets head_dim to hidden_size / num_attention_heads whatever config.json says.
+  c.head_dim = c.model_type == "cohere2" ? 0 : get_int(j, "head_dim", c.head_dim);
   if (c.vocab_size <= 0 || c.hidden_size <= 0 || c.intermediate_size <= 0 || c.num_hidden_layers <= 0 ||
       c.num_attention_heads <= 0)
     fail("config",
@@ -550,12 +564,17 @@ ModelConfig parse_model_config(const std::string& json_text) {
     fail("config", "num_attention_heads must be a multiple of num_key_value_heads");
   c.rms_norm_eps = get_float(j, "rms_norm_eps", c.rms_norm_eps);
   c.rms_norm_eps = get_float(j, "norm_epsilon", c.rms_norm_eps);  // starcoder2's LayerNorm epsilon
+  // cohere's and phi's LayerNorms read layer_norm_eps (and not rms_norm_eps).
+  if (c.model_type == "cohere" || c.model_type == "cohere2" || c.model_type == "phi")
+    c.rms_norm_eps = get_float(j, "layer_norm_eps", c.rms_norm_eps);
   c.max_position_embeddings = get_int(j, "max_position_embeddings", c.max_position_embeddings);
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", c.tie_word_embeddings);
   c.attention_bias = get_bool(j, "attention_bias", c.model_type == "gpt_oss" || c.attention_bias);
   c.mlp_bias = get_bool(j, "mlp_bias", c.mlp_bias);
   // starcoder2: use_bias (Starcoder2Config's default: true) puts a bias on every linear.
   if (c.model_type == "starcoder2") c.attention_bias = c.mlp_bias = get_bool(j, "use_bias", true);
+  // PhiConfig: every projection has a bias (no switch).
+  if (c.model_type == "phi") c.attention_bias = c.mlp_bias = true;
   // GlmConfig / Glm4Config: attention_bias (default true) puts biases on q / k / v only, never on o_proj.
   if (c.model_type == "glm" || c.model_type == "glm4") {
     c.qkv_bias = get_bool(j, "attention_bias", true);

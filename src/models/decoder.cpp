@@ -95,7 +95,8 @@ void DecoderModel::build(const WeightMap& loaded) {
   using Norms = DecoderOptions::Norms;
   const auto& o = options_;
   auto norm_at = [&](const std::string& name) {
-    if (o.layer_norm) return layers::RMSNorm::load_layer_norm(weights, name, c.hidden_size, c.rms_norm_eps);
+    if (o.layer_norm)
+      return layers::RMSNorm::load_layer_norm(weights, name, c.hidden_size, c.rms_norm_eps, o.norm_bias);
     return layers::RMSNorm::load(weights, name, c.hidden_size, c.rms_norm_eps, o.norm_plus_one);
   };
   for (int i = 0; i < c.num_hidden_layers; ++i) {
@@ -109,13 +110,13 @@ void DecoderModel::build(const WeightMap& loaded) {
             std::nullopt};
     if (layers::is_moe_layer(c, i))
       b.moe = layers::SparseMoe::load(weights, p + (o.moe.mixtral_names ? ".block_sparse_moe" : ".mlp"), c, o.moe);
-    else b.mlp = layers::SwiGLU::load(weights, p + ".mlp", c, o.mlp);
+    else b.mlp = layers::SwiGLU::load(weights, p + ".mlp", c, o.mlp, o.plain_mlp_names);
     const auto& n = o.norm_names;
     auto layer_norm = [&](const char* name) { return norm_at(p + "." + name + ".weight"); };
     if (o.norms != Norms::Post) b.input_norm = layer_norm(n.input);
-    b.post_attention_norm = layer_norm(n.post_attention);
+    if (o.norms != Norms::Parallel) b.post_attention_norm = layer_norm(n.post_attention);
     if (o.norms == Norms::Sandwich) b.pre_feedforward_norm = layer_norm(n.pre_feedforward);
-    if (o.norms != Norms::Pre) b.post_feedforward_norm = layer_norm(n.post_feedforward);
+    if (o.norms == Norms::Sandwich || o.norms == Norms::Post) b.post_feedforward_norm = layer_norm(n.post_feedforward);
     if (tp_) {  // the projections that read a split input sum their outputs over the ranks
       b.attention.o_proj.reduce = tp_->group;
       if (b.attention.full_qk_norm) {
@@ -128,7 +129,7 @@ void DecoderModel::build(const WeightMap& loaded) {
     }
     blocks.push_back(std::move(b));
   }
-  auto norm = norm_at("model.norm.weight");
+  auto norm = norm_at(std::string("model.") + o.final_norm + ".weight");
   embed.dequant_dtype = norm.weight->dtype();  // the activation dtype (see io/loader.cpp)
   std::optional<layers::Embedding> positions;
   if (o.learned_positions) {
@@ -142,7 +143,8 @@ void DecoderModel::build(const WeightMap& loaded) {
   }
   // Tied: the embeddings serve as the head (an equal saved lm_head.weight is dropped, see the constructor).
   std::optional<layers::Linear> head;
-  if (!c.tie_word_embeddings) head = layers::Linear::load(weights, "lm_head", c.hidden_size, c.vocab_size, false);
+  if (!c.tie_word_embeddings)
+    head = layers::Linear::load(weights, "lm_head", c.hidden_size, c.vocab_size, o.lm_head_bias);
   // Keep only what the model reads (a tied checkpoint may still carry lm_head.weight, GGUF files
   // carry extra tensors), so parameters() lists real parameters and unused data is never loaded.
   WeightMap kept;
@@ -216,6 +218,7 @@ mx::array DecoderModel::lm_head(const mx::array& hidden) const {
     logits = mx::multiply(mx::tanh(mx::divide(logits, capv)), capv);
   }
   if (config_.logits_scaling != 1.0f) logits = mx::divide(logits, mx::array(config_.logits_scaling));  // granite
+  if (config_.logit_scale) logits = mx::multiply(logits, mx::array(*config_.logit_scale));             // cohere
   return logits;
 }
 
@@ -239,6 +242,11 @@ mx::array DecoderModel::block(const Block& b, const mx::array& x, KVCache& cache
     auto h = b.attention(x, cache, mask, {&*b.input_norm, &x});
     if (b.moe) return mx::add(h, (*b.moe)((*b.post_attention_norm)(h)));
     return (*b.mlp)(h, {&*b.post_attention_norm, &h});
+  }
+  if (norms == Norms::Parallel) {  // transformers' cohere: residual + attention + mlp, in that order
+    auto n = (*b.input_norm)(x);
+    auto a = b.attention(n, cache, mask);
+    return residual(residual(x, a), b.moe ? (*b.moe)(n) : (*b.mlp)(n));
   }
   auto a = b.attention(b.input_norm ? (*b.input_norm)(x) : x, cache, mask);
   if (norms != Norms::Pre) a = (*b.post_attention_norm)(a);

@@ -19,8 +19,9 @@ struct DecoderOptions {
   layers::AttentionOptions attention;
   // Where each block's norms sit. Pre (llama): input_layernorm before attention, post_attention_layernorm
   // before the MLP. Sandwich (gemma2/3): also on each sub-layer's output (post_attention_layernorm,
-  // pre_feedforward_layernorm, post_feedforward_layernorm). Post (olmo2): only on the outputs.
-  enum class Norms { Pre, Sandwich, Post } norms = Norms::Pre;
+  // pre_feedforward_layernorm, post_feedforward_layernorm). Post (olmo2): only on the outputs. Parallel
+  // (cohere): one input_layernorm that attention and MLP both read, x + attention(n) + mlp(n).
+  enum class Norms { Pre, Sandwich, Post, Parallel } norms = Norms::Pre;
   // The checkpoint's names of those norms, in that order (glm4 spells its sandwich post_self_attn_layernorm,
   // post_attention_layernorm, post_mlp_layernorm).
   struct NormNames {
@@ -33,6 +34,10 @@ struct DecoderOptions {
   bool scale_embeddings = false;  // gemma: embed() multiplies by sqrt(hidden_size) in the weights' dtype
   layers::SwiGLU::Kind mlp = layers::SwiGLU::Kind::Gated;  // phi3: GatedFused; starcoder2: Plain
   bool layer_norm = false;                                 // starcoder2: LayerNorm with bias instead of RMSNorm
+  bool norm_bias = true;                                   // with layer_norm: cohere's LayerNorms have no bias
+  layers::SwiGLU::PlainNames plain_mlp_names;              // phi: fc1 / fc2
+  const char* final_norm = "norm";                         // model.<final_norm> (phi: final_layernorm)
+  bool lm_head_bias = false;                               // phi
   // gpt2: learned absolute positions (model.embed_positions, wpe) added to whatever enters the stack.
   bool learned_positions = false;
   // Mixture of experts when the config has experts (layers::is_moe_layer): mixtral's or qwen's names.
@@ -108,6 +113,8 @@ void register_moe();  // mixtral, qwen2_moe, qwen3_moe, olmoe
 void register_starcoder2();
 void register_gpt2();
 void register_gpt_oss();
-void register_glm();  // glm, glm4
+void register_glm();     // glm, glm4
+void register_cohere();  // cohere, cohere2
+void register_phi();
 
 }  // namespace mlxgp

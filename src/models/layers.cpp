@@ -255,20 +255,29 @@ RMSNorm RMSNorm::load(const WeightMap& w, const std::string& name, int dim, floa
   return n;
 }
 
-RMSNorm RMSNorm::load_layer_norm(const WeightMap& w, const std::string& name, int dim, float eps) {
+RMSNorm RMSNorm::load_layer_norm(const WeightMap& w, const std::string& name, int dim, float eps, bool with_bias) {
   const auto base = name.size() > 7 && name.ends_with(".weight") ? name.substr(0, name.size() - 7) : name;
-  return RMSNorm{take(w, name, {dim}), eps, std::nullopt, take(w, base + ".bias", {dim})};
+  std::optional<mx::array> bias;
+  if (with_bias) bias = take(w, base + ".bias", {dim});
+  return RMSNorm{take(w, name, {dim}), eps, std::nullopt, bias, true};
+}
+
+RMSNorm RMSNorm::load_head_layer_norm(const WeightMap& w, const std::string& name, int heads, int head_dim, float eps) {
+  return RMSNorm{mx::reshape(take(w, name, {heads, head_dim}), {heads, 1, head_dim}), eps, std::nullopt, std::nullopt,
+                 true};
 }
 
 mx::array RMSNorm::operator()(const mx::array& x) const {
-  if (bias) return mx::fast::layer_norm(x, *weight, *bias, eps);
+  if (layer_norm && weight->ndim() > 1)  // per-head weights (cohere's q / k norms): scale after normalising
+    return mx::multiply(mx::fast::layer_norm(x, std::nullopt, std::nullopt, eps), mx::astype(*weight, x.dtype()));
+  if (layer_norm) return mx::fast::layer_norm(x, *weight, bias, eps);
   if (!effective) return kernels::rms_norm(x, *weight, eps);
   if (x.dtype() == mx::float32) return kernels::rms_norm(x, *effective, eps);
   return mx::astype(mx::fast::rms_norm(mx::astype(x, mx::float32), *effective, eps), x.dtype());
 }
 
 std::optional<mx::array> RMSNorm::kernel_weight() const {
-  if (bias) return std::nullopt;
+  if (layer_norm) return std::nullopt;
   return effective ? effective : weight;
 }
 
@@ -458,7 +467,7 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
     a.k_proj = Linear::load(w, prefix + ".k_proj", c.hidden_size, kv_out, bias);
     a.v_proj = Linear::load(w, prefix + ".v_proj", c.hidden_size, kv_out, bias);
   }
-  a.o_proj = Linear::load(w, prefix + ".o_proj", q_out, c.hidden_size, c.attention_bias);
+  a.o_proj = Linear::load(w, prefix + "." + o.o_proj, q_out, c.hidden_size, c.attention_bias);
   if (o.qk_norm) {
     a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", a.head_dim, c.rms_norm_eps, o.norm_plus_one);
     a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", a.head_dim, c.rms_norm_eps, o.norm_plus_one);
@@ -466,6 +475,9 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
     a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", q_out, c.rms_norm_eps);
     a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", kv_out, c.rms_norm_eps);
     a.full_qk_norm = true;
+  } else if (c.qk_layer_norm) {
+    a.q_norm = RMSNorm::load_head_layer_norm(w, prefix + ".q_norm.weight", a.n_heads, a.head_dim, c.rms_norm_eps);
+    a.k_norm = RMSNorm::load_head_layer_norm(w, prefix + ".k_norm.weight", a.n_kv_heads, a.head_dim, c.rms_norm_eps);
   }
   const bool rotary = c.rope_layers.empty() || (layer < static_cast<int>(c.rope_layers.size()) && c.rope_layers[layer]);
   const bool sliding = layer < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[layer];
@@ -636,8 +648,11 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     // One position (decode): [B, 1, n x head_dim] already is [B, n, 1, head_dim] in memory, so a reshape
     // is the head split (no transpose view to build, and a contiguous result).
     auto h = mx::reshape(normed ? *normed : y, T == 1 ? mx::Shape{B, n, 1, head_dim} : mx::Shape{B, T, n, head_dim});
-    if (norm && !full_qk_norm) h = (*norm)(h);
-    return T == 1 ? h : mx::transpose(h, {0, 2, 1, 3});
+    // Per-head weights ([n, 1, head_dim], cohere) scale the heads-first layout.
+    const bool per_head = norm && norm->weight->ndim() > 1;
+    if (norm && !full_qk_norm && !per_head) h = (*norm)(h);
+    if (T != 1) h = mx::transpose(h, {0, 2, 1, 3});
+    return per_head ? (*norm)(h) : h;
   };
   AttentionMask own;
   if (!mask) {
@@ -715,14 +730,15 @@ SwiGLU::Act parse_activation(const std::string& name) {
   fail("model", "unsupported hidden_act '" + name + "' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new)");
 }
 
-SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind) {
+SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind,
+                    const PlainNames& names) {
   SwiGLU m;
   m.act = parse_activation(c.hidden_act);
   m.intermediate = c.intermediate_size;
   m.kind = kind;
   if (kind == Kind::Plain) {  // starcoder2: c_fc -> act -> c_proj
-    m.up_proj = Linear::load(w, prefix + ".c_fc", c.hidden_size, c.intermediate_size, c.mlp_bias);
-    m.down_proj = Linear::load(w, prefix + ".c_proj", c.intermediate_size, c.hidden_size, c.mlp_bias);
+    m.up_proj = Linear::load(w, prefix + "." + names.in, c.hidden_size, c.intermediate_size, c.mlp_bias);
+    m.down_proj = Linear::load(w, prefix + "." + names.out, c.intermediate_size, c.hidden_size, c.mlp_bias);
     return m;
   }
   if (kind == Kind::GatedFused) {

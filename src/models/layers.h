@@ -126,15 +126,20 @@ struct Embedding {
 };
 
 // x / rms(x) * w, or * (1 + w) for gemma's norms (`plus_one`; the stored parameter stays w); or, with
-// `bias` set, LayerNorm (x - mean) / std * w + b (starcoder2).
+// `layer_norm` set, LayerNorm (x - mean) / std * w (+ b: starcoder2; cohere's have no bias).
 struct RMSNorm {
   std::optional<mx::array> weight;
   float eps = 1e-6f;
   std::optional<mx::array> effective;  // 1 + w when plus_one
-  std::optional<mx::array> bias;       // LayerNorm
+  std::optional<mx::array> bias;       // LayerNorm's, when it has one
+  bool layer_norm = false;
   static RMSNorm load(const WeightMap& w, const std::string& name, int dim, float eps, bool plus_one = false);
-  // `name` is the weight's; the bias is its sibling `.bias`.
-  static RMSNorm load_layer_norm(const WeightMap& w, const std::string& name, int dim, float eps);
+  // `name` is the weight's; the bias (`with_bias`) is its sibling `.bias`.
+  static RMSNorm load_layer_norm(const WeightMap& w, const std::string& name, int dim, float eps,
+                                 bool with_bias = true);
+  // cohere's q / k norms (use_qk_norm): a bias-free LayerNorm over head_dim with its own weights per head, stored
+  // [heads, head_dim] and kept [heads, 1, head_dim] to scale [B, heads, T, head_dim].
+  static RMSNorm load_head_layer_norm(const WeightMap& w, const std::string& name, int heads, int head_dim, float eps);
   mx::array operator()(const mx::array& x) const;
   // The weight kernels::rms_norm multiplies by where operator() is that kernel (no LayerNorm bias), for
   // running the norm fused into the products that read it; nullopt otherwise.
@@ -186,6 +191,7 @@ struct AttentionOptions {
   bool fused_qkv = false;         // phi3: one qkv_proj, split into q, k, v
   bool sinks = false;             // gpt_oss: a learned logit per head joins each softmax and is dropped after
   bool rope_traditional = false;  // glm, cohere: interleaved rotary pairs (Rope::traditional)
+  const char* o_proj = "o_proj";  // the output projection's name (phi: dense)
 };
 
 struct Attention {
@@ -215,16 +221,24 @@ struct Attention {
                        const PreNormResidual& around = {}) const;
 };
 
+// The ungated MLP's two projections (SwiGLU::Kind::Plain): starcoder2's c_fc / c_proj, phi's fc1 / fc2.
+struct PlainMlpNames {
+  const char* in = "c_fc";
+  const char* out = "c_proj";
+};
+
 // down(act(gate(x)) * up(x)): SwiGLU (silu) or GeGLU (gelu, gelu_pytorch_tanh: gemma); phi3 fuses
 // gate and up into one gate_up_proj ([gate; up] rows); Plain is the ungated c_proj(act(c_fc(x)))
-// (starcoder2; up_proj holds c_fc, down_proj c_proj).
+// (starcoder2; up_proj holds c_fc, down_proj c_proj; phi names them fc1 / fc2: PlainNames).
 struct SwiGLU {
   Linear gate_proj, up_proj, down_proj;
   std::optional<Linear> gate_up_proj;
   enum class Act { Silu, Gelu, GeluTanh } act = Act::Silu;
   enum class Kind { Gated, GatedFused, Plain } kind = Kind::Gated;
   int intermediate = 0;
-  static SwiGLU load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind = Kind::Gated);
+  using PlainNames = PlainMlpNames;
+  static SwiGLU load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind = Kind::Gated,
+                     const PlainNames& names = {});
   mx::array operator()(const mx::array& x, const PreNormResidual& around = {}) const;
 };
 

@@ -12,6 +12,10 @@
 namespace mlxgp {
 
 WeightMap to_model_names(const std::string& model_type, WeightMap weights);
+
+// The final norm's weight (model.norm.weight; phi's model.final_layernorm.weight), whose dtype is the activation
+// dtype; null when `w` has neither.
+const mlx::core::array* final_norm_weight(const WeightMap& w);
 // The same for config's model, a multimodal checkpoint's language model included (language_model_names).
 WeightMap to_model_names(const ModelConfig& config, WeightMap weights);
 

@@ -41,6 +41,8 @@ void ensure_builtins() {
     register_gpt2();
     register_gpt_oss();
     register_glm();
+    register_cohere();
+    register_phi();
   });
 }
 
@@ -80,6 +82,12 @@ WeightMap to_checkpoint_names(const ModelConfig& config, WeightMap weights, Chec
   weights = to_checkpoint_names(config.model_type, std::move(weights), layout);
   if (!config.multimodal_model_type.empty()) weights = language_model_checkpoint_names(std::move(weights));
   return weights;
+}
+
+const mx::array* final_norm_weight(const WeightMap& w) {
+  for (const char* name : {"model.norm.weight", "model.final_layernorm.weight"})
+    if (auto it = w.find(name); it != w.end()) return &it->second;
+  return nullptr;
 }
 
 WeightMap to_model_names(const std::string& model_type, WeightMap weights) {

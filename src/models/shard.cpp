@@ -34,8 +34,9 @@ struct Role {
 
 Range scaled(Range r, int unit, int offset = 0) { return {offset + r.begin * unit, offset + r.end * unit}; }
 
+// `norm_dim`: a 1-D weight's length; `norm_heads`: a 2-D norm weight's rows (cohere's per-head q / k norms).
 std::optional<Role> role_of(const std::string& module, const ModelConfig& c, const Plan& p, int norm_dim,
-                            bool mixtral_names) {
+                            int norm_heads, bool mixtral_names) {
   using K = Role::Kind;
   const int hd = c.head_dim, Q = c.num_attention_heads * hd, KV = c.num_key_value_heads * hd;
   const Range q = scaled(p.q_heads, hd), kv = scaled(p.kv_heads, hd);
@@ -45,17 +46,20 @@ std::optional<Role> role_of(const std::string& module, const ModelConfig& c, con
   if (is(".self_attn.q_proj")) return Role{K::Rows, {q}};
   if (is(".self_attn.k_proj") || is(".self_attn.v_proj")) return Role{K::Rows, {kv}};
   if (is(".self_attn.qkv_proj")) return Role{K::Rows, {q, scaled(p.kv_heads, hd, Q), scaled(p.kv_heads, hd, Q + KV)}};
-  if (is(".self_attn.o_proj")) return Role{K::Cols, {q}, Q};
+  if (is(".self_attn.o_proj") || is(".self_attn.dense")) return Role{K::Cols, {q}, Q};
   // olmo2's q/k norms span the whole projection (per-head norms of head_dim stay whole).
   if (is(".self_attn.q_norm") && norm_dim == Q && Q != hd) return Role{K::Rows, {q}};
   if (is(".self_attn.k_norm") && norm_dim == KV && KV != hd) return Role{K::Rows, {kv}};
+  // cohere's per-head norms [heads, head_dim]: this rank's heads.
+  if (is(".self_attn.q_norm") && norm_heads == c.num_attention_heads) return Role{K::Rows, {p.q_heads}};
+  if (is(".self_attn.k_norm") && norm_heads == c.num_key_value_heads) return Role{K::Rows, {p.kv_heads}};
   if (is(".switch_mlp.gate_proj") || is(".switch_mlp.up_proj")) return Role{K::Rows, {p.moe_inter}};
   if (is(".switch_mlp.down_proj")) return Role{K::Cols, {p.moe_inter}, I_moe};
   if (is(".shared_expert.gate_proj") || is(".shared_expert.up_proj")) return Role{K::Rows, {p.shared_inter}};
   if (is(".shared_expert.down_proj")) return Role{K::Cols, {p.shared_inter}, c.shared_expert_intermediate_size};
-  if (is(".mlp.gate_proj") || is(".mlp.up_proj") || is(".mlp.c_fc")) return Role{K::Rows, {p.inter}};
+  if (is(".mlp.gate_proj") || is(".mlp.up_proj") || is(".mlp.c_fc") || is(".mlp.fc1")) return Role{K::Rows, {p.inter}};
   if (is(".mlp.gate_up_proj")) return Role{K::Rows, {p.inter, {I + p.inter.begin, I + p.inter.end}}};
-  if (is(".mlp.down_proj") || is(".mlp.c_proj")) return Role{K::Cols, {p.inter}, I};
+  if (is(".mlp.down_proj") || is(".mlp.c_proj") || is(".mlp.fc2")) return Role{K::Cols, {p.inter}, I};
   return std::nullopt;
 }
 
@@ -141,7 +145,8 @@ Plan make_plan(const ModelConfig& c, const WeightMap& w, int rank, int size, boo
   }
   if (!(mixtral_names && c.num_experts > 0)) {
     int g = 1;  // dense layers' down_proj (or starcoder2's c_proj)
-    for (const char* s : {".mlp.down_proj", ".mlp.c_proj"}) g = std::max(g, granule_of(w, s, c.intermediate_size));
+    for (const char* s : {".mlp.down_proj", ".mlp.c_proj", ".mlp.fc2"})
+      g = std::max(g, granule_of(w, s, c.intermediate_size));
     if (c.intermediate_size % g != 0 || c.intermediate_size / g < size)
       fail("distributed", "tensor parallelism over " + std::to_string(size) + " ranks cannot split the MLP of " +
                               std::to_string(c.intermediate_size) + " features in blocks of " + std::to_string(g));
@@ -181,7 +186,8 @@ WeightMap slice_weights(const WeightMap& w, const ModelConfig& c, const Plan& p,
     }
     const std::string module = name.substr(0, name.size() - leaf.size());
     const int norm_dim = leaf == ".weight" && a.ndim() == 1 ? a.shape(0) : -1;
-    auto role = role_of(module, c, p, norm_dim, mixtral_names);
+    const bool norm2d = leaf == ".weight" && a.ndim() == 2 && ends_with(module, "_norm");
+    auto role = role_of(module, c, p, norm_dim, norm2d ? a.shape(0) : -1, mixtral_names);
     if (!role || leaf == ".ggml_type" || leaf == ".lora_scale") {
       out.insert_or_assign(name, a);
       continue;

@@ -78,16 +78,18 @@ TEST(KVCache, RejectsMismatchedShapes) {
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(types,
-            (std::vector<std::string>{"gemma",    "gemma2",    "gemma3",  "gemma3_text", "glm",        "glm4",
-                                      "gpt2",     "gpt_oss",   "granite", "llama",       "ministral3", "mistral",
-                                      "mistral3", "mixtral",   "olmo2",   "olmo3",       "olmoe",      "phi3",
-                                      "qwen2",    "qwen2_moe", "qwen3",   "qwen3_moe",   "smollm3",    "starcoder2"}));
+  EXPECT_EQ(types, (std::vector<std::string>{
+                       "cohere",   "cohere2",   "gemma",   "gemma2",    "gemma3",  "gemma3_text", "glm",
+                       "glm4",     "gpt2",      "gpt_oss", "granite",   "llama",   "ministral3",  "mistral",
+                       "mistral3", "mixtral",   "olmo2",   "olmo3",     "olmoe",   "phi",         "phi3",
+                       "qwen2",    "qwen2_moe", "qwen3",   "qwen3_moe", "smollm3", "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
-  EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
-            "[model] unknown model_type 'gpt_bigcode' (supported: gemma, gemma2, gemma3, gemma3_text, glm, glm4, gpt2, "
-            "gpt_oss, granite, llama, ministral3, mistral, mistral3, mixtral, olmo2, olmo3, olmoe, phi3, qwen2, "
-            "qwen2_moe, qwen3, qwen3_moe, smollm3, starcoder2)");
+  EXPECT_EQ(
+      error_of([&] { create_model(c, tiny_weights()); }),
+      "[model] unknown model_type 'gpt_bigcode' (supported: cohere, cohere2, gemma, gemma2, gemma3, gemma3_text, glm, "
+      "glm4, gpt2, "
+      "gpt_oss, granite, llama, ministral3, mistral, mistral3, mixtral, olmo2, olmo3, olmoe, phi, phi3, qwen2, "
+      "qwen2_moe, qwen3, qwen3_moe, smollm3, starcoder2)");
 }
 
 TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
@@ -368,6 +370,39 @@ TEST(Config, GlmAndOlmoeClassDefaults) {
   EXPECT_TRUE(o.mlp_only_layers.empty());
   EXPECT_DOUBLE_EQ(o.router_aux_loss_coef, 0.01);
   EXPECT_THROW(parse_model_config(tiny_config_json("olmoe", R"(, "clip_qkv": 8.0)")), Error);
+}
+
+TEST(Config, CohereLayerNormsLogitScaleAndRopeOnSlidingLayers) {
+  // CohereConfig: layer_norm_eps (not rms_norm_eps), logits x 0.0625, use_qk_norm; Cohere2Config: head_dim is
+  // hidden / heads whatever the file says, every 4th layer global and without RoPE.
+  auto c = parse_model_config(tiny_config_json("cohere", R"(, "layer_norm_eps": 1e-3, "use_qk_norm": true)"));
+  EXPECT_FLOAT_EQ(c.rms_norm_eps, 1e-3f);
+  EXPECT_FLOAT_EQ(c.logit_scale.value_or(0), 0.0625f);
+  EXPECT_TRUE(c.qk_layer_norm);
+  EXPECT_TRUE(c.rope_layers.empty());
+  auto c2 = parse_model_config(tiny_config_json("cohere2", R"(, "num_hidden_layers": 4, "head_dim": 64)"));
+  EXPECT_EQ(c2.head_dim, 8);
+  EXPECT_FALSE(c2.qk_layer_norm);
+  EXPECT_EQ(c2.sliding_window.value_or(0), 4096);
+  EXPECT_EQ(c2.sliding_layers, (std::vector<bool>{true, true, true, false}));
+  EXPECT_EQ(c2.rope_layers, (std::vector<bool>{true, true, true, false}));
+  auto unwindowed = parse_model_config(tiny_config_json("cohere2", R"(, "sliding_window": null)"));
+  EXPECT_EQ(unwindowed.rope_layers, (std::vector<bool>{false, false}));  // no window: no RoPE anywhere either
+  EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("cohere", R"(, "logit_scale": -1.0)")); }),
+            "[config] field 'logit_scale' must be a finite number > 0, got -1");
+}
+
+TEST(Config, PhiBiasesPartialRotaryAndRefusedQkLayernorm) {
+  // PhiConfig: biases everywhere, RoPE on half of each head, gelu_new, layer_norm_eps.
+  auto c = parse_model_config(R"({"model_type": "phi", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+      "num_hidden_layers": 2, "num_attention_heads": 4, "layer_norm_eps": 1e-4})");
+  EXPECT_TRUE(c.attention_bias);
+  EXPECT_TRUE(c.mlp_bias);
+  EXPECT_FLOAT_EQ(c.partial_rotary_factor, 0.5f);
+  EXPECT_EQ(c.hidden_act, "gelu_new");
+  EXPECT_FLOAT_EQ(c.rms_norm_eps, 1e-4f);
+  EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("phi", R"(, "qk_layernorm": true)")); }),
+            "[config] qk_layernorm is not supported (phi's LayerNorms over each head's q and k)");
 }
 
 TEST(Config, QuantizationModes) {

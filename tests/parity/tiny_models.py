@@ -10,7 +10,8 @@ ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 # The later architectures (tests/parity/test_architectures.py), each with its distinctive options on.
 MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", "olmo2", "smollm3",
               "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled", "qwen3-yarn", "llama-yarn",
-              "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4")
+              "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4",
+              "cohere", "cohere2", "phi")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3")
@@ -137,6 +138,20 @@ def tiny_config(arch: str):
         cls = transformers.GlmConfig if arch == "glm" else transformers.Glm4Config
         return cls(**_COMMON, head_dim=128, pad_token_id=0,
                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25})
+    if arch == "phi":
+        # PhiConfig: RoPE on the first 40% of each head (rotary dims 6 of 16), gelu_new, biases and a head bias.
+        return transformers.PhiConfig(**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"}, layer_norm_eps=1e-5,
+                                      pad_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0,
+                                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                       "partial_rotary_factor": 0.4})
+    if arch == "cohere":
+        # Command R+'s per-head q/k LayerNorms (use_qk_norm), a logit_scale that is not a power of two.
+        return transformers.CohereConfig(**_COMMON, use_qk_norm=True, logit_scale=0.3, pad_token_id=0)
+    if arch == "cohere2":
+        # Command R7B's layout: RoPE and a window (8, shorter than the sequences) on the sliding layers, neither on
+        # the global one.
+        return transformers.Cohere2Config(**_COMMON, sliding_window=8, pad_token_id=0, logit_scale=0.5,
+                                          layer_types=["sliding_attention", "sliding_attention", "full_attention"])
     if arch == "gpt_oss":
         # Sinks, biases everywhere, a window of 8 on alternating layers, YaRN with GptOssConfig's untruncated
         # ramp (over a short original context so it bites), and a swiglu_limit low enough to clamp.
@@ -328,7 +343,8 @@ def mlx_lm_layout(folder, arch: str) -> None:
     Its gpt2 reads only the original GPT-2 tensor names and n_ctx.
     Its gemma and starcoder2 use exact gelu whatever hidden_act says, its gemma2 and starcoder2 have no
     sliding window, and its gemma3_text
-    reads sliding_window_pattern and never caps its logits: the folder says the same to both sides."""
+    reads sliding_window_pattern and never caps its logits (its cohere2 reads the pattern too): the folder says the same
+    to both sides."""
     import json
 
     path = Path(folder) / "config.json"
@@ -361,7 +377,7 @@ def mlx_lm_layout(folder, arch: str) -> None:
     if arch == "gpt2":
         _gpt2_original_names(folder)
         cfg.setdefault("n_ctx", cfg["n_positions"])  # mlx-lm's ModelArgs requires it
-    if arch == "gemma3_text":
+    if arch in ("gemma3_text", "cohere2"):
         cfg["sliding_window_pattern"] = 3  # layer_types [sliding, sliding, full]
         cfg["final_logit_softcapping"] = None  # mlx-lm's gemma3_text does not cap
     path.write_text(json.dumps(outer, indent=2))
