@@ -212,8 +212,7 @@ int run_train(const std::vector<std::string>& argv) {
   std::vector<std::string> trainable;
   LoraConfig lora;
   if (mode == "full") {
-    for (auto& [name, w] : model.parameters()) trainable.push_back(name);
-    std::sort(trainable.begin(), trainable.end());
+    trainable = full_trainable(model);  // the model is float32 here (lo.dtype)
   } else if (mode == "lora") {
     lora.rank = args.get_int32("lora-rank").value_or(8);
     lora.alpha = args.get_double("lora-alpha").value_or(16.0);

@@ -85,10 +85,11 @@ struct ModelConfig {
   // attention_multiplier, logits / logits_scaling.
   float embedding_multiplier = 1.0f, residual_multiplier = 1.0f, logits_scaling = 1.0f;
   std::optional<float> attention_multiplier;
-  // cohere / cohere2: logits x logit_scale. cohere's use_qk_norm: a bias-free LayerNorm over head_dim on q and k
-  // with weights per head ([heads, head_dim]).
+  // cohere / cohere2: logits x logit_scale.
   std::optional<float> logit_scale;
-  bool qk_layer_norm = false;
+  // The config's use_qk_norm (cohere: a bias-free LayerNorm over head_dim on q and k with weights per head,
+  // [heads, head_dim]; glm4_moe: RMSNorm over head_dim as qwen3's), read for those architectures.
+  bool use_qk_norm = false;
   std::vector<bool> rope_layers;  // smollm3 no_rope_layers (1 = rotary); empty: every layer rotates
   // ministral3 (rope_parameters' llama_4_scaling_beta and original_max_position_embeddings): queries at position
   // p are multiplied by 1 + beta * log(1 + floor(p / positions)) after RoPE (transformers'
@@ -111,6 +112,12 @@ struct ModelConfig {
   // qwen*_moe: layer i is sparse when i is not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0.
   int decoder_sparse_step = 1;
   std::vector<int> mlp_only_layers;
+  // glm4_moe (DeepSeek-V3's routing): sigmoid scores; the choice adds each layer's e_score_correction_bias and
+  // keeps the topk_group groups (of n_group) whose two best experts score most; the chosen (unbiased) scores,
+  // renormalised with norm_topk_prob, times routed_scaling_factor. Its shared experts are ungated.
+  bool sigmoid_routing = false;
+  int n_group = 1, topk_group = 1;
+  float routed_scaling_factor = 1.0f;
   // Training: with output_router_logits, loss_forward adds router_aux_loss_coef times transformers'
   // load-balancing loss (mlxgp/loss.h). router_jitter_noise (mixtral) perturbs the router input in
   // training only; the Trainer refuses it (> 0), inference ignores it as transformers' eval mode does.

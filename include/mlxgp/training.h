@@ -120,4 +120,10 @@ TrainStepResult train_step(Model& model, const Batch& batch, TrainState& state, 
                            const std::vector<std::shared_ptr<Hook>>& hooks = {},
                            std::optional<int> pad_id = std::nullopt);
 
+// Whether `name` is a tensor transformers keeps as a buffer, loaded and saved but never trained (glm4_moe's
+// e_score_correction_bias, which DeepSeek-V3-style training moves by its own balancing rule).
+bool is_buffer(const std::string& name);
+// The parameters full fine-tuning trains: every floating-point one but the buffers, sorted.
+std::vector<std::string> full_trainable(Model& model);
+
 }  // namespace mlxgp

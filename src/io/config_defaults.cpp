@@ -13,7 +13,7 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 24> kDefaults{{
+constexpr std::array<Entry, 25> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
     {"ministral3", {1e-5f, 1000000.0f, 262144, false, "silu", 128, 0}},
@@ -24,6 +24,7 @@ constexpr std::array<Entry, 24> kDefaults{{
     {"olmoe", {1e-5f, 10000.0f, 4096, false, "silu", 0, 0}},
     {"glm", {1.5625e-7f, 10000.0f, 131072, false, "silu", 128, 0}},
     {"glm4", {1.5625e-7f, 10000.0f, 131072, false, "silu", 128, 0}},
+    {"glm4_moe", {1e-5f, 10000.0f, 131072, false, "silu", 0, 0}},
     {"cohere", {1e-5f, 500000.0f, 8192, true, "silu", 0, 0}},
     {"cohere2", {1e-5f, 10000.0f, 8192, true, "silu", 0, 4096}},
     {"phi3", {1e-5f, 10000.0f, 4096, false, "silu", 0, 0}},
@@ -59,8 +60,9 @@ void apply_class_defaults(ModelConfig& c) {
   c.head_dim = d->head_dim;
   // Gemma3TextConfig: the sliding layers rotate with rope_local_base_freq, 10000 when absent.
   if (c.model_type == "gemma3_text") c.sliding_rope_theta = 10000.0f;
-  // GlmConfig / Glm4Config / PhiConfig: RoPE on half of each head.
-  if (c.model_type == "glm" || c.model_type == "glm4" || c.model_type == "phi") c.partial_rotary_factor = 0.5f;
+  // GlmConfig / Glm4Config / Glm4MoeConfig / PhiConfig: RoPE on half of each head.
+  if (c.model_type == "glm" || c.model_type == "glm4" || c.model_type == "glm4_moe" || c.model_type == "phi")
+    c.partial_rotary_factor = 0.5f;
   // Olmo3Config: the sliding layers rotate with rope_theta, unscaled (parse_rope_fields).
   if (c.model_type == "olmo3") c.sliding_rope_theta = c.rope_theta;
 }

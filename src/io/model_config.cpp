@@ -234,6 +234,23 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
   }
 }
 
+// Glm4MoeConfig's routing fields (ModelConfig::sigmoid_routing), checked so the group choice is well defined.
+void parse_sigmoid_routing(const json& j, ModelConfig& c) {
+  c.sigmoid_routing = true;
+  c.n_group = get_int(j, "n_group", 1);
+  c.topk_group = get_int(j, "topk_group", 1);
+  c.routed_scaling_factor = get_float(j, "routed_scaling_factor", 1.0f);
+  if (c.n_group < 1 || c.num_experts % c.n_group != 0)
+    fail("config", "n_group must be >= 1 and divide the " + std::to_string(c.num_experts) + " routed experts");
+  if (c.topk_group < 1 || c.topk_group > c.n_group) fail("config", "topk_group must be in [1, n_group]");
+  if (c.n_group > 1 && c.num_experts / c.n_group < 2)
+    fail("config", "n_group leaves fewer than 2 experts a group (groups are scored by their two best)");
+  if (c.topk_group * (c.num_experts / c.n_group) < c.num_experts_per_tok)
+    fail("config", "topk_group groups hold fewer experts than num_experts_per_tok");
+  if (!(std::isfinite(c.routed_scaling_factor) && c.routed_scaling_factor > 0))
+    fail("config", "routed_scaling_factor must be a finite number > 0");
+}
+
 // Ministral3Config: its rope_parameters' default (YaRN, factor 16 over 16384 positions, mscale 1 / 1) and the
 // query scale its attention reads from them (llama_4_scaling_beta over original_max_position_embeddings;
 // transformers fails without them, so they are required here).
@@ -272,8 +289,8 @@ void parse_rope_fields(const json& j, ModelConfig& c) {
   c.rope_theta = get_float(j, "rope_theta", c.rope_theta);
   // Of the architectures here only Phi's, Phi-3's and GLM's code rotates part of each head (transformers 5.24:
   // the llama family's default RoPE ignores the field), and only Gemma 3's config reads rope_local_base_freq.
-  const bool partial =
-      c.model_type == "phi" || c.model_type == "phi3" || c.model_type == "glm" || c.model_type == "glm4";
+  const bool partial = c.model_type == "phi" || c.model_type == "phi3" || c.model_type == "glm" ||
+                       c.model_type == "glm4" || c.model_type == "glm4_moe";
   if (partial) c.partial_rotary_factor = get_float(j, "partial_rotary_factor", c.partial_rotary_factor);
   if (auto it = j.find("rope_local_base_freq"); c.model_type == "gemma3_text" && it != j.end() && !it->is_null())
     c.sliding_rope_theta = get_float(j, "rope_local_base_freq", 10000.0f);
@@ -376,9 +393,10 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     c.logits_scaling = get_float(j, "logits_scaling", 1.0f);
     c.attention_multiplier = get_float(j, "attention_multiplier", 1.0f);
   }
+  if (t == "glm4_moe") c.use_qk_norm = get_bool(j, "use_qk_norm", false);
   if (t == "cohere" || t == "cohere2") {  // CohereConfig / Cohere2Config: logits x 0.0625
     c.logit_scale = get_float(j, "logit_scale", 0.0625f);
-    c.qk_layer_norm = t == "cohere" && get_bool(j, "use_qk_norm", false);
+    c.use_qk_norm = t == "cohere" && get_bool(j, "use_qk_norm", false);
   }
   if (t == "cohere2") {  // Cohere2Attention rotates only on its sliding-window layers (none without a window)
     c.rope_layers.assign(c.num_hidden_layers, false);
@@ -414,9 +432,11 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   // The expert fields and their class defaults (MixtralConfig 8 x top-2; Qwen2MoeConfig 60 x top-4,
   // widths 1408 / shared 5632; Qwen3MoeConfig 128 x top-8, width 768).
   const bool mixtral = t == "mixtral", qwen2_moe = t == "qwen2_moe", qwen3_moe = t == "qwen3_moe";
-  const bool gpt_oss = t == "gpt_oss";  // GptOssConfig: 128 x top-4, experts as wide as intermediate_size
-  const bool olmoe = t == "olmoe";      // OlmoeConfig: 64 x top-8, experts as wide as intermediate_size
-  // (transformers 5 names the count num_local_experts for every one of them; older configs num_experts)
+  const bool gpt_oss = t == "gpt_oss";    // GptOssConfig: 128 x top-4, experts as wide as intermediate_size
+  const bool olmoe = t == "olmoe";        // OlmoeConfig: 64 x top-8, experts as wide as intermediate_size
+  const bool glm4_moe = t == "glm4_moe";  // Glm4MoeConfig: 128 x top-8 of width 1408, sigmoid routing
+  // (transformers 5 names the count num_local_experts for every one of them; older configs num_experts,
+  // glm4_moe's n_routed_experts)
   if (mixtral || qwen2_moe || qwen3_moe || gpt_oss || olmoe)
     c.num_experts = get_int(j, "num_local_experts",
                             get_int(j, "num_experts",
@@ -424,15 +444,23 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
                                     : qwen2_moe ? 60
                                     : olmoe     ? 64
                                                 : 128));
+  if (glm4_moe) c.num_experts = get_int(j, "num_local_experts", get_int(j, "n_routed_experts", 128));
   if (c.num_experts > 0) {
     c.num_experts_per_tok = get_int(j, "num_experts_per_tok", mixtral ? 2 : qwen2_moe || gpt_oss ? 4 : 8);
     if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
       fail("config", "num_experts_per_tok must be in [1, num_experts]");
-    c.moe_intermediate_size =
-        mixtral || gpt_oss || olmoe ? c.intermediate_size : get_int(j, "moe_intermediate_size", qwen2_moe ? 1408 : 768);
+    c.moe_intermediate_size = mixtral || gpt_oss || olmoe
+                                  ? c.intermediate_size
+                                  : get_int(j, "moe_intermediate_size", qwen2_moe || glm4_moe ? 1408 : 768);
     c.shared_expert_intermediate_size = qwen2_moe ? get_int(j, "shared_expert_intermediate_size", 5632) : 0;
+    if (glm4_moe) {
+      const int shared = get_int(j, "n_shared_experts", 1);
+      if (shared < 0) fail("config", "n_shared_experts must be >= 0");
+      c.shared_expert_intermediate_size = c.moe_intermediate_size * shared;
+      parse_sigmoid_routing(j, c);
+    }
     // gpt_oss: a softmax over the top-k router logits, i.e. the top-k probabilities renormalised.
-    c.norm_topk_prob = gpt_oss || get_bool(j, "norm_topk_prob", c.model_type == "mixtral");
+    c.norm_topk_prob = gpt_oss || get_bool(j, "norm_topk_prob", c.model_type == "mixtral" || glm4_moe);
     if (gpt_oss) {
       c.swiglu_alpha = get_float(j, "swiglu_alpha", 1.702f);
       c.swiglu_limit = get_float(j, "swiglu_limit", 7.0f);
@@ -442,14 +470,20 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     // (GptOssConfig and OlmoeConfig have no dense layers: every one is sparse whatever these say.)
     c.decoder_sparse_step = gpt_oss || olmoe ? 1 : get_int(j, "decoder_sparse_step", 1);
     if (c.decoder_sparse_step < 1) fail("config", "decoder_sparse_step must be at least 1");
-    if (auto it = j.find("mlp_only_layers"); !gpt_oss && !olmoe && it != j.end() && !it->is_null()) {
+    if (glm4_moe) {  // Glm4MoeConfig: the first first_k_dense_replace layers are dense
+      const int dense = get_int(j, "first_k_dense_replace", 1);
+      if (dense < 0) fail("config", "first_k_dense_replace must be >= 0");
+      for (int i = 0; i < dense && i < c.num_hidden_layers; ++i) c.mlp_only_layers.push_back(i);
+    }
+    if (auto it = j.find("mlp_only_layers"); !gpt_oss && !olmoe && !glm4_moe && it != j.end() && !it->is_null()) {
       if (!it->is_array()) fail("config", "mlp_only_layers must be a list of layer indices");
       for (auto& e : *it) {
         c.mlp_only_layers.push_back(int_entry(e, "mlp_only_layers must be a list of layer indices"));
       }
     }
     if (c.moe_intermediate_size <= 0) fail("config", "moe_intermediate_size must be positive");
-    c.output_router_logits = get_bool(j, "output_router_logits", false);
+    // Glm4MoeForCausalLM adds no load-balancing loss whatever output_router_logits says.
+    c.output_router_logits = !glm4_moe && get_bool(j, "output_router_logits", false);
     c.router_aux_loss_coef = get_double(j, "router_aux_loss_coef", olmoe ? 0.01 : 0.001);
     if (!std::isfinite(c.router_aux_loss_coef)) fail("config", "router_aux_loss_coef must be a finite number");
     // Only MixtralSparseMoeBlock reads it; the qwen MoE blocks have no jitter.
@@ -575,9 +609,10 @@ ModelConfig parse_model_config(const std::string& json_text) {
   if (c.model_type == "starcoder2") c.attention_bias = c.mlp_bias = get_bool(j, "use_bias", true);
   // PhiConfig: every projection has a bias (no switch).
   if (c.model_type == "phi") c.attention_bias = c.mlp_bias = true;
-  // GlmConfig / Glm4Config: attention_bias (default true) puts biases on q / k / v only, never on o_proj.
-  if (c.model_type == "glm" || c.model_type == "glm4") {
-    c.qkv_bias = get_bool(j, "attention_bias", true);
+  // GlmConfig / Glm4Config (default true) / Glm4MoeConfig (false): attention_bias puts biases on q / k / v only,
+  // never on o_proj.
+  if (c.model_type == "glm" || c.model_type == "glm4" || c.model_type == "glm4_moe") {
+    c.qkv_bias = get_bool(j, "attention_bias", c.model_type != "glm4_moe");
     c.attention_bias = false;
   }
   parse_sliding_layers(j, c);

@@ -13,6 +13,7 @@ void register_cohere() {
     o.layer_norm = true;
     o.norm_bias = false;
     o.attention.rope_traditional = true;  // transformers' cohere rotary: repeat_interleave'd frequencies
+    o.attention.qk_layer_norm = c.use_qk_norm;
     return std::make_unique<DecoderModel>(c, std::move(w), o);
   };
   register_model_type("cohere", factory);

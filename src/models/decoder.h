@@ -113,7 +113,7 @@ void register_moe();  // mixtral, qwen2_moe, qwen3_moe, olmoe
 void register_starcoder2();
 void register_gpt2();
 void register_gpt_oss();
-void register_glm();     // glm, glm4
+void register_glm();     // glm, glm4, glm4_moe
 void register_cohere();  // cohere, cohere2
 void register_phi();
 

@@ -475,7 +475,7 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
     a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", q_out, c.rms_norm_eps);
     a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", kv_out, c.rms_norm_eps);
     a.full_qk_norm = true;
-  } else if (c.qk_layer_norm) {
+  } else if (o.qk_layer_norm) {
     a.q_norm = RMSNorm::load_head_layer_norm(w, prefix + ".q_norm.weight", a.n_heads, a.head_dim, c.rms_norm_eps);
     a.k_norm = RMSNorm::load_head_layer_norm(w, prefix + ".k_norm.weight", a.n_kv_heads, a.head_dim, c.rms_norm_eps);
   }

@@ -192,6 +192,7 @@ struct AttentionOptions {
   bool sinks = false;             // gpt_oss: a learned logit per head joins each softmax and is dropped after
   bool rope_traditional = false;  // glm, cohere: interleaved rotary pairs (Rope::traditional)
   const char* o_proj = "o_proj";  // the output projection's name (phi: dense)
+  bool qk_layer_norm = false;     // cohere (use_qk_norm): per-head LayerNorms on q and k, weights [heads, head_dim]
 };
 
 struct Attention {

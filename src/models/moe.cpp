@@ -1,5 +1,6 @@
 #include "models/moe.h"
 
+#include <limits>
 #include <map>
 #include <string>
 #include <tuple>
@@ -172,11 +173,19 @@ SparseMoe SparseMoe::load(const WeightMap& w, const std::string& prefix, const M
   if (o.gpt_oss) m.clamped_swiglu = std::pair{c.swiglu_alpha, c.swiglu_limit};
   m.top_k = c.num_experts_per_tok;
   m.renormalize = o.mixtral_names || c.norm_topk_prob;
+  if (c.sigmoid_routing) {
+    // transformers' Glm4MoeTopkRouter: float32 weights and logits whatever the model's dtype.
+    if (m.router.weight && !m.router.quantized()) m.router.weight = mx::astype(*m.router.weight, mx::float32);
+    m.score_bias = take(w, prefix + ".gate.e_score_correction_bias", {E});
+    m.n_group = c.n_group;
+    m.topk_group = c.topk_group;
+    m.routed_scaling = c.routed_scaling_factor;
+  }
   if (c.shared_expert_intermediate_size > 0) {
     ModelConfig sc = c;
     sc.intermediate_size = c.shared_expert_intermediate_size;
-    m.shared_expert = SwiGLU::load(w, prefix + ".shared_expert", sc);
-    m.shared_expert_gate = Linear::load(w, prefix + ".shared_expert_gate", H, 1, false);
+    m.shared_expert = SwiGLU::load(w, prefix + "." + o.shared_expert, sc);
+    if (o.shared_expert_gate) m.shared_expert_gate = Linear::load(w, prefix + ".shared_expert_gate", H, 1, false);
   }
   return m;
 }
@@ -196,19 +205,58 @@ mx::array gpt_oss_glu(const mx::array& gate, const mx::array& up, std::pair<floa
 
 }  // namespace
 
-mx::array SparseMoe::operator()(const mx::array& x) const {
-  // transformers' TopKRouter: softmax over all experts in float32, top-k, optionally renormalised, the
-  // weights cast to the activations' dtype; the chosen experts' outputs summed with those weights.
-  auto logits = router(x);
-  RouterLogitsCapture::record(logits);
-  auto probs = mx::softmax(mx::astype(logits, mx::float32), -1);
-  auto part = mx::argpartition(mx::negative(probs), top_k - 1, -1);
+namespace {
+
+// The first k entries along the last axis of `a` after argpartition of -scores: the k largest, unordered.
+mx::array top_indices(const mx::array& scores, int k) {
+  auto part = mx::argpartition(mx::negative(scores), k - 1, -1);
   auto end = part.shape();
-  end.back() = top_k;
-  auto indices = mx::stop_gradient(mx::slice(part, mx::Shape(part.ndim(), 0), end));
-  auto weights = mx::take_along_axis(probs, indices, -1);
-  if (renormalize) weights = mx::divide(weights, mx::sum(weights, -1, true));
-  weights = mx::astype(weights, x.dtype());
+  end.back() = k;
+  return mx::stop_gradient(mx::slice(part, mx::Shape(part.ndim(), 0), end));
+}
+
+}  // namespace
+
+std::pair<mx::array, mx::array> SparseMoe::route(const mx::array& x) const {
+  if (!score_bias) {
+    // transformers' TopKRouter: softmax over all experts in float32, top-k, optionally renormalised.
+    auto logits = router(x);
+    RouterLogitsCapture::record(logits);
+    auto probs = mx::softmax(mx::astype(logits, mx::float32), -1);
+    auto indices = top_indices(probs, top_k);
+    auto weights = mx::take_along_axis(probs, indices, -1);
+    if (renormalize) weights = mx::divide(weights, mx::sum(weights, -1, true));
+    return {indices, weights};
+  }
+  // transformers' Glm4MoeTopkRouter: float32 logits, sigmoid scores; the choice is made on scores + bias within
+  // the topk_group groups whose two best biased scores sum highest (the others' experts at -inf); the chosen
+  // unbiased scores are renormalised (+ 1e-20) and scaled by routed_scaling_factor.
+  auto logits = router(mx::astype(x, mx::float32));
+  auto scores = mx::sigmoid(mx::astype(logits, mx::float32));
+  auto choice = mx::add(scores, mx::astype(*score_bias, mx::float32));
+  const int E = static_cast<int>(choice.shape(-1));
+  if (topk_group < n_group) {
+    auto shape = choice.shape();
+    shape.back() = n_group;
+    shape.push_back(E / n_group);
+    auto grouped = mx::reshape(choice, shape);
+    auto group_scores = mx::sum(mx::topk(grouped, 2, -1), -1);  // [..., n_group]
+    auto keep =
+        mx::put_along_axis(mx::zeros_like(group_scores), top_indices(group_scores, topk_group), mx::array(1.0f), -1);
+    auto masked = mx::where(mx::expand_dims(mx::greater(keep, mx::array(0.0f)), -1), grouped,
+                            mx::array(-std::numeric_limits<float>::infinity()));
+    choice = mx::reshape(masked, scores.shape());
+  }
+  auto indices = top_indices(choice, top_k);
+  auto weights = mx::take_along_axis(scores, indices, -1);
+  if (renormalize) weights = mx::divide(weights, mx::add(mx::sum(weights, -1, true), mx::array(1e-20f)));
+  return {indices, mx::multiply(weights, mx::array(routed_scaling))};
+}
+
+mx::array SparseMoe::operator()(const mx::array& x) const {
+  // The router's weights cast to the activations' dtype; the chosen experts' outputs summed with them.
+  auto [indices, routed] = route(x);
+  auto weights = mx::astype(routed, x.dtype());
   auto xe = mx::expand_dims(x, {-2, -3});  // [..., 1, 1, hidden]
   auto h = clamped_swiglu ? gpt_oss_glu(gate_proj(xe, indices), up_proj(xe, indices), *clamped_swiglu)
                           : gated_activation(act, gate_proj(xe, indices), up_proj(xe, indices));

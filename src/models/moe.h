@@ -42,6 +42,10 @@ struct MoeOptions {
   // gpt_oss: mlp.router with a bias; experts with biases (stacked at load by gpt_oss_model_names, from
   // transformers' gate_up_proj or the MXFP4 blocks); the clamped SwiGLU of swiglu_alpha / swiglu_limit.
   bool gpt_oss = false;
+  // The always-on expert's module: qwen2_moe's shared_expert behind a sigmoid gate (shared_expert_gate);
+  // glm4_moe's shared_experts, ungated.
+  const char* shared_expert = "shared_expert";
+  bool shared_expert_gate = true;
 };
 
 // The reverse of stack_experts (HF's per-expert tensors, for writing checkpoints transformers reads):
@@ -58,12 +62,20 @@ struct SparseMoe {
   std::optional<SwiGLU> shared_expert;                    // qwen2_moe
   std::optional<Linear> shared_expert_gate;               // sigmoid gate on the shared expert, [1, hidden]
   std::optional<std::pair<float, float>> clamped_swiglu;  // gpt_oss: (alpha, limit)
+  // glm4_moe's sigmoid routing (ModelConfig::sigmoid_routing): the router's e_score_correction_bias [experts].
+  std::optional<mx::array> score_bias;
+  int n_group = 1, topk_group = 1;
+  float routed_scaling = 1.0f;
   // Tensor parallelism: each expert (and the shared one) holds this rank's share of its features; the
   // block's output is summed over the group once.
   std::optional<mx::distributed::Group> reduce;
   // `prefix`: the block's feed-forward module (model.layers.N.mlp or .block_sparse_moe).
   static SparseMoe load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, const MoeOptions& o);
   mx::array operator()(const mx::array& x) const;
+
+ private:
+  // (expert indices [..., top_k], their weights in float32) for each token of x.
+  std::pair<mx::array, mx::array> route(const mx::array& x) const;
 };
 
 // Replaces HF's per-expert tensors (`prefix.experts.E.<proj>.<suffix>`) by one stacked tensor per

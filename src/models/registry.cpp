@@ -101,7 +101,8 @@ WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, 
   if (model_type == "gpt_oss") return gpt_oss_checkpoint_names(std::move(weights), layout);
   // transformers' MoE checkpoints hold one tensor per expert (mlx-lm's, like mlxgp, the stacked switch_mlp).
   if (layout == CheckpointLayout::Hf &&
-      (model_type == "mixtral" || model_type == "qwen2_moe" || model_type == "qwen3_moe" || model_type == "olmoe"))
+      (model_type == "mixtral" || model_type == "qwen2_moe" || model_type == "qwen3_moe" || model_type == "olmoe" ||
+       model_type == "glm4_moe"))
     layers::unstack_experts(weights, model_type == "mixtral");
   return weights;
 }

@@ -55,8 +55,11 @@ std::optional<Role> role_of(const std::string& module, const ModelConfig& c, con
   if (is(".self_attn.k_norm") && norm_heads == c.num_key_value_heads) return Role{K::Rows, {p.kv_heads}};
   if (is(".switch_mlp.gate_proj") || is(".switch_mlp.up_proj")) return Role{K::Rows, {p.moe_inter}};
   if (is(".switch_mlp.down_proj")) return Role{K::Cols, {p.moe_inter}, I_moe};
-  if (is(".shared_expert.gate_proj") || is(".shared_expert.up_proj")) return Role{K::Rows, {p.shared_inter}};
-  if (is(".shared_expert.down_proj")) return Role{K::Cols, {p.shared_inter}, c.shared_expert_intermediate_size};
+  if (is(".shared_expert.gate_proj") || is(".shared_expert.up_proj") || is(".shared_experts.gate_proj") ||
+      is(".shared_experts.up_proj"))
+    return Role{K::Rows, {p.shared_inter}};
+  if (is(".shared_expert.down_proj") || is(".shared_experts.down_proj"))
+    return Role{K::Cols, {p.shared_inter}, c.shared_expert_intermediate_size};
   if (is(".mlp.gate_proj") || is(".mlp.up_proj") || is(".mlp.c_fc") || is(".mlp.fc1")) return Role{K::Rows, {p.inter}};
   if (is(".mlp.gate_up_proj")) return Role{K::Rows, {p.inter, {I + p.inter.begin, I + p.inter.end}}};
   if (is(".mlp.down_proj") || is(".mlp.c_proj") || is(".mlp.fc2")) return Role{K::Cols, {p.inter}, I};
@@ -141,7 +144,9 @@ Plan make_plan(const ModelConfig& c, const WeightMap& w, int rank, int size, boo
   const int I_moe = mixtral_names ? c.intermediate_size : c.moe_intermediate_size;
   if (c.num_experts > 0) {
     p.moe_inter = features(I_moe, ".switch_mlp.down_proj", "experts' MLP");
-    p.shared_inter = features(c.shared_expert_intermediate_size, ".shared_expert.down_proj", "shared expert");
+    p.shared_inter =
+        features(c.shared_expert_intermediate_size,
+                 c.sigmoid_routing ? ".shared_experts.down_proj" : ".shared_expert.down_proj", "shared expert");
   }
   if (!(mixtral_names && c.num_experts > 0)) {
     int g = 1;  // dense layers' down_proj (or starcoder2's c_proj)

@@ -21,15 +21,20 @@ namespace {
 
 std::vector<std::string> default_trainable(Model& model) {
   auto lora = lora_parameter_names(model);
-  if (!lora.empty()) return lora;
-  std::vector<std::string> names;
-  for (auto& [name, w] : model.parameters())
-    if (mx::issubdtype(w.dtype(), mx::floating)) names.push_back(name);
-  std::sort(names.begin(), names.end());
-  return names;
+  return lora.empty() ? full_trainable(model) : lora;
 }
 
 }  // namespace
+
+bool is_buffer(const std::string& name) { return name.ends_with(".e_score_correction_bias"); }
+
+std::vector<std::string> full_trainable(Model& model) {
+  std::vector<std::string> names;
+  for (auto& [name, w] : model.parameters())
+    if (mx::issubdtype(w.dtype(), mx::floating) && !is_buffer(name)) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  return names;
+}
 
 TrainStepResult train_step(Model& model, const Batch& batch, TrainState& state, const TrainingConfig& config,
                            const std::vector<std::shared_ptr<Hook>>& hooks, std::optional<int> pad_id) {

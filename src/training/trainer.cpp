@@ -93,6 +93,8 @@ Trainer::Trainer(Model& model, std::vector<std::string> trainable, std::unique_p
     if (auto it = model_.parameters().find(n); it != model_.parameters().end()) p = it->second;
     else if (model_.extra_params().has(n)) p = model_.extra_params().get(n);
     else fail("train", "no parameter '" + n + "' to train");
+    if (is_buffer(n))
+      fail("train", "'" + n + "' is a buffer transformers does not train; leave it out of the trainable set");
     if (!mx::issubdtype(p->dtype(), mx::floating))
       fail("train", "parameter '" + n + "' is quantized or not floating point and cannot be trained (use LoRA)");
     // A quantized layer's scales and biases are floating point, but its packed weight has no gradient.

@@ -78,16 +78,16 @@ TEST(KVCache, RejectsMismatchedShapes) {
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(types, (std::vector<std::string>{
-                       "cohere",   "cohere2",   "gemma",   "gemma2",    "gemma3",  "gemma3_text", "glm",
-                       "glm4",     "gpt2",      "gpt_oss", "granite",   "llama",   "ministral3",  "mistral",
-                       "mistral3", "mixtral",   "olmo2",   "olmo3",     "olmoe",   "phi",         "phi3",
-                       "qwen2",    "qwen2_moe", "qwen3",   "qwen3_moe", "smollm3", "starcoder2"}));
+  EXPECT_EQ(types, (std::vector<std::string>{"cohere", "cohere2",    "gemma",    "gemma2",    "gemma3",  "gemma3_text",
+                                             "glm",    "glm4",       "glm4_moe", "gpt2",      "gpt_oss", "granite",
+                                             "llama",  "ministral3", "mistral",  "mistral3",  "mixtral", "olmo2",
+                                             "olmo3",  "olmoe",      "phi",      "phi3",      "qwen2",   "qwen2_moe",
+                                             "qwen3",  "qwen3_moe",  "smollm3",  "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
   EXPECT_EQ(
       error_of([&] { create_model(c, tiny_weights()); }),
       "[model] unknown model_type 'gpt_bigcode' (supported: cohere, cohere2, gemma, gemma2, gemma3, gemma3_text, glm, "
-      "glm4, gpt2, "
+      "glm4, glm4_moe, gpt2, "
       "gpt_oss, granite, llama, ministral3, mistral, mistral3, mixtral, olmo2, olmo3, olmoe, phi, phi3, qwen2, "
       "qwen2_moe, qwen3, qwen3_moe, smollm3, starcoder2)");
 }
@@ -372,17 +372,57 @@ TEST(Config, GlmAndOlmoeClassDefaults) {
   EXPECT_THROW(parse_model_config(tiny_config_json("olmoe", R"(, "clip_qkv": 8.0)")), Error);
 }
 
+TEST(Config, Glm4MoeRoutingFieldsAndDefaults) {
+  // Glm4MoeConfig: 128 routed experts top-8 of width 1408, one shared expert, the first layer dense, sigmoid
+  // routing with one group, renormalised; RoPE on half of each head; attention_bias (false) on q / k / v only.
+  auto c = parse_model_config(tiny_config_json("glm4_moe", R"(, "num_hidden_layers": 3, "first_k_dense_replace": 2)"));
+  EXPECT_EQ(c.num_experts, 128);
+  EXPECT_EQ(c.num_experts_per_tok, 8);
+  EXPECT_EQ(c.moe_intermediate_size, 1408);
+  EXPECT_EQ(c.shared_expert_intermediate_size, 1408);
+  EXPECT_EQ(c.mlp_only_layers, (std::vector<int>{0, 1}));
+  EXPECT_TRUE(c.sigmoid_routing);
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(c.n_group, 1);
+  EXPECT_FLOAT_EQ(c.routed_scaling_factor, 1.0f);
+  EXPECT_FLOAT_EQ(c.partial_rotary_factor, 0.5f);
+  EXPECT_FALSE(c.qkv_bias.value_or(true));
+  EXPECT_FALSE(c.use_qk_norm);
+  auto r = parse_model_config(tiny_config_json("glm4_moe", R"(, "n_routed_experts": 8, "num_experts_per_tok": 2,
+      "n_group": 4, "topk_group": 2, "routed_scaling_factor": 2.5, "n_shared_experts": 2, "moe_intermediate_size": 16,
+      "use_qk_norm": true, "output_router_logits": true)"));
+  EXPECT_EQ(r.n_group, 4);
+  EXPECT_EQ(r.topk_group, 2);
+  EXPECT_FLOAT_EQ(r.routed_scaling_factor, 2.5f);
+  EXPECT_EQ(r.shared_expert_intermediate_size, 32);
+  EXPECT_TRUE(r.use_qk_norm);
+  EXPECT_FALSE(r.output_router_logits);  // Glm4MoeForCausalLM adds no balancing loss
+  auto error = [](const char* extra) {
+    return error_of([&] {
+      parse_model_config(tiny_config_json("glm4_moe", std::string(R"(, "n_routed_experts": 8,
+        "num_experts_per_tok": 2)") + extra));
+    });
+  };
+  EXPECT_EQ(error(R"(, "n_group": 3)"), "[config] n_group must be >= 1 and divide the 8 routed experts");
+  EXPECT_EQ(error(R"(, "n_group": 2, "topk_group": 3)"), "[config] topk_group must be in [1, n_group]");
+  EXPECT_EQ(error(R"(, "n_group": 8)"),
+            "[config] n_group leaves fewer than 2 experts a group (groups are scored by their two best)");
+  EXPECT_EQ(error(R"(, "num_experts_per_tok": 4, "n_group": 4, "topk_group": 1)"),
+            "[config] topk_group groups hold fewer experts than num_experts_per_tok");
+  EXPECT_EQ(error(R"(, "routed_scaling_factor": 0)"), "[config] routed_scaling_factor must be a finite number > 0");
+}
+
 TEST(Config, CohereLayerNormsLogitScaleAndRopeOnSlidingLayers) {
   // CohereConfig: layer_norm_eps (not rms_norm_eps), logits x 0.0625, use_qk_norm; Cohere2Config: head_dim is
   // hidden / heads whatever the file says, every 4th layer global and without RoPE.
   auto c = parse_model_config(tiny_config_json("cohere", R"(, "layer_norm_eps": 1e-3, "use_qk_norm": true)"));
   EXPECT_FLOAT_EQ(c.rms_norm_eps, 1e-3f);
   EXPECT_FLOAT_EQ(c.logit_scale.value_or(0), 0.0625f);
-  EXPECT_TRUE(c.qk_layer_norm);
+  EXPECT_TRUE(c.use_qk_norm);
   EXPECT_TRUE(c.rope_layers.empty());
   auto c2 = parse_model_config(tiny_config_json("cohere2", R"(, "num_hidden_layers": 4, "head_dim": 64)"));
   EXPECT_EQ(c2.head_dim, 8);
-  EXPECT_FALSE(c2.qk_layer_norm);
+  EXPECT_FALSE(c2.use_qk_norm);
   EXPECT_EQ(c2.sliding_window.value_or(0), 4096);
   EXPECT_EQ(c2.sliding_layers, (std::vector<bool>{true, true, true, false}));
   EXPECT_EQ(c2.rope_layers, (std::vector<bool>{true, true, true, false}));

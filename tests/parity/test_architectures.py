@@ -72,12 +72,35 @@ def _assert_every_expert_routed(model, ids):
 
     cfg = model.config
     n_experts = getattr(cfg, "num_local_experts", None) or cfg.num_experts
+    if cfg.model_type == "glm4_moe":
+        _assert_glm4_moe_routing(model, ids, n_experts)
+        return
     with torch.no_grad():
         r = model(torch.tensor([ids]), output_router_logits=True)
     assert r.router_logits, "no MoE layer reported routing"
     for layer, logits in enumerate(r.router_logits):
         chosen = set(logits.topk(cfg.num_experts_per_tok, dim=-1).indices.flatten().tolist())
         assert chosen == set(range(n_experts)), (layer, sorted(chosen))
+
+
+def _assert_glm4_moe_routing(model, ids, n_experts):
+    """glm4_moe's routers (sigmoid scores, correction bias, group choice): every expert gets some token, and the
+    bias and the group choice change the choice of some token (top-k of the plain scores would differ)."""
+    import torch
+
+    seen = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(out))
+             for m in model.modules() if type(m).__name__ == "Glm4MoeTopkRouter"]
+    with torch.no_grad():
+        model(torch.tensor([ids]))
+    for h in hooks:
+        h.remove()
+    assert seen, "no MoE layer routed"
+    k = model.config.num_experts_per_tok
+    for layer, (logits, _, indices) in enumerate(seen):
+        assert set(indices.flatten().tolist()) == set(range(n_experts)), layer
+        plain = logits.sigmoid().topk(k, dim=-1).indices.sort(-1).values
+        assert not torch.equal(plain, indices.sort(-1).values), f"layer {layer}: bias and groups change nothing"
 
 
 @pytest.mark.parametrize("arch", tiny_models.MORE_ARCHS)
@@ -394,7 +417,7 @@ def test_gpt2_sharded_half_precision_folder(dtype, tiny, run_mlxgp, tmp_path):
     assert diff_half <= (5e-2 if dtype == "bfloat16" else 1e-2)
 
 
-@pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe", "gpt_oss"])
+@pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe", "gpt_oss", "glm4_moe"])
 def test_moe_in_bfloat16_on_the_cpu(arch, tiny, run_mlxgp, tmp_path):
     """MLX's CPU gather_mm takes float32 alone: the stacked experts of a bf16 folder multiply in float32 and
     round once; the logits stay close to transformers' bf16 forward (once a raw [GatherMM::eval] error)."""
@@ -444,8 +467,8 @@ def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
 
 
 # qwen3_moe: stacked experts and mlx-lm's 8-bit g64 routers; mixtral: stacked experts; granite: mlx-lm's
-# 8-bit g64 o_proj / down_proj / lm_head.
-@pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "granite"])
+# 8-bit g64 o_proj / down_proj / lm_head; glm4_moe: its router (mlx-lm's MoEGate, no Linear) left unquantized.
+@pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "granite", "glm4_moe"])
 def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, run_mlxgp, tmp_path):
     """`mlxgp convert --quantize` (4-bit g32) writes what mlx_lm.convert writes from the same HF folder: the same
     tensors (names, dtypes, shapes, values: 3-D stacked experts quantized too, the model class's
@@ -474,7 +497,8 @@ def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, r
     assert any(v.ndim == 3 and v.dtype == mx.uint32 for v in want.values()) == (arch != "granite")
     q_want, q_got = (json.loads((d / "config.json").read_text())["quantization"] for d in (ref_dir, got_dir))
     assert q_got == q_want
-    assert (len(q_want) > 3) == (arch != "mixtral")  # per-module entries beside group_size / bits / mode
+    # per-module entries beside group_size / bits / mode
+    assert (len(q_want) > 3) == (arch not in ("mixtral", "glm4_moe"))
 
     ref_model, _ = load_model(got_dir)
     ids = _ids(30, 512, seed=4)

@@ -23,7 +23,7 @@ LR_ADAMW = 1e-4
 def tiny(tmp_path_factory):
     return {arch: tiny_models.make_tiny_model(arch, tmp_path_factory.mktemp(f"train_{arch}"))
             for arch in ("llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe",
-                         "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi")}
+                         "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi", "glm4_moe")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -102,9 +102,11 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
 # router's bias and the experts' biases through the clamped SwiGLU; glm4: interleaved partial RoPE, q/k/v biases,
 # its four norms; olmoe: whole-projection q/k norms before unnormalised top-k experts; cohere: bias-free LayerNorms
 # (per head on q and k), attention and MLP in parallel, the logit scale; phi: LayerNorms with biases in parallel
-# blocks, partial RoPE, dense / fc1 / fc2 and the head's bias.
+# blocks, partial RoPE, dense / fc1 / fc2 and the head's bias; glm4_moe: sigmoid-routed experts (the router's
+# e_score_correction_bias is a buffer: neither side trains it) beside an ungated shared expert.
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe",
-                                  "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi"])
+                                  "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi",
+                                  "glm4_moe"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)

@@ -11,11 +11,11 @@ ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", "olmo2", "smollm3",
               "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled", "qwen3-yarn", "llama-yarn",
               "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4",
-              "cohere", "cohere2", "phi")
+              "cohere", "cohere2", "phi", "glm4_moe")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3")
-MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe")
+MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -138,6 +138,14 @@ def tiny_config(arch: str):
         cls = transformers.GlmConfig if arch == "glm" else transformers.Glm4Config
         return cls(**_COMMON, head_dim=128, pad_token_id=0,
                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25})
+    if arch == "glm4_moe":
+        # GLM-4.5's layout: a dense first layer, then 8 experts top-2 in 2 groups of which 1 is kept (so the group
+        # choice bites), sigmoid scores biased by a random e_score_correction_bias (make_model_from_config), a
+        # routed_scaling_factor, an ungated shared expert, per-head q/k norms and q/k/v biases.
+        return transformers.Glm4MoeConfig(**_COMMON, head_dim=16, n_routed_experts=8, num_experts_per_tok=2,
+                                          moe_intermediate_size=32, n_group=2, topk_group=1, first_k_dense_replace=1,
+                                          routed_scaling_factor=2.5, use_qk_norm=True, attention_bias=True,
+                                          pad_token_id=0)
     if arch == "phi":
         # PhiConfig: RoPE on the first 40% of each head (rotary dims 6 of 16), gelu_new, biases and a head bias.
         return transformers.PhiConfig(**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"}, layer_norm_eps=1e-5,
@@ -269,6 +277,10 @@ def make_model_from_config(cfg, out_dir, seed: int = 0):
                 p.uniform_(0.5, 1.5)  # non-trivial norm weights catch a skipped or misplaced norm
             else:
                 p.normal_(0.0, 0.05)  # biases (qwen2 q/k/v)
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                # glm4_moe: a routing bias that changes which experts are chosen, yet leaves each one some tokens
+                b.normal_(0.0, 0.15, generator=torch.Generator().manual_seed(5))
     model.eval()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

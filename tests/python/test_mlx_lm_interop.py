@@ -92,7 +92,7 @@ def more_archs(tmp_path_factory):
 @pytest.mark.parametrize("arch", ARCHS + ("gemma", "gemma2", "gemma3_text", "phi3", "granite", "olmo2", "smollm3",
                                           "mixtral", "qwen3_moe", "starcoder2", "gemma3", "mistral3",
                                           "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4", "cohere",
-                                          "cohere2", "phi"))
+                                          "cohere2", "phi", "glm4_moe"))
 def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     folder = tiny_archs[arch] if arch in tiny_archs else more_archs(arch)
     model = mlx_lm_model(folder)

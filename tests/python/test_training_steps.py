@@ -82,3 +82,25 @@ def test_mlx_optimizer_update_to_non_finite_weights_is_undone(mgp, tiny_llama):
     r = mgp.train_step(model, batch, opt)
     assert math.isfinite(r["loss"]) and int(opt.state["step"]) == 2
     assert all(mx.all(mx.isfinite(v)).item() for v in model.parameters().values())
+
+
+def test_glm4_moe_routing_bias_is_a_buffer_never_trained(mgp, tmp_path):
+    """transformers keeps glm4_moe's e_score_correction_bias as a buffer: the default (full) trainable set leaves it
+    out, so an AdamW step with weight decay moves the router and leaves the bias as loaded; naming it is refused."""
+    import sys
+    from pathlib import Path
+
+    import mlx.core as mx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "parity"))
+    import tiny_models
+
+    _, folder = tiny_models.make_tiny_model("glm4_moe", tmp_path / "glm4_moe")
+    model, _ = mgp.load(str(folder), dtype="float32")
+    name, router = "model.layers.1.mlp.gate.e_score_correction_bias", "model.layers.1.mlp.gate.weight"
+    bias, weight = (np.array(model.parameters()[n]) for n in (name, router))
+    mgp.train_step(model, mx.array(IDS), mgp.AdamW(learning_rate=1e-2, weight_decay=0.1))
+    assert np.array_equal(np.array(model.parameters()[name]), bias)
+    assert not np.array_equal(np.array(model.parameters()[router]), weight)
+    with pytest.raises(ValueError, match=r"^\[train\] 'model.layers.1.mlp.gate.e_score_correction_bias' is a buffer"):
+        mgp.train_step(model, mx.array(IDS), mgp.SGD(learning_rate=1e-3), mgp.TrainingConfig(trainable=[name]))
