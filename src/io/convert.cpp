@@ -25,6 +25,7 @@
 #include "mlxgp/paths.h"
 #include "mlxgp/loader.h"
 #include "mlxgp/model_config.h"
+#include "models/model_names.h"
 
 namespace mlxgp {
 
@@ -137,10 +138,7 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
   std::map<std::string, std::pair<int, int>> own;  // modules with parameters of their own, in name order
   std::vector<std::string> fine;                   // the others quantized, recorded too under a source_q
   for (auto& [name, w] : params) {
-    // glm4_moe's router (mlx-lm's MoEGate) is no Linear: mlx-lm's quantize_model leaves it as it is.
-    const bool router = name.ends_with(".mlp.gate.weight") &&
-                        params.count(name.substr(0, name.size() - 7) + ".e_score_correction_bias");
-    if (!options.quantize || router || !quantizable(name, w, q_group)) {
+    if (!options.quantize || is_sigmoid_router_tensor(params, name) || !quantizable(name, w, q_group)) {
       out.insert_or_assign(name, w);
       continue;
     }

@@ -38,14 +38,6 @@ namespace {
 
 bool is_float(mx::Dtype t) { return mx::issubdtype(t, mx::floating); }
 
-// glm4_moe's routing tensors, which transformers keeps in float32 whatever the model's dtype
-// (_keep_in_fp32_modules_strict: e_score_correction_bias and the router's gate.weight, sigmoid routing's).
-bool kept_float32(const WeightMap& w, const std::string& name) {
-  if (name.ends_with(".e_score_correction_bias")) return true;
-  return name.ends_with(".mlp.gate.weight") &&
-         w.count(name.substr(0, name.size() - std::string(".weight").size()) + ".e_score_correction_bias");
-}
-
 // Applies LoadOptions::dtype. With a dtype, quantized triples are dequantized to dense weights and
 // every float tensor is cast. Without one, quantized weights stay packed and float tensors (scales
 // included) take the dtype of the final norm, so the graph runs in a single dtype (GGUF stores
@@ -109,7 +101,7 @@ void apply_dtype(WeightMap& w, std::optional<mx::Dtype> dtype,
   // Scales/biases too: keeping GGUF's fp16 scales would halve their bytes, but measured on the
   // CPU kernel the per-group widening costs more than the bandwidth saved (LM head 2.4 vs 1.8 ms).
   for (auto& [k, v] : w)
-    if (is_float(v.dtype()) && v.dtype() != *target && !kept_float32(w, k)) v = mx::astype(v, *target);
+    if (is_float(v.dtype()) && v.dtype() != *target && !is_sigmoid_router_tensor(w, k)) v = mx::astype(v, *target);
 }
 
 WeightMap load_folder_weights(const fs::path& dir) {

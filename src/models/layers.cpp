@@ -731,7 +731,7 @@ SwiGLU::Act parse_activation(const std::string& name) {
 }
 
 SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind,
-                    const PlainNames& names) {
+                    const PlainMlpNames& names) {
   SwiGLU m;
   m.act = parse_activation(c.hidden_act);
   m.intermediate = c.intermediate_size;

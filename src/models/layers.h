@@ -230,16 +230,15 @@ struct PlainMlpNames {
 
 // down(act(gate(x)) * up(x)): SwiGLU (silu) or GeGLU (gelu, gelu_pytorch_tanh: gemma); phi3 fuses
 // gate and up into one gate_up_proj ([gate; up] rows); Plain is the ungated c_proj(act(c_fc(x)))
-// (starcoder2; up_proj holds c_fc, down_proj c_proj; phi names them fc1 / fc2: PlainNames).
+// (starcoder2; up_proj holds c_fc, down_proj c_proj; phi names them fc1 / fc2: PlainMlpNames).
 struct SwiGLU {
   Linear gate_proj, up_proj, down_proj;
   std::optional<Linear> gate_up_proj;
   enum class Act { Silu, Gelu, GeluTanh } act = Act::Silu;
   enum class Kind { Gated, GatedFused, Plain } kind = Kind::Gated;
   int intermediate = 0;
-  using PlainNames = PlainMlpNames;
   static SwiGLU load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind = Kind::Gated,
-                     const PlainNames& names = {});
+                     const PlainMlpNames& names = {});
   mx::array operator()(const mx::array& x, const PreNormResidual& around = {}) const;
 };
 

@@ -16,6 +16,11 @@ WeightMap to_model_names(const std::string& model_type, WeightMap weights);
 // The final norm's weight (model.norm.weight; phi's model.final_layernorm.weight), whose dtype is the activation
 // dtype; null when `w` has neither.
 const mlx::core::array* final_norm_weight(const WeightMap& w);
+
+// glm4_moe's routing tensors: each e_score_correction_bias and the router weight (mlp.gate.weight) beside one,
+// which transformers keeps in float32 whatever the model's dtype (_keep_in_fp32_modules_strict) and mlx-lm never
+// quantizes (its MoEGate is no Linear).
+bool is_sigmoid_router_tensor(const WeightMap& w, const std::string& name);
 // The same for config's model, a multimodal checkpoint's language model included (language_model_names).
 WeightMap to_model_names(const ModelConfig& config, WeightMap weights);
 

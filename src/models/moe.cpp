@@ -207,7 +207,7 @@ mx::array gpt_oss_glu(const mx::array& gate, const mx::array& up, std::pair<floa
 
 namespace {
 
-// The first k entries along the last axis of `a` after argpartition of -scores: the k largest, unordered.
+// The indices of the k largest `scores` along the last axis, unordered (no gradient flows through a choice).
 mx::array top_indices(const mx::array& scores, int k) {
   auto part = mx::argpartition(mx::negative(scores), k - 1, -1);
   auto end = part.shape();

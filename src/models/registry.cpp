@@ -90,6 +90,12 @@ const mx::array* final_norm_weight(const WeightMap& w) {
   return nullptr;
 }
 
+bool is_sigmoid_router_tensor(const WeightMap& w, const std::string& name) {
+  if (name.ends_with(".e_score_correction_bias")) return true;
+  const std::string router = ".mlp.gate.weight";
+  return name.ends_with(router) && w.count(name.substr(0, name.size() - 7) + ".e_score_correction_bias");
+}
+
 WeightMap to_model_names(const std::string& model_type, WeightMap weights) {
   if (model_type == "gpt2") return gpt2_model_names(std::move(weights));
   if (model_type == "gpt_oss") return gpt_oss_model_names(std::move(weights));
