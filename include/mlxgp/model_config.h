@@ -90,6 +90,8 @@ struct ModelConfig {
   // The config's use_qk_norm (cohere: a bias-free LayerNorm over head_dim on q and k with weights per head,
   // [heads, head_dim]; glm4_moe: RMSNorm over head_dim as qwen3's), read for those architectures.
   bool use_qk_norm = false;
+  // stablelm's use_parallel_residual: x + attention(n) + mlp(n) with the one input_layernorm.
+  bool parallel_residual = false;
   std::vector<bool> rope_layers;  // smollm3 no_rope_layers (1 = rotary); empty: every layer rotates
   // ministral3 (rope_parameters' llama_4_scaling_beta and original_max_position_embeddings): queries at position
   // p are multiplied by 1 + beta * log(1 + floor(p / positions)) after RoPE (transformers'

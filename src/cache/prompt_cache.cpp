@@ -115,8 +115,8 @@ uint64_t config_digest(const ModelConfig& c) {
   for (bool b : c.rope_layers) d << b;
   d << ' ' << c.scale_attn_weights << c.scale_attn_by_inverse_layer_idx;
   opt(c.qkv_bias);
-  d << ' ' << c.use_qk_norm << c.sigmoid_routing << ' ' << c.n_group << ' ' << c.topk_group << ' '
-    << c.routed_scaling_factor;
+  d << ' ' << c.use_qk_norm << c.parallel_residual << c.sigmoid_routing << ' ' << c.n_group << ' ' << c.topk_group
+    << ' ' << c.routed_scaling_factor;
   d << ' ' << c.num_experts << ' ' << c.num_experts_per_tok << ' ' << c.moe_intermediate_size << ' '
     << c.shared_expert_intermediate_size << ' ' << c.norm_topk_prob << ' ' << c.decoder_sparse_step;
   for (int l : c.mlp_only_layers) d << ' ' << l;

@@ -153,6 +153,7 @@ void gpt2_config(const std::string& p, const GgufMeta& meta, const std::unordere
                      ") differs from the rows of 'position_embd.weight' (" + std::to_string(rows) + ")");
   c.rope_layers.assign(c.num_hidden_layers, false);  // no RoPE anywhere
   c.attention_bias = tensors.count("blk.0.attn_qkv.bias") > 0;
+  c.qkv_bias = c.attention_bias;  // the fused attn_qkv's bias (the generic attn_q.bias test finds none)
   c.mlp_bias = tensors.count("blk.0.ffn_up.bias") > 0;
   // GPT2Config's defaults for what GGUF does not store: 1/sqrt(head_dim) scores, no per-layer scaling.
   c.scale_attn_weights = true;

@@ -191,6 +191,18 @@ std::vector<bool> layer_types_sliding(const json& types, int layers) {
   return out;
 }
 
+// EXAONE 4.0's own configs spell the pattern as letters ("LLLG": three local layers, then a global one), which
+// its original code and mlx-lm repeat over the layers; transformers' Exaone4Config reads an integer pattern only
+// (those configs carry layer_types, read first).
+std::vector<bool> exaone_pattern_sliding(const std::string& pattern, int layers) {
+  if (pattern.empty() || pattern.find_first_not_of("LG") != std::string::npos)
+    fail("config",
+         "sliding_window_pattern must be an integer or letters L (local) and G (global), got '" + pattern + "'");
+  std::vector<bool> out;
+  for (int i = 0; i < layers; ++i) out.push_back(pattern[i % pattern.size()] == 'L');
+  return out;
+}
+
 // Which layers attend within sliding_window, as each transformers 5 architecture decides.
 void parse_sliding_layers(const json& j, ModelConfig& c) {
   const auto& mt = c.model_type;
@@ -211,15 +223,18 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
   if (mt == "mistral" || mt == "ministral3" || mt == "phi3" || mt == "mixtral" || mt == "qwen3_moe" ||
       mt == "starcoder2") {
     c.sliding_layers.assign(n, true);  // these configs ignore layer_types: every layer slides
-  } else if (switched || mt == "gemma2" || mt == "gemma3_text" || mt == "gpt_oss" || mt == "olmo3" || mt == "cohere2") {
+  } else if (switched || mt == "gemma2" || mt == "gemma3_text" || mt == "gpt_oss" || mt == "olmo3" || mt == "cohere2" ||
+             mt == "exaone4") {
     if (has_types) {
       c.sliding_layers = layer_types_sliding(*types, n);
     } else if (mt == "gemma2" || mt == "gpt_oss") {  // Gemma2Config's and GptOssConfig's default: even layers slide
       for (int i = 0; i < n; ++i) c.sliding_layers.push_back(i % 2 == 0);
     } else if (mt == "olmo3") {  // Olmo3Config: every 4th layer is global
       for (int i = 0; i < n; ++i) c.sliding_layers.push_back((i + 1) % 4 != 0);
-    } else if (mt == "gemma3_text" || mt == "cohere2") {  // every sliding_window_pattern-th layer is global
-      const int pattern = get_int(j, "sliding_window_pattern", mt == "cohere2" ? 4 : 6);
+    } else if (mt == "exaone4" && j.contains("sliding_window_pattern") && j["sliding_window_pattern"].is_string()) {
+      c.sliding_layers = exaone_pattern_sliding(j["sliding_window_pattern"].get<std::string>(), n);
+    } else if (mt == "gemma3_text" || mt == "cohere2" || mt == "exaone4") {  // every pattern-th layer is global
+      const int pattern = get_int(j, "sliding_window_pattern", mt == "gemma3_text" ? 6 : 4);
       if (pattern < 1) fail("config", "sliding_window_pattern must be at least 1");
       for (int i = 0; i < n; ++i) c.sliding_layers.push_back((i + 1) % pattern != 0);
     } else if (mt == "smollm3") {
@@ -287,11 +302,17 @@ void parse_llama4_scaling(const json& j, ModelConfig& c) {
 // gemma3 writes it) and the older top-level `rope_theta` + `rope_scaling` (+ gemma3's rope_local_base_freq).
 void parse_rope_fields(const json& j, ModelConfig& c) {
   c.rope_theta = get_float(j, "rope_theta", c.rope_theta);
-  // Of the architectures here only Phi's, Phi-3's and GLM's code rotates part of each head (transformers 5.24:
-  // the llama family's default RoPE ignores the field), and only Gemma 3's config reads rope_local_base_freq.
+  // Of the architectures here only Phi's, Phi-3's, GLM's, StableLM's and GPT-NeoX's code rotates part of each head
+  // (transformers 5.24: the llama family's default RoPE ignores the field), and only Gemma 3's config reads
+  // rope_local_base_freq.
   const bool partial = c.model_type == "phi" || c.model_type == "phi3" || c.model_type == "glm" ||
-                       c.model_type == "glm4" || c.model_type == "glm4_moe";
+                       c.model_type == "glm4" || c.model_type == "glm4_moe" || c.model_type == "stablelm" ||
+                       c.model_type == "gpt_neox";
   if (partial) c.partial_rotary_factor = get_float(j, "partial_rotary_factor", c.partial_rotary_factor);
+  if (c.model_type == "gpt_neox") {  // GPTNeoXConfig's older spellings (its convert_rope_params_to_dict)
+    c.partial_rotary_factor = get_float(j, "rotary_pct", c.partial_rotary_factor);
+    c.rope_theta = get_float(j, "rotary_emb_base", c.rope_theta);
+  }
   if (auto it = j.find("rope_local_base_freq"); c.model_type == "gemma3_text" && it != j.end() && !it->is_null())
     c.sliding_rope_theta = get_float(j, "rope_local_base_freq", 10000.0f);
   if (auto it = j.find("rope_parameters"); it != j.end() && !it->is_null()) {
@@ -398,11 +419,18 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     c.logit_scale = get_float(j, "logit_scale", 0.0625f);
     c.use_qk_norm = t == "cohere" && get_bool(j, "use_qk_norm", false);
   }
-  if (t == "cohere2") {  // Cohere2Attention rotates only on its sliding-window layers (none without a window)
+  // Cohere2Attention rotates only on its sliding-window layers (none without a window); Exaone4Attention too when
+  // there is a window (its global layers are NoPE), and on every layer without one.
+  if (t == "cohere2" || (t == "exaone4" && c.sliding_window)) {
     c.rope_layers.assign(c.num_hidden_layers, false);
     for (size_t i = 0; i < c.sliding_layers.size() && i < c.rope_layers.size(); ++i)
       c.rope_layers[i] = c.sliding_layers[i];
   }
+  if (t == "stablelm") {  // StableLmConfig: per-head bias-free q/k LayerNorms, one norm for parallel blocks
+    c.use_qk_norm = get_bool(j, "qk_layernorm", false);
+    c.parallel_residual = get_bool(j, "use_parallel_residual", false);
+  }
+  if (t == "gpt_neox") c.parallel_residual = get_bool(j, "use_parallel_residual", true);  // GPTNeoXConfig
   for (auto [name, v] : {std::pair{"query_pre_attn_scalar", c.query_pre_attn_scalar},
                          {"attn_logit_softcapping", c.attn_logit_softcapping},
                          {"final_logit_softcapping", c.final_logit_softcapping},
@@ -598,15 +626,30 @@ ModelConfig parse_model_config(const std::string& json_text) {
     fail("config", "num_attention_heads must be a multiple of num_key_value_heads");
   c.rms_norm_eps = get_float(j, "rms_norm_eps", c.rms_norm_eps);
   c.rms_norm_eps = get_float(j, "norm_epsilon", c.rms_norm_eps);  // starcoder2's LayerNorm epsilon
-  // cohere's and phi's LayerNorms read layer_norm_eps (and not rms_norm_eps).
-  if (c.model_type == "cohere" || c.model_type == "cohere2" || c.model_type == "phi")
+  // cohere's, phi's, stablelm's and gpt_neox's LayerNorms read layer_norm_eps (and not rms_norm_eps).
+  if (c.model_type == "cohere" || c.model_type == "cohere2" || c.model_type == "phi" || c.model_type == "stablelm" ||
+      c.model_type == "gpt_neox")
     c.rms_norm_eps = get_float(j, "layer_norm_eps", c.rms_norm_eps);
   c.max_position_embeddings = get_int(j, "max_position_embeddings", c.max_position_embeddings);
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", c.tie_word_embeddings);
-  c.attention_bias = get_bool(j, "attention_bias", c.model_type == "gpt_oss" || c.attention_bias);
+  c.attention_bias = get_bool(j, "attention_bias", c.model_type == "gpt_oss" || c.model_type == "gpt_neox");
   c.mlp_bias = get_bool(j, "mlp_bias", c.mlp_bias);
   // starcoder2: use_bias (Starcoder2Config's default: true) puts a bias on every linear.
   if (c.model_type == "starcoder2") c.attention_bias = c.mlp_bias = get_bool(j, "use_bias", true);
+  // GPTNeoXConfig: attention_bias (default true) on query_key_value and dense; the MLP always has biases.
+  if (c.model_type == "gpt_neox") c.mlp_bias = true;
+  // Ernie4_5Config: use_bias (default false) on every linear.
+  if (c.model_type == "ernie4_5") c.attention_bias = c.mlp_bias = get_bool(j, "use_bias", false);
+  // StableLmConfig: use_qkv_bias on q / k / v only; its o_proj and MLP never have one.
+  if (c.model_type == "stablelm") {
+    c.qkv_bias = get_bool(j, "use_qkv_bias", false);
+    c.attention_bias = c.mlp_bias = false;
+  }
+  // SeedOssConfig: attention_bias (default true) on q / k / v, attention_out_bias (default false) on o_proj.
+  if (c.model_type == "seed_oss") {
+    c.qkv_bias = get_bool(j, "attention_bias", true);
+    c.attention_bias = get_bool(j, "attention_out_bias", false);
+  }
   // PhiConfig: every projection has a bias (no switch).
   if (c.model_type == "phi") c.attention_bias = c.mlp_bias = true;
   // GlmConfig / Glm4Config (default true) / Glm4MoeConfig (false): attention_bias puts biases on q / k / v only,

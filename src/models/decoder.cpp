@@ -243,10 +243,11 @@ mx::array DecoderModel::block(const Block& b, const mx::array& x, KVCache& cache
     if (b.moe) return mx::add(h, (*b.moe)((*b.post_attention_norm)(h)));
     return (*b.mlp)(h, {&*b.post_attention_norm, &h});
   }
-  if (norms == Norms::Parallel) {  // transformers' cohere: residual + attention + mlp, in that order
+  if (norms == Norms::Parallel || norms == Norms::ParallelTwo) {  // transformers' cohere: residual + attention + mlp
     auto n = (*b.input_norm)(x);
     auto a = b.attention(n, cache, mask);
-    return residual(residual(x, a), b.moe ? (*b.moe)(n) : (*b.mlp)(n));
+    const auto m = norms == Norms::ParallelTwo ? (*b.post_attention_norm)(x) : n;  // gpt_neox: its own norm of x
+    return residual(residual(x, a), b.moe ? (*b.moe)(m) : (*b.mlp)(m));
   }
   auto a = b.attention(b.input_norm ? (*b.input_norm)(x) : x, cache, mask);
   if (norms != Norms::Pre) a = (*b.post_attention_norm)(a);

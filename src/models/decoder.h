@@ -20,8 +20,9 @@ struct DecoderOptions {
   // Where each block's norms sit. Pre (llama): input_layernorm before attention, post_attention_layernorm
   // before the MLP. Sandwich (gemma2/3): also on each sub-layer's output (post_attention_layernorm,
   // pre_feedforward_layernorm, post_feedforward_layernorm). Post (olmo2): only on the outputs. Parallel
-  // (cohere): one input_layernorm that attention and MLP both read, x + attention(n) + mlp(n).
-  enum class Norms { Pre, Sandwich, Post, Parallel } norms = Norms::Pre;
+  // (cohere): one input_layernorm that attention and MLP both read, x + attention(n) + mlp(n). ParallelTwo
+  // (gpt_neox): x + attention(input_layernorm(x)) + mlp(post_attention_layernorm(x)).
+  enum class Norms { Pre, Sandwich, Post, Parallel, ParallelTwo } norms = Norms::Pre;
   // The checkpoint's names of those norms, in that order (glm4 spells its sandwich post_self_attn_layernorm,
   // post_attention_layernorm, post_mlp_layernorm).
   struct NormNames {
@@ -100,7 +101,7 @@ class DecoderModel : public Model {
 };
 
 // Called by the registry on first use (explicit, so a static library cannot drop them).
-void register_llama();
+void register_llama();  // llama, seed_oss
 void register_mistral();
 void register_qwen2();
 void register_qwen3();
@@ -116,5 +117,9 @@ void register_gpt_oss();
 void register_glm();     // glm, glm4, glm4_moe
 void register_cohere();  // cohere, cohere2
 void register_phi();
+void register_stablelm();
+void register_exaone4();
+void register_ernie();  // ernie4_5
+void register_gpt_neox();
 
 }  // namespace mlxgp

@@ -458,10 +458,16 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   if (!c.scale_attn_weights) a.scale = 1.0f;  // gpt2: raw q.k scores
   if (c.scale_attn_by_inverse_layer_idx) a.scale /= static_cast<float>(layer + 1);
   a.softcap = c.attn_logit_softcapping;
-  const bool bias = o.qkv_bias || c.attention_bias || c.qkv_bias.value_or(false);
+  // q/k/v biases: the architecture's (qwen2), else the config's own switch for them (qwen2_moe, glm, seed_oss,
+  // stablelm, GGUF), else attention_bias (with o_proj's).
+  const bool bias = o.qkv_bias || c.qkv_bias.value_or(c.attention_bias);
   const int q_out = a.n_heads * a.head_dim, kv_out = a.n_kv_heads * a.head_dim;
   if (o.fused_qkv) {
     a.qkv_proj = Linear::load(w, prefix + ".qkv_proj", c.hidden_size, q_out + 2 * kv_out, bias);
+  } else if (o.fused_qkv_per_head) {
+    if (a.n_kv_heads != a.n_heads) fail("model", "query_key_value holds as many k / v heads as q heads");
+    a.qkv_proj = Linear::load(w, prefix + ".query_key_value", c.hidden_size, 3 * q_out, bias);
+    a.qkv_per_head = true;
   } else {
     a.q_proj = Linear::load(w, prefix + ".q_proj", c.hidden_size, q_out, bias);
     a.k_proj = Linear::load(w, prefix + ".k_proj", c.hidden_size, kv_out, bias);
@@ -666,7 +672,16 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
   };
   std::optional<mx::array> xq, xk, xv;
   bool rotated = false;
-  if (qkv_proj) {  // phi3: [q; k; v] rows of one projection
+  if (qkv_proj && qkv_per_head) {  // gpt_neox: [q; k; v] of each head in turn
+    auto y = mx::reshape((*qkv_proj)(pre_norm(x, around)), {B, T, n_heads, 3 * head_dim});
+    auto part = [&](int i) {
+      return mx::reshape(mx::slice(y, {0, 0, 0, i * head_dim}, {B, T, n_heads, (i + 1) * head_dim}),
+                         {B, T, n_heads * head_dim});
+    };
+    xq = part(0);
+    xk = part(1);
+    xv = part(2);
+  } else if (qkv_proj) {  // phi3: [q; k; v] rows of one projection
     auto y = (*qkv_proj)(pre_norm(x, around));
     const int qo = n_heads * head_dim, ko = n_kv_heads * head_dim;
     xq = mx::slice(y, {0, 0, 0}, {B, T, qo});

@@ -184,11 +184,13 @@ struct Rope {
 };
 
 struct AttentionOptions {
-  bool qkv_bias = false;          // qwen2
-  bool qk_norm = false;           // qwen3: RMSNorm over head_dim on q and k before RoPE
-  bool qk_norm_full = false;      // olmo2: RMSNorm over the whole q / k projection, before the head split
-  bool norm_plus_one = false;     // gemma3: the q/k norms scale by (1 + w)
-  bool fused_qkv = false;         // phi3: one qkv_proj, split into q, k, v
+  bool qkv_bias = false;       // qwen2
+  bool qk_norm = false;        // qwen3: RMSNorm over head_dim on q and k before RoPE
+  bool qk_norm_full = false;   // olmo2: RMSNorm over the whole q / k projection, before the head split
+  bool norm_plus_one = false;  // gemma3: the q/k norms scale by (1 + w)
+  bool fused_qkv = false;      // phi3: one qkv_proj, split into q, k, v
+  // gpt_neox: one query_key_value whose rows hold each head's [q; k; v] in turn ([heads, 3, head_dim]).
+  bool fused_qkv_per_head = false;
   bool sinks = false;             // gpt_oss: a learned logit per head joins each softmax and is dropped after
   bool rope_traditional = false;  // glm, cohere: interleaved rotary pairs (Rope::traditional)
   const char* o_proj = "o_proj";  // the output projection's name (phi: dense)
@@ -198,6 +200,7 @@ struct AttentionOptions {
 struct Attention {
   Linear q_proj, k_proj, v_proj, o_proj;
   std::optional<Linear> qkv_proj;  // fused (phi3); q/k/v_proj unused then
+  bool qkv_per_head = false;       // qkv_proj's rows per head (gpt_neox's query_key_value)
   std::optional<RMSNorm> q_norm, k_norm;
   bool full_qk_norm = false;
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;

@@ -13,8 +13,8 @@ namespace mlxgp {
 
 WeightMap to_model_names(const std::string& model_type, WeightMap weights);
 
-// The final norm's weight (model.norm.weight; phi's model.final_layernorm.weight), whose dtype is the activation
-// dtype; null when `w` has neither.
+// The final norm's weight (model.norm.weight; phi's model.final_layernorm.weight, gpt_neox's
+// model.final_layer_norm.weight), whose dtype is the activation dtype; null when `w` has none of them.
 const mlx::core::array* final_norm_weight(const WeightMap& w);
 
 // glm4_moe's routing tensors: each e_score_correction_bias and the router weight (mlp.gate.weight) beside one,
@@ -35,6 +35,18 @@ WeightMap language_model_checkpoint_names(WeightMap weights);
 WeightMap gpt2_model_names(WeightMap weights);
 // The reverse (mlxgp/checkpoint_names.h).
 WeightMap gpt2_checkpoint_names(WeightMap weights, CheckpointLayout layout);
+
+// stablelm: each head's q / k LayerNorm (self_attn.q_layernorm.norms.<h>.weight) stacked as the decoder's
+// self_attn.q_norm.weight [heads, head_dim]; a missing head is a [model] error.
+WeightMap stablelm_model_names(WeightMap weights);
+// The reverse (both layouts name them alike).
+WeightMap stablelm_checkpoint_names(WeightMap weights);
+
+// gpt_neox: transformers' gpt_neox.* (embed_in, layers.N.attention.*, final_layer_norm; the head embed_out, or
+// lm_head) or mlx-lm's model.* (layers model.h.N, head model.embed_out), buffers dropped.
+WeightMap gpt_neox_model_names(WeightMap weights);
+// The reverse.
+WeightMap gpt_neox_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 
 // gpt_oss: the experts' transformers tensors (gate_up_proj [E, hidden, 2I] interleaved, down_proj; or the
 // original checkpoint's MXFP4 *_blocks / *_scales) and mlx-lm's experts.<proj> as stacked switch_mlp

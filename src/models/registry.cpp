@@ -43,6 +43,10 @@ void ensure_builtins() {
     register_glm();
     register_cohere();
     register_phi();
+    register_stablelm();
+    register_exaone4();
+    register_ernie();
+    register_gpt_neox();
   });
 }
 
@@ -85,7 +89,7 @@ WeightMap to_checkpoint_names(const ModelConfig& config, WeightMap weights, Chec
 }
 
 const mx::array* final_norm_weight(const WeightMap& w) {
-  for (const char* name : {"model.norm.weight", "model.final_layernorm.weight"})
+  for (const char* name : {"model.norm.weight", "model.final_layernorm.weight", "model.final_layer_norm.weight"})
     if (auto it = w.find(name); it != w.end()) return &it->second;
   return nullptr;
 }
@@ -99,12 +103,16 @@ bool is_sigmoid_router_tensor(const WeightMap& w, const std::string& name) {
 WeightMap to_model_names(const std::string& model_type, WeightMap weights) {
   if (model_type == "gpt2") return gpt2_model_names(std::move(weights));
   if (model_type == "gpt_oss") return gpt_oss_model_names(std::move(weights));
+  if (model_type == "stablelm") return stablelm_model_names(std::move(weights));
+  if (model_type == "gpt_neox") return gpt_neox_model_names(std::move(weights));
   return weights;
 }
 
 WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, CheckpointLayout layout) {
   if (model_type == "gpt2") return gpt2_checkpoint_names(std::move(weights), layout);
   if (model_type == "gpt_oss") return gpt_oss_checkpoint_names(std::move(weights), layout);
+  if (model_type == "stablelm") return stablelm_checkpoint_names(std::move(weights));
+  if (model_type == "gpt_neox") return gpt_neox_checkpoint_names(std::move(weights), layout);
   // transformers' MoE checkpoints hold one tensor per expert (mlx-lm's, like mlxgp, the stacked switch_mlp).
   if (layout == CheckpointLayout::Hf &&
       (model_type == "mixtral" || model_type == "qwen2_moe" || model_type == "qwen3_moe" || model_type == "olmoe" ||

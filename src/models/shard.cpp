@@ -46,6 +46,8 @@ std::optional<Role> role_of(const std::string& module, const ModelConfig& c, con
   if (is(".self_attn.q_proj")) return Role{K::Rows, {q}};
   if (is(".self_attn.k_proj") || is(".self_attn.v_proj")) return Role{K::Rows, {kv}};
   if (is(".self_attn.qkv_proj")) return Role{K::Rows, {q, scaled(p.kv_heads, hd, Q), scaled(p.kv_heads, hd, Q + KV)}};
+  // gpt_neox's query_key_value: each head's q, k and v rows together, so a rank's heads are one range.
+  if (is(".self_attn.query_key_value")) return Role{K::Rows, {scaled(p.q_heads, 3 * hd)}};
   if (is(".self_attn.o_proj") || is(".self_attn.dense")) return Role{K::Cols, {q}, Q};
   // olmo2's q/k norms span the whole projection (per-head norms of head_dim stay whole).
   if (is(".self_attn.q_norm") && norm_dim == Q && Q != hd) return Role{K::Rows, {q}};
@@ -60,9 +62,11 @@ std::optional<Role> role_of(const std::string& module, const ModelConfig& c, con
     return Role{K::Rows, {p.shared_inter}};
   if (is(".shared_expert.down_proj") || is(".shared_experts.down_proj"))
     return Role{K::Cols, {p.shared_inter}, c.shared_expert_intermediate_size};
-  if (is(".mlp.gate_proj") || is(".mlp.up_proj") || is(".mlp.c_fc") || is(".mlp.fc1")) return Role{K::Rows, {p.inter}};
+  if (is(".mlp.gate_proj") || is(".mlp.up_proj") || is(".mlp.c_fc") || is(".mlp.fc1") || is(".mlp.dense_h_to_4h"))
+    return Role{K::Rows, {p.inter}};
   if (is(".mlp.gate_up_proj")) return Role{K::Rows, {p.inter, {I + p.inter.begin, I + p.inter.end}}};
-  if (is(".mlp.down_proj") || is(".mlp.c_proj") || is(".mlp.fc2")) return Role{K::Cols, {p.inter}, I};
+  if (is(".mlp.down_proj") || is(".mlp.c_proj") || is(".mlp.fc2") || is(".mlp.dense_4h_to_h"))
+    return Role{K::Cols, {p.inter}, I};
   return std::nullopt;
 }
 

@@ -5,7 +5,9 @@
 #include <algorithm>
 
 #include "io/quantization_modules.h"
+#include "mlxgp/checkpoint_names.h"
 #include "mlxgp/loader.h"
+#include "models/model_names.h"
 #include "test_models_util.h"
 
 namespace mx = mlx::core;
@@ -78,18 +80,18 @@ TEST(KVCache, RejectsMismatchedShapes) {
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(types, (std::vector<std::string>{"cohere", "cohere2",    "gemma",    "gemma2",    "gemma3",  "gemma3_text",
-                                             "glm",    "glm4",       "glm4_moe", "gpt2",      "gpt_oss", "granite",
-                                             "llama",  "ministral3", "mistral",  "mistral3",  "mixtral", "olmo2",
-                                             "olmo3",  "olmoe",      "phi",      "phi3",      "qwen2",   "qwen2_moe",
-                                             "qwen3",  "qwen3_moe",  "smollm3",  "starcoder2"}));
+  EXPECT_EQ(types, (std::vector<std::string>{
+                       "cohere",      "cohere2",  "ernie4_5",   "exaone4",  "gemma",     "gemma2",    "gemma3",
+                       "gemma3_text", "glm",      "glm4",       "glm4_moe", "gpt2",      "gpt_neox",  "gpt_oss",
+                       "granite",     "llama",    "ministral3", "mistral",  "mistral3",  "mixtral",   "olmo2",
+                       "olmo3",       "olmoe",    "phi",        "phi3",     "qwen2",     "qwen2_moe", "qwen3",
+                       "qwen3_moe",   "seed_oss", "smollm3",    "stablelm", "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
-  EXPECT_EQ(
-      error_of([&] { create_model(c, tiny_weights()); }),
-      "[model] unknown model_type 'gpt_bigcode' (supported: cohere, cohere2, gemma, gemma2, gemma3, gemma3_text, glm, "
-      "glm4, glm4_moe, gpt2, "
-      "gpt_oss, granite, llama, ministral3, mistral, mistral3, mixtral, olmo2, olmo3, olmoe, phi, phi3, qwen2, "
-      "qwen2_moe, qwen3, qwen3_moe, smollm3, starcoder2)");
+  EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
+            "[model] unknown model_type 'gpt_bigcode' (supported: cohere, cohere2, ernie4_5, exaone4, gemma, gemma2, "
+            "gemma3, gemma3_text, glm, glm4, glm4_moe, gpt2, gpt_neox, gpt_oss, granite, llama, ministral3, mistral, "
+            "mistral3, mixtral, olmo2, olmo3, olmoe, phi, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe, seed_oss, smollm3, "
+            "stablelm, starcoder2)");
 }
 
 TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
@@ -443,6 +445,109 @@ TEST(Config, PhiBiasesPartialRotaryAndRefusedQkLayernorm) {
   EXPECT_FLOAT_EQ(c.rms_norm_eps, 1e-4f);
   EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("phi", R"(, "qk_layernorm": true)")); }),
             "[config] qk_layernorm is not supported (phi's LayerNorms over each head's q and k)");
+}
+
+TEST(Config, StableLmSeedOssErnieAndExaone4Fields) {
+  // StableLmConfig: layer_norm_eps, a quarter of each head rotates, use_qkv_bias on q / k / v only, qk_layernorm,
+  // use_parallel_residual.
+  auto s = parse_model_config(tiny_config_json(
+      "stablelm", R"(, "layer_norm_eps": 1e-4, "use_qkv_bias": true, "qk_layernorm": true, "attention_bias": true,
+      "use_parallel_residual": true)"));
+  EXPECT_FLOAT_EQ(s.rms_norm_eps, 1e-4f);
+  EXPECT_FLOAT_EQ(s.partial_rotary_factor, 0.25f);
+  EXPECT_TRUE(s.qkv_bias.value_or(false));
+  EXPECT_FALSE(s.attention_bias);
+  EXPECT_TRUE(s.use_qk_norm);
+  EXPECT_TRUE(s.parallel_residual);
+  // SeedOssConfig: attention_bias (default on) on q / k / v, attention_out_bias on o_proj, head_dim 128.
+  auto seed = parse_model_config(tiny_config_json("seed_oss", R"(, "attention_out_bias": true)"));
+  EXPECT_TRUE(seed.qkv_bias.value_or(false));
+  EXPECT_TRUE(seed.attention_bias);
+  EXPECT_EQ(seed.head_dim, 128);
+  auto seed_no_qkv = parse_model_config(tiny_config_json("seed_oss", R"(, "attention_bias": false)"));
+  EXPECT_FALSE(seed_no_qkv.qkv_bias.value_or(true));
+  EXPECT_FALSE(seed_no_qkv.attention_bias);
+  // Ernie4_5Config: use_bias on every linear, rope_theta 500000 and a tied head when absent.
+  auto e = parse_model_config(R"({"model_type": "ernie4_5", "vocab_size": 64, "hidden_size": 32,
+      "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "use_bias": true})");
+  EXPECT_TRUE(e.attention_bias && e.mlp_bias);
+  EXPECT_FLOAT_EQ(e.rope_theta, 500000.0f);
+  EXPECT_TRUE(e.tie_word_embeddings);
+  // Exaone4Config: every 4th layer global and without RoPE (window 4096 when absent); EXAONE's own letters; no
+  // window: RoPE everywhere.
+  auto x = parse_model_config(tiny_config_json("exaone4", R"(, "num_hidden_layers": 4)"));
+  EXPECT_EQ(x.sliding_window.value_or(0), 4096);
+  EXPECT_EQ(x.sliding_layers, (std::vector<bool>{true, true, true, false}));
+  EXPECT_EQ(x.rope_layers, (std::vector<bool>{true, true, true, false}));
+  auto letters = parse_model_config(tiny_config_json("exaone4", R"(, "num_hidden_layers": 3, "sliding_window": 8,
+      "sliding_window_pattern": "LG")"));
+  EXPECT_EQ(letters.sliding_layers, (std::vector<bool>{true, false, true}));
+  auto unwindowed = parse_model_config(tiny_config_json("exaone4", R"(, "sliding_window": null)"));
+  EXPECT_TRUE(unwindowed.sliding_layers.empty());
+  EXPECT_TRUE(unwindowed.rope_layers.empty());
+  EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("exaone4", R"(, "sliding_window_pattern": "LXG")")); }),
+            "[config] sliding_window_pattern must be an integer or letters L (local) and G (global), got 'LXG'");
+}
+
+TEST(Config, GptNeoxOlderRopeKeysAndBiases) {
+  // GPTNeoXConfig: rotary_pct / rotary_emb_base (older configs), parallel blocks and biases by default, exact gelu.
+  auto c = parse_model_config(R"({"model_type": "gpt_neox", "vocab_size": 64, "hidden_size": 32,
+      "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "rotary_pct": 0.5,
+      "rotary_emb_base": 20000, "layer_norm_eps": 1e-4})");
+  EXPECT_FLOAT_EQ(c.partial_rotary_factor, 0.5f);
+  EXPECT_FLOAT_EQ(c.rope_theta, 20000.0f);
+  EXPECT_FLOAT_EQ(c.rms_norm_eps, 1e-4f);
+  EXPECT_TRUE(c.parallel_residual && c.attention_bias && c.mlp_bias);
+  EXPECT_EQ(c.hidden_act, "gelu");
+  EXPECT_EQ(c.num_key_value_heads, 4);
+  auto sequential = parse_model_config(tiny_config_json("gpt_neox", R"(, "use_parallel_residual": false)"));
+  EXPECT_FALSE(sequential.parallel_residual);
+  EXPECT_FLOAT_EQ(sequential.partial_rotary_factor, 0.25f);
+}
+
+TEST(Models, GptNeoxNamesBothWays) {
+  // transformers' gpt_neox.* and mlx-lm's model.h.* / model.embed_out name the same tensors; buffers are dropped.
+  WeightMap hf{{"gpt_neox.embed_in.weight", mx::zeros({2})},
+               {"gpt_neox.layers.3.attention.query_key_value.bias", mx::zeros({2})},
+               {"gpt_neox.layers.3.attention.rotary_emb.inv_freq", mx::zeros({2})},
+               {"gpt_neox.layers.3.mlp.dense_4h_to_h.weight", mx::zeros({2})},
+               {"gpt_neox.final_layer_norm.bias", mx::zeros({2})},
+               {"embed_out.weight", mx::zeros({2})}};
+  auto m = to_model_names("gpt_neox", hf);
+  std::vector<std::string> names;
+  for (auto& [k, v] : m) names.push_back(k);
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"lm_head.weight", "model.embed_tokens.weight",
+                                             "model.final_layer_norm.bias", "model.layers.3.mlp.dense_4h_to_h.weight",
+                                             "model.layers.3.self_attn.query_key_value.bias"}));
+  auto mlx = to_checkpoint_names("gpt_neox", m, CheckpointLayout::MlxLm);
+  for (const char* n : {"model.embed_in.weight", "model.h.3.attention.query_key_value.bias",
+                        "model.h.3.mlp.dense_4h_to_h.weight", "model.final_layer_norm.bias", "model.embed_out.weight"})
+    EXPECT_EQ(mlx.count(n), 1u) << n;
+  auto back = to_checkpoint_names("gpt_neox", to_model_names("gpt_neox", mlx), CheckpointLayout::Hf);
+  for (const char* n : {"gpt_neox.embed_in.weight", "gpt_neox.layers.3.attention.query_key_value.bias",
+                        "gpt_neox.final_layer_norm.bias", "embed_out.weight"})
+    EXPECT_EQ(back.count(n), 1u) << n;
+}
+
+TEST(Models, StableLmPerHeadNormsStackAndSplit) {
+  // stablelm's self_attn.q_layernorm.norms.<h>.weight <-> the decoder's self_attn.q_norm.weight [heads, head_dim].
+  WeightMap w;
+  for (int h = 0; h < 3; ++h)
+    w.emplace("model.layers.0.self_attn.q_layernorm.norms." + std::to_string(h) + ".weight",
+              mx::full({4}, static_cast<float>(h)));
+  auto stacked = to_model_names("stablelm", w);
+  ASSERT_EQ(stacked.count("model.layers.0.self_attn.q_norm.weight"), 1u);
+  const auto& q = stacked.at("model.layers.0.self_attn.q_norm.weight");
+  EXPECT_EQ(q.shape(), (mx::Shape{3, 4}));
+  EXPECT_EQ(mx::take(mx::take(q, 2, 0), 0, 0).item<float>(), 2.0f);  // head 2's row
+  auto back = to_checkpoint_names("stablelm", stacked, CheckpointLayout::Hf);
+  EXPECT_EQ(back.size(), 3u);
+  EXPECT_TRUE(mx::array_equal(back.at("model.layers.0.self_attn.q_layernorm.norms.1.weight"), mx::full({4}, 1.0f))
+                  .item<bool>());
+  w.erase("model.layers.0.self_attn.q_layernorm.norms.1.weight");
+  EXPECT_EQ(error_of([&] { to_model_names("stablelm", w); }),
+            "[model] 'model.layers.0.self_attn.q_layernorm.norms' lacks head 1's weight");
 }
 
 TEST(Config, QuantizationModes) {

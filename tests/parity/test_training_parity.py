@@ -23,7 +23,8 @@ LR_ADAMW = 1e-4
 def tiny(tmp_path_factory):
     return {arch: tiny_models.make_tiny_model(arch, tmp_path_factory.mktemp(f"train_{arch}"))
             for arch in ("llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe",
-                         "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi", "glm4_moe")}
+                         "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi", "glm4_moe",
+                         "stablelm-parallel", "seed_oss", "exaone4", "gpt_neox")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -103,10 +104,14 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
 # its four norms; olmoe: whole-projection q/k norms before unnormalised top-k experts; cohere: bias-free LayerNorms
 # (per head on q and k), attention and MLP in parallel, the logit scale; phi: LayerNorms with biases in parallel
 # blocks, partial RoPE, dense / fc1 / fc2 and the head's bias; glm4_moe: sigmoid-routed experts (the router's
-# e_score_correction_bias is a buffer: neither side trains it) beside an ungated shared expert.
+# e_score_correction_bias is a buffer: neither side trains it) beside an ungated shared expert; stablelm-parallel: each
+# head's own q / k LayerNorm (written under transformers' per-head names) in parallel blocks; seed_oss: o_proj's bias too;
+# exaone4: post-sublayer norms with per-head q/k norms, windowed RoPE layers and a NoPE global one; gpt_neox: the
+# per-head query_key_value rows, two norms of x in parallel blocks (gradients under gpt_neox.* names).
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe",
                                   "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi",
-                                  "glm4_moe"])
+                                  "glm4_moe", "stablelm-parallel", "seed_oss", "exaone4",
+                                  "gpt_neox"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)

@@ -11,7 +11,8 @@ ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", "olmo2", "smollm3",
               "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled", "qwen3-yarn", "llama-yarn",
               "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4",
-              "cohere", "cohere2", "phi", "glm4_moe")
+              "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5",
+              "exaone4", "gpt_neox")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3")
@@ -152,6 +153,32 @@ def tiny_config(arch: str):
                                       pad_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0,
                                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                                        "partial_rotary_factor": 0.4})
+    if arch in ("stablelm", "stablelm-parallel"):
+        # StableLM-2 1.6B's q/k/v biases on a quarter-rotary head (4 of 16 dims); the 12B's per-head q/k LayerNorms
+        # and parallel blocks (one norm a block) in the second.
+        return transformers.StableLmConfig(**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"},
+                                           layer_norm_eps=1e-5, use_qkv_bias=arch == "stablelm",
+                                           qk_layernorm=arch == "stablelm-parallel",
+                                           use_parallel_residual=arch == "stablelm-parallel", pad_token_id=0)
+    if arch == "gpt_neox":
+        # Pythia's layout: attention and MLP side by side on their own LayerNorms, each head's q / k / v rows together
+        # in query_key_value, RoPE on a quarter of each head, exact gelu; the MLP 4x wide (mlx-lm's is always).
+        return transformers.GPTNeoXConfig(**{k: v for k, v in _COMMON.items()
+                                             if k not in ("rms_norm_eps", "num_key_value_heads", "intermediate_size")},
+                                          intermediate_size=256, layer_norm_eps=1e-5, pad_token_id=0)
+    if arch == "seed_oss":
+        # Seed-OSS: q/k/v biases and (attention_out_bias) o_proj's, a head_dim that is not hidden / heads; its
+        # class's 0.1 dropouts off (transformers applies them in training only; mlxgp refuses to train with them).
+        return transformers.SeedOssConfig(**_COMMON, head_dim=32, attention_bias=True, attention_out_bias=True,
+                                          attention_dropout=0.0, residual_dropout=0.0, pad_token_id=0)
+    if arch == "ernie4_5":
+        # ERNIE 4.5: interleaved RoPE, biases on every linear (use_bias), a tied head.
+        return transformers.Ernie4_5Config(**_COMMON, head_dim=32, use_bias=True, pad_token_id=0)
+    if arch == "exaone4":
+        # EXAONE 4.0: post-sublayer norms, per-head q/k RMSNorms, a window of 8 and RoPE on the sliding layers, neither
+        # on the global one.
+        return transformers.Exaone4Config(**_COMMON, sliding_window=8, pad_token_id=0,
+                                          layer_types=["sliding_attention", "sliding_attention", "full_attention"])
     if arch == "cohere":
         # Command R+'s per-head q/k LayerNorms (use_qk_norm), a logit_scale that is not a power of two.
         return transformers.CohereConfig(**_COMMON, use_qk_norm=True, logit_scale=0.3, pad_token_id=0)
@@ -353,7 +380,7 @@ def mlx_lm_layout(folder, arch: str) -> None:
     """mlx-lm 0.32 reads the pre-5.x config layout (top-level rope_theta / rope_scaling, gemma3's
     rope_local_base_freq) and always rotates with LongRoPE's long factors, so phi3 goes without scaling.
     Its gpt2 reads only the original GPT-2 tensor names and n_ctx.
-    Its gemma and starcoder2 use exact gelu whatever hidden_act says, its gemma2 and starcoder2 have no
+    Its gemma and starcoder2 use exact gelu whatever hidden_act says (its gpt_neox the tanh one), its gemma2 and starcoder2 have no
     sliding window, and its gemma3_text
     reads sliding_window_pattern and never caps its logits (its cohere2 reads the pattern too): the folder says the same
     to both sides."""
@@ -392,6 +419,12 @@ def mlx_lm_layout(folder, arch: str) -> None:
     if arch in ("gemma3_text", "cohere2"):
         cfg["sliding_window_pattern"] = 3  # layer_types [sliding, sliding, full]
         cfg["final_logit_softcapping"] = None  # mlx-lm's gemma3_text does not cap
+    if arch == "gpt_neox":  # mlx-lm's gpt_neox reads the older rope keys and always takes the tanh gelu
+        cfg["rotary_pct"], cfg["rotary_emb_base"] = cfg["partial_rotary_factor"], cfg["rope_theta"]
+        cfg["hidden_act"] = "gelu_new"
+    if arch == "exaone4":
+        cfg["sliding_window_pattern"] = "LLG"  # mlx-lm's exaone4 reads EXAONE's letters (layer_types the same)
+        cfg.setdefault("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])  # and requires head_dim
     path.write_text(json.dumps(outer, indent=2))
 
 

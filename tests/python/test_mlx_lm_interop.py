@@ -92,7 +92,8 @@ def more_archs(tmp_path_factory):
 @pytest.mark.parametrize("arch", ARCHS + ("gemma", "gemma2", "gemma3_text", "phi3", "granite", "olmo2", "smollm3",
                                           "mixtral", "qwen3_moe", "starcoder2", "gemma3", "mistral3",
                                           "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4", "cohere",
-                                          "cohere2", "phi", "glm4_moe"))
+                                          "cohere2", "phi", "glm4_moe", "stablelm", "seed_oss",
+                                          "ernie4_5", "exaone4"))
 def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     folder = tiny_archs[arch] if arch in tiny_archs else more_archs(arch)
     model = mlx_lm_model(folder)
@@ -135,6 +136,19 @@ def test_unsupported_architecture_is_one_line(mgp):
                           layer_norm_epsilon=1e-5, vocab_size=64)
     with pytest.raises(ValueError, match=r"^\[interop\] mlx-lm model of architecture 'gpt2' is not supported"):
         mgp.generate(gpt2.Model(args), None, [1, 2, 3], max_tokens=2)
+
+
+@pytest.mark.parametrize("arch, what", [("gpt_neox", "gpt_neox"), ("stablelm-parallel", "stablelm with qk_layernorm")])
+def test_modules_named_unlike_mlxgp_are_refused(mgp, more_archs, arch, what):
+    """GPT-NeoX's tensors (model.h.N.attention...) and stablelm's per-head q / k norms are named otherwise in mlxgp:
+    wrapping would lose weight updates, so it is refused in one line; their folders load."""
+    folder = more_archs(arch)
+    with pytest.raises(ValueError, match=rf"^\[interop\] mlx-lm model of architecture '{what}' is not supported"):
+        mgp.generate(mlx_lm_model(folder), None, [1, 2, 3], max_tokens=2)
+    ids = [1, 17, 300, 42, 99, 7]
+    own, _ = mgp.load(str(folder))
+    out = mgp.generate(own, None, ids, max_tokens=N, eos_token_id=2)
+    assert_prefix_of_reference(out["tokens"], mlx_lm_greedy(mlx_lm_model(folder), ids, N), [2])
     with pytest.raises(TypeError, match=r"^\[interop\] expected an mlxgp Model or an mlx-lm model, got dict$"):
         mgp.generate({}, None, [1, 2, 3], max_tokens=2)
 
