@@ -13,7 +13,7 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 30> kDefaults{{
+constexpr std::array<Entry, 32> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
     {"ministral3", {1e-5f, 1000000.0f, 262144, false, "silu", 128, 0}},
@@ -27,6 +27,8 @@ constexpr std::array<Entry, 30> kDefaults{{
     {"glm4_moe", {1e-5f, 10000.0f, 131072, false, "silu", 0, 0}},
     {"cohere", {1e-5f, 500000.0f, 8192, true, "silu", 0, 0}},
     {"cohere2", {1e-5f, 10000.0f, 8192, true, "silu", 0, 4096}},
+    {"arcee", {1e-5f, 10000.0f, 4096, false, "relu2", 0, 0}},
+    {"nemotron", {1e-5f, 10000.0f, 4096, false, "relu2", 0, 0}},
     {"gpt_neox", {1e-5f, 10000.0f, 2048, false, "gelu", 0, 0}},
     {"stablelm", {1e-5f, 10000.0f, 4096, false, "silu", 0, 0}},
     {"seed_oss", {1e-6f, 10000.0f, 524288, false, "silu", 128, 0}},
@@ -65,9 +67,10 @@ void apply_class_defaults(ModelConfig& c) {
   c.head_dim = d->head_dim;
   // Gemma3TextConfig: the sliding layers rotate with rope_local_base_freq, 10000 when absent.
   if (c.model_type == "gemma3_text") c.sliding_rope_theta = 10000.0f;
-  // GlmConfig / Glm4Config / Glm4MoeConfig / PhiConfig: RoPE on half of each head; StableLmConfig and
+  // GlmConfig / Glm4Config / Glm4MoeConfig / PhiConfig / NemotronConfig: RoPE on half of each head; StableLmConfig and
   // GPTNeoXConfig a quarter.
-  if (c.model_type == "glm" || c.model_type == "glm4" || c.model_type == "glm4_moe" || c.model_type == "phi")
+  if (c.model_type == "glm" || c.model_type == "glm4" || c.model_type == "glm4_moe" || c.model_type == "phi" ||
+      c.model_type == "nemotron")
     c.partial_rotary_factor = 0.5f;
   if (c.model_type == "stablelm" || c.model_type == "gpt_neox") c.partial_rotary_factor = 0.25f;
   // Olmo3Config: the sliding layers rotate with rope_theta, unscaled (parse_rope_fields).

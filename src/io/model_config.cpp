@@ -302,12 +302,12 @@ void parse_llama4_scaling(const json& j, ModelConfig& c) {
 // gemma3 writes it) and the older top-level `rope_theta` + `rope_scaling` (+ gemma3's rope_local_base_freq).
 void parse_rope_fields(const json& j, ModelConfig& c) {
   c.rope_theta = get_float(j, "rope_theta", c.rope_theta);
-  // Of the architectures here only Phi's, Phi-3's, GLM's, StableLM's and GPT-NeoX's code rotates part of each head
-  // (transformers 5.24: the llama family's default RoPE ignores the field), and only Gemma 3's config reads
-  // rope_local_base_freq.
+  // Of the architectures here only Phi's, Phi-3's, GLM's, StableLM's, GPT-NeoX's and Nemotron's code rotates part of
+  // each head (transformers 5.24: the llama family's default RoPE ignores the field), and only Gemma 3's config
+  // reads rope_local_base_freq.
   const bool partial = c.model_type == "phi" || c.model_type == "phi3" || c.model_type == "glm" ||
                        c.model_type == "glm4" || c.model_type == "glm4_moe" || c.model_type == "stablelm" ||
-                       c.model_type == "gpt_neox";
+                       c.model_type == "gpt_neox" || c.model_type == "nemotron";
   if (partial) c.partial_rotary_factor = get_float(j, "partial_rotary_factor", c.partial_rotary_factor);
   if (c.model_type == "gpt_neox") {  // GPTNeoXConfig's older spellings (its convert_rope_params_to_dict)
     c.partial_rotary_factor = get_float(j, "rotary_pct", c.partial_rotary_factor);
@@ -626,6 +626,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
     fail("config", "num_attention_heads must be a multiple of num_key_value_heads");
   c.rms_norm_eps = get_float(j, "rms_norm_eps", c.rms_norm_eps);
   c.rms_norm_eps = get_float(j, "norm_epsilon", c.rms_norm_eps);  // starcoder2's LayerNorm epsilon
+  if (c.model_type == "nemotron") c.rms_norm_eps = get_float(j, "norm_eps", c.rms_norm_eps);  // NemotronConfig's
   // cohere's, phi's, stablelm's and gpt_neox's LayerNorms read layer_norm_eps (and not rms_norm_eps).
   if (c.model_type == "cohere" || c.model_type == "cohere2" || c.model_type == "phi" || c.model_type == "stablelm" ||
       c.model_type == "gpt_neox")

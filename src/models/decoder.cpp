@@ -96,7 +96,8 @@ void DecoderModel::build(const WeightMap& loaded) {
   const auto& o = options_;
   auto norm_at = [&](const std::string& name) {
     if (o.layer_norm)
-      return layers::RMSNorm::load_layer_norm(weights, name, c.hidden_size, c.rms_norm_eps, o.norm_bias);
+      return layers::RMSNorm::load_layer_norm(weights, name, c.hidden_size, c.rms_norm_eps, o.norm_bias,
+                                              o.norm_plus_one);
     return layers::RMSNorm::load(weights, name, c.hidden_size, c.rms_norm_eps, o.norm_plus_one);
   };
   for (int i = 0; i < c.num_hidden_layers; ++i) {

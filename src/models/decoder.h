@@ -31,7 +31,7 @@ struct DecoderOptions {
     const char* pre_feedforward = "pre_feedforward_layernorm";
     const char* post_feedforward = "post_feedforward_layernorm";
   } norm_names;
-  bool norm_plus_one = false;     // gemma: every RMSNorm scales by (1 + w)
+  bool norm_plus_one = false;     // gemma: every RMSNorm scales by (1 + w); nemotron: every LayerNorm
   bool scale_embeddings = false;  // gemma: embed() multiplies by sqrt(hidden_size) in the weights' dtype
   layers::SwiGLU::Kind mlp = layers::SwiGLU::Kind::Gated;  // phi3: GatedFused; starcoder2: Plain
   bool layer_norm = false;                                 // starcoder2: LayerNorm with bias instead of RMSNorm
@@ -121,5 +121,7 @@ void register_stablelm();
 void register_exaone4();
 void register_ernie();  // ernie4_5
 void register_gpt_neox();
+void register_arcee();
+void register_nemotron();
 
 }  // namespace mlxgp

@@ -255,11 +255,15 @@ RMSNorm RMSNorm::load(const WeightMap& w, const std::string& name, int dim, floa
   return n;
 }
 
-RMSNorm RMSNorm::load_layer_norm(const WeightMap& w, const std::string& name, int dim, float eps, bool with_bias) {
+RMSNorm RMSNorm::load_layer_norm(const WeightMap& w, const std::string& name, int dim, float eps, bool with_bias,
+                                 bool plus_one) {
   const auto base = name.size() > 7 && name.ends_with(".weight") ? name.substr(0, name.size() - 7) : name;
   std::optional<mx::array> bias;
   if (with_bias) bias = take(w, base + ".bias", {dim});
-  return RMSNorm{take(w, name, {dim}), eps, std::nullopt, bias, true};
+  RMSNorm n{take(w, name, {dim}), eps, std::nullopt, bias, true};
+  // transformers' NemotronLayerNorm1P: F.layer_norm(x, w + 1, b), the sum in the weight's dtype.
+  if (plus_one) n.effective = mx::add(*n.weight, mx::array(1.0f, n.weight->dtype()));
+  return n;
 }
 
 RMSNorm RMSNorm::load_head_layer_norm(const WeightMap& w, const std::string& name, int heads, int head_dim, float eps) {
@@ -270,7 +274,7 @@ RMSNorm RMSNorm::load_head_layer_norm(const WeightMap& w, const std::string& nam
 mx::array RMSNorm::operator()(const mx::array& x) const {
   if (layer_norm && weight->ndim() > 1)  // per-head weights (cohere's q / k norms): scale after normalising
     return mx::multiply(mx::fast::layer_norm(x, std::nullopt, std::nullopt, eps), mx::astype(*weight, x.dtype()));
-  if (layer_norm) return mx::fast::layer_norm(x, *weight, bias, eps);
+  if (layer_norm) return mx::fast::layer_norm(x, effective ? *effective : *weight, bias, eps);
   if (!effective) return kernels::rms_norm(x, *weight, eps);
   if (x.dtype() == mx::float32) return kernels::rms_norm(x, *effective, eps);
   return mx::astype(mx::fast::rms_norm(mx::astype(x, mx::float32), *effective, eps), x.dtype());
@@ -742,7 +746,8 @@ SwiGLU::Act parse_activation(const std::string& name) {
   if (name == "silu" || name == "swish") return SwiGLU::Act::Silu;
   if (name == "gelu") return SwiGLU::Act::Gelu;
   if (name == "gelu_pytorch_tanh" || name == "gelu_new") return SwiGLU::Act::GeluTanh;
-  fail("model", "unsupported hidden_act '" + name + "' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new)");
+  if (name == "relu2") return SwiGLU::Act::Relu2;
+  fail("model", "unsupported hidden_act '" + name + "' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new, relu2)");
 }
 
 SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind,
@@ -801,6 +806,10 @@ mx::array gated_activation(SwiGLU::Act act, const mx::array& gate, const mx::arr
 mx::array activation(SwiGLU::Act act, const mx::array& g) {
   using Act = SwiGLU::Act;
   if (act == Act::Silu) return mx::multiply(g, mx::sigmoid(g));
+  if (act == Act::Relu2) {  // transformers' ReLUSquaredActivation: square(relu(x))
+    auto r = mx::maximum(g, mx::array(0.0f, g.dtype()));
+    return mx::multiply(r, r);
+  }
   auto half = mx::array(0.5f, g.dtype()), one = mx::array(1.0f, g.dtype());
   if (act == Act::Gelu)  // erf form (torch gelu, approximate='none')
     return mx::multiply(mx::multiply(half, g),

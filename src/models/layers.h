@@ -135,8 +135,9 @@ struct RMSNorm {
   bool layer_norm = false;
   static RMSNorm load(const WeightMap& w, const std::string& name, int dim, float eps, bool plus_one = false);
   // `name` is the weight's; the bias (`with_bias`) is its sibling `.bias`.
-  static RMSNorm load_layer_norm(const WeightMap& w, const std::string& name, int dim, float eps,
-                                 bool with_bias = true);
+  // `plus_one`: nemotron's LayerNorm1P, which scales by (1 + w).
+  static RMSNorm load_layer_norm(const WeightMap& w, const std::string& name, int dim, float eps, bool with_bias = true,
+                                 bool plus_one = false);
   // cohere's q / k norms (use_qk_norm): a bias-free LayerNorm over head_dim with its own weights per head, stored
   // [heads, head_dim] and kept [heads, 1, head_dim] to scale [B, heads, T, head_dim].
   static RMSNorm load_head_layer_norm(const WeightMap& w, const std::string& name, int heads, int head_dim, float eps);
@@ -237,7 +238,7 @@ struct PlainMlpNames {
 struct SwiGLU {
   Linear gate_proj, up_proj, down_proj;
   std::optional<Linear> gate_up_proj;
-  enum class Act { Silu, Gelu, GeluTanh } act = Act::Silu;
+  enum class Act { Silu, Gelu, GeluTanh, Relu2 } act = Act::Silu;  // Relu2: relu(x)^2 (arcee, nemotron)
   enum class Kind { Gated, GatedFused, Plain } kind = Kind::Gated;
   int intermediate = 0;
   static SwiGLU load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind = Kind::Gated,

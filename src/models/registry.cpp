@@ -47,6 +47,8 @@ void ensure_builtins() {
     register_exaone4();
     register_ernie();
     register_gpt_neox();
+    register_arcee();
+    register_nemotron();
   });
 }
 

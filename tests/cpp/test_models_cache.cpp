@@ -81,17 +81,17 @@ TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
   EXPECT_EQ(types, (std::vector<std::string>{
-                       "cohere",      "cohere2",  "ernie4_5",   "exaone4",  "gemma",     "gemma2",    "gemma3",
-                       "gemma3_text", "glm",      "glm4",       "glm4_moe", "gpt2",      "gpt_neox",  "gpt_oss",
-                       "granite",     "llama",    "ministral3", "mistral",  "mistral3",  "mixtral",   "olmo2",
-                       "olmo3",       "olmoe",    "phi",        "phi3",     "qwen2",     "qwen2_moe", "qwen3",
-                       "qwen3_moe",   "seed_oss", "smollm3",    "stablelm", "starcoder2"}));
+                       "arcee",     "cohere",      "cohere2",   "ernie4_5",   "exaone4",  "gemma",    "gemma2",
+                       "gemma3",    "gemma3_text", "glm",       "glm4",       "glm4_moe", "gpt2",     "gpt_neox",
+                       "gpt_oss",   "granite",     "llama",     "ministral3", "mistral",  "mistral3", "mixtral",
+                       "nemotron",  "olmo2",       "olmo3",     "olmoe",      "phi",      "phi3",     "qwen2",
+                       "qwen2_moe", "qwen3",       "qwen3_moe", "seed_oss",   "smollm3",  "stablelm", "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
   EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
-            "[model] unknown model_type 'gpt_bigcode' (supported: cohere, cohere2, ernie4_5, exaone4, gemma, gemma2, "
-            "gemma3, gemma3_text, glm, glm4, glm4_moe, gpt2, gpt_neox, gpt_oss, granite, llama, ministral3, mistral, "
-            "mistral3, mixtral, olmo2, olmo3, olmoe, phi, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe, seed_oss, smollm3, "
-            "stablelm, starcoder2)");
+            "[model] unknown model_type 'gpt_bigcode' (supported: arcee, cohere, cohere2, ernie4_5, exaone4, gemma, "
+            "gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, gpt2, gpt_neox, gpt_oss, granite, llama, ministral3, "
+            "mistral, mistral3, mixtral, nemotron, olmo2, olmo3, olmoe, phi, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe, "
+            "seed_oss, smollm3, stablelm, starcoder2)");
 }
 
 TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
@@ -503,6 +503,20 @@ TEST(Config, GptNeoxOlderRopeKeysAndBiases) {
   auto sequential = parse_model_config(tiny_config_json("gpt_neox", R"(, "use_parallel_residual": false)"));
   EXPECT_FALSE(sequential.parallel_residual);
   EXPECT_FLOAT_EQ(sequential.partial_rotary_factor, 0.25f);
+}
+
+TEST(Config, ArceeAndNemotronRelu2AndNemotronNorms) {
+  // ArceeConfig / NemotronConfig: relu2 by default; NemotronConfig: norm_eps, RoPE on half of each head.
+  auto a = parse_model_config(tiny_config_json("arcee"));
+  EXPECT_EQ(a.hidden_act, "relu2");
+  EXPECT_FLOAT_EQ(a.partial_rotary_factor, 1.0f);
+  auto n = parse_model_config(tiny_config_json("nemotron", R"(, "norm_eps": 1e-3)"));
+  EXPECT_EQ(n.hidden_act, "relu2");
+  EXPECT_FLOAT_EQ(n.rms_norm_eps, 1e-3f);
+  EXPECT_FLOAT_EQ(n.partial_rotary_factor, 0.5f);
+  ModelConfig bad = parse_model_config(tiny_config_json("arcee", R"(, "hidden_act": "relu6")"));
+  EXPECT_EQ(error_of([&] { create_model(bad, tiny_weights()); }),
+            "[model] unsupported hidden_act 'relu6' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new, relu2)");
 }
 
 TEST(Models, GptNeoxNamesBothWays) {

@@ -216,7 +216,7 @@ def test_gpt_oss_mxfp4_checkpoint_as_transformers_dequantizes_it(tiny, run_mlxgp
      "yarn beta_fast must be finite and positive"),
     ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0, "truncate": "yes"}},
      "'truncate' must be true or false"),
-    ({"hidden_activation": "relu2"}, "unsupported hidden_act 'relu2'"),
+    ({"hidden_activation": "relu6"}, "unsupported hidden_act 'relu6'"),
     ({"use_bidirectional_attention": True}, "use_bidirectional_attention"),
     ({"layer_types": ["sliding_attention", "chunked_attention", "full_attention"]}, "unsupported layer type 'chunked_attention'"),
 ])
@@ -239,10 +239,10 @@ def test_unknown_architecture_or_option_is_named(edit, message, tiny, run_mlxgp,
 # gpt_oss: mlx-lm 0.32's sanitize splits gate_up_proj along the hidden axis of transformers' saved float
 # layout [E, hidden, 2I] (it expects the original MXFP4 checkpoint's [E, 2I, ...]) and refuses the folder; glm:
 # mlx-lm 0.32's glm rotates every feature of each head (transformers' GlmAttention only partial_rotary_factor of
-# them, as its glm4 does).
+# them, as its glm4 does); arcee: mlx-lm 0.32 has no arcee.
 @pytest.mark.parametrize("arch", [a for a in tiny_models.MORE_ARCHS
                                   if a not in ("phi3-long", "qwen2_moe", "gpt2-scaled", "llama-yarn", "gpt_oss",
-                                               "glm")])
+                                               "glm", "arcee")])
 def test_mlx_quantized_folder_vs_mlx_lm(arch, tiny, run_mlxgp, tmp_path):
     """mlx-lm's convert path (load, 4-bit g32 quantize, save) on each architecture; both sides read that folder."""
     import mlx.core as mx

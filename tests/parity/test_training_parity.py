@@ -24,7 +24,7 @@ def tiny(tmp_path_factory):
     return {arch: tiny_models.make_tiny_model(arch, tmp_path_factory.mktemp(f"train_{arch}"))
             for arch in ("llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe",
                          "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi", "glm4_moe",
-                         "stablelm-parallel", "seed_oss", "exaone4", "gpt_neox")}
+                         "stablelm-parallel", "seed_oss", "exaone4", "gpt_neox", "arcee", "nemotron")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -107,11 +107,12 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
 # e_score_correction_bias is a buffer: neither side trains it) beside an ungated shared expert; stablelm-parallel: each
 # head's own q / k LayerNorm (written under transformers' per-head names) in parallel blocks; seed_oss: o_proj's bias too;
 # exaone4: post-sublayer norms with per-head q/k norms, windowed RoPE layers and a NoPE global one; gpt_neox: the
-# per-head query_key_value rows, two norms of x in parallel blocks (gradients under gpt_neox.* names).
+# per-head query_key_value rows, two norms of x in parallel blocks (gradients under gpt_neox.* names); arcee: the
+# relu2 MLP under YaRN; nemotron: LayerNorm1P's (1 + w) and bias, half-rotary heads.
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe",
                                   "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi",
                                   "glm4_moe", "stablelm-parallel", "seed_oss", "exaone4",
-                                  "gpt_neox"])
+                                  "gpt_neox", "arcee", "nemotron"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)

@@ -12,7 +12,7 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled", "qwen3-yarn", "llama-yarn",
               "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4",
               "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5",
-              "exaone4", "gpt_neox")
+              "exaone4", "gpt_neox", "arcee", "nemotron")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3")
@@ -160,6 +160,15 @@ def tiny_config(arch: str):
                                            layer_norm_eps=1e-5, use_qkv_bias=arch == "stablelm",
                                            qk_layernorm=arch == "stablelm-parallel",
                                            use_parallel_residual=arch == "stablelm-parallel", pad_token_id=0)
+    if arch == "arcee":
+        # AFM-4.5B's layout: an ungated relu2 MLP, with YaRN (factor 4 over an original 64 positions) as it ships.
+        return transformers.ArceeConfig(**_COMMON, pad_token_id=0,
+                                        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                                         "original_max_position_embeddings": 64})
+    if arch == "nemotron":
+        # Nemotron: LayerNorm1P (1 + w, with a bias), RoPE on half of each head, the relu2 MLP, head_dim 32.
+        return transformers.NemotronConfig(**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"}, norm_eps=1e-5,
+                                           head_dim=32, pad_token_id=0)
     if arch == "gpt_neox":
         # Pythia's layout: attention and MLP side by side on their own LayerNorms, each head's q / k / v rows together
         # in query_key_value, RoPE on a quarter of each head, exact gelu; the MLP 4x wide (mlx-lm's is always).
