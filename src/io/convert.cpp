@@ -64,15 +64,17 @@ bool quantizable(const std::string& name, const mx::array& w, int group_size) {
          mx::issubdtype(w.dtype(), mx::floating);
 }
 
-// The model classes' quant_predicate in mlx-lm 0.32 (models/qwen3_moe.py, granite.py, gpt_oss.py): the modules
+// The model classes' quant_predicate in mlx-lm 0.32 (models/qwen3_moe.py, granite.py, granitemoe.py, gpt_oss.py): the
+// modules
 // (mlx-lm paths, the checkpoint names without ".weight") quantized with their own group size and bits,
 // which quantize_model records per module in the config's "quantization".
 std::optional<std::pair<int, int>> mlx_lm_override(const std::string& model_type, const std::string& path) {
   if (model_type == "qwen3_moe" && path.ends_with("mlp.gate")) return std::pair{64, 8};
   if (model_type == "gpt_oss" && path.ends_with("mlp.router")) return std::pair{64, 8};
-  if (model_type == "granite" &&
+  if ((model_type == "granite" || model_type == "granitemoe") &&
       (path.ends_with("self_attn.o_proj") || path.ends_with("mlp.down_proj") || path == "lm_head"))
     return std::pair{64, 8};
+  if (model_type == "granitemoe" && path.ends_with("block_sparse_moe.router.layer")) return std::pair{64, 8};
   return std::nullopt;
 }
 

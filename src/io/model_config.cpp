@@ -408,7 +408,8 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   }
   // Gemma 3's attention stores attn_logit_softcapping but never applies it.
   if (t == "gemma2") c.attn_logit_softcapping = get_opt_float(j, "attn_logit_softcapping", 50.0f);
-  if (t == "granite") {  // GraniteConfig: every multiplier 1.0 (attention_multiplier too, not head_dim^-0.5)
+  // GraniteConfig / GraniteMoeConfig: every multiplier 1.0 (attention_multiplier too, not head_dim^-0.5)
+  if (t == "granite" || t == "granitemoe") {
     c.embedding_multiplier = get_float(j, "embedding_multiplier", 1.0f);
     c.residual_multiplier = get_float(j, "residual_multiplier", 1.0f);
     c.logits_scaling = get_float(j, "logits_scaling", 1.0f);
@@ -463,21 +464,23 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   const bool gpt_oss = t == "gpt_oss";    // GptOssConfig: 128 x top-4, experts as wide as intermediate_size
   const bool olmoe = t == "olmoe";        // OlmoeConfig: 64 x top-8, experts as wide as intermediate_size
   const bool glm4_moe = t == "glm4_moe";  // Glm4MoeConfig: 128 x top-8 of width 1408, sigmoid routing
+  // GraniteMoeConfig: 8 x top-2 as wide as intermediate_size, a softmax over the top-k logits, every layer sparse
+  const bool granitemoe = t == "granitemoe";
   // (transformers 5 names the count num_local_experts for every one of them; older configs num_experts,
   // glm4_moe's n_routed_experts)
-  if (mixtral || qwen2_moe || qwen3_moe || gpt_oss || olmoe)
+  if (mixtral || qwen2_moe || qwen3_moe || gpt_oss || olmoe || granitemoe)
     c.num_experts = get_int(j, "num_local_experts",
                             get_int(j, "num_experts",
-                                    mixtral     ? 8
-                                    : qwen2_moe ? 60
-                                    : olmoe     ? 64
-                                                : 128));
+                                    mixtral || granitemoe ? 8
+                                    : qwen2_moe           ? 60
+                                    : olmoe               ? 64
+                                                          : 128));
   if (glm4_moe) c.num_experts = get_int(j, "num_local_experts", get_int(j, "n_routed_experts", 128));
   if (c.num_experts > 0) {
-    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", mixtral ? 2 : qwen2_moe || gpt_oss ? 4 : 8);
+    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", mixtral || granitemoe ? 2 : qwen2_moe || gpt_oss ? 4 : 8);
     if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
       fail("config", "num_experts_per_tok must be in [1, num_experts]");
-    c.moe_intermediate_size = mixtral || gpt_oss || olmoe
+    c.moe_intermediate_size = mixtral || gpt_oss || olmoe || granitemoe
                                   ? c.intermediate_size
                                   : get_int(j, "moe_intermediate_size", qwen2_moe || glm4_moe ? 1408 : 768);
     c.shared_expert_intermediate_size = qwen2_moe ? get_int(j, "shared_expert_intermediate_size", 5632) : 0;
@@ -488,22 +491,23 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
       parse_sigmoid_routing(j, c);
     }
     // gpt_oss: a softmax over the top-k router logits, i.e. the top-k probabilities renormalised.
-    c.norm_topk_prob = gpt_oss || get_bool(j, "norm_topk_prob", c.model_type == "mixtral" || glm4_moe);
+    c.norm_topk_prob = gpt_oss || granitemoe || get_bool(j, "norm_topk_prob", c.model_type == "mixtral" || glm4_moe);
     if (gpt_oss) {
       c.swiglu_alpha = get_float(j, "swiglu_alpha", 1.702f);
       c.swiglu_limit = get_float(j, "swiglu_limit", 7.0f);
       if (!std::isfinite(c.swiglu_alpha) || !std::isfinite(c.swiglu_limit) || c.swiglu_limit <= 0)
         fail("config", "swiglu_alpha must be finite and swiglu_limit finite and positive");
     }
-    // (GptOssConfig and OlmoeConfig have no dense layers: every one is sparse whatever these say.)
-    c.decoder_sparse_step = gpt_oss || olmoe ? 1 : get_int(j, "decoder_sparse_step", 1);
+    // (GptOssConfig, OlmoeConfig and GraniteMoeConfig have no dense layers: every one is sparse whatever these say.)
+    c.decoder_sparse_step = gpt_oss || olmoe || granitemoe ? 1 : get_int(j, "decoder_sparse_step", 1);
     if (c.decoder_sparse_step < 1) fail("config", "decoder_sparse_step must be at least 1");
     if (glm4_moe) {  // Glm4MoeConfig: the first first_k_dense_replace layers are dense
       const int dense = get_int(j, "first_k_dense_replace", 1);
       if (dense < 0) fail("config", "first_k_dense_replace must be >= 0");
       for (int i = 0; i < dense && i < c.num_hidden_layers; ++i) c.mlp_only_layers.push_back(i);
     }
-    if (auto it = j.find("mlp_only_layers"); !gpt_oss && !olmoe && !glm4_moe && it != j.end() && !it->is_null()) {
+    if (auto it = j.find("mlp_only_layers");
+        !gpt_oss && !olmoe && !glm4_moe && !granitemoe && it != j.end() && !it->is_null()) {
       if (!it->is_array()) fail("config", "mlp_only_layers must be a list of layer indices");
       for (auto& e : *it) {
         c.mlp_only_layers.push_back(int_entry(e, "mlp_only_layers must be a list of layer indices"));

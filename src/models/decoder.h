@@ -107,7 +107,7 @@ void register_qwen2();
 void register_qwen3();
 void register_gemma();  // gemma, gemma2, gemma3_text
 void register_phi3();
-void register_granite();
+void register_granite();  // granite, granitemoe
 void register_olmo2();
 void register_smollm3();
 void register_moe();  // mixtral, qwen2_moe, qwen3_moe, olmoe

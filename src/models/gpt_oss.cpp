@@ -137,6 +137,7 @@ void register_gpt_oss() {
     DecoderOptions o;
     o.attention.sinks = true;
     o.moe.gpt_oss = true;
+    o.moe.router = "router";
     return std::make_unique<DecoderModel>(c, std::move(w), o);
   });
 }

@@ -48,6 +48,12 @@ WeightMap gpt_neox_model_names(WeightMap weights);
 // The reverse.
 WeightMap gpt_neox_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 
+// granitemoe: each layer's block_sparse_moe.input_linear [E, 2I, H] split into switch_mlp.gate_proj / up_proj,
+// output_linear as switch_mlp.down_proj (mlx-lm's names).
+WeightMap granitemoe_model_names(WeightMap weights);
+// The reverse for transformers' layout (Hf); mlx-lm's (MlxLm) is the model's own.
+WeightMap granitemoe_checkpoint_names(WeightMap weights, CheckpointLayout layout);
+
 // gpt_oss: the experts' transformers tensors (gate_up_proj [E, hidden, 2I] interleaved, down_proj; or the
 // original checkpoint's MXFP4 *_blocks / *_scales) and mlx-lm's experts.<proj> as stacked switch_mlp
 // projections with biases (models/moe.h).

@@ -165,7 +165,7 @@ SparseMoe SparseMoe::load(const WeightMap& w, const std::string& prefix, const M
   SparseMoe m;
   const int E = c.num_experts, H = c.hidden_size;
   const int I = o.mixtral_names ? c.intermediate_size : c.moe_intermediate_size;
-  m.router = Linear::load(w, prefix + (o.gpt_oss ? ".router" : ".gate"), H, E, o.gpt_oss);
+  m.router = Linear::load(w, prefix + "." + o.router, H, E, o.gpt_oss);
   m.gate_proj = SwitchLinear::load(w, prefix + ".switch_mlp.gate_proj", E, H, I, o.gpt_oss);
   m.up_proj = SwitchLinear::load(w, prefix + ".switch_mlp.up_proj", E, H, I, o.gpt_oss);
   m.down_proj = SwitchLinear::load(w, prefix + ".switch_mlp.down_proj", E, I, H, o.gpt_oss);

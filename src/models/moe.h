@@ -46,6 +46,7 @@ struct MoeOptions {
   // glm4_moe's shared_experts, ungated.
   const char* shared_expert = "shared_expert";
   bool shared_expert_gate = true;
+  const char* router = "gate";  // the router's module (gpt_oss: router; granitemoe: router.layer)
 };
 
 // The reverse of stack_experts (HF's per-expert tensors, for writing checkpoints transformers reads):

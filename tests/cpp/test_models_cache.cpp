@@ -80,16 +80,18 @@ TEST(KVCache, RejectsMismatchedShapes) {
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(types, (std::vector<std::string>{
-                       "arcee",     "cohere",      "cohere2",   "ernie4_5",   "exaone4",  "gemma",    "gemma2",
-                       "gemma3",    "gemma3_text", "glm",       "glm4",       "glm4_moe", "gpt2",     "gpt_neox",
-                       "gpt_oss",   "granite",     "llama",     "ministral3", "mistral",  "mistral3", "mixtral",
-                       "nemotron",  "olmo2",       "olmo3",     "olmoe",      "phi",      "phi3",     "qwen2",
-                       "qwen2_moe", "qwen3",       "qwen3_moe", "seed_oss",   "smollm3",  "stablelm", "starcoder2"}));
+  EXPECT_EQ(types,
+            (std::vector<std::string>{
+                "arcee",       "cohere",  "cohere2",    "ernie4_5",  "exaone4",  "gemma",     "gemma2",   "gemma3",
+                "gemma3_text", "glm",     "glm4",       "glm4_moe",  "gpt2",     "gpt_neox",  "gpt_oss",  "granite",
+                "granitemoe",  "llama",   "ministral3", "mistral",   "mistral3", "mixtral",   "nemotron", "olmo2",
+                "olmo3",       "olmoe",   "phi",        "phi3",      "qwen2",    "qwen2_moe", "qwen3",    "qwen3_moe",
+                "seed_oss",    "smollm3", "stablelm",   "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
   EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
             "[model] unknown model_type 'gpt_bigcode' (supported: arcee, cohere, cohere2, ernie4_5, exaone4, gemma, "
-            "gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, gpt2, gpt_neox, gpt_oss, granite, llama, ministral3, "
+            "gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, gpt2, gpt_neox, gpt_oss, granite, granitemoe, llama, "
+            "ministral3, "
             "mistral, mistral3, mixtral, nemotron, olmo2, olmo3, olmoe, phi, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe, "
             "seed_oss, smollm3, stablelm, starcoder2)");
 }
@@ -517,6 +519,41 @@ TEST(Config, ArceeAndNemotronRelu2AndNemotronNorms) {
   ModelConfig bad = parse_model_config(tiny_config_json("arcee", R"(, "hidden_act": "relu6")"));
   EXPECT_EQ(error_of([&] { create_model(bad, tiny_weights()); }),
             "[model] unsupported hidden_act 'relu6' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new, relu2)");
+}
+
+TEST(Config, GraniteMoeExpertsAndMultipliers) {
+  // GraniteMoeConfig: 8 experts top-2 as wide as intermediate_size, the top-k renormalised (a softmax over the top-k
+  // logits), every layer sparse whatever decoder_sparse_step / mlp_only_layers say, granite's multipliers.
+  auto c = parse_model_config(tiny_config_json("granitemoe", R"(, "residual_multiplier": 0.5, "decoder_sparse_step": 2,
+      "mlp_only_layers": [0])"));
+  EXPECT_EQ(c.num_experts, 8);
+  EXPECT_EQ(c.num_experts_per_tok, 2);
+  EXPECT_EQ(c.moe_intermediate_size, c.intermediate_size);
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(c.decoder_sparse_step, 1);
+  EXPECT_TRUE(c.mlp_only_layers.empty());
+  EXPECT_FLOAT_EQ(c.residual_multiplier, 0.5f);
+  EXPECT_FLOAT_EQ(c.attention_multiplier.value_or(0), 1.0f);
+}
+
+TEST(Models, GraniteMoeExpertsSplitAndJoin) {
+  // input_linear [E, 2I, H] <-> switch_mlp.gate_proj / up_proj [E, I, H]; output_linear <-> switch_mlp.down_proj.
+  WeightMap w{{"model.layers.0.block_sparse_moe.input_linear.weight", mx::reshape(mx::arange(24.0f), {2, 4, 3})},
+              {"model.layers.0.block_sparse_moe.output_linear.weight", mx::zeros({2, 3, 2})},
+              {"model.layers.0.block_sparse_moe.router.layer.weight", mx::zeros({2, 3})}};
+  auto m = to_model_names("granitemoe", w);
+  ASSERT_EQ(m.count("model.layers.0.block_sparse_moe.switch_mlp.up_proj.weight"), 1u);
+  const auto& up = m.at("model.layers.0.block_sparse_moe.switch_mlp.up_proj.weight");
+  EXPECT_EQ(up.shape(), (mx::Shape{2, 2, 3}));
+  EXPECT_EQ(mx::take(mx::reshape(up, {-1}), 0, 0).item<float>(), 6.0f);  // expert 0's third row
+  EXPECT_EQ(m.count("model.layers.0.block_sparse_moe.switch_mlp.down_proj.weight"), 1u);
+  EXPECT_EQ(m.count("model.layers.0.block_sparse_moe.router.layer.weight"), 1u);
+  auto hf = to_checkpoint_names("granitemoe", m, CheckpointLayout::Hf);
+  EXPECT_EQ(hf.size(), 3u);
+  EXPECT_TRUE(mx::array_equal(hf.at("model.layers.0.block_sparse_moe.input_linear.weight"),
+                              w.at("model.layers.0.block_sparse_moe.input_linear.weight"))
+                  .item<bool>());
+  EXPECT_EQ(to_checkpoint_names("granitemoe", m, CheckpointLayout::MlxLm).size(), 4u);  // mlx-lm's own names
 }
 
 TEST(Models, GptNeoxNamesBothWays) {

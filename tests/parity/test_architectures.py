@@ -469,8 +469,9 @@ def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
 # qwen3_moe: stacked experts and mlx-lm's 8-bit g64 routers; mixtral: stacked experts; granite: mlx-lm's
 # 8-bit g64 o_proj / down_proj / lm_head; glm4_moe: its router (mlx-lm's MoEGate, no Linear) left unquantized;
 # gpt_neox: written under mlx-lm's names (model.h.N.attention.query_key_value, model.embed_out); stablelm-parallel:
-# each head's q / k norm as its own tensor again.
-@pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "granite", "glm4_moe", "gpt_neox", "stablelm-parallel"])
+# each head's q / k norm as its own tensor again; granitemoe: stacked experts, 8-bit g64 router.layer and o_proj.
+@pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "granite", "glm4_moe", "gpt_neox", "stablelm-parallel",
+                                  "granitemoe"])
 def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, run_mlxgp, tmp_path):
     """`mlxgp convert --quantize` (4-bit g32) writes what mlx_lm.convert writes from the same HF folder: the same
     tensors (names, dtypes, shapes, values: 3-D stacked experts quantized too, the model class's
@@ -497,11 +498,11 @@ def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, r
         assert (got[k].dtype, got[k].shape) == (want[k].dtype, want[k].shape), k
         assert mx.array_equal(got[k], want[k]).item(), k
     assert any(v.ndim == 3 and v.dtype == mx.uint32 for v in want.values()) == (arch in ("qwen3_moe", "mixtral",
-                                                                                          "glm4_moe"))
+                                                                                          "glm4_moe", "granitemoe"))
     q_want, q_got = (json.loads((d / "config.json").read_text())["quantization"] for d in (ref_dir, got_dir))
     assert q_got == q_want
     # per-module entries beside group_size / bits / mode
-    assert (len(q_want) > 3) == (arch in ("qwen3_moe", "granite"))
+    assert (len(q_want) > 3) == (arch in ("qwen3_moe", "granite", "granitemoe"))
 
     ref_model, _ = load_model(got_dir)
     ids = _ids(30, 512, seed=4)

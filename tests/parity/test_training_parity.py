@@ -24,7 +24,7 @@ def tiny(tmp_path_factory):
     return {arch: tiny_models.make_tiny_model(arch, tmp_path_factory.mktemp(f"train_{arch}"))
             for arch in ("llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe",
                          "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi", "glm4_moe",
-                         "stablelm-parallel", "seed_oss", "exaone4", "gpt_neox", "arcee", "nemotron")}
+                         "stablelm-parallel", "seed_oss", "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -33,7 +33,14 @@ def _as_mlxgp_grads(arch, name, grad):
     in memory (experts.gate_up_proj [E, 2I, H], experts.down_proj [E, H, I]) but writes one tensor per expert
     (experts.E.{gate,up,down}_proj.weight; mixtral's block_sparse_moe.experts.E.{w1,w3,w2}.weight and its
     router block_sparse_moe.gate). gpt_oss's checkpoint keeps its fused layout (gate_up_proj [E, H, 2I]
-    interleaved, down_proj [E, I, H], their biases): the names match as they are."""
+    interleaved, down_proj [E, I, H], their biases): the names match as they are. granitemoe keeps its fused
+    experts.gate_up_proj [E, 2I, H] / down_proj [E, H, I] and router.weight in memory and writes them as
+    input_linear / output_linear / router.layer, the same layouts."""
+    if arch == "granitemoe" and ".block_sparse_moe." in name:
+        module = name.split(".block_sparse_moe.")[0] + ".block_sparse_moe."
+        leaf = {"experts.gate_up_proj": "input_linear.weight", "experts.down_proj": "output_linear.weight",
+                "router.weight": "router.layer.weight"}[name.split(".block_sparse_moe.")[1]]
+        return {module + leaf: grad}
     if arch == "gpt_oss" or (".mlp.experts." not in name and not (arch == "mixtral" and name.endswith(".mlp.gate.weight"))):
         return {name: grad}
     module = name.split(".mlp.")[0] + (".block_sparse_moe." if arch == "mixtral" else ".mlp.")
@@ -108,11 +115,12 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
 # head's own q / k LayerNorm (written under transformers' per-head names) in parallel blocks; seed_oss: o_proj's bias too;
 # exaone4: post-sublayer norms with per-head q/k norms, windowed RoPE layers and a NoPE global one; gpt_neox: the
 # per-head query_key_value rows, two norms of x in parallel blocks (gradients under gpt_neox.* names); arcee: the
-# relu2 MLP under YaRN; nemotron: LayerNorm1P's (1 + w) and bias, half-rotary heads.
+# relu2 MLP under YaRN; nemotron: LayerNorm1P's (1 + w) and bias, half-rotary heads; granitemoe: granite's
+# multipliers around top-2 experts, written as transformers' input_linear / output_linear / router.layer.
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe",
                                   "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi",
                                   "glm4_moe", "stablelm-parallel", "seed_oss", "exaone4",
-                                  "gpt_neox", "arcee", "nemotron"])
+                                  "gpt_neox", "arcee", "nemotron", "granitemoe"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)
@@ -488,7 +496,7 @@ AUX_COEF = 0.5  # large enough that the router gradients differ well beyond the 
 # term's) against one torch step; padded: right-padded rows whose pad tokens the attention mask drops from
 # the balancing statistics. qwen2_moe's dense layer 1 (mlp_only_layers) routes nothing and is skipped.
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
-@pytest.mark.parametrize("arch", ["mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe"])
+@pytest.mark.parametrize("arch", ["mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "granitemoe"])
 def test_moe_router_aux_loss_matches_torch(arch, padded, tiny, run_mlxgp, tmp_path):
     model, base = tiny[arch]
     folder = _with_config(base, tmp_path / "model", output_router_logits=True, router_aux_loss_coef=AUX_COEF)
@@ -523,7 +531,8 @@ def test_moe_router_aux_loss_matches_torch(arch, padded, tiny, run_mlxgp, tmp_pa
     plain_refs = {}
     for name, p in plain.named_parameters():
         plain_refs.update(_as_mlxgp_grads(arch, name, p.grad.numpy()))
-    routers = [n for n in refs if n.endswith((".gate.weight", ".router.weight")) and "shared_expert" not in n]
+    routers = [n for n in refs if n.endswith((".gate.weight", ".router.weight", ".router.layer.weight"))
+               and "shared_expert" not in n]
     effect = max(float(np.abs(refs[n] - plain_refs[n]).max() / np.abs(refs[n]).max()) for n in routers)
 
     ldiff, adiff = abs(log["loss"] - out.loss.item()), abs(log["aux_loss"] - out.aux_loss.item())

@@ -12,11 +12,11 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled", "qwen3-yarn", "llama-yarn",
               "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4",
               "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5",
-              "exaone4", "gpt_neox", "arcee", "nemotron")
+              "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3")
-MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe")
+MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -96,6 +96,11 @@ def tiny_config(arch: str):
     if arch == "granite":
         return transformers.GraniteConfig(**_COMMON, embedding_multiplier=3.0, residual_multiplier=0.6,
                                           attention_multiplier=0.2, logits_scaling=2.5)
+    if arch == "granitemoe":
+        # Granite 3.0 MoE: granite's four multipliers, 4 experts top-2 (a softmax over the top-k logits).
+        return transformers.GraniteMoeConfig(**_COMMON, num_local_experts=4, num_experts_per_tok=2,
+                                             embedding_multiplier=3.0, residual_multiplier=0.6,
+                                             attention_multiplier=0.2, logits_scaling=2.5)
     if arch == "olmo2":
         return transformers.Olmo2Config(**_COMMON)
     if arch == "olmo3":
