@@ -298,9 +298,25 @@ void parse_llama4_scaling(const json& j, ModelConfig& c) {
          "ministral3 needs rope_parameters.original_max_position_embeddings > 0 (its query scale divides by it)");
 }
 
+// HunYuanDenseV1's checkpoints label their RoPE "dynamic" with a fixed alpha, which transformers reads as ntk_alpha: a
+// static base of rope_theta * alpha^(head_dim / (head_dim - 2)) (compute_ntk_alpha_rope_parameters), no scaling.
+// Returns r with that alpha taken out into `alpha` (r itself for every other configuration).
+json take_ntk_alpha(const json& r, const ModelConfig& c, std::optional<float>& alpha) {
+  if (c.model_type != "hunyuan_v1_dense" || !r.is_object()) return r;
+  const auto type = r.contains("rope_type") ? r["rope_type"] : r.contains("type") ? r["type"] : json();
+  if (type != "dynamic" || !r.contains("alpha") || r["alpha"].is_null()) return r;
+  alpha = get_float(r, "alpha", 1.0f);
+  if (!(std::isfinite(*alpha) && *alpha > 0)) fail("config", "rope alpha must be a finite number > 0");
+  json out = r;
+  out.erase("type");
+  out["rope_type"] = "default";
+  return out;
+}
+
 // rope_theta / rope_scaling: transformers 5.x `rope_parameters` (flat, or one dict per layer type as
 // gemma3 writes it) and the older top-level `rope_theta` + `rope_scaling` (+ gemma3's rope_local_base_freq).
 void parse_rope_fields(const json& j, ModelConfig& c) {
+  std::optional<float> alpha;  // hunyuan_v1_dense (take_ntk_alpha)
   c.rope_theta = get_float(j, "rope_theta", c.rope_theta);
   // Of the architectures here only Phi's, Phi-3's, GLM's, StableLM's, GPT-NeoX's and Nemotron's code rotates part of
   // each head (transformers 5.24: the llama family's default RoPE ignores the field), and only Gemma 3's config
@@ -326,7 +342,7 @@ void parse_rope_fields(const json& j, ModelConfig& c) {
       if (!r.is_object()) fail("config", "rope_parameters must be an object");
       theta = get_float(r, "rope_theta", theta);
       if (partial) c.partial_rotary_factor = get_float(r, "partial_rotary_factor", c.partial_rotary_factor);
-      scaling = parse_rope(r);
+      scaling = parse_rope(take_ntk_alpha(r, c, alpha));
     };
     if (!nested) read(*it, c.rope_theta, c.rope_scaling);
     if (auto f = it->find("full_attention"); nested && f != it->end() && !f->is_null())
@@ -337,7 +353,12 @@ void parse_rope_fields(const json& j, ModelConfig& c) {
       c.sliding_rope_theta = theta;
     }
   }
-  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) c.rope_scaling = parse_rope(*it);
+  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null())
+    c.rope_scaling = parse_rope(take_ntk_alpha(*it, c, alpha));
+  if (alpha) {
+    if (c.head_dim <= 2) fail("config", "rope alpha needs head_dim > 2");
+    c.rope_theta *= std::pow(*alpha, static_cast<float>(c.head_dim) / static_cast<float>(c.head_dim - 2));
+  }
   // Olmo3Config: the older top-level rope_theta / rope_scaling go to the full-attention layers; the sliding ones
   // rotate with rope_theta unscaled (its convert_rope_params_to_dict).
   if (c.model_type == "olmo3" && !(j.contains("rope_parameters") && j["rope_parameters"].is_object() &&
@@ -650,6 +671,12 @@ ModelConfig parse_model_config(const std::string& json_text) {
     c.qkv_bias = get_bool(j, "use_qkv_bias", false);
     c.attention_bias = c.mlp_bias = false;
   }
+  // HeliumConfig: attention_bias on q / k / v only. HunYuanDenseV1Config: attention_bias on all four, no MLP biases.
+  if (c.model_type == "helium") {
+    c.qkv_bias = c.attention_bias;
+    c.attention_bias = false;
+  }
+  if (c.model_type == "hunyuan_v1_dense") c.mlp_bias = false;
   // SeedOssConfig: attention_bias (default true) on q / k / v, attention_out_bias (default false) on o_proj.
   if (c.model_type == "seed_oss") {
     c.qkv_bias = get_bool(j, "attention_bias", true);

@@ -119,7 +119,8 @@ void register_cohere();  // cohere, cohere2
 void register_phi();
 void register_stablelm();
 void register_exaone4();
-void register_ernie();  // ernie4_5
+void register_ernie();  // ernie4_5, helium
+void register_hunyuan();
 void register_gpt_neox();
 void register_arcee();
 void register_nemotron();

@@ -478,7 +478,11 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
     a.v_proj = Linear::load(w, prefix + ".v_proj", c.hidden_size, kv_out, bias);
   }
   a.o_proj = Linear::load(w, prefix + "." + o.o_proj, q_out, c.hidden_size, c.attention_bias);
-  if (o.qk_norm) {
+  if (o.qk_norm_after_rope) {
+    a.q_norm = RMSNorm::load(w, prefix + ".query_layernorm.weight", a.head_dim, c.rms_norm_eps);
+    a.k_norm = RMSNorm::load(w, prefix + ".key_layernorm.weight", a.head_dim, c.rms_norm_eps);
+    a.norm_after_rope = true;
+  } else if (o.qk_norm) {
     a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", a.head_dim, c.rms_norm_eps, o.norm_plus_one);
     a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", a.head_dim, c.rms_norm_eps, o.norm_plus_one);
   } else if (o.qk_norm_full) {
@@ -702,10 +706,16 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     xk = (*y)[1];
     xv = (*y)[2];
   }
-  auto q = heads(*xq, n_heads, q_norm), k = heads(*xk, n_kv_heads, k_norm);
+  const std::optional<RMSNorm> none;
+  auto q = heads(*xq, n_heads, norm_after_rope ? none : q_norm),
+       k = heads(*xk, n_kv_heads, norm_after_rope ? none : k_norm);
   if (!rotated) {
     q = rotate(q);
     k = rotate(k);
+  }
+  if (norm_after_rope) {  // transformers' HunYuanDenseV1Attention: rotary, then query_layernorm / key_layernorm
+    q = (*q_norm)(q);
+    k = (*k_norm)(k);
   }
   if (llama4_beta) q = mx::multiply(q, llama4_query_scale(cache, B, T, *llama4_beta, llama4_positions, q.dtype()));
   auto v = heads(*xv, n_kv_heads, std::nullopt);

@@ -196,6 +196,8 @@ struct AttentionOptions {
   bool rope_traditional = false;  // glm, cohere: interleaved rotary pairs (Rope::traditional)
   const char* o_proj = "o_proj";  // the output projection's name (phi: dense)
   bool qk_layer_norm = false;     // cohere (use_qk_norm): per-head LayerNorms on q and k, weights [heads, head_dim]
+  // hunyuan_v1_dense: qk_norm's per-head RMSNorms applied after RoPE, named query_layernorm / key_layernorm.
+  bool qk_norm_after_rope = false;
 };
 
 struct Attention {
@@ -204,6 +206,7 @@ struct Attention {
   bool qkv_per_head = false;       // qkv_proj's rows per head (gpt_neox's query_key_value)
   std::optional<RMSNorm> q_norm, k_norm;
   bool full_qk_norm = false;
+  bool norm_after_rope = false;  // hunyuan_v1_dense: q / k normed after they rotate
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;
   float scale = 1.0f;
   std::optional<float> softcap;    // gemma2: scores = softcap * tanh(scores / softcap)

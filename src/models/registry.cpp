@@ -46,6 +46,7 @@ void ensure_builtins() {
     register_stablelm();
     register_exaone4();
     register_ernie();
+    register_hunyuan();
     register_gpt_neox();
     register_arcee();
     register_nemotron();

@@ -80,20 +80,51 @@ TEST(KVCache, RejectsMismatchedShapes) {
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(types,
-            (std::vector<std::string>{
-                "arcee",       "cohere",  "cohere2",    "ernie4_5",  "exaone4",  "gemma",     "gemma2",   "gemma3",
-                "gemma3_text", "glm",     "glm4",       "glm4_moe",  "gpt2",     "gpt_neox",  "gpt_oss",  "granite",
-                "granitemoe",  "llama",   "ministral3", "mistral",   "mistral3", "mixtral",   "nemotron", "olmo2",
-                "olmo3",       "olmoe",   "phi",        "phi3",      "qwen2",    "qwen2_moe", "qwen3",    "qwen3_moe",
-                "seed_oss",    "smollm3", "stablelm",   "starcoder2"}));
+  EXPECT_EQ(types, (std::vector<std::string>{"arcee",
+                                             "cohere",
+                                             "cohere2",
+                                             "ernie4_5",
+                                             "exaone4",
+                                             "gemma",
+                                             "gemma2",
+                                             "gemma3",
+                                             "gemma3_text",
+                                             "glm",
+                                             "glm4",
+                                             "glm4_moe",
+                                             "gpt2",
+                                             "gpt_neox",
+                                             "gpt_oss",
+                                             "granite",
+                                             "granitemoe",
+                                             "helium",
+                                             "hunyuan_v1_dense",
+                                             "llama",
+                                             "ministral3",
+                                             "mistral",
+                                             "mistral3",
+                                             "mixtral",
+                                             "nemotron",
+                                             "olmo2",
+                                             "olmo3",
+                                             "olmoe",
+                                             "phi",
+                                             "phi3",
+                                             "qwen2",
+                                             "qwen2_moe",
+                                             "qwen3",
+                                             "qwen3_moe",
+                                             "seed_oss",
+                                             "smollm3",
+                                             "stablelm",
+                                             "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
-  EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
-            "[model] unknown model_type 'gpt_bigcode' (supported: arcee, cohere, cohere2, ernie4_5, exaone4, gemma, "
-            "gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, gpt2, gpt_neox, gpt_oss, granite, granitemoe, llama, "
-            "ministral3, "
-            "mistral, mistral3, mixtral, nemotron, olmo2, olmo3, olmoe, phi, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe, "
-            "seed_oss, smollm3, stablelm, starcoder2)");
+  EXPECT_EQ(
+      error_of([&] { create_model(c, tiny_weights()); }),
+      "[model] unknown model_type 'gpt_bigcode' (supported: arcee, cohere, cohere2, ernie4_5, exaone4, gemma, "
+      "gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, gpt2, gpt_neox, gpt_oss, granite, granitemoe, helium, "
+      "hunyuan_v1_dense, llama, ministral3, mistral, mistral3, mixtral, nemotron, olmo2, olmo3, olmoe, phi, phi3, "
+      "qwen2, qwen2_moe, qwen3, qwen3_moe, seed_oss, smollm3, stablelm, starcoder2)");
 }
 
 TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
@@ -554,6 +585,29 @@ TEST(Models, GraniteMoeExpertsSplitAndJoin) {
                               w.at("model.layers.0.block_sparse_moe.input_linear.weight"))
                   .item<bool>());
   EXPECT_EQ(to_checkpoint_names("granitemoe", m, CheckpointLayout::MlxLm).size(), 4u);  // mlx-lm's own names
+}
+
+TEST(Config, HunyuanAlphaRopeAndHeliumBiases) {
+  // HunYuanDenseV1: "dynamic" RoPE with a fixed alpha is a static base theta * alpha^(d / (d - 2)); dynamic without
+  // alpha stays refused. Helium: attention_bias on q / k / v only.
+  auto h = parse_model_config(tiny_config_json(
+      "hunyuan_v1_dense", R"(, "head_dim": 10, "rope_scaling": {"type": "dynamic", "alpha": 16.0, "factor": 1.0})"));
+  EXPECT_FALSE(h.rope_scaling.has_value());
+  EXPECT_NEAR(h.rope_theta, 10000.0f * 32.0f, 1.0f);  // 16^(10 / 8) = 32
+  EXPECT_EQ(error_of([] {
+              parse_model_config(tiny_config_json("hunyuan_v1_dense", R"(, "rope_scaling": {"type": "dynamic",
+                  "factor": 2.0})"));
+            }),
+            "[config] unsupported rope_type 'dynamic' (supported: default, linear, llama3, longrope, yarn)");
+  EXPECT_EQ(error_of([] {
+              parse_model_config(tiny_config_json("llama", R"(, "rope_scaling": {"type": "dynamic", "alpha": 4.0,
+                  "factor": 2.0})"));
+            }),
+            "[config] unsupported rope_type 'dynamic' (supported: default, linear, llama3, longrope, yarn)");
+  auto he = parse_model_config(tiny_config_json("helium", R"(, "attention_bias": true, "head_dim": 8)"));
+  EXPECT_TRUE(he.qkv_bias.value_or(false));
+  EXPECT_FALSE(he.attention_bias);
+  EXPECT_FLOAT_EQ(he.rope_theta, 10000.0f);  // (tiny_config_json's rope_theta over HeliumConfig's 100000)
 }
 
 TEST(Models, GptNeoxNamesBothWays) {

@@ -24,7 +24,8 @@ def tiny(tmp_path_factory):
     return {arch: tiny_models.make_tiny_model(arch, tmp_path_factory.mktemp(f"train_{arch}"))
             for arch in ("llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe",
                          "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi", "glm4_moe",
-                         "stablelm-parallel", "seed_oss", "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe")}
+                         "stablelm-parallel", "seed_oss", "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe",
+                         "hunyuan_v1_dense")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -35,7 +36,10 @@ def _as_mlxgp_grads(arch, name, grad):
     router block_sparse_moe.gate). gpt_oss's checkpoint keeps its fused layout (gate_up_proj [E, H, 2I]
     interleaved, down_proj [E, I, H], their biases): the names match as they are. granitemoe keeps its fused
     experts.gate_up_proj [E, 2I, H] / down_proj [E, H, I] and router.weight in memory and writes them as
-    input_linear / output_linear / router.layer, the same layouts."""
+    input_linear / output_linear / router.layer, the same layouts; gpt_neox's head is lm_head in memory and
+    embed_out in its checkpoints."""
+    if arch == "gpt_neox" and name == "lm_head.weight":
+        return {"embed_out.weight": grad}
     if arch == "granitemoe" and ".block_sparse_moe." in name:
         module = name.split(".block_sparse_moe.")[0] + ".block_sparse_moe."
         leaf = {"experts.gate_up_proj": "input_linear.weight", "experts.down_proj": "output_linear.weight",
@@ -116,11 +120,12 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
 # exaone4: post-sublayer norms with per-head q/k norms, windowed RoPE layers and a NoPE global one; gpt_neox: the
 # per-head query_key_value rows, two norms of x in parallel blocks (gradients under gpt_neox.* names); arcee: the
 # relu2 MLP under YaRN; nemotron: LayerNorm1P's (1 + w) and bias, half-rotary heads; granitemoe: granite's
-# multipliers around top-2 experts, written as transformers' input_linear / output_linear / router.layer.
+# multipliers around top-2 experts, written as transformers' input_linear / output_linear / router.layer;
+# hunyuan_v1_dense: q/k norms after RoPE.
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe",
                                   "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi",
                                   "glm4_moe", "stablelm-parallel", "seed_oss", "exaone4",
-                                  "gpt_neox", "arcee", "nemotron", "granitemoe"])
+                                  "gpt_neox", "arcee", "nemotron", "granitemoe", "hunyuan_v1_dense"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)

@@ -12,7 +12,7 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled", "qwen3-yarn", "llama-yarn",
               "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4",
               "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5",
-              "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe")
+              "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3")
@@ -165,6 +165,15 @@ def tiny_config(arch: str):
                                            layer_norm_eps=1e-5, use_qkv_bias=arch == "stablelm",
                                            qk_layernorm=arch == "stablelm-parallel",
                                            use_parallel_residual=arch == "stablelm-parallel", pad_token_id=0)
+    if arch == "helium":
+        # Helium-1: interleaved RoPE, q/k/v biases (attention_bias; o_proj never has one).
+        return transformers.HeliumConfig(**_COMMON, head_dim=16, attention_bias=True, pad_token_id=0)
+    if arch == "hunyuan_v1_dense":
+        # Hunyuan dense: per-head q/k RMSNorms after RoPE, "dynamic" RoPE with a fixed alpha (a stretched base), biases
+        # on q / k / v / o.
+        return transformers.HunYuanDenseV1Config(**_COMMON, head_dim=16, attention_bias=True, pad_token_id=0,
+                                                 rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0,
+                                                                  "alpha": 50.0, "factor": 1.0})
     if arch == "arcee":
         # AFM-4.5B's layout: an ungated relu2 MLP, with YaRN (factor 4 over an original 64 positions) as it ships.
         return transformers.ArceeConfig(**_COMMON, pad_token_id=0,
@@ -436,6 +445,8 @@ def mlx_lm_layout(folder, arch: str) -> None:
     if arch == "gpt_neox":  # mlx-lm's gpt_neox reads the older rope keys and always takes the tanh gelu
         cfg["rotary_pct"], cfg["rotary_emb_base"] = cfg["partial_rotary_factor"], cfg["rope_theta"]
         cfg["hidden_act"] = "gelu_new"
+    if arch == "hunyuan_v1_dense":  # mlx-lm's hunyuan asks rope_scaling for alpha, factor and the older "type"
+        cfg["rope_scaling"]["type"] = cfg["rope_scaling"].pop("rope_type")
     if arch == "exaone4":
         cfg["sliding_window_pattern"] = "LLG"  # mlx-lm's exaone4 reads EXAONE's letters (layer_types the same)
         cfg.setdefault("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])  # and requires head_dim
