@@ -53,6 +53,10 @@ const std::vector<GgufArch>& table() {
       {"qwen3moe", "qwen3_moe", kExperts},
       {"phi3", "phi3", {{"attn_qkv", "self_attn.qkv_proj"}, {"ffn_up", "mlp.gate_up_proj"}}},
       {"starcoder2", "starcoder2", {{"ffn_up", "mlp.c_fc"}, {"ffn_down", "mlp.c_proj"}}},
+      // LayerNorms with biases (attn_norm / ffn_norm .bias); stablelm's per-head q / k norms stacked [heads, head_dim]
+      // by the converter as attn_q_norm / attn_k_norm.
+      {"stablelm", "stablelm", {}},
+      {"nemotron", "nemotron", {}},
       {"gemma2", "gemma2", kGemmaNorms},
       {"gemma3", "gemma3_text", kGemmaNorms},
       // Weights already [out, in] (llama.cpp's converter transposes GPT-2's Conv1D), so these are the
@@ -211,6 +215,18 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
     c.mlp_bias = tensors.count("blk.0.ffn_up.bias") > 0;
   }
   if (t == "gpt2") gpt2_config(p, meta, tensors, c);
+  if (t == "stablelm" || t == "nemotron") {  // LayerNorms (nemotron's LayerNorm1P) with their epsilon
+    auto eps = gguf_number(meta, p + "attention.layer_norm_epsilon");
+    if (!eps) fail("gguf", "metadata '" + p + "attention.layer_norm_epsilon' is missing");
+    c.rms_norm_eps = static_cast<float>(*eps);
+  }
+  if (t == "stablelm") {
+    // As llama.cpp (and transformers' reader) decide: parallel blocks have no ffn_norm; the per-head q / k norms
+    // are there or not.
+    c.parallel_residual = !tensors.count("blk.0.ffn_norm.weight");
+    c.use_qk_norm = rows_of(tensors, "blk.0.attn_q_norm.weight", 1) > 0;
+  }
+  if (t == "nemotron") c.hidden_act = "relu2";  // llama.cpp's nemotron FFN: relu(x)^2, ungated
   if (t == "phi3") {
     // llama.cpp switches LongRoPE factors by the context size it was started with, transformers by the
     // running length; mlxgp's longrope is transformers', so such files are refused rather than guessed.

@@ -1,7 +1,7 @@
 """GGUF files of the architectures beyond llama/qwen2/qwen3 (qwen2_moe, qwen3_moe, phi3, starcoder2, gemma2,
-gemma3, gpt2), written as llama.cpp's converter writes them (tiny_models.write_tiny_gguf: its metadata keys, tensor
-names, stacked experts, fused phi3 projections, gemma's 1 + w norms, gpt2's transposed Conv1D weights, learned
-positions and copied head) from tiny random transformers models,
+gemma3, gpt2, stablelm, nemotron), written as llama.cpp's converter writes them (tiny_models.write_tiny_gguf: its
+metadata keys, tensor names, stacked experts, fused phi3 projections, gemma's and nemotron's 1 + w norms, gpt2's
+transposed Conv1D weights, learned positions and copied head, LayerNorm biases) from tiny random transformers models,
 against transformers reading the same file (gguf-py's dequantizers, fp32 compute), live.
 
 Per architecture and tensor type (F32, Q8_0): logits over a prefill and 16 cached decode steps, both as
@@ -148,6 +148,34 @@ def test_gpt_oss_gguf_as_llama_cpp(run_mlxgp, run_mlxgp_json, tmp_path):
                          "--max-new-tokens", GREEDY_NEW, "--ignore-eos")["sequences"][0]["token_ids"]
     ref = llama_cpp.logits(dequantized, prompt + got, len(prompt), repack=False)
     assert [int(r.argmax()) for r in ref[:GREEDY_NEW]] == got
+
+
+def test_stablelm_qk_norms_and_parallel_blocks_as_llama_cpp(run_mlxgp, run_mlxgp_json, tmp_path):
+    """StableLM 2 12B's layout in GGUF (transformers 5.24's reader drops the per-head q/k norms, so llama.cpp,
+    node-llama-cpp 3.21.1's libllama, is the reference, live): each head's q / k LayerNorm stacked [heads,
+    head_dim] as the converter writes attn_q_norm / attn_k_norm, attention and MLP in parallel on one norm (no
+    ffn_norm), RoPE on a quarter of each head from rope.dimension_count. Logits over 20 cached steps and greedy
+    tokens (llama.cpp's argmax after each of mlxgp's prefixes)."""
+    from tests.refs import llama_cpp
+
+    model, _ = tiny_models.make_tiny_model("stablelm-parallel", tmp_path / "hf")
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
+    assert {"blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight"} <= set(gguf_quant.tensor_types(path))
+    assert "blk.0.ffn_norm.weight" not in gguf_quant.tensor_types(path)
+    ids, prefill = _ids(40, model.config.vocab_size, seed=15), 20
+    ref = llama_cpp.logits(path, ids, prefill, repack=False)
+    got = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "l.safetensors", "--prefill", prefill)[prefill - 1:len(ids) - 1]
+    diff = float(np.abs(got - ref).max())
+    prompt = ids[:12]
+    tokens = run_mlxgp_json("generate", "--model", path, "--input-ids", ",".join(map(str, prompt)),
+                            "--max-new-tokens", GREEDY_NEW, "--ignore-eos")["sequences"][0]["token_ids"]
+    steps = llama_cpp.logits(path, prompt + tokens, len(prompt), repack=False)
+    same = sum(int(r.argmax()) == t for r, t in zip(steps[:GREEDY_NEW], tokens))
+    print(f"stablelm (per-head q/k norms, parallel blocks) GGUF F32 vs llama.cpp: max |diff| {diff:.3e} (logits up "
+          f"to {np.abs(ref).max():.2f}); greedy {same}/{GREEDY_NEW} tokens llama.cpp's argmax")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-4
+    assert same == GREEDY_NEW
 
 
 def test_gguf_mxfp4_outside_experts_refused(run_mlxgp, tmp_path):

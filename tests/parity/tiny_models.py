@@ -254,7 +254,7 @@ _PIXTRAL = dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_
 
 # The architectures written as GGUF by write_tiny_gguf beyond llama/qwen2/qwen3
 # (tests/parity/test_gguf_architectures.py); make_tiny_model(f"{arch}-gguf", ...) builds them.
-GGUF_ARCHS = ("qwen2_moe", "qwen3_moe", "phi3", "starcoder2", "gemma2", "gemma3_text", "gpt2")
+GGUF_ARCHS = ("qwen2_moe", "qwen3_moe", "phi3", "starcoder2", "gemma2", "gemma3_text", "gpt2", "stablelm", "nemotron")
 
 
 def _tiny_gguf_config(arch: str):
@@ -264,7 +264,9 @@ def _tiny_gguf_config(arch: str):
     mlxgp follows): the expert widths (expert_feed_forward_length, expert_shared_feed_forward_length are
     not read), gpt2's context (n_ctx is not read: n_positions stays 1024) and MLP width (feed_forward_length
     is not read: n_inner stays 4 * n_embd, which llama.cpp's converter writes), gemma's query_pre_attn_scalar (llama.cpp: head_dim, never stored) and soft-caps (stored by
-    llama.cpp, not read), starcoder2's rope base (not read), phi3's partial rotary and LongRoPE (not read).
+    llama.cpp, not read), starcoder2's rope base (not read), phi3's partial rotary and LongRoPE (not read),
+    stablelm's and nemotron's partial rotary (not read: 0.25 / 0.5 stay), stablelm's rope base and per-head q/k norms
+    (not read), nemotron's LayerNorm epsilon (llama.cpp writes layer_norm_epsilon, transformers reads the rms one).
     mlxgp reads the metadata, so a file with other values keeps llama.cpp's meaning there."""
     import transformers
 
@@ -286,6 +288,12 @@ def _tiny_gguf_config(arch: str):
             **{**_COMMON, "num_hidden_layers": 6}, head_dim=256, query_pre_attn_scalar=256, sliding_window=8,
             rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                              "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}})
+    if arch == "stablelm":  # StableLM-2 1.6B's layout: q/k/v biases, sequential blocks
+        return transformers.StableLmConfig(**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"},
+                                           layer_norm_eps=1e-5, use_qkv_bias=True, pad_token_id=0)
+    if arch == "nemotron":
+        return transformers.NemotronConfig(**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"}, norm_eps=1e-5,
+                                           pad_token_id=0)
     if arch == "gpt2":  # 1024 learned positions (GPT2Config's n_positions); no dropout
         return transformers.GPT2Config(vocab_size=512, n_embd=64, n_layer=3, n_head=4, n_positions=1024,
                                        layer_norm_epsilon=1e-5, bos_token_id=1, eos_token_id=2, resid_pdrop=0.0,
@@ -476,7 +484,8 @@ GGUF_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
 # llama.cpp's architecture names (general.architecture) of the transformers model types.
 GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_moe": "qwen2moe",
                    "qwen3_moe": "qwen3moe", "phi3": "phi3", "starcoder2": "starcoder2", "gemma2": "gemma2",
-                   "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_oss": "gpt-oss"}
+                   "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_oss": "gpt-oss", "stablelm": "stablelm",
+                   "nemotron": "nemotron"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -501,6 +510,10 @@ def _gguf_metadata(w, cfg, head_dim):
     w.add_head_count_kv(cfg.num_key_value_heads)
     if mt == "starcoder2":
         w.add_layer_norm_eps(cfg.norm_epsilon)
+    elif mt == "stablelm":
+        w.add_layer_norm_eps(cfg.layer_norm_eps)
+    elif mt == "nemotron":
+        w.add_layer_norm_eps(cfg.norm_eps)
     else:
         w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     rope = cfg.rope_parameters or {}
@@ -553,9 +566,18 @@ def _gguf_tensors(model):
     def permute(t, n_head):  # what llama.cpp's convert_hf_to_gguf does to q/k rows
         return t.reshape(n_head, 2, t.shape[0] // n_head // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
 
-    for name, t in model.state_dict().items():
+    state = model.state_dict()
+    for name, t in state.items():
         t = t.detach().float().numpy().astype(np.float32)
         if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        if mt == "stablelm" and "_layernorm.norms." in name:
+            # StableLM's converter stacks each head's q / k LayerNorm into one [heads, head_dim] tensor.
+            base, head = name.rsplit(".norms.", 1)
+            if head == "0.weight":
+                n = sum(1 for k in state if k.startswith(base + ".norms."))
+                yield names.get_name(base) + ".weight", np.stack(
+                    [state[f"{base}.norms.{h}.weight"].float().numpy() for h in range(n)])
             continue
         if mt == "gpt_oss" and ".mlp.experts." in name:
             # GptOssExperts: gate_up_proj [E, H, 2I] with gate / up interleaved (x @ W), down_proj [E, I, H];
@@ -589,7 +611,7 @@ def _gguf_tensors(model):
             t = permute(t, cfg.num_attention_heads)
         if mt == "llama" and module.endswith("self_attn.k_proj"):
             t = permute(t, cfg.num_key_value_heads)
-        if mt in ("gemma2", "gemma3_text") and name.endswith("norm.weight"):
+        if mt in ("gemma2", "gemma3_text", "nemotron") and name.endswith("norm.weight"):
             t = t + 1
         if mt == "gpt2" and kind == "weight" and module.endswith((".c_attn", ".c_proj", ".c_fc")):
             t = np.ascontiguousarray(t.T)
