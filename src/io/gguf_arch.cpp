@@ -57,6 +57,12 @@ const std::vector<GgufArch>& table() {
       // by the converter as attn_q_norm / attn_k_norm.
       {"stablelm", "stablelm", {}},
       {"nemotron", "nemotron", {}},
+      {"seed_oss", "seed_oss", {{"post_attention_norm", "post_attention_layernorm"}}},  // its pre-MLP norm
+      {"ernie4_5", "ernie4_5", {}},  // its RoPE pairs adjacent features (llama.cpp's NORM), rows as transformers'
+      // OLMo 2: norms on the sub-layer outputs only; q / k norms over the whole projections.
+      {"olmo2",
+       "olmo2",
+       {{"post_attention_norm", "post_attention_layernorm"}, {"post_ffw_norm", "post_feedforward_layernorm"}}},
       {"gemma2", "gemma2", kGemmaNorms},
       {"gemma3", "gemma3_text", kGemmaNorms},
       // Weights already [out, in] (llama.cpp's converter transposes GPT-2's Conv1D), so these are the
@@ -227,6 +233,9 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
     c.use_qk_norm = rows_of(tensors, "blk.0.attn_q_norm.weight", 1) > 0;
   }
   if (t == "nemotron") c.hidden_act = "relu2";  // llama.cpp's nemotron FFN: relu(x)^2, ungated
+  // OLMo 3's files are olmo2 with a window and a per-layer pattern; their layout is not read here yet.
+  if (t == "olmo2" && meta.count(p + "attention.sliding_window"))
+    fail("gguf", "metadata '" + p + "attention.sliding_window' is not supported (OLMo 3's sliding layers)");
   if (t == "phi3") {
     // llama.cpp switches LongRoPE factors by the context size it was started with, transformers by the
     // running length; mlxgp's longrope is transformers', so such files are refused rather than guessed.

@@ -150,18 +150,23 @@ def test_gpt_oss_gguf_as_llama_cpp(run_mlxgp, run_mlxgp_json, tmp_path):
     assert [int(r.argmax()) for r in ref[:GREEDY_NEW]] == got
 
 
-def test_stablelm_qk_norms_and_parallel_blocks_as_llama_cpp(run_mlxgp, run_mlxgp_json, tmp_path):
-    """StableLM 2 12B's layout in GGUF (transformers 5.24's reader drops the per-head q/k norms, so llama.cpp,
-    node-llama-cpp 3.21.1's libllama, is the reference, live): each head's q / k LayerNorm stacked [heads,
-    head_dim] as the converter writes attn_q_norm / attn_k_norm, attention and MLP in parallel on one norm (no
-    ffn_norm), RoPE on a quarter of each head from rope.dimension_count. Logits over 20 cached steps and greedy
-    tokens (llama.cpp's argmax after each of mlxgp's prefixes)."""
+# Architectures transformers 5.24's GGUF reader cannot read (or reads partly), against llama.cpp (node-llama-cpp
+# 3.21.1's libllama), live: stablelm with StableLM 2 12B's per-head q/k norms (stacked attn_q_norm / attn_k_norm,
+# which that reader drops) and parallel blocks (no ffn_norm); seed_oss (q/k/v biases; llama.cpp refuses files with
+# o_proj's, which Seed-OSS-36B has not); ernie4_5 (RoPE on adjacent pairs, a tied head; without the biases llama.cpp
+# cannot load, as ERNIE-4.5-0.3B); olmo2 (post-sublayer norms, whole-projection q/k norms).
+@pytest.mark.parametrize("arch, overrides", [("stablelm-parallel", {}), ("seed_oss", {"attention_out_bias": False}),
+                                             ("ernie4_5", {"use_bias": False}), ("olmo2", {})])
+def test_gguf_as_llama_cpp(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
+    """An F32 file as llama.cpp's converter writes it: logits over 20 cached steps within 1e-4 of llama.cpp, and
+    greedy tokens that are llama.cpp's argmax after each of mlxgp's prefixes."""
     from tests.refs import llama_cpp
 
-    model, _ = tiny_models.make_tiny_model("stablelm-parallel", tmp_path / "hf")
+    model, _ = tiny_models.make_tiny_model(arch, tmp_path / "hf", **overrides)
     path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
-    assert {"blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight"} <= set(gguf_quant.tensor_types(path))
-    assert "blk.0.ffn_norm.weight" not in gguf_quant.tensor_types(path)
+    names = set(gguf_quant.tensor_types(path))
+    if arch == "stablelm-parallel":
+        assert {"blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight"} <= names and "blk.0.ffn_norm.weight" not in names
     ids, prefill = _ids(40, model.config.vocab_size, seed=15), 20
     ref = llama_cpp.logits(path, ids, prefill, repack=False)
     got = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "l.safetensors", "--prefill", prefill)[prefill - 1:len(ids) - 1]
@@ -171,11 +176,19 @@ def test_stablelm_qk_norms_and_parallel_blocks_as_llama_cpp(run_mlxgp, run_mlxgp
                             "--max-new-tokens", GREEDY_NEW, "--ignore-eos")["sequences"][0]["token_ids"]
     steps = llama_cpp.logits(path, prompt + tokens, len(prompt), repack=False)
     same = sum(int(r.argmax()) == t for r, t in zip(steps[:GREEDY_NEW], tokens))
-    print(f"stablelm (per-head q/k norms, parallel blocks) GGUF F32 vs llama.cpp: max |diff| {diff:.3e} (logits up "
-          f"to {np.abs(ref).max():.2f}); greedy {same}/{GREEDY_NEW} tokens llama.cpp's argmax")
+    print(f"{arch} GGUF F32 vs llama.cpp: max |diff| {diff:.3e} (logits up to {np.abs(ref).max():.2f}); greedy "
+          f"{same}/{GREEDY_NEW} tokens llama.cpp's argmax")
     assert np.abs(ref).max() > 0.5
     assert diff <= 1e-4
     assert same == GREEDY_NEW
+
+
+def test_olmo3_sliding_gguf_refused(run_mlxgp, tmp_path):
+    """OLMo 3's GGUF files are olmo2 files with a window: refused by name rather than run without it."""
+    model, _ = tiny_models.make_tiny_model("olmo2", tmp_path / "hf")
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "w.gguf", "F32", meta={"olmo2.attention.sliding_window": 8})
+    line = _expect_error(run_mlxgp, path, "gguf", tmp_path)
+    assert line == ("[gguf] metadata 'olmo2.attention.sliding_window' is not supported (OLMo 3's sliding layers)"), line
 
 
 def test_gguf_mxfp4_outside_experts_refused(run_mlxgp, tmp_path):

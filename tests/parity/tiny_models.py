@@ -485,7 +485,7 @@ GGUF_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
 GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_moe": "qwen2moe",
                    "qwen3_moe": "qwen3moe", "phi3": "phi3", "starcoder2": "starcoder2", "gemma2": "gemma2",
                    "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_oss": "gpt-oss", "stablelm": "stablelm",
-                   "nemotron": "nemotron"}
+                   "nemotron": "nemotron", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "olmo2": "olmo2"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
