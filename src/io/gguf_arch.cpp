@@ -58,6 +58,8 @@ const std::vector<GgufArch>& table() {
       {"stablelm", "stablelm", {}},
       {"nemotron", "nemotron", {}},
       {"seed_oss", "seed_oss", {{"post_attention_norm", "post_attention_layernorm"}}},  // its pre-MLP norm
+      {"granite", "granite", {}},
+      {"arcee", "arcee", {}},
       {"ernie4_5", "ernie4_5", {}},  // its RoPE pairs adjacent features (llama.cpp's NORM), rows as transformers'
       // OLMo 2: norms on the sub-layer outputs only; q / k norms over the whole projections.
       {"olmo2",
@@ -80,6 +82,21 @@ const std::vector<GgufArch>& table() {
         {"post_attention_norm", "post_attention_layernorm"}}},
   };
   return t;
+}
+
+// Granite's four multipliers as llama.cpp's converter renames them (*_scale, each written only when non-zero) and
+// llama.cpp reads them: no attention.scale means 1 / sqrt(head_dim), the others absent mean 1.
+void granite_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
+  auto read = [&](const char* key) -> std::optional<float> {
+    auto v = gguf_number(meta, p + key);
+    if (!v) return std::nullopt;
+    if (!(std::isfinite(*v) && *v > 0)) fail("gguf", "metadata '" + p + key + "' must be a finite number > 0");
+    return static_cast<float>(*v);
+  };
+  c.attention_multiplier = read("attention.scale");
+  c.embedding_multiplier = read("embedding_scale").value_or(1.0f);
+  c.residual_multiplier = read("residual_scale").value_or(1.0f);
+  c.logits_scaling = read("logit_scale").value_or(1.0f);
 }
 
 // Rows (axis `axis`) of tensor `name`, 0 when absent.
@@ -232,7 +249,8 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
     c.parallel_residual = !tensors.count("blk.0.ffn_norm.weight");
     c.use_qk_norm = rows_of(tensors, "blk.0.attn_q_norm.weight", 1) > 0;
   }
-  if (t == "nemotron") c.hidden_act = "relu2";  // llama.cpp's nemotron FFN: relu(x)^2, ungated
+  if (t == "nemotron" || t == "arcee") c.hidden_act = "relu2";  // llama.cpp's FFN there: relu(x)^2, ungated
+  if (t == "granite") granite_config(p, meta, c);
   // OLMo 3's files are olmo2 with a window and a per-layer pattern; their layout is not read here yet.
   if (t == "olmo2" && meta.count(p + "attention.sliding_window"))
     fail("gguf", "metadata '" + p + "attention.sliding_window' is not supported (OLMo 3's sliding layers)");

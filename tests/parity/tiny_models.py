@@ -485,7 +485,8 @@ GGUF_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
 GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_moe": "qwen2moe",
                    "qwen3_moe": "qwen3moe", "phi3": "phi3", "starcoder2": "starcoder2", "gemma2": "gemma2",
                    "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_oss": "gpt-oss", "stablelm": "stablelm",
-                   "nemotron": "nemotron", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "olmo2": "olmo2"}
+                   "nemotron": "nemotron", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "olmo2": "olmo2",
+                   "granite": "granite", "arcee": "arcee"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -533,11 +534,17 @@ def _gguf_metadata(w, cfg, head_dim):
         w.add_expert_count(cfg.num_experts)
         w.add_expert_used_count(cfg.num_experts_per_tok)
         w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
-    if mt == "gpt_oss":  # convert_hf_to_gguf.py's GptOssModel: expert counts and width, window, YaRN
+    if mt == "granite":  # GraniteModel: the multipliers as *_scale keys
+        w.add_attention_scale(cfg.attention_multiplier)
+        w.add_embedding_scale(cfg.embedding_multiplier)
+        w.add_residual_scale(cfg.residual_multiplier)
+        w.add_logit_scale(cfg.logits_scaling)
+    if mt == "gpt_oss":  # convert_hf_to_gguf.py's GptOssModel: expert counts and width, window
         w.add_expert_count(cfg.num_local_experts)
         w.add_expert_used_count(cfg.num_experts_per_tok)
         w.add_expert_feed_forward_length(cfg.intermediate_size)
         w.add_sliding_window(cfg.sliding_window)
+    if mt in ("gpt_oss", "arcee"):  # their converters' YaRN keys
         if rope.get("rope_type") == "yarn":
             w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
             w.add_rope_scaling_factor(rope["factor"])
@@ -607,9 +614,9 @@ def _gguf_tensors(model):
         if name.endswith("mlp.experts.down_proj"):
             module, kind = name, "weight"
         t = t.squeeze()
-        if mt == "llama" and module.endswith("self_attn.q_proj"):
+        if mt in ("llama", "granite", "arcee") and module.endswith("self_attn.q_proj"):  # LlamaModel's converters
             t = permute(t, cfg.num_attention_heads)
-        if mt == "llama" and module.endswith("self_attn.k_proj"):
+        if mt in ("llama", "granite", "arcee") and module.endswith("self_attn.k_proj"):
             t = permute(t, cfg.num_key_value_heads)
         if mt in ("gemma2", "gemma3_text", "nemotron") and name.endswith("norm.weight"):
             t = t + 1
