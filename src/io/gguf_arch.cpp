@@ -59,6 +59,7 @@ const std::vector<GgufArch>& table() {
       {"nemotron", "nemotron", {}},
       {"seed_oss", "seed_oss", {{"post_attention_norm", "post_attention_layernorm"}}},  // its pre-MLP norm
       {"granite", "granite", {}},
+      {"smollm3", "smollm3", {}},
       {"arcee", "arcee", {}},
       {"ernie4_5", "ernie4_5", {}},  // its RoPE pairs adjacent features (llama.cpp's NORM), rows as transformers'
       // OLMo 2: norms on the sub-layer outputs only; q / k norms over the whole projections.
@@ -251,6 +252,9 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   }
   if (t == "nemotron" || t == "arcee") c.hidden_act = "relu2";  // llama.cpp's FFN there: relu(x)^2, ungated
   if (t == "granite") granite_config(p, meta, c);
+  // SmolLM3's files carry no no_rope_layers: llama.cpp leaves RoPE out of every 4th layer, SmolLM3Config's default.
+  if (t == "smollm3")
+    for (int i = 0; i < c.num_hidden_layers; ++i) c.rope_layers.push_back((i + 1) % 4 != 0);
   // OLMo 3's files are olmo2 with a window and a per-layer pattern; their layout is not read here yet.
   if (t == "olmo2" && meta.count(p + "attention.sliding_window"))
     fail("gguf", "metadata '" + p + "attention.sliding_window' is not supported (OLMo 3's sliding layers)");

@@ -150,16 +150,20 @@ def test_gpt_oss_gguf_as_llama_cpp(run_mlxgp, run_mlxgp_json, tmp_path):
     assert [int(r.argmax()) for r in ref[:GREEDY_NEW]] == got
 
 
+# SmolLM3's GGUF holds no no_rope_layers: llama.cpp leaves RoPE out of every 4th layer (SmolLM3Config's default).
+SMOLLM3_4 = {"num_hidden_layers": 4, "no_rope_layers": [1, 1, 1, 0], "layer_types": ["full_attention"] * 4}
+
+
 # Architectures transformers 5.24's GGUF reader cannot read (or reads partly), against llama.cpp (node-llama-cpp
 # 3.21.1's libllama), live: stablelm with StableLM 2 12B's per-head q/k norms (stacked attn_q_norm / attn_k_norm,
 # which that reader drops) and parallel blocks (no ffn_norm); seed_oss (q/k/v biases; llama.cpp refuses files with
 # o_proj's, which Seed-OSS-36B has not); ernie4_5 (RoPE on adjacent pairs, a tied head; without the biases llama.cpp
 # cannot load, as ERNIE-4.5-0.3B); olmo2 (post-sublayer norms, whole-projection q/k norms); granite (its four
 # multipliers as *_scale keys, q/k rows permuted as LlamaModel's converter does); arcee (relu2 MLP, permuted rows,
-# YaRN as llama.cpp computes it).
+# YaRN as llama.cpp computes it); smollm3 (permuted rows, a NoPE 4th layer).
 @pytest.mark.parametrize("arch, overrides", [("stablelm-parallel", {}), ("seed_oss", {"attention_out_bias": False}),
                                              ("ernie4_5", {"use_bias": False}), ("olmo2", {}), ("granite", {}),
-                                             ("arcee", {})])
+                                             ("arcee", {}), ("smollm3", SMOLLM3_4)])
 def test_gguf_as_llama_cpp(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
     """An F32 file as llama.cpp's converter writes it: logits over 20 cached steps within 1e-4 of llama.cpp, and
     greedy tokens that are llama.cpp's argmax after each of mlxgp's prefixes."""

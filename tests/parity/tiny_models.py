@@ -486,7 +486,7 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "qwen3_moe": "qwen3moe", "phi3": "phi3", "starcoder2": "starcoder2", "gemma2": "gemma2",
                    "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_oss": "gpt-oss", "stablelm": "stablelm",
                    "nemotron": "nemotron", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "olmo2": "olmo2",
-                   "granite": "granite", "arcee": "arcee"}
+                   "granite": "granite", "arcee": "arcee", "smollm3": "smollm3"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -614,9 +614,10 @@ def _gguf_tensors(model):
         if name.endswith("mlp.experts.down_proj"):
             module, kind = name, "weight"
         t = t.squeeze()
-        if mt in ("llama", "granite", "arcee") and module.endswith("self_attn.q_proj"):  # LlamaModel's converters
+        llama_converter = mt in ("llama", "granite", "arcee", "smollm3")  # LlamaModel and its subclasses permute
+        if llama_converter and module.endswith("self_attn.q_proj"):
             t = permute(t, cfg.num_attention_heads)
-        if mt in ("llama", "granite", "arcee") and module.endswith("self_attn.k_proj"):
+        if llama_converter and module.endswith("self_attn.k_proj"):
             t = permute(t, cfg.num_key_value_heads)
         if mt in ("gemma2", "gemma3_text", "nemotron") and name.endswith("norm.weight"):
             t = t + 1
