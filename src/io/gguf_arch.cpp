@@ -60,6 +60,9 @@ const std::vector<GgufArch>& table() {
       {"seed_oss", "seed_oss", {{"post_attention_norm", "post_attention_layernorm"}}},  // its pre-MLP norm
       {"granite", "granite", {}},
       {"smollm3", "smollm3", {}},
+      // Command R / R+: one bias-free LayerNorm a block (attn_norm), per-head q / k norms [heads, head_dim], RoPE on
+      // adjacent pairs of rows kept as transformers' (llama.cpp's NORM type).
+      {"command-r", "cohere", {}},
       {"arcee", "arcee", {}},
       {"ernie4_5", "ernie4_5", {}},  // its RoPE pairs adjacent features (llama.cpp's NORM), rows as transformers'
       // OLMo 2: norms on the sub-layer outputs only; q / k norms over the whole projections.
@@ -239,7 +242,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
     c.mlp_bias = tensors.count("blk.0.ffn_up.bias") > 0;
   }
   if (t == "gpt2") gpt2_config(p, meta, tensors, c);
-  if (t == "stablelm" || t == "nemotron") {  // LayerNorms (nemotron's LayerNorm1P) with their epsilon
+  if (t == "stablelm" || t == "nemotron" || t == "cohere") {  // LayerNorms (nemotron's LayerNorm1P) and their eps
     auto eps = gguf_number(meta, p + "attention.layer_norm_epsilon");
     if (!eps) fail("gguf", "metadata '" + p + "attention.layer_norm_epsilon' is missing");
     c.rms_norm_eps = static_cast<float>(*eps);
@@ -252,6 +255,13 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   }
   if (t == "nemotron" || t == "arcee") c.hidden_act = "relu2";  // llama.cpp's FFN there: relu(x)^2, ungated
   if (t == "granite") granite_config(p, meta, c);
+  if (t == "cohere") {  // CommandR2Model's converter writes the logit scale always
+    auto scale = gguf_number(meta, p + "logit_scale");
+    if (!scale || !(std::isfinite(*scale) && *scale > 0))
+      fail("gguf", "metadata '" + p + "logit_scale' must be present and a finite number > 0");
+    c.logit_scale = static_cast<float>(*scale);
+    c.use_qk_norm = rows_of(tensors, "blk.0.attn_q_norm.weight", 1) > 0;
+  }
   // SmolLM3's files carry no no_rope_layers: llama.cpp leaves RoPE out of every 4th layer, SmolLM3Config's default.
   if (t == "smollm3")
     for (int i = 0; i < c.num_hidden_layers; ++i) c.rope_layers.push_back((i + 1) % 4 != 0);

@@ -160,10 +160,13 @@ SMOLLM3_4 = {"num_hidden_layers": 4, "no_rope_layers": [1, 1, 1, 0], "layer_type
 # o_proj's, which Seed-OSS-36B has not); ernie4_5 (RoPE on adjacent pairs, a tied head; without the biases llama.cpp
 # cannot load, as ERNIE-4.5-0.3B); olmo2 (post-sublayer norms, whole-projection q/k norms); granite (its four
 # multipliers as *_scale keys, q/k rows permuted as LlamaModel's converter does); arcee (relu2 MLP, permuted rows,
-# YaRN as llama.cpp computes it); smollm3 (permuted rows, a NoPE 4th layer).
+# YaRN as llama.cpp computes it); smollm3 (permuted rows, a NoPE 4th layer); cohere as command-r (parallel blocks on
+# one bias-free LayerNorm, adjacent-pair RoPE, the logit scale; llama.cpp reads Command R+'s per-head q/k norms only
+# in models of 64 layers or more, so this 3-layer one has none).
 @pytest.mark.parametrize("arch, overrides", [("stablelm-parallel", {}), ("seed_oss", {"attention_out_bias": False}),
                                              ("ernie4_5", {"use_bias": False}), ("olmo2", {}), ("granite", {}),
-                                             ("arcee", {}), ("smollm3", SMOLLM3_4)])
+                                             ("arcee", {}), ("smollm3", SMOLLM3_4),
+                                             ("cohere", {"use_qk_norm": False})])
 def test_gguf_as_llama_cpp(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
     """An F32 file as llama.cpp's converter writes it: logits over 20 cached steps within 1e-4 of llama.cpp, and
     greedy tokens that are llama.cpp's argmax after each of mlxgp's prefixes."""

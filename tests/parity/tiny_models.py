@@ -486,7 +486,7 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "qwen3_moe": "qwen3moe", "phi3": "phi3", "starcoder2": "starcoder2", "gemma2": "gemma2",
                    "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_oss": "gpt-oss", "stablelm": "stablelm",
                    "nemotron": "nemotron", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "olmo2": "olmo2",
-                   "granite": "granite", "arcee": "arcee", "smollm3": "smollm3"}
+                   "granite": "granite", "arcee": "arcee", "smollm3": "smollm3", "cohere": "command-r"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -511,7 +511,7 @@ def _gguf_metadata(w, cfg, head_dim):
     w.add_head_count_kv(cfg.num_key_value_heads)
     if mt == "starcoder2":
         w.add_layer_norm_eps(cfg.norm_epsilon)
-    elif mt == "stablelm":
+    elif mt in ("stablelm", "cohere"):
         w.add_layer_norm_eps(cfg.layer_norm_eps)
     elif mt == "nemotron":
         w.add_layer_norm_eps(cfg.norm_eps)
@@ -534,6 +534,9 @@ def _gguf_metadata(w, cfg, head_dim):
         w.add_expert_count(cfg.num_experts)
         w.add_expert_used_count(cfg.num_experts_per_tok)
         w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
+    if mt == "cohere":  # CommandR2Model: the logit scale, no rope scaling
+        w.add_logit_scale(cfg.logit_scale)
+        w.add_rope_scaling_type(gguf.RopeScalingType.NONE)
     if mt == "granite":  # GraniteModel: the multipliers as *_scale keys
         w.add_attention_scale(cfg.attention_multiplier)
         w.add_embedding_scale(cfg.embedding_multiplier)
