@@ -85,7 +85,19 @@ std::vector<std::string> add_lora(Model& model, const LoraConfig& c) {
       if (!linear_layers[t].count(layer))
         fail("lora", "target '" + t + "' names the stacked MoE experts '" + prefix +
                          "', which LoRA does not adapt (target the attention or dense projections)");
-  if (prefixes.empty()) fail("lora", "no linear layer matches the target modules");
+  if (prefixes.empty()) {
+    // Name what there is: architectures spell their projections differently (gpt_neox: query_key_value, phi: dense).
+    std::set<std::string> leaves;
+    for (auto& [name, w] : params)
+      if (ends_with(name, ".weight") && w.ndim() == 2 && name.find(".layers.") != std::string::npos) {
+        auto prefix = name.substr(0, name.size() - 7), leaf = prefix.substr(prefix.rfind('.') + 1);
+        if (leaf.find("norm") == std::string::npos) leaves.insert(leaf);  // (cohere's per-head norms are 2-D)
+      }
+    std::string wanted, have;
+    for (auto& t : c.target_modules) wanted += (wanted.empty() ? "" : ", ") + t;
+    for (auto& l : leaves) have += (have.empty() ? "" : ", ") + l;
+    fail("lora", "no linear layer matches the target modules (" + wanted + "); this model's are: " + have);
+  }
   std::sort(prefixes.begin(), prefixes.end());
   WeightMap added;
   std::vector<std::string> names;

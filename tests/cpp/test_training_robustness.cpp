@@ -215,6 +215,16 @@ TEST(TrainingRobustness, LoraOnQuantizedWeightsTakesTheCheckpointsWidth) {
   mx::eval(logits_of(*model, {1, 2, 3}));
 }
 
+TEST(TrainingRobustness, LoraTargetsMatchingNothingNameTheModelsLinears) {
+  // peft's per-architecture names differ (gpt_neox: query_key_value): the error lists what this model has.
+  auto model = create_model(parse_model_config(tiny_config_json()), tiny_weights(3));
+  LoraConfig c;
+  c.target_modules = {"query_key_value"};
+  EXPECT_EQ(error_of([&] { add_lora(*model, c); }),
+            "[lora] no linear layer matches the target modules (query_key_value); this model's are: down_proj, "
+            "gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj");
+}
+
 // LoRA over MLX's microscaling modes (uint8 scales, no biases): the input width follows from the one bits /
 // group size pair each mode allows (nvfp4 4 / 16 and mxfp8 8 / 32 here), the adapters start as a no-op, and a
 // training step reaches them through the frozen packed weights.
