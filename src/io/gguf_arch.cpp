@@ -88,6 +88,13 @@ const std::vector<GgufArch>& table() {
   return t;
 }
 
+// The LayerNorm epsilon of the architectures with LayerNorms (ModelConfig::rms_norm_eps holds either kind's).
+float layer_norm_eps(const std::string& p, const GgufMeta& meta) {
+  auto eps = gguf_number(meta, p + "attention.layer_norm_epsilon");
+  if (!eps) fail("gguf", "metadata '" + p + "attention.layer_norm_epsilon' is missing");
+  return static_cast<float>(*eps);
+}
+
 // Granite's four multipliers as llama.cpp's converter renames them (*_scale, each written only when non-zero) and
 // llama.cpp reads them: no attention.scale means 1 / sqrt(head_dim), the others absent mean 1.
 void granite_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
@@ -171,9 +178,7 @@ void gemma_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
 void gpt2_config(const std::string& p, const GgufMeta& meta, const std::unordered_map<std::string, mx::array>& tensors,
                  ModelConfig& c) {
   c.hidden_act = "gelu_new";  // llama.cpp's gpt2 FFN: GELU, tanh approximation
-  auto eps = gguf_number(meta, p + "attention.layer_norm_epsilon");
-  if (!eps) fail("gguf", "metadata '" + p + "attention.layer_norm_epsilon' is missing");
-  c.rms_norm_eps = static_cast<float>(*eps);  // LayerNorm epsilon
+  c.rms_norm_eps = layer_norm_eps(p, meta);
   // Learned positions: one row per position up to the training context, which llama.cpp stores as
   // context_length; a file whose table disagrees is refused rather than cut or read past its end.
   const int rows = rows_of(tensors, "position_embd.weight", 0);
@@ -235,18 +240,13 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   if (t == "gemma2" || t == "gemma3_text") gemma_config(p, meta, c);
   if (t == "starcoder2") {
     c.hidden_act = "gelu_pytorch_tanh";  // llama.cpp's starcoder2 FFN: GELU, tanh approximation
-    auto eps = gguf_number(meta, p + "attention.layer_norm_epsilon");
-    if (!eps) fail("gguf", "metadata '" + p + "attention.layer_norm_epsilon' is missing");
-    c.rms_norm_eps = static_cast<float>(*eps);  // LayerNorm epsilon
+    c.rms_norm_eps = layer_norm_eps(p, meta);
     c.attention_bias = tensors.count("blk.0.attn_q.bias") > 0;
     c.mlp_bias = tensors.count("blk.0.ffn_up.bias") > 0;
   }
   if (t == "gpt2") gpt2_config(p, meta, tensors, c);
-  if (t == "stablelm" || t == "nemotron" || t == "cohere") {  // LayerNorms (nemotron's LayerNorm1P) and their eps
-    auto eps = gguf_number(meta, p + "attention.layer_norm_epsilon");
-    if (!eps) fail("gguf", "metadata '" + p + "attention.layer_norm_epsilon' is missing");
-    c.rms_norm_eps = static_cast<float>(*eps);
-  }
+  // LayerNorms (nemotron's LayerNorm1P) with their own epsilon.
+  if (t == "stablelm" || t == "nemotron" || t == "cohere") c.rms_norm_eps = layer_norm_eps(p, meta);
   if (t == "stablelm") {
     // As llama.cpp (and transformers' reader) decide: parallel blocks have no ffn_norm; the per-head q / k norms
     // are there or not.
