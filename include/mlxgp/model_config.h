@@ -120,6 +120,17 @@ struct ModelConfig {
   bool sigmoid_routing = false;
   int n_group = 1, topk_group = 1;
   float routed_scaling_factor = 1.0f;
+  // deepseek_v2's softmax routing with topk_method "group_limited_greedy": only the topk_group groups (of
+  // n_group) whose best expert scores most compete; the chosen probabilities times routed_scaling_factor.
+  bool group_limited_greedy = false;
+  // DeepSeek-V2 / V3's multi-head latent attention (kv_lora_rank > 0): queries from q_proj, or q_b_proj over the
+  // normed q_a_proj (q_lora_rank > 0); each position's keys and values from one latent of kv_lora_rank features
+  // (kv_a_proj_with_mqa, normed) that kv_b_proj expands per head, beside a shared key of qk_rope_head_dim rotary
+  // features. mlxgp caches the latent and the rotated shared key, [latent; k_pe], as one KV head, so for these
+  // types num_key_value_heads is 1 and head_dim is kv_lora_rank + qk_rope_head_dim (what one cached position of
+  // one layer holds); the heads' own widths are qk_nope_head_dim + qk_rope_head_dim and v_head_dim.
+  int q_lora_rank = 0, kv_lora_rank = 0, qk_nope_head_dim = 0, qk_rope_head_dim = 0, v_head_dim = 0;
+  bool rope_interleave = true;  // deepseek_v3: rotary pairs adjacent (transformers' apply_rotary_pos_emb_interleave)
   // Training: with output_router_logits, loss_forward adds router_aux_loss_coef times transformers'
   // load-balancing loss (mlxgp/loss.h). router_jitter_noise (mixtral) perturbs the router input in
   // training only; the Trainer refuses it (> 0), inference ignores it as transformers' eval mode does.

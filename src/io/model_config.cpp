@@ -249,21 +249,48 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
   }
 }
 
-// Glm4MoeConfig's routing fields (ModelConfig::sigmoid_routing), checked so the group choice is well defined.
-void parse_sigmoid_routing(const json& j, ModelConfig& c) {
-  c.sigmoid_routing = true;
-  c.n_group = get_int(j, "n_group", 1);
-  c.topk_group = get_int(j, "topk_group", 1);
-  c.routed_scaling_factor = get_float(j, "routed_scaling_factor", 1.0f);
+// The group-limited routing fields (ModelConfig::sigmoid_routing, group_limited_greedy), checked so the group
+// choice is well defined; the defaults are the class's (DeepseekV3Config: 8 groups, 4 kept, x 2.5; Glm4MoeConfig:
+// 1, 1, x 1).
+void parse_group_routing(const json& j, ModelConfig& c, int n_group, int topk_group, float scaling) {
+  c.n_group = get_int(j, "n_group", n_group);
+  c.topk_group = get_int(j, "topk_group", topk_group);
+  c.routed_scaling_factor = get_float(j, "routed_scaling_factor", scaling);
   if (c.n_group < 1 || c.num_experts % c.n_group != 0)
     fail("config", "n_group must be >= 1 and divide the " + std::to_string(c.num_experts) + " routed experts");
   if (c.topk_group < 1 || c.topk_group > c.n_group) fail("config", "topk_group must be in [1, n_group]");
-  if (c.n_group > 1 && c.num_experts / c.n_group < 2)
+  if (c.sigmoid_routing && c.n_group > 1 && c.num_experts / c.n_group < 2)
     fail("config", "n_group leaves fewer than 2 experts a group (groups are scored by their two best)");
   if (c.topk_group * (c.num_experts / c.n_group) < c.num_experts_per_tok)
     fail("config", "topk_group groups hold fewer experts than num_experts_per_tok");
   if (!(std::isfinite(c.routed_scaling_factor) && c.routed_scaling_factor > 0))
     fail("config", "routed_scaling_factor must be a finite number > 0");
+}
+
+// DeepseekV2Config / DeepseekV3Config's attention fields (ModelConfig::kv_lora_rank): every width positive, one
+// key / value head per query head (transformers' expand_kv makes one of each per head; fewer would not compose
+// with its repeat_kv), and the cache's view of a layer (one head of latent + shared key).
+void parse_latent_attention(const json& j, ModelConfig& c) {
+  c.kv_lora_rank = get_int(j, "kv_lora_rank", 512);
+  c.qk_nope_head_dim = get_int(j, "qk_nope_head_dim", 128);
+  c.qk_rope_head_dim = get_int(j, "qk_rope_head_dim", 64);
+  c.v_head_dim = get_int(j, "v_head_dim", 128);
+  auto q = j.find("q_lora_rank");
+  c.q_lora_rank = q == j.end() ? 1536 : q->is_null() ? 0 : get_int(j, "q_lora_rank", 0);
+  if (q != j.end() && !q->is_null() && c.q_lora_rank <= 0) fail("config", "q_lora_rank must be positive or null");
+  for (auto [name, v] : {std::pair{"kv_lora_rank", c.kv_lora_rank},
+                         {"qk_nope_head_dim", c.qk_nope_head_dim},
+                         {"qk_rope_head_dim", c.qk_rope_head_dim},
+                         {"v_head_dim", c.v_head_dim}})
+    if (v <= 0)
+      fail("config", std::string("field '") + name + "' must be a positive integer, got " + std::to_string(v));
+  if (c.qk_rope_head_dim % 2 != 0) fail("config", "qk_rope_head_dim must be even for rotary embeddings");
+  if (c.num_key_value_heads != c.num_attention_heads)
+    fail("config", "num_key_value_heads must equal num_attention_heads for latent attention (got " +
+                       std::to_string(c.num_key_value_heads) + " and " + std::to_string(c.num_attention_heads) + ")");
+  c.rope_interleave = c.model_type == "deepseek_v2" || get_bool(j, "rope_interleave", true);
+  c.num_key_value_heads = 1;
+  c.head_dim = c.kv_lora_rank + c.qk_rope_head_dim;
 }
 
 // Ministral3Config: its rope_parameters' default (YaRN, factor 16 over 16384 positions, mscale 1 / 1) and the
@@ -485,6 +512,10 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   const bool gpt_oss = t == "gpt_oss";    // GptOssConfig: 128 x top-4, experts as wide as intermediate_size
   const bool olmoe = t == "olmoe";        // OlmoeConfig: 64 x top-8, experts as wide as intermediate_size
   const bool glm4_moe = t == "glm4_moe";  // Glm4MoeConfig: 128 x top-8 of width 1408, sigmoid routing
+  // DeepseekV2Config: 64 routed experts of width 1407 (top-k required), 2 shared, softmax routing; DeepseekV3Config:
+  // 256 x top-8 of width 2048, 1 shared, glm4_moe's sigmoid routing (which Glm4MoeConfig took from it).
+  const bool deepseek_v2 = t == "deepseek_v2", deepseek_v3 = t == "deepseek_v3";
+  const bool deepseek = deepseek_v2 || deepseek_v3;
   // GraniteMoeConfig: 8 x top-2 as wide as intermediate_size, a softmax over the top-k logits, every layer sparse
   const bool granitemoe = t == "granitemoe";
   // (transformers 5 names the count num_local_experts for every one of them; older configs num_experts,
@@ -496,23 +527,59 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
                                     : qwen2_moe           ? 60
                                     : olmoe               ? 64
                                                           : 128));
-  if (glm4_moe) c.num_experts = get_int(j, "num_local_experts", get_int(j, "n_routed_experts", 128));
+  if (glm4_moe || deepseek)
+    c.num_experts = get_int(j, "num_local_experts",
+                            get_int(j, "n_routed_experts",
+                                    deepseek_v2   ? 64
+                                    : deepseek_v3 ? 256
+                                                  : 128));
   if (c.num_experts > 0) {
+    if (deepseek_v2 && !j.contains("num_experts_per_tok"))
+      fail("config", "num_experts_per_tok is required (DeepseekV2Config has no default)");
     c.num_experts_per_tok = get_int(j, "num_experts_per_tok", mixtral || granitemoe ? 2 : qwen2_moe || gpt_oss ? 4 : 8);
     if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
       fail("config", "num_experts_per_tok must be in [1, num_experts]");
-    c.moe_intermediate_size = mixtral || gpt_oss || olmoe || granitemoe
-                                  ? c.intermediate_size
-                                  : get_int(j, "moe_intermediate_size", qwen2_moe || glm4_moe ? 1408 : 768);
+    c.moe_intermediate_size = mixtral || gpt_oss || olmoe || granitemoe ? c.intermediate_size
+                                                                        : get_int(j, "moe_intermediate_size",
+                                                                                  qwen2_moe || glm4_moe ? 1408
+                                                                                  : deepseek_v2         ? 1407
+                                                                                  : deepseek_v3         ? 2048
+                                                                                                        : 768);
     c.shared_expert_intermediate_size = qwen2_moe ? get_int(j, "shared_expert_intermediate_size", 5632) : 0;
-    if (glm4_moe) {
-      const int shared = get_int(j, "n_shared_experts", 1);
+    if (glm4_moe || deepseek) {
+      const int shared = get_int(j, "n_shared_experts", deepseek_v2 ? 2 : 1);
       if (shared < 0) fail("config", "n_shared_experts must be >= 0");
       c.shared_expert_intermediate_size = c.moe_intermediate_size * shared;
-      parse_sigmoid_routing(j, c);
+    }
+    if (glm4_moe || deepseek_v3) {
+      c.sigmoid_routing = true;
+      parse_group_routing(j, c, deepseek_v3 ? 8 : 1, deepseek_v3 ? 4 : 1, deepseek_v3 ? 2.5f : 1.0f);
+    }
+    if (deepseek_v2) {  // DeepseekV2TopkRouter: topk_method "greedy" (plain top-k) or "group_limited_greedy"
+      const std::string method = j.contains("topk_method") && j.at("topk_method").is_string()
+                                     ? j.at("topk_method").get<std::string>()
+                                     : "greedy";
+      if (method != "greedy" && method != "group_limited_greedy")
+        fail("config", "unsupported topk_method '" + method + "' (supported: greedy, group_limited_greedy)");
+      c.group_limited_greedy = method == "group_limited_greedy";
+      if (c.group_limited_greedy) {
+        // The groups are scored by their best expert, so one expert a group is enough here.
+        parse_group_routing(j, c, 1, 1, 1.0f);
+      } else {
+        c.routed_scaling_factor = get_float(j, "routed_scaling_factor", 1.0f);
+        if (!(std::isfinite(c.routed_scaling_factor) && c.routed_scaling_factor > 0))
+          fail("config", "routed_scaling_factor must be a finite number > 0");
+      }
+      // transformers' DeepseekV2TopkRouter never renormalises (the original code did with norm_topk_prob): a
+      // config asking for it would get different weights from the two, so it is refused rather than guessed.
+      if (get_bool(j, "norm_topk_prob", false))
+        fail("config", "norm_topk_prob true is not supported for deepseek_v2 (transformers' router ignores it)");
+      if (get_int(j, "moe_layer_freq", 1) != 1) fail("config", "moe_layer_freq other than 1 is not supported");
     }
     // gpt_oss: a softmax over the top-k router logits, i.e. the top-k probabilities renormalised.
-    c.norm_topk_prob = gpt_oss || granitemoe || get_bool(j, "norm_topk_prob", c.model_type == "mixtral" || glm4_moe);
+    c.norm_topk_prob =
+        gpt_oss || granitemoe ||
+        (!deepseek_v2 && get_bool(j, "norm_topk_prob", c.model_type == "mixtral" || glm4_moe || deepseek_v3));
     if (gpt_oss) {
       c.swiglu_alpha = get_float(j, "swiglu_alpha", 1.702f);
       c.swiglu_limit = get_float(j, "swiglu_limit", 7.0f);
@@ -522,21 +589,21 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     // (GptOssConfig, OlmoeConfig and GraniteMoeConfig have no dense layers: every one is sparse whatever these say.)
     c.decoder_sparse_step = gpt_oss || olmoe || granitemoe ? 1 : get_int(j, "decoder_sparse_step", 1);
     if (c.decoder_sparse_step < 1) fail("config", "decoder_sparse_step must be at least 1");
-    if (glm4_moe) {  // Glm4MoeConfig: the first first_k_dense_replace layers are dense
-      const int dense = get_int(j, "first_k_dense_replace", 1);
+    if (glm4_moe || deepseek) {  // the first first_k_dense_replace layers are dense
+      const int dense = get_int(j, "first_k_dense_replace", deepseek_v2 ? 0 : deepseek_v3 ? 3 : 1);
       if (dense < 0) fail("config", "first_k_dense_replace must be >= 0");
       for (int i = 0; i < dense && i < c.num_hidden_layers; ++i) c.mlp_only_layers.push_back(i);
     }
     if (auto it = j.find("mlp_only_layers");
-        !gpt_oss && !olmoe && !glm4_moe && !granitemoe && it != j.end() && !it->is_null()) {
+        !gpt_oss && !olmoe && !glm4_moe && !deepseek && !granitemoe && it != j.end() && !it->is_null()) {
       if (!it->is_array()) fail("config", "mlp_only_layers must be a list of layer indices");
       for (auto& e : *it) {
         c.mlp_only_layers.push_back(int_entry(e, "mlp_only_layers must be a list of layer indices"));
       }
     }
     if (c.moe_intermediate_size <= 0) fail("config", "moe_intermediate_size must be positive");
-    // Glm4MoeForCausalLM adds no load-balancing loss whatever output_router_logits says.
-    c.output_router_logits = !glm4_moe && get_bool(j, "output_router_logits", false);
+    // Glm4MoeForCausalLM and DeepseekV2/V3ForCausalLM add no load-balancing loss whatever output_router_logits says.
+    c.output_router_logits = !glm4_moe && !deepseek && get_bool(j, "output_router_logits", false);
     c.router_aux_loss_coef = get_double(j, "router_aux_loss_coef", olmoe ? 0.01 : 0.001);
     if (!std::isfinite(c.router_aux_loss_coef)) fail("config", "router_aux_loss_coef must be a finite number");
     // Only MixtralSparseMoeBlock reads it; the qwen MoE blocks have no jitter.
@@ -707,6 +774,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
   }
   parse_rope_fields(j, c);
   parse_architecture_fields(j, c);
+  if (c.model_type == "deepseek_v2" || c.model_type == "deepseek_v3") parse_latent_attention(j, c);
   if (c.model_type == "gpt2") {
     c.rope_layers.assign(c.num_hidden_layers, false);  // learned absolute positions instead of RoPE
     c.scale_attn_weights = get_bool(j, "scale_attn_weights", true);

@@ -455,6 +455,7 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   a.n_heads = c.num_attention_heads;
   a.n_kv_heads = c.num_key_value_heads;
   a.head_dim = c.head_dim;
+  if (c.kv_lora_rank > 0) return load_latent(w, prefix, c, a);
   // granite: attention_multiplier is the scale; gemma2/3: query_pre_attn_scalar^-0.5.
   a.scale = c.attention_multiplier
                 ? *c.attention_multiplier
@@ -502,6 +503,26 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   if (o.sinks) a.sinks = take(w, prefix + ".sinks", {a.n_heads});
   a.llama4_beta = c.llama4_scaling_beta;
   a.llama4_positions = c.llama4_scaling_positions;
+  return a;
+}
+
+// deepseek_v2 / v3 (LatentAttention): one cached head of c.head_dim (latent + shared key) for every query head.
+Attention Attention::load_latent(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Attention a) {
+  a.mla = LatentAttention::load(w, prefix, c);
+  a.o_proj = Linear::load(w, prefix + ".o_proj", a.n_heads * c.v_head_dim, c.hidden_size, c.attention_bias);
+  // transformers' yarn_apply_mscale: qk_head_dim^-0.5, times mscale(factor, mscale_all_dim)^2 for a scaled rope.
+  a.scale = 1.0f / std::sqrt(static_cast<float>(c.qk_nope_head_dim + c.qk_rope_head_dim));
+  if (c.rope_scaling && c.rope_scaling->mscale_all_dim && *c.rope_scaling->mscale_all_dim != 0 &&
+      c.rope_scaling->factor > 1.0f) {
+    const double m = 0.1 * *c.rope_scaling->mscale_all_dim * std::log(c.rope_scaling->factor) + 1.0;
+    a.scale = static_cast<float>(a.scale * m * m);
+  }
+  // The rope of q_pe / k_pe alone: transformers' config.head_dim is qk_rope_head_dim for these types.
+  ModelConfig rc = c;
+  rc.head_dim = c.qk_rope_head_dim;
+  rc.partial_rotary_factor = 1.0f;
+  a.rope = Rope::make(rc);
+  a.rope->traditional = c.rope_interleave;
   return a;
 }
 
@@ -678,6 +699,11 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     if (!rope) return h;
     return cache.left_padding().empty() ? (*rope)(h, cache.offset()) : (*rope)(h, cache.row_offsets());
   };
+  if (mla) {  // one cached head, [latent; k_pe], as keys and values
+    auto [q, entry] = mla->project(pre_norm(x, around), rotate);
+    auto o = attend(q, entry, entry, cache, *mask);
+    return add_projected(o_proj, mla->output(o), around.residual);
+  }
   std::optional<mx::array> xq, xk, xv;
   bool rotated = false;
   if (qkv_proj && qkv_per_head) {  // gpt_neox: [q; k; v] of each head in turn
@@ -719,6 +745,15 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
   }
   if (llama4_beta) q = mx::multiply(q, llama4_query_scale(cache, B, T, *llama4_beta, llama4_positions, q.dtype()));
   auto v = heads(*xv, n_kv_heads, std::nullopt);
+  auto o = attend(q, k, v, cache, *mask);
+  const mx::Shape merged{B, T, n_heads * head_dim};
+  auto out = T == 1 ? mx::reshape(o, merged) : mx::reshape(mx::transpose(o, {0, 2, 1, 3}), merged);
+  return add_projected(o_proj, out, around.residual);
+}
+
+mx::array Attention::attend(const mx::array& q, const mx::array& k, const mx::array& v, KVCache& cache,
+                            const AttentionMask& m) const {
+  const AttentionMask* mask = &m;
   std::optional<mx::array> o;
   if (softcap || sinks) {
     if (dynamic_cast<QuantizedKVCache*>(&cache))
@@ -747,9 +782,7 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
         break;
     }
   }
-  const mx::Shape merged{B, T, n_heads * head_dim};
-  auto out = T == 1 ? mx::reshape(*o, merged) : mx::reshape(mx::transpose(*o, {0, 2, 1, 3}), merged);
-  return add_projected(o_proj, out, around.residual);
+  return *o;
 }
 
 SwiGLU::Act parse_activation(const std::string& name) {

@@ -3,6 +3,7 @@
 // parameters from a WeightMap by HF name and checks their shapes, naming the tensor on mismatch.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -200,10 +201,34 @@ struct AttentionOptions {
   bool qk_norm_after_rope = false;
 };
 
+// DeepSeek-V2 / V3's multi-head latent attention (ModelConfig::kv_lora_rank), in the absorbed form mlx-lm decodes
+// with: kv_b_proj's key rows fold into each head's query (q_nope W_uk -> latent space), so all heads attend to
+// one cached head [latent; k_pe] (kv_lora_rank + qk_rope_head_dim features) that serves as keys and values alike;
+// the first kv_lora_rank features of each head's output then go through kv_b_proj's value rows. The same scores
+// and outputs as transformers' expanded keys and values, with a cache of one latent a position (models/mla.cpp).
+struct LatentAttention {
+  std::optional<Linear> q_a_proj;  // with q_lora_rank; q_proj is then q_b_proj
+  std::optional<RMSNorm> q_a_norm;
+  Linear q_proj, kv_a_proj;  // kv_a_proj_with_mqa: [latent; k_pe]
+  RMSNorm kv_a_norm;
+  // kv_b_proj [heads x (nope + v), rank] as the products read it (dequantized): keys [heads, nope, rank], values
+  // [heads, rank, v].
+  std::optional<mx::array> wk, wv;
+  int heads = 0, nope = 0, rope_dims = 0, v_dim = 0, rank = 0;
+  static LatentAttention load(const WeightMap& w, const std::string& prefix, const ModelConfig& c);
+  // x [B, T, hidden] -> (queries [B, heads, T, rank + rope], the position's cache entry [B, 1, T, rank + rope]);
+  // `rotate` applies the layer's RoPE to q_pe / k_pe ([B, heads | 1, T, rope]).
+  std::pair<mx::array, mx::array> project(const mx::array& x,
+                                          const std::function<mx::array(const mx::array&)>& rotate) const;
+  // Attention output over the cached heads [B, heads, T, rank + rope] -> [B, T, heads x v] for o_proj.
+  mx::array output(const mx::array& o) const;
+};
+
 struct Attention {
   Linear q_proj, k_proj, v_proj, o_proj;
-  std::optional<Linear> qkv_proj;  // fused (phi3); q/k/v_proj unused then
-  bool qkv_per_head = false;       // qkv_proj's rows per head (gpt_neox's query_key_value)
+  std::optional<LatentAttention> mla;  // deepseek_v2 / v3: q/k/v_proj unused
+  std::optional<Linear> qkv_proj;      // fused (phi3); q/k/v_proj unused then
+  bool qkv_per_head = false;           // qkv_proj's rows per head (gpt_neox's query_key_value)
   std::optional<RMSNorm> q_norm, k_norm;
   bool full_qk_norm = false;
   bool norm_after_rope = false;  // hunyuan_v1_dense: q / k normed after they rotate
@@ -227,6 +252,12 @@ struct Attention {
   // matmuls (quantized_attention), every other cache with fast sdpa over update()'s keys/values.
   mx::array operator()(const mx::array& x, KVCache& cache, const AttentionMask* mask = nullptr,
                        const PreNormResidual& around = {}) const;
+
+ private:
+  static Attention load_latent(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Attention a);
+  // q [B, heads, T, D] against the cache after it takes k / v ([B, kv heads, T, D]): [B, heads, T, D of v].
+  mx::array attend(const mx::array& q, const mx::array& k, const mx::array& v, KVCache& cache,
+                   const AttentionMask& mask) const;
 };
 
 // The ungated MLP's two projections (SwiGLU::Kind::Plain): starcoder2's c_fc / c_proj, phi's fc1 / fc2.

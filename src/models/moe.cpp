@@ -173,14 +173,17 @@ SparseMoe SparseMoe::load(const WeightMap& w, const std::string& prefix, const M
   if (o.gpt_oss) m.clamped_swiglu = std::pair{c.swiglu_alpha, c.swiglu_limit};
   m.top_k = c.num_experts_per_tok;
   m.renormalize = o.mixtral_names || c.norm_topk_prob;
-  if (c.sigmoid_routing) {
-    // transformers' Glm4MoeTopkRouter: float32 weights and logits whatever the model's dtype.
-    if (m.router.weight && !m.router.quantized()) m.router.weight = mx::astype(*m.router.weight, mx::float32);
-    m.score_bias = take(w, prefix + ".gate.e_score_correction_bias", {E});
+  // transformers' Glm4MoeTopkRouter / DeepseekV2TopkRouter / DeepseekV3TopkRouter: float32 weights and logits
+  // whatever the model's dtype.
+  m.float32_router = c.sigmoid_routing || c.model_type == "deepseek_v2";
+  if (m.float32_router && m.router.weight && !m.router.quantized())
+    m.router.weight = mx::astype(*m.router.weight, mx::float32);
+  if (c.sigmoid_routing) m.score_bias = take(w, prefix + ".gate.e_score_correction_bias", {E});
+  if (c.sigmoid_routing || c.group_limited_greedy) {
     m.n_group = c.n_group;
     m.topk_group = c.topk_group;
-    m.routed_scaling = c.routed_scaling_factor;
   }
+  m.routed_scaling = c.routed_scaling_factor;
   if (c.shared_expert_intermediate_size > 0) {
     ModelConfig sc = c;
     sc.intermediate_size = c.shared_expert_intermediate_size;
@@ -220,12 +223,25 @@ mx::array top_indices(const mx::array& scores, int k) {
 std::pair<mx::array, mx::array> SparseMoe::route(const mx::array& x) const {
   if (!score_bias) {
     // transformers' TopKRouter: softmax over all experts in float32, top-k, optionally renormalised.
-    auto logits = router(x);
+    auto logits = router(float32_router ? mx::astype(x, mx::float32) : x);
     RouterLogitsCapture::record(logits);
     auto probs = mx::softmax(mx::astype(logits, mx::float32), -1);
-    auto indices = top_indices(probs, top_k);
+    auto choice = probs;
+    if (topk_group < n_group) {
+      // DeepseekV2TopkRouter's group_limited_greedy: the topk_group groups whose best expert scores most; the
+      // others' probabilities count as 0 in the choice.
+      auto shape = probs.shape();
+      shape.back() = n_group;
+      shape.push_back(static_cast<int>(probs.shape(-1)) / n_group);
+      auto grouped = mx::reshape(probs, shape);
+      auto keep = mx::put_along_axis(mx::zeros(mx::Shape(shape.begin(), shape.end() - 1), mx::float32),
+                                     top_indices(mx::max(grouped, -1), topk_group), mx::array(1.0f), -1);
+      choice = mx::reshape(mx::multiply(grouped, mx::expand_dims(keep, -1)), probs.shape());
+    }
+    auto indices = top_indices(choice, top_k);
     auto weights = mx::take_along_axis(probs, indices, -1);
     if (renormalize) weights = mx::divide(weights, mx::sum(weights, -1, true));
+    if (routed_scaling != 1.0f) weights = mx::multiply(weights, mx::array(routed_scaling));
     return {indices, weights};
   }
   // transformers' Glm4MoeTopkRouter: float32 logits, sigmoid scores; the choice is made on scores + bias within

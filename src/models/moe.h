@@ -65,8 +65,11 @@ struct SparseMoe {
   std::optional<std::pair<float, float>> clamped_swiglu;  // gpt_oss: (alpha, limit)
   // glm4_moe's sigmoid routing (ModelConfig::sigmoid_routing): the router's e_score_correction_bias [experts].
   std::optional<mx::array> score_bias;
+  // Group-limited choice (topk_group < n_group): glm4_moe / deepseek_v3 score groups by their two best biased
+  // sigmoid scores, deepseek_v2 (group_limited_greedy) by their best softmax probability.
   int n_group = 1, topk_group = 1;
-  float routed_scaling = 1.0f;
+  float routed_scaling = 1.0f;  // deepseek / glm4_moe: the chosen weights' multiplier
+  bool float32_router = false;  // the router's weights and logits in float32 (transformers keeps gate.weight so)
   // Tensor parallelism: each expert (and the shared one) holds this rank's share of its features; the
   // block's output is summed over the group once.
   std::optional<mx::distributed::Group> reduce;

@@ -50,6 +50,7 @@ void ensure_builtins() {
     register_gpt_neox();
     register_arcee();
     register_nemotron();
+    register_deepseek();
   });
 }
 
@@ -82,11 +83,13 @@ std::unique_ptr<Model> create_model(const ModelConfig& config, WeightMap weights
 
 WeightMap to_model_names(const ModelConfig& config, WeightMap weights) {
   if (!config.multimodal_model_type.empty()) weights = language_model_names(std::move(weights));
+  if (config.kv_lora_rank > 0) weights = deepseek_model_names(config, std::move(weights));
   return to_model_names(config.model_type, std::move(weights));
 }
 
 WeightMap to_checkpoint_names(const ModelConfig& config, WeightMap weights, CheckpointLayout layout) {
   weights = to_checkpoint_names(config.model_type, std::move(weights), layout);
+  if (config.kv_lora_rank > 0) weights = deepseek_checkpoint_names(config, std::move(weights), layout);
   if (!config.multimodal_model_type.empty()) weights = language_model_checkpoint_names(std::move(weights));
   return weights;
 }
@@ -121,7 +124,7 @@ WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, 
   // transformers' MoE checkpoints hold one tensor per expert (mlx-lm's, like mlxgp, the stacked switch_mlp).
   if (layout == CheckpointLayout::Hf &&
       (model_type == "mixtral" || model_type == "qwen2_moe" || model_type == "qwen3_moe" || model_type == "olmoe" ||
-       model_type == "glm4_moe"))
+       model_type == "glm4_moe" || model_type == "deepseek_v2" || model_type == "deepseek_v3"))
     layers::unstack_experts(weights, model_type == "mixtral");
   return weights;
 }

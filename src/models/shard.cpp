@@ -43,6 +43,16 @@ std::optional<Role> role_of(const std::string& module, const ModelConfig& c, con
   const int I = c.intermediate_size;
   const int I_moe = mixtral_names ? c.intermediate_size : c.moe_intermediate_size;
   auto is = [&](const char* suffix) { return ends_with(module, suffix); };
+  if (c.kv_lora_rank > 0) {  // latent attention: this rank's heads of the per-head projections; the latent whole
+    const int qk = c.qk_nope_head_dim + c.qk_rope_head_dim;
+    if (is(".self_attn.q_proj") || is(".self_attn.q_b_proj")) return Role{K::Rows, {scaled(p.q_heads, qk)}};
+    if (is(".self_attn.kv_b_proj")) return Role{K::Rows, {scaled(p.q_heads, c.qk_nope_head_dim + c.v_head_dim)}};
+    if (is(".self_attn.o_proj"))
+      return Role{K::Cols, {scaled(p.q_heads, c.v_head_dim)}, c.num_attention_heads * c.v_head_dim};
+    if (is(".self_attn.q_a_proj") || is(".self_attn.kv_a_proj_with_mqa") ||
+        module.find(".self_attn.") != std::string::npos)
+      return std::nullopt;
+  }
   if (is(".self_attn.q_proj")) return Role{K::Rows, {q}};
   if (is(".self_attn.k_proj") || is(".self_attn.v_proj")) return Role{K::Rows, {kv}};
   if (is(".self_attn.qkv_proj")) return Role{K::Rows, {q, scaled(p.kv_heads, hd, Q), scaled(p.kv_heads, hd, Q + KV)}};
@@ -131,12 +141,20 @@ Plan make_plan(const ModelConfig& c, const WeightMap& w, int rank, int size, boo
   p.rank = rank;
   p.size = size;
   const int H = c.num_attention_heads, KVH = c.num_key_value_heads;
-  if (KVH < size)
+  if (c.kv_lora_rank > 0) {  // latent attention: the query heads split, every rank keeps the one latent head
+    if (H < size)
+      fail("distributed", "tensor parallelism over " + std::to_string(size) + " ranks needs at least " +
+                              std::to_string(size) + " attention heads; the model has " + std::to_string(H));
+    p.q_heads = split(H, rank, size);
+    p.kv_heads = {0, KVH};
+  } else if (KVH < size)
     fail("distributed", "tensor parallelism over " + std::to_string(size) + " ranks needs at least " +
                             std::to_string(size) + " key/value heads; the model has " + std::to_string(KVH));
-  const int per_group = H / KVH;
-  p.kv_heads = split(KVH, rank, size);
-  p.q_heads = {p.kv_heads.begin * per_group, p.kv_heads.end * per_group};
+  if (c.kv_lora_rank == 0) {
+    const int per_group = H / KVH;
+    p.kv_heads = split(KVH, rank, size);
+    p.q_heads = {p.kv_heads.begin * per_group, p.kv_heads.end * per_group};
+  }
   auto features = [&](int n, const std::string& down, const char* what) -> Range {
     if (n <= 0) return {};
     const int g = granule_of(w, down, n);
@@ -150,7 +168,8 @@ Plan make_plan(const ModelConfig& c, const WeightMap& w, int rank, int size, boo
     p.moe_inter = features(I_moe, ".switch_mlp.down_proj", "experts' MLP");
     p.shared_inter =
         features(c.shared_expert_intermediate_size,
-                 c.sigmoid_routing ? ".shared_experts.down_proj" : ".shared_expert.down_proj", "shared expert");
+                 c.sigmoid_routing || c.kv_lora_rank > 0 ? ".shared_experts.down_proj" : ".shared_expert.down_proj",
+                 "shared expert");
   }
   if (!(mixtral_names && c.num_experts > 0)) {
     int g = 1;  // dense layers' down_proj (or starcoder2's c_proj)

@@ -72,8 +72,8 @@ def _assert_every_expert_routed(model, ids):
 
     cfg = model.config
     n_experts = getattr(cfg, "num_local_experts", None) or cfg.num_experts
-    if cfg.model_type == "glm4_moe":
-        _assert_glm4_moe_routing(model, ids, n_experts)
+    if cfg.model_type in ("glm4_moe", "deepseek_v2", "deepseek_v3"):
+        _assert_group_routing(model, ids, n_experts)
         return
     with torch.no_grad():
         r = model(torch.tensor([ids]), output_router_logits=True)
@@ -83,14 +83,15 @@ def _assert_every_expert_routed(model, ids):
         assert chosen == set(range(n_experts)), (layer, sorted(chosen))
 
 
-def _assert_glm4_moe_routing(model, ids, n_experts):
-    """glm4_moe's routers (sigmoid scores, correction bias, group choice): every expert gets some token, and the
-    bias and the group choice change the choice of some token (top-k of the plain scores would differ)."""
+def _assert_group_routing(model, ids, n_experts):
+    """The group-limited routers (glm4_moe and deepseek_v3: sigmoid scores, correction bias, group choice;
+    deepseek_v2: softmax, group choice): every expert gets some token, and the bias and the group choice change
+    the choice of some token (top-k of the plain scores would differ)."""
     import torch
 
     seen = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(out))
-             for m in model.modules() if type(m).__name__ == "Glm4MoeTopkRouter"]
+             for m in model.modules() if type(m).__name__.endswith("TopkRouter")]
     with torch.no_grad():
         model(torch.tensor([ids]))
     for h in hooks:
@@ -469,9 +470,11 @@ def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
 # qwen3_moe: stacked experts and mlx-lm's 8-bit g64 routers; mixtral: stacked experts; granite: mlx-lm's
 # 8-bit g64 o_proj / down_proj / lm_head; glm4_moe: its router (mlx-lm's MoEGate, no Linear) left unquantized;
 # gpt_neox: written under mlx-lm's names (model.h.N.attention.query_key_value, model.embed_out); stablelm-parallel:
-# each head's q / k norm as its own tensor again; granitemoe: stacked experts, 8-bit g64 router.layer and o_proj.
+# each head's q / k norm as its own tensor again; granitemoe: stacked experts, 8-bit g64 router.layer and o_proj;
+# deepseek_v2: its plain-parameter router left unquantized; deepseek_v3: kv_b_proj split per head into mlx-lm's 3-D
+# embed_q / unembed_out, quantized as its MultiLinear.
 @pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "granite", "glm4_moe", "gpt_neox", "stablelm-parallel",
-                                  "granitemoe"])
+                                  "granitemoe", "deepseek_v2", "deepseek_v3"])
 def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, run_mlxgp, tmp_path):
     """`mlxgp convert --quantize` (4-bit g32) writes what mlx_lm.convert writes from the same HF folder: the same
     tensors (names, dtypes, shapes, values: 3-D stacked experts quantized too, the model class's
@@ -497,8 +500,7 @@ def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, r
     for k in want:
         assert (got[k].dtype, got[k].shape) == (want[k].dtype, want[k].shape), k
         assert mx.array_equal(got[k], want[k]).item(), k
-    assert any(v.ndim == 3 and v.dtype == mx.uint32 for v in want.values()) == (arch in ("qwen3_moe", "mixtral",
-                                                                                          "glm4_moe", "granitemoe"))
+    assert any(v.ndim == 3 and v.dtype == mx.uint32 for v in want.values()) == (arch in tiny_models.MOE_ARCHS)
     q_want, q_got = (json.loads((d / "config.json").read_text())["quantization"] for d in (ref_dir, got_dir))
     assert q_got == q_want
     # per-module entries beside group_size / bits / mode

@@ -12,11 +12,13 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "mixtral", "qwen2_moe", "qwen3_moe", "starcoder2", "gpt2", "gpt2-scaled", "qwen3-yarn", "llama-yarn",
               "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4",
               "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5",
-              "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense")
+              "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
+              "deepseek_v3")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3")
-MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe")
+MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
+             "deepseek_v3")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -152,6 +154,30 @@ def tiny_config(arch: str):
                                           moe_intermediate_size=32, n_group=2, topk_group=1, first_k_dense_replace=1,
                                           routed_scaling_factor=2.5, use_qk_norm=True, attention_bias=True,
                                           pad_token_id=0)
+    if arch in ("deepseek_v2", "deepseek_v3"):
+        # Multi-head latent attention (a 96-wide latent beside 32 shared rotary features: one 128-wide cached head),
+        # a dense first layer, then 8 experts top-3 beside shared ones. deepseek_v2: queries straight from q_proj,
+        # softmax routing limited to the 2 of 4 groups whose best expert scores most, 2 shared experts, V2-Lite's
+        # YaRN (equal mscales: the softmax scale moves, cos / sin do not; mlx-lm's deepseek_v2 requires rope_scaling).
+        # deepseek_v3: queries through the q_a_proj latent, YaRN with both mscales (so the softmax scale moves too),
+        # sigmoid routing with 1 of 2 groups kept and a correction bias, routed_scaling_factor.
+        mla = dict(kv_lora_rank=96, qk_nope_head_dim=32, qk_rope_head_dim=32, v_head_dim=32, n_routed_experts=8,
+                   num_experts_per_tok=3, moe_intermediate_size=32, first_k_dense_replace=1, pad_token_id=0)
+        common = {**_COMMON, "num_key_value_heads": 4, "max_position_embeddings": 256}
+        if arch == "deepseek_v2":
+            return transformers.DeepseekV2Config(**common, **mla, q_lora_rank=None, n_shared_experts=2,
+                                                 topk_method="group_limited_greedy", n_group=4, topk_group=2,
+                                                 routed_scaling_factor=1.5,
+                                                 rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0,
+                                                                  "factor": 4.0, "mscale": 0.707,
+                                                                  "mscale_all_dim": 0.707,
+                                                                  "original_max_position_embeddings": 64})
+        return transformers.DeepseekV3Config(**common, **mla, q_lora_rank=48, n_shared_experts=1, n_group=2,
+                                             topk_group=1, routed_scaling_factor=2.5,
+                                             rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0,
+                                                              "factor": 4.0, "original_max_position_embeddings": 64,
+                                                              "mscale": 0.9, "mscale_all_dim": 1.0,
+                                                              "beta_fast": 32, "beta_slow": 1})
     if arch == "phi":
         # PhiConfig: RoPE on the first 40% of each head (rotary dims 6 of 16), gelu_new, biases and a head bias.
         return transformers.PhiConfig(**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"}, layer_norm_eps=1e-5,
@@ -301,12 +327,16 @@ def _tiny_gguf_config(arch: str):
     raise ValueError(f"no tiny GGUF config for {arch!r}")
 
 
-def make_tiny_model(arch: str, out_dir, seed: int = 0, **config_overrides):
+# The weights' seed where seed 0's routers leave an expert without tokens on the tests' inputs.
+_SEEDS = {"deepseek_v2": 2, "deepseek_v3": 2}
+
+
+def make_tiny_model(arch: str, out_dir, seed: int | None = None, **config_overrides):
     """Saves a tiny random `arch` model into out_dir; returns (model, out_dir)."""
     cfg = tiny_config(arch)
     for key, value in config_overrides.items():
         setattr(cfg, key, value)
-    return make_model_from_config(cfg, out_dir, seed)
+    return make_model_from_config(cfg, out_dir, _SEEDS.get(arch, 0) if seed is None else seed)
 
 
 def make_model_from_config(cfg, out_dir, seed: int = 0):
