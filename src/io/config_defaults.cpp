@@ -13,7 +13,7 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 37> kDefaults{{
+constexpr std::array<Entry, 38> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
     {"ministral3", {1e-5f, 1000000.0f, 262144, false, "silu", 128, 0}},
@@ -27,6 +27,7 @@ constexpr std::array<Entry, 37> kDefaults{{
     {"glm4_moe", {1e-5f, 10000.0f, 131072, false, "silu", 0, 0}},
     {"deepseek_v2", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"deepseek_v3", {1e-6f, 10000.0f, 4096, false, "silu", 0, 0}},
+    {"glm4_moe_lite", {1e-5f, 10000.0f, 202752, false, "silu", 0, 0}},
     {"cohere", {1e-5f, 500000.0f, 8192, true, "silu", 0, 0}},
     {"cohere2", {1e-5f, 10000.0f, 8192, true, "silu", 0, 4096}},
     {"helium", {1e-8f, 100000.0f, 4096, false, "silu", 128, 0}},

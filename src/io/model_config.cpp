@@ -267,16 +267,44 @@ void parse_group_routing(const json& j, ModelConfig& c, int n_group, int topk_gr
     fail("config", "routed_scaling_factor must be a finite number > 0");
 }
 
-// DeepseekV2Config / DeepseekV3Config's attention fields (ModelConfig::kv_lora_rank): every width positive, one
-// key / value head per query head (transformers' expand_kv makes one of each per head; fewer would not compose
-// with its repeat_kv), and the cache's view of a layer (one head of latent + shared key).
+// Glm4MoeLiteConfig's mlp_layer_types ("dense" / "sparse" a layer; by default a dense first layer, then sparse ones),
+// which its decoder layers read instead of first_k_dense_replace. mlx-lm's glm4_moe_lite reads first_k_dense_replace:
+// a config whose two disagree would run differently on the two, so it is refused.
+void parse_mlp_layer_types(const json& j, ModelConfig& c) {
+  std::vector<bool> dense;
+  if (auto it = j.find("mlp_layer_types"); it != j.end() && !it->is_null()) {
+    if (!it->is_array() || static_cast<int>(it->size()) != c.num_hidden_layers)
+      fail("config", "mlp_layer_types must list one entry per layer");
+    for (auto& e : *it) {
+      if (!e.is_string() || (e != "dense" && e != "sparse"))
+        fail("config", "mlp_layer_types entries must be \"dense\" or \"sparse\"");
+      dense.push_back(e == "dense");
+    }
+  } else {
+    for (int i = 0; i < c.num_hidden_layers; ++i) dense.push_back(i == 0);
+  }
+  if (j.contains("first_k_dense_replace")) {
+    const int k = get_int(j, "first_k_dense_replace", 1);
+    for (int i = 0; i < c.num_hidden_layers; ++i)
+      if (dense[i] != (i < k))
+        fail("config", "mlp_layer_types and first_k_dense_replace disagree on layer " + std::to_string(i));
+  }
+  for (int i = 0; i < c.num_hidden_layers; ++i)
+    if (dense[i]) c.mlp_only_layers.push_back(i);
+}
+
+// DeepseekV2Config / DeepseekV3Config / Glm4MoeLiteConfig's attention fields (ModelConfig::kv_lora_rank; the class
+// defaults: DeepSeek's q_lora_rank 1536, heads of 128 + 64 and values of 128, GLM's 768, 192 + 64 and 256): every
+// width positive, one key / value head per query head (transformers' expand_kv makes one of each per head; fewer
+// would not compose with its repeat_kv), and the cache's view of a layer (one head of latent + shared key).
 void parse_latent_attention(const json& j, ModelConfig& c) {
+  const bool glm = c.model_type == "glm4_moe_lite";
   c.kv_lora_rank = get_int(j, "kv_lora_rank", 512);
-  c.qk_nope_head_dim = get_int(j, "qk_nope_head_dim", 128);
+  c.qk_nope_head_dim = get_int(j, "qk_nope_head_dim", glm ? 192 : 128);
   c.qk_rope_head_dim = get_int(j, "qk_rope_head_dim", 64);
-  c.v_head_dim = get_int(j, "v_head_dim", 128);
+  c.v_head_dim = get_int(j, "v_head_dim", glm ? 256 : 128);
   auto q = j.find("q_lora_rank");
-  c.q_lora_rank = q == j.end() ? 1536 : q->is_null() ? 0 : get_int(j, "q_lora_rank", 0);
+  c.q_lora_rank = q == j.end() ? (glm ? 768 : 1536) : q->is_null() ? 0 : get_int(j, "q_lora_rank", 0);
   if (q != j.end() && !q->is_null() && c.q_lora_rank <= 0) fail("config", "q_lora_rank must be positive or null");
   for (auto [name, v] : {std::pair{"kv_lora_rank", c.kv_lora_rank},
                          {"qk_nope_head_dim", c.qk_nope_head_dim},
@@ -349,8 +377,8 @@ void parse_rope_fields(const json& j, ModelConfig& c) {
   // each head (transformers 5.24: the llama family's default RoPE ignores the field), and only Gemma 3's config
   // reads rope_local_base_freq.
   const bool partial = c.model_type == "phi" || c.model_type == "phi3" || c.model_type == "glm" ||
-                       c.model_type == "glm4" || c.model_type == "glm4_moe" || c.model_type == "stablelm" ||
-                       c.model_type == "gpt_neox" || c.model_type == "nemotron";
+                       c.model_type == "glm4" || c.model_type == "glm4_moe" || c.model_type == "glm4_moe_lite" ||
+                       c.model_type == "stablelm" || c.model_type == "gpt_neox" || c.model_type == "nemotron";
   if (partial) c.partial_rotary_factor = get_float(j, "partial_rotary_factor", c.partial_rotary_factor);
   if (c.model_type == "gpt_neox") {  // GPTNeoXConfig's older spellings (its convert_rope_params_to_dict)
     c.partial_rotary_factor = get_float(j, "rotary_pct", c.partial_rotary_factor);
@@ -513,8 +541,10 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   const bool olmoe = t == "olmoe";        // OlmoeConfig: 64 x top-8, experts as wide as intermediate_size
   const bool glm4_moe = t == "glm4_moe";  // Glm4MoeConfig: 128 x top-8 of width 1408, sigmoid routing
   // DeepseekV2Config: 64 routed experts of width 1407 (top-k required), 2 shared, softmax routing; DeepseekV3Config:
-  // 256 x top-8 of width 2048, 1 shared, glm4_moe's sigmoid routing (which Glm4MoeConfig took from it).
-  const bool deepseek_v2 = t == "deepseek_v2", deepseek_v3 = t == "deepseek_v3";
+  // 256 x top-8 of width 2048, 1 shared, glm4_moe's sigmoid routing (which Glm4MoeConfig took from it);
+  // Glm4MoeLiteConfig (GLM-4.7-Flash: V3's latent attention, glm4_moe's experts): 64 x top-4 of width 1536, x 1.8.
+  const bool deepseek_v2 = t == "deepseek_v2", glm_lite = t == "glm4_moe_lite";
+  const bool deepseek_v3 = t == "deepseek_v3" || glm_lite;  // (the same routing)
   const bool deepseek = deepseek_v2 || deepseek_v3;
   // GraniteMoeConfig: 8 x top-2 as wide as intermediate_size, a softmax over the top-k logits, every layer sparse
   const bool granitemoe = t == "granitemoe";
@@ -530,19 +560,23 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   if (glm4_moe || deepseek)
     c.num_experts = get_int(j, "num_local_experts",
                             get_int(j, "n_routed_experts",
-                                    deepseek_v2   ? 64
-                                    : deepseek_v3 ? 256
-                                                  : 128));
+                                    deepseek_v2 || glm_lite ? 64
+                                    : deepseek_v3           ? 256
+                                                            : 128));
   if (c.num_experts > 0) {
     if (deepseek_v2 && !j.contains("num_experts_per_tok"))
       fail("config", "num_experts_per_tok is required (DeepseekV2Config has no default)");
-    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", mixtral || granitemoe ? 2 : qwen2_moe || gpt_oss ? 4 : 8);
+    c.num_experts_per_tok = get_int(j, "num_experts_per_tok",
+                                    mixtral || granitemoe              ? 2
+                                    : qwen2_moe || gpt_oss || glm_lite ? 4
+                                                                       : 8);
     if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
       fail("config", "num_experts_per_tok must be in [1, num_experts]");
     c.moe_intermediate_size = mixtral || gpt_oss || olmoe || granitemoe ? c.intermediate_size
                                                                         : get_int(j, "moe_intermediate_size",
                                                                                   qwen2_moe || glm4_moe ? 1408
                                                                                   : deepseek_v2         ? 1407
+                                                                                  : glm_lite            ? 1536
                                                                                   : deepseek_v3         ? 2048
                                                                                                         : 768);
     c.shared_expert_intermediate_size = qwen2_moe ? get_int(j, "shared_expert_intermediate_size", 5632) : 0;
@@ -553,7 +587,8 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     }
     if (glm4_moe || deepseek_v3) {
       c.sigmoid_routing = true;
-      parse_group_routing(j, c, deepseek_v3 ? 8 : 1, deepseek_v3 ? 4 : 1, deepseek_v3 ? 2.5f : 1.0f);
+      const bool v3 = t == "deepseek_v3";
+      parse_group_routing(j, c, v3 ? 8 : 1, v3 ? 4 : 1, v3 ? 2.5f : glm_lite ? 1.8f : 1.0f);
     }
     if (deepseek_v2) {  // DeepseekV2TopkRouter: topk_method "greedy" (plain top-k) or "group_limited_greedy"
       const std::string method = j.contains("topk_method") && j.at("topk_method").is_string()
@@ -589,7 +624,9 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     // (GptOssConfig, OlmoeConfig and GraniteMoeConfig have no dense layers: every one is sparse whatever these say.)
     c.decoder_sparse_step = gpt_oss || olmoe || granitemoe ? 1 : get_int(j, "decoder_sparse_step", 1);
     if (c.decoder_sparse_step < 1) fail("config", "decoder_sparse_step must be at least 1");
-    if (glm4_moe || deepseek) {  // the first first_k_dense_replace layers are dense
+    if (glm_lite) {
+      parse_mlp_layer_types(j, c);
+    } else if (glm4_moe || deepseek) {  // the first first_k_dense_replace layers are dense
       const int dense = get_int(j, "first_k_dense_replace", deepseek_v2 ? 0 : deepseek_v3 ? 3 : 1);
       if (dense < 0) fail("config", "first_k_dense_replace must be >= 0");
       for (int i = 0; i < dense && i < c.num_hidden_layers; ++i) c.mlp_only_layers.push_back(i);
@@ -774,7 +811,8 @@ ModelConfig parse_model_config(const std::string& json_text) {
   }
   parse_rope_fields(j, c);
   parse_architecture_fields(j, c);
-  if (c.model_type == "deepseek_v2" || c.model_type == "deepseek_v3") parse_latent_attention(j, c);
+  if (c.model_type == "deepseek_v2" || c.model_type == "deepseek_v3" || c.model_type == "glm4_moe_lite")
+    parse_latent_attention(j, c);
   if (c.model_type == "gpt2") {
     c.rope_layers.assign(c.num_hidden_layers, false);  // learned absolute positions instead of RoPE
     c.scale_attn_weights = get_bool(j, "scale_attn_weights", true);

@@ -1,7 +1,8 @@
 // DeepSeek-V2 (deepseek_v2: V2, V2-Lite, V2.5, Coder-V2) and DeepSeek-V3 (deepseek_v3: V3, R1, Moonlight, Kimi K2's
-// layout): the llama stack with multi-head latent attention (layers::LatentAttention), dense first
-// first_k_dense_replace layers, then routed experts beside ungated shared_experts. V2 routes with a softmax (greedy
-// or group-limited greedy), V3 with glm4_moe's sigmoid scores and correction bias (layers::SparseMoe).
+// layout) and GLM-4.7-Flash (glm4_moe_lite: V3's attention and routing, its dense layers from mlp_layer_types): the
+// llama stack with multi-head latent attention (layers::LatentAttention), dense first layers, then routed experts
+// beside ungated shared_experts. V2 routes with a softmax (greedy or group-limited greedy), V3 with glm4_moe's
+// sigmoid scores and correction bias (layers::SparseMoe).
 #include "models/decoder.h"
 #include "models/model_names.h"
 #include "mlxgp/error.h"
@@ -50,9 +51,9 @@ WeightMap deepseek_model_names(const ModelConfig& c, WeightMap weights) {
   // mlx-lm drop too.
   for (auto it = weights.begin(); it != weights.end();)
     it = is_mtp_layer(it->first, c.num_hidden_layers) ? weights.erase(it) : std::next(it);
-  if (c.model_type != "deepseek_v3" || c.kv_lora_rank <= 0) return weights;
-  // mlx-lm's deepseek_v3: kv_b_proj split per head into embed_q [heads, rank, nope] (the key rows, transposed) and
-  // unembed_out [heads, v, rank]; joined again as transformers' [heads x (nope + v), rank].
+  if (c.model_type == "deepseek_v2") return weights;
+  // mlx-lm's deepseek_v3 and glm4_moe_lite: kv_b_proj split per head into embed_q [heads, rank, nope] (the key rows,
+  // transposed) and unembed_out [heads, v, rank]; joined again as transformers' [heads x (nope + v), rank].
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".self_attn.";
     auto k = weights.find(p + "embed_q.weight");
@@ -71,7 +72,7 @@ WeightMap deepseek_model_names(const ModelConfig& c, WeightMap weights) {
 }
 
 WeightMap deepseek_checkpoint_names(const ModelConfig& c, WeightMap weights, CheckpointLayout layout) {
-  if (layout != CheckpointLayout::MlxLm || c.model_type != "deepseek_v3") return weights;
+  if (layout != CheckpointLayout::MlxLm || c.model_type == "deepseek_v2") return weights;
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".self_attn.";
     auto it = weights.find(p + "kv_b_proj.weight");
@@ -90,7 +91,7 @@ WeightMap deepseek_checkpoint_names(const ModelConfig& c, WeightMap weights, Che
 }
 
 void register_deepseek() {
-  for (const char* type : {"deepseek_v2", "deepseek_v3"})
+  for (const char* type : {"deepseek_v2", "deepseek_v3", "glm4_moe_lite"})
     register_model_type(type, [](const ModelConfig& c, WeightMap w) -> std::unique_ptr<Model> {
       return std::make_unique<DecoderModel>(c, std::move(w), deepseek_options());
     });

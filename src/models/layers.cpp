@@ -520,7 +520,7 @@ Attention Attention::load_latent(const WeightMap& w, const std::string& prefix, 
   // The rope of q_pe / k_pe alone: transformers' config.head_dim is qk_rope_head_dim for these types.
   ModelConfig rc = c;
   rc.head_dim = c.qk_rope_head_dim;
-  rc.partial_rotary_factor = 1.0f;
+  rc.partial_rotary_factor = c.partial_rotary_factor;  // (only glm4_moe_lite's config can set it)
   a.rope = Rope::make(rc);
   a.rope->traditional = c.rope_interleave;
   return a;

@@ -62,7 +62,7 @@ WeightMap gpt_oss_model_names(WeightMap weights);
 // (Hf; stacked experts kept quantized have no transformers layout here: [model] error).
 WeightMap gpt_oss_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 
-// deepseek_v2 / v3: DeepSeek-V3's multi-token-prediction layers dropped; mlx-lm's deepseek_v3 embed_q / unembed_out
+// deepseek_v2 / v3, glm4_moe_lite: the multi-token-prediction layers dropped; mlx-lm's embed_q / unembed_out
 // (kv_b_proj split per head, maybe quantized) joined as transformers' kv_b_proj.
 WeightMap deepseek_model_names(const ModelConfig& c, WeightMap weights);
 // The reverse: mlx-lm's embed_q / unembed_out for deepseek_v3 (MlxLm); transformers' layout is the model's own.

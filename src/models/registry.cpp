@@ -124,7 +124,8 @@ WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, 
   // transformers' MoE checkpoints hold one tensor per expert (mlx-lm's, like mlxgp, the stacked switch_mlp).
   if (layout == CheckpointLayout::Hf &&
       (model_type == "mixtral" || model_type == "qwen2_moe" || model_type == "qwen3_moe" || model_type == "olmoe" ||
-       model_type == "glm4_moe" || model_type == "deepseek_v2" || model_type == "deepseek_v3"))
+       model_type == "glm4_moe" || model_type == "deepseek_v2" || model_type == "deepseek_v3" ||
+       model_type == "glm4_moe_lite"))
     layers::unstack_experts(weights, model_type == "mixtral");
   return weights;
 }

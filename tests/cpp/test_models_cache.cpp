@@ -80,21 +80,34 @@ TEST(KVCache, RejectsMismatchedShapes) {
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(types,
-            (std::vector<std::string>{
-                "arcee",     "cohere",     "cohere2", "deepseek_v2", "deepseek_v3", "ernie4_5",  "exaone4",
-                "gemma",     "gemma2",     "gemma3",  "gemma3_text", "glm",         "glm4",      "glm4_moe",
-                "gpt2",      "gpt_neox",   "gpt_oss", "granite",     "granitemoe",  "helium",    "hunyuan_v1_dense",
-                "llama",     "ministral3", "mistral", "mistral3",    "mixtral",     "nemotron",  "olmo2",
-                "olmo3",     "olmoe",      "phi",     "phi3",        "qwen2",       "qwen2_moe", "qwen3",
-                "qwen3_moe", "seed_oss",   "smollm3", "stablelm",    "starcoder2"}));
+  EXPECT_EQ(types, (std::vector<std::string>{"arcee",         "cohere",
+                                             "cohere2",       "deepseek_v2",
+                                             "deepseek_v3",   "ernie4_5",
+                                             "exaone4",       "gemma",
+                                             "gemma2",        "gemma3",
+                                             "gemma3_text",   "glm",
+                                             "glm4",          "glm4_moe",
+                                             "glm4_moe_lite", "gpt2",
+                                             "gpt_neox",      "gpt_oss",
+                                             "granite",       "granitemoe",
+                                             "helium",        "hunyuan_v1_dense",
+                                             "llama",         "ministral3",
+                                             "mistral",       "mistral3",
+                                             "mixtral",       "nemotron",
+                                             "olmo2",         "olmo3",
+                                             "olmoe",         "phi",
+                                             "phi3",          "qwen2",
+                                             "qwen2_moe",     "qwen3",
+                                             "qwen3_moe",     "seed_oss",
+                                             "smollm3",       "stablelm",
+                                             "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
-  EXPECT_EQ(
-      error_of([&] { create_model(c, tiny_weights()); }),
-      "[model] unknown model_type 'gpt_bigcode' (supported: arcee, cohere, cohere2, deepseek_v2, deepseek_v3, "
-      "ernie4_5, exaone4, gemma, gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, gpt2, gpt_neox, gpt_oss, granite, "
-      "granitemoe, helium, hunyuan_v1_dense, llama, ministral3, mistral, mistral3, mixtral, nemotron, olmo2, olmo3, "
-      "olmoe, phi, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe, seed_oss, smollm3, stablelm, starcoder2)");
+  EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
+            "[model] unknown model_type 'gpt_bigcode' (supported: arcee, cohere, cohere2, deepseek_v2, "
+            "deepseek_v3, ernie4_5, exaone4, gemma, gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, "
+            "glm4_moe_lite, gpt2, gpt_neox, gpt_oss, granite, granitemoe, helium, hunyuan_v1_dense, llama, "
+            "ministral3, mistral, mistral3, mixtral, nemotron, olmo2, olmo3, olmoe, phi, phi3, qwen2, qwen2_moe, "
+            "qwen3, qwen3_moe, seed_oss, smollm3, stablelm, starcoder2)");
 }
 
 TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {

@@ -103,6 +103,34 @@ TEST(Config, DeepseekLatentAttentionAndRouting) {
       "[config] num_experts_per_tok is required (DeepseekV2Config has no default)");
 }
 
+TEST(Config, Glm4MoeLiteDenseLayersFromMlpLayerTypes) {
+  // GLM-4.7-Flash: V3's attention and routing with Glm4MoeLiteConfig's defaults; dense layers from mlp_layer_types
+  // (a dense first layer when absent), refused where first_k_dense_replace (mlx-lm's reading) says otherwise.
+  auto g = parse_model_config(tiny_config_json("glm4_moe_lite", R"(, "num_key_value_heads": 4, "num_hidden_layers": 3,
+      "n_routed_experts": 4, "mlp_layer_types": ["dense", "sparse", "dense"])"));
+  EXPECT_EQ(g.mlp_only_layers, (std::vector<int>{0, 2}));
+  EXPECT_EQ(g.q_lora_rank, 768);
+  EXPECT_EQ(g.qk_nope_head_dim, 192);
+  EXPECT_EQ(g.v_head_dim, 256);
+  EXPECT_EQ(g.head_dim, 512 + 64);
+  EXPECT_EQ(g.num_experts_per_tok, 4);
+  EXPECT_FLOAT_EQ(g.routed_scaling_factor, 1.8f);
+  EXPECT_TRUE(g.sigmoid_routing);
+  auto d =
+      parse_model_config(tiny_config_json("glm4_moe_lite", R"(, "num_key_value_heads": 4, "n_routed_experts": 4)"));
+  EXPECT_EQ(d.mlp_only_layers, (std::vector<int>{0}));
+  EXPECT_EQ(error_of([] {
+              parse_model_config(tiny_config_json("glm4_moe_lite", R"(, "num_key_value_heads": 4,
+                  "n_routed_experts": 4, "first_k_dense_replace": 2)"));
+            }),
+            "[config] mlp_layer_types and first_k_dense_replace disagree on layer 1");
+  EXPECT_EQ(error_of([] {
+              parse_model_config(tiny_config_json("glm4_moe_lite", R"(, "num_key_value_heads": 4,
+                  "n_routed_experts": 4, "mlp_layer_types": ["dense", "moe"])"));
+            }),
+            "[config] mlp_layer_types entries must be \"dense\" or \"sparse\"");
+}
+
 TEST(Models, DeepseekMlxLmSplitsKvBProjAndDropsMtpLayers) {
   auto c = deepseek("deepseek_v3", R"(, "q_lora_rank": 8, "n_group": 1, "topk_group": 1)");
   const int H = 4, nope = 6, v = 5, rank = 12;

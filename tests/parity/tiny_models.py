@@ -13,12 +13,12 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4",
               "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5",
               "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
-              "deepseek_v3")
+              "deepseek_v3", "glm4_moe_lite")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3")
 MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
-             "deepseek_v3")
+             "deepseek_v3", "glm4_moe_lite")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -154,7 +154,7 @@ def tiny_config(arch: str):
                                           moe_intermediate_size=32, n_group=2, topk_group=1, first_k_dense_replace=1,
                                           routed_scaling_factor=2.5, use_qk_norm=True, attention_bias=True,
                                           pad_token_id=0)
-    if arch in ("deepseek_v2", "deepseek_v3"):
+    if arch in ("deepseek_v2", "deepseek_v3", "glm4_moe_lite"):
         # Multi-head latent attention (a 96-wide latent beside 32 shared rotary features: one 128-wide cached head),
         # a dense first layer, then 8 experts top-3 beside shared ones. deepseek_v2: queries straight from q_proj,
         # softmax routing limited to the 2 of 4 groups whose best expert scores most, 2 shared experts, V2-Lite's
@@ -172,6 +172,11 @@ def tiny_config(arch: str):
                                                                   "factor": 4.0, "mscale": 0.707,
                                                                   "mscale_all_dim": 0.707,
                                                                   "original_max_position_embeddings": 64})
+        if arch == "glm4_moe_lite":  # GLM-4.7-Flash: V3's attention and routing, dense layers by mlp_layer_types
+            mla.pop("first_k_dense_replace")
+            return transformers.Glm4MoeLiteConfig(**common, **mla, q_lora_rank=48, n_shared_experts=1, n_group=2,
+                                                  topk_group=1, routed_scaling_factor=1.8,
+                                                  mlp_layer_types=["dense", "sparse", "sparse"])
         return transformers.DeepseekV3Config(**common, **mla, q_lora_rank=48, n_shared_experts=1, n_group=2,
                                              topk_group=1, routed_scaling_factor=2.5,
                                              rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0,
@@ -328,7 +333,7 @@ def _tiny_gguf_config(arch: str):
 
 
 # The weights' seed where seed 0's routers leave an expert without tokens on the tests' inputs.
-_SEEDS = {"deepseek_v2": 2, "deepseek_v3": 2}
+_SEEDS = {"deepseek_v2": 2, "deepseek_v3": 2, "glm4_moe_lite": 2}
 
 
 def make_tiny_model(arch: str, out_dir, seed: int | None = None, **config_overrides):
