@@ -224,7 +224,7 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
       mt == "starcoder2") {
     c.sliding_layers.assign(n, true);  // these configs ignore layer_types: every layer slides
   } else if (switched || mt == "gemma2" || mt == "gemma3_text" || mt == "gpt_oss" || mt == "olmo3" || mt == "cohere2" ||
-             mt == "exaone4") {
+             mt == "exaone4" || mt == "dots1") {
     if (has_types) {
       c.sliding_layers = layer_types_sliding(*types, n);
     } else if (mt == "gemma2" || mt == "gpt_oss") {  // Gemma2Config's and GptOssConfig's default: even layers slide
@@ -242,8 +242,8 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
     } else if (mt == "qwen2_moe") {  // Qwen2MoeConfig: odd-numbered layers below max_window_layers
       const int first = get_int(j, "max_window_layers", 28);
       for (int i = 0; i < n; ++i) c.sliding_layers.push_back((i + 1) % 2 != 0 && i < first);
-    } else {
-      const int first = get_int(j, "max_window_layers", 28);
+    } else {  // (Dots1Config's max_window_layers: 62)
+      const int first = get_int(j, "max_window_layers", mt == "dots1" ? 62 : 28);
       for (int i = 0; i < n; ++i) c.sliding_layers.push_back(i >= first);
     }
   }
@@ -546,6 +546,9 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   const bool deepseek_v2 = t == "deepseek_v2", glm_lite = t == "glm4_moe_lite";
   const bool deepseek_v3 = t == "deepseek_v3" || glm_lite;  // (the same routing)
   const bool deepseek = deepseek_v2 || deepseek_v3;
+  // Dots1Config (dots.llm1: qwen3's attention, V3's experts): routed and shared experts and top-k required (no
+  // defaults), width 1408, sigmoid routing in 1 group, unnormalised, x 1, every layer sparse unless first_k_dense.
+  const bool dots1 = t == "dots1";
   // GraniteMoeConfig: 8 x top-2 as wide as intermediate_size, a softmax over the top-k logits, every layer sparse
   const bool granitemoe = t == "granitemoe";
   // (transformers 5 names the count num_local_experts for every one of them; older configs num_experts,
@@ -557,7 +560,11 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
                                     : qwen2_moe           ? 60
                                     : olmoe               ? 64
                                                           : 128));
-  if (glm4_moe || deepseek)
+  if (dots1)
+    for (const char* key : {"n_routed_experts", "num_experts_per_tok", "n_shared_experts"})
+      if (!j.contains(key) || j.at(key).is_null())
+        fail("config", std::string(key) + " is required (Dots1Config has no default)");
+  if (glm4_moe || deepseek || dots1)
     c.num_experts = get_int(j, "num_local_experts",
                             get_int(j, "n_routed_experts",
                                     deepseek_v2 || glm_lite ? 64
@@ -574,18 +581,18 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
       fail("config", "num_experts_per_tok must be in [1, num_experts]");
     c.moe_intermediate_size = mixtral || gpt_oss || olmoe || granitemoe ? c.intermediate_size
                                                                         : get_int(j, "moe_intermediate_size",
-                                                                                  qwen2_moe || glm4_moe ? 1408
-                                                                                  : deepseek_v2         ? 1407
-                                                                                  : glm_lite            ? 1536
-                                                                                  : deepseek_v3         ? 2048
-                                                                                                        : 768);
+                                                                                  qwen2_moe || glm4_moe || dots1 ? 1408
+                                                                                  : deepseek_v2                  ? 1407
+                                                                                  : glm_lite                     ? 1536
+                                                                                  : deepseek_v3                  ? 2048
+                                                                                                                 : 768);
     c.shared_expert_intermediate_size = qwen2_moe ? get_int(j, "shared_expert_intermediate_size", 5632) : 0;
-    if (glm4_moe || deepseek) {
+    if (glm4_moe || deepseek || dots1) {
       const int shared = get_int(j, "n_shared_experts", deepseek_v2 ? 2 : 1);
       if (shared < 0) fail("config", "n_shared_experts must be >= 0");
       c.shared_expert_intermediate_size = c.moe_intermediate_size * shared;
     }
-    if (glm4_moe || deepseek_v3) {
+    if (glm4_moe || deepseek_v3 || dots1) {
       c.sigmoid_routing = true;
       const bool v3 = t == "deepseek_v3";
       parse_group_routing(j, c, v3 ? 8 : 1, v3 ? 4 : 1, v3 ? 2.5f : glm_lite ? 1.8f : 1.0f);
@@ -626,21 +633,22 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     if (c.decoder_sparse_step < 1) fail("config", "decoder_sparse_step must be at least 1");
     if (glm_lite) {
       parse_mlp_layer_types(j, c);
-    } else if (glm4_moe || deepseek) {  // the first first_k_dense_replace layers are dense
-      const int dense = get_int(j, "first_k_dense_replace", deepseek_v2 ? 0 : deepseek_v3 ? 3 : 1);
+    } else if (glm4_moe || deepseek || dots1) {  // the first first_k_dense_replace layers are dense
+      const int dense = get_int(j, "first_k_dense_replace", deepseek_v2 || dots1 ? 0 : deepseek_v3 ? 3 : 1);
       if (dense < 0) fail("config", "first_k_dense_replace must be >= 0");
       for (int i = 0; i < dense && i < c.num_hidden_layers; ++i) c.mlp_only_layers.push_back(i);
     }
     if (auto it = j.find("mlp_only_layers");
-        !gpt_oss && !olmoe && !glm4_moe && !deepseek && !granitemoe && it != j.end() && !it->is_null()) {
+        !gpt_oss && !olmoe && !glm4_moe && !deepseek && !dots1 && !granitemoe && it != j.end() && !it->is_null()) {
       if (!it->is_array()) fail("config", "mlp_only_layers must be a list of layer indices");
       for (auto& e : *it) {
         c.mlp_only_layers.push_back(int_entry(e, "mlp_only_layers must be a list of layer indices"));
       }
     }
     if (c.moe_intermediate_size <= 0) fail("config", "moe_intermediate_size must be positive");
-    // Glm4MoeForCausalLM and DeepseekV2/V3ForCausalLM add no load-balancing loss whatever output_router_logits says.
-    c.output_router_logits = !glm4_moe && !deepseek && get_bool(j, "output_router_logits", false);
+    // Glm4MoeForCausalLM, DeepseekV2/V3ForCausalLM and Dots1ForCausalLM add no load-balancing loss whatever
+    // output_router_logits says.
+    c.output_router_logits = !glm4_moe && !deepseek && !dots1 && get_bool(j, "output_router_logits", false);
     c.router_aux_loss_coef = get_double(j, "router_aux_loss_coef", olmoe ? 0.01 : 0.001);
     if (!std::isfinite(c.router_aux_loss_coef)) fail("config", "router_aux_loss_coef must be a finite number");
     // Only MixtralSparseMoeBlock reads it; the qwen MoE blocks have no jitter.

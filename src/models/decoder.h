@@ -110,7 +110,7 @@ void register_phi3();
 void register_granite();  // granite, granitemoe
 void register_olmo2();
 void register_smollm3();
-void register_moe();  // mixtral, qwen2_moe, qwen3_moe, olmoe
+void register_moe();  // mixtral, qwen2_moe, qwen3_moe, olmoe, dots1
 void register_starcoder2();
 void register_gpt2();
 void register_gpt_oss();

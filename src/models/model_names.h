@@ -62,6 +62,11 @@ WeightMap gpt_oss_model_names(WeightMap weights);
 // (Hf; stacked experts kept quantized have no transformers layout here: [model] error).
 WeightMap gpt_oss_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 
+// dots1: mlx-lm's stacked experts (mlp.experts.<proj>, no expert index) as the decoder's mlp.switch_mlp.<proj>.
+WeightMap dots1_model_names(WeightMap weights);
+// The reverse: transformers' one tensor per expert (Hf), mlx-lm's mlp.experts.<proj> (MlxLm).
+WeightMap dots1_checkpoint_names(WeightMap weights, CheckpointLayout layout);
+
 // deepseek_v2 / v3, glm4_moe_lite: the multi-token-prediction layers dropped; mlx-lm's embed_q / unembed_out
 // (kv_b_proj split per head, maybe quantized) joined as transformers' kv_b_proj.
 WeightMap deepseek_model_names(const ModelConfig& c, WeightMap weights);

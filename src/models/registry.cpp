@@ -112,6 +112,7 @@ WeightMap to_model_names(const std::string& model_type, WeightMap weights) {
   if (model_type == "stablelm") return stablelm_model_names(std::move(weights));
   if (model_type == "gpt_neox") return gpt_neox_model_names(std::move(weights));
   if (model_type == "granitemoe") return granitemoe_model_names(std::move(weights));
+  if (model_type == "dots1") return dots1_model_names(std::move(weights));
   return weights;
 }
 
@@ -121,6 +122,7 @@ WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, 
   if (model_type == "stablelm") return stablelm_checkpoint_names(std::move(weights));
   if (model_type == "gpt_neox") return gpt_neox_checkpoint_names(std::move(weights), layout);
   if (model_type == "granitemoe") return granitemoe_checkpoint_names(std::move(weights), layout);
+  if (model_type == "dots1") return dots1_checkpoint_names(std::move(weights), layout);
   // transformers' MoE checkpoints hold one tensor per expert (mlx-lm's, like mlxgp, the stacked switch_mlp).
   if (layout == CheckpointLayout::Hf &&
       (model_type == "mixtral" || model_type == "qwen2_moe" || model_type == "qwen3_moe" || model_type == "olmoe" ||

@@ -1,5 +1,6 @@
-// deepseek_v2 / v3: the config's latent-attention and routing fields (and what is refused), mlx-lm's split kv_b_proj
-// read and written, and the latent cache a model decodes with (one head of kv_lora_rank + qk_rope_head_dim).
+// deepseek_v2 / v3 and the types built from their parts (glm4_moe_lite, dots1): the config's latent-attention and
+// routing fields (and what is refused), mlx-lm's split kv_b_proj and stacked experts read and written, and the latent
+// cache a model decodes with (one head of kv_lora_rank + qk_rope_head_dim).
 #include <gtest/gtest.h>
 
 #include "mlxgp/checkpoint_names.h"
@@ -129,6 +130,37 @@ TEST(Config, Glm4MoeLiteDenseLayersFromMlpLayerTypes) {
                   "n_routed_experts": 4, "mlp_layer_types": ["dense", "moe"])"));
             }),
             "[config] mlp_layer_types entries must be \"dense\" or \"sparse\"");
+}
+
+TEST(Config, Dots1RequiresItsExpertsAndSlidesFromMaxWindowLayers) {
+  // Dots1Config: qwen3's attention with DeepSeek-V3's experts; no defaults for the expert counts.
+  const std::string experts = R"(, "n_routed_experts": 4, "num_experts_per_tok": 2, "n_shared_experts": 1)";
+  auto d = parse_model_config(tiny_config_json("dots1", experts + R"(, "num_hidden_layers": 3, "sliding_window": 8,
+      "max_window_layers": 2, "first_k_dense_replace": 1)"));
+  EXPECT_EQ(d.sliding_layers, (std::vector<bool>{false, false, true}));
+  EXPECT_EQ(d.mlp_only_layers, (std::vector<int>{0}));
+  EXPECT_TRUE(d.sigmoid_routing);
+  EXPECT_FALSE(d.norm_topk_prob);
+  EXPECT_EQ(d.moe_intermediate_size, 1408);
+  EXPECT_FALSE(d.output_router_logits);
+  // Dots1Config's defaults: window 4096 from layer 62 on (none of these 2 layers), every layer sparse.
+  auto e = parse_model_config(tiny_config_json("dots1", experts));
+  EXPECT_EQ(e.sliding_layers, (std::vector<bool>{false, false}));
+  EXPECT_TRUE(e.mlp_only_layers.empty());
+  EXPECT_EQ(error_of([] {
+              parse_model_config(tiny_config_json("dots1", R"(, "n_routed_experts": 4, "num_experts_per_tok": 2)"));
+            }),
+            "[config] n_shared_experts is required (Dots1Config has no default)");
+  // mlx-lm stacks its experts under mlp.experts.<proj>; transformers writes one tensor an expert.
+  WeightMap mlx{{"model.layers.1.mlp.experts.gate_proj.weight", mx::zeros({4, 2, 3})},
+                {"model.layers.1.mlp.experts.down_proj.scales", mx::zeros({4, 3, 1})}};
+  auto ours = to_model_names("dots1", mlx);
+  EXPECT_TRUE(ours.count("model.layers.1.mlp.switch_mlp.gate_proj.weight"));
+  EXPECT_TRUE(ours.count("model.layers.1.mlp.switch_mlp.down_proj.scales"));
+  EXPECT_TRUE(
+      to_checkpoint_names("dots1", ours, CheckpointLayout::MlxLm).count("model.layers.1.mlp.experts.gate_proj.weight"));
+  auto hf = to_checkpoint_names("dots1", ours, CheckpointLayout::Hf);
+  EXPECT_TRUE(hf.count("model.layers.1.mlp.experts.3.gate_proj.weight"));
 }
 
 TEST(Models, DeepseekMlxLmSplitsKvBProjAndDropsMtpLayers) {

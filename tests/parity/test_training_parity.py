@@ -25,7 +25,8 @@ def tiny(tmp_path_factory):
             for arch in ("llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe",
                          "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi", "glm4_moe",
                          "stablelm-parallel", "seed_oss", "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe",
-                         "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3", "glm4_moe_lite")}
+                         "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3", "glm4_moe_lite",
+                         "dots1")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -127,7 +128,7 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
                                   "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi",
                                   "glm4_moe", "stablelm-parallel", "seed_oss", "exaone4",
                                   "gpt_neox", "arcee", "nemotron", "granitemoe", "hunyuan_v1_dense", "deepseek_v2",
-                                  "deepseek_v3", "glm4_moe_lite"])
+                                  "deepseek_v3", "glm4_moe_lite", "dots1"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)

@@ -13,12 +13,12 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4",
               "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5",
               "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
-              "deepseek_v3", "glm4_moe_lite")
+              "deepseek_v3", "glm4_moe_lite", "dots1")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3")
 MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
-             "deepseek_v3", "glm4_moe_lite")
+             "deepseek_v3", "glm4_moe_lite", "dots1")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -183,6 +183,14 @@ def tiny_config(arch: str):
                                                               "factor": 4.0, "original_max_position_embeddings": 64,
                                                               "mscale": 0.9, "mscale_all_dim": 1.0,
                                                               "beta_fast": 32, "beta_slow": 1})
+    if arch == "dots1":
+        # dots.llm1: qwen3's attention (per-head q/k norms) with a window of 8 on the last layer (max_window_layers 2),
+        # a dense first layer, then sigmoid-routed experts (1 of 2 groups, correction bias, unnormalised, x 2.0) beside
+        # a shared one.
+        return transformers.Dots1Config(**_COMMON, n_routed_experts=8, num_experts_per_tok=3, n_shared_experts=1,
+                                        moe_intermediate_size=32, n_group=2, topk_group=1, routed_scaling_factor=2.0,
+                                        first_k_dense_replace=1, sliding_window=8, max_window_layers=2,
+                                        pad_token_id=0)
     if arch == "phi":
         # PhiConfig: RoPE on the first 40% of each head (rotary dims 6 of 16), gelu_new, biases and a head bias.
         return transformers.PhiConfig(**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"}, layer_norm_eps=1e-5,
@@ -475,7 +483,7 @@ def mlx_lm_layout(folder, arch: str) -> None:
         cfg["num_experts"] = cfg["num_local_experts"]  # transformers 5 saves the mixtral spelling
     if arch == "gemma":
         cfg["hidden_act"] = "gelu"
-    if arch in ("gemma2", "starcoder2"):
+    if arch in ("gemma2", "starcoder2", "dots1"):  # (mlx-lm's dots1 has no window either)
         cfg["sliding_window"] = 4096
     if arch == "starcoder2":
         cfg["hidden_act"] = "gelu"  # mlx-lm's starcoder2 MLP is exact gelu
