@@ -13,7 +13,7 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 39> kDefaults{{
+constexpr std::array<Entry, 40> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
     {"ministral3", {1e-5f, 1000000.0f, 262144, false, "silu", 128, 0}},
@@ -28,6 +28,7 @@ constexpr std::array<Entry, 39> kDefaults{{
     {"deepseek_v2", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"deepseek_v3", {1e-6f, 10000.0f, 4096, false, "silu", 0, 0}},
     {"glm4_moe_lite", {1e-5f, 10000.0f, 202752, false, "silu", 0, 0}},
+    {"apertus", {1e-5f, 12000000.0f, 65536, false, "xielu", 0, 0}},
     {"dots1", {1e-6f, 10000.0f, 2048, false, "silu", 0, 4096}},  // the window on layers >= max_window_layers
     {"cohere", {1e-5f, 500000.0f, 8192, true, "silu", 0, 0}},
     {"cohere2", {1e-5f, 10000.0f, 8192, true, "silu", 0, 4096}},

@@ -508,6 +508,14 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     c.parallel_residual = get_bool(j, "use_parallel_residual", false);
   }
   if (t == "gpt_neox") c.parallel_residual = get_bool(j, "use_parallel_residual", true);  // GPTNeoXConfig
+  // Apertus's original configs carry qk_norm, post_norm and mlp_bias, which transformers' Apertus never reads (q/k
+  // norms always, pre-norm blocks, bias-free MLP): another value would not run as written, so it is refused.
+  if (t == "apertus") {
+    if (!get_bool(j, "qk_norm", true)) fail("config", "qk_norm false is not supported (Apertus always norms q and k)");
+    if (get_bool(j, "post_norm", false))
+      fail("config", "post_norm true is not supported (Apertus's blocks are pre-norm)");
+    if (c.mlp_bias) fail("config", "mlp_bias true is not supported (Apertus's MLP has no biases)");
+  }
   for (auto [name, v] : {std::pair{"query_pre_attn_scalar", c.query_pre_attn_scalar},
                          {"attn_logit_softcapping", c.attn_logit_softcapping},
                          {"final_logit_softcapping", c.final_logit_softcapping},
@@ -818,6 +826,14 @@ ModelConfig parse_model_config(const std::string& json_text) {
     }
   }
   parse_rope_fields(j, c);
+  // ApertusConfig without any rope field: Llama-3 scaling x8 over 8192 positions (base 12e6, its class default).
+  if (c.model_type == "apertus" && !j.contains("rope_parameters") && !j.contains("rope_scaling") &&
+      !j.contains("rope_theta")) {
+    RopeScaling r;
+    r.rope_type = "llama3";
+    r.factor = 8.0f;
+    c.rope_scaling = r;
+  }
   parse_architecture_fields(j, c);
   if (c.model_type == "deepseek_v2" || c.model_type == "deepseek_v3" || c.model_type == "glm4_moe_lite")
     parse_latent_attention(j, c);

@@ -124,6 +124,7 @@ void register_hunyuan();
 void register_gpt_neox();
 void register_arcee();
 void register_nemotron();
+void register_apertus();
 void register_deepseek();  // deepseek_v2, deepseek_v3, glm4_moe_lite
 
 }  // namespace mlxgp

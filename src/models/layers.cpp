@@ -790,7 +790,9 @@ SwiGLU::Act parse_activation(const std::string& name) {
   if (name == "gelu") return SwiGLU::Act::Gelu;
   if (name == "gelu_pytorch_tanh" || name == "gelu_new") return SwiGLU::Act::GeluTanh;
   if (name == "relu2") return SwiGLU::Act::Relu2;
-  fail("model", "unsupported hidden_act '" + name + "' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new, relu2)");
+  if (name == "xielu") return SwiGLU::Act::Xielu;
+  fail("model",
+       "unsupported hidden_act '" + name + "' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new, relu2, xielu)");
 }
 
 SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind,
@@ -802,8 +804,10 @@ SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelCo
   if (kind == Kind::Plain) {  // starcoder2: c_fc -> act -> c_proj
     m.up_proj = Linear::load(w, prefix + "." + names.in, c.hidden_size, c.intermediate_size, c.mlp_bias);
     m.down_proj = Linear::load(w, prefix + "." + names.out, c.intermediate_size, c.hidden_size, c.mlp_bias);
+    if (m.act == Act::Xielu) m.xielu = Xielu::load(w, prefix + ".act_fn");
     return m;
   }
+  if (m.act == Act::Xielu) fail("model", "the xielu activation is implemented for ungated MLPs only (apertus)");
   if (kind == Kind::GatedFused) {
     m.gate_up_proj = Linear::load(w, prefix + ".gate_up_proj", c.hidden_size, 2 * c.intermediate_size, c.mlp_bias);
   } else {
@@ -816,7 +820,9 @@ SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelCo
 
 mx::array SwiGLU::operator()(const mx::array& x, const PreNormResidual& around) const {
   if (kind == Kind::Plain)
-    return add_projected(down_proj, activation(act, up_proj(pre_norm(x, around))), around.residual);
+    return add_projected(down_proj,
+                         xielu ? (*xielu)(up_proj(pre_norm(x, around))) : activation(act, up_proj(pre_norm(x, around))),
+                         around.residual);
   std::optional<mx::array> mid;
   if (kind == Kind::Gated && act == Act::Silu)  // silu(gate) * up in the products' node
     if (auto y = project_normed(x, {&gate_proj, &up_proj}, around, {.swiglu = true})) mid = (*y)[0];
@@ -849,6 +855,7 @@ mx::array gated_activation(SwiGLU::Act act, const mx::array& gate, const mx::arr
 mx::array activation(SwiGLU::Act act, const mx::array& g) {
   using Act = SwiGLU::Act;
   if (act == Act::Silu) return mx::multiply(g, mx::sigmoid(g));
+  if (act == Act::Xielu) fail("model", "xielu needs its layer's learned parameters (Xielu)");
   if (act == Act::Relu2) {  // transformers' ReLUSquaredActivation: square(relu(x))
     auto r = mx::maximum(g, mx::array(0.0f, g.dtype()));
     return mx::multiply(r, r);

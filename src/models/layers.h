@@ -266,13 +266,24 @@ struct PlainMlpNames {
   const char* out = "c_proj";
 };
 
+// Apertus's xIELU activation (transformers' XIELUActivation, arXiv 2411.13010) with its layer's learned scalars:
+// x > 0: softplus(alpha_p) x^2 + beta x; else (expm1(min(x, eps)) - x) (beta + softplus(alpha_n)) + beta x.
+// alpha_p / alpha_n are parameters (trained), beta / eps buffers (not), all read from `prefix` (mlp.act_fn).
+struct Xielu {
+  std::optional<mx::array> alpha_p, alpha_n, beta, eps;
+  static Xielu load(const WeightMap& w, const std::string& prefix);
+  mx::array operator()(const mx::array& x) const;
+};
+
 // down(act(gate(x)) * up(x)): SwiGLU (silu) or GeGLU (gelu, gelu_pytorch_tanh: gemma); phi3 fuses
 // gate and up into one gate_up_proj ([gate; up] rows); Plain is the ungated c_proj(act(c_fc(x)))
 // (starcoder2; up_proj holds c_fc, down_proj c_proj; phi names them fc1 / fc2: PlainMlpNames).
 struct SwiGLU {
   Linear gate_proj, up_proj, down_proj;
   std::optional<Linear> gate_up_proj;
-  enum class Act { Silu, Gelu, GeluTanh, Relu2 } act = Act::Silu;  // Relu2: relu(x)^2 (arcee, nemotron)
+  // Relu2: relu(x)^2 (arcee, nemotron); Xielu: apertus's, with `xielu`'s learned scalars (plain MLPs only).
+  enum class Act { Silu, Gelu, GeluTanh, Relu2, Xielu } act = Act::Silu;
+  std::optional<Xielu> xielu;
   enum class Kind { Gated, GatedFused, Plain } kind = Kind::Gated;
   int intermediate = 0;
   static SwiGLU load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind = Kind::Gated,

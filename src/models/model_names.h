@@ -62,6 +62,9 @@ WeightMap gpt_oss_model_names(WeightMap weights);
 // (Hf; stacked experts kept quantized have no transformers layout here: [model] error).
 WeightMap gpt_oss_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 
+// apertus: the xIELU scalars (mlp.act_fn.*) [1] again for transformers (mlx-lm's sanitize squeezes them).
+WeightMap apertus_checkpoint_names(WeightMap weights, CheckpointLayout layout);
+
 // dots1: mlx-lm's stacked experts (mlp.experts.<proj>, no expert index) as the decoder's mlp.switch_mlp.<proj>.
 WeightMap dots1_model_names(WeightMap weights);
 // The reverse: transformers' one tensor per expert (Hf), mlx-lm's mlp.experts.<proj> (MlxLm).

@@ -26,7 +26,10 @@ std::vector<std::string> default_trainable(Model& model) {
 
 }  // namespace
 
-bool is_buffer(const std::string& name) { return name.ends_with(".e_score_correction_bias"); }
+// (glm4_moe's routing bias; apertus's xIELU beta / eps, which XIELUActivation registers as buffers)
+bool is_buffer(const std::string& name) {
+  return name.ends_with(".e_score_correction_bias") || name.ends_with(".act_fn.beta") || name.ends_with(".act_fn.eps");
+}
 
 std::vector<std::string> full_trainable(Model& model) {
   std::vector<std::string> names;

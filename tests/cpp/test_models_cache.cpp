@@ -80,51 +80,18 @@ TEST(KVCache, RejectsMismatchedShapes) {
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(types, (std::vector<std::string>{"arcee",
-                                             "cohere",
-                                             "cohere2",
-                                             "deepseek_v2",
-                                             "deepseek_v3",
-                                             "dots1",
-                                             "ernie4_5",
-                                             "exaone4",
-                                             "gemma",
-                                             "gemma2",
-                                             "gemma3",
-                                             "gemma3_text",
-                                             "glm",
-                                             "glm4",
-                                             "glm4_moe",
-                                             "glm4_moe_lite",
-                                             "gpt2",
-                                             "gpt_neox",
-                                             "gpt_oss",
-                                             "granite",
-                                             "granitemoe",
-                                             "helium",
-                                             "hunyuan_v1_dense",
-                                             "llama",
-                                             "ministral3",
-                                             "mistral",
-                                             "mistral3",
-                                             "mixtral",
-                                             "nemotron",
-                                             "olmo2",
-                                             "olmo3",
-                                             "olmoe",
-                                             "phi",
-                                             "phi3",
-                                             "qwen2",
-                                             "qwen2_moe",
-                                             "qwen3",
-                                             "qwen3_moe",
-                                             "seed_oss",
-                                             "smollm3",
-                                             "stablelm",
-                                             "starcoder2"}));
+  EXPECT_EQ(types, (std::vector<std::string>{
+                       "apertus",     "arcee",      "cohere",    "cohere2",    "deepseek_v2",   "deepseek_v3",
+                       "dots1",       "ernie4_5",   "exaone4",   "gemma",      "gemma2",        "gemma3",
+                       "gemma3_text", "glm",        "glm4",      "glm4_moe",   "glm4_moe_lite", "gpt2",
+                       "gpt_neox",    "gpt_oss",    "granite",   "granitemoe", "helium",        "hunyuan_v1_dense",
+                       "llama",       "ministral3", "mistral",   "mistral3",   "mixtral",       "nemotron",
+                       "olmo2",       "olmo3",      "olmoe",     "phi",        "phi3",          "qwen2",
+                       "qwen2_moe",   "qwen3",      "qwen3_moe", "seed_oss",   "smollm3",       "stablelm",
+                       "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
   EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
-            "[model] unknown model_type 'gpt_bigcode' (supported: arcee, cohere, cohere2, deepseek_v2, "
+            "[model] unknown model_type 'gpt_bigcode' (supported: apertus, arcee, cohere, cohere2, deepseek_v2, "
             "deepseek_v3, dots1, ernie4_5, exaone4, gemma, gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, "
             "glm4_moe_lite, gpt2, gpt_neox, gpt_oss, granite, granitemoe, helium, hunyuan_v1_dense, llama, "
             "ministral3, mistral, mistral3, mixtral, nemotron, olmo2, olmo3, olmoe, phi, phi3, qwen2, qwen2_moe, "
@@ -553,7 +520,8 @@ TEST(Config, ArceeAndNemotronRelu2AndNemotronNorms) {
   EXPECT_FLOAT_EQ(n.partial_rotary_factor, 0.5f);
   ModelConfig bad = parse_model_config(tiny_config_json("arcee", R"(, "hidden_act": "relu6")"));
   EXPECT_EQ(error_of([&] { create_model(bad, tiny_weights()); }),
-            "[model] unsupported hidden_act 'relu6' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new, relu2)");
+            "[model] unsupported hidden_act 'relu6' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new, relu2, "
+            "xielu)");
 }
 
 TEST(Config, GraniteMoeExpertsAndMultipliers) {
@@ -589,6 +557,30 @@ TEST(Models, GraniteMoeExpertsSplitAndJoin) {
                               w.at("model.layers.0.block_sparse_moe.input_linear.weight"))
                   .item<bool>());
   EXPECT_EQ(to_checkpoint_names("granitemoe", m, CheckpointLayout::MlxLm).size(), 4u);  // mlx-lm's own names
+}
+
+TEST(Config, ApertusDefaultRopeAndRefusedSwitches) {
+  // ApertusConfig without rope fields: Llama-3 x8 over 8192 positions, base 12e6. The original configs' qk_norm /
+  // post_norm / mlp_bias switches, which transformers never reads, are accepted at their released values only.
+  auto a = parse_model_config(R"({"model_type": "apertus", "vocab_size": 64, "hidden_size": 32,
+      "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "qk_norm": true, "post_norm": false})");
+  EXPECT_FLOAT_EQ(a.rope_theta, 12000000.0f);
+  ASSERT_TRUE(a.rope_scaling.has_value());
+  EXPECT_EQ(a.rope_scaling->rope_type, "llama3");
+  EXPECT_FLOAT_EQ(a.rope_scaling->factor, 8.0f);
+  EXPECT_EQ(a.rope_scaling->original_max_position_embeddings, 8192);
+  EXPECT_EQ(a.hidden_act, "xielu");
+  EXPECT_FALSE(parse_model_config(tiny_config_json("apertus")).rope_scaling.has_value());  // rope_theta given
+  for (auto [extra, message] : std::initializer_list<std::pair<const char*, const char*>>{
+           {R"(, "qk_norm": false)", "[config] qk_norm false is not supported (Apertus always norms q and k)"},
+           {R"(, "post_norm": true)", "[config] post_norm true is not supported (Apertus's blocks are pre-norm)"},
+           {R"(, "mlp_bias": true)", "[config] mlp_bias true is not supported (Apertus's MLP has no biases)"}})
+    EXPECT_EQ(error_of([&] { parse_model_config(tiny_config_json("apertus", extra)); }), message) << extra;
+  // xielu is an activation of ungated MLPs, with its layer's scalars.
+  EXPECT_EQ(error_of([] {
+              create_model(parse_model_config(tiny_config_json("llama", R"(, "hidden_act": "xielu")")), tiny_weights());
+            }),
+            "[model] the xielu activation is implemented for ungated MLPs only (apertus)");
 }
 
 TEST(Config, HunyuanAlphaRopeAndHeliumBiases) {

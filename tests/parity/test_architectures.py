@@ -474,7 +474,7 @@ def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
 # deepseek_v2: its plain-parameter router left unquantized; deepseek_v3: kv_b_proj split per head into mlx-lm's 3-D
 # embed_q / unembed_out, quantized as its MultiLinear.
 @pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "granite", "glm4_moe", "gpt_neox", "stablelm-parallel",
-                                  "granitemoe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "dots1"])
+                                  "granitemoe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "dots1", "apertus"])
 def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, run_mlxgp, tmp_path):
     """`mlxgp convert --quantize` (4-bit g32) writes what mlx_lm.convert writes from the same HF folder: the same
     tensors (names, dtypes, shapes, values: 3-D stacked experts quantized too, the model class's

@@ -13,7 +13,7 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4",
               "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5",
               "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
-              "deepseek_v3", "glm4_moe_lite", "dots1")
+              "deepseek_v3", "glm4_moe_lite", "dots1", "apertus")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3")
@@ -183,6 +183,14 @@ def tiny_config(arch: str):
                                                               "factor": 4.0, "original_max_position_embeddings": 64,
                                                               "mscale": 0.9, "mscale_all_dim": 1.0,
                                                               "beta_fast": 32, "beta_slow": 1})
+    if arch == "apertus":
+        # Apertus: per-head q/k norms, attention_layernorm / feedforward_layernorm, the ungated xIELU MLP with each
+        # layer's learned alpha_p / alpha_n (drawn at random here), Llama-3 rope scaling over a short original context.
+        return transformers.ApertusConfig(**_COMMON, pad_token_id=0,
+                                          rope_parameters={"rope_type": "llama3", "rope_theta": 50000.0,
+                                                           "factor": 8.0, "low_freq_factor": 1.0,
+                                                           "high_freq_factor": 4.0,
+                                                           "original_max_position_embeddings": 64})
     if arch == "dots1":
         # dots.llm1: qwen3's attention (per-head q/k norms) with a window of 8 on the last layer (max_window_layers 2),
         # a dense first layer, then sigmoid-routed experts (1 of 2 groups, correction bias, unnormalised, x 2.0) beside
@@ -483,6 +491,8 @@ def mlx_lm_layout(folder, arch: str) -> None:
         cfg["num_experts"] = cfg["num_local_experts"]  # transformers 5 saves the mixtral spelling
     if arch == "gemma":
         cfg["hidden_act"] = "gelu"
+    if arch == "apertus":  # mlx-lm's ModelArgs requires the original config's switches (as released)
+        cfg.update(qk_norm=True, post_norm=False, mlp_bias=False)
     if arch in ("gemma2", "starcoder2", "dots1"):  # (mlx-lm's dots1 has no window either)
         cfg["sliding_window"] = 4096
     if arch == "starcoder2":

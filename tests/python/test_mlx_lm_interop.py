@@ -95,7 +95,7 @@ def more_archs(tmp_path_factory):
                                           "cohere2", "phi", "glm4_moe", "stablelm", "seed_oss",
                                           "ernie4_5", "exaone4", "nemotron", "granitemoe", "helium",
                                           "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3", "glm4_moe_lite",
-                                          "dots1"))
+                                          "dots1", "apertus"))
 def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     folder = tiny_archs[arch] if arch in tiny_archs else more_archs(arch)
     model = mlx_lm_model(folder)
