@@ -32,6 +32,23 @@ std::vector<std::pair<std::string, std::string>> with(std::vector<std::pair<std:
   return a;
 }
 
+// DeepSeek-V2 / V3 (llama.cpp's deepseek2): latent attention, whose kv_b_proj the converter splits per head into
+// attn_k_b [heads, rank, nope] and attn_v_b [heads, v, rank] (mlx-lm's embed_q / unembed_out, joined again by
+// deepseek_model_names; older files keep attn_kv_b), sigmoid routing's exp_probs_b, ungated shared experts.
+const std::vector<std::pair<std::string, std::string>> kDeepseek2 =
+    with(kExperts, {{"attn_q_a", "self_attn.q_a_proj"},
+                    {"attn_q_a_norm", "self_attn.q_a_layernorm"},
+                    {"attn_q_b", "self_attn.q_b_proj"},
+                    {"attn_kv_a_mqa", "self_attn.kv_a_proj_with_mqa"},
+                    {"attn_kv_a_norm", "self_attn.kv_a_layernorm"},
+                    {"attn_kv_b", "self_attn.kv_b_proj"},
+                    {"attn_k_b", "self_attn.embed_q"},
+                    {"attn_v_b", "self_attn.unembed_out"},
+                    {"exp_probs_b", "mlp.gate.e_score_correction_bias"},
+                    {"ffn_gate_shexp", "mlp.shared_experts.gate_proj"},
+                    {"ffn_up_shexp", "mlp.shared_experts.up_proj"},
+                    {"ffn_down_shexp", "mlp.shared_experts.down_proj"}});
+
 // Gemma's sandwich norms: llama.cpp's ffn_norm is the pre-MLP norm there.
 const std::vector<std::pair<std::string, std::string>> kGemmaNorms = {
     {"ffn_norm", "pre_feedforward_layernorm"},
@@ -64,6 +81,10 @@ const std::vector<GgufArch>& table() {
       // adjacent pairs of rows kept as transformers' (llama.cpp's NORM type).
       {"command-r", "cohere", {}},
       {"arcee", "arcee", {}},
+      // One llama.cpp architecture for both: softmax gating reads as deepseek_v2, sigmoid as deepseek_v3
+      // (deepseek2_config picks).
+      {"deepseek2", "deepseek_v2", kDeepseek2},
+      {"deepseek2", "deepseek_v3", kDeepseek2},
       {"ernie4_5", "ernie4_5", {}},  // its RoPE pairs adjacent features (llama.cpp's NORM), rows as transformers'
       // OLMo 2: norms on the sub-layer outputs only; q / k norms over the whole projections.
       {"olmo2",
@@ -110,7 +131,64 @@ void granite_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) 
   c.logits_scaling = read("logit_scale").value_or(1.0f);
 }
 
-// Rows (axis `axis`) of tensor `name`, 0 when absent.
+// llama.cpp's deepseek2: the latent widths (key_length / value_length are the cached latent's, rank + rope and
+// rank; key_length_mla / value_length_mla the heads'; files from before the split hold only the heads' widths
+// with attn_kv_b), dense leading blocks, experts, the gating function (softmax: DeepSeek-V2, sigmoid: V3 with
+// exp_probs_b), group choice, and YaRN as llama.cpp applies it to this architecture (a softmax scale of
+// (1 + yarn_log_multiplier ln factor)^2, cos / sin unscaled: transformers' mscale = mscale_all_dim).
+void deepseek2_config(const std::string& p, const GgufMeta& meta,
+                      const std::unordered_map<std::string, mx::array>& tensors, ModelConfig& c) {
+  c.kv_lora_rank = gguf_count(meta, p + "attention.kv_lora_rank");
+  c.q_lora_rank = gguf_count_or(meta, p + "attention.q_lora_rank", 0);
+  c.qk_rope_head_dim = gguf_count(meta, p + "rope.dimension_count");
+  const bool split = meta.count(p + "attention.key_length_mla") > 0;
+  const int heads_k = split ? gguf_count(meta, p + "attention.key_length_mla") : c.head_dim;
+  c.qk_nope_head_dim = heads_k - c.qk_rope_head_dim;
+  c.v_head_dim =
+      split ? gguf_count(meta, p + "attention.value_length_mla") : gguf_count(meta, p + "attention.value_length");
+  if (c.kv_lora_rank <= 0 || c.qk_nope_head_dim <= 0 || c.v_head_dim <= 0 || c.qk_rope_head_dim % 2 != 0)
+    fail("gguf", "inconsistent latent attention metadata ('" + p + "attention.kv_lora_rank', key / value lengths)");
+  c.num_key_value_heads = 1;  // the cache's view (ModelConfig::kv_lora_rank)
+  c.head_dim = c.kv_lora_rank + c.qk_rope_head_dim;
+  c.partial_rotary_factor = 1.0f;
+  c.rope_interleave = true;  // llama.cpp's NORM rope on adjacent pairs, the rows as transformers stores them
+  c.num_experts = gguf_count(meta, p + "expert_count");
+  c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
+  if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
+    fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+  c.moe_intermediate_size = gguf_count(meta, p + "expert_feed_forward_length");
+  c.shared_expert_intermediate_size = c.moe_intermediate_size * gguf_count_or(meta, p + "expert_shared_count", 0);
+  const int dense = gguf_count_or(meta, p + "leading_dense_block_count", 0);
+  for (int i = 0; i < dense && i < c.num_hidden_layers; ++i) c.mlp_only_layers.push_back(i);
+  c.routed_scaling_factor = static_cast<float>(gguf_number(meta, p + "expert_weights_scale").value_or(1.0));
+  if (!(std::isfinite(c.routed_scaling_factor) && c.routed_scaling_factor > 0))
+    fail("gguf", "metadata '" + p + "expert_weights_scale' must be a finite number > 0");
+  c.norm_topk_prob = gguf_number(meta, p + "expert_weights_norm").value_or(0.0) != 0.0;
+  // llama.cpp's gating: 1 softmax (its default for deepseek2 files without the key), 2 sigmoid.
+  const int gating = gguf_count_or(meta, p + "expert_gating_func", 1);
+  if (gating != 1 && gating != 2)
+    fail("gguf", "metadata '" + p + "expert_gating_func' = " + std::to_string(gating) +
+                     " is not supported (1: softmax, 2: sigmoid)");
+  c.model_type = gating == 2 ? "deepseek_v3" : "deepseek_v2";
+  c.sigmoid_routing = gating == 2;
+  c.n_group = gguf_count_or(meta, p + "expert_group_count", 1);
+  c.topk_group = gguf_count_or(meta, p + "expert_group_used_count", c.n_group);
+  if (c.n_group < 1 || c.num_experts % c.n_group != 0 || c.topk_group < 1 || c.topk_group > c.n_group)
+    fail("gguf", "metadata '" + p + "expert_group_count' / '" + p + "expert_group_used_count' are inconsistent");
+  // llama.cpp scores a group by its two best experts, as DeepSeek-V3 does; DeepSeek-V2's group-limited softmax by its
+  // best one: softmax files with a group choice would run another model than transformers', so they are refused.
+  if (gating == 1 && c.topk_group < c.n_group)
+    fail("gguf", "softmax gating with a group choice ('" + p + "expert_group_used_count') is not supported");
+  if (c.sigmoid_routing && !tensors.count("blk." + std::to_string(dense) + ".exp_probs_b.bias"))
+    fail("gguf", "sigmoid gating needs each sparse layer's 'exp_probs_b.bias'");
+  if (c.rope_scaling && c.rope_scaling->rope_type == "yarn") {
+    const double log_mul = gguf_number(meta, p + "rope.scaling.yarn_log_multiplier").value_or(0.0);
+    if (!std::isfinite(log_mul) || log_mul < 0)
+      fail("gguf", "metadata '" + p + "rope.scaling.yarn_log_multiplier' must be a finite number >= 0");
+    c.rope_scaling->mscale = c.rope_scaling->mscale_all_dim = static_cast<float>(log_mul / 0.1);
+    c.rope_scaling->attention_factor = 1.0f;
+  }
+}
 int rows_of(const std::unordered_map<std::string, mx::array>& tensors, const std::string& name, int axis) {
   auto it = tensors.find(name);
   return it == tensors.end() || static_cast<int>(it->second.ndim()) <= axis ? 0 : it->second.shape(axis);
@@ -200,9 +278,11 @@ void gpt2_config(const std::string& p, const GgufMeta& meta, const std::unordere
 
 const GgufArch& gguf_arch(const std::string& gguf) {
   std::string list;
+  const std::string* previous = nullptr;
   for (auto& a : table()) {
     if (a.gguf == gguf) return a;
-    list += (list.empty() ? "" : ", ") + a.gguf;
+    if (!previous || *previous != a.gguf) list += (list.empty() ? "" : ", ") + a.gguf;  // (deepseek2 twice)
+    previous = &a.gguf;
   }
   fail("model", "unknown model_type '" + gguf + "' (supported GGUF architectures: " + list + ")");
 }
@@ -226,6 +306,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   const std::string p = arch.gguf + ".";
   const std::string& t = c.model_type;
   if (t == "qwen2_moe" || t == "qwen3_moe" || t == "gpt_oss") moe_config(p, meta, tensors, c);
+  if (t == "deepseek_v2") deepseek2_config(p, meta, tensors, c);
   if (t == "gpt_oss") {
     // llama.cpp's gpt-oss: every even layer slides (its swa pattern 2), biases on q/k/v/o, the clamped
     // SwiGLU's 1.702 / 7.0 fixed in code (GptOssConfig's defaults, which ModelConfig holds).

@@ -50,6 +50,8 @@ mx::array unpermute_rows(const mx::array& a, int n_heads) {
 // cos/sin times 1 + 0.1 ln(factor): transformers' yarn with truncate on. The keys that would move it
 // elsewhere (DeepSeek's log multiplier, an extra attention factor, other betas) are refused.
 RopeScaling gguf_yarn(const GgufMeta& meta, const std::string& p, int context_length) {
+  // (deepseek2 reads its log multiplier as DeepSeek's mscale_all_dim: gguf_arch.cpp's deepseek2_config)
+  const bool deepseek2 = p == "deepseek2.";
   RopeScaling s;
   s.rope_type = "yarn";
   const auto factor = gguf_number(meta, p + "rope.scaling.factor");
@@ -65,7 +67,8 @@ RopeScaling gguf_yarn(const GgufMeta& meta, const std::string& p, int context_le
        {std::pair{"rope.scaling.attn_factor", 1.0}, std::pair{"rope.scaling.yarn_log_multiplier", 0.0},
         std::pair{"rope.scaling.yarn_ext_factor", 1.0}, std::pair{"rope.scaling.yarn_attn_factor", 1.0},
         std::pair{"rope.scaling.yarn_beta_fast", 32.0}, std::pair{"rope.scaling.yarn_beta_slow", 1.0}})
-    if (auto v = gguf_number(meta, p + key); v && *v != neutral)
+    if (auto v = gguf_number(meta, p + key);
+        v && *v != neutral && !(deepseek2 && std::string(key) == "rope.scaling.yarn_log_multiplier"))
       fail("gguf", "metadata '" + p + key + "' is not supported with yarn scaling (only " +
                        std::to_string(static_cast<int>(neutral)) + ")");
   return s;
@@ -159,8 +162,9 @@ WeightMap gguf_weights(const ModelConfig& c, std::unordered_map<std::string, mx:
     if (norm_plus_one && hf.ends_with("norm.weight")) arr = mx::subtract(mx::astype(arr, mx::float32), mx::array(1.0f));
     // The shared expert's gate is one row, stored 1-D by the converter.
     if (hf.ends_with(".shared_expert_gate.weight") && arr.ndim() == 1) arr = mx::reshape(arr, {1, arr.shape(0)});
-    // gpt-oss's sinks are a parameter, not a module's weight.
+    // gpt-oss's sinks and deepseek2's exp_probs_b are parameters, not a module's weight / bias.
     if (hf.ends_with(".self_attn.sinks.weight")) hf.resize(hf.size() - 7);
+    if (hf.ends_with(".e_score_correction_bias.bias")) hf.resize(hf.size() - 5);
     out.emplace(hf, arr);
   }
   return out;

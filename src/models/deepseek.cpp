@@ -3,6 +3,9 @@
 // llama stack with multi-head latent attention (layers::LatentAttention), dense first layers, then routed experts
 // beside ungated shared_experts. V2 routes with a softmax (greedy or group-limited greedy), V3 with glm4_moe's
 // sigmoid scores and correction bias (layers::SparseMoe).
+#include <vector>
+
+#include "kernels/ggml_blocks.h"
 #include "models/decoder.h"
 #include "models/model_names.h"
 #include "mlxgp/error.h"
@@ -26,10 +29,33 @@ bool is_mtp_layer(const std::string& name, int layers) {
   return !index.empty() && index.find_first_not_of("0123456789") == std::string::npos && std::stoi(index) >= layers;
 }
 
-// An mlx-lm MultiLinear weight [heads, out, in] as floats: dequantized (affine) when it is stored quantized.
+// llama.cpp blocks [heads, out, row bytes] of `type` as float32 [heads, out, in].
+mx::array ggml_rows(const std::string& prefix, const mx::array& blocks, uint32_t type, int in) {
+  const auto block = kernels::ggml_block(type);
+  if (block.elements == 0 || in % block.elements != 0 || blocks.shape(-1) != in / block.elements * block.bytes)
+    fail("model", prefix + ": llama.cpp type " + std::to_string(type) + " is not read for latent attention");
+  auto src = mx::contiguous(blocks);
+  mx::eval(src);
+  auto shape = blocks.shape();
+  shape.back() = in;
+  const int64_t rows = static_cast<int64_t>(src.size()) / blocks.shape(-1);
+  std::vector<float> out(static_cast<size_t>(rows) * in);
+  for (int64_t r = 0; r < rows; ++r)
+    kernels::dequantize_ggml_row(type, src.data<uint8_t>() + r * blocks.shape(-1), out.data() + r * in, in);
+  return mx::array(out.data(), shape, mx::float32);
+}
+
+// An mlx-lm MultiLinear weight (or llama.cpp's attn_k_b / attn_v_b, the same layout) [heads, out, in] as floats:
+// dequantized when it is stored MLX-affine or as llama.cpp blocks.
 mx::array multi_linear(WeightMap& w, const std::string& prefix, int in) {
   auto weight = w.at(prefix + ".weight");
   w.erase(prefix + ".weight");
+  if (auto t = w.find(prefix + ".ggml_type"); t != w.end()) {
+    auto type = mx::astype(t->second, mx::uint32);
+    w.erase(t);
+    mx::eval(type);
+    return ggml_rows(prefix, weight, type.item<uint32_t>(), in);
+  }
   auto s = w.find(prefix + ".scales");
   if (s == w.end()) return weight;
   auto scales = s->second;
@@ -51,9 +77,9 @@ WeightMap deepseek_model_names(const ModelConfig& c, WeightMap weights) {
   // mlx-lm drop too.
   for (auto it = weights.begin(); it != weights.end();)
     it = is_mtp_layer(it->first, c.num_hidden_layers) ? weights.erase(it) : std::next(it);
-  if (c.model_type == "deepseek_v2") return weights;
-  // mlx-lm's deepseek_v3 and glm4_moe_lite: kv_b_proj split per head into embed_q [heads, rank, nope] (the key rows,
-  // transposed) and unembed_out [heads, v, rank]; joined again as transformers' [heads x (nope + v), rank].
+  // mlx-lm's deepseek_v3 and glm4_moe_lite, llama.cpp's deepseek2 files (attn_k_b / attn_v_b): kv_b_proj split per head
+  // into embed_q [heads, rank, nope] (the key rows, transposed) and unembed_out [heads, v, rank]; joined again as
+  // transformers' [heads x (nope + v), rank].
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".self_attn.";
     auto k = weights.find(p + "embed_q.weight");

@@ -154,6 +154,12 @@ def test_gpt_oss_gguf_as_llama_cpp(run_mlxgp, run_mlxgp_json, tmp_path):
 SMOLLM3_4 = {"num_hidden_layers": 4, "no_rope_layers": [1, 1, 1, 0], "layer_types": ["full_attention"] * 4}
 
 
+# DeepSeek's GGUF keys hold one YaRN mscale (yarn_log_multiplier, 0.1 mscale_all_dim), as DeepSeek's checkpoints have
+# mscale = mscale_all_dim.
+DEEPSEEK_V3_YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
+                    "mscale": 1.0, "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1}
+
+
 # Architectures transformers 5.24's GGUF reader cannot read (or reads partly), against llama.cpp (node-llama-cpp
 # 3.21.1's libllama), live: stablelm with StableLM 2 12B's per-head q/k norms (stacked attn_q_norm / attn_k_norm,
 # which that reader drops) and parallel blocks (no ffn_norm); seed_oss (q/k/v biases; llama.cpp refuses files with
@@ -191,6 +197,78 @@ def test_gguf_as_llama_cpp(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path)
     assert np.abs(ref).max() > 0.5
     assert diff <= 1e-4
     assert same == GREEDY_NEW
+
+
+# deepseek2 files as DeepseekV2Model's converter writes them (kv_b_proj split per head into attn_k_b / attn_v_b, MQA over
+# the latent, YaRN's log multiplier): V2 with softmax gating (with q_a_proj: llama.cpp reads a file without
+# q_lora_rank only at V2-Lite's 27 layers), V3 with sigmoid gating, exp_probs_b and 1 of 2 groups. (q_lora_rank 64:
+# Q8_0 blocks of 32 along q_b_proj's input.)
+@pytest.mark.parametrize("arch, overrides", [("deepseek_v2", {"topk_method": "greedy", "q_lora_rank": 64}),
+                                             ("deepseek_v3", {"rope_parameters": DEEPSEEK_V3_YARN, "q_lora_rank": 64})])
+def test_deepseek2_gguf(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
+    """An F32 file: logits within 1e-4 of llama.cpp's and of transformers' model it was written from (transformers'
+    GGUF reader has no deepseek2), greedy tokens llama.cpp's argmax. A Q8_0 file (attn_k_b / attn_v_b dequantized for
+    the absorbed products): logits within 1e-4 of transformers' model with each tensor rounded through gguf-py's
+    Q8_0 as the file stores it (llama.cpp's Q8_0 products round the activations to 8 bits too)."""
+    import gguf
+    import torch
+
+    from tests.refs import llama_cpp
+
+    model, _ = tiny_models.make_tiny_model(arch, tmp_path / "hf", **overrides)
+    cfg = model.config
+    ids, prefill = _ids(40, cfg.vocab_size, seed=15), 20
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
+    assert {"blk.0.attn_k_b.weight", "blk.0.attn_v_b.weight"} <= set(gguf_quant.tensor_types(path))
+    ref = llama_cpp.logits(path, ids, prefill, repack=False)
+    got = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "l.safetensors", "--prefill", prefill)[prefill - 1:len(ids) - 1]
+    source = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
+    diff, vs_source = float(np.abs(got - ref).max()), float(np.abs(got - source).max())
+    prompt = ids[:12]
+    tokens = run_mlxgp_json("generate", "--model", path, "--input-ids", ",".join(map(str, prompt)),
+                            "--max-new-tokens", GREEDY_NEW, "--ignore-eos")["sequences"][0]["token_ids"]
+    steps = llama_cpp.logits(path, prompt + tokens, len(prompt), repack=False)
+    same = sum(int(r.argmax()) == t for r, t in zip(steps[:GREEDY_NEW], tokens))
+
+    q8 = tiny_models.write_tiny_gguf(model, tmp_path / "q8.gguf", "Q8_0", vocab=True)
+    qt = gguf.GGMLQuantizationType.Q8_0
+
+    def rounded(a):  # Q8_0 blocks along the last axis, as the file's rows
+        return gguf.quants.dequantize(gguf.quants.quantize(a.reshape(-1, a.shape[-1]), qt), qt).reshape(a.shape)
+
+    H, nope = cfg.num_attention_heads, cfg.qk_nope_head_dim
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim < 2 or name.endswith("mlp.gate.weight"):  # routers stay F32
+                continue
+            w = p.numpy()
+            if name.endswith("kv_b_proj.weight"):  # stored as attn_k_b [H, rank, nope] and attn_v_b [H, v, rank]
+                kv = w.reshape(H, -1, w.shape[-1])
+                k = rounded(np.ascontiguousarray(kv[:, :nope].transpose(0, 2, 1))).transpose(0, 2, 1)
+                w = np.concatenate([k, rounded(np.ascontiguousarray(kv[:, nope:]))], axis=1).reshape(w.shape)
+            else:
+                w = rounded(np.ascontiguousarray(w))
+            p.copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
+    source_q8 = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
+    got_q8 = _mlxgp_logits(run_mlxgp, q8, ids, tmp_path / "q.safetensors", "--prefill", prefill)[prefill - 1:len(ids) - 1]
+    diff_q8 = float(np.abs(got_q8 - source_q8).max())
+    print(f"{arch} GGUF F32 vs llama.cpp: max |diff| {diff:.3e} (logits up to {np.abs(ref).max():.2f}), vs transformers' "
+          f"source model {vs_source:.3e}; greedy {same}/{GREEDY_NEW} tokens llama.cpp's argmax; Q8_0 vs transformers on "
+          f"the Q8_0-rounded weights {diff_q8:.3e}")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-4 and vs_source <= 1e-4 and diff_q8 <= 1e-4
+    assert same == GREEDY_NEW
+
+
+def test_deepseek2_softmax_group_choice_refused(run_mlxgp, tmp_path):
+    """llama.cpp scores expert groups by their two best experts (DeepSeek-V3's choice); DeepSeek-V2's group-limited
+    softmax scores them by the best one: a softmax file with a group choice is refused rather than run as neither."""
+    model, _ = tiny_models.make_tiny_model("deepseek_v2", tmp_path / "hf", topk_method="greedy", q_lora_rank=64)
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "g.gguf", "F32", meta={"deepseek2.expert_group_count": 4,
+                                                                                "deepseek2.expert_group_used_count": 2})
+    line = _expect_error(run_mlxgp, path, "gguf", tmp_path)
+    assert line == ("[gguf] softmax gating with a group choice ('deepseek2.expert_group_used_count') is not "
+                    "supported"), line
 
 
 def test_olmo3_sliding_gguf_refused(run_mlxgp, tmp_path):

@@ -539,7 +539,8 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "qwen3_moe": "qwen3moe", "phi3": "phi3", "starcoder2": "starcoder2", "gemma2": "gemma2",
                    "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_oss": "gpt-oss", "stablelm": "stablelm",
                    "nemotron": "nemotron", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "olmo2": "olmo2",
-                   "granite": "granite", "arcee": "arcee", "smollm3": "smollm3", "cohere": "command-r"}
+                   "granite": "granite", "arcee": "arcee", "smollm3": "smollm3", "cohere": "command-r",
+                   "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -561,6 +562,9 @@ def _gguf_metadata(w, cfg, head_dim):
     w.add_embedding_length(cfg.hidden_size)
     w.add_feed_forward_length(cfg.intermediate_size)
     w.add_head_count(cfg.num_attention_heads)
+    if mt in ("deepseek_v2", "deepseek_v3"):
+        _gguf_deepseek2_metadata(w, cfg)
+        return
     w.add_head_count_kv(cfg.num_key_value_heads)
     if mt == "starcoder2":
         w.add_layer_norm_eps(cfg.norm_epsilon)
@@ -614,6 +618,46 @@ def _gguf_metadata(w, cfg, head_dim):
         w.add_sliding_window(cfg.sliding_window)
 
 
+def _gguf_deepseek2_metadata(w, cfg):
+    """convert_hf_to_gguf.py's DeepseekV2Model: MQA over the latent (one KV head of kv_lora_rank + rope, values of
+    kv_lora_rank), the heads' widths as *_mla, experts, and DeepSeek's YaRN log multiplier (0.1 mscale_all_dim). The
+    gating function and the group counts as the converter writes them for DeepSeek-V3's configs (sigmoid)."""
+    import gguf
+
+    rope = cfg.rope_parameters or {}
+    w.add_head_count_kv(1)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_freq_base(rope.get("rope_theta", 10000.0))
+    w.add_vocab_size(cfg.vocab_size)
+    if cfg.pad_token_id is not None:
+        w.add_pad_token_id(cfg.pad_token_id)
+    w.add_leading_dense_block_count(cfg.first_k_dense_replace)
+    if cfg.q_lora_rank is not None:
+        w.add_q_lora_rank(cfg.q_lora_rank)
+    w.add_kv_lora_rank(cfg.kv_lora_rank)
+    w.add_key_length(cfg.kv_lora_rank + cfg.qk_rope_head_dim)
+    w.add_value_length(cfg.kv_lora_rank)
+    w.add_key_length_mla(cfg.qk_nope_head_dim + cfg.qk_rope_head_dim)
+    w.add_value_length_mla(cfg.v_head_dim)
+    w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
+    w.add_expert_count(cfg.n_routed_experts)
+    w.add_expert_used_count(cfg.num_experts_per_tok)
+    w.add_expert_shared_count(cfg.n_shared_experts)
+    w.add_expert_weights_scale(cfg.routed_scaling_factor)
+    if cfg.norm_topk_prob:
+        w.add_expert_weights_norm(True)
+    if cfg.model_type == "deepseek_v3":
+        w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+        w.add_expert_group_count(cfg.n_group)
+        w.add_expert_group_used_count(cfg.topk_group)
+    w.add_rope_dimension_count(cfg.qk_rope_head_dim)
+    if rope.get("rope_type") == "yarn":
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(rope["factor"])
+        w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+        w.add_rope_scaling_yarn_log_mul(0.1 * rope["mscale_all_dim"])
+
+
 def _gguf_tensors(model):
     """(llama.cpp name, float32 array) pairs as convert_hf_to_gguf.py produces them: gguf-py's name map,
     stacked experts split into gate / up, squeezed shapes, llama's Q/K row permutation, gemma's 1 + w norms,
@@ -656,6 +700,17 @@ def _gguf_tensors(model):
                 yield blk + "ffn_down_exps.weight", np.ascontiguousarray(t.transpose(0, 2, 1))
             else:
                 yield blk + "ffn_down_exps.bias", t
+            continue
+        if mt in ("deepseek_v2", "deepseek_v3") and name.endswith("kv_b_proj.weight"):
+            # DeepseekV2Model's converter: per head, the key rows transposed (attn_k_b [heads, rank, nope]) and the
+            # value rows (attn_v_b [heads, v, rank]).
+            kv = t.reshape(cfg.num_attention_heads, cfg.qk_nope_head_dim + cfg.v_head_dim, -1)
+            blk = "blk." + name.split(".")[2] + "."
+            yield blk + "attn_k_b.weight", np.ascontiguousarray(kv[:, :cfg.qk_nope_head_dim].transpose(0, 2, 1))
+            yield blk + "attn_v_b.weight", np.ascontiguousarray(kv[:, cfg.qk_nope_head_dim:])
+            continue
+        if name.endswith("mlp.gate.e_score_correction_bias"):
+            yield "blk." + name.split(".")[2] + ".exp_probs_b.bias", t
             continue
         if mt == "gpt_oss" and name.endswith("self_attn.sinks"):
             yield "blk." + name.split(".")[2] + ".attn_sinks.weight", t
