@@ -10,7 +10,7 @@
 namespace mlxgp::io {
 
 const std::vector<std::string>& multimodal_wrappers() {
-  static const std::vector<std::string> types{"gemma3", "mistral3"};
+  static const std::vector<std::string> types{"gemma3", "mistral3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl"};
   return types;
 }
 
@@ -19,20 +19,59 @@ bool is_multimodal_wrapper(const std::string& model_type) {
   return std::find(types.begin(), types.end(), model_type) != types.end();
 }
 
+namespace {
+
+// Qwen2-VL / Qwen2.5-VL / Qwen3-VL: their text models are qwen2's / qwen3's decoders with multimodal RoPE, whose
+// three position rows (time, height, width) are equal for text: the rotation is plain RoPE then, so only text runs
+// here. The original uploads keep the text fields at the top level (no text_config) and label the rope "mrope".
+nlohmann::json qwen_vl_text_config(const nlohmann::json& config, const std::string& outer) {
+  using nlohmann::json;
+  const std::string want = outer + "_text", decoder = outer == "qwen3_vl" ? "qwen3" : "qwen2";
+  json t;
+  if (auto tc = config.find("text_config"); tc != config.end() && tc->is_object()) {
+    t = *tc;
+    if (!t.contains("model_type")) t["model_type"] = want;
+  } else {
+    t = config;
+    t.erase("vision_config");
+    t["model_type"] = want;
+  }
+  if (t["model_type"] != want)
+    fail("config", outer + "'s text_config has model_type " + t["model_type"].dump() + " (supported: " + want + ")");
+  t["model_type"] = decoder;
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    auto r = t.find(key);
+    if (r == t.end() || !r->is_object()) continue;
+    const auto type = r->contains("rope_type") ? (*r)["rope_type"] : r->contains("type") ? (*r)["type"] : json();
+    if (type == "mrope" || type == "default" || type.is_null()) {
+      // (the sections only split equal positions for text)
+      r->erase("mrope_section");
+      r->erase("mrope_interleaved");
+      r->erase("type");
+      (*r)["rope_type"] = "default";
+    }
+  }
+  return t;
+}
+
+}  // namespace
+
 nlohmann::json language_model_config(const nlohmann::json& config) {
   using nlohmann::json;
   const std::string outer = config.at("model_type").get<std::string>();
+  const bool qwen_vl = outer == "qwen2_vl" || outer == "qwen2_5_vl" || outer == "qwen3_vl";
   auto tc = config.find("text_config");
-  if (tc == config.end() || !tc->is_object())
+  if (!qwen_vl && (tc == config.end() || !tc->is_object()))
     fail("config", outer + " config.json needs a text_config object (its language model's config)");
-  json t = *tc;
+  json t = qwen_vl ? qwen_vl_text_config(config, outer) : *tc;
   const bool gemma = outer == "gemma3";
   // transformers 5.24: Gemma3Config's text_config is a Gemma3TextConfig, Mistral3Config's a MistralConfig
   // unless its model_type names another (mlx-lm's mistral3 runs the others as llama).
   if (!t.contains("model_type")) t["model_type"] = gemma ? "gemma3_text" : "mistral";
   const auto& inner = t["model_type"];
-  const bool known = inner.is_string() && (gemma ? inner == "gemma3_text"
-                                                 : (inner == "mistral" || inner == "ministral3" || inner == "llama"));
+  const bool known =
+      qwen_vl || (inner.is_string() &&
+                  (gemma ? inner == "gemma3_text" : (inner == "mistral" || inner == "ministral3" || inner == "llama")));
   if (!known)
     fail("config", outer + "'s text_config has model_type " + inner.dump() +
                        " (supported: " + (gemma ? "gemma3_text" : "mistral, ministral3, llama") + ")");

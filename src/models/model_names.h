@@ -28,8 +28,10 @@ WeightMap to_model_names(const ModelConfig& config, WeightMap weights);
 // language_model.lm_head.* (transformers' save_pretrained, mlx-lm), or model.language_model.* and lm_head.*
 // (transformers 4.52 - 4.57), as the decoder's model.* and lm_head.*; the vision tower and projector dropped.
 WeightMap language_model_names(WeightMap weights);
-// The reverse, for both layouts: language_model.<name>.
-WeightMap language_model_checkpoint_names(WeightMap weights);
+// The reverse: language_model.<name> (mlx-lm, and transformers for gemma3 / mistral3); transformers writes Qwen2-VL /
+// Qwen2.5-VL as the decoder's own names and Qwen3-VL as model.language_model.*.
+WeightMap language_model_checkpoint_names(WeightMap weights, const std::string& multimodal_type,
+                                          CheckpointLayout layout);
 
 // gpt2: HF's (transformer.)h.N.attn.c_attn with Conv1D [in, out] weights, or mlx-lm's model.h.N...
 WeightMap gpt2_model_names(WeightMap weights);

@@ -91,7 +91,8 @@ WeightMap to_model_names(const ModelConfig& config, WeightMap weights) {
 WeightMap to_checkpoint_names(const ModelConfig& config, WeightMap weights, CheckpointLayout layout) {
   weights = to_checkpoint_names(config.model_type, std::move(weights), layout);
   if (config.kv_lora_rank > 0) weights = deepseek_checkpoint_names(config, std::move(weights), layout);
-  if (!config.multimodal_model_type.empty()) weights = language_model_checkpoint_names(std::move(weights));
+  if (!config.multimodal_model_type.empty())
+    weights = language_model_checkpoint_names(std::move(weights), config.multimodal_model_type, layout);
   return weights;
 }
 

@@ -81,21 +81,22 @@ TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
   EXPECT_EQ(types, (std::vector<std::string>{
-                       "apertus",     "arcee",      "cohere",    "cohere2",    "deepseek_v2",   "deepseek_v3",
-                       "dots1",       "ernie4_5",   "exaone4",   "gemma",      "gemma2",        "gemma3",
-                       "gemma3_text", "glm",        "glm4",      "glm4_moe",   "glm4_moe_lite", "gpt2",
-                       "gpt_neox",    "gpt_oss",    "granite",   "granitemoe", "helium",        "hunyuan_v1_dense",
-                       "llama",       "ministral3", "mistral",   "mistral3",   "mixtral",       "nemotron",
-                       "olmo2",       "olmo3",      "olmoe",     "phi",        "phi3",          "qwen2",
-                       "qwen2_moe",   "qwen3",      "qwen3_moe", "seed_oss",   "smollm3",       "stablelm",
-                       "starcoder2"}));
+                       "apertus",     "arcee",      "cohere",   "cohere2",    "deepseek_v2",   "deepseek_v3",
+                       "dots1",       "ernie4_5",   "exaone4",  "gemma",      "gemma2",        "gemma3",
+                       "gemma3_text", "glm",        "glm4",     "glm4_moe",   "glm4_moe_lite", "gpt2",
+                       "gpt_neox",    "gpt_oss",    "granite",  "granitemoe", "helium",        "hunyuan_v1_dense",
+                       "llama",       "ministral3", "mistral",  "mistral3",   "mixtral",       "nemotron",
+                       "olmo2",       "olmo3",      "olmoe",    "phi",        "phi3",          "qwen2",
+                       "qwen2_5_vl",  "qwen2_moe",  "qwen2_vl", "qwen3",      "qwen3_moe",     "qwen3_vl",
+                       "seed_oss",    "smollm3",    "stablelm", "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
   EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
             "[model] unknown model_type 'gpt_bigcode' (supported: apertus, arcee, cohere, cohere2, deepseek_v2, "
             "deepseek_v3, dots1, ernie4_5, exaone4, gemma, gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, "
             "glm4_moe_lite, gpt2, gpt_neox, gpt_oss, granite, granitemoe, helium, hunyuan_v1_dense, llama, "
-            "ministral3, mistral, mistral3, mixtral, nemotron, olmo2, olmo3, olmoe, phi, phi3, qwen2, qwen2_moe, "
-            "qwen3, qwen3_moe, seed_oss, smollm3, stablelm, starcoder2)");
+            "ministral3, mistral, mistral3, mixtral, nemotron, olmo2, olmo3, olmoe, phi, phi3, qwen2, "
+            "qwen2_5_vl, qwen2_moe, qwen2_vl, qwen3, qwen3_moe, qwen3_vl, seed_oss, smollm3, stablelm, "
+            "starcoder2)");
 }
 
 TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
@@ -557,6 +558,37 @@ TEST(Models, GraniteMoeExpertsSplitAndJoin) {
                               w.at("model.layers.0.block_sparse_moe.input_linear.weight"))
                   .item<bool>());
   EXPECT_EQ(to_checkpoint_names("granitemoe", m, CheckpointLayout::MlxLm).size(), 4u);  // mlx-lm's own names
+}
+
+TEST(Config, QwenVlLanguageModels) {
+  // Qwen2-VL / 2.5-VL / 3-VL: qwen2 / qwen3 decoders; the original uploads' flat fields and "mrope" read as plain
+  // RoPE (text positions are equal in every section); a foreign text_config named.
+  auto flat = parse_model_config(R"({"model_type": "qwen2_5_vl", "vocab_size": 64, "hidden_size": 32,
+      "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+      "rope_theta": 1000000.0, "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+      "tie_word_embeddings": false, "vision_config": {"depth": 1}})");
+  EXPECT_EQ(flat.model_type, "qwen2");
+  EXPECT_EQ(flat.multimodal_model_type, "qwen2_5_vl");
+  EXPECT_FALSE(flat.rope_scaling.has_value());
+  EXPECT_FLOAT_EQ(flat.rope_theta, 1000000.0f);
+  EXPECT_FALSE(flat.tie_word_embeddings);
+  auto q3 = parse_model_config(R"({"model_type": "qwen3_vl", "text_config": {"model_type": "qwen3_vl_text",
+      "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+      "head_dim": 16, "rope_parameters": {"rope_type": "default", "rope_theta": 5e5, "mrope_section": [2, 3, 3],
+      "mrope_interleaved": true}}})");
+  EXPECT_EQ(q3.model_type, "qwen3");
+  EXPECT_TRUE(q3.tie_word_embeddings);  // the outer config's default
+  EXPECT_EQ(
+      error_of([] { parse_model_config(R"({"model_type": "qwen3_vl", "text_config": {"model_type": "qwen2"}})"); }),
+      "[config] qwen3_vl's text_config has model_type \"qwen2\" (supported: qwen3_vl_text)");
+  WeightMap w{{"model.embed_tokens.weight", mx::zeros({2})}, {"lm_head.weight", mx::zeros({2})}};
+  EXPECT_TRUE(to_checkpoint_names(q3, w, CheckpointLayout::Hf).count("model.language_model.embed_tokens.weight"));
+  EXPECT_TRUE(to_checkpoint_names(flat, w, CheckpointLayout::Hf).count("model.embed_tokens.weight"));
+  EXPECT_TRUE(to_checkpoint_names(flat, w, CheckpointLayout::MlxLm).count("language_model.model.embed_tokens.weight"));
+  EXPECT_EQ(to_model_names(flat, WeightMap{{"visual.blocks.0.attn.qkv.weight", mx::zeros({2})},
+                                           {"model.visual.merger.mlp.0.weight", mx::zeros({2})}})
+                .size(),
+            0u);
 }
 
 TEST(Config, ApertusDefaultRopeAndRefusedSwitches) {

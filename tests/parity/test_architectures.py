@@ -206,6 +206,35 @@ def test_gpt_oss_mxfp4_checkpoint_as_transformers_dequantizes_it(tiny, run_mlxgp
     assert [json.loads(line)["sequences"][0]["token_ids"] for line in proc.stdout.splitlines() if line.strip()] == refs
 
 
+def test_qwen2_5_vl_original_flat_config(tiny, run_mlxgp, tmp_path):
+    """Qwen2.5-VL's original uploads keep the text fields at the top level (no text_config) and label the rope
+    "mrope" with its sections; text-only logits are transformers' on that folder."""
+    import torch
+    import transformers
+
+    model, src = tiny("qwen2_5_vl")
+    folder = tmp_path / "flat"
+    shutil.copytree(src, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    text = cfg.pop("text_config")
+    rope = text.pop("rope_parameters")
+    text.pop("model_type")
+    cfg.update(text, rope_theta=rope["rope_theta"], rope_scaling={"type": "mrope", "mrope_section": rope["mrope_section"]})
+    (folder / "config.json").write_text(json.dumps(cfg))
+    ref_model = transformers.AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
+    ids = _ids(TOTAL, 512, seed=17)
+    ref = tiny_models.hf_stepwise_logits(ref_model, ids, PREFILL)
+    out = tmp_path / "l.safetensors"
+    run_mlxgp("logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--out", out, "--dtype", "float32",
+              "--prefill", PREFILL)
+    from safetensors.numpy import load_file
+
+    diff = float(np.abs(load_file(str(out))["logits"] - ref).max())
+    print(f"qwen2_5_vl flat config with mrope: max |diff| = {diff:.3e}")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-4
+
+
 @pytest.mark.parametrize("edit, message", [
     ({"model_type": "gemma9"}, "unknown model_type 'gemma9'"),
     ({"model_type": "gemma3"}, "gemma3 config.json needs a text_config object"),  # a multimodal config's own

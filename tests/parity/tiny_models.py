@@ -13,10 +13,10 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4",
               "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5",
               "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
-              "deepseek_v3", "glm4_moe_lite", "dots1", "apertus")
+              "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
-MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3")
+MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl")
 MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
              "deepseek_v3", "glm4_moe_lite", "dots1")
 
@@ -290,6 +290,19 @@ def tiny_config(arch: str):
         return transformers.Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(),
                                          mm_tokens_per_image=4, boi_token_index=497, eoi_token_index=498,
                                          image_token_index=499)
+    if arch in ("qwen2_5_vl", "qwen3_vl"):
+        # Qwen2.5-VL / Qwen3-VL: a qwen2 (q/k/v biases) / qwen3 (q/k norms) decoder with multimodal RoPE sections
+        # (interleaved in Qwen3-VL), a tiny vision tower; text only here, where the sections' positions are equal.
+        qwen3 = arch == "qwen3_vl"
+        text = dict(_COMMON, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                                              "mrope_section": [2, 3, 3], **({"mrope_interleaved": True} if qwen3
+                                                                             else {})},
+                    **({"head_dim": 16} if qwen3 else {}))
+        vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                      **({"deepstack_visual_indexes": [0]} if qwen3 else {"fullatt_block_indexes": [0]}))
+        cls = transformers.Qwen3VLConfig if qwen3 else transformers.Qwen2_5_VLConfig
+        return cls(text_config=text, vision_config=vision, image_token_id=500, video_token_id=501,
+                   vision_start_token_id=502, vision_end_token_id=503, bos_token_id=1, eos_token_id=2)
     if arch.endswith("-gguf"):
         return _tiny_gguf_config(arch[:-5])
     raise ValueError(f"unknown tiny architecture {arch!r}")
@@ -370,6 +383,8 @@ def make_model_from_config(cfg, out_dir, seed: int = 0):
     cfg.dtype = torch.float32
     if cfg.model_type == "mistral3":  # not in transformers' causal-LM mapping
         model = transformers.Mistral3ForConditionalGeneration(cfg).to(torch.float32)
+    elif cfg.model_type in ("qwen2_5_vl", "qwen3_vl"):
+        model = transformers.AutoModelForImageTextToText.from_config(cfg, dtype=torch.float32)
     else:
         model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():
@@ -474,6 +489,9 @@ def mlx_lm_layout(folder, arch: str) -> None:
         cfg = outer["text_config"]
         outer["vocab_size"] = cfg["vocab_size"]
         arch = cfg["model_type"]
+        if arch.endswith("_vl_text"):  # mlx-lm's qwen2_vl / qwen3_vl build qwen2 / qwen3 from text_config alone
+            cfg["tie_word_embeddings"] = outer.get("tie_word_embeddings", True)
+            arch = "qwen3" if arch == "qwen3_vl_text" else "qwen2"
     else:
         cfg = outer
     if arch == "ministral3":  # mlx-lm's ministral3 reads rope_parameters itself
