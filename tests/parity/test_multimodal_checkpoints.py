@@ -1,5 +1,5 @@
 """Multimodal checkpoints whose language model mlxgp runs (Gemma 3 4B+ as gemma3, Mistral Small 3.x and
-Ministral 3 as mistral3), beyond the per-architecture parity of test_architectures.py (logits, greedy,
+Ministral 3 as mistral3, Qwen2.5-VL / Qwen3-VL as qwen2_5_vl / qwen3_vl), beyond the per-architecture parity of test_architectures.py (logits, greedy,
 batches, beams and mlx-lm's 4-bit folders on tiny_models' "gemma3", "mistral3", "mistral3-ministral3"):
 
 - the tensor layouts people's files have: transformers' save_pretrained (language_model.model.*), the
@@ -38,7 +38,9 @@ def _hf(folder):
 
     cfg = transformers.AutoConfig.from_pretrained(folder)
     cls = {"gemma3": transformers.Gemma3ForConditionalGeneration,
-           "mistral3": transformers.Mistral3ForConditionalGeneration}[cfg.model_type]
+           "mistral3": transformers.Mistral3ForConditionalGeneration,
+           "qwen2_5_vl": transformers.Qwen2_5_VLForConditionalGeneration,
+           "qwen3_vl": transformers.Qwen3VLForConditionalGeneration}[cfg.model_type]
     return cls.from_pretrained(folder, dtype=torch.float32).eval()
 
 
@@ -105,7 +107,7 @@ def test_gemma3_sparse_text_config_takes_gemma3_text_defaults(run_mlxgp, tmp_pat
     assert np.abs(ref).max() > 0.5 and diff <= 1e-4
 
 
-@pytest.mark.parametrize("arch", ["gemma3", "mistral3", "mistral3-ministral3"])
+@pytest.mark.parametrize("arch", ["gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl"])
 @pytest.mark.parametrize("quantize", [False, True])
 def test_mlxgp_convert_folder_loads_in_mlx_lm(arch, quantize, tiny, run_mlxgp, tmp_path):
     """`mlxgp convert` (float, or 4-bit g64) writes the language model as mlx-lm's convert does
@@ -135,13 +137,21 @@ def test_mlxgp_convert_folder_loads_in_mlx_lm(arch, quantize, tiny, run_mlxgp, t
     assert np.abs(ref).max() > 0.5 and diff <= 1e-4
 
 
-def test_full_fine_tune_saves_the_checkpoints_own_names(tiny, run_mlxgp, tmp_path):
-    """train --mode full on a mistral3 checkpoint: model.safetensors names the language model as the checkpoint
-    does (transformers' save_pretrained layout), and transformers reads them into Mistral3ForConditionalGeneration
+# Where transformers' save_pretrained puts the first layer's q_proj: language_model.model.* (mistral3), the original
+# Qwen2.5-VL layout's model.* beside visual.*, Qwen3-VL's model.language_model.*.
+SAVED_Q = {"mistral3": "language_model.model.layers.0.self_attn.q_proj.weight",
+           "qwen2_5_vl": "model.layers.0.self_attn.q_proj.weight",
+           "qwen3_vl": "model.language_model.layers.0.self_attn.q_proj.weight"}
+
+
+@pytest.mark.parametrize("arch", ["mistral3", "qwen2_5_vl", "qwen3_vl"])
+def test_full_fine_tune_saves_the_checkpoints_own_names(arch, tiny, run_mlxgp, tmp_path):
+    """train --mode full on a multimodal checkpoint: model.safetensors names the language model as the checkpoint
+    does (transformers' save_pretrained layout), and transformers reads them into its ForConditionalGeneration class
     with the vision tower taken from the original."""
     import torch
 
-    model, src = tiny("mistral3")
+    model, src = tiny(arch)
     data = tmp_path / "d.jsonl"
     rng = np.random.default_rng(0)
     data.write_text("".join(json.dumps({"input_ids": rng.integers(3, 500, 12).tolist()}) + "\n" for _ in range(4)))
@@ -149,7 +159,7 @@ def test_full_fine_tune_saves_the_checkpoints_own_names(tiny, run_mlxgp, tmp_pat
               "--lr", 0.05, "--optimizer", "sgd", "--batch-size", 2)
     trained = load_file(str(tmp_path / "out" / "model.safetensors"))
     original = load_file(str(src / "model.safetensors"))
-    language = {k for k in original if k.startswith("language_model.")}
+    language = {k for k in original if not any(part in k for part in ("vision", "visual", "projector"))}
     assert set(trained) == language
     merged = tmp_path / "merged"
     shutil.copytree(src, merged)
@@ -157,7 +167,7 @@ def test_full_fine_tune_saves_the_checkpoints_own_names(tiny, run_mlxgp, tmp_pat
     hf = _hf(merged)
     got = {n: p.detach().numpy() for n, p in hf.named_parameters()}
     q = "model.language_model.layers.0.self_attn.q_proj.weight"
-    assert np.array_equal(got[q], trained["language_model.model.layers.0.self_attn.q_proj.weight"])
+    assert np.array_equal(got[q], trained[SAVED_Q[arch]])
     moved = float(np.abs(got[q] - dict(model.named_parameters())[q].detach().numpy()).max())
     assert moved > 1e-4, moved
     with torch.no_grad():
