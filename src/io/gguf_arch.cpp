@@ -1,5 +1,7 @@
 #include "io/gguf_arch.h"
 
+#include <variant>
+
 #include "mlxgp/error.h"
 
 namespace mx = mlx::core;
@@ -81,6 +83,10 @@ const std::vector<GgufArch>& table() {
       // adjacent pairs of rows kept as transformers' (llama.cpp's NORM type).
       {"command-r", "cohere", {}},
       {"arcee", "arcee", {}},
+      // EXAONE 4.0: norms on the sub-layer outputs only, per-head q / k norms.
+      {"exaone4",
+       "exaone4",
+       {{"post_attention_norm", "post_attention_layernorm"}, {"post_ffw_norm", "post_feedforward_layernorm"}}},
       // One llama.cpp architecture for both: softmax gating reads as deepseek_v2, sigmoid as deepseek_v3
       // (deepseek2_config picks).
       {"deepseek2", "deepseek_v2", kDeepseek2},
@@ -114,6 +120,30 @@ float layer_norm_eps(const std::string& p, const GgufMeta& meta) {
   auto eps = gguf_number(meta, p + "attention.layer_norm_epsilon");
   if (!eps) fail("gguf", "metadata '" + p + "attention.layer_norm_epsilon' is missing");
   return static_cast<float>(*eps);
+}
+
+// EXAONE 4.0's windowed layers as llama.cpp reads them: attention.sliding_window_pattern, one bool a layer (the
+// converter's reading of layer_types or EXAONE's "LLLG" letters); RoPE on those layers only, the global ones without
+// (on every layer when there is no window), as Exaone4Attention does. Files from before those keys: llama.cpp fixed
+// EXAONE 4.0 32B's (64 layers) window of 4096 on three layers of four in code, and so does this.
+void exaone4_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
+  int window = gguf_count_or(meta, p + "attention.sliding_window", 0);
+  auto it = meta.find(p + "attention.sliding_window_pattern");
+  if (window < 1 && it == meta.end() && c.num_hidden_layers == 64) {
+    c.sliding_window = 4096;
+    for (int i = 0; i < c.num_hidden_layers; ++i) c.sliding_layers.push_back((i + 1) % 4 != 0);
+    c.rope_layers = c.sliding_layers;
+    return;
+  }
+  if (window < 1) return;
+  const auto* pattern = it == meta.end() ? nullptr : std::get_if<mx::array>(&it->second);
+  if (!pattern || pattern->ndim() != 1 || pattern->size() != static_cast<size_t>(c.num_hidden_layers))
+    fail("gguf", "metadata '" + p + "attention.sliding_window_pattern' must list one bool a layer with a window");
+  auto flags = mx::astype(*pattern, mx::bool_);
+  mx::eval(flags);
+  c.sliding_window = window;
+  c.sliding_layers.assign(flags.data<bool>(), flags.data<bool>() + c.num_hidden_layers);
+  c.rope_layers = c.sliding_layers;
 }
 
 // Granite's four multipliers as llama.cpp's converter renames them (*_scale, each written only when non-zero) and
@@ -336,6 +366,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   }
   if (t == "nemotron" || t == "arcee") c.hidden_act = "relu2";  // llama.cpp's FFN there: relu(x)^2, ungated
   if (t == "granite") granite_config(p, meta, c);
+  if (t == "exaone4") exaone4_config(p, meta, c);
   if (t == "cohere") {  // CommandR2Model's converter writes the logit scale always
     auto scale = gguf_number(meta, p + "logit_scale");
     if (!scale || !(std::isfinite(*scale) && *scale > 0))

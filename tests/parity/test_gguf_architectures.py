@@ -154,6 +154,14 @@ def test_gpt_oss_gguf_as_llama_cpp(run_mlxgp, run_mlxgp_json, tmp_path):
 SMOLLM3_4 = {"num_hidden_layers": 4, "no_rope_layers": [1, 1, 1, 0], "layer_types": ["full_attention"] * 4}
 
 
+# node-llama-cpp 3.21.1's llama.cpp reads EXAONE 4.0's window only at 32B's 64 layers (fixed in code; later builds
+# read the file's sliding_window_pattern, which mlxgp reads): against it, the model without a window (RoPE on every
+# layer); the windowed file against transformers' model it was written from (test_exaone4_windowed_gguf).
+EXAONE4_GLOBAL = {"sliding_window": None, "layer_types": ["full_attention"] * 3}
+# A 64-layer file without the window keys (converted before they existed): both read it as EXAONE 4.0 32B, a window of
+# 4096 on three layers of four and no RoPE on the fourth.
+EXAONE4_32B_LEGACY = {"num_hidden_layers": 64, "sliding_window": None, "layer_types": ["full_attention"] * 64}
+
 # DeepSeek's GGUF keys hold one YaRN mscale (yarn_log_multiplier, 0.1 mscale_all_dim), as DeepSeek's checkpoints have
 # mscale = mscale_all_dim.
 DEEPSEEK_V3_YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
@@ -172,7 +180,8 @@ DEEPSEEK_V3_YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "
 @pytest.mark.parametrize("arch, overrides", [("stablelm-parallel", {}), ("seed_oss", {"attention_out_bias": False}),
                                              ("ernie4_5", {"use_bias": False}), ("olmo2", {}), ("granite", {}),
                                              ("arcee", {}), ("smollm3", SMOLLM3_4),
-                                             ("cohere", {"use_qk_norm": False})])
+                                             ("cohere", {"use_qk_norm": False}), ("exaone4", EXAONE4_GLOBAL),
+                                             ("exaone4", EXAONE4_32B_LEGACY)])
 def test_gguf_as_llama_cpp(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
     """An F32 file as llama.cpp's converter writes it: logits over 20 cached steps within 1e-4 of llama.cpp, and
     greedy tokens that are llama.cpp's argmax after each of mlxgp's prefixes."""
@@ -258,6 +267,21 @@ def test_deepseek2_gguf(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
     assert np.abs(ref).max() > 0.5
     assert diff <= 1e-4 and vs_source <= 1e-4 and diff_q8 <= 1e-4
     assert same == GREEDY_NEW
+
+
+def test_exaone4_windowed_gguf(run_mlxgp, tmp_path):
+    """An EXAONE 4.0 file with a window (sliding_window and one sliding_window_pattern bool a layer, as the converter
+    writes them): windowed RoPE layers and a global one without RoPE, logits within 1e-4 of transformers' model it was
+    written from (transformers' GGUF reader has no exaone4)."""
+    model, _ = tiny_models.make_tiny_model("exaone4", tmp_path / "hf")
+    assert model.config.sliding_window and "full_attention" in model.config.layer_types
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "w.gguf", "F32")
+    ids, prefill = _ids(40, model.config.vocab_size, seed=15), 20
+    ref = tiny_models.hf_stepwise_logits(model, ids, prefill)
+    got = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "l.safetensors", "--prefill", prefill)
+    diff = float(np.abs(got - ref).max())
+    print(f"exaone4 windowed GGUF F32 vs transformers' source model: max |diff| {diff:.3e}")
+    assert np.abs(ref).max() > 0.5 and diff <= 1e-4
 
 
 def test_deepseek2_softmax_group_choice_refused(run_mlxgp, tmp_path):

@@ -558,7 +558,7 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_oss": "gpt-oss", "stablelm": "stablelm",
                    "nemotron": "nemotron", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "olmo2": "olmo2",
                    "granite": "granite", "arcee": "arcee", "smollm3": "smollm3", "cohere": "command-r",
-                   "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2"}
+                   "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "exaone4": "exaone4"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -634,6 +634,9 @@ def _gguf_metadata(w, cfg, head_dim):
         w.add_final_logit_softcapping(cfg.final_logit_softcapping)
     if mt in ("gemma2", "gemma3_text"):
         w.add_sliding_window(cfg.sliding_window)
+    if mt == "exaone4" and cfg.sliding_window is not None:  # Exaone4Model: the window and one bool a layer
+        w.add_sliding_window(cfg.sliding_window)
+        w.add_sliding_window_pattern([t == "sliding_attention" for t in cfg.layer_types])
 
 
 def _gguf_deepseek2_metadata(w, cfg):
