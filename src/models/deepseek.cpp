@@ -3,9 +3,7 @@
 // llama stack with multi-head latent attention (layers::LatentAttention), dense first layers, then routed experts
 // beside ungated shared_experts. V2 routes with a softmax (greedy or group-limited greedy), V3 with glm4_moe's
 // sigmoid scores and correction bias (layers::SparseMoe).
-#include <vector>
-
-#include "kernels/ggml_blocks.h"
+#include "kernels/kernels.h"
 #include "models/decoder.h"
 #include "models/model_names.h"
 #include "mlxgp/error.h"
@@ -29,22 +27,6 @@ bool is_mtp_layer(const std::string& name, int layers) {
   return !index.empty() && index.find_first_not_of("0123456789") == std::string::npos && std::stoi(index) >= layers;
 }
 
-// llama.cpp blocks [heads, out, row bytes] of `type` as float32 [heads, out, in].
-mx::array ggml_rows(const std::string& prefix, const mx::array& blocks, uint32_t type, int in) {
-  const auto block = kernels::ggml_block(type);
-  if (block.elements == 0 || in % block.elements != 0 || blocks.shape(-1) != in / block.elements * block.bytes)
-    fail("model", prefix + ": llama.cpp type " + std::to_string(type) + " is not read for latent attention");
-  auto src = mx::contiguous(blocks);
-  mx::eval(src);
-  auto shape = blocks.shape();
-  shape.back() = in;
-  const int64_t rows = static_cast<int64_t>(src.size()) / blocks.shape(-1);
-  std::vector<float> out(static_cast<size_t>(rows) * in);
-  for (int64_t r = 0; r < rows; ++r)
-    kernels::dequantize_ggml_row(type, src.data<uint8_t>() + r * blocks.shape(-1), out.data() + r * in, in);
-  return mx::array(out.data(), shape, mx::float32);
-}
-
 // An mlx-lm MultiLinear weight (or llama.cpp's attn_k_b / attn_v_b, the same layout) [heads, out, in] as floats:
 // dequantized when it is stored MLX-affine or as llama.cpp blocks.
 mx::array multi_linear(WeightMap& w, const std::string& prefix, int in) {
@@ -54,7 +36,7 @@ mx::array multi_linear(WeightMap& w, const std::string& prefix, int in) {
     auto type = mx::astype(t->second, mx::uint32);
     w.erase(t);
     mx::eval(type);
-    return ggml_rows(prefix, weight, type.item<uint32_t>(), in);
+    return kernels::ggml_dequantize(weight, type.item<uint32_t>(), in);
   }
   auto s = w.find(prefix + ".scales");
   if (s == w.end()) return weight;
