@@ -48,9 +48,9 @@ mx::array unpermute_rows(const mx::array& a, int n_heads) {
 // llama.cpp's YaRN (ggml's rope_yarn with ext_factor 1, as its context sets it for a yarn file): factor =
 // 1 / freq_scale, the ramp between 32 and 1 rotations over original_context_length, dims floored / ceiled,
 // cos/sin times 1 + 0.1 ln(factor): transformers' yarn with truncate on. The keys that would move it
-// elsewhere (DeepSeek's log multiplier, an extra attention factor, other betas) are refused.
+// elsewhere (an extra attention factor, other betas, a log multiplier outside deepseek2) are refused.
 RopeScaling gguf_yarn(const GgufMeta& meta, const std::string& p, int context_length) {
-  // (deepseek2 reads its log multiplier as DeepSeek's mscale_all_dim: gguf_arch.cpp's deepseek2_config)
+  // deepseek2's log multiplier is DeepSeek's mscale_all_dim, which gguf_arch.cpp's deepseek2_config reads.
   const bool deepseek2 = p == "deepseek2.";
   RopeScaling s;
   s.rope_type = "yarn";
