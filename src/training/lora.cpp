@@ -120,12 +120,29 @@ std::vector<std::string> add_lora(Model& model, const LoraConfig& c) {
         group_order.insert(group_order.begin(), q->group_size);
       }
       in = 0;
-      if (s->second.dtype() == mx::uint8)  // a microscaling mode: one bits / group size pair each
+      if (s->second.dtype() == mx::uint8) {  // a microscaling mode: one bits / group size pair each
         in = groups * layers::microscaling_bits_group(cols, groups).second;
-      else
+      } else {
+        // Without the checkpoint's settings (a GGUF file's blocks repacked at load as 4-bit groups of 32, which
+        // 2-bit groups of 64 fit too), a width that is one of the model's own sizes is taken first.
+        std::vector<int> fits;
         for (int bits : bits_order)
           for (int group : group_order)
-            if ((cols * 32) % bits == 0 && (cols * 32) / bits == groups * group && in == 0) in = groups * group;
+            if ((cols * 32) % bits == 0 && (cols * 32) / bits == groups * group) fits.push_back(groups * group);
+        const auto& mc = model.config();
+        const int sizes[] = {mc.hidden_size,
+                             mc.intermediate_size,
+                             mc.moe_intermediate_size,
+                             mc.shared_expert_intermediate_size,
+                             mc.num_attention_heads * mc.head_dim,
+                             mc.num_attention_heads * mc.v_head_dim,
+                             mc.q_lora_rank,
+                             mc.kv_lora_rank};
+        const bool known = mc.quantization.has_value();
+        for (int f : fits)
+          if (in == 0 && (known || std::find(std::begin(sizes), std::end(sizes), f) != std::end(sizes))) in = f;
+        if (in == 0 && !fits.empty()) in = fits.front();
+      }
       if (in == 0) fail("lora", "cannot infer the input size of quantized '" + prefix + "'");
     } else if (auto t = params.find(prefix + ".ggml_type"); t != params.end()) {
       // llama.cpp blocks as stored (GGUF): weight [out, row bytes] uint8.
