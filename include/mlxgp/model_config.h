@@ -88,7 +88,8 @@ struct ModelConfig {
   // cohere / cohere2: logits x logit_scale.
   std::optional<float> logit_scale;
   // The config's use_qk_norm (cohere: a bias-free LayerNorm over head_dim on q and k with weights per head,
-  // [heads, head_dim]; glm4_moe: RMSNorm over head_dim as qwen3's), read for those architectures.
+  // [heads, head_dim]; glm4_moe: RMSNorm over head_dim as qwen3's; llama4_text: a weightless RMSNorm on q and k after
+  // RoPE, on the rotary layers alone), read for those architectures.
   bool use_qk_norm = false;
   // stablelm's use_parallel_residual: x + attention(n) + mlp(n) with the one input_layernorm.
   bool parallel_residual = false;
@@ -98,6 +99,13 @@ struct ModelConfig {
   // get_llama_4_attn_scale); 1 below `positions`.
   std::optional<float> llama4_scaling_beta;
   int llama4_scaling_positions = 0;
+  // llama4_text's attn_temperature_tuning (attn_scale as the beta, floor_scale as the positions): the same scale,
+  // on the layers without RoPE alone and counting positions from 1 (1 + beta * log(1 + floor((p + 1) / positions))).
+  bool llama4_scaling_nope = false;
+  // llama4_text's chunked attention: on the layers chunked_layers marks, a query sees the keys of its own
+  // attention_chunk_size-long chunk of positions alone (transformers' chunked_causal_mask_function).
+  std::optional<int> attention_chunk_size;
+  std::vector<bool> chunked_layers;
   // gpt2: false drops the 1/sqrt(head_dim) attention scale; true divides layer i's scale by i + 1.
   bool scale_attn_weights = true, scale_attn_by_inverse_layer_idx = false;
 
@@ -123,6 +131,9 @@ struct ModelConfig {
   // deepseek_v2's softmax routing with topk_method "group_limited_greedy": only the topk_group groups (of
   // n_group) whose best expert scores most compete; the chosen probabilities times routed_scaling_factor.
   bool group_limited_greedy = false;
+  // llama4_text's router (Llama4Router): top-k of the raw logits, each chosen expert fed the token times the
+  // sigmoid of its logit and the outputs summed; the ungated shared expert beside them.
+  bool llama4_routing = false;
   // DeepSeek-V2 / V3's multi-head latent attention (kv_lora_rank > 0): queries from q_proj, or q_b_proj over the
   // normed q_a_proj (q_lora_rank > 0); each position's keys and values from one latent of kv_lora_rank features
   // (kv_a_proj_with_mqa, normed) that kv_b_proj expands per head, beside a shared key of qk_rope_head_dim rotary

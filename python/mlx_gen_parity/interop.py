@@ -109,9 +109,9 @@ _MLX_LM_IMPLIED = {"gemma": {"hidden_act": "gelu"}, "starcoder2": {"hidden_act":
                    "gemma3_text": {"hidden_activation": "gelu_pytorch_tanh"}, "glm": {"partial_rotary_factor": 1.0}}
 
 
-# mlx-lm's multimodal modules (gemma3, mistral3) hold their language model under this prefix; mlxgp's model names
-# its tensors without it.
-_MULTIMODAL = ("gemma3", "mistral3")
+# mlx-lm's multimodal modules (gemma3, mistral3, llama4) hold their language model under this prefix; mlxgp's model
+# names its tensors without it.
+_MULTIMODAL = ("gemma3", "mistral3", "llama4")
 _LANGUAGE_MODEL = "language_model."
 
 

@@ -13,8 +13,9 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 40> kDefaults{{
+constexpr std::array<Entry, 41> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
+    {"llama4_text", {1e-5f, 500000.0f, 131072, false, "silu", 128, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
     {"ministral3", {1e-5f, 1000000.0f, 262144, false, "silu", 128, 0}},
     {"qwen2", {1e-6f, 10000.0f, 32768, false, "silu", 0, 4096}},  // the window only with use_sliding_window

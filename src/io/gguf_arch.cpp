@@ -51,6 +51,17 @@ const std::vector<std::pair<std::string, std::string>> kDeepseek2 =
                     {"ffn_up_shexp", "mlp.shared_experts.up_proj"},
                     {"ffn_down_shexp", "mlp.shared_experts.down_proj"}});
 
+// Llama 4: the router (ffn_gate_inp) under the decoder's mlp.router, the ungated shared expert, dense layers' ffn_*.
+const std::vector<std::pair<std::string, std::string>> kLlama4 = {
+    {"ffn_gate_inp", "mlp.router"},
+    {"ffn_gate_exps", "mlp.switch_mlp.gate_proj"},
+    {"ffn_up_exps", "mlp.switch_mlp.up_proj"},
+    {"ffn_down_exps", "mlp.switch_mlp.down_proj"},
+    {"ffn_gate_shexp", "mlp.shared_expert.gate_proj"},
+    {"ffn_up_shexp", "mlp.shared_expert.up_proj"},
+    {"ffn_down_shexp", "mlp.shared_expert.down_proj"},
+};
+
 // Gemma's sandwich norms: llama.cpp's ffn_norm is the pre-MLP norm there.
 const std::vector<std::pair<std::string, std::string>> kGemmaNorms = {
     {"ffn_norm", "pre_feedforward_layernorm"},
@@ -91,6 +102,8 @@ const std::vector<GgufArch>& table() {
       // (deepseek2_config picks).
       {"deepseek2", "deepseek_v2", kDeepseek2},
       {"deepseek2", "deepseek_v3", kDeepseek2},
+      // Llama 4's rows as transformers' (its converter does not permute q / k: both rotate adjacent pairs).
+      {"llama4", "llama4_text", kLlama4},
       {"ernie4_5", "ernie4_5", {}},  // its RoPE pairs adjacent features (llama.cpp's NORM), rows as transformers'
       // OLMo 2: norms on the sub-layer outputs only; q / k norms over the whole projections.
       {"olmo2",
@@ -245,6 +258,33 @@ void moe_config(const std::string& p, const GgufMeta& meta, const std::unordered
   }
 }
 
+// llama.cpp's llama4: the experts from their keys, sparse every interleave_moe_layer_step-th layer. What Llama 4's
+// config.json sets beyond them the file does not hold: llama.cpp fixes it in code for Scout and Maverick alike (chunks
+// of 8192 positions on three layers of four, the fourth without RoPE and with the query temperature of floor_scale
+// 8192 and attn_scale 0.1; q / k norms unless the model has Maverick's 128 experts), as their configs have it.
+void llama4_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
+  c.num_experts = gguf_count(meta, p + "expert_count");
+  c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
+  if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
+    fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+  c.moe_intermediate_size = c.shared_expert_intermediate_size = gguf_count(meta, p + "expert_feed_forward_length");
+  c.decoder_sparse_step = gguf_count(meta, p + "interleave_moe_layer_step");
+  if (c.moe_intermediate_size < 1 || c.decoder_sparse_step < 1)
+    fail("gguf",
+         "metadata '" + p + "expert_feed_forward_length' and '" + p + "interleave_moe_layer_step' must be positive");
+  c.llama4_routing = true;
+  // (Later llama.cpp builds read a window of 0 as no chunks; the build mlxgp is tested against reads none.)
+  if (meta.count(p + "attention.sliding_window"))
+    fail("gguf", "metadata '" + p + "attention.sliding_window' is not supported for llama4 (chunks of 8192 fixed)");
+  c.attention_chunk_size = 8192;
+  for (int i = 0; i < c.num_hidden_layers; ++i) c.rope_layers.push_back((i + 1) % 4 != 0);
+  c.chunked_layers = c.rope_layers;
+  c.llama4_scaling_beta = 0.1f;
+  c.llama4_scaling_positions = 8192;
+  c.llama4_scaling_nope = true;
+  c.use_qk_norm = c.num_experts != 128;
+}
+
 void gemma_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
   c.hidden_act = "gelu_pytorch_tanh";  // llama.cpp's gemma FFN: GELU, tanh approximation
   // llama.cpp stores no query_pre_attn_scalar: it scales by head_dim^-0.5, except for the 27B models
@@ -337,6 +377,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   const std::string& t = c.model_type;
   if (t == "qwen2_moe" || t == "qwen3_moe" || t == "gpt_oss") moe_config(p, meta, tensors, c);
   if (t == "deepseek_v2") deepseek2_config(p, meta, tensors, c);
+  if (t == "llama4_text") llama4_config(p, meta, c);
   if (t == "gpt_oss") {
     // llama.cpp's gpt-oss: every even layer slides (its swa pattern 2), biases on q/k/v/o, the clamped
     // SwiGLU's 1.702 / 7.0 fixed in code (GptOssConfig's defaults, which ModelConfig holds).

@@ -471,6 +471,88 @@ std::optional<float> get_opt_float(const json& j, const char* key, std::optional
   return get_float(j, key, 0.0f);
 }
 
+// Llama4TextConfig (Llama 4 Scout / Maverick's language model): NoPE layers (no_rope_layers, by default every
+// no_rope_layer_interval-th), chunked attention on the others (layer_types, by default the rotary layers when
+// attention_chunk_size is set), weightless q/k norms on the rotary layers (use_qk_norm), the query temperature on the
+// NoPE ones (attn_temperature_tuning), and mixture-of-experts layers (moe_layers, by default every
+// interleave_moe_layer_step-th) of num_local_experts experts as wide as intermediate_size beside one shared expert,
+// the dense layers intermediate_size_mlp wide.
+void parse_llama4(const json& j, ModelConfig& c) {
+  const int n = c.num_hidden_layers;
+  c.use_qk_norm = get_bool(j, "use_qk_norm", true);
+  // (Llama4TextConfig takes an empty list for its default, and a list at least as long as the layers.)
+  if (auto it = j.find("no_rope_layers"); it != j.end() && !it->is_null() && !(it->is_array() && it->empty())) {
+    if (!it->is_array() || static_cast<int>(it->size()) < n)
+      fail("config", "no_rope_layers must list at least one entry per layer");
+    for (int i = 0; i < n; ++i) {
+      const auto& e = (*it)[i];
+      if (!e.is_number_integer() || (e.get<long long>() != 0 && e.get<long long>() != 1))
+        fail("config", "no_rope_layers entries must be 0 or 1");
+      c.rope_layers.push_back(e.get<long long>() == 1);
+    }
+  } else {
+    const int interval = get_int(j, "no_rope_layer_interval", 4);
+    if (interval < 1) fail("config", "no_rope_layer_interval must be at least 1");
+    for (int i = 0; i < n; ++i) c.rope_layers.push_back((i + 1) % interval != 0);
+  }
+  c.attention_chunk_size = j.contains("attention_chunk_size") ? get_opt_int(j, "attention_chunk_size") : 8192;
+  if (c.attention_chunk_size && *c.attention_chunk_size < 1) fail("config", "attention_chunk_size must be at least 1");
+  if (auto types = j.find("layer_types"); types != j.end() && !types->is_null()) {
+    if (!types->is_array() || static_cast<int>(types->size()) != n)
+      fail("config", "layer_types must list one entry per layer");
+    for (auto& e : *types) {
+      const auto t = e.is_string() ? e.get<std::string>() : std::string();
+      if (t != "chunked_attention" && t != "full_attention")
+        fail("config", "unsupported layer type " + e.dump() + " (supported: full_attention, chunked_attention)");
+      c.chunked_layers.push_back(t == "chunked_attention");
+    }
+  } else if (c.attention_chunk_size) {
+    c.chunked_layers = c.rope_layers;
+  }
+  if (!c.attention_chunk_size &&
+      std::find(c.chunked_layers.begin(), c.chunked_layers.end(), true) != c.chunked_layers.end())
+    fail("config", "chunked_attention layers need an attention_chunk_size");
+  // (mlx-lm writes the switch as a number, 4: any nonzero one turns it on; null, as transformers reads None, not.)
+  bool tuning = true;
+  if (auto it = j.find("attn_temperature_tuning"); it != j.end()) {
+    if (it->is_boolean()) tuning = it->get<bool>();
+    else if (it->is_number()) tuning = it->get<double>() != 0;
+    else if (it->is_null()) tuning = false;
+    else fail("config", "attn_temperature_tuning must be true or false");
+  }
+  if (tuning) {
+    c.llama4_scaling_beta = get_float(j, "attn_scale", 0.1f);
+    c.llama4_scaling_positions = get_int(j, "floor_scale", 8192);
+    c.llama4_scaling_nope = true;
+    if (!std::isfinite(*c.llama4_scaling_beta)) fail("config", "attn_scale must be finite");
+    if (c.llama4_scaling_positions < 1) fail("config", "floor_scale must be at least 1");
+  }
+  c.num_experts = get_int(j, "num_local_experts", 16);
+  c.num_experts_per_tok = get_int(j, "num_experts_per_tok", 1);
+  if (c.num_experts < 1) fail("config", "num_local_experts must be at least 1");
+  if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
+    fail("config", "num_experts_per_tok must be in [1, num_experts]");
+  c.moe_intermediate_size = c.shared_expert_intermediate_size = c.intermediate_size;
+  c.intermediate_size = get_int(j, "intermediate_size_mlp", 16384);
+  if (c.intermediate_size <= 0) fail("config", "intermediate_size_mlp must be positive");
+  c.llama4_routing = true;
+  if (auto it = j.find("moe_layers"); it != j.end() && !it->is_null()) {
+    if (!it->is_array()) fail("config", "moe_layers must be a list of layer indices");
+    std::vector<bool> sparse(n, false);
+    for (auto& e : *it) {
+      const int l = int_entry(e, "moe_layers must be a list of layer indices");
+      if (l >= 0 && l < n) sparse[l] = true;
+    }
+    for (int i = 0; i < n; ++i)
+      if (!sparse[i]) c.mlp_only_layers.push_back(i);
+  } else {  // range(step - 1, layers, step): (i + 1) % step == 0
+    c.decoder_sparse_step = get_int(j, "interleave_moe_layer_step", 1);
+    if (c.decoder_sparse_step < 1) fail("config", "interleave_moe_layer_step must be at least 1");
+  }
+  // Llama4ForCausalLM adds no load-balancing loss, and its router has no jitter.
+  c.output_router_logits = false;
+}
+
 // Fields of gemma2/gemma3 (scale, soft-capping), granite (multipliers) and smollm3 (layers without RoPE),
 // read only for the architectures whose transformers code reads them (5.24's modeling_*.py: a llama config
 // carrying final_logit_softcapping is not capped there), with their config classes' defaults. Options that
@@ -673,6 +755,7 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
       c.dropout_key = key;
     }
   }
+  if (t == "llama4_text") parse_llama4(j, c);
   if (get_bool(j, "use_bidirectional_attention", false))
     fail("config", "use_bidirectional_attention is not supported (causal attention only)");
   if (auto it = j.find("clip_qkv"); it != j.end() && !it->is_null()) fail("config", "clip_qkv is not supported");

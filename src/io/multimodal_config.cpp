@@ -10,7 +10,7 @@
 namespace mlxgp::io {
 
 const std::vector<std::string>& multimodal_wrappers() {
-  static const std::vector<std::string> types{"gemma3", "mistral3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl"};
+  static const std::vector<std::string> types{"gemma3", "llama4", "mistral3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl"};
   return types;
 }
 
@@ -64,17 +64,19 @@ nlohmann::json language_model_config(const nlohmann::json& config) {
   if (!qwen_vl && (tc == config.end() || !tc->is_object()))
     fail("config", outer + " config.json needs a text_config object (its language model's config)");
   json t = qwen_vl ? qwen_vl_text_config(config, outer) : *tc;
-  const bool gemma = outer == "gemma3";
-  // transformers 5.24: Gemma3Config's text_config is a Gemma3TextConfig, Mistral3Config's a MistralConfig
-  // unless its model_type names another (mlx-lm's mistral3 runs the others as llama).
-  if (!t.contains("model_type")) t["model_type"] = gemma ? "gemma3_text" : "mistral";
+  const bool gemma = outer == "gemma3", llama4 = outer == "llama4";
+  // transformers 5.24: Gemma3Config's text_config is a Gemma3TextConfig, Llama4Config's a Llama4TextConfig,
+  // Mistral3Config's a MistralConfig unless its model_type names another (mlx-lm's mistral3 runs the others as llama).
+  // The one text model_type gemma3 / llama4 take (null: mistral3's several).
+  const char* own = gemma ? "gemma3_text" : llama4 ? "llama4_text" : nullptr;
+  if (!t.contains("model_type")) t["model_type"] = own ? own : "mistral";
   const auto& inner = t["model_type"];
   const bool known =
-      qwen_vl || (inner.is_string() &&
-                  (gemma ? inner == "gemma3_text" : (inner == "mistral" || inner == "ministral3" || inner == "llama")));
+      qwen_vl ||
+      (inner.is_string() && (own ? inner == own : (inner == "mistral" || inner == "ministral3" || inner == "llama")));
   if (!known)
     fail("config", outer + "'s text_config has model_type " + inner.dump() +
-                       " (supported: " + (gemma ? "gemma3_text" : "mistral, ministral3, llama") + ")");
+                       " (supported: " + (own ? own : "mistral, ministral3, llama") + ")");
   if (gemma) {
     // Gemma3TextConfig's defaults (configuration_gemma3.py), which google/gemma-3-4b-it and larger rely on.
     static const std::array<std::pair<const char*, int>, 6> sizes{{{"vocab_size", 262208},
@@ -86,12 +88,12 @@ nlohmann::json language_model_config(const nlohmann::json& config) {
     for (auto [key, value] : sizes)
       if (!t.contains(key) || t[key].is_null()) t[key] = value;
   }
-  // The outer config ties the head (PreTrainedConfig's default: true; a checkpoint whose lm_head differs
-  // from the embeddings keeps it, as transformers' tie_weights does: DecoderModel).
+  // The outer config ties the head (PreTrainedConfig's default: true, Llama4Config's false; a checkpoint whose
+  // lm_head differs from the embeddings keeps it, as transformers' tie_weights does: DecoderModel).
   auto tie = config.find("tie_word_embeddings");
   if (tie != config.end() && !tie->is_null() && !tie->is_boolean())
     fail("config", "tie_word_embeddings must be true or false");
-  t["tie_word_embeddings"] = tie == config.end() || tie->is_null() ? true : tie->get<bool>();
+  t["tie_word_embeddings"] = tie == config.end() || tie->is_null() ? !llama4 : tie->get<bool>();
   // GenerationConfig.from_model_config: the outer token ids, then text_config's where the outer has none.
   for (const char* key : {"eos_token_id", "bos_token_id", "pad_token_id"})
     if (auto it = config.find(key); it != config.end() && !it->is_null()) t[key] = *it;

@@ -1,8 +1,9 @@
 // Multimodal checkpoints whose language model runs here (text in, text out): Gemma 3 4B and larger
 // ("gemma3", Gemma3ForConditionalGeneration), Mistral Small 3.x / Ministral ("mistral3",
-// Mistral3ForConditionalGeneration) and Qwen2-VL / Qwen2.5-VL / Qwen3-VL ("qwen2_vl", "qwen2_5_vl", "qwen3_vl": a
-// qwen2 / qwen3 decoder). Their config.json nests the language model's config in "text_config";
-// the vision tower and projector are not read (mlx-lm's gemma3 / mistral3 modules drop them the same way).
+// Mistral3ForConditionalGeneration), Llama 4 Scout / Maverick ("llama4", Llama4ForConditionalGeneration) and Qwen2-VL /
+// Qwen2.5-VL / Qwen3-VL ("qwen2_vl", "qwen2_5_vl", "qwen3_vl": a qwen2 / qwen3 decoder). Their config.json nests the
+// language model's config in "text_config"; the vision tower and projector are not read (mlx-lm's gemma3 / mistral3
+// modules drop them the same way).
 #pragma once
 
 #include <string>

@@ -29,6 +29,26 @@ AttentionMask sliding_window_mask(int offset, int n, int window, const Attention
   return {AttentionMask::Kind::Array, mask};
 }
 
+// transformers' chunked_causal_mask_function (llama4_text): the query at position p sees the keys at positions
+// (p's chunk start, p], chunks of `chunk` positions counted from each row's first token (left padding excluded).
+// Returns `causal` itself while every position lies in the first chunk.
+AttentionMask chunked_mask(int offset, int n, int chunk, const AttentionMask& causal, const std::vector<int>& padding) {
+  if (offset + n <= chunk) return causal;
+  const int L = offset + n;
+  auto q = mx::reshape(mx::arange(offset, L, mx::int32), {1, n, 1});
+  auto k = mx::reshape(mx::arange(L, mx::int32), {1, 1, L});
+  if (!padding.empty()) {
+    // Positions from each row's first token; its padding slots (clamped to 0 here) stay hidden by causal's array.
+    auto pad = mx::reshape(mx::array(padding.data(), {static_cast<int>(padding.size())}, mx::int32), {-1, 1, 1});
+    q = mx::subtract(q, pad);
+    k = mx::maximum(mx::subtract(k, pad), mx::array(0, mx::int32));
+  }
+  auto c = mx::array(chunk, mx::int32);
+  auto mask = mx::logical_and(mx::less_equal(k, q), mx::equal(mx::floor_divide(k, c), mx::floor_divide(q, c)));
+  if (causal.array) return {AttentionMask::Kind::Array, mx::logical_and(*causal.array, mx::expand_dims(mask, 1))};
+  return {AttentionMask::Kind::Array, mx::reshape(mask, {n, L})};
+}
+
 }  // namespace
 
 // Whether tensors prefix.weight (and .scales / .biases, quantized) of a and b are present alike and equal.
@@ -307,22 +327,29 @@ mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& 
   // One mask for every layer, from the first layer's cache before it is updated (mlx-lm's models
   // ask cache[0].make_mask once per forward); the standard cache's mask costs no array op.
   const AttentionMask mask = caches[0]->make_mask(T);
-  // Sliding-window layers (config.sliding_layers) get one shared windowed mask.
-  std::optional<AttentionMask> sliding;
-  const auto& slides = config_.sliding_layers;
-  if (config_.sliding_window && std::find(slides.begin(), slides.end(), true) != slides.end()) {
-    const int window = *config_.sliding_window;
-    if (offset + T > window && (dynamic_cast<const RotatingKVCache*>(caches[0].get()) ||
-                                dynamic_cast<const BatchRotatingKVCache*>(caches[0].get())))
-      fail("model", "sliding-window attention (sliding_window " + std::to_string(window) +
-                        ") with a rotating KV cache (max_kv_size) is not supported past the window");
-    sliding = sliding_window_mask(offset, T, window, mask);
+  // Sliding-window layers (config.sliding_layers) get one shared windowed mask, chunked ones (config.chunked_layers)
+  // one chunked mask: `local` on the `locals` layers (no architecture has both).
+  std::optional<AttentionMask> local;
+  const auto any = [](const std::vector<bool>& v) { return std::find(v.begin(), v.end(), true) != v.end(); };
+  const bool sliding = config_.sliding_window && any(config_.sliding_layers);
+  const bool chunked = config_.attention_chunk_size && any(config_.chunked_layers);
+  const auto& locals = sliding ? config_.sliding_layers : config_.chunked_layers;
+  if (sliding || chunked) {
+    const int span = sliding ? *config_.sliding_window : *config_.attention_chunk_size;
+    if (offset + T > span && (dynamic_cast<const RotatingKVCache*>(caches[0].get()) ||
+                              dynamic_cast<const BatchRotatingKVCache*>(caches[0].get())))
+      fail("model", std::string(sliding ? "sliding-window attention (sliding_window "
+                                        : "chunked attention (attention_chunk_size ") +
+                        std::to_string(span) + ") with a rotating KV cache (max_kv_size) is not supported past the " +
+                        (sliding ? "window" : "first chunk"));
+    local = sliding ? sliding_window_mask(offset, T, span, mask)
+                    : chunked_mask(offset, T, span, mask, caches[0]->left_padding());
   }
-  const auto fused = fused_decode(h, caches, mask, sliding);
+  const auto fused = fused_decode(h, caches, mask, local);
   if (fused) h = *fused;
   for (size_t i = 0; i < blocks_.size() && !fused; ++i) {
     const auto& b = blocks_[i];
-    const AttentionMask* m = sliding && i < slides.size() && slides[i] ? &*sliding : &mask;
+    const AttentionMask* m = local && i < locals.size() && locals[i] ? &*local : &mask;
     h = block(b, h, *caches[i], m);
     const int layer = static_cast<int>(i);
     if (hooked && hooks.wants(HookPoint::Residual, layer))

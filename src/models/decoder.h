@@ -77,7 +77,7 @@ class DecoderModel : public Model {
   // Every block of a decode step (one position per row) as one fused node where each op of each block would
   // run its CPU kernel and nothing observes the layers in between (decoder_fused.cpp); nullopt otherwise.
   std::optional<mx::array> fused_decode(const mx::array& h, KVCacheList& caches, const AttentionMask& mask,
-                                        const std::optional<AttentionMask>& sliding) const;
+                                        const std::optional<AttentionMask>& local) const;
   ModelConfig config_;  // the whole model's, also when sharded
   struct TensorParallel {
     mx::distributed::Group group;
@@ -126,5 +126,6 @@ void register_arcee();
 void register_nemotron();
 void register_apertus();
 void register_deepseek();  // deepseek_v2, deepseek_v3, glm4_moe_lite
+void register_llama4();    // llama4_text
 
 }  // namespace mlxgp

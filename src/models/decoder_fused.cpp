@@ -31,15 +31,16 @@ std::optional<kernels::DecodeWeight> block_weight(const layers::Linear& l) {
 }  // namespace
 
 std::optional<mx::array> DecoderModel::fused_decode(const mx::array& h, KVCacheList& caches, const AttentionMask& mask,
-                                                    const std::optional<AttentionMask>& sliding) const {
+                                                    const std::optional<AttentionMask>& local) const {
   using Norms = DecoderOptions::Norms;
   if (h.ndim() != 3 || h.shape(1) != 1 || h.is_tracer() || !fused_decode_enabled()) return std::nullopt;
   if (options_.norms != Norms::Pre || config_.residual_multiplier != 1.0f) return std::nullopt;
   for (size_t i = 0; i < blocks_.size(); ++i)  // a hook on a block's output needs the blocks one by one
     if (hooks().wants(HookPoint::Residual, static_cast<int>(i))) return std::nullopt;
-  // A single query needs no mask: its kind is None and the left padding is the key starts. A sliding window
-  // that hides keys makes an array mask (sliding_window_mask), which only the op-by-op path applies.
-  if (mask.kind != AttentionMask::Kind::None || (sliding && sliding->kind != AttentionMask::Kind::None))
+  // A single query needs no mask: its kind is None and the left padding is the key starts. A sliding window or
+  // chunk that hides keys makes an array mask (sliding_window_mask, chunked_mask), which only the op-by-op path
+  // applies.
+  if (mask.kind != AttentionMask::Kind::None || (local && local->kind != AttentionMask::Kind::None))
     return std::nullopt;
   // Every layer's cache standard, or every one quantized alike.
   std::vector<StandardKVCache*> standard;

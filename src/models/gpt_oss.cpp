@@ -23,14 +23,6 @@ mx::array every_other(const mx::array& a, int axis, int first) {
   return mx::slice(a, start, a.shape(), strides);
 }
 
-mx::array pop(WeightMap& w, const std::string& name) {
-  auto it = w.find(name);
-  if (it == w.end()) fail("model", "missing tensor '" + name + "'");
-  auto a = it->second;
-  w.erase(it);
-  return a;
-}
-
 void check_rank(const mx::array& a, size_t ndim, const std::string& name) {
   if (a.ndim() != ndim) fail("model", "tensor '" + name + "' must have " + std::to_string(ndim) + " dimensions");
 }
@@ -56,40 +48,37 @@ WeightMap gpt_oss_model_names(WeightMap w) {
     const std::string e = p + ".experts.", s = p + ".switch_mlp.";
     if (w.count(e + "gate_up_proj_blocks")) {
       // The original checkpoint: gate_up rows interleave gate (even) and up (odd) outputs.
-      auto gu = mxfp4_words(pop(w, e + "gate_up_proj_blocks"), e + "gate_up_proj_blocks");
-      auto gu_scales = pop(w, e + "gate_up_proj_scales");
+      auto gu = mxfp4_words(pop_tensor(w, e + "gate_up_proj_blocks"), e + "gate_up_proj_blocks");
+      auto gu_scales = pop_tensor(w, e + "gate_up_proj_scales");
       check_rank(gu_scales, 3, e + "gate_up_proj_scales");
       w.insert_or_assign(s + "gate_proj.weight", mx::contiguous(every_other(gu, 1, 0)));
       w.insert_or_assign(s + "up_proj.weight", mx::contiguous(every_other(gu, 1, 1)));
       w.insert_or_assign(s + "gate_proj.scales", mx::contiguous(every_other(gu_scales, 1, 0)));
       w.insert_or_assign(s + "up_proj.scales", mx::contiguous(every_other(gu_scales, 1, 1)));
-      w.insert_or_assign(s + "down_proj.weight", mxfp4_words(pop(w, e + "down_proj_blocks"), e + "down_proj_blocks"));
-      w.insert_or_assign(s + "down_proj.scales", pop(w, e + "down_proj_scales"));
+      w.insert_or_assign(s + "down_proj.weight",
+                         mxfp4_words(pop_tensor(w, e + "down_proj_blocks"), e + "down_proj_blocks"));
+      w.insert_or_assign(s + "down_proj.scales", pop_tensor(w, e + "down_proj_scales"));
     } else if (w.count(e + "gate_up_proj")) {
       // transformers' GptOssExperts in float: x @ W with gate_up_proj [E, hidden, 2I] (gate columns even, up
       // odd) and down_proj [E, I, hidden]; the switch layout is [E, out, in].
-      auto gu = pop(w, e + "gate_up_proj");
+      auto gu = pop_tensor(w, e + "gate_up_proj");
       check_rank(gu, 3, e + "gate_up_proj");
       w.insert_or_assign(s + "gate_proj.weight", mx::contiguous(mx::swapaxes(every_other(gu, 2, 0), 1, 2)));
       w.insert_or_assign(s + "up_proj.weight", mx::contiguous(mx::swapaxes(every_other(gu, 2, 1), 1, 2)));
-      auto down = pop(w, e + "down_proj");
+      auto down = pop_tensor(w, e + "down_proj");
       check_rank(down, 3, e + "down_proj");
       w.insert_or_assign(s + "down_proj.weight", mx::contiguous(mx::swapaxes(down, 1, 2)));
     }
     if (w.count(e + "gate_up_proj_bias")) {
-      auto bias = pop(w, e + "gate_up_proj_bias");
+      auto bias = pop_tensor(w, e + "gate_up_proj_bias");
       check_rank(bias, 2, e + "gate_up_proj_bias");
       w.insert_or_assign(s + "gate_proj.bias", mx::contiguous(every_other(bias, 1, 0)));
       w.insert_or_assign(s + "up_proj.bias", mx::contiguous(every_other(bias, 1, 1)));
     }
-    w.insert_or_assign(s + "down_proj.bias", pop(w, e + "down_proj_bias"));
+    w.insert_or_assign(s + "down_proj.bias", pop_tensor(w, e + "down_proj_bias"));
   }
   // mlx-lm's layout (and whatever is left): experts.<proj>.<suffix> are stacked already.
-  std::vector<std::pair<std::string, std::string>> renames;
-  for (auto& [name, a] : w)
-    if (auto at = name.find(".mlp.experts."); at != std::string::npos)
-      renames.emplace_back(name, name.substr(0, at) + ".mlp.switch_mlp." + name.substr(at + 13));
-  for (auto& [from, to] : renames) w.insert_or_assign(to, pop(w, from));
+  rename_infix(w, ".mlp.experts.", ".mlp.switch_mlp.");
   return w;
 }
 
@@ -100,17 +89,10 @@ WeightMap gpt_oss_checkpoint_names(WeightMap w, CheckpointLayout layout) {
   for (const auto& p : layers) {
     const std::string e = p + ".experts.", s = p + ".switch_mlp.";
     if (layout == CheckpointLayout::MlxLm) {  // mlx-lm's GptOss keeps the switch layout under experts.
-      std::vector<std::string> names;
-      for (auto& [name, a] : w)
-        if (name.starts_with(s)) names.push_back(name);
-      for (auto& n : names) w.insert_or_assign(e + n.substr(s.size()), pop(w, n));
+      rename_prefix(w, s, e);
       continue;
     }
-    for (const char* proj : {"gate_proj", "up_proj", "down_proj"})
-      if (w.count(s + proj + ".scales"))
-        fail("model", "tensor '" + s + proj +
-                          ".weight' is quantized: gpt_oss experts are written in transformers' "
-                          "layout from float weights only");
+    refuse_quantized_switch(w, s, "gpt_oss");
     // The inverse of gpt_oss_model_names: [E, out, in] -> x @ W ([E, in, out]); gate and up interleaved
     // (gate at even columns), each pair of the same expert's output feature side by side.
     auto interleave = [](const mx::array& gate, const mx::array& up) {
@@ -120,14 +102,15 @@ WeightMap gpt_oss_checkpoint_names(WeightMap w, CheckpointLayout layout) {
       return mx::reshape(both, shape);
     };
     if (w.count(s + "gate_proj.weight")) {
-      auto gate = mx::swapaxes(pop(w, s + "gate_proj.weight"), 1, 2),
-           up = mx::swapaxes(pop(w, s + "up_proj.weight"), 1, 2);
+      auto gate = mx::swapaxes(pop_tensor(w, s + "gate_proj.weight"), 1, 2),
+           up = mx::swapaxes(pop_tensor(w, s + "up_proj.weight"), 1, 2);
       w.insert_or_assign(e + "gate_up_proj", mx::contiguous(interleave(gate, up)));
-      w.insert_or_assign(e + "down_proj", mx::contiguous(mx::swapaxes(pop(w, s + "down_proj.weight"), 1, 2)));
+      w.insert_or_assign(e + "down_proj", mx::contiguous(mx::swapaxes(pop_tensor(w, s + "down_proj.weight"), 1, 2)));
     }
     if (w.count(s + "gate_proj.bias"))
-      w.insert_or_assign(e + "gate_up_proj_bias", interleave(pop(w, s + "gate_proj.bias"), pop(w, s + "up_proj.bias")));
-    if (w.count(s + "down_proj.bias")) w.insert_or_assign(e + "down_proj_bias", pop(w, s + "down_proj.bias"));
+      w.insert_or_assign(e + "gate_up_proj_bias",
+                         interleave(pop_tensor(w, s + "gate_proj.bias"), pop_tensor(w, s + "up_proj.bias")));
+    if (w.count(s + "down_proj.bias")) w.insert_or_assign(e + "down_proj_bias", pop_tensor(w, s + "down_proj.bias"));
   }
   return w;
 }

@@ -272,6 +272,7 @@ RMSNorm RMSNorm::load_head_layer_norm(const WeightMap& w, const std::string& nam
 }
 
 mx::array RMSNorm::operator()(const mx::array& x) const {
+  if (!weight && !layer_norm) return mx::fast::rms_norm(x, std::nullopt, eps);
   if (layer_norm && weight->ndim() > 1)  // per-head weights (cohere's q / k norms): scale after normalising
     return mx::multiply(mx::fast::layer_norm(x, std::nullopt, std::nullopt, eps), mx::astype(*weight, x.dtype()));
   if (layer_norm) return mx::fast::layer_norm(x, effective ? *effective : *weight, bias, eps);
@@ -500,9 +501,19 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
     a.rope = Rope::make(c, take_optional(w, "model.rope_freq_factors", {c.head_dim / 2}), sliding);
     a.rope->traditional = o.rope_traditional;
   }
+  if (o.l2_qk_norm && a.rope) {  // transformers' Llama4TextL2Norm (eps rms_norm_eps) after apply_rotary_emb
+    RMSNorm l2;
+    l2.eps = c.rms_norm_eps;
+    a.q_norm = a.k_norm = l2;
+    a.norm_after_rope = true;
+  }
   if (o.sinks) a.sinks = take(w, prefix + ".sinks", {a.n_heads});
-  a.llama4_beta = c.llama4_scaling_beta;
-  a.llama4_positions = c.llama4_scaling_positions;
+  // llama4_text's attn_temperature_tuning scales the queries of its layers without RoPE alone.
+  if (!c.llama4_scaling_nope || !a.rope) {
+    a.llama4_beta = c.llama4_scaling_beta;
+    a.llama4_positions = c.llama4_scaling_positions;
+    a.llama4_shift = c.llama4_scaling_nope ? 1 : 0;
+  }
   return a;
 }
 
@@ -528,8 +539,10 @@ Attention Attention::load_latent(const WeightMap& w, const std::string& prefix, 
 
 // transformers' get_llama_4_attn_scale (ministral3): 1 + beta * log(1 + floor(p / positions)) for each query
 // position p (each row's own in a left-padded batch), in float32, then in the queries' dtype; [B | 1, 1, T, 1].
-static mx::array llama4_query_scale(const KVCache& cache, int B, int T, float beta, int positions, mx::Dtype dtype) {
-  auto p = mx::arange(static_cast<double>(T), mx::float32);
+// Llama4TextAttention's attn_temperature_tuning is the same of p + 1 (`shift`).
+static mx::array llama4_query_scale(const KVCache& cache, int B, int T, float beta, int positions, int shift,
+                                    mx::Dtype dtype) {
+  auto p = mx::arange(static_cast<double>(shift), static_cast<double>(T + shift), mx::float32);
   if (cache.left_padding().empty()) {
     p = mx::reshape(mx::add(p, mx::array(static_cast<float>(cache.offset()))), {1, 1, T, 1});
   } else {
@@ -743,7 +756,8 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     q = (*q_norm)(q);
     k = (*k_norm)(k);
   }
-  if (llama4_beta) q = mx::multiply(q, llama4_query_scale(cache, B, T, *llama4_beta, llama4_positions, q.dtype()));
+  if (llama4_beta)
+    q = mx::multiply(q, llama4_query_scale(cache, B, T, *llama4_beta, llama4_positions, llama4_shift, q.dtype()));
   auto v = heads(*xv, n_kv_heads, std::nullopt);
   auto o = attend(q, k, v, cache, *mask);
   const mx::Shape merged{B, T, n_heads * head_dim};

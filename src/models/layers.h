@@ -126,8 +126,9 @@ struct Embedding {
   mx::array as_linear(const mx::array& x) const { return table(x); }
 };
 
-// x / rms(x) * w, or * (1 + w) for gemma's norms (`plus_one`; the stored parameter stays w); or, with
-// `layer_norm` set, LayerNorm (x - mean) / std * w (+ b: starcoder2; cohere's have no bias).
+// x / rms(x) * w (without a weight: x / rms(x), llama4_text's q / k norms), or * (1 + w) for gemma's norms (`plus_one`;
+// the stored parameter stays w); or, with `layer_norm` set, LayerNorm (x - mean) / std * w (+ b: starcoder2; cohere's
+// have no bias).
 struct RMSNorm {
   std::optional<mx::array> weight;
   float eps = 1e-6f;
@@ -199,6 +200,8 @@ struct AttentionOptions {
   bool qk_layer_norm = false;     // cohere (use_qk_norm): per-head LayerNorms on q and k, weights [heads, head_dim]
   // hunyuan_v1_dense: qk_norm's per-head RMSNorms applied after RoPE, named query_layernorm / key_layernorm.
   bool qk_norm_after_rope = false;
+  // llama4_text (use_qk_norm): weightless RMSNorms (Llama4TextL2Norm) on q and k after RoPE, on rotary layers alone.
+  bool l2_qk_norm = false;
 };
 
 // DeepSeek-V2 / V3's multi-head latent attention (ModelConfig::kv_lora_rank), in the absorbed form mlx-lm decodes
@@ -237,9 +240,10 @@ struct Attention {
   std::optional<float> softcap;    // gemma2: scores = softcap * tanh(scores / softcap)
   std::optional<mx::array> sinks;  // gpt_oss: [n_heads], self_attn.sinks
   std::optional<Rope> rope;        // absent: a layer without positions (smollm3's no-rope layers)
-  // ministral3: queries scaled by position after RoPE (ModelConfig::llama4_scaling_beta).
+  // ministral3, llama4_text: queries scaled by position after RoPE (ModelConfig::llama4_scaling_beta); llama4_text
+  // counts positions from 1 (shift 1).
   std::optional<float> llama4_beta;
-  int llama4_positions = 0;
+  int llama4_positions = 0, llama4_shift = 0;
   // Tensor parallelism with olmo2's whole-projection q/k norms: the mean square spans every rank's
   // share, so it is summed over this group; q/k_norm_dim are the whole projections' widths.
   std::optional<mx::distributed::Group> norm_group;

@@ -56,6 +56,16 @@ WeightMap granitemoe_model_names(WeightMap weights);
 // The reverse for transformers' layout (Hf); mlx-lm's (MlxLm) is the model's own.
 WeightMap granitemoe_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 
+// Stacked experts between layouts (models/expert_names.cpp). pop_tensor removes and returns w[name] ([model] "missing
+// tensor" without one); rename_prefix renames every tensor `from`<rest> to `to`<rest>, rename_infix the first `from`
+// within any name to `to`; refuse_quantized_switch fails
+// with [model] for quantized projections under `switch_prefix` (<module>.switch_mlp.), which `model_type`'s fused
+// transformers layout cannot hold.
+mlx::core::array pop_tensor(WeightMap& w, const std::string& name);
+void rename_prefix(WeightMap& w, const std::string& from, const std::string& to);
+void rename_infix(WeightMap& w, const std::string& from, const std::string& to);
+void refuse_quantized_switch(const WeightMap& w, const std::string& switch_prefix, const std::string& model_type);
+
 // gpt_oss: the experts' transformers tensors (gate_up_proj [E, hidden, 2I] interleaved, down_proj; or the
 // original checkpoint's MXFP4 *_blocks / *_scales) and mlx-lm's experts.<proj> as stacked switch_mlp
 // projections with biases (models/moe.h).
@@ -71,6 +81,12 @@ WeightMap apertus_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 WeightMap dots1_model_names(WeightMap weights);
 // The reverse: transformers' one tensor per expert (Hf), mlx-lm's mlp.experts.<proj> (MlxLm).
 WeightMap dots1_checkpoint_names(WeightMap weights, CheckpointLayout layout);
+
+// llama4_text: each layer's feed_forward as the decoder's mlp; transformers' experts.gate_up_proj [E, hidden, 2I]
+// (gate columns first) and down_proj [E, I, hidden], or mlx-lm's experts.<proj>, as stacked switch_mlp projections.
+WeightMap llama4_model_names(WeightMap weights);
+// The reverse: transformers' gate_up_proj / down_proj from float experts (Hf), mlx-lm's experts.<proj> (MlxLm).
+WeightMap llama4_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 
 // deepseek_v2 / v3, glm4_moe_lite: the multi-token-prediction layers dropped; mlx-lm's embed_q / unembed_out
 // (kv_b_proj split per head, maybe quantized) joined as transformers' kv_b_proj.

@@ -184,6 +184,7 @@ SparseMoe SparseMoe::load(const WeightMap& w, const std::string& prefix, const M
     m.topk_group = c.topk_group;
   }
   m.routed_scaling = c.routed_scaling_factor;
+  m.scaled_inputs = c.llama4_routing;
   if (c.shared_expert_intermediate_size > 0) {
     ModelConfig sc = c;
     sc.intermediate_size = c.shared_expert_intermediate_size;
@@ -221,6 +222,12 @@ mx::array top_indices(const mx::array& scores, int k) {
 }  // namespace
 
 std::pair<mx::array, mx::array> SparseMoe::route(const mx::array& x) const {
+  if (scaled_inputs) {  // transformers' Llama4Router: the sigmoid (in float32) of the top-k logits
+    auto logits = router(x);
+    RouterLogitsCapture::record(logits);
+    auto indices = top_indices(logits, top_k);
+    return {indices, mx::sigmoid(mx::astype(mx::take_along_axis(logits, indices, -1), mx::float32))};
+  }
   if (!score_bias) {
     // transformers' TopKRouter: softmax over all experts in float32, top-k, optionally renormalised.
     auto logits = router(float32_router ? mx::astype(x, mx::float32) : x);
@@ -269,10 +276,25 @@ std::pair<mx::array, mx::array> SparseMoe::route(const mx::array& x) const {
   return {indices, mx::multiply(weights, mx::array(routed_scaling))};
 }
 
+mx::array SparseMoe::scaled_input_experts(const mx::array& x, const mx::array& indices,
+                                          const mx::array& weights) const {
+  // Llama4TextMoe: routed_in = token x its score for each chosen expert; the experts' outputs summed, then the
+  // shared expert's added. Each (token, expert) pair runs as its own row of one expert.
+  const int H = x.shape(-1);
+  auto scaled = mx::multiply(mx::expand_dims(x, -2), mx::expand_dims(weights, -1));  // [..., k, hidden]
+  auto rows = mx::reshape(scaled, {-1, 1, 1, H});
+  auto idx = mx::reshape(indices, {-1, 1});
+  auto h = gated_activation(act, gate_proj(rows, idx), up_proj(rows, idx));
+  auto out = mx::sum(mx::reshape(down_proj(h, idx), scaled.shape()), -2);
+  if (shared_expert) out = mx::add((*shared_expert)(x), out);
+  return reduce ? mx::distributed::all_sum(out, *reduce) : out;
+}
+
 mx::array SparseMoe::operator()(const mx::array& x) const {
   // The router's weights cast to the activations' dtype; the chosen experts' outputs summed with them.
   auto [indices, routed] = route(x);
   auto weights = mx::astype(routed, x.dtype());
+  if (scaled_inputs) return scaled_input_experts(x, indices, weights);
   auto xe = mx::expand_dims(x, {-2, -3});  // [..., 1, 1, hidden]
   auto h = clamped_swiglu ? gpt_oss_glu(gate_proj(xe, indices), up_proj(xe, indices), *clamped_swiglu)
                           : gated_activation(act, gate_proj(xe, indices), up_proj(xe, indices));

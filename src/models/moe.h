@@ -70,6 +70,9 @@ struct SparseMoe {
   int n_group = 1, topk_group = 1;
   float routed_scaling = 1.0f;  // deepseek / glm4_moe: the chosen weights' multiplier
   bool float32_router = false;  // the router's weights and logits in float32 (transformers keeps gate.weight so)
+  // llama4_text (ModelConfig::llama4_routing): top-k of the raw logits; each chosen expert takes the token times
+  // the sigmoid of its logit, and their outputs are summed as they are.
+  bool scaled_inputs = false;
   // Tensor parallelism: each expert (and the shared one) holds this rank's share of its features; the
   // block's output is summed over the group once.
   std::optional<mx::distributed::Group> reduce;
@@ -80,6 +83,8 @@ struct SparseMoe {
  private:
   // (expert indices [..., top_k], their weights in float32) for each token of x.
   std::pair<mx::array, mx::array> route(const mx::array& x) const;
+  // The scaled_inputs experts and the shared one, given route()'s choice ([..., top_k]; weights in x's dtype).
+  mx::array scaled_input_experts(const mx::array& x, const mx::array& indices, const mx::array& weights) const;
 };
 
 // Replaces HF's per-expert tensors (`prefix.experts.E.<proj>.<suffix>`) by one stacked tensor per

@@ -81,22 +81,22 @@ TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
   EXPECT_EQ(types, (std::vector<std::string>{
-                       "apertus",     "arcee",      "cohere",   "cohere2",    "deepseek_v2",   "deepseek_v3",
-                       "dots1",       "ernie4_5",   "exaone4",  "gemma",      "gemma2",        "gemma3",
-                       "gemma3_text", "glm",        "glm4",     "glm4_moe",   "glm4_moe_lite", "gpt2",
-                       "gpt_neox",    "gpt_oss",    "granite",  "granitemoe", "helium",        "hunyuan_v1_dense",
-                       "llama",       "ministral3", "mistral",  "mistral3",   "mixtral",       "nemotron",
-                       "olmo2",       "olmo3",      "olmoe",    "phi",        "phi3",          "qwen2",
-                       "qwen2_5_vl",  "qwen2_moe",  "qwen2_vl", "qwen3",      "qwen3_moe",     "qwen3_vl",
-                       "seed_oss",    "smollm3",    "stablelm", "starcoder2"}));
+                       "apertus",     "arcee",    "cohere",      "cohere2",    "deepseek_v2",   "deepseek_v3",
+                       "dots1",       "ernie4_5", "exaone4",     "gemma",      "gemma2",        "gemma3",
+                       "gemma3_text", "glm",      "glm4",        "glm4_moe",   "glm4_moe_lite", "gpt2",
+                       "gpt_neox",    "gpt_oss",  "granite",     "granitemoe", "helium",        "hunyuan_v1_dense",
+                       "llama",       "llama4",   "llama4_text", "ministral3", "mistral",       "mistral3",
+                       "mixtral",     "nemotron", "olmo2",       "olmo3",      "olmoe",         "phi",
+                       "phi3",        "qwen2",    "qwen2_5_vl",  "qwen2_moe",  "qwen2_vl",      "qwen3",
+                       "qwen3_moe",   "qwen3_vl", "seed_oss",    "smollm3",    "stablelm",      "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
   EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
             "[model] unknown model_type 'gpt_bigcode' (supported: apertus, arcee, cohere, cohere2, deepseek_v2, "
-            "deepseek_v3, dots1, ernie4_5, exaone4, gemma, gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, "
-            "glm4_moe_lite, gpt2, gpt_neox, gpt_oss, granite, granitemoe, helium, hunyuan_v1_dense, llama, "
-            "ministral3, mistral, mistral3, mixtral, nemotron, olmo2, olmo3, olmoe, phi, phi3, qwen2, "
-            "qwen2_5_vl, qwen2_moe, qwen2_vl, qwen3, qwen3_moe, qwen3_vl, seed_oss, smollm3, stablelm, "
-            "starcoder2)");
+            "deepseek_v3, dots1, ernie4_5, exaone4, gemma, "
+            "gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, glm4_moe_lite, gpt2, gpt_neox, gpt_oss, "
+            "granite, granitemoe, helium, hunyuan_v1_dense, llama, llama4, llama4_text, ministral3, "
+            "mistral, mistral3, mixtral, nemotron, olmo2, olmo3, olmoe, phi, phi3, qwen2, qwen2_5_vl, "
+            "qwen2_moe, qwen2_vl, qwen3, qwen3_moe, qwen3_vl, seed_oss, smollm3, stablelm, starcoder2)");
 }
 
 TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
@@ -589,6 +589,52 @@ TEST(Config, QwenVlLanguageModels) {
                                            {"model.visual.merger.mlp.0.weight", mx::zeros({2})}})
                 .size(),
             0u);
+}
+
+TEST(Config, Llama4TextLayersAndExperts) {
+  // Llama4TextConfig's defaults: every 4th layer without RoPE, chunks of 8192 on the others, the query temperature
+  // (0.1, 8192) on the NoPE layers, 16 experts top-1 in every layer as wide as intermediate_size beside the shared
+  // expert, the dense MLP intermediate_size_mlp wide.
+  auto c = parse_model_config(R"({"model_type": "llama4_text", "vocab_size": 64, "hidden_size": 32,
+      "intermediate_size": 16, "num_hidden_layers": 8, "num_attention_heads": 4})");
+  EXPECT_EQ(c.rope_layers, (std::vector<bool>{true, true, true, false, true, true, true, false}));
+  EXPECT_EQ(c.chunked_layers, c.rope_layers);
+  EXPECT_EQ(c.attention_chunk_size, 8192);
+  EXPECT_TRUE(c.use_qk_norm);
+  EXPECT_TRUE(c.llama4_scaling_nope);
+  EXPECT_FLOAT_EQ(*c.llama4_scaling_beta, 0.1f);
+  EXPECT_EQ(c.llama4_scaling_positions, 8192);
+  EXPECT_EQ(c.num_experts, 16);
+  EXPECT_EQ(c.num_experts_per_tok, 1);
+  EXPECT_EQ(c.moe_intermediate_size, 16);
+  EXPECT_EQ(c.shared_expert_intermediate_size, 16);
+  EXPECT_EQ(c.intermediate_size, 16384);
+  EXPECT_TRUE(c.llama4_routing);
+  EXPECT_FLOAT_EQ(c.rope_theta, 500000.0f);
+  EXPECT_EQ(c.head_dim, 128);
+  // Maverick's layout: moe_layers, NoPE layers listed (a longer list is allowed), no chunking, no temperature.
+  auto m = parse_model_config(R"({"model_type": "llama4_text", "vocab_size": 64, "hidden_size": 32,
+      "intermediate_size": 16, "intermediate_size_mlp": 48, "num_hidden_layers": 4, "num_attention_heads": 4,
+      "head_dim": 8, "moe_layers": [1, 3], "no_rope_layers": [1, 0, 1, 1, 0], "attention_chunk_size": null,
+      "attn_temperature_tuning": false, "use_qk_norm": false})");
+  EXPECT_EQ(m.rope_layers, (std::vector<bool>{true, false, true, true}));
+  EXPECT_TRUE(m.chunked_layers.empty());
+  EXPECT_FALSE(m.attention_chunk_size.has_value());
+  EXPECT_FALSE(m.llama4_scaling_beta.has_value());
+  EXPECT_FALSE(m.use_qk_norm);
+  EXPECT_EQ(m.mlp_only_layers, (std::vector<int>{0, 2}));
+  EXPECT_EQ(m.intermediate_size, 48);
+  for (auto [extra, message] : std::initializer_list<std::pair<const char*, const char*>>{
+           {R"(, "no_rope_layers": [1])", "[config] no_rope_layers must list at least one entry per layer"},
+           {R"(, "no_rope_layers": [1, 2])", "[config] no_rope_layers entries must be 0 or 1"},
+           {R"(, "layer_types": ["chunked_attention", "sliding_attention"])",
+            "[config] unsupported layer type \"sliding_attention\" (supported: full_attention, chunked_attention)"},
+           {R"(, "attention_chunk_size": null, "layer_types": ["chunked_attention", "full_attention"])",
+            "[config] chunked_attention layers need an attention_chunk_size"},
+           {R"(, "attention_chunk_size": 0)", "[config] attention_chunk_size must be at least 1"},
+           {R"(, "num_experts_per_tok": 17)", "[config] num_experts_per_tok must be in [1, num_experts]"},
+           {R"(, "attn_temperature_tuning": "yes")", "[config] attn_temperature_tuning must be true or false"}})
+    EXPECT_EQ(error_of([&] { parse_model_config(tiny_config_json("llama4_text", extra)); }), message) << extra;
 }
 
 TEST(Config, ApertusDefaultRopeAndRefusedSwitches) {

@@ -164,6 +164,17 @@ def test_gemma2_softcap_with_quantized_cache_is_refused(tiny, run_mlxgp):
     assert "soft-capping" in r.stderr and r.stderr.count("\n") <= 1, r.stderr
 
 
+def test_llama4_chunks_with_a_rotating_cache_are_refused(tiny, run_mlxgp):
+    """A rotating cache (max_kv_size) keeps too few positions to mask chunks by position once a sequence passes the
+    first chunk (8 here): refused in one line, not decoded over a wrong set of keys."""
+    _, folder = tiny("llama4_text")
+    r = run_mlxgp("generate", "--model", folder, "--input-ids", ",".join(map(str, range(3, 15))), "--max-new-tokens",
+                  2, "--max-kv-size", 16, check=False)
+    assert r.returncode != 0
+    assert ("[model] chunked attention (attention_chunk_size 8) with a rotating KV cache (max_kv_size) is not "
+            "supported past the first chunk") in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
 def test_gpt_oss_refusals_name_themselves(tiny, run_mlxgp):
     """What mlxgp does not do for gpt_oss says so in one line: a quantized KV cache (the sinks join the
     softmax on the eager attention path only)."""
@@ -269,10 +280,11 @@ def test_unknown_architecture_or_option_is_named(edit, message, tiny, run_mlxgp,
 # gpt_oss: mlx-lm 0.32's sanitize splits gate_up_proj along the hidden axis of transformers' saved float
 # layout [E, hidden, 2I] (it expects the original MXFP4 checkpoint's [E, 2I, ...]) and refuses the folder; glm:
 # mlx-lm 0.32's glm rotates every feature of each head (transformers' GlmAttention only partial_rotary_factor of
-# them, as its glm4 does); arcee: mlx-lm 0.32 has no arcee.
+# them, as its glm4 does); arcee: mlx-lm 0.32 has no arcee; llama4_text: mlx-lm 0.32 has Llama 4 as the multimodal
+# llama4 only (tested so).
 @pytest.mark.parametrize("arch", [a for a in tiny_models.MORE_ARCHS
                                   if a not in ("phi3-long", "qwen2_moe", "gpt2-scaled", "llama-yarn", "gpt_oss",
-                                               "glm", "arcee")])
+                                               "glm", "arcee", "llama4_text")])
 def test_mlx_quantized_folder_vs_mlx_lm(arch, tiny, run_mlxgp, tmp_path):
     """mlx-lm's convert path (load, 4-bit g32 quantize, save) on each architecture; both sides read that folder."""
     import mlx.core as mx
@@ -503,7 +515,8 @@ def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
 # deepseek_v2: its plain-parameter router left unquantized; deepseek_v3: kv_b_proj split per head into mlx-lm's 3-D
 # embed_q / unembed_out, quantized as its MultiLinear.
 @pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "granite", "glm4_moe", "gpt_neox", "stablelm-parallel",
-                                  "granitemoe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "dots1", "apertus"])
+                                  "granitemoe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "dots1", "apertus",
+                                  "llama4"])
 def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, run_mlxgp, tmp_path):
     """`mlxgp convert --quantize` (4-bit g32) writes what mlx_lm.convert writes from the same HF folder: the same
     tensors (names, dtypes, shapes, values: 3-D stacked experts quantized too, the model class's

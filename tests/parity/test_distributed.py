@@ -57,7 +57,8 @@ def tiny(tmp_path_factory):
              "mistral3-ministral3", "olmoe", "glm4", "cohere", "cohere2", "phi",
              "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5", "exaone4",
              "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
-             "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl")
+             "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text",
+             "llama4")
     return {a: tiny_models.make_tiny_model(a, tmp_path_factory.mktemp(f"dist_{a}"))[1] for a in archs}
 
 
@@ -70,7 +71,8 @@ def tiny(tmp_path_factory):
                                   "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel",
                                   "seed_oss", "ernie4_5", "exaone4", "gpt_neox", "arcee", "nemotron",
                                   "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3",
-                                  "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl"])
+                                  "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text",
+                                  "llama4"])
 def test_tensor_parallel_logits_match_one_process(arch, tiny, mlxgp_bin, run_mlxgp, tmp_path):
     folder = tiny[arch]
     ids = IDS * 3 if arch == "phi3-long" else IDS  # 36 positions: the decode crosses LongRoPE's 24

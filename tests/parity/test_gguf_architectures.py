@@ -150,6 +150,22 @@ def test_gpt_oss_gguf_as_llama_cpp(run_mlxgp, run_mlxgp_json, tmp_path):
     assert [int(r.argmax()) for r in ref[:GREEDY_NEW]] == got
 
 
+def _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path):
+    """llama.cpp's logits after each of ids[prefill - 1:-1] (prefill in one batch, then one token at a time), mlxgp's
+    for the same positions, and how many of mlxgp's GREEDY_NEW greedy tokens after ids[:12] are llama.cpp's argmax
+    after mlxgp's prefix."""
+    from tests.refs import llama_cpp
+
+    ref = llama_cpp.logits(path, ids, prefill, repack=False)
+    got = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "l.safetensors", "--prefill", prefill)[prefill - 1:len(ids) - 1]
+    prompt = ids[:12]
+    tokens = run_mlxgp_json("generate", "--model", path, "--input-ids", ",".join(map(str, prompt)),
+                            "--max-new-tokens", GREEDY_NEW, "--ignore-eos")["sequences"][0]["token_ids"]
+    steps = llama_cpp.logits(path, prompt + tokens, len(prompt), repack=False)
+    same = sum(int(r.argmax()) == t for r, t in zip(steps[:GREEDY_NEW], tokens))
+    return ref, got, same
+
+
 # SmolLM3's GGUF holds no no_rope_layers: llama.cpp leaves RoPE out of every 4th layer (SmolLM3Config's default).
 SMOLLM3_4 = {"num_hidden_layers": 4, "no_rope_layers": [1, 1, 1, 0], "layer_types": ["full_attention"] * 4}
 
@@ -185,22 +201,14 @@ DEEPSEEK_V3_YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "
 def test_gguf_as_llama_cpp(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
     """An F32 file as llama.cpp's converter writes it: logits over 20 cached steps within 1e-4 of llama.cpp, and
     greedy tokens that are llama.cpp's argmax after each of mlxgp's prefixes."""
-    from tests.refs import llama_cpp
-
     model, _ = tiny_models.make_tiny_model(arch, tmp_path / "hf", **overrides)
     path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
     names = set(gguf_quant.tensor_types(path))
     if arch == "stablelm-parallel":
         assert {"blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight"} <= names and "blk.0.ffn_norm.weight" not in names
     ids, prefill = _ids(40, model.config.vocab_size, seed=15), 20
-    ref = llama_cpp.logits(path, ids, prefill, repack=False)
-    got = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "l.safetensors", "--prefill", prefill)[prefill - 1:len(ids) - 1]
+    ref, got, same = _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path)
     diff = float(np.abs(got - ref).max())
-    prompt = ids[:12]
-    tokens = run_mlxgp_json("generate", "--model", path, "--input-ids", ",".join(map(str, prompt)),
-                            "--max-new-tokens", GREEDY_NEW, "--ignore-eos")["sequences"][0]["token_ids"]
-    steps = llama_cpp.logits(path, prompt + tokens, len(prompt), repack=False)
-    same = sum(int(r.argmax()) == t for r, t in zip(steps[:GREEDY_NEW], tokens))
     print(f"{arch} GGUF F32 vs llama.cpp: max |diff| {diff:.3e} (logits up to {np.abs(ref).max():.2f}); greedy "
           f"{same}/{GREEDY_NEW} tokens llama.cpp's argmax")
     assert np.abs(ref).max() > 0.5
@@ -222,22 +230,14 @@ def test_deepseek2_gguf(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
     import gguf
     import torch
 
-    from tests.refs import llama_cpp
-
     model, _ = tiny_models.make_tiny_model(arch, tmp_path / "hf", **overrides)
     cfg = model.config
     ids, prefill = _ids(40, cfg.vocab_size, seed=15), 20
     path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
     assert {"blk.0.attn_k_b.weight", "blk.0.attn_v_b.weight"} <= set(gguf_quant.tensor_types(path))
-    ref = llama_cpp.logits(path, ids, prefill, repack=False)
-    got = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / "l.safetensors", "--prefill", prefill)[prefill - 1:len(ids) - 1]
+    ref, got, same = _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path)
     source = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
     diff, vs_source = float(np.abs(got - ref).max()), float(np.abs(got - source).max())
-    prompt = ids[:12]
-    tokens = run_mlxgp_json("generate", "--model", path, "--input-ids", ",".join(map(str, prompt)),
-                            "--max-new-tokens", GREEDY_NEW, "--ignore-eos")["sequences"][0]["token_ids"]
-    steps = llama_cpp.logits(path, prompt + tokens, len(prompt), repack=False)
-    same = sum(int(r.argmax()) == t for r, t in zip(steps[:GREEDY_NEW], tokens))
 
     q8 = tiny_models.write_tiny_gguf(model, tmp_path / "q8.gguf", "Q8_0", vocab=True)
     qt = gguf.GGMLQuantizationType.Q8_0
@@ -267,6 +267,35 @@ def test_deepseek2_gguf(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
     assert np.abs(ref).max() > 0.5
     assert diff <= 1e-4 and vs_source <= 1e-4 and diff_q8 <= 1e-4
     assert same == GREEDY_NEW
+
+
+# What llama.cpp fixes in code for Llama 4 (its files hold none of it), as Scout's and Maverick's configs set it.
+LLAMA4_AS_LLAMA_CPP = {"attention_chunk_size": 8192, "floor_scale": 8192, "attn_scale": 0.1}
+
+
+def test_llama4_gguf(run_mlxgp, run_mlxgp_json, tmp_path):
+    """A llama4 F32 file as Llama4Model's converter writes it (experts split from gate_up_proj, q / k rows unpermuted,
+    Llama-3 rope as rope_freqs, dense and MoE layers interleaved): logits within 1e-4 of llama.cpp's and of
+    transformers' model it was written from (transformers' GGUF reader has no llama4), greedy tokens llama.cpp's
+    argmax. A file with a window key (later llama.cpp builds read 0 there as no chunks) is refused in one line."""
+    model, _ = tiny_models.make_tiny_model("llama4_text", tmp_path / "hf", **LLAMA4_AS_LLAMA_CPP)
+    ids, prefill = _ids(40, model.config.vocab_size, seed=15), 20
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
+    assert {"blk.1.ffn_gate_inp.weight", "blk.1.ffn_up_exps.weight", "blk.1.ffn_gate_shexp.weight",
+            "blk.0.ffn_gate.weight", "rope_freqs.weight"} <= set(gguf_quant.tensor_types(path))
+    ref, got, same = _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path)
+    source = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
+    diff, vs_source = float(np.abs(got - ref).max()), float(np.abs(got - source).max())
+    print(f"llama4 GGUF F32 vs llama.cpp: max |diff| {diff:.3e} (logits up to {np.abs(ref).max():.2f}), vs "
+          f"transformers' source model {vs_source:.3e}; greedy {same}/{GREEDY_NEW} tokens llama.cpp's argmax")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-4 and vs_source <= 1e-4
+    assert same == GREEDY_NEW
+    windowed = tiny_models.write_tiny_gguf(model, tmp_path / "w.gguf", "F32", meta={"llama4.attention.sliding_window": 0})
+    r = run_mlxgp("logits", "--model", windowed, "--input-ids", "5,6,7", "--out", tmp_path / "w.safetensors",
+                  check=False)
+    assert r.returncode != 0 and r.stderr.strip() == ("[gguf] metadata 'llama4.attention.sliding_window' is not "
+                                                      "supported for llama4 (chunks of 8192 fixed)"), r.stderr
 
 
 def test_exaone4_windowed_gguf(run_mlxgp, tmp_path):

@@ -26,7 +26,7 @@ def tiny(tmp_path_factory):
                          "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi", "glm4_moe",
                          "stablelm-parallel", "seed_oss", "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe",
                          "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3", "glm4_moe_lite",
-                         "dots1", "apertus")}
+                         "dots1", "apertus", "llama4_text")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -128,7 +128,7 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
                                   "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi",
                                   "glm4_moe", "stablelm-parallel", "seed_oss", "exaone4",
                                   "gpt_neox", "arcee", "nemotron", "granitemoe", "hunyuan_v1_dense", "deepseek_v2",
-                                  "deepseek_v3", "glm4_moe_lite", "dots1", "apertus"])
+                                  "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "llama4_text"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)

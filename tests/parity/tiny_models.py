@@ -13,12 +13,12 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4",
               "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5",
               "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
-              "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl")
+              "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text", "llama4")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
-MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl")
+MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl", "llama4")
 MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
-             "deepseek_v3", "glm4_moe_lite", "dots1")
+             "deepseek_v3", "glm4_moe_lite", "dots1", "llama4_text", "llama4")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -303,6 +303,24 @@ def tiny_config(arch: str):
         cls = transformers.Qwen3VLConfig if qwen3 else transformers.Qwen2_5_VLConfig
         return cls(text_config=text, vision_config=vision, image_token_id=500, video_token_id=501,
                    vision_start_token_id=502, vision_end_token_id=503, bos_token_id=1, eos_token_id=2)
+    if arch in ("llama4_text", "llama4"):
+        # Llama 4: four layers, the last without RoPE (its queries scaled by position: floor_scale 4 so the scale
+        # changes within the sequences), chunks of 8 positions on the others, weightless q/k norms, the llama3 rope
+        # scaling; dense and MoE layers alternating (4 experts, top-1, inputs scaled by the router) beside the shared
+        # expert. rms_norm_eps 1e-6 is what mlx-lm's q/k norms use whatever the config says.
+        text = transformers.Llama4TextConfig(
+            **{**_COMMON, "num_hidden_layers": 4, "rms_norm_eps": 1e-6}, head_dim=16, intermediate_size_mlp=128,
+            num_local_experts=4, num_experts_per_tok=1, interleave_moe_layer_step=2, attention_chunk_size=8,
+            floor_scale=4, attn_scale=0.5, pad_token_id=0, tie_word_embeddings=False,
+            rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                             "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+        if arch == "llama4_text":
+            return text
+        vision = transformers.Llama4VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                 num_attention_heads=2, image_size=28, patch_size=14,
+                                                 vision_output_dim=32, projector_input_dim=32, projector_output_dim=32)
+        return transformers.Llama4Config(text_config=text.to_dict(), vision_config=vision.to_dict(),
+                                         boi_token_index=497, eoi_token_index=498, image_token_index=499)
     if arch.endswith("-gguf"):
         return _tiny_gguf_config(arch[:-5])
     raise ValueError(f"unknown tiny architecture {arch!r}")
@@ -383,7 +401,7 @@ def make_model_from_config(cfg, out_dir, seed: int = 0):
     cfg.dtype = torch.float32
     if cfg.model_type == "mistral3":  # not in transformers' causal-LM mapping
         model = transformers.Mistral3ForConditionalGeneration(cfg).to(torch.float32)
-    elif cfg.model_type in ("qwen2_5_vl", "qwen3_vl"):
+    elif cfg.model_type in ("qwen2_5_vl", "qwen3_vl", "llama4"):
         model = transformers.AutoModelForImageTextToText.from_config(cfg, dtype=torch.float32)
     else:
         model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
@@ -393,7 +411,8 @@ def make_model_from_config(cfg, out_dir, seed: int = 0):
                 p.normal_(0.0, 0.3)  # gpt2's learned positions: large enough that a wrong position changes tokens
             elif name.endswith("self_attn.sinks"):
                 p.normal_(0.0, 1.0)  # gpt_oss: sinks that take a real share of each softmax
-            elif p.ndim >= 2 and (name.endswith("mlp.gate.weight") or name.endswith("mlp.router.weight")):
+            elif p.ndim >= 2 and (name.endswith("mlp.gate.weight") or name.endswith("mlp.router.weight")
+                                  or name.endswith("feed_forward.router.weight")):
                 p.normal_(0.0, 0.2)  # MoE routers: decisive, varied routing, so every expert gets tokens
             elif p.ndim >= 2:
                 p.normal_(0.0, 0.08)
@@ -411,6 +430,11 @@ def make_model_from_config(cfg, out_dir, seed: int = 0):
     model.save_pretrained(out_dir)
     if cfg.model_type == "mistral3" and not cfg.tie_word_embeddings:
         _drop_outer_tie(out_dir)
+    if cfg.model_type == "llama4":
+        # transformers 5.24's Llama4ForConditionalGeneration.forward fails on every input (it returns
+        # outputs.image_outputs, which its language model's output lacks): the reference is that language model, the
+        # same weights, which the multimodal forward runs on text anyway.
+        model = model.language_model
     return model, out_dir
 
 
@@ -558,7 +582,8 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_oss": "gpt-oss", "stablelm": "stablelm",
                    "nemotron": "nemotron", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "olmo2": "olmo2",
                    "granite": "granite", "arcee": "arcee", "smollm3": "smollm3", "cohere": "command-r",
-                   "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "exaone4": "exaone4"}
+                   "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "exaone4": "exaone4",
+                   "llama4_text": "llama4"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -578,7 +603,8 @@ def _gguf_metadata(w, cfg, head_dim):
     w.add_block_count(cfg.num_hidden_layers)
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
-    w.add_feed_forward_length(cfg.intermediate_size)
+    # (Llama4Model's converter: the dense layers' width; the experts' as expert_feed_forward_length)
+    w.add_feed_forward_length(cfg.intermediate_size_mlp if mt == "llama4_text" else cfg.intermediate_size)
     w.add_head_count(cfg.num_attention_heads)
     if mt in ("deepseek_v2", "deepseek_v3"):
         _gguf_deepseek2_metadata(w, cfg)
@@ -627,6 +653,11 @@ def _gguf_metadata(w, cfg, head_dim):
             w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
             w.add_rope_scaling_factor(rope["factor"])
             w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+    if mt == "llama4_text":  # Llama4Model: the experts and their interleave step
+        w.add_expert_count(cfg.num_local_experts)
+        w.add_expert_used_count(cfg.num_experts_per_tok)
+        w.add_expert_feed_forward_length(cfg.intermediate_size)
+        w.add_interleave_moe_layer_step(cfg.interleave_moe_layer_step)
     if mt == "qwen2_moe":
         w.add_expert_shared_feed_forward_length(cfg.shared_expert_intermediate_size)
     if mt == "gemma2":
@@ -721,6 +752,17 @@ def _gguf_tensors(model):
                 yield blk + "ffn_down_exps.weight", np.ascontiguousarray(t.transpose(0, 2, 1))
             else:
                 yield blk + "ffn_down_exps.bias", t
+            continue
+        if mt == "llama4_text" and ".feed_forward.experts." in name:
+            # Llama4TextExperts: gate_up_proj [E, H, 2I] (gate columns first, x @ W), down_proj [E, I, H]; llama.cpp
+            # stacks them [E, out, in].
+            blk = "blk." + name.split(".")[2] + "."
+            if name.endswith("gate_up_proj"):
+                half = t.shape[2] // 2
+                yield blk + "ffn_gate_exps.weight", np.ascontiguousarray(t[:, :, :half].transpose(0, 2, 1))
+                yield blk + "ffn_up_exps.weight", np.ascontiguousarray(t[:, :, half:].transpose(0, 2, 1))
+            else:
+                yield blk + "ffn_down_exps.weight", np.ascontiguousarray(t.transpose(0, 2, 1))
             continue
         if mt in ("deepseek_v2", "deepseek_v3") and name.endswith("kv_b_proj.weight"):
             # DeepseekV2Model's converter: per head, the key rows transposed (attn_k_b [heads, rank, nope]) and the
