@@ -207,6 +207,10 @@ void mark_int8_activations(WeightMap& weights, const fs::path& file) {
     if (!kernels::ggml_q8_supported(t)) fail("load", kernels::ggml_q8_unsupported_reason(t));
     marks.push_back(name.substr(0, name.size() - 10) + ".int8_activations");
   }
+  // (On a CPU without the kernels the loader repacks those types instead of keeping them as blocks: that is the
+  // reason to name then, not the file.)
+  if (marks.empty() && !kernels::ggml_q8_supported(kernels::kGgmlQ4_0))
+    fail("load", kernels::ggml_q8_unsupported_reason(kernels::kGgmlQ4_0));
   if (marks.empty())
     fail("load", std::string("int8 activations need llama.cpp ") + kernels::kGgmlQ8Types + " tensors; " +
                      file.filename().string() + " has none kept as blocks");

@@ -21,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import tiny_models  # noqa: E402
+from cpu_features import VNNI, needs_vnni  # noqa: E402
 from test_logits_parity import _mlxgp_logits  # noqa: E402
 from tests.refs import gguf_quant, llama_cpp  # noqa: E402
 
@@ -54,6 +55,7 @@ def _activations(m, k, seed):
     return x
 
 
+@needs_vnni
 @pytest.mark.parametrize("qtype", sorted(TYPES))
 @pytest.mark.parametrize("size", [0, 1, 2])
 def test_product_matches_ggml_vec_dot(qtype, size):
@@ -78,6 +80,7 @@ def test_product_matches_ggml_vec_dot(qtype, size):
         assert np.array_equal(part, ours[:m]), m
 
 
+@needs_vnni
 def test_non_finite_activations_propagate():
     import mlx.core as mx
 
@@ -108,6 +111,7 @@ def tiny_kq(tiny_kq_folder):
     return tiny_kq_folder[0]
 
 
+@needs_vnni
 @pytest.mark.parametrize("qtype", sorted(TYPES))
 def test_tiny_model_matches_llama_cpp(qtype, tiny_kq, run_mlxgp, tmp_path):
     path = tiny_models.write_tiny_gguf(tiny_kq, tmp_path / f"tiny-{qtype}.gguf", qtype, gguf_quant.quantize_rows,
@@ -125,6 +129,7 @@ def test_tiny_model_matches_llama_cpp(qtype, tiny_kq, run_mlxgp, tmp_path):
     assert d_ours <= 1e-4 and d_dense > 1e-2
 
 
+@needs_vnni
 @pytest.mark.parametrize("ftype", ["Q4_1", "IQ4_NL", "IQ4_XS", "Q5_K_M"])
 def test_default_model_greedy_matches_llama_cpp(ftype, default_gguf, run_mlxgp, run_mlxgp_json):
     """The default SmolLM2 Q4_1 file (Q8_0 embeddings as the tied head) and llama.cpp's IQ4_NL / IQ4_XS /
@@ -183,4 +188,17 @@ def test_refusals(default_gguf, tiny_kq, tiny_kq_folder, run_mlxgp, tmp_path):
     assert refused(tiny_kq_folder[1]).endswith("is a folder")
     kq = tiny_models.write_tiny_gguf(tiny_kq, tmp_path / "tiny-Q3_K.gguf", "Q3_K", gguf_quant.quantize_rows)
     assert ("int8 activations need llama.cpp Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K or IQ4_XS tensors; tiny-Q3_K.gguf has "
-            "none") in refused(kq)
+            "none" if VNNI else "[load] int8 activations need a CPU with AVX-512 VNNI") in refused(kq)
+
+
+def test_int8_activations_need_vnni(default_gguf, run_mlxgp_json, run_mlxgp):
+    """On an AVX-512 VNNI CPU the default file decodes with int8 activations; on any other the option is refused in one
+    line that names the CPU, before anything runs."""
+    args = ("generate", "--model", default_gguf, "--input-ids", "1,504,3458", "--max-new-tokens", 2, "--ignore-eos",
+            "--int8-activations")
+    if VNNI:
+        assert len(run_mlxgp_json(*args)["sequences"][0]["token_ids"]) == 2
+        return
+    proc = run_mlxgp(*args, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip() == "[load] int8 activations need a CPU with AVX-512 VNNI", \
+        proc.stderr

@@ -20,6 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_models  # noqa: E402
+from cpu_features import needs_vnni  # noqa: E402
 from test_logits_parity import _mlxgp_logits  # noqa: E402
 
 
@@ -91,7 +92,7 @@ def test_tiny_rounded_cache_vs_transformers(name, weights, tiny_llama, run_mlxgp
     _check(f"tiny llama {weights}, {name} cache", got, rounded, plain, TOLERANCE[name])
 
 
-@pytest.mark.parametrize("extra", [(), ("--int8-activations",)])
+@pytest.mark.parametrize("extra", [(), pytest.param(("--int8-activations",), marks=needs_vnni)])
 def test_batch_rows_equal_solo_runs(extra, default_gguf, run_mlxgp, run_mlxgp_json, tmp_path):
     """Prompts of different lengths decoded together (left padding, the fused step writing halves into the
     shared cache's rows) give each prompt's solo tokens; and the option changes what a generation does."""

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from cpu_features import needs_vnni  # (tests/parity, on the path: conftest.py)
 
 PROMPT = "Once upon a time"
 
@@ -98,6 +99,7 @@ def test_generate_matches_the_cli(mgp, default_model, mlxgp_bin):
     assert out["text"] == cli["sequences"][0]["text"]
 
 
+@needs_vnni
 def test_int8_activations_through_python_and_the_cli(mgp, default_gguf, mlxgp_bin):
     """load(int8_activations=True) is the CLI's --int8-activations: the same tokens (which differ from the
     float32 activations' somewhere in 48: the setting is applied, not dropped), and the same refusals."""
@@ -115,6 +117,7 @@ def test_int8_activations_through_python_and_the_cli(mgp, default_gguf, mlxgp_bi
         mgp.load(default_gguf, int8_activations="yes")
 
 
+@needs_vnni
 def test_quantized_kv_cache_through_python_and_the_cli(mgp, default_gguf, mlxgp_bin):
     """kv_bits / kv_group_size through Python are the CLI's --kv-bits / --kv-group-size (the quantized cache's
     CPU kernels behind both): the same tokens for a prompt alone and in a batch of two."""

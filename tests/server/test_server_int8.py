@@ -4,11 +4,16 @@ gives alone (the int8 kernels' results do not depend on the batch), and those di
 mode's (the flag reaches the model). Bad combinations stop the server at start with one [load] line."""
 import concurrent.futures as cf
 import subprocess
+import sys
+from pathlib import Path
 
 import openai
 import pytest
 
 from test_server import BIN, GGUF, Server, cli_generate, scrape
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "parity"))
+from cpu_features import needs_vnni  # noqa: E402
 
 # Ten at once: the batch runs the 8-row kernel and the one-row kernel side by side.
 PROMPTS = ["The capital of France is", "Write a haiku about rain.", "List three prime numbers:",
@@ -32,6 +37,7 @@ def steps_over_eight_rows(server):
     return steps_over_rows(server, 8)
 
 
+@needs_vnni
 def test_batched_requests_equal_generate_alone(server):
     client = openai.OpenAI(base_url=server.url("/v1"), api_key="none", max_retries=0, timeout=300)
     refs = [cli_generate("--prompt", p, "--max-new-tokens", 32, "--int8-activations")["sequences"][0]["text"]
@@ -46,6 +52,7 @@ def test_batched_requests_equal_generate_alone(server):
     assert plain != refs
 
 
+@needs_vnni
 def test_batched_float16_kv_requests_equal_generate_alone(server):
     """Requests with `kv_cache_dtype` float16 (the cache stores halves, as llama.cpp's default) share a batch
     (the fused decode step writes each row's halves) and each gives `mlxgp generate --kv-cache-dtype` alone;
@@ -98,6 +105,7 @@ def test_refused_at_start():
                                   "the blocks they apply to")
 
 
+@needs_vnni
 def test_batched_quantized_kv_requests_equal_generate_alone(server):
     """Requests with quantized KV caches (`kv_bits`, an HF GenerationConfig field) share a batch and run the
     fused decode step over the quantized rows (left-padded, each row from its own first key); each gives
