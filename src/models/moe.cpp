@@ -278,28 +278,30 @@ std::pair<mx::array, mx::array> SparseMoe::route(const mx::array& x) const {
 
 mx::array SparseMoe::scaled_input_experts(const mx::array& x, const mx::array& indices,
                                           const mx::array& weights) const {
-  // Llama4TextMoe: routed_in = token x its score for each chosen expert; the experts' outputs summed, then the
-  // shared expert's added. Each (token, expert) pair runs as its own row of one expert.
+  // Llama4TextMoe: routed_in = token x its score for each chosen expert, the experts' outputs summed as they are.
+  // Each (token, expert) pair runs as its own row of one expert.
   const int H = x.shape(-1);
   auto scaled = mx::multiply(mx::expand_dims(x, -2), mx::expand_dims(weights, -1));  // [..., k, hidden]
   auto rows = mx::reshape(scaled, {-1, 1, 1, H});
   auto idx = mx::reshape(indices, {-1, 1});
   auto h = gated_activation(act, gate_proj(rows, idx), up_proj(rows, idx));
-  auto out = mx::sum(mx::reshape(down_proj(h, idx), scaled.shape()), -2);
-  if (shared_expert) out = mx::add((*shared_expert)(x), out);
-  return reduce ? mx::distributed::all_sum(out, *reduce) : out;
+  return mx::sum(mx::reshape(down_proj(h, idx), scaled.shape()), -2);
 }
 
-mx::array SparseMoe::operator()(const mx::array& x) const {
-  // The router's weights cast to the activations' dtype; the chosen experts' outputs summed with them.
-  auto [indices, routed] = route(x);
-  auto weights = mx::astype(routed, x.dtype());
-  if (scaled_inputs) return scaled_input_experts(x, indices, weights);
+mx::array SparseMoe::weighted_experts(const mx::array& x, const mx::array& indices, const mx::array& weights) const {
   auto xe = mx::expand_dims(x, {-2, -3});  // [..., 1, 1, hidden]
   auto h = clamped_swiglu ? gpt_oss_glu(gate_proj(xe, indices), up_proj(xe, indices), *clamped_swiglu)
                           : gated_activation(act, gate_proj(xe, indices), up_proj(xe, indices));
   auto y = mx::squeeze(down_proj(h, indices), -2);  // [..., k, hidden]
-  auto out = mx::sum(mx::multiply(y, mx::expand_dims(weights, -1)), -2);
+  return mx::sum(mx::multiply(y, mx::expand_dims(weights, -1)), -2);
+}
+
+mx::array SparseMoe::operator()(const mx::array& x) const {
+  // The router's weights cast to the activations' dtype; the chosen experts' outputs summed with them (or, for
+  // scaled_inputs, their inputs scaled by them).
+  auto [indices, routed] = route(x);
+  auto weights = mx::astype(routed, x.dtype());
+  auto out = scaled_inputs ? scaled_input_experts(x, indices, weights) : weighted_experts(x, indices, weights);
   if (shared_expert) {
     auto s = (*shared_expert)(x);
     if (shared_expert_gate) s = mx::multiply(mx::sigmoid((*shared_expert_gate)(x)), s);

@@ -83,7 +83,9 @@ struct SparseMoe {
  private:
   // (expert indices [..., top_k], their weights in float32) for each token of x.
   std::pair<mx::array, mx::array> route(const mx::array& x) const;
-  // The scaled_inputs experts and the shared one, given route()'s choice ([..., top_k]; weights in x's dtype).
+  // The chosen experts' summed outputs given route()'s choice ([..., top_k]; weights in x's dtype): weighted by
+  // the weights, or (scaled_inputs) fed the token scaled by them.
+  mx::array weighted_experts(const mx::array& x, const mx::array& indices, const mx::array& weights) const;
   mx::array scaled_input_experts(const mx::array& x, const mx::array& indices, const mx::array& weights) const;
 };
 
