@@ -145,10 +145,10 @@ def _config_json(module, weights, folder):
     args_cfg = _args_config(module, weights)
     model_type = args_cfg.get("model_type")
     supported = _core.supported_model_types()
-    # mlxgp names gpt2's and gpt_neox's tensors as its decoder (model.layers.N...), mlx-lm as GPT-2 / GPT-NeoX
-    # (model.h.N...), and stacks stablelm's per-head q / k norms (q_layernorm.norms.<h>): weight updates and
-    # write_back would miss each other, so those modules are not wrapped.
-    if model_type in ("gpt2", "gpt_neox") or (model_type == "stablelm" and args_cfg.get("qk_layernorm")):
+    # mlxgp names gpt2's, gpt_bigcode's and gpt_neox's tensors as its decoder (model.layers.N...), mlx-lm as GPT-2 /
+    # GPTBigCode / GPT-NeoX (model.h.N..., transformer.h.N...), and stacks stablelm's per-head q / k norms
+    # (q_layernorm.norms.<h>): weight updates and write_back would miss each other, so those modules are not wrapped.
+    if model_type in ("gpt2", "gpt_bigcode", "gpt_neox") or (model_type == "stablelm" and args_cfg.get("qk_layernorm")):
         what = "stablelm with qk_layernorm" if model_type == "stablelm" else model_type
         raise ValueError(f"[interop] mlx-lm model of architecture '{what}' is not supported as a wrapped module (its "
                          "tensor names are not mlxgp's); load its folder with mlx_gen_parity.load")

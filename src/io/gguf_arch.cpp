@@ -114,6 +114,10 @@ const std::vector<GgufArch>& table() {
       // Weights already [out, in] (llama.cpp's converter transposes GPT-2's Conv1D), so these are the
       // decoder's names, which models/model_names.h passes through untransposed.
       {"gpt2", "gpt2", {{"attn_qkv", "self_attn.qkv_proj"}, {"ffn_up", "mlp.c_fc"}, {"ffn_down", "mlp.c_proj"}}},
+      // GPTBigCode (StarCoder, SantaCoder): gpt2 with one key/value head (head_count_kv), attn_qkv [q; k; v].
+      {"starcoder",
+       "gpt_bigcode",
+       {{"attn_qkv", "self_attn.qkv_proj"}, {"ffn_up", "mlp.c_fc"}, {"ffn_down", "mlp.c_proj"}}},
       // gpt-oss: the router with its bias, experts with biases (MXFP4 in llama.cpp's own files), per-head
       // sinks; post_attention_norm is the pre-MLP norm, transformers' post_attention_layernorm.
       {"gpt-oss",
@@ -325,7 +329,7 @@ void gemma_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
 
 void gpt2_config(const std::string& p, const GgufMeta& meta, const std::unordered_map<std::string, mx::array>& tensors,
                  ModelConfig& c) {
-  c.hidden_act = "gelu_new";  // llama.cpp's gpt2 FFN: GELU, tanh approximation
+  c.hidden_act = "gelu_new";  // llama.cpp's gpt2 and starcoder FFN: GELU, tanh approximation
   c.rms_norm_eps = layer_norm_eps(p, meta);
   // Learned positions: one row per position up to the training context, which llama.cpp stores as
   // context_length; a file whose table disagrees is refused rather than cut or read past its end.
@@ -396,7 +400,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
     c.attention_bias = tensors.count("blk.0.attn_q.bias") > 0;
     c.mlp_bias = tensors.count("blk.0.ffn_up.bias") > 0;
   }
-  if (t == "gpt2") gpt2_config(p, meta, tensors, c);
+  if (t == "gpt2" || t == "gpt_bigcode") gpt2_config(p, meta, tensors, c);
   // LayerNorms (nemotron's LayerNorm1P) with their own epsilon.
   if (t == "stablelm" || t == "nemotron" || t == "cohere") c.rms_norm_eps = layer_norm_eps(p, meta);
   if (t == "stablelm") {

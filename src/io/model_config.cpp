@@ -829,7 +829,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
     if (c.model_type == "gemma3") text.final_logit_softcapping.reset();
     return text;
   }
-  if (c.model_type == "gpt2") j = io::gpt2_common_fields(j);
+  if (c.model_type == "gpt2" || c.model_type == "gpt_bigcode") j = io::gpt2_common_fields(j);
   io::apply_class_defaults(c);
   c.vocab_size = get_int(j, "vocab_size", 0, true);
   c.hidden_size = get_int(j, "hidden_size", 0, true);
@@ -920,10 +920,12 @@ ModelConfig parse_model_config(const std::string& json_text) {
   parse_architecture_fields(j, c);
   if (c.model_type == "deepseek_v2" || c.model_type == "deepseek_v3" || c.model_type == "glm4_moe_lite")
     parse_latent_attention(j, c);
-  if (c.model_type == "gpt2") {
+  if (c.model_type == "gpt2" || c.model_type == "gpt_bigcode") {
     c.rope_layers.assign(c.num_hidden_layers, false);  // learned absolute positions instead of RoPE
     c.scale_attn_weights = get_bool(j, "scale_attn_weights", true);
-    c.scale_attn_by_inverse_layer_idx = get_bool(j, "scale_attn_by_inverse_layer_idx", false);
+    // GPTBigCodeConfig has no per-layer scaling (its attention reads only scale_attn_weights).
+    if (c.model_type == "gpt2")
+      c.scale_attn_by_inverse_layer_idx = get_bool(j, "scale_attn_by_inverse_layer_idx", false);
     // reorder_and_upcast_attn only changes the rounding of eager half-precision attention: accepted.
   }
   if (auto it = j.find("quantization"); it != j.end() && !it->is_null()) {

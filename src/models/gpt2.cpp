@@ -2,7 +2,11 @@
 // projection (c_attn) and biases on every projection, an ungated c_fc -> act -> c_proj MLP, no RoPE and
 // the head tied to wte. Checkpoints name the tensors GPT-2's way and HF's are stored as Conv1D ([in, out]),
 // so they are renamed (and transposed) into the decoder's layout here; the config side is in
-// io/model_config.cpp.
+// io/gpt2_config.cpp and io/model_config.cpp.
+// GPTBigCode (StarCoder, SantaCoder) is GPT-2 with nn.Linear weights ([out, in], under transformer.* in both
+// transformers' and mlx-lm's checkpoints) and, with multi_query, one key/value head: c_attn's rows are
+// [q; k; v]. Without multi_query transformers reads them per head ([heads, 3, head_dim], gpt_neox's
+// query_key_value layout), so such a c_attn becomes self_attn.query_key_value.
 #include <array>
 
 #include "models/decoder.h"
@@ -25,6 +29,15 @@ constexpr std::array<BlockName, 6> kBlock{{{"ln_1", "input_layernorm", false},
                                            {"mlp.c_fc", "mlp.c_fc", true},
                                            {"mlp.c_proj", "mlp.c_proj", true}}};
 
+// The decoder's name of GPTBigCode's c_attn in `layer`: per head when it holds as many k / v rows as q rows
+// (3 x the rows of c_proj, which are n_embd; with one head both layouts are one).
+const char* bigcode_qkv(const WeightMap& w, const std::string& top, const std::string& layer, const mx::array& a) {
+  auto proj = w.find(top + "h." + layer + ".attn.c_proj.weight");
+  const bool per_head =
+      a.ndim() >= 1 && proj != w.end() && proj->second.ndim() == 2 && a.shape(0) == 3 * proj->second.shape(0);
+  return per_head ? "self_attn.query_key_value" : "self_attn.qkv_proj";
+}
+
 bool is_decoder_name(const std::string& n) {
   for (const char* p : {"model.layers.", "model.embed_tokens.", "model.embed_positions.", "model.norm."})
     if (n.starts_with(p)) return true;
@@ -33,7 +46,7 @@ bool is_decoder_name(const std::string& n) {
 
 }  // namespace
 
-WeightMap gpt2_model_names(WeightMap weights) {
+WeightMap gpt2_model_names(WeightMap weights, bool bigcode) {
   WeightMap out;
   for (auto& [name, a] : weights) {
     if (is_decoder_name(name)) {
@@ -41,11 +54,11 @@ WeightMap gpt2_model_names(WeightMap weights) {
       continue;
     }
     // HF saves GPT2LMHeadModel under transformer.* (the original checkpoints without a prefix); mlx-lm
-    // under model.*, with the Conv1D weights already transposed to [out, in].
+    // under model.*, with the Conv1D weights already transposed to [out, in]. GPTBigCode: transformer.*, [out, in].
     std::string rest = name;
-    bool hf = true;
+    bool hf = !bigcode;
     if (rest.starts_with("transformer.")) rest = rest.substr(12);
-    else if (rest.starts_with("model.")) {
+    else if (!bigcode && rest.starts_with("model.")) {
       rest = rest.substr(6);
       hf = false;
     }
@@ -66,7 +79,10 @@ WeightMap gpt2_model_names(WeightMap weights) {
         const std::string from = std::string(b.gpt2) + ".";
         if (!module.starts_with(from)) continue;
         const std::string leaf = module.substr(from.size());
-        renamed = "model.layers." + layer + "." + b.decoder + "." + leaf;
+        const bool qkv = bigcode && std::string(b.gpt2) == "attn.c_attn";
+        renamed = "model.layers." + layer + "." +
+                  (qkv ? bigcode_qkv(weights, name.substr(0, name.size() - rest.size()), layer, a) : b.decoder) + "." +
+                  leaf;
         if (hf && b.conv1d && leaf == "weight" && a.ndim() == 2) {
           out.insert_or_assign(renamed, mx::contiguous(mx::transpose(a)));
           renamed.clear();
@@ -80,9 +96,9 @@ WeightMap gpt2_model_names(WeightMap weights) {
   return out;
 }
 
-WeightMap gpt2_checkpoint_names(WeightMap weights, CheckpointLayout layout) {
-  const bool hf = layout == CheckpointLayout::Hf;
-  const std::string top = hf ? "transformer." : "model.";
+WeightMap gpt2_checkpoint_names(WeightMap weights, CheckpointLayout layout, bool bigcode) {
+  const bool hf = layout == CheckpointLayout::Hf && !bigcode;  // (GPTBigCode: no Conv1D)
+  const std::string top = hf || bigcode ? "transformer." : "model.";
   WeightMap out;
   for (auto& [name, a] : weights) {
     std::string renamed = name;
@@ -92,8 +108,10 @@ WeightMap gpt2_checkpoint_names(WeightMap weights, CheckpointLayout layout) {
     else if (name.starts_with("model.norm.")) renamed = top + "ln_f." + name.substr(11);
     else if (name.starts_with("model.layers.")) {
       const auto dot = name.find('.', 13);
-      const std::string layer = name.substr(13, dot - 13),
-                        module = dot == std::string::npos ? "" : name.substr(dot + 1);
+      const std::string layer = name.substr(13, dot - 13);
+      std::string module = dot == std::string::npos ? "" : name.substr(dot + 1);
+      const std::string per_head = "self_attn.query_key_value.";  // GPTBigCode's c_attn too
+      if (bigcode && module.starts_with(per_head)) module = "self_attn.qkv_proj." + module.substr(per_head.size());
       for (const auto& b : kBlock) {
         const std::string from = std::string(b.decoder) + ".";
         if (!module.starts_with(from)) continue;
@@ -108,14 +126,19 @@ WeightMap gpt2_checkpoint_names(WeightMap weights, CheckpointLayout layout) {
 }
 
 void register_gpt2() {
-  register_model_type("gpt2", [](const ModelConfig& c, WeightMap w) -> std::unique_ptr<Model> {
-    DecoderOptions o;
-    o.layer_norm = true;
-    o.learned_positions = true;
-    o.attention.fused_qkv = true;
-    o.mlp = layers::SwiGLU::Kind::Plain;
-    return std::make_unique<DecoderModel>(c, std::move(w), o);
-  });
+  for (const char* type : {"gpt2", "gpt_bigcode"})
+    register_model_type(type, [](const ModelConfig& c, WeightMap w) -> std::unique_ptr<Model> {
+      DecoderOptions o;
+      o.layer_norm = true;
+      o.learned_positions = true;
+      // GPTBigCode without multi_query: c_attn per head (gpt2_model_names). A GGUF file's attn_qkv is [q; k; v]
+      // whatever the heads (llama.cpp's starcoder splits it so).
+      const bool per_head = w.count("model.layers.0.self_attn.query_key_value.weight") > 0;
+      o.attention.fused_qkv = !per_head;
+      o.attention.fused_qkv_per_head = per_head;
+      o.mlp = layers::SwiGLU::Kind::Plain;
+      return std::make_unique<DecoderModel>(c, std::move(w), o);
+    });
 }
 
 }  // namespace mlxgp

@@ -802,11 +802,12 @@ mx::array Attention::attend(const mx::array& q, const mx::array& k, const mx::ar
 SwiGLU::Act parse_activation(const std::string& name) {
   if (name == "silu" || name == "swish") return SwiGLU::Act::Silu;
   if (name == "gelu") return SwiGLU::Act::Gelu;
-  if (name == "gelu_pytorch_tanh" || name == "gelu_new") return SwiGLU::Act::GeluTanh;
+  // gelu_fast: transformers' FastGELUActivation, the same tanh approximation (SantaCoder's activation).
+  if (name == "gelu_pytorch_tanh" || name == "gelu_new" || name == "gelu_fast") return SwiGLU::Act::GeluTanh;
   if (name == "relu2") return SwiGLU::Act::Relu2;
   if (name == "xielu") return SwiGLU::Act::Xielu;
-  fail("model",
-       "unsupported hidden_act '" + name + "' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new, relu2, xielu)");
+  fail("model", "unsupported hidden_act '" + name +
+                    "' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new, gelu_fast, relu2, xielu)");
 }
 
 SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind,

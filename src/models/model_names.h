@@ -34,9 +34,11 @@ WeightMap language_model_checkpoint_names(WeightMap weights, const std::string& 
                                           CheckpointLayout layout);
 
 // gpt2: HF's (transformer.)h.N.attn.c_attn with Conv1D [in, out] weights, or mlx-lm's model.h.N...
-WeightMap gpt2_model_names(WeightMap weights);
+// bigcode (gpt_bigcode): transformer.h.N... in both layouts, [out, in]; a c_attn with per-head rows (no
+// multi_query) becomes self_attn.query_key_value.
+WeightMap gpt2_model_names(WeightMap weights, bool bigcode = false);
 // The reverse (mlxgp/checkpoint_names.h).
-WeightMap gpt2_checkpoint_names(WeightMap weights, CheckpointLayout layout);
+WeightMap gpt2_checkpoint_names(WeightMap weights, CheckpointLayout layout, bool bigcode = false);
 
 // stablelm: each head's q / k LayerNorm (self_attn.q_layernorm.norms.<h>.weight) stacked as the decoder's
 // self_attn.q_norm.weight [heads, head_dim]; a missing head is a [model] error.

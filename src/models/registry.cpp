@@ -110,7 +110,8 @@ bool is_sigmoid_router_tensor(const WeightMap& w, const std::string& name) {
 }
 
 WeightMap to_model_names(const std::string& model_type, WeightMap weights) {
-  if (model_type == "gpt2") return gpt2_model_names(std::move(weights));
+  if (model_type == "gpt2" || model_type == "gpt_bigcode")
+    return gpt2_model_names(std::move(weights), model_type == "gpt_bigcode");
   if (model_type == "gpt_oss") return gpt_oss_model_names(std::move(weights));
   if (model_type == "stablelm") return stablelm_model_names(std::move(weights));
   if (model_type == "gpt_neox") return gpt_neox_model_names(std::move(weights));
@@ -121,7 +122,8 @@ WeightMap to_model_names(const std::string& model_type, WeightMap weights) {
 }
 
 WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, CheckpointLayout layout) {
-  if (model_type == "gpt2") return gpt2_checkpoint_names(std::move(weights), layout);
+  if (model_type == "gpt2" || model_type == "gpt_bigcode")
+    return gpt2_checkpoint_names(std::move(weights), layout, model_type == "gpt_bigcode");
   if (model_type == "gpt_oss") return gpt_oss_checkpoint_names(std::move(weights), layout);
   if (model_type == "stablelm") return stablelm_checkpoint_names(std::move(weights));
   if (model_type == "gpt_neox") return gpt_neox_checkpoint_names(std::move(weights), layout);

@@ -141,7 +141,10 @@ Plan make_plan(const ModelConfig& c, const WeightMap& w, int rank, int size, boo
   p.rank = rank;
   p.size = size;
   const int H = c.num_attention_heads, KVH = c.num_key_value_heads;
-  if (c.kv_lora_rank > 0) {  // latent attention: the query heads split, every rank keeps the one latent head
+  // Latent attention, and multi-query attention (gpt_bigcode's one key/value head, which vLLM replicates likewise):
+  // the query heads split, every rank keeps the one latent / key-value head.
+  const bool one_kv_head = c.kv_lora_rank > 0 || (KVH == 1 && size > 1);
+  if (one_kv_head) {
     if (H < size)
       fail("distributed", "tensor parallelism over " + std::to_string(size) + " ranks needs at least " +
                               std::to_string(size) + " attention heads; the model has " + std::to_string(H));
@@ -150,7 +153,7 @@ Plan make_plan(const ModelConfig& c, const WeightMap& w, int rank, int size, boo
   } else if (KVH < size)
     fail("distributed", "tensor parallelism over " + std::to_string(size) + " ranks needs at least " +
                             std::to_string(size) + " key/value heads; the model has " + std::to_string(KVH));
-  if (c.kv_lora_rank == 0) {
+  if (!one_kv_head) {
     const int per_group = H / KVH;
     p.kv_heads = split(KVH, rank, size);
     p.q_heads = {p.kv_heads.begin * per_group, p.kv_heads.end * per_group};

@@ -80,23 +80,26 @@ TEST(KVCache, RejectsMismatchedShapes) {
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(types, (std::vector<std::string>{
-                       "apertus",     "arcee",    "cohere",      "cohere2",    "deepseek_v2",   "deepseek_v3",
-                       "dots1",       "ernie4_5", "exaone4",     "gemma",      "gemma2",        "gemma3",
-                       "gemma3_text", "glm",      "glm4",        "glm4_moe",   "glm4_moe_lite", "gpt2",
-                       "gpt_neox",    "gpt_oss",  "granite",     "granitemoe", "helium",        "hunyuan_v1_dense",
-                       "llama",       "llama4",   "llama4_text", "ministral3", "mistral",       "mistral3",
-                       "mixtral",     "nemotron", "olmo2",       "olmo3",      "olmoe",         "phi",
-                       "phi3",        "qwen2",    "qwen2_5_vl",  "qwen2_moe",  "qwen2_vl",      "qwen3",
-                       "qwen3_moe",   "qwen3_vl", "seed_oss",    "smollm3",    "stablelm",      "starcoder2"}));
-  ModelConfig c = parse_model_config(tiny_config_json("gpt_bigcode"));
+  EXPECT_EQ(types,
+            (std::vector<std::string>{"apertus",     "arcee",         "cohere",      "cohere2",     "deepseek_v2",
+                                      "deepseek_v3", "dots1",         "ernie4_5",    "exaone4",     "gemma",
+                                      "gemma2",      "gemma3",        "gemma3_text", "glm",         "glm4",
+                                      "glm4_moe",    "glm4_moe_lite", "gpt2",        "gpt_bigcode", "gpt_neox",
+                                      "gpt_oss",     "granite",       "granitemoe",  "helium",      "hunyuan_v1_dense",
+                                      "llama",       "llama4",        "llama4_text", "ministral3",  "mistral",
+                                      "mistral3",    "mixtral",       "nemotron",    "olmo2",       "olmo3",
+                                      "olmoe",       "phi",           "phi3",        "qwen2",       "qwen2_5_vl",
+                                      "qwen2_moe",   "qwen2_vl",      "qwen3",       "qwen3_moe",   "qwen3_vl",
+                                      "seed_oss",    "smollm3",       "stablelm",    "starcoder2"}));
+  ModelConfig c = parse_model_config(tiny_config_json("rwkv"));
   EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
-            "[model] unknown model_type 'gpt_bigcode' (supported: apertus, arcee, cohere, cohere2, deepseek_v2, "
-            "deepseek_v3, dots1, ernie4_5, exaone4, gemma, "
-            "gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, glm4_moe_lite, gpt2, gpt_neox, gpt_oss, "
-            "granite, granitemoe, helium, hunyuan_v1_dense, llama, llama4, llama4_text, ministral3, "
-            "mistral, mistral3, mixtral, nemotron, olmo2, olmo3, olmoe, phi, phi3, qwen2, qwen2_5_vl, "
-            "qwen2_moe, qwen2_vl, qwen3, qwen3_moe, qwen3_vl, seed_oss, smollm3, stablelm, starcoder2)");
+            "[model] unknown model_type 'rwkv' (supported: apertus, arcee, cohere, cohere2, deepseek_v2, deepseek_v3, "
+            "dots1, ernie4_5, exaone4, gemma, "
+            "gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, glm4_moe_lite, gpt2, gpt_bigcode, gpt_neox, "
+            "gpt_oss, granite, granitemoe, helium, hunyuan_v1_dense, llama, llama4, llama4_text, "
+            "ministral3, mistral, mistral3, mixtral, nemotron, olmo2, olmo3, olmoe, phi, phi3, qwen2, "
+            "qwen2_5_vl, qwen2_moe, qwen2_vl, qwen3, qwen3_moe, qwen3_vl, seed_oss, smollm3, stablelm, "
+            "starcoder2)");
 }
 
 TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
@@ -520,9 +523,10 @@ TEST(Config, ArceeAndNemotronRelu2AndNemotronNorms) {
   EXPECT_FLOAT_EQ(n.rms_norm_eps, 1e-3f);
   EXPECT_FLOAT_EQ(n.partial_rotary_factor, 0.5f);
   ModelConfig bad = parse_model_config(tiny_config_json("arcee", R"(, "hidden_act": "relu6")"));
-  EXPECT_EQ(error_of([&] { create_model(bad, tiny_weights()); }),
-            "[model] unsupported hidden_act 'relu6' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new, relu2, "
-            "xielu)");
+  EXPECT_EQ(
+      error_of([&] { create_model(bad, tiny_weights()); }),
+      "[model] unsupported hidden_act 'relu6' (supported: silu, gelu, gelu_pytorch_tanh, gelu_new, gelu_fast, relu2, "
+      "xielu)");
 }
 
 TEST(Config, GraniteMoeExpertsAndMultipliers) {

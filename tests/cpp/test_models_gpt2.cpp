@@ -1,4 +1,5 @@
-// gpt2's config names and checkpoint layouts (the logits themselves: tests/parity/test_architectures.py).
+// gpt2's and gpt_bigcode's config names and checkpoint layouts (the logits themselves:
+// tests/parity/test_architectures.py).
 #include <gtest/gtest.h>
 
 #include "mlxgp/model_config.h"
@@ -43,9 +44,9 @@ TEST(Gpt2Config, ReadsGpt2NamesWithGpt2ConfigDefaults) {
   EXPECT_EQ(e.intermediate_size, 128);
   EXPECT_FLOAT_EQ(e.rms_norm_eps, 1e-5f);
   EXPECT_EQ(e.hidden_act, "gelu_new");
-  EXPECT_EQ(
-      error_of([] { parse_model_config(R"({"model_type": "gpt2", "activation_function": "relu"})"); }),
-      "[config] unsupported activation_function 'relu' (supported: gelu_new, gelu_pytorch_tanh, gelu, silu, swish)");
+  EXPECT_EQ(error_of([] { parse_model_config(R"({"model_type": "gpt2", "activation_function": "relu"})"); }),
+            "[config] unsupported activation_function 'relu' (supported: gelu_new, gelu_pytorch_tanh, gelu_fast, gelu, "
+            "silu, swish)");
   EXPECT_NE(error_of([] {
               parse_model_config(R"({"model_type": "gpt2", "add_cross_attention": true})");
             }).find("[config] add_cross_attention"),
@@ -80,4 +81,51 @@ TEST(Gpt2Names, HfConv1dAndMlxLmLayoutsMapToTheDecoder) {
   auto hf_back = gpt2_checkpoint_names(w, CheckpointLayout::Hf);
   EXPECT_TRUE(mx::array_equal(hf_back.at("transformer.h.0.attn.c_attn.weight"), a).item<bool>());
   EXPECT_EQ(hf_back.count("transformer.wpe.weight") + hf_back.count("lm_head.weight"), 2u);
+}
+
+TEST(Gpt2Config, GptBigCodeReadsMultiQueryAndItsOwnDefaults) {
+  // GPTBigCodeConfig: multi_query (default true) is one key/value head; gelu_pytorch_tanh; no per-layer scaling.
+  auto c = parse_model_config(R"({"model_type": "gpt_bigcode", "n_embd": 64, "n_layer": 2, "n_head": 4,
+      "n_positions": 32, "vocab_size": 100, "scale_attn_by_inverse_layer_idx": true})");
+  EXPECT_EQ(c.num_attention_heads, 4);
+  EXPECT_EQ(c.num_key_value_heads, 1);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.intermediate_size, 256);
+  EXPECT_EQ(c.hidden_act, "gelu_pytorch_tanh");
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_TRUE(c.scale_attn_weights);
+  EXPECT_FALSE(c.scale_attn_by_inverse_layer_idx);  // not a GPTBigCodeConfig field
+  EXPECT_EQ(c.rope_layers, (std::vector<bool>{false, false}));
+  auto m = parse_model_config(R"({"model_type": "gpt_bigcode", "n_embd": 64, "n_layer": 1, "n_head": 4,
+      "multi_query": false, "activation_function": "gelu_fast", "scale_attn_weights": false})");
+  EXPECT_EQ(m.num_key_value_heads, 4);
+  EXPECT_EQ(m.hidden_act, "gelu_fast");
+  EXPECT_FALSE(m.scale_attn_weights);
+  EXPECT_EQ(error_of([] { parse_model_config(R"({"model_type": "gpt_bigcode", "add_cross_attention": true})"); }),
+            "[config] add_cross_attention is not supported (gpt_bigcode runs as a decoder only)");
+}
+
+TEST(Gpt2Names, GptBigCodeLinearWeightsAndPerHeadQkvRows) {
+  // [out, in] weights under transformer.* (transformers' and mlx-lm's alike): nothing transposed. A c_attn of
+  // 3 x n_embd rows (no multi_query) holds them per head: query_key_value; multi-query rows are [q; k; v].
+  auto w = [](int rows, int cols) { return mx::zeros({rows, cols}); };
+  WeightMap mha{{"transformer.h.0.attn.c_attn.weight", w(12, 4)},
+                {"transformer.h.0.attn.c_attn.bias", w(12, 1)},
+                {"transformer.h.0.attn.c_proj.weight", w(4, 4)},
+                {"transformer.h.0.mlp.c_fc.weight", w(8, 4)},
+                {"transformer.wte.weight", w(10, 4)},
+                {"transformer.ln_f.weight", w(4, 1)}};
+  auto a = gpt2_model_names(mha, true);
+  EXPECT_EQ(a.at("model.layers.0.self_attn.query_key_value.weight").shape(), (mx::Shape{12, 4}));
+  EXPECT_EQ(a.count("model.layers.0.self_attn.query_key_value.bias"), 1u);
+  EXPECT_EQ(a.at("model.layers.0.mlp.c_fc.weight").shape(), (mx::Shape{8, 4}));  // not transposed
+  EXPECT_EQ(a.count("model.embed_tokens.weight") + a.count("model.norm.weight"), 2u);
+  WeightMap mqa{{"transformer.h.1.attn.c_attn.weight", w(8, 4)}, {"transformer.h.1.attn.c_proj.weight", w(4, 4)}};
+  EXPECT_EQ(gpt2_model_names(mqa, true).count("model.layers.1.self_attn.qkv_proj.weight"), 1u);
+  // Back to transformer.* in both layouts, shapes as they were.
+  for (auto layout : {CheckpointLayout::Hf, CheckpointLayout::MlxLm}) {
+    auto back = gpt2_checkpoint_names(a, layout, true);
+    ASSERT_EQ(back.size(), mha.size());
+    for (auto& [name, array] : mha) EXPECT_EQ(back.at(name).shape(), array.shape()) << name;
+  }
 }

@@ -114,6 +114,30 @@ TEST(Shard, RefusesFewerKvHeadsThanRanks) {
   }
 }
 
+TEST(Shard, MultiQueryAttentionKeepsTheKeyValueHeadOnEveryRank) {
+  // gpt_bigcode's one key/value head: the query rows of the fused [q; k; v] split, k and v whole on each rank.
+  auto c = tiny_config();
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 1;
+  c.head_dim = 16;
+  const int Q = 4 * 16, KV = 16;
+  WeightMap w = {{"model.layers.0.self_attn.qkv_proj.weight", ramp(Q + 2 * KV, 64)}};
+  for (int rank = 0; rank < 2; ++rank) {
+    auto plan = shard::make_plan(c, w, rank, 2, false);
+    EXPECT_EQ(plan.q_heads.begin, 2 * rank);
+    EXPECT_EQ(plan.q_heads.size(), 2);
+    EXPECT_EQ(plan.kv_heads.begin, 0);
+    EXPECT_EQ(plan.kv_heads.size(), 1);
+    auto part = shard::slice_weights(w, c, plan, false).at("model.layers.0.self_attn.qkv_proj.weight");
+    auto& whole = w.at("model.layers.0.self_attn.qkv_proj.weight");
+    auto want = mx::concatenate(
+        {mx::slice(whole, {rank * Q / 2, 0}, {(rank + 1) * Q / 2, 64}), mx::slice(whole, {Q, 0}, {Q + 2 * KV, 64})}, 0);
+    EXPECT_TRUE(mx::array_equal(part, want).item<bool>()) << rank;
+  }
+  // More ranks than query heads is still refused.
+  EXPECT_THROW(shard::make_plan(c, w, 0, 8, false), Error);
+}
+
 TEST(PeerWatch, ReportsAHungUpPeerAfterTheGraceTime) {
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);

@@ -281,10 +281,11 @@ def test_unknown_architecture_or_option_is_named(edit, message, tiny, run_mlxgp,
 # layout [E, hidden, 2I] (it expects the original MXFP4 checkpoint's [E, 2I, ...]) and refuses the folder; glm:
 # mlx-lm 0.32's glm rotates every feature of each head (transformers' GlmAttention only partial_rotary_factor of
 # them, as its glm4 does); arcee: mlx-lm 0.32 has no arcee; llama4_text: mlx-lm 0.32 has Llama 4 as the multimodal
-# llama4 only (tested so).
+# llama4 only (tested so); gpt_bigcode-mha: mlx-lm 0.32's gpt_bigcode splits c_attn as [q; k; v] rows, which
+# transformers' multi_query false layout holds per head (so mlx-lm's logits of such a folder are not transformers').
 @pytest.mark.parametrize("arch", [a for a in tiny_models.MORE_ARCHS
                                   if a not in ("phi3-long", "qwen2_moe", "gpt2-scaled", "llama-yarn", "gpt_oss",
-                                               "glm", "arcee", "llama4_text")])
+                                               "glm", "arcee", "llama4_text", "gpt_bigcode-mha")])
 def test_mlx_quantized_folder_vs_mlx_lm(arch, tiny, run_mlxgp, tmp_path):
     """mlx-lm's convert path (load, 4-bit g32 quantize, save) on each architecture; both sides read that folder."""
     import mlx.core as mx
@@ -513,10 +514,10 @@ def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
 # gpt_neox: written under mlx-lm's names (model.h.N.attention.query_key_value, model.embed_out); stablelm-parallel:
 # each head's q / k norm as its own tensor again; granitemoe: stacked experts, 8-bit g64 router.layer and o_proj;
 # deepseek_v2: its plain-parameter router left unquantized; deepseek_v3: kv_b_proj split per head into mlx-lm's 3-D
-# embed_q / unembed_out, quantized as its MultiLinear.
+# embed_q / unembed_out, quantized as its MultiLinear; gpt_bigcode: transformer.h.N names, the fused c_attn.
 @pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "granite", "glm4_moe", "gpt_neox", "stablelm-parallel",
                                   "granitemoe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "dots1", "apertus",
-                                  "llama4"])
+                                  "llama4", "gpt_bigcode"])
 def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, run_mlxgp, tmp_path):
     """`mlxgp convert --quantize` (4-bit g32) writes what mlx_lm.convert writes from the same HF folder: the same
     tensors (names, dtypes, shapes, values: 3-D stacked experts quantized too, the model class's

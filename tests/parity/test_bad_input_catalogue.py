@@ -340,7 +340,7 @@ def _config_cases():
         _cfg_case("max_position_embeddings -1", _with(max_position_embeddings=-1)),
         _cfg_case("num_hidden_layers 10^9", _with(num_hidden_layers=10 ** 9), "model", "1000000000 layers"),
         _cfg_case("hidden_size a string", _with(hidden_size="sixty-four")),
-        _cfg_case("unknown model_type", _with(model_type="gpt_bigcode"), "model", "unknown model_type"),
+        _cfg_case("unknown model_type", _with(model_type="rwkv"), "model", "unknown model_type"),
     ]
 
 

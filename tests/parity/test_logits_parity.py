@@ -217,10 +217,10 @@ def test_unknown_model_type(tiny_dir, run_mlxgp, tmp_path):
     bad = tmp_path / "m"
     shutil.copytree(folder, bad)
     cfg = json.loads((bad / "config.json").read_text())
-    cfg["model_type"] = "gpt_bigcode"
+    cfg["model_type"] = "rwkv"
     (bad / "config.json").write_text(json.dumps(cfg))
     line = _expect_error(run_mlxgp, bad, "model", tmp_path)
-    prefix = "[model] unknown model_type 'gpt_bigcode' (supported: "
+    prefix = "[model] unknown model_type 'rwkv' (supported: "
     assert line.startswith(prefix) and line.endswith(")"), line
     listed = line[len(prefix):-1].split(", ")
     assert {"llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "mixtral"} <= set(listed), line

@@ -13,7 +13,8 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "gpt_oss", "gemma3", "mistral3", "ministral3", "mistral3-ministral3", "olmo3", "olmoe", "glm", "glm4",
               "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5",
               "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
-              "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text", "llama4")
+              "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text", "llama4",
+              "gpt_bigcode", "gpt_bigcode-mha")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl", "llama4")
@@ -128,6 +129,15 @@ def tiny_config(arch: str):
         return transformers.GPT2Config(vocab_size=512, n_embd=64, n_layer=3, n_head=4, n_positions=64,
                                        layer_norm_epsilon=1e-5, bos_token_id=1, eos_token_id=2, resid_pdrop=0.0,
                                        embd_pdrop=0.0, attn_pdrop=0.0, **extra)
+    if arch in ("gpt_bigcode", "gpt_bigcode-mha"):
+        # GPTBigCodeConfig's names, 64 learned positions. "gpt_bigcode": StarCoder's layout (multi-query: one
+        # key/value head, gelu_pytorch_tanh), its own MLP width; "gpt_bigcode-mha": a key/value head per query head
+        # (c_attn's rows per head), SantaCoder's gelu_fast, n_inner unset (4 * n_embd), unscaled scores.
+        extra = (dict(n_inner=96) if arch == "gpt_bigcode" else
+                 dict(multi_query=False, activation_function="gelu_fast", scale_attn_weights=False))
+        return transformers.GPTBigCodeConfig(vocab_size=512, n_embd=64, n_layer=3, n_head=4, n_positions=64,
+                                             layer_norm_epsilon=1e-5, bos_token_id=1, eos_token_id=2, resid_pdrop=0.0,
+                                             embd_pdrop=0.0, attn_pdrop=0.0, **extra)
     if arch == "mixtral":
         return transformers.MixtralConfig(**_COMMON, num_local_experts=4, num_experts_per_tok=2)
     if arch == "qwen2_moe":
@@ -501,7 +511,7 @@ def mlx_lm_layout(folder, arch: str) -> None:
     """mlx-lm 0.32 reads the pre-5.x config layout (top-level rope_theta / rope_scaling, gemma3's
     rope_local_base_freq) and always rotates with LongRoPE's long factors, so phi3 goes without scaling.
     Its gpt2 reads only the original GPT-2 tensor names and n_ctx.
-    Its gemma and starcoder2 use exact gelu whatever hidden_act says (its gpt_neox the tanh one), its gemma2 and starcoder2 have no
+    Its gemma, starcoder2 and gpt_bigcode use exact gelu whatever hidden_act says (its gpt_neox the tanh one), its gemma2 and starcoder2 have no
     sliding window, and its gemma3_text
     reads sliding_window_pattern and never caps its logits (its cohere2 reads the pattern too): the folder says the same
     to both sides."""
@@ -539,6 +549,8 @@ def mlx_lm_layout(folder, arch: str) -> None:
         cfg["sliding_window"] = 4096
     if arch == "starcoder2":
         cfg["hidden_act"] = "gelu"  # mlx-lm's starcoder2 MLP is exact gelu
+    if arch == "gpt_bigcode":
+        cfg["activation_function"] = "gelu"  # mlx-lm's gpt_bigcode MLP is exact gelu whatever the config says
     if arch == "gpt2":
         _gpt2_original_names(folder)
         cfg.setdefault("n_ctx", cfg["n_positions"])  # mlx-lm's ModelArgs requires it
@@ -583,7 +595,7 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "nemotron": "nemotron", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "olmo2": "olmo2",
                    "granite": "granite", "arcee": "arcee", "smollm3": "smollm3", "cohere": "command-r",
                    "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "exaone4": "exaone4",
-                   "llama4_text": "llama4"}
+                   "llama4_text": "llama4", "gpt_bigcode": "starcoder"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -591,12 +603,16 @@ def _gguf_metadata(w, cfg, head_dim):
     import gguf
 
     mt = cfg.model_type
-    if mt == "gpt2":  # convert_hf_to_gguf.py's GPT2Model: no rope, no kv heads, a LayerNorm epsilon
+    if mt in ("gpt2", "gpt_bigcode"):
+        # convert_hf_to_gguf.py's GPT2Model: no rope, no kv heads, a LayerNorm epsilon; its StarCoderModel the same
+        # with one key/value head.
         w.add_block_count(cfg.n_layer)
         w.add_context_length(cfg.n_positions)
         w.add_embedding_length(cfg.n_embd)
         w.add_feed_forward_length(4 * cfg.n_embd)
         w.add_head_count(cfg.n_head)
+        if mt == "gpt_bigcode":
+            w.add_head_count_kv(1)
         w.add_layer_norm_eps(cfg.layer_norm_epsilon)
         w.add_token_list([f"<t{i}>" for i in range(cfg.vocab_size)])  # transformers' vocabulary size
         return

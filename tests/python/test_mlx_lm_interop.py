@@ -117,6 +117,23 @@ def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     assert_prefix_of_reference(out["tokens"], mlx_lm_greedy(model, ids, N), [2])
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_bigcode", "gpt_neox"])
+def test_mlx_lm_modules_named_otherwise_are_refused_as_wrapped_modules(mgp, more_archs, arch):
+    """mlx-lm names these architectures' tensors as GPT-2 / GPTBigCode / GPT-NeoX (model.h.N..., transformer.h.N...),
+    mlxgp as its decoder: weight updates would not reach the wrapped model, so wrapping is refused by name, and the
+    folder itself loads (mlx_gen_parity.load) and decodes as mlx-lm does."""
+    folder = more_archs(arch)
+    model = mlx_lm_model(folder)
+    with pytest.raises(ValueError) as e:
+        mgp.generate(model, None, [1, 17, 300], max_tokens=2, eos_token_id=2)
+    assert str(e.value) == (f"[interop] mlx-lm model of architecture '{arch}' is not supported as a wrapped module "
+                            "(its tensor names are not mlxgp's); load its folder with mlx_gen_parity.load")
+    own_model, _ = mgp.load(str(folder))
+    ids = [1, 17, 300, 42, 99, 7]
+    own = mgp.generate(own_model, None, ids, max_tokens=N, eos_token_id=2)
+    assert_prefix_of_reference(own["tokens"], mlx_lm_greedy(model, ids, N), [2])
+
+
 @pytest.mark.parametrize("mode", ["mxfp4", "mxfp8", "nvfp4"])
 def test_mlx_lm_model_quantized_in_a_microscaling_mode(mgp, more_archs, mode):
     """An mlx-lm model quantized in one of MLX's microscaling modes (mlx_lm's quantize_model, as convert
