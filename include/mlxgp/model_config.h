@@ -108,6 +108,8 @@ struct ModelConfig {
   std::vector<bool> chunked_layers;
   // gpt2: false drops the 1/sqrt(head_dim) attention scale; true divides layer i's scale by i + 1.
   bool scale_attn_weights = true, scale_attn_by_inverse_layer_idx = false;
+  // olmo / olmoe: q, k and v clamped to [-clip_qkv, clip_qkv] after their projections (and olmoe's q / k norms).
+  std::optional<float> clip_qkv;
 
   // Mixture of experts (mixtral, qwen2_moe, qwen3_moe, gpt_oss): num_local_experts / num_experts, top-k routing.
   std::optional<bool> qkv_bias;  // q/k/v biases: qwen2_moe's switch (default on), a GGUF file's attn_q.bias

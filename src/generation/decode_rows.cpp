@@ -33,7 +33,7 @@ void check_decode_rows_fit(Model& model, long long rows, long long length, const
   // default model (3 new tokens) reached 23 GiB before the kernel killed them.
   double act_bytes = 4;
   auto& params = model.parameters();
-  if (const auto* norm = final_norm_weight(params)) act_bytes = static_cast<double>(norm->itemsize());
+  if (const auto* norm = activation_dtype_weight(params)) act_bytes = static_cast<double>(norm->itemsize());
   const double per_row = 8.0 * 4.0 * static_cast<double>(vocab) +
                          2.0 * static_cast<double>((std::max(1LL, length) + 255) / 256 * 256) * c.num_hidden_layers *
                              2.0 * c.num_key_value_heads * c.head_dim * act_bytes;

@@ -13,7 +13,7 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 41> kDefaults{{
+constexpr std::array<Entry, 42> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"llama4_text", {1e-5f, 500000.0f, 131072, false, "silu", 128, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
@@ -23,6 +23,7 @@ constexpr std::array<Entry, 41> kDefaults{{
     {"qwen2_moe", {1e-6f, 10000.0f, 32768, false, "silu", 0, 4096}},
     {"qwen3_moe", {1e-6f, 10000.0f, 32768, false, "silu", 0, 4096}},
     {"olmoe", {1e-5f, 10000.0f, 4096, false, "silu", 0, 0}},
+    {"olmo", {1e-5f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"glm", {1.5625e-7f, 10000.0f, 131072, false, "silu", 128, 0}},
     {"glm4", {1.5625e-7f, 10000.0f, 131072, false, "silu", 128, 0}},
     {"glm4_moe", {1e-5f, 10000.0f, 131072, false, "silu", 0, 0}},

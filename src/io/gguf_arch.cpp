@@ -104,7 +104,9 @@ const std::vector<GgufArch>& table() {
       {"deepseek2", "deepseek_v3", kDeepseek2},
       // Llama 4's rows as transformers' (its converter does not permute q / k: both rotate adjacent pairs).
       {"llama4", "llama4_text", kLlama4},
-      {"ernie4_5", "ernie4_5", {}},  // its RoPE pairs adjacent features (llama.cpp's NORM), rows as transformers'
+      {"ernie4_5", "ernie4_5", {}},
+      // OLMo: no norm tensors at all (weightless LayerNorms), q / k rows permuted as LlamaModel's converter does.
+      {"olmo", "olmo", {}},  // its RoPE pairs adjacent features (llama.cpp's NORM), rows as transformers'
       // OLMo 2: norms on the sub-layer outputs only; q / k norms over the whole projections.
       {"olmo2",
        "olmo2",
@@ -348,6 +350,16 @@ void gpt2_config(const std::string& p, const GgufMeta& meta, const std::unordere
   c.scale_attn_by_inverse_layer_idx = false;
 }
 
+// OlmoModel's converter: the LayerNorm epsilon, and clip_qkv as attention.clamp_kqv, which llama.cpp applies when > 0.
+void olmo_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
+  c.rms_norm_eps = layer_norm_eps(p, meta);
+  const std::string key = p + "attention.clamp_kqv";
+  if (!meta.count(key)) return;
+  const auto clamp = gguf_number(meta, key);
+  if (!clamp || !std::isfinite(*clamp)) fail("gguf", "metadata '" + key + "' must be a finite number");
+  if (*clamp > 0) c.clip_qkv = static_cast<float>(*clamp);
+}
+
 }  // namespace
 
 const GgufArch& gguf_arch(const std::string& gguf) {
@@ -401,6 +413,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
     c.mlp_bias = tensors.count("blk.0.ffn_up.bias") > 0;
   }
   if (t == "gpt2" || t == "gpt_bigcode") gpt2_config(p, meta, tensors, c);
+  if (t == "olmo") olmo_config(p, meta, c);
   // LayerNorms (nemotron's LayerNorm1P) with their own epsilon.
   if (t == "stablelm" || t == "nemotron" || t == "cohere") c.rms_norm_eps = layer_norm_eps(p, meta);
   if (t == "stablelm") {

@@ -42,13 +42,15 @@ bool is_float(mx::Dtype t) { return mx::issubdtype(t, mx::floating); }
 // every float tensor is cast. Without one, quantized weights stay packed and float tensors (scales
 // included) take the dtype of the final norm, so the graph runs in a single dtype (GGUF stores
 // fp16 scales next to fp32 norms).
-// group_size_of: the group size of the quantized tensor with this base name (model names).
+// group_size_of: the group size of the quantized tensor with this base name (model names). `gguf`: a file without a
+// norm weight (olmo's) computes in float32, as llama.cpp (its F16 weights widened, not its activations narrowed).
 void apply_dtype(WeightMap& w, std::optional<mx::Dtype> dtype,
-                 const std::function<int(const std::string&)>& group_size_of) {
+                 const std::function<int(const std::string&)>& group_size_of, bool gguf = false) {
   std::optional<mx::Dtype> target = dtype;
   if (!target) {
-    const auto* norm = final_norm_weight(w);
+    const auto* norm = gguf ? final_norm_weight(w) : activation_dtype_weight(w);
     if (norm && is_float(norm->dtype())) target = norm->dtype();
+    if (!norm && gguf) target = mx::float32;
   }
   if (!target) return;
   std::vector<std::string> quantized;
@@ -221,7 +223,7 @@ LoadedModel load_gguf(const fs::path& file, const LoadOptions& options) {
   auto [tensors, meta] = io::load_gguf_checked(file.string());
   ModelConfig config = io::gguf_config(meta, tensors);
   WeightMap weights = io::gguf_weights(config, std::move(tensors));
-  apply_dtype(weights, options.dtype, [](const std::string&) { return 32; });  // affine GGUF types: groups of 32
+  apply_dtype(weights, options.dtype, [](const std::string&) { return 32; }, true);  // affine GGUF types: groups of 32
   if (options.int8_activations) mark_int8_activations(weights, file);
   LoadedModel out;
   out.model = create_model(config, std::move(weights));

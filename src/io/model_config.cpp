@@ -758,7 +758,15 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   if (t == "llama4_text") parse_llama4(j, c);
   if (get_bool(j, "use_bidirectional_attention", false))
     fail("config", "use_bidirectional_attention is not supported (causal attention only)");
-  if (auto it = j.find("clip_qkv"); it != j.end() && !it->is_null()) fail("config", "clip_qkv is not supported");
+  if (auto it = j.find("clip_qkv"); it != j.end() && !it->is_null()) {
+    // OlmoConfig's and OlmoeConfig's field (transformers' other decoders never read it: refused there).
+    if (t != "olmo" && t != "olmoe") fail("config", "clip_qkv is not supported for " + t + " (only olmo and olmoe)");
+    const double v = get_double(j, "clip_qkv", 0.0);
+    if (!(std::isfinite(v) && v > 0)) fail("config", "clip_qkv must be a finite number > 0");
+    c.clip_qkv = static_cast<float>(v);
+  }
+  // OlmoLayerNorm's epsilon is fixed (OlmoConfig has no field for it).
+  if (t == "olmo") c.rms_norm_eps = 1e-5f;
   if (c.model_type == "phi" && get_bool(j, "qk_layernorm", false))
     fail("config", "qk_layernorm is not supported (phi's LayerNorms over each head's q and k)");
 }

@@ -8,6 +8,7 @@
 #include "mlxgp/rotating_kv_cache.h"
 
 #include "cache/batch_rotating_kv_cache.h"
+#include "models/model_names.h"
 
 namespace mx = mlx::core;
 
@@ -115,6 +116,12 @@ void DecoderModel::build(const WeightMap& loaded) {
   using Norms = DecoderOptions::Norms;
   const auto& o = options_;
   auto norm_at = [&](const std::string& name) {
+    if (o.norm_weightless) {  // transformers' OlmoLayerNorm: nothing stored
+      layers::RMSNorm n;
+      n.eps = c.rms_norm_eps;
+      n.layer_norm = true;
+      return n;
+    }
     if (o.layer_norm)
       return layers::RMSNorm::load_layer_norm(weights, name, c.hidden_size, c.rms_norm_eps, o.norm_bias,
                                               o.norm_plus_one);
@@ -151,16 +158,19 @@ void DecoderModel::build(const WeightMap& loaded) {
     blocks.push_back(std::move(b));
   }
   auto norm = norm_at(std::string("model.") + o.final_norm + ".weight");
-  embed.dequant_dtype = norm.weight->dtype();  // the activation dtype (see io/loader.cpp)
+  // The activation dtype (see io/loader.cpp): the final norm's, else (olmo's norms store nothing) the embedding's
+  // (activation_dtype_weight), else float32 (a GGUF file's block table dequantizes to it).
+  const auto* act = norm.weight ? &*norm.weight : activation_dtype_weight(weights);
+  const mx::Dtype act_dtype = act ? act->dtype() : mx::float32;
+  embed.dequant_dtype = act_dtype;
   std::optional<layers::Embedding> positions;
   if (o.learned_positions) {
     positions = layers::Embedding::load(weights, "model.embed_positions", c.max_position_embeddings, c.hidden_size);
-    positions->dequant_dtype = norm.weight->dtype();
+    positions->dequant_dtype = act_dtype;
   }
   if (o.scale_embeddings) {
     // transformers' ScaledWordEmbedding: torch.tensor(hidden_size**0.5) cast to the weights' dtype.
-    embed_scale_ =
-        mx::astype(mx::array(static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)))), norm.weight->dtype());
+    embed_scale_ = mx::astype(mx::array(static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)))), act_dtype);
   }
   // Tied: the embeddings serve as the head (an equal saved lm_head.weight is dropped, see the constructor).
   std::optional<layers::Linear> head;

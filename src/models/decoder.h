@@ -36,6 +36,7 @@ struct DecoderOptions {
   layers::SwiGLU::Kind mlp = layers::SwiGLU::Kind::Gated;  // phi3: GatedFused; starcoder2: Plain
   bool layer_norm = false;                                 // starcoder2: LayerNorm with bias instead of RMSNorm
   bool norm_bias = true;                                   // with layer_norm: cohere's LayerNorms have no bias
+  bool norm_weightless = false;                            // olmo: LayerNorms with neither weight nor bias
   layers::PlainMlpNames plain_mlp_names;                   // phi: fc1 / fc2
   const char* final_norm = "norm";                         // model.<final_norm> (phi: final_layernorm)
   bool lm_head_bias = false;                               // phi

@@ -273,6 +273,7 @@ RMSNorm RMSNorm::load_head_layer_norm(const WeightMap& w, const std::string& nam
 
 mx::array RMSNorm::operator()(const mx::array& x) const {
   if (!weight && !layer_norm) return mx::fast::rms_norm(x, std::nullopt, eps);
+  if (!weight) return mx::fast::layer_norm(x, std::nullopt, std::nullopt, eps);  // OlmoLayerNorm
   if (layer_norm && weight->ndim() > 1)  // per-head weights (cohere's q / k norms): scale after normalising
     return mx::multiply(mx::fast::layer_norm(x, std::nullopt, std::nullopt, eps), mx::astype(*weight, x.dtype()));
   if (layer_norm) return mx::fast::layer_norm(x, effective ? *effective : *weight, bias, eps);
@@ -464,6 +465,7 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   if (!c.scale_attn_weights) a.scale = 1.0f;  // gpt2: raw q.k scores
   if (c.scale_attn_by_inverse_layer_idx) a.scale /= static_cast<float>(layer + 1);
   a.softcap = c.attn_logit_softcapping;
+  a.clip_qkv = c.clip_qkv;
   // q/k/v biases: the architecture's (qwen2), else the config's own switch for them (qwen2_moe, glm, seed_oss,
   // stablelm, GGUF), else attention_bias (with o_proj's).
   const bool bias = o.qkv_bias || c.qkv_bias.value_or(c.attention_bias);
@@ -693,9 +695,12 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     if (full_qk_norm && norm)
       normed =
           norm_group ? sharded_rms_norm(y, *norm, n == n_heads ? q_norm_dim : k_norm_dim, *norm_group) : (*norm)(y);
+    // transformers' OlmoAttention / OlmoeAttention clamp the projections (olmoe's after its whole-projection norms).
+    auto whole = normed ? *normed : y;
+    if (clip_qkv) whole = mx::clip(whole, mx::array(-*clip_qkv, whole.dtype()), mx::array(*clip_qkv, whole.dtype()));
     // One position (decode): [B, 1, n x head_dim] already is [B, n, 1, head_dim] in memory, so a reshape
     // is the head split (no transpose view to build, and a contiguous result).
-    auto h = mx::reshape(normed ? *normed : y, T == 1 ? mx::Shape{B, n, 1, head_dim} : mx::Shape{B, T, n, head_dim});
+    auto h = mx::reshape(whole, T == 1 ? mx::Shape{B, n, 1, head_dim} : mx::Shape{B, T, n, head_dim});
     // Per-head weights ([n, 1, head_dim], cohere) scale the heads-first layout.
     const bool per_head = norm && norm->weight->ndim() > 1;
     if (norm && !full_qk_norm && !per_head) h = (*norm)(h);
@@ -737,7 +742,7 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
   } else {
     // q and k rotated in the products' node too where the rope is kernels::rope and nothing comes between.
     kernels::GgmlFusion f;
-    if (rope && !q_norm && !k_norm) f.rope = rope->kernel_params(cache, T, head_dim);
+    if (rope && !q_norm && !k_norm && !clip_qkv) f.rope = rope->kernel_params(cache, T, head_dim);
     auto y = around.norm || f.rope ? project_normed(x, {&q_proj, &k_proj, &v_proj}, around, f) : std::nullopt;
     if (y && f.rope) rotated = true;
     if (!y) y = project(pre_norm(x, around), {&q_proj, &k_proj, &v_proj});

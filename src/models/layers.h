@@ -128,7 +128,7 @@ struct Embedding {
 
 // x / rms(x) * w (without a weight: x / rms(x), llama4_text's q / k norms), or * (1 + w) for gemma's norms (`plus_one`;
 // the stored parameter stays w); or, with `layer_norm` set, LayerNorm (x - mean) / std * w (+ b: starcoder2; cohere's
-// have no bias).
+// have no bias; olmo's neither a weight nor a bias).
 struct RMSNorm {
   std::optional<mx::array> weight;
   float eps = 1e-6f;
@@ -238,6 +238,7 @@ struct Attention {
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;
   float scale = 1.0f;
   std::optional<float> softcap;    // gemma2: scores = softcap * tanh(scores / softcap)
+  std::optional<float> clip_qkv;   // olmo / olmoe: q, k, v clamped to [-clip, clip] before the head split
   std::optional<mx::array> sinks;  // gpt_oss: [n_heads], self_attn.sinks
   std::optional<Rope> rope;        // absent: a layer without positions (smollm3's no-rope layers)
   // ministral3, llama4_text: queries scaled by position after RoPE (ModelConfig::llama4_scaling_beta); llama4_text

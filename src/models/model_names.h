@@ -16,6 +16,9 @@ WeightMap to_model_names(const std::string& model_type, WeightMap weights);
 // The final norm's weight (model.norm.weight; phi's model.final_layernorm.weight, gpt_neox's
 // model.final_layer_norm.weight), whose dtype is the activation dtype; null when `w` has none of them.
 const mlx::core::array* final_norm_weight(const WeightMap& w);
+// The tensor whose dtype is the activation dtype: the final norm's weight, else (olmo, whose norms store nothing) the
+// embedding table (its scales when quantized) where that is a float; null when there is neither.
+const mlx::core::array* activation_dtype_weight(const WeightMap& w);
 
 // glm4_moe's routing tensors: each e_score_correction_bias and the router weight (mlp.gate.weight) beside one,
 // which transformers keeps in float32 whatever the model's dtype (_keep_in_fp32_modules_strict) and mlx-lm never

@@ -103,6 +103,13 @@ const mx::array* final_norm_weight(const WeightMap& w) {
   return nullptr;
 }
 
+const mx::array* activation_dtype_weight(const WeightMap& w) {
+  if (const auto* norm = final_norm_weight(w)) return norm;
+  for (const char* name : {"model.embed_tokens.scales", "model.embed_tokens.weight"})
+    if (auto it = w.find(name); it != w.end() && mx::issubdtype(it->second.dtype(), mx::floating)) return &it->second;
+  return nullptr;
+}
+
 bool is_sigmoid_router_tensor(const WeightMap& w, const std::string& name) {
   if (name.ends_with(".e_score_correction_bias")) return true;
   const std::string router = ".mlp.gate.weight";

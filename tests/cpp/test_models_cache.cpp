@@ -87,17 +87,17 @@ TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
                                       "glm4_moe",    "glm4_moe_lite", "gpt2",        "gpt_bigcode", "gpt_neox",
                                       "gpt_oss",     "granite",       "granitemoe",  "helium",      "hunyuan_v1_dense",
                                       "llama",       "llama4",        "llama4_text", "ministral3",  "mistral",
-                                      "mistral3",    "mixtral",       "nemotron",    "olmo2",       "olmo3",
-                                      "olmoe",       "phi",           "phi3",        "qwen2",       "qwen2_5_vl",
-                                      "qwen2_moe",   "qwen2_vl",      "qwen3",       "qwen3_moe",   "qwen3_vl",
-                                      "seed_oss",    "smollm3",       "stablelm",    "starcoder2"}));
+                                      "mistral3",    "mixtral",       "nemotron",    "olmo",        "olmo2",
+                                      "olmo3",       "olmoe",         "phi",         "phi3",        "qwen2",
+                                      "qwen2_5_vl",  "qwen2_moe",     "qwen2_vl",    "qwen3",       "qwen3_moe",
+                                      "qwen3_vl",    "seed_oss",      "smollm3",     "stablelm",    "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("rwkv"));
   EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
             "[model] unknown model_type 'rwkv' (supported: apertus, arcee, cohere, cohere2, deepseek_v2, deepseek_v3, "
             "dots1, ernie4_5, exaone4, gemma, "
             "gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, glm4_moe_lite, gpt2, gpt_bigcode, gpt_neox, "
             "gpt_oss, granite, granitemoe, helium, hunyuan_v1_dense, llama, llama4, llama4_text, "
-            "ministral3, mistral, mistral3, mixtral, nemotron, olmo2, olmo3, olmoe, phi, phi3, qwen2, "
+            "ministral3, mistral, mistral3, mixtral, nemotron, olmo, olmo2, olmo3, olmoe, phi, phi3, qwen2, "
             "qwen2_5_vl, qwen2_moe, qwen2_vl, qwen3, qwen3_moe, qwen3_vl, seed_oss, smollm3, stablelm, "
             "starcoder2)");
 }
@@ -379,7 +379,25 @@ TEST(Config, GlmAndOlmoeClassDefaults) {
   EXPECT_EQ(o.decoder_sparse_step, 1);
   EXPECT_TRUE(o.mlp_only_layers.empty());
   EXPECT_DOUBLE_EQ(o.router_aux_loss_coef, 0.01);
-  EXPECT_THROW(parse_model_config(tiny_config_json("olmoe", R"(, "clip_qkv": 8.0)")), Error);
+  EXPECT_EQ(parse_model_config(tiny_config_json("olmoe", R"(, "clip_qkv": 8.0)")).clip_qkv, 8.0f);
+  EXPECT_FALSE(o.clip_qkv);
+}
+
+TEST(Config, OlmoWeightlessNormsAndClipQkv) {
+  // OlmoConfig: OlmoLayerNorm's fixed 1e-5 (no config field), an untied head, clip_qkv where set.
+  auto c = parse_model_config(tiny_config_json("olmo", R"(, "clip_qkv": 8.0, "rms_norm_eps": 0.5)"));
+  EXPECT_FLOAT_EQ(c.rms_norm_eps, 1e-5f);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_EQ(c.clip_qkv, 8.0f);
+  EXPECT_FALSE(parse_model_config(tiny_config_json("olmo")).clip_qkv);
+  EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("llama", R"(, "clip_qkv": 8.0)")); }),
+            "[config] clip_qkv is not supported for llama (only olmo and olmoe)");
+  EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("olmo", R"(, "clip_qkv": "8")")); }),
+            "[config] field 'clip_qkv' must be a number");
+  for (const char* bad : {R"(, "clip_qkv": 0)", R"(, "clip_qkv": -2.5)"})
+    EXPECT_EQ(error_of([&] { parse_model_config(tiny_config_json("olmo", bad)); }),
+              "[config] clip_qkv must be a finite number > 0")
+        << bad;
 }
 
 TEST(Config, Glm4MoeRoutingFieldsAndDefaults) {

@@ -156,6 +156,93 @@ def test_greedy_single_batch_and_beams(arch, tiny, run_mlxgp, run_mlxgp_json, tm
     assert beam["sequences"][0]["token_ids"] == ref_beam
 
 
+@pytest.mark.parametrize("arch", ["olmo", "olmoe"])
+def test_clip_qkv_clamps_as_transformers(arch, tiny, run_mlxgp, tmp_path):
+    """clip_qkv (OLMo-7B-0424's, OLMoE's field): q, k and v clamped after their projections (olmoe's after its q / k
+    norms). The clamp bites on these inputs (transformers without it differs by more than 1e-2); mlxgp's logits over a
+    prefill and cached steps are transformers' with it."""
+    import torch
+    import transformers
+
+    if arch == "olmo":
+        model, folder = tiny("olmo")
+    else:
+        model, folder = tiny_models.make_tiny_model("olmoe", tmp_path / "olmoe", clip_qkv=0.4)
+    ids = _ids(TOTAL, tiny_models.text_config(model.config).vocab_size, seed=21)
+    ref = tiny_models.hf_stepwise_logits(model, ids, PREFILL)
+    unclipped = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, clip_qkv=None).eval()
+    assert float(np.abs(tiny_models.hf_stepwise_logits(unclipped, ids, PREFILL) - ref).max()) > 1e-2
+    out = tmp_path / "l.safetensors"
+    run_mlxgp("logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--out", out, "--dtype", "float32",
+              "--prefill", PREFILL)
+    from safetensors.numpy import load_file
+
+    diff = float(np.abs(load_file(str(out))["logits"] - ref).max())
+    print(f"{arch} clip_qkv {model.config.clip_qkv}: max |diff| = {diff:.3e}")
+    assert diff <= 1e-4
+
+
+def test_olmo_half_precision_and_quantized_folders(tiny, run_mlxgp, tmp_path):
+    """OLMo's norms store nothing, so the activation dtype comes from the embedding: a bf16 folder runs in bf16 (close
+    to transformers' bf16 run; with --dtype float32 transformers' fp32 model on the same rounded weights), and
+    `mlxgp convert --quantize` (4-bit g32) writes a folder whose logits are transformers' on its dequantized
+    weights."""
+    import mlx.core as mx
+    import torch
+    import transformers
+    from safetensors.numpy import load_file, save_file
+
+    model, src = tiny("olmo")
+    ids = _ids(30, tiny_models.text_config(model.config).vocab_size, seed=6)
+
+    def logits(folder, *extra):
+        out = tmp_path / "l.safetensors"
+        run_mlxgp("logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--out", out, *extra)
+        return load_file(str(out))["logits"]
+
+    def hf(folder, dtype):
+        m = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+        with torch.no_grad():
+            return m(torch.tensor([ids])).logits[0].float().numpy()
+
+    half = tmp_path / "bf16"
+    transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).save_pretrained(half)
+    diff32 = float(np.abs(logits(half, "--dtype", "float32") - hf(half, torch.float32)).max())
+    diff_half = float(np.abs(logits(half) - hf(half, torch.bfloat16)).max())
+    q4 = tmp_path / "q4"
+    run_mlxgp("convert", "--hf-path", src, "--mlx-path", q4, "--quantize", "--q-bits", 4, "--q-group-size", 32)
+    packed, dense = load_file(str(q4 / "model.safetensors")), {}
+    for name, a in packed.items():
+        if name.endswith(".weight") and name[:-7] + ".scales" in packed:
+            base = name[:-7]
+            dense[name] = np.array(mx.dequantize(mx.array(a), mx.array(packed[base + ".scales"]),
+                                                 mx.array(packed[base + ".biases"]), 32, 4))
+        elif not name.endswith((".scales", ".biases")):
+            dense[name] = a
+    deq = tmp_path / "dequantized"
+    shutil.copytree(src, deq)
+    save_file(dense, str(deq / "model.safetensors"), metadata={"format": "pt"})
+    diff_q4 = float(np.abs(logits(q4) - hf(deq, torch.float32)).max())
+    print(f"olmo bf16 folder: fp32 max |diff| = {diff32:.3e}, in bf16 {diff_half:.3e}; 4-bit g32 convert vs transformers "
+          f"on its dequantized weights {diff_q4:.3e}")
+    assert diff32 <= 1e-4 and diff_half <= 5e-2 and diff_q4 <= 1e-4
+
+
+def test_clip_qkv_elsewhere_is_refused(tiny, run_mlxgp, tmp_path):
+    """transformers reads clip_qkv in olmo and olmoe alone; elsewhere (and non-positive) it is refused in one line."""
+    _, src = tiny("olmo")
+    for model_type, value, message in (("llama", 1.0, "clip_qkv is not supported for llama (only olmo and olmoe)"),
+                                       ("olmo", -1.0, "clip_qkv must be a finite number > 0")):
+        folder = tmp_path / f"{model_type}{value}"
+        shutil.copytree(src, folder)
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg.update(model_type=model_type, clip_qkv=value)
+        (folder / "config.json").write_text(json.dumps(cfg))
+        r = run_mlxgp("logits", "--model", folder, "--input-ids", "5,6,7", "--out", tmp_path / "x.safetensors",
+                      check=False)
+        assert r.returncode != 0 and r.stderr.strip() == f"[config] {message}", r.stderr
+
+
 def test_gemma2_softcap_with_quantized_cache_is_refused(tiny, run_mlxgp):
     _, folder = tiny("gemma2")
     r = run_mlxgp("generate", "--model", folder, "--input-ids", "5,6,7", "--max-new-tokens", 2,
@@ -282,10 +369,11 @@ def test_unknown_architecture_or_option_is_named(edit, message, tiny, run_mlxgp,
 # mlx-lm 0.32's glm rotates every feature of each head (transformers' GlmAttention only partial_rotary_factor of
 # them, as its glm4 does); arcee: mlx-lm 0.32 has no arcee; llama4_text: mlx-lm 0.32 has Llama 4 as the multimodal
 # llama4 only (tested so); gpt_bigcode-mha: mlx-lm 0.32's gpt_bigcode splits c_attn as [q; k; v] rows, which
-# transformers' multi_query false layout holds per head (so mlx-lm's logits of such a folder are not transformers').
+# transformers' multi_query false layout holds per head (so mlx-lm's logits of such a folder are not transformers');
+# olmo: mlx-lm 0.32's olmo reads AI2's original checkpoint layout through the ai2-olmo package, not transformers'.
 @pytest.mark.parametrize("arch", [a for a in tiny_models.MORE_ARCHS
                                   if a not in ("phi3-long", "qwen2_moe", "gpt2-scaled", "llama-yarn", "gpt_oss",
-                                               "glm", "arcee", "llama4_text", "gpt_bigcode-mha")])
+                                               "glm", "arcee", "llama4_text", "gpt_bigcode-mha", "olmo")])
 def test_mlx_quantized_folder_vs_mlx_lm(arch, tiny, run_mlxgp, tmp_path):
     """mlx-lm's convert path (load, 4-bit g32 quantize, save) on each architecture; both sides read that folder."""
     import mlx.core as mx

@@ -166,6 +166,23 @@ def _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path):
     return ref, got, same
 
 
+def _vs_source(run_mlxgp, model, path, ids, prefill, tmp_path):
+    """max |diff| between mlxgp's logits on `path` and transformers' `model` (as its weights now are) after each of
+    ids[prefill - 1:-1], both prefilling ids[:prefill] and then stepping one token at a time."""
+    source = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
+    got = _mlxgp_logits(run_mlxgp, path, ids, tmp_path / f"{Path(path).stem}.safetensors", "--prefill", prefill)
+    return float(np.abs(got[prefill - 1:len(ids) - 1] - source).max())
+
+
+def _assert_vs_llama_cpp_and_source(name, ref, diff, vs_source, same, also=""):
+    """Prints and checks an F32 file against llama.cpp (`diff`, greedy tokens `same`) and transformers' source model."""
+    print(f"{name} GGUF F32 vs llama.cpp: max |diff| {diff:.3e} (logits up to {np.abs(ref).max():.2f}), vs transformers' "
+          f"source model {vs_source:.3e}; greedy {same}/{GREEDY_NEW} tokens llama.cpp's argmax{also}")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-4 and vs_source <= 1e-4
+    assert same == GREEDY_NEW
+
+
 # SmolLM3's GGUF holds no no_rope_layers: llama.cpp leaves RoPE out of every 4th layer (SmolLM3Config's default).
 SMOLLM3_4 = {"num_hidden_layers": 4, "no_rope_layers": [1, 1, 1, 0], "layer_types": ["full_attention"] * 4}
 
@@ -253,6 +270,32 @@ def test_starcoder_gguf(run_mlxgp, run_mlxgp_json, tmp_path):
     assert same == GREEDY_NEW
 
 
+def test_olmo_gguf(run_mlxgp, run_mlxgp_json, tmp_path):
+    """OLMo as OlmoModel's converter writes it (no norm tensors: llama.cpp's norms have no weight either; q / k rows
+    permuted; clip_qkv as attention.clamp_kqv): an F32 file's logits within 1e-4 of llama.cpp's and of transformers'
+    model it was written from (transformers' GGUF reader has no olmo), greedy tokens llama.cpp's argmax. An F16 file
+    computes in float32 as llama.cpp does (without a norm weight to take the activation dtype from): within 1e-4 of
+    transformers' fp32 model on the f16-rounded weights."""
+    import torch
+
+    model, _ = tiny_models.make_tiny_model("olmo", tmp_path / "hf")
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
+    assert not any("norm" in n for n in gguf_quant.tensor_types(path))
+    ids, prefill = _ids(40, model.config.vocab_size, seed=15), 20
+    ref, got, same = _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path)
+    source = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
+    diff, vs_source = float(np.abs(got - ref).max()), float(np.abs(got - source).max())
+    f16 = tiny_models.write_tiny_gguf(model, tmp_path / "f16.gguf", "F16", vocab=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.copy_(p.half().float())
+    diff16 = _vs_source(run_mlxgp, model, f16, ids, prefill, tmp_path)
+    _assert_vs_llama_cpp_and_source("olmo", ref, diff, vs_source, same,
+                                    f"; F16 file vs transformers on the f16-rounded weights {diff16:.3e}")
+    assert diff16 <= 1e-4
+
+
 # deepseek2 files as DeepseekV2Model's converter writes them (kv_b_proj split per head into attn_k_b / attn_v_b, MQA over
 # the latent, YaRN's log multiplier): V2 with softmax gating (with q_a_proj: llama.cpp reads a file without
 # q_lora_rank only at V2-Lite's 27 layers), V3 with sigmoid gating, exp_probs_b and 1 of 2 groups. (q_lora_rank 64:
@@ -295,15 +338,10 @@ def test_deepseek2_gguf(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
             else:
                 w = rounded(np.ascontiguousarray(w))
             p.copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
-    source_q8 = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
-    got_q8 = _mlxgp_logits(run_mlxgp, q8, ids, tmp_path / "q.safetensors", "--prefill", prefill)[prefill - 1:len(ids) - 1]
-    diff_q8 = float(np.abs(got_q8 - source_q8).max())
-    print(f"{arch} GGUF F32 vs llama.cpp: max |diff| {diff:.3e} (logits up to {np.abs(ref).max():.2f}), vs transformers' "
-          f"source model {vs_source:.3e}; greedy {same}/{GREEDY_NEW} tokens llama.cpp's argmax; Q8_0 vs transformers on "
-          f"the Q8_0-rounded weights {diff_q8:.3e}")
-    assert np.abs(ref).max() > 0.5
-    assert diff <= 1e-4 and vs_source <= 1e-4 and diff_q8 <= 1e-4
-    assert same == GREEDY_NEW
+    diff_q8 = _vs_source(run_mlxgp, model, q8, ids, prefill, tmp_path)
+    _assert_vs_llama_cpp_and_source(arch, ref, diff, vs_source, same,
+                                    f"; Q8_0 vs transformers on the Q8_0-rounded weights {diff_q8:.3e}")
+    assert diff_q8 <= 1e-4
 
 
 # What llama.cpp fixes in code for Llama 4 (its files hold none of it), as Scout's and Maverick's configs set it.
@@ -323,11 +361,7 @@ def test_llama4_gguf(run_mlxgp, run_mlxgp_json, tmp_path):
     ref, got, same = _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path)
     source = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
     diff, vs_source = float(np.abs(got - ref).max()), float(np.abs(got - source).max())
-    print(f"llama4 GGUF F32 vs llama.cpp: max |diff| {diff:.3e} (logits up to {np.abs(ref).max():.2f}), vs "
-          f"transformers' source model {vs_source:.3e}; greedy {same}/{GREEDY_NEW} tokens llama.cpp's argmax")
-    assert np.abs(ref).max() > 0.5
-    assert diff <= 1e-4 and vs_source <= 1e-4
-    assert same == GREEDY_NEW
+    _assert_vs_llama_cpp_and_source("llama4", ref, diff, vs_source, same)
     windowed = tiny_models.write_tiny_gguf(model, tmp_path / "w.gguf", "F32", meta={"llama4.attention.sliding_window": 0})
     r = run_mlxgp("logits", "--model", windowed, "--input-ids", "5,6,7", "--out", tmp_path / "w.safetensors",
                   check=False)

@@ -26,7 +26,7 @@ def tiny(tmp_path_factory):
                          "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi", "glm4_moe",
                          "stablelm-parallel", "seed_oss", "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe",
                          "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3", "glm4_moe_lite",
-                         "dots1", "apertus", "llama4_text", "gpt_bigcode", "gpt_bigcode-mha")}
+                         "dots1", "apertus", "llama4_text", "gpt_bigcode", "gpt_bigcode-mha", "olmo")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -124,13 +124,14 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
 # multipliers around top-2 experts, written as transformers' input_linear / output_linear / router.layer;
 # hunyuan_v1_dense: q/k norms after RoPE; deepseek_v2 / v3: latent attention (kv_b_proj's gradient through the absorbed
 # products) before group-limited softmax / sigmoid experts and shared ones; gpt_bigcode: one key/value head in the
-# fused c_attn, learned positions; gpt_bigcode-mha: c_attn's rows per head (written back so).
+# fused c_attn, learned positions; gpt_bigcode-mha: c_attn's rows per head (written back so); olmo: weightless
+# LayerNorms (nothing to train there) and q / k / v clamped by clip_qkv (no gradient through a clamped value).
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe",
                                   "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi",
                                   "glm4_moe", "stablelm-parallel", "seed_oss", "exaone4",
                                   "gpt_neox", "arcee", "nemotron", "granitemoe", "hunyuan_v1_dense", "deepseek_v2",
                                   "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "llama4_text", "gpt_bigcode",
-                                  "gpt_bigcode-mha"])
+                                  "gpt_bigcode-mha", "olmo"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)

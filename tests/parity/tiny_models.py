@@ -14,7 +14,7 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5",
               "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
               "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text", "llama4",
-              "gpt_bigcode", "gpt_bigcode-mha")
+              "gpt_bigcode", "gpt_bigcode-mha", "olmo")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl", "llama4")
@@ -147,6 +147,10 @@ def tiny_config(arch: str):
     if arch == "qwen3_moe":
         return transformers.Qwen3MoeConfig(**_COMMON, num_experts=5, num_experts_per_tok=2, moe_intermediate_size=48,
                                            norm_topk_prob=True, head_dim=32)
+    if arch == "olmo":
+        # OLMo (OLMo-1B-hf, OLMo-7B-0424-hf): weightless LayerNorms; clip_qkv low enough to clamp some projections.
+        return transformers.OlmoConfig(**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"}, clip_qkv=1.0,
+                                       pad_token_id=0)
     if arch == "olmoe":
         # OlmoeConfig leaves the top-k unnormalised (norm_topk_prob false).
         return transformers.OlmoeConfig(**_COMMON, num_experts=4, num_experts_per_tok=2, pad_token_id=0)
@@ -595,7 +599,7 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "nemotron": "nemotron", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "olmo2": "olmo2",
                    "granite": "granite", "arcee": "arcee", "smollm3": "smollm3", "cohere": "command-r",
                    "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "exaone4": "exaone4",
-                   "llama4_text": "llama4", "gpt_bigcode": "starcoder"}
+                   "llama4_text": "llama4", "gpt_bigcode": "starcoder", "olmo": "olmo"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -632,6 +636,10 @@ def _gguf_metadata(w, cfg, head_dim):
         w.add_layer_norm_eps(cfg.layer_norm_eps)
     elif mt == "nemotron":
         w.add_layer_norm_eps(cfg.norm_eps)
+    elif mt == "olmo":  # OlmoModel's converter: OlmoLayerNorm's fixed epsilon, clip_qkv as clamp_kqv
+        w.add_layer_norm_eps(1e-5)
+        if cfg.clip_qkv is not None:
+            w.add_clamp_kqv(cfg.clip_qkv)
     else:
         w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     rope = cfg.rope_parameters or {}
@@ -804,7 +812,7 @@ def _gguf_tensors(model):
         if name.endswith("mlp.experts.down_proj"):
             module, kind = name, "weight"
         t = t.squeeze()
-        llama_converter = mt in ("llama", "granite", "arcee", "smollm3")  # LlamaModel and its subclasses permute
+        llama_converter = mt in ("llama", "granite", "arcee", "smollm3", "olmo")  # LlamaModel (and OlmoModel) permute
         if llama_converter and module.endswith("self_attn.q_proj"):
             t = permute(t, cfg.num_attention_heads)
         if llama_converter and module.endswith("self_attn.k_proj"):
