@@ -81,6 +81,8 @@ const std::vector<GgufArch>& table() {
                        {"ffn_down_shexp", "mlp.shared_expert.down_proj"},
                        {"ffn_gate_inp_shexp", "mlp.shared_expert_gate"}})},
       {"qwen3moe", "qwen3_moe", kExperts},
+      // OLMoE: whole-projection q / k norms (attn_q_norm / attn_k_norm as olmo2's), experts unnormalised.
+      {"olmoe", "olmoe", kExperts},
       {"phi3", "phi3", {{"attn_qkv", "self_attn.qkv_proj"}, {"ffn_up", "mlp.gate_up_proj"}}},
       {"starcoder2", "starcoder2", {{"ffn_up", "mlp.c_fc"}, {"ffn_down", "mlp.c_proj"}}},
       // LayerNorms with biases (attn_norm / ffn_norm .bias); stablelm's per-head q / k norms stacked [heads, head_dim]
@@ -93,6 +95,12 @@ const std::vector<GgufArch>& table() {
       // Command R / R+: one bias-free LayerNorm a block (attn_norm), per-head q / k norms [heads, head_dim], RoPE on
       // adjacent pairs of rows kept as transformers' (llama.cpp's NORM type).
       {"command-r", "cohere", {}},
+      // Command R7B / A: command-r's blocks, a window and RoPE on three layers of four (llama.cpp's fixed pattern).
+      {"cohere2", "cohere2", {}},
+      // Hunyuan dense: per-head q / k norms after RoPE; the converter stores the NTK alpha as a stretched freq_base.
+      {"hunyuan-dense",
+       "hunyuan_v1_dense",
+       {{"attn_q_norm", "self_attn.query_layernorm"}, {"attn_k_norm", "self_attn.key_layernorm"}}},
       {"arcee", "arcee", {}},
       // EXAONE 4.0: norms on the sub-layer outputs only, per-head q / k norms.
       {"exaone4",
@@ -254,7 +262,7 @@ void moe_config(const std::string& p, const GgufMeta& meta, const std::unordered
   if (c.moe_intermediate_size <= 0) fail("gguf", "metadata '" + p + "expert_feed_forward_length' is missing");
   if (c.intermediate_size == 0) c.intermediate_size = c.moe_intermediate_size;  // no dense layer reads it
   // llama.cpp runs every layer sparse (no decoder_sparse_step / mlp_only_layers in GGUF) and fixes the
-  // top-k renormalisation per architecture: off for qwen2moe, on for qwen3moe; gpt-oss takes a softmax over
+  // top-k renormalisation per architecture: off for qwen2moe and olmoe, on for qwen3moe; gpt-oss takes a softmax over
   // the chosen logits (its SOFTMAX_WEIGHT gating), the same thing.
   c.norm_topk_prob = c.model_type == "qwen3_moe" || c.model_type == "gpt_oss";
   if (c.model_type == "qwen2_moe") {
@@ -391,7 +399,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
                       const std::unordered_map<std::string, mx::array>& tensors, ModelConfig& c) {
   const std::string p = arch.gguf + ".";
   const std::string& t = c.model_type;
-  if (t == "qwen2_moe" || t == "qwen3_moe" || t == "gpt_oss") moe_config(p, meta, tensors, c);
+  if (t == "qwen2_moe" || t == "qwen3_moe" || t == "gpt_oss" || t == "olmoe") moe_config(p, meta, tensors, c);
   if (t == "deepseek_v2") deepseek2_config(p, meta, tensors, c);
   if (t == "llama4_text") llama4_config(p, meta, c);
   if (t == "gpt_oss") {
@@ -415,7 +423,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   if (t == "gpt2" || t == "gpt_bigcode") gpt2_config(p, meta, tensors, c);
   if (t == "olmo") olmo_config(p, meta, c);
   // LayerNorms (nemotron's LayerNorm1P) with their own epsilon.
-  if (t == "stablelm" || t == "nemotron" || t == "cohere") c.rms_norm_eps = layer_norm_eps(p, meta);
+  if (t == "stablelm" || t == "nemotron" || t == "cohere" || t == "cohere2") c.rms_norm_eps = layer_norm_eps(p, meta);
   if (t == "stablelm") {
     // As llama.cpp (and transformers' reader) decide: parallel blocks have no ffn_norm; the per-head q / k norms
     // are there or not.
@@ -425,12 +433,25 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   if (t == "nemotron" || t == "arcee") c.hidden_act = "relu2";  // llama.cpp's FFN there: relu(x)^2, ungated
   if (t == "granite") granite_config(p, meta, c);
   if (t == "exaone4") exaone4_config(p, meta, c);
-  if (t == "cohere") {  // CommandR2Model's converter writes the logit scale always
+  if (t == "cohere" || t == "cohere2") {  // CommandR2Model's and Cohere2Model's converters write the logit scale always
     auto scale = gguf_number(meta, p + "logit_scale");
     if (!scale || !(std::isfinite(*scale) && *scale > 0))
       fail("gguf", "metadata '" + p + "logit_scale' must be present and a finite number > 0");
     c.logit_scale = static_cast<float>(*scale);
-    c.use_qk_norm = rows_of(tensors, "blk.0.attn_q_norm.weight", 1) > 0;
+    c.use_qk_norm = t == "cohere" && rows_of(tensors, "blk.0.attn_q_norm.weight", 1) > 0;
+  }
+  if (t == "cohere2") {
+    // llama.cpp's cohere2: the file's window on every layer but each 4th (its swa pattern 4), RoPE on those alone.
+    const std::string key = p + "attention.sliding_window";
+    const int window = gguf_count_or(meta, key, 0);
+    if (window < 1) fail("gguf", "metadata '" + key + "' must be at least 1");
+    c.sliding_window = window;
+    c.sliding_layers.clear();
+    c.rope_layers.clear();
+    for (int i = 0; i < c.num_hidden_layers; ++i) {
+      c.sliding_layers.push_back((i + 1) % 4 != 0);
+      c.rope_layers.push_back((i + 1) % 4 != 0);
+    }
   }
   // SmolLM3's files carry no no_rope_layers: llama.cpp leaves RoPE out of every 4th layer, SmolLM3Config's default.
   if (t == "smollm3")

@@ -195,6 +195,11 @@ EXAONE4_GLOBAL = {"sliding_window": None, "layer_types": ["full_attention"] * 3}
 # 4096 on three layers of four and no RoPE on the fourth.
 EXAONE4_32B_LEGACY = {"num_hidden_layers": 64, "sliding_window": None, "layer_types": ["full_attention"] * 64}
 
+# llama.cpp's cohere2 windows three layers of four (its fixed swa pattern), as Command R7B's layer_types have them.
+COHERE2_4 = {"num_hidden_layers": 4, "layer_types": ["sliding_attention"] * 3 + ["full_attention"]}
+# llama.cpp's olmoe sizes attn_k_norm as n_embd: a key/value head per query head, as OLMoE has them.
+OLMOE_MHA = {"num_key_value_heads": 4}
+
 # DeepSeek's GGUF keys hold one YaRN mscale (yarn_log_multiplier, 0.1 mscale_all_dim), as DeepSeek's checkpoints have
 # mscale = mscale_all_dim.
 DEEPSEEK_V3_YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
@@ -209,12 +214,16 @@ DEEPSEEK_V3_YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "
 # multipliers as *_scale keys, q/k rows permuted as LlamaModel's converter does); arcee (relu2 MLP, permuted rows,
 # YaRN as llama.cpp computes it); smollm3 (permuted rows, a NoPE 4th layer); cohere as command-r (parallel blocks on
 # one bias-free LayerNorm, adjacent-pair RoPE, the logit scale; llama.cpp reads Command R+'s per-head q/k norms only
-# in models of 64 layers or more, so this 3-layer one has none).
+# in models of 64 layers or more, so this 3-layer one has none); olmoe (whole-projection q/k norms, 4 experts top-2
+# unnormalised); cohere2 (Command R7B: a window of 8 and RoPE on three layers of four, llama.cpp's fixed pattern);
+# hunyuan_v1_dense (q/k norms after RoPE, the NTK alpha 50 as the converter folds it into freq_base; without the
+# attention biases, as Hunyuan's dense models have none).
 @pytest.mark.parametrize("arch, overrides", [("stablelm-parallel", {}), ("seed_oss", {"attention_out_bias": False}),
                                              ("ernie4_5", {"use_bias": False}), ("olmo2", {}), ("granite", {}),
                                              ("arcee", {}), ("smollm3", SMOLLM3_4),
                                              ("cohere", {"use_qk_norm": False}), ("exaone4", EXAONE4_GLOBAL),
-                                             ("exaone4", EXAONE4_32B_LEGACY)])
+                                             ("exaone4", EXAONE4_32B_LEGACY), ("olmoe", OLMOE_MHA),
+                                             ("cohere2", COHERE2_4), ("hunyuan_v1_dense", {"attention_bias": False})])
 def test_gguf_as_llama_cpp(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
     """An F32 file as llama.cpp's converter writes it: logits over 20 cached steps within 1e-4 of llama.cpp, and
     greedy tokens that are llama.cpp's argmax after each of mlxgp's prefixes."""

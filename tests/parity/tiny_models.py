@@ -599,7 +599,8 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "nemotron": "nemotron", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "olmo2": "olmo2",
                    "granite": "granite", "arcee": "arcee", "smollm3": "smollm3", "cohere": "command-r",
                    "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "exaone4": "exaone4",
-                   "llama4_text": "llama4", "gpt_bigcode": "starcoder", "olmo": "olmo"}
+                   "llama4_text": "llama4", "gpt_bigcode": "starcoder", "olmo": "olmo",
+                   "olmoe": "olmoe", "cohere2": "cohere2", "hunyuan_v1_dense": "hunyuan-dense"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -632,7 +633,7 @@ def _gguf_metadata(w, cfg, head_dim):
     w.add_head_count_kv(cfg.num_key_value_heads)
     if mt == "starcoder2":
         w.add_layer_norm_eps(cfg.norm_epsilon)
-    elif mt in ("stablelm", "cohere"):
+    elif mt in ("stablelm", "cohere", "cohere2"):
         w.add_layer_norm_eps(cfg.layer_norm_eps)
     elif mt == "nemotron":
         w.add_layer_norm_eps(cfg.norm_eps)
@@ -644,6 +645,10 @@ def _gguf_metadata(w, cfg, head_dim):
         w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     rope = cfg.rope_parameters or {}
     theta = rope["full_attention"]["rope_theta"] if "full_attention" in rope else rope.get("rope_theta")
+    if mt == "hunyuan_v1_dense" and rope.get("rope_type") == "dynamic":
+        # HunYuanModel's converter: the NTK alpha folded into the base (base * alpha^(dim / (dim - 2))), no scaling.
+        theta = theta * rope["alpha"] ** (head_dim / (head_dim - 2))
+        w.add_rope_scaling_type(gguf.RopeScalingType.NONE)
     if theta is not None and mt != "gemma2":  # llama.cpp's gemma2 converter writes no rope base
         w.add_rope_freq_base(theta)
     w.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
@@ -655,13 +660,15 @@ def _gguf_metadata(w, cfg, head_dim):
         w.add_token_list([f"<t{i}>" for i in range(cfg.vocab_size)])
     if cfg.pad_token_id is not None:  # phi3: transformers' default (32000) lies outside a tiny vocabulary
         w.add_pad_token_id(cfg.pad_token_id)
-    if mt in ("qwen2_moe", "qwen3_moe"):
+    if mt in ("qwen2_moe", "qwen3_moe", "olmoe"):  # (OlmoeModel's converter: the experts as wide as intermediate_size)
         w.add_expert_count(cfg.num_experts)
         w.add_expert_used_count(cfg.num_experts_per_tok)
-        w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
-    if mt == "cohere":  # CommandR2Model: the logit scale, no rope scaling
+        w.add_expert_feed_forward_length(cfg.intermediate_size if mt == "olmoe" else cfg.moe_intermediate_size)
+    if mt in ("cohere", "cohere2"):  # CommandR2Model / Cohere2Model: the logit scale, no rope scaling
         w.add_logit_scale(cfg.logit_scale)
         w.add_rope_scaling_type(gguf.RopeScalingType.NONE)
+    if mt == "cohere2":
+        w.add_sliding_window(cfg.sliding_window)
     if mt == "granite":  # GraniteModel: the multipliers as *_scale keys
         w.add_attention_scale(cfg.attention_multiplier)
         w.add_embedding_scale(cfg.embedding_multiplier)
