@@ -358,6 +358,17 @@ void gpt2_config(const std::string& p, const GgufMeta& meta, const std::unordere
   c.scale_attn_by_inverse_layer_idx = false;
 }
 
+// llama.cpp's fixed swa pattern n: the file's window (required) on every layer but each n-th (gpt-oss: n = 2, the
+// even layers; cohere2: 4).
+void windowed_layers(const std::string& p, const GgufMeta& meta, ModelConfig& c, int n) {
+  const std::string key = p + "attention.sliding_window";
+  const int window = gguf_count_or(meta, key, 0);
+  if (window < 1) fail("gguf", "metadata '" + key + "' must be at least 1");
+  c.sliding_window = window;
+  c.sliding_layers.clear();
+  for (int i = 0; i < c.num_hidden_layers; ++i) c.sliding_layers.push_back((i + 1) % n != 0);
+}
+
 // OlmoModel's converter: the LayerNorm epsilon, and clip_qkv as attention.clamp_kqv, which llama.cpp applies when > 0.
 void olmo_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
   c.rms_norm_eps = layer_norm_eps(p, meta);
@@ -405,12 +416,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   if (t == "gpt_oss") {
     // llama.cpp's gpt-oss: every even layer slides (its swa pattern 2), biases on q/k/v/o, the clamped
     // SwiGLU's 1.702 / 7.0 fixed in code (GptOssConfig's defaults, which ModelConfig holds).
-    const std::string window_key = p + "attention.sliding_window";
-    const int window = gguf_count_or(meta, window_key, 0);
-    if (window < 1) fail("gguf", "metadata '" + window_key + "' must be at least 1");
-    c.sliding_window = window;
-    c.sliding_layers.clear();
-    for (int i = 0; i < c.num_hidden_layers; ++i) c.sliding_layers.push_back(i % 2 == 0);
+    windowed_layers(p, meta, c, 2);
     c.attention_bias = true;
   }
   if (t == "gemma2" || t == "gemma3_text") gemma_config(p, meta, c);
@@ -442,16 +448,8 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   }
   if (t == "cohere2") {
     // llama.cpp's cohere2: the file's window on every layer but each 4th (its swa pattern 4), RoPE on those alone.
-    const std::string key = p + "attention.sliding_window";
-    const int window = gguf_count_or(meta, key, 0);
-    if (window < 1) fail("gguf", "metadata '" + key + "' must be at least 1");
-    c.sliding_window = window;
-    c.sliding_layers.clear();
-    c.rope_layers.clear();
-    for (int i = 0; i < c.num_hidden_layers; ++i) {
-      c.sliding_layers.push_back((i + 1) % 4 != 0);
-      c.rope_layers.push_back((i + 1) % 4 != 0);
-    }
+    windowed_layers(p, meta, c, 4);
+    c.rope_layers = c.sliding_layers;
   }
   // SmolLM3's files carry no no_rope_layers: llama.cpp leaves RoPE out of every 4th layer, SmolLM3Config's default.
   if (t == "smollm3")
