@@ -28,6 +28,14 @@ const std::vector<std::pair<std::string, std::string>> kExperts = {
     {"ffn_down_exps", "mlp.switch_mlp.down_proj"},
 };
 
+// Mixtral: llama files with experts (llama.cpp's llama architecture), under mixtral's block_sparse_moe.
+const std::vector<std::pair<std::string, std::string>> kMixtral = {
+    {"ffn_gate_inp", "block_sparse_moe.gate"},
+    {"ffn_gate_exps", "block_sparse_moe.switch_mlp.gate_proj"},
+    {"ffn_up_exps", "block_sparse_moe.switch_mlp.up_proj"},
+    {"ffn_down_exps", "block_sparse_moe.switch_mlp.down_proj"},
+};
+
 std::vector<std::pair<std::string, std::string>> with(std::vector<std::pair<std::string, std::string>> a,
                                                       const std::vector<std::pair<std::string, std::string>>& b) {
   a.insert(a.end(), b.begin(), b.end());
@@ -72,6 +80,7 @@ const std::vector<std::pair<std::string, std::string>> kGemmaNorms = {
 const std::vector<GgufArch>& table() {
   static const std::vector<GgufArch> t = {
       {"llama", "llama", {}},
+      {"llama", "mixtral", kMixtral},  // (mixtral_config picks it: a llama file with llama.expert_count)
       {"mistral", "mistral", {}},
       {"qwen2", "qwen2", {}},
       {"qwen3", "qwen3", {}},
@@ -358,6 +367,23 @@ void gpt2_config(const std::string& p, const GgufMeta& meta, const std::unordere
   c.scale_attn_by_inverse_layer_idx = false;
 }
 
+// A llama file with experts (Mixtral 8x7B / 8x22B as llama.cpp converts them): mixtral, top-k renormalised as
+// llama.cpp's llama does, experts as wide as feed_forward_length. Older files with one tensor per expert
+// (blk.N.ffn_gate.E.weight) are refused by name.
+void mixtral_config(const std::string& p, const GgufMeta& meta,
+                    const std::unordered_map<std::string, mx::array>& tensors, ModelConfig& c) {
+  if (tensors.count("blk.0.ffn_gate.0.weight"))
+    fail("gguf",
+         "per-expert tensors (blk.N.ffn_gate.E.weight, older Mixtral files) are not supported; convert the "
+         "model again with llama.cpp's convert_hf_to_gguf.py (stacked ffn_*_exps)");
+  c.model_type = "mixtral";
+  c.num_experts = gguf_count(meta, p + "expert_count");
+  c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
+  if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
+    fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+  c.moe_intermediate_size = c.intermediate_size;
+}
+
 // llama.cpp's fixed swa pattern n: the file's window (required) on every layer but each n-th (gpt-oss: n = 2, the
 // even layers; cohere2: 4).
 void windowed_layers(const std::string& p, const GgufMeta& meta, ModelConfig& c, int n) {
@@ -411,6 +437,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   const std::string p = arch.gguf + ".";
   const std::string& t = c.model_type;
   if (t == "qwen2_moe" || t == "qwen3_moe" || t == "gpt_oss" || t == "olmoe") moe_config(p, meta, tensors, c);
+  if (t == "llama" && gguf_count_or(meta, p + "expert_count", 0) > 0) mixtral_config(p, meta, tensors, c);
   if (t == "deepseek_v2") deepseek2_config(p, meta, tensors, c);
   if (t == "llama4_text") llama4_config(p, meta, c);
   if (t == "gpt_oss") {

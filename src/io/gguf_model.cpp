@@ -146,8 +146,9 @@ ModelConfig gguf_config(const GgufMeta& meta, const std::unordered_map<std::stri
 WeightMap gguf_weights(const ModelConfig& c, std::unordered_map<std::string, mx::array> tensors) {
   const GgufArch& arch = gguf_arch_of(c.model_type);
   // llama.cpp's LlamaModel converter (and its granite / arcee subclasses) permutes the q / k rows.
-  const bool permuted = c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "olmo" ||
-                        c.model_type == "granite" || c.model_type == "arcee" || c.model_type == "smollm3";
+  const bool permuted = c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "mixtral" ||
+                        c.model_type == "olmo" || c.model_type == "granite" || c.model_type == "arcee" ||
+                        c.model_type == "smollm3";
   // llama.cpp's gemma and nemotron converters store norm weights as 1 + w; transformers' reader subtracts the 1.
   const bool norm_plus_one = c.model_type == "gemma2" || c.model_type == "gemma3_text" || c.model_type == "nemotron";
   WeightMap out;

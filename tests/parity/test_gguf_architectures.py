@@ -166,6 +166,22 @@ def _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path):
     return ref, got, same
 
 
+def _vs_llama_cpp_and_source(run_mlxgp, run_mlxgp_json, model, path, ids, prefill, tmp_path):
+    """_vs_llama_cpp's llama.cpp logits, mlxgp's max |diff| from them and from transformers' `model` the file was
+    written from, and the greedy count."""
+    ref, got, same = _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path)
+    source = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
+    return ref, float(np.abs(got - ref).max()), float(np.abs(got - source).max()), same
+
+
+def _q8_rounded(a):
+    """`a` through gguf-py's Q8_0 (blocks along the last axis, as a file's rows) and back."""
+    import gguf
+
+    qt = gguf.GGMLQuantizationType.Q8_0
+    return gguf.quants.dequantize(gguf.quants.quantize(a.reshape(-1, a.shape[-1]), qt), qt).reshape(a.shape)
+
+
 def _vs_source(run_mlxgp, model, path, ids, prefill, tmp_path):
     """max |diff| between mlxgp's logits on `path` and transformers' `model` (as its weights now are) after each of
     ids[prefill - 1:-1], both prefilling ids[:prefill] and then stepping one token at a time."""
@@ -279,6 +295,37 @@ def test_starcoder_gguf(run_mlxgp, run_mlxgp_json, tmp_path):
     assert same == GREEDY_NEW
 
 
+def test_mixtral_gguf(run_mlxgp, run_mlxgp_json, tmp_path):
+    """Mixtral as llama.cpp converts it: a llama file with llama.expert_count and stacked ffn_*_exps (q / k rows
+    permuted as LlamaModel's converter does): F32 logits within 1e-4 of llama.cpp's and of transformers' model it was
+    written from (transformers' GGUF reader takes a llama file for LlamaForCausalLM, without experts), every expert
+    routed, greedy tokens llama.cpp's argmax; Q8_0 within 1e-4 of transformers on the Q8_0-rounded weights. A file with
+    the older per-expert tensors is refused in one line."""
+    import torch
+
+    model, _ = tiny_models.make_tiny_model("mixtral", tmp_path / "hf")
+    ids, prefill = _ids(40, model.config.vocab_size, seed=15), 20
+    _assert_every_expert_routed(model, ids)
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
+    assert {"blk.0.ffn_gate_inp.weight", "blk.0.ffn_gate_exps.weight"} <= set(gguf_quant.tensor_types(path))
+    ref, diff, vs_source, same = _vs_llama_cpp_and_source(run_mlxgp, run_mlxgp_json, model, path, ids, prefill,
+                                                          tmp_path)
+    q8 = tiny_models.write_tiny_gguf(model, tmp_path / "q8.gguf", "Q8_0", vocab=True)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2 and not name.endswith("mlp.gate.weight"):  # the router stays F32
+                p.copy_(torch.from_numpy(np.ascontiguousarray(_q8_rounded(p.numpy()), dtype=np.float32)))
+    diff_q8 = _vs_source(run_mlxgp, model, q8, ids, prefill, tmp_path)
+    _assert_vs_llama_cpp_and_source("mixtral", ref, diff, vs_source, same,
+                                    f"; Q8_0 vs transformers on the Q8_0-rounded weights {diff_q8:.3e}")
+    assert diff_q8 <= 1e-4
+    legacy = tiny_models.write_tiny_gguf(model, tmp_path / "legacy.gguf", "F32",
+                                         extra={"blk.0.ffn_gate.0.weight": np.zeros((4, 4), np.float32)})
+    r = run_mlxgp("logits", "--model", legacy, "--input-ids", "5,6,7", "--out", tmp_path / "x.safetensors", check=False)
+    assert r.returncode != 0 and r.stderr.strip().startswith("[gguf] per-expert tensors (blk.N.ffn_gate.E.weight"), \
+        r.stderr
+
+
 def test_olmo_gguf(run_mlxgp, run_mlxgp_json, tmp_path):
     """OLMo as OlmoModel's converter writes it (no norm tensors: llama.cpp's norms have no weight either; q / k rows
     permuted; clip_qkv as attention.clamp_kqv): an F32 file's logits within 1e-4 of llama.cpp's and of transformers'
@@ -291,9 +338,8 @@ def test_olmo_gguf(run_mlxgp, run_mlxgp_json, tmp_path):
     path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
     assert not any("norm" in n for n in gguf_quant.tensor_types(path))
     ids, prefill = _ids(40, model.config.vocab_size, seed=15), 20
-    ref, got, same = _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path)
-    source = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
-    diff, vs_source = float(np.abs(got - ref).max()), float(np.abs(got - source).max())
+    ref, diff, vs_source, same = _vs_llama_cpp_and_source(run_mlxgp, run_mlxgp_json, model, path, ids, prefill,
+                                                          tmp_path)
     f16 = tiny_models.write_tiny_gguf(model, tmp_path / "f16.gguf", "F16", vocab=True)
     with torch.no_grad():
         for p in model.parameters():
@@ -316,7 +362,6 @@ def test_deepseek2_gguf(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
     GGUF reader has no deepseek2), greedy tokens llama.cpp's argmax. A Q8_0 file (attn_k_b / attn_v_b dequantized for
     the absorbed products): logits within 1e-4 of transformers' model with each tensor rounded through gguf-py's
     Q8_0 as the file stores it (llama.cpp's Q8_0 products round the activations to 8 bits too)."""
-    import gguf
     import torch
 
     model, _ = tiny_models.make_tiny_model(arch, tmp_path / "hf", **overrides)
@@ -324,15 +369,11 @@ def test_deepseek2_gguf(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
     ids, prefill = _ids(40, cfg.vocab_size, seed=15), 20
     path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
     assert {"blk.0.attn_k_b.weight", "blk.0.attn_v_b.weight"} <= set(gguf_quant.tensor_types(path))
-    ref, got, same = _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path)
-    source = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
-    diff, vs_source = float(np.abs(got - ref).max()), float(np.abs(got - source).max())
+    ref, diff, vs_source, same = _vs_llama_cpp_and_source(run_mlxgp, run_mlxgp_json, model, path, ids, prefill,
+                                                          tmp_path)
 
     q8 = tiny_models.write_tiny_gguf(model, tmp_path / "q8.gguf", "Q8_0", vocab=True)
-    qt = gguf.GGMLQuantizationType.Q8_0
-
-    def rounded(a):  # Q8_0 blocks along the last axis, as the file's rows
-        return gguf.quants.dequantize(gguf.quants.quantize(a.reshape(-1, a.shape[-1]), qt), qt).reshape(a.shape)
+    rounded = _q8_rounded
 
     H, nope = cfg.num_attention_heads, cfg.qk_nope_head_dim
     with torch.no_grad():
@@ -367,9 +408,8 @@ def test_llama4_gguf(run_mlxgp, run_mlxgp_json, tmp_path):
     path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
     assert {"blk.1.ffn_gate_inp.weight", "blk.1.ffn_up_exps.weight", "blk.1.ffn_gate_shexp.weight",
             "blk.0.ffn_gate.weight", "rope_freqs.weight"} <= set(gguf_quant.tensor_types(path))
-    ref, got, same = _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path)
-    source = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
-    diff, vs_source = float(np.abs(got - ref).max()), float(np.abs(got - source).max())
+    ref, diff, vs_source, same = _vs_llama_cpp_and_source(run_mlxgp, run_mlxgp_json, model, path, ids, prefill,
+                                                          tmp_path)
     _assert_vs_llama_cpp_and_source("llama4", ref, diff, vs_source, same)
     windowed = tiny_models.write_tiny_gguf(model, tmp_path / "w.gguf", "F32", meta={"llama4.attention.sliding_window": 0})
     r = run_mlxgp("logits", "--model", windowed, "--input-ids", "5,6,7", "--out", tmp_path / "w.safetensors",

@@ -600,7 +600,8 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "granite": "granite", "arcee": "arcee", "smollm3": "smollm3", "cohere": "command-r",
                    "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "exaone4": "exaone4",
                    "llama4_text": "llama4", "gpt_bigcode": "starcoder", "olmo": "olmo",
-                   "olmoe": "olmoe", "cohere2": "cohere2", "hunyuan_v1_dense": "hunyuan-dense"}
+                   "olmoe": "olmoe", "cohere2": "cohere2", "hunyuan_v1_dense": "hunyuan-dense",
+                   "mixtral": "llama"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -660,6 +661,9 @@ def _gguf_metadata(w, cfg, head_dim):
         w.add_token_list([f"<t{i}>" for i in range(cfg.vocab_size)])
     if cfg.pad_token_id is not None:  # phi3: transformers' default (32000) lies outside a tiny vocabulary
         w.add_pad_token_id(cfg.pad_token_id)
+    if mt == "mixtral":  # LlamaModel's converter on MixtralForCausalLM: llama keys plus the expert counts
+        w.add_expert_count(cfg.num_local_experts)
+        w.add_expert_used_count(cfg.num_experts_per_tok)
     if mt in ("qwen2_moe", "qwen3_moe", "olmoe"):  # (OlmoeModel's converter: the experts as wide as intermediate_size)
         w.add_expert_count(cfg.num_experts)
         w.add_expert_used_count(cfg.num_experts_per_tok)
@@ -819,7 +823,8 @@ def _gguf_tensors(model):
         if name.endswith("mlp.experts.down_proj"):
             module, kind = name, "weight"
         t = t.squeeze()
-        llama_converter = mt in ("llama", "granite", "arcee", "smollm3", "olmo")  # LlamaModel (and OlmoModel) permute
+        # LlamaModel (mixtral's converter too) and OlmoModel permute
+        llama_converter = mt in ("llama", "granite", "arcee", "smollm3", "olmo", "mixtral")
         if llama_converter and module.endswith("self_attn.q_proj"):
             t = permute(t, cfg.num_attention_heads)
         if llama_converter and module.endswith("self_attn.k_proj"):
