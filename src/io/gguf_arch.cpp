@@ -121,9 +121,9 @@ const std::vector<GgufArch>& table() {
       {"deepseek2", "deepseek_v3", kDeepseek2},
       // Llama 4's rows as transformers' (its converter does not permute q / k: both rotate adjacent pairs).
       {"llama4", "llama4_text", kLlama4},
-      {"ernie4_5", "ernie4_5", {}},
+      {"ernie4_5", "ernie4_5", {}},  // its RoPE pairs adjacent features (llama.cpp's NORM), rows as transformers'
       // OLMo: no norm tensors at all (weightless LayerNorms), q / k rows permuted as LlamaModel's converter does.
-      {"olmo", "olmo", {}},  // its RoPE pairs adjacent features (llama.cpp's NORM), rows as transformers'
+      {"olmo", "olmo", {}},
       // OLMo 2: norms on the sub-layer outputs only; q / k norms over the whole projections.
       {"olmo2",
        "olmo2",
