@@ -407,8 +407,9 @@ int run_train(const std::vector<std::string>& argv) {
                               {{"format", "mlxgp-soft-prompt"}}, "train");
     } else {
       artefact = (fs::path(out_dir) / "model.safetensors").string();
-      WeightMap w(trainer.masters().begin(), trainer.masters().end());
-      // transformers' names (gpt2's differ from the model's own), so from_pretrained reads the weights.
+      // The trained weights and the buffers beside them; transformers' names (gpt2's differ from the model's own), so
+      // from_pretrained reads the weights.
+      WeightMap w = full_model_weights(model, trainer.masters());
       save_safetensors_atomic(artefact, to_checkpoint_names(model.config(), std::move(w), CheckpointLayout::Hf),
                               {{"format", "pt"}}, "train");
     }

@@ -8,7 +8,8 @@
 
 namespace mlxgp {
 
-// HF `rope_scaling` / `rope_parameters`: "linear", "llama3", "longrope" (Phi-3's, alias "su") and "yarn".
+// HF `rope_scaling` / `rope_parameters`: "linear", "llama3", "longrope" (Phi-3's, alias "su"), "yarn" and
+// "proportional".
 struct RopeScaling {
   std::string rope_type = "default";
   float factor = 1.0f;
@@ -26,6 +27,9 @@ struct RopeScaling {
   float beta_slow = 1.0f;
   std::optional<float> mscale, mscale_all_dim;
   bool truncate = true;
+  // proportional (gemma4_text's full-attention layers): frequencies base^(-2i / head_dim) on the first
+  // partial_rotary_factor x head_dim / 2 pairs of rotate_half's (i, i + head_dim / 2), none on the rest.
+  float partial_rotary_factor = 1.0f;
 };
 
 // MLX quantized checkpoints: config.json "quantization": {"group_size": 64, "bits": 4, "mode": "affine"}.
@@ -106,6 +110,13 @@ struct ModelConfig {
   // attention_chunk_size-long chunk of positions alone (transformers' chunked_causal_mask_function).
   std::optional<int> attention_chunk_size;
   std::vector<bool> chunked_layers;
+  // gemma4_text (transformers' per_layer_config): each layer's head_dim and num_key_value_heads where they differ
+  // from the fields above (its full-attention layers: global_head_dim, num_global_key_value_heads); empty: none
+  // differs. layer_head_dim / layer_kv_heads read them.
+  std::vector<int> layer_head_dims, layer_kv_heads;
+  // gemma4_text's attention_k_eq_v: the full-attention layers have no v_proj; their values are the key projection
+  // (before k_norm).
+  bool attention_k_eq_v = false;
   // gpt2: false drops the 1/sqrt(head_dim) attention scale; true divides layer i's scale by i + 1.
   bool scale_attn_weights = true, scale_attn_by_inverse_layer_idx = false;
   // olmo / olmoe: q, k and v clamped to [-clip_qkv, clip_qkv] after their projections (and olmoe's q / k norms).
@@ -157,6 +168,9 @@ struct ModelConfig {
   std::string dropout_key;
 };
 
+// Layer `layer`'s head width and key/value head count (ModelConfig::layer_head_dims / layer_kv_heads).
+int layer_head_dim(const ModelConfig& c, int layer);
+int layer_kv_heads(const ModelConfig& c, int layer);
 // Parses config.json text; throws [config] on malformed JSON or missing/invalid required fields.
 ModelConfig parse_model_config(const std::string& json_text);
 

@@ -125,5 +125,9 @@ TrainStepResult train_step(Model& model, const Batch& batch, TrainState& state, 
 bool is_buffer(const std::string& name);
 // The parameters full fine-tuning trains: every floating-point one but the buffers, sorted.
 std::vector<std::string> full_trainable(Model& model);
+// What a full fine-tune saves: `trained` (the trainer's masters) and the model's buffers beside them, which
+// transformers reads as persistent state (without them from_pretrained would start the routing biases or gemma4's
+// layer scalars afresh).
+WeightMap full_model_weights(Model& model, const WeightMap& trained);
 
 }  // namespace mlxgp

@@ -313,14 +313,15 @@ PromptCache load_prompt_cache(const std::string& path, Model& model) {
   for (int id : out.token_ids)
     if (id < 0 || id >= c.vocab_size)
       fail("prompt-cache", where + ": token id " + std::to_string(id) + " is outside the vocabulary");
-  const mx::Shape want = {1, c.num_key_value_heads, n, c.head_dim};
   for (int i = 0; i < c.num_hidden_layers; ++i) {
+    // (gemma4_text's layers differ in width: ModelConfig::layer_head_dims)
+    const int heads = layer_kv_heads(c, i), dim = layer_head_dim(c, i);
+    const mx::Shape want = {1, heads, n, dim};
     auto& k = tensor(layer_key(i, "keys"));
     auto& v = tensor(layer_key(i, "values"));
     if (k.shape() != want || v.shape() != want || k.dtype() != v.dtype() || !mx::issubdtype(k.dtype(), mx::floating))
       fail("prompt-cache", where + ": layer " + std::to_string(i) + " keys/values must be floating [1, " +
-                               std::to_string(c.num_key_value_heads) + ", " + std::to_string(n) + ", " +
-                               std::to_string(c.head_dim) + "]");
+                               std::to_string(heads) + ", " + std::to_string(n) + ", " + std::to_string(dim) + "]");
     // NaN or infinite keys/values (a corrupt file) would decode garbage with exit 0.
     require_finite(k, "prompt-cache", where + ": layer " + std::to_string(i) + " keys");
     require_finite(v, "prompt-cache", where + ": layer " + std::to_string(i) + " values");

@@ -34,9 +34,10 @@ void check_decode_rows_fit(Model& model, long long rows, long long length, const
   double act_bytes = 4;
   auto& params = model.parameters();
   if (const auto* norm = activation_dtype_weight(params)) act_bytes = static_cast<double>(norm->itemsize());
+  double kv_width = 0;  // keys and values of one position over the layers (gemma4_text's differ per layer)
+  for (int i = 0; i < c.num_hidden_layers; ++i) kv_width += 2.0 * layer_kv_heads(c, i) * layer_head_dim(c, i);
   const double per_row = 8.0 * 4.0 * static_cast<double>(vocab) +
-                         2.0 * static_cast<double>((std::max(1LL, length) + 255) / 256 * 256) * c.num_hidden_layers *
-                             2.0 * c.num_key_value_heads * c.head_dim * act_bytes;
+                         2.0 * static_cast<double>((std::max(1LL, length) + 255) / 256 * 256) * kv_width * act_bytes;
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   if (pages <= 0 || page <= 0) return;
   const double budget = 0.8 * static_cast<double>(pages) * static_cast<double>(page);

@@ -13,7 +13,7 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 42> kDefaults{{
+constexpr std::array<Entry, 43> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"llama4_text", {1e-5f, 500000.0f, 131072, false, "silu", 128, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
@@ -49,6 +49,7 @@ constexpr std::array<Entry, 42> kDefaults{{
     {"gemma", {1e-6f, 10000.0f, 8192, true, "gelu_pytorch_tanh", 256, 0}},
     {"gemma2", {1e-6f, 10000.0f, 8192, true, "gelu_pytorch_tanh", 256, 4096}},
     {"gemma3_text", {1e-6f, 1000000.0f, 131072, true, "gelu_pytorch_tanh", 256, 4096}},
+    {"gemma4_text", {1e-6f, 1000000.0f, 131072, true, "gelu_pytorch_tanh", 256, 512}},
     {"granite", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"granitemoe", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"olmo2", {1e-5f, 10000.0f, 2048, false, "silu", 0, 0}},

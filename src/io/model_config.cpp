@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/config_defaults.h"
+#include "io/gemma4_config.h"
 #include "io/gpt2_config.h"
 #include "io/multimodal_config.h"
 #include "io/quantization_modules.h"
@@ -135,8 +136,14 @@ std::optional<RopeScaling> parse_rope(const json& r) {
   s.high_freq_factor = get_float(r, "high_freq_factor", 4.0f);
   s.original_max_position_embeddings = get_int(r, "original_max_position_embeddings", 0);
   if (s.rope_type != "default" && s.rope_type != "linear" && s.rope_type != "llama3" && s.rope_type != "longrope" &&
-      s.rope_type != "yarn")
-    fail("config", "unsupported rope_type '" + s.rope_type + "' (supported: default, linear, llama3, longrope, yarn)");
+      s.rope_type != "yarn" && s.rope_type != "proportional")
+    fail("config", "unsupported rope_type '" + s.rope_type +
+                       "' (supported: default, linear, llama3, longrope, yarn, proportional)");
+  if (s.rope_type == "proportional") {  // transformers' _compute_proportional_rope_parameters
+    s.partial_rotary_factor = get_float(r, "partial_rotary_factor", 1.0f);
+    if (!(s.partial_rotary_factor >= 0 && s.partial_rotary_factor <= 1))
+      fail("config", "proportional rope's partial_rotary_factor must be in [0, 1]");
+  }
   if (!derived && s.factor <= 0) fail("config", "rope scaling factor must be positive");
   if (s.rope_type == "llama3" && s.high_freq_factor == s.low_freq_factor)
     fail("config", "llama3 rope scaling needs high_freq_factor != low_freq_factor");
@@ -224,7 +231,7 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
       mt == "starcoder2") {
     c.sliding_layers.assign(n, true);  // these configs ignore layer_types: every layer slides
   } else if (switched || mt == "gemma2" || mt == "gemma3_text" || mt == "gpt_oss" || mt == "olmo3" || mt == "cohere2" ||
-             mt == "exaone4" || mt == "dots1") {
+             mt == "exaone4" || mt == "dots1" || mt == "gemma4_text") {
     if (has_types) {
       c.sliding_layers = layer_types_sliding(*types, n);
     } else if (mt == "gemma2" || mt == "gpt_oss") {  // Gemma2Config's and GptOssConfig's default: even layers slide
@@ -769,6 +776,7 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   if (t == "olmo") c.rms_norm_eps = 1e-5f;
   if (c.model_type == "phi" && get_bool(j, "qk_layernorm", false))
     fail("config", "qk_layernorm is not supported (phi's LayerNorms over each head's q and k)");
+  if (t == "gemma4_text") io::read_gemma4_fields(j, c);
 }
 
 }  // namespace
@@ -815,6 +823,18 @@ void validate_model_config(const ModelConfig& c, const std::string& component) {
   if (c.sliding_window && *c.sliding_window < 1) fail(component, "sliding_window must be at least 1");
   if (!c.sliding_layers.empty() && static_cast<long long>(c.sliding_layers.size()) != c.num_hidden_layers)
     fail(component, "layer_types must list one entry per layer");
+  for (const auto* v : {&c.layer_head_dims, &c.layer_kv_heads})
+    if (!v->empty() && static_cast<long long>(v->size()) != c.num_hidden_layers)
+      fail(component, "per-layer head widths must list one entry per layer");
+}
+
+int layer_head_dim(const ModelConfig& c, int layer) {
+  return layer >= 0 && layer < static_cast<int>(c.layer_head_dims.size()) ? c.layer_head_dims[layer] : c.head_dim;
+}
+
+int layer_kv_heads(const ModelConfig& c, int layer) {
+  return layer >= 0 && layer < static_cast<int>(c.layer_kv_heads.size()) ? c.layer_kv_heads[layer]
+                                                                         : c.num_key_value_heads;
 }
 
 ModelConfig parse_model_config(const std::string& json_text) {
@@ -838,6 +858,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
     return text;
   }
   if (c.model_type == "gpt2" || c.model_type == "gpt_bigcode") j = io::gpt2_common_fields(j);
+  if (c.model_type == "gemma4_text") j = io::gemma4_common_fields(j);
   io::apply_class_defaults(c);
   c.vocab_size = get_int(j, "vocab_size", 0, true);
   c.hidden_size = get_int(j, "hidden_size", 0, true);

@@ -10,7 +10,8 @@
 namespace mlxgp::io {
 
 const std::vector<std::string>& multimodal_wrappers() {
-  static const std::vector<std::string> types{"gemma3", "llama4", "mistral3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl"};
+  static const std::vector<std::string> types{"gemma3",   "gemma4",     "llama4",  "mistral3",
+                                              "qwen2_vl", "qwen2_5_vl", "qwen3_vl"};
   return types;
 }
 
@@ -64,11 +65,12 @@ nlohmann::json language_model_config(const nlohmann::json& config) {
   if (!qwen_vl && (tc == config.end() || !tc->is_object()))
     fail("config", outer + " config.json needs a text_config object (its language model's config)");
   json t = qwen_vl ? qwen_vl_text_config(config, outer) : *tc;
-  const bool gemma = outer == "gemma3", llama4 = outer == "llama4";
+  const bool gemma = outer == "gemma3", gemma4 = outer == "gemma4", llama4 = outer == "llama4";
   // transformers 5.24: Gemma3Config's text_config is a Gemma3TextConfig, Llama4Config's a Llama4TextConfig,
-  // Mistral3Config's a MistralConfig unless its model_type names another (mlx-lm's mistral3 runs the others as llama).
-  // The one text model_type gemma3 / llama4 take (null: mistral3's several).
-  const char* own = gemma ? "gemma3_text" : llama4 ? "llama4_text" : nullptr;
+  // Mistral3Config's a MistralConfig unless its model_type names another (mlx-lm's mistral3 runs the others as llama),
+  // Gemma4Config's a Gemma4TextConfig. The one text model_type gemma3 / gemma4 / llama4 take (null: mistral3's
+  // several).
+  const char* own = gemma ? "gemma3_text" : gemma4 ? "gemma4_text" : llama4 ? "llama4_text" : nullptr;
   if (!t.contains("model_type")) t["model_type"] = own ? own : "mistral";
   const auto& inner = t["model_type"];
   const bool known =
@@ -77,17 +79,24 @@ nlohmann::json language_model_config(const nlohmann::json& config) {
   if (!known)
     fail("config", outer + "'s text_config has model_type " + inner.dump() +
                        " (supported: " + (own ? own : "mistral, ministral3, llama") + ")");
-  if (gemma) {
-    // Gemma3TextConfig's defaults (configuration_gemma3.py), which google/gemma-3-4b-it and larger rely on.
-    static const std::array<std::pair<const char*, int>, 6> sizes{{{"vocab_size", 262208},
-                                                                   {"hidden_size", 2304},
-                                                                   {"intermediate_size", 9216},
-                                                                   {"num_hidden_layers", 26},
-                                                                   {"num_attention_heads", 8},
-                                                                   {"num_key_value_heads", 4}}};
-    for (auto [key, value] : sizes)
+  // The text config classes' sizes, which google/gemma-3-4b-it and larger rely on (configuration_gemma3.py,
+  // configuration_gemma4.py).
+  using Sizes = std::array<std::pair<const char*, int>, 6>;
+  static const Sizes gemma3_sizes{{{"vocab_size", 262208},
+                                   {"hidden_size", 2304},
+                                   {"intermediate_size", 9216},
+                                   {"num_hidden_layers", 26},
+                                   {"num_attention_heads", 8},
+                                   {"num_key_value_heads", 4}}};
+  static const Sizes gemma4_sizes{{{"vocab_size", 262144},
+                                   {"hidden_size", 2304},
+                                   {"intermediate_size", 9216},
+                                   {"num_hidden_layers", 30},
+                                   {"num_attention_heads", 8},
+                                   {"num_key_value_heads", 4}}};
+  if (gemma || gemma4)
+    for (auto [key, value] : gemma ? gemma3_sizes : gemma4_sizes)
       if (!t.contains(key) || t[key].is_null()) t[key] = value;
-  }
   // The outer config ties the head (PreTrainedConfig's default: true, Llama4Config's false; a checkpoint whose
   // lm_head differs from the embeddings keeps it, as transformers' tie_weights does: DecoderModel).
   auto tie = config.find("tie_word_embeddings");

@@ -136,11 +136,20 @@ void DecoderModel::build(const WeightMap& loaded) {
             layers::Attention::load(weights, p + ".self_attn", c, o.attention, i),
             std::nullopt,
             std::nullopt};
-    if (layers::is_moe_layer(c, i))
-      b.moe = layers::SparseMoe::load(weights, p + (o.moe.mixtral_names ? ".block_sparse_moe" : ".mlp"), c, o.moe);
-    else b.mlp = layers::SwiGLU::load(weights, p + ".mlp", c, o.mlp, o.plain_mlp_names);
     const auto& n = o.norm_names;
     auto layer_norm = [&](const char* name) { return norm_at(p + "." + name + ".weight"); };
+    if (o.moe_beside_mlp && layers::is_moe_layer(c, i)) {  // gemma4_text
+      b.mlp = layers::SwiGLU::load(weights, p + ".mlp", c, o.mlp, o.plain_mlp_names);
+      b.moe = layers::SparseMoe::load(weights, p + ".experts", c, o.moe);
+      b.pre_experts_norm = layer_norm("pre_feedforward_layernorm_2");
+      b.post_mlp_norm = layer_norm("post_feedforward_layernorm_1");
+      b.post_experts_norm = layer_norm("post_feedforward_layernorm_2");
+    } else if (layers::is_moe_layer(c, i)) {
+      b.moe = layers::SparseMoe::load(weights, p + (o.moe.mixtral_names ? ".block_sparse_moe" : ".mlp"), c, o.moe);
+    } else {
+      b.mlp = layers::SwiGLU::load(weights, p + ".mlp", c, o.mlp, o.plain_mlp_names);
+    }
+    if (o.layer_scalar) b.layer_scalar = layers::take(weights, p + ".layer_scalar", {1});
     if (o.norms != Norms::Post) b.input_norm = layer_norm(n.input);
     if (o.norms != Norms::Parallel) b.post_attention_norm = layer_norm(n.post_attention);
     if (o.norms == Norms::Sandwich) b.pre_feedforward_norm = layer_norm(n.pre_feedforward);
@@ -206,8 +215,9 @@ void DecoderModel::set_parameters(const WeightMap& updates, bool allow_new) {
 void DecoderModel::shard(const mx::distributed::Group& group) {
   if (group.size() == 1) return;
   if (tp_) fail("distributed", "the model is already sharded");
-  // The per-head sinks and the experts' biases have no split here yet.
-  if (options_.attention.sinks || options_.moe.gpt_oss)
+  // The per-head sinks and the experts' biases have no split here yet; gemma4_text's layers differ in width
+  // (ModelConfig::layer_head_dims), which the plan does not split yet.
+  if (options_.attention.sinks || options_.moe.gpt_oss || !config_.layer_head_dims.empty())
     fail("distributed", "tensor-parallel generation of " + config_.model_type + " is not supported");
   auto plan = shard::make_plan(config_, weights_, group.rank(), group.size(), options_.moe.mixtral_names);
   auto sliced = shard::slice_weights(weights_, config_, plan, options_.moe.mixtral_names);
@@ -285,9 +295,16 @@ mx::array DecoderModel::block(const Block& b, const mx::array& x, KVCache& cache
   auto h = residual(x, a);
   const auto& pre_mlp = norms == Norms::Pre ? b.post_attention_norm : b.pre_feedforward_norm;
   auto f_in = pre_mlp ? (*pre_mlp)(h) : h;
-  auto f = b.moe ? (*b.moe)(f_in) : (*b.mlp)(f_in);
-  if (norms != Norms::Pre) f = (*b.post_feedforward_norm)(f);
-  return residual(h, f);
+  std::optional<mx::array> f;
+  if (b.moe && b.mlp) {  // gemma4_text's Gemma4TextDecoderLayer: the MLP and the experts side by side
+    auto dense = (*b.post_mlp_norm)((*b.mlp)(f_in));
+    f = mx::add(dense, (*b.post_experts_norm)((*b.moe)((*b.pre_experts_norm)(h), h)));
+  } else {
+    f = b.moe ? (*b.moe)(f_in) : (*b.mlp)(f_in);
+  }
+  if (norms != Norms::Pre) f = (*b.post_feedforward_norm)(*f);
+  auto out = residual(h, *f);
+  return b.layer_scalar ? mx::multiply(out, mx::astype(*b.layer_scalar, out.dtype())) : out;
 }
 
 mx::array DecoderModel::add_positions(const mx::array& h, const KVCache& cache) const {

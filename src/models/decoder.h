@@ -44,6 +44,12 @@ struct DecoderOptions {
   bool learned_positions = false;
   // Mixture of experts when the config has experts (layers::is_moe_layer): mixtral's or qwen's names.
   layers::MoeOptions moe;
+  // gemma4_text (enable_moe_block): the experts run beside the dense MLP, not instead of it: the MLP's output
+  // through post_feedforward_layernorm_1 plus the experts' (fed pre_feedforward_layernorm_2 of the residual, routed
+  // on the residual itself) through post_feedforward_layernorm_2, then post_feedforward_layernorm as usual.
+  bool moe_beside_mlp = false;
+  // gemma4_text: each block's output times its model.layers.N.layer_scalar [1].
+  bool layer_scalar = false;
 };
 
 class DecoderModel : public Model {
@@ -73,6 +79,9 @@ class DecoderModel : public Model {
     layers::Attention attention;
     std::optional<layers::SwiGLU> mlp;     // dense layers
     std::optional<layers::SparseMoe> moe;  // mixture-of-experts layers
+    // moe_beside_mlp: the experts' own norms (pre_feedforward_layernorm_2, post_feedforward_layernorm_1 / _2).
+    std::optional<layers::RMSNorm> pre_experts_norm, post_mlp_norm, post_experts_norm;
+    std::optional<mx::array> layer_scalar;
   };
   mx::array block(const Block& b, const mx::array& h, KVCache& cache, const AttentionMask* mask) const;
   // Every block of a decode step (one position per row) as one fused node where each op of each block would
@@ -106,7 +115,7 @@ void register_llama();  // llama, seed_oss
 void register_mistral();
 void register_qwen2();
 void register_qwen3();
-void register_gemma();  // gemma, gemma2, gemma3_text
+void register_gemma();  // gemma, gemma2, gemma3_text, gemma4_text
 void register_phi3();
 void register_granite();  // granite, granitemoe
 void register_olmo2();

@@ -333,10 +333,11 @@ float yarn_attention_factor(const RopeScaling& s) {
 
 }  // namespace
 
-Rope Rope::make(const ModelConfig& c, const std::optional<mx::array>& freq_factors, bool sliding) {
+Rope Rope::make(const ModelConfig& c, const std::optional<mx::array>& freq_factors, bool sliding, int head_dim) {
   Rope r;
+  if (head_dim == 0) head_dim = c.head_dim;
   // transformers: dim = int(head_dim * partial_rotary_factor); the rest of each head passes through.
-  r.dims = static_cast<int>(static_cast<double>(c.head_dim) * c.partial_rotary_factor);
+  r.dims = static_cast<int>(static_cast<double>(head_dim) * c.partial_rotary_factor);
   if (r.dims < 2 || r.dims % 2 != 0)
     fail("model", "rotary dims head_dim x partial_rotary_factor = " + std::to_string(r.dims) + " must be even");
   // gemma3's sliding layers rotate with their own base (and scaling); otherwise every layer shares one.
@@ -354,6 +355,18 @@ Rope Rope::make(const ModelConfig& c, const std::optional<mx::array>& freq_facto
   }
   if (!scaling) return r;
   const auto& s = *scaling;
+  if (s.rope_type == "proportional") {
+    // transformers' _compute_proportional_rope_parameters: rotate_half over the whole head, inv_freq
+    // base^(-2i / head_dim) / factor on the first int(proportion x head_dim // 2) pairs and 0 (period inf: no
+    // rotation) on the rest, as mlx-lm's ProportionalRoPE.
+    r.dims = head_dim;
+    const int angles = static_cast<int>(std::floor(static_cast<double>(s.partial_rotary_factor) * head_dim / 2));
+    std::vector<float> p(head_dim / 2, std::numeric_limits<float>::infinity());
+    for (int i = 0; i < angles && i < head_dim / 2; ++i)
+      p[i] = s.factor * std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim));
+    r.periods = mx::array(p.data(), {static_cast<int>(p.size())}, mx::float32);
+    return r;
+  }
   if (s.rope_type == "longrope") {
     // transformers _compute_longrope_parameters: inv_freq = 1 / (ext_factor_i * base^(2i/dim)).
     auto periods_of = [&](const std::vector<float>& ext) {
@@ -455,15 +468,17 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
                           const AttentionOptions& o, int layer) {
   Attention a;
   a.n_heads = c.num_attention_heads;
-  a.n_kv_heads = c.num_key_value_heads;
-  a.head_dim = c.head_dim;
+  a.n_kv_heads = layer_kv_heads(c, layer);
+  a.head_dim = layer_head_dim(c, layer);
   if (c.kv_lora_rank > 0) return load_latent(w, prefix, c, a);
+  const bool sliding = layer < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[layer];
   // granite: attention_multiplier is the scale; gemma2/3: query_pre_attn_scalar^-0.5.
   a.scale = c.attention_multiplier
                 ? *c.attention_multiplier
                 : 1.0f / std::sqrt(c.query_pre_attn_scalar ? *c.query_pre_attn_scalar : static_cast<float>(c.head_dim));
   if (!c.scale_attn_weights) a.scale = 1.0f;  // gpt2: raw q.k scores
   if (c.scale_attn_by_inverse_layer_idx) a.scale /= static_cast<float>(layer + 1);
+  if (o.unscaled) a.scale = 1.0f;
   a.softcap = c.attn_logit_softcapping;
   a.clip_qkv = c.clip_qkv;
   // q/k/v biases: the architecture's (qwen2), else the config's own switch for them (qwen2_moe, glm, seed_oss,
@@ -479,7 +494,9 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   } else {
     a.q_proj = Linear::load(w, prefix + ".q_proj", c.hidden_size, q_out, bias);
     a.k_proj = Linear::load(w, prefix + ".k_proj", c.hidden_size, kv_out, bias);
-    a.v_proj = Linear::load(w, prefix + ".v_proj", c.hidden_size, kv_out, bias);
+    // gemma4_text's attention_k_eq_v: a full-attention layer's values are its key projection.
+    a.values_from_keys = c.attention_k_eq_v && !sliding;
+    if (!a.values_from_keys) a.v_proj = Linear::load(w, prefix + ".v_proj", c.hidden_size, kv_out, bias);
   }
   a.o_proj = Linear::load(w, prefix + "." + o.o_proj, q_out, c.hidden_size, c.attention_bias);
   if (o.qk_norm_after_rope) {
@@ -497,10 +514,14 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
     a.q_norm = RMSNorm::load_head_layer_norm(w, prefix + ".q_norm.weight", a.n_heads, a.head_dim, c.rms_norm_eps);
     a.k_norm = RMSNorm::load_head_layer_norm(w, prefix + ".k_norm.weight", a.n_kv_heads, a.head_dim, c.rms_norm_eps);
   }
+  if (o.v_norm) {  // gemma4_text: Gemma4RMSNorm(with_scale=False) over each value head
+    RMSNorm v;
+    v.eps = c.rms_norm_eps;
+    a.v_norm = v;
+  }
   const bool rotary = c.rope_layers.empty() || (layer < static_cast<int>(c.rope_layers.size()) && c.rope_layers[layer]);
-  const bool sliding = layer < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[layer];
   if (rotary) {
-    a.rope = Rope::make(c, take_optional(w, "model.rope_freq_factors", {c.head_dim / 2}), sliding);
+    a.rope = Rope::make(c, take_optional(w, "model.rope_freq_factors", {a.head_dim / 2}), sliding, a.head_dim);
     a.rope->traditional = o.rope_traditional;
   }
   if (o.l2_qk_norm && a.rope) {  // transformers' Llama4TextL2Norm (eps rms_norm_eps) after apply_rotary_emb
@@ -702,7 +723,7 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     // is the head split (no transpose view to build, and a contiguous result).
     auto h = mx::reshape(whole, T == 1 ? mx::Shape{B, n, 1, head_dim} : mx::Shape{B, T, n, head_dim});
     // Per-head weights ([n, 1, head_dim], cohere) scale the heads-first layout.
-    const bool per_head = norm && norm->weight->ndim() > 1;
+    const bool per_head = norm && norm->weight && norm->weight->ndim() > 1;
     if (norm && !full_qk_norm && !per_head) h = (*norm)(h);
     if (T != 1) h = mx::transpose(h, {0, 2, 1, 3});
     return per_head ? (*norm)(h) : h;
@@ -739,6 +760,10 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     xq = mx::slice(y, {0, 0, 0}, {B, T, qo});
     xk = mx::slice(y, {0, 0, qo}, {B, T, qo + ko});
     xv = mx::slice(y, {0, 0, qo + ko}, {B, T, qo + 2 * ko});
+  } else if (values_from_keys) {  // gemma4_text (attention_k_eq_v): v is k's projection, before k_norm
+    auto y = project(pre_norm(x, around), {&q_proj, &k_proj});
+    xq = y[0];
+    xk = xv = y[1];
   } else {
     // q and k rotated in the products' node too where the rope is kernels::rope and nothing comes between.
     kernels::GgmlFusion f;
@@ -763,7 +788,7 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
   }
   if (llama4_beta)
     q = mx::multiply(q, llama4_query_scale(cache, B, T, *llama4_beta, llama4_positions, llama4_shift, q.dtype()));
-  auto v = heads(*xv, n_kv_heads, std::nullopt);
+  auto v = heads(*xv, n_kv_heads, v_norm);
   auto o = attend(q, k, v, cache, *mask);
   const mx::Shape merged{B, T, n_heads * head_dim};
   auto out = T == 1 ? mx::reshape(o, merged) : mx::reshape(mx::transpose(o, {0, 2, 1, 3}), merged);

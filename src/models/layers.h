@@ -175,8 +175,9 @@ struct Rope {
   float attention_factor = 1.0f;
   // `freq_factors` [head_dim/2]: llama.cpp's rope_freqs divisors (GGUF), multiplied into periods.
   // `sliding`: the rope of sliding-window layers (gemma3's local base), when the config has one.
+  // `head_dim`: the layer's, where it differs from c.head_dim (0: c.head_dim; gemma4_text's full layers).
   static Rope make(const ModelConfig& c, const std::optional<mx::array>& freq_factors = std::nullopt,
-                   bool sliding = false);
+                   bool sliding = false, int head_dim = 0);
   mx::array operator()(const mx::array& x, int offset) const;
   const mx::array* periods_for(int last_position) const;  // null: plain base-theta frequencies
   // This rope of a [B, T, heads x head_dim] projection before `cache` takes it, as the llama.cpp block
@@ -202,6 +203,9 @@ struct AttentionOptions {
   bool qk_norm_after_rope = false;
   // llama4_text (use_qk_norm): weightless RMSNorms (Llama4TextL2Norm) on q and k after RoPE, on rotary layers alone.
   bool l2_qk_norm = false;
+  // gemma4_text: a weightless RMSNorm over each value head, and scores q.k unscaled (its q / k norms set the scale).
+  bool v_norm = false;
+  bool unscaled = false;
 };
 
 // DeepSeek-V2 / V3's multi-head latent attention (ModelConfig::kv_lora_rank), in the absorbed form mlx-lm decodes
@@ -233,6 +237,8 @@ struct Attention {
   std::optional<Linear> qkv_proj;      // fused (phi3); q/k/v_proj unused then
   bool qkv_per_head = false;           // qkv_proj's rows per head (gpt_neox's query_key_value)
   std::optional<RMSNorm> q_norm, k_norm;
+  std::optional<RMSNorm> v_norm;  // gemma4_text: weightless, per value head
+  bool values_from_keys = false;  // gemma4_text's attention_k_eq_v layers: no v_proj, v = k's projection
   bool full_qk_norm = false;
   bool norm_after_rope = false;  // hunyuan_v1_dense: q / k normed after they rotate
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;

@@ -93,6 +93,12 @@ WeightMap llama4_model_names(WeightMap weights);
 // The reverse: transformers' gate_up_proj / down_proj from float experts (Hf), mlx-lm's experts.<proj> (MlxLm).
 WeightMap llama4_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 
+// gemma4_text: transformers' experts.gate_up_proj [E, 2I, hidden] (gate rows first) and down_proj [E, hidden, I], or
+// mlx-lm's experts.switch_glu.<proj>, as stacked experts.switch_mlp projections.
+WeightMap gemma4_model_names(WeightMap weights);
+// The reverse: transformers' gate_up_proj / down_proj from float experts (Hf), mlx-lm's switch_glu (MlxLm).
+WeightMap gemma4_checkpoint_names(WeightMap weights, CheckpointLayout layout);
+
 // deepseek_v2 / v3, glm4_moe_lite: the multi-token-prediction layers dropped; mlx-lm's embed_q / unembed_out
 // (kv_b_proj split per head, maybe quantized) joined as transformers' kv_b_proj.
 WeightMap deepseek_model_names(const ModelConfig& c, WeightMap weights);

@@ -1,5 +1,6 @@
 #include "models/moe.h"
 
+#include <cmath>
 #include <limits>
 #include <map>
 #include <string>
@@ -165,7 +166,14 @@ SparseMoe SparseMoe::load(const WeightMap& w, const std::string& prefix, const M
   SparseMoe m;
   const int E = c.num_experts, H = c.hidden_size;
   const int I = o.mixtral_names ? c.intermediate_size : c.moe_intermediate_size;
-  m.router = Linear::load(w, prefix + "." + o.router, H, E, o.gpt_oss);
+  m.router = Linear::load(w, o.gemma4 ? prefix.substr(0, prefix.rfind('.')) + ".router.proj" : prefix + "." + o.router,
+                          H, E, o.gpt_oss);
+  if (o.gemma4) {
+    const std::string r = prefix.substr(0, prefix.rfind('.')) + ".router.";
+    m.router_scale = take(w, r + "scale", {H});
+    m.per_expert_scale = take(w, r + "per_expert_scale", {E});
+    m.router_eps = c.rms_norm_eps;
+  }
   m.gate_proj = SwitchLinear::load(w, prefix + ".switch_mlp.gate_proj", E, H, I, o.gpt_oss);
   m.up_proj = SwitchLinear::load(w, prefix + ".switch_mlp.up_proj", E, H, I, o.gpt_oss);
   m.down_proj = SwitchLinear::load(w, prefix + ".switch_mlp.down_proj", E, I, H, o.gpt_oss);
@@ -227,6 +235,20 @@ std::pair<mx::array, mx::array> SparseMoe::route(const mx::array& x) const {
     RouterLogitsCapture::record(logits);
     auto indices = top_indices(logits, top_k);
     return {indices, mx::sigmoid(mx::astype(mx::take_along_axis(logits, indices, -1), mx::float32))};
+  }
+  if (router_scale) {
+    // transformers' Gemma4TextRouter: norm(x) * scale * hidden^-0.5 -> logits; softmax over all experts in float32,
+    // top-k renormalised, times each chosen expert's per_expert_scale.
+    auto n = mx::fast::rms_norm(x, std::nullopt, router_eps);
+    const float root = 1.0f / std::sqrt(static_cast<float>(x.shape(-1)));
+    n = mx::multiply(mx::multiply(n, mx::astype(*router_scale, n.dtype())), mx::array(root, n.dtype()));
+    auto logits = router(n);
+    RouterLogitsCapture::record(logits);
+    auto probs = mx::softmax(mx::astype(logits, mx::float32), -1);
+    auto indices = top_indices(probs, top_k);
+    auto weights = mx::take_along_axis(probs, indices, -1);
+    weights = mx::divide(weights, mx::sum(weights, -1, true));
+    return {indices, mx::multiply(weights, mx::astype(mx::take(*per_expert_scale, indices), mx::float32))};
   }
   if (!score_bias) {
     // transformers' TopKRouter: softmax over all experts in float32, top-k, optionally renormalised.
@@ -296,10 +318,12 @@ mx::array SparseMoe::weighted_experts(const mx::array& x, const mx::array& indic
   return mx::sum(mx::multiply(y, mx::expand_dims(weights, -1)), -2);
 }
 
-mx::array SparseMoe::operator()(const mx::array& x) const {
+mx::array SparseMoe::operator()(const mx::array& x) const { return (*this)(x, x); }
+
+mx::array SparseMoe::operator()(const mx::array& x, const mx::array& route_on) const {
   // The router's weights cast to the activations' dtype; the chosen experts' outputs summed with them (or, for
   // scaled_inputs, their inputs scaled by them).
-  auto [indices, routed] = route(x);
+  auto [indices, routed] = route(route_on);
   auto weights = mx::astype(routed, x.dtype());
   auto out = scaled_inputs ? scaled_input_experts(x, indices, weights) : weighted_experts(x, indices, weights);
   if (shared_expert) {

@@ -47,6 +47,9 @@ struct MoeOptions {
   const char* shared_expert = "shared_expert";
   bool shared_expert_gate = true;
   const char* router = "gate";  // the router's module (gpt_oss: router; granitemoe: router.layer)
+  // gemma4_text: the experts under model.layers.N.experts (the `prefix`), the router beside them
+  // (model.layers.N.router: proj, scale, per_expert_scale; Gemma4TextRouter).
+  bool gemma4 = false;
 };
 
 // The reverse of stack_experts (HF's per-expert tensors, for writing checkpoints transformers reads):
@@ -73,12 +76,20 @@ struct SparseMoe {
   // llama4_text (ModelConfig::llama4_routing): top-k of the raw logits; each chosen expert takes the token times
   // the sigmoid of its logit, and their outputs are summed as they are.
   bool scaled_inputs = false;
+  // gemma4_text (Gemma4TextRouter): the router reads the weightless RMSNorm (eps router_eps) of its input times
+  // router_scale [hidden] and hidden^-0.5; the chosen renormalised probabilities are multiplied by
+  // per_expert_scale [experts].
+  std::optional<mx::array> router_scale, per_expert_scale;
+  float router_eps = 1e-6f;
   // Tensor parallelism: each expert (and the shared one) holds this rank's share of its features; the
   // block's output is summed over the group once.
   std::optional<mx::distributed::Group> reduce;
   // `prefix`: the block's feed-forward module (model.layers.N.mlp or .block_sparse_moe).
   static SparseMoe load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, const MoeOptions& o);
   mx::array operator()(const mx::array& x) const;
+  // The experts run on x, routed by `route_on` (gemma4_text routes the block's residual and feeds the experts
+  // its pre_feedforward_layernorm_2).
+  mx::array operator()(const mx::array& x, const mx::array& route_on) const;
 
  private:
   // (expert indices [..., top_k], their weights in float32) for each token of x.

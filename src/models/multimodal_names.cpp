@@ -28,7 +28,7 @@ WeightMap language_model_checkpoint_names(WeightMap weights, const std::string& 
   if (hf && (multimodal_type == "qwen2_vl" || multimodal_type == "qwen2_5_vl")) return weights;
   WeightMap out;
   for (auto& [name, a] : weights) {
-    if (hf && multimodal_type == "qwen3_vl")
+    if (hf && (multimodal_type == "qwen3_vl" || multimodal_type == "gemma4"))
       out.insert_or_assign(name.starts_with("model.") ? "model.language_model." + name.substr(6) : name, a);
     else out.insert_or_assign("language_model." + name, a);
   }

@@ -26,9 +26,18 @@ std::vector<std::string> default_trainable(Model& model) {
 
 }  // namespace
 
-// (glm4_moe's routing bias; apertus's xIELU beta / eps, which XIELUActivation registers as buffers)
+// (glm4_moe's routing bias; apertus's xIELU beta / eps, which XIELUActivation registers as buffers; gemma4_text's
+// layer_scalar, a buffer of Gemma4TextDecoderLayer)
 bool is_buffer(const std::string& name) {
-  return name.ends_with(".e_score_correction_bias") || name.ends_with(".act_fn.beta") || name.ends_with(".act_fn.eps");
+  return name.ends_with(".e_score_correction_bias") || name.ends_with(".act_fn.beta") ||
+         name.ends_with(".act_fn.eps") || name.ends_with(".layer_scalar");
+}
+
+WeightMap full_model_weights(Model& model, const WeightMap& trained) {
+  WeightMap out = trained;
+  for (auto& [name, w] : model.parameters())
+    if (is_buffer(name) && !out.count(name)) out.insert_or_assign(name, w);
+  return out;
 }
 
 std::vector<std::string> full_trainable(Model& model) {

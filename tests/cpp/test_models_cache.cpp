@@ -78,25 +78,32 @@ TEST(KVCache, RejectsMismatchedShapes) {
 }
 
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
-  // (gemma3 and mistral3: multimodal checkpoints, read as their language model's type)
+  // (gemma3, gemma4 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(types,
-            (std::vector<std::string>{"apertus",     "arcee",         "cohere",      "cohere2",     "deepseek_v2",
-                                      "deepseek_v3", "dots1",         "ernie4_5",    "exaone4",     "gemma",
-                                      "gemma2",      "gemma3",        "gemma3_text", "glm",         "glm4",
-                                      "glm4_moe",    "glm4_moe_lite", "gpt2",        "gpt_bigcode", "gpt_neox",
-                                      "gpt_oss",     "granite",       "granitemoe",  "helium",      "hunyuan_v1_dense",
-                                      "llama",       "llama4",        "llama4_text", "ministral3",  "mistral",
-                                      "mistral3",    "mixtral",       "nemotron",    "olmo",        "olmo2",
-                                      "olmo3",       "olmoe",         "phi",         "phi3",        "qwen2",
-                                      "qwen2_5_vl",  "qwen2_moe",     "qwen2_vl",    "qwen3",       "qwen3_moe",
-                                      "qwen3_vl",    "seed_oss",      "smollm3",     "stablelm",    "starcoder2"}));
+  EXPECT_EQ(types, (std::vector<std::string>{"apertus",       "arcee",       "cohere",
+                                             "cohere2",       "deepseek_v2", "deepseek_v3",
+                                             "dots1",         "ernie4_5",    "exaone4",
+                                             "gemma",         "gemma2",      "gemma3",
+                                             "gemma3_text",   "gemma4",      "gemma4_text",
+                                             "glm",           "glm4",        "glm4_moe",
+                                             "glm4_moe_lite", "gpt2",        "gpt_bigcode",
+                                             "gpt_neox",      "gpt_oss",     "granite",
+                                             "granitemoe",    "helium",      "hunyuan_v1_dense",
+                                             "llama",         "llama4",      "llama4_text",
+                                             "ministral3",    "mistral",     "mistral3",
+                                             "mixtral",       "nemotron",    "olmo",
+                                             "olmo2",         "olmo3",       "olmoe",
+                                             "phi",           "phi3",        "qwen2",
+                                             "qwen2_5_vl",    "qwen2_moe",   "qwen2_vl",
+                                             "qwen3",         "qwen3_moe",   "qwen3_vl",
+                                             "seed_oss",      "smollm3",     "stablelm",
+                                             "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("rwkv"));
   EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
             "[model] unknown model_type 'rwkv' (supported: apertus, arcee, cohere, cohere2, deepseek_v2, deepseek_v3, "
             "dots1, ernie4_5, exaone4, gemma, "
-            "gemma2, gemma3, gemma3_text, glm, glm4, glm4_moe, glm4_moe_lite, gpt2, gpt_bigcode, gpt_neox, "
-            "gpt_oss, granite, granitemoe, helium, hunyuan_v1_dense, llama, llama4, llama4_text, "
+            "gemma2, gemma3, gemma3_text, gemma4, gemma4_text, glm, glm4, glm4_moe, glm4_moe_lite, gpt2, gpt_bigcode, "
+            "gpt_neox, gpt_oss, granite, granitemoe, helium, hunyuan_v1_dense, llama, llama4, llama4_text, "
             "ministral3, mistral, mistral3, mixtral, nemotron, olmo, olmo2, olmo3, olmoe, phi, phi3, qwen2, "
             "qwen2_5_vl, qwen2_moe, qwen2_vl, qwen3, qwen3_moe, qwen3_vl, seed_oss, smollm3, stablelm, "
             "starcoder2)");
@@ -122,7 +129,7 @@ TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
   EXPECT_FALSE(qwen.sliding_window);
   EXPECT_EQ(
       error_of([] { parse_model_config(tiny_config_json("llama", R"(, "rope_scaling": {"rope_type": "dynamic"})")); }),
-      "[config] unsupported rope_type 'dynamic' (supported: default, linear, llama3, longrope, yarn)");
+      "[config] unsupported rope_type 'dynamic' (supported: default, linear, llama3, longrope, yarn, proportional)");
   // Yarn as transformers resolves it: a null factor is max_position_embeddings / original, null betas and
   // 0 take 32 / 1, the top-level original length wins over the rope dict's.
   auto yarn = parse_model_config(tiny_config_json("llama", R"(, "max_position_embeddings": 256,
@@ -196,6 +203,79 @@ TEST(Config, ParsesArchitectureFields) {
       std::string::npos);
   EXPECT_NE(err("gemma3_text", R"(, "use_bidirectional_attention": true)").find("use_bidirectional_attention"),
             std::string::npos);
+}
+
+// gemma4_text (Gemma4TextConfig, transformers 5.24): per-layer head widths, the class's layer pattern and
+// proportional rope, and what mlxgp refuses. Its configs need "hidden_size_per_layer_input": 0 to parse at all.
+TEST(Config, Gemma4TextPerLayerWidths) {
+  auto g4 = [](const std::string& extra) {
+    return parse_model_config(tiny_config_json("gemma4_text", R"(, "hidden_size_per_layer_input": 0)" + extra));
+  };
+  const std::string three = R"(, "num_hidden_layers": 3, "head_dim": 8, "sliding_window": 4,
+      "layer_types": ["sliding_attention", "sliding_attention", "full_attention"])";
+  // per_layer_config: the listed layer's width and key/value heads; the others keep the common fields.
+  auto a = g4(three + R"(, "per_layer_config": {"2": {"head_dim": 32, "num_key_value_heads": 1}})");
+  EXPECT_EQ(a.sliding_layers, (std::vector<bool>{true, true, false}));
+  EXPECT_EQ(layer_head_dim(a, 2), 32);
+  EXPECT_EQ(layer_kv_heads(a, 2), 1);
+  EXPECT_EQ(layer_head_dim(a, 0), a.head_dim);
+  EXPECT_EQ(layer_kv_heads(a, 0), a.num_key_value_heads);
+  // Without it: full layers are global_head_dim wide; num_global_key_value_heads only with attention_k_eq_v.
+  auto b = g4(three + R"(, "global_head_dim": 48, "num_global_key_value_heads": 1, "attention_k_eq_v": true)");
+  EXPECT_TRUE(b.attention_k_eq_v);
+  EXPECT_EQ(layer_head_dim(b, 2), 48);
+  EXPECT_EQ(layer_kv_heads(b, 2), 1);
+  EXPECT_EQ(layer_head_dim(b, 1), b.head_dim);
+  EXPECT_EQ(layer_kv_heads(b, 1), b.num_key_value_heads);
+  auto b2 = g4(three + R"(, "global_head_dim": 48, "num_global_key_value_heads": 1, "attention_k_eq_v": false)");
+  EXPECT_FALSE(b2.attention_k_eq_v);
+  EXPECT_EQ(layer_head_dim(b2, 2), 48);
+  EXPECT_EQ(layer_kv_heads(b2, 2), b2.num_key_value_heads);
+  EXPECT_EQ(b2.num_key_value_heads, 2);
+  // No layer_types: five sliding layers to one full one, the last layer forced full.
+  auto c = g4(R"(, "num_hidden_layers": 8, "head_dim": 8, "sliding_window": 4)");
+  EXPECT_EQ(c.sliding_layers, (std::vector<bool>{true, true, true, true, true, false, true, false}));
+  // layer_types' last entry is made full whatever it says.
+  auto last = g4(R"(, "head_dim": 8, "sliding_window": 4, "layer_types": ["sliding_attention", "sliding_attention"])");
+  EXPECT_EQ(last.sliding_layers, (std::vector<bool>{true, false}));
+  // Proportional rope on the full-attention layers.
+  auto d = g4(three + R"(, "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+      "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1000000.0}})");
+  ASSERT_TRUE(d.rope_scaling.has_value());
+  EXPECT_EQ(d.rope_scaling->rope_type, "proportional");
+  EXPECT_FLOAT_EQ(d.rope_scaling->partial_rotary_factor, 0.25f);
+  EXPECT_FLOAT_EQ(d.rope_theta, 1e6f);
+  EXPECT_FLOAT_EQ(d.sliding_rope_theta.value_or(0), 1e4f);
+  // The experts beside the MLP.
+  auto moe = g4(three + R"(, "enable_moe_block": true, "num_experts": 4, "top_k_experts": 2,
+      "moe_intermediate_size": 32)");
+  EXPECT_EQ(moe.num_experts, 4);
+  EXPECT_EQ(moe.num_experts_per_tok, 2);
+  EXPECT_EQ(moe.moe_intermediate_size, 32);
+  // Gemma 4 multimodal checkpoints run their language model.
+  auto mm = parse_model_config(R"({"model_type": "gemma4", "vision_config": {},
+      "text_config": {"model_type": "gemma4_text", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+                      "num_hidden_layers": 2, "head_dim": 8, "sliding_window": 4,
+                      "hidden_size_per_layer_input": 0}})");
+  EXPECT_EQ(mm.model_type, "gemma4_text");
+  EXPECT_EQ(mm.multimodal_model_type, "gemma4");
+}
+
+TEST(Config, Gemma4TextRefusals) {
+  auto err = [](const std::string& extra) {
+    return error_of([&] { parse_model_config(tiny_config_json("gemma4_text", extra)); });
+  };
+  // Per-layer input embeddings (Gemma 4 E2B / E4B): the class default 256, or any positive width.
+  EXPECT_NE(err("").find("per-layer input embeddings"), std::string::npos);
+  EXPECT_NE(err(R"(, "hidden_size_per_layer_input": 64)").find("per-layer input embeddings"), std::string::npos);
+  const std::string ok = R"(, "hidden_size_per_layer_input": 0, "head_dim": 8, "sliding_window": 4)";
+  EXPECT_NE(err(ok + R"(, "num_kv_shared_layers": 4)").find("share keys and values"), std::string::npos);
+  EXPECT_NE(err(ok + R"(, "use_bidirectional_attention": "all")").find("not supported"), std::string::npos);
+  EXPECT_NE(err(ok + R"(, "enable_moe_block": true)").find("num_experts is required with enable_moe_block"),
+            std::string::npos);
+  // "vision": bidirectional among image tokens only; the language model alone stays causal.
+  EXPECT_NO_THROW(
+      parse_model_config(tiny_config_json("gemma4_text", ok + R"(, "use_bidirectional_attention": "vision")")));
 }
 
 TEST(Forward, CachedDecodeMatchesFullForward) {
@@ -690,16 +770,18 @@ TEST(Config, HunyuanAlphaRopeAndHeliumBiases) {
       "hunyuan_v1_dense", R"(, "head_dim": 10, "rope_scaling": {"type": "dynamic", "alpha": 16.0, "factor": 1.0})"));
   EXPECT_FALSE(h.rope_scaling.has_value());
   EXPECT_NEAR(h.rope_theta, 10000.0f * 32.0f, 1.0f);  // 16^(10 / 8) = 32
-  EXPECT_EQ(error_of([] {
-              parse_model_config(tiny_config_json("hunyuan_v1_dense", R"(, "rope_scaling": {"type": "dynamic",
+  EXPECT_EQ(
+      error_of([] {
+        parse_model_config(tiny_config_json("hunyuan_v1_dense", R"(, "rope_scaling": {"type": "dynamic",
                   "factor": 2.0})"));
-            }),
-            "[config] unsupported rope_type 'dynamic' (supported: default, linear, llama3, longrope, yarn)");
-  EXPECT_EQ(error_of([] {
-              parse_model_config(tiny_config_json("llama", R"(, "rope_scaling": {"type": "dynamic", "alpha": 4.0,
+      }),
+      "[config] unsupported rope_type 'dynamic' (supported: default, linear, llama3, longrope, yarn, proportional)");
+  EXPECT_EQ(
+      error_of([] {
+        parse_model_config(tiny_config_json("llama", R"(, "rope_scaling": {"type": "dynamic", "alpha": 4.0,
                   "factor": 2.0})"));
-            }),
-            "[config] unsupported rope_type 'dynamic' (supported: default, linear, llama3, longrope, yarn)");
+      }),
+      "[config] unsupported rope_type 'dynamic' (supported: default, linear, llama3, longrope, yarn, proportional)");
   auto he = parse_model_config(tiny_config_json("helium", R"(, "attention_bias": true, "head_dim": 8)"));
   EXPECT_TRUE(he.qkv_bias.value_or(false));
   EXPECT_FALSE(he.attention_bias);

@@ -79,7 +79,8 @@ def _assert_every_expert_routed(model, ids):
         r = model(torch.tensor([ids]), output_router_logits=True)
     assert r.router_logits, "no MoE layer reported routing"
     for layer, logits in enumerate(r.router_logits):
-        chosen = set(logits.topk(cfg.num_experts_per_tok, dim=-1).indices.flatten().tolist())
+        k = getattr(cfg, "top_k_experts", None) or cfg.num_experts_per_tok  # (Gemma4TextConfig's name)
+        chosen = set(logits.topk(k, dim=-1).indices.flatten().tolist())
         assert chosen == set(range(n_experts)), (layer, sorted(chosen))
 
 
@@ -602,10 +603,11 @@ def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
 # gpt_neox: written under mlx-lm's names (model.h.N.attention.query_key_value, model.embed_out); stablelm-parallel:
 # each head's q / k norm as its own tensor again; granitemoe: stacked experts, 8-bit g64 router.layer and o_proj;
 # deepseek_v2: its plain-parameter router left unquantized; deepseek_v3: kv_b_proj split per head into mlx-lm's 3-D
-# embed_q / unembed_out, quantized as its MultiLinear; gpt_bigcode: transformer.h.N names, the fused c_attn.
+# embed_q / unembed_out, quantized as its MultiLinear; gpt_bigcode: transformer.h.N names, the fused c_attn;
+# gemma4_text-moe: experts under mlx-lm's switch_glu, its 8-bit g64 router.proj.
 @pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "granite", "glm4_moe", "gpt_neox", "stablelm-parallel",
                                   "granitemoe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "dots1", "apertus",
-                                  "llama4", "gpt_bigcode"])
+                                  "llama4", "gpt_bigcode", "gemma4_text-moe"])
 def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, run_mlxgp, tmp_path):
     """`mlxgp convert --quantize` (4-bit g32) writes what mlx_lm.convert writes from the same HF folder: the same
     tensors (names, dtypes, shapes, values: 3-D stacked experts quantized too, the model class's
@@ -635,7 +637,7 @@ def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, r
     q_want, q_got = (json.loads((d / "config.json").read_text())["quantization"] for d in (ref_dir, got_dir))
     assert q_got == q_want
     # per-module entries beside group_size / bits / mode
-    assert (len(q_want) > 3) == (arch in ("qwen3_moe", "granite", "granitemoe"))
+    assert (len(q_want) > 3) == (arch in ("qwen3_moe", "granite", "granitemoe", "gemma4_text-moe"))
 
     ref_model, _ = load_model(got_dir)
     ids = _ids(30, 512, seed=4)

@@ -267,15 +267,17 @@ def test_tensor_parallel_refusals(tiny, mlxgp_bin, run_mlxgp, tmp_path):
     assert p.returncode == 2 and "--prompt-cache cannot be combined with --tensor-parallel" in p.stderr
 
 
-def test_tensor_parallel_gpt_oss_refused(mlxgp_bin, tmp_path):
-    """gpt_oss's per-head sinks and expert biases have no split yet: every rank says so in one line."""
-    _, folder = tiny_models.make_tiny_model("gpt_oss", tmp_path / "gpt_oss")
+@pytest.mark.parametrize("arch", ["gpt_oss", "gemma4_text"])
+def test_tensor_parallel_refused(arch, mlxgp_bin, tmp_path):
+    """gpt_oss's per-head sinks and expert biases have no split yet, nor gemma4_text's layers of different widths:
+    every rank says so in one line."""
+    _, folder = tiny_models.make_tiny_model(arch, tmp_path / arch)
     cmd = [str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port", str(free_ports(2)), "--",
            str(mlxgp_bin), "generate", "--model", str(folder), "--input-ids", "1,2,3", "--max-new-tokens", "2",
            "--tensor-parallel"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert "exited with code" in p.stderr  # mlx.launch itself exits 0
-    assert "[distributed] tensor-parallel generation of gpt_oss is not supported" in p.stderr + p.stdout
+    assert f"[distributed] tensor-parallel generation of {arch} is not supported" in p.stderr + p.stdout
 
 
 # --- failures ---------------------------------------------------------------------------------------

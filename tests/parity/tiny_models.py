@@ -14,12 +14,12 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5",
               "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
               "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text", "llama4",
-              "gpt_bigcode", "gpt_bigcode-mha", "olmo")
+              "gpt_bigcode", "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl", "llama4")
 MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
-             "deepseek_v3", "glm4_moe_lite", "dots1", "llama4_text", "llama4")
+             "deepseek_v3", "glm4_moe_lite", "dots1", "llama4_text", "llama4", "gemma4_text-moe")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -87,6 +87,20 @@ def tiny_config(arch: str):
             layer_types=["sliding_attention", "sliding_attention", "full_attention"],
             rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                              "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000000.0}})
+    if arch in ("gemma4_text", "gemma4_text-moe"):
+        # Gemma 4 31B's layout: sliding layers of head_dim 16 (rope base 1e4), a global one twice as wide with one
+        # key/value head that is also its values (attention_k_eq_v) and proportional RoPE on a quarter of it; the
+        # MoE variant (26B-A4B's) runs 4 experts (top 2) beside the MLP, its global layer with its own v_proj. No
+        # per-layer input embeddings (E2B / E4B's, which mlxgp refuses).
+        moe = dict(enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32)
+        return transformers.Gemma4TextConfig(
+            **_COMMON, head_dim=16, global_head_dim=32, num_global_key_value_heads=1,
+            attention_k_eq_v=arch == "gemma4_text", sliding_window=8, final_logit_softcapping=6.0,
+            hidden_size_per_layer_input=0, layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                             "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                                                "rope_theta": 1000000.0}},
+            **(moe if arch == "gemma4_text-moe" else {}))
     if arch in ("phi3", "phi3-long"):
         # LongRoPE with partial rotary (8 of 16 dims): "phi3" stays below original_max_position_embeddings
         # (short factors); "phi3-long" crosses it during decoding (transformers switches to the long factors
@@ -426,15 +440,18 @@ def make_model_from_config(cfg, out_dir, seed: int = 0):
             elif name.endswith("self_attn.sinks"):
                 p.normal_(0.0, 1.0)  # gpt_oss: sinks that take a real share of each softmax
             elif p.ndim >= 2 and (name.endswith("mlp.gate.weight") or name.endswith("mlp.router.weight")
-                                  or name.endswith("feed_forward.router.weight")):
+                                  or name.endswith("feed_forward.router.weight") or name.endswith("router.proj.weight")):
                 p.normal_(0.0, 0.2)  # MoE routers: decisive, varied routing, so every expert gets tokens
             elif p.ndim >= 2:
                 p.normal_(0.0, 0.08)
-            elif "norm" in name or ".ln_" in name:  # gpt2's LayerNorms are ln_1 / ln_2 / ln_f
+            elif "norm" in name or ".ln_" in name or name.endswith(("router.scale", "router.per_expert_scale")):
+                # (gpt2's LayerNorms are ln_1 / ln_2 / ln_f; gemma4_text's router scales multiply as norm weights do)
                 p.uniform_(0.5, 1.5)  # non-trivial norm weights catch a skipped or misplaced norm
             else:
                 p.normal_(0.0, 0.05)  # biases (qwen2 q/k/v)
         for name, b in model.named_buffers():
+            if name.endswith("layer_scalar"):  # gemma4_text: a scalar that a skipped multiply would show
+                b.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(6))
             if name.endswith("e_score_correction_bias"):
                 # glm4_moe: a routing bias that changes which experts are chosen, yet leaves each one some tokens
                 b.normal_(0.0, 0.15, generator=torch.Generator().manual_seed(5))
@@ -533,6 +550,14 @@ def mlx_lm_layout(folder, arch: str) -> None:
     else:
         cfg = outer
     if arch == "ministral3":  # mlx-lm's ministral3 reads rope_parameters itself
+        path.write_text(json.dumps(outer, indent=2))
+        return
+    if arch.startswith("gemma4_text"):
+        # mlx-lm's gemma4_text reads rope_parameters itself and the released configs' global_head_dim /
+        # num_global_key_value_heads, not the per_layer_config transformers 5.24 writes in their place.
+        full = next(v for v in cfg.pop("per_layer_config").values())
+        cfg["global_head_dim"] = full["head_dim"]
+        cfg["num_global_key_value_heads"] = full.get("num_key_value_heads", cfg["num_key_value_heads"])
         path.write_text(json.dumps(outer, indent=2))
         return
     rope = dict(cfg.pop("rope_parameters", None) or {})

@@ -134,8 +134,10 @@ void BatchEngine::store_prefixes(const Request& r, const KVCacheList& caches, in
     try {
       auto kv = copy_row(caches, row, static_cast<int>(tokens.size()));
       if (!kv) return;  // not standard caches
+      // (whole heads matter on a tensor-parallel rank alone; elsewhere the stored bytes are exact, also where
+      // layers differ in width, gemma4_text's)
       options_.prefix_cache->insert(std::move(tokens), std::move(*kv), r.prefix_identity,
-                                    model_.config().num_key_value_heads);
+                                    model_.tensor_parallel_group() ? model_.config().num_key_value_heads : 0);
     } catch (const std::exception&) {
       return;
     }
