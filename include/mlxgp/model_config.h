@@ -117,6 +117,18 @@ struct ModelConfig {
   // gemma4_text's attention_k_eq_v: the full-attention layers have no v_proj; their values are the key projection
   // (before k_norm).
   bool attention_k_eq_v = false;
+  // gemma4_text (Gemma 4 E2B / E4B): per-layer inputs of hidden_size_per_layer_input features for every layer, from
+  // the token's own embedding (embed_tokens_per_layer, vocab_size_per_layer_input rows) and a projection of its
+  // embedding (Gemma4TextModel's get_per_layer_inputs / project_per_layer_inputs); 0: none.
+  int per_layer_input_size = 0, per_layer_input_vocab = 0;
+  // gemma4_text: the last num_kv_shared_layers layers compute no keys or values of their own; each attends to those of
+  // the last earlier layer of its type (sliding or full). use_double_wide_mlp: their MLPs are twice intermediate_size.
+  int num_kv_shared_layers = 0;
+  bool double_wide_mlp = false;
+  // A gemma4 multimodal checkpoint's image / video / audio placeholder ids, which its Gemma4Model embeds (and looks up
+  // per-layer inputs for) as multimodal_pad_id whatever features come with them; empty otherwise.
+  std::vector<int> multimodal_token_ids;
+  int multimodal_pad_id = 0;
   // gpt2: false drops the 1/sqrt(head_dim) attention scale; true divides layer i's scale by i + 1.
   bool scale_attn_weights = true, scale_attn_by_inverse_layer_idx = false;
   // olmo / olmoe: q, k and v clamped to [-clip_qkv, clip_qkv] after their projections (and olmoe's q / k norms).

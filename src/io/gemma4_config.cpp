@@ -33,13 +33,6 @@ bool bool_field(const json& j, const char* key, bool def) {
 json gemma4_common_fields(const json& in) {
   json j = in;
   const int layers = int_field(j, "num_hidden_layers", 0);
-  // Gemma4TextConfig's defaults: 256 features per layer (PLE), no sharing.
-  if (const int ple = int_field(j, "hidden_size_per_layer_input", 256); ple > 0)
-    fail("config", "per-layer input embeddings (hidden_size_per_layer_input " + std::to_string(ple) +
-                       ", Gemma 4 E2B / E4B) are not supported; set it to 0 only for a model trained without them");
-  if (const int shared = int_field(j, "num_kv_shared_layers", 0); shared > 0)
-    fail("config",
-         "layers that share keys and values (num_kv_shared_layers " + std::to_string(shared) + ") are not supported");
   if (auto it = j.find("use_bidirectional_attention"); it != j.end()) {
     // "vision": image tokens see each other both ways, text stays causal; a text-only model is causal throughout.
     if (!it->is_null() && !(it->is_string() && (*it == "vision" || *it == "all")))
@@ -108,6 +101,26 @@ void read_gemma4_fields(const json& j, ModelConfig& c) {
     if (!it->is_number() || !std::isfinite(it->get<double>()) || it->get<double>() <= 0)
       fail("config", "field 'final_logit_softcapping' must be a finite number > 0");
     c.final_logit_softcapping = it->get<float>();
+  }
+  // Gemma4TextConfig's defaults: 256 features per layer from a 262144-row table, no sharing.
+  c.per_layer_input_size = int_field(j, "hidden_size_per_layer_input", 256);
+  c.per_layer_input_vocab = int_field(j, "vocab_size_per_layer_input", 262144);
+  if (c.per_layer_input_size > 0 && c.per_layer_input_vocab < c.vocab_size)
+    fail("config", "vocab_size_per_layer_input (" + std::to_string(c.per_layer_input_vocab) +
+                       ") smaller than vocab_size is not supported");
+  c.num_kv_shared_layers = int_field(j, "num_kv_shared_layers", 0);
+  c.double_wide_mlp = bool_field(j, "use_double_wide_mlp", false);
+  if (c.num_kv_shared_layers > 0) {
+    // Gemma4TextConfig.kv_sharing_modes: every type a sharing layer has must have a layer before them producing it.
+    const int first = n - c.num_kv_shared_layers;
+    auto slides = [&](int i) { return i < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[i]; };
+    if (first < 1) fail("config", "num_kv_shared_layers must be smaller than num_hidden_layers");
+    for (int i = first; i < n; ++i) {
+      bool produced = false;
+      for (int k = 0; k < first; ++k) produced = produced || slides(k) == slides(i);
+      if (!produced)
+        fail("config", "layer " + std::to_string(i) + " shares keys and values with no earlier layer of its type");
+    }
   }
   if (bool_field(j, "enable_moe_block", false)) {
     // No class defaults for these (None): Gemma4TextRouter / Gemma4TextExperts need all three.

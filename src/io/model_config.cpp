@@ -855,6 +855,13 @@ ModelConfig parse_model_config(const std::string& json_text) {
     // transformers 5.24's Gemma3ForConditionalGeneration never applies text_config's final_logit_softcapping
     // (only Gemma3ForCausalLM does; mlx-lm's gemma3 neither).
     if (c.model_type == "gemma3") text.final_logit_softcapping.reset();
+    if (c.model_type == "gemma4") {  // Gemma4Config's placeholder ids and their defaults
+      text.multimodal_token_ids = {get_int(j, "image_token_id", 258880), get_int(j, "video_token_id", 258884),
+                                   get_int(j, "audio_token_id", 258881)};
+      text.multimodal_pad_id = text.pad_token_id.value_or(0);
+      if (text.multimodal_pad_id < 0 || text.multimodal_pad_id >= text.vocab_size)
+        fail("config", "text_config.pad_token_id must be a token id");
+    }
     return text;
   }
   if (c.model_type == "gpt2" || c.model_type == "gpt_bigcode") j = io::gpt2_common_fields(j);

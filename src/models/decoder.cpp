@@ -83,6 +83,10 @@ DecoderModel::DecoderModel(const ModelConfig& c, const WeightMap& weights, const
 
 std::shared_ptr<Model> DecoderModel::first_layers(int n) {
   check_layer_count(n);
+  // gemma4_text's per-layer input table and its shared layers are laid out for the whole stack.
+  if ((config_.per_layer_input_size > 0 || config_.num_kv_shared_layers > 0) && n < config_.num_hidden_layers)
+    fail("config", "a draft of the first layers of " + config_.model_type +
+                       " with per-layer inputs or layers that share keys and values is not supported");
   ModelConfig c = config_;
   c.num_hidden_layers = n;
   // This rank's share of the first n layers, built with the same split: a sharded draft of a sharded model.
@@ -138,8 +142,16 @@ void DecoderModel::build(const WeightMap& loaded) {
             std::nullopt};
     const auto& n = o.norm_names;
     auto layer_norm = [&](const char* name) { return norm_at(p + "." + name + ".weight"); };
+    // gemma4_text (use_double_wide_mlp): the layers that share keys and values have MLPs twice as wide.
+    const ModelConfig* mlp_config = &c;
+    ModelConfig wide;
+    if (c.double_wide_mlp && c.num_kv_shared_layers > 0 && i >= c.num_hidden_layers - c.num_kv_shared_layers) {
+      wide = c;
+      wide.intermediate_size *= 2;
+      mlp_config = &wide;
+    }
     if (o.moe_beside_mlp && layers::is_moe_layer(c, i)) {  // gemma4_text
-      b.mlp = layers::SwiGLU::load(weights, p + ".mlp", c, o.mlp, o.plain_mlp_names);
+      b.mlp = layers::SwiGLU::load(weights, p + ".mlp", *mlp_config, o.mlp, o.plain_mlp_names);
       b.moe = layers::SparseMoe::load(weights, p + ".experts", c, o.moe);
       b.pre_experts_norm = layer_norm("pre_feedforward_layernorm_2");
       b.post_mlp_norm = layer_norm("post_feedforward_layernorm_1");
@@ -147,9 +159,25 @@ void DecoderModel::build(const WeightMap& loaded) {
     } else if (layers::is_moe_layer(c, i)) {
       b.moe = layers::SparseMoe::load(weights, p + (o.moe.mixtral_names ? ".block_sparse_moe" : ".mlp"), c, o.moe);
     } else {
-      b.mlp = layers::SwiGLU::load(weights, p + ".mlp", c, o.mlp, o.plain_mlp_names);
+      b.mlp = layers::SwiGLU::load(weights, p + ".mlp", *mlp_config, o.mlp, o.plain_mlp_names);
     }
     if (o.layer_scalar) b.layer_scalar = layers::take(weights, p + ".layer_scalar", {1});
+    if (c.per_layer_input_size > 0) {
+      const int P = c.per_layer_input_size;
+      b.per_layer_input =
+          Block::PerLayerInput{layers::Linear::load(weights, p + ".per_layer_input_gate", c.hidden_size, P, false),
+                               layers::Linear::load(weights, p + ".per_layer_projection", P, c.hidden_size, false),
+                               layer_norm("post_per_layer_input_norm"), layers::parse_activation(c.hidden_act)};
+    }
+    if (c.num_kv_shared_layers > 0) {
+      // Gemma4TextConfig.kv_sharing_modes: the last layer of each type before the shared ones stores, they reuse.
+      const int first_shared = c.num_hidden_layers - c.num_kv_shared_layers;
+      const bool sliding = i < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[i];
+      bool last_of_type = i < first_shared;
+      for (int k = i + 1; k < first_shared && last_of_type; ++k)
+        last_of_type = (k < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[k]) != sliding;
+      if (i >= first_shared || last_of_type) b.kv_slot = sliding ? 0 : 1;
+    }
     if (o.norms != Norms::Post) b.input_norm = layer_norm(n.input);
     if (o.norms != Norms::Parallel) b.post_attention_norm = layer_norm(n.post_attention);
     if (o.norms == Norms::Sandwich) b.pre_feedforward_norm = layer_norm(n.pre_feedforward);
@@ -172,6 +200,15 @@ void DecoderModel::build(const WeightMap& loaded) {
   const auto* act = norm.weight ? &*norm.weight : activation_dtype_weight(weights);
   const mx::Dtype act_dtype = act ? act->dtype() : mx::float32;
   embed.dequant_dtype = act_dtype;
+  std::optional<PerLayerInputs> per_layer;
+  if (c.per_layer_input_size > 0) {  // gemma4_text: [vocab, layers x P] packed as Gemma4TextModel packs it
+    const int P = c.per_layer_input_size, LP = c.num_hidden_layers * P;
+    per_layer =
+        PerLayerInputs{layers::Embedding::load(weights, "model.embed_tokens_per_layer", c.per_layer_input_vocab, LP),
+                       layers::Linear::load(weights, "model.per_layer_model_projection", c.hidden_size, LP, false),
+                       layers::RMSNorm::load(weights, "model.per_layer_projection_norm.weight", P, c.rms_norm_eps)};
+    per_layer->table.dequant_dtype = act_dtype;
+  }
   std::optional<layers::Embedding> positions;
   if (o.learned_positions) {
     positions = layers::Embedding::load(weights, "model.embed_positions", c.max_position_embeddings, c.hidden_size);
@@ -191,6 +228,8 @@ void DecoderModel::build(const WeightMap& loaded) {
   for (auto& n : used.names()) kept.insert_or_assign(n, weights.at(n));
   embed_tokens_ = std::move(embed);
   embed_positions_ = std::move(positions);
+  per_layer_inputs_ = std::move(per_layer);
+  last_embed_.reset();
   blocks_ = std::move(blocks);
   norm_ = std::move(norm);
   lm_head_ = std::move(head);
@@ -235,8 +274,15 @@ void DecoderModel::shard(const mx::distributed::Group& group) {
 
 mx::array DecoderModel::embed(const mx::array& tokens) const {
   if (tokens.ndim() != 2) fail("model", "token ids must be a [batch, length] array");
-  auto e = embed_tokens_(mx::astype(tokens, mx::int32));
-  return embed_scale_ ? mx::multiply(e, mx::astype(*embed_scale_, e.dtype())) : e;
+  auto ids = mx::astype(tokens, mx::int32);
+  // Gemma4Model.forward: placeholder tokens of images, videos and audio are looked up as the pad token (their
+  // features, which mlxgp does not compute, would replace the embeddings).
+  for (int m : config_.multimodal_token_ids)
+    ids = mx::where(mx::equal(ids, mx::array(m, mx::int32)), mx::array(config_.multimodal_pad_id, mx::int32), ids);
+  auto e = embed_tokens_(ids);
+  if (embed_scale_) e = mx::multiply(e, mx::astype(*embed_scale_, e.dtype()));
+  if (per_layer_inputs_) last_embed_.emplace(e, ids);  // for per_layer_inputs()
+  return e;
 }
 
 mx::array DecoderModel::forward_embeddings(const mx::array& embeddings, KVCacheList& caches) {
@@ -270,7 +316,27 @@ mx::array DecoderModel::head(const mx::array& h, int offset) {
   return logits;
 }
 
-mx::array DecoderModel::block(const Block& b, const mx::array& x, KVCache& cache, const AttentionMask* mask) const {
+mx::array DecoderModel::per_layer_inputs(const mx::array& embeddings) const {
+  if (!last_embed_ || last_embed_->first.id() != embeddings.id())
+    fail("model", config_.model_type +
+                      "'s per-layer inputs (hidden_size_per_layer_input) need the token ids: run it from token ids, "
+                      "not from embeddings");
+  const auto& p = *per_layer_inputs_;
+  const int B = embeddings.shape(0), T = embeddings.shape(1), L = config_.num_hidden_layers,
+            P = config_.per_layer_input_size;
+  auto scalar = [](double v, const mx::array& like) { return mx::array(static_cast<float>(v), like.dtype()); };
+  // Gemma4TextModel.get_per_layer_inputs: the token's rows times sqrt(P) (its scaled embedding's own scale).
+  auto tokens = p.table(last_embed_->second);
+  tokens = mx::reshape(mx::multiply(tokens, scalar(std::sqrt(static_cast<double>(P)), tokens)), {B, T, L, P});
+  // project_per_layer_inputs: norm(projection(embeddings) / sqrt(hidden)), then (that + tokens) / sqrt(2).
+  auto projected = p.projection(embeddings);
+  projected = mx::multiply(projected, scalar(1.0 / std::sqrt(static_cast<double>(config_.hidden_size)), projected));
+  projected = p.norm(mx::reshape(projected, {B, T, L, P}));
+  return mx::multiply(mx::add(projected, tokens), scalar(1.0 / std::sqrt(2.0), projected));
+}
+
+mx::array DecoderModel::block(const Block& b, const mx::array& x, KVCache& cache, const AttentionMask* mask,
+                              layers::SharedKV* shared, const mx::array* per_layer) const {
   using Norms = DecoderOptions::Norms;
   const auto norms = options_.norms;
   auto residual = [&](const mx::array& r, const mx::array& y) {  // granite: residual + y * multiplier
@@ -290,7 +356,7 @@ mx::array DecoderModel::block(const Block& b, const mx::array& x, KVCache& cache
     const auto m = norms == Norms::ParallelTwo ? (*b.post_attention_norm)(x) : n;  // gpt_neox: its own norm of x
     return residual(residual(x, a), b.moe ? (*b.moe)(m) : (*b.mlp)(m));
   }
-  auto a = b.attention(b.input_norm ? (*b.input_norm)(x) : x, cache, mask);
+  auto a = b.attention(b.input_norm ? (*b.input_norm)(x) : x, cache, mask, {}, shared);
   if (norms != Norms::Pre) a = (*b.post_attention_norm)(a);
   auto h = residual(x, a);
   const auto& pre_mlp = norms == Norms::Pre ? b.post_attention_norm : b.pre_feedforward_norm;
@@ -304,6 +370,11 @@ mx::array DecoderModel::block(const Block& b, const mx::array& x, KVCache& cache
   }
   if (norms != Norms::Pre) f = (*b.post_feedforward_norm)(*f);
   auto out = residual(h, *f);
+  if (b.per_layer_input) {  // Gemma4TextDecoderLayer: the layer's own input gates a projection back into the stream
+    const auto& l = *b.per_layer_input;
+    auto g = mx::multiply(layers::activation(l.act, l.gate(out)), *per_layer);
+    out = mx::add(out, l.norm(l.projection(g)));
+  }
   return b.layer_scalar ? mx::multiply(out, mx::astype(*b.layer_scalar, out.dtype())) : out;
 }
 
@@ -349,6 +420,15 @@ mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& 
   const int T = h.shape(1);
   if (T == 0 || h.ndim() != 3 || h.shape(2) != config_.hidden_size)
     fail("hooks", "an embeddings hook must return [batch, length >= 1, hidden_size]");
+  // gemma4_text: each layer's input of each token, from the token ids and the embeddings before any hook.
+  std::optional<mx::array> per_layer;
+  if (per_layer_inputs_) {
+    per_layer = per_layer_inputs(embeddings);
+    if (T != embeddings.shape(1))
+      fail("hooks", "an embeddings hook that changes the length (a soft prompt) cannot run with " + config_.model_type +
+                        "'s per-layer inputs");
+  }
+  layers::SharedKV shared[2];  // gemma4_text: the keys and values of the last sliding / full layer before the sharing
   // After the hooks: transformers' GPT2Model adds wpe to inputs_embeds, soft-prompt tokens included.
   if (embed_positions_) h = add_positions(h, *caches[0]);
   // One mask for every layer, from the first layer's cache before it is updated (mlx-lm's models
@@ -377,7 +457,13 @@ mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& 
   for (size_t i = 0; i < blocks_.size() && !fused; ++i) {
     const auto& b = blocks_[i];
     const AttentionMask* m = local && i < locals.size() && locals[i] ? &*local : &mask;
-    h = block(b, h, *caches[i], m);
+    std::optional<mx::array> layer_input;
+    if (per_layer) {
+      const int B = h.shape(0), P = config_.per_layer_input_size, l = static_cast<int>(i);
+      layer_input = mx::reshape(mx::slice(*per_layer, {0, 0, l, 0}, {B, T, l + 1, P}), {B, T, P});
+    }
+    h = block(b, h, *caches[i], m, b.kv_slot >= 0 ? &shared[b.kv_slot] : nullptr,
+              layer_input ? &*layer_input : nullptr);
     const int layer = static_cast<int>(i);
     if (hooked && hooks.wants(HookPoint::Residual, layer))
       h = hooks.run({HookPoint::Residual, layer, offset, prompt_length}, h, *this);

@@ -82,8 +82,21 @@ class DecoderModel : public Model {
     // moe_beside_mlp: the experts' own norms (pre_feedforward_layernorm_2, post_feedforward_layernorm_1 / _2).
     std::optional<layers::RMSNorm> pre_experts_norm, post_mlp_norm, post_experts_norm;
     std::optional<mx::array> layer_scalar;
+    // gemma4_text's per-layer input (ModelConfig::per_layer_input_size): h + norm(projection(act(gate(h)) * input)).
+    struct PerLayerInput {
+      layers::Linear gate, projection;
+      layers::RMSNorm norm;
+      layers::SwiGLU::Act act;
+    };
+    std::optional<PerLayerInput> per_layer_input;
+    // gemma4_text's key/value sharing: the slot (0 sliding, 1 full attention) this layer leaves its keys and values in
+    // for later layers (it is the last of its type before them), or reads them from (Attention::kv_shared); -1: none.
+    int kv_slot = -1;
   };
-  mx::array block(const Block& b, const mx::array& h, KVCache& cache, const AttentionMask* mask) const;
+  // `shared`: the SharedKV slots of this forward (gemma4_text); `per_layer`: this layer's input [B, T, P]
+  // (gemma4_text).
+  mx::array block(const Block& b, const mx::array& h, KVCache& cache, const AttentionMask* mask,
+                  layers::SharedKV* shared = nullptr, const mx::array* per_layer = nullptr) const;
   // Every block of a decode step (one position per row) as one fused node where each op of each block would
   // run its CPU kernel and nothing observes the layers in between (decoder_fused.cpp); nullopt otherwise.
   std::optional<mx::array> fused_decode(const mx::array& h, KVCacheList& caches, const AttentionMask& mask,
@@ -108,6 +121,18 @@ class DecoderModel : public Model {
   // gpt2: h + wpe[position] for each row's own positions (left-padded rows start later).
   mx::array add_positions(const mx::array& h, const KVCache& cache) const;
   std::optional<layers::Linear> lm_head_;  // absent when tied to the embeddings
+  // gemma4_text's per-layer inputs (Gemma4TextModel's embed_tokens_per_layer, per_layer_model_projection,
+  // per_layer_projection_norm), and the last embed()'s output with its token ids: the inputs' token part needs the ids,
+  // which forward_embeddings finds by the embeddings array it is given.
+  struct PerLayerInputs {
+    layers::Embedding table;
+    layers::Linear projection;
+    layers::RMSNorm norm;
+  };
+  std::optional<PerLayerInputs> per_layer_inputs_;
+  mutable std::optional<std::pair<mx::array, mx::array>> last_embed_;  // (embeddings, token ids)
+  // [B, T, layers, P] for `embeddings` (the output of the last embed()); [model] for other embeddings.
+  mx::array per_layer_inputs(const mx::array& embeddings) const;
 };
 
 // Called by the registry on first use (explicit, so a static library cannot drop them).

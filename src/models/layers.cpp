@@ -472,6 +472,7 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   a.head_dim = layer_head_dim(c, layer);
   if (c.kv_lora_rank > 0) return load_latent(w, prefix, c, a);
   const bool sliding = layer < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[layer];
+  a.kv_shared = c.num_kv_shared_layers > 0 && layer >= c.num_hidden_layers - c.num_kv_shared_layers;
   // granite: attention_multiplier is the scale; gemma2/3: query_pre_attn_scalar^-0.5.
   a.scale = c.attention_multiplier
                 ? *c.attention_multiplier
@@ -491,6 +492,8 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
     if (a.n_kv_heads != a.n_heads) fail("model", "query_key_value holds as many k / v heads as q heads");
     a.qkv_proj = Linear::load(w, prefix + ".query_key_value", c.hidden_size, 3 * q_out, bias);
     a.qkv_per_head = true;
+  } else if (a.kv_shared) {  // (a checkpoint may still hold k_proj / v_proj here: transformers ignores them)
+    a.q_proj = Linear::load(w, prefix + ".q_proj", c.hidden_size, q_out, bias);
   } else {
     a.q_proj = Linear::load(w, prefix + ".q_proj", c.hidden_size, q_out, bias);
     a.k_proj = Linear::load(w, prefix + ".k_proj", c.hidden_size, kv_out, bias);
@@ -505,7 +508,8 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
     a.norm_after_rope = true;
   } else if (o.qk_norm) {
     a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", a.head_dim, c.rms_norm_eps, o.norm_plus_one);
-    a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", a.head_dim, c.rms_norm_eps, o.norm_plus_one);
+    if (!a.kv_shared)
+      a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", a.head_dim, c.rms_norm_eps, o.norm_plus_one);
   } else if (o.qk_norm_full) {
     a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", q_out, c.rms_norm_eps);
     a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", kv_out, c.rms_norm_eps);
@@ -709,7 +713,7 @@ static mx::array add_projected(const Linear& l, const mx::array& x, const mx::ar
 }
 
 mx::array Attention::operator()(const mx::array& x, KVCache& cache, const AttentionMask* mask,
-                                const PreNormResidual& around) const {
+                                const PreNormResidual& around, SharedKV* share) const {
   const int B = x.shape(0), T = x.shape(1);
   auto heads = [&](const mx::array& y, int n, const std::optional<RMSNorm>& norm) {
     std::optional<mx::array> normed;
@@ -760,6 +764,10 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     xq = mx::slice(y, {0, 0, 0}, {B, T, qo});
     xk = mx::slice(y, {0, 0, qo}, {B, T, qo + ko});
     xv = mx::slice(y, {0, 0, qo + ko}, {B, T, qo + 2 * ko});
+  } else if (kv_shared) {  // gemma4_text: the queries alone
+    if (!share || !share->keys || !share->values)
+      fail("model", "a layer that shares keys and values ran before the layer that computes them");
+    xq = q_proj(pre_norm(x, around));
   } else if (values_from_keys) {  // gemma4_text (attention_k_eq_v): v is k's projection, before k_norm
     auto y = project(pre_norm(x, around), {&q_proj, &k_proj});
     xq = y[0];
@@ -776,20 +784,22 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
     xv = (*y)[2];
   }
   const std::optional<RMSNorm> none;
-  auto q = heads(*xq, n_heads, norm_after_rope ? none : q_norm),
-       k = heads(*xk, n_kv_heads, norm_after_rope ? none : k_norm);
+  auto q = heads(*xq, n_heads, norm_after_rope ? none : q_norm);
+  // (a kv_shared layer's keys and values arrive normed and rotated: share)
+  std::optional<mx::array> k = kv_shared ? share->keys : heads(*xk, n_kv_heads, norm_after_rope ? none : k_norm);
   if (!rotated) {
     q = rotate(q);
-    k = rotate(k);
+    if (!kv_shared) k = rotate(*k);
   }
   if (norm_after_rope) {  // transformers' HunYuanDenseV1Attention: rotary, then query_layernorm / key_layernorm
     q = (*q_norm)(q);
-    k = (*k_norm)(k);
+    if (!kv_shared) k = (*k_norm)(*k);
   }
   if (llama4_beta)
     q = mx::multiply(q, llama4_query_scale(cache, B, T, *llama4_beta, llama4_positions, llama4_shift, q.dtype()));
-  auto v = heads(*xv, n_kv_heads, v_norm);
-  auto o = attend(q, k, v, cache, *mask);
+  auto v = kv_shared ? *share->values : heads(*xv, n_kv_heads, v_norm);
+  if (share && !kv_shared) *share = SharedKV{*k, v};
+  auto o = attend(q, *k, v, cache, *mask);
   const mx::Shape merged{B, T, n_heads * head_dim};
   auto out = T == 1 ? mx::reshape(o, merged) : mx::reshape(mx::transpose(o, {0, 2, 1, 3}), merged);
   return add_projected(o_proj, out, around.residual);

@@ -231,6 +231,12 @@ struct LatentAttention {
   mx::array output(const mx::array& o) const;
 };
 
+// gemma4_text's keys and values handed from the layer that computes them to the later layers that share them
+// (ModelConfig::num_kv_shared_layers): normed and rotated, before a cache takes them.
+struct SharedKV {
+  std::optional<mx::array> keys, values;
+};
+
 struct Attention {
   Linear q_proj, k_proj, v_proj, o_proj;
   std::optional<LatentAttention> mla;  // deepseek_v2 / v3: q/k/v_proj unused
@@ -239,6 +245,8 @@ struct Attention {
   std::optional<RMSNorm> q_norm, k_norm;
   std::optional<RMSNorm> v_norm;  // gemma4_text: weightless, per value head
   bool values_from_keys = false;  // gemma4_text's attention_k_eq_v layers: no v_proj, v = k's projection
+  // gemma4_text's KV-shared layers: queries alone; the keys and values come from an earlier layer (SharedKV).
+  bool kv_shared = false;
   bool full_qk_norm = false;
   bool norm_after_rope = false;  // hunyuan_v1_dense: q / k normed after they rotate
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;
@@ -261,8 +269,10 @@ struct Attention {
   // `mask`: the mask for this forward, decided once per forward by the first layer's cache (as
   // mlx-lm's model does); null asks `cache` itself. A QuantizedKVCache is attended to with quantized
   // matmuls (quantized_attention), every other cache with fast sdpa over update()'s keys/values.
+  // `share` (gemma4_text): a kv_shared layer reads its keys and values there; another layer given one leaves its own
+  // there for the layers after it.
   mx::array operator()(const mx::array& x, KVCache& cache, const AttentionMask* mask = nullptr,
-                       const PreNormResidual& around = {}) const;
+                       const PreNormResidual& around = {}, SharedKV* share = nullptr) const;
 
  private:
   static Attention load_latent(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Attention a);

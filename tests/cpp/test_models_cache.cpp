@@ -206,7 +206,7 @@ TEST(Config, ParsesArchitectureFields) {
 }
 
 // gemma4_text (Gemma4TextConfig, transformers 5.24): per-layer head widths, the class's layer pattern and
-// proportional rope, and what mlxgp refuses. Its configs need "hidden_size_per_layer_input": 0 to parse at all.
+// proportional rope (these configs set no per-layer inputs: "hidden_size_per_layer_input": 0).
 TEST(Config, Gemma4TextPerLayerWidths) {
   auto g4 = [](const std::string& extra) {
     return parse_model_config(tiny_config_json("gemma4_text", R"(, "hidden_size_per_layer_input": 0)" + extra));
@@ -261,21 +261,33 @@ TEST(Config, Gemma4TextPerLayerWidths) {
   EXPECT_EQ(mm.multimodal_model_type, "gemma4");
 }
 
-TEST(Config, Gemma4TextRefusals) {
+TEST(Config, Gemma4TextPerLayerInputsSharingAndRefusals) {
   auto err = [](const std::string& extra) {
     return error_of([&] { parse_model_config(tiny_config_json("gemma4_text", extra)); });
   };
-  // Per-layer input embeddings (Gemma 4 E2B / E4B): the class default 256, or any positive width.
-  EXPECT_NE(err("").find("per-layer input embeddings"), std::string::npos);
-  EXPECT_NE(err(R"(, "hidden_size_per_layer_input": 64)").find("per-layer input embeddings"), std::string::npos);
-  const std::string ok = R"(, "hidden_size_per_layer_input": 0, "head_dim": 8, "sliding_window": 4)";
-  EXPECT_NE(err(ok + R"(, "num_kv_shared_layers": 4)").find("share keys and values"), std::string::npos);
-  EXPECT_NE(err(ok + R"(, "use_bidirectional_attention": "all")").find("not supported"), std::string::npos);
-  EXPECT_NE(err(ok + R"(, "enable_moe_block": true)").find("num_experts is required with enable_moe_block"),
+  // Per-layer inputs (Gemma 4 E2B / E4B): the class default 256 features from 262144 rows, or the config's.
+  auto c = parse_model_config(tiny_config_json("gemma4_text"));
+  EXPECT_EQ(c.per_layer_input_size, 256);
+  EXPECT_EQ(c.per_layer_input_vocab, 262144);
+  c = parse_model_config(tiny_config_json(
+      "gemma4_text", R"(, "hidden_size_per_layer_input": 8, "vocab_size_per_layer_input": 64, "num_hidden_layers": 3,
+      "layer_types": ["sliding_attention", "full_attention", "sliding_attention"], "num_kv_shared_layers": 1,
+      "use_double_wide_mlp": true)"));
+  EXPECT_EQ(c.per_layer_input_size, 8);
+  EXPECT_EQ(c.num_kv_shared_layers, 1);
+  EXPECT_TRUE(c.double_wide_mlp);
+  EXPECT_EQ(err(R"(, "vocab_size_per_layer_input": 32)"),
+            "[config] vocab_size_per_layer_input (32) smaller than vocab_size is not supported");
+  // Two layers: [sliding, full]; sharing the last needs an earlier full layer, and some layer must compute its own.
+  EXPECT_EQ(err(R"(, "num_kv_shared_layers": 1)"),
+            "[config] layer 1 shares keys and values with no earlier layer of its type");
+  EXPECT_EQ(err(R"(, "num_kv_shared_layers": 2)"),
+            "[config] num_kv_shared_layers must be smaller than num_hidden_layers");
+  EXPECT_NE(err(R"(, "use_bidirectional_attention": "all")").find("not supported"), std::string::npos);
+  EXPECT_NE(err(R"(, "enable_moe_block": true)").find("num_experts is required with enable_moe_block"),
             std::string::npos);
   // "vision": bidirectional among image tokens only; the language model alone stays causal.
-  EXPECT_NO_THROW(
-      parse_model_config(tiny_config_json("gemma4_text", ok + R"(, "use_bidirectional_attention": "vision")")));
+  EXPECT_NO_THROW(parse_model_config(tiny_config_json("gemma4_text", R"(, "use_bidirectional_attention": "vision")")));
 }
 
 TEST(Forward, CachedDecodeMatchesFullForward) {

@@ -27,7 +27,7 @@ def tiny(tmp_path_factory):
                          "stablelm-parallel", "seed_oss", "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe",
                          "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3", "glm4_moe_lite",
                          "dots1", "apertus", "llama4_text", "gpt_bigcode", "gpt_bigcode-mha", "olmo", "gemma4_text",
-                         "gemma4_text-moe")}
+                         "gemma4_text-moe", "gemma4_text-e2b")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -129,13 +129,14 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
 # LayerNorms (nothing to train there) and q / k / v clamped by clip_qkv (no gradient through a clamped value);
 # gemma4_text: values that are the keys' projection, weightless value norms, proportional RoPE, the layer scalars (a
 # buffer: neither side trains it); gemma4_text-moe: the router's scale and per_expert_scale and fused experts beside
-# the MLP.
+# the MLP; gemma4_text-e2b: the per-layer input tables, projections and gates, and layers whose keys and values are an
+# earlier layer's (the gradient reaches that layer's k_proj through both).
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe",
                                   "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi",
                                   "glm4_moe", "stablelm-parallel", "seed_oss", "exaone4",
                                   "gpt_neox", "arcee", "nemotron", "granitemoe", "hunyuan_v1_dense", "deepseek_v2",
                                   "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "llama4_text", "gpt_bigcode",
-                                  "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe"])
+                                  "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe", "gemma4_text-e2b"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)

@@ -14,10 +14,11 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "cohere", "cohere2", "phi", "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5",
               "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
               "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text", "llama4",
-              "gpt_bigcode", "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe")
+              "gpt_bigcode", "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe", "gemma4_text-e2b",
+              "gemma4")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
-MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl", "llama4")
+MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl", "llama4", "gemma4")
 MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
              "deepseek_v3", "glm4_moe_lite", "dots1", "llama4_text", "llama4", "gemma4_text-moe")
 
@@ -101,6 +102,18 @@ def tiny_config(arch: str):
                              "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
                                                 "rope_theta": 1000000.0}},
             **(moe if arch == "gemma4_text-moe" else {}))
+    if arch == "gemma4_text-e2b":
+        # Gemma 4 E2B / E4B's layout: per-layer inputs (8 features a layer from their own 512-row table and a
+        # projection of the embedding) and the last two layers attending to the keys and values of the last sliding /
+        # full layer before them, their MLPs twice as wide; proportional RoPE on the global layers.
+        return transformers.Gemma4TextConfig(
+            **{**_COMMON, "num_hidden_layers": 4}, head_dim=16, global_head_dim=32, sliding_window=8,
+            final_logit_softcapping=6.0, hidden_size_per_layer_input=8, vocab_size_per_layer_input=512,
+            num_kv_shared_layers=2, use_double_wide_mlp=True,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+            rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                             "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                                                "rope_theta": 1000000.0}})
     if arch in ("phi3", "phi3-long"):
         # LongRoPE with partial rotary (8 of 16 dims): "phi3" stays below original_max_position_embeddings
         # (short factors); "phi3-long" crosses it during decoding (transformers switches to the long factors
@@ -318,6 +331,16 @@ def tiny_config(arch: str):
         return transformers.Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(),
                                          mm_tokens_per_image=4, boi_token_index=497, eoi_token_index=498,
                                          image_token_index=499)
+    if arch == "gemma4":
+        # Gemma 4 E2B's multimodal checkpoint (Gemma4ForConditionalGeneration: model.language_model.*): the language
+        # model of "gemma4_text-e2b" above, a tiny vision tower, no audio one.
+        vision = transformers.Gemma4VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                 num_attention_heads=2, num_key_value_heads=2, head_dim=16,
+                                                 patch_size=4, position_embedding_size=64)
+        return transformers.Gemma4Config(text_config=tiny_config("gemma4_text-e2b").to_dict(),
+                                         vision_config=vision.to_dict(), audio_config=None, boi_token_id=497,
+                                         eoi_token_id=498, image_token_id=499, video_token_id=500, boa_token_id=501,
+                                         audio_token_id=502, eoa_token_index=503)
     if arch in ("qwen2_5_vl", "qwen3_vl"):
         # Qwen2.5-VL / Qwen3-VL: a qwen2 (q/k/v biases) / qwen3 (q/k norms) decoder with multimodal RoPE sections
         # (interleaved in Qwen3-VL), a tiny vision tower; text only here, where the sections' positions are equal.
