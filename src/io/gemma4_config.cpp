@@ -13,6 +13,8 @@ using json = nlohmann::json;
 
 bool has(const json& j, const char* key) { return j.contains(key) && !j.at(key).is_null(); }
 
+constexpr int kMaxLayers = 1 << 16;
+
 int whole(const json& v, const std::string& what) {
   if (!v.is_number_integer()) fail("config", what + " must be an integer");
   const auto x = v.get<long long>();
@@ -32,7 +34,10 @@ bool bool_field(const json& j, const char* key, bool def) {
 
 json gemma4_common_fields(const json& in) {
   json j = in;
-  const int layers = int_field(j, "num_hidden_layers", 0);
+  // (the per-layer fields hold one entry a layer: a corrupt count must not allocate gigabytes)
+  if (const int n = int_field(j, "num_hidden_layers", 0); n > kMaxLayers)
+    fail("config", "num_hidden_layers " + std::to_string(n) + " is out of range for gemma4_text (at most " +
+                       std::to_string(kMaxLayers) + ")");
   if (auto it = j.find("use_bidirectional_attention"); it != j.end()) {
     // "vision": image tokens see each other both ways, text stays causal; a text-only model is causal throughout.
     if (!it->is_null() && !(it->is_string() && (*it == "vision" || *it == "all")))
@@ -40,14 +45,6 @@ json gemma4_common_fields(const json& in) {
     if (*it == "all") fail("config", "use_bidirectional_attention \"all\" is not supported (causal attention only)");
     j.erase(it);
   }
-  if (!has(j, "layer_types") && layers > 0) {  // five sliding layers to one full one
-    json types = json::array();
-    for (int i = 0; i < layers; ++i) types.push_back((i + 1) % 6 != 0 ? "sliding_attention" : "full_attention");
-    j["layer_types"] = types;
-  }
-  // Gemma4TextConfig.__post_init__ makes the last layer a full-attention one whatever layer_types says.
-  if (has(j, "layer_types") && j["layer_types"].is_array() && !j["layer_types"].empty())
-    j["layer_types"].back() = "full_attention";
   if (!has(j, "rope_parameters"))
     j["rope_parameters"] = {
         {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 10000.0}}},
@@ -57,6 +54,8 @@ json gemma4_common_fields(const json& in) {
 
 void read_gemma4_fields(const json& j, ModelConfig& c) {
   const int n = c.num_hidden_layers;
+  // Gemma4TextConfig.__post_init__ makes the last layer a full-attention one whatever layer_types says.
+  if (!c.sliding_layers.empty()) c.sliding_layers.back() = false;
   c.attention_k_eq_v = bool_field(j, "attention_k_eq_v", false);
   c.layer_head_dims.assign(n, c.head_dim);
   c.layer_kv_heads.assign(n, c.num_key_value_heads);
@@ -94,6 +93,8 @@ void read_gemma4_fields(const json& j, ModelConfig& c) {
   for (int i = 0; i < n; ++i) {
     const int d = c.layer_head_dims[i], kv = c.layer_kv_heads[i];
     if (d <= 0 || d % 2 != 0) fail("config", "layer " + std::to_string(i) + "'s head_dim must be even and positive");
+    if (static_cast<long long>(c.num_attention_heads) * d > kMaxLayers * 1024LL)
+      fail("config", "layer " + std::to_string(i) + "'s num_attention_heads x head_dim is out of range");
     if (kv <= 0 || c.num_attention_heads % kv != 0)
       fail("config", "layer " + std::to_string(i) + "'s num_key_value_heads must divide num_attention_heads");
   }

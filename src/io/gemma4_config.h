@@ -8,15 +8,15 @@
 
 namespace mlxgp::io {
 
-// Before the common fields are read: layer_types (the class's five sliding layers to one full one, the last
-// forced full as its __post_init__ does) and rope_parameters (sliding: default base 1e4; full: proportional, a
+// Before the common fields are read: rope_parameters' default (sliding: default base 1e4; full: proportional, a
 // quarter of each head, base 1e6). Throws [config] for bidirectional attention over every token, which mlxgp
-// does not run.
+// does not run. (Without layer_types the class's five sliding layers to one full one: parse_sliding_layers.)
 nlohmann::json gemma4_common_fields(const nlohmann::json& config);
 
-// After them: per_layer_config (or global_head_dim / num_global_key_value_heads, as the class derives it) into
-// layer_head_dims / layer_kv_heads, attention_k_eq_v, the softcap, the experts (enable_moe_block), the per-layer
-// inputs (hidden_size_per_layer_input, class default 256) and the layers sharing keys and values.
+// After them: the last layer made a full-attention one (the class's __post_init__), per_layer_config (or
+// global_head_dim / num_global_key_value_heads, as the class derives it) into layer_head_dims / layer_kv_heads,
+// attention_k_eq_v, the softcap, the experts (enable_moe_block), the per-layer inputs (hidden_size_per_layer_input,
+// class default 256) and the layers sharing keys and values.
 void read_gemma4_fields(const nlohmann::json& config, ModelConfig& c);
 
 }  // namespace mlxgp::io

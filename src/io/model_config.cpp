@@ -244,6 +244,8 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
       const int pattern = get_int(j, "sliding_window_pattern", mt == "gemma3_text" ? 6 : 4);
       if (pattern < 1) fail("config", "sliding_window_pattern must be at least 1");
       for (int i = 0; i < n; ++i) c.sliding_layers.push_back((i + 1) % pattern != 0);
+    } else if (mt == "gemma4_text") {  // Gemma4TextConfig: five sliding layers to one full one (the last forced full)
+      for (int i = 0; i < n; ++i) c.sliding_layers.push_back((i + 1) % 6 != 0);
     } else if (mt == "smollm3") {
       c.sliding_layers.assign(n, false);
     } else if (mt == "qwen2_moe") {  // Qwen2MoeConfig: odd-numbered layers below max_window_layers
