@@ -183,6 +183,8 @@ struct ModelConfig {
 // Layer `layer`'s head width and key/value head count (ModelConfig::layer_head_dims / layer_kv_heads).
 int layer_head_dim(const ModelConfig& c, int layer);
 int layer_kv_heads(const ModelConfig& c, int layer);
+// Whether layer `layer` attends within sliding_window (ModelConfig::sliding_layers; false past its end).
+bool layer_slides(const ModelConfig& c, int layer);
 // Parses config.json text; throws [config] on malformed JSON or missing/invalid required fields.
 ModelConfig parse_model_config(const std::string& json_text);
 

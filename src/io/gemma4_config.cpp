@@ -85,7 +85,7 @@ void read_gemma4_fields(const json& j, ModelConfig& c) {
     const int global_dim = int_field(j, "global_head_dim", 512);
     const int global_kv = c.attention_k_eq_v ? int_field(j, "num_global_key_value_heads", 0) : 0;
     for (int i = 0; i < n; ++i) {
-      if (i < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[i]) continue;
+      if (layer_slides(c, i)) continue;
       c.layer_head_dims[i] = global_dim;
       if (global_kv > 0) c.layer_kv_heads[i] = global_kv;
     }
@@ -114,11 +114,10 @@ void read_gemma4_fields(const json& j, ModelConfig& c) {
   if (c.num_kv_shared_layers > 0) {
     // Gemma4TextConfig.kv_sharing_modes: every type a sharing layer has must have a layer before them producing it.
     const int first = n - c.num_kv_shared_layers;
-    auto slides = [&](int i) { return i < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[i]; };
     if (first < 1) fail("config", "num_kv_shared_layers must be smaller than num_hidden_layers");
     for (int i = first; i < n; ++i) {
       bool produced = false;
-      for (int k = 0; k < first; ++k) produced = produced || slides(k) == slides(i);
+      for (int k = 0; k < first; ++k) produced = produced || layer_slides(c, k) == layer_slides(c, i);
       if (!produced)
         fail("config", "layer " + std::to_string(i) + " shares keys and values with no earlier layer of its type");
     }

@@ -834,6 +834,10 @@ int layer_head_dim(const ModelConfig& c, int layer) {
   return layer >= 0 && layer < static_cast<int>(c.layer_head_dims.size()) ? c.layer_head_dims[layer] : c.head_dim;
 }
 
+bool layer_slides(const ModelConfig& c, int layer) {
+  return layer >= 0 && layer < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[layer];
+}
+
 int layer_kv_heads(const ModelConfig& c, int layer) {
   return layer >= 0 && layer < static_cast<int>(c.layer_kv_heads.size()) ? c.layer_kv_heads[layer]
                                                                          : c.num_key_value_heads;

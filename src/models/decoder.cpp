@@ -172,10 +172,9 @@ void DecoderModel::build(const WeightMap& loaded) {
     if (c.num_kv_shared_layers > 0) {
       // Gemma4TextConfig.kv_sharing_modes: the last layer of each type before the shared ones stores, they reuse.
       const int first_shared = c.num_hidden_layers - c.num_kv_shared_layers;
-      const bool sliding = i < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[i];
+      const bool sliding = layer_slides(c, i);
       bool last_of_type = i < first_shared;
-      for (int k = i + 1; k < first_shared && last_of_type; ++k)
-        last_of_type = (k < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[k]) != sliding;
+      for (int k = i + 1; k < first_shared && last_of_type; ++k) last_of_type = layer_slides(c, k) != sliding;
       if (i >= first_shared || last_of_type) b.kv_slot = sliding ? 0 : 1;
     }
     if (o.norms != Norms::Post) b.input_norm = layer_norm(n.input);

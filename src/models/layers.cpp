@@ -471,7 +471,7 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   a.n_kv_heads = layer_kv_heads(c, layer);
   a.head_dim = layer_head_dim(c, layer);
   if (c.kv_lora_rank > 0) return load_latent(w, prefix, c, a);
-  const bool sliding = layer < static_cast<int>(c.sliding_layers.size()) && c.sliding_layers[layer];
+  const bool sliding = layer_slides(c, layer);
   a.kv_shared = c.num_kv_shared_layers > 0 && layer >= c.num_hidden_layers - c.num_kv_shared_layers;
   // granite: attention_multiplier is the scale; gemma2/3: query_pre_attn_scalar^-0.5.
   a.scale = c.attention_multiplier
