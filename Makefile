@@ -34,11 +34,14 @@ PYTEST_WORKERS ?= 2
 test-parity: build python-install
 	MLXGP_BIN=$(abspath $(BUILD))/mlxgp $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests/parity
 
-# The Python package, installed editable into .venv; the extension builds in $(BUILD)/python-ext
-# (ccache keeps the C++ recompile cheap).
+# The Python package, installed editable into .venv; the extension builds in $(BUILD)/python-ext with the compiler
+# of $(BUILD) under the same name, so that ccache (which hashes the compiler's name: c++ and g++ differ) hands it the
+# objects `make build` compiled instead of compiling the library a second time.
+BUILD_CXX = $(or $(shell sed -n 's/^CMAKE_CXX_COMPILER:FILEPATH=//p' $(BUILD)/CMakeCache.txt 2>/dev/null),c++)
 python-install: setup
+	@grep -qsx "CMAKE_CXX_COMPILER:[A-Z]*=$(BUILD_CXX)" $(BUILD)/python-ext/CMakeCache.txt || rm -f $(BUILD)/python-ext/CMakeCache.txt
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e . -Cbuild-dir=$(BUILD)/python-ext \
-	  -Ccmake.define.MLXGP_WERROR=$(WERROR)
+	  -Ccmake.define.MLXGP_WERROR=$(WERROR) -Ccmake.define.CMAKE_CXX_COMPILER=$(BUILD_CXX)
 
 test-python: build python-install
 	MLXGP_BIN=$(abspath $(BUILD))/mlxgp MLXGP_PYTHON_BUILD_DIR=$(abspath $(BUILD))/python-ext $(PY) -m pytest -q tests/python

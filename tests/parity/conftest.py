@@ -11,6 +11,35 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+
+def _read_each_gguf_once():
+    """transformers 5.24 parses a GGUF's metadata twice in one from_pretrained (config, then weights; a 49k-token
+    vocabulary takes seconds each time) and builds gguf-py's tensor name map once per tensor (25 ms each, 270 times
+    for SmolLM2): the same objects, built once here. What the reference computes does not change; a file rewritten in
+    place (another size or modification time) is read again."""
+    import collections
+    import functools
+
+    import gguf
+
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=64)(gguf.get_tensor_name_map)
+    reader, recent = gguf.GGUFReader, collections.OrderedDict()
+
+    def cached_reader(path, mode="r"):
+        st = os.stat(path)
+        key = (os.path.realpath(path), mode, st.st_size, st.st_mtime_ns)
+        if key not in recent:
+            recent[key] = reader(path, mode)
+            while len(recent) > 2:
+                recent.popitem(last=False)
+        recent.move_to_end(key)
+        return recent[key]
+
+    gguf.GGUFReader = cached_reader
+
+
+_read_each_gguf_once()
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("MLXGP_CACHE", ROOT / ".cache"))
 DEFAULT_GGUF = CACHE / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -74,8 +74,17 @@ def real_files(default_gguf):
     return {f: gguf_quant.cached_quantized(default_gguf, f) for f in REAL_FTYPES}
 
 
+@pytest.fixture(scope="module")
+def real_tokenizer(default_gguf):
+    """transformers' tokenizer of the files: each holds the default model's vocabulary, which llama.cpp's quantizer
+    copies unchanged."""
+    import transformers
+
+    return transformers.AutoTokenizer.from_pretrained(default_gguf.parent, gguf_file=default_gguf.name)
+
+
 @pytest.mark.parametrize("ftype", REAL_FTYPES)
-def test_real_file_greedy_parity(ftype, real_files, run_mlxgp_json):
+def test_real_file_greedy_parity(ftype, real_files, real_tokenizer, run_mlxgp_json):
     """llama.cpp's real mixtures (Q4_K_M: Q5_0 + Q4_K + Q6_K + Q8_0 + F32) loaded natively: greedy
     tokens against transformers generate() on the same file, a divergence only at a near-tie."""
     import torch
@@ -83,7 +92,7 @@ def test_real_file_greedy_parity(ftype, real_files, run_mlxgp_json):
     from test_generate_parity import prompt_ids, reference_greedy
 
     path = real_files[ftype]
-    tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    tok = real_tokenizer
     model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
                                                               dtype=torch.float32).eval()
     prompts = prompt_ids(tok)[:4]

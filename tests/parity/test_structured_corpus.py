@@ -6,7 +6,7 @@ regex.jsonl and the EBNF grammars of grammars.jsonl, each with a chat prompt ask
 
 One `mlxgp generate --prompts-file F --batch-size 16 --json --chat` run per decoding mode on the default
 model (every line its own constraint): greedy; sampling (temperature 0.8, two sampled rows per request,
-each line its own seed); beam search (2 beams, both returned). Every sequence that ends with EOS must
+each line its own seed); beam search (2 beams, both returned) on every third line. Every sequence that ends with EOS must
 satisfy its constraint: `jsonschema` validates the JSON (with its FormatChecker, for the formats whose
 checkers are installed), `re.fullmatch` the regex, and a Python check per grammar (a regex equivalent, a
 small parser for the recursive one) its grammar. Sequences cut by the budget are prefixes of valid texts
@@ -28,6 +28,10 @@ MODES = {
     "sampling": lambda i: {"do_sample": True, "temperature": 0.8, "num_return_sequences": 2, "seed": 1000 + i},
     "beams": lambda i: {"num_beams": 2, "num_return_sequences": 2},
 }
+# Beam search on every third request (29 of 85, schemas, regexes and grammars alike): what it adds to greedy and
+# sampling is each beam's own constraint state through reorders, not more of the corpus; the whole corpus under beams
+# took 2.6 minutes of the suite's 2-core budget.
+EVERY = {"beams": 3}
 
 
 def _load(name):
@@ -132,7 +136,8 @@ def test_corpus_shape():
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_finished_output_satisfies_its_constraint(default_gguf, run_mlxgp, tmp_path, mode):
-    cases = _cases()
+    cases = [c for i, c in enumerate(_cases()) if i % EVERY.get(mode, 1) == 0]
+    assert {kind for kind, *_ in cases} == {kind for kind, *_ in _cases()}
     requests = [{"prompt": prompt, "config": dict(constraint, max_new_tokens=MAX_NEW_TOKENS, **MODES[mode](i))}
                 for i, (_, _, prompt, constraint, _) in enumerate(cases)]
     f = tmp_path / "requests.jsonl"
