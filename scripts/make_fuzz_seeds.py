@@ -124,6 +124,76 @@ def gguf_seeds():
             put("gguf", name, open(p, "rb").read())
 
 
+def gemma4_gguf_seed():
+    """A tiny gemma4 file as Gemma4Model's converter lays it out: a windowed layer then a full one twice as wide with
+    one key/value head and no attn_v, per-layer arrays, rope_freqs, per-layer inputs, fused experts beside the MLP."""
+    import tempfile
+
+    import gguf
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tiny_gemma4.gguf")
+        w = gguf.GGUFWriter(path, "gemma4")
+        w.add_block_count(2)
+        w.add_context_length(64)
+        w.add_embedding_length(16)
+        w.add_feed_forward_length(16)
+        w.add_head_count(2)
+        w.add_head_count_kv([2, 1])
+        w.add_layer_norm_rms_eps(1e-6)
+        w.add_rope_freq_base(1e6)
+        w.add_rope_freq_base_swa(1e4)
+        w.add_key_length(16)
+        w.add_value_length(16)
+        w.add_key_length_swa(8)
+        w.add_value_length_swa(8)
+        w.add_rope_dimension_count(16)
+        w.add_rope_dimension_count_swa(8)
+        w.add_sliding_window(8)
+        w.add_sliding_window_pattern([True, False])
+        w.add_shared_kv_layers(0)
+        w.add_embedding_length_per_layer_input(4)
+        w.add_vocab_size(8)
+        w.add_final_logit_softcapping(30.0)
+        w.add_expert_count(2)
+        w.add_expert_used_count(1)
+        w.add_expert_feed_forward_length(8)
+        w.add_tokenizer_model("gemma4")  # llama.cpp's gemma4 vocabulary: character merges, U+2581 for spaces
+        w.add_token_list(["<pad>", "<eos>", "<bos>", "<unk>", "\u2581", "h", "e", "he"])
+        w.add_token_types([3, 3, 3, 2, 1, 1, 1, 1])
+        w.add_token_merges(["h e"])
+        w.add_bos_token_id(2)
+        w.add_eos_token_id(1)
+        shapes = {"token_embd.weight": (8, 16), "output_norm.weight": (16,), "per_layer_token_embd.weight": (8, 8),
+                  "per_layer_model_proj.weight": (8, 16), "per_layer_proj_norm.weight": (4,)}
+        for i, (dim, kv) in enumerate([(8, 2), (16, 1)]):
+            b = f"blk.{i}."
+            shapes.update({b + "attn_norm.weight": (16,), b + "attn_q.weight": (2 * dim, 16),
+                           b + "attn_k.weight": (kv * dim, 16), b + "attn_output.weight": (16, 2 * dim),
+                           b + "attn_q_norm.weight": (dim,), b + "attn_k_norm.weight": (dim,),
+                           b + "post_attention_norm.weight": (16,), b + "ffn_norm.weight": (16,),
+                           b + "post_ffw_norm.weight": (16,), b + "ffn_gate.weight": (16, 16),
+                           b + "ffn_up.weight": (16, 16), b + "ffn_down.weight": (16, 16),
+                           b + "pre_ffw_norm_2.weight": (16,), b + "post_ffw_norm_1.weight": (16,),
+                           b + "post_ffw_norm_2.weight": (16,), b + "ffn_gate_inp.weight": (2, 16),
+                           b + "ffn_gate_inp.scale": (16,), b + "ffn_down_exps.scale": (2,),
+                           b + "ffn_gate_up_exps.weight": (2, 16, 16), b + "ffn_down_exps.weight": (2, 16, 8),
+                           b + "layer_output_scale.weight": (1,), b + "inp_gate.weight": (4, 16),
+                           b + "proj.weight": (16, 4), b + "post_norm.weight": (16,)})
+            if i == 0:
+                shapes[b + "attn_v.weight"] = (kv * dim, 16)
+        for name, shape in shapes.items():  # (matrices as F16, norms and the router as F32, as the converter)
+            a = rng.standard_normal(shape).astype(np.float32)
+            w.add_tensor(name, a.astype(np.float16) if len(shape) > 1 and "gate_inp" not in name else a)
+        w.add_tensor("rope_freqs.weight", np.array([1.0] * 2 + [1e30] * 6, dtype=np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        put("gguf", "tiny_gemma4.gguf", open(path, "rb").read())
+
+
 # ---- safetensors ----
 def st_bytes(tensors, metadata=None):
     from safetensors.numpy import save
@@ -257,7 +327,7 @@ def server_request_seeds():
 
 
 if __name__ == "__main__":
-    for f in [tokenizers_seeds, gguf_seeds, safetensors_seeds, config_seeds, chat_template_seeds,
+    for f in [tokenizers_seeds, gguf_seeds, gemma4_gguf_seed, safetensors_seeds, config_seeds, chat_template_seeds,
               generation_config_seeds, checkpoint_seeds, server_request_seeds]:
         f()
     print("seeds written under", out, file=sys.stderr)

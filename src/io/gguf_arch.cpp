@@ -1,5 +1,6 @@
 #include "io/gguf_arch.h"
 
+#include <algorithm>
 #include <variant>
 
 #include "mlxgp/error.h"
@@ -77,6 +78,22 @@ const std::vector<std::pair<std::string, std::string>> kGemmaNorms = {
     {"post_ffw_norm", "post_feedforward_layernorm"},
 };
 
+// Gemma 4 (Gemma4Model's converter): gemma's sandwich norms, the experts' block beside the MLP (its norms, the router
+// with its scales under router.*, fused or split gate / up projections), the layer scalar and the per-layer inputs.
+const std::vector<std::pair<std::string, std::string>> kGemma4 =
+    with(kGemmaNorms, {{"pre_ffw_norm_2", "pre_feedforward_layernorm_2"},
+                       {"post_ffw_norm_1", "post_feedforward_layernorm_1"},
+                       {"post_ffw_norm_2", "post_feedforward_layernorm_2"},
+                       {"ffn_gate_inp", "router.proj"},
+                       {"ffn_gate_up_exps", "experts.switch_mlp.gate_up_proj"},
+                       {"ffn_gate_exps", "experts.switch_mlp.gate_proj"},
+                       {"ffn_up_exps", "experts.switch_mlp.up_proj"},
+                       {"ffn_down_exps", "experts.switch_mlp.down_proj"},
+                       {"layer_output_scale", "layer_scalar"},
+                       {"inp_gate", "per_layer_input_gate"},
+                       {"proj", "per_layer_projection"},
+                       {"post_norm", "post_per_layer_input_norm"}});
+
 const std::vector<GgufArch>& table() {
   static const std::vector<GgufArch> t = {
       {"llama", "llama", {}},
@@ -130,6 +147,7 @@ const std::vector<GgufArch>& table() {
        {{"post_attention_norm", "post_attention_layernorm"}, {"post_ffw_norm", "post_feedforward_layernorm"}}},
       {"gemma2", "gemma2", kGemmaNorms},
       {"gemma3", "gemma3_text", kGemmaNorms},
+      {"gemma4", "gemma4_text", kGemma4},
       // Weights already [out, in] (llama.cpp's converter transposes GPT-2's Conv1D), so these are the
       // decoder's names, which models/model_names.h passes through untransposed.
       {"gpt2", "gpt2", {{"attn_qkv", "self_attn.qkv_proj"}, {"ffn_up", "mlp.c_fc"}, {"ffn_down", "mlp.c_proj"}}},
@@ -158,6 +176,18 @@ float layer_norm_eps(const std::string& p, const GgufMeta& meta) {
   return static_cast<float>(*eps);
 }
 
+// The converter's attention.sliding_window_pattern (one bool a layer, true: windowed) with a window of `window`.
+void window_pattern(const std::string& p, const GgufMeta& meta, ModelConfig& c, int window) {
+  auto it = meta.find(p + "attention.sliding_window_pattern");
+  const auto* pattern = it == meta.end() ? nullptr : std::get_if<mx::array>(&it->second);
+  if (!pattern || pattern->ndim() != 1 || pattern->size() != static_cast<size_t>(c.num_hidden_layers))
+    fail("gguf", "metadata '" + p + "attention.sliding_window_pattern' must list one bool a layer with a window");
+  auto flags = mx::astype(*pattern, mx::bool_);
+  mx::eval(flags);
+  c.sliding_window = window;
+  c.sliding_layers.assign(flags.data<bool>(), flags.data<bool>() + c.num_hidden_layers);
+}
+
 // EXAONE 4.0's windowed layers as llama.cpp reads them: attention.sliding_window_pattern, one bool a layer (the
 // converter's reading of layer_types or EXAONE's "LLLG" letters); RoPE on those layers only, the global ones without
 // (on every layer when there is no window), as Exaone4Attention does. Files from before those keys: llama.cpp fixed
@@ -172,13 +202,7 @@ void exaone4_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) 
     return;
   }
   if (window < 1) return;
-  const auto* pattern = it == meta.end() ? nullptr : std::get_if<mx::array>(&it->second);
-  if (!pattern || pattern->ndim() != 1 || pattern->size() != static_cast<size_t>(c.num_hidden_layers))
-    fail("gguf", "metadata '" + p + "attention.sliding_window_pattern' must list one bool a layer with a window");
-  auto flags = mx::astype(*pattern, mx::bool_);
-  mx::eval(flags);
-  c.sliding_window = window;
-  c.sliding_layers.assign(flags.data<bool>(), flags.data<bool>() + c.num_hidden_layers);
+  window_pattern(p, meta, c, window);
   c.rope_layers = c.sliding_layers;
 }
 
@@ -405,6 +429,107 @@ void olmo_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
   if (*clamp > 0) c.clip_qkv = static_cast<float>(*clamp);
 }
 
+// llama.cpp's gemma4 (Gemma4Model's converter, llama_model_gemma4): the windowed layers from their pattern, the
+// full-attention layers' widths (key_length, head_count_kv per layer) beside the windowed ones' (*_swa), values from
+// the keys where a full layer has no attn_v (attention_k_eq_v), the layers sharing keys and values with their MLPs
+// twice as wide (feed_forward_length per layer), per-layer inputs, the experts beside the MLP (softmax over all,
+// top-k renormalised, as Gemma4TextRouter), and the full layers' proportional RoPE, which the converter stores as
+// rope_freqs: 1 on the rotated pairs, 1e30 on the others (no rotation; ggml's NEOX rope over the whole head).
+void gemma4_config(const std::string& p, const GgufMeta& meta,
+                   const std::unordered_map<std::string, mx::array>& tensors, ModelConfig& c) {
+  const int n = c.num_hidden_layers;
+  c.hidden_act = "gelu_pytorch_tanh";
+  const int window = gguf_count(meta, p + "attention.sliding_window");
+  if (window < 1) fail("gguf", "metadata '" + p + "attention.sliding_window' must be at least 1");
+  window_pattern(p, meta, c, window);
+  const int full_dim = c.head_dim, swa_dim = gguf_count(meta, p + "attention.key_length_swa");
+  if (gguf_count_or(meta, p + "attention.value_length", full_dim) != full_dim ||
+      gguf_count_or(meta, p + "attention.value_length_swa", swa_dim) != swa_dim)
+    fail("gguf", "gemma4 needs value lengths equal to the key lengths ('" + p + "attention.value_length*')");
+  if (gguf_count_or(meta, p + "rope.dimension_count", full_dim) != full_dim ||
+      gguf_count_or(meta, p + "rope.dimension_count_swa", swa_dim) != swa_dim)
+    fail("gguf", "gemma4 rotates whole heads ('" + p + "rope.dimension_count*' must be the key lengths)");
+  if (full_dim <= 0 || swa_dim <= 0 || full_dim % 2 != 0 || swa_dim % 2 != 0)
+    fail("gguf", "gemma4's key lengths must be even and positive");
+  c.head_dim = swa_dim;
+  c.partial_rotary_factor = 1.0f;
+  const auto kv = gguf_layer_counts(meta, p + "attention.head_count_kv", n, c.num_attention_heads);
+  for (int i = 0; i < n; ++i) {
+    const bool sliding = c.sliding_layers[i];
+    c.layer_head_dims.push_back(sliding ? swa_dim : full_dim);
+    c.layer_kv_heads.push_back(kv[i]);
+    if (kv[i] <= 0 || c.num_attention_heads % kv[i] != 0)
+      fail("gguf",
+           "metadata '" + p + "attention.head_count_kv' of layer " + std::to_string(i) + " must divide the head count");
+  }
+  // (a windowed layer's count, the model's own; layer_kv_heads holds every layer's)
+  auto sliding = std::find(c.sliding_layers.begin(), c.sliding_layers.end(), true);
+  c.num_key_value_heads = kv[sliding == c.sliding_layers.end() ? 0 : sliding - c.sliding_layers.begin()];
+  // Sharing: llama.cpp reuses the cache of the layer just before the shared ones for full layers and of the one
+  // before that for windowed ones; transformers the last earlier layer of the same kind. They agree (and mlxgp runs
+  // the file) when those two layers are a windowed one followed by a full one, as in Gemma 4 E2B / E4B.
+  const int shared = gguf_count_or(meta, p + "attention.shared_kv_layers", 0), first = n - shared;
+  if (shared > 0 && (first < 2 || !c.sliding_layers[first - 2] || c.sliding_layers[first - 1]))
+    fail("gguf", "metadata '" + p +
+                     "attention.shared_kv_layers': layers sharing keys and values need a windowed then "
+                     "a full layer just before them (llama.cpp's fixed reuse)");
+  c.num_kv_shared_layers = shared;
+  const auto ff = gguf_layer_counts(meta, p + "feed_forward_length", n);
+  c.intermediate_size = ff[0];
+  c.double_wide_mlp = shared > 0 && ff[n - 1] == 2 * ff[0];
+  for (int i = 0; i < n; ++i)
+    if (ff[i] != (c.double_wide_mlp && i >= first ? 2 : 1) * ff[0])
+      fail("gguf", "metadata '" + p +
+                       "feed_forward_length' must be one width, or twice it on the layers sharing "
+                       "keys and values");
+  for (int i = 0; i < first; ++i)  // llama.cpp's V = K where a layer has no attn_v; transformers' on full layers only
+    if (!tensors.count("blk." + std::to_string(i) + ".attn_v.weight")) {
+      if (c.sliding_layers[i]) fail("gguf", "windowed layer " + std::to_string(i) + " of a gemma4 file has no attn_v");
+      c.attention_k_eq_v = true;
+    }
+  c.per_layer_input_size = gguf_count(meta, p + "embedding_length_per_layer_input");
+  if (c.per_layer_input_size > 0) {
+    c.per_layer_input_vocab = rows_of(tensors, "per_layer_token_embd.weight", 0);
+    if (c.per_layer_input_vocab != c.vocab_size)
+      fail("gguf", "tensor 'per_layer_token_embd.weight' must have a row for each of the vocabulary's tokens");
+  }
+  if (auto cap = gguf_number(meta, p + "final_logit_softcapping"); cap && *cap != 0) {
+    if (!(*cap > 0)) fail("gguf", "metadata '" + p + "final_logit_softcapping' must be > 0");
+    c.final_logit_softcapping = static_cast<float>(*cap);
+  }
+  if (tensors.count("blk.0.ffn_gate_inp.weight")) {
+    c.num_experts = gguf_count(meta, p + "expert_count");
+    c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
+    if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
+      fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+    c.moe_intermediate_size = gguf_count(meta, p + "expert_feed_forward_length");
+    if (c.moe_intermediate_size < 1) fail("gguf", "metadata '" + p + "expert_feed_forward_length' must be positive");
+    c.norm_topk_prob = true;
+  }
+  if (c.rope_scaling) fail("gguf", "rope scaling keys are not supported for gemma4 (proportional RoPE only)");
+  c.sliding_rope_theta =
+      static_cast<float>(gguf_number(meta, p + "rope.freq_base_swa").value_or(static_cast<double>(c.rope_theta)));
+  if (!(*c.sliding_rope_theta > 0)) fail("gguf", "metadata '" + p + "rope.freq_base_swa' must be > 0");
+  if (std::all_of(c.sliding_layers.begin(), c.sliding_layers.end(), [](bool b) { return b; })) return;
+  auto freqs = tensors.find("rope_freqs.weight");
+  if (freqs == tensors.end() || freqs->second.ndim() != 1 || freqs->second.shape(0) != full_dim / 2 ||
+      !mx::issubdtype(freqs->second.dtype(), mx::floating))
+    fail("gguf", "gemma4's full-attention layers need tensor 'rope_freqs.weight' of " + std::to_string(full_dim / 2) +
+                     " floats");
+  auto f = mx::astype(freqs->second, mx::float32, mx::Device::cpu);
+  mx::eval(f);
+  const float* v = f.data<float>();
+  int rotated = 0;
+  while (rotated < full_dim / 2 && v[rotated] == 1.0f) ++rotated;
+  for (int i = rotated; i < full_dim / 2; ++i)
+    if (!(v[i] >= 1e20f))  // (an angle of at most position x 1e-20: none)
+      fail("gguf", "tensor 'rope_freqs.weight' of gemma4 must be 1 on the rotated pairs then 1e30 (proportional RoPE)");
+  RopeScaling s;
+  s.rope_type = "proportional";
+  s.partial_rotary_factor = static_cast<float>(2 * rotated) / static_cast<float>(full_dim);
+  c.rope_scaling = s;
+}
+
 }  // namespace
 
 const GgufArch& gguf_arch(const std::string& gguf) {
@@ -447,6 +572,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
     c.attention_bias = true;
   }
   if (t == "gemma2" || t == "gemma3_text") gemma_config(p, meta, c);
+  if (t == "gemma4_text") gemma4_config(p, meta, tensors, c);
   if (t == "starcoder2") {
     c.hidden_act = "gelu_pytorch_tanh";  // llama.cpp's starcoder2 FFN: GELU, tanh approximation
     c.rms_norm_eps = layer_norm_eps(p, meta);

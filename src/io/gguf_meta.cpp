@@ -35,6 +35,30 @@ int gguf_count_or(const GgufMeta& meta, const std::string& key, int fallback) {
   return meta.count(key) ? gguf_count(meta, key) : fallback;
 }
 
+std::vector<int> gguf_layer_counts(const GgufMeta& meta, const std::string& key, int layers,
+                                   std::optional<int> fallback) {
+  if (layers < 1) fail("gguf", "metadata '" + key + "' is per layer, and the model has no layers");
+  auto it = meta.find(key);
+  if (it == meta.end()) {
+    if (!fallback) fail("gguf", "metadata '" + key + "' is missing");
+    return std::vector<int>(layers, *fallback);
+  }
+  auto* a = std::get_if<mx::array>(&it->second);
+  if (a && a->size() == 1) return std::vector<int>(layers, gguf_count(meta, key));
+  if (!a || a->ndim() != 1 || a->size() != static_cast<size_t>(layers))
+    fail("gguf",
+         "metadata '" + key + "' must be a count or an array of one count a layer (" + std::to_string(layers) + ")");
+  auto v = mx::astype(*a, mx::float64, mx::Device::cpu);
+  mx::eval(v);
+  std::vector<int> out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const double x = v.data<double>()[i];
+    if (!(x >= 0 && x <= 1e9) || x != std::floor(x)) fail("gguf", "metadata '" + key + "' is out of range");
+    out.push_back(static_cast<int>(x));
+  }
+  return out;
+}
+
 std::optional<int> gguf_token_id(const GgufMeta& meta, const std::string& key) {
   auto v = gguf_number(meta, key);
   if (!v) return std::nullopt;

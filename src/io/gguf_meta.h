@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <mlx/io.h>
 
@@ -20,6 +21,11 @@ int gguf_count(const GgufMeta& meta, const std::string& key);
 
 // A count under `key` when present (checked as gguf_count), else `fallback`.
 int gguf_count_or(const GgufMeta& meta, const std::string& key, int fallback);
+
+// llama.cpp's get_key_or_arr: a count under `key` for each of `layers` layers, one value for all or an array of one a
+// layer; `fallback` for every layer when absent (nullopt: throws [gguf] naming the key), checked as gguf_count.
+std::vector<int> gguf_layer_counts(const GgufMeta& meta, const std::string& key, int layers,
+                                   std::optional<int> fallback = std::nullopt);
 
 // A token id under `key` when present; throws [gguf] naming the key when it is not an int in [0, 2^31).
 std::optional<int> gguf_token_id(const GgufMeta& meta, const std::string& key);

@@ -2,6 +2,7 @@
 
 #include <mlx/mlx.h>
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -23,6 +24,10 @@ std::string hf_name(const GgufArch& arch, const std::string& name) {
   if (base == "output_norm") return "model.norm" + suffix;
   if (base == "output") return "lm_head" + suffix;
   if (base == "position_embd") return "model.embed_positions" + suffix;  // gpt2's learned positions (wpe)
+  // gemma4's per-layer inputs (E2B / E4B): the token table, the embedding's projection and its norm.
+  if (base == "per_layer_token_embd") return "model.embed_tokens_per_layer" + suffix;
+  if (base == "per_layer_model_proj") return "model.per_layer_model_projection" + suffix;
+  if (base == "per_layer_proj_norm") return "model.per_layer_projection_norm" + suffix;
   // Llama-3.1-style GGUFs carry rope scaling as per-frequency divisors instead of metadata.
   if (base == "rope_freqs") return std::string(kRopeFreqFactors);
   if (base.rfind("blk.", 0) != 0) return "";
@@ -74,6 +79,38 @@ RopeScaling gguf_yarn(const GgufMeta& meta, const std::string& p, int context_le
   return s;
 }
 
+// gemma4's tensors that are not a module's weight as named (Gemma4Model's converter): the router's scale
+// (ffn_gate_inp.scale) and its per-expert scale (ffn_down_exps.scale), the layer scalar (layer_output_scale.weight),
+// the experts' gate and up projections fused (ffn_gate_up_exps: gate rows first, as transformers' gate_up_proj) and
+// rope_freqs, which gguf_arch_config has read as the full-attention layers' proportional RoPE. True when handled.
+bool gemma4_weight(const std::string& hf, const mx::array& a, WeightMap& out) {
+  auto ends = [&](const std::string& tail) { return hf.ends_with(tail); };
+  auto stem = [&](const std::string& tail) { return hf.substr(0, hf.size() - tail.size()); };
+  if (hf == kRopeFreqFactors) return true;
+  if (ends(".router.proj.scale")) return out.emplace(stem(".proj.scale") + ".scale", a), true;
+  if (ends(".experts.switch_mlp.down_proj.scale"))
+    return out.emplace(stem(".experts.switch_mlp.down_proj.scale") + ".router.per_expert_scale", a), true;
+  if (ends(".layer_scalar.weight")) return out.emplace(stem(".weight"), a), true;
+  const std::string fused = ".switch_mlp.gate_up_proj.";
+  const auto at = hf.find(fused);
+  if (at == std::string::npos) return false;
+  // Every part of the stored tensor (weight, scales, biases: [experts, rows, ...]) halves along its rows; the block
+  // type marker goes with both halves.
+  const std::string module = hf.substr(0, at) + ".switch_mlp.", part = hf.substr(at + fused.size() - 1);
+  if (part == ".ggml_type") {
+    out.emplace(module + "gate_proj" + part, a);
+    out.emplace(module + "up_proj" + part, a);
+    return true;
+  }
+  if (a.ndim() != 3 || a.shape(1) % 2 != 0)
+    fail("gguf", "tensor '" + hf + "' must be [experts, 2 x rows, ...] (gate and up halves)");
+  const int rows = a.shape(1) / 2;
+  out.emplace(module + "gate_proj" + part, mx::contiguous(mx::slice(a, {0, 0, 0}, {a.shape(0), rows, a.shape(2)})));
+  out.emplace(module + "up_proj" + part,
+              mx::contiguous(mx::slice(a, {0, rows, 0}, {a.shape(0), 2 * rows, a.shape(2)})));
+  return true;
+}
+
 }  // namespace
 
 ModelConfig gguf_config(const GgufMeta& meta, const std::unordered_map<std::string, mx::array>& tensors) {
@@ -84,13 +121,25 @@ ModelConfig gguf_config(const GgufMeta& meta, const std::unordered_map<std::stri
   c.model_type = arch.model_type;
   const std::string p = arch.gguf + ".";
   c.hidden_size = gguf_count(meta, p + "embedding_length");
-  // MoE files may omit the dense width (gguf_arch_config falls back to the experts').
-  const bool moe = c.model_type.ends_with("_moe") || c.model_type == "gpt_oss";
-  c.intermediate_size =
-      moe ? gguf_count_or(meta, p + "feed_forward_length", 0) : gguf_count(meta, p + "feed_forward_length");
   c.num_hidden_layers = gguf_count(meta, p + "block_count");
   c.num_attention_heads = gguf_count(meta, p + "attention.head_count");
-  c.num_key_value_heads = gguf_count_or(meta, p + "attention.head_count_kv", c.num_attention_heads);
+  // llama.cpp reads these per layer or for all (get_key_or_arr); widths that differ between layers are gemma4's
+  // (gguf_arch_config reads them there), a silently wrong model elsewhere. (An array is as long as the file holds it:
+  // a corrupt block_count sizes nothing here.)
+  auto first_layer = [&](const std::string& key, std::optional<int> fallback) {
+    auto it = meta.find(key);
+    const auto* a = it == meta.end() ? nullptr : std::get_if<mx::array>(&it->second);
+    if (it == meta.end() && fallback) return *fallback;
+    if (!a || a->size() == 1) return gguf_count(meta, key);
+    auto v = gguf_layer_counts(meta, key, c.num_hidden_layers);
+    if (c.model_type != "gemma4_text" && std::count(v.begin(), v.end(), v[0]) != static_cast<long>(v.size()))
+      fail("gguf", "metadata '" + key + "' differs between layers, which mlxgp reads for gemma4 only");
+    return v[0];
+  };
+  // MoE files may omit the dense width (gguf_arch_config falls back to the experts').
+  const bool moe = c.model_type.ends_with("_moe") || c.model_type == "gpt_oss";
+  c.intermediate_size = first_layer(p + "feed_forward_length", moe ? std::optional<int>(0) : std::nullopt);
+  c.num_key_value_heads = first_layer(p + "attention.head_count_kv", c.num_attention_heads);
   if (c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.num_key_value_heads <= 0 || c.num_hidden_layers <= 0 ||
       c.num_attention_heads % c.num_key_value_heads != 0)
     fail("gguf", "inconsistent attention metadata");
@@ -166,6 +215,9 @@ WeightMap gguf_weights(const ModelConfig& c, std::unordered_map<std::string, mx:
     // gpt-oss's sinks and deepseek2's exp_probs_b are parameters, not a module's weight / bias.
     if (hf.ends_with(".self_attn.sinks.weight")) hf.resize(hf.size() - 7);
     if (hf.ends_with(".e_score_correction_bias.bias")) hf.resize(hf.size() - 5);
+    if (c.model_type == "gemma4_text") {
+      if (gemma4_weight(hf, arr, out)) continue;
+    }
     out.emplace(hf, arr);
   }
   return out;

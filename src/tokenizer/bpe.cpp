@@ -55,7 +55,7 @@ Bpe::Bpe(Vocab vocab, const std::vector<std::pair<std::string, std::string>>& me
 
 void Bpe::tokenize(std::string_view word, std::vector<int>& out) const {
   if (word.empty()) return;
-  if (opts_.ignore_merges) {
+  if (opts_.ignore_merges || (opts_.whole_newline_runs && word.find_first_not_of('\n') == std::string_view::npos)) {
     auto it = vocab_.find(word);
     if (it != vocab_.end()) {
       out.push_back(it->second);

@@ -18,6 +18,8 @@ namespace mlxgp::tok {
 
 struct BpeOptions {
   bool ignore_merges = false;  // a word that is itself in the vocabulary is one token (Llama-3)
+  // Only for words of newlines alone (llama.cpp's gemma4 pre-type: "\n\n" stays one token whatever the merges say).
+  bool whole_newline_runs = false;
   std::optional<int> unk_id;   // id for characters missing from the vocabulary
   bool fuse_unk = false;       // consecutive unknowns become one unk token
   bool byte_fallback = false;  // unknown characters become their <0xNN> byte tokens

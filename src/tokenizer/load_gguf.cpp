@@ -207,18 +207,48 @@ void build_sentencepiece(const Meta& meta, const std::vector<std::string>& raw_t
   impl.decoder = tok::make_decoder(dec);
 }
 
+// llama.cpp's gemma4 vocabulary (Gemma 4's tokenizer.ggml.model "gemma4": a BPE vocabulary with its GEMMA4 pre-type):
+// spaces escaped to U+2581, the text split into runs of newlines and runs of anything else ([^\n]+|[\n]+), merges in
+// rank order over UTF-8 characters (no byte alphabet), a piece without a token as its <0xNN> byte tokens, a run of
+// newlines that is itself a token kept whole (llama.cpp's fix for Gemma 4 in its BPE session).
+void build_gemma4(const std::vector<std::string>& tokens, const std::vector<std::string>& merges,
+                  Tokenizer::Impl& impl) {
+  tok::Vocab vocab;
+  vocab.reserve(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    tok::check_token_utf8(tokens[i], "GGUF vocabulary");
+    vocab.insert_or_assign(tokens[i], static_cast<int>(i));  // (a repeated spelling: the later id, as llama.cpp)
+  }
+  std::vector<std::pair<std::string, std::string>> pairs;
+  pairs.reserve(merges.size());
+  for (const auto& m : merges) pairs.push_back(tok::split_merge(m));
+  tok::BpeOptions opts;
+  opts.byte_fallback = true;
+  opts.whole_newline_runs = true;
+  impl.model = std::make_unique<tok::Bpe>(std::move(vocab), pairs, opts);
+  using json = nlohmann::json;
+  impl.normalizer =
+      tok::make_normalizer(json::parse(R"({"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"})"));
+  impl.pre_tokenizer = tok::make_pre_tokenizer(json::parse(
+      R"({"type": "Split", "pattern": {"Regex": "[^\\n]+|[\\n]+"}, "behavior": "Isolated", "invert": false})"));
+  json replace_dec = json::parse(R"({"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "})");
+  impl.decoder = tok::make_decoder(
+      {{"type", "Sequence"}, {"decoders", {replace_dec, {{"type", "ByteFallback"}}, {{"type", "Fuse"}}}}});
+}
+
 }  // namespace
 
 std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const Meta& meta) {
   const std::string* model = get_string(meta, "tokenizer.ggml.model");
   if (!model) fail("tokenizer", "GGUF file has no tokenizer (tokenizer.ggml.model missing)");
-  if (*model != "gpt2" && *model != "llama")
-    fail("tokenizer", "GGUF tokenizer model '" + *model + "' is not supported (only 'gpt2' and 'llama')");
-  const bool spm = *model == "llama";
+  if (*model != "gpt2" && *model != "llama" && *model != "gemma4")
+    fail("tokenizer", "GGUF tokenizer model '" + *model + "' is not supported (only 'gpt2', 'llama' and 'gemma4')");
+  const bool gemma4 = *model == "gemma4";
+  const bool spm = *model == "llama", byte_level = *model == "gpt2";
   const auto* tokens = get_strings(meta, "tokenizer.ggml.tokens");
   const auto* merges = get_strings(meta, "tokenizer.ggml.merges");
   if (!tokens || tokens->empty()) fail("tokenizer", "GGUF metadata 'tokenizer.ggml.tokens' is missing");
-  if (!merges && !spm) fail("tokenizer", "GGUF metadata 'tokenizer.ggml.merges' is missing");
+  if (!merges && !spm) fail("tokenizer", "GGUF metadata 'tokenizer.ggml.merges' is missing");  // (gpt2, gemma4)
   std::vector<int64_t> types;
   if (auto a = get_array(meta, "tokenizer.ggml.token_type")) {
     if (a->size() != tokens->size()) fail("tokenizer", "GGUF token_type and tokens differ in length");
@@ -230,6 +260,8 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const Meta& meta) {
   const auto& table = tok::ByteLevelTable::get();
   if (spm) {
     build_sentencepiece(meta, *tokens, merges, *impl);
+  } else if (gemma4) {
+    build_gemma4(*tokens, *merges, *impl);
   } else {
     // Tokens not spelled in the byte alphabet are respelled byte by byte (byte_level_tokenizer).
     tok::Vocab vocab;
@@ -274,22 +306,22 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const Meta& meta) {
     impl->added.push_back({it->second, content, false, false, false, false, special});
   };
   for (size_t i = 0; i < types.size(); ++i)
-    if (types[i] == 3 && (spm || table.is_spelled((*tokens)[i]))) add((*tokens)[i], true);
+    if (types[i] == 3 && (!byte_level || table.is_spelled((*tokens)[i]))) add((*tokens)[i], true);
   for (auto id : {bos, eos, unk, pad})
     if (id) add((*tokens)[*id], true);
   for (size_t i = 0; i < types.size(); ++i)
     if (types[i] == 4) add((*tokens)[i], false);
-  // The flag is the file's, default off for gpt2 and on for llama (get_gguf_tokenizer);
-  // transformers drops it if bos is unset.
+  // The flag is the file's, default off for gpt2 and on for llama (get_gguf_tokenizer); transformers drops it if bos
+  // is unset. llama.cpp's gemma4 pre-type adds BOS whatever the file says.
   auto flag = [&](const char* key, bool def) { return get_int(meta, key).value_or(def ? 1 : 0) != 0; };
-  impl->post = tok::bos_eos_template(flag("tokenizer.ggml.add_bos_token", spm), bos,
+  impl->post = tok::bos_eos_template(gemma4 || flag("tokenizer.ggml.add_bos_token", spm), bos,
                                      flag("tokenizer.ggml.add_eos_token", false), eos);
   impl->finish();
 
   const std::string* pre = get_string(meta, "tokenizer.ggml.pre");
-  const char* split = pre ? split_for(*pre) : nullptr;
+  const char* split = pre && !gemma4 ? split_for(*pre) : nullptr;
   if (split) impl->pre_tokenizer = tok::make_split_then_byte_level(split);
-  else if (!spm) impl->pre_tokenizer = tok::make_byte_level(false, true);
+  else if (byte_level) impl->pre_tokenizer = tok::make_byte_level(false, true);
 
   impl->bos = bos;
   impl->eos = eos;

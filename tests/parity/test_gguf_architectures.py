@@ -7,6 +7,7 @@ against transformers reading the same file (gguf-py's dequantizers, fp32 compute
 Per architecture and tensor type (F32, Q8_0): logits over a prefill and 16 cached decode steps, both as
 loaded (Q8_0 stays packed, experts included) and with --dtype float32, within 1e-4; greedy 16 tokens
 identical. MoE inputs route some token to every expert of every layer. Plus the refusals."""
+import copy
 import json
 import sys
 from pathlib import Path
@@ -258,6 +259,21 @@ def test_gguf_as_llama_cpp(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path)
     assert same == GREEDY_NEW
 
 
+def _table_gelu(act):
+    """`act` as ggml_vec_gelu_f32 computes it under GGML_GELU_FP16: f16 in, the f16 table's value out."""
+    import torch
+
+    class TableGelu(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act = act
+
+        def forward(self, x):
+            return self.act(x.half().float()).half().float()
+
+    return TableGelu()
+
+
 def test_starcoder_gguf(run_mlxgp, run_mlxgp_json, tmp_path):
     """gpt_bigcode as llama.cpp's starcoder (StarCoderModel's converter: one key/value head in the fused attn_qkv,
     learned positions, LayerNorms with biases, the head tied to token_embd, the MLP 4 * n_embd wide as StarCoder's):
@@ -274,16 +290,8 @@ def test_starcoder_gguf(run_mlxgp, run_mlxgp_json, tmp_path):
     ref, got, same = _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path)
     source = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
 
-    class TableGelu(torch.nn.Module):  # ggml_vec_gelu_f32 under GGML_GELU_FP16: f16 in, the f16 table's value out
-        def __init__(self, act):
-            super().__init__()
-            self.act = act
-
-        def forward(self, x):
-            return self.act(x.half().float()).half().float()
-
     for block in model.transformer.h:
-        block.mlp.act = TableGelu(block.mlp.act)
+        block.mlp.act = _table_gelu(block.mlp.act)
     with_table = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
     vs_source, vs_llama, table_vs_llama = (float(np.abs(a - b).max()) for a, b in
                                            ((got, source), (got, ref), (with_table, ref)))
@@ -349,6 +357,56 @@ def test_olmo_gguf(run_mlxgp, run_mlxgp_json, tmp_path):
     _assert_vs_llama_cpp_and_source("olmo", ref, diff, vs_source, same,
                                     f"; F16 file vs transformers on the f16-rounded weights {diff16:.3e}")
     assert diff16 <= 1e-4
+
+
+@pytest.mark.parametrize("arch", ["gemma4_text", "gemma4_text-moe", "gemma4_text-e2b"])
+def test_gemma4_gguf(arch, run_mlxgp, run_mlxgp_json, tmp_path):
+    """Gemma 4 as Gemma4Model's converter writes it (31B's layout: a wider full-attention layer with one key/value head
+    and no attn_v, head_count_kv one a layer, proportional RoPE as rope_freqs; 26B-A4B's experts beside the MLP, fused
+    ffn_gate_up_exps, the router's scales; E2B's per-layer inputs, shared keys / values and double-wide MLPs): an F32
+    file's logits within 1e-4 of transformers' model it was written from (transformers' GGUF reader has no gemma4);
+    llama.cpp's logits differ by up to 2e-2 through ggml's f16 GELU table (test_starcoder_gguf), which
+    given to transformers' model brings it closer to llama.cpp than the formula is; greedy tokens llama.cpp's argmax. A
+    Q8_0 file within 1e-4 of transformers on the Q8_0-rounded weights (rows shorter than a block and the router stay
+    F32)."""
+    import torch
+
+    model, _ = tiny_models.make_tiny_model(arch, tmp_path / "hf")
+    ids, prefill = _ids(40, model.config.vocab_size, seed=15), 20
+    if arch == "gemma4_text-moe":
+        _assert_every_expert_routed(model, ids)
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
+    names = set(gguf_quant.tensor_types(path))
+    assert {"rope_freqs.weight", "blk.0.layer_output_scale.weight"} <= names
+    if arch == "gemma4_text":
+        assert "blk.2.attn_v.weight" not in names  # values from the keys
+    ref, got, same = _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path)
+    source = tiny_models.hf_stepwise_logits(model, ids, prefill)[prefill - 1:len(ids) - 1]
+    q8 = tiny_models.write_tiny_gguf(model, tmp_path / "q8.gguf", "Q8_0", vocab=True)
+    table = copy.deepcopy(model)
+    for m in table.modules():  # the MLPs', the experts' and the per-layer inputs' GELU
+        if isinstance(getattr(m, "act_fn", None), torch.nn.Module):
+            m.act_fn = _table_gelu(m.act_fn)
+    with_table = tiny_models.hf_stepwise_logits(table, ids, prefill)[prefill - 1:len(ids) - 1]
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2 and p.shape[-1] % 32 == 0 and not name.endswith("router.proj.weight"):
+                p.copy_(torch.from_numpy(np.ascontiguousarray(_q8_rounded(p.numpy()), dtype=np.float32)))
+    diff_q8 = _vs_source(run_mlxgp, model, q8, ids, prefill, tmp_path)
+    vs_source, vs_llama, table_vs_llama = (float(np.abs(a - b).max()) for a, b in
+                                           ((got, source), (got, ref), (with_table, ref)))
+    print(f"{arch} GGUF F32: max |diff| vs transformers' source model {vs_source:.3e}, vs llama.cpp {vs_llama:.3e} "
+          f"(transformers with llama.cpp's f16 GELU table vs llama.cpp {table_vs_llama:.3e}); greedy {same}/{GREEDY_NEW} "
+          f"tokens llama.cpp's argmax; Q8_0 vs transformers on the Q8_0-rounded weights {diff_q8:.3e}")
+    assert np.abs(ref).max() > 0.5
+    assert vs_source <= 1e-4 and diff_q8 <= 1e-4 and vs_llama <= 2e-2 and table_vs_llama < vs_llama / 2
+    assert same == GREEDY_NEW
+    if arch == "gemma4_text-e2b":  # three shared layers: llama.cpp would reuse layer 0's cache for full layers too
+        bad = tiny_models.write_tiny_gguf(model, tmp_path / "bad.gguf", "F32", meta={"gemma4.attention.shared_kv_layers": 3})
+        r = run_mlxgp("logits", "--model", bad, "--input-ids", "5,6,7", "--out", tmp_path / "x.safetensors", check=False)
+        assert r.returncode != 0 and r.stderr.strip() == (
+            "[gguf] metadata 'gemma4.attention.shared_kv_layers': layers sharing keys and values need a windowed then a "
+            "full layer just before them (llama.cpp's fixed reuse)"), r.stderr
 
 
 # deepseek2 files as DeepseekV2Model's converter writes them (kv_b_proj split per head into attn_k_b / attn_v_b, MQA over

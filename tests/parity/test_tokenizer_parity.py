@@ -2,6 +2,7 @@
 GGUF (and against HF `tokenizers` on real tokenizer.json files), run live on the same inputs."""
 import json
 import random
+import re
 import subprocess
 from pathlib import Path
 
@@ -436,3 +437,94 @@ def test_gguf_pre_tokenizer_variants_match_transformers(run_mlxgp, tmp_path, pre
     g = write_jsonl(tmp_path / "ids.jsonl", seqs)
     ours = mlxgp_lines(run_mlxgp, "detokenize", "--model", tmp_path / "v.gguf", "--file", g, "--skip-special-tokens")
     assert ours == [hf.decode(s, skip_special_tokens=True) for s in seqs]
+
+
+# A Gemma 4 vocabulary as llama.cpp's converter writes it (tokenizer.ggml.model "gemma4": tokens, types, merges over
+# characters with U+2581 for spaces, the 256 byte tokens), small enough to read: words the merges build, a token no
+# merge reaches ("\u2581xyz": llama.cpp builds it from its pieces), newline runs that are tokens (four newlines: one
+# token though no merge makes it, as llama.cpp keeps a run of newlines whole).
+GEMMA4_MERGES = [("\u2581", "t"), ("h", "e"), ("\u2581t", "he"), ("l", "l"), ("e", "ll"), ("h", "ell"), ("hell", "o"),
+                 ("\u2581", "hello"), ("i", "n"), ("\u2581", "in"), ("o", "r"), ("w", "or"), ("l", "d"), ("wor", "ld"),
+                 ("\u2581", "world"), ("\u2581", "\u2581"), ("\u2581", "a"), ("\n", "\n"), ("\n\n", "\n")]
+
+
+def _write_gemma4_vocabulary(path):
+    import gguf
+    import numpy as np
+    import tiny_models
+
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [3, 3, 3, 2] + [6] * 256
+    chars = ["\u2581", "\n", "\u00e9"] + list("abcdefghijklmnopqrstuvwxyzHW.,!'")
+    tokens += chars + [a + b for a, b in GEMMA4_MERGES] + ["\u2581xyz", "\n\n\n\n"]
+    types += [1] * (len(tokens) - len(types))
+    cfg = tiny_models.tiny_config("gemma4_text")
+    cfg.vocab_size = len(tokens)
+    w = gguf.GGUFWriter(str(path), "gemma4")
+    tiny_models._gguf_gemma4_metadata(w, cfg)
+    w.add_tokenizer_model("gemma4")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges([f"{a} {b}" for a, b in GEMMA4_MERGES])
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(1)
+    w.add_unk_token_id(3)
+    w.add_pad_token_id(0)
+    w.add_tensor("dummy", np.zeros(4, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_gguf_gemma4_vocabulary_as_llama_cpp(run_mlxgp, tmp_path):
+    """Gemma 4's GGUF vocabulary against llama.cpp's own tokenizer (node-llama-cpp 3.21.1's libllama, vocab only),
+    live: ids with and without BOS (which its gemma4 pre-type always adds) over words the merges build, runs of spaces
+    and newlines, tokens no merge reaches, characters without a token (byte tokens), and text back from the ids."""
+    import ctypes
+
+    from test_llama_samplers import Llama
+
+    path = _write_gemma4_vocabulary(tmp_path / "g4.gguf")
+    llama = Llama(path)
+
+    def theirs(text, add_special):
+        out, b = (ctypes.c_int32 * 4096)(), text.encode()
+        n = llama.lib.llama_tokenize(llama.vocab, b, len(b), out, 4096, add_special, False)
+        assert n >= 0
+        return list(out[:n])
+
+    texts = ["hello world", " the hello", "Hello World!", "a\n\nb", "\n", "\n\n\n\nx", "line in one\nline two\n",
+             "  double  spaces ", "\u00e9\u65e5\u672c caf\u00e9", "xyz", " xyz", " xyz tail", "tab\there", "the\n\n\n",
+             "hellohello", "ab, cd. ef!", "\u2581literal", "   ", "in\n \n in", "a\n\n\n\nb", "\n\n\n\n\n"]
+    rng = random.Random(4)
+    alphabet = "helowrdtain \n\u00e9xyz.!\u65e5"
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30))) for _ in range(60)]
+    f = write_jsonl(tmp_path / "c.jsonl", texts)
+    for add_special in (True, False):
+        args = ["tokenize", "--model", path, "--file", f, "--jsonl"] + ([] if add_special else ["--no-special-tokens"])
+        assert_same_ids(texts, mlxgp_lines(run_mlxgp, *args), [theirs(t, add_special) for t in texts])
+    lib = llama.lib
+    lib.llama_detokenize.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int32), ctypes.c_int32, ctypes.c_char_p,
+                                     ctypes.c_int32, ctypes.c_bool, ctypes.c_bool]
+    lib.llama_detokenize.restype = ctypes.c_int32
+
+    def text_of(ids):
+        buf = ctypes.create_string_buffer(4096)
+        n = lib.llama_detokenize(llama.vocab, (ctypes.c_int32 * max(1, len(ids)))(*ids), len(ids), buf, 4096, True, False)
+        assert n >= 0
+        return buf.raw[:n].decode()
+
+    seqs = [theirs(t, True) for t in texts]
+    back = mlxgp_lines(run_mlxgp, "detokenize", "--model", path, "--file", write_jsonl(tmp_path / "ids.jsonl", seqs),
+                       "--skip-special-tokens")
+    # llama.cpp's BPE detokenizer also drops a space before . , ! ? and around ' (its clean_spaces, transformers'
+    # clean_up_tokenization_spaces): mlxgp keeps the text as the tokens spell it, as transformers does by default.
+    cleaned = re.compile(r" [.,!?']")
+    assert [b for b, s, t in zip(back, seqs, texts) if not cleaned.search(t) and b != text_of(s)] == []
+    # (a literal U+2581 reads back as a space: the vocabulary spells spaces with it)
+    assert [b for b, t in zip(back, texts) if b != t] == [" literal"]
+    print(f"gemma4 GGUF vocabulary: {len(texts)}/{len(texts)} texts tokenized as llama.cpp (with and without BOS); "
+          f"{sum(not cleaned.search(t) for t in texts)} decoded as llama.cpp decodes them (its "
+          "space clean-up applies to the others), all but a literal U+2581 back to themselves")

@@ -649,7 +649,7 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "exaone4": "exaone4",
                    "llama4_text": "llama4", "gpt_bigcode": "starcoder", "olmo": "olmo",
                    "olmoe": "olmoe", "cohere2": "cohere2", "hunyuan_v1_dense": "hunyuan-dense",
-                   "mixtral": "llama"}
+                   "mixtral": "llama", "gemma4_text": "gemma4"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -669,6 +669,9 @@ def _gguf_metadata(w, cfg, head_dim):
             w.add_head_count_kv(1)
         w.add_layer_norm_eps(cfg.layer_norm_epsilon)
         w.add_token_list([f"<t{i}>" for i in range(cfg.vocab_size)])  # transformers' vocabulary size
+        return
+    if mt == "gemma4_text":
+        _gguf_gemma4_metadata(w, cfg)
         return
     w.add_block_count(cfg.num_hidden_layers)
     w.add_context_length(cfg.max_position_embeddings)
@@ -751,6 +754,52 @@ def _gguf_metadata(w, cfg, head_dim):
     if mt == "exaone4" and cfg.sliding_window is not None:  # Exaone4Model: the window and one bool a layer
         w.add_sliding_window(cfg.sliding_window)
         w.add_sliding_window_pattern([t == "sliding_attention" for t in cfg.layer_types])
+
+
+def _gguf_gemma4_metadata(w, cfg):
+    """convert_hf_to_gguf.py's Gemma4Model: the full-attention layers' widths as key_length / rope.dimension_count
+    (their partial RoPE goes into rope_freqs), the windowed ones' as *_swa, head_count_kv one a layer where they differ
+    (here from the model's own layers: the converter takes num_global_key_value_heads whenever it is set, which
+    transformers applies with attention_k_eq_v only), feed_forward_length one a layer with the double-wide MLPs, the
+    window pattern, the sharing, the per-layer inputs and the experts."""
+    n, first = cfg.num_hidden_layers, cfg.num_hidden_layers - (cfg.num_kv_shared_layers or 0)
+    full = [t == "full_attention" for t in cfg.layer_types]
+    dims, kv = zip(*_gemma4_widths(cfg))
+    global_dim, swa_dim = max(dims), min(dims)
+    rope = cfg.rope_parameters
+    w.add_block_count(n)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length([cfg.intermediate_size * (2 if cfg.use_double_wide_mlp and i >= first else 1)
+                               for i in range(n)] if cfg.use_double_wide_mlp else cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(kv if len(set(kv)) > 1 else kv[0])
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_freq_base(rope["full_attention"]["rope_theta"])
+    w.add_rope_freq_base_swa(rope["sliding_attention"]["rope_theta"])
+    w.add_key_length(global_dim)
+    w.add_value_length(global_dim)
+    w.add_key_length_swa(swa_dim)
+    w.add_value_length_swa(swa_dim)
+    w.add_rope_dimension_count(global_dim)
+    w.add_rope_dimension_count_swa(swa_dim)
+    w.add_sliding_window(cfg.sliding_window)
+    w.add_sliding_window_pattern([not f for f in full])
+    w.add_shared_kv_layers(cfg.num_kv_shared_layers or 0)
+    w.add_embedding_length_per_layer_input(cfg.hidden_size_per_layer_input or 0)
+    w.add_vocab_size(cfg.vocab_size)
+    if cfg.final_logit_softcapping:
+        w.add_final_logit_softcapping(cfg.final_logit_softcapping)
+    if cfg.enable_moe_block:
+        w.add_expert_count(cfg.num_experts)
+        w.add_expert_used_count(cfg.top_k_experts)
+        w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
+
+
+def _gemma4_widths(cfg):
+    """(head_dim, key/value heads) of each layer of a transformers 5.24 Gemma4TextConfig (its per_layer_config)."""
+    return [(cfg.per_layer_config[i].head_dim, cfg.per_layer_config[i].num_key_value_heads)
+            for i in range(cfg.num_hidden_layers)]
 
 
 def _gguf_deepseek2_metadata(w, cfg):
@@ -855,6 +904,15 @@ def _gguf_tensors(model):
             yield blk + "attn_k_b.weight", np.ascontiguousarray(kv[:, :cfg.qk_nope_head_dim].transpose(0, 2, 1))
             yield blk + "attn_v_b.weight", np.ascontiguousarray(kv[:, cfg.qk_nope_head_dim:])
             continue
+        if mt == "gemma4_text" and name.rsplit(".", 1)[-1] in ("layer_scalar", "scale", "per_expert_scale",
+                                                              "gate_up_proj", "down_proj"):
+            # Gemma4Model's converter: the fused experts as they are ([E, 2I, H] gate rows first, [E, H, I]), the
+            # router's scales beside its matrix and the experts, the layer scalar as a one-element weight.
+            blk = "blk." + name.split(".")[2] + "."
+            yield blk + {"layer_scalar": "layer_output_scale.weight", "scale": "ffn_gate_inp.scale",
+                         "per_expert_scale": "ffn_down_exps.scale", "gate_up_proj": "ffn_gate_up_exps.weight",
+                         "down_proj": "ffn_down_exps.weight"}[name.rsplit(".", 1)[-1]], t
+            continue
         if name.endswith("mlp.gate.e_score_correction_bias"):
             yield "blk." + name.split(".")[2] + ".exp_probs_b.bias", t
             continue
@@ -923,7 +981,8 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
     cfg = model.config
     path = Path(path)
     w = gguf.GGUFWriter(str(path), GGUF_ARCH_NAMES[cfg.model_type], split_max_tensors=split_max_tensors)
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    gemma4 = cfg.model_type == "gemma4_text"  # (its head_dim is per layer)
+    head_dim = None if gemma4 else getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     _gguf_metadata(w, cfg, head_dim)
     if vocab:
         _spm_vocab(w, cfg.vocab_size)
@@ -939,13 +998,20 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
         default_inv = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
         scaled_inv = model.model.rotary_emb.inv_freq.detach().float().numpy()
         w.add_tensor("rope_freqs.weight", (default_inv / scaled_inv).astype(np.float32))
+    if cfg.model_type == "gemma4_text":
+        # Gemma4Model's converter: proportional RoPE as divisors over the whole full-attention head, 1 on the rotated
+        # pairs and 1e30 (no rotation) on the rest.
+        global_dim = max(d for d, _ in _gemma4_widths(cfg))
+        half, rotated = global_dim // 2, int(global_dim * rope["full_attention"]["partial_rotary_factor"] / 2)
+        w.add_tensor("rope_freqs.weight", np.array([1.0] * rotated + [1e30] * (half - rotated), dtype=np.float32))
     tensors = [(n, t) for n, t in _gguf_tensors(model) if n not in drop]
     for gname, t in tensors + list((extra or {}).items()):
         own = next((q for suffix, q in (types or {}).items() if gname.endswith(suffix)), None)
         if own:
             rows = quantize(t.reshape(-1, t.shape[-1]), own)
             w.add_tensor(gname, rows.reshape(*t.shape[:-1], -1), raw_dtype=getattr(gguf.GGMLQuantizationType, own))
-        elif t.ndim >= 2 and qtype != "F32" and ".ffn_gate_inp." not in gname and gname != "position_embd.weight":
+        elif (t.ndim >= 2 and qtype != "F32" and ".ffn_gate_inp." not in gname and gname != "position_embd.weight"
+              and t.shape[-1] % 32 == 0):  # (rows shorter than a block stay F32, as the converter falls back)
             w.add_tensor(gname, (quantize or gguf.quants.quantize)(t, qtype if quantize else qt), raw_dtype=qt)
         else:
             w.add_tensor(gname, t)
