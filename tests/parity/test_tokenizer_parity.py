@@ -439,37 +439,17 @@ def test_gguf_pre_tokenizer_variants_match_transformers(run_mlxgp, tmp_path, pre
     assert ours == [hf.decode(s, skip_special_tokens=True) for s in seqs]
 
 
-# A Gemma 4 vocabulary as llama.cpp's converter writes it (tokenizer.ggml.model "gemma4": tokens, types, merges over
-# characters with U+2581 for spaces, the 256 byte tokens), small enough to read: words the merges build, a token no
-# merge reaches ("\u2581xyz": llama.cpp builds it from its pieces), newline runs that are tokens (four newlines: one
-# token though no merge makes it, as llama.cpp keeps a run of newlines whole).
-GEMMA4_MERGES = [("\u2581", "t"), ("h", "e"), ("\u2581t", "he"), ("l", "l"), ("e", "ll"), ("h", "ell"), ("hell", "o"),
-                 ("\u2581", "hello"), ("i", "n"), ("\u2581", "in"), ("o", "r"), ("w", "or"), ("l", "d"), ("wor", "ld"),
-                 ("\u2581", "world"), ("\u2581", "\u2581"), ("\u2581", "a"), ("\n", "\n"), ("\n\n", "\n")]
-
-
 def _write_gemma4_vocabulary(path):
+    """tiny_models' gemma4 vocabulary in a file llama.cpp loads vocabulary-only (gemma4 metadata, no weights)."""
     import gguf
     import numpy as np
     import tiny_models
 
-    tokens = ["<pad>", "<eos>", "<bos>", "<unk>"] + [f"<0x{b:02X}>" for b in range(256)]
-    types = [3, 3, 3, 2] + [6] * 256
-    chars = ["\u2581", "\n", "\u00e9"] + list("abcdefghijklmnopqrstuvwxyzHW.,!'")
-    tokens += chars + [a + b for a, b in GEMMA4_MERGES] + ["\u2581xyz", "\n\n\n\n"]
-    types += [1] * (len(tokens) - len(types))
     cfg = tiny_models.tiny_config("gemma4_text")
-    cfg.vocab_size = len(tokens)
+    cfg.vocab_size = len(tiny_models.gemma4_vocabulary()[0])
     w = gguf.GGUFWriter(str(path), "gemma4")
     tiny_models._gguf_gemma4_metadata(w, cfg)
-    w.add_tokenizer_model("gemma4")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges([f"{a} {b}" for a, b in GEMMA4_MERGES])
-    w.add_bos_token_id(2)
-    w.add_eos_token_id(1)
-    w.add_unk_token_id(3)
-    w.add_pad_token_id(0)
+    tiny_models._gemma4_vocab(w)
     w.add_tensor("dummy", np.zeros(4, dtype=np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()

@@ -961,6 +961,37 @@ def _spm_vocab(w, size: int) -> None:
     w.add_unk_token_id(0)
 
 
+# A Gemma 4 vocabulary as llama.cpp's converter writes it (tokenizer.ggml.model "gemma4": tokens, types, merges over
+# characters with U+2581 for spaces, the 256 byte tokens), small enough to read: words the merges build, a token no
+# merge reaches ("\u2581xyz": llama.cpp builds it from its pieces), newline runs that are tokens (four newlines: one
+# token though no merge makes it, as llama.cpp keeps a run of newlines whole).
+GEMMA4_MERGES = [("\u2581", "t"), ("h", "e"), ("\u2581t", "he"), ("l", "l"), ("e", "ll"), ("h", "ell"), ("hell", "o"),
+                 ("\u2581", "hello"), ("i", "n"), ("\u2581", "in"), ("o", "r"), ("w", "or"), ("l", "d"), ("wor", "ld"),
+                 ("\u2581", "world"), ("\u2581", "\u2581"), ("\u2581", "a"), ("\n", "\n"), ("\n\n", "\n")]
+
+
+def gemma4_vocabulary():
+    """(tokens, token types) of the vocabulary GEMMA4_MERGES builds on: <pad> <eos> <bos> <unk>, the byte tokens,
+    characters, the merges' results, two tokens no merge makes."""
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [3, 3, 3, 2] + [6] * 256
+    tokens += ["\u2581", "\n", "\u00e9"] + list("abcdefghijklmnopqrstuvwxyzHW.,!'")
+    tokens += [a + b for a, b in GEMMA4_MERGES] + ["\u2581xyz", "\n\n\n\n"]
+    return tokens, types + [1] * (len(tokens) - len(types))
+
+
+def _gemma4_vocab(w):
+    tokens, types = gemma4_vocabulary()
+    w.add_tokenizer_model("gemma4")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges([f"{a} {b}" for a, b in GEMMA4_MERGES])
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(1)
+    w.add_unk_token_id(3)
+    w.add_pad_token_id(0)
+
+
 def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None, types=None, drop=(),
                     vocab=False, meta=None, split_max_tensors=0) -> Path:
     """Writes a transformers `model` (GGUF_ARCH_NAMES) as a llama.cpp-style GGUF (metadata keys, tensor
@@ -971,7 +1002,8 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
     `types`: {tensor name suffix: type} for tensors stored otherwise (through `quantize`, row by row).
     `drop`: the model's tensors left out (gpt2's output.weight: a head tied to token_embd). gpt2's position_embd
     stays F32, as llama.cpp's converter keeps it. `vocab`: add a SentencePiece-style vocabulary (<unk>, <s>,
-    </s>, the 256 byte tokens, then placeholders), which llama.cpp needs to load the file at all. `meta`: more
+    </s>, the 256 byte tokens, then placeholders), which llama.cpp needs to load the file at all; "gemma4": the
+    gemma4 vocabulary of gemma4_vocabulary() (the model's vocab_size must be its size). `meta`: more
     {key: str or float} metadata (floats as FLOAT32). `split_max_tensors`: split as gguf-split does, into
     <stem>-0000N-of-0000M.gguf parts of at most that many tensors (split.no / split.count /
     split.tensors.count in each); returns the first part."""
@@ -984,7 +1016,10 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
     gemma4 = cfg.model_type == "gemma4_text"  # (its head_dim is per layer)
     head_dim = None if gemma4 else getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     _gguf_metadata(w, cfg, head_dim)
-    if vocab:
+    if vocab == "gemma4":
+        assert cfg.vocab_size == len(gemma4_vocabulary()[0])
+        _gemma4_vocab(w)
+    elif vocab:
         _spm_vocab(w, cfg.vocab_size)
     for key, value in (meta or {}).items():
         vt = (gguf.GGUFValueType.STRING if isinstance(value, str) else gguf.GGUFValueType.UINT32
