@@ -1,7 +1,8 @@
 """The Python package on the newer model families (tiny random models, tests/parity/tiny_models.py): a
 YaRN-scaled Qwen3 (rope_parameters {"rope_type": "yarn", "factor": 4.0, ...}) and gpt_oss (attention sinks,
 biased experts with the clamped SwiGLU, alternating windows). Greedy tokens of one prompt and of a
-left-padded batch equal transformers' generate() on the same folder."""
+left-padded batch equal transformers' generate() on the same folder. And a Gemma 4 GGUF with llama.cpp's gemma4
+vocabulary, tokenized as llama.cpp tokenizes."""
 import pytest
 
 
