@@ -215,9 +215,7 @@ WeightMap gguf_weights(const ModelConfig& c, std::unordered_map<std::string, mx:
     // gpt-oss's sinks and deepseek2's exp_probs_b are parameters, not a module's weight / bias.
     if (hf.ends_with(".self_attn.sinks.weight")) hf.resize(hf.size() - 7);
     if (hf.ends_with(".e_score_correction_bias.bias")) hf.resize(hf.size() - 5);
-    if (c.model_type == "gemma4_text") {
-      if (gemma4_weight(hf, arr, out)) continue;
-    }
+    if (c.model_type == "gemma4_text" && gemma4_weight(hf, arr, out)) continue;
     out.emplace(hf, arr);
   }
   return out;
