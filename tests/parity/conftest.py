@@ -12,7 +12,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-
 def _read_each_gguf_once():
     """transformers 5.24 parses a GGUF's metadata twice in one from_pretrained (config, then weights; a 49k-token
     vocabulary takes seconds each time) and builds gguf-py's tensor name map once per tensor (25 ms each, 270 times
