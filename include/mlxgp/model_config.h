@@ -20,6 +20,9 @@ struct RopeScaling {
   // multiplier (absent: sqrt(1 + ln(factor) / ln(original_max_position_embeddings)), as transformers).
   std::vector<float> short_factor, long_factor;
   std::optional<float> attention_factor;
+  // phimoe's longrope: the cos/sin multiplier below / above original_max_position_embeddings, in place of
+  // attention_factor (transformers' PhimoeRotaryEmbedding; both required there).
+  std::optional<float> short_mscale, long_mscale;
   // yarn (transformers' _compute_yarn_parameters): the ramp between the beta_fast and beta_slow rotation
   // counts, truncated to whole dims unless `truncate` is false; attention_factor absent: from factor, or
   // from mscale / mscale_all_dim when both are set (DeepSeek's).
@@ -67,6 +70,7 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // qwen2 forces q/k/v bias on
   bool mlp_bias = false;
+  bool lm_head_bias = false;  // phimoe's and ernie4_5_moe's switch (phi's head always has one)
   std::optional<int> sliding_window;
   // Per layer: whether it attends within sliding_window (transformers' "sliding_attention" layers:
   // every mistral layer, qwen2/qwen3 layers from layer_types or >= max_window_layers). Empty: none.
@@ -159,6 +163,14 @@ struct ModelConfig {
   // llama4_text's router (Llama4Router): top-k of the raw logits, each chosen expert fed the token times the
   // sigmoid of its logit and the outputs summed; the ungated shared expert beside them.
   bool llama4_routing = false;
+  // phimoe's sparsemixer (transformers' PhimoeTopKRouter, eval mode): the best expert, weighted by its softmax
+  // among the experts whose logit is within 2 x router_jitter_noise of it (relative to max(|logit|, best)); then
+  // the best of the others, weighted likewise among them. Always two experts.
+  bool sparsemixer = false;
+  // ernie4_5_moe: the softmax router's choice adds each layer's e_score_correction_bias (moe_statics); the chosen
+  // probabilities are divided by max(their sum, moe_norm_min).
+  bool softmax_score_bias = false;
+  float moe_norm_min = 0.0f;
   // DeepSeek-V2 / V3's multi-head latent attention (kv_lora_rank > 0): queries from q_proj, or q_b_proj over the
   // normed q_a_proj (q_lora_rank > 0); each position's keys and values from one latent of kv_lora_rank features
   // (kv_a_proj_with_mqa, normed) that kv_b_proj expands per head, beside a shared key of qk_rope_head_dim rotary
@@ -170,6 +182,7 @@ struct ModelConfig {
   // Training: with output_router_logits, loss_forward adds router_aux_loss_coef times transformers'
   // load-balancing loss (mlxgp/loss.h). router_jitter_noise (mixtral) perturbs the router input in
   // training only; the Trainer refuses it (> 0), inference ignores it as transformers' eval mode does.
+  // phimoe reads it as sparsemixer's threshold (above), in inference too.
   bool output_router_logits = false;
   double router_aux_loss_coef = 0.001;
   double router_jitter_noise = 0.0;

@@ -102,11 +102,20 @@ def _extras(module):
 
 
 # What mlx-lm's modules hard-code instead of reading from ModelArgs (mlx-lm 0.32: gemma's and starcoder2's
-# MLPs are exact gelu, gemma2's and gemma3_text's the tanh form, glm's RoPE turns every feature of a head), so a
-# wrapped module computes what mlx-lm computes.
+# MLPs are exact gelu, gemma2's and gemma3_text's the tanh form, glm's RoPE turns every feature of a head, phimoe's
+# attention and head always have biases), so a wrapped module computes what mlx-lm computes.
 _MLX_LM_IMPLIED = {"gemma": {"hidden_act": "gelu"}, "starcoder2": {"hidden_act": "gelu"},
                    "gemma2": {"hidden_activation": "gelu_pytorch_tanh"},
-                   "gemma3_text": {"hidden_activation": "gelu_pytorch_tanh"}, "glm": {"partial_rotary_factor": 1.0}}
+                   "gemma3_text": {"hidden_activation": "gelu_pytorch_tanh"}, "glm": {"partial_rotary_factor": 1.0},
+                   "phimoe": {"attention_bias": True, "lm_head_bias": True}}
+
+
+def _mlx_lm_rope(cfg):
+    """mlx-lm 0.32's phimoe rotates with LongRoPE's long factors and long_mscale at every length (SuScaledRoPE):
+    the same as short ones equal to the long ones."""
+    rope = cfg.get("rope_scaling")
+    if cfg.get("model_type") == "phimoe" and isinstance(rope, dict) and "long_factor" in rope:
+        cfg["rope_scaling"] = {**rope, "short_factor": rope["long_factor"], "short_mscale": rope.get("long_mscale")}
 
 
 # mlx-lm's multimodal modules (gemma3, mistral3, llama4) hold their language model under this prefix; mlxgp's model
@@ -130,6 +139,7 @@ def _args_config(module, weights):
     cfg = {k: v for k, v in cfg.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
     cfg["tie_word_embeddings"] = _prefix(module) + "lm_head.weight" not in weights
     cfg.update(_MLX_LM_IMPLIED.get(cfg.get("model_type"), {}))
+    _mlx_lm_rope(cfg)
     if isinstance(cfg.get("text_config"), dict):
         cfg["text_config"] = {**cfg["text_config"], **_MLX_LM_IMPLIED.get(cfg["text_config"].get("model_type"), {})}
     for _, m in module.named_modules():
@@ -152,6 +162,11 @@ def _config_json(module, weights, folder):
         what = "stablelm with qk_layernorm" if model_type == "stablelm" else model_type
         raise ValueError(f"[interop] mlx-lm model of architecture '{what}' is not supported as a wrapped module (its "
                          "tensor names are not mlxgp's); load its folder with mlx_gen_parity.load")
+    # mlx-lm's ernie4_5_moe gives its experts biases with use_bias (transformers' never have one) and its tied head
+    # none: the module computes something else than the architecture mlxgp reads.
+    if model_type == "ernie4_5_moe" and args_cfg.get("use_bias"):
+        raise ValueError("[interop] mlx-lm model of architecture 'ernie4_5_moe' with use_bias is not supported as a "
+                         "wrapped module (its experts carry biases transformers' never have)")
     if model_type not in supported:
         raise ValueError(f"[interop] mlx-lm model of architecture {model_type!r} is not supported by mlxgp "
                          f"(supported: {', '.join(supported)})")

@@ -90,6 +90,7 @@ uint64_t config_digest(const ModelConfig& c) {
     for (float f : r->short_factor) d << ' ' << f;
     d << " /";
     for (float f : r->long_factor) d << ' ' << f;
+    if (r->short_mscale) d << " / " << *r->short_mscale << ' ' << r->long_mscale.value_or(-1.0f);  // (phimoe's)
     // Yarn's own fields only for yarn: the digests of caches saved under the other types stay as they were.
     if (r->rope_type == "yarn")
       d << " / " << r->beta_fast << ' ' << r->beta_slow << ' ' << r->mscale.value_or(-1.0f) << ' '
@@ -120,6 +121,7 @@ uint64_t config_digest(const ModelConfig& c) {
   d << ' ' << c.num_experts << ' ' << c.num_experts_per_tok << ' ' << c.moe_intermediate_size << ' '
     << c.shared_expert_intermediate_size << ' ' << c.norm_topk_prob << ' ' << c.decoder_sparse_step;
   for (int l : c.mlp_only_layers) d << ' ' << l;
+  if (c.sparsemixer) d << " sparsemixer " << c.router_jitter_noise;  // (phimoe's; other digests as they were)
   uint64_t h = 1469598103934665603ULL;
   for (unsigned char ch : d.str()) h = (h ^ ch) * 1099511628211ULL;
   return h;

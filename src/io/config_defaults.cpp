@@ -13,7 +13,7 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 43> kDefaults{{
+constexpr std::array<Entry, 45> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"llama4_text", {1e-5f, 500000.0f, 131072, false, "silu", 128, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
@@ -42,6 +42,7 @@ constexpr std::array<Entry, 43> kDefaults{{
     {"stablelm", {1e-5f, 10000.0f, 4096, false, "silu", 0, 0}},
     {"seed_oss", {1e-6f, 10000.0f, 524288, false, "silu", 128, 0}},
     {"ernie4_5", {1e-5f, 500000.0f, 131072, true, "silu", 128, 0}},
+    {"ernie4_5_moe", {1e-5f, 500000.0f, 131072, true, "silu", 0, 0}},
     {"exaone4", {1e-5f, 10000.0f, 2048, false, "silu", 0, 4096}},
     {"phi3", {1e-5f, 10000.0f, 4096, false, "silu", 0, 0}},
     {"phi", {1e-5f, 10000.0f, 2048, false, "gelu_new", 0, 0}},
@@ -56,6 +57,7 @@ constexpr std::array<Entry, 43> kDefaults{{
     {"olmo3", {1e-5f, 10000.0f, 2048, false, "silu", 0, 4096}},
     {"smollm3", {1e-6f, 2000000.0f, 32768, true, "silu", 0, 0}},
     {"mixtral", {1e-5f, 1000000.0f, 131072, false, "silu", 0, 0}},
+    {"phimoe", {1e-5f, 1000000.0f, 131072, false, "silu", 0, 0}},
     {"gpt_oss", {1e-5f, 150000.0f, 131072, false, "silu", 64, 128}},
 }};
 

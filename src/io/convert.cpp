@@ -144,7 +144,7 @@ ConvertResult convert_to_mlx(const std::string& hf_dir, const std::string& out_d
   for (auto& [name, w] : params) {
     // (mlx-lm's deepseek_v2 MoEGate holds its weight as a plain parameter, which quantize_model skips.)
     const bool plain_router = model_type == "deepseek_v2" && name.ends_with(".mlp.gate.weight");
-    if (!options.quantize || plain_router || is_sigmoid_router_tensor(params, name) || !quantizable(name, w, q_group)) {
+    if (!options.quantize || plain_router || is_fp32_router_tensor(params, name) || !quantizable(name, w, q_group)) {
       out.insert_or_assign(name, w);
       continue;
     }

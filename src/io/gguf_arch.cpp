@@ -139,6 +139,13 @@ const std::vector<GgufArch>& table() {
       // Llama 4's rows as transformers' (its converter does not permute q / k: both rotate adjacent pairs).
       {"llama4", "llama4_text", kLlama4},
       {"ernie4_5", "ernie4_5", {}},  // its RoPE pairs adjacent features (llama.cpp's NORM), rows as transformers'
+      // ERNIE 4.5 MoE: ernie4_5's attention, experts chosen with exp_probs_b (moe_statics' correction bias), ungated
+      // shared experts.
+      {"ernie4_5-moe", "ernie4_5_moe",
+       with(kExperts, {{"exp_probs_b", "mlp.moe_statics.e_score_correction_bias"},
+                       {"ffn_gate_shexp", "mlp.shared_experts.gate_proj"},
+                       {"ffn_up_shexp", "mlp.shared_experts.up_proj"},
+                       {"ffn_down_shexp", "mlp.shared_experts.down_proj"}})},
       // OLMo: no norm tensors at all (weightless LayerNorms), q / k rows permuted as LlamaModel's converter does.
       {"olmo", "olmo", {}},
       // OLMo 2: norms on the sub-layer outputs only; q / k norms over the whole projections.
@@ -303,6 +310,31 @@ void moe_config(const std::string& p, const GgufMeta& meta, const std::unordered
                                                       rows_of(tensors, "blk.0.ffn_gate_shexp.weight", 0));
     c.qkv_bias = tensors.count("blk.0.attn_q.bias") > 0;
   }
+}
+
+// llama.cpp's ernie4_5-moe: the experts from their keys, the layers after leading_dense_block_count sparse at every
+// interleave_moe_layer_step-th (to the last: the files hold no end index); softmax gating whose choice adds
+// exp_probs_b, the chosen probabilities renormalised, as Ernie4_5_MoeTopKRouter; the shared experts' width from their
+// tensors.
+void ernie45_moe_config(const std::string& p, const GgufMeta& meta,
+                        const std::unordered_map<std::string, mx::array>& tensors, ModelConfig& c) {
+  c.num_experts = gguf_count(meta, p + "expert_count");
+  c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
+  if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
+    fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+  c.moe_intermediate_size = gguf_count(meta, p + "expert_feed_forward_length");
+  const int dense = gguf_count_or(meta, p + "leading_dense_block_count", 0);
+  c.decoder_sparse_step = gguf_count_or(meta, p + "interleave_moe_layer_step", 1);
+  if (c.moe_intermediate_size < 1 || c.decoder_sparse_step < 1)
+    fail("gguf",
+         "metadata '" + p + "expert_feed_forward_length' and '" + p + "interleave_moe_layer_step' must be at least 1");
+  for (int i = 0; i < dense && i < c.num_hidden_layers; ++i) c.mlp_only_layers.push_back(i);
+  int first = dense;  // the first sparse layer (a shared expert's tensor names its width)
+  while (first < c.num_hidden_layers && (first + 1) % c.decoder_sparse_step != 0) ++first;
+  // (from the tensor: the converter writes expert_shared_feed_forward_length as intermediate_size // head_count_kv)
+  c.shared_expert_intermediate_size = rows_of(tensors, "blk." + std::to_string(first) + ".ffn_gate_shexp.weight", 0);
+  c.softmax_score_bias = c.norm_topk_prob = true;
+  c.moe_norm_min = 1e-12f;
 }
 
 // llama.cpp's llama4: the experts from their keys, sparse every interleave_moe_layer_step-th layer. What Llama 4's
@@ -565,6 +597,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   if (t == "llama" && gguf_count_or(meta, p + "expert_count", 0) > 0) mixtral_config(p, meta, tensors, c);
   if (t == "deepseek_v2") deepseek2_config(p, meta, tensors, c);
   if (t == "llama4_text") llama4_config(p, meta, c);
+  if (t == "ernie4_5_moe") ernie45_moe_config(p, meta, tensors, c);
   if (t == "gpt_oss") {
     // llama.cpp's gpt-oss: every even layer slides (its swa pattern 2), biases on q/k/v/o, the clamped
     // SwiGLU's 1.702 / 7.0 fixed in code (GptOssConfig's defaults, which ModelConfig holds).

@@ -212,7 +212,7 @@ WeightMap gguf_weights(const ModelConfig& c, std::unordered_map<std::string, mx:
     if (norm_plus_one && hf.ends_with("norm.weight")) arr = mx::subtract(mx::astype(arr, mx::float32), mx::array(1.0f));
     // The shared expert's gate is one row, stored 1-D by the converter.
     if (hf.ends_with(".shared_expert_gate.weight") && arr.ndim() == 1) arr = mx::reshape(arr, {1, arr.shape(0)});
-    // gpt-oss's sinks and deepseek2's exp_probs_b are parameters, not a module's weight / bias.
+    // gpt-oss's sinks and deepseek2's / ernie4_5-moe's exp_probs_b are parameters, not a module's weight / bias.
     if (hf.ends_with(".self_attn.sinks.weight")) hf.resize(hf.size() - 7);
     if (hf.ends_with(".e_score_correction_bias.bias")) hf.resize(hf.size() - 5);
     if (c.model_type == "gemma4_text" && gemma4_weight(hf, arr, out)) continue;

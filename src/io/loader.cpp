@@ -103,7 +103,7 @@ void apply_dtype(WeightMap& w, std::optional<mx::Dtype> dtype,
   // Scales/biases too: keeping GGUF's fp16 scales would halve their bytes, but measured on the
   // CPU kernel the per-group widening costs more than the bandwidth saved (LM head 2.4 vs 1.8 ms).
   for (auto& [k, v] : w)
-    if (is_float(v.dtype()) && v.dtype() != *target && !is_sigmoid_router_tensor(w, k)) v = mx::astype(v, *target);
+    if (is_float(v.dtype()) && v.dtype() != *target && !is_fp32_router_tensor(w, k)) v = mx::astype(v, *target);
 }
 
 WeightMap load_folder_weights(const fs::path& dir) {

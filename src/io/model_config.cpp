@@ -152,6 +152,12 @@ std::optional<RopeScaling> parse_rope(const json& r) {
     s.long_factor = get_floats(r, "long_factor");
     if (auto it = r.find("attention_factor"); it != r.end() && !it->is_null())
       s.attention_factor = get_float(r, "attention_factor", 1.0f);
+    for (auto [key, v] : {std::pair{"short_mscale", &s.short_mscale}, std::pair{"long_mscale", &s.long_mscale}})
+      if (auto it = r.find(key); it != r.end() && !it->is_null()) {
+        *v = get_float(r, key, 1.0f);
+        if (!(std::isfinite(**v) && **v > 0))
+          fail("config", std::string("longrope ") + key + " must be finite and > 0");
+      }
   }
   if (s.rope_type == "yarn") {
     // transformers: `rope_parameters.get("beta_fast") or 32`, so a null or 0 takes the default too.
@@ -227,7 +233,7 @@ void parse_sliding_layers(const json& j, ModelConfig& c) {
   if (!c.sliding_window) return;
   auto types = j.find("layer_types");
   const bool has_types = types != j.end() && !types->is_null();
-  if (mt == "mistral" || mt == "ministral3" || mt == "phi3" || mt == "mixtral" || mt == "qwen3_moe" ||
+  if (mt == "mistral" || mt == "ministral3" || mt == "phi3" || mt == "mixtral" || mt == "phimoe" || mt == "qwen3_moe" ||
       mt == "starcoder2") {
     c.sliding_layers.assign(n, true);  // these configs ignore layer_types: every layer slides
   } else if (switched || mt == "gemma2" || mt == "gemma3_text" || mt == "gpt_oss" || mt == "olmo3" || mt == "cohere2" ||
@@ -470,6 +476,17 @@ void parse_rope_fields(const json& j, ModelConfig& c) {
   }
   if (c.llama4_scaling_beta && c.rope_scaling)
     c.llama4_scaling_positions = c.rope_scaling->original_max_position_embeddings;
+  // Only PhimoeRotaryEmbedding reads short_mscale / long_mscale (transformers ignores them elsewhere), and it needs
+  // both with any scaling: of those, mlxgp runs longrope (Phi-3.5-MoE's).
+  if (c.rope_scaling && c.model_type == "phimoe") {
+    if (c.rope_scaling->rope_type != "longrope")
+      fail("config", "phimoe's rope scaling '" + c.rope_scaling->rope_type + "' is not supported (only longrope)");
+    if (!c.rope_scaling->short_mscale || !c.rope_scaling->long_mscale)
+      fail("config", "phimoe's longrope needs short_mscale and long_mscale (numbers)");
+  } else if (c.rope_scaling) {
+    c.rope_scaling->short_mscale.reset();
+    c.rope_scaling->long_mscale.reset();
+  }
 }
 
 // An optional number: `absent` when the key is missing (the config class's default), none when it is null.
@@ -636,6 +653,17 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   // The expert fields and their class defaults (MixtralConfig 8 x top-2; Qwen2MoeConfig 60 x top-4,
   // widths 1408 / shared 5632; Qwen3MoeConfig 128 x top-8, width 768).
   const bool mixtral = t == "mixtral", qwen2_moe = t == "qwen2_moe", qwen3_moe = t == "qwen3_moe";
+  // PhimoeConfig: 16 x top-2 as wide as intermediate_size, routed by sparsemixer (below).
+  const bool phimoe = t == "phimoe";
+  // Ernie4_5_MoeConfig (ERNIE-4.5-21B-A3B / 300B-A47B): moe_num_experts 64 x moe_k 6 of width 1536 beside
+  // moe_num_shared_experts 2 ungated shared ones; the layers from moe_layer_start_index 1 to moe_layer_end_index
+  // (-1: the last) at every moe_layer_interval-th sparse, the others dense; a float32 softmax router whose choice adds
+  // moe_statics.e_score_correction_bias, the chosen probabilities divided by max(their sum, moe_norm_min).
+  const bool ernie_moe = t == "ernie4_5_moe";
+  if (ernie_moe) {
+    c.num_experts = get_int(j, "moe_num_experts", get_int(j, "num_experts", 64));
+    if (c.num_experts < 1) fail("config", "moe_num_experts must be at least 1");
+  }
   const bool gpt_oss = t == "gpt_oss";    // GptOssConfig: 128 x top-4, experts as wide as intermediate_size
   const bool olmoe = t == "olmoe";        // OlmoeConfig: 64 x top-8, experts as wide as intermediate_size
   const bool glm4_moe = t == "glm4_moe";  // Glm4MoeConfig: 128 x top-8 of width 1408, sigmoid routing
@@ -652,10 +680,11 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   const bool granitemoe = t == "granitemoe";
   // (transformers 5 names the count num_local_experts for every one of them; older configs num_experts,
   // glm4_moe's n_routed_experts)
-  if (mixtral || qwen2_moe || qwen3_moe || gpt_oss || olmoe || granitemoe)
+  if (mixtral || qwen2_moe || qwen3_moe || gpt_oss || olmoe || granitemoe || phimoe)
     c.num_experts = get_int(j, "num_local_experts",
                             get_int(j, "num_experts",
                                     mixtral || granitemoe ? 8
+                                    : phimoe              ? 16
                                     : qwen2_moe           ? 60
                                     : olmoe               ? 64
                                                           : 128));
@@ -672,24 +701,33 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   if (c.num_experts > 0) {
     if (deepseek_v2 && !j.contains("num_experts_per_tok"))
       fail("config", "num_experts_per_tok is required (DeepseekV2Config has no default)");
-    c.num_experts_per_tok = get_int(j, "num_experts_per_tok",
-                                    mixtral || granitemoe              ? 2
+    c.num_experts_per_tok = get_int(j, ernie_moe ? "moe_k" : "num_experts_per_tok",
+                                    mixtral || granitemoe || phimoe    ? 2
                                     : qwen2_moe || gpt_oss || glm_lite ? 4
+                                    : ernie_moe                        ? 6
                                                                        : 8);
     if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
       fail("config", "num_experts_per_tok must be in [1, num_experts]");
-    c.moe_intermediate_size = mixtral || gpt_oss || olmoe || granitemoe ? c.intermediate_size
-                                                                        : get_int(j, "moe_intermediate_size",
-                                                                                  qwen2_moe || glm4_moe || dots1 ? 1408
-                                                                                  : deepseek_v2                  ? 1407
-                                                                                  : glm_lite                     ? 1536
-                                                                                  : deepseek_v3                  ? 2048
-                                                                                                                 : 768);
+    c.moe_intermediate_size = mixtral || gpt_oss || olmoe || granitemoe || phimoe
+                                  ? c.intermediate_size
+                                  : get_int(j, "moe_intermediate_size",
+                                            qwen2_moe || glm4_moe || dots1 ? 1408
+                                            : deepseek_v2                  ? 1407
+                                            : glm_lite || ernie_moe        ? 1536
+                                            : deepseek_v3                  ? 2048
+                                                                           : 768);
     c.shared_expert_intermediate_size = qwen2_moe ? get_int(j, "shared_expert_intermediate_size", 5632) : 0;
-    if (glm4_moe || deepseek || dots1) {
-      const int shared = get_int(j, "n_shared_experts", deepseek_v2 ? 2 : 1);
-      if (shared < 0) fail("config", "n_shared_experts must be >= 0");
+    if (glm4_moe || deepseek || dots1 || ernie_moe) {
+      const char* key = ernie_moe ? "moe_num_shared_experts" : "n_shared_experts";
+      const int shared = get_int(j, key, deepseek_v2 || ernie_moe ? 2 : 1);
+      if (shared < 0) fail("config", std::string(key) + " must be >= 0");
       c.shared_expert_intermediate_size = c.moe_intermediate_size * shared;
+    }
+    if (ernie_moe) {
+      c.softmax_score_bias = true;
+      c.moe_norm_min = get_float(j, "moe_norm_min", 1e-12f);
+      if (!(std::isfinite(c.moe_norm_min) && c.moe_norm_min >= 0))
+        fail("config", "moe_norm_min must be a finite number >= 0");
     }
     if (glm4_moe || deepseek_v3 || dots1) {
       c.sigmoid_routing = true;
@@ -719,7 +757,7 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     }
     // gpt_oss: a softmax over the top-k router logits, i.e. the top-k probabilities renormalised.
     c.norm_topk_prob =
-        gpt_oss || granitemoe ||
+        gpt_oss || granitemoe || ernie_moe ||
         (!deepseek_v2 && get_bool(j, "norm_topk_prob", c.model_type == "mixtral" || glm4_moe || deepseek_v3));
     if (gpt_oss) {
       c.swiglu_alpha = get_float(j, "swiglu_alpha", 1.702f);
@@ -728,8 +766,24 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
         fail("config", "swiglu_alpha must be finite and swiglu_limit finite and positive");
     }
     // (GptOssConfig, OlmoeConfig and GraniteMoeConfig have no dense layers: every one is sparse whatever these say.)
-    c.decoder_sparse_step = gpt_oss || olmoe || granitemoe ? 1 : get_int(j, "decoder_sparse_step", 1);
-    if (c.decoder_sparse_step < 1) fail("config", "decoder_sparse_step must be at least 1");
+    c.decoder_sparse_step = gpt_oss || olmoe || granitemoe ? 1
+                            : ernie_moe                    ? get_int(j, "moe_layer_interval", 1)
+                                                           : get_int(j, "decoder_sparse_step", 1);
+    if (c.decoder_sparse_step < 1)
+      fail("config", std::string(ernie_moe ? "moe_layer_interval" : "decoder_sparse_step") + " must be at least 1");
+    if (ernie_moe) {  // the layers outside [moe_layer_start_index, moe_layer_end_index] are dense
+      const int first = get_int(j, "moe_layer_start_index", 1);
+      int last = c.num_hidden_layers - 1;  // -1 (the class default) or null: the last layer
+      if (auto it = j.find("moe_layer_end_index"); it != j.end() && !(it->is_number_integer() && *it == -1))
+        last = get_int(j, "moe_layer_end_index", last);
+      // transformers ignores moe_gate_act (always softmax); mlx-lm's ModelArgs can say sigmoid.
+      if (auto it = j.find("moe_gate_act"); it != j.end() && !it->is_null() && *it != "softmax")
+        fail("config",
+             "moe_gate_act other than softmax is not supported (transformers' Ernie4_5_Moe routes by "
+             "softmax)");
+      for (int i = 0; i < c.num_hidden_layers; ++i)
+        if (i < first || i > last) c.mlp_only_layers.push_back(i);
+    }
     if (glm_lite) {
       parse_mlp_layer_types(j, c);
     } else if (glm4_moe || deepseek || dots1) {  // the first first_k_dense_replace layers are dense
@@ -737,8 +791,8 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
       if (dense < 0) fail("config", "first_k_dense_replace must be >= 0");
       for (int i = 0; i < dense && i < c.num_hidden_layers; ++i) c.mlp_only_layers.push_back(i);
     }
-    if (auto it = j.find("mlp_only_layers");
-        !gpt_oss && !olmoe && !glm4_moe && !deepseek && !dots1 && !granitemoe && it != j.end() && !it->is_null()) {
+    if (auto it = j.find("mlp_only_layers"); !gpt_oss && !olmoe && !glm4_moe && !deepseek && !dots1 && !granitemoe &&
+                                             !ernie_moe && it != j.end() && !it->is_null()) {
       if (!it->is_array()) fail("config", "mlp_only_layers must be a list of layer indices");
       for (auto& e : *it) {
         c.mlp_only_layers.push_back(int_entry(e, "mlp_only_layers must be a list of layer indices"));
@@ -752,6 +806,16 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     if (!std::isfinite(c.router_aux_loss_coef)) fail("config", "router_aux_loss_coef must be a finite number");
     // Only MixtralSparseMoeBlock reads it; the qwen MoE blocks have no jitter.
     if (c.model_type == "mixtral") c.router_jitter_noise = get_double(j, "router_jitter_noise", 0.0);
+    if (phimoe) {
+      // sparsemixer picks two experts whatever num_experts_per_tok says (its top_k is unused): another count
+      // would not run as the config reads, so it is refused. Its threshold is router_jitter_noise.
+      if (c.num_experts_per_tok != 2 || c.num_experts < 2)
+        fail("config", "phimoe routes exactly 2 experts a token (sparsemixer): num_experts_per_tok must be 2");
+      c.sparsemixer = true;
+      c.router_jitter_noise = get_double(j, "router_jitter_noise", 0.01);
+      if (!(std::isfinite(c.router_jitter_noise) && c.router_jitter_noise >= 0))
+        fail("config", "router_jitter_noise must be a finite number >= 0");
+    }
   }
   // The dropout rates transformers' decoder modules read (GPT2's three, Phi3's, StarCoder2's, the
   // attention_dropout of the llama family).
@@ -905,12 +969,15 @@ ModelConfig parse_model_config(const std::string& json_text) {
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", c.tie_word_embeddings);
   c.attention_bias = get_bool(j, "attention_bias", c.model_type == "gpt_oss" || c.model_type == "gpt_neox");
   c.mlp_bias = get_bool(j, "mlp_bias", c.mlp_bias);
+  if (c.model_type == "phimoe") c.lm_head_bias = get_bool(j, "lm_head_bias", false);
   // starcoder2: use_bias (Starcoder2Config's default: true) puts a bias on every linear.
   if (c.model_type == "starcoder2") c.attention_bias = c.mlp_bias = get_bool(j, "use_bias", true);
   // GPTNeoXConfig: attention_bias (default true) on query_key_value and dense; the MLP always has biases.
   if (c.model_type == "gpt_neox") c.mlp_bias = true;
   // Ernie4_5Config: use_bias (default false) on every linear.
   if (c.model_type == "ernie4_5") c.attention_bias = c.mlp_bias = get_bool(j, "use_bias", false);
+  // Ernie4_5_MoeConfig: use_bias also on the (tied) head; the routed experts never have one.
+  if (c.model_type == "ernie4_5_moe") c.attention_bias = c.mlp_bias = c.lm_head_bias = get_bool(j, "use_bias", false);
   // StableLmConfig: use_qkv_bias on q / k / v only; its o_proj and MLP never have one.
   if (c.model_type == "stablelm") {
     c.qkv_bias = get_bool(j, "use_qkv_bias", false);

@@ -189,7 +189,11 @@ void DecoderModel::build(const WeightMap& loaded) {
         b.attention.k_norm_dim = config_.num_key_value_heads * config_.head_dim;
       }
       if (b.mlp) b.mlp->down_proj.reduce = tp_->group;
-      if (b.moe) b.moe->reduce = tp_->group;
+      if (b.moe) {
+        b.moe->reduce = tp_->group;
+        // The shared expert's output is summed with the experts' once: its down_proj bias joins after the sum.
+        if (b.moe->shared_expert) std::swap(b.moe->shared_down_bias, b.moe->shared_expert->down_proj.bias);
+      }
     }
     blocks.push_back(std::move(b));
   }
@@ -219,8 +223,11 @@ void DecoderModel::build(const WeightMap& loaded) {
   }
   // Tied: the embeddings serve as the head (an equal saved lm_head.weight is dropped, see the constructor).
   std::optional<layers::Linear> head;
+  std::optional<mx::array> head_bias;
   if (!c.tie_word_embeddings)
     head = layers::Linear::load(weights, "lm_head", c.hidden_size, c.vocab_size, o.lm_head_bias);
+  else if (o.lm_head_bias)  // ernie4_5_moe: the tied head keeps its own bias
+    head_bias = layers::take(weights, "lm_head.bias", {c.vocab_size});
   // Keep only what the model reads (a tied checkpoint may still carry lm_head.weight, GGUF files
   // carry extra tensors), so parameters() lists real parameters and unused data is never loaded.
   WeightMap kept;
@@ -232,6 +239,7 @@ void DecoderModel::build(const WeightMap& loaded) {
   blocks_ = std::move(blocks);
   norm_ = std::move(norm);
   lm_head_ = std::move(head);
+  tied_head_bias_ = std::move(head_bias);
   weights_ = std::move(kept);
 }
 
@@ -298,7 +306,9 @@ mx::array DecoderModel::forward_embeddings_last(const mx::array& embeddings, KVC
 }
 
 mx::array DecoderModel::lm_head(const mx::array& hidden) const {
-  auto logits = mx::astype(lm_head_ ? (*lm_head_)(hidden) : embed_tokens_.as_linear(hidden), mx::float32);
+  auto raw = lm_head_ ? (*lm_head_)(hidden) : embed_tokens_.as_linear(hidden);
+  if (tied_head_bias_) raw = mx::add(raw, mx::astype(*tied_head_bias_, raw.dtype()));
+  auto logits = mx::astype(raw, mx::float32);
   if (auto cap = config_.final_logit_softcapping) {  // gemma2: cap * tanh(logits / cap)
     auto capv = mx::array(*cap);
     logits = mx::multiply(mx::tanh(mx::divide(logits, capv)), capv);

@@ -39,7 +39,7 @@ struct DecoderOptions {
   bool norm_weightless = false;                            // olmo: LayerNorms with neither weight nor bias
   layers::PlainMlpNames plain_mlp_names;                   // phi: fc1 / fc2
   const char* final_norm = "norm";                         // model.<final_norm> (phi: final_layernorm)
-  bool lm_head_bias = false;                               // phi
+  bool lm_head_bias = false;                               // phi (tied heads too: ernie4_5_moe)
   // gpt2: learned absolute positions (model.embed_positions, wpe) added to whatever enters the stack.
   bool learned_positions = false;
   // Mixture of experts when the config has experts (layers::is_moe_layer): mixtral's or qwen's names.
@@ -120,7 +120,8 @@ class DecoderModel : public Model {
   std::optional<layers::Embedding> embed_positions_;  // gpt2
   // gpt2: h + wpe[position] for each row's own positions (left-padded rows start later).
   mx::array add_positions(const mx::array& h, const KVCache& cache) const;
-  std::optional<layers::Linear> lm_head_;  // absent when tied to the embeddings
+  std::optional<layers::Linear> lm_head_;    // absent when tied to the embeddings
+  std::optional<mx::array> tied_head_bias_;  // ernie4_5_moe: the tied head's own bias [vocab]
   // gemma4_text's per-layer inputs (Gemma4TextModel's embed_tokens_per_layer, per_layer_model_projection,
   // per_layer_projection_norm), and the last embed()'s output with its token ids: the inputs' token part needs the ids,
   // which forward_embeddings finds by the embeddings array it is given.
@@ -140,8 +141,8 @@ void register_llama();  // llama, seed_oss
 void register_mistral();
 void register_qwen2();
 void register_qwen3();
-void register_gemma();  // gemma, gemma2, gemma3_text, gemma4_text
-void register_phi3();
+void register_gemma();    // gemma, gemma2, gemma3_text, gemma4_text
+void register_phi3();     // phi3, phimoe
 void register_granite();  // granite, granitemoe
 void register_olmo2();
 void register_smollm3();
@@ -154,7 +155,7 @@ void register_cohere();  // cohere, cohere2
 void register_phi();
 void register_stablelm();
 void register_exaone4();
-void register_ernie();  // ernie4_5, helium
+void register_ernie();  // ernie4_5, ernie4_5_moe, helium
 void register_hunyuan();
 void register_gpt_neox();
 void register_arcee();

@@ -384,6 +384,11 @@ Rope Rope::make(const ModelConfig& c, const std::optional<mx::array>& freq_facto
         s.factor <= 1.0f ? 1.0f
                          : static_cast<float>(std::sqrt(1.0 + std::log(static_cast<double>(s.factor)) /
                                                                   std::log(static_cast<double>(r.original_max)))));
+    r.long_attention_factor = r.attention_factor;
+    // PhimoeRotaryEmbedding: short_mscale / long_mscale by the same switch as the periods (transformers 4.56's, and
+    // Phi-3.5-MoE's own code; transformers 5 keeps the short periods past the original length, see docs/parity.md).
+    if (s.short_mscale) r.attention_factor = *s.short_mscale;
+    if (s.long_mscale) r.long_attention_factor = *s.long_mscale;
     return r;
   }
   if (s.rope_type == "yarn") {
@@ -437,6 +442,10 @@ const mx::array* Rope::periods_for(int last_position) const {
   return periods ? &*periods : nullptr;
 }
 
+float Rope::factor_for(int last_position) const {
+  return long_periods && last_position + 1 > original_max ? long_attention_factor : attention_factor;
+}
+
 std::optional<kernels::GgmlRope> Rope::kernel_params(const KVCache& cache, int T, int head_dim) const {
   const bool rows = !cache.left_padding().empty();
   kernels::GgmlRope r{dims, head_dim, base, scale, cache.offset(), rows ? cache.row_offsets() : std::vector<int>{}};
@@ -447,9 +456,9 @@ std::optional<kernels::GgmlRope> Rope::kernel_params(const KVCache& cache, int T
 }
 
 mx::array Rope::operator()(const mx::array& x, int offset) const {
-  const auto* p = periods_for(offset + x.shape(2) - 1);
-  if (p)
-    return scale_rotated(mx::fast::rope(x, dims, traditional, std::nullopt, scale, offset, *p), dims, attention_factor);
+  const int last = offset + x.shape(2) - 1;
+  if (const auto* p = periods_for(last))
+    return scale_rotated(mx::fast::rope(x, dims, traditional, std::nullopt, scale, offset, *p), dims, factor_for(last));
   if (traditional) return mx::fast::rope(x, dims, true, base, scale, offset);
   return kernels::rope(x, dims, base, scale, offset);  // mx::fast::rope off the CPU
 }
@@ -459,7 +468,7 @@ mx::array Rope::operator()(const mx::array& x, const std::vector<int>& row_offse
   for (int o : row_offsets) last = std::max(last, o + x.shape(2) - 1);
   mx::array offs(row_offsets.data(), {static_cast<int>(row_offsets.size())}, mx::int32);
   if (const auto* p = periods_for(last))
-    return scale_rotated(mx::fast::rope(x, dims, traditional, std::nullopt, scale, offs, *p), dims, attention_factor);
+    return scale_rotated(mx::fast::rope(x, dims, traditional, std::nullopt, scale, offs, *p), dims, factor_for(last));
   if (traditional) return mx::fast::rope(x, dims, true, base, scale, offs);
   return kernels::rope(x, dims, base, scale, row_offsets);
 }

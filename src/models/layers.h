@@ -169,10 +169,10 @@ struct Rope {
   std::optional<mx::array> periods;  // llama3/longrope: per-pair 1/inv_freq, as mx::fast::rope expects
   // longrope: `long_periods` once a forward reaches past original_max positions (transformers'
   // longrope_frequency_update decides per forward from its largest position), and cos/sin scaled by
-  // attention_factor.
+  // attention_factor (long_attention_factor with the long periods: phimoe's long_mscale).
   std::optional<mx::array> long_periods;
   int original_max = 0;
-  float attention_factor = 1.0f;
+  float attention_factor = 1.0f, long_attention_factor = 1.0f;
   // `freq_factors` [head_dim/2]: llama.cpp's rope_freqs divisors (GGUF), multiplied into periods.
   // `sliding`: the rope of sliding-window layers (gemma3's local base), when the config has one.
   // `head_dim`: the layer's, where it differs from c.head_dim (0: c.head_dim; gemma4_text's full layers).
@@ -180,6 +180,7 @@ struct Rope {
                    bool sliding = false, int head_dim = 0);
   mx::array operator()(const mx::array& x, int offset) const;
   const mx::array* periods_for(int last_position) const;  // null: plain base-theta frequencies
+  float factor_for(int last_position) const;              // the cos/sin multiplier with those periods
   // This rope of a [B, T, heads x head_dim] projection before `cache` takes it, as the llama.cpp block
   // product applies it in its node (kernels::GgmlFusion); nullopt where operator() is mx::fast::rope.
   std::optional<kernels::GgmlRope> kernel_params(const KVCache& cache, int T, int head_dim) const;

@@ -20,10 +20,10 @@ const mlx::core::array* final_norm_weight(const WeightMap& w);
 // embedding table (its scales when quantized) where that is a float; null when there is neither.
 const mlx::core::array* activation_dtype_weight(const WeightMap& w);
 
-// glm4_moe's routing tensors: each e_score_correction_bias and the router weight (mlp.gate.weight) beside one,
-// which transformers keeps in float32 whatever the model's dtype (_keep_in_fp32_modules_strict) and mlx-lm never
-// quantizes (its MoEGate is no Linear).
-bool is_sigmoid_router_tensor(const WeightMap& w, const std::string& name);
+// glm4_moe's and ernie4_5_moe's routing tensors: each e_score_correction_bias and the router weight (mlp.gate.weight)
+// beside one, which transformers keeps in float32 whatever the model's dtype (_keep_in_fp32_modules_strict) and mlx-lm
+// never quantizes for glm4_moe (its MoEGate is no Linear); mlxgp keeps ernie4_5_moe's so too.
+bool is_fp32_router_tensor(const WeightMap& w, const std::string& name);
 // The same for config's model, a multimodal checkpoint's language model included (language_model_names).
 WeightMap to_model_names(const ModelConfig& config, WeightMap weights);
 

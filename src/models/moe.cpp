@@ -183,16 +183,23 @@ SparseMoe SparseMoe::load(const WeightMap& w, const std::string& prefix, const M
   m.renormalize = o.mixtral_names || c.norm_topk_prob;
   // transformers' Glm4MoeTopkRouter / DeepseekV2TopkRouter / DeepseekV3TopkRouter: float32 weights and logits
   // whatever the model's dtype.
-  m.float32_router = c.sigmoid_routing || c.model_type == "deepseek_v2";
+  m.float32_router = c.sigmoid_routing || c.model_type == "deepseek_v2" || c.model_type == "ernie4_5_moe";
   if (m.float32_router && m.router.weight && !m.router.quantized())
     m.router.weight = mx::astype(*m.router.weight, mx::float32);
+  m.sigmoid_scores = c.sigmoid_routing;
   if (c.sigmoid_routing) m.score_bias = take(w, prefix + ".gate.e_score_correction_bias", {E});
+  // Ernie4_5_MoeStatics' [1, E] (a GGUF file's exp_probs_b [E]); absent (mlx-lm's folders drop it), transformers'
+  // zeros.
+  if (const auto bias = prefix + ".moe_statics.e_score_correction_bias"; c.softmax_score_bias && w.count(bias))
+    m.score_bias = mx::reshape(take(w, bias, w.at(bias).ndim() == 1 ? mx::Shape{E} : mx::Shape{1, E}), {E});
+  m.norm_min = c.moe_norm_min;
   if (c.sigmoid_routing || c.group_limited_greedy) {
     m.n_group = c.n_group;
     m.topk_group = c.topk_group;
   }
   m.routed_scaling = c.routed_scaling_factor;
   m.scaled_inputs = c.llama4_routing;
+  if (c.sparsemixer) m.sparsemixer_eps = static_cast<float>(c.router_jitter_noise);
   if (c.shared_expert_intermediate_size > 0) {
     ModelConfig sc = c;
     sc.intermediate_size = c.shared_expert_intermediate_size;
@@ -229,7 +236,32 @@ mx::array top_indices(const mx::array& scores, int k) {
 
 }  // namespace
 
+std::pair<mx::array, mx::array> SparseMoe::sparsemixer(const mx::array& logits) const {
+  // transformers' sparsemixer in eval mode (PhimoeTopKRouter): the best expert, weighted by its softmax among the
+  // experts whose logit s is within 2 eps of the best b, (b - s) / max(|s|, b) <= 2 eps; then the best of the
+  // others, weighted likewise among the others. Ties go to the first index, as torch's max.
+  const auto s = mx::astype(logits, mx::float32);
+  const auto ninf = mx::array(-std::numeric_limits<float>::infinity());
+  const auto threshold = mx::array(2.0f * *sparsemixer_eps);
+  auto pick = [&](const mx::array& candidates) {  // s with the experts already chosen at -inf
+    auto index = mx::stop_gradient(mx::expand_dims(mx::argmax(candidates, -1), -1));
+    auto best = mx::stop_gradient(mx::take_along_axis(candidates, index, -1));
+    auto far =
+        mx::stop_gradient(mx::greater(mx::divide(mx::subtract(best, s), mx::maximum(mx::abs(s), best)), threshold));
+    auto gates = mx::softmax(mx::where(far, ninf, candidates), -1);
+    return std::pair{index, mx::take_along_axis(gates, index, -1)};
+  };
+  auto [first, w1] = pick(s);
+  auto [second, w2] = pick(mx::put_along_axis(s, first, ninf, -1));
+  return {mx::concatenate({first, second}, -1), mx::concatenate({w1, w2}, -1)};
+}
+
 std::pair<mx::array, mx::array> SparseMoe::route(const mx::array& x) const {
+  if (sparsemixer_eps) {
+    auto logits = router(x);
+    RouterLogitsCapture::record(logits);
+    return sparsemixer(logits);
+  }
   if (scaled_inputs) {  // transformers' Llama4Router: the sigmoid (in float32) of the top-k logits
     auto logits = router(x);
     RouterLogitsCapture::record(logits);
@@ -250,8 +282,9 @@ std::pair<mx::array, mx::array> SparseMoe::route(const mx::array& x) const {
     weights = mx::divide(weights, mx::sum(weights, -1, true));
     return {indices, mx::multiply(weights, mx::astype(mx::take(*per_expert_scale, indices), mx::float32))};
   }
-  if (!score_bias) {
-    // transformers' TopKRouter: softmax over all experts in float32, top-k, optionally renormalised.
+  if (!sigmoid_scores) {
+    // transformers' TopKRouter: softmax over all experts in float32, top-k, optionally renormalised (Ernie4_5_Moe's:
+    // chosen on the probabilities plus the correction bias, divided by max(their sum, norm_min)).
     auto logits = router(float32_router ? mx::astype(x, mx::float32) : x);
     RouterLogitsCapture::record(logits);
     auto probs = mx::softmax(mx::astype(logits, mx::float32), -1);
@@ -267,9 +300,13 @@ std::pair<mx::array, mx::array> SparseMoe::route(const mx::array& x) const {
                                      top_indices(mx::max(grouped, -1), topk_group), mx::array(1.0f), -1);
       choice = mx::reshape(mx::multiply(grouped, mx::expand_dims(keep, -1)), probs.shape());
     }
+    if (score_bias) choice = mx::add(choice, mx::astype(*score_bias, mx::float32));
     auto indices = top_indices(choice, top_k);
     auto weights = mx::take_along_axis(probs, indices, -1);
-    if (renormalize) weights = mx::divide(weights, mx::sum(weights, -1, true));
+    if (renormalize) {
+      auto sum = mx::sum(weights, -1, true);
+      weights = mx::divide(weights, norm_min > 0 ? mx::maximum(sum, mx::array(norm_min)) : sum);
+    }
     if (routed_scaling != 1.0f) weights = mx::multiply(weights, mx::array(routed_scaling));
     return {indices, weights};
   }
@@ -331,7 +368,9 @@ mx::array SparseMoe::operator()(const mx::array& x, const mx::array& route_on) c
     if (shared_expert_gate) s = mx::multiply(mx::sigmoid((*shared_expert_gate)(x)), s);
     out = mx::add(out, s);
   }
-  return reduce ? mx::distributed::all_sum(out, *reduce) : out;
+  if (!reduce) return out;
+  out = mx::distributed::all_sum(out, *reduce);
+  return shared_down_bias ? mx::add(out, mx::astype(*shared_down_bias, out.dtype())) : out;
 }
 
 }  // namespace mlxgp::layers

@@ -66,8 +66,11 @@ struct SparseMoe {
   std::optional<SwiGLU> shared_expert;                    // qwen2_moe
   std::optional<Linear> shared_expert_gate;               // sigmoid gate on the shared expert, [1, hidden]
   std::optional<std::pair<float, float>> clamped_swiglu;  // gpt_oss: (alpha, limit)
-  // glm4_moe's sigmoid routing (ModelConfig::sigmoid_routing): the router's e_score_correction_bias [experts].
+  // glm4_moe's sigmoid routing (ModelConfig::sigmoid_routing): the router's e_score_correction_bias [experts];
+  // ernie4_5_moe's softmax routing adds its moe_statics' to the probabilities for the choice (softmax_score_bias).
+  bool sigmoid_scores = false;
   std::optional<mx::array> score_bias;
+  float norm_min = 0.0f;  // ernie4_5_moe: renormalised by max(sum, norm_min)
   // Group-limited choice (topk_group < n_group): glm4_moe / deepseek_v3 score groups by their two best biased
   // sigmoid scores, deepseek_v2 (group_limited_greedy) by their best softmax probability.
   int n_group = 1, topk_group = 1;
@@ -81,9 +84,12 @@ struct SparseMoe {
   // per_expert_scale [experts].
   std::optional<mx::array> router_scale, per_expert_scale;
   float router_eps = 1e-6f;
+  // phimoe (ModelConfig::sparsemixer): its threshold, router_jitter_noise; nullopt for the other routers.
+  std::optional<float> sparsemixer_eps;
   // Tensor parallelism: each expert (and the shared one) holds this rank's share of its features; the
   // block's output is summed over the group once.
   std::optional<mx::distributed::Group> reduce;
+  std::optional<mx::array> shared_down_bias;  // sharded: the shared expert's down_proj bias, added after the sum
   // `prefix`: the block's feed-forward module (model.layers.N.mlp or .block_sparse_moe).
   static SparseMoe load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, const MoeOptions& o);
   mx::array operator()(const mx::array& x) const;
@@ -94,6 +100,7 @@ struct SparseMoe {
  private:
   // (expert indices [..., top_k], their weights in float32) for each token of x.
   std::pair<mx::array, mx::array> route(const mx::array& x) const;
+  std::pair<mx::array, mx::array> sparsemixer(const mx::array& logits) const;
   // The chosen experts' summed outputs given route()'s choice ([..., top_k]; weights in x's dtype): weighted by
   // the weights, or (scaled_inputs) fed the token scaled by them.
   mx::array weighted_experts(const mx::array& x, const mx::array& indices, const mx::array& weights) const;

@@ -110,10 +110,12 @@ const mx::array* activation_dtype_weight(const WeightMap& w) {
   return nullptr;
 }
 
-bool is_sigmoid_router_tensor(const WeightMap& w, const std::string& name) {
+bool is_fp32_router_tensor(const WeightMap& w, const std::string& name) {
   if (name.ends_with(".e_score_correction_bias")) return true;
   const std::string router = ".mlp.gate.weight";
-  return name.ends_with(router) && w.count(name.substr(0, name.size() - 7) + ".e_score_correction_bias");
+  if (!name.ends_with(router)) return false;
+  const std::string mlp = name.substr(0, name.size() - 12);  // (ernie4_5_moe's bias under mlp.moe_statics)
+  return w.count(mlp + ".gate.e_score_correction_bias") || w.count(mlp + ".moe_statics.e_score_correction_bias");
 }
 
 WeightMap to_model_names(const std::string& model_type, WeightMap weights) {
@@ -142,10 +144,10 @@ WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, 
   if (model_type == "gemma4_text") return gemma4_checkpoint_names(std::move(weights), layout);
   // transformers' MoE checkpoints hold one tensor per expert (mlx-lm's, like mlxgp, the stacked switch_mlp).
   if (layout == CheckpointLayout::Hf &&
-      (model_type == "mixtral" || model_type == "qwen2_moe" || model_type == "qwen3_moe" || model_type == "olmoe" ||
-       model_type == "glm4_moe" || model_type == "deepseek_v2" || model_type == "deepseek_v3" ||
-       model_type == "glm4_moe_lite"))
-    layers::unstack_experts(weights, model_type == "mixtral");
+      (model_type == "mixtral" || model_type == "phimoe" || model_type == "qwen2_moe" || model_type == "qwen3_moe" ||
+       model_type == "olmoe" || model_type == "glm4_moe" || model_type == "deepseek_v2" ||
+       model_type == "deepseek_v3" || model_type == "glm4_moe_lite" || model_type == "ernie4_5_moe"))
+    layers::unstack_experts(weights, model_type == "mixtral" || model_type == "phimoe");
   return weights;
 }
 

@@ -79,6 +79,10 @@ Trainer::Trainer(Model& model, std::vector<std::string> trainable, std::unique_p
     fail("train", "the learning rate must be a finite number >= 0 (in float32)");
   if (schedule_.warmup_steps < 0 || schedule_.total_steps < 0) fail("train", "warmup and total steps must be >= 0");
   // transformers draws the noise from torch's RNG in training mode; mlxgp cannot reproduce those draws.
+  if (model_.config().sparsemixer)
+    fail("train",
+         "phimoe cannot be trained: its router samples the experts in training (sparsemixer's Gumbel "
+         "draws from torch's RNG), which mlxgp cannot reproduce");
   if (model_.config().router_jitter_noise > 0)
     fail("train", "router_jitter_noise > 0 is not supported in training (set it to 0 in config.json)");
   if (const auto& mc = model_.config(); mc.dropout > 0) {

@@ -8,6 +8,7 @@
 #include "mlxgp/checkpoint_names.h"
 #include "mlxgp/loader.h"
 #include "models/model_names.h"
+#include "models/moe.h"
 #include "test_models_util.h"
 
 namespace mx = mlx::core;
@@ -80,32 +81,28 @@ TEST(KVCache, RejectsMismatchedShapes) {
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3, gemma4 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(types, (std::vector<std::string>{"apertus",       "arcee",       "cohere",
-                                             "cohere2",       "deepseek_v2", "deepseek_v3",
-                                             "dots1",         "ernie4_5",    "exaone4",
-                                             "gemma",         "gemma2",      "gemma3",
-                                             "gemma3_text",   "gemma4",      "gemma4_text",
-                                             "glm",           "glm4",        "glm4_moe",
-                                             "glm4_moe_lite", "gpt2",        "gpt_bigcode",
-                                             "gpt_neox",      "gpt_oss",     "granite",
-                                             "granitemoe",    "helium",      "hunyuan_v1_dense",
-                                             "llama",         "llama4",      "llama4_text",
-                                             "ministral3",    "mistral",     "mistral3",
-                                             "mixtral",       "nemotron",    "olmo",
-                                             "olmo2",         "olmo3",       "olmoe",
-                                             "phi",           "phi3",        "qwen2",
-                                             "qwen2_5_vl",    "qwen2_moe",   "qwen2_vl",
-                                             "qwen3",         "qwen3_moe",   "qwen3_vl",
-                                             "seed_oss",      "smollm3",     "stablelm",
-                                             "starcoder2"}));
+  EXPECT_EQ(types, (std::vector<std::string>{"apertus",      "arcee",       "cohere",      "cohere2",
+                                             "deepseek_v2",  "deepseek_v3", "dots1",       "ernie4_5",
+                                             "ernie4_5_moe", "exaone4",     "gemma",       "gemma2",
+                                             "gemma3",       "gemma3_text", "gemma4",      "gemma4_text",
+                                             "glm",          "glm4",        "glm4_moe",    "glm4_moe_lite",
+                                             "gpt2",         "gpt_bigcode", "gpt_neox",    "gpt_oss",
+                                             "granite",      "granitemoe",  "helium",      "hunyuan_v1_dense",
+                                             "llama",        "llama4",      "llama4_text", "ministral3",
+                                             "mistral",      "mistral3",    "mixtral",     "nemotron",
+                                             "olmo",         "olmo2",       "olmo3",       "olmoe",
+                                             "phi",          "phi3",        "phimoe",      "qwen2",
+                                             "qwen2_5_vl",   "qwen2_moe",   "qwen2_vl",    "qwen3",
+                                             "qwen3_moe",    "qwen3_vl",    "seed_oss",    "smollm3",
+                                             "stablelm",     "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("rwkv"));
   EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
             "[model] unknown model_type 'rwkv' (supported: apertus, arcee, cohere, cohere2, deepseek_v2, deepseek_v3, "
-            "dots1, ernie4_5, exaone4, gemma, "
+            "dots1, ernie4_5, ernie4_5_moe, exaone4, gemma, "
             "gemma2, gemma3, gemma3_text, gemma4, gemma4_text, glm, glm4, glm4_moe, glm4_moe_lite, gpt2, gpt_bigcode, "
             "gpt_neox, gpt_oss, granite, granitemoe, helium, hunyuan_v1_dense, llama, llama4, llama4_text, "
-            "ministral3, mistral, mistral3, mixtral, nemotron, olmo, olmo2, olmo3, olmoe, phi, phi3, qwen2, "
-            "qwen2_5_vl, qwen2_moe, qwen2_vl, qwen3, qwen3_moe, qwen3_vl, seed_oss, smollm3, stablelm, "
+            "ministral3, mistral, mistral3, mixtral, nemotron, olmo, olmo2, olmo3, olmoe, phi, phi3, phimoe, "
+            "qwen2, qwen2_5_vl, qwen2_moe, qwen2_vl, qwen3, qwen3_moe, qwen3_vl, seed_oss, smollm3, stablelm, "
             "starcoder2)");
 }
 
@@ -749,6 +746,66 @@ TEST(Config, Llama4TextLayersAndExperts) {
            {R"(, "num_experts_per_tok": 17)", "[config] num_experts_per_tok must be in [1, num_experts]"},
            {R"(, "attn_temperature_tuning": "yes")", "[config] attn_temperature_tuning must be true or false"}})
     EXPECT_EQ(error_of([&] { parse_model_config(tiny_config_json("llama4_text", extra)); }), message) << extra;
+}
+
+TEST(Config, PhimoeRoutingRopeAndRefusals) {
+  // PhimoeConfig: 16 x top-2 as wide as intermediate_size, sparsemixer with router_jitter_noise (0.01), LongRoPE
+  // with its short / long multipliers, lm_head_bias, every layer windowed when sliding_window is set.
+  auto c = parse_model_config(tiny_config_json("phimoe", R"(, "lm_head_bias": true, "sliding_window": 8,
+      "rope_scaling": {"type": "longrope", "short_factor": [1, 2, 3, 4], "long_factor": [2, 3, 4, 5],
+        "short_mscale": 1.2, "long_mscale": 1.4, "original_max_position_embeddings": 16})"));
+  EXPECT_EQ(c.num_experts, 16);
+  EXPECT_EQ(c.num_experts_per_tok, 2);
+  EXPECT_EQ(c.moe_intermediate_size, 64);
+  EXPECT_TRUE(c.sparsemixer);
+  EXPECT_DOUBLE_EQ(c.router_jitter_noise, 0.01);
+  EXPECT_TRUE(c.lm_head_bias);
+  EXPECT_EQ(c.sliding_layers, (std::vector<bool>{true, true}));
+  ASSERT_TRUE(c.rope_scaling.has_value());
+  EXPECT_FLOAT_EQ(*c.rope_scaling->short_mscale, 1.2f);
+  EXPECT_FLOAT_EQ(*c.rope_scaling->long_mscale, 1.4f);
+  // (only phimoe reads the multipliers: transformers' phi3 ignores them)
+  auto phi3 = parse_model_config(tiny_config_json("phi3", R"(, "rope_scaling": {"type": "longrope",
+      "short_factor": [1, 2, 3, 4], "long_factor": [2, 3, 4, 5], "short_mscale": 1.2, "long_mscale": 1.4})"));
+  EXPECT_FALSE(phi3.rope_scaling->short_mscale.has_value());
+  auto err = [](const std::string& extra) {
+    return error_of([&] { parse_model_config(tiny_config_json("phimoe", extra)); });
+  };
+  EXPECT_EQ(err(R"(, "num_experts_per_tok": 3)"),
+            "[config] phimoe routes exactly 2 experts a token (sparsemixer): num_experts_per_tok must be 2");
+  EXPECT_EQ(err(R"(, "router_jitter_noise": -1)"), "[config] router_jitter_noise must be a finite number >= 0");
+  EXPECT_EQ(err(R"(, "rope_scaling": {"type": "linear", "factor": 2.0})"),
+            "[config] phimoe's rope scaling 'linear' is not supported (only longrope)");
+  EXPECT_EQ(err(R"(, "rope_scaling": {"type": "longrope", "short_factor": [1, 2, 3, 4], "long_factor": [2, 3, 4, 5],
+      "short_mscale": 1.2})"),
+            "[config] phimoe's longrope needs short_mscale and long_mscale (numbers)");
+  EXPECT_EQ(err(R"(, "rope_scaling": {"type": "longrope", "short_factor": [1, 2, 3, 4], "long_factor": [2, 3, 4, 5],
+      "short_mscale": 0, "long_mscale": 1})"),
+            "[config] longrope short_mscale must be finite and > 0");
+}
+
+TEST(Config, Ernie45MoeExpertsLayersAndBiases) {
+  // Ernie4_5_MoeConfig's names and defaults: moe_num_experts 64 x moe_k 6 of width 1536, 2 shared, layers from
+  // moe_layer_start_index 1 to the last (-1) sparse at every moe_layer_interval-th; use_bias on the head too.
+  auto c = parse_model_config(tiny_config_json("ernie4_5_moe", R"(, "num_hidden_layers": 4, "use_bias": true,
+      "moe_layer_end_index": -1, "moe_layer_interval": 1, "moe_norm_min": 1e-9)"));
+  EXPECT_EQ(c.num_experts, 64);
+  EXPECT_EQ(c.num_experts_per_tok, 6);
+  EXPECT_EQ(c.moe_intermediate_size, 1536);
+  EXPECT_EQ(c.shared_expert_intermediate_size, 2 * 1536);
+  EXPECT_TRUE(c.softmax_score_bias && c.norm_topk_prob && c.lm_head_bias && c.attention_bias && c.mlp_bias);
+  EXPECT_FLOAT_EQ(c.moe_norm_min, 1e-9f);
+  EXPECT_EQ(c.mlp_only_layers, (std::vector<int>{0}));
+  auto d = parse_model_config(tiny_config_json("ernie4_5_moe", R"(, "num_hidden_layers": 4, "moe_num_experts": 4,
+      "moe_k": 2, "moe_layer_start_index": 0, "moe_layer_end_index": 2, "moe_layer_interval": 2)"));
+  std::vector<bool> sparse;
+  for (int i = 0; i < 4; ++i) sparse.push_back(layers::is_moe_layer(d, i));
+  EXPECT_EQ(sparse, (std::vector<bool>{false, true, false, false}));
+  EXPECT_FALSE(d.lm_head_bias);
+  EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("ernie4_5_moe", R"(, "moe_gate_act": "sigmoid")")); }),
+            "[config] moe_gate_act other than softmax is not supported (transformers' Ernie4_5_Moe routes by softmax)");
+  EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("ernie4_5_moe", R"(, "moe_layer_interval": 0)")); }),
+            "[config] moe_layer_interval must be at least 1");
 }
 
 TEST(Config, ApertusDefaultRopeAndRefusedSwitches) {

@@ -72,7 +72,7 @@ def _assert_every_expert_routed(model, ids):
 
     cfg = model.config
     n_experts = getattr(cfg, "num_local_experts", None) or cfg.num_experts
-    if cfg.model_type in ("glm4_moe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "dots1"):
+    if cfg.model_type in ("glm4_moe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "dots1", "ernie4_5_moe"):
         _assert_group_routing(model, ids, n_experts)
         return
     with torch.no_grad():
@@ -86,13 +86,13 @@ def _assert_every_expert_routed(model, ids):
 
 def _assert_group_routing(model, ids, n_experts):
     """The group-limited routers (glm4_moe and deepseek_v3: sigmoid scores, correction bias, group choice;
-    deepseek_v2: softmax, group choice): every expert gets some token, and the bias and the group choice change
-    the choice of some token (top-k of the plain scores would differ)."""
+    deepseek_v2: softmax, group choice) and ernie4_5_moe's (softmax, correction bias): every expert gets some token,
+    and the bias and the group choice change the choice of some token (top-k of the plain scores would differ)."""
     import torch
 
     seen = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(out))
-             for m in model.modules() if type(m).__name__.endswith("TopkRouter")]
+             for m in model.modules() if type(m).__name__.lower().endswith("topkrouter")]
     with torch.no_grad():
         model(torch.tensor([ids]))
     for h in hooks:
@@ -155,6 +155,30 @@ def test_greedy_single_batch_and_beams(arch, tiny, run_mlxgp, run_mlxgp_json, tm
     ref_beam = _hf_generate(model, prompts[1], num_beams=3)
     beam = run_mlxgp_json("generate", *common, "--input-ids", ",".join(map(str, prompts[1])), "--num-beams", 3)
     assert beam["sequences"][0]["token_ids"] == ref_beam
+
+
+def _mlx_lm_q4(folder, qdir):
+    """mlx-lm's convert path on `folder`: load, quantize 4-bit g32, save into qdir (returned)."""
+    from mlx_lm.utils import load_model, quantize_model, save_config, save_model
+
+    model, config = load_model(folder)
+    model, config = quantize_model(model, config, group_size=32, bits=4)
+    save_model(qdir, model)
+    save_config(config, qdir / "config.json")
+    return qdir
+
+
+def _logits_vs_mlx_lm(run_mlxgp, folder, ids, tmp_path):
+    """(mlxgp's logits, mlx-lm's) of the MLX folder on ids."""
+    import mlx.core as mx
+    from mlx_lm.utils import load_model
+    from safetensors.numpy import load_file
+
+    ref_model, _ = load_model(folder)
+    ref = np.array(ref_model(mx.array([ids]))[0].astype(mx.float32))
+    out = tmp_path / "l.safetensors"
+    run_mlxgp("logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--out", out)
+    return load_file(str(out))["logits"], ref
 
 
 @pytest.mark.parametrize("arch", ["olmo", "olmoe"])
@@ -418,36 +442,42 @@ def test_unknown_architecture_or_option_is_named(edit, message, tiny, run_mlxgp,
 # them, as its glm4 does); arcee: mlx-lm 0.32 has no arcee; llama4_text: mlx-lm 0.32 has Llama 4 as the multimodal
 # llama4 only (tested so); gpt_bigcode-mha: mlx-lm 0.32's gpt_bigcode splits c_attn as [q; k; v] rows, which
 # transformers' multi_query false layout holds per head (so mlx-lm's logits of such a folder are not transformers');
-# olmo: mlx-lm 0.32's olmo reads AI2's original checkpoint layout through the ai2-olmo package, not transformers'.
+# olmo: mlx-lm 0.32's olmo reads AI2's original checkpoint layout through the ai2-olmo package, not transformers';
+# ernie4_5_moe: mlx-lm 0.32's drops the moe_statics correction bias (the choice on the plain probabilities), gives the
+# tied head no bias and the experts biases with use_bias (test_ernie4_5_moe_mlx_lm_folder).
 @pytest.mark.parametrize("arch", [a for a in tiny_models.MORE_ARCHS
                                   if a not in ("phi3-long", "qwen2_moe", "gpt2-scaled", "llama-yarn", "gpt_oss",
-                                               "glm", "arcee", "llama4_text", "gpt_bigcode-mha", "olmo")])
+                                               "glm", "arcee", "llama4_text", "gpt_bigcode-mha", "olmo",
+                                               "ernie4_5_moe")])
 def test_mlx_quantized_folder_vs_mlx_lm(arch, tiny, run_mlxgp, tmp_path):
     """mlx-lm's convert path (load, 4-bit g32 quantize, save) on each architecture; both sides read that folder."""
-    import mlx.core as mx
-    from mlx_lm.utils import load_model, quantize_model, save_config, save_model
-
     _, src = tiny(arch)
     folder = tmp_path / "legacy"
     shutil.copytree(src, folder)
     tiny_models.mlx_lm_layout(folder, arch)
-    qdir = tmp_path / "q4"
-    model, config = load_model(folder)
-    model, config = quantize_model(model, config, group_size=32, bits=4)
-    save_model(qdir, model)
-    save_config(config, qdir / "config.json")
-    ref_model, _ = load_model(qdir)
+    qdir = _mlx_lm_q4(folder, tmp_path / "q4")
     # (mlx-lm 0.32's gemma4 embeds the image / video / audio placeholders (ids 499, 500, 502 here) as themselves,
     # transformers' Gemma4Model, and mlxgp, as the pad token: the ids leave them out.)
-    ids = _ids(30, 497 if arch == "gemma4" else 512, seed=4)
-    ref = np.array(ref_model(mx.array([ids]))[0].astype(mx.float32))
-    out = tmp_path / "l.safetensors"
-    run_mlxgp("logits", "--model", qdir, "--input-ids", ",".join(map(str, ids)), "--out", out)
-    from safetensors.numpy import load_file
-
-    got = load_file(str(out))["logits"]
+    got, ref = _logits_vs_mlx_lm(run_mlxgp, qdir, _ids(30, 497 if arch == "gemma4" else 512, seed=4), tmp_path)
     diff = float(np.abs(got - ref).max())
     print(f"{arch}: MLX 4-bit g32 folder vs mlx-lm: max |diff| = {diff:.3e} (logit range {np.abs(ref).max():.1f})")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-3
+
+
+def test_ernie4_5_moe_mlx_lm_folder(run_mlxgp, tmp_path):
+    """An mlx-lm 4-bit folder of ERNIE 4.5 MoE (what mlx_lm.convert makes of the released bias-free checkpoints)
+    holds no moe_statics correction bias: mlxgp routes it on the plain probabilities, as transformers does with the
+    bias absent (its zeros) and as mlx-lm does, and gives mlx-lm's logits."""
+    from safetensors.numpy import load_file
+
+    _, folder = tiny_models.make_tiny_model("ernie4_5_moe", tmp_path / "hf", use_bias=False)
+    tiny_models.mlx_lm_layout(folder, "ernie4_5_moe")
+    qdir = _mlx_lm_q4(folder, tmp_path / "q4")
+    assert not any("e_score_correction_bias" in k for k in load_file(str(qdir / "model.safetensors")))
+    got, ref = _logits_vs_mlx_lm(run_mlxgp, qdir, _ids(30, 512, seed=4), tmp_path)
+    diff = float(np.abs(got - ref).max())
+    print(f"ernie4_5_moe: mlx-lm 4-bit g32 folder vs mlx-lm: max |diff| = {diff:.3e} (logit range {np.abs(ref).max():.1f})")
     assert np.abs(ref).max() > 0.5
     assert diff <= 1e-3
 
@@ -541,9 +571,6 @@ def test_gpt2_learned_positions_bound_the_context(tiny, run_mlxgp, run_mlxgp_jso
 def test_gpt2_mlxgp_convert_folder_loads_in_mlx_lm(tiny, run_mlxgp, tmp_path):
     """mlxgp's convert (4-bit g32) of an HF gpt2 folder writes mlx-lm's names (model.h.N..., wte/wpe quantized):
     mlx-lm loads it, and both sides give the same logits on it."""
-    import mlx.core as mx
-    from mlx_lm.utils import load_model
-
     _, src = tiny("gpt2")
     folder = tmp_path / "hf"
     shutil.copytree(src, folder)
@@ -552,14 +579,8 @@ def test_gpt2_mlxgp_convert_folder_loads_in_mlx_lm(tiny, run_mlxgp, tmp_path):
     (folder / "config.json").write_text(json.dumps(cfg))
     qdir = tmp_path / "q4"
     run_mlxgp("convert", "--hf-path", folder, "--mlx-path", qdir, "--quantize", "--q-bits", 4, "--q-group-size", 32)
-    ref_model, _ = load_model(qdir)  # strict: every tensor named as mlx-lm's gpt2 expects
-    ids = _ids(30, 512, seed=4)
-    ref = np.array(ref_model(mx.array([ids]))[0].astype(mx.float32))
-    out = tmp_path / "l.safetensors"
-    run_mlxgp("logits", "--model", qdir, "--input-ids", ",".join(map(str, ids)), "--out", out)
-    from safetensors.numpy import load_file
-
-    diff = float(np.abs(load_file(str(out))["logits"] - ref).max())
+    got, ref = _logits_vs_mlx_lm(run_mlxgp, qdir, _ids(30, 512, seed=4), tmp_path)  # (mlx-lm loads strictly)
+    diff = float(np.abs(got - ref).max())
     print(f"gpt2: mlxgp-converted 4-bit g32 folder, mlxgp vs mlx-lm: max |diff| = {diff:.3e}")
     assert np.abs(ref).max() > 0.5
     assert diff <= 1e-3
@@ -656,7 +677,7 @@ def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
 # gemma4_text-moe: experts under mlx-lm's switch_glu, its 8-bit g64 router.proj.
 @pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "granite", "glm4_moe", "gpt_neox", "stablelm-parallel",
                                   "granitemoe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "dots1", "apertus",
-                                  "llama4", "gpt_bigcode", "gemma4_text-moe"])
+                                  "llama4", "gpt_bigcode", "gemma4_text-moe", "phimoe"])
 def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, run_mlxgp, tmp_path):
     """`mlxgp convert --quantize` (4-bit g32) writes what mlx_lm.convert writes from the same HF folder: the same
     tensors (names, dtypes, shapes, values: 3-D stacked experts quantized too, the model class's

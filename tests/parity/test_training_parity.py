@@ -27,7 +27,7 @@ def tiny(tmp_path_factory):
                          "stablelm-parallel", "seed_oss", "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe",
                          "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3", "glm4_moe_lite",
                          "dots1", "apertus", "llama4_text", "gpt_bigcode", "gpt_bigcode-mha", "olmo", "gemma4_text",
-                         "gemma4_text-moe", "gemma4_text-e2b")}
+                         "gemma4_text-moe", "gemma4_text-e2b", "ernie4_5_moe")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -130,13 +130,16 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
 # gemma4_text: values that are the keys' projection, weightless value norms, proportional RoPE, the layer scalars (a
 # buffer: neither side trains it); gemma4_text-moe: the router's scale and per_expert_scale and fused experts beside
 # the MLP; gemma4_text-e2b: the per-layer input tables, projections and gates, and layers whose keys and values are an
-# earlier layer's (the gradient reaches that layer's k_proj through both).
+# earlier layer's (the gradient reaches that layer's k_proj through both); ernie4_5_moe: interleaved RoPE, biases on
+# every linear but the experts and on the tied head, softmax experts chosen with moe_statics' correction bias (which
+# only picks experts: no gradient reaches it) beside a shared one.
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe",
                                   "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi",
                                   "glm4_moe", "stablelm-parallel", "seed_oss", "exaone4",
                                   "gpt_neox", "arcee", "nemotron", "granitemoe", "hunyuan_v1_dense", "deepseek_v2",
                                   "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "llama4_text", "gpt_bigcode",
-                                  "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe", "gemma4_text-e2b"])
+                                  "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe", "gemma4_text-e2b",
+                                  "ernie4_5_moe"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)
@@ -149,7 +152,8 @@ def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     worst = 0.0
     refs = {}
     for name, p in m.named_parameters():
-        refs.update(_as_mlxgp_grads(arch, name, p.grad.numpy()))
+        if p.grad is not None:  # (ernie4_5_moe's e_score_correction_bias only picks experts: no gradient reaches it)
+            refs.update(_as_mlxgp_grads(arch, name, p.grad.numpy()))
     assert set(got) == set(refs)
     for name, ref in refs.items():
         rel = float(np.abs(got[name] - ref).max() / max(np.abs(ref).max(), 1e-12))
@@ -173,7 +177,8 @@ def _torch_adamw_run(folder, rows, steps, lr, wd, clip=None):
     return m, losses
 
 
-@pytest.mark.parametrize("arch", ["gpt_oss", "qwen3_moe", "mixtral", "glm4_moe", "gemma4_text-moe", "gemma4_text"])
+@pytest.mark.parametrize("arch", ["gpt_oss", "qwen3_moe", "mixtral", "glm4_moe", "gemma4_text-moe", "gemma4_text",
+                                  "ernie4_5_moe"])
 def test_moe_full_fine_tune_saves_what_transformers_reads(arch, tiny, run_mlxgp, tmp_path):
     """3 SGD steps of full fine-tuning on an MoE model: its model.safetensors holds transformers' checkpoint
     layout (gpt_oss's interleaved gate_up_proj and biases; gemma4_text's fused gate_up_proj / down_proj; one tensor

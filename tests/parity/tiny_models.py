@@ -15,11 +15,11 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
               "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text", "llama4",
               "gpt_bigcode", "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe", "gemma4_text-e2b",
-              "gemma4")
+              "gemma4", "phimoe", "ernie4_5_moe")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl", "llama4", "gemma4")
-MOE_ARCHS = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
+MOE_ARCHS = ("mixtral", "phimoe", "ernie4_5_moe", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
              "deepseek_v3", "glm4_moe_lite", "dots1", "llama4_text", "llama4", "gemma4_text-moe")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
@@ -167,6 +167,21 @@ def tiny_config(arch: str):
                                              embd_pdrop=0.0, attn_pdrop=0.0, **extra)
     if arch == "mixtral":
         return transformers.MixtralConfig(**_COMMON, num_local_experts=4, num_experts_per_tok=2)
+    if arch in ("phimoe", "phimoe-long"):
+        # Phi-3.5-MoE: LayerNorms, biases on q / k / v / o and the head, sparsemixer routing with a wide threshold
+        # (router_jitter_noise 0.3: some tokens weigh their experts 1, others share the softmax), a window shorter
+        # than the sequences, LongRoPE with its own multipliers. "phimoe" stays below the original length (64);
+        # "phimoe-long" crosses its 24 without a window (test_phimoe.py: transformers 5 keeps the short factors past
+        # it, so transformers 4.56.2 is the reference there; the window is checked against 5.24 on "phimoe").
+        head = _COMMON["hidden_size"] // _COMMON["num_attention_heads"]
+        return transformers.PhimoeConfig(
+            **_COMMON, num_local_experts=4, num_experts_per_tok=2, attention_bias=True, lm_head_bias=True,
+            router_jitter_noise=0.3, sliding_window=None if arch == "phimoe-long" else 24,
+            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                             "short_factor": [1.0 + 0.15 * i for i in range(head // 2)],
+                             "long_factor": [1.5 + 0.6 * i for i in range(head // 2)],
+                             "short_mscale": 1.1, "long_mscale": 1.35,
+                             "original_max_position_embeddings": 24 if arch == "phimoe-long" else 64})
     if arch == "qwen2_moe":
         # A shared expert, expert width != dense width, and layer 1 dense (mlp_only_layers).
         return transformers.Qwen2MoeConfig(**_COMMON, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48,
@@ -285,6 +300,13 @@ def tiny_config(arch: str):
     if arch == "ernie4_5":
         # ERNIE 4.5: interleaved RoPE, biases on every linear (use_bias), a tied head.
         return transformers.Ernie4_5Config(**_COMMON, head_dim=32, use_bias=True, pad_token_id=0)
+    if arch == "ernie4_5_moe":
+        # ERNIE 4.5 MoE: ernie4_5's attention, layer 0 dense, experts narrower than the dense MLP beside a shared one,
+        # biases on every linear but the experts (use_bias) and on the tied head, the choice moved by a random
+        # moe_statics correction bias.
+        return transformers.Ernie4_5_MoeConfig(**_COMMON, moe_intermediate_size=32, moe_k=2, moe_num_experts=4,
+                                               moe_num_shared_experts=2, moe_layer_start_index=1, use_bias=True,
+                                               pad_token_id=0)
     if arch == "exaone4":
         # EXAONE 4.0: post-sublayer norms, per-head q/k RMSNorms, a window of 8 and RoPE on the sliding layers, neither
         # on the global one.
@@ -431,7 +453,7 @@ def _tiny_gguf_config(arch: str):
 
 
 # The weights' seed where seed 0's routers leave an expert without tokens on the tests' inputs.
-_SEEDS = {"deepseek_v2": 2, "deepseek_v3": 2, "glm4_moe_lite": 2}
+_SEEDS = {"deepseek_v2": 2, "deepseek_v3": 2, "glm4_moe_lite": 2, "phimoe": 1, "phimoe-long": 1}
 
 
 def make_tiny_model(arch: str, out_dir, seed: int | None = None, **config_overrides):
@@ -467,6 +489,8 @@ def make_model_from_config(cfg, out_dir, seed: int = 0):
                 p.normal_(0.0, 0.2)  # MoE routers: decisive, varied routing, so every expert gets tokens
             elif p.ndim >= 2:
                 p.normal_(0.0, 0.08)
+            elif cfg.model_type == "phimoe" and name.endswith("layernorm.bias"):
+                p.normal_(0.0, 0.05)  # (a bias as large as the norm's weight would route every token alike)
             elif "norm" in name or ".ln_" in name or name.endswith(("router.scale", "router.per_expert_scale")):
                 # (gpt2's LayerNorms are ln_1 / ln_2 / ln_f; gemma4_text's router scales multiply as norm weights do)
                 p.uniform_(0.5, 1.5)  # non-trivial norm weights catch a skipped or misplaced norm
@@ -597,7 +621,7 @@ def mlx_lm_layout(folder, arch: str) -> None:
         cfg["hidden_act"] = "gelu"
     if arch == "apertus":  # mlx-lm's ModelArgs requires the original config's switches (as released)
         cfg.update(qk_norm=True, post_norm=False, mlp_bias=False)
-    if arch in ("gemma2", "starcoder2", "dots1"):  # (mlx-lm's dots1 has no window either)
+    if arch in ("gemma2", "starcoder2", "dots1", "phimoe"):  # (mlx-lm's dots1 and phimoe have no window either)
         cfg["sliding_window"] = 4096
     if arch == "starcoder2":
         cfg["hidden_act"] = "gelu"  # mlx-lm's starcoder2 MLP is exact gelu
@@ -649,7 +673,7 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "exaone4": "exaone4",
                    "llama4_text": "llama4", "gpt_bigcode": "starcoder", "olmo": "olmo",
                    "olmoe": "olmoe", "cohere2": "cohere2", "hunyuan_v1_dense": "hunyuan-dense",
-                   "mixtral": "llama", "gemma4_text": "gemma4"}
+                   "mixtral": "llama", "gemma4_text": "gemma4", "ernie4_5_moe": "ernie4_5-moe"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -719,6 +743,17 @@ def _gguf_metadata(w, cfg, head_dim):
         w.add_expert_count(cfg.num_experts)
         w.add_expert_used_count(cfg.num_experts_per_tok)
         w.add_expert_feed_forward_length(cfg.intermediate_size if mt == "olmoe" else cfg.moe_intermediate_size)
+    if mt == "ernie4_5_moe":
+        # Ernie4_5MoeModel's converter: expert counts, the layer step and dense lead, the experts' width; the shared
+        # experts' width as intermediate_size // num_key_value_heads (its formula, which ERNIE-4.5-21B-A3B's numbers
+        # satisfy, as the tiny model's do).
+        w.add_expert_count(cfg.moe_num_experts)
+        w.add_expert_used_count(cfg.moe_k)
+        w.add_interleave_moe_layer_step(cfg.moe_layer_interval)
+        w.add_leading_dense_block_count(cfg.moe_layer_start_index)
+        w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
+        w.add_expert_shared_count(cfg.moe_num_shared_experts)
+        w.add_expert_shared_feed_forward_length(cfg.intermediate_size // cfg.num_key_value_heads)
     if mt in ("cohere", "cohere2"):  # CommandR2Model / Cohere2Model: the logit scale, no rope scaling
         w.add_logit_scale(cfg.logit_scale)
         w.add_rope_scaling_type(gguf.RopeScalingType.NONE)
@@ -913,8 +948,8 @@ def _gguf_tensors(model):
                          "per_expert_scale": "ffn_down_exps.scale", "gate_up_proj": "ffn_gate_up_exps.weight",
                          "down_proj": "ffn_down_exps.weight"}[name.rsplit(".", 1)[-1]], t
             continue
-        if name.endswith("mlp.gate.e_score_correction_bias"):
-            yield "blk." + name.split(".")[2] + ".exp_probs_b.bias", t
+        if name.endswith("e_score_correction_bias"):  # (ernie4_5_moe's [1, E] under mlp.gate.moe_statics)
+            yield "blk." + name.split(".")[2] + ".exp_probs_b.bias", t.reshape(-1)
             continue
         if mt == "gpt_oss" and name.endswith("self_attn.sinks"):
             yield "blk." + name.split(".")[2] + ".attn_sinks.weight", t

@@ -96,7 +96,7 @@ def more_archs(tmp_path_factory):
                                           "ernie4_5", "exaone4", "nemotron", "granitemoe", "helium",
                                           "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3", "glm4_moe_lite",
                                           "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4", "gemma4_text",
-                                          "gemma4_text-moe", "gemma4_text-e2b", "gemma4"))
+                                          "gemma4_text-moe", "gemma4_text-e2b", "gemma4", "phimoe"))
 def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     folder = tiny_archs[arch] if arch in tiny_archs else more_archs(arch)
     model = mlx_lm_model(folder)
@@ -118,6 +118,38 @@ def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     if arch != "glm":
         assert out["tokens"] == own["tokens"], arch
     assert_prefix_of_reference(out["tokens"], mlx_lm_greedy(model, ids, N), [2])
+
+
+def test_phimoe_longrope_module_rotates_as_mlx_lm(mgp, tmp_path):
+    """mlx-lm's phimoe rotates with LongRoPE's long factors and long_mscale at every length (its SuScaledRoPE), where
+    transformers and mlxgp's load of the folder take the short ones below the original length: the wrapped module
+    computes what mlx-lm's does (interop._mlx_lm_rope), with the biases mlx-lm always gives it."""
+    from tiny_models import legacy_rope_config, make_tiny_model
+
+    _, folder = make_tiny_model("phimoe", tmp_path / "phimoe")
+    legacy_rope_config(folder)  # (mlx-lm reads rope_scaling with its short / long factors and multipliers)
+    model = mlx_lm_model(folder)
+    ids = [1, 17, 300, 42, 99, 7]
+    out = mgp.generate(model, None, ids, max_tokens=N, eos_token_id=2)
+    ref = mlx_lm_greedy(model, ids, N)
+    assert_prefix_of_reference(out["tokens"], ref, [2])
+    own_model, _ = mgp.load(str(folder))  # transformers' short factors here (and its window of 24)
+    assert mgp.generate(own_model, None, ids, max_tokens=N, eos_token_id=2)["tokens"] != out["tokens"]
+
+
+def test_ernie4_5_moe_module_with_biased_experts_is_refused(mgp):
+    """mlx-lm's ernie4_5_moe with use_bias puts biases on its experts, which transformers' architecture (and mlxgp's)
+    never has: refused by name rather than run without them."""
+    from mlx_lm.models.ernie4_5_moe import Model, ModelArgs
+
+    args = ModelArgs(model_type="ernie4_5_moe", hidden_size=32, intermediate_size=64, max_position_embeddings=64,
+                     num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_hidden_layers=2, rms_norm_eps=1e-5,
+                     vocab_size=64, rope_theta=10000.0, use_bias=True, tie_word_embeddings=True, moe_num_experts=4,
+                     moe_k=2, moe_intermediate_size=16, moe_layer_start_index=1)
+    with pytest.raises(ValueError) as e:
+        mgp.generate(Model(args), None, [1, 2, 3], max_tokens=2)
+    assert str(e.value) == ("[interop] mlx-lm model of architecture 'ernie4_5_moe' with use_bias is not supported as "
+                            "a wrapped module (its experts carry biases transformers' never have)")
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "gpt_bigcode", "gpt_neox"])
