@@ -194,6 +194,56 @@ def gemma4_gguf_seed():
         put("gguf", "tiny_gemma4.gguf", open(path, "rb").read())
 
 
+def ernie45_moe_gguf_seed():
+    """A tiny ernie4_5-moe file as Ernie4_5MoeModel's converter lays it out: a dense first layer, then experts chosen
+    with exp_probs_b beside shared ones."""
+    import tempfile
+
+    import gguf
+
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tiny_ernie4_5_moe.gguf")
+        w = gguf.GGUFWriter(path, "ernie4_5-moe")
+        w.add_block_count(2)
+        w.add_context_length(64)
+        w.add_embedding_length(16)
+        w.add_feed_forward_length(32)
+        w.add_head_count(2)
+        w.add_head_count_kv(1)
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_rope_freq_base(5e5)
+        w.add_rope_dimension_count(8)
+        w.add_vocab_size(8)
+        w.add_expert_count(2)
+        w.add_expert_used_count(1)
+        w.add_interleave_moe_layer_step(1)
+        w.add_leading_dense_block_count(1)
+        w.add_expert_feed_forward_length(8)
+        w.add_expert_shared_count(1)
+        w.add_expert_shared_feed_forward_length(8)
+        shapes = {"token_embd.weight": (8, 16), "output_norm.weight": (16,)}
+        for i in range(2):
+            b = f"blk.{i}."
+            shapes.update({b + "attn_norm.weight": (16,), b + "attn_q.weight": (16, 16), b + "attn_k.weight": (8, 16),
+                           b + "attn_v.weight": (8, 16), b + "attn_output.weight": (16, 16),
+                           b + "ffn_norm.weight": (16,)})
+        shapes.update({"blk.0.ffn_gate.weight": (32, 16), "blk.0.ffn_up.weight": (32, 16),
+                       "blk.0.ffn_down.weight": (16, 32), "blk.1.ffn_gate_inp.weight": (2, 16),
+                       "blk.1.exp_probs_b.bias": (2,), "blk.1.ffn_gate_exps.weight": (2, 8, 16),
+                       "blk.1.ffn_up_exps.weight": (2, 8, 16), "blk.1.ffn_down_exps.weight": (2, 16, 8),
+                       "blk.1.ffn_gate_shexp.weight": (8, 16), "blk.1.ffn_up_shexp.weight": (8, 16),
+                       "blk.1.ffn_down_shexp.weight": (16, 8)})
+        for name, shape in shapes.items():  # (matrices as F16, norms, the router and its bias as F32)
+            a = rng.standard_normal(shape).astype(np.float32)
+            w.add_tensor(name, a.astype(np.float16) if len(shape) > 1 and "gate_inp" not in name else a)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        put("gguf", "tiny_ernie4_5_moe.gguf", open(path, "rb").read())
+
+
 # ---- safetensors ----
 def st_bytes(tensors, metadata=None):
     from safetensors.numpy import save
@@ -327,7 +377,7 @@ def server_request_seeds():
 
 
 if __name__ == "__main__":
-    for f in [tokenizers_seeds, gguf_seeds, gemma4_gguf_seed, safetensors_seeds, config_seeds, chat_template_seeds,
+    for f in [tokenizers_seeds, gguf_seeds, gemma4_gguf_seed, ernie45_moe_gguf_seed, safetensors_seeds, config_seeds, chat_template_seeds,
               generation_config_seeds, checkpoint_seeds, server_request_seeds]:
         f()
     print("seeds written under", out, file=sys.stderr)
