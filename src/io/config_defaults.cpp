@@ -13,7 +13,7 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 45> kDefaults{{
+constexpr std::array<Entry, 46> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"llama4_text", {1e-5f, 500000.0f, 131072, false, "silu", 128, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
@@ -36,6 +36,7 @@ constexpr std::array<Entry, 45> kDefaults{{
     {"cohere2", {1e-5f, 10000.0f, 8192, true, "silu", 0, 4096}},
     {"helium", {1e-8f, 100000.0f, 4096, false, "silu", 128, 0}},
     {"hunyuan_v1_dense", {1e-5f, 10000.0f, 2048, false, "silu", 0, 0}},
+    {"hunyuan_v1_moe", {1e-5f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"arcee", {1e-5f, 10000.0f, 4096, false, "relu2", 0, 0}},
     {"nemotron", {1e-5f, 10000.0f, 4096, false, "relu2", 0, 0}},
     {"gpt_neox", {1e-5f, 10000.0f, 2048, false, "gelu", 0, 0}},

@@ -372,7 +372,7 @@ void parse_llama4_scaling(const json& j, ModelConfig& c) {
 // static base of rope_theta * alpha^(head_dim / (head_dim - 2)) (compute_ntk_alpha_rope_parameters), no scaling.
 // Returns r with that alpha taken out into `alpha` (r itself for every other configuration).
 json take_ntk_alpha(const json& r, const ModelConfig& c, std::optional<float>& alpha) {
-  if (c.model_type != "hunyuan_v1_dense" || !r.is_object()) return r;
+  if ((c.model_type != "hunyuan_v1_dense" && c.model_type != "hunyuan_v1_moe") || !r.is_object()) return r;
   const auto type = r.contains("rope_type") ? r["rope_type"] : r.contains("type") ? r["type"] : json();
   if (type != "dynamic" || !r.contains("alpha") || r["alpha"].is_null()) return r;
   alpha = get_float(r, "alpha", 1.0f);
@@ -676,6 +676,25 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   // Dots1Config (dots.llm1: qwen3's attention, V3's experts): routed and shared experts and top-k required (no
   // defaults), width 1408, sigmoid routing in 1 group, unnormalised, x 1, every layer sparse unless first_k_dense.
   const bool dots1 = t == "dots1";
+  // HunYuanMoEV1Config (Hunyuan-A13B): num_experts (default 1) x moe_topk (1) as wide as intermediate_size, every layer
+  // sparse beside an ungated shared_mlp as wide; a float32 softmax router (gate.wg), the top-k renormalised. Per-layer
+  // lists are read when every layer has the same value (transformers indexes them by layer).
+  const bool hunyuan_moe = t == "hunyuan_v1_moe";
+  auto uniform = [&](const char* key, int def) {
+    auto it = j.find(key);
+    if (it == j.end() || !it->is_array()) return get_int(j, key, def);
+    if (it->empty()) fail("config", std::string("field '") + key + "' must not be an empty list");
+    json one = {{key, it->front()}};
+    const int v = get_int(one, key, def);
+    for (auto& e : *it)
+      if (e != it->front())
+        fail("config", std::string("field '") + key + "' differs between layers, which mlxgp does not support");
+    return v;
+  };
+  if (hunyuan_moe) {
+    c.num_experts = uniform("num_experts", 1);
+    if (c.num_experts < 1) fail("config", "num_experts must be at least 1");
+  }
   // GraniteMoeConfig: 8 x top-2 as wide as intermediate_size, a softmax over the top-k logits, every layer sparse
   const bool granitemoe = t == "granitemoe";
   // (transformers 5 names the count num_local_experts for every one of them; older configs num_experts,
@@ -701,14 +720,15 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
   if (c.num_experts > 0) {
     if (deepseek_v2 && !j.contains("num_experts_per_tok"))
       fail("config", "num_experts_per_tok is required (DeepseekV2Config has no default)");
-    c.num_experts_per_tok = get_int(j, ernie_moe ? "moe_k" : "num_experts_per_tok",
-                                    mixtral || granitemoe || phimoe    ? 2
-                                    : qwen2_moe || gpt_oss || glm_lite ? 4
-                                    : ernie_moe                        ? 6
-                                                                       : 8);
+    c.num_experts_per_tok = hunyuan_moe ? uniform("moe_topk", 1)
+                                        : get_int(j, ernie_moe ? "moe_k" : "num_experts_per_tok",
+                                                  mixtral || granitemoe || phimoe    ? 2
+                                                  : qwen2_moe || gpt_oss || glm_lite ? 4
+                                                  : ernie_moe                        ? 6
+                                                                                     : 8);
     if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
       fail("config", "num_experts_per_tok must be in [1, num_experts]");
-    c.moe_intermediate_size = mixtral || gpt_oss || olmoe || granitemoe || phimoe
+    c.moe_intermediate_size = mixtral || gpt_oss || olmoe || granitemoe || phimoe || hunyuan_moe
                                   ? c.intermediate_size
                                   : get_int(j, "moe_intermediate_size",
                                             qwen2_moe || glm4_moe || dots1 ? 1408
@@ -723,6 +743,7 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
       if (shared < 0) fail("config", std::string(key) + " must be >= 0");
       c.shared_expert_intermediate_size = c.moe_intermediate_size * shared;
     }
+    if (hunyuan_moe) c.shared_expert_intermediate_size = c.intermediate_size;
     if (ernie_moe) {
       c.softmax_score_bias = true;
       c.moe_norm_min = get_float(j, "moe_norm_min", 1e-12f);
@@ -757,7 +778,7 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
     }
     // gpt_oss: a softmax over the top-k router logits, i.e. the top-k probabilities renormalised.
     c.norm_topk_prob =
-        gpt_oss || granitemoe || ernie_moe ||
+        gpt_oss || granitemoe || ernie_moe || hunyuan_moe ||
         (!deepseek_v2 && get_bool(j, "norm_topk_prob", c.model_type == "mixtral" || glm4_moe || deepseek_v3));
     if (gpt_oss) {
       c.swiglu_alpha = get_float(j, "swiglu_alpha", 1.702f);
@@ -766,9 +787,9 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
         fail("config", "swiglu_alpha must be finite and swiglu_limit finite and positive");
     }
     // (GptOssConfig, OlmoeConfig and GraniteMoeConfig have no dense layers: every one is sparse whatever these say.)
-    c.decoder_sparse_step = gpt_oss || olmoe || granitemoe ? 1
-                            : ernie_moe                    ? get_int(j, "moe_layer_interval", 1)
-                                                           : get_int(j, "decoder_sparse_step", 1);
+    c.decoder_sparse_step = gpt_oss || olmoe || granitemoe || hunyuan_moe ? 1
+                            : ernie_moe                                   ? get_int(j, "moe_layer_interval", 1)
+                                                                          : get_int(j, "decoder_sparse_step", 1);
     if (c.decoder_sparse_step < 1)
       fail("config", std::string(ernie_moe ? "moe_layer_interval" : "decoder_sparse_step") + " must be at least 1");
     if (ernie_moe) {  // the layers outside [moe_layer_start_index, moe_layer_end_index] are dense
@@ -792,7 +813,7 @@ void parse_architecture_fields(const json& j, ModelConfig& c) {
       for (int i = 0; i < dense && i < c.num_hidden_layers; ++i) c.mlp_only_layers.push_back(i);
     }
     if (auto it = j.find("mlp_only_layers"); !gpt_oss && !olmoe && !glm4_moe && !deepseek && !dots1 && !granitemoe &&
-                                             !ernie_moe && it != j.end() && !it->is_null()) {
+                                             !ernie_moe && !hunyuan_moe && it != j.end() && !it->is_null()) {
       if (!it->is_array()) fail("config", "mlp_only_layers must be a list of layer indices");
       for (auto& e : *it) {
         c.mlp_only_layers.push_back(int_entry(e, "mlp_only_layers must be a list of layer indices"));
@@ -988,7 +1009,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
     c.qkv_bias = c.attention_bias;
     c.attention_bias = false;
   }
-  if (c.model_type == "hunyuan_v1_dense") c.mlp_bias = false;
+  if (c.model_type == "hunyuan_v1_dense" || c.model_type == "hunyuan_v1_moe") c.mlp_bias = false;
   // SeedOssConfig: attention_bias (default true) on q / k / v, attention_out_bias (default false) on o_proj.
   if (c.model_type == "seed_oss") {
     c.qkv_bias = get_bool(j, "attention_bias", true);

@@ -155,8 +155,8 @@ void register_cohere();  // cohere, cohere2
 void register_phi();
 void register_stablelm();
 void register_exaone4();
-void register_ernie();  // ernie4_5, ernie4_5_moe, helium
-void register_hunyuan();
+void register_ernie();    // ernie4_5, ernie4_5_moe, helium
+void register_hunyuan();  // hunyuan_v1_dense, hunyuan_v1_moe
 void register_gpt_neox();
 void register_arcee();
 void register_nemotron();

@@ -22,7 +22,8 @@ const mlx::core::array* activation_dtype_weight(const WeightMap& w);
 
 // glm4_moe's and ernie4_5_moe's routing tensors: each e_score_correction_bias and the router weight (mlp.gate.weight)
 // beside one, which transformers keeps in float32 whatever the model's dtype (_keep_in_fp32_modules_strict) and mlx-lm
-// never quantizes for glm4_moe (its MoEGate is no Linear); mlxgp keeps ernie4_5_moe's so too.
+// never quantizes for glm4_moe (its MoEGate is no Linear); mlxgp keeps ernie4_5_moe's so too, and hunyuan_v1_moe's
+// float32 router (gate.wg).
 bool is_fp32_router_tensor(const WeightMap& w, const std::string& name);
 // The same for config's model, a multimodal checkpoint's language model included (language_model_names).
 WeightMap to_model_names(const ModelConfig& config, WeightMap weights);

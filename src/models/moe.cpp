@@ -183,7 +183,8 @@ SparseMoe SparseMoe::load(const WeightMap& w, const std::string& prefix, const M
   m.renormalize = o.mixtral_names || c.norm_topk_prob;
   // transformers' Glm4MoeTopkRouter / DeepseekV2TopkRouter / DeepseekV3TopkRouter: float32 weights and logits
   // whatever the model's dtype.
-  m.float32_router = c.sigmoid_routing || c.model_type == "deepseek_v2" || c.model_type == "ernie4_5_moe";
+  m.float32_router = c.sigmoid_routing || c.model_type == "deepseek_v2" || c.model_type == "ernie4_5_moe" ||
+                     c.model_type == "hunyuan_v1_moe";
   if (m.float32_router && m.router.weight && !m.router.quantized())
     m.router.weight = mx::astype(*m.router.weight, mx::float32);
   m.sigmoid_scores = c.sigmoid_routing;

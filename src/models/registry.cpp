@@ -111,7 +111,8 @@ const mx::array* activation_dtype_weight(const WeightMap& w) {
 }
 
 bool is_fp32_router_tensor(const WeightMap& w, const std::string& name) {
-  if (name.ends_with(".e_score_correction_bias")) return true;
+  // (hunyuan_v1_moe's router, which HunYuanMoEV1Gate builds in float32)
+  if (name.ends_with(".e_score_correction_bias") || name.ends_with(".mlp.gate.wg.weight")) return true;
   const std::string router = ".mlp.gate.weight";
   if (!name.ends_with(router)) return false;
   const std::string mlp = name.substr(0, name.size() - 12);  // (ernie4_5_moe's bias under mlp.moe_statics)
@@ -146,7 +147,8 @@ WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, 
   if (layout == CheckpointLayout::Hf &&
       (model_type == "mixtral" || model_type == "phimoe" || model_type == "qwen2_moe" || model_type == "qwen3_moe" ||
        model_type == "olmoe" || model_type == "glm4_moe" || model_type == "deepseek_v2" ||
-       model_type == "deepseek_v3" || model_type == "glm4_moe_lite" || model_type == "ernie4_5_moe"))
+       model_type == "deepseek_v3" || model_type == "glm4_moe_lite" || model_type == "ernie4_5_moe" ||
+       model_type == "hunyuan_v1_moe"))
     layers::unstack_experts(weights, model_type == "mixtral" || model_type == "phimoe");
   return weights;
 }

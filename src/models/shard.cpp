@@ -42,7 +42,7 @@ std::optional<Role> role_of(const std::string& module, const ModelConfig& c, con
   const Range q = scaled(p.q_heads, hd), kv = scaled(p.kv_heads, hd);
   const int I = c.intermediate_size;
   const int I_moe = mixtral_names ? c.intermediate_size : c.moe_intermediate_size;
-  auto is = [&](const char* suffix) { return ends_with(module, suffix); };
+  auto is = [&](const std::string& suffix) { return ends_with(module, suffix); };
   if (c.kv_lora_rank > 0) {  // latent attention: this rank's heads of the per-head projections; the latent whole
     const int qk = c.qk_nope_head_dim + c.qk_rope_head_dim;
     if (is(".self_attn.q_proj") || is(".self_attn.q_b_proj")) return Role{K::Rows, {scaled(p.q_heads, qk)}};
@@ -67,11 +67,14 @@ std::optional<Role> role_of(const std::string& module, const ModelConfig& c, con
   if (is(".self_attn.k_norm") && norm_heads == c.num_key_value_heads) return Role{K::Rows, {p.kv_heads}};
   if (is(".switch_mlp.gate_proj") || is(".switch_mlp.up_proj")) return Role{K::Rows, {p.moe_inter}};
   if (is(".switch_mlp.down_proj")) return Role{K::Cols, {p.moe_inter}, I_moe};
-  if (is(".shared_expert.gate_proj") || is(".shared_expert.up_proj") || is(".shared_experts.gate_proj") ||
-      is(".shared_experts.up_proj"))
-    return Role{K::Rows, {p.shared_inter}};
-  if (is(".shared_expert.down_proj") || is(".shared_experts.down_proj"))
-    return Role{K::Cols, {p.shared_inter}, c.shared_expert_intermediate_size};
+  // The always-on expert: qwen2_moe's shared_expert, glm4_moe's / deepseek's / ernie4_5_moe's shared_experts,
+  // hunyuan_v1_moe's shared_mlp.
+  for (const char* shared : {".shared_expert.", ".shared_experts.", ".shared_mlp."}) {
+    if (is(std::string(shared) + "gate_proj") || is(std::string(shared) + "up_proj"))
+      return Role{K::Rows, {p.shared_inter}};
+    if (is(std::string(shared) + "down_proj"))
+      return Role{K::Cols, {p.shared_inter}, c.shared_expert_intermediate_size};
+  }
   if (is(".mlp.gate_proj") || is(".mlp.up_proj") || is(".mlp.c_fc") || is(".mlp.fc1") || is(".mlp.dense_h_to_4h"))
     return Role{K::Rows, {p.inter}};
   if (is(".mlp.gate_up_proj")) return Role{K::Rows, {p.inter, {I + p.inter.begin, I + p.inter.end}}};
@@ -158,21 +161,23 @@ Plan make_plan(const ModelConfig& c, const WeightMap& w, int rank, int size, boo
     p.kv_heads = split(KVH, rank, size);
     p.q_heads = {p.kv_heads.begin * per_group, p.kv_heads.end * per_group};
   }
-  auto features = [&](int n, const std::string& down, const char* what) -> Range {
+  auto split_features = [&](int n, int g, const char* what) -> Range {  // n features in blocks of g
     if (n <= 0) return {};
-    const int g = granule_of(w, down, n);
     if (n % g != 0 || n / g < size)
       fail("distributed", std::string("tensor parallelism over ") + std::to_string(size) + " ranks cannot split the " +
                               what + " of " + std::to_string(n) + " features in blocks of " + std::to_string(g));
     return split(n, rank, size, g);
   };
+  auto features = [&](int n, const std::string& down, const char* what) {
+    return split_features(n, n > 0 ? granule_of(w, down, n) : 1, what);
+  };
   const int I_moe = mixtral_names ? c.intermediate_size : c.moe_intermediate_size;
   if (c.num_experts > 0) {
     p.moe_inter = features(I_moe, ".switch_mlp.down_proj", "experts' MLP");
-    p.shared_inter =
-        features(c.shared_expert_intermediate_size,
-                 c.sigmoid_routing || c.kv_lora_rank > 0 ? ".shared_experts.down_proj" : ".shared_expert.down_proj",
-                 "shared expert");
+    int g = 1;  // (the blocks of whichever shared expert the model has)
+    for (const char* down : {".shared_expert.down_proj", ".shared_experts.down_proj", ".shared_mlp.down_proj"})
+      g = std::max(g, granule_of(w, down, c.shared_expert_intermediate_size));
+    p.shared_inter = split_features(c.shared_expert_intermediate_size, g, "shared expert");
   }
   if (!(mixtral_names && c.num_experts > 0)) {
     int g = 1;  // dense layers' down_proj (or starcoder2's c_proj)

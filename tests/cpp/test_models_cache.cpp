@@ -81,29 +81,71 @@ TEST(KVCache, RejectsMismatchedShapes) {
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
   // (gemma3, gemma4 and mistral3: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(types, (std::vector<std::string>{"apertus",      "arcee",       "cohere",      "cohere2",
-                                             "deepseek_v2",  "deepseek_v3", "dots1",       "ernie4_5",
-                                             "ernie4_5_moe", "exaone4",     "gemma",       "gemma2",
-                                             "gemma3",       "gemma3_text", "gemma4",      "gemma4_text",
-                                             "glm",          "glm4",        "glm4_moe",    "glm4_moe_lite",
-                                             "gpt2",         "gpt_bigcode", "gpt_neox",    "gpt_oss",
-                                             "granite",      "granitemoe",  "helium",      "hunyuan_v1_dense",
-                                             "llama",        "llama4",      "llama4_text", "ministral3",
-                                             "mistral",      "mistral3",    "mixtral",     "nemotron",
-                                             "olmo",         "olmo2",       "olmo3",       "olmoe",
-                                             "phi",          "phi3",        "phimoe",      "qwen2",
-                                             "qwen2_5_vl",   "qwen2_moe",   "qwen2_vl",    "qwen3",
-                                             "qwen3_moe",    "qwen3_vl",    "seed_oss",    "smollm3",
-                                             "stablelm",     "starcoder2"}));
+  EXPECT_EQ(types, (std::vector<std::string>{"apertus",
+                                             "arcee",
+                                             "cohere",
+                                             "cohere2",
+                                             "deepseek_v2",
+                                             "deepseek_v3",
+                                             "dots1",
+                                             "ernie4_5",
+                                             "ernie4_5_moe",
+                                             "exaone4",
+                                             "gemma",
+                                             "gemma2",
+                                             "gemma3",
+                                             "gemma3_text",
+                                             "gemma4",
+                                             "gemma4_text",
+                                             "glm",
+                                             "glm4",
+                                             "glm4_moe",
+                                             "glm4_moe_lite",
+                                             "gpt2",
+                                             "gpt_bigcode",
+                                             "gpt_neox",
+                                             "gpt_oss",
+                                             "granite",
+                                             "granitemoe",
+                                             "helium",
+                                             "hunyuan_v1_dense",
+                                             "hunyuan_v1_moe",
+                                             "llama",
+                                             "llama4",
+                                             "llama4_text",
+                                             "ministral3",
+                                             "mistral",
+                                             "mistral3",
+                                             "mixtral",
+                                             "nemotron",
+                                             "olmo",
+                                             "olmo2",
+                                             "olmo3",
+                                             "olmoe",
+                                             "phi",
+                                             "phi3",
+                                             "phimoe",
+                                             "qwen2",
+                                             "qwen2_5_vl",
+                                             "qwen2_moe",
+                                             "qwen2_vl",
+                                             "qwen3",
+                                             "qwen3_moe",
+                                             "qwen3_vl",
+                                             "seed_oss",
+                                             "smollm3",
+                                             "stablelm",
+                                             "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("rwkv"));
-  EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
-            "[model] unknown model_type 'rwkv' (supported: apertus, arcee, cohere, cohere2, deepseek_v2, deepseek_v3, "
-            "dots1, ernie4_5, ernie4_5_moe, exaone4, gemma, "
-            "gemma2, gemma3, gemma3_text, gemma4, gemma4_text, glm, glm4, glm4_moe, glm4_moe_lite, gpt2, gpt_bigcode, "
-            "gpt_neox, gpt_oss, granite, granitemoe, helium, hunyuan_v1_dense, llama, llama4, llama4_text, "
-            "ministral3, mistral, mistral3, mixtral, nemotron, olmo, olmo2, olmo3, olmoe, phi, phi3, phimoe, "
-            "qwen2, qwen2_5_vl, qwen2_moe, qwen2_vl, qwen3, qwen3_moe, qwen3_vl, seed_oss, smollm3, stablelm, "
-            "starcoder2)");
+  EXPECT_EQ(
+      error_of([&] { create_model(c, tiny_weights()); }),
+      "[model] unknown model_type 'rwkv' (supported: apertus, arcee, cohere, cohere2, deepseek_v2, deepseek_v3, "
+      "dots1, ernie4_5, ernie4_5_moe, exaone4, gemma, "
+      "gemma2, gemma3, gemma3_text, gemma4, gemma4_text, glm, glm4, glm4_moe, glm4_moe_lite, gpt2, gpt_bigcode, "
+      "gpt_neox, gpt_oss, granite, granitemoe, helium, hunyuan_v1_dense, hunyuan_v1_moe, llama, llama4, llama4_text, "
+      "ministral3, mistral, mistral3, mixtral, nemotron, olmo, olmo2, olmo3, olmoe, phi, phi3, phimoe, "
+      "qwen2, qwen2_5_vl, qwen2_moe, qwen2_vl, qwen3, qwen3_moe, qwen3_vl, seed_oss, smollm3, stablelm, "
+      "starcoder2)");
 }
 
 TEST(Config, ParsesBothRopeLayoutsAndHfDefaults) {
@@ -806,6 +848,26 @@ TEST(Config, Ernie45MoeExpertsLayersAndBiases) {
             "[config] moe_gate_act other than softmax is not supported (transformers' Ernie4_5_Moe routes by softmax)");
   EXPECT_EQ(error_of([] { parse_model_config(tiny_config_json("ernie4_5_moe", R"(, "moe_layer_interval": 0)")); }),
             "[config] moe_layer_interval must be at least 1");
+}
+
+TEST(Config, HunyuanMoeExpertsFromPerLayerLists) {
+  // HunYuanMoEV1Config: num_experts / moe_topk, one value or one per layer (transformers indexes the list by layer);
+  // experts and the shared MLP as wide as intermediate_size, every layer sparse, the top-k renormalised; its
+  // "dynamic" RoPE alpha as hunyuan_v1_dense's.
+  auto c = parse_model_config(tiny_config_json("hunyuan_v1_moe", R"(, "num_experts": [4, 4], "moe_topk": 2,
+      "rope_scaling": {"type": "dynamic", "alpha": 1000.0, "factor": 1.0})"));
+  EXPECT_EQ(c.num_experts, 4);
+  EXPECT_EQ(c.num_experts_per_tok, 2);
+  EXPECT_EQ(c.moe_intermediate_size, 64);
+  EXPECT_EQ(c.shared_expert_intermediate_size, 64);
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_FALSE(c.rope_scaling.has_value());
+  EXPECT_GT(c.rope_theta, 10000.0f);
+  EXPECT_TRUE(layers::is_moe_layer(c, 0) && layers::is_moe_layer(c, 1));
+  EXPECT_EQ(error_of([] {
+              parse_model_config(tiny_config_json("hunyuan_v1_moe", R"(, "num_experts": 4, "moe_topk": [2, 1])"));
+            }),
+            "[config] field 'moe_topk' differs between layers, which mlxgp does not support");
 }
 
 TEST(Config, ApertusDefaultRopeAndRefusedSwitches) {

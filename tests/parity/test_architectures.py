@@ -444,11 +444,12 @@ def test_unknown_architecture_or_option_is_named(edit, message, tiny, run_mlxgp,
 # transformers' multi_query false layout holds per head (so mlx-lm's logits of such a folder are not transformers');
 # olmo: mlx-lm 0.32's olmo reads AI2's original checkpoint layout through the ai2-olmo package, not transformers';
 # ernie4_5_moe: mlx-lm 0.32's drops the moe_statics correction bias (the choice on the plain probabilities), gives the
-# tied head no bias and the experts biases with use_bias (test_ernie4_5_moe_mlx_lm_folder).
+# tied head no bias and the experts biases with use_bias (test_ernie4_5_moe_mlx_lm_folder); hunyuan_v1_moe: mlx-lm 0.32
+# has no hunyuan_v1_moe (its hunyuan is the original checkpoints' layout).
 @pytest.mark.parametrize("arch", [a for a in tiny_models.MORE_ARCHS
                                   if a not in ("phi3-long", "qwen2_moe", "gpt2-scaled", "llama-yarn", "gpt_oss",
                                                "glm", "arcee", "llama4_text", "gpt_bigcode-mha", "olmo",
-                                               "ernie4_5_moe")])
+                                               "ernie4_5_moe", "hunyuan_v1_moe")])
 def test_mlx_quantized_folder_vs_mlx_lm(arch, tiny, run_mlxgp, tmp_path):
     """mlx-lm's convert path (load, 4-bit g32 quantize, save) on each architecture; both sides read that folder."""
     _, src = tiny(arch)

@@ -58,7 +58,7 @@ def tiny(tmp_path_factory):
              "glm4_moe", "stablelm", "stablelm-parallel", "seed_oss", "ernie4_5", "exaone4",
              "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
              "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text",
-             "llama4", "gpt_bigcode", "gpt_bigcode-mha", "olmo", "phimoe", "ernie4_5_moe")
+             "llama4", "gpt_bigcode", "gpt_bigcode-mha", "olmo", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe")
     return {a: tiny_models.make_tiny_model(a, tmp_path_factory.mktemp(f"dist_{a}"))[1] for a in archs}
 
 
@@ -72,7 +72,7 @@ def tiny(tmp_path_factory):
                                   "seed_oss", "ernie4_5", "exaone4", "gpt_neox", "arcee", "nemotron",
                                   "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3",
                                   "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text",
-                                  "llama4", "gpt_bigcode", "gpt_bigcode-mha", "olmo", "phimoe", "ernie4_5_moe"])
+                                  "llama4", "gpt_bigcode", "gpt_bigcode-mha", "olmo", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe"])
 def test_tensor_parallel_logits_match_one_process(arch, tiny, mlxgp_bin, run_mlxgp, tmp_path):
     folder = tiny[arch]
     ids = IDS * 3 if arch == "phi3-long" else IDS  # 36 positions: the decode crosses LongRoPE's 24

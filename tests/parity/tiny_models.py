@@ -15,11 +15,11 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
               "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text", "llama4",
               "gpt_bigcode", "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe", "gemma4_text-e2b",
-              "gemma4", "phimoe", "ernie4_5_moe")
+              "gemma4", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl", "llama4", "gemma4")
-MOE_ARCHS = ("mixtral", "phimoe", "ernie4_5_moe", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
+MOE_ARCHS = ("mixtral", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
              "deepseek_v3", "glm4_moe_lite", "dots1", "llama4_text", "llama4", "gemma4_text-moe")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
@@ -277,6 +277,13 @@ def tiny_config(arch: str):
         return transformers.HunYuanDenseV1Config(**_COMMON, head_dim=16, attention_bias=True, pad_token_id=0,
                                                  rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0,
                                                                   "alpha": 50.0, "factor": 1.0})
+    if arch == "hunyuan_v1_moe":
+        # Hunyuan-A13B's layout: hunyuan_v1_dense's attention (biases on q / k / v / o here), every layer's 4 experts
+        # top-2 by a float32 softmax router beside an ungated shared MLP.
+        return transformers.HunYuanMoEV1Config(**_COMMON, head_dim=16, attention_bias=True, pad_token_id=0,
+                                               num_experts=4, moe_topk=2,
+                                               rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0,
+                                                                "alpha": 50.0, "factor": 1.0})
     if arch == "arcee":
         # AFM-4.5B's layout: an ungated relu2 MLP, with YaRN (factor 4 over an original 64 positions) as it ships.
         return transformers.ArceeConfig(**_COMMON, pad_token_id=0,
