@@ -127,6 +127,19 @@ const std::vector<GgufArch>& table() {
       {"hunyuan-dense",
        "hunyuan_v1_dense",
        {{"attn_q_norm", "self_attn.query_layernorm"}, {"attn_k_norm", "self_attn.key_layernorm"}}},
+      // Hunyuan MoE (Hunyuan-A13B): hunyuan-dense's attention, every layer's experts under gate.wg beside the
+      // shared_mlp.
+      {"hunyuan-moe",
+       "hunyuan_v1_moe",
+       {{"attn_q_norm", "self_attn.query_layernorm"},
+        {"attn_k_norm", "self_attn.key_layernorm"},
+        {"ffn_gate_inp", "mlp.gate.wg"},
+        {"ffn_gate_exps", "mlp.switch_mlp.gate_proj"},
+        {"ffn_up_exps", "mlp.switch_mlp.up_proj"},
+        {"ffn_down_exps", "mlp.switch_mlp.down_proj"},
+        {"ffn_gate_shexp", "mlp.shared_mlp.gate_proj"},
+        {"ffn_up_shexp", "mlp.shared_mlp.up_proj"},
+        {"ffn_down_shexp", "mlp.shared_mlp.down_proj"}}},
       {"arcee", "arcee", {}},
       // EXAONE 4.0: norms on the sub-layer outputs only, per-head q / k norms.
       {"exaone4",
@@ -335,6 +348,24 @@ void ernie45_moe_config(const std::string& p, const GgufMeta& meta,
   c.shared_expert_intermediate_size = rows_of(tensors, "blk." + std::to_string(first) + ".ffn_gate_shexp.weight", 0);
   c.softmax_score_bias = c.norm_topk_prob = true;
   c.moe_norm_min = 1e-12f;
+}
+
+// llama.cpp's hunyuan-moe (HunYuanMoEModel's converter): the experts from their keys, every layer sparse, softmax
+// gating with the top-k renormalised beside the shared MLP, whose width its tensors give (the converter writes
+// intermediate_size as expert_shared_feed_forward_length).
+void hunyuan_moe_config(const std::string& p, const GgufMeta& meta,
+                        const std::unordered_map<std::string, mx::array>& tensors, ModelConfig& c) {
+  c.num_experts = gguf_count(meta, p + "expert_count");
+  c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
+  if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
+    fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+  c.moe_intermediate_size = gguf_count(meta, p + "expert_feed_forward_length");
+  c.shared_expert_intermediate_size = rows_of(tensors, "blk.0.ffn_gate_shexp.weight", 0);
+  if (c.moe_intermediate_size < 1 || c.shared_expert_intermediate_size < 1)
+    fail("gguf", "hunyuan-moe needs '" + p + "expert_feed_forward_length' and blk.0.ffn_gate_shexp.weight");
+  if (auto scale = gguf_number(meta, p + "expert_weights_scale"); scale && *scale != 1.0)
+    fail("gguf", "metadata '" + p + "expert_weights_scale' other than 1 is not supported for hunyuan-moe");
+  c.norm_topk_prob = true;
 }
 
 // llama.cpp's llama4: the experts from their keys, sparse every interleave_moe_layer_step-th layer. What Llama 4's
@@ -598,6 +629,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   if (t == "deepseek_v2") deepseek2_config(p, meta, tensors, c);
   if (t == "llama4_text") llama4_config(p, meta, c);
   if (t == "ernie4_5_moe") ernie45_moe_config(p, meta, tensors, c);
+  if (t == "hunyuan_v1_moe") hunyuan_moe_config(p, meta, tensors, c);
   if (t == "gpt_oss") {
     // llama.cpp's gpt-oss: every even layer slides (its swa pattern 2), biases on q/k/v/o, the clamped
     // SwiGLU's 1.702 / 7.0 fixed in code (GptOssConfig's defaults, which ModelConfig holds).

@@ -235,14 +235,16 @@ DEEPSEEK_V3_YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "
 # unnormalised); cohere2 (Command R7B: a window of 8 and RoPE on three layers of four, llama.cpp's fixed pattern);
 # hunyuan_v1_dense (q/k norms after RoPE, the NTK alpha 50 as the converter folds it into freq_base; without the
 # attention biases, as Hunyuan's dense models have none); ernie4_5_moe as ernie4_5-moe (a dense first layer, softmax
-# experts chosen with exp_probs_b beside two shared ones; bias-free, as ERNIE-4.5-21B-A3B).
+# experts chosen with exp_probs_b beside two shared ones; bias-free, as ERNIE-4.5-21B-A3B); hunyuan_v1_moe as hunyuan-moe
+# (hunyuan-dense's attention, every layer's experts beside the shared MLP).
 @pytest.mark.parametrize("arch, overrides", [("stablelm-parallel", {}), ("seed_oss", {"attention_out_bias": False}),
                                              ("ernie4_5", {"use_bias": False}), ("olmo2", {}), ("granite", {}),
                                              ("arcee", {}), ("smollm3", SMOLLM3_4),
                                              ("cohere", {"use_qk_norm": False}), ("exaone4", EXAONE4_GLOBAL),
                                              ("exaone4", EXAONE4_32B_LEGACY), ("olmoe", OLMOE_MHA),
                                              ("cohere2", COHERE2_4), ("hunyuan_v1_dense", {"attention_bias": False}),
-                                             ("ernie4_5_moe", {"use_bias": False})])
+                                             ("ernie4_5_moe", {"use_bias": False}),
+                                             ("hunyuan_v1_moe", {"attention_bias": False})])
 def test_gguf_as_llama_cpp(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
     """An F32 file as llama.cpp's converter writes it: logits over 20 cached steps within 1e-4 of llama.cpp, and
     greedy tokens that are llama.cpp's argmax after each of mlxgp's prefixes."""

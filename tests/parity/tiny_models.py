@@ -680,7 +680,8 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "exaone4": "exaone4",
                    "llama4_text": "llama4", "gpt_bigcode": "starcoder", "olmo": "olmo",
                    "olmoe": "olmoe", "cohere2": "cohere2", "hunyuan_v1_dense": "hunyuan-dense",
-                   "mixtral": "llama", "gemma4_text": "gemma4", "ernie4_5_moe": "ernie4_5-moe"}
+                   "mixtral": "llama", "gemma4_text": "gemma4", "ernie4_5_moe": "ernie4_5-moe",
+                   "hunyuan_v1_moe": "hunyuan-moe"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -728,7 +729,7 @@ def _gguf_metadata(w, cfg, head_dim):
         w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     rope = cfg.rope_parameters or {}
     theta = rope["full_attention"]["rope_theta"] if "full_attention" in rope else rope.get("rope_theta")
-    if mt == "hunyuan_v1_dense" and rope.get("rope_type") == "dynamic":
+    if mt in ("hunyuan_v1_dense", "hunyuan_v1_moe") and rope.get("rope_type") == "dynamic":
         # HunYuanModel's converter: the NTK alpha folded into the base (base * alpha^(dim / (dim - 2))), no scaling.
         theta = theta * rope["alpha"] ** (head_dim / (head_dim - 2))
         w.add_rope_scaling_type(gguf.RopeScalingType.NONE)
@@ -750,6 +751,12 @@ def _gguf_metadata(w, cfg, head_dim):
         w.add_expert_count(cfg.num_experts)
         w.add_expert_used_count(cfg.num_experts_per_tok)
         w.add_expert_feed_forward_length(cfg.intermediate_size if mt == "olmoe" else cfg.moe_intermediate_size)
+    if mt == "hunyuan_v1_moe":  # HunYuanMoEModel's converter: the shared MLP as wide as intermediate_size
+        w.add_expert_count(cfg.num_experts)
+        w.add_expert_used_count(cfg.moe_topk)
+        w.add_expert_feed_forward_length(cfg.intermediate_size)
+        w.add_expert_shared_feed_forward_length(cfg.intermediate_size)
+        w.add_expert_shared_count(1)
     if mt == "ernie4_5_moe":
         # Ernie4_5MoeModel's converter: expert counts, the layer step and dense lead, the experts' width; the shared
         # experts' width as intermediate_size // num_key_value_heads (its formula, which ERNIE-4.5-21B-A3B's numbers
