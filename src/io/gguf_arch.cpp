@@ -241,6 +241,14 @@ void granite_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) 
   c.logits_scaling = read("logit_scale").value_or(1.0f);
 }
 
+// expert_count and expert_used_count, the latter in [1, the former].
+void expert_counts(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
+  c.num_experts = gguf_count(meta, p + "expert_count");
+  c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
+  if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
+    fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+}
+
 // llama.cpp's deepseek2: the latent widths (key_length / value_length are the cached latent's, rank + rope and
 // rank; key_length_mla / value_length_mla the heads'; files from before the split hold only the heads' widths
 // with attn_kv_b), dense leading blocks, experts, the gating function (softmax: DeepSeek-V2, sigmoid: V3 with
@@ -262,10 +270,7 @@ void deepseek2_config(const std::string& p, const GgufMeta& meta,
   c.head_dim = c.kv_lora_rank + c.qk_rope_head_dim;
   c.partial_rotary_factor = 1.0f;
   c.rope_interleave = true;  // llama.cpp's NORM rope on adjacent pairs, the rows as transformers stores them
-  c.num_experts = gguf_count(meta, p + "expert_count");
-  c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
-  if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
-    fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+  expert_counts(p, meta, c);
   c.moe_intermediate_size = gguf_count(meta, p + "expert_feed_forward_length");
   c.shared_expert_intermediate_size = c.moe_intermediate_size * gguf_count_or(meta, p + "expert_shared_count", 0);
   const int dense = gguf_count_or(meta, p + "leading_dense_block_count", 0);
@@ -306,10 +311,7 @@ int rows_of(const std::unordered_map<std::string, mx::array>& tensors, const std
 
 void moe_config(const std::string& p, const GgufMeta& meta, const std::unordered_map<std::string, mx::array>& tensors,
                 ModelConfig& c) {
-  c.num_experts = gguf_count(meta, p + "expert_count");
-  c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
-  if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
-    fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+  expert_counts(p, meta, c);
   c.moe_intermediate_size =
       gguf_count_or(meta, p + "expert_feed_forward_length", rows_of(tensors, "blk.0.ffn_gate_exps.weight", 1));
   if (c.moe_intermediate_size <= 0) fail("gguf", "metadata '" + p + "expert_feed_forward_length' is missing");
@@ -331,10 +333,7 @@ void moe_config(const std::string& p, const GgufMeta& meta, const std::unordered
 // tensors.
 void ernie45_moe_config(const std::string& p, const GgufMeta& meta,
                         const std::unordered_map<std::string, mx::array>& tensors, ModelConfig& c) {
-  c.num_experts = gguf_count(meta, p + "expert_count");
-  c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
-  if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
-    fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+  expert_counts(p, meta, c);
   c.moe_intermediate_size = gguf_count(meta, p + "expert_feed_forward_length");
   const int dense = gguf_count_or(meta, p + "leading_dense_block_count", 0);
   c.decoder_sparse_step = gguf_count_or(meta, p + "interleave_moe_layer_step", 1);
@@ -355,10 +354,7 @@ void ernie45_moe_config(const std::string& p, const GgufMeta& meta,
 // intermediate_size as expert_shared_feed_forward_length).
 void hunyuan_moe_config(const std::string& p, const GgufMeta& meta,
                         const std::unordered_map<std::string, mx::array>& tensors, ModelConfig& c) {
-  c.num_experts = gguf_count(meta, p + "expert_count");
-  c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
-  if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
-    fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+  expert_counts(p, meta, c);
   c.moe_intermediate_size = gguf_count(meta, p + "expert_feed_forward_length");
   c.shared_expert_intermediate_size = rows_of(tensors, "blk.0.ffn_gate_shexp.weight", 0);
   if (c.moe_intermediate_size < 1 || c.shared_expert_intermediate_size < 1)
@@ -373,10 +369,7 @@ void hunyuan_moe_config(const std::string& p, const GgufMeta& meta,
 // of 8192 positions on three layers of four, the fourth without RoPE and with the query temperature of floor_scale
 // 8192 and attn_scale 0.1; q / k norms unless the model has Maverick's 128 experts), as their configs have it.
 void llama4_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
-  c.num_experts = gguf_count(meta, p + "expert_count");
-  c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
-  if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
-    fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+  expert_counts(p, meta, c);
   c.moe_intermediate_size = c.shared_expert_intermediate_size = gguf_count(meta, p + "expert_feed_forward_length");
   c.decoder_sparse_step = gguf_count(meta, p + "interleave_moe_layer_step");
   if (c.moe_intermediate_size < 1 || c.decoder_sparse_step < 1)
@@ -464,10 +457,7 @@ void mixtral_config(const std::string& p, const GgufMeta& meta,
          "per-expert tensors (blk.N.ffn_gate.E.weight, older Mixtral files) are not supported; convert the "
          "model again with llama.cpp's convert_hf_to_gguf.py (stacked ffn_*_exps)");
   c.model_type = "mixtral";
-  c.num_experts = gguf_count(meta, p + "expert_count");
-  c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
-  if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
-    fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+  expert_counts(p, meta, c);
   c.moe_intermediate_size = c.intermediate_size;
 }
 
@@ -561,10 +551,7 @@ void gemma4_config(const std::string& p, const GgufMeta& meta,
     c.final_logit_softcapping = static_cast<float>(*cap);
   }
   if (tensors.count("blk.0.ffn_gate_inp.weight")) {
-    c.num_experts = gguf_count(meta, p + "expert_count");
-    c.num_experts_per_tok = gguf_count(meta, p + "expert_used_count");
-    if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
-      fail("gguf", "metadata '" + p + "expert_used_count' must be in [1, '" + p + "expert_count']");
+    expert_counts(p, meta, c);
     c.moe_intermediate_size = gguf_count(meta, p + "expert_feed_forward_length");
     if (c.moe_intermediate_size < 1) fail("gguf", "metadata '" + p + "expert_feed_forward_length' must be positive");
     c.norm_topk_prob = true;
