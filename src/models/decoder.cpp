@@ -191,8 +191,13 @@ void DecoderModel::build(const WeightMap& loaded) {
       if (b.mlp) b.mlp->down_proj.reduce = tp_->group;
       if (b.moe) {
         b.moe->reduce = tp_->group;
-        // The shared expert's output is summed with the experts' once: its down_proj bias joins after the sum.
-        if (b.moe->shared_expert) std::swap(b.moe->shared_down_bias, b.moe->shared_expert->down_proj.bias);
+        // The shared expert's output is summed with the experts' once: its down_proj bias joins after the sum
+        // (behind qwen2_moe's sigmoid gate it would need the gate too; no such checkpoint has one).
+        if (b.moe->shared_expert && b.moe->shared_expert->down_proj.bias) {
+          if (b.moe->shared_expert_gate)
+            fail("distributed", "tensor parallelism over a gated shared expert with a down_proj bias is not supported");
+          std::swap(b.moe->shared_down_bias, b.moe->shared_expert->down_proj.bias);
+        }
       }
     }
     blocks.push_back(std::move(b));
