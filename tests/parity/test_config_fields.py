@@ -47,6 +47,9 @@ MINIMAL = {
     "olmo2": ("Olmo2Config", {}),
     "phi3": ("Phi3Config", {}),
     "starcoder2": ("Starcoder2Config", {}),
+    "phimoe": ("PhimoeConfig", {}),
+    "ernie4_5_moe": ("Ernie4_5_MoeConfig", {"moe_intermediate_size": 16}),
+    "hunyuan_v1_moe": ("HunYuanMoEV1Config", {"head_dim": 16}),  # (its class has no usable head_dim default)
 }
 
 
