@@ -32,6 +32,7 @@
 #include "mlxgp/quantized_kv_cache.h"
 #include "mlxgp/reasoning.h"
 #include "mlxgp/result_json.h"
+#include "mlxgp/recurrent_cache.h"
 #include "mlxgp/rotating_kv_cache.h"
 #include "mlxgp/safetensors_io.h"
 #include "mlxgp/server.h"

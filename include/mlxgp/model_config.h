@@ -137,6 +137,11 @@ struct ModelConfig {
   bool scale_attn_weights = true, scale_attn_by_inverse_layer_idx = false;
   // olmo / olmoe: q, k and v clamped to [-clip_qkv, clip_qkv] after their projections (and olmoe's q / k norms).
   std::optional<float> clip_qkv;
+  // lfm2: the layers that mix positions with a gated short convolution instead of attention (layer_types "conv";
+  // empty: none), over conv_kernel positions (conv_L_cache), with conv_bias on its projections and convolution.
+  std::vector<bool> conv_layers;
+  int conv_kernel = 0;
+  bool conv_bias = false;
 
   // Mixture of experts (mixtral, qwen2_moe, qwen3_moe, gpt_oss): num_local_experts / num_experts, top-k routing.
   std::optional<bool> qkv_bias;  // q/k/v biases: qwen2_moe's switch (default on), a GGUF file's attn_q.bias

@@ -7,6 +7,7 @@
 
 #include "mlxgp/error.h"
 #include "mlxgp/quantized_kv_cache.h"
+#include "mlxgp/recurrent_cache.h"
 #include "mlxgp/rotating_kv_cache.h"
 
 #include "cache/batch_rotating_kv_cache.h"
@@ -24,20 +25,23 @@ void append_one(std::unique_ptr<KVCache>& to, const KVCache& from, int reserve_r
     if (auto* o = dynamic_cast<const StandardKVCache*>(&from)) return s->append_rows(*o, reserve_rows);
   if (auto* q = dynamic_cast<QuantizedKVCache*>(to.get()))
     if (auto* o = dynamic_cast<const QuantizedKVCache*>(&from)) return q->append_rows(*o);
+  if (auto* r = dynamic_cast<RecurrentCache*>(to.get()))
+    if (auto* o = dynamic_cast<const RecurrentCache*>(&from)) return r->append_rows(*o);
   if (auto* o = dynamic_cast<const RotatingKVCache*>(&from)) {
     if (auto* r = dynamic_cast<const RotatingKVCache*>(to.get())) to = std::make_unique<BatchRotatingKVCache>(*r);
     if (auto* b = dynamic_cast<BatchRotatingKVCache*>(to.get())) return b->append_rows(*o);
   }
   fail("cache",
        "rows of different lengths can only share KV caches of one kind (standard, quantized alike, or "
-       "rotating alike)");
+       "rotating alike) and recurrent layers' caches");
 }
 
 void drop_one(KVCache& c, int n) {
   if (auto* s = dynamic_cast<StandardKVCache*>(&c)) return s->drop_leading(n);
   if (auto* q = dynamic_cast<QuantizedKVCache*>(&c)) return q->drop_leading(n);
   if (auto* r = dynamic_cast<BatchRotatingKVCache*>(&c)) return r->drop_leading(n);
-  fail("cache", "only standard, quantized or batched rotating KV caches drop padding");
+  if (auto* r = dynamic_cast<RecurrentCache*>(&c)) return r->drop_leading(n);
+  fail("cache", "only standard, quantized, batched rotating or recurrent caches drop padding");
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include "mlxgp/error.h"
 #include "mlxgp/quantized_kv_cache.h"
+#include "mlxgp/recurrent_cache.h"
 #include "mlxgp/rotating_kv_cache.h"
 
 namespace mlxgp {
@@ -38,16 +39,14 @@ void validate(const CacheOptions& o) {
 
 KVCacheList make_caches(const Model& model, const CacheOptions& o) {
   validate(o);
-  KVCacheList caches;
-  if (o.kv_cache_dtype) {
-    for (int i = 0; i < model.config().num_hidden_layers; ++i)
-      caches.push_back(std::make_unique<StandardKVCache>(256, kv_storage_dtype(o)));
-    return caches;
-  }
-  if (!o.max_kv_size && !(o.kv_bits && !o.quantized_kv_start)) return model.make_caches();
-  for (int i = 0; i < model.config().num_hidden_layers; ++i) {
-    if (o.max_kv_size) caches.push_back(std::make_unique<RotatingKVCache>(*o.max_kv_size, o.kv_keep));
-    else caches.push_back(std::make_unique<QuantizedKVCache>(o.kv_group_size, *o.kv_bits));
+  KVCacheList caches = model.make_caches();
+  if (!o.kv_cache_dtype && !o.max_kv_size && !(o.kv_bits && !o.quantized_kv_start)) return caches;
+  // The options choose the attention layers' caches; a recurrent layer keeps its state cache.
+  for (auto& c : caches) {
+    if (dynamic_cast<const RecurrentCache*>(c.get())) continue;
+    if (o.kv_cache_dtype) c = std::make_unique<StandardKVCache>(256, kv_storage_dtype(o));
+    else if (o.max_kv_size) c = std::make_unique<RotatingKVCache>(*o.max_kv_size, o.kv_keep);
+    else c = std::make_unique<QuantizedKVCache>(o.kv_group_size, *o.kv_bits);
   }
   return caches;
 }

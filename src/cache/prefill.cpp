@@ -8,6 +8,7 @@
 
 #include "mlxgp/error.h"
 #include "mlxgp/quantized_kv_cache.h"
+#include "mlxgp/recurrent_cache.h"
 
 namespace mx = mlx::core;
 
@@ -35,6 +36,10 @@ int start_caches(Model& model, KVCacheList& caches, KVCacheList given, int n, co
     fail("generate",
          "the KV caches hold " + std::to_string(pos) + " tokens, more than the prompt (" + std::to_string(n) + ")");
   if (pos == n) {  // the last prompt position's logits are needed: recompute it
+    if (has_recurrent_state(given))
+      fail("generate", "the caches hold the whole prompt, and " + model.config().model_type +
+                           "'s recurrent layers cannot step back to recompute its last position: the prompt must go "
+                           "past the cached tokens");
     for (auto& c : given)
       if (!c->is_trimmable() || c->trim(1) != 1) fail("generate", "the KV caches cannot be trimmed");
     pos = n - 1;

@@ -13,7 +13,9 @@
 #include <mlx/mlx.h>
 
 #include "mlxgp/error.h"
+#include "mlxgp/recurrent_cache.h"
 #include "mlxgp/safetensors_io.h"
+#include "models/layers.h"
 
 namespace mx = mlx::core;
 
@@ -127,7 +129,7 @@ uint64_t config_digest(const ModelConfig& c) {
   return h;
 }
 
-std::string layer_key(int i, const char* what) { return "layers." + std::to_string(i) + "." + what; }
+std::string layer_key(int i, const std::string& what) { return "layers." + std::to_string(i) + "." + what; }
 
 }  // namespace
 
@@ -259,8 +261,16 @@ void save_prompt_cache(const std::string& path, const PromptCache& cache) {
   const int n = static_cast<int>(cache.token_ids.size());
   tensors.emplace("token_ids", mx::array(cache.token_ids.data(), {n}, mx::int32));
   for (size_t i = 0; i < cache.caches.size(); ++i) {
+    if (auto* r = dynamic_cast<const RecurrentCache*>(cache.caches[i].get())) {  // a recurrent layer's state
+      if (r->offset() != n || r->rows() != 1)
+        fail("prompt-cache", "layer " + std::to_string(i) + " does not hold the " + std::to_string(n) + " tokens");
+      for (int slot = 0; slot < r->slots(); ++slot)
+        tensors.emplace(layer_key(static_cast<int>(i), "state." + std::to_string(slot)),
+                        mx::contiguous(r->state(slot).value()));
+      continue;
+    }
     auto* s = dynamic_cast<const StandardKVCache*>(cache.caches[i].get());
-    if (!s) fail("prompt-cache", "only standard KV caches can be saved");
+    if (!s) fail("prompt-cache", "only standard KV caches and recurrent states can be saved");
     auto kv = s->fetch();
     if (!kv || s->offset() != n)
       fail("prompt-cache", "layer " + std::to_string(i) + " does not hold the " + std::to_string(n) + " tokens");
@@ -305,9 +315,14 @@ PromptCache load_prompt_cache(const std::string& path, Model& model) {
   const int n = static_cast<int>(ids_t.size());
   if (meta("num_tokens") != std::to_string(n) || meta("num_layers") != std::to_string(c.num_hidden_layers))
     fail("prompt-cache", where + ": the metadata does not match the tensors");
-  if (file.tensors.size() != 1 + 2 * static_cast<size_t>(c.num_hidden_layers))
+  // Two tensors per attention layer (keys, values), one per state slot of a recurrent one.
+  const KVCacheList kinds = model.make_caches();
+  size_t expected = 1;
+  for (const auto& k : kinds)
+    expected += dynamic_cast<const RecurrentCache*>(k.get()) ? static_cast<const RecurrentCache&>(*k).slots() : 2;
+  if (file.tensors.size() != expected)
     fail("prompt-cache", where + " holds " + std::to_string(file.tensors.size()) + " tensors, expected " +
-                             std::to_string(1 + 2 * c.num_hidden_layers));
+                             std::to_string(expected));
   PromptCache out;
   out.model_identity = identity;
   mx::eval(ids_t);
@@ -315,7 +330,25 @@ PromptCache load_prompt_cache(const std::string& path, Model& model) {
   for (int id : out.token_ids)
     if (id < 0 || id >= c.vocab_size)
       fail("prompt-cache", where + ": token id " + std::to_string(id) + " is outside the vocabulary");
+  std::vector<mx::array> state;
   for (int i = 0; i < c.num_hidden_layers; ++i) {
+    if (auto* kind = dynamic_cast<const RecurrentCache*>(kinds[i].get())) {
+      // lfm2's short convolution: the last conv_L_cache - 1 positions of its gated input.
+      const mx::Shape want = {1, c.conv_kernel - 1, c.hidden_size};
+      auto cache = std::make_unique<RecurrentCache>(kind->slots());
+      for (int slot = 0; slot < kind->slots(); ++slot) {
+        const std::string key = layer_key(i, "state." + std::to_string(slot));
+        auto& a = tensor(key);
+        if (a.shape() != want || !mx::issubdtype(a.dtype(), mx::floating))
+          fail("prompt-cache", where + ": " + key + " must be floating " + layers::shape_str(want));
+        require_finite(a, "prompt-cache", where + ": " + key);
+        cache->set_state(slot, a);
+        state.push_back(a);
+      }
+      cache->advance(n);
+      out.caches.push_back(std::move(cache));
+      continue;
+    }
     // (gemma4_text's layers differ in width: ModelConfig::layer_head_dims)
     const int heads = layer_kv_heads(c, i), dim = layer_head_dim(c, i);
     const mx::Shape want = {1, heads, n, dim};
@@ -331,11 +364,11 @@ PromptCache load_prompt_cache(const std::string& path, Model& model) {
     cache->update(k, v);
     out.caches.push_back(std::move(cache));
   }
-  std::vector<mx::array> state;
-  for (auto& cache : out.caches) {
-    auto kv = static_cast<StandardKVCache*>(cache.get())->fetch();
-    state.insert(state.end(), {kv->first, kv->second});
-  }
+  for (auto& cache : out.caches)
+    if (auto* s = dynamic_cast<StandardKVCache*>(cache.get())) {
+      auto kv = s->fetch();
+      state.insert(state.end(), {kv->first, kv->second});
+    }
   mx::eval(state);  // read the file now, not lazily in the middle of a generation
   return out;
 }

@@ -12,6 +12,7 @@
 #include "io/config_defaults.h"
 #include "io/gemma4_config.h"
 #include "io/gpt2_config.h"
+#include "io/lfm2_config.h"
 #include "io/multimodal_config.h"
 #include "io/quantization_modules.h"
 #include "mlxgp/error.h"
@@ -910,6 +911,8 @@ void validate_model_config(const ModelConfig& c, const std::string& component) {
   if (c.sliding_window && *c.sliding_window < 1) fail(component, "sliding_window must be at least 1");
   if (!c.sliding_layers.empty() && static_cast<long long>(c.sliding_layers.size()) != c.num_hidden_layers)
     fail(component, "layer_types must list one entry per layer");
+  if (!c.conv_layers.empty() && static_cast<long long>(c.conv_layers.size()) != c.num_hidden_layers)
+    fail(component, "layer_types must list one entry per layer");
   for (const auto* v : {&c.layer_head_dims, &c.layer_kv_heads})
     if (!v->empty() && static_cast<long long>(v->size()) != c.num_hidden_layers)
       fail(component, "per-layer head widths must list one entry per layer");
@@ -957,6 +960,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
   }
   if (c.model_type == "gpt2" || c.model_type == "gpt_bigcode") j = io::gpt2_common_fields(j);
   if (c.model_type == "gemma4_text") j = io::gemma4_common_fields(j);
+  if (c.model_type == "lfm2") j = io::lfm2_common_fields(j);
   io::apply_class_defaults(c);
   c.vocab_size = get_int(j, "vocab_size", 0, true);
   c.hidden_size = get_int(j, "hidden_size", 0, true);
@@ -1048,6 +1052,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
     c.rope_scaling = r;
   }
   parse_architecture_fields(j, c);
+  if (c.model_type == "lfm2") io::read_lfm2_fields(j, c);
   if (c.model_type == "deepseek_v2" || c.model_type == "deepseek_v3" || c.model_type == "glm4_moe_lite")
     parse_latent_attention(j, c);
   if (c.model_type == "gpt2" || c.model_type == "gpt_bigcode") {

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "mlxgp/error.h"
+#include "mlxgp/recurrent_cache.h"
 #include "mlxgp/rotating_kv_cache.h"
 
 #include "cache/batch_rotating_kv_cache.h"
@@ -133,13 +134,16 @@ void DecoderModel::build(const WeightMap& loaded) {
   };
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i);
+    const bool conv = i < static_cast<int>(c.conv_layers.size()) && c.conv_layers[i];
     Block b{std::nullopt,
             std::nullopt,
             std::nullopt,
             std::nullopt,
-            layers::Attention::load(weights, p + ".self_attn", c, o.attention, i),
+            conv ? layers::Attention{} : layers::Attention::load(weights, p + ".self_attn", c, o.attention, i),
+            std::nullopt,
             std::nullopt,
             std::nullopt};
+    if (conv) b.conv = layers::ShortConv::load(weights, p + ".conv", c);
     const auto& n = o.norm_names;
     auto layer_norm = [&](const char* name) { return norm_at(p + "." + name + ".weight"); };
     // gemma4_text (use_double_wide_mlp): the layers that share keys and values have MLPs twice as wide.
@@ -159,7 +163,8 @@ void DecoderModel::build(const WeightMap& loaded) {
     } else if (layers::is_moe_layer(c, i)) {
       b.moe = layers::SparseMoe::load(weights, p + (o.moe.mixtral_names ? ".block_sparse_moe" : ".mlp"), c, o.moe);
     } else {
-      b.mlp = layers::SwiGLU::load(weights, p + ".mlp", *mlp_config, o.mlp, o.plain_mlp_names);
+      b.mlp = layers::SwiGLU::load(weights, p + "." + o.mlp_prefix, *mlp_config, o.mlp, o.plain_mlp_names,
+                                   o.gated_mlp_names);
     }
     if (o.layer_scalar) b.layer_scalar = layers::take(weights, p + ".layer_scalar", {1});
     if (c.per_layer_input_size > 0) {
@@ -267,8 +272,9 @@ void DecoderModel::shard(const mx::distributed::Group& group) {
   if (group.size() == 1) return;
   if (tp_) fail("distributed", "the model is already sharded");
   // The per-head sinks and the experts' biases have no split here yet; gemma4_text's layers differ in width
-  // (ModelConfig::layer_head_dims), which the plan does not split yet.
-  if (options_.attention.sinks || options_.moe.gpt_oss || !config_.layer_head_dims.empty())
+  // (ModelConfig::layer_head_dims), which the plan does not split yet; lfm2's convolutions have no split yet.
+  if (options_.attention.sinks || options_.moe.gpt_oss || !config_.layer_head_dims.empty() ||
+      std::find(config_.conv_layers.begin(), config_.conv_layers.end(), true) != config_.conv_layers.end())
     fail("distributed", "tensor-parallel generation of " + config_.model_type + " is not supported");
   auto plan = shard::make_plan(config_, weights_, group.rank(), group.size(), options_.moe.mixtral_names);
   auto sliced = shard::slice_weights(weights_, config_, plan, options_.moe.mixtral_names);
@@ -282,6 +288,15 @@ void DecoderModel::shard(const mx::distributed::Group& group) {
     tp_.reset();
     throw;
   }
+}
+
+KVCacheList DecoderModel::make_caches() const {
+  KVCacheList caches;
+  for (const auto& b : blocks_) {
+    if (b.conv) caches.push_back(std::make_unique<RecurrentCache>());
+    else caches.push_back(std::make_unique<StandardKVCache>());
+  }
+  return caches;
 }
 
 mx::array DecoderModel::embed(const mx::array& tokens) const {
@@ -360,17 +375,18 @@ mx::array DecoderModel::block(const Block& b, const mx::array& x, KVCache& cache
   if (norms == Norms::Pre && config_.residual_multiplier == 1.0f) {
     // x + attention(norm(x)), then h + mlp(norm(h)), with the norms and adds inside the products' nodes
     // where the weights allow (layers::PreNormResidual).
-    auto h = b.attention(x, cache, mask, {&*b.input_norm, &x});
+    auto h = b.conv ? mx::add(x, (*b.conv)((*b.input_norm)(x), cache)) : b.attention(x, cache, mask, {&*b.input_norm, &x});
     if (b.moe) return mx::add(h, (*b.moe)((*b.post_attention_norm)(h)));
     return (*b.mlp)(h, {&*b.post_attention_norm, &h});
   }
   if (norms == Norms::Parallel || norms == Norms::ParallelTwo) {  // transformers' cohere: residual + attention + mlp
     auto n = (*b.input_norm)(x);
-    auto a = b.attention(n, cache, mask);
+    auto a = b.conv ? (*b.conv)(n, cache) : b.attention(n, cache, mask);
     const auto m = norms == Norms::ParallelTwo ? (*b.post_attention_norm)(x) : n;  // gpt_neox: its own norm of x
     return residual(residual(x, a), b.moe ? (*b.moe)(m) : (*b.mlp)(m));
   }
-  auto a = b.attention(b.input_norm ? (*b.input_norm)(x) : x, cache, mask, {}, shared);
+  const auto in = b.input_norm ? (*b.input_norm)(x) : x;
+  auto a = b.conv ? (*b.conv)(in, cache) : b.attention(in, cache, mask, {}, shared);
   if (norms != Norms::Pre) a = (*b.post_attention_norm)(a);
   auto h = residual(x, a);
   const auto& pre_mlp = norms == Norms::Pre ? b.post_attention_norm : b.pre_feedforward_norm;
@@ -447,7 +463,10 @@ mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& 
   if (embed_positions_) h = add_positions(h, *caches[0]);
   // One mask for every layer, from the first layer's cache before it is updated (mlx-lm's models
   // ask cache[0].make_mask once per forward); the standard cache's mask costs no array op.
-  const AttentionMask mask = caches[0]->make_mask(T);
+  // (lfm2: the first attention layer's, since a convolution layer's cache masks nothing.)
+  size_t first_attention = 0;
+  while (first_attention + 1 < blocks_.size() && blocks_[first_attention].conv) ++first_attention;
+  const AttentionMask mask = caches[first_attention]->make_mask(T);
   // Sliding-window layers (config.sliding_layers) get one shared windowed mask, chunked ones (config.chunked_layers)
   // one chunked mask: `local` on the `locals` layers (no architecture has both).
   std::optional<AttentionMask> local;
@@ -457,8 +476,8 @@ mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& 
   const auto& locals = sliding ? config_.sliding_layers : config_.chunked_layers;
   if (sliding || chunked) {
     const int span = sliding ? *config_.sliding_window : *config_.attention_chunk_size;
-    if (offset + T > span && (dynamic_cast<const RotatingKVCache*>(caches[0].get()) ||
-                              dynamic_cast<const BatchRotatingKVCache*>(caches[0].get())))
+    if (offset + T > span && (dynamic_cast<const RotatingKVCache*>(caches[first_attention].get()) ||
+                              dynamic_cast<const BatchRotatingKVCache*>(caches[first_attention].get())))
       fail("model", std::string(sliding ? "sliding-window attention (sliding_window "
                                         : "chunked attention (attention_chunk_size ") +
                         std::to_string(span) + ") with a rotating KV cache (max_kv_size) is not supported past the " +

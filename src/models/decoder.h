@@ -10,6 +10,7 @@
 #include "models/layers.h"
 #include "models/moe.h"
 #include "models/shard.h"
+#include "models/short_conv.h"
 
 namespace mx = mlx::core;
 
@@ -38,6 +39,8 @@ struct DecoderOptions {
   bool norm_bias = true;                                   // with layer_norm: cohere's LayerNorms have no bias
   bool norm_weightless = false;                            // olmo: LayerNorms with neither weight nor bias
   layers::PlainMlpNames plain_mlp_names;                   // phi: fc1 / fc2
+  layers::GatedMlpNames gated_mlp_names;                   // lfm2: w1 / w3 / w2
+  const char* mlp_prefix = "mlp";                          // model.layers.N.<mlp_prefix> (lfm2: feed_forward)
   const char* final_norm = "norm";                         // model.<final_norm> (phi: final_layernorm)
   bool lm_head_bias = false;                               // phi (tied heads too: ernie4_5_moe)
   // gpt2: learned absolute positions (model.embed_positions, wpe) added to whatever enters the stack.
@@ -67,6 +70,8 @@ class DecoderModel : public Model {
     return tp_ ? std::optional<mx::distributed::Group>(tp_->group) : std::nullopt;
   }
   std::shared_ptr<Model> first_layers(int n) override;
+  // A RecurrentCache for each short-convolution layer (ModelConfig::conv_layers), a standard cache elsewhere.
+  KVCacheList make_caches() const override;
 
  private:
   void build(const WeightMap& weights);                                       // (re)creates the layers from `weights`
@@ -77,6 +82,8 @@ class DecoderModel : public Model {
   struct Block {
     std::optional<layers::RMSNorm> input_norm, post_attention_norm, pre_feedforward_norm, post_feedforward_norm;
     layers::Attention attention;
+    // lfm2's convolution layers (ModelConfig::conv_layers): the block's mixer instead of `attention`.
+    std::optional<layers::ShortConv> conv;
     std::optional<layers::SwiGLU> mlp;     // dense layers
     std::optional<layers::SparseMoe> moe;  // mixture-of-experts layers
     // moe_beside_mlp: the experts' own norms (pre_feedforward_layernorm_2, post_feedforward_layernorm_1 / _2).
@@ -163,5 +170,6 @@ void register_nemotron();
 void register_apertus();
 void register_deepseek();  // deepseek_v2, deepseek_v3, glm4_moe_lite
 void register_llama4();    // llama4_text
+void register_lfm2();
 
 }  // namespace mlxgp

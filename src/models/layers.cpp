@@ -516,9 +516,9 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
     a.k_norm = RMSNorm::load(w, prefix + ".key_layernorm.weight", a.head_dim, c.rms_norm_eps);
     a.norm_after_rope = true;
   } else if (o.qk_norm) {
-    a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", a.head_dim, c.rms_norm_eps, o.norm_plus_one);
+    a.q_norm = RMSNorm::load(w, prefix + "." + o.q_norm + ".weight", a.head_dim, c.rms_norm_eps, o.norm_plus_one);
     if (!a.kv_shared)
-      a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", a.head_dim, c.rms_norm_eps, o.norm_plus_one);
+      a.k_norm = RMSNorm::load(w, prefix + "." + o.k_norm + ".weight", a.head_dim, c.rms_norm_eps, o.norm_plus_one);
   } else if (o.qk_norm_full) {
     a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", q_out, c.rms_norm_eps);
     a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", kv_out, c.rms_norm_eps);
@@ -860,7 +860,7 @@ SwiGLU::Act parse_activation(const std::string& name) {
 }
 
 SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind,
-                    const PlainMlpNames& names) {
+                    const PlainMlpNames& names, const GatedMlpNames& gated) {
   SwiGLU m;
   m.act = parse_activation(c.hidden_act);
   m.intermediate = c.intermediate_size;
@@ -875,10 +875,10 @@ SwiGLU SwiGLU::load(const WeightMap& w, const std::string& prefix, const ModelCo
   if (kind == Kind::GatedFused) {
     m.gate_up_proj = Linear::load(w, prefix + ".gate_up_proj", c.hidden_size, 2 * c.intermediate_size, c.mlp_bias);
   } else {
-    m.gate_proj = Linear::load(w, prefix + ".gate_proj", c.hidden_size, c.intermediate_size, c.mlp_bias);
-    m.up_proj = Linear::load(w, prefix + ".up_proj", c.hidden_size, c.intermediate_size, c.mlp_bias);
+    m.gate_proj = Linear::load(w, prefix + "." + gated.gate, c.hidden_size, c.intermediate_size, c.mlp_bias);
+    m.up_proj = Linear::load(w, prefix + "." + gated.up, c.hidden_size, c.intermediate_size, c.mlp_bias);
   }
-  m.down_proj = Linear::load(w, prefix + ".down_proj", c.intermediate_size, c.hidden_size, c.mlp_bias);
+  m.down_proj = Linear::load(w, prefix + "." + gated.down, c.intermediate_size, c.hidden_size, c.mlp_bias);
   return m;
 }
 

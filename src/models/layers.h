@@ -207,6 +207,9 @@ struct AttentionOptions {
   // gemma4_text: a weightless RMSNorm over each value head, and scores q.k unscaled (its q / k norms set the scale).
   bool v_norm = false;
   bool unscaled = false;
+  // qk_norm's tensors (lfm2: q_layernorm / k_layernorm).
+  const char* q_norm = "q_norm";
+  const char* k_norm = "k_norm";
 };
 
 // DeepSeek-V2 / V3's multi-head latent attention (ModelConfig::kv_lora_rank), in the absorbed form mlx-lm decodes
@@ -288,6 +291,13 @@ struct PlainMlpNames {
   const char* out = "c_proj";
 };
 
+// The gated MLP's three projections (SwiGLU::Kind::Gated): lfm2 names them w1 / w3 / w2.
+struct GatedMlpNames {
+  const char* gate = "gate_proj";
+  const char* up = "up_proj";
+  const char* down = "down_proj";
+};
+
 // Apertus's xIELU activation (transformers' XIELUActivation, arXiv 2411.13010) with its layer's learned scalars:
 // x > 0: softplus(alpha_p) x^2 + beta x; else (expm1(min(x, eps)) - x) (beta + softplus(alpha_n)) + beta x.
 // alpha_p / alpha_n are parameters (trained), beta / eps buffers (not), all read from `prefix` (mlp.act_fn).
@@ -309,7 +319,7 @@ struct SwiGLU {
   enum class Kind { Gated, GatedFused, Plain } kind = Kind::Gated;
   int intermediate = 0;
   static SwiGLU load(const WeightMap& w, const std::string& prefix, const ModelConfig& c, Kind kind = Kind::Gated,
-                     const PlainMlpNames& names = {});
+                     const PlainMlpNames& names = {}, const GatedMlpNames& gated = {});
   mx::array operator()(const mx::array& x, const PreNormResidual& around = {}) const;
 };
 

@@ -53,6 +53,7 @@ void ensure_builtins() {
     register_deepseek();
     register_apertus();
     register_llama4();
+    register_lfm2();
   });
 }
 

@@ -134,7 +134,8 @@ ChatReply ChatSession::send(const std::string& user_text, const TokenCallback& c
   bool reusable = keep > 0;
   for (auto& c : caches) {
     const int extra = c->offset() - keep;
-    reusable = reusable && c->is_trimmable() && extra >= 0 && c->trim(extra) == extra;
+    // (A recurrent layer's state cannot be trimmed: it is reused only when it holds exactly the shared prefix.)
+    reusable = reusable && extra >= 0 && (extra == 0 || (c->is_trimmable() && c->trim(extra) == extra));
   }
   if (!reusable) caches.clear();
   reply.stats.prompt_tokens = n;

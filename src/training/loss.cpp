@@ -6,6 +6,7 @@
 #include <mlx/mlx.h>
 
 #include "mlxgp/error.h"
+#include "mlxgp/recurrent_cache.h"
 #include "models/router_capture.h"
 
 namespace mx = mlx::core;
@@ -135,7 +136,9 @@ LossResult loss_forward(Model& model, const Batch& batch, double label_smoothing
   std::optional<layers::RouterLogitsCapture> capture;
   if (c.output_router_logits && c.num_experts > 0) capture.emplace();
   KVCacheList caches;
-  for (int i = 0; i < c.num_hidden_layers; ++i) caches.push_back(std::make_unique<PassThroughCache>());
+  // Recurrent layers (lfm2's convolutions) get their own cache, which starts from zeros; its state is dropped.
+  for (auto& made : model.make_caches())
+    caches.push_back(dynamic_cast<RecurrentCache*>(made.get()) ? std::move(made) : std::make_unique<PassThroughCache>());
   auto logits = model.forward(ids, caches);
   // A soft prompt prepends virtual positions: only the last T rows belong to the tokens.
   const int rows = logits.shape(1);

@@ -27,7 +27,7 @@ def tiny(tmp_path_factory):
                          "stablelm-parallel", "seed_oss", "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe",
                          "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3", "glm4_moe_lite",
                          "dots1", "apertus", "llama4_text", "gpt_bigcode", "gpt_bigcode-mha", "olmo", "gemma4_text",
-                         "gemma4_text-moe", "gemma4_text-e2b", "ernie4_5_moe", "hunyuan_v1_moe")}
+                         "gemma4_text-moe", "gemma4_text-e2b", "ernie4_5_moe", "hunyuan_v1_moe", "lfm2")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -133,14 +133,15 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
 # earlier layer's (the gradient reaches that layer's k_proj through both); ernie4_5_moe: interleaved RoPE, biases on
 # every linear but the experts and on the tied head, softmax experts chosen with moe_statics' correction bias (which
 # only picks experts: no gradient reaches it) beside a shared one; hunyuan_v1_moe: q/k norms after RoPE, a float32
-# router, every layer's experts beside an ungated shared MLP.
+# router, every layer's experts beside an ungated shared MLP; lfm2: gated short convolutions (in_proj, the depthwise
+# kernel, out_proj) beside attention with per-head q / k norms.
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe",
                                   "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi",
                                   "glm4_moe", "stablelm-parallel", "seed_oss", "exaone4",
                                   "gpt_neox", "arcee", "nemotron", "granitemoe", "hunyuan_v1_dense", "deepseek_v2",
                                   "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "llama4_text", "gpt_bigcode",
                                   "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe", "gemma4_text-e2b",
-                                  "ernie4_5_moe", "hunyuan_v1_moe"])
+                                  "ernie4_5_moe", "hunyuan_v1_moe", "lfm2"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)

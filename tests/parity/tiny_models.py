@@ -15,7 +15,7 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
               "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text", "llama4",
               "gpt_bigcode", "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe", "gemma4_text-e2b",
-              "gemma4", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe")
+              "gemma4", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe", "lfm2")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl", "llama4", "gemma4")
@@ -284,6 +284,13 @@ def tiny_config(arch: str):
                                                num_experts=4, moe_topk=2,
                                                rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0,
                                                                 "alpha": 50.0, "factor": 1.0})
+    if arch == "lfm2":
+        # LFM2's layout: gated short convolutions (3 positions) on most layers, the first one included, attention with
+        # per-head q / k norms on the others; the MLP width from block_auto_adjust_ff_dim (two thirds of 128,
+        # rounded up to 16: 96).
+        return transformers.Lfm2Config(**{**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"},
+                                          "num_hidden_layers": 4}, norm_eps=1e-5, pad_token_id=0,
+                                       block_multiple_of=16, layer_types=["conv", "full_attention", "conv", "conv"])
     if arch == "arcee":
         # AFM-4.5B's layout: an ungated relu2 MLP, with YaRN (factor 4 over an original 64 positions) as it ships.
         return transformers.ArceeConfig(**_COMMON, pad_token_id=0,
@@ -645,6 +652,8 @@ def mlx_lm_layout(folder, arch: str) -> None:
         cfg["hidden_act"] = "gelu_new"
     if arch == "hunyuan_v1_dense":  # mlx-lm's hunyuan asks rope_scaling for alpha, factor and the older "type"
         cfg["rope_scaling"]["type"] = cfg["rope_scaling"].pop("rope_type")
+    if arch == "lfm2":  # mlx-lm's ModelArgs requires the released configs' block_dim (the hidden size)
+        cfg["block_dim"] = cfg["hidden_size"]
     if arch == "exaone4":
         cfg["sliding_window_pattern"] = "LLG"  # mlx-lm's exaone4 reads EXAONE's letters (layer_types the same)
         cfg.setdefault("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])  # and requires head_dim

@@ -3,7 +3,7 @@ YaRN-scaled Qwen3 (rope_parameters {"rope_type": "yarn", "factor": 4.0, "origina
 64}), gpt_oss (attention sinks, biased experts, alternating windows, its YaRN) and Ministral 3's multimodal
 checkpoint (mistral3: its language model). Requests decoded together
 in one batch each give exactly the tokens `mlxgp generate` gives alone, and those equal transformers' greedy
-generate() on the same folder. And an MLX folder in mxfp4 mode against mlx-lm."""
+generate() on the same folder; LFM2 (gated short convolutions beside attention) too. And an MLX folder in mxfp4 mode against mlx-lm."""
 import concurrent.futures as cf
 
 import openai
@@ -20,6 +20,8 @@ CONFIGS = {
         "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64})),
     "gpt_oss": ("GptOssConfig", dict(head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=8,
                                      layer_types=["sliding_attention", "full_attention"])),
+    # LFM2: a short-convolution layer (its state in a recurrent cache) before an attention one.
+    "lfm2": ("Lfm2Config", dict(block_multiple_of=16, layer_types=["conv", "full_attention"])),
     # Ministral 3's multimodal checkpoint (a tiny Pixtral tower beside it), its query scale changing every 8
     # positions.
     "mistral3": ("Ministral3Config", dict(head_dim=16, rope_parameters={

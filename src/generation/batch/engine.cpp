@@ -24,6 +24,7 @@
 #include "mlxgp/decode_rows.h"
 #include "mlxgp/generator.h"
 #include "mlxgp/error.h"
+#include "mlxgp/recurrent_cache.h"
 #include "mlxgp/prompt_cache.h"
 
 namespace mx = mlx::core;
@@ -111,6 +112,8 @@ std::string BatchEngine::prefix_identity() {
   // LongRoPE rotates a whole forward with the factors its largest position picks, so cached positions
   // depend on the length of the prompt they came with (prefill.cpp).
   if (c.rope_scaling && c.rope_scaling->rope_type == "longrope") return {};
+  // A recurrent layer's state holds its whole sequence, not positions a shorter prefix could reuse.
+  if (has_recurrent_state(model_.make_caches())) return {};
   // The saved prompt cache's identity (architecture, dtype, norms, LoRA adapters): one cache may serve
   // engines over several models.
   return model_identity(model_) + " kv=standard";

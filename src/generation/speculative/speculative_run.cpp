@@ -18,6 +18,7 @@
 #include "generation/core/step_recorder.h"
 #include "generation/prompt_budget.h"
 #include "generation/speculative/acceptance.h"
+#include "mlxgp/recurrent_cache.h"
 #include "generation/speculative/candidates.h"
 #include "generation/speculative/draft_model.h"
 #include "generation/speculative/processor_track.h"
@@ -71,6 +72,9 @@ class SpeculativeRun::Impl {
     const int budget = check_prompt_and_budget(target_.config(), config_, prompt, target_.hooks().added_positions());
     const int n = static_cast<int>(prompt.size());
     stop_.budget = budget;
+    if (has_recurrent_state(target_.make_caches()))
+      fail("generate", "speculative and prompt-lookup decoding roll rejected candidates back, which " +
+                           target_.config().model_type + "'s recurrent layers (short convolutions) cannot");
     // A rotating cache can only roll back until it wraps (mlx-lm's is_trimmable); refuse up front
     // rather than fail halfway. A round drafts at most the tokens left (whatever num_draft_tokens or
     // prompt_lookup_num_tokens says), so a cache holds at most the prompt and the budget.

@@ -1,0 +1,86 @@
+#include "io/lfm2_config.h"
+
+#include <cmath>
+#include <string>
+
+#include "mlxgp/error.h"
+
+namespace mlxgp::io {
+
+namespace {
+
+using json = nlohmann::json;
+
+bool present(const json& j, const char* key) { return j.contains(key) && !j.at(key).is_null(); }
+
+long long integer(const json& v, const std::string& what) {
+  if (!v.is_number_integer()) fail("config", what + " must be an integer");
+  const auto x = v.get<long long>();
+  if (x < 0 || x > (1LL << 30)) fail("config", what + " is out of range");
+  return x;
+}
+
+}  // namespace
+
+json lfm2_common_fields(const json& in) {
+  json j = in;
+  j["rms_norm_eps"] = present(in, "norm_eps") ? in.at("norm_eps") : json(1e-5);
+  if (present(in, "tie_embedding")) j["tie_word_embeddings"] = in.at("tie_embedding");
+  if (present(in, "block_ff_dim")) j["intermediate_size"] = in.at("block_ff_dim");
+  if (!present(j, "intermediate_size")) j["intermediate_size"] = 12288;  // Lfm2Config's default
+  auto flag = [&](const char* key, bool def) {
+    if (!present(in, key)) return def;
+    if (!in.at(key).is_boolean()) fail("config", std::string("field '") + key + "' must be true or false");
+    return in.at(key).get<bool>();
+  };
+  if (flag("block_auto_adjust_ff_dim", true)) {  // Lfm2MLP.__init__
+    long long ff = integer(j.at("intermediate_size"), "intermediate_size");
+    ff = static_cast<long long>(2.0 * static_cast<double>(ff) / 3.0);
+    if (present(in, "block_ffn_dim_multiplier") || !in.contains("block_ffn_dim_multiplier")) {
+      const json m = in.value("block_ffn_dim_multiplier", json(1.0));
+      if (!m.is_number() || !std::isfinite(m.get<double>()) || m.get<double>() <= 0)
+        fail("config", "block_ffn_dim_multiplier must be a positive number");
+      const long long multiple = present(in, "block_multiple_of") ? integer(in.at("block_multiple_of"), "block_multiple_of") : 256;
+      if (multiple < 1) fail("config", "block_multiple_of must be at least 1");
+      ff = static_cast<long long>(m.get<double>() * static_cast<double>(ff));
+      ff = multiple * ((ff + multiple - 1) / multiple);
+    }
+    j["intermediate_size"] = ff;
+  }
+  j["hidden_act"] = "silu";  // Lfm2MLP calls F.silu
+  j["attention_bias"] = j["mlp_bias"] = false;
+  j.erase("sliding_window");
+  return j;
+}
+
+void read_lfm2_fields(const json& j, ModelConfig& c) {
+  const int n = c.num_hidden_layers;
+  c.conv_layers.assign(n, false);
+  if (present(j, "layer_types")) {
+    const auto& types = j.at("layer_types");
+    if (!types.is_array() || static_cast<int>(types.size()) != n)
+      fail("config", "layer_types must list one entry per layer");
+    for (int i = 0; i < n; ++i) {
+      const auto& t = types[i];
+      if (!t.is_string() || (t != "conv" && t != "full_attention"))
+        fail("config", "unsupported lfm2 layer type " + t.dump() + " (supported: conv, full_attention)");
+      c.conv_layers[i] = t == "conv";
+    }
+  } else if (present(j, "full_attn_idxs")) {
+    const auto& idx = j.at("full_attn_idxs");
+    if (!idx.is_array()) fail("config", "full_attn_idxs must be a list of layer indices");
+    c.conv_layers.assign(n, true);
+    for (const auto& e : idx) {
+      const long long i = integer(e, "full_attn_idxs entries");
+      if (i < n) c.conv_layers[i] = false;  // Lfm2Config tests `i in full_attn_idxs` per layer: others are ignored
+    }
+  }
+  c.conv_kernel = present(j, "conv_L_cache") ? static_cast<int>(integer(j.at("conv_L_cache"), "conv_L_cache")) : 3;
+  if (c.conv_kernel < 1) fail("config", "conv_L_cache must be at least 1");
+  if (present(j, "conv_bias")) {
+    if (!j.at("conv_bias").is_boolean()) fail("config", "field 'conv_bias' must be true or false");
+    c.conv_bias = j.at("conv_bias").get<bool>();
+  }
+}
+
+}  // namespace mlxgp::io

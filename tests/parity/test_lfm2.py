@@ -1,0 +1,120 @@
+"""LFM2 (lfm2) beyond test_architectures.py's shared checks: the short convolutions' recurrent state in every mode
+that keeps or moves caches, against transformers 5.24's Lfm2ForCausalLM on the same fp32 weights.
+
+- Rows that join and leave a running batch (5 prompts, 2 rows at a time, each with its own budget), on standard
+  and on rotating attention caches (a window no row fills): each row's tokens are transformers' greedy generate().
+- A saved prompt cache (attention keys / values and the convolution states) continued by a longer prompt.
+- What a recurrent state cannot do is refused in one line: speculative and prompt-lookup decoding (they roll
+  rejected candidates back), and a prompt cache that holds the whole prompt (its last position cannot be recomputed).
+- The other spellings of the config (full_attn_idxs, block_ff_dim, tie_embedding, norm_eps) and conv_bias (biases on
+  in_proj, out_proj and the convolution): logits against transformers."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny_models  # noqa: E402
+
+PREFILL, TOTAL = 16, 40
+
+
+@pytest.fixture(scope="module")
+def lfm2(tmp_path_factory):
+    return tiny_models.make_tiny_model("lfm2", tmp_path_factory.mktemp("lfm2"))
+
+
+def _ids(n, seed):
+    return np.random.default_rng(seed).integers(3, 512, size=n).tolist()
+
+
+def _hf_greedy(model, ids, n):
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
+@pytest.mark.parametrize("cache", [[], ["--max-kv-size", 64]], ids=["standard", "rotating"])
+def test_rows_join_and_leave_a_running_batch(cache, lfm2, run_mlxgp, tmp_path):
+    model, folder = lfm2
+    prompts = [_ids(n, seed=n) for n in (12, 5, 9, 20, 3)]
+    budgets = [4, 10, 6, 8, 12]  # rows finish at different steps, and the waiting prompts take their places
+    refs = [_hf_greedy(model, p, n) for p, n in zip(prompts, budgets)]
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text("".join(json.dumps({"input_ids": p, "config": {"max_new_tokens": n, "min_new_tokens": n}}) + "\n"
+                             for p, n in zip(prompts, budgets)))
+    proc = run_mlxgp("generate", "--model", folder, "--dtype", "float32", "--prompts-file", jsonl, "--batch-size", 2,
+                     "--json", *cache)
+    rows = [json.loads(line)["sequences"][0]["token_ids"] for line in proc.stdout.splitlines() if line.strip()]
+    same = sum(a == b for r, f in zip(rows, refs) for a, b in zip(r, f))
+    print(f"lfm2 ({'rotating' if cache else 'standard'} caches), 5 prompts through 2 rows: "
+          f"{same}/{sum(budgets)} tokens identical to transformers")
+    assert rows == refs
+
+
+def test_prompt_cache_holds_the_convolution_states(lfm2, run_mlxgp, run_mlxgp_json, tmp_path):
+    model, folder = lfm2
+    prompt = _ids(14, seed=3)
+    pc = tmp_path / "p.safetensors"
+    run_mlxgp("cache-prompt", "--model", folder, "--input-ids", ",".join(map(str, prompt[:9])), "--out", pc,
+              "--dtype", "float32")
+    from safetensors import safe_open
+
+    with safe_open(str(pc), "np") as f:
+        keys = set(f.keys())
+    assert "layers.0.state.0" in keys and "layers.1.keys" in keys and "layers.0.keys" not in keys
+    common = ["--model", folder, "--dtype", "float32", "--max-new-tokens", 10, "--min-new-tokens", 10]
+    got = run_mlxgp_json("generate", *common, "--input-ids", ",".join(map(str, prompt)), "--prompt-cache", pc)
+    assert got["sequences"][0]["token_ids"] == _hf_greedy(model, prompt, 10)
+    whole = run_mlxgp("generate", *common, "--input-ids", ",".join(map(str, prompt[:9])), "--prompt-cache", pc,
+                      check=False)
+    assert whole.returncode != 0
+    assert whole.stderr.strip().splitlines()[-1] == (
+        "[generate] the caches hold the whole prompt, and lfm2's recurrent layers cannot step back to recompute its "
+        "last position: the prompt must go past the cached tokens")
+
+
+@pytest.mark.parametrize("flags", [["--use-speculative", "--draft-layers", 2], ["--prompt-lookup-num-tokens", 3]],
+                         ids=["speculative", "prompt-lookup"])
+def test_rolling_back_is_refused(flags, lfm2, run_mlxgp):
+    _, folder = lfm2
+    p = run_mlxgp("generate", "--model", folder, "--input-ids", "5,9,5,9,5,9", "--max-new-tokens", 4, *flags,
+                  check=False)
+    assert p.returncode != 0
+    assert p.stderr.strip().splitlines()[-1] == (
+        "[generate] speculative and prompt-lookup decoding roll rejected candidates back, which lfm2's recurrent "
+        "layers (short convolutions) cannot")
+
+
+def test_released_config_spelling_and_conv_bias(run_mlxgp, tmp_path):
+    """LFM2-1.2B's config.json spells the layers as full_attn_idxs and the MLP width as block_ff_dim, with
+    tie_embedding and norm_eps; conv_bias puts biases on in_proj, out_proj and the convolution."""
+    model, folder = tiny_models.make_tiny_model("lfm2", tmp_path / "m", conv_bias=True)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.pop("layer_types")
+    cfg["full_attn_idxs"] = [1]
+    cfg["block_ff_dim"] = cfg.pop("intermediate_size")
+    cfg["tie_embedding"] = cfg.pop("tie_word_embeddings")
+    (folder / "config.json").write_text(json.dumps(cfg))
+    import torch
+    import transformers
+
+    ref_model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    assert ref_model.config.layer_types == ["conv", "full_attention", "conv", "conv"]
+    assert ref_model.model.layers[0].conv.conv.bias is not None
+    ids = _ids(TOTAL, seed=8)
+    ref = tiny_models.hf_stepwise_logits(ref_model, ids, PREFILL)
+    out = tmp_path / "l.safetensors"
+    run_mlxgp("logits", "--model", folder, "--input-ids", ",".join(map(str, ids)), "--out", out, "--dtype", "float32",
+              "--prefill", PREFILL)
+    from safetensors.numpy import load_file
+
+    got = load_file(str(out))["logits"]
+    diff = float(np.abs(got - ref).max())
+    print(f"lfm2 with conv_bias, the released config's spelling: max |diff| = {diff:.3e} over {TOTAL} positions")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-4
