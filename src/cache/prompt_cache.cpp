@@ -321,8 +321,8 @@ PromptCache load_prompt_cache(const std::string& path, Model& model) {
   for (const auto& k : kinds)
     expected += dynamic_cast<const RecurrentCache*>(k.get()) ? static_cast<const RecurrentCache&>(*k).slots() : 2;
   if (file.tensors.size() != expected)
-    fail("prompt-cache", where + " holds " + std::to_string(file.tensors.size()) + " tensors, expected " +
-                             std::to_string(expected));
+    fail("prompt-cache",
+         where + " holds " + std::to_string(file.tensors.size()) + " tensors, expected " + std::to_string(expected));
   PromptCache out;
   out.model_identity = identity;
   mx::eval(ids_t);

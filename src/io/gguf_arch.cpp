@@ -140,6 +140,21 @@ const std::vector<GgufArch>& table() {
         {"ffn_gate_shexp", "mlp.shared_mlp.gate_proj"},
         {"ffn_up_shexp", "mlp.shared_mlp.up_proj"},
         {"ffn_down_shexp", "mlp.shared_mlp.down_proj"}}},
+      // LFM2: llama.cpp's names for its blocks, the convolution under shortconv.*, the final norm read as
+      // token_embd_norm (gguf_model.cpp's hf_name).
+      {"lfm2",
+       "lfm2",
+       {{"attn_norm", "operator_norm"},
+        {"ffn_norm", "ffn_norm"},
+        {"attn_output", "self_attn.out_proj"},
+        {"attn_q_norm", "self_attn.q_layernorm"},
+        {"attn_k_norm", "self_attn.k_layernorm"},
+        {"ffn_gate", "feed_forward.w1"},
+        {"ffn_up", "feed_forward.w3"},
+        {"ffn_down", "feed_forward.w2"},
+        {"shortconv.conv", "conv.conv"},
+        {"shortconv.in_proj", "conv.in_proj"},
+        {"shortconv.out_proj", "conv.out_proj"}}},
       {"arcee", "arcee", {}},
       // EXAONE 4.0: norms on the sub-layer outputs only, per-head q / k norms.
       {"exaone4",
@@ -362,6 +377,24 @@ void hunyuan_moe_config(const std::string& p, const GgufMeta& meta,
   if (auto scale = gguf_number(meta, p + "expert_weights_scale"); scale && *scale != 1.0)
     fail("gguf", "metadata '" + p + "expert_weights_scale' other than 1 is not supported for hunyuan-moe");
   c.norm_topk_prob = true;
+}
+
+// llama.cpp's lfm2 (LFM2Model's converter): the convolution layers are those whose attention.head_count_kv is 0,
+// over shortconv.l_cache positions; its MLP width is feed_forward_length as the converter computed it. LFM2.5's audio
+// tokenizer's window (attention.sliding_window) is not read, so it is refused.
+void lfm2_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
+  const auto kv = gguf_layer_counts(meta, p + "attention.head_count_kv", c.num_hidden_layers, c.num_key_value_heads);
+  c.conv_layers.clear();
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    if (kv[i] != 0 && kv[i] != c.num_key_value_heads)
+      fail("gguf", "metadata '" + p + "attention.head_count_kv' must be 0 (convolution) or one count on every layer");
+    c.conv_layers.push_back(kv[i] == 0);
+  }
+  c.conv_kernel = gguf_count(meta, p + "shortconv.l_cache");
+  if (c.conv_kernel < 1) fail("gguf", "metadata '" + p + "shortconv.l_cache' must be at least 1");
+  if (meta.count(p + "attention.sliding_window"))
+    fail("gguf", "metadata '" + p + "attention.sliding_window' is not supported for lfm2");
+  c.hidden_act = "silu";
 }
 
 // llama.cpp's llama4: the experts from their keys, sparse every interleave_moe_layer_step-th layer. What Llama 4's
@@ -617,6 +650,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   if (t == "llama4_text") llama4_config(p, meta, c);
   if (t == "ernie4_5_moe") ernie45_moe_config(p, meta, tensors, c);
   if (t == "hunyuan_v1_moe") hunyuan_moe_config(p, meta, tensors, c);
+  if (t == "lfm2") lfm2_config(p, meta, c);
   if (t == "gpt_oss") {
     // llama.cpp's gpt-oss: every even layer slides (its swa pattern 2), biases on q/k/v/o, the clamped
     // SwiGLU's 1.702 / 7.0 fixed in code (GptOssConfig's defaults, which ModelConfig holds).

@@ -21,6 +21,9 @@ std::string hf_name(const GgufArch& arch, const std::string& name) {
   if (dot == std::string::npos) return "";
   std::string base = name.substr(0, dot), suffix = name.substr(dot);  // ".weight", ".scales", ...
   if (base == "token_embd") return "model.embed_tokens" + suffix;
+  // (lfm2's final norm is embedding_norm: llama.cpp's converter names it token_embd_norm, others output_norm)
+  if (arch.model_type == "lfm2" && (base == "token_embd_norm" || base == "output_norm"))
+    return "model.embedding_norm" + suffix;
   if (base == "output_norm") return "model.norm" + suffix;
   if (base == "output") return "lm_head" + suffix;
   if (base == "position_embd") return "model.embed_positions" + suffix;  // gpt2's learned positions (wpe)
@@ -139,7 +142,12 @@ ModelConfig gguf_config(const GgufMeta& meta, const std::unordered_map<std::stri
   // MoE files may omit the dense width (gguf_arch_config falls back to the experts').
   const bool moe = c.model_type.ends_with("_moe") || c.model_type == "gpt_oss";
   c.intermediate_size = first_layer(p + "feed_forward_length", moe ? std::optional<int>(0) : std::nullopt);
-  c.num_key_value_heads = first_layer(p + "attention.head_count_kv", c.num_attention_heads);
+  if (c.model_type == "lfm2") {  // 0 on its convolution layers (gguf_arch_config reads which): the others' count
+    const auto kv = gguf_layer_counts(meta, p + "attention.head_count_kv", c.num_hidden_layers, c.num_attention_heads);
+    c.num_key_value_heads = *std::max_element(kv.begin(), kv.end());
+  } else {
+    c.num_key_value_heads = first_layer(p + "attention.head_count_kv", c.num_attention_heads);
+  }
   if (c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.num_key_value_heads <= 0 || c.num_hidden_layers <= 0 ||
       c.num_attention_heads % c.num_key_value_heads != 0)
     fail("gguf", "inconsistent attention metadata");

@@ -40,7 +40,8 @@ json lfm2_common_fields(const json& in) {
       const json m = in.value("block_ffn_dim_multiplier", json(1.0));
       if (!m.is_number() || !std::isfinite(m.get<double>()) || m.get<double>() <= 0)
         fail("config", "block_ffn_dim_multiplier must be a positive number");
-      const long long multiple = present(in, "block_multiple_of") ? integer(in.at("block_multiple_of"), "block_multiple_of") : 256;
+      const long long multiple =
+          present(in, "block_multiple_of") ? integer(in.at("block_multiple_of"), "block_multiple_of") : 256;
       if (multiple < 1) fail("config", "block_multiple_of must be at least 1");
       ff = static_cast<long long>(m.get<double>() * static_cast<double>(ff));
       ff = multiple * ((ff + multiple - 1) / multiple);

@@ -375,7 +375,8 @@ mx::array DecoderModel::block(const Block& b, const mx::array& x, KVCache& cache
   if (norms == Norms::Pre && config_.residual_multiplier == 1.0f) {
     // x + attention(norm(x)), then h + mlp(norm(h)), with the norms and adds inside the products' nodes
     // where the weights allow (layers::PreNormResidual).
-    auto h = b.conv ? mx::add(x, (*b.conv)((*b.input_norm)(x), cache)) : b.attention(x, cache, mask, {&*b.input_norm, &x});
+    auto h =
+        b.conv ? mx::add(x, (*b.conv)((*b.input_norm)(x), cache)) : b.attention(x, cache, mask, {&*b.input_norm, &x});
     if (b.moe) return mx::add(h, (*b.moe)((*b.post_attention_norm)(h)));
     return (*b.mlp)(h, {&*b.post_attention_norm, &h});
   }

@@ -3,8 +3,18 @@
 // per-head q / k RMSNorms (q_layernorm, k_layernorm) before RoPE elsewhere; a w1 / w3 / w2 SwiGLU and the final
 // embedding_norm.
 #include "models/decoder.h"
+#include "models/model_names.h"
 
 namespace mlxgp {
+
+WeightMap lfm2_checkpoint_names(WeightMap weights, CheckpointLayout layout) {
+  for (auto& [name, a] : weights)
+    if (name.ends_with(".conv.conv.weight") && a.ndim() >= 2) {
+      const int hidden = a.shape(0), kernel = static_cast<int>(a.size()) / hidden;
+      a = mx::reshape(a, layout == CheckpointLayout::Hf ? mx::Shape{hidden, 1, kernel} : mx::Shape{hidden, kernel, 1});
+    }
+  return weights;
+}
 
 void register_lfm2() {
   register_model_type("lfm2", [](const ModelConfig& c, WeightMap w) -> std::unique_ptr<Model> {

@@ -142,6 +142,7 @@ WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, 
   if (model_type == "granitemoe") return granitemoe_checkpoint_names(std::move(weights), layout);
   if (model_type == "dots1") return dots1_checkpoint_names(std::move(weights), layout);
   if (model_type == "apertus") return apertus_checkpoint_names(std::move(weights), layout);
+  if (model_type == "lfm2") return lfm2_checkpoint_names(std::move(weights), layout);
   if (model_type == "llama4_text") return llama4_checkpoint_names(std::move(weights), layout);
   if (model_type == "gemma4_text") return gemma4_checkpoint_names(std::move(weights), layout);
   // transformers' MoE checkpoints hold one tensor per expert (mlx-lm's, like mlxgp, the stacked switch_mlp).

@@ -51,7 +51,8 @@ mx::array ShortConv::operator()(const mx::array& x, KVCache& cache) const {
   auto w = mx::astype(mx::reshape(weight, {D, K}), bx.dtype());
   std::optional<mx::array> out;
   for (int k = 0; k < K; ++k) {
-    auto term = mx::multiply(mx::slice(full, {0, k, 0}, {B, k + T, D}), mx::reshape(mx::slice(w, {0, k}, {D, k + 1}), {D}));
+    auto term =
+        mx::multiply(mx::slice(full, {0, k, 0}, {B, k + T, D}), mx::reshape(mx::slice(w, {0, k}, {D, k + 1}), {D}));
     out = out ? mx::add(*out, term) : term;
   }
   if (bias) out = mx::add(*out, mx::astype(*bias, out->dtype()));

@@ -138,7 +138,8 @@ LossResult loss_forward(Model& model, const Batch& batch, double label_smoothing
   KVCacheList caches;
   // Recurrent layers (lfm2's convolutions) get their own cache, which starts from zeros; its state is dropped.
   for (auto& made : model.make_caches())
-    caches.push_back(dynamic_cast<RecurrentCache*>(made.get()) ? std::move(made) : std::make_unique<PassThroughCache>());
+    caches.push_back(dynamic_cast<RecurrentCache*>(made.get()) ? std::move(made)
+                                                               : std::make_unique<PassThroughCache>());
   auto logits = model.forward(ids, caches);
   // A soft prompt prepends virtual positions: only the last T rows belong to the tokens.
   const int rows = logits.shape(1);

@@ -7,7 +7,9 @@ that keeps or moves caches, against transformers 5.24's Lfm2ForCausalLM on the s
 - What a recurrent state cannot do is refused in one line: speculative and prompt-lookup decoding (they roll
   rejected candidates back), and a prompt cache that holds the whole prompt (its last position cannot be recomputed).
 - The other spellings of the config (full_attn_idxs, block_ff_dim, tie_embedding, norm_eps) and conv_bias (biases on
-  in_proj, out_proj and the convolution): logits against transformers."""
+  in_proj, out_proj and the convolution): logits against transformers.
+- A Q8_0 GGUF with --int8-activations: llama.cpp's logits (node-llama-cpp 3.21.1's libllama; the F32 file is in
+  test_gguf_architectures.py)."""
 import json
 import sys
 from pathlib import Path
@@ -16,7 +18,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import tiny_models  # noqa: E402
+from cpu_features import needs_vnni  # noqa: E402
 
 PREFILL, TOTAL = 16, 40
 
@@ -116,5 +120,24 @@ def test_released_config_spelling_and_conv_bias(run_mlxgp, tmp_path):
     got = load_file(str(out))["logits"]
     diff = float(np.abs(got - ref).max())
     print(f"lfm2 with conv_bias, the released config's spelling: max |diff| = {diff:.3e} over {TOTAL} positions")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-4
+
+
+@needs_vnni
+def test_q8_0_gguf_with_int8_activations_as_llama_cpp(lfm2, run_mlxgp, tmp_path):
+    from safetensors.numpy import load_file
+    from tests.refs import gguf_quant, llama_cpp
+
+    model, _ = lfm2
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "q8.gguf", "Q8_0", gguf_quant.quantize_rows, vocab=True)
+    assert gguf_quant.tensor_types(path)["blk.0.shortconv.in_proj.weight"] == "Q8_0"
+    ids = _ids(40, seed=12)
+    ref = llama_cpp.logits(path, ids, PREFILL, repack=False)
+    run_mlxgp("logits", "--model", path, "--input-ids", ",".join(map(str, ids)), "--out", tmp_path / "l.safetensors",
+              "--prefill", PREFILL, "--int8-activations")
+    got = load_file(str(tmp_path / "l.safetensors"))["logits"][PREFILL - 1:len(ids) - 1]
+    diff = float(np.abs(got - ref).max())
+    print(f"lfm2 Q8_0 GGUF, int8 activations, vs llama.cpp: max |diff| {diff:.3e} (logits up to {np.abs(ref).max():.2f})")
     assert np.abs(ref).max() > 0.5
     assert diff <= 1e-4

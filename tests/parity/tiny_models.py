@@ -690,7 +690,7 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "llama4_text": "llama4", "gpt_bigcode": "starcoder", "olmo": "olmo",
                    "olmoe": "olmoe", "cohere2": "cohere2", "hunyuan_v1_dense": "hunyuan-dense",
                    "mixtral": "llama", "gemma4_text": "gemma4", "ernie4_5_moe": "ernie4_5-moe",
-                   "hunyuan_v1_moe": "hunyuan-moe"}
+                   "hunyuan_v1_moe": "hunyuan-moe", "lfm2": "lfm2"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -718,18 +718,25 @@ def _gguf_metadata(w, cfg, head_dim):
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
     # (Llama4Model's converter: the dense layers' width; the experts' as expert_feed_forward_length)
-    w.add_feed_forward_length(cfg.intermediate_size_mlp if mt == "llama4_text" else cfg.intermediate_size)
+    w.add_feed_forward_length(cfg.intermediate_size_mlp if mt == "llama4_text" else
+                              _lfm2_mlp_width(cfg) if mt == "lfm2" else cfg.intermediate_size)
     w.add_head_count(cfg.num_attention_heads)
     if mt in ("deepseek_v2", "deepseek_v3"):
         _gguf_deepseek2_metadata(w, cfg)
         return
-    w.add_head_count_kv(cfg.num_key_value_heads)
+    if mt == "lfm2":  # LFM2Model's converter: no key/value heads on the convolution layers
+        w.add_head_count_kv([0 if t == "conv" else cfg.num_key_value_heads for t in cfg.layer_types])
+        w.add_shortconv_l_cache(cfg.conv_L_cache)
+    else:
+        w.add_head_count_kv(cfg.num_key_value_heads)
     if mt == "starcoder2":
         w.add_layer_norm_eps(cfg.norm_epsilon)
     elif mt in ("stablelm", "cohere", "cohere2"):
         w.add_layer_norm_eps(cfg.layer_norm_eps)
     elif mt == "nemotron":
         w.add_layer_norm_eps(cfg.norm_eps)
+    elif mt == "lfm2":
+        w.add_layer_norm_rms_eps(cfg.norm_eps)
     elif mt == "olmo":  # OlmoModel's converter: OlmoLayerNorm's fixed epsilon, clip_qkv as clamp_kqv
         w.add_layer_norm_eps(1e-5)
         if cfg.clip_qkv is not None:
@@ -812,6 +819,17 @@ def _gguf_metadata(w, cfg, head_dim):
     if mt == "exaone4" and cfg.sliding_window is not None:  # Exaone4Model: the window and one bool a layer
         w.add_sliding_window(cfg.sliding_window)
         w.add_sliding_window_pattern([t == "sliding_attention" for t in cfg.layer_types])
+
+
+def _lfm2_mlp_width(cfg):
+    """Lfm2MLP's width (LFM2Model's converter writes it as feed_forward_length)."""
+    ff = cfg.intermediate_size
+    if cfg.block_auto_adjust_ff_dim:
+        ff = int(2 * ff / 3)
+        if cfg.block_ffn_dim_multiplier is not None:
+            ff = int(cfg.block_ffn_dim_multiplier * ff)
+            ff = cfg.block_multiple_of * ((ff + cfg.block_multiple_of - 1) // cfg.block_multiple_of)
+    return ff
 
 
 def _gguf_gemma4_metadata(w, cfg):
