@@ -107,3 +107,23 @@ def test_mxfp4_folder_batched_requests_equal_mlx_lm(tmp_path):
         ids = tok(p).input_ids
         assert c["token_ids"] == [int(t) for t, _ in generate_step(mx.array(ids), ref, max_tokens=NEW)], p
     assert _served_together(folder) == [c["text"] for c in cli]
+
+
+def test_lfm2_refuses_speculative_requests_in_one_line(tmp_path):
+    """LFM2's convolution state cannot roll rejected candidates back: a request asking for speculative or
+    prompt-lookup decoding gets a 400 with an OpenAI error object naming it; a plain one decodes."""
+    _, _, folder = _tiny_folder("Lfm2Config", CONFIGS["lfm2"][1], tmp_path / "lfm2")
+    server = Server("--draft-model", folder, model=folder)
+    try:
+        client = openai.OpenAI(base_url=server.url("/v1"), api_key="none", max_retries=0, timeout=300)
+        for extra in ({"use_speculative": True}, {"prompt_lookup_num_tokens": 2}):
+            with pytest.raises(openai.BadRequestError) as e:
+                client.completions.create(model=server.model, prompt="one two one two", max_tokens=4,
+                                          extra_body=extra)
+            err = e.value.body
+            assert err["message"] == ("speculative and prompt-lookup decoding roll rejected candidates back, which "
+                                      "lfm2's recurrent layers (short convolutions) cannot")
+            assert err["param"] == next(iter(extra)) and err["type"] == "invalid_request_error"
+        assert client.completions.create(model=server.model, prompt="one two", max_tokens=4).choices[0].finish_reason
+    finally:
+        assert server.stop() == 0, "".join(server.log)
