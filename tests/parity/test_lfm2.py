@@ -141,3 +141,29 @@ def test_q8_0_gguf_with_int8_activations_as_llama_cpp(lfm2, run_mlxgp, tmp_path)
     print(f"lfm2 Q8_0 GGUF, int8 activations, vs llama.cpp: max |diff| {diff:.3e} (logits up to {np.abs(ref).max():.2f})")
     assert np.abs(ref).max() > 0.5
     assert diff <= 1e-4
+
+
+def test_chat_turns_reuse_the_state_that_holds_the_shared_prefix(hf_default, run_mlxgp, tmp_path, monkeypatch):
+    """`mlxgp chat` on LFM2 (the default model's tokenizer and chat template): each turn's reply is transformers'
+    greedy reply on the whole conversation so far, and a turn whose prompt extends exactly what the caches hold
+    reuses them (the convolution state included) instead of prefilling the conversation again."""
+    import test_chat_session
+    from test_chat_session import STATS, common_prefix, reference_conversation
+
+    monkeypatch.setattr(test_chat_session, "MAX_NEW", 8)  # (reference_conversation's budget)
+    _, tok = hf_default
+    model, folder = tiny_models.make_tiny_model("lfm2", tmp_path / "m", vocab_size=len(tok),
+                                                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    tok.save_pretrained(folder)
+    turns = ["What is the capital of France?", "And what is it famous for?"]
+    proc = run_mlxgp("chat", "--model", folder, "--dtype", "float32", "--max-new-tokens", 8,
+                     input="\n".join(turns) + "\n")
+    ref = reference_conversation(model, tok, turns, None)
+    assert proc.stdout == "".join(text + "\n" for _, _, text, _ in ref)
+    stats = [STATS.match(line) for line in proc.stderr.splitlines() if line.startswith("[chat] turn")]
+    (ids0, reply0, _, eos0), (ids1, _, _, _) = ref
+    cached = ids0 + (reply0 if eos0 and len(reply0) < 8 else reply0[:-1])
+    reused = int(stats[1][3])
+    print(f"lfm2 chat: turn 2 reused {reused} of {len(ids1)} prompt tokens (the caches held {len(cached)})")
+    assert reused == (len(cached) if common_prefix(cached, ids1) == len(cached) else 0)
+    assert reused > 0
