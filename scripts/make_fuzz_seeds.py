@@ -244,6 +244,46 @@ def ernie45_moe_gguf_seed():
         put("gguf", "tiny_ernie4_5_moe.gguf", open(path, "rb").read())
 
 
+
+def lfm2_gguf_seed():
+    """A tiny lfm2 file as LFM2Model's converter lays it out: a short-convolution layer (head_count_kv 0, its kernel
+    under shortconv.conv as [hidden, kernel]) before an attention one, the final norm as token_embd_norm."""
+    import tempfile
+
+    import gguf
+
+    rng = np.random.default_rng(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tiny_lfm2.gguf")
+        w = gguf.GGUFWriter(path, "lfm2")
+        w.add_block_count(2)
+        w.add_context_length(64)
+        w.add_embedding_length(16)
+        w.add_feed_forward_length(32)
+        w.add_head_count(2)
+        w.add_head_count_kv([0, 1])
+        w.add_shortconv_l_cache(3)
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_rope_freq_base(1e6)
+        w.add_vocab_size(8)
+        shapes = {"token_embd.weight": (8, 16), "token_embd_norm.weight": (16,),
+                  "blk.0.shortconv.conv.weight": (16, 3), "blk.0.shortconv.in_proj.weight": (48, 16),
+                  "blk.0.shortconv.out_proj.weight": (16, 16), "blk.1.attn_q.weight": (16, 16),
+                  "blk.1.attn_k.weight": (8, 16), "blk.1.attn_v.weight": (8, 16), "blk.1.attn_output.weight": (16, 16),
+                  "blk.1.attn_q_norm.weight": (8,), "blk.1.attn_k_norm.weight": (8,)}
+        for i in range(2):
+            b = f"blk.{i}."
+            shapes.update({b + "attn_norm.weight": (16,), b + "ffn_norm.weight": (16,), b + "ffn_gate.weight": (32, 16),
+                           b + "ffn_up.weight": (32, 16), b + "ffn_down.weight": (16, 32)})
+        for name, shape in shapes.items():  # (matrices as F16; norms and the convolution kernel as F32)
+            a = rng.standard_normal(shape).astype(np.float32)
+            w.add_tensor(name, a.astype(np.float16) if len(shape) > 1 and "shortconv.conv" not in name else a)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        put("gguf", "tiny_lfm2.gguf", open(path, "rb").read())
+
 # ---- safetensors ----
 def st_bytes(tensors, metadata=None):
     from safetensors.numpy import save
@@ -377,7 +417,7 @@ def server_request_seeds():
 
 
 if __name__ == "__main__":
-    for f in [tokenizers_seeds, gguf_seeds, gemma4_gguf_seed, ernie45_moe_gguf_seed, safetensors_seeds, config_seeds, chat_template_seeds,
+    for f in [tokenizers_seeds, gguf_seeds, gemma4_gguf_seed, ernie45_moe_gguf_seed, lfm2_gguf_seed, safetensors_seeds, config_seeds, chat_template_seeds,
               generation_config_seeds, checkpoint_seeds, server_request_seeds]:
         f()
     print("seeds written under", out, file=sys.stderr)
