@@ -124,17 +124,36 @@ def gguf_seeds():
             put("gguf", name, open(p, "rb").read())
 
 
-def gemma4_gguf_seed():
-    """A tiny gemma4 file as Gemma4Model's converter lays it out: a windowed layer then a full one twice as wide with
-    one key/value head and no attn_v, per-layer arrays, rope_freqs, per-layer inputs, fused experts beside the MLP."""
+def arch_seed(name, arch, seed, keys, shapes, keep_f32, extra=None):
+    """Writes tests/data/fuzz/gguf/<name>: `arch`'s metadata (keys(w)), then each of `shapes` drawn from rng `seed`,
+    matrices as F16 unless keep_f32(name) (norms, routers, kernels stay F32, as the converters write them), then
+    extra(w)."""
     import tempfile
 
     import gguf
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "tiny_gemma4.gguf")
-        w = gguf.GGUFWriter(path, "gemma4")
+        path = os.path.join(tmp, name)
+        w = gguf.GGUFWriter(path, arch)
+        keys(w)
+        for tensor, shape in shapes.items():
+            a = rng.standard_normal(shape).astype(np.float32)
+            w.add_tensor(tensor, a.astype(np.float16) if len(shape) > 1 and not keep_f32(tensor) else a)
+        if extra:
+            extra(w)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        put("gguf", name, open(path, "rb").read())
+
+
+def gemma4_gguf_seed():
+    """A tiny gemma4 file as Gemma4Model's converter lays it out: a windowed layer then a full one twice as wide with
+    one key/value head and no attn_v, per-layer arrays, rope_freqs, per-layer inputs, fused experts beside the MLP."""
+
+    def keys(w):
         w.add_block_count(2)
         w.add_context_length(64)
         w.add_embedding_length(16)
@@ -165,46 +184,35 @@ def gemma4_gguf_seed():
         w.add_token_merges(["h e"])
         w.add_bos_token_id(2)
         w.add_eos_token_id(1)
-        shapes = {"token_embd.weight": (8, 16), "output_norm.weight": (16,), "per_layer_token_embd.weight": (8, 8),
-                  "per_layer_model_proj.weight": (8, 16), "per_layer_proj_norm.weight": (4,)}
-        for i, (dim, kv) in enumerate([(8, 2), (16, 1)]):
-            b = f"blk.{i}."
-            shapes.update({b + "attn_norm.weight": (16,), b + "attn_q.weight": (2 * dim, 16),
-                           b + "attn_k.weight": (kv * dim, 16), b + "attn_output.weight": (16, 2 * dim),
-                           b + "attn_q_norm.weight": (dim,), b + "attn_k_norm.weight": (dim,),
-                           b + "post_attention_norm.weight": (16,), b + "ffn_norm.weight": (16,),
-                           b + "post_ffw_norm.weight": (16,), b + "ffn_gate.weight": (16, 16),
-                           b + "ffn_up.weight": (16, 16), b + "ffn_down.weight": (16, 16),
-                           b + "pre_ffw_norm_2.weight": (16,), b + "post_ffw_norm_1.weight": (16,),
-                           b + "post_ffw_norm_2.weight": (16,), b + "ffn_gate_inp.weight": (2, 16),
-                           b + "ffn_gate_inp.scale": (16,), b + "ffn_down_exps.scale": (2,),
-                           b + "ffn_gate_up_exps.weight": (2, 16, 16), b + "ffn_down_exps.weight": (2, 16, 8),
-                           b + "layer_output_scale.weight": (1,), b + "inp_gate.weight": (4, 16),
-                           b + "proj.weight": (16, 4), b + "post_norm.weight": (16,)})
-            if i == 0:
-                shapes[b + "attn_v.weight"] = (kv * dim, 16)
-        for name, shape in shapes.items():  # (matrices as F16, norms and the router as F32, as the converter)
-            a = rng.standard_normal(shape).astype(np.float32)
-            w.add_tensor(name, a.astype(np.float16) if len(shape) > 1 and "gate_inp" not in name else a)
-        w.add_tensor("rope_freqs.weight", np.array([1.0] * 2 + [1e30] * 6, dtype=np.float32))
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        put("gguf", "tiny_gemma4.gguf", open(path, "rb").read())
+
+    shapes = {"token_embd.weight": (8, 16), "output_norm.weight": (16,), "per_layer_token_embd.weight": (8, 8),
+              "per_layer_model_proj.weight": (8, 16), "per_layer_proj_norm.weight": (4,)}
+    for i, (dim, kv) in enumerate([(8, 2), (16, 1)]):
+        b = f"blk.{i}."
+        shapes.update({b + "attn_norm.weight": (16,), b + "attn_q.weight": (2 * dim, 16),
+                       b + "attn_k.weight": (kv * dim, 16), b + "attn_output.weight": (16, 2 * dim),
+                       b + "attn_q_norm.weight": (dim,), b + "attn_k_norm.weight": (dim,),
+                       b + "post_attention_norm.weight": (16,), b + "ffn_norm.weight": (16,),
+                       b + "post_ffw_norm.weight": (16,), b + "ffn_gate.weight": (16, 16),
+                       b + "ffn_up.weight": (16, 16), b + "ffn_down.weight": (16, 16),
+                       b + "pre_ffw_norm_2.weight": (16,), b + "post_ffw_norm_1.weight": (16,),
+                       b + "post_ffw_norm_2.weight": (16,), b + "ffn_gate_inp.weight": (2, 16),
+                       b + "ffn_gate_inp.scale": (16,), b + "ffn_down_exps.scale": (2,),
+                       b + "ffn_gate_up_exps.weight": (2, 16, 16), b + "ffn_down_exps.weight": (2, 16, 8),
+                       b + "layer_output_scale.weight": (1,), b + "inp_gate.weight": (4, 16),
+                       b + "proj.weight": (16, 4), b + "post_norm.weight": (16,)})
+        if i == 0:
+            shapes[b + "attn_v.weight"] = (kv * dim, 16)
+
+    arch_seed("tiny_gemma4.gguf", "gemma4", 0, keys, shapes, lambda n: "gate_inp" in n,
+              lambda w: w.add_tensor("rope_freqs.weight", np.array([1.0] * 2 + [1e30] * 6, dtype=np.float32)))
 
 
 def ernie45_moe_gguf_seed():
     """A tiny ernie4_5-moe file as Ernie4_5MoeModel's converter lays it out: a dense first layer, then experts chosen
     with exp_probs_b beside shared ones."""
-    import tempfile
 
-    import gguf
-
-    rng = np.random.default_rng(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "tiny_ernie4_5_moe.gguf")
-        w = gguf.GGUFWriter(path, "ernie4_5-moe")
+    def keys(w):
         w.add_block_count(2)
         w.add_context_length(64)
         w.add_embedding_length(16)
@@ -222,40 +230,27 @@ def ernie45_moe_gguf_seed():
         w.add_expert_feed_forward_length(8)
         w.add_expert_shared_count(1)
         w.add_expert_shared_feed_forward_length(8)
-        shapes = {"token_embd.weight": (8, 16), "output_norm.weight": (16,)}
-        for i in range(2):
-            b = f"blk.{i}."
-            shapes.update({b + "attn_norm.weight": (16,), b + "attn_q.weight": (16, 16), b + "attn_k.weight": (8, 16),
-                           b + "attn_v.weight": (8, 16), b + "attn_output.weight": (16, 16),
-                           b + "ffn_norm.weight": (16,)})
-        shapes.update({"blk.0.ffn_gate.weight": (32, 16), "blk.0.ffn_up.weight": (32, 16),
-                       "blk.0.ffn_down.weight": (16, 32), "blk.1.ffn_gate_inp.weight": (2, 16),
-                       "blk.1.exp_probs_b.bias": (2,), "blk.1.ffn_gate_exps.weight": (2, 8, 16),
-                       "blk.1.ffn_up_exps.weight": (2, 8, 16), "blk.1.ffn_down_exps.weight": (2, 16, 8),
-                       "blk.1.ffn_gate_shexp.weight": (8, 16), "blk.1.ffn_up_shexp.weight": (8, 16),
-                       "blk.1.ffn_down_shexp.weight": (16, 8)})
-        for name, shape in shapes.items():  # (matrices as F16, norms, the router and its bias as F32)
-            a = rng.standard_normal(shape).astype(np.float32)
-            w.add_tensor(name, a.astype(np.float16) if len(shape) > 1 and "gate_inp" not in name else a)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        put("gguf", "tiny_ernie4_5_moe.gguf", open(path, "rb").read())
 
+    shapes = {"token_embd.weight": (8, 16), "output_norm.weight": (16,)}
+    for i in range(2):
+        b = f"blk.{i}."
+        shapes.update({b + "attn_norm.weight": (16,), b + "attn_q.weight": (16, 16), b + "attn_k.weight": (8, 16),
+                       b + "attn_v.weight": (8, 16), b + "attn_output.weight": (16, 16),
+                       b + "ffn_norm.weight": (16,)})
+    shapes.update({"blk.0.ffn_gate.weight": (32, 16), "blk.0.ffn_up.weight": (32, 16),
+                   "blk.0.ffn_down.weight": (16, 32), "blk.1.ffn_gate_inp.weight": (2, 16),
+                   "blk.1.exp_probs_b.bias": (2,), "blk.1.ffn_gate_exps.weight": (2, 8, 16),
+                   "blk.1.ffn_up_exps.weight": (2, 8, 16), "blk.1.ffn_down_exps.weight": (2, 16, 8),
+                   "blk.1.ffn_gate_shexp.weight": (8, 16), "blk.1.ffn_up_shexp.weight": (8, 16),
+                   "blk.1.ffn_down_shexp.weight": (16, 8)})
+    arch_seed("tiny_ernie4_5_moe.gguf", "ernie4_5-moe", 1, keys, shapes, lambda n: "gate_inp" in n)
 
 
 def lfm2_gguf_seed():
     """A tiny lfm2 file as LFM2Model's converter lays it out: a short-convolution layer (head_count_kv 0, its kernel
     under shortconv.conv as [hidden, kernel]) before an attention one, the final norm as token_embd_norm."""
-    import tempfile
 
-    import gguf
-
-    rng = np.random.default_rng(2)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "tiny_lfm2.gguf")
-        w = gguf.GGUFWriter(path, "lfm2")
+    def keys(w):
         w.add_block_count(2)
         w.add_context_length(64)
         w.add_embedding_length(16)
@@ -266,23 +261,18 @@ def lfm2_gguf_seed():
         w.add_layer_norm_rms_eps(1e-5)
         w.add_rope_freq_base(1e6)
         w.add_vocab_size(8)
-        shapes = {"token_embd.weight": (8, 16), "token_embd_norm.weight": (16,),
-                  "blk.0.shortconv.conv.weight": (16, 3), "blk.0.shortconv.in_proj.weight": (48, 16),
-                  "blk.0.shortconv.out_proj.weight": (16, 16), "blk.1.attn_q.weight": (16, 16),
-                  "blk.1.attn_k.weight": (8, 16), "blk.1.attn_v.weight": (8, 16), "blk.1.attn_output.weight": (16, 16),
-                  "blk.1.attn_q_norm.weight": (8,), "blk.1.attn_k_norm.weight": (8,)}
-        for i in range(2):
-            b = f"blk.{i}."
-            shapes.update({b + "attn_norm.weight": (16,), b + "ffn_norm.weight": (16,), b + "ffn_gate.weight": (32, 16),
-                           b + "ffn_up.weight": (32, 16), b + "ffn_down.weight": (16, 32)})
-        for name, shape in shapes.items():  # (matrices as F16; norms and the convolution kernel as F32)
-            a = rng.standard_normal(shape).astype(np.float32)
-            w.add_tensor(name, a.astype(np.float16) if len(shape) > 1 and "shortconv.conv" not in name else a)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        put("gguf", "tiny_lfm2.gguf", open(path, "rb").read())
+
+    shapes = {"token_embd.weight": (8, 16), "token_embd_norm.weight": (16,),
+              "blk.0.shortconv.conv.weight": (16, 3), "blk.0.shortconv.in_proj.weight": (48, 16),
+              "blk.0.shortconv.out_proj.weight": (16, 16), "blk.1.attn_q.weight": (16, 16),
+              "blk.1.attn_k.weight": (8, 16), "blk.1.attn_v.weight": (8, 16), "blk.1.attn_output.weight": (16, 16),
+              "blk.1.attn_q_norm.weight": (8,), "blk.1.attn_k_norm.weight": (8,)}
+    for i in range(2):
+        b = f"blk.{i}."
+        shapes.update({b + "attn_norm.weight": (16,), b + "ffn_norm.weight": (16,), b + "ffn_gate.weight": (32, 16),
+                       b + "ffn_up.weight": (32, 16), b + "ffn_down.weight": (16, 32)})
+    arch_seed("tiny_lfm2.gguf", "lfm2", 2, keys, shapes, lambda n: "shortconv.conv" in n)
+
 
 # ---- safetensors ----
 def st_bytes(tensors, metadata=None):
