@@ -175,6 +175,9 @@ struct ModelConfig {
   // ernie4_5_moe: the softmax router's choice adds each layer's e_score_correction_bias (moe_statics); the chosen
   // probabilities are divided by max(their sum, moe_norm_min).
   bool softmax_score_bias = false;
+  // lfm2_moe: the sigmoid router's choice adds feed_forward.expert_bias (use_expert_bias); without it, the plain
+  // scores.
+  bool use_expert_bias = false;
   float moe_norm_min = 0.0f;
   // DeepSeek-V2 / V3's multi-head latent attention (kv_lora_rank > 0): queries from q_proj, or q_b_proj over the
   // normed q_a_proj (q_lora_rank > 0); each position's keys and values from one latent of kv_lora_rank features

@@ -13,7 +13,7 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 47> kDefaults{{
+constexpr std::array<Entry, 48> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"llama4_text", {1e-5f, 500000.0f, 131072, false, "silu", 128, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
@@ -61,6 +61,7 @@ constexpr std::array<Entry, 47> kDefaults{{
     {"phimoe", {1e-5f, 1000000.0f, 131072, false, "silu", 0, 0}},
     {"gpt_oss", {1e-5f, 150000.0f, 131072, false, "silu", 64, 128}},
     {"lfm2", {1e-5f, 1000000.0f, 128000, true, "silu", 0, 0}},
+    {"lfm2_moe", {1e-5f, 1000000.0f, 128000, true, "silu", 0, 0}},
 }};
 
 }  // namespace

@@ -26,6 +26,11 @@ json lfm2_common_fields(const json& in) {
   json j = in;
   j["rms_norm_eps"] = present(in, "norm_eps") ? in.at("norm_eps") : json(1e-5);
   if (present(in, "tie_embedding")) j["tie_word_embeddings"] = in.at("tie_embedding");
+  j["hidden_act"] = "silu";  // Lfm2MLP / Lfm2MoeMLP call F.silu
+  j["attention_bias"] = j["mlp_bias"] = false;
+  j.erase("sliding_window");
+  // Lfm2MoeConfig: its dense layers are intermediate_size wide as given (no block_* fields).
+  if (in.value("model_type", "") == "lfm2_moe") return j;
   if (present(in, "block_ff_dim")) j["intermediate_size"] = in.at("block_ff_dim");
   if (!present(j, "intermediate_size")) j["intermediate_size"] = 12288;  // Lfm2Config's default
   auto flag = [&](const char* key, bool def) {
@@ -48,9 +53,6 @@ json lfm2_common_fields(const json& in) {
     }
     j["intermediate_size"] = ff;
   }
-  j["hidden_act"] = "silu";  // Lfm2MLP calls F.silu
-  j["attention_bias"] = j["mlp_bias"] = false;
-  j.erase("sliding_window");
   return j;
 }
 
@@ -78,10 +80,33 @@ void read_lfm2_fields(const json& j, ModelConfig& c) {
   }
   c.conv_kernel = present(j, "conv_L_cache") ? static_cast<int>(integer(j.at("conv_L_cache"), "conv_L_cache")) : 3;
   if (c.conv_kernel < 1) fail("config", "conv_L_cache must be at least 1");
-  if (present(j, "conv_bias")) {
-    if (!j.at("conv_bias").is_boolean()) fail("config", "field 'conv_bias' must be true or false");
-    c.conv_bias = j.at("conv_bias").get<bool>();
-  }
+  auto flag = [&](const char* key, bool def) {
+    if (!present(j, key)) return def;
+    if (!j.at(key).is_boolean()) fail("config", std::string("field '") + key + "' must be true or false");
+    return j.at(key).get<bool>();
+  };
+  c.conv_bias = flag("conv_bias", false);
+  if (c.model_type != "lfm2_moe") return;
+  // Lfm2MoeConfig's experts and their defaults (LFM2-8B-A1B's): 32 of width 1792, top 4, after 2 dense layers; a
+  // sigmoid router whose choice adds expert_bias, the chosen scores renormalised and times routed_scaling_factor.
+  auto count = [&](const char* key, int def) {
+    return present(j, key) ? static_cast<int>(integer(j.at(key), key)) : def;
+  };
+  c.num_experts = count("num_experts", 32);
+  c.num_experts_per_tok = count("num_experts_per_tok", 4);
+  c.moe_intermediate_size = count("moe_intermediate_size", 1792);
+  if (c.num_experts < 1 || c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts ||
+      c.moe_intermediate_size < 1)
+    fail("config", "lfm2_moe needs num_experts >= num_experts_per_tok >= 1 and moe_intermediate_size >= 1");
+  c.mlp_only_layers.clear();
+  for (int i = 0; i < count("num_dense_layers", 2) && i < n; ++i) c.mlp_only_layers.push_back(i);
+  c.sigmoid_routing = true;
+  c.use_expert_bias = flag("use_expert_bias", true);
+  c.norm_topk_prob = flag("norm_topk_prob", true);
+  const json r = j.value("routed_scaling_factor", json(1.0));
+  if (!r.is_number() || !std::isfinite(r.get<double>()) || r.get<double>() <= 0)
+    fail("config", "routed_scaling_factor must be a positive number");
+  c.routed_scaling_factor = r.get<float>();
 }
 
 }  // namespace mlxgp::io

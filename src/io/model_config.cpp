@@ -960,7 +960,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
   }
   if (c.model_type == "gpt2" || c.model_type == "gpt_bigcode") j = io::gpt2_common_fields(j);
   if (c.model_type == "gemma4_text") j = io::gemma4_common_fields(j);
-  if (c.model_type == "lfm2") j = io::lfm2_common_fields(j);
+  if (c.model_type == "lfm2" || c.model_type == "lfm2_moe") j = io::lfm2_common_fields(j);
   io::apply_class_defaults(c);
   c.vocab_size = get_int(j, "vocab_size", 0, true);
   c.hidden_size = get_int(j, "hidden_size", 0, true);
@@ -1052,7 +1052,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
     c.rope_scaling = r;
   }
   parse_architecture_fields(j, c);
-  if (c.model_type == "lfm2") io::read_lfm2_fields(j, c);
+  if (c.model_type == "lfm2" || c.model_type == "lfm2_moe") io::read_lfm2_fields(j, c);
   if (c.model_type == "deepseek_v2" || c.model_type == "deepseek_v3" || c.model_type == "glm4_moe_lite")
     parse_latent_attention(j, c);
   if (c.model_type == "gpt2" || c.model_type == "gpt_bigcode") {

@@ -161,7 +161,7 @@ void DecoderModel::build(const WeightMap& loaded) {
       b.post_mlp_norm = layer_norm("post_feedforward_layernorm_1");
       b.post_experts_norm = layer_norm("post_feedforward_layernorm_2");
     } else if (layers::is_moe_layer(c, i)) {
-      b.moe = layers::SparseMoe::load(weights, p + (o.moe.mixtral_names ? ".block_sparse_moe" : ".mlp"), c, o.moe);
+      b.moe = layers::SparseMoe::load(weights, p + "." + layers::moe_block(o.moe), c, o.moe);
     } else {
       b.mlp = layers::SwiGLU::load(weights, p + "." + o.mlp_prefix, *mlp_config, o.mlp, o.plain_mlp_names,
                                    o.gated_mlp_names);

@@ -83,9 +83,13 @@ WeightMap gpt_oss_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 // apertus: the xIELU scalars (mlp.act_fn.*) [1] again for transformers (mlx-lm's sanitize squeezes them).
 WeightMap apertus_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 
-// lfm2: each convolution kernel as transformers' Conv1d holds it ([hidden, 1, kernel], Hf) or mlx-lm's sanitize
-// leaves it ([hidden, kernel, 1], MlxLm), whichever layout it was loaded in (GGUF's [hidden, kernel] too).
-WeightMap lfm2_checkpoint_names(WeightMap weights, CheckpointLayout layout);
+// lfm2_moe: mlx-lm's names of the dense layers' projections (feed_forward.gate_proj / up_proj / down_proj) as
+// transformers' w1 / w3 / w2.
+WeightMap lfm2_model_names(WeightMap weights);
+// lfm2 / lfm2_moe: each convolution kernel as transformers' Conv1d holds it ([hidden, 1, kernel], Hf) or mlx-lm's
+// sanitize leaves it ([hidden, kernel, 1], MlxLm), whichever layout it was loaded in (GGUF's [hidden, kernel] too);
+// lfm2_moe's experts one tensor each (Hf) and its dense projections under mlx-lm's names (MlxLm).
+WeightMap lfm2_checkpoint_names(const std::string& model_type, WeightMap weights, CheckpointLayout layout);
 
 // dots1: mlx-lm's stacked experts (mlp.experts.<proj>, no expert index) as the decoder's mlp.switch_mlp.<proj>.
 WeightMap dots1_model_names(WeightMap weights);

@@ -25,6 +25,8 @@ const char* stacked_name(const std::string& proj, bool mixtral) {
 
 }  // namespace
 
+std::string moe_block(const MoeOptions& o) { return o.block ? o.block : o.mixtral_names ? "block_sparse_moe" : "mlp"; }
+
 bool is_moe_layer(const ModelConfig& c, int i) {
   if (c.num_experts <= 0) return false;
   for (int l : c.mlp_only_layers)
@@ -34,7 +36,7 @@ bool is_moe_layer(const ModelConfig& c, int i) {
 
 void stack_experts(WeightMap& w, const ModelConfig& c, const MoeOptions& o) {
   if (c.num_experts <= 0) return;
-  const std::string ffn = o.mixtral_names ? ".block_sparse_moe.experts." : ".mlp.experts.";
+  const std::string ffn = "." + moe_block(o) + ".experts.";
   // (layer prefix, stacked projection, suffix) -> expert index -> tensor name
   std::map<std::tuple<std::string, std::string, std::string>, std::map<int, std::string>> groups;
   for (auto& [name, a] : w) {
@@ -53,12 +55,12 @@ void stack_experts(WeightMap& w, const ModelConfig& c, const MoeOptions& o) {
     } catch (const std::exception&) {
     }
     const std::string proj = rest.substr(d1 + 1, d2 - d1 - 1), suffix = rest.substr(d2 + 1);
-    const char* target = stacked_name(proj, o.mixtral_names);
+    const char* target = stacked_name(proj, o.mixtral_names || o.w_names);
     if (e < 0 || e >= c.num_experts || !target)
       fail("model",
            "tensor '" + name + "' names no expert projection of a " + std::to_string(c.num_experts) + "-expert model");
     const std::string stacked = *target ? target : proj;
-    const std::string module = name.substr(0, at) + (o.mixtral_names ? ".block_sparse_moe" : ".mlp");
+    const std::string module = name.substr(0, at) + "." + moe_block(o);
     groups[{module, stacked, suffix}][e] = name;
   }
   for (auto& [key, members] : groups) {
@@ -183,12 +185,16 @@ SparseMoe SparseMoe::load(const WeightMap& w, const std::string& prefix, const M
   m.renormalize = o.mixtral_names || c.norm_topk_prob;
   // transformers' Glm4MoeTopkRouter / DeepseekV2TopkRouter / DeepseekV3TopkRouter: float32 weights and logits
   // whatever the model's dtype.
-  m.float32_router = c.sigmoid_routing || c.model_type == "deepseek_v2" || c.model_type == "ernie4_5_moe" ||
-                     c.model_type == "hunyuan_v1_moe";
+  // (Lfm2MoeTopKRouter computes its logits in the model's dtype.)
+  m.float32_router = (c.sigmoid_routing && c.model_type != "lfm2_moe") || c.model_type == "deepseek_v2" ||
+                     c.model_type == "ernie4_5_moe" || c.model_type == "hunyuan_v1_moe";
   if (m.float32_router && m.router.weight && !m.router.quantized())
     m.router.weight = mx::astype(*m.router.weight, mx::float32);
   m.sigmoid_scores = c.sigmoid_routing;
-  if (c.sigmoid_routing) m.score_bias = take(w, prefix + ".gate.e_score_correction_bias", {E});
+  if (c.sigmoid_routing && c.model_type != "lfm2_moe")
+    m.score_bias = take(w, prefix + ".gate.e_score_correction_bias", {E});
+  if (c.use_expert_bias) m.score_bias = take(w, prefix + ".expert_bias", {E});  // lfm2_moe
+  m.renorm_eps = o.renorm_eps;
   // Ernie4_5_MoeStatics' [1, E] (a GGUF file's exp_probs_b [E]); absent (mlx-lm's folders drop it), transformers'
   // zeros.
   if (const auto bias = prefix + ".moe_statics.e_score_correction_bias"; c.softmax_score_bias && w.count(bias))
@@ -314,9 +320,10 @@ std::pair<mx::array, mx::array> SparseMoe::route(const mx::array& x) const {
   // transformers' Glm4MoeTopkRouter: float32 logits, sigmoid scores; the choice is made on scores + bias within
   // the topk_group groups whose two best biased scores sum highest (the others' experts at -inf); the chosen
   // unbiased scores are renormalised (+ 1e-20) and scaled by routed_scaling_factor.
-  auto logits = router(mx::astype(x, mx::float32));
+  // (Lfm2MoeTopKRouter: the logits in the model's dtype, the plain scores chosen from without use_expert_bias.)
+  auto logits = router(float32_router ? mx::astype(x, mx::float32) : x);
   auto scores = mx::sigmoid(mx::astype(logits, mx::float32));
-  auto choice = mx::add(scores, mx::astype(*score_bias, mx::float32));
+  auto choice = score_bias ? mx::add(scores, mx::astype(*score_bias, mx::float32)) : scores;
   const int E = static_cast<int>(choice.shape(-1));
   if (topk_group < n_group) {
     auto shape = choice.shape();
@@ -332,7 +339,7 @@ std::pair<mx::array, mx::array> SparseMoe::route(const mx::array& x) const {
   }
   auto indices = top_indices(choice, top_k);
   auto weights = mx::take_along_axis(scores, indices, -1);
-  if (renormalize) weights = mx::divide(weights, mx::add(mx::sum(weights, -1, true), mx::array(1e-20f)));
+  if (renormalize) weights = mx::divide(weights, mx::add(mx::sum(weights, -1, true), mx::array(renorm_eps)));
   return {indices, mx::multiply(weights, mx::array(routed_scaling))};
 }
 

@@ -50,7 +50,16 @@ struct MoeOptions {
   // gemma4_text: the experts under model.layers.N.experts (the `prefix`), the router beside them
   // (model.layers.N.router: proj, scale, per_expert_scale; Gemma4TextRouter).
   bool gemma4 = false;
+  // lfm2_moe: the block's module (model.layers.N.<block>; nullptr: mlp, or mixtral's block_sparse_moe), and its
+  // experts' projections named w1 / w3 / w2 as mixtral's (without mixtral's widths or its forced renormalisation).
+  const char* block = nullptr;
+  bool w_names = false;
+  // The sigmoid router's renormalisation: sum + renorm_eps (glm4_moe / deepseek_v3: 1e-20; lfm2_moe: 1e-6).
+  float renorm_eps = 1e-20f;
 };
+
+// The module of a layer's sparse block under model.layers.N (mlp, block_sparse_moe, or MoeOptions::block).
+std::string moe_block(const MoeOptions& o);
 
 // The reverse of stack_experts (HF's per-expert tensors, for writing checkpoints transformers reads):
 // `<module>.switch_mlp.<proj>.<suffix>` [E, ...] -> `<module>.experts.<e>.<proj>.<suffix>`, mixtral's
@@ -75,6 +84,7 @@ struct SparseMoe {
   // sigmoid scores, deepseek_v2 (group_limited_greedy) by their best softmax probability.
   int n_group = 1, topk_group = 1;
   float routed_scaling = 1.0f;  // deepseek / glm4_moe: the chosen weights' multiplier
+  float renorm_eps = 1e-20f;    // MoeOptions::renorm_eps
   bool float32_router = false;  // the router's weights and logits in float32 (transformers keeps gate.weight so)
   // llama4_text (ModelConfig::llama4_routing): top-k of the raw logits; each chosen expert takes the token times
   // the sigmoid of its logit, and their outputs are summed as they are.

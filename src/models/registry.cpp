@@ -114,6 +114,7 @@ const mx::array* activation_dtype_weight(const WeightMap& w) {
 bool is_fp32_router_tensor(const WeightMap& w, const std::string& name) {
   // (hunyuan_v1_moe's router, which HunYuanMoEV1Gate builds in float32)
   if (name.ends_with(".e_score_correction_bias") || name.ends_with(".mlp.gate.wg.weight")) return true;
+  if (name.ends_with(".feed_forward.expert_bias")) return true;  // (lfm2_moe's, float32 in mlx-lm too)
   const std::string router = ".mlp.gate.weight";
   if (!name.ends_with(router)) return false;
   const std::string mlp = name.substr(0, name.size() - 12);  // (ernie4_5_moe's bias under mlp.moe_statics)
@@ -130,6 +131,7 @@ WeightMap to_model_names(const std::string& model_type, WeightMap weights) {
   if (model_type == "dots1") return dots1_model_names(std::move(weights));
   if (model_type == "llama4_text") return llama4_model_names(std::move(weights));
   if (model_type == "gemma4_text") return gemma4_model_names(std::move(weights));
+  if (model_type == "lfm2_moe") return lfm2_model_names(std::move(weights));
   return weights;
 }
 
@@ -142,7 +144,8 @@ WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, 
   if (model_type == "granitemoe") return granitemoe_checkpoint_names(std::move(weights), layout);
   if (model_type == "dots1") return dots1_checkpoint_names(std::move(weights), layout);
   if (model_type == "apertus") return apertus_checkpoint_names(std::move(weights), layout);
-  if (model_type == "lfm2") return lfm2_checkpoint_names(std::move(weights), layout);
+  if (model_type == "lfm2" || model_type == "lfm2_moe")
+    return lfm2_checkpoint_names(model_type, std::move(weights), layout);
   if (model_type == "llama4_text") return llama4_checkpoint_names(std::move(weights), layout);
   if (model_type == "gemma4_text") return gemma4_checkpoint_names(std::move(weights), layout);
   // transformers' MoE checkpoints hold one tensor per expert (mlx-lm's, like mlxgp, the stacked switch_mlp).

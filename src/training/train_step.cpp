@@ -26,11 +26,11 @@ std::vector<std::string> default_trainable(Model& model) {
 
 }  // namespace
 
-// (glm4_moe's routing bias; apertus's xIELU beta / eps, which XIELUActivation registers as buffers; gemma4_text's
-// layer_scalar, a buffer of Gemma4TextDecoderLayer)
+// (glm4_moe's routing bias and lfm2_moe's expert_bias; apertus's xIELU beta / eps, which XIELUActivation registers as
+// buffers; gemma4_text's layer_scalar, a buffer of Gemma4TextDecoderLayer)
 bool is_buffer(const std::string& name) {
-  return name.ends_with(".e_score_correction_bias") || name.ends_with(".act_fn.beta") ||
-         name.ends_with(".act_fn.eps") || name.ends_with(".layer_scalar");
+  return name.ends_with(".e_score_correction_bias") || name.ends_with(".feed_forward.expert_bias") ||
+         name.ends_with(".act_fn.beta") || name.ends_with(".act_fn.eps") || name.ends_with(".layer_scalar");
 }
 
 WeightMap full_model_weights(Model& model, const WeightMap& trained) {

@@ -155,3 +155,25 @@ TEST(Lfm2Config, LayerTypesFullAttnIdxsAndTheMlpWidth) {
   EXPECT_EQ(error_of([&] { parse_model_config(tiny_config_json("lfm2", R"(, "block_ffn_dim_multiplier": -1)")); }),
             "[config] block_ffn_dim_multiplier must be a positive number");
 }
+
+TEST(Lfm2Config, Lfm2MoeExpertsAndTheirDefaults) {
+  // Lfm2MoeConfig: the dense width as given, 32 experts of 1792 top-4 after 2 dense layers, expert_bias on.
+  auto c = parse_model_config(tiny_config_json("lfm2_moe", R"(, "layer_types": ["conv", "full_attention"])"));
+  EXPECT_EQ(c.intermediate_size, 64);
+  EXPECT_EQ(c.conv_layers, (std::vector<bool>{true, false}));
+  EXPECT_EQ(c.num_experts, 32);
+  EXPECT_EQ(c.num_experts_per_tok, 4);
+  EXPECT_EQ(c.moe_intermediate_size, 1792);
+  EXPECT_EQ(c.mlp_only_layers, (std::vector<int>{0, 1}));
+  EXPECT_TRUE(c.sigmoid_routing && c.use_expert_bias && c.norm_topk_prob);
+  EXPECT_FLOAT_EQ(c.routed_scaling_factor, 1.0f);
+  c = parse_model_config(tiny_config_json("lfm2_moe", R"(, "num_experts": 4, "num_experts_per_tok": 2,
+      "num_dense_layers": 1, "use_expert_bias": false, "norm_topk_prob": false, "routed_scaling_factor": 2.5)"));
+  EXPECT_EQ(c.mlp_only_layers, (std::vector<int>{0}));
+  EXPECT_FALSE(c.use_expert_bias || c.norm_topk_prob);
+  EXPECT_FLOAT_EQ(c.routed_scaling_factor, 2.5f);
+  EXPECT_EQ(error_of([&] {
+              parse_model_config(tiny_config_json("lfm2_moe", R"(, "num_experts": 2, "num_experts_per_tok": 3)"));
+            }),
+            "[config] lfm2_moe needs num_experts >= num_experts_per_tok >= 1 and moe_intermediate_size >= 1");
+}

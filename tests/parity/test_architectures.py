@@ -72,7 +72,8 @@ def _assert_every_expert_routed(model, ids):
 
     cfg = model.config
     n_experts = getattr(cfg, "num_local_experts", None) or cfg.num_experts
-    if cfg.model_type in ("glm4_moe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "dots1", "ernie4_5_moe"):
+    if cfg.model_type in ("glm4_moe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "dots1", "ernie4_5_moe",
+                          "lfm2_moe"):
         _assert_group_routing(model, ids, n_experts)
         return
     with torch.no_grad():
@@ -678,7 +679,7 @@ def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
 # gemma4_text-moe: experts under mlx-lm's switch_glu, its 8-bit g64 router.proj.
 @pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "granite", "glm4_moe", "gpt_neox", "stablelm-parallel",
                                   "granitemoe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "dots1", "apertus",
-                                  "llama4", "gpt_bigcode", "gemma4_text-moe", "phimoe", "lfm2"])
+                                  "llama4", "gpt_bigcode", "gemma4_text-moe", "phimoe", "lfm2", "lfm2_moe"])
 def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, run_mlxgp, tmp_path):
     """`mlxgp convert --quantize` (4-bit g32) writes what mlx_lm.convert writes from the same HF folder: the same
     tensors (names, dtypes, shapes, values: 3-D stacked experts quantized too, the model class's
@@ -708,7 +709,7 @@ def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, r
     q_want, q_got = (json.loads((d / "config.json").read_text())["quantization"] for d in (ref_dir, got_dir))
     assert q_got == q_want
     # per-module entries beside group_size / bits / mode
-    assert (len(q_want) > 3) == (arch in ("qwen3_moe", "granite", "granitemoe", "gemma4_text-moe"))
+    assert (len(q_want) > 3) == (arch in ("qwen3_moe", "granite", "granitemoe", "gemma4_text-moe", "lfm2_moe"))
 
     ref_model, _ = load_model(got_dir)
     ids = _ids(30, 512, seed=4)

@@ -51,6 +51,7 @@ MINIMAL = {
     "ernie4_5_moe": ("Ernie4_5_MoeConfig", {"moe_intermediate_size": 16}),
     "hunyuan_v1_moe": ("HunYuanMoEV1Config", {"head_dim": 16}),  # (its class has no usable head_dim default)
     "lfm2": ("Lfm2Config", {"layer_types": ["conv", "full_attention", "conv"]}),  # (the MLP rounded up to 256)
+    "lfm2_moe": ("Lfm2MoeConfig", {"layer_types": ["conv", "full_attention", "conv"], "moe_intermediate_size": 16}),
 }
 
 

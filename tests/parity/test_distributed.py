@@ -267,7 +267,7 @@ def test_tensor_parallel_refusals(tiny, mlxgp_bin, run_mlxgp, tmp_path):
     assert p.returncode == 2 and "--prompt-cache cannot be combined with --tensor-parallel" in p.stderr
 
 
-@pytest.mark.parametrize("arch", ["gpt_oss", "gemma4_text", "lfm2"])
+@pytest.mark.parametrize("arch", ["gpt_oss", "gemma4_text", "lfm2", "lfm2_moe"])
 def test_tensor_parallel_refused(arch, mlxgp_bin, tmp_path):
     """gpt_oss's per-head sinks and expert biases have no split yet, nor gemma4_text's layers of different widths, nor
     lfm2's short convolutions: every rank says so in one line."""

@@ -27,7 +27,8 @@ def tiny(tmp_path_factory):
                          "stablelm-parallel", "seed_oss", "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe",
                          "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3", "glm4_moe_lite",
                          "dots1", "apertus", "llama4_text", "gpt_bigcode", "gpt_bigcode-mha", "olmo", "gemma4_text",
-                         "gemma4_text-moe", "gemma4_text-e2b", "ernie4_5_moe", "hunyuan_v1_moe", "lfm2")}
+                         "gemma4_text-moe", "gemma4_text-e2b", "ernie4_5_moe", "hunyuan_v1_moe", "lfm2",
+                         "lfm2_moe")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -39,7 +40,7 @@ def _as_mlxgp_grads(arch, name, grad):
     interleaved, down_proj [E, I, H], their biases): the names match as they are. granitemoe keeps its fused
     experts.gate_up_proj [E, 2I, H] / down_proj [E, H, I] and router.weight in memory and writes them as
     input_linear / output_linear / router.layer, the same layouts; gpt_neox's head is lm_head in memory and
-    embed_out in its checkpoints."""
+    embed_out in its checkpoints; lfm2_moe's fused experts are written as feed_forward.experts.E.{w1,w3,w2}."""
     if arch == "gpt_neox" and name == "lm_head.weight":
         return {"embed_out.weight": grad}
     if arch == "granitemoe" and ".block_sparse_moe." in name:
@@ -47,10 +48,15 @@ def _as_mlxgp_grads(arch, name, grad):
         leaf = {"experts.gate_up_proj": "input_linear.weight", "experts.down_proj": "output_linear.weight",
                 "router.weight": "router.layer.weight"}[name.split(".block_sparse_moe.")[1]]
         return {module + leaf: grad}
-    if arch == "gpt_oss" or (".mlp.experts." not in name and not (arch == "mixtral" and name.endswith(".mlp.gate.weight"))):
+    if arch == "lfm2_moe":  # (its experts written as feed_forward.experts.E.w1 / w3 / w2)
+        if ".feed_forward.experts." not in name:
+            return {name: grad}
+        module = name.split(".experts.")[0] + "."
+    elif arch == "gpt_oss" or (".mlp.experts." not in name and not (arch == "mixtral" and name.endswith(".mlp.gate.weight"))):
         return {name: grad}
-    module = name.split(".mlp.")[0] + (".block_sparse_moe." if arch == "mixtral" else ".mlp.")
-    gate, up, down = ("w1", "w3", "w2") if arch == "mixtral" else ("gate_proj", "up_proj", "down_proj")
+    else:
+        module = name.split(".mlp.")[0] + (".block_sparse_moe." if arch == "mixtral" else ".mlp.")
+    gate, up, down = ("w1", "w3", "w2") if arch in ("mixtral", "lfm2_moe") else ("gate_proj", "up_proj", "down_proj")
     if name.endswith("experts.gate_up_proj"):
         half = grad.shape[1] // 2
         out = {}
@@ -134,14 +140,15 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
 # every linear but the experts and on the tied head, softmax experts chosen with moe_statics' correction bias (which
 # only picks experts: no gradient reaches it) beside a shared one; hunyuan_v1_moe: q/k norms after RoPE, a float32
 # router, every layer's experts beside an ungated shared MLP; lfm2: gated short convolutions (in_proj, the depthwise
-# kernel, out_proj) beside attention with per-head q / k norms.
+# kernel, out_proj) beside attention with per-head q / k norms; lfm2_moe: those blocks with sigmoid-routed experts chosen
+# with expert_bias (which takes no gradient).
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe",
                                   "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi",
                                   "glm4_moe", "stablelm-parallel", "seed_oss", "exaone4",
                                   "gpt_neox", "arcee", "nemotron", "granitemoe", "hunyuan_v1_dense", "deepseek_v2",
                                   "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "llama4_text", "gpt_bigcode",
                                   "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe", "gemma4_text-e2b",
-                                  "ernie4_5_moe", "hunyuan_v1_moe", "lfm2"])
+                                  "ernie4_5_moe", "hunyuan_v1_moe", "lfm2", "lfm2_moe"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)

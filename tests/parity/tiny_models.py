@@ -15,11 +15,11 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
               "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text", "llama4",
               "gpt_bigcode", "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe", "gemma4_text-e2b",
-              "gemma4", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe", "lfm2")
+              "gemma4", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe", "lfm2", "lfm2_moe")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
 MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl", "llama4", "gemma4")
-MOE_ARCHS = ("mixtral", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
+MOE_ARCHS = ("mixtral", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe", "lfm2_moe", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
              "deepseek_v3", "glm4_moe_lite", "dots1", "llama4_text", "llama4", "gemma4_text-moe")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
@@ -291,6 +291,14 @@ def tiny_config(arch: str):
         return transformers.Lfm2Config(**{**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"},
                                           "num_hidden_layers": 4}, norm_eps=1e-5, pad_token_id=0,
                                        block_multiple_of=16, layer_types=["conv", "full_attention", "conv", "conv"])
+    if arch == "lfm2_moe":
+        # LFM2-8B-A1B's layout: lfm2's blocks, a dense first layer, then 4 experts top-2 of width 32 chosen by a sigmoid
+        # router plus a random expert_bias that changes some tokens' choice, renormalised, routed_scaling_factor 1.5.
+        return transformers.Lfm2MoeConfig(**{**{k: v for k, v in _COMMON.items() if k != "rms_norm_eps"},
+                                             "num_hidden_layers": 4}, norm_eps=1e-5, pad_token_id=0,
+                                          layer_types=["conv", "full_attention", "conv", "conv"], num_experts=4,
+                                          num_experts_per_tok=2, moe_intermediate_size=32, num_dense_layers=1,
+                                          routed_scaling_factor=1.5)
     if arch == "arcee":
         # AFM-4.5B's layout: an ungated relu2 MLP, with YaRN (factor 4 over an original 64 positions) as it ships.
         return transformers.ArceeConfig(**_COMMON, pad_token_id=0,
@@ -498,7 +506,8 @@ def make_model_from_config(cfg, out_dir, seed: int = 0):
                 p.normal_(0.0, 0.3)  # gpt2's learned positions: large enough that a wrong position changes tokens
             elif name.endswith("self_attn.sinks"):
                 p.normal_(0.0, 1.0)  # gpt_oss: sinks that take a real share of each softmax
-            elif p.ndim >= 2 and (name.endswith("mlp.gate.weight") or name.endswith("mlp.router.weight")
+            elif p.ndim >= 2 and (name.endswith(("mlp.gate.weight", "feed_forward.gate.weight"))
+                                  or name.endswith("mlp.router.weight")
                                   or name.endswith("feed_forward.router.weight") or name.endswith("router.proj.weight")):
                 p.normal_(0.0, 0.2)  # MoE routers: decisive, varied routing, so every expert gets tokens
             elif p.ndim >= 2:
@@ -513,7 +522,7 @@ def make_model_from_config(cfg, out_dir, seed: int = 0):
         for name, b in model.named_buffers():
             if name.endswith("layer_scalar"):  # gemma4_text: a scalar that a skipped multiply would show
                 b.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(6))
-            if name.endswith("e_score_correction_bias"):
+            if name.endswith(("e_score_correction_bias", "feed_forward.expert_bias")):
                 # glm4_moe: a routing bias that changes which experts are chosen, yet leaves each one some tokens
                 b.normal_(0.0, 0.15, generator=torch.Generator().manual_seed(5))
     model.eval()

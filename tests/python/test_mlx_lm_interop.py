@@ -96,7 +96,7 @@ def more_archs(tmp_path_factory):
                                           "ernie4_5", "exaone4", "nemotron", "granitemoe", "helium",
                                           "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3", "glm4_moe_lite",
                                           "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4", "gemma4_text",
-                                          "gemma4_text-moe", "gemma4_text-e2b", "gemma4", "phimoe", "lfm2"))
+                                          "gemma4_text-moe", "gemma4_text-e2b", "gemma4", "phimoe", "lfm2", "lfm2_moe"))
 def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     folder = tiny_archs[arch] if arch in tiny_archs else more_archs(arch)
     model = mlx_lm_model(folder)
