@@ -20,6 +20,12 @@ long long integer(const json& v, const std::string& what) {
   return x;
 }
 
+bool boolean(const json& j, const char* key, bool def) {
+  if (!present(j, key)) return def;
+  if (!j.at(key).is_boolean()) fail("config", std::string("field '") + key + "' must be true or false");
+  return j.at(key).get<bool>();
+}
+
 }  // namespace
 
 json lfm2_common_fields(const json& in) {
@@ -33,12 +39,7 @@ json lfm2_common_fields(const json& in) {
   if (in.value("model_type", "") == "lfm2_moe") return j;
   if (present(in, "block_ff_dim")) j["intermediate_size"] = in.at("block_ff_dim");
   if (!present(j, "intermediate_size")) j["intermediate_size"] = 12288;  // Lfm2Config's default
-  auto flag = [&](const char* key, bool def) {
-    if (!present(in, key)) return def;
-    if (!in.at(key).is_boolean()) fail("config", std::string("field '") + key + "' must be true or false");
-    return in.at(key).get<bool>();
-  };
-  if (flag("block_auto_adjust_ff_dim", true)) {  // Lfm2MLP.__init__
+  if (boolean(in, "block_auto_adjust_ff_dim", true)) {                   // Lfm2MLP.__init__
     long long ff = integer(j.at("intermediate_size"), "intermediate_size");
     ff = static_cast<long long>(2.0 * static_cast<double>(ff) / 3.0);
     if (present(in, "block_ffn_dim_multiplier") || !in.contains("block_ffn_dim_multiplier")) {
@@ -80,12 +81,7 @@ void read_lfm2_fields(const json& j, ModelConfig& c) {
   }
   c.conv_kernel = present(j, "conv_L_cache") ? static_cast<int>(integer(j.at("conv_L_cache"), "conv_L_cache")) : 3;
   if (c.conv_kernel < 1) fail("config", "conv_L_cache must be at least 1");
-  auto flag = [&](const char* key, bool def) {
-    if (!present(j, key)) return def;
-    if (!j.at(key).is_boolean()) fail("config", std::string("field '") + key + "' must be true or false");
-    return j.at(key).get<bool>();
-  };
-  c.conv_bias = flag("conv_bias", false);
+  c.conv_bias = boolean(j, "conv_bias", false);
   if (c.model_type != "lfm2_moe") return;
   // Lfm2MoeConfig's experts and their defaults (LFM2-8B-A1B's): 32 of width 1792, top 4, after 2 dense layers; a
   // sigmoid router whose choice adds expert_bias, the chosen scores renormalised and times routed_scaling_factor.
@@ -101,8 +97,8 @@ void read_lfm2_fields(const json& j, ModelConfig& c) {
   c.mlp_only_layers.clear();
   for (int i = 0; i < count("num_dense_layers", 2) && i < n; ++i) c.mlp_only_layers.push_back(i);
   c.sigmoid_routing = true;
-  c.use_expert_bias = flag("use_expert_bias", true);
-  c.norm_topk_prob = flag("norm_topk_prob", true);
+  c.use_expert_bias = boolean(j, "use_expert_bias", true);
+  c.norm_topk_prob = boolean(j, "norm_topk_prob", true);
   const json r = j.value("routed_scaling_factor", json(1.0));
   if (!r.is_number() || !std::isfinite(r.get<double>()) || r.get<double>() <= 0)
     fail("config", "routed_scaling_factor must be a positive number");
