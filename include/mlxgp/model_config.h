@@ -142,6 +142,14 @@ struct ModelConfig {
   std::vector<bool> conv_layers;
   int conv_kernel = 0;
   bool conv_bias = false;
+  // qwen3_next / qwen3_5: the layers that mix positions with a gated delta rule (layer_types "linear_attention";
+  // empty: none): linear_num_key_heads key heads of linear_key_head_dim, linear_num_value_heads value heads of
+  // linear_value_head_dim, after a causal depthwise convolution of linear_conv_kernel_dim positions.
+  std::vector<bool> linear_layers;
+  int linear_key_heads = 0, linear_value_heads = 0, linear_key_dim = 0, linear_value_dim = 0, linear_conv_kernel = 0;
+  // qwen3_next / qwen3_5: q_proj also yields a gate per head ([q; gate] per head) and the attention output is
+  // multiplied by sigmoid(gate) before o_proj.
+  bool attention_output_gate = false;
 
   // Mixture of experts (mixtral, qwen2_moe, qwen3_moe, gpt_oss): num_local_experts / num_experts, top-k routing.
   std::optional<bool> qkv_bias;  // q/k/v biases: qwen2_moe's switch (default on), a GGUF file's attn_q.bias
@@ -204,6 +212,8 @@ struct ModelConfig {
 // Layer `layer`'s head width and key/value head count (ModelConfig::layer_head_dims / layer_kv_heads).
 int layer_head_dim(const ModelConfig& c, int layer);
 int layer_kv_heads(const ModelConfig& c, int layer);
+// What the recurrent layers are, for messages: "short convolutions" (conv_layers), "gated delta nets" (linear_layers).
+std::string recurrent_layer_kind(const ModelConfig& c);
 // Whether layer `layer` attends within sliding_window (ModelConfig::sliding_layers; false past its end).
 bool layer_slides(const ModelConfig& c, int layer);
 // Parses config.json text; throws [config] on malformed JSON or missing/invalid required fields.

@@ -1,6 +1,6 @@
-// The cache of a recurrent layer (LFM2's short convolution): arrays that each forward reads and replaces whole
-// instead of positions appended to (mlx-lm's ArraysCache). It counts the positions it has seen and keeps a
-// left-padded batch's padding as the KV caches do, so every layer of a hybrid model agrees on positions and
+// The cache of a recurrent layer (LFM2's short convolution, Qwen3-Next's gated delta rule): arrays that each forward
+// reads and replaces whole instead of positions appended to (mlx-lm's ArraysCache). It counts the positions it has seen
+// and keeps a left-padded batch's padding as the KV caches do, so every layer of a hybrid model agrees on positions and
 // masks. It cannot be trimmed: the state before a position is gone once the position is in.
 #pragma once
 
@@ -15,6 +15,8 @@ class RecurrentCache : public KVCache {
  public:
   // `slots`: how many state arrays the layer keeps (one: the convolution's last inputs).
   explicit RecurrentCache(int slots = 1);
+  // One slot per shape: each state's shape after its batch axis (what a saved prompt cache must hold).
+  explicit RecurrentCache(std::vector<mlx::core::Shape> slot_shapes);
   int offset() const override { return offset_; }
   // Throws [cache]: a recurrent layer stores no keys or values.
   std::pair<mlx::core::array, mlx::core::array> update(const mlx::core::array& keys,
@@ -25,6 +27,8 @@ class RecurrentCache : public KVCache {
   void select(const mlx::core::array& batch_indices) override;
 
   int slots() const { return static_cast<int>(state_.size()); }
+  // Slot `slot`'s shape after the batch axis; empty when the layer did not say.
+  const mlx::core::Shape& slot_shape(int slot) const;
   // The state in `slot` ([B, ...]); nullopt before the layer first ran.
   const std::optional<mlx::core::array>& state(int slot) const;
   void set_state(int slot, const mlx::core::array& value);
@@ -43,6 +47,7 @@ class RecurrentCache : public KVCache {
 
  private:
   std::vector<std::optional<mlx::core::array>> state_;
+  std::vector<mlx::core::Shape> shapes_;
   int offset_ = 0;
   int rows_ = 0;
 };

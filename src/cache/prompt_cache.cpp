@@ -333,11 +333,13 @@ PromptCache load_prompt_cache(const std::string& path, Model& model) {
   std::vector<mx::array> state;
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     if (auto* kind = dynamic_cast<const RecurrentCache*>(kinds[i].get())) {
-      // lfm2's short convolution: the last conv_L_cache - 1 positions of its gated input.
-      const mx::Shape want = {1, c.conv_kernel - 1, c.hidden_size};
-      auto cache = std::make_unique<RecurrentCache>(kind->slots());
+      // Each slot as the layer makes it (lfm2's convolution: its last conv_L_cache - 1 inputs; qwen3_next's delta
+      // rule: those and the state), one batch row.
+      auto cache = std::make_unique<RecurrentCache>(*kind);
       for (int slot = 0; slot < kind->slots(); ++slot) {
         const std::string key = layer_key(i, "state." + std::to_string(slot));
+        mx::Shape want = kind->slot_shape(slot);
+        want.insert(want.begin(), 1);
         auto& a = tensor(key);
         if (a.shape() != want || !mx::issubdtype(a.dtype(), mx::floating))
           fail("prompt-cache", where + ": " + key + " must be floating " + layers::shape_str(want));

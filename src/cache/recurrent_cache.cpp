@@ -15,6 +15,17 @@ namespace mlxgp {
 RecurrentCache::RecurrentCache(int slots) {
   if (slots < 1) fail("cache", "a recurrent cache needs at least one state slot");
   state_.resize(slots);
+  shapes_.resize(slots);
+}
+
+RecurrentCache::RecurrentCache(std::vector<mx::Shape> slot_shapes)
+    : RecurrentCache(static_cast<int>(slot_shapes.size())) {
+  shapes_ = std::move(slot_shapes);
+}
+
+const mx::Shape& RecurrentCache::slot_shape(int slot) const {
+  if (slot < 0 || slot >= slots()) fail("cache", "no state slot " + std::to_string(slot));
+  return shapes_[slot];
 }
 
 std::pair<mx::array, mx::array> RecurrentCache::update(const mx::array&, const mx::array&) {

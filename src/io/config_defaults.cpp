@@ -13,7 +13,7 @@ struct Entry {
 };
 
 // LlamaConfig, MistralConfig, ... as AutoConfig.for_model(type) prints them.
-constexpr std::array<Entry, 48> kDefaults{{
+constexpr std::array<Entry, 51> kDefaults{{
     {"llama", {1e-6f, 10000.0f, 2048, false, "silu", 0, 0}},
     {"llama4_text", {1e-5f, 500000.0f, 131072, false, "silu", 128, 0}},
     {"mistral", {1e-6f, 10000.0f, 131072, false, "silu", 0, 4096}},
@@ -62,6 +62,9 @@ constexpr std::array<Entry, 48> kDefaults{{
     {"gpt_oss", {1e-5f, 150000.0f, 131072, false, "silu", 64, 128}},
     {"lfm2", {1e-5f, 1000000.0f, 128000, true, "silu", 0, 0}},
     {"lfm2_moe", {1e-5f, 1000000.0f, 128000, true, "silu", 0, 0}},
+    {"qwen3_next", {1e-6f, 10000.0f, 32768, false, "silu", 256, 0}},
+    {"qwen3_5_text", {1e-6f, 10000.0f, 32768, false, "silu", 256, 0}},
+    {"qwen3_5_moe_text", {1e-6f, 10000.0f, 32768, false, "silu", 256, 0}},
 }};
 
 }  // namespace

@@ -65,8 +65,7 @@ bool quantizable(const std::string& name, const mx::array& w, int group_size) {
 }
 
 // The model classes' quant_predicate in mlx-lm 0.32 (models/qwen3_moe.py, granite.py, granitemoe.py, gpt_oss.py,
-// gemma4_text.py, lfm2_moe.py): the
-// modules
+// gemma4_text.py, lfm2_moe.py, qwen3_next.py, qwen3_5.py): the modules
 // (mlx-lm paths, the checkpoint names without ".weight") quantized with their own group size and bits,
 // which quantize_model records per module in the config's "quantization".
 std::optional<std::pair<int, int>> mlx_lm_override(const std::string& model_type, const std::string& path) {
@@ -78,6 +77,9 @@ std::optional<std::pair<int, int>> mlx_lm_override(const std::string& model_type
   if (model_type == "granitemoe" && path.ends_with("block_sparse_moe.router.layer")) return std::pair{64, 8};
   if (model_type == "gemma4_text" && path.ends_with(".router.proj")) return std::pair{64, 8};
   if (model_type == "lfm2_moe" && path.ends_with("feed_forward.gate")) return std::pair{64, 8};
+  if ((model_type == "qwen3_next" || model_type == "qwen3_5_moe_text") &&
+      (path.ends_with("mlp.gate") || path.ends_with("shared_expert_gate")))
+    return std::pair{64, 8};
   return std::nullopt;
 }
 

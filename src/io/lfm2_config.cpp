@@ -3,6 +3,7 @@
 #include <cmath>
 #include <string>
 
+#include "io/layer_types.h"
 #include "mlxgp/error.h"
 
 namespace mlxgp::io {
@@ -61,15 +62,7 @@ void read_lfm2_fields(const json& j, ModelConfig& c) {
   const int n = c.num_hidden_layers;
   c.conv_layers.assign(n, false);
   if (present(j, "layer_types")) {
-    const auto& types = j.at("layer_types");
-    if (!types.is_array() || static_cast<int>(types.size()) != n)
-      fail("config", "layer_types must list one entry per layer");
-    for (int i = 0; i < n; ++i) {
-      const auto& t = types[i];
-      if (!t.is_string() || (t != "conv" && t != "full_attention"))
-        fail("config", "unsupported lfm2 layer type " + t.dump() + " (supported: conv, full_attention)");
-      c.conv_layers[i] = t == "conv";
-    }
+    c.conv_layers = recurrent_layer_flags(j.at("layer_types"), n, "lfm2", "conv");
   } else if (present(j, "full_attn_idxs")) {
     const auto& idx = j.at("full_attn_idxs");
     if (!idx.is_array()) fail("config", "full_attn_idxs must be a list of layer indices");

@@ -13,6 +13,7 @@
 #include "io/gemma4_config.h"
 #include "io/gpt2_config.h"
 #include "io/lfm2_config.h"
+#include "io/qwen3_next_config.h"
 #include "io/multimodal_config.h"
 #include "io/quantization_modules.h"
 #include "mlxgp/error.h"
@@ -394,7 +395,8 @@ void parse_rope_fields(const json& j, ModelConfig& c) {
   // reads rope_local_base_freq.
   const bool partial = c.model_type == "phi" || c.model_type == "phi3" || c.model_type == "glm" ||
                        c.model_type == "glm4" || c.model_type == "glm4_moe" || c.model_type == "glm4_moe_lite" ||
-                       c.model_type == "stablelm" || c.model_type == "gpt_neox" || c.model_type == "nemotron";
+                       c.model_type == "stablelm" || c.model_type == "gpt_neox" || c.model_type == "nemotron" ||
+                       io::is_qwen3_next_type(c.model_type);
   if (partial) c.partial_rotary_factor = get_float(j, "partial_rotary_factor", c.partial_rotary_factor);
   if (c.model_type == "gpt_neox") {  // GPTNeoXConfig's older spellings (its convert_rope_params_to_dict)
     c.partial_rotary_factor = get_float(j, "rotary_pct", c.partial_rotary_factor);
@@ -911,8 +913,9 @@ void validate_model_config(const ModelConfig& c, const std::string& component) {
   if (c.sliding_window && *c.sliding_window < 1) fail(component, "sliding_window must be at least 1");
   if (!c.sliding_layers.empty() && static_cast<long long>(c.sliding_layers.size()) != c.num_hidden_layers)
     fail(component, "layer_types must list one entry per layer");
-  if (!c.conv_layers.empty() && static_cast<long long>(c.conv_layers.size()) != c.num_hidden_layers)
-    fail(component, "layer_types must list one entry per layer");
+  for (const auto* v : {&c.conv_layers, &c.linear_layers})
+    if (!v->empty() && static_cast<long long>(v->size()) != c.num_hidden_layers)
+      fail(component, "layer_types must list one entry per layer");
   for (const auto* v : {&c.layer_head_dims, &c.layer_kv_heads})
     if (!v->empty() && static_cast<long long>(v->size()) != c.num_hidden_layers)
       fail(component, "per-layer head widths must list one entry per layer");
@@ -920,6 +923,11 @@ void validate_model_config(const ModelConfig& c, const std::string& component) {
 
 int layer_head_dim(const ModelConfig& c, int layer) {
   return layer >= 0 && layer < static_cast<int>(c.layer_head_dims.size()) ? c.layer_head_dims[layer] : c.head_dim;
+}
+
+std::string recurrent_layer_kind(const ModelConfig& c) {
+  const auto any = [](const std::vector<bool>& v) { return std::find(v.begin(), v.end(), true) != v.end(); };
+  return any(c.linear_layers) ? "gated delta nets" : any(c.conv_layers) ? "short convolutions" : "recurrent layers";
 }
 
 bool layer_slides(const ModelConfig& c, int layer) {
@@ -961,6 +969,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
   if (c.model_type == "gpt2" || c.model_type == "gpt_bigcode") j = io::gpt2_common_fields(j);
   if (c.model_type == "gemma4_text") j = io::gemma4_common_fields(j);
   if (c.model_type == "lfm2" || c.model_type == "lfm2_moe") j = io::lfm2_common_fields(j);
+  if (io::is_qwen3_next_type(c.model_type)) j = io::qwen3_next_common_fields(j);
   io::apply_class_defaults(c);
   c.vocab_size = get_int(j, "vocab_size", 0, true);
   c.hidden_size = get_int(j, "hidden_size", 0, true);
@@ -1053,6 +1062,7 @@ ModelConfig parse_model_config(const std::string& json_text) {
   }
   parse_architecture_fields(j, c);
   if (c.model_type == "lfm2" || c.model_type == "lfm2_moe") io::read_lfm2_fields(j, c);
+  if (io::is_qwen3_next_type(c.model_type)) io::read_qwen3_next_fields(j, c);
   if (c.model_type == "deepseek_v2" || c.model_type == "deepseek_v3" || c.model_type == "glm4_moe_lite")
     parse_latent_attention(j, c);
   if (c.model_type == "gpt2" || c.model_type == "gpt_bigcode") {

@@ -10,8 +10,8 @@
 namespace mlxgp::io {
 
 const std::vector<std::string>& multimodal_wrappers() {
-  static const std::vector<std::string> types{"gemma3",   "gemma4",     "llama4",  "mistral3",
-                                              "qwen2_vl", "qwen2_5_vl", "qwen3_vl"};
+  static const std::vector<std::string> types{"gemma3",     "gemma4",   "llama4",  "mistral3",   "qwen2_vl",
+                                              "qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe"};
   return types;
 }
 
@@ -61,16 +61,28 @@ nlohmann::json language_model_config(const nlohmann::json& config) {
   using nlohmann::json;
   const std::string outer = config.at("model_type").get<std::string>();
   const bool qwen_vl = outer == "qwen2_vl" || outer == "qwen2_5_vl" || outer == "qwen3_vl";
+  // Qwen3.5 (Qwen3_5Config / Qwen3_5MoeConfig): text_config a Qwen3_5TextConfig / Qwen3_5MoeTextConfig; a config
+  // without one is the text config itself (as mlx-lm's ModelArgs reads it).
+  const bool qwen3_5 = outer == "qwen3_5" || outer == "qwen3_5_moe";
   auto tc = config.find("text_config");
-  if (!qwen_vl && (tc == config.end() || !tc->is_object()))
+  const bool flat = qwen3_5 && tc == config.end();
+  if (!qwen_vl && !flat && (tc == config.end() || !tc->is_object()))
     fail("config", outer + " config.json needs a text_config object (its language model's config)");
-  json t = qwen_vl ? qwen_vl_text_config(config, outer) : *tc;
+  json t = qwen_vl ? qwen_vl_text_config(config, outer) : flat ? config : *tc;
+  if (flat) {
+    t.erase("vision_config");
+    t.erase("model_type");
+  }
   const bool gemma = outer == "gemma3", gemma4 = outer == "gemma4", llama4 = outer == "llama4";
   // transformers 5.24: Gemma3Config's text_config is a Gemma3TextConfig, Llama4Config's a Llama4TextConfig,
   // Mistral3Config's a MistralConfig unless its model_type names another (mlx-lm's mistral3 runs the others as llama),
   // Gemma4Config's a Gemma4TextConfig. The one text model_type gemma3 / gemma4 / llama4 take (null: mistral3's
   // several).
-  const char* own = gemma ? "gemma3_text" : gemma4 ? "gemma4_text" : llama4 ? "llama4_text" : nullptr;
+  const char* own = gemma     ? "gemma3_text"
+                    : gemma4  ? "gemma4_text"
+                    : llama4  ? "llama4_text"
+                    : qwen3_5 ? (outer == "qwen3_5" ? "qwen3_5_text" : "qwen3_5_moe_text")
+                              : nullptr;
   if (!t.contains("model_type")) t["model_type"] = own ? own : "mistral";
   const auto& inner = t["model_type"];
   const bool known =
@@ -97,12 +109,12 @@ nlohmann::json language_model_config(const nlohmann::json& config) {
   if (gemma || gemma4)
     for (auto [key, value] : gemma ? gemma3_sizes : gemma4_sizes)
       if (!t.contains(key) || t[key].is_null()) t[key] = value;
-  // The outer config ties the head (PreTrainedConfig's default: true, Llama4Config's false; a checkpoint whose
-  // lm_head differs from the embeddings keeps it, as transformers' tie_weights does: DecoderModel).
+  // The outer config ties the head (PreTrainedConfig's default: true, Llama4Config's and Qwen3_5Config's false; a
+  // checkpoint whose lm_head differs from the embeddings keeps it, as transformers' tie_weights does: DecoderModel).
   auto tie = config.find("tie_word_embeddings");
   if (tie != config.end() && !tie->is_null() && !tie->is_boolean())
     fail("config", "tie_word_embeddings must be true or false");
-  t["tie_word_embeddings"] = tie == config.end() || tie->is_null() ? !llama4 : tie->get<bool>();
+  t["tie_word_embeddings"] = tie == config.end() || tie->is_null() ? !llama4 && !qwen3_5 : tie->get<bool>();
   // GenerationConfig.from_model_config: the outer token ids, then text_config's where the outer has none.
   for (const char* key : {"eos_token_id", "bos_token_id", "pad_token_id"})
     if (auto it = config.find(key); it != config.end() && !it->is_null()) t[key] = *it;

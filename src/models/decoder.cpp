@@ -135,15 +135,18 @@ void DecoderModel::build(const WeightMap& loaded) {
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i);
     const bool conv = i < static_cast<int>(c.conv_layers.size()) && c.conv_layers[i];
-    Block b{std::nullopt,
-            std::nullopt,
-            std::nullopt,
-            std::nullopt,
-            conv ? layers::Attention{} : layers::Attention::load(weights, p + ".self_attn", c, o.attention, i),
-            std::nullopt,
-            std::nullopt,
-            std::nullopt};
+    const bool linear = i < static_cast<int>(c.linear_layers.size()) && c.linear_layers[i];
+    Block b{
+        std::nullopt,
+        std::nullopt,
+        std::nullopt,
+        std::nullopt,
+        conv || linear ? layers::Attention{} : layers::Attention::load(weights, p + ".self_attn", c, o.attention, i),
+        std::nullopt,
+        std::nullopt,
+        std::nullopt};
     if (conv) b.conv = layers::ShortConv::load(weights, p + ".conv", c);
+    if (linear) b.delta = layers::GatedDeltaNet::load(weights, p + ".linear_attn", c);
     const auto& n = o.norm_names;
     auto layer_norm = [&](const char* name) { return norm_at(p + "." + name + ".weight"); };
     // gemma4_text (use_double_wide_mlp): the layers that share keys and values have MLPs twice as wide.
@@ -273,8 +276,10 @@ void DecoderModel::shard(const mx::distributed::Group& group) {
   if (tp_) fail("distributed", "the model is already sharded");
   // The per-head sinks and the experts' biases have no split here yet; gemma4_text's layers differ in width
   // (ModelConfig::layer_head_dims), which the plan does not split yet; lfm2's convolutions have no split yet.
+  // qwen3_next's gated delta nets neither, nor its gated attention output ([q; gate] rows per head).
   if (options_.attention.sinks || options_.moe.gpt_oss || !config_.layer_head_dims.empty() ||
-      std::find(config_.conv_layers.begin(), config_.conv_layers.end(), true) != config_.conv_layers.end())
+      std::find(config_.conv_layers.begin(), config_.conv_layers.end(), true) != config_.conv_layers.end() ||
+      !config_.linear_layers.empty() || config_.attention_output_gate)
     fail("distributed", "tensor-parallel generation of " + config_.model_type + " is not supported");
   auto plan = shard::make_plan(config_, weights_, group.rank(), group.size(), options_.moe.mixtral_names);
   auto sliced = shard::slice_weights(weights_, config_, plan, options_.moe.mixtral_names);
@@ -293,8 +298,15 @@ void DecoderModel::shard(const mx::distributed::Group& group) {
 KVCacheList DecoderModel::make_caches() const {
   KVCacheList caches;
   for (const auto& b : blocks_) {
-    if (b.conv) caches.push_back(std::make_unique<RecurrentCache>());
-    else caches.push_back(std::make_unique<StandardKVCache>());
+    if (b.conv) {  // the convolution's last K - 1 inputs
+      caches.push_back(std::make_unique<RecurrentCache>(std::vector<mx::Shape>{{b.conv->kernel - 1, b.conv->hidden}}));
+    } else if (b.delta) {  // those, and the delta rule's state
+      const auto& d = *b.delta;
+      caches.push_back(std::make_unique<RecurrentCache>(
+          std::vector<mx::Shape>{{d.kernel - 1, d.conv_channels()}, {d.value_heads, d.key_dim, d.value_dim}}));
+    } else {
+      caches.push_back(std::make_unique<StandardKVCache>());
+    }
   }
   return caches;
 }
@@ -375,19 +387,19 @@ mx::array DecoderModel::block(const Block& b, const mx::array& x, KVCache& cache
   if (norms == Norms::Pre && config_.residual_multiplier == 1.0f) {
     // x + attention(norm(x)), then h + mlp(norm(h)), with the norms and adds inside the products' nodes
     // where the weights allow (layers::PreNormResidual).
-    auto h =
-        b.conv ? mx::add(x, (*b.conv)((*b.input_norm)(x), cache)) : b.attention(x, cache, mask, {&*b.input_norm, &x});
+    auto h = b.recurrent() ? mx::add(x, b.mix((*b.input_norm)(x), cache))
+                           : b.attention(x, cache, mask, {&*b.input_norm, &x});
     if (b.moe) return mx::add(h, (*b.moe)((*b.post_attention_norm)(h)));
     return (*b.mlp)(h, {&*b.post_attention_norm, &h});
   }
   if (norms == Norms::Parallel || norms == Norms::ParallelTwo) {  // transformers' cohere: residual + attention + mlp
     auto n = (*b.input_norm)(x);
-    auto a = b.conv ? (*b.conv)(n, cache) : b.attention(n, cache, mask);
+    auto a = b.recurrent() ? b.mix(n, cache) : b.attention(n, cache, mask);
     const auto m = norms == Norms::ParallelTwo ? (*b.post_attention_norm)(x) : n;  // gpt_neox: its own norm of x
     return residual(residual(x, a), b.moe ? (*b.moe)(m) : (*b.mlp)(m));
   }
   const auto in = b.input_norm ? (*b.input_norm)(x) : x;
-  auto a = b.conv ? (*b.conv)(in, cache) : b.attention(in, cache, mask, {}, shared);
+  auto a = b.recurrent() ? b.mix(in, cache) : b.attention(in, cache, mask, {}, shared);
   if (norms != Norms::Pre) a = (*b.post_attention_norm)(a);
   auto h = residual(x, a);
   const auto& pre_mlp = norms == Norms::Pre ? b.post_attention_norm : b.pre_feedforward_norm;
@@ -464,9 +476,9 @@ mx::array DecoderModel::hidden_states(const mx::array& embeddings, KVCacheList& 
   if (embed_positions_) h = add_positions(h, *caches[0]);
   // One mask for every layer, from the first layer's cache before it is updated (mlx-lm's models
   // ask cache[0].make_mask once per forward); the standard cache's mask costs no array op.
-  // (lfm2: the first attention layer's, since a convolution layer's cache masks nothing.)
+  // (lfm2, qwen3_next: the first attention layer's, since a recurrent layer's cache masks nothing.)
   size_t first_attention = 0;
-  while (first_attention + 1 < blocks_.size() && blocks_[first_attention].conv) ++first_attention;
+  while (first_attention + 1 < blocks_.size() && blocks_[first_attention].recurrent()) ++first_attention;
   const AttentionMask mask = caches[first_attention]->make_mask(T);
   // Sliding-window layers (config.sliding_layers) get one shared windowed mask, chunked ones (config.chunked_layers)
   // one chunked mask: `local` on the `locals` layers (no architecture has both).

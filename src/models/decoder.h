@@ -10,6 +10,7 @@
 #include "models/layers.h"
 #include "models/moe.h"
 #include "models/shard.h"
+#include "models/gated_delta_net.h"
 #include "models/short_conv.h"
 
 namespace mx = mlx::core;
@@ -70,7 +71,7 @@ class DecoderModel : public Model {
     return tp_ ? std::optional<mx::distributed::Group>(tp_->group) : std::nullopt;
   }
   std::shared_ptr<Model> first_layers(int n) override;
-  // A RecurrentCache for each short-convolution layer (ModelConfig::conv_layers), a standard cache elsewhere.
+  // A RecurrentCache for each recurrent layer (ModelConfig::conv_layers, linear_layers), a standard cache elsewhere.
   KVCacheList make_caches() const override;
 
  private:
@@ -82,8 +83,13 @@ class DecoderModel : public Model {
   struct Block {
     std::optional<layers::RMSNorm> input_norm, post_attention_norm, pre_feedforward_norm, post_feedforward_norm;
     layers::Attention attention;
-    // lfm2's convolution layers (ModelConfig::conv_layers): the block's mixer instead of `attention`.
+    // lfm2's convolution layers (ModelConfig::conv_layers), qwen3_next's gated delta nets
+    // (ModelConfig::linear_layers): the block's mixer instead of `attention`.
     std::optional<layers::ShortConv> conv;
+    std::optional<layers::GatedDeltaNet> delta;
+    bool recurrent() const { return conv || delta; }
+    // The recurrent mixer over the normed input `n`.
+    mx::array mix(const mx::array& n, KVCache& cache) const { return conv ? (*conv)(n, cache) : (*delta)(n, cache); }
     std::optional<layers::SwiGLU> mlp;     // dense layers
     std::optional<layers::SparseMoe> moe;  // mixture-of-experts layers
     // moe_beside_mlp: the experts' own norms (pre_feedforward_layernorm_2, post_feedforward_layernorm_1 / _2).
@@ -171,5 +177,6 @@ void register_apertus();
 void register_deepseek();  // deepseek_v2, deepseek_v3, glm4_moe_lite
 void register_llama4();    // llama4_text
 void register_lfm2();
+void register_qwen3_next();  // qwen3_next, qwen3_5_text, qwen3_5_moe_text
 
 }  // namespace mlxgp

@@ -64,8 +64,8 @@ std::optional<mx::array> DecoderModel::fused_decode(const mx::array& h, KVCacheL
     const Block& b = blocks_[i];
     const auto& a = b.attention;
     if (b.moe || !b.mlp || b.mlp->kind != layers::SwiGLU::Kind::Gated || b.mlp->act != layers::SwiGLU::Act::Silu ||
-        a.mla || a.qkv_proj || a.q_norm || a.k_norm || a.softcap || a.clip_qkv || a.sinks || a.llama4_beta ||
-        !b.input_norm || !b.post_attention_norm)
+        a.mla || a.qkv_proj || a.output_gate || a.q_norm || a.k_norm || a.softcap || a.clip_qkv || a.sinks ||
+        a.llama4_beta || !b.input_norm || !b.post_attention_norm)
       return std::nullopt;
     const auto in_w = b.input_norm->kernel_weight(), post_w = b.post_attention_norm->kernel_weight();
     if (!in_w || !post_w) return std::nullopt;

@@ -19,19 +19,7 @@ WeightMap gemma4_model_names(WeightMap w) {
   std::set<std::string> modules;
   for (auto& [name, a] : w)
     if (name.ends_with(".experts.gate_up_proj")) modules.insert(name.substr(0, name.size() - 13));
-  for (const auto& e : modules) {
-    auto gu = pop_tensor(w, e + ".gate_up_proj"), down = pop_tensor(w, e + ".down_proj");
-    if (gu.ndim() != 3 || gu.shape(1) % 2 != 0 || down.ndim() != 3)
-      fail("model",
-           "tensors '" + e + ".gate_up_proj' / '.down_proj' must be [experts, out, in] with gate and up halves");
-    const int I = gu.shape(1) / 2;
-    auto half = [&](int first) {
-      return mx::contiguous(mx::slice(gu, {0, first, 0}, {gu.shape(0), first + I, gu.shape(2)}));
-    };
-    w.insert_or_assign(e + ".switch_mlp.gate_proj.weight", half(0));
-    w.insert_or_assign(e + ".switch_mlp.up_proj.weight", half(I));
-    w.insert_or_assign(e + ".switch_mlp.down_proj.weight", down);
-  }
+  for (const auto& e : modules) split_fused_experts(w, e + ".", e + ".switch_mlp.");
   rename_infix(w, ".experts.switch_glu.", ".experts.switch_mlp.");  // mlx-lm's SwitchGLU
   return w;
 }
@@ -45,10 +33,7 @@ WeightMap gemma4_checkpoint_names(WeightMap w, CheckpointLayout layout) {
       rename_prefix(w, e + ".switch_mlp.", e + ".switch_glu.");
       continue;
     }
-    refuse_quantized_switch(w, e + ".switch_mlp.", "gemma4_text");
-    auto gate = pop_tensor(w, e + ".switch_mlp.gate_proj.weight"), up = pop_tensor(w, e + ".switch_mlp.up_proj.weight");
-    w.insert_or_assign(e + ".gate_up_proj", mx::contiguous(mx::concatenate({gate, up}, 1)));
-    w.insert_or_assign(e + ".down_proj", pop_tensor(w, e + ".switch_mlp.down_proj.weight"));
+    fuse_switch_experts(w, e + ".switch_mlp.", e + ".", "gemma4_text");
   }
   return w;
 }

@@ -251,7 +251,12 @@ mx::array Embedding::operator()(const mx::array& tokens) const {
 RMSNorm RMSNorm::load(const WeightMap& w, const std::string& name, int dim, float eps, bool plus_one) {
   RMSNorm n{take(w, name, {dim}), eps, std::nullopt, std::nullopt};
   // transformers' GemmaRMSNorm: x.float() normalised, times (1 + w.float()), cast back once.
-  if (plus_one) n.effective = mx::add(mx::astype(*n.weight, mx::float32), mx::array(1.0f));
+  if (plus_one) {
+    n.effective = mx::add(mx::astype(*n.weight, mx::float32), mx::array(1.0f));
+    // Evaluated here, on the loading thread: a lazy array would be evaluated on the thread that first runs the
+    // model, which (a server's worker) has no stream of the loading thread's.
+    mx::eval(*n.effective);
+  }
   return n;
 }
 
@@ -262,7 +267,10 @@ RMSNorm RMSNorm::load_layer_norm(const WeightMap& w, const std::string& name, in
   if (with_bias) bias = take(w, base + ".bias", {dim});
   RMSNorm n{take(w, name, {dim}), eps, std::nullopt, bias, true};
   // transformers' NemotronLayerNorm1P: F.layer_norm(x, w + 1, b), the sum in the weight's dtype.
-  if (plus_one) n.effective = mx::add(*n.weight, mx::array(1.0f, n.weight->dtype()));
+  if (plus_one) {
+    n.effective = mx::add(*n.weight, mx::array(1.0f, n.weight->dtype()));
+    mx::eval(*n.effective);  // (on the loading thread: RMSNorm::load)
+  }
   return n;
 }
 
@@ -504,7 +512,8 @@ Attention Attention::load(const WeightMap& w, const std::string& prefix, const M
   } else if (a.kv_shared) {  // (a checkpoint may still hold k_proj / v_proj here: transformers ignores them)
     a.q_proj = Linear::load(w, prefix + ".q_proj", c.hidden_size, q_out, bias);
   } else {
-    a.q_proj = Linear::load(w, prefix + ".q_proj", c.hidden_size, q_out, bias);
+    a.output_gate = c.attention_output_gate;
+    a.q_proj = Linear::load(w, prefix + ".q_proj", c.hidden_size, a.output_gate ? 2 * q_out : q_out, bias);
     a.k_proj = Linear::load(w, prefix + ".k_proj", c.hidden_size, kv_out, bias);
     // gemma4_text's attention_k_eq_v: a full-attention layer's values are its key projection.
     a.values_from_keys = c.attention_k_eq_v && !sliding;
@@ -784,13 +793,19 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
   } else {
     // q and k rotated in the products' node too where the rope is kernels::rope and nothing comes between.
     kernels::GgmlFusion f;
-    if (rope && !q_norm && !k_norm && !clip_qkv) f.rope = rope->kernel_params(cache, T, head_dim);
+    if (rope && !q_norm && !k_norm && !clip_qkv && !output_gate) f.rope = rope->kernel_params(cache, T, head_dim);
     auto y = around.norm || f.rope ? project_normed(x, {&q_proj, &k_proj, &v_proj}, around, f) : std::nullopt;
     if (y && f.rope) rotated = true;
     if (!y) y = project(pre_norm(x, around), {&q_proj, &k_proj, &v_proj});
     xq = (*y)[0];
     xk = (*y)[1];
     xv = (*y)[2];
+  }
+  std::optional<mx::array> gate;
+  if (output_gate) {  // Qwen3NextAttention: q_proj's rows are [q; gate] per head
+    auto both = mx::reshape(*xq, {B, T, n_heads, 2 * head_dim});
+    xq = mx::reshape(mx::slice(both, {0, 0, 0, 0}, {B, T, n_heads, head_dim}), {B, T, n_heads * head_dim});
+    gate = mx::reshape(mx::slice(both, {0, 0, 0, head_dim}, {B, T, n_heads, 2 * head_dim}), {B, T, n_heads * head_dim});
   }
   const std::optional<RMSNorm> none;
   auto q = heads(*xq, n_heads, norm_after_rope ? none : q_norm);
@@ -811,6 +826,7 @@ mx::array Attention::operator()(const mx::array& x, KVCache& cache, const Attent
   auto o = attend(q, *k, v, cache, *mask);
   const mx::Shape merged{B, T, n_heads * head_dim};
   auto out = T == 1 ? mx::reshape(o, merged) : mx::reshape(mx::transpose(o, {0, 2, 1, 3}), merged);
+  if (gate) out = mx::multiply(out, mx::sigmoid(*gate));
   return add_projected(o_proj, out, around.residual);
 }
 

@@ -253,6 +253,9 @@ struct Attention {
   bool kv_shared = false;
   bool full_qk_norm = false;
   bool norm_after_rope = false;  // hunyuan_v1_dense: q / k normed after they rotate
+  // qwen3_next / qwen3_5 (ModelConfig::attention_output_gate): q_proj yields [q; gate] per head, and the heads'
+  // output is multiplied by sigmoid(gate) before o_proj.
+  bool output_gate = false;
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;
   float scale = 1.0f;
   std::optional<float> softcap;    // gemma2: scores = softcap * tanh(scores / softcap)

@@ -71,6 +71,11 @@ mlx::core::array pop_tensor(WeightMap& w, const std::string& name);
 void rename_prefix(WeightMap& w, const std::string& from, const std::string& to);
 void rename_infix(WeightMap& w, const std::string& from, const std::string& to);
 void refuse_quantized_switch(const WeightMap& w, const std::string& switch_prefix, const std::string& model_type);
+// Experts fused as transformers' Gemma4TextExperts / Qwen3_5MoeExperts keep them, `fused`gate_up_proj [E, 2I, hidden]
+// (gate rows first) and `fused`down_proj [E, hidden, I], as `switch_prefix`{gate,up,down}_proj.weight; and back.
+void split_fused_experts(WeightMap& w, const std::string& fused, const std::string& switch_prefix);
+void fuse_switch_experts(WeightMap& w, const std::string& switch_prefix, const std::string& fused,
+                         const std::string& model_type);
 
 // gpt_oss: the experts' transformers tensors (gate_up_proj [E, hidden, 2I] interleaved, down_proj; or the
 // original checkpoint's MXFP4 *_blocks / *_scales) and mlx-lm's experts.<proj> as stacked switch_mlp
@@ -107,6 +112,13 @@ WeightMap llama4_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 WeightMap gemma4_model_names(WeightMap weights);
 // The reverse: transformers' gate_up_proj / down_proj from float experts (Hf), mlx-lm's switch_glu (MlxLm).
 WeightMap gemma4_checkpoint_names(WeightMap weights, CheckpointLayout layout);
+
+// qwen3_next / qwen3_5_text / qwen3_5_moe_text: the multi-token-prediction head (mtp.*) dropped, as transformers
+// ignores it; fused experts (mlp.experts.gate_up_proj) split; an mlx-lm folder (its convolutions [C, K, 1]) read with
+// the (1 + w) norms mlx-lm's sanitize stored turned back into transformers' zero-centred w.
+WeightMap qwen3_next_model_names(WeightMap weights);
+// The reverse: transformers' per-expert tensors (Hf), or mlx-lm's (1 + w) norms and [C, K, 1] convolutions (MlxLm).
+WeightMap qwen3_next_checkpoint_names(const std::string& model_type, WeightMap weights, CheckpointLayout layout);
 
 // deepseek_v2 / v3, glm4_moe_lite: the multi-token-prediction layers dropped; mlx-lm's embed_q / unembed_out
 // (kv_b_proj split per head, maybe quantized) joined as transformers' kv_b_proj.

@@ -23,12 +23,14 @@ WeightMap language_model_names(WeightMap weights) {
 WeightMap language_model_checkpoint_names(WeightMap weights, const std::string& multimodal_type,
                                           CheckpointLayout layout) {
   // transformers' save_pretrained: Qwen2-VL / Qwen2.5-VL in their original layout (the decoder's own model.* and
-  // lm_head), Qwen3-VL as model.language_model.* and lm_head; the others and mlx-lm: language_model.<name>.
+  // lm_head), Qwen3-VL, Gemma 4 and Qwen3.5 as model.language_model.* and lm_head; the others and mlx-lm:
+  // language_model.<name>.
   const bool hf = layout == CheckpointLayout::Hf;
   if (hf && (multimodal_type == "qwen2_vl" || multimodal_type == "qwen2_5_vl")) return weights;
   WeightMap out;
   for (auto& [name, a] : weights) {
-    if (hf && (multimodal_type == "qwen3_vl" || multimodal_type == "gemma4"))
+    if (hf && (multimodal_type == "qwen3_vl" || multimodal_type == "gemma4" || multimodal_type == "qwen3_5" ||
+               multimodal_type == "qwen3_5_moe"))
       out.insert_or_assign(name.starts_with("model.") ? "model.language_model." + name.substr(6) : name, a);
     else out.insert_or_assign("language_model." + name, a);
   }

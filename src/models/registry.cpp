@@ -54,6 +54,7 @@ void ensure_builtins() {
     register_apertus();
     register_llama4();
     register_lfm2();
+    register_qwen3_next();
   });
 }
 
@@ -132,6 +133,8 @@ WeightMap to_model_names(const std::string& model_type, WeightMap weights) {
   if (model_type == "llama4_text") return llama4_model_names(std::move(weights));
   if (model_type == "gemma4_text") return gemma4_model_names(std::move(weights));
   if (model_type == "lfm2_moe") return lfm2_model_names(std::move(weights));
+  if (model_type == "qwen3_next" || model_type == "qwen3_5_text" || model_type == "qwen3_5_moe_text")
+    return qwen3_next_model_names(std::move(weights));
   return weights;
 }
 
@@ -146,6 +149,8 @@ WeightMap to_checkpoint_names(const std::string& model_type, WeightMap weights, 
   if (model_type == "apertus") return apertus_checkpoint_names(std::move(weights), layout);
   if (model_type == "lfm2" || model_type == "lfm2_moe")
     return lfm2_checkpoint_names(model_type, std::move(weights), layout);
+  if (model_type == "qwen3_next" || model_type == "qwen3_5_text" || model_type == "qwen3_5_moe_text")
+    return qwen3_next_checkpoint_names(model_type, std::move(weights), layout);
   if (model_type == "llama4_text") return llama4_checkpoint_names(std::move(weights), layout);
   if (model_type == "gemma4_text") return gemma4_checkpoint_names(std::move(weights), layout);
   // transformers' MoE checkpoints hold one tensor per expert (mlx-lm's, like mlxgp, the stacked switch_mlp).

@@ -13,14 +13,7 @@ ShortConv ShortConv::load(const WeightMap& w, const std::string& prefix, const M
   if (s.kernel < 1) fail("config", "conv_L_cache must be at least 1");
   s.in_proj = Linear::load(w, prefix + ".in_proj", s.hidden, 3 * s.hidden, c.conv_bias);
   s.out_proj = Linear::load(w, prefix + ".out_proj", s.hidden, s.hidden, c.conv_bias);
-  const std::string name = prefix + ".conv.weight";
-  mx::Shape stored{s.hidden, 1, s.kernel};  // as found, when it is one of the three layouts
-  if (auto it = w.find(name); it != w.end())
-    for (const mx::Shape& shape : {mx::Shape{s.hidden, s.kernel, 1}, mx::Shape{s.hidden, s.kernel}})
-      if (it->second.shape() == shape) stored = shape;
-  // Kept as stored and reshaped in each forward: an op made here would run on the loading thread's stream, which a
-  // server's worker thread does not have.
-  s.weight = take(w, name, stored);  // (names a missing or misshapen tensor)
+  s.weight = load_conv_kernel(w, prefix + ".conv.weight", s.hidden, s.kernel);
   if (c.conv_bias) s.bias = take(w, prefix + ".conv.bias", {s.hidden});
   return s;
 }
@@ -47,16 +40,30 @@ mx::array ShortConv::operator()(const mx::array& x, KVCache& cache) const {
     rc->set_state(0, mx::slice(full, {0, T, 0}, {B, T + K - 1, D}));
     rc->advance(T);
   }
-  // torch's conv1d (cross-correlation): out[t] = sum_k w[k] * full[t + k].
-  auto w = mx::astype(mx::reshape(weight, {D, K}), bx.dtype());
+  auto out = causal_depthwise_conv(full, weight, T);
+  if (bias) out = mx::add(out, mx::astype(*bias, out.dtype()));
+  return out_proj(mx::multiply(gate_out, out));
+}
+
+mx::array load_conv_kernel(const WeightMap& w, const std::string& name, int channels, int kernel) {
+  mx::Shape stored{channels, 1, kernel};  // as found, when it is one of the three layouts
+  if (auto it = w.find(name); it != w.end())
+    for (const mx::Shape& shape : {mx::Shape{channels, kernel, 1}, mx::Shape{channels, kernel}})
+      if (it->second.shape() == shape) stored = shape;
+  return take(w, name, stored);  // (names a missing or misshapen tensor)
+}
+
+mx::array causal_depthwise_conv(const mx::array& full, const mx::array& weight, int T) {
+  const int B = full.shape(0), D = full.shape(2), K = full.shape(1) - T + 1;
+  if (K < 1 || static_cast<int>(weight.size()) != D * K) fail("model", "the convolution's kernel does not match");
+  auto w = mx::astype(mx::reshape(weight, {D, K}), full.dtype());
   std::optional<mx::array> out;
   for (int k = 0; k < K; ++k) {
     auto term =
         mx::multiply(mx::slice(full, {0, k, 0}, {B, k + T, D}), mx::reshape(mx::slice(w, {0, k}, {D, k + 1}), {D}));
     out = out ? mx::add(*out, term) : term;
   }
-  if (bias) out = mx::add(*out, mx::astype(*bias, out->dtype()));
-  return out_proj(mx::multiply(gate_out, *out));
+  return *out;
 }
 
 }  // namespace mlxgp::layers

@@ -79,20 +79,70 @@ TEST(KVCache, RejectsMismatchedShapes) {
 }
 
 TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
-  // (gemma3, gemma4 and mistral3: multimodal checkpoints, read as their language model's type)
+  // (gemma3, gemma4, mistral3, qwen3_5 and qwen3_5_moe: multimodal checkpoints, read as their language model's type)
   auto types = supported_model_types();
-  EXPECT_EQ(
-      types,
-      (std::vector<std::string>{
-          "apertus",        "arcee",        "cohere",    "cohere2",  "deepseek_v2", "deepseek_v3",   "dots1",
-          "ernie4_5",       "ernie4_5_moe", "exaone4",   "gemma",    "gemma2",      "gemma3",        "gemma3_text",
-          "gemma4",         "gemma4_text",  "glm",       "glm4",     "glm4_moe",    "glm4_moe_lite", "gpt2",
-          "gpt_bigcode",    "gpt_neox",     "gpt_oss",   "granite",  "granitemoe",  "helium",        "hunyuan_v1_dense",
-          "hunyuan_v1_moe", "lfm2",         "lfm2_moe",  "llama",    "llama4",      "llama4_text",   "ministral3",
-          "mistral",        "mistral3",     "mixtral",   "nemotron", "olmo",        "olmo2",         "olmo3",
-          "olmoe",          "phi",          "phi3",      "phimoe",   "qwen2",       "qwen2_5_vl",    "qwen2_moe",
-          "qwen2_vl",       "qwen3",        "qwen3_moe", "qwen3_vl", "seed_oss",    "smollm3",       "stablelm",
-          "starcoder2"}));
+  EXPECT_EQ(types, (std::vector<std::string>{"apertus",
+                                             "arcee",
+                                             "cohere",
+                                             "cohere2",
+                                             "deepseek_v2",
+                                             "deepseek_v3",
+                                             "dots1",
+                                             "ernie4_5",
+                                             "ernie4_5_moe",
+                                             "exaone4",
+                                             "gemma",
+                                             "gemma2",
+                                             "gemma3",
+                                             "gemma3_text",
+                                             "gemma4",
+                                             "gemma4_text",
+                                             "glm",
+                                             "glm4",
+                                             "glm4_moe",
+                                             "glm4_moe_lite",
+                                             "gpt2",
+                                             "gpt_bigcode",
+                                             "gpt_neox",
+                                             "gpt_oss",
+                                             "granite",
+                                             "granitemoe",
+                                             "helium",
+                                             "hunyuan_v1_dense",
+                                             "hunyuan_v1_moe",
+                                             "lfm2",
+                                             "lfm2_moe",
+                                             "llama",
+                                             "llama4",
+                                             "llama4_text",
+                                             "ministral3",
+                                             "mistral",
+                                             "mistral3",
+                                             "mixtral",
+                                             "nemotron",
+                                             "olmo",
+                                             "olmo2",
+                                             "olmo3",
+                                             "olmoe",
+                                             "phi",
+                                             "phi3",
+                                             "phimoe",
+                                             "qwen2",
+                                             "qwen2_5_vl",
+                                             "qwen2_moe",
+                                             "qwen2_vl",
+                                             "qwen3",
+                                             "qwen3_5",
+                                             "qwen3_5_moe",
+                                             "qwen3_5_moe_text",
+                                             "qwen3_5_text",
+                                             "qwen3_moe",
+                                             "qwen3_next",
+                                             "qwen3_vl",
+                                             "seed_oss",
+                                             "smollm3",
+                                             "stablelm",
+                                             "starcoder2"}));
   ModelConfig c = parse_model_config(tiny_config_json("rwkv"));
   EXPECT_EQ(error_of([&] { create_model(c, tiny_weights()); }),
             "[model] unknown model_type 'rwkv' (supported: apertus, arcee, cohere, cohere2, deepseek_v2, deepseek_v3, "
@@ -102,7 +152,8 @@ TEST(Registry, ListsBuiltinsAndRejectsUnknown) {
             "llama4, "
             "llama4_text, "
             "ministral3, mistral, mistral3, mixtral, nemotron, olmo, olmo2, olmo3, olmoe, phi, phi3, phimoe, "
-            "qwen2, qwen2_5_vl, qwen2_moe, qwen2_vl, qwen3, qwen3_moe, qwen3_vl, seed_oss, smollm3, stablelm, "
+            "qwen2, qwen2_5_vl, qwen2_moe, qwen2_vl, qwen3, qwen3_5, qwen3_5_moe, qwen3_5_moe_text, qwen3_5_text, "
+            "qwen3_moe, qwen3_next, qwen3_vl, seed_oss, smollm3, stablelm, "
             "starcoder2)");
 }
 

@@ -70,7 +70,7 @@ def _assert_every_expert_routed(model, ids):
     """The input exercises the routing: each MoE layer sends some token to every expert (transformers' router)."""
     import torch
 
-    cfg = model.config
+    cfg = tiny_models.text_config(model.config)
     n_experts = getattr(cfg, "num_local_experts", None) or cfg.num_experts
     if cfg.model_type in ("glm4_moe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "dots1", "ernie4_5_moe",
                           "lfm2_moe"):
@@ -446,11 +446,12 @@ def test_unknown_architecture_or_option_is_named(edit, message, tiny, run_mlxgp,
 # olmo: mlx-lm 0.32's olmo reads AI2's original checkpoint layout through the ai2-olmo package, not transformers';
 # ernie4_5_moe: mlx-lm 0.32's drops the moe_statics correction bias (the choice on the plain probabilities), gives the
 # tied head no bias and the experts biases with use_bias (test_ernie4_5_moe_mlx_lm_folder); hunyuan_v1_moe: mlx-lm 0.32
-# has no hunyuan_v1_moe (its hunyuan is the original checkpoints' layout).
+# has no hunyuan_v1_moe (its hunyuan is the original checkpoints' layout); qwen3_5_text / qwen3_5_moe_text: mlx-lm 0.32
+# has Qwen3.5 as the multimodal qwen3_5 / qwen3_5_moe only (tested so).
 @pytest.mark.parametrize("arch", [a for a in tiny_models.MORE_ARCHS
                                   if a not in ("phi3-long", "qwen2_moe", "gpt2-scaled", "llama-yarn", "gpt_oss",
                                                "glm", "arcee", "llama4_text", "gpt_bigcode-mha", "olmo",
-                                               "ernie4_5_moe", "hunyuan_v1_moe")])
+                                               "ernie4_5_moe", "hunyuan_v1_moe", "qwen3_5_text", "qwen3_5_moe_text")])
 def test_mlx_quantized_folder_vs_mlx_lm(arch, tiny, run_mlxgp, tmp_path):
     """mlx-lm's convert path (load, 4-bit g32 quantize, save) on each architecture; both sides read that folder."""
     _, src = tiny(arch)
@@ -676,10 +677,12 @@ def test_gpt2_left_padded_batch_on_a_rotating_cache(tiny, run_mlxgp, tmp_path):
 # each head's q / k norm as its own tensor again; granitemoe: stacked experts, 8-bit g64 router.layer and o_proj;
 # deepseek_v2: its plain-parameter router left unquantized; deepseek_v3: kv_b_proj split per head into mlx-lm's 3-D
 # embed_q / unembed_out, quantized as its MultiLinear; gpt_bigcode: transformer.h.N names, the fused c_attn;
-# gemma4_text-moe: experts under mlx-lm's switch_glu, its 8-bit g64 router.proj.
+# gemma4_text-moe: experts under mlx-lm's switch_glu, its 8-bit g64 router.proj; qwen3_next / qwen3_5 / qwen3_5_moe:
+# the zero-centred norms written as 1 + w, the convolutions [C, K, 1], 8-bit g64 mlp.gate and shared_expert_gate.
 @pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "granite", "glm4_moe", "gpt_neox", "stablelm-parallel",
                                   "granitemoe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "dots1", "apertus",
-                                  "llama4", "gpt_bigcode", "gemma4_text-moe", "phimoe", "lfm2", "lfm2_moe"])
+                                  "llama4", "gpt_bigcode", "gemma4_text-moe", "phimoe", "lfm2", "lfm2_moe",
+                                  "qwen3_next", "qwen3_5", "qwen3_5_moe"])
 def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, run_mlxgp, tmp_path):
     """`mlxgp convert --quantize` (4-bit g32) writes what mlx_lm.convert writes from the same HF folder: the same
     tensors (names, dtypes, shapes, values: 3-D stacked experts quantized too, the model class's
@@ -709,7 +712,8 @@ def test_mlxgp_convert_quantize_matches_mlx_lm_convert(arch, tiny, hf_default, r
     q_want, q_got = (json.loads((d / "config.json").read_text())["quantization"] for d in (ref_dir, got_dir))
     assert q_got == q_want
     # per-module entries beside group_size / bits / mode
-    assert (len(q_want) > 3) == (arch in ("qwen3_moe", "granite", "granitemoe", "gemma4_text-moe", "lfm2_moe"))
+    assert (len(q_want) > 3) == (arch in ("qwen3_moe", "granite", "granitemoe", "gemma4_text-moe", "lfm2_moe",
+                                          "qwen3_next", "qwen3_5_moe"))
 
     ref_model, _ = load_model(got_dir)
     ids = _ids(30, 512, seed=4)

@@ -31,6 +31,7 @@ from tests.refs import llama_cpp  # noqa: E402
 SIZES = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
              num_key_value_heads=2)
 TOKENS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)  # inside the tiny vocabulary (no math)
+_DELTA = dict(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=16)
 # Per architecture: its config class and what must be explicit besides the sizes (layers enough for a
 # global / no-RoPE layer; MoE expert widths kept small, their counts and top-k left to the defaults).
 MINIMAL = {
@@ -52,6 +53,13 @@ MINIMAL = {
     "hunyuan_v1_moe": ("HunYuanMoEV1Config", {"head_dim": 16}),  # (its class has no usable head_dim default)
     "lfm2": ("Lfm2Config", {"layer_types": ["conv", "full_attention", "conv"]}),  # (the MLP rounded up to 256)
     "lfm2_moe": ("Lfm2MoeConfig", {"layer_types": ["conv", "full_attention", "conv"], "moe_intermediate_size": 16}),
+    # (the delta nets' widths and the expert counts kept small; head_dim 256, RoPE on a quarter of it, every fourth
+    # layer attention, top-10 / top-8 and the shared experts' gates left to the classes)
+    "qwen3_next": ("Qwen3NextConfig", {"num_hidden_layers": 4, "num_experts": 16, "moe_intermediate_size": 16,
+                                       "shared_expert_intermediate_size": 16, **_DELTA}),
+    "qwen3_5_text": ("Qwen3_5TextConfig", {"num_hidden_layers": 4, **_DELTA}),
+    "qwen3_5_moe_text": ("Qwen3_5MoeTextConfig", {"num_hidden_layers": 4, "num_experts": 8, "moe_intermediate_size": 16,
+                                                  "shared_expert_intermediate_size": 16, **_DELTA}),
 }
 
 
@@ -63,6 +71,12 @@ def _reference(folder):
     import torch
     import transformers
 
+    # Gated delta nets: transformers' float32 forward (its chunked delta rule) sits up to 2e-4 from its own float64
+    # one on these sizes, mlxgp's 6e-5: the reference runs in float64 (the eager experts: grouped_mm has no float64).
+    delta_nets = ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text")
+    if json.loads((Path(folder) / "config.json").read_text())["model_type"] in delta_nets:
+        return transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float64,
+                                                                 experts_implementation="eager").eval()
     return transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
 

@@ -267,10 +267,10 @@ def test_tensor_parallel_refusals(tiny, mlxgp_bin, run_mlxgp, tmp_path):
     assert p.returncode == 2 and "--prompt-cache cannot be combined with --tensor-parallel" in p.stderr
 
 
-@pytest.mark.parametrize("arch", ["gpt_oss", "gemma4_text", "lfm2", "lfm2_moe"])
+@pytest.mark.parametrize("arch", ["gpt_oss", "gemma4_text", "lfm2", "lfm2_moe", "qwen3_next"])
 def test_tensor_parallel_refused(arch, mlxgp_bin, tmp_path):
     """gpt_oss's per-head sinks and expert biases have no split yet, nor gemma4_text's layers of different widths, nor
-    lfm2's short convolutions: every rank says so in one line."""
+    lfm2's short convolutions, nor qwen3_next's gated delta nets: every rank says so in one line."""
     _, folder = tiny_models.make_tiny_model(arch, tmp_path / arch)
     cmd = [str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port", str(free_ports(2)), "--",
            str(mlxgp_bin), "generate", "--model", str(folder), "--input-ids", "1,2,3", "--max-new-tokens", "2",

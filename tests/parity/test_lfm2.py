@@ -19,6 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import recurrent_checks  # noqa: E402
 import tiny_models  # noqa: E402
 from cpu_features import needs_vnni  # noqa: E402
 
@@ -31,67 +32,24 @@ def lfm2(tmp_path_factory):
 
 
 def _ids(n, seed):
-    return np.random.default_rng(seed).integers(3, 512, size=n).tolist()
-
-
-def _hf_greedy(model, ids, n):
-    import torch
-
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
-    return out[0, len(ids):].tolist()
+    return recurrent_checks.ids(n, seed)
 
 
 @pytest.mark.parametrize("cache", [[], ["--max-kv-size", 64]], ids=["standard", "rotating"])
 def test_rows_join_and_leave_a_running_batch(cache, lfm2, run_mlxgp, tmp_path):
     model, folder = lfm2
-    prompts = [_ids(n, seed=n) for n in (12, 5, 9, 20, 3)]
-    budgets = [4, 10, 6, 8, 12]  # rows finish at different steps, and the waiting prompts take their places
-    refs = [_hf_greedy(model, p, n) for p, n in zip(prompts, budgets)]
-    jsonl = tmp_path / "prompts.jsonl"
-    jsonl.write_text("".join(json.dumps({"input_ids": p, "config": {"max_new_tokens": n, "min_new_tokens": n}}) + "\n"
-                             for p, n in zip(prompts, budgets)))
-    proc = run_mlxgp("generate", "--model", folder, "--dtype", "float32", "--prompts-file", jsonl, "--batch-size", 2,
-                     "--json", *cache)
-    rows = [json.loads(line)["sequences"][0]["token_ids"] for line in proc.stdout.splitlines() if line.strip()]
-    same = sum(a == b for r, f in zip(rows, refs) for a, b in zip(r, f))
-    print(f"lfm2 ({'rotating' if cache else 'standard'} caches), 5 prompts through 2 rows: "
-          f"{same}/{sum(budgets)} tokens identical to transformers")
-    assert rows == refs
+    recurrent_checks.check_rows_join_and_leave("lfm2", model, folder, run_mlxgp, tmp_path, cache)
 
 
 def test_prompt_cache_holds_the_convolution_states(lfm2, run_mlxgp, run_mlxgp_json, tmp_path):
     model, folder = lfm2
-    prompt = _ids(14, seed=3)
-    pc = tmp_path / "p.safetensors"
-    run_mlxgp("cache-prompt", "--model", folder, "--input-ids", ",".join(map(str, prompt[:9])), "--out", pc,
-              "--dtype", "float32")
-    from safetensors import safe_open
-
-    with safe_open(str(pc), "np") as f:
-        keys = set(f.keys())
-    assert "layers.0.state.0" in keys and "layers.1.keys" in keys and "layers.0.keys" not in keys
-    common = ["--model", folder, "--dtype", "float32", "--max-new-tokens", 10, "--min-new-tokens", 10]
-    got = run_mlxgp_json("generate", *common, "--input-ids", ",".join(map(str, prompt)), "--prompt-cache", pc)
-    assert got["sequences"][0]["token_ids"] == _hf_greedy(model, prompt, 10)
-    whole = run_mlxgp("generate", *common, "--input-ids", ",".join(map(str, prompt[:9])), "--prompt-cache", pc,
-                      check=False)
-    assert whole.returncode != 0
-    assert whole.stderr.strip().splitlines()[-1] == (
-        "[generate] the caches hold the whole prompt, and lfm2's recurrent layers cannot step back to recompute its "
-        "last position: the prompt must go past the cached tokens")
+    shapes = recurrent_checks.check_prompt_cache(model, folder, run_mlxgp, run_mlxgp_json, tmp_path)
+    assert "layers.0.state.0" in shapes and "layers.1.keys" in shapes and "layers.0.keys" not in shapes
 
 
-@pytest.mark.parametrize("flags", [["--use-speculative", "--draft-layers", 2], ["--prompt-lookup-num-tokens", 3]],
-                         ids=["speculative", "prompt-lookup"])
+@pytest.mark.parametrize("flags", recurrent_checks.ROLLBACK_FLAGS, ids=["speculative", "prompt-lookup"])
 def test_rolling_back_is_refused(flags, lfm2, run_mlxgp):
-    _, folder = lfm2
-    p = run_mlxgp("generate", "--model", folder, "--input-ids", "5,9,5,9,5,9", "--max-new-tokens", 4, *flags,
-                  check=False)
-    assert p.returncode != 0
-    assert p.stderr.strip().splitlines()[-1] == (
-        "[generate] speculative and prompt-lookup decoding roll rejected candidates back, which lfm2's recurrent "
-        "layers (short convolutions) cannot")
+    recurrent_checks.check_rolling_back_refused(lfm2[1], run_mlxgp, flags, "lfm2", "short convolutions")
 
 
 def test_released_config_spelling_and_conv_bias(run_mlxgp, tmp_path):

@@ -28,7 +28,7 @@ def tiny(tmp_path_factory):
                          "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3", "glm4_moe_lite",
                          "dots1", "apertus", "llama4_text", "gpt_bigcode", "gpt_bigcode-mha", "olmo", "gemma4_text",
                          "gemma4_text-moe", "gemma4_text-e2b", "ernie4_5_moe", "hunyuan_v1_moe", "lfm2",
-                         "lfm2_moe")}
+                         "lfm2_moe", "qwen3_next", "qwen3_5_text", "qwen3_5_moe_text")}
 
 
 def _as_mlxgp_grads(arch, name, grad):
@@ -141,14 +141,17 @@ def test_xent_loss_matches_torch(smoothing, run_mlxgp, tmp_path):
 # only picks experts: no gradient reaches it) beside a shared one; hunyuan_v1_moe: q/k norms after RoPE, a float32
 # router, every layer's experts beside an ungated shared MLP; lfm2: gated short convolutions (in_proj, the depthwise
 # kernel, out_proj) beside attention with per-head q / k norms; lfm2_moe: those blocks with sigmoid-routed experts chosen
-# with expert_bias (which takes no gradient).
+# with expert_bias (which takes no gradient); qwen3_next / qwen3_5_text / qwen3_5_moe_text: gated delta nets (the
+# projections, the depthwise kernel, A_log, dt_bias, the gated norm) beside gated attention, zero-centred norms, experts
+# beside a sigmoid-gated shared expert.
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3", "olmo2", "granite", "mixtral", "qwen2_moe",
                                   "starcoder2", "gpt2", "gpt_oss", "glm4", "olmoe", "cohere", "phi",
                                   "glm4_moe", "stablelm-parallel", "seed_oss", "exaone4",
                                   "gpt_neox", "arcee", "nemotron", "granitemoe", "hunyuan_v1_dense", "deepseek_v2",
                                   "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "llama4_text", "gpt_bigcode",
                                   "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe", "gemma4_text-e2b",
-                                  "ernie4_5_moe", "hunyuan_v1_moe", "lfm2", "lfm2_moe"])
+                                  "ernie4_5_moe", "hunyuan_v1_moe", "lfm2", "lfm2_moe", "qwen3_next", "qwen3_5_text",
+                                  "qwen3_5_moe_text"])
 def test_gradients_match_torch_autograd(arch, tiny, run_mlxgp, tmp_path):
     model, folder = tiny[arch]
     rows = _data(tmp_path / "d.jsonl", model.config.vocab_size)

@@ -15,11 +15,14 @@ MORE_ARCHS = ("gemma", "gemma2", "gemma3_text", "phi3", "phi3-long", "granite", 
               "exaone4", "gpt_neox", "arcee", "nemotron", "granitemoe", "helium", "hunyuan_v1_dense", "deepseek_v2",
               "deepseek_v3", "glm4_moe_lite", "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4_text", "llama4",
               "gpt_bigcode", "gpt_bigcode-mha", "olmo", "gemma4_text", "gemma4_text-moe", "gemma4_text-e2b",
-              "gemma4", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe", "lfm2", "lfm2_moe")
+              "gemma4", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe", "lfm2", "lfm2_moe", "qwen3_next", "qwen3_5_text",
+              "qwen3_5_moe_text", "qwen3_5", "qwen3_5_moe")
 # Multimodal checkpoints (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) with a tiny vision
 # tower: mlxgp runs their language model.
-MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl", "llama4", "gemma4")
-MOE_ARCHS = ("mixtral", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe", "lfm2_moe", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
+MULTIMODAL_ARCHS = ("gemma3", "mistral3", "mistral3-ministral3", "qwen2_5_vl", "qwen3_vl", "llama4", "gemma4",
+                    "qwen3_5", "qwen3_5_moe")
+MOE_ARCHS = ("mixtral", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe", "lfm2_moe", "qwen3_next", "qwen3_5_moe_text",
+             "qwen3_5_moe", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "granitemoe", "deepseek_v2",
              "deepseek_v3", "glm4_moe_lite", "dots1", "llama4_text", "llama4", "gemma4_text-moe")
 
 _COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
@@ -299,6 +302,34 @@ def tiny_config(arch: str):
                                           layer_types=["conv", "full_attention", "conv", "conv"], num_experts=4,
                                           num_experts_per_tok=2, moe_intermediate_size=32, num_dense_layers=1,
                                           routed_scaling_factor=1.5)
+    if arch in ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_5", "qwen3_5_moe"):
+        # Qwen3-Next / Qwen3.5: gated delta nets (2 key heads of 16, each serving 2 of the 4 value heads; a
+        # convolution over 4 positions) on layers 0, 1 and 3; gated attention with per-head q / k norms and RoPE on a
+        # quarter of each head (head_dim 32) on layer 2; zero-centred norms. qwen3_next:
+        # layer 0 dense (mlp_only_layers), then 4 experts top-2 beside a sigmoid-gated shared expert; qwen3_5_moe_text:
+        # every layer so; qwen3_5 / qwen3_5_moe: Qwen3_5(Moe)ForConditionalGeneration around them, a tiny vision tower.
+        kw = dict({k: v for k, v in _COMMON.items() if k != "num_hidden_layers"}, num_hidden_layers=4, head_dim=32,
+                  pad_token_id=0, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                  linear_value_head_dim=16, linear_conv_kernel_dim=4,
+                  layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention"],
+                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25})
+        moe = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48)
+        if arch == "qwen3_next":
+            return transformers.Qwen3NextConfig(**kw, **moe, mlp_only_layers=[0])
+        if arch == "qwen3_5_moe_text":
+            from transformers.models.qwen3_5_moe.configuration_qwen3_5_moe import Qwen3_5MoeTextConfig
+            return Qwen3_5MoeTextConfig(**{k: v for k, v in kw.items() if k != "intermediate_size"}, **moe)
+        from transformers.models.qwen3_5.configuration_qwen3_5 import Qwen3_5Config, Qwen3_5TextConfig
+        from transformers.models.qwen3_5_moe.configuration_qwen3_5_moe import Qwen3_5MoeConfig
+        if arch == "qwen3_5_text":
+            return Qwen3_5TextConfig(**kw)
+        text = dict(kw, rope_parameters={**kw["rope_parameters"], "mrope_section": [1, 1, 2], "mrope_interleaved": True})
+        if arch == "qwen3_5_moe":
+            text = dict({k: v for k, v in text.items() if k != "intermediate_size"}, **moe)
+        vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64)
+        cls = Qwen3_5MoeConfig if arch == "qwen3_5_moe" else Qwen3_5Config
+        return cls(text_config=text, vision_config=vision, image_token_id=500, video_token_id=501,
+                   vision_start_token_id=502, vision_end_token_id=503, bos_token_id=1, eos_token_id=2)
     if arch == "arcee":
         # AFM-4.5B's layout: an ungated relu2 MLP, with YaRN (factor 4 over an original 64 positions) as it ships.
         return transformers.ArceeConfig(**_COMMON, pad_token_id=0,
@@ -496,7 +527,7 @@ def make_model_from_config(cfg, out_dir, seed: int = 0):
     cfg.dtype = torch.float32
     if cfg.model_type == "mistral3":  # not in transformers' causal-LM mapping
         model = transformers.Mistral3ForConditionalGeneration(cfg).to(torch.float32)
-    elif cfg.model_type in ("qwen2_5_vl", "qwen3_vl", "llama4"):
+    elif cfg.model_type in ("qwen2_5_vl", "qwen3_vl", "llama4", "qwen3_5", "qwen3_5_moe"):
         model = transformers.AutoModelForImageTextToText.from_config(cfg, dtype=torch.float32)
     else:
         model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
@@ -510,8 +541,14 @@ def make_model_from_config(cfg, out_dir, seed: int = 0):
                                   or name.endswith("mlp.router.weight")
                                   or name.endswith("feed_forward.router.weight") or name.endswith("router.proj.weight")):
                 p.normal_(0.0, 0.2)  # MoE routers: decisive, varied routing, so every expert gets tokens
+            elif name.endswith("linear_attn.conv1d.weight"):
+                p.normal_(0.0, 0.5)  # qwen3_next: a convolution whose output the delta rule's outputs show
             elif p.ndim >= 2:
                 p.normal_(0.0, 0.08)
+            elif name.endswith("linear_attn.A_log"):
+                p.uniform_(-1.0, 1.5)  # decays from exp(-e^-1 softplus) to exp(-e^1.5 softplus): slow and fast heads
+            elif name.endswith("linear_attn.dt_bias"):
+                p.normal_(0.0, 0.5)
             elif cfg.model_type == "phimoe" and name.endswith("layernorm.bias"):
                 p.normal_(0.0, 0.05)  # (a bias as large as the norm's weight would route every token alike)
             elif "norm" in name or ".ln_" in name or name.endswith(("router.scale", "router.per_expert_scale")):
@@ -619,7 +656,12 @@ def mlx_lm_layout(folder, arch: str) -> None:
             arch = "qwen3" if arch == "qwen3_vl_text" else "qwen2"
     else:
         cfg = outer
-    if arch == "ministral3":  # mlx-lm's ministral3 reads rope_parameters itself
+    if arch in ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text"):  # mlx-lm reads full_attention_interval alone
+        # (layer_types [linear, linear, full, linear])
+        cfg["full_attention_interval"] = 3
+    if arch == "qwen3_5_moe_text":
+        fuse_experts(folder)
+    if arch in ("ministral3", "qwen3_5_text", "qwen3_5_moe_text"):  # (their mlx-lm models read rope_parameters)
         path.write_text(json.dumps(outer, indent=2))
         return
     if arch.startswith("gemma4_text"):
@@ -667,6 +709,31 @@ def mlx_lm_layout(folder, arch: str) -> None:
         cfg["sliding_window_pattern"] = "LLG"  # mlx-lm's exaone4 reads EXAONE's letters (layer_types the same)
         cfg.setdefault("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])  # and requires head_dim
     path.write_text(json.dumps(outer, indent=2))
+
+
+def fuse_experts(folder) -> None:
+    """Rewrites a saved model's per-expert tensors (mlp.experts.E.{gate,up,down}_proj.weight, what transformers 5.24
+    saves) as the Qwen3.5-MoE uploads hold them: mlp.experts.gate_up_proj [E, 2I, hidden] and down_proj [E, hidden, I]
+    (the only layout mlx-lm 0.32's qwen3_5_moe sanitize reads)."""
+    import re
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = Path(folder) / "model.safetensors"
+    tensors = load_file(str(path))
+    out, groups = {}, {}
+    for k, v in tensors.items():
+        m = re.fullmatch(r"(.*\.mlp\.experts)\.(\d+)\.(gate|up|down)_proj\.weight", k)
+        if m:
+            groups.setdefault(m[1], {}).setdefault(m[3], {})[int(m[2])] = v
+        else:
+            out[k] = v
+    for prefix, projs in groups.items():
+        stack = {p: torch.stack([e[i] for i in sorted(e)]) for p, e in projs.items()}
+        out[prefix + ".gate_up_proj"] = torch.cat([stack["gate"], stack["up"]], dim=1).contiguous()
+        out[prefix + ".down_proj"] = stack["down"].contiguous()
+    save_file(out, str(path), metadata={"format": "pt"})
 
 
 def _gpt2_original_names(folder) -> None:

@@ -96,7 +96,8 @@ def more_archs(tmp_path_factory):
                                           "ernie4_5", "exaone4", "nemotron", "granitemoe", "helium",
                                           "hunyuan_v1_dense", "deepseek_v2", "deepseek_v3", "glm4_moe_lite",
                                           "dots1", "apertus", "qwen2_5_vl", "qwen3_vl", "llama4", "gemma4_text",
-                                          "gemma4_text-moe", "gemma4_text-e2b", "gemma4", "phimoe", "lfm2", "lfm2_moe"))
+                                          "gemma4_text-moe", "gemma4_text-e2b", "gemma4", "phimoe", "lfm2", "lfm2_moe",
+                                          "qwen3_next", "qwen3_5", "qwen3_5_moe"))
 def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     folder = tiny_archs[arch] if arch in tiny_archs else more_archs(arch)
     model = mlx_lm_model(folder)
@@ -105,13 +106,15 @@ def test_every_architecture_through_mlx_lm(mgp, tiny_archs, more_archs, arch):
     out = mgp.generate(model, None, ids, max_tokens=N, eos_token_id=2)
     own_model, _ = mgp.load(str(folder))
     # A multimodal checkpoint loads as its language model and says whose it is.
-    outer = (arch.split("-")[0] if arch.startswith(("gemma3", "mistral3", "qwen2_5_vl", "qwen3_vl", "llama4", "gemma4"))
+    outer = (arch.split("-")[0] if arch.startswith(("gemma3", "mistral3", "qwen2_5_vl", "qwen3_vl", "llama4", "gemma4",
+                                                    "qwen3_5"))
              and not arch.startswith(("gemma3_text", "llama4_text", "gemma4_text")) else None)
     assert own_model.args.multimodal_model_type == outer
     assert own_model.args.model_type == {"gemma3": "gemma3_text", "mistral3": "mistral", "qwen2_5_vl": "qwen2",
                                          "qwen3_vl": "qwen3", "llama4": "llama4_text",
                                          "gemma4_text-moe": "gemma4_text", "gemma4_text-e2b": "gemma4_text",
-                                         "gemma4": "gemma4_text"}.get(arch, arch.split("-")[-1])
+                                         "gemma4": "gemma4_text", "qwen3_5": "qwen3_5_text",
+                                         "qwen3_5_moe": "qwen3_5_moe_text"}.get(arch, arch.split("-")[-1])
     own = mgp.generate(own_model, None, ids, max_tokens=N, eos_token_id=2)
     # mlx-lm 0.32's glm rotates every feature of each head, transformers' (and mlxgp's load of the folder) half of
     # them: the wrapped module computes what mlx-lm's does (interop._MLX_LM_IMPLIED), the folder what transformers'.

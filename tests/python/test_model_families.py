@@ -3,14 +3,15 @@ YaRN-scaled Qwen3 (rope_parameters {"rope_type": "yarn", "factor": 4.0, ...}) an
 biased experts with the clamped SwiGLU, alternating windows), phimoe (sparsemixer, LongRoPE's multipliers),
 ernie4_5_moe (a correction bias in the choice, shared experts, the tied head's bias), hunyuan_v1_moe (a float32
 router, the shared MLP), lfm2 (gated short convolutions keeping a recurrent state beside attention) and lfm2_moe
-(those blocks with sigmoid-routed experts). Greedy tokens of one prompt and of a
+(those blocks with sigmoid-routed experts), qwen3_next / qwen3_5 / qwen3_5_moe_text (gated delta nets beside gated
+attention; Qwen3.5's multimodal checkpoint read as its language model). Greedy tokens of one prompt and of a
 left-padded batch equal transformers' generate() on the same folder. And a Gemma 4 GGUF with llama.cpp's gemma4
 vocabulary, tokenized as llama.cpp tokenizes."""
 import pytest
 
 
 @pytest.mark.parametrize("arch", ["qwen3-yarn", "gpt_oss", "phimoe", "ernie4_5_moe", "hunyuan_v1_moe", "lfm2",
-                                  "lfm2_moe"])
+                                  "lfm2_moe", "qwen3_next", "qwen3_5", "qwen3_5_moe_text"])
 def test_greedy_matches_transformers(arch, mgp, tmp_path):
     import torch
     from tiny_models import make_tiny_model

@@ -3,7 +3,9 @@ YaRN-scaled Qwen3 (rope_parameters {"rope_type": "yarn", "factor": 4.0, "origina
 64}), gpt_oss (attention sinks, biased experts, alternating windows, its YaRN) and Ministral 3's multimodal
 checkpoint (mistral3: its language model). Requests decoded together
 in one batch each give exactly the tokens `mlxgp generate` gives alone, and those equal transformers' greedy
-generate() on the same folder; LFM2 (gated short convolutions beside attention) too. And an MLX folder in mxfp4 mode against mlx-lm."""
+generate() on the same folder; LFM2 (gated short convolutions beside attention), Qwen3-Next (gated delta nets) and
+Gemma 3 ((1 + w) norms, which a server once failed to run: made lazily at load, they were evaluated on the worker
+thread, which has no stream of the loading thread's) too. And an MLX folder in mxfp4 mode against mlx-lm."""
 import concurrent.futures as cf
 
 import openai
@@ -22,6 +24,15 @@ CONFIGS = {
                                      layer_types=["sliding_attention", "full_attention"])),
     # LFM2: a short-convolution layer (its state in a recurrent cache) before an attention one.
     "lfm2": ("Lfm2Config", dict(block_multiple_of=16, layer_types=["conv", "full_attention"])),
+    # Gemma 3: (1 + w) norms (q / k norms too), a window of 8 on the first layer; the norms' 1 + w made at load.
+    "gemma3_text": ("Gemma3TextConfig", dict(head_dim=16, sliding_window=8,
+                                             layer_types=["sliding_attention", "full_attention"])),
+    # Qwen3-Next: a gated delta net (its convolution and delta-rule states in a recurrent cache) before gated attention,
+    # experts beside a sigmoid-gated shared expert.
+    "qwen3_next": ("Qwen3NextConfig", dict(head_dim=16, layer_types=["linear_attention", "full_attention"],
+                                           linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                                           linear_value_head_dim=16, num_experts=4, num_experts_per_tok=2,
+                                           moe_intermediate_size=32, shared_expert_intermediate_size=32)),
     # Ministral 3's multimodal checkpoint (a tiny Pixtral tower beside it), its query scale changing every 8
     # positions.
     "mistral3": ("Ministral3Config", dict(head_dim=16, rope_parameters={

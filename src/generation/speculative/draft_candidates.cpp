@@ -38,7 +38,8 @@ class DraftCandidates : public CandidateGenerator {
     caches_ = make_caches(*draft_, cache_);
     if (has_recurrent_state(caches_))
       fail("generate", "speculative decoding rolls the draft model back past rejected candidates, which " +
-                           draft_->config().model_type + "'s recurrent layers (short convolutions) cannot");
+                           draft_->config().model_type + "'s recurrent layers (" +
+                           recurrent_layer_kind(draft_->config()) + ") cannot");
     // As the target's (speculative_run.cpp): prompt[:-1] fills the caches, quantized where plain decoding's are.
     if (n > 1) prefill_prefix(*draft_, caches_, mx::slice(ids, {0, 0}, {1, n - 1}), 0, {cache_, chunk_, kv_step_});
     track_.on_prompt(ids);

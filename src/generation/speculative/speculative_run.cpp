@@ -74,7 +74,8 @@ class SpeculativeRun::Impl {
     stop_.budget = budget;
     if (has_recurrent_state(target_.make_caches()))
       fail("generate", "speculative and prompt-lookup decoding roll rejected candidates back, which " +
-                           target_.config().model_type + "'s recurrent layers (short convolutions) cannot");
+                           target_.config().model_type + "'s recurrent layers (" +
+                           recurrent_layer_kind(target_.config()) + ") cannot");
     // A rotating cache can only roll back until it wraps (mlx-lm's is_trimmable); refuse up front
     // rather than fail halfway. A round drafts at most the tokens left (whatever num_draft_tokens or
     // prompt_lookup_num_tokens says), so a cache holds at most the prompt and the budget.
