@@ -274,6 +274,50 @@ def lfm2_gguf_seed():
     arch_seed("tiny_lfm2.gguf", "lfm2", 2, keys, shapes, lambda n: "shortconv.conv" in n)
 
 
+def qwen35moe_gguf_seed():
+    """A tiny qwen35moe file as Qwen3_5MoeTextModel's converter lays it out: a gated delta net (attn_qkv, attn_gate,
+    ssm_beta / ssm_alpha, ssm_a without a suffix, ssm_dt.bias, the convolution [channels, kernel]) before a gated
+    attention layer (full_attention_interval 2), experts beside a gated shared expert in both."""
+
+    def keys(w):
+        w.add_block_count(2)
+        w.add_context_length(64)
+        w.add_embedding_length(16)
+        w.add_head_count(2)
+        w.add_head_count_kv(1)
+        w.add_key_length(8)
+        w.add_value_length(8)
+        w.add_rope_dimension_count(2)
+        w.add_layer_norm_rms_eps(1e-6)
+        w.add_rope_freq_base(1e7)
+        w.add_vocab_size(8)
+        w.add_ssm_conv_kernel(4)
+        w.add_ssm_state_size(8)
+        w.add_ssm_group_count(1)
+        w.add_ssm_time_step_rank(2)
+        w.add_ssm_inner_size(16)
+        w.add_full_attention_interval(2)
+        w.add_expert_count(2)
+        w.add_expert_used_count(1)
+        w.add_expert_feed_forward_length(8)
+        w.add_expert_shared_feed_forward_length(8)
+
+    shapes = {"token_embd.weight": (8, 16), "output_norm.weight": (16,),
+              "blk.0.attn_qkv.weight": (32, 16), "blk.0.attn_gate.weight": (16, 16), "blk.0.ssm_beta.weight": (2, 16),
+              "blk.0.ssm_alpha.weight": (2, 16), "blk.0.ssm_a": (2,), "blk.0.ssm_dt.bias": (2,),
+              "blk.0.ssm_conv1d.weight": (32, 4), "blk.0.ssm_norm.weight": (8,), "blk.0.ssm_out.weight": (16, 16),
+              "blk.1.attn_q.weight": (32, 16), "blk.1.attn_k.weight": (8, 16), "blk.1.attn_v.weight": (8, 16),
+              "blk.1.attn_output.weight": (16, 16), "blk.1.attn_q_norm.weight": (8,), "blk.1.attn_k_norm.weight": (8,)}
+    for i in range(2):
+        b = f"blk.{i}."
+        shapes.update({b + "attn_norm.weight": (16,), b + "post_attention_norm.weight": (16,),
+                       b + "ffn_gate_inp.weight": (2, 16), b + "ffn_gate_exps.weight": (2, 8, 16),
+                       b + "ffn_up_exps.weight": (2, 8, 16), b + "ffn_down_exps.weight": (2, 16, 8),
+                       b + "ffn_gate_inp_shexp.weight": (16,), b + "ffn_gate_shexp.weight": (8, 16),
+                       b + "ffn_up_shexp.weight": (8, 16), b + "ffn_down_shexp.weight": (16, 8)})
+    arch_seed("tiny_qwen35moe.gguf", "qwen35moe", 3, keys, shapes, lambda n: "gate_inp" in n or "ssm_conv1d" in n)
+
+
 # ---- safetensors ----
 def st_bytes(tensors, metadata=None):
     from safetensors.numpy import save
@@ -407,7 +451,8 @@ def server_request_seeds():
 
 
 if __name__ == "__main__":
-    for f in [tokenizers_seeds, gguf_seeds, gemma4_gguf_seed, ernie45_moe_gguf_seed, lfm2_gguf_seed, safetensors_seeds, config_seeds, chat_template_seeds,
+    for f in [tokenizers_seeds, gguf_seeds, gemma4_gguf_seed, ernie45_moe_gguf_seed, lfm2_gguf_seed,
+              qwen35moe_gguf_seed, safetensors_seeds, config_seeds, chat_template_seeds,
               generation_config_seeds, checkpoint_seeds, server_request_seeds]:
         f()
     print("seeds written under", out, file=sys.stderr)

@@ -147,6 +147,9 @@ struct ModelConfig {
   // linear_value_head_dim, after a causal depthwise convolution of linear_conv_kernel_dim positions.
   std::vector<bool> linear_layers;
   int linear_key_heads = 0, linear_value_heads = 0, linear_key_dim = 0, linear_value_dim = 0, linear_conv_kernel = 0;
+  // llama.cpp's qwen35 / qwen35moe files order the value heads tiled (value head j of key head g at j x key heads + g,
+  // the converter's reorder) instead of grouped by key head: each value head reads key head (its index mod key heads).
+  bool linear_value_heads_tiled = false;
   // qwen3_next / qwen3_5: q_proj also yields a gate per head ([q; gate] per head) and the attention output is
   // multiplied by sigmoid(gate) before o_proj.
   bool attention_output_gate = false;

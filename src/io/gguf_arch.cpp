@@ -94,6 +94,26 @@ const std::vector<std::pair<std::string, std::string>> kGemma4 =
                        {"proj", "per_layer_projection"},
                        {"post_norm", "post_per_layer_input_norm"}});
 
+// Qwen3-Next / Qwen3.5 (Qwen3NextModel's converter and its Qwen3_5(Moe)TextModel subclasses): the delta nets' tensors
+// under ssm_* and attn_qkv / attn_gate (in_proj_qkvz split into [q; k; v] and z: transformers' in_proj_qkv / in_proj_z
+// layout), ssm_ba (qwen3next) or ssm_beta / ssm_alpha; ssm_a holds A = -exp(A_log) (read as linear_attn.A, hf_name);
+// the pre-MLP norm is post_attention_norm; qwen2moe's expert and shared-expert names.
+const std::vector<std::pair<std::string, std::string>> kQwen3Next =
+    with(kExperts, {{"post_attention_norm", "post_attention_layernorm"},
+                    {"attn_qkv", "linear_attn.in_proj_qkv"},
+                    {"attn_gate", "linear_attn.in_proj_z"},
+                    {"ssm_ba", "linear_attn.in_proj_ba"},
+                    {"ssm_beta", "linear_attn.in_proj_b"},
+                    {"ssm_alpha", "linear_attn.in_proj_a"},
+                    {"ssm_conv1d", "linear_attn.conv1d"},
+                    {"ssm_dt", "linear_attn.dt"},
+                    {"ssm_norm", "linear_attn.norm"},
+                    {"ssm_out", "linear_attn.out_proj"},
+                    {"ffn_gate_shexp", "mlp.shared_expert.gate_proj"},
+                    {"ffn_up_shexp", "mlp.shared_expert.up_proj"},
+                    {"ffn_down_shexp", "mlp.shared_expert.down_proj"},
+                    {"ffn_gate_inp_shexp", "mlp.shared_expert_gate"}});
+
 const std::vector<GgufArch>& table() {
   static const std::vector<GgufArch> t = {
       {"llama", "llama", {}},
@@ -155,6 +175,9 @@ const std::vector<GgufArch>& table() {
         {"shortconv.conv", "conv.conv"},
         {"shortconv.in_proj", "conv.in_proj"},
         {"shortconv.out_proj", "conv.out_proj"}}},
+      {"qwen3next", "qwen3_next", kQwen3Next},
+      {"qwen35", "qwen3_5_text", kQwen3Next},
+      {"qwen35moe", "qwen3_5_moe_text", kQwen3Next},
       {"arcee", "arcee", {}},
       // EXAONE 4.0: norms on the sub-layer outputs only, per-head q / k norms.
       {"exaone4",
@@ -395,6 +418,37 @@ void lfm2_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
   if (meta.count(p + "attention.sliding_window"))
     fail("gguf", "metadata '" + p + "attention.sliding_window' is not supported for lfm2");
   c.hidden_act = "silu";
+}
+
+// llama.cpp's qwen3next / qwen35 / qwen35moe: the delta nets' widths from ssm.* (state_size the key heads' width,
+// group_count the key heads, time_step_rank the value heads, inner_size all value heads' width, conv_kernel), every
+// full_attention_interval-th layer attention (gated, as the converter leaves q_proj), the rest delta nets; qwen35's
+// value heads in the converter's tiled order; the experts (every layer sparse, renormalised) beside a gated shared one.
+void qwen3_next_config(const std::string& p, const GgufMeta& meta,
+                       const std::unordered_map<std::string, mx::array>& tensors, ModelConfig& c) {
+  c.linear_key_dim = gguf_count(meta, p + "ssm.state_size");
+  c.linear_key_heads = gguf_count(meta, p + "ssm.group_count");
+  c.linear_value_heads = gguf_count(meta, p + "ssm.time_step_rank");
+  c.linear_conv_kernel = gguf_count(meta, p + "ssm.conv_kernel");
+  const int inner = gguf_count(meta, p + "ssm.inner_size");
+  if (c.linear_key_dim < 1 || c.linear_key_heads < 1 || c.linear_value_heads < 1 || c.linear_conv_kernel < 1 ||
+      inner < 1 || inner % c.linear_value_heads != 0 || c.linear_value_heads % c.linear_key_heads != 0)
+    fail("gguf", "metadata '" + p + "ssm.*' must give positive widths, value heads a multiple of the key heads");
+  c.linear_value_dim = inner / c.linear_value_heads;
+  c.linear_value_heads_tiled = c.model_type != "qwen3_next";
+  const int interval = gguf_count(meta, p + "full_attention_interval");
+  if (interval < 1) fail("gguf", "metadata '" + p + "full_attention_interval' must be at least 1");
+  for (int i = 0; i < c.num_hidden_layers; ++i) c.linear_layers.push_back((i + 1) % interval != 0);
+  c.attention_output_gate = true;
+  c.hidden_act = "silu";
+  if (c.model_type == "qwen3_5_text") return;
+  expert_counts(p, meta, c);
+  c.moe_intermediate_size = gguf_count(meta, p + "expert_feed_forward_length");
+  c.shared_expert_intermediate_size =
+      gguf_count_or(meta, p + "expert_shared_feed_forward_length", rows_of(tensors, "blk.0.ffn_gate_shexp.weight", 0));
+  if (c.moe_intermediate_size < 1) fail("gguf", "metadata '" + p + "expert_feed_forward_length' must be positive");
+  if (c.intermediate_size == 0) c.intermediate_size = c.moe_intermediate_size;  // no dense layer reads it
+  c.norm_topk_prob = true;
 }
 
 // llama.cpp's llama4: the experts from their keys, sparse every interleave_moe_layer_step-th layer. What Llama 4's
@@ -651,6 +705,7 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   if (t == "ernie4_5_moe") ernie45_moe_config(p, meta, tensors, c);
   if (t == "hunyuan_v1_moe") hunyuan_moe_config(p, meta, tensors, c);
   if (t == "lfm2") lfm2_config(p, meta, c);
+  if (t == "qwen3_next" || t == "qwen3_5_text" || t == "qwen3_5_moe_text") qwen3_next_config(p, meta, tensors, c);
   if (t == "gpt_oss") {
     // llama.cpp's gpt-oss: every even layer slides (its swa pattern 2), biases on q/k/v/o, the clamped
     // SwiGLU's 1.702 / 7.0 fixed in code (GptOssConfig's defaults, which ModelConfig holds).

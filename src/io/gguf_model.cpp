@@ -17,6 +17,9 @@ namespace {
 
 // llama.cpp tensor name -> transformers name ("" for tensors the models do not use).
 std::string hf_name(const GgufArch& arch, const std::string& name) {
+  // qwen3next's ssm_a has no suffix (A = -exp(A_log)): read as linear_attn.A.
+  if (name.rfind("blk.", 0) == 0 && name.ends_with(".ssm_a") && name.find('.', 4) == name.size() - 6)
+    return "model.layers." + name.substr(4, name.size() - 10) + ".linear_attn.A";
   auto dot = name.rfind('.');
   if (dot == std::string::npos) return "";
   std::string base = name.substr(0, dot), suffix = name.substr(dot);  // ".weight", ".scales", ...
@@ -140,7 +143,8 @@ ModelConfig gguf_config(const GgufMeta& meta, const std::unordered_map<std::stri
     return v[0];
   };
   // MoE files may omit the dense width (gguf_arch_config falls back to the experts').
-  const bool moe = c.model_type.ends_with("_moe") || c.model_type == "gpt_oss";
+  const bool moe = c.model_type.ends_with("_moe") || c.model_type == "gpt_oss" || c.model_type == "qwen3_next" ||
+                   c.model_type == "qwen3_5_moe_text";
   c.intermediate_size = first_layer(p + "feed_forward_length", moe ? std::optional<int>(0) : std::nullopt);
   if (c.model_type == "lfm2") {  // 0 on its convolution layers (gguf_arch_config reads which): the others' count
     const auto kv = gguf_layer_counts(meta, p + "attention.head_count_kv", c.num_hidden_layers, c.num_attention_heads);
@@ -206,8 +210,12 @@ WeightMap gguf_weights(const ModelConfig& c, std::unordered_map<std::string, mx:
   const bool permuted = c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "mixtral" ||
                         c.model_type == "olmo" || c.model_type == "granite" || c.model_type == "arcee" ||
                         c.model_type == "smollm3";
-  // llama.cpp's gemma and nemotron converters store norm weights as 1 + w; transformers' reader subtracts the 1.
-  const bool norm_plus_one = c.model_type == "gemma2" || c.model_type == "gemma3_text" || c.model_type == "nemotron";
+  // llama.cpp's gemma, nemotron and qwen3next converters store norm weights as 1 + w (qwen3next's but the delta nets'
+  // gated norm); transformers' reader subtracts the 1.
+  const bool qwen3_next =
+      c.model_type == "qwen3_next" || c.model_type == "qwen3_5_text" || c.model_type == "qwen3_5_moe_text";
+  const bool norm_plus_one =
+      c.model_type == "gemma2" || c.model_type == "gemma3_text" || c.model_type == "nemotron" || qwen3_next;
   WeightMap out;
   for (auto& [name, a] : tensors) {
     auto hf = hf_name(arch, name);
@@ -217,7 +225,9 @@ WeightMap gguf_weights(const ModelConfig& c, std::unordered_map<std::string, mx:
       if (hf.find(".self_attn.q_proj.") != std::string::npos) arr = unpermute_rows(arr, c.num_attention_heads);
       if (hf.find(".self_attn.k_proj.") != std::string::npos) arr = unpermute_rows(arr, c.num_key_value_heads);
     }
-    if (norm_plus_one && hf.ends_with("norm.weight")) arr = mx::subtract(mx::astype(arr, mx::float32), mx::array(1.0f));
+    if (norm_plus_one && hf.ends_with("norm.weight") && !hf.ends_with(".linear_attn.norm.weight"))
+      arr = mx::subtract(mx::astype(arr, mx::float32), mx::array(1.0f));
+    if (qwen3_next && hf.ends_with(".linear_attn.dt.bias")) hf = hf.substr(0, hf.size() - 8) + ".dt_bias";
     // The shared expert's gate is one row, stored 1-D by the converter.
     if (hf.ends_with(".shared_expert_gate.weight") && arr.ndim() == 1) arr = mx::reshape(arr, {1, arr.shape(0)});
     // gpt-oss's sinks and deepseek2's / ernie4_5-moe's exp_probs_b are parameters, not a module's weight / bias.

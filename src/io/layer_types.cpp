@@ -12,10 +12,12 @@ std::vector<bool> recurrent_layer_flags(const nlohmann::json& types, int layers,
   std::vector<bool> flags(layers, false);
   for (int i = 0; i < layers; ++i) {
     const auto& t = types[i];
-    if (!t.is_string() || (t != recurrent && t != "full_attention"))
+    // (compared as std::string: json == string trips GCC 12's -Warray-bounds in nlohmann's inlined code)
+    const std::string kind = t.is_string() ? t.get<std::string>() : std::string();
+    if (kind != recurrent && kind != "full_attention")
       fail("config",
            "unsupported " + model_type + " layer type " + t.dump() + " (supported: " + recurrent + ", full_attention)");
-    flags[i] = t == recurrent;
+    flags[i] = kind == recurrent;
   }
   return flags;
 }

@@ -31,19 +31,25 @@ GatedDeltaNet GatedDeltaNet::load(const WeightMap& w, const std::string& prefix,
   g.value_dim = c.linear_value_dim;
   g.kernel = c.linear_conv_kernel;
   g.eps = c.rms_norm_eps;
+  g.tiled = c.linear_value_heads_tiled;
   const int H = c.hidden_size, keys = g.key_heads * g.key_dim, values = g.value_heads * g.value_dim;
-  if (w.count(prefix + ".in_proj_qkvz.weight") || w.count(prefix + ".in_proj_qkvz.scales")) {
+  auto has = [&](const std::string& name) { return w.count(prefix + name + ".weight") > 0; };
+  if (has(".in_proj_qkvz")) {
     g.in_qkvz = Linear::load(w, prefix + ".in_proj_qkvz", H, 2 * keys + 2 * values, false);
-    g.in_ba = Linear::load(w, prefix + ".in_proj_ba", H, 2 * g.value_heads, false);
   } else {
     g.in_qkv = Linear::load(w, prefix + ".in_proj_qkv", H, 2 * keys + values, false);
     g.in_z = Linear::load(w, prefix + ".in_proj_z", H, values, false);
+  }
+  if (has(".in_proj_ba")) {
+    g.in_ba = Linear::load(w, prefix + ".in_proj_ba", H, 2 * g.value_heads, false);
+  } else {
     g.in_b = Linear::load(w, prefix + ".in_proj_b", H, g.value_heads, false);
     g.in_a = Linear::load(w, prefix + ".in_proj_a", H, g.value_heads, false);
   }
   g.out_proj = Linear::load(w, prefix + ".out_proj", values, H, false);
   g.conv_weight = load_conv_kernel(w, prefix + ".conv1d.weight", g.conv_channels(), g.kernel);
-  g.a_log = take(w, prefix + ".A_log", {g.value_heads});
+  if (w.count(prefix + ".A")) g.a = take(w, prefix + ".A", {g.value_heads});
+  else g.a_log = take(w, prefix + ".A_log", {g.value_heads});
   g.dt_bias = take(w, prefix + ".dt_bias", {g.value_heads});
   g.norm_weight = take(w, prefix + ".norm.weight", {g.value_dim});
   return g;
@@ -56,22 +62,25 @@ mx::array GatedDeltaNet::operator()(const mx::array& x, KVCache& cache) const {
   if (!rc && cache.offset() != 0)
     fail("model", "a gated delta net layer needs its RecurrentCache (Model::make_caches) to continue a sequence");
   if (rc && rc->slots() != 2) fail("cache", "a gated delta net layer needs a recurrent cache of two state slots");
-  std::optional<mx::array> mixed, z, b, a;  // mixed [B, T, C] = [q; k; v]; z [B, T, Hv, Dv]; b, a [B, T, Hv]
-  if (in_qkvz) {                            // Qwen3NextGatedDeltaNet.fix_query_key_value_ordering: grouped by key head
+  std::optional<mx::array> mixed, z, b, alpha;  // mixed [B, T, C] = [q; k; v]; z [B, T, Hv, Dv]; b, alpha [B, T, Hv]
+  if (in_qkvz) {  // Qwen3NextGatedDeltaNet.fix_query_key_value_ordering: grouped by key head
     auto qkvz = mx::reshape((*in_qkvz)(x), {B, T, Hk, 2 * Dk + 2 * r * Dv});
-    auto ba = mx::reshape((*in_ba)(x), {B, T, Hk, 2 * r});
     auto q = mx::reshape(last_axis(qkvz, 0, Dk), {B, T, Hk * Dk});
     auto k = mx::reshape(last_axis(qkvz, Dk, 2 * Dk), {B, T, Hk * Dk});
     auto v = mx::reshape(last_axis(qkvz, 2 * Dk, 2 * Dk + r * Dv), {B, T, Hv * Dv});
     z = mx::reshape(last_axis(qkvz, 2 * Dk + r * Dv, 2 * Dk + 2 * r * Dv), {B, T, Hv, Dv});
-    b = mx::reshape(last_axis(ba, 0, r), {B, T, Hv});
-    a = mx::reshape(last_axis(ba, r, 2 * r), {B, T, Hv});
     mixed = mx::concatenate({q, k, v}, -1);
   } else {
     mixed = (*in_qkv)(x);
     z = mx::reshape((*in_z)(x), {B, T, Hv, Dv});
+  }
+  if (in_ba) {  // [b..., a...] per key head
+    auto ba = mx::reshape((*in_ba)(x), {B, T, Hk, 2 * r});
+    b = mx::reshape(last_axis(ba, 0, r), {B, T, Hv});
+    alpha = mx::reshape(last_axis(ba, r, 2 * r), {B, T, Hv});
+  } else {
     b = (*in_b)(x);
-    a = (*in_a)(x);
+    alpha = (*in_a)(x);
   }
   // A left-padded row's padding leaves both states as they are, so the row computes what it computes alone
   // (mlx-lm masks the convolution's input and the state update; transformers zeroes the layer's input, which
@@ -87,7 +96,7 @@ mx::array GatedDeltaNet::operator()(const mx::array& x, KVCache& cache) const {
   auto conv = causal_depthwise_conv(full, conv_weight, T);
   conv = mx::multiply(conv, mx::sigmoid(conv));
   // Heads in float32 ([B, heads, T, dim]), q and k L2-normalised, q scaled by Dk^-0.5; each key head serves r value
-  // heads in turn (repeat_interleave).
+  // heads in turn (repeat_interleave), or every Hk-th value head (llama.cpp's tiled order: ggml_repeat).
   auto heads = [&](int from, int n, int d) {
     auto h = mx::reshape(last_axis(conv, from, from + n * d), {B, T, n, d});
     return mx::transpose(mx::astype(h, mx::float32), {0, 2, 1, 3});
@@ -97,14 +106,15 @@ mx::array GatedDeltaNet::operator()(const mx::array& x, KVCache& cache) const {
   auto v = heads(2 * Hk * Dk, Hv, Dv);
   q = mx::multiply(q, mx::array(1.0f / std::sqrt(static_cast<float>(Dk))));
   if (r > 1) {
-    q = mx::repeat(q, r, 1);
-    k = mx::repeat(k, r, 1);
+    q = tiled ? mx::tile(q, {1, r, 1, 1}) : mx::repeat(q, r, 1);
+    k = tiled ? mx::tile(k, {1, r, 1, 1}) : mx::repeat(k, r, 1);
   }
-  // beta = sigmoid(b); g = -exp(A_log) softplus(a + dt_bias), in float32.
+  // beta = sigmoid(b); g = A softplus(alpha + dt_bias) with A = -exp(A_log), in float32.
   auto beta = mx::transpose(mx::sigmoid(mx::astype(*b, mx::float32)), {0, 2, 1});  // [B, Hv, T]
-  auto dt = mx::add(mx::astype(*a, mx::float32), mx::astype(dt_bias, mx::float32));
+  auto dt = mx::add(mx::astype(*alpha, mx::float32), mx::astype(dt_bias, mx::float32));
   auto softplus = mx::logaddexp(dt, mx::zeros({}, mx::float32));
-  auto g = mx::multiply(mx::negative(mx::exp(mx::astype(a_log, mx::float32))), softplus);
+  auto A = a ? mx::astype(*a, mx::float32) : mx::negative(mx::exp(mx::astype(*a_log, mx::float32)));
+  auto g = mx::multiply(A, softplus);
   auto decay = mx::transpose(mx::exp(g), {0, 2, 1});  // [B, Hv, T]
   std::optional<mx::array> state = rc ? rc->state(1) : std::nullopt;
   if (state && state->shape() != mx::Shape{B, Hv, Dk, Dv}) fail("cache", "the delta rule's state does not match");

@@ -237,7 +237,8 @@ DEEPSEEK_V3_YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "
 # attention biases, as Hunyuan's dense models have none); ernie4_5_moe as ernie4_5-moe (a dense first layer, softmax
 # experts chosen with exp_probs_b beside two shared ones; bias-free, as ERNIE-4.5-21B-A3B); hunyuan_v1_moe as hunyuan-moe
 # (hunyuan-dense's attention, every layer's experts beside the shared MLP); lfm2 (short convolutions where
-# head_count_kv is 0, shortconv.conv squeezed to [hidden, kernel], the final norm as token_embd_norm).
+# head_count_kv is 0, shortconv.conv squeezed to [hidden, kernel], the final norm as token_embd_norm). (qwen3next,
+# qwen35 and qwen35moe: test_qwen3_next.py.)
 @pytest.mark.parametrize("arch, overrides", [("stablelm-parallel", {}), ("seed_oss", {"attention_out_bias": False}),
                                              ("ernie4_5", {"use_bias": False}), ("olmo2", {}), ("granite", {}),
                                              ("arcee", {}), ("smollm3", SMOLLM3_4),

@@ -12,7 +12,9 @@ same fp32 weights.
   partial_rotary_factor; Qwen3.5's rope_parameters with mrope sections) and the Qwen3.5-MoE uploads' fused experts
   (experts.gate_up_proj / down_proj): logits against transformers.
 - mlx-lm's folders store the zero-centred norms as 1 + w and the convolutions [C, K, 1]: mlxgp reads them (logits
-  against mlx-lm 0.32) and writes them back so (`mlxgp convert` in test_architectures.py)."""
+  against mlx-lm 0.32) and writes them back so (`mlxgp convert` in test_architectures.py).
+- GGUF qwen3next / qwen35 / qwen35moe as llama.cpp's converter writes them (node-llama-cpp 3.21.1's libllama): F32
+  files against llama.cpp and transformers' float64 forward, Q8_0 with --int8-activations against llama.cpp."""
 import json
 import shutil
 import sys
@@ -22,8 +24,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import recurrent_checks  # noqa: E402
 import tiny_models  # noqa: E402
+from cpu_features import needs_vnni  # noqa: E402
 
 PREFILL, TOTAL = 16, 40
 
@@ -139,3 +143,58 @@ def test_mlx_lm_folder_in_float(arch, run_mlxgp, tmp_path):
     diff, hf_diff = float(np.abs(got - ref).max()), float(np.abs(got - hf).max())
     print(f"{arch} mlx-lm folder: max |diff| = {diff:.3e} from mlx-lm, {hf_diff:.3e} from transformers")
     assert diff <= 1e-4 and hf_diff <= 1e-4
+
+
+def _gguf_model(arch, tmp_path):
+    """The tiny model as llama.cpp reads its files: qwen3next has no dense layers there (every layer's experts)."""
+    return tiny_models.make_tiny_model(arch, tmp_path / "hf", **({"mlp_only_layers": []} if arch == "qwen3_next"
+                                                                 else {}))
+
+
+@pytest.mark.parametrize("arch", ["qwen3_next", "qwen3_5_text", "qwen3_5_moe_text"])
+def test_gguf_as_llama_cpp(arch, run_mlxgp, run_mlxgp_json, tmp_path):
+    """An F32 file as llama.cpp's converter writes it (qwen3next: in_proj_qkvz split into attn_qkv and attn_gate,
+    ssm_ba; qwen35 / qwen35moe: the value heads reordered to llama.cpp's tiled order, ssm_beta / ssm_alpha; all:
+    ssm_a = -exp(A_log), the convolution [channels, kernel], 1 + w norms, every full_attention_interval-th layer
+    attention). Over 20 cached steps the float32 rounding of either side reaches 1e-4 at the positions these random
+    models amplify it (transformers' own float32 forward too), so mlxgp is held to transformers' float64 forward within
+    1e-4 and to llama.cpp within 2e-4; greedy tokens are llama.cpp's argmax after each of mlxgp's prefixes."""
+    import torch
+    import transformers
+    from test_gguf_architectures import GREEDY_NEW, _vs_llama_cpp
+
+    model, folder = _gguf_model(arch, tmp_path)
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
+    ids, prefill = _ids(40, seed=15), 20
+    ref, got, same = _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path)
+    exact = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float64,
+                                                              experts_implementation="eager").eval()
+    f64 = tiny_models.hf_stepwise_logits(exact, ids, prefill)[prefill - 1:len(ids) - 1]
+    diff, vs64, ref64 = (float(np.abs(a - b).max()) for a, b in ((got, ref), (got, f64), (ref, f64)))
+    print(f"{arch} GGUF F32: max |diff| {diff:.3e} from llama.cpp, {vs64:.3e} from transformers' float64 (llama.cpp's "
+          f"{ref64:.3e}); greedy {same}/{GREEDY_NEW} tokens llama.cpp's argmax")
+    assert np.abs(ref).max() > 0.5
+    assert vs64 <= 1e-4 and diff <= 2e-4
+    assert same == GREEDY_NEW
+
+
+@needs_vnni
+@pytest.mark.parametrize("arch", ["qwen3_next", "qwen3_5_moe_text"])
+def test_q8_0_gguf_with_int8_activations_as_llama_cpp(arch, run_mlxgp, tmp_path):
+    """A Q8_0 file (the delta nets' projections quantized; the convolution, A and the norms F32) with
+    --int8-activations: llama.cpp's logits."""
+    from tests.refs import gguf_quant, llama_cpp
+
+    model, _ = _gguf_model(arch, tmp_path)
+    # (gguf-py's Q8_0, llama.cpp's rounding: quantize_rows takes 2-D tensors only, and the experts are 3-D)
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "q8.gguf", "Q8_0", vocab=True)
+    types = gguf_quant.tensor_types(path)
+    assert types["blk.0.attn_qkv.weight"] == "Q8_0" and types["blk.0.ssm_conv1d.weight"] == "F32"
+    ids = _ids(40, seed=12)
+    ref = llama_cpp.logits(path, ids, PREFILL, repack=False)
+    got = _logits(run_mlxgp, path, ids, tmp_path, "--prefill", PREFILL, "--int8-activations")[PREFILL - 1:len(ids) - 1]
+    diff = float(np.abs(got - ref).max())
+    print(f"{arch} Q8_0 GGUF, int8 activations, vs llama.cpp: max |diff| {diff:.3e} (logits up to "
+          f"{np.abs(ref).max():.2f})")
+    assert np.abs(ref).max() > 0.5
+    assert diff <= 1e-4

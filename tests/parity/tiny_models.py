@@ -766,7 +766,8 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "llama4_text": "llama4", "gpt_bigcode": "starcoder", "olmo": "olmo",
                    "olmoe": "olmoe", "cohere2": "cohere2", "hunyuan_v1_dense": "hunyuan-dense",
                    "mixtral": "llama", "gemma4_text": "gemma4", "ernie4_5_moe": "ernie4_5-moe",
-                   "hunyuan_v1_moe": "hunyuan-moe", "lfm2": "lfm2"}
+                   "hunyuan_v1_moe": "hunyuan-moe", "lfm2": "lfm2", "qwen3_next": "qwen3next",
+                   "qwen3_5_text": "qwen35", "qwen3_5_moe_text": "qwen35moe"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -794,8 +795,9 @@ def _gguf_metadata(w, cfg, head_dim):
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
     # (Llama4Model's converter: the dense layers' width; the experts' as expert_feed_forward_length)
-    w.add_feed_forward_length(cfg.intermediate_size_mlp if mt == "llama4_text" else
-                              _lfm2_mlp_width(cfg) if mt == "lfm2" else cfg.intermediate_size)
+    if mt != "qwen3_5_moe_text":  # (Qwen3_5MoeTextConfig has no intermediate_size: the converter writes none)
+        w.add_feed_forward_length(cfg.intermediate_size_mlp if mt == "llama4_text" else
+                                  _lfm2_mlp_width(cfg) if mt == "lfm2" else cfg.intermediate_size)
     w.add_head_count(cfg.num_attention_heads)
     if mt in ("deepseek_v2", "deepseek_v3"):
         _gguf_deepseek2_metadata(w, cfg)
@@ -843,6 +845,23 @@ def _gguf_metadata(w, cfg, head_dim):
         w.add_expert_count(cfg.num_experts)
         w.add_expert_used_count(cfg.num_experts_per_tok)
         w.add_expert_feed_forward_length(cfg.intermediate_size if mt == "olmoe" else cfg.moe_intermediate_size)
+    if mt in ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text"):
+        # Qwen3NextModel's converter (Qwen2MoeModel's expert keys) and Qwen3_5(Moe)TextModel's: the delta nets' widths
+        # under ssm.*, the attention layers every full_attention_interval-th (the tiny models' layer_types say 3).
+        assert all((t == "full_attention") == ((i + 1) % 3 == 0) for i, t in enumerate(cfg.layer_types))
+        w.add_ssm_conv_kernel(cfg.linear_conv_kernel_dim)
+        w.add_ssm_state_size(cfg.linear_key_head_dim)
+        w.add_ssm_group_count(cfg.linear_num_key_heads)
+        w.add_ssm_time_step_rank(cfg.linear_num_value_heads)
+        w.add_ssm_inner_size(cfg.linear_value_head_dim * cfg.linear_num_value_heads)
+        w.add_full_attention_interval(3)
+        if mt != "qwen3_5_text":
+            w.add_expert_count(cfg.num_experts)
+            w.add_expert_used_count(cfg.num_experts_per_tok)
+            w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
+            w.add_expert_shared_feed_forward_length(cfg.shared_expert_intermediate_size)
+        if mt != "qwen3_next":  # (_Qwen35MRopeMixin: the default sections when the config has none)
+            w.add_rope_dimension_sections(rope.get("mrope_section", [11, 11, 10]) + [0])
     if mt == "hunyuan_v1_moe":  # HunYuanMoEModel's converter: the shared MLP as wide as intermediate_size
         w.add_expert_count(cfg.num_experts)
         w.add_expert_used_count(cfg.moe_topk)
@@ -1065,6 +1084,10 @@ def _gguf_tensors(model):
                          "per_expert_scale": "ffn_down_exps.scale", "gate_up_proj": "ffn_gate_up_exps.weight",
                          "down_proj": "ffn_down_exps.weight"}[name.rsplit(".", 1)[-1]], t
             continue
+        if mt in ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text") and (".linear_attn." in name or
+                                                                        name.endswith("norm.weight")):
+            yield from _qwen3_next_gguf_tensor(cfg, names, name, t)
+            continue
         if name.endswith("e_score_correction_bias"):  # (ernie4_5_moe's [1, E] under mlp.gate.moe_statics)
             yield "blk." + name.split(".")[2] + ".exp_probs_b.bias", t.reshape(-1)
             continue
@@ -1094,6 +1117,55 @@ def _gguf_tensors(model):
         yield names.get_name(module) + "." + kind, t
         if mt == "gpt2" and name.endswith("wte.weight"):
             yield "output.weight", t  # the converter stores GPT-2's tied head as a copy of wte
+
+
+def _qwen3_next_gguf_tensor(cfg, names, name, t):
+    """Qwen3NextModel's converter on a delta net's tensor or a norm: A_log as A = -exp(A_log), dt_bias as
+    ssm_dt.bias, the convolution squeezed to [channels, kernel], the zero-centred norms stored as 1 + w (the gated
+    linear_attn.norm as it is), in_proj_qkvz split into attn_qkv ([q; k; v] of all heads) and attn_gate (z). Qwen3.5's
+    (_LinearAttentionVReorderBase) first reorders the value heads from grouped by key head to tiled (value head j of
+    key head g moves to j x key heads + g) in every tensor that has them."""
+    import numpy as np
+
+    hk, hv = cfg.linear_num_key_heads, cfg.linear_num_value_heads
+    dk, dv = cfg.linear_key_head_dim, cfg.linear_value_head_dim
+    r = hv // hk
+
+    def tiled(x, axis, width):  # grouped [hk, r, width] -> tiled [r, hk, width] along `axis`
+        x = np.moveaxis(x, axis, 0)
+        shape = x.shape
+        x = x.reshape(hk, r, width, *shape[1:]).swapaxes(0, 1).reshape(shape)
+        return np.ascontiguousarray(np.moveaxis(x, 0, axis))
+
+    if cfg.model_type != "qwen3_next" and hk != hv:
+        if name.endswith("in_proj_qkv.weight"):
+            t = np.concatenate([t[:2 * hk * dk], tiled(t[2 * hk * dk:], 0, dv)])
+        elif name.endswith("in_proj_z.weight"):
+            t = tiled(t, 0, dv)
+        elif name.endswith(("in_proj_b.weight", "in_proj_a.weight", ".A_log", ".dt_bias")):
+            t = tiled(t, 0, 1)
+        elif name.endswith("conv1d.weight"):
+            t = np.concatenate([t[:2 * hk * dk], tiled(t[2 * hk * dk:], 0, dv)])
+        elif name.endswith("out_proj.weight"):
+            t = tiled(t, 1, dv)
+    module, _, kind = name.rpartition(".")
+    if name.endswith(".A_log"):
+        yield names.get_name(name), -np.exp(t)
+    elif name.endswith(".dt_bias"):
+        yield names.get_name(module + ".dt_proj") + ".bias", t
+    elif name.endswith("conv1d.weight"):
+        yield names.get_name(module) + ".weight", np.ascontiguousarray(t.squeeze())
+    elif name.endswith("in_proj_qkvz.weight"):
+        per = t.reshape(hk, 2 * dk + 2 * r * dv, -1)  # rows [q, k, v, z] of each key head
+        q, k, v, z = (per[:, a:b] for a, b in ((0, dk), (dk, 2 * dk), (2 * dk, 2 * dk + r * dv),
+                                               (2 * dk + r * dv, 2 * dk + 2 * r * dv)))
+        blk = "blk." + name.split(".")[2] + "."
+        yield blk + "attn_qkv.weight", np.concatenate([x.reshape(-1, t.shape[1]) for x in (q, k, v)])
+        yield blk + "attn_gate.weight", np.ascontiguousarray(z.reshape(-1, t.shape[1]))
+    elif name.endswith("norm.weight") and not name.endswith("linear_attn.norm.weight"):
+        yield names.get_name(module) + ".weight", t + 1
+    else:
+        yield names.get_name(module) + "." + kind, t
 
 
 def _spm_vocab(w, size: int) -> None:
