@@ -114,6 +114,20 @@ const std::vector<std::pair<std::string, std::string>> kQwen3Next =
                     {"ffn_down_shexp", "mlp.shared_expert.down_proj"},
                     {"ffn_gate_inp_shexp", "mlp.shared_expert_gate"}});
 
+// LFM2: llama.cpp's names for its blocks, the convolution under shortconv.*, the final norm read as token_embd_norm
+// (gguf_model.cpp's hf_name).
+const std::vector<std::pair<std::string, std::string>> kLfm2 = {{"attn_norm", "operator_norm"},
+                                                                {"ffn_norm", "ffn_norm"},
+                                                                {"attn_output", "self_attn.out_proj"},
+                                                                {"attn_q_norm", "self_attn.q_layernorm"},
+                                                                {"attn_k_norm", "self_attn.k_layernorm"},
+                                                                {"ffn_gate", "feed_forward.w1"},
+                                                                {"ffn_up", "feed_forward.w3"},
+                                                                {"ffn_down", "feed_forward.w2"},
+                                                                {"shortconv.conv", "conv.conv"},
+                                                                {"shortconv.in_proj", "conv.in_proj"},
+                                                                {"shortconv.out_proj", "conv.out_proj"}};
+
 const std::vector<GgufArch>& table() {
   static const std::vector<GgufArch> t = {
       {"llama", "llama", {}},
@@ -160,21 +174,14 @@ const std::vector<GgufArch>& table() {
         {"ffn_gate_shexp", "mlp.shared_mlp.gate_proj"},
         {"ffn_up_shexp", "mlp.shared_mlp.up_proj"},
         {"ffn_down_shexp", "mlp.shared_mlp.down_proj"}}},
-      // LFM2: llama.cpp's names for its blocks, the convolution under shortconv.*, the final norm read as
-      // token_embd_norm (gguf_model.cpp's hf_name).
-      {"lfm2",
-       "lfm2",
-       {{"attn_norm", "operator_norm"},
-        {"ffn_norm", "ffn_norm"},
-        {"attn_output", "self_attn.out_proj"},
-        {"attn_q_norm", "self_attn.q_layernorm"},
-        {"attn_k_norm", "self_attn.k_layernorm"},
-        {"ffn_gate", "feed_forward.w1"},
-        {"ffn_up", "feed_forward.w3"},
-        {"ffn_down", "feed_forward.w2"},
-        {"shortconv.conv", "conv.conv"},
-        {"shortconv.in_proj", "conv.in_proj"},
-        {"shortconv.out_proj", "conv.out_proj"}}},
+      {"lfm2", "lfm2", kLfm2},
+      // LFM2-MoE: lfm2's blocks, the experts stacked under feed_forward with exp_probs_b (expert_bias).
+      {"lfm2moe", "lfm2_moe",
+       with(kLfm2, {{"ffn_gate_inp", "feed_forward.gate"},
+                    {"ffn_gate_exps", "feed_forward.switch_mlp.gate_proj"},
+                    {"ffn_up_exps", "feed_forward.switch_mlp.up_proj"},
+                    {"ffn_down_exps", "feed_forward.switch_mlp.down_proj"},
+                    {"exp_probs_b", "feed_forward.expert_bias"}})},
       {"qwen3next", "qwen3_next", kQwen3Next},
       {"qwen35", "qwen3_5_text", kQwen3Next},
       {"qwen35moe", "qwen3_5_moe_text", kQwen3Next},
@@ -451,6 +458,26 @@ void qwen3_next_config(const std::string& p, const GgufMeta& meta,
   c.norm_topk_prob = true;
 }
 
+// llama.cpp's lfm2moe (LFM2MoeModel's converter): lfm2's layers, leading_dense_block_count dense ones first, then
+// experts chosen by sigmoid scores plus exp_probs_b, renormalised. llama.cpp applies no routed scaling (LFM2-8B-A1B's
+// is 1): a file asking for another through expert_weights_scale is refused.
+void lfm2moe_config(const std::string& p, const GgufMeta& meta,
+                    const std::unordered_map<std::string, mx::array>& tensors, ModelConfig& c) {
+  expert_counts(p, meta, c);
+  c.moe_intermediate_size = gguf_count(meta, p + "expert_feed_forward_length");
+  if (c.moe_intermediate_size < 1) fail("gguf", "metadata '" + p + "expert_feed_forward_length' must be positive");
+  if (gguf_count_or(meta, p + "expert_gating_func", 2) != 2)
+    fail("gguf", "metadata '" + p + "expert_gating_func' must be sigmoid (2) for lfm2moe");
+  if (auto scale = gguf_number(meta, p + "expert_weights_scale"); scale && *scale != 1.0)
+    fail("gguf", "metadata '" + p + "expert_weights_scale' is not supported (llama.cpp's lfm2moe ignores it)");
+  const int dense = gguf_count_or(meta, p + "leading_dense_block_count", 0);
+  for (int i = 0; i < dense && i < c.num_hidden_layers; ++i) c.mlp_only_layers.push_back(i);
+  c.sigmoid_routing = c.norm_topk_prob = true;
+  c.use_expert_bias =
+      tensors.count("blk." + std::to_string(std::min(dense, c.num_hidden_layers - 1)) + ".exp_probs_b.bias") > 0;
+  c.routed_scaling_factor = 1.0f;
+}
+
 // llama.cpp's llama4: the experts from their keys, sparse every interleave_moe_layer_step-th layer. What Llama 4's
 // config.json sets beyond them the file does not hold: llama.cpp fixes it in code for Scout and Maverick alike (chunks
 // of 8192 positions on three layers of four, the fourth without RoPE and with the query temperature of floor_scale
@@ -704,7 +731,8 @@ void gguf_arch_config(const GgufArch& arch, const GgufMeta& meta,
   if (t == "llama4_text") llama4_config(p, meta, c);
   if (t == "ernie4_5_moe") ernie45_moe_config(p, meta, tensors, c);
   if (t == "hunyuan_v1_moe") hunyuan_moe_config(p, meta, tensors, c);
-  if (t == "lfm2") lfm2_config(p, meta, c);
+  if (t == "lfm2" || t == "lfm2_moe") lfm2_config(p, meta, c);
+  if (t == "lfm2_moe") lfm2moe_config(p, meta, tensors, c);
   if (t == "qwen3_next" || t == "qwen3_5_text" || t == "qwen3_5_moe_text") qwen3_next_config(p, meta, tensors, c);
   if (t == "gpt_oss") {
     // llama.cpp's gpt-oss: every even layer slides (its swa pattern 2), biases on q/k/v/o, the clamped

@@ -25,7 +25,7 @@ std::string hf_name(const GgufArch& arch, const std::string& name) {
   std::string base = name.substr(0, dot), suffix = name.substr(dot);  // ".weight", ".scales", ...
   if (base == "token_embd") return "model.embed_tokens" + suffix;
   // (lfm2's final norm is embedding_norm: llama.cpp's converter names it token_embd_norm, others output_norm)
-  if (arch.model_type == "lfm2" && (base == "token_embd_norm" || base == "output_norm"))
+  if (arch.model_type.starts_with("lfm2") && (base == "token_embd_norm" || base == "output_norm"))
     return "model.embedding_norm" + suffix;
   if (base == "output_norm") return "model.norm" + suffix;
   if (base == "output") return "lm_head" + suffix;
@@ -146,7 +146,7 @@ ModelConfig gguf_config(const GgufMeta& meta, const std::unordered_map<std::stri
   const bool moe = c.model_type.ends_with("_moe") || c.model_type == "gpt_oss" || c.model_type == "qwen3_next" ||
                    c.model_type == "qwen3_5_moe_text";
   c.intermediate_size = first_layer(p + "feed_forward_length", moe ? std::optional<int>(0) : std::nullopt);
-  if (c.model_type == "lfm2") {  // 0 on its convolution layers (gguf_arch_config reads which): the others' count
+  if (c.model_type.starts_with("lfm2")) {  // 0 on its convolution layers (gguf_arch_config reads which)
     const auto kv = gguf_layer_counts(meta, p + "attention.head_count_kv", c.num_hidden_layers, c.num_attention_heads);
     c.num_key_value_heads = *std::max_element(kv.begin(), kv.end());
   } else {
@@ -232,7 +232,7 @@ WeightMap gguf_weights(const ModelConfig& c, std::unordered_map<std::string, mx:
     if (hf.ends_with(".shared_expert_gate.weight") && arr.ndim() == 1) arr = mx::reshape(arr, {1, arr.shape(0)});
     // gpt-oss's sinks and deepseek2's / ernie4_5-moe's exp_probs_b are parameters, not a module's weight / bias.
     if (hf.ends_with(".self_attn.sinks.weight")) hf.resize(hf.size() - 7);
-    if (hf.ends_with(".e_score_correction_bias.bias")) hf.resize(hf.size() - 5);
+    if (hf.ends_with(".e_score_correction_bias.bias") || hf.ends_with(".expert_bias.bias")) hf.resize(hf.size() - 5);
     if (c.model_type == "gemma4_text" && gemma4_weight(hf, arr, out)) continue;
     out.emplace(hf, arr);
   }

@@ -237,8 +237,9 @@ DEEPSEEK_V3_YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "
 # attention biases, as Hunyuan's dense models have none); ernie4_5_moe as ernie4_5-moe (a dense first layer, softmax
 # experts chosen with exp_probs_b beside two shared ones; bias-free, as ERNIE-4.5-21B-A3B); hunyuan_v1_moe as hunyuan-moe
 # (hunyuan-dense's attention, every layer's experts beside the shared MLP); lfm2 (short convolutions where
-# head_count_kv is 0, shortconv.conv squeezed to [hidden, kernel], the final norm as token_embd_norm). (qwen3next,
-# qwen35 and qwen35moe: test_qwen3_next.py.)
+# head_count_kv is 0, shortconv.conv squeezed to [hidden, kernel], the final norm as token_embd_norm); lfm2_moe as
+# lfm2moe (a dense first layer, then experts stacked with exp_probs_b; routed_scaling_factor 1 as LFM2-8B-A1B's, the
+# only one llama.cpp applies). (qwen3next, qwen35 and qwen35moe: test_qwen3_next.py.)
 @pytest.mark.parametrize("arch, overrides", [("stablelm-parallel", {}), ("seed_oss", {"attention_out_bias": False}),
                                              ("ernie4_5", {"use_bias": False}), ("olmo2", {}), ("granite", {}),
                                              ("arcee", {}), ("smollm3", SMOLLM3_4),
@@ -246,7 +247,8 @@ DEEPSEEK_V3_YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "
                                              ("exaone4", EXAONE4_32B_LEGACY), ("olmoe", OLMOE_MHA),
                                              ("cohere2", COHERE2_4), ("hunyuan_v1_dense", {"attention_bias": False}),
                                              ("ernie4_5_moe", {"use_bias": False}),
-                                             ("hunyuan_v1_moe", {"attention_bias": False}), ("lfm2", {})])
+                                             ("hunyuan_v1_moe", {"attention_bias": False}), ("lfm2", {}),
+                                             ("lfm2_moe", {"routed_scaling_factor": 1.0})])
 def test_gguf_as_llama_cpp(arch, overrides, run_mlxgp, run_mlxgp_json, tmp_path):
     """An F32 file as llama.cpp's converter writes it: logits over 20 cached steps within 1e-4 of llama.cpp, and
     greedy tokens that are llama.cpp's argmax after each of mlxgp's prefixes."""

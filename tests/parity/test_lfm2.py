@@ -125,3 +125,15 @@ def test_chat_turns_reuse_the_state_that_holds_the_shared_prefix(hf_default, run
     print(f"lfm2 chat: turn 2 reused {reused} of {len(ids1)} prompt tokens (the caches held {len(cached)})")
     assert reused == (len(cached) if common_prefix(cached, ids1) == len(cached) else 0)
     assert reused > 0
+
+
+def test_lfm2moe_gguf_with_a_routed_scale_is_refused(run_mlxgp, tmp_path):
+    """llama.cpp's lfm2moe applies no routed scaling whatever expert_weights_scale says: a file asking for 1.5 is refused
+    in one line rather than run otherwise than llama.cpp runs it (1.0 is test_gguf_architectures.py's)."""
+    model, _ = tiny_models.make_tiny_model("lfm2_moe", tmp_path / "hf")
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True,
+                                       meta={"lfm2moe.expert_weights_scale": 1.5})
+    p = run_mlxgp("generate", "--model", path, "--input-ids", "5,9", "--max-new-tokens", 2, check=False)
+    assert p.returncode != 0
+    assert p.stderr.strip().splitlines()[-1] == (
+        "[gguf] metadata 'lfm2moe.expert_weights_scale' is not supported (llama.cpp's lfm2moe ignores it)")

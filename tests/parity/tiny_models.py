@@ -767,7 +767,7 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "olmoe": "olmoe", "cohere2": "cohere2", "hunyuan_v1_dense": "hunyuan-dense",
                    "mixtral": "llama", "gemma4_text": "gemma4", "ernie4_5_moe": "ernie4_5-moe",
                    "hunyuan_v1_moe": "hunyuan-moe", "lfm2": "lfm2", "qwen3_next": "qwen3next",
-                   "qwen3_5_text": "qwen35", "qwen3_5_moe_text": "qwen35moe"}
+                   "qwen3_5_text": "qwen35", "qwen3_5_moe_text": "qwen35moe", "lfm2_moe": "lfm2moe"}
 
 
 def _gguf_metadata(w, cfg, head_dim):
@@ -802,7 +802,7 @@ def _gguf_metadata(w, cfg, head_dim):
     if mt in ("deepseek_v2", "deepseek_v3"):
         _gguf_deepseek2_metadata(w, cfg)
         return
-    if mt == "lfm2":  # LFM2Model's converter: no key/value heads on the convolution layers
+    if mt in ("lfm2", "lfm2_moe"):  # LFM2(Moe)Model's converter: no key/value heads on the convolution layers
         w.add_head_count_kv([0 if t == "conv" else cfg.num_key_value_heads for t in cfg.layer_types])
         w.add_shortconv_l_cache(cfg.conv_L_cache)
     else:
@@ -813,7 +813,7 @@ def _gguf_metadata(w, cfg, head_dim):
         w.add_layer_norm_eps(cfg.layer_norm_eps)
     elif mt == "nemotron":
         w.add_layer_norm_eps(cfg.norm_eps)
-    elif mt == "lfm2":
+    elif mt in ("lfm2", "lfm2_moe"):
         w.add_layer_norm_rms_eps(cfg.norm_eps)
     elif mt == "olmo":  # OlmoModel's converter: OlmoLayerNorm's fixed epsilon, clip_qkv as clamp_kqv
         w.add_layer_norm_eps(1e-5)
@@ -862,6 +862,12 @@ def _gguf_metadata(w, cfg, head_dim):
             w.add_expert_shared_feed_forward_length(cfg.shared_expert_intermediate_size)
         if mt != "qwen3_next":  # (_Qwen35MRopeMixin: the default sections when the config has none)
             w.add_rope_dimension_sections(rope.get("mrope_section", [11, 11, 10]) + [0])
+    if mt == "lfm2_moe":  # LFM2MoeModel's converter: the experts' width, the dense lead, sigmoid gating
+        w.add_expert_count(cfg.num_experts)
+        w.add_expert_used_count(cfg.num_experts_per_tok)
+        w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
+        w.add_leading_dense_block_count(cfg.num_dense_layers)
+        w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
     if mt == "hunyuan_v1_moe":  # HunYuanMoEModel's converter: the shared MLP as wide as intermediate_size
         w.add_expert_count(cfg.num_experts)
         w.add_expert_used_count(cfg.moe_topk)
@@ -1088,20 +1094,22 @@ def _gguf_tensors(model):
                                                                         name.endswith("norm.weight")):
             yield from _qwen3_next_gguf_tensor(cfg, names, name, t)
             continue
-        if name.endswith("e_score_correction_bias"):  # (ernie4_5_moe's [1, E] under mlp.gate.moe_statics)
+        # (ernie4_5_moe's [1, E] under mlp.gate.moe_statics; lfm2_moe's feed_forward.expert_bias)
+        if name.endswith(("e_score_correction_bias", "feed_forward.expert_bias")):
             yield "blk." + name.split(".")[2] + ".exp_probs_b.bias", t.reshape(-1)
             continue
         if mt == "gpt_oss" and name.endswith("self_attn.sinks"):
             yield "blk." + name.split(".")[2] + ".attn_sinks.weight", t
             continue
-        if name.endswith("mlp.experts.gate_up_proj"):  # transformers 5 fuses [gate; up] per expert
+        if name.endswith(("mlp.experts.gate_up_proj", "feed_forward.experts.gate_up_proj")):
+            # transformers 5 fuses [gate; up] per expert
             half = t.shape[1] // 2
             base = name[: -len("gate_up_proj")]
             yield names.get_name(base + "gate_proj") + ".weight", t[:, :half]
             yield names.get_name(base + "up_proj") + ".weight", t[:, half:]
             continue
         module, _, kind = name.rpartition(".")
-        if name.endswith("mlp.experts.down_proj"):
+        if name.endswith(("mlp.experts.down_proj", "feed_forward.experts.down_proj")):
             module, kind = name, "weight"
         t = t.squeeze()
         # LlamaModel (mixtral's converter too) and OlmoModel permute
