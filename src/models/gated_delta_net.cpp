@@ -93,8 +93,9 @@ mx::array GatedDeltaNet::operator()(const mx::array& x, KVCache& cache) const {
     fail("cache", "the convolution state does not match the batch");
   auto history = conv_state ? mx::astype(*conv_state, mixed->dtype()) : mx::zeros({B, K - 1, C}, mixed->dtype());
   auto full = K > 1 ? mx::concatenate({history, *mixed}, 1) : *mixed;
-  auto conv = causal_depthwise_conv(full, conv_weight, T);
-  conv = mx::multiply(conv, mx::sigmoid(conv));
+  // SiLU in float32, rounded once to the input's dtype (torch's silu of a half-precision tensor).
+  auto conv = mx::astype(causal_depthwise_conv(full, conv_weight, T), mx::float32);
+  conv = mx::astype(mx::multiply(conv, mx::sigmoid(conv)), mixed->dtype());
   // Heads in float32 ([B, heads, T, dim]), q and k L2-normalised, q scaled by Dk^-0.5; each key head serves r value
   // heads in turn (repeat_interleave), or every Hk-th value head (llama.cpp's tiled order: ggml_repeat).
   auto heads = [&](int from, int n, int d) {
@@ -109,8 +110,9 @@ mx::array GatedDeltaNet::operator()(const mx::array& x, KVCache& cache) const {
     q = tiled ? mx::tile(q, {1, r, 1, 1}) : mx::repeat(q, r, 1);
     k = tiled ? mx::tile(k, {1, r, 1, 1}) : mx::repeat(k, r, 1);
   }
-  // beta = sigmoid(b); g = A softplus(alpha + dt_bias) with A = -exp(A_log), in float32.
-  auto beta = mx::transpose(mx::sigmoid(mx::astype(*b, mx::float32)), {0, 2, 1});  // [B, Hv, T]
+  // beta = sigmoid(b) in b's dtype (transformers rounds it there before its float32 kernel); g = A softplus(alpha +
+  // dt_bias) with A = -exp(A_log), in float32.
+  auto beta = mx::transpose(mx::astype(mx::sigmoid(*b), mx::float32), {0, 2, 1});  // [B, Hv, T]
   auto dt = mx::add(mx::astype(*alpha, mx::float32), mx::astype(dt_bias, mx::float32));
   auto softplus = mx::logaddexp(dt, mx::zeros({}, mx::float32));
   auto A = a ? mx::astype(*a, mx::float32) : mx::negative(mx::exp(mx::astype(*a_log, mx::float32)));

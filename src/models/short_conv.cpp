@@ -56,14 +56,16 @@ mx::array load_conv_kernel(const WeightMap& w, const std::string& name, int chan
 mx::array causal_depthwise_conv(const mx::array& full, const mx::array& weight, int T) {
   const int B = full.shape(0), D = full.shape(2), K = full.shape(1) - T + 1;
   if (K < 1 || static_cast<int>(weight.size()) != D * K) fail("model", "the convolution's kernel does not match");
-  auto w = mx::astype(mx::reshape(weight, {D, K}), full.dtype());
+  // Summed in float32 and rounded once, as torch's conv1d accumulates a half-precision convolution.
+  auto f = mx::astype(full, mx::float32);
+  auto w = mx::astype(mx::reshape(weight, {D, K}), mx::float32);
   std::optional<mx::array> out;
   for (int k = 0; k < K; ++k) {
     auto term =
-        mx::multiply(mx::slice(full, {0, k, 0}, {B, k + T, D}), mx::reshape(mx::slice(w, {0, k}, {D, k + 1}), {D}));
+        mx::multiply(mx::slice(f, {0, k, 0}, {B, k + T, D}), mx::reshape(mx::slice(w, {0, k}, {D, k + 1}), {D}));
     out = out ? mx::add(*out, term) : term;
   }
-  return *out;
+  return mx::astype(*out, full.dtype());
 }
 
 }  // namespace mlxgp::layers

@@ -12,7 +12,7 @@ namespace mlxgp::layers {
 
 // torch's depthwise conv1d (a cross-correlation) over `full` [B, K - 1 + T, D] (the K - 1 positions before the
 // forward's T, then its own) with `weight` stored as [D, 1, K], [D, K, 1] or [D, K]: out[t] = sum_k w[k] full[t + k],
-// [B, T, D] in full's dtype.
+// [B, T, D] in full's dtype (summed in float32, rounded once).
 mx::array causal_depthwise_conv(const mx::array& full, const mx::array& weight, int T);
 // A depthwise kernel of `channels` x `kernel` values as transformers' Conv1d keeps it ([channels, 1, kernel]), as
 // mlx-lm's ([channels, kernel, 1]) or as GGUF's ([channels, kernel]), kept as stored: an op made here would run on

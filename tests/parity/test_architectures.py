@@ -622,10 +622,13 @@ def test_gpt2_sharded_half_precision_folder(dtype, tiny, run_mlxgp, tmp_path):
     assert diff_half <= (5e-2 if dtype == "bfloat16" else 1e-2)
 
 
-@pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe", "gpt_oss", "glm4_moe"])
-def test_moe_in_bfloat16_on_the_cpu(arch, tiny, run_mlxgp, tmp_path):
+@pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe", "gpt_oss", "glm4_moe", "qwen3_next", "qwen3_5_text", "lfm2"])
+def test_bfloat16_folder_on_the_cpu(arch, tiny, run_mlxgp, tmp_path):
     """MLX's CPU gather_mm takes float32 alone: the stacked experts of a bf16 folder multiply in float32 and
-    round once; the logits stay close to transformers' bf16 forward (once a raw [GatherMM::eval] error)."""
+    round once; the logits stay close to transformers' bf16 forward (once a raw [GatherMM::eval] error). The recurrent
+    layers round where transformers does: the depthwise convolution summed in float32 and rounded once (torch's
+    conv1d), qwen3_next's SiLU after it likewise, its beta rounded to bf16 before the float32 delta rule (once 2.7x
+    transformers' distance from its float32 forward, now within it)."""
     import torch
     import transformers
 
