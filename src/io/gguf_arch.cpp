@@ -433,6 +433,12 @@ void lfm2_config(const std::string& p, const GgufMeta& meta, ModelConfig& c) {
 // value heads in the converter's tiled order; the experts (every layer sparse, renormalised) beside a gated shared one.
 void qwen3_next_config(const std::string& p, const GgufMeta& meta,
                        const std::unordered_map<std::string, mx::array>& tensors, ModelConfig& c) {
+  // _Qwen35MtpMixin's multi-token-prediction block: nextn_predict_layers more blocks after the model's, which
+  // llama.cpp's forward leaves out (as transformers drops mtp.*).
+  const int nextn = gguf_count_or(meta, p + "nextn_predict_layers", 0);
+  if (nextn < 0 || nextn >= c.num_hidden_layers)
+    fail("gguf", "metadata '" + p + "nextn_predict_layers' must be below '" + p + "block_count'");
+  c.num_hidden_layers -= nextn;
   c.linear_key_dim = gguf_count(meta, p + "ssm.state_size");
   c.linear_key_heads = gguf_count(meta, p + "ssm.group_count");
   c.linear_value_heads = gguf_count(meta, p + "ssm.time_step_rank");

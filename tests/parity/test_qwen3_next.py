@@ -151,27 +151,47 @@ def _gguf_model(arch, tmp_path):
                                                                  else {}))
 
 
-@pytest.mark.parametrize("arch", ["qwen3_next", "qwen3_5_text", "qwen3_5_moe_text"])
-def test_gguf_as_llama_cpp(arch, run_mlxgp, run_mlxgp_json, tmp_path):
+def _mtp_block(model, rng):
+    """_Qwen35MtpMixin's block after the model's layers (random weights): a gated-attention decoder layer as the
+    model's full-attention one, with nextn.eh_proj / enorm / hnorm / shared_head_norm."""
+    n, h = model.config.num_hidden_layers, model.config.hidden_size
+    full = model.config.layer_types.index("full_attention")
+    out = {name.replace(f"blk.{full}.", f"blk.{n}."): rng.standard_normal(t.shape).astype(np.float32) * 0.05
+           for name, t in tiny_models._gguf_tensors(model) if name.startswith(f"blk.{full}.")}
+    out[f"blk.{n}.nextn.eh_proj.weight"] = rng.standard_normal((h, 2 * h)).astype(np.float32) * 0.05
+    for norm in ("enorm", "hnorm", "shared_head_norm"):
+        out[f"blk.{n}.nextn.{norm}.weight"] = np.ones(h, np.float32)
+    return out
+
+
+@pytest.mark.parametrize("arch, mtp", [("qwen3_next", 0), ("qwen3_5_text", 0), ("qwen3_5_moe_text", 0),
+                                       ("qwen3_5_moe_text", 1)], ids=["qwen3next", "qwen35", "qwen35moe", "qwen35moe-mtp"])
+def test_gguf_as_llama_cpp(arch, mtp, run_mlxgp, run_mlxgp_json, tmp_path):
     """An F32 file as llama.cpp's converter writes it (qwen3next: in_proj_qkvz split into attn_qkv and attn_gate,
     ssm_ba; qwen35 / qwen35moe: the value heads reordered to llama.cpp's tiled order, ssm_beta / ssm_alpha; all:
     ssm_a = -exp(A_log), the convolution [channels, kernel], 1 + w norms, every full_attention_interval-th layer
-    attention). Over 20 cached steps the float32 rounding of either side reaches 1e-4 at the positions these random
-    models amplify it (transformers' own float32 forward too), so mlxgp is held to transformers' float64 forward within
-    1e-4 and to llama.cpp within 2e-4; greedy tokens are llama.cpp's argmax after each of mlxgp's prefixes."""
+    attention; with `mtp`, the multi-token-prediction block that llama.cpp's forward leaves out). Over 20 cached steps
+    the float32 rounding of either side reaches 1e-4 at the positions these random models amplify it (transformers'
+    own float32 forward too), so mlxgp is held to transformers' float64 forward within 1e-4 and to llama.cpp within
+    2e-4; greedy tokens are llama.cpp's argmax after each of mlxgp's prefixes."""
     import torch
     import transformers
     from test_gguf_architectures import GREEDY_NEW, _vs_llama_cpp
 
     model, folder = _gguf_model(arch, tmp_path)
-    path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True)
+    extra = _mtp_block(model, np.random.default_rng(7)) if mtp else None
+    path = tiny_models.write_tiny_gguf(model, tmp_path / "f32.gguf", "F32", vocab=True, extra=extra, mtp_layers=mtp)
+    if mtp:
+        from tests.refs import gguf_quant
+
+        assert "blk.4.nextn.eh_proj.weight" in gguf_quant.tensor_types(path)
     ids, prefill = _ids(40, seed=15), 20
     ref, got, same = _vs_llama_cpp(run_mlxgp, run_mlxgp_json, path, ids, prefill, tmp_path)
     exact = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float64,
                                                               experts_implementation="eager").eval()
     f64 = tiny_models.hf_stepwise_logits(exact, ids, prefill)[prefill - 1:len(ids) - 1]
     diff, vs64, ref64 = (float(np.abs(a - b).max()) for a, b in ((got, ref), (got, f64), (ref, f64)))
-    print(f"{arch} GGUF F32: max |diff| {diff:.3e} from llama.cpp, {vs64:.3e} from transformers' float64 (llama.cpp's "
+    print(f"{arch}{' with an MTP block' if mtp else ''} GGUF F32: max |diff| {diff:.3e} from llama.cpp, {vs64:.3e} from transformers' float64 (llama.cpp's "
           f"{ref64:.3e}); greedy {same}/{GREEDY_NEW} tokens llama.cpp's argmax")
     assert np.abs(ref).max() > 0.5
     assert vs64 <= 1e-4 and diff <= 2e-4

@@ -770,7 +770,7 @@ GGUF_ARCH_NAMES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_
                    "qwen3_5_text": "qwen35", "qwen3_5_moe_text": "qwen35moe", "lfm2_moe": "lfm2moe"}
 
 
-def _gguf_metadata(w, cfg, head_dim):
+def _gguf_metadata(w, cfg, head_dim, mtp_layers=0):
     """The `<arch>.*` keys llama.cpp's convert_hf_to_gguf.py writes for cfg.model_type."""
     import gguf
 
@@ -791,7 +791,9 @@ def _gguf_metadata(w, cfg, head_dim):
     if mt == "gemma4_text":
         _gguf_gemma4_metadata(w, cfg)
         return
-    w.add_block_count(cfg.num_hidden_layers)
+    w.add_block_count(cfg.num_hidden_layers + mtp_layers)
+    if mtp_layers:
+        w.add_nextn_predict_layers(mtp_layers)
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
     # (Llama4Model's converter: the dense layers' width; the experts' as expert_feed_forward_length)
@@ -1225,7 +1227,7 @@ def _gemma4_vocab(w):
 
 
 def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None, types=None, drop=(),
-                    vocab=False, meta=None, split_max_tensors=0) -> Path:
+                    vocab=False, meta=None, split_max_tensors=0, mtp_layers=0) -> Path:
     """Writes a transformers `model` (GGUF_ARCH_NAMES) as a llama.cpp-style GGUF (metadata keys, tensor
     names and layouts as llama.cpp's converter writes them), with 2-D and 3-D weights stored as `qtype` and
     1-D ones (norms, biases) and MoE routers as F32. No tokenizer metadata: the file holds a model only.
@@ -1238,7 +1240,9 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
     gemma4 vocabulary of gemma4_vocabulary() (the model's vocab_size must be its size). `meta`: more
     {key: str or float} metadata (floats as FLOAT32). `split_max_tensors`: split as gguf-split does, into
     <stem>-0000N-of-0000M.gguf parts of at most that many tensors (split.no / split.count /
-    split.tensors.count in each); returns the first part."""
+    split.tensors.count in each); returns the first part. `mtp_layers`: as _Qwen35MtpMixin writes a multi-token
+    prediction block, that many more blocks counted in block_count and nextn_predict_layers (their tensors in
+    `extra`)."""
     import gguf
     import numpy as np
 
@@ -1247,7 +1251,7 @@ def write_tiny_gguf(model, path, qtype: str = "Q8_0", quantize=None, extra=None,
     w = gguf.GGUFWriter(str(path), GGUF_ARCH_NAMES[cfg.model_type], split_max_tensors=split_max_tensors)
     gemma4 = cfg.model_type == "gemma4_text"  # (its head_dim is per layer)
     head_dim = None if gemma4 else getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    _gguf_metadata(w, cfg, head_dim)
+    _gguf_metadata(w, cfg, head_dim, mtp_layers)
     if vocab == "gemma4":
         assert cfg.vocab_size == len(gemma4_vocabulary()[0])
         _gemma4_vocab(w)
