@@ -114,10 +114,11 @@ WeightMap gemma4_model_names(WeightMap weights);
 WeightMap gemma4_checkpoint_names(WeightMap weights, CheckpointLayout layout);
 
 // qwen3_next / qwen3_5_text / qwen3_5_moe_text: the multi-token-prediction head (mtp.*) dropped, as transformers
-// ignores it; fused experts (mlp.experts.gate_up_proj) split; an mlx-lm folder (its convolutions [C, K, 1]) read with
-// the (1 + w) norms mlx-lm's sanitize stored turned back into transformers' zero-centred w.
+// ignores it; fused experts (mlp.experts.gate_up_proj) split. An mlx-lm folder's (1 + w) norms and [C, K, 1]
+// convolutions stay as stored (the model runs them so).
 WeightMap qwen3_next_model_names(WeightMap weights);
-// The reverse: transformers' per-expert tensors (Hf), or mlx-lm's (1 + w) norms and [C, K, 1] convolutions (MlxLm).
+// The reverse, from either convention: transformers' zero-centred norms, [C, 1, K] convolutions and per-expert tensors
+// (Hf), or mlx-lm's (1 + w) norms and [C, K, 1] convolutions (MlxLm).
 WeightMap qwen3_next_checkpoint_names(const std::string& model_type, WeightMap weights, CheckpointLayout layout);
 
 // deepseek_v2 / v3, glm4_moe_lite: the multi-token-prediction layers dropped; mlx-lm's embed_q / unembed_out
