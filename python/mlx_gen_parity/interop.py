@@ -118,9 +118,9 @@ def _mlx_lm_rope(cfg):
         cfg["rope_scaling"] = {**rope, "short_factor": rope["long_factor"], "short_mscale": rope.get("long_mscale")}
 
 
-# mlx-lm's multimodal modules (gemma3, mistral3, llama4, qwen3_5, qwen3_5_moe) hold their language model under this
-# prefix; mlxgp's model names its tensors without it.
-_MULTIMODAL = ("gemma3", "mistral3", "llama4", "qwen3_5", "qwen3_5_moe")
+# mlx-lm's multimodal modules (gemma3, mistral3, llama4, qwen2_vl / qwen2_5_vl / qwen3_vl, qwen3_5, qwen3_5_moe) hold
+# their language model under this prefix; mlxgp's model names its tensors without it.
+_MULTIMODAL = ("gemma3", "mistral3", "llama4", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe")
 _LANGUAGE_MODEL = "language_model."
 
 

@@ -278,12 +278,12 @@ def lm_loss(model, tokens, pad_id):
     return ce.sum() / mask.sum()
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "mistral3", "qwen3_next", "qwen3_5"])
+@pytest.mark.parametrize("arch", ["qwen2", "mistral3", "qwen3_vl", "qwen3_next", "qwen3_5"])
 def test_train_step_on_mlx_lm_model_matches_mlx_value_and_grad(mgp, tiny_archs, more_archs, arch):
     """train_step(model, {'tokens': ...}, mlx.optimizers.AdamW(...) (SGD for qwen3_next / qwen3_5), cfg, pad_id=...) on an mlx-lm model
     against the same step done by mlx itself (nn.value_and_grad + the same optimizer class) on a second copy;
-    afterwards mlx-lm's own forward runs on the trained weights (mistral3, qwen3_5: multimodal modules, whose language
-    model's arrays are named language_model.* there; qwen3_next / qwen3_5: norms stored as 1 + w and convolutions
+    afterwards mlx-lm's own forward runs on the trained weights (mistral3, qwen3_vl, qwen3_5: multimodal modules, whose
+    language model's arrays are named language_model.* there; qwen3_next / qwen3_5: norms stored as 1 + w and convolutions
     [C, K, 1], which the wrapped model runs and writes back as they are)."""
     import mlx.core as mx
     import mlx.nn as nn
