@@ -121,7 +121,8 @@ mx::array GatedDeltaNet::operator()(const mx::array& x, KVCache& cache) const {
   std::optional<mx::array> state = rc ? rc->state(1) : std::nullopt;
   if (state && state->shape() != mx::Shape{B, Hv, Dk, Dv}) fail("cache", "the delta rule's state does not match");
   auto S = state ? mx::astype(*state, mx::float32) : mx::zeros({B, Hv, Dk, Dv}, mx::float32);
-  // transformers' torch_recurrent_gated_delta_rule, one position at a time (its chunked form is the same sums).
+  // transformers' torch_recurrent_gated_delta_rule, one position at a time (its chunked form for prefill computes the
+  // same recurrence, summed in another order).
   std::vector<mx::array> outs;
   outs.reserve(T);
   auto at = [&](const mx::array& y, int t) { return mx::slice(y, {0, 0, t, 0}, {B, Hv, t + 1, y.shape(3)}); };

@@ -2,8 +2,7 @@
 // blocks whose mixer is a gated delta net (models/gated_delta_net.h) on the layers ModelConfig::linear_layers marks
 // and gated attention elsewhere (q_proj's [q; gate] per head, sigmoid(gate) on the output; per-head q / k norms;
 // RoPE on a quarter of each head); every RMSNorm zero-centred, scaling by (1 + w) as gemma's (mlx-lm's folders store
-// 1 + w, run as stored); a dense SwiGLU or
-// qwen2_moe's softmax-routed experts beside a sigmoid-gated shared expert.
+// 1 + w, run as stored); a dense SwiGLU or qwen2_moe's softmax-routed experts beside a sigmoid-gated shared expert.
 #include <set>
 
 #include "models/decoder.h"
